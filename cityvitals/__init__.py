@@ -1,0 +1,1 @@
+"""cityvitals kernel: contracts, settings, topics, database, command line and local stack."""

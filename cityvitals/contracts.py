@@ -1,0 +1,281 @@
+"""Message contracts shared by every component.
+
+Every message on a cityvitals Kafka topic is one of these frozen models, serialised as JSON.
+Each carries ``schema_version`` so that consumers can refuse what they do not understand, and
+every timestamp is timezone-aware UTC (a naive timestamp is rejected, any other offset is
+converted to UTC).
+
+>>> r = Reading(device_id="aq-001", ts="2026-11-22T08:00:00+08:00", seq=1, values={"pm25": 35.0})
+>>> r.ts.isoformat()
+'2026-11-22T00:00:00+00:00'
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Alert",
+    "AlertStatus",
+    "CameraEvent",
+    "CameraEventPayload",
+    "CameraEventType",
+    "Contract",
+    "DeadLetter",
+    "Device",
+    "DeviceState",
+    "Place",
+    "PlaceLevel",
+    "Reading",
+    "ReadingBatch",
+    "ReadingPayload",
+    "UtcDatetime",
+    "ValidationError",
+    "WarningLevel",
+]
+
+SCHEMA_VERSION = 1
+
+IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+"""Device, place and rule ids: safe inside an MQTT topic level, a Kafka key and a file name."""
+
+METRIC = r"^[a-z][a-z0-9_.]{0,63}$"
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("timestamp must carry a timezone (e.g. 2026-11-22T08:00:00Z)")
+    return value.astimezone(UTC)
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"value must be a finite number, got {value!r}")
+    return value
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+Identifier = Annotated[str, Field(pattern=IDENTIFIER)]
+MetricName = Annotated[str, Field(pattern=METRIC)]
+FiniteFloat = Annotated[float, AfterValidator(_finite)]
+
+
+class Contract(BaseModel):
+    """Base of every message: frozen, strict about unknown fields, versioned."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class PlaceLevel(StrEnum):
+    """The five levels of the city's place tree, from the top."""
+
+    CITY = "city"
+    DISTRICT = "district"
+    STREET = "street"
+    GRID = "grid"
+    BUILDING = "building"
+
+    @property
+    def depth(self) -> int:
+        return list(PlaceLevel).index(self)
+
+
+class Place(Contract):
+    """A node of the place tree. ``path`` lists the ids from the city down to this place."""
+
+    place_id: Identifier
+    level: PlaceLevel
+    name: str = Field(min_length=1, max_length=200)
+    path: tuple[Identifier, ...] = Field(min_length=1, max_length=5)
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+
+    @property
+    def parent_id(self) -> str | None:
+        return self.path[-2] if len(self.path) > 1 else None
+
+    def model_post_init(self, _context: Any) -> None:
+        if self.path[-1] != self.place_id:
+            raise ValueError(f"path must end with the place's own id {self.place_id!r}")
+        if len(self.path) != self.level.depth + 1:
+            raise ValueError(
+                f"a {self.level.value} sits at depth {self.level.depth + 1}, "
+                f"but path has {len(self.path)} ids"
+            )
+
+
+class DeviceState(StrEnum):
+    """Lifecycle of a device. Only an active device's readings are processed."""
+
+    PROVISIONED = "provisioned"
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    RETIRED = "retired"
+
+
+class Device(Contract):
+    """A field sensor or camera, as published on the compacted ``devices`` topic."""
+
+    device_id: Identifier
+    device_type: Identifier
+    place_path: tuple[Identifier, ...] = Field(min_length=1, max_length=5)
+    state: DeviceState = DeviceState.ACTIVE
+    department: str | None = Field(default=None, max_length=100)
+    tags: tuple[str, ...] = ()
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+    updated_at: UtcDatetime
+
+
+class Reading(Contract):
+    """One report of a field sensor: one or more metric values taken at one instant.
+
+    ``place_path`` and ``device_type`` are empty as the gateway forwards the reading and are
+    filled by the stream processor from the device registry.
+    """
+
+    device_id: Identifier
+    ts: UtcDatetime
+    seq: int = Field(ge=0)
+    values: dict[MetricName, FiniteFloat] = Field(min_length=1, max_length=64)
+    received_at: UtcDatetime | None = None
+    device_type: Identifier | None = None
+    place_path: tuple[Identifier, ...] = ()
+
+
+class CameraEventType(StrEnum):
+    """What the video analytics on a camera detected. Never a face or a number plate."""
+
+    CROWD_DENSITY = "crowd_density"
+    SMOKE_FIRE = "smoke_fire"
+    WATERLOGGING = "waterlogging"
+    ILLEGAL_PARKING = "illegal_parking"
+    TRAFFIC_ACCIDENT = "traffic_accident"
+    ROAD_OBSTRUCTION = "road_obstruction"
+    GARBAGE_OVERFLOW = "garbage_overflow"
+
+
+SNAPSHOT_REF = r"^[A-Za-z0-9][A-Za-z0-9_./:-]{0,255}$"
+
+
+class CameraEvent(Contract):
+    """One detection by a camera's video analytics: a type, a value and a confidence.
+
+    ``snapshot_ref`` points to an image kept elsewhere (object store key); the event itself
+    never carries an image, a face or a number plate.
+    """
+
+    camera_id: Identifier
+    ts: UtcDatetime
+    seq: int = Field(ge=0)
+    event_type: CameraEventType
+    value: FiniteFloat
+    confidence: float = Field(ge=0.0, le=1.0)
+    snapshot_ref: Annotated[str, Field(pattern=SNAPSHOT_REF)] | None = None
+    received_at: UtcDatetime | None = None
+    device_type: Identifier | None = None
+    place_path: tuple[Identifier, ...] = ()
+
+    @property
+    def device_id(self) -> str:
+        return self.camera_id
+
+
+class ReadingPayload(Contract):
+    """What a sensor publishes on ``<root>/<device_id>/readings``; the topic names the device."""
+
+    device_id: Identifier | None = None
+    ts: UtcDatetime
+    seq: int = Field(ge=0)
+    values: dict[MetricName, FiniteFloat] = Field(min_length=1, max_length=64)
+
+
+class CameraEventPayload(Contract):
+    """What a camera publishes on ``<root>/<camera_id>/events``; the topic names the camera."""
+
+    camera_id: Identifier | None = None
+    ts: UtcDatetime
+    seq: int = Field(ge=0)
+    event_type: CameraEventType
+    value: FiniteFloat
+    confidence: float = Field(ge=0.0, le=1.0)
+    snapshot_ref: Annotated[str, Field(pattern=SNAPSHOT_REF)] | None = None
+
+
+class ReadingBatch(Contract):
+    """Many readings and camera events of devices on one Kafka partition, in one message.
+
+    Stages exchange batches because a stream processor's cost is per Kafka message: one
+    message per reading would cap the pipeline at a few thousand readings a second.
+    """
+
+    readings: tuple[Reading, ...] = ()
+    camera_events: tuple[CameraEvent, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.readings) + len(self.camera_events)
+
+
+class WarningLevel(StrEnum):
+    """The four-level public warning scale, lowest first (blue IV ... red I)."""
+
+    BLUE = "blue"
+    YELLOW = "yellow"
+    ORANGE = "orange"
+    RED = "red"
+
+    @property
+    def rank(self) -> int:
+        return list(WarningLevel).index(self) + 1
+
+
+class AlertStatus(StrEnum):
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class Alert(Contract):
+    """A transition of one alert episode: it fired, changed level, or resolved.
+
+    ``alert_id`` is the same for every transition of one episode and is derived from the rule,
+    the device, the metric and the episode's start, so a replayed reading never makes a
+    second alert. ``revision`` counts the transitions of the episode (0 = fired).
+    """
+
+    alert_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    revision: int = Field(ge=0)
+    rule_id: Identifier
+    status: AlertStatus
+    level: WarningLevel
+    device_id: Identifier
+    metric: MetricName
+    value: FiniteFloat
+    threshold: FiniteFloat
+    place_path: tuple[Identifier, ...] = ()
+    device_type: Identifier | None = None
+    started_at: UtcDatetime
+    ts: UtcDatetime
+    summary: str = Field(max_length=500)
+
+
+STAGE = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
+
+
+class DeadLetter(Contract):
+    """An input that a stage refused, with the reason and the original bytes (base64)."""
+
+    stage: Annotated[str, Field(pattern=STAGE.pattern)]
+    reason: str = Field(min_length=1, max_length=2000)
+    source: str = Field(max_length=500, description="MQTT topic or Kafka topic it came from")
+    device_id: str | None = None
+    payload_b64: str
+    received_at: UtcDatetime

@@ -1,0 +1,81 @@
+"""confluent-kafka clients configured the way every cityvitals stage needs them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from cityvitals.settings import Settings
+from cityvitals.topics import TOPICS
+
+__all__ = ["KafkaUnavailable", "consumer", "ensure_topics", "producer"]
+
+
+class KafkaUnavailable(RuntimeError):
+    """The Kafka cluster did not answer in time; the caller may retry."""
+
+    def __init__(self, bootstrap: str, detail: str) -> None:
+        super().__init__(f"Kafka at {bootstrap} is unavailable: {detail}")
+        self.bootstrap = bootstrap
+        self.detail = detail
+
+
+def producer(settings: Settings, **overrides: Any) -> Producer:
+    """An idempotent producer that waits for every in-sync replica (``acks=all``)."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "none",
+        "message.max.bytes": 4_000_000,
+    }
+    config.update(overrides)
+    return Producer(config)
+
+
+def consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
+    """A consumer that commits only what the caller says it has processed."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": settings.kafka_session_timeout_ms,
+        "heartbeat.interval.ms": max(settings.kafka_session_timeout_ms // 3, 500),
+        # Some brokers ignore the per-partition fetch limit; without this librdkafka pauses 1 s.
+        "fetch.queue.backoff.ms": 10,
+        "partition.assignment.strategy": "range",
+    }
+    config.update(overrides)
+    return Consumer(config)
+
+
+def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+    """Create every cityvitals topic that does not exist yet; returns the names created."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    try:
+        existing = set(admin.list_topics(timeout=timeout).topics)
+    except KafkaException as exc:
+        raise KafkaUnavailable(settings.kafka_bootstrap, str(exc)) from exc
+    wanted = [
+        NewTopic(
+            settings.topic(spec.topic),
+            num_partitions=settings.kafka_partitions,
+            replication_factor=settings.kafka_replication,
+            config=spec.config(),
+        )
+        for spec in TOPICS
+        if settings.topic(spec.topic) not in existing
+    ]
+    if not wanted:
+        return []
+    for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
+        try:
+            future.result(timeout=timeout)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise KafkaUnavailable(settings.kafka_bootstrap, f"creating {name}: {exc}") from exc
+    return [t.topic for t in wanted]

@@ -1,0 +1,80 @@
+"""The one settings object. Built once at each entry point and passed down.
+
+Every field can be set from the environment as ``CITYVITALS_<FIELD>`` (e.g.
+``CITYVITALS_KAFKA_BOOTSTRAP=kafka-0:9092``); ``deploy/`` uses exactly these names. Nothing
+else in the code base reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ENV_PREFIX", "Settings"]
+
+ENV_PREFIX = "CITYVITALS_"
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    # MQTT: where devices publish and the gateway subscribes.
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: Port = 1883
+    mqtt_topic_root: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")] = "cityvitals"
+    mqtt_username: str = "cityvitals-ingest"
+    mqtt_password: SecretStr = SecretStr("")
+    mqtt_share_group: str = "ingest"
+    mqtt_client_id: str = "cityvitals-ingest-1"
+    ingest_receive_maximum: Annotated[int, Field(ge=1, le=65535)] = 4000
+    """MQTT 5 receive maximum: at most this many QoS1 messages wait for Kafka at once."""
+    ingest_batch_max: Annotated[int, Field(ge=1)] = 500
+    ingest_linger_ms: Annotated[int, Field(ge=0)] = 20
+
+    # Kafka.
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic_prefix: Annotated[str, Field(pattern=r"^[a-z0-9_.-]{0,64}$")] = ""
+    kafka_partitions: Annotated[int, Field(ge=1, le=1024)] = 4
+    kafka_replication: Annotated[int, Field(ge=1, le=7)] = 1
+    kafka_session_timeout_ms: Annotated[int, Field(ge=1000)] = 6000
+    streams_app_id: Name = "cityvitals_streams"
+    sink_group: Name = "cityvitals_sinks"
+
+    # PostgreSQL / TimescaleDB.
+    database_url: SecretStr = SecretStr("postgresql://cityvitals@127.0.0.1:5432/cityvitals")
+    database_schema: Name = "cityvitals"
+    sink_batch_max: Annotated[int, Field(ge=1)] = 5000
+    sink_linger_ms: Annotated[int, Field(ge=0)] = 250
+
+    # Rules.
+    rules_file: Path | None = None
+    """YAML rule file; ``None`` uses the default rules shipped with cityvitals."""
+
+    # Observability.
+    metrics_port: Port = 0
+    """Prometheus port of this process; 0 serves no metrics endpoint."""
+    log_level: str = "INFO"
+
+    # Local stack.
+    state_dir: Path = Path(".cityvitals")
+
+    def topic(self, name: str) -> str:
+        """The real Kafka topic name of a logical topic (prefix applied)."""
+        return f"{self.topic_prefix}.{name}" if self.topic_prefix else name
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as environment variables, for a child process to rebuild them."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+        return env
