@@ -142,15 +142,19 @@ def alert_id(rule_id: str, device_id: str, metric: str, started_at: datetime) ->
 
 def evaluate(
     rule: ThresholdRule, state: ThresholdState | None, obs: Observation
-) -> tuple[ThresholdState, Alert | None]:
-    """Apply one observation. An observation not newer than the last one changes nothing."""
+) -> tuple[ThresholdState | None, Alert | None]:
+    """Apply one observation; returns the new state (None while quiet) and any transition.
+
+    Only a firing series keeps state, so a quiet city costs no state writes. While firing, an
+    observation not newer than the last one changes nothing.
+    """
     if state is not None and obs.ts <= state.last_ts:
         return state, None
     passed = rule.level_for(obs.value)
     firing = state is not None and state.alert_id is not None
     if not firing:
         if passed is None:
-            return ThresholdState(last_ts=obs.ts), None
+            return None, None
         level, threshold = passed
         new_id = alert_id(rule.id, obs.device_id, obs.metric, obs.ts)
         new = ThresholdState(
@@ -162,7 +166,7 @@ def evaluate(
         resolved = state.model_copy(update={"revision": state.revision + 1})
         threshold = rule.levels[state.level]
         alert = _alert(rule, resolved, obs, AlertStatus.RESOLVED, threshold)
-        return ThresholdState(last_ts=obs.ts), alert
+        return None, alert
     # Still firing; inside the hysteresis band the level stays as it was.
     if passed is None or passed[0] == state.level:
         return state.model_copy(update={"last_ts": obs.ts}), None

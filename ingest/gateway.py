@@ -1,0 +1,228 @@
+"""The MQTT → Kafka gateway.
+
+Subscribes (QoS1, persistent session, shared subscription) to every device topic, decodes each
+message, groups the good ones by the Kafka partition of their device and sends each group as
+one :class:`ReadingBatch` to that partition of ``readings.raw``. A refused message goes to
+``deadletter`` with its reason and original bytes. An MQTT message is acknowledged only after
+Kafka confirmed the message that carries it, so a crash loses nothing: the broker redelivers
+what was not acknowledged. The MQTT 5 receive maximum bounds how many wait at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import queue
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from confluent_kafka import KafkaError, Message, Producer
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from cityvitals.contracts import CameraEvent, DeadLetter, Reading, ReadingBatch
+from cityvitals.settings import Settings
+from cityvitals.topics import Topic, partition_for
+from ingest.decode import DecodeError, decode, device_of_topic
+
+__all__ = ["Gateway", "GatewayError", "GatewayMetrics"]
+
+log = logging.getLogger("cityvitals.ingest")
+
+SESSION_EXPIRY_S = 7 * 24 * 3600
+
+
+class GatewayError(RuntimeError):
+    """The gateway cannot go on (broker refused it, Kafka refused a batch); it must restart."""
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.received = Counter(
+            "cityvitals_ingest_received_total", "MQTT messages received", registry=registry
+        )
+        self.forwarded = Counter(
+            "cityvitals_ingest_forwarded_total", "Readings and events confirmed by Kafka",
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "cityvitals_ingest_rejected_total", "Messages sent to the dead-letter topic",
+            ["field"], registry=registry,
+        )
+        self.inflight = Gauge(
+            "cityvitals_ingest_inflight", "MQTT messages waiting for Kafka", registry=registry
+        )
+        self.batch_size = Histogram(
+            "cityvitals_ingest_batch_size", "Readings per Kafka message",
+            buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500), registry=registry,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Inbound:
+    mid: int
+    topic: str
+    payload: bytes
+    received_at: datetime
+
+
+class Gateway:
+    def __init__(self, settings: Settings, producer: Producer, registry: CollectorRegistry) -> None:
+        self.settings = settings
+        self.producer = producer
+        self.metrics = GatewayMetrics(registry)
+        self._inbox: queue.Queue[_Inbound] = queue.Queue()
+        self._failure: str | None = None
+        self._connected = threading.Event()
+        self._raw = settings.topic(Topic.READINGS_RAW)
+        self._deadletter = settings.topic(Topic.DEADLETTER)
+        self._partitions = self._partition_count()
+        self.client = self._mqtt_client()
+
+    # --- MQTT side (paho's network thread) ------------------------------------------------
+
+    def _mqtt_client(self) -> mqtt.Client:
+        s = self.settings
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=s.mqtt_client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        client.username_pw_set(s.mqtt_username, s.mqtt_password.get_secret_value())
+        client.on_connect = self._on_connect
+        client.on_message = self._on_message
+        client.on_disconnect = self._on_disconnect
+        return client
+
+    def _on_connect(
+        self, client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        if reason.is_failure:
+            self._failure = f"MQTT broker {self.settings.mqtt_host}:{self.settings.mqtt_port} refused the gateway: {reason}"
+            return
+        group, root = self.settings.mqtt_share_group, self.settings.mqtt_topic_root
+        client.subscribe(
+            [(f"$share/{group}/{root}/+/readings", 1), (f"$share/{group}/{root}/+/events", 1)]
+        )
+        self._connected.set()
+        log.info("connected to MQTT %s:%s", self.settings.mqtt_host, self.settings.mqtt_port)
+
+    def _on_disconnect(self, _c: mqtt.Client, _ud: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self._connected.clear()
+        log.warning("MQTT disconnected (%s); paho reconnects", reason)
+
+    def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
+        self._inbox.put(_Inbound(msg.mid, msg.topic, msg.payload, datetime.now(UTC)))
+
+    # --- Kafka side (the caller's thread) -------------------------------------------------
+
+    def _partition_count(self) -> int:
+        meta = self.producer.list_topics(self._raw, timeout=30)
+        topic = meta.topics.get(self._raw)
+        if topic is None or topic.error is not None or not topic.partitions:
+            raise GatewayError(f"Kafka topic {self._raw} does not exist; run 'cityvitals topics'")
+        return len(topic.partitions)
+
+    def _acker(self, mids: list[int], count: int) -> Callable[[KafkaError | None, Message], None]:
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                # The MQTT messages stay unacknowledged; the broker redelivers them after restart.
+                self._failure = f"Kafka refused a batch of {len(mids)} messages: {err}"
+                return
+            for mid in mids:
+                self.client.ack(mid, 1)
+            self.metrics.forwarded.inc(count)
+            self.metrics.inflight.dec(len(mids))
+
+        return delivered
+
+    def _drain(self) -> list[_Inbound]:
+        s = self.settings
+        try:
+            batch = [self._inbox.get(timeout=0.05)]
+        except queue.Empty:
+            return []
+        deadline = time.monotonic() + s.ingest_linger_ms / 1000
+        while len(batch) < s.ingest_batch_max:
+            remaining = deadline - time.monotonic()
+            try:
+                batch.append(self._inbox.get(timeout=max(remaining, 0)) if remaining > 0
+                             else self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _dead_letter(self, item: _Inbound, error: DecodeError) -> None:
+        try:
+            device: str | None = device_of_topic(self.settings.mqtt_topic_root, item.topic)[0]
+        except DecodeError:
+            device = None
+        letter = DeadLetter(
+            stage="ingest", reason=str(error), source=item.topic, device_id=device,
+            payload_b64=base64.b64encode(item.payload).decode(), received_at=item.received_at,
+        )
+        self.metrics.rejected.labels(error.field or "payload").inc()
+        self.producer.produce(
+            self._deadletter, letter.model_dump_json().encode(),
+            key=(device or "").encode(), on_delivery=self._acker([item.mid], 0),
+        )
+
+    def forward(self, inbound: list[_Inbound]) -> None:
+        """Decode a drained group and hand it to the producer (acks follow on delivery)."""
+        self.metrics.received.inc(len(inbound))
+        self.metrics.inflight.inc(len(inbound))
+        groups: dict[int, tuple[list[Reading], list[CameraEvent], list[int]]] = defaultdict(
+            lambda: ([], [], [])
+        )
+        root = self.settings.mqtt_topic_root
+        for item in inbound:
+            try:
+                decoded = decode(root, item.topic, item.payload, item.received_at)
+            except DecodeError as exc:
+                self._dead_letter(item, exc)
+                continue
+            readings, events, mids = groups[partition_for(decoded.device_id, self._partitions)]
+            (readings if isinstance(decoded, Reading) else events).append(decoded)  # type: ignore[arg-type]
+            mids.append(item.mid)
+        for partition, (readings, events, mids) in groups.items():
+            message = ReadingBatch(readings=tuple(readings), camera_events=tuple(events))
+            self.metrics.batch_size.observe(len(mids))
+            self.producer.produce(
+                self._raw, message.model_dump_json().encode(), partition=partition,
+                on_delivery=self._acker(mids, len(mids)),
+            )
+        self.producer.poll(0)
+
+    def run(self, stop: threading.Event) -> None:
+        """Run until ``stop`` is set; raises GatewayError when it cannot go on."""
+        s = self.settings
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.ReceiveMaximum = s.ingest_receive_maximum
+        self.client.connect_async(
+            s.mqtt_host, s.mqtt_port, keepalive=30, clean_start=False, properties=props
+        )
+        self.client.loop_start()
+        try:
+            while not stop.is_set():
+                if self._failure:
+                    raise GatewayError(self._failure)
+                inbound = self._drain()
+                if inbound:
+                    self.forward(inbound)
+                else:
+                    self.producer.poll(0.01)
+        finally:
+            remaining = self.producer.flush(30)
+            self.client.loop_stop()
+            self.client.disconnect()
+            if remaining:
+                log.error("%d Kafka messages unconfirmed at stop; MQTT will redeliver", remaining)

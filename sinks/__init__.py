@@ -1,0 +1,21 @@
+"""Kafka → PostgreSQL batch writers (``write_batch(items)`` / ``close()``) and the sink service."""
+
+from sinks.postgres import (
+    AlertSink,
+    CameraEventSink,
+    DeadLetterSink,
+    ReadingSink,
+    Sink,
+    SinkUnavailable,
+)
+from sinks.runner import SinkRunner
+
+__all__ = [
+    "AlertSink",
+    "CameraEventSink",
+    "DeadLetterSink",
+    "ReadingSink",
+    "Sink",
+    "SinkRunner",
+    "SinkUnavailable",
+]

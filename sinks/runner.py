@@ -1,0 +1,152 @@
+"""The sink service: Kafka topics → PostgreSQL, in batches, committing offsets only after a write.
+
+A message that does not decode is sent to ``deadletter`` (and so is kept) and the rest of the
+batch goes on. A database fault stops progress, not the process: the batch is retried until the
+database answers, and no offset moves past rows that were not written.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from prometheus_client import CollectorRegistry, Counter
+from pydantic import ValidationError
+
+from cityvitals.contracts import Alert, CameraEvent, DeadLetter, Reading, ReadingBatch
+from cityvitals.settings import Settings
+from cityvitals.topics import Topic
+from sinks.postgres import AlertSink, CameraEventSink, DeadLetterSink, ReadingSink, SinkUnavailable
+
+__all__ = ["SinkRunner"]
+
+log = logging.getLogger("cityvitals.sinks")
+
+
+@dataclass
+class _Batch:
+    readings: list[Reading] = field(default_factory=list)
+    camera_events: list[CameraEvent] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    dead_letters: list[tuple[str, int, int, DeadLetter]] = field(default_factory=list)
+
+
+class SinkRunner:
+    def __init__(
+        self,
+        settings: Settings,
+        consumer: Consumer,
+        producer: Producer,
+        readings: ReadingSink,
+        camera_events: CameraEventSink,
+        alerts: AlertSink,
+        dead_letters: DeadLetterSink,
+        registry: CollectorRegistry,
+    ) -> None:
+        self.settings = settings
+        self.consumer = consumer
+        self.producer = producer
+        self.readings, self.camera_events = readings, camera_events
+        self.alerts, self.dead_letters = alerts, dead_letters
+        self.topics = {
+            settings.topic(Topic.READINGS): Topic.READINGS,
+            settings.topic(Topic.ALERTS): Topic.ALERTS,
+            settings.topic(Topic.DEADLETTER): Topic.DEADLETTER,
+        }
+        self.received = Counter(
+            "cityvitals_sink_messages_total", "Kafka messages consumed", ["topic"], registry=registry
+        )
+        self.written = Counter(
+            "cityvitals_sink_rows_total", "Rows newly written", ["table"], registry=registry
+        )
+        self.rejected = Counter(
+            "cityvitals_sink_rejected_total", "Messages that did not decode (dead-lettered)",
+            ["topic"], registry=registry,
+        )
+
+    def _decode(self, msg: Message, batch: _Batch) -> None:
+        topic, value = msg.topic(), msg.value() or b""
+        kind = self.topics[topic]
+        self.received.labels(kind.value).inc()
+        try:
+            if kind is Topic.READINGS:
+                decoded = ReadingBatch.model_validate_json(value)
+                batch.readings.extend(decoded.readings)
+                batch.camera_events.extend(decoded.camera_events)
+            elif kind is Topic.ALERTS:
+                batch.alerts.append(Alert.model_validate_json(value))
+            else:
+                batch.dead_letters.append(
+                    (topic, msg.partition(), msg.offset(), DeadLetter.model_validate_json(value))
+                )
+        except ValidationError as exc:
+            self.rejected.labels(kind.value).inc()
+            if kind is Topic.DEADLETTER:
+                # A dead letter that is itself malformed: keep its bytes as a new dead letter row.
+                exc_letter = self._letter(str(exc), f"{topic}[{msg.partition()}]@{msg.offset()}", value)
+                batch.dead_letters.append((topic, msg.partition(), msg.offset(), exc_letter))
+            else:
+                letter = self._letter(str(exc), f"{topic}[{msg.partition()}]@{msg.offset()}", value)
+                self.producer.produce(
+                    self.settings.topic(Topic.DEADLETTER), letter.model_dump_json().encode()
+                )
+
+    @staticmethod
+    def _letter(reason: str, source: str, value: bytes) -> DeadLetter:
+        return DeadLetter(
+            stage="sinks", reason=reason[:2000], source=source,
+            payload_b64=base64.b64encode(value).decode(), received_at=datetime.now(UTC),
+        )
+
+    def _write(self, batch: _Batch, stop: threading.Event) -> None:
+        steps = (
+            ("readings", self.readings.write_batch, batch.readings),
+            ("camera_events", self.camera_events.write_batch, batch.camera_events),
+            ("alerts", self.alerts.write_batch, batch.alerts),
+            ("deadletters", self.dead_letters.write_batch, batch.dead_letters),
+        )
+        for table, write, items in steps:
+            while True:
+                try:
+                    self.written.labels(table).inc(write(items))  # type: ignore[operator]
+                    break
+                except SinkUnavailable as exc:
+                    log.warning("%s; retrying in %.1f s", exc, exc.retry_after)
+                    if stop.wait(exc.retry_after):
+                        raise
+        if self.producer.flush(30):
+            raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "dead letters unconfirmed"))
+
+    def run_once(self, stop: threading.Event) -> int:
+        """Consume one batch, write it, commit; returns the messages consumed."""
+        s = self.settings
+        messages = self.consumer.consume(s.sink_batch_max, timeout=s.sink_linger_ms / 1000)
+        batch = _Batch()
+        consumed = 0
+        for msg in messages:
+            if msg.error() is not None:
+                if msg.error().code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer: %s", msg.error())
+                continue
+            consumed += 1
+            self._decode(msg, batch)
+        if consumed:
+            self._write(batch, stop)
+            self.consumer.commit(asynchronous=False)
+        return consumed
+
+    def run(self, stop: threading.Event) -> None:
+        self.consumer.subscribe(list(self.topics))
+        try:
+            while not stop.is_set():
+                self.run_once(stop)
+        finally:
+            self.consumer.close()
+            for sink in (self.readings, self.camera_events, self.alerts, self.dead_letters):
+                sink.close()
+            time.sleep(0)
