@@ -125,6 +125,16 @@ class Registry:
         self.broker = broker
         self._topic = settings.topic(Topic.DEVICES)
 
+    def close(self) -> None:
+        self.producer.flush(30)
+        self.conn.close()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
     # --- publishing -----------------------------------------------------------------------
 
     def publish(self, devices: Iterable[Device]) -> int:
@@ -237,6 +247,20 @@ class Registry:
             report.added.extend(self.add_many(todo[start : start + chunk]))
         report.errors.sort(key=lambda e: e.line)
         return report
+
+    def rotate_secrets(self, device_ids: Sequence[str]) -> list[tuple[str, str]]:
+        """Issue new MQTT secrets (the old ones stop working at once); returns (id, secret)."""
+        issued = [(device_id, new_secret()) for device_id in device_ids]
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.executemany(
+                "UPDATE mqtt_credentials SET password_hash = %s, updated_at = now() "
+                "WHERE username = %s AND role = 'device'",
+                [(hash_secret(secret), device_id) for device_id, secret in issued],
+            )
+            if cur.rowcount != len(issued):
+                raise UnknownDevice(", ".join(device_ids))
+        self._sync_broker()
+        return issued
 
     def set_state(self, device_id: str, state: DeviceState) -> Device:
         """Move a device through its lifecycle; only an active device may connect."""

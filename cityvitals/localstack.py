@@ -1,0 +1,143 @@
+"""``cityvitals up``: the whole pipeline on private local processes, in dependency order.
+
+PostgreSQL (schema migrated) → Mosquitto (password file rendered from the database) → tansu
+(topics created) → the gateway's credential and the devices republished → the services.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import SecretStr
+
+from cityvitals import db, kafka
+from cityvitals.services import SERVICES, open_registry
+from cityvitals.settings import Settings
+from cityvitals.stack import (
+    ManagedProcess,
+    StackError,
+    StackPaths,
+    create_database,
+    mosquitto_process,
+    port_is_open,
+    postgres_process,
+    python_service,
+    stop_recorded,
+    tansu_process,
+    wait_for_port,
+)
+
+__all__ = ["STOP_ORDER", "LocalStack", "MetricsPorts", "mqtt_acl"]
+
+log = logging.getLogger("cityvitals.stack")
+
+STOP_ORDER = ("simulator", "ingest", "streams", "sinks", "mosquitto", "tansu", "postgres")
+
+
+def mqtt_acl(settings: Settings) -> str:
+    """The gateway reads every device topic; a device writes only its own."""
+    root = settings.mqtt_topic_root
+    return (
+        f"user {settings.mqtt_username}\n"
+        f"topic read {root}/#\n\n"
+        f"pattern write {root}/%u/readings\n"
+        f"pattern write {root}/%u/events\n"
+    )
+
+
+@dataclass(frozen=True)
+class MetricsPorts:
+    ingest: int = 0
+    streams: int = 0
+    sinks: int = 0
+
+    def of(self, service: str) -> int:
+        return int(getattr(self, service))
+
+
+@dataclass
+class LocalStack:
+    settings: Settings
+    metrics: MetricsPorts = field(default_factory=MetricsPorts)
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+    @property
+    def paths(self) -> StackPaths:
+        return StackPaths(self.settings.state_dir)
+
+    def _gateway_secret(self) -> str:
+        path = self.paths.mosquitto / "ingest.secret"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(24))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def _check_ports(self) -> None:
+        kafka_port = int(self.settings.kafka_bootstrap.rsplit(":", 1)[1])
+        db_port = urlsplit(self.settings.database_url.get_secret_value()).port or 5432
+        for what, port, setting in (
+            ("MQTT", self.settings.mqtt_port, "CITYVITALS_MQTT_PORT"),
+            ("Kafka", kafka_port, "CITYVITALS_KAFKA_BOOTSTRAP"),
+            ("PostgreSQL", db_port, "CITYVITALS_DATABASE_URL"),
+        ):
+            if port_is_open("127.0.0.1", port):
+                raise StackError(
+                    f"{what} port {port} on 127.0.0.1 is already in use (another 'cityvitals up'? "
+                    f"try 'cityvitals down'), or set {setting} to another port"
+                )
+
+    def _start(self, process: ManagedProcess, port: int | None, timeout: float = 30) -> None:
+        process.start()
+        self.processes.append(process)
+        if port is not None:
+            wait_for_port("127.0.0.1", port, timeout, process)
+
+    def start_infrastructure(self) -> Settings:
+        """Start the three servers and prepare them; returns the settings the services need."""
+        s = self.settings
+        self.paths.make()
+        self._check_ports()
+        for stale in self.paths.pids.glob("*.pid"):  # nothing of ours listens: leftovers of a crash
+            stale.unlink()
+        url = s.database_url.get_secret_value()
+        self._start(postgres_process(self.paths, url), urlsplit(url).port or 5432)
+        create_database(url)
+        applied = db.migrate(s)
+        log.info("database ready (%s)", ", ".join(applied) or "schema up to date")
+        s = s.model_copy(update={"mqtt_password": SecretStr(self._gateway_secret())})
+        self.settings = s
+        with open_registry(s) as registry:
+            registry.set_service_credential(s.mqtt_username, s.mqtt_password.get_secret_value())
+        self._start(mosquitto_process(self.paths, s.mqtt_port, mqtt_acl(s)), s.mqtt_port)
+        kafka_port = int(s.kafka_bootstrap.rsplit(":", 1)[1])
+        self._start(tansu_process(self.paths, kafka_port), kafka_port)
+        created = kafka.ensure_topics(s)
+        log.info("Kafka topics ready (%d created)", len(created))
+        with open_registry(s) as registry:
+            count = registry.publish_all()
+        log.info("%d registered devices published to the devices topic", count)
+        return s
+
+    def start_services(self) -> None:
+        for name in SERVICES:
+            s = self.settings.model_copy(update={"metrics_port": self.metrics.of(name)})
+            self._start(python_service(self.paths, name, s.to_env()), None)
+
+    def dead(self) -> list[ManagedProcess]:
+        return [p for p in self.processes if not p.alive()]
+
+    def stop(self) -> list[str]:
+        for process in sorted(self.processes, key=lambda p: STOP_ORDER.index(p.name)
+                              if p.name in STOP_ORDER else 0):
+            process.stop()
+        self.processes.clear()
+        return stop_recorded(self.paths, STOP_ORDER)
+
+
+def down(state_dir: Path) -> list[str]:
+    """Stop what an earlier ``cityvitals up`` with this state folder started."""
+    return stop_recorded(StackPaths(state_dir), STOP_ORDER)

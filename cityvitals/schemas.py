@@ -1,0 +1,46 @@
+"""JSON Schema of every topic's messages and of the device payloads, from the contracts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from cityvitals.contracts import (
+    Alert,
+    CameraEventPayload,
+    DeadLetter,
+    Device,
+    ReadingBatch,
+    ReadingPayload,
+)
+from cityvitals.topics import Topic
+
+__all__ = ["SCHEMAS", "render", "write_schemas"]
+
+SCHEMAS: dict[str, type[BaseModel]] = {
+    f"topic.{Topic.READINGS_RAW.value}": ReadingBatch,
+    f"topic.{Topic.READINGS.value}": ReadingBatch,
+    f"topic.{Topic.DEVICES.value}": Device,
+    f"topic.{Topic.ALERTS.value}": Alert,
+    f"topic.{Topic.DEADLETTER.value}": DeadLetter,
+    "mqtt.readings": ReadingPayload,
+    "mqtt.events": CameraEventPayload,
+}
+
+
+def render(name: str) -> str:
+    schema = SCHEMAS[name].model_json_schema(mode="serialization")
+    schema["$id"] = f"https://cityvitals.example/schemas/{name}.json"
+    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_schemas(out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in SCHEMAS:
+        path = out / f"{name}.json"
+        path.write_text(render(name))
+        written.append(path)
+    return written

@@ -1,0 +1,91 @@
+"""Entry points of the long-running services. Each builds its clients from one Settings object."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from importlib import resources
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from cityvitals import db, kafka
+from cityvitals.settings import Settings
+from cityvitals.stack import StackPaths, mqtt_password_file
+from rules import RuleSet, parse_rules
+
+__all__ = ["SERVICES", "load_rules", "open_registry", "run_service"]
+
+SERVICES = ("ingest", "streams", "sinks")
+
+
+def load_rules(settings: Settings) -> RuleSet:
+    """The rule file named by the settings, or the shipped defaults; raises RuleFileError."""
+    if settings.rules_file is None:
+        text = resources.files("rules").joinpath("default.yaml").read_text()
+        return parse_rules(text, "rules/default.yaml")
+    path = Path(settings.rules_file)
+    return parse_rules(path.read_text(), str(path))
+
+
+def open_registry(settings: Settings):  # type: ignore[no-untyped-def]
+    """A device registry on the settings' database and Kafka, syncing the local broker if any."""
+    from device_registry import BrokerFiles, Registry
+
+    paths = StackPaths(settings.state_dir)
+    broker = None
+    if paths.mosquitto.is_dir():
+        broker = BrokerFiles(mqtt_password_file(settings.state_dir), paths.pids / "mosquitto.pid")
+    return Registry(settings, db.connect(settings), kafka.producer(settings), broker)
+
+
+def _stop_event() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _metrics(settings: Settings) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr="127.0.0.1", registry=registry)
+    return registry
+
+
+def run_ingest(settings: Settings) -> None:
+    from ingest import Gateway
+
+    Gateway(settings, kafka.producer(settings), _metrics(settings)).run(_stop_event())
+
+
+def run_sinks(settings: Settings) -> None:
+    from sinks import AlertSink, CameraEventSink, DeadLetterSink, ReadingSink, SinkRunner
+
+    conn = db.connect(settings)
+    SinkRunner(
+        settings,
+        kafka.consumer(settings, settings.topic(settings.sink_group)),
+        kafka.producer(settings),
+        ReadingSink(conn), CameraEventSink(conn), AlertSink(conn), DeadLetterSink(conn),
+        _metrics(settings),
+    ).run(_stop_event())
+
+
+def run_streams(settings: Settings) -> None:
+    import faust
+
+    from streams.app import create_app
+
+    app = create_app(settings, load_rules(settings), _metrics(settings))
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), override_logging=False)
+    worker.execute_from_commandline()
+
+
+def run_service(name: str, settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
+    )
+    {"ingest": run_ingest, "streams": run_streams, "sinks": run_sinks}[name](settings)
