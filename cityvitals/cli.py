@@ -106,12 +106,16 @@ def up(
 
 
 @app.command()
-def down() -> None:
+def down(
+    purge: Annotated[bool, typer.Option(help="Also delete the local database, broker store and logs.")] = False,
+) -> None:
     """Stop everything an earlier 'cityvitals up' started."""
     from cityvitals.localstack import down as stop_all
 
-    stopped = stop_all(settings().state_dir)
+    stopped = stop_all(settings().state_dir, purge=purge)
     typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+    if purge:
+        typer.echo("local data deleted")
 
 
 @app.command()
@@ -306,7 +310,7 @@ def _prepare_simulator(s: Settings, seed: int, interval: float, incidents: list[
         fresh = [d for d in city.devices if d.device_id not in known]
         secrets = dict(registry.add_many(fresh)) if fresh else {}
         secrets.update(registry.rotate_secrets([d for d in known if d not in secrets]))
-    time.sleep(3)  # let the broker reload its password file and the stream learn the devices
+    time.sleep(1)  # let the broker reload its password file
     for inc in planned:
         typer.echo(f"incident {inc.kind} at {inc.place_id} from +{inc.start:.0f} s for {inc.duration:.0f} s")
     return Simulator(s, city, secrets, seed=seed, interval=interval, incidents=planned)

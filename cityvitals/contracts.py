@@ -216,8 +216,13 @@ class ReadingBatch(Contract):
 
     Stages exchange batches because a stream processor's cost is per Kafka message: one
     message per reading would cap the pipeline at a few thousand readings a second.
+
+    On ``readings.raw`` the registry also sends each device change in-band (``devices``), on
+    the device's partition, before the device can publish; the stream applies it before the
+    readings of the same batch, so every reading meets the registry as it was when it arrived.
     """
 
+    devices: tuple[Device, ...] = ()
     readings: tuple[Reading, ...] = ()
     camera_events: tuple[CameraEvent, ...] = ()
 

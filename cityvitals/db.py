@@ -46,8 +46,11 @@ def migrations() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-def connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connection[tuple[object, ...]]:
-    """A connection whose search path is the deployment's schema."""
+def connect(settings: Settings, *, autocommit: bool = True) -> psycopg.Connection[tuple[object, ...]]:
+    """A connection whose search path is the deployment's schema.
+
+    Autocommit by default: every write runs inside an explicit ``conn.transaction()`` block.
+    """
     try:
         return psycopg.connect(
             settings.database_url.get_secret_value(),
@@ -63,7 +66,7 @@ def migrate(settings: Settings) -> list[str]:
     """Apply the migrations not applied yet; returns their names."""
     schema = sql.Identifier(settings.database_schema)
     applied_now = []
-    with connect(settings, autocommit=True) as conn:
+    with connect(settings) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("

@@ -10,7 +10,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from cityvitals.settings import Settings
 from cityvitals.topics import TOPICS
 
-__all__ = ["KafkaUnavailable", "consumer", "ensure_topics", "producer"]
+__all__ = ["KafkaUnavailable", "consumer", "ensure_topics", "partition_count", "producer"]
 
 
 class KafkaUnavailable(RuntimeError):
@@ -79,3 +79,14 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise KafkaUnavailable(settings.kafka_bootstrap, f"creating {name}: {exc}") from exc
     return [t.topic for t in wanted]
+
+
+def partition_count(client: Producer | Consumer, topic: str, timeout: float = 30.0) -> int:
+    """How many partitions a topic has, as the cluster says; raises if it does not exist."""
+    try:
+        meta = client.list_topics(topic, timeout=timeout).topics.get(topic)
+    except KafkaException as exc:
+        raise KafkaUnavailable("cluster", str(exc)) from exc
+    if meta is None or meta.error is not None or not meta.partitions:
+        raise KafkaUnavailable("cluster", f"topic {topic} does not exist; run 'cityvitals topics'")
+    return len(meta.partitions)

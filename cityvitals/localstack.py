@@ -1,13 +1,16 @@
 """``cityvitals up``: the whole pipeline on private local processes, in dependency order.
 
-PostgreSQL (schema migrated) → Mosquitto (password file rendered from the database) → tansu
-(topics created) → the gateway's credential and the devices republished → the services.
+PostgreSQL (schema migrated) → tansu (topics created) → Mosquitto (password file rendered from
+the database) → the registered devices republished (tansu keeps nothing across restarts) →
+the services.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -108,15 +111,15 @@ class LocalStack:
         create_database(url)
         applied = db.migrate(s)
         log.info("database ready (%s)", ", ".join(applied) or "schema up to date")
+        kafka_port = int(s.kafka_bootstrap.rsplit(":", 1)[1])
+        self._start(tansu_process(self.paths, kafka_port), kafka_port)
+        created = kafka.ensure_topics(s)
+        log.info("Kafka topics ready (%d created)", len(created))
         s = s.model_copy(update={"mqtt_password": SecretStr(self._gateway_secret())})
         self.settings = s
         with open_registry(s) as registry:
             registry.set_service_credential(s.mqtt_username, s.mqtt_password.get_secret_value())
         self._start(mosquitto_process(self.paths, s.mqtt_port, mqtt_acl(s)), s.mqtt_port)
-        kafka_port = int(s.kafka_bootstrap.rsplit(":", 1)[1])
-        self._start(tansu_process(self.paths, kafka_port), kafka_port)
-        created = kafka.ensure_topics(s)
-        log.info("Kafka topics ready (%d created)", len(created))
         with open_registry(s) as registry:
             count = registry.publish_all()
         log.info("%d registered devices published to the devices topic", count)
@@ -138,6 +141,15 @@ class LocalStack:
         return stop_recorded(self.paths, STOP_ORDER)
 
 
-def down(state_dir: Path) -> list[str]:
-    """Stop what an earlier ``cityvitals up`` with this state folder started."""
-    return stop_recorded(StackPaths(state_dir), STOP_ORDER)
+def down(state_dir: Path, purge: bool = False) -> list[str]:
+    """Stop what an earlier ``cityvitals up`` with this state folder started.
+
+    With ``purge``, also delete its data: the database, the broker's store and the logs.
+    """
+    paths = StackPaths(state_dir)
+    stopped = stop_recorded(paths, STOP_ORDER)
+    if purge:
+        shutil.rmtree(paths.postgres_data.parent if os.geteuid() == 0 else paths.postgres_data,
+                      ignore_errors=True)
+        shutil.rmtree(paths.state_dir, ignore_errors=True)
+    return stopped

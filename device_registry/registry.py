@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,7 +19,8 @@ import psycopg
 from confluent_kafka import Producer
 from pydantic import ValidationError
 
-from cityvitals.contracts import Device, DeviceState, Place, PlaceLevel
+from cityvitals.contracts import Device, DeviceState, Place, PlaceLevel, ReadingBatch
+from cityvitals.kafka import KafkaUnavailable, partition_count
 from cityvitals.settings import Settings
 from cityvitals.topics import Topic, partition_for
 from device_registry.credentials import BrokerFiles, hash_secret, new_secret
@@ -124,6 +126,7 @@ class Registry:
         self.producer = producer
         self.broker = broker
         self._topic = settings.topic(Topic.DEVICES)
+        self._raw = settings.topic(Topic.READINGS_RAW)
 
     def close(self) -> None:
         self.producer.flush(30)
@@ -138,26 +141,43 @@ class Registry:
     # --- publishing -----------------------------------------------------------------------
 
     def publish(self, devices: Iterable[Device]) -> int:
-        """Send devices to the compacted topic, each to its device's partition; wait for Kafka."""
+        """Send device changes and wait for Kafka to confirm them.
+
+        Each goes to the compacted ``devices`` topic (the change feed) and, in-band, to its
+        partition of ``readings.raw``, so the stream applies it before any later reading.
+        """
         failures: list[str] = []
 
         def delivered(err: Any, _msg: Any) -> None:
             if err is not None:
                 failures.append(str(err))
 
+        parts = partition_count(self.producer, self._raw)
+        in_band: dict[int, list[Device]] = defaultdict(list)
         count = 0
-        parts = self.settings.kafka_partitions
         for device in devices:
+            partition = partition_for(device.device_id, parts)
             self.producer.produce(
                 self._topic, device.model_dump_json().encode(), key=device.device_id.encode(),
-                partition=partition_for(device.device_id, parts), on_delivery=delivered,
+                partition=partition, on_delivery=delivered,
             )
+            in_band[partition].append(device)
             count += 1
             if count % 10_000 == 0:
                 self.producer.poll(0)
+        for partition, group in in_band.items():
+            for start in range(0, len(group), 1000):
+                batch = ReadingBatch(devices=tuple(group[start : start + 1000]))
+                self.producer.produce(
+                    self._raw, batch.model_dump_json().encode(), partition=partition,
+                    on_delivery=delivered,
+                )
         left = self.producer.flush(30)
         if failures or left:
-            raise RuntimeError(f"Kafka did not confirm {left + len(failures)} device updates: {failures[:3]}")
+            raise KafkaUnavailable(
+                self.settings.kafka_bootstrap,
+                f"{left + len(failures)} device updates unconfirmed: {failures[:3]}",
+            )
         return count
 
     def publish_all(self) -> int:
@@ -219,8 +239,8 @@ class Registry:
             detail = exc.diag.message_detail or ""
             taken = detail.split("=(")[-1].split(")")[0] if "=(" in detail else "?"
             raise DeviceExists(taken) from exc
+        self.publish(devices)  # before the broker accepts the device: its readings come after
         self._sync_broker()
-        self.publish(devices)
         return issued
 
     def add(self, device: Device) -> str:
@@ -276,9 +296,9 @@ class Registry:
                 "UPDATE mqtt_credentials SET enabled = %s, updated_at = now() WHERE username = %s",
                 (state is DeviceState.ACTIVE, device_id),
             )
-        self._sync_broker()
         device = _device(row)
         self.publish([device])
+        self._sync_broker()
         return device
 
     def get(self, device_id: str) -> Device:

@@ -28,6 +28,7 @@ from paho.mqtt.properties import Properties
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from cityvitals.contracts import CameraEvent, DeadLetter, Reading, ReadingBatch
+from cityvitals.kafka import partition_count
 from cityvitals.settings import Settings
 from cityvitals.topics import Topic, partition_for
 from ingest.decode import DecodeError, decode, device_of_topic
@@ -83,7 +84,7 @@ class Gateway:
         self._connected = threading.Event()
         self._raw = settings.topic(Topic.READINGS_RAW)
         self._deadletter = settings.topic(Topic.DEADLETTER)
-        self._partitions = self._partition_count()
+        self._partitions = partition_count(producer, self._raw)
         self.client = self._mqtt_client()
 
     # --- MQTT side (paho's network thread) ------------------------------------------------
@@ -123,13 +124,6 @@ class Gateway:
         self._inbox.put(_Inbound(msg.mid, msg.topic, msg.payload, datetime.now(UTC)))
 
     # --- Kafka side (the caller's thread) -------------------------------------------------
-
-    def _partition_count(self) -> int:
-        meta = self.producer.list_topics(self._raw, timeout=30)
-        topic = meta.topics.get(self._raw)
-        if topic is None or topic.error is not None or not topic.partitions:
-            raise GatewayError(f"Kafka topic {self._raw} does not exist; run 'cityvitals topics'")
-        return len(topic.partitions)
 
     def _acker(self, mids: list[int], count: int) -> Callable[[KafkaError | None, Message], None]:
         def delivered(err: KafkaError | None, _msg: Message) -> None:

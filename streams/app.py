@@ -4,8 +4,9 @@ Two agents, on co-partitioned topics (every producer picks partitions with
 ``cityvitals.topics.partition_for``), so a device's registry entry, its readings and its rule
 state are always on the same worker:
 
-- ``devices`` → the ``device_registry`` table (the slice of each device a reading needs);
-- ``readings.raw`` → enrich, run rules → ``readings`` (one message per input batch, same
+- ``devices`` → the ``device_registry`` table (the slice of each device a reading needs), which
+  bootstraps a new deployment; the same changes also arrive in-band on ``readings.raw``;
+- ``readings.raw`` → apply in-band registry changes, enrich, run rules → ``readings`` (one message per input batch, same
   partition), ``alerts`` and ``deadletter``; rule state lives in the ``rule_state`` table.
 
 Every output of an input message is confirmed by Kafka before the agent takes the next one,
@@ -29,7 +30,7 @@ from cityvitals.contracts import DeadLetter, Device, ReadingBatch
 from cityvitals.settings import Settings
 from cityvitals.topics import Topic
 from rules import RuleSet
-from streams.pipeline import process_batch, registry_entry
+from streams.pipeline import is_newer, process_batch, registry_entry
 
 __all__ = ["StreamMetrics", "create_app"]
 
@@ -107,8 +108,9 @@ def create_app(settings: Settings, rules: RuleSet, registry: CollectorRegistry) 
                 metrics.rejected.labels("bad_device").inc()
                 await (await deadletter_topic.send(value=_dead_letter(str(exc), source, event.value)))
                 continue
-            devices[device.device_id] = registry_entry(device.model_dump(mode="json"))
-            metrics.devices.set(len(devices))
+            if is_newer(device, devices.get(device.device_id)):
+                devices[device.device_id] = registry_entry(device)
+                metrics.devices.set(len(devices))
 
     @app.agent(raw_topic)
     async def process(stream: faust.StreamT[bytes]) -> None:
@@ -122,7 +124,7 @@ def create_app(settings: Settings, rules: RuleSet, registry: CollectorRegistry) 
                 await (await deadletter_topic.send(value=_dead_letter(str(exc), source, event.value)))
                 continue
             metrics.received.inc(len(batch))
-            ids = {item.device_id for item in (*batch.readings, *batch.camera_events)}
+            ids = {item.device_id for item in (*batch.devices, *batch.readings, *batch.camera_events)}
             outcome = process_batch(
                 batch,
                 {d: devices.get(d) for d in ids},
@@ -147,6 +149,10 @@ def create_app(settings: Settings, rules: RuleSet, registry: CollectorRegistry) 
                 pending.append(await deadletter_topic.send(
                     key=(letter.device_id or "").encode(), value=letter.model_dump_json().encode(),
                 ))
+            for device_id, entry in outcome.changed_devices.items():
+                devices[device_id] = entry
+            if outcome.changed_devices:
+                metrics.devices.set(len(devices))
             for device_id, states in outcome.changed_states.items():
                 if states:
                     rule_state[device_id] = states

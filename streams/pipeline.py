@@ -1,6 +1,6 @@
 """What the stream processor does with one batch, in plain Python (no Faust).
 
-:func:`process_batch` validates and enriches each reading and camera event from the device
+:func:`process_batch` applies the batch's in-band registry changes, then validates and enriches each reading and camera event from the device
 registry, runs the rules over it and returns the enriched batch, the alert transitions, the
 refused items and the rule states that changed. The Faust agents only move bytes in and out.
 """
@@ -17,25 +17,32 @@ from cityvitals.contracts import (
     Alert,
     CameraEvent,
     DeadLetter,
+    Device,
     DeviceState,
     Reading,
     ReadingBatch,
 )
 from rules import RuleSet, ThresholdState, evaluate, observations
 
-__all__ = ["BatchOutcome", "DeviceStates", "process_batch", "registry_entry"]
+__all__ = ["BatchOutcome", "DeviceStates", "is_newer", "process_batch", "registry_entry"]
 
 DeviceStates = dict[str, dict[str, Any]]
 """Rule state of one device: rule id → serialised :class:`ThresholdState`."""
 
 
-def registry_entry(device_json: Mapping[str, Any]) -> dict[str, Any]:
+def registry_entry(device: Device) -> dict[str, Any]:
     """The slice of a Device the stream needs per reading, kept small in the table."""
     return {
-        "device_type": device_json["device_type"],
-        "place_path": list(device_json["place_path"]),
-        "state": device_json["state"],
+        "device_type": device.device_type,
+        "place_path": list(device.place_path),
+        "state": device.state.value,
+        "updated_at": device.updated_at.isoformat(),
     }
+
+
+def is_newer(device: Device, entry: Mapping[str, Any] | None) -> bool:
+    """Whether a registry change is newer than what the table holds (last writer wins)."""
+    return entry is None or device.updated_at >= datetime.fromisoformat(entry["updated_at"])
 
 
 @dataclass
@@ -44,6 +51,7 @@ class BatchOutcome:
     alerts: list[Alert] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     changed_states: dict[str, DeviceStates] = field(default_factory=dict)
+    changed_devices: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _refusal(item: Reading | CameraEvent, reason: str, source: str, now: datetime) -> DeadLetter:
@@ -63,10 +71,13 @@ def process_batch(
 ) -> BatchOutcome:
     """Enrich, evaluate rules, and collect what to send. Inputs are not modified."""
     out = BatchOutcome(enriched=ReadingBatch())
+    for device in batch.devices:
+        if is_newer(device, out.changed_devices.get(device.device_id) or devices.get(device.device_id)):
+            out.changed_devices[device.device_id] = registry_entry(device)
     readings: list[Reading] = []
     events: list[CameraEvent] = []
     for item in (*batch.readings, *batch.camera_events):
-        entry = devices.get(item.device_id)
+        entry = out.changed_devices.get(item.device_id) or devices.get(item.device_id)
         if entry is None:
             out.dead_letters.append(
                 _refusal(item, f"unknown device {item.device_id!r}: not in the registry", source, now)
