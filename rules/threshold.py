@@ -116,6 +116,10 @@ class ThresholdRule(BaseModel):
         passed = [(lv, t) for lv, t in self.levels.items() if self._passes(value, t)]
         return max(passed, key=lambda p: p[0].rank) if passed else None
 
+    def lowest(self) -> tuple[WarningLevel, float]:
+        level = min(self.levels, key=lambda lv: lv.rank)
+        return level, self.levels[level]
+
     def cleared(self, value: float) -> bool:
         if self.clear is None:
             return self.level_for(value) is None
@@ -167,10 +171,11 @@ def evaluate(
         threshold = rule.levels[state.level]
         alert = _alert(rule, resolved, obs, AlertStatus.RESOLVED, threshold)
         return None, alert
-    # Still firing; inside the hysteresis band the level stays as it was.
-    if passed is None or passed[0] == state.level:
+    # Still firing. Inside the hysteresis band (past no level, not yet clear) it holds at the
+    # lowest level, so an improving value steps down as a worsening one steps up.
+    level, threshold = passed if passed is not None else rule.lowest()
+    if level == state.level:
         return state.model_copy(update={"last_ts": obs.ts}), None
-    level, threshold = passed
     changed = state.model_copy(
         update={"last_ts": obs.ts, "level": level, "revision": state.revision + 1}
     )

@@ -1,0 +1,95 @@
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from pydantic import ValidationError
+
+from cityvitals.contracts import (
+    Alert,
+    CameraEvent,
+    Device,
+    Place,
+    PlaceLevel,
+    Reading,
+    ReadingBatch,
+    WarningLevel,
+)
+
+NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+
+
+def test_timestamps_are_converted_to_utc() -> None:
+    r = Reading(device_id="aq-1", ts=datetime(2026, 11, 22, 16, 0, tzinfo=timezone(timedelta(hours=8))),
+                seq=1, values={"pm25": 35})
+    assert r.ts == NOW and r.ts.tzinfo == UTC
+
+
+def test_naive_timestamp_is_refused_naming_the_field() -> None:
+    with pytest.raises(ValidationError) as err:
+        Reading(device_id="aq-1", ts=datetime(2026, 11, 22, 8, 0), seq=1, values={"pm25": 35})
+    assert err.value.errors()[0]["loc"] == ("ts",)
+    assert "timezone" in str(err.value)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_values_are_refused(bad: float) -> None:
+    with pytest.raises(ValidationError, match="finite"):
+        Reading(device_id="aq-1", ts=NOW, seq=1, values={"pm25": bad})
+
+
+def test_unknown_fields_and_mutation_are_refused() -> None:
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        Reading(device_id="aq-1", ts=NOW, seq=1, values={"pm25": 1}, colour="red")  # type: ignore[call-arg]
+    r = Reading(device_id="aq-1", ts=NOW, seq=1, values={"pm25": 1})
+    with pytest.raises(ValidationError):
+        r.seq = 2  # type: ignore[misc]
+
+
+def test_a_reading_needs_a_value_and_a_safe_device_id() -> None:
+    with pytest.raises(ValidationError):
+        Reading(device_id="aq-1", ts=NOW, seq=1, values={})
+    with pytest.raises(ValidationError):
+        Reading(device_id="aq/1", ts=NOW, seq=1, values={"pm25": 1})
+
+
+def test_schema_version_is_carried_and_only_known_versions_accepted() -> None:
+    r = Reading(device_id="aq-1", ts=NOW, seq=1, values={"pm25": 1})
+    assert '"schema_version":1' in r.model_dump_json()
+    with pytest.raises(ValidationError):
+        Reading.model_validate({**r.model_dump(), "schema_version": 2})
+
+
+def test_batch_round_trips_through_json() -> None:
+    device = Device(device_id="aq-1", device_type="air_quality", place_path=("c", "d"), updated_at=NOW)
+    batch = ReadingBatch(
+        devices=(device,),
+        readings=(Reading(device_id="aq-1", ts=NOW, seq=1, values={"pm25": 1.5}),),
+        camera_events=(CameraEvent(camera_id="cam-1", ts=NOW, seq=3, event_type="smoke_fire",
+                                   value=0.9, confidence=0.95, snapshot_ref="snap/1.jpg"),),
+    )
+    assert ReadingBatch.model_validate_json(batch.model_dump_json()) == batch
+    assert len(batch) == 2
+
+
+def test_camera_event_confidence_is_a_probability() -> None:
+    with pytest.raises(ValidationError):
+        CameraEvent(camera_id="cam-1", ts=NOW, seq=1, event_type="smoke_fire", value=1, confidence=1.2)
+
+
+def test_place_path_must_match_level_and_end_with_itself() -> None:
+    grid = Place(place_id="g1", level=PlaceLevel.GRID, name="Grid 1", path=("c", "d", "s", "g1"))
+    assert grid.parent_id == "s"
+    with pytest.raises(ValidationError, match="depth"):
+        Place(place_id="g1", level=PlaceLevel.GRID, name="Grid 1", path=("c", "g1"))
+    with pytest.raises(ValidationError, match="own id"):
+        Place(place_id="g1", level=PlaceLevel.CITY, name="x", path=("c",))
+
+
+def test_warning_levels_rank_blue_lowest_red_highest() -> None:
+    assert [lv.rank for lv in WarningLevel] == [1, 2, 3, 4]
+    assert WarningLevel.RED.rank > WarningLevel.ORANGE.rank
+
+
+def test_alert_id_must_be_a_hex_digest() -> None:
+    with pytest.raises(ValidationError):
+        Alert(alert_id="x", revision=0, rule_id="r", status="firing", level="red", device_id="d",
+              metric="m", value=1, threshold=1, started_at=NOW, ts=NOW, summary="s")

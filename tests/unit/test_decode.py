@@ -1,0 +1,50 @@
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from cityvitals.contracts import CameraEvent, Reading
+from ingest import DecodeError, decode
+
+NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+ROOT = "cityvitals"
+
+
+def body(**fields: object) -> bytes:
+    return json.dumps({"ts": "2026-11-22T08:00:00Z", "seq": 1, **fields}).encode()
+
+
+def test_reading_takes_its_device_from_the_topic() -> None:
+    r = decode(ROOT, "cityvitals/wl-7/readings", body(values={"water_level_cm": 12}), NOW)
+    assert isinstance(r, Reading)
+    assert (r.device_id, r.values, r.received_at) == ("wl-7", {"water_level_cm": 12.0}, NOW)
+
+
+def test_camera_event_is_decoded_from_the_events_topic() -> None:
+    e = decode(ROOT, "cityvitals/cam-1/events",
+               body(event_type="waterlogging", value=0.7, confidence=0.85), NOW)
+    assert isinstance(e, CameraEvent) and e.camera_id == "cam-1" and e.confidence == 0.85
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "field", "words"),
+    [
+        ("cityvitals/wl-7/readings", b"{not json", "payload", "not valid JSON"),
+        ("cityvitals/wl-7/readings", b'"a string"', "payload", ""),
+        ("cityvitals/wl-7/readings", body(), "values", "Field required"),
+        ("cityvitals/wl-7/readings", body(values={"water_level_cm": "deep"}), "values.water_level_cm", "deep"),
+        ("cityvitals/wl-7/readings", body(values={"x": 1}, seq=-1), "seq", "-1"),
+        ("cityvitals/wl-7/readings", body(values={"x": 1}, device_id="wl-8"), "device_id", "wl-8"),
+        ("cityvitals/wl-7/readings", body(values={"x": 1}, colour="red"), "colour", "Extra"),
+        ("cityvitals/wl-7/readings", b'{"ts": "2026-11-22T08:00:00", "seq": 1, "values": {"x": 1}}', "ts", "timezone"),
+        ("cityvitals/wl-7/events", body(event_type="face", value=1, confidence=0.9), "event_type", "face"),
+        ("other/wl-7/readings", body(values={"x": 1}), "topic", "other/wl-7"),
+        ("cityvitals/wl-7/status", body(values={"x": 1}), "topic", "status"),
+        ("cityvitals/wl-7/readings", b"{" + b" " * 70_000 + b"}", "payload", "exceeds"),
+    ],
+)
+def test_bad_payloads_name_the_field(topic: str, payload: bytes, field: str, words: str) -> None:
+    with pytest.raises(DecodeError) as err:
+        decode(ROOT, topic, payload, NOW)
+    assert err.value.field == field
+    assert words in str(err.value)

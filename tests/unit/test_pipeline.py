@@ -1,0 +1,65 @@
+from datetime import UTC, datetime, timedelta
+
+from cityvitals.contracts import Device, DeviceState, Reading, ReadingBatch
+from rules import parse_rules
+from streams import process_batch, registry_entry
+
+T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
+RULES = parse_rules("rules:\n  - {id: deep, metric: water_level_cm, levels: {blue: 5, red: 40}}\n")
+
+
+def device(device_id: str, state: DeviceState = DeviceState.ACTIVE, minutes: int = 0) -> Device:
+    return Device(device_id=device_id, device_type="water_level", place_path=("c", "d1"),
+                  state=state, updated_at=T0 + timedelta(minutes=minutes))
+
+
+def reading(device_id: str, value: float, minutes: int = 1) -> Reading:
+    return Reading(device_id=device_id, ts=T0 + timedelta(minutes=minutes), seq=minutes,
+                   values={"water_level_cm": value})
+
+
+def test_known_device_is_enriched_and_rules_run() -> None:
+    out = process_batch(ReadingBatch(readings=(reading("wl-1", 7),)),
+                        {"wl-1": registry_entry(device("wl-1"))}, {}, RULES, "raw[0]", T0)
+    (enriched,) = out.enriched.readings
+    assert (enriched.device_type, enriched.place_path) == ("water_level", ("c", "d1"))
+    assert [a.rule_id for a in out.alerts] == ["deep"]
+    assert "deep" in out.changed_states["wl-1"]
+    assert not out.dead_letters
+
+
+def test_unknown_and_inactive_devices_are_dead_lettered_with_a_reason() -> None:
+    devices = {"wl-2": registry_entry(device("wl-2", DeviceState.SUSPENDED))}
+    batch = ReadingBatch(readings=(reading("ghost", 1), reading("wl-2", 50)))
+    out = process_batch(batch, devices, {}, RULES, "raw[3]", T0)
+    assert not out.enriched.readings and not out.alerts
+    reasons = {d.device_id: d.reason for d in out.dead_letters}
+    assert "not in the registry" in reasons["ghost"]
+    assert "suspended" in reasons["wl-2"]
+    assert all(d.stage == "streams" and d.source == "raw[3]" for d in out.dead_letters)
+    assert all(d.payload_b64 for d in out.dead_letters)
+
+
+def test_in_band_registry_change_applies_to_readings_after_it() -> None:
+    batch = ReadingBatch(devices=(device("wl-3"),), readings=(reading("wl-3", 1),))
+    out = process_batch(batch, {}, {}, RULES, "raw[0]", T0)
+    assert len(out.enriched.readings) == 1 and not out.dead_letters
+    assert out.changed_devices["wl-3"]["state"] == "active"
+
+
+def test_an_older_registry_change_does_not_overwrite_a_newer_one() -> None:
+    newer = {"wl-4": registry_entry(device("wl-4", DeviceState.SUSPENDED, minutes=5))}
+    batch = ReadingBatch(devices=(device("wl-4", DeviceState.ACTIVE, minutes=1),),
+                         readings=(reading("wl-4", 1),))
+    out = process_batch(batch, newer, {}, RULES, "raw[0]", T0)
+    assert "wl-4" not in out.changed_devices
+    assert len(out.dead_letters) == 1
+
+
+def test_resolving_clears_the_device_state() -> None:
+    devices = {"wl-5": registry_entry(device("wl-5"))}
+    first = process_batch(ReadingBatch(readings=(reading("wl-5", 9, 1),)), devices, {}, RULES, "r", T0)
+    second = process_batch(ReadingBatch(readings=(reading("wl-5", 1, 2),)), devices,
+                           first.changed_states, RULES, "r", T0)
+    assert [a.status.value for a in second.alerts] == ["resolved"]
+    assert second.changed_states == {"wl-5": {}}

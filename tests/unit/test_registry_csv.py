@@ -1,0 +1,36 @@
+from datetime import UTC, datetime
+
+from device_registry import hash_secret, parse_device_csv, verify_secret
+from device_registry.credentials import render_password_file
+
+NOW = datetime(2026, 11, 22, tzinfo=UTC)
+
+
+def test_good_rows_are_kept_and_bad_rows_reported_by_line_and_field() -> None:
+    text = (
+        "device_id,device_type,place_path,department,tags,lat,lon\n"
+        "wl-1,water_level,sh/pd/s1,water,low;underpass,31.2,121.5\n"
+        "wl 2,water_level,sh/pd,,,,\n"
+        "wl-3,water_level,,,,,\n"
+        "wl-4,water_level,sh/pd,,,95,0\n"
+        "wl-5,water_level,sh/pd,,,,,extra\n"
+        "wl-6,water_level,sh,,,,\n"
+    )
+    devices, errors = parse_device_csv(text, NOW)
+    assert [d.device_id for d in devices] == ["wl-1", "wl-6"]
+    assert devices[0].tags == ("low", "underpass") and devices[0].place_path == ("sh", "pd", "s1")
+    assert [(e.line, e.field) for e in errors] == [
+        (3, "device_id"), (4, "place_path"), (5, "lat"), (6, "row")]
+    assert "line 5: lat:" in str(errors[2])
+
+
+def test_missing_required_column_is_reported_once() -> None:
+    devices, errors = parse_device_csv("device_id,place_path\nx,sh\n", NOW)
+    assert not devices and errors[0].field == "device_type" and errors[0].line == 1
+
+
+def test_secrets_hash_in_mosquitto_format_and_verify() -> None:
+    hashed = hash_secret("s3cret", salt=b"0123456789ab")
+    assert hashed.startswith("$7$101$")
+    assert verify_secret("s3cret", hashed) and not verify_secret("other", hashed)
+    assert render_password_file([("b", "h2"), ("a", "h1")]) == "a:h1\nb:h2\n"

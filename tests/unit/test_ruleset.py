@@ -1,0 +1,44 @@
+from importlib import resources
+
+import pytest
+
+from rules import RuleFileError, parse_rules
+
+
+def test_the_shipped_default_rules_are_valid() -> None:
+    rules = parse_rules(resources.files("rules").joinpath("default.yaml").read_text(), "default.yaml")
+    assert {"waterlogging-depth", "pm25-pollution", "camera-smoke-fire"} <= {r.id for r in rules}
+    assert [r.id for r in rules.for_metric("water_level_cm")] == ["waterlogging-depth"]
+
+
+def test_every_problem_is_named_with_file_line_and_field() -> None:
+    text = """rules:
+  - id: ok
+    metric: pm25
+    levels: {yellow: 115}
+  - id: bad-levels
+    metric: pm25
+    levels: {yellow: 5, blue: 7}
+  - id: typo
+    metrik: pm25
+    levels: {red: 1}
+"""
+    with pytest.raises(RuleFileError) as err:
+        parse_rules(text, "city.yaml")
+    problems = {(p.line, p.field) for p in err.value.problems}
+    assert (5, "rules.1") in problems
+    assert (8, "rules.2.metric") in problems
+    assert (9, "rules.2.metrik") in problems
+    assert "city.yaml:9: rules.2.metrik: Extra inputs are not permitted" in str(err.value)
+
+
+def test_duplicate_ids_are_refused() -> None:
+    text = "rules:\n  - {id: a, metric: m, levels: {red: 1}}\n  - {id: a, metric: n, levels: {red: 2}}\n"
+    with pytest.raises(RuleFileError, match="duplicate rule id 'a'"):
+        parse_rules(text)
+
+
+@pytest.mark.parametrize("text", ["rules: [", "- just a list", ""])
+def test_not_a_rule_file(text: str) -> None:
+    with pytest.raises(RuleFileError):
+        parse_rules(text, "x.yaml")

@@ -1,0 +1,20 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from cityvitals.schemas import SCHEMAS, render
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_published_schema_matches_the_contract(name: str) -> None:
+    """docs/schemas is what downstream teams read; regenerate with 'cityvitals schemas docs/schemas'."""
+    assert (DOCS / f"{name}.json").read_text() == render(name)
+
+
+def test_payload_schema_requires_what_devices_must_send() -> None:
+    schema = json.loads(render("mqtt.readings"))
+    assert set(schema["required"]) == {"ts", "seq", "values"}
+    assert schema["additionalProperties"] is False
