@@ -77,6 +77,7 @@ def up(
     try:
         s = stack.start_infrastructure()
         stack.start_services()
+        stack.wait_ready()
         typer.echo(
             f"cityvitals is up: MQTT 127.0.0.1:{s.mqtt_port}, Kafka {s.kafka_bootstrap}, "
             f"PostgreSQL {s.database_url.get_secret_value()} (schema {s.database_schema}); "

@@ -11,6 +11,8 @@ import logging
 import os
 import secrets
 import shutil
+import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -130,6 +132,18 @@ class LocalStack:
             s = self.settings.model_copy(update={"metrics_port": self.metrics.of(name)})
             self._start(python_service(self.paths, name, s.to_env()), None)
 
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        """Wait until every service reports ready on its metrics endpoint (those that have one)."""
+        deadline = time.monotonic() + timeout
+        waiting = [name for name in SERVICES if self.metrics.of(name)]
+        while waiting:
+            waiting = [name for name in waiting if not _reports_ready(name, self.metrics.of(name))]
+            for process in self.dead():
+                raise StackError(f"{process.name} exited during start-up; its log:\n{process.log_tail()}")
+            if waiting and time.monotonic() > deadline:
+                raise StackError(f"not ready after {timeout:.0f} s: {', '.join(waiting)}")
+            time.sleep(0.2)
+
     def dead(self) -> list[ManagedProcess]:
         return [p for p in self.processes if not p.alive()]
 
@@ -139,6 +153,15 @@ class LocalStack:
             process.stop()
         self.processes.clear()
         return stop_recorded(self.paths, STOP_ORDER)
+
+
+def _reports_ready(service: str, port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return False
+    return f"cityvitals_{service}_ready 1.0" in text.splitlines()
 
 
 def down(state_dir: Path, purge: bool = False) -> list[str]:

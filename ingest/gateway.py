@@ -60,6 +60,9 @@ class GatewayMetrics:
         self.inflight = Gauge(
             "cityvitals_ingest_inflight", "MQTT messages waiting for Kafka", registry=registry
         )
+        self.ready = Gauge(
+            "cityvitals_ingest_ready", "1 once subscribed to the device topics", registry=registry
+        )
         self.batch_size = Histogram(
             "cityvitals_ingest_batch_size", "Readings per Kafka message",
             buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500), registry=registry,
@@ -101,6 +104,7 @@ class Gateway:
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
         return client
 
     def _on_connect(
@@ -116,8 +120,16 @@ class Gateway:
         self._connected.set()
         log.info("connected to MQTT %s:%s", self.settings.mqtt_host, self.settings.mqtt_port)
 
+    def _on_subscribe(self, _c: mqtt.Client, _ud: Any, _mid: int, reasons: Any, _p: Any) -> None:
+        refused = [r for r in reasons if r.is_failure]
+        if refused:
+            self._failure = f"MQTT broker refused the gateway's subscriptions: {refused}"
+            return
+        self.metrics.ready.set(1)
+
     def _on_disconnect(self, _c: mqtt.Client, _ud: Any, _f: Any, reason: Any, _p: Any) -> None:
         self._connected.clear()
+        self.metrics.ready.set(0)
         log.warning("MQTT disconnected (%s); paho reconnects", reason)
 
     def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -33,7 +33,7 @@ from cityvitals.contracts import (
     WarningLevel,
 )
 
-__all__ = ["Observation", "ThresholdRule", "ThresholdState", "alert_id", "evaluate", "observations"]
+__all__ = ["REPLAY_GUARD", "Observation", "ThresholdRule", "ThresholdState", "alert_id", "evaluate", "observations"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,33 +144,40 @@ def alert_id(rule_id: str, device_id: str, metric: str, started_at: datetime) ->
     return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
 
 
+REPLAY_GUARD = timedelta(hours=24)
+"""How long (event time) a series remembers its last episode after it resolved."""
+
+
 def evaluate(
     rule: ThresholdRule, state: ThresholdState | None, obs: Observation
 ) -> tuple[ThresholdState | None, Alert | None]:
-    """Apply one observation; returns the new state (None while quiet) and any transition.
+    """Apply one observation; returns the new state and any transition.
 
-    Only a firing series keeps state, so a quiet city costs no state writes. While firing, an
-    observation not newer than the last one changes nothing.
+    State is kept only around an episode: while it fires, and for :data:`REPLAY_GUARD` after it
+    resolved (a watermark), so a quiet city costs no state writes, and a replayed or older
+    observation (not newer than the watermark) changes nothing. The state object is returned
+    unchanged (``is`` the same) when nothing needs to be stored.
     """
     if state is not None and obs.ts <= state.last_ts:
         return state, None
     passed = rule.level_for(obs.value)
-    firing = state is not None and state.alert_id is not None
-    if not firing:
+    if state is None or state.alert_id is None:
         if passed is None:
-            return None, None
+            if state is not None and obs.ts - state.last_ts > REPLAY_GUARD:
+                return None, None
+            return state, None
         level, threshold = passed
         new_id = alert_id(rule.id, obs.device_id, obs.metric, obs.ts)
         new = ThresholdState(
             last_ts=obs.ts, alert_id=new_id, level=level, started_at=obs.ts, revision=0
         )
         return new, _alert(rule, new, obs, AlertStatus.FIRING, threshold)
-    assert state is not None and state.alert_id is not None and state.level is not None
+    assert state.level is not None
     if rule.cleared(obs.value):
         resolved = state.model_copy(update={"revision": state.revision + 1})
         threshold = rule.levels[state.level]
         alert = _alert(rule, resolved, obs, AlertStatus.RESOLVED, threshold)
-        return None, alert
+        return ThresholdState(last_ts=obs.ts), alert
     # Still firing. Inside the hysteresis band (past no level, not yet clear) it holds at the
     # lowest level, so an improving value steps down as a worsening one steps up.
     level, threshold = passed if passed is not None else rule.lowest()

@@ -10,12 +10,11 @@ from __future__ import annotations
 import base64
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
 from cityvitals.contracts import Alert, CameraEvent, DeadLetter, Reading, ReadingBatch
@@ -59,13 +58,16 @@ class SinkRunner:
             settings.topic(Topic.DEADLETTER): Topic.DEADLETTER,
         }
         self.received = Counter(
-            "cityvitals_sink_messages_total", "Kafka messages consumed", ["topic"], registry=registry
+            "cityvitals_sinks_messages_total", "Kafka messages consumed", ["topic"], registry=registry
         )
         self.written = Counter(
-            "cityvitals_sink_rows_total", "Rows newly written", ["table"], registry=registry
+            "cityvitals_sinks_rows_total", "Rows newly written", ["table"], registry=registry
+        )
+        self.ready = Gauge(
+            "cityvitals_sinks_ready", "1 while partitions are assigned", registry=registry
         )
         self.rejected = Counter(
-            "cityvitals_sink_rejected_total", "Messages that did not decode (dead-lettered)",
+            "cityvitals_sinks_rejected_total", "Messages that did not decode (dead-lettered)",
             ["topic"], registry=registry,
         )
 
@@ -141,7 +143,11 @@ class SinkRunner:
         return consumed
 
     def run(self, stop: threading.Event) -> None:
-        self.consumer.subscribe(list(self.topics))
+        self.consumer.subscribe(
+            list(self.topics),
+            on_assign=lambda _c, _parts: self.ready.set(1),
+            on_revoke=lambda _c, _parts: self.ready.set(0),
+        )
         try:
             while not stop.is_set():
                 self.run_once(stop)
@@ -149,4 +155,3 @@ class SinkRunner:
             self.consumer.close()
             for sink in (self.readings, self.camera_events, self.alerts, self.dead_letters):
                 sink.close()
-            time.sleep(0)

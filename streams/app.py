@@ -55,6 +55,10 @@ class StreamMetrics:
             "cityvitals_streams_alert_transitions_total", "Alert transitions emitted",
             ["status", "level"], registry=registry,
         )
+        self.ready = Gauge(
+            "cityvitals_streams_ready", "1 while partitions are assigned and tables recovered",
+            registry=registry,
+        )
         self.devices = Gauge(
             "cityvitals_streams_devices", "Devices known to this worker", registry=registry
         )
@@ -97,6 +101,14 @@ def create_app(settings: Settings, rules: RuleSet, registry: CollectorRegistry) 
 
     devices = app.Table("device_registry", default=None, partitions=settings.kafka_partitions)
     rule_state = app.Table("rule_state", default=None, partitions=settings.kafka_partitions)
+
+    @app.on_rebalance_complete.connect
+    async def _ready(*_args: Any, **_kw: Any) -> None:
+        metrics.ready.set(1)
+
+    @app.on_partitions_revoked.connect
+    async def _not_ready(*_args: Any, **_kw: Any) -> None:
+        metrics.ready.set(0)
 
     @app.agent(devices_topic)
     async def registry_feed(stream: faust.StreamT[bytes]) -> None:

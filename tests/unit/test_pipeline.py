@@ -56,10 +56,13 @@ def test_an_older_registry_change_does_not_overwrite_a_newer_one() -> None:
     assert len(out.dead_letters) == 1
 
 
-def test_resolving_clears_the_device_state() -> None:
+def test_resolving_leaves_only_a_watermark() -> None:
     devices = {"wl-5": registry_entry(device("wl-5"))}
     first = process_batch(ReadingBatch(readings=(reading("wl-5", 9, 1),)), devices, {}, RULES, "r", T0)
     second = process_batch(ReadingBatch(readings=(reading("wl-5", 1, 2),)), devices,
                            first.changed_states, RULES, "r", T0)
     assert [a.status.value for a in second.alerts] == ["resolved"]
-    assert second.changed_states == {"wl-5": {}}
+    assert second.changed_states["wl-5"]["deep"]["alert_id"] is None
+    third = process_batch(ReadingBatch(readings=(reading("wl-5", 0.5, 3),)), devices,
+                          second.changed_states, RULES, "r", T0)
+    assert third.changed_states == {} and not third.alerts  # a quiet reading writes nothing

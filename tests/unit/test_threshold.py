@@ -55,7 +55,7 @@ def test_hysteresis_holds_until_the_clear_level() -> None:
     state, alert = evaluate(WATER, state, obs(2.9, 10))
     assert alert is not None and alert.status is AlertStatus.RESOLVED
     assert alert.alert_id == alerts[0].alert_id and alert.revision == 1
-    assert state is None
+    assert state is not None and state.alert_id is None and state.last_ts == alert.ts
 
 
 def test_without_clear_it_resolves_below_the_lowest_level() -> None:
@@ -74,7 +74,23 @@ def test_replayed_or_older_observation_changes_nothing_while_firing() -> None:
     assert first is not None
     for replay in (obs(20, 5), obs(40, 4), obs(0, 5)):
         again, alert = evaluate(WATER, state, replay)
-        assert (again, alert) == (state, None)
+        assert again is state and alert is None
+
+
+def test_a_replay_after_the_episode_resolved_opens_no_new_episode() -> None:
+    state, alerts = run(WATER, [1, 8, 9, 1])
+    assert [a.status for a in alerts] == [AlertStatus.FIRING, AlertStatus.RESOLVED]
+    again, alert = evaluate(WATER, state, obs(9, 2))  # the over-threshold reading, replayed
+    assert again is state and alert is None
+
+
+def test_the_watermark_is_forgotten_a_day_after_the_episode() -> None:
+    state, _ = run(WATER, [8, 1])
+    assert state is not None
+    kept, _ = evaluate(WATER, state, obs(1, 60 * 23))
+    assert kept is state  # nothing to store
+    gone, _ = evaluate(WATER, state, obs(1, 60 * 25))
+    assert gone is None
 
 
 def test_same_inputs_give_the_same_alert_id() -> None:

@@ -1,0 +1,128 @@
+"""Integration fixtures: a real Mosquitto, tansu and PostgreSQL, and the three services, started
+as local processes on free loopback ports for the test session (``cityvitals up`` does the same).
+
+Tests isolate themselves by device ids (each test makes its own); the pipeline is shared because
+a Faust worker takes seconds to join its group.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from confluent_kafka import Consumer
+
+from cityvitals import db, kafka
+from cityvitals.contracts import Device
+from cityvitals.localstack import LocalStack, MetricsPorts, down
+from cityvitals.services import open_registry
+from cityvitals.settings import Settings
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(probe: Callable[[], T], timeout: float = 60.0, what: str = "condition") -> T:
+    """Poll until ``probe`` returns something truthy; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+@dataclass
+class Pipeline:
+    settings: Settings
+    stack: LocalStack
+
+    def register(self, device_type: str = "water_level", place: str = "itest/d1/s1/g1") -> tuple[str, str]:
+        """A new active device; returns (device id, MQTT secret)."""
+        device_id = f"{device_type.replace('_', '')}-{uuid.uuid4().hex[:10]}"
+        device = Device(device_id=device_id, device_type=device_type,
+                        place_path=tuple(place.split("/")), updated_at=datetime.now(UTC))
+        with open_registry(self.settings) as registry:
+            return device_id, registry.add(device)
+
+    def topic(self, device_id: str, kind: str = "readings") -> str:
+        return f"{self.settings.mqtt_topic_root}/{device_id}/{kind}"
+
+    def mosquitto_pub(self, user: str, secret: str, topic: str, payload: str | bytes,
+                      *extra: str) -> subprocess.CompletedProcess[bytes]:
+        """Publish with Mosquitto's own client (QoS 1), not ours."""
+        data = payload.encode() if isinstance(payload, str) else payload
+        return subprocess.run(
+            ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(self.settings.mqtt_port), "-q", "1",
+             "-u", user, "-P", secret, "-t", topic, "-s", *extra],
+            input=data, capture_output=True, timeout=30, check=False,
+        )
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        with db.connect(self.settings) as conn:
+            return conn.execute(sql.encode(), params).fetchall()
+
+    def rows(self, device_id: str) -> list[tuple[Any, ...]]:
+        return self.query(
+            "SELECT metric, ts, value, seq, place_path FROM readings WHERE device_id = %s ORDER BY ts, metric",
+            device_id,
+        )
+
+
+def reading(ts: str, seq: int, **values: float) -> str:
+    return json.dumps({"ts": ts, "seq": seq, "values": values})
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    state = tmp_path_factory.mktemp("stack")
+    settings = Settings(
+        mqtt_port=free_port(),
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        database_url=f"postgresql://cityvitals@127.0.0.1:{free_port()}/cityvitals",
+        state_dir=state,
+        topic_prefix=f"it{uuid.uuid4().hex[:6]}",
+        mqtt_client_id=f"itest-{uuid.uuid4().hex[:6]}",
+        sink_linger_ms=100,
+    )
+    stack = LocalStack(settings, MetricsPorts(free_port(), free_port(), free_port()))
+    try:
+        ready = stack.start_infrastructure()
+        stack.start_services()
+        stack.wait_ready()
+        yield Pipeline(ready, stack)
+    finally:
+        stack.stop()
+        logs = Path(tmp_path_factory.getbasetemp()) / "service-logs"
+        shutil.copytree(Path(state) / "logs", logs, dirs_exist_ok=True)
+        print(f"service logs kept in {logs}")
+        down(state, purge=True)
+
+
+@pytest.fixture()
+def alerts_consumer(pipeline: Pipeline) -> Iterator[Consumer]:
+    """A consumer of the real ``alerts`` topic from its beginning, in a group of its own."""
+    from cityvitals.topics import Topic
+
+    consumer = kafka.consumer(pipeline.settings, f"itest-{uuid.uuid4().hex}")
+    consumer.subscribe([pipeline.settings.topic(Topic.ALERTS)])
+    yield consumer
+    consumer.close()
+
