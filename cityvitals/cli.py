@@ -130,6 +130,32 @@ def run(service: Annotated[str, typer.Argument(help="ingest, streams or sinks")]
 
 
 @app.command()
+def ready(service: Annotated[str, typer.Argument(help="ingest, streams or sinks")]) -> None:
+    """Exit 0 if SERVICE (on this host's CITYVITALS_METRICS_PORT) reports ready; a probe."""
+    from cityvitals.localstack import reports_ready
+
+    s = settings()
+    if not s.metrics_port:
+        raise fail("CITYVITALS_METRICS_PORT is not set: the service has no metrics endpoint")
+    if not reports_ready(service, s.metrics_port, s.metrics_host):
+        raise fail(f"{service} is not ready")
+    typer.echo(f"{service} is ready")
+
+
+@app.command("gateway-login")
+def gateway_login() -> None:
+    """Store the gateway's MQTT login (CITYVITALS_MQTT_USERNAME / _PASSWORD) in the registry."""
+    from cityvitals.services import open_registry
+
+    s = settings()
+    if not s.mqtt_password.get_secret_value():
+        raise fail("CITYVITALS_MQTT_PASSWORD is empty")
+    with open_registry(s) as registry:
+        registry.set_service_credential(s.mqtt_username, s.mqtt_password.get_secret_value())
+    typer.echo(f"stored the MQTT login of {s.mqtt_username}")
+
+
+@app.command()
 def topics() -> None:
     """Create the Kafka topics that do not exist yet."""
     from cityvitals.kafka import ensure_topics

@@ -36,7 +36,7 @@ from cityvitals.stack import (
     wait_for_port,
 )
 
-__all__ = ["STOP_ORDER", "LocalStack", "MetricsPorts", "mqtt_acl"]
+__all__ = ["STOP_ORDER", "LocalStack", "MetricsPorts", "down", "mqtt_acl", "reports_ready"]
 
 log = logging.getLogger("cityvitals.stack")
 
@@ -137,7 +137,7 @@ class LocalStack:
         deadline = time.monotonic() + timeout
         waiting = [name for name in SERVICES if self.metrics.of(name)]
         while waiting:
-            waiting = [name for name in waiting if not _reports_ready(name, self.metrics.of(name))]
+            waiting = [name for name in waiting if not reports_ready(name, self.metrics.of(name))]
             for process in self.dead():
                 raise StackError(f"{process.name} exited during start-up; its log:\n{process.log_tail()}")
             if waiting and time.monotonic() > deadline:
@@ -155,9 +155,11 @@ class LocalStack:
         return stop_recorded(self.paths, STOP_ORDER)
 
 
-def _reports_ready(service: str, port: int) -> bool:
+def reports_ready(service: str, port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a service's metrics endpoint says ``cityvitals_<service>_ready 1``."""
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else host
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=2) as response:
             text = response.read().decode()
     except OSError:
         return False

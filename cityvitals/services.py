@@ -50,7 +50,7 @@ def _stop_event() -> threading.Event:
 def _metrics(settings: Settings) -> CollectorRegistry:
     registry = CollectorRegistry()
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="127.0.0.1", registry=registry)
+        start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
     return registry
 
 

@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     # Observability.
     metrics_port: Port = 0
     """Prometheus port of this process; 0 serves no metrics endpoint."""
+    metrics_host: str = "127.0.0.1"
+    """Address the metrics endpoint binds; 0.0.0.0 in a container that Prometheus scrapes."""
     log_level: str = "INFO"
 
     # Local stack.
