@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import sys
 import threading
@@ -17,8 +16,11 @@ from pydantic import ValidationError
 from cityvitals.contracts import DeviceState
 from cityvitals.settings import Settings
 
-app = typer.Typer(help="cityvitals: streaming IoT sensing and alerting for city operations.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="cityvitals: streaming IoT sensing and alerting for city operations.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 devices_app = typer.Typer(help="Onboard and manage devices.", no_args_is_help=True)
 rules_app = typer.Typer(help="Check rule files.", no_args_is_help=True)
 app.add_typer(devices_app, name="devices")
@@ -60,10 +62,16 @@ def _status_line(s: Settings) -> str:
 @app.command()
 def up(
     simulate: Annotated[bool, typer.Option(help="Also run the city simulator.")] = False,
-    incident: Annotated[list[str] | None, typer.Option(
-        help="With --simulate: inject KIND[@GRID] (flood, smog, fire, congestion, gas).")] = None,
+    incident: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="With --simulate: inject KIND[@GRID] (flood, smog, fire, congestion, gas)."
+        ),
+    ] = None,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
-    metrics_base: Annotated[int, typer.Option(help="Prometheus ports: base+1 ingest, +2 streams, +3 sinks.")] = 9400,
+    metrics_base: Annotated[
+        int, typer.Option(help="Prometheus ports: base+1 ingest, +2 streams, +3 sinks.")
+    ] = 9400,
 ) -> None:
     """Start Mosquitto, tansu, PostgreSQL and the services on 127.0.0.1 (Ctrl-C stops all)."""
     from cityvitals.localstack import LocalStack, MetricsPorts
@@ -108,7 +116,9 @@ def up(
 
 @app.command()
 def down(
-    purge: Annotated[bool, typer.Option(help="Also delete the local database, broker store and logs.")] = False,
+    purge: Annotated[
+        bool, typer.Option(help="Also delete the local database, broker store and logs.")
+    ] = False,
 ) -> None:
     """Stop everything an earlier 'cityvitals up' started."""
     from cityvitals.localstack import down as stop_all
@@ -201,9 +211,14 @@ def devices_add(
     from device_registry import DeviceExists
 
     try:
-        device = Device(device_id=device_id, device_type=device_type,
-                        place_path=tuple(p for p in place.split("/") if p), department=department,
-                        tags=tuple(tag or ()), updated_at=datetime.now(UTC))
+        device = Device(
+            device_id=device_id,
+            device_type=device_type,
+            place_path=tuple(p for p in place.split("/") if p),
+            department=department,
+            tags=tuple(tag or ()),
+            updated_at=datetime.now(UTC),
+        )
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         raise fail(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
@@ -220,7 +235,9 @@ def devices_add(
 @devices_app.command("import")
 def devices_import(
     file: Path,
-    credentials_out: Annotated[Path | None, typer.Option(help="CSV of device_id,secret (shown once)")] = None,
+    credentials_out: Annotated[
+        Path | None, typer.Option(help="CSV of device_id,secret (shown once)")
+    ] = None,
 ) -> None:
     """Import devices from CSV (device_id,device_type,place_path,department,tags,lat,lon,state)."""
     from cityvitals.services import open_registry
@@ -260,7 +277,9 @@ def devices_list(
         if as_json:
             typer.echo(d.model_dump_json())
         else:
-            typer.echo(f"{d.device_id:<28} {d.device_type:<14} {d.state.value:<11} {'/'.join(d.place_path)}")
+            typer.echo(
+                f"{d.device_id:<28} {d.device_type:<14} {d.state.value:<11} {'/'.join(d.place_path)}"
+            )
     if not as_json:
         typer.echo(f"{len(found)} devices", err=True)
 
@@ -339,7 +358,9 @@ def _prepare_simulator(s: Settings, seed: int, interval: float, incidents: list[
         secrets.update(registry.rotate_secrets([d for d in known if d not in secrets]))
     time.sleep(1)  # let the broker reload its password file
     for inc in planned:
-        typer.echo(f"incident {inc.kind} at {inc.place_id} from +{inc.start:.0f} s for {inc.duration:.0f} s")
+        typer.echo(
+            f"incident {inc.kind} at {inc.place_id} from +{inc.start:.0f} s for {inc.duration:.0f} s"
+        )
     return Simulator(s, city, secrets, seed=seed, interval=interval, incidents=planned)
 
 
@@ -348,8 +369,10 @@ def simulate(
     seed: Annotated[int, typer.Option()] = 42,
     interval: Annotated[float, typer.Option(help="Seconds between a device's readings")] = 5.0,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds")] = None,
-    incident: Annotated[list[str] | None, typer.Option(
-        help="Inject KIND[@GRID]: flood, smog, fire, congestion, gas")] = None,
+    incident: Annotated[
+        list[str] | None,
+        typer.Option(help="Inject KIND[@GRID]: flood, smog, fire, congestion, gas"),
+    ] = None,
     incident_after: Annotated[float, typer.Option(help="Seconds before the first incident")] = 20.0,
 ) -> None:
     """Register the simulated city's devices and publish their readings over MQTT."""

@@ -41,7 +41,7 @@ __all__ = [
     "WarningLevel",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 """Device, place and rule ids: safe inside an MQTT topic level, a Kafka key and a file name."""

@@ -46,7 +46,9 @@ def migrations() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-def connect(settings: Settings, *, autocommit: bool = True) -> psycopg.Connection[tuple[object, ...]]:
+def connect(
+    settings: Settings, *, autocommit: bool = True
+) -> psycopg.Connection[tuple[object, ...]]:
     """A connection whose search path is the deployment's schema.
 
     Autocommit by default: every write runs inside an explicit ``conn.transaction()`` block.

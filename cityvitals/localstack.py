@@ -139,7 +139,9 @@ class LocalStack:
         while waiting:
             waiting = [name for name in waiting if not reports_ready(name, self.metrics.of(name))]
             for process in self.dead():
-                raise StackError(f"{process.name} exited during start-up; its log:\n{process.log_tail()}")
+                raise StackError(
+                    f"{process.name} exited during start-up; its log:\n{process.log_tail()}"
+                )
             if waiting and time.monotonic() > deadline:
                 raise StackError(f"not ready after {timeout:.0f} s: {', '.join(waiting)}")
             time.sleep(0.2)
@@ -148,8 +150,9 @@ class LocalStack:
         return [p for p in self.processes if not p.alive()]
 
     def stop(self) -> list[str]:
-        for process in sorted(self.processes, key=lambda p: STOP_ORDER.index(p.name)
-                              if p.name in STOP_ORDER else 0):
+        for process in sorted(
+            self.processes, key=lambda p: STOP_ORDER.index(p.name) if p.name in STOP_ORDER else 0
+        ):
             process.stop()
         self.processes.clear()
         return stop_recorded(self.paths, STOP_ORDER)
@@ -174,7 +177,9 @@ def down(state_dir: Path, purge: bool = False) -> list[str]:
     paths = StackPaths(state_dir)
     stopped = stop_recorded(paths, STOP_ORDER)
     if purge:
-        shutil.rmtree(paths.postgres_data.parent if os.geteuid() == 0 else paths.postgres_data,
-                      ignore_errors=True)
+        shutil.rmtree(
+            paths.postgres_data.parent if os.geteuid() == 0 else paths.postgres_data,
+            ignore_errors=True,
+        )
         shutil.rmtree(paths.state_dir, ignore_errors=True)
     return stopped

@@ -68,7 +68,10 @@ def run_sinks(settings: Settings) -> None:
         settings,
         kafka.consumer(settings, settings.topic(settings.sink_group)),
         kafka.producer(settings),
-        ReadingSink(conn), CameraEventSink(conn), AlertSink(conn), DeadLetterSink(conn),
+        ReadingSink(conn),
+        CameraEventSink(conn),
+        AlertSink(conn),
+        DeadLetterSink(conn),
         _metrics(settings),
     ).run(_stop_event())
 

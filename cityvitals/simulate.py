@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from cityvitals.contracts import Device, Place, PlaceLevel
 from cityvitals.settings import Settings
@@ -27,16 +28,33 @@ __all__ = ["INCIDENTS", "City", "Incident", "Simulator", "build_city", "sample"]
 
 log = logging.getLogger("cityvitals.simulate")
 
-SENSOR_KINDS = ("air_quality", "water_level", "traffic", "noise", "manhole", "gas", "power", "camera")
+SENSOR_KINDS = (
+    "air_quality",
+    "water_level",
+    "traffic",
+    "noise",
+    "manhole",
+    "gas",
+    "power",
+    "camera",
+)
 DEPARTMENTS = {
-    "air_quality": "environment", "water_level": "water", "traffic": "traffic",
-    "noise": "environment", "manhole": "city_management", "gas": "emergency",
-    "power": "utilities", "camera": "city_management",
+    "air_quality": "environment",
+    "water_level": "water",
+    "traffic": "traffic",
+    "noise": "environment",
+    "manhole": "city_management",
+    "gas": "emergency",
+    "power": "utilities",
+    "camera": "city_management",
 }
 INCIDENTS = ("flood", "smog", "fire", "congestion", "gas")
 _INCIDENT_KIND = {
-    "flood": "water_level", "smog": "air_quality", "fire": "camera",
-    "congestion": "traffic", "gas": "gas",
+    "flood": "water_level",
+    "smog": "air_quality",
+    "fire": "camera",
+    "congestion": "traffic",
+    "gas": "gas",
 }
 
 
@@ -52,34 +70,70 @@ class City:
 def build_city(districts: int = 3, streets: int = 2, grids: int = 2, prefix: str = "sim") -> City:
     """The tree and its devices; the same arguments always give the same city."""
     now = datetime.now(UTC)
-    city = Place(place_id=prefix, level=PlaceLevel.CITY, name="Simulated City", path=(prefix,),
-                 lat=31.23, lon=121.47)
+    city = Place(
+        place_id=prefix,
+        level=PlaceLevel.CITY,
+        name="Simulated City",
+        path=(prefix,),
+        lat=31.23,
+        lon=121.47,
+    )
     places, devices = [city], []
     for d in range(1, districts + 1):
         d_id = f"{prefix}-d{d}"
-        places.append(Place(place_id=d_id, level=PlaceLevel.DISTRICT, name=f"District {d}",
-                            path=(prefix, d_id)))
+        places.append(
+            Place(
+                place_id=d_id, level=PlaceLevel.DISTRICT, name=f"District {d}", path=(prefix, d_id)
+            )
+        )
         for s in range(1, streets + 1):
             s_id = f"{d_id}-s{s}"
-            places.append(Place(place_id=s_id, level=PlaceLevel.STREET, name=f"Street {d}.{s}",
-                                path=(prefix, d_id, s_id)))
+            places.append(
+                Place(
+                    place_id=s_id,
+                    level=PlaceLevel.STREET,
+                    name=f"Street {d}.{s}",
+                    path=(prefix, d_id, s_id),
+                )
+            )
             for g in range(1, grids + 1):
                 g_id = f"{s_id}-g{g}"
                 g_path = (prefix, d_id, s_id, g_id)
                 lat, lon = 31.1 + d * 0.05 + g * 0.004, 121.3 + s * 0.05 + g * 0.004
-                places.append(Place(place_id=g_id, level=PlaceLevel.GRID, name=f"Grid {d}.{s}.{g}",
-                                    path=g_path, lat=lat, lon=lon))
+                places.append(
+                    Place(
+                        place_id=g_id,
+                        level=PlaceLevel.GRID,
+                        name=f"Grid {d}.{s}.{g}",
+                        path=g_path,
+                        lat=lat,
+                        lon=lon,
+                    )
+                )
                 b_id = f"{g_id}-b1"
-                places.append(Place(place_id=b_id, level=PlaceLevel.BUILDING,
-                                    name=f"Building {d}.{s}.{g}.1", path=(*g_path, b_id)))
+                places.append(
+                    Place(
+                        place_id=b_id,
+                        level=PlaceLevel.BUILDING,
+                        name=f"Building {d}.{s}.{g}.1",
+                        path=(*g_path, b_id),
+                    )
+                )
                 for kind in SENSOR_KINDS:
                     # Power meters sit in the building; the rest watch the grid's streets.
                     path = (*g_path, b_id) if kind == "power" else g_path
-                    devices.append(Device(
-                        device_id=f"{prefix}-{kind.replace('_', '')}-d{d}s{s}g{g}",
-                        device_type=kind, place_path=path, department=DEPARTMENTS[kind],
-                        lat=lat, lon=lon, updated_at=now, tags=("simulated",),
-                    ))
+                    devices.append(
+                        Device(
+                            device_id=f"{prefix}-{kind.replace('_', '')}-d{d}s{s}g{g}",
+                            device_type=kind,
+                            place_path=path,
+                            department=DEPARTMENTS[kind],
+                            lat=lat,
+                            lon=lon,
+                            updated_at=now,
+                            tags=("simulated",),
+                        )
+                    )
     return City(tuple(places), tuple(devices))
 
 
@@ -100,22 +154,31 @@ class Incident:
         return min(1.0, 3 * t, 3 * (1 - t))
 
 
-def sample(kind: str, rng: random.Random, hour: float, incident: float) -> dict[str, float] | tuple[str, float, float]:
+def sample(
+    kind: str, rng: random.Random, hour: float, incident: float
+) -> dict[str, float] | tuple[str, float, float]:
     """One reading's values for a sensor kind (or a camera event's type, value, confidence)."""
     day = math.sin((hour - 8) / 24 * 2 * math.pi)  # peaks in the afternoon
     rush = math.exp(-((hour - 8.5) ** 2) / 2) + math.exp(-((hour - 18) ** 2) / 2)
     g = rng.gauss
     if kind == "air_quality":
         pm25 = max(1.0, 38 + 12 * day + g(0, 5) + 180 * incident)
-        return {"pm25": round(pm25, 1), "pm10": round(pm25 * 1.6 + g(0, 6), 1),
-                "no2": round(max(1.0, 35 + 15 * rush + g(0, 4)), 1),
-                "o3": round(max(1.0, 70 + 40 * day + g(0, 8)), 1)}
+        return {
+            "pm25": round(pm25, 1),
+            "pm10": round(pm25 * 1.6 + g(0, 6), 1),
+            "no2": round(max(1.0, 35 + 15 * rush + g(0, 4)), 1),
+            "o3": round(max(1.0, 70 + 40 * day + g(0, 8)), 1),
+        }
     if kind == "water_level":
         return {"water_level_cm": round(max(0.0, g(0.3, 0.3) + 45 * incident), 1)}
     if kind == "traffic":
         speed = max(3.0, 42 - 14 * rush + g(0, 3) - 32 * incident)
-        return {"speed_kmh": round(speed, 1),
-                "occupancy": round(min(1.0, max(0.0, 0.15 + 0.3 * rush + g(0, 0.03) + 0.6 * incident)), 3)}
+        return {
+            "speed_kmh": round(speed, 1),
+            "occupancy": round(
+                min(1.0, max(0.0, 0.15 + 0.3 * rush + g(0, 0.03) + 0.6 * incident)), 3
+            ),
+        }
     if kind == "noise":
         return {"laeq_db": round(56 + 6 * rush + 3 * day + g(0, 1.5), 1)}
     if kind == "manhole":
@@ -125,8 +188,16 @@ def sample(kind: str, rng: random.Random, hour: float, incident: float) -> dict[
     if kind == "power":
         return {"load_kw": round(max(0.0, 320 + 120 * day + g(0, 15)), 1)}
     if incident > 0:
-        return ("smoke_fire", round(min(1.0, 0.4 + 0.6 * incident), 2), round(min(0.99, 0.6 + 0.4 * incident), 2))
-    return ("crowd_density", round(max(0.0, 0.3 + 0.3 * rush + g(0, 0.05)), 2), round(0.9 + g(0, 0.02), 2))
+        return (
+            "smoke_fire",
+            round(min(1.0, 0.4 + 0.6 * incident), 2),
+            round(min(0.99, 0.6 + 0.4 * incident), 2),
+        )
+    return (
+        "crowd_density",
+        round(max(0.0, 0.3 + 0.3 * rush + g(0, 0.05)), 2),
+        round(0.9 + g(0, 0.02), 2),
+    )
 
 
 @dataclass
@@ -143,8 +214,9 @@ class Simulator:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _client(self, device_id: str) -> mqtt.Client:
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sim-{device_id}",
-                             clean_session=False)
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"sim-{device_id}", clean_session=False
+        )
         client.username_pw_set(device_id, self.secrets[device_id])
         client.max_queued_messages_set(10_000)
 
@@ -159,8 +231,11 @@ class Simulator:
 
     def _incident_strength(self, device: Device, elapsed: float) -> float:
         return max(
-            (i.strength(elapsed) for i in self.incidents
-             if i.place_id in device.place_path and _INCIDENT_KIND[i.kind] == device.device_type),
+            (
+                i.strength(elapsed)
+                for i in self.incidents
+                if i.place_id in device.place_path and _INCIDENT_KIND[i.kind] == device.device_type
+            ),
             default=0.0,
         )
 
@@ -178,16 +253,26 @@ class Simulator:
                 now = self.clock()
                 hour = now.hour + now.minute / 60
                 for device in self.city.devices:
-                    values = sample(device.device_type, rng, hour, self._incident_strength(device, elapsed))
+                    values = sample(
+                        device.device_type, rng, hour, self._incident_strength(device, elapsed)
+                    )
                     seqs[device.device_id] += 1
                     base = {"ts": now.isoformat(), "seq": seqs[device.device_id]}
                     if isinstance(values, dict):
-                        topic, body = f"{root}/{device.device_id}/readings", {**base, "values": values}
+                        topic, body = (
+                            f"{root}/{device.device_id}/readings",
+                            {**base, "values": values},
+                        )
                     else:
                         event_type, value, confidence = values
                         topic = f"{root}/{device.device_id}/events"
-                        body = {**base, "event_type": event_type, "value": value, "confidence": confidence,
-                                "snapshot_ref": f"snapshots/{device.device_id}/{seqs[device.device_id]}.jpg"}
+                        body = {
+                            **base,
+                            "event_type": event_type,
+                            "value": value,
+                            "confidence": confidence,
+                            "snapshot_ref": f"snapshots/{device.device_id}/{seqs[device.device_id]}.jpg",
+                        }
                     clients[device.device_id].publish(topic, json.dumps(body), qos=1)
                     self.published += 1
                 stop.wait(max(0.0, self.interval - (time.monotonic() - started - elapsed)))

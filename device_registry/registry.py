@@ -35,7 +35,16 @@ __all__ = [
     "parse_device_csv",
 ]
 
-CSV_COLUMNS = ("device_id", "device_type", "place_path", "department", "tags", "lat", "lon", "state")
+CSV_COLUMNS = (
+    "device_id",
+    "device_type",
+    "place_path",
+    "department",
+    "tags",
+    "lat",
+    "lon",
+    "state",
+)
 
 
 class DeviceExists(ValueError):
@@ -73,17 +82,21 @@ def parse_device_csv(text: str, now: datetime) -> tuple[list[Device], list[RowEr
     ``place_path`` is the ids from the city down, separated by ``/``; ``tags`` by ``;``.
     """
     reader = csv.DictReader(io.StringIO(text))
-    missing = [c for c in ("device_id", "device_type", "place_path") if c not in (reader.fieldnames or [])]
+    missing = [
+        c for c in ("device_id", "device_type", "place_path") if c not in (reader.fieldnames or [])
+    ]
     if missing:
         return [], [RowError(1, ",".join(missing), "required column missing from the header")]
     devices, errors = [], []
     for row in reader:
         line = reader.line_num
-        extra = row.pop(None, None)  # type: ignore[call-overload]
+        extra = row.pop(None, None)
         if extra:
             errors.append(RowError(line, "row", f"{len(extra)} more fields than the header"))
             continue
-        data: dict[str, Any] = {k: v for k, v in row.items() if k in CSV_COLUMNS and v not in ("", None)}
+        data: dict[str, Any] = {
+            k: v for k, v in row.items() if k in CSV_COLUMNS and v not in ("", None)
+        }
         unknown = sorted(set(row) - set(CSV_COLUMNS))
         if unknown:
             errors.append(RowError(line, unknown[0], "unknown column"))
@@ -103,8 +116,15 @@ def parse_device_csv(text: str, now: datetime) -> tuple[list[Device], list[RowEr
 def _device(row: Sequence[Any]) -> Device:
     device_id, device_type, place_path, state, department, tags, lat, lon, updated_at = row
     return Device(
-        device_id=device_id, device_type=device_type, place_path=tuple(place_path), state=state,
-        department=department, tags=tuple(tags), lat=lat, lon=lon, updated_at=updated_at,
+        device_id=device_id,
+        device_type=device_type,
+        place_path=tuple(place_path),
+        state=state,
+        department=department,
+        tags=tuple(tags),
+        lat=lat,
+        lon=lon,
+        updated_at=updated_at,
     )
 
 
@@ -158,8 +178,11 @@ class Registry:
         for device in devices:
             partition = partition_for(device.device_id, parts)
             self.producer.produce(
-                self._topic, device.model_dump_json().encode(), key=device.device_id.encode(),
-                partition=partition, on_delivery=delivered,
+                self._topic,
+                device.model_dump_json().encode(),
+                key=device.device_id.encode(),
+                partition=partition,
+                on_delivery=delivered,
             )
             in_band[partition].append(device)
             count += 1
@@ -169,7 +192,9 @@ class Registry:
             for start in range(0, len(group), 1000):
                 batch = ReadingBatch(devices=tuple(group[start : start + 1000]))
                 self.producer.produce(
-                    self._raw, batch.model_dump_json().encode(), partition=partition,
+                    self._raw,
+                    batch.model_dump_json().encode(),
+                    partition=partition,
                     on_delivery=delivered,
                 )
         left = self.producer.flush(30)
@@ -225,15 +250,29 @@ class Registry:
                 cur.executemany(
                     "INSERT INTO devices (device_id, device_type, place_path, state, department, "
                     "tags, lat, lon, updated_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                    [(d.device_id, d.device_type, list(d.place_path), d.state.value, d.department,
-                      list(d.tags), d.lat, d.lon, d.updated_at) for d in devices],
+                    [
+                        (
+                            d.device_id,
+                            d.device_type,
+                            list(d.place_path),
+                            d.state.value,
+                            d.department,
+                            list(d.tags),
+                            d.lat,
+                            d.lon,
+                            d.updated_at,
+                        )
+                        for d in devices
+                    ],
                 )
                 cur.executemany(
                     "INSERT INTO mqtt_credentials (username, password_hash, role, enabled) "
                     "VALUES (%s, %s, 'device', %s) ON CONFLICT (username) DO UPDATE SET "
                     "password_hash = EXCLUDED.password_hash, enabled = EXCLUDED.enabled, updated_at = now()",
-                    [(device_id, hash_secret(secret), d.state is DeviceState.ACTIVE)
-                     for (device_id, secret), d in zip(issued, devices, strict=True)],
+                    [
+                        (device_id, hash_secret(secret), d.state is DeviceState.ACTIVE)
+                        for (device_id, secret), d in zip(issued, devices, strict=True)
+                    ],
                 )
         except psycopg.errors.UniqueViolation as exc:
             detail = exc.diag.message_detail or ""
@@ -251,7 +290,8 @@ class Registry:
         devices, errors = parse_device_csv(text, datetime.now(UTC))
         report = ImportReport(errors=errors)
         existing = {
-            str(r[0]) for r in self.conn.execute(
+            str(r[0])
+            for r in self.conn.execute(
                 "SELECT device_id FROM devices WHERE device_id = ANY(%s)",
                 ([d.device_id for d in devices],),
             )
@@ -259,7 +299,9 @@ class Registry:
         fresh: dict[str, Device] = {}
         for i, d in enumerate(devices):
             if d.device_id in existing or d.device_id in fresh:
-                report.errors.append(RowError(i + 2, "device_id", f"{d.device_id!r} is already registered"))
+                report.errors.append(
+                    RowError(i + 2, "device_id", f"{d.device_id!r} is already registered")
+                )
             else:
                 fresh[d.device_id] = d
         todo = list(fresh.values())
@@ -308,7 +350,10 @@ class Registry:
         return _device(row)
 
     def list(
-        self, place: str | None = None, state: DeviceState | None = None, device_type: str | None = None
+        self,
+        place: str | None = None,
+        state: DeviceState | None = None,
+        device_type: str | None = None,
     ) -> list[Device]:
         where, params = ["true"], []
         if place is not None:

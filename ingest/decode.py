@@ -83,8 +83,14 @@ def decode(
             e = CameraEventPayload.model_validate_json(payload)
             claimed = e.camera_id
             item = CameraEvent(
-                camera_id=device_id, ts=e.ts, seq=e.seq, event_type=e.event_type, value=e.value,
-                confidence=e.confidence, snapshot_ref=e.snapshot_ref, received_at=received_at,
+                camera_id=device_id,
+                ts=e.ts,
+                seq=e.seq,
+                event_type=e.event_type,
+                value=e.value,
+                confidence=e.confidence,
+                snapshot_ref=e.snapshot_ref,
+                received_at=received_at,
             )
     except ValidationError as exc:
         raise _first_error(exc) from None

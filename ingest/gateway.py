@@ -23,6 +23,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from confluent_kafka import KafkaError, Message, Producer
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -50,12 +51,15 @@ class GatewayMetrics:
             "cityvitals_ingest_received_total", "MQTT messages received", registry=registry
         )
         self.forwarded = Counter(
-            "cityvitals_ingest_forwarded_total", "Readings and events confirmed by Kafka",
+            "cityvitals_ingest_forwarded_total",
+            "Readings and events confirmed by Kafka",
             registry=registry,
         )
         self.rejected = Counter(
-            "cityvitals_ingest_rejected_total", "Messages sent to the dead-letter topic",
-            ["field"], registry=registry,
+            "cityvitals_ingest_rejected_total",
+            "Messages sent to the dead-letter topic",
+            ["field"],
+            registry=registry,
         )
         self.inflight = Gauge(
             "cityvitals_ingest_inflight", "MQTT messages waiting for Kafka", registry=registry
@@ -64,8 +68,10 @@ class GatewayMetrics:
             "cityvitals_ingest_ready", "1 once subscribed to the device topics", registry=registry
         )
         self.batch_size = Histogram(
-            "cityvitals_ingest_batch_size", "Readings per Kafka message",
-            buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500), registry=registry,
+            "cityvitals_ingest_batch_size",
+            "Readings per Kafka message",
+            buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500),
+            registry=registry,
         )
 
 
@@ -95,7 +101,7 @@ class Gateway:
     def _mqtt_client(self) -> mqtt.Client:
         s = self.settings
         client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=s.mqtt_client_id,
             protocol=mqtt.MQTTv5,
             manual_ack=True,
@@ -133,7 +139,7 @@ class Gateway:
         log.warning("MQTT disconnected (%s); paho reconnects", reason)
 
     def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
-        self._inbox.put(_Inbound(msg.mid, msg.topic, msg.payload, datetime.now(UTC)))
+        self._inbox.put(_Inbound(msg.mid, msg.topic, bytes(msg.payload), datetime.now(UTC)))
 
     # --- Kafka side (the caller's thread) -------------------------------------------------
 
@@ -160,8 +166,11 @@ class Gateway:
         while len(batch) < s.ingest_batch_max:
             remaining = deadline - time.monotonic()
             try:
-                batch.append(self._inbox.get(timeout=max(remaining, 0)) if remaining > 0
-                             else self._inbox.get_nowait())
+                batch.append(
+                    self._inbox.get(timeout=max(remaining, 0))
+                    if remaining > 0
+                    else self._inbox.get_nowait()
+                )
             except queue.Empty:
                 break
         return batch
@@ -172,13 +181,19 @@ class Gateway:
         except DecodeError:
             device = None
         letter = DeadLetter(
-            stage="ingest", reason=str(error), source=item.topic, device_id=device,
-            payload_b64=base64.b64encode(item.payload).decode(), received_at=item.received_at,
+            stage="ingest",
+            reason=str(error),
+            source=item.topic,
+            device_id=device,
+            payload_b64=base64.b64encode(item.payload).decode(),
+            received_at=item.received_at,
         )
         self.metrics.rejected.labels(error.field or "payload").inc()
         self.producer.produce(
-            self._deadletter, letter.model_dump_json().encode(),
-            key=(device or "").encode(), on_delivery=self._acker([item.mid], 0),
+            self._deadletter,
+            letter.model_dump_json().encode(),
+            key=(device or "").encode(),
+            on_delivery=self._acker([item.mid], 0),
         )
 
     def forward(self, inbound: list[_Inbound]) -> None:
@@ -202,7 +217,9 @@ class Gateway:
             message = ReadingBatch(readings=tuple(readings), camera_events=tuple(events))
             self.metrics.batch_size.observe(len(mids))
             self.producer.produce(
-                self._raw, message.model_dump_json().encode(), partition=partition,
+                self._raw,
+                message.model_dump_json().encode(),
+                partition=partition,
                 on_delivery=self._acker(mids, len(mids)),
             )
         self.producer.poll(0)
@@ -210,7 +227,7 @@ class Gateway:
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set; raises GatewayError when it cannot go on."""
         s = self.settings
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = SESSION_EXPIRY_S
         props.ReceiveMaximum = s.ingest_receive_maximum
         self.client.connect_async(

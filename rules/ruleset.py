@@ -36,7 +36,9 @@ class RuleProblem:
 
     def __str__(self) -> str:
         where = f"{self.source}:{self.line}" if self.line else self.source
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
 
 
 class RuleFileError(ValueError):
@@ -115,7 +117,9 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            loc = tuple(
+                p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))
+            )
             # Union/enum branches add technical location parts; drop those the file cannot have.
             field_name = ".".join(str(p) for p in loc)
             problems.append(RuleProblem(source, _line_of(loc, lines), field_name, err["msg"]))
@@ -125,8 +129,12 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
     for i, rule in enumerate(parsed.rules):
         if rule.id in seen:
             problems.append(
-                RuleProblem(source, lines.get(("rules", i)), f"rules.{i}.id",
-                            f"duplicate rule id {rule.id!r} (first at rule {seen[rule.id]})")
+                RuleProblem(
+                    source,
+                    lines.get(("rules", i)),
+                    f"rules.{i}.id",
+                    f"duplicate rule id {rule.id!r} (first at rule {seen[rule.id]})",
+                )
             )
         seen.setdefault(rule.id, i)
     if problems:

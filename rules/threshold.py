@@ -33,7 +33,15 @@ from cityvitals.contracts import (
     WarningLevel,
 )
 
-__all__ = ["REPLAY_GUARD", "Observation", "ThresholdRule", "ThresholdState", "alert_id", "evaluate", "observations"]
+__all__ = [
+    "REPLAY_GUARD",
+    "Observation",
+    "ThresholdRule",
+    "ThresholdState",
+    "alert_id",
+    "evaluate",
+    "observations",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +69,13 @@ def observations(item: Reading | CameraEvent) -> list[Observation]:
         ]
     return [
         Observation(
-            item.camera_id, item.device_type, item.place_path, f"camera.{item.event_type.value}",
-            item.value, item.ts, item.confidence,
+            item.camera_id,
+            item.device_type,
+            item.place_path,
+            f"camera.{item.event_type.value}",
+            item.value,
+            item.ts,
+            item.confidence,
         )
     ]
 
@@ -190,13 +203,20 @@ def evaluate(
 
 
 def _alert(
-    rule: ThresholdRule, state: ThresholdState, obs: Observation, status: AlertStatus,
+    rule: ThresholdRule,
+    state: ThresholdState,
+    obs: Observation,
+    status: AlertStatus,
     threshold: float,
 ) -> Alert:
     assert state.alert_id is not None and state.level is not None and state.started_at is not None
     summary = rule.summary.format(
-        metric=obs.metric, value=obs.value, device_id=obs.device_id, threshold=threshold,
-        level=state.level.value, rule_id=rule.id,
+        metric=obs.metric,
+        value=obs.value,
+        device_id=obs.device_id,
+        threshold=threshold,
+        level=state.level.value,
+        rule_id=rule.id,
     )
     if status is AlertStatus.RESOLVED:
         summary = f"resolved: {summary}"

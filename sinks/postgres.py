@@ -14,7 +14,14 @@ import psycopg
 
 from cityvitals.contracts import Alert, CameraEvent, DeadLetter, Reading
 
-__all__ = ["AlertSink", "CameraEventSink", "DeadLetterSink", "ReadingSink", "Sink", "SinkUnavailable"]
+__all__ = [
+    "AlertSink",
+    "CameraEventSink",
+    "DeadLetterSink",
+    "ReadingSink",
+    "Sink",
+    "SinkUnavailable",
+]
 
 T_contra = TypeVar("T_contra", contravariant=True)
 
@@ -85,7 +92,16 @@ class ReadingSink(_CopySink):
     """One row per metric value: (device_id, metric, ts) is the natural key."""
 
     table = "readings"
-    columns = ("device_id", "metric", "ts", "value", "seq", "device_type", "place_path", "received_at")
+    columns = (
+        "device_id",
+        "metric",
+        "ts",
+        "value",
+        "seq",
+        "device_type",
+        "place_path",
+        "received_at",
+    )
     types = ("text", "text", "timestamptz", "float8", "int8", "text", "text[]", "timestamptz")
 
     def rows(self, items: Sequence[object]) -> list[tuple[object, ...]]:
@@ -94,18 +110,36 @@ class ReadingSink(_CopySink):
             assert isinstance(r, Reading)
             path = list(r.place_path)
             for metric, value in r.values.items():
-                out.append((r.device_id, metric, r.ts, value, r.seq, r.device_type, path, r.received_at))
+                out.append(
+                    (r.device_id, metric, r.ts, value, r.seq, r.device_type, path, r.received_at)
+                )
         return out
 
 
 class CameraEventSink(_CopySink):
     table = "camera_events"
     columns = (
-        "camera_id", "event_type", "ts", "value", "confidence", "snapshot_ref", "seq",
-        "device_type", "place_path", "received_at",
+        "camera_id",
+        "event_type",
+        "ts",
+        "value",
+        "confidence",
+        "snapshot_ref",
+        "seq",
+        "device_type",
+        "place_path",
+        "received_at",
     )
     types = (
-        "text", "text", "timestamptz", "float8", "float8", "text", "int8", "text", "text[]",
+        "text",
+        "text",
+        "timestamptz",
+        "float8",
+        "float8",
+        "text",
+        "int8",
+        "text",
+        "text[]",
         "timestamptz",
     )
 
@@ -113,10 +147,20 @@ class CameraEventSink(_CopySink):
         out: list[tuple[object, ...]] = []
         for e in items:
             assert isinstance(e, CameraEvent)
-            out.append((
-                e.camera_id, e.event_type.value, e.ts, e.value, e.confidence, e.snapshot_ref,
-                e.seq, e.device_type, list(e.place_path), e.received_at,
-            ))
+            out.append(
+                (
+                    e.camera_id,
+                    e.event_type.value,
+                    e.ts,
+                    e.value,
+                    e.confidence,
+                    e.snapshot_ref,
+                    e.seq,
+                    e.device_type,
+                    list(e.place_path),
+                    e.received_at,
+                )
+            )
         return out
 
 
@@ -147,9 +191,23 @@ class AlertSink:
         if not items:
             return 0
         episodes = [
-            (a.alert_id, a.revision, a.rule_id, a.status.value, a.level.value, a.device_id,
-             a.metric, a.value, a.threshold, list(a.place_path), a.device_type, a.started_at,
-             a.ts, a.ts if a.status.value == "resolved" else None, a.summary)
+            (
+                a.alert_id,
+                a.revision,
+                a.rule_id,
+                a.status.value,
+                a.level.value,
+                a.device_id,
+                a.metric,
+                a.value,
+                a.threshold,
+                list(a.place_path),
+                a.device_type,
+                a.started_at,
+                a.ts,
+                a.ts if a.status.value == "resolved" else None,
+                a.summary,
+            )
             for a in items
         ]
         transitions = [
@@ -184,7 +242,17 @@ class DeadLetterSink:
         if not items:
             return 0
         rows = [
-            (topic, part, off, d.stage, d.reason, d.source, d.device_id, d.payload_b64, d.received_at)
+            (
+                topic,
+                part,
+                off,
+                d.stage,
+                d.reason,
+                d.source,
+                d.device_id,
+                d.payload_b64,
+                d.received_at,
+            )
             for topic, part, off, d in items
         ]
         try:

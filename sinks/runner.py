@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -58,7 +59,10 @@ class SinkRunner:
             settings.topic(Topic.DEADLETTER): Topic.DEADLETTER,
         }
         self.received = Counter(
-            "cityvitals_sinks_messages_total", "Kafka messages consumed", ["topic"], registry=registry
+            "cityvitals_sinks_messages_total",
+            "Kafka messages consumed",
+            ["topic"],
+            registry=registry,
         )
         self.written = Counter(
             "cityvitals_sinks_rows_total", "Rows newly written", ["table"], registry=registry
@@ -67,12 +71,16 @@ class SinkRunner:
             "cityvitals_sinks_ready", "1 while partitions are assigned", registry=registry
         )
         self.rejected = Counter(
-            "cityvitals_sinks_rejected_total", "Messages that did not decode (dead-lettered)",
-            ["topic"], registry=registry,
+            "cityvitals_sinks_rejected_total",
+            "Messages that did not decode (dead-lettered)",
+            ["topic"],
+            registry=registry,
         )
 
     def _decode(self, msg: Message, batch: _Batch) -> None:
-        topic, value = msg.topic(), msg.value() or b""
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        assert topic is not None and partition is not None and offset is not None
+        value = msg.value() or b""
         kind = self.topics[topic]
         self.received.labels(kind.value).inc()
         try:
@@ -83,44 +91,43 @@ class SinkRunner:
             elif kind is Topic.ALERTS:
                 batch.alerts.append(Alert.model_validate_json(value))
             else:
-                batch.dead_letters.append(
-                    (topic, msg.partition(), msg.offset(), DeadLetter.model_validate_json(value))
-                )
+                letter = DeadLetter.model_validate_json(value)
+                batch.dead_letters.append((topic, partition, offset, letter))
         except ValidationError as exc:
             self.rejected.labels(kind.value).inc()
+            refused = DeadLetter(
+                stage="sinks",
+                reason=str(exc)[:2000],
+                source=f"{topic}[{partition}]@{offset}",
+                payload_b64=base64.b64encode(value).decode(),
+                received_at=datetime.now(UTC),
+            )
             if kind is Topic.DEADLETTER:
-                # A dead letter that is itself malformed: keep its bytes as a new dead letter row.
-                exc_letter = self._letter(str(exc), f"{topic}[{msg.partition()}]@{msg.offset()}", value)
-                batch.dead_letters.append((topic, msg.partition(), msg.offset(), exc_letter))
+                # A dead letter that is itself malformed: keep its bytes as a dead letter row.
+                batch.dead_letters.append((topic, partition, offset, refused))
             else:
-                letter = self._letter(str(exc), f"{topic}[{msg.partition()}]@{msg.offset()}", value)
                 self.producer.produce(
-                    self.settings.topic(Topic.DEADLETTER), letter.model_dump_json().encode()
+                    self.settings.topic(Topic.DEADLETTER), refused.model_dump_json().encode()
                 )
 
-    @staticmethod
-    def _letter(reason: str, source: str, value: bytes) -> DeadLetter:
-        return DeadLetter(
-            stage="sinks", reason=reason[:2000], source=source,
-            payload_b64=base64.b64encode(value).decode(), received_at=datetime.now(UTC),
-        )
+    def _retry(self, table: str, write: Callable[[], int], stop: threading.Event) -> None:
+        """Write until the database takes it; only ``stop`` ends the wait (re-raising)."""
+        while True:
+            try:
+                self.written.labels(table).inc(write())
+                return
+            except SinkUnavailable as exc:
+                log.warning("%s; retrying in %.1f s", exc, exc.retry_after)
+                if stop.wait(exc.retry_after):
+                    raise
 
     def _write(self, batch: _Batch, stop: threading.Event) -> None:
-        steps = (
-            ("readings", self.readings.write_batch, batch.readings),
-            ("camera_events", self.camera_events.write_batch, batch.camera_events),
-            ("alerts", self.alerts.write_batch, batch.alerts),
-            ("deadletters", self.dead_letters.write_batch, batch.dead_letters),
+        self._retry("readings", lambda: self.readings.write_batch(batch.readings), stop)
+        self._retry(
+            "camera_events", lambda: self.camera_events.write_batch(batch.camera_events), stop
         )
-        for table, write, items in steps:
-            while True:
-                try:
-                    self.written.labels(table).inc(write(items))  # type: ignore[operator]
-                    break
-                except SinkUnavailable as exc:
-                    log.warning("%s; retrying in %.1f s", exc, exc.retry_after)
-                    if stop.wait(exc.retry_after):
-                        raise
+        self._retry("alerts", lambda: self.alerts.write_batch(batch.alerts), stop)
+        self._retry("deadletters", lambda: self.dead_letters.write_batch(batch.dead_letters), stop)
         if self.producer.flush(30):
             raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "dead letters unconfirmed"))
 
@@ -131,9 +138,10 @@ class SinkRunner:
         batch = _Batch()
         consumed = 0
         for msg in messages:
-            if msg.error() is not None:
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer: %s", msg.error())
+            error = msg.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer: %s", error)
                 continue
             consumed += 1
             self._decode(msg, batch)

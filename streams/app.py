@@ -6,8 +6,9 @@ state are always on the same worker:
 
 - ``devices`` → the ``device_registry`` table (the slice of each device a reading needs), which
   bootstraps a new deployment; the same changes also arrive in-band on ``readings.raw``;
-- ``readings.raw`` → apply in-band registry changes, enrich, run rules → ``readings`` (one message per input batch, same
-  partition), ``alerts`` and ``deadletter``; rule state lives in the ``rule_state`` table.
+- ``readings.raw`` → apply in-band registry changes, enrich, run rules → ``readings`` (one
+  message per input batch, same partition), ``alerts`` and ``deadletter``; rule state lives
+  in the ``rule_state`` table.
 
 Every output of an input message is confirmed by Kafka before the agent takes the next one,
 and Faust commits offsets only after that (at-least-once; sinks make it effectively once).
@@ -40,23 +41,30 @@ log = logging.getLogger("cityvitals.streams")
 class StreamMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.received = Counter(
-            "cityvitals_streams_received_total", "Readings and camera events received",
+            "cityvitals_streams_received_total",
+            "Readings and camera events received",
             registry=registry,
         )
         self.forwarded = Counter(
-            "cityvitals_streams_forwarded_total", "Readings and events enriched and forwarded",
+            "cityvitals_streams_forwarded_total",
+            "Readings and events enriched and forwarded",
             registry=registry,
         )
         self.rejected = Counter(
-            "cityvitals_streams_rejected_total", "Inputs sent to the dead-letter topic",
-            ["reason"], registry=registry,
+            "cityvitals_streams_rejected_total",
+            "Inputs sent to the dead-letter topic",
+            ["reason"],
+            registry=registry,
         )
         self.alerts = Counter(
-            "cityvitals_streams_alert_transitions_total", "Alert transitions emitted",
-            ["status", "level"], registry=registry,
+            "cityvitals_streams_alert_transitions_total",
+            "Alert transitions emitted",
+            ["status", "level"],
+            registry=registry,
         )
         self.ready = Gauge(
-            "cityvitals_streams_ready", "1 while partitions are assigned and tables recovered",
+            "cityvitals_streams_ready",
+            "1 while partitions are assigned and tables recovered",
             registry=registry,
         )
         self.devices = Gauge(
@@ -66,8 +74,11 @@ class StreamMetrics:
 
 def _dead_letter(reason: str, source: str, payload: bytes) -> bytes:
     letter = DeadLetter(
-        stage="streams", reason=reason[:2000], source=source,
-        payload_b64=base64.b64encode(payload).decode(), received_at=datetime.now(UTC),
+        stage="streams",
+        reason=reason[:2000],
+        source=source,
+        payload_b64=base64.b64encode(payload).decode(),
+        received_at=datetime.now(UTC),
     )
     return letter.model_dump_json().encode()
 
@@ -91,7 +102,9 @@ def create_app(settings: Settings, rules: RuleSet, registry: CollectorRegistry) 
 
     def topic(name: Topic) -> faust.TopicT:
         return app.topic(
-            settings.topic(name), key_serializer="raw", value_serializer="raw",
+            settings.topic(name),
+            key_serializer="raw",
+            value_serializer="raw",
             partitions=settings.kafka_partitions,
         )
 
@@ -118,7 +131,9 @@ def create_app(settings: Settings, rules: RuleSet, registry: CollectorRegistry) 
                 device = Device.model_validate_json(event.value)
             except ValidationError as exc:
                 metrics.rejected.labels("bad_device").inc()
-                await (await deadletter_topic.send(value=_dead_letter(str(exc), source, event.value)))
+                await (
+                    await deadletter_topic.send(value=_dead_letter(str(exc), source, event.value))
+                )
                 continue
             if is_newer(device, devices.get(device.device_id)):
                 devices[device.device_id] = registry_entry(device)
@@ -133,10 +148,14 @@ def create_app(settings: Settings, rules: RuleSet, registry: CollectorRegistry) 
                 batch = ReadingBatch.model_validate_json(event.value)
             except ValidationError as exc:
                 metrics.rejected.labels("bad_batch").inc()
-                await (await deadletter_topic.send(value=_dead_letter(str(exc), source, event.value)))
+                await (
+                    await deadletter_topic.send(value=_dead_letter(str(exc), source, event.value))
+                )
                 continue
             metrics.received.inc(len(batch))
-            ids = {item.device_id for item in (*batch.devices, *batch.readings, *batch.camera_events)}
+            ids = {d.device_id for d in batch.devices}
+            ids.update(r.device_id for r in batch.readings)
+            ids.update(e.camera_id for e in batch.camera_events)
             outcome = process_batch(
                 batch,
                 {d: devices.get(d) for d in ids},
@@ -147,20 +166,28 @@ def create_app(settings: Settings, rules: RuleSet, registry: CollectorRegistry) 
             )
             pending: list[Awaitable[Any]] = []
             if len(outcome.enriched):
-                pending.append(await readings_topic.send(
-                    value=outcome.enriched.model_dump_json().encode(), partition=partition
-                ))
+                pending.append(
+                    await readings_topic.send(
+                        value=outcome.enriched.model_dump_json().encode(), partition=partition
+                    )
+                )
             for alert in outcome.alerts:
                 metrics.alerts.labels(alert.status.value, alert.level.value).inc()
-                pending.append(await alerts_topic.send(
-                    key=alert.device_id.encode(), value=alert.model_dump_json().encode(),
-                    partition=partition,
-                ))
+                pending.append(
+                    await alerts_topic.send(
+                        key=alert.device_id.encode(),
+                        value=alert.model_dump_json().encode(),
+                        partition=partition,
+                    )
+                )
             for letter in outcome.dead_letters:
                 metrics.rejected.labels("unknown_or_inactive_device").inc()
-                pending.append(await deadletter_topic.send(
-                    key=(letter.device_id or "").encode(), value=letter.model_dump_json().encode(),
-                ))
+                pending.append(
+                    await deadletter_topic.send(
+                        key=(letter.device_id or "").encode(),
+                        value=letter.model_dump_json().encode(),
+                    )
+                )
             for device_id, entry in outcome.changed_devices.items():
                 devices[device_id] = entry
             if outcome.changed_devices:

@@ -1,8 +1,9 @@
 """What the stream processor does with one batch, in plain Python (no Faust).
 
-:func:`process_batch` applies the batch's in-band registry changes, then validates and enriches each reading and camera event from the device
-registry, runs the rules over it and returns the enriched batch, the alert transitions, the
-refused items and the rule states that changed. The Faust agents only move bytes in and out.
+:func:`process_batch` applies the batch's in-band registry changes, then validates and
+enriches each reading and camera event from the device registry, runs the rules over it
+and returns the enriched batch, the alert transitions, the refused items and the rule states
+that changed. The Faust agents only move bytes in and out.
 """
 
 from __future__ import annotations
@@ -56,8 +57,12 @@ class BatchOutcome:
 
 def _refusal(item: Reading | CameraEvent, reason: str, source: str, now: datetime) -> DeadLetter:
     return DeadLetter(
-        stage="streams", reason=reason, source=source, device_id=item.device_id,
-        payload_b64=base64.b64encode(item.model_dump_json().encode()).decode(), received_at=now,
+        stage="streams",
+        reason=reason,
+        source=source,
+        device_id=item.device_id,
+        payload_b64=base64.b64encode(item.model_dump_json().encode()).decode(),
+        received_at=now,
     )
 
 
@@ -72,20 +77,27 @@ def process_batch(
     """Enrich, evaluate rules, and collect what to send. Inputs are not modified."""
     out = BatchOutcome(enriched=ReadingBatch())
     for device in batch.devices:
-        if is_newer(device, out.changed_devices.get(device.device_id) or devices.get(device.device_id)):
+        if is_newer(
+            device, out.changed_devices.get(device.device_id) or devices.get(device.device_id)
+        ):
             out.changed_devices[device.device_id] = registry_entry(device)
     readings: list[Reading] = []
     events: list[CameraEvent] = []
-    for item in (*batch.readings, *batch.camera_events):
+    items: tuple[Reading | CameraEvent, ...] = (*batch.readings, *batch.camera_events)
+    for item in items:
         entry = out.changed_devices.get(item.device_id) or devices.get(item.device_id)
         if entry is None:
             out.dead_letters.append(
-                _refusal(item, f"unknown device {item.device_id!r}: not in the registry", source, now)
+                _refusal(
+                    item, f"unknown device {item.device_id!r}: not in the registry", source, now
+                )
             )
             continue
         if entry["state"] != DeviceState.ACTIVE:
             out.dead_letters.append(
-                _refusal(item, f"device {item.device_id!r} is {entry['state']}, not active", source, now)
+                _refusal(
+                    item, f"device {item.device_id!r} is {entry['state']}, not active", source, now
+                )
             )
             continue
         enriched = item.model_copy(
@@ -101,7 +113,9 @@ def process_batch(
 
 
 def _run_rules(
-    item: Reading | CameraEvent, states: Mapping[str, DeviceStates | None], rules: RuleSet,
+    item: Reading | CameraEvent,
+    states: Mapping[str, DeviceStates | None],
+    rules: RuleSet,
     out: BatchOutcome,
 ) -> None:
     device_id = item.device_id

@@ -54,25 +54,50 @@ class Pipeline:
     settings: Settings
     stack: LocalStack
 
-    def register(self, device_type: str = "water_level", place: str = "itest/d1/s1/g1") -> tuple[str, str]:
+    def register(
+        self, device_type: str = "water_level", place: str = "itest/d1/s1/g1"
+    ) -> tuple[str, str]:
         """A new active device; returns (device id, MQTT secret)."""
         device_id = f"{device_type.replace('_', '')}-{uuid.uuid4().hex[:10]}"
-        device = Device(device_id=device_id, device_type=device_type,
-                        place_path=tuple(place.split("/")), updated_at=datetime.now(UTC))
+        device = Device(
+            device_id=device_id,
+            device_type=device_type,
+            place_path=tuple(place.split("/")),
+            updated_at=datetime.now(UTC),
+        )
         with open_registry(self.settings) as registry:
             return device_id, registry.add(device)
 
     def topic(self, device_id: str, kind: str = "readings") -> str:
         return f"{self.settings.mqtt_topic_root}/{device_id}/{kind}"
 
-    def mosquitto_pub(self, user: str, secret: str, topic: str, payload: str | bytes,
-                      *extra: str) -> subprocess.CompletedProcess[bytes]:
+    def mosquitto_pub(
+        self, user: str, secret: str, topic: str, payload: str | bytes, *extra: str
+    ) -> subprocess.CompletedProcess[bytes]:
         """Publish with Mosquitto's own client (QoS 1), not ours."""
         data = payload.encode() if isinstance(payload, str) else payload
         return subprocess.run(
-            ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(self.settings.mqtt_port), "-q", "1",
-             "-u", user, "-P", secret, "-t", topic, "-s", *extra],
-            input=data, capture_output=True, timeout=30, check=False,
+            [
+                "mosquitto_pub",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.settings.mqtt_port),
+                "-q",
+                "1",
+                "-u",
+                user,
+                "-P",
+                secret,
+                "-t",
+                topic,
+                "-s",
+                *extra,
+            ],
+            input=data,
+            capture_output=True,
+            timeout=30,
+            check=False,
         )
 
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -125,4 +150,3 @@ def alerts_consumer(pipeline: Pipeline) -> Iterator[Consumer]:
     consumer.subscribe([pipeline.settings.topic(Topic.ALERTS)])
     yield consumer
     consumer.close()
-

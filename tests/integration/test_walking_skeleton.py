@@ -30,39 +30,68 @@ def test_a_reading_published_twice_lands_exactly_once(pipeline: Pipeline) -> Non
     wait_for(lambda: len(pipeline.rows(device)) == 3, what="the later reading in the database")
     rows = pipeline.rows(device)
     assert [(m, v, seq) for m, _ts, v, seq, _p in rows] == [
-        ("pm10", 60.0, 1), ("pm25", 41.5, 1), ("pm25", 40.0, 2)]
+        ("pm10", 60.0, 1),
+        ("pm25", 41.5, 1),
+        ("pm25", 40.0, 2),
+    ]
     assert rows[0][4] == ["itest", "d1", "s1", "g1"]  # enriched with the device's place
 
 
-def test_malformed_payload_is_dead_lettered_and_the_gateway_keeps_working(pipeline: Pipeline) -> None:
+def test_malformed_payload_is_dead_lettered_and_the_gateway_keeps_working(
+    pipeline: Pipeline,
+) -> None:
     device, secret = pipeline.register()
     topic = pipeline.topic(device)
-    pipeline.mosquitto_pub(device, secret, topic, b"{\"ts\": not json")
-    pipeline.mosquitto_pub(device, secret, topic, reading("2026-11-22T08:00:00Z", 1, water_level_cm="deep"))  # type: ignore[arg-type]
-    pipeline.mosquitto_pub(device, secret, topic, reading("2026-11-22T08:00:05Z", 2, water_level_cm=1.5))
+    pipeline.mosquitto_pub(device, secret, topic, b'{"ts": not json')
+    pipeline.mosquitto_pub(
+        device, secret, topic, reading("2026-11-22T08:00:00Z", 1, water_level_cm="deep")
+    )  # type: ignore[arg-type]
+    pipeline.mosquitto_pub(
+        device, secret, topic, reading("2026-11-22T08:00:05Z", 2, water_level_cm=1.5)
+    )
     wait_for(lambda: pipeline.rows(device), what="the good reading after two bad ones")
-    letters = wait_for(lambda: (r := pipeline.query(
-        "SELECT stage, reason, source, payload_b64 FROM deadletters WHERE device_id = %s ORDER BY reason",
-        device)) and len(r) == 2 and r, what="two dead letters")
+    letters = wait_for(
+        lambda: (
+            (
+                r := pipeline.query(
+                    "SELECT stage, reason, source, payload_b64 FROM deadletters WHERE device_id = %s ORDER BY reason",
+                    device,
+                )
+            )
+            and len(r) == 2
+            and r
+        ),
+        what="two dead letters",
+    )
     reasons = [r[1] for r in letters]
     assert "payload: not valid JSON" in reasons[0]
     assert reasons[1].startswith("values.water_level_cm:") and "'deep'" in reasons[1]
     assert {r[0] for r in letters} == {"ingest"} and {r[2] for r in letters} == {topic}
     import base64
 
-    assert base64.b64decode(letters[0][3]) == b"{\"ts\": not json"  # the original bytes
+    assert base64.b64decode(letters[0][3]) == b'{"ts": not json'  # the original bytes
 
 
 def test_a_device_unknown_to_the_registry_is_dead_lettered(pipeline: Pipeline) -> None:
     # The broker knows the login (provisioned outside the registry), the registry does not.
     ghost, secret = "ghost-" + pipeline.settings.topic_prefix, "ghost-secret-1"
-    with __import__("cityvitals.services", fromlist=["open_registry"]).open_registry(pipeline.settings) as registry:
+    with __import__("cityvitals.services", fromlist=["open_registry"]).open_registry(
+        pipeline.settings
+    ) as registry:
         registry.set_service_credential(ghost, secret)
-    wait_for(lambda: pipeline.mosquitto_pub(ghost, secret, pipeline.topic(ghost),
-                                            reading("2026-11-22T08:00:00Z", 1, x=1)).returncode == 0,
-             what="the broker to accept the new login")
-    letter = wait_for(lambda: pipeline.query(
-        "SELECT stage, reason FROM deadletters WHERE device_id = %s", ghost), what="a dead letter")
+    wait_for(
+        lambda: (
+            pipeline.mosquitto_pub(
+                ghost, secret, pipeline.topic(ghost), reading("2026-11-22T08:00:00Z", 1, x=1)
+            ).returncode
+            == 0
+        ),
+        what="the broker to accept the new login",
+    )
+    letter = wait_for(
+        lambda: pipeline.query("SELECT stage, reason FROM deadletters WHERE device_id = %s", ghost),
+        what="a dead letter",
+    )
     assert letter[0][0] == "streams" and "not in the registry" in letter[0][1]
     assert pipeline.rows(ghost) == []
 
@@ -77,20 +106,29 @@ def test_a_device_cannot_publish_on_another_devices_topic(pipeline: Pipeline) ->
         acks.append(reason)
         done.set()
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"m-{mallory}", protocol=mqtt.MQTTv5)
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=f"m-{mallory}", protocol=mqtt.MQTTv5
+    )
     client.username_pw_set(mallory, secret)
     client.on_publish = on_publish
     client.connect("127.0.0.1", pipeline.settings.mqtt_port)
     client.loop_start()
     try:
-        client.publish(pipeline.topic(victim), reading("2026-11-22T08:00:00Z", 1, water_level_cm=99), qos=1)
+        client.publish(
+            pipeline.topic(victim), reading("2026-11-22T08:00:00Z", 1, water_level_cm=99), qos=1
+        )
         assert done.wait(10), "no PUBACK"
     finally:
         client.loop_stop()
         client.disconnect()
     assert acks[0].value == 0x87  # MQTT 5: not authorized
     # Its own topic works, and nothing of the refused message reached the database.
-    pipeline.mosquitto_pub(mallory, secret, pipeline.topic(mallory), reading("2026-11-22T08:00:01Z", 2, water_level_cm=1))
+    pipeline.mosquitto_pub(
+        mallory,
+        secret,
+        pipeline.topic(mallory),
+        reading("2026-11-22T08:00:01Z", 2, water_level_cm=1),
+    )
     wait_for(lambda: pipeline.rows(mallory), what="mallory's own reading")
     assert pipeline.rows(victim) == []
 
@@ -116,29 +154,59 @@ def test_over_threshold_yields_one_alert_and_recovery_one_resolve(
     device, secret = pipeline.register("water_level")
     topic = pipeline.topic(device)
     for seq, depth in enumerate([1.0, 8.0, 9.0, 8.0, 1.0, 0.5], start=1):
-        pipeline.mosquitto_pub(device, secret, topic, reading(f"2026-11-22T08:00:{seq:02d}Z", seq, water_level_cm=depth))
+        pipeline.mosquitto_pub(
+            device,
+            secret,
+            topic,
+            reading(f"2026-11-22T08:00:{seq:02d}Z", seq, water_level_cm=depth),
+        )
     # Replaying an over-threshold reading adds no transition.
-    pipeline.mosquitto_pub(device, secret, topic, reading("2026-11-22T08:00:03Z", 3, water_level_cm=9.0))
-    pipeline.mosquitto_pub(device, secret, topic, reading("2026-11-22T08:00:09Z", 9, water_level_cm=0.4))
+    pipeline.mosquitto_pub(
+        device, secret, topic, reading("2026-11-22T08:00:03Z", 3, water_level_cm=9.0)
+    )
+    pipeline.mosquitto_pub(
+        device, secret, topic, reading("2026-11-22T08:00:09Z", 9, water_level_cm=0.4)
+    )
     wait_for(lambda: len(pipeline.rows(device)) == 7, what="every reading stored")
     alerts = _alerts_of(alerts_consumer, device, 2)
     for msg in alerts_consumer.consume(100, timeout=2):  # anything more would be a duplicate
         if msg.error() is None and json.loads(msg.value())["device_id"] == device:
             alerts.append(Alert.model_validate_json(msg.value()))
     assert [(a.status.value, a.level.value, a.rule_id) for a in alerts] == [
-        ("firing", "blue", "waterlogging-depth"), ("resolved", "blue", "waterlogging-depth")]
+        ("firing", "blue", "waterlogging-depth"),
+        ("resolved", "blue", "waterlogging-depth"),
+    ]
     assert alerts[0].alert_id == alerts[1].alert_id
     assert alerts[0].place_path == ("itest", "d1", "s1", "g1")
-    stored = wait_for(lambda: pipeline.query(
-        "SELECT status, revision, resolved_at IS NOT NULL FROM alerts WHERE device_id = %s", device),
-        what="the alert in the database")
+    stored = wait_for(
+        lambda: pipeline.query(
+            "SELECT status, revision, resolved_at IS NOT NULL FROM alerts WHERE device_id = %s",
+            device,
+        ),
+        what="the alert in the database",
+    )
     assert stored == [("resolved", 1, True)]
-    assert len(pipeline.query("SELECT 1 FROM alert_transitions WHERE alert_id = %s", alerts[0].alert_id)) == 2
+    assert (
+        len(
+            pipeline.query(
+                "SELECT 1 FROM alert_transitions WHERE alert_id = %s", alerts[0].alert_id
+            )
+        )
+        == 2
+    )
 
 
 def test_dead_letters_carry_the_contract(pipeline: Pipeline) -> None:
     """Every dead letter stored so far decodes as the published DeadLetter contract."""
-    rows = pipeline.query("SELECT stage, reason, source, device_id, payload_b64, received_at FROM deadletters")
+    rows = pipeline.query(
+        "SELECT stage, reason, source, device_id, payload_b64, received_at FROM deadletters"
+    )
     for stage, reason, source, device_id, payload, received in rows:
-        DeadLetter(stage=stage, reason=reason, source=source, device_id=device_id,
-                   payload_b64=payload, received_at=received)
+        DeadLetter(
+            stage=stage,
+            reason=reason,
+            source=source,
+            device_id=device_id,
+            payload_b64=payload,
+            received_at=received,
+        )

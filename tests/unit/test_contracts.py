@@ -18,8 +18,12 @@ NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 
 
 def test_timestamps_are_converted_to_utc() -> None:
-    r = Reading(device_id="aq-1", ts=datetime(2026, 11, 22, 16, 0, tzinfo=timezone(timedelta(hours=8))),
-                seq=1, values={"pm25": 35})
+    r = Reading(
+        device_id="aq-1",
+        ts=datetime(2026, 11, 22, 16, 0, tzinfo=timezone(timedelta(hours=8))),
+        seq=1,
+        values={"pm25": 35},
+    )
     assert r.ts == NOW and r.ts.tzinfo == UTC
 
 
@@ -59,12 +63,23 @@ def test_schema_version_is_carried_and_only_known_versions_accepted() -> None:
 
 
 def test_batch_round_trips_through_json() -> None:
-    device = Device(device_id="aq-1", device_type="air_quality", place_path=("c", "d"), updated_at=NOW)
+    device = Device(
+        device_id="aq-1", device_type="air_quality", place_path=("c", "d"), updated_at=NOW
+    )
     batch = ReadingBatch(
         devices=(device,),
         readings=(Reading(device_id="aq-1", ts=NOW, seq=1, values={"pm25": 1.5}),),
-        camera_events=(CameraEvent(camera_id="cam-1", ts=NOW, seq=3, event_type="smoke_fire",
-                                   value=0.9, confidence=0.95, snapshot_ref="snap/1.jpg"),),
+        camera_events=(
+            CameraEvent(
+                camera_id="cam-1",
+                ts=NOW,
+                seq=3,
+                event_type="smoke_fire",
+                value=0.9,
+                confidence=0.95,
+                snapshot_ref="snap/1.jpg",
+            ),
+        ),
     )
     assert ReadingBatch.model_validate_json(batch.model_dump_json()) == batch
     assert len(batch) == 2
@@ -72,7 +87,9 @@ def test_batch_round_trips_through_json() -> None:
 
 def test_camera_event_confidence_is_a_probability() -> None:
     with pytest.raises(ValidationError):
-        CameraEvent(camera_id="cam-1", ts=NOW, seq=1, event_type="smoke_fire", value=1, confidence=1.2)
+        CameraEvent(
+            camera_id="cam-1", ts=NOW, seq=1, event_type="smoke_fire", value=1, confidence=1.2
+        )
 
 
 def test_place_path_must_match_level_and_end_with_itself() -> None:
@@ -91,5 +108,17 @@ def test_warning_levels_rank_blue_lowest_red_highest() -> None:
 
 def test_alert_id_must_be_a_hex_digest() -> None:
     with pytest.raises(ValidationError):
-        Alert(alert_id="x", revision=0, rule_id="r", status="firing", level="red", device_id="d",
-              metric="m", value=1, threshold=1, started_at=NOW, ts=NOW, summary="s")
+        Alert(
+            alert_id="x",
+            revision=0,
+            rule_id="r",
+            status="firing",
+            level="red",
+            device_id="d",
+            metric="m",
+            value=1,
+            threshold=1,
+            started_at=NOW,
+            ts=NOW,
+            summary="s",
+        )

@@ -21,8 +21,12 @@ def test_reading_takes_its_device_from_the_topic() -> None:
 
 
 def test_camera_event_is_decoded_from_the_events_topic() -> None:
-    e = decode(ROOT, "cityvitals/cam-1/events",
-               body(event_type="waterlogging", value=0.7, confidence=0.85), NOW)
+    e = decode(
+        ROOT,
+        "cityvitals/cam-1/events",
+        body(event_type="waterlogging", value=0.7, confidence=0.85),
+        NOW,
+    )
     assert isinstance(e, CameraEvent) and e.camera_id == "cam-1" and e.confidence == 0.85
 
 
@@ -32,12 +36,27 @@ def test_camera_event_is_decoded_from_the_events_topic() -> None:
         ("cityvitals/wl-7/readings", b"{not json", "payload", "not valid JSON"),
         ("cityvitals/wl-7/readings", b'"a string"', "payload", ""),
         ("cityvitals/wl-7/readings", body(), "values", "Field required"),
-        ("cityvitals/wl-7/readings", body(values={"water_level_cm": "deep"}), "values.water_level_cm", "deep"),
+        (
+            "cityvitals/wl-7/readings",
+            body(values={"water_level_cm": "deep"}),
+            "values.water_level_cm",
+            "deep",
+        ),
         ("cityvitals/wl-7/readings", body(values={"x": 1}, seq=-1), "seq", "-1"),
         ("cityvitals/wl-7/readings", body(values={"x": 1}, device_id="wl-8"), "device_id", "wl-8"),
         ("cityvitals/wl-7/readings", body(values={"x": 1}, colour="red"), "colour", "Extra"),
-        ("cityvitals/wl-7/readings", b'{"ts": "2026-11-22T08:00:00", "seq": 1, "values": {"x": 1}}', "ts", "timezone"),
-        ("cityvitals/wl-7/events", body(event_type="face", value=1, confidence=0.9), "event_type", "face"),
+        (
+            "cityvitals/wl-7/readings",
+            b'{"ts": "2026-11-22T08:00:00", "seq": 1, "values": {"x": 1}}',
+            "ts",
+            "timezone",
+        ),
+        (
+            "cityvitals/wl-7/events",
+            body(event_type="face", value=1, confidence=0.9),
+            "event_type",
+            "face",
+        ),
         ("other/wl-7/readings", body(values={"x": 1}), "topic", "other/wl-7"),
         ("cityvitals/wl-7/status", body(values={"x": 1}), "topic", "status"),
         ("cityvitals/wl-7/readings", b"{" + b" " * 70_000 + b"}", "payload", "exceeds"),

@@ -9,18 +9,33 @@ RULES = parse_rules("rules:\n  - {id: deep, metric: water_level_cm, levels: {blu
 
 
 def device(device_id: str, state: DeviceState = DeviceState.ACTIVE, minutes: int = 0) -> Device:
-    return Device(device_id=device_id, device_type="water_level", place_path=("c", "d1"),
-                  state=state, updated_at=T0 + timedelta(minutes=minutes))
+    return Device(
+        device_id=device_id,
+        device_type="water_level",
+        place_path=("c", "d1"),
+        state=state,
+        updated_at=T0 + timedelta(minutes=minutes),
+    )
 
 
 def reading(device_id: str, value: float, minutes: int = 1) -> Reading:
-    return Reading(device_id=device_id, ts=T0 + timedelta(minutes=minutes), seq=minutes,
-                   values={"water_level_cm": value})
+    return Reading(
+        device_id=device_id,
+        ts=T0 + timedelta(minutes=minutes),
+        seq=minutes,
+        values={"water_level_cm": value},
+    )
 
 
 def test_known_device_is_enriched_and_rules_run() -> None:
-    out = process_batch(ReadingBatch(readings=(reading("wl-1", 7),)),
-                        {"wl-1": registry_entry(device("wl-1"))}, {}, RULES, "raw[0]", T0)
+    out = process_batch(
+        ReadingBatch(readings=(reading("wl-1", 7),)),
+        {"wl-1": registry_entry(device("wl-1"))},
+        {},
+        RULES,
+        "raw[0]",
+        T0,
+    )
     (enriched,) = out.enriched.readings
     assert (enriched.device_type, enriched.place_path) == ("water_level", ("c", "d1"))
     assert [a.rule_id for a in out.alerts] == ["deep"]
@@ -49,8 +64,9 @@ def test_in_band_registry_change_applies_to_readings_after_it() -> None:
 
 def test_an_older_registry_change_does_not_overwrite_a_newer_one() -> None:
     newer = {"wl-4": registry_entry(device("wl-4", DeviceState.SUSPENDED, minutes=5))}
-    batch = ReadingBatch(devices=(device("wl-4", DeviceState.ACTIVE, minutes=1),),
-                         readings=(reading("wl-4", 1),))
+    batch = ReadingBatch(
+        devices=(device("wl-4", DeviceState.ACTIVE, minutes=1),), readings=(reading("wl-4", 1),)
+    )
     out = process_batch(batch, newer, {}, RULES, "raw[0]", T0)
     assert "wl-4" not in out.changed_devices
     assert len(out.dead_letters) == 1
@@ -58,11 +74,25 @@ def test_an_older_registry_change_does_not_overwrite_a_newer_one() -> None:
 
 def test_resolving_leaves_only_a_watermark() -> None:
     devices = {"wl-5": registry_entry(device("wl-5"))}
-    first = process_batch(ReadingBatch(readings=(reading("wl-5", 9, 1),)), devices, {}, RULES, "r", T0)
-    second = process_batch(ReadingBatch(readings=(reading("wl-5", 1, 2),)), devices,
-                           first.changed_states, RULES, "r", T0)
+    first = process_batch(
+        ReadingBatch(readings=(reading("wl-5", 9, 1),)), devices, {}, RULES, "r", T0
+    )
+    second = process_batch(
+        ReadingBatch(readings=(reading("wl-5", 1, 2),)),
+        devices,
+        first.changed_states,
+        RULES,
+        "r",
+        T0,
+    )
     assert [a.status.value for a in second.alerts] == ["resolved"]
     assert second.changed_states["wl-5"]["deep"]["alert_id"] is None
-    third = process_batch(ReadingBatch(readings=(reading("wl-5", 0.5, 3),)), devices,
-                          second.changed_states, RULES, "r", T0)
+    third = process_batch(
+        ReadingBatch(readings=(reading("wl-5", 0.5, 3),)),
+        devices,
+        second.changed_states,
+        RULES,
+        "r",
+        T0,
+    )
     assert third.changed_states == {} and not third.alerts  # a quiet reading writes nothing

@@ -20,7 +20,11 @@ def test_good_rows_are_kept_and_bad_rows_reported_by_line_and_field() -> None:
     assert [d.device_id for d in devices] == ["wl-1", "wl-6"]
     assert devices[0].tags == ("low", "underpass") and devices[0].place_path == ("sh", "pd", "s1")
     assert [(e.line, e.field) for e in errors] == [
-        (3, "device_id"), (4, "place_path"), (5, "lat"), (6, "row")]
+        (3, "device_id"),
+        (4, "place_path"),
+        (5, "lat"),
+        (6, "row"),
+    ]
     assert "line 5: lat:" in str(errors[2])
 
 

@@ -6,7 +6,9 @@ from rules import RuleFileError, parse_rules
 
 
 def test_the_shipped_default_rules_are_valid() -> None:
-    rules = parse_rules(resources.files("rules").joinpath("default.yaml").read_text(), "default.yaml")
+    rules = parse_rules(
+        resources.files("rules").joinpath("default.yaml").read_text(), "default.yaml"
+    )
     assert {"waterlogging-depth", "pm25-pollution", "camera-smoke-fire"} <= {r.id for r in rules}
     assert [r.id for r in rules.for_metric("water_level_cm")] == ["waterlogging-depth"]
 

@@ -8,14 +8,22 @@ from rules import Observation, ThresholdRule, ThresholdState, evaluate, observat
 
 T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
 WATER = ThresholdRule(
-    id="water", metric="water_level_cm", clear=3,
+    id="water",
+    metric="water_level_cm",
+    clear=3,
     levels={WarningLevel.BLUE: 5, WarningLevel.YELLOW: 15, WarningLevel.ORANGE: 25},
 )
 
 
 def obs(value: float, minutes: int = 0, **kw: object) -> Observation:
-    fields: dict = {"device_id": "wl-1", "device_type": "water_level", "place_path": ("c", "d1", "s1"),
-                    "metric": "water_level_cm", "value": value, "ts": T0 + timedelta(minutes=minutes)}
+    fields: dict = {
+        "device_id": "wl-1",
+        "device_type": "water_level",
+        "place_path": ("c", "d1", "s1"),
+        "metric": "water_level_cm",
+        "value": value,
+        "ts": T0 + timedelta(minutes=minutes),
+    }
     fields.update(kw)
     return Observation(**fields)
 
@@ -44,7 +52,12 @@ def test_fires_at_the_highest_level_passed() -> None:
 
 def test_level_changes_in_place_with_the_same_alert_id() -> None:
     _, alerts = run(WATER, [6, 16, 30, 18])
-    assert [a.level for a in alerts] == [WarningLevel.BLUE, WarningLevel.YELLOW, WarningLevel.ORANGE, WarningLevel.YELLOW]
+    assert [a.level for a in alerts] == [
+        WarningLevel.BLUE,
+        WarningLevel.YELLOW,
+        WarningLevel.ORANGE,
+        WarningLevel.YELLOW,
+    ]
     assert len({a.alert_id for a in alerts}) == 1
     assert [a.revision for a in alerts] == [0, 1, 2, 3]
 
@@ -100,14 +113,23 @@ def test_same_inputs_give_the_same_alert_id() -> None:
 
 
 def test_below_rules_fire_when_the_value_drops() -> None:
-    rule = ThresholdRule(id="slow", metric="speed_kmh", direction="below", clear=35,
-                         levels={WarningLevel.BLUE: 30, WarningLevel.YELLOW: 20, WarningLevel.ORANGE: 15})
+    rule = ThresholdRule(
+        id="slow",
+        metric="speed_kmh",
+        direction="below",
+        clear=35,
+        levels={WarningLevel.BLUE: 30, WarningLevel.YELLOW: 20, WarningLevel.ORANGE: 15},
+    )
     state, alerts = None, []
     for i, v in enumerate([40, 18, 12, 33, 36]):
         state, alert = evaluate(rule, state, obs(v, i, metric="speed_kmh"))
         alerts += [alert] if alert else []
     assert [(a.status.value, a.level.value) for a in alerts] == [
-        ("firing", "yellow"), ("firing", "orange"), ("firing", "blue"), ("resolved", "blue")]
+        ("firing", "yellow"),
+        ("firing", "orange"),
+        ("firing", "blue"),
+        ("resolved", "blue"),
+    ]
 
 
 def test_scope_by_device_type_place_and_confidence() -> None:
@@ -116,8 +138,9 @@ def test_scope_by_device_type_place_and_confidence() -> None:
     assert not rule.applies_to(obs(1, device_type="camera"))
     assert not rule.applies_to(obs(1, place_path=("c", "d2", "s9")))
     assert not rule.applies_to(obs(1, metric="pm25"))
-    cam = ThresholdRule(id="fire", metric="camera.smoke_fire", min_confidence=0.8,
-                        levels={WarningLevel.RED: 0.5})
+    cam = ThresholdRule(
+        id="fire", metric="camera.smoke_fire", min_confidence=0.8, levels={WarningLevel.RED: 0.5}
+    )
     assert cam.applies_to(obs(0.9, metric="camera.smoke_fire", confidence=0.85))
     assert not cam.applies_to(obs(0.9, metric="camera.smoke_fire", confidence=0.5))
 
@@ -143,8 +166,12 @@ def test_state_round_trips_through_json() -> None:
 
 
 def test_observations_of_readings_and_camera_events() -> None:
-    r = Reading(device_id="aq", ts=T0, seq=1, values={"pm25": 1, "pm10": 2}, device_type="air_quality")
+    r = Reading(
+        device_id="aq", ts=T0, seq=1, values={"pm25": 1, "pm10": 2}, device_type="air_quality"
+    )
     assert [(o.metric, o.value) for o in observations(r)] == [("pm25", 1), ("pm10", 2)]
-    e = CameraEvent(camera_id="cam", ts=T0, seq=1, event_type="smoke_fire", value=0.9, confidence=0.8)
+    e = CameraEvent(
+        camera_id="cam", ts=T0, seq=1, event_type="smoke_fire", value=0.9, confidence=0.8
+    )
     (o,) = observations(e)
     assert (o.device_id, o.metric, o.confidence) == ("cam", "camera.smoke_fire", 0.8)
