@@ -68,6 +68,8 @@ def up(
             help="With --simulate: inject KIND[@GRID] (flood, smog, fire, congestion, gas)."
         ),
     ] = None,
+    interval: Annotated[float, typer.Option(help="With --simulate: seconds between readings.")] = 5.0,
+    incident_after: Annotated[float, typer.Option(help="Seconds before the first incident.")] = 20.0,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
     metrics_base: Annotated[
         int, typer.Option(help="Prometheus ports: base+1 ingest, +2 streams, +3 sinks.")
@@ -93,7 +95,7 @@ def up(
         )
         sim_thread = None
         if simulate:
-            sim = _prepare_simulator(s, 42, 5.0, incident or [], 20.0)
+            sim = _prepare_simulator(s, 42, interval, incident or [], incident_after)
             sim_thread = threading.Thread(target=sim.run, args=(stop,), daemon=True)
             sim_thread.start()
         started = time.monotonic()

@@ -1,0 +1,89 @@
+"""The README's run command: 'cityvitals up --simulate' brings the pipeline up on real local
+processes, the simulated city's readings reach PostgreSQL, an injected flood raises an alert,
+and Ctrl-C (SIGINT) stops every process it started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from cityvitals.localstack import down
+from cityvitals.stack import port_is_open
+from tests.integration.conftest import free_port, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_up_with_the_simulator_and_ctrl_c(tmp_path: Path) -> None:
+    mqtt, kafka, pg = free_port(), free_port(), free_port()
+    url = f"postgresql://cityvitals@127.0.0.1:{pg}/cityvitals"
+    env = {
+        **os.environ,
+        "CITYVITALS_MQTT_PORT": str(mqtt),
+        "CITYVITALS_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka}",
+        "CITYVITALS_DATABASE_URL": url,
+        "CITYVITALS_STATE_DIR": str(tmp_path / "state"),
+    }
+    argv = [
+        sys.executable,
+        "-m",
+        "cityvitals.cli",
+        "up",
+        "--simulate",
+        "--interval",
+        "1",
+        "--incident",
+        "flood@sim-d1-s1-g1",
+        "--incident-after",
+        "0",
+        "--metrics-base",
+        str(free_port() + 10),
+    ]
+    log = (tmp_path / "up.log").open("w+")
+    up = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+
+        def query(sql: str) -> list[tuple[object, ...]]:
+            try:
+                with psycopg.connect(url, options="-c search_path=cityvitals") as conn:
+                    return conn.execute(sql.encode()).fetchall()
+            except psycopg.Error:
+                return []
+
+        def up_log() -> str:
+            return (tmp_path / "up.log").read_text()
+
+        wait_for(lambda: "cityvitals is up" in up_log() or up.poll() is not None, 120, "up")
+        assert up.poll() is None, up_log()
+        sensors = "SELECT count(DISTINCT device_id) FROM readings WHERE place_path[1] = 'sim'"
+        cameras = "SELECT count(DISTINCT camera_id) FROM camera_events WHERE place_path[1] = 'sim'"
+        wait_for(lambda: query(sensors) == [(84,)], 90, "readings from all 84 simulated sensors")
+        wait_for(lambda: query(cameras) == [(12,)], 90, "events from all 12 simulated cameras")
+        alert = wait_for(
+            lambda: query(
+                "SELECT rule_id, level, place_path FROM alerts WHERE device_id = 'sim-waterlevel-d1s1g1'"
+            ),
+            90,
+            "the flood alert, stored from the alerts topic",
+        )
+        assert alert[0][0] == "waterlogging-depth"
+        assert alert[0][2] == ["sim", "sim-d1", "sim-d1-s1", "sim-d1-s1-g1"]
+        assert query("SELECT count(*) FROM deadletters")[0][0] == 0, up_log()
+    finally:
+        up.send_signal(signal.SIGINT)
+        try:
+            code = up.wait(60)
+        finally:
+            down(tmp_path / "state", purge=True)
+    assert code == 0, up_log()
+    assert "stopped" in up_log()
+    time.sleep(0.5)
+    assert not any(port_is_open("127.0.0.1", p) for p in (mqtt, kafka, pg))
+    assert not list((tmp_path / "state" / "pids").glob("*.pid"))
