@@ -68,8 +68,12 @@ def up(
             help="With --simulate: inject KIND[@GRID] (flood, smog, fire, congestion, gas)."
         ),
     ] = None,
-    interval: Annotated[float, typer.Option(help="With --simulate: seconds between readings.")] = 5.0,
-    incident_after: Annotated[float, typer.Option(help="Seconds before the first incident.")] = 20.0,
+    interval: Annotated[
+        float, typer.Option(help="With --simulate: seconds between readings.")
+    ] = 5.0,
+    incident_after: Annotated[
+        float, typer.Option(help="Seconds before the first incident.")
+    ] = 20.0,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
     metrics_base: Annotated[
         int, typer.Option(help="Prometheus ports: base+1 ingest, +2 streams, +3 sinks.")
