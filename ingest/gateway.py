@@ -157,22 +157,23 @@ class Gateway:
         return delivered
 
     def _drain(self) -> list[_Inbound]:
+        """What arrived, up to a batch, waiting at most the linger time for more.
+
+        Kafka's delivery reports (which acknowledge MQTT messages) are served while waiting, so
+        a full receive window never waits on this loop.
+        """
         s = self.settings
-        try:
-            batch = [self._inbox.get(timeout=0.05)]
-        except queue.Empty:
-            return []
+        batch: list[_Inbound] = []
         deadline = time.monotonic() + s.ingest_linger_ms / 1000
         while len(batch) < s.ingest_batch_max:
-            remaining = deadline - time.monotonic()
             try:
-                batch.append(
-                    self._inbox.get(timeout=max(remaining, 0))
-                    if remaining > 0
-                    else self._inbox.get_nowait()
-                )
+                batch.append(self._inbox.get_nowait())
+                continue
             except queue.Empty:
+                pass
+            if time.monotonic() >= deadline or self._failure:
                 break
+            self.producer.poll(0.002)
         return batch
 
     def _dead_letter(self, item: _Inbound, error: DecodeError) -> None:
@@ -241,8 +242,6 @@ class Gateway:
                 inbound = self._drain()
                 if inbound:
                     self.forward(inbound)
-                else:
-                    self.producer.poll(0.01)
         finally:
             remaining = self.producer.flush(30)
             self.client.loop_stop()
