@@ -22,6 +22,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Department",
+    "DeviceLiveness",
+    "Liveness",
+    "MetricSpec",
+    "OutageStatus",
+    "PlaceOutage",
+    "Profile",
     "Alert",
     "AlertStatus",
     "CameraEvent",
@@ -122,11 +129,42 @@ class DeviceState(StrEnum):
     RETIRED = "retired"
 
 
+class MetricSpec(Contract):
+    """One metric a device type reports: its unit and its physically valid range."""
+
+    unit: str = Field(min_length=1, max_length=32)
+    min: float | None = None
+    max: float | None = None
+
+    def model_post_init(self, _context: Any) -> None:
+        if self.min is not None and self.max is not None and self.min >= self.max:
+            raise ValueError(f"min {self.min} must be below max {self.max}")
+
+
+class Profile(Contract):
+    """What a kind of device reports and how often: the registry's template for devices."""
+
+    profile_id: Identifier
+    device_type: Identifier
+    description: str = Field(default="", max_length=500)
+    metrics: dict[MetricName, MetricSpec] = Field(default_factory=dict)
+    expected_interval_s: float = Field(gt=0, le=7 * 24 * 3600)
+    """How often a device of this profile reports; liveness falls back to it."""
+
+
+class Department(Contract):
+    """A department that owns categories of incidents and devices (water, traffic, ...)."""
+
+    department_id: Identifier
+    name: str = Field(min_length=1, max_length=200)
+
+
 class Device(Contract):
     """A field sensor or camera, as published on the compacted ``devices`` topic."""
 
     device_id: Identifier
     device_type: Identifier
+    profile_id: Identifier | None = None
     place_path: tuple[Identifier, ...] = Field(min_length=1, max_length=5)
     state: DeviceState = DeviceState.ACTIVE
     department: str | None = Field(default=None, max_length=100)
@@ -270,6 +308,42 @@ class Alert(Contract):
     started_at: UtcDatetime
     ts: UtcDatetime
     summary: str = Field(max_length=500)
+
+
+class Liveness(StrEnum):
+    ONLINE = "online"
+    LATE = "late"
+    OFFLINE = "offline"
+
+
+class DeviceLiveness(Contract):
+    """A device's liveness changed, judged against its own observed reporting cadence."""
+
+    device_id: Identifier
+    status: Liveness
+    last_seen: UtcDatetime | None
+    expected_interval_s: float = Field(gt=0)
+    """The cadence the judgement used: observed, else the profile's."""
+    place_path: tuple[Identifier, ...] = ()
+    ts: UtcDatetime
+
+
+class OutageStatus(StrEnum):
+    STARTED = "started"
+    ENDED = "ended"
+
+
+class PlaceOutage(Contract):
+    """Most devices under one place went silent together: one problem, not one per device."""
+
+    outage_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    place_id: Identifier
+    place_path: tuple[Identifier, ...]
+    status: OutageStatus
+    devices_total: int = Field(ge=1)
+    devices_silent: int = Field(ge=0)
+    started_at: UtcDatetime
+    ts: UtcDatetime
 
 
 STAGE = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")

@@ -12,6 +12,8 @@ from cityvitals.contracts import (
     CameraEventPayload,
     DeadLetter,
     Device,
+    DeviceLiveness,
+    PlaceOutage,
     ReadingBatch,
     ReadingPayload,
 )
@@ -25,6 +27,8 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     f"topic.{Topic.DEVICES.value}": Device,
     f"topic.{Topic.ALERTS.value}": Alert,
     f"topic.{Topic.DEADLETTER.value}": DeadLetter,
+    f"topic.{Topic.LIVENESS.value}": DeviceLiveness,
+    f"topic.{Topic.OUTAGES.value}": PlaceOutage,
     "mqtt.readings": ReadingPayload,
     "mqtt.events": CameraEventPayload,
 }

@@ -22,6 +22,8 @@ class Topic(StrEnum):
     DEVICES = "devices"
     ALERTS = "alerts"
     DEADLETTER = "deadletter"
+    LIVENESS = "liveness"
+    OUTAGES = "outages"
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(Topic.DEVICES, True, -1, "Device, keyed by device id; the registry's change feed"),
     TopicSpec(Topic.ALERTS, False, 30 * DAY_MS, "Alert transitions, keyed by device id"),
     TopicSpec(Topic.DEADLETTER, False, 30 * DAY_MS, "DeadLetter: refused inputs with reasons"),
+    TopicSpec(Topic.LIVENESS, False, 30 * DAY_MS, "DeviceLiveness changes, keyed by device id"),
+    TopicSpec(Topic.OUTAGES, False, 30 * DAY_MS, "PlaceOutage: a place whose devices went silent"),
 )
 
 
