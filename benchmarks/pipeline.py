@@ -125,13 +125,14 @@ def main() -> None:
     args = parser.parse_args()
 
     state = Path(mkdtemp(prefix="cityvitals-bench-"))
-    ports = MetricsPorts(free_port(), free_port(), free_port())
+    ports = MetricsPorts(*(free_port() for _ in range(5)))
     settings = Settings(
         mqtt_port=free_port(),
         kafka_bootstrap=f"127.0.0.1:{free_port()}",
         database_url=f"postgresql://cityvitals@127.0.0.1:{free_port()}/cityvitals",
         state_dir=state,
         log_level="WARNING",
+        api_port=free_port(),
     )
     stack = LocalStack(settings, ports)
     try:
@@ -149,7 +150,7 @@ def main() -> None:
             for i in range(args.devices + 1)
         ]
         with open_registry(settings) as registry:
-            credentials = dict(registry.add_many(devices))
+            credentials = dict(registry.add_many(devices, "benchmark"))
         time.sleep(1)  # the broker reloads its password file
         marker_id, marker_secret = devices[-1].device_id, credentials.pop(devices[-1].device_id)
         marker = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-marker")

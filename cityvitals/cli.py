@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 import sys
 import threading
@@ -13,7 +12,6 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from cityvitals.contracts import DeviceState
 from cityvitals.settings import Settings
 
 app = typer.Typer(
@@ -21,9 +19,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-devices_app = typer.Typer(help="Onboard and manage devices.", no_args_is_help=True)
 rules_app = typer.Typer(help="Check rule files.", no_args_is_help=True)
-app.add_typer(devices_app, name="devices")
 app.add_typer(rules_app, name="rules")
 
 
@@ -76,7 +72,10 @@ def up(
     ] = 20.0,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
     metrics_base: Annotated[
-        int, typer.Option(help="Prometheus ports: base+1 ingest, +2 streams, +3 sinks.")
+        int,
+        typer.Option(
+            help="Prometheus ports: base+1 ingest, +2 streams, +3 sinks, +4 liveness, +5 api."
+        ),
     ] = 9400,
 ) -> None:
     """Start Mosquitto, tansu, PostgreSQL and the services on 127.0.0.1 (Ctrl-C stops all)."""
@@ -85,7 +84,7 @@ def up(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     s = settings()
-    stack = LocalStack(s, MetricsPorts(metrics_base + 1, metrics_base + 2, metrics_base + 3))
+    stack = LocalStack(s, MetricsPorts(*(metrics_base + i for i in range(1, 6))))
     (stack.paths.state_dir).mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     try:
@@ -95,6 +94,7 @@ def up(
         typer.echo(
             f"cityvitals is up: MQTT 127.0.0.1:{s.mqtt_port}, Kafka {s.kafka_bootstrap}, "
             f"PostgreSQL {s.database_url.get_secret_value()} (schema {s.database_schema}); "
+            f"registry API http://{s.api_host}:{s.api_port}/docs; "
             f"logs in {stack.paths.logs}. Ctrl-C or 'cityvitals down' stops everything."
         )
         sim_thread = None
@@ -136,7 +136,9 @@ def down(
 
 
 @app.command()
-def run(service: Annotated[str, typer.Argument(help="ingest, streams or sinks")]) -> None:
+def run(
+    service: Annotated[str, typer.Argument(help="ingest, streams, sinks, liveness or api")],
+) -> None:
     """Run one service in the foreground (what 'up' and a deployment run)."""
     from cityvitals.services import SERVICES, run_service
 
@@ -167,7 +169,9 @@ def gateway_login() -> None:
     if not s.mqtt_password.get_secret_value():
         raise fail("CITYVITALS_MQTT_PASSWORD is empty")
     with open_registry(s) as registry:
-        registry.set_service_credential(s.mqtt_username, s.mqtt_password.get_secret_value())
+        registry.set_service_credential(
+            s.mqtt_username, s.mqtt_password.get_secret_value(), "cli:gateway-login"
+        )
     typer.echo(f"stored the MQTT login of {s.mqtt_username}")
 
 
@@ -196,128 +200,6 @@ def schemas(out: Annotated[Path, typer.Argument(help="Folder for the JSON Schema
 
     for path in write_schemas(out):
         typer.echo(str(path))
-
-
-# --- devices -------------------------------------------------------------------------------
-
-
-@devices_app.command("add")
-def devices_add(
-    device_id: str,
-    device_type: Annotated[str, typer.Option("--type", help="e.g. air_quality, water_level")],
-    place: Annotated[str, typer.Option(help="Place ids from the city down, joined by '/'")],
-    department: Annotated[str | None, typer.Option()] = None,
-    tag: Annotated[list[str] | None, typer.Option(help="A free tag; repeat for more")] = None,
-) -> None:
-    """Register one device; prints its MQTT secret once."""
-    from datetime import UTC, datetime
-
-    from cityvitals.contracts import Device
-    from cityvitals.services import open_registry
-    from device_registry import DeviceExists
-
-    try:
-        device = Device(
-            device_id=device_id,
-            device_type=device_type,
-            place_path=tuple(p for p in place.split("/") if p),
-            department=department,
-            tags=tuple(tag or ()),
-            updated_at=datetime.now(UTC),
-        )
-    except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        raise fail(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-    s = settings()
-    with open_registry(s) as registry:
-        try:
-            secret = registry.add(device)
-        except DeviceExists as exc:
-            raise fail(str(exc)) from None
-    typer.echo(f"registered {device_id}; MQTT username {device_id}, secret {secret} (shown once)")
-    typer.echo(f"publish to {s.mqtt_topic_root}/{device_id}/readings")
-
-
-@devices_app.command("import")
-def devices_import(
-    file: Path,
-    credentials_out: Annotated[
-        Path | None, typer.Option(help="CSV of device_id,secret (shown once)")
-    ] = None,
-) -> None:
-    """Import devices from CSV (device_id,device_type,place_path,department,tags,lat,lon,state)."""
-    from cityvitals.services import open_registry
-
-    try:
-        text = file.read_text()
-    except OSError as exc:
-        raise fail(f"{file}: {exc.strerror}") from None
-    with open_registry(settings()) as registry:
-        report = registry.import_csv(text)
-    for error in report.errors:
-        typer.echo(f"{file}:{error}", err=True)
-    if credentials_out is not None:
-        with credentials_out.open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["device_id", "secret"])
-            writer.writerows(report.added)
-        credentials_out.chmod(0o600)
-    typer.echo(f"imported {len(report.added)} devices, {len(report.errors)} rows refused")
-    if report.errors:
-        raise typer.Exit(1)
-
-
-@devices_app.command("list")
-def devices_list(
-    place: Annotated[str | None, typer.Option(help="Only devices at or under this place")] = None,
-    state: Annotated[DeviceState | None, typer.Option()] = None,
-    device_type: Annotated[str | None, typer.Option("--type")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
-) -> None:
-    """List registered devices."""
-    from cityvitals.services import open_registry
-
-    with open_registry(settings()) as registry:
-        found = registry.list(place=place, state=state, device_type=device_type)
-    for d in found:
-        if as_json:
-            typer.echo(d.model_dump_json())
-        else:
-            typer.echo(
-                f"{d.device_id:<28} {d.device_type:<14} {d.state.value:<11} {'/'.join(d.place_path)}"
-            )
-    if not as_json:
-        typer.echo(f"{len(found)} devices", err=True)
-
-
-def _set_state(device_id: str, state: DeviceState) -> None:
-    from cityvitals.services import open_registry
-    from device_registry import UnknownDevice
-
-    with open_registry(settings()) as registry:
-        try:
-            registry.set_state(device_id, state)
-        except UnknownDevice as exc:
-            raise fail(str(exc)) from None
-    typer.echo(f"{device_id} is now {state.value}")
-
-
-@devices_app.command("suspend")
-def devices_suspend(device_id: str) -> None:
-    """Suspend a device: the broker refuses it and its readings are not processed."""
-    _set_state(device_id, DeviceState.SUSPENDED)
-
-
-@devices_app.command("activate")
-def devices_activate(device_id: str) -> None:
-    """Activate a provisioned or suspended device."""
-    _set_state(device_id, DeviceState.ACTIVE)
-
-
-@devices_app.command("retire")
-def devices_retire(device_id: str) -> None:
-    """Retire a device for good."""
-    _set_state(device_id, DeviceState.RETIRED)
 
 
 # --- rules ---------------------------------------------------------------------------------
@@ -357,11 +239,11 @@ def _prepare_simulator(s: Settings, seed: int, interval: float, incidents: list[
             raise fail(f"--incident {spec!r}: {place!r} is not a grid of the simulated city")
         planned.append(Incident(kind, place, start=after + 30 * i, duration=90))
     with open_registry(s) as registry:
-        registry.add_places(city.places)
+        registry.put_places(city.places, "simulator")
         known = {d.device_id for d in registry.list(place=city.places[0].place_id)}
         fresh = [d for d in city.devices if d.device_id not in known]
-        secrets = dict(registry.add_many(fresh)) if fresh else {}
-        secrets.update(registry.rotate_secrets([d for d in known if d not in secrets]))
+        secrets = dict(registry.add_many(fresh, "simulator")) if fresh else {}
+        secrets.update(registry.rotate_secrets([d for d in known if d not in secrets], "simulator"))
     time.sleep(1)  # let the broker reload its password file
     for inc in planned:
         typer.echo(
@@ -392,6 +274,19 @@ def simulate(
     except KeyboardInterrupt:
         stop.set()
     typer.echo(f"published {sim.published}, confirmed by the broker {sim.confirmed}")
+
+
+def _add_registry_commands() -> None:
+    from cityvitals.cli_registry import registry_apps
+
+    for command, name in registry_apps():
+        if isinstance(command, typer.Typer):
+            app.add_typer(command, name=name)
+        else:
+            app.command(name)(command)
+
+
+_add_registry_commands()
 
 
 def main() -> None:

@@ -22,13 +22,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 __all__ = [
     "SCHEMA_VERSION",
-    "Department",
-    "DeviceLiveness",
-    "Liveness",
-    "MetricSpec",
-    "OutageStatus",
-    "PlaceOutage",
-    "Profile",
     "Alert",
     "AlertStatus",
     "CameraEvent",
@@ -36,10 +29,17 @@ __all__ = [
     "CameraEventType",
     "Contract",
     "DeadLetter",
+    "Department",
     "Device",
+    "DeviceLiveness",
     "DeviceState",
+    "Liveness",
+    "MetricSpec",
+    "OutageStatus",
     "Place",
     "PlaceLevel",
+    "PlaceOutage",
+    "Profile",
     "Reading",
     "ReadingBatch",
     "ReadingPayload",
@@ -171,6 +171,9 @@ class Device(Contract):
     tags: tuple[str, ...] = ()
     lat: float | None = Field(default=None, ge=-90, le=90)
     lon: float | None = Field(default=None, ge=-180, le=180)
+    valid_ranges: dict[MetricName, tuple[float | None, float | None]] = Field(default_factory=dict)
+    """Physically valid (min, max) per metric, from the device's profile; the registry fills it
+    when it publishes, so the stream can refuse impossible values without a lookup."""
     updated_at: UtcDatetime
 
 

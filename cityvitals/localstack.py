@@ -40,7 +40,7 @@ __all__ = ["STOP_ORDER", "LocalStack", "MetricsPorts", "down", "mqtt_acl", "repo
 
 log = logging.getLogger("cityvitals.stack")
 
-STOP_ORDER = ("simulator", "ingest", "streams", "sinks", "mosquitto", "tansu", "postgres")
+STOP_ORDER = ("api", "ingest", "streams", "liveness", "sinks", "mosquitto", "tansu", "postgres")
 
 
 def mqtt_acl(settings: Settings) -> str:
@@ -59,6 +59,8 @@ class MetricsPorts:
     ingest: int = 0
     streams: int = 0
     sinks: int = 0
+    liveness: int = 0
+    api: int = 0
 
     def of(self, service: str) -> int:
         return int(getattr(self, service))
@@ -120,7 +122,9 @@ class LocalStack:
         s = s.model_copy(update={"mqtt_password": SecretStr(self._gateway_secret())})
         self.settings = s
         with open_registry(s) as registry:
-            registry.set_service_credential(s.mqtt_username, s.mqtt_password.get_secret_value())
+            registry.set_service_credential(
+                s.mqtt_username, s.mqtt_password.get_secret_value(), "cityvitals up"
+            )
         self._start(mosquitto_process(self.paths, s.mqtt_port, mqtt_acl(s)), s.mqtt_port)
         with open_registry(s) as registry:
             count = registry.publish_all()

@@ -17,7 +17,7 @@ from rules import RuleSet, parse_rules
 
 __all__ = ["SERVICES", "load_rules", "open_registry", "run_service"]
 
-SERVICES = ("ingest", "streams", "sinks")
+SERVICES = ("ingest", "streams", "sinks", "liveness", "api")
 
 
 def load_rules(settings: Settings) -> RuleSet:
@@ -86,9 +86,28 @@ def run_streams(settings: Settings) -> None:
     worker.execute_from_commandline()
 
 
+def run_liveness(settings: Settings) -> None:
+    from device_registry.liveness_service import run
+
+    run(settings, _metrics(settings), _stop_event())
+
+
+def run_api(settings: Settings) -> None:
+    from device_registry.api import serve
+
+    serve(settings, _metrics(settings))
+
+
 def run_service(name: str, settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(),
         format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
     )
-    {"ingest": run_ingest, "streams": run_streams, "sinks": run_sinks}[name](settings)
+    runners = {
+        "ingest": run_ingest,
+        "streams": run_streams,
+        "sinks": run_sinks,
+        "liveness": run_liveness,
+        "api": run_api,
+    }
+    runners[name](settings)

@@ -52,6 +52,23 @@ class Settings(BaseSettings):
     sink_batch_max: Annotated[int, Field(ge=1)] = 5000
     sink_linger_ms: Annotated[int, Field(ge=0)] = 250
 
+    # Device registry: HTTP API and liveness.
+    api_host: str = "127.0.0.1"
+    api_port: Port = 8080
+    liveness_check_interval_s: Annotated[float, Field(gt=0)] = 5.0
+    """How often the liveness service judges every device against its cadence."""
+    liveness_default_interval_s: Annotated[float, Field(gt=0)] = 300.0
+    """Expected reporting interval of a device that has no observed cadence and whose profile
+    names none."""
+    liveness_late_factor: Annotated[float, Field(gt=1)] = 2.0
+    """Late after this many expected intervals without a reading."""
+    liveness_offline_factor: Annotated[float, Field(gt=1)] = 4.0
+    """Offline after this many expected intervals without a reading."""
+    outage_min_devices: Annotated[int, Field(ge=2)] = 3
+    outage_silent_fraction: Annotated[float, Field(gt=0, le=1)] = 0.8
+    """A place is out when at least this share of its (at least ``outage_min_devices``)
+    devices are offline; its devices then raise no per-device offline events."""
+
     # Rules.
     rules_file: Path | None = None
     """YAML rule file; ``None`` uses the default rules shipped with cityvitals."""

@@ -1,26 +1,49 @@
-"""Devices, places and their MQTT credentials; every change published on ``devices``."""
+"""Devices, places, profiles, departments and MQTT credentials; every change audited and
+published on ``devices``."""
 
 from device_registry.credentials import BrokerFiles, hash_secret, new_secret, verify_secret
-from device_registry.registry import (
+from device_registry.importing import (
     CSV_COLUMNS,
+    ParsedFile,
+    RowError,
+    export_csv,
+    parse_device_csv,
+    parse_device_json,
+)
+from device_registry.registry import (
+    UPDATABLE,
+    AuditEntry,
     DeviceExists,
     ImportReport,
+    PlaceConflict,
     Registry,
-    RowError,
+    RegistryError,
+    ServiceLogin,
     UnknownDevice,
-    parse_device_csv,
+    UnknownPlace,
+    UnknownProfile,
 )
 
 __all__ = [
     "CSV_COLUMNS",
+    "UPDATABLE",
+    "AuditEntry",
     "BrokerFiles",
     "DeviceExists",
     "ImportReport",
+    "ParsedFile",
+    "PlaceConflict",
     "Registry",
+    "RegistryError",
     "RowError",
+    "ServiceLogin",
     "UnknownDevice",
+    "UnknownPlace",
+    "UnknownProfile",
+    "export_csv",
     "hash_secret",
     "new_secret",
     "parse_device_csv",
+    "parse_device_json",
     "verify_secret",
 ]

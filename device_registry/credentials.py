@@ -14,6 +14,8 @@ import hmac
 import os
 import secrets
 import signal
+import tempfile
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -46,19 +48,37 @@ def render_password_file(entries: Iterable[tuple[str, str]]) -> str:
 
 
 class BrokerFiles:
-    """The local Mosquitto's password file and pid file (the local stack writes both)."""
+    """The local Mosquitto's password file and pid file (the local stack writes both).
 
-    def __init__(self, password_file: Path, pid_file: Path) -> None:
+    Mosquitto forgets a SIGHUP that arrives while it is still reloading, so every change is
+    signalled twice: at once, and again ``settle_s`` after the last change.
+    A reload is idempotent, so the repeat costs only a reread of the file.
+    """
+
+    def __init__(self, password_file: Path, pid_file: Path, settle_s: float = 0.5) -> None:
         self.password_file = password_file
         self.pid_file = pid_file
+        self.settle_s = settle_s
+        self._lock = threading.Lock()
+        self._repeat: threading.Timer | None = None
 
     def apply(self, entries: Iterable[tuple[str, str]]) -> bool:
         """Rewrite the password file atomically and reload the broker; True if it was signalled."""
         self.password_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.password_file.with_suffix(".tmp")
-        tmp.write_text(render_password_file(entries))
-        tmp.chmod(0o600)
-        tmp.replace(self.password_file)
+        fd, tmp = tempfile.mkstemp(prefix=".passwd-", dir=self.password_file.parent)
+        with os.fdopen(fd, "w") as out:  # mkstemp makes it 0600
+            out.write(render_password_file(entries))
+        os.replace(tmp, self.password_file)
+        if not self._signal():
+            return False
+        with self._lock:  # the repeat comes settle_s after the last change
+            if self._repeat is not None:
+                self._repeat.cancel()
+            self._repeat = threading.Timer(self.settle_s, self._signal)
+            self._repeat.start()
+        return True
+
+    def _signal(self) -> bool:
         try:
             pid = int(self.pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):

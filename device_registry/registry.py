@@ -1,56 +1,89 @@
-"""The device registry: devices and places in PostgreSQL, every change on the ``devices`` topic.
+"""The device registry: devices, places, profiles and departments in PostgreSQL.
 
-Streams never query the database per reading: they keep the compacted ``devices`` topic in a
-table. The registry publishes a device after its database transaction committed and waits for
-Kafka to confirm, so the topic never holds a device the database does not.
+Every device change is published to the compacted ``devices`` topic and, in-band, to the
+device's partition of ``readings.raw``, so streams never query the database per reading.
+Every change is written to ``audit_log`` (who, what, before, after) in the same transaction.
+A change is published after its transaction committed and before the broker accepts the
+device, so a device's readings always come after its registration in the stream.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import builtins
+import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from confluent_kafka import Producer
-from pydantic import ValidationError
+from psycopg.types.json import Jsonb
 
-from cityvitals.contracts import Device, DeviceState, Place, PlaceLevel, ReadingBatch
+from cityvitals.contracts import (
+    Department,
+    Device,
+    DeviceState,
+    Place,
+    PlaceLevel,
+    Profile,
+    ReadingBatch,
+)
 from cityvitals.kafka import KafkaUnavailable, partition_count
 from cityvitals.settings import Settings
 from cityvitals.topics import Topic, partition_for
 from device_registry.credentials import BrokerFiles, hash_secret, new_secret
+from device_registry.importing import ParsedFile, RowError, parse_device_csv, parse_device_json
 
 __all__ = [
-    "CSV_COLUMNS",
+    "UPDATABLE",
+    "AuditEntry",
     "DeviceExists",
     "ImportReport",
+    "PlaceConflict",
     "Registry",
-    "RowError",
+    "RegistryError",
+    "ServiceLogin",
     "UnknownDevice",
-    "parse_device_csv",
+    "UnknownPlace",
+    "UnknownProfile",
 ]
 
-CSV_COLUMNS = (
-    "device_id",
-    "device_type",
-    "place_path",
-    "department",
-    "tags",
-    "lat",
-    "lon",
-    "state",
-)
+UPDATABLE = frozenset({"device_type", "profile_id", "department", "tags", "lat", "lon"})
+Progress = Callable[[int, int], None]
 
 
-class DeviceExists(ValueError):
+class RegistryError(ValueError):
+    """A request the registry refuses; ``field`` and ``value`` name what is wrong."""
+
+    def __init__(self, message: str, field: str, value: object) -> None:
+        super().__init__(message)
+        self.field = field
+        self.value = value
+
+
+class DeviceExists(RegistryError):
     def __init__(self, device_id: str) -> None:
-        super().__init__(f"device {device_id!r} is already registered")
-        self.device_id = device_id
+        super().__init__(f"device {device_id!r} is already registered", "device_id", device_id)
+
+
+class PlaceConflict(RegistryError):
+    def __init__(self, place_id: str, existing: Sequence[str], given: Sequence[str]) -> None:
+        super().__init__(
+            f"place {place_id!r} is at {'/'.join(existing)}, not {'/'.join(given)}",
+            "place_path",
+            "/".join(given),
+        )
+
+
+class ServiceLogin(RegistryError):
+    def __init__(self, device_id: str) -> None:
+        super().__init__(
+            f"{device_id!r} is the MQTT login of a service; a device cannot take it",
+            "device_id",
+            device_id,
+        )
 
 
 class UnknownDevice(LookupError):
@@ -59,14 +92,15 @@ class UnknownDevice(LookupError):
         self.device_id = device_id
 
 
-@dataclass(frozen=True)
-class RowError:
-    line: int
-    field: str
-    message: str
+class UnknownPlace(LookupError):
+    def __init__(self, place_id: str) -> None:
+        super().__init__(f"place {place_id!r} does not exist")
+        self.place_id = place_id
 
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.field}: {self.message}"
+
+class UnknownProfile(RegistryError):
+    def __init__(self, profile_id: str) -> None:
+        super().__init__(f"profile {profile_id!r} does not exist", "profile_id", profile_id)
 
 
 @dataclass
@@ -76,64 +110,48 @@ class ImportReport:
     errors: list[RowError] = field(default_factory=list)
 
 
-def parse_device_csv(text: str, now: datetime) -> tuple[list[Device], list[RowError]]:
-    """CSV rows to devices; a bad row is reported by line and field and the rest are kept.
+@dataclass(frozen=True)
+class AuditEntry:
+    at: datetime
+    actor: str
+    action: str
+    entity: str
+    entity_id: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
 
-    ``place_path`` is the ids from the city down, separated by ``/``; ``tags`` by ``;``.
-    """
-    reader = csv.DictReader(io.StringIO(text))
-    missing = [
-        c for c in ("device_id", "device_type", "place_path") if c not in (reader.fieldnames or [])
-    ]
-    if missing:
-        return [], [RowError(1, ",".join(missing), "required column missing from the header")]
-    devices, errors = [], []
-    for row in reader:
-        line = reader.line_num
-        extra = row.pop(None, None)
-        if extra:
-            errors.append(RowError(line, "row", f"{len(extra)} more fields than the header"))
-            continue
-        data: dict[str, Any] = {
-            k: v for k, v in row.items() if k in CSV_COLUMNS and v not in ("", None)
-        }
-        unknown = sorted(set(row) - set(CSV_COLUMNS))
-        if unknown:
-            errors.append(RowError(line, unknown[0], "unknown column"))
-            continue
-        data["place_path"] = tuple(p for p in data.get("place_path", "").split("/") if p)
-        if "tags" in data:
-            data["tags"] = tuple(t.strip() for t in data["tags"].split(";") if t.strip())
-        try:
-            devices.append(Device(updated_at=now, **data))
-        except ValidationError as exc:
-            err = exc.errors(include_url=False)[0]
-            name = ".".join(str(p) for p in err["loc"]) or "row"
-            errors.append(RowError(line, name, f"{err['msg']} (got {err.get('input')!r:.60})"))
-    return devices, errors
+
+DEVICE_COLUMNS = (
+    "device_id, device_type, profile_id, place_path, state, department, tags, lat, lon, updated_at"
+)
 
 
 def _device(row: Sequence[Any]) -> Device:
-    device_id, device_type, place_path, state, department, tags, lat, lon, updated_at = row
+    device_id, device_type, profile_id, path, state, department, tags, lat, lon, updated = row
     return Device(
         device_id=device_id,
         device_type=device_type,
-        place_path=tuple(place_path),
+        profile_id=profile_id,
+        place_path=tuple(path),
         state=state,
         department=department,
         tags=tuple(tags),
         lat=lat,
         lon=lon,
-        updated_at=updated_at,
+        updated_at=updated,
     )
+
+
+def _place(row: Sequence[Any]) -> Place:
+    place_id, level, name, path, lat, lon = row
+    return Place(place_id=place_id, level=level, name=name, path=tuple(path), lat=lat, lon=lon)
+
+
+def _json(model: Any) -> Jsonb | None:
+    return None if model is None else Jsonb(json.loads(model.model_dump_json()))
 
 
 class Registry:
-    SELECT = (
-        "SELECT device_id, device_type, place_path, state, department, tags, lat, lon, updated_at "
-        "FROM devices"
-    )
-
     def __init__(
         self,
         settings: Settings,
@@ -158,14 +176,10 @@ class Registry:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    # --- publishing -----------------------------------------------------------------------
+    # --- publishing and the broker --------------------------------------------------------
 
     def publish(self, devices: Iterable[Device]) -> int:
-        """Send device changes and wait for Kafka to confirm them.
-
-        Each goes to the compacted ``devices`` topic (the change feed) and, in-band, to its
-        partition of ``readings.raw``, so the stream applies it before any later reading.
-        """
+        """Send device changes and wait for Kafka to confirm them (see the module docstring)."""
         failures: list[str] = []
 
         def delivered(err: Any, _msg: Any) -> None:
@@ -175,7 +189,9 @@ class Registry:
         parts = partition_count(self.producer, self._raw)
         in_band: dict[int, list[Device]] = defaultdict(list)
         count = 0
+        ranges = self._valid_ranges()
         for device in devices:
+            device = device.model_copy(update={"valid_ranges": ranges.get(device.profile_id, {})})
             partition = partition_for(device.device_id, parts)
             self.producer.produce(
                 self._topic,
@@ -208,6 +224,13 @@ class Registry:
     def publish_all(self) -> int:
         return self.publish(self.list())
 
+    def _valid_ranges(self) -> dict[str | None, dict[str, tuple[float | None, float | None]]]:
+        """Each profile's (min, max) per metric; profiles are few, devices many."""
+        return {
+            str(pid): {m: (spec.get("min"), spec.get("max")) for m, spec in metrics.items()}
+            for pid, metrics in self.conn.execute("SELECT profile_id, metrics FROM profiles")
+        }
+
     def _sync_broker(self) -> None:
         if self.broker is None:
             return
@@ -216,44 +239,221 @@ class Registry:
         ).fetchall()
         self.broker.apply((str(u), str(h)) for u, h in rows)
 
-    # --- places ---------------------------------------------------------------------------
-
-    def add_places(self, places: Iterable[Place]) -> None:
-        with self.conn.transaction():
-            self.conn.cursor().executemany(
-                "INSERT INTO places (place_id, level, name, path, lat, lon) VALUES (%s,%s,%s,%s,%s,%s) "
-                "ON CONFLICT (place_id) DO UPDATE SET name = EXCLUDED.name, path = EXCLUDED.path, "
-                "level = EXCLUDED.level, lat = EXCLUDED.lat, lon = EXCLUDED.lon, updated_at = now()",
-                [(p.place_id, p.level.value, p.name, list(p.path), p.lat, p.lon) for p in places],
-            )
-
-    def _ensure_places(self, paths: Iterable[tuple[str, ...]]) -> None:
-        prefixes = {path[: i + 1] for path in paths for i in range(len(path))}
-        rows = [
-            (prefix[-1], list(PlaceLevel)[len(prefix) - 1].value, prefix[-1], list(prefix))
-            for prefix in sorted(prefixes, key=len)
-        ]
-        self.conn.cursor().executemany(
-            "INSERT INTO places (place_id, level, name, path) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (place_id) DO NOTHING",
-            rows,
+    def _audit(
+        self,
+        cur: psycopg.Cursor[Any],
+        actor: str,
+        action: str,
+        entity: str,
+        entity_id: str,
+        before: Any,
+        after: Any,
+    ) -> None:
+        cur.execute(
+            "INSERT INTO audit_log (actor, action, entity, entity_id, before, after) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            (actor, action, entity, entity_id, _json(before), _json(after)),
         )
 
-    # --- devices --------------------------------------------------------------------------
+    # --- places -----------------------------------------------------------------------------
 
-    def add_many(self, devices: Sequence[Device]) -> list[tuple[str, str]]:
+    def put_places(self, places: Iterable[Place], actor: str) -> None:
+        """Create places or rename them; a place cannot change its path here (see move_place)."""
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            for p in places:
+                row = cur.execute(
+                    "SELECT place_id, level, name, path, lat, lon FROM places WHERE place_id = %s",
+                    (p.place_id,),
+                ).fetchone()
+                before = _place(row) if row else None
+                if before is not None and before.path != p.path:
+                    raise PlaceConflict(p.place_id, before.path, p.path)
+                if p.parent_id is not None:
+                    parent = cur.execute(
+                        "SELECT path FROM places WHERE place_id = %s", (p.parent_id,)
+                    ).fetchone()
+                    if parent is not None and tuple(parent[0]) != p.path[:-1]:
+                        raise PlaceConflict(p.parent_id, parent[0], p.path[:-1])
+                cur.execute(
+                    "INSERT INTO places (place_id, level, name, path, lat, lon) "
+                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (place_id) DO UPDATE SET "
+                    "name = EXCLUDED.name, lat = EXCLUDED.lat, lon = EXCLUDED.lon, updated_at = now()",
+                    (p.place_id, p.level.value, p.name, list(p.path), p.lat, p.lon),
+                )
+                if before != p:
+                    self._audit(cur, actor, "put", "place", p.place_id, before, p)
+
+    def get_place(self, place_id: str) -> Place:
+        row = self.conn.execute(
+            "SELECT place_id, level, name, path, lat, lon FROM places WHERE place_id = %s",
+            (place_id,),
+        ).fetchone()
+        if row is None:
+            raise UnknownPlace(place_id)
+        return _place(row)
+
+    def list_places(self, under: str | None = None) -> list[Place]:
+        """Every place, or a place and all its descendants."""
+        if under is None:
+            rows = self.conn.execute(
+                "SELECT place_id, level, name, path, lat, lon FROM places ORDER BY path"
+            ).fetchall()
+        else:
+            self.get_place(under)
+            rows = self.conn.execute(
+                "SELECT place_id, level, name, path, lat, lon FROM places "
+                "WHERE %s = ANY(path) ORDER BY path",
+                (under,),
+            ).fetchall()
+        return [_place(r) for r in rows]
+
+    def move_place(self, place_id: str, new_parent_id: str, actor: str) -> list[Place]:
+        """Move a place and its whole subtree under another parent of the same level."""
+        place = self.get_place(place_id)
+        parent = self.get_place(new_parent_id)
+        if parent.level.depth != place.level.depth - 1:
+            raise RegistryError(
+                f"a {place.level.value} must sit under a "
+                f"{list(PlaceLevel)[place.level.depth - 1].value}, not a {parent.level.value}",
+                "parent_id",
+                new_parent_id,
+            )
+        old, new = list(place.path), [*parent.path, place_id]
+        n = len(old)
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.execute(
+                "UPDATE places SET path = %s || path[%s:], updated_at = now() "
+                "WHERE path[1:%s] = %s",
+                (new, n + 1, n, old),
+            )
+            devices = [
+                _device(r)
+                for r in cur.execute(
+                    f"UPDATE devices SET place_path = %s || place_path[%s:], updated_at = now() "
+                    f"WHERE place_path[1:%s] = %s RETURNING {DEVICE_COLUMNS}",
+                    (new, n + 1, n, old),
+                ).fetchall()
+            ]
+            moved = self.list_places(place_id)
+            self._audit(cur, actor, "move", "place", place_id, place, moved[0])
+        self.publish(devices)
+        return moved
+
+    def _check_paths(self, cur: psycopg.Cursor[Any], devices: Sequence[Device]) -> None:
+        """Create the places a device path names; a known place must sit where it says."""
+        prefixes = {d.place_path[: i + 1] for d in devices for i in range(len(d.place_path))}
+        known = {
+            str(r[0]): tuple(r[1])
+            for r in cur.execute(
+                "SELECT place_id, path FROM places WHERE place_id = ANY(%s)",
+                ([p[-1] for p in prefixes],),
+            ).fetchall()
+        }
+        for prefix in prefixes:
+            if prefix[-1] in known and known[prefix[-1]] != prefix:
+                raise PlaceConflict(prefix[-1], known[prefix[-1]], prefix)
+        new = sorted((p for p in prefixes if p[-1] not in known), key=len)
+        cur.executemany(
+            "INSERT INTO places (place_id, level, name, path) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (place_id) DO NOTHING",
+            [(p[-1], list(PlaceLevel)[len(p) - 1].value, p[-1], list(p)) for p in new],
+        )
+
+    # --- profiles and departments -----------------------------------------------------------
+
+    def put_profile(self, profile: Profile, actor: str) -> None:
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            before = self._profile(cur, profile.profile_id)
+            cur.execute(
+                "INSERT INTO profiles (profile_id, device_type, description, metrics, "
+                "expected_interval_s) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (profile_id) DO "
+                "UPDATE SET device_type = EXCLUDED.device_type, description = EXCLUDED.description, "
+                "metrics = EXCLUDED.metrics, expected_interval_s = EXCLUDED.expected_interval_s, "
+                "updated_at = now()",
+                (
+                    profile.profile_id,
+                    profile.device_type,
+                    profile.description,
+                    Jsonb({m: s.model_dump(mode="json") for m, s in profile.metrics.items()}),
+                    profile.expected_interval_s,
+                ),
+            )
+            self._audit(cur, actor, "put", "profile", profile.profile_id, before, profile)
+        if before is not None and before.metrics != profile.metrics:
+            self.publish(self.list(profile_id=profile.profile_id))  # new ranges reach the stream
+
+    @staticmethod
+    def _profile(cur: psycopg.Cursor[Any], profile_id: str) -> Profile | None:
+        row = cur.execute(
+            "SELECT profile_id, device_type, description, metrics, expected_interval_s "
+            "FROM profiles WHERE profile_id = %s",
+            (profile_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return Profile(
+            profile_id=row[0],
+            device_type=row[1],
+            description=row[2],
+            metrics=row[3],
+            expected_interval_s=row[4],
+        )
+
+    def get_profile(self, profile_id: str) -> Profile:
+        with self.conn.cursor() as cur:
+            profile = self._profile(cur, profile_id)
+        if profile is None:
+            raise UnknownProfile(profile_id)
+        return profile
+
+    def list_profiles(self) -> list[Profile]:
+        ids = [str(r[0]) for r in self.conn.execute("SELECT profile_id FROM profiles ORDER BY 1")]
+        return [self.get_profile(i) for i in ids]
+
+    def put_department(self, department: Department, actor: str) -> None:
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            row = cur.execute(
+                "SELECT department_id, name FROM departments WHERE department_id = %s",
+                (department.department_id,),
+            ).fetchone()
+            before = Department(department_id=row[0], name=row[1]) if row else None
+            cur.execute(
+                "INSERT INTO departments (department_id, name) VALUES (%s, %s) "
+                "ON CONFLICT (department_id) DO UPDATE SET name = EXCLUDED.name, updated_at = now()",
+                (department.department_id, department.name),
+            )
+            self._audit(
+                cur, actor, "put", "department", department.department_id, before, department
+            )
+
+    def list_departments(self) -> list[Department]:
+        return [
+            Department(department_id=r[0], name=r[1])
+            for r in self.conn.execute("SELECT department_id, name FROM departments ORDER BY 1")
+        ]
+
+    # --- devices ------------------------------------------------------------------------------
+
+    def add_many(self, devices: Sequence[Device], actor: str) -> list[tuple[str, str]]:
         """Register new devices and issue each an MQTT secret; returns (device id, secret)."""
         issued = [(d.device_id, new_secret()) for d in devices]
         try:
             with self.conn.transaction(), self.conn.cursor() as cur:
-                self._ensure_places(d.place_path for d in devices)
+                service = cur.execute(
+                    "SELECT username FROM mqtt_credentials "
+                    "WHERE role <> 'device' AND username = ANY(%s) LIMIT 1",
+                    ([d.device_id for d in devices],),
+                ).fetchone()
+                if service is not None:  # a device of that name would take the login over
+                    raise ServiceLogin(str(service[0]))
+                self._check_paths(cur, devices)
                 cur.executemany(
-                    "INSERT INTO devices (device_id, device_type, place_path, state, department, "
-                    "tags, lat, lon, updated_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                    f"INSERT INTO devices ({DEVICE_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
                     [
                         (
                             d.device_id,
                             d.device_type,
+                            d.profile_id,
                             list(d.place_path),
                             d.state.value,
                             d.department,
@@ -268,113 +468,219 @@ class Registry:
                 cur.executemany(
                     "INSERT INTO mqtt_credentials (username, password_hash, role, enabled) "
                     "VALUES (%s, %s, 'device', %s) ON CONFLICT (username) DO UPDATE SET "
-                    "password_hash = EXCLUDED.password_hash, enabled = EXCLUDED.enabled, updated_at = now()",
+                    "password_hash = EXCLUDED.password_hash, enabled = EXCLUDED.enabled, "
+                    "updated_at = now() WHERE mqtt_credentials.role = 'device'",
                     [
                         (device_id, hash_secret(secret), d.state is DeviceState.ACTIVE)
                         for (device_id, secret), d in zip(issued, devices, strict=True)
                     ],
                 )
+                cur.executemany(
+                    "INSERT INTO audit_log (actor, action, entity, entity_id, after) "
+                    "VALUES (%s, 'add', 'device', %s, %s)",
+                    [(actor, d.device_id, _json(d)) for d in devices],
+                )
         except psycopg.errors.UniqueViolation as exc:
             detail = exc.diag.message_detail or ""
             taken = detail.split("=(")[-1].split(")")[0] if "=(" in detail else "?"
             raise DeviceExists(taken) from exc
+        except psycopg.errors.ForeignKeyViolation as exc:
+            missing = next((d.profile_id for d in devices if d.profile_id), "?")
+            raise UnknownProfile(str(missing)) from exc
         self.publish(devices)  # before the broker accepts the device: its readings come after
         self._sync_broker()
         return issued
 
-    def add(self, device: Device) -> str:
-        return self.add_many([device])[0][1]
+    def add(self, device: Device, actor: str) -> str:
+        return self.add_many([device], actor)[0][1]
 
-    def import_csv(self, text: str, chunk: int = 1000) -> ImportReport:
-        """Import devices from CSV; bad rows and already registered ids are reported, not fatal."""
-        devices, errors = parse_device_csv(text, datetime.now(UTC))
-        report = ImportReport(errors=errors)
+    def import_devices(
+        self,
+        parsed: ParsedFile,
+        actor: str,
+        progress: Progress | None = None,
+        chunk: int = 1000,
+    ) -> ImportReport:
+        """Add a parsed file's devices in chunks; a refused row is reported by its line, not fatal."""
+        report = ImportReport(errors=list(parsed.errors))
         existing = {
             str(r[0])
             for r in self.conn.execute(
                 "SELECT device_id FROM devices WHERE device_id = ANY(%s)",
-                ([d.device_id for d in devices],),
+                ([d.device_id for d in parsed.devices],),
             )
         }
-        fresh: dict[str, Device] = {}
-        for i, d in enumerate(devices):
+        fresh: dict[str, tuple[int, Device]] = {}
+        for line, d in zip(parsed.lines, parsed.devices, strict=True):
             if d.device_id in existing or d.device_id in fresh:
                 report.errors.append(
-                    RowError(i + 2, "device_id", f"{d.device_id!r} is already registered")
+                    RowError(line, "device_id", f"{d.device_id!r} is already registered")
                 )
             else:
-                fresh[d.device_id] = d
+                fresh[d.device_id] = (line, d)
         todo = list(fresh.values())
         for start in range(0, len(todo), chunk):
-            report.added.extend(self.add_many(todo[start : start + chunk]))
+            part = todo[start : start + chunk]
+            try:
+                report.added.extend(self.add_many([d for _, d in part], actor))
+            except RegistryError:
+                for line, d in part:  # find the culprits one by one; the rest still go in
+                    try:
+                        report.added.extend(self.add_many([d], actor))
+                    except RegistryError as exc:
+                        report.errors.append(RowError(line, exc.field, str(exc)))
+            if progress is not None:
+                progress(min(start + chunk, len(todo)), len(todo))
         report.errors.sort(key=lambda e: e.line)
         return report
 
-    def rotate_secrets(self, device_ids: Sequence[str]) -> list[tuple[str, str]]:
+    def import_csv(self, text: str, actor: str, progress: Progress | None = None) -> ImportReport:
+        return self.import_devices(parse_device_csv(text, datetime.now(UTC)), actor, progress)
+
+    def import_json(self, text: str, actor: str, progress: Progress | None = None) -> ImportReport:
+        return self.import_devices(parse_device_json(text, datetime.now(UTC)), actor, progress)
+
+    def _change(
+        self, device_id: str, actor: str, action: str, sql: str, params: tuple[Any, ...]
+    ) -> Device:
+        try:
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                before = self._get(cur, device_id)
+                row = cur.execute(
+                    f"UPDATE devices SET {sql}, updated_at = now() WHERE device_id = %s "
+                    f"RETURNING {DEVICE_COLUMNS}",
+                    (*params, device_id),
+                ).fetchone()
+                assert row is not None
+                after = _device(row)
+                if action == "state":
+                    cur.execute(
+                        "UPDATE mqtt_credentials SET enabled = %s, updated_at = now() "
+                        "WHERE username = %s",
+                        (after.state is DeviceState.ACTIVE, device_id),
+                    )
+                self._audit(cur, actor, action, "device", device_id, before, after)
+        except psycopg.errors.ForeignKeyViolation as exc:
+            raise UnknownProfile(str(params[0])) from exc
+        self.publish([after])
+        if action == "state":
+            self._sync_broker()
+        return after
+
+    def update(self, device_id: str, changes: dict[str, Any], actor: str) -> Device:
+        """Change a device's type, profile, department, tags or coordinates."""
+        unknown = sorted(set(changes) - UPDATABLE)
+        if unknown:
+            raise RegistryError(
+                f"{unknown[0]} cannot be updated here", unknown[0], changes[unknown[0]]
+            )
+        current = self.get(device_id)
+        merged = Device.model_validate({**current.model_dump(), **changes})  # validates fields
+        cols = sorted(changes)
+        values = tuple(
+            list(v) if isinstance(v, tuple) else v for v in (getattr(merged, c) for c in cols)
+        )
+        if not cols:
+            return current
+        return self._change(
+            device_id, actor, "update", ", ".join(f"{c} = %s" for c in cols), values
+        )
+
+    def move(self, device_id: str, place_path: Sequence[str], actor: str) -> Device:
+        current = self.get(device_id)
+        moved = current.model_copy(update={"place_path": tuple(place_path)})
+        Device.model_validate(moved.model_dump())
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            self._check_paths(cur, [moved])
+        return self._change(device_id, actor, "move", "place_path = %s", (list(place_path),))
+
+    def set_state(self, device_id: str, state: DeviceState, actor: str) -> Device:
+        """Move a device through its lifecycle; only an active device may connect."""
+        self.get(device_id)
+        return self._change(device_id, actor, "state", "state = %s", (state.value,))
+
+    def rotate_secrets(self, device_ids: Sequence[str], actor: str) -> list[tuple[str, str]]:
         """Issue new MQTT secrets (the old ones stop working at once); returns (id, secret)."""
         issued = [(device_id, new_secret()) for device_id in device_ids]
         with self.conn.transaction(), self.conn.cursor() as cur:
-            cur.executemany(
-                "UPDATE mqtt_credentials SET password_hash = %s, updated_at = now() "
-                "WHERE username = %s AND role = 'device'",
-                [(hash_secret(secret), device_id) for device_id, secret in issued],
-            )
-            if cur.rowcount != len(issued):
-                raise UnknownDevice(", ".join(device_ids))
+            for device_id, secret in issued:
+                cur.execute(
+                    "UPDATE mqtt_credentials SET password_hash = %s, updated_at = now() "
+                    "WHERE username = %s AND role = 'device'",
+                    (hash_secret(secret), device_id),
+                )
+                if cur.rowcount != 1:
+                    raise UnknownDevice(device_id)
+                self._audit(cur, actor, "rotate_secret", "device", device_id, None, None)
         self._sync_broker()
         return issued
 
-    def set_state(self, device_id: str, state: DeviceState) -> Device:
-        """Move a device through its lifecycle; only an active device may connect."""
-        with self.conn.transaction():
-            row = self.conn.execute(
-                "UPDATE devices SET state = %s, updated_at = now() WHERE device_id = %s "
-                "RETURNING device_id, device_type, place_path, state, department, tags, lat, lon, updated_at",
-                (state.value, device_id),
-            ).fetchone()
-            if row is None:
-                raise UnknownDevice(device_id)
-            self.conn.execute(
-                "UPDATE mqtt_credentials SET enabled = %s, updated_at = now() WHERE username = %s",
-                (state is DeviceState.ACTIVE, device_id),
-            )
-        device = _device(row)
-        self.publish([device])
-        self._sync_broker()
-        return device
-
-    def get(self, device_id: str) -> Device:
-        row = self.conn.execute(f"{self.SELECT} WHERE device_id = %s", (device_id,)).fetchone()
+    def _get(self, cur: psycopg.Cursor[Any], device_id: str) -> Device:
+        row = cur.execute(
+            f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = %s", (device_id,)
+        ).fetchone()
         if row is None:
             raise UnknownDevice(device_id)
         return _device(row)
+
+    def get(self, device_id: str) -> Device:
+        with self.conn.cursor() as cur:
+            return self._get(cur, device_id)
 
     def list(
         self,
         place: str | None = None,
         state: DeviceState | None = None,
         device_type: str | None = None,
+        tag: str | None = None,
+        profile_id: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
     ) -> list[Device]:
+        """Devices, filtered by place subtree, state, type, tag and profile, in id order."""
         where, params = ["true"], []
-        if place is not None:
-            where.append("%s = ANY(place_path)")
-            params.append(place)
-        if state is not None:
-            where.append("state = %s")
-            params.append(state.value)
-        if device_type is not None:
-            where.append("device_type = %s")
-            params.append(device_type)
-        query = f"{self.SELECT} WHERE {' AND '.join(where)} ORDER BY device_id"
+        for clause, value in (
+            ("%s = ANY(place_path)", place),
+            ("state = %s", state.value if state is not None else None),
+            ("device_type = %s", device_type),
+            ("%s = ANY(tags)", tag),
+            ("profile_id = %s", profile_id),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        query = (
+            f"SELECT {DEVICE_COLUMNS} FROM devices WHERE {' AND '.join(where)} ORDER BY device_id"
+        )
+        if limit is not None:
+            query += f" LIMIT {int(limit)} OFFSET {int(offset)}"
         return [_device(r) for r in self.conn.execute(query.encode(), params)]
 
-    def set_service_credential(self, username: str, secret: str) -> None:
-        """The gateway's own MQTT login (role 'service', reads every device topic)."""
-        with self.conn.transaction():
-            self.conn.execute(
-                "INSERT INTO mqtt_credentials (username, password_hash, role) VALUES (%s, %s, 'service') "
-                "ON CONFLICT (username) DO UPDATE SET password_hash = EXCLUDED.password_hash, "
-                "enabled = true, updated_at = now()",
+    def audit_log(
+        self, entity: str | None = None, entity_id: str | None = None, limit: int = 100
+    ) -> builtins.list[AuditEntry]:
+        where, params = ["true"], []
+        if entity is not None:
+            where.append("entity = %s")
+            params.append(entity)
+        if entity_id is not None:
+            where.append("entity_id = %s")
+            params.append(entity_id)
+        rows = self.conn.execute(
+            f"SELECT at, actor, action, entity, entity_id, before, after FROM audit_log "
+            f"WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT {int(limit)}".encode(),
+            params,
+        ).fetchall()
+        return [AuditEntry(*r) for r in rows]
+
+    def set_service_credential(self, username: str, secret: str, actor: str = "system") -> None:
+        """A service's own MQTT login (the gateway reads every device topic)."""
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO mqtt_credentials (username, password_hash, role) "
+                "VALUES (%s, %s, 'service') ON CONFLICT (username) DO UPDATE SET "
+                "password_hash = EXCLUDED.password_hash, enabled = true, updated_at = now()",
                 (username, hash_secret(secret)),
             )
+            self._audit(cur, actor, "set_service_credential", "mqtt_login", username, None, None)
         self._sync_broker()

@@ -38,7 +38,17 @@ def registry_entry(device: Device) -> dict[str, Any]:
         "place_path": list(device.place_path),
         "state": device.state.value,
         "updated_at": device.updated_at.isoformat(),
+        "valid_ranges": {m: list(r) for m, r in device.valid_ranges.items()},
     }
+
+
+def out_of_range(values: Mapping[str, float], ranges: Mapping[str, Any]) -> str | None:
+    """The first value outside its profile's valid range, described; None if all are valid."""
+    for metric, value in values.items():
+        low, high = ranges.get(metric, (None, None))
+        if (low is not None and value < low) or (high is not None and value > high):
+            return f"{metric}={value:g} is outside the profile's valid range [{low}, {high}]"
+    return None
 
 
 def is_newer(device: Device, entry: Mapping[str, Any] | None) -> bool:
@@ -99,6 +109,10 @@ def process_batch(
                     item, f"device {item.device_id!r} is {entry['state']}, not active", source, now
                 )
             )
+            continue
+        ranges = entry.get("valid_ranges")
+        if ranges and isinstance(item, Reading) and (problem := out_of_range(item.values, ranges)):
+            out.dead_letters.append(_refusal(item, problem, source, now))
             continue
         enriched = item.model_copy(
             update={"device_type": entry["device_type"], "place_path": tuple(entry["place_path"])}

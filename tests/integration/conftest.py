@@ -37,6 +37,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_block(count: int) -> int:
+    """A base port such that base+1 .. base+count are free now (``up --metrics-base``)."""
+    for _ in range(100):
+        base = free_port()
+        if base + count > 65535:
+            continue
+        socks = [socket.socket() for _ in range(count)]
+        try:
+            for i, sock in enumerate(socks, start=1):
+                sock.bind(("127.0.0.1", base + i))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
 def wait_for(probe: Callable[[], T], timeout: float = 60.0, what: str = "condition") -> T:
     """Poll until ``probe`` returns something truthy; fail naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -66,7 +85,7 @@ class Pipeline:
             updated_at=datetime.now(UTC),
         )
         with open_registry(self.settings) as registry:
-            return device_id, registry.add(device)
+            return device_id, registry.add(device, "itest")
 
     def topic(self, device_id: str, kind: str = "readings") -> str:
         return f"{self.settings.mqtt_topic_root}/{device_id}/{kind}"
@@ -126,8 +145,10 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
         topic_prefix=f"it{uuid.uuid4().hex[:6]}",
         mqtt_client_id=f"itest-{uuid.uuid4().hex[:6]}",
         sink_linger_ms=100,
+        api_port=free_port(),
+        liveness_check_interval_s=0.5,
     )
-    stack = LocalStack(settings, MetricsPorts(free_port(), free_port(), free_port()))
+    stack = LocalStack(settings, MetricsPorts(*(free_port() for _ in range(5))))
     try:
         ready = stack.start_infrastructure()
         stack.start_services()

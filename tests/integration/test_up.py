@@ -16,7 +16,7 @@ import pytest
 
 from cityvitals.localstack import down
 from cityvitals.stack import port_is_open
-from tests.integration.conftest import free_port, wait_for
+from tests.integration.conftest import free_port, free_port_block, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +30,7 @@ def test_up_with_the_simulator_and_ctrl_c(tmp_path: Path) -> None:
         "CITYVITALS_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka}",
         "CITYVITALS_DATABASE_URL": url,
         "CITYVITALS_STATE_DIR": str(tmp_path / "state"),
+        "CITYVITALS_API_PORT": str(free_port()),
     }
     argv = [
         sys.executable,
@@ -44,7 +45,7 @@ def test_up_with_the_simulator_and_ctrl_c(tmp_path: Path) -> None:
         "--incident-after",
         "0",
         "--metrics-base",
-        str(free_port() + 10),
+        str(free_port_block(5)),
     ]
     log = (tmp_path / "up.log").open("w+")
     up = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)

@@ -78,7 +78,7 @@ def test_a_device_unknown_to_the_registry_is_dead_lettered(pipeline: Pipeline) -
     with __import__("cityvitals.services", fromlist=["open_registry"]).open_registry(
         pipeline.settings
     ) as registry:
-        registry.set_service_credential(ghost, secret)
+        registry.set_service_credential(ghost, secret, "itest")
     wait_for(
         lambda: (
             pipeline.mosquitto_pub(

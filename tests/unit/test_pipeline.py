@@ -96,3 +96,17 @@ def test_resolving_leaves_only_a_watermark() -> None:
         T0,
     )
     assert third.changed_states == {} and not third.alerts  # a quiet reading writes nothing
+
+
+def test_a_value_outside_the_profiles_valid_range_is_dead_lettered() -> None:
+    ranged = device("wl-6").model_copy(update={"valid_ranges": {"water_level_cm": (0.0, 500.0)}})
+    devices = {"wl-6": registry_entry(ranged)}
+    batch = ReadingBatch(
+        readings=(reading("wl-6", -3, 1), reading("wl-6", 12, 2), reading("wl-6", 900, 3))
+    )
+    out = process_batch(batch, devices, {}, RULES, "raw[0]", T0)
+    assert [r.values["water_level_cm"] for r in out.enriched.readings] == [12]
+    assert [d.reason for d in out.dead_letters] == [
+        "water_level_cm=-3 is outside the profile's valid range [0.0, 500.0]",
+        "water_level_cm=900 is outside the profile's valid range [0.0, 500.0]",
+    ]

@@ -1,6 +1,6 @@
 from datetime import UTC, datetime
 
-from device_registry import hash_secret, parse_device_csv, verify_secret
+from device_registry import hash_secret, parse_device_csv, parse_device_json, verify_secret
 from device_registry.credentials import render_password_file
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
@@ -16,8 +16,10 @@ def test_good_rows_are_kept_and_bad_rows_reported_by_line_and_field() -> None:
         "wl-5,water_level,sh/pd,,,,,extra\n"
         "wl-6,water_level,sh,,,,\n"
     )
-    devices, errors = parse_device_csv(text, NOW)
+    parsed = parse_device_csv(text, NOW)
+    devices, errors = parsed.devices, parsed.errors
     assert [d.device_id for d in devices] == ["wl-1", "wl-6"]
+    assert parsed.lines == [2, 7] and not parsed.unreadable
     assert devices[0].tags == ("low", "underpass") and devices[0].place_path == ("sh", "pd", "s1")
     assert [(e.line, e.field) for e in errors] == [
         (3, "device_id"),
@@ -29,8 +31,20 @@ def test_good_rows_are_kept_and_bad_rows_reported_by_line_and_field() -> None:
 
 
 def test_missing_required_column_is_reported_once() -> None:
-    devices, errors = parse_device_csv("device_id,place_path\nx,sh\n", NOW)
-    assert not devices and errors[0].field == "device_type" and errors[0].line == 1
+    parsed = parse_device_csv("device_id,place_path\nx,sh\n", NOW)
+    assert parsed.unreadable and not parsed.devices
+    assert [(e.line, e.field) for e in parsed.errors] == [(1, "device_type")]
+
+
+def test_json_items_are_numbered_from_one() -> None:
+    parsed = parse_device_json(
+        '[{"device_id": "a", "device_type": "t", "place_path": "sh/pd"}, 3,'
+        ' {"device_id": "b", "device_type": "t", "place_path": ["sh"]}]',
+        NOW,
+    )
+    assert [d.device_id for d in parsed.devices] == ["a", "b"] and parsed.lines == [1, 3]
+    assert [(e.line, e.field) for e in parsed.errors] == [(2, "item")]
+    assert parse_device_json("{}", NOW).unreadable and parse_device_json("[", NOW).unreadable
 
 
 def test_secrets_hash_in_mosquitto_format_and_verify() -> None:

@@ -1,0 +1,170 @@
+"""Bulk device files: CSV and JSON in (bad rows reported by line and field), CSV and JSON out.
+
+Pure: text in, devices and row errors out. A bad row never costs the good rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from cityvitals.contracts import Device
+
+__all__ = [
+    "CSV_COLUMNS",
+    "ParsedFile",
+    "RowError",
+    "export_csv",
+    "parse_device_csv",
+    "parse_device_json",
+]
+
+CSV_COLUMNS = (
+    "device_id",
+    "device_type",
+    "profile_id",
+    "place_path",
+    "department",
+    "tags",
+    "lat",
+    "lon",
+    "state",
+)
+REQUIRED = ("device_id", "device_type", "place_path")
+
+
+@dataclass(frozen=True)
+class RowError:
+    """One refused row: its line (CSV) or 1-based item number (JSON), the field and why."""
+
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.field}: {self.message}"
+
+
+@dataclass
+class ParsedFile:
+    """The devices of a file, each with its line (CSV) or item number (JSON), and the refused rows.
+
+    ``unreadable`` is set when the file as a whole cannot be read (no header, not JSON): then
+    ``errors`` holds the one reason and there are no devices.
+    """
+
+    devices: list[Device] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
+    unreadable: bool = False
+
+    def add(self, line: int, result: Device | RowError) -> None:
+        if isinstance(result, Device):
+            self.devices.append(result)
+            self.lines.append(line)
+        else:
+            self.errors.append(result)
+
+    @classmethod
+    def refused(cls, line: int, name: str, message: str) -> ParsedFile:
+        return cls(errors=[RowError(line, name, message)], unreadable=True)
+
+
+def _device(data: dict[str, Any], line: int, now: datetime) -> Device | RowError:
+    try:
+        return Device(updated_at=now, **data)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        name = ".".join(str(p) for p in err["loc"]) or "row"
+        return RowError(line, name, f"{err['msg']} (got {err.get('input')!r:.60})")
+
+
+def parse_device_csv(text: str, now: datetime) -> ParsedFile:
+    """CSV rows to devices.
+
+    ``place_path`` is the place ids from the city down, joined by ``/``; ``tags`` by ``;``.
+
+    >>> from datetime import UTC, datetime
+    >>> parsed = parse_device_csv("device_id,device_type,place_path\\nwl-1,water_level,sh/pd\\n"
+    ...                           "wl 2,water_level,sh\\n", datetime(2026, 1, 1, tzinfo=UTC))
+    >>> [d.device_id for d in parsed.devices], parsed.lines, [str(e) for e in parsed.errors]
+    (['wl-1'], [2], ["line 3: device_id: String should match pattern '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$' (got 'wl 2')"])
+    """
+    reader = csv.DictReader(io.StringIO(text))
+    try:
+        header = reader.fieldnames or []
+    except csv.Error as exc:
+        return ParsedFile.refused(1, "file", f"cannot read the CSV header: {exc}")
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        return ParsedFile.refused(1, ",".join(missing), "required column missing from the header")
+    unknown = [c for c in header if c not in CSV_COLUMNS]
+    if unknown:
+        return ParsedFile.refused(1, unknown[0], f"unknown column; known: {', '.join(CSV_COLUMNS)}")
+    parsed = ParsedFile()
+    try:
+        for row in reader:
+            line = reader.line_num
+            if None in row:
+                parsed.add(
+                    line, RowError(line, "row", f"{len(row[None])} more fields than the header")
+                )
+                continue
+            data: dict[str, Any] = {k: v for k, v in row.items() if v not in ("", None)}
+            data["place_path"] = tuple(p for p in data.get("place_path", "").split("/") if p)
+            if "tags" in data:
+                data["tags"] = tuple(t.strip() for t in data["tags"].split(";") if t.strip())
+            parsed.add(line, _device(data, line, now))
+    except csv.Error as exc:
+        parsed.add(reader.line_num, RowError(reader.line_num, "file", f"CSV ends badly: {exc}"))
+    return parsed
+
+
+def parse_device_json(text: str, now: datetime) -> ParsedFile:
+    """A JSON array of device objects (``place_path`` a list or a ``/`` string)."""
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return ParsedFile.refused(exc.lineno, "file", f"not valid JSON: {exc.msg}")
+    except RecursionError:
+        return ParsedFile.refused(1, "file", "nested too deeply")
+    if not isinstance(items, list):
+        return ParsedFile.refused(1, "file", "expected a JSON array of devices")
+    parsed = ParsedFile()
+    for n, item in enumerate(items, start=1):
+        if not isinstance(item, dict):
+            parsed.add(n, RowError(n, "item", "expected an object"))
+            continue
+        data = {k: v for k, v in item.items() if k != "updated_at" and k != "schema_version"}
+        if isinstance(data.get("place_path"), str):
+            data["place_path"] = tuple(p for p in data["place_path"].split("/") if p)
+        parsed.add(n, _device(data, n, now))
+    return parsed
+
+
+def export_csv(devices: list[Device]) -> str:
+    """Devices as CSV that :func:`parse_device_csv` reads back."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for d in devices:
+        writer.writerow(
+            [
+                d.device_id,
+                d.device_type,
+                d.profile_id or "",
+                "/".join(d.place_path),
+                d.department or "",
+                ";".join(d.tags),
+                "" if d.lat is None else d.lat,
+                "" if d.lon is None else d.lon,
+                d.state.value,
+            ]
+        )
+    return out.getvalue()

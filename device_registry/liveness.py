@@ -1,0 +1,432 @@
+"""Device liveness, judged against each device's own reporting cadence, and place outages.
+
+A :class:`DeviceClock` learns how often its device reports: the median of its last
+:data:`WINDOW` gaps. :func:`judge` calls the device ``late`` after ``late_factor`` such
+intervals without a report and ``offline`` after ``offline_factor``, and ``online`` again as
+soon as it reports. Until :data:`MIN_GAPS` gaps were seen, a fallback interval stands in: the
+device's profile's ``expected_interval_s``, else :data:`DEFAULT_INTERVAL_S`.
+
+When most devices under one place go offline together (a gateway or a power cut), that is one
+:class:`Outage` of the highest such place, and its devices announce no offline of their own.
+:func:`check` runs one round over the whole fleet. Pure: state in, state out, no I/O.
+
+>>> from datetime import UTC
+>>> t0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+>>> clock = DeviceClock(since=t0)
+>>> for i in range(4):
+...     clock = observe(clock, t0 + timedelta(seconds=10 * i))
+>>> cadence(clock, fallback_interval_s=300.0)
+10.0
+>>> [judge(clock, t0 + timedelta(seconds=s), 300.0, 2.0, 4.0).value for s in (35, 55, 75)]
+['online', 'late', 'offline']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from cityvitals.contracts import DeviceLiveness, Liveness, OutageStatus, PlaceOutage
+
+__all__ = [
+    "DEFAULT_INTERVAL_S",
+    "MIN_GAPS",
+    "MIN_GAP_S",
+    "WINDOW",
+    "CheckResult",
+    "DeviceClock",
+    "LivenessPolicy",
+    "Outage",
+    "PlacePath",
+    "PlaceTally",
+    "Watched",
+    "cadence",
+    "check",
+    "highest_places",
+    "judge",
+    "observe",
+    "outage_id",
+    "qualifying_places",
+    "restore",
+    "tally",
+    "track_outages",
+    "under",
+]
+
+PlacePath = tuple[str, ...]
+
+WINDOW = 8
+"""How many recent gaps between reports the cadence estimate keeps."""
+MIN_GAPS = 3
+"""Gaps needed before the observed cadence replaces the fallback interval."""
+MIN_GAP_S = 0.5
+"""Reports closer together than this count as one: a reading and an event sent together, or a
+burst at boot, teach no cadence. A device reporting faster is judged by its profile."""
+DEFAULT_INTERVAL_S = 300.0
+"""The expected interval of a device whose profile names none."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceClock:
+    """What the liveness judge remembers about one device."""
+
+    since: datetime
+    """When watching began (registration); stands in for the last report of a silent device."""
+    last_seen: datetime | None = None
+    gaps: tuple[float, ...] = ()
+    """The last :data:`WINDOW` gaps between reports, in seconds, oldest first."""
+    status: Liveness = Liveness.ONLINE
+    """The judged status: the truth, stored in ``device_liveness``."""
+    announced: Liveness = Liveness.ONLINE
+    """The status last published; differs from ``status`` while an offline is withheld."""
+    held_until: datetime | None = None
+    """After its place's outage ended, an offline device is given until then to come back."""
+
+    @property
+    def heard(self) -> datetime:
+        """The last report, or the start of watching for a device never heard."""
+        return self.last_seen if self.last_seen is not None else self.since
+
+
+def observe(clock: DeviceClock, seen_at: datetime) -> DeviceClock:
+    """A report at ``seen_at``: last-seen moves on and the gap since the previous one is learned.
+
+    A report not newer than the last one changes nothing (a replay or a straggler); one less
+    than :data:`MIN_GAP_S` after it counts as the same report.
+
+    >>> from datetime import UTC
+    >>> t0 = datetime(2026, 11, 22, tzinfo=UTC)
+    >>> c = observe(observe(DeviceClock(since=t0), t0), t0 + timedelta(seconds=30))
+    >>> c.gaps, observe(c, t0) is c
+    ((30.0,), True)
+    """
+    last = clock.last_seen
+    if last is None:
+        return replace(clock, last_seen=seen_at)
+    gap = (seen_at - last).total_seconds()
+    if gap <= 0:
+        return clock
+    if gap < MIN_GAP_S:
+        return replace(clock, last_seen=seen_at)
+    return replace(clock, last_seen=seen_at, gaps=(*clock.gaps, gap)[-WINDOW:])
+
+
+def cadence(clock: DeviceClock, fallback_interval_s: float) -> float:
+    """The interval the device is judged by: observed once :data:`MIN_GAPS` gaps are known.
+
+    >>> from datetime import UTC
+    >>> cadence(DeviceClock(since=datetime(2026, 11, 22, tzinfo=UTC), gaps=(5.0, 6.0)), 60.0)
+    60.0
+    """
+    if len(clock.gaps) < MIN_GAPS:
+        return fallback_interval_s
+    return float(statistics.median(clock.gaps))
+
+
+def judge(
+    clock: DeviceClock,
+    now: datetime,
+    fallback_interval_s: float,
+    late_factor: float,
+    offline_factor: float,
+) -> Liveness:
+    """The device's status at ``now``, from how long it has been silent against its cadence."""
+    interval = cadence(clock, fallback_interval_s)
+    silence = (now - clock.heard).total_seconds()
+    if silence >= offline_factor * interval:
+        return Liveness.OFFLINE
+    if silence >= late_factor * interval:
+        return Liveness.LATE
+    return Liveness.ONLINE
+
+
+def restore(
+    status: Liveness,
+    last_seen: datetime | None,
+    interval_s: float,
+    since: datetime,
+    withheld: bool,
+) -> DeviceClock:
+    """A clock rebuilt from a stored ``device_liveness`` row.
+
+    The stored interval counts as :data:`MIN_GAPS` observed gaps; new reports overtake it
+    within a few gaps. ``withheld`` says the stored offline sits under an open outage, so it
+    was never announced (the device counts as announced late).
+    """
+    gaps = (interval_s,) * MIN_GAPS if last_seen is not None else ()
+    announced = Liveness.LATE if withheld and status is Liveness.OFFLINE else status
+    return DeviceClock(since, last_seen, gaps, status, announced)
+
+
+# --- places -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceTally:
+    total: int
+    silent: int
+    quiet_since: datetime | None
+    """The latest report among the silent devices: when the place fell silent."""
+
+
+def tally(members: Iterable[tuple[PlacePath, bool, datetime]]) -> dict[PlacePath, PlaceTally]:
+    """Devices and silent devices under every place (each level), from (path, silent, heard)."""
+    totals: dict[PlacePath, int] = {}
+    silent: dict[PlacePath, int] = {}
+    quiet: dict[PlacePath, datetime] = {}
+    for path, is_silent, heard in members:
+        for depth in range(1, len(path) + 1):
+            place = path[:depth]
+            totals[place] = totals.get(place, 0) + 1
+            if is_silent:
+                silent[place] = silent.get(place, 0) + 1
+                quiet[place] = max(heard, quiet.get(place, heard))
+    return {p: PlaceTally(n, silent.get(p, 0), quiet.get(p)) for p, n in totals.items()}
+
+
+def qualifying_places(
+    tallies: Mapping[PlacePath, PlaceTally], min_devices: int, fraction: float
+) -> dict[PlacePath, PlaceTally]:
+    """Every place where at least ``fraction`` of at least ``min_devices`` devices are silent."""
+    return {
+        place: t
+        for place, t in tallies.items()
+        if t.total >= min_devices and t.silent / t.total >= fraction
+    }
+
+
+def highest_places(
+    tallies: Mapping[PlacePath, PlaceTally], min_devices: int, fraction: float
+) -> dict[PlacePath, PlaceTally]:
+    """The highest places where at least ``fraction`` of at least ``min_devices`` are silent.
+
+    A qualifying place under another qualifying place is left out: one street going silent is
+    one street, not also its grids, and its district only if the district qualifies itself.
+
+    >>> from datetime import UTC
+    >>> t = datetime(2026, 11, 22, tzinfo=UTC)
+    >>> street = [(("c", "d1", "s1", f"g{i % 2}"), True, t) for i in range(6)]
+    >>> others = [(("c", "d1", "s2", "g1"), False, t)] * 2
+    >>> list(highest_places(tally(street + others), min_devices=3, fraction=0.8))
+    [('c', 'd1', 's1')]
+    """
+    return _highest(qualifying_places(tallies, min_devices, fraction))
+
+
+def _highest(places: Mapping[PlacePath, PlaceTally]) -> dict[PlacePath, PlaceTally]:
+    return {p: t for p, t in places.items() if not under(p[:-1], places)}
+
+
+def track_outages(
+    outages: Mapping[PlacePath, Outage],
+    out: Mapping[PlacePath, PlaceTally],
+    forming: Mapping[PlacePath, object],
+) -> tuple[dict[PlacePath, Outage], list[Outage], dict[PlacePath, PlaceTally]]:
+    """Which open outages stay, which end, and which places start one: (staying, ended, new).
+
+    ``out`` are the places out (:func:`qualifying_places` over offline devices), ``forming``
+    those about to be (the same over late or offline devices).
+
+    An open outage stays while its place, or any place under it, is still out: a street whose
+    power comes back grid by grid stays one outage until its last grid is back. It ends when
+    nothing under it is out, or when a higher place goes out and takes it over. A new outage
+    starts at each highest place out that no staying outage covers, once no place above it is
+    forming: devices cut off together cross their offline thresholds a little apart, and the
+    street they share, not the grid that crossed first, is the outage. Outages never nest.
+    """
+    highest = _highest(out)
+    staying: dict[PlacePath, Outage] = {}
+    ended: list[Outage] = []
+    for place, outage in outages.items():
+        taken_over = under(place[:-1], highest)
+        still_out = any(q[: len(place)] == place for q in out)
+        if still_out and not taken_over:
+            staying[place] = outage
+        else:
+            ended.append(outage)
+    new = {
+        p: t
+        for p, t in highest.items()
+        if p not in staying and not under(p, staying) and not under(p[:-1], forming)
+    }
+    return staying, ended, new
+
+
+def under(path: PlacePath, places: Mapping[PlacePath, object]) -> bool:
+    """Whether ``path`` is one of ``places`` or lies beneath one."""
+    return any(path[:depth] in places for depth in range(1, len(path) + 1))
+
+
+def outage_id(place_id: str, started_at: datetime) -> str:
+    """The id of a place outage: the same place and start always give the same id."""
+    key = f"{place_id}|{started_at.isoformat()}"
+    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """An open outage: most devices under ``place_path`` went offline together."""
+
+    outage_id: str
+    place_path: PlacePath
+    started_at: datetime
+    devices_total: int
+    devices_silent: int
+
+    def event(self, status: OutageStatus, ts: datetime, now: PlaceTally | None) -> PlaceOutage:
+        return PlaceOutage(
+            outage_id=self.outage_id,
+            place_id=self.place_path[-1],
+            place_path=self.place_path,
+            status=status,
+            devices_total=now.total if now else self.devices_total,
+            devices_silent=now.silent if now else 0,
+            started_at=self.started_at,
+            ts=ts,
+        )
+
+
+# --- one round over the fleet -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessPolicy:
+    late_factor: float = 2.0
+    offline_factor: float = 4.0
+    outage_min_devices: int = 3
+    outage_silent_fraction: float = 0.8
+    default_interval_s: float = DEFAULT_INTERVAL_S
+
+
+@dataclass(frozen=True, slots=True)
+class Watched:
+    """An active device as the judge needs it."""
+
+    place_path: PlacePath
+    fallback_interval_s: float
+    """Its profile's expected interval, else the policy's default."""
+    since: datetime
+    """When it was registered: the baseline while it has never reported."""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    clocks: dict[str, DeviceClock]
+    """A clock for every watched device, and no other."""
+    changed: tuple[str, ...]
+    """Devices whose judged status changed: store these."""
+    announced: tuple[DeviceLiveness, ...]
+    """Per-device changes to publish (an offline under an outage is withheld)."""
+    started: tuple[PlaceOutage, ...]
+    ended: tuple[PlaceOutage, ...]
+    outages: dict[PlacePath, Outage]
+    """The open outages after the round: exactly the highest places out."""
+
+
+def check(
+    clocks: Mapping[str, DeviceClock],
+    fleet: Mapping[str, Watched],
+    outages: Mapping[PlacePath, Outage],
+    now: datetime,
+    policy: LivenessPolicy,
+) -> CheckResult:
+    """Judge every watched device at ``now``; open and close place outages; say what to announce.
+
+    A device's offline is withheld while it sits under an open outage, or under a place about
+    to be out (most of its devices late or offline), and for ``offline_factor`` of its
+    intervals after its place's outage ended: a device coming back from a power cut is given
+    time to return. See :func:`track_outages` for when an outage starts and ends.
+    """
+    judged: dict[str, DeviceClock] = {}
+    changed: list[str] = []
+    for device_id, watched in fleet.items():
+        clock = clocks.get(device_id) or DeviceClock(since=watched.since)
+        status = judge(
+            clock, now, watched.fallback_interval_s, policy.late_factor, policy.offline_factor
+        )
+        if status is not clock.status:
+            changed.append(device_id)
+            clock = replace(clock, status=status)
+        judged[device_id] = clock
+
+    def members(silent: frozenset[Liveness]) -> dict[PlacePath, PlaceTally]:
+        return tally((fleet[d].place_path, c.status in silent, c.heard) for d, c in judged.items())
+
+    offline = members(frozenset({Liveness.OFFLINE}))
+    out = qualifying_places(offline, policy.outage_min_devices, policy.outage_silent_fraction)
+    quiet = members(frozenset({Liveness.LATE, Liveness.OFFLINE}))
+    forming = qualifying_places(quiet, policy.outage_min_devices, policy.outage_silent_fraction)
+
+    staying, ended, new = track_outages(outages, out, forming)
+    opened = {place: _opened(place, t) for place, t in new.items()}
+    open_now = {**staying, **opened}
+    judged = _release(judged, fleet, ended, open_now, now, policy)
+    judged, announced = _announce(judged, fleet, {**forming, **open_now}, now)
+    return CheckResult(
+        clocks=judged,
+        changed=tuple(changed),
+        announced=tuple(announced),
+        started=tuple(o.event(OutageStatus.STARTED, now, out[p]) for p, o in opened.items()),
+        ended=tuple(o.event(OutageStatus.ENDED, now, offline.get(o.place_path)) for o in ended),
+        outages=open_now,
+    )
+
+
+def _opened(place: PlacePath, t: PlaceTally) -> Outage:
+    assert t.quiet_since is not None  # a place out has silent devices
+    return Outage(outage_id(place[-1], t.quiet_since), place, t.quiet_since, t.total, t.silent)
+
+
+def _release(
+    clocks: dict[str, DeviceClock],
+    fleet: Mapping[str, Watched],
+    ended: list[Outage],
+    open_now: Mapping[PlacePath, Outage],
+    now: datetime,
+    policy: LivenessPolicy,
+) -> dict[str, DeviceClock]:
+    """Give each offline device of an ended outage a grace to come back before it is announced."""
+    if not ended:
+        return clocks
+    places = {o.place_path: o for o in ended}
+    released = dict(clocks)
+    for device_id, clock in clocks.items():
+        watched = fleet[device_id]
+        path = watched.place_path
+        if clock.status is Liveness.OFFLINE and under(path, places) and not under(path, open_now):
+            grace = policy.offline_factor * cadence(clock, watched.fallback_interval_s)
+            released[device_id] = replace(clock, held_until=now + timedelta(seconds=grace))
+    return released
+
+
+def _announce(
+    clocks: dict[str, DeviceClock],
+    fleet: Mapping[str, Watched],
+    covered: Mapping[PlacePath, object],
+    now: datetime,
+) -> tuple[dict[str, DeviceClock], list[DeviceLiveness]]:
+    out: dict[str, DeviceClock] = {}
+    announced: list[DeviceLiveness] = []
+    for device_id, clock in clocks.items():
+        watched = fleet[device_id]
+        withheld = clock.status is Liveness.OFFLINE and (
+            under(watched.place_path, covered)
+            or (clock.held_until is not None and now < clock.held_until)
+        )
+        if not withheld and clock.status is not clock.announced:
+            clock = replace(clock, announced=clock.status, held_until=None)
+            announced.append(
+                DeviceLiveness(
+                    device_id=device_id,
+                    status=clock.status,
+                    last_seen=clock.last_seen,
+                    expected_interval_s=cadence(clock, watched.fallback_interval_s),
+                    place_path=watched.place_path,
+                    ts=now,
+                )
+            )
+        out[device_id] = clock
+    return out, announced

@@ -1,0 +1,506 @@
+"""The liveness service: watches the enriched ``readings`` topic and judges every active device.
+
+Each report (a reading's or camera event's ``received_at``, else its ``ts``) moves its device's
+clock on (:mod:`device_registry.liveness`). Every ``liveness_check_interval_s`` the whole fleet
+is judged against the wall clock: a status change is stored in ``device_liveness`` and
+published on ``liveness``, a place outage is stored in ``place_outages`` and published on
+``outages``. Kafka confirms first, then the database is written, then consumer offsets are
+committed: a crash in between publishes a change again (at least once) and loses none.
+
+The active devices, their places and their profiles' intervals are read from PostgreSQL at the
+start and every :data:`FLEET_REFRESH_S`, never per report. A device reporting before the next
+refresh is watched at once, with the default interval.
+
+Run one instance. It judges only while it holds every partition of ``readings`` and has caught
+up with them; while it is behind (a backlog after a restart or a database pause) it keeps
+learning but judges nothing, since every device would look silent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import psycopg
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from pydantic import ValidationError
+
+from cityvitals import db, kafka
+from cityvitals.contracts import (
+    CameraEvent,
+    DeviceLiveness,
+    Liveness,
+    PlaceOutage,
+    Reading,
+    ReadingBatch,
+)
+from cityvitals.settings import Settings
+from cityvitals.topics import Topic
+from device_registry.liveness import (
+    DeviceClock,
+    LivenessPolicy,
+    Outage,
+    PlacePath,
+    Watched,
+    cadence,
+    check,
+    observe,
+    restore,
+    under,
+)
+
+__all__ = [
+    "CATCH_UP_LAG_S",
+    "FLEET_REFRESH_S",
+    "LivenessService",
+    "LivenessStore",
+    "LivenessStoreUnavailable",
+    "policy",
+    "run",
+]
+
+log = logging.getLogger("cityvitals.liveness")
+
+T = TypeVar("T")
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+FLEET_REFRESH_S = 10.0
+"""How often the active devices are read again from the registry."""
+CATCH_UP_LAG_S = 5.0
+"""Reports that reached the gateway longer ago than this mean the consumer is behind."""
+CONSUME_MAX = 1000
+
+
+def policy(settings: Settings) -> LivenessPolicy:
+    return LivenessPolicy(
+        late_factor=settings.liveness_late_factor,
+        offline_factor=settings.liveness_offline_factor,
+        outage_min_devices=settings.outage_min_devices,
+        outage_silent_fraction=settings.outage_silent_fraction,
+        default_interval_s=settings.liveness_default_interval_s,
+    )
+
+
+class LivenessStoreUnavailable(RuntimeError):
+    """The database refused or dropped an operation; nothing of it was committed. Retry later."""
+
+    def __init__(self, operation: str, detail: str, retry_after: float = 1.0) -> None:
+        super().__init__(f"liveness store: {operation} failed: {detail}")
+        self.operation = operation
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+class LivenessStore:
+    """The fleet, ``device_liveness`` and ``place_outages`` in PostgreSQL; reconnects on need."""
+
+    FLEET = (
+        "SELECT d.device_id, d.place_path, p.expected_interval_s, d.created_at FROM devices d "
+        "LEFT JOIN profiles p ON p.profile_id = d.profile_id WHERE d.state = 'active'"
+    )
+    CLOCKS = "SELECT device_id, status, last_seen, expected_interval_s FROM device_liveness"
+    OUTAGES = (
+        "SELECT outage_id, place_path, started_at, devices_total, devices_silent "
+        "FROM place_outages WHERE status = 'started'"
+    )
+    UPSERT_DEVICE = (
+        "INSERT INTO device_liveness (device_id, status, last_seen, expected_interval_s, "
+        "place_path, updated_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (device_id) DO UPDATE "
+        "SET status = EXCLUDED.status, last_seen = EXCLUDED.last_seen, "
+        "expected_interval_s = EXCLUDED.expected_interval_s, place_path = EXCLUDED.place_path, "
+        "updated_at = EXCLUDED.updated_at"
+    )
+    # An ended outage stays ended: a replayed start never reopens it.
+    UPSERT_OUTAGE = (
+        "INSERT INTO place_outages (outage_id, place_id, place_path, status, devices_total, "
+        "devices_silent, started_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (outage_id) DO UPDATE SET status = EXCLUDED.status, "
+        "devices_total = EXCLUDED.devices_total, devices_silent = EXCLUDED.devices_silent, "
+        "updated_at = EXCLUDED.updated_at WHERE place_outages.status = 'started'"
+    )
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._conn: Conn | None = None
+
+    def _run(self, operation: str, work: Callable[[Conn], T]) -> T:
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = db.connect(self.settings)
+            return work(self._conn)
+        except db.DatabaseUnavailable as exc:
+            raise LivenessStoreUnavailable(operation, exc.detail) from exc
+        except psycopg.OperationalError as exc:
+            if self._conn is not None and self._conn.broken:
+                self._conn.close()
+                self._conn = None
+            raise LivenessStoreUnavailable(operation, str(exc).strip()) from exc
+
+    def fleet(self, default_interval_s: float) -> dict[str, Watched]:
+        """Every active device: its place, its profile's interval (or the default), its start."""
+        rows = self._run("reading the fleet", lambda c: c.execute(self.FLEET).fetchall())
+        return {
+            str(device_id): Watched(
+                tuple(path),
+                default_interval_s if interval is None else float(interval),
+                _utc(created_at),
+            )
+            for device_id, path, interval, created_at in rows
+        }
+
+    def outages(self) -> dict[PlacePath, Outage]:
+        rows = self._run("reading open outages", lambda c: c.execute(self.OUTAGES).fetchall())
+        return {
+            tuple(path): Outage(str(oid), tuple(path), _utc(started), int(total), int(silent))
+            for oid, path, started, total, silent in rows
+        }
+
+    def clocks(
+        self, fleet: dict[str, Watched], outages: dict[PlacePath, Outage]
+    ) -> dict[str, DeviceClock]:
+        """The stored clocks of the watched devices (an offline under an open outage: withheld)."""
+        rows = self._run("reading device liveness", lambda c: c.execute(self.CLOCKS).fetchall())
+        clocks = {}
+        for device_id, status, last_seen, interval in rows:
+            watched = fleet.get(device_id)
+            if watched is None:
+                continue
+            clocks[str(device_id)] = restore(
+                Liveness(status),
+                None if last_seen is None else _utc(last_seen),
+                float(interval),
+                watched.since,
+                withheld=under(watched.place_path, outages),
+            )
+        return clocks
+
+    def save(self, devices: Sequence[DeviceLiveness], outages: Sequence[PlaceOutage]) -> None:
+        """Upsert device rows and outage transitions in one transaction."""
+        if not devices and not outages:
+            return
+        device_rows = [
+            (
+                d.device_id,
+                d.status.value,
+                d.last_seen,
+                d.expected_interval_s,
+                list(d.place_path),
+                d.ts,
+            )
+            for d in devices
+        ]
+        outage_rows = [
+            (
+                o.outage_id,
+                o.place_id,
+                list(o.place_path),
+                o.status.value,
+                o.devices_total,
+                o.devices_silent,
+                o.started_at,
+                o.ts,
+            )
+            for o in outages
+        ]
+
+        def write(conn: Conn) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(self.UPSERT_DEVICE, device_rows)
+                cur.executemany(self.UPSERT_OUTAGE, outage_rows)
+
+        self._run(f"saving {len(devices)} devices and {len(outages)} outage changes", write)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+def _utc(value: object) -> datetime:
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a timestamp from the database, got {value!r}")
+    return value.astimezone(UTC)
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.ready = Gauge(
+            "cityvitals_liveness_ready",
+            "1 once partitions are assigned and the state is loaded",
+            registry=registry,
+        )
+        self.devices = Gauge(
+            "cityvitals_liveness_devices",
+            "Watched devices by status",
+            ["status"],
+            registry=registry,
+        )
+        self.outages = Gauge(
+            "cityvitals_liveness_outages_open", "Place outages now open", registry=registry
+        )
+        self.messages = Counter(
+            "cityvitals_liveness_messages_total", "Kafka messages consumed", registry=registry
+        )
+        self.rejected = Counter(
+            "cityvitals_liveness_rejected_total",
+            "Messages that did not decode (the sinks dead-letter them)",
+            registry=registry,
+        )
+        self.published = Counter(
+            "cityvitals_liveness_published_total",
+            "Changes published",
+            ["topic", "status"],
+            registry=registry,
+        )
+        self.skipped = Counter(
+            "cityvitals_liveness_checks_skipped_total",
+            "Checks not run because the consumer was behind or lacked partitions",
+            registry=registry,
+        )
+
+
+class LivenessService:
+    def __init__(
+        self,
+        settings: Settings,
+        consumer: Consumer,
+        producer: Producer,
+        store: LivenessStore,
+        registry: CollectorRegistry,
+    ) -> None:
+        self.settings = settings
+        self.consumer = consumer
+        self.producer = producer
+        self.store = store
+        self.policy = policy(settings)
+        self.metrics = _Metrics(registry)
+        self.topic = settings.topic(Topic.READINGS)
+        self.fleet: dict[str, Watched] = {}
+        self.clocks: dict[str, DeviceClock] = {}
+        self.outages: dict[PlacePath, Outage] = {}
+        self._dirty: set[str] = set()
+        self._uncommitted = False
+        self._partitions = 0
+        self._assigned: set[tuple[str, int]] = set()
+        self._next: dict[tuple[str, int], int] = {}
+        self._targets: dict[tuple[str, int], tuple[int, int]] | None = None
+        self._warm = False
+        self._newest: datetime | None = None
+
+    # --- consuming ------------------------------------------------------------------------
+
+    def _observe(self, device_id: str, place_path: PlacePath, seen_at: datetime) -> None:
+        watched = self.fleet.get(device_id)
+        if watched is None:  # registered since the last refresh
+            watched = Watched(place_path, self.policy.default_interval_s, seen_at)
+            self.fleet[device_id] = watched
+        clock = self.clocks.get(device_id) or DeviceClock(since=watched.since)
+        self.clocks[device_id] = observe(clock, seen_at)
+        self._dirty.add(device_id)
+
+    def _decode(self, msg: Message) -> None:
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        assert topic is not None and partition is not None and offset is not None
+        self._next[(topic, partition)] = offset + 1
+        self._uncommitted = True
+        self.metrics.messages.inc()
+        try:
+            batch = ReadingBatch.model_validate_json(msg.value() or b"")
+        except ValidationError as exc:
+            self.metrics.rejected.inc()
+            log.warning("%s[%d]@%d is not a ReadingBatch: %s", topic, partition, offset, exc)
+            return
+        items: tuple[Reading | CameraEvent, ...] = (*batch.readings, *batch.camera_events)
+        for item in items:
+            seen_at = item.received_at or item.ts
+            self._observe(item.device_id, item.place_path, seen_at)
+            if item.received_at is not None and (
+                self._newest is None or item.received_at > self._newest
+            ):
+                self._newest = item.received_at
+
+    def _consume(self, timeout: float) -> None:
+        messages = self.consumer.consume(CONSUME_MAX, timeout=timeout)
+        self._newest = None
+        for msg in messages:
+            error = msg.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer: %s", error)
+                continue
+            self._decode(msg)
+
+    def _on_assign(self, _consumer: Consumer, parts: list[TopicPartition]) -> None:
+        self._assigned = {(tp.topic, tp.partition) for tp in parts}
+        self.metrics.ready.set(1)
+
+    def _on_revoke(self, _consumer: Consumer, _parts: list[TopicPartition]) -> None:
+        self._assigned = set()
+        self.metrics.ready.set(0)
+
+    # --- whether judging is meaningful now -------------------------------------------------
+
+    def _end_offsets(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """Per assigned partition: where this consumer starts and the end it must reach."""
+        parts = [TopicPartition(t, p) for t, p in sorted(self._assigned)]
+        targets = {}
+        for tp in self.consumer.committed(parts, timeout=10):
+            low, high = self.consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+            start = tp.offset if tp.offset >= 0 else low
+            targets[(tp.topic, tp.partition)] = (start, high)
+        return targets
+
+    def _caught_up(self, now: datetime) -> bool:
+        if len(self._assigned) < self._partitions:
+            return False
+        if not self._warm:
+            if self._targets is None:
+                try:
+                    self._targets = self._end_offsets()
+                except KafkaException as exc:
+                    log.warning("reading end offsets: %s; trying again at the next check", exc)
+                    return False
+            self._warm = all(
+                self._next.get(tp, start) >= end for tp, (start, end) in self._targets.items()
+            )
+            if not self._warm:
+                return False
+            log.info("caught up with %s; judging liveness", self.topic)
+        lag = 0.0 if self._newest is None else (now - self._newest).total_seconds()
+        return lag <= CATCH_UP_LAG_S
+
+    # --- one check ------------------------------------------------------------------------
+
+    def _retry(self, action: Callable[[], T], stop: threading.Event) -> T:
+        """Run until the database takes it; only ``stop`` ends the wait (re-raising)."""
+        while True:
+            try:
+                return action()
+            except LivenessStoreUnavailable as exc:
+                log.warning("%s; retrying in %.1f s", exc, exc.retry_after)
+                if stop.wait(exc.retry_after):
+                    raise
+
+    def _publish(self, devices: Sequence[DeviceLiveness], outages: Sequence[PlaceOutage]) -> None:
+        failures: list[str] = []
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                failures.append(str(err))
+
+        for d in devices:
+            self.producer.produce(
+                self.settings.topic(Topic.LIVENESS),
+                d.model_dump_json().encode(),
+                key=d.device_id.encode(),
+                on_delivery=delivered,
+            )
+            self.metrics.published.labels(Topic.LIVENESS.value, d.status.value).inc()
+        for o in outages:
+            self.producer.produce(
+                self.settings.topic(Topic.OUTAGES),
+                o.model_dump_json().encode(),
+                key=o.place_id.encode(),
+                on_delivery=delivered,
+            )
+            self.metrics.published.labels(Topic.OUTAGES.value, o.status.value).inc()
+        left = self.producer.flush(30)
+        if failures or left:
+            raise kafka.KafkaUnavailable(
+                self.settings.kafka_bootstrap,
+                f"{left + len(failures)} liveness changes unconfirmed: {failures[:3]}",
+            )
+
+    def _row(self, device_id: str, now: datetime) -> DeviceLiveness:
+        clock, watched = self.clocks[device_id], self.fleet[device_id]
+        return DeviceLiveness(
+            device_id=device_id,
+            status=clock.status,
+            last_seen=clock.last_seen,
+            expected_interval_s=cadence(clock, watched.fallback_interval_s),
+            place_path=watched.place_path,
+            ts=now,
+        )
+
+    def check_once(self, stop: threading.Event) -> None:
+        """Judge (when caught up), publish, store, then commit what was consumed."""
+        now = datetime.now(UTC)
+        outages: list[PlaceOutage] = []
+        if self._caught_up(now):
+            result = check(self.clocks, self.fleet, self.outages, now, self.policy)
+            self.clocks, self.outages = result.clocks, result.outages
+            self._dirty.update(result.changed)
+            outages = [*result.ended, *result.started]
+            self._publish(result.announced, outages)
+        else:
+            self.metrics.skipped.inc()
+        rows = [self._row(d, now) for d in sorted(self._dirty) if d in self.clocks]
+        self._retry(lambda: self.store.save(rows, outages), stop)
+        self._dirty.clear()
+        if self._uncommitted and self._assigned:
+            self.consumer.commit(asynchronous=False)
+            self._uncommitted = False
+        self._gauges()
+
+    def _gauges(self) -> None:
+        counts = dict.fromkeys(Liveness, 0)
+        for clock in self.clocks.values():
+            counts[clock.status] += 1
+        for status, n in counts.items():
+            self.metrics.devices.labels(status.value).set(n)
+        self.metrics.outages.set(len(self.outages))
+
+    def refresh(self, stop: threading.Event) -> None:
+        """Read the active devices again; a device no longer active is no longer watched."""
+        self.fleet = self._retry(lambda: self.store.fleet(self.policy.default_interval_s), stop)
+        self.clocks = {d: c for d, c in self.clocks.items() if d in self.fleet}
+
+    def load(self, stop: threading.Event) -> None:
+        self.outages = self._retry(self.store.outages, stop)
+        self.refresh(stop)
+        self.clocks = self._retry(lambda: self.store.clocks(self.fleet, self.outages), stop)
+        self._partitions = kafka.partition_count(self.consumer, self.topic)
+        log.info(
+            "watching %d active devices (%d with stored liveness), %d open outages",
+            len(self.fleet),
+            len(self.clocks),
+            len(self.outages),
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        interval = self.settings.liveness_check_interval_s
+        try:
+            self.load(stop)
+            self.consumer.subscribe(
+                [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke
+            )
+            next_check = time.monotonic() + interval
+            next_refresh = time.monotonic() + FLEET_REFRESH_S
+            while not stop.is_set():
+                self._consume(max(0.0, min(0.2, next_check - time.monotonic())))
+                if time.monotonic() < next_check:
+                    continue
+                if time.monotonic() >= next_refresh:
+                    self.refresh(stop)
+                    next_refresh = time.monotonic() + FLEET_REFRESH_S
+                self.check_once(stop)
+                next_check = time.monotonic() + interval
+        finally:
+            self.metrics.ready.set(0)
+            self.consumer.close()
+            self.store.close()
+
+
+def run(settings: Settings, registry: CollectorRegistry, stop: threading.Event) -> None:
+    """The liveness service until ``stop`` is set."""
+    LivenessService(
+        settings,
+        kafka.consumer(settings, settings.topic("cityvitals_liveness")),
+        kafka.producer(settings),
+        LivenessStore(settings),
+        registry,
+    ).run(stop)

@@ -1,0 +1,414 @@
+"""The registry's HTTP API on the real pipeline: devices onboarded over HTTP publish with the
+credentials it issues, suspension shuts the broker's door, a 10,000-row CSV imports with its
+bad rows reported by line and field, malformed requests name the field, and schemathesis finds
+no 5xx in the served OpenAPI document.
+
+The import and the fuzzer run on a second API service in a schema of its own (see
+``isolated_api``); the other tests run on the pipeline's API service and its broker."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis import Case
+from schemathesis.core.result import Ok
+from schemathesis.generation import GenerationMode
+from schemathesis.schemas import APIOperation
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+from cityvitals import db, kafka
+from cityvitals.localstack import reports_ready
+from cityvitals.stack import StackPaths, python_service
+from device_registry import UPDATABLE
+from device_registry.api import DevicePatch
+from tests.integration.conftest import Pipeline, free_port, reading, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def api(pipeline: Pipeline) -> Iterator[httpx.Client]:
+    base = f"http://127.0.0.1:{pipeline.settings.api_port}"
+    with httpx.Client(base_url=base, timeout=120, headers={"X-Actor": "itest-api"}) as client:
+        yield client
+
+
+def uid() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def onboard(api: httpx.Client, device_id: str, city: str, **fields: Any) -> str:
+    """Register a device over HTTP; returns its MQTT secret."""
+    body = {
+        "device_id": device_id,
+        "device_type": "water_level",
+        "place_path": [city, f"{city}-d1"],
+    }
+    answer = api.post("/devices", json={**body, **fields})
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["mqtt_username"] == device_id
+    assert answer.headers["location"] == f"/devices/{device_id}"
+    return str(answer.json()["mqtt_secret"])
+
+
+def publish(pipeline: Pipeline, device: str, secret: str, ts: str, seq: int, level: float) -> None:
+    """Publish a reading, retrying while the broker reloads its password file."""
+    message = reading(ts, seq, water_level_cm=level)
+    wait_for(
+        lambda: (
+            pipeline.mosquitto_pub(device, secret, pipeline.topic(device), message).returncode == 0
+        ),
+        timeout=10,
+        what=f"the broker to accept {device}",
+    )
+
+
+def test_a_device_onboarded_through_the_api_publishes_with_its_credentials(
+    pipeline: Pipeline, api: httpx.Client
+) -> None:
+    city, device = f"api{uid()}", f"wl-{uid()}"
+    secret = onboard(api, device, city, tags=["river"], lat=31.2, lon=121.5)
+    publish(pipeline, device, secret, "2026-11-22T08:00:00Z", 1, 3.5)
+    rows = wait_for(lambda: pipeline.rows(device), what="the reading in the database")
+    assert [(r[0], r[2], r[3], r[4]) for r in rows] == [
+        ("water_level_cm", 3.5, 1, [city, f"{city}-d1"])
+    ]
+    got = api.get(f"/devices/{device}").json()
+    assert (got["state"], got["tags"], got["lat"]) == ("active", ["river"], 31.2)
+    assert [d["device_id"] for d in api.get("/devices", params={"place": city}).json()] == [device]
+    audit = api.get("/audit", params={"entity": "device", "entity_id": device}).json()
+    assert [(a["action"], a["actor"]) for a in audit] == [("add", "itest-api")]
+
+
+def test_a_suspended_device_is_refused_by_the_broker_and_reaches_nothing(
+    pipeline: Pipeline, api: httpx.Client
+) -> None:
+    city, device, marker = f"api{uid()}", f"wl-{uid()}", f"wl-{uid()}"
+    secret = onboard(api, device, city)
+    marker_secret = onboard(api, marker, city)
+    publish(pipeline, device, secret, "2026-11-22T08:00:00Z", 1, 1.0)
+    wait_for(lambda: pipeline.rows(device), what="the reading before the suspension")
+
+    answer = api.post(f"/devices/{device}/suspend", headers={"X-Actor": "ops-alice"})
+    assert answer.status_code == 200 and answer.json()["state"] == "suspended", answer.text
+    time.sleep(1)  # the broker reloads its password file on SIGHUP
+    refused = pipeline.mosquitto_pub(
+        device,
+        secret,
+        pipeline.topic(device),
+        reading("2026-11-22T08:00:10Z", 2, water_level_cm=2.0),
+        "-V",
+        "mqttv5",
+    )
+    assert refused.returncode != 0, refused.stdout
+    assert b"not authori" in refused.stderr.lower(), refused.stderr
+
+    # A later reading of another device is stored: anything the suspended one got through
+    # would have been stored by now too.
+    publish(pipeline, marker, marker_secret, "2026-11-22T08:00:20Z", 1, 9.0)
+    wait_for(lambda: pipeline.rows(marker), what="the marker reading")
+    assert [r[3] for r in pipeline.rows(device)] == [1]
+    audit = api.get("/audit", params={"entity_id": device}).json()
+    assert (audit[0]["action"], audit[0]["actor"], audit[0]["after"]["state"]) == (
+        "state",
+        "ops-alice",
+        "suspended",
+    )
+
+    assert api.post(f"/devices/{device}/activate").json()["state"] == "active"
+    publish(pipeline, device, secret, "2026-11-22T08:00:30Z", 3, 3.0)
+    wait_for(lambda: len(pipeline.rows(device)) == 2, what="the reading after reactivation")
+
+
+@pytest.fixture(scope="module")
+def isolated_api(
+    pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[httpx.Client]:
+    """A second API service on the pipeline's PostgreSQL and Kafka, in a database schema and
+    under a topic prefix of its own, with no broker to reload.
+
+    For the tests that register thousands of devices or random ones. Place ids are global: in
+    the shared schema the fuzzer could take one another test's place tree needs (``d1`` of
+    ``itest/d1/s1/g1``). And Mosquitto loses a SIGHUP that arrives while it reloads, which
+    takes longer the bigger the password file: 10,000 more devices in the shared broker make
+    other tests' secret rotations flaky (a registry bug, reported, not worked around here).
+    """
+    folder = tmp_path_factory.mktemp("isolated")
+    paths = StackPaths(folder)
+    paths.pids.mkdir()
+    paths.logs.mkdir()  # and no mosquitto folder: this API has no broker to reload
+    settings = pipeline.settings.model_copy(
+        update={
+            "database_schema": f"isolated_{uid()}",
+            "topic_prefix": f"isolated{uid()}",
+            "state_dir": folder,
+            "api_port": free_port(),
+            "metrics_port": free_port(),
+        }
+    )
+    db.migrate(settings)
+    kafka.ensure_topics(settings)
+    service = python_service(paths, "api", settings.to_env())
+    service.start()
+    try:
+        wait_for(
+            lambda: reports_ready("api", settings.metrics_port) or not service.alive(),
+            what="the second API service",
+        )
+        assert service.alive(), service.log_tail()
+        base = f"http://127.0.0.1:{settings.api_port}"
+        with httpx.Client(base_url=base, timeout=120, headers={"X-Actor": "itest-api"}) as client:
+            yield client
+    finally:
+        service.stop()
+
+
+def test_a_10000_row_csv_imports_and_each_bad_row_is_reported(isolated_api: httpx.Client) -> None:
+    api, city = isolated_api, f"imp{uid()}"
+    taken = f"taken-{uid()}"
+    onboard(api, taken, city)
+    lines = ["device_id,device_type,place_path,tags,lat,lon"]
+    expected_errors: set[tuple[int, str]] = set()
+    good: list[str] = []
+    for n in range(10_000):
+        line = n + 2  # the header is line 1
+        device = f"{city}-{n:05d}"
+        place = f"{city}/{city}-d{n % 5}/{city}-s{n % 20}"
+        row = [device, "noise", place, "bulk;street", "31.2", "121.5"]
+        if n % 1000 == 17:
+            row[0], error = f"bad id {n}", "device_id"
+        elif n % 1000 == 333:
+            row[2], error = "", "place_path"
+        elif n % 1000 == 555:
+            row[4], error = "95.5", "lat"
+        elif n % 1000 == 777:
+            row[0], error = f"{city}-{n - 1:05d}", "device_id"  # the row above's id again
+        elif n == 9_999:
+            row[0], error = taken, "device_id"  # registered before the import
+        else:
+            good.append(device)
+            error = ""
+        if error:
+            expected_errors.add((line, error))
+        lines.append(",".join(row))
+    started = time.monotonic()
+    answer = api.post(
+        "/devices/import",
+        content="\n".join(lines) + "\n",
+        headers={"Content-Type": "text/csv"},
+    )
+    took = time.monotonic() - started
+    assert answer.status_code == 200, answer.text[:2000]
+    report = answer.json()
+    print(f"imported {len(report['added'])} devices through the API in {took:.1f} s")
+    assert sorted(a["device_id"] for a in report["added"]) == sorted(good)
+    assert {(e["line"], e["field"]) for e in report["errors"]} == expected_errors
+    assert len(report["errors"]) == len(expected_errors) == 41
+    by_line = {e["line"]: e["message"] for e in report["errors"]}
+    assert "already registered" in by_line[779] and "95.5" in by_line[557]
+
+    listed = api.get("/devices", params={"place": city, "tag": "bulk"}).json()
+    assert sorted(d["device_id"] for d in listed) == sorted(good)
+    exported = api.get("/devices", params={"place": f"{city}-d1", "tag": "bulk", "format": "csv"})
+    assert exported.headers["content-type"].startswith("text/csv")
+    assert len(exported.text.splitlines()) == 1 + sum(1 for d in good if int(d[-5:]) % 5 == 1)
+    assert all(len(a["mqtt_secret"]) >= 32 for a in report["added"])
+
+
+def test_a_json_import_reports_items_and_an_export_reads_back(
+    pipeline: Pipeline, api: httpx.Client
+) -> None:
+    city, gateway = f"json{uid()}", pipeline.settings.mqtt_username
+    items: list[Any] = [
+        {"device_id": f"{city}-1", "device_type": "noise", "place_path": f"{city}/{city}-d1"},
+        {"device_id": f"{city}-2", "device_type": "noise", "place_path": [city], "lon": 500},
+        "not an object",
+        {"device_id": f"{city}-1", "device_type": "noise", "place_path": [city]},
+        {"device_id": f"{city}-3", "device_type": "noise", "place_path": [city], "colour": "red"},
+        {"device_id": gateway, "device_type": "noise", "place_path": [city]},
+    ]
+    report = api.post("/devices/import", json=items).json()
+    assert [a["device_id"] for a in report["added"]] == [f"{city}-1"]
+    assert [(e["line"], e["field"]) for e in report["errors"]] == [
+        (2, "lon"),
+        (3, "item"),
+        (4, "device_id"),
+        (5, "colour"),
+        (6, "device_id"),
+    ]
+    exported = api.get("/devices", params={"place": city, "format": "json"}).json()
+    again = api.post("/devices/import", json=exported).json()
+    assert again["added"] == []
+    assert [(e["line"], e["field"]) for e in again["errors"]] == [(1, "device_id")]
+
+
+def test_patch_takes_exactly_the_fields_the_registry_updates() -> None:
+    assert set(DevicePatch.model_fields) == UPDATABLE
+
+
+def loc_of(answer: httpx.Response) -> list[Any]:
+    return list(answer.json()["detail"][0]["loc"])
+
+
+def test_malformed_requests_get_4xx_naming_the_field(pipeline: Pipeline, api: httpx.Client) -> None:
+    city, device = f"bad{uid()}", f"wl-{uid()}"
+    onboard(api, device, city)
+    new = {"device_id": f"wl-{uid()}", "device_type": "noise", "place_path": [city]}
+    gateway = pipeline.settings.mqtt_username
+    cases: list[tuple[str, str, dict[str, Any], int, list[Any]]] = [
+        ("GET", "/devices/bad id!", {}, 422, ["path", "device_id"]),
+        ("GET", "/devices", {"params": {"state": "sleeping"}}, 422, ["query", "state"]),
+        ("GET", "/devices", {"params": {"limit": "ten"}}, 422, ["query", "limit"]),
+        ("POST", "/devices", {"json": {**new, "device_id": "a/b"}}, 422, ["body", "device_id"]),
+        ("POST", "/devices", {"json": {**new, "state": "asleep"}}, 422, ["body", "state"]),
+        ("POST", "/devices", {"json": {**new, "lat": "north"}}, 422, ["body", "lat"]),
+        ("POST", "/devices", {"json": {**new, "tags": "a;b"}}, 422, ["body", "tags"]),
+        ("POST", "/devices", {"json": {**new, "place_path": []}}, 422, ["body", "place_path"]),
+        ("POST", "/devices", {"json": {**new, "profile_id": "nope"}}, 422, ["body", "profile_id"]),
+        ("POST", "/devices", {"json": {**new, "device_id": device}}, 409, ["body", "device_id"]),
+        ("POST", "/devices", {"json": {**new, "device_id": gateway}}, 409, ["body", "device_id"]),
+        ("PATCH", f"/devices/{device}", {"json": {"colour": "red"}}, 422, ["body", "colour"]),
+        ("PATCH", f"/devices/{device}", {"json": {"state": "retired"}}, 422, ["body", "state"]),
+        ("PATCH", f"/devices/{device}", {"json": {"lat": [1]}}, 422, ["body", "lat"]),
+        (
+            "PATCH",
+            f"/devices/{device}",
+            {"json": {"device_type": None}},
+            422,
+            ["body", "device_type"],
+        ),
+        (
+            "POST",
+            f"/devices/{device}/move",
+            {"json": {"place_path": [city, "no/such"]}},
+            422,
+            ["body", "place_path", 1],
+        ),
+        (
+            "POST",
+            f"/devices/{device}/move",
+            {"json": {"place_path": [f"{city}-d1"]}},  # it sits under the city already
+            409,
+            ["body", "place_path"],
+        ),
+        ("PUT", "/places/x y", {"json": {"name": "X"}}, 422, ["path", "place_id"]),
+        (
+            "PUT",
+            f"/places/{city}-x",
+            {"json": {"name": "X", "parent_id": f"{city}-nowhere"}},
+            422,
+            ["body", "parent_id"],
+        ),
+        ("PUT", f"/places/{city}", {"json": {"name": ""}}, 422, ["body", "name"]),
+        ("POST", f"/places/{city}-d1/move", {"json": {}}, 422, ["body", "parent_id"]),
+        (
+            "PUT",
+            f"/profiles/p-{city}",
+            {"json": {"device_type": "noise", "expected_interval_s": -1}},
+            422,
+            ["body", "expected_interval_s"],
+        ),
+        ("GET", "/audit", {"params": {"limit": 0}}, 422, ["query", "limit"]),
+        ("GET", "/liveness/devices", {"params": {"status": "dead"}}, 422, ["query", "status"]),
+        (
+            "POST",
+            "/devices/import",
+            {"content": "id,kind\n1,2\n", "headers": {"Content-Type": "text/csv"}},
+            422,
+            ["body", "device_id,device_type,place_path"],
+        ),
+        (
+            "POST",
+            "/devices/import",
+            {"content": "{}", "headers": {"Content-Type": "text/plain"}},
+            415,
+            ["header", "content-type"],
+        ),
+        (
+            "POST",
+            f"/devices/{device}/suspend",
+            {"headers": {"X-Actor": ""}},
+            422,
+            ["header", "X-Actor"],
+        ),
+    ]
+    for method, path, kwargs, status, loc in cases:
+        answer = api.request(method, path, **kwargs)
+        what = f"{method} {path} {kwargs}: {answer.status_code} {answer.text}"
+        assert answer.status_code == status, what
+        assert loc_of(answer) == loc, what
+        assert answer.json()["detail"][0]["msg"], what
+    for path in (f"/devices/{device}x", f"/places/{city}x", f"/profiles/{city}x"):
+        assert api.get(path).status_code == 404, path
+    assert api.post(f"/devices/{device}x/rotate-secret").status_code == 404
+    assert api.get("/places", params={"under": f"{city}x"}).status_code == 404
+    # Nothing above changed the device.
+    assert api.get(f"/devices/{device}").json()["place_path"] == [city, f"{city}-d1"]
+
+
+MAX_EXAMPLES = 20
+Operation = APIOperation[Any, Any, Any, Any]
+
+
+def has_input(operation: Operation) -> bool:
+    parameters = (operation.path_parameters, operation.query, operation.headers, operation.body)
+    return any(len(p) for p in parameters)
+
+
+def fuzz(operation: Operation, mode: GenerationMode, statuses: Counter[int]) -> int:
+    """Run up to MAX_EXAMPLES generated requests; returns how many were sent."""
+    sent = 0
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    def call(case: Case[Operation]) -> None:
+        nonlocal sent
+        answer = case.call_and_validate(timeout=60, excluded_checks=[positive_data_acceptance])
+        sent += 1
+        statuses[answer.status_code] += 1
+
+    call()
+    return sent
+
+
+def test_schemathesis_finds_no_server_error(api: httpx.Client, isolated_api: httpx.Client) -> None:
+    """Every operation of the served document, with valid and with invalid input.
+
+    Every check schemathesis runs by default is on except ``positive_data_acceptance``: the
+    registry refuses some schema-valid input for reasons a schema cannot state (a profile or a
+    parent place that does not exist, a place id already elsewhere in the tree), and it does
+    so with the 4xx this API documents.
+    """
+    url = f"{str(isolated_api.base_url).rstrip('/')}/openapi.json"
+    assert httpx.get(url).json() == api.get("/openapi.json").json()  # the pipeline's API's
+    operations = []
+    for result in schemathesis.openapi.from_url(url).get_all_operations():
+        assert isinstance(result, Ok), result.err()
+        operations.append(result.ok())
+    assert len(operations) >= 23, [o.label for o in operations]
+    exercised: Counter[str] = Counter()
+    statuses: Counter[int] = Counter()
+    started = time.monotonic()
+    for operation in operations:
+        exercised[operation.label] += fuzz(operation, GenerationMode.POSITIVE, statuses)
+        if has_input(operation):  # an operation without input has no invalid form
+            exercised[operation.label] += fuzz(operation, GenerationMode.NEGATIVE, statuses)
+    took = time.monotonic() - started
+    print(f"schemathesis: {sum(exercised.values())} requests in {took:.0f} s, {dict(statuses)}")
+    # Hypothesis stops early only when an operation's input space is exhausted.
+    assert all(exercised[o.label] >= (10 if has_input(o) else 1) for o in operations), exercised
+    assert not [s for s in statuses if s >= 500]
+    assert {200, 201, 404, 422} <= set(statuses)

@@ -1,0 +1,232 @@
+"""Liveness on real parts: devices publish with mosquitto_pub, the liveness service follows the
+enriched ``readings`` topic, and its verdicts land in PostgreSQL and on Kafka.
+
+The pipeline judges every 0.5 s (``liveness_check_interval_s`` in the fixture). Devices here
+publish about every second, so each is judged by that cadence, not the 300 s default: late
+after 2 s of silence, offline after 4 s. (A shorter cadence would be lost in the pipeline's own
+latency, up to about a second from the gateway to the liveness service.) Each test places its
+devices in a city of its own, so no other test's devices count towards its places.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer
+
+from cityvitals import kafka
+from cityvitals.contracts import DeviceLiveness, OutageStatus, PlaceOutage
+from cityvitals.topics import Topic
+from tests.integration.conftest import Pipeline, reading, wait_for
+
+pytestmark = pytest.mark.integration
+
+EVERY = 1.0
+"""Seconds between two readings of a test device."""
+
+
+class TopicLog:
+    """Everything on one Kafka topic from its beginning, read in a group of its own."""
+
+    def __init__(self, pipeline: Pipeline, topic: Topic) -> None:
+        self.consumer: Consumer = kafka.consumer(pipeline.settings, f"itest-{uuid.uuid4().hex}")
+        self.consumer.subscribe([pipeline.settings.topic(topic)])
+        self.values: list[bytes] = []
+
+    def read(self, idle: float = 1.0) -> list[bytes]:
+        """Read until nothing new came for ``idle`` seconds; returns all read so far."""
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < idle:
+            for msg in self.consumer.consume(500, timeout=0.2):
+                if msg.error() is None:
+                    self.values.append(msg.value() or b"")
+                    quiet_since = time.monotonic()
+        return self.values
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+@pytest.fixture()
+def liveness_log(pipeline: Pipeline) -> Iterator[TopicLog]:
+    log = TopicLog(pipeline, Topic.LIVENESS)
+    yield log
+    log.close()
+
+
+@pytest.fixture()
+def outages_log(pipeline: Pipeline) -> Iterator[TopicLog]:
+    log = TopicLog(pipeline, Topic.OUTAGES)
+    yield log
+    log.close()
+
+
+def changes(log: TopicLog, devices: Sequence[str]) -> list[DeviceLiveness]:
+    decoded = (DeviceLiveness.model_validate_json(v) for v in log.read(idle=0.5))
+    return [d for d in decoded if d.device_id in devices]
+
+
+def publish_round(pipeline: Pipeline, devices: Sequence[tuple[str, str]], seq: int) -> None:
+    for device, secret in devices:
+        now = datetime.now(UTC).isoformat()
+        result = pipeline.mosquitto_pub(
+            device, secret, pipeline.topic(device), reading(now, seq, water_level_cm=2.0)
+        )
+        assert result.returncode == 0, result.stderr
+
+
+def publish_rounds(pipeline: Pipeline, devices: Sequence[tuple[str, str]], rounds: int) -> None:
+    """Each device publishes ``rounds`` readings, :data:`EVERY` seconds apart."""
+    for seq in range(rounds):
+        started = time.monotonic()
+        publish_round(pipeline, devices, seq)
+        if seq < rounds - 1:
+            time.sleep(max(0.0, EVERY - (time.monotonic() - started)))
+
+
+@contextmanager
+def reporting(pipeline: Pipeline, devices: Sequence[tuple[str, str]]) -> Iterator[None]:
+    """The devices keep publishing every :data:`EVERY` seconds until the block ends."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def loop() -> None:
+        seq = 1000
+        while not stop.is_set():
+            try:
+                publish_round(pipeline, devices, seq)
+            except BaseException as exc:
+                errors.append(exc)
+                return
+            seq += 1
+            stop.wait(EVERY)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not errors, errors
+
+
+def liveness_rows(pipeline: Pipeline, devices: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+    rows = pipeline.query(
+        "SELECT device_id, status, last_seen, expected_interval_s, place_path "
+        "FROM device_liveness WHERE device_id = ANY(%s)",
+        list(devices),
+    )
+    return {r[0]: r for r in rows}
+
+
+def statuses(pipeline: Pipeline, devices: Sequence[str]) -> set[str]:
+    rows = liveness_rows(pipeline, devices)
+    return {rows[d][1] for d in devices} if len(rows) == len(devices) else set()
+
+
+def test_a_silent_device_goes_offline_by_its_own_cadence_and_comes_back_online(
+    pipeline: Pipeline, liveness_log: TopicLog
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    device, secret = pipeline.register(place=f"lv{tag}/dA{tag}/sA{tag}/sA{tag}g1")
+    publish_rounds(pipeline, [(device, secret)], rounds=5)
+    silent_from = time.monotonic()
+
+    wait_for(lambda: statuses(pipeline, [device]) == {"offline"}, 30, "the device offline")
+    assert time.monotonic() - silent_from < 15  # its own cadence, not 4 x the 300 s default
+    _, _, last_seen, interval, path = liveness_rows(pipeline, [device])[device]
+    assert 0.7 * EVERY < interval < 1.5 * EVERY, "the observed cadence"
+    assert path == [f"lv{tag}", f"dA{tag}", f"sA{tag}", f"sA{tag}g1"]
+
+    offline = wait_for(
+        lambda: [c for c in changes(liveness_log, [device]) if c.status == "offline"],
+        15,
+        "the offline change on Kafka",
+    )[0]
+    assert offline.last_seen == last_seen and offline.expected_interval_s == interval
+    silence = (offline.ts - last_seen).total_seconds()
+    factor = pipeline.settings.liveness_offline_factor
+    assert factor * interval <= silence < factor * interval + 2.0
+
+    with reporting(pipeline, [(device, secret)]):
+        wait_for(lambda: statuses(pipeline, [device]) == {"online"}, 15, "the device online")
+
+        def back_online() -> list[str]:
+            seen = [c.status.value for c in changes(liveness_log, [device])]
+            return seen if "online" in seen[seen.index("offline") :] else []
+
+        seen = wait_for(back_online, 15, "the online change on Kafka")
+    first = seen.index("offline")
+    assert seen[first - 1 : first + 2] == ["late", "offline", "online"], seen
+
+
+def test_a_silent_street_is_one_outage_and_its_devices_raise_no_offline_of_their_own(
+    pipeline: Pipeline, liveness_log: TopicLog, outages_log: TopicLog
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    city, district, street = f"lv{tag}", f"dL{tag}", f"sX{tag}"
+    street_path = [city, district, street]
+    devices = [
+        pipeline.register(place=f"{city}/{district}/{street}/{street}g{1 + i % 2}")
+        for i in range(6)
+    ]
+    ids = [d for d, _ in devices]
+    # Three neighbours in the district report once: too few gaps for a cadence, so the 300 s
+    # default keeps them online and the district (6 of 9 offline) does not qualify itself.
+    neighbours = [pipeline.register(place=f"{city}/{district}/sY{tag}/sY{tag}g1") for _ in range(3)]
+    publish_round(pipeline, neighbours, 0)
+    publish_rounds(pipeline, devices, rounds=5)
+
+    def outages() -> list[tuple[Any, ...]]:
+        """Outages anywhere in this test's city."""
+        return pipeline.query(
+            "SELECT outage_id, place_path, status, devices_total, devices_silent "
+            "FROM place_outages WHERE place_path[1] = %s",
+            city,
+        )
+
+    outage_id = wait_for(outages, 30, "a place outage")[0][0]
+    wait_for(lambda: statuses(pipeline, ids) == {"offline"}, 15, "every device offline")
+    time.sleep(2.0)  # four more checks: nothing else may open
+    assert [r[1:] for r in outages()] == [(street_path, "started", 6, 6)], (
+        "one outage, for the street: not its grids, not its district"
+    )
+    on_kafka = [PlaceOutage.model_validate_json(v) for v in outages_log.read()]
+    mine = [o for o in on_kafka if o.place_path[0] == city]
+    assert [(o.outage_id, o.place_id, o.status) for o in mine] == [
+        (outage_id, street, OutageStatus.STARTED)
+    ]
+    before = changes(liveness_log, ids)
+    assert "offline" not in {c.status for c in before}, "withheld under the outage"
+    assert {c.device_id for c in before if c.status == "late"} == set(ids)
+
+    # Power back: the street reports again, the outage ends, and no device was ever offline.
+    with reporting(pipeline, devices):
+        wait_for(
+            lambda: pipeline.query(
+                "SELECT 1 FROM place_outages WHERE outage_id = %s AND status = 'ended'",
+                outage_id,
+            ),
+            15,
+            "the outage to end",
+        )
+        wait_for(lambda: statuses(pipeline, ids) == {"online"}, 15, "every device online")
+
+        def all_online() -> list[DeviceLiveness]:
+            seen = changes(liveness_log, ids)
+            return seen if {c.device_id for c in seen if c.status == "online"} == set(ids) else []
+
+        after = wait_for(all_online, 15, "every device online on Kafka")
+    assert "offline" not in {c.status for c in after}
+    on_kafka = [PlaceOutage.model_validate_json(v) for v in outages_log.read()]
+    assert [
+        (o.outage_id, o.status, o.devices_total) for o in on_kafka if o.place_path[0] == city
+    ] == [(outage_id, "started", 6), (outage_id, "ended", 6)]

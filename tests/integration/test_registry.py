@@ -1,0 +1,184 @@
+"""The registry on real PostgreSQL, Kafka and Mosquitto: the place tree, moves that reach the
+stream, profiles, the audit log, path conflicts and secret rotation."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from cityvitals.contracts import Device, Place, PlaceLevel, Profile
+from cityvitals.services import open_registry
+from device_registry import PlaceConflict, UnknownProfile
+from tests.integration.conftest import Pipeline, reading, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def tree(prefix: str) -> list[Place]:
+    c, d1, d2 = f"{prefix}c", f"{prefix}d1", f"{prefix}d2"
+    s1, g1 = f"{prefix}s1", f"{prefix}g1"
+    return [
+        Place(place_id=c, level=PlaceLevel.CITY, name="City", path=(c,)),
+        Place(place_id=d1, level=PlaceLevel.DISTRICT, name="D1", path=(c, d1)),
+        Place(place_id=d2, level=PlaceLevel.DISTRICT, name="D2", path=(c, d2)),
+        Place(place_id=s1, level=PlaceLevel.STREET, name="S1", path=(c, d1, s1)),
+        Place(place_id=g1, level=PlaceLevel.GRID, name="G1", path=(c, d1, s1, g1)),
+    ]
+
+
+def test_moving_a_street_moves_its_subtree_and_the_stream_follows(pipeline: Pipeline) -> None:
+    p = uuid.uuid4().hex[:6]
+    places = tree(p)
+    with open_registry(pipeline.settings) as reg:
+        reg.put_places(places, "itest")
+        device, secret = pipeline.register("water_level", "/".join(places[4].path))
+        assert [x.place_id for x in reg.list_places(f"{p}s1")] == [f"{p}s1", f"{p}g1"]
+        moved = reg.move_place(f"{p}s1", f"{p}d2", "itest")
+        assert [x.path for x in moved] == [
+            (f"{p}c", f"{p}d2", f"{p}s1"),
+            (f"{p}c", f"{p}d2", f"{p}s1", f"{p}g1"),
+        ]
+        assert reg.get(device).place_path == (f"{p}c", f"{p}d2", f"{p}s1", f"{p}g1")
+        assert reg.audit_log("place", f"{p}s1")[0].action == "move"
+    # The next reading is enriched with the new place: the move reached the stream in-band.
+    pipeline.mosquitto_pub(
+        device, secret, pipeline.topic(device), reading("2026-11-22T09:00:00Z", 1, water_level_cm=1)
+    )
+    rows = wait_for(lambda: pipeline.rows(device), what="the reading after the move")
+    assert rows[0][4] == [f"{p}c", f"{p}d2", f"{p}s1", f"{p}g1"]
+
+
+def test_a_place_cannot_sit_in_two_places(pipeline: Pipeline) -> None:
+    p = uuid.uuid4().hex[:6]
+    with open_registry(pipeline.settings) as reg:
+        reg.put_places(tree(p), "itest")
+        wrong = Device(
+            device_id=f"wl-{p}",
+            device_type="water_level",
+            place_path=(f"{p}c", f"{p}d2", f"{p}s1"),
+            updated_at=datetime.now(UTC),
+        )
+        with pytest.raises(PlaceConflict) as err:
+            reg.add(wrong, "itest")
+        assert err.value.field == "place_path"
+        assert f"{p}s1" in str(err.value)
+
+
+def test_profiles_updates_and_the_audit_log(pipeline: Pipeline) -> None:
+    p = uuid.uuid4().hex[:6]
+    profile = Profile(
+        profile_id=f"wl-{p}",
+        device_type="water_level",
+        expected_interval_s=300,
+        metrics={"water_level_cm": {"unit": "cm", "min": 0, "max": 500}},
+    )
+    device, _ = pipeline.register("water_level")
+    with open_registry(pipeline.settings) as reg:
+        reg.put_profile(profile, "alice")
+        assert reg.get_profile(profile.profile_id) == profile
+        updated = reg.update(
+            device, {"profile_id": profile.profile_id, "tags": ("underpass",)}, "bob"
+        )
+        assert updated.profile_id == profile.profile_id and updated.tags == ("underpass",)
+        assert [d.device_id for d in reg.list(tag="underpass", profile_id=profile.profile_id)] == [
+            device
+        ]
+        with pytest.raises(UnknownProfile):
+            reg.update(device, {"profile_id": "no-such-profile"}, "bob")
+        entry = reg.audit_log("device", device)[0]
+        assert (entry.actor, entry.action) == ("bob", "update")
+        assert entry.before is not None and entry.after is not None
+        assert entry.before["tags"] == [] and entry.after["tags"] == ["underpass"]
+
+
+def test_rotating_a_secret_locks_the_old_one_out(pipeline: Pipeline) -> None:
+    device, old = pipeline.register("water_level")
+    with open_registry(pipeline.settings) as reg:
+        ((_, new),) = reg.rotate_secrets([device], "itest")
+    topic = pipeline.topic(device)
+    wait_for(
+        lambda: (
+            pipeline.mosquitto_pub(
+                device, old, topic, reading("2026-11-22T09:00:00Z", 1, water_level_cm=1)
+            ).returncode
+            != 0
+        ),
+        what="the broker to refuse the old secret",
+    )
+    assert (
+        pipeline.mosquitto_pub(
+            device, new, topic, reading("2026-11-22T09:00:01Z", 2, water_level_cm=1)
+        ).returncode
+        == 0
+    )
+    rows = wait_for(
+        lambda: [r for r in pipeline.rows(device) if r[3] == 2],
+        what="the reading sent with the new secret",
+    )
+    assert len(rows) == 1
+
+
+def test_suspension_drops_a_connected_device_without_a_broker_restart(pipeline: Pipeline) -> None:
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from cityvitals.contracts import DeviceState
+
+    device, secret = pipeline.register("water_level")
+    connected, dropped = threading.Event(), threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"live-{device}")
+    client.username_pw_set(device, secret)
+    client.on_connect = lambda *_: connected.set()
+    client.on_disconnect = lambda *_: dropped.set()
+    client.reconnect_delay_set(30, 30)  # no quick reconnect: we watch the broker drop it
+    client.connect("127.0.0.1", pipeline.settings.mqtt_port)
+    client.loop_start()
+    try:
+        assert connected.wait(10)
+        with open_registry(pipeline.settings) as reg:
+            reg.set_state(device, DeviceState.SUSPENDED, "itest")
+        assert dropped.wait(10), "the broker kept the suspended device connected"
+    finally:
+        client.loop_stop()
+    result = pipeline.mosquitto_pub(
+        device, secret, pipeline.topic(device), reading("2026-11-22T09:00:00Z", 1, water_level_cm=1)
+    )
+    assert result.returncode != 0  # and it cannot come back
+
+
+def test_a_profiles_valid_range_is_enforced_in_the_stream(pipeline: Pipeline) -> None:
+    p = uuid.uuid4().hex[:6]
+    device, secret = pipeline.register("water_level")
+    with open_registry(pipeline.settings) as reg:
+        reg.put_profile(
+            Profile(
+                profile_id=f"range-{p}",
+                device_type="water_level",
+                expected_interval_s=60,
+                metrics={"water_level_cm": {"unit": "cm", "min": 0, "max": 500}},
+            ),
+            "itest",
+        )
+        reg.update(device, {"profile_id": f"range-{p}"}, "itest")
+    topic = pipeline.topic(device)
+    pipeline.mosquitto_pub(
+        device, secret, topic, reading("2026-11-22T09:00:00Z", 1, water_level_cm=-40)
+    )
+    pipeline.mosquitto_pub(
+        device, secret, topic, reading("2026-11-22T09:00:01Z", 2, water_level_cm=4)
+    )
+    rows = wait_for(lambda: pipeline.rows(device), what="the valid reading")
+    assert [r[3] for r in rows] == [2]
+    letter = wait_for(
+        lambda: pipeline.query(
+            "SELECT stage, reason FROM deadletters WHERE device_id = %s", device
+        ),
+        what="a dead letter",
+    )
+    assert letter == [
+        ("streams", "water_level_cm=-40 is outside the profile's valid range [0.0, 500.0]")
+    ]

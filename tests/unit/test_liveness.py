@@ -1,0 +1,301 @@
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+from cityvitals.contracts import Liveness, OutageStatus
+from device_registry.liveness import (
+    DEFAULT_INTERVAL_S,
+    WINDOW,
+    CheckResult,
+    DeviceClock,
+    LivenessPolicy,
+    Outage,
+    PlacePath,
+    PlaceTally,
+    Watched,
+    cadence,
+    check,
+    highest_places,
+    judge,
+    observe,
+    outage_id,
+    restore,
+    tally,
+    track_outages,
+)
+
+T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+POLICY = LivenessPolicy(late_factor=2, offline_factor=4, outage_min_devices=3)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def reported(times: Iterable[float], since: float = 0) -> DeviceClock:
+    clock = DeviceClock(since=at(since))
+    for t in times:
+        clock = observe(clock, at(t))
+    return clock
+
+
+def status(clock: DeviceClock, now: float, fallback: float = 300.0) -> Liveness:
+    return judge(clock, at(now), fallback, 2.0, 4.0)
+
+
+# --- one device ---------------------------------------------------------------------------------
+
+
+def test_cadence_is_learned_from_three_gaps_and_falls_back_before() -> None:
+    assert cadence(reported([0, 10, 20]), 60.0) == 60.0  # two gaps: the fallback
+    assert cadence(reported([0, 10, 20, 30]), 60.0) == 10.0
+
+
+def test_cadence_is_the_median_of_a_bounded_window_so_one_long_gap_does_not_move_it() -> None:
+    clock = reported([0, 10, 20, 30, 1030, 1040, 1050])
+    assert cadence(clock, 60.0) == 10.0
+    many = reported(range(0, 10 * (WINDOW + 20), 10))
+    assert len(many.gaps) == WINDOW
+
+
+def test_a_replayed_or_older_report_changes_nothing_and_a_near_duplicate_is_one_report() -> None:
+    clock = reported([0, 10, 20])
+    assert observe(clock, at(15)) is clock
+    assert observe(clock, at(20)) is clock
+    merged = observe(clock, at(20.05))
+    assert merged.gaps == clock.gaps and merged.last_seen == at(20.05)
+
+
+def test_late_and_offline_follow_the_devices_own_cadence() -> None:
+    fast = reported([0, 1, 2, 3])  # every second
+    assert [status(fast, t) for t in (4.5, 5.0, 7.0)] == ["online", "late", "offline"]
+    slow = reported([0, 100, 200, 300])  # every 100 s, same fallback
+    assert [status(slow, t) for t in (350, 500, 700)] == ["online", "late", "offline"]
+
+
+def test_the_fallback_rules_until_the_cadence_is_known() -> None:
+    clock = reported([0, 1])  # one gap of 1 s is not yet a cadence
+    assert status(clock, 10, fallback=60) == "online"
+    assert status(clock, 1 + 120, fallback=60) == "late"
+    assert status(clock, 1 + 240, fallback=60) == "offline"
+
+
+def test_a_device_never_heard_is_judged_from_its_registration() -> None:
+    clock = DeviceClock(since=at(1000))
+    assert status(clock, 1000 + 239, fallback=60) == "late"
+    assert status(clock, 1000 + 240, fallback=60) == "offline"
+
+
+def test_an_offline_device_is_online_again_as_soon_as_it_reports() -> None:
+    clock = reported([0, 10, 20, 30])
+    assert status(clock, 200) == "offline"
+    back = observe(clock, at(200))
+    assert status(back, 201) == "online"
+    assert cadence(back, 300.0) == 10.0  # the outage gap did not teach it a new cadence
+
+
+def test_a_restored_clock_keeps_its_cadence_and_knows_a_withheld_offline() -> None:
+    clock = restore(Liveness.OFFLINE, at(0), 10.0, at(-100), withheld=True)
+    assert cadence(clock, 300.0) == 10.0 and clock.announced is Liveness.LATE
+    assert restore(Liveness.OFFLINE, at(0), 10.0, at(-100), withheld=False).announced == "offline"
+    never = restore(Liveness.LATE, None, 300.0, at(-100), withheld=False)
+    assert never.gaps == () and never.heard == at(-100)
+
+
+# --- places -------------------------------------------------------------------------------------
+
+
+def members(
+    silent: dict[PlacePath, int], quiet: dict[PlacePath, int]
+) -> list[tuple[PlacePath, bool, datetime]]:
+    rows: list[tuple[PlacePath, bool, datetime]] = []
+    for path, n in silent.items():
+        rows += [(path, True, T0)] * n
+    for path, n in quiet.items():
+        rows += [(path, False, T0)] * n
+    return rows
+
+
+def test_the_highest_place_out_is_the_outage_not_its_grids_nor_its_district() -> None:
+    g1, g2, other = ("c", "d", "s1", "g1"), ("c", "d", "s1", "g2"), ("c", "d", "s2", "g1")
+    out = highest_places(tally(members({g1: 3, g2: 3}, {other: 2})), 3, 0.8)
+    assert list(out) == [("c", "d", "s1")]  # g1, g2 qualify too; d is 6/8 = 0.75
+    assert (out["c", "d", "s1"].total, out["c", "d", "s1"].silent) == (6, 6)
+
+
+def test_a_district_that_qualifies_itself_is_the_one_outage() -> None:
+    g1, other, elsewhere = ("c", "d", "s1", "g1"), ("c", "d", "s2", "g1"), ("c", "d2", "s1")
+    out = highest_places(tally(members({g1: 4, other: 4}, {elsewhere: 3})), 3, 0.8)
+    assert list(out) == [("c", "d")]  # the city is 8/11
+
+
+def test_too_few_devices_or_too_small_a_share_is_no_outage() -> None:
+    g1 = ("c", "d", "s1", "g1")
+    assert highest_places(tally(members({g1: 2}, {})), 3, 0.8) == {}
+    assert highest_places(tally(members({g1: 7}, {g1: 3})), 3, 0.8) == {}
+    assert list(highest_places(tally(members({g1: 7}, {g1: 3})), 3, 0.7)) == [("c",)]
+
+
+def test_an_open_outage_stays_while_anything_under_it_is_out_and_never_nests() -> None:
+    s1, s2, g2, district = STREET, ("c", "d", "s2"), (*STREET, "g2"), ("c", "d")
+    street = Outage(outage_id("s1", T0), s1, T0, 6, 6)
+    out = PlaceTally(3, 3, T0)
+    assert track_outages({s1: street}, {g2: out}, {}) == ({s1: street}, [], {})
+    assert track_outages({s1: street}, {}, {}) == ({}, [street], {})
+    assert track_outages({s1: street}, {s1: out, s2: out}, {}) == ({s1: street}, [], {s2: out})
+    # The district goes out as well: it takes the street over.
+    both = {district: out, s1: out}
+    assert track_outages({s1: street}, both, {}) == ({}, [street], {district: out})
+
+
+def test_no_outage_starts_below_a_place_about_to_go_out() -> None:
+    g1, s1 = (*STREET, "g1"), STREET
+    out = PlaceTally(3, 3, T0)
+    assert track_outages({}, {g1: out}, {s1: out}) == ({}, [], {})  # wait for the street
+    assert track_outages({}, {g1: out}, {g1: out}) == ({}, [], {g1: out})
+
+
+def test_a_street_whose_grids_cross_offline_a_little_apart_is_one_street_outage() -> None:
+    fleet = {
+        **{f"a{i}": Watched((*STREET, "g1"), 300.0, T0) for i in range(3)},
+        **{f"b{i}": Watched((*STREET, "g2"), 300.0, T0) for i in range(3)},
+        **{f"x{i}": Watched(("c", "d", "s2", "g1"), 300.0, T0) for i in range(3)},
+    }
+    clocks = {d: reported([0, 10, 20, 30]) for d in fleet}
+    clocks |= {d: reported([0, 10, 20, 35]) for d in ("b0", "b1", "b2")}  # 5 s later
+    clocks |= {d: reported(range(0, 80, 10)) for d in ("x0", "x1", "x2")}
+    first = check(clocks, fleet, {}, at(72), POLICY)  # g1 offline, g2 still late
+    assert first.started == ()
+    assert [(a.device_id, a.status) for a in first.announced] == [
+        (b, Liveness.LATE) for b in ("b0", "b1", "b2")
+    ]  # a* offline: withheld
+    second = check(first.clocks, fleet, first.outages, at(76), POLICY)
+    assert [o.place_path for o in second.started] == [STREET] and second.announced == ()
+
+
+def test_the_outage_id_is_deterministic() -> None:
+    assert outage_id("s1", T0) == outage_id("s1", T0)
+    assert outage_id("s1", T0) != outage_id("s1", at(1)) != outage_id("s2", T0)
+    assert len(outage_id("s1", T0)) == 32
+
+
+# --- rounds over a fleet ------------------------------------------------------------------------
+
+STREET = ("c", "d", "s1")
+FLEET = {
+    **{f"a{i}": Watched((*STREET, "g1"), 300.0, T0) for i in range(3)},
+    **{f"b{i}": Watched((*STREET, "g2"), 300.0, T0) for i in range(3)},
+    **{f"x{i}": Watched(("c", "d", "s2", "g1"), 300.0, T0) for i in range(2)},
+}
+
+
+class City:
+    """A fleet that reports every 10 s, checked every second."""
+
+    def __init__(self) -> None:
+        self.clocks = {d: reported([0, 10, 20, 30]) for d in FLEET}
+        self.outages: dict[PlacePath, Outage] = {}
+        self.rounds: list[CheckResult] = []
+
+    def report(self, devices: Iterable[str], t: float) -> None:
+        for d in devices:
+            self.clocks[d] = observe(self.clocks[d], at(t))
+
+    def run(self, until: float, start: float, reporting: Iterable[str] = ()) -> None:
+        keep = list(reporting)
+        for t in range(int(start), int(until) + 1):
+            if t % 10 == 0:
+                self.report(keep, t)
+            result = check(self.clocks, FLEET, self.outages, at(t), POLICY)
+            self.clocks, self.outages = result.clocks, result.outages
+            self.rounds.append(result)
+
+    def announced(self) -> list[tuple[str, str]]:
+        return [(a.device_id, a.status.value) for r in self.rounds for a in r.announced]
+
+    def outage_events(self) -> list[tuple[str, OutageStatus]]:
+        return [(o.place_id, o.status) for r in self.rounds for o in (*r.started, *r.ended)]
+
+
+def test_one_device_going_silent_is_announced_late_then_offline_then_online() -> None:
+    city = City()
+    others = [d for d in FLEET if d != "a0"]
+    city.run(until=80, start=31, reporting=others)
+    assert city.announced() == [("a0", "late"), ("a0", "offline")]
+    assert city.clocks["a0"].status is Liveness.OFFLINE and city.outage_events() == []
+    city.report(["a0"], 81)
+    city.run(until=85, start=81, reporting=others)
+    assert city.announced()[-1] == ("a0", "online")
+
+
+def test_a_silent_street_is_one_outage_and_its_devices_announce_no_offline() -> None:
+    city = City()
+    street = [d for d in FLEET if d[0] in "ab"]
+    city.run(until=120, start=31, reporting=["x0", "x1"])
+    assert city.outage_events() == [("s1", OutageStatus.STARTED)]
+    started = next(o for r in city.rounds for o in r.started)
+    assert started.place_path == STREET and (started.devices_total, started.devices_silent) == (
+        6,
+        6,
+    )
+    assert started.started_at == at(30)  # when the street fell silent
+    assert started.outage_id == outage_id("s1", at(30))
+    assert sorted(city.announced()) == sorted((d, "late") for d in street)
+    assert all(city.clocks[d].status is Liveness.OFFLINE for d in street)  # stored as the truth
+    changed = {d for r in city.rounds for d in r.changed}
+    assert changed == set(street)
+
+
+def test_the_outage_ends_when_the_street_reports_again_and_no_offline_leaks() -> None:
+    city = City()
+    street = [d for d in FLEET if d[0] in "ab"]
+    city.run(until=120, start=31, reporting=["x0", "x1"])
+    # Power back: devices return one at a time. The street stays one outage while its grid g2
+    # is still out (g1's last device is withheld meanwhile); it ends as b0 returns, and b1, b2
+    # still offline get time to come back before anyone calls them offline.
+    for i, d in enumerate(street):
+        city.report([d], 121 + i)
+        city.run(until=121 + i, start=121 + i, reporting=[])
+    city.run(until=140, start=128, reporting=FLEET)
+    events = city.outage_events()
+    assert events == [("s1", OutageStatus.STARTED), ("s1", OutageStatus.ENDED)]
+    ended = next(o for r in city.rounds for o in r.ended)
+    assert ended.outage_id == outage_id("s1", at(30)) and ended.devices_silent == 2
+    assert ("offline" not in {s for _d, s in city.announced()}) and not city.outages
+    assert all(city.clocks[d].announced is Liveness.ONLINE for d in street)
+
+
+def test_a_device_still_offline_after_its_grace_is_announced_on_its_own() -> None:
+    city = City()
+    city.run(until=120, start=31, reporting=["x0", "x1"])
+    city.report(["a0", "a1", "a2", "b0"], 121)  # b1, b2 stay dead
+    city.run(until=200, start=121, reporting=["a0", "a1", "a2", "b0", "x0", "x1"])
+    assert ("b1", "offline") in city.announced() and ("b2", "offline") in city.announced()
+    first = min(t for t, r in enumerate(city.rounds) for a in r.announced if a.status == "offline")
+    assert first + 31 == 121 + 40  # after a grace of 4 intervals from the outage's end
+
+
+def test_a_grid_outage_is_taken_over_by_its_street() -> None:
+    fleet = {
+        **{f"a{i}": Watched((*STREET, "g1"), 300.0, T0) for i in range(3)},
+        **{f"b{i}": Watched((*STREET, "g2"), 300.0, T0) for i in range(2)},
+        "x": Watched(("c", "d", "s2", "g1"), 300.0, T0),
+        "y": Watched(("c", "d", "s2", "g1"), 300.0, T0),
+    }
+    clocks = {d: reported([0, 10, 20, 30]) for d in fleet}
+    clocks |= {d: reported([0, 10, 20, 30, 40, 50, 60, 70]) for d in ("b0", "b1", "x", "y")}
+    grid = check(clocks, fleet, {}, at(75), POLICY)  # a* offline (45 s > 40 s), b* fine
+    assert [o.place_path for o in grid.started] == [(*STREET, "g1")]
+    clocks = dict(grid.clocks)
+    for d in ("x", "y"):
+        for t in (80, 90, 100, 110):
+            clocks[d] = observe(clocks[d], at(t))
+    street = check(clocks, fleet, grid.outages, at(115), POLICY)  # b* offline too
+    assert [o.place_path for o in street.started] == [STREET]
+    assert [o.place_path for o in street.ended] == [(*STREET, "g1")]
+    assert list(street.outages) == [STREET]
+
+
+def test_unknown_devices_are_not_judged_and_new_ones_start_online() -> None:
+    fleet = {"new": Watched(("c",), DEFAULT_INTERVAL_S, at(0))}
+    result = check({"gone": reported([0, 1, 2, 3])}, fleet, {}, at(10), POLICY)
+    assert list(result.clocks) == ["new"] and result.announced == () and result.changed == ()
