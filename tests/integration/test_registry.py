@@ -10,7 +10,7 @@ import pytest
 
 from cityvitals.contracts import Device, Place, PlaceLevel, Profile
 from cityvitals.services import open_registry
-from device_registry import PlaceConflict, UnknownProfile
+from device_registry import PlaceConflict, ServiceLogin, UnknownProfile
 from tests.integration.conftest import Pipeline, reading, wait_for
 
 pytestmark = pytest.mark.integration
@@ -182,3 +182,26 @@ def test_a_profiles_valid_range_is_enforced_in_the_stream(pipeline: Pipeline) ->
     assert letter == [
         ("streams", "water_level_cm=-40 is outside the profile's valid range [0.0, 500.0]")
     ]
+
+
+def test_a_device_cannot_take_a_service_login(pipeline: Pipeline) -> None:
+    """A device named like the gateway's MQTT login would overwrite the gateway's password."""
+    gateway = pipeline.settings.mqtt_username
+    device = Device(
+        device_id=gateway,
+        device_type="noise",
+        place_path=("itest",),
+        updated_at=datetime.now(UTC),
+    )
+    with open_registry(pipeline.settings) as reg, pytest.raises(ServiceLogin) as err:
+        reg.add(device, "itest")
+    assert err.value.field == "device_id" and "service" in str(err.value)
+    # The gateway keeps its login: a reading still flows.
+    device_id, secret = pipeline.register()
+    pipeline.mosquitto_pub(
+        device_id,
+        secret,
+        pipeline.topic(device_id),
+        reading("2026-11-22T10:00:00Z", 1, water_level_cm=2),
+    )
+    wait_for(lambda: pipeline.rows(device_id), what="a reading after the refused device")
