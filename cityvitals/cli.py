@@ -148,7 +148,9 @@ def run(
 
 
 @app.command()
-def ready(service: Annotated[str, typer.Argument(help="ingest, streams or sinks")]) -> None:
+def ready(
+    service: Annotated[str, typer.Argument(help="ingest, streams, sinks, liveness or api")],
+) -> None:
     """Exit 0 if SERVICE (on this host's CITYVITALS_METRICS_PORT) reports ready; a probe."""
     from cityvitals.localstack import reports_ready
 
