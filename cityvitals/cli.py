@@ -19,8 +19,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-rules_app = typer.Typer(help="Check rule files.", no_args_is_help=True)
-app.add_typer(rules_app, name="rules")
 
 
 def settings() -> Settings:
@@ -204,24 +202,6 @@ def schemas(out: Annotated[Path, typer.Argument(help="Folder for the JSON Schema
         typer.echo(str(path))
 
 
-# --- rules ---------------------------------------------------------------------------------
-
-
-@rules_app.command("check")
-def rules_check(file: Path) -> None:
-    """Validate a rule file; every problem is printed with its line and field."""
-    from rules import RuleFileError, parse_rules
-
-    try:
-        ruleset = parse_rules(file.read_text(), str(file))
-    except OSError as exc:
-        raise fail(f"{file}: {exc.strerror}") from None
-    except RuleFileError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
-    typer.echo(f"{file}: {len(ruleset)} rules OK")
-
-
 # --- simulator -----------------------------------------------------------------------------
 
 
@@ -289,6 +269,17 @@ def _add_registry_commands() -> None:
 
 
 _add_registry_commands()
+
+
+def _add_rule_commands() -> None:
+    from cityvitals.cli_anomaly import anomaly_app
+    from cityvitals.cli_rules import rules_app
+
+    app.add_typer(rules_app, name="rules")
+    app.add_typer(anomaly_app, name="anomaly")
+
+
+_add_rule_commands()
 
 
 def main() -> None:

@@ -37,7 +37,9 @@ __all__ = [
     "MetricSpec",
     "OutageStatus",
     "Place",
+    "PlaceBatch",
     "PlaceLevel",
+    "PlaceObservation",
     "PlaceOutage",
     "Profile",
     "Reading",
@@ -266,6 +268,9 @@ class ReadingBatch(Contract):
     devices: tuple[Device, ...] = ()
     readings: tuple[Reading, ...] = ()
     camera_events: tuple[CameraEvent, ...] = ()
+    tick: UtcDatetime | None = None
+    """A clock tick from the stream processor itself (no readings): rules that wait for
+    silence (absence, windows) are judged at this time on the partition's devices."""
 
     def __len__(self) -> int:
         return len(self.readings) + len(self.camera_events)
@@ -281,7 +286,11 @@ class WarningLevel(StrEnum):
 
     @property
     def rank(self) -> int:
-        return list(WarningLevel).index(self) + 1
+        """1 for blue up to 4 for red."""
+        return _WARNING_RANK[self]
+
+
+_WARNING_RANK = {level: i for i, level in enumerate(WarningLevel, start=1)}
 
 
 class AlertStatus(StrEnum):
@@ -311,6 +320,32 @@ class Alert(Contract):
     started_at: UtcDatetime
     ts: UtcDatetime
     summary: str = Field(max_length=500)
+    evidence: tuple[Identifier, ...] = ()
+    """Composite rules: the devices whose readings make the condition hold."""
+
+
+class PlaceObservation(Contract):
+    """A reading's value that a composite rule judges together with other devices of a place.
+
+    The stream sends it keyed and partitioned by the place at the rule's ``group_by`` level, so
+    one worker holds all of one place's composite state.
+    """
+
+    rule_id: Identifier
+    place_path: tuple[Identifier, ...] = Field(min_length=1)
+    device_id: Identifier
+    device_type: Identifier | None = None
+    metric: MetricName
+    value: FiniteFloat
+    confidence: float = Field(default=1.0, ge=0.0, le=1.0)
+    ts: UtcDatetime
+
+
+class PlaceBatch(Contract):
+    """Place observations of one partition, in one message; or a clock tick for its places."""
+
+    observations: tuple[PlaceObservation, ...] = ()
+    tick: UtcDatetime | None = None
 
 
 class Liveness(StrEnum):

@@ -13,6 +13,7 @@ from cityvitals.contracts import (
     DeadLetter,
     Device,
     DeviceLiveness,
+    PlaceBatch,
     PlaceOutage,
     ReadingBatch,
     ReadingPayload,
@@ -29,6 +30,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     f"topic.{Topic.DEADLETTER.value}": DeadLetter,
     f"topic.{Topic.LIVENESS.value}": DeviceLiveness,
     f"topic.{Topic.OUTAGES.value}": PlaceOutage,
+    f"topic.{Topic.PLACE_OBSERVATIONS.value}": PlaceBatch,
     "mqtt.readings": ReadingPayload,
     "mqtt.events": CameraEventPayload,
 }

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     # Rules.
     rules_file: Path | None = None
     """YAML rule file; ``None`` uses the default rules shipped with cityvitals."""
+    rules_reload_s: Annotated[float, Field(gt=0)] = 2.0
+    """How often the stream checks the rule file for changes (hot reload)."""
+    rules_tick_s: Annotated[float, Field(gt=0)] = 10.0
+    """How often the stream's clock ticks to judge silence (absence rules, composite windows)."""
 
     # Observability.
     metrics_port: Port = 0

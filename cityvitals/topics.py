@@ -24,6 +24,7 @@ class Topic(StrEnum):
     DEADLETTER = "deadletter"
     LIVENESS = "liveness"
     OUTAGES = "outages"
+    PLACE_OBSERVATIONS = "observations.places"
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,12 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(Topic.DEADLETTER, False, 30 * DAY_MS, "DeadLetter: refused inputs with reasons"),
     TopicSpec(Topic.LIVENESS, False, 30 * DAY_MS, "DeviceLiveness changes, keyed by device id"),
     TopicSpec(Topic.OUTAGES, False, 30 * DAY_MS, "PlaceOutage: a place whose devices went silent"),
+    TopicSpec(
+        Topic.PLACE_OBSERVATIONS,
+        False,
+        1 * DAY_MS,
+        "PlaceBatch: values for composite rules, partitioned by the rule's place (internal)",
+    ),
 )
 
 

@@ -27,6 +27,7 @@ import psycopg
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, ValidationError
@@ -250,6 +251,16 @@ def _install_error_handlers(app: FastAPI) -> None:
         status = 409 if isinstance(exc, psycopg.IntegrityError) else 422
         return _field_error_response(FieldError(status, ("body",), str(exc).strip()))
 
+    async def request_invalid(_request: Request, exc: Exception) -> JSONResponse:
+        # FastAPI's own handler fails (a 500) on a body that is not UTF-8: it decodes the
+        # input bytes to echo them back. Echo undecodable bytes as text with replacements.
+        errors = cast(RequestValidationError, exc).errors()
+        for err in errors:
+            if isinstance(err.get("input"), bytes):
+                err["input"] = err["input"].decode("utf-8", errors="replace")
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+    app.add_exception_handler(RequestValidationError, request_invalid)
     app.add_exception_handler(FieldError, field_error)
     app.add_exception_handler(RegistryError, registry_error)
     app.add_exception_handler(UnknownDevice, not_found)

@@ -8,23 +8,37 @@ Pure: the caller reads the file and passes its text.
 ...     metric: pm25
 ...     levels: {yellow: 115, orange: 150}
 ... ''', source="city.yaml")
->>> [r.id for r in rs.for_metric("pm25")]
+>>> [r.id for r in rs.device_rules("pm25")]
 ['pm25-high']
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rules.threshold import ThresholdRule
+from rules.kinds import (
+    AbsenceRule,
+    AnomalyRule,
+    CompositeRule,
+    Duration,
+    RateRule,
+    Rule,
+    ThresholdRule,
+)
 
-__all__ = ["RuleFileError", "RuleProblem", "RuleSet", "parse_rules"]
+__all__ = ["DEFAULT_GRACE", "KINDS", "RuleFileError", "RuleProblem", "RuleSet", "parse_rules"]
+
+DEFAULT_GRACE = timedelta(minutes=10)
+KINDS = ("threshold", "rate", "anomaly", "absence", "composite")
+DeviceRule = ThresholdRule | RateRule | AnomalyRule
 
 
 @dataclass(frozen=True)
@@ -51,26 +65,55 @@ class RuleFileError(ValueError):
 
 class _RuleFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    rules: list[ThresholdRule]
+    grace: Duration = Field(default=DEFAULT_GRACE, ge=timedelta(0))
+    rules: list[Rule]
 
 
 @dataclass(frozen=True)
 class RuleSet:
-    rules: tuple[ThresholdRule, ...]
-    _by_metric: dict[str, tuple[ThresholdRule, ...]] = field(
+    """A validated rule file, indexed for the stream: rules by metric, by kind and by id.
+
+    ``grace`` is how far behind its device's newest reading a reading may arrive and still
+    be stored (see :mod:`rules.engine`); ``version`` names the text it was parsed from.
+    """
+
+    rules: tuple[ThresholdRule | RateRule | AnomalyRule | AbsenceRule | CompositeRule, ...]
+    grace: timedelta = DEFAULT_GRACE
+    version: str = ""
+    by_id: dict[str, Any] = field(init=False, repr=False, compare=False, default_factory=dict)
+    absence: tuple[AbsenceRule, ...] = field(init=False, repr=False, compare=False, default=())
+    _device: dict[str, tuple[DeviceRule, ...]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+    _composite: dict[str, tuple[CompositeRule, ...]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
 
     def __post_init__(self) -> None:
-        index: dict[str, list[ThresholdRule]] = defaultdict(list)
+        device: dict[str, list[DeviceRule]] = defaultdict(list)
+        composite: dict[str, list[CompositeRule]] = defaultdict(list)
         for rule in self.rules:
-            index[rule.metric].append(rule)
-        self._by_metric.update({m: tuple(rs) for m, rs in index.items()})
+            self.by_id[rule.id] = rule
+            if isinstance(rule, CompositeRule):
+                for metric in sorted(rule.metrics):
+                    composite[metric].append(rule)
+            elif not isinstance(rule, AbsenceRule):
+                device[rule.metric].append(rule)
+        self._device.update({m: tuple(rs) for m, rs in device.items()})
+        self._composite.update({m: tuple(rs) for m, rs in composite.items()})
+        absence = tuple(r for r in self.rules if isinstance(r, AbsenceRule))
+        object.__setattr__(self, "absence", absence)
 
-    def for_metric(self, metric: str) -> tuple[ThresholdRule, ...]:
-        return self._by_metric.get(metric, ())
+    def device_rules(self, metric: str) -> tuple[DeviceRule, ...]:
+        """Threshold, rate and anomaly rules on this metric."""
+        return self._device.get(metric, ())
 
-    def __iter__(self) -> Iterator[ThresholdRule]:
+    def composite_rules(self, metric: str) -> tuple[CompositeRule, ...]:
+        return self._composite.get(metric, ())
+
+    def __iter__(
+        self,
+    ) -> Iterator[ThresholdRule | RateRule | AnomalyRule | AbsenceRule | CompositeRule]:
         return iter(self.rules)
 
     def __len__(self) -> int:
@@ -112,14 +155,15 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
     lines: dict[tuple[Any, ...], int] = {}
     if node is not None:
         _lines(node, (), lines)
+    items = data.get("rules")
+    if isinstance(items, list):  # a rule without a kind is a threshold rule
+        data = {**data, "rules": [_with_kind(item) for item in items]}
     try:
         parsed = _RuleFile.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            loc = tuple(
-                p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))
-            )
+            loc = _file_loc(err["loc"])
             # Union/enum branches add technical location parts; drop those the file cannot have.
             field_name = ".".join(str(p) for p in loc)
             problems.append(RuleProblem(source, _line_of(loc, lines), field_name, err["msg"]))
@@ -139,4 +183,22 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
         seen.setdefault(rule.id, i)
     if problems:
         raise RuleFileError(problems)
-    return RuleSet(tuple(parsed.rules))
+    version = hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+    return RuleSet(tuple(parsed.rules), parsed.grace, version)
+
+
+def _with_kind(item: Any) -> Any:
+    return {"kind": "threshold", **item} if isinstance(item, dict) else item
+
+
+def _file_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Drop the parts of an error location that the file does not have: the union's kind
+    tag after a rule's index, and validator names."""
+    out: list[Any] = []
+    for i, part in enumerate(loc):
+        if isinstance(part, str) and part.startswith("function-"):
+            continue
+        if i == 2 and loc[0] == "rules" and part in KINDS:
+            continue
+        out.append(part)
+    return tuple(out)

@@ -170,13 +170,13 @@ class AlertSink:
     UPSERT = """
         INSERT INTO alerts (alert_id, revision, rule_id, status, level, device_id, metric, value,
                             threshold, place_path, device_type, started_at, updated_at,
-                            resolved_at, summary)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                            resolved_at, summary, evidence)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
         ON CONFLICT (alert_id) DO UPDATE SET
             revision = EXCLUDED.revision, status = EXCLUDED.status, level = EXCLUDED.level,
             value = EXCLUDED.value, threshold = EXCLUDED.threshold,
             updated_at = EXCLUDED.updated_at, resolved_at = EXCLUDED.resolved_at,
-            summary = EXCLUDED.summary
+            summary = EXCLUDED.summary, evidence = EXCLUDED.evidence
         WHERE EXCLUDED.revision > alerts.revision
     """
     TRANSITION = """
@@ -207,6 +207,7 @@ class AlertSink:
                 a.ts,
                 a.ts if a.status.value == "resolved" else None,
                 a.summary,
+                list(a.evidence),
             )
             for a in items
         ]

@@ -1,14 +1,22 @@
-"""The Faust application: agents and tables around :func:`streams.pipeline.process_batch`.
+"""The Faust application: agents and tables around :mod:`streams.pipeline`.
 
-Two agents, on co-partitioned topics (every producer picks partitions with
+Three agents, on co-partitioned topics (every producer picks partitions with
 ``cityvitals.topics.partition_for``), so a device's registry entry, its readings and its rule
-state are always on the same worker:
+memory are always on the same worker, and so are a place's composite rule memory and the
+values judged by it:
 
 - ``devices`` → the ``device_registry`` table (the slice of each device a reading needs), which
   bootstraps a new deployment; the same changes also arrive in-band on ``readings.raw``;
-- ``readings.raw`` → apply in-band registry changes, enrich, run rules → ``readings`` (one
-  message per input batch, same partition), ``alerts`` and ``deadletter``; rule state lives
-  in the ``rule_state`` table.
+- ``readings.raw`` → apply in-band registry changes, enrich, run device rules → ``readings``
+  (one message per input batch, same partition), ``alerts``, ``deadletter``, and the values
+  composite rules need → ``observations.places`` on the place's partition; device rule memory
+  lives in the ``rule_state`` table;
+- ``observations.places`` → composite rules → ``alerts``; memory in ``place_rule_state``.
+
+A timer sends a clock tick to every partition of both input topics every ``rules_tick_s``, so
+silence is judged in order with the readings. Another re-reads the rule file when it changes
+(hot reload): rule memory is keyed by rule id, so a rule that stays keeps its state, a new one
+starts empty, and a removed one's open alerts are resolved.
 
 Every output of an input message is confirmed by Kafka before the agent takes the next one,
 and Faust commits offsets only after that (at-least-once; sinks make it effectively once).
@@ -19,21 +27,30 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from collections import defaultdict
 from collections.abc import Awaitable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import faust
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
-from cityvitals.contracts import DeadLetter, Device, ReadingBatch
+from cityvitals.contracts import (
+    Alert,
+    DeadLetter,
+    Device,
+    PlaceBatch,
+    PlaceObservation,
+    ReadingBatch,
+)
 from cityvitals.settings import Settings
-from cityvitals.topics import Topic
-from rules import RuleSet
-from streams.pipeline import is_newer, process_batch, registry_entry
+from cityvitals.topics import Topic, partition_for
+from rules import RuleFileError, RuleSet, parse_rules
+from streams.pipeline import is_newer, process_batch, process_places, registry_entry
 
-__all__ = ["StreamMetrics", "create_app"]
+__all__ = ["LiveRules", "StreamMetrics", "create_app"]
 
 log = logging.getLogger("cityvitals.streams")
 
@@ -56,10 +73,34 @@ class StreamMetrics:
             ["reason"],
             registry=registry,
         )
+        self.out_of_order = Counter(
+            "cityvitals_streams_out_of_order_total",
+            "Readings stored but not judged: not newer than their device's newest, within grace",
+            registry=registry,
+        )
+        self.evaluations = Counter(
+            "cityvitals_streams_rule_evaluations_total",
+            "Rule evaluations (one rule judging one value or one tick)",
+            registry=registry,
+        )
         self.alerts = Counter(
             "cityvitals_streams_alert_transitions_total",
             "Alert transitions emitted",
             ["status", "level"],
+            registry=registry,
+        )
+        self.rules = Gauge(
+            "cityvitals_streams_rules", "Rules in the rule set in force", registry=registry
+        )
+        self.rules_version = Gauge(
+            "cityvitals_streams_rules_info",
+            "The rule set in force (its version label is a hash of the file)",
+            ["version"],
+            registry=registry,
+        )
+        self.reload_errors = Counter(
+            "cityvitals_streams_rules_reload_errors_total",
+            "Rule file changes refused (the previous rules stay in force)",
             registry=registry,
         )
         self.ready = Gauge(
@@ -70,6 +111,68 @@ class StreamMetrics:
         self.devices = Gauge(
             "cityvitals_streams_devices", "Devices known to this worker", registry=registry
         )
+
+
+class LiveRules:
+    """The rule set in force, re-read from its file when the file changes.
+
+    A file that no longer parses is refused with every problem logged and counted; the
+    previous rules stay in force. Without a file (the shipped defaults) nothing reloads.
+    """
+
+    def __init__(self, rules: RuleSet, path: Path | None, metrics: StreamMetrics) -> None:
+        self.current = rules
+        self.path = path
+        self.metrics = metrics
+        self._seen = self._stamp()
+        self._show()
+
+    def _stamp(self) -> tuple[int, int] | None:
+        if self.path is None:
+            return None
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
+    def _show(self) -> None:
+        self.metrics.rules.set(len(self.current))
+        self.metrics.rules_version.clear()
+        self.metrics.rules_version.labels(self.current.version).set(1)
+
+    def check(self) -> bool:
+        """Reload if the file changed; True if new rules are in force."""
+        stamp = self._stamp()
+        if self.path is None or stamp is None or stamp == self._seen:
+            return False
+        self._seen = stamp
+        try:
+            rules = parse_rules(self.path.read_text(), str(self.path))
+        except (OSError, UnicodeDecodeError) as exc:
+            log.error(
+                "rule file %s unreadable, keeping version %s: %s",
+                self.path,
+                self.current.version,
+                exc,
+            )
+            self.metrics.reload_errors.inc()
+            return False
+        except RuleFileError as exc:
+            log.error("rule file refused, keeping version %s:\n%s", self.current.version, exc)
+            self.metrics.reload_errors.inc()
+            return False
+        if rules.version == self.current.version:
+            return False
+        log.info(
+            "rules reloaded: version %s → %s, %d rules",
+            self.current.version,
+            rules.version,
+            len(rules),
+        )
+        self.current = rules
+        self._show()
+        return True
 
 
 def _dead_letter(reason: str, source: str, payload: bytes) -> bytes:
@@ -85,13 +188,15 @@ def _dead_letter(reason: str, source: str, payload: bytes) -> bytes:
 
 def create_app(settings: Settings, rules: RuleSet, registry: CollectorRegistry) -> faust.App:
     metrics = StreamMetrics(registry)
+    live = LiveRules(rules, settings.rules_file, metrics)
+    parts = settings.kafka_partitions
     app = faust.App(
         settings.topic(settings.streams_app_id),
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
         web_enabled=False,
         processing_guarantee="at_least_once",
-        topic_partitions=settings.kafka_partitions,
+        topic_partitions=parts,
         topic_replication_factor=settings.kafka_replication,
         broker_session_timeout=settings.kafka_session_timeout_ms / 1000,
         broker_heartbeat_interval=max(settings.kafka_session_timeout_ms / 3000, 0.5),
@@ -102,18 +207,16 @@ def create_app(settings: Settings, rules: RuleSet, registry: CollectorRegistry) 
 
     def topic(name: Topic) -> faust.TopicT:
         return app.topic(
-            settings.topic(name),
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=settings.kafka_partitions,
+            settings.topic(name), key_serializer="raw", value_serializer="raw", partitions=parts
         )
 
     raw_topic, readings_topic = topic(Topic.READINGS_RAW), topic(Topic.READINGS)
     devices_topic, alerts_topic = topic(Topic.DEVICES), topic(Topic.ALERTS)
-    deadletter_topic = topic(Topic.DEADLETTER)
+    deadletter_topic, places_topic = topic(Topic.DEADLETTER), topic(Topic.PLACE_OBSERVATIONS)
 
-    devices = app.Table("device_registry", default=None, partitions=settings.kafka_partitions)
-    rule_state = app.Table("rule_state", default=None, partitions=settings.kafka_partitions)
+    devices = app.Table("device_registry", default=None, partitions=parts)
+    rule_state = app.Table("rule_state", default=None, partitions=parts)
+    place_state = app.Table("place_rule_state", default=None, partitions=parts)
 
     @app.on_rebalance_complete.connect
     async def _ready(*_args: Any, **_kw: Any) -> None:
@@ -123,6 +226,41 @@ def create_app(settings: Settings, rules: RuleSet, registry: CollectorRegistry) 
     async def _not_ready(*_args: Any, **_kw: Any) -> None:
         metrics.ready.set(0)
 
+    @app.timer(interval=settings.rules_reload_s)  # type: ignore[untyped-decorator]
+    async def reload_rules() -> None:
+        live.check()
+
+    @app.timer(interval=settings.rules_tick_s)  # type: ignore[untyped-decorator]
+    async def tick() -> None:
+        now = datetime.now(UTC)
+        raw_tick = ReadingBatch(tick=now).model_dump_json().encode()
+        place_tick = PlaceBatch(tick=now).model_dump_json().encode()
+        sent = []
+        for partition in range(parts):
+            sent.append(await raw_topic.send(value=raw_tick, partition=partition))
+            sent.append(await places_topic.send(value=place_tick, partition=partition))
+        await asyncio.gather(*sent)
+
+    def on_partition(keys: Any, partition: int) -> list[str]:
+        return [k for k in keys if partition_for(k, parts) == partition]
+
+    async def refuse(label: str, exc: ValidationError, source: str, value: bytes) -> None:
+        metrics.rejected.labels(label).inc()
+        await (await deadletter_topic.send(value=_dead_letter(str(exc), source, value)))
+
+    async def send_alerts(alerts: list[Alert], partition: int) -> list[Awaitable[Any]]:
+        sent = []
+        for alert in alerts:
+            metrics.alerts.labels(alert.status.value, alert.level.value).inc()
+            sent.append(
+                await alerts_topic.send(
+                    key=alert.device_id.encode(),
+                    value=alert.model_dump_json().encode(),
+                    partition=partition,
+                )
+            )
+        return sent
+
     @app.agent(devices_topic)
     async def registry_feed(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
@@ -130,10 +268,7 @@ def create_app(settings: Settings, rules: RuleSet, registry: CollectorRegistry) 
             try:
                 device = Device.model_validate_json(event.value)
             except ValidationError as exc:
-                metrics.rejected.labels("bad_device").inc()
-                await (
-                    await deadletter_topic.send(value=_dead_letter(str(exc), source, event.value))
-                )
+                await refuse("bad_device", exc, source, event.value)
                 continue
             if is_newer(device, devices.get(device.device_id)):
                 devices[device.device_id] = registry_entry(device)
@@ -147,20 +282,20 @@ def create_app(settings: Settings, rules: RuleSet, registry: CollectorRegistry) 
             try:
                 batch = ReadingBatch.model_validate_json(event.value)
             except ValidationError as exc:
-                metrics.rejected.labels("bad_batch").inc()
-                await (
-                    await deadletter_topic.send(value=_dead_letter(str(exc), source, event.value))
-                )
+                await refuse("bad_batch", exc, source, event.value)
                 continue
             metrics.received.inc(len(batch))
-            ids = {d.device_id for d in batch.devices}
-            ids.update(r.device_id for r in batch.readings)
-            ids.update(e.camera_id for e in batch.camera_events)
+            if batch.tick is not None:
+                ids = set(on_partition(list(rule_state.keys()), partition))
+            else:
+                ids = {d.device_id for d in batch.devices}
+                ids.update(r.device_id for r in batch.readings)
+                ids.update(e.camera_id for e in batch.camera_events)
             outcome = process_batch(
                 batch,
                 {d: devices.get(d) for d in ids},
                 {d: rule_state.get(d) for d in ids},
-                rules,
+                live.current,
                 source,
                 datetime.now(UTC),
             )
@@ -171,33 +306,61 @@ def create_app(settings: Settings, rules: RuleSet, registry: CollectorRegistry) 
                         value=outcome.enriched.model_dump_json().encode(), partition=partition
                     )
                 )
-            for alert in outcome.alerts:
-                metrics.alerts.labels(alert.status.value, alert.level.value).inc()
-                pending.append(
-                    await alerts_topic.send(
-                        key=alert.device_id.encode(),
-                        value=alert.model_dump_json().encode(),
-                        partition=partition,
-                    )
-                )
+            pending += await send_alerts(outcome.alerts, partition)
             for letter in outcome.dead_letters:
-                metrics.rejected.labels("unknown_or_inactive_device").inc()
                 pending.append(
                     await deadletter_topic.send(
                         key=(letter.device_id or "").encode(),
                         value=letter.model_dump_json().encode(),
                     )
                 )
+            by_place: dict[int, list[PlaceObservation]] = defaultdict(list)
+            for obs in outcome.for_places:
+                by_place[partition_for(obs.place_path[-1], parts)].append(obs)
+            for place_partition, group in by_place.items():
+                pending.append(
+                    await places_topic.send(
+                        value=PlaceBatch(observations=tuple(group)).model_dump_json().encode(),
+                        partition=place_partition,
+                    )
+                )
+            for reason, count in outcome.refused.items():
+                metrics.rejected.labels(reason).inc(count)
+            metrics.out_of_order.inc(outcome.out_of_order)
+            metrics.evaluations.inc(outcome.evaluations)
             for device_id, entry in outcome.changed_devices.items():
                 devices[device_id] = entry
             if outcome.changed_devices:
                 metrics.devices.set(len(devices))
-            for device_id, states in outcome.changed_states.items():
-                if states:
-                    rule_state[device_id] = states
+            for device_id, memory in outcome.changed_states.items():
+                if memory:
+                    rule_state[device_id] = memory
                 else:
                     rule_state.pop(device_id, None)
             await asyncio.gather(*pending)
             metrics.forwarded.inc(len(outcome.enriched))
+
+    @app.agent(places_topic)
+    async def places(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            partition = event.message.partition
+            source = f"{places_topic.get_topic_name()}[{partition}]"
+            try:
+                batch = PlaceBatch.model_validate_json(event.value)
+            except ValidationError as exc:
+                await refuse("bad_place_batch", exc, source, event.value)
+                continue
+            if batch.tick is not None:
+                ids = on_partition(list(place_state.keys()), partition)
+            else:
+                ids = [o.place_path[-1] for o in batch.observations]
+            outcome = process_places(batch, {p: place_state.get(p) for p in ids}, live.current)
+            pending = await send_alerts(outcome.alerts, partition)
+            for place_id, memory in outcome.changed_states.items():
+                if memory:
+                    place_state[place_id] = memory
+                else:
+                    place_state.pop(place_id, None)
+            await asyncio.gather(*pending)
 
     return app

@@ -1,17 +1,20 @@
-"""What the stream processor does with one batch, in plain Python (no Faust).
+"""What the stream processor does with one message, in plain Python (no Faust).
 
-:func:`process_batch` applies the batch's in-band registry changes, then validates and
-enriches each reading and camera event from the device registry, runs the rules over it
-and returns the enriched batch, the alert transitions, the refused items and the rule states
-that changed. The Faust agents only move bytes in and out.
+:func:`process_batch` applies a batch's in-band registry changes, then validates and enriches
+each reading and camera event from the device registry, runs the device rules over it and
+returns the enriched batch, the alert transitions, the refused items, the values composite
+rules judge per place, and the rule memories that changed. :func:`process_places` judges
+those values on the place's partition. A batch with a ``tick`` judges silence instead.
+The Faust agents only move bytes in and out.
 """
 
 from __future__ import annotations
 
 import base64
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from cityvitals.contracts import (
@@ -20,22 +23,51 @@ from cityvitals.contracts import (
     DeadLetter,
     Device,
     DeviceState,
+    PlaceBatch,
+    PlaceObservation,
     Reading,
     ReadingBatch,
 )
-from rules import RuleSet, ThresholdState, evaluate, observations
+from rules import (
+    Arrival,
+    DeviceMemory,
+    Observation,
+    PlaceMemory,
+    RuleSet,
+    evaluate_device,
+    evaluate_place,
+    observations,
+    sweep_device,
+    sweep_place,
+)
 
-__all__ = ["BatchOutcome", "DeviceStates", "is_newer", "process_batch", "registry_entry"]
+__all__ = [
+    "FUTURE_TOLERANCE",
+    "BatchOutcome",
+    "Memories",
+    "PlaceOutcome",
+    "is_newer",
+    "process_batch",
+    "process_places",
+    "registry_entry",
+    "sweep_devices",
+]
 
-DeviceStates = dict[str, dict[str, Any]]
-"""Rule state of one device: rule id → serialised :class:`ThresholdState`."""
+FUTURE_TOLERANCE = timedelta(minutes=10)
+"""A reading stamped further ahead of the stream's clock is refused: it would move its
+device's watermark into the future and make every later reading late."""
+
+Memories = Mapping[str, dict[str, Any] | None]
+"""Rule memory by device (or place) id, as kept in the stream's tables (plain JSON)."""
 
 
 def registry_entry(device: Device) -> dict[str, Any]:
     """The slice of a Device the stream needs per reading, kept small in the table."""
     return {
         "device_type": device.device_type,
+        "profile_id": device.profile_id,
         "place_path": list(device.place_path),
+        "tags": list(device.tags),
         "state": device.state.value,
         "updated_at": device.updated_at.isoformat(),
         "valid_ranges": {m: list(r) for m, r in device.valid_ranges.items()},
@@ -61,8 +93,15 @@ class BatchOutcome:
     enriched: ReadingBatch
     alerts: list[Alert] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    changed_states: dict[str, DeviceStates] = field(default_factory=dict)
+    refused: Counter[str] = field(default_factory=Counter)
+    """Dead letters by reason kind (unknown, inactive, out_of_range, future, late)."""
+    out_of_order: int = 0
+    """Readings stored but not judged: not newer than their device's newest, within grace."""
+    for_places: list[PlaceObservation] = field(default_factory=list)
+    changed_states: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    """New rule memory by device; None to delete it."""
     changed_devices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    evaluations: int = 0
 
 
 def _refusal(item: Reading | CameraEvent, reason: str, source: str, now: datetime) -> DeadLetter:
@@ -76,78 +115,187 @@ def _refusal(item: Reading | CameraEvent, reason: str, source: str, now: datetim
     )
 
 
+class _Memories:
+    """Device memories read once per batch, written back once per batch."""
+
+    def __init__(self, stored: Memories) -> None:
+        self.stored = stored
+        self.loaded: dict[str, DeviceMemory] = {}
+        self.changed: set[str] = set()
+
+    def get(self, device_id: str) -> DeviceMemory:
+        memory = self.loaded.get(device_id)
+        if memory is None:
+            memory = self.loaded[device_id] = DeviceMemory.from_json(self.stored.get(device_id))
+        return memory
+
+    def put(self, device_id: str, memory: DeviceMemory) -> None:
+        self.loaded[device_id] = memory
+        self.changed.add(device_id)
+
+    def dump(self) -> dict[str, dict[str, Any] | None]:
+        out: dict[str, dict[str, Any] | None] = {}
+        for device_id in self.changed:
+            memory = self.loaded[device_id]
+            out[device_id] = memory.to_json() if memory.watermark or memory.rules else None
+        return out
+
+
 def process_batch(
     batch: ReadingBatch,
     devices: Mapping[str, Mapping[str, Any] | None],
-    states: Mapping[str, DeviceStates | None],
+    states: Memories,
     rules: RuleSet,
     source: str,
     now: datetime,
 ) -> BatchOutcome:
-    """Enrich, evaluate rules, and collect what to send. Inputs are not modified."""
+    """Enrich, judge, and collect what to send. Inputs are not modified."""
     out = BatchOutcome(enriched=ReadingBatch())
     for device in batch.devices:
         if is_newer(
             device, out.changed_devices.get(device.device_id) or devices.get(device.device_id)
         ):
             out.changed_devices[device.device_id] = registry_entry(device)
+    memories = _Memories(states)
     readings: list[Reading] = []
     events: list[CameraEvent] = []
     items: tuple[Reading | CameraEvent, ...] = (*batch.readings, *batch.camera_events)
     for item in items:
         entry = out.changed_devices.get(item.device_id) or devices.get(item.device_id)
-        if entry is None:
-            out.dead_letters.append(
-                _refusal(
-                    item, f"unknown device {item.device_id!r}: not in the registry", source, now
-                )
-            )
-            continue
-        if entry["state"] != DeviceState.ACTIVE:
-            out.dead_letters.append(
-                _refusal(
-                    item, f"device {item.device_id!r} is {entry['state']}, not active", source, now
-                )
-            )
-            continue
-        ranges = entry.get("valid_ranges")
-        if ranges and isinstance(item, Reading) and (problem := out_of_range(item.values, ranges)):
+        problem, kind = _problem(item, entry, now)
+        if problem is not None:
+            out.refused[kind] += 1
             out.dead_letters.append(_refusal(item, problem, source, now))
             continue
+        assert entry is not None
         enriched = item.model_copy(
             update={"device_type": entry["device_type"], "place_path": tuple(entry["place_path"])}
         )
+        memory = memories.get(item.device_id)
+        judged = evaluate_device(
+            rules,
+            memory,
+            observations(enriched, entry.get("profile_id"), tuple(entry.get("tags", ()))),
+        )
+        if judged.arrival is Arrival.LATE:
+            assert memory.watermark is not None
+            behind = (memory.watermark - item.ts).total_seconds()
+            reason = (
+                f"late: {behind:.0f} s behind the device's newest reading "
+                f"(grace {rules.grace.total_seconds():.0f} s)"
+            )
+            out.refused["late"] += 1
+            out.dead_letters.append(_refusal(item, reason, source, now))
+            continue
+        if judged.arrival is Arrival.OUT_OF_ORDER:
+            out.out_of_order += 1
+        else:
+            memories.put(item.device_id, judged.memory)
+        out.alerts.extend(judged.alerts)
+        out.for_places.extend(judged.for_places)
+        out.evaluations += judged.evaluations
         if isinstance(enriched, Reading):
             readings.append(enriched)
         else:
             events.append(enriched)
-        _run_rules(enriched, states, rules, out)
+    if batch.tick is not None:
+        tick = sweep_devices(memories, devices, out.changed_devices, rules, batch.tick)
+        out.alerts.extend(tick.alerts)
+        out.evaluations += tick.evaluations
+    out.changed_states = memories.dump()
     out.enriched = ReadingBatch(readings=tuple(readings), camera_events=tuple(events))
     return out
 
 
-def _run_rules(
-    item: Reading | CameraEvent,
-    states: Mapping[str, DeviceStates | None],
+def _problem(
+    item: Reading | CameraEvent, entry: Mapping[str, Any] | None, now: datetime
+) -> tuple[str | None, str]:
+    if entry is None:
+        return f"unknown device {item.device_id!r}: not in the registry", "unknown_device"
+    if entry["state"] != DeviceState.ACTIVE:
+        return f"device {item.device_id!r} is {entry['state']}, not active", "inactive_device"
+    ranges = entry.get("valid_ranges")
+    if ranges and isinstance(item, Reading) and (problem := out_of_range(item.values, ranges)):
+        return problem, "out_of_range"
+    if item.ts > now + FUTURE_TOLERANCE:
+        ahead = (item.ts - now).total_seconds()
+        return f"ts {item.ts.isoformat()} is {ahead:.0f} s ahead of the stream's clock", "future"
+    return None, ""
+
+
+@dataclass
+class _Sweep:
+    alerts: list[Alert] = field(default_factory=list)
+    evaluations: int = 0
+
+
+def sweep_devices(
+    memories: _Memories,
+    devices: Mapping[str, Mapping[str, Any] | None],
+    changed_devices: Mapping[str, Mapping[str, Any]],
     rules: RuleSet,
-    out: BatchOutcome,
-) -> None:
-    device_id = item.device_id
-    for obs in observations(item):
-        for rule in rules.for_metric(obs.metric):
-            if not rule.applies_to(obs):
-                continue
-            current = out.changed_states.get(device_id)
-            if current is None:
-                current = dict(states.get(device_id) or {})
-            raw = current.get(rule.id)
-            state = ThresholdState.model_validate(raw) if raw is not None else None
-            new_state, alert = evaluate(rule, state, obs)
-            if new_state is not state:
-                if new_state is None:
-                    current.pop(rule.id, None)
-                else:
-                    current[rule.id] = new_state.model_dump(mode="json")
-                out.changed_states[device_id] = current
-            if alert is not None:
-                out.alerts.append(alert)
+    now: datetime,
+) -> _Sweep:
+    """A clock tick over every device whose memory was given: judge silence at ``now``.
+    Devices that are not active are left alone (their silence is expected)."""
+    out = _Sweep()
+    for device_id in list(memories.stored):
+        entry = changed_devices.get(device_id) or devices.get(device_id)
+        if entry is None or entry["state"] != DeviceState.ACTIVE:
+            continue
+        subject = Observation(
+            device_id,
+            entry["device_type"],
+            tuple(entry["place_path"]),
+            "",
+            0.0,
+            now,
+            1.0,
+            entry.get("profile_id"),
+            tuple(entry.get("tags", ())),
+        )
+        memory = memories.get(device_id)
+        swept = sweep_device(rules, memory, subject, now)
+        out.evaluations += swept.evaluations
+        if swept.memory is not memory:
+            memories.put(device_id, swept.memory)
+        out.alerts.extend(swept.alerts)
+    return out
+
+
+@dataclass
+class PlaceOutcome:
+    alerts: list[Alert] = field(default_factory=list)
+    changed_states: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    """New composite memory by place id; None to delete it."""
+
+
+def process_places(batch: PlaceBatch, states: Memories, rules: RuleSet) -> PlaceOutcome:
+    """Judge composite rules on one partition's places: each observation, then any tick
+    over every place whose memory was given."""
+    out = PlaceOutcome()
+    loaded: dict[str, PlaceMemory] = {}
+
+    def memory(place_id: str) -> PlaceMemory | None:
+        if place_id not in loaded:
+            raw = states.get(place_id)
+            if raw is None:
+                return None
+            loaded[place_id] = PlaceMemory.from_json(raw)
+        return loaded[place_id]
+
+    for obs in batch.observations:
+        place_id = obs.place_path[-1]
+        loaded[place_id], alerts = evaluate_place(rules, memory(place_id), obs)
+        out.alerts.extend(alerts)
+    if batch.tick is not None:
+        for place_id in list(states):
+            current = memory(place_id)
+            if current is not None and current.place_path:
+                loaded[place_id], alerts = sweep_place(rules, current, batch.tick)
+                out.alerts.extend(alerts)
+    for place_id, mem in loaded.items():
+        new = mem.to_json() if mem.rules else None
+        if new != states.get(place_id):
+            out.changed_states[place_id] = new
+    return out

@@ -12,10 +12,12 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -87,6 +89,48 @@ class Pipeline:
         with open_registry(self.settings) as registry:
             return device_id, registry.add(device, "itest")
 
+    def metrics(self, service: str) -> str:
+        """The service's Prometheus exposition text ('' while it does not answer)."""
+        port = self.stack.metrics.of(service)
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                return str(r.read().decode())
+        except OSError:
+            return ""
+
+    def add_rules(self, rules_yaml: str) -> str:
+        """Append rules to the stream's rule file; returns once the stream runs them."""
+        from rules import parse_rules
+
+        path = self.settings.rules_file
+        assert path is not None
+        text = path.read_text() + rules_yaml
+        version = parse_rules(text, str(path)).version
+        tmp = path.with_suffix(".new")
+        tmp.write_text(text)
+        tmp.replace(path)
+        wait_for(
+            lambda: (
+                f'cityvitals_streams_rules_info{{version="{version}"}} 1.0'
+                in self.metrics("streams")
+            ),
+            what=f"the stream to run rule file version {version}",
+        )
+        return version
+
+    def restart(self, service: str) -> None:
+        """Stop a service's process and start it again; returns once it reports ready."""
+        from cityvitals.localstack import reports_ready
+
+        (process,) = [p for p in self.stack.processes if p.name == service]
+        process.stop()
+        process.start()
+        wait_for(
+            lambda: reports_ready(service, self.stack.metrics.of(service)),
+            timeout=90,
+            what=f"{service} ready after a restart",
+        )
+
     def topic(self, device_id: str, kind: str = "readings") -> str:
         return f"{self.settings.mqtt_topic_root}/{device_id}/{kind}"
 
@@ -137,7 +181,12 @@ def reading(ts: str, seq: int, **values: float) -> str:
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     state = tmp_path_factory.mktemp("stack")
+    rules_file = state / "rules.yaml"  # tests add rules to it: the stream reloads it
+    rules_file.write_text(resources.files("rules").joinpath("default.yaml").read_text())
     settings = Settings(
+        rules_file=rules_file,
+        rules_reload_s=0.5,
+        rules_tick_s=1.0,
         mqtt_port=free_port(),
         kafka_bootstrap=f"127.0.0.1:{free_port()}",
         database_url=f"postgresql://cityvitals@127.0.0.1:{free_port()}/cityvitals",

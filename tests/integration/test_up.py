@@ -69,7 +69,8 @@ def test_up_with_the_simulator_and_ctrl_c(tmp_path: Path) -> None:
         wait_for(lambda: query(cameras) == [(12,)], 90, "events from all 12 simulated cameras")
         alert = wait_for(
             lambda: query(
-                "SELECT rule_id, level, place_path FROM alerts WHERE device_id = 'sim-waterlevel-d1s1g1'"
+                "SELECT rule_id, level, place_path FROM alerts "
+                "WHERE device_id = 'sim-waterlevel-d1s1g1' AND rule_id = 'waterlogging-depth'"
             ),
             90,
             "the flood alert, stored from the alerts topic",

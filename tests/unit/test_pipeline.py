@@ -39,7 +39,7 @@ def test_known_device_is_enriched_and_rules_run() -> None:
     (enriched,) = out.enriched.readings
     assert (enriched.device_type, enriched.place_path) == ("water_level", ("c", "d1"))
     assert [a.rule_id for a in out.alerts] == ["deep"]
-    assert "deep" in out.changed_states["wl-1"]
+    assert "deep" in out.changed_states["wl-1"]["r"]
     assert not out.dead_letters
 
 
@@ -72,7 +72,7 @@ def test_an_older_registry_change_does_not_overwrite_a_newer_one() -> None:
     assert len(out.dead_letters) == 1
 
 
-def test_resolving_leaves_only_a_watermark() -> None:
+def test_resolving_leaves_only_the_device_watermark() -> None:
     devices = {"wl-5": registry_entry(device("wl-5"))}
     first = process_batch(
         ReadingBatch(readings=(reading("wl-5", 9, 1),)), devices, {}, RULES, "r", T0
@@ -86,16 +86,48 @@ def test_resolving_leaves_only_a_watermark() -> None:
         T0,
     )
     assert [a.status.value for a in second.alerts] == ["resolved"]
-    assert second.changed_states["wl-5"]["deep"]["alert_id"] is None
-    third = process_batch(
-        ReadingBatch(readings=(reading("wl-5", 0.5, 3),)),
-        devices,
-        second.changed_states,
-        RULES,
-        "r",
-        T0,
+    assert second.changed_states["wl-5"] == {"r": {}, "wm": reading("wl-5", 1, 2).ts.isoformat()}
+
+
+def test_late_readings_are_dead_lettered_and_out_of_order_ones_kept() -> None:
+    devices = {"wl-7": registry_entry(device("wl-7"))}
+    now = T0 + timedelta(hours=1)
+    first = process_batch(
+        ReadingBatch(readings=(reading("wl-7", 1, 60),)), devices, {}, RULES, "r", now
     )
-    assert third.changed_states == {} and not third.alerts  # a quiet reading writes nothing
+    batch = ReadingBatch(readings=(reading("wl-7", 50, 55), reading("wl-7", 50, 40)))
+    out = process_batch(batch, devices, first.changed_states, RULES, "r", now)
+    assert [r.seq for r in out.enriched.readings] == [55] and out.out_of_order == 1
+    assert not out.alerts  # neither moved the rules: they are older than the device's newest
+    (late,) = out.dead_letters
+    assert late.reason == "late: 1200 s behind the device's newest reading (grace 600 s)"
+    assert out.refused == {"late": 1}
+
+
+def test_a_reading_from_the_future_is_refused_before_it_moves_the_watermark() -> None:
+    devices = {"wl-8": registry_entry(device("wl-8"))}
+    out = process_batch(
+        ReadingBatch(readings=(reading("wl-8", 1, 60 * 24),)), devices, {}, RULES, "r", T0
+    )
+    assert not out.enriched.readings and out.changed_states == {}
+    assert "ahead of the stream's clock" in out.dead_letters[0].reason
+
+
+def test_a_tick_judges_absence_on_every_device_given() -> None:
+    rules = parse_rules(
+        "rules:\n  - {id: quiet, kind: absence, metric: water_level_cm, after: 30m}\n"
+    )
+    devices = {"wl-9": registry_entry(device("wl-9"))}
+    first = process_batch(
+        ReadingBatch(readings=(reading("wl-9", 1, 1),)), devices, {}, rules, "r", T0
+    )
+    tick = ReadingBatch(tick=T0 + timedelta(minutes=45))
+    out = process_batch(tick, devices, first.changed_states, rules, "r", T0)
+    assert [(a.rule_id, a.device_id, a.status.value) for a in out.alerts] == [
+        ("quiet", "wl-9", "firing")
+    ]
+    again = process_batch(tick, devices, out.changed_states, rules, "r", T0)
+    assert not again.alerts
 
 
 def test_a_value_outside_the_profiles_valid_range_is_dead_lettered() -> None:

@@ -10,7 +10,12 @@ def test_the_shipped_default_rules_are_valid() -> None:
         resources.files("rules").joinpath("default.yaml").read_text(), "default.yaml"
     )
     assert {"waterlogging-depth", "pm25-pollution", "camera-smoke-fire"} <= {r.id for r in rules}
-    assert [r.id for r in rules.for_metric("water_level_cm")] == ["waterlogging-depth"]
+    assert [r.id for r in rules.device_rules("water_level_cm")] == [
+        "waterlogging-depth",
+        "water-rising-fast",
+    ]
+    kinds = {r.kind for r in rules}
+    assert {"threshold", "rate", "absence", "composite"} <= kinds
 
 
 def test_every_problem_is_named_with_file_line_and_field() -> None:

@@ -1,0 +1,140 @@
+"""``cityvitals anomaly score IN.csv OUT.csv``: anomaly scores for one series in a CSV file.
+
+The input has a header with ``timestamp`` and ``value`` columns (NAB's layout). Timestamps are
+``YYYY-MM-DD HH:MM:SS`` (taken as UTC) or ISO 8601 with a zone. The output has one row per input
+row, in the same order: ``timestamp,value,anomaly_score``, the first two as they were written.
+A row whose timestamp is not newer than the last learned one scores 0.0, as in the stream.
+
+The command is strict: the first bad row stops it with ``error: IN.csv:LINE: FIELD: problem``
+and exit code 1, and no output file is written (it is written to a temporary file and renamed
+into place only when every row has been scored).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from rules.anomaly import AnomalyParams, AnomalyState, score
+
+__all__ = ["BadRow", "anomaly_app", "parse_params", "read_series"]
+
+anomaly_app = typer.Typer(help="Score sensor series for anomalies.", no_args_is_help=True)
+
+
+@anomaly_app.callback()
+def _group() -> None:
+    """Score sensor series for anomalies."""
+
+
+class BadRow(ValueError):
+    """A row that cannot be read; names the file, the line and the field."""
+
+    def __init__(self, path: str, line: int, field: str, problem: str) -> None:
+        super().__init__(f"{path}:{line}: {field}: {problem}")
+        self.path, self.line, self.field, self.problem = path, line, field, problem
+
+
+def parse_params(pairs: list[str]) -> AnomalyParams:
+    """``NAME=VALUE`` pairs as detector parameters; raises ``ValueError`` naming the bad one."""
+    fields: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--param {pair!r}: expected NAME=VALUE")
+        fields[name.strip()] = value.strip()
+    try:
+        return AnomalyParams.model_validate(fields)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        name = ".".join(str(p) for p in err["loc"])
+        raise ValueError(f"--param {name}: {err['msg']}") from None
+
+
+def _timestamp(text: str) -> datetime:
+    ts = datetime.fromisoformat(text.strip())
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
+
+
+def read_series(path: Path) -> Iterator[tuple[int, str, str, datetime, float]]:
+    """The rows of a ``timestamp,value`` CSV: line, raw timestamp, raw value, parsed pair."""
+    name = str(path)
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            raise BadRow(name, 1, "header", "empty file, expected timestamp,value")
+        columns = [c.strip().lower() for c in header]
+        if "timestamp" not in columns or "value" not in columns:
+            raise BadRow(name, 1, "header", f"expected timestamp,value, got {','.join(header)}")
+        it, iv = columns.index("timestamp"), columns.index("value")
+        for row in reader:
+            line = reader.line_num
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise BadRow(name, line, "row", f"expected {len(header)} fields, got {len(row)}")
+            raw_ts, raw_value = row[it], row[iv]
+            try:
+                ts = _timestamp(raw_ts)
+            except ValueError:
+                raise BadRow(
+                    name, line, "timestamp", f"cannot parse {raw_ts!r} as a date and time"
+                ) from None
+            try:
+                value = float(raw_value)
+            except ValueError:
+                value = math.nan
+            if not math.isfinite(value):
+                raise BadRow(name, line, "value", f"not a finite number: {raw_value!r}")
+            yield line, raw_ts, raw_value, ts, value
+
+
+@anomaly_app.command("score")
+def score_csv(
+    source: Annotated[Path, typer.Argument(metavar="IN.csv", help="timestamp,value rows.")],
+    target: Annotated[Path, typer.Argument(metavar="OUT.csv", help="Written atomically.")],
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", metavar="NAME=VALUE", help="Set a detector parameter; repeatable."),
+    ] = None,
+) -> None:
+    """Score every reading of IN.csv against the readings before it; write OUT.csv."""
+    try:
+        params = parse_params(param or [])
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if not source.is_file():
+        typer.echo(f"error: {source}: no such file", err=True)
+        raise typer.Exit(1)
+    target_dir = target.resolve().parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target_dir)
+    rows = 0
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out)
+            writer.writerow(["timestamp", "value", "anomaly_score"])
+            state: AnomalyState | None = None
+            for _line, raw_ts, raw_value, ts, value in read_series(source):
+                state, s = score(params, state, ts, value)
+                writer.writerow([raw_ts, raw_value, repr(s)])
+                rows += 1
+        os.replace(tmp, target)
+    except BadRow as exc:
+        os.unlink(tmp)
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    typer.echo(f"{rows} rows scored into {target}", err=True)

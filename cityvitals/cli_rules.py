@@ -1,0 +1,221 @@
+"""``cityvitals rules``: check a rule file, and backtest it over history (a CSV or the database).
+
+The backtest runs :class:`rules.backtest.Backtest`, the same rule code the stream runs, and
+writes every alert transition as one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["read_csv", "rules_app"]
+
+rules_app = typer.Typer(help="Check rule files and backtest them.", no_args_is_help=True)
+
+CSV_REQUIRED = ("ts", "device_id", "metric", "value")
+CSV_OPTIONAL = ("device_type", "place_path", "profile_id", "tags", "confidence")
+
+
+class InputError(ValueError):
+    """A row of the input that cannot be read: its line and field."""
+
+    def __init__(self, source: str, line: int, field: str, message: str) -> None:
+        super().__init__(f"{source}:{line}: {field}: {message}")
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def _load_rules(file: Path) -> Any:
+    from rules import RuleFileError, parse_rules
+
+    try:
+        return parse_rules(file.read_text(), str(file))
+    except OSError as exc:
+        raise _fail(f"{file}: {exc.strerror}") from None
+    except RuleFileError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+@rules_app.command("check")
+def rules_check(file: Path) -> None:
+    """Validate a rule file; every problem is printed with its line and field."""
+    ruleset = _load_rules(file)
+    kinds: dict[str, int] = {}
+    for rule in ruleset:
+        kinds[rule.kind] = kinds.get(rule.kind, 0) + 1
+    detail = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+    typer.echo(f"{file}: {len(ruleset)} rules OK ({detail}); grace {ruleset.grace}")
+
+
+def _utc(text: str) -> datetime:
+    ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def read_csv(path: Path) -> Iterator[list[Any]]:
+    """Readings from ``ts,device_id,metric,value`` rows (optional columns: device_type,
+    place_path joined by ``/``, profile_id, tags joined by ``;``, confidence). Consecutive
+    rows of one device at one instant form one reading. Naive timestamps are UTC."""
+    from rules import Observation
+
+    source = str(path)
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        missing = [c for c in CSV_REQUIRED if c not in header]
+        if missing:
+            raise InputError(source, 1, ",".join(missing), "required column missing")
+        unknown = [c for c in header if c not in CSV_REQUIRED + CSV_OPTIONAL]
+        if unknown:
+            raise InputError(source, 1, unknown[0], "unknown column")
+        group: list[Observation] = []
+        for row in reader:
+            line = reader.line_num
+            try:
+                ts = _utc(row["ts"])
+            except ValueError as exc:
+                raise InputError(source, line, "ts", str(exc)) from None
+            try:
+                value = float(row["value"])
+                confidence = float(row.get("confidence") or 1.0)
+            except ValueError as exc:
+                raise InputError(source, line, "value", str(exc)) from None
+            if not row["device_id"] or not row["metric"]:
+                raise InputError(
+                    source, line, "device_id" if not row["device_id"] else "metric", "empty"
+                )
+            obs = Observation(
+                row["device_id"],
+                row.get("device_type") or None,
+                tuple(p for p in (row.get("place_path") or "").split("/") if p),
+                row["metric"],
+                value,
+                ts,
+                confidence,
+                row.get("profile_id") or None,
+                tuple(t for t in (row.get("tags") or "").split(";") if t),
+            )
+            if group and (group[0].device_id, group[0].ts) != (obs.device_id, obs.ts):
+                yield group
+                group = []
+            group.append(obs)
+        if group:
+            yield group
+
+
+def read_database(start: datetime, end: datetime) -> Iterator[list[Any]]:
+    """Readings and camera events stored in ``[start, end)``, in event-time order, with each
+    device's profile and tags from the registry."""
+    from cityvitals import db
+    from cityvitals.cli import settings
+    from rules import Observation
+
+    query = """
+        SELECT r.device_id, r.ts, r.metric, r.value, 1.0, r.device_type, r.place_path,
+               d.profile_id, coalesce(d.tags, '{}')
+          FROM readings r LEFT JOIN devices d USING (device_id)
+         WHERE r.ts >= %(start)s AND r.ts < %(end)s
+        UNION ALL
+        SELECT e.camera_id, e.ts, 'camera.' || e.event_type, e.value, e.confidence,
+               e.device_type, e.place_path, d.profile_id, coalesce(d.tags, '{}')
+          FROM camera_events e LEFT JOIN devices d ON d.device_id = e.camera_id
+         WHERE e.ts >= %(start)s AND e.ts < %(end)s
+        ORDER BY 2, 1, 3
+    """
+    with db.connect(settings()) as conn, conn.cursor(name="backtest") as cur:
+        cur.itersize = 10_000
+        cur.execute(query, {"start": start, "end": end})
+        group: list[Observation] = []
+        row: Any
+        for row in cur:
+            device_id, ts, metric, value, confidence, dtype, path, profile, tags = row
+            obs = Observation(
+                device_id, dtype, tuple(path), metric, value, ts, confidence, profile, tuple(tags)
+            )
+            if group and (group[0].device_id, group[0].ts) != (device_id, ts):
+                yield group
+                group = []
+            group.append(obs)
+        if group:
+            yield group
+
+
+@rules_app.command("backtest")
+def rules_backtest(
+    rules_file: Annotated[Path, typer.Option("--rules", help="the rule file to try")],
+    output: Annotated[Path, typer.Option(help="alert transitions, one JSON object a line")],
+    input_csv: Annotated[
+        Path | None, typer.Option("--input", help="CSV of ts,device_id,metric,value")
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option("--from", help="read the database from this ISO time")
+    ] = None,
+    end: Annotated[str | None, typer.Option("--to", help="... up to this ISO time")] = None,
+    tick: Annotated[
+        str, typer.Option(help="event-time clock tick for absence rules and windows")
+    ] = "1m",
+) -> None:
+    """Run a rule file over history and write every alert transition it would have made."""
+    from rules.backtest import Backtest
+    from rules.kinds import parse_duration
+
+    ruleset = _load_rules(rules_file)
+    step = parse_duration(tick)
+    if not hasattr(step, "total_seconds") or step.total_seconds() <= 0:
+        raise _fail(f"--tick {tick!r}: give a positive duration such as 30s, 1m or 1h")
+    if (input_csv is None) == (start is None):
+        raise _fail("give either --input FILE.csv or --from TIME --to TIME")
+    if input_csv is not None:
+        if not input_csv.is_file():
+            raise _fail(f"--input {input_csv}: no such file")
+        source = read_csv(input_csv)
+    else:
+        try:
+            first, last = _utc(start or ""), _utc(end or datetime.now(UTC).isoformat())
+        except ValueError as exc:
+            raise _fail(f"--from/--to: {exc}") from None
+        source = read_database(first, last)
+    bt = Backtest(ruleset, step)
+    started = time.perf_counter()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
+    try:
+        with os.fdopen(fd, "w") as out:
+            for reading in source:
+                for alert in bt.feed(reading):
+                    out.write(alert.model_dump_json() + "\n")
+        os.replace(tmp, output)
+    except InputError as exc:
+        os.unlink(tmp)
+        raise _fail(str(exc)) from None
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    elapsed = time.perf_counter() - started
+    c = bt.counts
+    rate = c.evaluations / elapsed if elapsed > 0 else 0.0
+    summary = {
+        "readings": c.readings,
+        "evaluations": c.evaluations,
+        "transitions": c.transitions,
+        "out_of_order": c.out_of_order,
+        "late": c.late,
+        "seconds": round(elapsed, 3),
+        "evaluations_per_s": round(rate),
+    }
+    typer.echo(json.dumps(summary), err=True)
+    typer.echo(f"{c.transitions} alert transitions written to {output}", err=True)

@@ -1,0 +1,179 @@
+"""The life of one alert episode, shared by every rule kind: pending, firing, level changes,
+resolved; with ``for`` and ``keep_firing_for`` in event time.
+
+A kind judges each input into a *level* (the condition holds at that level) or None (it does
+not hold); :func:`step` turns that sequence into alert transitions. State is passed in and
+returned, never kept: the same function runs in the stream, in a backtest and in a test.
+
+>>> from datetime import UTC, datetime, timedelta
+>>> t0 = datetime(2026, 7, 1, tzinfo=UTC)
+>>> s, tr = step(AlertState(), t0, WarningLevel.YELLOW, "r|wl-1|m", timedelta(minutes=5), timedelta(0))
+>>> tr is None and s.pending_since == t0          # pending: must hold 5 minutes
+True
+>>> s, tr = step(s, t0 + timedelta(minutes=5), WarningLevel.YELLOW, "r|wl-1|m", timedelta(minutes=5), timedelta(0))
+>>> tr.status.value, tr.level.value, tr.started_at == t0
+('firing', 'yellow', True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from cityvitals.contracts import AlertStatus, WarningLevel
+
+__all__ = ["AlertState", "Transition", "alert_id", "step"]
+
+
+def alert_id(key: str, started_at: datetime) -> str:
+    """The id of an alert episode: the same rule, subject and start always give the same id."""
+    return hashlib.blake2b(f"{key}|{started_at.isoformat()}".encode(), digest_size=16).hexdigest()
+
+
+def _ts(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class AlertState:
+    """What one rule remembers about one subject (a device, or a place for composite rules).
+
+    ``memory`` is the kind's own (the last values of a rate, when a metric was last seen, an
+    anomaly detector's statistics); plain JSON types only.
+    """
+
+    pending_since: datetime | None = None
+    """The condition has held since then (the episode's start once it fires)."""
+    alert_id: str | None = None
+    level: WarningLevel | None = None
+    revision: int = 0
+    clear_since: datetime | None = None
+    """Firing, but the condition has been false since then (``keep_firing_for``)."""
+    lower_since: datetime | None = None
+    """Firing, but the condition has been below the alert's level since then."""
+    memory: Any = None
+    detail: tuple[str, str, float, float] | None = None
+    """While firing: the device, metric, value and threshold of the last transition, to
+    close the alert when no reading is at hand (its rule was removed, a window emptied)."""
+
+    @property
+    def firing(self) -> bool:
+        return self.alert_id is not None
+
+    @property
+    def idle(self) -> bool:
+        """Nothing worth keeping: not pending, not firing, no memory."""
+        return self.pending_since is None and self.alert_id is None and self.memory is None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.pending_since is not None:
+            out["p"] = _iso(self.pending_since)
+        if self.alert_id is not None:
+            out["a"], out["l"], out["r"] = self.alert_id, str(self.level), self.revision
+        if self.clear_since is not None:
+            out["c"] = _iso(self.clear_since)
+        if self.lower_since is not None:
+            out["w"] = _iso(self.lower_since)
+        if self.memory is not None:
+            out["m"] = self.memory
+        if self.detail is not None:
+            out["x"] = list(self.detail)
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AlertState:
+        level = data.get("l")
+        return cls(
+            pending_since=_ts(data.get("p")),
+            alert_id=data.get("a"),
+            level=None if level is None else WarningLevel(level),
+            revision=data.get("r", 0),
+            clear_since=_ts(data.get("c")),
+            lower_since=_ts(data.get("w")),
+            memory=data.get("m"),
+            detail=None if data.get("x") is None else tuple(data["x"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """An alert transition to publish: fired (revision 0), changed level, or resolved."""
+
+    status: AlertStatus
+    alert_id: str
+    level: WarningLevel
+    revision: int
+    started_at: datetime
+
+
+def step(
+    state: AlertState,
+    ts: datetime,
+    level: WarningLevel | None,
+    key: str,
+    hold_for: timedelta,
+    keep_firing_for: timedelta,
+) -> tuple[AlertState, Transition | None]:
+    """Apply one judgement at event time ``ts``; ``key`` names the rule and subject.
+
+    - Not firing: a level starts (or continues) the pending time; once it has held for
+      ``hold_for`` the alert fires at the level of that moment. None ends the pending time.
+    - Firing: a higher level is taken at once; a lower level once it has held for
+      ``keep_firing_for``; None resolves once it has held for ``keep_firing_for``.
+    """
+    if state.alert_id is None:
+        if level is None:
+            return (replace(state, pending_since=None) if state.pending_since else state), None
+        since = state.pending_since or ts
+        if ts - since < hold_for:
+            return (
+                state if state.pending_since == since else replace(state, pending_since=since)
+            ), None
+        fired = replace(
+            state,
+            pending_since=since,
+            alert_id=alert_id(key, since),
+            level=level,
+            revision=0,
+            clear_since=None,
+            lower_since=None,
+        )
+        return fired, _transition(fired, AlertStatus.FIRING)
+    assert state.level is not None and state.pending_since is not None
+    if level is None:
+        since = state.clear_since or ts
+        if ts - since < keep_firing_for:
+            return (
+                state if state.clear_since == since else replace(state, clear_since=since)
+            ), None
+        resolved = replace(state, revision=state.revision + 1)
+        return AlertState(memory=state.memory), _transition(resolved, AlertStatus.RESOLVED)
+    if level.rank > state.level.rank:
+        raised = replace(
+            state, level=level, revision=state.revision + 1, clear_since=None, lower_since=None
+        )
+        return raised, _transition(raised, AlertStatus.FIRING)
+    if level is state.level:
+        if state.clear_since is None and state.lower_since is None:
+            return state, None
+        return replace(state, clear_since=None, lower_since=None), None
+    since = state.lower_since or ts
+    if ts - since < keep_firing_for:
+        return replace(state, clear_since=None, lower_since=since), None
+    lowered = replace(
+        state, level=level, revision=state.revision + 1, clear_since=None, lower_since=None
+    )
+    return lowered, _transition(lowered, AlertStatus.FIRING)
+
+
+def _transition(state: AlertState, status: AlertStatus) -> Transition:
+    assert state.alert_id is not None and state.level is not None
+    assert state.pending_since is not None
+    return Transition(status, state.alert_id, state.level, state.revision, state.pending_since)

@@ -1,0 +1,546 @@
+"""Run a rule set over readings: per device, and per place for composite rules.
+
+Pure: memory in, memory and alert transitions out. The stream processor keeps a device's
+memory in a table on the device's partition and a place's memory on the place's partition;
+a backtest keeps both in dicts. Both call exactly these functions.
+
+Event time. A device's readings are judged in event-time order: a reading not newer than the
+device's newest (its watermark) does not move any rule state. It is *out of order* when it is
+within the rule set's ``grace`` of the watermark (it is still stored, and counted) and *late*
+beyond that (the caller dead-letters it). Clock ticks (:func:`sweep_device`,
+:func:`sweep_place`) judge absence and composite windows when no reading comes.
+
+>>> from datetime import UTC, datetime
+>>> from rules.ruleset import parse_rules
+>>> rs = parse_rules("rules: [{id: deep, metric: water_cm, levels: {yellow: 15}}]")
+>>> o = Observation("wl-1", "water_level", ("c", "d1"), "water_cm", 18.0,
+...                 datetime(2026, 7, 1, tzinfo=UTC))
+>>> out = evaluate_device(rs, None, [o])
+>>> [(a.status.value, a.level.value) for a in out.alerts], out.arrival.value
+([('firing', 'yellow')], 'in_order')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from cityvitals.contracts import (
+    Alert,
+    AlertStatus,
+    CameraEvent,
+    PlaceObservation,
+    Reading,
+    WarningLevel,
+)
+from rules import anomaly
+from rules.alerting import AlertState, Transition, step
+from rules.kinds import (
+    AbsenceRule,
+    AnomalyRule,
+    CompositeRule,
+    LevelledRule,
+    RateRule,
+    RuleBase,
+    ThresholdRule,
+)
+from rules.ruleset import RuleSet
+
+__all__ = [
+    "Arrival",
+    "DeviceMemory",
+    "DeviceOutcome",
+    "Observation",
+    "PlaceMemory",
+    "evaluate_device",
+    "evaluate_place",
+    "observations",
+    "sweep_device",
+    "sweep_place",
+]
+
+RATE_POINTS = 64
+"""Most points a rate rule keeps per device (its window shortens beyond that)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One value of one metric of one device at one instant, as the rules see it.
+
+    A reading with several values gives several observations; a camera event gives one, whose
+    metric is ``camera.<event type>`` and whose confidence is the analytics' confidence.
+    """
+
+    device_id: str
+    device_type: str | None
+    place_path: tuple[str, ...]
+    metric: str
+    value: float
+    ts: datetime
+    confidence: float = 1.0
+    profile_id: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+def observations(
+    item: Reading | CameraEvent, profile_id: str | None = None, tags: tuple[str, ...] = ()
+) -> list[Observation]:
+    if isinstance(item, Reading):
+        return [
+            Observation(
+                item.device_id,
+                item.device_type,
+                item.place_path,
+                m,
+                v,
+                item.ts,
+                1.0,
+                profile_id,
+                tags,
+            )
+            for m, v in item.values.items()
+        ]
+    return [
+        Observation(
+            item.camera_id,
+            item.device_type,
+            item.place_path,
+            f"camera.{item.event_type.value}",
+            item.value,
+            item.ts,
+            item.confidence,
+            profile_id,
+            tags,
+        )
+    ]
+
+
+class Arrival(StrEnum):
+    IN_ORDER = "in_order"
+    OUT_OF_ORDER = "out_of_order"
+    """Not newer than the device's newest, within the grace: stored, not judged."""
+    LATE = "late"
+    """Older than the device's newest by more than the grace: dead-lettered."""
+
+
+def _iso(ts: datetime) -> str:
+    return ts.isoformat()
+
+
+@dataclass(slots=True)
+class DeviceMemory:
+    """Everything the rules remember about one device: its watermark and each rule's state."""
+
+    watermark: datetime | None = None
+    rules: dict[str, AlertState] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"r": {k: s.to_json() for k, s in self.rules.items()}}
+        if self.watermark is not None:
+            out["wm"] = _iso(self.watermark)
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> DeviceMemory:
+        if not data:
+            return cls()
+        wm = data.get("wm")
+        return cls(
+            None if wm is None else datetime.fromisoformat(wm),
+            {k: AlertState.from_json(v) for k, v in data.get("r", {}).items()},
+        )
+
+
+@dataclass(slots=True)
+class PlaceMemory:
+    """What composite rules remember about one place: its clock and each rule's state."""
+
+    place_path: tuple[str, ...] = ()
+    clock: datetime | None = None
+    rules: dict[str, AlertState] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "pp": list(self.place_path),
+            "r": {k: s.to_json() for k, s in self.rules.items()},
+        }
+        if self.clock is not None:
+            out["t"] = _iso(self.clock)
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> PlaceMemory:
+        if not data:
+            return cls()
+        t = data.get("t")
+        return cls(
+            tuple(data.get("pp", ())),
+            None if t is None else datetime.fromisoformat(t),
+            {k: AlertState.from_json(v) for k, v in data.get("r", {}).items()},
+        )
+
+
+@dataclass
+class DeviceOutcome:
+    memory: DeviceMemory
+    arrival: Arrival = Arrival.IN_ORDER
+    alerts: list[Alert] = field(default_factory=list)
+    for_places: list[PlaceObservation] = field(default_factory=list)
+    """Observations that composite rules judge on the place's partition."""
+    evaluations: int = 0
+
+
+# --- judging one input, per kind --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Judgement:
+    level: WarningLevel | None
+    value: float
+    threshold: float
+    memory: Any
+
+
+def _judge_levelled(rule: LevelledRule, value: float, firing: bool, memory: Any) -> _Judgement:
+    passed = rule.judge(value, firing)
+    if passed is None:
+        return _Judgement(None, value, rule.lowest[1], memory)
+    return _Judgement(passed[0], value, passed[1], memory)
+
+
+def _judge_rate(rule: RateRule, obs: Observation, state: AlertState) -> _Judgement:
+    points: list[list[Any]] = list(state.memory or [])
+    horizon = obs.ts - rule.over
+    points = [p for p in points if datetime.fromisoformat(p[0]) >= horizon][-(RATE_POINTS - 1) :]
+    first = points[0] if points else None
+    points.append([_iso(obs.ts), obs.value])
+    if first is None:
+        return _Judgement(None, 0.0, 0.0, points)
+    elapsed = (obs.ts - datetime.fromisoformat(first[0])) / rule.per
+    rate = (obs.value - first[1]) / elapsed
+    return _judge_levelled(rule, rate, state.firing, points)
+
+
+def _judge_anomaly(rule: AnomalyRule, obs: Observation, state: AlertState) -> _Judgement:
+    detector = None if state.memory is None else anomaly.AnomalyState.from_json(state.memory)
+    detector, score = anomaly.score(rule.params, detector, obs.ts, obs.value)
+    return _judge_levelled(rule, score, state.firing, detector.to_json())
+
+
+def _judge(rule: RuleBase, obs: Observation, state: AlertState) -> _Judgement:
+    if isinstance(rule, RateRule):
+        return _judge_rate(rule, obs, state)
+    if isinstance(rule, AnomalyRule):
+        return _judge_anomaly(rule, obs, state)
+    assert isinstance(rule, ThresholdRule)
+    return _judge_levelled(rule, obs.value, state.firing, None)
+
+
+def _judge_absence(rule: AbsenceRule, ts: datetime, seen: bool, state: AlertState) -> _Judgement:
+    """Memory is when the metric was last seen (or the device first met the rule)."""
+    last = ts if seen or state.memory is None else datetime.fromisoformat(state.memory)
+    silent = (ts - last).total_seconds()
+    level = rule.level if silent >= rule.after.total_seconds() else None
+    return _Judgement(level, silent, rule.after.total_seconds(), _iso(last))
+
+
+# --- alerts -----------------------------------------------------------------------------------
+
+
+def _human(td: timedelta) -> str:
+    s = td.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size and s % size == 0:
+            return f"{s / size:g}{unit}"
+    return f"{s:g}s"
+
+
+def render_summary(rule: RuleBase, **values: Any) -> str:
+    values.setdefault("per", _human(rule.per) if isinstance(rule, RateRule) else "")
+    values.setdefault("place", "/".join(values.get("place_path", ())))
+    values.setdefault("evidence", ", ".join(values.get("evidence_ids", ())))
+    return rule.summary.format(rule_id=rule.id, **values)
+
+
+def _alert(
+    rule: RuleBase,
+    tr: Transition,
+    ts: datetime,
+    obs: Observation,
+    judged: _Judgement,
+    evidence: tuple[str, ...] = (),
+    place_path: tuple[str, ...] | None = None,
+) -> Alert:
+    path = obs.place_path if place_path is None else place_path
+    summary = render_summary(
+        rule,
+        metric=obs.metric,
+        value=judged.value,
+        device_id=obs.device_id,
+        threshold=judged.threshold,
+        level=tr.level.value,
+        place_path=path,
+        evidence_ids=evidence,
+    )
+    if tr.status is AlertStatus.RESOLVED:
+        summary = f"resolved: {summary}"
+    return Alert(
+        alert_id=tr.alert_id,
+        revision=tr.revision,
+        rule_id=rule.id,
+        status=tr.status,
+        level=tr.level,
+        device_id=obs.device_id,
+        metric=obs.metric,
+        value=judged.value,
+        threshold=judged.threshold,
+        place_path=path,
+        device_type=obs.device_type,
+        started_at=tr.started_at,
+        ts=ts,
+        summary=summary[:500],
+        evidence=evidence,
+    )
+
+
+def _apply(
+    rule: RuleBase,
+    states: dict[str, AlertState],
+    state: AlertState,
+    judged: _Judgement,
+    ts: datetime,
+    key: str,
+    subject: tuple[str, str],
+) -> Transition | None:
+    """Step the rule's state; ``subject`` (device, metric) is remembered while it fires."""
+    if judged.memory is not state.memory:
+        state = replace(state, memory=judged.memory)
+    new, tr = step(state, ts, judged.level, key, rule.for_, rule.keep_firing_for)
+    if tr is not None and tr.status is AlertStatus.FIRING:
+        new = replace(new, detail=(*subject, judged.value, judged.threshold))
+    if new.idle:
+        states.pop(rule.id, None)
+    else:
+        states[rule.id] = new
+    return tr
+
+
+def _retire(
+    rules: RuleSet, states: dict[str, AlertState], place_path: tuple[str, ...], ts: datetime
+) -> list[Alert]:
+    """Drop the state of rules no longer in the rule set; close their open alerts."""
+    alerts = []
+    for rule_id in [r for r in states if r not in rules.by_id]:
+        state = states.pop(rule_id)
+        if state.alert_id is None or state.detail is None:
+            continue
+        assert state.level is not None and state.pending_since is not None
+        device_id, metric, value, threshold = state.detail
+        alerts.append(
+            Alert(
+                alert_id=state.alert_id,
+                revision=state.revision + 1,
+                rule_id=rule_id,
+                status=AlertStatus.RESOLVED,
+                level=state.level,
+                device_id=device_id,
+                metric=metric,
+                value=value,
+                threshold=threshold,
+                place_path=place_path,
+                started_at=state.pending_since,
+                ts=ts,
+                summary=f"resolved: rule {rule_id!r} was removed from the rule set",
+            )
+        )
+    return alerts
+
+
+# --- devices ----------------------------------------------------------------------------------
+
+
+def evaluate_device(
+    rules: RuleSet, memory: DeviceMemory | None, reading: list[Observation]
+) -> DeviceOutcome:
+    """Judge one reading (its observations share a device and an instant) by every rule in
+    scope. ``memory`` is not modified; the outcome carries the new one."""
+    memory = memory or DeviceMemory()
+    out = DeviceOutcome(memory)
+    if not reading:
+        return out
+    first = reading[0]
+    ts = first.ts
+    if memory.watermark is not None and ts <= memory.watermark:
+        late = ts < memory.watermark - rules.grace
+        out.arrival = Arrival.LATE if late else Arrival.OUT_OF_ORDER
+        return out
+    states = dict(memory.rules)
+    if len(states) > len(rules.by_id) or any(r not in rules.by_id for r in states):
+        out.alerts.extend(_retire(rules, states, first.place_path, ts))
+    scope = (first.device_type, first.profile_id, first.place_path, first.tags)
+    for obs in reading:
+        for rule in rules.device_rules(obs.metric):
+            if not rule.in_scope(*scope):
+                continue
+            if isinstance(rule, ThresholdRule) and obs.confidence < rule.min_confidence:
+                continue
+            state = states.get(rule.id) or AlertState()
+            judged = _judge(rule, obs, state)
+            out.evaluations += 1
+            key = f"{rule.id}|{obs.device_id}|{obs.metric}"
+            tr = _apply(rule, states, state, judged, ts, key, (obs.device_id, obs.metric))
+            if tr is not None:
+                out.alerts.append(_alert(rule, tr, ts, obs, judged))
+        for composite in rules.composite_rules(obs.metric):
+            depth = composite.group_by.depth + 1
+            if len(obs.place_path) >= depth and composite.in_scope(*scope):
+                out.for_places.append(
+                    PlaceObservation(
+                        rule_id=composite.id,
+                        place_path=obs.place_path[:depth],
+                        device_id=obs.device_id,
+                        device_type=obs.device_type,
+                        metric=obs.metric,
+                        value=obs.value,
+                        confidence=obs.confidence,
+                        ts=obs.ts,
+                    )
+                )
+    metrics = {o.metric for o in reading}
+    for absent in rules.absence:
+        if absent.in_scope(*scope):
+            out.evaluations += 1
+            _absence(absent, states, ts, absent.metric in metrics, first, out)
+    out.memory = DeviceMemory(ts, states)
+    return out
+
+
+def _absence(
+    rule: AbsenceRule,
+    states: dict[str, AlertState],
+    ts: datetime,
+    seen: bool,
+    subject: Observation,
+    out: DeviceOutcome,
+) -> None:
+    state = states.get(rule.id) or AlertState()
+    judged = _judge_absence(rule, ts, seen, state)
+    key = f"{rule.id}|{subject.device_id}|{rule.metric}"
+    tr = _apply(rule, states, state, judged, ts, key, (subject.device_id, rule.metric))
+    if tr is not None:
+        obs = replace(subject, metric=rule.metric, value=judged.value, ts=ts)
+        out.alerts.append(_alert(rule, tr, ts, obs, judged))
+
+
+def sweep_device(
+    rules: RuleSet, memory: DeviceMemory, subject: Observation, now: datetime
+) -> DeviceOutcome:
+    """A clock tick at ``now`` for a device that may have gone quiet: judge its absence
+    rules. ``subject`` carries the device's id, type and place (its metric and value are
+    not used). The watermark does not move: a tick is no reading."""
+    out = DeviceOutcome(memory)
+    if not memory.rules:
+        return out
+    states = dict(memory.rules)
+    out.alerts.extend(_retire(rules, states, subject.place_path, now))
+    for rule in rules.absence:
+        state = states.get(rule.id)
+        if state is None or state.memory is None:
+            continue
+        if now <= datetime.fromisoformat(state.memory):
+            continue
+        out.evaluations += 1
+        _absence(rule, states, now, False, subject, out)
+    if out.alerts or states != memory.rules:
+        out.memory = DeviceMemory(memory.watermark, states)
+    return out
+
+
+# --- places -----------------------------------------------------------------------------------
+
+
+def _judge_composite(
+    rule: CompositeRule, memory: Any, clock: datetime, update: PlaceObservation | None
+) -> tuple[_Judgement, tuple[str, ...], float]:
+    """Memory: ``[[condition index, device, ts, value, holds], ...]``, the latest per pair
+    within the window. Returns the judgement, the devices whose readings hold, and the
+    threshold of the condition the update met."""
+    entries: dict[tuple[int, str], list[Any]] = {(e[0], e[1]): e for e in (memory or [])}
+    threshold = rule.conditions[0].threshold
+    if update is not None:
+        for i, cond in enumerate(rule.conditions):
+            if cond.metric != update.metric:
+                continue
+            threshold = cond.threshold
+            held = cond.holds(update.value, update.confidence)
+            now = entries.get((i, update.device_id))
+            if now is None or datetime.fromisoformat(now[2]) <= update.ts:
+                entries[(i, update.device_id)] = [
+                    i,
+                    update.device_id,
+                    _iso(update.ts),
+                    update.value,
+                    held,
+                ]
+    horizon = clock - rule.window
+    kept = [e for e in entries.values() if datetime.fromisoformat(e[2]) >= horizon]
+    holding = [e for e in kept if e[4]]
+    met = {e[0] for e in holding}
+    devices = tuple(sorted({e[1] for e in holding}))
+    ok = (len(met) == len(rule.conditions) if rule.require == "all" else bool(met)) and len(
+        devices
+    ) >= rule.min_devices
+    kept.sort(key=lambda e: (e[0], e[1]))
+    judged = _Judgement(rule.level if ok else None, float(len(devices)), threshold, kept or None)
+    return judged, devices, threshold
+
+
+def evaluate_place(
+    rules: RuleSet, memory: PlaceMemory | None, update: PlaceObservation
+) -> tuple[PlaceMemory, list[Alert]]:
+    """Judge a composite rule at a place after one of its devices reported."""
+    memory = memory or PlaceMemory(place_path=update.place_path)
+    rule = rules.by_id.get(update.rule_id)
+    if not isinstance(rule, CompositeRule):
+        return memory, []  # the rule was removed or changed kind since the reading was sent
+    clock = update.ts if memory.clock is None else max(memory.clock, update.ts)
+    states = dict(memory.rules)
+    state = states.get(rule.id) or AlertState()
+    judged, devices, _ = _judge_composite(rule, state.memory, clock, update)
+    key = f"{rule.id}|{update.place_path[-1]}"
+    tr = _apply(rule, states, state, judged, clock, key, (update.device_id, update.metric))
+    alerts = []
+    if tr is not None:
+        obs = Observation(
+            update.device_id,
+            update.device_type,
+            update.place_path,
+            update.metric,
+            update.value,
+            update.ts,
+        )
+        alerts.append(_alert(rule, tr, clock, obs, judged, devices, update.place_path))
+    return PlaceMemory(memory.place_path or update.place_path, clock, states), alerts
+
+
+def sweep_place(
+    rules: RuleSet, memory: PlaceMemory, now: datetime
+) -> tuple[PlaceMemory, list[Alert]]:
+    """A clock tick: readings that aged out of a window may end (or hold off) an episode."""
+    clock = now if memory.clock is None else max(memory.clock, now)
+    states = dict(memory.rules)
+    alerts = _retire(rules, states, memory.place_path, clock)
+    for rule_id, state in memory.rules.items():
+        rule = rules.by_id.get(rule_id)
+        if not isinstance(rule, CompositeRule):
+            continue
+        judged, devices, _ = _judge_composite(rule, state.memory, clock, None)
+        device_id, metric = (state.detail or (memory.place_path[-1], rule.conditions[0].metric))[:2]
+        key = f"{rule.id}|{memory.place_path[-1]}"
+        tr = _apply(rule, states, state, judged, clock, key, (str(device_id), str(metric)))
+        if tr is not None:
+            obs = Observation(str(device_id), None, memory.place_path, str(metric), 0.0, clock)
+            alerts.append(_alert(rule, tr, clock, obs, judged, devices, memory.place_path))
+    return PlaceMemory(memory.place_path, clock, states), alerts

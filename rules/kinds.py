@@ -1,0 +1,271 @@
+"""The rule kinds as they are written in a rule file: pure data, validated on load.
+
+Every rule has an ``id``, a ``kind`` (``threshold`` when left out), a scope (device types,
+profiles, place subtrees, tags: a rule applies to a device that matches every list given, and
+any one entry of a list), a ``summary`` template and two timers with the semantics of
+Prometheus alerting rules, evaluated in event time at each reading:
+
+- ``for``: the condition must hold this long before the alert fires (it is *pending* until then);
+- ``keep_firing_for``: a firing alert resolves only once the condition has been false this long,
+  and steps down to a lower level only once the lower level has held this long.
+
+Durations are seconds or strings such as ``90s``, ``15m``, ``2h``, ``1d``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
+
+from cityvitals.contracts import IDENTIFIER, METRIC, PlaceLevel, WarningLevel
+from rules.anomaly import AnomalyParams
+
+__all__ = [
+    "AbsenceRule",
+    "AnomalyRule",
+    "CompositeRule",
+    "Condition",
+    "Duration",
+    "LevelledRule",
+    "RateRule",
+    "Rule",
+    "RuleBase",
+    "ThresholdRule",
+    "parse_duration",
+]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> Any:
+    """``"15m"`` → 15 minutes; numbers are seconds; anything else is left to pydantic.
+
+    >>> parse_duration("1.5h"), parse_duration(90)
+    (datetime.timedelta(seconds=5400), datetime.timedelta(seconds=90))
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    if isinstance(value, str) and (m := _DURATION.match(value)):
+        return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    return value
+
+
+def _non_negative(value: timedelta) -> timedelta:
+    if value < timedelta(0):
+        raise ValueError("must not be negative")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Id = Annotated[str, Field(pattern=IDENTIFIER)]
+Metric = Annotated[str, Field(pattern=METRIC)]
+
+
+class RuleBase(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    id: Id
+    device_types: tuple[str, ...] = ()
+    profiles: tuple[str, ...] = ()
+    places: tuple[str, ...] = ()
+    """Place ids: the rule applies to devices at or under any of them; empty means everywhere."""
+    tags: tuple[str, ...] = ()
+    for_: Duration = Field(default=timedelta(0), alias="for")
+    keep_firing_for: Duration = timedelta(0)
+    summary: str = "{rule_id}: {metric} {value:g} at {device_id} ({level})"
+
+    @model_validator(mode="after")
+    def _timers(self) -> RuleBase:
+        _non_negative(self.for_)
+        _non_negative(self.keep_firing_for)
+        return self
+
+    def in_scope(
+        self,
+        device_type: str | None,
+        profile_id: str | None,
+        place_path: tuple[str, ...],
+        tags: tuple[str, ...],
+    ) -> bool:
+        return (
+            (not self.device_types or device_type in self.device_types)
+            and (not self.profiles or profile_id in self.profiles)
+            and (not self.places or any(p in place_path for p in self.places))
+            and (not self.tags or any(t in tags for t in self.tags))
+        )
+
+
+class LevelledRule(RuleBase):
+    """A value judged against warning levels, with optional hysteresis.
+
+    The highest level the value passes is the alert's level. ``clear`` adds hysteresis: a
+    firing alert's condition turns false only once the value is back past ``clear`` (below it
+    for ``above`` rules); in the band between ``clear`` and the lowest level it holds at the
+    lowest level. Without ``clear`` the condition is false below the lowest level.
+    """
+
+    metric: Metric
+    levels: dict[WarningLevel, float] = Field(min_length=1)
+    direction: Literal["above", "below"] = "above"
+    clear: float | None = None
+    _highest_first: tuple[tuple[WarningLevel, float], ...] = PrivateAttr(default=())
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._highest_first = tuple(
+            sorted(self.levels.items(), key=lambda item: item[0].rank, reverse=True)
+        )
+
+    @property
+    def lowest(self) -> tuple[WarningLevel, float]:
+        return self._highest_first[-1]
+
+    @model_validator(mode="after")
+    def _levels_ordered(self) -> LevelledRule:
+        ordered = [self.levels[lv] for lv in WarningLevel if lv in self.levels]
+        rising = ordered if self.direction == "above" else [-v for v in ordered]
+        if rising != sorted(rising) or len(set(rising)) != len(rising):
+            word = "increase" if self.direction == "above" else "decrease"
+            raise ValueError(f"levels must {word} strictly from blue to red, got {ordered}")
+        if self.clear is not None:
+            lowest = ordered[0]
+            if (self.clear > lowest) if self.direction == "above" else (self.clear < lowest):
+                raise ValueError(f"clear {self.clear} must not be past the lowest level {lowest}")
+        return self
+
+    def judge(self, value: float, firing: bool) -> tuple[WarningLevel, float] | None:
+        """The condition's level now and its threshold, or None when the condition is false."""
+        above = self.direction == "above"
+        for level, threshold in self._highest_first:
+            if (value >= threshold) if above else (value <= threshold):
+                return level, threshold
+        if firing and self.clear is not None:
+            cleared = value < self.clear if above else value > self.clear
+            if not cleared:  # inside the hysteresis band: hold at the lowest level
+                return self.lowest
+        return None
+
+
+class ThresholdRule(LevelledRule):
+    """A metric's value against levels; ``min_confidence`` filters camera events."""
+
+    kind: Literal["threshold"] = "threshold"
+    min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
+    summary: str = "{metric} {value:g} at {device_id} passed {threshold:g} ({level})"
+
+
+class RateRule(LevelledRule):
+    """A metric's rate of change against levels: (value now - oldest value within ``over``)
+    scaled to ``per``. ``direction: below`` with negative levels catches a fast fall."""
+
+    kind: Literal["rate"] = "rate"
+    over: Duration = timedelta(minutes=15)
+    per: Duration = timedelta(hours=1)
+    summary: str = "{metric} changing {value:+g} per {per} at {device_id} ({level})"
+
+    @model_validator(mode="after")
+    def _window(self) -> RateRule:
+        if self.over <= timedelta(0) or self.per <= timedelta(0):
+            raise ValueError("over and per must be positive durations")
+        return self
+
+
+class AnomalyRule(LevelledRule):
+    """An online anomaly score in [0, 1] for the metric, judged against levels."""
+
+    kind: Literal["anomaly"] = "anomaly"
+    params: AnomalyParams = AnomalyParams()
+    levels: dict[WarningLevel, float] = Field(
+        default_factory=lambda: {WarningLevel.BLUE: 0.9, WarningLevel.YELLOW: 0.99}, min_length=1
+    )
+    summary: str = "{metric} at {device_id} is unusual (score {value:.2f}, {level})"
+
+    @model_validator(mode="after")
+    def _scores(self) -> AnomalyRule:
+        if self.direction != "above" or not all(0 < t <= 1 for t in self.levels.values()):
+            raise ValueError("anomaly levels are scores in (0, 1], direction above")
+        return self
+
+
+class AbsenceRule(RuleBase):
+    """No reading of ``metric`` from a device for ``after``: judged at each reading of the
+    device and at each clock tick of the stream (so a silent device is caught too)."""
+
+    kind: Literal["absence"] = "absence"
+    metric: Metric
+    after: Duration
+    level: WarningLevel = WarningLevel.YELLOW
+    summary: str = "no {metric} from {device_id} for {value:.0f} s ({level})"
+
+    @model_validator(mode="after")
+    def _after(self) -> AbsenceRule:
+        if self.after <= timedelta(0):
+            raise ValueError("after must be a positive duration")
+        return self
+
+
+class Condition(BaseModel):
+    """One member of a composite rule: a metric above or below a value."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    metric: Metric
+    above: float | None = None
+    below: float | None = None
+    min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Condition:
+        if (self.above is None) == (self.below is None):
+            raise ValueError("give exactly one of above or below")
+        return self
+
+    @property
+    def threshold(self) -> float:
+        return self.above if self.above is not None else self.below  # type: ignore[return-value]
+
+    def holds(self, value: float, confidence: float) -> bool:
+        if confidence < self.min_confidence:
+            return False
+        return value >= self.above if self.above is not None else value <= self.threshold
+
+
+class CompositeRule(RuleBase):
+    """Conditions over several metrics or devices of one place, within a time window.
+
+    Devices are grouped by their place at ``group_by`` (a street, say). The condition holds
+    when ``all`` (or ``any``) of ``conditions`` hold, each on the latest reading within
+    ``window`` of some device of the place, and at least ``min_devices`` distinct devices
+    take part: ``min_devices: 2`` with ``require: any`` makes a smoke event from one camera
+    wait for confirmation by a second camera or a sensor.
+    """
+
+    kind: Literal["composite"] = "composite"
+    group_by: PlaceLevel = PlaceLevel.STREET
+    window: Duration = timedelta(minutes=15)
+    require: Literal["all", "any"] = "all"
+    min_devices: int = Field(default=1, ge=1, le=100)
+    conditions: tuple[Condition, ...] = Field(min_length=1, max_length=16)
+    level: WarningLevel = WarningLevel.ORANGE
+    summary: str = "{rule_id} at {place}: {evidence} ({level})"
+
+    @model_validator(mode="after")
+    def _window(self) -> CompositeRule:
+        if self.window <= timedelta(0):
+            raise ValueError("window must be a positive duration")
+        return self
+
+    @property
+    def metrics(self) -> frozenset[str]:
+        return frozenset(c.metric for c in self.conditions)
+
+
+Rule = Annotated[
+    ThresholdRule | RateRule | AnomalyRule | AbsenceRule | CompositeRule,
+    Field(discriminator="kind"),
+]

@@ -1,0 +1,275 @@
+import json
+import math
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from cityvitals.cli_anomaly import anomaly_app, parse_params
+from rules import nab
+from rules.anomaly import AnomalyParams, AnomalyState, score
+
+T0 = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
+STEP = timedelta(minutes=5)
+PARAMS = AnomalyParams()
+
+
+def noisy(n: int, seed: int = 7, level: float = 20.0, sd: float = 1.0) -> list[float]:
+    rng = random.Random(seed)
+    return [level + rng.gauss(0.0, sd) for _ in range(n)]
+
+
+def feed(
+    values: list[float],
+    state: AnomalyState | None = None,
+    start: int = 0,
+    params: AnomalyParams = PARAMS,
+) -> tuple[AnomalyState, list[float]]:
+    scores = []
+    for i, v in enumerate(values, start):
+        state, s = score(params, state, T0 + i * STEP, v)
+        scores.append(s)
+    assert state is not None
+    return state, scores
+
+
+# --- the detector ---------------------------------------------------------------------------
+
+
+def test_warming_up_series_scores_zero() -> None:
+    values = noisy(PARAMS.warmup)
+    values[50] = 500.0  # even a wild value while warming up
+    _, scores = feed(values)
+    assert scores == [0.0] * PARAMS.warmup
+
+
+def test_quiet_series_scores_low_and_a_spike_scores_high() -> None:
+    state, scores = feed(noisy(1000))
+    assert max(scores) < 0.7
+    assert sum(s > 0.5 for s in scores) <= 3
+    _, spike = score(PARAMS, state, T0 + 1000 * STEP, 35.0)
+    assert spike > 0.9
+
+
+def test_level_shift_is_flagged_then_absorbed() -> None:
+    state, _ = feed(noisy(1000))
+    shifted = noisy(400, seed=8, level=40.0)
+    _, scores = feed(shifted, state, start=1000)
+    assert scores[0] > 0.9
+    assert max(scores[100:]) < 0.3
+
+
+def test_constant_series_scores_zero_and_stays_finite() -> None:
+    state, scores = feed([45.0] * 2000)
+    assert scores == [0.0] * 2000
+    state, s = score(PARAMS, state, T0 + 2000 * STEP, 45.5)
+    assert 0.9 < s <= 1.0
+
+
+def test_daily_rise_and_fall_are_learned_not_alerted() -> None:
+    def day_profile(i: int) -> float:
+        hour = (i * 5 // 60) % 24
+        return 80.0 if 9 <= hour < 17 else 20.0
+
+    rng = random.Random(3)
+    values = [day_profile(i) + rng.gauss(0, 1) for i in range(288 * 10)]
+    _, scores = feed(values)
+    assert max(scores[288 * 3 :]) < 0.6
+
+
+def test_gap_in_time_is_handled() -> None:
+    state, _ = feed(noisy(600))
+    after_gap = T0 + 600 * STEP + timedelta(days=3)
+    state, s = score(PARAMS, state, after_gap, 20.3)
+    assert 0.0 <= s < 0.5
+    assert state.drift == pytest.approx(0.0, abs=0.5)
+    for i in range(1, 50):
+        state, s = score(PARAMS, state, after_gap + i * STEP, 20.0 + (i % 3) / 3)
+        assert 0.0 <= s <= 1.0
+
+
+def test_replayed_or_older_readings_score_zero_and_change_nothing() -> None:
+    values = noisy(300)
+    state, _ = feed(values)
+    before = json.dumps(state.to_json())
+    last = T0 + 299 * STEP
+    for ts, v in [(last, 99.0), (last - STEP, values[298]), (T0, 1e9)]:
+        again, s = score(PARAMS, state, ts, v)
+        assert s == 0.0
+        assert again is state
+    assert json.dumps(state.to_json()) == before
+
+
+def test_state_round_trips_through_json() -> None:
+    values = noisy(3000, seed=11)
+    values[2500] = 60.0
+    state, _ = feed(values[:1500])
+    copy = AnomalyState.from_json(json.loads(json.dumps(state.to_json())))
+    assert copy.to_json() == state.to_json()
+    state, scores = feed(values[1500:], state, start=1500)
+    copy, copy_scores = feed(values[1500:], copy, start=1500)
+    assert copy_scores == scores
+    assert copy.to_json() == state.to_json()
+
+
+def test_state_json_is_rejected_when_incomplete() -> None:
+    state, _ = feed(noisy(10))
+    data = state.to_json()
+    del data["hist"]
+    with pytest.raises(ValueError, match="hist"):
+        AnomalyState.from_json(data)
+    with pytest.raises(ValueError, match="v"):
+        AnomalyState.from_json({**state.to_json(), "v": 99})
+
+
+def test_state_size_is_bounded() -> None:
+    sizes = []
+    state = None
+    rng = random.Random(5)
+    for i in range(100_000):
+        v = 50.0 + 10 * math.sin(i / 288 * 2 * math.pi) + rng.gauss(0, 1)
+        state, _ = score(PARAMS, state, T0 + i * STEP, v)
+        if i in (5_000, 50_000, 99_999):
+            sizes.append(len(json.dumps(state.to_json())))
+    assert max(sizes) < 8192  # 334 numbers whatever the length
+    assert abs(sizes[2] - sizes[1]) < 200  # only the digits of the floats vary
+
+
+def test_bad_input_is_refused() -> None:
+    with pytest.raises(ValueError, match="ts"):
+        score(PARAMS, None, datetime(2026, 1, 1), 1.0)
+    with pytest.raises(ValueError, match="value"):
+        score(PARAMS, None, T0, math.nan)
+    with pytest.raises(ValidationError):
+        AnomalyParams(warmup=0)
+    with pytest.raises(ValidationError):
+        AnomalyParams.model_validate({"no_such_knob": 1})
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(min_value=-600, max_value=10 * 86400), finite),
+        min_size=1,
+        max_size=400,
+    ),
+    st.integers(min_value=1, max_value=50),
+)
+def test_scores_are_finite_and_in_range(steps: list[tuple[int, float]], warmup: int) -> None:
+    params = AnomalyParams(warmup=warmup)
+    state: AnomalyState | None = None
+    t = T0
+    for seconds, value in steps:
+        t += timedelta(seconds=seconds)
+        state, s = score(params, state, t, value)
+        assert 0.0 <= s <= 1.0
+    assert state is not None
+    json.dumps(state.to_json(), allow_nan=False)  # plain, finite JSON
+
+
+# --- NAB scoring ----------------------------------------------------------------------------
+
+TS = [datetime(2026, 1, 1) + i * STEP for i in range(1000)]  # probation: the first 150 rows
+WINDOW = (TS[400], TS[499])
+
+
+def detections(*rows: int) -> list[float]:
+    hits = set(rows)
+    return [1.0 if i in hits else 0.0 for i in range(len(TS))]
+
+
+def nab_score(*rows: int) -> float:
+    return nab.score_at(nab.sweep("f", TS, detections(*rows), [WINDOW]), 0.5)
+
+
+def test_nab_detection_at_window_start_earns_the_full_credit() -> None:
+    assert nab_score(400) == pytest.approx(1.0)
+    assert nab_score(400, 450, 499) == pytest.approx(1.0)  # only the earliest counts
+    assert 0.0 < nab_score(499) < 0.05  # the last row of the window earns almost nothing
+    assert nab_score(450) == pytest.approx(nab.scaled_sigmoid(-0.5) / nab.scaled_sigmoid(-1))
+
+
+def test_nab_missed_window_and_false_positives() -> None:
+    assert nab_score() == -1.0
+    assert nab_score(200) == pytest.approx(-1.11)  # a false positive before any window
+    assert nab_score(100) == -1.0  # probation rows do not count
+    just_after = nab_score(400, 501) - 1.0
+    far_after = nab_score(400, 900) - 1.0
+    assert -0.11 < just_after < -0.0 and far_after == pytest.approx(-0.11, abs=1e-3)
+
+
+def test_nab_normalisation_and_threshold_search() -> None:
+    rows = nab.sweep("f", TS, detections(400), [WINDOW])
+    assert nab.normalised(nab.score_at(rows, 0.5), windows=1) == pytest.approx(100.0)
+    assert nab.normalised(nab.score_at(rows, 1.1), windows=1) == 0.0
+    graded = [0.9 if i == 420 else 0.5 if i % 50 == 0 else 0.1 for i in range(1000)]
+    best = nab.best_threshold(nab.sweep("f", TS, graded, [WINDOW]))
+    assert best.threshold == 0.9 and best.tp == 1 and best.fp == 0
+
+
+def test_nab_windows_fall_back_to_nearest_rows() -> None:
+    off_grid = (TS[400] - timedelta(minutes=2), TS[499] + timedelta(minutes=2))
+    assert nab.window_rows(TS, [off_grid]) == [(400, 499)]
+    assert nab.probation_length(1000) == 150 and nab.probation_length(10_000) == 750
+
+
+# --- the command line -----------------------------------------------------------------------
+
+runner = CliRunner()
+
+
+def write_csv(path: Path, rows: list[str]) -> Path:
+    path.write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_cli_scores_every_row_in_order(tmp_path: Path) -> None:
+    rows = [
+        f"{(datetime(2026, 1, 1) + i * STEP):%Y-%m-%d %H:%M:%S},{20 + i % 3}" for i in range(300)
+    ]
+    rows.append("2026-01-02T01:00:00+00:00,90")  # ISO 8601 with a zone, a spike
+    source = write_csv(tmp_path / "in.csv", rows)
+    target = tmp_path / "out.csv"
+    result = runner.invoke(anomaly_app, ["score", str(source), str(target), "--param", "warmup=10"])
+    assert result.exit_code == 0, result.output
+    lines = target.read_text().splitlines()
+    assert lines[0] == "timestamp,value,anomaly_score"
+    assert len(lines) == 302
+    assert [line.rsplit(",", 1)[0] for line in lines[1:]] == rows
+    scores = [float(line.rsplit(",", 1)[1]) for line in lines[1:]]
+    assert all(0.0 <= s <= 1.0 for s in scores) and scores[-1] > 0.9
+
+
+def test_cli_stops_at_the_first_bad_row_and_writes_nothing(tmp_path: Path) -> None:
+    source = write_csv(
+        tmp_path / "in.csv", ["2026-01-01 00:00:00,1", "2026-01-01 00:05:00,2", "yesterday,3"]
+    )
+    target = tmp_path / "out.csv"
+    result = runner.invoke(anomaly_app, ["score", str(source), str(target)])
+    assert result.exit_code == 1
+    assert f"error: {source}:4: timestamp: cannot parse 'yesterday'" in result.output
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == [source]  # no temporary file left behind
+
+    write_csv(source, ["2026-01-01 00:00:00,1", "2026-01-01 00:05:00,n/a"])
+    result = runner.invoke(anomaly_app, ["score", str(source), str(target)])
+    assert result.exit_code == 1
+    assert f"{source}:3: value: not a finite number: 'n/a'" in result.output
+
+
+def test_cli_rejects_unknown_parameters(tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "in.csv", ["2026-01-01 00:00:00,1"])
+    result = runner.invoke(
+        anomaly_app, ["score", str(source), str(tmp_path / "o.csv"), "--param", "nope=1"]
+    )
+    assert result.exit_code == 2
+    assert "--param nope" in result.output
+    assert parse_params(["warmup=5", "season=daily"]) == AnomalyParams(warmup=5, season="daily")
