@@ -189,8 +189,29 @@ def migrate() -> None:
     """Apply the database migrations not applied yet."""
     from cityvitals.db import migrate as apply
 
-    applied = apply(settings())
+    s = settings()
+    applied = apply(s, want=s.database_flavour)
     typer.echo(f"applied: {', '.join(applied)}" if applied else "schema up to date")
+
+
+@app.command()
+def maintain() -> None:
+    """Keep the storage once: day partitions, roll-ups, retention (the sinks service does
+    this every CITYVITALS_MAINTENANCE_INTERVAL_S)."""
+    from datetime import UTC, datetime
+
+    from cityvitals import db
+    from sinks.maintenance import maintain as keep
+
+    with db.connect(settings()) as conn:
+        report = keep(conn, datetime.now(UTC))
+    typer.echo(
+        f"{report.flavour}: {len(report.created)} partitions created, "
+        f"{sum(report.moved.values())} rows moved, {len(report.dropped)} dropped by retention, "
+        f"{len(report.refreshed)} roll-ups refreshed"
+    )
+    for note in report.notes:
+        typer.echo(f"note: {note}", err=True)
 
 
 @app.command()
@@ -274,9 +295,11 @@ _add_registry_commands()
 def _add_rule_commands() -> None:
     from cityvitals.cli_anomaly import anomaly_app
     from cityvitals.cli_rules import rules_app
+    from cityvitals.cli_vitals import vitals
 
     app.add_typer(rules_app, name="rules")
     app.add_typer(anomaly_app, name="anomaly")
+    app.command("vitals")(vitals)
 
 
 _add_rule_commands()

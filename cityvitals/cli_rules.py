@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import tempfile
 import time
@@ -66,6 +67,16 @@ def _utc(text: str) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
+def _number(source: str, line: int, field: str, text: str | None) -> float:
+    try:
+        value = float(text or "")
+    except ValueError as exc:
+        raise InputError(source, line, field, str(exc)) from None
+    if not math.isfinite(value):
+        raise InputError(source, line, field, f"{text} is not a finite number")
+    return value
+
+
 def read_csv(path: Path) -> Iterator[list[Any]]:
     """Readings from ``ts,device_id,metric,value`` rows (optional columns: device_type,
     place_path joined by ``/``, profile_id, tags joined by ``;``, confidence). Consecutive
@@ -89,14 +100,20 @@ def read_csv(path: Path) -> Iterator[list[Any]]:
                 ts = _utc(row["ts"])
             except ValueError as exc:
                 raise InputError(source, line, "ts", str(exc)) from None
-            try:
-                value = float(row["value"])
-                confidence = float(row.get("confidence") or 1.0)
-            except ValueError as exc:
-                raise InputError(source, line, "value", str(exc)) from None
+            value = _number(source, line, "value", row["value"])
+            confidence = _number(source, line, "confidence", row.get("confidence") or "1")
+            if not 0 <= confidence <= 1:
+                raise InputError(source, line, "confidence", f"{confidence} is not in [0, 1]")
             if not row["device_id"] or not row["metric"]:
                 raise InputError(
                     source, line, "device_id" if not row["device_id"] else "metric", "empty"
+                )
+            if any(
+                (o.device_id, o.metric, o.ts) == (row["device_id"], row["metric"], ts)
+                for o in group
+            ):
+                raise InputError(
+                    source, line, "metric", f"{row['metric']} twice for one device and instant"
                 )
             obs = Observation(
                 row["device_id"],

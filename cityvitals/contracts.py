@@ -33,7 +33,11 @@ __all__ = [
     "Device",
     "DeviceLiveness",
     "DeviceState",
+    "Indicator",
+    "IndicatorBatch",
+    "IndicatorQuality",
     "Liveness",
+    "MembershipChange",
     "MetricSpec",
     "OutageStatus",
     "Place",
@@ -48,6 +52,7 @@ __all__ = [
     "UtcDatetime",
     "ValidationError",
     "WarningLevel",
+    "WindowPartial",
 ]
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -345,6 +350,70 @@ class PlaceBatch(Contract):
     """Place observations of one partition, in one message; or a clock tick for its places."""
 
     observations: tuple[PlaceObservation, ...] = ()
+    tick: UtcDatetime | None = None
+
+
+class IndicatorQuality(StrEnum):
+    """How far an indicator's value can be trusted, from its coverage."""
+
+    GOOD = "good"
+    PARTIAL = "partial"
+    POOR = "poor"
+    NO_DATA = "no_data"
+
+
+class Indicator(Contract):
+    """One vital sign of one place over one window: its value and how much it can be trusted.
+
+    ``coverage`` is the share of the place's expected devices (active, of the indicator's
+    device types, anywhere under the place) that reported in the window. ``value`` is None
+    when none did. ``band`` names the value's category (an AQI level, a congestion level).
+    """
+
+    indicator: Identifier
+    place_id: Identifier
+    place_level: PlaceLevel
+    place_path: tuple[Identifier, ...] = Field(min_length=1, max_length=5)
+    window_start: UtcDatetime
+    window_s: int = Field(gt=0)
+    value: FiniteFloat | None
+    band: str | None = None
+    coverage: float = Field(ge=0.0, le=1.0)
+    reporting: int = Field(ge=0)
+    expected: int = Field(ge=0)
+    quality: IndicatorQuality
+    detail: dict[str, float | str] = {}
+    computed_at: UtcDatetime
+
+
+class WindowPartial(Contract):
+    """Part of one indicator's window at one place, from one batch of one device partition:
+    the formula's mergeable state (sums, counts, maxima) and how many devices it adds."""
+
+    indicator: Identifier
+    place_path: tuple[Identifier, ...] = Field(min_length=1, max_length=5)
+    window_start: UtcDatetime
+    state: dict[str, float]
+    reporting: int = Field(ge=0)
+
+
+class MembershipChange(Contract):
+    """An active device of a type joined (+1) or left (-1) a place: expected devices."""
+
+    place_path: tuple[Identifier, ...] = Field(min_length=1, max_length=5)
+    device_type: Identifier
+    delta: int
+
+
+class IndicatorBatch(Contract):
+    """What one input message of a device partition adds to the places' indicator windows,
+    sent on the place's partition of ``indicators.partials``. ``source`` and ``offset`` name
+    that input message, so a replay of it is applied once. Or a clock tick that closes windows."""
+
+    source: str = ""
+    offset: int = -1
+    partials: tuple[WindowPartial, ...] = ()
+    members: tuple[MembershipChange, ...] = ()
     tick: UtcDatetime | None = None
 
 

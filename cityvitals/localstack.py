@@ -113,7 +113,7 @@ class LocalStack:
         url = s.database_url.get_secret_value()
         self._start(postgres_process(self.paths, url), urlsplit(url).port or 5432)
         create_database(url)
-        applied = db.migrate(s)
+        applied = db.migrate(s, want=s.database_flavour)
         log.info("database ready (%s)", ", ".join(applied) or "schema up to date")
         kafka_port = int(s.kafka_bootstrap.rsplit(":", 1)[1])
         self._start(tansu_process(self.paths, kafka_port), kafka_port)

@@ -13,6 +13,8 @@ from cityvitals.contracts import (
     DeadLetter,
     Device,
     DeviceLiveness,
+    Indicator,
+    IndicatorBatch,
     PlaceBatch,
     PlaceOutage,
     ReadingBatch,
@@ -31,6 +33,8 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     f"topic.{Topic.LIVENESS.value}": DeviceLiveness,
     f"topic.{Topic.OUTAGES.value}": PlaceOutage,
     f"topic.{Topic.PLACE_OBSERVATIONS.value}": PlaceBatch,
+    f"topic.{Topic.INDICATOR_PARTIALS.value}": IndicatorBatch,
+    f"topic.{Topic.INDICATORS.value}": Indicator,
     "mqtt.readings": ReadingPayload,
     "mqtt.events": CameraEventPayload,
 }

@@ -14,8 +14,9 @@ from cityvitals import db, kafka
 from cityvitals.settings import Settings
 from cityvitals.stack import StackPaths, mqtt_password_file
 from rules import RuleSet, parse_rules
+from rules.indicators import Catalogue, parse_catalogue
 
-__all__ = ["SERVICES", "load_rules", "open_registry", "run_service"]
+__all__ = ["SERVICES", "load_catalogue", "load_rules", "open_registry", "run_service"]
 
 SERVICES = ("ingest", "streams", "sinks", "liveness", "api")
 
@@ -27,6 +28,15 @@ def load_rules(settings: Settings) -> RuleSet:
         return parse_rules(text, "rules/default.yaml")
     path = Path(settings.rules_file)
     return parse_rules(path.read_text(), str(path))
+
+
+def load_catalogue(settings: Settings) -> Catalogue:
+    """The indicator catalogue named by the settings, or the shipped one; raises RuleFileError."""
+    if settings.indicators_file is None:
+        text = resources.files("rules").joinpath("indicators.yaml").read_text()
+        return parse_catalogue(text, "rules/indicators.yaml")
+    path = Path(settings.indicators_file)
+    return parse_catalogue(path.read_text(), str(path))
 
 
 def open_registry(settings: Settings):  # type: ignore[no-untyped-def]
@@ -61,9 +71,21 @@ def run_ingest(settings: Settings) -> None:
 
 
 def run_sinks(settings: Settings) -> None:
-    from sinks import AlertSink, CameraEventSink, DeadLetterSink, ReadingSink, SinkRunner
+    from sinks import (
+        AlertSink,
+        CameraEventSink,
+        DeadLetterSink,
+        IndicatorSink,
+        ReadingSink,
+        SinkRunner,
+    )
 
     conn = db.connect(settings)
+    stop = _stop_event()
+    if settings.maintenance_interval_s:
+        threading.Thread(
+            target=_keep_storage, args=(settings, stop), name="maintenance", daemon=True
+        ).start()
     SinkRunner(
         settings,
         kafka.consumer(settings, settings.topic(settings.sink_group)),
@@ -73,7 +95,37 @@ def run_sinks(settings: Settings) -> None:
         AlertSink(conn),
         DeadLetterSink(conn),
         _metrics(settings),
-    ).run(_stop_event())
+        IndicatorSink(conn),
+    ).run(stop)
+
+
+def _keep_storage(settings: Settings, stop: threading.Event) -> None:
+    """Partitions, roll-ups and retention, every ``maintenance_interval_s``; a failed round
+    is logged and tried again at the next."""
+    from datetime import UTC, datetime
+
+    from sinks.maintenance import maintain
+
+    log = logging.getLogger("cityvitals.maintenance")
+    wait = 0.0  # once at start, then every interval
+    while not stop.wait(wait):
+        wait = settings.maintenance_interval_s
+        try:
+            with db.connect(settings) as conn:
+                report = maintain(conn, datetime.now(UTC))
+            log.info(
+                "storage kept (%s): %d partitions created, %d dropped, %d roll-ups refreshed",
+                report.flavour,
+                len(report.created),
+                len(report.dropped),
+                len(report.refreshed),
+            )
+            for note in report.notes:
+                log.warning("storage: %s", note)
+        except Exception:
+            log.exception(
+                "storage upkeep failed; trying again in %.0f s", settings.maintenance_interval_s
+            )
 
 
 def run_streams(settings: Settings) -> None:
@@ -81,7 +133,7 @@ def run_streams(settings: Settings) -> None:
 
     from streams.app import create_app
 
-    app = create_app(settings, load_rules(settings), _metrics(settings))
+    app = create_app(settings, load_rules(settings), load_catalogue(settings), _metrics(settings))
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), override_logging=False)
     worker.execute_from_commandline()
 

@@ -8,7 +8,7 @@ else in the code base reads ``os.environ``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     # PostgreSQL / TimescaleDB.
     database_url: SecretStr = SecretStr("postgresql://cityvitals@127.0.0.1:5432/cityvitals")
     database_schema: Name = "cityvitals"
+    database_flavour: Literal["auto", "timescale", "plain"] = "auto"
+    """The storage of a new schema: ``auto`` takes TimescaleDB when the server has it."""
+    maintenance_interval_s: Annotated[float, Field(ge=0)] = 300.0
+    """How often the sinks service keeps the storage (partitions, roll-ups, retention);
+    0 leaves it to ``cityvitals maintain`` run by hand or by a scheduler."""
     sink_batch_max: Annotated[int, Field(ge=1)] = 5000
     sink_linger_ms: Annotated[int, Field(ge=0)] = 250
 
@@ -74,6 +79,10 @@ class Settings(BaseSettings):
     """YAML rule file; ``None`` uses the default rules shipped with cityvitals."""
     rules_reload_s: Annotated[float, Field(gt=0)] = 2.0
     """How often the stream checks the rule file for changes (hot reload)."""
+    indicators_file: Path | None = None
+    """YAML indicator catalogue; ``None`` uses the catalogue shipped with cityvitals."""
+    indicators_grace_s: Annotated[float, Field(ge=0)] = 60.0
+    """A window's indicators are reported this long after the window ends (wall clock)."""
     rules_tick_s: Annotated[float, Field(gt=0)] = 10.0
     """How often the stream's clock ticks to judge silence (absence rules, composite windows)."""
 

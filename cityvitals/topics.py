@@ -25,6 +25,8 @@ class Topic(StrEnum):
     LIVENESS = "liveness"
     OUTAGES = "outages"
     PLACE_OBSERVATIONS = "observations.places"
+    INDICATOR_PARTIALS = "indicators.partials"
+    INDICATORS = "indicators"
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,18 @@ TOPICS: tuple[TopicSpec, ...] = (
         False,
         1 * DAY_MS,
         "PlaceBatch: values for composite rules, partitioned by the rule's place (internal)",
+    ),
+    TopicSpec(
+        Topic.INDICATOR_PARTIALS,
+        False,
+        1 * DAY_MS,
+        "IndicatorBatch: window partials and expected devices, partitioned by place (internal)",
+    ),
+    TopicSpec(
+        Topic.INDICATORS,
+        False,
+        30 * DAY_MS,
+        "Indicator: a place's vital sign over one window, with its coverage, keyed by place id",
     ),
 )
 

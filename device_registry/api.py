@@ -19,9 +19,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, Literal, cast
 
 import psycopg
 import uvicorn
@@ -52,6 +52,8 @@ from cityvitals.contracts import (
 from cityvitals.db import DatabaseUnavailable
 from cityvitals.kafka import KafkaUnavailable
 from cityvitals.settings import Settings
+from cityvitals.vitals import HistoryPoint, PlaceVitals, current, history
+from cityvitals.vitals import UnknownPlace as UnknownVitalsPlace
 from device_registry.credentials import BrokerFiles
 from device_registry.importing import (
     CSV_COLUMNS,
@@ -826,6 +828,45 @@ def device_liveness(
         )
         for r in rows
     ]
+
+
+@watch.get(
+    "/vitals/{place_id}", response_model=list[PlaceVitals], responses=NOT_FOUND, tags=["vitals"]
+)
+def vitals_now(place_id: PathId, registry: Reader) -> list[PlaceVitals]:
+    """The place, then its children: each indicator's latest value, coverage and quality,
+    and the open alerts under each by level."""
+    try:
+        return current(registry.conn, place_id)
+    except UnknownVitalsPlace as exc:
+        raise NotFound(str(exc)) from exc
+
+
+@watch.get(
+    "/vitals/{place_id}/history",
+    response_model=list[HistoryPoint],
+    responses=NOT_FOUND,
+    tags=["vitals"],
+)
+def vitals_history(
+    place_id: PathId,
+    registry: Reader,
+    indicator: Annotated[str, Query(pattern=IDENTIFIER)],
+    start: Annotated[datetime | None, Query(alias="from")] = None,
+    end: Annotated[datetime | None, Query(alias="to")] = None,
+    resolution: Literal["raw", "1h", "1d"] = "raw",
+) -> list[HistoryPoint]:
+    """One indicator of one place over ``[from, to)`` (default: the last day), as stored or
+    rolled up to hours or days."""
+    last = end or datetime.now(UTC)
+    first = start or last - timedelta(days=1)
+    for name, value in (("from", first), ("to", last)):
+        if value.tzinfo is None:
+            raise FieldError(422, ("query", name), "give a time zone (e.g. Z)", value.isoformat())
+    try:
+        return history(registry.conn, place_id, indicator, first, last, resolution)
+    except UnknownVitalsPlace as exc:
+        raise NotFound(str(exc)) from exc
 
 
 @watch.get("/liveness/outages", response_model=list[PlaceOutage], tags=["liveness"])

@@ -57,7 +57,11 @@ class AlertState:
     """Firing, but the condition has been false since then (``keep_firing_for``)."""
     lower_since: datetime | None = None
     """Firing, but the condition has been below the alert's level since then."""
+    lower_peak: WarningLevel | None = None
+    """The highest level the condition reached since ``lower_since``: where it steps down to."""
     memory: Any = None
+    kind: str = ""
+    """The kind of rule that made this state: a rule that changes kind starts afresh."""
     detail: tuple[str, str, float, float] | None = None
     """While firing: the device, metric, value and threshold of the last transition, to
     close the alert when no reading is at hand (its rule was removed, a window emptied)."""
@@ -81,10 +85,14 @@ class AlertState:
             out["c"] = _iso(self.clear_since)
         if self.lower_since is not None:
             out["w"] = _iso(self.lower_since)
+        if self.lower_peak is not None:
+            out["wp"] = str(self.lower_peak)
         if self.memory is not None:
             out["m"] = self.memory
         if self.detail is not None:
             out["x"] = list(self.detail)
+        if self.kind:
+            out["k"] = self.kind
         return out
 
     @classmethod
@@ -97,7 +105,9 @@ class AlertState:
             revision=data.get("r", 0),
             clear_since=_ts(data.get("c")),
             lower_since=_ts(data.get("w")),
+            lower_peak=None if data.get("wp") is None else WarningLevel(data["wp"]),
             memory=data.get("m"),
+            kind=data.get("k", ""),
             detail=None if data.get("x") is None else tuple(data["x"]),
         )
 
@@ -154,21 +164,42 @@ def step(
                 state if state.clear_since == since else replace(state, clear_since=since)
             ), None
         resolved = replace(state, revision=state.revision + 1)
-        return AlertState(memory=state.memory), _transition(resolved, AlertStatus.RESOLVED)
+        return (
+            AlertState(memory=state.memory, kind=state.kind),
+            _transition(resolved, AlertStatus.RESOLVED),
+        )
     if level.rank > state.level.rank:
         raised = replace(
-            state, level=level, revision=state.revision + 1, clear_since=None, lower_since=None
+            state,
+            level=level,
+            revision=state.revision + 1,
+            clear_since=None,
+            lower_since=None,
+            lower_peak=None,
         )
         return raised, _transition(raised, AlertStatus.FIRING)
     if level is state.level:
         if state.clear_since is None and state.lower_since is None:
             return state, None
-        return replace(state, clear_since=None, lower_since=None), None
+        return replace(state, clear_since=None, lower_since=None, lower_peak=None), None
+    # Below the alert's level: step down once keep_firing_for has passed, to the highest
+    # level seen meanwhile (that level has held all along, the current one maybe not).
     since = state.lower_since or ts
+    peak = (
+        level
+        if state.lower_peak is None or level.rank > state.lower_peak.rank
+        else state.lower_peak
+    )
     if ts - since < keep_firing_for:
-        return replace(state, clear_since=None, lower_since=since), None
+        return replace(state, clear_since=None, lower_since=since, lower_peak=peak), None
+    again = peak is not level  # lower than the new level already: a new wait starts now
     lowered = replace(
-        state, level=level, revision=state.revision + 1, clear_since=None, lower_since=None
+        state,
+        level=peak,
+        revision=state.revision + 1,
+        clear_since=None,
+        lower_since=ts if again else None,
+        lower_peak=level if again else None,
     )
     return lowered, _transition(lowered, AlertStatus.FIRING)
 

@@ -3,7 +3,9 @@
 Readings are taken in the order given (their arrival order): a reading not newer than its
 device's newest is out of order or late, as in the stream. The clock is event time: every
 ``tick`` of it, silence is judged (absence rules, composite windows) as the stream's clock
-ticks would.
+ticks would; the stream ticks in wall-clock time, so around a backlog the two may differ.
+There is no wall clock here to refuse a reading from the future: it moves its device's
+watermark, as it would in a stream whose clock were that far ahead.
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from rules.engine import Observation
@@ -34,7 +36,10 @@ from rules.engine import (
 )
 from rules.ruleset import RuleSet
 
-__all__ = ["Backtest", "BacktestCounts"]
+__all__ = ["MAX_TICKS", "Backtest", "BacktestCounts"]
+
+MAX_TICKS = 1000
+"""Across a longer gap in the history the clock jumps, with one sweep at its end."""
 
 
 @dataclass
@@ -93,6 +98,8 @@ class Backtest:
             self._next_tick = now + self.tick
             return []
         alerts: list[Alert] = []
+        if (now - self._next_tick) / self.tick > MAX_TICKS:  # a gap in the history: one sweep
+            self._next_tick = now - (now - self._next_tick) % self.tick
         while self._next_tick <= now:
             if self._sweeps:
                 alerts += self._sweep(self._next_tick)

@@ -22,6 +22,7 @@ beyond that (the caller dead-letters it). Clock ticks (:func:`sweep_device`,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -135,11 +136,15 @@ class DeviceMemory:
 
     watermark: datetime | None = None
     rules: dict[str, AlertState] = field(default_factory=dict)
+    metrics: frozenset[str] = frozenset()
+    """The metrics judged at the watermark's instant (another message of the same instant
+    may bring others)."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"r": {k: s.to_json() for k, s in self.rules.items()}}
         if self.watermark is not None:
             out["wm"] = _iso(self.watermark)
+            out["wmm"] = sorted(self.metrics)
         return out
 
     @classmethod
@@ -150,6 +155,7 @@ class DeviceMemory:
         return cls(
             None if wm is None else datetime.fromisoformat(wm),
             {k: AlertState.from_json(v) for k, v in data.get("r", {}).items()},
+            frozenset(data.get("wmm", ())),
         )
 
 
@@ -211,13 +217,16 @@ def _judge_levelled(rule: LevelledRule, value: float, firing: bool, memory: Any)
 
 
 def _judge_rate(rule: RateRule, obs: Observation, state: AlertState) -> _Judgement:
-    points: list[list[Any]] = list(state.memory or [])
+    """Memory: ``[[ts, value], ...]`` within ``over``. Past :data:`RATE_POINTS` every other
+    point is dropped (the oldest and newest stay), so the window keeps its span."""
     horizon = obs.ts - rule.over
-    points = [p for p in points if datetime.fromisoformat(p[0]) >= horizon][-(RATE_POINTS - 1) :]
+    points = [p for p in (state.memory or []) if datetime.fromisoformat(p[0]) >= horizon]
     first = points[0] if points else None
     points.append([_iso(obs.ts), obs.value])
-    if first is None:
-        return _Judgement(None, 0.0, 0.0, points)
+    if len(points) > RATE_POINTS:
+        points = [*points[:-1:2], points[-1]]
+    if first is None or datetime.fromisoformat(first[0]) >= obs.ts:
+        return _Judgement(None, 0.0, rule.lowest[1], points)
     elapsed = (obs.ts - datetime.fromisoformat(first[0])) / rule.per
     rate = (obs.value - first[1]) / elapsed
     return _judge_levelled(rule, rate, state.firing, points)
@@ -328,12 +337,19 @@ def _apply(
 
 
 def _retire(
-    rules: RuleSet, states: dict[str, AlertState], place_path: tuple[str, ...], ts: datetime
+    states: dict[str, AlertState],
+    place_path: tuple[str, ...],
+    ts: datetime,
+    stale: Callable[[str, AlertState], str | None],
 ) -> list[Alert]:
-    """Drop the state of rules no longer in the rule set; close their open alerts."""
+    """Drop the states ``stale`` gives a reason for (a rule removed, changed kind, or no longer
+    in scope); close their open alerts with that reason."""
     alerts = []
-    for rule_id in [r for r in states if r not in rules.by_id]:
-        state = states.pop(rule_id)
+    for rule_id, state in list(states.items()):
+        reason = stale(rule_id, state)
+        if reason is None:
+            continue
+        del states[rule_id]
         if state.alert_id is None or state.detail is None:
             continue
         assert state.level is not None and state.pending_since is not None
@@ -352,10 +368,26 @@ def _retire(
                 place_path=place_path,
                 started_at=state.pending_since,
                 ts=ts,
-                summary=f"resolved: rule {rule_id!r} was removed from the rule set",
+                summary=f"resolved: rule {rule_id!r} {reason}",
             )
         )
     return alerts
+
+
+def _device_stale(
+    rules: RuleSet, scope: tuple[Any, ...]
+) -> Callable[[str, AlertState], str | None]:
+    def stale(rule_id: str, state: AlertState) -> str | None:
+        rule = rules.by_id.get(rule_id)
+        if rule is None:
+            return "was removed from the rule set"
+        if isinstance(rule, CompositeRule) or (state.kind and state.kind != rule.kind):
+            return f"is now a {rule.kind} rule"
+        if not rule.in_scope(*scope):
+            return "no longer applies to this device"
+        return None
+
+    return stale
 
 
 # --- devices ----------------------------------------------------------------------------------
@@ -372,21 +404,26 @@ def evaluate_device(
         return out
     first = reading[0]
     ts = first.ts
+    judged_now: frozenset[str] = frozenset()
     if memory.watermark is not None and ts <= memory.watermark:
-        late = ts < memory.watermark - rules.grace
-        out.arrival = Arrival.LATE if late else Arrival.OUT_OF_ORDER
-        return out
+        if ts == memory.watermark:  # the same instant: judge the metrics not judged yet
+            reading = [o for o in reading if o.metric not in memory.metrics]
+            judged_now = memory.metrics
+        if ts < memory.watermark or not reading:
+            late = ts < memory.watermark - rules.grace
+            out.arrival = Arrival.LATE if late else Arrival.OUT_OF_ORDER
+            return out
     states = dict(memory.rules)
-    if len(states) > len(rules.by_id) or any(r not in rules.by_id for r in states):
-        out.alerts.extend(_retire(rules, states, first.place_path, ts))
     scope = (first.device_type, first.profile_id, first.place_path, first.tags)
+    if states:
+        out.alerts.extend(_retire(states, first.place_path, ts, _device_stale(rules, scope)))
     for obs in reading:
         for rule in rules.device_rules(obs.metric):
             if not rule.in_scope(*scope):
                 continue
             if isinstance(rule, ThresholdRule) and obs.confidence < rule.min_confidence:
                 continue
-            state = states.get(rule.id) or AlertState()
+            state = states.get(rule.id) or AlertState(kind=rule.kind)
             judged = _judge(rule, obs, state)
             out.evaluations += 1
             key = f"{rule.id}|{obs.device_id}|{obs.metric}"
@@ -408,12 +445,12 @@ def evaluate_device(
                         ts=obs.ts,
                     )
                 )
-    metrics = {o.metric for o in reading}
+    metrics = judged_now | {o.metric for o in reading}
     for absent in rules.absence:
         if absent.in_scope(*scope):
             out.evaluations += 1
             _absence(absent, states, ts, absent.metric in metrics, first, out)
-    out.memory = DeviceMemory(ts, states)
+    out.memory = DeviceMemory(ts, states, frozenset(metrics))
     return out
 
 
@@ -425,7 +462,7 @@ def _absence(
     subject: Observation,
     out: DeviceOutcome,
 ) -> None:
-    state = states.get(rule.id) or AlertState()
+    state = states.get(rule.id) or AlertState(kind=rule.kind)
     judged = _judge_absence(rule, ts, seen, state)
     key = f"{rule.id}|{subject.device_id}|{rule.metric}"
     tr = _apply(rule, states, state, judged, ts, key, (subject.device_id, rule.metric))
@@ -441,20 +478,24 @@ def sweep_device(
     rules. ``subject`` carries the device's id, type and place (its metric and value are
     not used). The watermark does not move: a tick is no reading."""
     out = DeviceOutcome(memory)
-    if not memory.rules:
+    if not memory.rules and not rules.absence:
         return out
     states = dict(memory.rules)
-    out.alerts.extend(_retire(rules, states, subject.place_path, now))
+    scope = (subject.device_type, subject.profile_id, subject.place_path, subject.tags)
+    if states:
+        out.alerts.extend(_retire(states, subject.place_path, now, _device_stale(rules, scope)))
     for rule in rules.absence:
         state = states.get(rule.id)
-        if state is None or state.memory is None:
+        if state is None:
+            if rule.in_scope(*scope):  # a rule new to the device: its silence counts from now
+                states[rule.id] = AlertState(memory=_iso(now), kind=rule.kind)
             continue
-        if now <= datetime.fromisoformat(state.memory):
+        if state.memory is None or now <= datetime.fromisoformat(state.memory):
             continue
         out.evaluations += 1
         _absence(rule, states, now, False, subject, out)
     if out.alerts or states != memory.rules:
-        out.memory = DeviceMemory(memory.watermark, states)
+        out.memory = DeviceMemory(memory.watermark, states, memory.metrics)
     return out
 
 
@@ -489,9 +530,9 @@ def _judge_composite(
     holding = [e for e in kept if e[4]]
     met = {e[0] for e in holding}
     devices = tuple(sorted({e[1] for e in holding}))
-    ok = (len(met) == len(rule.conditions) if rule.require == "all" else bool(met)) and len(
-        devices
-    ) >= rule.min_devices
+    anchored = rule.anchor is None or any(rule.conditions[i].metric == rule.anchor for i in met)
+    enough = len(met) == len(rule.conditions) if rule.require == "all" else bool(met)
+    ok = anchored and enough and len(devices) >= rule.min_devices
     kept.sort(key=lambda e: (e[0], e[1]))
     judged = _Judgement(rule.level if ok else None, float(len(devices)), threshold, kept or None)
     return judged, devices, threshold
@@ -507,7 +548,7 @@ def evaluate_place(
         return memory, []  # the rule was removed or changed kind since the reading was sent
     clock = update.ts if memory.clock is None else max(memory.clock, update.ts)
     states = dict(memory.rules)
-    state = states.get(rule.id) or AlertState()
+    state = states.get(rule.id) or AlertState(kind=rule.kind)
     judged, devices, _ = _judge_composite(rule, state.memory, clock, update)
     key = f"{rule.id}|{update.place_path[-1]}"
     tr = _apply(rule, states, state, judged, clock, key, (update.device_id, update.metric))
@@ -531,7 +572,14 @@ def sweep_place(
     """A clock tick: readings that aged out of a window may end (or hold off) an episode."""
     clock = now if memory.clock is None else max(memory.clock, now)
     states = dict(memory.rules)
-    alerts = _retire(rules, states, memory.place_path, clock)
+
+    def stale(rule_id: str, _state: AlertState) -> str | None:
+        rule = rules.by_id.get(rule_id)
+        if rule is None:
+            return "was removed from the rule set"
+        return None if isinstance(rule, CompositeRule) else f"is now a {rule.kind} rule"
+
+    alerts = _retire(states, memory.place_path, clock, stale)
     for rule_id, state in memory.rules.items():
         rule = rules.by_id.get(rule_id)
         if not isinstance(rule, CompositeRule):

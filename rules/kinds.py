@@ -14,11 +14,22 @@ Durations are seconds or strings such as ``90s``, ``15m``, ``2h``, ``1d``.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from cityvitals.contracts import IDENTIFIER, METRIC, PlaceLevel, WarningLevel
 from rules.anomaly import AnomalyParams
@@ -49,20 +60,68 @@ def parse_duration(value: Any) -> Any:
     """
     if isinstance(value, bool):
         return value
+    seconds: float | None = None
     if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    if isinstance(value, str) and (m := _DURATION.match(value)):
-        return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if seconds is None:
+        return value
+    if not math.isfinite(seconds) or abs(seconds) > MAX_DURATION.total_seconds():
+        raise ValueError(f"a duration must be finite and at most {MAX_DURATION.days} days")
+    return timedelta(seconds=seconds)
+
+
+MAX_DURATION = timedelta(days=366)
+
+
+def _within(value: timedelta) -> timedelta:
+    if value < timedelta(0) or value > MAX_DURATION:
+        raise ValueError(f"must be between 0 and {MAX_DURATION.days} days")
     return value
 
 
-def _non_negative(value: timedelta) -> timedelta:
-    if value < timedelta(0):
-        raise ValueError("must not be negative")
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be a positive duration")
     return value
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_within)]
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+Finite = Annotated[float, AfterValidator(_finite)]
+SUMMARY_FIELDS = dict(
+    rule_id="r",
+    metric="m",
+    value=1.0,
+    device_id="d",
+    threshold=1.0,
+    level="blue",
+    place="c/d",
+    place_path=("c", "d"),
+    evidence="a, b",
+    evidence_ids=("a", "b"),
+    per="1h",
+)
+
+
+def _summary(template: str) -> str:
+    """A summary template must render with the fields an alert has."""
+    try:
+        template.format(**SUMMARY_FIELDS)
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        known = ", ".join(k for k in SUMMARY_FIELDS if k not in ("place_path", "evidence_ids"))
+        raise ValueError(f"cannot render {template!r}: {exc!r}; the fields are {known}") from None
+    return template
+
+
+Summary = Annotated[str, Field(max_length=500), AfterValidator(_summary)]
 Id = Annotated[str, Field(pattern=IDENTIFIER)]
 Metric = Annotated[str, Field(pattern=METRIC)]
 
@@ -78,13 +137,7 @@ class RuleBase(BaseModel):
     tags: tuple[str, ...] = ()
     for_: Duration = Field(default=timedelta(0), alias="for")
     keep_firing_for: Duration = timedelta(0)
-    summary: str = "{rule_id}: {metric} {value:g} at {device_id} ({level})"
-
-    @model_validator(mode="after")
-    def _timers(self) -> RuleBase:
-        _non_negative(self.for_)
-        _non_negative(self.keep_firing_for)
-        return self
+    summary: Summary = "{rule_id}: {metric} {value:g} at {device_id} ({level})"
 
     def in_scope(
         self,
@@ -111,9 +164,9 @@ class LevelledRule(RuleBase):
     """
 
     metric: Metric
-    levels: dict[WarningLevel, float] = Field(min_length=1)
     direction: Literal["above", "below"] = "above"
-    clear: float | None = None
+    levels: dict[WarningLevel, Finite] = Field(min_length=1)
+    clear: Finite | None = None
     _highest_first: tuple[tuple[WarningLevel, float], ...] = PrivateAttr(default=())
 
     def model_post_init(self, context: Any, /) -> None:
@@ -125,18 +178,30 @@ class LevelledRule(RuleBase):
     def lowest(self) -> tuple[WarningLevel, float]:
         return self._highest_first[-1]
 
-    @model_validator(mode="after")
-    def _levels_ordered(self) -> LevelledRule:
-        ordered = [self.levels[lv] for lv in WarningLevel if lv in self.levels]
-        rising = ordered if self.direction == "above" else [-v for v in ordered]
+    @field_validator("levels")
+    @classmethod
+    def _levels_ordered(
+        cls, levels: dict[WarningLevel, float], info: ValidationInfo
+    ) -> dict[WarningLevel, float]:
+        direction = info.data.get("direction", "above")
+        ordered = [levels[lv] for lv in WarningLevel if lv in levels]
+        rising = ordered if direction == "above" else [-v for v in ordered]
         if rising != sorted(rising) or len(set(rising)) != len(rising):
-            word = "increase" if self.direction == "above" else "decrease"
+            word = "increase" if direction == "above" else "decrease"
             raise ValueError(f"levels must {word} strictly from blue to red, got {ordered}")
-        if self.clear is not None:
-            lowest = ordered[0]
-            if (self.clear > lowest) if self.direction == "above" else (self.clear < lowest):
-                raise ValueError(f"clear {self.clear} must not be past the lowest level {lowest}")
-        return self
+        return levels
+
+    @field_validator("clear")
+    @classmethod
+    def _clear_before_levels(cls, clear: float | None, info: ValidationInfo) -> float | None:
+        levels = info.data.get("levels")
+        if clear is None or not levels:
+            return clear
+        lowest = min(levels.items(), key=lambda item: item[0].rank)[1]
+        above = info.data.get("direction", "above") == "above"
+        if (clear > lowest) if above else (clear < lowest):
+            raise ValueError(f"clear {clear} must not be past the lowest level {lowest}")
+        return clear
 
     def judge(self, value: float, firing: bool) -> tuple[WarningLevel, float] | None:
         """The condition's level now and its threshold, or None when the condition is false."""
@@ -156,7 +221,7 @@ class ThresholdRule(LevelledRule):
 
     kind: Literal["threshold"] = "threshold"
     min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
-    summary: str = "{metric} {value:g} at {device_id} passed {threshold:g} ({level})"
+    summary: Summary = "{metric} {value:g} at {device_id} passed {threshold:g} ({level})"
 
 
 class RateRule(LevelledRule):
@@ -164,15 +229,9 @@ class RateRule(LevelledRule):
     scaled to ``per``. ``direction: below`` with negative levels catches a fast fall."""
 
     kind: Literal["rate"] = "rate"
-    over: Duration = timedelta(minutes=15)
-    per: Duration = timedelta(hours=1)
-    summary: str = "{metric} changing {value:+g} per {per} at {device_id} ({level})"
-
-    @model_validator(mode="after")
-    def _window(self) -> RateRule:
-        if self.over <= timedelta(0) or self.per <= timedelta(0):
-            raise ValueError("over and per must be positive durations")
-        return self
+    over: PositiveDuration = timedelta(minutes=15)
+    per: PositiveDuration = timedelta(hours=1)
+    summary: Summary = "{metric} changing {value:+g} per {per} at {device_id} ({level})"
 
 
 class AnomalyRule(LevelledRule):
@@ -183,13 +242,21 @@ class AnomalyRule(LevelledRule):
     levels: dict[WarningLevel, float] = Field(
         default_factory=lambda: {WarningLevel.BLUE: 0.9, WarningLevel.YELLOW: 0.99}, min_length=1
     )
-    summary: str = "{metric} at {device_id} is unusual (score {value:.2f}, {level})"
+    summary: Summary = "{metric} at {device_id} is unusual (score {value:.2f}, {level})"
 
-    @model_validator(mode="after")
-    def _scores(self) -> AnomalyRule:
-        if self.direction != "above" or not all(0 < t <= 1 for t in self.levels.values()):
-            raise ValueError("anomaly levels are scores in (0, 1], direction above")
-        return self
+    @field_validator("levels")
+    @classmethod
+    def _scores(cls, levels: dict[WarningLevel, float]) -> dict[WarningLevel, float]:
+        if not all(0 < t <= 1 for t in levels.values()):
+            raise ValueError("anomaly levels are scores in (0, 1]")
+        return levels
+
+    @field_validator("direction")
+    @classmethod
+    def _above(cls, direction: str) -> str:
+        if direction != "above":
+            raise ValueError("an anomaly score is judged above its levels")
+        return direction
 
 
 class AbsenceRule(RuleBase):
@@ -198,15 +265,9 @@ class AbsenceRule(RuleBase):
 
     kind: Literal["absence"] = "absence"
     metric: Metric
-    after: Duration
+    after: PositiveDuration
     level: WarningLevel = WarningLevel.YELLOW
-    summary: str = "no {metric} from {device_id} for {value:.0f} s ({level})"
-
-    @model_validator(mode="after")
-    def _after(self) -> AbsenceRule:
-        if self.after <= timedelta(0):
-            raise ValueError("after must be a positive duration")
-        return self
+    summary: Summary = "no {metric} from {device_id} for {value:.0f} s ({level})"
 
 
 class Condition(BaseModel):
@@ -215,8 +276,8 @@ class Condition(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     metric: Metric
-    above: float | None = None
-    below: float | None = None
+    above: Finite | None = None
+    below: Finite | None = None
     min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
@@ -247,17 +308,20 @@ class CompositeRule(RuleBase):
 
     kind: Literal["composite"] = "composite"
     group_by: PlaceLevel = PlaceLevel.STREET
-    window: Duration = timedelta(minutes=15)
+    window: PositiveDuration = timedelta(minutes=15)
     require: Literal["all", "any"] = "all"
     min_devices: int = Field(default=1, ge=1, le=100)
     conditions: tuple[Condition, ...] = Field(min_length=1, max_length=16)
+    anchor: Metric | None = None
+    """A metric whose condition must hold whatever ``require`` says: with ``require: any``,
+    a camera's smoke event is the anchor and the other conditions confirm it."""
     level: WarningLevel = WarningLevel.ORANGE
-    summary: str = "{rule_id} at {place}: {evidence} ({level})"
+    summary: Summary = "{rule_id} at {place}: {evidence} ({level})"
 
     @model_validator(mode="after")
-    def _window(self) -> CompositeRule:
-        if self.window <= timedelta(0):
-            raise ValueError("window must be a positive duration")
+    def _anchor(self) -> CompositeRule:
+        if self.anchor is not None and self.anchor not in self.metrics:
+            raise ValueError(f"anchor {self.anchor!r} is not the metric of any condition")
         return self
 
     @property

@@ -34,7 +34,16 @@ from rules.kinds import (
     ThresholdRule,
 )
 
-__all__ = ["DEFAULT_GRACE", "KINDS", "RuleFileError", "RuleProblem", "RuleSet", "parse_rules"]
+__all__ = [
+    "DEFAULT_GRACE",
+    "KINDS",
+    "RuleFileError",
+    "RuleProblem",
+    "RuleSet",
+    "line_of",
+    "load_yaml",
+    "parse_rules",
+]
 
 DEFAULT_GRACE = timedelta(minutes=10)
 KINDS = ("threshold", "rate", "anomaly", "absence", "composite")
@@ -133,7 +142,7 @@ def _lines(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], in
             _lines(item, (*path, i), out)
 
 
-def _line_of(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | None:
+def line_of(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | None:
     for end in range(len(loc), -1, -1):
         key = tuple(str(p) if not isinstance(p, int) else p for p in loc[:end])
         if key in lines:
@@ -141,8 +150,11 @@ def _line_of(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | N
     return None
 
 
-def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
-    """Parse and validate a rule file; raises :class:`RuleFileError` naming every problem."""
+Lines = dict[tuple[Any, ...], int]
+
+
+def load_yaml(text: str, source: str, expected: str) -> tuple[dict[str, Any], Lines]:
+    """A YAML mapping and the line of every path in it; RuleFileError when it is not one."""
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -151,36 +163,44 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
         line = mark.line + 1 if mark is not None else None
         raise RuleFileError([RuleProblem(source, line, "", f"not valid YAML: {exc}")]) from exc
     if not isinstance(data, dict):
-        raise RuleFileError([RuleProblem(source, 1, "", "expected a mapping with a 'rules' list")])
-    lines: dict[tuple[Any, ...], int] = {}
+        raise RuleFileError([RuleProblem(source, 1, "", f"expected a mapping with {expected}")])
+    lines: Lines = {}
     if node is not None:
         _lines(node, (), lines)
+    return data, lines
+
+
+def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
+    """Parse and validate a rule file; raises :class:`RuleFileError` naming every problem."""
+    data, lines = load_yaml(text, source, "a 'rules' list")
     items = data.get("rules")
+    problems = []
     if isinstance(items, list):  # a rule without a kind is a threshold rule
         data = {**data, "rules": [_with_kind(item) for item in items]}
+        seen: dict[str, int] = {}
+        for i, item in enumerate(items):
+            rule_id = item.get("id") if isinstance(item, dict) else None
+            if isinstance(rule_id, str) and rule_id in seen:
+                problems.append(
+                    RuleProblem(
+                        source,
+                        lines.get(("rules", i, "id")),
+                        f"rules.{i}.id",
+                        f"duplicate rule id {rule_id!r} (first at rule {seen[rule_id]})",
+                    )
+                )
+            if isinstance(rule_id, str):
+                seen.setdefault(rule_id, i)
     try:
         parsed = _RuleFile.model_validate(data)
     except ValidationError as exc:
-        problems = []
         for err in exc.errors():
             loc = _file_loc(err["loc"])
             # Union/enum branches add technical location parts; drop those the file cannot have.
             field_name = ".".join(str(p) for p in loc)
-            problems.append(RuleProblem(source, _line_of(loc, lines), field_name, err["msg"]))
+            problems.append(RuleProblem(source, line_of(loc, lines), field_name, err["msg"]))
+        problems.sort(key=lambda p: (p.line or 0, p.field))
         raise RuleFileError(problems) from exc
-    seen: dict[str, int] = {}
-    problems = []
-    for i, rule in enumerate(parsed.rules):
-        if rule.id in seen:
-            problems.append(
-                RuleProblem(
-                    source,
-                    lines.get(("rules", i)),
-                    f"rules.{i}.id",
-                    f"duplicate rule id {rule.id!r} (first at rule {seen[rule.id]})",
-                )
-            )
-        seen.setdefault(rule.id, i)
     if problems:
         raise RuleFileError(problems)
     version = hashlib.blake2b(text.encode(), digest_size=6).hexdigest()

@@ -11,13 +11,15 @@ from collections.abc import Sequence
 from typing import Protocol, TypeVar
 
 import psycopg
+from psycopg.types.json import Jsonb
 
-from cityvitals.contracts import Alert, CameraEvent, DeadLetter, Reading
+from cityvitals.contracts import Alert, CameraEvent, DeadLetter, Indicator, Reading
 
 __all__ = [
     "AlertSink",
     "CameraEventSink",
     "DeadLetterSink",
+    "IndicatorSink",
     "ReadingSink",
     "Sink",
     "SinkUnavailable",
@@ -222,6 +224,59 @@ class AlertSink:
                 return new
         except psycopg.OperationalError as exc:
             raise SinkUnavailable("alerts", len(items), str(exc).strip()) from exc
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class IndicatorSink:
+    """Indicator values, one row per indicator, place and window. A window reported again
+    (data that came late) replaces its row; an older computation never replaces a newer."""
+
+    UPSERT = """
+        INSERT INTO indicators (indicator, place_id, place_level, place_path, window_start,
+                                window_s, value, level, coverage, reporting, expected, quality,
+                                detail, computed_at)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (indicator, place_id, window_start) DO UPDATE SET
+            value = EXCLUDED.value, level = EXCLUDED.level, coverage = EXCLUDED.coverage,
+            reporting = EXCLUDED.reporting, expected = EXCLUDED.expected,
+            quality = EXCLUDED.quality, detail = EXCLUDED.detail,
+            computed_at = EXCLUDED.computed_at
+        WHERE EXCLUDED.computed_at > indicators.computed_at
+    """
+
+    def __init__(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        self.conn = conn
+
+    def write_batch(self, items: Sequence[Indicator]) -> int:
+        if not items:
+            return 0
+        rows = [
+            (
+                i.indicator,
+                i.place_id,
+                i.place_level.value,
+                list(i.place_path),
+                i.window_start,
+                i.window_s,
+                i.value,
+                i.band,
+                i.coverage,
+                i.reporting,
+                i.expected,
+                i.quality.value,
+                Jsonb(i.detail),
+                i.computed_at,
+            )
+            for i in items
+        ]
+        try:
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                cur.executemany(self.UPSERT, rows)
+                return len(rows)
+        except psycopg.OperationalError as exc:
+            raise SinkUnavailable("indicators", len(rows), str(exc).strip()) from exc
 
     def close(self) -> None:
         self.conn.close()

@@ -18,10 +18,24 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
-from cityvitals.contracts import Alert, CameraEvent, DeadLetter, Reading, ReadingBatch
+from cityvitals.contracts import (
+    Alert,
+    CameraEvent,
+    DeadLetter,
+    Indicator,
+    Reading,
+    ReadingBatch,
+)
 from cityvitals.settings import Settings
 from cityvitals.topics import Topic
-from sinks.postgres import AlertSink, CameraEventSink, DeadLetterSink, ReadingSink, SinkUnavailable
+from sinks.postgres import (
+    AlertSink,
+    CameraEventSink,
+    DeadLetterSink,
+    IndicatorSink,
+    ReadingSink,
+    SinkUnavailable,
+)
 
 __all__ = ["SinkRunner"]
 
@@ -33,6 +47,7 @@ class _Batch:
     readings: list[Reading] = field(default_factory=list)
     camera_events: list[CameraEvent] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    indicators: list[Indicator] = field(default_factory=list)
     dead_letters: list[tuple[str, int, int, DeadLetter]] = field(default_factory=list)
 
 
@@ -47,17 +62,21 @@ class SinkRunner:
         alerts: AlertSink,
         dead_letters: DeadLetterSink,
         registry: CollectorRegistry,
+        indicators: IndicatorSink | None = None,
     ) -> None:
         self.settings = settings
         self.consumer = consumer
         self.producer = producer
         self.readings, self.camera_events = readings, camera_events
         self.alerts, self.dead_letters = alerts, dead_letters
+        self.indicators = indicators
         self.topics = {
             settings.topic(Topic.READINGS): Topic.READINGS,
             settings.topic(Topic.ALERTS): Topic.ALERTS,
             settings.topic(Topic.DEADLETTER): Topic.DEADLETTER,
         }
+        if indicators is not None:
+            self.topics[settings.topic(Topic.INDICATORS)] = Topic.INDICATORS
         self.received = Counter(
             "cityvitals_sinks_messages_total",
             "Kafka messages consumed",
@@ -90,6 +109,8 @@ class SinkRunner:
                 batch.camera_events.extend(decoded.camera_events)
             elif kind is Topic.ALERTS:
                 batch.alerts.append(Alert.model_validate_json(value))
+            elif kind is Topic.INDICATORS:
+                batch.indicators.append(Indicator.model_validate_json(value))
             else:
                 letter = DeadLetter.model_validate_json(value)
                 batch.dead_letters.append((topic, partition, offset, letter))
@@ -127,6 +148,9 @@ class SinkRunner:
             "camera_events", lambda: self.camera_events.write_batch(batch.camera_events), stop
         )
         self._retry("alerts", lambda: self.alerts.write_batch(batch.alerts), stop)
+        if self.indicators is not None:
+            sink = self.indicators
+            self._retry("indicators", lambda: sink.write_batch(batch.indicators), stop)
         self._retry("deadletters", lambda: self.dead_letters.write_batch(batch.dead_letters), stop)
         if self.producer.flush(30):
             raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "dead letters unconfirmed"))

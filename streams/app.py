@@ -29,7 +29,7 @@ import base64
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +41,21 @@ from cityvitals.contracts import (
     Alert,
     DeadLetter,
     Device,
+    Indicator,
+    IndicatorBatch,
+    MembershipChange,
     PlaceBatch,
+    PlaceLevel,
     PlaceObservation,
     ReadingBatch,
+    WindowPartial,
 )
 from cityvitals.settings import Settings
 from cityvitals.topics import Topic, partition_for
 from rules import RuleFileError, RuleSet, parse_rules
+from rules.indicators import Catalogue
 from streams.pipeline import is_newer, process_batch, process_places, registry_entry
+from streams.vitals import apply, close, membership
 
 __all__ = ["LiveRules", "StreamMetrics", "create_app"]
 
@@ -111,6 +118,24 @@ class StreamMetrics:
         self.devices = Gauge(
             "cityvitals_streams_devices", "Devices known to this worker", registry=registry
         )
+        self.indicator = Gauge(
+            "cityvitals_indicator",
+            "Latest reported value of a vital sign (city, districts and streets)",
+            ["indicator", "place_id", "place_level"],
+            registry=registry,
+        )
+        self.coverage = Gauge(
+            "cityvitals_indicator_coverage",
+            "Share of the expected devices behind the latest value of a vital sign",
+            ["indicator", "place_id", "place_level"],
+            registry=registry,
+        )
+        self.indicators = Counter(
+            "cityvitals_streams_indicators_total",
+            "Indicator values reported, by quality",
+            ["quality"],
+            registry=registry,
+        )
 
 
 class LiveRules:
@@ -162,6 +187,10 @@ class LiveRules:
             log.error("rule file refused, keeping version %s:\n%s", self.current.version, exc)
             self.metrics.reload_errors.inc()
             return False
+        except Exception:  # a reload must never stop the stream: keep the rules in force
+            log.exception("rule file refused, keeping version %s", self.current.version)
+            self.metrics.reload_errors.inc()
+            return False
         if rules.version == self.current.version:
             return False
         log.info(
@@ -186,7 +215,13 @@ def _dead_letter(reason: str, source: str, payload: bytes) -> bytes:
     return letter.model_dump_json().encode()
 
 
-def create_app(settings: Settings, rules: RuleSet, registry: CollectorRegistry) -> faust.App:
+GAUGE_LEVELS = frozenset({PlaceLevel.CITY, PlaceLevel.DISTRICT, PlaceLevel.STREET})
+"""Levels whose indicators are Prometheus gauges (grids would be too many series)."""
+
+
+def create_app(
+    settings: Settings, rules: RuleSet, catalogue: Catalogue, registry: CollectorRegistry
+) -> faust.App:
     metrics = StreamMetrics(registry)
     live = LiveRules(rules, settings.rules_file, metrics)
     parts = settings.kafka_partitions
@@ -213,10 +248,15 @@ def create_app(settings: Settings, rules: RuleSet, registry: CollectorRegistry) 
     raw_topic, readings_topic = topic(Topic.READINGS_RAW), topic(Topic.READINGS)
     devices_topic, alerts_topic = topic(Topic.DEVICES), topic(Topic.ALERTS)
     deadletter_topic, places_topic = topic(Topic.DEADLETTER), topic(Topic.PLACE_OBSERVATIONS)
+    partials_topic, indicators_topic = topic(Topic.INDICATOR_PARTIALS), topic(Topic.INDICATORS)
+    grace = timedelta(seconds=settings.indicators_grace_s)
 
     devices = app.Table("device_registry", default=None, partitions=parts)
     rule_state = app.Table("rule_state", default=None, partitions=parts)
     place_state = app.Table("place_rule_state", default=None, partitions=parts)
+    marks = app.Table("indicator_marks", default=None, partitions=parts)
+    members = app.Table("indicator_members", default=None, partitions=parts)
+    vitals = app.Table("place_vitals", default=None, partitions=parts)
 
     @app.on_rebalance_complete.connect
     async def _ready(*_args: Any, **_kw: Any) -> None:
@@ -230,15 +270,18 @@ def create_app(settings: Settings, rules: RuleSet, registry: CollectorRegistry) 
     async def reload_rules() -> None:
         live.check()
 
-    @app.timer(interval=settings.rules_tick_s)  # type: ignore[untyped-decorator]
+    # One worker (the group's leader) ticks for all: the ticks of several would interleave.
+    @app.timer(interval=settings.rules_tick_s, on_leader=True)  # type: ignore[untyped-decorator]
     async def tick() -> None:
         now = datetime.now(UTC)
         raw_tick = ReadingBatch(tick=now).model_dump_json().encode()
         place_tick = PlaceBatch(tick=now).model_dump_json().encode()
+        vitals_tick = IndicatorBatch(tick=now).model_dump_json().encode()
         sent = []
         for partition in range(parts):
             sent.append(await raw_topic.send(value=raw_tick, partition=partition))
             sent.append(await places_topic.send(value=place_tick, partition=partition))
+            sent.append(await partials_topic.send(value=vitals_tick, partition=partition))
         await asyncio.gather(*sent)
 
     def on_partition(keys: Any, partition: int) -> list[str]:
@@ -247,6 +290,32 @@ def create_app(settings: Settings, rules: RuleSet, registry: CollectorRegistry) 
     async def refuse(label: str, exc: ValidationError, source: str, value: bytes) -> None:
         metrics.rejected.labels(label).inc()
         await (await deadletter_topic.send(value=_dead_letter(str(exc), source, value)))
+
+    async def send_vitals(
+        source: str,
+        offset: int,
+        partials: list[WindowPartial],
+        members: list[MembershipChange],
+    ) -> list[Awaitable[Any]]:
+        """Window partials and expected-device changes, to each place's partition."""
+        grouped: dict[int, tuple[list[WindowPartial], list[MembershipChange]]] = defaultdict(
+            lambda: ([], [])
+        )
+        for partial in partials:
+            grouped[partition_for(partial.place_path[-1], parts)][0].append(partial)
+        for change in members:
+            grouped[partition_for(change.place_path[-1], parts)][1].append(change)
+        sent = []
+        for place_partition, (mine, changes) in grouped.items():
+            batch = IndicatorBatch(
+                source=source, offset=offset, partials=tuple(mine), members=tuple(changes)
+            )
+            sent.append(
+                await partials_topic.send(
+                    value=batch.model_dump_json().encode(), partition=place_partition
+                )
+            )
+        return sent
 
     async def send_alerts(alerts: list[Alert], partition: int) -> list[Awaitable[Any]]:
         sent = []
@@ -273,6 +342,17 @@ def create_app(settings: Settings, rules: RuleSet, registry: CollectorRegistry) 
             if is_newer(device, devices.get(device.device_id)):
                 devices[device.device_id] = registry_entry(device)
                 metrics.devices.set(len(devices))
+            # Expected devices per place follow this feed only, with a table of its own:
+            # the in-band copy of the same change must not count it twice.
+            new = registry_entry(device)
+            old = members.get(device.device_id)
+            if old is None or device.updated_at >= datetime.fromisoformat(old["updated_at"]):
+                changes = membership(old, new)
+                members[device.device_id] = new
+                if changes:
+                    await asyncio.gather(
+                        *await send_vitals(source, event.message.offset, [], changes)
+                    )
 
     @app.agent(raw_topic)
     async def process(stream: faust.StreamT[bytes]) -> None:
@@ -285,8 +365,8 @@ def create_app(settings: Settings, rules: RuleSet, registry: CollectorRegistry) 
                 await refuse("bad_batch", exc, source, event.value)
                 continue
             metrics.received.inc(len(batch))
-            if batch.tick is not None:
-                ids = set(on_partition(list(rule_state.keys()), partition))
+            if batch.tick is not None:  # every device here: absence may be new to some
+                ids = set(on_partition(list(devices.keys()), partition))
             else:
                 ids = {d.device_id for d in batch.devices}
                 ids.update(r.device_id for r in batch.readings)
@@ -298,6 +378,8 @@ def create_app(settings: Settings, rules: RuleSet, registry: CollectorRegistry) 
                 live.current,
                 source,
                 datetime.now(UTC),
+                catalogue,
+                {d: marks.get(d) for d in ids},
             )
             pending: list[Awaitable[Any]] = []
             if len(outcome.enriched):
@@ -324,6 +406,10 @@ def create_app(settings: Settings, rules: RuleSet, registry: CollectorRegistry) 
                         partition=place_partition,
                     )
                 )
+            if outcome.partials:
+                pending += await send_vitals(source, event.message.offset, outcome.partials, [])
+            for device_id, device_marks in outcome.changed_marks.items():
+                marks[device_id] = device_marks
             for reason, count in outcome.refused.items():
                 metrics.rejected.labels(reason).inc(count)
             metrics.out_of_order.inc(outcome.out_of_order)
@@ -361,6 +447,43 @@ def create_app(settings: Settings, rules: RuleSet, registry: CollectorRegistry) 
                     place_state[place_id] = memory
                 else:
                     place_state.pop(place_id, None)
+            await asyncio.gather(*pending)
+
+    @app.agent(partials_topic)
+    async def place_vitals(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            partition = event.message.partition
+            source = f"{partials_topic.get_topic_name()}[{partition}]"
+            try:
+                batch = IndicatorBatch.model_validate_json(event.value)
+            except ValidationError as exc:
+                await refuse("bad_indicator_batch", exc, source, event.value)
+                continue
+            if batch.tick is None:
+                paths = {p.place_path for p in batch.partials}
+                paths.update(c.place_path for c in batch.members)
+                for path in paths:
+                    vitals[path[-1]] = apply(vitals.get(path[-1]), path, batch)
+                continue
+            reported: list[Indicator] = []
+            for place_id in on_partition(list(vitals.keys()), partition):
+                memory, found = close(vitals[place_id], catalogue, batch.tick, grace)
+                if found or memory != vitals[place_id]:
+                    vitals[place_id] = memory
+                reported += found
+            pending = [
+                await indicators_topic.send(
+                    key=i.place_id.encode(), value=i.model_dump_json().encode()
+                )
+                for i in reported
+            ]
+            for i in reported:
+                metrics.indicators.labels(i.quality.value).inc()
+                if i.place_level in GAUGE_LEVELS:
+                    labels = (i.indicator, i.place_id, i.place_level.value)
+                    metrics.coverage.labels(*labels).set(i.coverage)
+                    if i.value is not None:
+                        metrics.indicator.labels(*labels).set(i.value)
             await asyncio.gather(*pending)
 
     return app

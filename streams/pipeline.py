@@ -27,6 +27,7 @@ from cityvitals.contracts import (
     PlaceObservation,
     Reading,
     ReadingBatch,
+    WindowPartial,
 )
 from rules import (
     Arrival,
@@ -40,6 +41,8 @@ from rules import (
     sweep_device,
     sweep_place,
 )
+from rules.indicators import Catalogue
+from streams.vitals import Partials
 
 __all__ = [
     "FUTURE_TOLERANCE",
@@ -102,6 +105,10 @@ class BatchOutcome:
     """New rule memory by device; None to delete it."""
     changed_devices: dict[str, dict[str, Any]] = field(default_factory=dict)
     evaluations: int = 0
+    partials: list[WindowPartial] = field(default_factory=list)
+    """Indicator window states to merge on the places' partitions."""
+    changed_marks: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per device, the window each indicator last counted it in."""
 
 
 def _refusal(item: Reading | CameraEvent, reason: str, source: str, now: datetime) -> DeadLetter:
@@ -148,14 +155,16 @@ def process_batch(
     rules: RuleSet,
     source: str,
     now: datetime,
+    catalogue: Catalogue | None = None,
+    marks: Mapping[str, dict[str, str] | None] | None = None,
 ) -> BatchOutcome:
     """Enrich, judge, and collect what to send. Inputs are not modified."""
     out = BatchOutcome(enriched=ReadingBatch())
     for device in batch.devices:
-        if is_newer(
-            device, out.changed_devices.get(device.device_id) or devices.get(device.device_id)
-        ):
+        old = out.changed_devices.get(device.device_id) or devices.get(device.device_id)
+        if is_newer(device, old):
             out.changed_devices[device.device_id] = registry_entry(device)
+    partials = Partials(catalogue) if catalogue is not None else None
     memories = _Memories(states)
     readings: list[Reading] = []
     events: list[CameraEvent] = []
@@ -196,6 +205,12 @@ def process_batch(
         out.evaluations += judged.evaluations
         if isinstance(enriched, Reading):
             readings.append(enriched)
+            if partials is not None:
+                device_marks = out.changed_marks.get(item.device_id)
+                if device_marks is None:
+                    device_marks = dict((marks or {}).get(item.device_id) or {})
+                if partials.add(enriched, device_marks):
+                    out.changed_marks[item.device_id] = device_marks
         else:
             events.append(enriched)
     if batch.tick is not None:
@@ -204,6 +219,8 @@ def process_batch(
         out.evaluations += tick.evaluations
     out.changed_states = memories.dump()
     out.enriched = ReadingBatch(readings=tuple(readings), camera_events=tuple(events))
+    if partials is not None:
+        out.partials = partials.partials()
     return out
 
 
@@ -289,10 +306,12 @@ def process_places(batch: PlaceBatch, states: Memories, rules: RuleSet) -> Place
         loaded[place_id], alerts = evaluate_place(rules, memory(place_id), obs)
         out.alerts.extend(alerts)
     if batch.tick is not None:
+        # Readings that are still on their way (within the grace) keep their window open.
+        now = batch.tick - rules.grace
         for place_id in list(states):
             current = memory(place_id)
             if current is not None and current.place_path:
-                loaded[place_id], alerts = sweep_place(rules, current, batch.tick)
+                loaded[place_id], alerts = sweep_place(rules, current, now)
                 out.alerts.extend(alerts)
     for place_id, mem in loaded.items():
         new = mem.to_json() if mem.rules else None

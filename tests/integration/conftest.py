@@ -187,6 +187,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
         rules_file=rules_file,
         rules_reload_s=0.5,
         rules_tick_s=1.0,
+        indicators_grace_s=1.0,
         mqtt_port=free_port(),
         kafka_bootstrap=f"127.0.0.1:{free_port()}",
         database_url=f"postgresql://cityvitals@127.0.0.1:{free_port()}/cityvitals",

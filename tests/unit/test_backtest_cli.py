@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from cityvitals.cli_rules import rules_app
@@ -69,3 +70,22 @@ def test_rules_check_names_the_line_of_a_bad_rule(tmp_path: Path) -> None:
     result = CliRunner().invoke(rules_app, ["check", str(path)])
     assert result.exit_code == 1
     assert f"{path}:6: rules.0.over:" in result.output
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        ("2026-07-01 08:05:00,wl-1,water_level_cm,inf", "value"),
+        ("2026-07-01 08:05:00,wl-1,water_level_cm,8,,,,,1.5", "confidence"),
+        ("2026-07-01 08:00:00,wl-1,water_level_cm,3", "metric"),  # the first row's again
+    ],
+)
+def test_values_the_stream_would_refuse_are_named_by_line(
+    tmp_path: Path, bad: str, field: str
+) -> None:
+    header = "ts,device_id,metric,value,device_type,place_path,profile_id,tags,confidence\n"
+    csv = header + "2026-07-01 08:00:00,wl-1,water_level_cm,1\n" + bad + "\n"
+    rules, path, out = files(tmp_path, csv)
+    argv = ["backtest", "--rules", str(rules), "--input", str(path), "--output", str(out)]
+    result = CliRunner().invoke(rules_app, argv)
+    assert result.exit_code == 1 and f"{path}:3: {field}:" in result.output, result.output

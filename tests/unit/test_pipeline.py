@@ -86,7 +86,11 @@ def test_resolving_leaves_only_the_device_watermark() -> None:
         T0,
     )
     assert [a.status.value for a in second.alerts] == ["resolved"]
-    assert second.changed_states["wl-5"] == {"r": {}, "wm": reading("wl-5", 1, 2).ts.isoformat()}
+    assert second.changed_states["wl-5"] == {
+        "r": {},
+        "wm": reading("wl-5", 1, 2).ts.isoformat(),
+        "wmm": ["water_level_cm"],
+    }
 
 
 def test_late_readings_are_dead_lettered_and_out_of_order_ones_kept() -> None:

@@ -15,6 +15,7 @@ from rules import (
     DeviceMemory,
     Observation,
     PlaceMemory,
+    RuleFileError,
     RuleSet,
     ThresholdRule,
     evaluate_device,
@@ -269,12 +270,13 @@ def test_absence_fires_when_other_metrics_come_but_this_one_does_not() -> None:
 def test_absence_of_a_silent_device_is_found_by_the_clock() -> None:
     d = Device(ABSENT)
     d.read(*aq(0, pm25=10))
-    d.tick(29, device_id="aq-1")
+    aq1 = {"device_id": "aq-1", "device_type": "air_quality"}
+    d.tick(29, **aq1)
     assert d.alerts == []
-    d.tick(30, device_id="aq-1")
+    d.tick(30, **aq1)
     assert d.story == [("firing", "yellow")]
     assert (d.alerts[0].device_id, d.alerts[0].ts) == ("aq-1", at(30))
-    d.tick(40, device_id="aq-1")
+    d.tick(40, **aq1)
     assert len(d.alerts) == 1  # no duplicate transition at the next tick
 
 
@@ -468,3 +470,135 @@ def test_observations_of_readings_and_camera_events() -> None:
     )
     (o,) = observations(e)
     assert (o.device_id, o.metric, o.confidence) == ("cam", "camera.smoke_fire", 0.8)
+
+
+# --- found in review: each of these once crashed the stream or judged wrongly ---------------
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "field"),
+    [
+        ("  - {id: r, metric: m, levels: {red: 1},\n     summary: '{valu}'}", 3, "rules.0.summary"),
+        (
+            "  - {id: r, metric: m, direction: below, levels: {yellow: .inf}}",
+            2,
+            "rules.0.levels.yellow",
+        ),
+        ("  - {id: r, metric: m, levels: {red: 1}, for: .inf}", 2, "rules.0.for"),
+        (
+            "  - {id: r, metric: m, levels: {red: 1}, keep_firing_for: 9999999d}",
+            2,
+            "rules.0.keep_firing_for",
+        ),
+        (
+            "  - id: r\n    kind: rate\n    metric: m\n    levels: {red: 1}\n    over: 0s",
+            6,
+            "rules.0.over",
+        ),
+        (
+            "  - {id: r, kind: composite, conditions: [{metric: m, above: .nan}]}",
+            2,
+            "rules.0.conditions.0.above",
+        ),
+    ],
+)
+def test_a_rule_that_could_not_be_judged_is_refused_when_the_file_loads(
+    text: str, line: int, field: str
+) -> None:
+    with pytest.raises(RuleFileError) as err:
+        parse_rules("rules:\n" + text, "f.yaml")
+    assert (line, field) in {(p.line, p.field) for p in err.value.problems}, err.value
+
+
+def test_every_duplicate_id_is_named_with_the_other_problems() -> None:
+    text = "rules:\n  - {id: a, metric: m, levels: {red: 1}}\n  - {id: a, metric: m, levels: {}}\n"
+    with pytest.raises(RuleFileError) as err:
+        parse_rules(text, "f.yaml")
+    fields = {p.field for p in err.value.problems}
+    assert {"rules.1.id", "rules.1.levels"} <= fields
+
+
+def test_a_rule_that_changes_kind_closes_its_alert_and_starts_afresh() -> None:
+    d = Device(
+        rules("rules: [{id: w, kind: rate, metric: water_level_cm, over: 30m, levels: {red: 10}}]")
+    )
+    d.series([0, 50], every=10)
+    assert d.story == [("firing", "red")]
+    d.rules = rules("rules: [{id: w, kind: absence, metric: water_level_cm, after: 1h}]")
+    d.read(obs(1, 30))
+    assert d.story == [("firing", "red"), ("resolved", "red")]
+    assert "now a absence rule" in d.alerts[1].summary
+
+
+def test_a_device_out_of_a_rules_scope_has_its_alert_closed() -> None:
+    d = Device(WATER).series([20])
+    d.rules = rules(
+        "rules: [{id: water, metric: water_level_cm, levels: {blue: 5}, places: [elsewhere]}]"
+    )
+    d.read(obs(20, 1))
+    assert d.story == [("firing", "yellow"), ("resolved", "yellow")]
+    assert "no longer applies" in d.alerts[1].summary
+
+
+def test_a_second_message_of_the_same_instant_is_judged_for_its_other_metrics() -> None:
+    d = Device(rules("rules: [{id: smoke, metric: camera.smoke_fire, levels: {orange: 0.5}}]"))
+    cam = {"device_id": "cam-1", "device_type": "camera"}
+    assert d.read(obs(0.4, 0, metric="camera.crowd_density", **cam)) is Arrival.IN_ORDER
+    assert d.read(obs(0.9, 0, metric="camera.smoke_fire", **cam)) is Arrival.IN_ORDER
+    assert d.story == [("firing", "orange")]
+    assert d.read(obs(0.9, 0, metric="camera.smoke_fire", **cam)) is Arrival.OUT_OF_ORDER  # replay
+
+
+def test_an_anchored_composite_needs_its_anchor() -> None:
+    rs = rules(
+        """
+rules:
+  - {id: smoke, kind: composite, group_by: grid, window: 5m, require: any, min_devices: 2,
+     anchor: camera.smoke_fire,
+     conditions: [{metric: camera.smoke_fire, above: 0.5}, {metric: gas_lel_pct, above: 10}]}
+"""
+    )
+    p = Place(rs)
+    p.read(obs(30, 0, device_id="gas-1", metric="gas_lel_pct"))
+    p.read(obs(30, 1, device_id="gas-2", metric="gas_lel_pct"))
+    assert p.alerts == []  # gas alone confirms nothing
+    p.read(obs(0.9, 2, device_id="cam-1", metric="camera.smoke_fire"))
+    assert [a.evidence for a in p.alerts] == [("cam-1", "gas-1", "gas-2")]
+
+
+def test_stepping_down_takes_the_highest_level_held_meanwhile() -> None:
+    rs = rules(
+        "rules: [{id: w, metric: water_level_cm, levels: {yellow: 15, orange: 25, red: 40},"
+        " keep_firing_for: 10m}]"
+    )
+    d = Device(rs)
+    for minutes, value in ((0, 45), (1, 30), (11, 16), (12, 30), (21, 16), (31, 16)):
+        d.read(obs(value, minutes))
+    # At 11 orange has held for 10 minutes (yellow only just): orange. Back to orange at 12
+    # ends the wait; yellow from 21 has held for 10 minutes at 31: yellow.
+    assert d.story == [("firing", "red"), ("firing", "orange"), ("firing", "yellow")]
+    assert [a.ts for a in d.alerts] == [at(0), at(11), at(31)]
+
+
+def test_an_absence_rule_new_to_a_silent_device_catches_it() -> None:
+    d = Device(WATER).series([1])  # the device has not reported since
+    d.rules = rules("rules: [{id: quiet, kind: absence, metric: water_level_cm, after: 30m}]")
+    d.tick(60)  # the rule starts counting here
+    d.tick(89)
+    assert d.alerts == []
+    d.tick(90)
+    assert d.story == [("firing", "yellow")]
+
+
+def test_a_rate_keeps_its_whole_window_when_it_thins_its_points() -> None:
+    d = Device(RATE).series([0.0] * 300, every=0.1)  # 30 minutes of 6 s readings
+    assert d.memory is not None and len(d.memory.rules["rising"].memory) <= 64
+    d.read(obs(12, 30))  # 12 cm against the oldest point within 30 minutes: 24 cm/h
+    assert d.story == [("firing", "yellow")]
+    assert d.alerts[0].value == pytest.approx(24, rel=0.01)
+
+
+def test_two_values_of_one_instant_give_no_rate() -> None:
+    d = Device(RATE)
+    d.read(obs(1, 0), obs(5, 0))
+    assert d.alerts == []

@@ -33,7 +33,7 @@ def test_every_problem_is_named_with_file_line_and_field() -> None:
     with pytest.raises(RuleFileError) as err:
         parse_rules(text, "city.yaml")
     problems = {(p.line, p.field) for p in err.value.problems}
-    assert (5, "rules.1") in problems
+    assert (7, "rules.1.levels") in problems
     assert (8, "rules.2.metric") in problems
     assert (9, "rules.2.metrik") in problems
     assert "city.yaml:9: rules.2.metrik: Extra inputs are not permitted" in str(err.value)

@@ -1,0 +1,215 @@
+"""Vital signs in the stream, in plain Python (no Faust): both stages of the computation.
+
+1. On a device's partition, :class:`Partials` folds each reading into the window state of
+   every indicator it feeds, for the device's place at every level the indicator rolls up to
+   (grid, street, district, city), and counts the device once per window as reporting (its
+   *marks* remember the last window it was counted in). :func:`membership` turns a registry
+   change into +1/-1 expected devices for each place above the device.
+2. On a place's partition, :func:`apply` merges those partials into the place's memory, once
+   per input message (each carries its source and offset), and :func:`close` turns every
+   window that ended more than ``grace`` ago into an :class:`~cityvitals.contracts.Indicator`
+   with its coverage: windows with no data at all are reported too (no_data), and a window
+   that receives data after it was reported is reported again (the sink upserts it).
+
+Memory of a place (plain JSON): expected devices by type ``m``; open windows ``w`` keyed by
+``indicator|window start`` with their state ``s``, reporting count ``r``, last offset applied
+per source ``o``, a ``d`` flag when they changed since reported and when they were last
+reported ``t``; and per indicator the start of the first window not yet reported, ``c``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from cityvitals.contracts import (
+    DeviceState,
+    Indicator,
+    IndicatorBatch,
+    MembershipChange,
+    PlaceLevel,
+    Reading,
+    WindowPartial,
+)
+from rules.indicators import Catalogue, finish, fold, merge, quality, window_start
+
+__all__ = ["KEEP", "MAX_CATCH_UP", "Partials", "apply", "close", "membership"]
+
+KEEP = timedelta(hours=1)
+"""How long a window stays open to data that arrives late, after it was last reported."""
+MAX_CATCH_UP = timedelta(days=1)
+"""After a long stop, windows older than this are not reported."""
+
+LEVELS = list(PlaceLevel)
+
+
+@dataclass
+class Partials:
+    """The window partials of one batch, merged per indicator, place and window."""
+
+    catalogue: Catalogue
+    out: dict[tuple[str, tuple[str, ...], datetime], tuple[dict[str, float], int]] = field(
+        default_factory=dict
+    )
+
+    def add(self, reading: Reading, marks: dict[str, str]) -> bool:
+        """Fold one enriched reading in; ``marks`` (indicator → window counted) is updated.
+        Returns whether the marks changed."""
+        changed = False
+        for spec in self.catalogue.by_type.get(reading.device_type or "", ()):
+            if spec.kind != "online_rate" and not (spec.metrics() & reading.values.keys()):
+                continue
+            start = window_start(reading.ts, spec.window_s)
+            first = marks.get(spec.id) != start.isoformat()
+            if first:
+                marks[spec.id] = start.isoformat()
+                changed = True
+            for level in spec.levels:
+                depth = LEVELS.index(level) + 1
+                if len(reading.place_path) < depth:
+                    continue
+                key = (spec.id, reading.place_path[:depth], start)
+                state, reporting = self.out.get(key, ({}, 0))
+                fold(spec, state, reading.values)
+                self.out[key] = (state, reporting + (1 if first else 0))
+        return changed
+
+    def partials(self) -> list[WindowPartial]:
+        return [
+            WindowPartial(
+                indicator=ind, place_path=path, window_start=start, state=state, reporting=r
+            )
+            for (ind, path, start), (state, r) in self.out.items()
+        ]
+
+
+def membership(
+    old: Mapping[str, Any] | None, new: Mapping[str, Any] | None
+) -> list[MembershipChange]:
+    """Expected-device changes for every place above a device whose registry entry changed."""
+
+    def member(entry: Mapping[str, Any] | None) -> tuple[tuple[str, ...], str] | None:
+        if entry is None or entry["state"] != DeviceState.ACTIVE:
+            return None
+        return tuple(entry["place_path"]), str(entry["device_type"])
+
+    before, after = member(old), member(new)
+    if before == after:
+        return []
+    changes = []
+    for was, delta in ((before, -1), (after, 1)):
+        if was is not None:
+            path, device_type = was
+            for depth in range(1, len(path) + 1):
+                changes.append(
+                    MembershipChange(place_path=path[:depth], device_type=device_type, delta=delta)
+                )
+    return changes
+
+
+# --- the place stage ---------------------------------------------------------------------------
+
+
+def apply(
+    memory: dict[str, Any] | None, place_path: tuple[str, ...], batch: IndicatorBatch
+) -> dict[str, Any]:
+    """Merge one input message's partials and membership changes for one place (a copy)."""
+    mem: dict[str, Any] = {
+        "p": list(place_path),
+        "m": {},
+        "w": {},
+        "c": {},
+        "mo": {},
+        **(memory or {}),
+    }
+    mem["m"], mem["w"], mem["mo"] = dict(mem["m"]), dict(mem["w"]), dict(mem["mo"])
+    seen = mem["mo"].get(batch.source, -1)
+    members = [c for c in batch.members if tuple(c.place_path) == place_path]
+    if members and batch.offset > seen:
+        for change in members:
+            mem["m"][change.device_type] = mem["m"].get(change.device_type, 0) + change.delta
+        mem["mo"][batch.source] = batch.offset
+    for partial in batch.partials:
+        if tuple(partial.place_path) != place_path:
+            continue
+        key = f"{partial.indicator}|{partial.window_start.isoformat()}"
+        window = mem["w"].get(key) or {"s": {}, "r": 0, "o": {}}
+        if batch.offset <= window["o"].get(batch.source, -1):
+            continue  # this input message was applied before: a replay
+        state = dict(window["s"])
+        merge(state, partial.state)
+        mem["w"][key] = {
+            "s": state,
+            "r": window["r"] + partial.reporting,
+            "o": {**window["o"], batch.source: batch.offset},
+            "d": 1,
+        }
+    return mem
+
+
+def close(
+    memory: dict[str, Any], catalogue: Catalogue, now: datetime, grace: timedelta
+) -> tuple[dict[str, Any], list[Indicator]]:
+    """Report every window of the place that ended more than ``grace`` before ``now``."""
+    path = tuple(memory["p"])
+    level = LEVELS[len(path) - 1]
+    mem = {**memory, "w": dict(memory["w"]), "c": dict(memory["c"])}
+    out: list[Indicator] = []
+    due_before = now - grace
+    for spec in catalogue:
+        if level not in spec.levels:
+            continue
+        expected = sum(int(memory["m"].get(t, 0)) for t in spec.device_types)
+        width = spec.window
+        prefix = f"{spec.id}|"
+        mine = {k: v for k, v in mem["w"].items() if k.startswith(prefix)}
+        starts = sorted(datetime.fromisoformat(k[len(prefix) :]) for k in mine)
+        closed = mem["c"].get(spec.id)
+        if closed is None:
+            if not starts and expected <= 0:
+                continue
+            first = starts[0] if starts else window_start(due_before, spec.window_s) - width
+            closed = max(first, window_start(now - MAX_CATCH_UP, spec.window_s)).isoformat()
+        cursor = max(
+            datetime.fromisoformat(closed), window_start(now - MAX_CATCH_UP, spec.window_s)
+        )
+        pending = {s for s in starts if s < cursor and mine[f"{prefix}{s.isoformat()}"].get("d")}
+        while cursor + width <= due_before:
+            pending.add(cursor)
+            cursor += width
+        for start in sorted(pending):
+            key = f"{prefix}{start.isoformat()}"
+            window = mine.get(key, {"s": {}, "r": 0})
+            if not window["r"] and expected <= 0:
+                continue
+            value, band, detail = finish(spec, window["s"], window["r"], expected)
+            coverage, flag = quality(window["r"], expected)
+            out.append(
+                Indicator(
+                    indicator=spec.id,
+                    place_id=path[-1],
+                    place_level=level,
+                    place_path=path,
+                    window_start=start,
+                    window_s=spec.window_s,
+                    value=value,
+                    band=band,
+                    coverage=round(coverage, 4),
+                    reporting=window["r"],
+                    expected=max(expected, 0),
+                    quality=flag,
+                    detail=detail,
+                    computed_at=now,
+                )
+            )
+            if key in mem["w"]:
+                mem["w"][key] = {**mem["w"][key], "d": 0, "t": now.isoformat()}
+        mem["c"][spec.id] = cursor.isoformat()
+        for key, window in list(mem["w"].items()):  # forget windows reported long ago
+            reported = window.get("t")
+            old = reported is not None and datetime.fromisoformat(reported) + KEEP < now
+            if key.startswith(prefix) and not window.get("d") and old:
+                del mem["w"][key]
+    return mem, out

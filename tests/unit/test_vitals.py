@@ -1,0 +1,232 @@
+"""Vital signs: formulas, roll-ups up the tree, coverage, replays and windows (no I/O)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from cityvitals.contracts import Indicator, IndicatorBatch, IndicatorQuality, Reading
+from rules.indicators import iaqi, parse_catalogue, window_start
+from streams.vitals import Partials, apply, close, membership
+
+T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
+CATALOGUE = parse_catalogue(
+    """
+indicators:
+  - {id: aqi, kind: aqi, device_types: [air_quality], window: 1h}
+  - {id: noise, kind: leq, metric: laeq_db, device_types: [noise], window: 5m}
+  - {id: jam, kind: congestion, metric: speed_kmh, device_types: [traffic], window: 5m,
+     free_flow_kmh: 40, bands: [[free, 1.0], [light, 2.0], [moderate, 2.667], [severe, null]]}
+  - {id: online, kind: online_rate, device_types: [air_quality, noise], window: 5m}
+"""
+)
+GRACE = timedelta(seconds=30)
+
+
+def reading(
+    device: str, path: str, minutes: float, device_type: str = "air_quality", **values: float
+) -> Reading:
+    return Reading(
+        device_id=device,
+        ts=T0 + timedelta(minutes=minutes),
+        seq=int(minutes * 60),
+        values=values,
+        device_type=device_type,
+        place_path=tuple(path.split("/")),
+    )
+
+
+class City:
+    """Both stages wired in memory, as the stream wires them through Kafka."""
+
+    def __init__(self) -> None:
+        self.places: dict[str, dict[str, Any]] = {}
+        self.marks: dict[str, dict[str, str]] = {}
+        self.offset = 0
+        self.reported: list[Indicator] = []
+
+    def send(self, batch: IndicatorBatch) -> None:
+        paths = {p.place_path for p in batch.partials} | {c.place_path for c in batch.members}
+        for path in paths:
+            self.places[path[-1]] = apply(self.places.get(path[-1]), path, batch)
+
+    def join(self, device: str, path: str, device_type: str = "air_quality") -> None:
+        entry = {"state": "active", "place_path": path.split("/"), "device_type": device_type}
+        self.offset += 1
+        self.send(
+            IndicatorBatch(
+                source="devices[0]", offset=self.offset, members=tuple(membership(None, entry))
+            )
+        )
+
+    def read(self, *readings: Reading) -> IndicatorBatch:
+        partials = Partials(CATALOGUE)
+        for r in readings:
+            marks = self.marks.setdefault(r.device_id, {})
+            partials.add(r, marks)
+        self.offset += 1
+        batch = IndicatorBatch(
+            source="raw[0]", offset=self.offset, partials=tuple(partials.partials())
+        )
+        self.send(batch)
+        return batch
+
+    def tick(self, minutes: float) -> list[Indicator]:
+        found: list[Indicator] = []
+        for place, memory in list(self.places.items()):
+            self.places[place], out = close(
+                memory, CATALOGUE, T0 + timedelta(minutes=minutes), GRACE
+            )
+            found += out
+        self.reported += found
+        return found
+
+
+def one(found: list[Indicator], indicator: str, place: str, minutes: float = 0) -> Indicator:
+    start = window_start(T0 + timedelta(minutes=minutes), CATALOGUE.by_id[indicator].window_s)
+    (match,) = [
+        i for i in found if (i.indicator, i.place_id, i.window_start) == (indicator, place, start)
+    ]
+    return match
+
+
+def test_a_district_aqi_comes_from_its_mean_concentrations_not_its_streets_aqi() -> None:
+    city = City()
+    for device, path in (("a1", "c/d/s1"), ("a2", "c/d/s2"), ("a3", "c/d/s2"), ("a4", "c/d/s2")):
+        city.join(device, path)
+    city.read(
+        reading("a1", "c/d/s1", 1, pm25=240.0),  # street 1: one station, heavy
+        reading("a2", "c/d/s2", 1, pm25=20.0),
+        reading("a3", "c/d/s2", 2, pm25=20.0),
+        reading("a4", "c/d/s2", 3, pm25=20.0),
+    )
+    found = city.tick(61)
+    s1, s2, d = one(found, "aqi", "s1"), one(found, "aqi", "s2"), one(found, "aqi", "d")
+    assert s1.value == iaqi("pm25", 240) and s2.value == iaqi("pm25", 20)
+    assert d.value == iaqi("pm25", (240 + 20 * 3) / 4)  # 75 µg/m³ over the four stations
+    assert d.value != (s1.value + s2.value) / 2
+    assert d.detail["primary"] == "pm25" and d.band == "light"
+    assert one(found, "aqi", "c").value == d.value  # the city is this one district
+    assert (d.reporting, d.expected, d.coverage, d.quality) == (4, 4, 1.0, IndicatorQuality.GOOD)
+
+
+def test_noise_is_an_energy_mean_and_congestion_uses_the_harmonic_speed() -> None:
+    city = City()
+    city.join("n1", "c/d/s1", "noise")
+    city.join("t1", "c/d/s1", "traffic")
+    city.read(
+        reading("n1", "c/d/s1", 1, "noise", laeq_db=60.0),
+        reading("n1", "c/d/s1", 2, "noise", laeq_db=80.0),
+        reading("t1", "c/d/s1", 1, "traffic", speed_kmh=10.0),
+        reading("t1", "c/d/s1", 2, "traffic", speed_kmh=40.0),
+    )
+    found = city.tick(6)
+    leq = one(found, "noise", "s1").value
+    assert leq == pytest.approx(10 * math.log10((10**6 + 10**8) / 2), abs=1e-3)  # 77.0, not 70
+    jam = one(found, "jam", "s1")
+    assert jam.value == pytest.approx(40 / 16) and jam.detail["speed_kmh"] == 16.0
+    assert jam.band == "moderate"
+
+
+def test_coverage_falls_when_devices_stop_and_a_silent_window_is_still_reported() -> None:
+    city = City()
+    for i in range(4):
+        city.join(f"a{i}", "c/d/s1")
+    city.read(*(reading(f"a{i}", "c/d/s1", 1, pm25=30.0) for i in range(4)))
+    city.read(reading("a0", "c/d/s1", 6, pm25=30.0), reading("a1", "c/d/s1", 7, pm25=30.0))
+    found = city.tick(16)
+    first, second, third = (one(found, "online", "s1", m) for m in (0, 5, 10))
+    assert (first.coverage, first.quality, first.value) == (1.0, IndicatorQuality.GOOD, 1.0)
+    assert (second.coverage, second.quality, second.value) == (0.5, IndicatorQuality.PARTIAL, 0.5)
+    assert (third.reporting, third.quality, third.value) == (0, IndicatorQuality.NO_DATA, 0.0)
+    assert not [i for i in found if i.indicator == "aqi"]  # the hour is not over yet
+
+
+def test_a_device_counts_once_per_window_however_often_it_reports() -> None:
+    city = City()
+    city.join("a1", "c/d/s1")
+    city.read(reading("a1", "c/d/s1", 1, pm25=10.0), reading("a1", "c/d/s1", 2, pm25=50.0))
+    city.read(reading("a1", "c/d/s1", 3, pm25=30.0))
+    aqi = one(city.tick(61), "aqi", "s1")
+    assert aqi.reporting == 1 and aqi.value == iaqi("pm25", 30.0)
+
+
+def test_a_replayed_message_is_applied_once() -> None:
+    city = City()
+    city.join("a1", "c/d/s1")
+    batch = city.read(reading("a1", "c/d/s1", 1, pm25=100.0))
+    city.send(batch)  # Kafka redelivers it after a crash
+    aqi = one(city.tick(61), "aqi", "s1")
+    assert aqi.reporting == 1 and aqi.value == iaqi("pm25", 100.0)
+
+
+def test_windows_are_reported_once_without_gaps_after_a_pause() -> None:
+    city = City()
+    city.join("n1", "c/d/s1", "noise")
+    city.read(reading("n1", "c/d/s1", 1, "noise", laeq_db=60.0))
+    found = city.tick(31)  # the stream was stopped for half an hour
+    starts = sorted(i.window_start for i in found if (i.indicator, i.place_id) == ("noise", "s1"))
+    assert starts == [T0 + timedelta(minutes=m) for m in range(0, 30, 5)]
+    assert city.tick(31) == [] and city.tick(34) == []
+
+
+def test_data_that_comes_after_its_window_was_reported_reports_it_again() -> None:
+    city = City()
+    city.join("n1", "c/d/s1", "noise")
+    city.join("n2", "c/d/s1", "noise")
+    city.read(reading("n1", "c/d/s1", 1, "noise", laeq_db=60.0))
+    assert one(city.tick(6), "noise", "s1").reporting == 1
+    city.read(reading("n2", "c/d/s1", 2, "noise", laeq_db=60.0))  # late, within the hour
+    again = one(city.tick(7), "noise", "s1")
+    assert again.reporting == 2 and again.coverage == 1.0
+
+
+def test_membership_follows_moves_and_lifecycle() -> None:
+    active = {"state": "active", "place_path": ["c", "d1", "s1"], "device_type": "noise"}
+    moved = {**active, "place_path": ["c", "d2"]}
+    suspended = {**moved, "state": "suspended"}
+    assert [(c.place_path, c.delta) for c in membership(None, active)] == [
+        (("c",), 1),
+        (("c", "d1"), 1),
+        (("c", "d1", "s1"), 1),
+    ]
+    assert [(c.place_path, c.delta) for c in membership(active, moved)] == [
+        (("c",), -1),
+        (("c", "d1"), -1),
+        (("c", "d1", "s1"), -1),
+        (("c",), 1),
+        (("c", "d2"), 1),
+    ]
+    assert [c.delta for c in membership(moved, suspended)] == [-1, -1]
+    assert membership(active, dict(active)) == []
+
+
+def test_a_backlog_of_old_windows_merges_across_batches() -> None:
+    """Readings hours old (a backlog) come in several batches, with ticks between them: each
+    report of the window carries everything received so far, never just the last batch."""
+    city = City()
+    city.join("n1", "c/d/s1", "noise")
+    city.join("n2", "c/d/s1", "noise")
+    city.read(reading("n1", "c/d/s1", 1, "noise", laeq_db=60.0))
+    city.tick(180)
+    city.read(reading("n2", "c/d/s1", 2, "noise", laeq_db=60.0))
+    latest = one(city.tick(181), "noise", "s1")
+    assert (latest.reporting, latest.coverage) == (2, 1.0)
+
+
+def test_the_shipped_catalogue_is_valid_and_a_bad_one_is_named_by_line() -> None:
+    from importlib import resources
+
+    from rules import RuleFileError
+
+    shipped = parse_catalogue(resources.files("rules").joinpath("indicators.yaml").read_text())
+    assert {"aqi", "water_depth", "congestion", "noise_leq", "devices_online"} <= set(shipped.by_id)
+    bad = "indicators:\n  - id: x\n    kind: mean\n    metric: m\n    device_types: [noise]\n    window: 7m\n"
+    with pytest.raises(RuleFileError) as err:
+        parse_catalogue(bad, "cat.yaml")
+    assert "cat.yaml:6: indicators.0.window: " in str(err.value) and "divide a day" in str(
+        err.value
+    )
