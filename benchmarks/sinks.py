@@ -24,13 +24,15 @@ from cityvitals import db
 from cityvitals.contracts import Indicator, IndicatorQuality, PlaceLevel, Reading
 from cityvitals.settings import Settings
 from cityvitals.stack import StackPaths, create_database, postgres_process, wait_for_port
+from sinks.maintenance import maintain
 from sinks.postgres import IndicatorSink, ReadingSink
 from tests.integration.conftest import free_port
 
 
 def make_readings(count: int, devices: int = 500) -> list[Reading]:
+    """Readings of the last hours, so they land in the day partitions as live data does."""
     rng = random.Random(1)
-    start = datetime(2026, 7, 1, tzinfo=UTC)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
     out = []
     for i in range(count // 2):  # two metrics per reading
         device = i % devices
@@ -92,12 +94,16 @@ def main() -> None:
     state = Path(mkdtemp(prefix="cityvitals-bench-"))
     url = f"postgresql://cityvitals@127.0.0.1:{free_port()}/cityvitals"
     settings = Settings(database_url=url, state_dir=state)
-    server = postgres_process(StackPaths(state), url)
+    paths = StackPaths(state)
+    paths.make()
+    server = postgres_process(paths, url)
     try:
         server.start()
         wait_for_port("127.0.0.1", int(url.rsplit(":", 1)[1].split("/")[0]), 60, server)
         create_database(url)
         db.migrate(settings)
+        with db.connect(settings) as conn:
+            maintain(conn, datetime.now(UTC))  # today's partitions, as the sinks service does
         readings = make_readings(args.rows)
         rows = ReadingSink(db.connect(settings)).rows(readings)
         with db.connect(settings) as conn:
