@@ -270,18 +270,22 @@ def create_app(
     async def reload_rules() -> None:
         live.check()
 
-    # One worker (the group's leader) ticks for all: the ticks of several would interleave.
-    @app.timer(interval=settings.rules_tick_s, on_leader=True)  # type: ignore[untyped-decorator]
+    # Each worker ticks the partitions it owns: one tick per partition, whatever the
+    # number of workers, and no tick is lost while leadership moves after a restart.
+    @app.timer(interval=settings.rules_tick_s)  # type: ignore[untyped-decorator]
     async def tick() -> None:
         now = datetime.now(UTC)
-        raw_tick = ReadingBatch(tick=now).model_dump_json().encode()
-        place_tick = PlaceBatch(tick=now).model_dump_json().encode()
-        vitals_tick = IndicatorBatch(tick=now).model_dump_json().encode()
+        ticks = {
+            raw_topic.get_topic_name(): (raw_topic, ReadingBatch(tick=now)),
+            places_topic.get_topic_name(): (places_topic, PlaceBatch(tick=now)),
+            partials_topic.get_topic_name(): (partials_topic, IndicatorBatch(tick=now)),
+        }
         sent = []
-        for partition in range(parts):
-            sent.append(await raw_topic.send(value=raw_tick, partition=partition))
-            sent.append(await places_topic.send(value=place_tick, partition=partition))
-            sent.append(await partials_topic.send(value=vitals_tick, partition=partition))
+        for tp in app.assignor.assigned_actives():
+            if tp.topic in ticks:
+                target, message = ticks[tp.topic]
+                value = message.model_dump_json().encode()
+                sent.append(await target.send(value=value, partition=tp.partition))
         await asyncio.gather(*sent)
 
     def on_partition(keys: Any, partition: int) -> list[str]:
@@ -380,6 +384,7 @@ def create_app(
                 datetime.now(UTC),
                 catalogue,
                 {d: marks.get(d) for d in ids},
+                event.message.offset,
             )
             pending: list[Awaitable[Any]] = []
             if len(outcome.enriched):

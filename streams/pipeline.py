@@ -107,7 +107,7 @@ class BatchOutcome:
     evaluations: int = 0
     partials: list[WindowPartial] = field(default_factory=list)
     """Indicator window states to merge on the places' partitions."""
-    changed_marks: dict[str, dict[str, str]] = field(default_factory=dict)
+    changed_marks: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per device, the window each indicator last counted it in."""
 
 
@@ -156,7 +156,8 @@ def process_batch(
     source: str,
     now: datetime,
     catalogue: Catalogue | None = None,
-    marks: Mapping[str, dict[str, str] | None] | None = None,
+    marks: Mapping[str, dict[str, Any] | None] | None = None,
+    offset: int = -1,
 ) -> BatchOutcome:
     """Enrich, judge, and collect what to send. Inputs are not modified."""
     out = BatchOutcome(enriched=ReadingBatch())
@@ -208,8 +209,9 @@ def process_batch(
             if partials is not None:
                 device_marks = out.changed_marks.get(item.device_id)
                 if device_marks is None:
-                    device_marks = dict((marks or {}).get(item.device_id) or {})
-                if partials.add(enriched, device_marks):
+                    stored = (marks or {}).get(item.device_id) or {}
+                    device_marks = {"t": list(stored.get("t", [])), "w": dict(stored.get("w", {}))}
+                if partials.add(enriched, device_marks, offset):
                     out.changed_marks[item.device_id] = device_marks
         else:
             events.append(enriched)

@@ -3,7 +3,7 @@
 1. On a device's partition, :class:`Partials` folds each reading into the window state of
    every indicator it feeds, for the device's place at every level the indicator rolls up to
    (grid, street, district, city), and counts the device once per window as reporting (its
-   *marks* remember the last window it was counted in). :func:`membership` turns a registry
+   *marks* remember the last window it was counted in, and spot a reading delivered twice). :func:`membership` turns a registry
    change into +1/-1 expected devices for each place above the device.
 2. On a place's partition, :func:`apply` merges those partials into the place's memory, once
    per input message (each carries its source and offset), and :func:`close` turns every
@@ -14,7 +14,8 @@
 Memory of a place (plain JSON): expected devices by type ``m``; open windows ``w`` keyed by
 ``indicator|window start`` with their state ``s``, reporting count ``r``, last offset applied
 per source ``o``, a ``d`` flag when they changed since reported and when they were last
-reported ``t``; and per indicator the start of the first window not yet reported, ``c``.
+reported ``t``; and per indicator the start of the first window not yet reported, ``c``,
+and of the earliest window reported, ``f``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ KEEP = timedelta(hours=1)
 """How long a window stays open to data that arrives late, after it was last reported."""
 MAX_CATCH_UP = timedelta(days=1)
 """After a long stop, windows older than this are not reported."""
+RECENT = 32
+"""Instants of a device's latest readings remembered to spot a reading delivered twice."""
 
 LEVELS = list(PlaceLevel)
 
@@ -53,28 +56,55 @@ class Partials:
     out: dict[tuple[str, tuple[str, ...], datetime], tuple[dict[str, float], int]] = field(
         default_factory=dict
     )
+    _seen: set[tuple[str, str]] = field(default_factory=set)
+    """(device, instant) folded in this batch."""
+    _counted: set[tuple[str, str, str]] = field(default_factory=set)
+    """(device, indicator, window) counted in this batch."""
 
-    def add(self, reading: Reading, marks: dict[str, str]) -> bool:
-        """Fold one enriched reading in; ``marks`` (indicator → window counted) is updated.
-        Returns whether the marks changed."""
-        changed = False
+    def add(self, reading: Reading, marks: dict[str, Any], offset: int) -> bool:
+        """Fold one enriched reading, from the input message at ``offset``, in.
+
+        ``marks`` (a device's, updated in place) holds, per indicator, the window the device
+        was last counted in and the message that counted it (``w``), and the instants of its
+        recent readings with their messages (``t``). A reading whose instant came before in
+        *another* message is a duplicate (the broker delivered it twice) and is not folded
+        again. The message that counted the device, processed again after a restart, counts
+        it again: the place merges each message once, whether or not it got the first pass.
+        Returns whether the marks changed.
+        """
+        instant = reading.ts.isoformat()
+        if (reading.device_id, instant) in self._seen:
+            return False  # twice in one message
+        self._seen.add((reading.device_id, instant))
+        recent: list[list[Any]] = marks.setdefault("t", [])
+        seen = next((o for t, o in recent if t == instant), None)
+        if seen is not None and seen != offset:
+            return False
+        if seen is None:
+            recent.append([instant, offset])
+            del recent[:-RECENT]
+        counted: dict[str, list[Any]] = marks.setdefault("w", {})
         for spec in self.catalogue.by_type.get(reading.device_type or "", ()):
             if spec.kind != "online_rate" and not (spec.metrics() & reading.values.keys()):
                 continue
-            start = window_start(reading.ts, spec.window_s)
-            first = marks.get(spec.id) != start.isoformat()
+            start = window_start(reading.ts, spec.window_s).isoformat()
+            mark = counted.get(spec.id)
+            once = (reading.device_id, spec.id, start)
+            first = once not in self._counted and (
+                mark is None or mark[0] != start or mark[1] == offset
+            )
             if first:
-                marks[spec.id] = start.isoformat()
-                changed = True
+                counted[spec.id] = [start, offset]
+                self._counted.add(once)
             for level in spec.levels:
                 depth = LEVELS.index(level) + 1
                 if len(reading.place_path) < depth:
                     continue
-                key = (spec.id, reading.place_path[:depth], start)
+                key = (spec.id, reading.place_path[:depth], datetime.fromisoformat(start))
                 state, reporting = self.out.get(key, ({}, 0))
                 fold(spec, state, reading.values)
                 self.out[key] = (state, reporting + (1 if first else 0))
-        return changed
+        return True
 
     def partials(self) -> list[WindowPartial]:
         return [
@@ -155,7 +185,7 @@ def close(
     """Report every window of the place that ended more than ``grace`` before ``now``."""
     path = tuple(memory["p"])
     level = LEVELS[len(path) - 1]
-    mem = {**memory, "w": dict(memory["w"]), "c": dict(memory["c"])}
+    mem = {**memory, "w": dict(memory["w"]), "c": dict(memory["c"]), "f": dict(memory.get("f", {}))}
     out: list[Indicator] = []
     due_before = now - grace
     for spec in catalogue:
@@ -176,7 +206,17 @@ def close(
             datetime.fromisoformat(closed), window_start(now - MAX_CATCH_UP, spec.window_s)
         )
         pending = {s for s in starts if s < cursor and mine[f"{prefix}{s.isoformat()}"].get("d")}
+        earliest = mem["f"].get(spec.id)
+        if earliest is not None and pending and min(pending) < datetime.fromisoformat(earliest):
+            # Data older than anything reported (a backlog): the place's history now starts
+            # there, so the windows between, empty or not, are reported too.
+            back = min(pending)
+            while back < datetime.fromisoformat(earliest):
+                pending.add(back)
+                back += width
         while cursor + width <= due_before:
+            if expected <= 0 and not mine.get(f"{prefix}{cursor.isoformat()}", {}).get("r"):
+                break  # its devices are not known here yet: wait rather than skip the window
             pending.add(cursor)
             cursor += width
         for start in sorted(pending):
@@ -207,6 +247,10 @@ def close(
             if key in mem["w"]:
                 mem["w"][key] = {**mem["w"][key], "d": 0, "t": now.isoformat()}
         mem["c"][spec.id] = cursor.isoformat()
+        if out and any(i.indicator == spec.id for i in out):
+            reported = min(i.window_start for i in out if i.indicator == spec.id)
+            if earliest is None or reported < datetime.fromisoformat(earliest):
+                mem["f"][spec.id] = reported.isoformat()
         for key, window in list(mem["w"].items()):  # forget windows reported long ago
             reported = window.get("t")
             old = reported is not None and datetime.fromisoformat(reported) + KEEP < now

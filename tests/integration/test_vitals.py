@@ -66,7 +66,21 @@ class Town:
             done = all(p in found and found[p][4] == n for p, n in reporting.items())
             return found if done else {}
 
-        return wait_for(probe, timeout=60, what=f"{indicator} of {sorted(reporting)} at {start}")
+        try:
+            return wait_for(
+                probe, timeout=60, what=f"{indicator} of {sorted(reporting)} at {start}"
+            )
+        except BaseException:
+            for row in self.pipeline.query(
+                "SELECT place_id, window_start, reporting, expected, quality, computed_at "
+                "FROM indicators WHERE indicator = %s AND place_path[1] = %s "
+                "AND window_start < %s ORDER BY place_id, window_start",
+                indicator,
+                self.city,
+                start + timedelta(minutes=30),
+            ):
+                print("stored so far:", row)
+            raise
 
     def indicators(self, indicator: str, start: datetime) -> dict[str, tuple[Any, ...]]:
         rows = self.pipeline.query(
