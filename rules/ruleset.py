@@ -194,8 +194,12 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
     try:
         parsed = _RuleFile.model_validate(data)
     except ValidationError as exc:
-        for err in exc.errors():
+        errors = exc.errors()
+        nested = {_file_loc(e["loc"])[:-1] for e in errors if len(e["loc"]) > 1}
+        for err in errors:
             loc = _file_loc(err["loc"])
+            if err["type"] == "too_short" and loc in nested:
+                continue  # "no items left" only because an item below it was refused
             # Union/enum branches add technical location parts; drop those the file cannot have.
             field_name = ".".join(str(p) for p in loc)
             problems.append(RuleProblem(source, line_of(loc, lines), field_name, err["msg"]))

@@ -49,3 +49,10 @@ def test_duplicate_ids_are_refused() -> None:
 def test_not_a_rule_file(text: str) -> None:
     with pytest.raises(RuleFileError):
         parse_rules(text, "x.yaml")
+
+
+def test_a_refused_condition_is_the_only_problem_named() -> None:
+    text = "rules:\n  - id: c\n    kind: composite\n    conditions:\n      - {metric: m}\n"
+    with pytest.raises(RuleFileError) as err:
+        parse_rules(text, "f.yaml")
+    assert [(p.line, p.field) for p in err.value.problems] == [(5, "rules.0.conditions.0")]
