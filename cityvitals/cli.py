@@ -44,13 +44,17 @@ def _status_line(s: Settings) -> str:
 
     try:
         with db.connect(s) as conn:
-            readings, alerts, firing, dead = conn.execute(
+            readings, alerts, firing, dead, vitals = conn.execute(
                 "SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM alerts), "
-                "(SELECT count(*) FROM alerts WHERE status = 'firing'), (SELECT count(*) FROM deadletters)"
-            ).fetchone() or (0, 0, 0, 0)
+                "(SELECT count(*) FROM alerts WHERE status = 'firing'), "
+                "(SELECT count(*) FROM deadletters), (SELECT count(*) FROM indicators)"
+            ).fetchone() or (0, 0, 0, 0, 0)
     except Exception as exc:  # the status line must not stop the stack
         return f"status unavailable: {exc}"
-    return f"readings stored {readings:>8} | alerts {alerts:>4} ({firing} firing) | dead letters {dead}"
+    return (
+        f"readings stored {readings:>8} | alerts {alerts:>4} ({firing} firing) | "
+        f"dead letters {dead} | indicator values {vitals}"
+    )
 
 
 @app.command()
