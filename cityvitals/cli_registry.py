@@ -60,8 +60,16 @@ def registry() -> Iterator[Any]:
     from cityvitals.services import open_registry
     from device_registry import RegistryError, UnknownDevice, UnknownPlace
 
+    s = _settings()
     try:
-        with open_registry(_settings()) as reg:
+        with open_registry(s) as reg:
+            if reg.broker is None:
+                typer.echo(
+                    f"note: no local stack in {Path(s.state_dir).resolve()}: MQTT logins are "
+                    "stored but no broker is told. Run this where 'cityvitals up' runs, or set "
+                    "CITYVITALS_STATE_DIR to its folder (deployed: see deploy/README.md).",
+                    err=True,
+                )
             yield reg
     except (
         RegistryError,

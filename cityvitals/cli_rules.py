@@ -59,7 +59,10 @@ def rules_check(file: Path) -> None:
     for rule in ruleset:
         kinds[rule.kind] = kinds.get(rule.kind, 0) + 1
     detail = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
-    typer.echo(f"{file}: {len(ruleset)} rules OK ({detail}); grace {ruleset.grace}")
+    typer.echo(
+        f"{file}: {len(ruleset)} rules OK ({detail}); grace {ruleset.grace}; "
+        f"version {ruleset.version}"
+    )
 
 
 def _utc(text: str) -> datetime:

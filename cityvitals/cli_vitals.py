@@ -13,6 +13,7 @@ __all__ = ["vitals"]
 
 
 def _utc(text: str) -> datetime:
+    """An ISO time or date; without a zone it is UTC."""
     ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
 
@@ -49,11 +50,25 @@ def vitals(
     try:
         with db.connect(settings()) as conn:
             if indicator is not None:
+                from cityvitals.services import load_catalogue
+
+                catalogue = load_catalogue(settings())
+                if indicator not in catalogue.by_id:
+                    raise fail(
+                        f"no indicator {indicator!r}; the catalogue has: {', '.join(catalogue.by_id)}"
+                    )
                 points = history(conn, place, indicator, first, last, resolution)  # type: ignore[arg-type]
                 if as_json:
                     typer.echo(json.dumps([vars(point) for point in points], default=str))
                     return
                 typer.echo(f"{indicator} at {place}, {resolution}:")
+                if not points:
+                    width = catalogue.by_id[indicator].window
+                    typer.echo(
+                        f"  no windows reported between {first:%Y-%m-%d %H:%M}Z and "
+                        f"{last:%Y-%m-%d %H:%M}Z ({indicator} is reported every {width}, a "
+                        "little after each window ends)"
+                    )
                 for point in points:
                     typer.echo(
                         f"  {point.start.isoformat()}  {_fmt(point.value):>10}  "

@@ -830,6 +830,10 @@ def device_liveness(
     ]
 
 
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
 @watch.get(
     "/vitals/{place_id}", response_model=list[PlaceVitals], responses=NOT_FOUND, tags=["vitals"]
 )
@@ -856,13 +860,10 @@ def vitals_history(
     end: Annotated[datetime | None, Query(alias="to")] = None,
     resolution: Literal["raw", "1h", "1d"] = "raw",
 ) -> list[HistoryPoint]:
-    """One indicator of one place over ``[from, to)`` (default: the last day), as stored or
-    rolled up to hours or days."""
-    last = end or datetime.now(UTC)
-    first = start or last - timedelta(days=1)
-    for name, value in (("from", first), ("to", last)):
-        if value.tzinfo is None:
-            raise FieldError(422, ("query", name), "give a time zone (e.g. Z)", value.isoformat())
+    """One indicator of one place over ``[from, to)`` (ISO times or dates; without a zone, UTC;
+    default: the last day), as stored or rolled up to hours or days."""
+    last = _as_utc(end) if end else datetime.now(UTC)
+    first = _as_utc(start) if start else last - timedelta(days=1)
     try:
         return history(registry.conn, place_id, indicator, first, last, resolution)
     except UnknownVitalsPlace as exc:

@@ -62,6 +62,7 @@ __all__ = [
     "sweep_place",
 ]
 
+_INSTANT = timedelta(microseconds=1)
 RATE_POINTS = 64
 """Most points a rate rule keeps per device (its window shortens beyond that)."""
 
@@ -225,7 +226,7 @@ def _judge_rate(rule: RateRule, obs: Observation, state: AlertState) -> _Judgeme
     points.append([_iso(obs.ts), obs.value])
     if len(points) > RATE_POINTS:
         points = [*points[:-1:2], points[-1]]
-    if first is None or datetime.fromisoformat(first[0]) >= obs.ts:
+    if first is None or obs.ts - datetime.fromisoformat(first[0]) < max(rule.span, _INSTANT):
         return _Judgement(None, 0.0, rule.lowest[1], points)
     elapsed = (obs.ts - datetime.fromisoformat(first[0])) / rule.per
     rate = (obs.value - first[1]) / elapsed
@@ -244,7 +245,38 @@ def _judge(rule: RuleBase, obs: Observation, state: AlertState) -> _Judgement:
     if isinstance(rule, AnomalyRule):
         return _judge_anomaly(rule, obs, state)
     assert isinstance(rule, ThresholdRule)
-    return _judge_levelled(rule, obs.value, state.firing, None)
+    seen = None if rule.expires_after is None else _iso(obs.ts)  # when it expires
+    return _judge_levelled(rule, obs.value, state.firing, seen)
+
+
+def _expire(
+    rules: RuleSet,
+    states: dict[str, AlertState],
+    now: datetime,
+    subject: Observation,
+    fresh: frozenset[str],
+    out: DeviceOutcome,
+) -> None:
+    """Threshold rules on event-like metrics: a value not renewed within ``expires_after``
+    no longer holds. ``fresh`` are the metrics that have just been judged."""
+    for rule_id, state in list(states.items()):
+        rule = rules.by_id.get(rule_id)
+        if not isinstance(rule, ThresholdRule) or rule.expires_after is None:
+            continue
+        if rule.metric in fresh or state.memory is None or state.idle:
+            continue
+        if now - datetime.fromisoformat(state.memory) < rule.expires_after:
+            continue
+        if state.alert_id is None and state.pending_since is None:
+            continue
+        value, threshold = (state.detail[2], state.detail[3]) if state.detail else (0.0, 0.0)
+        judged = _Judgement(None, value, threshold, state.memory)
+        out.evaluations += 1
+        key = f"{rule.id}|{subject.device_id}|{rule.metric}"
+        tr = _apply(rule, states, state, judged, now, key, (subject.device_id, rule.metric))
+        if tr is not None:
+            obs = replace(subject, metric=rule.metric, value=value, ts=now)
+            out.alerts.append(_alert(rule, tr, now, obs, judged))
 
 
 def _judge_absence(rule: AbsenceRule, ts: datetime, seen: bool, state: AlertState) -> _Judgement:
@@ -293,8 +325,12 @@ def _alert(
         place_path=path,
         evidence_ids=evidence,
     )
-    if tr.status is AlertStatus.RESOLVED:
-        summary = f"resolved: {summary}"
+    if tr.status is AlertStatus.RESOLVED:  # what ended, and what the value is now
+        where = "/".join(path) if evidence else obs.device_id
+        summary = (
+            f"resolved: {rule.id} at {where} ({tr.level.value} since "
+            f"{tr.started_at:%Y-%m-%d %H:%M}Z); {obs.metric} now {judged.value:g}"
+        )
     return Alert(
         alert_id=tr.alert_id,
         revision=tr.revision,
@@ -446,6 +482,8 @@ def evaluate_device(
                     )
                 )
     metrics = judged_now | {o.metric for o in reading}
+    if states:
+        _expire(rules, states, ts, first, frozenset(metrics), out)
     for absent in rules.absence:
         if absent.in_scope(*scope):
             out.evaluations += 1
@@ -494,6 +532,8 @@ def sweep_device(
             continue
         out.evaluations += 1
         _absence(rule, states, now, False, subject, out)
+    if states:
+        _expire(rules, states, now, subject, frozenset(), out)
     if out.alerts or states != memory.rules:
         out.memory = DeviceMemory(memory.watermark, states, memory.metrics)
     return out

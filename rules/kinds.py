@@ -66,6 +66,8 @@ def parse_duration(value: Any) -> Any:
     elif isinstance(value, str) and (m := _DURATION.match(value)):
         seconds = float(m.group(1)) * _UNITS[m.group(2)]
     if seconds is None:
+        if isinstance(value, str) and not value.strip().upper().startswith("P"):
+            raise ValueError(f"{value!r}: give a duration such as 90s, 15m, 2h or 1d")
         return value
     if not math.isfinite(seconds) or abs(seconds) > MAX_DURATION.total_seconds():
         raise ValueError(f"a duration must be finite and at most {MAX_DURATION.days} days")
@@ -221,6 +223,10 @@ class ThresholdRule(LevelledRule):
 
     kind: Literal["threshold"] = "threshold"
     min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
+    expires_after: PositiveDuration | None = None
+    """For a metric sent only while something is seen (a camera's smoke event): with no new
+    value for this long, the condition is false (judged at the device's other readings and
+    at clock ticks), so the alert can resolve."""
     summary: Summary = "{metric} {value:g} at {device_id} passed {threshold:g} ({level})"
 
 
@@ -231,7 +237,14 @@ class RateRule(LevelledRule):
     kind: Literal["rate"] = "rate"
     over: PositiveDuration = timedelta(minutes=15)
     per: PositiveDuration = timedelta(hours=1)
+    min_span: Duration | None = None
+    """The least time the values must span to be judged (default half of ``over``): a
+    jitter between two readings seconds apart is no rate of change."""
     summary: Summary = "{metric} changing {value:+g} per {per} at {device_id} ({level})"
+
+    @property
+    def span(self) -> timedelta:
+        return self.min_span if self.min_span is not None else self.over / 2
 
 
 class AnomalyRule(LevelledRule):

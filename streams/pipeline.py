@@ -206,15 +206,15 @@ def process_batch(
         out.evaluations += judged.evaluations
         if isinstance(enriched, Reading):
             readings.append(enriched)
-            if partials is not None:
-                device_marks = out.changed_marks.get(item.device_id)
-                if device_marks is None:
-                    stored = (marks or {}).get(item.device_id) or {}
-                    device_marks = {"t": list(stored.get("t", [])), "w": dict(stored.get("w", {}))}
-                if partials.add(enriched, device_marks, offset):
-                    out.changed_marks[item.device_id] = device_marks
         else:
             events.append(enriched)
+        if partials is not None:
+            device_marks = out.changed_marks.get(item.device_id)
+            if device_marks is None:
+                stored = (marks or {}).get(item.device_id) or {}
+                device_marks = {"t": list(stored.get("t", [])), "w": dict(stored.get("w", {}))}
+            if partials.add(enriched, device_marks, offset):
+                out.changed_marks[item.device_id] = device_marks
     if batch.tick is not None:
         tick = sweep_devices(memories, devices, out.changed_devices, rules, batch.tick)
         out.alerts.extend(tick.alerts)

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cityvitals.contracts import (
+    CameraEvent,
     DeviceState,
     Indicator,
     IndicatorBatch,
@@ -61,7 +62,7 @@ class Partials:
     _counted: set[tuple[str, str, str]] = field(default_factory=set)
     """(device, indicator, window) counted in this batch."""
 
-    def add(self, reading: Reading, marks: dict[str, Any], offset: int) -> bool:
+    def add(self, reading: Reading | CameraEvent, marks: dict[str, Any], offset: int) -> bool:
         """Fold one enriched reading, from the input message at ``offset``, in.
 
         ``marks`` (a device's, updated in place) holds, per indicator, the window the device
@@ -72,6 +73,10 @@ class Partials:
         it again: the place merges each message once, whether or not it got the first pass.
         Returns whether the marks changed.
         """
+        if isinstance(reading, CameraEvent):  # a camera reports by its events
+            values = {f"camera.{reading.event_type.value}": reading.value}
+        else:
+            values = reading.values
         instant = reading.ts.isoformat()
         if (reading.device_id, instant) in self._seen:
             return False  # twice in one message
@@ -85,7 +90,7 @@ class Partials:
             del recent[:-RECENT]
         counted: dict[str, list[Any]] = marks.setdefault("w", {})
         for spec in self.catalogue.by_type.get(reading.device_type or "", ()):
-            if spec.kind != "online_rate" and not (spec.metrics() & reading.values.keys()):
+            if spec.kind != "online_rate" and not (spec.metrics() & values.keys()):
                 continue
             start = window_start(reading.ts, spec.window_s).isoformat()
             mark = counted.get(spec.id)
@@ -102,7 +107,7 @@ class Partials:
                     continue
                 key = (spec.id, reading.place_path[:depth], datetime.fromisoformat(start))
                 state, reporting = self.out.get(key, ({}, 0))
-                fold(spec, state, reading.values)
+                fold(spec, state, values)
                 self.out[key] = (state, reporting + (1 if first else 0))
         return True
 

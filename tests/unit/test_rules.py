@@ -520,7 +520,10 @@ def test_every_duplicate_id_is_named_with_the_other_problems() -> None:
 
 def test_a_rule_that_changes_kind_closes_its_alert_and_starts_afresh() -> None:
     d = Device(
-        rules("rules: [{id: w, kind: rate, metric: water_level_cm, over: 30m, levels: {red: 10}}]")
+        rules(
+            "rules: [{id: w, kind: rate, metric: water_level_cm, over: 30m, min_span: 5m,"
+            " levels: {red: 10}}]"
+        )
     )
     d.series([0, 50], every=10)
     assert d.story == [("firing", "red")]
@@ -598,7 +601,32 @@ def test_a_rate_keeps_its_whole_window_when_it_thins_its_points() -> None:
     assert d.alerts[0].value == pytest.approx(24, rel=0.01)
 
 
+def test_jitter_between_readings_seconds_apart_is_no_rate() -> None:
+    d = Device(RATE)  # over 30m: judged once the values span 15 minutes
+    for i, value in enumerate([0.3, 0.5, 0.2, 0.6] * 10):
+        d.read(obs(value, i * 5 / 60))  # every 5 s: 0.3 cm in 5 s would be 216 cm/h
+    assert d.alerts == []
+
+
 def test_two_values_of_one_instant_give_no_rate() -> None:
     d = Device(RATE)
     d.read(obs(1, 0), obs(5, 0))
     assert d.alerts == []
+
+
+def test_an_event_that_is_no_longer_seen_resolves_its_alert() -> None:
+    d = Device(
+        rules(
+            "rules: [{id: smoke, metric: camera.smoke_fire, levels: {orange: 0.5},"
+            " expires_after: 2m}]"
+        )
+    )
+    cam = {"device_id": "cam-1", "device_type": "camera"}
+    d.read(obs(0.9, 0, metric="camera.smoke_fire", **cam))
+    d.read(obs(0.3, 1, metric="camera.crowd_density", **cam))
+    assert d.story == [("firing", "orange")]  # seen a minute ago: still holds
+    d.read(obs(0.3, 2, metric="camera.crowd_density", **cam))
+    assert d.story == [("firing", "orange"), ("resolved", "orange")]
+    d.read(obs(0.9, 3, metric="camera.smoke_fire", **cam))
+    d.tick(6, **cam)  # nothing at all from the camera: the clock ends it too
+    assert [s for s, _ in d.story] == ["firing", "resolved", "firing", "resolved"]

@@ -20,7 +20,7 @@ indicators:
   - {id: noise, kind: leq, metric: laeq_db, device_types: [noise], window: 5m}
   - {id: jam, kind: congestion, metric: speed_kmh, device_types: [traffic], window: 5m,
      free_flow_kmh: 40, bands: [[free, 1.0], [light, 2.0], [moderate, 2.667], [severe, null]]}
-  - {id: online, kind: online_rate, device_types: [air_quality, noise], window: 5m}
+  - {id: online, kind: online_rate, device_types: [air_quality, noise, camera], window: 5m}
 """
 )
 GRACE = timedelta(seconds=30)
@@ -291,3 +291,26 @@ def test_a_backlog_older_than_anything_reported_fills_the_windows_up_to_it() -> 
         (T0 + timedelta(minutes=15), 0),
         (T0 + timedelta(minutes=20), 0),
     ]
+
+
+def test_a_camera_reports_by_its_events() -> None:
+    from cityvitals.contracts import CameraEvent
+
+    city = City()
+    city.join("cam-1", "c/d/s1", "camera")
+    city.join("n1", "c/d/s1", "noise")
+    event = CameraEvent(
+        camera_id="cam-1",
+        ts=T0 + timedelta(minutes=1),
+        seq=1,
+        event_type="crowd_density",
+        value=0.4,
+        confidence=0.9,
+        device_type="camera",
+        place_path=("c", "d", "s1"),
+    )
+    partials = Partials(CATALOGUE)
+    partials.add(event, city.marks.setdefault("cam-1", {}), 99)
+    city.send(IndicatorBatch(source="raw[0]", offset=99, partials=tuple(partials.partials())))
+    online = one(city.tick(6), "online", "s1")
+    assert (online.reporting, online.expected, online.value) == (1, 2, 0.5)
