@@ -100,7 +100,12 @@ class UnknownPlace(LookupError):
 
 class UnknownProfile(RegistryError):
     def __init__(self, profile_id: str) -> None:
-        super().__init__(f"profile {profile_id!r} does not exist", "profile_id", profile_id)
+        super().__init__(
+            f"profile {profile_id!r} does not exist; add it first "
+            "('cityvitals profiles put FILE' or PUT /profiles/{id})",
+            "profile_id",
+            profile_id,
+        )
 
 
 @dataclass
@@ -339,8 +344,9 @@ class Registry:
         self.publish(devices)
         return moved
 
-    def _check_paths(self, cur: psycopg.Cursor[Any], devices: Sequence[Device]) -> None:
-        """Create the places a device path names; a known place must sit where it says."""
+    def _check_paths(self, cur: psycopg.Cursor[Any], devices: Sequence[Device], actor: str) -> None:
+        """Create the places a device path names (audited); a known place must sit where it
+        says."""
         prefixes = {d.place_path[: i + 1] for d in devices for i in range(len(d.place_path))}
         known = {
             str(r[0]): tuple(r[1])
@@ -353,10 +359,19 @@ class Registry:
             if prefix[-1] in known and known[prefix[-1]] != prefix:
                 raise PlaceConflict(prefix[-1], known[prefix[-1]], prefix)
         new = sorted((p for p in prefixes if p[-1] not in known), key=len)
+        created = [
+            Place(place_id=p[-1], level=list(PlaceLevel)[len(p) - 1], name=p[-1], path=p)
+            for p in new
+        ]
         cur.executemany(
             "INSERT INTO places (place_id, level, name, path) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (place_id) DO NOTHING",
-            [(p[-1], list(PlaceLevel)[len(p) - 1].value, p[-1], list(p)) for p in new],
+            [(p.place_id, p.level.value, p.name, list(p.path)) for p in created],
+        )
+        cur.executemany(
+            "INSERT INTO audit_log (actor, action, entity, entity_id, after) "
+            "VALUES (%s, 'create', 'place', %s, %s)",
+            [(actor, p.place_id, _json(p)) for p in created],
         )
 
     # --- profiles and departments -----------------------------------------------------------
@@ -446,7 +461,7 @@ class Registry:
                 ).fetchone()
                 if service is not None:  # a device of that name would take the login over
                     raise ServiceLogin(str(service[0]))
-                self._check_paths(cur, devices)
+                self._check_paths(cur, devices, actor)
                 cur.executemany(
                     f"INSERT INTO devices ({DEVICE_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
                     [
@@ -591,12 +606,20 @@ class Registry:
         moved = current.model_copy(update={"place_path": tuple(place_path)})
         Device.model_validate(moved.model_dump())
         with self.conn.transaction(), self.conn.cursor() as cur:
-            self._check_paths(cur, [moved])
+            self._check_paths(cur, [moved], actor)
         return self._change(device_id, actor, "move", "place_path = %s", (list(place_path),))
 
     def set_state(self, device_id: str, state: DeviceState, actor: str) -> Device:
-        """Move a device through its lifecycle; only an active device may connect."""
-        self.get(device_id)
+        """Move a device through its lifecycle; only an active device may connect. Retired
+        is final: a device put back in service is registered anew, under a new id."""
+        current = self.get(device_id)
+        if current.state is DeviceState.RETIRED and state is not DeviceState.RETIRED:
+            raise RegistryError(
+                f"device {device_id!r} is retired, and retired is final; register the "
+                "hardware anew under a new id",
+                "state",
+                state.value,
+            )
         return self._change(device_id, actor, "state", "state = %s", (state.value,))
 
     def rotate_secrets(self, device_ids: Sequence[str], actor: str) -> list[tuple[str, str]]:

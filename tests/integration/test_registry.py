@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from cityvitals.contracts import Device, Place, PlaceLevel, Profile
+from cityvitals.contracts import Device, DeviceState, Place, PlaceLevel, Profile
 from cityvitals.services import open_registry
-from device_registry import PlaceConflict, ServiceLogin, UnknownProfile
+from device_registry import PlaceConflict, RegistryError, ServiceLogin, UnknownProfile
 from tests.integration.conftest import Pipeline, reading, wait_for
 
 pytestmark = pytest.mark.integration
@@ -205,3 +205,15 @@ def test_a_device_cannot_take_a_service_login(pipeline: Pipeline) -> None:
         reading("2026-11-22T10:00:00Z", 1, water_level_cm=2),
     )
     wait_for(lambda: pipeline.rows(device_id), what="a reading after the refused device")
+
+
+def test_places_a_device_creates_are_audited_and_retired_is_final(pipeline: Pipeline) -> None:
+    p = uuid.uuid4().hex[:6]
+    device_id, _ = pipeline.register("water_level", f"{p}c/{p}d/{p}s")
+    with open_registry(pipeline.settings) as reg:
+        created = reg.audit_log("place", f"{p}d")
+        assert [(e.action, e.actor) for e in created] == [("create", "itest")]
+        reg.set_state(device_id, DeviceState.RETIRED, "itest")
+        with pytest.raises(RegistryError, match="retired is final"):
+            reg.set_state(device_id, DeviceState.ACTIVE, "itest")
+        assert reg.get(device_id).state is DeviceState.RETIRED
