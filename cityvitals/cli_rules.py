@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
-__all__ = ["read_csv", "rules_app"]
+__all__ = ["parse_utc", "read_csv", "rules_app"]
 
 rules_app = typer.Typer(help="Check rule files and backtest them.", no_args_is_help=True)
 
@@ -65,7 +65,8 @@ def rules_check(file: Path) -> None:
     )
 
 
-def _utc(text: str) -> datetime:
+def parse_utc(text: str) -> datetime:
+    """An ISO time or date; without a zone it is UTC."""
     ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
@@ -100,7 +101,7 @@ def read_csv(path: Path) -> Iterator[list[Any]]:
         for row in reader:
             line = reader.line_num
             try:
-                ts = _utc(row["ts"])
+                ts = parse_utc(row["ts"])
             except ValueError as exc:
                 raise InputError(source, line, "ts", str(exc)) from None
             value = _number(source, line, "value", row["value"])
@@ -205,7 +206,7 @@ def rules_backtest(
         source = read_csv(input_csv)
     else:
         try:
-            first, last = _utc(start or ""), _utc(end or datetime.now(UTC).isoformat())
+            first, last = parse_utc(start or ""), parse_utc(end or datetime.now(UTC).isoformat())
         except ValueError as exc:
             raise _fail(f"--from/--to: {exc}") from None
         source = read_database(first, last)

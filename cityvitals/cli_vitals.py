@@ -9,13 +9,9 @@ from typing import Annotated
 
 import typer
 
+from cityvitals.cli_rules import parse_utc
+
 __all__ = ["vitals"]
-
-
-def _utc(text: str) -> datetime:
-    """An ISO time or date; without a zone it is UTC."""
-    ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
 
 
 def _fmt(value: float | None) -> str:
@@ -43,8 +39,8 @@ def vitals(
     if resolution not in RESOLUTIONS:
         raise fail(f"--resolution {resolution!r}: give one of {', '.join(RESOLUTIONS)}")
     try:
-        first = _utc(start) if start else datetime.now(UTC) - timedelta(days=1)
-        last = _utc(end) if end else datetime.now(UTC)
+        first = parse_utc(start) if start else datetime.now(UTC) - timedelta(days=1)
+        last = parse_utc(end) if end else datetime.now(UTC)
     except ValueError as exc:
         raise fail(f"--from/--to: {exc}") from None
     try:

@@ -21,22 +21,21 @@ __all__ = ["SERVICES", "load_catalogue", "load_rules", "open_registry", "run_ser
 SERVICES = ("ingest", "streams", "sinks", "liveness", "api")
 
 
+def _file_or_shipped(path: Path | None, shipped: str) -> tuple[str, str]:
+    """The text of a configured file, or of the one shipped in ``rules/``; and its name."""
+    if path is None:
+        return resources.files("rules").joinpath(shipped).read_text(), f"rules/{shipped}"
+    return Path(path).read_text(), str(path)
+
+
 def load_rules(settings: Settings) -> RuleSet:
     """The rule file named by the settings, or the shipped defaults; raises RuleFileError."""
-    if settings.rules_file is None:
-        text = resources.files("rules").joinpath("default.yaml").read_text()
-        return parse_rules(text, "rules/default.yaml")
-    path = Path(settings.rules_file)
-    return parse_rules(path.read_text(), str(path))
+    return parse_rules(*_file_or_shipped(settings.rules_file, "default.yaml"))
 
 
 def load_catalogue(settings: Settings) -> Catalogue:
     """The indicator catalogue named by the settings, or the shipped one; raises RuleFileError."""
-    if settings.indicators_file is None:
-        text = resources.files("rules").joinpath("indicators.yaml").read_text()
-        return parse_catalogue(text, "rules/indicators.yaml")
-    path = Path(settings.indicators_file)
-    return parse_catalogue(path.read_text(), str(path))
+    return parse_catalogue(*_file_or_shipped(settings.indicators_file, "indicators.yaml"))
 
 
 def open_registry(settings: Settings):  # type: ignore[no-untyped-def]

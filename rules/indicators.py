@@ -39,6 +39,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -125,6 +126,7 @@ class IndicatorSpec(BaseModel):
     free_flow_kmh: float = Field(default=40.0, gt=0)
     unit: str = ""
     description: str = ""
+    _metrics: frozenset[str] = PrivateAttr(default=frozenset())
 
     @field_validator("window")
     @classmethod
@@ -148,12 +150,14 @@ class IndicatorSpec(BaseModel):
         return int(self.window.total_seconds())
 
     def metrics(self) -> frozenset[str]:
+        """The metrics that feed it (computed once: this is asked per reading)."""
+        return self._metrics
+
+    def model_post_init(self, context: Any, /) -> None:
         if self.kind == "aqi":
-            return frozenset(IAQI_2026)
-        if self.kind == "online_rate":
-            return frozenset()
-        assert self.metric is not None
-        return frozenset({self.metric})
+            self._metrics = frozenset(IAQI_2026)
+        else:
+            self._metrics = frozenset() if self.metric is None else frozenset({self.metric})
 
     def band(self, value: float) -> str | None:
         bands = AQI_BANDS if self.kind == "aqi" and not self.bands else self.bands

@@ -204,6 +204,15 @@ class LiveRules:
         return True
 
 
+def _store(table: Any, changes: dict[str, dict[str, Any] | None]) -> None:
+    """Write changed memories to a table; None (or an empty memory) deletes the key."""
+    for key, memory in changes.items():
+        if memory:
+            table[key] = memory
+        else:
+            table.pop(key, None)
+
+
 def _dead_letter(reason: str, source: str, payload: bytes) -> bytes:
     letter = DeadLetter(
         stage="streams",
@@ -343,14 +352,14 @@ def create_app(
             except ValidationError as exc:
                 await refuse("bad_device", exc, source, event.value)
                 continue
+            new = registry_entry(device)
             if is_newer(device, devices.get(device.device_id)):
-                devices[device.device_id] = registry_entry(device)
+                devices[device.device_id] = new
                 metrics.devices.set(len(devices))
             # Expected devices per place follow this feed only, with a table of its own:
             # the in-band copy of the same change must not count it twice.
-            new = registry_entry(device)
             old = members.get(device.device_id)
-            if old is None or device.updated_at >= datetime.fromisoformat(old["updated_at"]):
+            if is_newer(device, old):
                 changes = membership(old, new)
                 members[device.device_id] = new
                 if changes:
@@ -423,11 +432,7 @@ def create_app(
                 devices[device_id] = entry
             if outcome.changed_devices:
                 metrics.devices.set(len(devices))
-            for device_id, memory in outcome.changed_states.items():
-                if memory:
-                    rule_state[device_id] = memory
-                else:
-                    rule_state.pop(device_id, None)
+            _store(rule_state, outcome.changed_states)
             await asyncio.gather(*pending)
             metrics.forwarded.inc(len(outcome.enriched))
 
@@ -447,11 +452,7 @@ def create_app(
                 ids = [o.place_path[-1] for o in batch.observations]
             outcome = process_places(batch, {p: place_state.get(p) for p in ids}, live.current)
             pending = await send_alerts(outcome.alerts, partition)
-            for place_id, memory in outcome.changed_states.items():
-                if memory:
-                    place_state[place_id] = memory
-                else:
-                    place_state.pop(place_id, None)
+            _store(place_state, outcome.changed_states)
             await asyncio.gather(*pending)
 
     @app.agent(partials_topic)
