@@ -13,8 +13,9 @@
 
 Memory of a place (plain JSON): expected devices by type ``m``; open windows ``w`` keyed by
 ``indicator|window start`` with their state ``s``, reporting count ``r``, last offset applied
-per source ``o``, a ``d`` flag when they changed since reported and when they were last
-reported ``t``; and per indicator the start of the first window not yet reported, ``c``,
+per source ``o``, a ``d`` flag when they changed since reported, when they were last
+reported ``t`` and the expected devices by type ``x`` they keep when devices leave (a device
+that moves away mid-window is still expected where it reported); and per indicator the start of the first window not yet reported, ``c``,
 and of the earliest window reported, ``f``.
 """
 
@@ -59,15 +60,18 @@ class Partials:
     )
     _seen: set[tuple[str, str]] = field(default_factory=set)
     """(device, instant) folded in this batch."""
-    _counted: set[tuple[str, str, str]] = field(default_factory=set)
-    """(device, indicator, window) counted in this batch."""
+    _counted: set[tuple[str, str, str, tuple[str, ...]]] = field(default_factory=set)
+    """(device, indicator, window, place) counted in this batch."""
 
     def add(self, reading: Reading | CameraEvent, marks: dict[str, Any], offset: int) -> bool:
         """Fold one enriched reading, from the input message at ``offset``, in.
 
-        ``marks`` (a device's, updated in place) holds, per indicator, the window the device
-        was last counted in and the message that counted it (``w``), and the instants of its
-        recent readings with their messages (``t``). A reading whose instant came before in
+        ``marks`` (a device's, updated in place) holds, per indicator, the windows of the
+        last hour the device was counted in, each with the message that counted it and the
+        place it was at (``w``), and the instants of its recent readings with their messages
+        (``t``). A device counts once per window at each place: a reading that comes out of
+        order into a window already counted is not counted again, and a device that moves
+        within a window counts at its new places but not again at those they share. A reading whose instant came before in
         *another* message is a duplicate (the broker delivered it twice) and is not folded
         again. The message that counted the device, processed again after a restart, counts
         it again: the place merges each message once, whether or not it got the first pass.
@@ -89,26 +93,30 @@ class Partials:
             recent.append([instant, offset])
             del recent[:-RECENT]
         counted: dict[str, list[Any]] = marks.setdefault("w", {})
+        path = reading.place_path
         for spec in self.catalogue.by_type.get(reading.device_type or "", ()):
             if spec.kind != "online_rate" and not (spec.metrics() & values.keys()):
                 continue
             start = window_start(reading.ts, spec.window_s).isoformat()
-            mark = counted.get(spec.id)
-            once = (reading.device_id, spec.id, start)
-            first = once not in self._counted and (
-                mark is None or mark[0] != start or mark[1] == offset
-            )
-            if first:
-                counted[spec.id] = [start, offset]
-                self._counted.add(once)
+            entries = _entries(counted.get(spec.id))
+            before = _counted_at(entries, start, offset)
+            fresh = False
             for level in spec.levels:
                 depth = LEVELS.index(level) + 1
-                if len(reading.place_path) < depth:
+                if len(path) < depth:
                     continue
-                key = (spec.id, reading.place_path[:depth], datetime.fromisoformat(start))
+                place = path[:depth]
+                once = (reading.device_id, spec.id, start, place)
+                first = before is not None and place not in before and once not in self._counted
+                if first:
+                    self._counted.add(once)
+                    fresh = True
+                key = (spec.id, place, datetime.fromisoformat(start))
                 state, reporting = self.out.get(key, ({}, 0))
                 fold(spec, state, values)
                 self.out[key] = (state, reporting + (1 if first else 0))
+            if fresh:
+                counted[spec.id] = _remember(entries, start, offset, path)
         return True
 
     def partials(self) -> list[WindowPartial]:
@@ -118,6 +126,38 @@ class Partials:
             )
             for (ind, path, start), (state, r) in self.out.items()
         ]
+
+
+def _entries(mark: list[Any] | None) -> list[list[Any]]:
+    """A device's counted windows of one indicator: ``[start, offset, place path]`` each.
+    The marks of an earlier version held only ``[start, offset]`` (path unknown: ``None``)."""
+    if not mark:
+        return []
+    if isinstance(mark[0], str):
+        return [[mark[0], mark[1], None]]
+    return [list(entry) for entry in mark]
+
+
+def _counted_at(entries: list[list[Any]], start: str, offset: int) -> set[tuple[str, ...]] | None:
+    """The places where other messages counted the device in the window; ``None``: all."""
+    places: set[tuple[str, ...]] = set()
+    for s, o, path in entries:
+        if s != start or o == offset:
+            continue  # another window, or this very message processed again
+        if path is None:
+            return None
+        places.update(tuple(path[:depth]) for depth in range(1, len(path) + 1))
+    return places
+
+
+def _remember(
+    entries: list[list[Any]], start: str, offset: int, path: tuple[str, ...]
+) -> list[list[Any]]:
+    """The entries with this count added, the windows more than an hour older dropped."""
+    kept = [e for e in entries if not (e[0] == start and e[2] == list(path))]
+    kept.append([start, offset, list(path)])
+    newest = max(datetime.fromisoformat(e[0]) for e in kept)
+    return [e for e in kept if datetime.fromisoformat(e[0]) >= newest - KEEP]
 
 
 def membership(
@@ -164,7 +204,10 @@ def apply(
     members = [c for c in batch.members if tuple(c.place_path) == place_path]
     if members and batch.offset > seen:
         for change in members:
-            mem["m"][change.device_type] = mem["m"].get(change.device_type, 0) + change.delta
+            count = mem["m"].get(change.device_type, 0)
+            if change.delta < 0:
+                _keep_expected(mem["w"], change.device_type, count)
+            mem["m"][change.device_type] = count + change.delta
         mem["mo"][batch.source] = batch.offset
     for partial in batch.partials:
         if tuple(partial.place_path) != place_path:
@@ -176,12 +219,31 @@ def apply(
         state = dict(window["s"])
         merge(state, partial.state)
         mem["w"][key] = {
+            **window,
             "s": state,
             "r": window["r"] + partial.reporting,
             "o": {**window["o"], batch.source: batch.offset},
             "d": 1,
         }
     return mem
+
+
+def _keep_expected(windows: dict[str, Any], device_type: str, count: int) -> None:
+    """A device of ``device_type`` leaves the place: the windows open now keep expecting the
+    ``count`` devices it had (the leaver reported here in them, or could have)."""
+    for key, window in windows.items():
+        kept = window.get("x", {})
+        if kept.get(device_type, 0) < count:
+            windows[key] = {**window, "x": {**kept, device_type: count}}
+
+
+def _expected(memory: Mapping[str, Any], window: Mapping[str, Any], types: tuple[str, ...]) -> int:
+    """Expected devices of a window: the place's now, or more if some left during it, and
+    never fewer than reported in it (a device reports only where it is an active member;
+    its readings may reach the place after the registry's word that it left)."""
+    kept = window.get("x", {})
+    now = sum(max(int(memory["m"].get(t, 0)), int(kept.get(t, 0))) for t in types)
+    return max(now, int(window.get("r", 0)))
 
 
 def close(
@@ -229,8 +291,9 @@ def close(
             window = mine.get(key, {"s": {}, "r": 0})
             if not window["r"] and expected <= 0:
                 continue
-            value, band, detail = finish(spec, window["s"], window["r"], expected)
-            coverage, flag = quality(window["r"], expected)
+            of = _expected(memory, window, spec.device_types)
+            value, band, detail = finish(spec, window["s"], window["r"], of)
+            coverage, flag = quality(window["r"], of)
             out.append(
                 Indicator(
                     indicator=spec.id,
@@ -243,7 +306,7 @@ def close(
                     band=band,
                     coverage=round(coverage, 4),
                     reporting=window["r"],
-                    expected=max(expected, 0),
+                    expected=max(of, 0),
                     quality=flag,
                     detail=detail,
                     computed_at=now,

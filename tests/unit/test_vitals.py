@@ -62,6 +62,16 @@ class City:
             )
         )
 
+    def move(self, device: str, old: str, new: str, device_type: str = "air_quality") -> None:
+        before = {"state": "active", "place_path": old.split("/"), "device_type": device_type}
+        after = {**before, "place_path": new.split("/")}
+        self.offset += 1
+        self.send(
+            IndicatorBatch(
+                source="devices[0]", offset=self.offset, members=tuple(membership(before, after))
+            )
+        )
+
     def read(self, *readings: Reading, offset: int | None = None) -> IndicatorBatch:
         """One input message: its readings fold into partials, sent to the places."""
         partials = Partials(CATALOGUE)
@@ -314,3 +324,64 @@ def test_a_camera_reports_by_its_events() -> None:
     city.send(IndicatorBatch(source="raw[0]", offset=99, partials=tuple(partials.partials())))
     online = one(city.tick(6), "online", "s1")
     assert (online.reporting, online.expected, online.value) == (1, 2, 0.5)
+
+
+def test_a_device_that_moves_mid_window_counts_once_and_where_it_was_expected() -> None:
+    city = City()
+    for i in range(3):
+        city.join(f"n{i}", "c/d1/s1", "noise")
+    city.join("n3", "c/d2/s2", "noise")
+    city.read(
+        *(reading(f"n{i}", "c/d1/s1", 1, "noise", laeq_db=60.0) for i in range(3)),
+        reading("n3", "c/d2/s2", 1, "noise", laeq_db=60.0),
+    )
+    city.move("n0", "c/d1/s1", "c/d2/s2", "noise")
+    city.read(reading("n0", "c/d2/s2", 3, "noise", laeq_db=70.0))
+    found = city.tick(6)
+    assert [i for i in found if i.reporting > i.expected] == []
+    counts = {
+        p: (one(found, "noise", p).reporting, one(found, "noise", p).expected)
+        for p in ("c", "d1", "s1", "d2", "s2")
+    }
+    # Counted once in the city; at its old places for the part of the window it was there
+    # (and expected there), at its new places for the rest.
+    assert counts == {"c": (4, 4), "d1": (3, 3), "s1": (3, 3), "d2": (2, 2), "s2": (2, 2)}
+    city.read(reading("n0", "c/d2/s2", 6, "noise", laeq_db=70.0))
+    city.read(*(reading(f"n{i}", "c/d1/s1", 6, "noise", laeq_db=60.0) for i in (1, 2)))
+    later = city.tick(11)
+    assert (one(later, "noise", "d1", 5).reporting, one(later, "noise", "d1", 5).expected) == (2, 2)
+    assert (one(later, "noise", "c", 5).reporting, one(later, "noise", "c", 5).expected) == (3, 4)
+
+
+def test_a_reading_out_of_order_across_a_window_edge_is_not_counted_twice() -> None:
+    city = City()
+    city.join("n1", "c/d/s1", "noise")
+    city.read(reading("n1", "c/d/s1", 1, "noise", laeq_db=60.0))
+    city.read(reading("n1", "c/d/s1", 5.5, "noise", laeq_db=60.0))
+    city.read(reading("n1", "c/d/s1", 4.5, "noise", laeq_db=60.0))  # late, within the grace
+    found = city.tick(11)
+    first = one(found, "noise", "c", 0)
+    assert (first.reporting, first.expected, first.coverage) == (1, 1, 1.0)
+    assert one(found, "noise", "c", 5).reporting == 1
+
+
+def test_marks_of_the_previous_shape_are_still_understood() -> None:
+    partials = Partials(CATALOGUE)
+    start = window_start(T0, 300).isoformat()
+    marks: dict[str, Any] = {"t": [], "w": {"noise": [start, 7]}}
+    partials.add(reading("n1", "c/d/s1", 2, "noise", laeq_db=60.0), marks, 8)
+    (partial,) = [
+        p for p in partials.partials() if p.indicator == "noise" and p.place_path == ("c",)
+    ]
+    assert partial.reporting == 0  # counted by message 7 already
+
+
+def test_a_move_heard_before_the_readings_it_follows_still_keeps_coverage_within_100() -> None:
+    city = City()
+    for i in range(2):
+        city.join(f"n{i}", "c/d1/s1", "noise")
+    city.move("n0", "c/d1/s1", "c/d2/s2", "noise")  # the registry's topic ran ahead
+    city.read(*(reading(f"n{i}", "c/d1/s1", 1, "noise", laeq_db=60.0) for i in range(2)))
+    found = city.tick(6)
+    assert [i for i in found if i.reporting > i.expected or i.coverage > 1] == []
+    assert (one(found, "noise", "s1").reporting, one(found, "noise", "s1").expected) == (2, 2)
