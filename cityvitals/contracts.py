@@ -384,6 +384,10 @@ class Indicator(Contract):
     quality: IndicatorQuality
     detail: dict[str, float | str] = {}
     computed_at: UtcDatetime
+    samples: int = Field(default=0, ge=0)
+    """Values folded into the window (0 for formulas without samples, e.g. devices online):
+    with ``reporting``, how much data the value rests on. A report again carries at least
+    as much; the sink never replaces a stored window with one of less."""
 
 
 class WindowPartial(Contract):

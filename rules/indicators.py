@@ -60,6 +60,7 @@ __all__ = [
     "merge",
     "parse_catalogue",
     "quality",
+    "samples",
     "window_start",
 ]
 
@@ -293,6 +294,15 @@ def finish(
     if value is not None:
         value = round(value, 4)
     return value, (None if value is None else spec.band(value)), detail
+
+
+def samples(state: Mapping[str, float]) -> int:
+    """The values folded into a window state (every pollutant's for AQI).
+
+    >>> samples({"n.pm25": 3.0, "s.pm25": 90.0, "n.no2": 2.0, "s.no2": 40.0})
+    5
+    """
+    return int(sum(v for k, v in state.items() if k == "n" or k.startswith("n.")))
 
 
 def quality(reporting: int, expected: int) -> tuple[float, IndicatorQuality]:

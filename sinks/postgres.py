@@ -231,19 +231,23 @@ class AlertSink:
 
 class IndicatorSink:
     """Indicator values, one row per indicator, place and window. A window reported again
-    (data that came late) replaces its row; an older computation never replaces a newer."""
+    replaces its row only when it rests on at least as many reporting devices and values
+    (late data adds to a window; a stream restarted without its memory reports from less):
+    one of less data never replaces a stored one, nor an older computation a newer one."""
 
     UPSERT = """
-        INSERT INTO indicators (indicator, place_id, place_level, place_path, window_start,
-                                window_s, value, level, coverage, reporting, expected, quality,
-                                detail, computed_at)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        INSERT INTO indicators AS i (indicator, place_id, place_level, place_path, window_start,
+                                     window_s, value, level, coverage, reporting, expected,
+                                     quality, detail, computed_at, samples)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
         ON CONFLICT (indicator, place_id, window_start) DO UPDATE SET
             value = EXCLUDED.value, level = EXCLUDED.level, coverage = EXCLUDED.coverage,
             reporting = EXCLUDED.reporting, expected = EXCLUDED.expected,
             quality = EXCLUDED.quality, detail = EXCLUDED.detail,
-            computed_at = EXCLUDED.computed_at
-        WHERE EXCLUDED.computed_at > indicators.computed_at
+            computed_at = EXCLUDED.computed_at, samples = EXCLUDED.samples
+        WHERE EXCLUDED.reporting >= i.reporting AND EXCLUDED.samples >= i.samples
+          AND (EXCLUDED.reporting > i.reporting OR EXCLUDED.samples > i.samples
+               OR EXCLUDED.computed_at > i.computed_at)
     """
 
     def __init__(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
@@ -268,6 +272,7 @@ class IndicatorSink:
                 i.quality.value,
                 Jsonb(i.detail),
                 i.computed_at,
+                i.samples,
             )
             for i in items
         ]

@@ -36,7 +36,7 @@ from cityvitals.contracts import (
     Reading,
     WindowPartial,
 )
-from rules.indicators import Catalogue, finish, fold, merge, quality, window_start
+from rules.indicators import Catalogue, finish, fold, merge, quality, samples, window_start
 
 __all__ = ["KEEP", "MAX_CATCH_UP", "Partials", "apply", "close", "membership"]
 
@@ -310,6 +310,7 @@ def close(
                     quality=flag,
                     detail=detail,
                     computed_at=now,
+                    samples=samples(window["s"]),
                 )
             )
             if key in mem["w"]:

@@ -65,6 +65,7 @@ INDICATOR_COLUMNS = [
     ("quality", "text", "NO"),
     ("detail", "jsonb", "YES"),
     ("computed_at", "timestamp with time zone", "NO"),
+    ("samples", "integer", "NO"),
 ]
 INSERT_INDICATOR = """
     INSERT INTO indicators (indicator, place_id, place_level, place_path, window_start,
@@ -218,7 +219,10 @@ def test_existing_rows_are_kept_by_the_storage_migration(
         update={"database_schema": f"st{uuid.uuid4().hex[:12]}"}
     )
     try:
-        assert migrate_with_old_data(settings, monkeypatch) == ["0004_storage"]
+        assert migrate_with_old_data(settings, monkeypatch) == [
+            "0004_storage",
+            "0005_indicator_samples",
+        ]
         with db.connect(settings) as conn:
             for d in (0, 1, 5):
                 ts = NOW - timedelta(days=d)
@@ -543,7 +547,10 @@ def timescale() -> Iterator[str]:
 def test_timescale_storage_in_pglite(timescale: str, monkeypatch: pytest.MonkeyPatch) -> None:
     started = time.monotonic()
     settings = Settings(database_url=timescale, database_schema=f"ts{uuid.uuid4().hex[:12]}")
-    assert migrate_with_old_data(settings, monkeypatch) == ["0004_storage"]  # migrate_data
+    assert migrate_with_old_data(settings, monkeypatch) == [
+        "0004_storage",
+        "0005_indicator_samples",
+    ]  # migrate_data
     assert db.migrate(settings) == []
     assert db.flavour(settings) == "timescale"
     now = datetime.now(UTC)  # TimescaleDB's policies and refreshes go by the real clock
@@ -660,3 +667,48 @@ def check_timescale_objects(conn: Conn) -> None:
     assert conn.execute(
         "SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_name = 'alerts'"
     ).fetchone() == (0,)
+
+
+def test_an_indicator_window_is_never_replaced_by_one_of_less_data(plain: Settings) -> None:
+    """After a restart the stream may report a window again from less data than it had:
+    the stored row stays. A report again after late data (a superset) replaces it."""
+    from cityvitals.contracts import Indicator, IndicatorQuality, PlaceLevel
+    from sinks.postgres import IndicatorSink
+
+    def window(reporting: int, samples: int, value: float, minutes: int) -> Indicator:
+        return Indicator(
+            indicator="aqi",
+            place_id="d1",
+            place_level=PlaceLevel.DISTRICT,
+            place_path=("c", "d1"),
+            window_start=NOW,
+            window_s=3600,
+            value=value,
+            coverage=reporting / 10,
+            reporting=reporting,
+            expected=10,
+            samples=samples,
+            quality=IndicatorQuality.GOOD if reporting >= 8 else IndicatorQuality.PARTIAL,
+            computed_at=NOW + timedelta(hours=1, minutes=minutes),
+        )
+
+    def stored(conn: Conn) -> tuple[Any, ...] | None:
+        return conn.execute(
+            "SELECT value, reporting, samples FROM indicators WHERE indicator = 'aqi'"
+        ).fetchone()
+
+    with db.connect(plain) as conn:
+        sink = IndicatorSink(conn)
+        sink.write_batch([window(9, 700, 80.0, 1)])
+        sink.write_batch([window(6, 300, 120.0, 20)])  # after a restart: fewer devices
+        assert stored(conn) == (80.0, 9, 700)
+        sink.write_batch([window(9, 400, 95.0, 21)])  # as many devices, fewer samples
+        assert stored(conn) == (80.0, 9, 700)
+        sink.write_batch([window(9, 720, 81.0, 22)])  # late data: a superset
+        assert stored(conn) == (81.0, 9, 720)
+        sink.write_batch([window(10, 730, 82.0, 23)])
+        assert stored(conn) == (82.0, 10, 730)
+        sink.write_batch([window(10, 730, 82.0, 2)])  # an older computation of the same data
+        assert conn.execute("SELECT computed_at FROM indicators").fetchone() == (
+            NOW + timedelta(hours=1, minutes=23),
+        )

@@ -165,6 +165,7 @@ def test_a_device_counts_once_per_window_however_often_it_reports() -> None:
     city.read(reading("a1", "c/d/s1", 3, pm25=30.0))
     aqi = one(city.tick(61), "aqi", "s1")
     assert aqi.reporting == 1 and aqi.value == iaqi("pm25", 30.0)
+    assert aqi.samples == 3  # what the sink weighs a report again against
 
 
 def test_a_replayed_message_is_applied_once() -> None:
