@@ -1,21 +1,102 @@
 """``cityvitals vitals``: the current vital signs of a place and its children, or the history
-of one indicator at a chosen resolution."""
+of one indicator at a chosen resolution. Times are shown in the city's time zone
+(``CITYVITALS_TIMEZONE``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Annotated, Any
 
 import typer
 
 from cityvitals.cli_rules import parse_utc
+from cityvitals.vitals import NextValue, PlaceVitals
 
-__all__ = ["vitals"]
+__all__ = ["ago", "render_now", "vitals"]
 
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
+
+
+def _with_unit(value: float | None, unit: str) -> str:
+    return "-" if value is None else f"{value:g} {unit}".strip()
+
+
+def ago(seconds: float) -> str:
+    """How long ago, for people.
+
+    >>> ago(20), ago(300), ago(4000), ago(200000)
+    ('just now', '5 min ago', '1 h 6 min ago', '2 d 7 h ago')
+    """
+    minutes = int(seconds // 60)
+    if minutes < 1:
+        return "just now"
+    if minutes < 60:
+        return f"{minutes} min ago"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min ago" if minutes else f"{hours} h ago"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h ago" if hours else f"{days} d ago"
+
+
+def _clock(ts: datetime, zone: tzinfo, now: datetime) -> str:
+    """A time in the city's zone: the time of day, with the date when it is not today."""
+    local = ts.astimezone(zone)
+    if local.date() == now.astimezone(zone).date():
+        return f"{local:%H:%M}"
+    return f"{local:%Y-%m-%d %H:%M}"
+
+
+def _next(n: NextValue, zone: tzinfo, now: datetime) -> str:
+    window = f"window {_clock(n.window_start, zone, now)}-{_clock(n.window_end, zone, now)}"
+    state = "in progress" if n.in_progress else "ended, being reported"
+    text = f"next value at {_clock(n.due_at, zone, now)} ({window} {state})"
+    if n.overdue:
+        text = f"no newer value came when due: the stream is behind or stopped; {text}"
+    return text
+
+
+def render_now(places: list[PlaceVitals], zone: tzinfo, now: datetime) -> list[str]:
+    """The lines of ``cityvitals vitals PLACE``: each value with its unit, its window (in the
+    city's time zone), how long ago that window ended, and when the next value is due."""
+    offset = now.astimezone(zone).strftime("%z")
+    lines = [f"times in {zone} (UTC{offset[:3]}:{offset[3:]}), now {_clock(now, zone, now)}"]
+    for p in places:
+        alerts = ", ".join(f"{n} {lv}" for lv, n in sorted(p.open_alerts.items())) or "none"
+        lines.append(f"{p.level} {p.place_id} ({p.name}): open alerts {alerts}")
+        for s in p.signs:
+            end = s.window_end or s.window_start + timedelta(seconds=s.window_s)
+            window = f"{_clock(s.window_start, zone, now)}-{_clock(end, zone, now)}"
+            line = (
+                f"  {s.indicator:<16} {_with_unit(s.value, s.unit):>12} {s.band or '':<16} "
+                f"coverage {s.coverage:>4.0%} ({s.reporting}/{s.expected}, {s.quality})  "
+                f"window {window}, ended {ago(s.age_s)}"
+            )
+            if s.next is not None:
+                line += f"; {_next(s.next, zone, now)}"
+            lines.append(line)
+        for pending in p.pending:
+            lines.append(
+                f"  {pending.indicator:<16} {'no value yet':>12}: {_next(pending.next, zone, now)}"
+            )
+    return lines
+
+
+def _local(value: Any, zone: tzinfo) -> Any:
+    """A JSON-ready copy of dataclasses, with times in the city's zone (ISO, with offset)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _local(getattr(value, f.name), zone) for f in dataclasses.fields(value)}
+    if isinstance(value, datetime):
+        return value.astimezone(zone).isoformat()
+    if isinstance(value, dict):
+        return {k: _local(v, zone) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_local(v, zone) for v in value]
+    return value
 
 
 def vitals(
@@ -34,6 +115,7 @@ def vitals(
     place and its children, with the open alerts under each."""
     from cityvitals import db
     from cityvitals.cli import fail, settings
+    from cityvitals.services import load_catalogue
     from cityvitals.vitals import RESOLUTIONS, UnknownPlace, current, history
 
     if resolution not in RESOLUTIONS:
@@ -43,51 +125,48 @@ def vitals(
         last = parse_utc(end) if end else datetime.now(UTC)
     except ValueError as exc:
         raise fail(f"--from/--to: {exc}") from None
+    conf = settings()
     try:
-        with db.connect(settings()) as conn:
+        with db.connect(conf) as conn:
+            catalogue = load_catalogue(conf)
             if indicator is not None:
-                from cityvitals.services import load_catalogue
-
-                catalogue = load_catalogue(settings())
                 if indicator not in catalogue.by_id:
                     raise fail(
                         f"no indicator {indicator!r}; the catalogue has: {', '.join(catalogue.by_id)}"
                     )
                 points = history(conn, place, indicator, first, last, resolution)  # type: ignore[arg-type]
                 if as_json:
-                    typer.echo(json.dumps([vars(point) for point in points], default=str))
+                    typer.echo(json.dumps(_local(points, conf.zone)))
                     return
-                typer.echo(f"{indicator} at {place}, {resolution}:")
+                zone = conf.zone
+                unit = catalogue.by_id[indicator].unit
+                units = f", in {unit}" if unit else ""
+                typer.echo(f"{indicator} at {place}, {resolution}{units} (times in {zone}):")
                 if not points:
                     width = catalogue.by_id[indicator].window
                     typer.echo(
-                        f"  no windows reported between {first:%Y-%m-%d %H:%M}Z and "
-                        f"{last:%Y-%m-%d %H:%M}Z ({indicator} is reported every {width}, a "
-                        "little after each window ends)"
+                        f"  no windows reported between {first.astimezone(zone):%Y-%m-%d %H:%M} "
+                        f"and {last.astimezone(zone):%Y-%m-%d %H:%M} ({indicator} is reported "
+                        f"every {width}, a little after each window ends)"
                     )
                 for point in points:
                     typer.echo(
-                        f"  {point.start.isoformat()}  {_fmt(point.value):>10}  "
+                        f"  {point.start.astimezone(zone).isoformat()}  {_fmt(point.value):>10}  "
                         f"[{_fmt(point.low)} .. {_fmt(point.high)}]  "
                         f"coverage {point.coverage:.0%}"
                     )
                 return
-            places = current(conn, place)
+            places = current(
+                conn,
+                place,
+                catalogue=catalogue,
+                now=datetime.now(UTC),
+                grace=timedelta(seconds=conf.indicators_grace_s),
+            )
     except UnknownPlace as exc:
         raise fail(str(exc)) from None
     if as_json:
-        typer.echo(
-            json.dumps(
-                [p.__dict__ for p in places], default=lambda o: getattr(o, "__dict__", str(o))
-            )
-        )
+        typer.echo(json.dumps(_local(places, conf.zone)))
         return
-    for p in places:
-        alerts = ", ".join(f"{n} {lv}" for lv, n in sorted(p.open_alerts.items())) or "none"
-        typer.echo(f"{p.level} {p.place_id} ({p.name}): open alerts {alerts}")
-        for s in p.signs:
-            typer.echo(
-                f"  {s.indicator:<16} {_fmt(s.value):>10} {s.band or '':<16} "
-                f"coverage {s.coverage:>4.0%} ({s.reporting}/{s.expected}, {s.quality})  "
-                f"{s.window_start:%Y-%m-%d %H:%M}Z"
-            )
+    for line in render_now(places, conf.zone, places[0].now or datetime.now(UTC)):
+        typer.echo(line)

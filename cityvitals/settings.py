@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ENV_PREFIX", "Settings"]
@@ -86,6 +87,10 @@ class Settings(BaseSettings):
     rules_tick_s: Annotated[float, Field(gt=0)] = 10.0
     """How often the stream's clock ticks to judge silence (absence rules, composite windows)."""
 
+    timezone: str = "UTC"
+    """The city's time zone (an IANA name such as ``Asia/Shanghai``): times shown to people
+    (``cityvitals vitals``) are in it. Stored and sent times stay UTC."""
+
     # Observability.
     metrics_port: Port = 0
     """Prometheus port of this process; 0 serves no metrics endpoint."""
@@ -95,6 +100,22 @@ class Settings(BaseSettings):
 
     # Local stack.
     state_dir: Path = Path(".cityvitals")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{name!r} is not an IANA time zone name (e.g. UTC, Europe/Paris, Asia/Shanghai)"
+            ) from None
+        return name
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """:attr:`timezone` as a ``tzinfo``."""
+        return ZoneInfo(self.timezone)
 
     def topic(self, name: str) -> str:
         """The real Kafka topic name of a logical topic (prefix applied)."""

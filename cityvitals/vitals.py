@@ -1,7 +1,8 @@
 """Reading the city's vital signs back from the database, for the CLI and the API.
 
 :func:`current` gives the latest value of every indicator for a place and its children, with
-the open alerts under each by level; :func:`history` gives one indicator of one place over a
+its unit, when its window ended and when the next value is due, the indicators that have no
+value yet (and when their first is due), and the open alerts under each by level; :func:`history` gives one indicator of one place over a
 time range, as stored (``raw``) or rolled up to hours or days (the mean of the values, their
 range, and the mean coverage of the windows in each bucket).
 """
@@ -9,12 +10,29 @@ range, and the mean coverage of the windows in each bucket).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import psycopg
 
-__all__ = ["RESOLUTIONS", "HistoryPoint", "PlaceVitals", "UnknownPlace", "current", "history"]
+from rules.indicators import Catalogue, window_start
+
+__all__ = [
+    "DEFAULT_GRACE",
+    "RESOLUTIONS",
+    "HistoryPoint",
+    "NextValue",
+    "PendingSign",
+    "PlaceVitals",
+    "UnknownPlace",
+    "VitalSign",
+    "current",
+    "history",
+    "next_value",
+]
+
+DEFAULT_GRACE = timedelta(seconds=60)
+"""How long after its window ends a value is reported (``CITYVITALS_INDICATORS_GRACE_S``)."""
 
 Resolution = Literal["raw", "1h", "1d"]
 RESOLUTIONS: dict[str, str | None] = {"raw": None, "1h": "1 hour", "1d": "1 day"}
@@ -24,6 +42,37 @@ class UnknownPlace(LookupError):
     def __init__(self, place_id: str) -> None:
         super().__init__(f"place {place_id!r} does not exist")
         self.place_id = place_id
+
+
+@dataclass(frozen=True)
+class NextValue:
+    """The next window of an indicator to be reported, and when its value is due."""
+
+    window_start: datetime
+    window_end: datetime
+    due_at: datetime
+    """``window_end`` plus the stream's grace."""
+    in_progress: bool
+    """The window has not ended yet (otherwise it ended and its value is being reported)."""
+    overdue: bool
+    """Windows that should have been reported by now were not (the stream is behind or stopped)."""
+
+
+def next_value(
+    latest_end: datetime | None, window_s: int, now: datetime, grace: timedelta = DEFAULT_GRACE
+) -> NextValue:
+    """The window whose value comes next after a latest stored window ending ``latest_end``.
+
+    >>> at = datetime(2026, 7, 1, 13, 20, tzinfo=UTC)
+    >>> n = next_value(None, 3600, at)
+    >>> n.window_start.time(), n.window_end.time(), n.due_at.time(), n.in_progress
+    (datetime.time(13, 0), datetime.time(14, 0), datetime.time(14, 1), True)
+    """
+    width = timedelta(seconds=window_s)
+    upcoming = window_start(now - grace, window_s)  # the first window not due yet
+    overdue = latest_end is not None and latest_end < upcoming
+    start = upcoming if latest_end is None or overdue else max(latest_end, upcoming)
+    return NextValue(start, start + width, start + width + grace, now < start + width, overdue)
 
 
 @dataclass(frozen=True)
@@ -37,6 +86,21 @@ class VitalSign:
     quality: str
     window_start: datetime
     window_s: int
+    unit: str = ""
+    """From the indicator catalogue ('' when unknown or dimensionless)."""
+    window_end: datetime | None = None
+    age_s: float = 0.0
+    """Seconds from the window's end to now: how old "now" is."""
+    next: NextValue | None = None
+
+
+@dataclass(frozen=True)
+class PendingSign:
+    """An indicator of the place that has no value yet, and when its first is due."""
+
+    indicator: str
+    unit: str
+    next: NextValue
 
 
 @dataclass(frozen=True)
@@ -48,6 +112,10 @@ class PlaceVitals:
     signs: tuple[VitalSign, ...]
     open_alerts: dict[str, int]
     """Firing alerts at or under the place, by warning level."""
+    pending: tuple[PendingSign, ...] = ()
+    """Indicators of the catalogue computed at this level, with active devices of their types
+    under the place, that have no value yet (a 1 h AQI has none for up to an hour)."""
+    now: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -63,8 +131,19 @@ class HistoryPoint:
 Conn = psycopg.Connection[Any]
 
 
-def current(conn: Conn, place_id: str) -> list[PlaceVitals]:
-    """The place first, then its children, each with the latest value of every indicator."""
+def current(
+    conn: Conn,
+    place_id: str,
+    *,
+    catalogue: Catalogue | None = None,
+    now: datetime | None = None,
+    grace: timedelta = DEFAULT_GRACE,
+) -> list[PlaceVitals]:
+    """The place first, then its children, each with the latest value of every indicator.
+
+    With the ``catalogue``, values carry their units and the indicators without a value yet
+    are listed as pending; ``grace`` is the stream's (when a window's value is due)."""
+    now = datetime.now(UTC) if now is None else now
     place = conn.execute(
         "SELECT place_id, level, name, path FROM places WHERE place_id = %s", (place_id,)
     ).fetchone()
@@ -89,12 +168,49 @@ def current(conn: Conn, place_id: str) -> list[PlaceVitals]:
         "WHERE status = 'firing' AND p = ANY(%s) GROUP BY p, level",
         (ids,),
     ).fetchall()
+    types = conn.execute(
+        "SELECT DISTINCT p, device_type FROM devices, unnest(place_path) AS p "
+        "WHERE state = 'active' AND p = ANY(%s)",
+        (ids,),
+    ).fetchall()
     out = []
     for pid, level, name, path in places:
-        signs = tuple(VitalSign(*row[1:]) for row in latest if row[0] == pid)
+        signs = tuple(_sign(row[1:], catalogue, now, grace) for row in latest if row[0] == pid)
         open_alerts = {str(lv): int(n) for p, lv, n in alerts if p == pid}
-        out.append(PlaceVitals(pid, level, name, tuple(path), signs, open_alerts))
+        present = {s.indicator for s in signs}
+        pending: tuple[PendingSign, ...] = ()
+        if catalogue is not None:
+            here = {str(t) for p, t in types if p == pid}
+            pending = tuple(
+                PendingSign(spec.id, spec.unit, next_value(None, spec.window_s, now, grace))
+                for spec in catalogue
+                if spec.id not in present and level in spec.levels and here & set(spec.device_types)
+            )
+        out.append(PlaceVitals(pid, level, name, tuple(path), signs, open_alerts, pending, now))
     return out
+
+
+def _sign(
+    row: tuple[Any, ...], catalogue: Catalogue | None, now: datetime, grace: timedelta
+) -> VitalSign:
+    indicator, value, band, coverage, reporting, expected, quality, start, window_s = row
+    spec = None if catalogue is None else catalogue.by_id.get(indicator)
+    end = start + timedelta(seconds=window_s)
+    return VitalSign(
+        indicator,
+        value,
+        band,
+        coverage,
+        reporting,
+        expected,
+        quality,
+        start,
+        window_s,
+        unit="" if spec is None else spec.unit,
+        window_end=end,
+        age_s=max(0.0, (now - end).total_seconds()),
+        next=next_value(end, window_s, now, grace),
+    )
 
 
 def history(
