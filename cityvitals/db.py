@@ -51,6 +51,7 @@ Flavour = Literal["timescale", "plain"]
 FLAVOURS: tuple[Flavour, ...] = get_args(Flavour)
 Connection = psycopg.Connection[tuple[object, ...]]
 
+NO_TIMESCALE = "the server has no timescaledb extension"
 MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)(?:\.(timescale|plain))?\.sql$")
 
 
@@ -152,33 +153,72 @@ def connect(settings: Settings, *, autocommit: bool = True) -> Connection:
 
 
 def detect_flavour(conn: Connection) -> tuple[Flavour, str]:
-    """What the server offers, and why: ``timescale`` once ``timescaledb`` is installed in the
-    database, or when it is available and ``CREATE EXTENSION`` succeeds; ``plain`` otherwise.
+    """What the server offers, and why: ``timescale`` when the community (Timescale-licensed)
+    TimescaleDB is installed in the database, or is available and loaded so that ``CREATE
+    EXTENSION`` can install it (into ``public``); ``plain`` otherwise, with the reason.
 
-    May install the extension (into ``public``). Needs an autocommit connection outside a
-    transaction, as :func:`connect` gives.
+    Checked before anything is tried: a server without ``timescaledb`` in
+    ``shared_preload_libraries`` ends the connection on ``CREATE EXTENSION``, and the
+    Apache-licensed build (``timescaledb.license = 'apache'``) has no compression and no
+    continuous aggregates. Should ``CREATE EXTENSION`` still fail, the connection is not rolled
+    back when it is gone: call this on a connection of its own (as :func:`migrate` does).
+    Needs an autocommit connection outside a transaction, as :func:`connect` gives.
     """
-    installed = conn.execute(
-        "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
-    ).fetchone()
-    if installed:
-        return "timescale", f"timescaledb {installed[0]} is installed"
-    available = conn.execute(
-        "SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'"
-    ).fetchone()
-    if not available:
-        return "plain", "the server has no timescaledb extension"
+    installed = _one(conn, "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
+    available = _one(
+        conn, "SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'"
+    )
+    if installed is None and available is None:
+        return "plain", NO_TIMESCALE
+    version = installed or available
+    licence = _one(conn, "SELECT current_setting('timescaledb.license', true)")
+    if licence == "apache":
+        return "plain", _apache(version)
+    if installed is not None:
+        return "timescale", f"timescaledb {installed} is installed"
+    preload = str(_one(conn, "SHOW shared_preload_libraries") or "")
+    preloaded = "timescaledb" in {name.strip() for name in preload.split(",")}
+    if not preloaded and not _loads_extensions_itself(conn):
+        return "plain", (
+            f"timescaledb {version} is available but not in shared_preload_libraries "
+            f"({preload or 'empty'}): CREATE EXTENSION would end the connection. To use it, "
+            "set shared_preload_libraries = 'timescaledb' in postgresql.conf and restart "
+            "the server"
+        )
     try:
         conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA public")
     except psycopg.Error as exc:
+        detail = str(exc).strip().replace("\n", " ")
+        if conn.closed or conn.broken:
+            return "plain", (
+                f"timescaledb {version} is available but CREATE EXTENSION ended the "
+                f"connection ({detail}); is timescaledb in shared_preload_libraries?"
+            )
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             conn.rollback()
-        detail = str(exc).strip().replace("\n", " ")
-        return (
-            "plain",
-            f"timescaledb {available[0]} is available but CREATE EXTENSION failed: {detail}",
-        )
-    return "timescale", f"timescaledb {available[0]} was installed now"
+        return "plain", f"timescaledb {version} is available but CREATE EXTENSION failed: {detail}"
+    if _one(conn, "SELECT current_setting('timescaledb.license', true)") == "apache":
+        return "plain", _apache(version)
+    return "timescale", f"timescaledb {version} was installed now"
+
+
+def _one(conn: Connection, query: str) -> str | None:
+    row = conn.execute(query.encode()).fetchone()
+    return None if row is None or row[0] is None else str(row[0])
+
+
+def _apache(version: str | None) -> str:
+    return (
+        f"timescaledb {version} is the Apache-licensed build (timescaledb.license = 'apache'), "
+        "which has no compression and no continuous aggregates; set timescaledb.license = "
+        "'timescale' on the server to use them"
+    )
+
+
+def _loads_extensions_itself(conn: Connection) -> bool:
+    """PGlite (PostgreSQL compiled to WebAssembly) loads an extension's library on
+    ``CREATE EXTENSION`` without ``shared_preload_libraries``."""
+    return "emscripten" in (_one(conn, "SELECT version()") or "").lower()
 
 
 def _recorded(conn: Connection) -> Flavour | None:
@@ -225,8 +265,15 @@ def _lock(conn: Connection, schema: str) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"cityvitals.migrate:{schema}",))
 
 
-def _decide(conn: Connection, schema: str, want: Flavour | Literal["auto"]) -> Flavour:
-    server, why = detect_flavour(conn)
+def _probe(settings: Settings) -> tuple[Flavour, str]:
+    """:func:`detect_flavour` on a connection of its own: CREATE EXTENSION may end it."""
+    with connect(settings) as probe:
+        return detect_flavour(probe)
+
+
+def _decide(
+    conn: Connection, schema: str, want: Flavour | Literal["auto"], server: Flavour, why: str
+) -> Flavour:
     if want == "timescale" and server != "timescale":
         raise FlavourUnavailable(why)
     chosen: Flavour = server if want == "auto" else want
@@ -239,11 +286,37 @@ def _decide(conn: Connection, schema: str, want: Flavour | Literal["auto"]) -> F
             conn.execute(
                 "INSERT INTO schema_flavour (flavour, reason) VALUES (%s, %s)", (chosen, why)
             )
-            log.info("schema %s: %s (%s)", schema, _describe(chosen), why)
+            fell_back = chosen == "plain" and why != NO_TIMESCALE
+            log.log(
+                logging.WARNING if fell_back else logging.INFO,
+                "schema %s: %s (%s)",
+                schema,
+                _describe(chosen),
+                why,
+            )
+            return chosen
+        if recorded != chosen and not _flavoured_steps(conn):
+            # Recorded, but no step of that flavour ever ran (one failed and was rolled
+            # back, e.g. on the Apache build): the schema is still free to choose.
+            conn.execute("UPDATE schema_flavour SET flavour = %s, reason = %s", (chosen, why))
+            log.warning(
+                "schema %s: %s after all, no %s step was applied (%s)",
+                schema,
+                _describe(chosen),
+                _describe(recorded),
+                why,
+            )
             return chosen
     if recorded != chosen:
         raise FlavourMismatch(schema, recorded, chosen, why)
     return chosen
+
+
+def _flavoured_steps(conn: Connection) -> bool:
+    row = conn.execute(
+        "SELECT count(*) FROM schema_migrations WHERE flavour IS NOT NULL"
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def migrate(settings: Settings, *, want: Flavour | Literal["auto"] = "auto") -> list[str]:
@@ -256,9 +329,10 @@ def migrate(settings: Settings, *, want: Flavour | Literal["auto"] = "auto") -> 
     """
     schema = settings.database_schema
     applied_now = []
+    server, why = _probe(settings)  # before the session that migrates (PGlite has one only)
     with connect(settings) as conn:
         _prepare(conn, schema)
-        chosen = _decide(conn, schema, want)
+        chosen = _decide(conn, schema, want, server, why)
         for migration in migrations():
             with conn.transaction():
                 _lock(conn, schema)

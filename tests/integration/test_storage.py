@@ -712,3 +712,58 @@ def test_an_indicator_window_is_never_replaced_by_one_of_less_data(plain: Settin
         assert conn.execute("SELECT computed_at FROM indicators").fetchone() == (
             NOW + timedelta(hours=1, minutes=23),
         )
+
+
+def new_schema(pipeline: Pipeline) -> Settings:
+    return pipeline.settings.model_copy(update={"database_schema": f"st{uuid.uuid4().hex[:12]}"})
+
+
+def drop(settings: Settings) -> None:
+    with db.connect(settings) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {settings.database_schema} CASCADE".encode())
+
+
+def test_a_detection_that_ends_its_connection_does_not_stop_the_migration(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a CREATE EXTENSION of a TimescaleDB that is not preloaded does on a real server."""
+    settings = new_schema(pipeline)
+
+    def ends_the_session(conn: Conn) -> tuple[str, str]:
+        conn.close()
+        return "plain", "timescaledb 2.28.1 is available but CREATE EXTENSION ended the connection"
+
+    monkeypatch.setattr(db, "detect_flavour", ends_the_session)
+    try:
+        assert "0004_storage" in db.migrate(settings)
+        assert db.flavour(settings) == "plain"
+    finally:
+        drop(settings)
+
+
+def test_a_failing_step_leaves_no_half_migrated_schema_and_the_flavour_free(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Apache build refused 0004 after the schema had been recorded as TimescaleDB: the
+    step leaves nothing behind, and once the server is seen as plain the schema migrates."""
+    settings = new_schema(pipeline)
+    every = db.migrations()
+    broken = db.Migration(
+        4,
+        "storage",
+        "",
+        (("plain", "CREATE TABLE half_done (x int);\nSELECT no_such_function();"),),
+    )
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(db, "migrations", lambda: [*(m for m in every if m.version < 4), broken])
+            with pytest.raises(psycopg.errors.UndefinedFunction):
+                db.migrate(settings)
+        with db.connect(settings) as conn:
+            assert conn.execute("SELECT to_regclass('half_done')").fetchone() == (None,)
+            assert conn.execute("SELECT max(version) FROM schema_migrations").fetchone() == (3,)
+            conn.execute("UPDATE schema_flavour SET flavour = 'timescale'")  # as 0004 found it
+        assert db.migrate(settings)[0] == "0004_storage"
+        assert db.flavour(settings) == "plain"
+    finally:
+        drop(settings)
