@@ -28,6 +28,7 @@ runs in its own transaction, and TimescaleDB refuses to refresh inside one.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
 
@@ -40,8 +41,10 @@ from cityvitals.db import Flavour
 __all__ = [
     "ORIGIN",
     "PARTITIONED",
+    "REFRESH_BACKOFF",
     "ROLLUPS",
     "MaintenanceReport",
+    "RefreshBusy",
     "Retention",
     "Rollup",
     "bucket_floor",
@@ -114,6 +117,9 @@ class MaintenanceReport:
     """Roll-ups refreshed: rows written (plain) or ``None`` (TimescaleDB does not say)."""
     compressed: list[str] = field(default_factory=list)
     """TimescaleDB: chunks compressed here because no scheduler runs the policies."""
+    left_to_policies: list[str] = field(default_factory=list)
+    """TimescaleDB: continuous aggregates not refreshed here because a scheduler runs their
+    refresh policies (a refresh of our own would collide with theirs)."""
     policies_run_here: bool = False
     """TimescaleDB: whether retention and compression were done here rather than by jobs."""
     notes: list[str] = field(default_factory=list)
@@ -164,41 +170,124 @@ def maintain(
     report = MaintenanceReport(db.flavour(conn))
     if report.flavour == "plain":
         _plain_retention(conn, now, retention, report)
-        report.refreshed = refresh_rollups(conn, since)
+        report.refreshed = refresh_rollups(conn, since, now=now, retention=retention)
         # After the refresh, so that minute buckets of days without a partition yet move too.
         _plain_partitions(conn, now, retention, days_back, days_ahead, report)
-    else:
-        report.refreshed = refresh_rollups(conn, since)
-        _timescale_policies(conn, now, retention, run_policies, report)
+        return report
+    jobs = _jobs(conn)
+    if run_policies is None:
+        run_policies = not _scheduler_runs(conn)
+    if not run_policies:  # the scheduler runs the refresh policies: do not collide with them
+        report.left_to_policies = sorted(
+            str(table)
+            for _, proc, table, *_ in jobs
+            if proc == "policy_refresh_continuous_aggregate"
+        )
+    busy: list[str] = []
+    report.refreshed = refresh_rollups(
+        conn,
+        since,
+        now=now,
+        retention=retention,
+        skip=frozenset(report.left_to_policies),
+        busy=busy,
+    )
+    report.notes.extend(
+        f"{name}: not refreshed, another refresh of it was running (its policy will)"
+        for name in busy
+    )
+    _timescale_policies(conn, now, retention, run_policies, jobs, report)
     return report
 
 
+REFRESH_BACKOFF = (0.5, 1.0, 2.0, 4.0)
+"""Seconds to wait before each retry of a continuous-aggregate refresh that met another one
+(TimescaleDB >= 2.27 fails it "due to a concurrent refresh" instead of waiting)."""
+
+
+class RefreshBusy(RuntimeError):
+    """Continuous aggregates still refreshed by someone else after every retry."""
+
+    def __init__(self, rollups: list[str], detail: str) -> None:
+        super().__init__(f"{', '.join(rollups)}: refresh met a concurrent refresh ({detail})")
+        self.rollups = rollups
+        self.detail = detail
+
+
 def refresh_rollups(
-    conn: Connection, since: datetime, until: datetime | None = None
+    conn: Connection,
+    since: datetime,
+    until: datetime | None = None,
+    *,
+    now: datetime | None = None,
+    retention: Retention = Retention(),
+    skip: frozenset[str] = frozenset(),
+    busy: list[str] | None = None,
 ) -> dict[str, int | None]:
     """Recompute every roll-up bucket that overlaps ``[since, until)`` (``until=None``: to the
-    last row), in hierarchy order; returns rows written per roll-up (``None`` on TimescaleDB)."""
+    last row), in hierarchy order; returns rows written per roll-up (``None`` on TimescaleDB).
+
+    A roll-up is never refreshed before the retention horizon of what it reads (as of
+    ``now``): there the source rows are gone, and TimescaleDB would delete the roll-up's
+    buckets that the README promises to keep. Roll-ups named in ``skip`` are left alone (their
+    refresh policy does them). A TimescaleDB refresh that meets a concurrent one is retried
+    (:data:`REFRESH_BACKOFF`); one still refused is named in ``busy``, or, without that list,
+    raised as :class:`RefreshBusy` once the others are done.
+    """
     _require_autocommit(conn)
     if since.tzinfo is None or (until is not None and until.tzinfo is None):
         raise ValueError(f"since and until must be timezone-aware, got {since!r}, {until!r}")
+    now = datetime.now(UTC) if now is None else now
     kind = db.flavour(conn)
     done: dict[str, int | None] = {}
+    refused: list[str] = []
+    detail = ""
     for rollup in ROLLUPS:
+        if rollup.name in skip:
+            continue
         start = bucket_floor(since, rollup.width)
+        kept = getattr(retention, rollup.source, None)
+        if kept is not None:
+            start = max(start, _bucket_ceil(now - kept, rollup.width))
         end = None if until is None else _bucket_ceil(until, rollup.width)
         if end is not None and end <= start:
             continue
         if kind == "timescale":
-            conn.execute(
-                "CALL refresh_continuous_aggregate(%s::regclass, %s::timestamptz, %s::timestamptz)",
-                (rollup.name, start, end),
-            )
-            done[rollup.name] = None
+            problem = _refresh_aggregate(conn, rollup.name, start, end)
+            if problem is None:
+                done[rollup.name] = None
+            else:
+                refused.append(rollup.name)
+                detail = problem
         else:
             with conn.transaction():
                 cur = conn.execute(_plain_refresh_sql(rollup), {"start": start, "end": end})
                 done[rollup.name] = cur.rowcount
+    if refused and busy is None:
+        raise RefreshBusy(refused, detail)
+    if busy is not None:
+        busy.extend(refused)
     return done
+
+
+def _refresh_aggregate(
+    conn: Connection, name: str, start: datetime, end: datetime | None
+) -> str | None:
+    """Refresh one continuous aggregate; ``None``, or why it was still refused."""
+    for wait in (*REFRESH_BACKOFF, None):
+        try:
+            conn.execute(
+                "CALL refresh_continuous_aggregate(%s::regclass, %s::timestamptz, %s::timestamptz)",
+                (name, start, end),
+            )
+            return None
+        except psycopg.Error as exc:
+            if "concurrent refresh" not in str(exc):
+                raise
+            if wait is None:
+                return str(exc).strip().splitlines()[0]
+            time.sleep(wait)
+    return None  # pragma: no cover - the loop returns
 
 
 def _plain_refresh_sql(rollup: Rollup) -> sql.Composed:
@@ -442,21 +531,27 @@ def _scheduler_runs(conn: Connection) -> bool:
     return bool(row and row[0])
 
 
-def _timescale_policies(
-    conn: Connection,
-    now: datetime,
-    retention: Retention,
-    run_policies: bool | None,
-    report: MaintenanceReport,
-) -> None:
-    jobs = conn.execute(
+def _jobs(conn: Connection) -> list[tuple[object, ...]]:
+    """(job id, proc, table, compress_after, last run status, failures, start_offset)."""
+    return conn.execute(
         "SELECT j.job_id, j.proc_name, j.hypertable_name,"
-        "       (j.config->>'compress_after')::interval, s.last_run_status, s.total_failures"
+        "       (j.config->>'compress_after')::interval, s.last_run_status, s.total_failures,"
+        "       (j.config->>'start_offset')::interval"
         "  FROM timescaledb_information.jobs j"
         "  LEFT JOIN timescaledb_information.job_stats s USING (job_id)"
         " WHERE j.hypertable_schema = current_schema()"
     ).fetchall()
-    present = {(str(proc), str(table)) for _, proc, table, _, _, _ in jobs}
+
+
+def _timescale_policies(
+    conn: Connection,
+    now: datetime,
+    retention: Retention,
+    run_policies: bool,
+    jobs: list[tuple[object, ...]],
+    report: MaintenanceReport,
+) -> None:
+    present = {(str(proc), str(table)) for _, proc, table, *_ in jobs}
     expected = EXPECTED_POLICIES | {("policy_retention", table) for table, _ in retention.items()}
     report.notes.extend(
         f"{table}: no {proc} job (expected from the migration)"
@@ -464,11 +559,18 @@ def _timescale_policies(
     )
     report.notes.extend(
         f"{table}: {proc} job {job_id} last run {status} ({failures} failures so far)"
-        for job_id, proc, table, _, status, failures in jobs
+        for job_id, proc, table, _, status, failures, _ in jobs
         if status == "Failed"
     )
-    if run_policies is None:
-        run_policies = not _scheduler_runs(conn)
+    sources = {r.name: r.source for r in ROLLUPS}
+    for _, proc, table, _, _, _, offset in jobs:
+        kept = getattr(retention, sources.get(str(table), ""), None)
+        refresh = proc == "policy_refresh_continuous_aggregate"
+        if refresh and isinstance(offset, timedelta) and kept is not None and offset >= kept:
+            report.notes.append(
+                f"{table}: its refresh policy reaches back {offset.days} days, past the "
+                f"{kept.days} days its source keeps: it would delete kept roll-ups"
+            )
     report.policies_run_here = run_policies
     if not run_policies:
         return
@@ -482,7 +584,7 @@ def _timescale_policies(
             (table, now - age),
         ).fetchall()
         report.dropped.extend(str(row[0]) for row in dropped)
-    for _, proc, hypertable, compress_after, _, _ in jobs:
+    for _, proc, hypertable, compress_after, *_ in jobs:
         if proc != "policy_compression" or not isinstance(compress_after, timedelta):
             continue
         compressed = conn.execute(

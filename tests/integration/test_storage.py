@@ -574,6 +574,11 @@ def test_timescale_storage_in_pglite(timescale: str, monkeypatch: pytest.MonkeyP
                 INSERT_READING.encode(),
                 ("aq-old", "pm25", now - timedelta(days=age), float(age), age, "t", ["c"]),
             )
+        # The roll-ups as they were made while those raw rows were young.
+        young = Retention(readings=None, readings_1m=None)
+        refresh_rollups(conn, since=now - timedelta(days=200), now=now, retention=young)
+        kept = "SELECT count(*) FROM {} WHERE device_id = 'aq-old'"
+        assert conn.execute(kept.format("readings_1d").encode()).fetchone() == (2,)
         report = maintain(conn, now, since=start)
         assert report.flavour == "timescale"
         assert report.policies_run_here, report  # PGlite runs no background workers
@@ -583,6 +588,10 @@ def test_timescale_storage_in_pglite(timescale: str, monkeypatch: pytest.MonkeyP
         assert conn.execute("SELECT value FROM readings WHERE device_id = 'aq-old'").fetchall() == [
             (20.0,)
         ]
+        # A refresh from far back, after the raw rows went, keeps the roll-ups kept for good.
+        maintain(conn, now, since=now - timedelta(days=200))
+        for rollup in ("readings_1h", "readings_1d"):
+            assert conn.execute(kept.format(rollup).encode()).fetchone() == (2,), rollup
         compressed = conn.execute(
             "SELECT count(*) FROM timescaledb_information.chunks"
             " WHERE hypertable_schema = current_schema() AND hypertable_name = 'readings'"
