@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -66,12 +67,32 @@ def detect(params: AnomalyParams, series: Series) -> tuple[list[float], AnomalyS
     return scores, state, elapsed
 
 
-def main() -> None:
+def missing(root: Path) -> str | None:
+    """Why ``root`` is not a NAB sample folder, or ``None`` when it is one."""
+    labels = root / "combined_windows.json"
+    if not root.is_dir():
+        return f"no NAB data at {root} (the folder does not exist)"
+    if not labels.is_file():
+        return f"no NAB data at {root}: {labels.name} is missing"
+    if not (root / "data").is_dir():
+        return f"no NAB data at {root}: the data/ folder is missing"
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="NAB sample folder")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     params = parse_params(args.param)
+    problem = missing(args.data)
+    if problem is not None:
+        print(
+            f"error: {problem}. Give --data a folder holding NAB's combined_windows.json and "
+            "its data/<category>/<file>.csv series.",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
 
     corpus = load(args.data)
     rows: dict[str, list[nab.Row]] = {}

@@ -138,8 +138,19 @@ def main() -> None:
 
         timed("indicator sink (upsert)", len(indicators), upsert, floor)
     finally:
-        server.stop()
-        shutil.rmtree(state, ignore_errors=True)
+        try:
+            server.stop()
+        finally:
+            remove_state(paths)
+
+
+def remove_state(paths: StackPaths) -> None:
+    """Delete the run's state folder and PostgreSQL's data folder, which lives elsewhere
+    (``/var/lib/cityvitals/<hash>``) when run as root."""
+    data = paths.postgres_data
+    if not data.is_relative_to(paths.state_dir):
+        shutil.rmtree(data.parent, ignore_errors=True)
+    shutil.rmtree(paths.state_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
