@@ -216,8 +216,7 @@ def test_a_backtest_ending_in_silence_makes_what_the_stream_makes() -> None:
 
 def test_a_backtest_expires_a_camera_event_at_ticks_without_other_rules() -> None:
     rules = parse_rules(
-        "rules: [{id: smoke, metric: camera.smoke_fire, levels: {orange: 0.5},"
-        " expires_after: 2m}]"
+        "rules: [{id: smoke, metric: camera.smoke_fire, levels: {orange: 0.5}, expires_after: 2m}]"
     )
     bt = Backtest(rules, timedelta(seconds=10))
     cam = Observation("cam-1", "camera", PATH, "camera.smoke_fire", 0.9, at(0))
