@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cityvitals import kafka
+from cityvitals import db, kafka
 from cityvitals.cli_rules import rules_app
 from cityvitals.contracts import Alert, AlertStatus, Device, Reading, ReadingBatch
 from cityvitals.localstack import reports_ready
@@ -39,16 +39,13 @@ def test_a_database_backtest_writes_what_the_rules_make_of_stored_readings(
     n = uid()
     t0 = datetime(2001, 3, 4, 10, 0, tzinfo=UTC)
     stored = [("a", 0, 35.0), ("a", 1, 20.0), ("b", 2, 40.0)]
-    for device, minute, value in stored:
-        pipeline.query(
-            "INSERT INTO readings (device_id, metric, ts, value, seq, device_type, place_path) "
-            "VALUES (%s, %s, %s, %s, %s, 'water_level', '{itest,d1}')",
-            f"bt{device}-{n}",
-            f"m{n}",
-            t0 + timedelta(minutes=minute),
-            value,
-            minute,
-        )
+    with db.connect(pipeline.settings) as conn:
+        for device, minute, value in stored:
+            conn.execute(
+                "INSERT INTO readings (device_id, metric, ts, value, seq, device_type, place_path)"
+                " VALUES (%s, %s, %s, %s, %s, 'water_level', '{itest,d1}')",
+                (f"bt{device}-{n}", f"m{n}", t0 + timedelta(minutes=minute), value, minute),
+            )
     rules = tmp_path / "rules.yaml"
     rules.write_text(
         f"rules: [{{id: bt, metric: m{n}, levels: {{yellow: 30}}, keep_firing_for: 3m}}]"
