@@ -24,7 +24,14 @@ __all__ = ["parse_utc", "read_csv", "rules_app"]
 rules_app = typer.Typer(help="Check rule files and backtest them.", no_args_is_help=True)
 
 CSV_REQUIRED = ("ts", "device_id", "metric", "value")
-CSV_OPTIONAL = ("device_type", "place_path", "profile_id", "tags", "confidence")
+CSV_OPTIONAL = (
+    "device_type",
+    "place_path",
+    "profile_id",
+    "tags",
+    "confidence",
+    "expected_interval_s",
+)
 
 
 class InputError(ValueError):
@@ -83,8 +90,9 @@ def _number(source: str, line: int, field: str, text: str | None) -> float:
 
 def read_csv(path: Path) -> Iterator[list[Any]]:
     """Readings from ``ts,device_id,metric,value`` rows (optional columns: device_type,
-    place_path joined by ``/``, profile_id, tags joined by ``;``, confidence). Consecutive
-    rows of one device at one instant form one reading. Naive timestamps are UTC."""
+    place_path joined by ``/``, profile_id, tags joined by ``;``, confidence,
+    expected_interval_s). Consecutive rows of one device at one instant form one reading.
+    Naive timestamps are UTC."""
     from rules import Observation
 
     source = str(path)
@@ -108,6 +116,11 @@ def read_csv(path: Path) -> Iterator[list[Any]]:
             confidence = _number(source, line, "confidence", row.get("confidence") or "1")
             if not 0 <= confidence <= 1:
                 raise InputError(source, line, "confidence", f"{confidence} is not in [0, 1]")
+            interval: float | None = None
+            if row.get("expected_interval_s"):
+                interval = _number(source, line, "expected_interval_s", row["expected_interval_s"])
+                if interval <= 0:
+                    raise InputError(source, line, "expected_interval_s", "must be positive")
             if not row["device_id"] or not row["metric"]:
                 raise InputError(
                     source, line, "device_id" if not row["device_id"] else "metric", "empty"
@@ -129,6 +142,7 @@ def read_csv(path: Path) -> Iterator[list[Any]]:
                 confidence,
                 row.get("profile_id") or None,
                 tuple(t for t in (row.get("tags") or "").split(";") if t),
+                interval,
             )
             if group and (group[0].device_id, group[0].ts) != (obs.device_id, obs.ts):
                 yield group
@@ -140,32 +154,49 @@ def read_csv(path: Path) -> Iterator[list[Any]]:
 
 def read_database(start: datetime, end: datetime) -> Iterator[list[Any]]:
     """Readings and camera events stored in ``[start, end)``, in event-time order, with each
-    device's profile and tags from the registry."""
+    device's profile, expected interval and tags from the registry. Rows are read through a
+    server-side cursor, which PostgreSQL keeps only inside a transaction."""
     from cityvitals import db
     from cityvitals.cli import settings
     from rules import Observation
 
     query = """
         SELECT r.device_id, r.ts, r.metric, r.value, 1.0, r.device_type, r.place_path,
-               d.profile_id, coalesce(d.tags, '{}')
+               d.profile_id, coalesce(d.tags, '{}'), p.expected_interval_s
           FROM readings r LEFT JOIN devices d USING (device_id)
+               LEFT JOIN profiles p ON p.profile_id = d.profile_id
          WHERE r.ts >= %(start)s AND r.ts < %(end)s
         UNION ALL
         SELECT e.camera_id, e.ts, 'camera.' || e.event_type, e.value, e.confidence,
-               e.device_type, e.place_path, d.profile_id, coalesce(d.tags, '{}')
+               e.device_type, e.place_path, d.profile_id, coalesce(d.tags, '{}'),
+               p.expected_interval_s
           FROM camera_events e LEFT JOIN devices d ON d.device_id = e.camera_id
+               LEFT JOIN profiles p ON p.profile_id = d.profile_id
          WHERE e.ts >= %(start)s AND e.ts < %(end)s
         ORDER BY 2, 1, 3
     """
-    with db.connect(settings()) as conn, conn.cursor(name="backtest") as cur:
+    with (
+        db.connect(settings(), autocommit=False) as conn,
+        conn.transaction(),
+        conn.cursor(name="backtest") as cur,
+    ):
         cur.itersize = 10_000
         cur.execute(query, {"start": start, "end": end})
         group: list[Observation] = []
         row: Any
         for row in cur:
-            device_id, ts, metric, value, confidence, dtype, path, profile, tags = row
+            device_id, ts, metric, value, confidence, dtype, path, profile, tags, interval = row
             obs = Observation(
-                device_id, dtype, tuple(path), metric, value, ts, confidence, profile, tuple(tags)
+                device_id,
+                dtype,
+                tuple(path),
+                metric,
+                value,
+                ts,
+                confidence,
+                profile,
+                tuple(tags),
+                interval,
             )
             if group and (group[0].device_id, group[0].ts) != (device_id, ts):
                 yield group
@@ -185,31 +216,49 @@ def rules_backtest(
     start: Annotated[
         str | None, typer.Option("--from", help="read the database from this ISO time")
     ] = None,
-    end: Annotated[str | None, typer.Option("--to", help="... up to this ISO time")] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", help="... up to this ISO time (default: now)")
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="CSV: run the clock to this ISO time (default: the last reading plus the "
+            "longest any rule can take to act)"
+        ),
+    ] = None,
     tick: Annotated[
-        str, typer.Option(help="event-time clock tick for absence rules and windows")
-    ] = "1m",
+        str | None,
+        typer.Option(help="event-time clock tick (default: the stream's CITYVITALS_RULES_TICK_S)"),
+    ] = None,
 ) -> None:
     """Run a rule file over history and write every alert transition it would have made."""
+    from cityvitals.cli import settings
     from rules.backtest import Backtest
     from rules.kinds import parse_duration
 
     ruleset = _load_rules(rules_file)
-    step = parse_duration(tick)
+    step = parse_duration(tick if tick is not None else settings().rules_tick_s)
     if not hasattr(step, "total_seconds") or step.total_seconds() <= 0:
-        raise _fail(f"--tick {tick!r}: give a positive duration such as 30s, 1m or 1h")
+        raise _fail(f"--tick {tick!r}: give a positive duration such as 10s, 1m or 1h")
     if (input_csv is None) == (start is None):
         raise _fail("give either --input FILE.csv or --from TIME --to TIME")
+    stop: datetime | None = None
     if input_csv is not None:
         if not input_csv.is_file():
             raise _fail(f"--input {input_csv}: no such file")
+        try:
+            stop = None if until is None else parse_utc(until)
+        except ValueError as exc:
+            raise _fail(f"--until: {exc}") from None
         source = read_csv(input_csv)
     else:
+        if until is not None:
+            raise _fail("--until is for --input; the database form runs the clock to --to")
         try:
-            first, last = parse_utc(start or ""), parse_utc(end or datetime.now(UTC).isoformat())
+            first, stop = parse_utc(start or ""), parse_utc(end or datetime.now(UTC).isoformat())
         except ValueError as exc:
             raise _fail(f"--from/--to: {exc}") from None
-        source = read_database(first, last)
+        source = read_database(first, stop)
     bt = Backtest(ruleset, step)
     started = time.perf_counter()
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -219,6 +268,8 @@ def rules_backtest(
             for reading in source:
                 for alert in bt.feed(reading):
                     out.write(alert.model_dump_json() + "\n")
+            for alert in bt.finish(stop):
+                out.write(alert.model_dump_json() + "\n")
         os.replace(tmp, output)
     except InputError as exc:
         os.unlink(tmp)

@@ -23,6 +23,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 __all__ = [
     "SCHEMA_VERSION",
     "Alert",
+    "AlertResolution",
     "AlertStatus",
     "CameraEvent",
     "CameraEventPayload",
@@ -181,6 +182,9 @@ class Device(Contract):
     valid_ranges: dict[MetricName, tuple[float | None, float | None]] = Field(default_factory=dict)
     """Physically valid (min, max) per metric, from the device's profile; the registry fills it
     when it publishes, so the stream can refuse impossible values without a lookup."""
+    expected_interval_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    """The profile's expected reporting interval, when the publisher fills it: the rules judge
+    a silent device's alerts stale after a number of these intervals."""
     updated_at: UtcDatetime
 
 
@@ -303,6 +307,17 @@ class AlertStatus(StrEnum):
     RESOLVED = "resolved"
 
 
+class AlertResolution(StrEnum):
+    """Why an episode ended."""
+
+    CLEARED = "cleared"
+    """The condition was false for ``keep_firing_for``."""
+    STALE = "stale"
+    """The device sent no value of the metric for the rule's ``stale_after`` intervals."""
+    RETIRED = "retired"
+    """The rule was removed, changed kind, or no longer applies to the device."""
+
+
 class Alert(Contract):
     """A transition of one alert episode: it fired, changed level, or resolved.
 
@@ -327,6 +342,10 @@ class Alert(Contract):
     summary: str = Field(max_length=500)
     evidence: tuple[Identifier, ...] = ()
     """Composite rules: the devices whose readings make the condition hold."""
+    peak_level: WarningLevel | None = None
+    """The highest level of the episode so far; a resolved alert's ``level`` is this peak."""
+    resolution: AlertResolution | None = None
+    """Resolved alerts: why the episode ended."""
 
 
 class PlaceObservation(Contract):

@@ -131,8 +131,12 @@ def run_streams(settings: Settings) -> None:
     import faust
 
     from streams.app import create_app
+    from streams.resume import open_alerts
 
-    app = create_app(settings, load_rules(settings), load_catalogue(settings), _metrics(settings))
+    rules = load_rules(settings)
+    app = create_app(
+        settings, rules, load_catalogue(settings), _metrics(settings), open_alerts(settings)
+    )
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), override_logging=False)
     worker.execute_from_commandline()
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from cityvitals.contracts import AlertStatus, WarningLevel
 
-__all__ = ["AlertState", "Transition", "alert_id", "step"]
+__all__ = ["AlertState", "Transition", "alert_id", "resolve", "step"]
 
 
 def alert_id(key: str, started_at: datetime) -> str:
@@ -65,6 +65,11 @@ class AlertState:
     detail: tuple[str, str, float, float] | None = None
     """While firing: the device, metric, value and threshold of the last transition, to
     close the alert when no reading is at hand (its rule was removed, a window emptied)."""
+    peak: WarningLevel | None = None
+    """While firing: the highest level of the episode so far."""
+    sample: tuple[str, str, float, float] | None = None
+    """While pending or firing (device rules): the last value judged, as (time, level or "",
+    value, threshold); a clock tick judges it again until it is stale."""
 
     @property
     def firing(self) -> bool:
@@ -93,6 +98,10 @@ class AlertState:
             out["x"] = list(self.detail)
         if self.kind:
             out["k"] = self.kind
+        if self.peak is not None:
+            out["pk"] = str(self.peak)
+        if self.sample is not None:
+            out["s"] = list(self.sample)
         return out
 
     @classmethod
@@ -109,18 +118,24 @@ class AlertState:
             memory=data.get("m"),
             kind=data.get("k", ""),
             detail=None if data.get("x") is None else tuple(data["x"]),
+            peak=None if data.get("pk") is None else WarningLevel(data["pk"]),
+            sample=None if data.get("s") is None else tuple(data["s"]),
         )
 
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """An alert transition to publish: fired (revision 0), changed level, or resolved."""
+    """An alert transition to publish: fired (revision 0), changed level, or resolved.
+
+    A resolved transition's ``level`` is the episode's peak; ``last`` is the level it had."""
 
     status: AlertStatus
     alert_id: str
     level: WarningLevel
     revision: int
     started_at: datetime
+    peak: WarningLevel
+    last: WarningLevel
 
 
 def step(
@@ -154,6 +169,7 @@ def step(
             revision=0,
             clear_since=None,
             lower_since=None,
+            peak=level,
         )
         return fired, _transition(fired, AlertStatus.FIRING)
     assert state.level is not None and state.pending_since is not None
@@ -163,11 +179,7 @@ def step(
             return (
                 state if state.clear_since == since else replace(state, clear_since=since)
             ), None
-        resolved = replace(state, revision=state.revision + 1)
-        return (
-            AlertState(memory=state.memory, kind=state.kind),
-            _transition(resolved, AlertStatus.RESOLVED),
-        )
+        return resolve(state)
     if level.rank > state.level.rank:
         raised = replace(
             state,
@@ -176,6 +188,7 @@ def step(
             clear_since=None,
             lower_since=None,
             lower_peak=None,
+            peak=level if state.peak is None or level.rank > state.peak.rank else state.peak,
         )
         return raised, _transition(raised, AlertStatus.FIRING)
     if level is state.level:
@@ -204,7 +217,22 @@ def step(
     return lowered, _transition(lowered, AlertStatus.FIRING)
 
 
+def resolve(state: AlertState) -> tuple[AlertState, Transition]:
+    """End a firing episode now: the state keeps only the kind's memory."""
+    assert state.alert_id is not None
+    resolved = replace(state, revision=state.revision + 1)
+    return (
+        AlertState(memory=state.memory, kind=state.kind),
+        _transition(resolved, AlertStatus.RESOLVED),
+    )
+
+
 def _transition(state: AlertState, status: AlertStatus) -> Transition:
     assert state.alert_id is not None and state.level is not None
     assert state.pending_since is not None
-    return Transition(status, state.alert_id, state.level, state.revision, state.pending_since)
+    peak = state.peak if state.peak is not None and state.peak.rank > state.level.rank else None
+    peak = peak or state.level
+    level = peak if status is AlertStatus.RESOLVED else state.level
+    return Transition(
+        status, state.alert_id, level, state.revision, state.pending_since, peak, state.level
+    )

@@ -2,10 +2,14 @@
 
 Readings are taken in the order given (their arrival order): a reading not newer than its
 device's newest is out of order or late, as in the stream. The clock is event time: every
-``tick`` of it, silence is judged (absence rules, composite windows) as the stream's clock
-ticks would; the stream ticks in wall-clock time, so around a backlog the two may differ.
-There is no wall clock here to refuse a reading from the future: it moves its device's
-watermark, as it would in a stream whose clock were that far ahead.
+``tick`` (the stream's tick interval) every device and place is swept as the stream's clock
+ticks sweep them: absence rules, ``expires_after``, ``for`` and ``keep_firing_for`` running
+out on the last value, stale values, composite windows (judged ``grace`` behind the tick, as
+the stream does). :meth:`Backtest.finish` runs the clock on past the last reading, so silence
+at the end of the input is judged too. The stream ticks in wall-clock time, so around a
+backlog the two may differ. There is no wall clock here to refuse a reading from the
+future: it moves its device's watermark, as it would in a stream whose clock were that far
+ahead.
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from rules.engine import Observation
@@ -16,6 +20,10 @@ watermark, as it would in a stream whose clock were that far ahead.
 ...     return [Observation("wl", None, ("c",), "cm", value, t + timedelta(minutes=minutes))]
 >>> [a.status.value for i, v in enumerate((1, 12, 3)) for a in bt.feed(reading(i, v))]
 ['firing', 'resolved']
+>>> [a.status.value for a in bt.feed(reading(3, 11))]  # then silence: stale after 20 minutes
+['firing']
+>>> [(a.status.value, a.resolution.value, a.ts - t) for a in bt.finish()]
+[('resolved', 'stale', datetime.timedelta(seconds=1380))]
 """
 
 from __future__ import annotations
@@ -36,10 +44,13 @@ from rules.engine import (
 )
 from rules.ruleset import RuleSet
 
-__all__ = ["MAX_TICKS", "Backtest", "BacktestCounts"]
+__all__ = ["DEFAULT_TICK", "MAX_TICKS", "Backtest", "BacktestCounts"]
 
-MAX_TICKS = 1000
-"""Across a longer gap in the history the clock jumps, with one sweep at its end."""
+DEFAULT_TICK = timedelta(seconds=10)
+"""The stream's default tick (``CITYVITALS_RULES_TICK_S``)."""
+MAX_TICKS = 100_000
+"""Across a longer gap in the history (11.5 days at 10 s) the clock jumps, with one sweep at
+its end; below that every tick is run."""
 
 
 @dataclass
@@ -55,16 +66,13 @@ class BacktestCounts:
 @dataclass
 class Backtest:
     rules: RuleSet
-    tick: timedelta = timedelta(minutes=1)
+    tick: timedelta = DEFAULT_TICK
     counts: BacktestCounts = field(default_factory=BacktestCounts)
     devices: dict[str, DeviceMemory] = field(default_factory=dict)
     places: dict[str, PlaceMemory] = field(default_factory=dict)
     _subjects: dict[str, Observation] = field(default_factory=dict)
     _next_tick: datetime | None = None
-
-    @property
-    def _sweeps(self) -> bool:
-        return bool(self.rules.absence) or any(True for _ in self.places)
+    _last: datetime | None = None
 
     def feed(self, reading: list[Observation]) -> list[Alert]:
         """One reading: its observations share a device and an instant."""
@@ -72,6 +80,7 @@ class Backtest:
             return []
         alerts = self.advance(reading[0].ts)
         first = reading[0]
+        self._last = first.ts if self._last is None else max(self._last, first.ts)
         out = evaluate_device(self.rules, self.devices.get(first.device_id), reading)
         self.counts.readings += 1
         self.counts.evaluations += out.evaluations
@@ -98,26 +107,41 @@ class Backtest:
             self._next_tick = now + self.tick
             return []
         alerts: list[Alert] = []
-        if (now - self._next_tick) / self.tick > MAX_TICKS:  # a gap in the history: one sweep
+        if (now - self._next_tick) / self.tick > MAX_TICKS:  # a long gap: one sweep at its end
             self._next_tick = now - (now - self._next_tick) % self.tick
         while self._next_tick <= now:
-            if self._sweeps:
-                alerts += self._sweep(self._next_tick)
+            alerts += self._sweep(self._next_tick)
             self._next_tick += self.tick
         self.counts.transitions += len(alerts)
         return alerts
 
+    def horizon(self) -> datetime | None:
+        """The last reading plus the longest any rule can take to act on it (for the
+        devices' longest expected interval): where the clock stops by default."""
+        if self._last is None:
+            return None
+        intervals = {s.expected_interval_s for s in self._subjects.values()} or {None}
+        longest = max(self.rules.horizon(i) for i in intervals)
+        return self._last + longest + self.tick
+
+    def finish(self, until: datetime | None = None) -> list[Alert]:
+        """Run the clock on past the last reading: to ``until``, or by default to
+        :meth:`horizon`, so the silence after the last reading is judged as the stream
+        would judge it."""
+        end = until if until is not None else self.horizon()
+        return [] if end is None else self.advance(end)
+
     def _sweep(self, now: datetime) -> list[Alert]:
         self.counts.ticks += 1
         alerts: list[Alert] = []
-        if self.rules.absence:
-            for device_id, memory in self.devices.items():
-                subject = replace(self._subjects[device_id], ts=now)
-                out = sweep_device(self.rules, memory, subject, now)
-                self.devices[device_id] = out.memory
-                self.counts.evaluations += out.evaluations
-                alerts += out.alerts
+        for device_id, memory in self.devices.items():
+            subject = replace(self._subjects[device_id], ts=now)
+            out = sweep_device(self.rules, memory, subject, now)
+            self.devices[device_id] = out.memory
+            self.counts.evaluations += out.evaluations
+            alerts += out.alerts
+        behind = now - self.rules.grace  # as the stream: readings on their way still count
         for place, place_memory in self.places.items():
-            self.places[place], found = sweep_place(self.rules, place_memory, now)
+            self.places[place], found = sweep_place(self.rules, place_memory, behind)
             alerts += found
         return alerts

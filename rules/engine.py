@@ -30,6 +30,7 @@ from typing import Any
 
 from cityvitals.contracts import (
     Alert,
+    AlertResolution,
     AlertStatus,
     CameraEvent,
     PlaceObservation,
@@ -37,7 +38,7 @@ from cityvitals.contracts import (
     WarningLevel,
 )
 from rules import anomaly
-from rules.alerting import AlertState, Transition, step
+from rules.alerting import AlertState, Transition, resolve, step
 from rules.kinds import (
     AbsenceRule,
     AnomalyRule,
@@ -84,10 +85,15 @@ class Observation:
     confidence: float = 1.0
     profile_id: str | None = None
     tags: tuple[str, ...] = ()
+    expected_interval_s: float | None = None
+    """The device's expected reporting interval (its profile's), if known."""
 
 
 def observations(
-    item: Reading | CameraEvent, profile_id: str | None = None, tags: tuple[str, ...] = ()
+    item: Reading | CameraEvent,
+    profile_id: str | None = None,
+    tags: tuple[str, ...] = (),
+    expected_interval_s: float | None = None,
 ) -> list[Observation]:
     if isinstance(item, Reading):
         return [
@@ -101,6 +107,7 @@ def observations(
                 1.0,
                 profile_id,
                 tags,
+                expected_interval_s,
             )
             for m, v in item.values.items()
         ]
@@ -115,6 +122,7 @@ def observations(
             item.confidence,
             profile_id,
             tags,
+            expected_interval_s,
         )
     ]
 
@@ -249,7 +257,20 @@ def _judge(rule: RuleBase, obs: Observation, state: AlertState) -> _Judgement:
     return _judge_levelled(rule, obs.value, state.firing, seen)
 
 
-def _expire(
+def _last_value(
+    rule: LevelledRule, state: AlertState
+) -> tuple[datetime, WarningLevel | None, float, float] | None:
+    """The last value judged for a pending or firing rule: its time, level, value, threshold."""
+    if state.sample is not None:
+        ts, level, value, threshold = state.sample
+        return datetime.fromisoformat(ts), WarningLevel(level) if level else None, value, threshold
+    if isinstance(rule, ThresholdRule) and rule.expires_after and isinstance(state.memory, str):
+        value, threshold = (state.detail[2], state.detail[3]) if state.detail else (0.0, 0.0)
+        return datetime.fromisoformat(state.memory), state.level, value, threshold
+    return None
+
+
+def _rejudge(
     rules: RuleSet,
     states: dict[str, AlertState],
     now: datetime,
@@ -257,26 +278,60 @@ def _expire(
     fresh: frozenset[str],
     out: DeviceOutcome,
 ) -> None:
-    """Threshold rules on event-like metrics: a value not renewed within ``expires_after``
-    no longer holds. ``fresh`` are the metrics that have just been judged."""
+    """Pending and firing device rules whose metric has no new value at ``now`` (a clock tick,
+    or a reading of other metrics): judge their last value again, as Prometheus judges the
+    last sample at every evaluation, so ``for`` and ``keep_firing_for`` run out. A value older
+    than ``expires_after`` no longer holds; one older than the rule's stale horizon ends the
+    episode: a pending alert is dropped, a firing one resolves as stale. ``fresh`` are the
+    metrics that have just been judged."""
     for rule_id, state in list(states.items()):
         rule = rules.by_id.get(rule_id)
-        if not isinstance(rule, ThresholdRule) or rule.expires_after is None:
+        if not isinstance(rule, LevelledRule) or rule.metric in fresh:
             continue
-        if rule.metric in fresh or state.memory is None or state.idle:
+        if state.pending_since is None and state.alert_id is None:
             continue
-        if now - datetime.fromisoformat(state.memory) < rule.expires_after:
+        last = _last_value(rule, state)
+        if last is None:
             continue
-        if state.alert_id is None and state.pending_since is None:
-            continue
-        value, threshold = (state.detail[2], state.detail[3]) if state.detail else (0.0, 0.0)
-        judged = _Judgement(None, value, threshold, state.memory)
+        seen, level, value, threshold = last
+        obs = replace(subject, metric=rule.metric, value=value, ts=now)
+        silent = now - seen
         out.evaluations += 1
+        if silent >= rules.stale_horizon(rule, subject.expected_interval_s):
+            _stale(rule, states, state, obs, silent, threshold, out)
+            continue
+        if isinstance(rule, ThresholdRule) and rule.expires_after and silent >= rule.expires_after:
+            level = None
+        judged = _Judgement(level, value, threshold, state.memory)
         key = f"{rule.id}|{subject.device_id}|{rule.metric}"
         tr = _apply(rule, states, state, judged, now, key, (subject.device_id, rule.metric))
         if tr is not None:
-            obs = replace(subject, metric=rule.metric, value=value, ts=now)
             out.alerts.append(_alert(rule, tr, now, obs, judged))
+
+
+def _stale(
+    rule: LevelledRule,
+    states: dict[str, AlertState],
+    state: AlertState,
+    obs: Observation,
+    silent: timedelta,
+    threshold: float,
+    out: DeviceOutcome,
+) -> None:
+    """The device's last value is too old to judge: drop a pending alert, resolve a firing
+    one with the reason."""
+    if state.alert_id is None:
+        new = replace(state, pending_since=None, sample=None)
+    else:
+        new, tr = resolve(state)
+        judged = _Judgement(None, obs.value, threshold, state.memory)
+        out.alerts.append(
+            _alert(rule, tr, obs.ts, obs, judged, resolution=AlertResolution.STALE, silent=silent)
+        )
+    if new.idle:
+        states.pop(rule.id, None)
+    else:
+        states[rule.id] = new
 
 
 def _judge_absence(rule: AbsenceRule, ts: datetime, seen: bool, state: AlertState) -> _Judgement:
@@ -313,6 +368,8 @@ def _alert(
     judged: _Judgement,
     evidence: tuple[str, ...] = (),
     place_path: tuple[str, ...] | None = None,
+    resolution: AlertResolution = AlertResolution.CLEARED,
+    silent: timedelta | None = None,
 ) -> Alert:
     path = obs.place_path if place_path is None else place_path
     summary = render_summary(
@@ -325,11 +382,15 @@ def _alert(
         place_path=path,
         evidence_ids=evidence,
     )
-    if tr.status is AlertStatus.RESOLVED:  # what ended, and what the value is now
-        where = "/".join(path) if evidence else obs.device_id
+    resolved = tr.status is AlertStatus.RESOLVED
+    if resolved:  # what ended, its peak, and what the value is now (or why there is none)
+        where = "/".join(path) if evidence or isinstance(rule, CompositeRule) else obs.device_id
+        now = f"{obs.metric} now {judged.value:g}"
+        if silent is not None:
+            now = f"no {obs.metric} reading for {_human(silent)}: stale"
         summary = (
-            f"resolved: {rule.id} at {where} ({tr.level.value} since "
-            f"{tr.started_at:%Y-%m-%d %H:%M}Z); {obs.metric} now {judged.value:g}"
+            f"resolved: {rule.id} at {where} (peak {tr.peak.value}, since "
+            f"{tr.started_at:%Y-%m-%d %H:%M}Z); {now}"
         )
     return Alert(
         alert_id=tr.alert_id,
@@ -347,6 +408,8 @@ def _alert(
         ts=ts,
         summary=summary[:500],
         evidence=evidence,
+        peak_level=tr.peak,
+        resolution=resolution if resolved else None,
     )
 
 
@@ -358,13 +421,21 @@ def _apply(
     ts: datetime,
     key: str,
     subject: tuple[str, str],
+    fresh: bool = False,
 ) -> Transition | None:
-    """Step the rule's state; ``subject`` (device, metric) is remembered while it fires."""
+    """Step the rule's state; ``subject`` (device, metric) is remembered while it fires.
+    ``fresh``: the judgement is of a new value, remembered while pending or firing."""
     if judged.memory is not state.memory:
         state = replace(state, memory=judged.memory)
     new, tr = step(state, ts, judged.level, key, rule.for_, rule.keep_firing_for)
     if tr is not None and tr.status is AlertStatus.FIRING:
         new = replace(new, detail=(*subject, judged.value, judged.threshold))
+    if new.pending_since is None and new.alert_id is None:
+        if new.sample is not None:
+            new = replace(new, sample=None)
+    elif fresh:
+        level = "" if judged.level is None else judged.level.value
+        new = replace(new, sample=(_iso(ts), level, judged.value, judged.threshold))
     if new.idle:
         states.pop(rule.id, None)
     else:
@@ -388,23 +459,25 @@ def _retire(
         del states[rule_id]
         if state.alert_id is None or state.detail is None:
             continue
-        assert state.level is not None and state.pending_since is not None
         device_id, metric, value, threshold = state.detail
+        _, tr = resolve(state)
         alerts.append(
             Alert(
-                alert_id=state.alert_id,
-                revision=state.revision + 1,
+                alert_id=tr.alert_id,
+                revision=tr.revision,
                 rule_id=rule_id,
                 status=AlertStatus.RESOLVED,
-                level=state.level,
+                level=tr.level,
                 device_id=device_id,
                 metric=metric,
                 value=value,
                 threshold=threshold,
                 place_path=place_path,
-                started_at=state.pending_since,
+                started_at=tr.started_at,
                 ts=ts,
-                summary=f"resolved: rule {rule_id!r} {reason}",
+                summary=f"resolved: rule {rule_id!r} {reason} (peak {tr.peak.value})",
+                peak_level=tr.peak,
+                resolution=AlertResolution.RETIRED,
             )
         )
     return alerts
@@ -463,7 +536,9 @@ def evaluate_device(
             judged = _judge(rule, obs, state)
             out.evaluations += 1
             key = f"{rule.id}|{obs.device_id}|{obs.metric}"
-            tr = _apply(rule, states, state, judged, ts, key, (obs.device_id, obs.metric))
+            tr = _apply(
+                rule, states, state, judged, ts, key, (obs.device_id, obs.metric), fresh=True
+            )
             if tr is not None:
                 out.alerts.append(_alert(rule, tr, ts, obs, judged))
         for composite in rules.composite_rules(obs.metric):
@@ -483,7 +558,7 @@ def evaluate_device(
                 )
     metrics = judged_now | {o.metric for o in reading}
     if states:
-        _expire(rules, states, ts, first, frozenset(metrics), out)
+        _rejudge(rules, states, ts, first, frozenset(metrics), out)
     for absent in rules.absence:
         if absent.in_scope(*scope):
             out.evaluations += 1
@@ -513,7 +588,8 @@ def sweep_device(
     rules: RuleSet, memory: DeviceMemory, subject: Observation, now: datetime
 ) -> DeviceOutcome:
     """A clock tick at ``now`` for a device that may have gone quiet: judge its absence
-    rules. ``subject`` carries the device's id, type and place (its metric and value are
+    rules, and its pending and firing rules on their last values (until stale). ``subject``
+    carries the device's id, type, place and expected interval (its metric and value are
     not used). The watermark does not move: a tick is no reading."""
     out = DeviceOutcome(memory)
     if not memory.rules and not rules.absence:
@@ -533,7 +609,7 @@ def sweep_device(
         out.evaluations += 1
         _absence(rule, states, now, False, subject, out)
     if states:
-        _expire(rules, states, now, subject, frozenset(), out)
+        _rejudge(rules, states, now, subject, frozenset(), out)
     if out.alerts or states != memory.rules:
         out.memory = DeviceMemory(memory.watermark, states, memory.metrics)
     return out

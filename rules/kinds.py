@@ -9,6 +9,10 @@ Prometheus alerting rules, evaluated in event time at each reading:
 - ``keep_firing_for``: a firing alert resolves only once the condition has been false this long,
   and steps down to a lower level only once the lower level has held this long.
 
+Both run out at a device's readings and at the stream's clock ticks: with no new value, a
+threshold, rate or anomaly rule holds the judgement of the last value until that value is
+stale (``stale_after`` expected intervals), when a firing alert resolves as stale.
+
 Durations are seconds or strings such as ``90s``, ``15m``, ``2h``, ``1d``.
 """
 
@@ -41,6 +45,7 @@ __all__ = [
     "Condition",
     "Duration",
     "LevelledRule",
+    "PositiveDuration",
     "RateRule",
     "Rule",
     "RuleBase",
@@ -169,6 +174,9 @@ class LevelledRule(RuleBase):
     direction: Literal["above", "below"] = "above"
     levels: dict[WarningLevel, Finite] = Field(min_length=1)
     clear: Finite | None = None
+    stale_after: float | None = Field(default=None, gt=0, le=10_000)
+    """Expected reporting intervals without a value of ``metric`` after which the device's
+    alert resolves as stale (default: the rule file's ``stale_after``)."""
     _highest_first: tuple[tuple[WarningLevel, float], ...] = PrivateAttr(default=())
 
     def model_post_init(self, context: Any, /) -> None:

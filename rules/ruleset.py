@@ -29,6 +29,8 @@ from rules.kinds import (
     AnomalyRule,
     CompositeRule,
     Duration,
+    LevelledRule,
+    PositiveDuration,
     RateRule,
     Rule,
     ThresholdRule,
@@ -36,6 +38,8 @@ from rules.kinds import (
 
 __all__ = [
     "DEFAULT_GRACE",
+    "DEFAULT_INTERVAL",
+    "DEFAULT_STALE_AFTER",
     "KINDS",
     "RuleFileError",
     "RuleProblem",
@@ -46,6 +50,10 @@ __all__ = [
 ]
 
 DEFAULT_GRACE = timedelta(minutes=10)
+DEFAULT_STALE_AFTER = 4.0
+"""A device's value is stale after this many expected reporting intervals without a new one."""
+DEFAULT_INTERVAL = timedelta(minutes=5)
+"""The expected reporting interval of a device whose profile names none."""
 KINDS = ("threshold", "rate", "anomaly", "absence", "composite")
 DeviceRule = ThresholdRule | RateRule | AnomalyRule
 
@@ -75,6 +83,8 @@ class RuleFileError(ValueError):
 class _RuleFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     grace: Duration = Field(default=DEFAULT_GRACE, ge=timedelta(0))
+    stale_after: float = Field(default=DEFAULT_STALE_AFTER, gt=0, le=10_000)
+    default_interval: PositiveDuration = DEFAULT_INTERVAL
     rules: list[Rule]
 
 
@@ -84,11 +94,15 @@ class RuleSet:
 
     ``grace`` is how far behind its device's newest reading a reading may arrive and still
     be stored (see :mod:`rules.engine`); ``version`` names the text it was parsed from.
+    ``stale_after`` (expected intervals) and ``default_interval`` say when a silent device's
+    value is stale (rules may override ``stale_after``).
     """
 
     rules: tuple[ThresholdRule | RateRule | AnomalyRule | AbsenceRule | CompositeRule, ...]
     grace: timedelta = DEFAULT_GRACE
     version: str = ""
+    stale_after: float = DEFAULT_STALE_AFTER
+    default_interval: timedelta = DEFAULT_INTERVAL
     by_id: dict[str, Any] = field(init=False, repr=False, compare=False, default_factory=dict)
     absence: tuple[AbsenceRule, ...] = field(init=False, repr=False, compare=False, default=())
     _device: dict[str, tuple[DeviceRule, ...]] = field(
@@ -119,6 +133,33 @@ class RuleSet:
 
     def composite_rules(self, metric: str) -> tuple[CompositeRule, ...]:
         return self._composite.get(metric, ())
+
+    def interval(self, expected_interval_s: float | None) -> timedelta:
+        """A device's expected reporting interval: its profile's, else the file's default."""
+        if expected_interval_s is None:
+            return self.default_interval
+        return timedelta(seconds=expected_interval_s)
+
+    def stale_horizon(self, rule: LevelledRule, expected_interval_s: float | None) -> timedelta:
+        """How long a device's last value of the rule's metric counts, without a new one."""
+        count = rule.stale_after if rule.stale_after is not None else self.stale_after
+        return self.interval(expected_interval_s) * count
+
+    def horizon(self, expected_interval_s: float | None = None) -> timedelta:
+        """The longest any rule can take to act after a device's last reading: how far a
+        backtest runs its clock past the end of its input."""
+        longest = timedelta(0)
+        for rule in self.rules:
+            if isinstance(rule, AbsenceRule):
+                wait = rule.after
+            elif isinstance(rule, CompositeRule):
+                wait = rule.window + self.grace
+            else:
+                wait = self.stale_horizon(rule, expected_interval_s)
+                if isinstance(rule, ThresholdRule) and rule.expires_after is not None:
+                    wait = max(wait, rule.expires_after)
+            longest = max(longest, wait + rule.for_ + rule.keep_firing_for)
+        return longest
 
     def __iter__(
         self,
@@ -208,7 +249,13 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
     if problems:
         raise RuleFileError(problems)
     version = hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
-    return RuleSet(tuple(parsed.rules), parsed.grace, version)
+    return RuleSet(
+        tuple(parsed.rules),
+        parsed.grace,
+        version,
+        parsed.stale_after,
+        parsed.default_interval,
+    )
 
 
 def _with_kind(item: Any) -> Any:

@@ -18,6 +18,9 @@ silence is judged in order with the readings. Another re-reads the rule file whe
 (hot reload): rule memory is keyed by rule id, so a rule that stays keeps its state, a new one
 starts empty, and a removed one's open alerts are resolved.
 
+At start the stream is given the alerts still open in the database: a device or place it has
+no memory of (its Kafka kept nothing) takes them back, so they continue and resolve.
+
 Every output of an input message is confirmed by Kafka before the agent takes the next one,
 and Faust commits offsets only after that (at-least-once; sinks make it effectively once).
 """
@@ -28,7 +31,7 @@ import asyncio
 import base64
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -54,7 +57,14 @@ from cityvitals.settings import Settings
 from cityvitals.topics import Topic, partition_for
 from rules import RuleFileError, RuleSet, parse_rules
 from rules.indicators import Catalogue
-from streams.pipeline import is_newer, process_batch, process_places, registry_entry
+from streams.pipeline import (
+    OpenAlert,
+    is_newer,
+    process_batch,
+    process_places,
+    registry_entry,
+    seed_memories,
+)
 from streams.vitals import apply, close, membership
 
 __all__ = ["LiveRules", "StreamMetrics", "create_app"]
@@ -229,10 +239,15 @@ GAUGE_LEVELS = frozenset({PlaceLevel.CITY, PlaceLevel.DISTRICT, PlaceLevel.STREE
 
 
 def create_app(
-    settings: Settings, rules: RuleSet, catalogue: Catalogue, registry: CollectorRegistry
+    settings: Settings,
+    rules: RuleSet,
+    catalogue: Catalogue,
+    registry: CollectorRegistry,
+    open_alerts: Sequence[OpenAlert] = (),
 ) -> faust.App:
     metrics = StreamMetrics(registry)
     live = LiveRules(rules, settings.rules_file, metrics)
+    seeds = seed_memories(open_alerts, rules)
     parts = settings.kafka_partitions
     app = faust.App(
         settings.topic(settings.streams_app_id),
@@ -384,6 +399,10 @@ def create_app(
                 ids = {d.device_id for d in batch.devices}
                 ids.update(r.device_id for r in batch.readings)
                 ids.update(e.camera_id for e in batch.camera_events)
+            for device_id in ids & seeds.devices.keys():
+                seed = seeds.take("device", device_id, rule_state.get(device_id))
+                if seed is not None:
+                    rule_state[device_id] = seed
             outcome = process_batch(
                 batch,
                 {d: devices.get(d) for d in ids},
@@ -447,9 +466,13 @@ def create_app(
                 await refuse("bad_place_batch", exc, source, event.value)
                 continue
             if batch.tick is not None:
-                ids = on_partition(list(place_state.keys()), partition)
+                ids = on_partition([*place_state.keys(), *seeds.places], partition)
             else:
                 ids = [o.place_path[-1] for o in batch.observations]
+            for place_id in seeds.places.keys() & set(ids):
+                seed = seeds.take("place", place_id, place_state.get(place_id))
+                if seed is not None:
+                    place_state[place_id] = seed
             outcome = process_places(batch, {p: place_state.get(p) for p in ids}, live.current)
             pending = await send_alerts(outcome.alerts, partition)
             _store(place_state, outcome.changed_states)

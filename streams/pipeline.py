@@ -5,6 +5,8 @@ each reading and camera event from the device registry, runs the device rules ov
 returns the enriched batch, the alert transitions, the refused items, the values composite
 rules judge per place, and the rule memories that changed. :func:`process_places` judges
 those values on the place's partition. A batch with a ``tick`` judges silence instead.
+:func:`seed_memories` turns the alerts still open in the database into rule memory, for a
+stream that starts with no memory (the local stack's Kafka keeps nothing across a restart).
 The Faust agents only move bytes in and out.
 """
 
@@ -12,13 +14,14 @@ from __future__ import annotations
 
 import base64
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from cityvitals.contracts import (
     Alert,
+    AlertStatus,
     CameraEvent,
     DeadLetter,
     Device,
@@ -27,10 +30,13 @@ from cityvitals.contracts import (
     PlaceObservation,
     Reading,
     ReadingBatch,
+    WarningLevel,
     WindowPartial,
 )
 from rules import (
+    AlertState,
     Arrival,
+    CompositeRule,
     DeviceMemory,
     Observation,
     PlaceMemory,
@@ -48,11 +54,14 @@ __all__ = [
     "FUTURE_TOLERANCE",
     "BatchOutcome",
     "Memories",
+    "OpenAlert",
     "PlaceOutcome",
+    "Seeds",
     "is_newer",
     "process_batch",
     "process_places",
     "registry_entry",
+    "seed_memories",
     "sweep_devices",
 ]
 
@@ -74,6 +83,7 @@ def registry_entry(device: Device) -> dict[str, Any]:
         "state": device.state.value,
         "updated_at": device.updated_at.isoformat(),
         "valid_ranges": {m: list(r) for m, r in device.valid_ranges.items()},
+        "expected_interval_s": device.expected_interval_s,
     }
 
 
@@ -185,7 +195,12 @@ def process_batch(
         judged = evaluate_device(
             rules,
             memory,
-            observations(enriched, entry.get("profile_id"), tuple(entry.get("tags", ()))),
+            observations(
+                enriched,
+                entry.get("profile_id"),
+                tuple(entry.get("tags", ())),
+                entry.get("expected_interval_s"),
+            ),
         )
         if judged.arrival is Arrival.LATE:
             assert memory.watermark is not None
@@ -272,6 +287,7 @@ def sweep_devices(
             1.0,
             entry.get("profile_id"),
             tuple(entry.get("tags", ())),
+            entry.get("expected_interval_s"),
         )
         memory = memories.get(device_id)
         swept = sweep_device(rules, memory, subject, now)
@@ -320,3 +336,74 @@ def process_places(batch: PlaceBatch, states: Memories, rules: RuleSet) -> Place
         if new != states.get(place_id):
             out.changed_states[place_id] = new
     return out
+
+
+# --- resuming after a restart -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpenAlert:
+    """An alert episode the database still shows firing, as the stream needs it back."""
+
+    alert: Alert
+    """Its latest transition as stored (``ts`` is when that transition happened)."""
+    peak_level: WarningLevel
+    """The highest level among its stored transitions."""
+    last_seen: datetime
+    """The device's newest stored value of the alert's metric (else the transition's time)."""
+
+
+@dataclass
+class Seeds:
+    """Rule memory rebuilt from open alerts, by device and by place (composite rules), as JSON.
+    A memory is taken only by a device or place the stream has no memory of at all."""
+
+    devices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    places: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def take(self, kind: str, key: str, stored: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The seed for ``key`` if the stream has no memory of it (it is then used up)."""
+        seeds = self.devices if kind == "device" else self.places
+        seed = seeds.pop(key, None)
+        return seed if seed is not None and not stored else None
+
+
+def _seed_state(open_alert: OpenAlert, kind: str) -> AlertState:
+    a = open_alert.alert
+    return AlertState(
+        pending_since=a.started_at,
+        alert_id=a.alert_id,
+        level=a.level,
+        revision=a.revision,
+        kind=kind,
+        detail=(a.device_id, a.metric, a.value, a.threshold),
+        peak=open_alert.peak_level,
+        sample=(open_alert.last_seen.isoformat(), a.level.value, a.value, a.threshold),
+    )
+
+
+def seed_memories(open_alerts: Iterable[OpenAlert], rules: RuleSet) -> Seeds:
+    """Rule memory that continues each open alert: it keeps its id, level, revision and
+    peak, and its device's last value (as of the database) holds it until a new reading
+    ends it, or it goes stale. A composite alert goes to its place; an alert whose rule is
+    gone goes to its device, where the next tick resolves it as retired. What the kinds
+    kept besides (a rate's points, an anomaly detector) is not in the database and starts
+    afresh."""
+    devices: dict[str, DeviceMemory] = {}
+    places: dict[str, PlaceMemory] = {}
+    for open_alert in open_alerts:
+        a = open_alert.alert
+        if a.status is not AlertStatus.FIRING:
+            continue
+        rule = rules.by_id.get(a.rule_id)
+        kind = "" if rule is None else str(rule.kind)
+        state = _seed_state(open_alert, kind)
+        if isinstance(rule, CompositeRule) and a.place_path:
+            place = places.setdefault(a.place_path[-1], PlaceMemory(place_path=a.place_path))
+            place.rules[a.rule_id] = state
+        else:
+            devices.setdefault(a.device_id, DeviceMemory()).rules[a.rule_id] = state
+    return Seeds(
+        {k: m.to_json() for k, m in devices.items()},
+        {k: m.to_json() for k, m in places.items()},
+    )

@@ -81,13 +81,15 @@ def test_a_broken_rule_file_is_refused_and_the_rules_in_force_stay(pipeline: Pip
     )
 
 
-def test_a_pending_for_survives_a_worker_restart(pipeline: Pipeline) -> None:
+def test_rule_memory_survives_a_worker_restart(pipeline: Pipeline) -> None:
     n = uid()
-    pipeline.add_rules(f"  - {{id: held-{n}, metric: h{n}, levels: {{orange: 10}}, for: 30m}}\n")
+    pipeline.add_rules(
+        f"  - {{id: rise-{n}, kind: rate, metric: h{n}, over: 1h, per: 1h, levels: {{orange: 20}}}}\n"
+    )
     device, secret = pipeline.register("water_level")
-    start = datetime.now(UTC) - timedelta(hours=2)
+    start = datetime.now(UTC) - timedelta(minutes=40)
     pipeline.mosquitto_pub(
-        device, secret, pipeline.topic(device), reading(iso(start), 1, **{f"h{n}": 20})
+        device, secret, pipeline.topic(device), reading(iso(start), 1, **{f"h{n}": 0})
     )
     wait_for(lambda: pipeline.rows(device), what="the first reading")
     pipeline.restart("streams")
@@ -95,12 +97,34 @@ def test_a_pending_for_survives_a_worker_restart(pipeline: Pipeline) -> None:
         device,
         secret,
         pipeline.topic(device),
-        reading(iso(start + timedelta(minutes=31)), 2, **{f"h{n}": 20}),
+        reading(iso(start + timedelta(minutes=30)), 2, **{f"h{n}": 30}),
     )
-    found = wait_for(lambda: alerts(pipeline, f"held-{n}"), what="the alert after the restart")
-    # Fired at the second reading, 31 minutes after the first: the pending time began before
-    # the restart, so the worker remembered it.
-    assert [(s, lv, started) for s, lv, _d, started, *_ in found] == [("firing", "orange", start)]
+    # 30 over half an hour is 60 per hour: only a worker that remembers the first value
+    # (a rate rule's memory) sees the rise.
+    found = wait_for(lambda: alerts(pipeline, f"rise-{n}"), what="the alert after the restart")
+    assert [(s, lv) for s, lv, *_ in found] == [("firing", "orange")]
+
+
+def test_keep_firing_for_runs_out_at_the_streams_clock(pipeline: Pipeline) -> None:
+    n = uid()
+    pipeline.add_rules(
+        f"  - {{id: kept-{n}, metric: k{n}, levels: {{yellow: 30}}, keep_firing_for: 3s}}\n"
+    )
+    device, secret = pipeline.register("water_level")
+    now = datetime.now(UTC)
+    for seq, (ago, value) in enumerate(((2, 35), (1, 20)), start=1):
+        pipeline.mosquitto_pub(
+            device,
+            secret,
+            pipeline.topic(device),
+            reading(iso(now - timedelta(seconds=ago)), seq, **{f"k{n}": value}),
+        )
+    # No further reading: only the clock can end the keep_firing_for.
+    resolved = wait_for(
+        lambda: [a for a in alerts(pipeline, f"kept-{n}") if a[0] == "resolved"],
+        what="the alert resolved by a tick",
+    )
+    assert [(s, d) for s, _lv, d, *_ in resolved] == [("resolved", device)]
 
 
 def test_a_composite_rule_joins_two_devices_of_a_street(pipeline: Pipeline) -> None:

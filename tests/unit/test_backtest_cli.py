@@ -89,3 +89,49 @@ def test_values_the_stream_would_refuse_are_named_by_line(
     argv = ["backtest", "--rules", str(rules), "--input", str(path), "--output", str(out)]
     result = CliRunner().invoke(rules_app, argv)
     assert result.exit_code == 1 and f"{path}:3: {field}:" in result.output, result.output
+
+
+SILENT_RULES = """
+rules:
+  - {id: high, metric: m, levels: {yellow: 30}, keep_firing_for: 3m}
+  - {id: smoke, metric: camera.smoke_fire, levels: {orange: 0.5}, expires_after: 2m}
+"""
+SILENT_CSV = """ts,device_id,metric,value,expected_interval_s
+2026-07-01T08:00:00Z,s-1,m,35,60
+2026-07-01T08:01:00Z,s-1,m,20,60
+2026-07-01T08:01:00Z,s-2,m,40,60
+2026-07-01T08:01:00Z,cam-1,camera.smoke_fire,0.9,
+"""
+
+
+def backtest_silence(tmp_path: Path, *extra: str) -> list[tuple[str, str, str, str, str | None]]:
+    (tmp_path / "rules.yaml").write_text(SILENT_RULES)
+    (tmp_path / "in.csv").write_text(SILENT_CSV)
+    out = tmp_path / "alerts.jsonl"
+    argv = ["backtest", "--rules", str(tmp_path / "rules.yaml"), "--input"]
+    argv += [str(tmp_path / "in.csv"), "--output", str(out), *extra]
+    result = CliRunner().invoke(rules_app, argv)
+    assert result.exit_code == 0, result.output
+    alerts = [json.loads(line) for line in out.read_text().splitlines()]
+    return [(a["rule_id"], a["device_id"], a["status"], a["ts"], a["resolution"]) for a in alerts]
+
+
+def test_a_backtest_judges_the_silence_after_its_last_reading(tmp_path: Path) -> None:
+    # As the stream's ticks would: keep_firing_for runs out 3 minutes after the 20, the
+    # camera event expires after 2 minutes, and the silent s-2 goes stale after 4 intervals.
+    assert backtest_silence(tmp_path) == [
+        ("high", "s-1", "firing", "2026-07-01T08:00:00Z", None),
+        ("high", "s-2", "firing", "2026-07-01T08:01:00Z", None),
+        ("smoke", "cam-1", "firing", "2026-07-01T08:01:00Z", None),
+        ("smoke", "cam-1", "resolved", "2026-07-01T08:03:00Z", "cleared"),
+        ("high", "s-1", "resolved", "2026-07-01T08:04:00Z", "cleared"),
+        ("high", "s-2", "resolved", "2026-07-01T08:05:00Z", "stale"),
+    ]
+
+
+def test_until_stops_the_backtest_clock(tmp_path: Path) -> None:
+    assert [a[2] for a in backtest_silence(tmp_path, "--until", "2026-07-01T08:02:30Z")] == [
+        "firing",
+        "firing",
+        "firing",
+    ]

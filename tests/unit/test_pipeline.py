@@ -1,8 +1,18 @@
 from datetime import UTC, datetime, timedelta
 
-from cityvitals.contracts import Device, DeviceState, Reading, ReadingBatch
+from cityvitals.contracts import (
+    Alert,
+    AlertResolution,
+    AlertStatus,
+    Device,
+    DeviceState,
+    Reading,
+    ReadingBatch,
+    WarningLevel,
+)
 from rules import parse_rules
 from streams import process_batch, registry_entry
+from streams.pipeline import OpenAlert, seed_memories
 
 T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
 RULES = parse_rules("rules:\n  - {id: deep, metric: water_level_cm, levels: {blue: 5, red: 40}}\n")
@@ -146,3 +156,62 @@ def test_a_value_outside_the_profiles_valid_range_is_dead_lettered() -> None:
         "water_level_cm=-3 is outside the profile's valid range [0.0, 500.0]",
         "water_level_cm=900 is outside the profile's valid range [0.0, 500.0]",
     ]
+
+
+def _open_alert(rule_id: str, device_id: str = "wl-7") -> OpenAlert:
+    alert = Alert(
+        alert_id="a" * 32,
+        revision=2,
+        rule_id=rule_id,
+        status=AlertStatus.FIRING,
+        level=WarningLevel.BLUE,
+        device_id=device_id,
+        metric="water_level_cm",
+        value=7,
+        threshold=5,
+        place_path=("c", "d1"),
+        started_at=T0,
+        ts=T0 + timedelta(minutes=1),
+        summary="deep",
+    )
+    return OpenAlert(alert, WarningLevel.RED, T0 + timedelta(minutes=1))
+
+
+def test_an_alert_open_in_the_database_resolves_after_a_restart_with_its_id() -> None:
+    seeds = seed_memories([_open_alert("deep")], RULES)
+    devices = {"wl-7": registry_entry(device("wl-7"))}
+    states = {"wl-7": seeds.take("device", "wl-7", None)}
+    out = process_batch(
+        ReadingBatch(readings=(reading("wl-7", 1, 2),)), devices, states, RULES, "r", T0
+    )
+    (resolved,) = out.alerts
+    assert (resolved.alert_id, resolved.revision, resolved.status) == (
+        "a" * 32,
+        3,
+        AlertStatus.RESOLVED,
+    )
+    assert resolved.level is WarningLevel.RED and resolved.started_at == T0
+    assert seeds.take("device", "wl-7", None) is None  # used up
+
+
+def test_an_open_alert_of_a_silent_device_goes_stale_after_a_restart() -> None:
+    seeds = seed_memories([_open_alert("deep")], RULES)
+    devices = {"wl-7": registry_entry(device("wl-7"))}
+    states = {"wl-7": seeds.take("device", "wl-7", None)}
+    tick = ReadingBatch(tick=T0 + timedelta(minutes=25))
+    (stale,) = process_batch(tick, devices, states, RULES, "r", T0).alerts
+    assert (stale.alert_id, stale.resolution) == ("a" * 32, AlertResolution.STALE)
+
+
+def test_a_seed_never_replaces_memory_the_stream_kept() -> None:
+    seeds = seed_memories([_open_alert("deep")], RULES)
+    assert seeds.take("device", "wl-7", {"wm": T0.isoformat(), "r": {}}) is None
+
+
+def test_an_open_alert_of_a_removed_rule_is_resolved_as_retired() -> None:
+    seeds = seed_memories([_open_alert("gone")], RULES)
+    devices = {"wl-7": registry_entry(device("wl-7"))}
+    states = {"wl-7": seeds.take("device", "wl-7", None)}
+    tick = ReadingBatch(tick=T0 + timedelta(minutes=2))
+    (retired,) = process_batch(tick, devices, states, RULES, "r", T0).alerts
+    assert (retired.alert_id, retired.resolution) == ("a" * 32, AlertResolution.RETIRED)

@@ -147,7 +147,7 @@ def test_below_rules_fire_when_the_value_drops() -> None:
         ("firing", "yellow"),
         ("firing", "orange"),
         ("firing", "blue"),
-        ("resolved", "blue"),
+        ("resolved", "orange"),  # the episode's peak
     ]
 
 

@@ -1,0 +1,89 @@
+"""Read the alerts still open in the database once, when the stream starts.
+
+The stream's rule memory lives in Faust tables backed by Kafka. A Kafka that keeps nothing
+across a restart (the local stack's tansu runs in memory) takes that memory with it; the
+database still has every open episode, so the stream continues them
+(:func:`streams.pipeline.seed_memories`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import psycopg
+from pydantic import ValidationError
+
+from cityvitals import db
+from cityvitals.contracts import Alert, AlertStatus, WarningLevel
+from cityvitals.settings import Settings
+from streams.pipeline import OpenAlert
+
+__all__ = ["OPEN_ALERTS", "open_alerts"]
+
+log = logging.getLogger("cityvitals.streams")
+
+_RANKS = {level.rank: level for level in WarningLevel}
+
+OPEN_ALERTS = """
+    SELECT a.alert_id, a.revision, a.rule_id, a.level, a.device_id, a.metric, a.value,
+           a.threshold, a.place_path, a.device_type, a.started_at, a.updated_at, a.summary,
+           a.evidence,
+           (SELECT max(CASE t.level WHEN 'blue' THEN 1 WHEN 'yellow' THEN 2
+                                    WHEN 'orange' THEN 3 ELSE 4 END)
+              FROM alert_transitions t WHERE t.alert_id = a.alert_id),
+           coalesce(
+               (SELECT max(r.ts) FROM readings r
+                 WHERE r.device_id = a.device_id AND r.metric = a.metric),
+               (SELECT max(e.ts) FROM camera_events e
+                 WHERE e.camera_id = a.device_id AND 'camera.' || e.event_type = a.metric),
+               a.updated_at)
+      FROM alerts a
+     WHERE a.status = 'firing'
+"""
+
+
+def _open_alert(row: tuple[Any, ...]) -> OpenAlert:
+    (alert_id, revision, rule_id, level, device_id, metric, value, threshold, place_path,
+     device_type, started_at, updated_at, summary, evidence, peak, last_seen) = row  # fmt: skip
+    alert = Alert(
+        alert_id=alert_id,
+        revision=revision,
+        rule_id=rule_id,
+        status=AlertStatus.FIRING,
+        level=level,
+        device_id=device_id,
+        metric=metric,
+        value=value,
+        threshold=threshold,
+        place_path=tuple(place_path),
+        device_type=device_type,
+        started_at=started_at,
+        ts=updated_at,
+        summary=summary,
+        evidence=tuple(evidence),
+    )
+    stored_peak = _RANKS.get(peak or 0, alert.level)
+    top = stored_peak if stored_peak.rank > alert.level.rank else alert.level
+    return OpenAlert(alert, top, max(last_seen, alert.started_at))
+
+
+def open_alerts(settings: Settings) -> list[OpenAlert]:
+    """Every alert episode the database shows firing. A database that cannot be read is
+    logged and the stream starts without them (their alerts then stay open until an
+    operator or a later restart closes them); a row that is not a valid alert is skipped
+    and logged."""
+    try:
+        with db.connect(settings) as conn:
+            rows = conn.execute(OPEN_ALERTS).fetchall()
+    except (db.DatabaseUnavailable, psycopg.Error) as exc:
+        log.error("cannot read the open alerts to continue them: %s", str(exc).strip())
+        return []
+    found = []
+    for row in rows:
+        try:
+            found.append(_open_alert(row))
+        except ValidationError as exc:
+            log.error("open alert %s not continued: %s", row[0], exc)
+    log.info("continuing %d open alerts from the database", len(found))
+    return found

@@ -1,0 +1,144 @@
+"""Rules over history and across a lost memory: the database form of the backtest, and open
+alerts that continue when the stream starts with an empty Kafka."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cityvitals import db, kafka
+from cityvitals.cli_rules import rules_app
+from cityvitals.contracts import Alert, AlertStatus, Device, Reading, ReadingBatch
+from cityvitals.localstack import reports_ready
+from cityvitals.settings import Settings
+from cityvitals.stack import ManagedProcess
+from cityvitals.topics import Topic, partition_for
+from tests.integration.conftest import Pipeline, free_port, reading, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def uid() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def iso(ts: datetime) -> str:
+    return ts.isoformat().replace("+00:00", "Z")
+
+
+def test_a_database_backtest_writes_what_the_rules_make_of_stored_readings(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    n = uid()
+    t0 = datetime(2001, 3, 4, 10, 0, tzinfo=UTC)
+    stored = [("a", 0, 35.0), ("a", 1, 20.0), ("b", 2, 40.0)]
+    with db.connect(pipeline.settings) as conn:
+        for device, minute, value in stored:
+            conn.execute(
+                "INSERT INTO readings (device_id, metric, ts, value, seq, device_type, place_path)"
+                " VALUES (%s, %s, %s, %s, %s, 'water_level', '{itest,d1}')",
+                (f"bt{device}-{n}", f"m{n}", t0 + timedelta(minutes=minute), value, minute),
+            )
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        f"rules: [{{id: bt, metric: m{n}, levels: {{yellow: 30}}, keep_firing_for: 3m}}]"
+    )
+    out = tmp_path / "alerts.jsonl"
+    argv = ["backtest", "--rules", str(rules), "--output", str(out)]
+    argv += ["--from", iso(t0), "--to", iso(t0 + timedelta(minutes=30))]
+    result = CliRunner().invoke(rules_app, argv, env=pipeline.settings.to_env())
+    assert result.exit_code == 0, result.output
+    found = [Alert.model_validate_json(line) for line in out.read_text().splitlines()]
+    assert [(a.device_id, a.status.value, a.ts - t0) for a in found] == [
+        (f"bta-{n}", "firing", timedelta(0)),
+        (f"btb-{n}", "firing", timedelta(minutes=2)),
+        (f"bta-{n}", "resolved", timedelta(minutes=4)),  # keep_firing_for ran out at a tick
+        (f"btb-{n}", "resolved", timedelta(minutes=22)),  # silent: stale after 4 x 5 minutes
+    ]
+    assert found[-1].resolution is not None and found[-1].resolution.value == "stale"
+
+
+@contextmanager
+def fresh_streams(pipeline: Pipeline) -> Iterator[Settings]:
+    """A second streams service on the same database and rule file, but with topics and
+    tables of its own: a stream that starts with an empty Kafka, as after a restart of the
+    local stack. Yields its settings once it is ready."""
+    settings = pipeline.settings.model_copy(
+        update={"topic_prefix": f"re{uid()}", "metrics_port": free_port()}
+    )
+    kafka.ensure_topics(settings)
+    process = ManagedProcess(
+        f"streams-{settings.topic_prefix}",
+        [sys.executable, "-m", "cityvitals.cli", "run", "streams"],
+        pipeline.stack.paths,
+        env=settings.to_env(),
+    )
+    process.start()
+    try:
+        wait_for(
+            lambda: reports_ready("streams", settings.metrics_port),
+            timeout=90,
+            what="the second streams service ready",
+        )
+        yield settings
+    finally:
+        process.stop()
+
+
+def test_an_open_alert_resolves_with_its_id_after_a_restart_with_an_empty_kafka(
+    pipeline: Pipeline,
+) -> None:
+    n = uid()
+    rule_id = f"resume-{n}"
+    pipeline.add_rules(f"  - {{id: {rule_id}, metric: r{n}, levels: {{red: 10}}}}\n")
+    device_id, secret = pipeline.register("water_level")
+    now = datetime.now(UTC)
+    pipeline.mosquitto_pub(
+        device_id, secret, pipeline.topic(device_id), reading(iso(now), 1, **{f"r{n}": 50})
+    )
+    ((alert_id,),) = wait_for(
+        lambda: pipeline.query(
+            "SELECT alert_id FROM alerts WHERE rule_id = %s AND status = 'firing'", rule_id
+        ),
+        what="the alert open in the database",
+    )
+    with fresh_streams(pipeline) as settings:
+        device = Device(
+            device_id=device_id,
+            device_type="water_level",
+            place_path=("itest", "d1", "s1", "g1"),
+            updated_at=now,
+        )
+        normal = Reading(
+            device_id=device_id, ts=now + timedelta(seconds=1), seq=2, values={f"r{n}": 1}
+        )
+        batch = ReadingBatch(devices=(device,), readings=(normal,))
+        producer = kafka.producer(settings)
+        producer.produce(
+            settings.topic(Topic.READINGS_RAW),
+            batch.model_dump_json().encode(),
+            partition=partition_for(device_id, settings.kafka_partitions),
+        )
+        assert producer.flush(30) == 0
+        consumer = kafka.consumer(settings, f"itest-{uid()}")
+        consumer.subscribe([settings.topic(Topic.ALERTS)])
+        try:
+
+            def resolved() -> list[Alert]:
+                message = consumer.poll(0.5)
+                if message is None or message.error() is not None:
+                    return []
+                alert = Alert.model_validate_json(message.value() or b"")
+                return [alert] if alert.rule_id == rule_id else []
+
+            (alert,) = wait_for(resolved, timeout=60, what="the open alert resolved")
+        finally:
+            consumer.close()
+    assert (alert.alert_id, alert.status, alert.revision) == (alert_id, AlertStatus.RESOLVED, 1)
