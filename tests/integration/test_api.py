@@ -419,3 +419,34 @@ def test_schemathesis_finds_no_server_error(api: httpx.Client, isolated_api: htt
     assert all(exercised[o.label] >= (10 if has_input(o) else 1) for o in operations), exercised
     assert not [s for s in statuses if s >= 500]
     assert {200, 201, 404, 422} <= set(statuses)
+
+
+def test_vitals_history_refuses_an_unknown_indicator_and_an_unknown_place(
+    pipeline: Pipeline, api: httpx.Client
+) -> None:
+    city = f"vit{uid()}"
+    onboard(api, f"wl-{uid()}", city)
+    answer = api.get(f"/vitals/{city}/history", params={"indicator": "nope"})
+    assert answer.status_code == 422, answer.text
+    (item,) = answer.json()["detail"]
+    assert item["loc"] == ["query", "indicator"] and item["input"] == "nope"
+    assert "'nope'" in item["msg"] and "aqi" in item["msg"] and "water_depth" in item["msg"]
+    assert api.get(f"/vitals/{city}/history", params={"indicator": "aqi"}).status_code == 200
+    unknown = api.get(f"/vitals/no-{city}/history", params={"indicator": "aqi"})
+    assert unknown.status_code == 404 and f"no-{city}" in unknown.json()["detail"]
+
+
+def test_the_docs_page_loads_its_assets_from_the_api_itself(
+    pipeline: Pipeline, api: httpx.Client
+) -> None:
+    import re
+
+    page = api.get("/docs")
+    assert page.status_code == 200
+    own = f"127.0.0.1:{pipeline.settings.api_port}"
+    hosts = set(re.findall(r"https?://([^/\"'\s]+)", page.text))
+    assert hosts <= {own}, f"/docs refers to other hosts: {hosts - {own}}"
+    assets = re.findall(r"""(?:src|href)\s*=\s*['"]([^'"]+)['"]""", page.text)
+    assert any(a.endswith(".js") for a in assets) and any(a.endswith(".css") for a in assets)
+    for asset in assets:
+        assert api.get(asset).status_code == 200, asset
