@@ -513,7 +513,9 @@ IMPORT_BODY = {
         "CSV with a header line (columns: " + ", ".join(CSV_COLUMNS) + "; `place_path` joined "
         "by `/`, `tags` by `;`), or a JSON array of devices shaped as for `POST /devices` "
         "(`place_path` may be a `/`-joined string). Each row or item is judged on its own: "
-        "a refused one is reported, never fatal to the others."
+        "a refused one is reported, never fatal to the others. A device without `state` is "
+        "registered `provisioned`: its credentials work, and its first valid reading makes it "
+        "active."
     ),
     "content": {
         "text/csv": {
@@ -596,7 +598,9 @@ def _set_state(state: DeviceState) -> Callable[[str, Registry, str], Device]:
     def change(device_id: PathId, registry: Writer, actor: Actor = "api") -> Device:
         return registry.set_state(device_id, state, actor)
 
-    change.__doc__ = f"Set the device's state to {state.value}; only an active device may connect."
+    change.__doc__ = (
+        f"Set the device's state to {state.value}; a provisioned or active device may connect."
+    )
     return change
 
 
