@@ -450,3 +450,30 @@ def test_the_docs_page_loads_its_assets_from_the_api_itself(
     assert any(a.endswith(".js") for a in assets) and any(a.endswith(".css") for a in assets)
     for asset in assets:
         assert api.get(asset).status_code == 200, asset
+
+
+def test_a_profile_of_another_type_is_refused_and_imports_start_provisioned(
+    pipeline: Pipeline, api: httpx.Client
+) -> None:
+    city, profile = f"pt{uid()}", f"wl-{uid()}"
+    body = {"device_type": "water_level", "expected_interval_s": 60, "metrics": {}}
+    assert api.put(f"/profiles/{profile}", json=body).status_code == 201
+    answer = api.post(
+        "/devices",
+        json={
+            "device_id": f"aq-{uid()}",
+            "device_type": "air_quality",
+            "place_path": [city],
+            "profile_id": profile,
+        },
+    )
+    assert answer.status_code == 422 and loc_of(answer) == ["body", "profile_id"]
+    assert "device_type 'water_level', not 'air_quality'" in answer.json()["detail"][0]["msg"]
+    device = f"wl-{uid()}"
+    imported = api.post(
+        "/devices/import",
+        content=f"device_id,device_type,place_path\n{device},water_level,{city}\n",
+        headers={"content-type": "text/csv"},
+    )
+    assert imported.status_code == 200 and imported.json()["errors"] == []
+    assert api.get(f"/devices/{device}").json()["state"] == "provisioned"
