@@ -115,6 +115,10 @@ def devices_add(
     tag: Annotated[list[str] | None, typer.Option(help="A free tag; repeat for more")] = None,
     lat: Annotated[float | None, typer.Option()] = None,
     lon: Annotated[float | None, typer.Option()] = None,
+    state: Annotated[
+        DeviceState,
+        typer.Option(help="provisioned: not expected until its first valid reading"),
+    ] = DeviceState.ACTIVE,
 ) -> None:
     """Register one device; prints its MQTT secret once."""
     device = build(
@@ -122,6 +126,7 @@ def devices_add(
         device_id=device_id,
         device_type=device_type,
         profile_id=profile,
+        state=state,
         place_path=path_of(place),
         department=department,
         tags=tuple(tag or ()),
@@ -303,7 +308,8 @@ def places_add(
     lat: Annotated[float | None, typer.Option()] = None,
     lon: Annotated[float | None, typer.Option()] = None,
 ) -> None:
-    """Create (or rename) a place; its level follows from its depth."""
+    """Create (or rename) a place; its level follows from its depth. Missing ancestors are
+    created too, named by their ids."""
     ids = path_of(path)
     if not 1 <= len(ids) <= 5:
         raise fail("place path: 1 to 5 ids, from the city down")

@@ -129,7 +129,8 @@ class Place(Contract):
 
 
 class DeviceState(StrEnum):
-    """Lifecycle of a device. Only an active device's readings are processed."""
+    """Lifecycle of a device. Only an active or provisioned device's readings are processed;
+    a provisioned device becomes active with its first valid reading."""
 
     PROVISIONED = "provisioned"
     ACTIVE = "active"

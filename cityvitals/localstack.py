@@ -44,14 +44,11 @@ STOP_ORDER = ("api", "ingest", "streams", "liveness", "sinks", "mosquitto", "tan
 
 
 def mqtt_acl(settings: Settings) -> str:
-    """The gateway reads every device topic; a device writes only its own."""
+    """The gateway reads everything under the root; a device writes only under its own id.
+    A mistyped topic there reaches the gateway, which dead-letters it; the broker denies the
+    rest."""
     root = settings.mqtt_topic_root
-    return (
-        f"user {settings.mqtt_username}\n"
-        f"topic read {root}/#\n\n"
-        f"pattern write {root}/%u/readings\n"
-        f"pattern write {root}/%u/events\n"
-    )
+    return f"user {settings.mqtt_username}\ntopic read {root}/#\n\npattern write {root}/%u/#\n"
 
 
 @dataclass(frozen=True)

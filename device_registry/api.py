@@ -29,6 +29,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, R
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, ValidationError
 from pydantic.json_schema import SkipJsonSchema
@@ -51,6 +52,7 @@ from cityvitals.contracts import (
 )
 from cityvitals.db import DatabaseUnavailable
 from cityvitals.kafka import KafkaUnavailable
+from cityvitals.services import load_catalogue
 from cityvitals.settings import Settings
 from cityvitals.vitals import HistoryPoint, PlaceVitals, current, history
 from cityvitals.vitals import UnknownPlace as UnknownVitalsPlace
@@ -511,7 +513,9 @@ IMPORT_BODY = {
         "CSV with a header line (columns: " + ", ".join(CSV_COLUMNS) + "; `place_path` joined "
         "by `/`, `tags` by `;`), or a JSON array of devices shaped as for `POST /devices` "
         "(`place_path` may be a `/`-joined string). Each row or item is judged on its own: "
-        "a refused one is reported, never fatal to the others."
+        "a refused one is reported, never fatal to the others. A device without `state` is "
+        "registered `provisioned`: its credentials work, and its first valid reading makes it "
+        "active."
     ),
     "content": {
         "text/csv": {
@@ -594,7 +598,9 @@ def _set_state(state: DeviceState) -> Callable[[str, Registry, str], Device]:
     def change(device_id: PathId, registry: Writer, actor: Actor = "api") -> Device:
         return registry.set_state(device_id, state, actor)
 
-    change.__doc__ = f"Set the device's state to {state.value}; only an active device may connect."
+    change.__doc__ = (
+        f"Set the device's state to {state.value}; a provisioned or active device may connect."
+    )
     return change
 
 
@@ -849,19 +855,32 @@ def vitals_now(place_id: PathId, registry: Reader) -> list[PlaceVitals]:
 @watch.get(
     "/vitals/{place_id}/history",
     response_model=list[HistoryPoint],
-    responses=NOT_FOUND,
+    responses={
+        **NOT_FOUND,
+        422: {"model": FieldProblem, "description": "an unknown indicator, or a bad parameter"},
+    },
     tags=["vitals"],
 )
 def vitals_history(
     place_id: PathId,
     registry: Reader,
+    request: Request,
     indicator: Annotated[str, Query(pattern=IDENTIFIER)],
     start: Annotated[datetime | None, Query(alias="from")] = None,
     end: Annotated[datetime | None, Query(alias="to")] = None,
     resolution: Literal["raw", "1h", "1d"] = "raw",
 ) -> list[HistoryPoint]:
     """One indicator of one place over ``[from, to)`` (ISO times or dates; without a zone, UTC;
-    default: the last day), as stored or rolled up to hours or days."""
+    default: the last day), as stored or rolled up to hours or days. An indicator the
+    catalogue does not have answers 422, listing those it has."""
+    known: tuple[str, ...] = request.app.state.indicators
+    if indicator not in known:
+        raise FieldError(
+            422,
+            ("query", "indicator"),
+            f"no indicator {indicator!r}; the catalogue has: {', '.join(known)}",
+            indicator,
+        )
     last = _as_utc(end) if end else datetime.now(UTC)
     first = _as_utc(start) if start else last - timedelta(days=1)
     try:
@@ -941,12 +960,13 @@ def create_api(
     settings: Settings, registries: RegistryPool, metrics: CollectorRegistry | None = None
 ) -> FastAPI:
     """The HTTP API on a pool of registries; ``metrics`` receives request counts and times."""
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc load their scripts and styles from this server
         title="cityvitals device registry",
         version="1",
         description=DESCRIPTION,
     )
     app.state.settings = settings
+    app.state.indicators = tuple(load_catalogue(settings).by_id)
     app.state.registries = registries
     _install_error_handlers(app)
     for router in (devices, catalogue, watch):

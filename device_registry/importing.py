@@ -1,6 +1,8 @@
 """Bulk device files: CSV and JSON in (bad rows reported by line and field), CSV and JSON out.
 
-Pure: text in, devices and row errors out. A bad row never costs the good rows.
+Pure: text in, devices and row errors out. A bad row never costs the good rows. A device a
+file gives no ``state`` is ``provisioned``: registered, with working credentials, but not
+expected to report until its first valid reading makes it active.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cityvitals.contracts import Device
+from cityvitals.contracts import Device, DeviceState
 
 __all__ = [
     "CSV_COLUMNS",
@@ -76,9 +78,21 @@ class ParsedFile:
         return cls(errors=[RowError(line, name, message)], unreadable=True)
 
 
+def _unstorable(data: dict[str, Any]) -> str | None:
+    """The first field holding a NUL character (PostgreSQL cannot store one in text)."""
+    for name, value in data.items():
+        values = value if isinstance(value, list | tuple) else (value,)
+        if any(isinstance(v, str) and "\x00" in v for v in values):
+            return name
+    return None
+
+
 def _device(data: dict[str, Any], line: int, now: datetime) -> Device | RowError:
+    bad = _unstorable(data)
+    if bad is not None:
+        return RowError(line, bad, "contains a NUL character, which cannot be stored")
     try:
-        return Device(updated_at=now, **data)
+        return Device(updated_at=now, **{"state": DeviceState.PROVISIONED, **data})
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         name = ".".join(str(p) for p in err["loc"]) or "row"
@@ -89,6 +103,7 @@ def parse_device_csv(text: str, now: datetime) -> ParsedFile:
     """CSV rows to devices.
 
     ``place_path`` is the place ids from the city down, joined by ``/``; ``tags`` by ``;``.
+    A UTF-8 byte-order mark (as spreadsheet programs write) is skipped.
 
     >>> from datetime import UTC, datetime
     >>> parsed = parse_device_csv("device_id,device_type,place_path\\nwl-1,water_level,sh/pd\\n"
@@ -96,7 +111,7 @@ def parse_device_csv(text: str, now: datetime) -> ParsedFile:
     >>> [d.device_id for d in parsed.devices], parsed.lines, [str(e) for e in parsed.errors]
     (['wl-1'], [2], ["line 3: device_id: String should match pattern '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$' (got 'wl 2')"])
     """
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff")))
     try:
         header = reader.fieldnames or []
     except csv.Error as exc:

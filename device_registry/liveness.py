@@ -54,6 +54,7 @@ __all__ = [
     "tally",
     "track_outages",
     "under",
+    "watch_from",
 ]
 
 PlacePath = tuple[str, ...]
@@ -74,7 +75,9 @@ class DeviceClock:
     """What the liveness judge remembers about one device."""
 
     since: datetime
-    """When watching began (registration); stands in for the last report of a silent device."""
+    """When watching began: the device's registration, or the liveness service's start (or
+    the moment the device became active) if later. Silence before it is not the device's:
+    the service, or the whole stack, was not watching."""
     last_seen: datetime | None = None
     gaps: tuple[float, ...] = ()
     """The last :data:`WINDOW` gaps between reports, in seconds, oldest first."""
@@ -133,14 +136,33 @@ def judge(
     late_factor: float,
     offline_factor: float,
 ) -> Liveness:
-    """The device's status at ``now``, from how long it has been silent against its cadence."""
+    """The device's status at ``now``, from how long it has been silent against its cadence.
+
+    Silence counts from the last report or from when watching began, whichever is later, so
+    a restart of the service (or of the whole stack) blames no device for the time nobody
+    watched. A device already late or offline when watching began stays so until it reports.
+
+    >>> from datetime import UTC
+    >>> t0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+    >>> restarted = DeviceClock(since=t0 + timedelta(hours=1), last_seen=t0)
+    >>> judge(restarted, t0 + timedelta(hours=1, seconds=30), 60.0, 2.0, 4.0).value
+    'online'
+    """
     interval = cadence(clock, fallback_interval_s)
-    silence = (now - clock.heard).total_seconds()
+    silence = (now - max(clock.heard, clock.since)).total_seconds()
     if silence >= offline_factor * interval:
-        return Liveness.OFFLINE
-    if silence >= late_factor * interval:
-        return Liveness.LATE
-    return Liveness.ONLINE
+        status = Liveness.OFFLINE
+    elif silence >= late_factor * interval:
+        status = Liveness.LATE
+    else:
+        status = Liveness.ONLINE
+    unheard = clock.last_seen is None or clock.last_seen < clock.since
+    if unheard and _WORSE[clock.status] > _WORSE[status]:
+        return clock.status  # judged silent before watching began: only a report brings it back
+    return status
+
+
+_WORSE = {Liveness.ONLINE: 0, Liveness.LATE: 1, Liveness.OFFLINE: 2}
 
 
 def restore(
@@ -309,7 +331,29 @@ class Watched:
     fallback_interval_s: float
     """Its profile's expected interval, else the policy's default."""
     since: datetime
-    """When it was registered: the baseline while it has never reported."""
+    """When watching it began (see :func:`watch_from`): the baseline of its silence."""
+
+
+def watch_from(
+    fleet: Mapping[str, Watched], watched_before: Mapping[str, Watched], now: datetime
+) -> dict[str, Watched]:
+    """The fleet as read from the registry, each device's ``since`` moved to when this service
+    began watching it: kept for a device it already watched, ``now`` for one new to it (the
+    service just started, or the device just became active). Its registration if later.
+
+    >>> from datetime import UTC
+    >>> t0 = datetime(2026, 11, 22, tzinfo=UTC)
+    >>> old = {"a": Watched(("c",), 60.0, t0)}
+    >>> new = watch_from({"a": old["a"], "b": Watched(("c",), 60.0, t0)}, old, t0 + timedelta(days=1))
+    >>> new["a"].since == t0, new["b"].since == t0 + timedelta(days=1)
+    (True, True)
+    """
+    out = {}
+    for device_id, watched in fleet.items():
+        before = watched_before.get(device_id)
+        start = before.since if before is not None else max(watched.since, now)
+        out[device_id] = replace(watched, since=start)
+    return out
 
 
 @dataclass(frozen=True)

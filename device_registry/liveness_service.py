@@ -9,7 +9,14 @@ committed: a crash in between publishes a change again (at least once) and loses
 
 The active devices, their places and their profiles' intervals are read from PostgreSQL at the
 start and every :data:`FLEET_REFRESH_S`, never per report. A device reporting before the next
-refresh is watched at once, with the default interval.
+refresh is watched at once, with the default interval. Silence counts from the last report or
+from when the service began watching the device, whichever is later
+(:func:`~device_registry.liveness.watch_from`): a restart blames no device for the downtime.
+
+A provisioned device is not watched (nobody expects it yet). Its first reading on ``readings``
+has passed the stream's checks, so the service asks the registry to make it active (audited
+with the actor ``liveness`` and the action ``activate_on_first_reading``); the registry stays
+the one writer of devices.
 
 Run one instance. It judges only while it holds every partition of ``readings`` and has caught
 up with them; while it is behind (a backlog after a restart or a database pause) it keeps
@@ -52,11 +59,14 @@ from device_registry.liveness import (
     observe,
     restore,
     under,
+    watch_from,
 )
+from device_registry.registry import Registry
 
 __all__ = [
     "CATCH_UP_LAG_S",
     "FLEET_REFRESH_S",
+    "Activate",
     "LivenessService",
     "LivenessStore",
     "LivenessStoreUnavailable",
@@ -74,6 +84,11 @@ FLEET_REFRESH_S = 10.0
 CATCH_UP_LAG_S = 5.0
 """Reports that reached the gateway longer ago than this mean the consumer is behind."""
 CONSUME_MAX = 1000
+ACTOR = "liveness"
+
+Activate = Callable[[Sequence[str]], Sequence[str]]
+"""Asks the registry to make active those of the devices that are still provisioned; returns
+the ids it activated. Raises on a database or Kafka fault (the service tries again later)."""
 
 
 def policy(settings: Settings) -> LivenessPolicy:
@@ -261,6 +276,11 @@ class _Metrics:
             "Checks not run because the consumer was behind or lacked partitions",
             registry=registry,
         )
+        self.activated = Counter(
+            "cityvitals_liveness_activated_total",
+            "Provisioned devices made active by their first valid reading",
+            registry=registry,
+        )
 
 
 class LivenessService:
@@ -271,8 +291,12 @@ class LivenessService:
         producer: Producer,
         store: LivenessStore,
         registry: CollectorRegistry,
+        activate: Activate,
     ) -> None:
         self.settings = settings
+        self.activate = activate
+        self._unwatched: set[str] = set()
+        """Devices that reported while not in the fleet: perhaps provisioned, to activate."""
         self.consumer = consumer
         self.producer = producer
         self.store = store
@@ -295,9 +319,10 @@ class LivenessService:
 
     def _observe(self, device_id: str, place_path: PlacePath, seen_at: datetime) -> None:
         watched = self.fleet.get(device_id)
-        if watched is None:  # registered since the last refresh
+        if watched is None:  # registered or provisioned since the last refresh
             watched = Watched(place_path, self.policy.default_interval_s, seen_at)
             self.fleet[device_id] = watched
+            self._unwatched.add(device_id)
         clock = self.clocks.get(device_id) or DeviceClock(since=watched.since)
         self.clocks[device_id] = observe(clock, seen_at)
         self._dirty.add(device_id)
@@ -454,9 +479,27 @@ class LivenessService:
             self.metrics.devices.labels(status.value).set(n)
         self.metrics.outages.set(len(self.outages))
 
+    def activate_reporting(self) -> None:
+        """Ask the registry to activate the provisioned devices among those that reported
+        while unwatched. On a fault they are asked again at the next check."""
+        if not self._unwatched:
+            return
+        asked = sorted(self._unwatched)
+        try:
+            activated = self.activate(asked)
+        except (psycopg.Error, db.DatabaseUnavailable, kafka.KafkaUnavailable) as exc:
+            log.warning("activating %d reporting devices failed: %s; retrying", len(asked), exc)
+            return
+        self._unwatched.difference_update(asked)
+        if activated:
+            self.metrics.activated.inc(len(activated))
+            log.info("activated on their first reading: %s", ", ".join(activated[:10]))
+
     def refresh(self, stop: threading.Event) -> None:
-        """Read the active devices again; a device no longer active is no longer watched."""
-        self.fleet = self._retry(lambda: self.store.fleet(self.policy.default_interval_s), stop)
+        """Read the active devices again; a device no longer active is no longer watched.
+        Watching a device begins when it first appears (:func:`watch_from`)."""
+        fleet = self._retry(lambda: self.store.fleet(self.policy.default_interval_s), stop)
+        self.fleet = watch_from(fleet, self.fleet, datetime.now(UTC))
         self.clocks = {d: c for d, c in self.clocks.items() if d in self.fleet}
 
     def load(self, stop: threading.Event) -> None:
@@ -487,6 +530,7 @@ class LivenessService:
                 if time.monotonic() >= next_refresh:
                     self.refresh(stop)
                     next_refresh = time.monotonic() + FLEET_REFRESH_S
+                self.activate_reporting()
                 self.check_once(stop)
                 next_check = time.monotonic() + interval
         finally:
@@ -495,12 +539,37 @@ class LivenessService:
             self.store.close()
 
 
+class RegistryActivator:
+    """:data:`Activate` through the device registry, on a connection of its own (reopened
+    after a fault). The broker needs no change: a provisioned device's login already works."""
+
+    def __init__(self, settings: Settings, producer: Producer) -> None:
+        self.settings = settings
+        self.producer = producer
+        self._registry: Registry | None = None
+
+    def __call__(self, device_ids: Sequence[str]) -> list[str]:
+        if self._registry is None or self._registry.conn.closed or self._registry.conn.broken:
+            self._registry = Registry(self.settings, db.connect(self.settings), self.producer, None)
+        return [d.device_id for d in self._registry.activate_on_first_reading(device_ids, ACTOR)]
+
+    def close(self) -> None:
+        if self._registry is not None:
+            self._registry.conn.close()
+
+
 def run(settings: Settings, registry: CollectorRegistry, stop: threading.Event) -> None:
     """The liveness service until ``stop`` is set."""
-    LivenessService(
-        settings,
-        kafka.consumer(settings, settings.topic("cityvitals_liveness")),
-        kafka.producer(settings),
-        LivenessStore(settings),
-        registry,
-    ).run(stop)
+    producer = kafka.producer(settings)
+    activator = RegistryActivator(settings, producer)
+    try:
+        LivenessService(
+            settings,
+            kafka.consumer(settings, settings.topic("cityvitals_liveness")),
+            producer,
+            LivenessStore(settings),
+            registry,
+            activator,
+        ).run(stop)
+    finally:
+        activator.close()

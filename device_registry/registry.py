@@ -42,6 +42,7 @@ __all__ = [
     "DeviceExists",
     "ImportReport",
     "PlaceConflict",
+    "ProfileMismatch",
     "Registry",
     "RegistryError",
     "ServiceLogin",
@@ -52,6 +53,11 @@ __all__ = [
 
 UPDATABLE = frozenset({"device_type", "profile_id", "department", "tags", "lat", "lon"})
 Progress = Callable[[int, int], None]
+MAY_CONNECT = frozenset({DeviceState.PROVISIONED, DeviceState.ACTIVE})
+"""States whose MQTT login works: a provisioned device may connect and publish, and its first
+valid reading makes it active."""
+FIRST_READING = "activate_on_first_reading"
+"""The audit action of a provisioned device made active by its first valid reading."""
 
 
 class RegistryError(ValueError):
@@ -83,6 +89,15 @@ class ServiceLogin(RegistryError):
             f"{device_id!r} is the MQTT login of a service; a device cannot take it",
             "device_id",
             device_id,
+        )
+
+
+class ProfileMismatch(RegistryError):
+    def __init__(self, profile_id: str, profile_type: str, device_type: str) -> None:
+        super().__init__(
+            f"profile {profile_id!r} is for device_type {profile_type!r}, not {device_type!r}",
+            "profile_id",
+            profile_id,
         )
 
 
@@ -150,6 +165,32 @@ def _device(row: Sequence[Any]) -> Device:
 def _place(row: Sequence[Any]) -> Place:
     place_id, level, name, path, lat, lon = row
     return Place(place_id=place_id, level=level, name=name, path=tuple(path), lat=lat, lon=lon)
+
+
+def _database_refused(exc: psycopg.Error, devices: Sequence[Device]) -> RegistryError:
+    """A database refusal of a device write, in the registry's words (never psycopg's)."""
+    diag = exc.diag
+    detail = diag.message_detail or ""
+    value = detail.split("=(", 1)[1].split(")", 1)[0] if "=(" in detail else None
+    if isinstance(exc, psycopg.errors.UniqueViolation):
+        if diag.table_name == "devices" and value is not None:
+            return DeviceExists(value)
+        return RegistryError(
+            f"{diag.table_name or 'a record'} {value!r} was registered meanwhile; try again",
+            diag.column_name or "device_id",
+            value,
+        )
+    if isinstance(exc, psycopg.errors.ForeignKeyViolation):
+        missing = value or next((d.profile_id for d in devices if d.profile_id), "?")
+        return UnknownProfile(str(missing))
+    field = diag.column_name or "row"
+    if isinstance(exc, psycopg.DataError):
+        return RegistryError(f"{field}: a value the database cannot store", field, None)
+    return RegistryError(
+        f"the database refused the device (SQLSTATE {exc.sqlstate or '?'}); nothing was stored",
+        field,
+        None,
+    )
 
 
 def _json(model: Any) -> Jsonb | None:
@@ -263,7 +304,8 @@ class Registry:
     # --- places -----------------------------------------------------------------------------
 
     def put_places(self, places: Iterable[Place], actor: str) -> None:
-        """Create places or rename them; a place cannot change its path here (see move_place)."""
+        """Create places or rename them; a place cannot change its path here (see move_place).
+        Ancestors the path names that do not exist yet are created too (audited)."""
         with self.conn.transaction(), self.conn.cursor() as cur:
             for p in places:
                 row = cur.execute(
@@ -273,12 +315,8 @@ class Registry:
                 before = _place(row) if row else None
                 if before is not None and before.path != p.path:
                     raise PlaceConflict(p.place_id, before.path, p.path)
-                if p.parent_id is not None:
-                    parent = cur.execute(
-                        "SELECT path FROM places WHERE place_id = %s", (p.parent_id,)
-                    ).fetchone()
-                    if parent is not None and tuple(parent[0]) != p.path[:-1]:
-                        raise PlaceConflict(p.parent_id, parent[0], p.path[:-1])
+                if p.parent_id is not None:  # missing ancestors are created, as for devices
+                    self._ensure_places(cur, [p.path[:-1]], actor)
                 cur.execute(
                     "INSERT INTO places (place_id, level, name, path, lat, lon) "
                     "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (place_id) DO UPDATE SET "
@@ -345,9 +383,15 @@ class Registry:
         return moved
 
     def _check_paths(self, cur: psycopg.Cursor[Any], devices: Sequence[Device], actor: str) -> None:
-        """Create the places a device path names (audited); a known place must sit where it
-        says."""
-        prefixes = {d.place_path[: i + 1] for d in devices for i in range(len(d.place_path))}
+        """Create the places the devices' paths name (audited)."""
+        self._ensure_places(cur, [d.place_path for d in devices], actor)
+
+    def _ensure_places(
+        self, cur: psycopg.Cursor[Any], paths: Sequence[Sequence[str]], actor: str
+    ) -> None:
+        """Create every place on the paths that does not exist yet (audited, named by its id);
+        a known place must sit where a path says, and one new id cannot sit at two paths."""
+        prefixes = {tuple(path[: i + 1]) for path in paths for i in range(len(path))}
         known = {
             str(r[0]): tuple(r[1])
             for r in cur.execute(
@@ -355,10 +399,12 @@ class Registry:
                 ([p[-1] for p in prefixes],),
             ).fetchall()
         }
-        for prefix in prefixes:
-            if prefix[-1] in known and known[prefix[-1]] != prefix:
-                raise PlaceConflict(prefix[-1], known[prefix[-1]], prefix)
-        new = sorted((p for p in prefixes if p[-1] not in known), key=len)
+        existing = set(known)
+        for prefix in sorted(prefixes):
+            where = known.setdefault(prefix[-1], prefix)
+            if where != prefix:
+                raise PlaceConflict(prefix[-1], where, prefix)
+        new = sorted((p for p in prefixes if p[-1] not in existing), key=len)
         created = [
             Place(place_id=p[-1], level=list(PlaceLevel)[len(p) - 1], name=p[-1], path=p)
             for p in new
@@ -377,8 +423,23 @@ class Registry:
     # --- profiles and departments -----------------------------------------------------------
 
     def put_profile(self, profile: Profile, actor: str) -> None:
+        """Create or replace a profile. Its device_type cannot change while devices of another
+        type use it."""
         with self.conn.transaction(), self.conn.cursor() as cur:
             before = self._profile(cur, profile.profile_id)
+            others = cur.execute(
+                "SELECT device_id, device_type FROM devices WHERE profile_id = %s "
+                "AND device_type <> %s ORDER BY device_id LIMIT 3",
+                (profile.profile_id, profile.device_type),
+            ).fetchall()
+            if others:
+                raise RegistryError(
+                    f"profile {profile.profile_id!r} is used by devices of another type "
+                    f"({', '.join(f'{d} ({t})' for d, t in others)}); it cannot become "
+                    f"{profile.device_type!r}",
+                    "device_type",
+                    profile.device_type,
+                )
             cur.execute(
                 "INSERT INTO profiles (profile_id, device_type, description, metrics, "
                 "expected_interval_s) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (profile_id) DO "
@@ -449,11 +510,34 @@ class Registry:
 
     # --- devices ------------------------------------------------------------------------------
 
+    @staticmethod
+    def _check_profiles(cur: psycopg.Cursor[Any], devices: Sequence[Device]) -> None:
+        """Each device's profile exists and is of the device's type (a profile of another type
+        would let it send another type's metrics, unchecked)."""
+        wanted = sorted({d.profile_id for d in devices if d.profile_id is not None})
+        if not wanted:
+            return
+        types = {
+            str(pid): str(t)
+            for pid, t in cur.execute(
+                "SELECT profile_id, device_type FROM profiles WHERE profile_id = ANY(%s)",
+                (wanted,),
+            )
+        }
+        for d in devices:
+            if d.profile_id is None:
+                continue
+            if d.profile_id not in types:
+                raise UnknownProfile(d.profile_id)
+            if types[d.profile_id] != d.device_type:
+                raise ProfileMismatch(d.profile_id, types[d.profile_id], d.device_type)
+
     def add_many(self, devices: Sequence[Device], actor: str) -> list[tuple[str, str]]:
         """Register new devices and issue each an MQTT secret; returns (device id, secret)."""
         issued = [(d.device_id, new_secret()) for d in devices]
         try:
             with self.conn.transaction(), self.conn.cursor() as cur:
+                self._check_profiles(cur, devices)
                 service = cur.execute(
                     "SELECT username FROM mqtt_credentials "
                     "WHERE role <> 'device' AND username = ANY(%s) LIMIT 1",
@@ -486,7 +570,7 @@ class Registry:
                     "password_hash = EXCLUDED.password_hash, enabled = EXCLUDED.enabled, "
                     "updated_at = now() WHERE mqtt_credentials.role = 'device'",
                     [
-                        (device_id, hash_secret(secret), d.state is DeviceState.ACTIVE)
+                        (device_id, hash_secret(secret), d.state in MAY_CONNECT)
                         for (device_id, secret), d in zip(issued, devices, strict=True)
                     ],
                 )
@@ -495,13 +579,8 @@ class Registry:
                     "VALUES (%s, 'add', 'device', %s, %s)",
                     [(actor, d.device_id, _json(d)) for d in devices],
                 )
-        except psycopg.errors.UniqueViolation as exc:
-            detail = exc.diag.message_detail or ""
-            taken = detail.split("=(")[-1].split(")")[0] if "=(" in detail else "?"
-            raise DeviceExists(taken) from exc
-        except psycopg.errors.ForeignKeyViolation as exc:
-            missing = next((d.profile_id for d in devices if d.profile_id), "?")
-            raise UnknownProfile(str(missing)) from exc
+        except (psycopg.IntegrityError, psycopg.DataError) as exc:
+            raise _database_refused(exc, devices) from exc
         self.publish(devices)  # before the broker accepts the device: its readings come after
         self._sync_broker()
         return issued
@@ -568,15 +647,16 @@ class Registry:
                 ).fetchone()
                 assert row is not None
                 after = _device(row)
+                self._check_profiles(cur, [after])
                 if action == "state":
                     cur.execute(
                         "UPDATE mqtt_credentials SET enabled = %s, updated_at = now() "
                         "WHERE username = %s",
-                        (after.state is DeviceState.ACTIVE, device_id),
+                        (after.state in MAY_CONNECT, device_id),
                     )
                 self._audit(cur, actor, action, "device", device_id, before, after)
-        except psycopg.errors.ForeignKeyViolation as exc:
-            raise UnknownProfile(str(params[0])) from exc
+        except (psycopg.IntegrityError, psycopg.DataError) as exc:
+            raise _database_refused(exc, []) from exc
         self.publish([after])
         if action == "state":
             self._sync_broker()
@@ -610,8 +690,9 @@ class Registry:
         return self._change(device_id, actor, "move", "place_path = %s", (list(place_path),))
 
     def set_state(self, device_id: str, state: DeviceState, actor: str) -> Device:
-        """Move a device through its lifecycle; only an active device may connect. Retired
-        is final: a device put back in service is registered anew, under a new id."""
+        """Move a device through its lifecycle; only a provisioned or active device may
+        connect. Retired is final: a device put back in service is registered anew, under a
+        new id."""
         current = self.get(device_id)
         if current.state is DeviceState.RETIRED and state is not DeviceState.RETIRED:
             raise RegistryError(
@@ -621,6 +702,44 @@ class Registry:
                 state.value,
             )
         return self._change(device_id, actor, "state", "state = %s", (state.value,))
+
+    def activate_on_first_reading(self, device_ids: Sequence[str], actor: str) -> list[Device]:
+        """Make active those of ``device_ids`` that are still provisioned (audited as
+        :data:`FIRST_READING`); returns them. Others (already active, suspended meanwhile,
+        unknown) are left as they are. The liveness service calls this for devices it sees
+        report, since a reading on ``readings`` has passed the stream's checks."""
+        if not device_ids:
+            return []
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            before = {
+                d.device_id: d
+                for d in map(
+                    _device,
+                    cur.execute(
+                        f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = ANY(%s) "
+                        "AND state = 'provisioned' FOR UPDATE",
+                        (list(device_ids),),
+                    ).fetchall(),
+                )
+            }
+            rows = cur.execute(
+                f"UPDATE devices SET state = 'active', updated_at = now() "
+                f"WHERE device_id = ANY(%s) RETURNING {DEVICE_COLUMNS}",
+                (list(before),),
+            ).fetchall()
+            activated = [_device(r) for r in rows]
+            for after in activated:
+                self._audit(
+                    cur,
+                    actor,
+                    FIRST_READING,
+                    "device",
+                    after.device_id,
+                    before[after.device_id],
+                    after,
+                )
+        self.publish(activated)
+        return activated
 
     def rotate_secrets(self, device_ids: Sequence[str], actor: str) -> list[tuple[str, str]]:
         """Issue new MQTT secrets (the old ones stop working at once); returns (id, secret)."""

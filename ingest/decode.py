@@ -26,7 +26,7 @@ from cityvitals.contracts import (
     ReadingPayload,
 )
 
-__all__ = ["DecodeError", "decode", "device_of_topic"]
+__all__ = ["DecodeError", "decode", "device_of_topic", "publisher_of_topic"]
 
 MAX_PAYLOAD = 64 * 1024
 _DEVICE = re.compile(IDENTIFIER)
@@ -42,15 +42,37 @@ class DecodeError(ValueError):
 
 
 def device_of_topic(topic_root: str, topic: str) -> tuple[str, str]:
-    """``<root>/<device_id>/<kind>`` to ``(device_id, kind)``; raises DecodeError otherwise."""
+    """``<root>/<device_id>/<kind>`` to ``(device_id, kind)``; raises DecodeError otherwise.
+
+    >>> device_of_topic("cityvitals", "cityvitals/wl-1/reading")
+    Traceback (most recent call last):
+    ...
+    ingest.decode.DecodeError: topic: topic 'cityvitals/wl-1/reading' is neither cityvitals/<device_id>/readings nor cityvitals/<device_id>/events
+    """
     parts = topic.split("/")
     if len(parts) != 3 or parts[0] != topic_root or parts[2] not in ("readings", "events"):
         raise DecodeError(
-            f"topic {topic!r} is not {topic_root}/<device_id>/readings or .../events", "topic"
+            f"topic {topic!r} is neither {topic_root}/<device_id>/readings nor "
+            f"{topic_root}/<device_id>/events",
+            "topic",
         )
     if not _DEVICE.match(parts[1]):
         raise DecodeError(f"{parts[1]!r} is not a valid device id", "topic")
     return parts[1], parts[2]
+
+
+def publisher_of_topic(topic_root: str, topic: str) -> str | None:
+    """The device a topic under ``<root>/<device_id>/`` belongs to, whatever follows; None
+    when the topic names none. The broker lets a device write only under its own id, so this
+    names the sender of a message on a mistyped topic.
+
+    >>> publisher_of_topic("cityvitals", "cityvitals/wl-1/reading"), publisher_of_topic("cityvitals", "x")
+    ('wl-1', None)
+    """
+    parts = topic.split("/")
+    if len(parts) >= 2 and parts[0] == topic_root and _DEVICE.match(parts[1]):
+        return parts[1]
+    return None
 
 
 def _first_error(exc: ValidationError) -> DecodeError:

@@ -1,7 +1,7 @@
 """The MQTT → Kafka gateway.
 
-Subscribes (QoS1, persistent session, shared subscription) to every device topic, decodes each
-message, groups the good ones by the Kafka partition of their device and sends each group as
+Subscribes (QoS1, persistent session, shared subscription) to everything under the topic root,
+decodes each message, groups the good ones by the Kafka partition of their device and sends each group as
 one :class:`ReadingBatch` to that partition of ``readings.raw``. A refused message goes to
 ``deadletter`` with its reason and original bytes. An MQTT message is acknowledged only after
 Kafka confirmed the message that carries it, so a crash loses nothing: the broker redelivers
@@ -32,7 +32,7 @@ from cityvitals.contracts import CameraEvent, DeadLetter, Reading, ReadingBatch
 from cityvitals.kafka import partition_count
 from cityvitals.settings import Settings
 from cityvitals.topics import Topic, partition_for
-from ingest.decode import DecodeError, decode, device_of_topic
+from ingest.decode import DecodeError, decode, publisher_of_topic
 
 __all__ = ["Gateway", "GatewayError", "GatewayMetrics"]
 
@@ -120,9 +120,11 @@ class Gateway:
             self._failure = f"MQTT broker {self.settings.mqtt_host}:{self.settings.mqtt_port} refused the gateway: {reason}"
             return
         group, root = self.settings.mqtt_share_group, self.settings.mqtt_topic_root
-        client.subscribe(
-            [(f"$share/{group}/{root}/+/readings", 1), (f"$share/{group}/{root}/+/events", 1)]
-        )
+        # Everything under the root, not only .../readings and .../events: a device may write
+        # anywhere under its own id, and a message on a mistyped topic is dead-lettered, not lost.
+        client.subscribe([(f"$share/{group}/{root}/#", 1)])
+        # A persistent session may still hold the narrower filters of earlier versions.
+        client.unsubscribe([f"$share/{group}/{root}/+/readings", f"$share/{group}/{root}/+/events"])
         self._connected.set()
         log.info("connected to MQTT %s:%s", self.settings.mqtt_host, self.settings.mqtt_port)
 
@@ -177,10 +179,7 @@ class Gateway:
         return batch
 
     def _dead_letter(self, item: _Inbound, error: DecodeError) -> None:
-        try:
-            device: str | None = device_of_topic(self.settings.mqtt_topic_root, item.topic)[0]
-        except DecodeError:
-            device = None
+        device = publisher_of_topic(self.settings.mqtt_topic_root, item.topic)
         letter = DeadLetter(
             stage="ingest",
             reason=str(error),

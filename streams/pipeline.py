@@ -241,16 +241,46 @@ def process_batch(
     return out
 
 
+PROCESSED_STATES = frozenset({DeviceState.ACTIVE, DeviceState.PROVISIONED})
+"""A provisioned device's first valid reading is processed (the liveness service then asks
+the registry to activate it); a suspended or retired device's readings are refused."""
+
+
+def unlisted_metric(
+    device_id: str, values: Mapping[str, float], entry: Mapping[str, Any]
+) -> str | None:
+    """The first metric the device's profile does not list, described; None if all are listed.
+
+    A device with a profile may send only its profile's metrics (the registry publishes them
+    as ``valid_ranges``); a device without a profile is not limited.
+    """
+    profile_id = entry.get("profile_id")
+    if profile_id is None:
+        return None
+    listed = entry.get("valid_ranges") or {}
+    for metric in values:
+        if metric not in listed:
+            return (
+                f"metric {metric!r} is not in profile {profile_id!r} of device {device_id!r} "
+                f"(it lists: {', '.join(sorted(listed)) or 'no metrics'})"
+            )
+    return None
+
+
 def _problem(
     item: Reading | CameraEvent, entry: Mapping[str, Any] | None, now: datetime
 ) -> tuple[str | None, str]:
     if entry is None:
         return f"unknown device {item.device_id!r}: not in the registry", "unknown_device"
-    if entry["state"] != DeviceState.ACTIVE:
-        return f"device {item.device_id!r} is {entry['state']}, not active", "inactive_device"
-    ranges = entry.get("valid_ranges")
-    if ranges and isinstance(item, Reading) and (problem := out_of_range(item.values, ranges)):
-        return problem, "out_of_range"
+    if entry["state"] not in PROCESSED_STATES:
+        state = entry["state"]
+        return f"device {item.device_id!r} is {state}, not active or provisioned", "inactive_device"
+    if isinstance(item, Reading):
+        if problem := unlisted_metric(item.device_id, item.values, entry):
+            return problem, "unlisted_metric"
+        ranges = entry.get("valid_ranges")
+        if ranges and (problem := out_of_range(item.values, ranges)):
+            return problem, "out_of_range"
     if item.ts > now + FUTURE_TOLERANCE:
         ahead = (item.ts - now).total_seconds()
         return f"ts {item.ts.isoformat()} is {ahead:.0f} s ahead of the stream's clock", "future"

@@ -419,3 +419,61 @@ def test_schemathesis_finds_no_server_error(api: httpx.Client, isolated_api: htt
     assert all(exercised[o.label] >= (10 if has_input(o) else 1) for o in operations), exercised
     assert not [s for s in statuses if s >= 500]
     assert {200, 201, 404, 422} <= set(statuses)
+
+
+def test_vitals_history_refuses_an_unknown_indicator_and_an_unknown_place(
+    pipeline: Pipeline, api: httpx.Client
+) -> None:
+    city = f"vit{uid()}"
+    onboard(api, f"wl-{uid()}", city)
+    answer = api.get(f"/vitals/{city}/history", params={"indicator": "nope"})
+    assert answer.status_code == 422, answer.text
+    (item,) = answer.json()["detail"]
+    assert item["loc"] == ["query", "indicator"] and item["input"] == "nope"
+    assert "'nope'" in item["msg"] and "aqi" in item["msg"] and "water_depth" in item["msg"]
+    assert api.get(f"/vitals/{city}/history", params={"indicator": "aqi"}).status_code == 200
+    unknown = api.get(f"/vitals/no-{city}/history", params={"indicator": "aqi"})
+    assert unknown.status_code == 404 and f"no-{city}" in unknown.json()["detail"]
+
+
+def test_the_docs_page_loads_its_assets_from_the_api_itself(
+    pipeline: Pipeline, api: httpx.Client
+) -> None:
+    import re
+
+    page = api.get("/docs")
+    assert page.status_code == 200
+    own = f"127.0.0.1:{pipeline.settings.api_port}"
+    hosts = set(re.findall(r"https?://([^/\"'\s]+)", page.text))
+    assert hosts <= {own}, f"/docs refers to other hosts: {hosts - {own}}"
+    assets = re.findall(r"""(?:src|href)\s*=\s*['"]([^'"]+)['"]""", page.text)
+    assert any(a.endswith(".js") for a in assets) and any(a.endswith(".css") for a in assets)
+    for asset in assets:
+        assert api.get(asset).status_code == 200, asset
+
+
+def test_a_profile_of_another_type_is_refused_and_imports_start_provisioned(
+    pipeline: Pipeline, api: httpx.Client
+) -> None:
+    city, profile = f"pt{uid()}", f"wl-{uid()}"
+    body = {"device_type": "water_level", "expected_interval_s": 60, "metrics": {}}
+    assert api.put(f"/profiles/{profile}", json=body).status_code == 201
+    answer = api.post(
+        "/devices",
+        json={
+            "device_id": f"aq-{uid()}",
+            "device_type": "air_quality",
+            "place_path": [city],
+            "profile_id": profile,
+        },
+    )
+    assert answer.status_code == 422 and loc_of(answer) == ["body", "profile_id"]
+    assert "device_type 'water_level', not 'air_quality'" in answer.json()["detail"][0]["msg"]
+    device = f"wl-{uid()}"
+    imported = api.post(
+        "/devices/import",
+        content=f"device_id,device_type,place_path\n{device},water_level,{city}\n",
+        headers={"content-type": "text/csv"},
+    )
+    assert imported.status_code == 200 and imported.json()["errors"] == []
+    assert api.get(f"/devices/{device}").json()["state"] == "provisioned"

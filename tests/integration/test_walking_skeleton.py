@@ -133,6 +133,44 @@ def test_a_device_cannot_publish_on_another_devices_topic(pipeline: Pipeline) ->
     assert pipeline.rows(victim) == []
 
 
+def test_a_mistyped_topic_under_mqtt_311_is_dead_lettered_not_lost(pipeline: Pipeline) -> None:
+    """MQTT 3.1.1 cannot refuse a publish: the broker acknowledges it either way. A topic under
+    the device's own id reaches the gateway, which dead-letters it naming the expected forms."""
+    device, secret = pipeline.register()
+    root = pipeline.settings.mqtt_topic_root
+    mistyped = f"{root}/{device}/reading"
+    acked = threading.Event()
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=f"t-{device}", protocol=mqtt.MQTTv311
+    )
+    client.username_pw_set(device, secret)
+    client.on_publish = lambda *_: acked.set()
+    client.connect("127.0.0.1", pipeline.settings.mqtt_port)
+    client.loop_start()
+    try:
+        client.publish(mistyped, reading("2026-11-22T08:00:00Z", 1, water_level_cm=3), qos=1)
+        assert acked.wait(10), "no PUBACK"
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    letter = wait_for(
+        lambda: pipeline.query(
+            "SELECT stage, reason, source FROM deadletters WHERE device_id = %s", device
+        ),
+        what="the mistyped topic's dead letter",
+    )
+    assert letter == [
+        (
+            "ingest",
+            f"topic: topic {mistyped!r} is neither {root}/<device_id>/readings nor "
+            f"{root}/<device_id>/events",
+            mistyped,
+        )
+    ]
+    assert 'cityvitals_ingest_rejected_total{field="topic"}' in pipeline.metrics("ingest")
+    assert pipeline.rows(device) == []
+
+
 def _alerts_of(consumer: Consumer, device: str, count: int, rule_id: str) -> list[Alert]:
     found: list[Alert] = []
 

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 import pytest
 
 from cityvitals.contracts import CameraEvent, Reading
-from ingest import DecodeError, decode
+from ingest import DecodeError, decode, publisher_of_topic
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 ROOT = "cityvitals"
@@ -67,3 +67,15 @@ def test_bad_payloads_name_the_field(topic: str, payload: bytes, field: str, wor
         decode(ROOT, topic, payload, NOW)
     assert err.value.field == field
     assert words in str(err.value)
+
+
+def test_a_mistyped_topic_names_itself_the_expected_forms_and_its_sender() -> None:
+    with pytest.raises(DecodeError) as err:
+        decode(ROOT, "cityvitals/wl-7/reading", body(values={"x": 1}), NOW)
+    assert err.value.field == "topic"
+    assert err.value.reason == (
+        "topic 'cityvitals/wl-7/reading' is neither cityvitals/<device_id>/readings nor "
+        "cityvitals/<device_id>/events"
+    )
+    assert publisher_of_topic(ROOT, "cityvitals/wl-7/reading/extra") == "wl-7"
+    assert publisher_of_topic(ROOT, "other/wl-7/readings") is None

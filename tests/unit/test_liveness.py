@@ -21,6 +21,7 @@ from device_registry.liveness import (
     restore,
     tally,
     track_outages,
+    watch_from,
 )
 
 T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
@@ -299,3 +300,45 @@ def test_unknown_devices_are_not_judged_and_new_ones_start_online() -> None:
     fleet = {"new": Watched(("c",), DEFAULT_INTERVAL_S, at(0))}
     result = check({"gone": reported([0, 1, 2, 3])}, fleet, {}, at(10), POLICY)
     assert list(result.clocks) == ["new"] and result.announced == () and result.changed == ()
+
+
+# --- a restart of the service or of the stack ------------------------------------------------
+
+
+def test_after_a_restart_silence_counts_from_when_watching_began_not_from_the_last_report() -> None:
+    # The stack was down for an hour; the service restarts and restores its stored clocks.
+    restart = at(3600)
+    clocks = {d: restore(Liveness.ONLINE, at(30), 10.0, restart, withheld=False) for d in FLEET}
+    first = check(clocks, FLEET, {}, restart + timedelta(seconds=1), POLICY)
+    assert first.started == () and first.announced == () and first.changed == ()
+    # The devices report again within their cadence: nothing was ever wrong with them.
+    clocks = {d: observe(c, restart + timedelta(seconds=5)) for d, c in first.clocks.items()}
+    later = check(clocks, FLEET, {}, restart + timedelta(seconds=10), POLICY)
+    assert later.started == () and later.announced == ()
+    # One that does not report is judged by its cadence from the restart, like any other.
+    silent = check(first.clocks, FLEET, {}, restart + timedelta(seconds=45), POLICY)
+    assert [o.place_id for o in silent.started] == ["c"]
+
+
+def test_a_device_offline_before_the_restart_stays_offline_until_it_reports() -> None:
+    restart = at(3600)
+    fleet = {"a": Watched(("c", "d"), 300.0, restart)}
+    clock = restore(Liveness.OFFLINE, at(30), 10.0, restart, withheld=False)
+    result = check({"a": clock}, fleet, {}, restart + timedelta(seconds=1), POLICY)
+    assert result.clocks["a"].status is Liveness.OFFLINE and result.announced == ()
+    back = observe(result.clocks["a"], restart + timedelta(seconds=2))
+    again = check({"a": back}, fleet, {}, restart + timedelta(seconds=3), POLICY)
+    assert [(a.device_id, a.status.value) for a in again.announced] == [("a", "online")]
+
+
+def test_watching_begins_when_the_service_first_sees_a_device_in_the_fleet() -> None:
+    registered = {"a": Watched(("c",), 60.0, at(0)), "b": Watched(("c",), 60.0, at(0))}
+    started = watch_from(registered, {}, at(3600))
+    assert {d: w.since for d, w in started.items()} == {"a": at(3600), "b": at(3600)}
+    activated = {**registered, "n": Watched(("c",), 60.0, at(0))}
+    refreshed = watch_from(activated, started, at(7200))
+    assert {d: w.since for d, w in refreshed.items()} == {
+        "a": at(3600),
+        "b": at(3600),
+        "n": at(7200),
+    }

@@ -52,3 +52,31 @@ def test_secrets_hash_in_mosquitto_format_and_verify() -> None:
     assert hashed.startswith("$7$101$")
     assert verify_secret("s3cret", hashed) and not verify_secret("other", hashed)
     assert render_password_file([("b", "h2"), ("a", "h1")]) == "a:h1\nb:h2\n"
+
+
+def test_a_csv_with_a_byte_order_mark_is_read() -> None:
+    parsed = parse_device_csv("\ufeffdevice_id,device_type,place_path\nwl-1,water_level,sh\n", NOW)
+    assert not parsed.errors and [d.device_id for d in parsed.devices] == ["wl-1"]
+
+
+def test_imported_devices_are_provisioned_unless_their_state_says_otherwise() -> None:
+    csv_text = (
+        "device_id,device_type,place_path,state\nwl-1,water_level,sh,\nwl-2,water_level,sh,active\n"
+    )
+    parsed = parse_device_csv(csv_text, NOW)
+    assert [d.state.value for d in parsed.devices] == ["provisioned", "active"]
+    items = '[{"device_id": "a", "device_type": "t", "place_path": "sh"}]'
+    assert parse_device_json(items, NOW).devices[0].state.value == "provisioned"
+
+
+def test_a_value_the_database_cannot_store_is_reported_by_line_and_field() -> None:
+    parsed = parse_device_csv(
+        "device_id,device_type,place_path,department,tags\n"
+        "wl-1,water_level,sh,wa\x00ter,\n"
+        "wl-2,water_level,sh,,a;b\x00\n"
+        "wl-3,water_level,sh,,\n",
+        NOW,
+    )
+    assert [d.device_id for d in parsed.devices] == ["wl-3"]
+    assert [(e.line, e.field) for e in parsed.errors] == [(2, "department"), (3, "tags")]
+    assert "NUL" in parsed.errors[0].message

@@ -1,0 +1,173 @@
+"""Onboarding on real parts: profiles that fit their devices, imports that start provisioned
+and become active with their first valid reading, errors in the project's words, and the
+place tree the CLI builds."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from typer.testing import CliRunner
+
+from cityvitals.cli import app as cli_app
+from cityvitals.contracts import Device, DeviceState, Profile
+from cityvitals.services import open_registry
+from device_registry import RegistryError, parse_device_csv
+from tests.integration.conftest import Pipeline, reading, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def uid() -> str:
+    return uuid.uuid4().hex[:6]
+
+
+def water_level_profile(profile_id: str) -> Profile:
+    return Profile(
+        profile_id=profile_id,
+        device_type="water_level",
+        expected_interval_s=60,
+        metrics={"water_level_cm": {"unit": "cm", "min": 0, "max": 500}},
+    )
+
+
+def test_a_profile_of_another_device_type_is_refused(pipeline: Pipeline) -> None:
+    p = uid()
+    profile = water_level_profile(f"wl-{p}")
+    air = Device(
+        device_id=f"aq-{p}",
+        device_type="air_quality",
+        profile_id=profile.profile_id,
+        place_path=(f"{p}c",),
+        updated_at=datetime.now(UTC),
+    )
+    with open_registry(pipeline.settings) as reg:
+        reg.put_profile(profile, "itest")
+        with pytest.raises(RegistryError) as err:
+            reg.add(air, "itest")
+        assert err.value.field == "profile_id"
+        assert str(err.value) == (
+            f"profile 'wl-{p}' is for device_type 'water_level', not 'air_quality'"
+        )
+        device, _ = pipeline.register("water_level")
+        reg.update(device, {"profile_id": profile.profile_id}, "itest")
+        with pytest.raises(RegistryError) as err:
+            reg.update(device, {"device_type": "air_quality"}, "itest")
+        assert err.value.field == "profile_id"
+        other = profile.model_copy(update={"device_type": "air_quality"})
+        with pytest.raises(RegistryError) as err:
+            reg.put_profile(other, "itest")
+        assert err.value.field == "device_type" and device in str(err.value)
+        report = reg.import_csv(
+            "device_id,device_type,place_path,profile_id\n"
+            f"aq-{p}-2,air_quality,{p}c,wl-{p}\n"
+            f"wl-{p}-2,water_level,{p}c,wl-{p}\n",
+            "itest",
+        )
+    assert [d for d, _ in report.added] == [f"wl-{p}-2"]
+    assert [(e.line, e.field) for e in report.errors] == [(2, "profile_id")]
+    assert "device_type 'water_level', not 'air_quality'" in report.errors[0].message
+
+
+def test_a_metric_outside_the_devices_profile_is_dead_lettered_by_the_stream(
+    pipeline: Pipeline,
+) -> None:
+    p = uid()
+    device, secret = pipeline.register("water_level")
+    with open_registry(pipeline.settings) as reg:
+        reg.put_profile(water_level_profile(f"wl-{p}"), "itest")
+        reg.update(device, {"profile_id": f"wl-{p}"}, "itest")
+    topic = pipeline.topic(device)
+    pipeline.mosquitto_pub(device, secret, topic, reading("2026-11-22T09:00:00Z", 1, pm25=300))
+    pipeline.mosquitto_pub(
+        device, secret, topic, reading("2026-11-22T09:00:01Z", 2, water_level_cm=4)
+    )
+    rows = wait_for(lambda: pipeline.rows(device), what="the listed metric's reading")
+    assert [(r[0], r[3]) for r in rows] == [("water_level_cm", 2)]
+    letter = wait_for(
+        lambda: pipeline.query(
+            "SELECT stage, reason, payload_b64 FROM deadletters WHERE device_id = %s", device
+        ),
+        what="the dead letter of the unlisted metric",
+    )
+    ((stage, reason, payload),) = letter
+    assert stage == "streams"
+    assert reason == (
+        f"metric 'pm25' is not in profile 'wl-{p}' of device '{device}' (it lists: water_level_cm)"
+    )
+    assert b'"pm25":300.0' in base64.b64decode(payload)
+    alerts = pipeline.query("SELECT rule_id FROM alerts WHERE device_id = %s", device)
+    assert alerts == []
+
+
+def test_an_imported_device_is_provisioned_until_its_first_valid_reading(
+    pipeline: Pipeline,
+) -> None:
+    p = uid()
+    device = f"wl-{p}"
+    with open_registry(pipeline.settings) as reg:
+        report = reg.import_csv(
+            f"device_id,device_type,place_path\n{device},water_level,{p}c/{p}d\n", "itest"
+        )
+        ((_, secret),) = report.added
+        assert reg.get(device).state is DeviceState.PROVISIONED
+    # Not expected: the liveness service does not watch it while it is provisioned.
+    assert pipeline.query("SELECT 1 FROM device_liveness WHERE device_id = %s", device) == []
+    now = datetime.now(UTC).isoformat()
+    result = pipeline.mosquitto_pub(
+        device, secret, pipeline.topic(device), reading(now, 1, water_level_cm=2)
+    )
+    assert result.returncode == 0, result.stderr  # a provisioned device's credentials work
+    wait_for(lambda: pipeline.rows(device), what="the provisioned device's first reading")
+
+    def state() -> str:
+        with open_registry(pipeline.settings) as reg:
+            return reg.get(device).state.value
+
+    wait_for(lambda: state() == "active", what="the device to be activated")
+    with open_registry(pipeline.settings) as reg:
+        entry = reg.audit_log("device", device)[0]
+    assert (entry.actor, entry.action) == ("liveness", "activate_on_first_reading")
+    assert entry.before is not None and entry.before["state"] == "provisioned"
+    assert entry.after is not None and entry.after["state"] == "active"
+
+
+def test_import_errors_name_the_row_and_field_in_the_registrys_words(
+    pipeline: Pipeline,
+) -> None:
+    p = uid()
+    with open_registry(pipeline.settings) as reg:
+        # Two new places of one id at two paths, in one file: the second row is refused.
+        parsed = parse_device_csv(
+            "device_id,device_type,place_path,profile_id\n"
+            f"a-{p},noise,{p}c/{p}d\n"
+            f"b-{p},noise,{p}x/{p}d\n"
+            f"c-{p},noise,{p}c,no-such-{p}\n"
+            f"d-{p},noise,{p}c\n",
+            datetime.now(UTC),
+        )
+        report = reg.import_devices(parsed, "itest")
+    assert sorted(d for d, _ in report.added) == [f"a-{p}", f"d-{p}"]
+    assert [(e.line, e.field) for e in report.errors] == [(3, "place_path"), (4, "profile_id")]
+    for error in report.errors:
+        assert "psycopg" not in error.message and "violates" not in error.message
+        assert "Key (" not in error.message
+    assert f"place '{p}d' is at {p}c/{p}d, not {p}x/{p}d" == report.errors[0].message
+    assert f"profile 'no-such-{p}' does not exist" in report.errors[1].message
+
+
+def test_places_add_creates_the_missing_city_and_says_so(pipeline: Pipeline) -> None:
+    p = uid()
+    runner = CliRunner()
+    env = pipeline.settings.to_env()
+    result = runner.invoke(cli_app, ["places", "add", f"{p}c/{p}d", "--name", "Pudong"], env=env)
+    assert result.exit_code == 0, result.output
+    with open_registry(pipeline.settings) as reg:
+        city = reg.get_place(f"{p}c")
+        assert city.level.value == "city" and city.path == (f"{p}c",)
+        assert reg.get_place(f"{p}d").name == "Pudong"
+        created = reg.audit_log("place", f"{p}c")
+    assert [(e.action, e.actor) for e in created] == [("create", created[0].actor)]
+    assert created[0].actor.startswith("cli:")

@@ -1,0 +1,80 @@
+"""The stream's check of each reading against its device's registry entry: the metrics its
+profile lists, and the lifecycle states whose readings are processed."""
+
+from datetime import UTC, datetime, timedelta
+
+from cityvitals.contracts import Device, DeviceState, Reading, ReadingBatch
+from rules import parse_rules
+from streams import process_batch, registry_entry
+
+T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
+RULES = parse_rules("rules:\n  - {id: pm25-red, metric: pm25, levels: {red: 250}}\n")
+
+
+def water_level(
+    device_id: str,
+    profile_id: str | None = "wl-v1",
+    state: DeviceState = DeviceState.ACTIVE,
+) -> Device:
+    ranges: dict[str, tuple[float | None, float | None]] = (
+        {"water_level_cm": (0.0, 500.0)} if profile_id else {}
+    )
+    return Device(
+        device_id=device_id,
+        device_type="water_level",
+        profile_id=profile_id,
+        place_path=("c", "d1"),
+        state=state,
+        valid_ranges=ranges,
+        updated_at=T0,
+    )
+
+
+def reading(device_id: str, minutes: int = 1, **values: float) -> Reading:
+    return Reading(
+        device_id=device_id, ts=T0 + timedelta(minutes=minutes), seq=minutes, values=values
+    )
+
+
+def test_a_metric_the_profile_does_not_list_is_dead_lettered_and_raises_no_alert() -> None:
+    devices = {"wl-1": registry_entry(water_level("wl-1"))}
+    batch = ReadingBatch(
+        readings=(reading("wl-1", 1, pm25=300), reading("wl-1", 2, water_level_cm=3))
+    )
+    out = process_batch(batch, devices, {}, RULES, "raw[0]", T0)
+    assert [r.values for r in out.enriched.readings] == [{"water_level_cm": 3.0}]
+    assert not out.alerts
+    (letter,) = out.dead_letters
+    assert letter.reason == (
+        "metric 'pm25' is not in profile 'wl-v1' of device 'wl-1' (it lists: water_level_cm)"
+    )
+    assert out.refused == {"unlisted_metric": 1}
+
+
+def test_a_reading_mixing_listed_and_unlisted_metrics_is_refused_whole() -> None:
+    devices = {"wl-2": registry_entry(water_level("wl-2"))}
+    batch = ReadingBatch(readings=(reading("wl-2", 1, water_level_cm=3, pm25=300),))
+    out = process_batch(batch, devices, {}, RULES, "raw[0]", T0)
+    assert not out.enriched.readings and "'pm25'" in out.dead_letters[0].reason
+
+
+def test_a_device_without_a_profile_may_send_any_metric() -> None:
+    devices = {"wl-3": registry_entry(water_level("wl-3", profile_id=None))}
+    out = process_batch(
+        ReadingBatch(readings=(reading("wl-3", 1, pm25=3),)), devices, {}, RULES, "r", T0
+    )
+    assert len(out.enriched.readings) == 1 and not out.dead_letters
+
+
+def test_a_provisioned_devices_reading_is_processed_and_a_suspended_ones_refused() -> None:
+    devices = {
+        "wl-4": registry_entry(water_level("wl-4", state=DeviceState.PROVISIONED)),
+        "wl-5": registry_entry(water_level("wl-5", state=DeviceState.SUSPENDED)),
+    }
+    batch = ReadingBatch(
+        readings=(reading("wl-4", 1, water_level_cm=3), reading("wl-5", 1, water_level_cm=3))
+    )
+    out = process_batch(batch, devices, {}, RULES, "r", T0)
+    assert [r.device_id for r in out.enriched.readings] == ["wl-4"]
+    assert [d.device_id for d in out.dead_letters] == ["wl-5"]
+    assert "suspended" in out.dead_letters[0].reason
