@@ -843,11 +843,18 @@ def _as_utc(value: datetime) -> datetime:
 @watch.get(
     "/vitals/{place_id}", response_model=list[PlaceVitals], responses=NOT_FOUND, tags=["vitals"]
 )
-def vitals_now(place_id: PathId, registry: Reader) -> list[PlaceVitals]:
-    """The place, then its children: each indicator's latest value, coverage and quality,
+def vitals_now(place_id: PathId, registry: Reader, request: Request) -> list[PlaceVitals]:
+    """The place, then its children: each indicator's latest value with its unit, window,
+    age, coverage and quality, when the next value is due, the indicators with no value yet,
     and the open alerts under each by level."""
+    settings: Settings = request.app.state.settings
     try:
-        return current(registry.conn, place_id)
+        return current(
+            registry.conn,
+            place_id,
+            catalogue=request.app.state.catalogue,
+            grace=timedelta(seconds=settings.indicators_grace_s),
+        )
     except UnknownVitalsPlace as exc:
         raise NotFound(str(exc)) from exc
 
@@ -966,7 +973,8 @@ def create_api(
         description=DESCRIPTION,
     )
     app.state.settings = settings
-    app.state.indicators = tuple(load_catalogue(settings).by_id)
+    app.state.catalogue = load_catalogue(settings)
+    app.state.indicators = tuple(app.state.catalogue.by_id)
     app.state.registries = registries
     _install_error_handlers(app)
     for router in (devices, catalogue, watch):

@@ -235,9 +235,9 @@ class Registry:
         parts = partition_count(self.producer, self._raw)
         in_band: dict[int, list[Device]] = defaultdict(list)
         count = 0
-        ranges = self._valid_ranges()
+        profiles = self._profile_facts()
         for device in devices:
-            device = device.model_copy(update={"valid_ranges": ranges.get(device.profile_id, {})})
+            device = device.model_copy(update=profiles.get(device.profile_id, {}))
             partition = partition_for(device.device_id, parts)
             self.producer.produce(
                 self._topic,
@@ -270,11 +270,17 @@ class Registry:
     def publish_all(self) -> int:
         return self.publish(self.list())
 
-    def _valid_ranges(self) -> dict[str | None, dict[str, tuple[float | None, float | None]]]:
-        """Each profile's (min, max) per metric; profiles are few, devices many."""
+    def _profile_facts(self) -> dict[str | None, dict[str, Any]]:
+        """What a published device carries of its profile: the (min, max) of each metric and
+        the expected reporting interval (the rules' staleness). Profiles are few, devices many."""
         return {
-            str(pid): {m: (spec.get("min"), spec.get("max")) for m, spec in metrics.items()}
-            for pid, metrics in self.conn.execute("SELECT profile_id, metrics FROM profiles")
+            str(pid): {
+                "valid_ranges": {m: (spec.get("min"), spec.get("max")) for m, spec in metrics.items()},
+                "expected_interval_s": float(interval),
+            }
+            for pid, metrics, interval in self.conn.execute(
+                "SELECT profile_id, metrics, expected_interval_s FROM profiles"
+            )
         }
 
     def _sync_broker(self) -> None:

@@ -477,3 +477,17 @@ def test_a_profile_of_another_type_is_refused_and_imports_start_provisioned(
     )
     assert imported.status_code == 200 and imported.json()["errors"] == []
     assert api.get(f"/devices/{device}").json()["state"] == "provisioned"
+
+
+def test_vitals_now_gives_units_and_the_indicators_still_to_come(
+    pipeline: Pipeline, api: httpx.Client
+) -> None:
+    city = f"vin{uid()}"
+    onboard(api, f"wl-{uid()}", city)
+    answer = api.get(f"/vitals/{city}")
+    assert answer.status_code == 200, answer.text
+    place = answer.json()[0]
+    assert place["place_id"] == city
+    pending = {p["indicator"]: p for p in place["pending"]}
+    assert "water_depth" in pending and "aqi" not in pending  # a water sensor, no air sensor
+    assert pending["water_depth"]["next"]["due_at"] > place["now"]

@@ -171,3 +171,31 @@ def test_places_add_creates_the_missing_city_and_says_so(pipeline: Pipeline) -> 
         created = reg.audit_log("place", f"{p}c")
     assert [(e.action, e.actor) for e in created] == [("create", created[0].actor)]
     assert created[0].actor.startswith("cli:")
+
+
+def test_a_published_device_carries_its_profiles_ranges_and_interval(pipeline: Pipeline) -> None:
+    """The stream judges ranges and staleness from the ``devices`` topic alone."""
+    from cityvitals import kafka
+    from cityvitals.topics import Topic
+
+    p = uid()
+    device, _secret = pipeline.register("water_level")
+    with open_registry(pipeline.settings) as reg:
+        reg.put_profile(water_level_profile(f"wl-{p}"), "itest")
+        reg.update(device, {"profile_id": f"wl-{p}"}, "itest")
+    consumer = kafka.consumer(pipeline.settings, f"itest-{uuid.uuid4().hex}")
+    consumer.subscribe([pipeline.settings.topic(Topic.DEVICES)])
+
+    def published() -> Device | None:
+        message = consumer.poll(1.0)
+        if message is None or message.error() or message.key() != device.encode():
+            return None
+        entry = Device.model_validate_json(message.value())
+        return entry if entry.profile_id == f"wl-{p}" else None
+
+    try:
+        entry = wait_for(published, what="the device's entry with its profile")
+    finally:
+        consumer.close()
+    assert entry.expected_interval_s == 60
+    assert entry.valid_ranges == {"water_level_cm": (0, 500)}
