@@ -275,7 +275,9 @@ class Registry:
         the expected reporting interval (the rules' staleness). Profiles are few, devices many."""
         return {
             str(pid): {
-                "valid_ranges": {m: (spec.get("min"), spec.get("max")) for m, spec in metrics.items()},
+                "valid_ranges": {
+                    m: (spec.get("min"), spec.get("max")) for m, spec in metrics.items()
+                },
                 "expected_interval_s": float(interval),
             }
             for pid, metrics, interval in self.conn.execute(
