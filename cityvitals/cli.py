@@ -13,6 +13,7 @@ import typer
 from pydantic import ValidationError
 
 from cityvitals.settings import Settings
+from cityvitals.simulate import INCIDENT_AFTER_S, INTERVAL_S
 
 app = typer.Typer(
     help="cityvitals: streaming IoT sensing and alerting for city operations.",
@@ -68,10 +69,10 @@ def up(
     ] = None,
     interval: Annotated[
         float, typer.Option(help="With --simulate: seconds between readings.")
-    ] = 5.0,
+    ] = INTERVAL_S,
     incident_after: Annotated[
-        float, typer.Option(help="Seconds before the first incident.")
-    ] = 20.0,
+        float, typer.Option(help="Seconds before the first incident (the next start 30 s apart).")
+    ] = INCIDENT_AFTER_S,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
     metrics_base: Annotated[
         int,
@@ -232,19 +233,13 @@ def schemas(out: Annotated[Path, typer.Argument(help="Folder for the JSON Schema
 
 def _prepare_simulator(s: Settings, seed: int, interval: float, incidents: list[str], after: float):  # type: ignore[no-untyped-def]
     from cityvitals.services import open_registry
-    from cityvitals.simulate import INCIDENTS, Incident, Simulator, build_city
+    from cityvitals.simulate import IncidentSpecError, Simulator, build_city, plan_incidents
 
     city = build_city()
-    grids = [p.place_id for p in city.places if p.level.value == "grid"]
-    planned = []
-    for i, spec in enumerate(incidents):
-        kind, _, place = spec.partition("@")
-        if kind not in INCIDENTS:
-            raise fail(f"--incident {spec!r}: kind must be one of {', '.join(INCIDENTS)}")
-        place = place or grids[i % len(grids)]
-        if place not in grids:
-            raise fail(f"--incident {spec!r}: {place!r} is not a grid of the simulated city")
-        planned.append(Incident(kind, place, start=after + 30 * i, duration=90))
+    try:
+        planned = plan_incidents(city, incidents, after)
+    except IncidentSpecError as exc:
+        raise fail(str(exc)) from None
     with open_registry(s) as registry:
         registry.put_places(city.places, "simulator")
         known = {d.device_id for d in registry.list(place=city.places[0].place_id)}
@@ -262,13 +257,17 @@ def _prepare_simulator(s: Settings, seed: int, interval: float, incidents: list[
 @app.command()
 def simulate(
     seed: Annotated[int, typer.Option()] = 42,
-    interval: Annotated[float, typer.Option(help="Seconds between a device's readings")] = 5.0,
+    interval: Annotated[
+        float, typer.Option(help="Seconds between a device's readings")
+    ] = INTERVAL_S,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds")] = None,
     incident: Annotated[
         list[str] | None,
         typer.Option(help="Inject KIND[@GRID]: flood, smog, fire, congestion, gas"),
     ] = None,
-    incident_after: Annotated[float, typer.Option(help="Seconds before the first incident")] = 20.0,
+    incident_after: Annotated[
+        float, typer.Option(help="Seconds before the first incident (the next start 30 s apart)")
+    ] = INCIDENT_AFTER_S,
 ) -> None:
     """Register the simulated city's devices and publish their readings over MQTT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
