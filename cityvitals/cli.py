@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
 import threading
 import time
@@ -38,6 +40,30 @@ def fail(message: str) -> typer.Exit:
 
 
 # --- the local stack -----------------------------------------------------------------------
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM (kill, a service manager) and SIGHUP (the terminal closed) stop as Ctrl-C does:
+    the first of them raises KeyboardInterrupt; later ones are ignored, so a second Ctrl-C
+    does not cut the orderly stop short."""
+    stopping = False
+
+    def interrupt(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, interrupt)
+
+
+def _say(message: str, err: bool = False) -> None:
+    """Print, unless the terminal is gone (after SIGHUP): stopping must go on regardless."""
+    with contextlib.suppress(OSError):
+        typer.echo(message, err=err)
 
 
 def _status_line(s: Settings) -> str:
@@ -90,6 +116,7 @@ def up(
     stack = LocalStack(s, MetricsPorts(*(metrics_base + i for i in range(1, 6))))
     (stack.paths.state_dir).mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
+    _stop_on_signals()
     try:
         s = stack.start_infrastructure()
         stack.start_services()
@@ -112,15 +139,17 @@ def up(
                 raise StackError(f"{dead.name} stopped unexpectedly; its log:\n{dead.log_tail()}")
             if duration is not None and time.monotonic() - started >= duration:
                 break
-    except KeyboardInterrupt:
-        typer.echo("stopping")
+    except KeyboardInterrupt as exc:
+        _say(f"stopping ({exc})" if exc.args else "stopping")
     except StackError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        _say(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     finally:
+        for sig in _STOP_SIGNALS:  # nothing may interrupt the stop itself
+            signal.signal(sig, signal.SIG_IGN)
         stop.set()
         stack.stop()
-    typer.echo("stopped")
+    _say("stopped")
 
 
 @app.command()
@@ -154,15 +183,23 @@ def run(
 def ready(
     service: Annotated[str, typer.Argument(help="ingest, streams, sinks, liveness or api")],
 ) -> None:
-    """Exit 0 if SERVICE (on this host's CITYVITALS_METRICS_PORT) reports ready; a probe."""
-    from cityvitals.localstack import reports_ready
+    """Exit 0 if SERVICE reports ready on its metrics endpoint; a probe. The port is
+    CITYVITALS_METRICS_PORT, else the one a running 'cityvitals up' gave the service."""
+    from cityvitals.localstack import recorded_metrics_port, reports_ready
+    from cityvitals.services import SERVICES
 
+    if service not in SERVICES:
+        raise fail(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}")
     s = settings()
-    if not s.metrics_port:
-        raise fail("CITYVITALS_METRICS_PORT is not set: the service has no metrics endpoint")
-    if not reports_ready(service, s.metrics_port, s.metrics_host):
-        raise fail(f"{service} is not ready")
-    typer.echo(f"{service} is ready")
+    port = s.metrics_port or recorded_metrics_port(s.state_dir, service)
+    if not port:
+        raise fail(
+            f"no metrics port for {service}: CITYVITALS_METRICS_PORT is not set and no "
+            f"'cityvitals up' with the state folder {s.state_dir} recorded one"
+        )
+    if not reports_ready(service, port, s.metrics_host):
+        raise fail(f"{service} is not ready (no 'cityvitals_{service}_ready 1' on port {port})")
+    typer.echo(f"{service} is ready (port {port})")
 
 
 @app.command("gateway-login")
@@ -275,6 +312,7 @@ def simulate(
     sim = _prepare_simulator(s, seed, interval, incident or [], incident_after)
     typer.echo(f"simulating {len(sim.city.devices)} devices every {interval:g} s (Ctrl-C stops)")
     stop = threading.Event()
+    _stop_on_signals()
     try:
         sim.run(stop, duration)
     except KeyboardInterrupt:
