@@ -25,6 +25,7 @@ from cityvitals.contracts import Device, Place, PlaceLevel
 from cityvitals.settings import Settings
 
 __all__ = [
+    "FLOOD_PEAK_CM",
     "INCIDENTS",
     "INCIDENT_AFTER_S",
     "INTERVAL_S",
@@ -219,6 +220,8 @@ class Incident:
         return weight * self.strength(elapsed)
 
 
+FLOOD_PEAK_CM = 45.0
+"""How deep a flood's water stands at its worst: past the red waterlogging level (40 cm)."""
 INTERVAL_S = 5.0
 """Seconds between a device's readings (``up --interval``)."""
 INCIDENT_AFTER_S = 20.0
@@ -268,7 +271,7 @@ def sample(
             "o3": round(max(1.0, 70 + 40 * day + g(0, 8)), 1),
         }
     if kind == "water_level":
-        return {"water_level_cm": round(max(0.0, g(0.3, 0.3) + 45 * incident), 1)}
+        return {"water_level_cm": round(max(0.0, g(0.3, 0.3) + FLOOD_PEAK_CM * incident), 1)}
     if kind == "traffic":
         speed = max(3.0, 42 - 14 * rush + g(0, 2) - 32 * incident)
         return {
