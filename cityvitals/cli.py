@@ -15,7 +15,7 @@ import typer
 from pydantic import ValidationError
 
 from cityvitals.settings import Settings
-from cityvitals.simulate import INCIDENT_AFTER_S, INTERVAL_S
+from cityvitals.simulate import INCIDENT_AFTER_S, INCIDENT_SPACING_S, INTERVAL_S
 
 app = typer.Typer(
     help="cityvitals: streaming IoT sensing and alerting for city operations.",
@@ -97,7 +97,10 @@ def up(
         float, typer.Option(help="With --simulate: seconds between readings.")
     ] = INTERVAL_S,
     incident_after: Annotated[
-        float, typer.Option(help="Seconds before the first incident (the next start 30 s apart).")
+        float,
+        typer.Option(
+            help=f"Seconds before the first incident (the next {INCIDENT_SPACING_S:g} s apart)."
+        ),
     ] = INCIDENT_AFTER_S,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
     metrics_base: Annotated[
@@ -286,7 +289,8 @@ def _prepare_simulator(s: Settings, seed: int, interval: float, incidents: list[
     time.sleep(1)  # let the broker reload its password file
     for inc in planned:
         typer.echo(
-            f"incident {inc.kind} at {inc.place_id} from +{inc.start:.0f} s for {inc.duration:.0f} s"
+            f"incident {inc.kind} at {inc.place_id} from +{inc.start:.0f} s "
+            f"for {inc.duration / 60:g} min"
         )
     return Simulator(s, city, secrets, seed=seed, interval=interval, incidents=planned)
 
@@ -303,7 +307,10 @@ def simulate(
         typer.Option(help="Inject KIND[@GRID]: flood, smog, fire, congestion, gas"),
     ] = None,
     incident_after: Annotated[
-        float, typer.Option(help="Seconds before the first incident (the next start 30 s apart)")
+        float,
+        typer.Option(
+            help=f"Seconds before the first incident (the next {INCIDENT_SPACING_S:g} s apart)"
+        ),
     ] = INCIDENT_AFTER_S,
 ) -> None:
     """Register the simulated city's devices and publish their readings over MQTT."""

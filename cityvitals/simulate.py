@@ -28,6 +28,7 @@ __all__ = [
     "FLOOD_PEAK_CM",
     "INCIDENTS",
     "INCIDENT_AFTER_S",
+    "INCIDENT_SPACING_S",
     "INTERVAL_S",
     "SHAPES",
     "City",
