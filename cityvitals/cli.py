@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
 import threading
 import time
@@ -13,6 +15,7 @@ import typer
 from pydantic import ValidationError
 
 from cityvitals.settings import Settings
+from cityvitals.simulate import INCIDENT_AFTER_S, INCIDENT_SPACING_S, INTERVAL_S
 
 app = typer.Typer(
     help="cityvitals: streaming IoT sensing and alerting for city operations.",
@@ -37,6 +40,30 @@ def fail(message: str) -> typer.Exit:
 
 
 # --- the local stack -----------------------------------------------------------------------
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM (kill, a service manager) and SIGHUP (the terminal closed) stop as Ctrl-C does:
+    the first of them raises KeyboardInterrupt; later ones are ignored, so a second Ctrl-C
+    does not cut the orderly stop short."""
+    stopping = False
+
+    def interrupt(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, interrupt)
+
+
+def _say(message: str, err: bool = False) -> None:
+    """Print, unless the terminal is gone (after SIGHUP): stopping must go on regardless."""
+    with contextlib.suppress(OSError):
+        typer.echo(message, err=err)
 
 
 def _status_line(s: Settings) -> str:
@@ -68,10 +95,13 @@ def up(
     ] = None,
     interval: Annotated[
         float, typer.Option(help="With --simulate: seconds between readings.")
-    ] = 5.0,
+    ] = INTERVAL_S,
     incident_after: Annotated[
-        float, typer.Option(help="Seconds before the first incident.")
-    ] = 20.0,
+        float,
+        typer.Option(
+            help=f"Seconds before the first incident (the next {INCIDENT_SPACING_S:g} s apart)."
+        ),
+    ] = INCIDENT_AFTER_S,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
     metrics_base: Annotated[
         int,
@@ -89,6 +119,7 @@ def up(
     stack = LocalStack(s, MetricsPorts(*(metrics_base + i for i in range(1, 6))))
     (stack.paths.state_dir).mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
+    _stop_on_signals()
     try:
         s = stack.start_infrastructure()
         stack.start_services()
@@ -111,15 +142,17 @@ def up(
                 raise StackError(f"{dead.name} stopped unexpectedly; its log:\n{dead.log_tail()}")
             if duration is not None and time.monotonic() - started >= duration:
                 break
-    except KeyboardInterrupt:
-        typer.echo("stopping")
+    except KeyboardInterrupt as exc:
+        _say(f"stopping ({exc})" if exc.args else "stopping")
     except StackError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        _say(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     finally:
+        for sig in _STOP_SIGNALS:  # nothing may interrupt the stop itself
+            signal.signal(sig, signal.SIG_IGN)
         stop.set()
         stack.stop()
-    typer.echo("stopped")
+    _say("stopped")
 
 
 @app.command()
@@ -153,15 +186,23 @@ def run(
 def ready(
     service: Annotated[str, typer.Argument(help="ingest, streams, sinks, liveness or api")],
 ) -> None:
-    """Exit 0 if SERVICE (on this host's CITYVITALS_METRICS_PORT) reports ready; a probe."""
-    from cityvitals.localstack import reports_ready
+    """Exit 0 if SERVICE reports ready on its metrics endpoint; a probe. The port is
+    CITYVITALS_METRICS_PORT, else the one a running 'cityvitals up' gave the service."""
+    from cityvitals.localstack import recorded_metrics_port, reports_ready
+    from cityvitals.services import SERVICES
 
+    if service not in SERVICES:
+        raise fail(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}")
     s = settings()
-    if not s.metrics_port:
-        raise fail("CITYVITALS_METRICS_PORT is not set: the service has no metrics endpoint")
-    if not reports_ready(service, s.metrics_port, s.metrics_host):
-        raise fail(f"{service} is not ready")
-    typer.echo(f"{service} is ready")
+    port = s.metrics_port or recorded_metrics_port(s.state_dir, service)
+    if not port:
+        raise fail(
+            f"no metrics port for {service}: CITYVITALS_METRICS_PORT is not set and no "
+            f"'cityvitals up' with the state folder {s.state_dir} recorded one"
+        )
+    if not reports_ready(service, port, s.metrics_host):
+        raise fail(f"{service} is not ready (no 'cityvitals_{service}_ready 1' on port {port})")
+    typer.echo(f"{service} is ready (port {port})")
 
 
 @app.command("gateway-login")
@@ -232,19 +273,13 @@ def schemas(out: Annotated[Path, typer.Argument(help="Folder for the JSON Schema
 
 def _prepare_simulator(s: Settings, seed: int, interval: float, incidents: list[str], after: float):  # type: ignore[no-untyped-def]
     from cityvitals.services import open_registry
-    from cityvitals.simulate import INCIDENTS, Incident, Simulator, build_city
+    from cityvitals.simulate import IncidentSpecError, Simulator, build_city, plan_incidents
 
     city = build_city()
-    grids = [p.place_id for p in city.places if p.level.value == "grid"]
-    planned = []
-    for i, spec in enumerate(incidents):
-        kind, _, place = spec.partition("@")
-        if kind not in INCIDENTS:
-            raise fail(f"--incident {spec!r}: kind must be one of {', '.join(INCIDENTS)}")
-        place = place or grids[i % len(grids)]
-        if place not in grids:
-            raise fail(f"--incident {spec!r}: {place!r} is not a grid of the simulated city")
-        planned.append(Incident(kind, place, start=after + 30 * i, duration=90))
+    try:
+        planned = plan_incidents(city, incidents, after)
+    except IncidentSpecError as exc:
+        raise fail(str(exc)) from None
     with open_registry(s) as registry:
         registry.put_places(city.places, "simulator")
         known = {d.device_id for d in registry.list(place=city.places[0].place_id)}
@@ -254,7 +289,8 @@ def _prepare_simulator(s: Settings, seed: int, interval: float, incidents: list[
     time.sleep(1)  # let the broker reload its password file
     for inc in planned:
         typer.echo(
-            f"incident {inc.kind} at {inc.place_id} from +{inc.start:.0f} s for {inc.duration:.0f} s"
+            f"incident {inc.kind} at {inc.place_id} from +{inc.start:.0f} s "
+            f"for {inc.duration / 60:g} min"
         )
     return Simulator(s, city, secrets, seed=seed, interval=interval, incidents=planned)
 
@@ -262,13 +298,20 @@ def _prepare_simulator(s: Settings, seed: int, interval: float, incidents: list[
 @app.command()
 def simulate(
     seed: Annotated[int, typer.Option()] = 42,
-    interval: Annotated[float, typer.Option(help="Seconds between a device's readings")] = 5.0,
+    interval: Annotated[
+        float, typer.Option(help="Seconds between a device's readings")
+    ] = INTERVAL_S,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds")] = None,
     incident: Annotated[
         list[str] | None,
         typer.Option(help="Inject KIND[@GRID]: flood, smog, fire, congestion, gas"),
     ] = None,
-    incident_after: Annotated[float, typer.Option(help="Seconds before the first incident")] = 20.0,
+    incident_after: Annotated[
+        float,
+        typer.Option(
+            help=f"Seconds before the first incident (the next {INCIDENT_SPACING_S:g} s apart)"
+        ),
+    ] = INCIDENT_AFTER_S,
 ) -> None:
     """Register the simulated city's devices and publish their readings over MQTT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -276,6 +319,7 @@ def simulate(
     sim = _prepare_simulator(s, seed, interval, incident or [], incident_after)
     typer.echo(f"simulating {len(sim.city.devices)} devices every {interval:g} s (Ctrl-C stops)")
     stop = threading.Event()
+    _stop_on_signals()
     try:
         sim.run(stop, duration)
     except KeyboardInterrupt:

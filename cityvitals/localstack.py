@@ -7,10 +7,12 @@ the services.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
 import shutil
+import signal
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from cityvitals.settings import Settings
 from cityvitals.stack import (
     ManagedProcess,
     StackError,
+    StackLock,
     StackPaths,
     create_database,
     mosquitto_process,
@@ -36,7 +39,15 @@ from cityvitals.stack import (
     wait_for_port,
 )
 
-__all__ = ["STOP_ORDER", "LocalStack", "MetricsPorts", "down", "mqtt_acl", "reports_ready"]
+__all__ = [
+    "STOP_ORDER",
+    "LocalStack",
+    "MetricsPorts",
+    "down",
+    "mqtt_acl",
+    "recorded_metrics_port",
+    "reports_ready",
+]
 
 log = logging.getLogger("cityvitals.stack")
 
@@ -65,9 +76,13 @@ class MetricsPorts:
 
 @dataclass
 class LocalStack:
+    """One stack per state folder: starting takes the folder's lock (a second ``up`` on the
+    folder is refused and touches nothing), stopping stops what the folder records."""
+
     settings: Settings
     metrics: MetricsPorts = field(default_factory=MetricsPorts)
     processes: list[ManagedProcess] = field(default_factory=list)
+    _lock: StackLock | None = field(default=None, init=False, repr=False)
 
     @property
     def paths(self) -> StackPaths:
@@ -104,6 +119,9 @@ class LocalStack:
         """Start the three servers and prepare them; returns the settings the services need."""
         s = self.settings
         self.paths.make()
+        lock = StackLock(self.paths.lock)
+        lock.acquire()  # raises StackRunning, before anything is touched
+        self._lock = lock
         self._check_ports()
         for stale in self.paths.pids.glob("*.pid"):  # nothing of ours listens: leftovers of a crash
             stale.unlink()
@@ -132,6 +150,9 @@ class LocalStack:
         for name in SERVICES:
             s = self.settings.model_copy(update={"metrics_port": self.metrics.of(name)})
             self._start(python_service(self.paths, name, s.to_env()), None)
+        # 'cityvitals ready SERVICE' in another shell finds the port here.
+        ports = {name: self.metrics.of(name) for name in SERVICES if self.metrics.of(name)}
+        self.paths.metrics_ports.write_text(json.dumps(ports))
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         """Wait until every service reports ready on its metrics endpoint (those that have one)."""
@@ -151,12 +172,20 @@ class LocalStack:
         return [p for p in self.processes if not p.alive()]
 
     def stop(self) -> list[str]:
+        """Stop what this stack started, then anything else its state folder records; a
+        stack that did not get the folder's lock stops nothing of the folder's."""
         for process in sorted(
             self.processes, key=lambda p: STOP_ORDER.index(p.name) if p.name in STOP_ORDER else 0
         ):
             process.stop()
         self.processes.clear()
-        return stop_recorded(self.paths, STOP_ORDER)
+        if self._lock is None:
+            return []
+        stopped = stop_recorded(self.paths, STOP_ORDER)
+        self.paths.metrics_ports.unlink(missing_ok=True)
+        self._lock.release()
+        self._lock = None
+        return stopped
 
 
 def reports_ready(service: str, port: int, host: str = "127.0.0.1") -> bool:
@@ -170,13 +199,44 @@ def reports_ready(service: str, port: int, host: str = "127.0.0.1") -> bool:
     return f"cityvitals_{service}_ready 1.0" in text.splitlines()
 
 
-def down(state_dir: Path, purge: bool = False) -> list[str]:
-    """Stop what an earlier ``cityvitals up`` with this state folder started.
+def recorded_metrics_port(state_dir: Path, service: str) -> int | None:
+    """The metrics port a ``cityvitals up`` on this state folder gave ``service``, if any."""
+    try:
+        ports = json.loads(StackPaths(state_dir).metrics_ports.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    port = ports.get(service) if isinstance(ports, dict) else None
+    return port if isinstance(port, int) else None
+
+
+def _stop_launcher(paths: StackPaths, timeout: float) -> str | None:
+    """Ask the running ``cityvitals up`` of this state folder to stop (SIGTERM, as Ctrl-C)
+    and wait until it has stopped its processes; returns what it was, if there was one."""
+    lock = StackLock(paths.lock)
+    pid = lock.pid() if lock.held() else None
+    if pid is None or pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return None
+    deadline = time.monotonic() + timeout
+    while lock.held() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return f"up (pid {pid})"
+
+
+def down(state_dir: Path, purge: bool = False, timeout: float = 90.0) -> list[str]:
+    """Stop what an earlier ``cityvitals up`` with this state folder started: the launcher
+    itself if it still runs (it stops its processes in order), then whatever is left.
 
     With ``purge``, also delete its data: the database, the broker's store and the logs.
     """
     paths = StackPaths(state_dir)
-    stopped = stop_recorded(paths, STOP_ORDER)
+    running = [name for name in STOP_ORDER if (paths.pids / f"{name}.pid").exists()]
+    launcher = _stop_launcher(paths, timeout)
+    left = stop_recorded(paths, STOP_ORDER)
+    stopped = [launcher, *running] if launcher is not None else left
     if purge:
         shutil.rmtree(
             paths.postgres_data.parent if os.geteuid() == 0 else paths.postgres_data,

@@ -24,7 +24,24 @@ from paho.mqtt.enums import CallbackAPIVersion
 from cityvitals.contracts import Device, Place, PlaceLevel
 from cityvitals.settings import Settings
 
-__all__ = ["INCIDENTS", "City", "Incident", "Simulator", "build_city", "sample"]
+__all__ = [
+    "FLOOD_PEAK_CM",
+    "INCIDENTS",
+    "INCIDENT_AFTER_S",
+    "INCIDENT_SPACING_S",
+    "INTERVAL_S",
+    "SHAPES",
+    "City",
+    "CityModel",
+    "Incident",
+    "IncidentSpecError",
+    "Message",
+    "Shape",
+    "Simulator",
+    "build_city",
+    "plan_incidents",
+    "sample",
+]
 
 log = logging.getLogger("cityvitals.simulate")
 
@@ -49,13 +66,6 @@ DEPARTMENTS = {
     "camera": "city_management",
 }
 INCIDENTS = ("flood", "smog", "fire", "congestion", "gas")
-_INCIDENT_KIND = {
-    "flood": "water_level",
-    "smog": "air_quality",
-    "fire": "camera",
-    "congestion": "traffic",
-    "gas": "gas",
-}
 
 
 @dataclass(frozen=True)
@@ -138,20 +148,112 @@ def build_city(districts: int = 3, streets: int = 2, grids: int = 2, prefix: str
 
 
 @dataclass(frozen=True)
+class Shape:
+    """How an incident kind unfolds: seconds to build up, to hold at its worst, to ease off."""
+
+    rise: float
+    hold: float
+    fall: float
+
+    @property
+    def duration(self) -> float:
+        return self.rise + self.hold + self.fall
+
+
+SHAPES = {
+    # Water rises 2.25 cm/min for 20 min to 45 cm: past every depth level, still rising when
+    # the rate rule has the 7.5 minutes of readings it needs to judge a rate over 15 minutes.
+    "flood": Shape(rise=20 * 60, hold=5 * 60, fall=10 * 60),
+    "smog": Shape(rise=2 * 60, hold=6 * 60, fall=2 * 60),
+    # The camera's smoke score and the grid's gas sensor rise together (the composite rule
+    # wants them within 5 minutes of each other).
+    "fire": Shape(rise=60, hold=4 * 60, fall=60),
+    # Congestion must hold 5 minutes before its rule fires.
+    "congestion": Shape(rise=2 * 60, hold=8 * 60, fall=2 * 60),
+    "gas": Shape(rise=60, hold=3 * 60, fall=60),
+}
+"""Each incident kind's course, long enough for the rules of ``rules/default.yaml`` that
+watch it."""
+
+_AFFECTS: dict[str, dict[str, float]] = {
+    "flood": {"water_level": 1.0},
+    "smog": {"air_quality": 1.0},
+    "fire": {"camera": 1.0, "gas": 0.45},  # a fire's combustible gases: ~19 %LEL at worst
+    "congestion": {"traffic": 1.0},
+    "gas": {"gas": 1.0},
+}
+"""The device types of its grid an incident kind moves, and how strongly."""
+
+
+@dataclass(frozen=True)
 class Incident:
-    """An injected problem: ``kind`` at the grid ``place_id``, from ``start`` for ``duration`` s."""
+    """An injected problem: ``kind`` at the grid ``place_id``, from ``start`` s after the
+    simulator starts, following the kind's :data:`SHAPES`."""
 
     kind: str
     place_id: str
     start: float
-    duration: float
+
+    @property
+    def shape(self) -> Shape:
+        return SHAPES[self.kind]
+
+    @property
+    def duration(self) -> float:
+        return self.shape.duration
 
     def strength(self, elapsed: float) -> float:
-        """0 → 1 → 0: rises over the first third, holds, falls over the last third."""
-        t = (elapsed - self.start) / self.duration
-        if t <= 0 or t >= 1:
+        """0 → 1 → 0: rises linearly, holds at 1, falls linearly."""
+        t, shape = elapsed - self.start, self.shape
+        if t <= 0 or t >= shape.duration:
             return 0.0
-        return min(1.0, 3 * t, 3 * (1 - t))
+        if t < shape.rise:
+            return t / shape.rise
+        if t <= shape.rise + shape.hold:
+            return 1.0
+        return (shape.duration - t) / shape.fall
+
+    def strength_for(self, device: Device, elapsed: float) -> float:
+        """The incident's strength as ``device`` sees it (0 outside its grid or kind)."""
+        weight = _AFFECTS[self.kind].get(device.device_type, 0.0)
+        if not weight or self.place_id not in device.place_path:
+            return 0.0
+        return weight * self.strength(elapsed)
+
+
+FLOOD_PEAK_CM = 45.0
+"""How deep a flood's water stands at its worst: past the red waterlogging level (40 cm)."""
+INTERVAL_S = 5.0
+"""Seconds between a device's readings (``up --interval``)."""
+INCIDENT_AFTER_S = 20.0
+"""Seconds from the simulator's start to the first incident (``up --incident-after``)."""
+INCIDENT_SPACING_S = 30.0
+"""Seconds between the starts of successive incidents of one run."""
+
+
+class IncidentSpecError(ValueError):
+    """An ``--incident KIND[@GRID]`` that names no incident kind or no grid of the city."""
+
+    def __init__(self, spec: str, reason: str) -> None:
+        super().__init__(f"--incident {spec!r}: {reason}")
+        self.spec = spec
+        self.reason = reason
+
+
+def plan_incidents(city: City, specs: Sequence[str], after: float) -> list[Incident]:
+    """``KIND[@GRID]`` specs as incidents: the first ``after`` s in, the next every
+    :data:`INCIDENT_SPACING_S`; a spec without a grid takes the city's next grid."""
+    grids = [p.place_id for p in city.places if p.level is PlaceLevel.GRID]
+    planned = []
+    for i, spec in enumerate(specs):
+        kind, _, place = spec.partition("@")
+        if kind not in INCIDENTS:
+            raise IncidentSpecError(spec, f"kind must be one of {', '.join(INCIDENTS)}")
+        place = place or grids[i % len(grids)]
+        if place not in grids:
+            raise IncidentSpecError(spec, f"{place!r} is not a grid of the simulated city")
+        planned.append(Incident(kind, place, start=after + INCIDENT_SPACING_S * i))
+    return planned
 
 
 def sample(
@@ -170,9 +272,9 @@ def sample(
             "o3": round(max(1.0, 70 + 40 * day + g(0, 8)), 1),
         }
     if kind == "water_level":
-        return {"water_level_cm": round(max(0.0, g(0.3, 0.3) + 45 * incident), 1)}
+        return {"water_level_cm": round(max(0.0, g(0.3, 0.3) + FLOOD_PEAK_CM * incident), 1)}
     if kind == "traffic":
-        speed = max(3.0, 42 - 14 * rush + g(0, 3) - 32 * incident)
+        speed = max(3.0, 42 - 14 * rush + g(0, 2) - 32 * incident)
         return {
             "speed_kmh": round(speed, 1),
             "occupancy": round(
@@ -200,13 +302,63 @@ def sample(
     )
 
 
+@dataclass(frozen=True)
+class Message:
+    """One MQTT message of a simulated device: ``topic`` under the topic root, and its body."""
+
+    device: Device
+    topic: str
+    body: dict[str, object]
+
+
+@dataclass
+class CityModel:
+    """The values the simulated city reports: pure, so a test can run it in event time."""
+
+    city: City
+    incidents: Sequence[Incident] = ()
+    seed: int = 42
+    _rng: random.Random = field(init=False)
+    _seqs: dict[str, int] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+
+    def strength(self, device: Device, elapsed: float) -> float:
+        return max((i.strength_for(device, elapsed) for i in self.incidents), default=0.0)
+
+    def messages(self, elapsed: float, now: datetime) -> list[Message]:
+        """Every device's message of the round ``elapsed`` s after the start, stamped ``now``."""
+        hour = now.hour + now.minute / 60
+        out = []
+        for device in self.city.devices:
+            values = sample(device.device_type, self._rng, hour, self.strength(device, elapsed))
+            seq = self._seqs[device.device_id] = self._seqs.get(device.device_id, 0) + 1
+            base: dict[str, object] = {"ts": now.isoformat(), "seq": seq}
+            if isinstance(values, dict):
+                out.append(
+                    Message(device, f"{device.device_id}/readings", {**base, "values": values})
+                )
+                continue
+            event_type, value, confidence = values
+            body = {
+                **base,
+                "event_type": event_type,
+                "value": value,
+                "confidence": confidence,
+                "snapshot_ref": f"snapshots/{device.device_id}/{seq}.jpg",
+            }
+            out.append(Message(device, f"{device.device_id}/events", body))
+        return out
+
+
 @dataclass
 class Simulator:
     settings: Settings
     city: City
     secrets: dict[str, str]
     seed: int = 42
-    interval: float = 5.0
+    interval: float = INTERVAL_S
     incidents: Sequence[Incident] = ()
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     published: int = 0
@@ -229,51 +381,19 @@ class Simulator:
         client.loop_start()
         return client
 
-    def _incident_strength(self, device: Device, elapsed: float) -> float:
-        return max(
-            (
-                i.strength(elapsed)
-                for i in self.incidents
-                if i.place_id in device.place_path and _INCIDENT_KIND[i.kind] == device.device_type
-            ),
-            default=0.0,
-        )
-
     def run(self, stop: threading.Event, duration: float | None = None) -> None:
-        rng = random.Random(self.seed)
+        model = CityModel(self.city, self.incidents, self.seed)
         root = self.settings.mqtt_topic_root
         clients = {d.device_id: self._client(d.device_id) for d in self.city.devices}
-        seqs = dict.fromkeys(clients, 0)
         started = time.monotonic()
         try:
             while not stop.is_set():
                 elapsed = time.monotonic() - started
                 if duration is not None and elapsed >= duration:
                     break
-                now = self.clock()
-                hour = now.hour + now.minute / 60
-                for device in self.city.devices:
-                    values = sample(
-                        device.device_type, rng, hour, self._incident_strength(device, elapsed)
-                    )
-                    seqs[device.device_id] += 1
-                    base = {"ts": now.isoformat(), "seq": seqs[device.device_id]}
-                    if isinstance(values, dict):
-                        topic, body = (
-                            f"{root}/{device.device_id}/readings",
-                            {**base, "values": values},
-                        )
-                    else:
-                        event_type, value, confidence = values
-                        topic = f"{root}/{device.device_id}/events"
-                        body = {
-                            **base,
-                            "event_type": event_type,
-                            "value": value,
-                            "confidence": confidence,
-                            "snapshot_ref": f"snapshots/{device.device_id}/{seqs[device.device_id]}.jpg",
-                        }
-                    clients[device.device_id].publish(topic, json.dumps(body), qos=1)
+                for message in model.messages(elapsed, self.clock()):
+                    client = clients[message.device.device_id]
+                    client.publish(f"{root}/{message.topic}", json.dumps(message.body), qos=1)
                     self.published += 1
                 stop.wait(max(0.0, self.interval - (time.monotonic() - started - elapsed)))
         finally:

@@ -9,6 +9,7 @@ ordinary OS user ``cityvitals``, created on first use.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import pwd
@@ -26,7 +27,9 @@ from urllib.parse import urlsplit
 __all__ = [
     "ManagedProcess",
     "StackError",
+    "StackLock",
     "StackPaths",
+    "StackRunning",
     "find_postgres_bindir",
     "mqtt_password_file",
     "port_is_open",
@@ -39,6 +42,20 @@ SERVICE_USER = "cityvitals"
 
 class StackError(RuntimeError):
     """A part of the local stack could not be started; the message says which and why."""
+
+
+class StackRunning(StackError):
+    """Another ``cityvitals up`` runs on this state folder; ``pid`` is that process."""
+
+    def __init__(self, state_dir: Path, pid: int | None) -> None:
+        who = f"pid {pid}" if pid is not None else "its pid unknown"
+        super().__init__(
+            f"another 'cityvitals up' ({who}) is running with the state folder {state_dir}; "
+            "it was left running. Stop it first (Ctrl-C in its terminal, or 'cityvitals down'), "
+            "or give a second stack its own CITYVITALS_STATE_DIR and ports"
+        )
+        self.state_dir = state_dir
+        self.pid = pid
 
 
 def port_is_open(host: str, port: int) -> bool:
@@ -76,6 +93,14 @@ class StackPaths:
         return self.state_dir / "logs"
 
     @property
+    def lock(self) -> Path:
+        return self.state_dir / "up.lock"
+
+    @property
+    def metrics_ports(self) -> Path:
+        return self.state_dir / "metrics-ports.json"
+
+    @property
     def mosquitto(self) -> Path:
         return self.state_dir / "mosquitto"
 
@@ -91,6 +116,62 @@ class StackPaths:
     def make(self) -> None:
         for path in (self.pids, self.logs, self.mosquitto):
             path.mkdir(parents=True, exist_ok=True)
+
+
+@dataclass
+class StackLock:
+    """The state folder's ``up.lock``: held (``flock``) by the one ``cityvitals up`` running on
+    the folder, for as long as it runs, and holding its pid. The kernel drops the lock when that
+    process ends, however it ends, so a crashed launcher leaves no stale lock."""
+
+    path: Path
+    _fd: int | None = field(default=None, init=False, repr=False)
+
+    def acquire(self) -> None:
+        """Take the lock; raises :class:`StackRunning` if another process holds it."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StackRunning(self.path.parent, self.pid()) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        os.ftruncate(self._fd, 0)
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def held(self) -> bool:
+        """Whether some process (this one included) holds the lock now."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops a lock taken just now
+        return False
+
+    def pid(self) -> int | None:
+        """The pid the holder wrote (None if none was written yet)."""
+        deadline = time.monotonic() + 1.0  # the holder writes it just after taking the lock
+        while True:
+            with contextlib.suppress(FileNotFoundError):
+                text = self.path.read_text().strip()
+                if text.isdigit():
+                    return int(text)
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)
 
 
 def mqtt_password_file(state_dir: Path) -> Path:

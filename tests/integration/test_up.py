@@ -15,10 +15,15 @@ import psycopg
 import pytest
 
 from cityvitals.localstack import down
+from cityvitals.simulate import FLOOD_PEAK_CM, SHAPES
 from cityvitals.stack import port_is_open
 from tests.integration.conftest import free_port, free_port_block, wait_for
 
 pytestmark = pytest.mark.integration
+
+# The flood rises linearly to its full height; it passes the first depth level (5 cm) that
+# share of the way up (after about 2 minutes).
+FLOOD_REACHES_BLUE_S = SHAPES["flood"].rise * 5 / FLOOD_PEAK_CM
 
 
 def test_up_with_the_simulator_and_ctrl_c(tmp_path: Path) -> None:
@@ -72,7 +77,7 @@ def test_up_with_the_simulator_and_ctrl_c(tmp_path: Path) -> None:
                 "SELECT rule_id, level, place_path FROM alerts "
                 "WHERE device_id = 'sim-waterlevel-d1s1g1' AND rule_id = 'waterlogging-depth'"
             ),
-            90,
+            FLOOD_REACHES_BLUE_S + 60,
             "the flood alert, stored from the alerts topic",
         )
         assert alert[0][0] == "waterlogging-depth"

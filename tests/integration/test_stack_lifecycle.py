@@ -1,0 +1,162 @@
+"""'cityvitals up' owns its state folder: a second 'up' on it is refused and leaves the first
+running; 'ready' finds the services' ports without CITYVITALS_METRICS_PORT; SIGTERM and SIGHUP
+stop every process as Ctrl-C does, and 'down' stops a running 'up' through its launcher."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cityvitals.localstack import down, reports_ready
+from cityvitals.services import SERVICES
+from cityvitals.stack import port_is_open
+from tests.integration.conftest import free_port, free_port_block, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@dataclass
+class Up:
+    """A 'cityvitals up' (without the simulator) as a user starts it, on free ports."""
+
+    process: subprocess.Popen[str]
+    env: dict[str, str]
+    state: Path
+    log_path: Path
+    ports: tuple[int, ...]
+    metrics_base: int
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cityvitals.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+
+    def children(self) -> dict[str, int]:
+        """Every process the stack recorded in its pid folder."""
+        return {p.stem: int(p.read_text()) for p in (self.state / "pids").glob("*.pid")}
+
+
+def start_up(tmp_path: Path) -> Up:
+    mqtt, kafka, pg = free_port(), free_port(), free_port()
+    state = tmp_path / "state"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CITYVITALS_")},
+        "CITYVITALS_MQTT_PORT": str(mqtt),
+        "CITYVITALS_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka}",
+        "CITYVITALS_DATABASE_URL": f"postgresql://cityvitals@127.0.0.1:{pg}/cityvitals",
+        "CITYVITALS_STATE_DIR": str(state),
+        "CITYVITALS_API_PORT": str(free_port()),
+    }
+    base = free_port_block(5)
+    argv = [sys.executable, "-m", "cityvitals.cli", "up", "--metrics-base", str(base)]
+    log_path = tmp_path / "up.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    up = Up(process, env, state, log_path, (mqtt, kafka, pg), base)
+    wait_for(lambda: "cityvitals is up" in up.log() or process.poll() is not None, 120, "up")
+    assert process.poll() is None, up.log()
+    return up
+
+
+@pytest.fixture()
+def up(tmp_path: Path) -> Iterator[Up]:
+    started = start_up(tmp_path)
+    try:
+        yield started
+    finally:
+        if started.process.poll() is None:
+            started.process.send_signal(signal.SIGINT)
+            started.process.wait(90)
+        down(started.state, purge=True)
+
+
+def assert_all_stopped(up: Up, children: dict[str, int]) -> None:
+    code = up.process.wait(90)
+    assert code == 0, up.log()
+    assert "stopped" in up.log()
+    still = {name: pid for name, pid in children.items() if alive(pid)}
+    assert still == {}, up.log()
+    assert not list((up.state / "pids").glob("*.pid"))
+    assert not any(port_is_open("127.0.0.1", p) for p in up.ports)
+
+
+def test_a_second_up_on_the_same_state_folder_is_refused_and_the_first_runs_on(up: Up) -> None:
+    children = up.children()
+    assert set(children) == {*SERVICES, "mosquitto", "tansu", "postgres"}
+
+    second = up.cli("up", "--metrics-base", str(free_port_block(5)))
+
+    assert second.returncode == 1
+    assert f"another 'cityvitals up' (pid {up.process.pid})" in second.stderr, second.stderr
+    assert str(up.state) in second.stderr
+    assert up.process.poll() is None, up.log()
+    assert up.children() == children
+    assert all(alive(pid) for pid in children.values())
+    for i, service in enumerate(SERVICES, start=1):
+        assert reports_ready(service, up.metrics_base + i), service
+        probe = up.cli("ready", service)  # finds the port without CITYVITALS_METRICS_PORT
+        assert probe.returncode == 0, probe.stderr
+        assert f"{service} is ready" in probe.stdout
+    assert "unexpectedly" not in up.log()
+    unknown = up.cli("ready", "nosuch")
+    assert unknown.returncode == 1
+    assert "unknown service 'nosuch'" in unknown.stderr
+
+
+def test_ready_without_a_running_up_says_where_it_looked(tmp_path: Path) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CITYVITALS_")},
+        "CITYVITALS_STATE_DIR": str(tmp_path / "nothing"),
+    }
+    probe = subprocess.run(
+        [sys.executable, "-m", "cityvitals.cli", "ready", "api"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert probe.returncode == 1
+    assert "CITYVITALS_METRICS_PORT is not set" in probe.stderr
+    assert str(tmp_path / "nothing") in probe.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_stop_every_process_as_ctrl_c_does(up: Up, sig: signal.Signals) -> None:
+    children = up.children()
+    assert len(children) == len(SERVICES) + 3
+    up.process.send_signal(sig)
+    assert_all_stopped(up, children)
+    assert f"stopping ({sig.name})" in up.log()
+
+
+def test_down_stops_a_running_up_through_its_launcher(up: Up) -> None:
+    children = up.children()
+    result = up.cli("down")
+    assert result.returncode == 0, result.stderr
+    assert f"up (pid {up.process.pid})" in result.stdout
+    assert_all_stopped(up, children)
+    assert "unexpectedly" not in up.log()

@@ -1,0 +1,158 @@
+"""The simulated incidents raise the alerts the README promises.
+
+Each incident kind is run in event time, at the defaults of ``./dev run`` (readings every
+``INTERVAL_S``, the incident ``INCIDENT_AFTER_S`` in), through the gateway's decoder and the
+rule engine (the backtest loop, ticking as the stream does) with the shipped
+``rules/default.yaml``. Nothing waits in real time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+
+import pytest
+
+from cityvitals.contracts import Alert, AlertStatus, WarningLevel
+from cityvitals.settings import Settings
+from cityvitals.simulate import (
+    INCIDENT_AFTER_S,
+    INCIDENTS,
+    INTERVAL_S,
+    City,
+    CityModel,
+    IncidentSpecError,
+    build_city,
+    plan_incidents,
+)
+from ingest.decode import decode
+from rules import observations, parse_rules
+from rules.backtest import Backtest
+
+RULES = parse_rules(
+    resources.files("rules").joinpath("default.yaml").read_text(), "rules/default.yaml"
+)
+TICK = timedelta(seconds=Settings.model_fields["rules_tick_s"].default)
+ROOT = "cityvitals"
+NIGHT = datetime(2026, 7, 1, 3, 0, tzinfo=UTC)
+EVENING_RUSH = datetime(2026, 7, 1, 17, 45, tzinfo=UTC)
+AFTERWARDS = timedelta(minutes=20)
+"""How long the run goes on after the incident ended: every alert it raised resolves by then."""
+BLUE, YELLOW, ORANGE, RED = (
+    WarningLevel.BLUE,
+    WarningLevel.YELLOW,
+    WarningLevel.ORANGE,
+    WarningLevel.RED,
+)
+
+
+@dataclass
+class Run:
+    """The alerts one incident raised in its grid; times are seconds since the incident began."""
+
+    alerts: list[Alert]
+    began: datetime
+
+    def of(self, rule_id: str) -> list[Alert]:
+        return [a for a in self.alerts if a.rule_id == rule_id]
+
+    def levels(self, rule_id: str) -> list[WarningLevel]:
+        """The levels the rule fired at, in order, each change once."""
+        out: list[WarningLevel] = []
+        for a in self.of(rule_id):
+            if a.status is AlertStatus.FIRING and (not out or out[-1] is not a.level):
+                out.append(a.level)
+        return out
+
+    def first(self, rule_id: str, level: WarningLevel) -> float:
+        ts = min(
+            a.ts for a in self.of(rule_id) if a.status is AlertStatus.FIRING and a.level is level
+        )
+        return (ts - self.began).total_seconds()
+
+    def open_at_end(self) -> list[str]:
+        last = {a.alert_id: a for a in self.alerts}
+        return sorted(a.rule_id for a in last.values() if a.status is not AlertStatus.RESOLVED)
+
+
+def run(kind: str, start: datetime) -> Run:
+    city = build_city()
+    (incident,) = plan_incidents(city, [kind], INCIDENT_AFTER_S)
+    grid = tuple(d for d in city.devices if incident.place_id in d.place_path)
+    model = CityModel(City(city.places, grid), [incident])
+    backtest = Backtest(RULES, tick=TICK)
+    alerts: list[Alert] = []
+    end = incident.start + incident.duration + AFTERWARDS.total_seconds()
+    for step in range(int(end / INTERVAL_S) + 1):
+        elapsed = step * INTERVAL_S
+        now = start + timedelta(seconds=elapsed)
+        for message in model.messages(elapsed, now):
+            topic = f"{ROOT}/{message.topic}"
+            item = decode(ROOT, topic, json.dumps(message.body).encode(), now)
+            device = message.device
+            item = item.model_copy(
+                update={"device_type": device.device_type, "place_path": device.place_path}
+            )
+            alerts += backtest.feed(observations(item, None, device.tags))
+    return Run(alerts, start + timedelta(seconds=incident.start))
+
+
+@pytest.fixture(scope="module", params=[NIGHT, EVENING_RUSH], ids=["night", "evening-rush"])
+def start(request: pytest.FixtureRequest) -> datetime:
+    return request.param  # type: ignore[no-any-return]
+
+
+def test_a_flood_passes_every_depth_level_and_its_fast_rise_is_warned_of_first(
+    start: datetime,
+) -> None:
+    flood = run("flood", start)
+    assert flood.levels("waterlogging-depth")[:4] == [BLUE, YELLOW, ORANGE, RED]
+    assert flood.levels("water-rising-fast")
+    warned = flood.first("water-rising-fast", flood.levels("water-rising-fast")[0])
+    assert (
+        warned < flood.first("waterlogging-depth", ORANGE) < flood.first("waterlogging-depth", RED)
+    )
+    assert {a.rule_id for a in flood.alerts} == {"waterlogging-depth", "water-rising-fast"}
+    assert flood.open_at_end() == []
+
+
+def test_a_fire_seen_by_the_camera_is_confirmed_red_by_the_gas_sensor(start: datetime) -> None:
+    fire = run("fire", start)
+    assert fire.levels("camera-smoke-fire") == [ORANGE]
+    assert fire.levels("smoke-fire-confirmed") == [RED]
+    (confirmed, *_) = fire.of("smoke-fire-confirmed")
+    assert {d.split("-")[1] for d in confirmed.evidence} == {"camera", "gas"}
+    assert fire.levels("gas-lel") == [YELLOW]
+    assert fire.open_at_end() == []
+
+
+def test_congestion_holds_long_enough_to_alert(start: datetime) -> None:
+    jam = run("congestion", start)
+    assert ORANGE in jam.levels("arterial-congestion")
+    if start == NIGHT:  # in the evening rush the road stays slow after the incident
+        assert jam.open_at_end() == []
+
+
+def test_smog_and_a_gas_leak_alert_and_end(start: datetime) -> None:
+    smog, leak = run("smog", start), run("gas", start)
+    assert ORANGE in smog.levels("pm25-pollution")
+    assert ORANGE in leak.levels("gas-lel")
+    assert not leak.of("smoke-fire-confirmed")  # gas alone confirms no fire
+    assert smog.open_at_end() == leak.open_at_end() == []
+
+
+def test_every_incident_kind_is_tested() -> None:
+    assert set(INCIDENTS) == {"flood", "fire", "congestion", "smog", "gas"}
+
+
+def test_incident_specs_are_planned_in_turn_or_refused_with_the_reason() -> None:
+    city = build_city()
+    flood, fire = plan_incidents(city, ["flood", "fire@sim-d2-s1-g2"], 20.0)
+    assert (flood.place_id, flood.start) == ("sim-d1-s1-g1", 20.0)
+    assert (fire.place_id, fire.start) == ("sim-d2-s1-g2", 50.0)
+    with pytest.raises(IncidentSpecError, match="kind must be one of"):
+        plan_incidents(city, ["tsunami"], 0)
+    with pytest.raises(IncidentSpecError, match="'sim-d9' is not a grid"):
+        plan_incidents(city, ["flood@sim-d9"], 0)
