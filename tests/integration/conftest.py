@@ -163,6 +163,21 @@ class Pipeline:
             check=False,
         )
 
+    def login_refused(self, user: str, secret: str) -> bool:
+        """Whether the broker refuses ``user`` now: a connection that publishes nothing (MQTT 5,
+        which names the refusal), so a probe never leaves a reading behind."""
+        probe = subprocess.run(
+            [
+                *("mosquitto_sub", "-h", "127.0.0.1", "-p", str(self.settings.mqtt_port)),
+                *("-u", user, "-P", secret, "-V", "mqttv5", "-t", self.topic(user)),
+                *("-C", "1", "-W", "1"),
+            ],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        return b"not authori" in probe.stderr.lower()
+
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         with db.connect(self.settings) as conn:
             return conn.execute(sql.encode(), params).fetchall()

@@ -99,7 +99,8 @@ def test_a_suspended_device_is_refused_by_the_broker_and_reaches_nothing(
 
     answer = api.post(f"/devices/{device}/suspend", headers={"X-Actor": "ops-alice"})
     assert answer.status_code == 200 and answer.json()["state"] == "suspended", answer.text
-    time.sleep(1)  # the broker reloads its password file on SIGHUP
+    # The broker reloads its password file on SIGHUP, a moment after the change.
+    wait_for(lambda: pipeline.login_refused(device, secret), what="the broker to refuse the login")
     refused = pipeline.mosquitto_pub(
         device,
         secret,
