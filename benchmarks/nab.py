@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cityvitals.cli_anomaly import parse_params
 from rules import nab
 from rules.anomaly import AnomalyParams, AnomalyState, score
+from wiring.cli_anomaly import parse_params
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nab"
 PUBLISHED = "Numenta HTM 70.1, KNN CAD 58.0, relative entropy 54.6, Twitter ADVec 47.1, windowed Gaussian 39.7"

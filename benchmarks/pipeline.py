@@ -31,10 +31,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cityvitals import db
 from cityvitals.contracts import Device
-from cityvitals.localstack import LocalStack, MetricsPorts, down
-from cityvitals.services import open_registry
 from cityvitals.settings import Settings
 from tests.integration.conftest import free_port
+from wiring.localstack import LocalStack, MetricsPorts, down
+from wiring.services import open_registry
 
 
 def rss_mb(pid: int) -> float:

@@ -19,10 +19,10 @@ from tempfile import mkdtemp
 
 import httpx
 
-from cityvitals.localstack import LocalStack, MetricsPorts, down
-from cityvitals.services import open_registry
 from cityvitals.settings import Settings
 from tests.integration.conftest import free_port
+from wiring.localstack import LocalStack, MetricsPorts, down
+from wiring.services import open_registry
 
 
 def device_csv(prefix: str, count: int) -> str:

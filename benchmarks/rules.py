@@ -18,9 +18,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 
-from cityvitals.simulate import build_city, sample
 from rules import Observation, RuleSet, parse_rules
 from rules.backtest import Backtest
+from wiring.simulate import build_city, sample
 
 KIND_RULES = {
     "threshold": """

@@ -23,10 +23,10 @@ from tempfile import mkdtemp
 from cityvitals import db
 from cityvitals.contracts import Indicator, IndicatorQuality, PlaceLevel, Reading
 from cityvitals.settings import Settings
-from cityvitals.stack import StackPaths, create_database, postgres_process, wait_for_port
 from sinks.maintenance import maintain
 from sinks.postgres import IndicatorSink, ReadingSink
 from tests.integration.conftest import free_port
+from wiring.stack import StackPaths, create_database, postgres_process, wait_for_port
 
 
 def make_readings(count: int, devices: int = 500) -> list[Reading]:

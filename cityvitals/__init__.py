@@ -1,1 +1,1 @@
-"""cityvitals kernel: contracts, settings, topics, database, command line and local stack."""
+"""cityvitals kernel: the message contracts, the settings, topic names, and the database and Kafka helpers that every component shares. It imports no component; the command line and the local stack are in ``wiring``."""

@@ -52,10 +52,7 @@ from cityvitals.contracts import (
 )
 from cityvitals.db import DatabaseUnavailable
 from cityvitals.kafka import KafkaUnavailable
-from cityvitals.services import load_catalogue
 from cityvitals.settings import Settings
-from cityvitals.vitals import HistoryPoint, PlaceVitals, current, history
-from cityvitals.vitals import UnknownPlace as UnknownVitalsPlace
 from device_registry.credentials import BrokerFiles
 from device_registry.importing import (
     CSV_COLUMNS,
@@ -75,6 +72,9 @@ from device_registry.registry import (
     UnknownPlace,
     UnknownProfile,
 )
+from sinks.vitals import HistoryPoint, PlaceVitals, current, history
+from sinks.vitals import UnknownPlace as UnknownVitalsPlace
+from wiring.services import load_catalogue
 
 __all__ = [
     "POOL_SIZE",
@@ -177,8 +177,8 @@ class RegistryPool:
 
 
 def _broker_files(settings: Settings) -> BrokerFiles | None:
-    """The local stack's Mosquitto files, as :func:`cityvitals.services.open_registry` finds them."""
-    from cityvitals.stack import StackPaths, mqtt_password_file
+    """The local stack's Mosquitto files, as :func:`wiring.services.open_registry` finds them."""
+    from wiring.stack import StackPaths, mqtt_password_file
 
     paths = StackPaths(settings.state_dir)
     if not paths.mosquitto.is_dir():

@@ -26,9 +26,9 @@ from confluent_kafka import Consumer
 
 from cityvitals import db, kafka
 from cityvitals.contracts import Device
-from cityvitals.localstack import LocalStack, MetricsPorts, down
-from cityvitals.services import open_registry
 from cityvitals.settings import Settings
+from wiring.localstack import LocalStack, MetricsPorts, down
+from wiring.services import open_registry
 
 T = TypeVar("T")
 
@@ -120,7 +120,7 @@ class Pipeline:
 
     def restart(self, service: str) -> None:
         """Stop a service's process and start it again; returns once it reports ready."""
-        from cityvitals.localstack import reports_ready
+        from wiring.localstack import reports_ready
 
         (process,) = [p for p in self.stack.processes if p.name == service]
         process.stop()

@@ -25,11 +25,11 @@ from schemathesis.schemas import APIOperation
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from cityvitals import db, kafka
-from cityvitals.localstack import reports_ready
-from cityvitals.stack import StackPaths, python_service
 from device_registry import UPDATABLE
 from device_registry.api import DevicePatch
 from tests.integration.conftest import Pipeline, free_port, reading, wait_for
+from wiring.localstack import reports_ready
+from wiring.stack import StackPaths, python_service
 
 pytestmark = pytest.mark.integration
 

@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 import pytest
 from typer.testing import CliRunner
 
-from cityvitals.cli import app as cli_app
 from cityvitals.contracts import Device, DeviceState, Profile
-from cityvitals.services import open_registry
 from device_registry import RegistryError, parse_device_csv
 from tests.integration.conftest import Pipeline, reading, wait_for
+from wiring.cli import app as cli_app
+from wiring.services import open_registry
 
 pytestmark = pytest.mark.integration
 

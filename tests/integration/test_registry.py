@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import pytest
 
 from cityvitals.contracts import Device, DeviceState, Place, PlaceLevel, Profile
-from cityvitals.services import open_registry
 from device_registry import PlaceConflict, RegistryError, ServiceLogin, UnknownProfile
 from tests.integration.conftest import Pipeline, reading, wait_for
+from wiring.services import open_registry
 
 pytestmark = pytest.mark.integration
 

@@ -14,13 +14,13 @@ import pytest
 from typer.testing import CliRunner
 
 from cityvitals import db, kafka
-from cityvitals.cli_rules import rules_app
 from cityvitals.contracts import Alert, AlertStatus, Device, Reading, ReadingBatch
-from cityvitals.localstack import reports_ready
 from cityvitals.settings import Settings
-from cityvitals.stack import ManagedProcess
 from cityvitals.topics import Topic, partition_for
 from tests.integration.conftest import Pipeline, free_port, reading, wait_for
+from wiring.cli_rules import rules_app
+from wiring.localstack import reports_ready
+from wiring.stack import ManagedProcess
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +76,7 @@ def fresh_streams(pipeline: Pipeline) -> Iterator[Settings]:
     kafka.ensure_topics(settings)
     process = ManagedProcess(
         f"streams-{settings.topic_prefix}",
-        [sys.executable, "-m", "cityvitals.cli", "run", "streams"],
+        [sys.executable, "-m", "wiring.cli", "run", "streams"],
         pipeline.stack.paths,
         env=settings.to_env(),
     )

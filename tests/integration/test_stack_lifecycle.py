@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from cityvitals.localstack import down, reports_ready
-from cityvitals.services import SERVICES
-from cityvitals.stack import port_is_open
 from tests.integration.conftest import free_port, free_port_block, wait_for
+from wiring.localstack import down, reports_ready
+from wiring.services import SERVICES
+from wiring.stack import port_is_open
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,7 @@ class Up:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "cityvitals.cli", *args],
+            [sys.executable, "-m", "wiring.cli", *args],
             env=self.env,
             capture_output=True,
             text=True,
@@ -71,7 +71,7 @@ def start_up(tmp_path: Path) -> Up:
         "CITYVITALS_API_PORT": str(free_port()),
     }
     base = free_port_block(5)
-    argv = [sys.executable, "-m", "cityvitals.cli", "up", "--metrics-base", str(base)]
+    argv = [sys.executable, "-m", "wiring.cli", "up", "--metrics-base", str(base)]
     log_path = tmp_path / "up.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
@@ -132,7 +132,7 @@ def test_ready_without_a_running_up_says_where_it_looked(tmp_path: Path) -> None
         "CITYVITALS_STATE_DIR": str(tmp_path / "nothing"),
     }
     probe = subprocess.run(
-        [sys.executable, "-m", "cityvitals.cli", "ready", "api"],
+        [sys.executable, "-m", "wiring.cli", "ready", "api"],
         env=env,
         capture_output=True,
         text=True,

@@ -14,10 +14,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cityvitals.localstack import down
-from cityvitals.simulate import FLOOD_PEAK_CM, SHAPES
-from cityvitals.stack import port_is_open
 from tests.integration.conftest import free_port, free_port_block, wait_for
+from wiring.localstack import down
+from wiring.simulate import FLOOD_PEAK_CM, SHAPES
+from wiring.stack import port_is_open
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ def test_up_with_the_simulator_and_ctrl_c(tmp_path: Path) -> None:
     argv = [
         sys.executable,
         "-m",
-        "cityvitals.cli",
+        "wiring.cli",
         "up",
         "--simulate",
         "--interval",

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from cityvitals.simulate import sample
 from rules.indicators import iaqi
 from tests.integration.conftest import Pipeline, reading, wait_for
+from wiring.simulate import sample
 
 pytestmark = pytest.mark.integration
 

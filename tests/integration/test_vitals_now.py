@@ -12,12 +12,12 @@ import pytest
 from typer.testing import CliRunner
 
 from cityvitals import db
-from cityvitals.cli import app
-from cityvitals.services import load_catalogue
 from cityvitals.settings import Settings
-from cityvitals.vitals import current, next_value
 from rules.indicators import window_start
+from sinks.vitals import current, next_value
 from tests.integration.conftest import Pipeline
+from wiring.cli import app
+from wiring.services import load_catalogue
 
 pytestmark = pytest.mark.integration
 

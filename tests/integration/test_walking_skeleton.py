@@ -75,7 +75,7 @@ def test_malformed_payload_is_dead_lettered_and_the_gateway_keeps_working(
 def test_a_device_unknown_to_the_registry_is_dead_lettered(pipeline: Pipeline) -> None:
     # The broker knows the login (provisioned outside the registry), the registry does not.
     ghost, secret = "ghost-" + pipeline.settings.topic_prefix, "ghost-secret-1"
-    with __import__("cityvitals.services", fromlist=["open_registry"]).open_registry(
+    with __import__("wiring.services", fromlist=["open_registry"]).open_registry(
         pipeline.settings
     ) as registry:
         registry.set_service_credential(ghost, secret, "itest")

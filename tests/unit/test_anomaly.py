@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from cityvitals.cli_anomaly import anomaly_app, parse_params
 from rules import nab
 from rules.anomaly import AnomalyParams, AnomalyState, score
+from wiring.cli_anomaly import anomaly_app, parse_params
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
 STEP = timedelta(minutes=5)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cityvitals.cli_rules import rules_app
+from wiring.cli_rules import rules_app
 
 RULES = """
 grace: 5m

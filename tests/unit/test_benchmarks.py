@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks import nab
 from benchmarks.sinks import remove_state
-from cityvitals.stack import StackPaths
+from wiring.stack import StackPaths
 
 
 def test_nab_without_its_data_says_so_and_exits_2(

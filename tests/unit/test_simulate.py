@@ -17,7 +17,10 @@ import pytest
 
 from cityvitals.contracts import Alert, AlertStatus, WarningLevel
 from cityvitals.settings import Settings
-from cityvitals.simulate import (
+from ingest.decode import decode
+from rules import observations, parse_rules
+from rules.backtest import Backtest
+from wiring.simulate import (
     INCIDENT_AFTER_S,
     INCIDENTS,
     INTERVAL_S,
@@ -27,9 +30,6 @@ from cityvitals.simulate import (
     build_city,
     plan_incidents,
 )
-from ingest.decode import decode
-from rules import observations, parse_rules
-from rules.backtest import Backtest
 
 RULES = parse_rules(
     resources.files("rules").joinpath("default.yaml").read_text(), "rules/default.yaml"

@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
-from cityvitals.cli_vitals import render_now
 from cityvitals.settings import Settings
-from cityvitals.vitals import PendingSign, PlaceVitals, VitalSign, next_value
+from sinks.vitals import PendingSign, PlaceVitals, VitalSign, next_value
+from wiring.cli_vitals import render_now
 
 NOW = datetime(2026, 7, 1, 5, 20, 30, tzinfo=UTC)  # 13:20:30 in Shanghai
 GRACE = timedelta(seconds=60)

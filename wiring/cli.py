@@ -12,31 +12,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
 from cityvitals.settings import Settings
-from cityvitals.simulate import INCIDENT_AFTER_S, INCIDENT_SPACING_S, INTERVAL_S
+from wiring.cli_common import fail, settings
+from wiring.simulate import INCIDENT_AFTER_S, INCIDENT_SPACING_S, INTERVAL_S
 
 app = typer.Typer(
     help="cityvitals: streaming IoT sensing and alerting for city operations.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-
-
-def settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as exc:
-        for err in exc.errors(include_url=False):
-            field = "CITYVITALS_" + "_".join(str(p) for p in err["loc"]).upper()
-            typer.echo(f"error: {field}: {err['msg']}", err=True)
-        raise typer.Exit(2) from None
-
-
-def fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
 
 
 # --- the local stack -----------------------------------------------------------------------
@@ -111,8 +96,8 @@ def up(
     ] = 9400,
 ) -> None:
     """Start Mosquitto, tansu, PostgreSQL and the services on 127.0.0.1 (Ctrl-C stops all)."""
-    from cityvitals.localstack import LocalStack, MetricsPorts
-    from cityvitals.stack import StackError
+    from wiring.localstack import LocalStack, MetricsPorts
+    from wiring.stack import StackError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     s = settings()
@@ -162,7 +147,7 @@ def down(
     ] = False,
 ) -> None:
     """Stop everything an earlier 'cityvitals up' started."""
-    from cityvitals.localstack import down as stop_all
+    from wiring.localstack import down as stop_all
 
     stopped = stop_all(settings().state_dir, purge=purge)
     typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
@@ -175,7 +160,7 @@ def run(
     service: Annotated[str, typer.Argument(help="ingest, streams, sinks, liveness or api")],
 ) -> None:
     """Run one service in the foreground (what 'up' and a deployment run)."""
-    from cityvitals.services import SERVICES, run_service
+    from wiring.services import SERVICES, run_service
 
     if service not in SERVICES:
         raise fail(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}")
@@ -188,8 +173,8 @@ def ready(
 ) -> None:
     """Exit 0 if SERVICE reports ready on its metrics endpoint; a probe. The port is
     CITYVITALS_METRICS_PORT, else the one a running 'cityvitals up' gave the service."""
-    from cityvitals.localstack import recorded_metrics_port, reports_ready
-    from cityvitals.services import SERVICES
+    from wiring.localstack import recorded_metrics_port, reports_ready
+    from wiring.services import SERVICES
 
     if service not in SERVICES:
         raise fail(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}")
@@ -208,7 +193,7 @@ def ready(
 @app.command("gateway-login")
 def gateway_login() -> None:
     """Store the gateway's MQTT login (CITYVITALS_MQTT_USERNAME / _PASSWORD) in the registry."""
-    from cityvitals.services import open_registry
+    from wiring.services import open_registry
 
     s = settings()
     if not s.mqtt_password.get_secret_value():
@@ -272,8 +257,8 @@ def schemas(out: Annotated[Path, typer.Argument(help="Folder for the JSON Schema
 
 
 def _prepare_simulator(s: Settings, seed: int, interval: float, incidents: list[str], after: float):  # type: ignore[no-untyped-def]
-    from cityvitals.services import open_registry
-    from cityvitals.simulate import IncidentSpecError, Simulator, build_city, plan_incidents
+    from wiring.services import open_registry
+    from wiring.simulate import IncidentSpecError, Simulator, build_city, plan_incidents
 
     city = build_city()
     try:
@@ -328,7 +313,7 @@ def simulate(
 
 
 def _add_registry_commands() -> None:
-    from cityvitals.cli_registry import registry_apps
+    from wiring.cli_registry import registry_apps
 
     for command, name in registry_apps():
         if isinstance(command, typer.Typer):
@@ -341,9 +326,9 @@ _add_registry_commands()
 
 
 def _add_rule_commands() -> None:
-    from cityvitals.cli_anomaly import anomaly_app
-    from cityvitals.cli_rules import rules_app
-    from cityvitals.cli_vitals import vitals
+    from wiring.cli_anomaly import anomaly_app
+    from wiring.cli_rules import rules_app
+    from wiring.cli_vitals import vitals
 
     app.add_typer(rules_app, name="rules")
     app.add_typer(anomaly_app, name="anomaly")

@@ -43,7 +43,7 @@ __all__ = [
     "sample",
 ]
 
-log = logging.getLogger("cityvitals.simulate")
+log = logging.getLogger("wiring.simulate")
 
 SENSOR_KINDS = (
     "air_quality",

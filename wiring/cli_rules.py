@@ -19,7 +19,9 @@ from typing import Annotated, Any
 
 import typer
 
-__all__ = ["parse_utc", "read_csv", "rules_app"]
+from wiring.cli_common import parse_utc, settings
+
+__all__ = ["read_csv", "rules_app"]
 
 rules_app = typer.Typer(help="Check rule files and backtest them.", no_args_is_help=True)
 
@@ -70,12 +72,6 @@ def rules_check(file: Path) -> None:
         f"{file}: {len(ruleset)} rules OK ({detail}); grace {ruleset.grace}; "
         f"version {ruleset.version}"
     )
-
-
-def parse_utc(text: str) -> datetime:
-    """An ISO time or date; without a zone it is UTC."""
-    ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 def _number(source: str, line: int, field: str, text: str | None) -> float:
@@ -157,7 +153,6 @@ def read_database(start: datetime, end: datetime) -> Iterator[list[Any]]:
     device's profile, expected interval and tags from the registry. Rows are read through a
     server-side cursor, which PostgreSQL keeps only inside a transaction."""
     from cityvitals import db
-    from cityvitals.cli import settings
     from rules import Observation
 
     query = """
@@ -232,7 +227,6 @@ def rules_backtest(
     ] = None,
 ) -> None:
     """Run a rule file over history and write every alert transition it would have made."""
-    from cityvitals.cli import settings
     from rules.backtest import Backtest
     from rules.kinds import parse_duration
 

@@ -22,9 +22,9 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from cityvitals import db, kafka
-from cityvitals.services import SERVICES, open_registry
 from cityvitals.settings import Settings
-from cityvitals.stack import (
+from wiring.services import SERVICES, open_registry
+from wiring.stack import (
     ManagedProcess,
     StackError,
     StackLock,
@@ -49,7 +49,7 @@ __all__ = [
     "reports_ready",
 ]
 
-log = logging.getLogger("cityvitals.stack")
+log = logging.getLogger("wiring.stack")
 
 STOP_ORDER = ("api", "ingest", "streams", "liveness", "sinks", "mosquitto", "tansu", "postgres")
 

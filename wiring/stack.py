@@ -458,6 +458,4 @@ def create_database(database_url: str) -> None:
 
 def python_service(paths: StackPaths, name: str, env: dict[str, str]) -> ManagedProcess:
     """A cityvitals service (``cityvitals run NAME``) as a child process."""
-    return ManagedProcess(
-        name, [sys.executable, "-m", "cityvitals.cli", "run", name], paths, env=env
-    )
+    return ManagedProcess(name, [sys.executable, "-m", "wiring.cli", "run", name], paths, env=env)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from cityvitals.contracts import Department, Device, DeviceState, Place, PlaceLevel, Profile
 from cityvitals.kafka import KafkaUnavailable
 from cityvitals.settings import Settings
+from wiring.cli_common import fail, settings
 
 __all__ = ["departments_app", "devices_app", "places_app", "profiles_app", "registry_apps"]
 
@@ -42,14 +43,7 @@ def actor() -> str:
     return f"cli:{getpass.getuser()}"
 
 
-def fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
-
-
 def _settings() -> Settings:
-    from cityvitals.cli import settings
-
     return settings()
 
 
@@ -57,8 +51,8 @@ def _settings() -> Settings:
 def registry() -> Iterator[Any]:
     """An open registry; registry errors become one clear line and exit code 1."""
     from cityvitals.db import DatabaseUnavailable
-    from cityvitals.services import open_registry
     from device_registry import RegistryError, UnknownDevice, UnknownPlace
+    from wiring.services import open_registry
 
     s = _settings()
     try:

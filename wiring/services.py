@@ -12,9 +12,9 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from cityvitals import db, kafka
 from cityvitals.settings import Settings
-from cityvitals.stack import StackPaths, mqtt_password_file
 from rules import RuleSet, parse_rules
 from rules.indicators import Catalogue, parse_catalogue
+from wiring.stack import StackPaths, mqtt_password_file
 
 __all__ = ["SERVICES", "load_catalogue", "load_rules", "open_registry", "run_service"]
 

@@ -11,8 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from cityvitals.cli_rules import parse_utc
-from cityvitals.vitals import NextValue, PlaceVitals
+from sinks.vitals import NextValue, PlaceVitals
+from wiring.cli_common import fail, parse_utc, settings
 
 __all__ = ["ago", "render_now", "vitals"]
 
@@ -114,9 +114,8 @@ def vitals(
     """The city's vital signs: each indicator's latest value, coverage and quality, for a
     place and its children, with the open alerts under each."""
     from cityvitals import db
-    from cityvitals.cli import fail, settings
-    from cityvitals.services import load_catalogue
-    from cityvitals.vitals import RESOLUTIONS, UnknownPlace, current, history
+    from sinks.vitals import RESOLUTIONS, UnknownPlace, current, history
+    from wiring.services import load_catalogue
 
     if resolution not in RESOLUTIONS:
         raise fail(f"--resolution {resolution!r}: give one of {', '.join(RESOLUTIONS)}")
