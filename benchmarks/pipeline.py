@@ -29,11 +29,11 @@ from tempfile import mkdtemp
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from benchmarks.stack import private_stack
 from cityvitals import db
 from cityvitals.contracts import Device
 from cityvitals.settings import Settings
-from tests.integration.conftest import free_port
-from wiring.localstack import LocalStack, MetricsPorts, down
+from wiring.localstack import down
 from wiring.services import open_registry
 
 
@@ -124,17 +124,9 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    state = Path(mkdtemp(prefix="cityvitals-bench-"))
-    ports = MetricsPorts(*(free_port() for _ in range(5)))
-    settings = Settings(
-        mqtt_port=free_port(),
-        kafka_bootstrap=f"127.0.0.1:{free_port()}",
-        database_url=f"postgresql://cityvitals@127.0.0.1:{free_port()}/cityvitals",
-        state_dir=state,
-        log_level="WARNING",
-        api_port=free_port(),
-    )
-    stack = LocalStack(settings, ports)
+    settings, stack = private_stack()
+    state = settings.state_dir
+    ports = stack.metrics
     try:
         settings = stack.start_infrastructure()
         stack.start_services()

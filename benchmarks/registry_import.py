@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
-from tempfile import mkdtemp
 
 import httpx
 
+from benchmarks.stack import private_stack
 from cityvitals.settings import Settings
-from tests.integration.conftest import free_port
-from wiring.localstack import LocalStack, MetricsPorts, down
+from wiring.localstack import down
 from wiring.services import open_registry
 
 
@@ -79,16 +77,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="imports of each kind")
     args = parser.parse_args()
 
-    state = Path(mkdtemp(prefix="cityvitals-bench-"))
-    settings = Settings(
-        mqtt_port=free_port(),
-        kafka_bootstrap=f"127.0.0.1:{free_port()}",
-        database_url=f"postgresql://cityvitals@127.0.0.1:{free_port()}/cityvitals",
-        state_dir=state,
-        log_level="WARNING",
-        api_port=free_port(),
-    )
-    stack = LocalStack(settings, MetricsPorts(*(free_port() for _ in range(5))))
+    settings, stack = private_stack()
+    state = settings.state_dir
     try:
         settings = stack.start_infrastructure()
         stack.start_services()
