@@ -88,8 +88,14 @@ AQI_BANDS = (
 def iaqi(pollutant: str, concentration: float) -> float:
     """The sub-index of one pollutant, rounded up; pinned at 500 above the top node.
 
+    Rounded up from the sub-index at nine decimals, so a mean that floating-point sums put a
+    hair above a whole sub-index (29.4 µg/m³ of PM2.5 is exactly 42) does not round up to the
+    next one: the same concentration gives the same AQI whichever order it was summed in.
+
     >>> iaqi("pm25", 75), iaqi("pm25", 35), iaqi("pm25", 900)
     (114.0, 50.0, 500.0)
+    >>> iaqi("pm25", 29.400000000000002), iaqi("pm25", 29.41)
+    (42.0, 43.0)
     """
     nodes = IAQI_2026[pollutant]
     if concentration >= nodes[-1]:
@@ -98,7 +104,8 @@ def iaqi(pollutant: str, concentration: float) -> float:
         if concentration <= nodes[i]:
             lo, hi = nodes[i - 1], nodes[i]
             i_lo, i_hi = IAQI_NODES[i - 1], IAQI_NODES[i]
-            return float(math.ceil((i_hi - i_lo) / (hi - lo) * (concentration - lo) + i_lo))
+            exact = (i_hi - i_lo) / (hi - lo) * (concentration - lo) + i_lo
+            return float(math.ceil(round(exact, 9)))
     return 500.0
 
 

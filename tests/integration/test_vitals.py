@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from rules.indicators import iaqi
-from tests.integration.conftest import Pipeline, reading, wait_for
 from wiring.simulate import sample
+from rules.indicators import IAQI_2026, iaqi
+from tests.integration.conftest import Pipeline, reading, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -38,6 +38,7 @@ class Town:
         self.streets = [f"vs{n}a", f"vs{n}b"]
         self.grids = {s: f"{s}g" for s in self.streets}
         self.devices: list[tuple[str, str, str, str]] = []  # (id, secret, kind, street)
+        self.values_sent = 0
         for street in self.streets:
             path = f"{self.city}/{self.district}/{street}/{self.grids[street]}"
             for kind in kinds:
@@ -50,20 +51,40 @@ class Town:
         for device, secret, kind, _street in devices:
             values = sample(kind, rng, ts.hour + ts.minute / 60, 0.0)
             assert isinstance(values, dict)
+            self.values_sent += len(values)
             result = self.pipeline.mosquitto_pub(
                 device, secret, self.pipeline.topic(device), reading(iso(ts), seed, **values)
             )
             assert result.returncode == 0, result.stderr
 
     def settled(
-        self, indicator: str, start: datetime, reporting: dict[str, int]
+        self,
+        indicator: str,
+        start: datetime,
+        reporting: dict[str, int],
+        metrics: tuple[str, ...] = (),
+        window: timedelta = timedelta(hours=1),
     ) -> dict[str, tuple[Any, ...]]:
-        """Wait until every place named reports that many devices for the window (a window
-        reported early is reported again as the rest of its data arrives)."""
+        """Wait until every place named reports that many devices for the window and, given
+        its ``metrics``, rests on every stored reading of them (a window reported early is
+        reported again as the rest of its data arrives)."""
+
+        def stored(place: str) -> int:
+            ((count,),) = self.pipeline.query(
+                "SELECT count(*) FROM readings WHERE metric = ANY(%s) AND %s = ANY(place_path) "
+                "AND ts >= %s AND ts < %s",
+                list(metrics),
+                place,
+                start,
+                start + window,
+            )
+            return int(count)
 
         def probe() -> dict[str, tuple[Any, ...]]:
             found = self.indicators(indicator, start)
             done = all(p in found and found[p][4] == n for p, n in reporting.items())
+            if done and metrics:
+                done = all(found[p][7] == stored(p) for p in reporting)
             return found if done else {}
 
         try:
@@ -84,7 +105,7 @@ class Town:
 
     def indicators(self, indicator: str, start: datetime) -> dict[str, tuple[Any, ...]]:
         rows = self.pipeline.query(
-            "SELECT place_id, place_level, value, coverage, reporting, expected, quality "
+            "SELECT place_id, place_level, value, coverage, reporting, expected, quality, samples "
             "FROM indicators WHERE indicator = %s AND window_start = %s AND place_path[1] = %s",
             indicator,
             start,
@@ -100,7 +121,16 @@ def test_every_level_gets_indicators_that_equal_a_direct_computation(pipeline: P
         town.publish(start + timedelta(minutes=minute), town.devices, seed=minute)
     everyone = {town.city: 4, town.district: 4}
     everyone.update({p: 2 for p in (*town.streets, *town.grids.values())})
-    aqi = town.settled("aqi", start, everyone)
+    wait_for(
+        lambda: (
+            pipeline.query("SELECT count(*) FROM readings WHERE %s = ANY(place_path)", town.city)[
+                0
+            ][0]
+            == town.values_sent
+        ),
+        what="every published value stored",
+    )
+    aqi = town.settled("aqi", start, everyone, tuple(IAQI_2026))
     assert {r[1] for r in aqi.values()} == {"city", "district", "street", "grid"}
     for place, row in aqi.items():
         # Direct: the sub-index of the mean concentration of every stored reading under the place.
@@ -114,7 +144,7 @@ def test_every_level_gets_indicators_that_equal_a_direct_computation(pipeline: P
         assert row[2] == max(iaqi(metric, mean) for metric, mean in means), place
         devices = 4 if place in (town.city, town.district) else 2
         assert (row[3], row[4], row[5], row[6]) == (1.0, devices, devices, "good"), place
-    noise = town.settled("noise_leq", start, everyone)
+    noise = town.settled("noise_leq", start, everyone, ("laeq_db",), timedelta(minutes=5))
     energy = pipeline.query(
         "SELECT 10 * log(avg(power(10, value / 10))) FROM readings WHERE metric = 'laeq_db' "
         "AND %s = ANY(place_path) AND ts >= %s AND ts < %s",
