@@ -119,6 +119,20 @@ def _judge_device_rule(
     state = states.get(rule.id) or AlertState(kind=rule.kind)
     judged = REGISTRY[rule.kind].judge(rule, state, at, seen)
     out.evaluations += 1
+    _step_device(rule, states, state, judged, obs, at, out, fresh)
+
+
+def _step_device(
+    rule: RuleBase,
+    states: dict[str, AlertState],
+    state: AlertState,
+    judged: Judgement,
+    obs: Observation,
+    at: datetime,
+    out: DeviceOutcome,
+    fresh: bool = False,
+) -> None:
+    """Step a device rule's state by a judgement; the alert, if any, names ``obs``."""
     key = f"{rule.id}|{obs.device_id}|{obs.metric}"
     tr = _apply(rule, states, state, judged, at, key, (obs.device_id, obs.metric), fresh)
     if tr is not None:
@@ -162,10 +176,7 @@ def _rejudge(
         if kind.expired(rule, silent):
             level = None
         judged = Judgement(level, value, threshold, state.memory)
-        key = f"{rule.id}|{subject.device_id}|{rule.metric}"
-        tr = _apply(rule, states, state, judged, now, key, (subject.device_id, rule.metric))
-        if tr is not None:
-            out.alerts.append(alert(rule, tr, now, obs, judged))
+        _step_device(rule, states, state, judged, obs, now, out)
 
 
 def _stale(

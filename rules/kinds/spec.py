@@ -1,19 +1,7 @@
 """What every rule kind's spec shares, as written in a rule file: pure data, validated on load.
 
-Every rule has an ``id``, a ``kind`` (``threshold`` when left out), a scope (device types,
-profiles, place subtrees, tags: a rule applies to a device that matches every list given, and
-any one entry of a list), a ``summary`` template and two timers with the semantics of
-Prometheus alerting rules, evaluated in event time at each reading:
-
-- ``for``: the condition must hold this long before the alert fires (it is *pending* until then);
-- ``keep_firing_for``: a firing alert resolves only once the condition has been false this long,
-  and steps down to a lower level only once the lower level has held this long.
-
-Both run out at a device's readings and at the stream's clock ticks: with no new value, a
-threshold, rate or anomaly rule holds the judgement of the last value until that value is
-stale (``stale_after`` expected intervals), when a firing alert resolves as stale.
-
-Durations are seconds or strings such as ``90s``, ``15m``, ``2h``, ``1d``.
+The scope, the summary template and the ``for`` / ``keep_firing_for`` timers are described
+in :mod:`rules.kinds`. Durations are seconds or strings such as ``90s``, ``15m``, ``2h``, ``1d``.
 """
 
 from __future__ import annotations
