@@ -22,19 +22,9 @@ from datetime import timedelta
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError, create_model
 
-from rules.kinds import (
-    AbsenceRule,
-    AnomalyRule,
-    CompositeRule,
-    Duration,
-    LevelledRule,
-    PositiveDuration,
-    RateRule,
-    Rule,
-    ThresholdRule,
-)
+from rules.kinds import REGISTRY, Duration, PositiveDuration, Rule
 
 __all__ = [
     "DEFAULT_GRACE",
@@ -54,8 +44,8 @@ DEFAULT_STALE_AFTER = 4.0
 """A device's value is stale after this many expected reporting intervals without a new one."""
 DEFAULT_INTERVAL = timedelta(minutes=5)
 """The expected reporting interval of a device whose profile names none."""
-KINDS = ("threshold", "rate", "anomaly", "absence", "composite")
-DeviceRule = ThresholdRule | RateRule | AnomalyRule
+KINDS = tuple(REGISTRY)
+"""The names of the registered rule kinds (see :data:`rules.kinds.REGISTRY`)."""
 
 
 @dataclass(frozen=True)
@@ -80,12 +70,15 @@ class RuleFileError(ValueError):
         self.problems = problems
 
 
-class _RuleFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    grace: Duration = Field(default=DEFAULT_GRACE, ge=timedelta(0))
-    stale_after: float = Field(default=DEFAULT_STALE_AFTER, gt=0, le=10_000)
-    default_interval: PositiveDuration = DEFAULT_INTERVAL
-    rules: list[Rule]
+_RuleFile = create_model(
+    "_RuleFile",
+    __config__=ConfigDict(extra="forbid"),
+    grace=(Duration, Field(default=DEFAULT_GRACE, ge=timedelta(0))),
+    stale_after=(float, Field(default=DEFAULT_STALE_AFTER, gt=0, le=10_000)),
+    default_interval=(PositiveDuration, DEFAULT_INTERVAL),
+    rules=(list[Rule], ...),
+)
+"""A rule file: its settings and its rules, each of a kind in :data:`rules.kinds.REGISTRY`."""
 
 
 @dataclass(frozen=True)
@@ -98,40 +91,44 @@ class RuleSet:
     value is stale (rules may override ``stale_after``).
     """
 
-    rules: tuple[ThresholdRule | RateRule | AnomalyRule | AbsenceRule | CompositeRule, ...]
+    rules: tuple[Any, ...]
+    """The rules, each an instance of its kind's spec."""
     grace: timedelta = DEFAULT_GRACE
     version: str = ""
     stale_after: float = DEFAULT_STALE_AFTER
     default_interval: timedelta = DEFAULT_INTERVAL
     by_id: dict[str, Any] = field(init=False, repr=False, compare=False, default_factory=dict)
-    absence: tuple[AbsenceRule, ...] = field(init=False, repr=False, compare=False, default=())
-    _device: dict[str, tuple[DeviceRule, ...]] = field(
+    absence: tuple[Any, ...] = field(init=False, repr=False, compare=False, default=())
+    _device: dict[str, tuple[Any, ...]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
-    _composite: dict[str, tuple[CompositeRule, ...]] = field(
+    _composite: dict[str, tuple[Any, ...]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
 
     def __post_init__(self) -> None:
-        device: dict[str, list[DeviceRule]] = defaultdict(list)
-        composite: dict[str, list[CompositeRule]] = defaultdict(list)
+        device: dict[str, list[Any]] = defaultdict(list)
+        composite: dict[str, list[Any]] = defaultdict(list)
         for rule in self.rules:
             self.by_id[rule.id] = rule
-            if isinstance(rule, CompositeRule):
+            role = REGISTRY[rule.kind].role
+            if role == "place":
                 for metric in sorted(rule.metrics):
                     composite[metric].append(rule)
-            elif not isinstance(rule, AbsenceRule):
+            elif role == "reading":
                 device[rule.metric].append(rule)
         self._device.update({m: tuple(rs) for m, rs in device.items()})
         self._composite.update({m: tuple(rs) for m, rs in composite.items()})
-        absence = tuple(r for r in self.rules if isinstance(r, AbsenceRule))
+        absence = tuple(r for r in self.rules if REGISTRY[r.kind].role == "silence")
         object.__setattr__(self, "absence", absence)
 
-    def device_rules(self, metric: str) -> tuple[DeviceRule, ...]:
-        """Threshold, rate and anomaly rules on this metric."""
+    def device_rules(self, metric: str) -> tuple[Any, ...]:
+        """The rules judged at each value of this metric (role ``reading``: threshold, rate,
+        anomaly)."""
         return self._device.get(metric, ())
 
-    def composite_rules(self, metric: str) -> tuple[CompositeRule, ...]:
+    def composite_rules(self, metric: str) -> tuple[Any, ...]:
+        """The rules judged on a place's partition (role ``place``) from this metric."""
         return self._composite.get(metric, ())
 
     def interval(self, expected_interval_s: float | None) -> timedelta:
@@ -140,9 +137,10 @@ class RuleSet:
             return self.default_interval
         return timedelta(seconds=expected_interval_s)
 
-    def stale_horizon(self, rule: LevelledRule, expected_interval_s: float | None) -> timedelta:
+    def stale_horizon(self, rule: Any, expected_interval_s: float | None) -> timedelta:
         """How long a device's last value of the rule's metric counts, without a new one."""
-        count = rule.stale_after if rule.stale_after is not None else self.stale_after
+        own = getattr(rule, "stale_after", None)
+        count = own if own is not None else self.stale_after
         return self.interval(expected_interval_s) * count
 
     def horizon(self, expected_interval_s: float | None = None) -> timedelta:
@@ -150,20 +148,12 @@ class RuleSet:
         backtest runs its clock past the end of its input."""
         longest = timedelta(0)
         for rule in self.rules:
-            if isinstance(rule, AbsenceRule):
-                wait = rule.after
-            elif isinstance(rule, CompositeRule):
-                wait = rule.window + self.grace
-            else:
-                wait = self.stale_horizon(rule, expected_interval_s)
-                if isinstance(rule, ThresholdRule) and rule.expires_after is not None:
-                    wait = max(wait, rule.expires_after)
+            stale = self.stale_horizon(rule, expected_interval_s)
+            wait = REGISTRY[rule.kind].wait(rule, stale, self.grace)
             longest = max(longest, wait + rule.for_ + rule.keep_firing_for)
         return longest
 
-    def __iter__(
-        self,
-    ) -> Iterator[ThresholdRule | RateRule | AnomalyRule | AbsenceRule | CompositeRule]:
+    def __iter__(self) -> Iterator[Any]:
         return iter(self.rules)
 
     def __len__(self) -> int:
@@ -233,7 +223,7 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
             if isinstance(rule_id, str):
                 seen.setdefault(rule_id, i)
     try:
-        parsed = _RuleFile.model_validate(data)
+        parsed: Any = _RuleFile.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors()
         nested = {_file_loc(e["loc"])[:-1] for e in errors if len(e["loc"]) > 1}

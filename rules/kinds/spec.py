@@ -1,19 +1,7 @@
-"""The rule kinds as they are written in a rule file: pure data, validated on load.
+"""What every rule kind's spec shares, as written in a rule file: pure data, validated on load.
 
-Every rule has an ``id``, a ``kind`` (``threshold`` when left out), a scope (device types,
-profiles, place subtrees, tags: a rule applies to a device that matches every list given, and
-any one entry of a list), a ``summary`` template and two timers with the semantics of
-Prometheus alerting rules, evaluated in event time at each reading:
-
-- ``for``: the condition must hold this long before the alert fires (it is *pending* until then);
-- ``keep_firing_for``: a firing alert resolves only once the condition has been false this long,
-  and steps down to a lower level only once the lower level has held this long.
-
-Both run out at a device's readings and at the stream's clock ticks: with no new value, a
-threshold, rate or anomaly rule holds the judgement of the last value until that value is
-stale (``stale_after`` expected intervals), when a firing alert resolves as stale.
-
-Durations are seconds or strings such as ``90s``, ``15m``, ``2h``, ``1d``.
+The scope, the summary template and the ``for`` / ``keep_firing_for`` timers are described
+in :mod:`rules.kinds`. Durations are seconds or strings such as ``90s``, ``15m``, ``2h``, ``1d``.
 """
 
 from __future__ import annotations
@@ -21,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -32,24 +20,19 @@ from pydantic import (
     PrivateAttr,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 
-from cityvitals.contracts import IDENTIFIER, METRIC, PlaceLevel, WarningLevel
-from rules.anomaly import AnomalyParams
+from cityvitals.contracts import IDENTIFIER, METRIC, WarningLevel
 
 __all__ = [
-    "AbsenceRule",
-    "AnomalyRule",
-    "CompositeRule",
-    "Condition",
     "Duration",
+    "Finite",
     "LevelledRule",
+    "Metric",
     "PositiveDuration",
-    "RateRule",
-    "Rule",
     "RuleBase",
-    "ThresholdRule",
+    "Summary",
+    "human",
     "parse_duration",
 ]
 
@@ -145,6 +128,9 @@ class RuleBase(BaseModel):
     for_: Duration = Field(default=timedelta(0), alias="for")
     keep_firing_for: Duration = timedelta(0)
     summary: Summary = "{rule_id}: {metric} {value:g} at {device_id} ({level})"
+    if TYPE_CHECKING:
+        kind: str
+        """Each kind's spec names itself with a ``Literal`` default (the union's tag)."""
 
     def in_scope(
         self,
@@ -226,131 +212,14 @@ class LevelledRule(RuleBase):
         return None
 
 
-class ThresholdRule(LevelledRule):
-    """A metric's value against levels; ``min_confidence`` filters camera events."""
+def human(td: timedelta) -> str:
+    """A duration as a rule file would write it.
 
-    kind: Literal["threshold"] = "threshold"
-    min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
-    expires_after: PositiveDuration | None = None
-    """For a metric sent only while something is seen (a camera's smoke event): with no new
-    value for this long, the condition is false (judged at the device's other readings and
-    at clock ticks), so the alert can resolve."""
-    summary: Summary = "{metric} {value:g} at {device_id} passed {threshold:g} ({level})"
-
-
-class RateRule(LevelledRule):
-    """A metric's rate of change against levels: (value now - oldest value within ``over``)
-    scaled to ``per``. ``direction: below`` with negative levels catches a fast fall."""
-
-    kind: Literal["rate"] = "rate"
-    over: PositiveDuration = timedelta(minutes=15)
-    per: PositiveDuration = timedelta(hours=1)
-    min_span: Duration | None = None
-    """The least time the values must span to be judged (default half of ``over``): a
-    jitter between two readings seconds apart is no rate of change."""
-    summary: Summary = "{metric} changing {value:+g} per {per} at {device_id} ({level})"
-
-    @property
-    def span(self) -> timedelta:
-        return self.min_span if self.min_span is not None else self.over / 2
-
-
-class AnomalyRule(LevelledRule):
-    """An online anomaly score in [0, 1] for the metric, judged against levels."""
-
-    kind: Literal["anomaly"] = "anomaly"
-    params: AnomalyParams = AnomalyParams()
-    levels: dict[WarningLevel, float] = Field(
-        default_factory=lambda: {WarningLevel.BLUE: 0.9, WarningLevel.YELLOW: 0.99}, min_length=1
-    )
-    summary: Summary = "{metric} at {device_id} is unusual (score {value:.2f}, {level})"
-
-    @field_validator("levels")
-    @classmethod
-    def _scores(cls, levels: dict[WarningLevel, float]) -> dict[WarningLevel, float]:
-        if not all(0 < t <= 1 for t in levels.values()):
-            raise ValueError("anomaly levels are scores in (0, 1]")
-        return levels
-
-    @field_validator("direction")
-    @classmethod
-    def _above(cls, direction: str) -> str:
-        if direction != "above":
-            raise ValueError("an anomaly score is judged above its levels")
-        return direction
-
-
-class AbsenceRule(RuleBase):
-    """No reading of ``metric`` from a device for ``after``: judged at each reading of the
-    device and at each clock tick of the stream (so a silent device is caught too)."""
-
-    kind: Literal["absence"] = "absence"
-    metric: Metric
-    after: PositiveDuration
-    level: WarningLevel = WarningLevel.YELLOW
-    summary: Summary = "no {metric} from {device_id} for {value:.0f} s ({level})"
-
-
-class Condition(BaseModel):
-    """One member of a composite rule: a metric above or below a value."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    metric: Metric
-    above: Finite | None = None
-    below: Finite | None = None
-    min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
-
-    @model_validator(mode="after")
-    def _one_bound(self) -> Condition:
-        if (self.above is None) == (self.below is None):
-            raise ValueError("give exactly one of above or below")
-        return self
-
-    @property
-    def threshold(self) -> float:
-        return self.above if self.above is not None else self.below  # type: ignore[return-value]
-
-    def holds(self, value: float, confidence: float) -> bool:
-        if confidence < self.min_confidence:
-            return False
-        return value >= self.above if self.above is not None else value <= self.threshold
-
-
-class CompositeRule(RuleBase):
-    """Conditions over several metrics or devices of one place, within a time window.
-
-    Devices are grouped by their place at ``group_by`` (a street, say). The condition holds
-    when ``all`` (or ``any``) of ``conditions`` hold, each on the latest reading within
-    ``window`` of some device of the place, and at least ``min_devices`` distinct devices
-    take part: ``min_devices: 2`` with ``require: any`` makes a smoke event from one camera
-    wait for confirmation by a second camera or a sensor.
+    >>> human(timedelta(hours=1)), human(timedelta(seconds=90))
+    ('1h', '90s')
     """
-
-    kind: Literal["composite"] = "composite"
-    group_by: PlaceLevel = PlaceLevel.STREET
-    window: PositiveDuration = timedelta(minutes=15)
-    require: Literal["all", "any"] = "all"
-    min_devices: int = Field(default=1, ge=1, le=100)
-    conditions: tuple[Condition, ...] = Field(min_length=1, max_length=16)
-    anchor: Metric | None = None
-    """A metric whose condition must hold whatever ``require`` says: with ``require: any``,
-    a camera's smoke event is the anchor and the other conditions confirm it."""
-    level: WarningLevel = WarningLevel.ORANGE
-    summary: Summary = "{rule_id} at {place}: {evidence} ({level})"
-
-    @model_validator(mode="after")
-    def _anchor(self) -> CompositeRule:
-        if self.anchor is not None and self.anchor not in self.metrics:
-            raise ValueError(f"anchor {self.anchor!r} is not the metric of any condition")
-        return self
-
-    @property
-    def metrics(self) -> frozenset[str]:
-        return frozenset(c.metric for c in self.conditions)
-
-
-Rule = Annotated[
-    ThresholdRule | RateRule | AnomalyRule | AbsenceRule | CompositeRule,
-    Field(discriminator="kind"),
-]
+    s = td.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size and s % size == 0:
+            return f"{s / size:g}{unit}"
+    return f"{s:g}s"

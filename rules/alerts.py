@@ -1,0 +1,129 @@
+"""Alert messages from alert transitions: the summary, what resolved and why.
+
+>>> from rules.ruleset import parse_rules
+>>> rule = parse_rules("rules: [{id: fast, kind: rate, metric: m, levels: {red: 5}}]").by_id["fast"]
+>>> render_summary(rule, metric="m", value=6.0, device_id="d", level="red")
+'m changing +6 per 1h at d (red)'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from cityvitals.contracts import Alert, AlertResolution, AlertStatus
+from rules.alerting import AlertState, Transition, resolve
+from rules.kinds import REGISTRY, Judgement, RuleBase, human
+from rules.observation import Observation
+
+__all__ = ["alert", "render_summary", "retire"]
+
+
+def render_summary(rule: RuleBase, **values: Any) -> str:
+    for name, value in REGISTRY[rule.kind].summary_fields(rule).items():
+        values.setdefault(name, value)
+    values.setdefault("place", "/".join(values.get("place_path", ())))
+    values.setdefault("evidence", ", ".join(values.get("evidence_ids", ())))
+    return rule.summary.format(rule_id=rule.id, **values)
+
+
+def alert(
+    rule: RuleBase,
+    tr: Transition,
+    ts: datetime,
+    obs: Observation,
+    judged: Judgement,
+    resolution: AlertResolution = AlertResolution.CLEARED,
+    silent: timedelta | None = None,
+) -> Alert:
+    """The alert of a transition; a place rule's alert is at the observation's place."""
+    evidence = judged.evidence
+    summary = render_summary(
+        rule,
+        metric=obs.metric,
+        value=judged.value,
+        device_id=obs.device_id,
+        threshold=judged.threshold,
+        level=tr.level.value,
+        place_path=obs.place_path,
+        evidence_ids=evidence,
+    )
+    resolved = tr.status is AlertStatus.RESOLVED
+    if resolved:  # what ended, its peak, and what the value is now (or why there is none)
+        at_place = evidence or REGISTRY[rule.kind].role == "place"
+        where = "/".join(obs.place_path) if at_place else obs.device_id
+        now = f"{obs.metric} now {judged.value:g}"
+        if silent is not None:
+            now = f"no {obs.metric} reading for {human(silent)}: stale"
+        summary = (
+            f"resolved: {rule.id} at {where} (peak {tr.peak.value}, since "
+            f"{tr.started_at:%Y-%m-%d %H:%M}Z); {now}"
+        )
+    return _message(
+        rule.id,
+        tr,
+        obs,
+        (judged.value, judged.threshold),
+        ts,
+        summary[:500],
+        evidence,
+        resolution if resolved else None,
+    )
+
+
+def _message(
+    rule_id: str,
+    tr: Transition,
+    obs: Observation,
+    value_threshold: tuple[float, float],
+    ts: datetime,
+    summary: str,
+    evidence: tuple[str, ...],
+    resolution: AlertResolution | None,
+) -> Alert:
+    value, threshold = value_threshold
+    return Alert(
+        alert_id=tr.alert_id,
+        revision=tr.revision,
+        rule_id=rule_id,
+        status=tr.status,
+        level=tr.level,
+        device_id=obs.device_id,
+        metric=obs.metric,
+        value=value,
+        threshold=threshold,
+        place_path=obs.place_path,
+        device_type=obs.device_type,
+        started_at=tr.started_at,
+        ts=ts,
+        summary=summary,
+        evidence=evidence,
+        peak_level=tr.peak,
+        resolution=resolution,
+    )
+
+
+def retire(
+    states: dict[str, AlertState],
+    place_path: tuple[str, ...],
+    ts: datetime,
+    stale: Callable[[str, AlertState], str | None],
+) -> list[Alert]:
+    """Drop the states ``stale`` gives a reason for (a rule removed, changed kind, or no longer
+    in scope); close their open alerts with that reason."""
+    alerts = []
+    for rule_id, state in list(states.items()):
+        reason = stale(rule_id, state)
+        if reason is None:
+            continue
+        del states[rule_id]
+        if state.alert_id is None or state.detail is None:
+            continue
+        device_id, metric, value, threshold = state.detail
+        _, tr = resolve(state)
+        where = Observation(device_id, None, place_path, metric, value, ts)
+        summary = f"resolved: rule {rule_id!r} {reason} (peak {tr.peak.value})"
+        retired = AlertResolution.RETIRED
+        alerts.append(_message(rule_id, tr, where, (value, threshold), ts, summary, (), retired))
+    return alerts

@@ -1,0 +1,35 @@
+"""Anomaly detectors: one module each behind :class:`Detector`, one line each in :data:`DETECTORS`.
+
+>>> from datetime import UTC, datetime
+>>> d = DETECTORS["seasonal"]()
+>>> d.score_one((datetime(2026, 7, 1, tzinfo=UTC), 1.0))
+0.0
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rules.detectors.base import Detector, DetectorFactory, Point
+from rules.detectors.seasonal import AnomalyParams, AnomalyState, SeasonalDetector, score
+
+__all__ = [
+    "DETECTORS",
+    "AnomalyParams",
+    "AnomalyState",
+    "Detector",
+    "DetectorFactory",
+    "Point",
+    "SeasonalDetector",
+    "score",
+]
+
+
+def _seasonal(state: Any = None) -> Detector:
+    return SeasonalDetector(None, state)
+
+
+DETECTORS: dict[str, DetectorFactory] = {
+    "seasonal": _seasonal,
+}
+"""Every detector by name: a factory taking a saved state (None for a new series)."""

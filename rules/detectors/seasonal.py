@@ -1,0 +1,286 @@
+"""The seasonal detector: online anomaly scores for one series (baselines, seasons, shifts).
+
+:func:`score` takes one reading and the series' state and returns the new state and a score in
+[0, 1]. The reading is scored against what the state knew *before* it, and only then learned, so
+a score never uses the reading itself or anything later. The function is pure and deterministic:
+no I/O, no clock, no randomness.
+
+**Method.** Three forecasts of the next value are kept side by side:
+
+- *level*: a robust exponentially weighted level (half-life ``level_halflife`` readings);
+- *daily*: additive Holt-Winters on 24 hour-of-day bins (UTC), each bin with its own robust
+  spread, so a swing that is usual at 09:00 is judged by the spread of 09:00;
+- *weekly*: the daily forecast plus a learned offset for each of the 168 hours of the week.
+
+With the default ``season_level_halflife`` (as fast as the level) the daily bins mostly carry
+hour-of-day *spreads* and the daily rise and fall; a slow one (about a day of readings) makes
+them carry the daily shape as well.
+
+Updates are robust: an error beyond ``outlier_clip`` spreads moves a level or a bin only by the
+clip, so an isolated spike does not drag the baseline; ``shift_run`` such errors in a row on the
+same side are a level shift, and the level jumps to their mean (the shift is flagged, then
+absorbed). Each forecast's running Laplace log-likelihood picks the one that explains the
+series best (seasonal forecasts compete after 2 days, the weekly one after 8).
+
+Two statistics are read off the chosen forecast's standardised error ``u = error / spread``:
+the point deviation ``|u|`` (spikes and dips) and an EWMA control chart of the signed ``u``
+(half-life ``drift_halflife``), a CUSUM-like change statistic that catches small sustained shifts
+and drifts the point deviation misses. Each is *calibrated* on the series' own history: a decayed
+histogram of past values (half-octave bins) gives the chance ``p`` of a deviation at least this
+large, with a Gaussian tail as a prior of ``surprise_prior`` pseudo-readings, and the score is
+``-log10(p) / surprise_full``, clipped to 1. So the same score means the same rarity on a noisy
+and on a quiet series, and one threshold serves all series. Finally a refractory period
+(half-life ``refractory_halflife``) damps scores that do not exceed a recent high score, so one
+event gives one alert rather than a burst.
+
+The score is 0.0 while the series warms up (its first ``warmup`` readings), for a reading whose
+``ts`` is not newer than the last learned one (the state is then returned untouched, so replays
+are idempotent), and after a gap of more than ``gap_reset_hours`` the change statistics restart.
+
+**Memory.** The state is fixed-size whatever the series length: 24 + 24 + 168 seasonal floats,
+two histograms of 48 floats and 22 scalars, 334 numbers in all; ``json.dumps(state.to_json())``
+stays under 8 KB (about 6.3 KB measured after 22,695 readings of a NAB series).
+
+**Speed.** One call is a few dozen float operations and two 48-bin tail sums: about 75-90k
+scores per second on one core in CPython 3.11 (``python -m benchmarks.nab`` measures it).
+:func:`score` mutates the state in place and returns the same object: callers must not keep
+the old one (use ``AnomalyState.from_json(s.to_json())`` for a copy).
+
+>>> from datetime import UTC, datetime, timedelta
+>>> params = AnomalyParams(warmup=50)
+>>> state, t0 = None, datetime(2026, 7, 1, tzinfo=UTC)
+>>> scores = []
+>>> for i in range(300):
+...     value = 20.0 + (i * 7919 % 13) / 13  # a noisy flat series
+...     state, s = score(params, state, t0 + timedelta(minutes=5 * i), value)
+...     scores.append(s)
+>>> max(scores[:50]), max(scores) < 0.5
+(0.0, True)
+>>> state, s = score(params, state, t0 + timedelta(minutes=5 * 300), 35.0)  # a spike
+>>> s
+1.0
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+from rules.detectors.base import Point
+from rules.detectors.seasonal_state import (
+    _CLAMP,
+    _DAY,
+    _HIST_BINS,
+    _HOUR,
+    _SQRT_HALF,
+    _WEEK,
+    _Z_MAX,
+    AnomalyParams,
+    AnomalyState,
+    _Derived,
+)
+
+__all__ = ["AnomalyParams", "AnomalyState", "SeasonalDetector", "score"]
+
+
+def _surprise(hist: list[float], w: float, n: float, z: float, prior: float, full: float) -> float:
+    """Score a deviation ``z`` by its rarity in a decayed histogram of past deviations."""
+    if z <= 1.0:
+        return 0.0
+    pos = 2.0 * math.log2(z)
+    j = int(pos)
+    above = 0.0 if j >= _HIST_BINS else sum(hist[j + 1 :]) + hist[j] * (1.0 - (pos - j))
+    p = (above / w + prior * math.erfc(z * _SQRT_HALF)) / (n + prior)
+    return min(-math.log10(max(p, 1e-300)) / full, 1.0)
+
+
+def _remember(hist: list[float], w: float, z: float) -> None:
+    if z > 1.0:
+        hist[min(int(2.0 * math.log2(z)), _HIST_BINS - 1)] += w
+
+
+def score(
+    params: AnomalyParams, state: AnomalyState | None, ts: datetime, value: float
+) -> tuple[AnomalyState, float]:
+    """Score one reading (UTC-aware ts) against earlier data, then learn it.
+
+    Returns the new state and the score in [0, 1]. The state is mutated in place and returned
+    (``is`` the argument); pass ``None`` for a new series. Raises ``ValueError`` for a naive
+    ``ts`` or a non-finite ``value``.
+    """
+    if ts.tzinfo is None:
+        raise ValueError(f"ts: must be timezone-aware, got {ts!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"value: must be finite, got {value!r}")
+    t = ts.timestamp()
+    x = min(max(value, -_CLAMP), _CLAMP)
+    if state is None:
+        return AnomalyState.first(t, x), 0.0
+    s = state
+    if t <= s.t_last:
+        return s, 0.0
+    d = params._d
+    gap = t - s.t_last
+    s.dt = gap if s.dt == 0.0 else s.dt + 0.05 * (min(gap, 10.0 * s.dt) - s.dt)
+    if gap > d.gap:
+        s.drift, s.run_n, s.sum_n, s.run_d, s.sum_d = 0.0, 0, 0.0, 0, 0.0
+    h = int(t % _DAY // _HOUR)
+    b = int((t // _DAY + 3) % 7) * 24 + h  # hour of the week, Monday 00:00 UTC first
+    age = t - s.t_first
+
+    # --- forecasts and their errors, from what was known before this reading
+    floor = params.rel_floor * s.spread + 1e-12 * abs(s.mean) + 1e-300
+    e_n = x - s.lvl_n
+    e_d = x - s.lvl_d - s.seas_d[h]
+    e_w = e_d - s.week_d[b]
+    sc_n = max(1.2533 * s.err_n, floor)  # mean absolute error to standard deviation
+    sc_d = max(1.2533 * s.mad_d[h], floor)
+    ratio = min(max(s.err_w / s.err_d, 0.1), 10.0) if s.err_d > 0.0 else 1.0
+    sc_w = max(sc_d * ratio, floor)
+    z_n, z_d, z_w = abs(e_n) / sc_n, abs(e_d) / sc_d, abs(e_w) / sc_w
+
+    e, sc = e_n, sc_n
+    season, m = params.season, params.select_margin
+    if season != "none" and age >= 2 * _DAY:
+        if season == "daily" or (season == "auto" and s.nll_d + m < s.nll_n):
+            e, sc = e_d, sc_d
+            if season == "auto" and age >= 8 * _DAY and s.nll_w + m < s.nll_d:
+                e, sc = e_w, sc_w
+        elif season == "weekly":
+            e, sc = (e_w, sc_w) if age >= 8 * _DAY else (e_d, sc_d)
+    u = min(max(e / sc, -_Z_MAX), _Z_MAX)
+    z = abs(u)
+    s.drift += d.a_drift * (u - s.drift)
+    zb = min(abs(s.drift) * d.drift_gain, _Z_MAX)
+
+    # --- calibrate on the series' own history, damp repeats
+    prior, full = params.surprise_prior, params.surprise_full
+    out = _surprise(s.hist, s.hist_w, s.hist_n, z, prior, full)
+    if d.a_drift:
+        out = max(out, _surprise(s.hist_b, s.hist_w, s.hist_n, zb, prior, full))
+    if s.n < params.warmup:
+        out = 0.0
+    if d.refractory:
+        recent = s.recent
+        s.recent = max(out, recent * d.refractory)
+        if out <= recent:
+            out *= 1.0 - recent
+
+    # --- learn
+    _learn(params, d, s, x, h, b, age, floor, e_n, e_d, e_w, sc_n, sc_d, sc_w, z_n, z_d, z_w)
+    if 2 * s.n >= params.warmup:  # the first spreads are too young to calibrate with
+        _remember(s.hist, s.hist_w, z)
+        _remember(s.hist_b, s.hist_w, zb)
+        s.hist_n = s.hist_n * (1.0 - d.a_hist) + 1.0
+        s.hist_w *= d.hist_grow
+        if s.hist_w > 1e6:  # keep the decayed counts in range
+            w = s.hist_w
+            s.hist = [v / w for v in s.hist]
+            s.hist_b = [v / w for v in s.hist_b]
+            s.hist_w = 1.0
+    s.n += 1
+    s.t_last = t
+    return s, out
+
+
+def _learn(
+    p: AnomalyParams,
+    d: _Derived,
+    s: AnomalyState,
+    x: float,
+    h: int,
+    b: int,
+    age: float,
+    floor: float,
+    e_n: float,
+    e_d: float,
+    e_w: float,
+    sc_n: float,
+    sc_d: float,
+    sc_w: float,
+    z_n: float,
+    z_d: float,
+    z_w: float,
+) -> None:
+    """Fold one reading into the forecasts, their spreads and their log-likelihoods."""
+    if s.n < p.warmup:  # young spreads are too small to clip with
+        clip_n = clip_d = _CLAMP * 4.0
+    else:
+        # a bin seen a few times has a young spread: clip at least at the overall spread
+        clip_n = p.outlier_clip * sc_n
+        clip_d = p.outlier_clip * max(sc_d, 1.2533 * s.err_d)
+    # a run of same-side outliers is a level shift: jump to its mean
+    if abs(e_n) > clip_n and s.run_n * e_n >= 0:
+        s.run_n += 1 if e_n > 0 else -1
+        s.sum_n += x
+    else:
+        s.run_n, s.sum_n = 0, 0.0
+    if abs(e_d) > clip_d and s.run_d * e_d >= 0:
+        s.run_d += 1 if e_d > 0 else -1
+        s.sum_d += x - s.seas_d[h]
+    else:
+        s.run_d, s.sum_d = 0, 0.0
+    a = d.a_lvl
+    if abs(s.run_n) >= p.shift_run:
+        s.lvl_n = s.sum_n / abs(s.run_n)
+        s.run_n, s.sum_n = 0, 0.0
+    else:
+        s.lvl_n += a * min(max(e_n, -clip_n), clip_n)
+    ed = min(max(e_d, -clip_d), clip_d)
+    if abs(s.run_d) >= p.shift_run:
+        s.lvl_d = s.sum_d / abs(s.run_d)
+        s.run_d, s.sum_d = 0, 0.0
+    else:
+        s.lvl_d += d.a_season_lvl * ed
+    # a reading stands for its share of its hour; young profiles learn as running means
+    cover = min(s.dt, _HOUR) / _HOUR
+    g = cover * max(d.g_day, 1.0 / (1.0 + age // _DAY))
+    s.seas_d[h] += g * (1.0 - d.a_season_lvl) * ed
+    s.week_d[b] += cover * max(d.g_week, 1.0 / (1.0 + age // _WEEK)) * (ed - s.week_d[b])
+    ae = max(d.a_scale, 1.0 / s.n)
+    s.err_n += ae * (min(abs(e_n), clip_n + floor) - s.err_n)
+    s.mad_d[h] += max(g, ae) * (min(abs(e_d), clip_d + floor) - s.mad_d[h])
+    s.err_d += ae * (min(abs(e_d), clip_d + floor) - s.err_d)
+    s.err_w += ae * (min(abs(e_w), clip_d + floor) - s.err_w)
+    # Laplace negative log-likelihood, deviations capped so one outlier cannot decide
+    s.nll_n += ae * (math.log(sc_n) + min(z_n, 20.0) - s.nll_n)
+    s.nll_d += ae * (math.log(sc_d) + min(z_d, 20.0) - s.nll_d)
+    s.nll_w += ae * (math.log(sc_w) + min(z_w, 20.0) - s.nll_w)
+    s.mean += ae * (x - s.mean)
+    s.spread += ae * (abs(x - s.mean) - s.spread)
+
+
+class SeasonalDetector:
+    """:func:`score` behind the :class:`~rules.detectors.base.Detector` interface.
+
+    ``state`` is what :meth:`to_json` gave (None for a new series). :meth:`score_one` scores
+    without learning; a :meth:`learn_one` of the same point right after reuses that work.
+
+    >>> from datetime import UTC, datetime
+    >>> d = SeasonalDetector(AnomalyParams(warmup=2))
+    >>> x = (datetime(2026, 7, 1, tzinfo=UTC), 20.0)
+    >>> d.score_one(x), d.learn_one(x), d.to_json()["n"]
+    (0.0, None, 1)
+    """
+
+    def __init__(self, params: AnomalyParams | None = None, state: Any = None) -> None:
+        self.params = params or AnomalyParams()
+        self._state = None if state is None else AnomalyState.from_json(state)
+        self._scored: tuple[Point, AnomalyState] | None = None
+
+    def score_one(self, x: Point) -> float:
+        before = None if self._state is None else self._state.copy()
+        after, out = score(self.params, before, *x)
+        self._scored = (x, after)
+        return out
+
+    def learn_one(self, x: Point) -> None:
+        if self._scored is not None and self._scored[0] == x:
+            self._state = self._scored[1]
+        else:
+            self._state, _ = score(self.params, self._state, *x)
+        self._scored = None
+
+    def to_json(self) -> dict[str, Any] | None:
+        return None if self._state is None else self._state.to_json()

@@ -1,0 +1,227 @@
+"""The seasonal detector's parameters and state: a fixed number of floats per series.
+
+See :mod:`rules.detectors.seasonal` for the method.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cached_property
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["AnomalyParams", "AnomalyState"]
+
+_DAY = 86400.0
+_HOUR = 3600.0
+_WEEK = 7 * _DAY
+_DAY_BINS = 24
+_WEEK_BINS = 168
+_HIST_BINS = 48  # half-octaves of a deviation, from 1 to 2**24
+_Z_MAX = 2.0**24 - 1.0
+_CLAMP = 1e150  # values are clamped here so no sum or difference can overflow
+_SQRT_HALF = 0.7071067811865476
+_VERSION = 1
+
+
+def _rate(halflife: float) -> float:
+    """The EWMA weight of a new value for a half-life in readings."""
+    return 1.0 - math.pow(0.5, 1.0 / halflife)
+
+
+class AnomalyParams(BaseModel):
+    """How series are scored. Half-lives are counted in readings unless the name says otherwise.
+
+    The defaults suit sensors read every few minutes (air quality, noise, traffic counts, water
+    levels): a level that follows the last half hour, spreads and calibration over a day.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    warmup: int = Field(default=96, ge=1)
+    """Readings learned before the first non-zero score."""
+    level_halflife: float = Field(default=6.0, gt=0)
+    """How fast the level and the seasonal level follow the series."""
+    scale_halflife: float = Field(default=288.0, gt=0)
+    """Memory of the error spreads and of the model choice."""
+    season: Literal["auto", "none", "daily", "weekly"] = "auto"
+    """``auto`` lets the data choose between no season, a daily and a weekly profile."""
+    season_level_halflife: float = Field(default=6.0, gt=0)
+    """How fast the level under the seasonal profiles follows the series. Fast (the default)
+    leaves the profiles mostly the hour-of-day *spreads* and transitions; slow (a day of
+    readings) makes them learn the daily shape too, and flags a missing daily peak."""
+    season_halflife_days: float = Field(default=3.0, gt=0)
+    """Memory of the hour-of-day profile, in days."""
+    season_halflife_weeks: float = Field(default=2.0, gt=0)
+    """Memory of the hour-of-week offsets, in weeks."""
+    select_margin: float = Field(default=0.05, ge=0)
+    """Log-likelihood a richer model must gain per reading to be chosen."""
+    outlier_clip: float = Field(default=3.0, gt=0)
+    """Errors beyond this many spreads move a baseline only by the clip."""
+    shift_run: int = Field(default=3, ge=1)
+    """Clipped errors in a row, on one side, that make a level shift."""
+    drift_halflife: float = Field(default=6.0, ge=0)
+    """Half-life of the change (EWMA chart) statistic; 0 switches it off."""
+    surprise_halflife: float = Field(default=300.0, gt=0)
+    """Memory of the calibration histograms."""
+    surprise_prior: float = Field(default=10.0, gt=0)
+    """Weight, in readings, of the Gaussian tail prior of the calibration."""
+    surprise_full: float = Field(default=6.0, gt=0)
+    """``-log10`` of the chance that gives score 1 (6: one in a million)."""
+    refractory_halflife: float = Field(default=288.0, ge=0)
+    """Half-life of the recent high score that damps repeats; 0 switches it off."""
+    gap_reset_hours: float = Field(default=6.0, gt=0)
+    """A gap longer than this restarts the change statistics."""
+    rel_floor: float = Field(default=1e-3, ge=0)
+    """Smallest spread, as a share of the series' overall spread (guards constant series)."""
+
+    @cached_property
+    def _d(self) -> _Derived:
+        return _Derived(self)
+
+
+class _Derived:
+    """Per-reading constants computed once per parameter set."""
+
+    __slots__ = (
+        "a_drift",
+        "a_hist",
+        "a_lvl",
+        "a_scale",
+        "a_season_lvl",
+        "drift_gain",
+        "g_day",
+        "g_week",
+        "gap",
+        "hist_grow",
+        "refractory",
+    )
+
+    def __init__(self, p: AnomalyParams) -> None:
+        self.a_lvl = _rate(p.level_halflife)
+        self.a_scale = _rate(p.scale_halflife)
+        self.a_season_lvl = _rate(p.season_level_halflife)
+        self.g_day = _rate(p.season_halflife_days)
+        self.g_week = _rate(p.season_halflife_weeks)
+        self.a_hist = _rate(p.surprise_halflife)
+        self.hist_grow = 1.0 / (1.0 - self.a_hist)
+        self.a_drift = _rate(p.drift_halflife) if p.drift_halflife > 0 else 0.0
+        # puts the EWMA of unit-variance errors back on the scale of one error
+        self.drift_gain = math.sqrt((2.0 - self.a_drift) / self.a_drift) if self.a_drift else 0.0
+        self.refractory = (
+            math.pow(0.5, 1.0 / p.refractory_halflife) if p.refractory_halflife else 0.0
+        )
+        self.gap = p.gap_reset_hours * _HOUR
+
+
+class AnomalyState:
+    """What the detector remembers about one series: a fixed number of floats.
+
+    :func:`score` mutates it in place. :meth:`to_json` gives plain JSON types (to store in a
+    table), and :meth:`from_json` restores a state that scores exactly as the original.
+    """
+
+    __slots__ = (
+        "drift",
+        "dt",
+        "err_d",
+        "err_n",
+        "err_w",
+        "hist",
+        "hist_b",
+        "hist_n",
+        "hist_w",
+        "lvl_d",
+        "lvl_n",
+        "mad_d",
+        "mean",
+        "n",
+        "nll_d",
+        "nll_n",
+        "nll_w",
+        "recent",
+        "run_d",
+        "run_n",
+        "seas_d",
+        "spread",
+        "sum_d",
+        "sum_n",
+        "t_first",
+        "t_last",
+        "week_d",
+    )
+
+    n: int
+    t_first: float
+    t_last: float
+    dt: float
+    lvl_n: float
+    err_n: float
+    nll_n: float
+    run_n: int
+    sum_n: float
+    lvl_d: float
+    seas_d: list[float]
+    mad_d: list[float]
+    err_d: float
+    nll_d: float
+    run_d: int
+    sum_d: float
+    week_d: list[float]
+    err_w: float
+    nll_w: float
+    mean: float
+    spread: float
+    drift: float
+    hist: list[float]
+    hist_b: list[float]
+    hist_w: float
+    hist_n: float
+    recent: float
+
+    @classmethod
+    def first(cls, t: float, x: float) -> AnomalyState:
+        """The state after one reading at ``t`` (epoch seconds) of value ``x``."""
+        s = cls.__new__(cls)
+        s.n, s.t_first, s.t_last, s.dt = 1, t, t, 0.0
+        s.lvl_n, s.err_n, s.nll_n, s.run_n, s.sum_n = x, 0.0, 0.0, 0, 0.0
+        s.lvl_d, s.err_d, s.nll_d, s.run_d, s.sum_d = x, 0.0, 0.0, 0, 0.0
+        s.seas_d, s.mad_d = [0.0] * _DAY_BINS, [0.0] * _DAY_BINS
+        s.week_d, s.err_w, s.nll_w = [0.0] * _WEEK_BINS, 0.0, 0.0
+        s.mean, s.spread, s.drift = x, 0.0, 0.0
+        s.hist, s.hist_b = [0.0] * _HIST_BINS, [0.0] * _HIST_BINS
+        s.hist_w, s.hist_n, s.recent = 1.0, 0.0, 0.0
+        return s
+
+    def copy(self) -> AnomalyState:
+        """An independent copy (the lists are copied too)."""
+        s = AnomalyState.__new__(AnomalyState)
+        for name in self.__slots__:
+            value = getattr(self, name)
+            setattr(s, name, list(value) if isinstance(value, list) else value)
+        return s
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"v": _VERSION}
+        for name in self.__slots__:
+            value = getattr(self, name)
+            data[name] = list(value) if isinstance(value, list) else value
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AnomalyState:
+        if data.get("v") != _VERSION:
+            raise ValueError(f"anomaly state: v: expected {_VERSION}, got {data.get('v')!r}")
+        s = cls.__new__(cls)
+        for name in cls.__slots__:
+            if name not in data:
+                raise ValueError(f"anomaly state: {name}: missing")
+            value = data[name]
+            if isinstance(value, list):
+                setattr(s, name, [float(v) for v in value])
+            elif name in ("n", "run_n", "run_d"):
+                setattr(s, name, int(value))
+            else:
+                setattr(s, name, float(value))
+        return s

@@ -1,0 +1,72 @@
+"""City vital signs: the indicator catalogue and its formulas, as mergeable window states.
+
+Each formula (``kind``) is a module behind :class:`~rules.indicators.base.Formula`
+(``fold`` / ``merge`` / ``finish``), registered in :data:`~rules.indicators.formulas.FORMULAS`:
+``aqi`` (:mod:`~rules.indicators.aqi`), ``mean``, ``max``, ``leq``, ``congestion``,
+``online_rate``. Where a formula is non-linear the merge happens before it: a district's
+noise Leq is the energy mean of all its samples, its congestion index uses the space-mean
+speed of all of them.
+
+>>> cat = parse_catalogue("indicators: [{id: aqi, kind: aqi, device_types: [air_quality], window: 1h}]")
+>>> spec = cat.by_id["aqi"]
+>>> state = {}
+>>> fold(spec, state, {"pm25": 80.0, "pm10": 100.0})
+>>> value, band, detail = finish(spec, state, reporting=1, expected=1)
+>>> value, band, detail["primary"]
+(119.0, 'light', 'pm25')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from rules.indicators.aqi import AQI_BANDS, IAQI_2026, iaqi
+from rules.indicators.base import Detail, Formula, combine
+from rules.indicators.catalogue import (
+    Catalogue,
+    IndicatorSpec,
+    parse_catalogue,
+    quality,
+    samples,
+    window_start,
+)
+from rules.indicators.formulas import FORMULAS
+
+__all__ = [
+    "AQI_BANDS",
+    "FORMULAS",
+    "IAQI_2026",
+    "Catalogue",
+    "Formula",
+    "IndicatorSpec",
+    "finish",
+    "fold",
+    "iaqi",
+    "merge",
+    "parse_catalogue",
+    "quality",
+    "samples",
+    "window_start",
+]
+
+_HIGHEST = frozenset().union(*(f.highest for f in FORMULAS.values()))
+
+
+def fold(spec: IndicatorSpec, state: dict[str, float], values: Mapping[str, float]) -> None:
+    """Add one reading's values to a window state, in place."""
+    FORMULAS[spec.kind].fold(spec, state, values)
+
+
+def merge(into: dict[str, float], other: Mapping[str, float]) -> None:
+    """Merge two states of the same formula, in place (whichever the formula)."""
+    combine(into, other, _HIGHEST)
+
+
+def finish(
+    spec: IndicatorSpec, state: Mapping[str, float], reporting: int, expected: int
+) -> tuple[float | None, str | None, Detail]:
+    """The indicator's value, its band and details from a window's merged state."""
+    value, detail = FORMULAS[spec.kind].finish(spec, state, reporting, expected)
+    if value is not None:
+        value = round(value, 4)
+    return value, (None if value is None else spec.band(value)), detail

@@ -1,0 +1,95 @@
+"""``aqi``: China HJ 633-2026 IAQI per pollutant from the window's mean concentrations.
+
+The AQI is the largest sub-index; the primary pollutant is in the details when AQI > 50;
+bands I–VI (good ... severe). A place's AQI is the sub-index of its mean concentration of
+each pollutant (as the national method averages stations).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from rules.indicators.base import Band, Detail, Formula
+
+if TYPE_CHECKING:
+    from rules.indicators.catalogue import IndicatorSpec
+
+__all__ = ["AQI_BANDS", "IAQI_2026", "IAQI_NODES", "Aqi", "iaqi"]
+
+# IAQI nodes, HJ 633-2026 (PM) and HJ 633-2012 (gases, unchanged): concentration at IAQI
+# 0, 50, 100, 150, 200, 300, 400, 500. µg/m³, CO in mg/m³. Real-time: hourly means.
+IAQI_NODES = (0, 50, 100, 150, 200, 300, 400, 500)
+IAQI_2026: dict[str, tuple[float, ...]] = {
+    "pm25": (0, 35, 60, 115, 150, 250, 350, 500),
+    "pm10": (0, 50, 120, 250, 350, 420, 500, 600),
+    "so2": (0, 150, 500, 650, 800),  # 1 h; above 800 the 24 h table applies
+    "no2": (0, 100, 200, 700, 1200, 2340, 3090, 3840),  # 1 h
+    "co": (0, 5, 10, 35, 60, 90, 120, 150),  # 1 h, mg/m³
+    "o3": (0, 160, 200, 300, 400, 800, 1000, 1200),  # 1 h
+}
+AQI_BANDS: tuple[Band, ...] = (
+    ("good", 50.0),
+    ("moderate", 100.0),
+    ("light", 150.0),
+    ("medium", 200.0),
+    ("heavy", 300.0),
+    ("severe", None),
+)
+
+
+def iaqi(pollutant: str, concentration: float) -> float:
+    """The sub-index of one pollutant, rounded up; pinned at 500 above the top node.
+
+    >>> iaqi("pm25", 75), iaqi("pm25", 35), iaqi("pm25", 900)
+    (114.0, 50.0, 500.0)
+    >>> iaqi("pm25", 29.400000000000002), iaqi("pm25", 29.41)
+    (42.0, 43.0)
+    """
+    nodes = IAQI_2026[pollutant]
+    if concentration >= nodes[-1]:
+        return float(IAQI_NODES[len(nodes) - 1])
+    for i in range(1, len(nodes)):
+        if concentration <= nodes[i]:
+            lo, hi = nodes[i - 1], nodes[i]
+            i_lo, i_hi = IAQI_NODES[i - 1], IAQI_NODES[i]
+            # Rounded up from nine decimals: a mean that floating-point sums put a hair above a
+            # whole sub-index (29.4 µg/m³ of PM2.5 is exactly 42) stays on it, whatever the order.
+            exact = (i_hi - i_lo) / (hi - lo) * (concentration - lo) + i_lo
+            return float(math.ceil(round(exact, 9)))
+    return 500.0
+
+
+class Aqi(Formula):
+    """State: ``n.<pollutant>`` and ``s.<pollutant>``, the count and sum of each."""
+
+    name = "aqi"
+    needs_metric = False
+    bands = AQI_BANDS
+
+    def metrics(self, spec: IndicatorSpec) -> frozenset[str]:
+        return frozenset(IAQI_2026)
+
+    def fold(
+        self, spec: IndicatorSpec, state: dict[str, float], values: Mapping[str, float]
+    ) -> None:
+        for pollutant in IAQI_2026:
+            v = values.get(pollutant)
+            if v is not None:
+                state[f"n.{pollutant}"] = state.get(f"n.{pollutant}", 0.0) + 1
+                state[f"s.{pollutant}"] = state.get(f"s.{pollutant}", 0.0) + v
+
+    def finish(
+        self, spec: IndicatorSpec, state: Mapping[str, float], reporting: int, expected: int
+    ) -> tuple[float | None, Detail]:
+        subs = {
+            p: iaqi(p, state[f"s.{p}"] / state[f"n.{p}"]) for p in IAQI_2026 if state.get(f"n.{p}")
+        }
+        if not subs:
+            return None, {}
+        primary = max(subs, key=lambda p: subs[p])
+        detail: Detail = {f"iaqi.{p}": v for p, v in subs.items()}
+        if subs[primary] > 50:
+            detail["primary"] = primary
+        return subs[primary], detail

@@ -1,0 +1,100 @@
+"""The interface of an indicator formula: ``fold`` / ``merge`` / ``finish`` over a window state.
+
+A state is a flat dict of floats that *merges* (sums, counts, maxima), so a district's value
+is computed from the merged samples of every device under it, never as an average of its
+streets' values: merging the states of any split of the samples, in any order, then
+finishing, gives the value of folding them all. ``n`` counts samples (``n.<metric>`` per
+metric where a formula reads several).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rules.indicators.catalogue import IndicatorSpec
+
+__all__ = ["Band", "Detail", "Formula", "OneMetric", "combine"]
+
+Band = tuple[str, float | None]
+Detail = dict[str, float | str]
+
+
+def combine(into: dict[str, float], other: Mapping[str, float], highest: frozenset[str]) -> None:
+    """Merge ``other`` into ``into``: the maximum for the keys in ``highest``, else the sum.
+
+    >>> s = {"n": 1.0, "max": 3.0}
+    >>> combine(s, {"n": 2.0, "max": 2.0}, frozenset({"max"})); s
+    {'n': 3.0, 'max': 3.0}
+    """
+    for key, value in other.items():
+        if key in highest:
+            into[key] = max(into.get(key, value), value)
+        else:
+            into[key] = into.get(key, 0.0) + value
+
+
+class Formula(ABC):
+    """One formula of the catalogue, by the name an indicator gives as ``kind``."""
+
+    name: str
+    needs_metric: bool = True
+    """Whether an indicator of this formula must name its ``metric``."""
+    bands: tuple[Band, ...] = ()
+    """Bands used when the indicator gives none."""
+    highest: frozenset[str] = frozenset()
+    """State keys that merge as a maximum (the others add up)."""
+
+    def metrics(self, spec: IndicatorSpec) -> frozenset[str]:
+        """The metrics that feed the indicator."""
+        return frozenset() if spec.metric is None else frozenset({spec.metric})
+
+    @abstractmethod
+    def fold(
+        self, spec: IndicatorSpec, state: dict[str, float], values: Mapping[str, float]
+    ) -> None:
+        """Add one reading's values to a window state, in place."""
+
+    def merge(self, into: dict[str, float], other: Mapping[str, float]) -> None:
+        """Merge another state of the same formula into ``into``, in place."""
+        combine(into, other, self.highest)
+
+    @abstractmethod
+    def finish(
+        self, spec: IndicatorSpec, state: Mapping[str, float], reporting: int, expected: int
+    ) -> tuple[float | None, Detail]:
+        """The value (None: no data) and details from a merged state, before rounding."""
+
+
+class OneMetric(Formula):
+    """A formula of one metric's samples: :meth:`add` folds a value, :meth:`value` finishes."""
+
+    keys: tuple[str, ...] = ()
+
+    def fold(
+        self, spec: IndicatorSpec, state: dict[str, float], values: Mapping[str, float]
+    ) -> None:
+        assert spec.metric is not None
+        v = values.get(spec.metric)
+        if v is not None:
+            state["n"] = state.get("n", 0.0) + 1
+            self.add(state, v)
+
+    @abstractmethod
+    def add(self, state: dict[str, float], v: float) -> None:
+        """Fold one value (``n`` is counted already)."""
+
+    def finish(
+        self, spec: IndicatorSpec, state: Mapping[str, float], reporting: int, expected: int
+    ) -> tuple[float | None, Detail]:
+        if not state.get("n"):
+            return None, {}
+        return self.value(spec, state, state["n"])
+
+    @abstractmethod
+    def value(
+        self, spec: IndicatorSpec, state: Mapping[str, float], n: float
+    ) -> tuple[float, Detail]:
+        """The value of a state holding ``n`` samples."""

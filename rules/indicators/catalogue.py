@@ -1,0 +1,180 @@
+"""The indicator catalogue: which city vital signs are computed, by which formula, where.
+
+Pure: no I/O. Coverage is reporting / expected devices, where expected are the active
+devices of the indicator's types under the place; the quality flag follows from it.
+
+>>> cat = parse_catalogue("indicators: [{id: noise, kind: leq, metric: laeq_db, device_types: [noise]}]")
+>>> cat.by_id["noise"].metrics()
+frozenset({'laeq_db'})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from cityvitals.contracts import IDENTIFIER, IndicatorQuality, PlaceLevel
+from rules.indicators.formulas import FORMULAS
+from rules.kinds import Duration
+from rules.ruleset import RuleFileError, RuleProblem, line_of, load_yaml
+
+__all__ = [
+    "Catalogue",
+    "IndicatorSpec",
+    "parse_catalogue",
+    "quality",
+    "samples",
+    "window_start",
+]
+
+
+class IndicatorSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: Annotated[str, Field(pattern=IDENTIFIER)]
+    kind: str
+    """The formula, a name in :data:`rules.indicators.formulas.FORMULAS`."""
+    metric: str | None = None
+    """The metric of single-metric formulas (``mean``, ``max``, ``leq``, ``congestion``)."""
+    device_types: tuple[str, ...] = Field(min_length=1)
+    """The devices that feed it; the expected devices are the active ones of these types."""
+    window: Duration = timedelta(minutes=5)
+    levels: tuple[PlaceLevel, ...] = (
+        PlaceLevel.CITY,
+        PlaceLevel.DISTRICT,
+        PlaceLevel.STREET,
+        PlaceLevel.GRID,
+    )
+    """The levels of the place tree it is computed for."""
+    bands: tuple[tuple[str, float | None], ...] = ()
+    """Labels by upper bound, lowest first; the last may be unbounded (null)."""
+    free_flow_kmh: float = Field(default=40.0, gt=0)
+    unit: str = ""
+    description: str = ""
+    _metrics: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @field_validator("kind")
+    @classmethod
+    def _formula(cls, kind: str) -> str:
+        if kind not in FORMULAS:
+            raise ValueError(f"unknown formula {kind!r}: give one of {', '.join(FORMULAS)}")
+        return kind
+
+    @field_validator("window")
+    @classmethod
+    def _divides_a_day(cls, window: timedelta) -> timedelta:
+        if window <= timedelta(0) or timedelta(days=1).total_seconds() % window.total_seconds():
+            raise ValueError("window must divide a day (e.g. 1m, 5m, 15m, 1h)")
+        return window
+
+    @model_validator(mode="after")
+    def _metric(self) -> IndicatorSpec:
+        if FORMULAS[self.kind].needs_metric and not self.metric:
+            raise ValueError(f"a {self.kind} indicator needs a metric")
+        bounds = [b for _, b in self.bands if b is not None]
+        if bounds != sorted(bounds) or any(b is None for _, b in self.bands[:-1]):
+            raise ValueError("bands must rise, and only the last may be unbounded")
+        return self
+
+    @property
+    def window_s(self) -> int:
+        return int(self.window.total_seconds())
+
+    def metrics(self) -> frozenset[str]:
+        """The metrics that feed it (computed once: this is asked per reading)."""
+        return self._metrics
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._metrics = FORMULAS[self.kind].metrics(self)
+
+    def band(self, value: float) -> str | None:
+        for label, upper in self.bands or FORMULAS[self.kind].bands:
+            if upper is None or value <= upper:
+                return label
+        return None
+
+
+class _CatalogueFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    indicators: list[IndicatorSpec]
+
+
+class Catalogue:
+    """The indicators in force, indexed by id and by device type."""
+
+    def __init__(self, specs: tuple[IndicatorSpec, ...]) -> None:
+        self.specs = specs
+        self.by_id = {s.id: s for s in specs}
+        self.by_type: dict[str, tuple[IndicatorSpec, ...]] = {}
+        for spec in specs:
+            for t in spec.device_types:
+                self.by_type[t] = (*self.by_type.get(t, ()), spec)
+
+    def __iter__(self) -> Any:
+        return iter(self.specs)
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+
+def parse_catalogue(text: str, source: str = "<indicators>") -> Catalogue:
+    """Parse and validate an indicator file; raises RuleFileError naming each problem."""
+    data, lines = load_yaml(text, source, "an 'indicators' list")
+    try:
+        parsed = _CatalogueFile.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            RuleProblem(
+                source,
+                line_of(tuple(e["loc"]), lines),
+                ".".join(str(p) for p in e["loc"]),
+                e["msg"],
+            )
+            for e in exc.errors()
+        ]
+        raise RuleFileError(problems) from exc
+    ids = [s.id for s in parsed.indicators]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise RuleFileError(
+            [RuleProblem(source, None, "indicators", f"duplicate id {duplicates[0]!r}")]
+        )
+    return Catalogue(tuple(parsed.indicators))
+
+
+def window_start(ts: datetime, window_s: int) -> datetime:
+    """The start of the window that holds ``ts`` (windows are aligned to UTC midnight)."""
+    seconds = int(ts.timestamp())
+    return datetime.fromtimestamp(seconds - seconds % window_s, UTC)
+
+
+def samples(state: Mapping[str, float]) -> int:
+    """The values folded into a window state (every pollutant's for AQI).
+
+    >>> samples({"n.pm25": 3.0, "s.pm25": 90.0, "n.no2": 2.0, "s.no2": 40.0})
+    5
+    """
+    return int(sum(v for k, v in state.items() if k == "n" or k.startswith("n.")))
+
+
+def quality(reporting: int, expected: int) -> tuple[float, IndicatorQuality]:
+    """Coverage in [0, 1] and its flag: good from 0.8, partial from 0.5, poor below."""
+    if reporting == 0:
+        return 0.0, IndicatorQuality.NO_DATA
+    coverage = min(1.0, reporting / expected) if expected else 1.0
+    if coverage >= 0.8:
+        return coverage, IndicatorQuality.GOOD
+    if coverage >= 0.5:
+        return coverage, IndicatorQuality.PARTIAL
+    return coverage, IndicatorQuality.POOR

@@ -1,0 +1,26 @@
+"""``congestion``: the travel time index, free-flow speed / space-mean (harmonic) speed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from rules.indicators.base import Detail, OneMetric
+
+if TYPE_CHECKING:
+    from rules.indicators.catalogue import IndicatorSpec
+
+__all__ = ["Congestion"]
+
+
+class Congestion(OneMetric):
+    name = "congestion"
+
+    def add(self, state: dict[str, float], v: float) -> None:
+        state["inv"] = state.get("inv", 0.0) + 1 / max(v, 0.1)  # a stopped car counts as 0.1 km/h
+
+    def value(
+        self, spec: IndicatorSpec, state: Mapping[str, float], n: float
+    ) -> tuple[float, Detail]:
+        speed = n / state["inv"]
+        return spec.free_flow_kmh / speed, {"speed_kmh": round(speed, 2)}

@@ -1,0 +1,25 @@
+"""``mean``: the mean of one metric's samples (a mean load, say)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from rules.indicators.base import Detail, OneMetric
+
+if TYPE_CHECKING:
+    from rules.indicators.catalogue import IndicatorSpec
+
+__all__ = ["Mean"]
+
+
+class Mean(OneMetric):
+    name = "mean"
+
+    def add(self, state: dict[str, float], v: float) -> None:
+        state["s"] = state.get("s", 0.0) + v
+
+    def value(
+        self, spec: IndicatorSpec, state: Mapping[str, float], n: float
+    ) -> tuple[float, Detail]:
+        return state["s"] / n, {}

@@ -1,0 +1,28 @@
+"""``online_rate``: the devices reporting in the window / the devices expected."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from rules.indicators.base import Detail, Formula
+
+if TYPE_CHECKING:
+    from rules.indicators.catalogue import IndicatorSpec
+
+__all__ = ["OnlineRate"]
+
+
+class OnlineRate(Formula):
+    name = "online_rate"
+    needs_metric = False
+
+    def fold(
+        self, spec: IndicatorSpec, state: dict[str, float], values: Mapping[str, float]
+    ) -> None:
+        return  # the devices that report are counted by the caller
+
+    def finish(
+        self, spec: IndicatorSpec, state: Mapping[str, float], reporting: int, expected: int
+    ) -> tuple[float | None, Detail]:
+        return (reporting / expected if expected else None), {}

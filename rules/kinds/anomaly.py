@@ -1,0 +1,78 @@
+"""Anomaly rules: an online anomaly score in [0, 1] of a metric, judged against levels."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from cityvitals.contracts import WarningLevel
+from rules.alerting import AlertState
+from rules.detectors.seasonal import AnomalyParams, SeasonalDetector
+from rules.kinds.base import Example, Judgement, RuleKind
+from rules.kinds.spec import LevelledRule, Summary
+from rules.kinds.threshold import judge_levelled
+from rules.observation import Observation
+
+__all__ = ["KIND", "AnomalyRule"]
+
+
+class AnomalyRule(LevelledRule):
+    """An online anomaly score in [0, 1] for the metric, judged against levels."""
+
+    kind: Literal["anomaly"] = "anomaly"
+    params: AnomalyParams = AnomalyParams()
+    levels: dict[WarningLevel, float] = Field(
+        default_factory=lambda: {WarningLevel.BLUE: 0.9, WarningLevel.YELLOW: 0.99}, min_length=1
+    )
+    summary: Summary = "{metric} at {device_id} is unusual (score {value:.2f}, {level})"
+
+    @field_validator("levels")
+    @classmethod
+    def _scores(cls, levels: dict[WarningLevel, float]) -> dict[WarningLevel, float]:
+        if not all(0 < t <= 1 for t in levels.values()):
+            raise ValueError("anomaly levels are scores in (0, 1]")
+        return levels
+
+    @field_validator("direction")
+    @classmethod
+    def _above(cls, direction: str) -> str:
+        if direction != "above":
+            raise ValueError("an anomaly score is judged above its levels")
+        return direction
+
+
+class AnomalyKind(RuleKind[AnomalyRule]):
+    """Memory: the detector's state (see :mod:`rules.detectors.seasonal`)."""
+
+    name = "anomaly"
+    spec = AnomalyRule
+    role = "reading"
+
+    def judge(
+        self, rule: AnomalyRule, state: AlertState, at: datetime, obs: Observation | None
+    ) -> Judgement:
+        assert obs is not None
+        detector = SeasonalDetector(rule.params, state.memory)
+        x = (obs.ts, obs.value)
+        score = detector.score_one(x)
+        detector.learn_one(x)
+        return judge_levelled(rule, score, state.firing, detector.to_json())
+
+    def example(self) -> Example:
+        """A daily-looking wave sampled every 5 minutes, a spike, then the wave again."""
+        n = 600
+        steps = []
+        for i in range(n):
+            value = 50 + 10 * math.sin(2 * math.pi * i / 288) + (i * 7919 % 13) / 13
+            if i == n - 40:
+                value = 400.0
+            steps.append(("read", "dev-1", "load", value, 5 * i))
+        return Example(
+            "rules: [{id: r, kind: anomaly, metric: load, levels: {yellow: 0.9}}]", tuple(steps)
+        )
+
+
+KIND = AnomalyKind()

@@ -1,0 +1,74 @@
+"""What the rules remember per device and per place, as the stream's tables keep it (JSON).
+
+>>> m = DeviceMemory.from_json({"r": {}, "wm": "2026-07-01T00:00:00+00:00", "wmm": ["m"]})
+>>> DeviceMemory.from_json(m.to_json()) == m
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from rules.alerting import AlertState
+
+__all__ = ["DeviceMemory", "PlaceMemory"]
+
+
+def _states_json(states: dict[str, AlertState]) -> dict[str, Any]:
+    return {k: s.to_json() for k, s in states.items()}
+
+
+def _states(data: dict[str, Any]) -> dict[str, AlertState]:
+    return {k: AlertState.from_json(v) for k, v in data.get("r", {}).items()}
+
+
+def _when(data: dict[str, Any], key: str) -> datetime | None:
+    value = data.get(key)
+    return None if value is None else datetime.fromisoformat(value)
+
+
+@dataclass(slots=True)
+class DeviceMemory:
+    """Everything the rules remember about one device: its watermark and each rule's state."""
+
+    watermark: datetime | None = None
+    rules: dict[str, AlertState] = field(default_factory=dict)
+    metrics: frozenset[str] = frozenset()
+    """The metrics judged at the watermark's instant (another message of the same instant
+    may bring others)."""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"r": _states_json(self.rules)}
+        if self.watermark is not None:
+            out["wm"] = self.watermark.isoformat()
+            out["wmm"] = sorted(self.metrics)
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> DeviceMemory:
+        if not data:
+            return cls()
+        return cls(_when(data, "wm"), _states(data), frozenset(data.get("wmm", ())))
+
+
+@dataclass(slots=True)
+class PlaceMemory:
+    """What place rules remember about one place: its clock and each rule's state."""
+
+    place_path: tuple[str, ...] = ()
+    clock: datetime | None = None
+    rules: dict[str, AlertState] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"pp": list(self.place_path), "r": _states_json(self.rules)}
+        if self.clock is not None:
+            out["t"] = self.clock.isoformat()
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> PlaceMemory:
+        if not data:
+            return cls()
+        return cls(tuple(data.get("pp", ())), _when(data, "t"), _states(data))

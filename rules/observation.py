@@ -1,0 +1,69 @@
+"""What the rules judge: one value of one metric of one device at one instant.
+
+>>> from datetime import UTC, datetime
+>>> from cityvitals.contracts import Reading
+>>> r = Reading(device_id="wl-1", seq=1, device_type="water_level", place_path=("c", "d1"),
+...             ts=datetime(2026, 7, 1, tzinfo=UTC), values={"water_cm": 18.0})
+>>> [(o.metric, o.value) for o in observations(r)]
+[('water_cm', 18.0)]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from cityvitals.contracts import CameraEvent, Reading
+
+__all__ = ["Observation", "observations"]
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One value of one metric of one device at one instant, as the rules see it.
+
+    A reading with several values gives several observations; a camera event gives one, whose
+    metric is ``camera.<event type>`` and whose confidence is the analytics' confidence.
+    """
+
+    device_id: str
+    device_type: str | None
+    place_path: tuple[str, ...]
+    metric: str
+    value: float
+    ts: datetime
+    confidence: float = 1.0
+    profile_id: str | None = None
+    tags: tuple[str, ...] = ()
+    expected_interval_s: float | None = None
+    """The device's expected reporting interval (its profile's), if known."""
+
+
+def observations(
+    item: Reading | CameraEvent,
+    profile_id: str | None = None,
+    tags: tuple[str, ...] = (),
+    expected_interval_s: float | None = None,
+) -> list[Observation]:
+    """The observations of a reading (one per value) or of a camera event (one)."""
+    if isinstance(item, Reading):
+        pairs = list(item.values.items())
+        device_id, confidence = item.device_id, 1.0
+    else:
+        pairs = [(f"camera.{item.event_type.value}", item.value)]
+        device_id, confidence = item.camera_id, item.confidence
+    return [
+        Observation(
+            device_id,
+            item.device_type,
+            item.place_path,
+            metric,
+            value,
+            item.ts,
+            confidence,
+            profile_id,
+            tags,
+            expected_interval_s,
+        )
+        for metric, value in pairs
+    ]

@@ -1,0 +1,88 @@
+"""One conformance test for every registered indicator formula: folding then merging the
+states of any split of the samples, in any order, finishes as folding them all; states
+survive JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Mapping
+
+import pytest
+
+from rules.indicators import FORMULAS, IndicatorSpec, finish, fold, merge
+
+Sample = dict[str, float]
+
+
+@pytest.fixture(params=list(FORMULAS), ids=list(FORMULAS))
+def spec(request: pytest.FixtureRequest) -> IndicatorSpec:
+    formula = FORMULAS[request.param]
+    metric = "m" if formula.needs_metric else None
+    return IndicatorSpec(id="x", kind=request.param, metric=metric, device_types=("sensor",))
+
+
+def samples(spec: IndicatorSpec, seed: int) -> list[Sample]:
+    rng = random.Random(seed)
+    metrics = sorted(spec.metrics()) or ["m"]
+    return [
+        {m: float(rng.randint(1, 300)) for m in metrics if rng.random() < 0.8}
+        for _ in range(rng.randint(1, 40))
+    ]
+
+
+def folded(spec: IndicatorSpec, values: list[Sample]) -> dict[str, float]:
+    state: dict[str, float] = {}
+    for v in values:
+        fold(spec, state, v)
+    return state
+
+
+def split(values: list[Sample], rng: random.Random) -> list[list[Sample]]:
+    cuts = sorted(rng.sample(range(len(values) + 1), k=min(3, len(values) + 1)))
+    return [values[a:b] for a, b in zip([0, *cuts], [*cuts, len(values)], strict=True)]
+
+
+def close(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
+    return a.keys() == b.keys() and all(math.isclose(a[k], b[k], rel_tol=1e-12) for k in a)
+
+
+def result(spec: IndicatorSpec, state: Mapping[str, float]) -> tuple[object, ...]:
+    value, band, detail = finish(spec, state, reporting=3, expected=4)
+    return (None if value is None else round(value, 6), band, sorted(detail.items()))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_merging_any_split_finishes_as_folding_all(spec: IndicatorSpec, seed: int) -> None:
+    rng = random.Random(seed)
+    values = samples(spec, seed)
+    parts = [folded(spec, part) for part in split(values, rng)]
+    rng.shuffle(parts)
+    merged: dict[str, float] = {}
+    for part in parts:
+        merge(merged, part)
+        FORMULAS[spec.kind].merge({}, part)  # the formula's own merge takes the same states
+    assert close(merged, folded(spec, values))
+    assert result(spec, merged) == result(spec, folded(spec, values))
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_merge_is_associative_and_commutative(spec: IndicatorSpec, seed: int) -> None:
+    a, b, c = (folded(spec, samples(spec, seed * 3 + i)) for i in range(3))
+    formula = FORMULAS[spec.kind]
+
+    def merged(*states: Mapping[str, float]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for s in states:
+            formula.merge(out, s)
+        return out
+
+    assert close(merged(merged(a, b), c), merged(a, merged(b, c)))
+    assert close(merged(a, b), merged(b, a))
+
+
+def test_a_state_round_trips_through_json(spec: IndicatorSpec) -> None:
+    state = folded(spec, samples(spec, 1))
+    again = json.loads(json.dumps(state))
+    assert again == state and result(spec, again) == result(spec, state)
