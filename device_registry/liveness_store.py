@@ -33,12 +33,8 @@ class LivenessStoreUnavailable(RuntimeError):
 
 
 class LivenessStore:
-    """The fleet, ``device_liveness`` and ``place_outages`` in PostgreSQL; reconnects on need."""
+    """``device_liveness`` and ``place_outages`` in PostgreSQL for the service; reconnects on need."""
 
-    FLEET = (
-        "SELECT d.device_id, d.place_path, p.expected_interval_s, d.created_at FROM devices d "
-        "LEFT JOIN profiles p ON p.profile_id = d.profile_id WHERE d.state = 'active'"
-    )
     CLOCKS = "SELECT device_id, status, last_seen, expected_interval_s FROM device_liveness"
     OUTAGES = (
         "SELECT outage_id, place_path, started_at, devices_total, devices_silent "
@@ -76,18 +72,6 @@ class LivenessStore:
                 self._conn.close()
                 self._conn = None
             raise LivenessStoreUnavailable(operation, str(exc).strip()) from exc
-
-    def fleet(self, default_interval_s: float) -> dict[str, Watched]:
-        """Every active device: its place, its profile's interval (or the default), its start."""
-        rows = self._run("reading the fleet", lambda c: c.execute(self.FLEET).fetchall())
-        return {
-            str(device_id): Watched(
-                tuple(path),
-                default_interval_s if interval is None else float(interval),
-                _utc(created_at),
-            )
-            for device_id, path, interval, created_at in rows
-        }
 
     def outages(self) -> dict[PlacePath, Outage]:
         rows = self._run("reading open outages", lambda c: c.execute(self.OUTAGES).fetchall())

@@ -231,3 +231,31 @@ def test_a_silent_street_is_one_outage_and_its_devices_raise_no_offline_of_their
     assert [
         (o.outage_id, o.status, o.devices_total) for o in on_kafka if o.place_path[0] == city
     ] == [(outage_id, "started", 6), (outage_id, "ended", 6)]
+
+
+def test_the_service_follows_the_registry_a_new_profile_interval_reaches_it(
+    pipeline: Pipeline,
+) -> None:
+    """The fleet follows the ``devices`` topic: a device with too few reports for a cadence is
+    judged by its profile's interval, and a profile's new interval reaches the service."""
+    from cityvitals.contracts import Profile
+    from cityvitals.services import open_registry
+
+    tag = uuid.uuid4().hex[:6]
+    profile = Profile(profile_id=f"wl-{tag}", device_type="water_level", expected_interval_s=600)
+    device, secret = pipeline.register(place=f"lv{tag}/dP{tag}")
+    with open_registry(pipeline.settings) as reg:
+        reg.put_profile(profile, "itest")
+        reg.update(device, {"profile_id": profile.profile_id}, "itest")
+
+    seqs = iter(range(1_000))
+
+    def interval_after_a_report() -> float | None:
+        publish_round(pipeline, [(device, secret)], next(seqs))
+        row = liveness_rows(pipeline, [device]).get(device)
+        return None if row is None else float(row[3])
+
+    wait_for(lambda: interval_after_a_report() == 600.0, 30, "the profile's interval")
+    with open_registry(pipeline.settings) as reg:
+        reg.put_profile(profile.model_copy(update={"expected_interval_s": 120.0}), "itest")
+    wait_for(lambda: interval_after_a_report() == 120.0, 30, "the profile's new interval")
