@@ -377,7 +377,8 @@ class Registry:
     ) -> builtins.list[Device]:
         """Devices, filtered by place subtree, state, type, tag and profile, in id order."""
         with self._read() as cur:
-            return devices.select(cur, place, state, device_type, tag, profile_id, limit, offset)
+            where = devices.DeviceFilter(place, state, device_type, tag, profile_id)
+            return devices.select(cur, where, limit, offset)
 
     def audit_log(
         self, entity: str | None = None, entity_id: str | None = None, limit: int = 100

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cityvitals.contracts import Device, DeviceState
 from device_registry.errors import UnknownDevice
 from device_registry.repositories.audit import Cursor
 
-__all__ = ["activate", "get", "insert", "known_ids", "move_under", "select", "update"]
+__all__ = [
+    "DeviceFilter",
+    "activate",
+    "get",
+    "insert",
+    "known_ids",
+    "move_under",
+    "select",
+    "update",
+]
 
 COLUMNS = (
     "device_id, device_type, profile_id, place_path, state, department, tags, lat, lon, updated_at"
@@ -114,29 +124,31 @@ def activate(cur: Cursor, device_ids: Sequence[str]) -> list[tuple[Device, Devic
     return [(before[a.device_id], a) for a in map(_device, rows)]
 
 
-def select(
-    cur: Cursor,
-    place: str | None = None,
-    state: DeviceState | None = None,
-    device_type: str | None = None,
-    tag: str | None = None,
-    profile_id: str | None = None,
-    limit: int | None = None,
-    offset: int = 0,
-) -> list[Device]:
-    """Devices, filtered by place subtree, state, type, tag and profile, in id order."""
-    where, params = ["true"], []
+@dataclass(frozen=True)
+class DeviceFilter:
+    """Which devices to list: under a place, in a state, of a type, with a tag and profile."""
+
+    place: str | None = None
+    state: DeviceState | None = None
+    device_type: str | None = None
+    tag: str | None = None
+    profile_id: str | None = None
+
+
+def select(cur: Cursor, where: DeviceFilter, limit: int | None, offset: int) -> list[Device]:
+    """Devices matching every filter given, in id order."""
+    clauses, params = ["true"], []
     for clause, value in (
-        ("%s = ANY(place_path)", place),
-        ("state = %s", state.value if state is not None else None),
-        ("device_type = %s", device_type),
-        ("%s = ANY(tags)", tag),
-        ("profile_id = %s", profile_id),
+        ("%s = ANY(place_path)", where.place),
+        ("state = %s", where.state.value if where.state is not None else None),
+        ("device_type = %s", where.device_type),
+        ("%s = ANY(tags)", where.tag),
+        ("profile_id = %s", where.profile_id),
     ):
         if value is not None:
-            where.append(clause)
+            clauses.append(clause)
             params.append(value)
-    query = f"SELECT {COLUMNS} FROM devices WHERE {' AND '.join(where)} ORDER BY device_id"
+    query = f"SELECT {COLUMNS} FROM devices WHERE {' AND '.join(clauses)} ORDER BY device_id"
     if limit is not None:
         query += f" LIMIT {int(limit)} OFFSET {int(offset)}"
     return [_device(r) for r in cur.execute(query.encode(), params)]
