@@ -19,7 +19,14 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["BrokerFiles", "hash_secret", "new_secret", "render_password_file", "verify_secret"]
+__all__ = [
+    "BrokerFiles",
+    "hash_secret",
+    "local_broker",
+    "new_secret",
+    "render_password_file",
+    "verify_secret",
+]
 
 ITERATIONS = 101  # Mosquitto's own default for $7$ hashes
 
@@ -87,3 +94,12 @@ class BrokerFiles:
             os.kill(pid, signal.SIGHUP)
             return True
         return False
+
+
+def local_broker(state_dir: Path) -> BrokerFiles | None:
+    """The local stack's Mosquitto files under ``state_dir`` (``mosquitto/passwd`` and
+    ``pids/mosquitto.pid``), or None when no local broker was set up there."""
+    mosquitto = state_dir / "mosquitto"
+    if not mosquitto.is_dir():
+        return None
+    return BrokerFiles(mosquitto / "passwd", state_dir / "pids" / "mosquitto.pid")

@@ -7,8 +7,9 @@ soon as it reports. Until :data:`MIN_GAPS` gaps were seen, a fallback interval s
 device's profile's ``expected_interval_s``, else :data:`DEFAULT_INTERVAL_S`.
 
 When most devices under one place go offline together (a gateway or a power cut), that is one
-:class:`Outage` of the highest such place, and its devices announce no offline of their own.
-:func:`check` runs one round over the whole fleet. Pure: state in, state out, no I/O.
+:class:`Outage` of the highest such place (:mod:`device_registry.outages`), and its devices
+announce no offline of their own. :func:`follow` keeps the fleet as the registry's ``devices``
+topic says; :func:`check` runs one round over it. Pure: state in, state out, no I/O.
 
 >>> from datetime import UTC
 >>> t0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
@@ -23,13 +24,30 @@ When most devices under one place go offline together (a gateway or a power cut)
 
 from __future__ import annotations
 
-import hashlib
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from cityvitals.contracts import DeviceLiveness, Liveness, OutageStatus, PlaceOutage
+from cityvitals.contracts import (
+    Device,
+    DeviceLiveness,
+    DeviceState,
+    Liveness,
+    OutageStatus,
+    PlaceOutage,
+)
+from device_registry.outages import (
+    Outage,
+    PlacePath,
+    PlaceTally,
+    highest_places,
+    outage_id,
+    qualifying_places,
+    tally,
+    track_outages,
+    under,
+)
 
 __all__ = [
     "DEFAULT_INTERVAL_S",
@@ -45,19 +63,19 @@ __all__ = [
     "Watched",
     "cadence",
     "check",
+    "follow",
     "highest_places",
     "judge",
     "observe",
     "outage_id",
     "qualifying_places",
+    "report",
     "restore",
     "tally",
     "track_outages",
     "under",
     "watch_from",
 ]
-
-PlacePath = tuple[str, ...]
 
 WINDOW = 8
 """How many recent gaps between reports the cadence estimate keeps."""
@@ -183,134 +201,6 @@ def restore(
     return DeviceClock(since, last_seen, gaps, status, announced)
 
 
-# --- places -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PlaceTally:
-    total: int
-    silent: int
-    quiet_since: datetime | None
-    """The latest report among the silent devices: when the place fell silent."""
-
-
-def tally(members: Iterable[tuple[PlacePath, bool, datetime]]) -> dict[PlacePath, PlaceTally]:
-    """Devices and silent devices under every place (each level), from (path, silent, heard)."""
-    totals: dict[PlacePath, int] = {}
-    silent: dict[PlacePath, int] = {}
-    quiet: dict[PlacePath, datetime] = {}
-    for path, is_silent, heard in members:
-        for depth in range(1, len(path) + 1):
-            place = path[:depth]
-            totals[place] = totals.get(place, 0) + 1
-            if is_silent:
-                silent[place] = silent.get(place, 0) + 1
-                quiet[place] = max(heard, quiet.get(place, heard))
-    return {p: PlaceTally(n, silent.get(p, 0), quiet.get(p)) for p, n in totals.items()}
-
-
-def qualifying_places(
-    tallies: Mapping[PlacePath, PlaceTally], min_devices: int, fraction: float
-) -> dict[PlacePath, PlaceTally]:
-    """Every place where at least ``fraction`` of at least ``min_devices`` devices are silent."""
-    return {
-        place: t
-        for place, t in tallies.items()
-        if t.total >= min_devices and t.silent / t.total >= fraction
-    }
-
-
-def highest_places(
-    tallies: Mapping[PlacePath, PlaceTally], min_devices: int, fraction: float
-) -> dict[PlacePath, PlaceTally]:
-    """The highest places where at least ``fraction`` of at least ``min_devices`` are silent.
-
-    A qualifying place under another qualifying place is left out: one street going silent is
-    one street, not also its grids, and its district only if the district qualifies itself.
-
-    >>> from datetime import UTC
-    >>> t = datetime(2026, 11, 22, tzinfo=UTC)
-    >>> street = [(("c", "d1", "s1", f"g{i % 2}"), True, t) for i in range(6)]
-    >>> others = [(("c", "d1", "s2", "g1"), False, t)] * 2
-    >>> list(highest_places(tally(street + others), min_devices=3, fraction=0.8))
-    [('c', 'd1', 's1')]
-    """
-    return _highest(qualifying_places(tallies, min_devices, fraction))
-
-
-def _highest(places: Mapping[PlacePath, PlaceTally]) -> dict[PlacePath, PlaceTally]:
-    return {p: t for p, t in places.items() if not under(p[:-1], places)}
-
-
-def track_outages(
-    outages: Mapping[PlacePath, Outage],
-    out: Mapping[PlacePath, PlaceTally],
-    forming: Mapping[PlacePath, object],
-) -> tuple[dict[PlacePath, Outage], list[Outage], dict[PlacePath, PlaceTally]]:
-    """Which open outages stay, which end, and which places start one: (staying, ended, new).
-
-    ``out`` are the places out (:func:`qualifying_places` over offline devices), ``forming``
-    those about to be (the same over late or offline devices).
-
-    An open outage stays while its place, or any place under it, is still out: a street whose
-    power comes back grid by grid stays one outage until its last grid is back. It ends when
-    nothing under it is out, or when a higher place goes out and takes it over. A new outage
-    starts at each highest place out that no staying outage covers, once no place above it is
-    forming: devices cut off together cross their offline thresholds a little apart, and the
-    street they share, not the grid that crossed first, is the outage. Outages never nest.
-    """
-    highest = _highest(out)
-    staying: dict[PlacePath, Outage] = {}
-    ended: list[Outage] = []
-    for place, outage in outages.items():
-        taken_over = under(place[:-1], highest)
-        still_out = any(q[: len(place)] == place for q in out)
-        if still_out and not taken_over:
-            staying[place] = outage
-        else:
-            ended.append(outage)
-    new = {
-        p: t
-        for p, t in highest.items()
-        if p not in staying and not under(p, staying) and not under(p[:-1], forming)
-    }
-    return staying, ended, new
-
-
-def under(path: PlacePath, places: Mapping[PlacePath, object]) -> bool:
-    """Whether ``path`` is one of ``places`` or lies beneath one."""
-    return any(path[:depth] in places for depth in range(1, len(path) + 1))
-
-
-def outage_id(place_id: str, started_at: datetime) -> str:
-    """The id of a place outage: the same place and start always give the same id."""
-    key = f"{place_id}|{started_at.isoformat()}"
-    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class Outage:
-    """An open outage: most devices under ``place_path`` went offline together."""
-
-    outage_id: str
-    place_path: PlacePath
-    started_at: datetime
-    devices_total: int
-    devices_silent: int
-
-    def event(self, status: OutageStatus, ts: datetime, now: PlaceTally | None) -> PlaceOutage:
-        return PlaceOutage(
-            outage_id=self.outage_id,
-            place_id=self.place_path[-1],
-            place_path=self.place_path,
-            status=status,
-            devices_total=now.total if now else self.devices_total,
-            devices_silent=now.silent if now else 0,
-            started_at=self.started_at,
-            ts=ts,
-        )
-
-
 # --- one round over the fleet -----------------------------------------------------------------
 
 
@@ -354,6 +244,46 @@ def watch_from(
         start = before.since if before is not None else max(watched.since, now)
         out[device_id] = replace(watched, since=start)
     return out
+
+
+def follow(
+    fleet: Mapping[str, Watched],
+    changes: Iterable[Device],
+    default_interval_s: float,
+    now: datetime,
+) -> dict[str, Watched]:
+    """The fleet after device changes from the registry's ``devices`` topic, in order: an
+    active device is watched (at its place, by its profile's interval, else the default; since
+    when it was first watched, see :func:`watch_from`), any other is not.
+
+    >>> from datetime import UTC
+    >>> t0 = datetime(2026, 11, 22, tzinfo=UTC)
+    >>> a = Device(device_id="a", device_type="t", place_path=("c",), updated_at=t0)
+    >>> fleet = follow({}, [a], 60.0, t0)
+    >>> fleet["a"].fallback_interval_s, follow(fleet, [a.model_copy(update={"state": "retired"})], 60.0, t0)
+    (60.0, {})
+    """
+    out = dict(fleet)
+    for device in changes:
+        if device.state is not DeviceState.ACTIVE:
+            out.pop(device.device_id, None)
+            continue
+        interval = device.expected_interval_s or default_interval_s
+        watched = Watched(device.place_path, interval, device.updated_at)
+        out.update(watch_from({device.device_id: watched}, out, now))
+    return out
+
+
+def report(device_id: str, clock: DeviceClock, watched: Watched, now: datetime) -> DeviceLiveness:
+    """The device's liveness as stored and published: its judged status at ``now``."""
+    return DeviceLiveness(
+        device_id=device_id,
+        status=clock.status,
+        last_seen=clock.last_seen,
+        expected_interval_s=cadence(clock, watched.fallback_interval_s),
+        place_path=watched.place_path,
+        ts=now,
+    )
 
 
 @dataclass(frozen=True)
@@ -462,15 +392,6 @@ def _announce(
         )
         if not withheld and clock.status is not clock.announced:
             clock = replace(clock, announced=clock.status, held_until=None)
-            announced.append(
-                DeviceLiveness(
-                    device_id=device_id,
-                    status=clock.status,
-                    last_seen=clock.last_seen,
-                    expected_interval_s=cadence(clock, watched.fallback_interval_s),
-                    place_path=watched.place_path,
-                    ts=now,
-                )
-            )
+            announced.append(report(device_id, clock, watched, now))
         out[device_id] = clock
     return out, announced

@@ -7,11 +7,13 @@ published on ``liveness``, a place outage is stored in ``place_outages`` and pub
 ``outages``. Kafka confirms first, then the database is written, then consumer offsets are
 committed: a crash in between publishes a change again (at least once) and loses none.
 
-The active devices, their places and their profiles' intervals are read from PostgreSQL at the
-start and every :data:`FLEET_REFRESH_S`, never per report. A device reporting before the next
-refresh is watched at once, with the default interval. Silence counts from the last report or
-from when the service began watching the device, whichever is later
-(:func:`~device_registry.liveness.watch_from`): a restart blames no device for the downtime.
+The fleet (the active devices, their places and their profiles' intervals) follows the
+registry's compacted ``devices`` topic (:class:`~device_registry.device_feed.DeviceFeed`): read
+from its beginning at the start, then each change as it is published; never a query per
+report. A device reporting before its registration reaches the service is watched at once,
+with the default interval. Silence counts from the last report or from when the service began
+watching the device, whichever is later (:func:`~device_registry.liveness.watch_from`): a
+restart blames no device for the downtime.
 
 A provisioned device is not watched (nobody expects it yet). Its first reading on ``readings``
 has passed the stream's checks, so the service asks the registry to make it active (audited
@@ -34,12 +36,13 @@ from typing import Any, TypeVar
 
 import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from prometheus_client import CollectorRegistry, Counter, Gauge
-from pydantic import ValidationError
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel, ValidationError
 
 from cityvitals import db, kafka
 from cityvitals.contracts import (
     CameraEvent,
+    Device,
     DeviceLiveness,
     Liveness,
     PlaceOutage,
@@ -48,24 +51,24 @@ from cityvitals.contracts import (
 )
 from cityvitals.settings import Settings
 from cityvitals.topics import Topic
+from device_registry.device_feed import DeviceFeed
 from device_registry.liveness import (
     DeviceClock,
     LivenessPolicy,
     Outage,
     PlacePath,
     Watched,
-    cadence,
     check,
+    follow,
     observe,
-    restore,
-    under,
-    watch_from,
+    report,
 )
+from device_registry.liveness_metrics import LivenessMetrics
+from device_registry.liveness_store import LivenessStore, LivenessStoreUnavailable
 from device_registry.registry import Registry
 
 __all__ = [
     "CATCH_UP_LAG_S",
-    "FLEET_REFRESH_S",
     "Activate",
     "LivenessService",
     "LivenessStore",
@@ -79,8 +82,6 @@ log = logging.getLogger("cityvitals.liveness")
 T = TypeVar("T")
 Conn = psycopg.Connection[tuple[Any, ...]]
 
-FLEET_REFRESH_S = 10.0
-"""How often the active devices are read again from the registry."""
 CATCH_UP_LAG_S = 5.0
 """Reports that reached the gateway longer ago than this mean the consumer is behind."""
 CONSUME_MAX = 1000
@@ -101,199 +102,19 @@ def policy(settings: Settings) -> LivenessPolicy:
     )
 
 
-class LivenessStoreUnavailable(RuntimeError):
-    """The database refused or dropped an operation; nothing of it was committed. Retry later."""
-
-    def __init__(self, operation: str, detail: str, retry_after: float = 1.0) -> None:
-        super().__init__(f"liveness store: {operation} failed: {detail}")
-        self.operation = operation
-        self.detail = detail
-        self.retry_after = retry_after
-
-
-class LivenessStore:
-    """The fleet, ``device_liveness`` and ``place_outages`` in PostgreSQL; reconnects on need."""
-
-    FLEET = (
-        "SELECT d.device_id, d.place_path, p.expected_interval_s, d.created_at FROM devices d "
-        "LEFT JOIN profiles p ON p.profile_id = d.profile_id WHERE d.state = 'active'"
-    )
-    CLOCKS = "SELECT device_id, status, last_seen, expected_interval_s FROM device_liveness"
-    OUTAGES = (
-        "SELECT outage_id, place_path, started_at, devices_total, devices_silent "
-        "FROM place_outages WHERE status = 'started'"
-    )
-    UPSERT_DEVICE = (
-        "INSERT INTO device_liveness (device_id, status, last_seen, expected_interval_s, "
-        "place_path, updated_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (device_id) DO UPDATE "
-        "SET status = EXCLUDED.status, last_seen = EXCLUDED.last_seen, "
-        "expected_interval_s = EXCLUDED.expected_interval_s, place_path = EXCLUDED.place_path, "
-        "updated_at = EXCLUDED.updated_at"
-    )
-    # An ended outage stays ended: a replayed start never reopens it.
-    UPSERT_OUTAGE = (
-        "INSERT INTO place_outages (outage_id, place_id, place_path, status, devices_total, "
-        "devices_silent, started_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
-        "ON CONFLICT (outage_id) DO UPDATE SET status = EXCLUDED.status, "
-        "devices_total = EXCLUDED.devices_total, devices_silent = EXCLUDED.devices_silent, "
-        "updated_at = EXCLUDED.updated_at WHERE place_outages.status = 'started'"
-    )
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._conn: Conn | None = None
-
-    def _run(self, operation: str, work: Callable[[Conn], T]) -> T:
-        try:
-            if self._conn is None or self._conn.closed:
-                self._conn = db.connect(self.settings)
-            return work(self._conn)
-        except db.DatabaseUnavailable as exc:
-            raise LivenessStoreUnavailable(operation, exc.detail) from exc
-        except psycopg.OperationalError as exc:
-            if self._conn is not None and self._conn.broken:
-                self._conn.close()
-                self._conn = None
-            raise LivenessStoreUnavailable(operation, str(exc).strip()) from exc
-
-    def fleet(self, default_interval_s: float) -> dict[str, Watched]:
-        """Every active device: its place, its profile's interval (or the default), its start."""
-        rows = self._run("reading the fleet", lambda c: c.execute(self.FLEET).fetchall())
-        return {
-            str(device_id): Watched(
-                tuple(path),
-                default_interval_s if interval is None else float(interval),
-                _utc(created_at),
-            )
-            for device_id, path, interval, created_at in rows
-        }
-
-    def outages(self) -> dict[PlacePath, Outage]:
-        rows = self._run("reading open outages", lambda c: c.execute(self.OUTAGES).fetchall())
-        return {
-            tuple(path): Outage(str(oid), tuple(path), _utc(started), int(total), int(silent))
-            for oid, path, started, total, silent in rows
-        }
-
-    def clocks(
-        self, fleet: dict[str, Watched], outages: dict[PlacePath, Outage]
-    ) -> dict[str, DeviceClock]:
-        """The stored clocks of the watched devices (an offline under an open outage: withheld)."""
-        rows = self._run("reading device liveness", lambda c: c.execute(self.CLOCKS).fetchall())
-        clocks = {}
-        for device_id, status, last_seen, interval in rows:
-            watched = fleet.get(device_id)
-            if watched is None:
-                continue
-            clocks[str(device_id)] = restore(
-                Liveness(status),
-                None if last_seen is None else _utc(last_seen),
-                float(interval),
-                watched.since,
-                withheld=under(watched.place_path, outages),
-            )
-        return clocks
-
-    def save(self, devices: Sequence[DeviceLiveness], outages: Sequence[PlaceOutage]) -> None:
-        """Upsert device rows and outage transitions in one transaction."""
-        if not devices and not outages:
-            return
-        device_rows = [
-            (
-                d.device_id,
-                d.status.value,
-                d.last_seen,
-                d.expected_interval_s,
-                list(d.place_path),
-                d.ts,
-            )
-            for d in devices
-        ]
-        outage_rows = [
-            (
-                o.outage_id,
-                o.place_id,
-                list(o.place_path),
-                o.status.value,
-                o.devices_total,
-                o.devices_silent,
-                o.started_at,
-                o.ts,
-            )
-            for o in outages
-        ]
-
-        def write(conn: Conn) -> None:
-            with conn.transaction(), conn.cursor() as cur:
-                cur.executemany(self.UPSERT_DEVICE, device_rows)
-                cur.executemany(self.UPSERT_OUTAGE, outage_rows)
-
-        self._run(f"saving {len(devices)} devices and {len(outages)} outage changes", write)
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-
-
-def _utc(value: object) -> datetime:
-    if not isinstance(value, datetime):
-        raise TypeError(f"expected a timestamp from the database, got {value!r}")
-    return value.astimezone(UTC)
-
-
-class _Metrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.ready = Gauge(
-            "cityvitals_liveness_ready",
-            "1 once partitions are assigned and the state is loaded",
-            registry=registry,
-        )
-        self.devices = Gauge(
-            "cityvitals_liveness_devices",
-            "Watched devices by status",
-            ["status"],
-            registry=registry,
-        )
-        self.outages = Gauge(
-            "cityvitals_liveness_outages_open", "Place outages now open", registry=registry
-        )
-        self.messages = Counter(
-            "cityvitals_liveness_messages_total", "Kafka messages consumed", registry=registry
-        )
-        self.rejected = Counter(
-            "cityvitals_liveness_rejected_total",
-            "Messages that did not decode (the sinks dead-letter them)",
-            registry=registry,
-        )
-        self.published = Counter(
-            "cityvitals_liveness_published_total",
-            "Changes published",
-            ["topic", "status"],
-            registry=registry,
-        )
-        self.skipped = Counter(
-            "cityvitals_liveness_checks_skipped_total",
-            "Checks not run because the consumer was behind or lacked partitions",
-            registry=registry,
-        )
-        self.activated = Counter(
-            "cityvitals_liveness_activated_total",
-            "Provisioned devices made active by their first valid reading",
-            registry=registry,
-        )
-
-
 class LivenessService:
     def __init__(
         self,
         settings: Settings,
         consumer: Consumer,
+        devices: DeviceFeed,
         producer: Producer,
         store: LivenessStore,
         registry: CollectorRegistry,
         activate: Activate,
     ) -> None:
         self.settings = settings
+        self.devices = devices
         self.activate = activate
         self._unwatched: set[str] = set()
         """Devices that reported while not in the fleet: perhaps provisioned, to activate."""
@@ -301,7 +122,7 @@ class LivenessService:
         self.producer = producer
         self.store = store
         self.policy = policy(settings)
-        self.metrics = _Metrics(registry)
+        self.metrics = LivenessMetrics(registry)
         self.topic = settings.topic(Topic.READINGS)
         self.fleet: dict[str, Watched] = {}
         self.clocks: dict[str, DeviceClock] = {}
@@ -417,39 +238,23 @@ class LivenessService:
             if err is not None:
                 failures.append(str(err))
 
-        for d in devices:
+        changes: list[tuple[Topic, str, str, BaseModel]]
+        changes = [(Topic.LIVENESS, d.device_id, d.status.value, d) for d in devices]
+        changes += [(Topic.OUTAGES, o.place_id, o.status.value, o) for o in outages]
+        for topic, key, status, change in changes:
             self.producer.produce(
-                self.settings.topic(Topic.LIVENESS),
-                d.model_dump_json().encode(),
-                key=d.device_id.encode(),
+                self.settings.topic(topic),
+                change.model_dump_json().encode(),
+                key=key.encode(),
                 on_delivery=delivered,
             )
-            self.metrics.published.labels(Topic.LIVENESS.value, d.status.value).inc()
-        for o in outages:
-            self.producer.produce(
-                self.settings.topic(Topic.OUTAGES),
-                o.model_dump_json().encode(),
-                key=o.place_id.encode(),
-                on_delivery=delivered,
-            )
-            self.metrics.published.labels(Topic.OUTAGES.value, o.status.value).inc()
+            self.metrics.published.labels(topic.value, status).inc()
         left = self.producer.flush(30)
         if failures or left:
             raise kafka.KafkaUnavailable(
                 self.settings.kafka_bootstrap,
                 f"{left + len(failures)} liveness changes unconfirmed: {failures[:3]}",
             )
-
-    def _row(self, device_id: str, now: datetime) -> DeviceLiveness:
-        clock, watched = self.clocks[device_id], self.fleet[device_id]
-        return DeviceLiveness(
-            device_id=device_id,
-            status=clock.status,
-            last_seen=clock.last_seen,
-            expected_interval_s=cadence(clock, watched.fallback_interval_s),
-            place_path=watched.place_path,
-            ts=now,
-        )
 
     def check_once(self, stop: threading.Event) -> None:
         """Judge (when caught up), publish, store, then commit what was consumed."""
@@ -463,7 +268,11 @@ class LivenessService:
             self._publish(result.announced, outages)
         else:
             self.metrics.skipped.inc()
-        rows = [self._row(d, now) for d in sorted(self._dirty) if d in self.clocks]
+        rows = [
+            report(d, self.clocks[d], self.fleet[d], now)
+            for d in sorted(self._dirty)
+            if d in self.clocks
+        ]
         self._retry(lambda: self.store.save(rows, outages), stop)
         self._dirty.clear()
         if self._uncommitted and self._assigned:
@@ -495,16 +304,18 @@ class LivenessService:
             self.metrics.activated.inc(len(activated))
             log.info("activated on their first reading: %s", ", ".join(activated[:10]))
 
-    def refresh(self, stop: threading.Event) -> None:
-        """Read the active devices again; a device no longer active is no longer watched.
-        Watching a device begins when it first appears (:func:`watch_from`)."""
-        fleet = self._retry(lambda: self.store.fleet(self.policy.default_interval_s), stop)
-        self.fleet = watch_from(fleet, self.fleet, datetime.now(UTC))
-        self.clocks = {d: c for d, c in self.clocks.items() if d in self.fleet}
+    def follow(self, changes: Sequence[Device]) -> None:
+        """Apply device changes from the registry: an active device is watched, any other is
+        not (its clock is dropped). Watching a device begins when it first appears."""
+        if changes:
+            self.fleet = follow(
+                self.fleet, changes, self.policy.default_interval_s, datetime.now(UTC)
+            )
+            self.clocks = {d: c for d, c in self.clocks.items() if d in self.fleet}
 
     def load(self, stop: threading.Event) -> None:
         self.outages = self._retry(self.store.outages, stop)
-        self.refresh(stop)
+        self.follow(self.devices.read_to_end(stop))
         self.clocks = self._retry(lambda: self.store.clocks(self.fleet, self.outages), stop)
         self._partitions = kafka.partition_count(self.consumer, self.topic)
         log.info(
@@ -515,6 +326,8 @@ class LivenessService:
         )
 
     def run(self, stop: threading.Event) -> None:
+        """Load, then until ``stop``: follow the registry, consume reports, and every
+        ``liveness_check_interval_s`` activate the newly reporting, judge, store and commit."""
         interval = self.settings.liveness_check_interval_s
         try:
             self.load(stop)
@@ -522,20 +335,18 @@ class LivenessService:
                 [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke
             )
             next_check = time.monotonic() + interval
-            next_refresh = time.monotonic() + FLEET_REFRESH_S
             while not stop.is_set():
+                self.follow(self.devices.poll())
                 self._consume(max(0.0, min(0.2, next_check - time.monotonic())))
                 if time.monotonic() < next_check:
                     continue
-                if time.monotonic() >= next_refresh:
-                    self.refresh(stop)
-                    next_refresh = time.monotonic() + FLEET_REFRESH_S
                 self.activate_reporting()
                 self.check_once(stop)
                 next_check = time.monotonic() + interval
         finally:
             self.metrics.ready.set(0)
             self.consumer.close()
+            self.devices.close()
             self.store.close()
 
 
@@ -566,6 +377,7 @@ def run(settings: Settings, registry: CollectorRegistry, stop: threading.Event) 
         LivenessService(
             settings,
             kafka.consumer(settings, settings.topic("cityvitals_liveness")),
+            DeviceFeed(settings, settings.topic("cityvitals_liveness_devices")),
             producer,
             LivenessStore(settings),
             registry,

@@ -231,3 +231,42 @@ def test_a_silent_street_is_one_outage_and_its_devices_raise_no_offline_of_their
     assert [
         (o.outage_id, o.status, o.devices_total) for o in on_kafka if o.place_path[0] == city
     ] == [(outage_id, "started", 6), (outage_id, "ended", 6)]
+
+
+def test_the_service_follows_the_registry_a_new_profile_interval_reaches_it(
+    pipeline: Pipeline,
+) -> None:
+    """The fleet follows the ``devices`` topic: a device with too few reports for a cadence is
+    judged by its profile's interval, and a profile's new interval reaches the service."""
+    from cityvitals.contracts import Profile
+    from wiring.services import open_registry
+
+    tag = uuid.uuid4().hex[:6]
+    profile = Profile(
+        profile_id=f"wl-{tag}",
+        device_type="water_level",
+        expected_interval_s=600,
+        metrics={"water_level_cm": {"unit": "cm", "min": 0, "max": 500}},
+    )
+    device, secret = pipeline.register(place=f"lv{tag}/dP{tag}")
+    with open_registry(pipeline.settings) as reg:
+        reg.put_profile(profile, "itest")
+        reg.update(device, {"profile_id": profile.profile_id}, "itest")
+
+    def interval() -> float | None:
+        row = liveness_rows(pipeline, [device]).get(device)
+        return None if row is None else float(row[3])
+
+    # At most three reports: two gaps are too few for a cadence, so the profile's interval stands.
+    publish_round(pipeline, [(device, secret)], 0)
+    assert wait_for(interval, 30, "the device's first liveness row") == 600.0
+    with open_registry(pipeline.settings) as reg:
+        reg.put_profile(profile.model_copy(update={"expected_interval_s": 120.0}), "itest")
+    for seq in (1, 2):  # the second in case the first was judged before the change arrived
+        publish_round(pipeline, [(device, secret)], seq)
+        try:
+            wait_for(lambda: interval() == 120.0, 15, "the profile's new interval")
+            return
+        except pytest.fail.Exception:
+            if seq == 2:
+                raise

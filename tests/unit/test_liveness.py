@@ -1,7 +1,7 @@
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from cityvitals.contracts import Liveness, OutageStatus
+from cityvitals.contracts import Device, DeviceState, Liveness, OutageStatus
 from device_registry.liveness import (
     DEFAULT_INTERVAL_S,
     WINDOW,
@@ -14,6 +14,7 @@ from device_registry.liveness import (
     Watched,
     cadence,
     check,
+    follow,
     highest_places,
     judge,
     observe,
@@ -342,3 +343,43 @@ def test_watching_begins_when_the_service_first_sees_a_device_in_the_fleet() -> 
         "b": at(3600),
         "n": at(7200),
     }
+
+
+def device(device_id: str, state: DeviceState, interval: float | None = None, *path: str) -> Device:
+    return Device(
+        device_id=device_id,
+        device_type="water_level",
+        place_path=path or ("c", "d"),
+        state=state,
+        expected_interval_s=interval,
+        updated_at=at(0),
+    )
+
+
+def test_the_fleet_follows_the_devices_topic_active_watched_any_other_state_not() -> None:
+    fleet = follow(
+        {},
+        [device("a", DeviceState.ACTIVE, 30.0), device("p", DeviceState.PROVISIONED)],
+        DEFAULT_INTERVAL_S,
+        at(3600),
+    )
+    assert fleet == {"a": Watched(("c", "d"), 30.0, at(3600))}, "provisioned is not watched"
+    later = [
+        device("a", DeviceState.ACTIVE, 60.0, "c", "e"),  # moved, its profile's interval changed
+        device("p", DeviceState.ACTIVE),  # activated: watched from now, by the default
+    ]
+    fleet = follow(fleet, later, DEFAULT_INTERVAL_S, at(7200))
+    assert fleet == {
+        "a": Watched(("c", "e"), 60.0, at(3600)),
+        "p": Watched(("c", "d"), DEFAULT_INTERVAL_S, at(7200)),
+    }
+    gone = [device("a", DeviceState.SUSPENDED), device("p", DeviceState.RETIRED)]
+    assert follow(fleet, gone, DEFAULT_INTERVAL_S, at(7300)) == {}
+
+
+def test_a_device_watched_before_its_registration_arrived_keeps_its_start() -> None:
+    """A device that reported before the service saw it active (a provisioned device's first
+    reading) is watched from that report, not from when its activation arrives."""
+    reporting = {"n": Watched(("c", "d"), DEFAULT_INTERVAL_S, at(100))}
+    fleet = follow(reporting, [device("n", DeviceState.ACTIVE, 30.0)], DEFAULT_INTERVAL_S, at(200))
+    assert fleet == {"n": Watched(("c", "d"), 30.0, at(100))}

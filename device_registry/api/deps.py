@@ -1,0 +1,46 @@
+"""What a route asks for: a registry to read or to write with, the actor, ids and filters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, cast
+
+from fastapi import Depends, Header, Path, Query, Request
+
+from cityvitals.contracts import IDENTIFIER
+from device_registry.api.pool import RegistryPool
+from device_registry.registry import Registry
+
+__all__ = ["Actor", "IdFilter", "Limit", "Offset", "PathId", "Reader", "Tag", "Writer", "pool"]
+
+
+def pool(request: Request) -> RegistryPool:
+    return cast(RegistryPool, request.app.state.registries)
+
+
+def _reader(request: Request) -> Iterator[Registry]:
+    with pool(request).checkout() as registry:
+        yield registry
+
+
+def _writer(request: Request) -> Iterator[Registry]:
+    with pool(request).checkout(write=True) as registry:
+        yield registry
+
+
+Reader = Annotated[Registry, Depends(_reader)]
+Writer = Annotated[Registry, Depends(_writer)]
+Actor = Annotated[
+    str,
+    Header(
+        alias="X-Actor",
+        min_length=1,
+        max_length=200,
+        description="who makes the change (recorded in the audit log)",
+    ),
+]
+PathId = Annotated[str, Path(pattern=IDENTIFIER)]
+IdFilter = Annotated[str | None, Query(pattern=IDENTIFIER)]
+Tag = Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")]
+Limit = Annotated[int | None, Query(ge=1, le=1_000_000, description="absent: all")]
+Offset = Annotated[int, Query(ge=0, le=1_000_000_000)]

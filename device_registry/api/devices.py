@@ -1,0 +1,212 @@
+"""``/devices``: register (one or a file of them), read, change, move, and run the lifecycle."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import PlainTextResponse
+from starlette.concurrency import run_in_threadpool
+
+from cityvitals.contracts import Device, DeviceState
+from device_registry.api.bodies import (
+    NOT_FOUND,
+    REFUSED,
+    RETRY_LATER,
+    Credential,
+    DeviceCreate,
+    DeviceMove,
+    DevicePatch,
+    ExportFormat,
+    FieldProblem,
+    ImportResult,
+    Onboarded,
+    RefusedRow,
+)
+from device_registry.api.deps import (
+    Actor,
+    IdFilter,
+    Limit,
+    Offset,
+    PathId,
+    Reader,
+    Tag,
+    Writer,
+    pool,
+)
+from device_registry.api.errors import FieldError, body_errors
+from device_registry.api.pool import RegistryPool
+from device_registry.importing import (
+    CSV_COLUMNS,
+    RowError,
+    export_csv,
+    parse_device_csv,
+    parse_device_json,
+)
+from device_registry.registry import Registry
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/devices", tags=["devices"], responses=RETRY_LATER)
+
+
+@router.get(
+    "",
+    response_model=list[Device],
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
+def list_devices(
+    registry: Reader,
+    place: IdFilter = None,
+    state: DeviceState | None = None,
+    device_type: IdFilter = None,
+    tag: Tag = None,
+    profile_id: IdFilter = None,
+    limit: Limit = None,
+    offset: Offset = 0,
+    format: ExportFormat = ExportFormat.JSON,
+) -> Any:
+    """Devices in id order, filtered by place subtree, state, type, tag and profile.
+
+    ``format=csv`` exports them in the import format (``POST /devices/import`` reads it back).
+    """
+    found = registry.list(place, state, device_type, tag, profile_id, limit, offset)
+    if format is ExportFormat.CSV:
+        return PlainTextResponse(export_csv(found), media_type="text/csv")
+    return found
+
+
+@router.post("", status_code=201, response_model=Onboarded, responses=REFUSED)
+def create_device(
+    body: DeviceCreate, registry: Writer, response: Response, actor: Actor = "api"
+) -> Onboarded:
+    """Register a device; the answer carries its MQTT secret, shown this once."""
+    with body_errors():
+        device = Device(**body.model_dump(), updated_at=datetime.now(UTC))
+    secret = registry.add(device, actor)
+    response.headers["Location"] = f"/devices/{device.device_id}"
+    return Onboarded(
+        device=registry.get(device.device_id), mqtt_username=device.device_id, mqtt_secret=secret
+    )
+
+
+IMPORT_BODY = {
+    "required": True,
+    "description": (
+        "CSV with a header line (columns: " + ", ".join(CSV_COLUMNS) + "; `place_path` joined "
+        "by `/`, `tags` by `;`), or a JSON array of devices shaped as for `POST /devices` "
+        "(`place_path` may be a `/`-joined string). Each row or item is judged on its own: "
+        "a refused one is reported, never fatal to the others. A device without `state` is "
+        "registered `provisioned`: its credentials work, and its first valid reading makes it "
+        "active."
+    ),
+    "content": {
+        "text/csv": {
+            "schema": {"type": "string"},
+            "example": "device_id,device_type,place_path,tags\nwl-1,water_level,sh/sh-pd,river\n",
+        },
+        "application/json": {"schema": {"type": "array", "items": {}}},
+    },
+}
+
+
+@router.post(
+    "/import",
+    response_model=ImportResult,
+    openapi_extra={"requestBody": IMPORT_BODY},
+    responses={
+        415: {"model": FieldProblem, "description": "neither text/csv nor application/json"},
+        422: {"model": FieldProblem, "description": "the file cannot be read at all"},
+    },
+)
+async def import_devices(request: Request, actor: Actor = "api") -> ImportResult:
+    """Register many devices. Bad rows are reported by line and field; good rows go in."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in ("text/csv", "application/json"):
+        raise FieldError(
+            415, ("header", "content-type"), "send text/csv or application/json", media
+        )
+    try:
+        text = (await request.body()).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise FieldError(422, ("body",), f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
+    if "\x00" in text or "\\u0000" in text:
+        raise FieldError(422, ("body",), "the file contains NUL characters")
+    return await run_in_threadpool(_import, pool(request), text, media == "text/csv", actor)
+
+
+def _import(pool: RegistryPool, text: str, is_csv: bool, actor: str) -> ImportResult:
+    now = datetime.now(UTC)
+    parsed = parse_device_csv(text, now) if is_csv else parse_device_json(text, now)
+    if parsed.unreadable:
+        e = parsed.errors[0]
+        raise FieldError(422, ("body", e.field), f"line {e.line}: {e.message}")
+    with pool.checkout(write=True) as registry:
+        report = registry.import_devices(parsed, actor)
+    return ImportResult(
+        added=[Credential(device_id=i, mqtt_username=i, mqtt_secret=s) for i, s in report.added],
+        errors=[_refused(e) for e in report.errors],
+    )
+
+
+def _refused(error: RowError) -> RefusedRow:
+    return RefusedRow(line=error.line, field=error.field, message=error.message)
+
+
+@router.get("/{device_id}", response_model=Device, responses=NOT_FOUND)
+def get_device(device_id: PathId, registry: Reader) -> Device:
+    return registry.get(device_id)
+
+
+@router.patch("/{device_id}", response_model=Device, responses={**NOT_FOUND, **REFUSED})
+def update_device(
+    device_id: PathId, body: DevicePatch, registry: Writer, actor: Actor = "api"
+) -> Device:
+    """Change a device's type, profile, department, tags or coordinates."""
+    changes = body.model_dump(exclude_unset=True)
+    with body_errors():
+        return registry.update(device_id, changes, actor)
+
+
+@router.post("/{device_id}/move", response_model=Device, responses={**NOT_FOUND, **REFUSED})
+def move_device(
+    device_id: PathId, body: DeviceMove, registry: Writer, actor: Actor = "api"
+) -> Device:
+    """Move a device to another place (places the path names are created as needed)."""
+    with body_errors():
+        return registry.move(device_id, body.place_path, actor)
+
+
+def _set_state(state: DeviceState) -> Callable[[str, Registry, str], Device]:
+    def change(device_id: PathId, registry: Writer, actor: Actor = "api") -> Device:
+        return registry.set_state(device_id, state, actor)
+
+    change.__doc__ = (
+        f"Set the device's state to {state.value}; a provisioned or active device may connect."
+    )
+    return change
+
+
+for _verb, _state in (
+    ("suspend", DeviceState.SUSPENDED),
+    ("activate", DeviceState.ACTIVE),
+    ("retire", DeviceState.RETIRED),
+):
+    router.add_api_route(
+        f"/{{device_id}}/{_verb}",
+        _set_state(_state),
+        methods=["POST"],
+        response_model=Device,
+        responses=NOT_FOUND,
+        name=f"{_verb}_device",
+        summary=f"{_verb.capitalize()} a device",
+    )
+
+
+@router.post("/{device_id}/rotate-secret", response_model=Credential, responses=NOT_FOUND)
+def rotate_secret(device_id: PathId, registry: Writer, actor: Actor = "api") -> Credential:
+    """Issue a new MQTT secret; the old one stops working at once. Shown this once."""
+    ((_, secret),) = registry.rotate_secrets([device_id], actor)
+    return Credential(device_id=device_id, mqtt_username=device_id, mqtt_secret=secret)

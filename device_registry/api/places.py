@@ -1,0 +1,174 @@
+"""``/places``, ``/profiles`` and ``/departments``: the catalogue devices refer to."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel
+
+from cityvitals.contracts import Department, Place, PlaceLevel, Profile
+from device_registry.api.bodies import (
+    BAD_INPUT,
+    NOT_FOUND,
+    REFUSED,
+    RETRY_LATER,
+    DepartmentBody,
+    PlaceBody,
+    PlaceMove,
+    ProfileBody,
+)
+from device_registry.api.deps import Actor, IdFilter, PathId, Reader, Writer
+from device_registry.api.errors import FieldError, NotFound, body_errors
+from device_registry.errors import UnknownPlace, UnknownProfile
+
+__all__ = ["router"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+router = APIRouter(responses=RETRY_LATER)
+Responses = dict[int | str, dict[str, Any]]
+
+
+def _put(path: str, model: type[BaseModel], tag: str, refused: Responses) -> Callable[[F], F]:
+    """A create-or-replace route: 201 when it created, 200 when it replaced."""
+    created: Responses = {201: {"model": model, "description": "created"}}
+    return router.put(path, response_model=model, tags=[tag], responses={**created, **refused})
+
+
+@router.get("/places", response_model=list[Place], tags=["places"], responses=NOT_FOUND)
+def list_places(registry: Reader, under: IdFilter = None) -> list[Place]:
+    """Every place, or a place and all its descendants, in path order."""
+    return registry.list_places(under)
+
+
+@router.get("/places/{place_id}", response_model=Place, tags=["places"], responses=NOT_FOUND)
+def get_place(place_id: PathId, registry: Reader) -> Place:
+    return registry.get_place(place_id)
+
+
+@_put("/places/{place_id}", Place, "places", REFUSED)
+def put_place(
+    place_id: PathId, body: PlaceBody, registry: Writer, response: Response, actor: Actor = "api"
+) -> Place:
+    """Create a place under its parent, or rename it (``POST /places/{id}/move`` moves it)."""
+    path: tuple[str, ...] = (place_id,)
+    if body.parent_id is not None:
+        try:
+            parent = registry.get_place(body.parent_id)
+        except UnknownPlace as exc:
+            raise FieldError(422, ("body", "parent_id"), str(exc), body.parent_id) from exc
+        if parent.level is PlaceLevel.BUILDING:
+            raise FieldError(422, ("body", "parent_id"), "a building has no places under it")
+        path = (*parent.path, place_id)
+    try:
+        current: Place | None = registry.get_place(place_id)
+    except UnknownPlace:
+        current = None
+    if current is not None and current.path != path:
+        raise FieldError(
+            409,
+            ("body", "parent_id"),
+            f"place {place_id!r} is at {'/'.join(current.path)}; "
+            f"POST /places/{place_id}/move moves it",
+            body.parent_id,
+        )
+    with body_errors():
+        place = Place(
+            place_id=place_id,
+            level=list(PlaceLevel)[len(path) - 1],
+            name=body.name,
+            path=path,
+            lat=body.lat,
+            lon=body.lon,
+        )
+    registry.put_places([place], actor)
+    response.status_code = 200 if current is not None else 201
+    return place
+
+
+@router.post(
+    "/places/{place_id}/move",
+    response_model=list[Place],
+    tags=["places"],
+    responses={**NOT_FOUND, **REFUSED},
+)
+def move_place(
+    place_id: PathId, body: PlaceMove, registry: Writer, actor: Actor = "api"
+) -> list[Place]:
+    """Move a place and its subtree (devices included) under another parent."""
+    registry.get_place(place_id)
+    try:
+        registry.get_place(body.parent_id)
+    except UnknownPlace as exc:
+        raise FieldError(422, ("body", "parent_id"), str(exc), body.parent_id) from exc
+    return registry.move_place(place_id, body.parent_id, actor)
+
+
+@router.get("/profiles", response_model=list[Profile], tags=["profiles"])
+def list_profiles(registry: Reader) -> list[Profile]:
+    return registry.list_profiles()
+
+
+@router.get(
+    "/profiles/{profile_id}", response_model=Profile, tags=["profiles"], responses=NOT_FOUND
+)
+def get_profile(profile_id: PathId, registry: Reader) -> Profile:
+    try:
+        return registry.get_profile(profile_id)
+    except UnknownProfile as exc:
+        raise NotFound(str(exc)) from exc
+
+
+@_put("/profiles/{profile_id}", Profile, "profiles", BAD_INPUT)
+def put_profile(
+    profile_id: PathId,
+    body: ProfileBody,
+    registry: Writer,
+    response: Response,
+    actor: Actor = "api",
+) -> Profile:
+    """Create or replace a profile; changed valid ranges reach its devices in the stream."""
+    with body_errors():
+        profile = Profile(profile_id=profile_id, **body.model_dump())
+    try:
+        existed = registry.get_profile(profile_id) is not None
+    except UnknownProfile:
+        existed = False
+    registry.put_profile(profile, actor)
+    response.status_code = 200 if existed else 201
+    return registry.get_profile(profile_id)
+
+
+@router.get("/departments", response_model=list[Department], tags=["departments"])
+def list_departments(registry: Reader) -> list[Department]:
+    return registry.list_departments()
+
+
+@router.get(
+    "/departments/{department_id}",
+    response_model=Department,
+    tags=["departments"],
+    responses=NOT_FOUND,
+)
+def get_department(department_id: PathId, registry: Reader) -> Department:
+    for department in registry.list_departments():
+        if department.department_id == department_id:
+            return department
+    raise NotFound(f"department {department_id!r} does not exist")
+
+
+@_put("/departments/{department_id}", Department, "departments", BAD_INPUT)
+def put_department(
+    department_id: PathId,
+    body: DepartmentBody,
+    registry: Writer,
+    response: Response,
+    actor: Actor = "api",
+) -> Department:
+    department = Department(department_id=department_id, name=body.name)
+    existed = any(d.department_id == department_id for d in registry.list_departments())
+    registry.put_department(department, actor)
+    response.status_code = 200 if existed else 201
+    return department

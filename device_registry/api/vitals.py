@@ -1,0 +1,90 @@
+"""``/vitals``: each place's indicators now and over time, through :mod:`sinks.vitals`
+(the sinks own the indicators and alerts tables; this module writes no SQL of its own)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+
+from cityvitals.contracts import IDENTIFIER
+from cityvitals.settings import Settings
+from sinks.vitals import HistoryPoint, PlaceVitals, current, history
+from sinks.vitals import UnknownPlace as UnknownVitalsPlace
+from device_registry.api.bodies import NOT_FOUND, RETRY_LATER, FieldProblem
+from device_registry.api.deps import PathId, Reader
+from device_registry.api.errors import FieldError, NotFound
+from rules.indicators import Catalogue, parse_catalogue
+
+__all__ = ["load_catalogue", "router"]
+
+router = APIRouter(responses=RETRY_LATER, tags=["vitals"])
+
+
+def load_catalogue(path: Path | None) -> Catalogue:
+    """The indicator catalogue at ``path`` (the settings' ``indicators_file``), or the shipped
+    one; raises RuleFileError."""
+    if path is None:
+        shipped = resources.files("rules").joinpath("indicators.yaml")
+        return parse_catalogue(shipped.read_text(), "rules/indicators.yaml")
+    return parse_catalogue(path.read_text(), str(path))
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+@router.get("/vitals/{place_id}", response_model=list[PlaceVitals], responses=NOT_FOUND)
+def vitals_now(place_id: PathId, registry: Reader, request: Request) -> list[PlaceVitals]:
+    """The place, then its children: each indicator's latest value with its unit, window,
+    age, coverage and quality, when the next value is due, the indicators with no value yet,
+    and the open alerts under each by level."""
+    settings: Settings = request.app.state.settings
+    try:
+        return current(
+            registry.conn,
+            place_id,
+            catalogue=request.app.state.catalogue,
+            grace=timedelta(seconds=settings.indicators_grace_s),
+        )
+    except UnknownVitalsPlace as exc:
+        raise NotFound(str(exc)) from exc
+
+
+@router.get(
+    "/vitals/{place_id}/history",
+    response_model=list[HistoryPoint],
+    responses={
+        **NOT_FOUND,
+        422: {"model": FieldProblem, "description": "an unknown indicator, or a bad parameter"},
+    },
+)
+def vitals_history(
+    place_id: PathId,
+    registry: Reader,
+    request: Request,
+    indicator: Annotated[str, Query(pattern=IDENTIFIER)],
+    start: Annotated[datetime | None, Query(alias="from")] = None,
+    end: Annotated[datetime | None, Query(alias="to")] = None,
+    resolution: Literal["raw", "1h", "1d"] = "raw",
+) -> list[HistoryPoint]:
+    """One indicator of one place over ``[from, to)`` (ISO times or dates; without a zone, UTC;
+    default: the last day), as stored or rolled up to hours or days. An indicator the
+    catalogue does not have answers 422, listing those it has."""
+    known: tuple[str, ...] = request.app.state.indicators
+    if indicator not in known:
+        raise FieldError(
+            422,
+            ("query", "indicator"),
+            f"no indicator {indicator!r}; the catalogue has: {', '.join(known)}",
+            indicator,
+        )
+    last = _as_utc(end) if end else datetime.now(UTC)
+    first = _as_utc(start) if start else last - timedelta(days=1)
+    try:
+        return history(registry.conn, place_id, indicator, first, last, resolution)
+    except UnknownVitalsPlace as exc:
+        raise NotFound(str(exc)) from exc

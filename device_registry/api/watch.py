@@ -1,0 +1,49 @@
+"""Read-only views: ``/audit`` (the registry's audit log) and ``/liveness`` (as the liveness
+service last judged devices and places; :mod:`device_registry.liveness_store` reads them)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from cityvitals.contracts import DeviceLiveness, Liveness, PlaceOutage
+from device_registry.api.bodies import RETRY_LATER
+from device_registry.api.deps import IdFilter, Limit, Offset, Reader
+from device_registry.liveness_store import device_rows, open_outages
+from device_registry.repositories.audit import AuditEntry
+
+__all__ = ["router"]
+
+router = APIRouter(responses=RETRY_LATER)
+
+
+@router.get("/audit", response_model=list[AuditEntry], tags=["audit"])
+def audit_log(
+    registry: Reader,
+    entity: Annotated[
+        str | None, Query(pattern=r"^[a-z_]{1,40}$", description="device, place, ...")
+    ] = None,
+    entity_id: IdFilter = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> list[AuditEntry]:
+    """Registry changes, newest first: who changed what, before and after."""
+    return registry.audit_log(entity, entity_id, limit)
+
+
+@router.get("/liveness/devices", response_model=list[DeviceLiveness], tags=["liveness"])
+def device_liveness(
+    registry: Reader,
+    place: IdFilter = None,
+    status: Liveness | None = None,
+    limit: Limit = None,
+    offset: Offset = 0,
+) -> list[DeviceLiveness]:
+    """Each device's liveness as the liveness service last judged it, in id order."""
+    return device_rows(registry.conn, place, status, limit, offset)
+
+
+@router.get("/liveness/outages", response_model=list[PlaceOutage], tags=["liveness"])
+def outages(registry: Reader, place: IdFilter = None) -> list[PlaceOutage]:
+    """Places whose devices went silent together and have not come back, oldest first."""
+    return open_outages(registry.conn, place)

@@ -1,0 +1,181 @@
+"""``device_liveness`` and ``place_outages``: written by the liveness service alone, read by it
+at start and by the API (:func:`device_rows`, :func:`open_outages`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import psycopg
+from pydantic import BaseModel
+
+from cityvitals import db
+from cityvitals.contracts import DeviceLiveness, Liveness, PlaceOutage
+from cityvitals.settings import Settings
+from device_registry.liveness import DeviceClock, Outage, PlacePath, Watched, restore, under
+
+__all__ = ["LivenessStore", "LivenessStoreUnavailable", "device_rows", "open_outages"]
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+
+class LivenessStoreUnavailable(RuntimeError):
+    """The database refused or dropped an operation; nothing of it was committed. Retry later."""
+
+    def __init__(self, operation: str, detail: str, retry_after: float = 1.0) -> None:
+        super().__init__(f"liveness store: {operation} failed: {detail}")
+        self.operation = operation
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+class LivenessStore:
+    """``device_liveness`` and ``place_outages`` in PostgreSQL for the service; reconnects on need."""
+
+    CLOCKS = "SELECT device_id, status, last_seen, expected_interval_s FROM device_liveness"
+    OUTAGES = (
+        "SELECT outage_id, place_path, started_at, devices_total, devices_silent "
+        "FROM place_outages WHERE status = 'started'"
+    )
+    UPSERT_DEVICE = (
+        "INSERT INTO device_liveness (device_id, status, last_seen, expected_interval_s, "
+        "place_path, updated_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (device_id) DO UPDATE "
+        "SET status = EXCLUDED.status, last_seen = EXCLUDED.last_seen, "
+        "expected_interval_s = EXCLUDED.expected_interval_s, place_path = EXCLUDED.place_path, "
+        "updated_at = EXCLUDED.updated_at"
+    )
+    # An ended outage stays ended: a replayed start never reopens it.
+    UPSERT_OUTAGE = (
+        "INSERT INTO place_outages (outage_id, place_id, place_path, status, devices_total, "
+        "devices_silent, started_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (outage_id) DO UPDATE SET status = EXCLUDED.status, "
+        "devices_total = EXCLUDED.devices_total, devices_silent = EXCLUDED.devices_silent, "
+        "updated_at = EXCLUDED.updated_at WHERE place_outages.status = 'started'"
+    )
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._conn: Conn | None = None
+
+    def _run(self, operation: str, work: Callable[[Conn], T]) -> T:
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = db.connect(self.settings)
+            return work(self._conn)
+        except db.DatabaseUnavailable as exc:
+            raise LivenessStoreUnavailable(operation, exc.detail) from exc
+        except psycopg.OperationalError as exc:
+            if self._conn is not None and self._conn.broken:
+                self._conn.close()
+                self._conn = None
+            raise LivenessStoreUnavailable(operation, str(exc).strip()) from exc
+
+    def outages(self) -> dict[PlacePath, Outage]:
+        rows = self._run("reading open outages", lambda c: c.execute(self.OUTAGES).fetchall())
+        return {
+            tuple(path): Outage(str(oid), tuple(path), _utc(started), int(total), int(silent))
+            for oid, path, started, total, silent in rows
+        }
+
+    def clocks(
+        self, fleet: dict[str, Watched], outages: dict[PlacePath, Outage]
+    ) -> dict[str, DeviceClock]:
+        """The stored clocks of the watched devices (an offline under an open outage: withheld)."""
+        rows = self._run("reading device liveness", lambda c: c.execute(self.CLOCKS).fetchall())
+        clocks = {}
+        for device_id, status, last_seen, interval in rows:
+            watched = fleet.get(device_id)
+            if watched is None:
+                continue
+            clocks[str(device_id)] = restore(
+                Liveness(status),
+                None if last_seen is None else _utc(last_seen),
+                float(interval),
+                watched.since,
+                withheld=under(watched.place_path, outages),
+            )
+        return clocks
+
+    def save(self, devices: Sequence[DeviceLiveness], outages: Sequence[PlaceOutage]) -> None:
+        """Upsert device rows and outage transitions in one transaction."""
+        if not devices and not outages:
+            return
+        device_rows = [
+            (
+                d.device_id,
+                d.status.value,
+                d.last_seen,
+                d.expected_interval_s,
+                list(d.place_path),
+                d.ts,
+            )
+            for d in devices
+        ]
+        outage_rows = [
+            (
+                o.outage_id,
+                o.place_id,
+                list(o.place_path),
+                o.status.value,
+                o.devices_total,
+                o.devices_silent,
+                o.started_at,
+                o.ts,
+            )
+            for o in outages
+        ]
+
+        def write(conn: Conn) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(self.UPSERT_DEVICE, device_rows)
+                cur.executemany(self.UPSERT_OUTAGE, outage_rows)
+
+        self._run(f"saving {len(devices)} devices and {len(outages)} outage changes", write)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+def _utc(value: object) -> datetime:
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a timestamp from the database, got {value!r}")
+    return value.astimezone(UTC)
+
+
+def _models(model: type[M], cur: psycopg.Cursor[Any]) -> list[M]:
+    """Rows whose column names are the model's fields, as models."""
+    names = [c.name for c in cur.description or ()]
+    return [model.model_validate(dict(zip(names, row, strict=True))) for row in cur]
+
+
+def device_rows(
+    conn: Conn,
+    place: str | None = None,
+    status: Liveness | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[DeviceLiveness]:
+    """Each device's liveness as last judged, under ``place`` and of ``status``, in id order."""
+    cur = conn.execute(
+        "SELECT device_id, status, last_seen, expected_interval_s, place_path, updated_at AS ts "
+        "FROM device_liveness WHERE (%(place)s::text IS NULL OR %(place)s = ANY(place_path)) "
+        "AND (%(status)s::text IS NULL OR status = %(status)s) "
+        "ORDER BY device_id LIMIT %(limit)s OFFSET %(offset)s",
+        {"place": place, "status": status and status.value, "limit": limit, "offset": offset},
+    )
+    return _models(DeviceLiveness, cur)
+
+
+def open_outages(conn: Conn, place: str | None = None) -> list[PlaceOutage]:
+    """Outages not yet ended at or under ``place``, oldest first."""
+    cur = conn.execute(
+        "SELECT outage_id, place_id, place_path, status, devices_total, devices_silent, "
+        "started_at, updated_at AS ts FROM place_outages WHERE status = 'started' "
+        "AND (%(place)s::text IS NULL OR %(place)s = ANY(place_path)) ORDER BY started_at",
+        {"place": place},
+    )
+    return _models(PlaceOutage, cur)

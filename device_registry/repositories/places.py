@@ -1,0 +1,90 @@
+"""``places``: the place tree (city > district > street > grid > building)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from cityvitals.contracts import Place, PlaceLevel
+from device_registry.errors import PlaceConflict, UnknownPlace
+from device_registry.repositories import audit
+from device_registry.repositories.audit import Cursor
+
+__all__ = ["ensure", "find", "get", "move_subtree", "subtree", "upsert"]
+
+COLUMNS = "place_id, level, name, path, lat, lon"
+
+
+def _place(row: Sequence[Any]) -> Place:
+    place_id, level, name, path, lat, lon = row
+    return Place(place_id=place_id, level=level, name=name, path=tuple(path), lat=lat, lon=lon)
+
+
+def find(cur: Cursor, place_id: str) -> Place | None:
+    row = cur.execute(f"SELECT {COLUMNS} FROM places WHERE place_id = %s", (place_id,)).fetchone()
+    return None if row is None else _place(row)
+
+
+def get(cur: Cursor, place_id: str) -> Place:
+    place = find(cur, place_id)
+    if place is None:
+        raise UnknownPlace(place_id)
+    return place
+
+
+def subtree(cur: Cursor, under: str | None) -> list[Place]:
+    """Every place, or a place and all its descendants, in path order."""
+    if under is None:
+        return [_place(r) for r in cur.execute(f"SELECT {COLUMNS} FROM places ORDER BY path")]
+    get(cur, under)
+    rows = cur.execute(
+        f"SELECT {COLUMNS} FROM places WHERE %s = ANY(path) ORDER BY path", (under,)
+    ).fetchall()
+    return [_place(r) for r in rows]
+
+
+def upsert(cur: Cursor, p: Place) -> None:
+    """Create a place or rename it (its path stays)."""
+    cur.execute(
+        "INSERT INTO places (place_id, level, name, path, lat, lon) "
+        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (place_id) DO UPDATE SET "
+        "name = EXCLUDED.name, lat = EXCLUDED.lat, lon = EXCLUDED.lon, updated_at = now()",
+        (p.place_id, p.level.value, p.name, list(p.path), p.lat, p.lon),
+    )
+
+
+def move_subtree(cur: Cursor, old: list[str], new: list[str]) -> None:
+    """Every place at or under ``old`` now sits at or under ``new``."""
+    n = len(old)
+    cur.execute(
+        "UPDATE places SET path = %s || path[%s:], updated_at = now() WHERE path[1:%s] = %s",
+        (new, n + 1, n, old),
+    )
+
+
+def ensure(cur: Cursor, paths: Sequence[Sequence[str]], actor: str) -> None:
+    """Create every place on the paths that does not exist yet (audited, named by its id);
+    a known place must sit where a path says, and one new id cannot sit at two paths."""
+    prefixes = {tuple(path[: i + 1]) for path in paths for i in range(len(path))}
+    known = {
+        str(r[0]): tuple(r[1])
+        for r in cur.execute(
+            "SELECT place_id, path FROM places WHERE place_id = ANY(%s)",
+            ([p[-1] for p in prefixes],),
+        ).fetchall()
+    }
+    existing = set(known)
+    for prefix in sorted(prefixes):
+        where = known.setdefault(prefix[-1], prefix)
+        if where != prefix:
+            raise PlaceConflict(prefix[-1], where, prefix)
+    new = sorted((p for p in prefixes if p[-1] not in existing), key=len)
+    created = [
+        Place(place_id=p[-1], level=list(PlaceLevel)[len(p) - 1], name=p[-1], path=p) for p in new
+    ]
+    cur.executemany(
+        "INSERT INTO places (place_id, level, name, path) VALUES (%s, %s, %s, %s) "
+        "ON CONFLICT (place_id) DO NOTHING",
+        [(p.place_id, p.level.value, p.name, list(p.path)) for p in created],
+    )
+    audit.record_many(cur, actor, "create", "place", [(p.place_id, None, p) for p in created])
