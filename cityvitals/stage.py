@@ -110,6 +110,7 @@ class StageMetrics:
         self, stage: str, registry: CollectorRegistry, what: str, label: str = "reason"
     ) -> None:
         self.stage = stage
+        self.registry = registry
         self.received = Counter(
             f"cityvitals_{stage}_received_total", f"{what} received", registry=registry
         )
@@ -129,6 +130,14 @@ class StageMetrics:
             "1 while the stage can do its work (connected, partitions assigned)",
             registry=registry,
         )
+
+    def counter(self, name: str, doc: str, *labels: str) -> Counter:
+        """Another counter of this stage: ``cityvitals_<stage>_<name>``."""
+        return Counter(f"cityvitals_{self.stage}_{name}", doc, labels, registry=self.registry)
+
+    def gauge(self, name: str, doc: str, *labels: str) -> Gauge:
+        """Another gauge of this stage: ``cityvitals_<stage>_<name>``."""
+        return Gauge(f"cityvitals_{self.stage}_{name}", doc, labels, registry=self.registry)
 
     def refuse(self, why: str, count: float = 1) -> None:
         """Count ``count`` refusals for ``why`` (a reason or a field name)."""

@@ -30,13 +30,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 from prometheus_client import CollectorRegistry
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from cityvitals.contracts import (
     Alert,
@@ -67,6 +67,8 @@ from streams.pipeline import (
 from streams.vitals import apply, close, membership
 
 __all__ = ["LiveRules", "StreamMetrics", "create_app"]
+
+M = TypeVar("M", bound=BaseModel)
 
 log = logging.getLogger("cityvitals.streams")
 
@@ -161,11 +163,23 @@ def create_app(
     def on_partition(keys: Any, partition: int) -> list[str]:
         return [k for k in keys if partition_for(k, parts) == partition]
 
-    async def refuse(label: str, exc: ValidationError, source: str, value: bytes) -> None:
-        metrics.received.inc()
-        metrics.refuse(label)
-        letter = dead_letter("streams", str(exc), value, source)
-        await (await deadletter_topic.send(value=letter.model_dump_json().encode()))
+    async def decoded(
+        stream: faust.StreamT[bytes], model: type[M], label: str
+    ) -> AsyncIterator[tuple[Any, str, M]]:
+        """Each message of ``stream`` as ``model``, with its Kafka message and source; one
+        that does not decode is counted under ``label`` and dead-lettered."""
+        async for event in stream.events():
+            msg = event.message
+            source = kafka_source(msg.topic, msg.partition)
+            try:
+                item = model.model_validate_json(event.value)
+            except ValidationError as exc:
+                metrics.received.inc()
+                metrics.refuse(label)
+                letter = dead_letter("streams", str(exc), event.value, source)
+                await (await deadletter_topic.send(value=letter.model_dump_json().encode()))
+                continue
+            yield msg, source, item
 
     async def send_vitals(
         source: str,
@@ -208,13 +222,7 @@ def create_app(
 
     @app.agent(devices_topic)
     async def registry_feed(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            source = kafka_source(devices_topic.get_topic_name(), event.message.partition)
-            try:
-                device = Device.model_validate_json(event.value)
-            except ValidationError as exc:
-                await refuse("bad_device", exc, source, event.value)
-                continue
+        async for msg, source, device in decoded(stream, Device, "bad_device"):
             new = registry_entry(device)
             if is_newer(device, devices.get(device.device_id)):
                 devices[device.device_id] = new
@@ -226,20 +234,12 @@ def create_app(
                 changes = membership(old, new)
                 members[device.device_id] = new
                 if changes:
-                    await asyncio.gather(
-                        *await send_vitals(source, event.message.offset, [], changes)
-                    )
+                    await asyncio.gather(*await send_vitals(source, msg.offset, [], changes))
 
     @app.agent(raw_topic)
     async def process(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            partition = event.message.partition
-            source = kafka_source(raw_topic.get_topic_name(), partition)
-            try:
-                batch = ReadingBatch.model_validate_json(event.value)
-            except ValidationError as exc:
-                await refuse("bad_batch", exc, source, event.value)
-                continue
+        async for msg, source, batch in decoded(stream, ReadingBatch, "bad_batch"):
+            partition = msg.partition
             metrics.received.inc(len(batch))
             if batch.tick is not None:  # every device here: absence may be new to some
                 ids = set(on_partition(list(devices.keys()), partition))
@@ -260,7 +260,7 @@ def create_app(
                 utc_now(),
                 catalogue,
                 {d: marks.get(d) for d in ids},
-                event.message.offset,
+                msg.offset,
             )
             pending: list[Awaitable[Any]] = []
             if len(outcome.enriched):
@@ -288,7 +288,7 @@ def create_app(
                     )
                 )
             if outcome.partials:
-                pending += await send_vitals(source, event.message.offset, outcome.partials, [])
+                pending += await send_vitals(source, msg.offset, outcome.partials, [])
             for device_id, device_marks in outcome.changed_marks.items():
                 marks[device_id] = device_marks
             for reason, count in outcome.refused.items():
@@ -305,14 +305,8 @@ def create_app(
 
     @app.agent(places_topic)
     async def places(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            partition = event.message.partition
-            source = kafka_source(places_topic.get_topic_name(), partition)
-            try:
-                batch = PlaceBatch.model_validate_json(event.value)
-            except ValidationError as exc:
-                await refuse("bad_place_batch", exc, source, event.value)
-                continue
+        async for msg, _source, batch in decoded(stream, PlaceBatch, "bad_place_batch"):
+            partition = msg.partition
             if batch.tick is not None:
                 ids = on_partition([*place_state.keys(), *seeds.places], partition)
             else:
@@ -328,14 +322,8 @@ def create_app(
 
     @app.agent(partials_topic)
     async def place_vitals(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            partition = event.message.partition
-            source = kafka_source(partials_topic.get_topic_name(), partition)
-            try:
-                batch = IndicatorBatch.model_validate_json(event.value)
-            except ValidationError as exc:
-                await refuse("bad_indicator_batch", exc, source, event.value)
-                continue
+        async for msg, _source, batch in decoded(stream, IndicatorBatch, "bad_indicator_batch"):
+            partition = msg.partition
             if batch.tick is None:
                 paths = {p.place_path for p in batch.partials}
                 paths.update(c.place_path for c in batch.members)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Gauge
 
 from cityvitals.stage import StageMetrics
 from rules import RuleFileError, RuleSet, parse_rules
@@ -21,56 +21,36 @@ class StreamMetrics(StageMetrics):
 
     def __init__(self, registry: CollectorRegistry) -> None:
         super().__init__("streams", registry, "Readings and camera events")
-        self.out_of_order = Counter(
-            "cityvitals_streams_out_of_order_total",
+        self.out_of_order = self.counter(
+            "out_of_order_total",
             "Readings stored but not judged: not newer than their device's newest, within grace",
-            registry=registry,
         )
-        self.evaluations = Counter(
-            "cityvitals_streams_rule_evaluations_total",
-            "Rule evaluations (one rule judging one value or one tick)",
-            registry=registry,
+        self.evaluations = self.counter(
+            "rule_evaluations_total", "Rule evaluations (one rule judging one value or one tick)"
         )
-        self.alerts = Counter(
-            "cityvitals_streams_alert_transitions_total",
-            "Alert transitions emitted",
-            ["status", "level"],
-            registry=registry,
+        self.alerts = self.counter(
+            "alert_transitions_total", "Alert transitions emitted", "status", "level"
         )
-        self.rules = Gauge(
-            "cityvitals_streams_rules", "Rules in the rule set in force", registry=registry
-        )
-        self.rules_version = Gauge(
-            "cityvitals_streams_rules_info",
+        self.rules = self.gauge("rules", "Rules in the rule set in force")
+        self.rules_version = self.gauge(
+            "rules_info",
             "The rule set in force (its version label is a hash of the file)",
-            ["version"],
-            registry=registry,
+            "version",
         )
-        self.reload_errors = Counter(
-            "cityvitals_streams_rules_reload_errors_total",
+        self.reload_errors = self.counter(
+            "rules_reload_errors_total",
             "Rule file changes refused (the previous rules stay in force)",
-            registry=registry,
         )
-        self.devices = Gauge(
-            "cityvitals_streams_devices", "Devices known to this worker", registry=registry
+        self.devices = self.gauge("devices", "Devices known to this worker")
+        self.indicators = self.counter(
+            "indicators_total", "Indicator values reported, by quality", "quality"
         )
-        self.indicator = Gauge(
-            "cityvitals_indicator",
-            "Latest reported value of a vital sign (city, districts and streets)",
-            ["indicator", "place_id", "place_level"],
-            registry=registry,
-        )
+        where = ("indicator", "place_id", "place_level")
+        value_doc = "Latest reported value of a vital sign (city, districts and streets)"
+        self.indicator = Gauge("cityvitals_indicator", value_doc, where, registry=registry)
+        coverage_doc = "Share of the expected devices behind the latest value of a vital sign"
         self.coverage = Gauge(
-            "cityvitals_indicator_coverage",
-            "Share of the expected devices behind the latest value of a vital sign",
-            ["indicator", "place_id", "place_level"],
-            registry=registry,
-        )
-        self.indicators = Counter(
-            "cityvitals_streams_indicators_total",
-            "Indicator values reported, by quality",
-            ["quality"],
-            registry=registry,
+            "cityvitals_indicator_coverage", coverage_doc, where, registry=registry
         )
 
 
