@@ -125,7 +125,7 @@ def main() -> None:
 
         def through_sink() -> None:
             for i in range(0, len(readings), per):
-                sink.write_batch(readings[i : i + per])
+                sink.write(readings[i : i + per])
 
         timed("reading sink (stage COPY + insert on key)", len(rows), through_sink, floor)
         timed("reading sink, replayed (all conflicts)", len(rows), through_sink, floor)
@@ -134,7 +134,7 @@ def main() -> None:
 
         def upsert() -> None:
             for i in range(0, len(indicators), 1000):
-                isink.write_batch(indicators[i : i + 1000])
+                isink.write(indicators[i : i + 1000])
 
         timed("indicator sink (upsert)", len(indicators), upsert, floor)
     finally:

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from cityvitals.settings import Settings
+from cityvitals.stage import Transient
 from cityvitals.topics import TOPICS
 
-__all__ = ["KafkaUnavailable", "consumer", "ensure_topics", "partition_count", "producer"]
+__all__ = [
+    "KafkaUnavailable",
+    "consume_batch",
+    "consumer",
+    "ensure_topics",
+    "partition_count",
+    "producer",
+]
+
+log = logging.getLogger("cityvitals.kafka")
 
 
-class KafkaUnavailable(RuntimeError):
+class KafkaUnavailable(Transient):
     """The Kafka cluster did not answer in time; the caller may retry."""
 
     def __init__(self, bootstrap: str, detail: str) -> None:
@@ -51,6 +62,19 @@ def consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
     }
     config.update(overrides)
     return Consumer(config)
+
+
+def consume_batch(client: Consumer, count: int, timeout: float) -> list[Message]:
+    """Up to ``count`` messages within ``timeout`` seconds, without the error events (the end
+    of a partition is skipped silently, any other error is logged: librdkafka recovers)."""
+    good = []
+    for msg in client.consume(count, timeout=timeout):
+        error = msg.error()
+        if error is None:
+            good.append(msg)
+        elif error.code() != KafkaError._PARTITION_EOF:
+            log.warning("consumer: %s", error)
+    return good
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:

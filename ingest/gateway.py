@@ -10,7 +10,6 @@ what was not acknowledged. The MQTT 5 receive maximum bounds how many wait at on
 
 from __future__ import annotations
 
-import base64
 import logging
 import queue
 import threading
@@ -18,7 +17,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -26,11 +25,12 @@ from confluent_kafka import KafkaError, Message, Producer
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 
-from cityvitals.contracts import CameraEvent, DeadLetter, Reading, ReadingBatch
+from cityvitals.contracts import CameraEvent, Reading, ReadingBatch
 from cityvitals.kafka import partition_count
 from cityvitals.settings import Settings
+from cityvitals.stage import StageMetrics, dead_letter, utc_now
 from cityvitals.topics import Topic, partition_for
 from ingest.decode import DecodeError, decode, publisher_of_topic
 
@@ -45,27 +45,14 @@ class GatewayError(RuntimeError):
     """The gateway cannot go on (broker refused it, Kafka refused a batch); it must restart."""
 
 
-class GatewayMetrics:
+class GatewayMetrics(StageMetrics):
+    """The stage's counters (MQTT messages; refusals by the field at fault), plus what waits
+    for Kafka and the size of each Kafka message."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.received = Counter(
-            "cityvitals_ingest_received_total", "MQTT messages received", registry=registry
-        )
-        self.forwarded = Counter(
-            "cityvitals_ingest_forwarded_total",
-            "Readings and events confirmed by Kafka",
-            registry=registry,
-        )
-        self.rejected = Counter(
-            "cityvitals_ingest_rejected_total",
-            "Messages sent to the dead-letter topic",
-            ["field"],
-            registry=registry,
-        )
+        super().__init__("ingest", registry, "MQTT messages", label="field")
         self.inflight = Gauge(
             "cityvitals_ingest_inflight", "MQTT messages waiting for Kafka", registry=registry
-        )
-        self.ready = Gauge(
-            "cityvitals_ingest_ready", "1 once subscribed to the device topics", registry=registry
         )
         self.batch_size = Histogram(
             "cityvitals_ingest_batch_size",
@@ -141,7 +128,7 @@ class Gateway:
         log.warning("MQTT disconnected (%s); paho reconnects", reason)
 
     def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
-        self._inbox.put(_Inbound(msg.mid, msg.topic, bytes(msg.payload), datetime.now(UTC)))
+        self._inbox.put(_Inbound(msg.mid, msg.topic, bytes(msg.payload), utc_now()))
 
     # --- Kafka side (the caller's thread) -------------------------------------------------
 
@@ -180,15 +167,15 @@ class Gateway:
 
     def _dead_letter(self, item: _Inbound, error: DecodeError) -> None:
         device = publisher_of_topic(self.settings.mqtt_topic_root, item.topic)
-        letter = DeadLetter(
-            stage="ingest",
-            reason=str(error),
-            source=item.topic,
+        letter = dead_letter(
+            "ingest",
+            str(error),
+            item.payload,
+            item.topic,
             device_id=device,
-            payload_b64=base64.b64encode(item.payload).decode(),
             received_at=item.received_at,
         )
-        self.metrics.rejected.labels(error.field or "payload").inc()
+        self.metrics.refuse(error.field or "payload")
         self.producer.produce(
             self._deadletter,
             letter.model_dump_json().encode(),

@@ -1,19 +1,21 @@
-"""Batch writers into PostgreSQL: ``write_batch(items)`` and ``close()``.
+"""The PostgreSQL sinks, one class per table (see :mod:`sinks.base` for the interface).
 
-Each write is idempotent: rows are copied (binary COPY) into a session-local staging table and
+Readings and camera events are copied (binary COPY) into a session-local staging table and
 inserted with ``ON CONFLICT DO NOTHING`` on their natural key, so a replayed Kafka message
 changes nothing; alerts are upserted so that only a newer revision of an episode wins.
+A new sink is one class here (or in a module of its own) and one line in
+:data:`sinks.routes.ROUTES`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, TypeVar
+from typing import Any
 
-import psycopg
 from psycopg.types.json import Jsonb
 
 from cityvitals.contracts import Alert, CameraEvent, DeadLetter, Indicator, Reading
+from sinks.base import CopySink, Cursor, Sink, SinkUnavailable, SqlSink
 
 __all__ = [
     "AlertSink",
@@ -25,72 +27,11 @@ __all__ = [
     "SinkUnavailable",
 ]
 
-T_contra = TypeVar("T_contra", contravariant=True)
+KafkaPlaced = tuple[str, int, int, DeadLetter]
+"""A dead letter with where it sits in Kafka (topic, partition, offset): its natural key."""
 
 
-class SinkUnavailable(RuntimeError):
-    """The database refused or dropped a batch; nothing of it was committed. Retry later."""
-
-    def __init__(self, table: str, rows: int, detail: str, retry_after: float = 1.0) -> None:
-        super().__init__(f"writing {rows} rows to {table} failed: {detail}")
-        self.table = table
-        self.rows = rows
-        self.retry_after = retry_after
-
-
-class Sink(Protocol[T_contra]):
-    def write_batch(self, items: Sequence[T_contra]) -> int:
-        """Write all items in one transaction; returns the rows that were new."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class _CopySink:
-    """COPY into a temporary staging table, then insert what is new."""
-
-    table: str
-    columns: tuple[str, ...]
-    types: tuple[str, ...]
-
-    def __init__(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
-        self.conn = conn
-        cols = ", ".join(self.columns)
-        self._stage = f"_stage_{self.table}"
-        self._create = (
-            f"CREATE TEMP TABLE IF NOT EXISTS {self._stage} "
-            f"(LIKE {self.table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-        )
-        self._copy = f"COPY {self._stage} ({cols}) FROM STDIN (FORMAT BINARY)"
-        self._insert = (
-            f"INSERT INTO {self.table} ({cols}) SELECT {cols} FROM {self._stage} "
-            "ON CONFLICT DO NOTHING"
-        )
-
-    def rows(self, items: Sequence[object]) -> list[tuple[object, ...]]:
-        raise NotImplementedError
-
-    def write_batch(self, items: Sequence[object]) -> int:
-        if not items:
-            return 0
-        rows = self.rows(items)
-        try:
-            with self.conn.transaction(), self.conn.cursor() as cur:
-                cur.execute(self._create.encode())
-                with cur.copy(self._copy.encode()) as copy:
-                    copy.set_types(list(self.types))
-                    for row in rows:
-                        copy.write_row(row)
-                cur.execute(self._insert.encode())
-                return cur.rowcount
-        except psycopg.OperationalError as exc:
-            raise SinkUnavailable(self.table, len(rows), str(exc).strip()) from exc
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-class ReadingSink(_CopySink):
+class ReadingSink(CopySink):
     """One row per metric value: (device_id, metric, ts) is the natural key."""
 
     table = "readings"
@@ -106,9 +47,9 @@ class ReadingSink(_CopySink):
     )
     types = ("text", "text", "timestamptz", "float8", "int8", "text", "text[]", "timestamptz")
 
-    def rows(self, items: Sequence[object]) -> list[tuple[object, ...]]:
+    def rows(self, batch: Sequence[Any]) -> list[tuple[object, ...]]:
         out: list[tuple[object, ...]] = []
-        for r in items:
+        for r in batch:
             assert isinstance(r, Reading)
             path = list(r.place_path)
             for metric, value in r.values.items():
@@ -118,7 +59,7 @@ class ReadingSink(_CopySink):
         return out
 
 
-class CameraEventSink(_CopySink):
+class CameraEventSink(CopySink):
     table = "camera_events"
     columns = (
         "camera_id",
@@ -145,9 +86,9 @@ class CameraEventSink(_CopySink):
         "timestamptz",
     )
 
-    def rows(self, items: Sequence[object]) -> list[tuple[object, ...]]:
+    def rows(self, batch: Sequence[Any]) -> list[tuple[object, ...]]:
         out: list[tuple[object, ...]] = []
-        for e in items:
+        for e in batch:
             assert isinstance(e, CameraEvent)
             out.append(
                 (
@@ -166,9 +107,15 @@ class CameraEventSink(_CopySink):
         return out
 
 
-class AlertSink:
-    """Alert episodes (latest revision wins) and every transition of each."""
+class AlertSink(SqlSink):
+    """Alert episodes (latest revision wins) and every transition of each; returns the new
+    transitions."""
 
+    table = "alerts"
+    statement = """
+        INSERT INTO alert_transitions (alert_id, revision, status, level, value, ts)
+        VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
+    """
     UPSERT = """
         INSERT INTO alerts (alert_id, revision, rule_id, status, level, device_id, metric, value,
                             threshold, place_path, device_type, started_at, updated_at,
@@ -181,17 +128,14 @@ class AlertSink:
             summary = EXCLUDED.summary, evidence = EXCLUDED.evidence
         WHERE EXCLUDED.revision > alerts.revision
     """
-    TRANSITION = """
-        INSERT INTO alert_transitions (alert_id, revision, status, level, value, ts)
-        VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
-    """
 
-    def __init__(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
-        self.conn = conn
+    def rows(self, batch: Sequence[Alert]) -> list[tuple[object, ...]]:
+        return [
+            (a.alert_id, a.revision, a.status.value, a.level.value, a.value, a.ts) for a in batch
+        ]
 
-    def write_batch(self, items: Sequence[Alert]) -> int:
-        if not items:
-            return 0
+    def execute(self, cur: Cursor, batch: Sequence[Any], rows: list[tuple[object, ...]]) -> int:
+        new = super().execute(cur, batch, rows)
         episodes = [
             (
                 a.alert_id,
@@ -211,31 +155,21 @@ class AlertSink:
                 a.summary,
                 list(a.evidence),
             )
-            for a in items
+            for a in batch
         ]
-        transitions = [
-            (a.alert_id, a.revision, a.status.value, a.level.value, a.value, a.ts) for a in items
-        ]
-        try:
-            with self.conn.transaction(), self.conn.cursor() as cur:
-                cur.executemany(self.TRANSITION, transitions)
-                new = cur.rowcount
-                cur.executemany(self.UPSERT, episodes)
-                return new
-        except psycopg.OperationalError as exc:
-            raise SinkUnavailable("alerts", len(items), str(exc).strip()) from exc
-
-    def close(self) -> None:
-        self.conn.close()
+        cur.executemany(self.UPSERT, episodes)
+        return new
 
 
-class IndicatorSink:
+class IndicatorSink(SqlSink):
     """Indicator values, one row per indicator, place and window. A window reported again
     replaces its row only when it rests on at least as many reporting devices and values
     (late data adds to a window; a stream restarted without its memory reports from less):
-    one of less data never replaces a stored one, nor an older computation a newer one."""
+    one of less data never replaces a stored one, nor an older computation a newer one.
+    Returns the rows offered."""
 
-    UPSERT = """
+    table = "indicators"
+    statement = """
         INSERT INTO indicators AS i (indicator, place_id, place_level, place_path, window_start,
                                      window_s, value, level, coverage, reporting, expected,
                                      quality, detail, computed_at, samples)
@@ -250,13 +184,8 @@ class IndicatorSink:
                OR EXCLUDED.computed_at > i.computed_at)
     """
 
-    def __init__(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
-        self.conn = conn
-
-    def write_batch(self, items: Sequence[Indicator]) -> int:
-        if not items:
-            return 0
-        rows = [
+    def rows(self, batch: Sequence[Indicator]) -> list[tuple[object, ...]]:
+        return [
             (
                 i.indicator,
                 i.place_id,
@@ -274,35 +203,26 @@ class IndicatorSink:
                 i.computed_at,
                 i.samples,
             )
-            for i in items
+            for i in batch
         ]
-        try:
-            with self.conn.transaction(), self.conn.cursor() as cur:
-                cur.executemany(self.UPSERT, rows)
-                return len(rows)
-        except psycopg.OperationalError as exc:
-            raise SinkUnavailable("indicators", len(rows), str(exc).strip()) from exc
 
-    def close(self) -> None:
-        self.conn.close()
+    def execute(self, cur: Cursor, batch: Sequence[Any], rows: list[tuple[object, ...]]) -> int:
+        super().execute(cur, batch, rows)
+        return len(rows)
 
 
-class DeadLetterSink:
+class DeadLetterSink(SqlSink):
     """Dead letters, keyed by where they sit in Kafka so a replay adds nothing."""
 
-    INSERT = """
+    table = "deadletters"
+    statement = """
         INSERT INTO deadletters (kafka_topic, kafka_partition, kafka_offset, stage, reason,
                                  source, device_id, payload_b64, received_at)
         VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
     """
 
-    def __init__(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
-        self.conn = conn
-
-    def write_batch(self, items: Sequence[tuple[str, int, int, DeadLetter]]) -> int:
-        if not items:
-            return 0
-        rows = [
+    def rows(self, batch: Sequence[KafkaPlaced]) -> list[tuple[object, ...]]:
+        return [
             (
                 topic,
                 part,
@@ -314,14 +234,5 @@ class DeadLetterSink:
                 d.payload_b64,
                 d.received_at,
             )
-            for topic, part, off, d in items
+            for topic, part, off, d in batch
         ]
-        try:
-            with self.conn.transaction(), self.conn.cursor() as cur:
-                cur.executemany(self.INSERT, rows)
-                return cur.rowcount
-        except psycopg.OperationalError as exc:
-            raise SinkUnavailable("deadletters", len(items), str(exc).strip()) from exc
-
-    def close(self) -> None:
-        self.conn.close()

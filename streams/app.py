@@ -28,21 +28,18 @@ and Faust commits offsets only after that (at-least-once; sinks make it effectiv
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Sequence
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from datetime import timedelta
+from typing import Any, TypeVar
 
 import faust
-from prometheus_client import CollectorRegistry, Counter, Gauge
-from pydantic import ValidationError
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel, ValidationError
 
 from cityvitals.contracts import (
     Alert,
-    DeadLetter,
     Device,
     Indicator,
     IndicatorBatch,
@@ -54,9 +51,11 @@ from cityvitals.contracts import (
     WindowPartial,
 )
 from cityvitals.settings import Settings
+from cityvitals.stage import dead_letter, kafka_source, utc_now
 from cityvitals.topics import Topic, partition_for
-from rules import RuleFileError, RuleSet, parse_rules
+from rules import RuleSet
 from rules.indicators import Catalogue
+from streams.live import LiveRules, StreamMetrics
 from streams.pipeline import (
     OpenAlert,
     is_newer,
@@ -69,149 +68,9 @@ from streams.vitals import apply, close, membership
 
 __all__ = ["LiveRules", "StreamMetrics", "create_app"]
 
+M = TypeVar("M", bound=BaseModel)
+
 log = logging.getLogger("cityvitals.streams")
-
-
-class StreamMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.received = Counter(
-            "cityvitals_streams_received_total",
-            "Readings and camera events received",
-            registry=registry,
-        )
-        self.forwarded = Counter(
-            "cityvitals_streams_forwarded_total",
-            "Readings and events enriched and forwarded",
-            registry=registry,
-        )
-        self.rejected = Counter(
-            "cityvitals_streams_rejected_total",
-            "Inputs sent to the dead-letter topic",
-            ["reason"],
-            registry=registry,
-        )
-        self.out_of_order = Counter(
-            "cityvitals_streams_out_of_order_total",
-            "Readings stored but not judged: not newer than their device's newest, within grace",
-            registry=registry,
-        )
-        self.evaluations = Counter(
-            "cityvitals_streams_rule_evaluations_total",
-            "Rule evaluations (one rule judging one value or one tick)",
-            registry=registry,
-        )
-        self.alerts = Counter(
-            "cityvitals_streams_alert_transitions_total",
-            "Alert transitions emitted",
-            ["status", "level"],
-            registry=registry,
-        )
-        self.rules = Gauge(
-            "cityvitals_streams_rules", "Rules in the rule set in force", registry=registry
-        )
-        self.rules_version = Gauge(
-            "cityvitals_streams_rules_info",
-            "The rule set in force (its version label is a hash of the file)",
-            ["version"],
-            registry=registry,
-        )
-        self.reload_errors = Counter(
-            "cityvitals_streams_rules_reload_errors_total",
-            "Rule file changes refused (the previous rules stay in force)",
-            registry=registry,
-        )
-        self.ready = Gauge(
-            "cityvitals_streams_ready",
-            "1 while partitions are assigned and tables recovered",
-            registry=registry,
-        )
-        self.devices = Gauge(
-            "cityvitals_streams_devices", "Devices known to this worker", registry=registry
-        )
-        self.indicator = Gauge(
-            "cityvitals_indicator",
-            "Latest reported value of a vital sign (city, districts and streets)",
-            ["indicator", "place_id", "place_level"],
-            registry=registry,
-        )
-        self.coverage = Gauge(
-            "cityvitals_indicator_coverage",
-            "Share of the expected devices behind the latest value of a vital sign",
-            ["indicator", "place_id", "place_level"],
-            registry=registry,
-        )
-        self.indicators = Counter(
-            "cityvitals_streams_indicators_total",
-            "Indicator values reported, by quality",
-            ["quality"],
-            registry=registry,
-        )
-
-
-class LiveRules:
-    """The rule set in force, re-read from its file when the file changes.
-
-    A file that no longer parses is refused with every problem logged and counted; the
-    previous rules stay in force. Without a file (the shipped defaults) nothing reloads.
-    """
-
-    def __init__(self, rules: RuleSet, path: Path | None, metrics: StreamMetrics) -> None:
-        self.current = rules
-        self.path = path
-        self.metrics = metrics
-        self._seen = self._stamp()
-        self._show()
-
-    def _stamp(self) -> tuple[int, int] | None:
-        if self.path is None:
-            return None
-        try:
-            stat = self.path.stat()
-        except OSError:
-            return None
-        return stat.st_mtime_ns, stat.st_size
-
-    def _show(self) -> None:
-        self.metrics.rules.set(len(self.current))
-        self.metrics.rules_version.clear()
-        self.metrics.rules_version.labels(self.current.version).set(1)
-
-    def check(self) -> bool:
-        """Reload if the file changed; True if new rules are in force."""
-        stamp = self._stamp()
-        if self.path is None or stamp is None or stamp == self._seen:
-            return False
-        self._seen = stamp
-        try:
-            rules = parse_rules(self.path.read_text(), str(self.path))
-        except (OSError, UnicodeDecodeError) as exc:
-            log.error(
-                "rule file %s unreadable, keeping version %s: %s",
-                self.path,
-                self.current.version,
-                exc,
-            )
-            self.metrics.reload_errors.inc()
-            return False
-        except RuleFileError as exc:
-            log.error("rule file refused, keeping version %s:\n%s", self.current.version, exc)
-            self.metrics.reload_errors.inc()
-            return False
-        except Exception:  # a reload must never stop the stream: keep the rules in force
-            log.exception("rule file refused, keeping version %s", self.current.version)
-            self.metrics.reload_errors.inc()
-            return False
-        if rules.version == self.current.version:
-            return False
-        log.info(
-            "rules reloaded: version %s → %s, %d rules",
-            self.current.version,
-            rules.version,
-            len(rules),
-        )
-        self.current = rules
-        self._show()
-        return True
 
 
 def _store(table: Any, changes: dict[str, dict[str, Any] | None]) -> None:
@@ -221,17 +80,6 @@ def _store(table: Any, changes: dict[str, dict[str, Any] | None]) -> None:
             table[key] = memory
         else:
             table.pop(key, None)
-
-
-def _dead_letter(reason: str, source: str, payload: bytes) -> bytes:
-    letter = DeadLetter(
-        stage="streams",
-        reason=reason[:2000],
-        source=source,
-        payload_b64=base64.b64encode(payload).decode(),
-        received_at=datetime.now(UTC),
-    )
-    return letter.model_dump_json().encode()
 
 
 GAUGE_LEVELS = frozenset({PlaceLevel.CITY, PlaceLevel.DISTRICT, PlaceLevel.STREET})
@@ -298,7 +146,7 @@ def create_app(
     # number of workers, and no tick is lost while leadership moves after a restart.
     @app.timer(interval=settings.rules_tick_s)  # type: ignore[untyped-decorator]
     async def tick() -> None:
-        now = datetime.now(UTC)
+        now = utc_now()
         ticks = {
             raw_topic.get_topic_name(): (raw_topic, ReadingBatch(tick=now)),
             places_topic.get_topic_name(): (places_topic, PlaceBatch(tick=now)),
@@ -315,9 +163,23 @@ def create_app(
     def on_partition(keys: Any, partition: int) -> list[str]:
         return [k for k in keys if partition_for(k, parts) == partition]
 
-    async def refuse(label: str, exc: ValidationError, source: str, value: bytes) -> None:
-        metrics.rejected.labels(label).inc()
-        await (await deadletter_topic.send(value=_dead_letter(str(exc), source, value)))
+    async def decoded(
+        stream: faust.StreamT[bytes], model: type[M], label: str
+    ) -> AsyncIterator[tuple[Any, str, M]]:
+        """Each message of ``stream`` as ``model``, with its Kafka message and source; one
+        that does not decode is counted under ``label`` and dead-lettered."""
+        async for event in stream.events():
+            msg = event.message
+            source = kafka_source(msg.topic, msg.partition)
+            try:
+                item = model.model_validate_json(event.value)
+            except ValidationError as exc:
+                metrics.received.inc()
+                metrics.refuse(label)
+                letter = dead_letter("streams", str(exc), event.value, source)
+                await (await deadletter_topic.send(value=letter.model_dump_json().encode()))
+                continue
+            yield msg, source, item
 
     async def send_vitals(
         source: str,
@@ -360,13 +222,7 @@ def create_app(
 
     @app.agent(devices_topic)
     async def registry_feed(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            source = f"{devices_topic.get_topic_name()}[{event.message.partition}]"
-            try:
-                device = Device.model_validate_json(event.value)
-            except ValidationError as exc:
-                await refuse("bad_device", exc, source, event.value)
-                continue
+        async for msg, source, device in decoded(stream, Device, "bad_device"):
             new = registry_entry(device)
             if is_newer(device, devices.get(device.device_id)):
                 devices[device.device_id] = new
@@ -378,20 +234,12 @@ def create_app(
                 changes = membership(old, new)
                 members[device.device_id] = new
                 if changes:
-                    await asyncio.gather(
-                        *await send_vitals(source, event.message.offset, [], changes)
-                    )
+                    await asyncio.gather(*await send_vitals(source, msg.offset, [], changes))
 
     @app.agent(raw_topic)
     async def process(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            partition = event.message.partition
-            source = f"{raw_topic.get_topic_name()}[{partition}]"
-            try:
-                batch = ReadingBatch.model_validate_json(event.value)
-            except ValidationError as exc:
-                await refuse("bad_batch", exc, source, event.value)
-                continue
+        async for msg, source, batch in decoded(stream, ReadingBatch, "bad_batch"):
+            partition = msg.partition
             metrics.received.inc(len(batch))
             if batch.tick is not None:  # every device here: absence may be new to some
                 ids = set(on_partition(list(devices.keys()), partition))
@@ -409,10 +257,10 @@ def create_app(
                 {d: rule_state.get(d) for d in ids},
                 live.current,
                 source,
-                datetime.now(UTC),
+                utc_now(),
                 catalogue,
                 {d: marks.get(d) for d in ids},
-                event.message.offset,
+                msg.offset,
             )
             pending: list[Awaitable[Any]] = []
             if len(outcome.enriched):
@@ -440,7 +288,7 @@ def create_app(
                     )
                 )
             if outcome.partials:
-                pending += await send_vitals(source, event.message.offset, outcome.partials, [])
+                pending += await send_vitals(source, msg.offset, outcome.partials, [])
             for device_id, device_marks in outcome.changed_marks.items():
                 marks[device_id] = device_marks
             for reason, count in outcome.refused.items():
@@ -457,14 +305,8 @@ def create_app(
 
     @app.agent(places_topic)
     async def places(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            partition = event.message.partition
-            source = f"{places_topic.get_topic_name()}[{partition}]"
-            try:
-                batch = PlaceBatch.model_validate_json(event.value)
-            except ValidationError as exc:
-                await refuse("bad_place_batch", exc, source, event.value)
-                continue
+        async for msg, _source, batch in decoded(stream, PlaceBatch, "bad_place_batch"):
+            partition = msg.partition
             if batch.tick is not None:
                 ids = on_partition([*place_state.keys(), *seeds.places], partition)
             else:
@@ -480,14 +322,8 @@ def create_app(
 
     @app.agent(partials_topic)
     async def place_vitals(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            partition = event.message.partition
-            source = f"{partials_topic.get_topic_name()}[{partition}]"
-            try:
-                batch = IndicatorBatch.model_validate_json(event.value)
-            except ValidationError as exc:
-                await refuse("bad_indicator_batch", exc, source, event.value)
-                continue
+        async for msg, _source, batch in decoded(stream, IndicatorBatch, "bad_indicator_batch"):
+            partition = msg.partition
             if batch.tick is None:
                 paths = {p.place_path for p in batch.partials}
                 paths.update(c.place_path for c in batch.members)

@@ -12,7 +12,6 @@ The Faust agents only move bytes in and out.
 
 from __future__ import annotations
 
-import base64
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from cityvitals.contracts import (
     WarningLevel,
     WindowPartial,
 )
+from cityvitals.stage import dead_letter
 from rules import (
     AlertState,
     Arrival,
@@ -122,13 +122,9 @@ class BatchOutcome:
 
 
 def _refusal(item: Reading | CameraEvent, reason: str, source: str, now: datetime) -> DeadLetter:
-    return DeadLetter(
-        stage="streams",
-        reason=reason,
-        source=source,
-        device_id=item.device_id,
-        payload_b64=base64.b64encode(item.model_dump_json().encode()).decode(),
-        received_at=now,
+    payload = item.model_dump_json().encode()
+    return dead_letter(
+        "streams", reason, payload, source, device_id=item.device_id, received_at=now
     )
 
 

@@ -70,14 +70,7 @@ def run_ingest(settings: Settings) -> None:
 
 
 def run_sinks(settings: Settings) -> None:
-    from sinks import (
-        AlertSink,
-        CameraEventSink,
-        DeadLetterSink,
-        IndicatorSink,
-        ReadingSink,
-        SinkRunner,
-    )
+    from sinks import SinkRunner
 
     conn = db.connect(settings)
     stop = _stop_event()
@@ -89,12 +82,8 @@ def run_sinks(settings: Settings) -> None:
         settings,
         kafka.consumer(settings, settings.topic(settings.sink_group)),
         kafka.producer(settings),
-        ReadingSink(conn),
-        CameraEventSink(conn),
-        AlertSink(conn),
-        DeadLetterSink(conn),
+        conn,
         _metrics(settings),
-        IndicatorSink(conn),
     ).run(stop)
 
 

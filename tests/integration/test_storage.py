@@ -250,7 +250,7 @@ def test_rows_of_any_date_land_and_maintenance_moves_them(plain: Settings) -> No
     ]
     with db.connect(plain) as conn:
         sink = ReadingSink(conn)
-        assert sink.write_batch(batch) == 6  # COPY + upsert into the partitioned table
+        assert sink.write(batch) == 6  # COPY + upsert into the partitioned table
         assert partition_of(conn, "readings", "true") == ["readings_default"]
 
         report = maintain(conn, NOW)
@@ -270,15 +270,15 @@ def test_rows_of_any_date_land_and_maintenance_moves_them(plain: Settings) -> No
         assert (again.created, again.moved, again.dropped) == ([], {}, [])
 
         # The sink's upserts work across partitions: a replay adds nothing, a new row lands.
-        assert sink.write_batch(batch) == 0
+        assert sink.write(batch) == 0
         later = reading("aq-1", NOW + timedelta(days=1), 4, path, pm25=40.0)
-        assert sink.write_batch([later]) == 1
+        assert sink.write([later]) == 1
         assert partition_of(conn, "readings", "seq = 4") == [
             f"readings_p{NOW + timedelta(days=1):%Y%m%d}"
         ]
         # A row for a day without partition goes to DEFAULT, and the next round moves it.
         stray = reading("aq-1", NOW + timedelta(days=30), 5, path, pm25=50.0)
-        assert sink.write_batch([stray]) == 1
+        assert sink.write([stray]) == 1
         assert partition_of(conn, "readings", "seq = 5") == ["readings_default"]
         assert maintain(conn, NOW).moved["readings"] == 1
         assert partition_of(conn, "readings", "seq = 5") == [
@@ -300,7 +300,7 @@ def test_rollups_equal_a_direct_computation(plain: Settings) -> None:
         refresh_rollups(conn, since=start)
         assert conn.execute("SELECT * FROM readings_1h ORDER BY 1, 2, 3").fetchall() == before
         late = reading("aq-0", start + timedelta(seconds=295), 99_999, ("c", "d0"), pm25=500.0)
-        assert ReadingSink(conn).write_batch([late]) == 1
+        assert ReadingSink(conn).write([late]) == 1
         refresh_rollups(conn, since=start)
         assert_rollups_match(conn, "date_bin")
 
@@ -317,7 +317,7 @@ def write_city(conn: Conn, start: datetime, sink: ReadingSink | None = None) -> 
                 reading(f"aq-{d}", ts, i, path, pm25=rng.uniform(0, 150), no2=rng.uniform(0, 80))
             )
     if sink is not None:
-        assert sink.write_batch(batch) == len(batch) * 2
+        assert sink.write(batch) == len(batch) * 2
     else:  # PGlite: no COPY
         rows = [
             (r.device_id, m, r.ts, v, r.seq, r.device_type, list(r.place_path))
@@ -396,9 +396,7 @@ def test_retention_drops_old_partitions_and_nothing_newer(plain: Settings) -> No
     ages = (400, 120, 91, 90, 89, 30, 0)  # days before NOW
     with db.connect(plain) as conn:
         sink = ReadingSink(conn)
-        sink.write_batch(
-            [reading("aq-r", NOW - timedelta(days=a), a, path, pm25=float(a)) for a in ages]
-        )
+        sink.write([reading("aq-r", NOW - timedelta(days=a), a, path, pm25=float(a)) for a in ages])
         with conn.cursor() as cur:
             cur.executemany(
                 INSERT_INDICATOR,
@@ -442,9 +440,7 @@ def test_retention_drops_old_partitions_and_nothing_newer(plain: Settings) -> No
         # Three days later the partitions of the days 88 to 90 days back go, with their rows,
         # and nothing newer. (Readings of 91 to 95 days back never get a partition.)
         for day in range(88, 96):
-            sink.write_batch(
-                [reading("aq-s", NOW - timedelta(days=day), 1000 + day, path, pm25=1.0)]
-            )
+            sink.write([reading("aq-s", NOW - timedelta(days=day), 1000 + day, path, pm25=1.0)])
         assert maintain(conn, NOW).deleted_rows == 5
         later = maintain(conn, NOW + timedelta(days=3))
         dropped_days = {name[-8:] for name in later.dropped if name.startswith("readings_p")}
@@ -708,16 +704,16 @@ def test_an_indicator_window_is_never_replaced_by_one_of_less_data(plain: Settin
 
     with db.connect(plain) as conn:
         sink = IndicatorSink(conn)
-        sink.write_batch([window(9, 700, 80.0, 1)])
-        sink.write_batch([window(6, 300, 120.0, 20)])  # after a restart: fewer devices
+        sink.write([window(9, 700, 80.0, 1)])
+        sink.write([window(6, 300, 120.0, 20)])  # after a restart: fewer devices
         assert stored(conn) == (80.0, 9, 700)
-        sink.write_batch([window(9, 400, 95.0, 21)])  # as many devices, fewer samples
+        sink.write([window(9, 400, 95.0, 21)])  # as many devices, fewer samples
         assert stored(conn) == (80.0, 9, 700)
-        sink.write_batch([window(9, 720, 81.0, 22)])  # late data: a superset
+        sink.write([window(9, 720, 81.0, 22)])  # late data: a superset
         assert stored(conn) == (81.0, 9, 720)
-        sink.write_batch([window(10, 730, 82.0, 23)])
+        sink.write([window(10, 730, 82.0, 23)])
         assert stored(conn) == (82.0, 10, 730)
-        sink.write_batch([window(10, 730, 82.0, 2)])  # an older computation of the same data
+        sink.write([window(10, 730, 82.0, 2)])  # an older computation of the same data
         assert conn.execute("SELECT computed_at FROM indicators").fetchone() == (
             NOW + timedelta(hours=1, minutes=23),
         )

@@ -1,0 +1,185 @@
+"""The stage toolkit: what every consumer loop (ingest, streams, sinks, liveness) shares.
+
+- :class:`StageMetrics`: per-hop counters named alike in every stage, which reconcile:
+  ``cityvitals_<stage>_received_total`` = ``cityvitals_<stage>_forwarded_total`` +
+  ``cityvitals_<stage>_rejected_total`` (summed over its label: what went to ``deadletter``),
+  once nothing is in flight; and ``cityvitals_<stage>_ready``.
+- :func:`dead_letter`: the one way to build a :class:`DeadLetter` (stage, reason, original
+  bytes, where it came from).
+- :class:`Transient` and :func:`retry`: a fault worth waiting out (the database or Kafka did not
+  answer), carrying how long to wait; ``retry`` calls again until it succeeds or the stage stops.
+- :func:`utc_now`, :func:`as_utc`, :func:`kafka_source`: the UTC and position helpers.
+
+>>> from prometheus_client import CollectorRegistry
+>>> m = StageMetrics("demo", CollectorRegistry(), "Messages")
+>>> m.received.inc(3); m.forwarded.inc(2); m.refuse("payload")
+>>> m.reconciles()
+True
+>>> dead_letter("demo", "x: missing", b"{}", kafka_source("readings", 0, 7)).source
+'readings[0]@7'
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from cityvitals.contracts import DeadLetter
+
+__all__ = [
+    "REASON_MAX",
+    "StageMetrics",
+    "Transient",
+    "as_utc",
+    "dead_letter",
+    "kafka_source",
+    "retry",
+    "utc_now",
+]
+
+log = logging.getLogger("cityvitals.stage")
+
+REASON_MAX = 2000
+"""A dead letter's reason is cut to this many characters (the contract's limit)."""
+
+T = TypeVar("T")
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """A timestamp in UTC; a naive one is taken to be UTC already.
+
+    >>> as_utc(datetime(2026, 1, 2, 3)).isoformat()
+    '2026-01-02T03:00:00+00:00'
+    """
+    if value.tzinfo is None or value.utcoffset() is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def kafka_source(topic: str, partition: int, offset: int | None = None) -> str:
+    """Where a Kafka message sits, as dead letters name it: ``topic[partition]@offset``.
+
+    >>> kafka_source("alerts", 2), kafka_source("alerts", 2, 40)
+    ('alerts[2]', 'alerts[2]@40')
+    """
+    where = f"{topic}[{partition}]"
+    return where if offset is None else f"{where}@{offset}"
+
+
+def dead_letter(
+    stage: str,
+    reason: str,
+    payload: bytes,
+    source: str,
+    *,
+    device_id: str | None = None,
+    received_at: datetime | None = None,
+) -> DeadLetter:
+    """The dead letter of an input ``stage`` refused: why, its original bytes and its source.
+
+    >>> letter = dead_letter("sinks", "not JSON", b"\\x00", "alerts[0]@3")
+    >>> letter.stage, letter.payload_b64, letter.device_id
+    ('sinks', 'AA==', None)
+    """
+    return DeadLetter(
+        stage=stage,
+        reason=reason[:REASON_MAX],
+        source=source,
+        device_id=device_id,
+        payload_b64=base64.b64encode(payload).decode(),
+        received_at=utc_now() if received_at is None else received_at,
+    )
+
+
+class StageMetrics:
+    """The counters of one hop. ``what`` says what is counted (``"MQTT messages"``);
+    ``label`` names what a refusal is counted by (``reason``, or ``field`` at ingest)."""
+
+    def __init__(
+        self, stage: str, registry: CollectorRegistry, what: str, label: str = "reason"
+    ) -> None:
+        self.stage = stage
+        self.registry = registry
+        self.received = Counter(
+            f"cityvitals_{stage}_received_total", f"{what} received", registry=registry
+        )
+        self.forwarded = Counter(
+            f"cityvitals_{stage}_forwarded_total",
+            f"{what} passed on (confirmed by Kafka or written)",
+            registry=registry,
+        )
+        self.rejected = Counter(
+            f"cityvitals_{stage}_rejected_total",
+            f"{what} refused and sent to the dead-letter topic",
+            [label],
+            registry=registry,
+        )
+        self.ready = Gauge(
+            f"cityvitals_{stage}_ready",
+            "1 while the stage can do its work (connected, partitions assigned)",
+            registry=registry,
+        )
+
+    def counter(self, name: str, doc: str, *labels: str) -> Counter:
+        """Another counter of this stage: ``cityvitals_<stage>_<name>``."""
+        return Counter(f"cityvitals_{self.stage}_{name}", doc, labels, registry=self.registry)
+
+    def gauge(self, name: str, doc: str, *labels: str) -> Gauge:
+        """Another gauge of this stage: ``cityvitals_<stage>_<name>``."""
+        return Gauge(f"cityvitals_{self.stage}_{name}", doc, labels, registry=self.registry)
+
+    def refuse(self, why: str, count: float = 1) -> None:
+        """Count ``count`` refusals for ``why`` (a reason or a field name)."""
+        self.rejected.labels(why).inc(count)
+
+    def reconciles(self, in_flight: float = 0) -> bool:
+        """received == forwarded + rejected + in_flight (a check for tests and probes)."""
+        received, forwarded = _total(self.received), _total(self.forwarded)
+        return received == forwarded + _total(self.rejected) + in_flight
+
+
+def _total(counter: Counter) -> float:
+    """A counter's value summed over its labels."""
+    return sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))
+
+
+class Transient(RuntimeError):
+    """A fault worth waiting out (the database or Kafka did not answer); nothing was done.
+    ``retry_after`` says how many seconds to wait before trying again."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def retry(call: Callable[[], T], stop: threading.Event) -> T:
+    """``call()`` until it does not raise :class:`Transient`, waiting each ``retry_after``;
+    only ``stop`` ends the wait, re-raising the last fault.
+
+    >>> tries = []
+    >>> def flaky() -> int:
+    ...     tries.append(1)
+    ...     if len(tries) < 3:
+    ...         raise Transient("not yet", retry_after=0)
+    ...     return len(tries)
+    >>> retry(flaky, threading.Event())
+    3
+    """
+    while True:
+        try:
+            return call()
+        except Transient as exc:
+            log.warning("%s; retrying in %.1f s", exc, exc.retry_after)
+            if stop.wait(exc.retry_after):
+                raise

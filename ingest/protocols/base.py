@@ -1,0 +1,74 @@
+"""The payload decoder interface: one per device protocol (the last part of the MQTT topic).
+
+A decoder takes the payload's bytes, the device the topic names and when it arrived, and
+returns a contract (:class:`Reading` or :class:`CameraEvent`) or raises :class:`DecodeError`
+naming the field that is wrong. Never another exception: the gateway dead-letters a
+DecodeError and goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from cityvitals.contracts import CameraEvent, Reading
+
+__all__ = ["DecodeError", "Decoded", "Decoder", "DeviceProtocol", "claimed_device", "parse"]
+
+Decoded = Reading | CameraEvent
+M = TypeVar("M", bound=BaseModel)
+
+
+class DecodeError(ValueError):
+    """A payload that is not a valid reading or camera event. ``field`` names what is wrong."""
+
+    def __init__(self, reason: str, field: str = "") -> None:
+        super().__init__(f"{field}: {reason}" if field else reason)
+        self.reason = reason
+        self.field = field
+
+
+class Decoder(Protocol):
+    """``decode(device_id, payload, received_at)`` → a contract, or :class:`DecodeError`."""
+
+    def __call__(self, device_id: str, payload: bytes, received_at: datetime) -> Decoded: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceProtocol:
+    """A registered protocol: its decoder and a valid payload of it (for tests and docs)."""
+
+    decode: Decoder
+    example: bytes
+
+
+def parse(model: type[M], payload: bytes) -> M:
+    """``model`` validated from JSON bytes; the first problem as a :class:`DecodeError`.
+
+    >>> from cityvitals.contracts import ReadingPayload
+    >>> parse(ReadingPayload, b'{"seq": 1}')
+    Traceback (most recent call last):
+    ...
+    ingest.protocols.base.DecodeError: ts: Field required
+    """
+    try:
+        return model.model_validate_json(payload)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+    field = ".".join(str(p) for p in err["loc"])
+    if err["type"] in ("json_invalid", "json_type"):
+        raise DecodeError(f"not valid JSON ({err['msg']})", "payload")
+    got = err.get("input")
+    detail = err["msg"]
+    if err["type"] != "missing" and not isinstance(got, dict):
+        detail = f"{detail} (got {got!r:.80})"
+    raise DecodeError(detail, field or "payload")
+
+
+def claimed_device(claimed: str | None, device_id: str, field: str) -> None:
+    """A device id the payload names itself must be the topic's."""
+    if claimed is not None and claimed != device_id:
+        raise DecodeError(f"{claimed!r} does not match the topic's device {device_id!r}", field)

@@ -1,0 +1,108 @@
+"""The one sink interface, ``write(batch)`` and ``close()``, and the helpers sinks share.
+
+Every write is one transaction and idempotent: the same batch written twice stores once, so a
+replayed Kafka message changes nothing. A database that does not answer raises
+:class:`SinkUnavailable` (a :class:`~cityvitals.stage.Transient`): nothing of the batch was
+committed and the runner retries it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, TypeVar
+
+import psycopg
+
+from cityvitals.stage import Transient
+
+__all__ = ["Connection", "CopySink", "Cursor", "Sink", "SinkUnavailable", "SqlSink"]
+
+T_contra = TypeVar("T_contra", contravariant=True)
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+Cursor = psycopg.Cursor[tuple[Any, ...]]
+
+
+class SinkUnavailable(Transient):
+    """The database refused or dropped a batch; nothing of it was committed. Retry later."""
+
+    def __init__(self, table: str, rows: int, detail: str, retry_after: float = 1.0) -> None:
+        super().__init__(f"writing {rows} rows to {table} failed: {detail}", retry_after)
+        self.table = table
+        self.rows = rows
+
+
+class Sink(Protocol[T_contra]):
+    """Where one kind of item goes. ``table`` names it in metrics and logs."""
+
+    table: str
+
+    def write(self, batch: Sequence[T_contra]) -> int:
+        """Write all items in one transaction; returns the rows that were new."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection; safe to call more than once."""
+        ...
+
+
+class SqlSink:
+    """A sink that turns items into rows and runs ``statement`` once per row
+    (``executemany``) in one transaction. Subclasses give ``table``, ``statement`` and
+    :meth:`rows`; :meth:`written` says what the write returns (the new rows by default)."""
+
+    table: str
+    statement: str
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def rows(self, batch: Sequence[Any]) -> list[tuple[object, ...]]:
+        raise NotImplementedError
+
+    def execute(self, cur: Cursor, batch: Sequence[Any], rows: list[tuple[object, ...]]) -> int:
+        cur.executemany(self.statement, rows)
+        return cur.rowcount
+
+    def write(self, batch: Sequence[Any]) -> int:
+        if not batch:
+            return 0
+        rows = self.rows(batch)
+        try:
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                return self.execute(cur, batch, rows)
+        except psycopg.OperationalError as exc:
+            raise SinkUnavailable(self.table, len(rows), str(exc).strip()) from exc
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class CopySink(SqlSink):
+    """COPY (binary) into a session-local staging table, then insert what is new on the
+    table's natural key (``ON CONFLICT DO NOTHING``). Subclasses give ``columns``, ``types``."""
+
+    columns: tuple[str, ...]
+    types: tuple[str, ...]
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__(conn)
+        cols = ", ".join(self.columns)
+        stage = f"_stage_{self.table}"
+        self._create = (
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
+            f"(LIKE {self.table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        self._copy = f"COPY {stage} ({cols}) FROM STDIN (FORMAT BINARY)"
+        self.statement = (
+            f"INSERT INTO {self.table} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT DO NOTHING"
+        )
+
+    def execute(self, cur: Cursor, batch: Sequence[Any], rows: list[tuple[object, ...]]) -> int:
+        cur.execute(self._create.encode())
+        with cur.copy(self._copy.encode()) as copy:
+            copy.set_types(list(self.types))
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(self.statement.encode())
+        return cur.rowcount

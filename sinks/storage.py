@@ -1,0 +1,131 @@
+"""What the storage upkeep works on: the roll-ups, the retention, the report, bucket arithmetic.
+
+Shared by :mod:`sinks.maintenance` and its two flavours (:mod:`sinks.plain_upkeep`,
+:mod:`sinks.timescale_upkeep`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from cityvitals.db import Flavour
+
+__all__ = [
+    "DAY",
+    "DEFAULT_RETENTION",
+    "ORIGIN",
+    "PARTITIONED",
+    "ROLLUPS",
+    "Connection",
+    "MaintenanceReport",
+    "Retention",
+    "Rollup",
+    "bucket_ceil",
+    "bucket_floor",
+    "require_autocommit",
+    "table_exists",
+]
+
+Connection = psycopg.Connection[tuple[object, ...]]
+
+ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
+"""Where buckets and day partitions are aligned: UTC midnight (``date_bin``'s origin)."""
+DAY = timedelta(days=1)
+
+PARTITIONED = {"readings": "ts", "camera_events": "ts", "indicators": "window_start"}
+"""Plain flavour: the tables partitioned by day, and their time column (plus ``readings_1m``)."""
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long each table keeps its rows (``None``: for ever). The defaults are the ones the
+    TimescaleDB migration gives its retention policies (0004_storage.timescale.sql)."""
+
+    readings: timedelta | None = timedelta(days=90)
+    camera_events: timedelta | None = timedelta(days=90)
+    indicators: timedelta | None = timedelta(days=400)
+    readings_1m: timedelta | None = timedelta(days=90)
+    readings_1h: timedelta | None = timedelta(days=730)
+    readings_1d: timedelta | None = None
+    indicators_1h: timedelta | None = timedelta(days=730)
+    indicators_1d: timedelta | None = None
+
+    def items(self) -> list[tuple[str, timedelta]]:
+        """(table, retention) for every table that has one."""
+        kept = ((f.name, getattr(self, f.name)) for f in fields(self))
+        return [(name, age) for name, age in kept if age is not None]
+
+
+@dataclass(frozen=True)
+class Rollup:
+    """A roll-up table (plain) or continuous aggregate (TimescaleDB) and what it reads."""
+
+    name: str
+    width: timedelta
+    source: str
+    kind: str  # "readings_raw", "readings_rollup" or "indicators"
+
+
+ROLLUPS = (
+    Rollup("readings_1m", timedelta(minutes=1), "readings", "readings_raw"),
+    Rollup("readings_1h", timedelta(hours=1), "readings_1m", "readings_rollup"),
+    Rollup("readings_1d", DAY, "readings_1h", "readings_rollup"),
+    Rollup("indicators_1h", timedelta(hours=1), "indicators", "indicators"),
+    Rollup("indicators_1d", DAY, "indicators", "indicators"),
+)
+"""In refresh order: a roll-up comes after the one it reads."""
+
+
+@dataclass
+class MaintenanceReport:
+    flavour: Flavour
+    created: list[str] = field(default_factory=list)
+    """Plain: day partitions created."""
+    moved: dict[str, int] = field(default_factory=dict)
+    """Plain: rows moved out of each table's DEFAULT partition into their day's partition."""
+    dropped: list[str] = field(default_factory=list)
+    """Day partitions (plain) or chunks (TimescaleDB) dropped by the retention."""
+    deleted_rows: int = 0
+    """Plain: rows past the retention deleted outside day partitions."""
+    refreshed: dict[str, int | None] = field(default_factory=dict)
+    """Roll-ups refreshed: rows written (plain) or ``None`` (TimescaleDB does not say)."""
+    compressed: list[str] = field(default_factory=list)
+    """TimescaleDB: chunks compressed here because no scheduler runs the policies."""
+    left_to_policies: list[str] = field(default_factory=list)
+    """TimescaleDB: continuous aggregates not refreshed here because a scheduler runs their
+    refresh policies (a refresh of our own would collide with theirs)."""
+    policies_run_here: bool = False
+    """TimescaleDB: whether retention and compression were done here rather than by jobs."""
+    notes: list[str] = field(default_factory=list)
+    """What needs a person: missing or failing policies, partitions of unknown names."""
+
+
+def bucket_floor(ts: datetime, width: timedelta) -> datetime:
+    """The start of ``ts``'s bucket: ``date_bin(width, ts, ORIGIN)`` and ``time_bucket``.
+
+    >>> bucket_floor(datetime(2025, 3, 1, 10, 59, 59, tzinfo=UTC), timedelta(hours=1))
+    datetime.datetime(2025, 3, 1, 10, 0, tzinfo=datetime.timezone.utc)
+    """
+    return ORIGIN + ((ts - ORIGIN) // width) * width
+
+
+def bucket_ceil(ts: datetime, width: timedelta) -> datetime:
+    floor = bucket_floor(ts, width)
+    return floor if floor == ts else floor + width
+
+
+def require_autocommit(conn: Connection) -> None:
+    if not conn.autocommit:
+        raise ValueError(
+            "storage maintenance needs an autocommit connection (db.connect gives one)"
+        )
+
+
+DEFAULT_RETENTION = Retention()
+
+
+def table_exists(conn: Connection, table: str) -> bool:
+    return conn.execute("SELECT to_regclass(%s)", (table,)).fetchone() not in (None, (None,))

@@ -1,0 +1,120 @@
+"""The stream's metrics and the rule set in force (re-read when its file changes)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Gauge
+
+from cityvitals.stage import StageMetrics
+from rules import RuleFileError, RuleSet, parse_rules
+
+__all__ = ["LiveRules", "StreamMetrics"]
+
+log = logging.getLogger("cityvitals.streams")
+
+
+class StreamMetrics(StageMetrics):
+    """The stage's counters (readings and camera events; refusals by reason; a message that
+    does not decode counts as one), plus the rules, devices and indicators."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__("streams", registry, "Readings and camera events")
+        self.out_of_order = self.counter(
+            "out_of_order_total",
+            "Readings stored but not judged: not newer than their device's newest, within grace",
+        )
+        self.evaluations = self.counter(
+            "rule_evaluations_total", "Rule evaluations (one rule judging one value or one tick)"
+        )
+        self.alerts = self.counter(
+            "alert_transitions_total", "Alert transitions emitted", "status", "level"
+        )
+        self.rules = self.gauge("rules", "Rules in the rule set in force")
+        self.rules_version = self.gauge(
+            "rules_info",
+            "The rule set in force (its version label is a hash of the file)",
+            "version",
+        )
+        self.reload_errors = self.counter(
+            "rules_reload_errors_total",
+            "Rule file changes refused (the previous rules stay in force)",
+        )
+        self.devices = self.gauge("devices", "Devices known to this worker")
+        self.indicators = self.counter(
+            "indicators_total", "Indicator values reported, by quality", "quality"
+        )
+        where = ("indicator", "place_id", "place_level")
+        value_doc = "Latest reported value of a vital sign (city, districts and streets)"
+        self.indicator = Gauge("cityvitals_indicator", value_doc, where, registry=registry)
+        coverage_doc = "Share of the expected devices behind the latest value of a vital sign"
+        self.coverage = Gauge(
+            "cityvitals_indicator_coverage", coverage_doc, where, registry=registry
+        )
+
+
+class LiveRules:
+    """The rule set in force, re-read from its file when the file changes.
+
+    A file that no longer parses is refused with every problem logged and counted; the
+    previous rules stay in force. Without a file (the shipped defaults) nothing reloads.
+    """
+
+    def __init__(self, rules: RuleSet, path: Path | None, metrics: StreamMetrics) -> None:
+        self.current = rules
+        self.path = path
+        self.metrics = metrics
+        self._seen = self._stamp()
+        self._show()
+
+    def _stamp(self) -> tuple[int, int] | None:
+        if self.path is None:
+            return None
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
+    def _show(self) -> None:
+        self.metrics.rules.set(len(self.current))
+        self.metrics.rules_version.clear()
+        self.metrics.rules_version.labels(self.current.version).set(1)
+
+    def check(self) -> bool:
+        """Reload if the file changed; True if new rules are in force."""
+        stamp = self._stamp()
+        if self.path is None or stamp is None or stamp == self._seen:
+            return False
+        self._seen = stamp
+        try:
+            rules = parse_rules(self.path.read_text(), str(self.path))
+        except (OSError, UnicodeDecodeError) as exc:
+            log.error(
+                "rule file %s unreadable, keeping version %s: %s",
+                self.path,
+                self.current.version,
+                exc,
+            )
+            self.metrics.reload_errors.inc()
+            return False
+        except RuleFileError as exc:
+            log.error("rule file refused, keeping version %s:\n%s", self.current.version, exc)
+            self.metrics.reload_errors.inc()
+            return False
+        except Exception:  # a reload must never stop the stream: keep the rules in force
+            log.exception("rule file refused, keeping version %s", self.current.version)
+            self.metrics.reload_errors.inc()
+            return False
+        if rules.version == self.current.version:
+            return False
+        log.info(
+            "rules reloaded: version %s → %s, %d rules",
+            self.current.version,
+            rules.version,
+            len(rules),
+        )
+        self.current = rules
+        self._show()
+        return True

@@ -1,0 +1,135 @@
+"""Every sink of the routing table (sinks.routes.ROUTES) against the session's real PostgreSQL,
+in a schema of this module's own: a message of its topic, decoded by its route, is stored once
+however often it is written; an empty batch writes nothing; close is safe twice."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from cityvitals import db
+from cityvitals.contracts import (
+    Alert,
+    AlertStatus,
+    CameraEvent,
+    CameraEventType,
+    Indicator,
+    IndicatorQuality,
+    PlaceLevel,
+    Reading,
+    ReadingBatch,
+    WarningLevel,
+)
+from cityvitals.settings import Settings
+from cityvitals.stage import dead_letter
+from cityvitals.topics import Topic
+from sinks import ROUTES, Route
+from sinks.routes import Envelope
+from tests.integration.conftest import Pipeline
+
+T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+PATH = ("city", "d1", "s1")
+
+MESSAGES: dict[Topic, bytes] = {
+    Topic.READINGS: ReadingBatch(
+        readings=(Reading(device_id="aq-1", ts=T0, seq=1, values={"pm25": 41, "no2": 9}),),
+        camera_events=(
+            CameraEvent(
+                camera_id="cam-1",
+                ts=T0,
+                seq=1,
+                event_type=CameraEventType.WATERLOGGING,
+                value=0.7,
+                confidence=0.9,
+                place_path=PATH,
+            ),
+        ),
+    )
+    .model_dump_json()
+    .encode(),
+    Topic.ALERTS: Alert(
+        alert_id="0" * 32,
+        revision=0,
+        rule_id="pm25-high",
+        status=AlertStatus.FIRING,
+        level=WarningLevel.ORANGE,
+        device_id="aq-1",
+        metric="pm25",
+        value=41,
+        threshold=35,
+        place_path=PATH,
+        started_at=T0,
+        ts=T0,
+        summary="pm25 41 above 35",
+    )
+    .model_dump_json()
+    .encode(),
+    Topic.INDICATORS: Indicator(
+        indicator="aqi",
+        place_id="d1",
+        place_level=PlaceLevel.DISTRICT,
+        place_path=PATH[:2],
+        window_start=T0,
+        window_s=3600,
+        value=80.0,
+        coverage=0.9,
+        reporting=9,
+        expected=10,
+        samples=700,
+        quality=IndicatorQuality.GOOD,
+        computed_at=T0 + timedelta(hours=1),
+    )
+    .model_dump_json()
+    .encode(),
+    Topic.DEADLETTER: dead_letter(
+        "ingest", "payload: not valid JSON", b"{", "cityvitals/aq-1/readings"
+    )
+    .model_dump_json()
+    .encode(),
+}
+"""One valid Kafka message per routed topic: a new route's topic needs one here."""
+
+
+@pytest.fixture(scope="module")
+def schema(pipeline: Pipeline) -> Iterator[Settings]:
+    settings = pipeline.settings.model_copy(
+        update={"database_schema": f"sink{uuid.uuid4().hex[:12]}"}
+    )
+    db.migrate(settings)
+    yield settings
+    with db.connect(settings) as conn:
+        conn.execute(f"DROP SCHEMA {settings.database_schema} CASCADE".encode())
+
+
+def snapshot(conn: psycopg.Connection[tuple[Any, ...]], table: str) -> list[str]:
+    query = f"SELECT t::text FROM {table} t ORDER BY 1"
+    return [row[0] for row in conn.execute(query.encode())]
+
+
+def test_every_routed_topic_has_a_sample_message() -> None:
+    assert {route.topic for route in ROUTES} <= MESSAGES.keys()
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.sink.__name__)
+def test_a_sink_stores_a_batch_once_however_often_it_is_written(
+    schema: Settings, route: Route
+) -> None:
+    batch = route.decode(Envelope(str(route.topic), 0, 7, MESSAGES[route.topic]))
+    assert batch, "the sample message gives the sink something to write"
+    with db.connect(schema) as look:
+        sink = route.sink(db.connect(schema))
+        assert sink.write([]) == 0
+        assert snapshot(look, sink.table) == []
+        assert sink.write(batch) > 0
+        stored = snapshot(look, sink.table)
+        assert len(stored) >= len(batch)
+        sink.write(batch)  # a replay
+        sink.write(list(batch) * 2)  # a batch holding the same item twice
+        assert snapshot(look, sink.table) == stored
+        sink.close()
+        sink.close()

@@ -1,0 +1,143 @@
+"""The stage toolkit (cityvitals.stage) and the sink runner's use of it: counters that reconcile,
+one dead-letter builder, retries of transient faults."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from cityvitals.contracts import DeadLetter, Reading, ReadingBatch
+from cityvitals.settings import Settings
+from cityvitals.stage import StageMetrics, Transient, as_utc, dead_letter, retry
+from cityvitals.topics import Topic
+from sinks.routes import Route, decode_dead_letter, decode_readings
+
+SETTINGS = Settings(topic_prefix="t")
+T0 = datetime(2026, 11, 22, 8, tzinfo=UTC)
+
+
+def test_every_stage_names_its_counters_alike() -> None:
+    registry = CollectorRegistry()
+    for stage in ("ingest", "streams", "sinks"):
+        StageMetrics(stage, registry, "Messages")
+    names = {m.name for m in registry.collect()}
+    for stage in ("ingest", "streams", "sinks"):
+        assert {f"cityvitals_{stage}_{n}" for n in ("received", "forwarded", "rejected")} <= names
+
+
+def test_a_dead_letter_keeps_the_bytes_and_cuts_a_long_reason() -> None:
+    letter = dead_letter("sinks", "x" * 5000, b"\x00\xff", "alerts[1]@2", device_id="aq-1")
+    assert (letter.stage, letter.source, letter.device_id) == ("sinks", "alerts[1]@2", "aq-1")
+    assert letter.payload_b64 == "AP8=" and len(letter.reason) == 2000
+    assert letter.received_at is not None and letter.received_at.tzinfo is not None
+
+
+def test_naive_timestamps_are_taken_as_utc() -> None:
+    assert as_utc(datetime(2026, 1, 1)) == datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_retry_gives_up_only_when_the_stage_stops() -> None:
+    stop = threading.Event()
+    stop.set()
+
+    def down() -> int:
+        raise Transient("database down", retry_after=0)
+
+    with pytest.raises(Transient, match="database down"):
+        retry(down, stop)
+
+
+class FakeMessage:
+    def __init__(self, topic: str, offset: int, value: bytes) -> None:
+        self._topic, self._offset, self._value = topic, offset, value
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def value(self) -> bytes:
+        return self._value
+
+    def error(self) -> None:
+        return None
+
+
+class FakeKafka:
+    def __init__(self, messages: list[FakeMessage]) -> None:
+        self.messages = messages
+        self.produced: list[tuple[str, bytes]] = []
+        self.commits = 0
+
+    def consume(self, _count: int, timeout: float) -> list[FakeMessage]:
+        out, self.messages = self.messages, []
+        return out
+
+    def commit(self, asynchronous: bool) -> None:
+        self.commits += 1
+
+    def produce(self, topic: str, value: bytes) -> None:
+        self.produced.append((topic, value))
+
+    def flush(self, _timeout: float) -> int:
+        return 0
+
+
+class MemorySink:
+    table = "memory"
+
+    def __init__(self, _conn: object) -> None:
+        self.written: list[Any] = []
+
+    def write(self, batch: Sequence[Any]) -> int:
+        self.written.extend(batch)
+        return len(batch)
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_sink_runner_reconciles_and_dead_letters_what_does_not_decode() -> None:
+    from sinks.runner import SinkRunner
+
+    good = ReadingBatch(readings=(Reading(device_id="aq-1", ts=T0, seq=1, values={"pm25": 4}),))
+    kafka = FakeKafka(
+        [
+            FakeMessage("t.readings", 1, good.model_dump_json().encode()),
+            FakeMessage("t.readings", 2, b"{not json"),
+            FakeMessage("t.deadletter", 3, b"[]"),
+        ]
+    )
+    routes = [
+        Route(Topic.READINGS, decode_readings, MemorySink),
+        Route(Topic.DEADLETTER, decode_dead_letter, MemorySink),
+    ]
+    registry = CollectorRegistry()
+    runner = SinkRunner(SETTINGS, kafka, kafka, None, registry, routes)  # type: ignore[arg-type]
+    assert runner.run_once(threading.Event()) == 3
+    assert runner.metrics.reconciles()
+    assert registry.get_sample_value("cityvitals_sinks_received_total") == 3
+    assert registry.get_sample_value("cityvitals_sinks_rejected_total", {"reason": "readings"}) == 1
+    readings, letters = (s.written for s in runner.sinks)  # type: ignore[attr-defined]
+    assert readings == list(good.readings)
+    # A malformed dead letter is stored as one; anything else malformed goes to deadletter.
+    [(topic, _, offset, kept)] = letters
+    assert (topic, offset, kept.stage, kept.source) == (
+        "t.deadletter",
+        3,
+        "sinks",
+        "t.deadletter[0]@3",
+    )
+    [(target, value)] = kafka.produced
+    refused = DeadLetter.model_validate_json(value)
+    assert (target, refused.source) == ("t.deadletter", "t.readings[0]@2")
+    assert kafka.commits == 1
