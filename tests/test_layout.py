@@ -20,13 +20,23 @@ def module_name(path: Path) -> str:
 
 
 def imports() -> dict[str, set[str]]:
-    """Every project module and the project modules it imports, at the top or in a function."""
+    """Every project module and the project modules it imports when it runs, at the top or in
+    a function."""
     graph: dict[str, set[str]] = {}
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
             name = module_name(path)
             found: set[str] = set()
-            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            tree = ast.parse(path.read_text(), str(path))
+            typing_only = {  # imports for type checkers only never run
+                id(inner)
+                for node in ast.walk(tree)
+                if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING")
+                for inner in ast.walk(node)
+            }
+            for node in ast.walk(tree):
+                if id(node) in typing_only:
+                    continue
                 if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                     found.add(node.module)
                     found.update(f"{node.module}.{a.name}" for a in node.names)

@@ -12,12 +12,12 @@ from fastapi import APIRouter, Query, Request
 
 from cityvitals.contracts import IDENTIFIER
 from cityvitals.settings import Settings
-from sinks.vitals import HistoryPoint, PlaceVitals, current, history
-from sinks.vitals import UnknownPlace as UnknownVitalsPlace
 from device_registry.api.bodies import NOT_FOUND, RETRY_LATER, FieldProblem
 from device_registry.api.deps import PathId, Reader
 from device_registry.api.errors import FieldError, NotFound
 from rules.indicators import Catalogue, parse_catalogue
+from sinks.vitals import HistoryPoint, PlaceVitals, current, history
+from sinks.vitals import UnknownPlace as UnknownVitalsPlace
 
 __all__ = ["load_catalogue", "router"]
 

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from wiring.simulate import sample
 from rules.indicators import IAQI_2026, iaqi
 from tests.integration.conftest import Pipeline, reading, wait_for
+from wiring.simulate import sample
 
 pytestmark = pytest.mark.integration
 
