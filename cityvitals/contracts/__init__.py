@@ -1,0 +1,112 @@
+"""Message contracts shared by every component.
+
+Every message on a cityvitals Kafka topic is one of these frozen models, serialised as JSON.
+Each carries ``schema_version`` so that consumers can refuse what they do not understand, and
+every timestamp is timezone-aware UTC (a naive timestamp is rejected, any other offset is
+converted to UTC).
+
+>>> r = Reading(device_id="aq-001", ts="2026-11-22T08:00:00+08:00", seq=1, values={"pm25": 35.0})
+>>> r.ts.isoformat()
+'2026-11-22T00:00:00+00:00'
+
+One module per subject; every name is importable from here.
+"""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from cityvitals.contracts.alerts import (
+    Alert,
+    AlertResolution,
+    AlertStatus,
+    PlaceBatch,
+    PlaceObservation,
+    WarningLevel,
+)
+from cityvitals.contracts.base import (
+    IDENTIFIER,
+    METRIC,
+    SCHEMA_VERSION,
+    Contract,
+    FiniteFloat,
+    Identifier,
+    MetricName,
+    UtcDatetime,
+)
+from cityvitals.contracts.health import (
+    STAGE,
+    DeadLetter,
+    DeviceLiveness,
+    Liveness,
+    OutageStatus,
+    PlaceOutage,
+)
+from cityvitals.contracts.indicators import (
+    Indicator,
+    IndicatorBatch,
+    IndicatorQuality,
+    MembershipChange,
+    WindowPartial,
+)
+from cityvitals.contracts.places import (
+    Department,
+    Device,
+    DeviceState,
+    MetricSpec,
+    Place,
+    PlaceLevel,
+    Profile,
+)
+from cityvitals.contracts.readings import (
+    SNAPSHOT_REF,
+    CameraEvent,
+    CameraEventPayload,
+    CameraEventType,
+    Reading,
+    ReadingBatch,
+    ReadingPayload,
+)
+
+__all__ = [
+    "IDENTIFIER",
+    "METRIC",
+    "SCHEMA_VERSION",
+    "SNAPSHOT_REF",
+    "STAGE",
+    "Alert",
+    "AlertResolution",
+    "AlertStatus",
+    "CameraEvent",
+    "CameraEventPayload",
+    "CameraEventType",
+    "Contract",
+    "DeadLetter",
+    "Department",
+    "Device",
+    "DeviceLiveness",
+    "DeviceState",
+    "FiniteFloat",
+    "Identifier",
+    "Indicator",
+    "IndicatorBatch",
+    "IndicatorQuality",
+    "Liveness",
+    "MembershipChange",
+    "MetricName",
+    "MetricSpec",
+    "OutageStatus",
+    "Place",
+    "PlaceBatch",
+    "PlaceLevel",
+    "PlaceObservation",
+    "PlaceOutage",
+    "Profile",
+    "Reading",
+    "ReadingBatch",
+    "ReadingPayload",
+    "UtcDatetime",
+    "ValidationError",
+    "WarningLevel",
+    "WindowPartial",
+]

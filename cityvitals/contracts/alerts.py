@@ -1,0 +1,96 @@
+"""Warning levels, alert episodes and the observations composite rules judge per place."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from cityvitals.contracts.base import Contract, FiniteFloat, Identifier, MetricName, UtcDatetime
+
+
+class WarningLevel(StrEnum):
+    """The four-level public warning scale, lowest first (blue IV ... red I)."""
+
+    BLUE = "blue"
+    YELLOW = "yellow"
+    ORANGE = "orange"
+    RED = "red"
+
+    @property
+    def rank(self) -> int:
+        """1 for blue up to 4 for red."""
+        return _WARNING_RANK[self]
+
+
+_WARNING_RANK = {level: i for i, level in enumerate(WarningLevel, start=1)}
+
+
+class AlertStatus(StrEnum):
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class AlertResolution(StrEnum):
+    """Why an episode ended."""
+
+    CLEARED = "cleared"
+    """The condition was false for ``keep_firing_for``."""
+    STALE = "stale"
+    """The device sent no value of the metric for the rule's ``stale_after`` intervals."""
+    RETIRED = "retired"
+    """The rule was removed, changed kind, or no longer applies to the device."""
+
+
+class Alert(Contract):
+    """A transition of one alert episode: it fired, changed level, or resolved.
+
+    ``alert_id`` is the same for every transition of one episode and is derived from the rule,
+    the device, the metric and the episode's start, so a replayed reading never makes a
+    second alert. ``revision`` counts the transitions of the episode (0 = fired).
+    """
+
+    alert_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    revision: int = Field(ge=0)
+    rule_id: Identifier
+    status: AlertStatus
+    level: WarningLevel
+    device_id: Identifier
+    metric: MetricName
+    value: FiniteFloat
+    threshold: FiniteFloat
+    place_path: tuple[Identifier, ...] = ()
+    device_type: Identifier | None = None
+    started_at: UtcDatetime
+    ts: UtcDatetime
+    summary: str = Field(max_length=500)
+    evidence: tuple[Identifier, ...] = ()
+    """Composite rules: the devices whose readings make the condition hold."""
+    peak_level: WarningLevel | None = None
+    """The highest level of the episode so far; a resolved alert's ``level`` is this peak."""
+    resolution: AlertResolution | None = None
+    """Resolved alerts: why the episode ended."""
+
+
+class PlaceObservation(Contract):
+    """A reading's value that a composite rule judges together with other devices of a place.
+
+    The stream sends it keyed and partitioned by the place at the rule's ``group_by`` level, so
+    one worker holds all of one place's composite state.
+    """
+
+    rule_id: Identifier
+    place_path: tuple[Identifier, ...] = Field(min_length=1)
+    device_id: Identifier
+    device_type: Identifier | None = None
+    metric: MetricName
+    value: FiniteFloat
+    confidence: float = Field(default=1.0, ge=0.0, le=1.0)
+    ts: UtcDatetime
+
+
+class PlaceBatch(Contract):
+    """Place observations of one partition, in one message; or a clock tick for its places."""
+
+    observations: tuple[PlaceObservation, ...] = ()
+    tick: UtcDatetime | None = None

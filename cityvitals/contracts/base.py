@@ -1,0 +1,42 @@
+"""The base of every contract: versioned frozen models and the field types they share."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION: Literal[1] = 1
+
+IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+"""Device, place and rule ids: safe inside an MQTT topic level, a Kafka key and a file name."""
+
+METRIC = r"^[a-z][a-z0-9_.]{0,63}$"
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("timestamp must carry a timezone (e.g. 2026-11-22T08:00:00Z)")
+    return value.astimezone(UTC)
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"value must be a finite number, got {value!r}")
+    return value
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+Identifier = Annotated[str, Field(pattern=IDENTIFIER)]
+MetricName = Annotated[str, Field(pattern=METRIC)]
+FiniteFloat = Annotated[float, AfterValidator(_finite)]
+
+
+class Contract(BaseModel):
+    """Base of every message: frozen, strict about unknown fields, versioned."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION

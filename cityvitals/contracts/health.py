@@ -1,0 +1,61 @@
+"""The platform's own health: device liveness, place outages and refused inputs."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field
+
+from cityvitals.contracts.base import Contract, Identifier, UtcDatetime
+
+
+class Liveness(StrEnum):
+    ONLINE = "online"
+    LATE = "late"
+    OFFLINE = "offline"
+
+
+class DeviceLiveness(Contract):
+    """A device's liveness changed, judged against its own observed reporting cadence."""
+
+    device_id: Identifier
+    status: Liveness
+    last_seen: UtcDatetime | None
+    expected_interval_s: float = Field(gt=0)
+    """The cadence the judgement used: observed, else the profile's."""
+    place_path: tuple[Identifier, ...] = ()
+    ts: UtcDatetime
+
+
+class OutageStatus(StrEnum):
+    STARTED = "started"
+    ENDED = "ended"
+
+
+class PlaceOutage(Contract):
+    """Most devices under one place went silent together: one problem, not one per device."""
+
+    outage_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    place_id: Identifier
+    place_path: tuple[Identifier, ...]
+    status: OutageStatus
+    devices_total: int = Field(ge=1)
+    devices_silent: int = Field(ge=0)
+    started_at: UtcDatetime
+    ts: UtcDatetime
+
+
+STAGE = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
+
+
+class DeadLetter(Contract):
+    """An input that a stage refused, with the reason and the original bytes (base64)."""
+
+    stage: Annotated[str, Field(pattern=STAGE.pattern)]
+    reason: str = Field(min_length=1, max_length=2000)
+    source: str = Field(max_length=500, description="MQTT topic or Kafka topic it came from")
+    device_id: str | None = None
+    payload_b64: str
+    received_at: UtcDatetime

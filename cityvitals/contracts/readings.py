@@ -1,0 +1,108 @@
+"""What devices report: readings, camera events, their payloads and the batches stages exchange."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field
+
+from cityvitals.contracts.base import Contract, FiniteFloat, Identifier, MetricName, UtcDatetime
+from cityvitals.contracts.places import Device
+
+
+class Reading(Contract):
+    """One report of a field sensor: one or more metric values taken at one instant.
+
+    ``place_path`` and ``device_type`` are empty as the gateway forwards the reading and are
+    filled by the stream processor from the device registry.
+    """
+
+    device_id: Identifier
+    ts: UtcDatetime
+    seq: int = Field(ge=0)
+    values: dict[MetricName, FiniteFloat] = Field(min_length=1, max_length=64)
+    received_at: UtcDatetime | None = None
+    device_type: Identifier | None = None
+    place_path: tuple[Identifier, ...] = ()
+
+
+class CameraEventType(StrEnum):
+    """What the video analytics on a camera detected. Never a face or a number plate."""
+
+    CROWD_DENSITY = "crowd_density"
+    SMOKE_FIRE = "smoke_fire"
+    WATERLOGGING = "waterlogging"
+    ILLEGAL_PARKING = "illegal_parking"
+    TRAFFIC_ACCIDENT = "traffic_accident"
+    ROAD_OBSTRUCTION = "road_obstruction"
+    GARBAGE_OVERFLOW = "garbage_overflow"
+
+
+SNAPSHOT_REF = r"^[A-Za-z0-9][A-Za-z0-9_./:-]{0,255}$"
+
+
+class CameraEvent(Contract):
+    """One detection by a camera's video analytics: a type, a value and a confidence.
+
+    ``snapshot_ref`` points to an image kept elsewhere (object store key); the event itself
+    never carries an image, a face or a number plate.
+    """
+
+    camera_id: Identifier
+    ts: UtcDatetime
+    seq: int = Field(ge=0)
+    event_type: CameraEventType
+    value: FiniteFloat
+    confidence: float = Field(ge=0.0, le=1.0)
+    snapshot_ref: Annotated[str, Field(pattern=SNAPSHOT_REF)] | None = None
+    received_at: UtcDatetime | None = None
+    device_type: Identifier | None = None
+    place_path: tuple[Identifier, ...] = ()
+
+    @property
+    def device_id(self) -> str:
+        return self.camera_id
+
+
+class ReadingPayload(Contract):
+    """What a sensor publishes on ``<root>/<device_id>/readings``; the topic names the device."""
+
+    device_id: Identifier | None = None
+    ts: UtcDatetime
+    seq: int = Field(ge=0)
+    values: dict[MetricName, FiniteFloat] = Field(min_length=1, max_length=64)
+
+
+class CameraEventPayload(Contract):
+    """What a camera publishes on ``<root>/<camera_id>/events``; the topic names the camera."""
+
+    camera_id: Identifier | None = None
+    ts: UtcDatetime
+    seq: int = Field(ge=0)
+    event_type: CameraEventType
+    value: FiniteFloat
+    confidence: float = Field(ge=0.0, le=1.0)
+    snapshot_ref: Annotated[str, Field(pattern=SNAPSHOT_REF)] | None = None
+
+
+class ReadingBatch(Contract):
+    """Many readings and camera events of devices on one Kafka partition, in one message.
+
+    Stages exchange batches because a stream processor's cost is per Kafka message: one
+    message per reading would cap the pipeline at a few thousand readings a second.
+
+    On ``readings.raw`` the registry also sends each device change in-band (``devices``), on
+    the device's partition, before the device can publish; the stream applies it before the
+    readings of the same batch, so every reading meets the registry as it was when it arrived.
+    """
+
+    devices: tuple[Device, ...] = ()
+    readings: tuple[Reading, ...] = ()
+    camera_events: tuple[CameraEvent, ...] = ()
+    tick: UtcDatetime | None = None
+    """A clock tick from the stream processor itself (no readings): rules that wait for
+    silence (absence, windows) are judged at this time on the partition's devices."""
+
+    def __len__(self) -> int:
+        return len(self.readings) + len(self.camera_events)
