@@ -87,7 +87,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     wanted = [
         NewTopic(
             settings.topic(spec.topic),
-            num_partitions=settings.kafka_partitions,
+            num_partitions=spec.partitions or settings.kafka_partitions,
             replication_factor=settings.kafka_replication,
             config=spec.config(),
         )

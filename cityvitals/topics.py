@@ -27,6 +27,12 @@ class Topic(StrEnum):
     PLACE_OBSERVATIONS = "observations.places"
     INDICATOR_PARTIALS = "indicators.partials"
     INDICATORS = "indicators"
+    INCIDENT_INPUTS = "incidents.inputs"
+    INCIDENTS = "incidents"
+    DISPATCH = "dispatch"
+    DISPATCH_FEEDBACK = "dispatch.feedback"
+    ESCALATIONS = "escalations"
+    REPORTS = "reports"
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,9 @@ class TopicSpec:
     compacted: bool
     retention_ms: int
     description: str
+    partitions: int | None = None
+    """A fixed partition count (a stage that must see every message in order); else the
+    deployment's ``kafka_partitions``."""
 
     def config(self) -> dict[str, str]:
         # retention.bytes is given explicitly: some brokers report only what was set at creation.
@@ -82,6 +91,44 @@ TOPICS: tuple[TopicSpec, ...] = (
         False,
         30 * DAY_MS,
         "Indicator: a place's vital sign over one window, with its coverage, keyed by place id",
+    ),
+    TopicSpec(
+        Topic.INCIDENT_INPUTS,
+        False,
+        1 * DAY_MS,
+        "IncidentInput: alerts, outages, reports, feedback and ticks for the incident stage "
+        "(internal, one partition)",
+        partitions=1,
+    ),
+    TopicSpec(
+        Topic.INCIDENTS,
+        False,
+        90 * DAY_MS,
+        "IncidentUpdate: an incident after each step, and the step; keyed by incident id",
+    ),
+    TopicSpec(
+        Topic.DISPATCH,
+        False,
+        90 * DAY_MS,
+        "DispatchOrder: an incident (or a digest of many) sent to a department at a tier",
+    ),
+    TopicSpec(
+        Topic.DISPATCH_FEEDBACK,
+        False,
+        90 * DAY_MS,
+        "Feedback: departments' answers and duty officers' actions on incidents",
+    ),
+    TopicSpec(
+        Topic.ESCALATIONS,
+        False,
+        90 * DAY_MS,
+        "Escalation: a tier ran out of time to accept or handle an incident",
+    ),
+    TopicSpec(
+        Topic.REPORTS,
+        False,
+        90 * DAY_MS,
+        "CitizenReport: hotline and photo reports joining the incidents",
     ),
 )
 
