@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["ENV_PREFIX", "Settings"]
 
@@ -86,6 +86,18 @@ class Settings(BaseSettings):
     """A window's indicators are reported this long after the window ends (wall clock)."""
     rules_tick_s: Annotated[float, Field(gt=0)] = 10.0
     """How often the stream's clock ticks to judge silence (absence rules, composite windows)."""
+    incidents_file: Path | None = None
+    """YAML incident configuration (categories, routing, limits, storm budgets); ``None`` uses
+    the one shipped with cityvitals."""
+
+    webhook_urls: Annotated[tuple[str, ...], NoDecode] = ()
+    """Where the notifier POSTs dispatch orders and escalations (comma-separated in the
+    environment); empty: the notifier sends nothing."""
+    webhook_secret: SecretStr = SecretStr("")
+    """Key of the HMAC-SHA256 signature in each webhook's ``X-Cityvitals-Signature`` header."""
+    webhook_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    webhook_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    """Tries per webhook delivery before it is dead-lettered."""
 
     timezone: str = "UTC"
     """The city's time zone (an IANA name such as ``Asia/Shanghai``): times shown to people
@@ -100,6 +112,21 @@ class Settings(BaseSettings):
 
     # Local stack.
     state_dir: Path = Path(".cityvitals")
+
+    @field_validator("webhook_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(url.strip() for url in value.split(",") if url.strip())
+        return value
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _http_urls(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return urls
 
     @field_validator("timezone")
     @classmethod
