@@ -1,0 +1,133 @@
+"""The incident stage's memory: every incident it follows, and what it has already seen.
+
+A :class:`Book` is plain data (JSON in, JSON out), so the stream can keep it in a table of one
+entry per incident plus one for the rest (:meth:`Book.entries`, :meth:`Book.from_entries`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cityvitals.contracts import Incident, Tier, UtcDatetime, WarningLevel
+
+__all__ = ["META_KEY", "Book", "Tracked", "derive_id"]
+
+META_KEY = "_meta"
+
+
+def derive_id(*parts: object) -> str:
+    """A 32-hex id from its parts: the same parts give the same id on every replay.
+
+    >>> derive_id("flooding", ("sh", "pd"), "a" * 32) == derive_id("flooding", ("sh", "pd"), "a" * 32)
+    True
+    """
+    text = "\x1f".join(repr(p) for p in parts)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+class Tracked(BaseModel):
+    """One incident and what the stage remembers of it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    incident: Incident
+    group_path: tuple[str, ...]
+    """The place that correlates its signals (the category's ``group_by`` level)."""
+    alerts: dict[str, tuple[int, bool]] = Field(default_factory=dict)
+    """alert id -> (latest revision seen, firing)."""
+    muted: list[str] = Field(default_factory=list)
+    """Alert ids folded into this outage incident."""
+    feedback_ids: list[str] = Field(default_factory=list)
+    peak: WarningLevel
+    last_signal: UtcDatetime
+    quiet_since: UtcDatetime | None = None
+    orders: int = 0
+    """Dispatch orders sent so far: the next one's number."""
+    refused_by: list[tuple[str, Tier]] = Field(default_factory=list)
+    breached: list[str] = Field(default_factory=list)
+    """Limits of the current dispatch already run out (accept, handle)."""
+    held: str | None = None
+    """The tier place whose budget it waits for (storm), or None."""
+    outage_id: str | None = None
+    verified_at: UtcDatetime | None = None
+    closed_at: UtcDatetime | None = None
+
+    @property
+    def firing(self) -> int:
+        return sum(1 for _, firing in self.alerts.values() if firing) + (
+            1 if self.outage_id is not None and self.quiet_since is None else 0
+        )
+
+
+class Meta(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    clock: UtcDatetime | None = None
+    budgets: dict[str, list[UtcDatetime]] = Field(default_factory=dict)
+    """``tier:place`` -> when its dispatches of the current period went out."""
+    held: dict[str, list[str]] = Field(default_factory=dict)
+    """``tier:place`` -> incidents waiting for the period's digest."""
+
+
+class Book:
+    """Every incident the stage follows, indexed by id, by alert, report and outage."""
+
+    def __init__(self, tracked: list[Tracked] | None = None, meta: Meta | None = None) -> None:
+        self.meta = meta or Meta()
+        self.incidents: dict[str, Tracked] = {}
+        self.by_alert: dict[str, str] = {}
+        self.by_report: dict[str, str] = {}
+        self.by_outage: dict[str, str] = {}
+        self.dirty: set[str] = set()
+        for t in tracked or ():
+            self.put(t)
+        self.dirty.clear()
+
+    def put(self, t: Tracked) -> None:
+        incident_id = t.incident.incident_id
+        self.incidents[incident_id] = t
+        for alert_id in (*t.alerts, *t.muted):
+            self.by_alert[alert_id] = incident_id
+        for report_id in t.incident.reports:
+            self.by_report[report_id] = incident_id
+        if t.outage_id is not None:
+            self.by_outage[t.outage_id] = incident_id
+        self.dirty.add(incident_id)
+
+    def drop(self, incident_id: str) -> None:
+        t = self.incidents.pop(incident_id)
+        for alert_id in (*t.alerts, *t.muted):
+            self.by_alert.pop(alert_id, None)
+        for report_id in t.incident.reports:
+            self.by_report.pop(report_id, None)
+        if t.outage_id is not None:
+            self.by_outage.pop(t.outage_id, None)
+        self.dirty.add(incident_id)
+
+    def now(self, ts: datetime) -> datetime:
+        """Advance the book's clock (it never goes back) and return it."""
+        if self.meta.clock is None or ts > self.meta.clock:
+            self.meta.clock = ts
+        return self.meta.clock
+
+    def entries(self, every: bool = False) -> dict[str, dict[str, Any] | None]:
+        """What changed since the last call (all with ``every``), as table entries: incident
+        id -> its JSON or None (dropped), and :data:`META_KEY` -> the rest."""
+        keys = set(self.incidents) if every else self.dirty
+        out: dict[str, dict[str, Any] | None] = {
+            key: (self.incidents[key].model_dump(mode="json") if key in self.incidents else None)
+            for key in keys
+        }
+        out[META_KEY] = self.meta.model_dump(mode="json")
+        self.dirty.clear()
+        return out
+
+    @classmethod
+    def from_entries(cls, entries: dict[str, Any]) -> Book:
+        tracked = [Tracked.model_validate(v) for k, v in entries.items() if k != META_KEY and v]
+        meta = Meta.model_validate(entries[META_KEY]) if entries.get(META_KEY) else None
+        return cls(tracked, meta)

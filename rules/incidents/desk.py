@@ -1,0 +1,615 @@
+"""The incident desk: one input in (an alert, an outage, a report, a feedback, a tick), the
+incidents' steps, dispatch orders and escalations out. Pure; the book is the only state.
+
+>>> from datetime import UTC, datetime
+>>> from rules.incidents.testing import alert, desk_with
+>>> desk = desk_with('''
+... categories: {flooding: {rules: [waterlogging-*], group_by: street}}
+... routes:
+...   - {category: flooding, tier: street, department: street-ops}
+...   - {category: "*", tier: city, department: city-ops}
+... ''')
+>>> out = desk.handle(alert("waterlogging-depth", "wl-1", ("sh", "pd", "lj", "g1")))
+>>> [(u.transition.action.value, u.incident.state.value) for u in out.updates]
+[('open', 'new'), ('dispatch', 'dispatched')]
+>>> [(d.department, d.tier.value, d.tier_place_id) for d in out.dispatches]
+[('street-ops', 'street', 'lj')]
+>>> out = desk.handle(alert("waterlogging-depth", "wl-2", ("sh", "pd", "lj", "g2")))
+>>> [(u.transition.action.value, len(u.incident.alerts)) for u in out.updates], out.dispatches
+([('attach', 2)], [])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cityvitals.contracts import (
+    Action,
+    Alert,
+    AlertStatus,
+    CitizenReport,
+    DispatchKind,
+    DispatchOrder,
+    Escalation,
+    Feedback,
+    Incident,
+    IncidentInput,
+    IncidentSource,
+    IncidentState,
+    IncidentTransition,
+    IncidentUpdate,
+    OutageStatus,
+    PlaceOutage,
+    Tier,
+    WarningLevel,
+)
+from rules.incidents.book import Book, Tracked, derive_id
+from rules.incidents.config import OUTAGE_CATEGORY, IncidentConfig
+from rules.incidents.lifecycle import Refused, move
+from rules.incidents.routing import Assignment, route, tier_place
+
+__all__ = ["PLATFORM", "Desk", "Outcome", "Refusal"]
+
+PLATFORM = "cityvitals"
+"""The actor of the platform's own steps (open, attach, dispatch, escalate, verify by sensors)."""
+MAX_DEVICES = 50
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An input that did not fit (a feedback out of turn, an alert with no place), and why:
+    it changed nothing."""
+
+    item: Feedback | Alert | PlaceOutage
+    reason: str
+
+
+@dataclass
+class Outcome:
+    updates: list[IncidentUpdate] = field(default_factory=list)
+    dispatches: list[DispatchOrder] = field(default_factory=list)
+    escalations: list[Escalation] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
+    ignored: int = 0
+    """Inputs already seen (replays, resent feedback) or of nothing to follow."""
+
+
+class Desk:
+    """Applies inputs to a :class:`Book` under an :class:`IncidentConfig`."""
+
+    def __init__(self, config: IncidentConfig, book: Book | None = None) -> None:
+        self.config = config
+        self.book = book or Book()
+
+    def handle(self, item: IncidentInput) -> Outcome:
+        out = Outcome()
+        if item.alert is not None:
+            self._alert(item.alert, out)
+        elif item.outage is not None:
+            self._outage(item.outage, out)
+        elif item.report is not None:
+            self._report(item.report, out)
+        elif item.feedback is not None:
+            self._feedback(item.feedback, out)
+        elif item.tick is not None:
+            self.tick(item.tick, out)
+        return out
+
+    # -- signals -------------------------------------------------------------------------
+
+    def _alert(self, alert: Alert, out: Outcome) -> None:
+        now = self.book.now(alert.ts)
+        firing = alert.status is AlertStatus.FIRING
+        known = self.book.by_alert.get(alert.alert_id)
+        if known is not None:
+            t = self.book.incidents[known]
+            if alert.alert_id in t.muted:
+                out.ignored += 1
+                return
+            revision, _ = t.alerts[alert.alert_id]
+            if alert.revision <= revision:
+                out.ignored += 1
+                return
+            t.alerts[alert.alert_id] = (alert.revision, firing)
+            self._signal(t, alert.level if firing else None, now, alert.device_id, out)
+            return
+        if not firing:
+            out.ignored += 1  # an episode that ended before the desk saw it begin
+            return
+        if not alert.place_path:
+            out.refusals.append(Refusal(alert, f"alert {alert.alert_id} names no place"))
+            return
+        category = self.config.category_of(alert.rule_id)
+        outage = self._outage_above(category, alert.place_path)
+        if outage is not None:
+            outage.muted.append(alert.alert_id)
+            self.book.by_alert[alert.alert_id] = outage.incident.incident_id
+            reason = f"alert {alert.rule_id} of {alert.device_id} beneath the outage"
+            self._step(outage, Action.ATTACH, now, out, reason=reason, muted=len(outage.muted))
+            return
+        group = self._group(category, alert.place_path)
+        joined = self._join(category, group, now)
+        if joined is None:
+            title = f"{self._title(category)} at {group[-1]}: {alert.summary}"
+            new = self._open(
+                category, group, alert.level, IncidentSource.ALERT, alert.alert_id, now
+            )
+            new.incident = new.incident.model_copy(update={"title": title[:500]})
+            new.alerts[alert.alert_id] = (alert.revision, True)
+            self.book.put(new)
+            self._refresh(new, alert.device_id)
+            self._step(new, Action.OPEN, now, out, reason=alert.summary, new=True)
+            self._dispatch(new, now, out)
+            return
+        joined.alerts[alert.alert_id] = (alert.revision, True)
+        self.book.by_alert[alert.alert_id] = joined.incident.incident_id
+        self._signal(joined, alert.level, now, alert.device_id, out)
+
+    def _outage(self, outage: PlaceOutage, out: Outcome) -> None:
+        now = self.book.now(outage.ts)
+        known = self.book.by_outage.get(outage.outage_id)
+        if outage.status is OutageStatus.ENDED:
+            if known is None:
+                out.ignored += 1
+                return
+            t = self.book.incidents[known]
+            if t.quiet_since is not None:
+                out.ignored += 1
+                return
+            t.quiet_since = now
+            reason = f"{outage.devices_silent} of {outage.devices_total} devices back"
+            self._step(t, Action.ATTACH, now, out, reason=f"outage ended: {reason}")
+            return
+        if known is not None:
+            out.ignored += 1
+            return
+        if not outage.place_path:
+            out.refusals.append(Refusal(outage, f"outage {outage.outage_id} names no place"))
+            return
+        path = outage.place_path
+        level = WarningLevel.YELLOW
+        t = self._open(OUTAGE_CATEGORY, path, level, IncidentSource.OUTAGE, outage.outage_id, now)
+        silent = f"{outage.devices_silent} of {outage.devices_total} devices silent"
+        title = f"{self._title(OUTAGE_CATEGORY)} at {outage.place_id}: {silent}"
+        t.incident = t.incident.model_copy(update={"title": title})
+        t.outage_id = outage.outage_id
+        self.book.put(t)
+        self._step(t, Action.OPEN, now, out, reason=silent, new=True)
+        self._dispatch(t, now, out)
+
+    def _report(self, report: CitizenReport, out: Outcome) -> None:
+        now = self.book.now(report.reported_at)
+        if report.report_id in self.book.by_report:
+            out.ignored += 1
+            return
+        group = self._group(report.category, report.place_path)
+        t = self._join(report.category, group, now)
+        reason = f"{report.channel.value} report: {report.text}"[:2000]
+        snaps = (report.photo_ref,) if report.photo_ref else ()
+        if t is None:
+            source = IncidentSource.REPORT
+            t = self._open(report.category, group, report.level, source, report.report_id, now)
+            title = f"{self._title(report.category)} at {group[-1]}: {report.text}"
+            t.incident = t.incident.model_copy(
+                update={
+                    "title": title[:500],
+                    "reports": (report.report_id,),
+                    "snapshot_refs": snaps,
+                }
+            )
+            self.book.put(t)
+            self._step(t, Action.OPEN, now, out, reason=reason, new=True)
+            self._dispatch(t, now, out)
+            return
+        inc = t.incident
+        t.incident = inc.model_copy(
+            update={
+                "reports": (*inc.reports, report.report_id),
+                "snapshot_refs": (*inc.snapshot_refs, *snaps)[:20],
+            }
+        )
+        self.book.by_report[report.report_id] = inc.incident_id
+        self._signal(t, report.level, now, None, out, reason=reason)
+
+    def _signal(
+        self,
+        t: Tracked,
+        level: WarningLevel | None,
+        now: datetime,
+        device_id: str | None,
+        out: Outcome,
+        reason: str = "",
+    ) -> None:
+        """A signal joined ``t`` (``level`` None: one of its alerts resolved)."""
+        t.last_signal = max(t.last_signal, now)
+        state = t.incident.state
+        if level is not None and state in (IncidentState.VERIFIED, IncidentState.CLOSED):
+            if level.rank <= t.peak.rank:
+                self._refresh(t, device_id)
+                t.incident = t.incident.model_copy(update={"flaps": t.incident.flaps + 1})
+                self._step(t, Action.ATTACH, now, out, reason=f"flap: {reason or level.value}")
+                return
+            self._refresh(t, device_id, level)
+            self._reopen(t, now, out, f"a {level.value} signal after {state.value}")
+            return
+        self._refresh(t, device_id, level)
+        self._step(t, Action.ATTACH, now, out, reason=reason or _attach_reason(level))
+
+    # -- feedback ------------------------------------------------------------------------
+
+    def _feedback(self, fb: Feedback, out: Outcome) -> None:
+        now = self.book.now(fb.ts)
+        t = self.book.incidents.get(fb.incident_id)
+        try:
+            if t is None:
+                raise Refused(f"no open or recent incident {fb.incident_id}")
+            if fb.feedback_id in t.feedback_ids:
+                out.ignored += 1
+                return
+            current = t.incident.dispatch_id
+            if fb.dispatch_id is not None and fb.dispatch_id != current:
+                raise Refused(
+                    f"dispatch {fb.dispatch_id} is not the incident's current ({current})"
+                )
+            target = move(t.incident.state, fb.action)
+        except Refused as refused:
+            out.refusals.append(Refusal(fb, refused.reason))
+            return
+        t.feedback_ids.append(fb.feedback_id)
+        actor = fb.actor
+        if fb.action is Action.REJECT:
+            assert t.incident.department is not None and t.incident.tier is not None
+            t.refused_by.append((t.incident.department, t.incident.tier))
+            self._step(t, Action.REJECT, now, out, actor=actor, reason=fb.reason, to=target)
+            self._dispatch(t, now, out, kind=DispatchKind.REASSIGNMENT)
+        elif fb.action is Action.REASSIGN:
+            assert fb.department is not None
+            tier = fb.tier or t.incident.tier or Tier.STREET
+            assignment = Assignment(fb.department, tier, tier_place(t.incident.place_path, tier))
+            self._order(t, assignment, DispatchKind.REASSIGNMENT, now, out, actor, fb.reason)
+        elif fb.action is Action.REOPEN:
+            self._reopen(t, now, out, fb.reason, actor)
+        else:
+            self._step(t, fb.action, now, out, actor=actor, reason=fb.reason, to=target)
+            if target is IncidentState.VERIFIED:
+                self._verified(t, now, out)
+
+    # -- the clock -----------------------------------------------------------------------
+
+    def tick(self, at: datetime, out: Outcome | None = None) -> Outcome:
+        """Limits that ran out, verification by quiet sensors, closing, digests, forgetting."""
+        out = out if out is not None else Outcome()
+        now = self.book.now(at)
+        for t in list(self.book.incidents.values()):
+            self._deadlines(t, now, out)
+            inc = t.incident
+            quiet = t.quiet_since is not None and now - t.quiet_since >= self.config.verify.quiet
+            measured = bool(t.alerts) or t.outage_id is not None
+            if inc.state is IncidentState.HANDLED and measured and t.firing == 0 and quiet:
+                self._step(
+                    t, Action.VERIFY, now, out, reason="sensors normal", to=IncidentState.VERIFIED
+                )
+                self._verified(t, now, out)
+            elif inc.state is IncidentState.VERIFIED and t.verified_at is not None:
+                if now - t.verified_at >= self.config.verify.close_after:
+                    self._close(t, now, out)
+            elif inc.state is IncidentState.CLOSED and t.closed_at is not None:
+                keep = max(
+                    self.config.storm.reopen_after, self.config.category(inc.category).window
+                )
+                if now - t.closed_at > keep:
+                    self.book.drop(inc.incident_id)
+        self._digests(now, out)
+        return out
+
+    def _deadlines(self, t: Tracked, now: datetime, out: Outcome) -> None:
+        inc = t.incident
+        if inc.state is IncidentState.DISPATCHED and inc.accept_by and now > inc.accept_by:
+            self._escalate(t, "accept", inc.accept_by, now, out)
+            return
+        working = inc.state in (IncidentState.ACCEPTED, IncidentState.ON_SITE)
+        if working and inc.handle_by and now > inc.handle_by:
+            self._escalate(t, "handle", inc.handle_by, now, out)
+
+    def _escalate(
+        self, t: Tracked, breach: str, deadline: datetime, now: datetime, out: Outcome
+    ) -> None:
+        if breach in t.breached:
+            return
+        t.breached.append(breach)
+        inc = t.incident
+        assert inc.tier is not None
+        up = route(self.config, inc.category, inc.place_path, inc.level, above=inc.tier)
+        dispatch_id = None
+        reason = f"{inc.tier.value} did not {breach} by {deadline.isoformat()}"
+        if up is not None:
+            t.incident = inc.model_copy(update={"escalations": inc.escalations + 1})
+            order = self._order(t, up, DispatchKind.ESCALATION, now, out, PLATFORM, reason)
+            dispatch_id = order.dispatch_id
+        else:
+            t.incident = inc.model_copy(update={"escalations": inc.escalations + 1})
+            self._step(t, Action.NOTE, now, out, reason=f"{reason}; nothing above the city tier")
+        out.escalations.append(
+            Escalation(
+                incident_id=inc.incident_id,
+                from_tier=inc.tier,
+                to_tier=up.tier if up else None,
+                department=up.department if up else inc.department,
+                breach=breach,
+                deadline=deadline,
+                dispatch_id=dispatch_id,
+                ts=now,
+            )
+        )
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    def _dispatch(
+        self, t: Tracked, now: datetime, out: Outcome, kind: DispatchKind = DispatchKind.ORDER
+    ) -> None:
+        """Send a new (or rejected, or reopened) incident to the lowest tier that handles it,
+        unless that tier place's storm budget is spent: then it waits for the digest."""
+        inc = t.incident
+        exclude = set(t.refused_by)
+        assignment = route(self.config, inc.category, inc.place_path, inc.level, exclude=exclude)
+        if assignment is None:
+            self._step(t, Action.NOTE, now, out, reason="no department left to route it to")
+            return
+        key = f"{assignment.tier.value}:{assignment.tier_place_id}"
+        budget = self.config.storm.budget.get(assignment.tier)
+        sent = [s for s in self.book.meta.budgets.get(key, []) if now - s < self.config.storm.per]
+        self.book.meta.budgets[key] = sent
+        if budget is not None and len(sent) >= budget:
+            t.held = key
+            self.book.meta.held.setdefault(key, []).append(inc.incident_id)
+            reason = f"{key} used its budget of {budget} per {self.config.storm.per}: in the digest"
+            self._step(t, Action.NOTE, now, out, reason=reason)
+            return
+        sent.append(now)
+        self._order(t, assignment, kind, now, out, PLATFORM, "")
+
+    def _order(
+        self,
+        t: Tracked,
+        to: Assignment,
+        kind: DispatchKind,
+        now: datetime,
+        out: Outcome,
+        actor: str,
+        reason: str,
+        incidents: tuple[str, ...] = (),
+    ) -> DispatchOrder:
+        inc = t.incident
+        accept, handle = self.config.limits(to.tier, inc.level)
+        order = DispatchOrder(
+            dispatch_id=derive_id(inc.incident_id, t.orders),
+            kind=kind,
+            incident_id=inc.incident_id,
+            incidents=incidents,
+            department=to.department,
+            tier=to.tier,
+            tier_place_id=to.tier_place_id,
+            category=inc.category,
+            level=inc.level,
+            place_id=inc.place_id,
+            place_path=inc.place_path,
+            title=inc.title,
+            accept_by=now + accept,
+            handle_by=now + handle,
+            ts=now,
+        )
+        t.orders += 1
+        t.breached = []
+        t.held = None
+        action = {
+            DispatchKind.ESCALATION: Action.ESCALATE,
+            DispatchKind.REASSIGNMENT: Action.REASSIGN,
+        }.get(kind, Action.DISPATCH)
+        t.incident = inc.model_copy(
+            update={
+                "tier": to.tier,
+                "department": to.department,
+                "dispatch_id": order.dispatch_id,
+                "accept_by": order.accept_by,
+                "handle_by": order.handle_by,
+            }
+        )
+        text = reason or f"to {to.department} at {to.tier.value} {to.tier_place_id}"
+        self._step(t, action, now, out, actor=actor, reason=text, to=IncidentState.DISPATCHED)
+        out.dispatches.append(order)
+        return order
+
+    def _digests(self, now: datetime, out: Outcome) -> None:
+        """At the end of a tier place's period, its waiting incidents go out as one digest per
+        department."""
+        per = self.config.storm.per
+        for key, waiting in list(self.book.meta.held.items()):
+            sent = self.book.meta.budgets.get(key, [])
+            if sent and now - min(sent) < per:
+                continue  # the period is not over
+            del self.book.meta.held[key]
+            by_department: dict[Assignment, list[Tracked]] = {}
+            for incident_id in waiting:
+                t = self.book.incidents.get(incident_id)
+                if t is None or t.held != key or t.incident.state is not IncidentState.NEW:
+                    continue
+                inc = t.incident
+                to = route(
+                    self.config, inc.category, inc.place_path, inc.level, exclude=set(t.refused_by)
+                )
+                if to is not None:
+                    by_department.setdefault(to, []).append(t)
+            if by_department:
+                self.book.meta.budgets[key] = [now] * len(by_department)
+            for to, held in by_department.items():
+                self._digest(to, held, key, now, out)
+
+    def _digest(
+        self, to: Assignment, held: list[Tracked], key: str, now: datetime, out: Outcome
+    ) -> None:
+        ids = tuple(t.incident.incident_id for t in held)
+        reason = f"digest of {len(ids)} incidents at {key}"
+        first, *rest = held
+        order = self._order(first, to, DispatchKind.DIGEST, now, out, PLATFORM, reason, ids)
+        for t in rest:
+            t.held = None
+            t.breached = []
+            t.incident = t.incident.model_copy(
+                update={
+                    "tier": order.tier,
+                    "department": order.department,
+                    "dispatch_id": order.dispatch_id,
+                    "accept_by": order.accept_by,
+                    "handle_by": order.handle_by,
+                }
+            )
+            self._step(t, Action.DISPATCH, now, out, reason=reason, to=IncidentState.DISPATCHED)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _open(
+        self,
+        category: str,
+        group: tuple[str, ...],
+        level: WarningLevel,
+        source: IncidentSource,
+        first_signal: str,
+        now: datetime,
+    ) -> Tracked:
+        incident = Incident(
+            incident_id=derive_id(category, group, first_signal),
+            revision=0,
+            category=category,
+            state=IncidentState.NEW,
+            level=level,
+            source=source,
+            place_id=group[-1],
+            place_path=group,
+            title=self._title(category),
+            opened_at=now,
+            updated_at=now,
+        )
+        return Tracked(incident=incident, group_path=group, peak=level, last_signal=now)
+
+    def _join(self, category: str, group: tuple[str, ...], now: datetime) -> Tracked | None:
+        """The incident a new signal of ``category`` at ``group`` joins, if any: an incident of
+        the same category, else of a related one, at the same place, within the window; an
+        incident closed within ``reopen_after`` takes it too (as a flap or to reopen)."""
+        related = self.config.category(category).related
+        candidates = []
+        for t in self.book.incidents.values():
+            inc = t.incident
+            if t.group_path != group or t.outage_id is not None:
+                continue
+            if inc.category not in (category, *related):
+                continue
+            if inc.state is IncidentState.CLOSED:
+                assert t.closed_at is not None
+                if now - t.closed_at > self.config.storm.reopen_after:
+                    continue
+            elif now - t.last_signal > self.config.category(inc.category).window:
+                continue
+            candidates.append(t)
+        if not candidates:
+            return None
+        return max(candidates, key=lambda t: (t.incident.category == category, t.last_signal))
+
+    def _outage_above(self, category: str, place_path: tuple[str, ...]) -> Tracked | None:
+        if category not in self.config.outage.mutes:
+            return None
+        for outage_incident_id in self.book.by_outage.values():
+            t = self.book.incidents[outage_incident_id]
+            if t.quiet_since is None and place_path[: len(t.group_path)] == t.group_path:
+                return t
+        return None
+
+    def _group(self, category: str, place_path: tuple[str, ...]) -> tuple[str, ...]:
+        depth = self.config.category(category).group_by.depth
+        return place_path[: depth + 1]
+
+    def _title(self, category: str) -> str:
+        return self.config.category(category).title or category.replace("_", " ")
+
+    def _refresh(
+        self, t: Tracked, device_id: str | None, level: WarningLevel | None = None
+    ) -> None:
+        """Recount the open alerts; raise the level and note the device."""
+        inc = t.incident
+        devices = inc.devices
+        if device_id is not None and device_id not in devices and len(devices) < MAX_DEVICES:
+            devices = (*devices, device_id)
+        if level is not None and level.rank > t.peak.rank:
+            t.peak = level
+        firing = t.firing
+        if firing:
+            t.quiet_since = None
+        elif t.quiet_since is None:
+            t.quiet_since = t.last_signal
+        t.incident = inc.model_copy(
+            update={
+                "alerts": tuple(t.alerts),
+                "open_alerts": firing,
+                "devices": devices,
+                "level": t.peak,
+            }
+        )
+
+    def _reopen(
+        self, t: Tracked, now: datetime, out: Outcome, reason: str, actor: str = PLATFORM
+    ) -> None:
+        t.refused_by = []
+        t.verified_at = t.closed_at = None
+        self._step(t, Action.REOPEN, now, out, actor=actor, reason=reason, to=IncidentState.NEW)
+        self._dispatch(t, now, out)
+
+    def _verified(self, t: Tracked, now: datetime, out: Outcome) -> None:
+        t.verified_at = now
+        if self.config.verify.close_after.total_seconds() == 0:
+            self._close(t, now, out)
+
+    def _close(self, t: Tracked, now: datetime, out: Outcome) -> None:
+        t.closed_at = now
+        self._step(t, Action.CLOSE, now, out, reason="verified", to=IncidentState.CLOSED)
+
+    def _step(
+        self,
+        t: Tracked,
+        action: Action,
+        now: datetime,
+        out: Outcome,
+        *,
+        actor: str = PLATFORM,
+        reason: str = "",
+        to: IncidentState | None = None,
+        new: bool = False,
+        muted: int | None = None,
+    ) -> None:
+        """Record one step: the incident's next revision and its transition."""
+        inc = t.incident
+        before = None if new else inc.state
+        state = to or inc.state
+        update: dict[str, object] = {"state": state, "updated_at": now}
+        if not new:
+            update["revision"] = inc.revision + 1
+        if muted is not None:
+            update["muted"] = muted
+        t.incident = inc = inc.model_copy(update=update)
+        self.book.dirty.add(inc.incident_id)
+        transition = IncidentTransition(
+            incident_id=inc.incident_id,
+            revision=inc.revision,
+            action=action,
+            from_state=before,
+            to_state=state,
+            actor=actor,
+            reason=reason[:2000],
+            ts=now,
+            tier=inc.tier,
+            department=inc.department,
+        )
+        out.updates.append(IncidentUpdate(incident=inc, transition=transition))
+
+
+def _attach_reason(level: WarningLevel | None) -> str:
+    return "an alert resolved" if level is None else f"a {level.value} signal joined"

@@ -1,0 +1,383 @@
+"""The incident desk, pure: correlation, routing, the closed loop, escalation, storms."""
+
+from __future__ import annotations
+
+import pytest
+
+from cityvitals.contracts import (
+    Action,
+    DispatchKind,
+    IncidentInput,
+    IncidentState,
+    Tier,
+)
+from rules import RuleFileError
+from rules.incidents import Book, Desk, Outcome, load_incident_config, parse_incident_config
+from rules.incidents.testing import (
+    EXAMPLE,
+    STREET,
+    alert,
+    desk_with,
+    feedback,
+    outage,
+    report,
+    tick,
+)
+
+
+def run(desk: Desk, inputs: list[IncidentInput]) -> Outcome:
+    total = Outcome()
+    for item in inputs:
+        out = desk.handle(item)
+        total.updates += out.updates
+        total.dispatches += out.dispatches
+        total.escalations += out.escalations
+        total.refusals += out.refusals
+        total.ignored += out.ignored
+    return total
+
+
+def flooded_street() -> list[IncidentInput]:
+    """Five water-level sensors in four grids of one street, then its waterlogging camera."""
+    inputs = [
+        alert("waterlogging-depth", f"wl-{i}", (*STREET, f"g{i % 4}"), i, level="blue")
+        for i in range(5)
+    ]
+    inputs.append(alert("camera-waterlogging", "cam-1", (*STREET, "g2"), 6, level="yellow"))
+    inputs.append(
+        alert("waterlogging-depth", "wl-0", STREET + ("g0",), 8, level="orange", revision=1)
+    )
+    return inputs
+
+
+def only_incident(desk: Desk) -> str:
+    (incident_id,) = desk.book.incidents
+    return incident_id
+
+
+def test_a_flooded_street_is_one_incident_and_one_dispatch_at_street_tier() -> None:
+    desk = desk_with()
+    out = run(desk, flooded_street())
+    incident = desk.book.incidents[only_incident(desk)].incident
+    assert incident.category == "flooding"
+    assert incident.place_id == "lj" and incident.place_path == STREET
+    assert len(incident.alerts) == 6 and incident.open_alerts == 6
+    assert incident.level.value == "orange"  # the worst of its alerts
+    assert sorted(incident.devices) == ["cam-1", "wl-0", "wl-1", "wl-2", "wl-3", "wl-4"]
+    (order,) = out.dispatches
+    assert (order.department, order.tier, order.tier_place_id) == ("street-ops", Tier.STREET, "lj")
+    assert order.kind is DispatchKind.ORDER
+    assert incident.state is IncidentState.DISPATCHED
+
+
+def test_a_red_incident_goes_to_the_lowest_tier_that_handles_red() -> None:
+    desk = desk_with()
+    out = run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"), level="red")])
+    assert [(d.department, d.tier) for d in out.dispatches] == [("water", Tier.DISTRICT)]
+    assert out.dispatches[0].tier_place_id == "pd"
+
+
+def test_unrelated_categories_and_other_streets_are_other_incidents() -> None:
+    desk = desk_with()
+    run(
+        desk,
+        [
+            alert("waterlogging-depth", "wl-1", (*STREET, "g1")),
+            alert("waterlogging-depth", "wl-9", ("sh", "pd", "other", "g1")),
+            alert("pm25-pollution", "aq-1", (*STREET, "g1")),
+        ],
+    )
+    assert sorted(t.incident.category for t in desk.book.incidents.values()) == [
+        "flooding",
+        "flooding",
+        "general",
+    ]
+
+
+def test_gas_joins_an_open_fire_of_its_grid_as_a_related_category() -> None:
+    desk = desk_with()
+    run(
+        desk,
+        [
+            alert("camera-smoke-fire", "cam-1", (*STREET, "g1"), level="orange"),
+            alert("gas-lel", "gas-1", (*STREET, "g1"), 1),
+        ],
+    )
+    (t,) = desk.book.incidents.values()
+    assert t.incident.category == "fire" and len(t.incident.alerts) == 2
+
+
+def close_loop(desk: Desk, incident_id: str, dispatch_id: str) -> Outcome:
+    return run(
+        desk,
+        [
+            feedback(incident_id, "accept", 10, dispatch_id=dispatch_id),
+            feedback(incident_id, "on_site", 20),
+            feedback(incident_id, "handled", 40),
+        ],
+    )
+
+
+def test_feedback_drives_an_incident_to_verified_and_closed() -> None:
+    desk = desk_with()
+    first = run(desk, flooded_street())
+    incident_id = only_incident(desk)
+    out = close_loop(desk, incident_id, first.dispatches[0].dispatch_id)
+    assert [u.incident.state.value for u in out.updates] == ["accepted", "on_site", "handled"]
+    assert [u.transition.actor for u in out.updates] == ["dept"] * 3
+    resolved = [
+        alert("waterlogging-depth", f"wl-{i}", (), 45, status="resolved", revision=9)
+        for i in range(5)
+    ]
+    resolved.append(alert("camera-waterlogging", "cam-1", (), 45, status="resolved", revision=9))
+    run(desk, resolved)
+    assert desk.book.incidents[incident_id].incident.open_alerts == 0
+    assert run(desk, [tick(50)]).updates == []  # quiet for 5 minutes only
+    out = run(desk, [tick(61)])
+    assert [(u.transition.action, u.incident.state) for u in out.updates] == [
+        (Action.VERIFY, IncidentState.VERIFIED),
+        (Action.CLOSE, IncidentState.CLOSED),
+    ]
+    assert out.updates[0].transition.reason == "sensors normal"
+
+
+def test_out_of_order_and_foreign_feedback_is_refused_with_a_reason() -> None:
+    desk = desk_with()
+    first = run(desk, flooded_street())
+    incident_id = only_incident(desk)
+    out = run(
+        desk,
+        [
+            feedback(incident_id, "handled", 9),
+            feedback(incident_id, "accept", 9, dispatch_id="f" * 32),
+            feedback("e" * 32, "accept", 9),
+        ],
+    )
+    reasons = [r.reason for r in out.refusals]
+    assert reasons[0].startswith("handled is not allowed while the incident is dispatched")
+    assert f"is not the incident's current ({first.dispatches[0].dispatch_id})" in reasons[1]
+    assert reasons[2] == f"no open or recent incident {'e' * 32}"
+    assert out.updates == []
+    assert desk.book.incidents[incident_id].incident.state is IncidentState.DISPATCHED
+
+
+def test_an_unaccepted_dispatch_escalates_to_district_then_city_on_time() -> None:
+    desk = desk_with()
+    run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"), level="orange")])
+    incident_id = only_incident(desk)
+    # street has 10 minutes to accept an orange incident
+    assert run(desk, [tick(10)]).escalations == []
+    out = run(desk, [tick(10.5)])
+    (esc,) = out.escalations
+    assert (esc.from_tier, esc.to_tier, esc.breach) == (Tier.STREET, Tier.DISTRICT, "accept")
+    assert [(d.kind, d.department, d.tier_place_id) for d in out.dispatches] == [
+        (DispatchKind.ESCALATION, "water", "pd")
+    ]
+    out = run(desk, [tick(21)])  # district: 10 more minutes for orange
+    assert [(e.from_tier, e.to_tier) for e in out.escalations] == [(Tier.DISTRICT, Tier.CITY)]
+    assert out.dispatches[0].department == "flood-control"
+    out = run(desk, [tick(32), tick(40)])
+    assert [(e.from_tier, e.to_tier) for e in out.escalations] == [(Tier.CITY, None)]
+    assert out.dispatches == []
+    assert desk.book.incidents[incident_id].incident.escalations == 3
+
+
+def test_a_late_handling_escalates_too() -> None:
+    desk = desk_with()
+    first = run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"), level="orange")])
+    incident_id = only_incident(desk)
+    run(desk, [feedback(incident_id, "accept", 5, dispatch_id=first.dispatches[0].dispatch_id)])
+    out = run(desk, [tick(121)])  # two hours to handle an orange incident at street tier
+    assert [(e.breach, e.to_tier) for e in out.escalations] == [("handle", Tier.DISTRICT)]
+    assert desk.book.incidents[incident_id].incident.state is IncidentState.DISPATCHED
+
+
+def test_replaying_every_input_twice_changes_nothing_and_dispatches_nothing() -> None:
+    inputs = [*flooded_street(), tick(30)]
+    desk = desk_with()
+    first = run(desk, inputs)
+    again = run(desk, flooded_street())
+    assert again.updates == [] and again.dispatches == []
+    assert again.ignored == len(flooded_street())
+    fresh = run(desk_with(), inputs)  # memory lost: the same inputs give the same ids
+    assert [d.dispatch_id for d in fresh.dispatches] == [d.dispatch_id for d in first.dispatches]
+    assert {u.incident.incident_id for u in fresh.updates} == set(desk.book.incidents)
+
+
+def test_resent_feedback_counts_once() -> None:
+    desk = desk_with()
+    first = run(desk, flooded_street())
+    incident_id = only_incident(desk)
+    accept = feedback(incident_id, "accept", 9, dispatch_id=first.dispatches[0].dispatch_id)
+    assert len(run(desk, [accept]).updates) == 1
+    out = run(desk, [accept])
+    assert out.updates == [] and out.refusals == [] and out.ignored == 1
+
+
+def test_a_flapping_sensor_is_one_incident_and_never_reopens_it() -> None:
+    desk = desk_with()
+    inputs = []
+    for episode in range(10):  # fires and resolves every 3 minutes
+        place = (*STREET, "g1")
+        inputs.append(alert("waterlogging-depth", "wl-1", place, 3 * episode, episode=episode))
+        inputs.append(
+            alert(
+                "waterlogging-depth",
+                "wl-1",
+                place,
+                3 * episode + 1,
+                status="resolved",
+                revision=1,
+                episode=episode,
+            )
+        )
+    out = run(desk, inputs)
+    assert len(desk.book.incidents) == 1 and len(out.dispatches) == 1
+    incident_id = only_incident(desk)
+    close_loop(desk, incident_id, out.dispatches[0].dispatch_id)
+    run(desk, [tick(60), tick(61)])
+    assert desk.book.incidents[incident_id].incident.state is IncidentState.CLOSED
+    flap = alert("waterlogging-depth", "wl-1", (*STREET, "g1"), 70, episode=11)
+    out = run(desk, [flap])
+    assert out.dispatches == []
+    inc = desk.book.incidents[incident_id].incident
+    assert inc.state is IncidentState.CLOSED and inc.flaps == 1
+    worse = alert("waterlogging-depth", "wl-2", (*STREET, "g2"), 75, level="orange", episode=12)
+    out = run(desk, [worse])  # a higher level than it ever had reopens it
+    assert [u.transition.action for u in out.updates][:1] == [Action.REOPEN]
+    assert len(out.dispatches) == 1
+
+
+def test_an_area_outage_is_one_incident_that_mutes_the_silent_devices_alerts() -> None:
+    desk = desk_with()
+    out = run(
+        desk,
+        [outage(STREET, 0)]
+        + [alert("pm25-missing", f"aq-{i}", (*STREET, f"g{i}"), 1 + i) for i in range(4)],
+    )
+    (t,) = desk.book.incidents.values()
+    assert t.incident.category == "device_health" and t.incident.muted == 4
+    assert [(d.department, d.tier) for d in out.dispatches] == [("iot-ops", Tier.DISTRICT)]
+    # elsewhere the same alert is its own incident
+    run(desk, [alert("pm25-missing", "aq-9", ("sh", "pd", "other", "g1"), 6)])
+    assert len(desk.book.incidents) == 2
+
+
+def storm_config() -> str:
+    """Gas leaks handled at street tier, whose budget is 3 dispatches per 10 minutes."""
+    return EXAMPLE.replace(
+        '  - {category: "*", tier: city, department: city-ops}',
+        "  - {category: gas, tier: street, department: street-ops}\n"
+        '  - {category: "*", tier: city, department: city-ops}',
+    )
+
+
+def test_a_storm_beyond_the_budget_becomes_one_digest() -> None:
+    desk = desk_with(storm_config())
+    out = run(desk, [alert("gas-lel", f"gas-{i}", (*STREET, f"g{i}"), i * 0.1) for i in range(7)])
+    assert len(desk.book.incidents) == 7
+    assert len(out.dispatches) == 3  # the street's budget: 3 per 10 minutes
+    assert run(desk, [tick(5)]).dispatches == []
+    out = run(desk, [tick(10)])
+    (digest,) = out.dispatches
+    assert digest.kind is DispatchKind.DIGEST and len(digest.incidents) == 4
+    states = {t.incident.state for t in desk.book.incidents.values()}
+    assert states == {IncidentState.DISPATCHED}
+
+
+def test_a_rejection_goes_to_the_next_department_that_handles_it() -> None:
+    desk = desk_with()
+    first = run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"))])
+    incident_id = only_incident(desk)
+    out = run(desk, [feedback(incident_id, "reject", 2, reason="not ours: a burst main")])
+    assert [u.transition.action for u in out.updates] == [Action.REJECT, Action.REASSIGN]
+    assert out.updates[0].transition.reason == "not ours: a burst main"
+    (order,) = out.dispatches
+    assert order.kind is DispatchKind.REASSIGNMENT
+    assert (order.department, order.tier) == ("water", Tier.DISTRICT)
+    assert order.dispatch_id != first.dispatches[0].dispatch_id
+
+
+def test_a_duty_officer_reassigns() -> None:
+    desk = desk_with()
+    run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"))])
+    incident_id = only_incident(desk)
+    out = run(
+        desk,
+        [
+            feedback(
+                incident_id,
+                "reassign",
+                3,
+                actor="officer-1",
+                department="drainage",
+                tier="district",
+            )
+        ],
+    )
+    assert [(d.department, d.tier, d.tier_place_id) for d in out.dispatches] == [
+        ("drainage", Tier.DISTRICT, "pd")
+    ]
+    assert out.updates[0].transition.actor == "officer-1"
+
+
+def test_a_citizen_report_joins_the_street_incident_or_opens_its_own() -> None:
+    desk = desk_with()
+    run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"))])
+    out = run(desk, [report("flooding", (*STREET, "g3"), "water over the kerb", 2)])
+    assert out.dispatches == []
+    (t,) = desk.book.incidents.values()
+    assert len(t.incident.reports) == 1
+    out = run(desk, [report("noise", (*STREET, "g3"), "drilling at night", 3, n=1)])
+    assert len(out.dispatches) == 1 and len(desk.book.incidents) == 2
+    again = run(desk, [report("noise", (*STREET, "g3"), "drilling at night", 3, n=1)])
+    assert again.updates == [] and again.ignored == 1
+
+
+def test_a_report_only_incident_waits_for_an_inspector() -> None:
+    desk = desk_with()
+    first = run(desk, [report("noise", (*STREET, "g3"), "drilling at night")])
+    incident_id = only_incident(desk)
+    close_loop(desk, incident_id, first.dispatches[0].dispatch_id)
+    assert run(desk, [tick(600)]).updates == []  # no sensor to say it is over
+    out = run(desk, [feedback(incident_id, "verify", 601, actor="inspector-7")])
+    assert [u.incident.state for u in out.updates] == [IncidentState.VERIFIED, IncidentState.CLOSED]
+
+
+def test_the_book_survives_a_round_trip_through_its_table_entries() -> None:
+    desk = desk_with()
+    run(desk, flooded_street())
+    copy = Desk(desk.config, Book.from_entries(desk.book.entries(every=True)))
+    incident_id = only_incident(desk)
+    assert copy.book.incidents[incident_id] == desk.book.incidents[incident_id]
+    assert run(copy, flooded_street()).ignored == len(flooded_street())
+
+
+def test_the_shipped_configuration_routes_every_default_rule() -> None:
+    config = load_incident_config()
+    assert config.category_of("waterlogging-depth") == "flooding"
+    assert config.category_of("pm25-missing") == "device_health"
+    assert config.category_of("smoke-fire-confirmed") == "fire"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "routes: [{category: '*', tier: city, department: ops}]\nsla: {street: {accept: {red: 5m}, handle: {red: 1h}}}",
+            "accept has no limit for blue, yellow, orange",
+        ),
+        ("routes: [{category: flood, tier: street, department: ops}]", "unknown category 'flood'"),
+        ("routes: [{category: general, tier: street, department: ops}]", "no catch-all route"),
+        ("routes: [{category: '*', tier: borough, department: ops}]", "routes.0.tier"),
+        (
+            "categories: {x: {rules: [a], window: soon}}\nroutes: [{category: '*', tier: city, department: ops}]",
+            "categories.x.window",
+        ),
+    ],
+)
+def test_a_broken_configuration_names_the_problem(text: str, message: str) -> None:
+    with pytest.raises(RuleFileError) as err:
+        parse_incident_config(text, source="city.yaml")
+    assert message in str(err.value)
+    assert "city.yaml" in str(err.value)
