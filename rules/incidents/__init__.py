@@ -18,7 +18,8 @@ from rules.incidents.config import (
     Route,
     parse_incident_config,
 )
-from rules.incidents.desk import PLATFORM, Desk, Outcome, Refusal
+from rules.incidents.desk import Desk
+from rules.incidents.dispatcher import PLATFORM, Outcome, Refusal
 from rules.incidents.lifecycle import MOVES, Refused, move
 from rules.incidents.routing import Assignment, route
 

@@ -45,7 +45,7 @@ def flooded_street() -> list[IncidentInput]:
     ]
     inputs.append(alert("camera-waterlogging", "cam-1", (*STREET, "g2"), 6, level="yellow"))
     inputs.append(
-        alert("waterlogging-depth", "wl-0", STREET + ("g0",), 8, level="orange", revision=1)
+        alert("waterlogging-depth", "wl-0", (*STREET, "g0"), 8, level="orange", revision=1)
     )
     return inputs
 

@@ -1,0 +1,256 @@
+"""Dispatch orders, limits and escalation, storm budgets and digests; and the record of each
+step. The base of :class:`rules.incidents.desk.Desk`, which decides what happens to signals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cityvitals.contracts import (
+    Action,
+    Alert,
+    DispatchKind,
+    DispatchOrder,
+    Escalation,
+    Feedback,
+    IncidentState,
+    IncidentTransition,
+    IncidentUpdate,
+    PlaceOutage,
+)
+from rules.incidents.book import Book, Tracked, derive_id
+from rules.incidents.config import IncidentConfig
+from rules.incidents.routing import Assignment, route
+
+__all__ = ["PLATFORM", "Dispatcher", "Outcome", "Refusal"]
+
+PLATFORM = "cityvitals"
+"""The actor of the platform's own steps (open, attach, dispatch, escalate, verify by sensors)."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An input that did not fit (a feedback out of turn, an alert with no place), and why:
+    it changed nothing."""
+
+    item: Feedback | Alert | PlaceOutage
+    reason: str
+
+
+@dataclass
+class Outcome:
+    updates: list[IncidentUpdate] = field(default_factory=list)
+    dispatches: list[DispatchOrder] = field(default_factory=list)
+    escalations: list[Escalation] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
+    ignored: int = 0
+    """Inputs already seen (replays, resent feedback) or of nothing to follow."""
+
+
+class Dispatcher:
+    """Sends incidents to departments and records their steps."""
+
+    def __init__(self, config: IncidentConfig, book: Book | None = None) -> None:
+        self.config = config
+        self.book = book or Book()
+
+    def _deadlines(self, t: Tracked, now: datetime, out: Outcome) -> None:
+        inc = t.incident
+        if inc.state is IncidentState.DISPATCHED and inc.accept_by and now > inc.accept_by:
+            self._escalate(t, "accept", inc.accept_by, now, out)
+            return
+        working = inc.state in (IncidentState.ACCEPTED, IncidentState.ON_SITE)
+        if working and inc.handle_by and now > inc.handle_by:
+            self._escalate(t, "handle", inc.handle_by, now, out)
+
+    def _escalate(
+        self, t: Tracked, breach: str, deadline: datetime, now: datetime, out: Outcome
+    ) -> None:
+        if breach in t.breached:
+            return
+        t.breached.append(breach)
+        inc = t.incident
+        assert inc.tier is not None
+        up = route(self.config, inc.category, inc.place_path, inc.level, above=inc.tier)
+        dispatch_id = None
+        reason = f"{inc.tier.value} did not {breach} by {deadline.isoformat()}"
+        if up is not None:
+            t.incident = inc.model_copy(update={"escalations": inc.escalations + 1})
+            order = self._order(t, up, DispatchKind.ESCALATION, now, out, PLATFORM, reason)
+            dispatch_id = order.dispatch_id
+        else:
+            t.incident = inc.model_copy(update={"escalations": inc.escalations + 1})
+            self._step(t, Action.NOTE, now, out, reason=f"{reason}; nothing above the city tier")
+        out.escalations.append(
+            Escalation(
+                incident_id=inc.incident_id,
+                from_tier=inc.tier,
+                to_tier=up.tier if up else None,
+                department=up.department if up else inc.department,
+                breach=breach,
+                deadline=deadline,
+                dispatch_id=dispatch_id,
+                ts=now,
+            )
+        )
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    def _dispatch(
+        self, t: Tracked, now: datetime, out: Outcome, kind: DispatchKind = DispatchKind.ORDER
+    ) -> None:
+        """Send a new (or rejected, or reopened) incident to the lowest tier that handles it,
+        unless that tier place's storm budget is spent: then it waits for the digest."""
+        inc = t.incident
+        exclude = set(t.refused_by)
+        assignment = route(self.config, inc.category, inc.place_path, inc.level, exclude=exclude)
+        if assignment is None:
+            self._step(t, Action.NOTE, now, out, reason="no department left to route it to")
+            return
+        key = f"{assignment.tier.value}:{assignment.tier_place_id}"
+        budget = self.config.storm.budget.get(assignment.tier)
+        sent = [s for s in self.book.meta.budgets.get(key, []) if now - s < self.config.storm.per]
+        self.book.meta.budgets[key] = sent
+        if budget is not None and len(sent) >= budget:
+            t.held = key
+            self.book.meta.held.setdefault(key, []).append(inc.incident_id)
+            reason = f"{key} used its budget of {budget} per {self.config.storm.per}: in the digest"
+            self._step(t, Action.NOTE, now, out, reason=reason)
+            return
+        sent.append(now)
+        self._order(t, assignment, kind, now, out, PLATFORM, "")
+
+    def _order(
+        self,
+        t: Tracked,
+        to: Assignment,
+        kind: DispatchKind,
+        now: datetime,
+        out: Outcome,
+        actor: str,
+        reason: str,
+        incidents: tuple[str, ...] = (),
+    ) -> DispatchOrder:
+        inc = t.incident
+        accept, handle = self.config.limits(to.tier, inc.level)
+        order = DispatchOrder(
+            dispatch_id=derive_id(inc.incident_id, t.orders),
+            kind=kind,
+            incident_id=inc.incident_id,
+            incidents=incidents,
+            department=to.department,
+            tier=to.tier,
+            tier_place_id=to.tier_place_id,
+            category=inc.category,
+            level=inc.level,
+            place_id=inc.place_id,
+            place_path=inc.place_path,
+            title=inc.title,
+            accept_by=now + accept,
+            handle_by=now + handle,
+            ts=now,
+        )
+        t.orders += 1
+        t.breached = []
+        t.held = None
+        action = {
+            DispatchKind.ESCALATION: Action.ESCALATE,
+            DispatchKind.REASSIGNMENT: Action.REASSIGN,
+        }.get(kind, Action.DISPATCH)
+        t.incident = inc.model_copy(
+            update={
+                "tier": to.tier,
+                "department": to.department,
+                "dispatch_id": order.dispatch_id,
+                "accept_by": order.accept_by,
+                "handle_by": order.handle_by,
+            }
+        )
+        text = reason or f"to {to.department} at {to.tier.value} {to.tier_place_id}"
+        self._step(t, action, now, out, actor=actor, reason=text, to=IncidentState.DISPATCHED)
+        out.dispatches.append(order)
+        return order
+
+    def _digests(self, now: datetime, out: Outcome) -> None:
+        """At the end of a tier place's period, its waiting incidents go out as one digest per
+        department."""
+        per = self.config.storm.per
+        for key, waiting in list(self.book.meta.held.items()):
+            sent = self.book.meta.budgets.get(key, [])
+            if sent and now - min(sent) < per:
+                continue  # the period is not over
+            del self.book.meta.held[key]
+            by_department: dict[Assignment, list[Tracked]] = {}
+            for incident_id in waiting:
+                t = self.book.incidents.get(incident_id)
+                if t is None or t.held != key or t.incident.state is not IncidentState.NEW:
+                    continue
+                inc = t.incident
+                to = route(
+                    self.config, inc.category, inc.place_path, inc.level, exclude=set(t.refused_by)
+                )
+                if to is not None:
+                    by_department.setdefault(to, []).append(t)
+            if by_department:
+                self.book.meta.budgets[key] = [now] * len(by_department)
+            for to, held in by_department.items():
+                self._digest(to, held, key, now, out)
+
+    def _digest(
+        self, to: Assignment, held: list[Tracked], key: str, now: datetime, out: Outcome
+    ) -> None:
+        ids = tuple(t.incident.incident_id for t in held)
+        reason = f"digest of {len(ids)} incidents at {key}"
+        first, *rest = held
+        order = self._order(first, to, DispatchKind.DIGEST, now, out, PLATFORM, reason, ids)
+        for t in rest:
+            t.held = None
+            t.breached = []
+            t.incident = t.incident.model_copy(
+                update={
+                    "tier": order.tier,
+                    "department": order.department,
+                    "dispatch_id": order.dispatch_id,
+                    "accept_by": order.accept_by,
+                    "handle_by": order.handle_by,
+                }
+            )
+            self._step(t, Action.DISPATCH, now, out, reason=reason, to=IncidentState.DISPATCHED)
+
+    def _step(
+        self,
+        t: Tracked,
+        action: Action,
+        now: datetime,
+        out: Outcome,
+        *,
+        actor: str = PLATFORM,
+        reason: str = "",
+        to: IncidentState | None = None,
+        new: bool = False,
+        muted: int | None = None,
+    ) -> None:
+        """Record one step: the incident's next revision and its transition."""
+        inc = t.incident
+        before = None if new else inc.state
+        state = to or inc.state
+        update: dict[str, object] = {"state": state, "updated_at": now}
+        if not new:
+            update["revision"] = inc.revision + 1
+        if muted is not None:
+            update["muted"] = muted
+        t.incident = inc = inc.model_copy(update=update)
+        self.book.dirty.add(inc.incident_id)
+        transition = IncidentTransition(
+            incident_id=inc.incident_id,
+            revision=inc.revision,
+            action=action,
+            from_state=before,
+            to_state=state,
+            actor=actor,
+            reason=reason[:2000],
+            ts=now,
+            tier=inc.tier,
+            department=inc.department,
+        )
+        out.updates.append(IncidentUpdate(incident=inc, transition=transition))
