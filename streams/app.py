@@ -54,7 +54,9 @@ from cityvitals.settings import Settings
 from cityvitals.stage import dead_letter, kafka_source, utc_now
 from cityvitals.topics import Topic, partition_for
 from rules import RuleSet
+from rules.incidents import IncidentConfig, load_incident_config
 from rules.indicators import Catalogue
+from streams.incidents import add_incident_agents
 from streams.live import LiveRules, StreamMetrics
 from streams.pipeline import (
     OpenAlert,
@@ -92,6 +94,7 @@ def create_app(
     catalogue: Catalogue,
     registry: CollectorRegistry,
     open_alerts: Sequence[OpenAlert] = (),
+    incidents: IncidentConfig | None = None,
 ) -> faust.App:
     metrics = StreamMetrics(registry)
     live = LiveRules(rules, settings.rules_file, metrics)
@@ -122,6 +125,10 @@ def create_app(
     deadletter_topic, places_topic = topic(Topic.DEADLETTER), topic(Topic.PLACE_OBSERVATIONS)
     partials_topic, indicators_topic = topic(Topic.INDICATOR_PARTIALS), topic(Topic.INDICATORS)
     grace = timedelta(seconds=settings.indicators_grace_s)
+    incident_config = incidents or load_incident_config(settings.incidents_file)
+    incident_metrics = add_incident_agents(
+        app, topic, deadletter_topic, incident_config, registry, settings.rules_tick_s
+    )
 
     devices = app.Table("device_registry", default=None, partitions=parts)
     rule_state = app.Table("rule_state", default=None, partitions=parts)
@@ -133,10 +140,12 @@ def create_app(
     @app.on_rebalance_complete.connect
     async def _ready(*_args: Any, **_kw: Any) -> None:
         metrics.ready.set(1)
+        incident_metrics.ready.set(1)
 
     @app.on_partitions_revoked.connect
     async def _not_ready(*_args: Any, **_kw: Any) -> None:
         metrics.ready.set(0)
+        incident_metrics.ready.set(0)
 
     @app.timer(interval=settings.rules_reload_s)  # type: ignore[untyped-decorator]
     async def reload_rules() -> None:

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from cityvitals import db, kafka
 from cityvitals.settings import Settings
 from rules import RuleSet, parse_rules
+from rules.incidents import IncidentConfig, parse_incident_config
 from rules.indicators import Catalogue, parse_catalogue
 from wiring.stack import StackPaths, mqtt_password_file
 
@@ -36,6 +37,11 @@ def load_rules(settings: Settings) -> RuleSet:
 def load_catalogue(settings: Settings) -> Catalogue:
     """The indicator catalogue named by the settings, or the shipped one; raises RuleFileError."""
     return parse_catalogue(*_file_or_shipped(settings.indicators_file, "indicators.yaml"))
+
+
+def load_incidents(settings: Settings) -> IncidentConfig:
+    """The incident file named by the settings, or the shipped one; raises RuleFileError."""
+    return parse_incident_config(*_file_or_shipped(settings.incidents_file, "incidents.yaml"))
 
 
 def open_registry(settings: Settings):  # type: ignore[no-untyped-def]
@@ -124,7 +130,12 @@ def run_streams(settings: Settings) -> None:
 
     rules = load_rules(settings)
     app = create_app(
-        settings, rules, load_catalogue(settings), _metrics(settings), open_alerts(settings)
+        settings,
+        rules,
+        load_catalogue(settings),
+        _metrics(settings),
+        open_alerts(settings),
+        load_incidents(settings),
     )
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), override_logging=False)
     worker.execute_from_commandline()

@@ -62,6 +62,8 @@ class Category(_Strict):
     """Open incidents of these categories at the same place take this category's alerts too."""
     title: str = Field(default="", max_length=200)
     """How people name it (the category's id when empty)."""
+    sla: dict[Tier, Limits] = Field(default_factory=dict)
+    """Limits of this category at a tier, instead of the file's (a fire is faster than noise)."""
 
 
 class Route(_Strict):
@@ -182,9 +184,12 @@ class IncidentConfig(_Strict):
     def category(self, name: str) -> Category:
         return self.categories.get(name) or Category()
 
-    def limits(self, tier: Tier, level: WarningLevel) -> tuple[timedelta, timedelta]:
-        """(to accept, to handle) at this tier for this level; a day and a week when unset."""
-        limits = self.sla.get(tier)
+    def limits(
+        self, tier: Tier, level: WarningLevel, category: str = GENERAL
+    ) -> tuple[timedelta, timedelta]:
+        """(to accept, to handle) at this tier for this level: the category's, else the file's;
+        a day and a week when neither sets them."""
+        limits = self.category(category).sla.get(tier) or self.sla.get(tier)
         if limits is None:
             return timedelta(days=1), timedelta(days=7)
         return limits.accept[level], limits.handle[level]
@@ -207,3 +212,6 @@ def parse_incident_config(text: str, source: str = "<incidents>") -> IncidentCon
             for e in exc.errors()
         ]
         raise RuleFileError(problems) from exc
+
+
+Category.model_rebuild()

@@ -132,7 +132,7 @@ class Dispatcher:
         incidents: tuple[str, ...] = (),
     ) -> DispatchOrder:
         inc = t.incident
-        accept, handle = self.config.limits(to.tier, inc.level)
+        accept, handle = self.config.limits(to.tier, inc.level, inc.category)
         order = DispatchOrder(
             dispatch_id=derive_id(inc.incident_id, t.orders),
             kind=kind,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 from confluent_kafka import Consumer
 
 from cityvitals import db, kafka
@@ -193,13 +194,34 @@ def reading(ts: str, seq: int, **values: float) -> str:
     return json.dumps({"ts": ts, "seq": seq, "values": values})
 
 
+SECONDS = {level: "3s" for level in ("blue", "yellow", "orange", "red")}
+HOUR = {level: "1h" for level in SECONDS}
+
+
+def test_incidents() -> str:
+    """The shipped incident file, quick to verify, plus a category whose tiers have 3 s to
+    accept (rules ``esc-*``): escalation within a test's patience."""
+    config = yaml.safe_load(resources.files("rules").joinpath("incidents.yaml").read_text())
+    quick = {tier: {"accept": SECONDS, "handle": HOUR} for tier in ("street", "district", "city")}
+    config["categories"]["itest_escalation"] = {"rules": ["esc-*"], "sla": quick}
+    config["routes"][:0] = [
+        {"category": "itest_escalation", "tier": "street", "department": "street-ops"},
+        {"category": "itest_escalation", "tier": "district", "department": "water-affairs"},
+    ]
+    config["verify"] = {"quiet": "2s", "close_after": "0s"}
+    return yaml.safe_dump(config)
+
+
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     state = tmp_path_factory.mktemp("stack")
     rules_file = state / "rules.yaml"  # tests add rules to it: the stream reloads it
     rules_file.write_text(resources.files("rules").joinpath("default.yaml").read_text())
+    incidents_file = state / "incidents.yaml"
+    incidents_file.write_text(test_incidents())
     settings = Settings(
         rules_file=rules_file,
+        incidents_file=incidents_file,
         rules_reload_s=0.5,
         rules_tick_s=1.0,
         indicators_grace_s=1.0,

@@ -1,0 +1,186 @@
+"""The incident stage's agents: alerts, outages, reports and feedback in; incidents, dispatch
+orders and escalations out. The logic is :class:`rules.incidents.Desk`; see docs/incidents.md.
+
+- ``forward`` reads ``alerts``, ``outages``, ``reports`` and ``dispatch.feedback`` and puts each
+  message, as an :class:`IncidentInput`, on ``incidents.inputs``, a topic of one partition;
+- ``desk`` reads that topic in order, keeps its book in the ``incident_book`` table (one entry
+  per incident), and sends the outcome to ``incidents``, ``dispatch``, ``escalations`` and, for
+  a refused input, ``deadletter``;
+- a timer sends a clock tick to ``incidents.inputs`` (limits, verification, digests).
+
+Every output is confirmed by Kafka before the next input is taken (at-least-once); a replayed
+input is known to the book and sends nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import faust
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+
+from cityvitals.contracts import (
+    Alert,
+    CitizenReport,
+    Feedback,
+    IncidentInput,
+    IncidentState,
+    PlaceOutage,
+)
+from cityvitals.stage import StageMetrics, dead_letter, kafka_source, utc_now
+from cityvitals.topics import Topic
+from rules.incidents import Book, Desk, IncidentConfig, Outcome
+
+__all__ = ["IncidentMetrics", "add_incident_agents"]
+
+log = logging.getLogger("cityvitals.incidents")
+
+TopicOf = Callable[[Topic], faust.TopicT]
+
+SOURCES: dict[Topic, Callable[[bytes], IncidentInput]] = {
+    Topic.ALERTS: lambda v: IncidentInput(alert=Alert.model_validate_json(v)),
+    Topic.OUTAGES: lambda v: IncidentInput(outage=PlaceOutage.model_validate_json(v)),
+    Topic.REPORTS: lambda v: IncidentInput(report=CitizenReport.model_validate_json(v)),
+    Topic.DISPATCH_FEEDBACK: lambda v: IncidentInput(feedback=Feedback.model_validate_json(v)),
+}
+"""Each topic the stage follows, and how one of its messages becomes an input."""
+
+
+class IncidentMetrics(StageMetrics):
+    """Inputs received = forwarded (applied or already seen) + rejected; and what came of them."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__("incidents", registry, "Alerts, outages, reports and feedback")
+        self.opened = self.counter("opened_total", "Incidents opened", "category")
+        self.dispatched = self.counter(
+            "dispatched_total", "Dispatch orders sent", "tier", "kind", "department"
+        )
+        self.escalations = self.counter(
+            "escalations_total", "Limits run out, by the tier that missed it", "tier", "breach"
+        )
+        self.steps = self.counter("transitions_total", "Incident steps recorded", "action")
+        self.open = self.gauge("open", "Incidents not closed, by level", "level")
+
+
+def add_incident_agents(
+    app: faust.App,
+    topic: TopicOf,
+    deadletter_topic: faust.TopicT,
+    config: IncidentConfig,
+    registry: CollectorRegistry,
+    tick_s: float,
+) -> IncidentMetrics:
+    """Add the incident stage to the stream's Faust app."""
+    metrics = IncidentMetrics(registry)
+    inputs_topic = app.topic(
+        topic(Topic.INCIDENT_INPUTS).get_topic_name(),
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=1,
+    )
+    names = {topic(t).get_topic_name(): t for t in SOURCES}
+    sources = app.topic(*names, key_serializer="raw", value_serializer="raw")
+    incidents_topic, dispatch_topic = topic(Topic.INCIDENTS), topic(Topic.DISPATCH)
+    escalations_topic = topic(Topic.ESCALATIONS)
+    book_table = app.Table("incident_book", default=None, partitions=1)
+    desks: list[Desk] = []  # the desk of this worker, built from the table once it is ours
+
+    @app.on_partitions_revoked.connect
+    async def _forget(*_args: Any, **_kw: Any) -> None:
+        desks.clear()
+
+    async def refuse(reason: str, label: str, value: bytes, source: str) -> None:
+        metrics.refuse(label)
+        letter = dead_letter("incidents", reason, value, source)
+        await (await deadletter_topic.send(value=letter.model_dump_json().encode()))
+
+    @app.agent(sources)
+    async def forward(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            msg = event.message
+            source = kafka_source(msg.topic, msg.partition)
+            metrics.received.inc()
+            try:
+                item = SOURCES[names[msg.topic]](event.value)
+            except ValidationError as exc:
+                await refuse(str(exc), f"bad_{names[msg.topic].value}", event.value, source)
+                continue
+            await (await inputs_topic.send(value=item.model_dump_json().encode(), partition=0))
+
+    @app.timer(interval=tick_s)  # type: ignore[untyped-decorator]
+    async def tick() -> None:
+        name = inputs_topic.get_topic_name()
+        if any(tp.topic == name for tp in app.assignor.assigned_actives()):
+            value = IncidentInput(tick=utc_now()).model_dump_json().encode()
+            await (await inputs_topic.send(value=value, partition=0))
+
+    @app.agent(inputs_topic)
+    async def desk(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            source = kafka_source(event.message.topic, event.message.partition)
+            try:
+                item = IncidentInput.model_validate_json(event.value)
+            except ValidationError as exc:
+                metrics.received.inc()
+                await refuse(str(exc), "bad_input", event.value, source)
+                continue
+            if not desks:
+                entries = {k: v for k, v in book_table.items()}
+                desks.append(Desk(config, Book.from_entries(entries)))
+                log.info("incident desk: %d incidents in its book", len(desks[0].book.incidents))
+            outcome = desks[0].handle(item)
+            pending = await publish(outcome, event.value, source)
+            for key, value in desks[0].book.entries().items():
+                if value is None:
+                    book_table.pop(key, None)
+                else:
+                    book_table[key] = value
+            await asyncio.gather(*pending)
+            count(outcome, item, desks[0])
+
+    async def publish(outcome: Outcome, value: bytes, source: str) -> list[Awaitable[Any]]:
+        pending: list[Awaitable[Any]] = []
+        for update in outcome.updates:
+            key = update.incident.incident_id.encode()
+            pending.append(
+                await incidents_topic.send(key=key, value=update.model_dump_json().encode())
+            )
+        for order in outcome.dispatches:
+            key = order.department.encode()
+            pending.append(
+                await dispatch_topic.send(key=key, value=order.model_dump_json().encode())
+            )
+        for esc in outcome.escalations:
+            key = esc.incident_id.encode()
+            pending.append(
+                await escalations_topic.send(key=key, value=esc.model_dump_json().encode())
+            )
+        for refusal in outcome.refusals:
+            metrics.refuse(f"refused_{type(refusal.item).__name__.lower()}")
+            letter = dead_letter("incidents", refusal.reason, value, source)
+            pending.append(await deadletter_topic.send(value=letter.model_dump_json().encode()))
+        return pending
+
+    def count(outcome: Outcome, item: IncidentInput, desk: Desk) -> None:
+        if item.tick is None and not outcome.refusals:
+            metrics.forwarded.inc()
+        for update in outcome.updates:
+            metrics.steps.labels(update.transition.action.value).inc()
+            if update.transition.from_state is None:
+                metrics.opened.labels(update.incident.category).inc()
+        for order in outcome.dispatches:
+            metrics.dispatched.labels(order.tier.value, order.kind.value, order.department).inc()
+        for esc in outcome.escalations:
+            metrics.escalations.labels(esc.from_tier.value, esc.breach).inc()
+        levels: dict[str, int] = {}
+        for t in desk.book.incidents.values():
+            if t.incident.state is not IncidentState.CLOSED:
+                levels[t.incident.level.value] = levels.get(t.incident.level.value, 0) + 1
+        for level in ("blue", "yellow", "orange", "red"):
+            metrics.open.labels(level).set(levels.get(level, 0))
+
+    return metrics

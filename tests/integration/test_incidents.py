@@ -1,0 +1,345 @@
+"""Incidents through the running pipeline: devices publish over MQTT, the stream raises alerts,
+the incident stage correlates, dispatches, follows feedback and escalates; a consumer with
+another Kafka client (kcat) reads ``dispatch``, and every message fits its published schema."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from confluent_kafka import Consumer
+
+from cityvitals import kafka
+from cityvitals.contracts import (
+    Action,
+    DispatchKind,
+    DispatchOrder,
+    Escalation,
+    Feedback,
+    IncidentState,
+    IncidentUpdate,
+    Tier,
+)
+from cityvitals.topics import Topic
+from tests.integration.conftest import Pipeline, reading, wait_for
+
+pytestmark = pytest.mark.integration
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
+
+
+class TopicLog:
+    """Every message of a topic from its beginning, read in the background of each call."""
+
+    def __init__(self, pipeline: Pipeline, topic: Topic) -> None:
+        self.consumer: Consumer = kafka.consumer(pipeline.settings, f"itest-{uuid.uuid4().hex}")
+        self.consumer.subscribe([pipeline.settings.topic(topic)])
+        self.values: list[bytes] = []
+
+    def read(self) -> list[bytes]:
+        while True:
+            msg = self.consumer.poll(0.2)
+            if msg is None:
+                return self.values
+            if msg.error() is None:
+                self.values.append(msg.value())
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+@pytest.fixture()
+def logs(pipeline: Pipeline) -> Iterator[Callable[[Topic], TopicLog]]:
+    opened: list[TopicLog] = []
+
+    def open_log(topic: Topic) -> TopicLog:
+        opened.append(TopicLog(pipeline, topic))
+        return opened[-1]
+
+    yield open_log
+    for log in opened:
+        log.close()
+
+
+def updates(log: TopicLog, street: str) -> list[IncidentUpdate]:
+    found = [IncidentUpdate.model_validate_json(v) for v in log.read()]
+    return [u for u in found if street in u.incident.place_path]
+
+
+def orders(log: TopicLog, street: str) -> list[DispatchOrder]:
+    found = [DispatchOrder.model_validate_json(v) for v in log.read()]
+    return [o for o in found if street in o.place_path]
+
+
+def latest(found: list[IncidentUpdate]) -> dict[str, IncidentUpdate]:
+    out: dict[str, IncidentUpdate] = {}
+    for u in found:
+        if (
+            u.incident.incident_id not in out
+            or u.incident.revision > out[u.incident.incident_id].incident.revision
+        ):
+            out[u.incident.incident_id] = u
+    return out
+
+
+def send_feedback(pipeline: Pipeline, incident_id: str, action: str, **extra: Any) -> Feedback:
+    fb = Feedback(
+        feedback_id=uuid.uuid4().hex,
+        incident_id=incident_id,
+        action=Action(action),
+        actor=extra.pop("actor", "street-ops/crew-7"),
+        ts=datetime.now(UTC),
+        **extra,
+    )
+    producer = kafka.producer(pipeline.settings)
+    producer.produce(
+        pipeline.settings.topic(Topic.DISPATCH_FEEDBACK),
+        key=incident_id.encode(),
+        value=fb.model_dump_json().encode(),
+    )
+    assert producer.flush(30) == 0
+    return fb
+
+
+class Street:
+    """Devices on one new street of its own district: sensors in its grids and a camera."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        n = uuid.uuid4().hex[:6]
+        self.street = f"st{n}"
+        self.base = f"itest/dist{n}/{self.street}"
+        self.seq = 0
+
+    def sensor(self, grid: int) -> tuple[str, str]:
+        return self.pipeline.register("water_level", f"{self.base}/g{grid}")
+
+    def camera(self, grid: int) -> tuple[str, str]:
+        return self.pipeline.register("camera", f"{self.base}/g{grid}")
+
+    def water(self, device: tuple[str, str], cm: float) -> None:
+        self.seq += 1
+        ts = (datetime.now(UTC) - timedelta(seconds=30)).isoformat()
+        payload = reading(ts, self.seq, water_level_cm=cm)
+        done = self.pipeline.mosquitto_pub(*device, self.pipeline.topic(device[0]), payload)
+        assert done.returncode == 0, done.stderr
+
+    def seen_by_camera(self, camera: tuple[str, str], score: float) -> None:
+        self.seq += 1
+        event = {
+            "ts": (datetime.now(UTC) - timedelta(seconds=30)).isoformat(),
+            "seq": self.seq,
+            "event_type": "waterlogging",
+            "value": score,
+            "confidence": 0.9,
+            "snapshot_ref": f"snapshots/{camera[0]}/{self.seq}.jpg",
+        }
+        topic = self.pipeline.topic(camera[0], "events")
+        done = self.pipeline.mosquitto_pub(*camera, topic, json.dumps(event))
+        assert done.returncode == 0, done.stderr
+
+
+def flood(street: Street, sensors: int = 5) -> list[tuple[str, str]]:
+    devices = [street.sensor(i % 3) for i in range(sensors)]
+    for device in devices:
+        street.water(device, 8.0)  # past the 5 cm auto-alarm depth: blue
+    camera = street.camera(1)
+    street.seen_by_camera(camera, 0.9)
+    return [*devices, camera]
+
+
+def one_incident(log: TopicLog, street: str, alerts: int) -> IncidentUpdate:
+    def settled() -> IncidentUpdate | None:
+        now = latest(updates(log, street))
+        if len(now) == 1:
+            (update,) = now.values()
+            if len(update.incident.alerts) >= alerts:
+                return update
+        assert len(now) <= 1, f"more than one incident for {street}: {list(now)}"
+        return None
+
+    return wait_for(settled, timeout=90, what=f"one incident of {alerts} alerts on {street}")
+
+
+def test_a_flooded_street_is_one_incident_dispatched_once_at_street_tier(
+    pipeline: Pipeline, logs: Callable[[Topic], TopicLog]
+) -> None:
+    incidents, dispatch = logs(Topic.INCIDENTS), logs(Topic.DISPATCH)
+    street = Street(pipeline)
+    flood(street)
+    update = one_incident(incidents, street.street, alerts=6)
+    inc = update.incident
+    assert inc.category == "flooding" and inc.place_id == street.street
+    assert inc.state is IncidentState.DISPATCHED and len(inc.devices) == 6
+    time.sleep(3)  # a few clock ticks: nothing more goes out
+    (order,) = orders(dispatch, street.street)
+    assert (order.department, order.tier, order.tier_place_id) == (
+        "street-ops",
+        Tier.STREET,
+        street.street,
+    )
+    assert order.incident_id == inc.incident_id and order.kind is DispatchKind.ORDER
+    assert len(latest(updates(incidents, street.street))) == 1
+
+
+def test_feedback_closes_the_loop_and_a_feedback_out_of_turn_is_refused(
+    pipeline: Pipeline, logs: Callable[[Topic], TopicLog]
+) -> None:
+    incidents = logs(Topic.INCIDENTS)
+    street = Street(pipeline)
+    sensor = street.sensor(0)
+    street.water(sensor, 8.0)
+    incident_id = one_incident(incidents, street.street, alerts=1).incident.incident_id
+
+    early = send_feedback(pipeline, incident_id, "handled")
+    refused = wait_for(
+        lambda: pipeline.query(
+            "SELECT reason FROM deadletters WHERE stage = 'incidents' AND reason LIKE %s",
+            "handled is not allowed while the incident is dispatched%",
+        ),
+        what=f"the refusal of feedback {early.feedback_id}",
+    )
+    assert "allowed: accept" in refused[0][0]
+
+    for action in ("accept", "on_site", "handled"):
+        send_feedback(pipeline, incident_id, action)
+    street.water(sensor, 0.0)  # the water is gone: the alert resolves, sensors verify
+    closed = wait_for(
+        lambda: [
+            u for u in updates(incidents, street.street) if u.incident.state is IncidentState.CLOSED
+        ],
+        timeout=90,
+        what="the incident verified by its sensors and closed",
+    )
+    steps = [
+        (u.transition.action, u.transition.actor)
+        for u in sorted(updates(incidents, street.street), key=lambda u: u.incident.revision)
+    ]
+    actions = [a for a, _ in steps]
+    assert actions[:2] == [Action.OPEN, Action.DISPATCH]
+    assert [a for a in actions if a in (Action.ACCEPT, Action.ON_SITE, Action.HANDLED)] == [
+        Action.ACCEPT,
+        Action.ON_SITE,
+        Action.HANDLED,
+    ]
+    assert actions[-2:] == [Action.VERIFY, Action.CLOSE]
+    assert ("street-ops/crew-7") in {actor for a, actor in steps if a is Action.ACCEPT}
+    assert closed[0].incident.open_alerts == 0
+
+
+def test_an_unaccepted_dispatch_escalates_to_district_then_city(
+    pipeline: Pipeline, logs: Callable[[Topic], TopicLog]
+) -> None:
+    dispatch, escalations = logs(Topic.DISPATCH), logs(Topic.ESCALATIONS)
+    n = uuid.uuid4().hex[:6]
+    pipeline.add_rules(f"  - {{id: esc-{n}, metric: esc_{n}, levels: {{yellow: 10}}}}\n")
+    street = Street(pipeline)
+    device = street.sensor(0)
+    street.seq += 1
+    ts = (datetime.now(UTC) - timedelta(seconds=5)).isoformat()
+    pipeline.mosquitto_pub(*device, pipeline.topic(device[0]), reading(ts, 1, **{f"esc_{n}": 20}))
+    found = wait_for(
+        lambda: len(orders(dispatch, street.street)) >= 3 and orders(dispatch, street.street),
+        timeout=90,
+        what="the dispatch, then the district's and the city's",
+    )
+    assert [(o.kind, o.tier, o.department) for o in found] == [
+        (DispatchKind.ORDER, Tier.STREET, "street-ops"),
+        (DispatchKind.ESCALATION, Tier.DISTRICT, "water-affairs"),
+        (DispatchKind.ESCALATION, Tier.CITY, "city-ops"),
+    ]
+    for earlier, later in zip(found, found[1:], strict=False):
+        # each tier had 3 s: the escalation came after its limit, within a few clock ticks
+        assert later.ts >= earlier.accept_by
+        assert later.ts - earlier.accept_by < timedelta(seconds=15)
+    ids = {o.incident_id for o in found}
+    events = wait_for(
+        lambda: [
+            e
+            for e in (Escalation.model_validate_json(v) for v in escalations.read())
+            if e.incident_id in ids and e.to_tier is not None
+        ],
+        what="the escalation events",
+    )
+    assert [(e.from_tier, e.to_tier, e.breach) for e in events] == [
+        (Tier.STREET, Tier.DISTRICT, "accept"),
+        (Tier.DISTRICT, Tier.CITY, "accept"),
+    ]
+    metrics = pipeline.metrics("streams")
+    assert 'cityvitals_incidents_escalations_total{breach="accept",tier="street"}' in metrics
+
+
+def test_replaying_every_input_twice_makes_no_new_incident_or_dispatch(
+    pipeline: Pipeline, logs: Callable[[Topic], TopicLog]
+) -> None:
+    incidents, dispatch, alerts = logs(Topic.INCIDENTS), logs(Topic.DISPATCH), logs(Topic.ALERTS)
+    street = Street(pipeline)
+    flood(street, sensors=3)
+    first = one_incident(incidents, street.street, alerts=4)
+    inputs = [v for v in alerts.read() if street.street.encode() in v]
+    assert len(inputs) >= 4
+    before = len(updates(incidents, street.street))
+    producer = kafka.producer(pipeline.settings)
+    for _ in range(2):
+        for value in inputs:
+            producer.produce(pipeline.settings.topic(Topic.ALERTS), value=value)
+    assert producer.flush(30) == 0
+    marker = Street(pipeline)  # a later input: once it is through, the replays are too
+    marker.water(marker.sensor(0), 8.0)
+    one_incident(incidents, marker.street, alerts=1)
+    assert len(updates(incidents, street.street)) == before
+    assert latest(updates(incidents, street.street))[first.incident.incident_id] is not None
+    assert len(orders(dispatch, street.street)) == 1
+
+
+def test_a_flapping_sensor_makes_one_incident(
+    pipeline: Pipeline, logs: Callable[[Topic], TopicLog]
+) -> None:
+    incidents, dispatch = logs(Topic.INCIDENTS), logs(Topic.DISPATCH)
+    street = Street(pipeline)
+    sensor = street.sensor(0)
+    for depth in (8.0, 0.0) * 4:
+        street.water(sensor, depth)
+    incident = one_incident(incidents, street.street, alerts=4)
+    time.sleep(3)
+    assert len(latest(updates(incidents, street.street))) == 1
+    assert [o.incident_id for o in orders(dispatch, street.street)] == [
+        incident.incident.incident_id
+    ]
+
+
+def test_kcat_reads_dispatch_and_every_message_fits_its_schema(
+    pipeline: Pipeline, logs: Callable[[Topic], TopicLog]
+) -> None:
+    incidents = logs(Topic.INCIDENTS)
+    street = Street(pipeline)
+    flood(street, sensors=2)
+    one_incident(incidents, street.street, alerts=3)
+    kcat = shutil.which("kcat")
+    assert kcat is not None, "kcat is installed by ./dev setup (Debian package kcat)"
+    out = subprocess.run(
+        [
+            kcat,
+            *("-b", pipeline.settings.kafka_bootstrap, "-C"),
+            *("-t", pipeline.settings.topic(Topic.DISPATCH)),
+            *("-o", "beginning", "-e", "-q", "-f", "%s\\n"),
+        ],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    lines = [line for line in out.stdout.decode().splitlines() if line.strip()]
+    assert any(street.street in line for line in lines)
+    schema = json.loads((SCHEMAS / "topic.dispatch.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    for line in lines:
+        validator.validate(json.loads(line))
