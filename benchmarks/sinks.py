@@ -26,7 +26,8 @@ from cityvitals.settings import Settings
 from sinks.maintenance import maintain
 from sinks.postgres import IndicatorSink, ReadingSink
 from tests.integration.conftest import free_port
-from wiring.stack import StackPaths, create_database, postgres_process, wait_for_port
+from wiring.servers import create_database, postgres_process
+from wiring.stack import StackPaths, wait_for_port
 
 
 def make_readings(count: int, devices: int = 500) -> list[Reading]:

@@ -23,19 +23,21 @@ from pydantic import SecretStr
 
 from cityvitals import db, kafka
 from cityvitals.settings import Settings
+from wiring.servers import (
+    create_database,
+    mosquitto_process,
+    postgres_process,
+    python_service,
+    tansu_process,
+)
 from wiring.services import SERVICES, open_registry
 from wiring.stack import (
     ManagedProcess,
     StackError,
     StackLock,
     StackPaths,
-    create_database,
-    mosquitto_process,
     port_is_open,
-    postgres_process,
-    python_service,
     stop_recorded,
-    tansu_process,
     wait_for_port,
 )
 

@@ -15,7 +15,6 @@ from cityvitals.settings import Settings
 from rules import RuleSet, parse_rules
 from rules.incidents import IncidentConfig, parse_incident_config
 from rules.indicators import Catalogue, parse_catalogue
-from wiring.stack import StackPaths, mqtt_password_file
 
 __all__ = ["SERVICES", "load_catalogue", "load_rules", "open_registry", "run_service"]
 
@@ -46,12 +45,10 @@ def load_incidents(settings: Settings) -> IncidentConfig:
 
 def open_registry(settings: Settings):  # type: ignore[no-untyped-def]
     """A device registry on the settings' database and Kafka, syncing the local broker if any."""
-    from device_registry import BrokerFiles, Registry
+    from device_registry import Registry
+    from device_registry.credentials import local_broker
 
-    paths = StackPaths(settings.state_dir)
-    broker = None
-    if paths.mosquitto.is_dir():
-        broker = BrokerFiles(mqtt_password_file(settings.state_dir), paths.pids / "mosquitto.pid")
+    broker = local_broker(settings.state_dir)
     return Registry(settings, db.connect(settings), kafka.producer(settings), broker)
 
 

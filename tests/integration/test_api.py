@@ -29,7 +29,8 @@ from device_registry import UPDATABLE
 from device_registry.api import DevicePatch
 from tests.integration.conftest import Pipeline, free_port, reading, wait_for
 from wiring.localstack import reports_ready
-from wiring.stack import StackPaths, python_service
+from wiring.servers import python_service
+from wiring.stack import StackPaths
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,220 @@
+"""``cityvitals devices``: onboard and manage devices, as the HTTP API does. Every change is
+audited with the actor ``cli:<OS user>``."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from cityvitals.contracts import Device, DeviceState
+from wiring.cli_common import fail
+from wiring.cli_registry_common import actor, build, path_of, registry
+
+__all__ = ["devices_app"]
+
+devices_app = typer.Typer(help="Onboard and manage devices.", no_args_is_help=True)
+
+
+def _echo_device(d: Device, as_json: bool) -> None:
+    if as_json:
+        typer.echo(d.model_dump_json())
+    else:
+        typer.echo(
+            f"{d.device_id:<28} {d.device_type:<14} {d.state.value:<11} {'/'.join(d.place_path)}"
+        )
+
+
+@devices_app.command("add")
+def devices_add(
+    device_id: str,
+    device_type: Annotated[str, typer.Option("--type", help="e.g. air_quality, water_level")],
+    place: Annotated[str, typer.Option(help="Place ids from the city down, joined by '/'")],
+    profile: Annotated[str | None, typer.Option(help="Profile id")] = None,
+    department: Annotated[str | None, typer.Option()] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="A free tag; repeat for more")] = None,
+    lat: Annotated[float | None, typer.Option()] = None,
+    lon: Annotated[float | None, typer.Option()] = None,
+    state: Annotated[
+        DeviceState,
+        typer.Option(help="provisioned: not expected until its first valid reading"),
+    ] = DeviceState.ACTIVE,
+) -> None:
+    """Register one device; prints its MQTT secret once."""
+    device = build(
+        Device,
+        device_id=device_id,
+        device_type=device_type,
+        profile_id=profile,
+        state=state,
+        place_path=path_of(place),
+        department=department,
+        tags=tuple(tag or ()),
+        lat=lat,
+        lon=lon,
+        updated_at=datetime.now(UTC),
+    )
+    with registry() as reg:
+        secret = reg.add(device, actor())
+        root = reg.settings.mqtt_topic_root
+    typer.echo(f"registered {device_id}; MQTT username {device_id}, secret {secret} (shown once)")
+    typer.echo(f"publish to {root}/{device_id}/readings")
+
+
+@devices_app.command("import")
+def devices_import(
+    file: Path,
+    credentials_out: Annotated[
+        Path | None, typer.Option(help="CSV of device_id,secret (shown once)")
+    ] = None,
+) -> None:
+    """Import devices from CSV or JSON (by extension); bad rows are reported by line and field."""
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise fail(f"{file}: {exc.strerror}") from None
+    from device_registry import parse_device_csv, parse_device_json
+
+    parse = parse_device_json if file.suffix.lower() == ".json" else parse_device_csv
+    parsed = parse(text, datetime.now(UTC))
+    if parsed.unreadable:
+        raise fail(f"{file}:{parsed.errors[0]}")
+    with registry() as reg, typer.progressbar(length=1, label="importing") as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.length = max(total, 1)
+            bar.update(done - bar.pos)
+
+        report = reg.import_devices(parsed, actor(), progress)
+    for error in report.errors:
+        typer.echo(f"{file}:{error}", err=True)
+    if credentials_out is not None:
+        credentials_out.write_text(
+            "device_id,secret\n" + "".join(f"{d},{s}\n" for d, s in report.added)
+        )
+        credentials_out.chmod(0o600)
+    typer.echo(f"imported {len(report.added)} devices, {len(report.errors)} rows refused")
+    if report.errors:
+        raise typer.Exit(1)
+
+
+@devices_app.command("list")
+def devices_list(
+    place: Annotated[str | None, typer.Option(help="Only devices at or under this place")] = None,
+    state: Annotated[DeviceState | None, typer.Option()] = None,
+    device_type: Annotated[str | None, typer.Option("--type")] = None,
+    tag: Annotated[str | None, typer.Option()] = None,
+    profile: Annotated[str | None, typer.Option()] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
+) -> None:
+    """List registered devices."""
+    with registry() as reg:
+        found = reg.list(
+            place=place, state=state, device_type=device_type, tag=tag, profile_id=profile
+        )
+    for d in found:
+        _echo_device(d, as_json)
+    if not as_json:
+        typer.echo(f"{len(found)} devices", err=True)
+
+
+@devices_app.command("export")
+def devices_export(
+    out: Path,
+    place: Annotated[str | None, typer.Option(help="Only devices at or under this place")] = None,
+) -> None:
+    """Export devices to CSV or JSON (by extension), in the format 'import' reads."""
+    from device_registry import export_csv
+
+    with registry() as reg:
+        found = reg.list(place=place)
+    if out.suffix.lower() == ".json":
+        out.write_text(json.dumps([json.loads(d.model_dump_json()) for d in found], indent=1))
+    else:
+        out.write_text(export_csv(found))
+    typer.echo(f"exported {len(found)} devices to {out}")
+
+
+@devices_app.command("update")
+def devices_update(
+    device_id: str,
+    device_type: Annotated[str | None, typer.Option("--type")] = None,
+    profile: Annotated[str | None, typer.Option()] = None,
+    department: Annotated[str | None, typer.Option()] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option(help="Replaces the tags; repeat for more")
+    ] = None,
+    lat: Annotated[float | None, typer.Option()] = None,
+    lon: Annotated[float | None, typer.Option()] = None,
+) -> None:
+    """Change a device's type, profile, department, tags or coordinates."""
+    changes = {
+        k: v
+        for k, v in {
+            "device_type": device_type,
+            "profile_id": profile,
+            "department": department,
+            "tags": tuple(tag) if tag is not None else None,
+            "lat": lat,
+            "lon": lon,
+        }.items()
+        if v is not None
+    }
+    if not changes:
+        raise fail("nothing to change: give at least one option")
+    with registry() as reg:
+        try:
+            device = reg.update(device_id, changes, actor())
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            raise fail(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    _echo_device(device, False)
+
+
+@devices_app.command("move")
+def devices_move(
+    device_id: str, place: Annotated[str, typer.Argument(help="New place path")]
+) -> None:
+    """Move a device to another place."""
+    with registry() as reg:
+        try:
+            device = reg.move(device_id, path_of(place), actor())
+        except ValidationError as exc:
+            raise fail(f"place_path: {exc.errors(include_url=False)[0]['msg']}") from None
+    _echo_device(device, False)
+
+
+def _set_state(device_id: str, state: DeviceState) -> None:
+    with registry() as reg:
+        reg.set_state(device_id, state, actor())
+    typer.echo(f"{device_id} is now {state.value}")
+
+
+@devices_app.command("suspend")
+def devices_suspend(device_id: str) -> None:
+    """Suspend a device: the broker refuses it at once and its readings are not processed."""
+    _set_state(device_id, DeviceState.SUSPENDED)
+
+
+@devices_app.command("activate")
+def devices_activate(device_id: str) -> None:
+    """Activate a provisioned or suspended device."""
+    _set_state(device_id, DeviceState.ACTIVE)
+
+
+@devices_app.command("retire")
+def devices_retire(device_id: str) -> None:
+    """Retire a device for good; its credentials stop working."""
+    _set_state(device_id, DeviceState.RETIRED)
+
+
+@devices_app.command("rotate-secret")
+def devices_rotate(device_id: str) -> None:
+    """Issue a new MQTT secret; the old one stops working at once."""
+    with registry() as reg:
+        ((_, secret),) = reg.rotate_secrets([device_id], actor())
+    typer.echo(f"new secret for {device_id}: {secret} (shown once)")

@@ -1,0 +1,135 @@
+"""``cityvitals places | profiles | departments | audit``: the registry's other resources, as
+the HTTP API serves them. Every change is audited with the actor ``cli:<OS user>``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from cityvitals.contracts import Department, Place, PlaceLevel, Profile
+from wiring.cli_common import fail
+from wiring.cli_registry_common import actor, build, path_of, registry
+
+__all__ = ["audit", "departments_app", "places_app", "profiles_app"]
+
+places_app = typer.Typer(
+    help="The place tree: city > district > street > grid > building.", no_args_is_help=True
+)
+profiles_app = typer.Typer(
+    help="Device profiles: metrics, units, valid ranges, cadence.", no_args_is_help=True
+)
+departments_app = typer.Typer(
+    help="Departments that own devices and incidents.", no_args_is_help=True
+)
+
+
+@places_app.command("add")
+def places_add(
+    path: Annotated[
+        str, typer.Argument(help="Ids from the city down to the new place, joined by '/'")
+    ],
+    name: Annotated[str, typer.Option(help="The place's name")],
+    lat: Annotated[float | None, typer.Option()] = None,
+    lon: Annotated[float | None, typer.Option()] = None,
+) -> None:
+    """Create (or rename) a place; its level follows from its depth. Missing ancestors are
+    created too, named by their ids."""
+    ids = path_of(path)
+    if not 1 <= len(ids) <= 5:
+        raise fail("place path: 1 to 5 ids, from the city down")
+    place = build(
+        Place,
+        place_id=ids[-1],
+        level=list(PlaceLevel)[len(ids) - 1],
+        name=name,
+        path=ids,
+        lat=lat,
+        lon=lon,
+    )
+    with registry() as reg:
+        reg.put_places([place], actor())
+    typer.echo(f"{place.level.value} {'/'.join(ids)}: {name}")
+
+
+@places_app.command("list")
+def places_list(
+    under: Annotated[str | None, typer.Option(help="Only this place's subtree")] = None,
+) -> None:
+    """List places (indented by level)."""
+    with registry() as reg:
+        places = reg.list_places(under)
+    for p in places:
+        typer.echo(f"{'  ' * p.level.depth}{p.place_id:<24} {p.level.value:<9} {p.name}")
+
+
+@places_app.command("move")
+def places_move(
+    place_id: str, parent: Annotated[str, typer.Argument(help="New parent place id")]
+) -> None:
+    """Move a place, with its subtree and devices, under another parent."""
+    with registry() as reg:
+        moved = reg.move_place(place_id, parent, actor())
+    typer.echo(f"moved {len(moved)} places; {place_id} is now at {'/'.join(moved[0].path)}")
+
+
+def _load_file(file: Path) -> Any:
+    try:
+        return yaml.safe_load(file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise fail(f"{file}: {exc}") from None
+
+
+@profiles_app.command("put")
+def profiles_put(
+    file: Annotated[Path, typer.Argument(help="YAML or JSON: one profile or a list")],
+) -> None:
+    """Create or replace profiles from a file."""
+    data = _load_file(file)
+    items = data if isinstance(data, list) else [data]
+    profiles = [
+        build(Profile, **item) if isinstance(item, dict) else build(Profile) for item in items
+    ]
+    with registry() as reg:
+        for p in profiles:
+            reg.put_profile(p, actor())
+    typer.echo(f"stored {len(profiles)} profiles")
+
+
+@profiles_app.command("list")
+def profiles_list() -> None:
+    """List profiles as JSON lines."""
+    with registry() as reg:
+        for p in reg.list_profiles():
+            typer.echo(p.model_dump_json())
+
+
+@departments_app.command("add")
+def departments_add(department_id: str, name: Annotated[str, typer.Option()]) -> None:
+    """Create or rename a department."""
+    with registry() as reg:
+        reg.put_department(build(Department, department_id=department_id, name=name), actor())
+    typer.echo(f"department {department_id}: {name}")
+
+
+@departments_app.command("list")
+def departments_list() -> None:
+    with registry() as reg:
+        for d in reg.list_departments():
+            typer.echo(f"{d.department_id:<20} {d.name}")
+
+
+def audit(
+    entity: Annotated[str | None, typer.Option(help="device, place, profile, department")] = None,
+    entity_id: Annotated[str | None, typer.Option("--id")] = None,
+    limit: Annotated[int, typer.Option()] = 50,
+) -> None:
+    """Who changed what, newest first."""
+    with registry() as reg:
+        entries = reg.audit_log(entity, entity_id, limit)
+    for e in entries:
+        typer.echo(
+            f"{e.at:%Y-%m-%d %H:%M:%S} {e.actor:<20} {e.action:<14} {e.entity}:{e.entity_id}"
+        )
