@@ -156,5 +156,7 @@ class Settings(BaseSettings):
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
+            if isinstance(value, tuple):
+                value = ",".join(value)
             env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
         return env

@@ -4,6 +4,7 @@ another Kafka client (kcat) reads ``dispatch``, and every message fits its publi
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -44,14 +45,21 @@ class TopicLog:
         self.consumer: Consumer = kafka.consumer(pipeline.settings, f"itest-{uuid.uuid4().hex}")
         self.consumer.subscribe([pipeline.settings.topic(topic)])
         self.values: list[bytes] = []
+        deadline = time.monotonic() + 60
+        while not self.consumer.assignment() and time.monotonic() < deadline:
+            self._take(self.consumer.poll(0.5))
+
+    def _take(self, msg: Any) -> None:
+        if msg is not None and msg.error() is None:
+            self.values.append(msg.value())
 
     def read(self) -> list[bytes]:
+        """Every message so far: reads until the topic has been quiet for a second."""
         while True:
-            msg = self.consumer.poll(0.2)
+            msg = self.consumer.poll(1.0)
             if msg is None:
                 return self.values
-            if msg.error() is None:
-                self.values.append(msg.value())
+            self._take(msg)
 
     def close(self) -> None:
         self.consumer.close()
@@ -121,10 +129,10 @@ class Street:
         self.seq = 0
 
     def sensor(self, grid: int) -> tuple[str, str]:
-        return self.pipeline.register("water_level", f"{self.base}/g{grid}")
+        return self.pipeline.register("water_level", f"{self.base}/{self.street}g{grid}")
 
     def camera(self, grid: int) -> tuple[str, str]:
-        return self.pipeline.register("camera", f"{self.base}/g{grid}")
+        return self.pipeline.register("camera", f"{self.base}/{self.street}g{grid}")
 
     def water(self, device: tuple[str, str], cm: float) -> None:
         self.seq += 1
@@ -257,7 +265,7 @@ def test_an_unaccepted_dispatch_escalates_to_district_then_city(
         (DispatchKind.ESCALATION, Tier.DISTRICT, "water-affairs"),
         (DispatchKind.ESCALATION, Tier.CITY, "city-ops"),
     ]
-    for earlier, later in zip(found, found[1:], strict=False):
+    for earlier, later in itertools.pairwise(found):
         # each tier had 3 s: the escalation came after its limit, within a few clock ticks
         assert later.ts >= earlier.accept_by
         assert later.ts - earlier.accept_by < timedelta(seconds=15)
