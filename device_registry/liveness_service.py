@@ -31,8 +31,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any
 
 import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -50,6 +50,7 @@ from cityvitals.contracts import (
     ReadingBatch,
 )
 from cityvitals.settings import Settings
+from cityvitals.stage import retry, utc_now
 from cityvitals.topics import Topic
 from device_registry.device_feed import DeviceFeed
 from device_registry.liveness import (
@@ -79,7 +80,6 @@ __all__ = [
 
 log = logging.getLogger("cityvitals.liveness")
 
-T = TypeVar("T")
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 CATCH_UP_LAG_S = 5.0
@@ -153,11 +153,11 @@ class LivenessService:
         assert topic is not None and partition is not None and offset is not None
         self._next[(topic, partition)] = offset + 1
         self._uncommitted = True
-        self.metrics.messages.inc()
+        self.metrics.received.inc()
         try:
             batch = ReadingBatch.model_validate_json(msg.value() or b"")
         except ValidationError as exc:
-            self.metrics.rejected.inc()
+            self.metrics.refuse(Topic.READINGS.value)
             log.warning("%s[%d]@%d is not a ReadingBatch: %s", topic, partition, offset, exc)
             return
         items: tuple[Reading | CameraEvent, ...] = (*batch.readings, *batch.camera_events)
@@ -168,6 +168,7 @@ class LivenessService:
                 self._newest is None or item.received_at > self._newest
             ):
                 self._newest = item.received_at
+        self.metrics.forwarded.inc()
 
     def _consume(self, timeout: float) -> None:
         messages = self.consumer.consume(CONSUME_MAX, timeout=timeout)
@@ -221,16 +222,6 @@ class LivenessService:
 
     # --- one check ------------------------------------------------------------------------
 
-    def _retry(self, action: Callable[[], T], stop: threading.Event) -> T:
-        """Run until the database takes it; only ``stop`` ends the wait (re-raising)."""
-        while True:
-            try:
-                return action()
-            except LivenessStoreUnavailable as exc:
-                log.warning("%s; retrying in %.1f s", exc, exc.retry_after)
-                if stop.wait(exc.retry_after):
-                    raise
-
     def _publish(self, devices: Sequence[DeviceLiveness], outages: Sequence[PlaceOutage]) -> None:
         failures: list[str] = []
 
@@ -258,7 +249,7 @@ class LivenessService:
 
     def check_once(self, stop: threading.Event) -> None:
         """Judge (when caught up), publish, store, then commit what was consumed."""
-        now = datetime.now(UTC)
+        now = utc_now()
         outages: list[PlaceOutage] = []
         if self._caught_up(now):
             result = check(self.clocks, self.fleet, self.outages, now, self.policy)
@@ -273,7 +264,7 @@ class LivenessService:
             for d in sorted(self._dirty)
             if d in self.clocks
         ]
-        self._retry(lambda: self.store.save(rows, outages), stop)
+        retry(lambda: self.store.save(rows, outages), stop)
         self._dirty.clear()
         if self._uncommitted and self._assigned:
             self.consumer.commit(asynchronous=False)
@@ -308,15 +299,13 @@ class LivenessService:
         """Apply device changes from the registry: an active device is watched, any other is
         not (its clock is dropped). Watching a device begins when it first appears."""
         if changes:
-            self.fleet = follow(
-                self.fleet, changes, self.policy.default_interval_s, datetime.now(UTC)
-            )
+            self.fleet = follow(self.fleet, changes, self.policy.default_interval_s, utc_now())
             self.clocks = {d: c for d, c in self.clocks.items() if d in self.fleet}
 
     def load(self, stop: threading.Event) -> None:
-        self.outages = self._retry(self.store.outages, stop)
+        self.outages = retry(self.store.outages, stop)
         self.follow(self.devices.read_to_end(stop))
-        self.clocks = self._retry(lambda: self.store.clocks(self.fleet, self.outages), stop)
+        self.clocks = retry(lambda: self.store.clocks(self.fleet, self.outages), stop)
         self._partitions = kafka.partition_count(self.consumer, self.topic)
         log.info(
             "watching %d active devices (%d with stored liveness), %d open outages",

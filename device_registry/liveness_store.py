@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from cityvitals import db
 from cityvitals.contracts import DeviceLiveness, Liveness, PlaceOutage
 from cityvitals.settings import Settings
+from cityvitals.stage import Transient
 from device_registry.liveness import DeviceClock, Outage, PlacePath, Watched, restore, under
 
 __all__ = ["LivenessStore", "LivenessStoreUnavailable", "device_rows", "open_outages"]
@@ -22,14 +23,14 @@ M = TypeVar("M", bound=BaseModel)
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 
-class LivenessStoreUnavailable(RuntimeError):
-    """The database refused or dropped an operation; nothing of it was committed. Retry later."""
+class LivenessStoreUnavailable(Transient):
+    """The database refused or dropped an operation; nothing of it was committed. A
+    :class:`~cityvitals.stage.Transient` fault: :func:`~cityvitals.stage.retry` waits it out."""
 
     def __init__(self, operation: str, detail: str, retry_after: float = 1.0) -> None:
-        super().__init__(f"liveness store: {operation} failed: {detail}")
+        super().__init__(f"liveness store: {operation} failed: {detail}", retry_after)
         self.operation = operation
         self.detail = detail
-        self.retry_after = retry_after
 
 
 class LivenessStore:

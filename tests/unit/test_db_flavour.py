@@ -106,3 +106,14 @@ def test_pglite_loads_the_library_itself() -> None:
         preload="", licence=None, version="PostgreSQL 17.5 ... compiled by emcc (Emscripten)"
     )
     assert detect(server)[0] == "timescale"
+
+
+def test_the_storage_step_runs_its_common_file_before_the_flavours_own() -> None:
+    """0004 creates the indicators table once, in its common file, for both flavours."""
+    [storage] = [m for m in db.migrations() if m.version == 4]
+    assert "CREATE TABLE indicators" in storage.sql
+    for flavour in db.FLAVOURS:
+        text = storage.sql_for(flavour)
+        assert text.startswith(storage.sql) and text.strip() != storage.sql.strip()
+        assert "CREATE TABLE indicators (" not in text[len(storage.sql) :]
+        assert storage.ran_for(flavour) == flavour

@@ -1,0 +1,105 @@
+"""The liveness service on the stage toolkit: its store's faults are waited out by the one
+``stage.retry``, and its per-hop counters are the toolkit's, named like every stage's."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from cityvitals.contracts import Reading, ReadingBatch
+from cityvitals.settings import Settings
+from cityvitals.stage import Transient, retry
+from device_registry.liveness_metrics import LivenessMetrics
+from device_registry.liveness_service import LivenessService
+from device_registry.liveness_store import LivenessStoreUnavailable
+from tests.unit.test_stage import FakeKafka, FakeMessage
+
+SETTINGS = Settings(topic_prefix="t")
+T0 = datetime(2026, 11, 22, 8, tzinfo=UTC)
+
+
+class FlakyStore:
+    """Refuses the first ``faults`` saves as the database being down, then keeps them."""
+
+    def __init__(self, faults: int) -> None:
+        self.faults = faults
+        self.saved: list[tuple[Sequence[Any], Sequence[Any]]] = []
+
+    def save(self, devices: Sequence[Any], outages: Sequence[Any]) -> None:
+        if self.faults:
+            self.faults -= 1
+            raise LivenessStoreUnavailable("saving", "connection refused", retry_after=0)
+        self.saved.append((devices, outages))
+
+
+def service(consumer: FakeKafka, store: FlakyStore, registry: CollectorRegistry) -> Any:
+    """A service that holds none of the one partition of ``readings``: it judges nothing."""
+    live = LivenessService(
+        SETTINGS,
+        consumer,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        store,  # type: ignore[arg-type]
+        registry,
+        lambda ids: [],
+    )
+    live._partitions = 1
+    return live
+
+
+def test_a_store_fault_is_a_transient_one_that_the_stage_retry_waits_out() -> None:
+    fault = LivenessStoreUnavailable("saving", "connection refused", retry_after=0.5)
+    assert isinstance(fault, Transient) and fault.retry_after == 0.5
+    assert (fault.operation, fault.detail) == ("saving", "connection refused")
+    assert str(fault) == "liveness store: saving failed: connection refused"
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(LivenessStoreUnavailable):
+        retry(lambda: FlakyStore(1).save([], []), stop)
+
+
+def test_a_check_stores_the_clocks_once_the_database_is_back() -> None:
+    batch = ReadingBatch(
+        readings=(Reading(device_id="aq-1", ts=T0, seq=1, values={"pm25": 4}, place_path=("c",)),)
+    )
+    store = FlakyStore(faults=2)
+    live = service(
+        FakeKafka([FakeMessage("t.readings", 0, batch.model_dump_json().encode())]),
+        store,
+        CollectorRegistry(),
+    )
+    live._consume(0)
+    live.check_once(threading.Event())
+    [(devices, outages)] = store.saved
+    assert [d.device_id for d in devices] == ["aq-1"] and outages == []
+
+
+def test_the_liveness_counters_reconcile_and_keep_their_names() -> None:
+    good = ReadingBatch(readings=(Reading(device_id="aq-1", ts=T0, seq=1, values={"pm25": 4}),))
+    registry = CollectorRegistry()
+    consumer = FakeKafka(
+        [
+            FakeMessage("t.readings", 0, good.model_dump_json().encode()),
+            FakeMessage("t.readings", 1, b"{not json"),
+        ]
+    )
+    live = service(consumer, FlakyStore(0), registry)
+    assert isinstance(live.metrics, LivenessMetrics)
+    live._consume(0)
+    live.check_once(threading.Event())
+    assert live.metrics.reconciles()
+    value = registry.get_sample_value
+    assert value("cityvitals_liveness_received_total") == 2
+    assert value("cityvitals_liveness_forwarded_total") == 1
+    assert value("cityvitals_liveness_rejected_total", {"reason": "readings"}) == 1
+    # Names the deployment's probes and docs rely on.
+    assert value("cityvitals_liveness_checks_skipped_total") == 1
+    assert value("cityvitals_liveness_ready") == 0
+    assert value("cityvitals_liveness_devices", {"status": "online"}) == 1
+    for name in ("outages_open", "activated_total"):
+        assert value(f"cityvitals_liveness_{name}") == 0
