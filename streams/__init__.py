@@ -1,6 +1,7 @@
 """The stream processor: Faust agents and tables around plain batch-processing functions."""
 
-from streams.pipeline import BatchOutcome, process_batch, registry_entry
+from streams.pipeline import BatchOutcome, process_batch
+from streams.validation import registry_entry
 
 __all__ = ["BatchOutcome", "create_app", "process_batch", "registry_entry"]
 

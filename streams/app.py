@@ -58,14 +58,9 @@ from rules.incidents import IncidentConfig, load_incident_config
 from rules.indicators import Catalogue
 from streams.incidents import add_incident_agents
 from streams.live import LiveRules, StreamMetrics
-from streams.pipeline import (
-    OpenAlert,
-    is_newer,
-    process_batch,
-    process_places,
-    registry_entry,
-    seed_memories,
-)
+from streams.pipeline import process_batch, process_places
+from streams.seeds import OpenAlert, seed_memories
+from streams.validation import is_newer, registry_entry
 from streams.vitals import apply, close, membership
 
 __all__ = ["LiveRules", "StreamMetrics", "create_app"]

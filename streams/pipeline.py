@@ -1,42 +1,36 @@
 """What the stream processor does with one message, in plain Python (no Faust).
 
-:func:`process_batch` applies a batch's in-band registry changes, then validates and enriches
-each reading and camera event from the device registry, runs the device rules over it and
-returns the enriched batch, the alert transitions, the refused items, the values composite
-rules judge per place, and the rule memories that changed. :func:`process_places` judges
-those values on the place's partition. A batch with a ``tick`` judges silence instead.
-:func:`seed_memories` turns the alerts still open in the database into rule memory, for a
-stream that starts with no memory (the local stack's Kafka keeps nothing across a restart).
-The Faust agents only move bytes in and out.
+:func:`process_batch` applies a batch's in-band registry changes, then checks and enriches
+each reading and camera event from the device registry (:mod:`streams.validation`), runs the
+device rules over it and returns the enriched batch, the alert transitions, the refused
+items, the values composite rules judge per place, and the rule memories that changed.
+:func:`process_places` judges those values on the place's partition. A batch with a ``tick``
+judges silence instead. The rule memory of a stream that starts with none comes from the
+alerts still open in the database (:mod:`streams.seeds`). The Faust agents only move bytes
+in and out.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from cityvitals.contracts import (
     Alert,
-    AlertStatus,
     CameraEvent,
     DeadLetter,
-    Device,
     DeviceState,
     PlaceBatch,
     PlaceObservation,
     Reading,
     ReadingBatch,
-    WarningLevel,
     WindowPartial,
 )
-from cityvitals.stage import dead_letter
 from rules import (
-    AlertState,
     Arrival,
-    CompositeRule,
     DeviceMemory,
     Observation,
     PlaceMemory,
@@ -48,57 +42,20 @@ from rules import (
     sweep_place,
 )
 from rules.indicators import Catalogue
+from streams.validation import enrich, is_newer, problem, refusal, registry_entry
 from streams.vitals import Partials
 
 __all__ = [
-    "FUTURE_TOLERANCE",
     "BatchOutcome",
     "Memories",
-    "OpenAlert",
     "PlaceOutcome",
-    "Seeds",
-    "is_newer",
     "process_batch",
     "process_places",
-    "registry_entry",
-    "seed_memories",
     "sweep_devices",
 ]
 
-FUTURE_TOLERANCE = timedelta(minutes=10)
-"""A reading stamped further ahead of the stream's clock is refused: it would move its
-device's watermark into the future and make every later reading late."""
-
 Memories = Mapping[str, dict[str, Any] | None]
 """Rule memory by device (or place) id, as kept in the stream's tables (plain JSON)."""
-
-
-def registry_entry(device: Device) -> dict[str, Any]:
-    """The slice of a Device the stream needs per reading, kept small in the table."""
-    return {
-        "device_type": device.device_type,
-        "profile_id": device.profile_id,
-        "place_path": list(device.place_path),
-        "tags": list(device.tags),
-        "state": device.state.value,
-        "updated_at": device.updated_at.isoformat(),
-        "valid_ranges": {m: list(r) for m, r in device.valid_ranges.items()},
-        "expected_interval_s": device.expected_interval_s,
-    }
-
-
-def out_of_range(values: Mapping[str, float], ranges: Mapping[str, Any]) -> str | None:
-    """The first value outside its profile's valid range, described; None if all are valid."""
-    for metric, value in values.items():
-        low, high = ranges.get(metric, (None, None))
-        if (low is not None and value < low) or (high is not None and value > high):
-            return f"{metric}={value:g} is outside the profile's valid range [{low}, {high}]"
-    return None
-
-
-def is_newer(device: Device, entry: Mapping[str, Any] | None) -> bool:
-    """Whether a registry change is newer than what the table holds (last writer wins)."""
-    return entry is None or device.updated_at >= datetime.fromisoformat(entry["updated_at"])
 
 
 @dataclass
@@ -119,13 +76,6 @@ class BatchOutcome:
     """Indicator window states to merge on the places' partitions."""
     changed_marks: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per device, the window each indicator last counted it in."""
-
-
-def _refusal(item: Reading | CameraEvent, reason: str, source: str, now: datetime) -> DeadLetter:
-    payload = item.model_dump_json().encode()
-    return dead_letter(
-        "streams", reason, payload, source, device_id=item.device_id, received_at=now
-    )
 
 
 class _Memories:
@@ -178,15 +128,13 @@ def process_batch(
     items: tuple[Reading | CameraEvent, ...] = (*batch.readings, *batch.camera_events)
     for item in items:
         entry = out.changed_devices.get(item.device_id) or devices.get(item.device_id)
-        problem, kind = _problem(item, entry, now)
-        if problem is not None:
+        why, kind = problem(item, entry, now)
+        if why is not None:
             out.refused[kind] += 1
-            out.dead_letters.append(_refusal(item, problem, source, now))
+            out.dead_letters.append(refusal(item, why, source, now))
             continue
         assert entry is not None
-        enriched = item.model_copy(
-            update={"device_type": entry["device_type"], "place_path": tuple(entry["place_path"])}
-        )
+        enriched = enrich(item, entry)
         memory = memories.get(item.device_id)
         judged = evaluate_device(
             rules,
@@ -206,7 +154,7 @@ def process_batch(
                 f"(grace {rules.grace.total_seconds():.0f} s)"
             )
             out.refused["late"] += 1
-            out.dead_letters.append(_refusal(item, reason, source, now))
+            out.dead_letters.append(refusal(item, reason, source, now))
             continue
         if judged.arrival is Arrival.OUT_OF_ORDER:
             out.out_of_order += 1
@@ -235,52 +183,6 @@ def process_batch(
     if partials is not None:
         out.partials = partials.partials()
     return out
-
-
-PROCESSED_STATES = frozenset({DeviceState.ACTIVE, DeviceState.PROVISIONED})
-"""A provisioned device's first valid reading is processed (the liveness service then asks
-the registry to activate it); a suspended or retired device's readings are refused."""
-
-
-def unlisted_metric(
-    device_id: str, values: Mapping[str, float], entry: Mapping[str, Any]
-) -> str | None:
-    """The first metric the device's profile does not list, described; None if all are listed.
-
-    A device with a profile may send only its profile's metrics (the registry publishes them
-    as ``valid_ranges``); a device without a profile is not limited.
-    """
-    profile_id = entry.get("profile_id")
-    if profile_id is None:
-        return None
-    listed = entry.get("valid_ranges") or {}
-    for metric in values:
-        if metric not in listed:
-            return (
-                f"metric {metric!r} is not in profile {profile_id!r} of device {device_id!r} "
-                f"(it lists: {', '.join(sorted(listed)) or 'no metrics'})"
-            )
-    return None
-
-
-def _problem(
-    item: Reading | CameraEvent, entry: Mapping[str, Any] | None, now: datetime
-) -> tuple[str | None, str]:
-    if entry is None:
-        return f"unknown device {item.device_id!r}: not in the registry", "unknown_device"
-    if entry["state"] not in PROCESSED_STATES:
-        state = entry["state"]
-        return f"device {item.device_id!r} is {state}, not active or provisioned", "inactive_device"
-    if isinstance(item, Reading):
-        if problem := unlisted_metric(item.device_id, item.values, entry):
-            return problem, "unlisted_metric"
-        ranges = entry.get("valid_ranges")
-        if ranges and (problem := out_of_range(item.values, ranges)):
-            return problem, "out_of_range"
-    if item.ts > now + FUTURE_TOLERANCE:
-        ahead = (item.ts - now).total_seconds()
-        return f"ts {item.ts.isoformat()} is {ahead:.0f} s ahead of the stream's clock", "future"
-    return None, ""
 
 
 @dataclass
@@ -362,74 +264,3 @@ def process_places(batch: PlaceBatch, states: Memories, rules: RuleSet) -> Place
         if new != states.get(place_id):
             out.changed_states[place_id] = new
     return out
-
-
-# --- resuming after a restart -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OpenAlert:
-    """An alert episode the database still shows firing, as the stream needs it back."""
-
-    alert: Alert
-    """Its latest transition as stored (``ts`` is when that transition happened)."""
-    peak_level: WarningLevel
-    """The highest level among its stored transitions."""
-    last_seen: datetime
-    """The device's newest stored value of the alert's metric (else the transition's time)."""
-
-
-@dataclass
-class Seeds:
-    """Rule memory rebuilt from open alerts, by device and by place (composite rules), as JSON.
-    A memory is taken only by a device or place the stream has no memory of at all."""
-
-    devices: dict[str, dict[str, Any]] = field(default_factory=dict)
-    places: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def take(self, kind: str, key: str, stored: dict[str, Any] | None) -> dict[str, Any] | None:
-        """The seed for ``key`` if the stream has no memory of it (it is then used up)."""
-        seeds = self.devices if kind == "device" else self.places
-        seed = seeds.pop(key, None)
-        return seed if seed is not None and not stored else None
-
-
-def _seed_state(open_alert: OpenAlert, kind: str) -> AlertState:
-    a = open_alert.alert
-    return AlertState(
-        pending_since=a.started_at,
-        alert_id=a.alert_id,
-        level=a.level,
-        revision=a.revision,
-        kind=kind,
-        detail=(a.device_id, a.metric, a.value, a.threshold),
-        peak=open_alert.peak_level,
-        sample=(open_alert.last_seen.isoformat(), a.level.value, a.value, a.threshold),
-    )
-
-
-def seed_memories(open_alerts: Iterable[OpenAlert], rules: RuleSet) -> Seeds:
-    """Rule memory that continues each open alert: it keeps its id, level, revision and
-    peak, and its device's last value (as of the database) holds it until a new reading
-    ends it, or it goes stale. A composite alert goes to its place; an alert whose rule is
-    gone goes to its device, where the next tick resolves it as retired. What the kinds
-    kept besides (a rate's points, an anomaly detector) is not in the database and starts
-    afresh."""
-    devices: dict[str, DeviceMemory] = {}
-    places: dict[str, PlaceMemory] = {}
-    for open_alert in open_alerts:
-        a = open_alert.alert
-        if a.status is not AlertStatus.FIRING:
-            continue
-        rule = rules.by_id.get(a.rule_id)
-        kind = "" if rule is None else str(rule.kind)
-        state = _seed_state(open_alert, kind)
-        if isinstance(rule, CompositeRule) and a.place_path:
-            place = places.setdefault(a.place_path[-1], PlaceMemory(place_path=a.place_path))
-            place.rules[a.rule_id] = state
-        else:
-            devices.setdefault(a.device_id, DeviceMemory()).rules[a.rule_id] = state
-    return Seeds(
-        {k: m.to_json() for k, m in devices.items()},
-        {k: m.to_json() for k, m in places.items()},
-    )

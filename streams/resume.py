@@ -3,7 +3,7 @@
 The stream's rule memory lives in Faust tables backed by Kafka. A Kafka that keeps nothing
 across a restart (the local stack's tansu runs in memory) takes that memory with it; the
 database still has every open episode, so the stream continues them
-(:func:`streams.pipeline.seed_memories`).
+(:func:`streams.seeds.seed_memories`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from cityvitals import db
 from cityvitals.contracts import Alert, AlertStatus, WarningLevel
 from cityvitals.settings import Settings
-from streams.pipeline import OpenAlert
+from streams.seeds import OpenAlert
 
 __all__ = ["OPEN_ALERTS", "open_alerts"]
 

@@ -95,7 +95,7 @@ class Partials:
         counted: dict[str, list[Any]] = marks.setdefault("w", {})
         path = reading.place_path
         for spec in self.catalogue.by_type.get(reading.device_type or "", ()):
-            if spec.kind != "online_rate" and not (spec.metrics() & values.keys()):
+            if not spec.fed_by(values):
                 continue
             start = window_start(reading.ts, spec.window_s).isoformat()
             entries = _entries(counted.get(spec.id))

@@ -46,6 +46,10 @@ class Formula(ABC):
     """Bands used when the indicator gives none."""
     highest: frozenset[str] = frozenset()
     """State keys that merge as a maximum (the others add up)."""
+    counts_devices: bool = False
+    """Whether the value comes of the devices that report and are expected (membership and
+    liveness), not of the readings' values: then every reading of the indicator's device
+    types feeds it, whatever metrics it carries; otherwise only one carrying its metrics."""
 
     def metrics(self, spec: IndicatorSpec) -> frozenset[str]:
         """The metrics that feed the indicator."""

@@ -6,6 +6,8 @@ devices of the indicator's types under the place; the quality flag follows from 
 >>> cat = parse_catalogue("indicators: [{id: noise, kind: leq, metric: laeq_db, device_types: [noise]}]")
 >>> cat.by_id["noise"].metrics()
 frozenset({'laeq_db'})
+>>> cat.by_id["noise"].fed_by({"laeq_db": 61.0}), cat.by_id["noise"].fed_by({"battery_v": 3.6})
+(True, False)
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class IndicatorSpec(BaseModel):
     unit: str = ""
     description: str = ""
     _metrics: frozenset[str] = PrivateAttr(default=frozenset())
+    _every_reading: bool = PrivateAttr(default=False)
 
     @field_validator("kind")
     @classmethod
@@ -95,8 +98,15 @@ class IndicatorSpec(BaseModel):
         """The metrics that feed it (computed once: this is asked per reading)."""
         return self._metrics
 
+    def fed_by(self, values: Mapping[str, float]) -> bool:
+        """Whether a reading of its device types carrying ``values`` feeds it: every one
+        when its formula counts devices, else one carrying any of its metrics."""
+        return self._every_reading or not self._metrics.isdisjoint(values)
+
     def model_post_init(self, context: Any, /) -> None:
-        self._metrics = FORMULAS[self.kind].metrics(self)
+        formula = FORMULAS[self.kind]
+        self._metrics = formula.metrics(self)
+        self._every_reading = formula.counts_devices
 
     def band(self, value: float) -> str | None:
         for label, upper in self.bands or FORMULAS[self.kind].bands:

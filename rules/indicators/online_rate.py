@@ -16,6 +16,7 @@ __all__ = ["OnlineRate"]
 class OnlineRate(Formula):
     name = "online_rate"
     needs_metric = False
+    counts_devices = True
 
     def fold(
         self, spec: IndicatorSpec, state: dict[str, float], values: Mapping[str, float]

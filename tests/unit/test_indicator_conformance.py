@@ -86,3 +86,21 @@ def test_a_state_round_trips_through_json(spec: IndicatorSpec) -> None:
     state = folded(spec, samples(spec, 1))
     again = json.loads(json.dumps(state))
     assert again == state and result(spec, again) == result(spec, state)
+
+
+def test_a_reading_feeds_an_indicator_as_its_formula_says(spec: IndicatorSpec) -> None:
+    """A formula of devices (``counts_devices``) is fed by every reading of its device types
+    and reads no value; any other is fed only by a reading carrying one of its metrics, and
+    a reading carrying none of them would fold to nothing (so passing it by loses nothing)."""
+    formula = FORMULAS[spec.kind]
+    unrelated: Sample = {"not_a_metric_of_it": 1.0}
+    if formula.counts_devices:
+        assert spec.fed_by(unrelated) and spec.fed_by({})
+        assert folded(spec, samples(spec, 1)) == {}
+        assert result(spec, {})[0] is not None  # its value comes of the counts alone
+    else:
+        assert not spec.fed_by(unrelated) and not spec.fed_by({})
+        assert all(spec.fed_by({m: 1.0}) for m in spec.metrics())
+        state = folded(spec, samples(spec, 1))
+        assert folded(spec, [*samples(spec, 1), unrelated]) == state
+        assert result(spec, {})[0] is None  # no samples, no value

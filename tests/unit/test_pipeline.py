@@ -12,7 +12,7 @@ from cityvitals.contracts import (
 )
 from rules import parse_rules
 from streams import process_batch, registry_entry
-from streams.pipeline import OpenAlert, seed_memories
+from streams.seeds import OpenAlert, seed_memories
 
 T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
 RULES = parse_rules("rules:\n  - {id: deep, metric: water_level_cm, levels: {blue: 5, red: 40}}\n")

@@ -18,7 +18,7 @@ from cityvitals.contracts import (
 )
 from rules import DeviceMemory, Observation, RuleSet, evaluate_device, parse_rules, sweep_device
 from rules.backtest import Backtest
-from streams.pipeline import process_batch, registry_entry
+from streams import process_batch, registry_entry
 
 T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
 PATH = ("c", "d1", "s1", "g1")

@@ -1,0 +1,123 @@
+"""What a reading or camera event must pass before the stream judges it, and what it gains.
+
+The stream keeps a small slice of each device's registry entry (:func:`registry_entry`, newest
+change wins: :func:`is_newer`). An item is refused, with a reason naming the problem and a
+reason kind (:func:`problem`), when its device is unknown, not active or provisioned, sends a
+metric its profile does not list or a value outside its profile's valid range, or is stamped
+too far ahead of the stream's clock; a refused item becomes a dead letter (:func:`refusal`).
+An accepted one is enriched with its device's type and place (:func:`enrich`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from cityvitals.contracts import CameraEvent, DeadLetter, Device, DeviceState, Reading
+from cityvitals.stage import dead_letter
+
+__all__ = [
+    "FUTURE_TOLERANCE",
+    "PROCESSED_STATES",
+    "enrich",
+    "is_newer",
+    "out_of_range",
+    "problem",
+    "refusal",
+    "registry_entry",
+    "unlisted_metric",
+]
+
+FUTURE_TOLERANCE = timedelta(minutes=10)
+"""A reading stamped further ahead of the stream's clock is refused: it would move its
+device's watermark into the future and make every later reading late."""
+
+PROCESSED_STATES = frozenset({DeviceState.ACTIVE, DeviceState.PROVISIONED})
+"""A provisioned device's first valid reading is processed (the liveness service then asks
+the registry to activate it); a suspended or retired device's readings are refused."""
+
+
+def registry_entry(device: Device) -> dict[str, Any]:
+    """The slice of a Device the stream needs per reading, kept small in the table."""
+    return {
+        "device_type": device.device_type,
+        "profile_id": device.profile_id,
+        "place_path": list(device.place_path),
+        "tags": list(device.tags),
+        "state": device.state.value,
+        "updated_at": device.updated_at.isoformat(),
+        "valid_ranges": {m: list(r) for m, r in device.valid_ranges.items()},
+        "expected_interval_s": device.expected_interval_s,
+    }
+
+
+def is_newer(device: Device, entry: Mapping[str, Any] | None) -> bool:
+    """Whether a registry change is newer than what the table holds (last writer wins)."""
+    return entry is None or device.updated_at >= datetime.fromisoformat(entry["updated_at"])
+
+
+def out_of_range(values: Mapping[str, float], ranges: Mapping[str, Any]) -> str | None:
+    """The first value outside its profile's valid range, described; None if all are valid."""
+    for metric, value in values.items():
+        low, high = ranges.get(metric, (None, None))
+        if (low is not None and value < low) or (high is not None and value > high):
+            return f"{metric}={value:g} is outside the profile's valid range [{low}, {high}]"
+    return None
+
+
+def unlisted_metric(
+    device_id: str, values: Mapping[str, float], entry: Mapping[str, Any]
+) -> str | None:
+    """The first metric the device's profile does not list, described; None if all are listed.
+
+    A device with a profile may send only its profile's metrics (the registry publishes them
+    as ``valid_ranges``); a device without a profile is not limited.
+    """
+    profile_id = entry.get("profile_id")
+    if profile_id is None:
+        return None
+    listed = entry.get("valid_ranges") or {}
+    for metric in values:
+        if metric not in listed:
+            return (
+                f"metric {metric!r} is not in profile {profile_id!r} of device {device_id!r} "
+                f"(it lists: {', '.join(sorted(listed)) or 'no metrics'})"
+            )
+    return None
+
+
+def problem(
+    item: Reading | CameraEvent, entry: Mapping[str, Any] | None, now: datetime
+) -> tuple[str | None, str]:
+    """Why the item is refused and the reason's kind; ``(None, "")`` when it is accepted."""
+    if entry is None:
+        return f"unknown device {item.device_id!r}: not in the registry", "unknown_device"
+    if entry["state"] not in PROCESSED_STATES:
+        state = entry["state"]
+        return f"device {item.device_id!r} is {state}, not active or provisioned", "inactive_device"
+    if isinstance(item, Reading):
+        if found := unlisted_metric(item.device_id, item.values, entry):
+            return found, "unlisted_metric"
+        ranges = entry.get("valid_ranges")
+        if ranges and (found := out_of_range(item.values, ranges)):
+            return found, "out_of_range"
+    if item.ts > now + FUTURE_TOLERANCE:
+        ahead = (item.ts - now).total_seconds()
+        return f"ts {item.ts.isoformat()} is {ahead:.0f} s ahead of the stream's clock", "future"
+    return None, ""
+
+
+def refusal(item: Reading | CameraEvent, reason: str, source: str, now: datetime) -> DeadLetter:
+    """The dead letter of a refused item: its JSON, the reason, where it came from."""
+    payload = item.model_dump_json().encode()
+    return dead_letter(
+        "streams", reason, payload, source, device_id=item.device_id, received_at=now
+    )
+
+
+def enrich(item: Reading | CameraEvent, entry: Mapping[str, Any]) -> Reading | CameraEvent:
+    """The item with its device's type and place from the registry entry (a copy)."""
+    return item.model_copy(
+        update={"device_type": entry["device_type"], "place_path": tuple(entry["place_path"])}
+    )
