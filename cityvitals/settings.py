@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     webhook_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     webhook_attempts: Annotated[int, Field(ge=1, le=20)] = 5
     """Tries per webhook delivery before it is dead-lettered."""
+    webhook_backoff_s: Annotated[float, Field(ge=0)] = 1.0
+    """Wait before a webhook's second try; doubled before each later try."""
+    webhook_backoff_max_s: Annotated[float, Field(ge=0)] = 30.0
+    """The longest wait between two tries of a webhook."""
 
     timezone: str = "UTC"
     """The city's time zone (an IANA name such as ``Asia/Shanghai``): times shown to people
@@ -156,7 +160,7 @@ class Settings(BaseSettings):
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
-            if isinstance(value, tuple):
-                value = ",".join(value)
+            elif isinstance(value, tuple):  # read back comma-separated (webhook_urls)
+                value = ",".join(str(item) for item in value)
             env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
         return env

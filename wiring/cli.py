@@ -168,6 +168,21 @@ def run(
 
 
 @app.command()
+def notify() -> None:
+    """POST dispatch orders and escalations, signed, to CITYVITALS_WEBHOOK_URLS (Ctrl-C stops);
+    with no URL configured, say so and exit 0."""
+    from wiring.services import run_service
+
+    s = settings()
+    if not s.webhook_urls:
+        typer.echo("no webhook URLs configured (CITYVITALS_WEBHOOK_URLS): nothing to notify")
+        return
+    if not s.webhook_secret.get_secret_value():
+        raise fail("CITYVITALS_WEBHOOK_SECRET is empty: receivers could not trust a signature")
+    run_service("notify", s)
+
+
+@app.command()
 def ready(
     service: Annotated[str, typer.Argument(help="ingest, streams, sinks, liveness or api")],
 ) -> None:

@@ -144,6 +144,18 @@ def run_liveness(settings: Settings) -> None:
     run(settings, _metrics(settings), _stop_event())
 
 
+def run_notify(settings: Settings) -> None:
+    """The webhook notifier; with no ``webhook_urls`` it says so and returns."""
+    from sinks.notifier import run
+
+    if not settings.webhook_urls:
+        logging.getLogger("cityvitals.notify").warning(
+            "no webhook URLs configured (CITYVITALS_WEBHOOK_URLS): nothing to notify"
+        )
+        return
+    run(settings, _metrics(settings), _stop_event())
+
+
 def run_api(settings: Settings) -> None:
     from device_registry.api import serve
 
@@ -161,5 +173,6 @@ def run_service(name: str, settings: Settings) -> None:
         "sinks": run_sinks,
         "liveness": run_liveness,
         "api": run_api,
+        "notify": run_notify,
     }
     runners[name](settings)

@@ -1,0 +1,301 @@
+"""Webhooks: dispatch orders and escalations POSTed, signed, to a city's gateways.
+
+The core of the notifier (:mod:`sinks.notifier` runs it on Kafka): what is sent for a message
+(:func:`notice`), how it is signed (:func:`signature_header`, and :func:`verify_signature` for
+receivers), which answers are worth another try (:func:`verdict`), how long to wait before it
+(:func:`backoff_s`), and one delivery to one URL with its tries (:func:`deliver`).
+
+Each POST carries the message's JSON and three headers:
+
+- ``X-Cityvitals-Event``: ``dispatch`` or ``escalation``;
+- ``X-Cityvitals-Delivery``: the same on every try and every replay of one message (a dispatch
+  order's ``dispatch_id``, a hash of an escalation's incident and time), so a receiver drops
+  what it has already seen;
+- ``X-Cityvitals-Signature``: ``t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`` with
+  the shared secret, signed anew at each try.
+
+A 2xx answer delivers. A connection error, a timeout, 408, 429 and 5xx are tried again after
+``webhook_backoff_s``, doubled each time up to ``webhook_backoff_max_s``, until
+``webhook_attempts`` tries; any other answer (3xx, 4xx) ends the delivery at once.
+
+>>> verdict(204), verdict(503), verdict(None), verdict(404)
+(<Verdict.DELIVERED: 'delivered'>, <Verdict.RETRY: 'retry'>, <Verdict.RETRY: 'retry'>, <Verdict.FAIL: 'fail'>)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from http.client import HTTPException
+from urllib.parse import urlsplit
+
+from cityvitals.contracts import DispatchOrder, Escalation
+from cityvitals.topics import Topic
+
+__all__ = [
+    "DELIVERY_HEADER",
+    "EVENTS",
+    "EVENT_HEADER",
+    "SIGNATURE_HEADER",
+    "Delivery",
+    "Notice",
+    "Post",
+    "Verdict",
+    "backoff_s",
+    "deliver",
+    "http_post",
+    "notice",
+    "public_url",
+    "signature_header",
+    "verdict",
+    "verify_signature",
+]
+
+SIGNATURE_HEADER = "X-Cityvitals-Signature"
+EVENT_HEADER = "X-Cityvitals-Event"
+DELIVERY_HEADER = "X-Cityvitals-Delivery"
+
+EVENTS: Mapping[Topic, str] = {Topic.DISPATCH: "dispatch", Topic.ESCALATIONS: "escalation"}
+"""The topics the notifier follows and the event name each message is sent as."""
+
+RETRIED_STATUSES = frozenset({408, 429})
+"""Besides every 5xx: the answers that say "not now" rather than "never"."""
+
+Post = Callable[[str, bytes, Mapping[str, str], float], int]
+"""``post(url, body, headers, timeout_s)``: the HTTP status of one POST. Raises ``OSError``
+(connection refused, timeout, ...) or ``http.client.HTTPException`` when no answer came."""
+
+
+# --- what is sent ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """One message as it is sent: its event name, delivery id and body."""
+
+    event: str
+    delivery_id: str
+    body: bytes
+
+
+def notice(topic: Topic, value: bytes) -> Notice:
+    """The notice of a message of ``dispatch`` or ``escalations``; raises pydantic's
+    ``ValidationError`` when the bytes are not that topic's contract.
+
+    >>> n = notice(Topic.ESCALATIONS, (
+    ...     b'{"incident_id": "' + b"a" * 32 + b'", "from_tier": "street", "to_tier": "district",'
+    ...     b' "department": "water", "breach": "accept", "deadline": "2026-05-01T10:00:00Z",'
+    ...     b' "ts": "2026-05-01T10:00:05Z"}'))
+    >>> n.event, len(n.delivery_id), n.delivery_id == notice(Topic.ESCALATIONS, n.body).delivery_id
+    ('escalation', 32, True)
+    """
+    if topic is Topic.DISPATCH:
+        order = DispatchOrder.model_validate_json(value)
+        return Notice(EVENTS[topic], order.dispatch_id, order.model_dump_json().encode())
+    if topic is Topic.ESCALATIONS:
+        escalation = Escalation.model_validate_json(value)
+        key = f"{escalation.incident_id}|{escalation.ts.isoformat()}"
+        delivery_id = hashlib.sha256(key.encode()).hexdigest()[:32]
+        return Notice(EVENTS[topic], delivery_id, escalation.model_dump_json().encode())
+    raise ValueError(f"the notifier sends nothing for topic {topic.value!r}")
+
+
+# --- signatures -----------------------------------------------------------------------------
+
+
+def _mac(secret: str, t: int, body: bytes) -> str:
+    return hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def signature_header(secret: str, body: bytes, t: int) -> str:
+    """The ``X-Cityvitals-Signature`` value of ``body`` sent at unix time ``t``.
+
+    >>> signature_header("k", b"{}", 1700000000)[:16]
+    't=1700000000,v1='
+    """
+    return f"t={t},v1={_mac(secret, t, body)}"
+
+
+def verify_signature(
+    secret: str, header: str, body: bytes, tolerance_s: float, now: float | None = None
+) -> bool:
+    """Whether ``header`` (an ``X-Cityvitals-Signature`` value) signs exactly ``body`` with
+    ``secret``, at a time no further than ``tolerance_s`` seconds from ``now`` (default: the
+    clock). For receivers: verify the raw body before parsing it, then drop a delivery id
+    already seen. Any ``v1`` in the header may match (a sender rotating its secret signs twice).
+
+    >>> body = b'{"dispatch_id": "..."}'
+    >>> header = signature_header("s3cret", body, 1700000000)
+    >>> verify_signature("s3cret", header, body, 300, now=1700000060)
+    True
+    >>> verify_signature("s3cret", header, body + b" ", 300, now=1700000060)  # body changed
+    False
+    >>> verify_signature("other", header, body, 300, now=1700000060)  # wrong secret
+    False
+    >>> verify_signature("s3cret", header, body, 300, now=1700000301)  # too old: a replay
+    False
+    >>> verify_signature("s3cret", "v1=abc", body, 300, now=1700000060)  # no time
+    False
+    """
+    t: int | None = None
+    macs: list[str] = []
+    for part in header.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t" and value.isdigit():
+            t = int(value)
+        elif key == "v1":
+            macs.append(value)
+    if t is None or not macs:
+        return False
+    if abs((time.time() if now is None else now) - t) > tolerance_s:
+        return False
+    expected = _mac(secret, t, body)
+    return any(hmac.compare_digest(expected, mac) for mac in macs)
+
+
+# --- tries ----------------------------------------------------------------------------------
+
+
+class Verdict(StrEnum):
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    FAIL = "fail"
+
+
+def verdict(status: int | None) -> Verdict:
+    """What an answer means: ``status`` is the HTTP status, ``None`` when none came
+    (connection error or timeout). 2xx delivers; 408, 429, 5xx and no answer are worth another
+    try; the rest (3xx: a redirect is not followed, 4xx: the receiver refuses) are final."""
+    if status is None or status in RETRIED_STATUSES or 500 <= status <= 599:
+        return Verdict.RETRY
+    if 200 <= status <= 299:
+        return Verdict.DELIVERED
+    return Verdict.FAIL
+
+
+def backoff_s(attempt: int, first_s: float, max_s: float) -> float:
+    """The wait after try number ``attempt`` (from 1): ``first_s`` doubled per try, at most
+    ``max_s``.
+
+    >>> [backoff_s(n, 1.0, 10.0) for n in range(1, 7)]
+    [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    """
+    return min(max_s, first_s * 2.0 ** min(attempt - 1, 64))
+
+
+def public_url(url: str) -> str:
+    """A URL as logs and dead letters name it: without a login, query or fragment, which
+    may hold a gateway's key.
+
+    >>> public_url("https://user:key@sms.example.org:8443/hook?token=abc")
+    'https://sms.example.org:8443/hook'
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """How one delivery to one URL ended, after ``attempts`` tries: the last status, or the
+    last error when no answer came."""
+
+    url: str
+    attempts: int
+    status: int | None
+    error: str | None = None
+
+    @property
+    def delivered(self) -> bool:
+        return verdict(self.status) is Verdict.DELIVERED and self.error is None
+
+    def reason(self) -> str:
+        """Why it failed, for the dead letter.
+
+        >>> Delivery("http://127.0.0.1:9/x?k=1", 1, 400).reason()
+        'webhook http://127.0.0.1:9/x: HTTP 400 after 1 attempt'
+        """
+        what = f"HTTP {self.status}" if self.error is None else self.error
+        tries = f"{self.attempts} attempt{'s' if self.attempts != 1 else ''}"
+        return f"webhook {public_url(self.url)}: {what} after {tries}"
+
+
+def deliver(
+    url: str,
+    message: Notice,
+    *,
+    secret: str,
+    attempts: int,
+    timeout_s: float,
+    first_backoff_s: float,
+    max_backoff_s: float,
+    post: Post,
+    wait: Callable[[float], bool],
+    clock: Callable[[], float] = time.time,
+) -> Delivery | None:
+    """POST ``message`` to ``url`` until it is delivered, refused for good, or ``attempts``
+    tries have failed. ``wait(seconds)`` sleeps between tries and returns True when the
+    service is stopping: then the delivery is abandoned and None returned (the message is
+    neither delivered nor dead-lettered, and is sent again after a restart)."""
+    status: int | None = None
+    error: str | None = None
+    for attempt in range(1, attempts + 1):
+        t = int(clock())
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "cityvitals-notifier",
+            EVENT_HEADER: message.event,
+            DELIVERY_HEADER: message.delivery_id,
+            SIGNATURE_HEADER: signature_header(secret, message.body, t),
+        }
+        try:
+            status, error = post(url, message.body, headers, timeout_s), None
+        except (OSError, HTTPException) as exc:
+            status, error = None, _describe(exc)
+        result = verdict(status)
+        if result is Verdict.DELIVERED:
+            return Delivery(url, attempt, status)
+        if result is Verdict.FAIL or attempt == attempts:
+            return Delivery(url, attempt, status, error)
+        if wait(backoff_s(attempt, first_backoff_s, max_backoff_s)):
+            return None
+    raise AssertionError("unreachable: attempts >= 1")  # pragma: no cover
+
+
+def _describe(exc: BaseException) -> str:
+    """An error in a few words: its class and message (a URLError's underlying reason)."""
+    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
+        exc = exc.reason
+    return f"{type(exc).__name__}: {exc}".strip()
+
+
+# --- HTTP -----------------------------------------------------------------------------------
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect comes back as its 3xx status: a POST is not resent elsewhere."""
+
+    def redirect_request(self, *_args: object, **_kwargs: object) -> None:
+        return None
+
+
+# No proxy from the environment: every setting comes from Settings.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+
+
+def http_post(url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) -> int:
+    """:data:`Post` with the standard library: the status of one POST (an error status too)."""
+    request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
+    try:
+        with _OPENER.open(request, timeout=timeout_s) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return int(exc.code)
