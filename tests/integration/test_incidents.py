@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -325,8 +326,23 @@ def test_a_flapping_sensor_makes_one_incident(
     ]
 
 
+def newer_librdkafka(folder: Path) -> dict[str, str]:
+    """An environment that runs kcat on the librdkafka of the confluent-kafka wheel.
+
+    Debian's librdkafka (2.0.2) cannot parse the ApiVersions v3 answer of tansu, the local
+    broker ("Protocol read buffer underflow for ApiVersion v3"); it talks to Apache Kafka. kcat
+    itself is Debian's, and nothing of cityvitals is in the consumer.
+    """
+    import confluent_kafka
+
+    libs = Path(confluent_kafka.__file__).parent.parent / "confluent_kafka.libs"
+    (library,) = libs.glob("librdkafka-*.so.1")
+    (folder / "librdkafka.so.1").symlink_to(library)
+    return {"PATH": os.environ.get("PATH", ""), "LD_LIBRARY_PATH": str(folder)}
+
+
 def test_kcat_reads_dispatch_and_every_message_fits_its_schema(
-    pipeline: Pipeline, logs: Callable[[Topic], TopicLog]
+    pipeline: Pipeline, logs: Callable[[Topic], TopicLog], tmp_path: Path
 ) -> None:
     incidents = logs(Topic.INCIDENTS)
     street = Street(pipeline)
@@ -343,8 +359,10 @@ def test_kcat_reads_dispatch_and_every_message_fits_its_schema(
         ],
         capture_output=True,
         timeout=60,
-        check=True,
+        check=False,
+        env=newer_librdkafka(tmp_path),
     )
+    assert out.returncode == 0, out.stderr.decode()
     lines = [line for line in out.stdout.decode().splitlines() if line.strip()]
     assert any(street.street in line for line in lines)
     schema = json.loads((SCHEMAS / "topic.dispatch.json").read_text())
