@@ -34,6 +34,7 @@ __all__ = [
     "RuleFileError",
     "RuleProblem",
     "RuleSet",
+    "file_error",
     "line_of",
     "load_yaml",
     "parse_rules",
@@ -182,6 +183,21 @@ def line_of(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | No
 
 
 Lines = dict[tuple[Any, ...], int]
+
+
+def file_error(exc: ValidationError, source: str, lines: Lines) -> RuleFileError:
+    """A validation error of a YAML file as a RuleFileError: each problem with its line."""
+    return RuleFileError(
+        [
+            RuleProblem(
+                source,
+                line_of(tuple(e["loc"]), lines),
+                ".".join(str(p) for p in e["loc"]),
+                e["msg"],
+            )
+            for e in exc.errors()
+        ]
+    )
 
 
 def load_yaml(text: str, source: str, expected: str) -> tuple[dict[str, Any], Lines]:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from cityvitals.contracts import IDENTIFIER, PlaceLevel, Tier, WarningLevel
 from rules.kinds import Duration, PositiveDuration
-from rules.ruleset import RuleFileError, RuleProblem, line_of, load_yaml
+from rules.ruleset import file_error, load_yaml
 
 __all__ = [
     "GENERAL",
@@ -202,16 +202,7 @@ def parse_incident_config(text: str, source: str = "<incidents>") -> IncidentCon
     try:
         return IncidentConfig.model_validate({**data, "version": version})
     except ValidationError as exc:
-        problems = [
-            RuleProblem(
-                source,
-                line_of(tuple(e["loc"]), lines),
-                ".".join(str(p) for p in e["loc"]),
-                e["msg"],
-            )
-            for e in exc.errors()
-        ]
-        raise RuleFileError(problems) from exc
+        raise file_error(exc, source, lines) from exc
 
 
 Category.model_rebuild()

@@ -29,7 +29,7 @@ from pydantic import (
 from cityvitals.contracts import IDENTIFIER, IndicatorQuality, PlaceLevel
 from rules.indicators.formulas import FORMULAS
 from rules.kinds import Duration
-from rules.ruleset import RuleFileError, RuleProblem, line_of, load_yaml
+from rules.ruleset import RuleFileError, RuleProblem, file_error, load_yaml
 
 __all__ = [
     "Catalogue",
@@ -144,16 +144,7 @@ def parse_catalogue(text: str, source: str = "<indicators>") -> Catalogue:
     try:
         parsed = _CatalogueFile.model_validate(data)
     except ValidationError as exc:
-        problems = [
-            RuleProblem(
-                source,
-                line_of(tuple(e["loc"]), lines),
-                ".".join(str(p) for p in e["loc"]),
-                e["msg"],
-            )
-            for e in exc.errors()
-        ]
-        raise RuleFileError(problems) from exc
+        raise file_error(exc, source, lines) from exc
     ids = [s.id for s in parsed.indicators]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
