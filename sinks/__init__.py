@@ -1,20 +1,54 @@
 """Kafka → PostgreSQL: the sinks (``write(batch)`` / ``close()``), their routing table and the
-sink service; the storage upkeep is in :mod:`sinks.maintenance`."""
+sink service; the storage upkeep is in :mod:`sinks.maintenance`; the reads of the incident
+tables (:mod:`sinks.incidents`) for the CLI and the API."""
 
 from sinks.base import Sink, SinkUnavailable
+from sinks.incident_sinks import DispatchSink, EscalationSink, IncidentSink, ReportSink
+from sinks.incidents import (
+    CLOSURE_TARGET,
+    IncidentDetail,
+    IncidentFilter,
+    Performance,
+    ServiceRequest,
+    ServiceType,
+    UnknownIncident,
+    get_incident,
+    incident_detail,
+    list_incidents,
+    open311_requests,
+    open311_services,
+    performance,
+)
 from sinks.postgres import AlertSink, CameraEventSink, DeadLetterSink, IndicatorSink, ReadingSink
 from sinks.routes import ROUTES, Route
 from sinks.runner import SinkRunner
 
 __all__ = [
+    "CLOSURE_TARGET",
     "ROUTES",
     "AlertSink",
     "CameraEventSink",
     "DeadLetterSink",
+    "DispatchSink",
+    "EscalationSink",
+    "IncidentDetail",
+    "IncidentFilter",
+    "IncidentSink",
     "IndicatorSink",
+    "Performance",
     "ReadingSink",
+    "ReportSink",
     "Route",
+    "ServiceRequest",
+    "ServiceType",
     "Sink",
     "SinkRunner",
     "SinkUnavailable",
+    "UnknownIncident",
+    "get_incident",
+    "incident_detail",
+    "list_incidents",
+    "open311_requests",
+    "open311_services",
+    "performance",
 ]
