@@ -156,5 +156,7 @@ class Settings(BaseSettings):
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
+            elif isinstance(value, tuple):  # read back comma-separated (webhook_urls)
+                value = ",".join(str(item) for item in value)
             env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
         return env
