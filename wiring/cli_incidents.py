@@ -253,7 +253,7 @@ def performance_command(
     try:
         last = parse_utc(until) if until else datetime.now(UTC)
         first = parse_utc(since) if since else last - timedelta(days=30)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise fail(f"--since/--until: {exc}") from None
     conf = settings()
     with _database(conf) as conn:

@@ -146,7 +146,10 @@ def incidents_performance(
     closure rate (closed / dispatched incidents) and on-time rate (dispatches accepted and
     handled in time / dispatches); ``flagged`` under the closure target (85%)."""
     last = _as_utc(until) or datetime.now(UTC)
-    first = _as_utc(since) or last - timedelta(days=30)
+    try:
+        first = _as_utc(since) or last - timedelta(days=30)
+    except OverflowError as exc:
+        raise FieldError(422, ("query", "until"), "too early: give since", until) from exc
     return performance(registry.conn, first, last)
 
 
