@@ -13,7 +13,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    ValidationError,
+)
 
 from cityvitals.contracts import (
     IDENTIFIER,
@@ -58,6 +65,24 @@ router = APIRouter(responses=RETRY_LATER)
 Id = Annotated[str, Field(pattern=IDENTIFIER)]
 Text = Annotated[str, Field(pattern=r"^[^\x00]*$")]
 """Free text; PostgreSQL cannot store NUL characters."""
+
+
+def _iso_time(value: object) -> object:
+    # pydantic would take a number as seconds since 1970; the document says an ISO time.
+    if isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+        raise ValueError("give an ISO time (e.g. 2026-11-22T08:00:00Z), not a number")
+    return value
+
+
+def _true_or_false(value: object) -> object:
+    # pydantic would take 1, yes, on...; the document says a boolean: true or false.
+    if isinstance(value, str) and value not in ("true", "false"):
+        raise ValueError("give true or false")
+    return value
+
+
+Time = Annotated[datetime | None, BeforeValidator(_iso_time)]
+"""An ISO time or date in a query; without a zone, UTC."""
 
 
 class _Body(BaseModel):
@@ -110,7 +135,11 @@ def _as_utc(value: datetime | None) -> datetime | None:
 @router.get("/incidents", response_model=list[Incident], tags=["incidents"])
 def incidents(
     registry: Reader,
-    open_only: Annotated[bool, Query(alias="open", description="only those not closed")] = False,
+    open_only: Annotated[
+        bool,
+        BeforeValidator(_true_or_false),
+        Query(alias="open", description="only those not closed"),
+    ] = False,
     state: IncidentState | None = None,
     place: Annotated[
         str | None,
@@ -119,7 +148,7 @@ def incidents(
     category: Annotated[str | None, Query(pattern=IDENTIFIER)] = None,
     department: Annotated[str | None, Query(pattern=IDENTIFIER)] = None,
     level: WarningLevel | None = None,
-    since: Annotated[datetime | None, Query(description="updated since (no zone: UTC)")] = None,
+    since: Annotated[Time, Query(description="updated since (no zone: UTC)")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> list[Incident]:
     """Incidents, newest (last opened) first."""
@@ -139,8 +168,8 @@ def incidents(
 @router.get("/incidents/performance", response_model=list[Performance], tags=["incidents"])
 def incidents_performance(
     registry: Reader,
-    since: Annotated[datetime | None, Query(description="default: 30 days before until")] = None,
-    until: Annotated[datetime | None, Query(description="default: now")] = None,
+    since: Annotated[Time, Query(description="default: 30 days before until")] = None,
+    until: Annotated[Time, Query(description="default: now")] = None,
 ) -> list[Performance]:
     """Per department and tier (then per department), for the dispatches of ``[since, until)``:
     closure rate (closed / dispatched incidents) and on-time rate (dispatches accepted and
@@ -248,8 +277,8 @@ def open311_service_requests(
     request: Request,
     status: Literal["open", "closed"] | None = None,
     service_code: Annotated[str | None, Query(pattern=IDENTIFIER)] = None,
-    start_date: datetime | None = None,
-    end_date: datetime | None = None,
+    start_date: Annotated[Time, Query()] = None,
+    end_date: Annotated[Time, Query()] = None,
 ) -> list[ServiceRequest]:
     """Citizen reports and their incidents as Open311 GeoReport v2 service requests, newest
     first (at most 1000); times in the city's time zone."""
