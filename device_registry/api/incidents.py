@@ -69,7 +69,11 @@ Text = Annotated[str, Field(pattern=r"^[^\x00]*$")]
 
 def _iso_time(value: object) -> object:
     # pydantic would take a number as seconds since 1970; the document says an ISO time.
-    if isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return value
         raise ValueError("give an ISO time (e.g. 2026-11-22T08:00:00Z), not a number")
     return value
 
