@@ -1,8 +1,25 @@
 """Kafka → PostgreSQL: the sinks (``write(batch)`` / ``close()``), their routing table and the
-sink service; the storage upkeep is in :mod:`sinks.maintenance`. Kafka → webhooks: the
-notifier (:mod:`sinks.notifier`, :mod:`sinks.webhook`)."""
+sink service; the storage upkeep is in :mod:`sinks.maintenance`; the reads of the incident
+tables (:mod:`sinks.incidents`) for the CLI and the API. Kafka → webhooks: the notifier
+(:mod:`sinks.notifier`, :mod:`sinks.webhook`)."""
 
 from sinks.base import Sink, SinkUnavailable
+from sinks.incident_sinks import DispatchSink, EscalationSink, IncidentSink, ReportSink
+from sinks.incidents import (
+    CLOSURE_TARGET,
+    IncidentDetail,
+    IncidentFilter,
+    Performance,
+    ServiceRequest,
+    ServiceType,
+    UnknownIncident,
+    get_incident,
+    incident_detail,
+    list_incidents,
+    open311_requests,
+    open311_services,
+    performance,
+)
 from sinks.notifier import Notifier
 from sinks.postgres import AlertSink, CameraEventSink, DeadLetterSink, IndicatorSink, ReadingSink
 from sinks.routes import ROUTES, Route
@@ -10,16 +27,33 @@ from sinks.runner import SinkRunner
 from sinks.webhook import verify_signature
 
 __all__ = [
+    "CLOSURE_TARGET",
     "ROUTES",
     "AlertSink",
     "CameraEventSink",
     "DeadLetterSink",
+    "DispatchSink",
+    "EscalationSink",
+    "IncidentDetail",
+    "IncidentFilter",
+    "IncidentSink",
     "IndicatorSink",
     "Notifier",
+    "Performance",
     "ReadingSink",
+    "ReportSink",
     "Route",
+    "ServiceRequest",
+    "ServiceType",
     "Sink",
     "SinkRunner",
     "SinkUnavailable",
+    "UnknownIncident",
+    "get_incident",
+    "incident_detail",
+    "list_incidents",
+    "open311_requests",
+    "open311_services",
+    "performance",
     "verify_signature",
 ]

@@ -353,6 +353,15 @@ def _add_rule_commands() -> None:
 _add_rule_commands()
 
 
+def _add_incident_commands() -> None:
+    from wiring.cli_incidents import incidents_app
+
+    app.add_typer(incidents_app, name="incidents")
+
+
+_add_incident_commands()
+
+
 def main() -> None:
     try:
         app()

@@ -1,6 +1,6 @@
 """The registry over HTTP: devices, places, profiles, departments, the audit log, liveness and
-vitals, one module per resource (:mod:`.devices`, :mod:`.places`, :mod:`.watch`,
-:mod:`.vitals`).
+vitals, incidents, one module per resource (:mod:`.devices`, :mod:`.places`, :mod:`.watch`,
+:mod:`.vitals`, :mod:`.incidents`).
 
 A FastAPI app (OpenAPI at ``/openapi.json``, docs at ``/docs``) in front of
 :class:`~device_registry.Registry`. A registry holds one database connection, so requests
@@ -25,7 +25,7 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry, Gauge
 
 from cityvitals.settings import Settings
-from device_registry.api import devices, places, vitals, watch
+from device_registry.api import devices, incidents, places, vitals, watch
 from device_registry.api.bodies import DeviceCreate, DeviceMove, DevicePatch
 from device_registry.api.errors import FieldError, NotFound, install_error_handlers
 from device_registry.api.metrics import RequestMetrics
@@ -70,7 +70,7 @@ def create_api(
     app.state.indicators = tuple(app.state.catalogue.by_id)
     app.state.registries = registries
     install_error_handlers(app)
-    for resource in (devices, places, watch, vitals):
+    for resource in (devices, places, watch, vitals, incidents):
         app.include_router(resource.router)
     if metrics is not None:
         app.add_middleware(RequestMetrics, registry=metrics)

@@ -14,15 +14,27 @@ import pytest
 
 from cityvitals import db
 from cityvitals.contracts import (
+    Action,
     Alert,
     AlertStatus,
     CameraEvent,
     CameraEventType,
+    CitizenReport,
+    DispatchKind,
+    DispatchOrder,
+    Escalation,
+    Incident,
+    IncidentSource,
+    IncidentState,
+    IncidentTransition,
+    IncidentUpdate,
     Indicator,
     IndicatorQuality,
     PlaceLevel,
     Reading,
     ReadingBatch,
+    ReportChannel,
+    Tier,
     WarningLevel,
 )
 from cityvitals.settings import Settings
@@ -88,6 +100,81 @@ MESSAGES: dict[Topic, bytes] = {
     .encode(),
     Topic.DEADLETTER: dead_letter(
         "ingest", "payload: not valid JSON", b"{", "cityvitals/aq-1/readings"
+    )
+    .model_dump_json()
+    .encode(),
+    Topic.INCIDENTS: IncidentUpdate(
+        incident=Incident(
+            incident_id="1" * 32,
+            revision=1,
+            category="air",
+            state=IncidentState.DISPATCHED,
+            level=WarningLevel.ORANGE,
+            source=IncidentSource.ALERT,
+            place_id="s1",
+            place_path=PATH,
+            title="pm25 high on s1",
+            tier=Tier.STREET,
+            department="street-ops",
+            dispatch_id="2" * 32,
+            opened_at=T0,
+            updated_at=T0,
+            alerts=("0" * 32,),
+            open_alerts=1,
+            devices=("aq-1",),
+        ),
+        transition=IncidentTransition(
+            incident_id="1" * 32,
+            revision=1,
+            action=Action.DISPATCH,
+            from_state=IncidentState.NEW,
+            to_state=IncidentState.DISPATCHED,
+            actor="platform",
+            ts=T0,
+            tier=Tier.STREET,
+            department="street-ops",
+        ),
+    )
+    .model_dump_json()
+    .encode(),
+    Topic.DISPATCH: DispatchOrder(
+        dispatch_id="2" * 32,
+        kind=DispatchKind.ORDER,
+        incident_id="1" * 32,
+        department="street-ops",
+        tier=Tier.STREET,
+        tier_place_id="s1",
+        category="air",
+        level=WarningLevel.ORANGE,
+        place_id="s1",
+        place_path=PATH,
+        title="pm25 high on s1",
+        accept_by=T0 + timedelta(minutes=10),
+        handle_by=T0 + timedelta(hours=8),
+        ts=T0,
+    )
+    .model_dump_json()
+    .encode(),
+    Topic.ESCALATIONS: Escalation(
+        incident_id="1" * 32,
+        from_tier=Tier.STREET,
+        to_tier=Tier.DISTRICT,
+        department="street-ops",
+        breach="accept",
+        deadline=T0 + timedelta(minutes=10),
+        dispatch_id="2" * 32,
+        ts=T0 + timedelta(minutes=10),
+    )
+    .model_dump_json()
+    .encode(),
+    Topic.REPORTS: CitizenReport(
+        report_id="3" * 32,
+        channel=ReportChannel.PHOTO,
+        category="air",
+        place_path=PATH,
+        text="smoke over the street",
+        photo_ref="photos/3.jpg",
+        reported_at=T0,
     )
     .model_dump_json()
     .encode(),

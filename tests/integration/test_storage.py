@@ -222,6 +222,7 @@ def test_existing_rows_are_kept_by_the_storage_migration(
         assert migrate_with_old_data(settings, monkeypatch) == [
             "0004_storage",
             "0005_indicator_samples",
+            "0006_incidents",
         ]
         with db.connect(settings) as conn:
             for d in (0, 1, 5):
@@ -546,6 +547,7 @@ def test_timescale_storage_in_pglite(timescale: str, monkeypatch: pytest.MonkeyP
     assert migrate_with_old_data(settings, monkeypatch) == [
         "0004_storage",
         "0005_indicator_samples",
+        "0006_incidents",
     ]  # migrate_data
     assert db.migrate(settings) == []
     assert db.flavour(settings) == "timescale"

@@ -1,0 +1,304 @@
+"""``/incidents``, ``/reports`` and ``/open311/v2``: incidents as the sinks stored them (through
+:mod:`sinks.incidents`; this module writes no SQL of its own), a duty officer's action sent as
+a feedback on ``dispatch.feedback``, a citizen report sent on ``reports``, and the reports as
+Open311 GeoReport v2 service requests.
+
+Sending answers 202: the incident stage applies the action (or refuses it with a reason, as
+a dead letter) and takes the report into correlation after the answer.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Query, Request
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    ValidationError,
+)
+
+from cityvitals.contracts import (
+    IDENTIFIER,
+    Incident,
+    IncidentState,
+    ReportChannel,
+    Tier,
+    WarningLevel,
+)
+from cityvitals.contracts.readings import SNAPSHOT_REF
+from cityvitals.settings import Settings
+from device_registry.api.bodies import BAD_INPUT, NOT_FOUND, RETRY_LATER
+from device_registry.api.deps import PathId, Reader
+from device_registry.api.errors import FieldError, NotFound
+from device_registry.incident_publisher import (
+    BadAction,
+    IncidentPublisher,
+    incident_categories,
+    make_feedback,
+    make_report,
+)
+from device_registry.registry import UnknownPlace
+from sinks import (
+    IncidentDetail,
+    IncidentFilter,
+    Performance,
+    ServiceRequest,
+    ServiceType,
+    UnknownIncident,
+    get_incident,
+    incident_detail,
+    list_incidents,
+    open311_requests,
+    open311_services,
+    performance,
+)
+
+__all__ = ["ActionBody", "ReportBody", "router"]
+
+router = APIRouter(responses=RETRY_LATER)
+
+Id = Annotated[str, Field(pattern=IDENTIFIER)]
+Text = Annotated[str, Field(pattern=r"^[^\x00]*$")]
+"""Free text; PostgreSQL cannot store NUL characters."""
+
+
+def _iso_time(value: object) -> object:
+    # pydantic would take a number as seconds since 1970; the document says an ISO time.
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return value
+        raise ValueError("give an ISO time (e.g. 2026-11-22T08:00:00Z), not a number")
+    return value
+
+
+def _true_or_false(value: object) -> object:
+    # pydantic would take 1, yes, on...; the document says a boolean: true or false.
+    if isinstance(value, str) and value not in ("true", "false"):
+        raise ValueError("give true or false")
+    return value
+
+
+Time = Annotated[datetime | None, BeforeValidator(_iso_time)]
+"""An ISO time or date in a query; without a zone, UTC."""
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ActionBody(_Body):
+    """A duty officer's or inspector's action: accept, reject, on_site, handled, verify,
+    close, reopen, reassign (with ``department``, optionally ``tier``) or note."""
+
+    action: Annotated[str, Field(max_length=40)]
+    reason: Annotated[Text, Field(max_length=2000)] = ""
+    department: Id | None = None
+    tier: Tier | None = None
+    dispatch_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] | None = None
+    actor: Annotated[Text, Field(min_length=1, max_length=200)] | None = Field(
+        default=None, description="who acts (else the X-Actor header, else 'api')"
+    )
+
+
+class Sent(BaseModel):
+    feedback_id: str
+    incident_id: str
+    action: str
+
+
+class ReportBody(_Body):
+    """A hotline or photo report at a place of the registry."""
+
+    place_id: Id
+    category: Id
+    text: Annotated[Text, Field(min_length=1, max_length=2000)]
+    photo_ref: Annotated[str, Field(pattern=SNAPSHOT_REF)] | None = None
+    channel: ReportChannel = ReportChannel.HOTLINE
+    level: WarningLevel = WarningLevel.BLUE
+    lat: Annotated[StrictFloat | None, Field(ge=-90, le=90)] = None
+    lon: Annotated[StrictFloat | None, Field(ge=-180, le=180)] = None
+
+
+class Received(BaseModel):
+    report_id: str
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+@router.get("/incidents", response_model=list[Incident], tags=["incidents"])
+def incidents(
+    registry: Reader,
+    open_only: Annotated[
+        bool,
+        BeforeValidator(_true_or_false),
+        Query(alias="open", description="only those not closed"),
+    ] = False,
+    state: IncidentState | None = None,
+    place: Annotated[
+        str | None,
+        Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,700}$", description="place id or a/b"),
+    ] = None,
+    category: Annotated[str | None, Query(pattern=IDENTIFIER)] = None,
+    department: Annotated[str | None, Query(pattern=IDENTIFIER)] = None,
+    level: WarningLevel | None = None,
+    since: Annotated[Time, Query(description="updated since (no zone: UTC)")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> list[Incident]:
+    """Incidents, newest (last opened) first."""
+    where = IncidentFilter(
+        open_only=open_only,
+        state=state,
+        place=place,
+        category=category,
+        department=department,
+        level=level,
+        since=_as_utc(since),
+        limit=limit,
+    )
+    return list_incidents(registry.conn, where)
+
+
+@router.get("/incidents/performance", response_model=list[Performance], tags=["incidents"])
+def incidents_performance(
+    registry: Reader,
+    since: Annotated[Time, Query(description="default: 30 days before until")] = None,
+    until: Annotated[Time, Query(description="default: now")] = None,
+) -> list[Performance]:
+    """Per department and tier (then per department), for the dispatches of ``[since, until)``:
+    closure rate (closed / dispatched incidents) and on-time rate (dispatches accepted and
+    handled in time / dispatches); ``flagged`` under the closure target (85%)."""
+    last = _as_utc(until) or datetime.now(UTC)
+    try:
+        first = _as_utc(since) or last - timedelta(days=30)
+    except OverflowError as exc:
+        raise FieldError(422, ("query", "until"), "too early: give since", until) from exc
+    return performance(registry.conn, first, last)
+
+
+@router.get(
+    "/incidents/{incident_id}",
+    response_model=IncidentDetail,
+    responses=NOT_FOUND,
+    tags=["incidents"],
+)
+def incident(incident_id: PathId, registry: Reader) -> IncidentDetail:
+    """One incident with its steps, dispatch orders, escalations, alerts and reports."""
+    try:
+        return incident_detail(registry.conn, incident_id)
+    except UnknownIncident as exc:
+        raise NotFound(str(exc)) from exc
+
+
+@router.post(
+    "/incidents/{incident_id}/actions",
+    status_code=202,
+    response_model=Sent,
+    responses={**NOT_FOUND, **BAD_INPUT},
+    tags=["incidents"],
+)
+def act(
+    incident_id: PathId,
+    body: ActionBody,
+    registry: Reader,
+    request: Request,
+    x_actor: Annotated[str | None, Header(alias="X-Actor", max_length=200)] = None,
+) -> Sent:
+    """Send the action as a feedback on ``dispatch.feedback``; answers its ``feedback_id``.
+    An action people cannot send answers 422 listing those they can."""
+    try:
+        get_incident(registry.conn, incident_id)
+    except UnknownIncident as exc:
+        raise NotFound(str(exc)) from exc
+    try:
+        feedback = make_feedback(
+            incident_id,
+            body.action,
+            actor=body.actor or x_actor or "api",
+            reason=body.reason,
+            department=body.department,
+            tier=body.tier,
+            dispatch_id=body.dispatch_id,
+        )
+    except BadAction as exc:
+        raise FieldError(422, ("body", "action"), str(exc), body.action) from exc
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        raise FieldError(422, ("body", *err["loc"]), err["msg"], err.get("input")) from exc
+    settings: Settings = request.app.state.settings
+    IncidentPublisher(settings, registry.producer).send_feedback(feedback)
+    return Sent(feedback_id=feedback.feedback_id, incident_id=incident_id, action=body.action)
+
+
+@router.post(
+    "/reports", status_code=202, response_model=Received, responses=BAD_INPUT, tags=["incidents"]
+)
+def report(body: ReportBody, registry: Reader, request: Request) -> Received:
+    """Send a citizen report on ``reports``; answers its ``report_id``. A place the registry
+    does not have, or a category the incident configuration does not, answers 422."""
+    settings: Settings = request.app.state.settings
+    known = incident_categories(settings)
+    if body.category not in known:
+        raise FieldError(
+            422,
+            ("body", "category"),
+            f"no category {body.category!r}; one of: {', '.join(known)}",
+            body.category,
+        )
+    try:
+        place = registry.get_place(body.place_id)
+    except UnknownPlace as exc:
+        raise FieldError(
+            422, ("body", "place_id"), f"place {body.place_id!r} does not exist", body.place_id
+        ) from exc
+    sent = make_report(
+        place.path,
+        body.category,
+        body.text,
+        channel=body.channel,
+        level=body.level,
+        photo_ref=body.photo_ref,
+        lat=body.lat,
+        lon=body.lon,
+    )
+    IncidentPublisher(settings, registry.producer).send_report(sent)
+    return Received(report_id=sent.report_id)
+
+
+@router.get("/open311/v2/requests.json", response_model=list[ServiceRequest], tags=["open311"])
+def open311_service_requests(
+    registry: Reader,
+    request: Request,
+    status: Literal["open", "closed"] | None = None,
+    service_code: Annotated[str | None, Query(pattern=IDENTIFIER)] = None,
+    start_date: Annotated[Time, Query()] = None,
+    end_date: Annotated[Time, Query()] = None,
+) -> list[ServiceRequest]:
+    """Citizen reports and their incidents as Open311 GeoReport v2 service requests, newest
+    first (at most 1000); times in the city's time zone."""
+    settings: Settings = request.app.state.settings
+    return open311_requests(
+        registry.conn,
+        settings.zone,
+        status=status,
+        service_code=service_code,
+        start=_as_utc(start_date),
+        end=_as_utc(end_date),
+        titles=incident_categories(settings),
+    )
+
+
+@router.get("/open311/v2/services.json", response_model=list[ServiceType], tags=["open311"])
+def open311_service_list(registry: Reader, request: Request) -> list[ServiceType]:
+    """One Open311 service per incident category."""
+    return open311_services(registry.conn, incident_categories(request.app.state.settings))

@@ -1,0 +1,154 @@
+"""What people send to the incident stage from the CLI and the API: a duty officer's or an
+inspector's action (a :class:`Feedback` on ``dispatch.feedback``, keyed by incident id) and a
+citizen report (a :class:`CitizenReport` on ``reports``, keyed by report id). Each send waits
+for Kafka to confirm it, or raises :class:`~cityvitals.kafka.KafkaUnavailable`.
+
+The stage decides whether an action fits the incident's state; what is checked here is what
+the sender can know: the action is one people send, the incident and the place exist.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import Producer
+
+from cityvitals.contracts import (
+    FEEDBACK_ACTIONS,
+    Action,
+    CitizenReport,
+    Feedback,
+    ReportChannel,
+    Tier,
+    WarningLevel,
+)
+from cityvitals.kafka import KafkaUnavailable, partition_count
+from cityvitals.settings import Settings
+from cityvitals.topics import Topic, partition_for
+from rules.incidents import GENERAL, OUTAGE_CATEGORY, load_incident_config
+
+__all__ = [
+    "GENERAL",
+    "BadAction",
+    "IncidentPublisher",
+    "incident_categories",
+    "make_feedback",
+    "make_report",
+]
+
+
+class BadAction(ValueError):
+    """An action people cannot send (unknown, or one the platform takes itself)."""
+
+    def __init__(self, action: str) -> None:
+        allowed = ", ".join(sorted(a.value for a in FEEDBACK_ACTIONS))
+        super().__init__(f"action {action!r} is not one people send; one of: {allowed}")
+        self.action = action
+        self.allowed = allowed
+
+
+def make_feedback(
+    incident_id: str,
+    action: str,
+    *,
+    actor: str,
+    reason: str = "",
+    department: str | None = None,
+    tier: Tier | None = None,
+    dispatch_id: str | None = None,
+    now: datetime | None = None,
+) -> Feedback:
+    """A feedback with a fresh ``feedback_id``; raises :class:`BadAction`, or pydantic's
+    ``ValidationError`` naming the field (e.g. a reassign without a department)."""
+    try:
+        kind = Action(action)
+    except ValueError:
+        raise BadAction(action) from None
+    if kind not in FEEDBACK_ACTIONS:
+        raise BadAction(action)
+    return Feedback(
+        feedback_id=uuid.uuid4().hex,
+        incident_id=incident_id,
+        dispatch_id=dispatch_id,
+        action=kind,
+        actor=actor,
+        reason=reason,
+        department=department,
+        tier=tier,
+        ts=now or datetime.now(UTC),
+    )
+
+
+def make_report(
+    place_path: tuple[str, ...],
+    category: str,
+    text: str,
+    *,
+    channel: ReportChannel = ReportChannel.HOTLINE,
+    level: WarningLevel = WarningLevel.BLUE,
+    photo_ref: str | None = None,
+    lat: float | None = None,
+    lon: float | None = None,
+    now: datetime | None = None,
+) -> CitizenReport:
+    """A citizen report with a fresh ``report_id``; raises pydantic's ``ValidationError``."""
+    return CitizenReport(
+        report_id=uuid.uuid4().hex,
+        channel=channel,
+        category=category,
+        place_path=place_path,
+        text=text,
+        photo_ref=photo_ref,
+        level=level,
+        lat=lat,
+        lon=lon,
+        reported_at=now or datetime.now(UTC),
+    )
+
+
+class IncidentPublisher:
+    """Sends feedback and reports, each on the partition of its key, and waits for Kafka."""
+
+    def __init__(self, settings: Settings, producer: Producer) -> None:
+        self.settings = settings
+        self.producer = producer
+
+    def send_feedback(self, feedback: Feedback) -> None:
+        self._send(Topic.DISPATCH_FEEDBACK, feedback.incident_id, feedback.model_dump_json())
+
+    def send_report(self, report: CitizenReport) -> None:
+        self._send(Topic.REPORTS, report.report_id, report.model_dump_json())
+
+    def _send(self, kind: Topic, key: str, value: str) -> None:
+        topic = self.settings.topic(kind)
+        failures: list[str] = []
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                failures.append(str(err))
+
+        partition = partition_for(key, partition_count(self.producer, topic))
+        self.producer.produce(
+            topic, value.encode(), key=key.encode(), partition=partition, on_delivery=delivered
+        )
+        left = self.producer.flush(30)
+        if failures or left:
+            raise KafkaUnavailable(
+                self.settings.kafka_bootstrap, f"{kind.value} message unconfirmed: {failures[:1]}"
+            )
+
+
+"""The category of what no configured category names (docs/incidents.md)."""
+
+
+def incident_categories(settings: Settings) -> dict[str, str]:
+    """The categories of the incident configuration file (id -> title; '' when it has none),
+    with ``general`` and ``device_health``: the file named by ``incidents_file``, else the
+    shipped one. Raises RuleFileError (a ValueError) naming the file and line when it is not
+    valid."""
+    config = load_incident_config(settings.incidents_file)
+    titles = {GENERAL: "General", OUTAGE_CATEGORY: "Devices silent"}
+    titles.update({name: category.title for name, category in config.categories.items()})
+    return titles

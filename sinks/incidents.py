@@ -1,0 +1,435 @@
+"""Reading incidents back from the database, for the CLI and the API (the sinks write the
+tables: :mod:`sinks.incident_sinks`).
+
+- :func:`list_incidents`: incidents, newest first, filtered by state, place, category,
+  department, level and time;
+- :func:`incident_detail`: one incident with its transitions, dispatch orders, escalations,
+  its alerts' rows (``alerts``) and its citizen reports;
+- :func:`performance`: per department and tier over a period, the dispatches, how many were
+  accepted and handled in time, the incidents dispatched and closed; the closure rate
+  (closed / dispatched incidents) and the on-time rate (dispatches accepted by ``accept_by``
+  and handled by ``handle_by`` / dispatches), flagged under the closure target (85%);
+- :func:`open311_requests`, :func:`open311_services`: citizen reports and their incidents as
+  Open311 GeoReport v2 service requests, and the services (categories) they belong to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from typing import Any, Literal
+
+import psycopg
+from psycopg.rows import dict_row
+from pydantic import BaseModel, ConfigDict
+
+from cityvitals.contracts import (
+    CitizenReport,
+    DispatchOrder,
+    Escalation,
+    Incident,
+    IncidentState,
+    IncidentTransition,
+    Tier,
+    WarningLevel,
+)
+
+__all__ = [
+    "CLOSURE_TARGET",
+    "AlertRow",
+    "IncidentDetail",
+    "IncidentFilter",
+    "Performance",
+    "ServiceRequest",
+    "ServiceType",
+    "UnknownIncident",
+    "get_incident",
+    "incident_detail",
+    "list_incidents",
+    "open311_requests",
+    "open311_services",
+    "performance",
+]
+
+CLOSURE_TARGET = 0.85
+"""Cities working this way hold departments to at least 85% closure (docs/incidents.md)."""
+
+Conn = psycopg.Connection[Any]
+
+
+class UnknownIncident(LookupError):
+    def __init__(self, incident_id: str) -> None:
+        super().__init__(f"incident {incident_id!r} does not exist")
+        self.incident_id = incident_id
+
+
+@dataclass(frozen=True)
+class IncidentFilter:
+    """Which incidents :func:`list_incidents` gives; every field narrows (None: any)."""
+
+    open_only: bool = False
+    state: IncidentState | None = None
+    place: str | None = None
+    """A place id (incidents at or under it) or a place path prefix ``city/district``."""
+    category: str | None = None
+    department: str | None = None
+    level: WarningLevel | None = None
+    since: datetime | None = None
+    """Incidents updated at or after this time."""
+    limit: int | None = 100
+
+
+def list_incidents(conn: Conn, where: IncidentFilter = IncidentFilter()) -> list[Incident]:
+    """The incidents that match, newest (last opened) first."""
+    clauses: list[str] = []
+    params: list[object] = []
+    if where.open_only:
+        clauses.append("state <> 'closed'")
+    for column, value in (
+        ("state", None if where.state is None else where.state.value),
+        ("category", where.category),
+        ("department", where.department),
+        ("level", None if where.level is None else where.level.value),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = %s")
+            params.append(value)
+    if where.place:
+        parts = where.place.strip("/").split("/")
+        if len(parts) == 1:
+            clauses.append("place_path @> ARRAY[%s]::text[]")
+            params.append(parts[0])
+        else:
+            clauses.append("place_path[1:%s] = %s::text[]")
+            params.extend([len(parts), parts])
+    if where.since is not None:
+        clauses.append("updated_at >= %s")
+        params.append(where.since)
+    query = "SELECT * FROM incidents"
+    if clauses:
+        query += " WHERE " + " AND ".join(clauses)
+    query += " ORDER BY opened_at DESC, incident_id"
+    if where.limit is not None:
+        query += " LIMIT %s"
+        params.append(where.limit)
+    with conn.cursor(row_factory=dict_row) as cur:
+        return [Incident.model_validate(row) for row in cur.execute(query.encode(), params)]
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    """An alert episode as the ``alerts`` table keeps it."""
+
+    alert_id: str
+    revision: int
+    rule_id: str
+    status: str
+    level: str
+    device_id: str
+    metric: str
+    value: float
+    threshold: float
+    place_path: tuple[str, ...]
+    started_at: datetime
+    updated_at: datetime
+    resolved_at: datetime | None
+    summary: str
+
+
+class IncidentDetail(BaseModel):
+    """One incident and everything stored about it, each list oldest first."""
+
+    model_config = ConfigDict(frozen=True)
+
+    incident: Incident
+    transitions: tuple[IncidentTransition, ...]
+    dispatches: tuple[DispatchOrder, ...]
+    escalations: tuple[Escalation, ...]
+    alerts: tuple[AlertRow, ...]
+    reports: tuple[CitizenReport, ...]
+
+
+def _all(conn: Conn, query: str, *params: object) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query.encode(), params).fetchall()
+
+
+def get_incident(conn: Conn, incident_id: str) -> Incident:
+    """The incident as stored (its latest revision); raises :class:`UnknownIncident`."""
+    found = _all(conn, "SELECT * FROM incidents WHERE incident_id = %s", incident_id)
+    if not found:
+        raise UnknownIncident(incident_id)
+    return Incident.model_validate(found[0])
+
+
+def incident_detail(conn: Conn, incident_id: str) -> IncidentDetail:
+    """The incident, its transitions, dispatches (also digests listing it), escalations, its
+    alerts' rows and its reports; raises :class:`UnknownIncident`."""
+    incident = get_incident(conn, incident_id)
+    transitions = _all(
+        conn,
+        "SELECT * FROM incident_transitions WHERE incident_id = %s ORDER BY revision",
+        incident_id,
+    )
+    dispatches = _all(
+        conn,
+        "SELECT * FROM dispatches WHERE incident_id = %s OR incidents @> ARRAY[%s]::text[] "
+        "ORDER BY ts, dispatch_id",
+        incident_id,
+        incident_id,
+    )
+    escalations = _all(
+        conn, "SELECT * FROM escalations WHERE incident_id = %s ORDER BY ts", incident_id
+    )
+    alerts = _all(
+        conn,
+        "SELECT alert_id, revision, rule_id, status, level, device_id, metric, value, threshold,"
+        " place_path, started_at, updated_at, resolved_at, summary"
+        " FROM alerts WHERE alert_id = ANY(%s) ORDER BY started_at, alert_id",
+        list(incident.alerts),
+    )
+    reports = _all(
+        conn,
+        "SELECT * FROM reports WHERE report_id = ANY(%s) ORDER BY reported_at, report_id",
+        list(incident.reports),
+    )
+    return IncidentDetail(
+        incident=incident,
+        transitions=tuple(IncidentTransition.model_validate(t) for t in transitions),
+        dispatches=tuple(DispatchOrder.model_validate(d) for d in dispatches),
+        escalations=tuple(Escalation.model_validate(e) for e in escalations),
+        alerts=tuple(AlertRow(**{**a, "place_path": tuple(a["place_path"])}) for a in alerts),
+        reports=tuple(CitizenReport.model_validate(r) for r in reports),
+    )
+
+
+@dataclass(frozen=True)
+class Performance:
+    """How a department did at one tier (``tier`` None: over all its tiers) over a period.
+
+    A digest counts as one dispatch per incident it lists. A dispatch is accepted (handled) in
+    time when the incident's ``accept`` (``handled``) step came by ``accept_by``
+    (``handle_by``) and before the incident's next dispatch. An incident counts as closed for
+    the department and tier that held it when it closed."""
+
+    department: str
+    tier: Tier | None
+    dispatches: int
+    accepted_on_time: int
+    handled_on_time: int
+    on_time: int
+    """Accepted and handled in time."""
+    incidents: int
+    """Incidents dispatched to it."""
+    closed: int
+    closure_rate: float | None
+    on_time_rate: float | None
+    flagged: bool
+    """Closure rate under the target."""
+
+
+PERFORMANCE = """
+WITH pairs AS (
+    SELECT d.dispatch_id, d.department, d.tier, d.accept_by, d.handle_by, d.ts, x.incident_id
+      FROM dispatches d
+     CROSS JOIN LATERAL unnest(CASE WHEN cardinality(d.incidents) > 0 THEN d.incidents
+                                    ELSE ARRAY[d.incident_id] END) AS x(incident_id)
+     WHERE d.ts >= %(since)s AND d.ts < %(until)s
+), judged AS (
+    SELECT p.*, EXISTS (
+               SELECT 1 FROM incident_transitions t
+                WHERE t.incident_id = p.incident_id AND t.action = 'accept'
+                  AND t.ts >= p.ts AND t.ts <= p.accept_by
+                  AND (nxt.ts IS NULL OR t.ts < nxt.ts)) AS accepted,
+           EXISTS (
+               SELECT 1 FROM incident_transitions t
+                WHERE t.incident_id = p.incident_id AND t.action = 'handled'
+                  AND t.ts >= p.ts AND t.ts <= p.handle_by
+                  AND (nxt.ts IS NULL OR t.ts < nxt.ts)) AS handled
+      FROM pairs p
+      LEFT JOIN LATERAL (
+           SELECT min(n.ts) AS ts FROM dispatches n
+            WHERE (n.incident_id = p.incident_id OR n.incidents @> ARRAY[p.incident_id])
+              AND n.ts > p.ts) nxt ON true
+)
+SELECT j.department, j.tier, count(*), count(*) FILTER (WHERE j.accepted),
+       count(*) FILTER (WHERE j.handled), count(*) FILTER (WHERE j.accepted AND j.handled),
+       count(DISTINCT j.incident_id),
+       count(DISTINCT j.incident_id) FILTER (
+           WHERE i.state = 'closed' AND i.department = j.department AND i.tier = j.tier)
+  FROM judged j LEFT JOIN incidents i ON i.incident_id = j.incident_id
+ GROUP BY GROUPING SETS ((j.department, j.tier), (j.department))
+ ORDER BY j.department, array_position(ARRAY['street', 'district', 'city'], j.tier) NULLS LAST
+"""
+
+
+def performance(
+    conn: Conn, since: datetime, until: datetime, target: float = CLOSURE_TARGET
+) -> list[Performance]:
+    """Each department at each tier it was dispatched to in ``[since, until)``, then the
+    department over all its tiers; flagged when its closure rate is under ``target``."""
+    rows = conn.execute(PERFORMANCE.encode(), {"since": since, "until": until}).fetchall()
+    out = []
+    for department, tier, dispatches, accepted, handled, on_time, incidents, closed in rows:
+        closure = closed / incidents if incidents else None
+        out.append(
+            Performance(
+                department=department,
+                tier=None if tier is None else Tier(tier),
+                dispatches=dispatches,
+                accepted_on_time=accepted,
+                handled_on_time=handled,
+                on_time=on_time,
+                incidents=incidents,
+                closed=closed,
+                closure_rate=closure,
+                on_time_rate=on_time / dispatches if dispatches else None,
+                flagged=closure is not None and closure < target,
+            )
+        )
+    return out
+
+
+class ServiceRequest(BaseModel):
+    """An Open311 GeoReport v2 service request: a citizen report and its incident's state."""
+
+    model_config = ConfigDict(frozen=True)
+
+    service_request_id: str
+    status: Literal["open", "closed"]
+    status_notes: str
+    service_code: str
+    service_name: str
+    description: str
+    agency_responsible: str | None
+    service_notice: str | None = None
+    requested_datetime: datetime
+    updated_datetime: datetime
+    expected_datetime: datetime | None
+    address_id: str
+    """The report's place id."""
+    lat: float | None
+    long: float | None
+    media_url: str | None
+
+
+class ServiceType(BaseModel):
+    """An Open311 GeoReport v2 service: one incident category."""
+
+    model_config = ConfigDict(frozen=True)
+
+    service_code: str
+    service_name: str
+    description: str
+    metadata: bool = False
+    type: Literal["realtime", "batch", "blackbox"] = "realtime"
+    keywords: str = ""
+    group: str = "incidents"
+
+
+def service_name(category: str, titles: Mapping[str, str] | None = None) -> str:
+    """How people name a category: its title in the configuration, else its id in words.
+
+    >>> service_name("street_flooding"), service_name("noise", {"noise": "Noise at night"})
+    ('Street flooding', 'Noise at night')
+    """
+    title = (titles or {}).get(category)
+    return title or category.replace("_", " ").replace("-", " ").capitalize()
+
+
+OPEN311 = """
+SELECT r.report_id, r.category, r.text, r.photo_ref, r.reported_at, r.lat, r.lon,
+       r.place_path[cardinality(r.place_path)] AS place_id, i.incident_id, i.state,
+       i.department, i.tier, i.updated_at, i.handle_by, p.lat AS place_lat, p.lon AS place_lon
+  FROM reports r
+  LEFT JOIN LATERAL (
+       SELECT * FROM incidents i WHERE i.reports @> ARRAY[r.report_id]
+        ORDER BY i.updated_at DESC LIMIT 1) i ON true
+  LEFT JOIN places p ON p.place_id = r.place_path[cardinality(r.place_path)]
+"""
+
+
+def _notes(row: Mapping[str, Any]) -> str:
+    if row["incident_id"] is None:
+        return "received; not yet part of an incident"
+    note = f"incident {row['incident_id']} is {row['state']}"
+    if row["department"]:
+        note += f" ({row['department']}, {row['tier']} tier)"
+    return note
+
+
+def open311_requests(
+    conn: Conn,
+    zone: tzinfo,
+    *,
+    status: Literal["open", "closed"] | None = None,
+    service_code: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    titles: Mapping[str, str] | None = None,
+    limit: int = 1000,
+) -> list[ServiceRequest]:
+    """Citizen reports, newest first, as service requests with their incident's state (closed
+    when the incident is); times in ``zone``. A report's position is its own, else its place's."""
+    clauses: list[str] = []
+    params: list[object] = []
+    if status == "closed":
+        clauses.append("i.state = 'closed'")
+    elif status == "open":
+        clauses.append("i.state IS DISTINCT FROM 'closed'")
+    for clause, value in (
+        ("r.category = %s", service_code),
+        ("r.reported_at >= %s", start),
+        ("r.reported_at < %s", end),
+    ):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    query = OPEN311 + (" WHERE " + " AND ".join(clauses) if clauses else "")
+    query += " ORDER BY r.reported_at DESC, r.report_id LIMIT %s"
+    params.append(limit)
+    out = []
+    for row in _all(conn, query, *params):
+        closed = row["state"] == IncidentState.CLOSED.value
+        updated = row["updated_at"] or row["reported_at"]
+        out.append(
+            ServiceRequest(
+                service_request_id=row["report_id"],
+                status="closed" if closed else "open",
+                status_notes=_notes(row),
+                service_code=row["category"],
+                service_name=service_name(row["category"], titles),
+                description=row["text"],
+                agency_responsible=row["department"],
+                requested_datetime=row["reported_at"].astimezone(zone),
+                updated_datetime=updated.astimezone(zone),
+                expected_datetime=None
+                if row["handle_by"] is None or closed
+                else row["handle_by"].astimezone(zone),
+                address_id=row["place_id"],
+                lat=row["lat"] if row["lat"] is not None else row["place_lat"],
+                long=row["lon"] if row["lon"] is not None else row["place_lon"],
+                media_url=row["photo_ref"],
+            )
+        )
+    return out
+
+
+def open311_services(conn: Conn, categories: Mapping[str, str] | None = None) -> list[ServiceType]:
+    """One service per incident category. ``categories`` (id -> title) comes from the incident
+    configuration file; without it, the categories that reports and incidents have used."""
+    if categories is None:
+        rows = conn.execute(
+            "SELECT category FROM reports UNION SELECT category FROM incidents ORDER BY 1"
+        ).fetchall()
+        categories = {str(row[0]): "" for row in rows}
+    return [
+        ServiceType(
+            service_code=code,
+            service_name=service_name(code, categories),
+            description=f"Report a problem of the category {code!r}; it joins the incidents "
+            "of its place and is dispatched to the department responsible.",
+        )
+        for code in sorted(categories)
+    ]

@@ -1,0 +1,661 @@
+"""Incidents stored, read, shown and acted on, against the real PostgreSQL and tansu: the sinks
+keep the highest revision once, the queries filter and measure a hand-made history, the CLI
+and the API show it and send a valid Feedback / CitizenReport onto the real topics, and the
+reports come out as Open311 GeoReport v2."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from cityvitals import db, kafka
+from cityvitals.contracts import (
+    Action,
+    Alert,
+    AlertStatus,
+    CitizenReport,
+    DispatchKind,
+    DispatchOrder,
+    Escalation,
+    Feedback,
+    Incident,
+    IncidentSource,
+    IncidentState,
+    IncidentTransition,
+    IncidentUpdate,
+    ReportChannel,
+    Tier,
+    WarningLevel,
+)
+from cityvitals.settings import Settings
+from cityvitals.topics import Topic
+from sinks import (
+    AlertSink,
+    DispatchSink,
+    EscalationSink,
+    IncidentFilter,
+    IncidentSink,
+    ReportSink,
+    incident_detail,
+    list_incidents,
+    open311_requests,
+    open311_services,
+    performance,
+)
+from tests.integration.conftest import Pipeline, wait_for
+from wiring.cli import app
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+
+def hexid() -> str:
+    return uuid.uuid4().hex
+
+
+class History:
+    """Builds incidents step by step, as the incident stage would, and stores them."""
+
+    def __init__(self, conn: Conn, city: str) -> None:
+        self.conn = conn
+        self.city = city
+        self.revisions: dict[str, Incident] = {}
+
+    def open(self, category: str, street: str, level: WarningLevel, **fields: Any) -> Incident:
+        incident = Incident(
+            incident_id=hexid(),
+            revision=0,
+            category=category,
+            state=IncidentState.NEW,
+            level=level,
+            source=fields.pop("source", IncidentSource.ALERT),
+            place_id=street,
+            place_path=(self.city, f"{self.city}-d", street),
+            title=f"{category} at {street}",
+            opened_at=fields.pop("at", T0),
+            updated_at=T0,
+            **fields,
+        )
+        self.step(incident, Action.OPEN, IncidentState.NEW, incident.opened_at)
+        return incident
+
+    def step(
+        self, incident: Incident, action: Action, to: IncidentState, ts: datetime, **fields: Any
+    ) -> Incident:
+        before = self.revisions.get(incident.incident_id)
+        now = incident.model_copy(
+            update={
+                "revision": 0 if before is None else before.revision + 1,
+                "state": to,
+                "updated_at": ts,
+                **fields,
+            }
+        )
+        transition = IncidentTransition(
+            incident_id=now.incident_id,
+            revision=now.revision,
+            action=action,
+            from_state=None if before is None else before.state,
+            to_state=to,
+            actor=fields.get("department") or "platform",
+            reason=f"{action.value} at {ts:%H:%M}",
+            ts=ts,
+            tier=now.tier,
+            department=now.department,
+        )
+        IncidentSink(self.conn).write([IncidentUpdate(incident=now, transition=transition)])
+        self.revisions[now.incident_id] = now
+        return now
+
+    def dispatch(
+        self,
+        incident: Incident,
+        department: str,
+        tier: Tier,
+        ts: datetime,
+        kind: DispatchKind = DispatchKind.ORDER,
+    ) -> DispatchOrder:
+        current = self.revisions[incident.incident_id]
+        order = DispatchOrder(
+            dispatch_id=hexid(),
+            kind=kind,
+            incident_id=incident.incident_id,
+            department=department,
+            tier=tier,
+            tier_place_id=current.place_path[{"street": 2, "district": 1, "city": 0}[tier]],
+            category=current.category,
+            level=current.level,
+            place_id=current.place_id,
+            place_path=current.place_path,
+            title=current.title,
+            accept_by=ts + timedelta(minutes=10),
+            handle_by=ts + timedelta(hours=8),
+            ts=ts,
+        )
+        DispatchSink(self.conn).write([order])
+        self.step(
+            current,
+            Action.ESCALATE if kind is DispatchKind.ESCALATION else Action.DISPATCH,
+            IncidentState.DISPATCHED,
+            ts,
+            department=department,
+            tier=tier,
+            dispatch_id=order.dispatch_id,
+            accept_by=order.accept_by,
+            handle_by=order.handle_by,
+        )
+        return order
+
+    def go(self, incident: Incident, *steps: tuple[Action, IncidentState, datetime]) -> Incident:
+        current = self.revisions[incident.incident_id]
+        for action, to, ts in steps:
+            current = self.step(current, action, to, ts)
+        return current
+
+
+def closing(start: datetime) -> tuple[tuple[Action, IncidentState, datetime], ...]:
+    return (
+        (Action.HANDLED, IncidentState.HANDLED, start),
+        (Action.VERIFY, IncidentState.VERIFIED, start + timedelta(minutes=15)),
+        (Action.CLOSE, IncidentState.CLOSED, start + timedelta(minutes=15)),
+    )
+
+
+@pytest.fixture()
+def town(pipeline: Pipeline) -> Iterator[Settings]:
+    """A schema of its own with a city, a district and two streets, in Asia/Shanghai."""
+    settings = pipeline.settings.model_copy(
+        update={"database_schema": f"inc{uuid.uuid4().hex[:12]}", "timezone": "Asia/Shanghai"}
+    )
+    db.migrate(settings)
+    try:
+        with db.connect(settings) as conn:
+            add_places(conn, "tc")
+        yield settings
+    finally:
+        with db.connect(settings) as conn:
+            conn.execute(f"DROP SCHEMA {settings.database_schema} CASCADE".encode())
+
+
+def add_places(conn: Conn, city: str) -> None:
+    conn.execute(
+        "INSERT INTO places (place_id, level, name, path, lat, lon) VALUES"
+        " (%(c)s, 'city', 'Town', ARRAY[%(c)s], NULL, NULL),"
+        " (%(c)s || '-d', 'district', 'Down', ARRAY[%(c)s, %(c)s || '-d'], NULL, NULL),"
+        " (%(c)s || '-s1', 'street', 'One', ARRAY[%(c)s, %(c)s || '-d', %(c)s || '-s1'],"
+        "  31.25, 121.5),"
+        " (%(c)s || '-s2', 'street', 'Two', ARRAY[%(c)s, %(c)s || '-d', %(c)s || '-s2'],"
+        "  NULL, NULL)",
+        {"c": city},
+    )
+
+
+# --- sinks ---------------------------------------------------------------------------------
+
+
+def test_the_incident_sink_keeps_the_highest_revision_and_every_step_once(town: Settings) -> None:
+    with db.connect(town) as conn:
+        h = History(conn, "tc")
+        first = h.open("flooding", "tc-s1", WarningLevel.ORANGE)
+        h.dispatch(first, "street-ops", Tier.STREET, T0 + timedelta(minutes=1))
+        later = h.go(first, (Action.ACCEPT, IncidentState.ACCEPTED, T0 + timedelta(minutes=3)))
+        stale = IncidentUpdate(
+            incident=first,
+            transition=IncidentTransition(
+                incident_id=first.incident_id,
+                revision=0,
+                action=Action.OPEN,
+                from_state=None,
+                to_state=IncidentState.NEW,
+                actor="platform",
+                ts=T0,
+            ),
+        )
+        assert IncidentSink(conn).write([stale, stale]) == 0  # a replay of revision 0
+        row = conn.execute(
+            "SELECT revision, state, department, dispatch_id FROM incidents WHERE incident_id = %s",
+            (first.incident_id,),
+        ).fetchone()
+        assert row == (2, "accepted", "street-ops", later.dispatch_id)
+        steps = conn.execute(
+            "SELECT revision, action, from_state, to_state FROM incident_transitions"
+            " WHERE incident_id = %s ORDER BY revision",
+            (first.incident_id,),
+        ).fetchall()
+        assert steps == [
+            (0, "open", None, "new"),
+            (1, "dispatch", "new", "dispatched"),
+            (2, "accept", "dispatched", "accepted"),
+        ]
+
+
+def test_escalations_and_reports_are_stored_once(town: Settings) -> None:
+    report = CitizenReport(
+        report_id=hexid(),
+        channel=ReportChannel.HOTLINE,
+        category="flooding",
+        place_path=("tc", "tc-d", "tc-s1"),
+        text="water up to the knees",
+        reported_at=T0,
+    )
+    escalation = Escalation(
+        incident_id=hexid(),
+        from_tier=Tier.CITY,
+        to_tier=None,
+        department="flood-control",
+        breach="handle",
+        deadline=T0,
+        ts=T0,
+    )
+    with db.connect(town) as conn:
+        assert ReportSink(conn).write([report]) == 1
+        assert ReportSink(conn).write([report, report]) == 0
+        assert EscalationSink(conn).write([escalation]) == 1
+        assert EscalationSink(conn).write([escalation]) == 0
+        assert conn.execute("SELECT count(*) FROM escalations").fetchone() == (1,)
+        assert conn.execute("SELECT to_tier FROM escalations").fetchone() == (None,)
+
+
+# --- queries -------------------------------------------------------------------------------
+
+
+def made_history(conn: Conn, city: str, street_ops: str, water: str) -> dict[str, Any]:
+    """Three incidents for ``street_ops`` at the street tier: the first accepted and handled
+    in time and closed; the second accepted late, closed; the third accepted in time, not
+    handled in time, escalated to ``water`` at the district, which closes it in time."""
+    h = History(conn, city)
+    s1, s2 = f"{city}-s1", f"{city}-s2"
+    one = h.open("flooding", s1, WarningLevel.ORANGE, at=T0)
+    two = h.open("flooding", s2, WarningLevel.YELLOW, at=T0 + timedelta(minutes=1))
+    three = h.open("traffic", s1, WarningLevel.RED, at=T0 + timedelta(minutes=2))
+    for incident in (one, two, three):
+        h.dispatch(incident, street_ops, Tier.STREET, T0 + timedelta(minutes=2))
+    h.go(one, (Action.ACCEPT, IncidentState.ACCEPTED, T0 + timedelta(minutes=5)))
+    h.go(one, *closing(T0 + timedelta(hours=1)))
+    h.go(two, (Action.ACCEPT, IncidentState.ACCEPTED, T0 + timedelta(minutes=30)))
+    h.go(two, *closing(T0 + timedelta(hours=2)))
+    h.go(three, (Action.ACCEPT, IncidentState.ACCEPTED, T0 + timedelta(minutes=6)))
+    up = T0 + timedelta(hours=8, minutes=3)
+    EscalationSink(conn).write(
+        [
+            Escalation(
+                incident_id=three.incident_id,
+                from_tier=Tier.STREET,
+                to_tier=Tier.DISTRICT,
+                department=street_ops,
+                breach="handle",
+                deadline=up - timedelta(minutes=1),
+                ts=up,
+            )
+        ]
+    )
+    h.dispatch(three, water, Tier.DISTRICT, up, DispatchKind.ESCALATION)
+    h.go(three, (Action.ACCEPT, IncidentState.ACCEPTED, up + timedelta(minutes=4)))
+    h.go(three, *closing(up + timedelta(hours=1)))
+    return {"one": one, "two": two, "three": three, "history": h}
+
+
+def test_performance_per_department_and_tier_from_a_hand_made_history(town: Settings) -> None:
+    with db.connect(town) as conn:
+        made_history(conn, "tc", "street-ops", "water")
+        rows = performance(conn, T0 - timedelta(days=1), T0 + timedelta(days=1))
+    by = {(p.department, p.tier): p for p in rows}
+    street = by[("street-ops", Tier.STREET)]
+    assert (street.dispatches, street.incidents, street.closed) == (3, 3, 2)
+    assert street.closure_rate == pytest.approx(2 / 3)
+    assert street.flagged
+    # accepted in time: the first and the third; handled in time: the first and the second
+    # (the third was handled after its escalation, by the district)
+    assert (street.accepted_on_time, street.handled_on_time, street.on_time) == (2, 2, 1)
+    assert street.on_time_rate == pytest.approx(1 / 3)
+    district = by[("water", Tier.DISTRICT)]
+    assert (district.dispatches, district.closed, district.on_time) == (1, 1, 1)
+    assert district.closure_rate == 1.0 and not district.flagged
+    totals = by[("street-ops", None)]
+    assert (totals.incidents, totals.closed, totals.flagged) == (3, 2, True)
+    assert [(p.department, p.tier) for p in rows] == [
+        ("street-ops", Tier.STREET),
+        ("street-ops", None),
+        ("water", Tier.DISTRICT),
+        ("water", None),
+    ]
+    with db.connect(town) as conn:
+        assert performance(conn, T0 + timedelta(days=1), T0 + timedelta(days=2)) == []
+
+
+def test_incidents_are_listed_by_filter_newest_first_and_shown_whole(town: Settings) -> None:
+    with db.connect(town) as conn:
+        made = made_history(conn, "tc", "street-ops", "water")
+        h: History = made["history"]
+        fresh = h.open("flooding", "tc-s2", WarningLevel.BLUE, at=T0 + timedelta(hours=1))
+        alert = Alert(
+            alert_id=hexid(),
+            revision=0,
+            rule_id="waterlogging-depth",
+            status=AlertStatus.FIRING,
+            level=WarningLevel.BLUE,
+            device_id="wl-1",
+            metric="water_level_cm",
+            value=12,
+            threshold=10,
+            place_path=("tc", "tc-d", "tc-s2", "tc-s2-g"),
+            started_at=T0,
+            ts=T0,
+            summary="water 12 cm above 10",
+        )
+        AlertSink(conn).write([alert])
+        report = CitizenReport(
+            report_id=hexid(),
+            channel=ReportChannel.PHOTO,
+            category="flooding",
+            place_path=("tc", "tc-d", "tc-s2"),
+            text="the underpass is flooded",
+            photo_ref="photos/underpass.jpg",
+            reported_at=T0 + timedelta(minutes=50),
+        )
+        ReportSink(conn).write([report])
+        h.step(
+            fresh,
+            Action.ATTACH,
+            IncidentState.NEW,
+            T0 + timedelta(hours=1, minutes=1),
+            alerts=(alert.alert_id,),
+            reports=(report.report_id,),
+        )
+
+        def ids(**where: Any) -> list[str]:
+            return [i.incident_id for i in list_incidents(conn, IncidentFilter(**where))]
+
+        one, two, three = (made[k].incident_id for k in ("one", "two", "three"))
+        assert ids() == [fresh.incident_id, three, two, one]
+        assert ids(open_only=True) == [fresh.incident_id]
+        assert ids(category="traffic") == [three]
+        assert ids(place="tc-s2") == [fresh.incident_id, two]
+        assert ids(place="tc/tc-d/tc-s1") == [three, one]
+        assert ids(department="water") == [three]
+        assert ids(level=WarningLevel.RED) == [three]
+        assert ids(state=IncidentState.CLOSED, limit=2) == [three, two]
+        assert ids(since=T0 + timedelta(hours=9)) == [three]
+
+        detail = incident_detail(conn, three)
+        assert [t.action for t in detail.transitions][:3] == [
+            Action.OPEN,
+            Action.DISPATCH,
+            Action.ACCEPT,
+        ]
+        assert [d.kind for d in detail.dispatches] == [DispatchKind.ORDER, DispatchKind.ESCALATION]
+        assert [(e.from_tier, e.to_tier) for e in detail.escalations] == [
+            (Tier.STREET, Tier.DISTRICT)
+        ]
+        shown = incident_detail(conn, fresh.incident_id)
+        assert [a.alert_id for a in shown.alerts] == [alert.alert_id]
+        assert shown.alerts[0].summary == "water 12 cm above 10"
+        assert [r.report_id for r in shown.reports] == [report.report_id]
+
+        requests = {r.service_request_id: r for r in open311_requests(conn, town.zone)}
+        assert requests[report.report_id].status == "open"
+        assert requests[report.report_id].media_url == "photos/underpass.jpg"
+        assert requests[report.report_id].requested_datetime.utcoffset() == timedelta(hours=8)
+        assert [s.service_code for s in open311_services(conn)] == ["flooding", "traffic"]
+
+
+# --- the CLI -------------------------------------------------------------------------------
+
+
+def run(settings: Settings, *args: str) -> Any:
+    return CliRunner().invoke(app, ["incidents", *args], env=settings.to_env())
+
+
+def on_topic(settings: Settings, topic: Topic, match: Callable[[bytes], bool]) -> bytes:
+    """The first message of ``topic`` (from its beginning) that ``match`` accepts."""
+    consumer = kafka.consumer(settings, f"itest-{hexid()}")
+    consumer.subscribe([settings.topic(topic)])
+    try:
+
+        def probe() -> bytes | None:
+            for msg in kafka.consume_batch(consumer, 500, 1.0):
+                value = msg.value() or b""
+                if match(value):
+                    return value
+            return None
+
+        return wait_for(probe, timeout=30, what=f"a message on {topic.value}")
+    finally:
+        consumer.close()
+
+
+def test_the_cli_lists_shows_and_measures_in_the_city_zone(town: Settings) -> None:
+    with db.connect(town) as conn:
+        made = made_history(conn, "tc", "street-ops", "water")
+    three = made["three"].incident_id
+
+    listed = run(town, "list", "--department", "water")
+    assert listed.exit_code == 0, listed.output
+    assert three in listed.output and "Asia/Shanghai" in listed.output
+    data = json.loads(run(town, "list", "--place", "tc-s1", "--json").output)
+    assert [i["incident_id"] for i in data] == [three, made["one"].incident_id]
+    assert data[0]["opened_at"].endswith("+08:00")
+
+    shown = run(town, "show", three)
+    assert shown.exit_code == 0, shown.output
+    assert "escalation" in shown.output and "street -> district: handle" in shown.output
+    detail = json.loads(run(town, "show", three, "--json").output)
+    assert detail["incident"]["state"] == "closed"
+    assert len(detail["dispatches"]) == 2
+
+    missing = run(town, "show", "f" * 32)
+    assert missing.exit_code == 1 and f"incident {'f' * 32!r} does not exist" in missing.output
+
+    since = (T0 - timedelta(hours=1)).isoformat()
+    measured = run(town, "performance", "--since", since, "--until", "2026-11-23")
+    assert measured.exit_code == 0, measured.output
+    assert "closed 2/3 (66.7%)" in measured.output and "UNDER 85%" in measured.output
+    rates = json.loads(run(town, "performance", "--since", since, "--json").output)
+    assert {(r["department"], r["tier"], r["flagged"]) for r in rates} >= {
+        ("street-ops", "street", True),
+        ("water", "district", False),
+    }
+
+
+def test_cli_act_sends_a_valid_feedback_and_names_what_is_wrong(town: Settings) -> None:
+    with db.connect(town) as conn:
+        h = History(conn, "tc")
+        incident = h.open("flooding", "tc-s1", WarningLevel.ORANGE)
+        order = h.dispatch(incident, "street-ops", Tier.STREET, T0)
+
+    sent = run(
+        town, "act", incident.incident_id, "accept", "--dispatch", order.dispatch_id,
+        "--actor", "duty-officer", "--reason", "crew on the way",
+    )  # fmt: skip
+    assert sent.exit_code == 0, sent.output
+    feedback_id = sent.output.split()[1].rstrip(":")
+    value = on_topic(town, Topic.DISPATCH_FEEDBACK, lambda v: feedback_id.encode() in v)
+    feedback = Feedback.model_validate_json(value)
+    assert (feedback.incident_id, feedback.action, feedback.actor) == (
+        incident.incident_id,
+        Action.ACCEPT,
+        "duty-officer",
+    )
+    assert feedback.dispatch_id == order.dispatch_id and feedback.reason == "crew on the way"
+
+    moved = run(
+        town, "act", incident.incident_id, "reassign", "--department", "water",
+        "--tier", "district",
+    )  # fmt: skip
+    assert moved.exit_code == 0, moved.output
+
+    bad = run(town, "act", incident.incident_id, "dance")
+    assert bad.exit_code == 1 and "action 'dance' is not one people send" in bad.output
+    platform = run(town, "act", incident.incident_id, "escalate")
+    assert platform.exit_code == 1 and "accept" in platform.output
+    lacking = run(town, "act", incident.incident_id, "reassign")
+    assert lacking.exit_code == 1 and "reassign needs the department" in lacking.output
+    unknown = run(town, "act", "e" * 32, "accept")
+    assert unknown.exit_code == 1 and f"incident {'e' * 32!r} does not exist" in unknown.output
+
+
+def test_cli_report_sends_a_valid_citizen_report_and_open311_exports_it(town: Settings) -> None:
+    sent = run(
+        town, "report", "--place", "tc-s1", "--category", "general", "--text", "knee deep",
+        "--photo", "photos/k.jpg", "--level", "yellow",
+    )  # fmt: skip
+    assert sent.exit_code == 0, sent.output
+    report_id = sent.output.split()[1]
+    value = on_topic(town, Topic.REPORTS, lambda v: report_id.encode() in v)
+    report = CitizenReport.model_validate_json(value)
+    assert report.place_path == ("tc", "tc-d", "tc-s1")
+    assert (report.category, report.text, report.level) == ("general", "knee deep", "yellow")
+    assert report.channel is ReportChannel.HOTLINE and report.photo_ref == "photos/k.jpg"
+
+    nowhere = run(town, "report", "--place", "atlantis", "--category", "general", "--text", "x")
+    assert nowhere.exit_code == 1 and "--place 'atlantis': no such place" in nowhere.output
+    channel = run(
+        town, "report", "--place", "tc-s1", "--category", "general", "--text", "x",
+        "--channel", "pigeon",
+    )  # fmt: skip
+    assert channel.exit_code == 1 and "--channel 'pigeon'" in channel.output
+
+    with db.connect(town) as conn:  # the sinks would store it so; here, by hand
+        ReportSink(conn).write([report])
+    exported = run(town, "open311", "--json")
+    assert exported.exit_code == 0, exported.output
+    (request,) = json.loads(exported.output)
+    assert request["service_request_id"] == report_id and request["status"] == "open"
+    assert request["service_code"] == "general" and request["media_url"] == "photos/k.jpg"
+    assert request["requested_datetime"].endswith("+08:00")
+    assert (request["lat"], request["long"]) == (31.25, 121.5)  # the street's position
+    services = json.loads(run(town, "open311", "--services", "--json").output)
+    assert "general" in [s["service_code"] for s in services]
+
+
+# --- the API -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def api(pipeline: Pipeline) -> Iterator[httpx.Client]:
+    base = f"http://127.0.0.1:{pipeline.settings.api_port}"
+    with httpx.Client(base_url=base, timeout=60, headers={"X-Actor": "itest-api"}) as client:
+        yield client
+
+
+@pytest.fixture()
+def city(pipeline: Pipeline) -> str:
+    """A city of its own in the pipeline's registry (the API's database)."""
+    name = f"ic{uuid.uuid4().hex[:8]}"
+    with db.connect(pipeline.settings) as conn:
+        add_places(conn, name)
+    return name
+
+
+def test_the_api_lists_shows_and_measures_incidents(
+    pipeline: Pipeline, api: httpx.Client, city: str
+) -> None:
+    ops, water = f"ops-{city}", f"water-{city}"
+    with db.connect(pipeline.settings) as conn:
+        made = made_history(conn, city, ops, water)
+    three = made["three"].incident_id
+
+    listed = api.get("/incidents", params={"department": water})
+    assert listed.status_code == 200, listed.text
+    assert [i["incident_id"] for i in listed.json()] == [three]
+    under = api.get("/incidents", params={"place": f"{city}-s1", "open": "true"})
+    assert under.status_code == 200 and under.json() == []
+
+    shown = api.get(f"/incidents/{three}")
+    assert shown.status_code == 200, shown.text
+    assert [d["department"] for d in shown.json()["dispatches"]] == [ops, water]
+    missing = api.get(f"/incidents/{'a' * 32}")
+    assert missing.status_code == 404 and f"incident {'a' * 32!r}" in missing.json()["detail"]
+
+    since = (T0 - timedelta(hours=1)).isoformat()
+    rates = api.get("/incidents/performance", params={"since": since, "until": "2026-11-23"})
+    assert rates.status_code == 200, rates.text
+    mine = {(r["department"], r["tier"]): r for r in rates.json() if r["department"] == ops}
+    assert mine[(ops, "street")]["closure_rate"] == pytest.approx(2 / 3)
+    assert mine[(ops, "street")]["flagged"] is True
+    assert mine[(ops, "street")]["on_time_rate"] == pytest.approx(1 / 3)
+
+
+def test_api_actions_send_a_feedback_and_refuse_what_does_not_fit(
+    pipeline: Pipeline, api: httpx.Client, city: str
+) -> None:
+    with db.connect(pipeline.settings) as conn:
+        incident = History(conn, city).open("flooding", f"{city}-s1", WarningLevel.RED)
+    path = f"/incidents/{incident.incident_id}/actions"
+
+    sent = api.post(path, json={"action": "verify", "reason": "seen it dry"})
+    assert sent.status_code == 202, sent.text
+    feedback_id = sent.json()["feedback_id"]
+    value = on_topic(
+        pipeline.settings, Topic.DISPATCH_FEEDBACK, lambda v: feedback_id.encode() in v
+    )
+    feedback = Feedback.model_validate_json(value)
+    assert (feedback.action, feedback.actor, feedback.reason) == (
+        Action.VERIFY,
+        "itest-api",
+        "seen it dry",
+    )
+
+    bad = api.post(path, json={"action": "dispatch"})
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"] == ["body", "action"]
+    assert "not one people send" in bad.json()["detail"][0]["msg"]
+    lacking = api.post(path, json={"action": "reassign"})
+    assert lacking.status_code == 422 and "department" in lacking.text
+    extra = api.post(path, json={"action": "note", "colour": "red"})
+    assert extra.status_code == 422
+    unknown = api.post(f"/incidents/{'b' * 32}/actions", json={"action": "accept"})
+    assert unknown.status_code == 404 and "b" * 32 in unknown.text
+
+
+def test_api_reports_are_sent_stored_by_the_sinks_and_exported_as_open311(
+    pipeline: Pipeline, api: httpx.Client, city: str
+) -> None:
+    body = {
+        "place_id": f"{city}-s2",
+        "category": "general",  # a category whatever the incident configuration holds
+        "text": "a hole the size of a bathtub",
+        "channel": "app",
+        "lat": 31.2,
+        "lon": 121.4,
+    }
+    sent = api.post("/reports", json=body)
+    assert sent.status_code == 202, sent.text
+    report_id = sent.json()["report_id"]
+    value = on_topic(pipeline.settings, Topic.REPORTS, lambda v: report_id.encode() in v)
+    report = CitizenReport.model_validate_json(value)
+    assert report.place_path == (city, f"{city}-d", f"{city}-s2")
+    assert report.channel is ReportChannel.APP
+
+    # The pipeline's sinks service stores it from the topic (route reports -> ReportSink).
+    wait_for(
+        lambda: pipeline.query("SELECT 1 FROM reports WHERE report_id = %s", report_id),
+        what="the report stored by the sinks service",
+    )
+    requests = api.get("/open311/v2/requests.json", params={"service_code": "general"})
+    assert requests.status_code == 200, requests.text
+    (request,) = [r for r in requests.json() if r["service_request_id"] == report_id]
+    assert request["status"] == "open"
+    assert request["service_code"] == body["category"]
+    assert (request["lat"], request["long"]) == (31.2, 121.4)
+    for field in ("requested_datetime", "updated_datetime"):
+        assert datetime.fromisoformat(request[field]).tzinfo is not None
+    services = api.get("/open311/v2/services.json")
+    assert services.status_code == 200
+    assert body["category"] in {s["service_code"] for s in services.json()}
+
+    nowhere = api.post("/reports", json={**body, "place_id": "atlantis"})
+    assert nowhere.status_code == 422
+    assert nowhere.json()["detail"][0]["loc"] == ["body", "place_id"]
+    for bad in ({**body, "text": ""}, {**body, "category": "no spaces"}, {"text": "x"}):
+        assert api.post("/reports", json=bad).status_code == 422

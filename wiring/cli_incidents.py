@@ -1,0 +1,362 @@
+"""``cityvitals incidents ...``: list and show incidents, act on one (a duty officer's or an
+inspector's feedback), the departments' performance, take a citizen report, and export the
+reports as Open311 GeoReport v2. Times are shown in the city's time zone
+(``CITYVITALS_TIMEZONE``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta, tzinfo
+from enum import Enum
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel, ValidationError
+
+from cityvitals.contracts import (
+    IncidentState,
+    ReportChannel,
+    Tier,
+    WarningLevel,
+)
+from cityvitals.settings import Settings
+from wiring.cli_common import fail, parse_utc, settings
+
+__all__ = ["incidents_app", "to_json"]
+
+incidents_app = typer.Typer(
+    help="Incidents: list, show, act on them, performance, citizen reports, Open311.",
+    no_args_is_help=True,
+)
+
+
+def to_json(value: Any, zone: tzinfo) -> Any:
+    """A JSON-ready copy of models and dataclasses, with times in ``zone`` (ISO, with offset)."""
+    if isinstance(value, BaseModel):
+        return {name: to_json(getattr(value, name), zone) for name in type(value).model_fields}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name), zone) for f in dataclasses.fields(value)}
+    if isinstance(value, datetime):
+        return value.astimezone(zone).isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: to_json(v, zone) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v, zone) for v in value]
+    return value
+
+
+def _echo_json(value: Any, conf: Settings) -> None:
+    typer.echo(json.dumps(to_json(value, conf.zone)))
+
+
+def _when(ts: datetime | None, zone: tzinfo) -> str:
+    return "-" if ts is None else f"{ts.astimezone(zone):%Y-%m-%d %H:%M}"
+
+
+def _enum(kind: type[Enum], value: str | None, option: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(str(m.value) for m in kind)
+        raise fail(f"{option} {value!r}: give one of {allowed}") from None
+
+
+@contextmanager
+def _database(conf: Settings) -> Iterator[Any]:
+    from cityvitals import db
+
+    with db.connect(conf) as conn:
+        yield conn
+
+
+def _field_problem(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    field = ".".join(str(p) for p in err["loc"]) or "value"
+    return f"{field}: {err['msg']}"
+
+
+@incidents_app.command("list")
+def list_command(
+    open_only: Annotated[bool, typer.Option("--open", help="only incidents not closed")] = False,
+    state: Annotated[str | None, typer.Option(help="only in this state")] = None,
+    place: Annotated[
+        str | None, typer.Option(help="at or under this place id (or path prefix a/b)")
+    ] = None,
+    category: Annotated[str | None, typer.Option()] = None,
+    department: Annotated[str | None, typer.Option()] = None,
+    level: Annotated[str | None, typer.Option(help="blue, yellow, orange or red")] = None,
+    since: Annotated[str | None, typer.Option(help="updated since (ISO time)")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Incidents, newest first."""
+    from sinks.incidents import IncidentFilter, list_incidents
+
+    try:
+        after = parse_utc(since) if since else None
+    except ValueError as exc:
+        raise fail(f"--since: {exc}") from None
+    where = IncidentFilter(
+        open_only=open_only,
+        state=_enum(IncidentState, state, "--state"),
+        place=place,
+        category=category,
+        department=department,
+        level=_enum(WarningLevel, level, "--level"),
+        since=after,
+        limit=limit,
+    )
+    conf = settings()
+    with _database(conf) as conn:
+        found = list_incidents(conn, where)
+    if as_json:
+        _echo_json(found, conf)
+        return
+    if not found:
+        typer.echo("no incidents")
+        return
+    typer.echo(f"times in {conf.zone}")
+    for i in found:
+        holder = f"{i.department}/{i.tier}" if i.department else "-"
+        typer.echo(
+            f"{i.incident_id}  {i.state.value:<10} {i.level.value:<6} {i.category:<16} "
+            f"{i.place_id:<14} {holder:<24} opened {_when(i.opened_at, conf.zone)}  {i.title}"
+        )
+
+
+@incidents_app.command("show")
+def show(
+    incident_id: Annotated[str, typer.Argument(help="the incident's id")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """One incident: its state, who holds it, every step, its dispatch orders, escalations,
+    alerts and citizen reports."""
+    from sinks.incidents import UnknownIncident, incident_detail
+
+    conf = settings()
+    try:
+        with _database(conf) as conn:
+            detail = incident_detail(conn, incident_id)
+    except UnknownIncident as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        _echo_json(detail, conf)
+        return
+    z, i = conf.zone, detail.incident
+    holder = f"{i.department} ({i.tier} tier)" if i.department else "nobody yet"
+    lines = [
+        f"incident {i.incident_id} (revision {i.revision}), times in {z}",
+        f"  {i.title}",
+        f"  {i.category}, {i.level.value}, at {'/'.join(i.place_path)}, from {i.source.value}",
+        f"  state {i.state.value}, held by {holder}, dispatch {i.dispatch_id or '-'}",
+        f"  opened {_when(i.opened_at, z)}, updated {_when(i.updated_at, z)}, "
+        f"accept by {_when(i.accept_by, z)}, handle by {_when(i.handle_by, z)}",
+        f"  alerts {len(i.alerts)} ({i.open_alerts} open), reports {len(i.reports)}, "
+        f"muted {i.muted}, flaps {i.flaps}, escalations {i.escalations}",
+        "steps:",
+    ]
+    for t in detail.transitions:
+        step = f"{t.from_state.value if t.from_state else '-'} -> {t.to_state.value}"
+        why = f": {t.reason}" if t.reason else ""
+        lines.append(f"  {_when(t.ts, z)}  {t.action.value:<9} {step:<22} by {t.actor}{why}")
+    lines.append("dispatch orders:")
+    for d in detail.dispatches:
+        lines.append(
+            f"  {_when(d.ts, z)}  {d.kind.value:<12} {d.dispatch_id} to {d.department} "
+            f"({d.tier.value} {d.tier_place_id}), accept by {_when(d.accept_by, z)}, "
+            f"handle by {_when(d.handle_by, z)}"
+        )
+    lines.append("escalations:")
+    for e in detail.escalations:
+        up = e.to_tier.value if e.to_tier else "nothing above"
+        lines.append(
+            f"  {_when(e.ts, z)}  {e.from_tier.value} -> {up}: {e.breach} by "
+            f"{_when(e.deadline, z)} missed"
+        )
+    lines.append("alerts:")
+    for a in detail.alerts:
+        lines.append(f"  {a.alert_id} {a.status:<8} {a.level:<6} {a.device_id}: {a.summary}")
+    lines.append("reports:")
+    for r in detail.reports:
+        lines.append(f"  {_when(r.reported_at, z)}  {r.report_id} {r.channel.value}: {r.text}")
+    for line in lines:
+        typer.echo(line)
+
+
+@incidents_app.command("act")
+def act(
+    incident_id: Annotated[str, typer.Argument(help="the incident's id")],
+    action: Annotated[
+        str,
+        typer.Argument(
+            help="accept, reject, on_site, handled, verify, close, reopen, reassign or note"
+        ),
+    ],
+    reason: Annotated[str, typer.Option(help="why")] = "",
+    department: Annotated[str | None, typer.Option(help="reassign: to this department")] = None,
+    tier: Annotated[str | None, typer.Option(help="reassign: at this tier")] = None,
+    dispatch: Annotated[str | None, typer.Option(help="the dispatch order answered")] = None,
+    actor: Annotated[str, typer.Option(help="who acts")] = "cli",
+) -> None:
+    """Send a feedback on the incident (on dispatch.feedback); prints its feedback id. The
+    incident stage applies it, or refuses it with a reason (dead letter)."""
+    from device_registry.incident_publisher import BadAction, IncidentPublisher, make_feedback
+    from sinks.incidents import UnknownIncident, get_incident
+    from wiring.services import open_registry
+
+    chosen_tier = _enum(Tier, tier, "--tier")
+    try:
+        feedback = make_feedback(
+            incident_id,
+            action,
+            actor=actor,
+            reason=reason,
+            department=department,
+            tier=chosen_tier,
+            dispatch_id=dispatch,
+        )
+    except BadAction as exc:
+        raise fail(str(exc)) from None
+    except ValidationError as exc:
+        raise fail(_field_problem(exc)) from None
+    conf = settings()
+    with open_registry(conf) as registry:
+        try:
+            get_incident(registry.conn, incident_id)
+        except UnknownIncident as exc:
+            raise fail(str(exc)) from None
+        IncidentPublisher(conf, registry.producer).send_feedback(feedback)
+    typer.echo(f"feedback {feedback.feedback_id}: {action} on incident {incident_id} sent")
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+@incidents_app.command("performance")
+def performance_command(
+    since: Annotated[str | None, typer.Option(help="from (ISO time; 30 days ago)")] = None,
+    until: Annotated[str | None, typer.Option(help="up to (ISO time; now)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Closure rate and on-time rate per department and tier, for the dispatches of a period;
+    a department under the closure target is flagged."""
+    from sinks.incidents import CLOSURE_TARGET, performance
+
+    try:
+        last = parse_utc(until) if until else datetime.now(UTC)
+        first = parse_utc(since) if since else last - timedelta(days=30)
+    except (ValueError, OverflowError) as exc:
+        raise fail(f"--since/--until: {exc}") from None
+    conf = settings()
+    with _database(conf) as conn:
+        rows = performance(conn, first, last)
+    if as_json:
+        _echo_json(rows, conf)
+        return
+    z = conf.zone
+    typer.echo(
+        f"dispatches from {_when(first, z)} to {_when(last, z)} ({z}); "
+        f"closure target {CLOSURE_TARGET:.0%}"
+    )
+    if not rows:
+        typer.echo("no dispatches in this period")
+    for p in rows:
+        flag = f"  UNDER {CLOSURE_TARGET:.0%}" if p.flagged else ""
+        typer.echo(
+            f"{p.department:<20} {p.tier.value if p.tier else 'all tiers':<10} "
+            f"closed {p.closed}/{p.incidents} ({_rate(p.closure_rate)})  "
+            f"on time {p.on_time}/{p.dispatches} ({_rate(p.on_time_rate)}; accepted "
+            f"{p.accepted_on_time}, handled {p.handled_on_time}){flag}"
+        )
+
+
+@incidents_app.command("report")
+def report(
+    place: Annotated[str, typer.Option(help="the place id")],
+    category: Annotated[str, typer.Option(help="the incident category")],
+    text: Annotated[str, typer.Option(help="what was reported")],
+    photo: Annotated[str | None, typer.Option(help="reference of a photo kept elsewhere")] = None,
+    channel: Annotated[str, typer.Option(help="hotline, photo, app or officer")] = "hotline",
+    level: Annotated[str, typer.Option(help="blue, yellow, orange or red")] = "blue",
+) -> None:
+    """Send a citizen report (on reports); prints its report id. It joins the incidents of its
+    place like an alert."""
+    from device_registry import UnknownPlace
+    from device_registry.incident_publisher import (
+        IncidentPublisher,
+        incident_categories,
+        make_report,
+    )
+    from wiring.services import open_registry
+
+    chosen_channel = _enum(ReportChannel, channel, "--channel")
+    chosen_level = _enum(WarningLevel, level, "--level")
+    conf = settings()
+    try:
+        known = incident_categories(conf)
+    except (OSError, ValueError) as exc:
+        raise fail(f"the incident configuration: {exc}") from None
+    if category not in known:
+        raise fail(f"--category {category!r} is not a category; one of: {', '.join(known)}")
+    with open_registry(conf) as registry:
+        try:
+            where = registry.get_place(place)
+        except UnknownPlace:
+            raise fail(f"--place {place!r}: no such place in the registry") from None
+        try:
+            sent = make_report(
+                where.path,
+                category,
+                text,
+                channel=chosen_channel,
+                level=chosen_level,
+                photo_ref=photo,
+            )
+        except ValidationError as exc:
+            raise fail(_field_problem(exc)) from None
+        IncidentPublisher(conf, registry.producer).send_report(sent)
+    typer.echo(f"report {sent.report_id} sent ({category} at {'/'.join(where.path)})")
+
+
+@incidents_app.command("open311")
+def open311(
+    services: Annotated[bool, typer.Option(help="list the services (categories)")] = False,
+    status: Annotated[str | None, typer.Option(help="open or closed")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Citizen reports and their incidents as Open311 GeoReport v2 service requests (times in
+    the city's zone), or the services with --services."""
+    from device_registry.incident_publisher import incident_categories
+    from sinks.incidents import open311_requests, open311_services
+
+    if status not in (None, "open", "closed"):
+        raise fail(f"--status {status!r}: give open or closed")
+    conf = settings()
+    try:
+        titles = incident_categories(conf)
+    except (OSError, ValueError) as exc:
+        raise fail(f"the incident configuration: {exc}") from None
+    with _database(conf) as conn:
+        if services:
+            found: list[Any] = open311_services(conn, titles)
+        else:
+            found = open311_requests(conn, conf.zone, status=status, titles=titles)  # type: ignore[arg-type]
+    if as_json:
+        _echo_json(found, conf)
+        return
+    for item in found:
+        if services:
+            typer.echo(f"{item.service_code:<20} {item.service_name}")
+        else:
+            typer.echo(
+                f"{item.service_request_id}  {item.status:<6} {item.service_code:<16} "
+                f"{item.requested_datetime.isoformat()}  {item.status_notes}"
+            )
