@@ -10,17 +10,14 @@ from sinks.incidents import (
     IncidentDetail,
     IncidentFilter,
     Performance,
-    ServiceRequest,
-    ServiceType,
     UnknownIncident,
     get_incident,
     incident_detail,
     list_incidents,
-    open311_requests,
-    open311_services,
     performance,
 )
 from sinks.notifier import Notifier
+from sinks.open311 import ServiceRequest, ServiceType, open311_requests, open311_services
 from sinks.postgres import AlertSink, CameraEventSink, DeadLetterSink, IndicatorSink, ReadingSink
 from sinks.routes import ROUTES, Route
 from sinks.runner import SinkRunner

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -69,6 +70,39 @@ def _status_line(s: Settings) -> str:
     )
 
 
+SHOWN_STEPS = frozenset(
+    {"open", "dispatch", "escalate", "reassign", "reject", "accept", "handled", "verify", "close"}
+)
+"""The incident steps ``up`` prints as they happen (not every alert joining one)."""
+
+
+def _incident_lines(s: Settings, after: datetime) -> tuple[list[str], datetime]:
+    """What happened to incidents since ``after``, a line each, and the time to ask from next."""
+    from cityvitals import db
+    from sinks.incidents import recent_steps
+
+    try:
+        with db.connect(s) as conn:
+            steps = recent_steps(conn, after, limit=200)
+    except Exception as exc:  # the screen must not stop the stack
+        return [f"incidents unavailable: {exc}"], after
+    lines = []
+    for step, incident in steps:
+        after = max(after, step.ts)
+        if step.action.value not in SHOWN_STEPS:
+            continue
+        where = f"{incident.category} at {incident.place_id} ({incident.level.value})"
+        who = ""
+        if step.department and step.tier:
+            who = f" -> {step.department} ({step.tier.value} tier)"
+        when = step.ts.astimezone(s.zone).strftime("%H:%M:%S")
+        lines.append(
+            f"{when} incident {incident.incident_id[:8]} {where}: {step.action.value}{who}"
+            f" [{step.to_state.value}] {step.reason}".rstrip()
+        )
+    return lines, after
+
+
 @app.command()
 def up(
     simulate: Annotated[bool, typer.Option(help="Also run the city simulator.")] = False,
@@ -121,8 +155,12 @@ def up(
             sim_thread = threading.Thread(target=sim.run, args=(stop,), daemon=True)
             sim_thread.start()
         started = time.monotonic()
+        seen = datetime.now(UTC)
         while not stop.wait(10):
             typer.echo(_status_line(s))
+            news, seen = _incident_lines(s, seen)
+            for line in news:
+                typer.echo(line)
             for dead in stack.dead():
                 raise StackError(f"{dead.name} stopped unexpectedly; its log:\n{dead.log_tail()}")
             if duration is not None and time.monotonic() - started >= duration:

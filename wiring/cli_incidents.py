@@ -335,7 +335,7 @@ def open311(
     """Citizen reports and their incidents as Open311 GeoReport v2 service requests (times in
     the city's zone), or the services with --services."""
     from device_registry.incident_publisher import incident_categories
-    from sinks.incidents import open311_requests, open311_services
+    from sinks.open311 import open311_requests, open311_services
 
     if status not in (None, "open", "closed"):
         raise fail(f"--status {status!r}: give open or closed")

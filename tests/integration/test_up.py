@@ -1,6 +1,6 @@
 """The README's run command: 'cityvitals up --simulate' brings the pipeline up on real local
-processes, the simulated city's readings reach PostgreSQL, an injected flood raises an alert,
-and Ctrl-C (SIGINT) stops every process it started."""
+processes, the simulated city's readings reach PostgreSQL, an injected flood raises an alert
+that becomes an incident dispatched on screen, and Ctrl-C (SIGINT) stops every process it started."""
 
 from __future__ import annotations
 
@@ -82,6 +82,17 @@ def test_up_with_the_simulator_and_ctrl_c(tmp_path: Path) -> None:
         )
         assert alert[0][0] == "waterlogging-depth"
         assert alert[0][2] == ["sim", "sim-d1", "sim-d1-s1", "sim-d1-s1-g1"]
+        # the flood is one incident, dispatched to the street's operations, shown on screen
+        shown = wait_for(
+            lambda: [
+                line
+                for line in up_log().splitlines()
+                if "flooding at sim-d1-s1" in line and ": dispatch -> street-ops" in line
+            ],
+            60,
+            "the flood's incident and dispatch on up's screen",
+        )
+        assert "(street tier) [dispatched]" in shown[0]
         assert query("SELECT count(*) FROM deadletters")[0][0] == 0, up_log()
     finally:
         up.send_signal(signal.SIGINT)
