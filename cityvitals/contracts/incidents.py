@@ -91,6 +91,8 @@ class Action(StrEnum):
     REASSIGN = "reassign"
     ESCALATE = "escalate"
     NOTE = "note"
+    ACKNOWLEDGE = "acknowledge"
+    """A duty officer saw it: recorded with who and when, no change of state."""
 
 
 FEEDBACK_ACTIONS = frozenset(
@@ -104,6 +106,7 @@ FEEDBACK_ACTIONS = frozenset(
         Action.REOPEN,
         Action.REASSIGN,
         Action.NOTE,
+        Action.ACKNOWLEDGE,
     }
 )
 """The actions people send on ``dispatch.feedback``; the others are the platform's own."""

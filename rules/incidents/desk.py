@@ -223,6 +223,12 @@ class Desk(Dispatcher):
                     f"dispatch {fb.dispatch_id} is not the incident's current ({current})"
                 )
             target = move(t.incident.state, fb.action)
+            early = t.incident.state is not IncidentState.VERIFIED
+            if fb.action is Action.CLOSE and early and not fb.reason.strip():
+                raise Refused(
+                    f"closing an incident that is {t.incident.state.value}, not verified, "
+                    "needs a reason (a false alarm, a duplicate, ...)"
+                )
         except Refused as refused:
             out.refusals.append(Refusal(fb, refused.reason))
             return
@@ -244,6 +250,8 @@ class Desk(Dispatcher):
             self._step(t, fb.action, now, out, actor=actor, reason=fb.reason, to=target)
             if target is IncidentState.VERIFIED:
                 self._verified(t, now, out)
+            elif target is IncidentState.CLOSED:
+                t.closed_at = now
 
     # -- the clock -----------------------------------------------------------------------
 

@@ -5,7 +5,7 @@
 >>> move(IncidentState.DISPATCHED, Action.HANDLED)
 Traceback (most recent call last):
 ...
-rules.incidents.lifecycle.Refused: handled is not allowed while the incident is dispatched (allowed: accept, escalate, note, reassign, reject)
+rules.incidents.lifecycle.Refused: handled is not allowed while the incident is dispatched (allowed: accept, acknowledge, close, escalate, note, reassign, reject)
 """
 
 from __future__ import annotations
@@ -24,14 +24,16 @@ MOVES: dict[Action, dict[IncidentState, IncidentState]] = {
     Action.ON_SITE: {S.ACCEPTED: S.ON_SITE},
     Action.HANDLED: {S.ACCEPTED: S.HANDLED, S.ON_SITE: S.HANDLED},
     Action.VERIFY: {S.HANDLED: S.VERIFIED},
-    Action.CLOSE: {S.VERIFIED: S.CLOSED},
+    Action.CLOSE: {state: S.CLOSED for state in IncidentState if state is not S.CLOSED},
     Action.REOPEN: {S.HANDLED: S.NEW, S.VERIFIED: S.NEW, S.CLOSED: S.NEW},
     Action.REASSIGN: {state: S.DISPATCHED for state in OPEN_WORK},
     Action.ESCALATE: {state: S.DISPATCHED for state in OPEN_WORK},
     Action.NOTE: {state: state for state in IncidentState},
+    Action.ACKNOWLEDGE: {state: state for state in IncidentState if state is not S.CLOSED},
     Action.ATTACH: {state: state for state in IncidentState},
 }
-"""For each action, the states it may start from and the state it leads to. An action
+"""For each action, the states it may start from and the state it leads to. ``close`` before
+verification is a duty officer's (a false alarm, a duplicate): its reason says why. An action
 missing here (``open``) is not a move of an existing incident."""
 
 

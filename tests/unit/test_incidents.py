@@ -381,3 +381,21 @@ def test_a_broken_configuration_names_the_problem(text: str, message: str) -> No
         parse_incident_config(text, source="city.yaml")
     assert message in str(err.value)
     assert "city.yaml" in str(err.value)
+
+
+def test_a_duty_officer_acknowledges_and_closes_a_false_alarm_with_a_reason() -> None:
+    desk = desk_with()
+    run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"))])
+    incident_id = only_incident(desk)
+    out = run(desk, [feedback(incident_id, "acknowledge", 1, actor="officer-1")])
+    assert [(u.transition.action, u.incident.state) for u in out.updates] == [
+        (Action.ACKNOWLEDGE, IncidentState.DISPATCHED)
+    ]
+    out = run(desk, [feedback(incident_id, "close", 2, actor="officer-1")])
+    assert out.updates == []
+    assert "not verified, needs a reason" in out.refusals[0].reason
+    out = run(
+        desk, [feedback(incident_id, "close", 3, actor="officer-1", reason="a blocked drain test")]
+    )
+    assert [u.incident.state for u in out.updates] == [IncidentState.CLOSED]
+    assert run(desk, [tick(200)]).updates == []  # closed stays closed; nothing escalates
