@@ -392,9 +392,11 @@ _add_rule_commands()
 
 
 def _add_incident_commands() -> None:
+    from wiring.cli_alerts import alerts_app
     from wiring.cli_incidents import incidents_app
 
     app.add_typer(incidents_app, name="incidents")
+    app.add_typer(alerts_app, name="alerts")
 
 
 _add_incident_commands()
