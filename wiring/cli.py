@@ -284,10 +284,12 @@ def maintain() -> None:
     from datetime import UTC, datetime
 
     from cityvitals import db
+    from sinks.maintenance import class_retention
     from sinks.maintenance import maintain as keep
 
-    with db.connect(settings()) as conn:
-        report = keep(conn, datetime.now(UTC))
+    conf = settings()
+    with db.connect(conf) as conn:
+        report = keep(conn, datetime.now(UTC), class_retention(conf))
     typer.echo(
         f"{report.flavour}: {len(report.created)} partitions created, "
         f"{sum(report.moved.values())} rows moved, {len(report.dropped)} dropped by retention, "
