@@ -8,6 +8,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from cityvitals.data_classes import retention_cap
 from cityvitals.settings import Settings
 from cityvitals.stage import Transient
 from cityvitals.topics import TOPICS
@@ -78,7 +79,10 @@ def consume_batch(client: Consumer, count: int, timeout: float) -> list[Message]
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
-    """Create every cityvitals topic that does not exist yet; returns the names created."""
+    """Create every cityvitals topic that does not exist yet; returns the names created.
+
+    A topic's ``retention.ms`` is its own, shortened by its data class's retention
+    (``CITYVITALS_RETENTION_<CLASS>_DAYS``); a topic that exists keeps what it was given."""
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
@@ -89,7 +93,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
             settings.topic(spec.topic),
             num_partitions=spec.partitions or settings.kafka_partitions,
             replication_factor=settings.kafka_replication,
-            config=spec.config(),
+            config=spec.config(retention_cap(settings, spec.data_class)),
         )
         for spec in TOPICS
         if settings.topic(spec.topic) not in existing

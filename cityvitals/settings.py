@@ -55,6 +55,16 @@ class Settings(BaseSettings):
     maintenance_interval_s: Annotated[float, Field(ge=0)] = 300.0
     """How often the sinks service keeps the storage (partitions, roll-ups, retention);
     0 leaves it to ``cityvitals maintain`` run by hand or by a scheduler."""
+    retention_telemetry_days: Annotated[int, Field(ge=1)] | None = None
+    """The longest readings, camera events and their roll-ups are kept, in Kafka and in the
+    database (docs/privacy.md); unset: each topic and table keeps its own retention."""
+    retention_operational_days: Annotated[int, Field(ge=1)] | None = None
+    """The longest alerts, indicators, incidents, dispatch orders, liveness and outages are
+    kept on their topics, and indicators and their roll-ups in the database; unset: their own."""
+    retention_citizen_days: Annotated[int, Field(ge=1)] | None = None
+    """The longest citizen reports are kept on the ``reports`` topic; unset: its own."""
+    retention_diagnostic_days: Annotated[int, Field(ge=1)] | None = None
+    """The longest dead letters are kept on the ``deadletter`` topic; unset: its own."""
     sink_batch_max: Annotated[int, Field(ge=1)] = 5000
     sink_linger_ms: Annotated[int, Field(ge=0)] = 250
 

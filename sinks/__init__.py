@@ -1,8 +1,17 @@
 """Kafka → PostgreSQL: the sinks (``write(batch)`` / ``close()``), their routing table and the
 sink service; the storage upkeep is in :mod:`sinks.maintenance`; the reads of the incident
-tables (:mod:`sinks.incidents`) for the CLI and the API. Kafka → webhooks: the notifier
+tables (:mod:`sinks.incidents`) and of the alert tables (:mod:`sinks.alerts`) for the CLI and
+the API. Kafka → webhooks: the notifier
 (:mod:`sinks.notifier`, :mod:`sinks.webhook`)."""
 
+from sinks.alerts import (
+    AlertDetail,
+    AlertFilter,
+    AlertRow,
+    UnknownAlert,
+    alert_detail,
+    list_alerts,
+)
 from sinks.base import Sink, SinkUnavailable
 from sinks.incident_sinks import DispatchSink, EscalationSink, IncidentSink, ReportSink
 from sinks.incidents import (
@@ -26,6 +35,9 @@ from sinks.webhook import verify_signature
 __all__ = [
     "CLOSURE_TARGET",
     "ROUTES",
+    "AlertDetail",
+    "AlertFilter",
+    "AlertRow",
     "AlertSink",
     "CameraEventSink",
     "DeadLetterSink",
@@ -45,9 +57,12 @@ __all__ = [
     "Sink",
     "SinkRunner",
     "SinkUnavailable",
+    "UnknownAlert",
     "UnknownIncident",
+    "alert_detail",
     "get_incident",
     "incident_detail",
+    "list_alerts",
     "list_incidents",
     "open311_requests",
     "open311_services",

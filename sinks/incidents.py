@@ -34,6 +34,7 @@ from cityvitals.contracts import (
     Tier,
     WarningLevel,
 )
+from sinks.alerts import AlertRow, alert_rows, place_clause
 
 __all__ = [
     "CLOSURE_TARGET",
@@ -93,13 +94,9 @@ def list_incidents(conn: Conn, where: IncidentFilter = IncidentFilter()) -> list
             clauses.append(f"{column} = %s")
             params.append(value)
     if where.place:
-        parts = where.place.strip("/").split("/")
-        if len(parts) == 1:
-            clauses.append("place_path @> ARRAY[%s]::text[]")
-            params.append(parts[0])
-        else:
-            clauses.append("place_path[1:%s] = %s::text[]")
-            params.extend([len(parts), parts])
+        clause, values = place_clause(where.place)
+        clauses.append(clause)
+        params.extend(values)
     if where.since is not None:
         clauses.append("updated_at >= %s")
         params.append(where.since)
@@ -112,26 +109,6 @@ def list_incidents(conn: Conn, where: IncidentFilter = IncidentFilter()) -> list
         params.append(where.limit)
     with conn.cursor(row_factory=dict_row) as cur:
         return [Incident.model_validate(row) for row in cur.execute(query.encode(), params)]
-
-
-@dataclass(frozen=True)
-class AlertRow:
-    """An alert episode as the ``alerts`` table keeps it."""
-
-    alert_id: str
-    revision: int
-    rule_id: str
-    status: str
-    level: str
-    device_id: str
-    metric: str
-    value: float
-    threshold: float
-    place_path: tuple[str, ...]
-    started_at: datetime
-    updated_at: datetime
-    resolved_at: datetime | None
-    summary: str
 
 
 class IncidentDetail(BaseModel):
@@ -179,13 +156,7 @@ def incident_detail(conn: Conn, incident_id: str) -> IncidentDetail:
     escalations = fetch(
         conn, "SELECT * FROM escalations WHERE incident_id = %s ORDER BY ts", incident_id
     )
-    alerts = fetch(
-        conn,
-        "SELECT alert_id, revision, rule_id, status, level, device_id, metric, value, threshold,"
-        " place_path, started_at, updated_at, resolved_at, summary"
-        " FROM alerts WHERE alert_id = ANY(%s) ORDER BY started_at, alert_id",
-        list(incident.alerts),
-    )
+    alerts = alert_rows(conn, list(incident.alerts))
     reports = fetch(
         conn,
         "SELECT * FROM reports WHERE report_id = ANY(%s) ORDER BY reported_at, report_id",
@@ -196,7 +167,7 @@ def incident_detail(conn: Conn, incident_id: str) -> IncidentDetail:
         transitions=tuple(IncidentTransition.model_validate(t) for t in transitions),
         dispatches=tuple(DispatchOrder.model_validate(d) for d in dispatches),
         escalations=tuple(Escalation.model_validate(e) for e in escalations),
-        alerts=tuple(AlertRow(**{**a, "place_path": tuple(a["place_path"])}) for a in alerts),
+        alerts=tuple(alerts),
         reports=tuple(CitizenReport.model_validate(r) for r in reports),
     )
 

@@ -46,6 +46,7 @@ from sinks.storage import (
     Rollup,
     bucket_ceil,
     bucket_floor,
+    class_retention,
     require_autocommit,
 )
 from sinks.timescale_upkeep import scheduler_runs, timescale_jobs, timescale_policies
@@ -60,6 +61,7 @@ __all__ = [
     "Retention",
     "Rollup",
     "bucket_floor",
+    "class_retention",
     "maintain",
     "refresh_rollups",
 ]

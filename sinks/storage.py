@@ -11,7 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+from cityvitals.data_classes import TABLES, capped, retention_cap
 from cityvitals.db import Flavour
+from cityvitals.settings import Settings
 
 __all__ = [
     "DAY",
@@ -25,6 +27,7 @@ __all__ = [
     "Rollup",
     "bucket_ceil",
     "bucket_floor",
+    "class_retention",
     "require_autocommit",
     "table_exists",
 ]
@@ -125,6 +128,17 @@ def require_autocommit(conn: Connection) -> None:
 
 
 DEFAULT_RETENTION = Retention()
+
+
+def class_retention(settings: Settings) -> Retention:
+    """The tables' retention under their data classes' (``CITYVITALS_RETENTION_<CLASS>_DAYS``):
+    each default, shortened to its class's where that is shorter; the defaults when none is set.
+    """
+    kept = {
+        f.name: capped(getattr(DEFAULT_RETENTION, f.name), retention_cap(settings, TABLES[f.name]))
+        for f in fields(Retention)
+    }
+    return Retention(**kept)
 
 
 def table_exists(conn: Connection, table: str) -> bool:

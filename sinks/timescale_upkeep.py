@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sinks.storage import ROLLUPS, Connection, MaintenanceReport, Retention
+from sinks.storage import DEFAULT_RETENTION, ROLLUPS, Connection, MaintenanceReport, Retention
 
 __all__ = ["scheduler_runs", "timescale_jobs", "timescale_policies"]
 
@@ -16,7 +16,7 @@ EXPECTED_POLICIES = {
     ("policy_compression", table) for table in ("readings", "camera_events", "indicators")
 } | {("policy_refresh_continuous_aggregate", rollup.name) for rollup in ROLLUPS}
 """The jobs 0004_storage.timescale.sql creates, besides one retention policy per table of
-:class:`Retention` that has a retention."""
+:class:`Retention` that has a default retention."""
 
 
 def scheduler_runs(conn: Connection) -> bool:
@@ -49,7 +49,9 @@ def timescale_policies(
     report: MaintenanceReport,
 ) -> None:
     present = {(str(proc), str(table)) for _, proc, table, *_ in jobs}
-    expected = EXPECTED_POLICIES | {("policy_retention", table) for table, _ in retention.items()}
+    expected = EXPECTED_POLICIES | {
+        ("policy_retention", table) for table, _ in DEFAULT_RETENTION.items()
+    }
     report.notes.extend(
         f"{table}: no {proc} job (expected from the migration)"
         for proc, table in sorted(expected - present)
@@ -70,17 +72,14 @@ def timescale_policies(
             )
     report.policies_run_here = run_policies
     if not run_policies:
+        # The policies drop after the migration's ages; a data class may keep less.
+        _drop_chunks(conn, now, _shorter_than_policies(retention), report)
         return
     report.notes.append(
         "no TimescaleDB background-worker scheduler runs in this database: retention and "
         "compression were done by this maintenance run"
     )
-    for table, age in retention.items():
-        dropped = conn.execute(
-            "SELECT drop_chunks(%s::regclass, older_than => %s::timestamptz)",
-            (table, now - age),
-        ).fetchall()
-        report.dropped.extend(str(row[0]) for row in dropped)
+    _drop_chunks(conn, now, retention.items(), report)
     for _, proc, hypertable, compress_after, *_ in jobs:
         if proc != "policy_compression" or not isinstance(compress_after, timedelta):
             continue
@@ -92,3 +91,23 @@ def timescale_policies(
             (hypertable, now - compress_after),
         ).fetchall()
         report.compressed.extend(str(row[0]) for row in compressed)
+
+
+def _shorter_than_policies(retention: Retention) -> list[tuple[str, timedelta]]:
+    """The tables that ``retention`` keeps shorter than the migration's retention policies."""
+    policies = dict(DEFAULT_RETENTION.items())
+    return [(t, age) for t, age in retention.items() if t not in policies or age < policies[t]]
+
+
+def _drop_chunks(
+    conn: Connection,
+    now: datetime,
+    retention: list[tuple[str, timedelta]],
+    report: MaintenanceReport,
+) -> None:
+    for table, age in retention:
+        dropped = conn.execute(
+            "SELECT drop_chunks(%s::regclass, older_than => %s::timestamptz)",
+            (table, now - age),
+        ).fetchall()
+        report.dropped.extend(str(row[0]) for row in dropped)

@@ -284,10 +284,12 @@ def maintain() -> None:
     from datetime import UTC, datetime
 
     from cityvitals import db
+    from sinks.maintenance import class_retention
     from sinks.maintenance import maintain as keep
 
-    with db.connect(settings()) as conn:
-        report = keep(conn, datetime.now(UTC))
+    conf = settings()
+    with db.connect(conf) as conn:
+        report = keep(conn, datetime.now(UTC), class_retention(conf))
     typer.echo(
         f"{report.flavour}: {len(report.created)} partitions created, "
         f"{sum(report.moved.values())} rows moved, {len(report.dropped)} dropped by retention, "
@@ -392,9 +394,11 @@ _add_rule_commands()
 
 
 def _add_incident_commands() -> None:
+    from wiring.cli_alerts import alerts_app
     from wiring.cli_incidents import incidents_app
 
     app.add_typer(incidents_app, name="incidents")
+    app.add_typer(alerts_app, name="alerts")
 
 
 _add_incident_commands()

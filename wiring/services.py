@@ -95,7 +95,7 @@ def _keep_storage(settings: Settings, stop: threading.Event) -> None:
     is logged and tried again at the next."""
     from datetime import UTC, datetime
 
-    from sinks.maintenance import maintain
+    from sinks.maintenance import class_retention, maintain
 
     log = logging.getLogger("cityvitals.maintenance")
     wait = 0.0  # once at start, then every interval
@@ -103,7 +103,7 @@ def _keep_storage(settings: Settings, stop: threading.Event) -> None:
         wait = settings.maintenance_interval_s
         try:
             with db.connect(settings) as conn:
-                report = maintain(conn, datetime.now(UTC))
+                report = maintain(conn, datetime.now(UTC), class_retention(settings))
             log.info(
                 "storage kept (%s): %d partitions created, %d dropped, %d roll-ups refreshed",
                 report.flavour,

@@ -25,7 +25,7 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry, Gauge
 
 from cityvitals.settings import Settings
-from device_registry.api import devices, incidents, places, vitals, watch
+from device_registry.api import alerts, devices, incidents, places, vitals, watch
 from device_registry.api.bodies import DeviceCreate, DeviceMove, DevicePatch
 from device_registry.api.errors import FieldError, NotFound, install_error_handlers
 from device_registry.api.metrics import RequestMetrics
@@ -70,7 +70,7 @@ def create_api(
     app.state.indicators = tuple(app.state.catalogue.by_id)
     app.state.registries = registries
     install_error_handlers(app)
-    for resource in (devices, places, watch, vitals, incidents):
+    for resource in (devices, places, watch, vitals, incidents, alerts):
         app.include_router(resource.router)
     if metrics is not None:
         app.add_middleware(RequestMetrics, registry=metrics)

@@ -1,0 +1,79 @@
+"""``/alerts``: alert episodes as the alert sink stored them (through :mod:`sinks.alerts`; this
+module writes no SQL of its own)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BeforeValidator
+
+from cityvitals.contracts import IDENTIFIER, AlertStatus, WarningLevel
+from device_registry.api.bodies import NOT_FOUND, RETRY_LATER
+from device_registry.api.deps import PathId, Reader
+from device_registry.api.errors import NotFound
+from sinks import AlertDetail, AlertFilter, AlertRow, UnknownAlert, alert_detail, list_alerts
+
+__all__ = ["router"]
+
+router = APIRouter(responses=RETRY_LATER)
+
+
+def _iso_time(value: object) -> object:
+    # pydantic would take a number as seconds since 1970; the document says an ISO time.
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return value
+        raise ValueError("give an ISO time (e.g. 2026-11-22T08:00:00Z), not a number")
+    return value
+
+
+Time = Annotated[datetime | None, BeforeValidator(_iso_time)]
+"""An ISO time or date in a query; without a zone, UTC."""
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+@router.get("/alerts", response_model=list[AlertRow], tags=["alerts"])
+def alerts(
+    registry: Reader,
+    status: Annotated[AlertStatus | None, Query(description="firing or resolved")] = None,
+    rule: Annotated[str | None, Query(pattern=IDENTIFIER)] = None,
+    level: Annotated[WarningLevel | None, Query(description="this level or higher")] = None,
+    place: Annotated[
+        str | None,
+        Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,700}$", description="place id or a/b"),
+    ] = None,
+    device: Annotated[str | None, Query(pattern=IDENTIFIER)] = None,
+    since: Annotated[Time, Query(description="firing at or after (no zone: UTC)")] = None,
+    until: Annotated[Time, Query(description="started before (no zone: UTC)")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> list[AlertRow]:
+    """Alert episodes, each at its latest transition, the last changed first."""
+    where = AlertFilter(
+        status=status,
+        rule=rule,
+        level=level,
+        place=place,
+        device=device,
+        since=_as_utc(since),
+        until=_as_utc(until),
+        limit=limit,
+    )
+    return list_alerts(registry.conn, where)
+
+
+@router.get("/alerts/{alert_id}", response_model=AlertDetail, responses=NOT_FOUND, tags=["alerts"])
+def alert(alert_id: PathId, registry: Reader) -> AlertDetail:
+    """One alert episode with every transition and the incident holding it (null if none)."""
+    try:
+        return alert_detail(registry.conn, alert_id)
+    except UnknownAlert as exc:
+        raise NotFound(str(exc)) from exc

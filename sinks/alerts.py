@@ -1,0 +1,198 @@
+"""Reading alerts back from the database, for the CLI and the API (the alert sink writes the
+tables: :class:`sinks.postgres.AlertSink`; ``alerts`` keeps each episode's latest transition,
+``alert_transitions`` every one).
+
+- :func:`list_alerts`: episodes, the last changed first, filtered by status, rule, lowest
+  level, place, device and time;
+- :func:`alert_detail`: one episode with all its transitions and the incident that holds it;
+- :func:`alert_rows`: the episodes of some ids (an incident's alerts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from pydantic import BaseModel, ConfigDict
+
+from cityvitals.contracts import AlertStatus, Incident, WarningLevel
+
+__all__ = [
+    "AlertDetail",
+    "AlertFilter",
+    "AlertRow",
+    "AlertStep",
+    "UnknownAlert",
+    "alert_detail",
+    "alert_rows",
+    "list_alerts",
+    "place_clause",
+]
+
+Conn = psycopg.Connection[Any]
+
+_COLUMNS = (
+    "alert_id, revision, rule_id, status, level, device_id, metric, value, threshold,"
+    " place_path, device_type, started_at, updated_at, resolved_at, summary, evidence"
+)
+
+
+class UnknownAlert(LookupError):
+    def __init__(self, alert_id: str) -> None:
+        super().__init__(f"alert {alert_id!r} does not exist")
+        self.alert_id = alert_id
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    """An alert episode as the ``alerts`` table keeps it: its latest transition."""
+
+    alert_id: str
+    revision: int
+    rule_id: str
+    status: str
+    level: str
+    device_id: str
+    metric: str
+    value: float
+    threshold: float
+    place_path: tuple[str, ...]
+    started_at: datetime
+    updated_at: datetime
+    resolved_at: datetime | None
+    summary: str
+    device_type: str | None = None
+    evidence: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AlertStep:
+    """One transition of an episode: it fired (revision 0), changed level, or resolved."""
+
+    revision: int
+    status: str
+    level: str
+    value: float
+    ts: datetime
+
+
+class AlertDetail(BaseModel):
+    """One alert episode, its transitions oldest first, and the incident holding it (if any)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    alert: AlertRow
+    transitions: tuple[AlertStep, ...]
+    incident: Incident | None
+
+
+@dataclass(frozen=True)
+class AlertFilter:
+    """Which alerts :func:`list_alerts` gives; every field narrows (None: any)."""
+
+    status: AlertStatus | None = None
+    rule: str | None = None
+    level: WarningLevel | None = None
+    """This level or a higher one (yellow: yellow, orange and red)."""
+    place: str | None = None
+    """A place id (alerts at or under it) or a place path prefix ``city/district``."""
+    device: str | None = None
+    since: datetime | None = None
+    """Episodes still firing at or after this time (not resolved before it)."""
+    until: datetime | None = None
+    """Episodes that started before this time."""
+    limit: int | None = 100
+
+
+def place_clause(place: str) -> tuple[str, list[object]]:
+    """A ``WHERE`` clause on ``place_path``: a place id (at or under it) or a path prefix ``a/b``.
+
+    >>> place_clause("d1")
+    ('place_path @> ARRAY[%s]::text[]', ['d1'])
+    >>> place_clause("c/d1/")
+    ('place_path[1:%s] = %s::text[]', [2, ['c', 'd1']])
+    """
+    parts = place.strip("/").split("/")
+    if len(parts) == 1:
+        return "place_path @> ARRAY[%s]::text[]", [parts[0]]
+    return "place_path[1:%s] = %s::text[]", [len(parts), parts]
+
+
+def _row(found: dict[str, Any]) -> AlertRow:
+    return AlertRow(
+        **{**found, "place_path": tuple(found["place_path"]), "evidence": tuple(found["evidence"])}
+    )
+
+
+def _fetch(conn: Conn, query: str, params: list[object]) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query.encode(), params).fetchall()
+
+
+def list_alerts(conn: Conn, where: AlertFilter = AlertFilter()) -> list[AlertRow]:
+    """The episodes that match, the last changed first."""
+    clauses: list[str] = []
+    params: list[object] = []
+    for column, value in (
+        ("status", None if where.status is None else where.status.value),
+        ("rule_id", where.rule),
+        ("device_id", where.device),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = %s")
+            params.append(value)
+    if where.level is not None:
+        clauses.append("level = ANY(%s)")
+        params.append([lv.value for lv in WarningLevel if lv.rank >= where.level.rank])
+    if where.place:
+        clause, values = place_clause(where.place)
+        clauses.append(clause)
+        params.extend(values)
+    if where.since is not None:
+        clauses.append("(resolved_at IS NULL OR resolved_at >= %s)")
+        params.append(where.since)
+    if where.until is not None:
+        clauses.append("started_at < %s")
+        params.append(where.until)
+    query = f"SELECT {_COLUMNS} FROM alerts"
+    if clauses:
+        query += " WHERE " + " AND ".join(clauses)
+    query += " ORDER BY updated_at DESC, alert_id"
+    if where.limit is not None:
+        query += " LIMIT %s"
+        params.append(where.limit)
+    return [_row(found) for found in _fetch(conn, query, params)]
+
+
+def alert_rows(conn: Conn, alert_ids: list[str]) -> list[AlertRow]:
+    """The episodes of these ids, oldest started first (unknown ids are left out)."""
+    query = f"SELECT {_COLUMNS} FROM alerts WHERE alert_id = ANY(%s) ORDER BY started_at, alert_id"
+    return [_row(found) for found in _fetch(conn, query, [alert_ids])]
+
+
+def alert_detail(conn: Conn, alert_id: str) -> AlertDetail:
+    """The episode, its transitions and the incident whose alerts list it (the last opened,
+    should there be several); raises :class:`UnknownAlert`."""
+    found = alert_rows(conn, [alert_id])
+    if not found:
+        raise UnknownAlert(alert_id)
+    steps = _fetch(
+        conn,
+        "SELECT revision, status, level, value, ts FROM alert_transitions"
+        " WHERE alert_id = %s ORDER BY revision",
+        [alert_id],
+    )
+    holders = _fetch(
+        conn,
+        "SELECT * FROM incidents WHERE alerts @> ARRAY[%s]::text[]"
+        " ORDER BY opened_at DESC, incident_id LIMIT 1",
+        [alert_id],
+    )
+    return AlertDetail(
+        alert=found[0],
+        transitions=tuple(AlertStep(**s) for s in steps),
+        incident=Incident.model_validate(holders[0]) if holders else None,
+    )

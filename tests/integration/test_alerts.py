@@ -1,0 +1,294 @@
+"""Alerts read back, against the real PostgreSQL: episodes written through the alert sink (as
+the sinks service writes them) are listed by filter and shown with every transition and their
+incident, by the queries, the CLI (in the city's time zone) and the API."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from cityvitals import db
+from cityvitals.contracts import (
+    Action,
+    Alert,
+    AlertStatus,
+    Incident,
+    IncidentSource,
+    IncidentState,
+    IncidentTransition,
+    IncidentUpdate,
+    WarningLevel,
+)
+from cityvitals.settings import Settings
+from sinks import AlertFilter, AlertSink, IncidentSink, alert_detail, list_alerts
+from tests.integration.conftest import Pipeline
+from wiring.cli import app
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+
+def hexid() -> str:
+    return uuid.uuid4().hex
+
+
+def episode(
+    conn: Conn,
+    city: str,
+    rule: str,
+    device: str,
+    street: str,
+    *steps: tuple[AlertStatus, WarningLevel, float, datetime],
+) -> str:
+    """One alert episode written transition by transition through the alert sink."""
+    alert_id = hexid()
+    started = steps[0][3]
+    AlertSink(conn).write(
+        [
+            Alert(
+                alert_id=alert_id,
+                revision=revision,
+                rule_id=rule,
+                status=status,
+                level=level,
+                device_id=device,
+                metric="water_level_cm",
+                value=value,
+                threshold=10,
+                place_path=(city, f"{city}-d", street),
+                device_type="water_level",
+                started_at=started,
+                ts=ts,
+                summary=f"{rule} on {device}: {value:g}",
+            )
+            for revision, (status, level, value, ts) in enumerate(steps)
+        ]
+    )
+    return alert_id
+
+
+def made_alerts(conn: Conn, city: str) -> dict[str, str]:
+    """Three episodes: ``deep`` fired yellow, went red, resolved; ``wet`` fired blue and still
+    fires; ``hot`` (another rule, another street) fired orange an hour later and fires."""
+    F, R = AlertStatus.FIRING, AlertStatus.RESOLVED
+    m = timedelta(minutes=1)
+    deep = episode(
+        conn,
+        city,
+        "waterlogging-depth",
+        f"{city}-wl-1",
+        f"{city}-s1",
+        (F, WarningLevel.YELLOW, 12, T0),
+        (F, WarningLevel.RED, 31, T0 + 5 * m),
+        (R, WarningLevel.RED, 4, T0 + 20 * m),
+    )
+    wet = episode(
+        conn,
+        city,
+        "waterlogging-depth",
+        f"{city}-wl-2",
+        f"{city}-s1",
+        (F, WarningLevel.BLUE, 11, T0 + 10 * m),
+    )
+    hot = episode(
+        conn,
+        city,
+        "heat-index",
+        f"{city}-th-1",
+        f"{city}-s2",
+        (F, WarningLevel.ORANGE, 40, T0 + 60 * m),
+    )
+    return {"deep": deep, "wet": wet, "hot": hot}
+
+
+def hold(conn: Conn, city: str, alert_id: str) -> Incident:
+    """An incident whose alerts list ``alert_id``, stored through the incident sink."""
+    incident = Incident(
+        incident_id=hexid(),
+        revision=0,
+        category="flooding",
+        state=IncidentState.NEW,
+        level=WarningLevel.RED,
+        source=IncidentSource.ALERT,
+        place_id=f"{city}-s1",
+        place_path=(city, f"{city}-d", f"{city}-s1"),
+        title=f"flooding at {city}-s1",
+        opened_at=T0 + timedelta(minutes=1),
+        updated_at=T0 + timedelta(minutes=1),
+        alerts=(alert_id,),
+    )
+    transition = IncidentTransition(
+        incident_id=incident.incident_id,
+        revision=0,
+        action=Action.OPEN,
+        from_state=None,
+        to_state=IncidentState.NEW,
+        actor="platform",
+        ts=incident.opened_at,
+    )
+    IncidentSink(conn).write([IncidentUpdate(incident=incident, transition=transition)])
+    return incident
+
+
+@pytest.fixture()
+def town(pipeline: Pipeline) -> Iterator[Settings]:
+    """A schema of its own, in Asia/Shanghai."""
+    settings = pipeline.settings.model_copy(
+        update={"database_schema": f"al{uuid.uuid4().hex[:12]}", "timezone": "Asia/Shanghai"}
+    )
+    db.migrate(settings)
+    try:
+        yield settings
+    finally:
+        with db.connect(settings) as conn:
+            conn.execute(f"DROP SCHEMA {settings.database_schema} CASCADE".encode())
+
+
+def test_alerts_are_listed_by_filter_newest_first_and_shown_with_their_incident(
+    town: Settings,
+) -> None:
+    with db.connect(town) as conn:
+        made = made_alerts(conn, "ta")
+        incident = hold(conn, "ta", made["deep"])
+
+        def ids(**where: Any) -> list[str]:
+            return [a.alert_id for a in list_alerts(conn, AlertFilter(**where))]
+
+        deep, wet, hot = made["deep"], made["wet"], made["hot"]
+        assert ids() == [hot, deep, wet]  # the last changed first
+        assert ids(status=AlertStatus.FIRING) == [hot, wet]
+        assert ids(status=AlertStatus.RESOLVED) == [deep]
+        assert ids(rule="heat-index") == [hot]
+        assert ids(level=WarningLevel.ORANGE) == [hot, deep]  # at least orange
+        assert ids(level=WarningLevel.BLUE) == [hot, deep, wet]
+        assert ids(place="ta-s1") == [deep, wet]
+        assert ids(place="ta/ta-d/ta-s2") == [hot]
+        assert ids(place="ta/ta-s1") == []  # a prefix is a path from the root
+        assert ids(device="ta-wl-2") == [wet]
+        assert ids(since=T0 + timedelta(minutes=30)) == [hot, wet]  # deep resolved before
+        assert ids(until=T0 + timedelta(minutes=30)) == [deep, wet]  # hot started after
+        assert ids(limit=1) == [hot]
+
+        listed = list_alerts(conn, AlertFilter(device="ta-wl-1"))[0]
+        assert (listed.status, listed.level, listed.revision, listed.value) == (
+            "resolved",
+            "red",
+            2,
+            4.0,
+        )
+        assert listed.resolved_at == T0 + timedelta(minutes=20)
+
+        shown = alert_detail(conn, deep)
+        assert [(t.revision, t.status, t.level, t.value) for t in shown.transitions] == [
+            (0, "firing", "yellow", 12.0),
+            (1, "firing", "red", 31.0),
+            (2, "resolved", "red", 4.0),
+        ]
+        assert shown.incident is not None and shown.incident.incident_id == incident.incident_id
+        assert alert_detail(conn, wet).incident is None
+
+
+def run(settings: Settings, *args: str) -> Any:
+    return CliRunner().invoke(app, ["alerts", *args], env=settings.to_env())
+
+
+def test_the_cli_lists_and_shows_alerts_in_the_city_zone(town: Settings) -> None:
+    with db.connect(town) as conn:
+        made = made_alerts(conn, "tb")
+        incident = hold(conn, "tb", made["deep"])
+
+    listed = run(town, "list", "--firing")
+    assert listed.exit_code == 0, listed.output
+    assert "Asia/Shanghai" in listed.output
+    assert made["hot"] in listed.output and made["wet"] in listed.output
+    assert made["deep"] not in listed.output
+    assert "2026-11-22 17:00:00" in listed.output  # hot started 09:00 UTC, 17:00 in Shanghai
+
+    data = json.loads(run(town, "list", "--level", "yellow", "--place", "tb-s1", "--json").output)
+    assert [a["alert_id"] for a in data] == [made["deep"]]
+    assert data[0]["started_at"] == "2026-11-22T16:00:00+08:00"
+    since = json.loads(
+        run(
+            town,
+            "list",
+            "--since",
+            "2026-11-22T08:30:00Z",
+            "--rule",
+            "waterlogging-depth",
+            "--json",
+        ).output
+    )
+    assert [a["alert_id"] for a in since] == [made["wet"]]
+    by_device = json.loads(run(town, "list", "--device", "tb-th-1", "--json").output)
+    assert [a["alert_id"] for a in by_device] == [made["hot"]]
+
+    shown = run(town, "show", made["deep"])
+    assert shown.exit_code == 0, shown.output
+    assert "2026-11-22 16:05:00    1 firing   red    31" in shown.output
+    assert f"incident: {incident.incident_id} new red flooding" in shown.output
+    detail = json.loads(run(town, "show", made["deep"], "--json").output)
+    assert [t["level"] for t in detail["transitions"]] == ["yellow", "red", "red"]
+    assert detail["incident"]["incident_id"] == incident.incident_id
+    assert detail["transitions"][2]["ts"] == "2026-11-22T16:20:00+08:00"
+    alone = run(town, "show", made["wet"])
+    assert "incident: none" in alone.output
+
+    missing = run(town, "show", "f" * 32)
+    assert missing.exit_code == 1 and f"alert {'f' * 32!r} does not exist" in missing.output
+    bad = run(town, "list", "--level", "purple")
+    assert bad.exit_code == 1 and "--level 'purple'" in bad.output
+    both = run(town, "list", "--firing", "--resolved")
+    assert both.exit_code == 1 and "exclude each other" in both.output
+    when = run(town, "list", "--since", "yesterday")
+    assert when.exit_code == 1 and "--since" in when.output
+
+
+@pytest.fixture(scope="module")
+def api(pipeline: Pipeline) -> Iterator[httpx.Client]:
+    base = f"http://127.0.0.1:{pipeline.settings.api_port}"
+    with httpx.Client(base_url=base, timeout=60, headers={"X-Actor": "itest-api"}) as client:
+        yield client
+
+
+def test_the_api_lists_and_shows_alerts(pipeline: Pipeline, api: httpx.Client) -> None:
+    city = f"ac{uuid.uuid4().hex[:8]}"
+    with db.connect(pipeline.settings) as conn:
+        made = made_alerts(conn, city)
+        incident = hold(conn, city, made["deep"])
+
+    mine = {"place": city}
+    listed = api.get("/alerts", params=mine)
+    assert listed.status_code == 200, listed.text
+    assert [a["alert_id"] for a in listed.json()] == [made["hot"], made["deep"], made["wet"]]
+    firing = api.get("/alerts", params={**mine, "status": "firing", "level": "orange"})
+    assert [a["alert_id"] for a in firing.json()] == [made["hot"]]
+    window = api.get(
+        "/alerts",
+        params={**mine, "since": "2026-11-22T08:30:00Z", "until": "2026-11-22T08:30:00"},
+    )
+    assert [a["alert_id"] for a in window.json()] == [made["wet"]]
+    by = api.get("/alerts", params={"device": f"{city}-wl-1", "rule": "waterlogging-depth"})
+    assert [a["alert_id"] for a in by.json()] == [made["deep"]]
+    assert api.get("/alerts", params={**mine, "limit": 2}).json()[1]["alert_id"] == made["deep"]
+    assert api.get("/alerts", params={"level": "purple"}).status_code == 422
+    assert api.get("/alerts", params={"since": "1700000000"}).status_code == 422
+
+    shown = api.get(f"/alerts/{made['deep']}")
+    assert shown.status_code == 200, shown.text
+    body = shown.json()
+    assert body["alert"]["status"] == "resolved" and body["alert"]["place_path"][0] == city
+    assert [t["revision"] for t in body["transitions"]] == [0, 1, 2]
+    assert body["incident"]["incident_id"] == incident.incident_id
+    assert api.get(f"/alerts/{made['wet']}").json()["incident"] is None
+    missing = api.get(f"/alerts/{'a' * 32}")
+    assert missing.status_code == 404 and f"alert {'a' * 32!r}" in missing.json()["detail"]

@@ -1,0 +1,143 @@
+"""``cityvitals alerts ...``: list alert episodes by filter and show one with its transitions
+and its incident. Times are shown in the city's time zone (``CITYVITALS_TIMEZONE``)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, tzinfo
+from typing import Annotated, Any
+
+import typer
+
+from cityvitals.contracts import AlertStatus, WarningLevel
+from cityvitals.settings import Settings
+from wiring.cli_common import fail, parse_utc, settings
+from wiring.cli_incidents import to_json
+
+__all__ = ["alerts_app"]
+
+alerts_app = typer.Typer(help="Alerts: list them by filter, show one.", no_args_is_help=True)
+
+
+def _when(ts: datetime | None, zone: tzinfo) -> str:
+    return "-" if ts is None else f"{ts.astimezone(zone):%Y-%m-%d %H:%M:%S}"
+
+
+def _time(text: str | None, option: str) -> datetime | None:
+    try:
+        return parse_utc(text) if text else None
+    except ValueError as exc:
+        raise fail(f"{option}: {exc}") from None
+
+
+def _level(value: str | None) -> WarningLevel | None:
+    if value is None:
+        return None
+    try:
+        return WarningLevel(value)
+    except ValueError:
+        allowed = ", ".join(lv.value for lv in WarningLevel)
+        raise fail(f"--level {value!r}: give one of {allowed}") from None
+
+
+def _connect(conf: Settings) -> Any:
+    from cityvitals import db
+
+    return db.connect(conf)
+
+
+def _echo_json(value: Any, conf: Settings) -> None:
+    typer.echo(json.dumps(to_json(value, conf.zone)))
+
+
+@alerts_app.command("list")
+def list_command(
+    firing: Annotated[bool, typer.Option("--firing", help="only those still firing")] = False,
+    resolved: Annotated[bool, typer.Option("--resolved", help="only resolved ones")] = False,
+    rule: Annotated[str | None, typer.Option(help="only of this rule id")] = None,
+    level: Annotated[
+        str | None, typer.Option(help="at least this level: blue, yellow, orange or red")
+    ] = None,
+    place: Annotated[
+        str | None, typer.Option(help="at or under this place id (or path prefix a/b)")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="only of this device")] = None,
+    since: Annotated[str | None, typer.Option(help="firing at or after (ISO time)")] = None,
+    until: Annotated[str | None, typer.Option(help="started before (ISO time)")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Alert episodes, each at its latest transition, the last changed first."""
+    from sinks.alerts import AlertFilter, list_alerts
+
+    if firing and resolved:
+        raise fail("--firing and --resolved exclude each other: give one")
+    status = AlertStatus.FIRING if firing else AlertStatus.RESOLVED if resolved else None
+    where = AlertFilter(
+        status=status,
+        rule=rule,
+        level=_level(level),
+        place=place,
+        device=device,
+        since=_time(since, "--since"),
+        until=_time(until, "--until"),
+        limit=limit,
+    )
+    conf = settings()
+    with _connect(conf) as conn:
+        found = list_alerts(conn, where)
+    if as_json:
+        _echo_json(found, conf)
+        return
+    if not found:
+        typer.echo("no alerts")
+        return
+    typer.echo(f"times in {conf.zone}")
+    for a in found:
+        typer.echo(
+            f"{a.alert_id}  {a.status:<8} {a.level:<6} {a.rule_id:<22} {a.device_id:<14} "
+            f"{'/'.join(a.place_path):<28} since {_when(a.started_at, conf.zone)}  {a.summary}"
+        )
+
+
+@alerts_app.command("show")
+def show(
+    alert_id: Annotated[str, typer.Argument(help="the alert's id")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """One alert episode: what fired, every transition, and the incident holding it."""
+    from sinks.alerts import UnknownAlert, alert_detail
+
+    conf = settings()
+    try:
+        with _connect(conf) as conn:
+            detail = alert_detail(conn, alert_id)
+    except UnknownAlert as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        _echo_json(detail, conf)
+        return
+    z, a = conf.zone, detail.alert
+    lines = [
+        f"alert {a.alert_id} (revision {a.revision}), times in {z}",
+        f"  {a.summary}",
+        f"  rule {a.rule_id}, {a.status}, {a.level}, device {a.device_id} "
+        f"({a.device_type or '-'}) at {'/'.join(a.place_path)}",
+        f"  {a.metric} {a.value:g} against {a.threshold:g}; started {_when(a.started_at, z)}, "
+        f"updated {_when(a.updated_at, z)}, resolved {_when(a.resolved_at, z)}",
+    ]
+    if a.evidence:
+        lines.append(f"  evidence: {', '.join(a.evidence)}")
+    lines.append("transitions:")
+    for t in detail.transitions:
+        lines.append(f"  {_when(t.ts, z)}  {t.revision:>3} {t.status:<8} {t.level:<6} {t.value:g}")
+    i = detail.incident
+    if i is None:
+        lines.append("incident: none")
+    else:
+        lines.append(
+            f"incident: {i.incident_id} {i.state.value} {i.level.value} {i.category} "
+            f"at {i.place_id}: {i.title}"
+        )
+    for line in lines:
+        typer.echo(line)
