@@ -63,7 +63,9 @@ def parse(model: type[M], payload: bytes) -> M:
         raise DecodeError(f"not valid JSON ({err['msg']})", "payload")
     got = err.get("input")
     detail = err["msg"]
-    if err["type"] != "missing" and not isinstance(got, dict):
+    # The value of a field the contract does not have is not repeated: it may be personal
+    # (a camera's "plate"), and the reason is shown to people and kept.
+    if err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict):
         detail = f"{detail} (got {got!r:.80})"
     raise DecodeError(detail, field or "payload")
 
