@@ -107,6 +107,9 @@ class NoveltyState:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> NoveltyState:
+        if "seasonal" not in data and "lvl_n" in data:  # a seasonal detector's state: adopt it
+            seasonal = AnomalyState.from_json(data)
+            return cls(seasonal, 0, math.inf, -math.inf, 0.0, set(), 0)
         if data.get("v") != _VERSION:
             raise ValueError(f"novelty state: v: expected {_VERSION}, got {data.get('v')!r}")
         try:
