@@ -153,7 +153,8 @@ class Explanation:
         parts = [
             f"expected {self.expected:.4g} ({self.model} baseline), "
             f"usual range {self.low:.4g} to {self.high:.4g}",
-            f"a deviation seen about once in {self.rarity:,.0f} readings",
+            ("a deviation rarer than" if self.seasonal_score >= 1.0 else "a deviation about")
+            + f" once in {self.rarity:,.0f} readings",
         ]
         if self.novel and self.seen_low is not None and self.seen_high is not None:
             parts.append(
