@@ -1,14 +1,22 @@
-"""NAB benchmark of the online anomaly detector (:mod:`rules.anomaly`), standard profile.
+"""NAB benchmark of an anomaly detector of :data:`rules.detectors.DETECTORS` (default ``novelty``).
 
 Every file of the NAB sample is scored reading by reading, as the stream processor would, each
-file a fresh series. One threshold for the whole corpus is chosen to maximise the total NAB
-score (as NAB's optimiser does) and the scores are reported per category and in total,
-normalised so the null detector scores 0 and the perfect one 100 (:mod:`rules.nab`). It also
-reports the scoring speed on one core (the time inside :func:`rules.anomaly.score` only) and the
-size of one series' state as stored (``len(json.dumps(state.to_json()))``) at the end of the
+file a fresh series. For each of NAB's three cost profiles (standard, low FP, low FN) one
+threshold for the whole corpus is chosen to maximise the total NAB score (as NAB's optimiser
+does), and the scores are reported per category and in total, normalised so the null detector
+scores 0 and the perfect one 100 (:mod:`rules.nab`).
+
+**Held-out split.** Within each category the files are ordered by the SHA-256 of their name and
+every other one (the 1st, 3rd, ...) is a *tuning* file; the rest are *held out*. The detector's
+parameters were chosen on the tuning files only; the held-out files are scored at the threshold
+chosen on the tuning files, so their figure is what a new series could expect. Both are printed,
+with the list of tuning files (``--list-split``).
+
+It also reports the scoring speed on one core (the time inside the detector only) and the size
+of one series' state as stored (``len(json.dumps(detector.to_json()))``) at the end of the
 longest series.
 
-Run: ``.venv/bin/python -m benchmarks.nab [--data /work/shared/data/nab] [--param NAME=VALUE]``.
+Run: ``.venv/bin/python -m benchmarks.nab [--data /work/shared/data/nab] [--detector NAME]``.
 The sample is a subset of NAB (35 of 58 files), so its totals are not directly comparable with
 the published full-corpus scores. Speed depends on the machine; compare runs on one machine.
 """
@@ -17,19 +25,32 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from rules import nab
-from rules.anomaly import AnomalyParams, AnomalyState, score
+from rules.detectors import DETECTORS, NoveltyDetector, NoveltyParams, SeasonalDetector
+from rules.detectors.base import Detector
 from wiring.cli_anomaly import parse_params
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nab"
-PUBLISHED = "Numenta HTM 70.1, KNN CAD 58.0, relative entropy 54.6, Twitter ADVec 47.1, windowed Gaussian 39.7"
+_REPO = Path(__file__).resolve().parents[1]
+_CANDIDATES = [p / "shared" / "data" / "nab" for p in (_REPO.parent, _REPO.parent.parent)]
+DEFAULT_DATA = next((p for p in _CANDIDATES if p.is_dir()), _CANDIDATES[0])
+PUBLISHED = (
+    "ARTime 74.9, Numenta HTM 70.1, CAD OSE 69.9, KNN CAD 58.0, relative entropy 54.6, "
+    "Twitter ADVec 47.1, windowed Gaussian 39.7"
+)
+PROFILES = {
+    "standard": nab.STANDARD,
+    "low FP": nab.CostProfile(fp=0.22),
+    "low FN": nab.CostProfile(fn=2.0),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,18 +74,45 @@ def load(root: Path) -> list[Series]:
     return out
 
 
-def detect(params: AnomalyParams, series: Series) -> tuple[list[float], AnomalyState, float]:
-    """Scores of every row, the final state and the seconds spent scoring."""
-    stamps = [ts.replace(tzinfo=UTC) for ts in series.timestamps]  # NAB's local time as UTC
-    scores = []
-    state: AnomalyState | None = None
+def tuning_files(names: list[str]) -> set[str]:
+    """Every other file of each category, in the order of the SHA-256 of its name."""
+    by_category: dict[str, list[str]] = {}
+    for name in names:
+        by_category.setdefault(name.split("/")[0], []).append(name)
+    out: set[str] = set()
+    for members in by_category.values():
+        members.sort(key=lambda n: hashlib.sha256(n.encode()).hexdigest())
+        out.update(members[0::2])
+    return out
+
+
+def make_detector(name: str, pairs: list[str]) -> Detector:
+    """A new detector by name; ``--param`` pairs set the seasonal parameters underneath."""
+    params = parse_params(pairs)
+    if name == "seasonal":
+        return SeasonalDetector(params)
+    if name == "novelty":
+        return NoveltyDetector(NoveltyParams(seasonal=params))
+    if pairs:
+        raise ValueError(f"--param: detector {name!r} takes no parameters here")
+    return DETECTORS[name]()
+
+
+def detect(detector: Detector, series: Series) -> tuple[list[float], float]:
+    """Scores of every row and the seconds spent scoring (score, then learn, each reading)."""
+    points = [
+        (ts.replace(tzinfo=UTC), v) for ts, v in zip(series.timestamps, series.values, strict=True)
+    ]
+    step = getattr(detector, "step", None)
     started = time.perf_counter()
-    for ts, value in zip(stamps, series.values, strict=True):
-        state, s = score(params, state, ts, value)
-        scores.append(s)
-    elapsed = time.perf_counter() - started
-    assert state is not None
-    return scores, state, elapsed
+    if step is not None:
+        scores = [step(x) for x in points]
+    else:
+        scores = []
+        for x in points:
+            scores.append(detector.score_one(x))
+            detector.learn_one(x)
+    return scores, time.perf_counter() - started
 
 
 def missing(root: Path) -> str | None:
@@ -79,12 +127,71 @@ def missing(root: Path) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """One file's scores swept under every profile, and its window count."""
+
+    rows: dict[str, list[nab.Row]]
+    windows: int
+
+
+def _total(files: list[Scored], profile: str, threshold: float | None) -> tuple[float, float]:
+    """The normalised total of some files and the threshold (the best one when None)."""
+    cost = PROFILES[profile]
+    rows = [r for f in files for r in f.rows[profile]]
+    if threshold is None:
+        threshold = nab.best_threshold(rows, cost).threshold
+    raw = nab.score_at(rows, threshold, cost)
+    return nab.normalised(raw, sum(f.windows for f in files), cost), threshold
+
+
+def report(scored: dict[str, Scored], tuning: set[str]) -> dict[str, Any]:
+    """Print the per-category table and the split; return the totals."""
+    everything = list(scored.values())
+    tune = [scored[n] for n in sorted(tuning)]
+    held = [scored[n] for n in sorted(set(scored) - tuning)]
+    names = list(PROFILES)
+    print(f"{'':28}" + "".join(f"{p:>18}" for p in names))
+    best = {p: _total(everything, p, None) for p in names}
+    print(f"{'threshold (all files)':28}" + "".join(f"{best[p][1]:18.4f}" for p in names))
+    for category in sorted({n.split("/")[0] for n in scored}):
+        files = [f for n, f in scored.items() if n.split("/")[0] == category]
+        label = f"{category} ({len(files)})"
+        if not sum(f.windows for f in files):
+            cells = []
+            for p in names:
+                fp = sum(
+                    1
+                    for f in files
+                    for r in f.rows[p]
+                    if r.window is None and r.score >= best[p][1]
+                )
+                cells.append(f"{fp:>15} FP")
+            print(f"{label:28}" + "".join(cells))
+            continue
+        print(f"{label:28}" + "".join(f"{_total(files, p, best[p][1])[0]:18.1f}" for p in names))
+    print(
+        f"{'ALL (' + str(len(everything)) + ')':28}" + "".join(f"{best[p][0]:18.1f}" for p in names)
+    )
+    t = {p: _total(tune, p, None) for p in names}
+    h = {p: _total(held, p, t[p][1])[0] for p in names}
+    print(
+        f"{'tuning half (' + str(len(tune)) + ')':28}" + "".join(f"{t[p][0]:18.1f}" for p in names)
+    )
+    print(
+        f"{'held out (' + str(len(held)) + '), tuning thr':28}"
+        + "".join(f"{h[p]:18.1f}" for p in names)
+    )
+    return {"all": {p: best[p][0] for p in names}, "tune": {p: t[p][0] for p in names}, "held": h}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="NAB sample folder")
+    parser.add_argument("--detector", default="novelty", choices=sorted(DETECTORS))
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--list-split", action="store_true", help="print the tuning files")
     args = parser.parse_args(argv)
-    params = parse_params(args.param)
     problem = missing(args.data)
     if problem is not None:
         print(
@@ -93,40 +200,37 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         raise SystemExit(2)
+    make_detector(args.detector, args.param)  # a bad --param fails before the long run
 
     corpus = load(args.data)
-    rows: dict[str, list[nab.Row]] = {}
-    windows: dict[str, int] = {}
+    scored: dict[str, Scored] = {}
     seconds = 0.0
     readings = 0
-    longest: tuple[int, str, AnomalyState] | None = None
+    longest: tuple[int, str, Any] | None = None
     for series in corpus:
-        scores, state, elapsed = detect(params, series)
+        detector = make_detector(args.detector, args.param)
+        scores, elapsed = detect(detector, series)
         seconds += elapsed
         readings += len(scores)
-        rows[series.name] = nab.sweep(series.name, series.timestamps, scores, series.windows)
-        windows[series.name] = len(nab.window_rows(series.timestamps, series.windows))
+        rows = {
+            p: nab.sweep(series.name, series.timestamps, scores, series.windows, cost)
+            for p, cost in PROFILES.items()
+        }
+        scored[series.name] = Scored(rows, len(nab.window_rows(series.timestamps, series.windows)))
         if longest is None or len(scores) > longest[0]:
-            longest = (len(scores), series.name, state)
+            longest = (len(scores), series.name, detector.to_json())
 
-    best = nab.best_threshold(r for file_rows in rows.values() for r in file_rows)
-    print(f"NAB sample: {len(corpus)} files, {sum(windows.values())} windows, {readings} readings")
-    print(f"threshold {best.threshold:.4f} (one for all files, maximising the total)")
-    print(f"{'category':24} {'files':>5} {'windows':>7} {'raw':>8} {'normalised':>10} {'FP':>4}")
-    for category in sorted({name.split("/")[0] for name in rows}):
-        names = [n for n in rows if n.split("/")[0] == category]
-        cat_rows = [r for n in names for r in rows[n]]
-        raw = nab.score_at(cat_rows, best.threshold)
-        n_windows = sum(windows[n] for n in names)
-        fp = sum(1 for r in cat_rows if r.window is None and r.score >= best.threshold)
-        norm = f"{nab.normalised(raw, n_windows):10.1f}" if n_windows else f"{'n/a':>10}"
-        print(f"{category:24} {len(names):5} {n_windows:7} {raw:8.2f} {norm} {fp:4}")
-    total = nab.normalised(best.score, sum(windows.values()))
-    print(f"{'TOTAL':24} {len(corpus):5} {sum(windows.values()):7} {best.score:8.2f} {total:10.1f}")
+    windows = sum(s.windows for s in scored.values())
+    print(f"detector {args.detector} on the NAB sample at {args.data}")
+    print(f"{len(corpus)} files (of NAB's 58), {windows} windows, {readings} readings")
+    tuning = tuning_files(list(scored))
+    report(scored, tuning)
+    if args.list_split:
+        print("tuning files: " + ", ".join(sorted(tuning)))
     print(f"published full-corpus standard scores, for scale only: {PUBLISHED}")
     print(f"speed: {readings / seconds:,.0f} scores/s on one core ({seconds:.2f} s)")
     assert longest is not None
-    size = len(json.dumps(longest[2].to_json()))
+    size = len(json.dumps(longest[2]))
     print(f"state: {size} bytes of JSON per series after {longest[0]} readings ({longest[1]})")
 
 

@@ -24,7 +24,9 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from rules.anomaly import AnomalyParams, AnomalyState, score
+from rules.anomaly import AnomalyParams
+from rules.detectors import NoveltyDetector, NoveltyParams, SeasonalDetector
+from rules.detectors.base import Detector
 
 __all__ = ["BadRow", "anomaly_app", "parse_params", "read_series"]
 
@@ -107,6 +109,12 @@ def score_csv(
         list[str] | None,
         typer.Option("--param", metavar="NAME=VALUE", help="Set a detector parameter; repeatable."),
     ] = None,
+    detector_name: Annotated[
+        str,
+        typer.Option(
+            "--detector", help="novelty (the default, as in rules) or seasonal.", show_default=False
+        ),
+    ] = "novelty",
 ) -> None:
     """Score every reading of IN.csv against the readings before it; write OUT.csv."""
     try:
@@ -114,6 +122,14 @@ def score_csv(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    if detector_name not in ("novelty", "seasonal"):
+        typer.echo(f"error: --detector {detector_name!r}: expected novelty or seasonal", err=True)
+        raise typer.Exit(2)
+    detector: Detector = (
+        NoveltyDetector(NoveltyParams(seasonal=params))
+        if detector_name == "novelty"
+        else SeasonalDetector(params)
+    )
     if not source.is_file():
         typer.echo(f"error: {source}: no such file", err=True)
         raise typer.Exit(1)
@@ -124,9 +140,9 @@ def score_csv(
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
             writer = csv.writer(out)
             writer.writerow(["timestamp", "value", "anomaly_score"])
-            state: AnomalyState | None = None
             for _line, raw_ts, raw_value, ts, value in read_series(source):
-                state, s = score(params, state, ts, value)
+                s = detector.score_one((ts, value))
+                detector.learn_one((ts, value))
                 writer.writerow([raw_ts, raw_value, repr(s)])
                 rows += 1
         os.replace(tmp, target)

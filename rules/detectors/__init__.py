@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from rules.detectors.base import Detector, DetectorFactory, Point
+from rules.detectors.novelty import Explanation, NoveltyDetector, NoveltyParams
 from rules.detectors.seasonal import AnomalyParams, AnomalyState, SeasonalDetector, score
 
 __all__ = [
@@ -19,6 +20,9 @@ __all__ = [
     "AnomalyState",
     "Detector",
     "DetectorFactory",
+    "Explanation",
+    "NoveltyDetector",
+    "NoveltyParams",
     "Point",
     "SeasonalDetector",
     "score",
@@ -29,7 +33,12 @@ def _seasonal(state: Any = None) -> Detector:
     return SeasonalDetector(None, state)
 
 
+def _novelty(state: Any = None) -> Detector:
+    return NoveltyDetector(None, state)
+
+
 DETECTORS: dict[str, DetectorFactory] = {
     "seasonal": _seasonal,
+    "novelty": _novelty,
 }
 """Every detector by name: a factory taking a saved state (None for a new series)."""

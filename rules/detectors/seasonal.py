@@ -81,7 +81,7 @@ from rules.detectors.seasonal_state import (
     _Derived,
 )
 
-__all__ = ["AnomalyParams", "AnomalyState", "SeasonalDetector", "score"]
+__all__ = ["AnomalyParams", "AnomalyState", "SeasonalDetector", "expectation", "score"]
 
 
 def _surprise(hist: list[float], w: float, n: float, z: float, prior: float, full: float) -> float:
@@ -182,6 +182,34 @@ def score(
     s.n += 1
     s.t_last = t
     return s, out
+
+
+def expectation(
+    params: AnomalyParams, state: AnomalyState | None, ts: datetime, value: float
+) -> tuple[float, float, str]:
+    """What :func:`score` expected at ``ts``: the baseline, its spread (a standard deviation) and
+    the model (``level``, ``hour of day`` or ``hour of week``), as it would choose them now."""
+    if state is None:
+        return value, 0.0, "level"
+    s, t = state, ts.timestamp()
+    h = int(t % _DAY // _HOUR)
+    b = int((t // _DAY + 3) % 7) * 24 + h
+    floor = params.rel_floor * s.spread + 1e-12 * abs(s.mean) + 1e-300
+    sc_d = max(1.2533 * s.mad_d[h], floor)
+    ratio = min(max(s.err_w / s.err_d, 0.1), 10.0) if s.err_d > 0.0 else 1.0
+    level = (s.lvl_n, max(1.2533 * s.err_n, floor), "level")
+    daily = (s.lvl_d + s.seas_d[h], sc_d, "hour of day")
+    weekly = (daily[0] + s.week_d[b], max(sc_d * ratio, floor), "hour of week")
+    age, season, m = t - s.t_first, params.season, params.select_margin
+    if season == "none" or age < 2 * _DAY:
+        return level
+    if season == "daily":
+        return daily
+    if season == "weekly":
+        return weekly if age >= 8 * _DAY else daily
+    if s.nll_d + m < s.nll_n:
+        return weekly if age >= 8 * _DAY and s.nll_w + m < s.nll_d else daily
+    return level
 
 
 def _learn(

@@ -10,6 +10,8 @@ from pydantic import Field, field_validator
 
 from cityvitals.contracts import WarningLevel
 from rules.alerting import AlertState
+from rules.detectors.base import Detector
+from rules.detectors.novelty import NoveltyDetector, NoveltyParams
 from rules.detectors.seasonal import AnomalyParams, SeasonalDetector
 from rules.kinds.base import Example, Judgement, RuleKind
 from rules.kinds.spec import LevelledRule, Summary
@@ -23,7 +25,10 @@ class AnomalyRule(LevelledRule):
     """An online anomaly score in [0, 1] for the metric, judged against levels."""
 
     kind: Literal["anomaly"] = "anomaly"
+    detector: Literal["novelty", "seasonal"] = "novelty"
+    """``novelty`` (the seasonal detector plus a memory of the values seen) or ``seasonal``."""
     params: AnomalyParams = AnomalyParams()
+    """The seasonal detector's parameters (under ``novelty`` too)."""
     levels: dict[WarningLevel, float] = Field(
         default_factory=lambda: {WarningLevel.BLUE: 0.9, WarningLevel.YELLOW: 0.99}, min_length=1
     )
@@ -45,7 +50,7 @@ class AnomalyRule(LevelledRule):
 
 
 class AnomalyKind(RuleKind[AnomalyRule]):
-    """Memory: the detector's state (see :mod:`rules.detectors.seasonal`)."""
+    """Memory: the detector's state (see :mod:`rules.detectors.novelty`)."""
 
     name = "anomaly"
     spec = AnomalyRule
@@ -55,7 +60,11 @@ class AnomalyKind(RuleKind[AnomalyRule]):
         self, rule: AnomalyRule, state: AlertState, at: datetime, obs: Observation | None
     ) -> Judgement:
         assert obs is not None
-        detector = SeasonalDetector(rule.params, state.memory)
+        detector: Detector
+        if rule.detector == "novelty":
+            detector = NoveltyDetector(NoveltyParams(seasonal=rule.params), state.memory)
+        else:
+            detector = SeasonalDetector(rule.params, state.memory)
         x = (obs.ts, obs.value)
         score = detector.score_one(x)
         detector.learn_one(x)

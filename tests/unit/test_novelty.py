@@ -1,0 +1,106 @@
+"""The novelty detector: a value never visited scores high whatever the short memory holds, one
+excursion gives one alert, the output explains itself, and the rule kind uses it by default."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from benchmarks.nab import tuning_files
+from rules.alerting import AlertState
+from rules.detectors import AnomalyParams, NoveltyDetector, NoveltyParams, SeasonalDetector
+from rules.kinds.anomaly import KIND, AnomalyRule
+from rules.testing import observation, score_series
+
+T0 = datetime(2026, 3, 2, tzinfo=UTC)
+STEP = timedelta(minutes=5)
+
+
+def points(values: list[float], start: int = 0) -> list[tuple[datetime, float]]:
+    return [(T0 + (start + i) * STEP, v) for i, v in enumerate(values)]
+
+
+def noisy(n: int, level: float = 20.0, seed: int = 7) -> list[float]:
+    rng = random.Random(seed)
+    return [level + rng.gauss(0.0, 1.0) for _ in range(n)]
+
+
+def trained(values: list[float]) -> NoveltyDetector:
+    detector = NoveltyDetector()
+    score_series(detector, points(values))
+    return detector
+
+
+def test_a_level_seen_long_ago_is_not_novel_but_a_new_one_is() -> None:
+    # an excursion to 27 early on, then weeks of quiet: the seasonal memory has forgotten it
+    values = noisy(6000)
+    values[1000:1010] = [27.0] * 10
+    detector = trained(values)
+    seasonal = SeasonalDetector()
+    score_series(seasonal, points(values))
+    at = T0 + 6000 * STEP
+    revisit, new = (at, 27.0), (at, 35.0)
+    assert not detector.explain_one(revisit).novel
+    assert detector.score_one(revisit) == seasonal.score_one(revisit)
+    assert detector.explain_one(new).novel
+    assert detector.score_one(new) >= NoveltyParams().novel_floor
+
+
+def test_one_excursion_raises_one_novel_reading() -> None:
+    values = [*noisy(3000), 30.0, 34.0, 38.0, 42.0, *noisy(100, seed=8)]
+    detector = NoveltyDetector()
+    novel = []
+    for x in points(values):
+        novel.append(detector.explain_one(x).novel)
+        detector.learn_one(x)
+    assert novel[3000] and sum(novel[3000:]) == 1
+
+
+def test_the_score_explains_itself() -> None:
+    detector = trained(noisy(3000))
+    why = detector.explain_one((T0 + 3000 * STEP, 35.0))
+    assert why.score == detector.score_one((T0 + 3000 * STEP, 35.0)) > 0.9
+    assert why.low < 20.0 < why.high and abs(why.expected - 20.0) < 1.0
+    assert why.high < 35.0 and why.model == "level"
+    assert why.rarity > 1e4 and why.novel
+    assert why.seen_low is not None and why.seen_high is not None and why.seen_high < 35.0
+    assert f"expected {why.expected:.4g}" in why.text and f"{why.high:.4g}" in why.text
+    assert "never seen" in why.text and "rarer than once in 1,000,000 readings" in why.text
+
+
+def test_a_seasonal_state_is_adopted() -> None:
+    values = noisy(1000)
+    seasonal = SeasonalDetector()
+    score_series(seasonal, points(values))
+    detector = NoveltyDetector(None, seasonal.to_json())
+    rest = points(noisy(200, seed=9), start=1000)
+    assert score_series(detector, rest) == score_series(seasonal, rest)  # range not fixed yet
+
+
+def test_state_json_is_rejected_when_incomplete() -> None:
+    data = trained(noisy(500)).to_json()
+    assert data is not None
+    with pytest.raises(ValueError, match="bins"):
+        NoveltyDetector(None, {k: v for k, v in data.items() if k != "bins"})
+    with pytest.raises(ValueError, match="v"):
+        NoveltyDetector(None, {**data, "v": 99})
+    assert json.loads(json.dumps(data)) == data
+
+
+@pytest.mark.parametrize("name, key", [("novelty", "bins"), ("seasonal", "lvl_n")])
+def test_the_rule_kind_uses_the_named_detector(name: str, key: str) -> None:
+    rule = AnomalyRule.model_validate({"id": "r", "metric": "m", "detector": name})
+    memory = KIND.judge(rule, AlertState(), T0, observation(1.0, T0)).memory
+    assert key in memory
+    assert AnomalyRule.model_validate({"id": "r", "metric": "m"}).detector == "novelty"
+    assert AnomalyRule.model_validate({"id": "r", "metric": "m"}).params == AnomalyParams()
+
+
+def test_the_benchmark_split_is_half_of_each_category_by_name() -> None:
+    names = [f"{c}/f{i}.csv" for c in ("a", "b") for i in range(7)]
+    tune = tuning_files(list(names))
+    assert tune == tuning_files(list(reversed(names)))
+    assert {sum(n.startswith(c) for n in tune) for c in ("a/", "b/")} == {4}
