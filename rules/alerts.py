@@ -49,6 +49,8 @@ def alert(
         place_path=obs.place_path,
         evidence_ids=evidence,
     )
+    if judged.why:
+        summary = f"{summary}: {judged.why}"
     resolved = tr.status is AlertStatus.RESOLVED
     if resolved:  # what ended, its peak, and what the value is now (or why there is none)
         at_place = evidence or REGISTRY[rule.kind].role == "place"

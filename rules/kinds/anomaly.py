@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import datetime
 from typing import Literal
 
@@ -67,8 +68,12 @@ class AnomalyKind(RuleKind[AnomalyRule]):
             detector = SeasonalDetector(rule.params, state.memory)
         x = (obs.ts, obs.value)
         score = detector.score_one(x)
+        why = ""
+        if isinstance(detector, NoveltyDetector) and score >= min(rule.levels.values()):
+            why = detector.explain_one(x).text  # only for a score that may alert: it costs
         detector.learn_one(x)
-        return judge_levelled(rule, score, state.firing, detector.to_json())
+        judged = judge_levelled(rule, score, state.firing, detector.to_json())
+        return replace(judged, why=why)
 
     def example(self) -> Example:
         """A daily-looking wave sampled every 5 minutes, a spike, then the wave again."""

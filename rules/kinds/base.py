@@ -42,6 +42,8 @@ class Judgement:
     threshold: float
     memory: Any
     evidence: tuple[str, ...] = ()
+    why: str = ""
+    """What the value is judged against, in people's words (an anomaly's expected range)."""
 
 
 @dataclass(frozen=True)

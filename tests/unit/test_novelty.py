@@ -104,3 +104,16 @@ def test_the_benchmark_split_is_half_of_each_category_by_name() -> None:
     tune = tuning_files(list(names))
     assert tune == tuning_files(list(reversed(names)))
     assert {sum(n.startswith(c) for n in tune) for c in ("a/", "b/")} == {4}
+
+
+def test_an_anomaly_alert_says_what_the_value_was_judged_against() -> None:
+    from rules import parse_rules
+    from rules.testing import RuleRun
+
+    example = KIND.example()
+    run = RuleRun(parse_rules(example.rules, "anomaly.yaml"))
+    for step in example.steps:
+        run.step(step)
+    fired = [a for a in run.alerts if a.status.value == "firing"]
+    assert fired, "the example's spike fires"
+    assert "expected" in fired[0].summary and "usual range" in fired[0].summary
