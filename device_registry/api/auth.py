@@ -164,10 +164,10 @@ def acting(permission: str) -> Any:
 
 def actor_for(user: User, named: str | None) -> str:
     """The actor recorded for ``user`` when the request names ``named``."""
+    if named is not None and user.role is Role.ADMIN:
+        return named
     if named is None or named == user.name:
         return user.actor
-    if user.role is Role.ADMIN:
-        return named
     raise HTTPException(403, f"{user.actor} may not act for someone else ({named!r})")
 
 
