@@ -145,17 +145,17 @@ def acting(permission: str) -> Any:
     person named by ``X-Actor`` (a service acting for someone). Anyone else naming another
     actor: 403."""
 
+    allowed = require(permission)  # a default, not in the annotation: it names a local
+
     def check(
-        user: Annotated[User, require(permission)],
-        x_actor: Annotated[
-            str | None,
-            Header(
-                alias="X-Actor",
-                min_length=1,
-                max_length=200,
-                description="an admin acting for someone names them (recorded in the audit log)",
-            ),
-        ] = None,
+        user: User = allowed,
+        x_actor: str | None = Header(
+            None,
+            alias="X-Actor",
+            min_length=1,
+            max_length=200,
+            description="an admin acting for someone names them (recorded in the audit log)",
+        ),
     ) -> Caller:
         return Caller(user, actor_for(user, x_actor))
 
