@@ -264,7 +264,10 @@ def me_of(user: User) -> Me:
 @router.post(
     "/session",
     response_model=Me,
-    responses={401: {"model": Problem, "description": "the token is not valid"}},
+    responses={
+        400: {"model": Problem, "description": "a body that cannot be parsed"},
+        401: {"model": Problem, "description": "the token is not valid"},
+    },
 )
 def log_in(body: SessionBody, request: Request, response: Response) -> Me:
     """Check a token and keep it in the ``cityvitals_token`` cookie (HttpOnly,

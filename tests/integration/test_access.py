@@ -343,6 +343,7 @@ IN_D1 = {
     "devices.read": "engineer_d1",
     "devices.write": "engineer_d1",
     "places.write": "engineer_d1",
+    "audit.read": "engineer_d1",
 }
 """The d1 user who has the permission (else ``officer_d1``)."""
 
