@@ -589,3 +589,48 @@ def test_a_session_cookie_stands_for_the_token(world: World) -> None:
     assert world.call("rotated_new", Request("GET", "/me")).status_code == 200
     for open_path in ("/health", "/docs", "/openapi.json"):
         assert httpx.get(base + open_path, timeout=30).status_code == 200, open_path
+
+
+# --- cityvitals users -------------------------------------------------------------------------
+
+
+def users(world: World, *args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from wiring.cli import app
+
+    return CliRunner().invoke(app, ["users", *args], env=world.settings.to_env())
+
+
+def test_the_users_command_shows_a_token_once_and_the_api_takes_it(world: World) -> None:
+    name, scope = f"cli-{uid()}", f"{world.city}/{world.d(1)}"
+    added = users(world, "add", name, "--role", "duty_officer", "--scope", scope)
+    assert added.exit_code == 0, added.output
+    (token,) = [line.split(": ", 1)[1] for line in added.stdout.splitlines() if "token:" in line]
+    assert "only its hash is stored" in added.stderr
+    world.tokens[name] = token
+    me = world.call(name, Request("GET", "/me")).json()
+    assert (me["name"], me["role"], me["scope"]) == (name, "duty_officer", scope.split("/"))
+    listed = users(world, "list")
+    assert name in listed.stdout and token not in listed.stdout
+
+    rotated = users(world, "token", name)
+    assert rotated.exit_code == 0, rotated.output
+    world.tokens[f"{name}-new"] = rotated.stdout.split("token: ", 1)[1].strip()
+    assert world.call(name, Request("GET", "/me")).status_code == 401
+    assert world.call(f"{name}-new", Request("GET", "/me")).status_code == 200
+
+    assert users(world, "disable", name).exit_code == 0
+    assert world.call(f"{name}-new", Request("GET", "/me")).status_code == 401
+    with world.client("admin") as admin:
+        entries = admin.get("/audit", params={"entity": "user", "limit": 1000}).json()
+    mine = [e["action"] for e in entries if (e["after"] or e["before"] or {}).get("name") == name]
+    assert mine[-1:] == ["add"] and "disable" in mine
+    assert not any(token in json.dumps(e) for e in entries)
+
+    bad = users(world, "add", f"x-{uid()}", "--role", "duty_officer", "--scope", "nowhere/x")
+    assert bad.exit_code == 1 and "scope 'nowhere/x'" in bad.output
+    no_dept = users(world, "add", f"x-{uid()}", "--role", "department_operator")
+    assert no_dept.exit_code == 1 and "department" in no_dept.output
+    taken = users(world, "add", name, "--role", "read_only")
+    assert taken.exit_code == 1 and "exists" in taken.output
