@@ -234,7 +234,7 @@ router = APIRouter(tags=["session"])
 
 
 class SessionBody(BaseModel):
-    token: str = Field(min_length=1, max_length=200, description="a user's token")
+    token: str = Field(min_length=1, max_length=4096, description="a user's token")
 
 
 class Me(BaseModel):
