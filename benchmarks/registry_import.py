@@ -19,6 +19,7 @@ import httpx
 
 from benchmarks.stack import private_stack
 from cityvitals.settings import Settings
+from device_registry.access import Role
 from wiring.localstack import down
 from wiring.services import open_registry
 
@@ -57,12 +58,18 @@ def import_direct(settings: Settings, text: str, count: int) -> float:
 
 
 def import_over_http(settings: Settings, text: str, count: int) -> float:
+    with open_registry(settings) as registry:  # the API takes a user's token
+        _, token = registry.add_user(f"benchmark-{time.time_ns()}", Role.ADMIN, "benchmark")
     with httpx.Client(base_url=f"http://127.0.0.1:{settings.api_port}", timeout=600) as client:
         start = time.monotonic()
         answer = client.post(
             "/devices/import",
             content=text.encode(),
-            headers={"Content-Type": "text/csv", "X-Actor": "benchmark"},
+            headers={
+                "Content-Type": "text/csv",
+                "X-Actor": "benchmark",
+                "Authorization": f"Bearer {token}",
+            },
         )
         took = time.monotonic() - start
     body = answer.json()

@@ -52,6 +52,7 @@ TABLES: dict[str, DataClass] = {
     "departments": DataClass.OPERATIONAL,
     "mqtt_credentials": DataClass.OPERATIONAL,
     "audit_log": DataClass.OPERATIONAL,
+    "users": DataClass.OPERATIONAL,
     "device_liveness": DataClass.OPERATIONAL,
     "place_outages": DataClass.OPERATIONAL,
     # operational: what the pipeline concludes

@@ -23,6 +23,7 @@ from device_registry.registry import (
     UnknownDevice,
     UnknownPlace,
     UnknownProfile,
+    UnknownUser,
 )
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "UnknownDevice",
     "UnknownPlace",
     "UnknownProfile",
+    "UnknownUser",
     "export_csv",
     "hash_secret",
     "new_secret",

@@ -17,6 +17,7 @@ __all__ = [
     "UnknownDevice",
     "UnknownPlace",
     "UnknownProfile",
+    "UnknownUser",
     "database_refused",
 ]
 
@@ -66,6 +67,12 @@ class UnknownDevice(LookupError):
     def __init__(self, device_id: str) -> None:
         super().__init__(f"device {device_id!r} is not registered")
         self.device_id = device_id
+
+
+class UnknownUser(LookupError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no user named {name!r}")
+        self.name = name
 
 
 class UnknownPlace(LookupError):

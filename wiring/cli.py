@@ -149,6 +149,13 @@ def up(
             f"registry API http://{s.api_host}:{s.api_port}/docs; "
             f"logs in {stack.paths.logs}. Ctrl-C or 'cityvitals down' stops everything."
         )
+        from wiring.cli_users import ensure_local_admin
+        from wiring.services import open_registry
+
+        with open_registry(s) as reg:  # the first 'up' makes a local admin: its login link
+            link = ensure_local_admin(reg, f"http://{s.api_host}:{s.api_port}")
+        if link:
+            typer.echo(link)
         sim_thread = None
         if simulate:
             sim = _prepare_simulator(s, 42, interval, incident or [], incident_after)
@@ -401,7 +408,14 @@ def _add_incident_commands() -> None:
     app.add_typer(alerts_app, name="alerts")
 
 
+def _add_user_commands() -> None:
+    from wiring.cli_users import users_app
+
+    app.add_typer(users_app, name="users")
+
+
 _add_incident_commands()
+_add_user_commands()
 
 
 def main() -> None:

@@ -11,8 +11,12 @@ applied to the broker's password file in the order it was committed.
 Errors (:mod:`.errors`): a request that names something unknown gets 404; input the registry
 refuses gets 422 (409 for an id or a place that is taken) in FastAPI's
 ``{"detail": [{"loc", "msg", "type"}]}`` shape, naming the field; an unreachable Kafka or
-database gets 503 with ``Retry-After``. The actor of every change is the ``X-Actor`` header
-(``api`` when absent).
+database gets 503 with ``Retry-After``.
+
+Access (:mod:`.auth`): every route but the docs, ``/health`` and ``/session`` takes a user's
+token (``Authorization: Bearer``, or the console's ``cityvitals_token`` cookie), checks the
+role's permission and the user's place scope, and records the user as the actor of what it
+changes (an admin may name the person it acts for in ``X-Actor``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry, Gauge
 
 from cityvitals.settings import Settings
-from device_registry.api import alerts, devices, incidents, places, vitals, watch
+from device_registry.api import alerts, auth, devices, incidents, places, vitals, watch
 from device_registry.api.bodies import DeviceCreate, DeviceMove, DevicePatch
 from device_registry.api.errors import FieldError, NotFound, install_error_handlers
 from device_registry.api.metrics import RequestMetrics
@@ -48,7 +52,12 @@ DESCRIPTION = """\
 Onboard and manage the city's devices, its place tree (city > district > street > grid >
 building), device profiles and departments; read the audit log and device liveness.
 
-* Every change is audited with the actor named by the `X-Actor` header (`api` when absent).
+* Every route but `/docs`, `/redoc`, `/openapi.json`, `/health` and `/session` takes a user's
+  token: `Authorization: Bearer <token>` (`cityvitals users add` prints it once), or the
+  `cityvitals_token` cookie that `POST /session` sets. Without a valid one: 401. A role without
+  the permission, or a place outside the user's scope: 403. Lists hold what is in scope.
+* Every change and every incident action is audited with the user as the actor (`name (role)`;
+  an admin acting for someone names them in the `X-Actor` header).
 * A device's MQTT secret is in the answer that registers it (or rotates it), and nowhere else.
 * A refused field answers 422 (409 when an id or a place is taken) with
   `{"detail": [{"loc": [..., field], "msg": ...}]}`; an unknown id in the path answers 404;
@@ -70,8 +79,9 @@ def create_api(
     app.state.indicators = tuple(app.state.catalogue.by_id)
     app.state.registries = registries
     install_error_handlers(app)
+    app.include_router(auth.router)
     for resource in (devices, places, watch, vitals, incidents, alerts):
-        app.include_router(resource.router)
+        app.include_router(resource.router, responses=auth.AUTH_RESPONSES)
     if metrics is not None:
         app.add_middleware(RequestMetrics, registry=metrics)
     return app

@@ -10,6 +10,8 @@ from fastapi import APIRouter, Query
 from pydantic import BeforeValidator
 
 from cityvitals.contracts import IDENTIFIER, AlertStatus, WarningLevel
+from device_registry.access import User
+from device_registry.api.auth import check_scope, place_filter, require, visible
 from device_registry.api.bodies import NOT_FOUND, RETRY_LATER
 from device_registry.api.deps import PathId, Reader
 from device_registry.api.errors import NotFound
@@ -43,6 +45,7 @@ def _as_utc(value: datetime | None) -> datetime | None:
 
 @router.get("/alerts", response_model=list[AlertRow], tags=["alerts"])
 def alerts(
+    user: Annotated[User, require("read")],
     registry: Reader,
     status: Annotated[AlertStatus | None, Query(description="firing or resolved")] = None,
     rule: Annotated[str | None, Query(pattern=IDENTIFIER)] = None,
@@ -56,24 +59,31 @@ def alerts(
     until: Annotated[Time, Query(description="started before (no zone: UTC)")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> list[AlertRow]:
-    """Alert episodes, each at its latest transition, the last changed first."""
+    """Alert episodes in the user's scope, each at its latest transition, the last changed
+    first."""
+    narrowed = place_filter(user, registry, place)
     where = AlertFilter(
         status=status,
         rule=rule,
         level=level,
-        place=place,
+        place="/".join(narrowed) if narrowed else place,
         device=device,
         since=_as_utc(since),
         until=_as_utc(until),
         limit=limit,
     )
-    return list_alerts(registry.conn, where)
+    return visible(user, list_alerts(registry.conn, where), lambda a: a.place_path)
 
 
 @router.get("/alerts/{alert_id}", response_model=AlertDetail, responses=NOT_FOUND, tags=["alerts"])
-def alert(alert_id: PathId, registry: Reader) -> AlertDetail:
-    """One alert episode with every transition and the incident holding it (null if none)."""
+def alert(
+    alert_id: PathId, user: Annotated[User, require("read")], registry: Reader
+) -> AlertDetail:
+    """One alert episode with every transition and the incident holding it (null if none);
+    403 outside the user's scope."""
     try:
-        return alert_detail(registry.conn, alert_id)
+        detail = alert_detail(registry.conn, alert_id)
     except UnknownAlert as exc:
         raise NotFound(str(exc)) from exc
+    check_scope(user, detail.alert.place_path, f"alert {alert_id!r}")
+    return detail

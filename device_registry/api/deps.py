@@ -1,17 +1,18 @@
-"""What a route asks for: a registry to read or to write with, the actor, ids and filters."""
+"""What a route asks for: a registry to read or to write with, ids and filters (the user and
+the actor: :mod:`device_registry.api.auth`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Annotated, cast
 
-from fastapi import Depends, Header, Path, Query, Request
+from fastapi import Depends, Path, Query, Request
 
 from cityvitals.contracts import IDENTIFIER
 from device_registry.api.pool import RegistryPool
 from device_registry.registry import Registry
 
-__all__ = ["Actor", "IdFilter", "Limit", "Offset", "PathId", "Reader", "Tag", "Writer", "pool"]
+__all__ = ["IdFilter", "Limit", "Offset", "PathId", "Reader", "Tag", "Writer", "pool"]
 
 
 def pool(request: Request) -> RegistryPool:
@@ -30,15 +31,6 @@ def _writer(request: Request) -> Iterator[Registry]:
 
 Reader = Annotated[Registry, Depends(_reader)]
 Writer = Annotated[Registry, Depends(_writer)]
-Actor = Annotated[
-    str,
-    Header(
-        alias="X-Actor",
-        min_length=1,
-        max_length=200,
-        description="who makes the change (recorded in the audit log)",
-    ),
-]
 PathId = Annotated[str, Path(pattern=IDENTIFIER)]
 IdFilter = Annotated[str | None, Query(pattern=IDENTIFIER)]
 Tag = Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")]

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from cityvitals.contracts import Device, DeviceState
+from device_registry.access import User
+from device_registry.api.auth import (
+    Caller,
+    acting,
+    check_scope,
+    place_filter,
+    require,
+    visible,
+)
 from device_registry.api.bodies import (
     NOT_FOUND,
     REFUSED,
@@ -26,7 +35,6 @@ from device_registry.api.bodies import (
     RefusedRow,
 )
 from device_registry.api.deps import (
-    Actor,
     IdFilter,
     Limit,
     Offset,
@@ -40,6 +48,7 @@ from device_registry.api.errors import FieldError, body_errors
 from device_registry.api.pool import RegistryPool
 from device_registry.importing import (
     CSV_COLUMNS,
+    ParsedFile,
     RowError,
     export_csv,
     parse_device_csv,
@@ -51,6 +60,15 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/devices", tags=["devices"], responses=RETRY_LATER)
 
+Reading = Annotated[User, require("devices.read")]
+Writing = Annotated[Caller, acting("devices.write")]
+
+
+def _device_in_scope(registry: Registry, user: User, device_id: str) -> Device:
+    device = registry.get(device_id)
+    check_scope(user, device.place_path, f"device {device_id!r}")
+    return device
+
 
 @router.get(
     "",
@@ -58,6 +76,7 @@ router = APIRouter(prefix="/devices", tags=["devices"], responses=RETRY_LATER)
     responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
 )
 def list_devices(
+    user: Reading,
     registry: Reader,
     place: IdFilter = None,
     state: DeviceState | None = None,
@@ -72,7 +91,11 @@ def list_devices(
 
     ``format=csv`` exports them in the import format (``POST /devices/import`` reads it back).
     """
+    narrowed = place_filter(user, registry, place)
+    if narrowed:
+        place = narrowed[-1]  # place ids are unique in the tree
     found = registry.list(place, state, device_type, tag, profile_id, limit, offset)
+    found = visible(user, found, lambda d: d.place_path)
     if format is ExportFormat.CSV:
         return PlainTextResponse(export_csv(found), media_type="text/csv")
     return found
@@ -80,12 +103,13 @@ def list_devices(
 
 @router.post("", status_code=201, response_model=Onboarded, responses=REFUSED)
 def create_device(
-    body: DeviceCreate, registry: Writer, response: Response, actor: Actor = "api"
+    who: Writing, body: DeviceCreate, registry: Writer, response: Response
 ) -> Onboarded:
     """Register a device; the answer carries its MQTT secret, shown this once."""
     with body_errors():
         device = Device(**body.model_dump(), updated_at=datetime.now(UTC))
-    secret = registry.add(device, actor)
+    check_scope(who.user, device.place_path, f"device {device.device_id!r}")
+    secret = registry.add(device, who.actor)
     response.headers["Location"] = f"/devices/{device.device_id}"
     return Onboarded(
         device=registry.get(device.device_id), mqtt_username=device.device_id, mqtt_secret=secret
@@ -121,7 +145,7 @@ IMPORT_BODY = {
         422: {"model": FieldProblem, "description": "the file cannot be read at all"},
     },
 )
-async def import_devices(request: Request, actor: Actor = "api") -> ImportResult:
+async def import_devices(who: Writing, request: Request) -> ImportResult:
     """Register many devices. Bad rows are reported by line and field; good rows go in."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media not in ("text/csv", "application/json"):
@@ -134,21 +158,35 @@ async def import_devices(request: Request, actor: Actor = "api") -> ImportResult
         raise FieldError(422, ("body",), f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
     if "\x00" in text or "\\u0000" in text:
         raise FieldError(422, ("body",), "the file contains NUL characters")
-    return await run_in_threadpool(_import, pool(request), text, media == "text/csv", actor)
+    return await run_in_threadpool(_import, pool(request), text, media == "text/csv", who)
 
 
-def _import(pool: RegistryPool, text: str, is_csv: bool, actor: str) -> ImportResult:
+def _import(pool: RegistryPool, text: str, is_csv: bool, who: Caller) -> ImportResult:
     now = datetime.now(UTC)
     parsed = parse_device_csv(text, now) if is_csv else parse_device_json(text, now)
     if parsed.unreadable:
         e = parsed.errors[0]
         raise FieldError(422, ("body", e.field), f"line {e.line}: {e.message}")
     with pool.checkout(write=True) as registry:
-        report = registry.import_devices(parsed, actor)
+        report = registry.import_devices(_in_scope(parsed, who.user), who.actor)
     return ImportResult(
         added=[Credential(device_id=i, mqtt_username=i, mqtt_secret=s) for i, s in report.added],
         errors=[_refused(e) for e in report.errors],
     )
+
+
+def _in_scope(parsed: ParsedFile, user: User) -> ParsedFile:
+    """The rows at places in the user's scope; the others are refused rows."""
+    kept = ParsedFile(errors=list(parsed.errors))
+    for line, device in zip(parsed.lines, parsed.devices, strict=True):
+        if user.sees(device.place_path):
+            kept.devices.append(device)
+            kept.lines.append(line)
+        else:
+            where = "/".join(device.place_path)
+            message = f"{where} is outside the scope of {user.name}: {user.scope_text}"
+            kept.errors.append(RowError(line, "place_path", message))
+    return kept
 
 
 def _refused(error: RowError) -> RefusedRow:
@@ -156,32 +194,32 @@ def _refused(error: RowError) -> RefusedRow:
 
 
 @router.get("/{device_id}", response_model=Device, responses=NOT_FOUND)
-def get_device(device_id: PathId, registry: Reader) -> Device:
-    return registry.get(device_id)
+def get_device(user: Reading, device_id: PathId, registry: Reader) -> Device:
+    return _device_in_scope(registry, user, device_id)
 
 
 @router.patch("/{device_id}", response_model=Device, responses={**NOT_FOUND, **REFUSED})
-def update_device(
-    device_id: PathId, body: DevicePatch, registry: Writer, actor: Actor = "api"
-) -> Device:
+def update_device(who: Writing, device_id: PathId, body: DevicePatch, registry: Writer) -> Device:
     """Change a device's type, profile, department, tags or coordinates."""
+    _device_in_scope(registry, who.user, device_id)
     changes = body.model_dump(exclude_unset=True)
     with body_errors():
-        return registry.update(device_id, changes, actor)
+        return registry.update(device_id, changes, who.actor)
 
 
 @router.post("/{device_id}/move", response_model=Device, responses={**NOT_FOUND, **REFUSED})
-def move_device(
-    device_id: PathId, body: DeviceMove, registry: Writer, actor: Actor = "api"
-) -> Device:
+def move_device(who: Writing, device_id: PathId, body: DeviceMove, registry: Writer) -> Device:
     """Move a device to another place (places the path names are created as needed)."""
+    _device_in_scope(registry, who.user, device_id)
+    check_scope(who.user, body.place_path, f"the new place of device {device_id!r}")
     with body_errors():
-        return registry.move(device_id, body.place_path, actor)
+        return registry.move(device_id, body.place_path, who.actor)
 
 
-def _set_state(state: DeviceState) -> Callable[[str, Registry, str], Device]:
-    def change(device_id: PathId, registry: Writer, actor: Actor = "api") -> Device:
-        return registry.set_state(device_id, state, actor)
+def _set_state(state: DeviceState) -> Callable[[Caller, str, Registry], Device]:
+    def change(who: Writing, device_id: PathId, registry: Writer) -> Device:
+        _device_in_scope(registry, who.user, device_id)
+        return registry.set_state(device_id, state, who.actor)
 
     change.__doc__ = (
         f"Set the device's state to {state.value}; a provisioned or active device may connect."
@@ -206,7 +244,8 @@ for _verb, _state in (
 
 
 @router.post("/{device_id}/rotate-secret", response_model=Credential, responses=NOT_FOUND)
-def rotate_secret(device_id: PathId, registry: Writer, actor: Actor = "api") -> Credential:
+def rotate_secret(who: Writing, device_id: PathId, registry: Writer) -> Credential:
     """Issue a new MQTT secret; the old one stops working at once. Shown this once."""
-    ((_, secret),) = registry.rotate_secrets([device_id], actor)
+    _device_in_scope(registry, who.user, device_id)
+    ((_, secret),) = registry.rotate_secrets([device_id], who.actor)
     return Credential(device_id=device_id, mqtt_username=device_id, mqtt_secret=secret)

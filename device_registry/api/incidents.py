@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Query, Request
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -32,6 +32,17 @@ from cityvitals.contracts import (
 )
 from cityvitals.contracts.readings import SNAPSHOT_REF
 from cityvitals.settings import Settings
+from device_registry.access import Role, User, action_permission
+from device_registry.api.auth import (
+    CurrentUser,
+    actor_for,
+    check_permission,
+    check_scope,
+    place_filter,
+    require,
+    require_city,
+    visible,
+)
 from device_registry.api.bodies import BAD_INPUT, NOT_FOUND, RETRY_LATER
 from device_registry.api.deps import PathId, Reader
 from device_registry.api.errors import FieldError, NotFound
@@ -61,6 +72,7 @@ from sinks import (
 __all__ = ["ActionBody", "ReportBody", "router"]
 
 router = APIRouter(responses=RETRY_LATER)
+Reading = Annotated[User, require("read")]
 
 Id = Annotated[str, Field(pattern=IDENTIFIER)]
 Text = Annotated[str, Field(pattern=r"^[^\x00]*$")]
@@ -103,7 +115,9 @@ class ActionBody(_Body):
     tier: Tier | None = None
     dispatch_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] | None = None
     actor: Annotated[Text, Field(min_length=1, max_length=200)] | None = Field(
-        default=None, description="who acts (else the X-Actor header, else 'api')"
+        default=None,
+        description="an admin acting for someone names them (else the X-Actor header, "
+        "else the user)",
     )
 
 
@@ -138,6 +152,7 @@ def _as_utc(value: datetime | None) -> datetime | None:
 
 @router.get("/incidents", response_model=list[Incident], tags=["incidents"])
 def incidents(
+    user: Reading,
     registry: Reader,
     open_only: Annotated[
         bool,
@@ -155,29 +170,33 @@ def incidents(
     since: Annotated[Time, Query(description="updated since (no zone: UTC)")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> list[Incident]:
-    """Incidents, newest (last opened) first."""
+    """Incidents in the user's scope, newest (last opened) first."""
+    narrowed = place_filter(user, registry, place)
     where = IncidentFilter(
         open_only=open_only,
         state=state,
-        place=place,
+        place="/".join(narrowed) if narrowed else place,
         category=category,
         department=department,
         level=level,
         since=_as_utc(since),
         limit=limit,
     )
-    return list_incidents(registry.conn, where)
+    return visible(user, list_incidents(registry.conn, where), lambda i: i.place_path)
 
 
 @router.get("/incidents/performance", response_model=list[Performance], tags=["incidents"])
 def incidents_performance(
+    user: Reading,
     registry: Reader,
     since: Annotated[Time, Query(description="default: 30 days before until")] = None,
     until: Annotated[Time, Query(description="default: now")] = None,
 ) -> list[Performance]:
     """Per department and tier (then per department), for the dispatches of ``[since, until)``:
     closure rate (closed / dispatched incidents) and on-time rate (dispatches accepted and
-    handled in time / dispatches); ``flagged`` under the closure target (85%)."""
+    handled in time / dispatches); ``flagged`` under the closure target (85%). It spans the
+    whole city: it takes a city-wide scope."""
+    require_city(user, "incident performance")
     last = _as_utc(until) or datetime.now(UTC)
     try:
         first = _as_utc(since) or last - timedelta(days=30)
@@ -192,12 +211,14 @@ def incidents_performance(
     responses=NOT_FOUND,
     tags=["incidents"],
 )
-def incident(incident_id: PathId, registry: Reader) -> IncidentDetail:
+def incident(user: Reading, incident_id: PathId, registry: Reader) -> IncidentDetail:
     """One incident with its steps, dispatch orders, escalations, alerts and reports."""
     try:
-        return incident_detail(registry.conn, incident_id)
+        detail = incident_detail(registry.conn, incident_id)
     except UnknownIncident as exc:
         raise NotFound(str(exc)) from exc
+    check_scope(user, detail.incident.place_path, f"incident {incident_id!r}")
+    return detail
 
 
 @router.post(
@@ -208,6 +229,7 @@ def incident(incident_id: PathId, registry: Reader) -> IncidentDetail:
     tags=["incidents"],
 )
 def act(
+    user: CurrentUser,
     incident_id: PathId,
     body: ActionBody,
     registry: Reader,
@@ -215,16 +237,29 @@ def act(
     x_actor: Annotated[str | None, Header(alias="X-Actor", max_length=200)] = None,
 ) -> Sent:
     """Send the action as a feedback on ``dispatch.feedback``; answers its ``feedback_id``.
-    An action people cannot send answers 422 listing those they can."""
+    An action people cannot send answers 422 listing those they can.
+
+    accept, reject, on_site and handled take ``incidents.feedback`` (a department operator:
+    only for an incident dispatched to its department); the others ``incidents.act``. The
+    feedback's actor is the user (``name (role)``); the action is in the audit log."""
+    check_permission(user, action_permission(body.action))
     try:
-        get_incident(registry.conn, incident_id)
+        found = get_incident(registry.conn, incident_id)
     except UnknownIncident as exc:
         raise NotFound(str(exc)) from exc
+    check_scope(user, found.place_path, f"incident {incident_id!r}")
+    if user.role is Role.DEPARTMENT_OPERATOR and found.department != user.department:
+        raise HTTPException(
+            403,
+            f"incident {incident_id!r} is with department {found.department!r}, not "
+            f"{user.department!r} of {user.name}",
+        )
+    actor = actor_for(user, body.actor or x_actor)
     try:
         feedback = make_feedback(
             incident_id,
             body.action,
-            actor=body.actor or x_actor or "api",
+            actor=actor,
             reason=body.reason,
             department=body.department,
             tier=body.tier,
@@ -237,13 +272,25 @@ def act(
         raise FieldError(422, ("body", *err["loc"]), err["msg"], err.get("input")) from exc
     settings: Settings = request.app.state.settings
     IncidentPublisher(settings, registry.producer).send_feedback(feedback)
+    registry.record(
+        actor,
+        body.action,
+        "incident",
+        incident_id,
+        {"feedback_id": feedback.feedback_id, "reason": body.reason, "user": user.name},
+    )
     return Sent(feedback_id=feedback.feedback_id, incident_id=incident_id, action=body.action)
 
 
 @router.post(
     "/reports", status_code=202, response_model=Received, responses=BAD_INPUT, tags=["incidents"]
 )
-def report(body: ReportBody, registry: Reader, request: Request) -> Received:
+def report(
+    user: Annotated[User, require("reports.create")],
+    body: ReportBody,
+    registry: Reader,
+    request: Request,
+) -> Received:
     """Send a citizen report on ``reports``; answers its ``report_id``. A place the registry
     does not have, or a category the incident configuration does not, answers 422."""
     settings: Settings = request.app.state.settings
@@ -261,6 +308,7 @@ def report(body: ReportBody, registry: Reader, request: Request) -> Received:
         raise FieldError(
             422, ("body", "place_id"), f"place {body.place_id!r} does not exist", body.place_id
         ) from exc
+    check_scope(user, place.path, f"place {body.place_id!r}")
     sent = make_report(
         place.path,
         body.category,
@@ -272,11 +320,19 @@ def report(body: ReportBody, registry: Reader, request: Request) -> Received:
         lon=body.lon,
     )
     IncidentPublisher(settings, registry.producer).send_report(sent)
+    registry.record(
+        user.actor,
+        "report",
+        "report",
+        sent.report_id,
+        {"place_id": body.place_id, "category": body.category, "user": user.name},
+    )
     return Received(report_id=sent.report_id)
 
 
 @router.get("/open311/v2/requests.json", response_model=list[ServiceRequest], tags=["open311"])
 def open311_service_requests(
+    user: Reading,
     registry: Reader,
     request: Request,
     status: Literal["open", "closed"] | None = None,
@@ -285,9 +341,9 @@ def open311_service_requests(
     end_date: Annotated[Time, Query()] = None,
 ) -> list[ServiceRequest]:
     """Citizen reports and their incidents as Open311 GeoReport v2 service requests, newest
-    first (at most 1000); times in the city's time zone."""
+    first (at most 1000), at places in the user's scope; times in the city's time zone."""
     settings: Settings = request.app.state.settings
-    return open311_requests(
+    found = open311_requests(
         registry.conn,
         settings.zone,
         status=status,
@@ -296,9 +352,13 @@ def open311_service_requests(
         end=_as_utc(end_date),
         titles=incident_categories(settings),
     )
+    if not user.scope:
+        return found
+    mine = {p.place_id for p in registry.list_places(user.scope[-1])}
+    return [r for r in found if r.address_id in mine]
 
 
 @router.get("/open311/v2/services.json", response_model=list[ServiceType], tags=["open311"])
-def open311_service_list(registry: Reader, request: Request) -> list[ServiceType]:
+def open311_service_list(user: Reading, registry: Reader, request: Request) -> list[ServiceType]:
     """One Open311 service per incident category."""
     return open311_services(registry.conn, incident_categories(request.app.state.settings))

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
 from cityvitals.contracts import Department, Place, PlaceLevel, Profile
+from device_registry.access import User
+from device_registry.api.auth import (
+    Caller,
+    acting,
+    check_scope,
+    place_filter,
+    require,
+    require_city,
+    visible,
+)
 from device_registry.api.bodies import (
     BAD_INPUT,
     NOT_FOUND,
@@ -19,7 +29,7 @@ from device_registry.api.bodies import (
     PlaceMove,
     ProfileBody,
 )
-from device_registry.api.deps import Actor, IdFilter, PathId, Reader, Writer
+from device_registry.api.deps import IdFilter, PathId, Reader, Writer
 from device_registry.api.errors import FieldError, NotFound, body_errors
 from device_registry.errors import UnknownPlace, UnknownProfile
 
@@ -29,6 +39,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 router = APIRouter(responses=RETRY_LATER)
 Responses = dict[int | str, dict[str, Any]]
+Reading = Annotated[User, require("read")]
+Writing = Annotated[Caller, acting("places.write")]
 
 
 def _put(path: str, model: type[BaseModel], tag: str, refused: Responses) -> Callable[[F], F]:
@@ -38,19 +50,23 @@ def _put(path: str, model: type[BaseModel], tag: str, refused: Responses) -> Cal
 
 
 @router.get("/places", response_model=list[Place], tags=["places"], responses=NOT_FOUND)
-def list_places(registry: Reader, under: IdFilter = None) -> list[Place]:
-    """Every place, or a place and all its descendants, in path order."""
-    return registry.list_places(under)
+def list_places(user: Reading, registry: Reader, under: IdFilter = None) -> list[Place]:
+    """Every place, or a place and all its descendants, in path order (those in scope)."""
+    narrowed = place_filter(user, registry, under)
+    found = registry.list_places(narrowed[-1] if narrowed else under)
+    return visible(user, found, lambda p: p.path)
 
 
 @router.get("/places/{place_id}", response_model=Place, tags=["places"], responses=NOT_FOUND)
-def get_place(place_id: PathId, registry: Reader) -> Place:
-    return registry.get_place(place_id)
+def get_place(user: Reading, place_id: PathId, registry: Reader) -> Place:
+    place = registry.get_place(place_id)
+    check_scope(user, place.path, f"place {place_id!r}")
+    return place
 
 
 @_put("/places/{place_id}", Place, "places", REFUSED)
 def put_place(
-    place_id: PathId, body: PlaceBody, registry: Writer, response: Response, actor: Actor = "api"
+    who: Writing, place_id: PathId, body: PlaceBody, registry: Writer, response: Response
 ) -> Place:
     """Create a place under its parent, or rename it (``POST /places/{id}/move`` moves it)."""
     path: tuple[str, ...] = (place_id,)
@@ -62,6 +78,7 @@ def put_place(
         if parent.level is PlaceLevel.BUILDING:
             raise FieldError(422, ("body", "parent_id"), "a building has no places under it")
         path = (*parent.path, place_id)
+    check_scope(who.user, path, f"place {place_id!r}")
     try:
         current: Place | None = registry.get_place(place_id)
     except UnknownPlace:
@@ -83,7 +100,7 @@ def put_place(
             lat=body.lat,
             lon=body.lon,
         )
-    registry.put_places([place], actor)
+    registry.put_places([place], who.actor)
     response.status_code = 200 if current is not None else 201
     return place
 
@@ -94,27 +111,27 @@ def put_place(
     tags=["places"],
     responses={**NOT_FOUND, **REFUSED},
 )
-def move_place(
-    place_id: PathId, body: PlaceMove, registry: Writer, actor: Actor = "api"
-) -> list[Place]:
+def move_place(who: Writing, place_id: PathId, body: PlaceMove, registry: Writer) -> list[Place]:
     """Move a place and its subtree (devices included) under another parent."""
-    registry.get_place(place_id)
+    place = registry.get_place(place_id)
+    check_scope(who.user, place.path, f"place {place_id!r}")
     try:
-        registry.get_place(body.parent_id)
+        parent = registry.get_place(body.parent_id)
     except UnknownPlace as exc:
         raise FieldError(422, ("body", "parent_id"), str(exc), body.parent_id) from exc
-    return registry.move_place(place_id, body.parent_id, actor)
+    check_scope(who.user, (*parent.path, place_id), f"the new place of {place_id!r}")
+    return registry.move_place(place_id, body.parent_id, who.actor)
 
 
 @router.get("/profiles", response_model=list[Profile], tags=["profiles"])
-def list_profiles(registry: Reader) -> list[Profile]:
+def list_profiles(user: Reading, registry: Reader) -> list[Profile]:
     return registry.list_profiles()
 
 
 @router.get(
     "/profiles/{profile_id}", response_model=Profile, tags=["profiles"], responses=NOT_FOUND
 )
-def get_profile(profile_id: PathId, registry: Reader) -> Profile:
+def get_profile(user: Reading, profile_id: PathId, registry: Reader) -> Profile:
     try:
         return registry.get_profile(profile_id)
     except UnknownProfile as exc:
@@ -123,26 +140,28 @@ def get_profile(profile_id: PathId, registry: Reader) -> Profile:
 
 @_put("/profiles/{profile_id}", Profile, "profiles", BAD_INPUT)
 def put_profile(
+    who: Writing,
     profile_id: PathId,
     body: ProfileBody,
     registry: Writer,
     response: Response,
-    actor: Actor = "api",
 ) -> Profile:
-    """Create or replace a profile; changed valid ranges reach its devices in the stream."""
+    """Create or replace a profile; changed valid ranges reach its devices in the stream.
+    A profile serves the whole city: it takes a city-wide scope."""
+    require_city(who.user, f"profile {profile_id!r}")
     with body_errors():
         profile = Profile(profile_id=profile_id, **body.model_dump())
     try:
         existed = registry.get_profile(profile_id) is not None
     except UnknownProfile:
         existed = False
-    registry.put_profile(profile, actor)
+    registry.put_profile(profile, who.actor)
     response.status_code = 200 if existed else 201
     return registry.get_profile(profile_id)
 
 
 @router.get("/departments", response_model=list[Department], tags=["departments"])
-def list_departments(registry: Reader) -> list[Department]:
+def list_departments(user: Reading, registry: Reader) -> list[Department]:
     return registry.list_departments()
 
 
@@ -152,7 +171,7 @@ def list_departments(registry: Reader) -> list[Department]:
     tags=["departments"],
     responses=NOT_FOUND,
 )
-def get_department(department_id: PathId, registry: Reader) -> Department:
+def get_department(user: Reading, department_id: PathId, registry: Reader) -> Department:
     for department in registry.list_departments():
         if department.department_id == department_id:
             return department
@@ -161,14 +180,16 @@ def get_department(department_id: PathId, registry: Reader) -> Department:
 
 @_put("/departments/{department_id}", Department, "departments", BAD_INPUT)
 def put_department(
+    who: Writing,
     department_id: PathId,
     body: DepartmentBody,
     registry: Writer,
     response: Response,
-    actor: Actor = "api",
 ) -> Department:
+    """Create or rename a department (it serves the whole city: a city-wide scope)."""
+    require_city(who.user, f"department {department_id!r}")
     department = Department(department_id=department_id, name=body.name)
     existed = any(d.department_id == department_id for d in registry.list_departments())
-    registry.put_department(department, actor)
+    registry.put_department(department, who.actor)
     response.status_code = 200 if existed else 201
     return department

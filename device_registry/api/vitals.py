@@ -12,9 +12,12 @@ from fastapi import APIRouter, Query, Request
 
 from cityvitals.contracts import IDENTIFIER
 from cityvitals.settings import Settings
+from device_registry.access import User
+from device_registry.api.auth import check_scope, require
 from device_registry.api.bodies import NOT_FOUND, RETRY_LATER, FieldProblem
 from device_registry.api.deps import PathId, Reader
 from device_registry.api.errors import FieldError, NotFound
+from device_registry.errors import UnknownPlace as UnknownRegistryPlace
 from rules.indicators import Catalogue, parse_catalogue
 from sinks.vitals import HistoryPoint, PlaceVitals, current, history
 from sinks.vitals import UnknownPlace as UnknownVitalsPlace
@@ -22,6 +25,16 @@ from sinks.vitals import UnknownPlace as UnknownVitalsPlace
 __all__ = ["load_catalogue", "router"]
 
 router = APIRouter(responses=RETRY_LATER, tags=["vitals"])
+Reading = Annotated[User, require("read")]
+
+
+def _in_scope(registry: Reader, user: User, place_id: str) -> None:
+    """403 for a place outside the user's scope (an unknown place: 404 as before)."""
+    try:
+        place = registry.get_place(place_id)
+    except UnknownRegistryPlace:
+        return  # the vitals query answers 404 naming it
+    check_scope(user, place.path, f"place {place_id!r}")
 
 
 def load_catalogue(path: Path | None) -> Catalogue:
@@ -38,10 +51,13 @@ def _as_utc(value: datetime) -> datetime:
 
 
 @router.get("/vitals/{place_id}", response_model=list[PlaceVitals], responses=NOT_FOUND)
-def vitals_now(place_id: PathId, registry: Reader, request: Request) -> list[PlaceVitals]:
+def vitals_now(
+    user: Reading, place_id: PathId, registry: Reader, request: Request
+) -> list[PlaceVitals]:
     """The place, then its children: each indicator's latest value with its unit, window,
     age, coverage and quality, when the next value is due, the indicators with no value yet,
     and the open alerts under each by level."""
+    _in_scope(registry, user, place_id)
     settings: Settings = request.app.state.settings
     try:
         return current(
@@ -63,6 +79,7 @@ def vitals_now(place_id: PathId, registry: Reader, request: Request) -> list[Pla
     },
 )
 def vitals_history(
+    user: Reading,
     place_id: PathId,
     registry: Reader,
     request: Request,
@@ -74,6 +91,7 @@ def vitals_history(
     """One indicator of one place over ``[from, to)`` (ISO times or dates; without a zone, UTC;
     default: the last day), as stored or rolled up to hours or days. An indicator the
     catalogue does not have answers 422, listing those it has."""
+    _in_scope(registry, user, place_id)
     known: tuple[str, ...] = request.app.state.indicators
     if indicator not in known:
         raise FieldError(

@@ -8,6 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from cityvitals.contracts import DeviceLiveness, Liveness, PlaceOutage
+from device_registry.access import User
+from device_registry.api.auth import place_filter, require, require_city, visible
 from device_registry.api.bodies import RETRY_LATER
 from device_registry.api.deps import IdFilter, Limit, Offset, Reader
 from device_registry.liveness_store import device_rows, open_outages
@@ -20,6 +22,7 @@ router = APIRouter(responses=RETRY_LATER)
 
 @router.get("/audit", response_model=list[AuditEntry], tags=["audit"])
 def audit_log(
+    user: Annotated[User, require("audit.read")],
     registry: Reader,
     entity: Annotated[
         str | None, Query(pattern=r"^[a-z_]{1,40}$", description="device, place, ...")
@@ -27,12 +30,15 @@ def audit_log(
     entity_id: IdFilter = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> list[AuditEntry]:
-    """Registry changes, newest first: who changed what, before and after."""
+    """Registry changes and API actions, newest first: who changed what, before and after.
+    It spans the whole city: it takes a city-wide scope."""
+    require_city(user, "the audit log")
     return registry.audit_log(entity, entity_id, limit)
 
 
 @router.get("/liveness/devices", response_model=list[DeviceLiveness], tags=["liveness"])
 def device_liveness(
+    user: Annotated[User, require("read")],
     registry: Reader,
     place: IdFilter = None,
     status: Liveness | None = None,
@@ -40,10 +46,16 @@ def device_liveness(
     offset: Offset = 0,
 ) -> list[DeviceLiveness]:
     """Each device's liveness as the liveness service last judged it, in id order."""
-    return device_rows(registry.conn, place, status, limit, offset)
+    narrowed = place_filter(user, registry, place)
+    found = device_rows(registry.conn, narrowed[-1] if narrowed else place, status, limit, offset)
+    return visible(user, found, lambda d: d.place_path)
 
 
 @router.get("/liveness/outages", response_model=list[PlaceOutage], tags=["liveness"])
-def outages(registry: Reader, place: IdFilter = None) -> list[PlaceOutage]:
+def outages(
+    user: Annotated[User, require("read")], registry: Reader, place: IdFilter = None
+) -> list[PlaceOutage]:
     """Places whose devices went silent together and have not come back, oldest first."""
-    return open_outages(registry.conn, place)
+    narrowed = place_filter(user, registry, place)
+    found = open_outages(registry.conn, narrowed[-1] if narrowed else place)
+    return visible(user, found, lambda o: o.place_path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from datetime import datetime
 from typing import Any
 
@@ -33,7 +33,13 @@ class AuditEntry:
 
 
 def _json(model: Any) -> Jsonb | None:
-    return None if model is None else Jsonb(json.loads(model.model_dump_json()))
+    if model is None:
+        return None
+    if isinstance(model, dict):
+        return Jsonb(json.loads(json.dumps(model, default=str)))
+    if is_dataclass(model) and not isinstance(model, type):  # a user, say
+        return Jsonb(json.loads(json.dumps(asdict(model), default=str)))
+    return Jsonb(json.loads(model.model_dump_json()))
 
 
 def record(

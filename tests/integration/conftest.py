@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 import yaml
 from confluent_kafka import Consumer
@@ -28,6 +29,7 @@ from confluent_kafka import Consumer
 from cityvitals import db, kafka
 from cityvitals.contracts import Device
 from cityvitals.settings import Settings
+from device_registry.access import Role
 from wiring.localstack import LocalStack, MetricsPorts, down
 from wiring.services import open_registry
 
@@ -258,3 +260,38 @@ def alerts_consumer(pipeline: Pipeline) -> Iterator[Consumer]:
     consumer.subscribe([pipeline.settings.topic(Topic.ALERTS)])
     yield consumer
     consumer.close()
+
+
+ADMIN = "itest-api"
+"""The admin the API tests call as (its name is the actor of what they change)."""
+
+
+def add_user(
+    settings: Settings,
+    name: str,
+    role: Role,
+    scope: tuple[str, ...] = (),
+    department: str | None = None,
+) -> str:
+    """A new user of the API in the settings' database; returns its token."""
+    with open_registry(settings) as registry:
+        return str(registry.add_user(name, role, "itest", scope, department)[1])
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="session")
+def admin_token(pipeline: Pipeline) -> str:
+    """The token of the pipeline API's admin user, ``itest-api``."""
+    return add_user(pipeline.settings, ADMIN, Role.ADMIN)
+
+
+def api_client(settings: Settings, token: str, timeout: float = 120) -> httpx.Client:
+    """An HTTP client of the settings' API, calling with ``token`` (as ``X-Actor: itest-api``)."""
+    return httpx.Client(
+        base_url=f"http://127.0.0.1:{settings.api_port}",
+        timeout=timeout,
+        headers={"X-Actor": ADMIN, **bearer(token)},
+    )

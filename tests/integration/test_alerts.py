@@ -29,7 +29,7 @@ from cityvitals.contracts import (
 )
 from cityvitals.settings import Settings
 from sinks import AlertFilter, AlertSink, IncidentSink, alert_detail, list_alerts
-from tests.integration.conftest import Pipeline
+from tests.integration.conftest import Pipeline, api_client
 from wiring.cli import app
 
 pytestmark = pytest.mark.integration
@@ -254,9 +254,8 @@ def test_the_cli_lists_and_shows_alerts_in_the_city_zone(town: Settings) -> None
 
 
 @pytest.fixture(scope="module")
-def api(pipeline: Pipeline) -> Iterator[httpx.Client]:
-    base = f"http://127.0.0.1:{pipeline.settings.api_port}"
-    with httpx.Client(base_url=base, timeout=60, headers={"X-Actor": "itest-api"}) as client:
+def api(pipeline: Pipeline, admin_token: str) -> Iterator[httpx.Client]:
+    with api_client(pipeline.settings, admin_token) as client:
         yield client
 
 

@@ -50,7 +50,7 @@ from sinks import (
     open311_services,
     performance,
 )
-from tests.integration.conftest import Pipeline, wait_for
+from tests.integration.conftest import Pipeline, api_client, wait_for
 from wiring.cli import app
 
 pytestmark = pytest.mark.integration
@@ -542,9 +542,8 @@ def test_cli_report_sends_a_valid_citizen_report_and_open311_exports_it(town: Se
 
 
 @pytest.fixture(scope="module")
-def api(pipeline: Pipeline) -> Iterator[httpx.Client]:
-    base = f"http://127.0.0.1:{pipeline.settings.api_port}"
-    with httpx.Client(base_url=base, timeout=60, headers={"X-Actor": "itest-api"}) as client:
+def api(pipeline: Pipeline, admin_token: str) -> Iterator[httpx.Client]:
+    with api_client(pipeline.settings, admin_token, timeout=60) as client:
         yield client
 
 

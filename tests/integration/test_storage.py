@@ -223,6 +223,7 @@ def test_existing_rows_are_kept_by_the_storage_migration(
             "0004_storage",
             "0005_indicator_samples",
             "0006_incidents",
+            "0007_users",
         ]
         with db.connect(settings) as conn:
             for d in (0, 1, 5):
@@ -548,6 +549,7 @@ def test_timescale_storage_in_pglite(timescale: str, monkeypatch: pytest.MonkeyP
         "0004_storage",
         "0005_indicator_samples",
         "0006_incidents",
+        "0007_users",
     ]  # migrate_data
     assert db.migrate(settings) == []
     assert db.flavour(settings) == "timescale"

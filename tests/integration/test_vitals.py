@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from rules.indicators import IAQI_2026, iaqi
-from tests.integration.conftest import Pipeline, reading, wait_for
+from tests.integration.conftest import Pipeline, bearer, reading, wait_for
 from wiring.simulate import sample
 
 pytestmark = pytest.mark.integration
@@ -114,7 +114,9 @@ class Town:
         return {r[0]: r for r in rows}
 
 
-def test_every_level_gets_indicators_that_equal_a_direct_computation(pipeline: Pipeline) -> None:
+def test_every_level_gets_indicators_that_equal_a_direct_computation(
+    pipeline: Pipeline, admin_token: str
+) -> None:
     town = Town(pipeline, ("air_quality", "noise"), per_grid=2)
     start = hour_ago()
     for minute in (1, 2):
@@ -156,7 +158,8 @@ def test_every_level_gets_indicators_that_equal_a_direct_computation(pipeline: P
 
     # The same through the API and the CLI's query: the district, then its two streets.
     api = f"http://127.0.0.1:{pipeline.settings.api_port}"
-    now = httpx.get(f"{api}/vitals/{town.district}", timeout=10).json()
+    auth = bearer(admin_token)
+    now = httpx.get(f"{api}/vitals/{town.district}", timeout=10, headers=auth).json()
     assert [p["place_id"] for p in now] == [town.district, *sorted(town.streets)]
     signs = {s["indicator"]: s for s in now[0]["signs"]}
     # Latest is the last hour that ended, in which this town's stations sent nothing.
@@ -171,9 +174,12 @@ def test_every_level_gets_indicators_that_equal_a_direct_computation(pipeline: P
             "resolution": "1h",
         },
         timeout=10,
+        headers=auth,
     ).json()
     assert [(h["value"], h["windows"]) for h in hourly] == [(aqi[town.city][2], 1)]
-    assert httpx.get(f"{api}/vitals/nowhere{town.city}", timeout=10).status_code == 404
+    assert (
+        httpx.get(f"{api}/vitals/nowhere{town.city}", timeout=10, headers=auth).status_code == 404
+    )
 
 
 def test_coverage_falls_when_devices_stop_and_a_restart_leaves_no_gap(pipeline: Pipeline) -> None:
