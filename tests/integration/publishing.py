@@ -55,9 +55,9 @@ def publish_all(
         if not connected.wait(30):
             raise TimeoutError(f"{user} could not connect to MQTT")
         for i, (topic, payload) in enumerate(messages):
-            if i >= IN_FLIGHT:  # bound what waits in paho's queue as well
-                if not acked.acquire(timeout=max(deadline - time.monotonic(), 0.01)):
-                    raise TimeoutError(f"broker acknowledged {i - IN_FLIGHT} of {len(messages)}")
+            waited = i < IN_FLIGHT or acked.acquire(timeout=max(deadline - time.monotonic(), 0.01))
+            if not waited:  # bound what waits in paho's queue as well
+                raise TimeoutError(f"broker acknowledged {i - IN_FLIGHT} of {len(messages)}")
             client.publish(topic, payload, qos=1)
         for _ in range(min(IN_FLIGHT, len(messages))):
             if not acked.acquire(timeout=max(deadline - time.monotonic(), 0.01)):
