@@ -1,5 +1,5 @@
 """Loss accounting: reconcile what every hop counted with what the database holds. Pure:
-figures in, a line per check out (``cityvitals audit`` gathers the figures and prints them).
+figures in, a line per check out (``cityvitals reconcile`` gathers the figures and prints them).
 
 The checks, hop by hop:
 

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from cityvitals.settings import Settings
-from wiring.cli_audit import audit
+from wiring.cli_audit import reconcile
 from wiring.cli_common import fail, settings
 from wiring.simulate import INCIDENT_AFTER_S, INCIDENT_SPACING_S, INTERVAL_S
 
@@ -399,7 +399,7 @@ def _add_incident_commands() -> None:
 
 
 _add_incident_commands()
-app.command("audit")(audit)
+app.command("reconcile")(reconcile)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""``cityvitals audit``: does every hop's count reconcile, end to end? Reads the running
+"""``cityvitals reconcile``: does every hop's count reconcile, end to end? Reads the running
 services' metrics (the ports a ``cityvitals up`` recorded in its state folder) and the
 database, and prints a line per check (:mod:`wiring.audit`). Exit 0 when everything
 reconciles, 1 with a gap, 2 when a service or the database cannot be read."""
@@ -16,10 +16,11 @@ import typer
 
 from cityvitals.settings import Settings
 from cityvitals.topics import Topic
-from wiring.audit import Figures, Hop, Line, Stored, exit_code, hops_from_exposition, reconcile
+from wiring import audit as checks
+from wiring.audit import Figures, Hop, Line, Stored, exit_code, hops_from_exposition
 from wiring.cli_common import parse_utc, settings
 
-__all__ = ["audit", "read_hops", "read_stored"]
+__all__ = ["read_hops", "read_stored", "reconcile"]
 
 COUNTED = ("ingest", "streams", "sinks", "liveness")
 """The services whose counters the audit reads (the stream's process also counts incidents)."""
@@ -123,7 +124,7 @@ def _as_json(figures: Figures, lines: list[Line], code: int) -> dict[str, Any]:
     }
 
 
-def audit(
+def reconcile(
     since: Annotated[
         str | None,
         typer.Option(
@@ -155,7 +156,7 @@ def audit(
         except Unreadable as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-        lines = reconcile(figures)
+        lines = checks.reconcile(figures)
         code = exit_code(lines)
         if code == 0 or time.monotonic() >= deadline:
             break

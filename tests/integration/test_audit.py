@@ -1,4 +1,4 @@
-"""``cityvitals audit`` on the running pipeline: a bounded mix of valid and refused readings,
+"""``cityvitals reconcile`` on the running pipeline: a bounded mix of valid and refused readings,
 published over MQTT, reconciles end to end and its figures are what was sent."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ VALID, BAD_AT_GATEWAY, BAD_AT_STREAM = 30, 6, 4
 
 
 def run_audit(pipeline: Pipeline, *args: str) -> tuple[int, dict[str, Any]]:
-    """``cityvitals audit --json ARGS`` as a separate process, as an operator runs it."""
+    """``cityvitals reconcile --json ARGS`` as a separate process, as an operator runs it."""
     done = subprocess.run(
-        [sys.executable, "-m", "wiring.cli", "audit", "--json", *args],
+        [sys.executable, "-m", "wiring.cli", "reconcile", "--json", *args],
         env={**os.environ, **pipeline.settings.to_env()},
         capture_output=True,
         text=True,

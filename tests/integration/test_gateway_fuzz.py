@@ -1,7 +1,7 @@
 """Fuzzing through the running gateway: thousands of generated bad payloads interleaved with
 valid readings and resends, published over MQTT as one device. Every bad one is kept as a dead
 letter with its reason, every valid one is stored exactly once, the gateway and the stream
-keep running, and ``cityvitals audit`` reconciles."""
+keep running, and ``cityvitals reconcile`` reconciles."""
 
 from __future__ import annotations
 
