@@ -143,7 +143,9 @@ STRATEGIES: dict[str, st.SearchStrategy[Message]] = {
     "unknown fields": st.tuples(
         good_topics,
         st.builds(
-            lambda values, extra: reading_body("2026-12-01T08:00:00Z", 1, values, **extra),
+            lambda values, extra: json.dumps(
+                {**extra, "ts": "2026-12-01T08:00:00Z", "seq": 1, "values": values}
+            ).encode(),
             metric_values,
             st.dictionaries(st.text(min_size=1, max_size=10), json_values, min_size=1, max_size=3),
         ),
