@@ -34,6 +34,7 @@ from cityvitals.contracts import DeadLetter
 
 __all__ = [
     "REASON_MAX",
+    "SOURCE_MAX",
     "StageMetrics",
     "Transient",
     "as_utc",
@@ -47,6 +48,10 @@ log = logging.getLogger("cityvitals.stage")
 
 REASON_MAX = 2000
 """A dead letter's reason is cut to this many characters (the contract's limit)."""
+
+SOURCE_MAX = 500
+"""A dead letter's source is cut to this many characters (the contract's limit): an MQTT topic
+may be far longer, and its dead letter must still be kept."""
 
 T = TypeVar("T")
 
@@ -95,7 +100,7 @@ def dead_letter(
     return DeadLetter(
         stage=stage,
         reason=reason[:REASON_MAX],
-        source=source,
+        source=source[:SOURCE_MAX],
         device_id=device_id,
         payload_b64=base64.b64encode(payload).decode(),
         received_at=utc_now() if received_at is None else received_at,

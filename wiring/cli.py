@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from cityvitals.settings import Settings
+from wiring.cli_audit import reconcile
 from wiring.cli_common import fail, settings
 from wiring.simulate import INCIDENT_AFTER_S, INCIDENT_SPACING_S, INTERVAL_S
 
@@ -416,6 +417,7 @@ def _add_user_commands() -> None:
 
 _add_incident_commands()
 _add_user_commands()
+app.command("audit")(reconcile)
 
 
 def main() -> None:

@@ -23,5 +23,5 @@ def registry_apps() -> list[tuple[typer.Typer | Callable[..., None], str]]:
         (places_app, "places"),
         (profiles_app, "profiles"),
         (departments_app, "departments"),
-        (audit, "audit"),
+        (audit, "history"),
     ]

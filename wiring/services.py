@@ -8,7 +8,7 @@ import threading
 from importlib import resources
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
 from cityvitals import db, kafka
 from cityvitals.settings import Settings
@@ -61,6 +61,7 @@ def _stop_event() -> threading.Event:
 
 def _metrics(settings: Settings) -> CollectorRegistry:
     registry = CollectorRegistry()
+    ProcessCollector(registry=registry)  # process_start_time_seconds: when the counters started
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
     return registry

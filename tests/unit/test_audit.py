@@ -1,0 +1,119 @@
+"""The reconciliation of ``cityvitals audit``: figures in, named gaps out."""
+
+from datetime import UTC, datetime, timedelta
+
+from wiring.audit import Figures, Hop, Stored, exit_code, hops_from_exposition, reconcile
+
+T = datetime(2026, 12, 1, 8, tzinfo=UTC)
+
+
+def figures(
+    *,
+    ingest: Hop | None = None,
+    streams: Hop | None = None,
+    sinks: Hop | None = None,
+    stored: Stored | None = None,
+    published: int | None = None,
+) -> Figures:
+    """A stack that took 10 messages: 2 refused at the gateway, 1 at the stream, 7 stored."""
+    hops = {
+        "ingest": ingest or Hop(10, 8, {"values": 2}, T),
+        "streams": streams or Hop(8, 7, {"unknown": 1}, T),
+        "sinks": sinks or Hop(4, 4, {}, T),
+    }
+    db = stored or Stored(7, 0, {"ingest": 2, "streams": 1}, device_deadletters=3)
+    return Figures(hops, db, db, published)
+
+
+def failing(f: Figures) -> list[str]:
+    return [line.detail for line in reconcile(f) if line.ok is False]
+
+
+def test_a_stack_that_lost_nothing_reconciles() -> None:
+    lines = reconcile(figures(published=10))
+    assert [line.ok for line in lines] == [True] * len(lines)
+    assert exit_code(lines) == 0
+    checks = " | ".join(line.check for line in lines)
+    for words in ("ingest: received 10", "gateway → stream", "stream → database", "published 10"):
+        assert words in checks
+
+
+def test_a_reading_lost_between_the_stream_and_the_database_is_named() -> None:
+    f = figures(stored=Stored(6, 0, {"ingest": 2, "streams": 1}, 3), published=10)
+    gaps = failing(f)
+    assert (
+        gaps[0]
+        == "1 forwarded by the stream but not stored (stream → database), beyond 0 out of order"
+    )
+    assert gaps[1].startswith("1 published but neither stored nor dead-lettered")
+    assert exit_code(reconcile(f)) == 1
+
+
+def test_a_message_the_gateway_neither_forwarded_nor_refused_is_named() -> None:
+    gaps = failing(figures(ingest=Hop(11, 8, {"values": 2}, T)))
+    assert gaps == ["1 received by ingest neither forwarded nor refused (in ingest)"]
+
+
+def test_in_flight_at_the_gateway_is_not_a_gap() -> None:
+    assert failing(figures(ingest=Hop(11, 8, {"values": 2}, T, in_flight=1))) == []
+
+
+def test_a_refusal_without_a_stored_dead_letter_is_named() -> None:
+    f = figures(stored=Stored(7, 0, {"ingest": 1, "streams": 1}, 2))
+    assert "1 refused by ingest but no dead letter stored" in " ".join(failing(f))
+
+
+def test_readings_the_gateway_forwarded_but_the_stream_never_received_are_named() -> None:
+    gaps = failing(figures(streams=Hop(6, 5, {"unknown": 1}, T)))
+    assert gaps[0].startswith("2 forwarded by the gateway not received by the stream")
+
+
+def test_replays_do_not_count_as_loss() -> None:
+    # The stream re-read 3 readings (at least once) and forwarded them again; a device sent
+    # one twice: stored once each, counted out of order by the stream.
+    replayed = Hop(11, 10, {"unknown": 1}, T, out_of_order=3)
+    lines = reconcile(figures(streams=replayed, published=10))
+    assert exit_code(lines) == 0
+    details = " ".join(line.detail for line in lines)
+    assert "3 replayed" in details and "3 duplicates or replays stored once" in details
+
+
+def test_more_missing_than_out_of_order_is_a_gap() -> None:
+    f = figures(streams=Hop(9, 8, {"unknown": 1}, T, out_of_order=0))
+    assert failing(f)[0].startswith("1 forwarded by the stream but not stored")
+
+
+def test_a_restarted_hop_is_skipped_not_called_a_gap() -> None:
+    later = T + timedelta(hours=1)
+    lines = reconcile(figures(streams=Hop(2, 2, {}, later), published=10))
+    skipped = [line for line in lines if line.ok is None]
+    assert skipped and all("streams restarted at" in line.detail for line in skipped)
+    assert exit_code(lines) == 0
+
+
+def test_undecodable_kafka_messages_are_not_readings_the_gateway_sent() -> None:
+    streams = Hop(9, 7, {"unknown": 1, "bad_batch": 1}, T, undecodable=1)
+    f = figures(streams=streams, stored=Stored(7, 0, {"ingest": 2, "streams": 2}, 3))
+    assert failing(f) == []
+
+
+def test_the_exposition_gives_each_stage_its_counters() -> None:
+    text = "\n".join(
+        [
+            "process_start_time_seconds 1.7645796e+09",
+            "cityvitals_streams_received_total 9.0",
+            "cityvitals_streams_forwarded_total 7.0",
+            'cityvitals_streams_rejected_total{reason="unknown"} 1.0',
+            'cityvitals_streams_rejected_total{reason="bad_batch"} 1.0',
+            "cityvitals_streams_out_of_order_total 2.0",
+            "cityvitals_incidents_received_total 3.0",
+            "cityvitals_incidents_forwarded_total 3.0",
+            "",
+        ]
+    )
+    hops = hops_from_exposition(text)
+    assert set(hops) == {"streams", "incidents"}
+    s = hops["streams"]
+    assert (s.received, s.forwarded, s.refused, s.out_of_order, s.undecodable) == (9, 7, 2, 2, 1)
+    assert s.started == datetime.fromtimestamp(1.7645796e9, UTC)
+    assert hops["incidents"].undecodable == 0

@@ -1,0 +1,283 @@
+"""Loss accounting: reconcile what every hop counted with what the database holds. Pure:
+figures in, a line per check out (``cityvitals audit`` gathers the figures and prints them).
+
+The checks, hop by hop:
+
+- each hop: received = forwarded + refused (+ in flight at the gateway);
+- gateway → stream: what the gateway forwarded to Kafka the stream received (more is a
+  replay, at least once; fewer is in transit or lost);
+- stream → database: readings and camera events stored (distinct natural keys) = forwarded by
+  the stream, less at most its out-of-order count (a duplicate or replay is stored once);
+- dead letters stored = refusals counted, for every stage that dead-letters;
+- with what the devices published: published = stored + dead-lettered on the device path.
+
+Counters start at zero with their process; the database is durable. A check that compares
+counters with the database holds only while the processes' counters cover the same time, so a
+hop whose process restarted later is skipped with a note, not called a gap.
+
+>>> from datetime import UTC, datetime
+>>> t = datetime(2026, 12, 1, tzinfo=UTC)
+>>> hops = {"ingest": Hop(10, 8, {"values": 2}, t), "streams": Hop(8, 8, {}, t),
+...         "sinks": Hop(3, 3, {}, t)}
+>>> db = Stored(readings=7, camera_events=0, deadletters={"ingest": 2}, device_deadletters=2)
+>>> lines = reconcile(Figures(hops, db, db, published=10))
+>>> [line.ok for line in lines], exit_code(lines)
+([True, True, True, True, False, True, True, True, False], 1)
+>>> lines[4].detail
+'1 forwarded by the stream but not stored (stream → database), beyond 0 out of order'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+__all__ = [
+    "DEAD_LETTERING",
+    "RESTART_SLACK",
+    "Figures",
+    "Hop",
+    "Line",
+    "Stored",
+    "exit_code",
+    "hops_from_exposition",
+    "reconcile",
+]
+
+DEAD_LETTERING = ("ingest", "streams", "incidents", "sinks", "notify")
+"""Stages whose refusals go to ``deadletter`` (liveness refusals are dead-lettered by sinks)."""
+
+RESTART_SLACK = timedelta(seconds=120)
+"""Processes started within this time of the first one count as started together (a stack
+starts its services one after another); one started later was restarted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One stage's counters since its process started."""
+
+    received: int
+    forwarded: int
+    rejected: Mapping[str, int]
+    started: datetime | None = None
+    in_flight: int = 0
+    out_of_order: int = 0
+    undecodable: int = 0
+    """Received Kafka messages that did not decode (counted as one each, not as readings)."""
+
+    @property
+    def refused(self) -> int:
+        return sum(self.rejected.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What the database holds, received since a time."""
+
+    readings: int
+    """Distinct readings (device, time): a reading of several metrics is one."""
+    camera_events: int
+    deadletters: Mapping[str, int]
+    """Dead letters by stage."""
+    device_deadletters: int
+    """Dead letters of what devices sent: the gateway's, and the stream's of ``readings.raw``."""
+
+    @property
+    def items(self) -> int:
+        return self.readings + self.camera_events
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    hops: Mapping[str, Hop]
+    since_start: Stored
+    """The database since the first process started (compared with counters)."""
+    window: Stored
+    """The database since the time asked for (compared with ``published``)."""
+    published: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One check: ``ok`` is True, False (a gap, named in ``detail``) or None (not comparable)."""
+
+    check: str
+    left: int
+    right: int
+    ok: bool | None
+    detail: str
+    gap: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _started_together(hops: Mapping[str, Hop], stages: tuple[str, ...]) -> str | None:
+    """None if the stages' counters cover the same time; else which one restarted."""
+    starts = [h.started for h in hops.values() if h.started is not None]
+    if not starts:
+        return None
+    first = min(starts)
+    for stage in stages:
+        started = hops[stage].started
+        if started is not None and started - first > RESTART_SLACK:
+            return f"{stage} restarted at {started.isoformat(timespec='seconds')}"
+    return None
+
+
+def _balance(stage: str, hop: Hop) -> Line:
+    right = hop.forwarded + hop.refused + hop.in_flight
+    gap = hop.received - right
+    flight = f" + {hop.in_flight} in flight" if hop.in_flight else ""
+    what = f"{stage}: received {hop.received} = forwarded {hop.forwarded} + refused {hop.refused}{flight}"
+    if gap == 0:
+        return Line(what, hop.received, right, True, "OK")
+    if gap > 0:
+        detail = f"{gap} received by {stage} neither forwarded nor refused (in {stage})"
+    else:
+        detail = f"{-gap} more forwarded or refused than received by {stage}"
+    return Line(what, hop.received, right, False, detail, abs(gap))
+
+
+def _gateway_to_stream(hops: Mapping[str, Hop]) -> Line:
+    sent, got = hops["ingest"].forwarded, hops["streams"].received - hops["streams"].undecodable
+    what = f"gateway → stream: forwarded {sent} = received by the stream {got}"
+    restarted = _started_together(hops, ("ingest", "streams"))
+    if restarted:
+        return Line(what, sent, got, None, f"not comparable: {restarted}")
+    if got >= sent:
+        extra = f" ({got - sent} replayed, at least once: not a loss)" if got > sent else ""
+        return Line(what, sent, got, True, f"OK{extra}")
+    return Line(
+        what,
+        sent,
+        got,
+        False,
+        f"{sent - got} forwarded by the gateway not received by the stream (gateway → stream: in transit or lost)",
+        sent - got,
+    )
+
+
+def _stream_to_database(hops: Mapping[str, Hop], stored: Stored) -> Line:
+    stream = hops["streams"]
+    what = f"stream → database: forwarded {stream.forwarded} = stored {stored.items}"
+    restarted = _started_together(hops, ("streams", "sinks"))
+    if restarted:
+        return Line(what, stream.forwarded, stored.items, None, f"not comparable: {restarted}")
+    missing = stream.forwarded - stored.items
+    if 0 <= missing <= stream.out_of_order:
+        extra = f" ({missing} duplicates or replays stored once)" if missing else ""
+        return Line(what, stream.forwarded, stored.items, True, f"OK{extra}")
+    if missing < 0:
+        detail = (
+            f"{-missing} stored but not forwarded by the stream (another writer, or counters reset)"
+        )
+        return Line(what, stream.forwarded, stored.items, False, detail, -missing)
+    gap = missing - stream.out_of_order
+    detail = (
+        f"{gap} forwarded by the stream but not stored (stream → database), "
+        f"beyond {stream.out_of_order} out of order"
+    )
+    return Line(what, stream.forwarded, stored.items, False, detail, gap)
+
+
+def _deadletters(stage: str, hop: Hop, stored: Stored, restarted: str | None) -> Line:
+    kept = stored.deadletters.get(stage, 0)
+    what = f"dead letters of {stage}: refused {hop.refused} = stored {kept}"
+    if restarted:
+        return Line(what, hop.refused, kept, None, f"not comparable: {restarted}")
+    if kept >= hop.refused:
+        extra = (
+            f" ({kept - hop.refused} replayed refusals stored again)" if kept > hop.refused else ""
+        )
+        return Line(what, hop.refused, kept, True, f"OK{extra}")
+    gap = hop.refused - kept
+    detail = f"{gap} refused by {stage} but no dead letter stored ({stage} → database: in transit or lost)"
+    return Line(what, hop.refused, kept, False, detail, gap)
+
+
+def _published(published: int, stored: Stored) -> Line:
+    right = stored.items + stored.device_deadletters
+    what = (
+        f"published {published} = stored {stored.items} + dead-lettered {stored.device_deadletters}"
+    )
+    gap = published - right
+    if gap == 0:
+        return Line(what, published, right, True, "OK")
+    if gap > 0:
+        detail = f"{gap} published but neither stored nor dead-lettered (devices → database: in flight or lost)"
+    else:
+        detail = (
+            f"{-gap} more stored or dead-lettered than published (other traffic in the window?)"
+        )
+    return Line(what, published, right, False, detail, abs(gap))
+
+
+def reconcile(figures: Figures) -> list[Line]:
+    """Every check the figures allow, in the order of the data's path."""
+    hops = figures.hops
+    lines = [_balance(stage, hop) for stage, hop in hops.items()]
+    if "ingest" in hops and "streams" in hops:
+        lines.append(_gateway_to_stream(hops))
+    if "streams" in hops and "sinks" in hops:
+        lines.append(_stream_to_database(hops, figures.since_start))
+    if "sinks" in hops:
+        for stage in DEAD_LETTERING:
+            if stage in hops:
+                restarted = _started_together(hops, (stage, "sinks"))
+                lines.append(_deadletters(stage, hops[stage], figures.since_start, restarted))
+    if figures.published is not None:
+        lines.append(_published(figures.published, figures.window))
+    return lines
+
+
+def exit_code(lines: list[Line]) -> int:
+    """0 when every comparable check holds, 1 with a gap."""
+    return 0 if all(line.ok is not False for line in lines) else 1
+
+
+def hops_from_exposition(text: str) -> dict[str, Hop]:
+    """The stages' counters in one service's Prometheus text (the stream's holds two stages).
+
+    >>> text = '''cityvitals_ingest_received_total 5.0
+    ... cityvitals_ingest_forwarded_total 4.0
+    ... cityvitals_ingest_rejected_total{field="ts"} 1.0
+    ... cityvitals_ingest_inflight 0.0
+    ... process_start_time_seconds 1.7646e+09
+    ... '''
+    >>> hop = hops_from_exposition(text)["ingest"]
+    >>> hop.received, hop.forwarded, dict(hop.rejected), hop.started.year
+    (5, 4, {'ts': 1}, 2025)
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values: dict[str, float] = {}
+    rejected: dict[str, dict[str, int]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name = sample.name
+            if name.startswith("cityvitals_") and name.endswith("_rejected_total"):
+                stage = name.removeprefix("cityvitals_").removesuffix("_rejected_total")
+                why = next(iter(sample.labels.values()), "")
+                rejected.setdefault(stage, {})[why] = int(sample.value)
+            elif not sample.labels:
+                values[name] = sample.value
+    started = values.get("process_start_time_seconds")
+    when = None if started is None else datetime.fromtimestamp(started, UTC)
+    hops = {}
+    for name in values:
+        if not (name.startswith("cityvitals_") and name.endswith("_received_total")):
+            continue
+        stage = name.removeprefix("cityvitals_").removesuffix("_received_total")
+        refused = rejected.get(stage, {})
+        hops[stage] = Hop(
+            received=int(values[name]),
+            forwarded=int(values.get(f"cityvitals_{stage}_forwarded_total", 0)),
+            rejected=refused,
+            started=when,
+            in_flight=int(values.get(f"cityvitals_{stage}_inflight", 0)),
+            out_of_order=int(values.get(f"cityvitals_{stage}_out_of_order_total", 0)),
+            undecodable=sum(n for why, n in refused.items() if why.startswith("bad_"))
+            if stage == "streams"
+            else 0,
+        )
+    return hops
