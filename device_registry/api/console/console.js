@@ -28,7 +28,7 @@ function el(tag, attrs = {}, ...children) {
     else if (key.startsWith("data-")) node.setAttribute(key, value);
     else node[key] = value;
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined) continue;
     node.append(child instanceof Node ? child : String(child));
   }
@@ -218,10 +218,27 @@ function paintSla(cell, incident) {
   cell.className = left >= 0 ? "sla" : "sla late";
 }
 
+let placesAsked = null;
+
+async function learnPlaces() {
+  // a place made since the page loaded (a new device's street): read the places again, once
+  // at a time
+  if (!placesAsked) {
+    placesAsked = call("GET", "/places").then((places) => {
+      for (const place of places) state.places.set(place.place_id, place);
+      drawMap();
+      drawIncidents();
+      drawMarkers();
+    }).catch(() => null).finally(() => { placesAsked = null; });
+  }
+  return placesAsked;
+}
+
 function onIncident(incident) {
   state.incidents.set(incident.incident_id, incident);
   drawIncidents();
   drawMarkers();
+  if (!state.places.has(incident.place_id)) learnPlaces();
   if (state.selected === incident.incident_id) showDetail(incident.incident_id);
 }
 
