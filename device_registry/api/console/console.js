@@ -360,6 +360,9 @@ function spark(series, at) {
   chart.append(svg("polyline", {
     points: series.points.map((_, k) => `${x(times[k]).toFixed(1)},${y(values[k]).toFixed(1)}`).join(" "),
   }));
+  series.points.forEach((_, k) => chart.append(svg("circle", {
+    cx: x(times[k]).toFixed(1), cy: y(values[k]).toFixed(1), r: 1.5,
+  })));
   box.append(chart, el("span", { class: "note" }, `${lo} – ${hi}`));
   return box;
 }
@@ -489,7 +492,10 @@ function drawMap() {
       cx: x, cy: y, r: big ? 3 : 1.2, class: `place ${place.level}`,
     }));
     if (big) {
-      const label = svg("text", { x: x + 4, y: y - 3, class: "label" });
+      const right = x > 300;  // near the right edge: the label goes to the left of the dot
+      const label = svg("text", {
+        x: right ? x - 4 : x + 4, y: y - 3, class: "label", "text-anchor": right ? "end" : "start",
+      });
       label.textContent = place.name;
       layer.append(label);
     }
