@@ -45,14 +45,17 @@ from device_registry.api.errors import NotFound
 from device_registry.registry import Registry
 from rules.indicators import FORMULAS, Catalogue
 from sinks import (
+    AROUND,
     AlertFilter,
     IncidentFilter,
+    SeriesPoint,
     UnknownIncident,
     get_incident,
     list_alerts,
     list_incidents,
+    readings_around,
+    refusals,
 )
-from sinks.readings import AROUND, SeriesPoint, readings_around, refusals
 from sinks.vitals import PlaceVitals, current, history
 
 __all__ = ["ASSETS", "KEEPALIVE_S", "POLL_S", "Watch", "router"]
