@@ -1,7 +1,8 @@
 """Kafka → PostgreSQL: the sinks (``write(batch)`` / ``close()``), their routing table and the
 sink service; the storage upkeep is in :mod:`sinks.maintenance`; the reads of the incident
 tables (:mod:`sinks.incidents`) and of the alert tables (:mod:`sinks.alerts`) for the CLI and
-the API. Kafka → webhooks: the notifier
+the API, and the console's (:mod:`sinks.readings`: an incident's readings, refused feedback).
+Kafka → webhooks: the notifier
 (:mod:`sinks.notifier`, :mod:`sinks.webhook`)."""
 
 from sinks.alerts import (
@@ -28,11 +29,13 @@ from sinks.incidents import (
 from sinks.notifier import Notifier
 from sinks.open311 import ServiceRequest, ServiceType, open311_requests, open311_services
 from sinks.postgres import AlertSink, CameraEventSink, DeadLetterSink, IndicatorSink, ReadingSink
+from sinks.readings import AROUND, Refusal, SeriesPoint, readings_around, refusals
 from sinks.routes import ROUTES, Route
 from sinks.runner import SinkRunner
 from sinks.webhook import verify_signature
 
 __all__ = [
+    "AROUND",
     "CLOSURE_TARGET",
     "ROUTES",
     "AlertDetail",
@@ -50,8 +53,10 @@ __all__ = [
     "Notifier",
     "Performance",
     "ReadingSink",
+    "Refusal",
     "ReportSink",
     "Route",
+    "SeriesPoint",
     "ServiceRequest",
     "ServiceType",
     "Sink",
@@ -67,5 +72,7 @@ __all__ = [
     "open311_requests",
     "open311_services",
     "performance",
+    "readings_around",
+    "refusals",
     "verify_signature",
 ]

@@ -29,7 +29,7 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry, Gauge
 
 from cityvitals.settings import Settings
-from device_registry.api import alerts, auth, devices, incidents, places, vitals, watch
+from device_registry.api import alerts, auth, console, devices, incidents, places, vitals, watch
 from device_registry.api.bodies import DeviceCreate, DeviceMove, DevicePatch
 from device_registry.api.errors import FieldError, NotFound, install_error_handlers
 from device_registry.api.metrics import RequestMetrics
@@ -80,7 +80,7 @@ def create_api(
     app.state.registries = registries
     install_error_handlers(app)
     app.include_router(auth.router)
-    for resource in (devices, places, watch, vitals, incidents, alerts):
+    for resource in (devices, places, watch, vitals, incidents, alerts, console):
         app.include_router(resource.router, responses=auth.AUTH_RESPONSES)
     if metrics is not None:
         app.add_middleware(RequestMetrics, registry=metrics)
@@ -117,6 +117,7 @@ def serve(settings: Settings, metrics: CollectorRegistry) -> None:
             log_config=None,
             log_level=settings.log_level.lower(),
             access_log=False,
+            timeout_graceful_shutdown=5,  # an open console's event stream ends
         )
         _Server(config, ready).run()
     finally:

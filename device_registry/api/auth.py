@@ -9,8 +9,9 @@ permission and checks the places it touches against the user's scope.
 * A role without the permission, or a place outside the scope: 403 naming the permission, or
   the place and the scope.
 * Open to anyone: ``/docs``, ``/redoc``, ``/openapi.json`` (and the docs' assets), ``/health``,
-  ``POST /session`` and ``DELETE /session``. ``/metrics`` is served on the metrics port, not
-  here.
+  ``POST /session``, ``DELETE /session`` and the console's page and assets (``/console``,
+  ``/console/assets/{name}``; its data and event stream take a token). ``/metrics`` is
+  served on the metrics port, not here.
 
 For a route::
 
@@ -54,7 +55,7 @@ __all__ = [
 ]
 
 TOKEN_COOKIE = "cityvitals_token"
-OPEN_PATHS = frozenset({"/health", "/session"})
+OPEN_PATHS = frozenset({"/health", "/session", "/console", "/console/assets/{name}"})
 """Routes of this API that take no token (besides the docs FastAPI serves itself)."""
 
 _bearer = HTTPBearer(

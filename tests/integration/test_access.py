@@ -354,6 +354,15 @@ GUARDS: dict[tuple[str, str], Guard] = {
             "POST", "/reports", {"json": {"place_id": w.s(2), "category": "general", "text": "t"}}
         ),
     ),
+    ("GET", "/incidents/{incident_id}/readings"): Guard(
+        "read",
+        lambda w: Request("GET", f"/incidents/{w.incidents['d1']}/readings"),
+        lambda w: Request("GET", f"/incidents/{w.incidents['d2']}/readings"),
+    ),
+    ("GET", "/console/config"): Guard("read", lambda w: Request("GET", "/console/config")),
+    ("GET", "/console/events"): Guard(
+        "read", lambda w: Request("GET", "/console/events", {"params": {"once": "true"}})
+    ),
     ("GET", "/open311/v2/requests.json"): Guard(
         "read", lambda w: Request("GET", "/open311/v2/requests.json")
     ),
@@ -408,7 +417,13 @@ DOCS = {"/docs", "/docs/oauth2-redirect", "/redoc"}
 def test_every_route_is_guarded(world: World) -> None:
     served = {(m, p) for m, p in routes(world.settings) if p not in DOCS}
     open_ = {(m, p) for m, p in served if p in OPEN_PATHS}
-    assert open_ == {("POST", "/session"), ("DELETE", "/session"), ("GET", "/health")}
+    assert open_ == {
+        ("POST", "/session"),
+        ("DELETE", "/session"),
+        ("GET", "/health"),
+        ("GET", "/console"),
+        ("GET", "/console/assets/{name}"),
+    }
     assert served - open_ == set(GUARDS), "a route without a guard in GUARDS (or a stale one)"
     assert set(DENIED) == set(PERMISSIONS) - {"read", "incidents.feedback", "users.admin"}
 
@@ -498,6 +513,46 @@ def test_a_district_officer_sees_only_its_district(world: World) -> None:
             i["incident_id"] for i in admin.get("/incidents", params={"place": world.city}).json()
         }
         assert set(world.incidents.values()) <= both
+
+
+def sse_events(text: str) -> list[tuple[str, Any]]:
+    """The (event, data) pairs of a server-sent event stream's text."""
+    out = []
+    for block in text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in fields:
+            out.append((fields["event"], json.loads(fields["data"])))
+    return out
+
+
+def test_the_console_stream_keeps_to_the_scope(world: World) -> None:
+    def incidents_seen(who: str) -> set[str]:
+        with world.client(who) as c:
+            answer = c.get("/console/events", params={"once": "true"})
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        return {
+            data["incident_id"] for event, data in sse_events(answer.text) if event == "incident"
+        }
+
+    d1, d2 = world.incidents["d1"], world.incidents["d2"]
+    seen = incidents_seen("officer_d1")
+    assert d1 in seen and d2 not in seen
+    assert {d1, d2} <= incidents_seen("officer")
+    with world.client("officer_d1") as c:
+        config = c.get("/console/config").json()
+    assert config["home"] == [world.d(1)]
+
+
+def test_the_console_page_is_open_and_its_data_is_not(world: World) -> None:
+    with world.client(None) as anyone:
+        page = anyone.get("/console")
+        assert page.status_code == 200 and "/console/assets/console.js" in page.text
+        for name, kind in (("console.js", "javascript"), ("console.css", "css")):
+            asset = anyone.get(f"/console/assets/{name}")
+            assert asset.status_code == 200 and kind in asset.headers["content-type"]
+        assert anyone.get("/console/assets/secrets.txt").status_code == 404
+        assert anyone.get("/console/events").status_code == 401
 
 
 def test_reports_and_open311_keep_to_the_scope(world: World) -> None:

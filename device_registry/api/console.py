@@ -1,0 +1,423 @@
+"""The duty officer's console: a page served by this API (``/console`` and its assets, all
+local), its settings (``/console/config``), and a live stream of what the user may see
+(``/console/events``, server-sent events).
+
+The stream polls the database every :data:`POLL_S` seconds through the sinks' reads
+(:mod:`sinks.incidents`, :mod:`sinks.vitals`, :mod:`sinks.alerts`, :mod:`sinks.readings`) and
+sends only what changed, each an SSE event whose data is JSON:
+
+* ``incident``: an incident in the user's scope at a new revision (open ones at the start; one
+  that closed once, then no more);
+* ``tile``: a vital sign of the user's place or one of its children (value, unit, band,
+  coverage, window and the trend against the previous window);
+* ``alerts``: the firing alerts in scope, counted by level;
+* ``refusal``: a feedback on an incident in view that the incident stage refused, and why;
+* ``end``: the user's token stopped being valid (disabled, rotated): the stream closes.
+
+A comment line keeps the connection alive every :data:`KEEPALIVE_S` seconds. The stream
+checks the token again at every poll, so a disabled user stops receiving at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from cityvitals.contracts import AlertStatus, Incident
+from cityvitals.settings import Settings
+from device_registry.access import User
+from device_registry.api.auth import TOKEN_COOKIE, check_scope, require
+from device_registry.api.bodies import NOT_FOUND, RETRY_LATER
+from device_registry.api.deps import PathId, Reader, pool
+from device_registry.api.errors import NotFound
+from device_registry.registry import Registry
+from rules.indicators import FORMULAS, Catalogue
+from sinks import (
+    AROUND,
+    AlertFilter,
+    IncidentFilter,
+    SeriesPoint,
+    UnknownIncident,
+    get_incident,
+    list_alerts,
+    list_incidents,
+    readings_around,
+    refusals,
+)
+from sinks.vitals import PlaceVitals, current, history
+
+__all__ = ["ASSETS", "KEEPALIVE_S", "POLL_S", "Watch", "router"]
+
+router = APIRouter(tags=["console"])
+Reading = Annotated[User, require("read")]
+
+POLL_S = 1.5
+"""How often the event stream reads the database."""
+KEEPALIVE_S = 15.0
+"""How long the stream may be silent before it sends a keep-alive comment."""
+ASSETS = {"console.js": "text/javascript", "console.css": "text/css"}
+"""The page's own files (``/console/assets/{name}``); nothing is loaded from elsewhere."""
+OPEN_INCIDENTS_MAX = 500
+
+
+def _asset(name: str) -> str:
+    return resources.files("device_registry.api").joinpath("console", name).read_text()
+
+
+@router.get("/console", response_class=HTMLResponse, include_in_schema=False)
+def page() -> HTMLResponse:
+    """The console (open: without a token it shows a login box that posts ``/session``)."""
+    return HTMLResponse(_asset("index.html"), headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/console/assets/{name}", include_in_schema=False)
+def asset(name: str) -> Response:
+    """The console's script and style sheet."""
+    if name not in ASSETS:
+        raise HTTPException(404, f"no console asset {name!r}; one of: {', '.join(ASSETS)}")
+    return Response(_asset(name), media_type=ASSETS[name], headers={"Cache-Control": "no-cache"})
+
+
+class ConsoleConfig(BaseModel):
+    """What the console needs to know besides ``/me``."""
+
+    timezone: str
+    """The city's time zone (IANA name): the page shows local time in it."""
+    home: list[str]
+    """The places whose vital signs (and their children's) the tiles show: the user's scope,
+    or every city for a city-wide user."""
+    poll_s: float
+    server_time: datetime
+
+
+def home_places(user: User, registry: Registry) -> list[str]:
+    if user.scope:
+        return [user.scope[-1]]
+    return [p.place_id for p in registry.list_places() if len(p.path) == 1]
+
+
+@router.get("/console/config", response_model=ConsoleConfig, responses=RETRY_LATER)
+def config(user: Reading, registry: Reader, request: Request) -> ConsoleConfig:
+    """The city's time zone and the user's home places for the console."""
+    settings: Settings = request.app.state.settings
+    return ConsoleConfig(
+        timezone=settings.timezone,
+        home=home_places(user, registry),
+        poll_s=POLL_S,
+        server_time=datetime.now(UTC),
+    )
+
+
+class Series(BaseModel):
+    device_id: str
+    metric: str
+    points: list[tuple[datetime, float]]
+
+
+class IncidentReadings(BaseModel):
+    """The readings of an incident's devices within ``span_s`` either side of its opening."""
+
+    incident_id: str
+    at: datetime
+    span_s: float
+    series: list[Series]
+
+
+def _series(points: Iterable[SeriesPoint]) -> list[Series]:
+    out: dict[tuple[str, str], Series] = {}
+    for p in points:
+        key = (p.device_id, p.metric)
+        if key not in out:
+            out[key] = Series(device_id=p.device_id, metric=p.metric, points=[])
+        out[key].points.append((p.ts, p.value))
+    return list(out.values())
+
+
+@router.get(
+    "/incidents/{incident_id}/readings",
+    response_model=IncidentReadings,
+    responses={**NOT_FOUND, **RETRY_LATER},
+    tags=["incidents"],
+)
+def incident_readings(user: Reading, incident_id: PathId, registry: Reader) -> IncidentReadings:
+    """The readings of the incident's devices within 30 minutes either side of its opening,
+    per device and metric, oldest first."""
+    try:
+        found = get_incident(registry.conn, incident_id)
+    except UnknownIncident as exc:
+        raise NotFound(str(exc)) from exc
+    check_scope(user, found.place_path, f"incident {incident_id!r}")
+    points = readings_around(registry.conn, found.devices, found.opened_at)
+    return IncidentReadings(
+        incident_id=incident_id,
+        at=found.opened_at,
+        span_s=AROUND.total_seconds(),
+        series=_series(points),
+    )
+
+
+# --- the live stream ----------------------------------------------------------------------
+
+
+@dataclass
+class Watch:
+    """What one console was last sent: the state the stream compares each poll against."""
+
+    user: User
+    home: list[str]
+    started: datetime
+    incidents: dict[str, int] = field(default_factory=dict)
+    """Incident id -> the revision sent."""
+    tiles: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    alerts: dict[str, int] | None = None
+    refusals_after: datetime = field(default_factory=lambda: datetime.now(UTC))
+    catalogue: Catalogue | None = None
+
+
+Event = tuple[str, Any]
+
+
+def poll(registry: Registry, watch: Watch, settings: Settings) -> list[Event]:
+    """The events since the last poll: changed incidents, tiles, alert counts, refusals."""
+    return [
+        *_incident_events(registry, watch),
+        *_tile_events(registry, watch, settings),
+        *_alert_events(registry, watch),
+        *_refusal_events(registry, watch),
+    ]
+
+
+def _incident_json(incident: Incident) -> dict[str, Any]:
+    return incident.model_dump(mode="json")
+
+
+def _incident_events(registry: Registry, watch: Watch) -> list[Event]:
+    user = watch.user
+    where = IncidentFilter(
+        open_only=True,
+        place="/".join(user.scope) if user.scope else None,
+        limit=OPEN_INCIDENTS_MAX,
+    )
+    now_open = [i for i in list_incidents(registry.conn, where) if user.sees(i.place_path)]
+    out: list[Event] = []
+    for incident in now_open:
+        if watch.incidents.get(incident.incident_id) != incident.revision:
+            watch.incidents[incident.incident_id] = incident.revision
+            out.append(("incident", _incident_json(incident)))
+    gone = set(watch.incidents) - {i.incident_id for i in now_open}
+    for incident_id in sorted(gone):  # closed since: sent once more, then forgotten
+        del watch.incidents[incident_id]
+        try:
+            closed = get_incident(registry.conn, incident_id)
+        except UnknownIncident:
+            continue
+        if user.sees(closed.place_path):
+            out.append(("incident", _incident_json(closed)))
+    return out
+
+
+def _tile_events(registry: Registry, watch: Watch, settings: Settings) -> list[Event]:
+    grace = timedelta(seconds=settings.indicators_grace_s)
+    out: list[Event] = []
+    for place_id in watch.home:
+        try:
+            places = current(registry.conn, place_id, catalogue=watch.catalogue, grace=grace)
+        except LookupError:
+            continue
+        for place in places:
+            for tile in _tiles(registry, place, watch):
+                out.append(("tile", tile))
+    return out
+
+
+def _tiles(registry: Registry, place: PlaceVitals, watch: Watch) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    base = {"place_id": place.place_id, "place_name": place.name, "level": place.level}
+    for sign in place.signs:
+        key = f"{place.place_id}/{sign.indicator}"
+        signature: tuple[Any, ...] = (sign.window_start, sign.value, sign.band, sign.coverage)
+        if watch.tiles.get(key) == signature:
+            continue
+        watch.tiles[key] = signature
+        previous = _previous_value(registry, place.place_id, sign.indicator, sign.window_start)
+        out.append(
+            {
+                **base,
+                "key": key,
+                "indicator": sign.indicator,
+                "value": sign.value,
+                "unit": sign.unit,
+                "band": sign.band,
+                "severity": band_severity(watch.catalogue, sign.indicator, sign.band),
+                "coverage": sign.coverage,
+                "quality": sign.quality,
+                "window_start": sign.window_start.isoformat(),
+                "window_end": None if sign.window_end is None else sign.window_end.isoformat(),
+                "window_s": sign.window_s,
+                "previous": previous,
+                "trend": _trend(previous, sign.value),
+            }
+        )
+    for pending in place.pending:
+        key = f"{place.place_id}/{pending.indicator}"
+        signature = ("pending", pending.next.due_at)
+        if watch.tiles.get(key) == signature:
+            continue
+        watch.tiles[key] = signature
+        out.append(
+            {
+                **base,
+                "key": key,
+                "indicator": pending.indicator,
+                "value": None,
+                "unit": pending.unit,
+                "due_at": pending.next.due_at.isoformat(),
+            }
+        )
+    return out
+
+
+def _previous_value(
+    registry: Registry, place_id: str, indicator: str, window_start: datetime
+) -> float | None:
+    earlier = history(
+        registry.conn, place_id, indicator, window_start - timedelta(days=1), window_start
+    )
+    return earlier[-1].value if earlier else None
+
+
+def band_severity(catalogue: Catalogue | None, indicator: str, band: str | None) -> float | None:
+    """Where ``band`` sits among the indicator's bands: 0 for the first (best), 1 for the last.
+
+    >>> from device_registry.api.vitals import load_catalogue
+    >>> shipped = load_catalogue(None)
+    >>> band_severity(shipped, "water_depth", "dry"), band_severity(shipped, "water_depth", "road_closed")
+    (0.0, 1.0)
+    """
+    spec = None if catalogue is None or band is None else catalogue.by_id.get(indicator)
+    if spec is None:
+        return None
+    labels = [label for label, _ in spec.bands or FORMULAS[spec.kind].bands]
+    if band not in labels or len(labels) < 2:
+        return None
+    return labels.index(band) / (len(labels) - 1)
+
+
+def _trend(previous: float | None, value: float | None) -> str | None:
+    """``up``, ``down`` or ``flat`` against the previous window; None without both.
+
+    >>> _trend(1.0, 2.0), _trend(2.0, 2.0), _trend(None, 2.0)
+    ('up', 'flat', None)
+    """
+    if previous is None or value is None:
+        return None
+    if value > previous:
+        return "up"
+    return "down" if value < previous else "flat"
+
+
+def _alert_events(registry: Registry, watch: Watch) -> list[Event]:
+    user = watch.user
+    where = AlertFilter(
+        status=AlertStatus.FIRING,
+        place="/".join(user.scope) if user.scope else None,
+        limit=10_000,
+    )
+    firing = [a for a in list_alerts(registry.conn, where) if user.sees(a.place_path)]
+    counts = dict(Counter(a.level for a in firing))
+    if counts == watch.alerts:
+        return []
+    watch.alerts = counts
+    return [("alerts", {"firing": len(firing), "by_level": counts})]
+
+
+def _refusal_events(registry: Registry, watch: Watch) -> list[Event]:
+    found = refusals(registry.conn, watch.refusals_after)
+    if found:
+        watch.refusals_after = found[-1].received_at
+    return [
+        ("refusal", {**asdict(r), "received_at": r.received_at.isoformat()})
+        for r in found
+        if r.incident_id in watch.incidents
+        or _visible_incident(registry, watch.user, r.incident_id)
+    ]
+
+
+def _visible_incident(registry: Registry, user: User, incident_id: str) -> bool:
+    try:
+        return user.sees(get_incident(registry.conn, incident_id).place_path)
+    except UnknownIncident:
+        return False
+
+
+def _token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return request.cookies.get(TOKEN_COOKIE, "")
+
+
+def _sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n".encode()
+
+
+@router.get("/console/events", include_in_schema=False)
+async def events(
+    user: Reading,
+    request: Request,
+    once: Annotated[bool, Query(description="send what there is now, then end")] = False,
+) -> StreamingResponse:
+    """Server-sent events of what the user may see (module docstring); ``once``: the first
+    snapshot only (for scripts and tests)."""
+    settings: Settings = request.app.state.settings
+    catalogue: Catalogue = request.app.state.catalogue
+    token = _token(request)
+
+    def start() -> Watch:
+        with pool(request).checkout() as registry:
+            home = home_places(user, registry)
+            return Watch(user, home, datetime.now(UTC), catalogue=catalogue)
+
+    def step(watch: Watch) -> list[Event]:
+        with pool(request).checkout() as registry:
+            if registry.user_for_token(token) != user:
+                return [("end", {"reason": "the token is no longer valid"})]
+            return poll(registry, watch, settings)
+
+    watch = await run_in_threadpool(start)
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield _sse("hello", {"user": user.name, "server_time": datetime.now(UTC).isoformat()})
+        quiet_since = time.monotonic()
+        while True:
+            sent = await run_in_threadpool(step, watch)
+            for event, data in sent:
+                yield _sse(event, data)
+            if sent:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= KEEPALIVE_S:
+                yield b": keep-alive\n\n"
+                quiet_since = time.monotonic()
+            if once or any(event == "end" for event, _ in sent):
+                return
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(POLL_S)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,532 @@
+// The duty console: logs in with a token (POST /session sets an HttpOnly cookie), then follows
+// /console/events (server-sent events) and draws tiles, incidents, a map and an incident's detail.
+// Plain browser JavaScript, no framework; every file comes from this server.
+"use strict";
+
+const LEVELS = ["blue", "yellow", "orange", "red"];
+const $ = (selector) => document.querySelector(selector);
+
+const state = {
+  me: null,
+  config: null,
+  places: new Map(),
+  incidents: new Map(),
+  tiles: new Map(),
+  selected: null,
+  events: null,
+  clockFormat: null,
+  stampFormat: null,
+};
+
+// --- small helpers -----------------------------------------------------------------------
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined) continue;
+    if (key === "class") node.className = value;
+    else if (key.startsWith("data-")) node.setAttribute(key, value);
+    else node[key] = value;
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+function svg(tag, attrs = {}) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  return node;
+}
+
+function problem(body, status) {
+  const detail = body && body.detail;
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) {
+    return detail.map((d) => `${(d.loc || []).slice(1).join(".")}: ${d.msg}`).join("; ");
+  }
+  return `the server answered ${status}`;
+}
+
+async function call(method, path, body) {
+  const options = { method, credentials: "same-origin", headers: {} };
+  if (body !== undefined) {
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(body);
+  }
+  const answer = await fetch(path, options);
+  const text = await answer.text();
+  let parsed = null;
+  try { parsed = text ? JSON.parse(text) : null; } catch (_) { parsed = null; }
+  if (!answer.ok) {
+    const error = new Error(problem(parsed, answer.status));
+    error.status = answer.status;
+    throw error;
+  }
+  return parsed;
+}
+
+function duration(seconds) {
+  const s = Math.abs(Math.round(seconds));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, "0")}s`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
+  return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
+}
+
+function since(iso) { return (Date.now() - Date.parse(iso)) / 1000; }
+function stamp(iso) { return iso ? state.stampFormat.format(new Date(iso)) : "–"; }
+function levelTag(level) { return el("span", { class: `level level-${level}` }, level); }
+function may(permission) { return state.me && state.me.permissions.includes(permission); }
+
+// --- login -------------------------------------------------------------------------------
+
+async function logIn(token) {
+  return call("POST", "/session", { token });
+}
+
+function showLogin(message) {
+  $("#console").hidden = true;
+  $("#login").hidden = false;
+  $("#login-error").textContent = message || "";
+  $("#token").focus();
+}
+
+async function boot() {
+  const match = location.hash.match(/token=([^&]+)/);
+  if (match) {
+    // the link 'cityvitals up' prints: log in with it, then drop it from the address bar
+    history.replaceState(null, "", location.pathname + location.search);
+    try {
+      await logIn(decodeURIComponent(match[1]));
+    } catch (error) {
+      showLogin(error.message);
+      return;
+    }
+  }
+  try {
+    state.me = await call("GET", "/me");
+  } catch (error) {
+    showLogin(error.status === 401 ? "" : error.message);
+    return;
+  }
+  await start();
+}
+
+$("#login-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    state.me = await logIn($("#token").value.trim());
+    $("#token").value = "";
+    await start();
+  } catch (error) {
+    showLogin(error.message);
+  }
+});
+
+$("#logout").addEventListener("click", async () => {
+  if (state.events) state.events.close();
+  await call("DELETE", "/session").catch(() => null);
+  location.reload();
+});
+
+// --- start: who, the zone, the places, the stream -------------------------------------------
+
+async function start() {
+  $("#login").hidden = true;
+  $("#console").hidden = false;
+  state.config = await call("GET", "/console/config");
+  const zone = state.config.timezone;
+  state.clockFormat = new Intl.DateTimeFormat("en-GB", {
+    timeZone: zone, weekday: "short", hour: "2-digit", minute: "2-digit", second: "2-digit",
+    timeZoneName: "short",
+  });
+  state.stampFormat = new Intl.DateTimeFormat("en-GB", {
+    timeZone: zone, month: "short", day: "2-digit", hour: "2-digit", minute: "2-digit",
+    second: "2-digit",
+  });
+  $("#who").textContent = state.me.name;
+  $("#role").textContent = state.me.role.replace("_", " ");
+  $("#scope").textContent = state.me.scope_text;
+  $("#actions").hidden = !may("incidents.act");
+  const places = await call("GET", "/places");
+  for (const place of places) state.places.set(place.place_id, place);
+  drawMap();
+  follow();
+  tick();
+  setInterval(tick, 1000);
+}
+
+function follow() {
+  const events = new EventSource("/console/events");
+  state.events = events;
+  events.addEventListener("open", () => setLive(true));
+  events.addEventListener("error", () => setLive(false));
+  events.addEventListener("incident", (e) => onIncident(JSON.parse(e.data)));
+  events.addEventListener("tile", (e) => onTile(JSON.parse(e.data)));
+  events.addEventListener("alerts", (e) => onAlerts(JSON.parse(e.data)));
+  events.addEventListener("refusal", (e) => onRefusal(JSON.parse(e.data)));
+  events.addEventListener("end", (e) => {
+    events.close();
+    showLogin(JSON.parse(e.data).reason);
+  });
+}
+
+function setLive(on) {
+  const live = $("#live");
+  live.textContent = on ? "live" : "reconnecting";
+  live.className = on ? "live on" : "live off";
+}
+
+function tick() {
+  $("#clock").textContent = state.clockFormat.format(new Date());
+  for (const row of document.querySelectorAll("#incidents tbody tr")) {
+    const incident = state.incidents.get(row.dataset.incidentId);
+    if (!incident) continue;
+    row.querySelector(".age").textContent = duration(since(incident.opened_at));
+    paintSla(row.querySelector(".sla"), incident);
+  }
+  for (const tile of document.querySelectorAll(".tile[data-window-end]")) {
+    const age = since(tile.dataset.windowEnd);
+    tile.querySelector(".age").textContent = `${duration(age)} ago`;
+  }
+}
+
+// --- incidents ---------------------------------------------------------------------------
+
+function deadline(incident) {
+  if (incident.state === "closed" || incident.state === "verified" || incident.state === "handled") {
+    return null;
+  }
+  if (incident.state === "accepted" || incident.state === "on_site") {
+    return incident.handle_by ? ["handle", incident.handle_by] : null;
+  }
+  return incident.accept_by ? ["accept", incident.accept_by] : null;
+}
+
+function paintSla(cell, incident) {
+  const due = deadline(incident);
+  if (!due) {
+    cell.textContent = "–";
+    cell.className = "sla";
+    return;
+  }
+  const left = (Date.parse(due[1]) - Date.now()) / 1000;
+  cell.textContent = left >= 0 ? `${due[0]} in ${duration(left)}` : `${due[0]} late ${duration(left)}`;
+  cell.className = left >= 0 ? "sla" : "sla late";
+}
+
+let placesAsked = null;
+
+async function learnPlaces() {
+  // a place made since the page loaded (a new device's street): read the places again, once
+  // at a time
+  if (!placesAsked) {
+    placesAsked = call("GET", "/places").then((places) => {
+      for (const place of places) state.places.set(place.place_id, place);
+      drawMap();
+      drawIncidents();
+      drawMarkers();
+    }).catch(() => null).finally(() => { placesAsked = null; });
+  }
+  return placesAsked;
+}
+
+function onIncident(incident) {
+  state.incidents.set(incident.incident_id, incident);
+  drawIncidents();
+  drawMarkers();
+  if (!state.places.has(incident.place_id)) learnPlaces();
+  if (state.selected === incident.incident_id) showDetail(incident.incident_id);
+}
+
+function order(a, b) {
+  const open = (i) => (i.state === "closed" ? 1 : 0);
+  return open(a) - open(b)
+    || LEVELS.indexOf(b.level) - LEVELS.indexOf(a.level)
+    || Date.parse(b.opened_at) - Date.parse(a.opened_at);
+}
+
+function drawIncidents() {
+  const body = $("#incidents tbody");
+  const all = [...state.incidents.values()].sort(order);
+  body.replaceChildren(...all.map((incident) => {
+    const row = el(
+      "tr",
+      {
+        "data-incident-id": incident.incident_id,
+        "data-state": incident.state,
+        class: [incident.state === "closed" ? "closed" : "",
+          state.selected === incident.incident_id ? "selected" : ""].join(" ").trim(),
+        title: incident.title,
+      },
+      el("td", {}, levelTag(incident.level)),
+      el("td", { class: "category" }, incident.category),
+      el("td", { class: "place" }, placeName(incident.place_id)),
+      el("td", { class: "department" }, incident.department || "–"),
+      el("td", { class: "tier" }, incident.tier || "–"),
+      el("td", { class: "state" }, incident.state),
+      el("td", { class: "age" }, duration(since(incident.opened_at))),
+      el("td", { class: "sla" }),
+    );
+    paintSla(row.querySelector(".sla"), incident);
+    row.addEventListener("click", () => select(incident.incident_id));
+    return row;
+  }));
+  const open = all.filter((i) => i.state !== "closed").length;
+  $("#incident-count").textContent = `${open} open`;
+  $("#no-incidents").hidden = all.length > 0;
+}
+
+function placeName(placeId) {
+  const place = state.places.get(placeId);
+  return place ? `${place.name} (${placeId})` : placeId;
+}
+
+// --- detail and actions ------------------------------------------------------------------
+
+function select(incidentId) {
+  state.selected = incidentId;
+  $("#action-result").textContent = "";
+  drawIncidents();
+  showDetail(incidentId);
+}
+
+async function showDetail(incidentId) {
+  let detail;
+  let readings = null;
+  try {
+    detail = await call("GET", `/incidents/${incidentId}`);
+    readings = await call("GET", `/incidents/${incidentId}/readings`).catch(() => null);
+  } catch (error) {
+    $("#detail").replaceChildren(el("p", { class: "error" }, error.message));
+    return;
+  }
+  if (state.selected !== incidentId) return;
+  const i = detail.incident;
+  $("#detail-title").textContent = i.title;
+  const facts = [
+    ["level", levelTag(i.level)], ["state", i.state], ["category", i.category],
+    ["place", i.place_path.join(" / ")], ["department", i.department || "–"],
+    ["tier", i.tier || "–"], ["opened", stamp(i.opened_at)], ["updated", stamp(i.updated_at)],
+    ["accept by", stamp(i.accept_by)], ["handle by", stamp(i.handle_by)],
+    ["devices", i.devices.join(", ") || "–"], ["escalations", i.escalations],
+  ];
+  const parts = [
+    el("dl", {}, facts.map(([name, value]) => [
+      el("dt", {}, name), el("dd", { "data-field": name.replace(" ", "_") }, value),
+    ])),
+    el("h3", {}, "Timeline"),
+    el("ol", { class: "timeline" }, detail.transitions.map((t) => el(
+      "li", { "data-action": t.action },
+      `${stamp(t.ts)} · ${t.action} · ${t.from_state || "–"} → ${t.to_state} · ${t.actor}`,
+      t.reason ? ` · "${t.reason}"` : "",
+    ))),
+    el("h3", {}, `Alerts (${detail.alerts.length})`),
+    el("ul", {}, detail.alerts.map((a) => el(
+      "li", {}, levelTag(a.level), ` ${a.status} · ${a.rule_id} · ${a.device_id} · ${a.summary}`,
+    ))),
+    el("h3", {}, `Dispatches (${detail.dispatches.length})`),
+    el("ul", {}, detail.dispatches.map((d) => el(
+      "li", {}, `${stamp(d.ts)} · ${d.kind} → ${d.department} (${d.tier}) · accept by ${stamp(d.accept_by)}`,
+    ))),
+  ];
+  if (i.snapshot_refs.length) {
+    parts.push(el("h3", {}, "Camera snapshots"), el("ul", {}, i.snapshot_refs.map((r) => el("li", {}, r))));
+  }
+  if (detail.reports.length) {
+    parts.push(el("h3", {}, "Reports"), el("ul", {}, detail.reports.map((r) => el(
+      "li", {}, `${stamp(r.reported_at)} · ${r.channel} · ${r.text}`,
+    ))));
+  }
+  if (readings && readings.series.length) {
+    parts.push(el("h3", {}, "Readings ±30 min"), ...readings.series.map((s) => spark(s, readings.at)));
+  }
+  $("#detail").replaceChildren(...parts);
+}
+
+function spark(series, at) {
+  const box = el("div", { class: "series" }, el("span", { class: "note" }, `${series.device_id} · ${series.metric}`));
+  const values = series.points.map((p) => p[1]);
+  const times = series.points.map((p) => Date.parse(p[0]));
+  const lo = Math.min(...values), hi = Math.max(...values);
+  const t0 = Date.parse(at) - 1800e3, t1 = Date.parse(at) + 1800e3;
+  const x = (t) => ((t - t0) / (t1 - t0)) * 200;
+  const y = (v) => 38 - (hi === lo ? 0.5 : (v - lo) / (hi - lo)) * 36;
+  const chart = svg("svg", { class: "spark", viewBox: "0 0 200 40", preserveAspectRatio: "none" });
+  chart.append(svg("line", { x1: x(Date.parse(at)), x2: x(Date.parse(at)), y1: 0, y2: 40 }));
+  chart.append(svg("polyline", {
+    points: series.points.map((_, k) => `${x(times[k]).toFixed(1)},${y(values[k]).toFixed(1)}`).join(" "),
+  }));
+  series.points.forEach((_, k) => chart.append(svg("circle", {
+    cx: x(times[k]).toFixed(1), cy: y(values[k]).toFixed(1), r: 1.5,
+  })));
+  box.append(chart, el("span", { class: "note" }, `${lo} – ${hi}`));
+  return box;
+}
+
+for (const button of document.querySelectorAll("#actions [data-action]")) {
+  button.addEventListener("click", () => act(button.dataset.action));
+}
+
+async function act(action) {
+  const result = $("#action-result");
+  const incident = state.incidents.get(state.selected);
+  if (!incident) return;
+  const reason = $("#action-reason").value.trim();
+  const body = { action, reason };
+  if (action === "close" && incident.state !== "verified" && !reason) {
+    result.className = "result refused";
+    result.textContent = "closing before verification needs a reason: write it above";
+    $("#action-reason").focus();
+    return;
+  }
+  if (action === "note" && !reason) {
+    result.className = "result refused";
+    result.textContent = "write the note above";
+    return;
+  }
+  if (action === "reassign") {
+    body.department = $("#action-department").value.trim();
+    if ($("#action-tier").value) body.tier = $("#action-tier").value;
+  }
+  try {
+    await call("POST", `/incidents/${incident.incident_id}/actions`, body);
+    result.className = "result sent";
+    result.textContent = `${action} sent`;
+    $("#action-reason").value = "";
+  } catch (error) {
+    result.className = "result refused";
+    result.textContent = `${action} refused: ${error.message}`;
+  }
+}
+
+function onRefusal(refusal) {
+  if (refusal.incident_id !== state.selected) return;
+  const result = $("#action-result");
+  result.className = "result refused";
+  result.textContent = `${refusal.action} refused by the incident stage: ${refusal.reason}`;
+}
+
+// --- vital signs -------------------------------------------------------------------------
+
+const ARROWS = { up: "▲", down: "▼", flat: "▶" };
+
+function onTile(tile) {
+  state.tiles.set(tile.key, tile);
+  const tiles = [...state.tiles.values()].sort(
+    (a, b) => a.place_id.localeCompare(b.place_id) || a.indicator.localeCompare(b.indicator),
+  );
+  $("#tiles").replaceChildren(...tiles.map(drawTile));
+  tick();
+}
+
+function drawTile(tile) {
+  const severity = tile.severity === null || tile.severity === undefined
+    ? null : Math.round(tile.severity * 3);
+  const classes = ["tile", severity === null ? "" : `sev-${severity}`, tile.value === null ? "stale" : ""];
+  const value = tile.value === null ? "–" : Number(tile.value.toPrecision(4));
+  const meta = tile.value === null
+    ? `first value due ${stamp(tile.due_at)}`
+    : `${tile.band || ""} · coverage ${Math.round(tile.coverage * 100)}%`;
+  return el(
+    "div",
+    { class: classes.join(" ").trim(), "data-key": tile.key, "data-window-end": tile.window_end || null },
+    el("div", { class: "name" }, `${tile.place_name} · ${tile.indicator}`),
+    el("div", {},
+      el("span", { class: "value" }, value),
+      el("span", { class: "unit" }, tile.unit),
+      tile.trend ? el("span", { class: `trend ${tile.trend}`, title: `previous ${tile.previous}` }, ` ${ARROWS[tile.trend]}`) : null),
+    el("div", { class: "meta" }, meta),
+    el("div", { class: "meta age" }, ""),
+  );
+}
+
+function onAlerts(alerts) {
+  const parts = LEVELS.filter((l) => alerts.by_level[l]).map((l) => `${alerts.by_level[l]} ${l}`);
+  $("#alert-count").textContent = `${alerts.firing} firing alerts${parts.length ? ": " + parts.join(", ") : ""}`;
+}
+
+// --- the map: places from their coordinates, incidents on them; no tiles from the internet --
+
+function located(placeId) {
+  let place = state.places.get(placeId);
+  while (place) {
+    if (place.lat !== null && place.lon !== null) return place;
+    place = state.places.get(place.path[place.path.length - 2]);
+  }
+  return null;
+}
+
+function projection() {
+  const placed = [...state.places.values()].filter((p) => p.lat !== null && p.lon !== null);
+  if (!placed.length) return null;
+  const lats = placed.map((p) => p.lat), lons = placed.map((p) => p.lon);
+  const south = Math.min(...lats), north = Math.max(...lats);
+  const west = Math.min(...lons), east = Math.max(...lons);
+  const kx = Math.cos(((south + north) / 2) * Math.PI / 180);  // equirectangular
+  const width = Math.max((east - west) * kx, 1e-4), height = Math.max(north - south, 1e-4);
+  const scale = Math.min(380 / width, 280 / height);
+  return (lat, lon) => [
+    10 + ((lon - west) * kx) * scale + (380 - width * scale) / 2,
+    10 + (north - lat) * scale + (280 - height * scale) / 2,
+  ];
+}
+
+function drawMap() {
+  const map = $("#map");
+  map.replaceChildren(svg("g", { id: "map-places" }), svg("g", { id: "map-markers" }));
+  const at = projection();
+  if (!at) {
+    $("#unmapped").textContent = "no place has coordinates";
+    return;
+  }
+  const layer = $("#map-places");
+  for (const place of state.places.values()) {
+    if (place.lat === null || place.lon === null) continue;
+    const [x, y] = at(place.lat, place.lon);
+    const big = place.level === "city" || place.level === "district";
+    layer.append(svg("circle", {
+      cx: x, cy: y, r: big ? 3 : 1.2, class: `place ${place.level}`,
+    }));
+    if (big) {
+      const right = x > 300;  // near the right edge: the label goes to the left of the dot
+      const label = svg("text", {
+        x: right ? x - 4 : x + 4, y: y - 3, class: "label", "text-anchor": right ? "end" : "start",
+      });
+      label.textContent = place.name;
+      layer.append(label);
+    }
+  }
+}
+
+function drawMarkers() {
+  const layer = $("#map-markers");
+  if (!layer) return;
+  const at = projection();
+  const missing = [];
+  layer.replaceChildren();
+  for (const incident of state.incidents.values()) {
+    if (incident.state === "closed") continue;
+    const place = located(incident.place_id);
+    if (!at || !place) {
+      missing.push(incident.place_id);
+      continue;
+    }
+    const [x, y] = at(place.lat, place.lon);
+    const marker = svg("circle", {
+      cx: x, cy: y, r: 5, class: `marker ${incident.level}`, "data-incident-id": incident.incident_id,
+    });
+    const title = svg("title");
+    title.textContent = `${incident.level} ${incident.category} at ${incident.place_id}: ${incident.state}`;
+    marker.append(title);
+    marker.addEventListener("click", () => select(incident.incident_id));
+    layer.append(marker);
+  }
+  $("#unmapped").textContent = missing.length
+    ? `not on the map (no coordinates): ${[...new Set(missing)].join(", ")}` : "";
+}
+
+boot();

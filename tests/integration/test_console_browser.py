@@ -1,0 +1,213 @@
+"""The duty console in headless Chromium (Debian's ``chromium``, driven by Playwright) against
+the running pipeline: water-level readings published over MQTT open an incident that appears on
+the page without a reload; acknowledging and closing it from the page changes it in the
+database; a district officer does not see another district's incident; screenshots go to the
+test artefacts (``$CITYVITALS_ARTIFACTS``, default ``test-artifacts/`` at the repository root)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from device_registry.access import Role
+from tests.integration.conftest import Pipeline, add_user, api_client, wait_for
+from tests.integration.test_incidents import Street
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = shutil.which("chromium")
+if CHROMIUM is None:
+    pytest.skip(
+        "no chromium on PATH: the console's browser tests drive Debian's chromium "
+        "(./dev setup installs it)",
+        allow_module_level=True,
+    )
+
+from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / os.environ.get("CITYVITALS_ARTIFACTS", "test-artifacts")
+"""Where the screenshots go (relative to the repository root unless absolute)."""
+SHOWS_UP_MS = 90_000
+"""How long an incident may take from MQTT to the page (readings, rules, incident stage, sinks)."""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture()
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    yield context.new_page()
+    context.close()
+
+
+def base_url(pipeline: Pipeline) -> str:
+    return f"http://127.0.0.1:{pipeline.settings.api_port}"
+
+
+def open_console(page: Page, pipeline: Pipeline, token: str) -> None:
+    """Open the console with the login link ``cityvitals up`` prints; wait until it is live."""
+    page.goto(f"{base_url(pipeline)}/console#token={token}")
+    expect(page.locator("#console")).to_be_visible()
+    expect(page.locator("#live")).to_have_text("live")
+    assert "token=" not in page.url  # the link's token leaves the address bar
+
+
+def incident_row(page: Page, street: str) -> Any:
+    return page.locator(f'#incidents tbody tr:has(td.place:has-text("{street}"))')
+
+
+def flooded(pipeline: Pipeline) -> Street:
+    """A new street, in a district of its own, with one sensor reading 8 cm of water."""
+    street = Street(pipeline)
+    street.water(street.sensor(0), 8.0)  # past the 5 cm auto-alarm depth
+    return street
+
+
+def officer(pipeline: Pipeline, scope: tuple[str, ...] = ()) -> str:
+    return add_user(pipeline.settings, f"duty-{uuid.uuid4().hex[:6]}", Role.DUTY_OFFICER, scope)
+
+
+def test_a_simulated_incident_appears_without_a_reload(page: Page, pipeline: Pipeline) -> None:
+    open_console(page, pipeline, officer(pipeline))
+    page.evaluate("window.notReloaded = true")
+    street = flooded(pipeline)
+    row = incident_row(page, street.street)
+    expect(row).to_be_visible(timeout=SHOWS_UP_MS)
+    expect(row.locator("td.category")).to_have_text("flooding")
+    expect(row.locator(".level")).to_have_text("blue")
+    expect(row.locator("td.sla")).to_contain_text("accept")
+    assert page.evaluate("window.notReloaded") is True
+
+
+def test_acknowledging_and_closing_from_the_page_changes_the_database(
+    page: Page, pipeline: Pipeline
+) -> None:
+    open_console(page, pipeline, officer(pipeline))
+    street = flooded(pipeline)
+    row = incident_row(page, street.street)
+    expect(row).to_be_visible(timeout=SHOWS_UP_MS)
+    incident_id = row.get_attribute("data-incident-id")
+    assert incident_id
+    row.click()
+    expect(page.locator('#detail [data-field="state"]')).to_have_text("dispatched")
+
+    page.click('#actions [data-action="acknowledge"]')
+    expect(page.locator("#action-result")).to_have_text("acknowledge sent")
+    wait_for(
+        lambda: pipeline.query(
+            "SELECT actor FROM incident_transitions WHERE incident_id = %s AND action = 'acknowledge'",
+            incident_id,
+        ),
+        what="the acknowledgement in incident_transitions",
+    )
+    expect(page.locator('#detail .timeline li[data-action="acknowledge"]')).to_be_visible()
+
+    page.click('#actions [data-action="close"]')  # not verified: it asks for a reason first
+    expect(page.locator("#action-result")).to_contain_text("needs a reason")
+    page.fill("#action-reason", "a false alarm: the drain was being cleaned")
+    page.click('#actions [data-action="close"]')
+    expect(page.locator("#action-result")).to_have_text("close sent")
+    wait_for(
+        lambda: pipeline.query(
+            "SELECT 1 FROM incidents WHERE incident_id = %s AND state = 'closed'", incident_id
+        ),
+        what="the incident closed in the database",
+    )
+    (step,) = pipeline.query(
+        "SELECT actor, reason FROM incident_transitions WHERE incident_id = %s AND action = 'close'",
+        incident_id,
+    )
+    assert step[1] == "a false alarm: the drain was being cleaned" and "duty_officer" in step[0]
+    expect(row).to_have_attribute("data-state", "closed")
+    expect(row.locator("td.state")).to_have_text("closed")
+    expect(page.locator('#detail [data-field="state"]')).to_have_text("closed")
+
+
+def test_a_district_officer_does_not_see_another_districts_incident(
+    page: Page, pipeline: Pipeline
+) -> None:
+    mine, other = Street(pipeline), flooded(pipeline)
+    sensor = mine.sensor(0)  # its district exists from here on
+    district = tuple(mine.base.split("/")[:2])
+    token = officer(pipeline, district)
+    other_id = wait_for(
+        lambda: pipeline.query(
+            "SELECT incident_id FROM incidents WHERE place_id = %s", other.street
+        ),
+        timeout=SHOWS_UP_MS / 1000,
+        what="the other district's incident in the database",
+    )[0][0]
+    page.goto(f"{base_url(pipeline)}/console")  # no token: the login box
+    page.fill("#token", token)
+    page.click("#login-button")
+    expect(page.locator("#scope")).to_have_text("/".join(district))
+    expect(page.locator("#live")).to_have_text("live")
+    mine.water(sensor, 8.0)
+    expect(incident_row(page, mine.street)).to_be_visible(timeout=SHOWS_UP_MS)
+    # the stream had the other incident before this one: had it been sent, it would be here
+    expect(page.locator(f'#incidents tr[data-incident-id="{other_id}"]')).to_have_count(0)
+    expect(incident_row(page, other.street)).to_have_count(0)
+    assert page.locator("#incidents tbody tr").count() == 1
+    status = page.evaluate(f"fetch('/incidents/{other_id}').then((r) => r.status)")
+    assert status == 403
+
+
+def mapped_street(pipeline: Pipeline, admin_token: str) -> Street:
+    """A street whose city, district and street have coordinates, so the map can draw it."""
+    street = Street(pipeline)
+    n = uuid.uuid4().hex[:6]
+    city, district = f"map{n}", f"map{n}-d1"
+    with api_client(pipeline.settings, admin_token) as admin:
+        for place_id, body in (
+            (city, {"name": "Map City", "lat": 31.23, "lon": 121.47}),
+            (district, {"name": "Riverside", "parent_id": city, "lat": 31.20, "lon": 121.40}),
+            (
+                street.street,
+                {"name": "Canal Street", "parent_id": district, "lat": 31.21, "lon": 121.42},
+            ),
+        ):
+            answer = admin.put(f"/places/{place_id}", json=body)
+            assert answer.status_code == 201, answer.text
+    street.base = f"{city}/{district}/{street.street}"
+    return street
+
+
+def test_screenshots_of_the_console_are_written_to_the_artefacts(
+    browser: Browser, pipeline: Pipeline, admin_token: str
+) -> None:
+    street = mapped_street(pipeline, admin_token)
+    token = officer(pipeline, (street.base.split("/")[0],))
+    for _ in range(3):
+        street.water(street.sensor(0), 30.0)  # past the 25 cm joint-action depth
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for screen, size in (("laptop", (1366, 768)), ("wall", (2560, 1440))):
+        context = browser.new_context(viewport={"width": size[0], "height": size[1]})
+        page = context.new_page()
+        open_console(page, pipeline, token)
+        row = incident_row(page, street.street)
+        expect(row).to_be_visible(timeout=SHOWS_UP_MS)
+        row.click()
+        expect(
+            page.locator(
+                f'#map .marker[data-incident-id="{row.get_attribute("data-incident-id")}"]'
+            )
+        ).to_have_count(1)
+        expect(page.locator("#detail .timeline li").first).to_be_visible()
+        shot = ARTIFACTS / f"console-{screen}.png"
+        page.screenshot(path=str(shot), full_page=True)
+        context.close()
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        print(f"console screenshot: {shot}")
