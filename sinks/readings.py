@@ -73,6 +73,10 @@ def refusal_of(payload_b64: str, reason: str, received_at: datetime) -> Refusal 
     >>> payload = base64.b64encode(json.dumps(body).encode()).decode()
     >>> refusal_of(payload, "close needs a reason", at).action
     'close'
+    >>> wrapped = {"feedback": body, "alert": None, "tick": None}  # as the stage reads it
+    >>> payload = base64.b64encode(json.dumps(wrapped).encode()).decode()
+    >>> refusal_of(payload, "close needs a reason", at).feedback_id
+    'f1'
     >>> refusal_of("AA==", "not JSON", at) is None
     True
     """
@@ -80,6 +84,8 @@ def refusal_of(payload_b64: str, reason: str, received_at: datetime) -> Refusal 
         found = json.loads(base64.b64decode(payload_b64, validate=True))
     except (binascii.Error, ValueError):
         return None
+    if isinstance(found, dict) and isinstance(found.get("feedback"), dict):
+        found = found["feedback"]  # the stage's own input (IncidentInput) wraps the feedback
     if not isinstance(found, dict) or not {"incident_id", "feedback_id", "action"} <= set(found):
         return None
     return Refusal(

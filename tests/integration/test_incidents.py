@@ -20,7 +20,7 @@ import jsonschema
 import pytest
 from confluent_kafka import Consumer
 
-from cityvitals import kafka
+from cityvitals import db, kafka
 from cityvitals.contracts import (
     Action,
     DispatchKind,
@@ -32,6 +32,7 @@ from cityvitals.contracts import (
     Tier,
 )
 from cityvitals.topics import Topic
+from sinks.readings import refusals
 from tests.integration.conftest import Pipeline, reading, wait_for
 
 pytestmark = pytest.mark.integration
@@ -218,6 +219,9 @@ def test_feedback_closes_the_loop_and_a_feedback_out_of_turn_is_refused(
         what=f"the refusal of feedback {early.feedback_id}",
     )
     assert "allowed: accept" in refused[0][0]
+    with db.connect(pipeline.settings) as conn:  # as the console reads refusals
+        shown = refusals(conn, datetime.now(UTC) - timedelta(hours=1))
+    assert early.feedback_id in {r.feedback_id for r in shown}
 
     for action in ("accept", "on_site", "handled"):
         send_feedback(pipeline, incident_id, action)
