@@ -1,0 +1,304 @@
+"""Faults under load, on a private stack of real processes (so killing them disturbs no other
+test): while a few devices publish a steady, bounded stream of readings at QoS 1, a part of the
+pipeline crashes (``kill -9``) or stops, and starts again. Afterwards every published reading is
+stored exactly once, and the one threshold crossing in the stream is one alert episode, one
+incident and one dispatch order: nothing lost, nothing doubled.
+
+Each case uses devices of its own in a district of its own, so the cases share the stack but
+not their data.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from cityvitals.settings import Settings
+from tests.integration.conftest import Pipeline, free_port, test_incidents, wait_for
+from wiring.localstack import LocalStack, MetricsPorts, down, reports_ready
+from wiring.stack import ManagedProcess, wait_for_port
+
+pytestmark = pytest.mark.integration
+
+DEVICES = 3
+RATE_HZ = 10.0
+"""Readings per second per device: 30 a second in all, a few hundred per case."""
+HOT = 75.0 + 25.0
+"""Above the ``pm25-pollution`` rule's blue level (75); the rest of the stream is below its
+clear level (60), so the hot stretch is one episode: firing, then resolved."""
+CALM = 35.0
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    """A stack of its own, started like the session's ``pipeline``."""
+    state = tmp_path_factory.mktemp("fault-stack")
+    incidents_file = state / "incidents.yaml"
+    incidents_file.write_text(test_incidents())
+    settings = Settings(
+        rules_file=None,
+        incidents_file=incidents_file,
+        rules_tick_s=1.0,
+        indicators_grace_s=1.0,
+        mqtt_port=free_port(),
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        database_url=f"postgresql://cityvitals@127.0.0.1:{free_port()}/cityvitals",
+        state_dir=state,
+        topic_prefix=f"ft{uuid.uuid4().hex[:6]}",
+        mqtt_client_id=f"ftest-{uuid.uuid4().hex[:6]}",
+        sink_linger_ms=100,
+        api_port=free_port(),
+        liveness_check_interval_s=0.5,
+    )
+    local = LocalStack(settings, MetricsPorts(*(free_port() for _ in range(5))))
+    try:
+        ready = local.start_infrastructure()
+        local.start_services()
+        local.wait_ready()
+        yield Pipeline(ready, local)
+    finally:
+        local.stop()
+        logs = Path(tmp_path_factory.getbasetemp()) / "fault-service-logs"
+        import shutil
+
+        shutil.copytree(state / "logs", logs, dirs_exist_ok=True)
+        print(f"fault stack's service logs kept in {logs}")
+        down(state, purge=True)
+
+
+@dataclass
+class Load:
+    """Devices publishing ``count`` readings each at ``RATE_HZ``, from one paho client per device
+    with a persistent session (QoS 1): a client that loses the broker reconnects and sends
+    again what was not acknowledged."""
+
+    pipeline: Pipeline
+    devices: dict[str, str]
+    count: int
+    hot: range
+    clients: list[mqtt.Client] = field(default_factory=list)
+    sent: list[mqtt.MQTTMessageInfo] = field(default_factory=list)
+    published: int = 0
+    thread: threading.Thread | None = None
+
+    def connect(self) -> None:
+        s = self.pipeline.settings
+        for device_id, secret in self.devices.items():
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=f"{device_id}-pub",
+                clean_session=False,
+                protocol=mqtt.MQTTv311,
+            )
+            client.username_pw_set(device_id, secret)
+            client.reconnect_delay_set(0.2, 1)
+            connected = threading.Event()
+            client.on_connect = lambda *_a, ev=connected: ev.set()  # type: ignore[misc]
+            client.connect_async(s.mqtt_host, s.mqtt_port, keepalive=10)
+            client.loop_start()
+            wait_for(lambda ev=connected: ev.is_set(), timeout=30, what=f"{device_id} connected")  # type: ignore[misc]
+            self.clients.append(client)
+
+    def body(self, device_index: int, seq: int, base: datetime) -> str:
+        value = HOT if device_index == 0 and seq in self.hot else CALM
+        ts = base + timedelta(milliseconds=100 * seq)
+        return json.dumps({"ts": ts.isoformat(), "seq": seq, "values": {"pm25": value}})
+
+    def _run(self) -> None:
+        root = self.pipeline.settings.mqtt_topic_root
+        base = datetime.now(UTC)
+        start = time.monotonic()
+        for seq in range(1, self.count + 1):
+            for n, (device_id, client) in enumerate(zip(self.devices, self.clients, strict=True)):
+                info = client.publish(
+                    f"{root}/{device_id}/readings", self.body(n, seq, base), qos=1
+                )
+                self.sent.append(info)
+                self.published += 1
+            time.sleep(max(0.0, start + seq / RATE_HZ - time.monotonic()))
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="load", daemon=True)
+        self.thread.start()
+
+    def progress(self) -> float:
+        return self.published / (self.count * len(self.devices))
+
+    def finish(self, timeout: float = 60) -> int:
+        """Wait until every reading is sent and acknowledged by the broker; returns how many."""
+        assert self.thread is not None
+        self.thread.join(self.count / RATE_HZ + timeout)
+        wait_for(
+            lambda: all(info.is_published() for info in self.sent),
+            timeout=timeout,
+            what="the broker to acknowledge every reading",
+        )
+        for client in self.clients:
+            client.loop_stop()
+            client.disconnect()
+        return self.published
+
+
+def process(pipeline: Pipeline, name: str) -> ManagedProcess:
+    (found,) = [p for p in pipeline.stack.processes if p.name == name]
+    return found
+
+
+def wait_ready(pipeline: Pipeline, service: str) -> None:
+    wait_for(
+        lambda: reports_ready(service, pipeline.stack.metrics.of(service)),
+        timeout=90,
+        what=f"{service} ready after its restart",
+    )
+
+
+def crash(service: str) -> Callable[[Pipeline], None]:
+    """``kill -9`` the service, start it again at once."""
+
+    def fault(pipeline: Pipeline) -> None:
+        proc = process(pipeline, service)
+        proc.kill()
+        proc.start()
+        wait_ready(pipeline, service)
+
+    return fault
+
+
+def restart_mosquitto(pipeline: Pipeline) -> None:
+    """Stop the broker (it saves its sessions and queues) and start it again."""
+    proc = process(pipeline, "mosquitto")
+    proc.stop()
+    proc.start()
+    wait_for_port("127.0.0.1", pipeline.settings.mqtt_port, 30, proc)
+    wait_ready(pipeline, "ingest")
+
+
+DATABASE_DOWN_S = 20.0
+
+
+def stop_database(pipeline: Pipeline) -> None:
+    """Stop PostgreSQL (fast shutdown) for ``DATABASE_DOWN_S``, then start it again."""
+    proc = process(pipeline, "postgres")
+    assert proc.popen is not None
+    proc.popen.send_signal(signal.SIGINT)  # SIGTERM would wait for every client to leave
+    proc.popen.wait(30)
+    time.sleep(DATABASE_DOWN_S)
+    port = int(pipeline.settings.database_url.get_secret_value().rsplit(":", 1)[1].split("/")[0])
+    proc.start()
+    wait_for_port("127.0.0.1", port, 30, proc)
+
+
+def no_fault(_pipeline: Pipeline) -> None:
+    """The control case: the same load and checks with nothing going wrong."""
+
+
+FAULTS: dict[str, tuple[Callable[[Pipeline], None], int]] = {
+    # name: (fault, readings per device); a stream long enough to outlast the fault.
+    "none": (no_fault, 60),
+    "kill -9 gateway": (crash("ingest"), 100),
+    "kill -9 streams worker": (crash("streams"), 150),
+    "kill -9 sinks": (crash("sinks"), 100),
+    "kill -9 liveness": (crash("liveness"), 100),
+    "restart mosquitto": (restart_mosquitto, 100),
+    "stop postgresql 20 s": (stop_database, 300),
+}
+
+
+@pytest.mark.parametrize("name", list(FAULTS))
+def test_under_load_a_fault_loses_and_doubles_nothing(stack: Pipeline, name: str) -> None:
+    fault, per_device = FAULTS[name]
+    started = time.monotonic()
+    district = f"d{uuid.uuid4().hex[:6]}"
+    devices = dict(
+        stack.register("air_quality", f"faults/{district}/{district}s/{district}g") for _ in range(DEVICES)
+    )
+    hot = range(per_device // 5, per_device // 5 + 10)  # straddles the fault
+    load = Load(stack, devices, per_device, hot)
+    load.connect()
+    load.start()
+    wait_for(lambda: load.progress() >= 0.25, timeout=60, what="a quarter of the load sent")
+    fault(stack)
+    faulted_at = time.monotonic()
+    published = load.finish()
+    assert published == DEVICES * per_device
+    assert stack.stack.dead() == [], [p.log_tail() for p in stack.stack.dead()]
+
+    ids = list(devices)
+    count_sql = "SELECT count(*), count(DISTINCT (device_id, metric, ts)) FROM readings WHERE device_id = ANY(%s)"
+    wait_for(
+        lambda: stack.query(count_sql, ids)[0][0] >= published,
+        timeout=90,
+        what=f"{published} readings stored",
+    )
+    first = ids[0]
+    wait_for(
+        lambda: stack.query(
+            "SELECT 1 FROM alerts WHERE device_id = %s AND status = 'resolved'", first
+        ),
+        timeout=30,
+        what="the hot stretch's alert resolved",
+    )
+    incident_sql = "SELECT incident_id FROM incidents WHERE %s = ANY(devices)"
+    wait_for(lambda: stack.query(incident_sql, first), timeout=30, what="the incident")
+    wait_for(
+        lambda: stack.query(
+            "SELECT 1 FROM dispatches d JOIN incidents i USING (incident_id) "
+            "WHERE %s = ANY(i.devices) AND d.kind = 'order'",
+            first,
+        ),
+        timeout=30,
+        what="the dispatch order",
+    )
+    time.sleep(2)  # anything doubled would arrive by now: the sinks write every 0.1 s
+
+    stored, distinct = stack.query(count_sql, ids)[0]
+    assert (stored, distinct) == (published, published)
+    per_device_seqs = stack.query(
+        "SELECT device_id, array_agg(seq ORDER BY seq) FROM readings "
+        "WHERE device_id = ANY(%s) GROUP BY device_id",
+        ids,
+    )
+    assert {d: list(s) for d, s in per_device_seqs} == {
+        d: list(range(1, per_device + 1)) for d in ids
+    }
+    alerts = stack.query(
+        "SELECT device_id, rule_id, status FROM alerts WHERE device_id = ANY(%s)", ids
+    )
+    assert alerts == [(first, "pm25-pollution", "resolved")]
+    incidents = stack.query(
+        "SELECT incident_id FROM incidents WHERE devices && %s::text[] OR place_path[2] = %s",
+        ids,
+        district,
+    )
+    assert len(incidents) == 1
+    orders = stack.query(
+        "SELECT dispatch_id FROM dispatches WHERE incident_id = %s AND kind = 'order'",
+        incidents[0][0],
+    )
+    assert len(orders) == 1
+    print(
+        f"{name}: {published} readings, fault handled in {faulted_at - started:.1f} s, "
+        f"case {time.monotonic() - started:.1f} s"
+    )
+
+
+@pytest.mark.xfail(
+    run=False,
+    reason="tansu's memory storage loses every topic on restart, so at-least-once through a "
+    "restarted in-memory broker cannot hold (a limit of the local broker: Apache Kafka keeps "
+    "its topics)",
+)
+def test_a_kafka_broker_restart_loses_and_doubles_nothing(stack: Pipeline) -> None:
+    raise AssertionError("not run: see the reason")
+
