@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -246,80 +248,130 @@ FAULTS: dict[str, tuple[Callable[[Pipeline], None], int]] = {
 MARKS = {"restart mosquitto": [MOSQUITTO_DROPS_SHARED]}
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=MARKS.get(n, [])) for n in FAULTS])
-def test_under_load_a_fault_loses_and_doubles_nothing(stack: Pipeline, name: str) -> None:
-    fault, per_device = FAULTS[name]
-    started = time.monotonic()
+def start_load(pipeline: Pipeline, per_device: int) -> tuple[Load, str]:
+    """New devices in a district of their own, publishing; returns the load and the district."""
     district = f"d{uuid.uuid4().hex[:6]}"
     devices = dict(
-        stack.register("air_quality", f"faults/{district}/{district}s/{district}g")
+        pipeline.register("air_quality", f"faults/{district}/{district}s/{district}g")
         for _ in range(DEVICES)
     )
-    hot = range(per_device // 5, per_device // 5 + 10)  # straddles the fault
-    load = Load(stack, devices, per_device, hot)
+    hot = range(per_device // 5, per_device // 5 + 10)  # straddles a fault at a quarter
+    load = Load(pipeline, devices, per_device, hot)
     load.connect()
     load.start()
-    wait_for(lambda: load.progress() >= 0.25, timeout=60, what="a quarter of the load sent")
-    fault(stack)
-    faulted_at = time.monotonic()
-    published = load.finish()
-    assert published == DEVICES * per_device
-    assert stack.stack.dead() == [], [p.log_tail() for p in stack.stack.dead()]
+    return load, district
 
-    ids = list(devices)
-    count_sql = "SELECT count(*), count(DISTINCT (device_id, metric, ts)) FROM readings WHERE device_id = ANY(%s)"
-    wait_until_stored(stack, count_sql, ids, published)
+
+def assert_stored_exactly_once(pipeline: Pipeline, load: Load, district: str) -> None:
+    """Every reading stored once; the hot stretch is one alert, one incident, one order."""
+    published = load.finish()
+    assert published == DEVICES * load.count
+    assert pipeline.stack.dead() == [], [p.log_tail() for p in pipeline.stack.dead()]
+    ids = list(load.devices)
+    count_sql = (
+        "SELECT count(*), count(DISTINCT (device_id, metric, ts)) FROM readings "
+        "WHERE device_id = ANY(%s)"
+    )
+    wait_until_stored(pipeline, count_sql, ids, published)
     first = ids[0]
     wait_for(
-        lambda: stack.query(
+        lambda: pipeline.query(
             "SELECT 1 FROM alerts WHERE device_id = %s AND status = 'resolved'", first
         ),
         timeout=30,
         what="the hot stretch's alert resolved",
     )
-    incident_sql = "SELECT incident_id FROM incidents WHERE %s = ANY(devices)"
-    wait_for(lambda: stack.query(incident_sql, first), timeout=30, what="the incident")
     wait_for(
-        lambda: stack.query(
+        lambda: pipeline.query(
             "SELECT 1 FROM dispatches d JOIN incidents i USING (incident_id) "
             "WHERE %s = ANY(i.devices) AND d.kind = 'order'",
             first,
         ),
         timeout=30,
-        what="the dispatch order",
+        what="the incident's dispatch order",
     )
     time.sleep(2)  # anything doubled would arrive by now: the sinks write every 0.1 s
 
     stored_seqs = dict(
-        stack.query(
+        pipeline.query(
             "SELECT device_id, array_agg(seq ORDER BY seq) FROM readings "
             "WHERE device_id = ANY(%s) GROUP BY device_id",
             ids,
         )
     )
-    missing = {d: sorted(set(range(1, per_device + 1)) - set(stored_seqs.get(d, []))) for d in ids}
+    every = set(range(1, load.count + 1))
+    missing = {d: sorted(every - set(stored_seqs.get(d, []))) for d in ids}
     assert {d: m for d, m in missing.items() if m} == {}, "readings lost"
-    stored, distinct = stack.query(count_sql, ids)[0]
+    stored, distinct = pipeline.query(count_sql, ids)[0]
     assert (stored, distinct) == (published, published)
-    alerts = stack.query(
+    alerts = pipeline.query(
         "SELECT device_id, rule_id, status FROM alerts WHERE device_id = ANY(%s)", ids
     )
     assert alerts == [(first, "pm25-pollution", "resolved")]
-    incidents = stack.query(
+    incidents = pipeline.query(
         "SELECT incident_id FROM incidents WHERE devices && %s::text[] OR place_path[2] = %s",
         ids,
         district,
     )
     assert len(incidents) == 1
-    orders = stack.query(
+    orders = pipeline.query(
         "SELECT dispatch_id FROM dispatches WHERE incident_id = %s AND kind = 'order'",
         incidents[0][0],
     )
     assert len(orders) == 1
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=MARKS.get(n, [])) for n in FAULTS])
+def test_under_load_a_fault_loses_and_doubles_nothing(stack: Pipeline, name: str) -> None:
+    fault, per_device = FAULTS[name]
+    started = time.monotonic()
+    load, district = start_load(stack, per_device)
+    wait_for(lambda: load.progress() >= 0.25, timeout=60, what="a quarter of the load sent")
+    fault(stack)
+    over = time.monotonic() - started
+    assert_stored_exactly_once(stack, load, district)
     print(
-        f"{name}: {published} readings, fault handled in {faulted_at - started:.1f} s, "
-        f"case {time.monotonic() - started:.1f} s"
+        f"{name}: {load.published} readings, fault over at {over:.1f} s, case {time.monotonic() - started:.1f} s"
     )
+
+
+def ingest_total(port: int, what: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    name = f"cityvitals_ingest_{what}_total"
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_two_gateways_on_one_shared_subscription_split_the_load(stack: Pipeline) -> None:
+    """A second gateway (its own MQTT client id, the same share group) takes part of the load;
+    together they forward every reading once."""
+    settings = stack.settings.model_copy(
+        update={"metrics_port": free_port(), "mqtt_client_id": f"{stack.settings.mqtt_client_id}-2"}
+    )
+    second = ManagedProcess(
+        "ingest-2",
+        [sys.executable, "-m", "wiring.cli", "run", "ingest"],
+        stack.stack.paths,
+        env=settings.to_env(),
+    )
+    second.start()
+    try:
+        wait_for(
+            lambda: reports_ready("ingest", settings.metrics_port),
+            timeout=60,
+            what="the second gateway ready",
+        )
+        ports = (stack.stack.metrics.ingest, settings.metrics_port)
+        before = [ingest_total(port, "forwarded") for port in ports]
+        load, district = start_load(stack, 100)
+        assert_stored_exactly_once(stack, load, district)
+        shares = [
+            ingest_total(port, "forwarded") - b for port, b in zip(ports, before, strict=True)
+        ]
+        assert sum(shares) == load.published
+        assert min(shares) > 0, shares
+        print(f"two gateways forwarded {shares[0]:.0f} + {shares[1]:.0f} readings")
+    finally:
+        second.stop()
 
 
 @pytest.mark.xfail(
