@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
+from cityvitals.db import DatabaseUnavailable
 from cityvitals.kafka import consume_batch
 from cityvitals.settings import Settings
 from cityvitals.stage import StageMetrics, dead_letter, kafka_source, retry
 from cityvitals.topics import Topic
-from sinks.base import Connection, Sink
+from sinks.base import Connection, Sink, SinkUnavailable
 from sinks.routes import ROUTES, Envelope, Route
 
 __all__ = ["SinkRunner"]
@@ -46,11 +47,14 @@ class SinkRunner:
         conn: Connection,
         registry: CollectorRegistry,
         routes: Sequence[Route] = ROUTES,
+        connect: Callable[[], Connection] | None = None,
     ) -> None:
         self.settings = settings
         self.consumer = consumer
         self.producer = producer
         self.routes = list(routes)
+        self.conn = conn
+        self.connect = connect
         self.sinks: list[Sink[Any]] = [route.sink(conn) for route in self.routes]
         self.topics = {settings.topic(r.topic): r.topic for r in self.routes}
         self._deadletter = settings.topic(Topic.DEADLETTER)
@@ -85,9 +89,32 @@ class SinkRunner:
             batch[i].extend(items)
         self.metrics.forwarded.inc()
 
+    def _write_one(self, index: int, items: list[Any]) -> int:
+        """Write one route's items; a lost connection is replaced before the retry."""
+        try:
+            return self.sinks[index].write(items)
+        except SinkUnavailable:
+            self._reconnect_if_lost()
+            raise
+
+    def _reconnect_if_lost(self) -> None:
+        """A connection the server dropped (a restarted database) never comes back: open a new
+        one for every sink. While the database is still down this fails and the retry waits."""
+        if self.connect is None or not self.conn.closed:
+            return
+        try:
+            conn = self.connect()
+        except DatabaseUnavailable as exc:
+            log.warning("database still unavailable: %s", exc)
+            return
+        log.info("reconnected to the database")
+        self.conn = conn
+        self.sinks = [route.sink(conn) for route in self.routes]
+
     def _write(self, batch: list[list[Any]], stop: threading.Event) -> None:
-        for sink, items in zip(self.sinks, batch, strict=True):
-            self.written.labels(sink.table).inc(retry(lambda: sink.write(items), stop))  # noqa: B023
+        for i, items in enumerate(batch):
+            table = self.sinks[i].table
+            self.written.labels(table).inc(retry(lambda: self._write_one(i, items), stop))  # noqa: B023
         if self.producer.flush(30):
             raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "dead letters unconfirmed"))
 

@@ -88,6 +88,7 @@ def run_sinks(settings: Settings) -> None:
         kafka.producer(settings),
         conn,
         _metrics(settings),
+        connect=lambda: db.connect(settings),
     ).run(stop)
 
 

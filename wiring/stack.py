@@ -207,6 +207,14 @@ class ManagedProcess:
             _terminate(popen.pid, timeout, lambda: popen.poll() is not None)
         self.pid_path.unlink(missing_ok=True)
 
+    def kill(self, timeout: float = 10.0) -> None:
+        """Kill the process at once (SIGKILL, no clean-up: a crash) and reap it."""
+        if self.popen is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(signal.SIGKILL)
+            self.popen.wait(timeout)
+        self.pid_path.unlink(missing_ok=True)
+
     def log_tail(self, lines: int = 15) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -1,0 +1,399 @@
+"""Faults under load, on a private stack of real processes (so killing them disturbs no other
+test): while a few devices publish a steady, bounded stream of readings at QoS 1, a part of the
+pipeline crashes (``kill -9``) or stops, and starts again. Afterwards every published reading is
+stored exactly once, and the one threshold crossing in the stream is one alert episode, one
+incident and one dispatch order: nothing lost, nothing doubled.
+
+Each case uses devices of its own in a district of its own, so the cases share the stack but
+not their data.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from cityvitals.settings import Settings
+from tests.integration.conftest import Pipeline, free_port, wait_for
+from tests.integration.conftest import test_incidents as quick_incidents
+from wiring.localstack import LocalStack, MetricsPorts, down, reports_ready
+from wiring.stack import ManagedProcess, wait_for_port
+
+pytestmark = pytest.mark.integration
+
+DEVICES = 3
+RATE_HZ = 10.0
+"""Readings per second per device: 30 a second in all, a few hundred per case."""
+HOT = 75.0 + 25.0
+"""Above the ``pm25-pollution`` rule's blue level (75); the rest of the stream is below its
+clear level (60), so the hot stretch is one episode: firing, then resolved."""
+CALM = 35.0
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    """A stack of its own, started like the session's ``pipeline``."""
+    state = tmp_path_factory.mktemp("fault-stack")
+    incidents_file = state / "incidents.yaml"
+    incidents_file.write_text(quick_incidents())
+    settings = Settings(
+        rules_file=None,
+        incidents_file=incidents_file,
+        rules_tick_s=1.0,
+        indicators_grace_s=1.0,
+        mqtt_port=free_port(),
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        database_url=f"postgresql://cityvitals@127.0.0.1:{free_port()}/cityvitals",
+        state_dir=state,
+        topic_prefix=f"ft{uuid.uuid4().hex[:6]}",
+        mqtt_client_id=f"ftest-{uuid.uuid4().hex[:6]}",
+        sink_linger_ms=100,
+        api_port=free_port(),
+        liveness_check_interval_s=0.5,
+    )
+    local = LocalStack(settings, MetricsPorts(*(free_port() for _ in range(5))))
+    try:
+        ready = local.start_infrastructure()
+        local.start_services()
+        local.wait_ready()
+        yield Pipeline(ready, local)
+    finally:
+        local.stop()
+        logs = Path(tmp_path_factory.getbasetemp()) / "fault-service-logs"
+        import shutil
+
+        shutil.copytree(state / "logs", logs, dirs_exist_ok=True)
+        print(f"fault stack's service logs kept in {logs}")
+        down(state, purge=True)
+
+
+@dataclass
+class Load:
+    """Devices publishing ``count`` readings each at ``RATE_HZ``, from one paho client per device
+    with a persistent session (QoS 1): a client that loses the broker reconnects and sends
+    again what was not acknowledged."""
+
+    pipeline: Pipeline
+    devices: dict[str, str]
+    count: int
+    hot: range
+    clients: list[mqtt.Client] = field(default_factory=list)
+    sent: list[set[int]] = field(default_factory=list)
+    acked: list[set[int]] = field(default_factory=list)
+    published: int = 0
+    thread: threading.Thread | None = None
+
+    def connect(self) -> None:
+        s = self.pipeline.settings
+        for device_id, secret in self.devices.items():
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=f"{device_id}-pub",
+                clean_session=False,
+                protocol=mqtt.MQTTv311,
+            )
+            client.username_pw_set(device_id, secret)
+            client.reconnect_delay_set(0.2, 1)
+            connected = threading.Event()
+            client.on_connect = lambda *_a, ev=connected: ev.set()  # type: ignore[misc]
+            # A PUBACK, however late; a message published while the broker is away waits in
+            # the client (its MQTTMessageInfo says "not connected" for good) and goes out later.
+            acked: set[int] = set()
+            client.on_publish = lambda _c, _u, mid, *_a, got=acked: got.add(mid)  # type: ignore[misc]
+            self.acked.append(acked)
+            self.sent.append(set())
+            client.connect_async(s.mqtt_host, s.mqtt_port, keepalive=10)
+            client.loop_start()
+            wait_for(lambda ev=connected: ev.is_set(), timeout=30, what=f"{device_id} connected")  # type: ignore[misc]
+            self.clients.append(client)
+
+    def body(self, device_index: int, seq: int, base: datetime) -> str:
+        value = HOT if device_index == 0 and seq in self.hot else CALM
+        ts = base + timedelta(milliseconds=100 * seq)
+        return json.dumps({"ts": ts.isoformat(), "seq": seq, "values": {"pm25": value}})
+
+    def _run(self) -> None:
+        root = self.pipeline.settings.mqtt_topic_root
+        base = datetime.now(UTC)
+        start = time.monotonic()
+        for seq in range(1, self.count + 1):
+            for n, (device_id, client) in enumerate(zip(self.devices, self.clients, strict=True)):
+                info = client.publish(
+                    f"{root}/{device_id}/readings", self.body(n, seq, base), qos=1
+                )
+                self.sent[n].add(info.mid)
+                self.published += 1
+            time.sleep(max(0.0, start + seq / RATE_HZ - time.monotonic()))
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="load", daemon=True)
+        self.thread.start()
+
+    def progress(self) -> float:
+        return self.published / (self.count * len(self.devices))
+
+    def finish(self, timeout: float = 60) -> int:
+        """Wait until every reading is sent and acknowledged by the broker; returns how many."""
+        assert self.thread is not None
+        self.thread.join(self.count / RATE_HZ + timeout)
+        wait_for(
+            lambda: all(sent <= acked for sent, acked in zip(self.sent, self.acked, strict=True)),
+            timeout=timeout,
+            what="the broker to acknowledge every reading",
+        )
+        for client in self.clients:
+            client.loop_stop()
+            client.disconnect()
+        return self.published
+
+
+def process(pipeline: Pipeline, name: str) -> ManagedProcess:
+    (found,) = [p for p in pipeline.stack.processes if p.name == name]
+    return found
+
+
+def wait_ready(pipeline: Pipeline, service: str) -> None:
+    wait_for(
+        lambda: reports_ready(service, pipeline.stack.metrics.of(service)),
+        timeout=90,
+        what=f"{service} ready after its restart",
+    )
+
+
+def crash(service: str) -> Callable[[Pipeline], None]:
+    """``kill -9`` the service, start it again at once."""
+
+    def fault(pipeline: Pipeline) -> None:
+        proc = process(pipeline, service)
+        proc.kill()
+        proc.start()
+        wait_ready(pipeline, service)
+
+    return fault
+
+
+def restart_mosquitto(pipeline: Pipeline) -> None:
+    """Stop the broker (it saves its sessions and queues) and start it again."""
+    proc = process(pipeline, "mosquitto")
+    proc.stop()
+    proc.start()
+    wait_for_port("127.0.0.1", pipeline.settings.mqtt_port, 30, proc)
+    wait_ready(pipeline, "ingest")
+
+
+DATABASE_DOWN_S = 20.0
+
+
+def stop_database(pipeline: Pipeline) -> None:
+    """Stop PostgreSQL (fast shutdown) for ``DATABASE_DOWN_S``, then start it again."""
+    proc = process(pipeline, "postgres")
+    assert proc.popen is not None
+    proc.popen.send_signal(signal.SIGINT)  # SIGTERM would wait for every client to leave
+    proc.popen.wait(30)
+    time.sleep(DATABASE_DOWN_S)
+    port = int(pipeline.settings.database_url.get_secret_value().rsplit(":", 1)[1].split("/")[0])
+    proc.start()
+    wait_for_port("127.0.0.1", port, 30, proc)
+
+
+def no_fault(_pipeline: Pipeline) -> None:
+    """The control case: the same load and checks with nothing going wrong."""
+
+
+def wait_until_stored(
+    pipeline: Pipeline, count_sql: str, ids: list[str], published: int, stall_s: float = 15
+) -> None:
+    """Until ``published`` rows are stored, or none more came for ``stall_s`` (then the checks
+    that follow say what is missing)."""
+    last, changed = -1, time.monotonic()
+    while (stored := pipeline.query(count_sql, ids)[0][0]) < published:
+        if stored != last:
+            last, changed = stored, time.monotonic()
+        elif time.monotonic() - changed > stall_s:
+            return
+        time.sleep(0.2)
+
+
+MOSQUITTO_DROPS_SHARED = pytest.mark.xfail(
+    strict=True,
+    reason="Mosquitto 2.0.11 does not restore a persistent session's shared subscription "
+    "($share/...) after a restart: what devices publish before the gateway has reconnected and "
+    "subscribed again has no subscriber and is dropped (a plain subscription of the same "
+    "session is restored and gets it)",
+)
+
+FAULTS: dict[str, tuple[Callable[[Pipeline], None], int]] = {
+    # name: (fault, readings per device); a stream long enough to outlast the fault.
+    "none": (no_fault, 60),
+    "kill -9 gateway": (crash("ingest"), 100),
+    "kill -9 streams worker": (crash("streams"), 150),
+    "kill -9 sinks": (crash("sinks"), 100),
+    "kill -9 liveness": (crash("liveness"), 100),
+    "restart mosquitto": (restart_mosquitto, 100),
+    "stop postgresql 20 s": (stop_database, 300),
+}
+STREAMS_CRASH_LOSES = pytest.mark.xfail(
+    strict=False,
+    reason="in about 1 run of 3, kill -9 of the stream worker loses about a second of readings "
+    "(every device's readings around the kill, none dead-lettered): offsets of readings.raw "
+    "were committed past messages whose outputs never reached the database; an open defect "
+    "of the stream, not of this test",
+)
+MARKS = {
+    "restart mosquitto": [MOSQUITTO_DROPS_SHARED],
+    "kill -9 streams worker": [STREAMS_CRASH_LOSES],
+}
+
+
+def start_load(pipeline: Pipeline, per_device: int) -> tuple[Load, str]:
+    """New devices in a district of their own, publishing; returns the load and the district."""
+    district = f"d{uuid.uuid4().hex[:6]}"
+    devices = dict(
+        pipeline.register("air_quality", f"faults/{district}/{district}s/{district}g")
+        for _ in range(DEVICES)
+    )
+    hot = range(per_device // 5, per_device // 5 + 10)  # straddles a fault at a quarter
+    load = Load(pipeline, devices, per_device, hot)
+    load.connect()
+    load.start()
+    return load, district
+
+
+def assert_stored_exactly_once(pipeline: Pipeline, load: Load, district: str) -> None:
+    """Every reading stored once; the hot stretch is one alert, one incident, one order."""
+    published = load.finish()
+    assert published == DEVICES * load.count
+    assert pipeline.stack.dead() == [], [p.log_tail() for p in pipeline.stack.dead()]
+    ids = list(load.devices)
+    count_sql = (
+        "SELECT count(*), count(DISTINCT (device_id, metric, ts)) FROM readings "
+        "WHERE device_id = ANY(%s)"
+    )
+    wait_until_stored(pipeline, count_sql, ids, published)
+    first = ids[0]
+    wait_for(
+        lambda: pipeline.query(
+            "SELECT 1 FROM alerts WHERE device_id = %s AND status = 'resolved'", first
+        ),
+        timeout=30,
+        what="the hot stretch's alert resolved",
+    )
+    wait_for(
+        lambda: pipeline.query(
+            "SELECT 1 FROM dispatches d JOIN incidents i USING (incident_id) "
+            "WHERE %s = ANY(i.devices) AND d.kind = 'order'",
+            first,
+        ),
+        timeout=30,
+        what="the incident's dispatch order",
+    )
+    time.sleep(2)  # anything doubled would arrive by now: the sinks write every 0.1 s
+
+    stored_seqs = dict(
+        pipeline.query(
+            "SELECT device_id, array_agg(seq ORDER BY seq) FROM readings "
+            "WHERE device_id = ANY(%s) GROUP BY device_id",
+            ids,
+        )
+    )
+    every = set(range(1, load.count + 1))
+    missing = {d: sorted(every - set(stored_seqs.get(d, []))) for d in ids}
+    letters = pipeline.query(
+        "SELECT stage, reason, count(*) FROM deadletters WHERE device_id = ANY(%s) "
+        "GROUP BY stage, reason",
+        ids,
+    )
+    assert {d: m for d, m in missing.items() if m} == {}, f"readings lost; dead letters: {letters}"
+    stored, distinct = pipeline.query(count_sql, ids)[0]
+    assert (stored, distinct) == (published, published)
+    alerts = pipeline.query(
+        "SELECT device_id, rule_id, status FROM alerts WHERE device_id = ANY(%s)", ids
+    )
+    assert alerts == [(first, "pm25-pollution", "resolved")]
+    incidents = pipeline.query(
+        "SELECT incident_id FROM incidents WHERE devices && %s::text[] OR place_path[2] = %s",
+        ids,
+        district,
+    )
+    assert len(incidents) == 1
+    orders = pipeline.query(
+        "SELECT dispatch_id FROM dispatches WHERE incident_id = %s AND kind = 'order'",
+        incidents[0][0],
+    )
+    assert len(orders) == 1
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=MARKS.get(n, [])) for n in FAULTS])
+def test_under_load_a_fault_loses_and_doubles_nothing(stack: Pipeline, name: str) -> None:
+    fault, per_device = FAULTS[name]
+    started = time.monotonic()
+    load, district = start_load(stack, per_device)
+    wait_for(lambda: load.progress() >= 0.25, timeout=60, what="a quarter of the load sent")
+    fault(stack)
+    over = time.monotonic() - started
+    assert_stored_exactly_once(stack, load, district)
+    print(
+        f"{name}: {load.published} readings, fault over at {over:.1f} s, case {time.monotonic() - started:.1f} s"
+    )
+
+
+def ingest_total(port: int, what: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    name = f"cityvitals_ingest_{what}_total"
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_two_gateways_on_one_shared_subscription_split_the_load(stack: Pipeline) -> None:
+    """A second gateway (its own MQTT client id, the same share group) takes part of the load;
+    together they forward every reading once."""
+    settings = stack.settings.model_copy(
+        update={"metrics_port": free_port(), "mqtt_client_id": f"{stack.settings.mqtt_client_id}-2"}
+    )
+    second = ManagedProcess(
+        "ingest-2",
+        [sys.executable, "-m", "wiring.cli", "run", "ingest"],
+        stack.stack.paths,
+        env=settings.to_env(),
+    )
+    second.start()
+    try:
+        wait_for(
+            lambda: reports_ready("ingest", settings.metrics_port),
+            timeout=60,
+            what="the second gateway ready",
+        )
+        ports = (stack.stack.metrics.ingest, settings.metrics_port)
+        before = [ingest_total(port, "forwarded") for port in ports]
+        load, district = start_load(stack, 100)
+        assert_stored_exactly_once(stack, load, district)
+        shares = [
+            ingest_total(port, "forwarded") - b for port, b in zip(ports, before, strict=True)
+        ]
+        assert sum(shares) == load.published
+        assert min(shares) > 0, shares
+        print(f"two gateways forwarded {shares[0]:.0f} + {shares[1]:.0f} readings")
+    finally:
+        second.stop()
+
+
+@pytest.mark.xfail(
+    run=False,
+    reason="tansu's memory storage loses every topic on restart, so at-least-once through a "
+    "restarted in-memory broker cannot hold (a limit of the local broker: Apache Kafka keeps "
+    "its topics)",
+)
+def test_a_kafka_broker_restart_loses_and_doubles_nothing(stack: Pipeline) -> None:
+    raise AssertionError("not run: see the reason")
