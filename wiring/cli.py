@@ -404,6 +404,15 @@ def _add_incident_commands() -> None:
 _add_incident_commands()
 
 
+def _add_bench_command() -> None:
+    from wiring.cli_bench import bench
+
+    app.command("bench")(bench)
+
+
+_add_bench_command()
+
+
 def main() -> None:
     try:
         app()
