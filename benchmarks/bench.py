@@ -21,6 +21,7 @@ The document gives each figure's target and the gap to it (:func:`report`, pure)
 from __future__ import annotations
 
 import json
+import signal
 import statistics
 import subprocess
 import sys
@@ -255,8 +256,12 @@ def alert_latency(
     sent: dict[str, float] = {}
     latencies: list[float] = []
     stop = threading.Event()
-    consumer = kafka.consumer(settings, f"bench-latency-{uuid.uuid4().hex[:8]}")
-    consumer.subscribe([settings.topic(Topic.ALERTS)])
+    # A short fetch wait: the broker may hold a fetch that finds nothing for the whole wait.
+    consumer = kafka.consumer(
+        settings, f"bench-latency-{uuid.uuid4().hex[:8]}", **{"fetch.wait.max.ms": 10}
+    )
+    assigned = threading.Event()
+    consumer.subscribe([settings.topic(Topic.ALERTS)], on_assign=lambda *_: assigned.set())
 
     def listen() -> None:
         while not stop.is_set() or (sent and time.monotonic() < stopped_at + 5):
@@ -282,7 +287,7 @@ def alert_latency(
     stopped_at = float("inf")
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
-    time.sleep(1.0)  # the consumer joins its group
+    assigned.wait(30)  # joining the group takes seconds; markers sent before would wait it
     seq = {d: 10_000_000 for d in credentials}
     start = time.monotonic()
     tick, n = 0.1, 0
@@ -527,6 +532,11 @@ def run(opts: BenchOptions) -> dict[str, Any]:
         down(state, purge=True)
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(opts: BenchOptions | None = None) -> None:
+    signal.signal(signal.SIGTERM, _interrupt)  # the private stack is stopped on the way out
     figures = run(opts or BenchOptions())
     print(json.dumps(report(figures, datetime.now(UTC).date().isoformat()), indent=2))
