@@ -12,7 +12,8 @@ the other:
 3. the streams stage: batches produced straight onto ``readings.raw`` and the time the Faust
    stage takes to forward them, beside a bare confluent-kafka loop doing the same job
    (decode, :func:`streams.pipeline.process_batch`, produce its outputs) over the same topic;
-4. the reading sink beside raw binary COPY into a bare copy of the table, same database.
+4. the reading sink beside raw binary COPY into a bare copy of the table, same database (and
+   raw COPY into a copy of the table with its key and indexes: what they cost).
 
 Machines differ and share their cores: the ratios measured in one run are what compare.
 The document gives each figure's target and the gap to it (:func:`report`, pure).
@@ -57,6 +58,11 @@ class Target:
     goal: float | None = None
     note: str = ""
 
+
+WARM_UP_S = 3.0
+"""Seconds of background load before the first marker (the load is steady by then)."""
+SETTLE_S = 5.0
+"""Pause after the end-to-end run: the stages finish its backlog (indicators, ticks)."""
 
 QUIX_MSG_S = 30_000
 """Quix Streams on the design's small job on this broker (DESIGN.md: 28-34k msg/s)."""
@@ -123,6 +129,9 @@ class BenchOptions:
     devices: int = 30
     window: int = 1000
     latency_s: float = 10.0
+    latency_load: float = 0.0
+    """Background readings/s of the latency run; 0: half the end-to-end rate, measured
+    after it (else measured first, on the fresh stack)."""
     stream_readings: int = 30_000
     sink_rows: int = 100_000
     timeout_s: float = 120.0
@@ -293,7 +302,7 @@ def alert_latency(
     tick, n = 0.1, 0
     per_tick = rate * tick / max(len(credentials), 1)
     owed = 0.0
-    while time.monotonic() - start < opts.latency_s:
+    while time.monotonic() - start < WARM_UP_S + opts.latency_s:
         owed += per_tick
         count, owed = int(owed), owed - int(owed)
         now = datetime.now(UTC)
@@ -307,7 +316,7 @@ def alert_latency(
                 )
             proc.stdin.write(b"".join(lines))
             proc.stdin.flush()
-        if n % 2 == 0:
+        if n % 2 == 0 and time.monotonic() - start >= WARM_UP_S:
             ts = datetime.now(UTC)
             key = ts.isoformat().replace("+00:00", "Z")
             sent[key] = time.monotonic()
@@ -469,6 +478,16 @@ def sink(settings: Settings, rows: int) -> dict[str, Any]:
                 copy.write_row(row)
         raw_s = time.perf_counter() - started
         conn.execute("DROP TABLE bench_raw")
+        # The same rows into a copy of the table with its key and indexes: what they cost,
+        # apart from the sink's Python work.
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_keyed (LIKE readings INCLUDING ALL)")
+        started = time.perf_counter()
+        with conn.cursor() as cur, cur.copy("COPY bench_keyed FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(list(ReadingSink.types))
+            for row in copy_rows:
+                copy.write_row(row)
+        keyed_s = time.perf_counter() - started
+        conn.execute("DROP TABLE bench_keyed")
     writer = ReadingSink(db.connect(settings))
     started = time.perf_counter()
     for i in range(0, len(readings), 2500):
@@ -479,6 +498,8 @@ def sink(settings: Settings, rows: int) -> dict[str, Any]:
     return {
         "rows": n,
         "raw_copy_rows_per_s": round(n / raw_s),
+        "keyed_copy_rows_per_s": round(n / keyed_s),
+        "keyed_copy_ratio_to_raw_copy": round(raw_s / keyed_s, 3),
         "rows_per_s": round(n / sink_s),
         "ratio_to_raw_copy": round(raw_s / sink_s, 3),
     }
@@ -516,12 +537,19 @@ def run(opts: BenchOptions) -> dict[str, Any]:
         time.sleep(1)  # the broker reloads its password file
         marker = devices[-1].device_id
         marker_secret = credentials.pop(marker)
-        figures: dict[str, Any] = {"end_to_end": end_to_end(settings, stack, credentials, opts)}
+        figures: dict[str, Any] = {}
+        marker_of = (marker, marker_secret)
+        if opts.latency_load:  # on the fresh stack, before the end-to-end run
+            figures["alert_latency"] = alert_latency(
+                settings, credentials, marker_of, opts.latency_load, opts
+            )
+        figures["end_to_end"] = end_to_end(settings, stack, credentials, opts)
         _progress(figures)
-        half = figures["end_to_end"]["readings_per_s"] / 2
-        figures["alert_latency"] = alert_latency(
-            settings, credentials, (marker, marker_secret), half, opts
-        )
+        if not opts.latency_load:
+            time.sleep(SETTLE_S)
+            half = figures["end_to_end"]["readings_per_s"] / 2
+            figures["alert_latency"] = alert_latency(settings, credentials, marker_of, half, opts)
+        figures["alert_latency"]["after_end_to_end"] = not opts.latency_load
         _progress(figures)
         figures["streams"] = streams_stage(settings, stack, devices[:-1], opts)
         _progress(figures)

@@ -16,6 +16,13 @@ def bench(
     latency_s: Annotated[
         float, typer.Option(help="seconds of the alert-latency run at half the top load")
     ] = 10.0,
+    latency_load: Annotated[
+        float,
+        typer.Option(
+            help="background readings/s of the latency run, measured first on the fresh stack "
+            "(default: half the end-to-end rate, measured after it)"
+        ),
+    ] = 0.0,
     stream_readings: Annotated[
         int, typer.Option(help="readings of the streams-stage run (and its ceiling)")
     ] = 30_000,
@@ -33,6 +40,7 @@ def bench(
             readings=readings,
             devices=devices,
             latency_s=latency_s,
+            latency_load=latency_load,
             stream_readings=stream_readings,
             sink_rows=sink_rows,
             timeout_s=timeout_s,
