@@ -20,12 +20,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from tempfile import mkdtemp
 
+from benchmarks.stack import free_port
 from cityvitals import db
 from cityvitals.contracts import Indicator, IndicatorQuality, PlaceLevel, Reading
 from cityvitals.settings import Settings
 from sinks.maintenance import maintain
 from sinks.postgres import IndicatorSink, ReadingSink
-from tests.integration.conftest import free_port
 from wiring.servers import create_database, postgres_process
 from wiring.stack import StackPaths, wait_for_port
 

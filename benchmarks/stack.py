@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from tempfile import mkdtemp
 
 from cityvitals.settings import Settings
-from tests.integration.conftest import free_port
 from wiring.localstack import LocalStack, MetricsPorts
+
+__all__ = ["free_port", "private_stack"]
+
+
+def free_port() -> int:
+    """A loopback port free now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def private_stack() -> tuple[Settings, LocalStack]:

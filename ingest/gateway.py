@@ -11,10 +11,9 @@ what was not acknowledged. The MQTT 5 receive maximum bounds how many wait at on
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -75,7 +74,9 @@ class Gateway:
         self.settings = settings
         self.producer = producer
         self.metrics = GatewayMetrics(registry)
-        self._inbox: queue.Queue[_Inbound] = queue.Queue()
+        # paho's thread appends, this one pops: a deque's ends are thread-safe, and cheaper
+        # per message than a Queue's locks.
+        self._inbox: deque[_Inbound] = deque()
         self._failure: str | None = None
         self._connected = threading.Event()
         self._raw = settings.topic(Topic.READINGS_RAW)
@@ -128,7 +129,7 @@ class Gateway:
         log.warning("MQTT disconnected (%s); paho reconnects", reason)
 
     def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
-        self._inbox.put(_Inbound(msg.mid, msg.topic, bytes(msg.payload), utc_now()))
+        self._inbox.append(_Inbound(msg.mid, msg.topic, bytes(msg.payload), utc_now()))
 
     # --- Kafka side (the caller's thread) -------------------------------------------------
 
@@ -156,9 +157,9 @@ class Gateway:
         deadline = time.monotonic() + s.ingest_linger_ms / 1000
         while len(batch) < s.ingest_batch_max:
             try:
-                batch.append(self._inbox.get_nowait())
+                batch.append(self._inbox.popleft())
                 continue
-            except queue.Empty:
+            except IndexError:
                 pass
             if time.monotonic() >= deadline or self._failure:
                 break

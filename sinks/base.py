@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar
 
 import psycopg
+import psycopg.errors
 
 from cityvitals.stage import Transient
 
@@ -79,8 +80,12 @@ class SqlSink:
 
 
 class CopySink(SqlSink):
-    """COPY (binary) into a session-local staging table, then insert what is new on the
-    table's natural key (``ON CONFLICT DO NOTHING``). Subclasses give ``columns``, ``types``."""
+    """COPY (binary) straight into the table while every row is new (the usual case); when
+    a row is already stored (a replay) that COPY fails on the table's natural key, only its
+    savepoint rolls back, and the batch goes through a session-local staging table and
+    ``INSERT ... ON CONFLICT DO NOTHING`` instead. After a conflict the staging path is kept
+    until a batch is all new again (replays come in runs). Subclasses give ``columns``,
+    ``types``."""
 
     columns: tuple[str, ...]
     types: tuple[str, ...]
@@ -93,16 +98,30 @@ class CopySink(SqlSink):
             f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
             f"(LIKE {self.table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
+        self._direct = f"COPY {self.table} ({cols}) FROM STDIN (FORMAT BINARY)"
         self._copy = f"COPY {stage} ({cols}) FROM STDIN (FORMAT BINARY)"
         self.statement = (
             f"INSERT INTO {self.table} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT DO NOTHING"
         )
+        self.replaying = False
+        """Whether the last batch held rows already stored: then the next goes via staging."""
 
-    def execute(self, cur: Cursor, batch: Sequence[Any], rows: list[tuple[object, ...]]) -> int:
-        cur.execute(self._create.encode())
-        with cur.copy(self._copy.encode()) as copy:
+    def _copy_rows(self, cur: Cursor, statement: str, rows: list[tuple[object, ...]]) -> None:
+        with cur.copy(statement.encode()) as copy:
             copy.set_types(list(self.types))
             for row in rows:
                 copy.write_row(row)
+
+    def execute(self, cur: Cursor, batch: Sequence[Any], rows: list[tuple[object, ...]]) -> int:
+        if not self.replaying:
+            try:
+                with self.conn.transaction():
+                    self._copy_rows(cur, self._direct, rows)
+                return len(rows)
+            except psycopg.errors.UniqueViolation:
+                pass
+        cur.execute(self._create.encode())
+        self._copy_rows(cur, self._copy, rows)
         cur.execute(self.statement.encode())
+        self.replaying = cur.rowcount < len(rows)
         return cur.rowcount

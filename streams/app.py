@@ -21,20 +21,23 @@ starts empty, and a removed one's open alerts are resolved.
 At start the stream is given the alerts still open in the database: a device or place it has
 no memory of (its Kafka kept nothing) takes them back, so they continue and resolve.
 
-Every output of an input message is confirmed by Kafka before the agent takes the next one,
-and Faust commits offsets only after that (at-least-once; sinks make it effectively once).
+``readings.raw`` is taken a group of messages at a time: every output of a group is confirmed
+by Kafka before the agent takes the next group (the other agents: the next message), and
+Faust commits offsets only after that (at-least-once; sinks make it effectively once).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
 import faust
+from faust.streams import _current_event
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
 
@@ -60,6 +63,7 @@ from streams.incidents import add_incident_agents
 from streams.live import LiveRules, StreamMetrics
 from streams.pipeline import process_batch, process_places
 from streams.seeds import OpenAlert, seed_memories
+from streams.transport import Transport
 from streams.validation import is_newer, registry_entry
 from streams.vitals import apply, close, membership
 
@@ -70,6 +74,12 @@ M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger("cityvitals.streams")
 
 
+def current(event: Any) -> None:
+    """Make ``event`` the stream's current event in this task: a table written now sends its
+    changelog to the event's partition (Faust takes it from the current event)."""
+    _current_event.set(weakref.ref(event))
+
+
 def _store(table: Any, changes: dict[str, dict[str, Any] | None]) -> None:
     """Write changed memories to a table; None (or an empty memory) deletes the key."""
     for key, memory in changes.items():
@@ -78,6 +88,11 @@ def _store(table: Any, changes: dict[str, dict[str, Any] | None]) -> None:
         else:
             table.pop(key, None)
 
+
+TAKE_MAX = 100
+"""Most ``readings.raw`` messages the stage takes at once."""
+TAKE_WITHIN_S = 0.005
+"""How long the stage waits for a group to fill (a message's added latency at most)."""
 
 GAUGE_LEVELS = frozenset({PlaceLevel.CITY, PlaceLevel.DISTRICT, PlaceLevel.STREET})
 """Levels whose indicators are Prometheus gauges (grids would be too many series)."""
@@ -109,6 +124,7 @@ def create_app(
         producer_max_request_size=4_000_000,
         logging_config=None,
     )
+    app.transport = Transport(app.conf.broker_consumer, app)  # a short fetch wait
 
     def topic(name: Topic) -> faust.TopicT:
         return app.topic(
@@ -185,6 +201,28 @@ def create_app(
                 continue
             yield msg, source, item
 
+    async def decoded_groups(
+        stream: faust.StreamT[bytes], model: type[M], label: str
+    ) -> AsyncIterator[list[tuple[Any, str, M]]]:
+        """As :func:`decoded`, a group at a time: what arrived within ``TAKE_WITHIN_S``, at
+        most ``TAKE_MAX`` messages. Each item comes with its Faust event: make it the current
+        one (:func:`current`) before writing a table for it."""
+        async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):  # type: ignore[attr-defined]
+            group = []
+            for event in events:
+                msg = event.message
+                source = kafka_source(msg.topic, msg.partition)
+                try:
+                    item = model.model_validate_json(event.value)
+                except ValidationError as exc:
+                    metrics.received.inc()
+                    metrics.refuse(label)
+                    letter = dead_letter("streams", str(exc), event.value, source)
+                    await (await deadletter_topic.send(value=letter.model_dump_json().encode()))
+                    continue
+                group.append((event, source, item))
+            yield group
+
     async def send_vitals(
         source: str,
         offset: int,
@@ -240,72 +278,87 @@ def create_app(
                 if changes:
                     await asyncio.gather(*await send_vitals(source, msg.offset, [], changes))
 
+    async def handle(msg: Any, source: str, batch: ReadingBatch) -> list[Awaitable[Any]]:
+        """One ``readings.raw`` message: judged, tables updated, outputs handed to the
+        producer; returns their deliveries, which the caller awaits."""
+        partition = msg.partition
+        metrics.received.inc(len(batch))
+        if batch.tick is not None:  # every device here: absence may be new to some
+            ids = set(on_partition(list(devices.keys()), partition))
+        else:
+            ids = {d.device_id for d in batch.devices}
+            ids.update(r.device_id for r in batch.readings)
+            ids.update(e.camera_id for e in batch.camera_events)
+        for device_id in ids & seeds.devices.keys():
+            seed = seeds.take("device", device_id, rule_state.get(device_id))
+            if seed is not None:
+                rule_state[device_id] = seed
+        outcome = process_batch(
+            batch,
+            {d: devices.get(d) for d in ids},
+            {d: rule_state.get(d) for d in ids},
+            live.current,
+            source,
+            utc_now(),
+            catalogue,
+            {d: marks.get(d) for d in ids},
+            msg.offset,
+        )
+        pending: list[Awaitable[Any]] = []
+        if len(outcome.enriched):
+            pending.append(
+                await readings_topic.send(
+                    value=outcome.enriched.model_dump_json().encode(), partition=partition
+                )
+            )
+        pending += await send_alerts(outcome.alerts, partition)
+        for letter in outcome.dead_letters:
+            pending.append(
+                await deadletter_topic.send(
+                    key=(letter.device_id or "").encode(),
+                    value=letter.model_dump_json().encode(),
+                )
+            )
+        by_place: dict[int, list[PlaceObservation]] = defaultdict(list)
+        for obs in outcome.for_places:
+            by_place[partition_for(obs.place_path[-1], parts)].append(obs)
+        for place_partition, group in by_place.items():
+            pending.append(
+                await places_topic.send(
+                    value=PlaceBatch(observations=tuple(group)).model_dump_json().encode(),
+                    partition=place_partition,
+                )
+            )
+        if outcome.partials:
+            pending += await send_vitals(source, msg.offset, outcome.partials, [])
+        for device_id, device_marks in outcome.changed_marks.items():
+            marks[device_id] = device_marks
+        for reason, count in outcome.refused.items():
+            metrics.rejected.labels(reason).inc(count)
+        metrics.out_of_order.inc(outcome.out_of_order)
+        metrics.evaluations.inc(outcome.evaluations)
+        for device_id, entry in outcome.changed_devices.items():
+            devices[device_id] = entry
+        if outcome.changed_devices:
+            metrics.devices.set(len(devices))
+        _store(rule_state, outcome.changed_states)
+        return pending
+
     @app.agent(raw_topic)
     async def process(stream: faust.StreamT[bytes]) -> None:
-        async for msg, source, batch in decoded(stream, ReadingBatch, "bad_batch"):
-            partition = msg.partition
-            metrics.received.inc(len(batch))
-            if batch.tick is not None:  # every device here: absence may be new to some
-                ids = set(on_partition(list(devices.keys()), partition))
-            else:
-                ids = {d.device_id for d in batch.devices}
-                ids.update(r.device_id for r in batch.readings)
-                ids.update(e.camera_id for e in batch.camera_events)
-            for device_id in ids & seeds.devices.keys():
-                seed = seeds.take("device", device_id, rule_state.get(device_id))
-                if seed is not None:
-                    rule_state[device_id] = seed
-            outcome = process_batch(
-                batch,
-                {d: devices.get(d) for d in ids},
-                {d: rule_state.get(d) for d in ids},
-                live.current,
-                source,
-                utc_now(),
-                catalogue,
-                {d: marks.get(d) for d in ids},
-                msg.offset,
-            )
+        # Messages are taken in groups and their outputs awaited once per group: waiting
+        # for Kafka's confirmation message by message would cap the stage at one round trip
+        # per message. A group's offsets are committed only after all its outputs were
+        # confirmed (Faust acknowledges the events of a group when the next is taken).
+        async for group in decoded_groups(stream, ReadingBatch, "bad_batch"):
             pending: list[Awaitable[Any]] = []
-            if len(outcome.enriched):
-                pending.append(
-                    await readings_topic.send(
-                        value=outcome.enriched.model_dump_json().encode(), partition=partition
-                    )
-                )
-            pending += await send_alerts(outcome.alerts, partition)
-            for letter in outcome.dead_letters:
-                pending.append(
-                    await deadletter_topic.send(
-                        key=(letter.device_id or "").encode(),
-                        value=letter.model_dump_json().encode(),
-                    )
-                )
-            by_place: dict[int, list[PlaceObservation]] = defaultdict(list)
-            for obs in outcome.for_places:
-                by_place[partition_for(obs.place_path[-1], parts)].append(obs)
-            for place_partition, group in by_place.items():
-                pending.append(
-                    await places_topic.send(
-                        value=PlaceBatch(observations=tuple(group)).model_dump_json().encode(),
-                        partition=place_partition,
-                    )
-                )
-            if outcome.partials:
-                pending += await send_vitals(source, msg.offset, outcome.partials, [])
-            for device_id, device_marks in outcome.changed_marks.items():
-                marks[device_id] = device_marks
-            for reason, count in outcome.refused.items():
-                metrics.rejected.labels(reason).inc(count)
-            metrics.out_of_order.inc(outcome.out_of_order)
-            metrics.evaluations.inc(outcome.evaluations)
-            for device_id, entry in outcome.changed_devices.items():
-                devices[device_id] = entry
-            if outcome.changed_devices:
-                metrics.devices.set(len(devices))
-            _store(rule_state, outcome.changed_states)
+            forwarded = 0
+            for event, source, batch in group:
+                current(event)
+                pending += await handle(event.message, source, batch)
+                forwarded += len(batch)
             await asyncio.gather(*pending)
-            metrics.forwarded.inc(len(outcome.enriched))
+            metrics.forwarded.inc(forwarded)
 
     @app.agent(places_topic)
     async def places(stream: faust.StreamT[bytes]) -> None:

@@ -21,9 +21,10 @@ and of the earliest window reported, ``f``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from cityvitals.contracts import (
@@ -36,7 +37,16 @@ from cityvitals.contracts import (
     Reading,
     WindowPartial,
 )
-from rules.indicators import Catalogue, finish, fold, merge, quality, samples, window_start
+from rules.indicators import (
+    FORMULAS,
+    Catalogue,
+    IndicatorSpec,
+    finish,
+    merge,
+    quality,
+    samples,
+    window_start,
+)
 
 __all__ = ["KEEP", "MAX_CATCH_UP", "Partials", "apply", "close", "membership"]
 
@@ -50,18 +60,67 @@ RECENT = 32
 LEVELS = list(PlaceLevel)
 
 
+@dataclass(frozen=True, slots=True)
+class _Feed:
+    """An indicator as the per-reading loop needs it, computed once per catalogue."""
+
+    spec: IndicatorSpec
+    fold: Callable[[IndicatorSpec, dict[str, float], Mapping[str, float]], None]
+    metrics: frozenset[str]
+    every_reading: bool
+    window_s: int
+    depths: tuple[int, ...]
+    """The place-path depths of its levels (city 1, district 2, ...)."""
+
+    def fed_by(self, values: Mapping[str, float]) -> bool:
+        return self.every_reading or not self.metrics.isdisjoint(values)
+
+
+@lru_cache(maxsize=8)
+def _feeds(catalogue: Catalogue) -> dict[str, tuple[_Feed, ...]]:
+    """The feeds of each device type (a catalogue is immutable: computed once)."""
+    return {
+        device_type: tuple(
+            _Feed(
+                spec,
+                FORMULAS[spec.kind].fold,
+                spec.metrics(),
+                FORMULAS[spec.kind].counts_devices,
+                spec.window_s,
+                tuple(LEVELS.index(level) + 1 for level in spec.levels),
+            )
+            for spec in specs
+        )
+        for device_type, specs in catalogue.by_type.items()
+    }
+
+
 @dataclass
 class Partials:
-    """The window partials of one batch, merged per indicator, place and window."""
+    """The window partials of one batch, merged per indicator, place and window.
+
+    Readings fold into one state per indicator, device place and window; :meth:`partials`
+    merges those up to every level of the place tree once per batch (states merge: sums,
+    counts and maxima), so the per-reading work does not grow with the tree's depth.
+    """
 
     catalogue: Catalogue
-    out: dict[tuple[str, tuple[str, ...], datetime], tuple[dict[str, float], int]] = field(
-        default_factory=dict
-    )
+    _leaves: dict[tuple[str, tuple[str, ...], int], dict[str, float]] = field(default_factory=dict)
+    """State per (indicator, device place path, window start in epoch seconds)."""
+    _reporting: dict[tuple[str, tuple[str, ...], int], int] = field(default_factory=dict)
+    """Devices newly counted per (indicator, place, window start)."""
     _seen: set[tuple[str, str]] = field(default_factory=set)
     """(device, instant) folded in this batch."""
-    _counted: set[tuple[str, str, str, tuple[str, ...]]] = field(default_factory=set)
+    _counted: set[tuple[str, str, int, tuple[str, ...]]] = field(default_factory=set)
     """(device, indicator, window, place) counted in this batch."""
+    _judged: dict[tuple[str, str, int, tuple[str, ...]], dict[str, float]] = field(
+        default_factory=dict
+    )
+    """(device, indicator, window, place path) whose count this batch decided: its leaf."""
+    _iso: dict[int, str] = field(default_factory=dict)
+    """Window starts in ISO form, as marks keep them."""
+    _recent: dict[str, tuple[list[list[Any]], dict[str, int] | None]] = field(default_factory=dict)
+    """Per device, its marks' recent instants and an index of them by instant."""
 
     def add(self, reading: Reading | CameraEvent, marks: dict[str, Any], offset: int) -> bool:
         """Fold one enriched reading, from the input message at ``offset``, in.
@@ -78,54 +137,142 @@ class Partials:
         Returns whether the marks changed.
         """
         if isinstance(reading, CameraEvent):  # a camera reports by its events
-            values = {f"camera.{reading.event_type.value}": reading.value}
+            values: Mapping[str, float] = {f"camera.{reading.event_type.value}": reading.value}
         else:
             values = reading.values
+        device_id = reading.device_id
         instant = reading.ts.isoformat()
-        if (reading.device_id, instant) in self._seen:
+        if (device_id, instant) in self._seen:
             return False  # twice in one message
-        self._seen.add((reading.device_id, instant))
+        self._seen.add((device_id, instant))
         recent: list[list[Any]] = marks.setdefault("t", [])
-        seen = next((o for t, o in recent if t == instant), None)
+        index = self._index(device_id, recent)
+        if index is None:
+            seen = next((o for t, o in recent if t == instant), None)
+        else:
+            seen = index.get(instant)
         if seen is not None and seen != offset:
             return False
         if seen is None:
             recent.append([instant, offset])
-            del recent[:-RECENT]
-        counted: dict[str, list[Any]] = marks.setdefault("w", {})
+            if index is not None:
+                index[instant] = offset
+            if len(recent) > RECENT:
+                if index is not None:
+                    for old, _ in recent[:-RECENT]:
+                        index.pop(old, None)
+                del recent[:-RECENT]
         path = reading.place_path
-        for spec in self.catalogue.by_type.get(reading.device_type or "", ()):
-            if not spec.fed_by(values):
+        feeds = _feeds(self.catalogue).get(reading.device_type or "", ())
+        if not feeds:
+            return True
+        seconds = int(reading.ts.timestamp())
+        for feed in feeds:
+            if not feed.fed_by(values):
                 continue
-            start = window_start(reading.ts, spec.window_s).isoformat()
-            entries = _entries(counted.get(spec.id))
-            before = _counted_at(entries, start, offset)
+            start = seconds - seconds % feed.window_s
+            spec_id = feed.spec.id
+            judged = (device_id, spec_id, start, path)
+            state = self._judged.get(judged)
+            if state is None:
+                state = self._judged[judged] = self._count(feed, reading, marks, offset, start)
+            feed.fold(feed.spec, state, values)
+        return True
+
+    def _index(self, device_id: str, recent: list[list[Any]]) -> dict[str, int] | None:
+        """The instants of ``recent`` by instant, once the device's second reading of the
+        batch comes (most devices send one per batch: a scan is cheaper then)."""
+        cached = self._recent.get(device_id)
+        if cached is None or cached[0] is not recent:
+            self._recent[device_id] = (recent, None)
+            return None
+        if cached[1] is None:
+            index = {t: o for t, o in recent}
+            self._recent[device_id] = (recent, index)
+            return index
+        return cached[1]
+
+    def _count(
+        self,
+        feed: _Feed,
+        reading: Reading | CameraEvent,
+        marks: dict[str, Any],
+        offset: int,
+        start: int,
+    ) -> dict[str, float]:
+        """Count the device at each place of the window, once (the first reading of a batch
+        in a window decides for all of them); returns the state its readings fold into."""
+        spec_id, path = feed.spec.id, reading.place_path
+        counted: dict[str, list[Any]] = marks.setdefault("w", {})
+        start_iso = self._iso.get(start)
+        if start_iso is None:
+            start_iso = self._iso[start] = datetime.fromtimestamp(start, UTC).isoformat()
+        mark = counted.get(spec_id)
+        if _counted_here(mark, start_iso, offset, path):  # the usual case: nothing new
+            for depth in feed.depths:
+                if len(path) >= depth:
+                    self._reporting.setdefault((spec_id, path[:depth], start), 0)
+        else:
+            entries = _entries(mark)
+            before = _counted_at(entries, start_iso, offset)
             fresh = False
-            for level in spec.levels:
-                depth = LEVELS.index(level) + 1
+            for depth in feed.depths:
                 if len(path) < depth:
                     continue
                 place = path[:depth]
-                once = (reading.device_id, spec.id, start, place)
+                once = (reading.device_id, spec_id, start, place)
                 first = before is not None and place not in before and once not in self._counted
+                key = (spec_id, place, start)
+                reporting = self._reporting.get(key, 0)
                 if first:
                     self._counted.add(once)
                     fresh = True
-                key = (spec.id, place, datetime.fromisoformat(start))
-                state, reporting = self.out.get(key, ({}, 0))
-                fold(spec, state, values)
-                self.out[key] = (state, reporting + (1 if first else 0))
+                    reporting += 1
+                self._reporting[key] = reporting
             if fresh:
-                counted[spec.id] = _remember(entries, start, offset, path)
-        return True
+                counted[spec_id] = _remember(entries, start_iso, offset, path)
+        leaf = (spec_id, path, start)
+        state = self._leaves.get(leaf)
+        if state is None:
+            state = self._leaves[leaf] = {}
+        return state
 
     def partials(self) -> list[WindowPartial]:
+        """The batch's partials: each leaf state merged into every level above it."""
+        by_id = self.catalogue.by_id
+        merged: dict[tuple[str, tuple[str, ...], int], dict[str, float]] = {}
+        for (spec_id, path, start), state in self._leaves.items():
+            for level in by_id[spec_id].levels:
+                depth = LEVELS.index(level) + 1
+                if len(path) < depth:
+                    continue
+                key = (spec_id, path[:depth], start)
+                into = merged.get(key)
+                if into is None:
+                    merged[key] = dict(state)
+                else:
+                    merge(into, state)
         return [
             WindowPartial(
-                indicator=ind, place_path=path, window_start=start, state=state, reporting=r
+                indicator=ind,
+                place_path=place,
+                window_start=datetime.fromtimestamp(start, UTC),
+                state=merged.get((ind, place, start), {}),
+                reporting=r,
             )
-            for (ind, path, start), (state, r) in self.out.items()
+            for (ind, place, start), r in self._reporting.items()
         ]
+
+
+def _counted_here(mark: list[Any] | None, start: str, offset: int, path: tuple[str, ...]) -> bool:
+    """Whether another message counted the device in the window at this very place (so at
+    every place above it too): then this reading counts nowhere."""
+    if not mark or isinstance(mark[0], str):
+        return False
+    return any(
+        s == start and o != offset and p is not None and len(p) == len(path) and tuple(p) == path
+        for s, o, p in mark
+    )
 
 
 def _entries(mark: list[Any] | None) -> list[list[Any]]:

@@ -420,6 +420,15 @@ _add_user_commands()
 app.command("audit")(reconcile)
 
 
+def _add_bench_command() -> None:
+    from wiring.cli_bench import bench
+
+    app.command("bench")(bench)
+
+
+_add_bench_command()
+
+
 def main() -> None:
     try:
         app()

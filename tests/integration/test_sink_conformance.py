@@ -41,6 +41,7 @@ from cityvitals.settings import Settings
 from cityvitals.stage import dead_letter
 from cityvitals.topics import Topic
 from sinks import ROUTES, Route
+from sinks.postgres import ReadingSink
 from sinks.routes import Envelope
 from tests.integration.conftest import Pipeline
 
@@ -220,3 +221,34 @@ def test_a_sink_stores_a_batch_once_however_often_it_is_written(
         assert snapshot(look, sink.table) == stored
         sink.close()
         sink.close()
+
+
+def test_the_reading_sink_counts_new_rows_through_replays_and_mixed_batches(
+    schema: Settings,
+) -> None:
+    """New rows go straight into the table; a batch holding stored rows falls back to the
+    staging insert without losing its new ones, and the next all-new batch goes straight in."""
+
+    def readings(*seqs: int) -> list[Reading]:
+        return [
+            Reading(device_id="aq-9", ts=T0 + timedelta(seconds=s), seq=s, values={"pm25": 1.0})
+            for s in seqs
+        ]
+
+    sink = ReadingSink(db.connect(schema))
+    with db.connect(schema) as look:
+        assert sink.write(readings(1, 2)) == 2
+        assert sink.write(readings(1, 2)) == 0  # a replay
+        assert sink.replaying  # the next batch goes through staging
+        assert sink.write(readings(2, 3, 3)) == 1  # one stored, one new twice
+        assert sink.write(readings(4, 5)) == 2
+        assert not sink.replaying  # all new: straight in again
+        assert sink.write(readings(6)) == 1
+        stored = [
+            row[0]
+            for row in look.execute(
+                "SELECT seq FROM readings WHERE device_id = 'aq-9' ORDER BY seq"
+            )
+        ]
+        assert stored == [1, 2, 3, 4, 5, 6]
+    sink.close()

@@ -1,0 +1,570 @@
+"""``cityvitals bench``: the speed figures of issue 12 beside their ceilings, in one run, as JSON.
+
+On a private local stack (its own state folder and loopback ports) it measures, one after
+the other:
+
+1. end to end: D devices publish N readings at QoS 1 through Mosquitto's C client; readings
+   stored per second, the readings lost (published but not stored) and each process's CPU
+   seconds per 1000 readings;
+2. alert latency at half that rate: background load at half the end-to-end rate while a
+   marker device alternates a PM2.5 value that fires and one that resolves; MQTT publish ->
+   the transition on the ``alerts`` topic, p50 and p99;
+3. the streams stage: batches produced straight onto ``readings.raw`` and the time the Faust
+   stage takes to forward them, beside a bare confluent-kafka loop doing the same job
+   (decode, :func:`streams.pipeline.process_batch`, produce its outputs) over the same topic;
+4. the reading sink beside raw binary COPY into a bare copy of the table, same database (and
+   raw COPY into a copy of the table with its key and indexes: what they cost).
+
+Machines differ and share their cores: the ratios measured in one run are what compare.
+The document gives each figure's target and the gap to it (:func:`report`, pure).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from paho.mqtt.enums import CallbackAPIVersion
+
+from cityvitals import db, kafka
+from cityvitals.contracts import Device, Reading, ReadingBatch
+from cityvitals.settings import Settings
+from cityvitals.topics import Topic, partition_for
+
+__all__ = ["TARGETS", "BenchOptions", "Target", "report", "run"]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A figure's target: ``at_least`` (higher is better) or at most (lower is better)."""
+
+    figure: str
+    value: float
+    at_least: bool
+    goal: float | None = None
+    note: str = ""
+
+
+WARM_UP_S = 3.0
+"""Seconds of background load before the first marker (the load is steady by then)."""
+SETTLE_S = 5.0
+"""Pause after the end-to-end run: the stages finish its backlog (indicators, ticks)."""
+
+QUIX_MSG_S = 30_000
+"""Quix Streams on the design's small job on this broker (DESIGN.md: 28-34k msg/s)."""
+
+TARGETS: tuple[Target, ...] = (
+    Target("end_to_end.readings_per_s", 20_000, True, 30_000, "with zero loss"),
+    Target("end_to_end.lost", 0, False),
+    Target(
+        "streams.readings_per_s",
+        2 * QUIX_MSG_S,
+        True,
+        note="2x Quix Streams (30k msg/s measured on this broker, not in this run)",
+    ),
+    Target("alert_latency.p99_ms", 250, False, note="at half the top end-to-end load"),
+    Target("sink.ratio_to_raw_copy", 0.5, True),
+)
+
+
+def _lookup(figures: Mapping[str, Any], path: str) -> float | None:
+    node: Any = figures
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return None if node is None else float(node)
+
+
+def report(figures: Mapping[str, Any], date: str) -> dict[str, Any]:
+    """The bench's document: the figures, the date, and each target with its gap.
+
+    ``gap`` is how far the figure is from the target in the target's direction (0 when it
+    is met; None when the figure was not measured).
+
+    >>> doc = report({"sink": {"ratio_to_raw_copy": 0.31}}, "2026-12-01")
+    >>> [t for t in doc["targets"] if t["figure"] == "sink.ratio_to_raw_copy"]
+    [{'figure': 'sink.ratio_to_raw_copy', 'target': 0.5, 'direction': 'at least', 'measured': 0.31, 'met': False, 'gap': 0.19, 'goal': None, 'note': ''}]
+    """
+    targets = []
+    for t in TARGETS:
+        measured = _lookup(figures, t.figure)
+        if measured is None:
+            met, gap = None, None
+        else:
+            short = t.value - measured if t.at_least else measured - t.value
+            met, gap = short <= 0, round(max(short, 0.0), 4)
+        targets.append(
+            {
+                "figure": t.figure,
+                "target": t.value,
+                "direction": "at least" if t.at_least else "at most",
+                "measured": measured,
+                "met": met,
+                "gap": gap,
+                "goal": t.goal,
+                "note": t.note,
+            }
+        )
+    return {"date": date, **figures, "targets": targets}
+
+
+@dataclass(frozen=True, slots=True)
+class BenchOptions:
+    readings: int = 30_000
+    devices: int = 30
+    window: int = 1000
+    latency_s: float = 10.0
+    latency_load: float = 0.0
+    """Background readings/s of the latency run; 0: half the end-to-end rate, measured
+    after it (else measured first, on the fresh stack)."""
+    stream_readings: int = 30_000
+    sink_rows: int = 100_000
+    timeout_s: float = 120.0
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _metric(port: int, name: str) -> float:
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def _cpu_seconds(pid: int) -> float:
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _stored(settings: Settings, prefix: str) -> int:
+    with db.connect(settings) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM readings WHERE metric = 'pm25' AND device_id LIKE %s",
+            (prefix + "%",),
+        ).fetchone()
+    return int(str(row[0])) if row else 0
+
+
+def _line(ts: datetime, seq: int, pm25: float) -> bytes:
+    body = {"ts": ts.isoformat(), "seq": seq, "values": {"pm25": pm25, "pm10": 60.0}}
+    return (json.dumps(body) + "\n").encode()
+
+
+def _publisher(
+    settings: Settings, device_id: str, secret: str, window: int
+) -> subprocess.Popen[bytes]:
+    """Mosquitto's C client publishing the lines of its stdin at QoS 1 (little CPU)."""
+    return subprocess.Popen(
+        [
+            "mosquitto_pub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(settings.mqtt_port),
+            "-q",
+            "1",
+            "-M",
+            str(window),
+            "-u",
+            device_id,
+            "-P",
+            secret,
+            "-t",
+            f"{settings.mqtt_topic_root}/{device_id}/readings",
+            "-l",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def _wait(done: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if done():
+            return True
+        time.sleep(0.1)
+    return done()
+
+
+# --- the measurements -------------------------------------------------------------------------
+
+
+def end_to_end(
+    settings: Settings, stack: Any, credentials: dict[str, str], opts: BenchOptions
+) -> dict[str, Any]:
+    """All readings written to the clients' stdin at once: the pipeline's top rate."""
+    per_device = max(opts.readings // len(credentials), 1)
+    expected = per_device * len(credentials)
+    base = datetime.now(UTC) - timedelta(seconds=per_device * 0.001 + 60)
+    loads = {
+        device_id: b"".join(
+            _line(base + timedelta(milliseconds=seq), seq, 35.0 + seq % 7)
+            for seq in range(1, per_device + 1)
+        )
+        for device_id in credentials
+    }
+    procs = {p.name: p.popen.pid for p in stack.processes if p.popen}
+    before = {name: _cpu_seconds(pid) for name, pid in procs.items()}
+    start = time.monotonic()
+    publishers = [_publisher(settings, d, s, opts.window) for d, s in sorted(credentials.items())]
+    for proc, device_id in zip(publishers, sorted(credentials), strict=True):
+        assert proc.stdin is not None
+        proc.stdin.write(loads[device_id])
+        proc.stdin.close()
+    for proc in publishers:
+        proc.wait()
+    _wait(lambda: _stored(settings, "bench-") >= expected, opts.timeout_s)
+    elapsed = time.monotonic() - start
+    got = _stored(settings, "bench-")
+    cpu = {name: _cpu_seconds(pid) - before[name] for name, pid in procs.items()}
+    ports = stack.metrics
+    return {
+        "readings": expected,
+        "devices": len(credentials),
+        "readings_per_s": round(got / elapsed),
+        "seconds": round(elapsed, 2),
+        "stored": got,
+        "lost": expected - got,
+        "rejected": {
+            "ingest": _metric(ports.ingest, "cityvitals_ingest_rejected_total"),
+            "streams": _metric(ports.streams, "cityvitals_streams_rejected_total"),
+        },
+        "cpu_s_per_1000": {name: round(1000 * s / max(got, 1), 4) for name, s in cpu.items()},
+    }
+
+
+def alert_latency(
+    settings: Settings,
+    credentials: dict[str, str],
+    marker: tuple[str, str],
+    rate: float,
+    opts: BenchOptions,
+) -> dict[str, Any]:
+    """Background load at ``rate`` readings/s while the marker fires and resolves an alert
+    every 0.2 s; latency from its MQTT publish to the transition on ``alerts``."""
+    marker_id, marker_secret = marker
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    stop = threading.Event()
+    # A short fetch wait: the broker may hold a fetch that finds nothing for the whole wait.
+    consumer = kafka.consumer(
+        settings, f"bench-latency-{uuid.uuid4().hex[:8]}", **{"fetch.wait.max.ms": 10}
+    )
+    assigned = threading.Event()
+    consumer.subscribe([settings.topic(Topic.ALERTS)], on_assign=lambda *_: assigned.set())
+
+    def listen() -> None:
+        while not stop.is_set() or (sent and time.monotonic() < stopped_at + 5):
+            for msg in kafka.consume_batch(consumer, 500, 0.05):
+                alert = json.loads(msg.value() or b"{}")
+                at = (
+                    sent.pop(alert.get("ts", ""), None)
+                    if alert.get("device_id") == marker_id
+                    else None
+                )
+                if at is not None:
+                    latencies.append(time.monotonic() - at)
+
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"bench-marker-{uuid.uuid4().hex[:6]}"
+    )
+    client.username_pw_set(marker_id, marker_secret)
+    client.connect(settings.mqtt_host, settings.mqtt_port)
+    client.loop_start()
+    publishers = {
+        d: _publisher(settings, d, s, opts.window) for d, s in sorted(credentials.items())
+    }
+    stopped_at = float("inf")
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assigned.wait(30)  # joining the group takes seconds; markers sent before would wait it
+    seq = {d: 10_000_000 for d in credentials}
+    start = time.monotonic()
+    tick, n = 0.1, 0
+    per_tick = rate * tick / max(len(credentials), 1)
+    owed = 0.0
+    while time.monotonic() - start < WARM_UP_S + opts.latency_s:
+        owed += per_tick
+        count, owed = int(owed), owed - int(owed)
+        now = datetime.now(UTC)
+        for device_id, proc in publishers.items():
+            assert proc.stdin is not None
+            lines = []
+            for _ in range(count):
+                seq[device_id] += 1
+                lines.append(
+                    _line(now + timedelta(microseconds=seq[device_id] % 1000), seq[device_id], 40.0)
+                )
+            proc.stdin.write(b"".join(lines))
+            proc.stdin.flush()
+        if n % 2 == 0 and time.monotonic() - start >= WARM_UP_S:
+            ts = datetime.now(UTC)
+            key = ts.isoformat().replace("+00:00", "Z")
+            sent[key] = time.monotonic()
+            pm25 = 100.0 if (n // 2) % 2 == 0 else 10.0  # fires, then resolves
+            body = {"ts": ts.isoformat(), "seq": n, "values": {"pm25": pm25}}
+            client.publish(
+                f"{settings.mqtt_topic_root}/{marker_id}/readings", json.dumps(body), qos=1
+            )
+        n += 1
+        time.sleep(max(0.0, start + n * tick - time.monotonic()))
+    stopped_at = time.monotonic()
+    stop.set()
+    for proc in publishers.values():
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait()
+    listener.join(10)
+    consumer.close()
+    client.loop_stop()
+    client.disconnect()
+    out: dict[str, Any] = {
+        "load_readings_per_s": round(rate),
+        "markers": len(latencies) + len(sent),
+    }
+    out["missing"] = len(sent)
+    if len(latencies) >= 2:
+        q = statistics.quantiles(latencies, n=100)
+        out.update(p50_ms=round(q[49] * 1000, 1), p99_ms=round(q[98] * 1000, 1))
+    else:
+        out.update(p50_ms=None, p99_ms=None)
+    return out
+
+
+def _batches(
+    devices: list[Device], count: int, partitions: int, per: int
+) -> list[tuple[int, bytes]]:
+    """``count`` readings as ReadingBatch messages of ``per`` readings, each to its devices'
+    partition (as the gateway sends them)."""
+    start = datetime.now(UTC) + timedelta(seconds=1)
+    by_partition: dict[int, list[Reading]] = {}
+    for n in range(count):
+        device = devices[n % len(devices)]
+        by_partition.setdefault(partition_for(device.device_id, partitions), []).append(
+            Reading(
+                device_id=device.device_id,
+                ts=start + timedelta(milliseconds=n // len(devices)),
+                seq=20_000_000 + n,
+                values={"pm25": 30.0 + n % 9, "pm10": 60.0},
+                received_at=start,
+            )
+        )
+    out = []
+    for partition, readings in by_partition.items():
+        for i in range(0, len(readings), per):
+            batch = ReadingBatch(readings=tuple(readings[i : i + per]))
+            out.append((partition, batch.model_dump_json().encode()))
+    return out
+
+
+def streams_stage(
+    settings: Settings, stack: Any, devices: list[Device], opts: BenchOptions
+) -> dict[str, Any]:
+    """The Faust stage on pre-made batches, then a bare confluent-kafka loop doing the same."""
+    from streams.pipeline import process_batch
+    from streams.validation import registry_entry
+    from wiring.services import load_catalogue, load_rules
+
+    raw = settings.topic(Topic.READINGS_RAW)
+    producer = kafka.producer(settings)
+    partitions = kafka.partition_count(producer, raw)
+    batches = _batches(devices, opts.stream_readings, partitions, 250)
+    forwarded = "cityvitals_streams_forwarded_total"
+    before = _metric(stack.metrics.streams, forwarded)
+    start = time.monotonic()
+    for partition, value in batches:
+        producer.produce(raw, value, partition=partition)
+    producer.flush(30)
+    target = before + opts.stream_readings
+    _wait(lambda: _metric(stack.metrics.streams, forwarded) >= target, opts.timeout_s)
+    elapsed = time.monotonic() - start
+    done = _metric(stack.metrics.streams, forwarded) - before
+
+    # The ceiling: the same job in a bare loop, over every message of readings.raw.
+    scratch = settings.topic(Topic.READINGS) + ".bench"
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    config = {"retention.ms": "600000", "retention.bytes": "-1"}
+    created = admin.create_topics([NewTopic(scratch, partitions, 1, config=config)])
+    created[scratch].result(30)
+    rules, catalogue = load_rules(settings), load_catalogue(settings)
+    entries: dict[str, Any] = {d.device_id: registry_entry(d) for d in devices}
+    states: dict[str, Any] = {}
+    marks: dict[str, Any] = {}
+    consumer: Consumer = kafka.consumer(settings, f"bench-ceiling-{uuid.uuid4().hex[:8]}")
+    consumer.subscribe([raw])
+    out: Producer = kafka.producer(settings)
+    count, idle, began = 0, 0.0, None
+    while idle < (2.0 if began else 20.0):  # joining the group takes seconds
+        messages = kafka.consume_batch(consumer, 500, 0.5)
+        if not messages:
+            idle += 0.5
+            continue
+        idle = 0.0
+        began = began or time.monotonic()
+        for msg in messages:
+            batch = ReadingBatch.model_validate_json(msg.value() or b"{}")
+            if batch.tick is not None:
+                continue
+            ids = {r.device_id for r in batch.readings}
+            outcome = process_batch(
+                batch,
+                {d: entries.get(d) for d in ids},
+                {d: states.get(d) for d in ids},
+                rules,
+                "bench",
+                datetime.now(UTC),
+                catalogue,
+                {d: marks.get(d) for d in ids},
+                msg.offset() or 0,
+            )
+            out.produce(
+                scratch, outcome.enriched.model_dump_json().encode(), partition=msg.partition() or 0
+            )
+            for alert in outcome.alerts:
+                out.produce(scratch, alert.model_dump_json().encode())
+            for partial in outcome.partials:
+                out.produce(scratch, partial.model_dump_json().encode())
+            states.update(outcome.changed_states)
+            marks.update(outcome.changed_marks)
+            count += len(batch)
+        out.poll(0)
+    out.flush(30)
+    ceiling_s = time.monotonic() - (began or time.monotonic()) - (idle if began else 0.0)
+    consumer.close()
+    rate = done / elapsed
+    ceiling = count / max(ceiling_s, 1e-9)
+    return {
+        "readings": opts.stream_readings,
+        "forwarded": round(done),
+        "readings_per_s": round(rate),
+        "ceiling_readings_per_s": round(ceiling),
+        "ratio_to_ceiling": round(rate / ceiling, 3) if count else None,
+        "ceiling": "a bare confluent-kafka loop: decode, process_batch, produce, every message of readings.raw",
+    }
+
+
+def sink(settings: Settings, rows: int) -> dict[str, Any]:
+    """The reading sink beside raw binary COPY into a bare copy of the table."""
+    from benchmarks.sinks import make_readings
+    from sinks.postgres import ReadingSink
+
+    readings = make_readings(rows)
+    with db.connect(settings) as conn:
+        copy_rows = ReadingSink(conn).rows(readings)
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_raw (LIKE readings)")
+        started = time.perf_counter()
+        with conn.cursor() as cur, cur.copy("COPY bench_raw FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(list(ReadingSink.types))
+            for row in copy_rows:
+                copy.write_row(row)
+        raw_s = time.perf_counter() - started
+        conn.execute("DROP TABLE bench_raw")
+        # The same rows into a copy of the table with its key and indexes: what they cost,
+        # apart from the sink's Python work.
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_keyed (LIKE readings INCLUDING ALL)")
+        started = time.perf_counter()
+        with conn.cursor() as cur, cur.copy("COPY bench_keyed FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(list(ReadingSink.types))
+            for row in copy_rows:
+                copy.write_row(row)
+        keyed_s = time.perf_counter() - started
+        conn.execute("DROP TABLE bench_keyed")
+    writer = ReadingSink(db.connect(settings))
+    started = time.perf_counter()
+    for i in range(0, len(readings), 2500):
+        writer.write(readings[i : i + 2500])
+    sink_s = time.perf_counter() - started
+    writer.close()
+    n = len(copy_rows)
+    return {
+        "rows": n,
+        "raw_copy_rows_per_s": round(n / raw_s),
+        "keyed_copy_rows_per_s": round(n / keyed_s),
+        "keyed_copy_ratio_to_raw_copy": round(raw_s / keyed_s, 3),
+        "rows_per_s": round(n / sink_s),
+        "ratio_to_raw_copy": round(raw_s / sink_s, 3),
+    }
+
+
+def _progress(figures: Mapping[str, Any]) -> None:
+    """What is measured so far, on stderr (a later failure does not lose it)."""
+    print(json.dumps(figures), file=sys.stderr, flush=True)
+
+
+def run(opts: BenchOptions) -> dict[str, Any]:
+    """Start a private stack, measure everything, stop it; the figures (see :func:`report`)."""
+    from benchmarks.stack import private_stack
+    from wiring.localstack import down
+    from wiring.services import open_registry
+
+    settings, stack = private_stack()
+    state = settings.state_dir
+    try:
+        settings = stack.start_infrastructure()
+        stack.start_services()
+        stack.wait_ready()
+        now = datetime.now(UTC)
+        devices = [
+            Device(
+                device_id=f"bench-{i:05d}",
+                device_type="air_quality",
+                place_path=("bench", f"bench-d{i % 4}", f"bench-d{i % 4}-s{i % 8}"),
+                updated_at=now,
+            )
+            for i in range(opts.devices + 1)
+        ]
+        with open_registry(settings) as registry:
+            credentials = dict(registry.add_many(devices, "benchmark"))
+        time.sleep(1)  # the broker reloads its password file
+        marker = devices[-1].device_id
+        marker_secret = credentials.pop(marker)
+        figures: dict[str, Any] = {}
+        marker_of = (marker, marker_secret)
+        if opts.latency_load:  # on the fresh stack, before the end-to-end run
+            figures["alert_latency"] = alert_latency(
+                settings, credentials, marker_of, opts.latency_load, opts
+            )
+        figures["end_to_end"] = end_to_end(settings, stack, credentials, opts)
+        _progress(figures)
+        if not opts.latency_load:
+            time.sleep(SETTLE_S)
+            half = figures["end_to_end"]["readings_per_s"] / 2
+            figures["alert_latency"] = alert_latency(settings, credentials, marker_of, half, opts)
+        figures["alert_latency"]["after_end_to_end"] = not opts.latency_load
+        _progress(figures)
+        figures["streams"] = streams_stage(settings, stack, devices[:-1], opts)
+        _progress(figures)
+        figures["sink"] = sink(settings, opts.sink_rows)
+        return figures
+    finally:
+        stack.stop()
+        down(state, purge=True)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def main(opts: BenchOptions | None = None) -> None:
+    signal.signal(signal.SIGTERM, _interrupt)  # the private stack is stopped on the way out
+    figures = run(opts or BenchOptions())
+    print(json.dumps(report(figures, datetime.now(UTC).date().isoformat()), indent=2))

@@ -1,0 +1,167 @@
+"""Each stage's Python work per reading, without the stack: CPU readings/s of one core.
+
+- ``gateway``: decode MQTT payloads, group them into one batch message per partition, encode;
+- ``streams``: a ``readings.raw`` message decoded, :func:`streams.pipeline.process_batch` run
+  with the shipped rules and indicators (memories carried from batch to batch, as the
+  tables keep them), and its outputs encoded, as the Faust agent does;
+- ``sink``: a ``readings`` message decoded and turned into COPY rows (no database).
+
+Readings come from air-quality, water-level and noise devices. Prints figures (JSON with
+``--json``); asserts nothing.
+
+    python -m benchmarks.stages [--readings 30000] [--batch 300] [--devices 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cityvitals.contracts import Device, Reading, ReadingBatch
+from cityvitals.settings import Settings
+from ingest.decode import decode
+from sinks.postgres import ReadingSink
+from sinks.routes import Envelope, decode_readings
+from streams.pipeline import process_batch
+from streams.validation import registry_entry
+from wiring.services import load_catalogue, load_rules
+
+KINDS = (
+    ("air_quality", lambda n, i: {"pm25": 30.0 + (n + i) % 9, "pm10": 60.0 + i % 5}),
+    ("water_level", lambda n, i: {"water_level_cm": 2.0 + (n + i) % 3}),
+    ("noise", lambda n, i: {"laeq_db": 55.0 + (n + i) % 7}),
+)
+
+
+def fleet(count: int, now: datetime) -> list[Device]:
+    return [
+        Device(
+            device_id=f"dev-{i:05d}",
+            device_type=KINDS[i % len(KINDS)][0],
+            place_path=(
+                "c",
+                f"c-d{i % 3}",
+                f"c-d{i % 3}-s{i % 6}",
+                f"c-d{i % 3}-s{i % 6}-g{i % 12}",
+            ),
+            updated_at=now - timedelta(days=1),
+        )
+        for i in range(count)
+    ]
+
+
+def payloads(devices: list[Device], count: int, start: datetime) -> list[tuple[str, bytes]]:
+    """(MQTT topic, payload) of ``count`` readings, round robin over the devices, 1 s apart."""
+    out = []
+    for n in range(count):
+        i = n % len(devices)
+        kind = KINDS[i % len(KINDS)]
+        ts = start + timedelta(seconds=n // len(devices), microseconds=i)
+        body = {"ts": ts.isoformat(), "seq": n, "values": kind[1](n, i)}
+        out.append((f"cityvitals/{devices[i].device_id}/readings", json.dumps(body).encode()))
+    return out
+
+
+def rate(work: Callable[[], int]) -> float:
+    """Items per CPU second of ``work`` (which returns how many it handled)."""
+    started = time.process_time()
+    items = work()
+    return items / max(time.process_time() - started, 1e-9)
+
+
+def gateway_stage(messages: list[tuple[str, bytes]], batch: int, now: datetime) -> int:
+    for i in range(0, len(messages), batch):
+        group = [decode("cityvitals", t, p, now) for t, p in messages[i : i + batch]]
+        readings = tuple(g for g in group if isinstance(g, Reading))
+        ReadingBatch(readings=readings).model_dump_json().encode()
+    return len(messages)
+
+
+def raw_batches(messages: list[tuple[str, bytes]], batch: int, now: datetime) -> list[bytes]:
+    out = []
+    for i in range(0, len(messages), batch):
+        group = [decode("cityvitals", t, p, now) for t, p in messages[i : i + batch]]
+        out.append(ReadingBatch(readings=tuple(group)).model_dump_json().encode())  # type: ignore[arg-type]
+    return out
+
+
+def streams_stage(
+    raw: list[bytes], devices: list[Device], now: datetime
+) -> tuple[int, list[bytes]]:
+    rules, catalogue = load_rules(Settings()), load_catalogue(Settings())
+    entries: dict[str, Any] = {d.device_id: registry_entry(d) for d in devices}
+    states: dict[str, Any] = {}
+    marks: dict[str, Any] = {}
+    out, count = [], 0
+    for offset, value in enumerate(raw):
+        batch = ReadingBatch.model_validate_json(value)
+        ids = {r.device_id for r in batch.readings}
+        outcome = process_batch(
+            batch,
+            {d: entries.get(d) for d in ids},
+            {d: states.get(d) for d in ids},
+            rules,
+            "readings.raw/0",
+            now,
+            catalogue,
+            {d: marks.get(d) for d in ids},
+            offset,
+        )
+        out.append(outcome.enriched.model_dump_json().encode())
+        for alert in outcome.alerts:
+            alert.model_dump_json().encode()
+        for partial in outcome.partials:
+            partial.model_dump_json().encode()
+        states.update(outcome.changed_states)
+        marks.update(outcome.changed_marks)
+        count += len(batch)
+    return count, out
+
+
+def sink_stage(enriched: list[bytes]) -> int:
+    sink = ReadingSink.__new__(ReadingSink)
+    count = 0
+    for offset, value in enumerate(enriched):
+        readings = decode_readings(Envelope("readings", 0, offset, value))
+        sink.rows(readings)
+        count += len(readings)
+    return count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--readings", type=int, default=30_000)
+    parser.add_argument("--batch", type=int, default=300, help="readings per Kafka message")
+    parser.add_argument("--devices", type=int, default=300)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    now = datetime.now(UTC).replace(microsecond=0)
+    devices = fleet(args.devices, now)
+    start = now - timedelta(seconds=args.readings // args.devices + 5)
+    messages = payloads(devices, args.readings, start)
+    raw = raw_batches(messages, args.batch, now)
+    enriched: list[bytes] = []
+
+    def streams() -> int:
+        count, out = streams_stage(raw, devices, now)
+        enriched.extend(out)
+        return count
+
+    figures = {
+        "gateway": rate(lambda: gateway_stage(messages, args.batch, now)),
+        "streams": rate(streams),
+    }
+    figures["sink_rows"] = rate(lambda: sink_stage(enriched))
+    if args.json:
+        print(json.dumps({k: round(v) for k, v in figures.items()}))
+        return
+    for name, value in figures.items():
+        print(f"{name:<10} {value:>10,.0f} readings per CPU second")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""``cityvitals bench``: the pipeline's speed figures on a private local stack, as one JSON
+document with each figure's target and the gap to it (see :mod:`benchmarks.bench`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+__all__ = ["bench"]
+
+
+def bench(
+    readings: Annotated[int, typer.Option(help="readings of the end-to-end run")] = 30_000,
+    devices: Annotated[int, typer.Option(help="devices publishing them")] = 30,
+    latency_s: Annotated[
+        float, typer.Option(help="seconds of the alert-latency run at half the top load")
+    ] = 10.0,
+    latency_load: Annotated[
+        float,
+        typer.Option(
+            help="background readings/s of the latency run, measured first on the fresh stack "
+            "(default: half the end-to-end rate, measured after it)"
+        ),
+    ] = 0.0,
+    stream_readings: Annotated[
+        int, typer.Option(help="readings of the streams-stage run (and its ceiling)")
+    ] = 30_000,
+    sink_rows: Annotated[int, typer.Option(help="rows of the sink-vs-COPY run")] = 100_000,
+    timeout_s: Annotated[
+        float, typer.Option(help="longest wait for a run's readings to arrive")
+    ] = 120.0,
+) -> None:
+    """Measure end to end, alert latency, the streams stage and the reading sink, each beside
+    its ceiling, on a private stack; print one JSON document."""
+    from benchmarks.bench import BenchOptions, main
+
+    main(
+        BenchOptions(
+            readings=readings,
+            devices=devices,
+            latency_s=latency_s,
+            latency_load=latency_load,
+            stream_readings=stream_readings,
+            sink_rows=sink_rows,
+            timeout_s=timeout_s,
+        )
+    )
