@@ -24,26 +24,32 @@ from __future__ import annotations
 import json
 import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cityvitals import db, kafka
-from cityvitals.contracts import Device, Reading, ReadingBatch
+from benchmarks.bench_parts import (
+    _cpu_seconds,
+    _line,
+    _metric,
+    _publisher,
+    _stored,
+    _wait,
+    sink,
+    streams_stage,
+)
+from cityvitals import kafka
+from cityvitals.contracts import Device
 from cityvitals.settings import Settings
-from cityvitals.topics import Topic, partition_for
+from cityvitals.topics import Topic
 
 __all__ = ["TARGETS", "BenchOptions", "Target", "report", "run"]
 
@@ -138,74 +144,6 @@ class BenchOptions:
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def _metric(port: int, name: str) -> float:
-    import urllib.request
-
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
-
-
-def _cpu_seconds(pid: int) -> float:
-    import os
-
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _stored(settings: Settings, prefix: str) -> int:
-    with db.connect(settings) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM readings WHERE metric = 'pm25' AND device_id LIKE %s",
-            (prefix + "%",),
-        ).fetchone()
-    return int(str(row[0])) if row else 0
-
-
-def _line(ts: datetime, seq: int, pm25: float) -> bytes:
-    body = {"ts": ts.isoformat(), "seq": seq, "values": {"pm25": pm25, "pm10": 60.0}}
-    return (json.dumps(body) + "\n").encode()
-
-
-def _publisher(
-    settings: Settings, device_id: str, secret: str, window: int
-) -> subprocess.Popen[bytes]:
-    """Mosquitto's C client publishing the lines of its stdin at QoS 1 (little CPU)."""
-    return subprocess.Popen(
-        [
-            "mosquitto_pub",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(settings.mqtt_port),
-            "-q",
-            "1",
-            "-M",
-            str(window),
-            "-u",
-            device_id,
-            "-P",
-            secret,
-            "-t",
-            f"{settings.mqtt_topic_root}/{device_id}/readings",
-            "-l",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-    )
-
-
-def _wait(done: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if done():
-            return True
-        time.sleep(0.1)
-    return done()
-
-
-# --- the measurements -------------------------------------------------------------------------
 
 
 def end_to_end(
@@ -348,161 +286,6 @@ def alert_latency(
     else:
         out.update(p50_ms=None, p99_ms=None)
     return out
-
-
-def _batches(
-    devices: list[Device], count: int, partitions: int, per: int
-) -> list[tuple[int, bytes]]:
-    """``count`` readings as ReadingBatch messages of ``per`` readings, each to its devices'
-    partition (as the gateway sends them)."""
-    start = datetime.now(UTC) + timedelta(seconds=1)
-    by_partition: dict[int, list[Reading]] = {}
-    for n in range(count):
-        device = devices[n % len(devices)]
-        by_partition.setdefault(partition_for(device.device_id, partitions), []).append(
-            Reading(
-                device_id=device.device_id,
-                ts=start + timedelta(milliseconds=n // len(devices)),
-                seq=20_000_000 + n,
-                values={"pm25": 30.0 + n % 9, "pm10": 60.0},
-                received_at=start,
-            )
-        )
-    out = []
-    for partition, readings in by_partition.items():
-        for i in range(0, len(readings), per):
-            batch = ReadingBatch(readings=tuple(readings[i : i + per]))
-            out.append((partition, batch.model_dump_json().encode()))
-    return out
-
-
-def streams_stage(
-    settings: Settings, stack: Any, devices: list[Device], opts: BenchOptions
-) -> dict[str, Any]:
-    """The Faust stage on pre-made batches, then a bare confluent-kafka loop doing the same."""
-    from streams.pipeline import process_batch
-    from streams.validation import registry_entry
-    from wiring.services import load_catalogue, load_rules
-
-    raw = settings.topic(Topic.READINGS_RAW)
-    producer = kafka.producer(settings)
-    partitions = kafka.partition_count(producer, raw)
-    batches = _batches(devices, opts.stream_readings, partitions, 250)
-    forwarded = "cityvitals_streams_forwarded_total"
-    before = _metric(stack.metrics.streams, forwarded)
-    start = time.monotonic()
-    for partition, value in batches:
-        producer.produce(raw, value, partition=partition)
-    producer.flush(30)
-    target = before + opts.stream_readings
-    _wait(lambda: _metric(stack.metrics.streams, forwarded) >= target, opts.timeout_s)
-    elapsed = time.monotonic() - start
-    done = _metric(stack.metrics.streams, forwarded) - before
-
-    # The ceiling: the same job in a bare loop, over every message of readings.raw.
-    scratch = settings.topic(Topic.READINGS) + ".bench"
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    config = {"retention.ms": "600000", "retention.bytes": "-1"}
-    created = admin.create_topics([NewTopic(scratch, partitions, 1, config=config)])
-    created[scratch].result(30)
-    rules, catalogue = load_rules(settings), load_catalogue(settings)
-    entries: dict[str, Any] = {d.device_id: registry_entry(d) for d in devices}
-    states: dict[str, Any] = {}
-    marks: dict[str, Any] = {}
-    consumer: Consumer = kafka.consumer(settings, f"bench-ceiling-{uuid.uuid4().hex[:8]}")
-    consumer.subscribe([raw])
-    out: Producer = kafka.producer(settings)
-    count, idle, began = 0, 0.0, None
-    while idle < (2.0 if began else 20.0):  # joining the group takes seconds
-        messages = kafka.consume_batch(consumer, 500, 0.5)
-        if not messages:
-            idle += 0.5
-            continue
-        idle = 0.0
-        began = began or time.monotonic()
-        for msg in messages:
-            batch = ReadingBatch.model_validate_json(msg.value() or b"{}")
-            if batch.tick is not None:
-                continue
-            ids = {r.device_id for r in batch.readings}
-            outcome = process_batch(
-                batch,
-                {d: entries.get(d) for d in ids},
-                {d: states.get(d) for d in ids},
-                rules,
-                "bench",
-                datetime.now(UTC),
-                catalogue,
-                {d: marks.get(d) for d in ids},
-                msg.offset() or 0,
-            )
-            out.produce(
-                scratch, outcome.enriched.model_dump_json().encode(), partition=msg.partition() or 0
-            )
-            for alert in outcome.alerts:
-                out.produce(scratch, alert.model_dump_json().encode())
-            for partial in outcome.partials:
-                out.produce(scratch, partial.model_dump_json().encode())
-            states.update(outcome.changed_states)
-            marks.update(outcome.changed_marks)
-            count += len(batch)
-        out.poll(0)
-    out.flush(30)
-    ceiling_s = time.monotonic() - (began or time.monotonic()) - (idle if began else 0.0)
-    consumer.close()
-    rate = done / elapsed
-    ceiling = count / max(ceiling_s, 1e-9)
-    return {
-        "readings": opts.stream_readings,
-        "forwarded": round(done),
-        "readings_per_s": round(rate),
-        "ceiling_readings_per_s": round(ceiling),
-        "ratio_to_ceiling": round(rate / ceiling, 3) if count else None,
-        "ceiling": "a bare confluent-kafka loop: decode, process_batch, produce, every message of readings.raw",
-    }
-
-
-def sink(settings: Settings, rows: int) -> dict[str, Any]:
-    """The reading sink beside raw binary COPY into a bare copy of the table."""
-    from benchmarks.sinks import make_readings
-    from sinks.postgres import ReadingSink
-
-    readings = make_readings(rows)
-    with db.connect(settings) as conn:
-        copy_rows = ReadingSink(conn).rows(readings)
-        conn.execute("CREATE TABLE IF NOT EXISTS bench_raw (LIKE readings)")
-        started = time.perf_counter()
-        with conn.cursor() as cur, cur.copy("COPY bench_raw FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(list(ReadingSink.types))
-            for row in copy_rows:
-                copy.write_row(row)
-        raw_s = time.perf_counter() - started
-        conn.execute("DROP TABLE bench_raw")
-        # The same rows into a copy of the table with its key and indexes: what they cost,
-        # apart from the sink's Python work.
-        conn.execute("CREATE TABLE IF NOT EXISTS bench_keyed (LIKE readings INCLUDING ALL)")
-        started = time.perf_counter()
-        with conn.cursor() as cur, cur.copy("COPY bench_keyed FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(list(ReadingSink.types))
-            for row in copy_rows:
-                copy.write_row(row)
-        keyed_s = time.perf_counter() - started
-        conn.execute("DROP TABLE bench_keyed")
-    writer = ReadingSink(db.connect(settings))
-    started = time.perf_counter()
-    for i in range(0, len(readings), 2500):
-        writer.write(readings[i : i + 2500])
-    sink_s = time.perf_counter() - started
-    writer.close()
-    n = len(copy_rows)
-    return {
-        "rows": n,
-        "raw_copy_rows_per_s": round(n / raw_s),
-        "keyed_copy_rows_per_s": round(n / keyed_s),
-        "keyed_copy_ratio_to_raw_copy": round(raw_s / keyed_s, 3),
-        "rows_per_s": round(n / sink_s),
-        "ratio_to_raw_copy": round(raw_s / sink_s, 3),
-    }
 
 
 def _progress(figures: Mapping[str, Any]) -> None:

@@ -13,7 +13,6 @@ device, so a device's readings always come after its registration in the stream.
 from __future__ import annotations
 
 import builtins
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,7 +23,6 @@ from confluent_kafka import Producer
 
 from cityvitals.contracts import Department, Device, DeviceState, Place, PlaceLevel, Profile
 from cityvitals.settings import Settings
-from device_registry.access import Role, User
 from device_registry.credentials import BrokerFiles, hash_secret, new_secret
 from device_registry.errors import (
     DeviceExists,
@@ -40,9 +38,10 @@ from device_registry.errors import (
 )
 from device_registry.importing import ParsedFile, RowError, parse_device_csv, parse_device_json
 from device_registry.publisher import ChangePublisher
-from device_registry.repositories import audit, credentials, devices, places, profiles, users
+from device_registry.repositories import audit, credentials, devices, places, profiles
 from device_registry.repositories.audit import AuditEntry, Cursor
 from device_registry.repositories.users import UserRow
+from device_registry.user_accounts import UserAccounts
 
 __all__ = [
     "UPDATABLE",
@@ -77,7 +76,7 @@ class ImportReport:
     errors: list[RowError] = field(default_factory=list)
 
 
-class Registry:
+class Registry(UserAccounts):
     def __init__(
         self,
         settings: Settings,
@@ -398,91 +397,3 @@ class Registry:
             credentials.set_service(cur, username, hash_secret(secret))
             audit.record(cur, actor, "set_service_credential", "mqtt_login", username, None, None)
         self._sync_broker()
-
-    # --- users of the API and the console (tokens are kept only as hashes) ------------------
-
-    def add_user(
-        self,
-        name: str,
-        role: Role,
-        actor: str,
-        scope: Sequence[str] = (),
-        department: str | None = None,
-    ) -> tuple[User, str]:
-        """A new user and its token: returned this once, stored only as a hash. The scope is
-        the path of a place the registry has (``()``: the whole city)."""
-        user = User(uuid.uuid4().hex[:16], name, Role(role), tuple(scope), department)
-        self._check_user(user)
-        token = users.new_token()
-        with self.conn.transaction(), self.conn.cursor() as cur:
-            if users.find_by_name(cur, name) is not None:
-                raise RegistryError(f"a user named {name!r} exists", "name", name)
-            users.insert(cur, user, token)
-            audit.record(cur, actor, "add", "user", user.user_id, None, user)
-        return user, token
-
-    def _check_user(self, user: User) -> None:
-        if not user.name.strip() or len(user.name) > 200 or "\x00" in user.name:
-            raise RegistryError("a user's name is 1 to 200 characters", "name", user.name)
-        if (user.role is Role.DEPARTMENT_OPERATOR) != (user.department is not None):
-            raise RegistryError(
-                "a department operator needs a department, and only a department operator has one",
-                "department",
-                user.department,
-            )
-        if user.department is not None and user.department not in {
-            d.department_id for d in self.list_departments()
-        }:
-            raise RegistryError(
-                f"department {user.department!r} does not exist", "department", user.department
-            )
-        if user.scope:
-            try:
-                place = self.get_place(user.scope[-1])
-            except UnknownPlace:
-                place = None
-            if place is None or place.path != user.scope:
-                raise RegistryError(
-                    f"scope {'/'.join(user.scope)!r} is not the path of a place",
-                    "scope",
-                    "/".join(user.scope),
-                )
-
-    def list_users(self) -> builtins.list[UserRow]:
-        with self._read() as cur:
-            return users.rows(cur)
-
-    def get_user(self, name: str) -> UserRow:
-        with self._read() as cur:
-            row = users.find_by_name(cur, name)
-        if row is None:
-            raise UnknownUser(name)
-        return row
-
-    def disable_user(self, name: str, actor: str) -> None:
-        """The user's token stops working at once (already disabled: nothing changes)."""
-        row = self.get_user(name)
-        with self.conn.transaction(), self.conn.cursor() as cur:
-            if users.disable(cur, name):
-                audit.record(cur, actor, "disable", "user", row.user.user_id, row.user, None)
-
-    def rotate_token(self, name: str, actor: str) -> str:
-        """A new token for the user (returned this once); the old one stops working at once."""
-        row = self.get_user(name)
-        token = users.new_token()
-        with self.conn.transaction(), self.conn.cursor() as cur:
-            users.set_token(cur, name, token)
-            audit.record(cur, actor, "rotate_token", "user", row.user.user_id, None, None)
-        return token
-
-    def user_for_token(self, token: str) -> User | None:
-        """The enabled user holding ``token``, else None."""
-        with self._read() as cur:
-            user = users.find_by_token(cur, token)
-        return user
-
-    def record(self, actor: str, action: str, entity: str, entity_id: str, after: Any) -> None:
-        """An audit entry for what the API did outside the registry's tables (an incident
-        action sent, a report sent)."""
-        with self.conn.transaction(), self.conn.cursor() as cur:
-            audit.record(cur, actor, action, entity, entity_id, None, after)

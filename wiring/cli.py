@@ -2,203 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import signal
 import sys
-import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from cityvitals.settings import Settings
 from wiring.cli_audit import reconcile
 from wiring.cli_common import fail, settings
-from wiring.simulate import INCIDENT_AFTER_S, INCIDENT_SPACING_S, INTERVAL_S
+from wiring.cli_stack import down, simulate, up
 
 app = typer.Typer(
     help="cityvitals: streaming IoT sensing and alerting for city operations.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-
-
-# --- the local stack -----------------------------------------------------------------------
-
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-def _stop_on_signals() -> None:
-    """SIGTERM (kill, a service manager) and SIGHUP (the terminal closed) stop as Ctrl-C does:
-    the first of them raises KeyboardInterrupt; later ones are ignored, so a second Ctrl-C
-    does not cut the orderly stop short."""
-    stopping = False
-
-    def interrupt(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        if not stopping:
-            stopping = True
-            raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    for sig in _STOP_SIGNALS:
-        signal.signal(sig, interrupt)
-
-
-def _say(message: str, err: bool = False) -> None:
-    """Print, unless the terminal is gone (after SIGHUP): stopping must go on regardless."""
-    with contextlib.suppress(OSError):
-        typer.echo(message, err=err)
-
-
-def _status_line(s: Settings) -> str:
-    from cityvitals import db
-
-    try:
-        with db.connect(s) as conn:
-            readings, alerts, firing, dead, vitals = conn.execute(
-                "SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM alerts), "
-                "(SELECT count(*) FROM alerts WHERE status = 'firing'), "
-                "(SELECT count(*) FROM deadletters), (SELECT count(*) FROM indicators)"
-            ).fetchone() or (0, 0, 0, 0, 0)
-    except Exception as exc:  # the status line must not stop the stack
-        return f"status unavailable: {exc}"
-    return (
-        f"readings stored {readings:>8} | alerts {alerts:>4} ({firing} firing) | "
-        f"dead letters {dead} | indicator values {vitals}"
-    )
-
-
-SHOWN_STEPS = frozenset(
-    {"open", "dispatch", "escalate", "reassign", "reject", "accept", "handled", "verify", "close"}
-)
-"""The incident steps ``up`` prints as they happen (not every alert joining one)."""
-
-
-def _incident_lines(s: Settings, after: datetime) -> tuple[list[str], datetime]:
-    """What happened to incidents since ``after``, a line each, and the time to ask from next."""
-    from cityvitals import db
-    from sinks.incidents import recent_steps
-
-    try:
-        with db.connect(s) as conn:
-            steps = recent_steps(conn, after, limit=200)
-    except Exception as exc:  # the screen must not stop the stack
-        return [f"incidents unavailable: {exc}"], after
-    lines = []
-    for step, incident in steps:
-        after = max(after, step.ts)
-        if step.action.value not in SHOWN_STEPS:
-            continue
-        where = f"{incident.category} at {incident.place_id} ({incident.level.value})"
-        who = ""
-        if step.department and step.tier:
-            who = f" -> {step.department} ({step.tier.value} tier)"
-        when = step.ts.astimezone(s.zone).strftime("%H:%M:%S")
-        lines.append(
-            f"{when} incident {incident.incident_id[:8]} {where}: {step.action.value}{who}"
-            f" [{step.to_state.value}] {step.reason}".rstrip()
-        )
-    return lines, after
-
-
-@app.command()
-def up(
-    simulate: Annotated[bool, typer.Option(help="Also run the city simulator.")] = False,
-    incident: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="With --simulate: inject KIND[@GRID] (flood, smog, fire, congestion, gas)."
-        ),
-    ] = None,
-    interval: Annotated[
-        float, typer.Option(help="With --simulate: seconds between readings.")
-    ] = INTERVAL_S,
-    incident_after: Annotated[
-        float,
-        typer.Option(
-            help=f"Seconds before the first incident (the next {INCIDENT_SPACING_S:g} s apart)."
-        ),
-    ] = INCIDENT_AFTER_S,
-    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
-    metrics_base: Annotated[
-        int,
-        typer.Option(
-            help="Prometheus ports: base+1 ingest, +2 streams, +3 sinks, +4 liveness, +5 api."
-        ),
-    ] = 9400,
-) -> None:
-    """Start Mosquitto, tansu, PostgreSQL and the services on 127.0.0.1 (Ctrl-C stops all)."""
-    from wiring.localstack import LocalStack, MetricsPorts
-    from wiring.stack import StackError
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    s = settings()
-    stack = LocalStack(s, MetricsPorts(*(metrics_base + i for i in range(1, 6))))
-    (stack.paths.state_dir).mkdir(parents=True, exist_ok=True)
-    stop = threading.Event()
-    _stop_on_signals()
-    try:
-        s = stack.start_infrastructure()
-        stack.start_services()
-        stack.wait_ready()
-        typer.echo(
-            f"cityvitals is up: MQTT 127.0.0.1:{s.mqtt_port}, Kafka {s.kafka_bootstrap}, "
-            f"PostgreSQL {s.database_url.get_secret_value()} (schema {s.database_schema}); "
-            f"registry API http://{s.api_host}:{s.api_port}/docs; "
-            f"logs in {stack.paths.logs}. Ctrl-C or 'cityvitals down' stops everything."
-        )
-        from wiring.cli_users import ensure_local_admin
-        from wiring.services import open_registry
-
-        with open_registry(s) as reg:  # the first 'up' makes a local admin: its login link
-            link = ensure_local_admin(reg, f"http://{s.api_host}:{s.api_port}")
-        if link:
-            typer.echo(link)
-        sim_thread = None
-        if simulate:
-            sim = _prepare_simulator(s, 42, interval, incident or [], incident_after)
-            sim_thread = threading.Thread(target=sim.run, args=(stop,), daemon=True)
-            sim_thread.start()
-        started = time.monotonic()
-        seen = datetime.now(UTC)
-        while not stop.wait(10):
-            typer.echo(_status_line(s))
-            news, seen = _incident_lines(s, seen)
-            for line in news:
-                typer.echo(line)
-            for dead in stack.dead():
-                raise StackError(f"{dead.name} stopped unexpectedly; its log:\n{dead.log_tail()}")
-            if duration is not None and time.monotonic() - started >= duration:
-                break
-    except KeyboardInterrupt as exc:
-        _say(f"stopping ({exc})" if exc.args else "stopping")
-    except StackError as exc:
-        _say(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    finally:
-        for sig in _STOP_SIGNALS:  # nothing may interrupt the stop itself
-            signal.signal(sig, signal.SIG_IGN)
-        stop.set()
-        stack.stop()
-    _say("stopped")
-
-
-@app.command()
-def down(
-    purge: Annotated[
-        bool, typer.Option(help="Also delete the local database, broker store and logs.")
-    ] = False,
-) -> None:
-    """Stop everything an earlier 'cityvitals up' started."""
-    from wiring.localstack import down as stop_all
-
-    stopped = stop_all(settings().state_dir, purge=purge)
-    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
-    if purge:
-        typer.echo("local data deleted")
+app.command()(up)
+app.command()(down)
 
 
 @app.command()
@@ -289,7 +110,6 @@ def migrate() -> None:
 def maintain() -> None:
     """Keep the storage once: day partitions, roll-ups, retention (the sinks service does
     this every CITYVITALS_MAINTENANCE_INTERVAL_S)."""
-    from datetime import UTC, datetime
 
     from cityvitals import db
     from sinks.maintenance import class_retention
@@ -316,63 +136,7 @@ def schemas(out: Annotated[Path, typer.Argument(help="Folder for the JSON Schema
         typer.echo(str(path))
 
 
-# --- simulator -----------------------------------------------------------------------------
-
-
-def _prepare_simulator(s: Settings, seed: int, interval: float, incidents: list[str], after: float):  # type: ignore[no-untyped-def]
-    from wiring.services import open_registry
-    from wiring.simulate import IncidentSpecError, Simulator, build_city, plan_incidents
-
-    city = build_city()
-    try:
-        planned = plan_incidents(city, incidents, after)
-    except IncidentSpecError as exc:
-        raise fail(str(exc)) from None
-    with open_registry(s) as registry:
-        registry.put_places(city.places, "simulator")
-        known = {d.device_id for d in registry.list(place=city.places[0].place_id)}
-        fresh = [d for d in city.devices if d.device_id not in known]
-        secrets = dict(registry.add_many(fresh, "simulator")) if fresh else {}
-        secrets.update(registry.rotate_secrets([d for d in known if d not in secrets], "simulator"))
-    time.sleep(1)  # let the broker reload its password file
-    for inc in planned:
-        typer.echo(
-            f"incident {inc.kind} at {inc.place_id} from +{inc.start:.0f} s "
-            f"for {inc.duration / 60:g} min"
-        )
-    return Simulator(s, city, secrets, seed=seed, interval=interval, incidents=planned)
-
-
-@app.command()
-def simulate(
-    seed: Annotated[int, typer.Option()] = 42,
-    interval: Annotated[
-        float, typer.Option(help="Seconds between a device's readings")
-    ] = INTERVAL_S,
-    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds")] = None,
-    incident: Annotated[
-        list[str] | None,
-        typer.Option(help="Inject KIND[@GRID]: flood, smog, fire, congestion, gas"),
-    ] = None,
-    incident_after: Annotated[
-        float,
-        typer.Option(
-            help=f"Seconds before the first incident (the next {INCIDENT_SPACING_S:g} s apart)"
-        ),
-    ] = INCIDENT_AFTER_S,
-) -> None:
-    """Register the simulated city's devices and publish their readings over MQTT."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    s = settings()
-    sim = _prepare_simulator(s, seed, interval, incident or [], incident_after)
-    typer.echo(f"simulating {len(sim.city.devices)} devices every {interval:g} s (Ctrl-C stops)")
-    stop = threading.Event()
-    _stop_on_signals()
-    try:
-        sim.run(stop, duration)
-    except KeyboardInterrupt:
-        stop.set()
-    typer.echo(f"published {sim.published}, confirmed by the broker {sim.confirmed}")
+app.command()(simulate)
 
 
 def _add_registry_commands() -> None:
