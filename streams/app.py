@@ -183,23 +183,29 @@ def create_app(
     def on_partition(keys: Any, partition: int) -> list[str]:
         return [k for k in keys if partition_for(k, parts) == partition]
 
+    async def decode(event: Any, model: type[M], label: str) -> tuple[str, M | None]:
+        """The event's source and its value as ``model``; None (counted under ``label`` and
+        dead-lettered) when it does not decode."""
+        msg = event.message
+        source = kafka_source(msg.topic, msg.partition)
+        try:
+            return source, model.model_validate_json(event.value)
+        except ValidationError as exc:
+            metrics.received.inc()
+            metrics.refuse(label)
+            letter = dead_letter("streams", str(exc), event.value, source)
+            await (await deadletter_topic.send(value=letter.model_dump_json().encode()))
+            return source, None
+
     async def decoded(
         stream: faust.StreamT[bytes], model: type[M], label: str
     ) -> AsyncIterator[tuple[Any, str, M]]:
         """Each message of ``stream`` as ``model``, with its Kafka message and source; one
         that does not decode is counted under ``label`` and dead-lettered."""
         async for event in stream.events():
-            msg = event.message
-            source = kafka_source(msg.topic, msg.partition)
-            try:
-                item = model.model_validate_json(event.value)
-            except ValidationError as exc:
-                metrics.received.inc()
-                metrics.refuse(label)
-                letter = dead_letter("streams", str(exc), event.value, source)
-                await (await deadletter_topic.send(value=letter.model_dump_json().encode()))
-                continue
-            yield msg, source, item
+            source, item = await decode(event, model, label)
+            if item is not None:
+                yield event.message, source, item
 
     async def decoded_groups(
         stream: faust.StreamT[bytes], model: type[M], label: str
@@ -210,17 +216,9 @@ def create_app(
         async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):  # type: ignore[attr-defined]
             group = []
             for event in events:
-                msg = event.message
-                source = kafka_source(msg.topic, msg.partition)
-                try:
-                    item = model.model_validate_json(event.value)
-                except ValidationError as exc:
-                    metrics.received.inc()
-                    metrics.refuse(label)
-                    letter = dead_letter("streams", str(exc), event.value, source)
-                    await (await deadletter_topic.send(value=letter.model_dump_json().encode()))
-                    continue
-                group.append((event, source, item))
+                source, item = await decode(event, model, label)
+                if item is not None:
+                    group.append((event, source, item))
             yield group
 
     async def send_vitals(

@@ -3,44 +3,21 @@ module writes no SQL of its own)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BeforeValidator
 
 from cityvitals.contracts import IDENTIFIER, AlertStatus, WarningLevel
 from device_registry.access import User
 from device_registry.api.auth import check_scope, place_filter, require, visible
 from device_registry.api.bodies import NOT_FOUND, RETRY_LATER
-from device_registry.api.deps import PathId, Reader
+from device_registry.api.deps import PathId, Reader, Time, as_utc
 from device_registry.api.errors import NotFound
 from sinks import AlertDetail, AlertFilter, AlertRow, UnknownAlert, alert_detail, list_alerts
 
 __all__ = ["router"]
 
 router = APIRouter(responses=RETRY_LATER)
-
-
-def _iso_time(value: object) -> object:
-    # pydantic would take a number as seconds since 1970; the document says an ISO time.
-    if isinstance(value, str):
-        try:
-            float(value)
-        except ValueError:
-            return value
-        raise ValueError("give an ISO time (e.g. 2026-11-22T08:00:00Z), not a number")
-    return value
-
-
-Time = Annotated[datetime | None, BeforeValidator(_iso_time)]
-"""An ISO time or date in a query; without a zone, UTC."""
-
-
-def _as_utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 @router.get("/alerts", response_model=list[AlertRow], tags=["alerts"])
@@ -68,8 +45,8 @@ def alerts(
         level=level,
         place="/".join(narrowed) if narrowed else place,
         device=device,
-        since=_as_utc(since),
-        until=_as_utc(until),
+        since=as_utc(since),
+        until=as_utc(until),
         limit=limit,
     )
     return visible(user, list_alerts(registry.conn, where), lambda a: a.place_path)

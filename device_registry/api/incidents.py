@@ -44,7 +44,7 @@ from device_registry.api.auth import (
     visible,
 )
 from device_registry.api.bodies import BAD_INPUT, NOT_FOUND, RETRY_LATER
-from device_registry.api.deps import PathId, Reader
+from device_registry.api.deps import PathId, Reader, Time, as_utc
 from device_registry.api.errors import FieldError, NotFound
 from device_registry.incident_publisher import (
     BadAction,
@@ -79,26 +79,11 @@ Text = Annotated[str, Field(pattern=r"^[^\x00]*$")]
 """Free text; PostgreSQL cannot store NUL characters."""
 
 
-def _iso_time(value: object) -> object:
-    # pydantic would take a number as seconds since 1970; the document says an ISO time.
-    if isinstance(value, str):
-        try:
-            float(value)
-        except ValueError:
-            return value
-        raise ValueError("give an ISO time (e.g. 2026-11-22T08:00:00Z), not a number")
-    return value
-
-
 def _true_or_false(value: object) -> object:
     # pydantic would take 1, yes, on...; the document says a boolean: true or false.
     if isinstance(value, str) and value not in ("true", "false"):
         raise ValueError("give true or false")
     return value
-
-
-Time = Annotated[datetime | None, BeforeValidator(_iso_time)]
-"""An ISO time or date in a query; without a zone, UTC."""
 
 
 class _Body(BaseModel):
@@ -144,12 +129,6 @@ class Received(BaseModel):
     report_id: str
 
 
-def _as_utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
 @router.get("/incidents", response_model=list[Incident], tags=["incidents"])
 def incidents(
     user: Reading,
@@ -179,7 +158,7 @@ def incidents(
         category=category,
         department=department,
         level=level,
-        since=_as_utc(since),
+        since=as_utc(since),
         limit=limit,
     )
     return visible(user, list_incidents(registry.conn, where), lambda i: i.place_path)
@@ -197,9 +176,9 @@ def incidents_performance(
     handled in time / dispatches); ``flagged`` under the closure target (85%). It spans the
     whole city: it takes a city-wide scope."""
     require_city(user, "incident performance")
-    last = _as_utc(until) or datetime.now(UTC)
+    last = as_utc(until) or datetime.now(UTC)
     try:
-        first = _as_utc(since) or last - timedelta(days=30)
+        first = as_utc(since) or last - timedelta(days=30)
     except OverflowError as exc:
         raise FieldError(422, ("query", "until"), "too early: give since", until) from exc
     return performance(registry.conn, first, last)
@@ -348,8 +327,8 @@ def open311_service_requests(
         settings.zone,
         status=status,
         service_code=service_code,
-        start=_as_utc(start_date),
-        end=_as_utc(end_date),
+        start=as_utc(start_date),
+        end=as_utc(end_date),
         titles=incident_categories(settings),
     )
     if not user.scope:
