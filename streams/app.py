@@ -276,9 +276,12 @@ def create_app(
                 if changes:
                     await asyncio.gather(*await send_vitals(source, msg.offset, [], changes))
 
-    async def handle(msg: Any, source: str, batch: ReadingBatch) -> list[Awaitable[Any]]:
+    async def handle(
+        msg: Any, source: str, batch: ReadingBatch
+    ) -> tuple[list[Awaitable[Any]], int]:
         """One ``readings.raw`` message: judged, tables updated, outputs handed to the
-        producer; returns their deliveries, which the caller awaits."""
+        producer; returns their deliveries, which the caller awaits, and how many readings
+        and events go on (the others were refused and dead-lettered)."""
         partition = msg.partition
         metrics.received.inc(len(batch))
         if batch.tick is not None:  # every device here: absence may be new to some
@@ -340,7 +343,7 @@ def create_app(
         if outcome.changed_devices:
             metrics.devices.set(len(devices))
         _store(rule_state, outcome.changed_states)
-        return pending
+        return pending, len(outcome.enriched)
 
     @app.agent(raw_topic)
     async def process(stream: faust.StreamT[bytes]) -> None:
@@ -353,8 +356,9 @@ def create_app(
             forwarded = 0
             for event, source, batch in group:
                 current(event)
-                pending += await handle(event.message, source, batch)
-                forwarded += len(batch)
+                sent, passed = await handle(event.message, source, batch)
+                pending += sent
+                forwarded += passed
             await asyncio.gather(*pending)
             metrics.forwarded.inc(forwarded)
 
