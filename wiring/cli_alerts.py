@@ -3,7 +3,6 @@ and its incident. Times are shown in the city's time zone (``CITYVITALS_TIMEZONE
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, tzinfo
 from typing import Annotated, Any
 
@@ -11,8 +10,7 @@ import typer
 
 from cityvitals.contracts import AlertStatus, WarningLevel
 from cityvitals.settings import Settings
-from wiring.cli_common import fail, parse_utc, settings
-from wiring.cli_incidents import to_json
+from wiring.cli_common import echo_json, enum_option, fail, parse_utc, settings
 
 __all__ = ["alerts_app"]
 
@@ -30,24 +28,10 @@ def _time(text: str | None, option: str) -> datetime | None:
         raise fail(f"{option}: {exc}") from None
 
 
-def _level(value: str | None) -> WarningLevel | None:
-    if value is None:
-        return None
-    try:
-        return WarningLevel(value)
-    except ValueError:
-        allowed = ", ".join(lv.value for lv in WarningLevel)
-        raise fail(f"--level {value!r}: give one of {allowed}") from None
-
-
 def _connect(conf: Settings) -> Any:
     from cityvitals import db
 
     return db.connect(conf)
-
-
-def _echo_json(value: Any, conf: Settings) -> None:
-    typer.echo(json.dumps(to_json(value, conf.zone)))
 
 
 @alerts_app.command("list")
@@ -76,7 +60,7 @@ def list_command(
     where = AlertFilter(
         status=status,
         rule=rule,
-        level=_level(level),
+        level=enum_option(WarningLevel, level, "--level"),
         place=place,
         device=device,
         since=_time(since, "--since"),
@@ -87,7 +71,7 @@ def list_command(
     with _connect(conf) as conn:
         found = list_alerts(conn, where)
     if as_json:
-        _echo_json(found, conf)
+        echo_json(found, conf)
         return
     if not found:
         typer.echo("no alerts")
@@ -115,7 +99,7 @@ def show(
     except UnknownAlert as exc:
         raise fail(str(exc)) from None
     if as_json:
-        _echo_json(detail, conf)
+        echo_json(detail, conf)
         return
     z, a = conf.zone, detail.alert
     lines = [

@@ -3,10 +3,14 @@ and times given on the command line."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import dataclasses
+import json
+from datetime import UTC, datetime, tzinfo
+from enum import Enum
+from typing import Any
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from cityvitals.settings import Settings
 
@@ -36,3 +40,37 @@ def parse_utc(text: str) -> datetime:
     """
     ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def to_json(value: Any, zone: tzinfo) -> Any:
+    """A JSON-ready copy of models and dataclasses, with times in ``zone`` (ISO, with offset)."""
+    if isinstance(value, BaseModel):
+        return {name: to_json(getattr(value, name), zone) for name in type(value).model_fields}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name), zone) for f in dataclasses.fields(value)}
+    if isinstance(value, datetime):
+        return value.astimezone(zone).isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: to_json(v, zone) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v, zone) for v in value]
+    return value
+
+
+def echo_json(value: Any, conf: Settings) -> None:
+    """``value`` as one JSON document, times in the city's zone."""
+    typer.echo(json.dumps(to_json(value, conf.zone)))
+
+
+def enum_option(kind: type[Enum], value: str | None, option: str) -> Any:
+    """``value`` as a member of ``kind`` (None stays None); a bad one ends the command naming
+    ``option`` and the allowed values."""
+    if value is None:
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(str(m.value) for m in kind)
+        raise fail(f"{option} {value!r}: give one of {allowed}") from None

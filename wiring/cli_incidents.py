@@ -5,16 +5,13 @@ reports as Open311 GeoReport v2. Times are shown in the city's time zone
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, tzinfo
-from enum import Enum
 from typing import Annotated, Any
 
 import typer
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from cityvitals.contracts import (
     IncidentState,
@@ -23,7 +20,7 @@ from cityvitals.contracts import (
     WarningLevel,
 )
 from cityvitals.settings import Settings
-from wiring.cli_common import fail, parse_utc, settings
+from wiring.cli_common import echo_json, enum_option, fail, parse_utc, settings, to_json
 
 __all__ = ["incidents_app", "to_json"]
 
@@ -33,39 +30,8 @@ incidents_app = typer.Typer(
 )
 
 
-def to_json(value: Any, zone: tzinfo) -> Any:
-    """A JSON-ready copy of models and dataclasses, with times in ``zone`` (ISO, with offset)."""
-    if isinstance(value, BaseModel):
-        return {name: to_json(getattr(value, name), zone) for name in type(value).model_fields}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_json(getattr(value, f.name), zone) for f in dataclasses.fields(value)}
-    if isinstance(value, datetime):
-        return value.astimezone(zone).isoformat()
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, dict):
-        return {k: to_json(v, zone) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_json(v, zone) for v in value]
-    return value
-
-
-def _echo_json(value: Any, conf: Settings) -> None:
-    typer.echo(json.dumps(to_json(value, conf.zone)))
-
-
 def _when(ts: datetime | None, zone: tzinfo) -> str:
     return "-" if ts is None else f"{ts.astimezone(zone):%Y-%m-%d %H:%M}"
-
-
-def _enum(kind: type[Enum], value: str | None, option: str) -> Any:
-    if value is None:
-        return None
-    try:
-        return kind(value)
-    except ValueError:
-        allowed = ", ".join(str(m.value) for m in kind)
-        raise fail(f"{option} {value!r}: give one of {allowed}") from None
 
 
 @contextmanager
@@ -105,11 +71,11 @@ def list_command(
         raise fail(f"--since: {exc}") from None
     where = IncidentFilter(
         open_only=open_only,
-        state=_enum(IncidentState, state, "--state"),
+        state=enum_option(IncidentState, state, "--state"),
         place=place,
         category=category,
         department=department,
-        level=_enum(WarningLevel, level, "--level"),
+        level=enum_option(WarningLevel, level, "--level"),
         since=after,
         limit=limit,
     )
@@ -117,7 +83,7 @@ def list_command(
     with _database(conf) as conn:
         found = list_incidents(conn, where)
     if as_json:
-        _echo_json(found, conf)
+        echo_json(found, conf)
         return
     if not found:
         typer.echo("no incidents")
@@ -147,7 +113,7 @@ def show(
     except UnknownIncident as exc:
         raise fail(str(exc)) from None
     if as_json:
-        _echo_json(detail, conf)
+        echo_json(detail, conf)
         return
     z, i = conf.zone, detail.incident
     holder = f"{i.department} ({i.tier} tier)" if i.department else "nobody yet"
@@ -211,7 +177,7 @@ def act(
     from sinks.incidents import UnknownIncident, get_incident
     from wiring.services import open_registry
 
-    chosen_tier = _enum(Tier, tier, "--tier")
+    chosen_tier = enum_option(Tier, tier, "--tier")
     try:
         feedback = make_feedback(
             incident_id,
@@ -259,7 +225,7 @@ def performance_command(
     with _database(conf) as conn:
         rows = performance(conn, first, last)
     if as_json:
-        _echo_json(rows, conf)
+        echo_json(rows, conf)
         return
     z = conf.zone
     typer.echo(
@@ -297,8 +263,8 @@ def report(
     )
     from wiring.services import open_registry
 
-    chosen_channel = _enum(ReportChannel, channel, "--channel")
-    chosen_level = _enum(WarningLevel, level, "--level")
+    chosen_channel = enum_option(ReportChannel, channel, "--channel")
+    chosen_level = enum_option(WarningLevel, level, "--level")
     conf = settings()
     try:
         known = incident_categories(conf)
@@ -350,7 +316,7 @@ def open311(
         else:
             found = open311_requests(conn, conf.zone, status=status, titles=titles)  # type: ignore[arg-type]
     if as_json:
-        _echo_json(found, conf)
+        echo_json(found, conf)
         return
     for item in found:
         if services:
