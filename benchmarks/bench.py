@@ -3,9 +3,11 @@
 On a private local stack (its own state folder and loopback ports) it measures, one after
 the other:
 
-1. end to end: D devices publish N readings at QoS 1 through Mosquitto's C client; readings
-   stored per second, the readings lost (published but not stored) and each process's CPU
-   seconds per 1000 readings;
+1. end to end: D devices publish N readings at QoS 1 through Mosquitto's C client, one
+   reading per MQTT message; readings stored per second, the readings lost (published but not
+   stored) and each process's CPU seconds per 1000 readings; then the same with other devices
+   that send packs of P readings per message (``end_to_end_packed``: devices that buffer, or
+   a field gateway forwarding them);
 2. alert latency at half that rate: background load at half the end-to-end rate while a
    marker device alternates a PM2.5 value that fires and one that resolves; MQTT publish ->
    the transition on the ``alerts`` topic, p50 and p99;
@@ -40,6 +42,7 @@ from benchmarks.bench_parts import (
     _cpu_seconds,
     _line,
     _metric,
+    _pack_line,
     _publisher,
     _stored,
     _wait,
@@ -76,6 +79,8 @@ QUIX_MSG_S = 30_000
 TARGETS: tuple[Target, ...] = (
     Target("end_to_end.readings_per_s", 20_000, True, 30_000, "with zero loss"),
     Target("end_to_end.lost", 0, False),
+    Target("end_to_end_packed.readings_per_s", 20_000, True, 30_000, "with zero loss"),
+    Target("end_to_end_packed.lost", 0, False),
     Target(
         "streams.readings_per_s",
         2 * QUIX_MSG_S,
@@ -133,6 +138,8 @@ def report(figures: Mapping[str, Any], date: str) -> dict[str, Any]:
 class BenchOptions:
     readings: int = 30_000
     devices: int = 30
+    pack: int = 10
+    """Readings per MQTT message of the packed end-to-end run."""
     window: int = 1000
     latency_s: float = 10.0
     latency_load: float = 0.0
@@ -147,16 +154,27 @@ class BenchOptions:
 
 
 def end_to_end(
-    settings: Settings, stack: Any, credentials: dict[str, str], opts: BenchOptions
+    settings: Settings,
+    stack: Any,
+    credentials: dict[str, str],
+    opts: BenchOptions,
+    pack: int = 1,
 ) -> dict[str, Any]:
-    """All readings written to the clients' stdin at once: the pipeline's top rate."""
+    """All readings written to the clients' stdin at once: the pipeline's top rate; ``pack``
+    readings per MQTT message. The devices are the run's own (their readings are counted)."""
     per_device = max(opts.readings // len(credentials), 1)
     expected = per_device * len(credentials)
     base = datetime.now(UTC) - timedelta(seconds=per_device * 0.001 + 60)
+    prefix = next(iter(credentials)).rsplit("-", 1)[0] + "-"
     loads = {
         device_id: b"".join(
-            _line(base + timedelta(milliseconds=seq), seq, 35.0 + seq % 7)
-            for seq in range(1, per_device + 1)
+            _pack_line(
+                [
+                    (base + timedelta(milliseconds=seq), seq, 35.0 + seq % 7)
+                    for seq in range(first, min(first + pack, per_device + 1))
+                ]
+            )
+            for first in range(1, per_device + 1, pack)
         )
         for device_id in credentials
     }
@@ -170,14 +188,15 @@ def end_to_end(
         proc.stdin.close()
     for proc in publishers:
         proc.wait()
-    _wait(lambda: _stored(settings, "bench-") >= expected, opts.timeout_s)
+    _wait(lambda: _stored(settings, prefix) >= expected, opts.timeout_s)
     elapsed = time.monotonic() - start
-    got = _stored(settings, "bench-")
+    got = _stored(settings, prefix)
     cpu = {name: _cpu_seconds(pid) - before[name] for name, pid in procs.items()}
     ports = stack.metrics
     return {
         "readings": expected,
         "devices": len(credentials),
+        "readings_per_message": pack,
         "readings_per_s": round(got / elapsed),
         "seconds": round(elapsed, 2),
         "stored": got,
@@ -315,8 +334,13 @@ def run(opts: BenchOptions) -> dict[str, Any]:
             )
             for i in range(opts.devices + 1)
         ]
+        packing = [
+            d.model_copy(update={"device_id": d.device_id.replace("bench-", "packed-")})
+            for d in devices[:-1]
+        ]
         with open_registry(settings) as registry:
             credentials = dict(registry.add_many(devices, "benchmark"))
+            packed = dict(registry.add_many(packing, "benchmark"))
         time.sleep(1)  # the broker reloads its password file
         marker = devices[-1].device_id
         marker_secret = credentials.pop(marker)
@@ -327,6 +351,8 @@ def run(opts: BenchOptions) -> dict[str, Any]:
                 settings, credentials, marker_of, opts.latency_load, opts
             )
         figures["end_to_end"] = end_to_end(settings, stack, credentials, opts)
+        _progress(figures)
+        figures["end_to_end_packed"] = end_to_end(settings, stack, packed, opts, opts.pack)
         _progress(figures)
         if not opts.latency_load:
             time.sleep(SETTLE_S)

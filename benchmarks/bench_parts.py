@@ -50,9 +50,20 @@ def _stored(settings: Settings, prefix: str) -> int:
     return int(str(row[0])) if row else 0
 
 
+def _body(ts: datetime, seq: int, pm25: float) -> dict[str, Any]:
+    return {"ts": ts.isoformat(), "seq": seq, "values": {"pm25": pm25, "pm10": 60.0}}
+
+
 def _line(ts: datetime, seq: int, pm25: float) -> bytes:
-    body = {"ts": ts.isoformat(), "seq": seq, "values": {"pm25": pm25, "pm10": 60.0}}
-    return (json.dumps(body) + "\n").encode()
+    """One reading as one MQTT message (a line of ``mosquitto_pub -l``)."""
+    return (json.dumps(_body(ts, seq, pm25)) + "\n").encode()
+
+
+def _pack_line(readings: list[tuple[datetime, int, float]]) -> bytes:
+    """Readings as one MQTT message: a pack (JSON array), or one reading alone."""
+    if len(readings) == 1:
+        return _line(*readings[0])
+    return (json.dumps([_body(*r) for r in readings]) + "\n").encode()
 
 
 def _publisher(

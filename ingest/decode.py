@@ -22,7 +22,7 @@ from datetime import datetime
 from cityvitals.contracts import IDENTIFIER
 from ingest.protocols import DECODERS, Decoded, DecodeError
 
-__all__ = ["DecodeError", "decode", "device_of_topic", "publisher_of_topic"]
+__all__ = ["DecodeError", "decode", "decode_message", "device_of_topic", "publisher_of_topic"]
 
 MAX_PAYLOAD = 64 * 1024
 _DEVICE = re.compile(IDENTIFIER)
@@ -60,8 +60,33 @@ def publisher_of_topic(topic_root: str, topic: str) -> str | None:
 
 
 def decode(topic_root: str, topic: str, payload: bytes, received_at: datetime) -> Decoded:
-    """Decode one MQTT message with the decoder its topic names."""
+    """Decode one MQTT message of one item with the decoder its topic names."""
     device_id, protocol = device_of_topic(topic_root, topic)
+    _check_size(payload)
+    return DECODERS[protocol].decode(device_id, payload, received_at)
+
+
+def decode_message(
+    topic_root: str, topic: str, payload: bytes, received_at: datetime
+) -> list[Decoded]:
+    """Decode one MQTT message: one item, or a pack (a JSON array) where the topic's protocol
+    takes packs. A pack is refused whole when one of its items is bad.
+
+    >>> from datetime import UTC
+    >>> pack = (b'[{"ts": "2026-11-22T00:00:00Z", "seq": 1, "values": {"pm25": 41}},'
+    ...         b' {"ts": "2026-11-22T00:01:00Z", "seq": 2, "values": {"pm25": 40}}]')
+    >>> [r.seq for r in decode_message("cityvitals", "cityvitals/aq-1/readings", pack,
+    ...                                datetime(2026, 11, 22, tzinfo=UTC))]
+    [1, 2]
+    """
+    device_id, protocol = device_of_topic(topic_root, topic)
+    _check_size(payload)
+    chosen = DECODERS[protocol]
+    if chosen.pack is not None and payload.lstrip()[:1] == b"[":
+        return chosen.pack(device_id, payload, received_at)
+    return [chosen.decode(device_id, payload, received_at)]
+
+
+def _check_size(payload: bytes) -> None:
     if len(payload) > MAX_PAYLOAD:
         raise DecodeError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}", "payload")
-    return DECODERS[protocol].decode(device_id, payload, received_at)

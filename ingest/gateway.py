@@ -1,8 +1,9 @@
 """The MQTT → Kafka gateway.
 
 Subscribes (QoS1, persistent session, shared subscription) to everything under the topic root,
-decodes each message, groups the good ones by the Kafka partition of their device and sends each group as
-one :class:`ReadingBatch` to that partition of ``readings.raw``. A refused message goes to
+decodes each message (one reading or event, or a pack of readings), groups the good ones by the Kafka
+partition of their device and sends each group as one :class:`ReadingBatch` to that partition of
+``readings.raw``. A refused message goes to
 ``deadletter`` with its reason and original bytes. An MQTT message is acknowledged only after
 Kafka confirmed the message that carries it, so a crash loses nothing: the broker redelivers
 what was not acknowledged. The MQTT 5 receive maximum bounds how many wait at once.
@@ -31,7 +32,7 @@ from cityvitals.kafka import partition_count
 from cityvitals.settings import Settings
 from cityvitals.stage import StageMetrics, dead_letter, utc_now
 from cityvitals.topics import Topic, partition_for
-from ingest.decode import DecodeError, decode, publisher_of_topic
+from ingest.decode import DecodeError, decode_message, publisher_of_topic
 
 __all__ = ["Gateway", "GatewayError", "GatewayMetrics"]
 
@@ -45,13 +46,18 @@ class GatewayError(RuntimeError):
 
 
 class GatewayMetrics(StageMetrics):
-    """The stage's counters (MQTT messages; refusals by the field at fault), plus what waits
-    for Kafka and the size of each Kafka message."""
+    """The stage's counters (readings and camera events; a refused MQTT message counts one,
+    refusals by the field at fault), plus what waits for Kafka and the size of each Kafka
+    message."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        super().__init__("ingest", registry, "MQTT messages", label="field")
+        super().__init__(
+            "ingest", registry, "readings and events (a refused MQTT message: one)", label="field"
+        )
         self.inflight = Gauge(
-            "cityvitals_ingest_inflight", "MQTT messages waiting for Kafka", registry=registry
+            "cityvitals_ingest_inflight",
+            "Readings and events (a refused MQTT message: one) waiting for Kafka",
+            registry=registry,
         )
         self.batch_size = Histogram(
             "cityvitals_ingest_batch_size",
@@ -133,7 +139,12 @@ class Gateway:
 
     # --- Kafka side (the caller's thread) -------------------------------------------------
 
-    def _acker(self, mids: list[int], count: int) -> Callable[[KafkaError | None, Message], None]:
+    def _acker(
+        self, mids: list[int], forwarded: int, waiting: int
+    ) -> Callable[[KafkaError | None, Message], None]:
+        """Acknowledge ``mids`` once Kafka has the message: ``forwarded`` items of it count
+        as forwarded, ``waiting`` stop waiting."""
+
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:
                 # The MQTT messages stay unacknowledged; the broker redelivers them after restart.
@@ -141,8 +152,8 @@ class Gateway:
                 return
             for mid in mids:
                 self.client.ack(mid, 1)
-            self.metrics.forwarded.inc(count)
-            self.metrics.inflight.dec(len(mids))
+            self.metrics.forwarded.inc(forwarded)
+            self.metrics.inflight.dec(waiting)
 
         return delivered
 
@@ -176,39 +187,44 @@ class Gateway:
             device_id=device,
             received_at=item.received_at,
         )
+        self.metrics.received.inc()
+        self.metrics.inflight.inc()
         self.metrics.refuse(error.field or "payload")
         self.producer.produce(
             self._deadletter,
             letter.model_dump_json().encode(),
             key=(device or "").encode(),
-            on_delivery=self._acker([item.mid], 0),
+            on_delivery=self._acker([item.mid], 0, 1),
         )
 
     def forward(self, inbound: list[_Inbound]) -> None:
         """Decode a drained group and hand it to the producer (acks follow on delivery)."""
-        self.metrics.received.inc(len(inbound))
-        self.metrics.inflight.inc(len(inbound))
         groups: dict[int, tuple[list[Reading], list[CameraEvent], list[int]]] = defaultdict(
             lambda: ([], [], [])
         )
         root = self.settings.mqtt_topic_root
         for item in inbound:
             try:
-                decoded = decode(root, item.topic, item.payload, item.received_at)
+                decoded = decode_message(root, item.topic, item.payload, item.received_at)
             except DecodeError as exc:
                 self._dead_letter(item, exc)
                 continue
-            readings, events, mids = groups[partition_for(decoded.device_id, self._partitions)]
-            (readings if isinstance(decoded, Reading) else events).append(decoded)  # type: ignore[arg-type]
+            # One message is one device's: its items share a partition.
+            readings, events, mids = groups[partition_for(decoded[0].device_id, self._partitions)]
+            for one in decoded:
+                (readings if isinstance(one, Reading) else events).append(one)  # type: ignore[arg-type]
             mids.append(item.mid)
         for partition, (readings, events, mids) in groups.items():
             message = ReadingBatch(readings=tuple(readings), camera_events=tuple(events))
-            self.metrics.batch_size.observe(len(mids))
+            count = len(message)
+            self.metrics.received.inc(count)
+            self.metrics.inflight.inc(count)
+            self.metrics.batch_size.observe(count)
             self.producer.produce(
                 self._raw,
                 message.model_dump_json().encode(),
                 partition=partition,
-                on_delivery=self._acker(mids, len(mids)),
+                on_delivery=self._acker(mids, count, count),
             )
         self.producer.poll(0)
 

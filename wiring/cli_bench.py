@@ -13,6 +13,9 @@ __all__ = ["bench"]
 def bench(
     readings: Annotated[int, typer.Option(help="readings of the end-to-end run")] = 30_000,
     devices: Annotated[int, typer.Option(help="devices publishing them")] = 30,
+    pack: Annotated[
+        int, typer.Option(min=2, max=500, help="readings per MQTT message of the packed run")
+    ] = 10,
     latency_s: Annotated[
         float, typer.Option(help="seconds of the alert-latency run at half the top load")
     ] = 10.0,
@@ -39,6 +42,7 @@ def bench(
         BenchOptions(
             readings=readings,
             devices=devices,
+            pack=pack,
             latency_s=latency_s,
             latency_load=latency_load,
             stream_readings=stream_readings,

@@ -6,9 +6,9 @@ example payload) and one line in
 """
 
 from ingest.protocols import events, readings
-from ingest.protocols.base import Decoded, DecodeError, Decoder, DeviceProtocol
+from ingest.protocols.base import Decoded, DecodeError, Decoder, DeviceProtocol, PackDecoder
 
-__all__ = ["DECODERS", "DecodeError", "Decoded", "Decoder", "DeviceProtocol"]
+__all__ = ["DECODERS", "DecodeError", "Decoded", "Decoder", "DeviceProtocol", "PackDecoder"]
 
 DECODERS: dict[str, DeviceProtocol] = {
     "readings": readings.PROTOCOL,

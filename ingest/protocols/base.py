@@ -16,7 +16,15 @@ from pydantic import BaseModel, ValidationError
 
 from cityvitals.contracts import CameraEvent, Reading
 
-__all__ = ["DecodeError", "Decoded", "Decoder", "DeviceProtocol", "claimed_device", "parse"]
+__all__ = [
+    "DecodeError",
+    "Decoded",
+    "Decoder",
+    "DeviceProtocol",
+    "PackDecoder",
+    "claimed_device",
+    "parse",
+]
 
 Decoded = Reading | CameraEvent
 M = TypeVar("M", bound=BaseModel)
@@ -37,12 +45,23 @@ class Decoder(Protocol):
     def __call__(self, device_id: str, payload: bytes, received_at: datetime) -> Decoded: ...
 
 
+class PackDecoder(Protocol):
+    """``decode(device_id, payload, received_at)`` → the contracts of a pack (a JSON array),
+    or :class:`DecodeError` naming the element and field at fault."""
+
+    def __call__(self, device_id: str, payload: bytes, received_at: datetime) -> list[Decoded]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceProtocol:
-    """A registered protocol: its decoder and a valid payload of it (for tests and docs)."""
+    """A registered protocol: its decoder and a valid payload of it (for tests and docs).
+
+    ``pack``: the protocol also takes many items in one message, as a JSON array (a device
+    that buffers its readings, or a field gateway forwarding a device's backlog)."""
 
     decode: Decoder
     example: bytes
+    pack: PackDecoder | None = None
 
 
 def parse(model: type[M], payload: bytes) -> M:
@@ -58,7 +77,8 @@ def parse(model: type[M], payload: bytes) -> M:
         return model.model_validate_json(payload)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
-    field = ".".join(str(p) for p in err["loc"])
+    # An element of a pack is named by its index: "[3].ts".
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
     if err["type"] in ("json_invalid", "json_type"):
         raise DecodeError(f"not valid JSON ({err['msg']})", "payload")
     got = err.get("input")

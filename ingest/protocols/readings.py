@@ -1,11 +1,32 @@
-"""``<root>/<device_id>/readings``: a sensor's JSON readings, ``{"ts", "seq", "values"}``."""
+"""``<root>/<device_id>/readings``: a sensor's JSON readings, ``{"ts", "seq", "values"}``, one
+per message or many as a JSON array (a pack: a device that buffers its readings, or a field
+gateway forwarding a device's backlog, sends them in one message)."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
+
+from pydantic import Field, RootModel
 
 from cityvitals.contracts import Reading, ReadingPayload
-from ingest.protocols.base import DeviceProtocol, claimed_device, parse
+from ingest.protocols.base import Decoded, DeviceProtocol, claimed_device, parse
+
+__all__ = ["MAX_PACK", "PROTOCOL", "decode_pack", "decode_reading"]
+
+MAX_PACK = 500
+"""Readings in one pack at most (a pack is refused whole beyond it)."""
+
+
+class _Pack(RootModel[Annotated[list[ReadingPayload], Field(min_length=1, max_length=MAX_PACK)]]):
+    model_config = {"frozen": True}
+
+
+def _reading(r: ReadingPayload, device_id: str, received_at: datetime, field: str) -> Reading:
+    claimed_device(r.device_id, device_id, field)
+    return Reading(
+        device_id=device_id, ts=r.ts, seq=r.seq, values=r.values, received_at=received_at
+    )
 
 
 def decode_reading(device_id: str, payload: bytes, received_at: datetime) -> Reading:
@@ -15,13 +36,27 @@ def decode_reading(device_id: str, payload: bytes, received_at: datetime) -> Rea
     ...                datetime(2026, 11, 22, tzinfo=UTC)).values
     {'pm25': 41.0}
     """
-    r = parse(ReadingPayload, payload)
-    claimed_device(r.device_id, device_id, "device_id")
-    return Reading(
-        device_id=device_id, ts=r.ts, seq=r.seq, values=r.values, received_at=received_at
-    )
+    return _reading(parse(ReadingPayload, payload), device_id, received_at, "device_id")
+
+
+def decode_pack(device_id: str, payload: bytes, received_at: datetime) -> list[Decoded]:
+    """A pack's readings, in its order; one bad element refuses the pack (it is kept whole
+    in the dead letter, the reason naming the element).
+
+    >>> from datetime import UTC
+    >>> decode_pack("aq-1", b'[{"ts": "2026-11-22T00:00:00Z", "seq": 7, "values": {"pm25": 41}},'
+    ...             b' {"ts": "2026-11-22T00:01:00Z", "values": {"pm25": 40}}]',
+    ...             datetime(2026, 11, 22, tzinfo=UTC))
+    Traceback (most recent call last):
+    ...
+    ingest.protocols.base.DecodeError: [1].seq: Field required
+    """
+    pack = parse(_Pack, payload).root
+    return [_reading(r, device_id, received_at, f"[{i}].device_id") for i, r in enumerate(pack)]
 
 
 PROTOCOL = DeviceProtocol(
-    decode_reading, b'{"ts": "2026-11-22T08:00:00Z", "seq": 1, "values": {"water_level_cm": 12}}'
+    decode_reading,
+    b'{"ts": "2026-11-22T08:00:00Z", "seq": 1, "values": {"water_level_cm": 12}}',
+    pack=decode_pack,
 )

@@ -72,6 +72,32 @@ def test_malformed_payload_is_dead_lettered_and_the_gateway_keeps_working(
     assert base64.b64decode(letters[0][3]) == b'{"ts": not json'  # the original bytes
 
 
+def test_a_pack_of_readings_lands_whole_and_a_bad_pack_is_kept_whole(pipeline: Pipeline) -> None:
+    """A device that buffered its readings sends them in one message (a JSON array): each is
+    stored. A pack with one bad element is dead-lettered as it came, the element named."""
+    device, secret = pipeline.register()
+    topic = pipeline.topic(device)
+    good = [
+        json.loads(reading(f"2026-11-22T09:00:{s:02d}Z", s + 1, water_level_cm=s / 10))
+        for s in range(5)
+    ]
+    bad = json.dumps([good[0], {"ts": "2026-11-22T09:01:00Z", "values": {"water_level_cm": 1}}])
+    assert pipeline.mosquitto_pub(device, secret, topic, bad).returncode == 0
+    assert pipeline.mosquitto_pub(device, secret, topic, json.dumps(good)).returncode == 0
+    wait_for(lambda: len(pipeline.rows(device)) == 5, what="the pack's five readings stored")
+    assert [seq for _m, _ts, _v, seq, _p in pipeline.rows(device)] == [1, 2, 3, 4, 5]
+    [(reason, payload)] = wait_for(
+        lambda: pipeline.query(
+            "SELECT reason, payload_b64 FROM deadletters WHERE device_id = %s", device
+        ),
+        what="the bad pack dead-lettered",
+    )
+    import base64
+
+    assert reason.startswith("[1].seq:") and "required" in reason
+    assert base64.b64decode(payload) == bad.encode()
+
+
 def test_a_device_unknown_to_the_registry_is_dead_lettered(pipeline: Pipeline) -> None:
     # The broker knows the login (provisioned outside the registry), the registry does not.
     ghost, secret = "ghost-" + pipeline.settings.topic_prefix, "ghost-secret-1"

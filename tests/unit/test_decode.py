@@ -5,6 +5,7 @@ import pytest
 
 from cityvitals.contracts import CameraEvent, Reading
 from ingest import DecodeError, decode, publisher_of_topic
+from ingest.decode import decode_message
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 ROOT = "cityvitals"
@@ -79,3 +80,81 @@ def test_a_mistyped_topic_names_itself_the_expected_forms_and_its_sender() -> No
     )
     assert publisher_of_topic(ROOT, "cityvitals/wl-7/reading/extra") == "wl-7"
     assert publisher_of_topic(ROOT, "other/wl-7/readings") is None
+
+
+def pack(*items: dict[str, object]) -> bytes:
+    return json.dumps(list(items)).encode()
+
+
+def test_a_pack_gives_each_reading_in_its_order() -> None:
+    items = decode_message(
+        ROOT,
+        "cityvitals/wl-7/readings",
+        b"  "
+        + pack(
+            {"ts": "2026-11-22T08:00:00Z", "seq": 1, "values": {"water_level_cm": 12}},
+            {"ts": "2026-11-22T08:00:10Z", "seq": 2, "values": {"water_level_cm": 13}},
+        ),
+        NOW,
+    )
+    assert [(r.device_id, r.seq, r.received_at) for r in items] == [
+        ("wl-7", 1, NOW),
+        ("wl-7", 2, NOW),
+    ]
+    assert all(isinstance(r, Reading) for r in items)
+
+
+def test_a_single_reading_is_a_message_of_one() -> None:
+    [r] = decode_message(ROOT, "cityvitals/wl-7/readings", body(values={"x": 1}), NOW)
+    assert isinstance(r, Reading) and r.seq == 1
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "words"),
+    [
+        (
+            pack({"ts": "2026-11-22T08:00:00Z", "seq": 1, "values": {"x": 1}}, {"seq": 2}),
+            "[1].ts",
+            "required",
+        ),
+        (
+            pack({"ts": "2026-11-22T08:00:00Z", "seq": 1, "values": {"x": "deep"}}),
+            "[0].values.x",
+            "deep",
+        ),
+        (
+            pack({"ts": "2026-11-22T08:00:00Z", "seq": 1, "values": {"x": 1}, "device_id": "wl-8"}),
+            "[0].device_id",
+            "wl-8",
+        ),
+        (b"[]", "payload", "at least 1"),
+        (
+            pack(
+                *[{"ts": "2026-11-22T08:00:00Z", "seq": i, "values": {"x": 1}} for i in range(501)]
+            ),
+            "payload",
+            "at most 500",
+        ),
+        (b"[1, 2", "payload", "not valid JSON"),
+    ],
+)
+def test_a_bad_pack_is_refused_whole_naming_the_element(
+    payload: bytes, field: str, words: str
+) -> None:
+    with pytest.raises(DecodeError) as err:
+        decode_message(ROOT, "cityvitals/wl-7/readings", payload, NOW)
+    assert err.value.field == field
+    assert words in str(err.value)
+
+
+def test_camera_events_take_no_packs() -> None:
+    event = {
+        "ts": "2026-11-22T08:00:00Z",
+        "seq": 1,
+        "event_type": "smoke_fire",
+        "value": 1,
+        "confidence": 0.9,
+    }
+    with pytest.raises(DecodeError) as err:
+        decode_message(ROOT, "cityvitals/cam-1/events", pack(event), NOW)
+    assert err.value.field == "payload"
