@@ -116,10 +116,23 @@ def _judge_device_rule(
 ) -> None:
     """Judge one device rule at ``at`` (``seen``: the new value, if any); ``obs`` names the
     device and metric of the alert."""
-    state = states.get(rule.id) or AlertState(kind=rule.kind)
+    held = states.get(rule.id)
+    state = held or AlertState(kind=rule.kind)
     judged = REGISTRY[rule.kind].judge(rule, state, at, seen)
     out.evaluations += 1
+    if judged.level is None and (held is None or _quiet(held)):
+        # Quiet and staying quiet (the usual case): only the kind's memory may move.
+        if judged.memory is None:
+            states.pop(rule.id, None)
+        elif held is None or judged.memory is not held.memory:
+            states[rule.id] = AlertState(memory=judged.memory, kind=state.kind)
+        return
     _step_device(rule, states, state, judged, obs, at, out, fresh)
+
+
+def _quiet(state: AlertState) -> bool:
+    """Neither pending nor firing: nothing but the kind's memory (and kind) is held."""
+    return state.pending_since is None and state.alert_id is None
 
 
 def _step_device(

@@ -48,7 +48,11 @@ class RateKind(RuleKind[RateRule]):
     ) -> Judgement:
         assert obs is not None
         horizon = obs.ts - rule.over
-        points = [p for p in (state.memory or []) if datetime.fromisoformat(p[0]) >= horizon]
+        kept: list[list[Any]] = state.memory or []
+        old = 0  # points are in time order: only the oldest may have left the window
+        while old < len(kept) and datetime.fromisoformat(kept[old][0]) < horizon:
+            old += 1
+        points = kept[old:]
         first = points[0] if points else None
         points.append([obs.ts.isoformat(), obs.value])
         if len(points) > RATE_POINTS:

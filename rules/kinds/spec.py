@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
@@ -17,7 +18,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    PrivateAttr,
     ValidationInfo,
     field_validator,
 )
@@ -163,16 +163,15 @@ class LevelledRule(RuleBase):
     stale_after: float | None = Field(default=None, gt=0, le=10_000)
     """Expected reporting intervals without a value of ``metric`` after which the device's
     alert resolves as stale (default: the rule file's ``stale_after``)."""
-    _highest_first: tuple[tuple[WarningLevel, float], ...] = PrivateAttr(default=())
+    @cached_property
+    def highest_first(self) -> tuple[tuple[WarningLevel, float], ...]:
+        """The levels with their thresholds, highest level first (computed once: a cached
+        property is a plain attribute read; a private attribute of a model is not)."""
+        return tuple(sorted(self.levels.items(), key=lambda item: item[0].rank, reverse=True))
 
-    def model_post_init(self, context: Any, /) -> None:
-        self._highest_first = tuple(
-            sorted(self.levels.items(), key=lambda item: item[0].rank, reverse=True)
-        )
-
-    @property
+    @cached_property
     def lowest(self) -> tuple[WarningLevel, float]:
-        return self._highest_first[-1]
+        return self.highest_first[-1]
 
     @field_validator("levels")
     @classmethod
@@ -202,7 +201,7 @@ class LevelledRule(RuleBase):
     def judge(self, value: float, firing: bool) -> tuple[WarningLevel, float] | None:
         """The condition's level now and its threshold, or None when the condition is false."""
         above = self.direction == "above"
-        for level, threshold in self._highest_first:
+        for level, threshold in self.highest_first:
             if (value >= threshold) if above else (value <= threshold):
                 return level, threshold
         if firing and self.clear is not None:
