@@ -63,7 +63,7 @@ def _feeds(catalogue: Catalogue) -> dict[str, tuple[_Feed, ...]]:
                 spec.metrics(),
                 FORMULAS[spec.kind].counts_devices,
                 spec.window_s,
-                tuple(LEVELS.index(level) + 1 for level in spec.levels),
+                tuple(level.depth + 1 for level in spec.levels),
             )
             for spec in specs
         )
@@ -123,10 +123,14 @@ class Partials:
         self._seen.add((device_id, instant))
         recent: list[list[Any]] = marks.setdefault("t", [])
         index = self._index(device_id, recent)
-        if index is None:
-            seen = next((o for t, o in recent if t == instant), None)
-        else:
+        seen = None
+        if index is not None:
             seen = index.get(instant)
+        else:
+            for t, o in recent:
+                if t == instant:
+                    seen = o
+                    break
         if seen is not None and seen != offset:
             return False
         if seen is None:
@@ -219,7 +223,7 @@ class Partials:
         merged: dict[tuple[str, tuple[str, ...], int], dict[str, float]] = {}
         for (spec_id, path, start), state in self._leaves.items():
             for level in by_id[spec_id].levels:
-                depth = LEVELS.index(level) + 1
+                depth = level.depth + 1
                 if len(path) < depth:
                     continue
                 key = (spec_id, path[:depth], start)
@@ -245,10 +249,10 @@ def _counted_here(mark: list[Any] | None, start: str, offset: int, path: tuple[s
     every place above it too): then this reading counts nowhere."""
     if not mark or isinstance(mark[0], str):
         return False
-    return any(
-        s == start and o != offset and p is not None and len(p) == len(path) and tuple(p) == path
-        for s, o, p in mark
-    )
+    for s, o, p in mark:
+        if s == start and o != offset and p is not None and tuple(p) == path:
+            return True
+    return False
 
 
 def _entries(mark: list[Any] | None) -> list[list[Any]]:

@@ -7,7 +7,14 @@ from typing import Annotated
 
 from pydantic import Field
 
-from cityvitals.contracts.base import Contract, FiniteFloat, Identifier, MetricName, UtcDatetime
+from cityvitals.contracts.base import (
+    Contract,
+    FiniteFloat,
+    Identifier,
+    Instant,
+    MetricName,
+    UtcDatetime,
+)
 from cityvitals.contracts.places import Device
 
 
@@ -19,10 +26,10 @@ class Reading(Contract):
     """
 
     device_id: Identifier
-    ts: UtcDatetime
+    ts: Instant
     seq: int = Field(ge=0)
     values: dict[MetricName, FiniteFloat] = Field(min_length=1, max_length=64)
-    received_at: UtcDatetime | None = None
+    received_at: Instant | None = None
     device_type: Identifier | None = None
     place_path: tuple[Identifier, ...] = ()
 
@@ -50,13 +57,13 @@ class CameraEvent(Contract):
     """
 
     camera_id: Identifier
-    ts: UtcDatetime
+    ts: Instant
     seq: int = Field(ge=0)
     event_type: CameraEventType
     value: FiniteFloat
     confidence: float = Field(ge=0.0, le=1.0)
     snapshot_ref: Annotated[str, Field(pattern=SNAPSHOT_REF)] | None = None
-    received_at: UtcDatetime | None = None
+    received_at: Instant | None = None
     device_type: Identifier | None = None
     place_path: tuple[Identifier, ...] = ()
 

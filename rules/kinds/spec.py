@@ -163,6 +163,7 @@ class LevelledRule(RuleBase):
     stale_after: float | None = Field(default=None, gt=0, le=10_000)
     """Expected reporting intervals without a value of ``metric`` after which the device's
     alert resolves as stale (default: the rule file's ``stale_after``)."""
+
     @cached_property
     def highest_first(self) -> tuple[tuple[WarningLevel, float], ...]:
         """The levels with their thresholds, highest level first (computed once: a cached

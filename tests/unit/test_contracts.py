@@ -11,20 +11,19 @@ from cityvitals.contracts import (
     PlaceLevel,
     Reading,
     ReadingBatch,
+    ReadingPayload,
     WarningLevel,
 )
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 
 
-def test_timestamps_are_converted_to_utc() -> None:
-    r = Reading(
-        device_id="aq-1",
-        ts=datetime(2026, 11, 22, 16, 0, tzinfo=timezone(timedelta(hours=8))),
-        seq=1,
-        values={"pm25": 35},
-    )
-    assert r.ts == NOW and r.ts.tzinfo == UTC
+def test_what_devices_send_is_converted_to_utc() -> None:
+    east = datetime(2026, 11, 22, 16, 0, tzinfo=timezone(timedelta(hours=8)))
+    p = ReadingPayload(ts=east, seq=1, values={"pm25": 35})
+    assert p.ts == NOW and p.ts.tzinfo == UTC
+    # What stages exchange keeps the zone it was given (the gateway gives UTC): the same instant.
+    assert Reading(device_id="aq-1", ts=east, seq=1, values={"pm25": 35}).ts == NOW
 
 
 def test_naive_timestamp_is_refused_naming_the_field() -> None:
