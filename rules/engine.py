@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
 from cityvitals.contracts import Alert, AlertResolution, AlertStatus, PlaceObservation
 from rules.alerting import AlertState, Transition, resolve, step
@@ -214,7 +213,7 @@ def _stale(
 
 
 def _device_stale(
-    rules: RuleSet, scope: tuple[Any, ...]
+    rules: RuleSet, scoped: frozenset[str]
 ) -> Callable[[str, AlertState], str | None]:
     def stale(rule_id: str, state: AlertState) -> str | None:
         rule = rules.by_id.get(rule_id)
@@ -222,7 +221,7 @@ def _device_stale(
             return "was removed from the rule set"
         if REGISTRY[rule.kind].role == "place" or (state.kind and state.kind != rule.kind):
             return f"is now a {rule.kind} rule"
-        if not rule.in_scope(*scope):
+        if rule_id not in scoped:
             return "no longer applies to this device"
         return None
 
@@ -265,19 +264,19 @@ def evaluate_device(
     if out.arrival is not Arrival.IN_ORDER:
         return out
     states = dict(memory.rules)
-    scope = (first.device_type, first.profile_id, first.place_path, first.tags)
+    scoped = rules.scoped((first.device_type, first.profile_id, first.place_path, first.tags))
     if states:
-        out.alerts.extend(retire(states, first.place_path, ts, _device_stale(rules, scope)))
+        out.alerts.extend(retire(states, first.place_path, ts, _device_stale(rules, scoped)))
     for obs in reading:
         for rule in rules.device_rules(obs.metric):
-            if rule.in_scope(*scope) and REGISTRY[rule.kind].accepts(rule, obs):
+            if rule.id in scoped and REGISTRY[rule.kind].accepts(rule, obs):
                 _judge_device_rule(rule, states, ts, obs, obs, out, fresh=True)
-        out.for_places.extend(_for_places(rules, obs, scope))
+        out.for_places.extend(_for_places(rules, obs, scoped))
     metrics = judged_now | {o.metric for o in reading}
     if states:
         _rejudge(rules, states, ts, first, frozenset(metrics), out)
     for silence in rules.absence:
-        if silence.in_scope(*scope):
+        if silence.id in scoped:
             obs = replace(first, metric=silence.metric)
             seen = obs if silence.metric in metrics else None
             _judge_device_rule(silence, states, ts, obs, seen, out)
@@ -285,12 +284,12 @@ def evaluate_device(
     return out
 
 
-def _for_places(rules: RuleSet, obs: Observation, scope: tuple[Any, ...]) -> list[PlaceObservation]:
+def _for_places(rules: RuleSet, obs: Observation, scoped: frozenset[str]) -> list[PlaceObservation]:
     """The observation, sent to each place rule that judges it at the device's place."""
     sent = []
     for rule in rules.composite_rules(obs.metric):
         depth = rule.group_by.depth + 1
-        if len(obs.place_path) >= depth and rule.in_scope(*scope):
+        if len(obs.place_path) >= depth and rule.id in scoped:
             sent.append(
                 PlaceObservation(
                     rule_id=rule.id,
@@ -317,15 +316,17 @@ def sweep_device(
     if not memory.rules and not rules.absence:
         return out
     states = dict(memory.rules)
-    scope = (subject.device_type, subject.profile_id, subject.place_path, subject.tags)
+    scoped = rules.scoped(
+        (subject.device_type, subject.profile_id, subject.place_path, subject.tags)
+    )
     if states:
-        out.alerts.extend(retire(states, subject.place_path, now, _device_stale(rules, scope)))
+        out.alerts.extend(retire(states, subject.place_path, now, _device_stale(rules, scoped)))
     for rule in rules.absence:
         kind = REGISTRY[rule.kind]
         state = states.get(rule.id)
         if state is None:
             seeded = kind.seed(rule, now)
-            if seeded is not None and rule.in_scope(*scope):
+            if seeded is not None and rule.id in scoped:
                 states[rule.id] = AlertState(memory=seeded, kind=rule.kind)
             continue
         if kind.due(rule, state, now):

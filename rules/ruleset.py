@@ -82,6 +82,13 @@ _RuleFile = create_model(
 """A rule file: its settings and its rules, each of a kind in :data:`rules.kinds.REGISTRY`."""
 
 
+Scope = tuple[str | None, str | None, tuple[str, ...], tuple[str, ...]]
+"""What decides whether a rule applies to a device: its type, profile, place path and tags."""
+
+SCOPES_KEPT = 65_536
+"""Scopes whose rules a rule set remembers (a bound on memory; forgotten ones are worked out again)."""
+
+
 @dataclass(frozen=True)
 class RuleSet:
     """A validated rule file, indexed for the stream: rules by metric, by kind and by id.
@@ -106,6 +113,9 @@ class RuleSet:
     _composite: dict[str, tuple[Any, ...]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
+    _scoped: dict[Scope, frozenset[str]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         device: dict[str, list[Any]] = defaultdict(list)
@@ -122,6 +132,17 @@ class RuleSet:
         self._composite.update({m: tuple(rs) for m, rs in composite.items()})
         absence = tuple(r for r in self.rules if REGISTRY[r.kind].role == "silence")
         object.__setattr__(self, "absence", absence)
+
+    def scoped(self, scope: Scope) -> frozenset[str]:
+        """The ids of the rules that apply to devices of this scope (type, profile, place
+        path, tags), worked out once per scope: asked at every reading."""
+        ids = self._scoped.get(scope)
+        if ids is None:
+            if len(self._scoped) >= SCOPES_KEPT:
+                self._scoped.clear()
+            ids = frozenset(r.id for r in self.rules if r.in_scope(*scope))
+            self._scoped[scope] = ids
+        return ids
 
     def device_rules(self, metric: str) -> tuple[Any, ...]:
         """The rules judged at each value of this metric (role ``reading``: threshold, rate,
