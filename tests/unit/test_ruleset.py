@@ -56,3 +56,21 @@ def test_a_refused_condition_is_the_only_problem_named() -> None:
     with pytest.raises(RuleFileError) as err:
         parse_rules(text, "f.yaml")
     assert [(p.line, p.field) for p in err.value.problems] == [(5, "rules.0.conditions.0")]
+
+
+def test_the_rules_of_a_scope_are_those_in_scope_and_the_memory_of_scopes_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import rules.ruleset
+
+    rs = parse_rules(
+        "rules: [{id: all, metric: m, levels: {red: 1}},"
+        " {id: aq, metric: m, levels: {red: 1}, device_types: [air_quality]},"
+        " {id: east, metric: m, levels: {red: 1}, places: [east]}]"
+    )
+    assert rs.scoped(("air_quality", None, ("c", "west"), ())) == {"all", "aq"}
+    assert rs.scoped(("noise", None, ("c", "east", "s1"), ())) == {"all", "east"}
+    monkeypatch.setattr(rules.ruleset, "SCOPES_KEPT", 3)
+    for i in range(10):
+        assert rs.scoped(("noise", None, ("c", f"d{i}"), ())) == {"all"}
+    assert len(rs._scoped) <= 3
