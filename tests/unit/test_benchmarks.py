@@ -72,3 +72,17 @@ def test_nab_scores_a_tiny_synthetic_file(
     # the spike is caught early in its window and nothing else fires: close to the perfect 100
     assert all(90.0 < float(t) <= 100.0 for t in totals), totals
     assert "scores/s on one core" in out and "bytes of JSON per series" in out
+
+
+def test_nab_windows_names_each_detection_miss_and_false_positive(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _tiny_nab(tmp_path)
+    nab.main(["--data", str(tmp_path), "--windows"])
+    assert "synthetic/spike.csv: [680-720] at 700; 0 FP" in capsys.readouterr().out
+    series = nab.load(tmp_path)[0]
+    scores = [0.0] * 1000
+    scores[200] = scores[900] = 0.9
+    scores[100] = 0.95  # in probation (the first 150 rows): not counted
+    line = nab.window_report(series, scores, 0.5)
+    assert line == "synthetic/spike.csv: [680-720] missed, best 0.000; 2 FP (200, 900)"
