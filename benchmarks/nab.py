@@ -16,6 +16,9 @@ It also reports the scoring speed on one core (the time inside the detector only
 of one series' state as stored (``len(json.dumps(detector.to_json()))``) at the end of the
 longest series.
 
+``--windows`` prints, per file, each window's first detection at the standard threshold (or its
+best score when missed) and the false positives, so a change can be judged window by window.
+
 Run: ``.venv/bin/python -m benchmarks.nab [--data /work/shared/data/nab] [--detector NAME]``.
 The sample is a subset of NAB (35 of 58 files), so its totals are not directly comparable with
 the published full-corpus scores. Speed depends on the machine; compare runs on one machine.
@@ -135,6 +138,28 @@ class Scored:
     windows: int
 
 
+def window_report(series: Series, scores: list[float], threshold: float) -> str:
+    """One line: each window's first detection row (or ``missed, best`` score) and the false
+    positives (rows past probation outside every window scoring at least ``threshold``)."""
+    spans = nab.window_rows(series.timestamps, series.windows)
+    start = nab.probation_length(len(scores))
+    hits = [i for i in range(start, len(scores)) if scores[i] >= threshold]
+    cells = []
+    for lo, hi in spans:
+        first = next((i for i in hits if lo <= i <= hi), None)
+        if hi < start:
+            cells.append(f"[{lo}-{hi}] in probation")
+        elif first is None:
+            cells.append(f"[{lo}-{hi}] missed, best {max(scores[max(lo, start) : hi + 1]):.3f}")
+        else:
+            cells.append(f"[{lo}-{hi}] at {first}")
+    fps = [i for i in hits if not any(lo <= i <= hi for lo, hi in spans)]
+    shown = ", ".join(map(str, fps[:10])) + (", ..." if len(fps) > 10 else "")
+    return f"{series.name}: " + "; ".join(
+        [*cells, f"{len(fps)} FP" + (f" ({shown})" if fps else "")]
+    )
+
+
 def _total(files: list[Scored], profile: str, threshold: float | None) -> tuple[float, float]:
     """The normalised total of some files and the threshold (the best one when None)."""
     cost = PROFILES[profile]
@@ -182,7 +207,12 @@ def report(scored: dict[str, Scored], tuning: set[str]) -> dict[str, Any]:
         f"{'held out (' + str(len(held)) + '), tuning thr':28}"
         + "".join(f"{h[p]:18.1f}" for p in names)
     )
-    return {"all": {p: best[p][0] for p in names}, "tune": {p: t[p][0] for p in names}, "held": h}
+    return {
+        "all": {p: best[p][0] for p in names},
+        "tune": {p: t[p][0] for p in names},
+        "held": h,
+        "threshold": best["standard"][1],
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -191,6 +221,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--detector", default="novelty", choices=sorted(DETECTORS))
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--list-split", action="store_true", help="print the tuning files")
+    parser.add_argument(
+        "--windows", action="store_true", help="print each file's detections and false positives"
+    )
     args = parser.parse_args(argv)
     problem = missing(args.data)
     if problem is not None:
@@ -204,6 +237,7 @@ def main(argv: list[str] | None = None) -> None:
 
     corpus = load(args.data)
     scored: dict[str, Scored] = {}
+    all_scores: dict[str, list[float]] = {}
     seconds = 0.0
     readings = 0
     longest: tuple[int, str, Any] | None = None
@@ -212,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
         scores, elapsed = detect(detector, series)
         seconds += elapsed
         readings += len(scores)
+        all_scores[series.name] = scores
         rows = {
             p: nab.sweep(series.name, series.timestamps, scores, series.windows, cost)
             for p, cost in PROFILES.items()
@@ -224,7 +259,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"detector {args.detector} on the NAB sample at {args.data}")
     print(f"{len(corpus)} files (of NAB's 58), {windows} windows, {readings} readings")
     tuning = tuning_files(list(scored))
-    report(scored, tuning)
+    totals = report(scored, tuning)
+    if args.windows:
+        for series in corpus:
+            print(window_report(series, all_scores[series.name], totals["threshold"]))
     if args.list_split:
         print("tuning files: " + ", ".join(sorted(tuning)))
     print(f"published full-corpus standard scores, for scale only: {PUBLISHED}")

@@ -1,5 +1,7 @@
 """One conformance test for every registered anomaly detector: 0 while warming up, scores in
-[0, 1], deterministic, bounded state, and a JSON round trip that scores exactly as the original."""
+[0, 1], a spike and a level shift stand out, deterministic, online (a score never changes when
+later points are appended), bounded state over 100k points, and a JSON round trip that scores
+exactly as the original."""
 
 from __future__ import annotations
 
@@ -17,13 +19,13 @@ T0 = datetime(2026, 3, 2, tzinfo=UTC)
 N = 1500
 
 
-def series(seed: int = 3) -> list[tuple[datetime, float]]:
+def series(seed: int = 3, spike: float = 400.0) -> list[tuple[datetime, float]]:
     """A daily wave with noise, a spike and a level shift, every 5 minutes."""
     rng = random.Random(seed)
     out = []
     for i in range(N):
         value = 50 + 10 * math.sin(2 * math.pi * i / 288) + rng.gauss(0, 1)
-        value += 400 if i == N - 300 else 0
+        value += spike if i == N - 300 else 0
         value += 30 if i > N - 100 else 0
         out.append((T0 + timedelta(minutes=5 * i), value))
     return out
@@ -45,6 +47,34 @@ def test_scores_are_in_range_and_a_spike_stands_out(make: DetectorFactory) -> No
     scores = score_series(make(), series())
     assert all(0.0 <= s <= 1.0 and math.isfinite(s) for s in scores)
     assert scores[N - 300] == max(scores) > 0.5
+
+
+def test_a_level_shift_stands_out(make: DetectorFactory) -> None:
+    # on its own: a spike less than a day before damps it (the seasonal refractory period)
+    scores = score_series(make(), series(spike=0.0))
+    assert max(scores[N - 100 : N - 90]) > max(0.5, *scores[: N - 100])
+
+
+def test_a_score_does_not_change_when_later_points_are_appended(make: DetectorFactory) -> None:
+    points = series()
+    full = score_series(make(), points)
+    for cut in (200, N - 300, N - 100):
+        assert score_series(make(), points[:cut]) == full[:cut]
+
+
+def test_state_stays_bounded_over_100k_points(make: DetectorFactory) -> None:
+    rng = random.Random(5)
+    detector = make()
+    sizes = []
+    level = 50.0
+    for i in range(100_000):
+        if i % 500 == 0:  # a new level now and then: novel values keep coming
+            level = rng.uniform(-1e4, 1e4)
+        x = (T0 + timedelta(minutes=5 * i), level + rng.gauss(0, 1) * (1 + i % 97))
+        detector.learn_one(x)
+        if i % 20_000 == 19_999:
+            sizes.append(len(json.dumps(detector.to_json())))
+    assert max(sizes) < 12_000, sizes
 
 
 def test_the_same_series_gives_the_same_scores(make: DetectorFactory) -> None:
