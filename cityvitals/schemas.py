@@ -24,6 +24,7 @@ from cityvitals.contracts import (
     PlaceBatch,
     PlaceOutage,
     ReadingBatch,
+    ReadingPack,
     ReadingPayload,
 )
 from cityvitals.topics import Topic
@@ -48,6 +49,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     f"topic.{Topic.ESCALATIONS.value}": Escalation,
     f"topic.{Topic.REPORTS.value}": CitizenReport,
     "mqtt.readings": ReadingPayload,
+    "mqtt.readings.pack": ReadingPack,
     "mqtt.events": CameraEventPayload,
 }
 

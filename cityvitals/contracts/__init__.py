@@ -76,18 +76,21 @@ from cityvitals.contracts.places import (
     Profile,
 )
 from cityvitals.contracts.readings import (
+    MAX_PACK,
     SNAPSHOT_REF,
     CameraEvent,
     CameraEventPayload,
     CameraEventType,
     Reading,
     ReadingBatch,
+    ReadingPack,
     ReadingPayload,
 )
 
 __all__ = [
     "FEEDBACK_ACTIONS",
     "IDENTIFIER",
+    "MAX_PACK",
     "METRIC",
     "SCHEMA_VERSION",
     "SNAPSHOT_REF",
@@ -134,6 +137,7 @@ __all__ = [
     "Profile",
     "Reading",
     "ReadingBatch",
+    "ReadingPack",
     "ReadingPayload",
     "ReportChannel",
     "Tier",

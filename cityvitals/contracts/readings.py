@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, RootModel
 
 from cityvitals.contracts.base import (
     Contract,
@@ -79,6 +79,19 @@ class ReadingPayload(Contract):
     ts: UtcDatetime
     seq: int = Field(ge=0)
     values: dict[MetricName, FiniteFloat] = Field(min_length=1, max_length=64)
+
+
+MAX_PACK = 500
+"""Readings in one pack at most."""
+
+
+class ReadingPack(
+    RootModel[Annotated[list[ReadingPayload], Field(min_length=1, max_length=MAX_PACK)]]
+):
+    """Many readings in one message on ``<root>/<device_id>/readings``, as a JSON array: a
+    device that buffers its readings, or a field gateway forwarding a device's backlog."""
+
+    model_config = ConfigDict(frozen=True)
 
 
 class CameraEventPayload(Contract):

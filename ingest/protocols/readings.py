@@ -5,21 +5,11 @@ gateway forwarding a device's backlog, sends them in one message)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
-from pydantic import Field, RootModel
-
-from cityvitals.contracts import Reading, ReadingPayload
+from cityvitals.contracts import Reading, ReadingPack, ReadingPayload
 from ingest.protocols.base import Decoded, DeviceProtocol, claimed_device, parse
 
-__all__ = ["MAX_PACK", "PROTOCOL", "decode_pack", "decode_reading"]
-
-MAX_PACK = 500
-"""Readings in one pack at most (a pack is refused whole beyond it)."""
-
-
-class _Pack(RootModel[Annotated[list[ReadingPayload], Field(min_length=1, max_length=MAX_PACK)]]):
-    model_config = {"frozen": True}
+__all__ = ["PROTOCOL", "decode_pack", "decode_reading"]
 
 
 def _reading(r: ReadingPayload, device_id: str, received_at: datetime, field: str) -> Reading:
@@ -51,7 +41,7 @@ def decode_pack(device_id: str, payload: bytes, received_at: datetime) -> list[D
     ...
     ingest.protocols.base.DecodeError: [1].seq: Field required
     """
-    pack = parse(_Pack, payload).root
+    pack = parse(ReadingPack, payload).root
     return [_reading(r, device_id, received_at, f"[{i}].device_id") for i, r in enumerate(pack)]
 
 
