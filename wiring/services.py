@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -59,6 +60,21 @@ def _stop_event() -> threading.Event:
     return stop
 
 
+GC_THRESHOLDS = (50_000, 20, 20)
+"""The collector's thresholds in the services that handle every reading (Python's: 700, 10, 10)."""
+
+
+def _steady_gc() -> None:
+    """Fewer cyclic garbage collections in a service that handles every reading. It makes
+    and drops many small containers per reading; with Python's default thresholds the stream
+    stage spent a fifth of its time collecting (benchmarks.stages with gc callbacks: 15 full
+    collections of up to 87 ms in 60,000 readings). What exists once the service has started
+    is frozen out of collections, and young collections come 70 times less often. Reference
+    counting still frees what is not in a cycle at once."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def _metrics(settings: Settings) -> CollectorRegistry:
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)  # process_start_time_seconds: when the counters started
@@ -70,7 +86,9 @@ def _metrics(settings: Settings) -> CollectorRegistry:
 def run_ingest(settings: Settings) -> None:
     from ingest import Gateway
 
-    Gateway(settings, kafka.producer(settings), _metrics(settings)).run(_stop_event())
+    gateway = Gateway(settings, kafka.producer(settings), _metrics(settings))
+    _steady_gc()
+    gateway.run(_stop_event())
 
 
 def run_sinks(settings: Settings) -> None:
@@ -82,14 +100,16 @@ def run_sinks(settings: Settings) -> None:
         threading.Thread(
             target=_keep_storage, args=(settings, stop), name="maintenance", daemon=True
         ).start()
-    SinkRunner(
+    runner = SinkRunner(
         settings,
         kafka.consumer(settings, settings.topic(settings.sink_group)),
         kafka.producer(settings),
         conn,
         _metrics(settings),
         connect=lambda: db.connect(settings),
-    ).run(stop)
+    )
+    _steady_gc()
+    runner.run(stop)
 
 
 def _keep_storage(settings: Settings, stop: threading.Event) -> None:
@@ -137,13 +157,16 @@ def run_streams(settings: Settings) -> None:
         load_incidents(settings),
     )
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), override_logging=False)
+    _steady_gc()
     worker.execute_from_commandline()
 
 
 def run_liveness(settings: Settings) -> None:
     from device_registry.liveness_service import run
 
-    run(settings, _metrics(settings), _stop_event())
+    registry = _metrics(settings)
+    _steady_gc()
+    run(settings, registry, _stop_event())
 
 
 def run_notify(settings: Settings) -> None:
