@@ -1,6 +1,6 @@
 """A dead letter's key is what it is about (sinks.postgres.letter_key): the same refusal
 received twice has one key; a letter that differs in stage, source, device, reason or bytes
-has its own."""
+has its own; the gateway's letters (MQTT inputs, which nothing tells apart) have none."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def test_the_same_refusal_received_again_has_the_same_key() -> None:
 
 def test_a_letter_about_something_else_has_another_key() -> None:
     others = [
-        letter(stage="ingest"),
+        letter(stage="incidents"),
         letter(source="readings.raw[3]"),
         letter(device_id="aq-2"),
         letter(device_id=None),
@@ -42,3 +42,8 @@ def test_fields_do_not_run_into_each_other() -> None:
     assert letter_key(letter(stage="streams", source="ab", device_id="c")) != letter_key(
         letter(stage="streams", source="a", device_id="bc")
     )
+
+
+def test_a_gateway_letter_has_no_key() -> None:
+    """A device may publish the same bad bytes twice: two inputs, two rows."""
+    assert letter_key(letter(stage="ingest", source="cityvitals/aq-1/readings")) is None
