@@ -9,6 +9,7 @@ A new sink is one class here (or in a module of its own) and one line in
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from cityvitals.contracts import Alert, CameraEvent, DeadLetter, Indicator, Read
 from sinks.base import CopySink, Cursor, Sink, SinkUnavailable, SqlSink
 
 __all__ = [
+    "MQTT_STAGES",
     "AlertSink",
     "CameraEventSink",
     "DeadLetterSink",
@@ -25,6 +27,7 @@ __all__ = [
     "ReadingSink",
     "Sink",
     "SinkUnavailable",
+    "letter_key",
 ]
 
 KafkaPlaced = tuple[str, int, int, DeadLetter]
@@ -211,14 +214,40 @@ class IndicatorSink(SqlSink):
         return len(rows)
 
 
+MQTT_STAGES = frozenset({"ingest"})
+"""Stages whose inputs are MQTT messages: a device may publish the same bytes twice, two
+inputs that nothing kept tells apart, so their dead letters have no :func:`letter_key`."""
+
+
+def letter_key(letter: DeadLetter) -> str | None:
+    """What a dead letter is about: the stage that refused, the source, the device, the reason
+    and the refused bytes; not when it was received. An input of a stage that reads Kafka,
+    redelivered after a crash and refused again for the same reason, has the same key. None
+    for the :data:`MQTT_STAGES`.
+
+    >>> from cityvitals.stage import dead_letter
+    >>> first = dead_letter("sinks", "not JSON", b"{", "alerts[0]@3")
+    >>> again = first.model_copy(update={"received_at": first.received_at.replace(year=2031)})
+    >>> letter_key(first) == letter_key(again), len(letter_key(first) or "")
+    (True, 64)
+    >>> letter_key(dead_letter("ingest", "not JSON", b"{", "cityvitals/aq-1/readings"))
+    """
+    if letter.stage in MQTT_STAGES:
+        return None
+    fields = (letter.stage, letter.source, letter.device_id or "", letter.reason)
+    about = "\x1f".join((*fields, letter.payload_b64))
+    return hashlib.sha256(about.encode()).hexdigest()
+
+
 class DeadLetterSink(SqlSink):
-    """Dead letters, keyed by where they sit in Kafka so a replay adds nothing."""
+    """Dead letters, stored once per Kafka position (a replay of the deadletter topic) and once
+    per what they are about (:func:`letter_key`: a Kafka input redelivered and refused again)."""
 
     table = "deadletters"
     statement = """
         INSERT INTO deadletters (kafka_topic, kafka_partition, kafka_offset, stage, reason,
-                                 source, device_id, payload_b64, received_at)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
+                                 source, device_id, payload_b64, received_at, letter_key)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
     """
 
     def rows(self, batch: Sequence[KafkaPlaced]) -> list[tuple[object, ...]]:
@@ -233,6 +262,7 @@ class DeadLetterSink(SqlSink):
                 d.device_id,
                 d.payload_b64,
                 d.received_at,
+                letter_key(d),
             )
             for topic, part, off, d in batch
         ]

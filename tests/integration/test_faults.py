@@ -245,16 +245,8 @@ FAULTS: dict[str, tuple[Callable[[Pipeline], None], int]] = {
     "restart mosquitto": (restart_mosquitto, 100),
     "stop postgresql 20 s": (stop_database, 300),
 }
-STREAMS_CRASH_LOSES = pytest.mark.xfail(
-    strict=False,
-    reason="in about 1 run of 3, kill -9 of the stream worker loses about a second of readings "
-    "(every device's readings around the kill, none dead-lettered): offsets of readings.raw "
-    "were committed past messages whose outputs never reached the database; an open defect "
-    "of the stream, not of this test",
-)
 MARKS = {
     "restart mosquitto": [MOSQUITTO_DROPS_SHARED],
-    "kill -9 streams worker": [STREAMS_CRASH_LOSES],
 }
 
 

@@ -224,6 +224,7 @@ def test_existing_rows_are_kept_by_the_storage_migration(
             "0005_indicator_samples",
             "0006_incidents",
             "0007_users",
+            "0008_deadletter_key",
         ]
         with db.connect(settings) as conn:
             for d in (0, 1, 5):
@@ -550,6 +551,7 @@ def test_timescale_storage_in_pglite(timescale: str, monkeypatch: pytest.MonkeyP
         "0005_indicator_samples",
         "0006_incidents",
         "0007_users",
+        "0008_deadletter_key",
     ]  # migrate_data
     assert db.migrate(settings) == []
     assert db.flavour(settings) == "timescale"

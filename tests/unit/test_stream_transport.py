@@ -1,12 +1,15 @@
 """The stream's Faust app fetches with a short wait (a broker that holds an empty fetch for the
-whole wait, as tansu does, must not delay each hop by Faust's fixed 1.5 s) and its tables
+whole wait, as tansu does, must not delay each hop by Faust's fixed 1.5 s), seeks back to the
+committed offsets with the flow stopped (so a restarted worker loses nothing) and its tables
 serialize with orjson."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
+from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from cityvitals.settings import Settings
@@ -42,3 +45,88 @@ def test_the_stream_tables_serialize_with_orjson() -> None:
         "w": {"aqi": [["2026-12-01T04:00:00+00:00", 7, ["c"]]]},
     }
     assert faust_json.loads(faust_json.dumps(marks)) == marks
+
+
+class Fetching:
+    """The stream's real consumer, its broker side replaced: a fetch returns ``records`` of
+    one partition, and a seek to the committed offsets notes whether the flow ran then."""
+
+    def __init__(self, consumer: Any, records: list[str], committed: int) -> None:
+        self.consumer = consumer
+        self.tp = TP("readings.raw", 0)
+        self.records = records
+        self.committed = committed
+        self.seeks: list[bool] = []  # the flow was running at each seek
+        consumer.seek_to_committed = self.seek_to_committed
+        consumer._getmany = self.fetch
+        consumer.highwater = lambda _tp: len(records)
+        consumer._to_message = lambda _tp, record: record
+        consumer._set_active_tps({self.tp})
+        consumer.resume_flow()
+
+    async def seek_to_committed(self) -> dict[TP, int]:
+        self.seeks.append(self.consumer.flow_active)
+        return {self.tp: self.committed}
+
+    async def fetch(self, active_partitions: Any, timeout: float) -> dict[TP, list[str]]:
+        return {self.tp: self.records}
+
+
+def consumer_of_a_stream() -> Any:
+    settings = Settings(kafka_bootstrap="127.0.0.1:1")  # nothing is connected
+    app = create_app(settings, load_rules(settings), load_catalogue(settings), CollectorRegistry())
+    return app.consumer
+
+
+def test_a_seek_back_waits_for_the_fetch_loop_and_leaves_the_flow_stopped() -> None:
+    """Faust clears the streams' buffers after it seeks back to the committed offsets, then
+    resumes the consumer: a record handed to a stream between the seek and the clearing would
+    be lost, its offset already counted as read. So the seek stops the flow, waits until the
+    fetch loop has handed on the record in hand (recording its read offset), and leaves the
+    flow stopped for Faust to resume after the clearing."""
+
+    async def run() -> tuple[list[Any], list[bool], list[bool], Any, bool]:
+        fetching = Fetching(consumer_of_a_stream(), ["o5", "o6", "o7"], committed=5)
+        consumer = fetching.consumer
+        loop = consumer.getmany(1.0)  # what Faust's fetch loop iterates
+        handed = [await loop.__anext__()]
+        seek = asyncio.create_task(consumer.perform_seek())
+        for _ in range(10):
+            await asyncio.sleep(0)
+        seeks_while_held = list(fetching.seeks)
+        handed += [item async for item in loop]  # the loop lets go: nothing more comes
+        await seek
+        read = consumer._read_offset[fetching.tp]
+        return handed, seeks_while_held, fetching.seeks, read, consumer.flow_active
+
+    handed, seeks_while_held, seeks, read_offset, flowing = asyncio.run(run())
+    assert handed == [(TP("readings.raw", 0), "o5")]
+    assert seeks_while_held == []  # not while the fetch loop held a record
+    assert seeks == [False]  # once, with the flow stopped
+    assert read_offset == 5  # the next record handed on is the committed one
+    assert not flowing  # until Faust resumes the consumer after clearing the buffers
+
+
+def test_a_flow_stopped_during_a_fetch_seeks_back_without_waiting_for_itself() -> None:
+    """A fetch that returns after the flow stopped hands nothing on: Faust's getmany seeks back
+    from inside the fetch loop, which must not wait for the loop to let go of itself."""
+
+    async def run() -> tuple[list[Any], list[bool]]:
+        fetching = Fetching(consumer_of_a_stream(), ["o5"], committed=5)
+        consumer = fetching.consumer
+
+        async def fetch_then_stop(active_partitions: Any, timeout: float) -> Any:
+            consumer.stop_flow()  # a rebalance began meanwhile
+            return {fetching.tp: fetching.records}
+
+        consumer._getmany = fetch_then_stop
+        handed = await asyncio.wait_for(_all(consumer.getmany(1.0)), timeout=10)
+        return handed, fetching.seeks
+
+    handed, seeks = asyncio.run(run())
+    assert handed == []
+    assert seeks == [False]
+
+
+async def _all(items: AsyncIterator[Any]) -> list[Any]:
+    return [item async for item in items]
