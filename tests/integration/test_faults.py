@@ -194,7 +194,7 @@ def restart_mosquitto(pipeline: Pipeline) -> None:
     wait_ready(pipeline, "ingest")
 
 
-DATABASE_DOWN_S = 20.0
+DATABASE_DOWN_S = 60.0
 
 
 def stop_database(pipeline: Pipeline) -> None:
@@ -243,7 +243,7 @@ FAULTS: dict[str, tuple[Callable[[Pipeline], None], int]] = {
     "kill -9 sinks": (crash("sinks"), 100),
     "kill -9 liveness": (crash("liveness"), 100),
     "restart mosquitto": (restart_mosquitto, 100),
-    "stop postgresql 20 s": (stop_database, 300),
+    "stop postgresql 60 s": (stop_database, 900),
 }
 MARKS = {
     "restart mosquitto": [MOSQUITTO_DROPS_SHARED],
