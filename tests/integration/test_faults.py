@@ -229,10 +229,10 @@ def wait_until_stored(
 
 MOSQUITTO_DROPS_SHARED = pytest.mark.xfail(
     strict=True,
-    reason="Mosquitto 2.0.11 does not restore a persistent session's shared subscription "
-    "($share/...) after a restart: what devices publish before the gateway has reconnected and "
-    "subscribed again has no subscriber and is dropped (a plain subscription of the same "
-    "session is restored and gets it)",
+    reason="Mosquitto 2.0.11 (Debian 12; 2.0.21 from bookworm-backports too) does not restore a "
+    "persistent session's shared subscription ($share/...) after a restart: what devices "
+    "publish before the gateway has reconnected and subscribed again has no subscriber and is "
+    "dropped (a plain subscription of the same session is restored and gets it)",
 )
 
 FAULTS: dict[str, tuple[Callable[[Pipeline], None], int]] = {
