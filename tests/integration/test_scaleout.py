@@ -125,18 +125,9 @@ def kill(worker: Worker) -> None:
     worker.process.kill()
 
 
-REBALANCE_LOSES = pytest.mark.xfail(
-    strict=False,
-    reason="a rebalance under load loses a reading or two of a partition that changes worker "
-    "(none dead-lettered): seen at the graceful stop's handover and when the stopped worker "
-    "joins again; the same family as the fault tests' 'kill -9 streams worker' loss, an open "
-    "defect of the stream (offsets of readings.raw committed past readings never stored)",
-)
-
-
 @pytest.mark.parametrize(
     "leave",
-    [pytest.param(stop, marks=REBALANCE_LOSES), pytest.param(kill, marks=REBALANCE_LOSES)],
+    [stop, kill],
     ids=["stop", "kill -9"],
 )
 def test_two_workers_split_the_load_and_hand_over_partitions_and_memory(
