@@ -2,12 +2,15 @@
 
 Every message on a cityvitals Kafka topic is one of these frozen models, serialised as JSON.
 Each carries ``schema_version`` so that consumers can refuse what they do not understand, and
-every timestamp is timezone-aware UTC (a naive timestamp is rejected, any other offset is
-converted to UTC).
+every timestamp is timezone-aware (a naive timestamp is rejected). What devices and people send
+is converted to UTC; the high-volume times stages exchange (a reading's) are only checked to
+carry a zone, as the gateway has made them UTC already.
 
->>> r = Reading(device_id="aq-001", ts="2026-11-22T08:00:00+08:00", seq=1, values={"pm25": 35.0})
->>> r.ts.isoformat()
+>>> p = ReadingPayload(ts="2026-11-22T08:00:00+08:00", seq=1, values={"pm25": 35.0})
+>>> p.ts.isoformat()
 '2026-11-22T00:00:00+00:00'
+>>> Reading(device_id="aq-001", ts="2026-11-22T08:00:00+08:00", seq=1, values={"pm25": 35.0}).ts.hour
+8
 
 One module per subject; every name is importable from here.
 """
