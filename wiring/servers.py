@@ -110,8 +110,15 @@ class S3Store:
 def s3_process(paths: StackPaths, port: int) -> ManagedProcess:
     """moto's S3 server on 127.0.0.1, the store of tansu's ``s3`` storage. It keeps every
     object in its own memory: the store outlives a broker restart, not its own."""
-    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    argv = [sys.executable, "-c", _QUIET_MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)]
     return ManagedProcess("s3", argv, paths)
+
+
+_QUIET_MOTO_SERVER = (
+    # moto's server without a log line per request (tansu makes dozens a second, idle).
+    "import logging, sys; logging.getLogger('werkzeug').setLevel(logging.WARNING); "
+    "from moto.server import main; main(sys.argv[1:])"
+)
 
 
 def create_bucket(store: S3Store, timeout: float = 30.0) -> None:
