@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 
 from cityvitals.settings import Settings
+from tests.integration import test_faults
 from tests.integration.conftest import Pipeline, free_port, wait_for
 from tests.integration.conftest import test_incidents as quick_incidents
-from tests.integration import test_faults
 from tests.integration.test_faults import assert_stored_exactly_once, process, start_load
 from wiring.localstack import LocalStack, MetricsPorts, down
 from wiring.stack import wait_for_port
