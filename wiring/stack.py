@@ -26,6 +26,7 @@ __all__ = [
     "StackLock",
     "StackPaths",
     "StackRunning",
+    "free_loopback_port",
     "port_is_open",
     "stop_recorded",
     "wait_for_port",
@@ -48,6 +49,13 @@ class StackRunning(StackError):
         )
         self.state_dir = state_dir
         self.pid = pid
+
+
+def free_loopback_port() -> int:
+    """A TCP port of 127.0.0.1 that is free now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def port_is_open(host: str, port: int) -> bool:

@@ -1,0 +1,130 @@
+"""The Kafka broker restarted under load, on a private stack whose tansu keeps its data on a
+local S3 server (``CITYVITALS_KAFKA_STORAGE=s3``): while devices publish a steady, bounded
+stream at QoS 1, tansu stops (or is killed) and starts again. Its topics, messages and the
+consumer groups' committed offsets are in the S3 server, which keeps running; afterwards every
+published reading is stored exactly once, and the one threshold crossing is one alert, one
+incident and one dispatch order.
+
+The load and its checks are those of ``test_faults.py``; only the fault, the stack and the
+load's rate differ. The load is slower (2 readings/s per device, clock ticks every 5 s) because
+the S3 server is the bottleneck: tansu lists a partition's batch objects (one per produce
+request) at every fetch, and moto's server spends about 0.5 ms of CPU per object listed, so the
+stream slows as its topics grow; at ``test_faults``'s 10 readings/s per device it fell behind
+within seconds, with no fault at all.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from cityvitals.settings import Settings
+from tests.integration import test_faults
+from tests.integration.conftest import Pipeline, free_port, wait_for
+from tests.integration.conftest import test_incidents as quick_incidents
+from tests.integration.test_faults import assert_stored_exactly_once, process, start_load
+from wiring.localstack import LocalStack, MetricsPorts, down
+from wiring.stack import wait_for_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    """A stack of its own with the broker's data on the local S3 server."""
+    state = tmp_path_factory.mktemp("broker-stack")
+    incidents_file = state / "incidents.yaml"
+    incidents_file.write_text(quick_incidents())
+    settings = Settings(
+        kafka_storage="s3",
+        rules_file=None,
+        incidents_file=incidents_file,
+        rules_tick_s=5.0,
+        indicators_grace_s=1.0,
+        mqtt_port=free_port(),
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        database_url=f"postgresql://cityvitals@127.0.0.1:{free_port()}/cityvitals",
+        state_dir=state,
+        topic_prefix=f"br{uuid.uuid4().hex[:6]}",
+        mqtt_client_id=f"brtest-{uuid.uuid4().hex[:6]}",
+        sink_linger_ms=100,
+        api_port=free_port(),
+        liveness_check_interval_s=0.5,
+    )
+    local = LocalStack(settings, MetricsPorts(*(free_port() for _ in range(5))))
+    try:
+        ready = local.start_infrastructure()
+        local.start_services()
+        local.wait_ready()
+        yield Pipeline(ready, local)
+    finally:
+        local.stop()
+        logs = Path(tmp_path_factory.getbasetemp()) / "broker-service-logs"
+        shutil.copytree(state / "logs", logs, dirs_exist_ok=True)
+        print(f"broker stack's service logs kept in {logs}")
+        down(state, purge=True)
+
+
+def kafka_port(pipeline: Pipeline) -> int:
+    return int(pipeline.settings.kafka_bootstrap.rsplit(":", 1)[1])
+
+
+def restart_broker(pipeline: Pipeline) -> None:
+    """Stop tansu (SIGTERM: it finishes what it has in hand) and start it again."""
+    proc = process(pipeline, "tansu")
+    proc.stop()
+    proc.start()
+    wait_for_port("127.0.0.1", kafka_port(pipeline), 30, proc)
+
+
+def crash_broker(pipeline: Pipeline) -> None:
+    """``kill -9`` tansu and start it again at once."""
+    proc = process(pipeline, "tansu")
+    proc.kill()
+    proc.start()
+    wait_for_port("127.0.0.1", kafka_port(pipeline), 30, proc)
+
+
+FAULTS: dict[str, Callable[[Pipeline], None]] = {
+    "restart tansu": restart_broker,
+    "kill -9 tansu": crash_broker,
+}
+RESTART_LOSES_ONE = pytest.mark.xfail(
+    strict=False,
+    reason="in 1 run of 2, a reading sent while tansu (S3 storage) restarted was never stored, "
+    "none dead-lettered; tansu had answered a produce retry with DuplicateSequenceNumber, "
+    "which the gateway's idempotent producer takes as delivered (suspected, not proven)",
+)
+KILL_NOT_ESTABLISHED = pytest.mark.xfail(
+    run=False,  # it has only timed out so far: not run in CI, where it would cost a minute
+    reason="not established: in the one run so far, after kill -9 of tansu on S3 storage the "
+    "hot stretch's alert had not resolved within the checks' 30 s (the stream far behind, the "
+    "S3 server busy); whether a reading or an alert is lost, or only late, is not known yet",
+)
+MARKS = {"restart tansu": [RESTART_LOSES_ONE], "kill -9 tansu": [KILL_NOT_ESTABLISHED]}
+PER_DEVICE = 40
+RATE_HZ = 2.0
+"""Readings per device and their rate (20 s of load): the fault comes at a quarter, the rest
+outlasts it. Slower than ``test_faults``: see the module's note on the S3 server's speed."""
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=MARKS.get(n, [])) for n in FAULTS])
+def test_a_broker_restart_under_load_loses_and_doubles_nothing(
+    stack: Pipeline, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(test_faults, "RATE_HZ", RATE_HZ)
+    started = time.monotonic()
+    load, district = start_load(stack, PER_DEVICE)
+    wait_for(lambda: load.progress() >= 0.25, timeout=60, what="a quarter of the load sent")
+    FAULTS[name](stack)
+    over = time.monotonic() - started
+    assert_stored_exactly_once(stack, load, district)
+    print(
+        f"{name}: {load.published} readings, broker back at {over:.1f} s, "
+        f"case {time.monotonic() - started:.1f} s"
+    )
