@@ -40,6 +40,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -56,7 +57,7 @@ from benchmarks.bench_parts import (
     sink,
     streams_stage,
 )
-from benchmarks.small_job import small_job
+from benchmarks.small_job import QUIX_PYTHON, small_job
 from cityvitals import kafka
 from cityvitals.contracts import Device
 from cityvitals.settings import Settings
@@ -166,6 +167,8 @@ class BenchOptions:
     stream_readings: int = 30_000
     small_job_readings: int = 100_000
     """Readings of the small job, on our stage and on Quix Streams (each)."""
+    quix_python: Path = QUIX_PYTHON
+    """The interpreter of the environment holding Quix Streams."""
     sink_rows: int = 100_000
     timeout_s: float = 120.0
 

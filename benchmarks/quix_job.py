@@ -1,6 +1,7 @@
-"""The design's small job on Quix Streams, as a process of its own (``python -m
-benchmarks.quix_job BOOTSTRAP TOPIC COUNT STATE_DIR``), for ``cityvitals bench``
-(:mod:`benchmarks.small_job`).
+"""The design's small job on Quix Streams, as a process of its own (``.cache/quix/bin/python
+benchmarks/quix_job.py BOOTSTRAP TOPIC COUNT STATE_DIR``), for ``cityvitals bench``
+(:mod:`benchmarks.small_job`). It imports nothing of cityvitals: it runs in the environment
+that holds Quix Streams, whose confluent-kafka and pydantic are older than ours.
 
 Input: ``TOPIC``, one reading per Kafka message (the JSON of a :class:`Reading`, as the
 gateway writes it), keyed by device id, stamped with the reading's time. The job: parse the
