@@ -2,10 +2,13 @@
 on the bench's private stack (part of ``cityvitals bench``, :mod:`benchmarks.bench`).
 
 The job (DESIGN.md): parse JSON readings, alert on a threshold, count each device's readings
-in 10 s tumbling windows. Both sides get the same N readings (PM2.5 only, one device in
-``ALERT_EVERY`` of its readings over :data:`~benchmarks.quix_job.ALERT_ABOVE`, readings of a
+in 10 s tumbling windows. Both sides get the same N readings (PM2.5 only, one reading in
+``ALERT_EVERY`` of each device over :data:`~benchmarks.quix_job.ALERT_ABOVE`, readings of a
 device 100 ms apart in event time so that windows close), already on their input topic when
-the consumer starts; the rate is readings over the time from the first processed to the last.
+the consumer starts; the rate is readings over the time from the first processed to the last
+(ours: between the first and the last change seen of its counter, polled every 50 ms).
+Both run on the same tansu, one after the other (ours first), while the rest of the bench's
+stack idles.
 
 - **Quix Streams** (:mod:`benchmarks.quix_job`, its own process, run by the Python of
   :data:`QUIX_PYTHON`, which ``./dev setup`` makes: Quix pins an older confluent-kafka and
