@@ -3,6 +3,7 @@ document with each figure's target and the gap to it (see :mod:`benchmarks.bench
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -29,23 +30,39 @@ def bench(
     stream_readings: Annotated[
         int, typer.Option(help="readings of the streams-stage run (and its ceiling)")
     ] = 30_000,
+    small_job_readings: Annotated[
+        int,
+        typer.Option(
+            min=1000,
+            max=1_000_000,
+            help="readings of the small job, on our streams stage and on Quix Streams",
+        ),
+    ] = 100_000,
+    quix_python: Annotated[
+        Path | None,
+        typer.Option(help="Python of the environment holding Quix Streams (default: .cache/quix)"),
+    ] = None,
     sink_rows: Annotated[int, typer.Option(help="rows of the sink-vs-COPY run")] = 100_000,
     timeout_s: Annotated[
         float, typer.Option(help="longest wait for a run's readings to arrive")
     ] = 120.0,
 ) -> None:
-    """Measure end to end, alert latency, the streams stage and the reading sink, each beside
-    its ceiling, on a private stack; print one JSON document."""
+    """Measure end to end, alert latency, the streams stage (and beside Quix Streams on a
+    small job) and the reading sink, each beside its ceiling, on a private stack; print one
+    JSON document."""
     from benchmarks.bench import BenchOptions, main
+    from benchmarks.small_job import QUIX_PYTHON
 
     main(
         BenchOptions(
+            quix_python=quix_python or QUIX_PYTHON,
             readings=readings,
             devices=devices,
             pack=pack,
             latency_s=latency_s,
             latency_load=latency_load,
             stream_readings=stream_readings,
+            small_job_readings=small_job_readings,
             sink_rows=sink_rows,
             timeout_s=timeout_s,
         )

@@ -1,0 +1,277 @@
+"""The streams stage beside Quix Streams on the design's small job, measured in the same run
+on the bench's private stack (part of ``cityvitals bench``, :mod:`benchmarks.bench`).
+
+The job (DESIGN.md): parse JSON readings, alert on a threshold, count each device's readings
+in 10 s tumbling windows. Both sides get the same N readings (PM2.5 only, one reading in
+``ALERT_EVERY`` of each device over :data:`~benchmarks.quix_job.ALERT_ABOVE`, readings of a
+device 100 ms apart in event time so that windows close), already on their input topic when
+the consumer starts; the rate is readings over the time from the first processed to the last
+(ours: between the first and the last change seen of its counter, polled every 50 ms).
+Both run on the same tansu, one after the other (ours first), while the rest of the bench's
+stack idles.
+
+- **Quix Streams** (:mod:`benchmarks.quix_job`, its own process, run by the Python of
+  :data:`QUIX_PYTHON`, which ``./dev setup`` makes: Quix pins an older confluent-kafka and
+  pydantic than ours, so it has an environment of its own): one reading per Kafka
+  message, keyed by device id (as its input topic is usually fed); ``filter`` over the
+  threshold to an alerts topic (a message per reading over it), ``tumbling_window(10 s)
+  .count().final()`` to a counts topic (its state in RocksDB with a changelog topic).
+- **ours**: a second Faust worker of the streams stage (``cityvitals run streams``, its own
+  topic prefix, hence its own app id, topics and tables) with a rule file holding only the
+  threshold rule (:data:`RULES`) and an indicator catalogue holding only a 10 s window over
+  PM2.5 (:data:`INDICATORS`). Its input is ``readings.raw`` as the gateway writes it: batches
+  of :data:`PER_BATCH` readings per Kafka message (the design: a stream processor's cost is
+  per message), each on its devices' partition, the devices' registry entries in-band in
+  the first batch of each partition. Where it does more than the Quix job: it validates each
+  reading against the registry and enriches it, forwards every reading to ``readings``, keeps
+  per-device rule state (the threshold alerts on transitions, firing and resolving, not on
+  every reading over it) and a reading memory (late and duplicate readings), and counts
+  readings per place (the bench devices' streets: the catalogue rolls indicators up by place,
+  not by device; the catalogue has no bare count formula, so the window is a ``mean``, whose
+  state is the count and a sum), sending the window partials to the place side and merging
+  them there (the place's count; its indicator is reported later, after the catalogue's
+  grace). Its figure is readings per second, counted by the stage's ``forwarded`` counter.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from benchmarks import quix_job
+from benchmarks.bench_parts import _metric
+from benchmarks.quix_job import ALERT_ABOVE, TOPIC_CONFIG
+from benchmarks.stack import free_port
+from cityvitals import kafka
+from cityvitals.contracts import Device, Reading, ReadingBatch
+from cityvitals.settings import Settings
+from cityvitals.topics import Topic, partition_for
+
+if TYPE_CHECKING:
+    from benchmarks.bench import BenchOptions
+
+__all__ = ["INDICATORS", "QUIX_PYTHON", "RULES", "QuixFailed", "QuixMissing", "small_job"]
+
+QUIX_PYTHON = Path(__file__).resolve().parents[1] / ".cache" / "quix" / "bin" / "python"
+"""The interpreter of the environment holding Quix Streams (``./dev setup`` makes it)."""
+PREFIX = "small"
+"""The topic prefix of our worker on the small job (its app id and tables follow it)."""
+PER_BATCH = 250
+ALERT_EVERY = 100
+STEP = timedelta(milliseconds=100)
+"""Event time between two readings of a device."""
+
+RULES = f"""\
+grace: 10m
+rules:
+  - id: pm25-small-job
+    metric: pm25
+    levels: {{red: {ALERT_ABOVE:g}}}
+    clear: 60
+"""
+INDICATORS = """\
+indicators:
+  - id: pm25_10s
+    kind: mean
+    metric: pm25
+    device_types: [air_quality]
+    window: 10s
+    levels: [street]
+"""
+
+
+def make_readings(devices: list[Device], count: int) -> list[Reading]:
+    """``count`` readings, the devices in turn, each device's ``STEP`` apart, in the past.
+
+    >>> from benchmarks.small_job import make_readings
+    >>> d = Device(device_id="a-1", device_type="air_quality", place_path=("c",),
+    ...            updated_at=datetime.now(UTC))
+    >>> rs = make_readings([d], ALERT_EVERY)
+    >>> [r.values["pm25"] > ALERT_ABOVE for r in rs].count(True), rs[1].ts - rs[0].ts == STEP
+    (1, True)
+    """
+    per_device = -(-count // len(devices))
+    start = datetime.now(UTC) - per_device * STEP - timedelta(minutes=2)
+    out = []
+    for n in range(count):
+        k = n // len(devices)
+        pm25 = ALERT_ABOVE + 25 if k % ALERT_EVERY == ALERT_EVERY - 1 else 30.0 + k % 9
+        out.append(
+            Reading(
+                device_id=devices[n % len(devices)].device_id,
+                ts=start + k * STEP,
+                seq=k,
+                values={"pm25": pm25},
+                received_at=start + k * STEP,
+            )
+        )
+    return out
+
+
+def _create(settings: Settings, topic: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    created = admin.create_topics([NewTopic(topic, partitions, 1, config=TOPIC_CONFIG)])
+    created[topic].result(30)
+
+
+class QuixMissing(RuntimeError):
+    def __init__(self, python: Path) -> None:
+        super().__init__(f"no Quix Streams environment at {python}: './dev setup' makes it")
+        self.python = python
+
+
+class QuixFailed(RuntimeError):
+    def __init__(self, returncode: int, stderr: str) -> None:
+        super().__init__(f"the Quix Streams job exited {returncode}: {stderr[-2000:]}")
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+def quix(
+    settings: Settings, readings: list[Reading], python: Path, timeout: float
+) -> dict[str, Any]:
+    """Quix Streams on the job: one reading per message, keyed and stamped, then its process."""
+    if not python.exists():
+        raise QuixMissing(python)
+    topic = f"{PREFIX}.quix.in"
+    partitions = settings.kafka_partitions
+    _create(settings, topic, partitions)
+    producer: Producer = kafka.producer(settings)
+    for r in readings:
+        producer.produce(
+            topic,
+            r.model_dump_json().encode(),
+            key=r.device_id.encode(),
+            partition=partition_for(r.device_id, partitions),
+            timestamp=int(r.ts.timestamp() * 1000),
+        )
+        producer.poll(0)
+    producer.flush(30)
+    argv = [str(python), quix_job.__file__, settings.kafka_bootstrap, topic, str(len(readings))]
+    argv.append(str(settings.state_dir / "quix"))
+    done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
+    if done.returncode != 0:
+        raise QuixFailed(done.returncode, done.stderr.decode(errors="replace"))
+    result = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    return {
+        "messages": result["messages"],
+        "msg_per_s": round((result["messages"] - 1) / max(result["seconds"], 1e-9)),
+    }
+
+
+def _batches(devices: list[Device], readings: list[Reading], partitions: int) -> list[Any]:
+    """ReadingBatch messages of ``PER_BATCH`` readings on their devices' partitions; the
+    first batch of a partition carries its devices' registry entries."""
+    by_partition: dict[int, list[Reading]] = {}
+    for r in readings:
+        by_partition.setdefault(partition_for(r.device_id, partitions), []).append(r)
+    out = []
+    for partition, mine in by_partition.items():
+        ids = {r.device_id for r in mine}
+        registry = tuple(d for d in devices if d.device_id in ids)
+        for i in range(0, len(mine), PER_BATCH):
+            batch = ReadingBatch(
+                devices=registry if i == 0 else (), readings=tuple(mine[i : i + PER_BATCH])
+            )
+            out.append((partition, batch.model_dump_json().encode()))
+    return out
+
+
+def _forwarded(port: int) -> float:
+    try:
+        return _metric(port, "cityvitals_streams_forwarded_total")
+    except OSError:  # not listening yet
+        return 0.0
+
+
+def ours(
+    settings: Settings, stack: Any, devices: list[Device], readings: list[Reading], timeout: float
+) -> dict[str, Any]:
+    """Our streams stage on the job: a worker of its own, started once its input is written."""
+    from wiring.stack import ManagedProcess
+
+    folder = settings.state_dir / "small-job"
+    folder.mkdir(exist_ok=True)
+    (folder / "rules.yaml").write_text(RULES)
+    (folder / "indicators.yaml").write_text(INDICATORS)
+    small = settings.model_copy(
+        update={
+            "topic_prefix": PREFIX,
+            "rules_file": folder / "rules.yaml",
+            "indicators_file": folder / "indicators.yaml",
+            "metrics_port": free_port(),
+        }
+    )
+    kafka.ensure_topics(small)
+    raw = small.topic(Topic.READINGS_RAW)
+    producer: Producer = kafka.producer(small)
+    for partition, value in _batches(devices, readings, small.kafka_partitions):
+        producer.produce(raw, value, partition=partition)
+        producer.poll(0)
+    producer.flush(30)
+    worker = ManagedProcess(
+        "streams-small-job",
+        [sys.executable, "-m", "wiring.cli", "run", "streams"],
+        stack.paths,
+        env=small.to_env(),
+    )
+    worker.start()
+    try:
+        return _measure(worker, small.metrics_port, len(readings), timeout)
+    finally:
+        worker.stop()
+
+
+def _measure(worker: Any, port: int, count: int, timeout: float) -> dict[str, Any]:
+    """Readings/s between the first and the last change seen of the forwarded counter."""
+    first: tuple[float, float] | None = None
+    last = (0.0, 0.0)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and worker.alive():
+        seen = _forwarded(port)
+        now = time.monotonic()
+        if seen > last[1]:
+            last = (now, seen)
+            first = first or last
+        if seen >= count:
+            break
+        time.sleep(0.05)
+    if first is None or last[0] <= first[0]:
+        return {"forwarded": round(last[1]), "readings_per_s": None}
+    return {
+        "forwarded": round(last[1]),
+        "readings_per_s": round((last[1] - first[1]) / (last[0] - first[0])),
+    }
+
+
+def small_job(
+    settings: Settings, stack: Any, devices: list[Device], opts: BenchOptions
+) -> dict[str, Any]:
+    """Ours, then Quix Streams, on the same readings; the ratio of their rates (with the
+    reason, and no Quix figure, when Quix Streams could not run)."""
+    readings = make_readings(devices, opts.small_job_readings)
+    mine = ours(settings, stack, devices, readings, opts.timeout_s)
+    problem = None
+    try:
+        quix_rate = quix(settings, readings, opts.quix_python, opts.timeout_s)["msg_per_s"]
+    except (QuixMissing, QuixFailed, subprocess.TimeoutExpired) as exc:
+        quix_rate, problem = None, str(exc)
+    rate = mine["readings_per_s"]
+    return {
+        "quix_problem": problem,
+        "readings": len(readings),
+        "forwarded": mine["forwarded"],
+        "readings_per_s": rate,
+        "quix_msg_per_s": quix_rate,
+        "ratio_to_quix": round(rate / quix_rate, 3) if rate and quix_rate else None,
+        "readings_per_message": PER_BATCH,
+        "quix_readings_per_message": 1,
+    }
