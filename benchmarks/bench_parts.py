@@ -4,6 +4,7 @@ beside a bare confluent-kafka loop, the reading sink beside raw COPY."""
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import time
@@ -155,7 +156,13 @@ def streams_stage(
     elapsed = time.monotonic() - start
     done = _metric(stack.metrics.streams, forwarded) - before
 
-    # The ceiling: the same job in a bare loop, over every message of readings.raw.
+    # The ceiling: the same job in a bare loop, over every message of readings.raw, with the
+    # garbage collector tuned as in the stream worker (wiring.services).
+    from wiring.services import GC_THRESHOLDS
+
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     scratch = settings.topic(Topic.READINGS) + ".bench"
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     config = {"retention.ms": "600000", "retention.bytes": "-1"}
@@ -206,6 +213,8 @@ def streams_stage(
     out.flush(30)
     ceiling_s = time.monotonic() - (began or time.monotonic()) - (idle if began else 0.0)
     consumer.close()
+    gc.unfreeze()
+    gc.set_threshold(*thresholds)
     rate = done / elapsed
     ceiling = count / max(ceiling_s, 1e-9)
     return {
