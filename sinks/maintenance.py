@@ -12,6 +12,9 @@ PostgreSQL it does what TimescaleDB's background jobs do on a TimescaleDB server
 - refreshes the roll-ups (``readings_1m/1h/1d``, ``indicators_1h/1d``) with ``date_bin`` for
   the buckets from ``since`` on: idempotent upserts.
 
+In both flavours it deletes the rows of alerts, incidents, citizen reports and dead letters
+past their data class's retention, when one is set (:mod:`sinks.record_retention`).
+
 On TimescaleDB it refreshes the continuous aggregates for the buckets from ``since`` on
 (``refresh_continuous_aggregate``), checks that the migration's policies exist and have not
 failed, and, when no TimescaleDB background-worker scheduler runs (PGlite, a server without
@@ -35,6 +38,7 @@ import psycopg
 from cityvitals import db
 from cityvitals.stage import utc_now
 from sinks.plain_upkeep import plain_partitions, plain_refresh_sql, plain_retention
+from sinks.record_retention import prune_records
 from sinks.storage import (
     DEFAULT_RETENTION,
     ORIGIN,
@@ -52,6 +56,7 @@ from sinks.storage import (
 from sinks.timescale_upkeep import scheduler_runs, timescale_jobs, timescale_policies
 
 __all__ = [
+    "DEFAULT_RETENTION",
     "ORIGIN",
     "PARTITIONED",
     "REFRESH_BACKOFF",
@@ -88,6 +93,7 @@ def maintain(
         raise ValueError(f"now must be timezone-aware, got {now!r}")
     since = now - timedelta(hours=3) if since is None else since
     report = MaintenanceReport(db.flavour(conn))
+    prune_records(conn, now, retention, report)
     if report.flavour == "plain":
         plain_retention(conn, now, retention, report)
         report.refreshed = refresh_rollups(conn, since, now=now, retention=retention)

@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_RETENTION",
     "ORIGIN",
     "PARTITIONED",
+    "RECORD_TABLES",
     "ROLLUPS",
     "Connection",
     "MaintenanceReport",
@@ -41,11 +42,18 @@ DAY = timedelta(days=1)
 PARTITIONED = {"readings": "ts", "camera_events": "ts", "indicators": "window_start"}
 """Plain flavour: the tables partitioned by day, and their time column (plus ``readings_1m``)."""
 
+RECORD_TABLES = ("alerts", "incidents", "reports", "deadletters")
+"""The tables of records the upkeep deletes row by row in batches once a data class's retention
+is set (:mod:`sinks.record_retention`; ``alerts`` and ``incidents`` with their child tables),
+unlike the time series above, which go by day partition or chunk."""
+
 
 @dataclass(frozen=True)
 class Retention:
-    """How long each table keeps its rows (``None``: for ever). The defaults are the ones the
-    TimescaleDB migration gives its retention policies (0004_storage.timescale.sql)."""
+    """How long each table keeps its rows (``None``: for ever). The defaults of the time series
+    are the ones the TimescaleDB migration gives its retention policies
+    (0004_storage.timescale.sql); the record tables (:data:`RECORD_TABLES`) keep their rows for
+    ever unless their data class's retention is set."""
 
     readings: timedelta | None = timedelta(days=90)
     camera_events: timedelta | None = timedelta(days=90)
@@ -55,9 +63,20 @@ class Retention:
     readings_1d: timedelta | None = None
     indicators_1h: timedelta | None = timedelta(days=730)
     indicators_1d: timedelta | None = None
+    alerts: timedelta | None = None
+    incidents: timedelta | None = None
+    reports: timedelta | None = None
+    deadletters: timedelta | None = None
 
     def items(self) -> list[tuple[str, timedelta]]:
-        """(table, retention) for every table that has one."""
+        """(table, retention) for every time-series table that has one (partitions, chunks)."""
+        return [(name, age) for name, age in self._kept() if name not in RECORD_TABLES]
+
+    def records(self) -> list[tuple[str, timedelta]]:
+        """(table, retention) for every record table (:data:`RECORD_TABLES`) that has one."""
+        return [(name, age) for name, age in self._kept() if name in RECORD_TABLES]
+
+    def _kept(self) -> list[tuple[str, timedelta]]:
         kept = ((f.name, getattr(self, f.name)) for f in fields(self))
         return [(name, age) for name, age in kept if age is not None]
 
@@ -93,6 +112,9 @@ class MaintenanceReport:
     """Day partitions (plain) or chunks (TimescaleDB) dropped by the retention."""
     deleted_rows: int = 0
     """Plain: rows past the retention deleted outside day partitions."""
+    pruned: dict[str, int] = field(default_factory=dict)
+    """Both flavours: rows deleted from each record table and its child tables by its data
+    class's retention (only the tables whose class has one set)."""
     refreshed: dict[str, int | None] = field(default_factory=dict)
     """Roll-ups refreshed: rows written (plain) or ``None`` (TimescaleDB does not say)."""
     compressed: list[str] = field(default_factory=list)
