@@ -24,7 +24,7 @@ from datetime import datetime
 
 from sinks.storage import Connection, MaintenanceReport, Retention
 
-__all__ = ["PRUNE_BATCH", "PRUNES", "prune_records"]
+__all__ = ["PRUNES", "PRUNE_BATCH", "prune_records"]
 
 log = logging.getLogger("cityvitals.maintenance")
 
@@ -84,7 +84,7 @@ PRUNES: dict[str, tuple[tuple[str, ...], str]] = {
     ),
     "incidents": (
         ("incidents", "incident_transitions", "dispatches", "escalations"),
-        f"""
+        """
         WITH gone AS (
             DELETE FROM incidents WHERE incident_id IN (
                 SELECT incident_id FROM incidents

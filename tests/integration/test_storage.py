@@ -23,7 +23,7 @@ import pytest
 from cityvitals import db
 from cityvitals.contracts import Reading
 from cityvitals.settings import Settings
-from sinks.maintenance import ROLLUPS, Retention, maintain, refresh_rollups
+from sinks.maintenance import ROLLUPS, MaintenanceReport, Retention, maintain, refresh_rollups
 from sinks.postgres import ReadingSink
 from tests.integration.conftest import Pipeline
 
@@ -467,6 +467,150 @@ def test_retention_drops_old_partitions_and_nothing_newer(plain: Settings) -> No
                 (f"readings_p{(NOW + timedelta(days=3) - timedelta(days=90)):%Y%m%d}",),
             )
         ]
+
+
+def old(days: int) -> datetime:
+    return NOW - timedelta(days=days)
+
+
+def seed_records(conn: Conn) -> None:
+    """Alerts, incidents, reports and dead letters, old (40 days) and recent (10 days), with
+    old ones still open or still listed by an open incident."""
+    alert = (
+        "INSERT INTO alerts (alert_id, revision, rule_id, status, level, device_id, metric,"
+        " value, threshold, place_path, started_at, updated_at, resolved_at, summary)"
+        " VALUES (%s, 2, 'r', %s, 'yellow', 'aq-1', 'pm25', 1, 1, '{c}', %s, %s, %s, 's')"
+    )
+    for alert_id, status, started, resolved in (
+        ("a-old", "resolved", old(41), old(40)),
+        ("a-firing", "firing", old(400), None),
+        ("a-recent", "resolved", old(11), old(10)),
+        ("a-listed", "resolved", old(41), old(40)),  # listed by the open incident
+    ):
+        conn.execute(alert, (alert_id, status, started, resolved or started, resolved))
+        conn.execute(
+            "INSERT INTO alert_transitions (alert_id, revision, status, level, value, ts)"
+            " VALUES (%s, 1, 'firing', 'yellow', 1, %s), (%s, 2, %s, 'yellow', 1, %s)",
+            (alert_id, started, alert_id, status, resolved or started),
+        )
+    incident = (
+        "INSERT INTO incidents (incident_id, revision, category, state, level, source,"
+        " place_id, place_path, title, opened_at, updated_at, alerts, reports)"
+        " VALUES (%s, 3, 'air', %s, 'yellow', 'alert', 'c', '{c}', 't', %s, %s, %s, %s)"
+    )
+    for incident_id, state, updated, alerts, reports in (
+        ("i-old", "closed", old(40), [], ["r-closed"]),
+        ("i-open", "handled", old(400), ["a-listed"], ["r-open"]),
+        ("i-recent", "closed", old(10), [], []),
+    ):
+        conn.execute(incident, (incident_id, state, updated, updated, alerts, reports))
+        conn.execute(
+            "INSERT INTO incident_transitions (incident_id, revision, action, to_state, actor, ts)"
+            " VALUES (%s, 1, 'open', 'new', 'rules', %s)",
+            (incident_id, updated),
+        )
+        conn.execute(
+            "INSERT INTO escalations (incident_id, from_tier, breach, deadline, ts)"
+            " VALUES (%s, 'street', 'accept', %s, %s)",
+            (incident_id, updated, updated),
+        )
+    dispatch = (
+        "INSERT INTO dispatches (dispatch_id, kind, incident_id, incidents, department, tier,"
+        " tier_place_id, category, level, place_id, place_path, title, accept_by, handle_by, ts)"
+        " VALUES (%s, %s, %s, %s, 'env', 'street', 'c', 'air', 'yellow', 'c', '{c}', 't',"
+        " %s, %s, %s)"
+    )
+    for dispatch_id, kind, first, listed in (
+        ("d-old", "order", "i-old", ["i-old"]),
+        ("d-digest", "digest", "i-old", ["i-old", "i-open"]),  # lists an open incident
+        ("d-open", "order", "i-open", ["i-open"]),
+    ):
+        conn.execute(dispatch, (dispatch_id, kind, first, listed, old(40), old(40), old(40)))
+    for report_id, days in (("r-old", 40), ("r-closed", 40), ("r-open", 40), ("r-recent", 10)):
+        conn.execute(
+            "INSERT INTO reports (report_id, channel, category, place_path, text, level,"
+            " reported_at) VALUES (%s, 'app', 'air', '{c}', 'smells', 'blue', %s)",
+            (report_id, old(days)),
+        )
+    for offset, days in enumerate((40, 35, 31, 10)):
+        conn.execute(
+            "INSERT INTO deadletters (kafka_topic, kafka_partition, kafka_offset, stage, reason,"
+            " source, payload_b64, received_at) VALUES ('deadletter', 0, %s, 'ingest', 'bad',"
+            " 'mqtt', '', %s)",
+            (offset, old(days)),
+        )
+
+
+def ids(conn: Conn, table: str, column: str) -> list[str]:
+    return [row[0] for row in conn.execute(f"SELECT {column} FROM {table} ORDER BY 1".encode())]
+
+
+def test_retention_prunes_closed_old_records_and_keeps_open_and_recent(plain: Settings) -> None:
+    from sinks.maintenance import class_retention
+    from sinks.record_retention import prune_records
+
+    with db.connect(plain) as conn:
+        seed_records(conn)
+        tables = (
+            "alerts",
+            "alert_transitions",
+            "incidents",
+            "incident_transitions",
+            "dispatches",
+            "escalations",
+            "reports",
+            "deadletters",
+        )
+        count = "SELECT count(*) FROM {}"
+        before = {t: conn.execute(count.format(t).encode()).fetchone() for t in tables}
+
+        unset = maintain(conn, NOW)  # no class retention set: nothing goes
+        assert unset.pruned == {}
+        assert {t: conn.execute(count.format(t).encode()).fetchone() for t in tables} == before
+
+        month = plain.model_copy(
+            update={
+                "retention_operational_days": 30,
+                "retention_citizen_days": 30,
+                "retention_diagnostic_days": 30,
+            }
+        )
+        report = maintain(conn, NOW, class_retention(month))
+        assert report.pruned == {
+            "alerts": 1,
+            "alert_transitions": 2,
+            "incidents": 1,
+            "incident_transitions": 1,
+            "dispatches": 1,
+            "escalations": 1,
+            "reports": 2,
+            "deadletters": 3,
+        }, report.pruned
+        assert ids(conn, "alerts", "alert_id") == ["a-firing", "a-listed", "a-recent"]
+        assert ids(conn, "alert_transitions", "DISTINCT alert_id") == [
+            "a-firing",
+            "a-listed",
+            "a-recent",
+        ]
+        assert ids(conn, "incidents", "incident_id") == ["i-open", "i-recent"]
+        assert ids(conn, "incident_transitions", "incident_id") == ["i-open", "i-recent"]
+        assert ids(conn, "escalations", "incident_id") == ["i-open", "i-recent"]
+        assert ids(conn, "dispatches", "dispatch_id") == ["d-digest", "d-open"]
+        assert ids(conn, "reports", "report_id") == ["r-open", "r-recent"]
+        assert ids(conn, "deadletters", "kafka_offset::text") == ["3"]
+
+        # Many old rows go in several batches, each its own statement.
+        for offset in range(10, 15):
+            conn.execute(
+                "INSERT INTO deadletters (kafka_topic, kafka_partition, kafka_offset, stage,"
+                " reason, source, payload_b64, received_at) VALUES ('deadletter', 0, %s,"
+                " 'ingest', 'bad', 'mqtt', '', %s)",
+                (offset, old(60)),
+            )
+        again = MaintenanceReport("plain")
+        prune_records(conn, NOW, Retention(deadletters=timedelta(days=30)), again, batch=2)
+        assert again.pruned == {"deadletters": 5}
+        assert ids(conn, "deadletters", "kafka_offset::text") == ["3"]
 
 
 def test_a_schema_keeps_its_flavour(plain: Settings) -> None:
