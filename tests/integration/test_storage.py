@@ -546,71 +546,72 @@ def ids(conn: Conn, table: str, column: str) -> list[str]:
 
 
 def test_retention_prunes_closed_old_records_and_keeps_open_and_recent(plain: Settings) -> None:
+    with db.connect(plain) as conn:
+        assert_record_retention(conn)
+
+
+def assert_record_retention(conn: Conn) -> None:
+    """Both flavours: the record tables are plain tables in each."""
     from sinks.maintenance import class_retention
     from sinks.record_retention import prune_records
 
-    with db.connect(plain) as conn:
-        seed_records(conn)
-        tables = (
-            "alerts",
-            "alert_transitions",
-            "incidents",
-            "incident_transitions",
-            "dispatches",
-            "escalations",
-            "reports",
-            "deadletters",
+    seed_records(conn)
+    tables = (
+        "alerts",
+        "alert_transitions",
+        "incidents",
+        "incident_transitions",
+        "dispatches",
+        "escalations",
+        "reports",
+        "deadletters",
+    )
+    count = "SELECT count(*) FROM {}"
+    before = {t: conn.execute(count.format(t).encode()).fetchone() for t in tables}
+
+    unset = maintain(conn, NOW)  # no class retention set: nothing goes
+    assert unset.pruned == {}
+    assert {t: conn.execute(count.format(t).encode()).fetchone() for t in tables} == before
+
+    month = Settings(
+        retention_operational_days=30, retention_citizen_days=30, retention_diagnostic_days=30
+    )
+    report = maintain(conn, NOW, class_retention(month))
+    assert report.pruned == {
+        "alerts": 1,
+        "alert_transitions": 2,
+        "incidents": 1,
+        "incident_transitions": 1,
+        "dispatches": 1,
+        "escalations": 1,
+        "reports": 2,
+        "deadletters": 3,
+    }, report.pruned
+    assert ids(conn, "alerts", "alert_id") == ["a-firing", "a-listed", "a-recent"]
+    assert ids(conn, "alert_transitions", "DISTINCT alert_id") == [
+        "a-firing",
+        "a-listed",
+        "a-recent",
+    ]
+    assert ids(conn, "incidents", "incident_id") == ["i-open", "i-recent"]
+    assert ids(conn, "incident_transitions", "incident_id") == ["i-open", "i-recent"]
+    assert ids(conn, "escalations", "incident_id") == ["i-open", "i-recent"]
+    assert ids(conn, "dispatches", "dispatch_id") == ["d-digest", "d-open"]
+    assert ids(conn, "reports", "report_id") == ["r-open", "r-recent"]
+    assert ids(conn, "deadletters", "kafka_offset::text") == ["3"]
+
+    # Many old rows go in several batches, each its own statement.
+    for offset in range(10, 15):
+        conn.execute(
+            "INSERT INTO deadletters (kafka_topic, kafka_partition, kafka_offset, stage,"
+            " reason, source, payload_b64, received_at) VALUES ('deadletter', 0, %s,"
+            " 'ingest', 'bad', 'mqtt', '', %s)",
+            (offset, old(60)),
         )
-        count = "SELECT count(*) FROM {}"
-        before = {t: conn.execute(count.format(t).encode()).fetchone() for t in tables}
-
-        unset = maintain(conn, NOW)  # no class retention set: nothing goes
-        assert unset.pruned == {}
-        assert {t: conn.execute(count.format(t).encode()).fetchone() for t in tables} == before
-
-        month = plain.model_copy(
-            update={
-                "retention_operational_days": 30,
-                "retention_citizen_days": 30,
-                "retention_diagnostic_days": 30,
-            }
-        )
-        report = maintain(conn, NOW, class_retention(month))
-        assert report.pruned == {
-            "alerts": 1,
-            "alert_transitions": 2,
-            "incidents": 1,
-            "incident_transitions": 1,
-            "dispatches": 1,
-            "escalations": 1,
-            "reports": 2,
-            "deadletters": 3,
-        }, report.pruned
-        assert ids(conn, "alerts", "alert_id") == ["a-firing", "a-listed", "a-recent"]
-        assert ids(conn, "alert_transitions", "DISTINCT alert_id") == [
-            "a-firing",
-            "a-listed",
-            "a-recent",
-        ]
-        assert ids(conn, "incidents", "incident_id") == ["i-open", "i-recent"]
-        assert ids(conn, "incident_transitions", "incident_id") == ["i-open", "i-recent"]
-        assert ids(conn, "escalations", "incident_id") == ["i-open", "i-recent"]
-        assert ids(conn, "dispatches", "dispatch_id") == ["d-digest", "d-open"]
-        assert ids(conn, "reports", "report_id") == ["r-open", "r-recent"]
-        assert ids(conn, "deadletters", "kafka_offset::text") == ["3"]
-
-        # Many old rows go in several batches, each its own statement.
-        for offset in range(10, 15):
-            conn.execute(
-                "INSERT INTO deadletters (kafka_topic, kafka_partition, kafka_offset, stage,"
-                " reason, source, payload_b64, received_at) VALUES ('deadletter', 0, %s,"
-                " 'ingest', 'bad', 'mqtt', '', %s)",
-                (offset, old(60)),
-            )
-        again = MaintenanceReport("plain")
-        prune_records(conn, NOW, Retention(deadletters=timedelta(days=30)), again, batch=2)
-        assert again.pruned == {"deadletters": 5}
-        assert ids(conn, "deadletters", "kafka_offset::text") == ["3"]
+    again = MaintenanceReport(report.flavour)
+    prune_records(conn, NOW, Retention(deadletters=timedelta(days=30)), again, batch=2)
+    assert again.pruned == {"deadletters": 5}
+    assert ids(conn, "deadletters", "kafka_offset::text") == ["3"]
 
 
 def test_a_schema_keeps_its_flavour(plain: Settings) -> None:
@@ -922,3 +923,11 @@ def test_a_failing_step_leaves_no_half_migrated_schema_and_the_flavour_free(
         assert db.flavour(settings) == "plain"
     finally:
         drop(settings)
+
+
+def test_timescale_record_retention_in_pglite(timescale: str) -> None:
+    settings = Settings(database_url=timescale, database_schema=f"ts{uuid.uuid4().hex[:12]}")
+    db.migrate(settings)
+    assert db.flavour(settings) == "timescale"
+    with db.connect(settings) as conn:
+        assert_record_retention(conn)
