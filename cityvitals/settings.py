@@ -65,11 +65,14 @@ class Settings(BaseSettings):
     database (docs/privacy.md); unset: each topic and table keeps its own retention."""
     retention_operational_days: Annotated[int, Field(ge=1)] | None = None
     """The longest alerts, indicators, incidents, dispatch orders, liveness and outages are
-    kept on their topics, and indicators and their roll-ups in the database; unset: their own."""
+    kept on their topics, and indicators and their roll-ups, resolved alerts and closed incidents
+    in the database; unset: their own."""
     retention_citizen_days: Annotated[int, Field(ge=1)] | None = None
-    """The longest citizen reports are kept on the ``reports`` topic; unset: its own."""
+    """The longest citizen reports are kept on the ``reports`` topic and in the database (but
+    not those an open incident lists); unset: their own."""
     retention_diagnostic_days: Annotated[int, Field(ge=1)] | None = None
-    """The longest dead letters are kept on the ``deadletter`` topic; unset: its own."""
+    """The longest dead letters are kept on the ``deadletter`` topic and in the database;
+    unset: their own."""
     sink_batch_max: Annotated[int, Field(ge=1)] = 5000
     sink_linger_ms: Annotated[int, Field(ge=0)] = 250
 
