@@ -22,7 +22,7 @@ import pytest
 from confluent_kafka import Consumer
 
 from cityvitals import kafka
-from cityvitals.contracts import DeviceLiveness, OutageStatus, PlaceOutage
+from cityvitals.contracts import Device, DeviceLiveness, OutageStatus, PlaceOutage
 from cityvitals.topics import Topic
 from tests.integration.conftest import Pipeline, reading, wait_for
 
@@ -248,10 +248,21 @@ def test_the_service_follows_the_registry_a_new_profile_interval_reaches_it(
         expected_interval_s=600,
         metrics={"water_level_cm": {"unit": "cm", "min": 0, "max": 500}},
     )
-    device, secret = pipeline.register(place=f"lv{tag}/dP{tag}")
+    device = f"waterlevel-{tag}"
     with open_registry(pipeline.settings) as reg:
         reg.put_profile(profile, "itest")
-        reg.update(device, {"profile_id": profile.profile_id}, "itest")
+        # Registered with its profile: the service first hears of the device with it (a profile
+        # given after registration might reach the service after the first reading does).
+        secret = reg.add(
+            Device(
+                device_id=device,
+                device_type="water_level",
+                place_path=(f"lv{tag}", f"dP{tag}"),
+                profile_id=profile.profile_id,
+                updated_at=datetime.now(UTC),
+            ),
+            "itest",
+        )
 
     def interval() -> float | None:
         row = liveness_rows(pipeline, [device]).get(device)
