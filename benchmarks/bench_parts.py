@@ -227,6 +227,21 @@ def streams_stage(
     }
 
 
+def _copy_seconds(conn: Any, table: str, like: str, rows: list[tuple[object, ...]]) -> float:
+    """Seconds to binary-COPY ``rows`` into a new table made ``like`` (dropped after)."""
+    from sinks.postgres import ReadingSink
+
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({like})")
+    started = time.perf_counter()
+    with conn.cursor() as cur, cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(list(ReadingSink.types))
+        for row in rows:
+            copy.write_row(row)
+    seconds = time.perf_counter() - started
+    conn.execute(f"DROP TABLE {table}")
+    return seconds
+
+
 def sink(settings: Settings, rows: int) -> dict[str, Any]:
     """The reading sink beside raw binary COPY into a bare copy of the table."""
     from benchmarks.sinks import make_readings
@@ -235,24 +250,10 @@ def sink(settings: Settings, rows: int) -> dict[str, Any]:
     readings = make_readings(rows)
     with db.connect(settings) as conn:
         copy_rows = ReadingSink(conn).rows(readings)
-        conn.execute("CREATE TABLE IF NOT EXISTS bench_raw (LIKE readings)")
-        started = time.perf_counter()
-        with conn.cursor() as cur, cur.copy("COPY bench_raw FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(list(ReadingSink.types))
-            for row in copy_rows:
-                copy.write_row(row)
-        raw_s = time.perf_counter() - started
-        conn.execute("DROP TABLE bench_raw")
+        raw_s = _copy_seconds(conn, "bench_raw", "LIKE readings", copy_rows)
         # The same rows into a copy of the table with its key and indexes: what they cost,
         # apart from the sink's Python work.
-        conn.execute("CREATE TABLE IF NOT EXISTS bench_keyed (LIKE readings INCLUDING ALL)")
-        started = time.perf_counter()
-        with conn.cursor() as cur, cur.copy("COPY bench_keyed FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(list(ReadingSink.types))
-            for row in copy_rows:
-                copy.write_row(row)
-        keyed_s = time.perf_counter() - started
-        conn.execute("DROP TABLE bench_keyed")
+        keyed_s = _copy_seconds(conn, "bench_keyed", "LIKE readings INCLUDING ALL", copy_rows)
     writer = ReadingSink(db.connect(settings))
     started = time.perf_counter()
     for i in range(0, len(readings), 2500):

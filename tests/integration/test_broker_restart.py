@@ -15,20 +15,19 @@ within seconds, with no fault at all.
 
 from __future__ import annotations
 
-import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
-from cityvitals.settings import Settings
 from tests.integration import test_faults
-from tests.integration.conftest import Pipeline, free_port, wait_for
-from tests.integration.conftest import test_incidents as quick_incidents
-from tests.integration.test_faults import assert_stored_exactly_once, process, start_load
-from wiring.localstack import LocalStack, MetricsPorts, down
+from tests.integration.conftest import Pipeline, wait_for
+from tests.integration.test_faults import (
+    assert_stored_exactly_once,
+    private_stack,
+    process,
+    start_load,
+)
 from wiring.stack import wait_for_port
 
 pytestmark = pytest.mark.integration
@@ -37,37 +36,10 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     """A stack of its own with the broker's data on the local S3 server."""
-    state = tmp_path_factory.mktemp("broker-stack")
-    incidents_file = state / "incidents.yaml"
-    incidents_file.write_text(quick_incidents())
-    settings = Settings(
-        kafka_storage="s3",
-        rules_file=None,
-        incidents_file=incidents_file,
-        rules_tick_s=5.0,
-        indicators_grace_s=1.0,
-        mqtt_port=free_port(),
-        kafka_bootstrap=f"127.0.0.1:{free_port()}",
-        database_url=f"postgresql://cityvitals@127.0.0.1:{free_port()}/cityvitals",
-        state_dir=state,
-        topic_prefix=f"br{uuid.uuid4().hex[:6]}",
-        mqtt_client_id=f"brtest-{uuid.uuid4().hex[:6]}",
-        sink_linger_ms=100,
-        api_port=free_port(),
-        liveness_check_interval_s=0.5,
-    )
-    local = LocalStack(settings, MetricsPorts(*(free_port() for _ in range(5))))
-    try:
-        ready = local.start_infrastructure()
-        local.start_services()
-        local.wait_ready()
-        yield Pipeline(ready, local)
-    finally:
-        local.stop()
-        logs = Path(tmp_path_factory.getbasetemp()) / "broker-service-logs"
-        shutil.copytree(state / "logs", logs, dirs_exist_ok=True)
-        print(f"broker stack's service logs kept in {logs}")
-        down(state, purge=True)
+    with private_stack(
+        tmp_path_factory, "broker", kafka_storage="s3", rules_tick_s=5.0
+    ) as pipeline:
+        yield pipeline
 
 
 def kafka_port(pipeline: Pipeline) -> int:

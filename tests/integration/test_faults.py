@@ -11,6 +11,7 @@ not their data.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import sys
 import threading
@@ -18,9 +19,11 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -43,27 +46,32 @@ clear level (60), so the hot stretch is one episode: firing, then resolved."""
 CALM = 35.0
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    """A stack of its own, started like the session's ``pipeline``."""
-    state = tmp_path_factory.mktemp("fault-stack")
+@contextmanager
+def private_stack(
+    tmp_path_factory: pytest.TempPathFactory, name: str, **overrides: Any
+) -> Iterator[Pipeline]:
+    """A whole stack of its own (``name`` tags its folder, topics and kept logs), with fast
+    ticks and sinks; ``overrides`` are settings on top."""
+    state = tmp_path_factory.mktemp(f"{name}-stack")
     incidents_file = state / "incidents.yaml"
     incidents_file.write_text(quick_incidents())
-    settings = Settings(
-        rules_file=None,
-        incidents_file=incidents_file,
-        rules_tick_s=1.0,
-        indicators_grace_s=1.0,
-        mqtt_port=free_port(),
-        kafka_bootstrap=f"127.0.0.1:{free_port()}",
-        database_url=f"postgresql://cityvitals@127.0.0.1:{free_port()}/cityvitals",
-        state_dir=state,
-        topic_prefix=f"ft{uuid.uuid4().hex[:6]}",
-        mqtt_client_id=f"ftest-{uuid.uuid4().hex[:6]}",
-        sink_linger_ms=100,
-        api_port=free_port(),
-        liveness_check_interval_s=0.5,
-    )
+    tag = uuid.uuid4().hex[:6]
+    fields: dict[str, Any] = {
+        "rules_file": None,
+        "incidents_file": incidents_file,
+        "rules_tick_s": 1.0,
+        "indicators_grace_s": 1.0,
+        "mqtt_port": free_port(),
+        "kafka_bootstrap": f"127.0.0.1:{free_port()}",
+        "database_url": f"postgresql://cityvitals@127.0.0.1:{free_port()}/cityvitals",
+        "state_dir": state,
+        "topic_prefix": f"{name[:2]}{tag}",
+        "mqtt_client_id": f"{name}-{tag}",
+        "sink_linger_ms": 100,
+        "api_port": free_port(),
+        "liveness_check_interval_s": 0.5,
+    }
+    settings = Settings(**{**fields, **overrides})
     local = LocalStack(settings, MetricsPorts(*(free_port() for _ in range(5))))
     try:
         ready = local.start_infrastructure()
@@ -72,12 +80,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
         yield Pipeline(ready, local)
     finally:
         local.stop()
-        logs = Path(tmp_path_factory.getbasetemp()) / "fault-service-logs"
-        import shutil
-
+        logs = Path(tmp_path_factory.getbasetemp()) / f"{name}-service-logs"
         shutil.copytree(state / "logs", logs, dirs_exist_ok=True)
-        print(f"fault stack's service logs kept in {logs}")
+        print(f"{name} stack's service logs kept in {logs}")
         down(state, purge=True)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    """A stack of its own, started like the session's ``pipeline``."""
+    with private_stack(tmp_path_factory, "fault") as pipeline:
+        yield pipeline
 
 
 @dataclass
