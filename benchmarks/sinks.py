@@ -106,7 +106,7 @@ def main() -> None:
         with db.connect(settings) as conn:
             maintain(conn, datetime.now(UTC))  # today's partitions, as the sinks service does
         readings = make_readings(args.rows)
-        rows = ReadingSink(db.connect(settings)).rows(readings)
+        rows = list(ReadingSink(db.connect(settings)).rows(readings))
         with db.connect(settings) as conn:
             conn.execute("CREATE TABLE bench_raw (LIKE readings)")
 

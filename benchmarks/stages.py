@@ -127,7 +127,8 @@ def sink_stage(enriched: list[bytes]) -> int:
     count = 0
     for offset, value in enumerate(enriched):
         readings = decode_readings(Envelope("readings", 0, offset, value))
-        sink.rows(readings)
+        for _row in sink.rows(readings):
+            pass
         count += len(readings)
     return count
 

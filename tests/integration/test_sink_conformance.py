@@ -231,7 +231,13 @@ def test_the_reading_sink_counts_new_rows_through_replays_and_mixed_batches(
 
     def readings(*seqs: int) -> list[Reading]:
         return [
-            Reading(device_id="aq-9", ts=T0 + timedelta(seconds=s), seq=s, values={"pm25": 1.0})
+            Reading(
+                device_id="aq-9",
+                ts=T0 + timedelta(seconds=s),
+                seq=s,
+                values={"pm25": 1.0},
+                place_path=("city", "d1", f"s{s}", "g_1.b:2"),
+            )
             for s in seqs
         ]
 
@@ -244,11 +250,9 @@ def test_the_reading_sink_counts_new_rows_through_replays_and_mixed_batches(
         assert sink.write(readings(4, 5)) == 2
         assert not sink.replaying  # all new: straight in again
         assert sink.write(readings(6)) == 1
-        stored = [
-            row[0]
-            for row in look.execute(
-                "SELECT seq FROM readings WHERE device_id = 'aq-9' ORDER BY seq"
-            )
-        ]
-        assert stored == [1, 2, 3, 4, 5, 6]
+        stored = look.execute(
+            "SELECT seq, place_path FROM readings WHERE device_id = 'aq-9' ORDER BY seq"
+        ).fetchall()
+        # Straight in (1, 2, 4, 5, 6) and through staging (3) alike, the path reads back whole.
+        assert stored == [(s, ["city", "d1", f"s{s}", "g_1.b:2"]) for s in range(1, 7)]
     sink.close()
