@@ -246,16 +246,12 @@ def sink(settings: Settings, rows: int) -> dict[str, Any]:
     """The reading sink beside raw binary COPY of the same rows into a bare copy of the table,
     with psycopg's own encoders (``raw``) and with the sink's encoding of place paths
     (``raw_same_encoding``: the floor of the server and of COPY itself)."""
-    from benchmarks.sinks import make_readings
+    from benchmarks.sinks import make_readings, raw_rows
     from sinks.base import TextArrayDumper
     from sinks.postgres import ReadingSink
 
     readings = make_readings(rows)
-    copy_rows: list[tuple[object, ...]] = [
-        (r.device_id, metric, r.ts, value, r.seq, r.device_type, list(r.place_path), r.received_at)
-        for r in sorted(readings, key=lambda r: r.device_id)  # as the sink orders them
-        for metric, value in r.values.items()
-    ]
+    copy_rows = raw_rows(readings)
     with db.connect(settings) as conn:
         raw_s = _copy_seconds(conn, "bench_raw", "LIKE readings", copy_rows)
         conn.adapters.register_dumper(None, TextArrayDumper)
