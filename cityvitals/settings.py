@@ -31,7 +31,10 @@ class Settings(BaseSettings):
     mqtt_topic_root: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")] = "cityvitals"
     mqtt_username: str = "cityvitals-ingest"
     mqtt_password: SecretStr = SecretStr("")
-    mqtt_share_group: str = "ingest"
+    mqtt_share_group: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{0,64}$")] = ""
+    """Empty: the only gateway, on a plain subscription, which the broker keeps across its
+    restart. A name: every gateway of the group on one shared subscription, splitting the
+    load (Mosquitto 2.0 drops what is published while it restarts; see ingest.gateway)."""
     mqtt_client_id: str = "cityvitals-ingest-1"
     ingest_receive_maximum: Annotated[int, Field(ge=1, le=65535)] = 4000
     """MQTT 5 receive maximum: at most this many QoS1 messages wait for Kafka at once."""

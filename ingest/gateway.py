@@ -1,6 +1,8 @@
 """The MQTT → Kafka gateway.
 
-Subscribes (QoS1, persistent session, shared subscription) to everything under the topic root,
+Subscribes (QoS1, persistent session) to everything under the topic root, with a plain
+subscription when it is the only gateway, or a shared one when several split the load
+(:func:`subscription`),
 decodes each message (one reading or event, or a pack of readings), groups the good ones by the Kafka
 partition of their device and sends each group as one :class:`ReadingBatch` to that partition of
 ``readings.raw``. A refused message goes to
@@ -39,6 +41,29 @@ __all__ = ["Gateway", "GatewayError", "GatewayMetrics"]
 log = logging.getLogger("cityvitals.ingest")
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
+
+
+def subscription(group: str, root: str) -> tuple[str, list[str]]:
+    """The filter a gateway subscribes to, and the filters of other setups that its persistent
+    session may still hold (to drop): everything under ``root`` (a device may write anywhere
+    under its own id, and a message on a mistyped topic is dead-lettered, not lost), shared
+    in ``group`` when one is set.
+
+    Mosquitto 2.0 keeps a persistent session's plain subscription across its own restart, so
+    what devices publish before the gateway is back waits for it; it does not keep a shared
+    one, and what is published meanwhile is dropped. So one gateway subscribes plainly, and a
+    share group is for splitting the load among several.
+
+    >>> subscription("", "cityvitals")[0]
+    'cityvitals/#'
+    >>> topic, stale = subscription("ingest", "cityvitals")
+    >>> topic, "cityvitals/#" in stale, topic in stale
+    ('$share/ingest/cityvitals/#', True, False)
+    """
+    legacy = [f"$share/{group or 'ingest'}/{root}/+/{kind}" for kind in ("readings", "events")]
+    plain, shared = f"{root}/#", f"$share/{group or 'ingest'}/{root}/#"
+    topic = shared if group else plain
+    return topic, [f for f in (plain, shared, *legacy) if f != topic]
 
 
 class GatewayError(RuntimeError):
@@ -113,12 +138,10 @@ class Gateway:
         if reason.is_failure:
             self._failure = f"MQTT broker {self.settings.mqtt_host}:{self.settings.mqtt_port} refused the gateway: {reason}"
             return
-        group, root = self.settings.mqtt_share_group, self.settings.mqtt_topic_root
-        # Everything under the root, not only .../readings and .../events: a device may write
-        # anywhere under its own id, and a message on a mistyped topic is dead-lettered, not lost.
-        client.subscribe([(f"$share/{group}/{root}/#", 1)])
-        # A persistent session may still hold the narrower filters of earlier versions.
-        client.unsubscribe([f"$share/{group}/{root}/+/readings", f"$share/{group}/{root}/+/events"])
+        topic, stale = subscription(self.settings.mqtt_share_group, self.settings.mqtt_topic_root)
+        client.subscribe([(topic, 1)])
+        # A persistent session may still hold the filters of another setup or an earlier version.
+        client.unsubscribe(stale)
         self._connected.set()
         log.info("connected to MQTT %s:%s", self.settings.mqtt_host, self.settings.mqtt_port)
 

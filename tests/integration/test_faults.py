@@ -258,9 +258,6 @@ FAULTS: dict[str, tuple[Callable[[Pipeline], None], int]] = {
     "restart mosquitto": (restart_mosquitto, 100),
     "stop postgresql 60 s": (stop_database, 900),
 }
-MARKS = {
-    "restart mosquitto": [MOSQUITTO_DROPS_SHARED],
-}
 
 
 def start_load(pipeline: Pipeline, per_device: int) -> tuple[Load, str]:
@@ -341,8 +338,13 @@ def assert_stored_exactly_once(pipeline: Pipeline, load: Load, district: str) ->
     assert len(orders) == 1
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=MARKS.get(n, [])) for n in FAULTS])
+@pytest.mark.parametrize("name", FAULTS)
 def test_under_load_a_fault_loses_and_doubles_nothing(stack: Pipeline, name: str) -> None:
+    """On the default stack: one gateway, on a plain subscription."""
+    under_fault(stack, name)
+
+
+def under_fault(stack: Pipeline, name: str) -> None:
     fault, per_device = FAULTS[name]
     started = time.monotonic()
     load, district = start_load(stack, per_device)
@@ -361,9 +363,24 @@ def ingest_total(port: int, what: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
 
 
-def test_two_gateways_on_one_shared_subscription_split_the_load(stack: Pipeline) -> None:
+@pytest.fixture(scope="module")
+def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    """A stack whose gateway subscribes in a share group, as gateways that split the load do."""
+    with private_stack(tmp_path_factory, "shared", mqtt_share_group="ingest") as pipeline:
+        yield pipeline
+
+
+@MOSQUITTO_DROPS_SHARED
+def test_a_mosquitto_restart_loses_nothing_on_a_shared_subscription(
+    shared_stack: Pipeline,
+) -> None:
+    under_fault(shared_stack, "restart mosquitto")
+
+
+def test_two_gateways_on_one_shared_subscription_split_the_load(shared_stack: Pipeline) -> None:
     """A second gateway (its own MQTT client id, the same share group) takes part of the load;
     together they forward every reading once."""
+    stack = shared_stack
     settings = stack.settings.model_copy(
         update={"metrics_port": free_port(), "mqtt_client_id": f"{stack.settings.mqtt_client_id}-2"}
     )
