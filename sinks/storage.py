@@ -127,6 +127,30 @@ class MaintenanceReport:
     notes: list[str] = field(default_factory=list)
     """What needs a person: missing or failing policies, partitions of unknown names."""
 
+    def summary(self) -> str:
+        """One line of what the round did, for the command line and the service's log.
+
+        >>> report = MaintenanceReport("plain", created=["readings_p20261201"], deleted_rows=3)
+        >>> report.pruned = {"deadletters": 12, "reports": 0}
+        >>> report.summary()
+        'plain: 1 partitions created, 0 rows moved, 0 dropped by retention (3 rows deleted), 0 roll-ups refreshed, 12 record rows pruned by class retention (deadletters 12, reports 0)'
+        """
+        parts = [
+            f"{len(self.created)} partitions created",
+            f"{sum(self.moved.values())} rows moved",
+            f"{len(self.dropped)} dropped by retention"
+            + (f" ({self.deleted_rows} rows deleted)" if self.deleted_rows else ""),
+            f"{len(self.refreshed)} roll-ups refreshed",
+        ]
+        if self.compressed:
+            parts.append(f"{len(self.compressed)} chunks compressed")
+        if self.pruned:
+            each = ", ".join(f"{table} {count}" for table, count in self.pruned.items())
+            parts.append(
+                f"{sum(self.pruned.values())} record rows pruned by class retention ({each})"
+            )
+        return f"{self.flavour}: " + ", ".join(parts)
+
 
 def bucket_floor(ts: datetime, width: timedelta) -> datetime:
     """The start of ``ts``'s bucket: ``date_bin(width, ts, ORIGIN)`` and ``time_bucket``.

@@ -118,11 +118,7 @@ def maintain() -> None:
     conf = settings()
     with db.connect(conf) as conn:
         report = keep(conn, datetime.now(UTC), class_retention(conf))
-    typer.echo(
-        f"{report.flavour}: {len(report.created)} partitions created, "
-        f"{sum(report.moved.values())} rows moved, {len(report.dropped)} dropped by retention, "
-        f"{len(report.refreshed)} roll-ups refreshed"
-    )
+    typer.echo(report.summary())
     for note in report.notes:
         typer.echo(f"note: {note}", err=True)
 

@@ -126,13 +126,7 @@ def _keep_storage(settings: Settings, stop: threading.Event) -> None:
         try:
             with db.connect(settings) as conn:
                 report = maintain(conn, datetime.now(UTC), class_retention(settings))
-            log.info(
-                "storage kept (%s): %d partitions created, %d dropped, %d roll-ups refreshed",
-                report.flavour,
-                len(report.created),
-                len(report.dropped),
-                len(report.refreshed),
-            )
+            log.info("storage kept: %s", report.summary())
             for note in report.notes:
                 log.warning("storage: %s", note)
         except Exception:

@@ -587,6 +587,7 @@ def assert_record_retention(conn: Conn) -> None:
         "reports": 2,
         "deadletters": 3,
     }, report.pruned
+    assert "12 record rows pruned by class retention (alerts 1, " in report.summary()
     assert ids(conn, "alerts", "alert_id") == ["a-firing", "a-listed", "a-recent"]
     assert ids(conn, "alert_transitions", "DISTINCT alert_id") == [
         "a-firing",
