@@ -36,10 +36,28 @@ def _metric(port: int, name: str) -> float:
 
 
 def _cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and of every process under it, living or ended (PostgreSQL
+    does its work in a backend process per connection, under the postmaster)."""
     import os
 
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    stats: dict[int, list[str]] = {}
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stats[int(path.parent.name)] = path.read_text().rsplit(")", 1)[1].split()
+        except (OSError, ValueError):
+            continue  # ended meanwhile
+    children: dict[int, list[int]] = {}
+    for child, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(child)
+    ticks, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        fields = stats.get(current)
+        if fields is not None:
+            # utime, stime, and cutime, cstime: of the children it has waited for (ended).
+            ticks += sum(int(f) for f in fields[11:15])
+        todo.extend(children.get(current, ()))
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _stored(settings: Settings, prefix: str) -> int:
