@@ -47,8 +47,8 @@ def _cpu_seconds(pid: int) -> float:
         except (OSError, ValueError):
             continue  # ended meanwhile
     children: dict[int, list[int]] = {}
-    for child, fields in stats.items():
-        children.setdefault(int(fields[1]), []).append(child)
+    for child, stat in stats.items():
+        children.setdefault(int(stat[1]), []).append(child)
     ticks, todo = 0, [pid]
     while todo:
         current = todo.pop()
