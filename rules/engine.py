@@ -116,7 +116,7 @@ def _judge_device_rule(
     """Judge one device rule at ``at`` (``seen``: the new value, if any); ``obs`` names the
     device and metric of the alert."""
     held = states.get(rule.id)
-    state = held or AlertState(kind=rule.kind)
+    state = held or _fresh(rule.kind)
     judged = REGISTRY[rule.kind].judge(rule, state, at, seen)
     out.evaluations += 1
     if judged.level is None and (held is None or _quiet(held)):
@@ -127,6 +127,17 @@ def _judge_device_rule(
             states[rule.id] = AlertState(memory=judged.memory, kind=state.kind)
         return
     _step_device(rule, states, state, judged, obs, at, out, fresh)
+
+
+_FRESH: dict[str, AlertState] = {}
+
+
+def _fresh(kind: str) -> AlertState:
+    """The state of a rule new to its subject (one per kind: a state is immutable)."""
+    state = _FRESH.get(kind)
+    if state is None:
+        state = _FRESH[kind] = AlertState(kind=kind)
+    return state
 
 
 def _quiet(state: AlertState) -> bool:
@@ -179,7 +190,7 @@ def _rejudge(
         if last is None:
             continue
         seen, level, value, threshold = last
-        obs = replace(subject, metric=rule.metric, value=value, ts=now)
+        obs = subject._replace(metric=rule.metric, value=value, ts=now)
         silent = now - seen
         out.evaluations += 1
         if silent >= rules.stale_horizon(rule, subject.expected_interval_s):
@@ -277,7 +288,7 @@ def evaluate_device(
         _rejudge(rules, states, ts, first, frozenset(metrics), out)
     for silence in rules.absence:
         if silence.id in scoped:
-            obs = replace(first, metric=silence.metric)
+            obs = first._replace(metric=silence.metric)
             seen = obs if silence.metric in metrics else None
             _judge_device_rule(silence, states, ts, obs, seen, out)
     out.memory = DeviceMemory(ts, states, frozenset(metrics))
@@ -330,7 +341,7 @@ def sweep_device(
                 states[rule.id] = AlertState(memory=seeded, kind=rule.kind)
             continue
         if kind.due(rule, state, now):
-            obs = replace(subject, metric=rule.metric)
+            obs = subject._replace(metric=rule.metric)
             _judge_device_rule(rule, states, now, obs, None, out)
     if states:
         _rejudge(rules, states, now, subject, frozenset(), out)
@@ -396,7 +407,7 @@ def _judge_place_rule(
     obs: Observation,
     update: Observation | None,
 ) -> list[Alert]:
-    state = states.get(rule.id) or AlertState(kind=rule.kind)
+    state = states.get(rule.id) or _fresh(rule.kind)
     judged = REGISTRY[rule.kind].judge(rule, state, clock, update)
     key = f"{rule.id}|{obs.place_path[-1]}"
     tr = _apply(rule, states, state, judged, clock, key, (obs.device_id, obs.metric))
