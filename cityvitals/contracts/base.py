@@ -27,6 +27,23 @@ Instant = AwareDatetime
 """A timestamp that must carry its zone, not converted: the high-volume fields stages
 exchange (a reading's time), which the gateway made UTC already. Checked inside pydantic's
 core: a Python validator per field would cost more than the rest of the reading's decode."""
+_LAST_ISO: list[tuple[datetime | None, str]] = [(None, "")]
+
+
+def iso(ts: datetime) -> str:
+    """``ts.isoformat()``, remembered for the last datetime asked: a stage formats the same
+    reading's instant several times (its rule memories, its marks), and it costs.
+
+    >>> iso(datetime(2026, 7, 1, tzinfo=UTC))
+    '2026-07-01T00:00:00+00:00'
+    """
+    last, text = _LAST_ISO[0]
+    if last is not ts:
+        text = ts.isoformat()
+        _LAST_ISO[0] = (ts, text)  # one store: a pair is never torn
+    return text
+
+
 Identifier = Annotated[str, Field(pattern=IDENTIFIER)]
 MetricName = Annotated[str, Field(pattern=METRIC)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
