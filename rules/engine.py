@@ -23,7 +23,7 @@ beyond that (the caller dead-letters it). Clock ticks (:func:`sweep_device`,
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -83,16 +83,16 @@ def _apply(
     """Step the rule's state; ``subject`` (device, metric) is remembered while it fires.
     ``fresh``: the judgement is of a new value, remembered while pending or firing."""
     if judged.memory is not state.memory:
-        state = replace(state, memory=judged.memory)
+        state = state._replace(memory=judged.memory)
     new, tr = step(state, ts, judged.level, key, rule.for_, rule.keep_firing_for)
     if tr is not None and tr.status is AlertStatus.FIRING:
-        new = replace(new, detail=(*subject, judged.value, judged.threshold))
+        new = new._replace(detail=(*subject, judged.value, judged.threshold))
     if new.pending_since is None and new.alert_id is None:
         if new.sample is not None:
-            new = replace(new, sample=None)
+            new = new._replace(sample=None)
     elif fresh:
         level = "" if judged.level is None else judged.level.value
-        new = replace(new, sample=(ts.isoformat(), level, judged.value, judged.threshold))
+        new = new._replace(sample=(ts.isoformat(), level, judged.value, judged.threshold))
     _keep(states, rule.id, new)
     return tr
 
@@ -214,7 +214,7 @@ def _stale(
     """The device's last value is too old to judge: drop a pending alert, resolve a firing
     one with the reason."""
     if state.alert_id is None:
-        new = replace(state, pending_since=None, sample=None)
+        new = state._replace(pending_since=None, sample=None)
     else:
         new, tr = resolve(state)
         judged = Judgement(None, obs.value, threshold, state.memory)
