@@ -239,6 +239,24 @@ def _device_stale(
     return stale
 
 
+def _retire_device(
+    rules: RuleSet, states: dict[str, AlertState], scoped: frozenset[str], at: Observation
+) -> list[Alert]:
+    """:func:`~rules.alerts.retire` the device's states that are stale; first a quick look
+    whether any is (at every reading: one seldom is)."""
+    by_id = rules.by_id
+    for rule_id, state in states.items():
+        rule = by_id.get(rule_id)
+        if (
+            rule is None
+            or rule_id not in scoped
+            or (state.kind and state.kind != rule.kind)
+            or REGISTRY[rule.kind].role == "place"
+        ):
+            return retire(states, at.place_path, at.ts, _device_stale(rules, scoped))
+    return []
+
+
 # --- devices ----------------------------------------------------------------------------------
 
 
@@ -277,7 +295,7 @@ def evaluate_device(
     states = dict(memory.rules)
     scoped = rules.scoped((first.device_type, first.profile_id, first.place_path, first.tags))
     if states:
-        out.alerts.extend(retire(states, first.place_path, ts, _device_stale(rules, scoped)))
+        out.alerts.extend(_retire_device(rules, states, scoped, first))
     for obs in reading:
         for rule in rules.device_rules(obs.metric):
             if rule.id in scoped and REGISTRY[rule.kind].accepts(rule, obs):
@@ -288,8 +306,9 @@ def evaluate_device(
         _rejudge(rules, states, ts, first, frozenset(metrics), out)
     for silence in rules.absence:
         if silence.id in scoped:
-            obs = first._replace(metric=silence.metric)
-            seen = obs if silence.metric in metrics else None
+            metric = silence.metric
+            obs = first if first.metric == metric else first._replace(metric=metric)
+            seen = obs if metric in metrics else None
             _judge_device_rule(silence, states, ts, obs, seen, out)
     out.memory = DeviceMemory(ts, states, frozenset(metrics))
     return out
@@ -297,8 +316,11 @@ def evaluate_device(
 
 def _for_places(rules: RuleSet, obs: Observation, scoped: frozenset[str]) -> list[PlaceObservation]:
     """The observation, sent to each place rule that judges it at the device's place."""
+    composite = rules.composite_rules(obs.metric)
+    if not composite:
+        return []
     sent = []
-    for rule in rules.composite_rules(obs.metric):
+    for rule in composite:
         depth = rule.group_by.depth + 1
         if len(obs.place_path) >= depth and rule.id in scoped:
             sent.append(
@@ -331,7 +353,7 @@ def sweep_device(
         (subject.device_type, subject.profile_id, subject.place_path, subject.tags)
     )
     if states:
-        out.alerts.extend(retire(states, subject.place_path, now, _device_stale(rules, scoped)))
+        out.alerts.extend(_retire_device(rules, states, scoped, subject._replace(ts=now)))
     for rule in rules.absence:
         kind = REGISTRY[rule.kind]
         state = states.get(rule.id)
