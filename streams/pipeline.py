@@ -81,7 +81,7 @@ class BatchOutcome:
 
 class ParsedMemories:
     """Device memories as the rules hold them, each with the table value it was parsed from
-    or written as, kept from batch to batch (parsing them was a tenth of the stage's work).
+    or written as, kept from batch to batch (parsing them was a twentieth of the stage's work).
 
     The table stays the source of truth: a memory is used only while the table holds that
     very value (the same object), so a value recovered after a rebalance, a seed or any other

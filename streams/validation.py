@@ -118,7 +118,9 @@ def refusal(item: Reading | CameraEvent, reason: str, source: str, now: datetime
 
 
 def enrich(item: Reading | CameraEvent, entry: Mapping[str, Any]) -> Reading | CameraEvent:
-    """The item with its device's type and place from the registry entry (a copy)."""
+    """The item with its device's type and place from the registry entry (a copy). A UTC
+    instant gets the standard library's UTC zone: the zone pydantic decodes is called back
+    at every format and comparison of the instant, and the stage makes several of each."""
     update = {"device_type": entry["device_type"], "place_path": tuple(entry["place_path"])}
     ts = item.ts
     if ts.tzinfo is not UTC and ts.utcoffset() == ZERO:
