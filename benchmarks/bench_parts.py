@@ -155,7 +155,7 @@ def streams_stage(
     settings: Settings, stack: Any, devices: list[Device], opts: BenchOptions
 ) -> dict[str, Any]:
     """The Faust stage on pre-made batches, then a bare confluent-kafka loop doing the same."""
-    from streams.pipeline import process_batch
+    from streams.pipeline import ParsedMemories, process_batch
     from streams.validation import registry_entry
     from wiring.services import load_catalogue, load_rules
 
@@ -190,6 +190,7 @@ def streams_stage(
     entries: dict[str, Any] = {d.device_id: registry_entry(d) for d in devices}
     states: dict[str, Any] = {}
     marks: dict[str, Any] = {}
+    parsed = ParsedMemories()  # as the stream worker keeps them
     consumer: Consumer = kafka.consumer(settings, f"bench-ceiling-{uuid.uuid4().hex[:8]}")
     consumer.subscribe([raw])
     out: Producer = kafka.producer(settings)
@@ -216,6 +217,7 @@ def streams_stage(
                 catalogue,
                 {d: marks.get(d) for d in ids},
                 msg.offset() or 0,
+                parsed,
             )
             out.produce(
                 scratch, outcome.enriched.model_dump_json().encode(), partition=msg.partition() or 0

@@ -26,7 +26,7 @@ from cityvitals.settings import Settings
 from ingest.decode import decode
 from sinks.postgres import ReadingSink
 from sinks.routes import Envelope, decode_readings
-from streams.pipeline import process_batch
+from streams.pipeline import ParsedMemories, process_batch
 from streams.validation import registry_entry
 from wiring.services import load_catalogue, load_rules
 
@@ -96,6 +96,7 @@ def streams_stage(
     entries: dict[str, Any] = {d.device_id: registry_entry(d) for d in devices}
     states: dict[str, Any] = {}
     marks: dict[str, Any] = {}
+    parsed = ParsedMemories()
     out, count = [], 0
     for offset, value in enumerate(raw):
         batch = ReadingBatch.model_validate_json(value)
@@ -110,6 +111,7 @@ def streams_stage(
             catalogue,
             {d: marks.get(d) for d in ids},
             offset,
+            parsed,
         )
         out.append(outcome.enriched.model_dump_json().encode())
         for alert in outcome.alerts:

@@ -28,7 +28,7 @@ ahead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cityvitals.contracts import Alert
@@ -135,7 +135,7 @@ class Backtest:
         self.counts.ticks += 1
         alerts: list[Alert] = []
         for device_id, memory in self.devices.items():
-            subject = replace(self._subjects[device_id], ts=now)
+            subject = self._subjects[device_id]._replace(ts=now)
             out = sweep_device(self.rules, memory, subject, now)
             self.devices[device_id] = out.memory
             self.counts.evaluations += out.evaluations

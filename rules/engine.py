@@ -23,7 +23,7 @@ beyond that (the caller dead-letters it). Clock ticks (:func:`sweep_device`,
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -83,16 +83,16 @@ def _apply(
     """Step the rule's state; ``subject`` (device, metric) is remembered while it fires.
     ``fresh``: the judgement is of a new value, remembered while pending or firing."""
     if judged.memory is not state.memory:
-        state = replace(state, memory=judged.memory)
+        state = state._replace(memory=judged.memory)
     new, tr = step(state, ts, judged.level, key, rule.for_, rule.keep_firing_for)
     if tr is not None and tr.status is AlertStatus.FIRING:
-        new = replace(new, detail=(*subject, judged.value, judged.threshold))
+        new = new._replace(detail=(*subject, judged.value, judged.threshold))
     if new.pending_since is None and new.alert_id is None:
         if new.sample is not None:
-            new = replace(new, sample=None)
+            new = new._replace(sample=None)
     elif fresh:
         level = "" if judged.level is None else judged.level.value
-        new = replace(new, sample=(ts.isoformat(), level, judged.value, judged.threshold))
+        new = new._replace(sample=(ts.isoformat(), level, judged.value, judged.threshold))
     _keep(states, rule.id, new)
     return tr
 
@@ -116,7 +116,7 @@ def _judge_device_rule(
     """Judge one device rule at ``at`` (``seen``: the new value, if any); ``obs`` names the
     device and metric of the alert."""
     held = states.get(rule.id)
-    state = held or AlertState(kind=rule.kind)
+    state = held or _fresh(rule.kind)
     judged = REGISTRY[rule.kind].judge(rule, state, at, seen)
     out.evaluations += 1
     if judged.level is None and (held is None or _quiet(held)):
@@ -127,6 +127,17 @@ def _judge_device_rule(
             states[rule.id] = AlertState(memory=judged.memory, kind=state.kind)
         return
     _step_device(rule, states, state, judged, obs, at, out, fresh)
+
+
+_FRESH: dict[str, AlertState] = {}
+
+
+def _fresh(kind: str) -> AlertState:
+    """The state of a rule new to its subject (one per kind: a state is immutable)."""
+    state = _FRESH.get(kind)
+    if state is None:
+        state = _FRESH[kind] = AlertState(kind=kind)
+    return state
 
 
 def _quiet(state: AlertState) -> bool:
@@ -179,7 +190,7 @@ def _rejudge(
         if last is None:
             continue
         seen, level, value, threshold = last
-        obs = replace(subject, metric=rule.metric, value=value, ts=now)
+        obs = subject._replace(metric=rule.metric, value=value, ts=now)
         silent = now - seen
         out.evaluations += 1
         if silent >= rules.stale_horizon(rule, subject.expected_interval_s):
@@ -203,7 +214,7 @@ def _stale(
     """The device's last value is too old to judge: drop a pending alert, resolve a firing
     one with the reason."""
     if state.alert_id is None:
-        new = replace(state, pending_since=None, sample=None)
+        new = state._replace(pending_since=None, sample=None)
     else:
         new, tr = resolve(state)
         judged = Judgement(None, obs.value, threshold, state.memory)
@@ -226,6 +237,24 @@ def _device_stale(
         return None
 
     return stale
+
+
+def _retire_device(
+    rules: RuleSet, states: dict[str, AlertState], scoped: frozenset[str], at: Observation
+) -> list[Alert]:
+    """:func:`~rules.alerts.retire` the device's states that are stale; first a quick look
+    whether any is (at every reading: one seldom is)."""
+    by_id = rules.by_id
+    for rule_id, state in states.items():
+        rule = by_id.get(rule_id)
+        if (
+            rule is None
+            or rule_id not in scoped
+            or (state.kind and state.kind != rule.kind)
+            or REGISTRY[rule.kind].role == "place"
+        ):
+            return retire(states, at.place_path, at.ts, _device_stale(rules, scoped))
+    return []
 
 
 # --- devices ----------------------------------------------------------------------------------
@@ -266,7 +295,7 @@ def evaluate_device(
     states = dict(memory.rules)
     scoped = rules.scoped((first.device_type, first.profile_id, first.place_path, first.tags))
     if states:
-        out.alerts.extend(retire(states, first.place_path, ts, _device_stale(rules, scoped)))
+        out.alerts.extend(_retire_device(rules, states, scoped, first))
     for obs in reading:
         for rule in rules.device_rules(obs.metric):
             if rule.id in scoped and REGISTRY[rule.kind].accepts(rule, obs):
@@ -277,8 +306,9 @@ def evaluate_device(
         _rejudge(rules, states, ts, first, frozenset(metrics), out)
     for silence in rules.absence:
         if silence.id in scoped:
-            obs = replace(first, metric=silence.metric)
-            seen = obs if silence.metric in metrics else None
+            metric = silence.metric
+            obs = first if first.metric == metric else first._replace(metric=metric)
+            seen = obs if metric in metrics else None
             _judge_device_rule(silence, states, ts, obs, seen, out)
     out.memory = DeviceMemory(ts, states, frozenset(metrics))
     return out
@@ -286,8 +316,11 @@ def evaluate_device(
 
 def _for_places(rules: RuleSet, obs: Observation, scoped: frozenset[str]) -> list[PlaceObservation]:
     """The observation, sent to each place rule that judges it at the device's place."""
+    composite = rules.composite_rules(obs.metric)
+    if not composite:
+        return []
     sent = []
-    for rule in rules.composite_rules(obs.metric):
+    for rule in composite:
         depth = rule.group_by.depth + 1
         if len(obs.place_path) >= depth and rule.id in scoped:
             sent.append(
@@ -320,7 +353,7 @@ def sweep_device(
         (subject.device_type, subject.profile_id, subject.place_path, subject.tags)
     )
     if states:
-        out.alerts.extend(retire(states, subject.place_path, now, _device_stale(rules, scoped)))
+        out.alerts.extend(_retire_device(rules, states, scoped, subject._replace(ts=now)))
     for rule in rules.absence:
         kind = REGISTRY[rule.kind]
         state = states.get(rule.id)
@@ -330,7 +363,7 @@ def sweep_device(
                 states[rule.id] = AlertState(memory=seeded, kind=rule.kind)
             continue
         if kind.due(rule, state, now):
-            obs = replace(subject, metric=rule.metric)
+            obs = subject._replace(metric=rule.metric)
             _judge_device_rule(rule, states, now, obs, None, out)
     if states:
         _rejudge(rules, states, now, subject, frozenset(), out)
@@ -396,7 +429,7 @@ def _judge_place_rule(
     obs: Observation,
     update: Observation | None,
 ) -> list[Alert]:
-    state = states.get(rule.id) or AlertState(kind=rule.kind)
+    state = states.get(rule.id) or _fresh(rule.kind)
     judged = REGISTRY[rule.kind].judge(rule, state, clock, update)
     key = f"{rule.id}|{obs.place_path[-1]}"
     tr = _apply(rule, states, state, judged, clock, key, (obs.device_id, obs.metric))

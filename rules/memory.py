@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from cityvitals.contracts import iso
 from rules.alerting import AlertState
 
 __all__ = ["DeviceMemory", "PlaceMemory"]
@@ -42,7 +43,7 @@ class DeviceMemory:
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"r": _states_json(self.rules)}
         if self.watermark is not None:
-            out["wm"] = self.watermark.isoformat()
+            out["wm"] = iso(self.watermark)
             out["wmm"] = sorted(self.metrics)
         return out
 

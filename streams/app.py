@@ -61,7 +61,7 @@ from rules.incidents import IncidentConfig, load_incident_config
 from rules.indicators import Catalogue
 from streams.incidents import add_incident_agents
 from streams.live import LiveRules, StreamMetrics
-from streams.pipeline import process_batch, process_places
+from streams.pipeline import ParsedMemories, process_batch, process_places
 from streams.seeds import OpenAlert, seed_memories
 from streams.transport import Transport
 from streams.validation import is_newer, registry_entry
@@ -111,6 +111,7 @@ def create_app(
     metrics = StreamMetrics(registry)
     live = LiveRules(rules, settings.rules_file, metrics)
     seeds = seed_memories(open_alerts, rules)
+    parsed = ParsedMemories()
     parts = settings.kafka_partitions
     app = faust.App(
         settings.topic(settings.streams_app_id),
@@ -314,6 +315,7 @@ def create_app(
             catalogue,
             {d: marks.get(d) for d in ids},
             msg.offset,
+            parsed,
         )
         pending: list[Awaitable[Any]] = []
         if len(outcome.enriched):

@@ -17,6 +17,7 @@ from cityvitals.contracts import (
     PlaceLevel,
     Reading,
     WindowPartial,
+    iso,
 )
 from rules.indicators import (
     FORMULAS,
@@ -47,9 +48,6 @@ class _Feed:
     window_s: int
     depths: tuple[int, ...]
     """The place-path depths of its levels (city 1, district 2, ...)."""
-
-    def fed_by(self, values: Mapping[str, float]) -> bool:
-        return self.every_reading or not self.metrics.isdisjoint(values)
 
 
 @lru_cache(maxsize=8)
@@ -117,7 +115,7 @@ class Partials:
         else:
             values = reading.values
         device_id = reading.device_id
-        instant = reading.ts.isoformat()
+        instant = iso(reading.ts)
         if (device_id, instant) in self._seen:
             return False  # twice in one message
         self._seen.add((device_id, instant))
@@ -148,7 +146,7 @@ class Partials:
             return True
         seconds = int(reading.ts.timestamp())
         for feed in feeds:
-            if not feed.fed_by(values):
+            if not feed.every_reading and feed.metrics.isdisjoint(values):
                 continue
             start = seconds - seconds % feed.window_s
             spec_id = feed.spec.id
@@ -188,11 +186,7 @@ class Partials:
         if start_iso is None:
             start_iso = self._iso[start] = datetime.fromtimestamp(start, UTC).isoformat()
         mark = counted.get(spec_id)
-        if _counted_here(mark, start_iso, offset, path):  # the usual case: nothing new
-            for depth in feed.depths:
-                if len(path) >= depth:
-                    self._reporting.setdefault((spec_id, path[:depth], start), 0)
-        else:
+        if not _counted_here(mark, start_iso, offset, path):  # usually counted: nothing new
             entries = _entries(mark)
             before = _counted_at(entries, start_iso, offset)
             fresh = False
@@ -232,15 +226,16 @@ class Partials:
                     merged[key] = dict(state)
                 else:
                     merge(into, state)
+        reporting = self._reporting
         return [
             WindowPartial(
                 indicator=ind,
                 place_path=place,
                 window_start=datetime.fromtimestamp(start, UTC),
-                state=merged.get((ind, place, start), {}),
-                reporting=r,
+                state=state,
+                reporting=reporting.get((ind, place, start), 0),
             )
-            for (ind, place, start), r in self._reporting.items()
+            for (ind, place, start), state in merged.items()
         ]
 
 
@@ -249,7 +244,7 @@ def _counted_here(mark: list[Any] | None, start: str, offset: int, path: tuple[s
     every place above it too): then this reading counts nowhere."""
     if not mark or isinstance(mark[0], str):
         return False
-    for s, o, p in mark:
+    for s, o, p in reversed(mark):  # the newest window last: usually the one sought
         if s == start and o != offset and p is not None and tuple(p) == path:
             return True
     return False

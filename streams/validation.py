@@ -11,7 +11,7 @@ An accepted one is enriched with its device's type and place (:func:`enrich`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cityvitals.contracts import CameraEvent, DeadLetter, Device, DeviceState, Reading
@@ -29,6 +29,7 @@ __all__ = [
     "unlisted_metric",
 ]
 
+ZERO = timedelta(0)
 FUTURE_TOLERANCE = timedelta(minutes=10)
 """A reading stamped further ahead of the stream's clock is refused: it would move its
 device's watermark into the future and make every later reading late."""
@@ -117,7 +118,11 @@ def refusal(item: Reading | CameraEvent, reason: str, source: str, now: datetime
 
 
 def enrich(item: Reading | CameraEvent, entry: Mapping[str, Any]) -> Reading | CameraEvent:
-    """The item with its device's type and place from the registry entry (a copy)."""
-    return item.model_copy(
-        update={"device_type": entry["device_type"], "place_path": tuple(entry["place_path"])}
-    )
+    """The item with its device's type and place from the registry entry (a copy). A UTC
+    instant gets the standard library's UTC zone: the zone pydantic decodes is called back
+    at every format and comparison of the instant, and the stage makes several of each."""
+    update = {"device_type": entry["device_type"], "place_path": tuple(entry["place_path"])}
+    ts = item.ts
+    if ts.tzinfo is not UTC and ts.utcoffset() == ZERO:
+        update["ts"] = ts.replace(tzinfo=UTC)
+    return item.model_copy(update=update)

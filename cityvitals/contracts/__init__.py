@@ -36,6 +36,7 @@ from cityvitals.contracts.base import (
     Identifier,
     MetricName,
     UtcDatetime,
+    iso,
 )
 from cityvitals.contracts.health import (
     STAGE,
@@ -148,4 +149,5 @@ __all__ = [
     "ValidationError",
     "WarningLevel",
     "WindowPartial",
+    "iso",
 ]

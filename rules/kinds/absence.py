@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from cityvitals.contracts import WarningLevel
+from cityvitals.contracts import WarningLevel, iso
 from rules.alerting import AlertState
 from rules.kinds.base import Example, Judgement, RuleKind
 from rules.kinds.spec import Metric, PositiveDuration, RuleBase, Summary
@@ -39,7 +39,7 @@ class AbsenceKind(RuleKind[AbsenceRule]):
         last = at if seen or state.memory is None else datetime.fromisoformat(state.memory)
         silent = (at - last).total_seconds()
         level = rule.level if silent >= rule.after.total_seconds() else None
-        return Judgement(level, silent, rule.after.total_seconds(), last.isoformat())
+        return Judgement(level, silent, rule.after.total_seconds(), iso(last))
 
     def wait(self, rule: AbsenceRule, stale: timedelta, grace: timedelta) -> timedelta:
         return rule.after

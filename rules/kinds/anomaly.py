@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from datetime import datetime
 from typing import Literal
 
@@ -73,7 +72,7 @@ class AnomalyKind(RuleKind[AnomalyRule]):
             why = detector.explain_one(x).text  # only for a score that may alert: it costs
         detector.learn_one(x)
         judged = judge_levelled(rule, score, state.firing, detector.to_json())
-        return replace(judged, why=why)
+        return judged._replace(why=why)
 
     def example(self) -> Example:
         """A daily-looking wave sampled every 5 minutes, a spike, then the wave again."""

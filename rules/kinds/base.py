@@ -17,7 +17,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 from cityvitals.contracts import WarningLevel
 from rules.alerting import AlertState
@@ -32,10 +32,10 @@ LastValue = tuple[datetime, WarningLevel | None, float, float]
 """A pending or firing rule's last judged value: its time, level, value and threshold."""
 
 
-@dataclass(frozen=True, slots=True)
-class Judgement:
+class Judgement(NamedTuple):
     """A kind's verdict on one input: the level (None: the condition does not hold), the value
-    and threshold an alert reports, the kind's new memory and the devices that are evidence."""
+    and threshold an alert reports, the kind's new memory and the devices that are evidence.
+    A named tuple: one is made per rule at every reading (a frozen dataclass costs more)."""
 
     level: WarningLevel | None
     value: float

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from cityvitals.contracts import iso
 from rules.alerting import AlertState
 from rules.kinds.base import Example, Judgement, RuleKind
 from rules.kinds.spec import Duration, LevelledRule, PositiveDuration, Summary, human
@@ -54,7 +55,7 @@ class RateKind(RuleKind[RateRule]):
             old += 1
         points = kept[old:]
         first = points[0] if points else None
-        points.append([obs.ts.isoformat(), obs.value])
+        points.append([iso(obs.ts), obs.value])
         if len(points) > RATE_POINTS:
             points = [*points[:-1:2], points[-1]]
         if first is None or obs.ts - datetime.fromisoformat(first[0]) < max(rule.span, _INSTANT):

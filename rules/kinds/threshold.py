@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from cityvitals.contracts import iso
 from rules.alerting import AlertState
 from rules.kinds.base import Example, Judgement, LastValue, RuleKind
 from rules.kinds.spec import LevelledRule, PositiveDuration, Summary
@@ -46,7 +47,7 @@ class ThresholdKind(RuleKind[ThresholdRule]):
         self, rule: ThresholdRule, state: AlertState, at: datetime, obs: Observation | None
     ) -> Judgement:
         assert obs is not None
-        seen = None if rule.expires_after is None else obs.ts.isoformat()
+        seen = None if rule.expires_after is None else iso(obs.ts)
         return judge_levelled(rule, obs.value, state.firing, seen)
 
     def accepts(self, rule: ThresholdRule, obs: Observation) -> bool:

@@ -215,3 +215,45 @@ def test_an_open_alert_of_a_removed_rule_is_resolved_as_retired() -> None:
     tick = ReadingBatch(tick=T0 + timedelta(minutes=2))
     (retired,) = process_batch(tick, devices, states, RULES, "r", T0).alerts
     assert (retired.alert_id, retired.resolution) == ("a" * 32, AlertResolution.RETIRED)
+
+
+def test_parsed_memories_follow_the_table_not_the_cache() -> None:
+    from streams.pipeline import ParsedMemories
+
+    parsed = ParsedMemories()
+    devices = {"wl-9": registry_entry(device("wl-9"))}
+    first = process_batch(
+        ReadingBatch(readings=(reading("wl-9", 50, minutes=1),)),
+        devices,
+        {},
+        RULES,
+        "raw[0]",
+        T0,
+        parsed=parsed,
+    )
+    kept = first.changed_states["wl-9"]
+    assert kept is not None and "deep" in kept["r"]  # firing
+    # The table holds what the batch wrote: the parsed memory is used, and the alert goes on.
+    again = process_batch(
+        ReadingBatch(readings=(reading("wl-9", 50, minutes=2),)),
+        devices,
+        {"wl-9": kept},
+        RULES,
+        "raw[0]",
+        T0,
+        parsed=parsed,
+    )
+    assert not again.alerts
+    # The table holds another value (recovered from its changelog, say: a copy without the
+    # firing alert): that value is parsed, not the one kept.
+    recovered = {**kept, "r": {}}
+    other = process_batch(
+        ReadingBatch(readings=(reading("wl-9", 50, minutes=3),)),
+        devices,
+        {"wl-9": recovered},
+        RULES,
+        "raw[0]",
+        T0,
+        parsed=parsed,
+    )
+    assert [a.status for a in other.alerts] == [AlertStatus.FIRING]
