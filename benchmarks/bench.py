@@ -79,12 +79,8 @@ class Target:
     """When set, the target is ``value`` times this figure of the same run."""
 
 
-LOAD_TICK_S = 0.02
-"""The latency run's background load is written to the publishers every this many seconds: a
-steady load, not a burst every tick (with 0.1 s ticks each marker waited behind a burst of a
-tenth of a second's readings, 330 at 3,300/s, in every stage)."""
-MARK_EVERY = 10
-"""Ticks between markers: one every 0.2 s."""
+MARK_EVERY_S = 0.2
+"""Seconds between the latency run's markers."""
 WARM_UP_S = 3.0
 """Seconds of background load before the first marker (the load is steady by then)."""
 SETTLE_S = 5.0
@@ -170,6 +166,9 @@ class BenchOptions:
     latency_load: float = 0.0
     """Background readings/s of the latency run; 0: half the end-to-end rate, measured
     after it (else measured first, on the fresh stack)."""
+    latency_tick_s: float = 0.1
+    """The latency run writes its background load to the publishers every this many seconds:
+    a tick's readings at once (0.1 s: bursts; 0.02 s: a steadier trickle)."""
     stream_readings: int = 30_000
     small_job_readings: int = 100_000
     """Readings of the small job, on our stage and on Quix Streams (each)."""
@@ -285,7 +284,8 @@ def alert_latency(
     assigned.wait(30)  # joining the group takes seconds; markers sent before would wait it
     seq = {d: 10_000_000 for d in credentials}
     start = time.monotonic()
-    tick, n = LOAD_TICK_S, 0
+    tick, n = opts.latency_tick_s, 0
+    mark_every = max(round(MARK_EVERY_S / tick), 1)
     per_tick = rate * tick / max(len(credentials), 1)
     owed = 0.0
     while time.monotonic() - start < WARM_UP_S + opts.latency_s:
@@ -302,11 +302,11 @@ def alert_latency(
                 )
             proc.stdin.write(b"".join(lines))
             proc.stdin.flush()
-        if n % MARK_EVERY == 0 and time.monotonic() - start >= WARM_UP_S:
+        if n % mark_every == 0 and time.monotonic() - start >= WARM_UP_S:
             ts = datetime.now(UTC)
             key = ts.isoformat().replace("+00:00", "Z")
             sent[key] = time.monotonic()
-            pm25 = 100.0 if (n // MARK_EVERY) % 2 == 0 else 10.0  # fires, then resolves
+            pm25 = 100.0 if (n // mark_every) % 2 == 0 else 10.0  # fires, then resolves
             body = {"ts": ts.isoformat(), "seq": n, "values": {"pm25": pm25}}
             client.publish(
                 f"{settings.mqtt_topic_root}/{marker_id}/readings", json.dumps(body), qos=1
@@ -325,6 +325,7 @@ def alert_latency(
     client.disconnect()
     out: dict[str, Any] = {
         "load_readings_per_s": round(rate),
+        "load_tick_s": opts.latency_tick_s,
         "markers": len(latencies) + len(sent),
     }
     out["missing"] = len(sent)

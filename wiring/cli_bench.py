@@ -27,6 +27,15 @@ def bench(
             "(default: half the end-to-end rate, measured after it)"
         ),
     ] = 0.0,
+    latency_tick_s: Annotated[
+        float,
+        typer.Option(
+            min=0.005,
+            max=1.0,
+            help="the latency run writes its load every this many seconds (0.1: bursts, "
+            "0.02: a steadier trickle)",
+        ),
+    ] = 0.1,
     stream_readings: Annotated[
         int, typer.Option(help="readings of the streams-stage run (and its ceiling)")
     ] = 30_000,
@@ -61,6 +70,7 @@ def bench(
             pack=pack,
             latency_s=latency_s,
             latency_load=latency_load,
+            latency_tick_s=latency_tick_s,
             stream_readings=stream_readings,
             small_job_readings=small_job_readings,
             sink_rows=sink_rows,
