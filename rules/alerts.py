@@ -115,11 +115,10 @@ def retire(
     """Drop the states ``stale`` gives a reason for (a rule removed, changed kind, or no longer
     in scope); close their open alerts with that reason."""
     alerts = []
-    for rule_id, state in list(states.items()):
-        reason = stale(rule_id, state)
-        if reason is None:
-            continue
-        del states[rule_id]
+    # Looked over first, without a copy of the states: at every reading, one is seldom stale.
+    gone = [(i, reason) for i, s in states.items() if (reason := stale(i, s)) is not None]
+    for rule_id, reason in gone:
+        state = states.pop(rule_id)
         if state.alert_id is None or state.detail is None:
             continue
         device_id, metric, value, threshold = state.detail

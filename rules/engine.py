@@ -239,24 +239,6 @@ def _device_stale(
     return stale
 
 
-def _retire_device(
-    rules: RuleSet, states: dict[str, AlertState], scoped: frozenset[str], at: Observation
-) -> list[Alert]:
-    """:func:`~rules.alerts.retire` the device's states that are stale; first a quick look
-    whether any is (at every reading: one seldom is)."""
-    by_id = rules.by_id
-    for rule_id, state in states.items():
-        rule = by_id.get(rule_id)
-        if (
-            rule is None
-            or rule_id not in scoped
-            or (state.kind and state.kind != rule.kind)
-            or REGISTRY[rule.kind].role == "place"
-        ):
-            return retire(states, at.place_path, at.ts, _device_stale(rules, scoped))
-    return []
-
-
 # --- devices ----------------------------------------------------------------------------------
 
 
@@ -295,7 +277,7 @@ def evaluate_device(
     states = dict(memory.rules)
     scoped = rules.scoped((first.device_type, first.profile_id, first.place_path, first.tags))
     if states:
-        out.alerts.extend(_retire_device(rules, states, scoped, first))
+        out.alerts.extend(retire(states, first.place_path, ts, _device_stale(rules, scoped)))
     for obs in reading:
         for rule in rules.device_rules(obs.metric):
             if rule.id in scoped and REGISTRY[rule.kind].accepts(rule, obs):
@@ -353,7 +335,7 @@ def sweep_device(
         (subject.device_type, subject.profile_id, subject.place_path, subject.tags)
     )
     if states:
-        out.alerts.extend(_retire_device(rules, states, scoped, subject._replace(ts=now)))
+        out.alerts.extend(retire(states, subject.place_path, now, _device_stale(rules, scoped)))
     for rule in rules.absence:
         kind = REGISTRY[rule.kind]
         state = states.get(rule.id)

@@ -1,4 +1,5 @@
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cityvitals.contracts import (
     Alert,
@@ -218,42 +219,21 @@ def test_an_open_alert_of_a_removed_rule_is_resolved_as_retired() -> None:
 
 
 def test_parsed_memories_follow_the_table_not_the_cache() -> None:
-    from streams.pipeline import ParsedMemories
+    from streams.pipeline import BatchOutcome, ParsedMemories
 
     parsed = ParsedMemories()
     devices = {"wl-9": registry_entry(device("wl-9"))}
-    first = process_batch(
-        ReadingBatch(readings=(reading("wl-9", 50, minutes=1),)),
-        devices,
-        {},
-        RULES,
-        "raw[0]",
-        T0,
-        parsed=parsed,
-    )
-    kept = first.changed_states["wl-9"]
+
+    def judge(minutes: int, stored: dict[str, Any] | None) -> BatchOutcome:
+        batch = ReadingBatch(readings=(reading("wl-9", 50, minutes=minutes),))
+        states = {} if stored is None else {"wl-9": stored}
+        return process_batch(batch, devices, states, RULES, "raw[0]", T0, parsed=parsed)
+
+    kept = judge(1, None).changed_states["wl-9"]
     assert kept is not None and "deep" in kept["r"]  # firing
     # The table holds what the batch wrote: the parsed memory is used, and the alert goes on.
-    again = process_batch(
-        ReadingBatch(readings=(reading("wl-9", 50, minutes=2),)),
-        devices,
-        {"wl-9": kept},
-        RULES,
-        "raw[0]",
-        T0,
-        parsed=parsed,
-    )
-    assert not again.alerts
+    assert not judge(2, kept).alerts
     # The table holds another value (recovered from its changelog, say: a copy without the
     # firing alert): that value is parsed, not the one kept.
-    recovered = {**kept, "r": {}}
-    other = process_batch(
-        ReadingBatch(readings=(reading("wl-9", 50, minutes=3),)),
-        devices,
-        {"wl-9": recovered},
-        RULES,
-        "raw[0]",
-        T0,
-        parsed=parsed,
-    )
+    other = judge(3, {**kept, "r": {}})
     assert [a.status for a in other.alerts] == [AlertStatus.FIRING]
