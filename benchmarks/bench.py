@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -245,29 +245,44 @@ def alert_latency(
     opts: BenchOptions,
 ) -> dict[str, Any]:
     """Background load at ``rate`` readings/s while the marker fires and resolves an alert
-    every 0.2 s; latency from its MQTT publish to the transition on ``alerts``."""
+    every 0.2 s; latency from its MQTT publish to the transition on ``alerts``, and per hop
+    (:func:`_hops`)."""
     marker_id, marker_secret = marker
-    sent: dict[str, float] = {}
+    sent: dict[str, tuple[float, float]] = {}  # ts -> (monotonic, wall clock) of the publish
+    on_raw: dict[str, float] = {}  # ts -> the wall clock the gateway produced its batch at
     latencies: list[float] = []
+    hops: list[tuple[float, float, float]] = []
     stop = threading.Event()
     # A short fetch wait: the broker may hold a fetch that finds nothing for the whole wait.
     consumer = kafka.consumer(
         settings, f"bench-latency-{uuid.uuid4().hex[:8]}", **{"fetch.wait.max.ms": 10}
     )
     assigned = threading.Event()
-    consumer.subscribe([settings.topic(Topic.ALERTS)], on_assign=lambda *_: assigned.set())
+    alerts_topic, raw_topic = settings.topic(Topic.ALERTS), settings.topic(Topic.READINGS_RAW)
+    consumer.subscribe([alerts_topic, raw_topic], on_assign=lambda *_: assigned.set())
+    marker_bytes = marker_id.encode()
 
     def listen() -> None:
         while not stop.is_set() or (sent and time.monotonic() < stopped_at + 5):
             for msg in kafka.consume_batch(consumer, 500, 0.05):
-                alert = json.loads(msg.value() or b"{}")
-                at = (
-                    sent.pop(alert.get("ts", ""), None)
-                    if alert.get("device_id") == marker_id
-                    else None
-                )
-                if at is not None:
-                    latencies.append(time.monotonic() - at)
+                value = msg.value() or b"{}"
+                if marker_bytes not in value:
+                    continue
+                produced = msg.timestamp()[1] / 1000
+                if msg.topic() == raw_topic:
+                    for reading in json.loads(value).get("readings", ()):
+                        if reading.get("device_id") == marker_id:
+                            on_raw[reading["ts"]] = produced
+                    continue
+                alert = json.loads(value)
+                at = sent.pop(alert.get("ts", ""), None)
+                if at is None:
+                    continue
+                (published, wall), now = at, time.monotonic()
+                latencies.append(now - published)
+                raw = on_raw.pop(alert["ts"], None)
+                if raw is not None:
+                    hops.append((raw - wall, produced - raw, time.time() - produced))
 
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=f"bench-marker-{uuid.uuid4().hex[:6]}"
@@ -305,7 +320,7 @@ def alert_latency(
         if n % mark_every == 0 and time.monotonic() - start >= WARM_UP_S:
             ts = datetime.now(UTC)
             key = ts.isoformat().replace("+00:00", "Z")
-            sent[key] = time.monotonic()
+            sent[key] = (time.monotonic(), time.time())
             pm25 = 100.0 if (n // mark_every) % 2 == 0 else 10.0  # fires, then resolves
             body = {"ts": ts.isoformat(), "seq": n, "values": {"pm25": pm25}}
             client.publish(
@@ -327,14 +342,36 @@ def alert_latency(
         "load_readings_per_s": round(rate),
         "load_tick_s": opts.latency_tick_s,
         "markers": len(latencies) + len(sent),
+        "missing": len(sent),
+        **_percentiles(latencies),
+        "hops_ms": _hops(hops),
     }
-    out["missing"] = len(sent)
-    if len(latencies) >= 2:
-        q = statistics.quantiles(latencies, n=100)
-        out.update(p50_ms=round(q[49] * 1000, 1), p99_ms=round(q[98] * 1000, 1))
-    else:
-        out.update(p50_ms=None, p99_ms=None)
     return out
+
+
+HOPS = ("mqtt_to_raw", "raw_to_alert", "alert_to_consumer")
+"""The latency's hops, by the Kafka timestamps of the marker's messages: MQTT publish -> the
+gateway's produce onto ``readings.raw``; -> the stream stage's produce onto ``alerts``; -> a
+consumer has it. The clocks are one machine's."""
+
+
+def _percentiles(seconds: Sequence[float]) -> dict[str, float | None]:
+    """p50 and p99 in milliseconds, None with fewer than two samples.
+
+    >>> _percentiles([0.1, 0.2, 0.3])
+    {'p50_ms': 200.0, 'p99_ms': 396.0}
+    >>> _percentiles([0.1])
+    {'p50_ms': None, 'p99_ms': None}
+    """
+    if len(seconds) < 2:
+        return {"p50_ms": None, "p99_ms": None}
+    q = statistics.quantiles(seconds, n=100)
+    return {"p50_ms": round(q[49] * 1000, 1), "p99_ms": round(q[98] * 1000, 1)}
+
+
+def _hops(samples: Sequence[tuple[float, ...]]) -> dict[str, dict[str, float | None]]:
+    """Each hop's p50 and p99 (:data:`HOPS`, in order) over the markers' samples."""
+    return {name: _percentiles([s[i] for s in samples]) for i, name in enumerate(HOPS)}
 
 
 def _progress(figures: Mapping[str, Any]) -> None:

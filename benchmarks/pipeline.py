@@ -55,7 +55,9 @@ def stored(settings: Settings, marker: str) -> int:
         row = conn.execute(
             "SELECT count(*) FROM readings WHERE metric = 'pm25' AND device_id <> %s", (marker,)
         ).fetchone()
-    return int(row[0]) if row else 0
+    count = row[0] if row else 0
+    assert isinstance(count, int)
+    return count
 
 
 def cpu_seconds(pid: int) -> float:
@@ -171,6 +173,7 @@ def main() -> None:
                         "SELECT ts FROM readings WHERE device_id = %s AND metric = 'pm25' AND ts = ANY(%s)",
                         (marker_id, list(sent)),
                     ).fetchall():
+                        assert isinstance(ts, datetime)
                         latencies.append(time.monotonic() - sent.pop(ts))
                     if stop.is_set() and time.monotonic() > stop_at + 30:
                         break

@@ -85,7 +85,7 @@ def raw_batches(messages: list[tuple[str, bytes]], batch: int, now: datetime) ->
     out = []
     for i in range(0, len(messages), batch):
         group = [decode("cityvitals", t, p, now) for t, p in messages[i : i + batch]]
-        out.append(ReadingBatch(readings=tuple(group)).model_dump_json().encode())  # type: ignore[arg-type]
+        out.append(ReadingBatch(readings=tuple(group)).model_dump_json().encode())
     return out
 
 

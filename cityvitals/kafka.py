@@ -35,10 +35,20 @@ class KafkaUnavailable(Transient):
 
 
 def producer(settings: Settings, **overrides: Any) -> Producer:
-    """An idempotent producer that waits for every in-sync replica (``acks=all``)."""
+    """A producer that waits for every in-sync replica (``acks=all``) and keeps a partition's
+    order through retries (one request in flight per broker).
+
+    It is not Kafka's idempotent producer: a retry is written again, and every consumer folds
+    the duplicate (each write downstream is an upsert on a natural key). The idempotent one
+    lost batches when the broker crashed: tansu, killed with a produce request in flight,
+    answered the retry with ``DuplicateSequenceNumber`` ("already written"), which the
+    producer takes as delivered, yet the batch was in no partition
+    (``tests/integration/test_broker_restart.py``).
+    """
     config: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap,
-        "enable.idempotence": True,
+        "enable.idempotence": False,
+        "max.in.flight.requests.per.connection": 1,
         "acks": "all",
         "linger.ms": 5,
         "compression.type": "none",

@@ -8,9 +8,11 @@ a Faust worker takes seconds to join its group.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -100,6 +102,17 @@ class Pipeline:
                 return str(r.read().decode())
         except OSError:
             return ""
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``cityvitals ARGS`` as a separate process on this stack, as an operator runs it."""
+        return subprocess.run(
+            [sys.executable, "-m", "wiring.cli", *args],
+            env={**os.environ, **self.settings.to_env()},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
 
     def add_rules(self, rules_yaml: str) -> str:
         """Append rules to the stream's rule file; returns once the stream runs them."""

@@ -4,9 +4,6 @@ published over MQTT, reconciles end to end and its figures are what was sent."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,15 +14,8 @@ VALID, BAD_AT_GATEWAY, BAD_AT_STREAM = 30, 6, 4
 
 
 def run_audit(pipeline: Pipeline, *args: str) -> tuple[int, dict[str, Any]]:
-    """``cityvitals audit --json ARGS`` as a separate process, as an operator runs it."""
-    done = subprocess.run(
-        [sys.executable, "-m", "wiring.cli", "audit", "--json", *args],
-        env={**os.environ, **pipeline.settings.to_env()},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    """``cityvitals audit --json ARGS``."""
+    done = pipeline.cli("audit", "--json", *args)
     assert done.returncode in (0, 1), done.stderr
     return done.returncode, json.loads(done.stdout)
 

@@ -66,19 +66,15 @@ FAULTS: dict[str, Callable[[Pipeline], None]] = {
     "restart tansu": restart_broker,
     "kill -9 tansu": crash_broker,
 }
-RESTART_LOSES_ONE = pytest.mark.xfail(
-    strict=False,
-    reason="in 1 run of 2, a reading sent while tansu (S3 storage) restarted was never stored, "
-    "none dead-lettered; tansu had answered a produce retry with DuplicateSequenceNumber, "
-    "which the gateway's idempotent producer takes as delivered (suspected, not proven)",
+KILL_STALLS_A_PARTITION = pytest.mark.xfail(
+    run=False,  # not run in CI, where a stalled case costs a minute of waiting
+    reason="after kill -9 of tansu (S3 storage) the case passed in 4 runs of 7. In one failure "
+    "the missing readings were on readings.raw past the stream group's committed offset: the "
+    "stream worker's consumer had stopped taking the partition (no rebalance, no error after "
+    "the reconnect). The other two failed before the failure message said where the readings "
+    "were (28 readings of one partition missing; the alert not resolved within 30 s)",
 )
-KILL_NOT_ESTABLISHED = pytest.mark.xfail(
-    run=False,  # it has only timed out so far: not run in CI, where it would cost a minute
-    reason="not established: in the one run so far, after kill -9 of tansu on S3 storage the "
-    "hot stretch's alert had not resolved within the checks' 30 s (the stream far behind, the "
-    "S3 server busy); whether a reading or an alert is lost, or only late, is not known yet",
-)
-MARKS = {"restart tansu": [RESTART_LOSES_ONE], "kill -9 tansu": [KILL_NOT_ESTABLISHED]}
+MARKS = {"kill -9 tansu": [KILL_STALLS_A_PARTITION]}
 PER_DEVICE = 40
 RATE_HZ = 2.0
 """Readings per device and their rate (20 s of load): the fault comes at a quarter, the rest

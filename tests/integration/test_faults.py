@@ -27,9 +27,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cityvitals import kafka
 from cityvitals.settings import Settings
+from cityvitals.topics import Topic
 from tests.integration.conftest import Pipeline, free_port, wait_for
 from tests.integration.conftest import test_incidents as quick_incidents
 from wiring.localstack import LocalStack, MetricsPorts, down, reports_ready
@@ -226,6 +229,41 @@ def no_fault(_pipeline: Pipeline) -> None:
     """The control case: the same load and checks with nothing going wrong."""
 
 
+def audit(pipeline: Pipeline) -> str:
+    """What ``cityvitals audit`` says of every hop (a lost reading's hop shows as a gap)."""
+    done = pipeline.cli("audit")
+    return done.stdout + done.stderr
+
+
+def on_raw(pipeline: Pipeline, lost: dict[str, list[int]]) -> dict[int, dict[str, Any]]:
+    """Where ``readings.raw`` stands, per partition: its high watermark, the stream group's
+    committed offset, and the offsets holding the lost readings (none: the broker lost them)."""
+    s = pipeline.settings
+    topic = s.topic(Topic.READINGS_RAW)
+    group = s.topic(s.streams_app_id)
+    consumer = kafka.consumer(s, group, **{"enable.partition.eof": True})
+    parts = [TopicPartition(topic, p) for p in range(s.kafka_partitions)]
+    view: dict[int, dict[str, Any]] = {}
+    for tp in consumer.committed(parts, timeout=10):
+        _low, high = consumer.get_watermark_offsets(tp, timeout=10)
+        view[tp.partition] = {"high": high, "committed": tp.offset, "lost_at": {}}
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in view])
+    ended: set[int] = set()
+    deadline = time.monotonic() + 30
+    while len(ended) < len(view) and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is None:
+            continue
+        if msg.error():
+            ended.add(msg.partition())
+            continue
+        for r in json.loads(msg.value()).get("readings", ()):
+            if r.get("seq") in lost.get(r.get("device_id"), ()):
+                view[msg.partition()]["lost_at"][f"{r['device_id']}#{r['seq']}"] = msg.offset()
+    consumer.close()
+    return view
+
+
 def wait_until_stored(
     pipeline: Pipeline, count_sql: str, ids: list[str], published: int, stall_s: float = 15
 ) -> None:
@@ -318,7 +356,11 @@ def assert_stored_exactly_once(pipeline: Pipeline, load: Load, district: str) ->
         "GROUP BY stage, reason",
         ids,
     )
-    assert {d: m for d, m in missing.items() if m} == {}, f"readings lost; dead letters: {letters}"
+    lost = {d: m for d, m in missing.items() if m}
+    assert lost == {}, (
+        f"readings lost; dead letters: {letters}; the audit: {audit(pipeline)}; "
+        f"readings.raw: {on_raw(pipeline, lost)}"
+    )
     stored, distinct = pipeline.query(count_sql, ids)[0]
     assert (stored, distinct) == (published, published)
     alerts = pipeline.query(
