@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Sequence
@@ -357,6 +358,8 @@ def create_app(
         _store(rule_state, outcome.changed_states)
         return pending, len(outcome.enriched)
 
+    work, confirm = (metrics.group_seconds.labels(p) for p in ("work", "confirm"))
+
     @app.agent(raw_topic)
     async def process(stream: faust.StreamT[bytes]) -> None:
         # Messages are taken in groups and their outputs awaited once per group: waiting
@@ -364,6 +367,7 @@ def create_app(
         # per message. A group's offsets are committed only after all its outputs were
         # confirmed (Faust acknowledges the events of a group when the next is taken).
         async for group in decoded_groups(stream, ReadingBatch, "bad_batch"):
+            started = time.perf_counter()
             pending: list[Awaitable[Any]] = []
             forwarded = 0
             for event, source, batch in group:
@@ -371,8 +375,12 @@ def create_app(
                 sent, passed = await handle(event.message, source, batch)
                 pending += sent
                 forwarded += passed
+            handed = time.perf_counter()
             await asyncio.gather(*pending)
             metrics.forwarded.inc(forwarded)
+            work.observe(handed - started)
+            confirm.observe(time.perf_counter() - handed)
+            metrics.group_size.observe(len(group))
 
     @app.agent(places_topic)
     async def places(stream: faust.StreamT[bytes]) -> None:

@@ -10,6 +10,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from confluent_kafka import Consumer
 from paho.mqtt.reasoncodes import ReasonCode
+from prometheus_client.parser import text_string_to_metric_families
 
 from cityvitals.contracts import Alert, DeadLetter
 from tests.integration.conftest import Pipeline, reading, wait_for
@@ -279,3 +280,26 @@ def test_dead_letters_carry_the_contract(pipeline: Pipeline) -> None:
             payload_b64=payload,
             received_at=received,
         )
+
+
+def test_the_stream_times_every_group_it_judges(pipeline: Pipeline) -> None:
+    def counts() -> dict[str, float]:
+        families = text_string_to_metric_families(pipeline.metrics("streams"))
+        return {
+            s.labels.get("phase", s.name): s.value
+            for f in families
+            if f.name in ("cityvitals_streams_group_seconds", "cityvitals_streams_group_messages")
+            for s in f.samples
+            if s.name.endswith("_count")
+        }
+
+    before = counts()
+    device, secret = pipeline.register("air_quality")
+    pipeline.mosquitto_pub(
+        device, secret, pipeline.topic(device), reading("2026-11-22T09:00:00Z", 1, pm25=12)
+    )
+    wait_for(lambda: pipeline.rows(device), what="the reading in the database")
+    # The three are observed one after the other for each group: read them in step.
+    after = wait_for(lambda: c if len(set((c := counts()).values())) == 1 else None)
+    assert set(after) == {"work", "confirm", "cityvitals_streams_group_messages_count"}
+    assert all(after[k] > before.get(k, 0) for k in after), (before, after)
