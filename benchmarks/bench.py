@@ -162,7 +162,8 @@ class BenchOptions:
     pack: int = 10
     """Readings per MQTT message of the packed end-to-end run."""
     window: int = 1000
-    latency_s: float = 10.0
+    latency_s: float = 30.0
+    """Seconds of markers (one every 0.2 s): 150 of them, so that p99 is not just the worst."""
     latency_load: float = 0.0
     """Background readings/s of the latency run; 0: half the end-to-end rate, measured
     after it (else measured first, on the fresh stack)."""
@@ -251,6 +252,7 @@ def alert_latency(
     sent: dict[str, tuple[float, float]] = {}  # ts -> (monotonic, wall clock) of the publish
     on_raw: dict[str, float] = {}  # ts -> the wall clock the gateway produced its batch at
     latencies: list[float] = []
+    marks: list[str] = []
     hops: list[tuple[float, float, float]] = []
     stop = threading.Event()
     # A short fetch wait: the broker may hold a fetch that finds nothing for the whole wait.
@@ -324,7 +326,9 @@ def alert_latency(
             ts = datetime.now(UTC)
             key = ts.isoformat().replace("+00:00", "Z")
             sent[key] = (time.monotonic(), time.time())
-            pm25 = 100.0 if (n // mark_every) % 2 == 0 else 10.0  # fires, then resolves
+            # The first fires, the next resolves, and so on: each makes a transition.
+            pm25 = 100.0 if len(marks) % 2 == 0 else 10.0
+            marks.append(key)
             body = {"ts": ts.isoformat(), "seq": n, "values": {"pm25": pm25}}
             client.publish(
                 f"{settings.mqtt_topic_root}/{marker_id}/readings", json.dumps(body), qos=1
@@ -346,6 +350,7 @@ def alert_latency(
         "load_tick_s": opts.latency_tick_s,
         "markers": len(latencies) + len(sent),
         "missing": len(sent),
+        "missing_markers": sorted(f"{marks.index(k)} of {len(marks)}: {k}" for k in sent)[:5],
         **_percentiles(latencies),
         "hops_ms": _hops(hops),
     }

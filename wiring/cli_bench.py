@@ -18,8 +18,11 @@ def bench(
         int, typer.Option(min=2, max=500, help="readings per MQTT message of the packed run")
     ] = 10,
     latency_s: Annotated[
-        float, typer.Option(help="seconds of the alert-latency run at half the top load")
-    ] = 10.0,
+        float,
+        typer.Option(
+            help="seconds of the alert-latency run at half the top load (a marker every 0.2 s)"
+        ),
+    ] = 30.0,
     latency_load: Annotated[
         float,
         typer.Option(
