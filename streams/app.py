@@ -221,17 +221,19 @@ def create_app(
 
     async def decoded_groups(
         stream: faust.StreamT[bytes], model: type[M], label: str
-    ) -> AsyncIterator[list[tuple[Any, str, M]]]:
+    ) -> AsyncIterator[tuple[float, list[tuple[Any, str, M]]]]:
         """As :func:`decoded`, a group at a time: what arrived within ``TAKE_WITHIN_S``, at
-        most ``TAKE_MAX`` messages. Each item comes with its Faust event: make it the current
-        one (:func:`current`) before writing a table for it."""
+        most ``TAKE_MAX`` messages, with the time (``perf_counter``) it was taken, before
+        decoding. Each item comes with its Faust event: make it the current one
+        (:func:`current`) before writing a table for it."""
         async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):  # type: ignore[attr-defined]
+            taken = time.perf_counter()
             group = []
             for event in events:
                 source, item = await decode(event, model, label)
                 if item is not None:
                     group.append((event, source, item))
-            yield group
+            yield taken, group
 
     async def send_vitals(
         source: str,
@@ -366,8 +368,7 @@ def create_app(
         # for Kafka's confirmation message by message would cap the stage at one round trip
         # per message. A group's offsets are committed only after all its outputs were
         # confirmed (Faust acknowledges the events of a group when the next is taken).
-        async for group in decoded_groups(stream, ReadingBatch, "bad_batch"):
-            started = time.perf_counter()
+        async for started, group in decoded_groups(stream, ReadingBatch, "bad_batch"):
             pending: list[Awaitable[Any]] = []
             forwarded = 0
             for event, source, batch in group:

@@ -44,15 +44,15 @@ class StreamMetrics(StageMetrics):
         self.devices = self.gauge("devices", "Devices known to this worker")
         self.group_seconds = Histogram(
             "cityvitals_streams_group_seconds",
-            "A group of readings.raw messages: judging it and handing its outputs over "
-            "(work), then waiting for Kafka to confirm them (confirm)",
+            "A group of readings.raw messages: decoding and judging it and handing its "
+            "outputs over (work), then waiting for Kafka to confirm them (confirm)",
             ["phase"],
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=registry,
         )
         self.group_size = Histogram(
             "cityvitals_streams_group_messages",
-            "readings.raw messages per group",
+            "readings.raw messages per group (those that decode)",
             buckets=(1, 2, 4, 8, 16, 32, 64, 100),
             registry=registry,
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -27,7 +28,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cityvitals import kafka
@@ -231,37 +232,53 @@ def no_fault(_pipeline: Pipeline) -> None:
 
 def audit(pipeline: Pipeline) -> str:
     """What ``cityvitals audit`` says of every hop (a lost reading's hop shows as a gap)."""
-    done = pipeline.cli("audit")
+    try:
+        done = pipeline.cli("audit")
+    except subprocess.SubprocessError as exc:
+        return f"(the audit failed: {exc})"
     return done.stdout + done.stderr
 
 
-def on_raw(pipeline: Pipeline, lost: dict[str, list[int]]) -> dict[int, dict[str, Any]]:
+def on_raw(pipeline: Pipeline, lost: dict[str, list[int]]) -> dict[int, dict[str, Any]] | str:
     """Where ``readings.raw`` stands, per partition: its high watermark, the stream group's
-    committed offset, and the offsets holding the lost readings (none: the broker lost them)."""
+    committed offset, and the offsets holding each lost reading (none: the reading is not on
+    the topic). A diagnosis for a failure message: an error reading the topic is returned."""
+    try:
+        return _on_raw(pipeline, lost)
+    except Exception as exc:
+        return f"(reading readings.raw failed: {exc!r})"
+
+
+def _on_raw(pipeline: Pipeline, lost: dict[str, list[int]]) -> dict[int, dict[str, Any]]:
     s = pipeline.settings
     topic = s.topic(Topic.READINGS_RAW)
     group = s.topic(s.streams_app_id)
     consumer = kafka.consumer(s, group, **{"enable.partition.eof": True})
-    parts = [TopicPartition(topic, p) for p in range(s.kafka_partitions)]
-    view: dict[int, dict[str, Any]] = {}
-    for tp in consumer.committed(parts, timeout=10):
-        _low, high = consumer.get_watermark_offsets(tp, timeout=10)
-        view[tp.partition] = {"high": high, "committed": tp.offset, "lost_at": {}}
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in view])
-    ended: set[int] = set()
-    deadline = time.monotonic() + 30
-    while len(ended) < len(view) and time.monotonic() < deadline:
-        msg = consumer.poll(0.5)
-        if msg is None:
-            continue
-        if msg.error():
-            ended.add(msg.partition())
-            continue
-        for r in json.loads(msg.value()).get("readings", ()):
-            if r.get("seq") in lost.get(r.get("device_id"), ()):
-                view[msg.partition()]["lost_at"][f"{r['device_id']}#{r['seq']}"] = msg.offset()
-    consumer.close()
-    return view
+    try:
+        parts = [TopicPartition(topic, p) for p in range(s.kafka_partitions)]
+        view: dict[int, dict[str, Any]] = {}
+        for tp in consumer.committed(parts, timeout=10):
+            _low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            view[tp.partition] = {"high": high, "committed": tp.offset, "lost_at": {}}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in view])
+        ended: set[int] = set()
+        deadline = time.monotonic() + 30
+        while len(ended) < len(view) and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            error, partition = msg.error(), msg.partition() or 0
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    ended.add(partition)
+                continue
+            for r in json.loads(msg.value() or b"{}").get("readings", ()):
+                if r.get("seq") in lost.get(r.get("device_id"), ()):
+                    at = view[partition]["lost_at"]
+                    at.setdefault(f"{r['device_id']}#{r['seq']}", []).append(msg.offset())
+        return view
+    finally:
+        consumer.close()
 
 
 def wait_until_stored(
