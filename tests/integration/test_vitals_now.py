@@ -76,8 +76,13 @@ def test_now_has_units_ages_and_when_the_next_value_comes(town: Settings) -> Non
     assert "times in Asia/Shanghai (UTC+08:00)" in result.output
     assert "12.5 cm" in result.output and "min ago" in result.output
     grace = timedelta(seconds=town.indicators_grace_s)
-    due = next_value(None, 3600, datetime.now(UTC), grace).due_at.astimezone(town.zone)
-    assert f"aqi              no value yet: next value at {due:%H:%M} (window" in result.output
+    shown_at = datetime.now(UTC)
+    due = next_value(None, 3600, shown_at, grace).due_at.astimezone(town.zone)
+    # The time of day, with the date when it is not today in the city (the hour before
+    # midnight there).
+    today = due.date() == shown_at.astimezone(town.zone).date()
+    when = f"{due:%H:%M}" if today else f"{due:%Y-%m-%d %H:%M}"
+    assert f"aqi              no value yet: next value at {when} (window" in result.output
 
     result = CliRunner().invoke(app, ["vitals", "tc", "--json"], env=town.to_env())
     assert result.exit_code == 0, result.output
