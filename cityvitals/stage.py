@@ -10,7 +10,7 @@
   answer), carrying how long to wait; ``retry`` calls again until it succeeds or the stage stops.
 - :func:`utc_now`, :func:`as_utc`, :func:`kafka_source`: the UTC and position helpers.
 
->>> from prometheus_client import CollectorRegistry
+>>> from prometheus_client import CollectorRegistry, Histogram
 >>> m = StageMetrics("demo", CollectorRegistry(), "Messages")
 >>> m.received.inc(3); m.forwarded.inc(2); m.refuse("payload")
 >>> m.reconciles()
@@ -28,7 +28,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from cityvitals.contracts import DeadLetter
 
@@ -143,6 +143,12 @@ class StageMetrics:
     def gauge(self, name: str, doc: str, *labels: str) -> Gauge:
         """Another gauge of this stage: ``cityvitals_<stage>_<name>``."""
         return Gauge(f"cityvitals_{self.stage}_{name}", doc, labels, registry=self.registry)
+
+    def histogram(self, name: str, doc: str, buckets: tuple[float, ...], *labels: str) -> Histogram:
+        """Another histogram of this stage: ``cityvitals_<stage>_<name>``."""
+        return Histogram(
+            f"cityvitals_{self.stage}_{name}", doc, labels, buckets=buckets, registry=self.registry
+        )
 
     def refuse(self, why: str, count: float = 1) -> None:
         """Count ``count`` refusals for ``why`` (a reason or a field name)."""

@@ -27,7 +27,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge
 
 from cityvitals.contracts import CameraEvent, Reading, ReadingBatch
 from cityvitals.kafka import partition_count
@@ -84,11 +84,8 @@ class GatewayMetrics(StageMetrics):
             "Readings and events (a refused MQTT message: one) waiting for Kafka",
             registry=registry,
         )
-        self.batch_size = Histogram(
-            "cityvitals_ingest_batch_size",
-            "Readings per Kafka message",
-            buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500),
-            registry=registry,
+        self.batch_size = self.histogram(
+            "batch_size", "Readings per Kafka message", (1, 5, 10, 50, 100, 250, 500, 1000, 2500)
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge
 
 from cityvitals.stage import StageMetrics
 from rules import RuleFileError, RuleSet, parse_rules
@@ -42,19 +42,17 @@ class StreamMetrics(StageMetrics):
             "Rule file changes refused (the previous rules stay in force)",
         )
         self.devices = self.gauge("devices", "Devices known to this worker")
-        self.group_seconds = Histogram(
-            "cityvitals_streams_group_seconds",
+        self.group_seconds = self.histogram(
+            "group_seconds",
             "A group of readings.raw messages: decoding and judging it and handing its "
             "outputs over (work), then waiting for Kafka to confirm them (confirm)",
-            ["phase"],
-            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-            registry=registry,
+            (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            "phase",
         )
-        self.group_size = Histogram(
-            "cityvitals_streams_group_messages",
+        self.group_size = self.histogram(
+            "group_messages",
             "readings.raw messages per group (those that decode)",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 100),
-            registry=registry,
+            (1, 2, 4, 8, 16, 32, 64, 100),
         )
         self.indicators = self.counter(
             "indicators_total", "Indicator values reported, by quality", "quality"

@@ -21,7 +21,7 @@ def defined_metrics() -> set[str]:
     """Every series name the code exposes, read from its source: ``Counter|Gauge|Histogram(
     "cityvitals_...")``, and per stage (``StageMetrics("x", ...)`` or a subclass's
     ``super().__init__("x", ...)``) the stage toolkit's own series and the file's
-    ``.counter("name")`` / ``.gauge("name")``."""
+    ``.counter("name")`` / ``.gauge("name")`` / ``.histogram("name")``."""
     stage_src = (ROOT / "cityvitals" / "stage.py").read_text()
     per_stage = re.findall(r'f"cityvitals_\{stage\}_(\w+)"', stage_src)
     names: set[str] = set()
@@ -33,7 +33,7 @@ def defined_metrics() -> set[str]:
             ):
                 names |= exposed(kind, name)
             stages = re.findall(r'(?:StageMetrics|super\(\)\.__init__)\(\s*"(\w+)",', src)
-            extras = re.findall(r'\.(counter|gauge)\(\s*"(\w+)"', src)
+            extras = re.findall(r'\.(counter|gauge|histogram)\(\s*"(\w+)"', src)
             for stage in stages:
                 names |= {f"cityvitals_{stage}_{suffix}" for suffix in per_stage}
                 for kind, name in extras:
