@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from tempfile import mkdtemp
 
 from cityvitals.settings import Settings
 from wiring.localstack import LocalStack, MetricsPorts
+from wiring.stack import free_loopback_port
 
 __all__ = ["free_port", "private_stack"]
 
 
-def free_port() -> int:
-    """A loopback port free now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+free_port = free_loopback_port
 
 
 def private_stack() -> tuple[Settings, LocalStack]:

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -51,11 +52,45 @@ class StackRunning(StackError):
         self.pid = pid
 
 
-def free_loopback_port() -> int:
-    """A TCP port of 127.0.0.1 that is free now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel gives outgoing connections (Linux's default where it cannot be read)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_loopback_port(block: int = 1) -> int:
+    """A TCP port of 127.0.0.1 that is free now, with the ``block - 1`` ports after it.
+
+    The port lies outside the kernel's ephemeral range, so an outgoing connection cannot take it
+    between this call and the bind of the server it is for (a port the kernel picks for
+    ``bind(0)`` lies inside it), and it is never handed out twice in one process.
+    """
+    low, high = _ephemeral_range()
+    # above the well-known services' ports (1883, 5432, 8080, 9092...), below the ephemeral ones
+    first, last = (10000, low - block) if low - 10000 >= 4096 else (high + 1, 65536 - block)
+    for _ in range(1000):
+        base = random.randrange(first, last)
+        ports = range(base, base + block)
+        if _HANDED_OUT.intersection(ports):
+            continue
+        socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in ports]
+        try:
+            for sock, port in zip(socks, ports, strict=True):
+                sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+        _HANDED_OUT.update(ports)
+        return base
+    raise StackError(f"no {block} free consecutive loopback port(s) in {first}-{last}")
 
 
 def port_is_open(host: str, port: int) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -34,33 +33,17 @@ from cityvitals.settings import Settings
 from device_registry.access import Role
 from wiring.localstack import LocalStack, MetricsPorts, down
 from wiring.services import open_registry
+from wiring.stack import free_loopback_port
 
 T = TypeVar("T")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+free_port = free_loopback_port
 
 
 def free_port_block(count: int) -> int:
     """A base port such that base+1 .. base+count are free now (``up --metrics-base``)."""
-    for _ in range(100):
-        base = free_port()
-        if base + count > 65535:
-            continue
-        socks = [socket.socket() for _ in range(count)]
-        try:
-            for i, sock in enumerate(socks, start=1):
-                sock.bind(("127.0.0.1", base + i))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError(f"no {count} consecutive free ports found")
+    return free_loopback_port(count + 1)
 
 
 def wait_for(probe: Callable[[], T], timeout: float = 60.0, what: str = "condition") -> T:

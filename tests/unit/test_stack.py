@@ -1,13 +1,15 @@
 """The local stack's files: the broker's password file and pid file are where the registry,
-which rewrites the one and signals the process of the other, looks for them."""
+which rewrites the one and signals the process of the other, looks for them. The ports handed
+to its servers are ones no outgoing connection can take before the server binds them."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from device_registry.credentials import local_broker
 from wiring.servers import mosquitto_process
-from wiring.stack import StackPaths
+from wiring.stack import StackPaths, _ephemeral_range, free_loopback_port
 
 
 def test_the_broker_reads_the_password_file_the_registry_rewrites(tmp_path: Path) -> None:
@@ -28,3 +30,18 @@ def test_the_state_folder_names_each_of_its_files_under_it(tmp_path: Path) -> No
     named = [paths.pids, paths.logs, paths.lock, paths.metrics_ports, paths.mosquitto]
     assert [p.parent for p in named] == [tmp_path] * len(named)
     assert [p.name for p in named] == ["pids", "logs", "up.lock", "metrics-ports.json", "mosquitto"]
+
+
+def test_a_free_port_is_outside_the_ephemeral_range_free_and_never_handed_out_twice() -> None:
+    low, high = _ephemeral_range()
+    blocks = [free_loopback_port(6) for _ in range(50)]
+    ports = [base + i for base in blocks for i in range(6)]
+    assert len(set(ports)) == len(ports)
+    assert not [p for p in ports if low <= p <= high]
+    socks = [socket.socket() for _ in range(6)]
+    try:
+        for i, sock in enumerate(socks):
+            sock.bind(("127.0.0.1", blocks[-1] + i))  # each port of a block is free
+    finally:
+        for sock in socks:
+            sock.close()
