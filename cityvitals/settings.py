@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     every topic) or ``s3`` (a local S3 server, moto's, started before it: topics, messages and
     committed offsets survive a broker restart, not a restart of the stack). Production's
     Kafka ignores it."""
+    kafka_fetch_wait_ms: Annotated[int, Field(ge=1, le=30_000)] | None = None
+    """Longest a fetch of the stream stage waits at the broker for data. Unset: 20 ms, or
+    500 ms when tansu keeps its data in S3 (``kafka_storage=s3``). tansu holds an empty fetch
+    for the whole wait, so a long one delays each hop; but on S3 it answers with the batches
+    it has read within the wait, and a batch read from S3 takes longer than 20 ms: at 20 ms a
+    partition behind by dozens of batches got none or one per fetch and fell ever further
+    behind, at 1000 ms it got them all, in 200-400 ms either way."""
     streams_app_id: Name = "cityvitals_streams"
     sink_group: Name = "cityvitals_sinks"
 
@@ -173,6 +180,17 @@ class Settings(BaseSettings):
     def zone(self) -> ZoneInfo:
         """:attr:`timezone` as a ``tzinfo``."""
         return ZoneInfo(self.timezone)
+
+    @property
+    def fetch_wait_ms(self) -> int:
+        """:attr:`kafka_fetch_wait_ms`, or its default for :attr:`kafka_storage`.
+
+        >>> Settings().fetch_wait_ms, Settings(kafka_storage="s3").fetch_wait_ms
+        (20, 500)
+        """
+        if self.kafka_fetch_wait_ms is not None:
+            return self.kafka_fetch_wait_ms
+        return 500 if self.kafka_storage == "s3" else 20
 
     def topic(self, name: str) -> str:
         """The real Kafka topic name of a logical topic (prefix applied)."""

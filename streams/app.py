@@ -136,7 +136,7 @@ def create_app(
         producer_max_batch_size=1_000_000,
         logging_config=None,
     )
-    app.transport = Transport(app.conf.broker_consumer, app)  # a short fetch wait
+    app.transport = Transport(app.conf.broker_consumer, app, fetch_wait_ms=settings.fetch_wait_ms)
 
     def topic(name: Topic) -> faust.TopicT:
         return app.topic(

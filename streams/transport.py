@@ -1,9 +1,10 @@
-"""Faust's Kafka transport with a short fetch wait and a seek that cannot lose messages.
+"""Faust's Kafka transport with a fetch wait of our choosing and a seek that cannot lose
+messages.
 
 Faust creates its aiokafka consumer with ``fetch_max_wait_ms=1500``, fixed. A broker that
 holds a fetch finding no data for the whole wait (tansu does) then delays a message that
 arrives meanwhile by up to 1.5 s at each hop. This transport is Faust's own with the wait set
-to :data:`FETCH_MAX_WAIT_MS`.
+to :attr:`Transport.fetch_wait_ms` (``Settings.fetch_wait_ms``).
 
 When a worker has recovered its tables, Faust resumes the input partitions, seeks them back to
 the committed offsets and then resumes flow control, which empties every stream's buffer
@@ -25,16 +26,14 @@ from typing import Any
 
 from faust.transport.drivers import aiokafka as driver
 
-__all__ = ["FETCH_MAX_WAIT_MS", "Transport"]
-
-FETCH_MAX_WAIT_MS = 20
-"""Longest a fetch that finds nothing waits at the broker."""
+__all__ = ["Transport"]
 
 
 class _ConsumerThread(driver.AIOKafkaConsumerThread):
-    def _create_worker_consumer(self, transport: Any) -> Any:
+    def _create_worker_consumer(self, transport: driver.Transport) -> Any:
+        assert isinstance(transport, Transport)
         consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by aiokafka at start
+        consumer._fetch_max_wait_ms = transport.fetch_wait_ms  # read by aiokafka at start
         return consumer
 
 
@@ -72,3 +71,8 @@ class _Consumer(driver.Consumer):
 
 class Transport(driver.Transport):
     Consumer = _Consumer
+
+    def __init__(self, *args: Any, fetch_wait_ms: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fetch_wait_ms = fetch_wait_ms
+        """Longest a fetch that finds nothing waits at the broker (``fetch_max_wait_ms``)."""
