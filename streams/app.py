@@ -118,6 +118,9 @@ def create_app(
         settings.topic(settings.streams_app_id),
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
+        # Faust makes this folder at start (its tables are in memory and write nothing there);
+        # by default it is "<app id>-data" in the working folder, one per topic prefix.
+        datadir=str(settings.state_dir / "streams-data"),
         web_enabled=False,
         processing_guarantee="at_least_once",
         topic_partitions=parts,

@@ -150,6 +150,7 @@ def run_streams(settings: Settings) -> None:
         open_alerts(settings),
         load_incidents(settings),
     )
+    settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust makes its data folder there
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), override_logging=False)
     _steady_gc()
     worker.execute_from_commandline()

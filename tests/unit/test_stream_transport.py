@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -140,3 +141,11 @@ def test_a_flow_stopped_during_a_fetch_seeks_back_without_waiting_for_itself() -
 
 async def _all(items: AsyncIterator[Any]) -> list[Any]:
     return [item async for item in items]
+
+
+def test_the_stream_keeps_its_data_folder_in_the_state_folder(tmp_path: Path) -> None:
+    """Faust makes its data folder when a worker starts: in the state folder, not one folder
+    per topic prefix in whatever folder the worker was started from."""
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", state_dir=tmp_path)
+    app = create_app(settings, load_rules(settings), load_catalogue(settings), CollectorRegistry())
+    assert app.conf.datadir == tmp_path / "streams-data"
