@@ -240,9 +240,11 @@ def audit(pipeline: Pipeline) -> str:
 
 
 def on_raw(pipeline: Pipeline, lost: dict[str, list[int]]) -> dict[int, dict[str, Any]] | str:
-    """Where ``readings.raw`` stands, per partition: its high watermark, the stream group's
-    committed offset, and the offsets holding each lost reading (none: the reading is not on
-    the topic). A diagnosis for a failure message: an error reading the topic is returned."""
+    """Where ``readings.raw`` stands, per partition: its high watermark as the broker reports
+    it (tansu's on S3 can be far off), the offset after the last message read back, the stream
+    group's committed offset, and the offsets holding each lost reading (none: the reading is
+    not on the topic). A diagnosis for a failure message: an error reading the topic is
+    returned."""
     try:
         return _on_raw(pipeline, lost)
     except Exception as exc:
@@ -259,7 +261,7 @@ def _on_raw(pipeline: Pipeline, lost: dict[str, list[int]]) -> dict[int, dict[st
         view: dict[int, dict[str, Any]] = {}
         for tp in consumer.committed(parts, timeout=10):
             _low, high = consumer.get_watermark_offsets(tp, timeout=10)
-            view[tp.partition] = {"high": high, "committed": tp.offset, "lost_at": {}}
+            view[tp.partition] = {"high": high, "read_to": 0, "committed": tp.offset, "lost_at": {}}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in view])
         ended: set[int] = set()
         deadline = time.monotonic() + 30
@@ -272,6 +274,7 @@ def _on_raw(pipeline: Pipeline, lost: dict[str, list[int]]) -> dict[int, dict[st
                 if error.code() == KafkaError._PARTITION_EOF:
                     ended.add(partition)
                 continue
+            view[partition]["read_to"] = (msg.offset() or 0) + 1
             for r in json.loads(msg.value() or b"{}").get("readings", ()):
                 if r.get("seq") in lost.get(r.get("device_id"), ()):
                     at = view[partition]["lost_at"]
