@@ -53,6 +53,7 @@ class StackRunning(StackError):
 
 
 _HANDED_OUT: set[int] = set()
+_RANDOM = random.SystemRandom()  # not the module's generator, which a benchmark may seed
 
 
 def _ephemeral_range() -> tuple[int, int]:
@@ -75,7 +76,7 @@ def free_loopback_port(block: int = 1) -> int:
     # above the well-known services' ports (1883, 5432, 8080, 9092...), below the ephemeral ones
     first, last = (10000, low - block) if low - 10000 >= 4096 else (high + 1, 65536 - block)
     for _ in range(1000):
-        base = random.randrange(first, last)
+        base = _RANDOM.randrange(first, last)
         ports = range(base, base + block)
         if _HANDED_OUT.intersection(ports):
             continue
