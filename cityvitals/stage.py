@@ -10,7 +10,7 @@
   answer), carrying how long to wait; ``retry`` calls again until it succeeds or the stage stops.
 - :func:`utc_now`, :func:`as_utc`, :func:`kafka_source`: the UTC and position helpers.
 
->>> from prometheus_client import CollectorRegistry, Histogram
+>>> from prometheus_client import CollectorRegistry
 >>> m = StageMetrics("demo", CollectorRegistry(), "Messages")
 >>> m.received.inc(3); m.forwarded.inc(2); m.refuse("payload")
 >>> m.reconciles()
