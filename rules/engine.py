@@ -24,10 +24,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from cityvitals.contracts import Alert, AlertResolution, AlertStatus, PlaceObservation
+from cityvitals.contracts import (
+    SCHEMA_VERSION,
+    Alert,
+    AlertResolution,
+    AlertStatus,
+    PlaceObservation,
+    trusted,
+)
 from rules.alerting import AlertState, Transition, resolve, step
 from rules.alerts import alert, retire
 from rules.kinds import REGISTRY, Judgement, RuleBase
@@ -305,18 +312,19 @@ def _for_places(rules: RuleSet, obs: Observation, scoped: frozenset[str]) -> lis
     for rule in composite:
         depth = rule.group_by.depth + 1
         if len(obs.place_path) >= depth and rule.id in scoped:
-            sent.append(
-                PlaceObservation(
-                    rule_id=rule.id,
-                    place_path=obs.place_path[:depth],
-                    device_id=obs.device_id,
-                    device_type=obs.device_type,
-                    metric=obs.metric,
-                    value=obs.value,
-                    confidence=obs.confidence,
-                    ts=obs.ts,
-                )
-            )
+            # Made of a validated reading and rule: not validated again.
+            fields = {
+                "schema_version": SCHEMA_VERSION,
+                "rule_id": rule.id,
+                "place_path": obs.place_path[:depth],
+                "device_id": obs.device_id,
+                "device_type": obs.device_type,
+                "metric": obs.metric,
+                "value": obs.value,
+                "confidence": obs.confidence,
+                "ts": obs.ts if obs.ts.tzinfo is UTC else obs.ts.astimezone(UTC),
+            }
+            sent.append(trusted(PlaceObservation, fields))
     return sent
 
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import NamedTuple
 
@@ -47,24 +48,17 @@ def observations(
     expected_interval_s: float | None = None,
 ) -> list[Observation]:
     """The observations of a reading (one per value) or of a camera event (one)."""
-    if isinstance(item, Reading):
-        pairs = list(item.values.items())
+    if type(item) is Reading:  # not isinstance: a model's class check is an ABC's, slower
         device_id, confidence = item.device_id, 1.0
+        pairs: Iterable[tuple[str, float]] = item.values.items()
     else:
-        pairs = [(f"camera.{item.event_type.value}", item.value)]
+        assert isinstance(item, CameraEvent)
         device_id, confidence = item.camera_id, item.confidence
-    return [
-        Observation(
-            device_id,
-            item.device_type,
-            item.place_path,
-            metric,
-            value,
-            item.ts,
-            confidence,
-            profile_id,
-            tags,
-            expected_interval_s,
-        )
-        for metric, value in pairs
-    ]
+        pairs = ((f"camera.{item.event_type.value}", item.value),)
+    rest = (item.ts, confidence, profile_id, tags, expected_interval_s)
+    head = (device_id, item.device_type, item.place_path)
+    # tuple.__new__ over the tuple's fields: half the cost of calling the class, once per value.
+    return [_make(Observation, (*head, metric, value, *rest)) for metric, value in pairs]
+
+
+_make = tuple.__new__

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cityvitals.contracts import CameraEvent, DeadLetter, Device, DeviceState, Reading
+from cityvitals.contracts import CameraEvent, DeadLetter, Device, DeviceState, Reading, trusted
 from cityvitals.stage import dead_letter
 
 __all__ = [
@@ -121,8 +121,10 @@ def enrich(item: Reading | CameraEvent, entry: Mapping[str, Any]) -> Reading | C
     """The item with its device's type and place from the registry entry (a copy). A UTC
     instant gets the standard library's UTC zone: the zone pydantic decodes is called back
     at every format and comparison of the instant, and the stage makes several of each."""
-    update = {"device_type": entry["device_type"], "place_path": tuple(entry["place_path"])}
+    fields = item.__dict__.copy()
+    fields["device_type"] = entry["device_type"]
+    fields["place_path"] = tuple(entry["place_path"])
     ts = item.ts
     if ts.tzinfo is not UTC and ts.utcoffset() == ZERO:
-        update["ts"] = ts.replace(tzinfo=UTC)
-    return item.model_copy(update=update)
+        fields["ts"] = ts.replace(tzinfo=UTC)
+    return trusted(type(item), fields)

@@ -37,6 +37,7 @@ from cityvitals.contracts.base import (
     MetricName,
     UtcDatetime,
     iso,
+    trusted,
 )
 from cityvitals.contracts.health import (
     STAGE,
@@ -150,4 +151,5 @@ __all__ = [
     "WarningLevel",
     "WindowPartial",
     "iso",
+    "trusted",
 ]

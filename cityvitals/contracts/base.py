@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -62,3 +62,28 @@ class Contract(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     schema_version: Literal[1] = SCHEMA_VERSION
+
+
+C = TypeVar("C", bound=Contract)
+_new = object.__new__
+_set = object.__setattr__
+
+
+def trusted(cls: type[C], fields: dict[str, Any]) -> C:
+    """A ``cls`` holding ``fields``, every one of its fields and each valid already (taken
+    from models that were validated), made without validating them again: a stage makes
+    several such per reading. ``model_copy`` and ``model_construct`` take twice as long.
+
+    >>> from cityvitals.contracts import Reading
+    >>> ts = datetime(2026, 7, 1, tzinfo=UTC)
+    >>> r = Reading(device_id="a-1", seq=1, ts=ts, values={"pm25": 4})
+    >>> moved = trusted(Reading, {**r.__dict__, "place_path": ("c", "d1")})
+    >>> moved == r.model_copy(update={"place_path": ("c", "d1")}), moved.model_dump()["place_path"]
+    (True, ('c', 'd1'))
+    """
+    model = _new(cls)
+    _set(model, "__dict__", fields)
+    _set(model, "__pydantic_fields_set__", set(fields))
+    _set(model, "__pydantic_extra__", None)
+    _set(model, "__pydantic_private__", None)
+    return model
