@@ -6,7 +6,7 @@ in 10 s tumbling windows. Both sides get the same N readings (PM2.5 only, one re
 ``ALERT_EVERY`` of each device over :data:`~benchmarks.quix_job.ALERT_ABOVE`, readings of a
 device 100 ms apart in event time so that windows close), already on their input topic when
 the consumer starts; the rate is readings over the time from the first processed to the last
-(ours: between the first and the last change seen of its counter, polled every 50 ms).
+(ours: by the Kafka timestamps of its output messages, :class:`~benchmarks.bench_parts.Outputs`).
 Both run on the same tansu, one after the other (ours first), while the rest of the bench's
 stack idles.
 
@@ -30,7 +30,8 @@ stack idles.
   not by device; the catalogue has no bare count formula, so the window is a ``mean``, whose
   state is the count and a sum), sending the window partials to the place side and merging
   them there (the place's count; its indicator is reported later, after the catalogue's
-  grace). Its figure is readings per second, counted by the stage's ``forwarded`` counter.
+  grace). Its figure is readings per second, from the readings of its output messages on
+  ``readings``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,7 +47,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from benchmarks import quix_job
-from benchmarks.bench_parts import _metric
+from benchmarks.bench_parts import Outputs
 from benchmarks.quix_job import ALERT_ABOVE, TOPIC_CONFIG
 from benchmarks.stack import free_port
 from cityvitals import kafka
@@ -185,13 +185,6 @@ def _batches(devices: list[Device], readings: list[Reading], partitions: int) ->
     return out
 
 
-def _forwarded(port: int) -> float:
-    try:
-        return _metric(port, "cityvitals_streams_forwarded_total")
-    except OSError:  # not listening yet
-        return 0.0
-
-
 def ours(
     settings: Settings, stack: Any, devices: list[Device], readings: list[Reading], timeout: float
 ) -> dict[str, Any]:
@@ -212,8 +205,10 @@ def ours(
     )
     kafka.ensure_topics(small)
     raw = small.topic(Topic.READINGS_RAW)
+    outputs = Outputs(small, small.topic(Topic.READINGS))
     producer: Producer = kafka.producer(small)
-    for partition, value in _batches(devices, readings, small.kafka_partitions):
+    batches = _batches(devices, readings, small.kafka_partitions)
+    for partition, value in batches:
         producer.produce(raw, value, partition=partition)
         producer.poll(0)
     producer.flush(30)
@@ -225,31 +220,11 @@ def ours(
     )
     worker.start()
     try:
-        return _measure(worker, small.metrics_port, len(readings), timeout)
+        outputs.wait(len(batches), timeout, worker.alive)
     finally:
         worker.stop()
-
-
-def _measure(worker: Any, port: int, count: int, timeout: float) -> dict[str, Any]:
-    """Readings/s between the first and the last change seen of the forwarded counter."""
-    first: tuple[float, float] | None = None
-    last = (0.0, 0.0)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and worker.alive():
-        seen = _forwarded(port)
-        now = time.monotonic()
-        if seen > last[1]:
-            last = (now, seen)
-            first = first or last
-        if seen >= count:
-            break
-        time.sleep(0.05)
-    if first is None or last[0] <= first[0]:
-        return {"forwarded": round(last[1]), "readings_per_s": None}
-    return {
-        "forwarded": round(last[1]),
-        "readings_per_s": round((last[1] - first[1]) / (last[0] - first[0])),
-    }
+    forwarded, rate = outputs.rate()
+    return {"forwarded": forwarded, "readings_per_s": round(rate) if rate else None}
 
 
 def small_job(
