@@ -86,9 +86,12 @@ WARM_UP_S = 3.0
 """Seconds of background load before the first marker (the load is steady by then)."""
 SINK_ROWS = 'cityvitals_sinks_rows_total{table="readings"}'
 """The reading rows the sink has newly written (one per value of a reading)."""
+SINK_POLL_S = 0.2
+"""How often the end-to-end run reads the sink's counter (each read costs the sink a little
+CPU, counted in its figure)."""
 SETTLE_S = 5.0
-"""Pause between the end-to-end and the latency runs (either order): the stages finish the
-first one's backlog (indicators, ticks)."""
+"""Pause between the end-to-end and the latency runs (either order), and before the streams
+stage's run: the stages finish the backlog of the run before (indicators, ticks)."""
 
 TARGETS: tuple[Target, ...] = (
     Target("end_to_end.readings_per_s", 20_000, True, 30_000, "with zero loss"),
@@ -213,12 +216,12 @@ def end_to_end(
         for device_id in credentials
     }
     procs = {p.name: p.popen.pid for p in stack.processes if p.popen}
-    before = {name: _cpu_seconds(pid) for name, pid in procs.items()}
     # The same devices may have sent before (the latency run's load, with --latency-load).
     already = _stored(settings, prefix)
     # Done when the sink has written them: its counter is cheap to read, where a count of the
     # stored rows took PostgreSQL up to 90 ms, ten times a second, from the run it measured.
     written = _metric(stack.metrics.sinks, SINK_ROWS)
+    before = {name: _cpu_seconds(pid) for name, pid in procs.items()}
     start = time.monotonic()
     publishers = [_publisher(settings, d, s, opts.window) for d, s in sorted(credentials.items())]
     for proc, device_id in zip(publishers, sorted(credentials), strict=True):
@@ -228,10 +231,14 @@ def end_to_end(
     for proc in publishers:
         proc.wait()
     rows = expected * len(_body(base, 0, 0.0)["values"])  # a row per value
-    _wait(lambda: _metric(stack.metrics.sinks, SINK_ROWS) - written >= rows, opts.timeout_s)
+    _wait(
+        lambda: _metric(stack.metrics.sinks, SINK_ROWS) - written >= rows,
+        opts.timeout_s,
+        SINK_POLL_S,
+    )
     elapsed = time.monotonic() - start
-    got = _stored(settings, prefix) - already
     cpu = {name: _cpu_seconds(pid) - before[name] for name, pid in procs.items()}
+    got = _stored(settings, prefix) - already
     ports = stack.metrics
     return {
         "readings": expected,
@@ -456,7 +463,8 @@ def run(opts: BenchOptions) -> dict[str, Any]:
             figures["alert_latency"] = alert_latency(settings, credentials, marker_of, half, opts)
         figures["alert_latency"]["after_end_to_end"] = not opts.latency_load
         _progress(figures)
-        figures["streams"] = streams_stage(settings, stack, devices[:-1], opts)
+        time.sleep(SETTLE_S)  # the latency run's load done: the stage's outputs are the run's
+        figures["streams"] = streams_stage(settings, devices[:-1], opts)
         _progress(figures)
         figures["streams_small_job"] = small_job(settings, stack, devices[:-1], opts)
         _progress(figures)

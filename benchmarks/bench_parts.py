@@ -113,12 +113,12 @@ def _publisher(
     )
 
 
-def _wait(done: Callable[[], bool], timeout: float) -> bool:
+def _wait(done: Callable[[], bool], timeout: float, every: float = 0.1) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if done():
             return True
-        time.sleep(0.1)
+        time.sleep(every)
     return done()
 
 
@@ -192,9 +192,7 @@ def _batches(
     return out
 
 
-def streams_stage(
-    settings: Settings, stack: Any, devices: list[Device], opts: BenchOptions
-) -> dict[str, Any]:
+def streams_stage(settings: Settings, devices: list[Device], opts: BenchOptions) -> dict[str, Any]:
     """The Faust stage on pre-made batches, then a bare confluent-kafka loop doing the same."""
     from streams.pipeline import ParsedMemories, process_batch
     from streams.validation import registry_entry

@@ -312,7 +312,8 @@ def _for_places(rules: RuleSet, obs: Observation, scoped: frozenset[str]) -> lis
     for rule in composite:
         depth = rule.group_by.depth + 1
         if len(obs.place_path) >= depth and rule.id in scoped:
-            # Made of a validated reading and rule: not validated again.
+            # Not validated again (once per value a composite rule judges): the stream's
+            # readings were validated on decode, the rules on load.
             fields = {
                 "schema_version": SCHEMA_VERSION,
                 "rule_id": rule.id,
