@@ -55,10 +55,16 @@ def observations(
         assert isinstance(item, CameraEvent)
         device_id, confidence = item.camera_id, item.confidence
         pairs = ((f"camera.{item.event_type.value}", item.value),)
-    rest = (item.ts, confidence, profile_id, tags, expected_interval_s)
-    head = (device_id, item.device_type, item.place_path)
+    device_type, place_path, ts = item.device_type, item.place_path, item.ts
+    interval = expected_interval_s
     # tuple.__new__ over the tuple's fields: half the cost of calling the class, once per value.
-    return [_make(Observation, (*head, metric, value, *rest)) for metric, value in pairs]
+    return [
+        _make(
+            Observation,
+            (device_id, device_type, place_path, m, v, ts, confidence, profile_id, tags, interval),
+        )
+        for m, v in pairs
+    ]
 
 
 _make = tuple.__new__
