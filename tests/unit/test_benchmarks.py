@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import math
 import random
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from benchmarks import nab
+from benchmarks.bench_parts import Outputs
 from benchmarks.sinks import remove_state
+from cityvitals.contracts import Reading, ReadingBatch
 from wiring.stack import StackPaths
 
 
@@ -86,3 +88,44 @@ def test_nab_windows_names_each_detection_miss_and_false_positive(
     scores[100] = 0.95  # in probation (the first 150 rows): not counted
     line = nab.window_report(series, scores, 0.5)
     assert line == "synthetic/spike.csv: [680-720] missed, best 0.000; 2 FP (200, 900)"
+
+
+class _Message:
+    def __init__(self, ms: int, readings: int) -> None:
+        self.ms = ms
+        self.batch = _batch(readings)
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self.ms)  # (create time, milliseconds)
+
+    def value(self) -> bytes:
+        return self.batch
+
+
+def _batch(readings: int) -> bytes:
+    ts = datetime(2026, 7, 1, tzinfo=UTC)
+    batch = ReadingBatch(
+        readings=tuple(
+            Reading(device_id="a-1", seq=i, ts=ts + timedelta(seconds=i), values={"pm25": 1.0})
+            for i in range(readings)
+        )
+    )
+    return batch.model_dump_json().encode()
+
+
+class _Consumer:
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_stage_is_timed_by_its_outputs_from_the_first_to_the_last() -> None:
+    outputs = Outputs.__new__(Outputs)  # no broker: the messages are given
+    outputs.consumer = consumer = _Consumer()  # type: ignore[assignment]
+    # Out of order as partitions interleave: 250 readings at 1.0 s, then 2 s more for 500.
+    outputs.messages = [_Message(3_000, 250), _Message(1_000, 250), _Message(2_000, 250)]
+    assert outputs.rate() == (750, 250.0)  # the first message's readings were done at its time
+    assert consumer.closed
+    outputs.messages = [_Message(1_000, 250)]
+    assert outputs.rate() == (250, None)  # one message: no span to time
