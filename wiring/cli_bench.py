@@ -26,8 +26,7 @@ def bench(
     latency_load: Annotated[
         float,
         typer.Option(
-            help="background readings/s of the latency run, measured first on the fresh stack "
-            "(default: half the end-to-end rate, measured after it)"
+            help="background readings/s of the latency run (default: half the end-to-end rate)"
         ),
     ] = 0.0,
     latency_tick_s: Annotated[
@@ -60,7 +59,7 @@ def bench(
     ] = 120.0,
 ) -> None:
     """Measure end to end, alert latency, the streams stage (and beside Quix Streams on a
-    small job) and the reading sink, each beside its ceiling, on a private stack; print one
+    small job) and the reading sink, each beside its ceiling, on private stacks; print one
     JSON document."""
     from benchmarks.bench import BenchOptions, main
     from benchmarks.small_job import QUIX_PYTHON
