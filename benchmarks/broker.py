@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 import uuid
@@ -29,6 +28,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from benchmarks.bench_parts import _cpu_seconds
 from wiring.servers import tansu_process
 from wiring.stack import ManagedProcess, StackPaths, free_loopback_port, wait_for_port
 
@@ -36,11 +36,6 @@ __all__ = ["grow"]
 
 TOPIC = "growth"
 PAYLOAD = b"x" * 200
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _fetch_last(bootstrap: str, end: int, times: int) -> None:
