@@ -63,6 +63,7 @@ from benchmarks.bench_parts import (
     _publisher,
     _stored,
     _wait,
+    partition_ends,
     sink,
     streams_stage,
 )
@@ -275,13 +276,12 @@ def alert_latency(
     (:func:`_hops`)."""
     marker_id, marker_secret = marker
     sent: dict[str, tuple[float, float]] = {}  # ts -> (monotonic, wall clock) of the publish
-    on_raw: dict[str, float] = {}  # ts -> the wall clock the gateway produced its batch at
     latencies: list[float] = []
     marks: list[str] = []
-    hops: list[tuple[float, float, float]] = []
+    # ts -> (wall clock of the publish, of the alert's production, of its arrival here)
+    arrived: dict[str, tuple[float, float, float]] = {}
     stop = threading.Event()
     # A short fetch wait: the broker may hold a fetch that finds nothing for the whole wait.
-    # From the end of the topics: the backlog of readings.raw is not the markers'.
     consumer = kafka.consumer(
         settings,
         f"bench-latency-{uuid.uuid4().hex[:8]}",
@@ -289,7 +289,11 @@ def alert_latency(
     )
     assigned = threading.Event()
     alerts_topic, raw_topic = settings.topic(Topic.ALERTS), settings.topic(Topic.READINGS_RAW)
-    consumer.subscribe([alerts_topic, raw_topic], on_assign=lambda *_: assigned.set())
+    consumer.subscribe([alerts_topic], on_assign=lambda *_: assigned.set())
+    # The gateway's messages are read after the run, not during it: following readings.raw
+    # live had the broker send every batch twice more often (it lists a partition's batches
+    # at each fetch that returns data).
+    raw_from = partition_ends(consumer, raw_topic)
     marker_bytes = marker_id.encode()
 
     def listen() -> None:
@@ -302,20 +306,13 @@ def alert_latency(
                 if marker_bytes not in value:
                     continue
                 produced = msg.timestamp()[1] / 1000
-                if msg.topic() == raw_topic:
-                    for reading in json.loads(value).get("readings", ()):
-                        if reading.get("device_id") == marker_id:
-                            on_raw[reading["ts"]] = produced
-                    continue
                 alert = json.loads(value)
                 at = sent.pop(alert.get("ts", ""), None)
                 if at is None:
                     continue
                 (published, wall), now = at, time.monotonic()
                 latencies.append(now - published)
-                raw = on_raw.pop(alert["ts"], None)
-                if raw is not None:
-                    hops.append((raw - wall, produced - raw, time.time() - produced))
+                arrived[alert["ts"]] = (wall, produced, time.time())
 
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=f"bench-marker-{uuid.uuid4().hex[:6]}"
@@ -371,6 +368,12 @@ def alert_latency(
         proc.wait()
     listener.join(10)
     consumer.close()
+    on_raw = _marker_on_raw(settings, raw_from, marker_id)
+    hops = [
+        (on_raw[ts] - wall, produced - on_raw[ts], got - produced)
+        for ts, (wall, produced, got) in arrived.items()
+        if ts in on_raw
+    ]
     client.loop_stop()
     client.disconnect()
     out: dict[str, Any] = {
@@ -384,6 +387,27 @@ def alert_latency(
         **_percentiles(latencies),
         "hops_ms": _hops(hops),
     }
+    return out
+
+
+def _marker_on_raw(settings: Settings, since: list[Any], marker_id: str) -> dict[str, float]:
+    """The marker's readings on ``readings.raw`` from ``since`` on: reading ts -> the wall
+    clock the gateway produced its batch at (the message's Kafka timestamp)."""
+    consumer = kafka.consumer(settings, f"bench-raw-{uuid.uuid4().hex[:8]}")
+    consumer.assign(since)
+    out: dict[str, float] = {}
+    marker_bytes = marker_id.encode()
+    try:
+        while messages := kafka.consume_batch(consumer, 500, 2.0):
+            for msg in messages:
+                value = msg.value() or b"{}"
+                if marker_bytes not in value:
+                    continue
+                for reading in json.loads(value).get("readings", ()):
+                    if reading.get("device_id") == marker_id:
+                        out[reading["ts"]] = msg.timestamp()[1] / 1000
+    finally:
+        consumer.close()
     return out
 
 
@@ -409,7 +433,7 @@ def _percentiles(seconds: Sequence[float]) -> dict[str, float | None]:
 
 def _hops(samples: Sequence[tuple[float, ...]]) -> dict[str, Any]:
     """Each hop's p50 and p99 (:data:`HOPS`, in order) over the markers whose message on
-    ``readings.raw`` was seen before their alert (``samples`` of them)."""
+    ``readings.raw`` was found (``samples`` of them)."""
     hops: dict[str, Any] = {
         name: _percentiles([s[i] for s in samples]) for i, name in enumerate(HOPS)
     }

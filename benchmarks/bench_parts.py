@@ -122,6 +122,16 @@ def _wait(done: Callable[[], bool], timeout: float, every: float = 0.1) -> bool:
     return done()
 
 
+def partition_ends(consumer: Consumer, topic: str) -> list[TopicPartition]:
+    """Where each partition of ``topic`` ends now, to read what comes after. tansu may give
+    the end one short: a message or two before it are included (tell them by timestamp)."""
+    ends = []
+    for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), 10)
+        ends.append(TopicPartition(topic, p, max(low, high - 2)))
+    return ends
+
+
 class Outputs:
     """A stage's output messages (``ReadingBatch``, one per input message) on ``topic``, sent
     from now on: timed by their Kafka timestamps (when the stage sent each), so measuring asks
@@ -132,13 +142,8 @@ class Outputs:
         self.since_ms = int(time.time() * 1000)
         self.consumer: Consumer = kafka.consumer(settings, f"bench-outputs-{uuid.uuid4().hex[:8]}")
         # From the end of each partition, assigned (a subscription's "latest" is looked up
-        # only at its first fetch, which may come after the stage's first output). tansu may
-        # give the end one short: a message or two before it are read, and left out as older.
-        ends = []
-        for p in self.consumer.list_topics(topic, timeout=10).topics[topic].partitions:
-            low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), 10)
-            ends.append(TopicPartition(topic, p, max(low, high - 2)))
-        self.consumer.assign(ends)
+        # only at its first fetch, which may come after the stage's first output).
+        self.consumer.assign(partition_ends(self.consumer, topic))
         self.messages: list[Any] = []
 
     def wait(self, count: int, timeout: float, going: Callable[[], bool] = lambda: True) -> None:
