@@ -291,8 +291,8 @@ def alert_latency(
     alerts_topic, raw_topic = settings.topic(Topic.ALERTS), settings.topic(Topic.READINGS_RAW)
     consumer.subscribe([alerts_topic], on_assign=lambda *_: assigned.set())
     # The gateway's messages are read after the run, not during it: following readings.raw
-    # live had the broker send every batch twice more often (it lists a partition's batches
-    # at each fetch that returns data).
+    # live made the broker serve each of its batches to one more consumer (listing the
+    # partition's batches for each fetch that returns data, see the module docstring).
     raw_from = partition_ends(consumer, raw_topic)
     marker_bytes = marker_id.encode()
 
