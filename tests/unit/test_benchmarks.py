@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import nab
-from benchmarks.bench_parts import Outputs
+from benchmarks.bench_parts import Outputs, partition_ends
 from benchmarks.sinks import remove_state
 from cityvitals.contracts import Reading, ReadingBatch
 from wiring.stack import StackPaths
@@ -129,3 +129,28 @@ def test_a_stage_is_timed_by_its_outputs_from_the_first_to_the_last() -> None:
     assert consumer.closed
     outputs.messages = [_Message(1_000, 250)]
     assert outputs.rate() == (250, None)  # one message: no span to time
+
+
+class _Watermarks:
+    """A consumer's view of a topic: partition -> (low, high) watermarks."""
+
+    def __init__(self, marks: dict[int, tuple[int, int]]) -> None:
+        self.marks = marks
+
+    def list_topics(self, topic: str, timeout: float) -> object:
+        partitions = dict.fromkeys(self.marks)
+        return type("Meta", (), {"topics": {topic: type("T", (), {"partitions": partitions})}})
+
+    def get_watermark_offsets(self, tp: object, timeout: float) -> tuple[int, int]:
+        return self.marks[tp.partition]  # type: ignore[attr-defined]
+
+
+def test_a_topic_is_read_from_two_before_each_partition_end_never_before_its_start() -> None:
+    # tansu may give a partition's end one short, so two before it are read (and told apart
+    # by timestamp); a partition that holds less starts at its first message.
+    ends = partition_ends(_Watermarks({0: (0, 10), 1: (5, 6), 2: (0, 0)}), "t")  # type: ignore[arg-type]
+    assert [(tp.topic, tp.partition, tp.offset) for tp in ends] == [
+        ("t", 0, 8),
+        ("t", 1, 5),
+        ("t", 2, 0),
+    ]
