@@ -29,6 +29,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from benchmarks.bench_parts import _cpu_seconds
+from cityvitals import kafka
+from cityvitals.settings import Settings
 from wiring.servers import tansu_process
 from wiring.stack import ManagedProcess, StackPaths, free_loopback_port, wait_for_port
 
@@ -38,17 +40,10 @@ TOPIC = "growth"
 PAYLOAD = b"x" * 200
 
 
-def _fetch_last(bootstrap: str, end: int, times: int) -> None:
+def _fetch_last(settings: Settings, end: int, times: int) -> None:
     """Fetch the partition's last batch ``times`` times, each a fetch of its own."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"growth-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": 10,
-            "fetch.queue.backoff.ms": 10,
-        }
-    )
+    group = f"growth-{uuid.uuid4().hex[:8]}"
+    consumer: Consumer = kafka.consumer(settings, group, **{"fetch.wait.max.ms": 10})
     try:
         for _ in range(times):
             consumer.assign([TopicPartition(TOPIC, 0, end - 1)])
@@ -70,11 +65,11 @@ def grow(steps: int, per_step: int, fetches: int, probe: int) -> list[dict[str, 
         try:
             wait_for_port("127.0.0.1", port, 30, broker)
             assert broker.popen is not None
-            pid, bootstrap = broker.popen.pid, f"127.0.0.1:{port}"
-            admin = AdminClient({"bootstrap.servers": bootstrap})
+            pid, settings = broker.popen.pid, Settings(kafka_bootstrap=f"127.0.0.1:{port}")
+            admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
             config = {"retention.ms": "600000", "retention.bytes": "-1"}
             admin.create_topics([NewTopic(TOPIC, 1, 1, config=config)])[TOPIC].result(30)
-            producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+            producer: Producer = kafka.producer(settings, **{"linger.ms": 0})
 
             def one_batch() -> None:  # flushed alone: one batch, one object
                 producer.produce(TOPIC, PAYLOAD, partition=0)
@@ -86,7 +81,7 @@ def grow(steps: int, per_step: int, fetches: int, probe: int) -> list[dict[str, 
                     one_batch()
                 held += per_step
                 wall, cpu = time.perf_counter(), _cpu_seconds(pid)
-                _fetch_last(bootstrap, held, fetches)
+                _fetch_last(settings, held, fetches)
                 fetch_s = (time.perf_counter() - wall) / fetches
                 fetch_cpu = (_cpu_seconds(pid) - cpu) / fetches
                 cpu = _cpu_seconds(pid)
