@@ -58,7 +58,10 @@ class UserAccounts:
             known = {d.department_id for d in profiles.departments(cur)}
         if user.department is not None and user.department not in known:
             raise RegistryError(
-                f"department {user.department!r} does not exist", "department", user.department
+                f"department {user.department!r} does not exist (known: "
+                f"{', '.join(sorted(known)) or 'none'}); add it first",
+                "department",
+                user.department,
             )
         if user.scope:
             try:

@@ -53,9 +53,11 @@ def alert(
         summary = f"{summary}: {judged.why}"
     resolved = tr.status is AlertStatus.RESOLVED
     if resolved:  # what ended, its peak, and what the value is now (or why there is none)
-        at_place = evidence or REGISTRY[rule.kind].role == "place"
-        where = "/".join(obs.place_path) if at_place else obs.device_id
+        of_place = REGISTRY[rule.kind].role == "place"
+        where = "/".join(obs.place_path) if evidence or of_place else obs.device_id
         now = f"{obs.metric} now {judged.value:g}"
+        if of_place:  # its value counts the devices whose readings hold a condition
+            now = f"devices holding a condition now: {judged.value:g} ({judged.threshold:g} needed)"
         if silent is not None:
             now = f"no {obs.metric} reading for {human(silent)}: stale"
         summary = (

@@ -78,8 +78,9 @@ def list_command(
         return
     typer.echo(f"times in {conf.zone}")
     for a in found:
+        who = f"({len(a.evidence)} devices)" if a.evidence else a.device_id
         typer.echo(
-            f"{a.alert_id}  {a.status:<8} {a.level:<6} {a.rule_id:<22} {a.device_id:<14} "
+            f"{a.alert_id}  {a.status:<8} {a.level:<6} {a.rule_id:<22} {who:<14} "
             f"{'/'.join(a.place_path):<28} since {_when(a.started_at, conf.zone)}  {a.summary}"
         )
 
@@ -105,10 +106,20 @@ def show(
     lines = [
         f"alert {a.alert_id} (revision {a.revision}), times in {z}",
         f"  {a.summary}",
-        f"  rule {a.rule_id}, {a.status}, {a.level}, device {a.device_id} "
-        f"({a.device_type or '-'}) at {'/'.join(a.place_path)}",
-        f"  {a.metric} {a.value:g} against {a.threshold:g}; started {_when(a.started_at, z)}, "
-        f"updated {_when(a.updated_at, z)}, resolved {_when(a.resolved_at, z)}",
+        f"  rule {a.rule_id}, {a.status}, {a.level}, "
+        + (
+            f"place {'/'.join(a.place_path)}, last judged on a {a.metric} reading of {a.device_id}"
+            if a.evidence
+            else f"device {a.device_id} ({a.device_type or '-'}) at {'/'.join(a.place_path)}"
+        ),
+        # A place's alert (composite: it has evidence) counts the devices whose readings hold.
+        (
+            f"  devices holding a condition: {a.value:g} ({a.threshold:g} needed)"
+            if a.evidence
+            else f"  {a.metric} {a.value:g} against {a.threshold:g}"
+        )
+        + f"; started {_when(a.started_at, z)}, updated {_when(a.updated_at, z)}, "
+        f"resolved {_when(a.resolved_at, z)}",
     ]
     if a.evidence:
         lines.append(f"  evidence: {', '.join(a.evidence)}")

@@ -77,7 +77,9 @@ class CompositeRule(RuleBase):
 
 class CompositeKind(RuleKind[CompositeRule]):
     """Memory: ``[[condition index, device, ts, value, holds], ...]``, the latest per pair
-    within the window. The judgement's evidence is the devices whose readings hold."""
+    within the window. The judgement's evidence is the devices whose readings hold; its value
+    is how many they are, its threshold how many are needed (``min_devices``): a place's alert
+    is not one reading against one condition."""
 
     name = "composite"
     spec = CompositeRule
@@ -87,9 +89,8 @@ class CompositeKind(RuleKind[CompositeRule]):
         self, rule: CompositeRule, state: AlertState, at: datetime, obs: Observation | None
     ) -> Judgement:
         entries: dict[tuple[int, str], list[Any]] = {(e[0], e[1]): e for e in (state.memory or [])}
-        threshold = rule.conditions[0].threshold
         if obs is not None:
-            threshold = _remember(rule, entries, obs, threshold)
+            _remember(rule, entries, obs)
         horizon = at - rule.window
         kept = [e for e in entries.values() if datetime.fromisoformat(e[2]) >= horizon]
         holding = [e for e in kept if e[4]]
@@ -100,7 +101,7 @@ class CompositeKind(RuleKind[CompositeRule]):
         ok = anchored and enough and len(devices) >= rule.min_devices
         kept.sort(key=lambda e: (e[0], e[1]))
         level = rule.level if ok else None
-        return Judgement(level, float(len(devices)), threshold, kept or None, devices)
+        return Judgement(level, float(len(devices)), float(rule.min_devices), kept or None, devices)
 
     def wait(self, rule: CompositeRule, stale: timedelta, grace: timedelta) -> timedelta:
         return rule.window + grace
@@ -122,22 +123,16 @@ class CompositeKind(RuleKind[CompositeRule]):
 
 
 def _remember(
-    rule: CompositeRule,
-    entries: dict[tuple[int, str], list[Any]],
-    obs: Observation,
-    threshold: float,
-) -> float:
-    """Keep the observation as the latest of its device for each condition on its metric;
-    returns the threshold of the (last) condition it met."""
+    rule: CompositeRule, entries: dict[tuple[int, str], list[Any]], obs: Observation
+) -> None:
+    """Keep the observation as the latest of its device for each condition on its metric."""
     for i, cond in enumerate(rule.conditions):
         if cond.metric != obs.metric:
             continue
-        threshold = cond.threshold
         held = cond.holds(obs.value, obs.confidence)
         now = entries.get((i, obs.device_id))
         if now is None or datetime.fromisoformat(now[2]) <= obs.ts:
             entries[(i, obs.device_id)] = [i, obs.device_id, obs.ts.isoformat(), obs.value, held]
-    return threshold
 
 
 KIND = CompositeKind()

@@ -243,6 +243,38 @@ def test_the_cli_lists_and_shows_alerts_in_the_city_zone(town: Settings) -> None
     alone = run(town, "show", made["wet"])
     assert "incident: none" in alone.output
 
+    # A place's alert (a composite rule's) is shown as the place's, with its devices.
+    with db.connect(town) as conn:
+        fire = hexid()
+        AlertSink(conn).write(
+            [
+                Alert(
+                    alert_id=fire,
+                    revision=0,
+                    rule_id="smoke-fire-confirmed",
+                    status=AlertStatus.FIRING,
+                    level=WarningLevel.RED,
+                    device_id="tb-gas-1",
+                    metric="gas_lel_pct",
+                    value=2,
+                    threshold=2,
+                    place_path=("tb", "tb-d", "tb-s3", "tb-s3-g1"),
+                    device_type="gas",
+                    started_at=T0,
+                    ts=T0,
+                    summary="smoke-fire-confirmed at tb-s3-g1: tb-cam-1, tb-gas-1 (red)",
+                    evidence=("tb-cam-1", "tb-gas-1"),
+                )
+            ]
+        )
+    place = run(town, "show", fire)
+    assert "place tb/tb-d/tb-s3/tb-s3-g1, last judged on a gas_lel_pct reading of tb-gas-1" in (
+        place.output
+    )
+    assert "devices holding a condition: 2 (2 needed)" in place.output
+    assert "against" not in place.output
+    assert "(2 devices)" in run(town, "list", "--rule", "smoke-fire-confirmed").output
+
     missing = run(town, "show", "f" * 32)
     assert missing.exit_code == 1 and f"alert {'f' * 32!r} does not exist" in missing.output
     bad = run(town, "list", "--level", "purple")

@@ -365,10 +365,14 @@ def test_a_composite_rule_needs_every_condition_within_its_window() -> None:
         AlertStatus.FIRING,
     )
     assert a.place_path == ("c", "d1", "s1") and a.evidence == ("rain-1", "wl-1")
+    # A place's alert counts the devices whose readings hold, against the devices needed:
+    # not the last reading against one condition's threshold.
+    assert (a.value, a.threshold) == (2.0, 1.0)
     p.tick(14)
     assert len(p.alerts) == 1
     p.tick(16)  # the rain reading aged out of the window
     assert [x.status for x in p.alerts] == [AlertStatus.FIRING, AlertStatus.RESOLVED]
+    assert p.alerts[1].summary.endswith("; devices holding a condition now: 1 (1 needed)")
 
 
 def test_conditions_met_too_far_apart_do_not_fire() -> None:
@@ -567,6 +571,7 @@ rules:
     assert p.alerts == []  # gas alone confirms nothing
     p.read(obs(0.9, 2, device_id="cam-1", metric="camera.smoke_fire"))
     assert [a.evidence for a in p.alerts] == [("cam-1", "gas-1", "gas-2")]
+    assert (p.alerts[0].value, p.alerts[0].threshold) == (3.0, 2.0)
 
 
 def test_stepping_down_takes_the_highest_level_held_meanwhile() -> None:
