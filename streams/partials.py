@@ -244,7 +244,10 @@ def _counted_here(mark: list[Any] | None, start: str, offset: int, path: tuple[s
     every place above it too): then this reading counts nowhere."""
     if not mark or isinstance(mark[0], str):
         return False
-    for s, o, p in reversed(mark):  # the newest window last: usually the one sought
+    # The newest window last: usually the one sought. (Indexed: mypyc 2.4 cannot compile
+    # reversed() over a list of Any.)
+    for i in range(len(mark) - 1, -1, -1):
+        s, o, p = mark[i]
         if s == start and o != offset and p is not None and tuple(p) == path:
             return True
     return False
