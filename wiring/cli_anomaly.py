@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from rules.anomaly import AnomalyParams
 from rules.detectors import NoveltyDetector, NoveltyParams, SeasonalDetector
 from rules.detectors.base import Detector
+from wiring.cli_common import NotUtf8, open_utf8
 
 __all__ = ["BadRow", "anomaly_app", "parse_params", "read_series"]
 
@@ -70,7 +71,7 @@ def _timestamp(text: str) -> datetime:
 def read_series(path: Path) -> Iterator[tuple[int, str, str, datetime, float]]:
     """The rows of a ``timestamp,value`` CSV: line, raw timestamp, raw value, parsed pair."""
     name = str(path)
-    with path.open(newline="", encoding="utf-8") as fh:
+    with open_utf8(path) as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None:
@@ -146,7 +147,7 @@ def score_csv(
                 writer.writerow([raw_ts, raw_value, repr(s)])
                 rows += 1
         os.replace(tmp, target)
-    except BadRow as exc:
+    except (BadRow, NotUtf8) as exc:
         os.unlink(tmp)
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

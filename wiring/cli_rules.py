@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
-from wiring.cli_common import parse_utc, settings
+from wiring.cli_common import NotUtf8, open_utf8, parse_utc, read_utf8, settings
 
 __all__ = ["read_csv", "rules_app"]
 
@@ -52,9 +52,7 @@ def _load_rules(file: Path) -> Any:
     from rules import RuleFileError, parse_rules
 
     try:
-        return parse_rules(file.read_text(), str(file))
-    except OSError as exc:
-        raise _fail(f"{file}: {exc.strerror}") from None
+        return parse_rules(read_utf8(file), str(file))
     except RuleFileError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
@@ -92,7 +90,7 @@ def read_csv(path: Path) -> Iterator[list[Any]]:
     from rules import Observation
 
     source = str(path)
-    with path.open(newline="") as f:
+    with open_utf8(path) as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         missing = [c for c in CSV_REQUIRED if c not in header]
@@ -265,7 +263,7 @@ def rules_backtest(
             for alert in bt.finish(stop):
                 out.write(alert.model_dump_json() + "\n")
         os.replace(tmp, output)
-    except InputError as exc:
+    except (InputError, NotUtf8) as exc:
         os.unlink(tmp)
         raise _fail(str(exc)) from None
     except BaseException:

@@ -62,6 +62,18 @@ def test_a_bad_row_is_named_by_line_and_field_and_nothing_is_written(tmp_path: P
     assert not out.exists() and list(out.parent.iterdir()) == []
 
 
+def test_a_csv_that_is_not_utf8_is_named_by_line_and_nothing_is_written(tmp_path: Path) -> None:
+    rules, csv, out = files(tmp_path)
+    csv.write_bytes(
+        CSV.replace("wl-1,water_level_cm,30", "wl-é,water_level_cm,30").encode("latin-1")
+    )
+    argv = ["backtest", "--rules", str(rules), "--input", str(csv), "--output", str(out)]
+    result = CliRunner().invoke(rules_app, argv)
+    assert result.exit_code == 1
+    assert result.output == f"error: {csv}:4: not UTF-8 (byte 0xe9); save the file as UTF-8\n"
+    assert not out.exists() and list(out.parent.iterdir()) == []
+
+
 def test_rules_check_names_the_line_of_a_bad_rule(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(

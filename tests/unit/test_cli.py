@@ -1,14 +1,16 @@
 """``cityvitals`` as a shell runs it (``wiring.cli.main``): how a command ends when a service
-does not answer."""
+does not answer, or a file it is given cannot be used."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from cityvitals import db, kafka
-from wiring.cli import main
+from wiring.cli import app, main
 
 DOWN = db.DatabaseUnavailable("connection refused")
 
@@ -56,3 +58,18 @@ def test_an_unexpected_error_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(db, "connect", refuse(RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):
         main(["alerts", "list"])
+
+
+@pytest.mark.parametrize(
+    "command", [["devices", "import"], ["profiles", "put"], ["rules", "check"]]
+)
+def test_a_file_that_is_not_utf8_is_refused_naming_its_line(
+    command: list[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(
+        "device_id,device_type,place_path\ncapteur-é,air_quality,sh\n".encode("latin-1")
+    )
+    result = CliRunner().invoke(app, [*command, str(path)])
+    assert result.exit_code == 1
+    assert result.output == f"error: {path}:2: not UTF-8 (byte 0xe9); save the file as UTF-8\n"
