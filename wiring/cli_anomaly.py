@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +25,7 @@ from pydantic import ValidationError
 from rules.anomaly import AnomalyParams
 from rules.detectors import NoveltyDetector, NoveltyParams, SeasonalDetector
 from rules.detectors.base import Detector
-from wiring.cli_common import NotUtf8, open_utf8
+from wiring.cli_common import NotUtf8, atomic_output, open_utf8
 
 __all__ = ["BadRow", "anomaly_app", "parse_params", "read_series"]
 
@@ -134,11 +132,9 @@ def score_csv(
     if not source.is_file():
         typer.echo(f"error: {source}: no such file", err=True)
         raise typer.Exit(1)
-    target_dir = target.resolve().parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target_dir)
     rows = 0
     try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
+        with atomic_output(target) as out:
             writer = csv.writer(out)
             writer.writerow(["timestamp", "value", "anomaly_score"])
             for _line, raw_ts, raw_value, ts, value in read_series(source):
@@ -146,12 +142,7 @@ def score_csv(
                 detector.learn_one((ts, value))
                 writer.writerow([raw_ts, raw_value, repr(s)])
                 rows += 1
-        os.replace(tmp, target)
     except (BadRow, NotUtf8) as exc:
-        os.unlink(tmp)
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    except BaseException:
-        os.unlink(tmp)
-        raise
     typer.echo(f"{rows} rows scored into {target}", err=True)

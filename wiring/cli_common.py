@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, tzinfo
@@ -123,3 +125,27 @@ def read_utf8(path: Path) -> str:
         raise fail(f"{path}: {exc.strerror}") from None
     except NotUtf8 as exc:
         raise fail(str(exc)) from None
+
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator[TextIO]:
+    """``path`` open to write UTF-8 text: a temporary file beside it, renamed to ``path`` when
+    the block ends and removed if the block raises, so a failed command leaves nothing. A
+    missing folder is not made: it ends the command, as does a path that cannot be written."""
+    if not path.parent.is_dir():
+        raise fail(f"cannot write {path}: there is no folder {path.parent}")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise fail(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
+            yield out
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        os.unlink(tmp)
+        raise fail(f"cannot write {path}: {exc.strerror}") from None

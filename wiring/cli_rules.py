@@ -9,8 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,7 +17,14 @@ from typing import Annotated, Any
 
 import typer
 
-from wiring.cli_common import NotUtf8, open_utf8, parse_utc, read_utf8, settings
+from wiring.cli_common import (
+    NotUtf8,
+    atomic_output,
+    open_utf8,
+    parse_utc,
+    read_utf8,
+    settings,
+)
 
 __all__ = ["read_csv", "rules_app"]
 
@@ -253,22 +258,15 @@ def rules_backtest(
         source = read_database(first, stop)
     bt = Backtest(ruleset, step)
     started = time.perf_counter()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
     try:
-        with os.fdopen(fd, "w") as out:
+        with atomic_output(output) as out:
             for reading in source:
                 for alert in bt.feed(reading):
                     out.write(alert.model_dump_json() + "\n")
             for alert in bt.finish(stop):
                 out.write(alert.model_dump_json() + "\n")
-        os.replace(tmp, output)
     except (InputError, NotUtf8) as exc:
-        os.unlink(tmp)
         raise _fail(str(exc)) from None
-    except BaseException:
-        os.unlink(tmp)
-        raise
     elapsed = time.perf_counter() - started
     c = bt.counts
     rate = c.evaluations / elapsed if elapsed > 0 else 0.0

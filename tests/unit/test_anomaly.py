@@ -298,6 +298,18 @@ def test_cli_refuses_a_csv_that_is_not_utf8_and_writes_nothing(tmp_path: Path) -
     assert list(tmp_path.iterdir()) == [source]
 
 
+def test_cli_names_an_output_it_cannot_write_and_makes_no_folder(tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "in.csv", ["2026-01-01 00:00:00,1"])
+    for target, problem in [
+        (tmp_path / "missing" / "out.csv", f"there is no folder {tmp_path / 'missing'}"),
+        (tmp_path, "Is a directory"),
+    ]:
+        result = runner.invoke(anomaly_app, ["score", str(source), str(target)])
+        assert result.exit_code == 1
+        assert result.output == f"error: cannot write {target}: {problem}\n"
+        assert list(tmp_path.iterdir()) == [source]
+
+
 def test_cli_rejects_unknown_parameters(tmp_path: Path) -> None:
     source = write_csv(tmp_path / "in.csv", ["2026-01-01 00:00:00,1"])
     result = runner.invoke(
