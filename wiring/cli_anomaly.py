@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from rules.anomaly import AnomalyParams
 from rules.detectors import NoveltyDetector, NoveltyParams, SeasonalDetector
 from rules.detectors.base import Detector
-from wiring.cli_common import NotUtf8, atomic_output, open_utf8
+from wiring.cli_common import NotUtf8, atomic_output, fail, open_utf8
 
 __all__ = ["BadRow", "anomaly_app", "parse_params", "read_series"]
 
@@ -130,8 +130,7 @@ def score_csv(
         else SeasonalDetector(params)
     )
     if not source.is_file():
-        typer.echo(f"error: {source}: no such file", err=True)
-        raise typer.Exit(1)
+        raise fail(f"{source}: no such file")
     rows = 0
     try:
         with atomic_output(target) as out:
@@ -143,6 +142,5 @@ def score_csv(
                 writer.writerow([raw_ts, raw_value, repr(s)])
                 rows += 1
     except (BadRow, NotUtf8) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(str(exc)) from None
     typer.echo(f"{rows} rows scored into {target}", err=True)

@@ -20,6 +20,7 @@ import typer
 from wiring.cli_common import (
     NotUtf8,
     atomic_output,
+    fail,
     open_utf8,
     parse_utc,
     read_utf8,
@@ -46,11 +47,6 @@ class InputError(ValueError):
 
     def __init__(self, source: str, line: int, field: str, message: str) -> None:
         super().__init__(f"{source}:{line}: {field}: {message}")
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
 
 
 def _load_rules(file: Path) -> Any:
@@ -236,25 +232,25 @@ def rules_backtest(
     ruleset = _load_rules(rules_file)
     step = parse_duration(tick if tick is not None else settings().rules_tick_s)
     if not hasattr(step, "total_seconds") or step.total_seconds() <= 0:
-        raise _fail(f"--tick {tick!r}: give a positive duration such as 10s, 1m or 1h")
+        raise fail(f"--tick {tick!r}: give a positive duration such as 10s, 1m or 1h")
     if (input_csv is None) == (start is None):
-        raise _fail("give either --input FILE.csv or --from TIME --to TIME")
+        raise fail("give either --input FILE.csv or --from TIME --to TIME")
     stop: datetime | None = None
     if input_csv is not None:
         if not input_csv.is_file():
-            raise _fail(f"--input {input_csv}: no such file")
+            raise fail(f"--input {input_csv}: no such file")
         try:
             stop = None if until is None else parse_utc(until)
         except ValueError as exc:
-            raise _fail(f"--until: {exc}") from None
+            raise fail(f"--until: {exc}") from None
         source = read_csv(input_csv)
     else:
         if until is not None:
-            raise _fail("--until is for --input; the database form runs the clock to --to")
+            raise fail("--until is for --input; the database form runs the clock to --to")
         try:
             first, stop = parse_utc(start or ""), parse_utc(end or datetime.now(UTC).isoformat())
         except ValueError as exc:
-            raise _fail(f"--from/--to: {exc}") from None
+            raise fail(f"--from/--to: {exc}") from None
         source = read_database(first, stop)
     bt = Backtest(ruleset, step)
     started = time.perf_counter()
@@ -266,7 +262,7 @@ def rules_backtest(
             for alert in bt.finish(stop):
                 out.write(alert.model_dump_json() + "\n")
     except (InputError, NotUtf8) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     elapsed = time.perf_counter() - started
     c = bt.counts
     rate = c.evaluations / elapsed if elapsed > 0 else 0.0
