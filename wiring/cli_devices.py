@@ -72,7 +72,8 @@ def devices_import(
         Path | None, typer.Option(help="CSV of device_id,secret (shown once)")
     ] = None,
 ) -> None:
-    """Import devices from CSV or JSON (by extension); bad rows are reported by line and field."""
+    """Import devices from CSV or JSON (by extension); bad rows are reported by line (CSV) or
+    item (JSON) and field."""
     text = read_utf8(file)
     from device_registry import parse_device_csv, parse_device_json
 
