@@ -102,7 +102,8 @@ def _device(data: dict[str, Any], line: int, now: datetime, unit: Unit) -> Devic
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         name = ".".join(str(p) for p in err["loc"]) or "row"
-        return RowError(line, name, f"{err['msg']} (got {err.get('input')!r:.60})", unit)
+        got = "" if err["type"] == "missing" else f" (got {err['input']!r:.60})"
+        return RowError(line, name, err["msg"] + got, unit)
 
 
 def parse_device_csv(text: str, now: datetime) -> ParsedFile:
