@@ -73,3 +73,16 @@ def test_a_file_that_is_not_utf8_is_refused_naming_its_line(
     result = CliRunner().invoke(app, [*command, str(path)])
     assert result.exit_code == 1
     assert result.output == f"error: {path}:2: not UTF-8 (byte 0xe9); save the file as UTF-8\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["deadbeef", "acknowledge"], "incident id 'deadbeef'"),
+        (["0" * 32, "accept", "--dispatch", "D-1"], "dispatch id 'D-1'"),
+    ],
+)
+def test_an_id_that_is_not_one_is_named_in_words(argv: list[str], named: str) -> None:
+    result = CliRunner().invoke(app, ["incidents", "act", *argv])
+    assert result.exit_code == 1
+    assert result.output == f"error: {named} is not an id (32 hexadecimal digits, 0-9 a-f)\n"
