@@ -12,7 +12,7 @@ import io
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -40,6 +40,9 @@ CSV_COLUMNS = (
 )
 REQUIRED = ("device_id", "device_type", "place_path")
 
+Unit = Literal["line", "item"]
+"""What a row's number counts: a line of the file, or an item of a JSON array (from 1)."""
+
 
 @dataclass(frozen=True)
 class RowError:
@@ -48,23 +51,26 @@ class RowError:
     line: int
     field: str
     message: str
+    unit: Unit = "line"
 
     def __str__(self) -> str:
-        return f"line {self.line}: {self.field}: {self.message}"
+        return f"{self.unit} {self.line}: {self.field}: {self.message}"
 
 
 @dataclass
 class ParsedFile:
-    """The devices of a file, each with its line (CSV) or item number (JSON), and the refused rows.
+    """The devices of a file, each with its line (CSV) or item number (JSON), as ``unit`` says,
+    and the refused rows.
 
     ``unreadable`` is set when the file as a whole cannot be read (no header, not JSON): then
-    ``errors`` holds the one reason and there are no devices.
+    ``errors`` holds the one reason, by line, and there are no devices.
     """
 
     devices: list[Device] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)
     errors: list[RowError] = field(default_factory=list)
     unreadable: bool = False
+    unit: Unit = "line"
 
     def add(self, line: int, result: Device | RowError) -> None:
         if isinstance(result, Device):
@@ -87,16 +93,17 @@ def _unstorable(data: dict[str, Any]) -> str | None:
     return None
 
 
-def _device(data: dict[str, Any], line: int, now: datetime) -> Device | RowError:
+def _device(data: dict[str, Any], line: int, now: datetime, unit: Unit) -> Device | RowError:
     bad = _unstorable(data)
     if bad is not None:
-        return RowError(line, bad, "contains a NUL character, which cannot be stored")
+        return RowError(line, bad, "contains a NUL character, which cannot be stored", unit)
     try:
         return Device(updated_at=now, **{"state": DeviceState.PROVISIONED, **data})
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         name = ".".join(str(p) for p in err["loc"]) or "row"
-        return RowError(line, name, f"{err['msg']} (got {err.get('input')!r:.60})")
+        got = "" if err["type"] == "missing" else f" (got {err['input']!r:.60})"
+        return RowError(line, name, err["msg"] + got, unit)
 
 
 def parse_device_csv(text: str, now: datetime) -> ParsedFile:
@@ -135,7 +142,7 @@ def parse_device_csv(text: str, now: datetime) -> ParsedFile:
             data["place_path"] = tuple(p for p in data.get("place_path", "").split("/") if p)
             if "tags" in data:
                 data["tags"] = tuple(t.strip() for t in data["tags"].split(";") if t.strip())
-            parsed.add(line, _device(data, line, now))
+            parsed.add(line, _device(data, line, now, parsed.unit))
     except csv.Error as exc:
         parsed.add(reader.line_num, RowError(reader.line_num, "file", f"CSV ends badly: {exc}"))
     return parsed
@@ -151,15 +158,15 @@ def parse_device_json(text: str, now: datetime) -> ParsedFile:
         return ParsedFile.refused(1, "file", "nested too deeply")
     if not isinstance(items, list):
         return ParsedFile.refused(1, "file", "expected a JSON array of devices")
-    parsed = ParsedFile()
+    parsed = ParsedFile(unit="item")
     for n, item in enumerate(items, start=1):
         if not isinstance(item, dict):
-            parsed.add(n, RowError(n, "item", "expected an object"))
+            parsed.add(n, RowError(n, "item", "expected an object", parsed.unit))
             continue
         data = {k: v for k, v in item.items() if k != "updated_at" and k != "schema_version"}
         if isinstance(data.get("place_path"), str):
             data["place_path"] = tuple(p for p in data["place_path"].split("/") if p)
-        parsed.add(n, _device(data, n, now))
+        parsed.add(n, _device(data, n, now, parsed.unit))
     return parsed
 
 

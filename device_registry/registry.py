@@ -259,9 +259,8 @@ class Registry(UserAccounts):
         fresh: dict[str, tuple[int, Device]] = {}
         for line, d in zip(parsed.lines, parsed.devices, strict=True):
             if d.device_id in existing or d.device_id in fresh:
-                report.errors.append(
-                    RowError(line, "device_id", f"{d.device_id!r} is already registered")
-                )
+                message = f"{d.device_id!r} is already registered"
+                report.errors.append(RowError(line, "device_id", message, parsed.unit))
             else:
                 fresh[d.device_id] = (line, d)
         todo = list(fresh.values())
@@ -274,7 +273,7 @@ class Registry(UserAccounts):
                     try:
                         report.added.extend(self.add_many([d], actor))
                     except RegistryError as exc:
-                        report.errors.append(RowError(line, exc.field, str(exc)))
+                        report.errors.append(RowError(line, exc.field, str(exc), parsed.unit))
             if progress is not None:
                 progress(min(start + chunk, len(todo)), len(todo))
         report.errors.sort(key=lambda e: e.line)

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from cityvitals.db import DatabaseUnavailable
+from cityvitals.kafka import KafkaUnavailable
 from wiring.cli_audit import reconcile
 from wiring.cli_common import fail, settings
 from wiring.cli_stack import down, simulate, up
@@ -189,11 +191,16 @@ def _add_bench_command() -> None:
 _add_bench_command()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The ``cityvitals`` command (``argv``: its arguments, else the command line's). A service
+    that does not answer, the database or Kafka, ends any command with one line and exit code 1;
+    any other error keeps its traceback."""
     try:
-        app()
+        app(args=argv)
     except BrokenPipeError:  # e.g. piped into head
         sys.exit(0)
+    except (DatabaseUnavailable, KafkaUnavailable) as exc:
+        sys.exit(fail(str(exc)).exit_code)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +25,7 @@ from pydantic import ValidationError
 from rules.anomaly import AnomalyParams
 from rules.detectors import NoveltyDetector, NoveltyParams, SeasonalDetector
 from rules.detectors.base import Detector
+from wiring.cli_common import NotUtf8, atomic_output, fail, open_utf8
 
 __all__ = ["BadRow", "anomaly_app", "parse_params", "read_series"]
 
@@ -70,7 +69,7 @@ def _timestamp(text: str) -> datetime:
 def read_series(path: Path) -> Iterator[tuple[int, str, str, datetime, float]]:
     """The rows of a ``timestamp,value`` CSV: line, raw timestamp, raw value, parsed pair."""
     name = str(path)
-    with path.open(newline="", encoding="utf-8") as fh:
+    with open_utf8(path) as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None:
@@ -131,13 +130,10 @@ def score_csv(
         else SeasonalDetector(params)
     )
     if not source.is_file():
-        typer.echo(f"error: {source}: no such file", err=True)
-        raise typer.Exit(1)
-    target_dir = target.resolve().parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target_dir)
+        raise fail(f"{source}: no such file")
     rows = 0
     try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
+        with atomic_output(target) as out:
             writer = csv.writer(out)
             writer.writerow(["timestamp", "value", "anomaly_score"])
             for _line, raw_ts, raw_value, ts, value in read_series(source):
@@ -145,12 +141,6 @@ def score_csv(
                 detector.learn_one((ts, value))
                 writer.writerow([raw_ts, raw_value, repr(s)])
                 rows += 1
-        os.replace(tmp, target)
-    except BadRow as exc:
-        os.unlink(tmp)
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    except (BadRow, NotUtf8) as exc:
+        raise fail(str(exc)) from None
     typer.echo(f"{rows} rows scored into {target}", err=True)

@@ -1,13 +1,18 @@
 """What every command group of the command line shares: the settings, failing with one line,
-and times given on the command line."""
+times given on the command line, and the files a command reads and writes."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, tzinfo
 from enum import Enum
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -74,3 +79,73 @@ def enum_option(kind: type[Enum], value: str | None, option: str) -> Any:
     except ValueError:
         allowed = ", ".join(str(m.value) for m in kind)
         raise fail(f"{option} {value!r}: give one of {allowed}") from None
+
+
+class NotUtf8(ValueError):
+    """A text file that is not UTF-8: the file, and the line and value of its first bad byte."""
+
+    def __init__(self, path: Path, line: int, byte: int) -> None:
+        super().__init__(f"{path}:{line}: not UTF-8 (byte 0x{byte:02x}); save the file as UTF-8")
+        self.path, self.line, self.byte = path, line, byte
+
+
+def _first_bad_byte(path: Path) -> tuple[int, int] | None:
+    """The line and value of the first byte of ``path`` that is not UTF-8, if any. A line is
+    decoded on its own: no UTF-8 character holds the byte of a newline."""
+    with path.open("rb") as f:
+        for line, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return line, raw[exc.start]
+    return None
+
+
+@contextmanager
+def open_utf8(path: Path) -> Iterator[TextIO]:
+    """``path`` open to read as UTF-8 text, ready for ``csv`` (``newline=""``). A byte that is
+    not UTF-8 raises :class:`NotUtf8` wherever the block reads it."""
+    with path.open(newline="", encoding="utf-8") as f:
+        try:
+            yield f
+        except UnicodeDecodeError:
+            bad = _first_bad_byte(path)
+            if bad is None:  # the file changed while it was read
+                raise
+            raise NotUtf8(path, *bad) from None
+
+
+def read_utf8(path: Path) -> str:
+    """The text of a file named on the command line; one that cannot be read or is not UTF-8
+    ends the command naming it."""
+    try:
+        with open_utf8(path) as f:
+            return f.read()
+    except OSError as exc:
+        raise fail(f"{path}: {exc.strerror}") from None
+    except NotUtf8 as exc:
+        raise fail(str(exc)) from None
+
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator[TextIO]:
+    """``path`` open to write UTF-8 text: a temporary file beside it, renamed to ``path`` when
+    the block ends and removed if the block raises, so a failed command leaves nothing. A
+    missing folder is not made: it ends the command, as does a path that cannot be written."""
+    if not path.parent.is_dir():
+        raise fail(f"cannot write {path}: there is no folder {path.parent}")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise fail(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
+            yield out
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        os.unlink(tmp)
+        raise fail(f"cannot write {path}: {exc.strerror}") from None

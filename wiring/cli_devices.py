@@ -12,7 +12,7 @@ import typer
 from pydantic import ValidationError
 
 from cityvitals.contracts import Device, DeviceState
-from wiring.cli_common import fail
+from wiring.cli_common import fail, read_utf8
 from wiring.cli_registry_common import actor, build, path_of, registry
 
 __all__ = ["devices_app"]
@@ -72,11 +72,9 @@ def devices_import(
         Path | None, typer.Option(help="CSV of device_id,secret (shown once)")
     ] = None,
 ) -> None:
-    """Import devices from CSV or JSON (by extension); bad rows are reported by line and field."""
-    try:
-        text = file.read_text()
-    except OSError as exc:
-        raise fail(f"{file}: {exc.strerror}") from None
+    """Import devices from CSV or JSON (by extension); bad rows are reported by line (CSV) or
+    item (JSON) and field."""
+    text = read_utf8(file)
     from device_registry import parse_device_csv, parse_device_json
 
     parse = parse_device_json if file.suffix.lower() == ".json" else parse_device_csv

@@ -14,6 +14,7 @@ import typer
 from pydantic import ValidationError
 
 from cityvitals.contracts import (
+    HEX_ID,
     IncidentState,
     ReportChannel,
     Tier,
@@ -45,6 +46,9 @@ def _database(conf: Settings) -> Iterator[Any]:
 def _field_problem(exc: ValidationError) -> str:
     err = exc.errors(include_url=False)[0]
     field = ".".join(str(p) for p in err["loc"]) or "value"
+    if err.get("ctx", {}).get("pattern") == HEX_ID:  # an incident's or a dispatch order's id
+        name = field.replace("_", " ")
+        return f"{name} {err['input']!r} is not an id (32 hexadecimal digits, 0-9 a-f)"
     return f"{field}: {err['msg']}"
 
 

@@ -10,7 +10,7 @@ import typer
 import yaml
 
 from cityvitals.contracts import Department, Place, PlaceLevel, Profile
-from wiring.cli_common import fail
+from wiring.cli_common import fail, read_utf8
 from wiring.cli_registry_common import actor, build, path_of, registry
 
 __all__ = ["audit", "departments_app", "places_app", "profiles_app"]
@@ -76,9 +76,10 @@ def places_move(
 
 
 def _load_file(file: Path) -> Any:
+    text = read_utf8(file)
     try:
-        return yaml.safe_load(file.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
         raise fail(f"{file}: {exc}") from None
 
 

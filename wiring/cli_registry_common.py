@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 import typer
 from pydantic import BaseModel, ValidationError
 
-from cityvitals.kafka import KafkaUnavailable
 from wiring.cli_common import fail, settings
 
 __all__ = ["actor", "build", "path_of", "registry"]
@@ -28,7 +27,6 @@ def actor() -> str:
 @contextmanager
 def registry() -> Iterator[Any]:
     """An open registry; registry errors become one clear line and exit code 1."""
-    from cityvitals.db import DatabaseUnavailable
     from device_registry import RegistryError, UnknownDevice, UnknownPlace
     from wiring.services import open_registry
 
@@ -43,13 +41,7 @@ def registry() -> Iterator[Any]:
                     err=True,
                 )
             yield reg
-    except (
-        RegistryError,
-        UnknownDevice,
-        UnknownPlace,
-        KafkaUnavailable,
-        DatabaseUnavailable,
-    ) as exc:
+    except (RegistryError, UnknownDevice, UnknownPlace) as exc:
         raise fail(str(exc)) from None
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,7 +17,15 @@ from typing import Annotated, Any
 
 import typer
 
-from wiring.cli_common import parse_utc, settings
+from wiring.cli_common import (
+    NotUtf8,
+    atomic_output,
+    fail,
+    open_utf8,
+    parse_utc,
+    read_utf8,
+    settings,
+)
 
 __all__ = ["read_csv", "rules_app"]
 
@@ -43,18 +49,11 @@ class InputError(ValueError):
         super().__init__(f"{source}:{line}: {field}: {message}")
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
-
-
 def _load_rules(file: Path) -> Any:
     from rules import RuleFileError, parse_rules
 
     try:
-        return parse_rules(file.read_text(), str(file))
-    except OSError as exc:
-        raise _fail(f"{file}: {exc.strerror}") from None
+        return parse_rules(read_utf8(file), str(file))
     except RuleFileError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
@@ -92,7 +91,7 @@ def read_csv(path: Path) -> Iterator[list[Any]]:
     from rules import Observation
 
     source = str(path)
-    with path.open(newline="") as f:
+    with open_utf8(path) as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         missing = [c for c in CSV_REQUIRED if c not in header]
@@ -233,44 +232,37 @@ def rules_backtest(
     ruleset = _load_rules(rules_file)
     step = parse_duration(tick if tick is not None else settings().rules_tick_s)
     if not hasattr(step, "total_seconds") or step.total_seconds() <= 0:
-        raise _fail(f"--tick {tick!r}: give a positive duration such as 10s, 1m or 1h")
+        raise fail(f"--tick {tick!r}: give a positive duration such as 10s, 1m or 1h")
     if (input_csv is None) == (start is None):
-        raise _fail("give either --input FILE.csv or --from TIME --to TIME")
+        raise fail("give either --input FILE.csv or --from TIME --to TIME")
     stop: datetime | None = None
     if input_csv is not None:
         if not input_csv.is_file():
-            raise _fail(f"--input {input_csv}: no such file")
+            raise fail(f"--input {input_csv}: no such file")
         try:
             stop = None if until is None else parse_utc(until)
         except ValueError as exc:
-            raise _fail(f"--until: {exc}") from None
+            raise fail(f"--until: {exc}") from None
         source = read_csv(input_csv)
     else:
         if until is not None:
-            raise _fail("--until is for --input; the database form runs the clock to --to")
+            raise fail("--until is for --input; the database form runs the clock to --to")
         try:
             first, stop = parse_utc(start or ""), parse_utc(end or datetime.now(UTC).isoformat())
         except ValueError as exc:
-            raise _fail(f"--from/--to: {exc}") from None
+            raise fail(f"--from/--to: {exc}") from None
         source = read_database(first, stop)
     bt = Backtest(ruleset, step)
     started = time.perf_counter()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
     try:
-        with os.fdopen(fd, "w") as out:
+        with atomic_output(output) as out:
             for reading in source:
                 for alert in bt.feed(reading):
                     out.write(alert.model_dump_json() + "\n")
             for alert in bt.finish(stop):
                 out.write(alert.model_dump_json() + "\n")
-        os.replace(tmp, output)
-    except InputError as exc:
-        os.unlink(tmp)
-        raise _fail(str(exc)) from None
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    except (InputError, NotUtf8) as exc:
+        raise fail(str(exc)) from None
     elapsed = time.perf_counter() - started
     c = bt.counts
     rate = c.evaluations / elapsed if elapsed > 0 else 0.0

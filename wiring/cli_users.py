@@ -28,15 +28,13 @@ NOT_STORED = "(shown this once: only its hash is stored; 'cityvitals users token
 
 @contextmanager
 def _registry() -> Iterator[Any]:
-    from cityvitals.db import DatabaseUnavailable
-    from cityvitals.kafka import KafkaUnavailable
     from device_registry import RegistryError, UnknownPlace, UnknownUser
     from wiring.services import open_registry
 
     try:
         with open_registry(settings()) as reg:
             yield reg
-    except (RegistryError, UnknownUser, UnknownPlace, DatabaseUnavailable, KafkaUnavailable) as exc:
+    except (RegistryError, UnknownUser, UnknownPlace) as exc:
         raise fail(str(exc)) from None
 
 

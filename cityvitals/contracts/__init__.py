@@ -49,6 +49,7 @@ from cityvitals.contracts.health import (
 )
 from cityvitals.contracts.incidents import (
     FEEDBACK_ACTIONS,
+    HEX_ID,
     Action,
     CitizenReport,
     DispatchKind,
@@ -94,6 +95,7 @@ from cityvitals.contracts.readings import (
 
 __all__ = [
     "FEEDBACK_ACTIONS",
+    "HEX_ID",
     "IDENTIFIER",
     "MAX_PACK",
     "METRIC",

@@ -177,7 +177,7 @@ def _import(pool: RegistryPool, text: str, is_csv: bool, who: Caller) -> ImportR
 
 def _in_scope(parsed: ParsedFile, user: User) -> ParsedFile:
     """The rows at places in the user's scope; the others are refused rows."""
-    kept = ParsedFile(errors=list(parsed.errors))
+    kept = ParsedFile(errors=list(parsed.errors), unit=parsed.unit)
     for line, device in zip(parsed.lines, parsed.devices, strict=True):
         if user.sees(device.place_path):
             kept.devices.append(device)
@@ -185,7 +185,7 @@ def _in_scope(parsed: ParsedFile, user: User) -> ParsedFile:
         else:
             where = "/".join(device.place_path)
             message = f"{where} is outside the scope of {user.name}: {user.scope_text}"
-            kept.errors.append(RowError(line, "place_path", message))
+            kept.errors.append(RowError(line, "place_path", message, parsed.unit))
     return kept
 
 

@@ -286,6 +286,30 @@ def test_cli_stops_at_the_first_bad_row_and_writes_nothing(tmp_path: Path) -> No
     assert f"{source}:3: value: not a finite number: 'n/a'" in result.output
 
 
+def test_cli_refuses_a_csv_that_is_not_utf8_and_writes_nothing(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_bytes(
+        "timestamp,value\n2026-01-01 00:00:00,1\n2026-01-01 00:05:00,2 é\n".encode("latin-1")
+    )
+    target = tmp_path / "out.csv"
+    result = runner.invoke(anomaly_app, ["score", str(source), str(target)])
+    assert result.exit_code == 1
+    assert result.output == f"error: {source}:3: not UTF-8 (byte 0xe9); save the file as UTF-8\n"
+    assert list(tmp_path.iterdir()) == [source]
+
+
+def test_cli_names_an_output_it_cannot_write_and_makes_no_folder(tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "in.csv", ["2026-01-01 00:00:00,1"])
+    for target, problem in [
+        (tmp_path / "missing" / "out.csv", f"there is no folder {tmp_path / 'missing'}"),
+        (tmp_path, "Is a directory"),
+    ]:
+        result = runner.invoke(anomaly_app, ["score", str(source), str(target)])
+        assert result.exit_code == 1
+        assert result.output == f"error: cannot write {target}: {problem}\n"
+        assert list(tmp_path.iterdir()) == [source]
+
+
 def test_cli_rejects_unknown_parameters(tmp_path: Path) -> None:
     source = write_csv(tmp_path / "in.csv", ["2026-01-01 00:00:00,1"])
     result = runner.invoke(

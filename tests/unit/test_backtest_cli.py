@@ -31,7 +31,7 @@ CSV = """ts,device_id,metric,value,device_type,place_path
 def files(tmp_path: Path, csv: str = CSV) -> tuple[Path, Path, Path]:
     (tmp_path / "rules.yaml").write_text(RULES)
     (tmp_path / "in.csv").write_text(csv)
-    return tmp_path / "rules.yaml", tmp_path / "in.csv", tmp_path / "out" / "alerts.jsonl"
+    return tmp_path / "rules.yaml", tmp_path / "in.csv", tmp_path / "alerts.jsonl"
 
 
 def test_a_backtest_writes_every_transition_and_counts_late_readings(tmp_path: Path) -> None:
@@ -59,7 +59,38 @@ def test_a_bad_row_is_named_by_line_and_field_and_nothing_is_written(tmp_path: P
     result = CliRunner().invoke(rules_app, argv)
     assert result.exit_code == 1
     assert f"{csv}:3: value:" in result.output
-    assert not out.exists() and list(out.parent.iterdir()) == []
+    assert sorted(tmp_path.iterdir()) == [csv, rules]  # no output, no temporary file
+
+
+def test_a_csv_that_is_not_utf8_is_named_by_line_and_nothing_is_written(tmp_path: Path) -> None:
+    rules, csv, out = files(tmp_path)
+    csv.write_bytes(
+        CSV.replace("wl-1,water_level_cm,30", "wl-é,water_level_cm,30").encode("latin-1")
+    )
+    argv = ["backtest", "--rules", str(rules), "--input", str(csv), "--output", str(out)]
+    result = CliRunner().invoke(rules_app, argv)
+    assert result.exit_code == 1
+    assert result.output == f"error: {csv}:4: not UTF-8 (byte 0xe9); save the file as UTF-8\n"
+    assert sorted(tmp_path.iterdir()) == [csv, rules]  # no output, no temporary file
+
+
+@pytest.mark.parametrize(
+    ("output", "problem"),
+    [
+        ("missing/alerts.jsonl", "there is no folder {tmp}/missing"),
+        ("", "Is a directory"),  # tmp_path itself
+    ],
+)
+def test_an_output_that_cannot_be_written_is_named_and_no_folder_is_made(
+    tmp_path: Path, output: str, problem: str
+) -> None:
+    rules, csv, _ = files(tmp_path)
+    out = tmp_path / output
+    argv = ["backtest", "--rules", str(rules), "--input", str(csv), "--output", str(out)]
+    result = CliRunner().invoke(rules_app, argv)
+    assert result.exit_code == 1
+    assert result.output == f"error: cannot write {out}: {problem.format(tmp=tmp_path)}\n"
+    assert sorted(tmp_path.iterdir()) == [csv, rules]
 
 
 def test_rules_check_names_the_line_of_a_bad_rule(tmp_path: Path) -> None:

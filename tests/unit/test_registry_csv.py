@@ -47,6 +47,25 @@ def test_json_items_are_numbered_from_one() -> None:
     assert parse_device_json("{}", NOW).unreadable and parse_device_json("[", NOW).unreadable
 
 
+def test_json_rows_are_reported_by_item_and_csv_rows_by_line() -> None:
+    items = parse_device_json(
+        '[1,\n {"device_id": "a b", "device_type": "t", "place_path": "sh"}]', NOW
+    )
+    assert [str(e).split(":")[0] for e in items.errors] == ["item 1", "item 2"]
+    assert items.unit == "item"
+    rows = parse_device_csv("device_id,device_type,place_path\nwl 1,t,sh\n", NOW)
+    assert str(rows.errors[0]).startswith("line 2: device_id:") and rows.unit == "line"
+    broken = parse_device_json('[\n{"device_id": }]', NOW)  # not JSON: where it breaks, by line
+    assert str(broken.errors[0]).startswith("line 2: file: not valid JSON")
+
+
+def test_an_empty_required_field_is_named_without_the_rest_of_the_row() -> None:
+    parsed = parse_device_csv("device_id,device_type,place_path\nwl-1,,sh\n", NOW)
+    assert [str(e) for e in parsed.errors] == ["line 2: device_type: Field required"]
+    items = parse_device_json('[{"device_id": "a", "place_path": "sh"}]', NOW)
+    assert [str(e) for e in items.errors] == ["item 1: device_type: Field required"]
+
+
 def test_secrets_hash_in_mosquitto_format_and_verify() -> None:
     hashed = hash_secret("s3cret", salt=b"0123456789ab")
     assert hashed.startswith("$7$101$")

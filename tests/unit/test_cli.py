@@ -1,0 +1,88 @@
+"""``cityvitals`` as a shell runs it (``wiring.cli.main``): how a command ends when a service
+does not answer, or a file it is given cannot be used."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cityvitals import db, kafka
+from wiring.cli import app, main
+
+DOWN = db.DatabaseUnavailable("connection refused")
+
+
+def refuse(error: Exception) -> Callable[..., None]:
+    def call(*_args: object, **_kwargs: object) -> None:
+        raise error
+
+    return call
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["alerts", "list"],
+        ["incidents", "list"],
+        ["vitals", "sim"],
+        ["maintain"],
+        ["devices", "list"],  # the registry's commands end the same way
+        ["users", "list"],
+    ],
+)
+def test_a_database_that_does_not_answer_ends_any_command_in_one_line(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(db, "connect", refuse(DOWN))
+    with pytest.raises(SystemExit) as ended:
+        main(argv)
+    assert ended.value.code == 1
+    assert capsys.readouterr().err == f"error: {DOWN}\n"
+
+
+def test_kafka_that_does_not_answer_ends_the_command_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    down = kafka.KafkaUnavailable("127.0.0.1:9092", "no answer")
+    monkeypatch.setattr(kafka, "ensure_topics", refuse(down))
+    with pytest.raises(SystemExit) as ended:
+        main(["topics"])
+    assert ended.value.code == 1
+    assert capsys.readouterr().err == "error: Kafka at 127.0.0.1:9092 is unavailable: no answer\n"
+
+
+def test_an_unexpected_error_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(db, "connect", refuse(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["alerts", "list"])
+
+
+@pytest.mark.parametrize(
+    "command", [["devices", "import"], ["profiles", "put"], ["rules", "check"]]
+)
+def test_a_file_that_is_not_utf8_is_refused_naming_its_line(
+    command: list[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(
+        "device_id,device_type,place_path\ncapteur-é,air_quality,sh\n".encode("latin-1")
+    )
+    result = CliRunner().invoke(app, [*command, str(path)])
+    assert result.exit_code == 1
+    assert result.output == f"error: {path}:2: not UTF-8 (byte 0xe9); save the file as UTF-8\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["deadbeef", "acknowledge"], "incident id 'deadbeef'"),
+        (["0" * 32, "accept", "--dispatch", "D-1"], "dispatch id 'D-1'"),
+    ],
+)
+def test_an_id_that_is_not_one_is_named_in_words(argv: list[str], named: str) -> None:
+    result = CliRunner().invoke(app, ["incidents", "act", *argv])
+    assert result.exit_code == 1
+    assert result.output == f"error: {named} is not an id (32 hexadecimal digits, 0-9 a-f)\n"
