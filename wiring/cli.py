@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from cityvitals import native
 from cityvitals.db import DatabaseUnavailable
 from cityvitals.kafka import KafkaUnavailable
 from wiring.cli_audit import reconcile
@@ -193,13 +194,15 @@ _add_bench_command()
 
 def main(argv: list[str] | None = None) -> None:
     """The ``cityvitals`` command (``argv``: its arguments, else the command line's). A service
-    that does not answer, the database or Kafka, ends any command with one line and exit code 1;
-    any other error keeps its traceback."""
+    that does not answer, the database or Kafka, or a compiled module that no longer matches its
+    source (:mod:`cityvitals.native`) ends any command with one line and exit code 1; any other
+    error keeps its traceback."""
     try:
+        native.check()
         app(args=argv)
     except BrokenPipeError:  # e.g. piped into head
         sys.exit(0)
-    except (DatabaseUnavailable, KafkaUnavailable) as exc:
+    except (DatabaseUnavailable, KafkaUnavailable, native.StaleNative) as exc:
         sys.exit(fail(str(exc)).exit_code)
 
 

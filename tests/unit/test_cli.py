@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cityvitals import db, kafka
+from cityvitals import db, kafka, native
 from wiring.cli import app, main
 
 DOWN = db.DatabaseUnavailable("connection refused")
@@ -52,6 +52,19 @@ def test_kafka_that_does_not_answer_ends_the_command_in_one_line(
         main(["topics"])
     assert ended.value.code == 1
     assert capsys.readouterr().err == "error: Kafka at 127.0.0.1:9092 is unavailable: no answer\n"
+
+
+def test_a_compiled_module_that_does_not_match_its_source_ends_any_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def stale() -> None:
+        raise native.StaleNative("rules/engine.py: compiled from another version")
+
+    monkeypatch.setattr(native, "check", stale)
+    with pytest.raises(SystemExit) as ended:
+        main(["rules", "check"])
+    assert ended.value.code == 1
+    assert capsys.readouterr().err == "error: rules/engine.py: compiled from another version\n"
 
 
 def test_an_unexpected_error_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
