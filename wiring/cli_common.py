@@ -103,9 +103,10 @@ def _first_bad_byte(path: Path) -> tuple[int, int] | None:
 
 @contextmanager
 def open_utf8(path: Path) -> Iterator[TextIO]:
-    """``path`` open to read as UTF-8 text, ready for ``csv`` (``newline=""``). A byte that is
-    not UTF-8 raises :class:`NotUtf8` wherever the block reads it."""
-    with path.open(newline="", encoding="utf-8") as f:
+    """``path`` open to read as UTF-8 text, ready for ``csv`` (``newline=""``), less a leading
+    byte-order mark (spreadsheet programs write one). A byte that is not UTF-8 raises
+    :class:`NotUtf8` wherever the block reads it."""
+    with path.open(newline="", encoding="utf-8-sig") as f:
         try:
             yield f
         except UnicodeDecodeError:

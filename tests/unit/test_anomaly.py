@@ -298,6 +298,13 @@ def test_cli_refuses_a_csv_that_is_not_utf8_and_writes_nothing(tmp_path: Path) -
     assert list(tmp_path.iterdir()) == [source]
 
 
+def test_cli_skips_the_byte_order_mark_a_spreadsheet_writes(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("timestamp,value\n2026-01-01 00:00:00,1\n", encoding="utf-8-sig")
+    result = runner.invoke(anomaly_app, ["score", str(source), str(tmp_path / "out.csv")])
+    assert result.exit_code == 0, result.output
+
+
 def test_cli_names_an_output_it_cannot_write_and_makes_no_folder(tmp_path: Path) -> None:
     source = write_csv(tmp_path / "in.csv", ["2026-01-01 00:00:00,1"])
     for target, problem in [
