@@ -9,8 +9,8 @@ values judged by it:
   bootstraps a new deployment; the same changes also arrive in-band on ``readings.raw``;
 - ``readings.raw`` → apply in-band registry changes, enrich, run device rules → ``readings``
   (one message per input batch, same partition), ``alerts``, ``deadletter``, and the values
-  composite rules need → ``observations.places`` on the place's partition; device rule memory
-  lives in the ``rule_state`` table;
+  composite rules need → ``observations.places`` on the place's partition; a device's rule
+  memory and indicator marks live in the ``device_state`` table (:func:`device_changes`);
 - ``observations.places`` → composite rules → ``alerts``; memory in ``place_rule_state``.
 
 A timer sends a clock tick to every partition of both input topics every ``rules_tick_s``, so
@@ -79,6 +79,36 @@ def current(event: Any) -> None:
     """Make ``event`` the stream's current event in this task: a table written now sends its
     changelog to the event's partition (Faust takes it from the current event)."""
     _current_event.set(weakref.ref(event))
+
+
+DeviceState = dict[str, Any]
+"""What the stage keeps of a device between messages: ``{"rules": its rule memory, "marks":
+its indicator marks}`` (either may be None). One value, so a message that changes both writes
+one changelog record, not two: with a city's devices, each reading's device is alone in its
+message, and the changelog records were most of the stage's work."""
+
+
+def device_changes(
+    held: dict[str, DeviceState],
+    rules: dict[str, dict[str, Any] | None],
+    marks: dict[str, dict[str, Any]],
+) -> dict[str, DeviceState | None]:
+    """The new ``device_state`` values of the devices whose rule memory (``rules``: None
+    deletes it) or marks changed, from what the table ``held``; None deletes the device's entry.
+
+    >>> held = {"a": {"rules": {"w": 1}, "marks": {"t": []}}, "b": {"rules": {"w": 2}, "marks": None}}
+    >>> device_changes(held, {"a": {"w": 3}, "b": None}, {"c": {"t": [1]}})
+    {'a': {'rules': {'w': 3}, 'marks': {'t': []}}, 'b': None, 'c': {'rules': None, 'marks': {'t': [1]}}}
+    """
+    out: dict[str, DeviceState | None] = {}
+    for device_id in rules.keys() | marks.keys():
+        old = held.get(device_id) or {}
+        new = {
+            "rules": rules[device_id] if device_id in rules else old.get("rules"),
+            "marks": marks[device_id] if device_id in marks else old.get("marks"),
+        }
+        out[device_id] = new if new["rules"] or new["marks"] else None
+    return dict(sorted(out.items()))
 
 
 def _store(table: Any, changes: dict[str, dict[str, Any] | None]) -> None:
@@ -157,9 +187,8 @@ def create_app(
     )
 
     devices = app.Table("device_registry", default=None, partitions=parts)
-    rule_state = app.Table("rule_state", default=None, partitions=parts)
+    device_state = app.Table("device_state", default=None, partitions=parts)
     place_state = app.Table("place_rule_state", default=None, partitions=parts)
-    marks = app.Table("indicator_marks", default=None, partitions=parts)
     members = app.Table("indicator_members", default=None, partitions=parts)
     vitals = app.Table("place_vitals", default=None, partitions=parts)
 
@@ -307,19 +336,21 @@ def create_app(
             ids = {d.device_id for d in batch.devices}
             ids.update(r.device_id for r in batch.readings)
             ids.update(e.camera_id for e in batch.camera_events)
+        held: dict[str, DeviceState] = {d: device_state.get(d) or {} for d in ids}
         for device_id in ids & seeds.devices.keys():
-            seed = seeds.take("device", device_id, rule_state.get(device_id))
+            seed = seeds.take("device", device_id, held[device_id].get("rules"))
             if seed is not None:
-                rule_state[device_id] = seed
+                held[device_id] = {**held[device_id], "rules": seed}
+                device_state[device_id] = held[device_id]
         outcome = process_batch(
             batch,
             {d: devices.get(d) for d in ids},
-            {d: rule_state.get(d) for d in ids},
+            {d: held[d].get("rules") for d in ids},
             live.current,
             source,
             utc_now(),
             catalogue,
-            {d: marks.get(d) for d in ids},
+            {d: held[d].get("marks") for d in ids},
             msg.offset,
             parsed,
         )
@@ -350,8 +381,6 @@ def create_app(
             )
         if outcome.partials:
             pending += await send_vitals(source, msg.offset, outcome.partials, [])
-        for device_id, device_marks in outcome.changed_marks.items():
-            marks[device_id] = device_marks
         for reason, count in outcome.refused.items():
             metrics.rejected.labels(reason).inc(count)
         metrics.out_of_order.inc(outcome.out_of_order)
@@ -360,7 +389,7 @@ def create_app(
             devices[device_id] = entry
         if outcome.changed_devices:
             metrics.devices.set(len(devices))
-        _store(rule_state, outcome.changed_states)
+        _store(device_state, device_changes(held, outcome.changed_states, outcome.changed_marks))
         return pending, len(outcome.enriched)
 
     work, confirm = (metrics.group_seconds.labels(p) for p in ("work", "confirm"))
