@@ -88,6 +88,8 @@ class Registry(UserAccounts):
         self.conn = conn
         self.producer = producer
         self.broker = broker
+        self.broker_untold = False
+        """A change of MQTT logins was stored that no broker was told of (``broker`` None)."""
         self.publisher = ChangePublisher(settings, producer)
 
     def close(self) -> None:
@@ -116,6 +118,7 @@ class Registry(UserAccounts):
 
     def _sync_broker(self) -> None:
         if self.broker is None:
+            self.broker_untold = True
             return
         with self._read() as cur:
             self.broker.apply(credentials.enabled(cur))

@@ -33,14 +33,17 @@ def registry() -> Iterator[Any]:
     s = settings()
     try:
         with open_registry(s) as reg:
-            if reg.broker is None:
-                typer.echo(
-                    f"note: no local stack in {Path(s.state_dir).resolve()}: MQTT logins are "
-                    "stored but no broker is told. Run this where 'cityvitals up' runs, or set "
-                    "CITYVITALS_STATE_DIR to its folder (deployed: see deploy/README.md).",
-                    err=True,
-                )
-            yield reg
+            try:
+                yield reg
+            finally:  # also when the command ends in an error after a change (an import)
+                if reg.broker_untold:  # only a change of MQTT logins needs the broker
+                    typer.echo(
+                        f"note: no local stack in {Path(s.state_dir).resolve()}: MQTT logins "
+                        "are stored but no broker is told. Run this where 'cityvitals up' "
+                        "runs, or set CITYVITALS_STATE_DIR to its folder (deployed: see "
+                        "deploy/README.md).",
+                        err=True,
+                    )
     except (RegistryError, UnknownDevice, UnknownPlace) as exc:
         raise fail(str(exc)) from None
 

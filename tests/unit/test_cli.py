@@ -3,7 +3,7 @@ does not answer, or a file it is given cannot be used."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -99,3 +99,27 @@ def test_an_id_that_is_not_one_is_named_in_words(argv: list[str], named: str) ->
     result = CliRunner().invoke(app, ["incidents", "act", *argv])
     assert result.exit_code == 1
     assert result.output == f"error: {named} is not an id (32 hexadecimal digits, 0-9 a-f)\n"
+
+
+@pytest.mark.parametrize("untold", [False, True])
+def test_the_broker_note_comes_only_after_a_change_of_logins_no_broker_was_told(
+    untold: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from contextlib import contextmanager
+
+    from device_registry import Registry
+    from wiring import services
+    from wiring.cli_registry_common import registry
+
+    fake = Registry.__new__(Registry)
+    fake.broker, fake.broker_untold = None, False
+
+    @contextmanager
+    def open_registry(_settings: object) -> Iterator[Registry]:
+        yield fake
+
+    monkeypatch.setattr(services, "open_registry", open_registry)
+    with registry() as reg:
+        if untold:
+            reg._sync_broker()  # what a device change does, with no local broker
+    assert ("note: no local stack" in capsys.readouterr().err) is untold
