@@ -97,8 +97,8 @@ def device_changes(
     deletes it) or marks changed, from what the table ``held``; None deletes the device's entry.
 
     >>> held = {"a": {"rules": {"w": 1}, "marks": {"t": []}}, "b": {"rules": {"w": 2}, "marks": None}}
-    >>> device_changes(held, {"a": {"w": 3}, "b": None}, {"c": {"t": [1]}})
-    {'a': {'rules': {'w': 3}, 'marks': {'t': []}}, 'b': None, 'c': {'rules': None, 'marks': {'t': [1]}}}
+    >>> sorted(device_changes(held, {"a": {"w": 3}, "b": None}, {"c": {"t": [1]}}).items())
+    [('a', {'rules': {'w': 3}, 'marks': {'t': []}}), ('b', None), ('c', {'rules': None, 'marks': {'t': [1]}})]
     """
     out: dict[str, DeviceState | None] = {}
     for device_id in rules.keys() | marks.keys():
@@ -108,7 +108,7 @@ def device_changes(
             "marks": marks[device_id] if device_id in marks else old.get("marks"),
         }
         out[device_id] = new if new["rules"] or new["marks"] else None
-    return dict(sorted(out.items()))
+    return out
 
 
 def _store(table: Any, changes: dict[str, dict[str, Any] | None]) -> None:
