@@ -40,7 +40,7 @@ def device_of_topic(topic_root: str, topic: str) -> tuple[str, str]:
     if len(parts) != 3 or parts[0] != topic_root or parts[2] not in DECODERS:
         forms = " nor ".join(f"{topic_root}/<device_id>/{kind}" for kind in DECODERS)
         raise DecodeError(f"topic {topic!r} is neither {forms}", "topic")
-    if not _DEVICE.match(parts[1]):
+    if not _DEVICE.fullmatch(parts[1]):
         raise DecodeError(f"{parts[1]!r} is not a valid device id", "topic")
     return parts[1], parts[2]
 
@@ -54,7 +54,7 @@ def publisher_of_topic(topic_root: str, topic: str) -> str | None:
     ('wl-1', None)
     """
     parts = topic.split("/")
-    if len(parts) >= 2 and parts[0] == topic_root and _DEVICE.match(parts[1]):
+    if len(parts) >= 2 and parts[0] == topic_root and _DEVICE.fullmatch(parts[1]):
         return parts[1]
     return None
 

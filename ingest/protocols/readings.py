@@ -6,17 +6,27 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from cityvitals.contracts import Reading, ReadingPack, ReadingPayload
+from cityvitals.contracts import SCHEMA_VERSION, Reading, ReadingPack, ReadingPayload, trusted
 from ingest.protocols.base import Decoded, DeviceProtocol, claimed_device, parse
 
 __all__ = ["PROTOCOL", "decode_pack", "decode_reading"]
 
 
 def _reading(r: ReadingPayload, device_id: str, received_at: datetime, field: str) -> Reading:
+    """The payload's reading. Its fields were validated with the payload, the device id with
+    the topic and ``received_at`` is the gateway's clock: not validated again."""
     claimed_device(r.device_id, device_id, field)
-    return Reading(
-        device_id=device_id, ts=r.ts, seq=r.seq, values=r.values, received_at=received_at
-    )
+    fields = {
+        "schema_version": SCHEMA_VERSION,
+        "device_id": device_id,
+        "ts": r.ts,
+        "seq": r.seq,
+        "values": r.values,
+        "received_at": received_at,
+        "device_type": None,
+        "place_path": (),
+    }
+    return trusted(Reading, fields)
 
 
 def decode_reading(device_id: str, payload: bytes, received_at: datetime) -> Reading:

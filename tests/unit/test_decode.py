@@ -21,6 +21,20 @@ def test_reading_takes_its_device_from_the_topic() -> None:
     assert (r.device_id, r.values, r.received_at) == ("wl-7", {"water_level_cm": 12.0}, NOW)
 
 
+@pytest.mark.parametrize("pack_of", [None, 2])
+def test_a_decoded_reading_is_the_reading_the_contract_validates(pack_of: int | None) -> None:
+    """Readings are made from the validated payload without validating them again: each
+    must be what validation gives, every field of the contract set."""
+    one = {"ts": "2026-11-22T09:00:00+01:00", "seq": 3, "values": {"pm25": 41, "no2": 7.5}}
+    payload = json.dumps(one if pack_of is None else [one] * pack_of).encode()
+    for r in decode_message(ROOT, "cityvitals/aq-1/readings", payload, NOW):
+        assert isinstance(r, Reading)
+        again = Reading.model_validate(r.model_dump())
+        assert r == again and r.__dict__ == again.__dict__
+        assert r.model_dump_json() == again.model_dump_json()
+        assert r.ts == datetime(2026, 11, 22, 8, 0, tzinfo=UTC) and r.ts.tzinfo is UTC
+
+
 def test_camera_event_is_decoded_from_the_events_topic() -> None:
     e = decode(
         ROOT,
@@ -61,6 +75,8 @@ def test_camera_event_is_decoded_from_the_events_topic() -> None:
         ("other/wl-7/readings", body(values={"x": 1}), "topic", "other/wl-7"),
         ("cityvitals/wl-7/status", body(values={"x": 1}), "topic", "status"),
         ("cityvitals/wl-7/readings", b"{" + b" " * 70_000 + b"}", "payload", "exceeds"),
+        # A regular expression's "$" also matches before a final newline.
+        ("cityvitals/wl-7\n/readings", body(values={"x": 1}), "topic", "not a valid device id"),
     ],
 )
 def test_bad_payloads_name_the_field(topic: str, payload: bytes, field: str, words: str) -> None:
