@@ -12,6 +12,7 @@ import typer
 from cityvitals import native
 from cityvitals.db import DatabaseUnavailable
 from cityvitals.kafka import KafkaUnavailable
+from rules import RuleFileError
 from wiring.cli_audit import reconcile
 from wiring.cli_common import fail, settings
 from wiring.cli_stack import down, simulate, up
@@ -194,15 +195,16 @@ _add_bench_command()
 
 def main(argv: list[str] | None = None) -> None:
     """The ``cityvitals`` command (``argv``: its arguments, else the command line's). A service
-    that does not answer, the database or Kafka, or a compiled module that no longer matches its
-    source (:mod:`cityvitals.native`) ends any command with one line and exit code 1; any other
-    error keeps its traceback."""
+    that does not answer, the database or Kafka, a compiled module that no longer matches its
+    source (:mod:`cityvitals.native`), or a rule, indicator or incident file that is not valid
+    (a line per problem) ends any command with exit code 1 and no traceback; any other error
+    keeps its traceback."""
     try:
         native.check()
         app(args=argv)
     except BrokenPipeError:  # e.g. piped into head
         sys.exit(0)
-    except (DatabaseUnavailable, KafkaUnavailable, native.StaleNative) as exc:
+    except (DatabaseUnavailable, KafkaUnavailable, native.StaleNative, RuleFileError) as exc:
         sys.exit(fail(str(exc)).exit_code)
 
 

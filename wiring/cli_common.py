@@ -85,7 +85,8 @@ class NotUtf8(ValueError):
     """A text file that is not UTF-8: the file, and the line and value of its first bad byte."""
 
     def __init__(self, path: Path, line: int, byte: int) -> None:
-        super().__init__(f"{path}:{line}: not UTF-8 (byte 0x{byte:02x}); save the file as UTF-8")
+        self.reason = f"not UTF-8 (byte 0x{byte:02x}); save the file as UTF-8"
+        super().__init__(f"{path}:{line}: {self.reason}")
         self.path, self.line, self.byte = path, line, byte
 
 

@@ -13,20 +13,36 @@ from prometheus_client import CollectorRegistry, ProcessCollector, start_http_se
 
 from cityvitals import db, kafka
 from cityvitals.settings import Settings
-from rules import RuleSet, parse_rules
+from rules import RuleFileError, RuleProblem, RuleSet, parse_rules
 from rules.incidents import IncidentConfig, parse_incident_config
 from rules.indicators import Catalogue, parse_catalogue
+from wiring.cli_common import NotUtf8, open_utf8
 
-__all__ = ["SERVICES", "load_catalogue", "load_rules", "open_registry", "run_service"]
+__all__ = [
+    "SERVICES",
+    "check_files",
+    "load_catalogue",
+    "load_rules",
+    "open_registry",
+    "run_service",
+]
 
 SERVICES = ("ingest", "streams", "sinks", "liveness", "api")
 
 
 def _file_or_shipped(path: Path | None, shipped: str) -> tuple[str, str]:
-    """The text of a configured file, or of the one shipped in ``rules/``; and its name."""
+    """The text of a configured file, or of the one shipped in ``rules/``; and its name. A
+    file that cannot be read, or is not UTF-8, raises RuleFileError naming it."""
     if path is None:
         return resources.files("rules").joinpath(shipped).read_text(), f"rules/{shipped}"
-    return Path(path).read_text(), str(path)
+    try:
+        with open_utf8(Path(path)) as f:
+            return f.read(), str(path)
+    except OSError as exc:
+        problem = RuleProblem(str(path), None, "", f"cannot read the file: {exc.strerror}")
+    except NotUtf8 as exc:
+        problem = RuleProblem(str(path), exc.line, "", exc.reason)
+    raise RuleFileError([problem])
 
 
 def load_rules(settings: Settings) -> RuleSet:
@@ -42,6 +58,14 @@ def load_catalogue(settings: Settings) -> Catalogue:
 def load_incidents(settings: Settings) -> IncidentConfig:
     """The incident file named by the settings, or the shipped one; raises RuleFileError."""
     return parse_incident_config(*_file_or_shipped(settings.incidents_file, "incidents.yaml"))
+
+
+def check_files(settings: Settings) -> None:
+    """Parse the rule, indicator and incident files the stream service loads at start; raises
+    RuleFileError with every problem of the first that is not valid."""
+    load_rules(settings)
+    load_catalogue(settings)
+    load_incidents(settings)
 
 
 def open_registry(settings: Settings):  # type: ignore[no-untyped-def]

@@ -123,3 +123,59 @@ def test_the_broker_note_comes_only_after_a_change_of_logins_no_broker_was_told(
         if untold:
             reg._sync_broker()  # what a device change does, with no local broker
     assert ("note: no local stack" in capsys.readouterr().err) is untold
+
+
+BAD_RULES = "rules:\n  - id: x\n    kind: threshold\n    metric: pm25\n    above: banana\n"
+
+
+@pytest.mark.parametrize("argv", [["up"], ["run", "streams"]])
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (BAD_RULES, "{f}:2: rules.0.levels: Field required\n{f}:5: rules.0.above: Extra inputs"),
+        ("rules: []\n# caf\xe9\n".encode("latin-1"), "{f}:2: not UTF-8 (byte 0xe9)"),
+        (None, "{f}: cannot read the file: No such file or directory"),
+    ],
+)
+def test_a_rule_file_the_stream_would_refuse_ends_up_and_run_naming_each_problem(
+    argv: list[str],
+    text: str | bytes | None,
+    said: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before anything starts: ``up`` makes no state folder."""
+    rules = tmp_path / "rules.yaml"
+    if isinstance(text, str):
+        rules.write_text(text)
+    elif text is not None:
+        rules.write_bytes(text)
+    monkeypatch.setenv("CITYVITALS_RULES_FILE", str(rules))
+    monkeypatch.setenv("CITYVITALS_STATE_DIR", str(tmp_path / "state"))
+    with pytest.raises(SystemExit) as ended:
+        main(argv)
+    assert ended.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: " + said.format(f=rules)) and "Traceback" not in err
+    assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize("variable", ["CITYVITALS_INDICATORS_FILE", "CITYVITALS_INCIDENTS_FILE"])
+def test_up_checks_the_indicator_and_incident_files_too(
+    variable: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    missing = tmp_path / "gone.yaml"
+    monkeypatch.setenv(variable, str(missing))
+    monkeypatch.setenv("CITYVITALS_STATE_DIR", str(tmp_path / "state"))
+    with pytest.raises(SystemExit) as ended:
+        main(["up"])
+    assert ended.value.code == 1
+    assert (
+        capsys.readouterr().err
+        == f"error: {missing}: cannot read the file: No such file or directory\n"
+    )
+    assert not (tmp_path / "state").exists()
