@@ -18,10 +18,10 @@ import struct
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
 from confluent_kafka import KafkaError, Message, Producer
@@ -37,6 +37,7 @@ from cityvitals.settings import Settings
 from cityvitals.stage import StageMetrics, dead_letter, utc_now
 from cityvitals.topics import Topic, partition_for
 from ingest.decode import DecodeError, decode_message, publisher_of_topic
+from ingest.protocols import Decoded
 
 __all__ = ["Gateway", "GatewayError", "GatewayMetrics"]
 
@@ -109,6 +110,45 @@ class MqttClient(mqtt.Client):
 
 _PUBACK_HEAD = (PUBACK << 24) | (2 << 16)
 """A PUBACK's fixed header (type, remaining length 2) above its 16-bit message id."""
+
+
+T = TypeVar("T")
+
+
+def split(
+    items: Sequence[T], encode: Callable[[Sequence[T]], bytes], max_bytes: int
+) -> Iterator[tuple[Sequence[T], bytes]]:
+    """``items`` encoded as one message, or, when that is over ``max_bytes``, as several, in
+    order: a group too large is halved until each part fits or is a single item (which goes
+    whatever its size). A burst after a restart or of devices' backlogs can gather hundreds
+    of packs of one partition, tens of megabytes, which Kafka would refuse as one message.
+
+    >>> encode = lambda part: ",".join(part).encode()
+    >>> [m for _, m in split(["aaaa", "bb", "c", "ddddddddd"], encode, 7)]
+    [b'aaaa,bb', b'c', b'ddddddddd']
+    >>> [m for _, m in split(["a", "b"], encode, 7)]
+    [b'a,b']
+    """
+    message = encode(items)
+    if len(message) <= max_bytes or len(items) == 1:
+        yield items, message
+        return
+    half = len(items) // 2
+    yield from split(items[:half], encode, max_bytes)
+    yield from split(items[half:], encode, max_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    mid: int
+    items: list[Decoded]
+
+
+def _encode(part: Sequence[_Decoded]) -> bytes:
+    """The ``readings.raw`` message of decoded MQTT messages."""
+    readings = tuple(one for d in part for one in d.items if isinstance(one, Reading))
+    events = tuple(one for d in part for one in d.items if isinstance(one, CameraEvent))
+    return ReadingBatch(readings=readings, camera_events=events).model_dump_json().encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,9 +280,7 @@ class Gateway:
 
     def forward(self, inbound: list[_Inbound]) -> None:
         """Decode a drained group and hand it to the producer (acks follow on delivery)."""
-        groups: dict[int, tuple[list[Reading], list[CameraEvent], list[int]]] = defaultdict(
-            lambda: ([], [], [])
-        )
+        groups: dict[int, list[_Decoded]] = defaultdict(list)
         root = self.settings.mqtt_topic_root
         for item in inbound:
             try:
@@ -251,22 +289,21 @@ class Gateway:
                 self._dead_letter(item, exc)
                 continue
             # One message is one device's: its items share a partition.
-            readings, events, mids = groups[partition_for(decoded[0].device_id, self._partitions)]
-            for one in decoded:
-                (readings if isinstance(one, Reading) else events).append(one)  # type: ignore[arg-type]
-            mids.append(item.mid)
-        for partition, (readings, events, mids) in groups.items():
-            message = ReadingBatch(readings=tuple(readings), camera_events=tuple(events))
-            count = len(message)
-            self.metrics.received.inc(count)
-            self.metrics.inflight.inc(count)
-            self.metrics.batch_size.observe(count)
-            self.producer.produce(
-                self._raw,
-                message.model_dump_json().encode(),
-                partition=partition,
-                on_delivery=self._acker(mids, count, count),
+            groups[partition_for(decoded[0].device_id, self._partitions)].append(
+                _Decoded(item.mid, decoded)
             )
+        for partition, group in groups.items():
+            for part, message in split(group, _encode, self.settings.ingest_message_max_bytes):
+                count = sum(len(d.items) for d in part)
+                self.metrics.received.inc(count)
+                self.metrics.inflight.inc(count)
+                self.metrics.batch_size.observe(count)
+                self.producer.produce(
+                    self._raw,
+                    message,
+                    partition=partition,
+                    on_delivery=self._acker([d.mid for d in part], count, count),
+                )
         self.producer.poll(0)
 
     def run(self, stop: threading.Event) -> None:

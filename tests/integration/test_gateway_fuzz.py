@@ -138,3 +138,52 @@ def test_the_gateway_dead_letters_every_bad_payload_and_stores_every_good_one(
         pipeline, "--since", since, "--published", str(VALID + BAD), "--wait", "30"
     )
     assert code == 0, [line for line in report["lines"] if line["ok"] is False]
+
+
+PACKS, PER_PACK = 100, 500
+
+
+def test_a_backlog_too_large_for_one_kafka_message_is_split_and_stored_once(
+    pipeline: Pipeline,
+) -> None:
+    """A device's backlog, queued by the broker while the gateway was down, comes back as one
+    burst: 100 packs of 500 readings for one partition, about 10 MB as one ``readings.raw``
+    message, over what Kafka takes. The gateway sends it as several messages and goes on."""
+    device, secret = pipeline.register()
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=PACKS * PER_PACK + 60)
+    packs = [
+        json.dumps(
+            [
+                {
+                    "ts": (start + timedelta(seconds=n)).isoformat(),
+                    "seq": n,
+                    "values": {"water_level_cm": 3},
+                }
+                for n in range(p * PER_PACK, (p + 1) * PER_PACK)
+            ]
+        ).encode()
+        for p in range(PACKS)
+    ]
+    assert all(len(p) < 64 * 1024 for p in packs)
+    (gateway,) = [p for p in pipeline.stack.processes if p.name == "ingest"]
+    gateway.stop()
+    try:
+        messages = [(pipeline.topic(device), p) for p in packs]
+        assert publish_all(pipeline.settings, device, secret, messages) == PACKS
+    finally:
+        gateway.start()
+    assert gateway.popen is not None
+    pid = gateway.popen.pid
+
+    def stored() -> tuple[int, int]:
+        count, distinct = pipeline.query(
+            "SELECT count(*), count(DISTINCT seq) FROM readings WHERE device_id = %s", device
+        )[0]
+        return int(count), int(distinct)
+
+    deadline = time.monotonic() + 120
+    while stored() != (PACKS * PER_PACK,) * 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert stored() == (PACKS * PER_PACK,) * 2
+    assert gateway.popen.pid == pid and gateway.popen.poll() is None  # it never stopped
+    assert "cityvitals_ingest_ready 1.0" in pipeline.metrics("ingest").splitlines()

@@ -1,12 +1,14 @@
-"""The gateway's MQTT client: what it writes to the broker, without a broker."""
+"""The gateway's MQTT client and its Kafka messages, without a broker."""
 
 from __future__ import annotations
 
 import paho.mqtt.client as mqtt
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ingest.gateway import MqttClient
+from ingest.gateway import MqttClient, split
 
 
 def queued(client: mqtt.Client) -> bytes:
@@ -30,3 +32,14 @@ def test_acknowledging_none_writes_nothing() -> None:
     client = MqttClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, manual_ack=True)
     client.ack_all([])
     assert queued(client) == b""
+
+
+@given(st.lists(st.binary(min_size=1, max_size=50), min_size=1, max_size=60), st.integers(1, 400))
+def test_a_group_is_split_in_order_into_messages_that_fit(items: list[bytes], limit: int) -> None:
+    parts = list(split(items, b"|".join, limit))
+    assert [i for part, _ in parts for i in part] == items  # each once, in order
+    for part, message in parts:
+        assert message == b"|".join(part)
+        assert len(message) <= limit or len(part) == 1
+    if len(b"|".join(items)) <= limit:
+        assert len(parts) == 1
