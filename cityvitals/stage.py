@@ -33,6 +33,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from cityvitals.contracts import DeadLetter
 
 __all__ = [
+    "PAYLOAD_KEPT",
     "REASON_MAX",
     "SOURCE_MAX",
     "StageMetrics",
@@ -48,6 +49,12 @@ log = logging.getLogger("cityvitals.stage")
 
 REASON_MAX = 2000
 """A dead letter's reason is cut to this many characters (the contract's limit)."""
+
+PAYLOAD_KEPT = 256 * 1024
+"""Bytes of a refused input a dead letter keeps: any payload a device may send (64 KB) whole,
+and every dead letter far under the 4 MB Kafka takes here. A longer input keeps its start,
+and the reason says how long it was; kept whole, a payload of a few megabytes made a dead
+letter Kafka refused, and the stage stopped on it at every start."""
 
 SOURCE_MAX = 500
 """A dead letter's source is cut to this many characters (the contract's limit): an MQTT topic
@@ -96,7 +103,14 @@ def dead_letter(
     >>> letter = dead_letter("sinks", "not JSON", b"\\x00", "alerts[0]@3")
     >>> letter.stage, letter.payload_b64, letter.device_id
     ('sinks', 'AA==', None)
+    >>> huge = dead_letter("ingest", "too large", b"x" * 300_000, "t")
+    >>> huge.reason, len(base64.b64decode(huge.payload_b64))
+    ('too large (payload of 300,000 bytes: its first 262,144 kept)', 262144)
     """
+    if len(payload) > PAYLOAD_KEPT:
+        note = f" (payload of {len(payload):,} bytes: its first {PAYLOAD_KEPT:,} kept)"
+        reason = reason[: REASON_MAX - len(note)] + note
+        payload = payload[:PAYLOAD_KEPT]
     return DeadLetter(
         stage=stage,
         reason=reason[:REASON_MAX],

@@ -40,6 +40,9 @@ __all__ = [
 
 SERVICE_USER = "cityvitals"
 
+MAX_PACKET_BYTES = 1024 * 1024
+"""The largest MQTT packet the local broker takes (``deploy/mosquitto/mosquitto.conf`` too)."""
+
 
 def mosquitto_process(paths: StackPaths, port: int, acl: str) -> ManagedProcess:
     """Mosquitto with persistence, a password file and a per-device ACL, on 127.0.0.1."""
@@ -70,6 +73,9 @@ def mosquitto_process(paths: StackPaths, port: int, acl: str) -> ManagedProcess:
         "max_queued_messages 0",
         "max_queued_bytes 0",
         "max_inflight_messages 0",
+        # No packet over 1 MB: a device's payload may be 64 KB (the gateway dead-letters
+        # larger ones); MQTT allows 256 MB, which the broker and the gateway would hold whole.
+        f"max_packet_size {MAX_PACKET_BYTES}",
         "log_type error",
         "log_type warning",
         "log_type notice",

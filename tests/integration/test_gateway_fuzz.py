@@ -187,3 +187,40 @@ def test_a_backlog_too_large_for_one_kafka_message_is_split_and_stored_once(
     assert stored() == (PACKS * PER_PACK,) * 2
     assert gateway.popen.pid == pid and gateway.popen.poll() is None  # it never stopped
     assert "cityvitals_ingest_ready 1.0" in pipeline.metrics("ingest").splitlines()
+
+
+def test_an_oversized_payload_is_dead_lettered_by_its_start_and_a_huge_one_refused_by_the_broker(
+    pipeline: Pipeline,
+) -> None:
+    """600 KB: over a device's 64 KB, dead-lettered naming its size, its first 256 KB kept.
+    2 MB: over the broker's packet limit, refused there. The gateway goes on with the next."""
+    device, secret = pipeline.register()
+    topic = pipeline.topic(device)
+    ts = (datetime.now(UTC) - timedelta(minutes=5)).replace(microsecond=0).isoformat()
+    large, huge = (
+        b'{"ts": "%s", "seq": 1, "values": {"x": 1}, "pad": "%s"}' % (ts.encode(), b"x" * size)
+        for size in (600_000, 2_000_000)
+    )
+    (gateway,) = [p for p in pipeline.stack.processes if p.name == "ingest"]
+    assert gateway.popen is not None
+    pid = gateway.popen.pid
+    assert publish_all(pipeline.settings, device, secret, [(topic, large)]) == 1
+    pipeline.mosquitto_pub(device, secret, topic, huge)  # the broker closes the connection
+    assert (
+        publish_all(
+            pipeline.settings, device, secret, [(topic, reading(ts, 2, water_level_cm=4).encode())]
+        )
+        == 1
+    )
+
+    deadline = time.monotonic() + 60
+    while not pipeline.rows(device) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert [(seq, value) for _, _, value, seq, _ in pipeline.rows(device)] == [(2, 4.0)]
+    (letter,) = pipeline.query(
+        "SELECT stage, reason, payload_b64 FROM deadletters WHERE device_id = %s", device
+    )
+    assert letter[0] == "ingest"
+    assert f"payload of {len(large):,} bytes: its first 262,144 kept" in letter[1]
+    assert base64.b64decode(letter[2]) == large[: 256 * 1024]
+    assert gateway.popen.pid == pid and gateway.popen.poll() is None

@@ -8,8 +8,11 @@ import socket
 from pathlib import Path
 
 from device_registry.credentials import local_broker
-from wiring.servers import mosquitto_process
+from ingest.decode import MAX_PAYLOAD
+from wiring.servers import MAX_PACKET_BYTES, mosquitto_process
 from wiring.stack import StackPaths, _ephemeral_range, free_loopback_port
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_broker_reads_the_password_file_the_registry_rewrites(tmp_path: Path) -> None:
@@ -23,6 +26,17 @@ def test_the_broker_reads_the_password_file_the_registry_rewrites(tmp_path: Path
     assert f"password_file {broker.password_file.resolve()}" in conf
     assert broker.password_file.exists()
     assert process.pid_path.resolve() == broker.pid_file.resolve()
+
+
+def test_the_local_and_the_deployed_broker_take_packets_of_the_same_size(tmp_path: Path) -> None:
+    paths = StackPaths(tmp_path / "state")
+    paths.make()
+    mosquitto_process(paths, port=1883, acl="user ingest\n")
+    local = (paths.mosquitto / "mosquitto.conf").read_text().splitlines()
+    deployed = (ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text().splitlines()
+    limit = f"max_packet_size {MAX_PACKET_BYTES}"
+    assert limit in local and limit in deployed
+    assert MAX_PACKET_BYTES > 2 * MAX_PAYLOAD  # a device's largest payload passes
 
 
 def test_the_state_folder_names_each_of_its_files_under_it(tmp_path: Path) -> None:
