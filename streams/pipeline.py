@@ -46,6 +46,7 @@ from streams.validation import enrich, is_newer, problem, refusal, registry_entr
 from streams.vitals import Partials
 
 __all__ = [
+    "STAGE_FAILED",
     "BatchOutcome",
     "Memories",
     "ParsedMemories",
@@ -54,6 +55,10 @@ __all__ = [
     "process_places",
     "sweep_devices",
 ]
+
+STAGE_FAILED = "stage_failed"
+"""The refusal kind of an item the stage failed on (a defect, or a value nothing foresaw): it
+is dead-lettered with the error, and the rest of its batch goes on."""
 
 Memories = Mapping[str, dict[str, Any] | None]
 """Rule memory by device (or place) id, as kept in the stream's tables (plain JSON)."""
@@ -65,7 +70,8 @@ class BatchOutcome:
     alerts: list[Alert] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     refused: Counter[str] = field(default_factory=Counter)
-    """Dead letters by reason kind (unknown, inactive, out_of_range, future, late)."""
+    """Dead letters by reason kind (unknown, inactive, out_of_range, future, late,
+    stage_failed)."""
     out_of_order: int = 0
     """Readings stored but not judged: not newer than their device's newest, within grace."""
     for_places: list[PlaceObservation] = field(default_factory=list)
@@ -171,26 +177,39 @@ def process_batch(
             out.dead_letters.append(refusal(item, why, source, now))
             continue
         assert entry is not None
-        enriched = enrich(item, entry)
-        memory = memories.get(item.device_id)
-        judged = evaluate_device(
-            rules,
-            memory,
-            observations(
-                enriched,
-                entry.get("profile_id"),
-                tuple(entry.get("tags", ())),
-                entry.get("expected_interval_s"),
-            ),
-        )
-        if judged.arrival is Arrival.LATE:
-            assert memory.watermark is not None
-            behind = (memory.watermark - item.ts).total_seconds()
-            reason = (
-                f"late: {behind:.0f} s behind the device's newest reading "
-                f"(grace {rules.grace.total_seconds():.0f} s)"
+        try:
+            enriched = enrich(item, entry)
+            memory = memories.get(item.device_id)
+            judged = evaluate_device(
+                rules,
+                memory,
+                observations(
+                    enriched,
+                    entry.get("profile_id"),
+                    tuple(entry.get("tags", ())),
+                    entry.get("expected_interval_s"),
+                ),
             )
-            out.refused["late"] += 1
+            if judged.arrival is Arrival.LATE:
+                assert memory.watermark is not None
+                behind = (memory.watermark - item.ts).total_seconds()
+                reason = (
+                    f"late: {behind:.0f} s behind the device's newest reading "
+                    f"(grace {rules.grace.total_seconds():.0f} s)"
+                )
+                out.refused["late"] += 1
+                out.dead_letters.append(refusal(item, reason, source, now))
+                continue
+            if partials is not None:
+                device_marks = out.changed_marks.get(item.device_id)
+                if device_marks is None:
+                    stored = (marks or {}).get(item.device_id) or {}
+                    device_marks = {"t": list(stored.get("t", [])), "w": dict(stored.get("w", {}))}
+                if partials.add(enriched, device_marks, offset):
+                    out.changed_marks[item.device_id] = device_marks
+        except Exception as exc:  # one item the stage cannot judge, not its batch
+            out.refused[STAGE_FAILED] += 1
+            reason = f"the stream stage failed on it: {type(exc).__name__}: {exc}"
             out.dead_letters.append(refusal(item, reason, source, now))
             continue
         if judged.arrival is Arrival.OUT_OF_ORDER:
@@ -204,13 +223,6 @@ def process_batch(
             readings.append(enriched)
         else:
             events.append(enriched)
-        if partials is not None:
-            device_marks = out.changed_marks.get(item.device_id)
-            if device_marks is None:
-                stored = (marks or {}).get(item.device_id) or {}
-                device_marks = {"t": list(stored.get("t", [])), "w": dict(stored.get("w", {}))}
-            if partials.add(enriched, device_marks, offset):
-                out.changed_marks[item.device_id] = device_marks
     if batch.tick is not None:
         tick = sweep_devices(memories, devices, out.changed_devices, rules, batch.tick)
         out.alerts.extend(tick.alerts)

@@ -237,3 +237,32 @@ def test_parsed_memories_follow_the_table_not_the_cache() -> None:
     # firing alert): that value is parsed, not the one kept.
     other = judge(3, {**kept, "r": {}})
     assert [a.status for a in other.alerts] == [AlertStatus.FIRING]
+
+
+def test_an_item_the_stage_fails_on_is_dead_lettered_and_the_rest_of_its_batch_goes_on() -> None:
+    """A noise level whose sound energy 10^(L/10) no float holds (a sensor's glitch, with no
+    profile range to refuse it first) made the indicator fold raise, and the exception took
+    the whole stream agent down on every start."""
+    from cityvitals.settings import Settings
+    from streams.pipeline import STAGE_FAILED
+    from wiring.services import load_catalogue
+
+    catalogue = load_catalogue(Settings(indicators_file=None))
+    noise = Device(device_id="nz-1", device_type="noise", place_path=("c", "d1"), updated_at=T0)
+    loud = Reading(device_id="nz-1", ts=T0 + timedelta(minutes=1), seq=1, values={"laeq_db": 5000})
+    fine = Reading(device_id="nz-1", ts=T0 + timedelta(minutes=2), seq=2, values={"laeq_db": 62})
+    out = process_batch(
+        ReadingBatch(readings=(loud, reading("wl-1", 50), fine)),
+        {"nz-1": registry_entry(noise), "wl-1": registry_entry(device("wl-1"))},
+        {},
+        RULES,
+        "raw[0]",
+        T0 + timedelta(minutes=5),
+        catalogue,
+    )
+    assert [(r.device_id, r.seq) for r in out.enriched.readings] == [("wl-1", 1), ("nz-1", 2)]
+    assert [a.rule_id for a in out.alerts] == ["deep"]
+    assert out.refused == {STAGE_FAILED: 1}
+    (letter,) = out.dead_letters
+    assert letter.device_id == "nz-1" and "OverflowError" in letter.reason
+    assert {p.indicator for p in out.partials} >= {"noise_leq"}
