@@ -39,11 +39,12 @@ class Settings(BaseSettings):
     ingest_receive_maximum: Annotated[int, Field(ge=1, le=65535)] = 4000
     """MQTT 5 receive maximum: at most this many QoS1 messages wait for Kafka at once."""
     ingest_batch_max: Annotated[int, Field(ge=1)] = 500
-    ingest_message_max_bytes: Annotated[int, Field(ge=1, le=4_000_000)] = 1_000_000
+    ingest_message_max_bytes: Annotated[int, Field(ge=1, le=2_000_000)] = 1_000_000
     """Largest ``readings.raw`` message the gateway writes (about 5,000 readings): a drained
     group of one partition that is larger goes as several, split between MQTT messages (one
     MQTT message, at most 64 KB of payload, is never split). Kafka's clients here take
-    messages of up to 4 MB, and the stream stage's output of a message is larger than it."""
+    messages of up to 4 MB, and the stream stage's output of a message is larger than it:
+    at most 2 MB."""
     ingest_linger_ms: Annotated[int, Field(ge=0)] = 100
     """How long the gateway gathers readings (up to ``ingest_batch_max``) for one Kafka
     message per partition. The stream stage's cost is mostly per message: under a steady

@@ -22,6 +22,7 @@ from cityvitals.contracts import (
 from rules.indicators import (
     FORMULAS,
     Catalogue,
+    Formula,
     IndicatorSpec,
     merge,
 )
@@ -48,6 +49,13 @@ class _Feed:
     window_s: int
     depths: tuple[int, ...]
     """The place-path depths of its levels (city 1, district 2, ...)."""
+    refuses: Callable[[IndicatorSpec, Mapping[str, float]], str | None] | None
+    """The formula's :meth:`~rules.indicators.base.Formula.refuses`, where it has one."""
+
+
+def _refuses(formula: Formula) -> Callable[[IndicatorSpec, Mapping[str, float]], str | None] | None:
+    """The formula's check of a reading's values, if it overrides the default (none)."""
+    return formula.refuses if type(formula).refuses is not Formula.refuses else None
 
 
 @lru_cache(maxsize=8)
@@ -62,6 +70,7 @@ def _feeds(catalogue: Catalogue) -> dict[str, tuple[_Feed, ...]]:
                 FORMULAS[spec.kind].counts_devices,
                 spec.window_s,
                 tuple(level.depth + 1 for level in spec.levels),
+                _refuses(FORMULAS[spec.kind]),
             )
             for spec in specs
         )
@@ -95,6 +104,19 @@ class Partials:
     """Window starts in ISO form, as marks keep them."""
     _recent: dict[str, tuple[list[list[Any]], dict[str, int] | None]] = field(default_factory=dict)
     """Per device, its marks' recent instants and an index of them by instant."""
+
+    def refuses(self, reading: Reading | CameraEvent) -> str | None:
+        """Why an indicator of the reading's device type cannot fold its values (see
+        :meth:`~rules.indicators.base.Formula.refuses`); None when all can. Ask before
+        :meth:`add`: a refused reading is folded and counted nowhere."""
+        if isinstance(reading, CameraEvent):
+            return None
+        for feed in _feeds(self.catalogue).get(reading.device_type or "", ()):
+            if feed.refuses is not None:
+                why = feed.refuses(feed.spec, reading.values)
+                if why is not None:
+                    return why
+        return None
 
     def add(self, reading: Reading | CameraEvent, marks: dict[str, Any], offset: int) -> bool:
         """Fold one enriched reading, from the input message at ``offset``, in.

@@ -12,6 +12,7 @@ in and out.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -56,9 +57,13 @@ __all__ = [
     "sweep_devices",
 ]
 
+log = logging.getLogger("cityvitals.streams")
+
 STAGE_FAILED = "stage_failed"
 """The refusal kind of an item the stage failed on (a defect, or a value nothing foresaw): it
-is dead-lettered with the error, and the rest of its batch goes on."""
+is dead-lettered with the error, and the rest of its batch goes on. Its rule memory and alerts
+are not kept; an indicator it was being folded into when the error came may keep part of it
+(values an indicator cannot fold are refused before, as out of range)."""
 
 Memories = Mapping[str, dict[str, Any] | None]
 """Rule memory by device (or place) id, as kept in the stream's tables (plain JSON)."""
@@ -190,6 +195,11 @@ def process_batch(
                     entry.get("expected_interval_s"),
                 ),
             )
+            unfit = partials.refuses(enriched) if partials is not None else None
+            if unfit is not None:
+                out.refused["out_of_range"] += 1
+                out.dead_letters.append(refusal(item, unfit, source, now))
+                continue
             if judged.arrival is Arrival.LATE:
                 assert memory.watermark is not None
                 behind = (memory.watermark - item.ts).total_seconds()
@@ -209,6 +219,8 @@ def process_batch(
                     out.changed_marks[item.device_id] = device_marks
         except Exception as exc:  # one item the stage cannot judge, not its batch
             out.refused[STAGE_FAILED] += 1
+            if out.refused[STAGE_FAILED] == 1:  # the traceback, once a batch
+                log.exception("the stage failed on an item of %s from %s", item.device_id, source)
             reason = f"the stream stage failed on it: {type(exc).__name__}: {exc}"
             out.dead_letters.append(refusal(item, reason, source, now))
             continue

@@ -165,6 +165,7 @@ def run_streams(settings: Settings) -> None:
     from streams.app import create_app
     from streams.resume import open_alerts
 
+    check_files(settings)  # before it serves metrics or connects to anything
     rules = load_rules(settings)
     app = create_app(
         settings,

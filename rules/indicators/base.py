@@ -61,6 +61,12 @@ class Formula(ABC):
     ) -> None:
         """Add one reading's values to a window state, in place."""
 
+    def refuses(self, spec: IndicatorSpec, values: Mapping[str, float]) -> str | None:
+        """Why a reading's values cannot be folded (its sums would overflow or vanish); None
+        when they can. Asked before anything is folded or counted, so a refused reading
+        leaves no trace in any window."""
+        return None
+
     def merge(self, into: dict[str, float], other: Mapping[str, float]) -> None:
         """Merge another state of the same formula into ``into``, in place."""
         combine(into, other, self.highest)

@@ -224,3 +224,45 @@ def test_an_oversized_payload_is_dead_lettered_by_its_start_and_a_huge_one_refus
     assert f"payload of {len(large):,} bytes: its first 262,144 kept" in letter[1]
     assert base64.b64decode(letter[2]) == large[: 256 * 1024]
     assert gateway.popen.pid == pid and gateway.popen.poll() is None
+
+
+def test_a_sound_level_beyond_any_is_dead_lettered_alone(pipeline: Pipeline) -> None:
+    """A noise level of 5,000 dB decodes (any finite number does) but its sound energy,
+    10^(L/10), is beyond a float: the Leq indicator's fold raised, inside the stream's agent.
+    The stage refuses that reading, naming the level, and stores the readings around it,
+    whether they came in its message or not."""
+    device, secret = pipeline.register("noise", "itest/d1/s1/g1")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    levels = [62.0, 5000.0, 64.0]
+    payloads = [
+        reading((start + timedelta(seconds=i)).isoformat(), i, laeq_db=level).encode()
+        for i, level in enumerate(levels)
+    ]
+    pack = json.dumps(
+        [
+            json.loads(
+                reading((start + timedelta(seconds=10 + i)).isoformat(), 10 + i, laeq_db=level)
+            )
+            for i, level in enumerate(levels)
+        ]
+    ).encode()  # the same three in one message
+    topic = pipeline.topic(device)
+    messages = [(topic, p) for p in payloads] + [(topic, pack)]
+    assert publish_all(pipeline.settings, device, secret, messages) == len(messages)
+
+    def stored() -> list[int]:
+        return [seq for _, _, _, seq, _ in pipeline.rows(device)]
+
+    deadline = time.monotonic() + 60
+    while len(stored()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert stored() == [0, 2, 10, 12]
+    letters = pipeline.query(
+        "SELECT stage, reason FROM deadletters WHERE device_id = %s ORDER BY reason", device
+    )
+    assert len(letters) == 2
+    assert all(
+        stage == "streams" and "laeq_db 5000 dB is beyond any sound level" in reason
+        for stage, reason in letters
+    )
+    assert "cityvitals_streams_ready 1.0" in pipeline.metrics("streams").splitlines()

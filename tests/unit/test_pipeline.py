@@ -1,3 +1,4 @@
+import base64
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -239,30 +240,55 @@ def test_parsed_memories_follow_the_table_not_the_cache() -> None:
     assert [a.status for a in other.alerts] == [AlertStatus.FIRING]
 
 
-def test_an_item_the_stage_fails_on_is_dead_lettered_and_the_rest_of_its_batch_goes_on() -> None:
-    """A noise level whose sound energy 10^(L/10) no float holds (a sensor's glitch, with no
-    profile range to refuse it first) made the indicator fold raise, and the exception took
-    the whole stream agent down on every start."""
+def _noise_batch(level: float) -> tuple[Any, ...]:
     from cityvitals.settings import Settings
-    from streams.pipeline import STAGE_FAILED
     from wiring.services import load_catalogue
 
     catalogue = load_catalogue(Settings(indicators_file=None))
     noise = Device(device_id="nz-1", device_type="noise", place_path=("c", "d1"), updated_at=T0)
-    loud = Reading(device_id="nz-1", ts=T0 + timedelta(minutes=1), seq=1, values={"laeq_db": 5000})
+    odd = Reading(device_id="nz-1", ts=T0 + timedelta(minutes=1), seq=1, values={"laeq_db": level})
     fine = Reading(device_id="nz-1", ts=T0 + timedelta(minutes=2), seq=2, values={"laeq_db": 62})
-    out = process_batch(
-        ReadingBatch(readings=(loud, reading("wl-1", 50), fine)),
+    return process_batch(
+        ReadingBatch(readings=(odd, reading("wl-1", 50), fine)),
         {"nz-1": registry_entry(noise), "wl-1": registry_entry(device("wl-1"))},
         {},
         RULES,
         "raw[0]",
         T0 + timedelta(minutes=5),
         catalogue,
-    )
+    ), odd
+
+
+def test_a_sound_level_no_indicator_can_fold_is_refused_and_leaves_no_trace() -> None:
+    """5,000 dB: its energy 10^(L/10) is beyond a float. It raised in the Leq fold, inside the
+    stream's agent, which stopped with its whole batch."""
+    out, _ = _noise_batch(5000)
+    assert [(r.device_id, r.seq) for r in out.enriched.readings] == [("wl-1", 1), ("nz-1", 2)]
+    assert out.refused == {"out_of_range": 1}
+    (letter,) = out.dead_letters
+    assert "laeq_db 5000 dB is beyond any sound level" in letter.reason
+    (leq,) = [p for p in out.partials if p.indicator == "noise_leq" and p.place_path == ("c",)]
+    assert leq.state["n"] == 1 and leq.reporting == 1  # the 62 dB alone
+    assert leq.state["e"] == 10**6.2
+
+
+def test_an_item_the_stage_fails_on_is_dead_lettered_and_the_rest_of_its_batch_goes_on(
+    monkeypatch: Any,
+) -> None:
+    """A defect, or a value nothing foresaw: the item alone is refused, with the error."""
+    from rules.indicators.leq import Leq
+    from streams.pipeline import STAGE_FAILED
+
+    def fail(_self: Leq, _state: dict[str, float], v: float) -> None:
+        if v == 99:
+            raise ArithmeticError("no such level")
+
+    monkeypatch.setattr(Leq, "add", fail)
+    out, odd = _noise_batch(99)
     assert [(r.device_id, r.seq) for r in out.enriched.readings] == [("wl-1", 1), ("nz-1", 2)]
     assert [a.rule_id for a in out.alerts] == ["deep"]
     assert out.refused == {STAGE_FAILED: 1}
     (letter,) = out.dead_letters
-    assert letter.device_id == "nz-1" and "OverflowError" in letter.reason
-    assert {p.indicator for p in out.partials} >= {"noise_leq"}
+    assert letter.device_id == "nz-1"
+    assert letter.reason == "the stream stage failed on it: ArithmeticError: no such level"
+    assert Reading.model_validate_json(base64.b64decode(letter.payload_b64)).seq == odd.seq
