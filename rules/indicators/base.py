@@ -89,12 +89,12 @@ class OneMetric(Formula):
         assert spec.metric is not None
         v = values.get(spec.metric)
         if v is not None:
+            self.add(state, v)  # first: a value it raises on is not counted
             state["n"] = state.get("n", 0.0) + 1
-            self.add(state, v)
 
     @abstractmethod
     def add(self, state: dict[str, float], v: float) -> None:
-        """Fold one value (``n`` is counted already)."""
+        """Fold one value (``n`` is counted after it)."""
 
     def finish(
         self, spec: IndicatorSpec, state: Mapping[str, float], reporting: int, expected: int
