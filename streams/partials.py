@@ -49,13 +49,21 @@ class _Feed:
     window_s: int
     depths: tuple[int, ...]
     """The place-path depths of its levels (city 1, district 2, ...)."""
-    refuses: Callable[[IndicatorSpec, Mapping[str, float]], str | None] | None
-    """The formula's :meth:`~rules.indicators.base.Formula.refuses`, where it has one."""
 
 
-def _refuses(formula: Formula) -> Callable[[IndicatorSpec, Mapping[str, float]], str | None] | None:
-    """The formula's check of a reading's values, if it overrides the default (none)."""
-    return formula.refuses if type(formula).refuses is not Formula.refuses else None
+@lru_cache(maxsize=8)
+def _checks(catalogue: Catalogue) -> dict[str, tuple[tuple[IndicatorSpec, Formula], ...]]:
+    """Per device type, its indicators whose formula checks a reading's values (overrides
+    :meth:`~rules.indicators.base.Formula.refuses`): most types have none."""
+    out: dict[str, tuple[tuple[IndicatorSpec, Formula], ...]] = {}
+    for device_type, feeds in _feeds(catalogue).items():
+        formulas = ((f.spec, FORMULAS[f.spec.kind]) for f in feeds)
+        out[device_type] = tuple(
+            (spec, formula)
+            for spec, formula in formulas
+            if type(formula).refuses is not Formula.refuses
+        )
+    return out
 
 
 @lru_cache(maxsize=8)
@@ -70,7 +78,6 @@ def _feeds(catalogue: Catalogue) -> dict[str, tuple[_Feed, ...]]:
                 FORMULAS[spec.kind].counts_devices,
                 spec.window_s,
                 tuple(level.depth + 1 for level in spec.levels),
-                _refuses(FORMULAS[spec.kind]),
             )
             for spec in specs
         )
@@ -111,11 +118,10 @@ class Partials:
         :meth:`add`: a refused reading is folded and counted nowhere."""
         if isinstance(reading, CameraEvent):
             return None
-        for feed in _feeds(self.catalogue).get(reading.device_type or "", ()):
-            if feed.refuses is not None:
-                why = feed.refuses(feed.spec, reading.values)
-                if why is not None:
-                    return why
+        for spec, formula in _checks(self.catalogue).get(reading.device_type or "", ()):
+            why = formula.refuses(spec, reading.values)
+            if why is not None:
+                return why
         return None
 
     def add(self, reading: Reading | CameraEvent, marks: dict[str, Any], offset: int) -> bool:

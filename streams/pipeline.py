@@ -184,6 +184,11 @@ def process_batch(
         assert entry is not None
         try:
             enriched = enrich(item, entry)
+            unfit = partials.refuses(enriched) if partials is not None else None
+            if unfit is not None:
+                out.refused["out_of_range"] += 1
+                out.dead_letters.append(refusal(item, unfit, source, now))
+                continue
             memory = memories.get(item.device_id)
             judged = evaluate_device(
                 rules,
@@ -195,11 +200,6 @@ def process_batch(
                     entry.get("expected_interval_s"),
                 ),
             )
-            unfit = partials.refuses(enriched) if partials is not None else None
-            if unfit is not None:
-                out.refused["out_of_range"] += 1
-                out.dead_letters.append(refusal(item, unfit, source, now))
-                continue
             if judged.arrival is Arrival.LATE:
                 assert memory.watermark is not None
                 behind = (memory.watermark - item.ts).total_seconds()

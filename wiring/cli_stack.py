@@ -124,12 +124,12 @@ def up(
 ) -> None:
     """Start Mosquitto, tansu, PostgreSQL and the services on 127.0.0.1 (Ctrl-C stops all)."""
     from wiring.localstack import LocalStack, MetricsPorts
-    from wiring.services import check_files
+    from wiring.services import load_stream_files
     from wiring.stack import StackError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     s = settings()
-    check_files(s)  # a file the stream service would refuse stops nothing started
+    load_stream_files(s)  # a file the stream service would refuse stops nothing started
     stack = LocalStack(s, MetricsPorts(*(metrics_base + i for i in range(1, 6))))
     (stack.paths.state_dir).mkdir(parents=True, exist_ok=True)
     stop = threading.Event()

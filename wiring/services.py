@@ -8,6 +8,7 @@ import signal
 import threading
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
@@ -20,9 +21,9 @@ from wiring.cli_common import NotUtf8, open_utf8
 
 __all__ = [
     "SERVICES",
-    "check_files",
     "load_catalogue",
     "load_rules",
+    "load_stream_files",
     "open_registry",
     "run_service",
 ]
@@ -60,12 +61,16 @@ def load_incidents(settings: Settings) -> IncidentConfig:
     return parse_incident_config(*_file_or_shipped(settings.incidents_file, "incidents.yaml"))
 
 
-def check_files(settings: Settings) -> None:
-    """Parse the rule, indicator and incident files the stream service loads at start; raises
+class StreamFiles(NamedTuple):
+    rules: RuleSet
+    catalogue: Catalogue
+    incidents: IncidentConfig
+
+
+def load_stream_files(settings: Settings) -> StreamFiles:
+    """The rule, indicator and incident files the stream service runs on, each parsed; raises
     RuleFileError with every problem of the first that is not valid."""
-    load_rules(settings)
-    load_catalogue(settings)
-    load_incidents(settings)
+    return StreamFiles(load_rules(settings), load_catalogue(settings), load_incidents(settings))
 
 
 def open_registry(settings: Settings):  # type: ignore[no-untyped-def]
@@ -165,15 +170,14 @@ def run_streams(settings: Settings) -> None:
     from streams.app import create_app
     from streams.resume import open_alerts
 
-    check_files(settings)  # before it serves metrics or connects to anything
-    rules = load_rules(settings)
+    files = load_stream_files(settings)  # before it serves metrics or connects to anything
     app = create_app(
         settings,
-        rules,
-        load_catalogue(settings),
+        files.rules,
+        files.catalogue,
         _metrics(settings),
         open_alerts(settings),
-        load_incidents(settings),
+        files.incidents,
     )
     settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust makes its data folder there
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), override_logging=False)

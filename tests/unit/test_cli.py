@@ -128,6 +128,22 @@ def test_the_broker_note_comes_only_after_a_change_of_logins_no_broker_was_told(
 BAD_RULES = "rules:\n  - id: x\n    kind: threshold\n    metric: pm25\n    above: banana\n"
 
 
+def refused_at_start(
+    argv: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> str:
+    """What ``argv`` printed, ending with exit code 1 before anything started: ``up`` made no
+    state folder."""
+    monkeypatch.setenv("CITYVITALS_STATE_DIR", str(tmp_path / "state"))
+    with pytest.raises(SystemExit) as ended:
+        main(argv)
+    assert ended.value.code == 1
+    assert not (tmp_path / "state").exists()
+    return capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv", [["up"], ["run", "streams"]])
 @pytest.mark.parametrize(
     ("text", "said"),
@@ -145,20 +161,14 @@ def test_a_rule_file_the_stream_would_refuse_ends_up_and_run_naming_each_problem
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Before anything starts: ``up`` makes no state folder."""
     rules = tmp_path / "rules.yaml"
     if isinstance(text, str):
         rules.write_text(text)
     elif text is not None:
         rules.write_bytes(text)
     monkeypatch.setenv("CITYVITALS_RULES_FILE", str(rules))
-    monkeypatch.setenv("CITYVITALS_STATE_DIR", str(tmp_path / "state"))
-    with pytest.raises(SystemExit) as ended:
-        main(argv)
-    assert ended.value.code == 1
-    err = capsys.readouterr().err
+    err = refused_at_start(argv, tmp_path, monkeypatch, capsys)
     assert err.startswith("error: " + said.format(f=rules)) and "Traceback" not in err
-    assert not (tmp_path / "state").exists()
 
 
 @pytest.mark.parametrize("variable", ["CITYVITALS_INDICATORS_FILE", "CITYVITALS_INCIDENTS_FILE"])
@@ -170,12 +180,5 @@ def test_up_checks_the_indicator_and_incident_files_too(
 ) -> None:
     missing = tmp_path / "gone.yaml"
     monkeypatch.setenv(variable, str(missing))
-    monkeypatch.setenv("CITYVITALS_STATE_DIR", str(tmp_path / "state"))
-    with pytest.raises(SystemExit) as ended:
-        main(["up"])
-    assert ended.value.code == 1
-    assert (
-        capsys.readouterr().err
-        == f"error: {missing}: cannot read the file: No such file or directory\n"
-    )
-    assert not (tmp_path / "state").exists()
+    err = refused_at_start(["up"], tmp_path, monkeypatch, capsys)
+    assert err == f"error: {missing}: cannot read the file: No such file or directory\n"
