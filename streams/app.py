@@ -33,7 +33,7 @@ import logging
 import time
 import weakref
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -111,13 +111,41 @@ def device_changes(
     return out
 
 
-def _store(table: Any, changes: dict[str, dict[str, Any] | None]) -> None:
-    """Write changed memories to a table; None (or an empty memory) deletes the key."""
+async def store(
+    table: Any, changes: Mapping[str, dict[str, Any] | None], partition: int
+) -> list[Awaitable[Any]]:
+    """Write changed memories to a table (None or an empty memory deletes the key) and their
+    changelog records to its ``partition``, as few record batches (one, unless over the
+    producer's batch size); returns the batches' deliveries.
+
+    Faust writes one record at a time (``table[key] = value``: a message through its producer
+    buffer and a send each): with a city's devices each reading is a device of its own in its
+    message, and those writes were most of the stage's work. Here the entries go straight into
+    the table's store and the records, encoded by the changelog topic as Faust encodes them,
+    into aiokafka batches. Faust's recovery reads them as its own, and flushes the producer
+    before it commits offsets, as for its own records.
+    """
+    if not changes:
+        return []
+    producer = table.app.producer._ensure_producer()  # Faust's aiokafka producer
+    topic = table.changelog_topic
+    name = topic.get_topic_name()
+    sent: list[Awaitable[Any]] = []
+    batch = producer.create_batch()
     for key, memory in changes.items():
+        raw_key = topic.prepare_key(key, table.key_serializer)[0]
         if memory:
-            table[key] = memory
+            table.data[key] = memory
+            value = topic.prepare_value(memory, table.value_serializer)[0]
         else:
-            table.pop(key, None)
+            table.data.pop(key, None)
+            value = None  # a tombstone: recovery deletes the key
+        if batch.append(key=raw_key, value=value, timestamp=None) is None:  # full
+            sent.append(await producer.send_batch(batch, name, partition=partition))
+            batch = producer.create_batch()
+            batch.append(key=raw_key, value=value, timestamp=None)  # an empty batch takes any
+    sent.append(await producer.send_batch(batch, name, partition=partition))
+    return sent
 
 
 TAKE_MAX = 100
@@ -337,11 +365,11 @@ def create_app(
             ids.update(r.device_id for r in batch.readings)
             ids.update(e.camera_id for e in batch.camera_events)
         held: dict[str, DeviceState] = {d: device_state.get(d) or {} for d in ids}
+        seeded: dict[str, DeviceState | None] = {}
         for device_id in ids & seeds.devices.keys():
             seed = seeds.take("device", device_id, held[device_id].get("rules"))
             if seed is not None:
-                held[device_id] = {**held[device_id], "rules": seed}
-                device_state[device_id] = held[device_id]
+                held[device_id] = seeded[device_id] = {**held[device_id], "rules": seed}
         outcome = process_batch(
             batch,
             {d: devices.get(d) for d in ids},
@@ -389,7 +417,8 @@ def create_app(
             devices[device_id] = entry
         if outcome.changed_devices:
             metrics.devices.set(len(devices))
-        _store(device_state, device_changes(held, outcome.changed_states, outcome.changed_marks))
+        changes = device_changes(held, outcome.changed_states, outcome.changed_marks)
+        pending += await store(device_state, seeded | changes, partition)
         return pending, len(outcome.enriched)
 
     work, confirm = (metrics.group_seconds.labels(p) for p in ("work", "confirm"))
@@ -423,32 +452,40 @@ def create_app(
                 ids = on_partition([*place_state.keys(), *seeds.places], partition)
             else:
                 ids = [o.place_path[-1] for o in batch.observations]
+            held = {p: place_state.get(p) for p in ids}
+            seeded: dict[str, dict[str, Any] | None] = {}
             for place_id in seeds.places.keys() & set(ids):
-                seed = seeds.take("place", place_id, place_state.get(place_id))
+                seed = seeds.take("place", place_id, held[place_id])
                 if seed is not None:
-                    place_state[place_id] = seed
-            outcome = process_places(batch, {p: place_state.get(p) for p in ids}, live.current)
+                    held[place_id] = seeded[place_id] = seed
+            outcome = process_places(batch, held, live.current)
             pending = await send_alerts(outcome.alerts, partition)
-            _store(place_state, outcome.changed_states)
+            pending += await store(place_state, seeded | outcome.changed_states, partition)
             await asyncio.gather(*pending)
 
     @app.agent(partials_topic)
     async def place_vitals(stream: faust.StreamT[bytes]) -> None:
+        # The changelog records of merged partials are confirmed at the partition's next
+        # tick, not message by message (a round trip each); Faust's commit waits for them.
+        unconfirmed: list[Awaitable[Any]] = []
         async for msg, _source, batch in decoded(stream, IndicatorBatch, "bad_indicator_batch"):
             partition = msg.partition
             if batch.tick is None:
                 paths = {p.place_path for p in batch.partials}
                 paths.update(c.place_path for c in batch.members)
-                for path in paths:
-                    vitals[path[-1]] = apply(vitals.get(path[-1]), path, batch)
+                merged = {path[-1]: apply(vitals.get(path[-1]), path, batch) for path in paths}
+                unconfirmed += await store(vitals, merged, partition)
                 continue
             reported: list[Indicator] = []
+            closed: dict[str, dict[str, Any] | None] = {}
             for place_id in on_partition(list(vitals.keys()), partition):
                 memory, found = close(vitals[place_id], catalogue, batch.tick, grace)
                 if found or memory != vitals[place_id]:
-                    vitals[place_id] = memory
+                    closed[place_id] = memory
                 reported += found
-            pending = [
+            pending = [*unconfirmed, *await store(vitals, closed, partition)]
+            unconfirmed = []
+            pending += [
                 await indicators_topic.send(
                     key=i.place_id.encode(), value=i.model_dump_json().encode()
                 )

@@ -1,8 +1,9 @@
 """The stream's Faust app fetches with the wait of its settings (a broker that holds an empty
 fetch for the whole wait, as tansu does, must not delay each hop by Faust's fixed 1.5 s; tansu
 on S3 answers with what it read within the wait, so there the wait is longer), seeks back to
-the committed offsets with the flow stopped (so a restarted worker loses nothing) and its
-tables serialize with orjson."""
+the committed offsets with the flow stopped (so a restarted worker loses nothing), its
+tables serialize with orjson, and a table's many changes go to its changelog as Faust's own
+records, a batch at a time."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import faust
 import pytest
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatch
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from cityvitals.settings import Settings
-from streams.app import create_app
+from streams.app import create_app, store
 from wiring.services import load_catalogue, load_rules
 
 
@@ -149,3 +153,73 @@ def test_the_stream_keeps_its_data_folder_in_the_state_folder(tmp_path: Path) ->
     settings = Settings(kafka_bootstrap="127.0.0.1:1", state_dir=tmp_path)
     app = create_app(settings, load_rules(settings), load_catalogue(settings), CollectorRegistry())
     assert app.conf.datadir == tmp_path / "streams-data"
+
+
+class Producer:
+    """Stands for Faust's aiokafka producer: real record batches, kept instead of sent."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.sent: list[tuple[str, int, list[tuple[bytes | None, bytes | None]]]] = []
+
+    def create_batch(self) -> BatchBuilder:
+        return BatchBuilder(self.batch_size, 0)
+
+    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> Any:
+        batch.close()
+        records = [(r.key, r.value) for r in DefaultRecordBatch(bytes(batch._build()))]
+        self.sent.append((topic, partition, records))
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+def changelog_of(batch_size: int) -> tuple[Any, Producer]:
+    app = faust.App("t", broker="kafka://127.0.0.1:1", store="memory://")  # nothing connects
+    table = app.Table("device_state", default=None, partitions=4)
+    producer = Producer(batch_size)
+    app.producer._producer = producer
+    return table, producer
+
+
+def test_a_table_is_written_as_faust_writes_it_in_one_batch_of_records() -> None:
+    """:func:`streams.app.store` puts the entries in the table and their changelog records,
+    byte for byte those Faust's own ``table[key] = value`` makes, in one batch."""
+    table, producer = changelog_of(1_000_000)
+    table.data["gone"] = {"rules": {"r": 1}, "marks": None}
+    changes = {
+        "a-1": {"rules": {"r": 2}, "marks": {"t": [["2026-12-01T04:00:00+00:00", 7]]}},
+        "gone": None,
+        "empty": {},
+    }
+
+    async def write() -> tuple[list[Any], list[tuple[bytes, bytes | None]]]:
+        delivered = [await f for f in await store(table, changes, 3)]
+        faust_made = [  # Faust's own records of the same changes (queued, never sent)
+            table.send_changelog(3, "a-1", changes["a-1"]).message,
+            table.send_changelog(3, "gone", None, value_serializer="raw").message,
+            table.send_changelog(3, "empty", None, value_serializer="raw").message,
+        ]
+        return delivered, [(m.key, m.value) for m in faust_made]
+
+    delivered, faust_made = asyncio.run(write())
+    assert delivered == [None]
+    assert dict(table.data) == {"a-1": changes["a-1"]}
+    assert producer.sent == [("t-device_state-changelog", 3, faust_made)]
+
+
+def test_a_table_write_larger_than_a_batch_goes_as_several_in_order() -> None:
+    table, producer = changelog_of(300)
+    changes: dict[str, dict[str, Any] | None] = {f"d-{i}": {"rules": {"n": i}} for i in range(40)}
+    futures = asyncio.run(store(table, changes, 1))
+    assert len(futures) == len(producer.sent) > 1
+    keys = [key for _topic, _partition, records in producer.sent for key, _value in records]
+    assert keys == [f'"d-{i}"'.encode() for i in range(40)]
+    assert {p for _t, p, _r in producer.sent} == {1}
+    assert len(table.data) == 40
+
+
+def test_no_change_writes_no_batch() -> None:
+    table, producer = changelog_of(1_000)
+    assert asyncio.run(store(table, {}, 0)) == []
+    assert producer.sent == []
