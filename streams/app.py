@@ -111,19 +111,30 @@ def device_changes(
     return out
 
 
-async def store(
+def put(table: Any, changes: Mapping[str, dict[str, Any] | None]) -> None:
+    """Set entries in a table's store (None or an empty memory deletes the key), without
+    changelog records: :func:`log_changes` writes those."""
+    for key, memory in changes.items():
+        if memory:
+            table.data[key] = memory
+        else:
+            table.data.pop(key, None)
+
+
+async def log_changes(
     table: Any, changes: Mapping[str, dict[str, Any] | None], partition: int
 ) -> list[Awaitable[Any]]:
-    """Write changed memories to a table (None or an empty memory deletes the key) and their
-    changelog records to its ``partition``, as few record batches (one, unless over the
-    producer's batch size); returns the batches' deliveries.
+    """The changelog records of ``changes`` (as :func:`put` made them) on the table's
+    ``partition``, handed to the producer as record batches (one, unless over its batch
+    size); returns their deliveries.
 
     Faust writes one record at a time (``table[key] = value``: a message through its producer
     buffer and a send each): with a city's devices each reading is a device of its own in its
-    message, and those writes were most of the stage's work. Here the entries go straight into
-    the table's store and the records, encoded by the changelog topic as Faust encodes them,
-    into aiokafka batches. Faust's recovery reads them as its own, and flushes the producer
-    before it commits offsets, as for its own records.
+    message, and those writes were most of the stage's work. The records here are encoded by
+    the changelog topic as Faust encodes them, so its recovery and standbys read them as its
+    own; Faust flushes the producer before it commits offsets, as for its own records. The
+    producer takes a partition's next batch only when it has taken the one before, so a caller
+    gathers its changes (a group of messages) and logs them once.
     """
     if not changes:
         return []
@@ -134,17 +145,26 @@ async def store(
     batch = producer.create_batch()
     for key, memory in changes.items():
         raw_key = topic.prepare_key(key, table.key_serializer)[0]
-        if memory:
-            table.data[key] = memory
-            value = topic.prepare_value(memory, table.value_serializer)[0]
-        else:
-            table.data.pop(key, None)
-            value = None  # a tombstone: recovery deletes the key
-        if batch.append(key=raw_key, value=value, timestamp=None) is None:  # full
+        # None is a tombstone: recovery deletes the key.
+        value = topic.prepare_value(memory, table.value_serializer)[0] if memory else None
+        if batch.append(key=raw_key, value=value, timestamp=None) is None:  # full, so closed
             sent.append(await producer.send_batch(batch, name, partition=partition))
             batch = producer.create_batch()
             batch.append(key=raw_key, value=value, timestamp=None)  # an empty batch takes any
+    batch.close()  # closed: sent without the producer's linger
     sent.append(await producer.send_batch(batch, name, partition=partition))
+    return sent
+
+
+Changes = dict[int, dict[str, dict[str, Any] | None]]
+"""Table entries changed, by partition (a later change of a key replaces an earlier one)."""
+
+
+async def log_all(table: Any, changed: Changes) -> list[Awaitable[Any]]:
+    """:func:`log_changes` of every partition's changes."""
+    sent: list[Awaitable[Any]] = []
+    for partition, changes in changed.items():
+        sent += await log_changes(table, changes, partition)
     return sent
 
 
@@ -352,10 +372,11 @@ def create_app(
 
     async def handle(
         msg: Any, source: str, batch: ReadingBatch
-    ) -> tuple[list[Awaitable[Any]], int]:
+    ) -> tuple[list[Awaitable[Any]], int, dict[str, DeviceState | None]]:
         """One ``readings.raw`` message: judged, tables updated, outputs handed to the
-        producer; returns their deliveries, which the caller awaits, and how many readings
-        and events go on (the others were refused and dead-lettered)."""
+        producer; returns their deliveries, which the caller awaits, how many readings and
+        events go on (the others were refused and dead-lettered), and the ``device_state``
+        entries it changed, whose changelog records the caller writes."""
         partition = msg.partition
         metrics.received.inc(len(batch))
         if batch.tick is not None:  # every device here: absence may be new to some
@@ -417,9 +438,9 @@ def create_app(
             devices[device_id] = entry
         if outcome.changed_devices:
             metrics.devices.set(len(devices))
-        changes = device_changes(held, outcome.changed_states, outcome.changed_marks)
-        pending += await store(device_state, seeded | changes, partition)
-        return pending, len(outcome.enriched)
+        changes = seeded | device_changes(held, outcome.changed_states, outcome.changed_marks)
+        put(device_state, changes)
+        return pending, len(outcome.enriched), changes
 
     work, confirm = (metrics.group_seconds.labels(p) for p in ("work", "confirm"))
 
@@ -432,11 +453,14 @@ def create_app(
         async for started, group in decoded_groups(stream, ReadingBatch, "bad_batch"):
             pending: list[Awaitable[Any]] = []
             forwarded = 0
+            changed: Changes = defaultdict(dict)
             for event, source, batch in group:
                 current(event)
-                sent, passed = await handle(event.message, source, batch)
+                sent, passed, changes = await handle(event.message, source, batch)
                 pending += sent
                 forwarded += passed
+                changed[event.message.partition].update(changes)
+            pending += await log_all(device_state, changed)  # a device once a group
             handed = time.perf_counter()
             await asyncio.gather(*pending)
             metrics.forwarded.inc(forwarded)
@@ -460,31 +484,33 @@ def create_app(
                     held[place_id] = seeded[place_id] = seed
             outcome = process_places(batch, held, live.current)
             pending = await send_alerts(outcome.alerts, partition)
-            pending += await store(place_state, seeded | outcome.changed_states, partition)
+            changes = seeded | outcome.changed_states
+            put(place_state, changes)
+            pending += await log_changes(place_state, changes, partition)
             await asyncio.gather(*pending)
 
     @app.agent(partials_topic)
     async def place_vitals(stream: faust.StreamT[bytes]) -> None:
-        # The changelog records of merged partials are confirmed at the partition's next
-        # tick, not message by message (a round trip each); Faust's commit waits for them.
-        unconfirmed: list[Awaitable[Any]] = []
-        async for msg, _source, batch in decoded(stream, IndicatorBatch, "bad_indicator_batch"):
-            partition = msg.partition
-            if batch.tick is None:
-                paths = {p.place_path for p in batch.partials}
-                paths.update(c.place_path for c in batch.members)
-                merged = {path[-1]: apply(vitals.get(path[-1]), path, batch) for path in paths}
-                unconfirmed += await store(vitals, merged, partition)
-                continue
+        async for _taken, group in decoded_groups(stream, IndicatorBatch, "bad_indicator_batch"):
+            changed: Changes = defaultdict(dict)
             reported: list[Indicator] = []
-            closed: dict[str, dict[str, Any] | None] = {}
-            for place_id in on_partition(list(vitals.keys()), partition):
-                memory, found = close(vitals[place_id], catalogue, batch.tick, grace)
-                if found or memory != vitals[place_id]:
-                    closed[place_id] = memory
-                reported += found
-            pending = [*unconfirmed, *await store(vitals, closed, partition)]
-            unconfirmed = []
+            for event, _source, batch in group:
+                partition = event.message.partition
+                if batch.tick is None:
+                    paths = {p.place_path for p in batch.partials}
+                    paths.update(c.place_path for c in batch.members)
+                    for path in sorted(paths):
+                        merged = {path[-1]: apply(vitals.get(path[-1]), path, batch)}
+                        put(vitals, merged)
+                        changed[partition].update(merged)
+                    continue
+                for place_id in on_partition(list(vitals.keys()), partition):
+                    memory, found = close(vitals[place_id], catalogue, batch.tick, grace)
+                    if found or memory != vitals[place_id]:
+                        put(vitals, {place_id: memory})
+                        changed[partition][place_id] = memory
+                    reported += found
+            pending = await log_all(vitals, changed)
             pending += [
                 await indicators_topic.send(
                     key=i.place_id.encode(), value=i.model_dump_json().encode()

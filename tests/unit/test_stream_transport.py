@@ -20,7 +20,7 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from cityvitals.settings import Settings
-from streams.app import create_app, store
+from streams.app import create_app, log_all, log_changes, put
 from wiring.services import load_catalogue, load_rules
 
 
@@ -166,7 +166,7 @@ class Producer:
         return BatchBuilder(self.batch_size, 0)
 
     async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> Any:
-        batch.close()
+        assert batch.closed()  # else the producer would keep it for its linger
         records = [(r.key, r.value) for r in DefaultRecordBatch(bytes(batch._build()))]
         self.sent.append((topic, partition, records))
         done = asyncio.get_running_loop().create_future()
@@ -183,8 +183,9 @@ def changelog_of(batch_size: int) -> tuple[Any, Producer]:
 
 
 def test_a_table_is_written_as_faust_writes_it_in_one_batch_of_records() -> None:
-    """:func:`streams.app.store` puts the entries in the table and their changelog records,
-    byte for byte those Faust's own ``table[key] = value`` makes, in one batch."""
+    """:func:`streams.app.put` sets the entries in the table, and :func:`streams.app.log_changes`
+    hands their changelog records, byte for byte those Faust's own ``table[key] = value``
+    makes, to the producer in one batch."""
     table, producer = changelog_of(1_000_000)
     table.data["gone"] = {"rules": {"r": 1}, "marks": None}
     changes = {
@@ -194,7 +195,8 @@ def test_a_table_is_written_as_faust_writes_it_in_one_batch_of_records() -> None
     }
 
     async def write() -> tuple[list[Any], list[tuple[bytes, bytes | None]]]:
-        delivered = [await f for f in await store(table, changes, 3)]
+        put(table, changes)
+        delivered = [await f for f in await log_changes(table, changes, 3)]
         faust_made = [  # Faust's own records of the same changes (queued, never sent)
             table.send_changelog(3, "a-1", changes["a-1"]).message,
             table.send_changelog(3, "gone", None, value_serializer="raw").message,
@@ -211,7 +213,8 @@ def test_a_table_is_written_as_faust_writes_it_in_one_batch_of_records() -> None
 def test_a_table_write_larger_than_a_batch_goes_as_several_in_order() -> None:
     table, producer = changelog_of(300)
     changes: dict[str, dict[str, Any] | None] = {f"d-{i}": {"rules": {"n": i}} for i in range(40)}
-    futures = asyncio.run(store(table, changes, 1))
+    put(table, changes)
+    futures = asyncio.run(log_changes(table, changes, 1))
     assert len(futures) == len(producer.sent) > 1
     keys = [key for _topic, _partition, records in producer.sent for key, _value in records]
     assert keys == [f'"d-{i}"'.encode() for i in range(40)]
@@ -219,7 +222,13 @@ def test_a_table_write_larger_than_a_batch_goes_as_several_in_order() -> None:
     assert len(table.data) == 40
 
 
-def test_no_change_writes_no_batch() -> None:
+def test_changes_of_several_partitions_go_as_a_batch_each_and_no_change_as_none() -> None:
     table, producer = changelog_of(1_000)
-    assert asyncio.run(store(table, {}, 0)) == []
-    assert producer.sent == []
+    changed = {0: {"a": {"n": 1}, "b": None}, 2: {"c": {"n": 3}}}
+    assert len(asyncio.run(log_all(table, changed))) == 2
+    assert [(partition, len(records)) for _t, partition, records in producer.sent] == [
+        (0, 2),
+        (2, 1),
+    ]
+    assert asyncio.run(log_changes(table, {}, 0)) == []
+    assert len(producer.sent) == 2
