@@ -21,9 +21,10 @@ starts empty, and a removed one's open alerts are resolved.
 At start the stream is given the alerts still open in the database: a device or place it has
 no memory of (its Kafka kept nothing) takes them back, so they continue and resolve.
 
-``readings.raw`` is taken a group of messages at a time: every output of a group is confirmed
-by Kafka before the agent takes the next group (the other agents: the next message), and
-Faust commits offsets only after that (at-least-once; sinks make it effectively once).
+``readings.raw`` and ``indicators.partials`` are taken a group of messages at a time: every
+output of a group, its table changelog records included, is confirmed by Kafka before the
+agent takes the next group (the other agents: the next message), and Faust commits offsets
+only after that (at-least-once; sinks make it effectively once).
 """
 
 from __future__ import annotations
@@ -305,7 +306,8 @@ def create_app(
         """As :func:`decoded`, a group at a time: what arrived within ``TAKE_WITHIN_S``, at
         most ``TAKE_MAX`` messages, with the time (``perf_counter``) it was taken, before
         decoding. Each item comes with its Faust event: make it the current one
-        (:func:`current`) before writing a table for it."""
+        (:func:`current`) before writing a table for it through Faust (``table[key] =``;
+        :func:`put` and :func:`log_changes` need none)."""
         async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):  # type: ignore[attr-defined]
             taken = time.perf_counter()
             group = []
@@ -454,13 +456,15 @@ def create_app(
             pending: list[Awaitable[Any]] = []
             forwarded = 0
             changed: Changes = defaultdict(dict)
-            for event, source, batch in group:
-                current(event)
-                sent, passed, changes = await handle(event.message, source, batch)
-                pending += sent
-                forwarded += passed
-                changed[event.message.partition].update(changes)
-            pending += await log_all(device_state, changed)  # a device once a group
+            try:
+                for event, source, batch in group:
+                    current(event)
+                    sent, passed, changes = await handle(event.message, source, batch)
+                    pending += sent
+                    forwarded += passed
+                    changed[event.message.partition].update(changes)
+            finally:  # what was put in the table goes to its changelog, even if a message failed
+                pending += await log_all(device_state, changed)  # a device once a group
             handed = time.perf_counter()
             await asyncio.gather(*pending)
             metrics.forwarded.inc(forwarded)
@@ -494,23 +498,25 @@ def create_app(
         async for _taken, group in decoded_groups(stream, IndicatorBatch, "bad_indicator_batch"):
             changed: Changes = defaultdict(dict)
             reported: list[Indicator] = []
-            for event, _source, batch in group:
-                partition = event.message.partition
-                if batch.tick is None:
-                    paths = {p.place_path for p in batch.partials}
-                    paths.update(c.place_path for c in batch.members)
-                    for path in sorted(paths):
-                        merged = {path[-1]: apply(vitals.get(path[-1]), path, batch)}
-                        put(vitals, merged)
-                        changed[partition].update(merged)
-                    continue
-                for place_id in on_partition(list(vitals.keys()), partition):
-                    memory, found = close(vitals[place_id], catalogue, batch.tick, grace)
-                    if found or memory != vitals[place_id]:
-                        put(vitals, {place_id: memory})
-                        changed[partition][place_id] = memory
-                    reported += found
-            pending = await log_all(vitals, changed)
+            try:
+                for event, _source, batch in group:
+                    partition = event.message.partition
+                    if batch.tick is None:
+                        paths = {p.place_path for p in batch.partials}
+                        paths.update(c.place_path for c in batch.members)
+                        for path in sorted(paths):
+                            merged = {path[-1]: apply(vitals.get(path[-1]), path, batch)}
+                            put(vitals, merged)
+                            changed[partition].update(merged)
+                        continue
+                    for place_id in on_partition(list(vitals.keys()), partition):
+                        memory, found = close(vitals[place_id], catalogue, batch.tick, grace)
+                        if found or memory != vitals[place_id]:
+                            put(vitals, {place_id: memory})
+                            changed[partition][place_id] = memory
+                        reported += found
+            finally:  # as in process
+                pending = await log_all(vitals, changed)
             pending += [
                 await indicators_topic.send(
                     key=i.place_id.encode(), value=i.model_dump_json().encode()
