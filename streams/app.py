@@ -505,9 +505,9 @@ def create_app(
                         paths = {p.place_path for p in batch.partials}
                         paths.update(c.place_path for c in batch.members)
                         for path in sorted(paths):
-                            merged = {path[-1]: apply(vitals.get(path[-1]), path, batch)}
-                            put(vitals, merged)
-                            changed[partition].update(merged)
+                            memory = apply(vitals.get(path[-1]), path, batch)
+                            put(vitals, {path[-1]: memory})
+                            changed[partition][path[-1]] = memory
                         continue
                     for place_id in on_partition(list(vitals.keys()), partition):
                         memory, found = close(vitals[place_id], catalogue, batch.tick, grace)
