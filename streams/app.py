@@ -1,6 +1,6 @@
 """The Faust application: agents and tables around :mod:`streams.pipeline`.
 
-Three agents, on co-partitioned topics (every producer picks partitions with
+The agents, on co-partitioned topics (every producer picks partitions with
 ``cityvitals.topics.partition_for``), so a device's registry entry, its readings and its rule
 memory are always on the same worker, and so are a place's composite rule memory and the
 values judged by it:
@@ -10,8 +10,12 @@ values judged by it:
 - ``readings.raw`` → apply in-band registry changes, enrich, run device rules → ``readings``
   (one message per input batch, same partition), ``alerts``, ``deadletter``, and the values
   composite rules need → ``observations.places`` on the place's partition; a device's rule
-  memory and indicator marks live in the ``device_state`` table (:func:`device_changes`);
-- ``observations.places`` → composite rules → ``alerts``; memory in ``place_rule_state``.
+  memory and indicator marks live in the ``device_state`` table (:func:`device_changes`),
+  and the readings' window partials go to ``indicators.partials``: one message per place
+  partition for each group of input messages (:func:`bundle`);
+- ``observations.places`` → composite rules → ``alerts``; memory in ``place_rule_state``;
+- ``indicators.partials`` → the places' indicator windows (table ``place_vitals``), closed
+  by clock ticks → ``indicators``.
 
 A timer sends a clock tick to every partition of both input topics every ``rules_tick_s``, so
 silence is judged in order with the readings. Another re-reads the rule file when it changes
@@ -36,7 +40,7 @@ import weakref
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import faust
 from faust.streams import _current_event
@@ -167,6 +171,51 @@ async def log_all(table: Any, changed: Changes) -> list[Awaitable[Any]]:
     for partition, changes in changed.items():
         sent += await log_changes(table, changes, partition)
     return sent
+
+
+VITALS_PER_MESSAGE = 2_000
+"""Most window partials and expected-device changes in one ``indicators.partials`` message."""
+
+
+def bundle(
+    batches: Sequence[IndicatorBatch], limit: int = VITALS_PER_MESSAGE
+) -> list[IndicatorBatch]:
+    """``batches`` (of one place partition, in order) as few messages: the first batch of
+    each with the next as its ``more``, up to ``limit`` partials and changes a message (a
+    larger batch alone). A group of input messages sends one such, not a message each: the
+    sends and their decoding on the place side were a millisecond per input message.
+
+    >>> b = [IndicatorBatch(offset=n, members=(MembershipChange(place_path=("c",),
+    ...      device_type="noise", delta=1),) * n) for n in (1, 2, 3)]
+    >>> [[x.offset for x in m.each()] for m in bundle(b, limit=3)]
+    [[1, 2], [3]]
+    """
+    messages: list[list[IndicatorBatch]] = []
+    held = 0
+    for batch in batches:
+        size = len(batch.partials) + len(batch.members)
+        if held + size > limit or not messages:
+            messages.append([])
+            held = 0
+        messages[-1].append(batch)
+        held += size
+    return [
+        first.model_copy(update={"more": tuple(rest)}) if rest else first
+        for first, *rest in messages
+    ]
+
+
+class _Handled(NamedTuple):
+    """What :func:`create_app`'s ``handle`` did with one ``readings.raw`` message."""
+
+    sent: list[Awaitable[Any]]
+    """Deliveries of the outputs handed to the producer, which the caller awaits."""
+    forwarded: int
+    """Readings and events that go on (the others were refused and dead-lettered)."""
+    changes: dict[str, DeviceState | None]
+    """The ``device_state`` entries it changed, whose changelog records the caller writes."""
+    vitals: dict[int, IndicatorBatch]
+    """Its window partials by place partition, which the caller sends (:func:`bundle`)."""
 
 
 TAKE_MAX = 100
@@ -317,13 +366,14 @@ def create_app(
                     group.append((event, source, item))
             yield taken, group
 
-    async def send_vitals(
+    def vitals_batches(
         source: str,
         offset: int,
         partials: list[WindowPartial],
         members: list[MembershipChange],
-    ) -> list[Awaitable[Any]]:
-        """Window partials and expected-device changes, to each place's partition."""
+    ) -> dict[int, IndicatorBatch]:
+        """One input message's window partials and expected-device changes, by the places'
+        partitions."""
         grouped: dict[int, tuple[list[WindowPartial], list[MembershipChange]]] = defaultdict(
             lambda: ([], [])
         )
@@ -331,17 +381,20 @@ def create_app(
             grouped[partition_for(partial.place_path[-1], parts)][0].append(partial)
         for change in members:
             grouped[partition_for(change.place_path[-1], parts)][1].append(change)
-        sent = []
-        for place_partition, (mine, changes) in grouped.items():
-            batch = IndicatorBatch(
+        return {
+            place_partition: IndicatorBatch(
                 source=source, offset=offset, partials=tuple(mine), members=tuple(changes)
             )
-            sent.append(
-                await partials_topic.send(
-                    value=batch.model_dump_json().encode(), partition=place_partition
-                )
-            )
-        return sent
+            for place_partition, (mine, changes) in grouped.items()
+        }
+
+    async def send_vitals(batches: Mapping[int, Sequence[IndicatorBatch]]) -> list[Awaitable[Any]]:
+        """Each place partition's batches, bundled (:func:`bundle`); their deliveries."""
+        return [
+            await partials_topic.send(value=message.model_dump_json().encode(), partition=p)
+            for p, mine in batches.items()
+            for message in bundle(mine)
+        ]
 
     async def send_alerts(alerts: list[Alert], partition: int) -> list[Awaitable[Any]]:
         sent = []
@@ -370,15 +423,13 @@ def create_app(
                 changes = membership(old, new)
                 members[device.device_id] = new
                 if changes:
-                    await asyncio.gather(*await send_vitals(source, msg.offset, [], changes))
+                    batches = vitals_batches(source, msg.offset, [], changes)
+                    await asyncio.gather(*await send_vitals({p: [b] for p, b in batches.items()}))
 
-    async def handle(
-        msg: Any, source: str, batch: ReadingBatch
-    ) -> tuple[list[Awaitable[Any]], int, dict[str, DeviceState | None]]:
+    async def handle(msg: Any, source: str, batch: ReadingBatch) -> _Handled:
         """One ``readings.raw`` message: judged, tables updated, outputs handed to the
-        producer; returns their deliveries, which the caller awaits, how many readings and
-        events go on (the others were refused and dead-lettered), and the ``device_state``
-        entries it changed, whose changelog records the caller writes."""
+        producer but for its window partials and changelog records, which the caller sends
+        for a group of messages at once (:class:`_Handled`)."""
         partition = msg.partition
         metrics.received.inc(len(batch))
         if batch.tick is not None:  # every device here: absence may be new to some
@@ -430,8 +481,6 @@ def create_app(
                     partition=place_partition,
                 )
             )
-        if outcome.partials:
-            pending += await send_vitals(source, msg.offset, outcome.partials, [])
         for reason, count in outcome.refused.items():
             metrics.rejected.labels(reason).inc(count)
         metrics.out_of_order.inc(outcome.out_of_order)
@@ -442,7 +491,8 @@ def create_app(
             metrics.devices.set(len(devices))
         changes = seeded | device_changes(held, outcome.changed_states, outcome.changed_marks)
         put(device_state, changes)
-        return pending, len(outcome.enriched), changes
+        vitals = vitals_batches(source, msg.offset, outcome.partials, [])
+        return _Handled(pending, len(outcome.enriched), changes, vitals)
 
     work, confirm = (metrics.group_seconds.labels(p) for p in ("work", "confirm"))
 
@@ -456,14 +506,18 @@ def create_app(
             pending: list[Awaitable[Any]] = []
             forwarded = 0
             changed: Changes = defaultdict(dict)
+            vitals: dict[int, list[IndicatorBatch]] = defaultdict(list)
             try:
                 for event, source, batch in group:
                     current(event)
-                    sent, passed, changes = await handle(event.message, source, batch)
-                    pending += sent
-                    forwarded += passed
-                    changed[event.message.partition].update(changes)
+                    handled = await handle(event.message, source, batch)
+                    pending += handled.sent
+                    forwarded += handled.forwarded
+                    changed[event.message.partition].update(handled.changes)
+                    for place_partition, part in handled.vitals.items():
+                        vitals[place_partition].append(part)
             finally:  # what was put in the table goes to its changelog, even if a message failed
+                pending += await send_vitals(vitals)  # a place partition once a group
                 pending += await log_all(device_state, changed)  # a device once a group
             handed = time.perf_counter()
             await asyncio.gather(*pending)
@@ -499,22 +553,23 @@ def create_app(
             changed: Changes = defaultdict(dict)
             reported: list[Indicator] = []
             try:
-                for event, _source, batch in group:
+                for event, _source, message in group:
                     partition = event.message.partition
-                    if batch.tick is None:
-                        paths = {p.place_path for p in batch.partials}
-                        paths.update(c.place_path for c in batch.members)
-                        for path in sorted(paths):
-                            memory = apply(vitals.get(path[-1]), path, batch)
-                            put(vitals, {path[-1]: memory})
-                            changed[partition][path[-1]] = memory
-                        continue
-                    for place_id in on_partition(list(vitals.keys()), partition):
-                        memory, found = close(vitals[place_id], catalogue, batch.tick, grace)
-                        if found or memory != vitals[place_id]:
-                            put(vitals, {place_id: memory})
-                            changed[partition][place_id] = memory
-                        reported += found
+                    for batch in message.each():
+                        if batch.tick is None:
+                            paths = {p.place_path for p in batch.partials}
+                            paths.update(c.place_path for c in batch.members)
+                            for path in sorted(paths):
+                                memory = apply(vitals.get(path[-1]), path, batch)
+                                put(vitals, {path[-1]: memory})
+                                changed[partition][path[-1]] = memory
+                            continue
+                        for place_id in on_partition(list(vitals.keys()), partition):
+                            memory, found = close(vitals[place_id], catalogue, batch.tick, grace)
+                            if found or memory != vitals[place_id]:
+                                put(vitals, {place_id: memory})
+                                changed[partition][place_id] = memory
+                            reported += found
             finally:  # as in process
                 pending = await log_all(vitals, changed)
             pending += [

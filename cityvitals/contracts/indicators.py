@@ -69,10 +69,27 @@ class MembershipChange(Contract):
 class IndicatorBatch(Contract):
     """What one input message of a device partition adds to the places' indicator windows,
     sent on the place's partition of ``indicators.partials``. ``source`` and ``offset`` name
-    that input message, so a replay of it is applied once. Or a clock tick that closes windows."""
+    that input message, so a replay of it is applied once. Or a clock tick that closes windows.
+
+    ``more``: the batches of later input messages for the same place partition, in the same
+    Kafka message (the stream stage sends one per place partition for each group of input
+    messages it takes, not one per input message). Each is applied on its own, by its own
+    source and offset: :meth:`each`."""
 
     source: str = ""
     offset: int = -1
     partials: tuple[WindowPartial, ...] = ()
     members: tuple[MembershipChange, ...] = ()
     tick: UtcDatetime | None = None
+    more: tuple[IndicatorBatch, ...] = ()
+
+    def each(self) -> tuple[IndicatorBatch, ...]:
+        """This batch and those of ``more`` (theirs too), in order: apply each by its own
+        source, offset, partials and members.
+
+        >>> one = IndicatorBatch(source="raw/0", offset=7)
+        >>> two = IndicatorBatch(source="raw/0", offset=8, more=(IndicatorBatch(offset=9),))
+        >>> [b.offset for b in one.model_copy(update={"more": (two,)}).each()]
+        [7, 8, 9]
+        """
+        return (self, *(b for batch in self.more for b in batch.each()))

@@ -11,7 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
+from confluent_kafka import TopicPartition
 
+from cityvitals import kafka
+from cityvitals.contracts import Reading, ReadingBatch
+from cityvitals.topics import Topic, partition_for
 from rules.indicators import IAQI_2026, iaqi
 from tests.integration.conftest import Pipeline, bearer, reading, wait_for
 from wiring.simulate import sample
@@ -207,3 +211,59 @@ def test_coverage_falls_when_devices_stop_and_a_restart_leaves_no_gap(pipeline: 
     )
     assert [w for w, _ in windows] == [start + timedelta(minutes=5 * i) for i in range(5)]
     assert [r for _, r in windows] == [4, 2, 0, 0, 4]  # nothing counted twice
+
+
+def test_a_backlog_of_messages_counts_every_reading_once(pipeline: Pipeline) -> None:
+    """Many input messages at once: the stage takes them in groups and sends each place
+    partition one message of window partials per group (a batch per input message inside).
+    Every reading is folded once: the indicators rest on every stored reading."""
+    settings = pipeline.settings
+    town = Town(pipeline, ("noise",), per_grid=2)
+    start = hour_ago(4)
+    town.publish(start, town.devices, seed=0)  # the stream knows the devices once stored
+    wait_for(
+        lambda: (
+            pipeline.query("SELECT count(*) FROM readings WHERE %s = ANY(place_path)", town.city)[
+                0
+            ][0]
+            == len(town.devices)
+        ),
+        what="the first readings stored",
+    )
+    partials = settings.topic(Topic.INDICATOR_PARTIALS)
+
+    def partials_sent() -> int:
+        consumer = kafka.consumer(settings, f"itest-{uuid.uuid4().hex[:6]}")
+        try:
+            ends = (
+                consumer.get_watermark_offsets(TopicPartition(partials, p), timeout=10)[1]
+                for p in range(settings.kafka_partitions)
+            )
+            return sum(ends)
+        finally:
+            consumer.close()
+
+    before = partials_sent()
+    producer = kafka.producer(settings)
+    sent = 0
+    for n in range(1, 41):  # a reading per message, 7 s apart: all in the first 5 minutes
+        for device, _secret, _kind, _street in town.devices:
+            one = Reading(
+                device_id=device,
+                ts=start + timedelta(seconds=7 * n),
+                seq=n,
+                values={"laeq_db": 50 + n % 7},
+            )
+            producer.produce(
+                settings.topic(Topic.READINGS_RAW),
+                ReadingBatch(readings=(one,)).model_dump_json().encode(),
+                partition=partition_for(device, settings.kafka_partitions),
+            )
+            sent += 1
+    assert producer.flush(30) == 0
+    everyone = {town.city: 4, town.district: 4}
+    everyone.update({p: 2 for p in (*town.streets, *town.grids.values())})
+    noise = town.settled("noise_leq", start, everyone, ("laeq_db",), timedelta(minutes=5))
+    assert noise[town.city][7] == len(town.devices) * 41
+    # Fewer messages of partials than input messages (clock ticks among them): groups were sent.
+    assert partials_sent() - before < sent

@@ -10,6 +10,7 @@ import pytest
 
 from cityvitals.contracts import Indicator, IndicatorBatch, IndicatorQuality, Reading
 from rules.indicators import iaqi, parse_catalogue, window_start
+from streams.app import bundle
 from streams.vitals import Partials, apply, close, membership
 
 T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
@@ -175,6 +176,28 @@ def test_a_replayed_message_is_applied_once() -> None:
     city.send(batch)  # Kafka redelivers it after a crash
     aqi = one(city.tick(61), "aqi", "s1")
     assert aqi.reporting == 1 and aqi.value == iaqi("pm25", 100.0)
+
+
+def test_input_messages_bundled_otherwise_on_a_replay_are_applied_once() -> None:
+    """A group's batches reach a place in one message (``streams.app.bundle``); after a crash
+    the same input messages may come in other groups: each is applied once, by its offset."""
+    once, replayed = City(), City()
+    for city in (once, replayed):
+        city.join("a1", "c/d/s1")
+        city.join("a2", "c/d/s2")
+    values = [10.0, 50.0, 30.0, 70.0]
+    batches = [
+        once.read(reading(f"a{1 + n % 2}", f"c/d/s{1 + n % 2}", n, pm25=v))
+        for n, v in enumerate(values)
+    ]
+    assert len(bundle(batches)) == 1
+    for group in (batches[:2], batches[2:], batches[1:], batches):  # then again, regrouped
+        for message in bundle(group):
+            for batch in message.each():
+                replayed.send(batch)
+    assert replayed.places == once.places
+    aqi = one(replayed.tick(61), "aqi", "d")
+    assert aqi.samples == 4 and aqi.value == iaqi("pm25", sum(values) / 4)
 
 
 def test_windows_are_reported_once_without_gaps_after_a_pause() -> None:
