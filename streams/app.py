@@ -17,8 +17,9 @@ values judged by it:
 - ``indicators.partials`` → the places' indicator windows (table ``place_vitals``), closed
   by clock ticks → ``indicators``.
 
-A timer sends a clock tick to every partition of both input topics every ``rules_tick_s``, so
-silence is judged in order with the readings. Another re-reads the rule file when it changes
+A timer sends a clock tick to every partition of ``readings.raw``, ``observations.places`` and
+``indicators.partials`` every ``rules_tick_s``, so silence is judged and windows close in order
+with the readings. Another re-reads the rule file when it changes
 (hot reload): rule memory is keyed by rule id, so a rule that stays keeps its state, a new one
 starts empty, and a removed one's open alerts are resolved.
 
@@ -180,10 +181,11 @@ VITALS_PER_MESSAGE = 2_000
 def bundle(
     batches: Sequence[IndicatorBatch], limit: int = VITALS_PER_MESSAGE
 ) -> list[IndicatorBatch]:
-    """``batches`` (of one place partition, in order) as few messages: the first batch of
-    each with the next as its ``more``, up to ``limit`` partials and changes a message (a
-    larger batch alone). A group of input messages sends one such, not a message each: the
-    sends and their decoding on the place side were a millisecond per input message.
+    """``batches`` (of one place partition, in order; bundled ones are taken apart) as few
+    messages: the first batch of each with the next as its ``more``, up to ``limit``
+    partials and changes a message (a larger batch alone). A group of input messages sends
+    one such, not a message each: those sends and their decoding on the place side cost
+    about a millisecond per input message (README, "Speed").
 
     >>> b = [IndicatorBatch(offset=n, members=(MembershipChange(place_path=("c",),
     ...      device_type="noise", delta=1),) * n) for n in (1, 2, 3)]
@@ -192,7 +194,10 @@ def bundle(
     """
     messages: list[list[IndicatorBatch]] = []
     held = 0
-    for batch in batches:
+    singles = (
+        b.model_copy(update={"more": ()}) if b.more else b for m in batches for b in m.each()
+    )
+    for batch in singles:
         size = len(batch.partials) + len(batch.members)
         if held + size > limit or not messages:
             messages.append([])
@@ -517,8 +522,10 @@ def create_app(
                     for place_partition, part in handled.vitals.items():
                         vitals[place_partition].append(part)
             finally:  # what was put in the table goes to its changelog, even if a message failed
-                pending += await send_vitals(vitals)  # a place partition once a group
-                pending += await log_all(device_state, changed)  # a device once a group
+                try:
+                    pending += await send_vitals(vitals)  # a place partition once a group
+                finally:
+                    pending += await log_all(device_state, changed)  # a device once a group
             handed = time.perf_counter()
             await asyncio.gather(*pending)
             metrics.forwarded.inc(forwarded)
