@@ -184,8 +184,8 @@ def bundle(
     """``batches`` (of one place partition, in order; bundled ones are taken apart) as few
     messages: the first batch of each with the next as its ``more``, up to ``limit``
     partials and changes a message (a larger batch alone). A group of input messages sends
-    one such, not a message each: those sends and their decoding on the place side cost
-    about a millisecond per input message (README, "Speed").
+    one such, not a message each: fewer sends, and fewer messages for the broker to keep and
+    the place side to take (README, "Speed", says what it changed).
 
     >>> b = [IndicatorBatch(offset=n, members=(MembershipChange(place_path=("c",),
     ...      device_type="noise", delta=1),) * n) for n in (1, 2, 3)]
