@@ -39,7 +39,7 @@ import logging
 import time
 import weakref
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, NamedTuple, TypeVar
 
@@ -208,24 +208,6 @@ def bundle(
         first.model_copy(update={"more": tuple(rest)}) if rest else first
         for first, *rest in messages
     ]
-
-
-def by_place(batches: Iterable[IndicatorBatch]) -> dict[tuple[str, ...], list[IndicatorBatch]]:
-    """The batches that hold partials or changes of each place (by path), in order.
-
-    >>> def at(*path): return MembershipChange(place_path=path, device_type="noise", delta=1)
-    >>> found = by_place([IndicatorBatch(offset=1, members=(at("c"), at("c", "d"))),
-    ...                   IndicatorBatch(offset=2, members=(at("c"),))])
-    >>> [(path, [b.offset for b in batches]) for path, batches in sorted(found.items())]
-    [(('c',), [1, 2]), (('c', 'd'), [1])]
-    """
-    out: dict[tuple[str, ...], list[IndicatorBatch]] = defaultdict(list)
-    for batch in batches:
-        paths = {p.place_path for p in batch.partials}
-        paths.update(c.place_path for c in batch.members)
-        for path in paths:
-            out[path].append(batch)
-    return dict(out)
 
 
 class _Handled(NamedTuple):
@@ -580,18 +562,21 @@ def create_app(
             try:
                 for event, _source, message in group:
                     partition = event.message.partition
-                    if message.tick is None:  # a place's batches of the message at once
-                        for path, batches in sorted(by_place(message.each()).items()):
-                            memory = apply(vitals.get(path[-1]), path, *batches)
-                            put(vitals, {path[-1]: memory})
-                            changed[partition][path[-1]] = memory
-                        continue
-                    for place_id in on_partition(list(vitals.keys()), partition):
-                        memory, found = close(vitals[place_id], catalogue, message.tick, grace)
-                        if found or memory != vitals[place_id]:
-                            put(vitals, {place_id: memory})
-                            changed[partition][place_id] = memory
-                        reported += found
+                    for batch in message.each():
+                        if batch.tick is None:
+                            paths = {p.place_path for p in batch.partials}
+                            paths.update(c.place_path for c in batch.members)
+                            for path in sorted(paths):
+                                memory = apply(vitals.get(path[-1]), path, batch)
+                                put(vitals, {path[-1]: memory})
+                                changed[partition][path[-1]] = memory
+                            continue
+                        for place_id in on_partition(list(vitals.keys()), partition):
+                            memory, found = close(vitals[place_id], catalogue, batch.tick, grace)
+                            if found or memory != vitals[place_id]:
+                                put(vitals, {place_id: memory})
+                                changed[partition][place_id] = memory
+                            reported += found
             finally:  # as in process
                 pending = await log_all(vitals, changed)
             pending += [

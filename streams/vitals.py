@@ -75,10 +75,9 @@ def membership(
 
 
 def apply(
-    memory: dict[str, Any] | None, place_path: tuple[str, ...], *batches: IndicatorBatch
+    memory: dict[str, Any] | None, place_path: tuple[str, ...], batch: IndicatorBatch
 ) -> dict[str, Any]:
-    """Merge input messages' partials and membership changes for one place, in order (a
-    copy, made once for them all: a group's batches come to a place together)."""
+    """Merge one input message's partials and membership changes for one place (a copy)."""
     mem: dict[str, Any] = {
         "p": list(place_path),
         "m": {},
@@ -88,14 +87,6 @@ def apply(
         **(memory or {}),
     }
     mem["m"], mem["w"], mem["mo"] = dict(mem["m"]), dict(mem["w"]), dict(mem["mo"])
-    for batch in batches:
-        _apply(mem, place_path, batch)
-    return mem
-
-
-def _apply(mem: dict[str, Any], place_path: tuple[str, ...], batch: IndicatorBatch) -> None:
-    """One input message's share of :func:`apply`, into ``mem``'s own ``m``, ``w`` and ``mo``
-    (their entries are replaced, never changed in place)."""
     seen = mem["mo"].get(batch.source, -1)
     members = [c for c in batch.members if tuple(c.place_path) == place_path]
     if members and batch.offset > seen:
@@ -121,6 +112,7 @@ def _apply(mem: dict[str, Any], place_path: tuple[str, ...], batch: IndicatorBat
             "o": {**window["o"], batch.source: batch.offset},
             "d": 1,
         }
+    return mem
 
 
 def _keep_expected(windows: dict[str, Any], device_type: str, count: int) -> None:
