@@ -62,6 +62,18 @@ class Town:
             )
             assert result.returncode == 0, result.stderr
 
+    def wait_stored(self) -> None:
+        """Until every value published is stored."""
+        wait_for(
+            lambda: (
+                self.pipeline.query(
+                    "SELECT count(*) FROM readings WHERE %s = ANY(place_path)", self.city
+                )[0][0]
+                == self.values_sent
+            ),
+            what="every published value stored",
+        )
+
     def settled(
         self,
         indicator: str,
@@ -128,15 +140,7 @@ def test_every_level_gets_indicators_that_equal_a_direct_computation(
         town.publish(start + timedelta(minutes=minute), town.devices, seed=minute)
     everyone = {town.city: 4, town.district: 4}
     everyone.update({p: 2 for p in (*town.streets, *town.grids.values())})
-    wait_for(
-        lambda: (
-            pipeline.query("SELECT count(*) FROM readings WHERE %s = ANY(place_path)", town.city)[
-                0
-            ][0]
-            == town.values_sent
-        ),
-        what="every published value stored",
-    )
+    town.wait_stored()
     aqi = town.settled("aqi", start, everyone, tuple(IAQI_2026))
     assert {r[1] for r in aqi.values()} == {"city", "district", "street", "grid"}
     for place, row in aqi.items():
@@ -222,15 +226,7 @@ def test_a_backlog_of_messages_counts_every_reading_once(pipeline: Pipeline) -> 
     town = Town(pipeline, ("noise",), per_grid=2)
     start = hour_ago(4)
     town.publish(start, town.devices, seed=0)  # the stream knows the devices once stored
-    wait_for(
-        lambda: (
-            pipeline.query("SELECT count(*) FROM readings WHERE %s = ANY(place_path)", town.city)[
-                0
-            ][0]
-            == len(town.devices)
-        ),
-        what="the first readings stored",
-    )
+    town.wait_stored()
     before = _ends(pipeline)
     producer = kafka.producer(settings)
     sent = 0
