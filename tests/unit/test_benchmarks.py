@@ -74,6 +74,19 @@ def test_nab_scores_a_tiny_synthetic_file(
     # the spike is caught early in its window and nothing else fires: close to the perfect 100
     assert all(90.0 < float(t) <= 100.0 for t in totals), totals
     assert "scores/s on one core" in out and "bytes of JSON per series" in out
+    assert "published detectors on these files: not all of them are NAB files" in out
+
+
+def test_nab_puts_published_detectors_on_the_same_files_and_halves() -> None:
+    up, flat = (
+        "artificialWithAnomaly/art_daily_jumpsup.csv",
+        "artificialWithAnomaly/art_daily_nojump.csv",
+    )
+    scored = {up: nab.Scored({}, 1), flat: nab.Scored({}, 1)}
+    every, tune, held = nab.published(scored, {up})["ARTime"]
+    # ARTime's raw scores: 0.8589 (caught), -1.11 (missed, one false positive); null -1 a window
+    assert (round(every, 2), round(tune, 2), round(held, 2)) == (43.72, 92.95, -5.5)
+    assert nab.published({**scored, "synthetic/spike.csv": nab.Scored({}, 1)}, {up}) == {}
 
 
 def test_nab_windows_names_each_detection_miss_and_false_positive(
