@@ -10,17 +10,26 @@ anomalies for a while; CAD OSE scores the share of contexts never seen before. T
 borrows that idea in its simplest form, one value at a time:
 
 - *range*: the first ``range_readings`` readings fix a bin width, ``1 / levels`` of their range
-  (values outside it fall in further bins of the same width, so the bins are unbounded);
+  (values outside it fall in further bins of the same width). When the visited bins come to
+  span more than ``max_span``, neighbouring bins merge in pairs and the width doubles, so a bin
+  stays at least ``1 / max_span`` of the range seen: a series nearly flat while its range was
+  fixed (zeros, then bursts) would otherwise find every later value novel;
 - *novelty*: a reading whose bin the series has never visited is novel; its score is raised to
   ``novel_floor + (1 - novel_floor) * seasonal`` (the seasonal score still ranks novel readings);
 - *quiet*: after a novel reading, and for the first ``quiet_readings`` readings after the range
   is fixed, new bins are learned without raising the score, so one excursion gives one alert
-  (ARTime's mask, as a count of readings).
+  (ARTime's mask, as a count of readings);
+- *familiar*: each bin keeps a decayed count of its visits (half-life ``familiar_halflife``
+  readings). On a series with no season (the seasonal detector's level forecast explains it
+  best), a value whose bin was visited at least ``familiar_visits`` times lately is familiar,
+  and its seasonal score is multiplied by ``familiar_damp``: a spike to a height the series
+  keeps returning to is how that series behaves. On a seasonal series a familiar value at an
+  unusual hour is still judged by the season in full.
 
-Otherwise the score is the seasonal detector's. The memory is the seasonal state (334 numbers)
-plus at most ``max_bins`` visited bins (farthest from the latest reading dropped first): about
-8 KB of JSON at most. A score is computed before the reading is learned; the detector is
-deterministic and keeps no clock.
+Otherwise the score is the seasonal detector's. The memory is the seasonal state (433 numbers)
+plus the visited bins with their counts (at most ``max_span`` of them): about 9 KB of JSON.
+A score is computed before the reading is learned; the detector is deterministic and keeps no
+clock.
 
 >>> from datetime import UTC, datetime, timedelta
 >>> d = NoveltyDetector(NoveltyParams(range_readings=100, quiet_readings=50))
@@ -38,7 +47,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from functools import cached_property
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,7 +57,7 @@ from rules.detectors.seasonal import AnomalyParams, AnomalyState, expectation, s
 
 __all__ = ["Explanation", "NoveltyDetector", "NoveltyParams", "NoveltyState"]
 
-_VERSION = 1
+_VERSION = 2
 
 
 class NoveltyParams(BaseModel):
@@ -64,34 +74,65 @@ class NoveltyParams(BaseModel):
     """Readings after a novel one (and after the range is fixed) that learn without alerting."""
     novel_floor: float = Field(default=0.6, gt=0, le=1)
     """The least score of a novel reading."""
-    max_bins: int = Field(default=256, ge=8)
-    """Visited bins kept; past it the bin farthest from the latest reading is forgotten."""
+    max_span: int = Field(default=20, ge=2)
+    """Bins the visited values may span; past it, bins merge in pairs (the width doubles)."""
+    familiar_visits: float = Field(default=2.0, gt=0)
+    """Visits (decayed) that make a bin's values familiar."""
+    familiar_halflife: float = Field(default=2000.0, gt=0)
+    """Half-life, in readings, of the visit counts."""
+    familiar_damp: float = Field(default=0.5, ge=0, le=1)
+    """What a familiar value's seasonal score is multiplied by, on a series with no season."""
+
+    @cached_property
+    def _grow(self) -> float:
+        """The growth of the weight of a visit from one reading to the next."""
+        return math.pow(2.0, 1.0 / self.familiar_halflife)
 
 
 @dataclass(slots=True)
 class NoveltyState:
-    """The seasonal state, the range, the visited bins and the readings since the last novelty."""
+    """The seasonal state, the range, the visited bins with their decayed visit counts (in units
+    of ``w``, the weight of the latest visit) and the readings since the last novelty."""
 
     seasonal: AnomalyState | None
     n: int
     lo: float
     hi: float
     width: float  # 0 until the range is fixed
-    bins: set[int]
+    bins: dict[int, float]
+    w: float
     since: int  # readings since the last novel one (or since the range was fixed)
 
     @classmethod
     def new(cls) -> NoveltyState:
-        return cls(None, 0, math.inf, -math.inf, 0.0, set(), 0)
+        return cls(None, 0, math.inf, -math.inf, 0.0, {}, 1.0, 0)
 
     def copy(self) -> NoveltyState:
         seasonal = None if self.seasonal is None else self.seasonal.copy()
         return NoveltyState(
-            seasonal, self.n, self.lo, self.hi, self.width, set(self.bins), self.since
+            seasonal, self.n, self.lo, self.hi, self.width, dict(self.bins), self.w, self.since
         )
 
     def bin(self, value: float) -> int:
         return math.floor((value - self.lo) / self.width)
+
+    def visits(self, q: int) -> float:
+        """The decayed visits of bin ``q`` so far."""
+        return self.bins.get(q, 0.0) / self.w
+
+    def visit(self, q: int, grow: float, max_span: int) -> None:
+        """Count a visit of bin ``q``; merge bins in pairs while they span over ``max_span``."""
+        self.w *= grow
+        if self.w > 1e6:  # keep the decayed counts in range
+            self.bins = {b: c / self.w for b, c in self.bins.items()}
+            self.w = 1.0
+        self.bins[q] = self.bins.get(q, 0.0) + self.w
+        while max(self.bins) - min(self.bins) + 1 > max_span:
+            merged: dict[int, float] = {}
+            for b, c in self.bins.items():
+                merged[b // 2] = merged.get(b // 2, 0.0) + c
+            self.bins = merged
+            self.width *= 2.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -101,7 +142,8 @@ class NoveltyState:
             "lo": self.lo if self.n else None,
             "hi": self.hi if self.n else None,
             "width": self.width,
-            "bins": sorted(self.bins),
+            "bins": [[b, self.bins[b]] for b in sorted(self.bins)],
+            "w": self.w,
             "since": self.since,
         }
 
@@ -109,18 +151,24 @@ class NoveltyState:
     def from_json(cls, data: dict[str, Any]) -> NoveltyState:
         if "seasonal" not in data and "lvl_n" in data:  # a seasonal detector's state: adopt it
             seasonal = AnomalyState.from_json(data)
-            return cls(seasonal, 0, math.inf, -math.inf, 0.0, set(), 0)
-        if data.get("v") != _VERSION:
-            raise ValueError(f"novelty state: v: expected {_VERSION}, got {data.get('v')!r}")
+            return cls(seasonal, 0, math.inf, -math.inf, 0.0, {}, 1.0, 0)
+        version = data.get("v")
+        if version not in (1, _VERSION):
+            raise ValueError(f"novelty state: v: expected {_VERSION}, got {version!r}")
         try:
             seasonal = data["seasonal"]
+            if version == 1:  # visited bins without counts: one visit each
+                bins, w = {int(b): 1.0 for b in data["bins"]}, 1.0
+            else:
+                bins, w = {int(b): float(c) for b, c in data["bins"]}, float(data["w"])
             return cls(
                 None if seasonal is None else AnomalyState.from_json(seasonal),
                 int(data["n"]),
                 math.inf if data["lo"] is None else float(data["lo"]),
                 -math.inf if data["hi"] is None else float(data["hi"]),
                 float(data["width"]),
-                {int(b) for b in data["bins"]},
+                bins,
+                w,
                 int(data["since"]),
             )
         except KeyError as exc:
@@ -144,6 +192,9 @@ class Explanation:
     """About one reading in this many deviates as much (from the seasonal score)."""
     novel: bool
     """The value lies in a bin the series has never visited."""
+    familiar: bool
+    """The series has no season and took values like this one often lately: its seasonal score
+    was damped."""
     seen_low: float | None
     seen_high: float | None
     """The range of the visited bins (None before the range is fixed)."""
@@ -160,35 +211,44 @@ class Explanation:
             parts.append(
                 f"a value never seen before (seen {self.seen_low:.4g} to {self.seen_high:.4g})"
             )
+        if self.familiar:
+            parts.append("a value the series took often lately (its score is damped)")
         return "; ".join(parts)
 
 
-def _step(
-    p: NoveltyParams, s: NoveltyState, ts: datetime, value: float
-) -> tuple[float, float, bool]:
-    """Score ``value`` then learn it (mutates ``s``): the score, the seasonal score, novel or not."""
+class _Step(NamedTuple):
+    score: float
+    seasonal: float
+    novel: bool
+    familiar: bool
+
+
+_NOTHING = _Step(0.0, 0.0, False, False)
+
+
+def _step(p: NoveltyParams, s: NoveltyState, ts: datetime, value: float) -> _Step:
+    """Score ``value`` then learn it (mutates ``s``)."""
     learned = 0 if s.seasonal is None else s.seasonal.n
     s.seasonal, seasonal = score(p.seasonal, s.seasonal, ts, value)
     if s.seasonal.n == learned:  # not newer than the last reading: nothing learned
-        return 0.0, 0.0, False
+        return _NOTHING
     s.n += 1
     if s.width == 0.0:
         s.lo, s.hi = min(s.lo, value), max(s.hi, value)
         if s.n >= p.range_readings:
             span = s.hi - s.lo
             s.width = max(span / p.levels, 1e-9 * max(abs(s.lo), abs(s.hi), 1.0), 1e-12)
-        return seasonal, seasonal, False
+        return _Step(seasonal, seasonal, False, False)
     q = s.bin(value)
-    novel = q not in s.bins
-    if novel:
-        s.bins.add(q)
-        if len(s.bins) > p.max_bins:
-            s.bins.remove(max(s.bins, key=lambda b: abs(b - q)))
+    visits = s.visits(q)
+    s.visit(q, p._grow, p.max_span)
     s.since += 1
-    if novel and s.since > p.quiet_readings:
+    if visits == 0.0 and s.since > p.quiet_readings:
         s.since = 0
-        return p.novel_floor + (1.0 - p.novel_floor) * seasonal, seasonal, True
-    return seasonal, seasonal, False
+        return _Step(p.novel_floor + (1.0 - p.novel_floor) * seasonal, seasonal, True, False)
+    if visits >= p.familiar_visits and s.seasonal.model == 0:
+        return _Step(seasonal * p.familiar_damp, seasonal, False, True)
+    return _Step(seasonal, seasonal, False, False)
 
 
 class NoveltyDetector:
@@ -198,18 +258,18 @@ class NoveltyDetector:
     def __init__(self, params: NoveltyParams | None = None, state: Any = None) -> None:
         self.params = params or NoveltyParams()
         self._state = NoveltyState.new() if state is None else NoveltyState.from_json(state)
-        self._scored: tuple[Point, NoveltyState, float, float, bool] | None = None
+        self._scored: tuple[Point, NoveltyState, _Step] | None = None
 
-    def _score(self, x: Point) -> tuple[NoveltyState, float, float, bool]:
+    def _score(self, x: Point) -> tuple[NoveltyState, _Step]:
         if self._scored is not None and self._scored[0] == x:
-            return self._scored[1:]
+            return self._scored[1], self._scored[2]
         after = self._state.copy()
-        out, seasonal, novel = _step(self.params, after, *x)
-        self._scored = (x, after, out, seasonal, novel)
-        return after, out, seasonal, novel
+        step = _step(self.params, after, *x)
+        self._scored = (x, after, step)
+        return after, step
 
     def score_one(self, x: Point) -> float:
-        return self._score(x)[1]
+        return self._score(x)[1].score
 
     def learn_one(self, x: Point) -> None:
         self._state = self._score(x)[0]
@@ -218,11 +278,11 @@ class NoveltyDetector:
     def step(self, x: Point) -> float:
         """Score then learn one point in one go (what a stream does; no copy of the state)."""
         self._scored = None
-        return _step(self.params, self._state, *x)[0]
+        return _step(self.params, self._state, *x).score
 
     def explain_one(self, x: Point) -> Explanation:
         """Why ``x`` scores as it does, against what was learned before it (learns nothing)."""
-        _, out, seasonal, novel = self._score(x)
+        step = self._score(x)[1]
         s = self._state
         expected, spread, model = expectation(self.params.seasonal, s.seasonal, x[0], x[1])
         full = self.params.seasonal.surprise_full
@@ -230,14 +290,15 @@ class NoveltyDetector:
             (s.lo + min(s.bins) * s.width, s.lo + (max(s.bins) + 1) * s.width) if s.bins else None
         )
         return Explanation(
-            score=out,
-            seasonal_score=seasonal,
+            score=step.score,
+            seasonal_score=step.seasonal,
             expected=expected,
             low=expected - 3.0 * spread,
             high=expected + 3.0 * spread,
             model=model,
-            rarity=10.0 ** (seasonal * full),
-            novel=novel,
+            rarity=10.0 ** (step.seasonal * full),
+            novel=step.novel,
+            familiar=step.familiar,
             seen_low=None if seen is None else seen[0],
             seen_high=None if seen is None else seen[1],
         )

@@ -22,7 +22,15 @@ _HIST_BINS = 48  # half-octaves of a deviation, from 1 to 2**24
 _Z_MAX = 2.0**24 - 1.0
 _CLAMP = 1e150  # values are clamped here so no sum or difference can overflow
 _SQRT_HALF = 0.7071067811865476
-_VERSION = 1
+_VERSION = 2
+_NEW_IN_2: dict[str, Any] = {
+    "hist_l": [0.0] * _HIST_BINS,
+    "hist_lb": [0.0] * _HIST_BINS,
+    "hist_lw": 1.0,
+    "hist_ln": 0.0,
+    "model": 0,
+}
+"""What a version 1 state lacks: the long calibration starts empty."""
 
 
 def _rate(halflife: float) -> float:
@@ -65,6 +73,10 @@ class AnomalyParams(BaseModel):
     """Half-life of the change (EWMA chart) statistic; 0 switches it off."""
     surprise_halflife: float = Field(default=300.0, gt=0)
     """Memory of the calibration histograms."""
+    surprise_long_halflife: float = Field(default=10_000.0, ge=0)
+    """Memory of a second, long calibration (weeks of readings); a deviation scores by the less
+    surprising of the two, so one the series gave several times lately does not alert each time
+    it comes back. 0 switches it off."""
     surprise_prior: float = Field(default=10.0, gt=0)
     """Weight, in readings, of the Gaussian tail prior of the calibration."""
     surprise_full: float = Field(default=6.0, gt=0)
@@ -73,8 +85,10 @@ class AnomalyParams(BaseModel):
     """Half-life of the recent high score that damps repeats; 0 switches it off."""
     gap_reset_hours: float = Field(default=6.0, gt=0)
     """A gap longer than this restarts the change statistics."""
-    rel_floor: float = Field(default=1e-3, ge=0)
-    """Smallest spread, as a share of the series' overall spread (guards constant series)."""
+    rel_floor: float = Field(default=0.05, ge=0)
+    """Smallest spread, as a share of the series' overall spread. It guards constant series,
+    and series flat between spikes, whose spread would otherwise shrink until each spike of the
+    same size looked larger than the last."""
 
     @cached_property
     def _d(self) -> _Derived:
@@ -87,6 +101,7 @@ class _Derived:
     __slots__ = (
         "a_drift",
         "a_hist",
+        "a_long",
         "a_lvl",
         "a_scale",
         "a_season_lvl",
@@ -95,6 +110,7 @@ class _Derived:
         "g_week",
         "gap",
         "hist_grow",
+        "long_grow",
         "refractory",
     )
 
@@ -106,6 +122,9 @@ class _Derived:
         self.g_week = _rate(p.season_halflife_weeks)
         self.a_hist = _rate(p.surprise_halflife)
         self.hist_grow = 1.0 / (1.0 - self.a_hist)
+        h = p.surprise_long_halflife
+        self.a_long = _rate(h) if h > 0 else 0.0
+        self.long_grow = 1.0 / (1.0 - self.a_long)
         self.a_drift = _rate(p.drift_halflife) if p.drift_halflife > 0 else 0.0
         # puts the EWMA of unit-variance errors back on the scale of one error
         self.drift_gain = math.sqrt((2.0 - self.a_drift) / self.a_drift) if self.a_drift else 0.0
@@ -130,12 +149,17 @@ class AnomalyState:
         "err_w",
         "hist",
         "hist_b",
+        "hist_l",
+        "hist_lb",
+        "hist_ln",
+        "hist_lw",
         "hist_n",
         "hist_w",
         "lvl_d",
         "lvl_n",
         "mad_d",
         "mean",
+        "model",
         "n",
         "nll_d",
         "nll_n",
@@ -178,7 +202,12 @@ class AnomalyState:
     hist_b: list[float]
     hist_w: float
     hist_n: float
+    hist_l: list[float]
+    hist_lb: list[float]
+    hist_lw: float
+    hist_ln: float
     recent: float
+    model: int
 
     @classmethod
     def first(cls, t: float, x: float) -> AnomalyState:
@@ -192,6 +221,8 @@ class AnomalyState:
         s.mean, s.spread, s.drift = x, 0.0, 0.0
         s.hist, s.hist_b = [0.0] * _HIST_BINS, [0.0] * _HIST_BINS
         s.hist_w, s.hist_n, s.recent = 1.0, 0.0, 0.0
+        s.hist_l, s.hist_lb = [0.0] * _HIST_BINS, [0.0] * _HIST_BINS
+        s.hist_lw, s.hist_ln, s.model = 1.0, 0.0, 0
         return s
 
     def copy(self) -> AnomalyState:
@@ -211,7 +242,9 @@ class AnomalyState:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AnomalyState:
-        if data.get("v") != _VERSION:
+        if data.get("v") == 1:
+            data = {**_NEW_IN_2, **data}
+        elif data.get("v") != _VERSION:
             raise ValueError(f"anomaly state: v: expected {_VERSION}, got {data.get('v')!r}")
         s = cls.__new__(cls)
         for name in cls.__slots__:
@@ -220,7 +253,7 @@ class AnomalyState:
             value = data[name]
             if isinstance(value, list):
                 setattr(s, name, [float(v) for v in value])
-            elif name in ("n", "run_n", "run_d"):
+            elif name in ("n", "run_n", "run_d", "model"):
                 setattr(s, name, int(value))
             else:
                 setattr(s, name, float(value))
