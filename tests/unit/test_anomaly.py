@@ -119,6 +119,41 @@ def test_state_round_trips_through_json() -> None:
     assert copy.to_json() == state.to_json()
 
 
+def test_a_version_1_state_is_adopted_with_an_empty_long_memory() -> None:
+    state, _ = feed(noisy(500))
+    old = {k: v for k, v in state.to_json().items() if k not in ("hist_l", "hist_lb", "model")}
+    old = {**old, "v": 1, "hist_lw": None, "hist_ln": None}
+    del old["hist_lw"], old["hist_ln"]
+    adopted = AnomalyState.from_json(old)
+    assert adopted.hist_ln == 0.0 and adopted.hist_l == [0.0] * 48 and adopted.n == state.n
+    feed(noisy(10, seed=3), adopted, start=500)  # it scores on
+
+
+def test_a_deviation_the_series_keeps_giving_is_judged_by_the_long_memory() -> None:
+    # a spike of 8 spreads every 500 readings: the 300-reading memory has forgotten the last one
+    # by the next, the 10,000-reading one has seen them all
+    values = noisy(8000)
+    spikes = range(600, 8000, 500)
+    for i in spikes:
+        values[i] += 8.0
+    short = AnomalyParams(surprise_long_halflife=0)
+    _, with_long = feed(values)
+    _, without = feed(values, params=short)
+    later = [i for i in spikes if i > 3000]
+    assert sum(with_long[i] for i in later) < sum(without[i] for i in later) - 0.5
+    assert max(with_long[i] for i in later) < max(without[i] for i in later) - 0.1
+
+
+def test_spikes_on_a_flat_series_do_not_grow_as_the_spread_shrinks() -> None:
+    # identical pairs of spikes on zeros: without a floor the spread keeps shrinking, so each
+    # spike is more spreads away than the last and the same spike scores 1.0 again and again
+    values = [20.0 if i % 100 in (0, 6) else 0.0 for i in range(4000)]
+    _, scores = feed(values)
+    _, unfloored = feed(values, params=AnomalyParams(rel_floor=0.001))
+    assert max(scores[2500:]) < 0.5
+    assert max(unfloored[2500:]) == 1.0
+
+
 def test_state_json_is_rejected_when_incomplete() -> None:
     state, _ = feed(noisy(10))
     data = state.to_json()
@@ -138,7 +173,7 @@ def test_state_size_is_bounded() -> None:
         state, _ = score(PARAMS, state, T0 + i * STEP, v)
         if i in (5_000, 50_000, 99_999):
             sizes.append(len(json.dumps(state.to_json())))
-    assert max(sizes) < 8192  # 334 numbers whatever the length
+    assert max(sizes) < 10_240  # 433 numbers whatever the length
     assert abs(sizes[2] - sizes[1]) < 200  # only the digits of the floats vary
 
 

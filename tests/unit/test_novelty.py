@@ -4,6 +4,7 @@ excursion gives one alert, the output explains itself, and the rule kind uses it
 from __future__ import annotations
 
 import json
+import math
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -57,6 +58,54 @@ def test_one_excursion_raises_one_novel_reading() -> None:
         novel.append(detector.explain_one(x).novel)
         detector.learn_one(x)
     assert novel[3000] and sum(novel[3000:]) == 1
+
+
+def test_bins_merge_as_the_range_grows_so_a_flat_start_does_not_make_every_value_novel() -> None:
+    # the range is fixed on 400 zeros (a tiny bin width); then values spread over 0..100
+    rng = random.Random(3)
+    values = [0.0] * 400 + [rng.uniform(0.0, 100.0) for _ in range(4000)]
+
+    def novel_after(params: NoveltyParams, start: int) -> int:
+        detector = NoveltyDetector(params)
+        novel = 0
+        for i, x in enumerate(points(values)):
+            novel += i >= start and detector.explain_one(x).novel
+            detector.learn_one(x)
+        return novel
+
+    assert novel_after(NoveltyParams(), 1400) == 0
+    assert novel_after(NoveltyParams(max_span=10**9), 1400) > 10  # unmerged: novel after each quiet
+
+
+def test_a_familiar_value_is_damped_on_a_series_without_season_only() -> None:
+    values = noisy(4000)
+    for i in range(500, 4000, 300):
+        values[i] = 40.0  # a spike to the same height, again and again
+    detector = trained(values)
+    spike = (T0 + 4000 * STEP, 40.0)
+    why = detector.explain_one(spike)
+    assert why.familiar and why.model == "level"
+    assert why.seasonal_score > 0.0
+    assert why.score == pytest.approx(why.seasonal_score * NoveltyParams().familiar_damp)
+    assert "took often lately" in why.text
+    undamped = NoveltyDetector(NoveltyParams(familiar_damp=1.0))
+    score_series(undamped, points(values))
+    assert undamped.score_one(spike) == why.seasonal_score
+    # a daily wave: its peak value at the hour of its trough is judged by the season in full
+    wave = [50 + 20 * math.sin(2 * math.pi * i / 288) + g for i, g in enumerate(noisy(2880, 0))]
+    seasonal = trained(wave)
+    why = seasonal.explain_one((T0 + (2880 + 216) * STEP, 70.0))
+    assert not why.familiar and why.model != "level" and why.score == why.seasonal_score > 0.9
+
+
+def test_a_version_1_state_is_adopted() -> None:
+    data = trained(noisy(1000)).to_json()
+    assert data is not None
+    old = {**data, "v": 1, "bins": [b for b, _ in data["bins"]]}
+    del old["w"]
+    adopted = NoveltyDetector(None, old)
+    assert adopted.to_json()["bins"] == [[b, 1.0] for b, _ in data["bins"]]  # type: ignore[index]
+    assert adopted.score_one((T0 + 1000 * STEP, 20.0)) < 0.5
 
 
 def test_the_score_explains_itself() -> None:
