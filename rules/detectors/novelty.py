@@ -58,6 +58,8 @@ from rules.detectors.seasonal import AnomalyParams, AnomalyState, expectation, s
 __all__ = ["Explanation", "NoveltyDetector", "NoveltyParams", "NoveltyState"]
 
 _VERSION = 2
+LONG_HALFLIFE = 10_000.0
+"""The seasonal detector's long calibration memory under this one, unless a rule sets it."""
 
 
 class NoveltyParams(BaseModel):
@@ -82,6 +84,15 @@ class NoveltyParams(BaseModel):
     """Half-life, in readings, of the visit counts."""
     familiar_damp: float = Field(default=0.5, ge=0, le=1)
     """What a familiar value's seasonal score is multiplied by, on a series with no season."""
+
+    @cached_property
+    def _seasonal(self) -> AnomalyParams:
+        """``seasonal`` with the long calibration on unless it was set."""
+        if self.seasonal.surprise_long_halflife is not None:
+            return self.seasonal
+        return AnomalyParams(
+            **{**self.seasonal.model_dump(), "surprise_long_halflife": LONG_HALFLIFE}
+        )
 
     @cached_property
     def _grow(self) -> float:
@@ -229,7 +240,7 @@ _NOTHING = _Step(0.0, 0.0, False, False)
 def _step(p: NoveltyParams, s: NoveltyState, ts: datetime, value: float) -> _Step:
     """Score ``value`` then learn it (mutates ``s``)."""
     learned = 0 if s.seasonal is None else s.seasonal.n
-    s.seasonal, seasonal = score(p.seasonal, s.seasonal, ts, value)
+    s.seasonal, seasonal = score(p._seasonal, s.seasonal, ts, value)
     if s.seasonal.n == learned:  # not newer than the last reading: nothing learned
         return _NOTHING
     s.n += 1

@@ -73,10 +73,12 @@ class AnomalyParams(BaseModel):
     """Half-life of the change (EWMA chart) statistic; 0 switches it off."""
     surprise_halflife: float = Field(default=300.0, gt=0)
     """Memory of the calibration histograms."""
-    surprise_long_halflife: float = Field(default=10_000.0, ge=0)
+    surprise_long_halflife: float | None = Field(default=None, ge=0)
     """Memory of a second, long calibration (weeks of readings); a deviation scores by the less
     surprising of the two, so one the series gave several times lately does not alert each time
-    it comes back. 0 switches it off."""
+    it comes back. 0 switches it off; None leaves it to the detector: off for ``seasonal`` (alone,
+    it would miss new levels whose size it saw before), 10,000 readings for ``novelty`` (which
+    catches those as new values)."""
     surprise_prior: float = Field(default=10.0, gt=0)
     """Weight, in readings, of the Gaussian tail prior of the calibration."""
     surprise_full: float = Field(default=6.0, gt=0)
@@ -122,7 +124,7 @@ class _Derived:
         self.g_week = _rate(p.season_halflife_weeks)
         self.a_hist = _rate(p.surprise_halflife)
         self.hist_grow = 1.0 / (1.0 - self.a_hist)
-        h = p.surprise_long_halflife
+        h = p.surprise_long_halflife or 0.0
         self.a_long = _rate(h) if h > 0 else 0.0
         self.long_grow = 1.0 / (1.0 - self.a_long)
         self.a_drift = _rate(p.drift_halflife) if p.drift_halflife > 0 else 0.0

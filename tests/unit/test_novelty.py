@@ -13,10 +13,13 @@ import pytest
 from benchmarks.nab import tuning_files
 from rules.alerting import AlertState
 from rules.detectors import AnomalyParams, NoveltyDetector, NoveltyParams, SeasonalDetector
+from rules.detectors.novelty import LONG_HALFLIFE
 from rules.kinds.anomaly import KIND, AnomalyRule
 from rules.testing import observation, score_series
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
+LONG = AnomalyParams(surprise_long_halflife=LONG_HALFLIFE)
+"""The seasonal detector as the novelty detector runs it underneath."""
 STEP = timedelta(minutes=5)
 
 
@@ -40,7 +43,7 @@ def test_a_level_seen_long_ago_is_not_novel_but_a_new_one_is() -> None:
     values = noisy(6000)
     values[1000:1010] = [27.0] * 10
     detector = trained(values)
-    seasonal = SeasonalDetector()
+    seasonal = SeasonalDetector(LONG)
     score_series(seasonal, points(values))
     at = T0 + 6000 * STEP
     revisit, new = (at, 27.0), (at, 35.0)
@@ -122,11 +125,18 @@ def test_the_score_explains_itself() -> None:
 
 def test_a_seasonal_state_is_adopted() -> None:
     values = noisy(1000)
-    seasonal = SeasonalDetector()
+    seasonal = SeasonalDetector(LONG)
     score_series(seasonal, points(values))
     detector = NoveltyDetector(None, seasonal.to_json())
     rest = points(noisy(200, seed=9), start=1000)
     assert score_series(detector, rest) == score_series(seasonal, rest)  # range not fixed yet
+
+
+def test_a_long_memory_set_in_the_rule_is_kept() -> None:
+    values = points(noisy(390))  # the range is not fixed yet: the seasonal score alone
+    off = NoveltyDetector(NoveltyParams(seasonal=AnomalyParams(surprise_long_halflife=0)))
+    assert score_series(off, values) == score_series(SeasonalDetector(), values)
+    assert score_series(NoveltyDetector(), values) == score_series(SeasonalDetector(LONG), values)
 
 
 def test_state_json_is_rejected_when_incomplete() -> None:
