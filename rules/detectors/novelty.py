@@ -27,7 +27,7 @@ borrows that idea in its simplest form, one value at a time:
   unusual hour is still judged by the season in full.
 
 Otherwise the score is the seasonal detector's. The memory is the seasonal state (433 numbers)
-plus the visited bins with their counts (at most ``max_span`` of them): about 9 KB of JSON.
+plus the visited bins with their counts (at most ``4 * max_span`` of them): about 8 KB of JSON.
 A score is computed before the reading is learned; the detector is deterministic and keeps no
 clock.
 
@@ -58,6 +58,12 @@ from rules.detectors.seasonal import AnomalyParams, AnomalyState, expectation, s
 __all__ = ["Explanation", "NoveltyDetector", "NoveltyParams", "NoveltyState"]
 
 _VERSION = 2
+_TAIL = 0.002
+_ONCE = 1.5
+"""The visits at each end of the bins that do not widen them: a share of all visits, and at
+least a single visit."""
+_KEPT = 4
+"""Bins kept, in spans of ``max_span``: past it, the least visited are forgotten."""
 LONG_HALFLIFE = 10_000.0
 """The seasonal detector's long calibration memory under this one, unless a rule sets it."""
 
@@ -80,7 +86,7 @@ class NoveltyParams(BaseModel):
     """Bins the visited values may span; past it, bins merge in pairs (the width doubles)."""
     familiar_visits: float = Field(default=2.0, gt=0)
     """Visits (decayed) that make a bin's values familiar."""
-    familiar_halflife: float = Field(default=2000.0, gt=0)
+    familiar_halflife: float = Field(default=2000.0, ge=1)
     """Half-life, in readings, of the visit counts."""
     familiar_damp: float = Field(default=0.5, ge=0, le=1)
     """What a familiar value's seasonal score is multiplied by, on a series with no season."""
@@ -132,18 +138,43 @@ class NoveltyState:
         return self.bins.get(q, 0.0) / self.w
 
     def visit(self, q: int, grow: float, max_span: int) -> None:
-        """Count a visit of bin ``q``; merge bins in pairs while they span over ``max_span``."""
+        """Count a visit of bin ``q``. A new bin may widen the bins: while the bins holding all
+        but the rarest ``_TAIL`` of the visits (at each end) span over ``max_span``, they merge in
+        pairs. So a single glitch, far out and visited once, does not coarsen them."""
         self.w *= grow
         if self.w > 1e6:  # keep the decayed counts in range
             self.bins = {b: c / self.w for b, c in self.bins.items()}
             self.w = 1.0
+        new = q not in self.bins
         self.bins[q] = self.bins.get(q, 0.0) + self.w
-        while max(self.bins) - min(self.bins) + 1 > max_span:
+        if not new:
+            return
+        low, high = self._usual()
+        while high - low + 1 > max_span:
             merged: dict[int, float] = {}
             for b, c in self.bins.items():
                 merged[b // 2] = merged.get(b // 2, 0.0) + c
             self.bins = merged
             self.width *= 2.0
+            low, high = low // 2, high // 2
+        while len(self.bins) > _KEPT * max_span:  # rare bins far out: forget the least visited
+            del self.bins[min(self.bins, key=lambda b: (self.bins[b], b == q))]
+
+    def _usual(self) -> tuple[int, int]:
+        """The lowest and highest bin once the rarest ``_TAIL`` of visits at each end is left out."""
+        ordered = sorted(self.bins)
+        tail = max(_TAIL * sum(self.bins.values()), _ONCE * self.w)
+        seen, low = 0.0, ordered[0]
+        for low in ordered:
+            seen += self.bins[low]
+            if seen > tail:
+                break
+        seen, high = 0.0, ordered[-1]
+        for high in reversed(ordered):
+            seen += self.bins[high]
+            if seen > tail:
+                break
+        return low, high
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -165,7 +196,7 @@ class NoveltyState:
             return cls(seasonal, 0, math.inf, -math.inf, 0.0, {}, 1.0, 0)
         version = data.get("v")
         if version not in (1, _VERSION):
-            raise ValueError(f"novelty state: v: expected {_VERSION}, got {version!r}")
+            raise ValueError(f"novelty state: v: expected 1 or {_VERSION}, got {version!r}")
         try:
             seasonal = data["seasonal"]
             if version == 1:  # visited bins without counts: one visit each
@@ -184,6 +215,8 @@ class NoveltyState:
             )
         except KeyError as exc:
             raise ValueError(f"novelty state: {exc.args[0]}: missing") from None
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"novelty state: malformed: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,8 +328,8 @@ class NoveltyDetector:
         """Why ``x`` scores as it does, against what was learned before it (learns nothing)."""
         step = self._score(x)[1]
         s = self._state
-        expected, spread, model = expectation(self.params.seasonal, s.seasonal, x[0], x[1])
-        full = self.params.seasonal.surprise_full
+        expected, spread, model = expectation(self.params._seasonal, s.seasonal, x[0], x[1])
+        full = self.params._seasonal.surprise_full
         seen = (
             (s.lo + min(s.bins) * s.width, s.lo + (max(s.bins) + 1) * s.width) if s.bins else None
         )

@@ -92,6 +92,12 @@ from rules.detectors.seasonal_state import (
 __all__ = ["AnomalyParams", "AnomalyState", "SeasonalDetector", "expectation", "score"]
 
 
+_SPREAD_CLIP = 30.0
+"""A reading moves the overall mean and spread (the floor's scale) by at most this many spreads:
+a glitch millions of spreads out does not raise the floor for weeks, real spikes and shifts
+stay well within."""
+
+
 def _surprise(hist: list[float], w: float, n: float, z: float, prior: float, full: float) -> float:
     """Score a deviation ``z`` by its rarity in a decayed histogram of past deviations."""
     if z <= 1.0:
@@ -298,8 +304,11 @@ def _learn(
     s.nll_n += ae * (math.log(sc_n) + min(z_n, 20.0) - s.nll_n)
     s.nll_d += ae * (math.log(sc_d) + min(z_d, 20.0) - s.nll_d)
     s.nll_w += ae * (math.log(sc_w) + min(z_w, 20.0) - s.nll_w)
-    s.mean += ae * (x - s.mean)
-    s.spread += ae * (abs(x - s.mean) - s.spread)
+    dev = x - s.mean
+    if s.spread > 0.0 and s.n >= p.warmup:  # one glitch must not raise the floor for weeks
+        dev = min(max(dev, -_SPREAD_CLIP * s.spread), _SPREAD_CLIP * s.spread)
+    s.mean += ae * dev
+    s.spread += ae * (min(abs(x - s.mean), abs(dev)) - s.spread)  # |dev| when it was clipped
 
 
 class SeasonalDetector:

@@ -9,7 +9,7 @@ import math
 from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = ["AnomalyParams", "AnomalyState"]
 
@@ -91,6 +91,13 @@ class AnomalyParams(BaseModel):
     """Smallest spread, as a share of the series' overall spread. It guards constant series,
     and series flat between spikes, whose spread would otherwise shrink until each spike of the
     same size looked larger than the last."""
+
+    @field_validator("surprise_long_halflife")
+    @classmethod
+    def _off_or_a_reading(cls, halflife: float | None) -> float | None:
+        if halflife is not None and 0 < halflife < 1:
+            raise ValueError("a half-life is 0 (off) or at least 1 reading")
+        return halflife
 
     @cached_property
     def _d(self) -> _Derived:
@@ -247,16 +254,19 @@ class AnomalyState:
         if data.get("v") == 1:
             data = {**_NEW_IN_2, **data}
         elif data.get("v") != _VERSION:
-            raise ValueError(f"anomaly state: v: expected {_VERSION}, got {data.get('v')!r}")
+            raise ValueError(f"anomaly state: v: expected 1 or {_VERSION}, got {data.get('v')!r}")
         s = cls.__new__(cls)
         for name in cls.__slots__:
             if name not in data:
                 raise ValueError(f"anomaly state: {name}: missing")
             value = data[name]
-            if isinstance(value, list):
-                setattr(s, name, [float(v) for v in value])
-            elif name in ("n", "run_n", "run_d", "model"):
-                setattr(s, name, int(value))
-            else:
-                setattr(s, name, float(value))
+            try:
+                if isinstance(value, list):
+                    setattr(s, name, [float(v) for v in value])
+                elif name in ("n", "run_n", "run_d", "model"):
+                    setattr(s, name, int(value))
+                else:
+                    setattr(s, name, float(value))
+            except (TypeError, ValueError):
+                raise ValueError(f"anomaly state: {name}: malformed, got {value!r}") from None
         return s

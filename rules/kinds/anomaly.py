@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Literal
+from functools import cached_property
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -34,6 +35,11 @@ class AnomalyRule(LevelledRule):
     )
     summary: Summary = "{metric} at {device_id} is unusual (score {value:.2f}, {level})"
 
+    @cached_property
+    def novelty(self) -> NoveltyParams:
+        """The novelty detector's parameters, made once per rule (not once per reading)."""
+        return NoveltyParams(seasonal=self.params)
+
     @field_validator("levels")
     @classmethod
     def _scores(cls, levels: dict[WarningLevel, float]) -> dict[WarningLevel, float]:
@@ -50,7 +56,9 @@ class AnomalyRule(LevelledRule):
 
 
 class AnomalyKind(RuleKind[AnomalyRule]):
-    """Memory: the detector's state (see :mod:`rules.detectors.novelty`)."""
+    """Memory: the detector's state (see :mod:`rules.detectors.novelty`). A state the rule's
+    detector cannot read (the other detector's, after a rule changed its ``detector``) starts
+    the series afresh."""
 
     name = "anomaly"
     spec = AnomalyRule
@@ -60,11 +68,10 @@ class AnomalyKind(RuleKind[AnomalyRule]):
         self, rule: AnomalyRule, state: AlertState, at: datetime, obs: Observation | None
     ) -> Judgement:
         assert obs is not None
-        detector: Detector
-        if rule.detector == "novelty":
-            detector = NoveltyDetector(NoveltyParams(seasonal=rule.params), state.memory)
-        else:
-            detector = SeasonalDetector(rule.params, state.memory)
+        try:
+            detector = _detector(rule, state.memory)
+        except ValueError:
+            detector = _detector(rule, None)
         x = (obs.ts, obs.value)
         score = detector.score_one(x)
         why = ""
@@ -86,6 +93,12 @@ class AnomalyKind(RuleKind[AnomalyRule]):
         return Example(
             "rules: [{id: r, kind: anomaly, metric: load, levels: {yellow: 0.9}}]", tuple(steps)
         )
+
+
+def _detector(rule: AnomalyRule, memory: Any) -> Detector:
+    if rule.detector == "novelty":
+        return NoveltyDetector(rule.novelty, memory)
+    return SeasonalDetector(rule.params, memory)
 
 
 KIND = AnomalyKind()

@@ -102,4 +102,5 @@ def test_state_round_trips_through_json(make: DetectorFactory) -> None:
     detector = make()
     score_series(detector, points[:700])
     copy = make(json.loads(json.dumps(detector.to_json())))
+    assert copy.to_json() == detector.to_json()
     assert score_series(copy, points[700:]) == score_series(detector, points[700:])

@@ -9,6 +9,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 
 from benchmarks.nab import tuning_files
 from rules.alerting import AlertState
@@ -99,6 +100,65 @@ def test_a_familiar_value_is_damped_on_a_series_without_season_only() -> None:
     seasonal = trained(wave)
     why = seasonal.explain_one((T0 + (2880 + 216) * STEP, 70.0))
     assert not why.familiar and why.model != "level" and why.score == why.seasonal_score > 0.9
+
+
+def test_one_glitch_far_out_neither_coarsens_the_bins_nor_hides_a_later_shift() -> None:
+    values = noisy(6000)
+    values[4000:4500] = [v + 15.0 for v in values[4000:4500]]  # a new level, 15 spreads up
+    glitched = list(values)
+    glitched[1500] = 1e7  # one reading from a failing sensor
+
+    def run(series: list[float]) -> tuple[NoveltyDetector, list[float]]:
+        detector = NoveltyDetector()
+        return detector, score_series(detector, points(series))
+
+    clean, clean_scores = run(values)
+    detector, scores = run(glitched)
+    assert scores[1500] >= NoveltyParams().novel_floor  # the glitch itself is new
+    assert max(scores[4000:4010]) > 0.8 and max(clean_scores[4000:4010]) > 0.8
+    width = lambda d: d.to_json()["width"]  # noqa: E731
+    assert width(detector) == width(clean)
+
+
+def test_visit_counts_stay_in_range() -> None:
+    # visits weigh 2**n (a half-life of 1 reading): the counts are renormalised every 20 or so
+    detector = NoveltyDetector(NoveltyParams(familiar_halflife=1.0))
+    for x in points(noisy(2000)):
+        detector.learn_one(x)
+        data = detector.to_json()
+        assert data is not None and 1.0 <= data["w"] <= 1e6
+        assert all(0.0 <= c / data["w"] <= 2.0 + 1e-9 for _, c in data["bins"])  # 1 + 1/2 + ...
+
+
+def test_merged_bins_keep_the_values_below_the_range() -> None:
+    rng = random.Random(5)
+    values = [10.0 + rng.uniform(0, 10) for _ in range(400)]  # the range: 10 to 20, width 1
+    # then two tight clusters, one far below the range (negative bins), visited alike
+    values += [rng.gauss(15.0 if i % 2 else -60.0, 0.1) for i in range(1600)]
+    detector = trained(values)
+    data = detector.to_json()
+    assert data is not None and data["width"] > 3.0  # merged twice (from about 1)
+    lo, width = data["lo"], data["width"]
+    assert {b for b, _ in data["bins"]} == {math.floor((v - lo) / width) for v in values[400:]}
+    later = T0 + 3000 * STEP
+    assert not any(detector.explain_one((later, v)).novel for v in values[400:])
+
+
+def test_a_rule_whose_detector_changed_starts_its_series_afresh() -> None:
+    novelty = AnomalyRule.model_validate({"id": "r", "metric": "m"})
+    seasonal = AnomalyRule.model_validate({"id": "r", "metric": "m", "detector": "seasonal"})
+    state = AlertState()
+    for i in range(20):
+        at = T0 + i * STEP
+        state = state._replace(memory=KIND.judge(novelty, state, at, observation(1.0, at)).memory)
+    assert "bins" in state.memory
+    at = T0 + 20 * STEP
+    memory = KIND.judge(seasonal, state, at, observation(1.0, at)).memory
+    assert "lvl_n" in memory and memory["n"] == 1  # a new series, not an error
+    with pytest.raises(ValueError):
+        SeasonalDetector(None, state.memory)
+    with pytest.raises(ValidationError, match="0 \\(off\\) or at least 1"):
+        AnomalyParams(surprise_long_halflife=0.5)
 
 
 def test_a_version_1_state_is_adopted() -> None:
