@@ -122,9 +122,8 @@ def test_state_round_trips_through_json() -> None:
 
 def test_a_version_1_state_is_adopted_with_an_empty_long_memory() -> None:
     state, _ = feed(noisy(500))
-    old = {k: v for k, v in state.to_json().items() if k not in ("hist_l", "hist_lb", "model")}
-    old = {**old, "v": 1, "hist_lw": None, "hist_ln": None}
-    del old["hist_lw"], old["hist_ln"]
+    new = ("hist_l", "hist_lb", "hist_lw", "hist_ln", "model")
+    old = {**{k: v for k, v in state.to_json().items() if k not in new}, "v": 1}
     adopted = AnomalyState.from_json(old)
     assert adopted.hist_ln == 0.0 and adopted.hist_l == [0.0] * 48 and adopted.n == state.n
     feed(noisy(10, seed=3), adopted, start=500)  # it scores on
