@@ -10,10 +10,11 @@ anomalies for a while; CAD OSE scores the share of contexts never seen before. T
 borrows that idea in its simplest form, one value at a time:
 
 - *range*: the first ``range_readings`` readings fix a bin width, ``1 / levels`` of their range
-  (values outside it fall in further bins of the same width). When the visited bins come to
-  span more than ``max_span``, neighbouring bins merge in pairs and the width doubles, so a bin
-  stays at least ``1 / max_span`` of the range seen: a series nearly flat while its range was
-  fixed (zeros, then bursts) would otherwise find every later value novel;
+  (values outside it fall in further bins of the same width). When the usual values (the
+  rarest visits at each end left out) come to span more than ``max_span`` bins, neighbouring
+  bins merge in pairs and the width doubles, so a bin stays at least ``1 / max_span`` of the
+  usual range: a series nearly flat while its range was fixed (zeros, then bursts) would
+  otherwise find every later value novel, and one glitch far out does not coarsen the bins;
 - *novelty*: a reading whose bin the series has never visited is novel; its score is raised to
   ``novel_floor + (1 - novel_floor) * seasonal`` (the seasonal score still ranks novel readings);
 - *quiet*: after a novel reading, and for the first ``quiet_readings`` readings after the range
@@ -83,7 +84,7 @@ class NoveltyParams(BaseModel):
     novel_floor: float = Field(default=0.6, gt=0, le=1)
     """The least score of a novel reading."""
     max_span: int = Field(default=20, ge=2)
-    """Bins the visited values may span; past it, bins merge in pairs (the width doubles)."""
+    """Bins the usual values may span; past it, bins merge in pairs (the width doubles)."""
     familiar_visits: float = Field(default=2.0, gt=0)
     """Visits (decayed) that make a bin's values familiar."""
     familiar_halflife: float = Field(default=2000.0, ge=1)
@@ -149,19 +150,20 @@ class NoveltyState:
         self.bins[q] = self.bins.get(q, 0.0) + self.w
         if not new:
             return
-        low, high = self._usual()
+        low, high = self.usual()
         while high - low + 1 > max_span:
             merged: dict[int, float] = {}
             for b, c in self.bins.items():
                 merged[b // 2] = merged.get(b // 2, 0.0) + c
             self.bins = merged
             self.width *= 2.0
-            low, high = low // 2, high // 2
-        while len(self.bins) > _KEPT * max_span:  # rare bins far out: forget the least visited
-            del self.bins[min(self.bins, key=lambda b: (self.bins[b], b == q))]
+            low, high, q = low // 2, high // 2, q // 2
+        while len(self.bins) > _KEPT * max_span:  # forget the least visited (not this one)
+            del self.bins[min((b for b in self.bins if b != q), key=self.bins.__getitem__)]
 
-    def _usual(self) -> tuple[int, int]:
-        """The lowest and highest bin once the rarest ``_TAIL`` of visits at each end is left out."""
+    def usual(self) -> tuple[int, int]:
+        """The lowest and highest bin once the rarest visits at each end are left out (``_TAIL``
+        of them, and at least ``_ONCE``): inverted while there are too few visits."""
         ordered = sorted(self.bins)
         tail = max(_TAIL * sum(self.bins.values()), _ONCE * self.w)
         seen, low = 0.0, ordered[0]
@@ -241,7 +243,8 @@ class Explanation:
     was damped."""
     seen_low: float | None
     seen_high: float | None
-    """The range of the visited bins (None before the range is fixed)."""
+    """The usual range of the visited bins, the rarest visits at each end left out (None before
+    the range is fixed)."""
 
     @property
     def text(self) -> str:
@@ -330,9 +333,12 @@ class NoveltyDetector:
         s = self._state
         expected, spread, model = expectation(self.params._seasonal, s.seasonal, x[0], x[1])
         full = self.params._seasonal.surprise_full
-        seen = (
-            (s.lo + min(s.bins) * s.width, s.lo + (max(s.bins) + 1) * s.width) if s.bins else None
-        )
+        seen = None
+        if s.bins:
+            low, high = s.usual()
+            if low > high:
+                low, high = min(s.bins), max(s.bins)
+            seen = (s.lo + low * s.width, s.lo + (high + 1) * s.width)
         return Explanation(
             score=step.score,
             seasonal_score=step.seasonal,

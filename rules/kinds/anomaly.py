@@ -37,7 +37,8 @@ class AnomalyRule(LevelledRule):
 
     @cached_property
     def novelty(self) -> NoveltyParams:
-        """The novelty detector's parameters, made once per rule (not once per reading)."""
+        """The novelty detector's parameters, made once per rule (not once per reading). Kept
+        with the rule: a ``model_copy`` with other ``params`` would keep these."""
         return NoveltyParams(seasonal=self.params)
 
     @field_validator("levels")
@@ -56,9 +57,8 @@ class AnomalyRule(LevelledRule):
 
 
 class AnomalyKind(RuleKind[AnomalyRule]):
-    """Memory: the detector's state (see :mod:`rules.detectors.novelty`). A state the rule's
-    detector cannot read (the other detector's, after a rule changed its ``detector``) starts
-    the series afresh."""
+    """Memory: the detector's state (see :mod:`rules.detectors.novelty`). Either detector takes
+    over the other's state, after a rule changed its ``detector``."""
 
     name = "anomaly"
     spec = AnomalyRule
@@ -68,10 +68,7 @@ class AnomalyKind(RuleKind[AnomalyRule]):
         self, rule: AnomalyRule, state: AlertState, at: datetime, obs: Observation | None
     ) -> Judgement:
         assert obs is not None
-        try:
-            detector = _detector(rule, state.memory)
-        except ValueError:
-            detector = _detector(rule, None)
+        detector = _detector(rule, state.memory)
         x = (obs.ts, obs.value)
         score = detector.score_one(x)
         why = ""

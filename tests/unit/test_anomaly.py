@@ -153,6 +153,14 @@ def test_spikes_on_a_flat_series_do_not_grow_as_the_spread_shrinks() -> None:
     assert max(unfloored[2500:]) == 1.0
 
 
+def test_a_glitch_hardly_moves_the_overall_spread_the_floor_is_cut_from() -> None:
+    values = noisy(2000)
+    clean, _ = feed(values)
+    values[1500] = 1e7
+    glitched, _ = feed(values)
+    assert glitched.spread < 2.0 * clean.spread and abs(glitched.mean - clean.mean) < 1.0
+
+
 def test_state_json_is_rejected_when_incomplete() -> None:
     state, _ = feed(noisy(10))
     data = state.to_json()

@@ -33,8 +33,8 @@ def noisy(n: int, level: float = 20.0, seed: int = 7) -> list[float]:
     return [level + rng.gauss(0.0, 1.0) for _ in range(n)]
 
 
-def trained(values: list[float]) -> NoveltyDetector:
-    detector = NoveltyDetector()
+def trained(values: list[float], params: NoveltyParams | None = None) -> NoveltyDetector:
+    detector = NoveltyDetector(params)
     score_series(detector, points(values))
     return detector
 
@@ -144,7 +144,7 @@ def test_merged_bins_keep_the_values_below_the_range() -> None:
     assert not any(detector.explain_one((later, v)).novel for v in values[400:])
 
 
-def test_a_rule_whose_detector_changed_starts_its_series_afresh() -> None:
+def test_a_rule_whose_detector_changed_carries_on_from_the_other_state() -> None:
     novelty = AnomalyRule.model_validate({"id": "r", "metric": "m"})
     seasonal = AnomalyRule.model_validate({"id": "r", "metric": "m", "detector": "seasonal"})
     state = AlertState()
@@ -154,11 +154,32 @@ def test_a_rule_whose_detector_changed_starts_its_series_afresh() -> None:
     assert "bins" in state.memory
     at = T0 + 20 * STEP
     memory = KIND.judge(seasonal, state, at, observation(1.0, at)).memory
-    assert "lvl_n" in memory and memory["n"] == 1  # a new series, not an error
-    with pytest.raises(ValueError):
-        SeasonalDetector(None, state.memory)
+    assert "lvl_n" in memory and memory["n"] == 21  # the seasonal part carries on
+    with pytest.raises(ValueError, match="v: expected 1 or 2"):  # a state nobody can read
+        KIND.judge(seasonal, state._replace(memory={"v": 3}), at, observation(1.0, at))
     with pytest.raises(ValidationError, match="0 \\(off\\) or at least 1"):
         AnomalyParams(surprise_long_halflife=0.5)
+
+
+def test_the_bins_kept_are_bounded_and_keep_the_latest() -> None:
+    # at most 4 * max_span bins: two busy ones, six far ones visited twice (too few to widen the
+    # bins), then one more far value: a bin visited twice is forgotten, not the newest one
+    params = NoveltyParams(max_span=2, range_readings=10, quiet_readings=0, familiar_halflife=1e9)
+    far = [v for v in (300.0, 400.0, 500.0, -300.0, -400.0, -500.0) for _ in range(2)]
+    values = [20.0 + 0.05 * i for i in range(10)] + [20.0, 21.0] * 2500 + far + [900.0]
+    detector = trained(values, params)
+    data = detector.to_json()
+    assert data is not None and len(data["bins"]) == 4 * params.max_span
+    assert not detector.explain_one((T0 + len(values) * STEP, 900.0)).novel
+
+
+def test_a_malformed_state_is_refused_by_name() -> None:
+    data = trained(noisy(500)).to_json()
+    assert data is not None
+    with pytest.raises(ValueError, match="malformed"):
+        NoveltyDetector(None, {**data, "bins": [[0, None]]})
+    with pytest.raises(ValueError, match="lvl_n: malformed"):
+        SeasonalDetector(None, {**data["seasonal"], "lvl_n": [1, {}]})
 
 
 def test_a_version_1_state_is_adopted() -> None:
