@@ -1,4 +1,4 @@
-"""The novelty detector: the seasonal detector plus a long memory of the values a series has taken.
+"""The novelty detector: the seasonal detector plus a long memory of what a series has done.
 
 The seasonal detector (:mod:`rules.detectors.seasonal`) judges a reading by its deviation from a
 forecast, calibrated on the series' last few hundred deviations. That memory is short on purpose
@@ -9,6 +9,10 @@ an anomaly when a new adaptive-resonance category has to be created and then mas
 anomalies for a while; CAD OSE scores the share of contexts never seen before. This detector
 borrows that idea in its simplest form, one value at a time:
 
+- *long calibration*: unless a rule sets ``surprise_long_halflife``, the seasonal detector
+  underneath calibrates its deviations a second time over about ``LONG_HALFLIFE`` readings and
+  scores by the less surprising of the two: a deviation the series gives every few days does
+  not score as rare each time;
 - *range*: the first ``range_readings`` readings fix a bin width, ``1 / levels`` of their range
   (values outside it fall in further bins of the same width). When the usual values (the
   rarest visits at each end left out) come to span more than ``max_span`` bins, neighbouring
