@@ -116,6 +116,48 @@ def _remember(hist: list[float], w: float, z: float) -> None:
         hist[min(int(2.0 * math.log2(z)), _HIST_BINS - 1)] += w
 
 
+def _rarity(
+    hist: list[float],
+    hist_b: list[float],
+    w: float,
+    n: float,
+    z: float,
+    zb: float,
+    drift: bool,
+    prior: float,
+    full: float,
+) -> float:
+    """The score of a deviation ``z`` (and of the change statistic ``zb``, when ``drift``) in
+    one calibration memory: the rarer of the two."""
+    out = _surprise(hist, w, n, z, prior, full)
+    if drift:
+        out = max(out, _surprise(hist_b, w, n, zb, prior, full))
+    return out
+
+
+def _fold(
+    hist: list[float],
+    hist_b: list[float],
+    w: float,
+    n: float,
+    z: float,
+    zb: float,
+    a: float,
+    grow: float,
+) -> tuple[list[float], list[float], float, float]:
+    """One reading's ``z`` and ``zb`` learned by one calibration memory (decay ``a``): its
+    histograms, the weight of the next reading and the decayed count."""
+    _remember(hist, w, z)
+    _remember(hist_b, w, zb)
+    n = n * (1.0 - a) + 1.0
+    w *= grow
+    if w > 1e6:  # keep the decayed counts in range
+        hist = [v / w for v in hist]
+        hist_b = [v / w for v in hist_b]
+        w = 1.0
+    return hist, hist_b, w, n
+
+
 def score(
     params: AnomalyParams, state: AnomalyState | None, ts: datetime, value: float
 ) -> tuple[AnomalyState, float]:
@@ -172,13 +214,10 @@ def score(
 
     # --- calibrate on the series' own history, damp repeats
     prior, full = params.surprise_prior, params.surprise_full
-    out = _surprise(s.hist, s.hist_w, s.hist_n, z, prior, full)
-    if d.a_drift:
-        out = max(out, _surprise(s.hist_b, s.hist_w, s.hist_n, zb, prior, full))
+    drift = d.a_drift > 0.0
+    out = _rarity(s.hist, s.hist_b, s.hist_w, s.hist_n, z, zb, drift, prior, full)
     if d.a_long and s.hist_ln > 0.0:  # as surprising as the long memory finds it, at most
-        long = _surprise(s.hist_l, s.hist_lw, s.hist_ln, z, prior, full)
-        if d.a_drift:
-            long = max(long, _surprise(s.hist_lb, s.hist_lw, s.hist_ln, zb, prior, full))
+        long = _rarity(s.hist_l, s.hist_lb, s.hist_lw, s.hist_ln, z, zb, drift, prior, full)
         out = min(out, long)
     if s.n < params.warmup:
         out = 0.0
@@ -191,25 +230,13 @@ def score(
     # --- learn
     _learn(params, d, s, x, h, b, age, floor, e_n, e_d, e_w, sc_n, sc_d, sc_w, z_n, z_d, z_w)
     if 2 * s.n >= params.warmup:  # the first spreads are too young to calibrate with
-        _remember(s.hist, s.hist_w, z)
-        _remember(s.hist_b, s.hist_w, zb)
-        s.hist_n = s.hist_n * (1.0 - d.a_hist) + 1.0
-        s.hist_w *= d.hist_grow
-        if s.hist_w > 1e6:  # keep the decayed counts in range
-            w = s.hist_w
-            s.hist = [v / w for v in s.hist]
-            s.hist_b = [v / w for v in s.hist_b]
-            s.hist_w = 1.0
+        s.hist, s.hist_b, s.hist_w, s.hist_n = _fold(
+            s.hist, s.hist_b, s.hist_w, s.hist_n, z, zb, d.a_hist, d.hist_grow
+        )
         if d.a_long:
-            _remember(s.hist_l, s.hist_lw, z)
-            _remember(s.hist_lb, s.hist_lw, zb)
-            s.hist_ln = s.hist_ln * (1.0 - d.a_long) + 1.0
-            s.hist_lw *= d.long_grow
-            if s.hist_lw > 1e6:
-                w = s.hist_lw
-                s.hist_l = [v / w for v in s.hist_l]
-                s.hist_lb = [v / w for v in s.hist_lb]
-                s.hist_lw = 1.0
+            s.hist_l, s.hist_lb, s.hist_lw, s.hist_ln = _fold(
+                s.hist_l, s.hist_lb, s.hist_lw, s.hist_ln, z, zb, d.a_long, d.long_grow
+            )
     s.n += 1
     s.t_last = t
     return s, out
