@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     behind (alert latency p50 3.8 s); 50 ms kept up (p50 249 ms, p99 428 ms); 100 ms gave
     p50 176 ms, p99 310 ms (`cityvitals bench --latency-load 2500 --latency-tick-s 0.02`)."""
 
+    ingest_idle_ms: Annotated[int, Field(ge=0)] = 10
+    """The gateway sends what it gathered once nothing more came for this long, before the
+    linger time is up: a burst (devices reporting on the minute) goes when it ends, while a
+    steady flow still fills its messages for the whole linger time. 0: always the linger
+    time."""
+
     # Kafka.
     kafka_bootstrap: str = "127.0.0.1:9092"
     topic_prefix: Annotated[str, Field(pattern=r"^[a-z0-9_.-]{0,64}$")] = ""

@@ -287,7 +287,8 @@ class Gateway:
         return delivered
 
     def _drain(self) -> list[_Inbound]:
-        """What arrived, up to a batch, waiting at most the linger time for more.
+        """What arrived, up to a batch, waiting at most the linger time for more, and once
+        something arrived, at most the idle time between two arrivals.
 
         Kafka's delivery reports (which acknowledge MQTT messages) are served while waiting, so
         a full receive window never waits on this loop.
@@ -295,13 +296,21 @@ class Gateway:
         s = self.settings
         batch: list[_Inbound] = []
         deadline = time.monotonic() + s.ingest_linger_ms / 1000
+        idle = s.ingest_idle_ms / 1000
+        quiet_since: float | None = None  # the inbox found empty since the last arrival
         while len(batch) < s.ingest_batch_max:
             try:
                 batch.append(self._inbox.popleft())
+                quiet_since = None
                 continue
             except IndexError:
                 pass
-            if time.monotonic() >= deadline or self._failure:
+            now = time.monotonic()
+            if now >= deadline or self._failure:
+                break
+            if quiet_since is None:
+                quiet_since = now
+            elif batch and idle and now - quiet_since >= idle:
                 break
             self.producer.poll(0.002)
         return batch

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
 import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
+from prometheus_client import CollectorRegistry
 
-from ingest.gateway import _SOCKET_READS, MqttClient, split
+from cityvitals.settings import Settings
+from ingest import gateway as gateway_module
+from ingest.gateway import _SOCKET_READS, Gateway, MqttClient, _Inbound, split
 
 
 def queued(client: mqtt.Client) -> bytes:
@@ -146,3 +154,81 @@ def test_what_a_broken_connection_left_unread_is_not_read_on_the_next() -> None:
     client._sock = Segments([publish_packet("t/b", b"next")])  # type: ignore[assignment]
     client.loop_read()
     assert got == [("t/a", b"reading"), ("t/b", b"next")]
+
+
+class Clock:
+    """The gateway's clock, moved on by the fake producer's waits."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+class WaitingProducer:
+    """A producer with one topic of two partitions whose :meth:`poll` only lets time pass,
+    and calls ``during`` each time (to make readings arrive)."""
+
+    def __init__(self, clock: Clock, during: Callable[[], None] = lambda: None) -> None:
+        self.clock, self.during = clock, during
+
+    def list_topics(self, topic: str, timeout: float) -> Any:
+        meta = SimpleNamespace(error=None, partitions={0: None, 1: None})
+        return SimpleNamespace(topics={topic: meta})
+
+    def poll(self, timeout: float) -> int:
+        self.clock.now += timeout
+        self.during()
+        return 0
+
+
+def draining(
+    monkeypatch: pytest.MonkeyPatch, idle_ms: int, arrive: Callable[[Gateway], None] | None = None
+) -> tuple[Gateway, Clock]:
+    clock = Clock()
+    monkeypatch.setattr(gateway_module.time, "monotonic", clock.monotonic)
+    settings = Settings(ingest_linger_ms=100, ingest_idle_ms=idle_ms, ingest_batch_max=500)
+    producer = WaitingProducer(clock)
+    gateway = Gateway(settings, producer, CollectorRegistry())  # type: ignore[arg-type]
+    if arrive is not None:
+        producer.during = lambda: arrive(gateway)
+    return gateway, clock
+
+
+def inbound(mid: int) -> _Inbound:
+    return _Inbound(mid, "cityvitals/d/readings", b"{}", datetime(2026, 12, 2, tzinfo=UTC))
+
+
+def test_a_burst_goes_once_nothing_more_came_for_the_idle_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gateway, clock = draining(monkeypatch, idle_ms=10)
+    gateway._inbox.extend(inbound(mid) for mid in range(3))
+    started = clock.now
+    assert [i.mid for i in gateway._drain()] == [0, 1, 2]
+    assert 0.010 <= clock.now - started < 0.015  # not the whole 100 ms
+
+
+def test_a_steady_flow_fills_its_message_for_the_whole_linger_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    mids = iter(range(10_000))
+    gateway, clock = draining(  # a reading every 2 ms, within the idle time
+        monkeypatch, idle_ms=10, arrive=lambda g: g._inbox.append(inbound(next(mids)))
+    )
+    started = clock.now
+    batch = gateway._drain()
+    assert clock.now - started >= 0.100 and len(batch) >= 49
+
+
+@pytest.mark.parametrize("idle_ms", [0, 10])
+def test_without_idle_time_or_readings_the_gateway_waits_the_linger_time(
+    monkeypatch: pytest.MonkeyPatch, idle_ms: int
+) -> None:
+    gateway, clock = draining(monkeypatch, idle_ms=idle_ms)
+    if idle_ms == 0:
+        gateway._inbox.append(inbound(1))
+    started = clock.now
+    assert len(gateway._drain()) == (1 if idle_ms == 0 else 0)
+    assert clock.now - started >= 0.100
