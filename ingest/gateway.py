@@ -131,9 +131,12 @@ class MqttClient(mqtt.Client):
         super()._sock_close()
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        """Every packet of up to :data:`_SOCKET_READS` reads of the socket (paho reads one
-        packet each time the socket is ready). Nothing read stays behind: paho waits for the
-        socket, not for this buffer, and what stayed behind could wait for its keepalive."""
+        """Every whole packet of at most :data:`_SOCKET_READS` reads of the socket (paho's own
+        reads one packet, with no QoS 2 messages in flight); a packet cut at the end of the
+        last read is finished on a later call, from the socket. Nothing read stays in the
+        buffer: paho waits on the socket, not on it, and what stayed could wait for the next
+        traffic or the keepalive. Over TLS a read returns at most one record (16 KB), so a
+        call reads less."""
         self._reads_left = _SOCKET_READS
         while True:
             rc = super().loop_read(max_packets)
@@ -154,7 +157,8 @@ class MqttClient(mqtt.Client):
 
 
 _SOCKET_READS = 4
-"""Reads of the socket each time it is ready: then paho writes what waits (PUBACKs)."""
+"""At most this many reads of the socket each time it is ready; then paho's loop writes what
+waits (the PUBACKs that :meth:`MqttClient.ack_all` queued and woke it for)."""
 
 _PUBACK_HEAD = (PUBACK << 24) | (2 << 16)
 """A PUBACK's fixed header (type, remaining length 2) above its 16-bit message id."""
@@ -288,7 +292,7 @@ class Gateway:
 
     def _drain(self) -> list[_Inbound]:
         """What arrived, up to a batch, waiting at most the linger time for more, and once
-        something arrived, at most the idle time between two arrivals.
+        ``ingest_idle_min`` messages arrived, at most the idle time after the last one.
 
         Kafka's delivery reports (which acknowledge MQTT messages) are served while waiting, so
         a full receive window never waits on this loop.
@@ -310,7 +314,7 @@ class Gateway:
                 break
             if quiet_since is None:
                 quiet_since = now
-            elif batch and idle and now - quiet_since >= idle:
+            elif idle and len(batch) >= s.ingest_idle_min and now - quiet_since >= idle:
                 break
             self.producer.poll(0.002)
         return batch

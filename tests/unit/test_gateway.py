@@ -157,13 +157,14 @@ def test_what_a_broken_connection_left_unread_is_not_read_on_the_next() -> None:
 
 
 class Clock:
-    """The gateway's clock, moved on by the fake producer's waits."""
+    """The gateway's clock (whole microseconds, so waits add up exactly), moved on by the
+    fake producer's waits."""
 
     def __init__(self) -> None:
-        self.now = 1000.0
+        self.us = 1_000_000_000
 
     def monotonic(self) -> float:
-        return self.now
+        return self.us / 1e6
 
 
 class WaitingProducer:
@@ -178,7 +179,7 @@ class WaitingProducer:
         return SimpleNamespace(topics={topic: meta})
 
     def poll(self, timeout: float) -> int:
-        self.clock.now += timeout
+        self.clock.us += round(timeout * 1e6)
         self.during()
         return 0
 
@@ -186,9 +187,14 @@ class WaitingProducer:
 def draining(
     monkeypatch: pytest.MonkeyPatch, idle_ms: int, arrive: Callable[[Gateway], None] | None = None
 ) -> tuple[Gateway, Clock]:
+    """A gateway whose producer waits in 2 ms steps; an idle time of 9 ms keeps the check off
+    the steps' exact boundary (float)."""
     clock = Clock()
-    monkeypatch.setattr(gateway_module.time, "monotonic", clock.monotonic)
-    settings = Settings(ingest_linger_ms=100, ingest_idle_ms=idle_ms, ingest_batch_max=500)
+    # the gateway's own clock only, not the time module everyone shares
+    monkeypatch.setattr(gateway_module, "time", SimpleNamespace(monotonic=clock.monotonic))
+    settings = Settings(
+        ingest_linger_ms=100, ingest_idle_ms=idle_ms, ingest_idle_min=100, ingest_batch_max=500
+    )
     producer = WaitingProducer(clock)
     gateway = Gateway(settings, producer, CollectorRegistry())  # type: ignore[arg-type]
     if arrive is not None:
@@ -200,35 +206,60 @@ def inbound(mid: int) -> _Inbound:
     return _Inbound(mid, "cityvitals/d/readings", b"{}", datetime(2026, 12, 2, tzinfo=UTC))
 
 
+def bursts(every_ms: int, size: int) -> Callable[[Gateway], None]:
+    """``size`` readings arriving together every ``every_ms`` (the producer waits 2 ms)."""
+    mids, polls = iter(range(100_000)), iter(range(100_000))
+
+    def arrive(gateway: Gateway) -> None:
+        if next(polls) % (every_ms // 2) == 0:
+            gateway._inbox.extend(inbound(next(mids)) for _ in range(size))
+
+    return arrive
+
+
+def drained_after(monkeypatch: pytest.MonkeyPatch, idle_ms: int, **load: int) -> tuple[int, int]:
+    """Milliseconds one drain took, and what it returned, under periodic bursts."""
+    gateway, clock = draining(monkeypatch, idle_ms, bursts(**load))
+    started = clock.us
+    batch = gateway._drain()
+    return (clock.us - started) // 1000, len(batch)
+
+
 def test_a_burst_goes_once_nothing_more_came_for_the_idle_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    gateway, clock = draining(monkeypatch, idle_ms=10)
-    gateway._inbox.extend(inbound(mid) for mid in range(3))
-    started = clock.now
-    assert [i.mid for i in gateway._drain()] == [0, 1, 2]
-    assert 0.010 <= clock.now - started < 0.015  # not the whole 100 ms
+    gateway, clock = draining(monkeypatch, idle_ms=9)
+    gateway._inbox.extend(inbound(mid) for mid in range(150))
+    started = clock.us
+    assert [i.mid for i in gateway._drain()] == list(range(150))
+    assert clock.us - started == 10_000  # not the whole 100 ms
+
+
+def test_bursts_are_sent_as_each_ends_only_when_large_enough(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # bursts of 150 every 50 ms: the first goes at the first look 9 ms after it came
+    assert drained_after(monkeypatch, 9, every_ms=50, size=150) == (12, 150)
+    # bursts of 40 every 20 ms: none is sent alone; the third fills the gathering past 100
+    assert drained_after(monkeypatch, 9, every_ms=20, size=40) == (52, 120)
+    # a thin flow gathers for the whole linger time, as before
+    assert drained_after(monkeypatch, 9, every_ms=20, size=5) == (100, 25)
 
 
 def test_a_steady_flow_fills_its_message_for_the_whole_linger_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    mids = iter(range(10_000))
-    gateway, clock = draining(  # a reading every 2 ms, within the idle time
-        monkeypatch, idle_ms=10, arrive=lambda g: g._inbox.append(inbound(next(mids)))
-    )
-    started = clock.now
-    batch = gateway._drain()
-    assert clock.now - started >= 0.100 and len(batch) >= 49
+    # a reading every 2 ms, within the idle time
+    assert drained_after(monkeypatch, 9, every_ms=2, size=1) == (100, 50)
 
 
-@pytest.mark.parametrize("idle_ms", [0, 10])
+@pytest.mark.parametrize("idle_ms", [0, 9])
 def test_without_idle_time_or_readings_the_gateway_waits_the_linger_time(
     monkeypatch: pytest.MonkeyPatch, idle_ms: int
 ) -> None:
     gateway, clock = draining(monkeypatch, idle_ms=idle_ms)
-    if idle_ms == 0:
-        gateway._inbox.append(inbound(1))
-    started = clock.now
-    assert len(gateway._drain()) == (1 if idle_ms == 0 else 0)
-    assert clock.now - started >= 0.100
+    if not idle_ms:
+        gateway._inbox.extend(inbound(mid) for mid in range(150))
+    started = clock.us
+    assert len(gateway._drain()) == (0 if idle_ms else 150)
+    assert clock.us - started == 100_000
