@@ -47,10 +47,11 @@ class Settings(BaseSettings):
     at most 2 MB."""
     ingest_linger_ms: Annotated[int, Field(ge=0)] = 100
     """How long the gateway gathers readings at most (up to ``ingest_batch_max``; see also
-    ``ingest_idle_ms``) for one Kafka message per partition. The stream stage's cost is mostly per message: under a steady
-    2,500 readings/s, gathering 20 ms made messages so small that the stage fell seconds
-    behind (alert latency p50 3.8 s); 50 ms kept up (p50 249 ms, p99 428 ms); 100 ms gave
-    p50 176 ms, p99 310 ms (`cityvitals bench --latency-load 2500 --latency-tick-s 0.02`)."""
+    ``ingest_idle_ms``) for one Kafka message per partition. The stream stage's cost is
+    mostly per message: under a steady 2,500 readings/s, gathering 20 ms made messages so
+    small that the stage fell seconds behind (alert latency p50 3.8 s); 50 ms kept up (p50
+    249 ms, p99 428 ms); 100 ms gave p50 176 ms, p99 310 ms (`cityvitals bench
+    --latency-load 2500 --latency-tick-s 0.02`)."""
 
     ingest_idle_ms: Annotated[int, Field(ge=0)] = 10
     """Once at least ``ingest_idle_min`` messages are gathered, the gateway sends them when
