@@ -31,7 +31,10 @@ stack idles.
   state is the count and a sum), sending the window partials to the place side and merging
   them there (the place's count; its indicator is reported later, after the catalogue's
   grace). Its figure is readings per second, from the readings of its output messages on
-  ``readings``.
+  ``readings``. Beside it, where its time went: the seconds per 1000 readings its groups
+  spent decoding, judging (``process_batch``), handing outputs to the producer and waiting for
+  Kafka's confirmation (:data:`PHASES`, read from the worker's metrics before it stops; wall
+  time of its main thread, so the consumer thread's turns with the interpreter count too).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from benchmarks import quix_job
-from benchmarks.bench_parts import Outputs
+from benchmarks.bench_parts import Outputs, _metric
 from benchmarks.quix_job import ALERT_ABOVE, TOPIC_CONFIG
 from benchmarks.stack import free_port
 from cityvitals import kafka
@@ -58,7 +61,7 @@ from cityvitals.topics import Topic, partition_for
 if TYPE_CHECKING:
     from benchmarks.bench import BenchOptions
 
-__all__ = ["INDICATORS", "QUIX_PYTHON", "RULES", "QuixFailed", "QuixMissing", "small_job"]
+__all__ = ["INDICATORS", "PHASES", "QUIX_PYTHON", "RULES", "QuixFailed", "QuixMissing", "small_job"]
 
 QUIX_PYTHON = Path(__file__).resolve().parents[1] / ".cache" / "quix" / "bin" / "python"
 """The interpreter of the environment holding Quix Streams (``./dev setup`` makes it)."""
@@ -221,10 +224,27 @@ def ours(
     worker.start()
     try:
         outputs.wait(len(batches), timeout, worker.alive)
+        phases = _phases(small.metrics_port, len(readings)) if worker.alive() else None
     finally:
         worker.stop()
     forwarded, rate = outputs.rate()
-    return {"forwarded": forwarded, "readings_per_s": round(rate) if rate else None}
+    return {
+        "forwarded": forwarded,
+        "readings_per_s": round(rate) if rate else None,
+        "phases_s_per_1000": phases,
+    }
+
+
+PHASES = ("decode", "judge", "hand", "confirm")
+"""The phases of the stage's groups (its ``cityvitals_streams_group_seconds`` histogram)."""
+
+
+def _phases(port: int | None, readings: int) -> dict[str, float]:
+    """The worker's seconds in each phase of its groups per 1000 readings (its clock ticks'
+    groups included), read from its metrics."""
+    assert port is not None
+    name = "cityvitals_streams_group_seconds_sum"
+    return {p: round(1000 * _metric(port, f'{name}{{phase="{p}"}}') / readings, 4) for p in PHASES}
 
 
 def small_job(
@@ -249,4 +269,5 @@ def small_job(
         "ratio_to_quix": round(rate / quix_rate, 3) if rate and quix_rate else None,
         "readings_per_message": PER_BATCH,
         "quix_readings_per_message": 1,
+        "phases_s_per_1000": mine["phases_s_per_1000"],
     }

@@ -221,6 +221,8 @@ class _Handled(NamedTuple):
     """The ``device_state`` entries it changed, whose changelog records the caller writes."""
     vitals: dict[int, IndicatorBatch]
     """Its window partials by place partition, which the caller sends (:func:`bundle`)."""
+    judging: float
+    """Seconds :func:`~streams.pipeline.process_batch` took on it (``perf_counter``)."""
 
 
 TAKE_MAX = 100
@@ -358,10 +360,10 @@ def create_app(
         stream: faust.StreamT[bytes], model: type[M], label: str
     ) -> AsyncIterator[tuple[float, list[tuple[Any, str, M]]]]:
         """As :func:`decoded`, a group at a time: what arrived within ``TAKE_WITHIN_S``, at
-        most ``TAKE_MAX`` messages, with the time (``perf_counter``) it was taken, before
-        decoding. Each item comes with its Faust event: make it the current one
-        (:func:`current`) before writing a table for it through Faust (``table[key] =``;
-        :func:`put` and :func:`log_changes` need none)."""
+        most ``TAKE_MAX`` messages, with the seconds (``perf_counter``) decoding it took.
+        Each item comes with its Faust event: make it the current one (:func:`current`)
+        before writing a table for it through Faust (``table[key] =``; :func:`put` and
+        :func:`log_changes` need none)."""
         async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):  # type: ignore[attr-defined]
             taken = time.perf_counter()
             group = []
@@ -369,7 +371,7 @@ def create_app(
                 source, item = await decode(event, model, label)
                 if item is not None:
                     group.append((event, source, item))
-            yield taken, group
+            yield time.perf_counter() - taken, group
 
     def vitals_batches(
         source: str,
@@ -449,6 +451,7 @@ def create_app(
             seed = seeds.take("device", device_id, held[device_id].get("rules"))
             if seed is not None:
                 held[device_id] = seeded[device_id] = {**held[device_id], "rules": seed}
+        started = time.perf_counter()
         outcome = process_batch(
             batch,
             {d: devices.get(d) for d in ids},
@@ -461,6 +464,7 @@ def create_app(
             msg.offset,
             parsed,
         )
+        judging = time.perf_counter() - started
         pending: list[Awaitable[Any]] = []
         if len(outcome.enriched):
             pending.append(
@@ -497,9 +501,11 @@ def create_app(
         changes = seeded | device_changes(held, outcome.changed_states, outcome.changed_marks)
         put(device_state, changes)
         vitals = vitals_batches(source, msg.offset, outcome.partials, [])
-        return _Handled(pending, len(outcome.enriched), changes, vitals)
+        return _Handled(pending, len(outcome.enriched), changes, vitals, judging)
 
-    work, confirm = (metrics.group_seconds.labels(p) for p in ("work", "confirm"))
+    decoding, judging, handing, confirming = (
+        metrics.group_seconds.labels(p) for p in ("decode", "judge", "hand", "confirm")
+    )
 
     @app.agent(raw_topic)
     async def process(stream: faust.StreamT[bytes]) -> None:
@@ -507,9 +513,11 @@ def create_app(
         # for Kafka's confirmation message by message would cap the stage at one round trip
         # per message. A group's offsets are committed only after all its outputs were
         # confirmed (Faust acknowledges the events of a group when the next is taken).
-        async for started, group in decoded_groups(stream, ReadingBatch, "bad_batch"):
+        async for decoded_in, group in decoded_groups(stream, ReadingBatch, "bad_batch"):
+            started = time.perf_counter()
             pending: list[Awaitable[Any]] = []
             forwarded = 0
+            judged_in = 0.0
             changed: Changes = defaultdict(dict)
             vitals: dict[int, list[IndicatorBatch]] = defaultdict(list)
             try:
@@ -518,6 +526,7 @@ def create_app(
                     handled = await handle(event.message, source, batch)
                     pending += handled.sent
                     forwarded += handled.forwarded
+                    judged_in += handled.judging
                     changed[event.message.partition].update(handled.changes)
                     for place_partition, part in handled.vitals.items():
                         vitals[place_partition].append(part)
@@ -529,8 +538,10 @@ def create_app(
             handed = time.perf_counter()
             await asyncio.gather(*pending)
             metrics.forwarded.inc(forwarded)
-            work.observe(handed - started)
-            confirm.observe(time.perf_counter() - handed)
+            decoding.observe(decoded_in)
+            judging.observe(judged_in)
+            handing.observe(max(handed - started - judged_in, 0.0))
+            confirming.observe(time.perf_counter() - handed)
             metrics.group_size.observe(len(group))
 
     @app.agent(places_topic)
@@ -556,7 +567,7 @@ def create_app(
 
     @app.agent(partials_topic)
     async def place_vitals(stream: faust.StreamT[bytes]) -> None:
-        async for _taken, group in decoded_groups(stream, IndicatorBatch, "bad_indicator_batch"):
+        async for _decoding, group in decoded_groups(stream, IndicatorBatch, "bad_indicator_batch"):
             changed: Changes = defaultdict(dict)
             reported: list[Indicator] = []
             try:

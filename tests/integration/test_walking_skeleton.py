@@ -297,11 +297,23 @@ def test_the_stream_times_every_group_it_takes(pipeline: Pipeline) -> None:
         }
 
     before = counts()
-    # The three are observed one after the other for each group: read them in step.
+    # All are observed one after the other for each group: read them in step.
     after = wait_for(
         lambda: (
-            c if len(set((c := counts()).values())) == 1 and c != before and len(c) == 3 else None
+            c if len(set((c := counts()).values())) == 1 and c != before and len(c) == 5 else None
         )
     )
-    assert set(after) == {"work", "confirm", "cityvitals_streams_group_messages_count"}
+    phases = {"decode", "judge", "hand", "confirm"}
+    assert set(after) == phases | {"cityvitals_streams_group_messages_count"}
     assert all(after[k] > before.get(k, 0) for k in after), (before, after)
+    # Each phase's time is its own: judging (process_batch runs on every message, clock
+    # ticks included) takes some of it.
+    families = text_string_to_metric_families(pipeline.metrics("streams"))
+    seconds = {
+        s.labels["phase"]: s.value
+        for f in families
+        if f.name == "cityvitals_streams_group_seconds"
+        for s in f.samples
+        if s.name.endswith("_sum")
+    }
+    assert set(seconds) == phases and seconds["judge"] > 0, seconds
