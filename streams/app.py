@@ -41,7 +41,7 @@ import weakref
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, cast
 
 import faust
 from faust.streams import _current_event
@@ -127,39 +127,72 @@ def put(table: Any, changes: Mapping[str, dict[str, Any] | None]) -> None:
             table.data.pop(key, None)
 
 
+Record = tuple[bytes | None, bytes | None]
+"""A Kafka record's key and value (a None value in a changelog is a tombstone)."""
+
+
+async def send_records(
+    app: faust.App, topic: str, partition: int, records: Sequence[Record]
+) -> list[Awaitable[Any]]:
+    """``records`` on ``partition`` of ``topic``, in order, handed to Faust's aiokafka producer
+    as record batches (one, unless over its batch size); returns their deliveries.
+
+    Faust's own send (``topic.send``) takes a message at a time through its producer buffer,
+    at about 150 µs of CPU each (the small job's alerts, README "Speed"); a batch of records
+    takes one hand-over. The batches are closed, so they go without the producer's linger;
+    Faust flushes the producer before it commits offsets, as for its own sends. The producer
+    takes a partition's next batch only when it has taken the one before, so a caller gathers
+    its records (a group of messages) and sends them once.
+    """
+    if not records:
+        return []
+    producer = cast(Any, app.producer)._ensure_producer()  # Faust's aiokafka producer
+    sent: list[Awaitable[Any]] = []
+    batch = producer.create_batch()
+    for key, value in records:
+        if batch.append(key=key, value=value, timestamp=None) is None:  # full, so closed
+            sent.append(await producer.send_batch(batch, topic, partition=partition))
+            batch = producer.create_batch()
+            batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any
+    batch.close()  # closed: sent without the producer's linger
+    sent.append(await producer.send_batch(batch, topic, partition=partition))
+    return sent
+
+
+Outbox = dict[tuple[str, int], list[Record]]
+"""Records to send, by topic and partition, in the order they were made."""
+
+
+async def send_outbox(app: faust.App, outbox: Outbox) -> list[Awaitable[Any]]:
+    """:func:`send_records` of every topic and partition of ``outbox``."""
+    sent: list[Awaitable[Any]] = []
+    for (topic, partition), records in outbox.items():
+        sent += await send_records(app, topic, partition, records)
+    return sent
+
+
 async def log_changes(
     table: Any, changes: Mapping[str, dict[str, Any] | None], partition: int
 ) -> list[Awaitable[Any]]:
     """The changelog records of ``changes`` (as :func:`put` made them) on the table's
-    ``partition``, handed to the producer as record batches (one, unless over its batch
-    size); returns their deliveries.
+    ``partition``, sent as :func:`send_records` sends; returns their deliveries.
 
     Faust writes one record at a time (``table[key] = value``: a message through its producer
     buffer and a send each): with a city's devices each reading is a device of its own in its
     message, and those writes were most of the stage's work. The records here are encoded by
     the changelog topic as Faust encodes them, so its recovery and standbys read them as its
-    own; Faust flushes the producer before it commits offsets, as for its own records. The
-    producer takes a partition's next batch only when it has taken the one before, so a caller
-    gathers its changes (a group of messages) and logs them once.
+    own.
     """
-    if not changes:
-        return []
-    producer = table.app.producer._ensure_producer()  # Faust's aiokafka producer
     topic = table.changelog_topic
-    name = topic.get_topic_name()
-    sent: list[Awaitable[Any]] = []
-    batch = producer.create_batch()
-    for key, memory in changes.items():
-        raw_key = topic.prepare_key(key, table.key_serializer)[0]
-        # None is a tombstone: recovery deletes the key.
-        value = topic.prepare_value(memory, table.value_serializer)[0] if memory else None
-        if batch.append(key=raw_key, value=value, timestamp=None) is None:  # full, so closed
-            sent.append(await producer.send_batch(batch, name, partition=partition))
-            batch = producer.create_batch()
-            batch.append(key=raw_key, value=value, timestamp=None)  # an empty batch takes any
-    batch.close()  # closed: sent without the producer's linger
-    sent.append(await producer.send_batch(batch, name, partition=partition))
-    return sent
+    records = [
+        (
+            topic.prepare_key(key, table.key_serializer)[0],
+            # None is a tombstone: recovery deletes the key.
+            topic.prepare_value(memory, table.value_serializer)[0] if memory else None,
+        )
+        for key, memory in changes.items()
+    ]
+    return await send_records(table.app, topic.get_topic_name(), partition, records)
 
 
 Changes = dict[int, dict[str, dict[str, Any] | None]]
@@ -214,7 +247,8 @@ class _Handled(NamedTuple):
     """What :func:`create_app`'s ``handle`` did with one ``readings.raw`` message."""
 
     sent: list[Awaitable[Any]]
-    """Deliveries of the outputs handed to the producer, which the caller awaits."""
+    """Deliveries of its dead letters, handed to the producer, which the caller awaits (its
+    other outputs are in the caller's outbox)."""
     forwarded: int
     """Readings and events that go on (the others were refused and dead-lettered)."""
     changes: dict[str, DeviceState | None]
@@ -403,18 +437,15 @@ def create_app(
             for message in bundle(mine)
         ]
 
-    async def send_alerts(alerts: list[Alert], partition: int) -> list[Awaitable[Any]]:
-        sent = []
+    alerts_name = alerts_topic.get_topic_name()
+    readings_name, places_name = readings_topic.get_topic_name(), places_topic.get_topic_name()
+
+    def alert_records(alerts: list[Alert], partition: int, outbox: Outbox) -> None:
+        """The alerts, counted, as records on ``partition`` of ``alerts`` in ``outbox``."""
+        mine = outbox[(alerts_name, partition)]
         for alert in alerts:
             metrics.alerts.labels(alert.status.value, alert.level.value).inc()
-            sent.append(
-                await alerts_topic.send(
-                    key=alert.device_id.encode(),
-                    value=alert.model_dump_json().encode(),
-                    partition=partition,
-                )
-            )
-        return sent
+            mine.append((alert.device_id.encode(), alert.model_dump_json().encode()))
 
     @app.agent(devices_topic)
     async def registry_feed(stream: faust.StreamT[bytes]) -> None:
@@ -433,10 +464,11 @@ def create_app(
                     batches = vitals_batches(source, msg.offset, [], changes)
                     await asyncio.gather(*await send_vitals({p: [b] for p, b in batches.items()}))
 
-    async def handle(msg: Any, source: str, batch: ReadingBatch) -> _Handled:
-        """One ``readings.raw`` message: judged, tables updated, outputs handed to the
-        producer but for its window partials and changelog records, which the caller sends
-        for a group of messages at once (:class:`_Handled`)."""
+    async def handle(msg: Any, source: str, batch: ReadingBatch, outbox: Outbox) -> _Handled:
+        """One ``readings.raw`` message: judged, tables updated, its enriched readings, alerts
+        and observations for the places put in ``outbox``, its dead letters handed to the
+        producer. Its window partials and changelog records are returned: the caller sends
+        them, and the outbox, for a group of messages at once (:class:`_Handled`)."""
         partition = msg.partition
         metrics.received.inc(len(batch))
         if batch.tick is not None:  # every device here: absence may be new to some
@@ -467,12 +499,9 @@ def create_app(
         judging = time.perf_counter() - started
         pending: list[Awaitable[Any]] = []
         if len(outcome.enriched):
-            pending.append(
-                await readings_topic.send(
-                    value=outcome.enriched.model_dump_json().encode(), partition=partition
-                )
-            )
-        pending += await send_alerts(outcome.alerts, partition)
+            value = outcome.enriched.model_dump_json().encode()
+            outbox[(readings_name, partition)].append((None, value))
+        alert_records(outcome.alerts, partition, outbox)
         for letter in outcome.dead_letters:
             pending.append(
                 await deadletter_topic.send(
@@ -484,12 +513,8 @@ def create_app(
         for obs in outcome.for_places:
             by_place[partition_for(obs.place_path[-1], parts)].append(obs)
         for place_partition, group in by_place.items():
-            pending.append(
-                await places_topic.send(
-                    value=PlaceBatch(observations=tuple(group)).model_dump_json().encode(),
-                    partition=place_partition,
-                )
-            )
+            value = PlaceBatch(observations=tuple(group)).model_dump_json().encode()
+            outbox[(places_name, place_partition)].append((None, value))
         for reason, count in outcome.refused.items():
             metrics.rejected.labels(reason).inc(count)
         metrics.out_of_order.inc(outcome.out_of_order)
@@ -518,12 +543,13 @@ def create_app(
             pending: list[Awaitable[Any]] = []
             forwarded = 0
             judged_in = 0.0
+            outbox: Outbox = defaultdict(list)
             changed: Changes = defaultdict(dict)
             vitals: dict[int, list[IndicatorBatch]] = defaultdict(list)
             try:
                 for event, source, batch in group:
                     current(event)
-                    handled = await handle(event.message, source, batch)
+                    handled = await handle(event.message, source, batch, outbox)
                     pending += handled.sent
                     forwarded += handled.forwarded
                     judged_in += handled.judging
@@ -532,9 +558,12 @@ def create_app(
                         vitals[place_partition].append(part)
             finally:  # what was put in the table goes to its changelog, even if a message failed
                 try:
-                    pending += await send_vitals(vitals)  # a place partition once a group
+                    pending += await send_outbox(app, outbox)  # a topic partition once a group
                 finally:
-                    pending += await log_all(device_state, changed)  # a device once a group
+                    try:
+                        pending += await send_vitals(vitals)  # a place partition once a group
+                    finally:
+                        pending += await log_all(device_state, changed)  # a device once a group
             handed = time.perf_counter()
             await asyncio.gather(*pending)
             metrics.forwarded.inc(forwarded)
@@ -559,7 +588,9 @@ def create_app(
                 if seed is not None:
                     held[place_id] = seeded[place_id] = seed
             outcome = process_places(batch, held, live.current)
-            pending = await send_alerts(outcome.alerts, partition)
+            outbox: Outbox = defaultdict(list)
+            alert_records(outcome.alerts, partition, outbox)
+            pending = await send_outbox(app, outbox)
             changes = seeded | outcome.changed_states
             put(place_state, changes)
             pending += await log_changes(place_state, changes, partition)
