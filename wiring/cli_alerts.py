@@ -4,7 +4,7 @@ and its incident. Times are shown in the city's time zone (``CITYVITALS_TIMEZONE
 from __future__ import annotations
 
 from datetime import datetime, tzinfo
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -12,7 +12,10 @@ from cityvitals.contracts import AlertStatus, WarningLevel
 from cityvitals.settings import Settings
 from wiring.cli_common import echo_json, enum_option, fail, parse_utc, settings
 
-__all__ = ["alerts_app"]
+if TYPE_CHECKING:
+    from sinks.alerts import AlertRow
+
+__all__ = ["alert_lines", "alerts_app"]
 
 alerts_app = typer.Typer(help="Alerts: list them by filter, show one.", no_args_is_help=True)
 
@@ -77,12 +80,32 @@ def list_command(
         typer.echo("no alerts")
         return
     typer.echo(f"times in {conf.zone}")
-    for a in found:
-        who = f"({len(a.evidence)} devices)" if a.evidence else a.device_id
-        typer.echo(
-            f"{a.alert_id}  {a.status:<8} {a.level:<6} {a.rule_id:<22} {who:<14} "
-            f"{'/'.join(a.place_path):<28} since {_when(a.started_at, conf.zone)}  {a.summary}"
+    for line in alert_lines(found, conf.zone):
+        typer.echo(line)
+
+
+def alert_lines(found: list[AlertRow], zone: tzinfo) -> list[str]:
+    """A line per alert of ``cityvitals alerts list``; each column as wide as its longest
+    entry (rule ids, device ids and places differ in length from city to city)."""
+    rows = [
+        (
+            a.alert_id,
+            a.status,
+            a.level,
+            a.rule_id,
+            f"({len(a.evidence)} devices)" if a.evidence else a.device_id,
+            "/".join(a.place_path),
+            f"since {_when(a.started_at, zone)}  {a.summary}",
         )
+        for a in found
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(6)]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:6], widths, strict=True))
+        + "  "
+        + row[6]
+        for row in rows
+    ]
 
 
 @alerts_app.command("show")

@@ -18,11 +18,17 @@ __all__ = ["ago", "render_now", "vitals"]
 
 
 def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:g}"
+    """A value as a duty officer reads it: at most three significant digits below 100,
+    whole numbers above (the JSON output keeps every digit).
 
-
-def _with_unit(value: float | None, unit: str) -> str:
-    return "-" if value is None else f"{value:g} {unit}".strip()
+    >>> [_fmt(v) for v in (0.957912, 53.3054, 200.864, 17.5, 12345.6, 0.0, -4.26, None)]
+    ['0.958', '53.3', '201', '17.5', '12,346', '0', '-4.26', '-']
+    """
+    if value is None:
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
 
 
 def ago(seconds: float) -> str:
@@ -72,7 +78,7 @@ def render_now(places: list[PlaceVitals], zone: tzinfo, now: datetime) -> list[s
             end = s.window_end or s.window_start + timedelta(seconds=s.window_s)
             window = f"{_clock(s.window_start, zone, now)}-{_clock(end, zone, now)}"
             line = (
-                f"  {s.indicator:<16} {_with_unit(s.value, s.unit):>12} {s.band or '':<16} "
+                f"  {s.indicator:<16} {_fmt(s.value):>7} {s.unit:<6} {s.band or '':<16} "
                 f"coverage {s.coverage:>4.0%} ({s.reporting}/{s.expected}, {s.quality})  "
                 f"window {window}, ended {ago(s.age_s)}"
             )
@@ -81,7 +87,7 @@ def render_now(places: list[PlaceVitals], zone: tzinfo, now: datetime) -> list[s
             lines.append(line)
         for pending in p.pending:
             lines.append(
-                f"  {pending.indicator:<16} {'no value yet':>12}: {_next(pending.next, zone, now)}"
+                f"  {pending.indicator:<16} {'no value yet':<14}: {_next(pending.next, zone, now)}"
             )
     return lines
 

@@ -160,7 +160,7 @@ class LocalStack:
         self._start(mosquitto_process(self.paths, s.mqtt_port, mqtt_acl(s)), s.mqtt_port)
         with open_registry(s) as registry:
             count = registry.publish_all()
-        log.info("%d registered devices published to the devices topic", count)
+        log.info("%d devices already in the registry published to the devices topic", count)
         return s
 
     def _broker_store(self) -> S3Store | None:

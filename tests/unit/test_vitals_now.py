@@ -63,11 +63,48 @@ def test_now_shows_units_the_age_of_each_window_and_local_times() -> None:
     lines = render_now([place], ZoneInfo("Asia/Shanghai"), NOW)
     assert lines[0] == "times in Asia/Shanghai (UTC+08:00), now 13:20"
     text = "\n".join(lines)
-    assert "12.5 cm" in text
+    assert "12.5 cm " in text
     assert "window 13:10-13:15, ended 5 min ago" in text
     assert "next value at 13:21 (window 13:15-13:20 ended, being reported)" in text
     assert "aqi" in text and "next value at 14:01 (window 13:00-14:00 in progress)" in text
     assert "Z" not in text.replace("Asia", "")  # no UTC times left
+
+
+def test_now_lines_up_values_of_every_unit_and_rounds_them_for_reading() -> None:
+    """Each value ends in the same column whatever its unit, with three significant digits
+    (the simulator's 53.3054 dB(A) and 0.957912 TTI were hard to read and out of line)."""
+    end = datetime(2026, 7, 1, 5, 15, tzinfo=UTC)
+
+    def sign(indicator: str, value: float, unit: str) -> VitalSign:
+        return VitalSign(
+            indicator,
+            value,
+            None,
+            1.0,
+            4,
+            4,
+            "good",
+            end - timedelta(minutes=5),
+            300,
+            unit=unit,
+            window_end=end,
+            age_s=(NOW - end).total_seconds(),
+        )
+
+    signs = (
+        sign("noise", 53.3054, "dB(A)"),
+        sign("traffic", 0.957912, "TTI"),
+        sign("load", 200.864, "kW"),
+    )
+    place = PlaceVitals("sim", "city", "Sim", ("sim",), signs, {}, (), NOW)
+    lines = render_now([place], ZoneInfo("UTC"), NOW)[2:]
+    shown = [line.split()[1:3] for line in lines]
+    assert shown == [["53.3", "dB(A)"], ["0.958", "TTI"], ["201", "kW"]]
+    ends = {
+        line.index(value) + len(value) for line, (value, _unit) in zip(lines, shown, strict=True)
+    }
+    units = {line.index(unit) for line, (_value, unit) in zip(lines, shown, strict=True)}
+    assert len(ends) == 1 and len(units) == 1, lines
 
 
 def test_the_time_zone_setting_is_an_iana_name_checked_at_load() -> None:
