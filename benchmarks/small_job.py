@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -243,6 +244,15 @@ def _phases(port: int | None, readings: int) -> dict[str, float]:
     """The worker's seconds in each phase of its groups per 1000 readings (its clock ticks'
     groups included), read from its metrics."""
     assert port is not None
+    # A group is timed once its outputs are confirmed, just after they were seen: wait until
+    # no group is added for a while.
+    groups, deadline = -1.0, time.monotonic() + 10
+    while time.monotonic() < deadline:
+        seen = _metric(port, "cityvitals_streams_group_messages_count")
+        if seen == groups:
+            break
+        groups = seen
+        time.sleep(0.5)
     name = "cityvitals_streams_group_seconds_sum"
     return {p: round(1000 * _metric(port, f'{name}{{phase="{p}"}}') / readings, 4) for p in PHASES}
 

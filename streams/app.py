@@ -44,6 +44,8 @@ from datetime import timedelta
 from typing import Any, NamedTuple, TypeVar, cast
 
 import faust
+from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from faust.streams import _current_event
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
@@ -137,9 +139,11 @@ async def send_records(
     """``records`` on ``partition`` of ``topic``, in order, handed to Faust's aiokafka producer
     as record batches (one, unless over its batch size); returns their deliveries.
 
-    Faust's own send (``topic.send``) takes a message at a time through its producer buffer,
-    at about 150 µs of CPU each (the small job's alerts, README "Speed"); a batch of records
-    takes one hand-over. The batches are closed, so they go without the producer's linger;
+    Faust's own send (``topic.send``) takes a message at a time, each with its own future,
+    callbacks and the producer's checks: about 150 µs of the stage's thread each (the small
+    job's alerts, README "Speed"); a batch of records takes one hand-over. A record over the
+    producer's largest request is refused here, as aiokafka's send refuses it
+    (``MessageSizeTooLargeError``). The batches are closed, so they go without the producer's linger;
     Faust flushes the producer before it commits offsets, as for its own sends. The producer
     takes a partition's next batch only when it has taken the one before, so a caller gathers
     its records (a group of messages) and sends them once.
@@ -147,6 +151,14 @@ async def send_records(
     if not records:
         return []
     producer = cast(Any, app.producer)._ensure_producer()  # Faust's aiokafka producer
+    largest = producer._max_request_size
+    for key, value in records:
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, [])
+        if size > largest:
+            raise MessageSizeTooLargeError(
+                f"a record of {size} bytes for {topic}, partition {partition}, is larger "
+                f"than the producer's largest request ({largest} bytes)"
+            )
     sent: list[Awaitable[Any]] = []
     batch = producer.create_batch()
     for key, value in records:

@@ -44,9 +44,11 @@ class StreamMetrics(StageMetrics):
         self.devices = self.gauge("devices", "Devices known to this worker")
         self.group_seconds = self.histogram(
             "group_seconds",
-            "A group of readings.raw messages: decoding it (decode), judging its readings "
-            "(judge: process_batch), handing its outputs, table changes and window partials "
-            "to the producer (hand), then waiting for Kafka to confirm them (confirm)",
+            "A group of readings.raw messages: decoding it (decode, with any dead letter "
+            "of a message that does not decode), judging its readings (judge: process_batch), "
+            "the rest of its work until its outputs, table changes and window partials are "
+            "handed to the producer (hand: table reads and writes, encoding, dead letters), "
+            "then waiting for Kafka to confirm them (confirm)",
             (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             "phase",
         )

@@ -99,7 +99,7 @@ def alert_lines(found: list[AlertRow], zone: tzinfo) -> list[str]:
         )
         for a in found
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(6)]
+    widths = [max((len(row[i]) for row in rows), default=0) for i in range(6)]
     return [
         "  ".join(cell.ljust(width) for cell, width in zip(row[:6], widths, strict=True))
         + "  "

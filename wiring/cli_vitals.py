@@ -17,6 +17,10 @@ from wiring.cli_common import fail, parse_utc, settings
 __all__ = ["ago", "render_now", "vitals"]
 
 
+def _exact(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
 def _fmt(value: float | None) -> str:
     """A value as a duty officer reads it: at most three significant digits below 100,
     whole numbers above (the JSON output keeps every digit).
@@ -156,8 +160,8 @@ def vitals(
                     )
                 for point in points:
                     typer.echo(
-                        f"  {point.start.astimezone(zone).isoformat()}  {_fmt(point.value):>10}  "
-                        f"[{_fmt(point.low)} .. {_fmt(point.high)}]  "
+                        f"  {point.start.astimezone(zone).isoformat()}  {_exact(point.value):>10}  "
+                        f"[{_exact(point.low)} .. {_exact(point.high)}]  "
                         f"coverage {point.coverage:.0%}"
                     )
                 return

@@ -14,13 +14,23 @@ from typing import Any
 
 import faust
 import pytest
+from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from cityvitals.settings import Settings
-from streams.app import Outbox, create_app, log_all, log_changes, put, send_outbox
+from streams.app import (
+    Outbox,
+    Record,
+    create_app,
+    log_all,
+    log_changes,
+    put,
+    send_outbox,
+    send_records,
+)
 from wiring.services import load_catalogue, load_rules
 
 
@@ -158,8 +168,9 @@ def test_the_stream_keeps_its_data_folder_in_the_state_folder(tmp_path: Path) ->
 class Producer:
     """Stands for Faust's aiokafka producer: real record batches, kept instead of sent."""
 
-    def __init__(self, batch_size: int) -> None:
+    def __init__(self, batch_size: int, max_request_size: int = 4_000_000) -> None:
         self.batch_size = batch_size
+        self._max_request_size = max_request_size
         self.sent: list[tuple[str, int, list[tuple[bytes | None, bytes | None]]]] = []
 
     def create_batch(self) -> BatchBuilder:
@@ -253,3 +264,14 @@ def test_an_outbox_goes_as_one_batch_per_topic_partition_with_its_records_in_ord
         ("readings", 0, [(None, b"r-4")]),
     ]
     assert asyncio.run(send_outbox(app, {("readings", 1): []})) == []
+
+
+def test_a_record_over_the_largest_request_is_refused_and_nothing_of_its_batch_is_sent() -> None:
+    """As aiokafka's own send refuses it: the broker would refuse the request."""
+    app = faust.App("t", broker="kafka://127.0.0.1:1", store="memory://")  # nothing connects
+    producer = Producer(1_000_000, max_request_size=1_000)
+    app.producer._producer = producer
+    records: list[Record] = [(None, b"small"), (None, b"x" * 2_000)]
+    with pytest.raises(MessageSizeTooLargeError, match="larger than the producer's largest"):
+        asyncio.run(send_records(app, "readings", 0, records))
+    assert producer.sent == []
