@@ -91,7 +91,7 @@ def render_now(places: list[PlaceVitals], zone: tzinfo, now: datetime) -> list[s
             lines.append(line)
         for pending in p.pending:
             lines.append(
-                f"  {pending.indicator:<16} {'no value yet':<14}: {_next(pending.next, zone, now)}"
+                f"  {pending.indicator:<16} no value yet: {_next(pending.next, zone, now)}"
             )
     return lines
 
