@@ -12,6 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from prometheus_client import CollectorRegistry
 
 from cityvitals.settings import Settings
@@ -134,6 +136,65 @@ def test_one_wait_for_the_socket_delivers_every_message_it_read_and_reads_a_boun
     while sock.chunks:
         client.loop_read()
     assert len(got) == 20_000
+
+
+def any_publish(
+    topic: str, payload: bytes, qos: int, mid: int, dup: bool, retain: bool, content_type: str
+) -> bytes:
+    """An MQTT 5 PUBLISH; with a content type property when ``content_type`` is set."""
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    if content_type:
+        props.ContentType = content_type
+    body = len(topic.encode()).to_bytes(2, "big") + topic.encode()
+    body += (mid.to_bytes(2, "big") if qos else b"") + props.pack() + payload  # type: ignore[no-untyped-call]
+    length, remaining = b"", len(body)
+    while True:
+        byte, remaining = remaining % 128, remaining // 128
+        length += bytes([byte | (128 if remaining else 0)])
+        if not remaining:
+            break
+    return bytes([0x30 | dup << 3 | qos << 1 | retain]) + length + body
+
+
+def delivered(client: mqtt.Client, stream: bytes) -> tuple[list[Any], bytes]:
+    """What ``client`` hands ``on_message`` from ``stream``, and what it queues to send."""
+    got: list[Any] = []
+
+    def seen(_c: Any, _u: Any, m: mqtt.MQTTMessage) -> None:
+        props = m.properties.json() if m.properties is not None else {}  # type: ignore[no-untyped-call]
+        got.append((m.mid, m.topic, bytes(m.payload), m.qos, m.dup, m.retain, props))
+
+    client.on_message = seen
+    client._sock = Segments([stream])  # type: ignore[assignment]
+    while client._sock.chunks:  # type: ignore[union-attr]
+        assert client.loop_read() == mqtt.MQTT_ERR_SUCCESS
+    return got, queued(client)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.text(st.characters(codec="utf-8", exclude_characters="+#\x00"), min_size=1),
+            st.binary(max_size=200),
+            st.sampled_from([0, 1, 1, 1, 2]),
+            st.integers(1, 65535),
+            st.booleans(),
+            st.booleans(),
+            st.sampled_from(["", "", "", "application/json"]),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_publish_packets_reach_on_message_as_paho_hands_them(packets: list[Any]) -> None:
+    """QoS 1 without properties takes the gateway's own path; the rest is paho's."""
+    stream = b"".join(any_publish(*p) for p in packets)
+    ours = MqttClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, manual_ack=True)
+    paho = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, manual_ack=True)
+    got, sent = delivered(ours, stream)
+    assert (got, sent) == delivered(paho, stream)
+    expected = [(mid if q else 0, t, b, q, dup, r) for t, b, q, mid, dup, r, _ in packets if q < 2]
+    assert [g[:6] for g in got] == expected
 
 
 def test_what_a_broken_connection_left_unread_is_not_read_on_the_next() -> None:
@@ -263,3 +324,9 @@ def test_without_idle_time_or_readings_the_gateway_waits_the_linger_time(
     started = clock.us
     assert len(gateway._drain()) == (0 if idle_ms else 150)
     assert clock.us - started == 100_000
+
+
+def test_the_gateway_client_refuses_per_topic_callbacks() -> None:
+    client = MqttClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, manual_ack=True)
+    with pytest.raises(NotImplementedError, match="on_message"):
+        client.message_callback_add("cityvitals/#", lambda *_: None)
