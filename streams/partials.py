@@ -13,11 +13,13 @@ from functools import lru_cache
 from typing import Any
 
 from cityvitals.contracts import (
+    SCHEMA_VERSION,
     CameraEvent,
     PlaceLevel,
     Reading,
     WindowPartial,
     iso,
+    trusted,
 )
 from rules.indicators import (
     FORMULAS,
@@ -255,13 +257,19 @@ class Partials:
                 else:
                     merge(into, state)
         reporting = self._reporting
+        # Made of validated parts (the catalogue's ids, the registry's places, the readings'
+        # values): constructed, not validated again (pydantic took 1.4 µs a reading here).
         return [
-            WindowPartial(
-                indicator=ind,
-                place_path=place,
-                window_start=datetime.fromtimestamp(start, UTC),
-                state=state,
-                reporting=reporting.get((ind, place, start), 0),
+            trusted(
+                WindowPartial,
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "indicator": ind,
+                    "place_path": place,
+                    "window_start": datetime.fromtimestamp(start, UTC),
+                    "state": state,
+                    "reporting": reporting.get((ind, place, start), 0),
+                },
             )
             for (ind, place, start), state in merged.items()
         ]

@@ -61,6 +61,10 @@ def iaqi(pollutant: str, concentration: float) -> float:
     return 500.0
 
 
+_STATE_KEYS = tuple((p, f"n.{p}", f"s.{p}") for p in IAQI_2026)
+"""Each pollutant with its count's and sum's keys in a state (formatted once, not per reading)."""
+
+
 class Aqi(Formula):
     """State: ``n.<pollutant>`` and ``s.<pollutant>``, the count and sum of each."""
 
@@ -74,11 +78,11 @@ class Aqi(Formula):
     def fold(
         self, spec: IndicatorSpec, state: dict[str, float], values: Mapping[str, float]
     ) -> None:
-        for pollutant in IAQI_2026:
+        for pollutant, n, s in _STATE_KEYS:
             v = values.get(pollutant)
             if v is not None:
-                state[f"n.{pollutant}"] = state.get(f"n.{pollutant}", 0.0) + 1
-                state[f"s.{pollutant}"] = state.get(f"s.{pollutant}", 0.0) + v
+                state[n] = state.get(n, 0.0) + 1
+                state[s] = state.get(s, 0.0) + v
 
     def finish(
         self, spec: IndicatorSpec, state: Mapping[str, float], reporting: int, expected: int
