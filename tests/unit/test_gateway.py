@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
+from unittest.mock import patch
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -139,14 +140,12 @@ def test_one_wait_for_the_socket_delivers_every_message_it_read_and_reads_a_boun
 
 
 def any_publish(
-    topic: str, payload: bytes, qos: int, mid: int, dup: bool, retain: bool, content_type: str
+    topic: str, payload: bytes, qos: int, mid: int, dup: bool, retain: bool, props: bytes | None
 ) -> bytes:
-    """An MQTT 5 PUBLISH; with a content type property when ``content_type`` is set."""
-    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    if content_type:
-        props.ContentType = content_type
+    """A PUBLISH packet; ``props`` is its MQTT 5 properties block as sent (None: MQTT 3.1.1,
+    which has none)."""
     body = len(topic.encode()).to_bytes(2, "big") + topic.encode()
-    body += (mid.to_bytes(2, "big") if qos else b"") + props.pack() + payload  # type: ignore[no-untyped-call]
+    body += (mid.to_bytes(2, "big") if qos else b"") + (props or b"") + payload
     length, remaining = b"", len(body)
     while True:
         byte, remaining = remaining % 128, remaining // 128
@@ -156,13 +155,44 @@ def any_publish(
     return bytes([0x30 | dup << 3 | qos << 1 | retain]) + length + body
 
 
+_TYPED = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+_TYPED.ContentType = "application/json"
+NO_PROPERTIES = b"\x00"
+PROPERTIES = [NO_PROPERTIES, NO_PROPERTIES, _TYPED.pack(), b"\x80\x00"]  # type: ignore[no-untyped-call]
+"""MQTT 5 properties blocks: none (what devices send), a content type, and none with its
+length written in two bytes (allowed by the varint encoding; paho decodes it)."""
+
+
+@st.composite
+def publish_streams(draw: st.DrawFn) -> tuple[int, list[Any]]:
+    """A protocol and PUBLISH packets of it: QoS 0, 1 and 2, duplicates, retained; in MQTT 5
+    with or without properties and with empty topics (MQTT 3.1.1 refuses those)."""
+    v5 = draw(st.booleans())
+    topics = st.text(
+        st.characters(codec="utf-8", exclude_characters="+#\x00"), min_size=int(not v5)
+    )
+    packet = st.tuples(
+        topics,
+        # Payloads starting with a zero byte: in MQTT 3.1.1 it sits where MQTT 5's empty
+        # properties block would.
+        st.tuples(st.sampled_from([b"", b"\x00"]), st.binary(max_size=200)).map(b"".join),
+        st.sampled_from([0, 1, 1, 1, 2]),
+        st.integers(1, 65535),
+        st.booleans(),
+        st.booleans(),
+        st.sampled_from(PROPERTIES) if v5 else st.none(),
+    )
+    return (mqtt.MQTTv5 if v5 else mqtt.MQTTv311), draw(st.lists(packet, min_size=1, max_size=20))
+
+
 def delivered(client: mqtt.Client, stream: bytes) -> tuple[list[Any], bytes]:
-    """What ``client`` hands ``on_message`` from ``stream``, and what it queues to send."""
+    """What ``client`` hands ``on_message`` from ``stream`` (each message's fields, its
+    timestamp, and its properties: None, or as JSON), and what it queues to send."""
     got: list[Any] = []
 
     def seen(_c: Any, _u: Any, m: mqtt.MQTTMessage) -> None:
-        props = m.properties.json() if m.properties is not None else {}  # type: ignore[no-untyped-call]
-        got.append((m.mid, m.topic, bytes(m.payload), m.qos, m.dup, m.retain, props))
+        props = None if m.properties is None else m.properties.json()  # type: ignore[no-untyped-call]
+        got.append((m.mid, m.topic, bytes(m.payload), m.qos, m.dup, m.retain, m.timestamp, props))
 
     client.on_message = seen
     client._sock = Segments([stream])  # type: ignore[assignment]
@@ -171,30 +201,58 @@ def delivered(client: mqtt.Client, stream: bytes) -> tuple[list[Any], bytes]:
     return got, queued(client)
 
 
-@given(
-    st.lists(
-        st.tuples(
-            st.text(st.characters(codec="utf-8", exclude_characters="+#\x00"), min_size=1),
-            st.binary(max_size=200),
-            st.sampled_from([0, 1, 1, 1, 2]),
-            st.integers(1, 65535),
-            st.booleans(),
-            st.booleans(),
-            st.sampled_from(["", "", "", "application/json"]),
-        ),
-        min_size=1,
-        max_size=20,
-    )
-)
-def test_publish_packets_reach_on_message_as_paho_hands_them(packets: list[Any]) -> None:
-    """QoS 1 without properties takes the gateway's own path; the rest is paho's."""
+@given(publish_streams(), st.booleans())
+def test_publish_packets_reach_on_message_as_paho_hands_them(
+    streams: tuple[int, list[Any]], manual_ack: bool
+) -> None:
+    """The gateway's own path (MQTT 5, QoS 1, no properties, acknowledged by the caller) gives
+    what paho gives, with no properties object; every other PUBLISH is paho's."""
+    protocol, packets = streams
     stream = b"".join(any_publish(*p) for p in packets)
-    ours = MqttClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, manual_ack=True)
-    paho = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, manual_ack=True)
-    got, sent = delivered(ours, stream)
-    assert (got, sent) == delivered(paho, stream)
+    ours = MqttClient(CallbackAPIVersion.VERSION2, protocol=protocol, manual_ack=manual_ack)
+    paho = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=protocol, manual_ack=manual_ack)
+    with patch.object(mqtt, "time_func", lambda: 7.0):
+        (got, sent), (want, paho_sent) = delivered(ours, stream), delivered(paho, stream)
+    assert sent == paho_sent
+    assert [g[:7] for g in got] == [w[:7] for w in want]
+    fast = [
+        protocol == mqtt.MQTTv5 and manual_ack and qos == 1 and props == NO_PROPERTIES
+        for _t, _b, qos, _m, _d, _r, props in packets
+        if qos < 2  # QoS 2 waits for the sender's release
+    ]
+    assert [g[7] is None for g in got] == [
+        f or w[7] is None for f, w in zip(fast, want, strict=True)
+    ]
+    assert all(w[7] == {} for f, w in zip(fast, want, strict=True) if f)
     expected = [(mid if q else 0, t, b, q, dup, r) for t, b, q, mid, dup, r, _ in packets if q < 2]
     assert [g[:6] for g in got] == expected
+
+
+@pytest.mark.parametrize("suppress", [False, True])
+def test_an_exception_in_on_message_is_handled_as_paho_handles_it(suppress: bool) -> None:
+    packet = any_publish("cityvitals/d/readings", b"{}", 1, 5, False, False, NO_PROPERTIES)
+    outcomes = []
+    for client in (
+        MqttClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, manual_ack=True),
+        mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, manual_ack=True),
+    ):
+        client.suppress_exceptions = suppress
+        logged: list[str] = []
+        client.on_log = lambda _c, _u, _level, text, logged=logged: logged.append(text)
+
+        def broken(*_: Any) -> None:
+            raise ValueError("a bug in on_message")
+
+        client.on_message = broken
+        client._sock = Segments([packet])  # type: ignore[assignment]
+        try:
+            outcome: Any = client.loop_read()
+        except ValueError as exc:
+            outcome = str(exc)
+        outcomes.append((outcome, [t for t in logged if "on_message" in t]))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][0] == (mqtt.MQTT_ERR_SUCCESS if suppress else "a bug in on_message")
+    assert outcomes[0][1] == ["Caught exception in on_message: a bug in on_message"]
 
 
 def test_what_a_broken_connection_left_unread_is_not_read_on_the_next() -> None:
