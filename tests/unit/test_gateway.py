@@ -56,15 +56,28 @@ def test_a_group_is_split_in_order_into_messages_that_fit(items: list[bytes], li
         assert len(parts) == 1
 
 
-def publish_packet(topic: str, payload: bytes) -> bytes:
-    """An MQTT 5 PUBLISH at QoS 0 (no properties)."""
-    body = len(topic).to_bytes(2, "big") + topic.encode() + b"\x00" + payload
+def any_publish(
+    topic: str, payload: bytes, qos: int, mid: int, dup: bool, retain: bool, props: bytes | None
+) -> bytes:
+    """A PUBLISH packet; ``props`` is its MQTT 5 properties block as sent (None: MQTT 3.1.1,
+    which has none)."""
+    body = len(topic.encode()).to_bytes(2, "big") + topic.encode()
+    body += (mid.to_bytes(2, "big") if qos else b"") + (props or b"") + payload
     length, remaining = b"", len(body)
     while True:
         byte, remaining = remaining % 128, remaining // 128
         length += bytes([byte | (128 if remaining else 0)])
         if not remaining:
-            return b"\x30" + length + body
+            break
+    return bytes([0x30 | dup << 3 | qos << 1 | retain]) + length + body
+
+
+NO_PROPERTIES = b"\x00"
+
+
+def publish_packet(topic: str, payload: bytes) -> bytes:
+    """An MQTT 5 PUBLISH at QoS 0 (no properties)."""
+    return any_publish(topic, payload, 0, 0, False, False, NO_PROPERTIES)
 
 
 class Segments:
@@ -139,25 +152,8 @@ def test_one_wait_for_the_socket_delivers_every_message_it_read_and_reads_a_boun
     assert len(got) == 20_000
 
 
-def any_publish(
-    topic: str, payload: bytes, qos: int, mid: int, dup: bool, retain: bool, props: bytes | None
-) -> bytes:
-    """A PUBLISH packet; ``props`` is its MQTT 5 properties block as sent (None: MQTT 3.1.1,
-    which has none)."""
-    body = len(topic.encode()).to_bytes(2, "big") + topic.encode()
-    body += (mid.to_bytes(2, "big") if qos else b"") + (props or b"") + payload
-    length, remaining = b"", len(body)
-    while True:
-        byte, remaining = remaining % 128, remaining // 128
-        length += bytes([byte | (128 if remaining else 0)])
-        if not remaining:
-            break
-    return bytes([0x30 | dup << 3 | qos << 1 | retain]) + length + body
-
-
 _TYPED = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
 _TYPED.ContentType = "application/json"
-NO_PROPERTIES = b"\x00"
 PROPERTIES = [NO_PROPERTIES, NO_PROPERTIES, _TYPED.pack(), b"\x80\x00"]  # type: ignore[no-untyped-call]
 """MQTT 5 properties blocks: none (what devices send), a content type, and none with its
 length written in two bytes (allowed by the varint encoding; paho decodes it)."""
