@@ -20,7 +20,14 @@ borrows that idea in its simplest form, one value at a time:
   usual range: a series nearly flat while its range was fixed (zeros, then bursts) would
   otherwise find every later value novel, and one glitch far out does not coarsen the bins;
 - *novelty*: a reading whose bin the series has never visited is novel; its score is raised to
-  ``novel_floor + (1 - novel_floor) * seasonal`` (the seasonal score still ranks novel readings);
+  ``floor + (1 - floor) * seasonal`` (the seasonal score still ranks novel readings). The floor
+  is ``novel_floor`` on a series that lately visits a new bin at most once in ``novel_every``
+  readings, and shrinks with the log of that rarity on one that finds new values more often
+  (``p``, new bins per reading, decayed over ``familiar_halflife`` readings, with a prior of one
+  new bin in ten readings): ``novel_floor * min(1, log(1/p) / log(novel_every))``. A young
+  series, still exploring its range, finds a new value less surprising than one that has kept
+  to its range for weeks (Good and Turing's estimate of the chance of something unseen, in its
+  simplest form: how often unseen things turned up so far);
 - *quiet*: after a novel reading, and for the first ``quiet_readings`` readings after the range
   is fixed, new bins are learned without raising the score, so one excursion gives one alert
   (ARTime's mask, as a count of readings);
@@ -62,7 +69,7 @@ from rules.detectors.seasonal import AnomalyParams, AnomalyState, expectation, s
 
 __all__ = ["Explanation", "NoveltyDetector", "NoveltyParams", "NoveltyState"]
 
-_VERSION = 2
+_VERSION = 3
 _TAIL = 0.002
 _ONCE = 1.5
 """The visits at each end of the bins that do not widen them: a share of all visits, and at
@@ -86,7 +93,9 @@ class NoveltyParams(BaseModel):
     quiet_readings: int = Field(default=200, ge=0)
     """Readings after a novel one (and after the range is fixed) that learn without alerting."""
     novel_floor: float = Field(default=0.6, gt=0, le=1)
-    """The least score of a novel reading."""
+    """The least score of a novel reading, on a series where new values are rare."""
+    novel_every: float = Field(default=400.0, gt=1)
+    """New bins at most once in this many readings (lately) are rare: the floor in full."""
     max_span: int = Field(default=20, ge=2)
     """Bins the usual values may span; past it, bins merge in pairs (the width doubles)."""
     familiar_visits: float = Field(default=2.0, gt=0)
@@ -106,6 +115,10 @@ class NoveltyParams(BaseModel):
         )
 
     @cached_property
+    def _log_every(self) -> float:
+        return math.log10(self.novel_every)
+
+    @cached_property
     def _grow(self) -> float:
         """The growth of the weight of a visit from one reading to the next."""
         return math.pow(2.0, 1.0 / self.familiar_halflife)
@@ -114,7 +127,9 @@ class NoveltyParams(BaseModel):
 @dataclass(slots=True)
 class NoveltyState:
     """The seasonal state, the range, the visited bins with their decayed visit counts (in units
-    of ``w``, the weight of the latest visit) and the readings since the last novelty."""
+    of ``w``, the weight of the latest visit), the readings since the last novelty, and the
+    decayed counts of readings and of visits to a new bin since the range was fixed (in units
+    of ``w`` too)."""
 
     seasonal: AnomalyState | None
     n: int
@@ -124,6 +139,8 @@ class NoveltyState:
     bins: dict[int, float]
     w: float
     since: int  # readings since the last novel one (or since the range was fixed)
+    seen: float = 0.0
+    fresh: float = 0.0
 
     @classmethod
     def new(cls) -> NoveltyState:
@@ -132,7 +149,16 @@ class NoveltyState:
     def copy(self) -> NoveltyState:
         seasonal = None if self.seasonal is None else self.seasonal.copy()
         return NoveltyState(
-            seasonal, self.n, self.lo, self.hi, self.width, dict(self.bins), self.w, self.since
+            seasonal,
+            self.n,
+            self.lo,
+            self.hi,
+            self.width,
+            dict(self.bins),
+            self.w,
+            self.since,
+            self.seen,
+            self.fresh,
         )
 
     def bin(self, value: float) -> int:
@@ -142,6 +168,11 @@ class NoveltyState:
         """The decayed visits of bin ``q`` so far."""
         return self.bins.get(q, 0.0) / self.w
 
+    def new_rate(self) -> float:
+        """The chance that a reading visits a new bin, from the decayed counts so far and a
+        prior of one in ten."""
+        return (self.fresh / self.w + 1.0) / (self.seen / self.w + 10.0)
+
     def visit(self, q: int, grow: float, max_span: int) -> None:
         """Count a visit of bin ``q``. A new bin may widen the bins: while the bins holding all
         but the rarest ``_TAIL`` of the visits (at each end) span over ``max_span``, they merge in
@@ -149,9 +180,13 @@ class NoveltyState:
         self.w *= grow
         if self.w > 1e6:  # keep the decayed counts in range
             self.bins = {b: c / self.w for b, c in self.bins.items()}
+            self.seen, self.fresh = self.seen / self.w, self.fresh / self.w
             self.w = 1.0
         new = q not in self.bins
         self.bins[q] = self.bins.get(q, 0.0) + self.w
+        self.seen += self.w
+        if new:
+            self.fresh += self.w
         if not new:
             return
         low, high = self.usual()
@@ -193,6 +228,8 @@ class NoveltyState:
             "bins": [[b, self.bins[b]] for b in sorted(self.bins)],
             "w": self.w,
             "since": self.since,
+            "seen": self.seen,
+            "fresh": self.fresh,
         }
 
     @classmethod
@@ -201,14 +238,18 @@ class NoveltyState:
             seasonal = AnomalyState.from_json(data)
             return cls(seasonal, 0, math.inf, -math.inf, 0.0, {}, 1.0, 0)
         version = data.get("v")
-        if version not in (1, _VERSION):
-            raise ValueError(f"novelty state: v: expected 1 or {_VERSION}, got {version!r}")
+        if version not in (1, 2, _VERSION):
+            raise ValueError(f"novelty state: v: expected 1 to {_VERSION}, got {version!r}")
         try:
             seasonal = data["seasonal"]
             if version == 1:  # visited bins without counts: one visit each
                 bins, w = {int(b): 1.0 for b in data["bins"]}, 1.0
             else:
                 bins, w = {int(b): float(c) for b, c in data["bins"]}, float(data["w"])
+            if version == _VERSION:
+                seen, fresh = float(data["seen"]), float(data["fresh"])
+            else:  # no counts of new bins: each bin was new once, every reading was seen
+                seen, fresh = w * int(data["n"]), w * len(bins)
             return cls(
                 None if seasonal is None else AnomalyState.from_json(seasonal),
                 int(data["n"]),
@@ -218,6 +259,8 @@ class NoveltyState:
                 bins,
                 w,
                 int(data["since"]),
+                seen,
+                fresh,
             )
         except KeyError as exc:
             raise ValueError(f"novelty state: {exc.args[0]}: missing") from None
@@ -249,6 +292,9 @@ class Explanation:
     seen_high: float | None
     """The usual range of the visited bins, the rarest visits at each end left out (None before
     the range is fixed)."""
+    new_every: float | None = None
+    """The series lately visited a new bin about once in this many readings (None before the
+    range is fixed)."""
 
     @property
     def text(self) -> str:
@@ -260,7 +306,8 @@ class Explanation:
         ]
         if self.novel and self.seen_low is not None and self.seen_high is not None:
             parts.append(
-                f"a value never seen before (seen {self.seen_low:.4g} to {self.seen_high:.4g})"
+                f"a value never seen before (seen {self.seen_low:.4g} to {self.seen_high:.4g}, "
+                f"new values about once in {self.new_every or 0:,.0f} readings lately)"
             )
         if self.familiar:
             parts.append("a value the series took often lately (its score is damped)")
@@ -292,11 +339,13 @@ def _step(p: NoveltyParams, s: NoveltyState, ts: datetime, value: float) -> _Ste
         return _Step(seasonal, seasonal, False, False)
     q = s.bin(value)
     visits = s.visits(q)
+    rate = s.new_rate()
     s.visit(q, p._grow, p.max_span)
     s.since += 1
     if visits == 0.0 and s.since > p.quiet_readings:
         s.since = 0
-        return _Step(p.novel_floor + (1.0 - p.novel_floor) * seasonal, seasonal, True, False)
+        floor = p.novel_floor * min(1.0, -math.log10(rate) / p._log_every)
+        return _Step(floor + (1.0 - floor) * seasonal, seasonal, True, False)
     if visits >= p.familiar_visits and s.seasonal.model == 0:
         return _Step(seasonal * p.familiar_damp, seasonal, False, True)
     return _Step(seasonal, seasonal, False, False)
@@ -355,6 +404,7 @@ class NoveltyDetector:
             familiar=step.familiar,
             seen_low=None if seen is None else seen[0],
             seen_high=None if seen is None else seen[1],
+            new_every=None if s.width == 0.0 else 1.0 / s.new_rate(),
         )
 
     def to_json(self) -> dict[str, Any] | None:

@@ -64,6 +64,23 @@ def test_one_excursion_raises_one_novel_reading() -> None:
     assert novel[3000] and sum(novel[3000:]) == 1
 
 
+def test_a_new_value_is_less_surprising_on_a_series_that_keeps_finding_new_values() -> None:
+    params = NoveltyParams()
+    values = [20.0 + (i * 7919 % 13) / 13 for i in range(6000)]  # 13 values between 20 and 21
+    scores = {}
+    for n in (700, 6000):  # young: its bins were all new lately; old: none new for weeks
+        detector = trained(values[:n])
+        why = detector.explain_one((T0 + n * STEP, 21.05))  # just past the range
+        assert why.novel and why.new_every is not None and why.seasonal_score < 0.5
+        floor = params.novel_floor * min(1.0, math.log10(why.new_every) / math.log10(400))
+        assert why.score == pytest.approx(floor + (1.0 - floor) * why.seasonal_score)
+        assert (floor == params.novel_floor) is (why.new_every >= params.novel_every)
+        assert f"new values about once in {why.new_every:,.0f} readings" in why.text
+        scores[n] = why.new_every, why.score
+    assert scores[700][0] < 50 < params.novel_every < scores[6000][0]
+    assert scores[700][1] < scores[6000][1]
+
+
 def test_bins_merge_as_the_range_grows_so_a_flat_start_does_not_make_every_value_novel() -> None:
     # the range is fixed on 400 zeros (a tiny bin width); then values spread over 0..100
     rng = random.Random(3)
@@ -127,6 +144,7 @@ def test_visit_counts_stay_in_range() -> None:
         data = detector.to_json()
         assert data is not None and 1.0 <= data["w"] <= 1e6
         assert all(0.0 <= c / data["w"] <= 2.0 + 1e-9 for _, c in data["bins"])  # 1 + 1/2 + ...
+        assert 0.0 <= data["fresh"] <= data["seen"] <= 2.0 * data["w"] + 1e-9
 
 
 def test_merged_bins_keep_the_values_below_the_range() -> None:
@@ -189,6 +207,16 @@ def test_a_version_1_state_is_adopted() -> None:
     adopted = NoveltyDetector(None, old)
     assert adopted.to_json()["bins"] == [[b, 1.0] for b, _ in data["bins"]]  # type: ignore[index]
     assert adopted.score_one((T0 + 1000 * STEP, 20.0)) < 0.5
+
+
+def test_a_version_2_state_is_adopted_with_every_bin_new_once() -> None:
+    data = trained(noisy(1000)).to_json()
+    assert data is not None and data["v"] == 3
+    old = {k: v for k, v in data.items() if k not in ("seen", "fresh")} | {"v": 2}
+    adopted = NoveltyDetector(None, old).to_json()
+    assert adopted is not None
+    assert adopted["seen"] == data["w"] * data["n"]
+    assert adopted["fresh"] == data["w"] * len(data["bins"])
 
 
 def test_the_score_explains_itself() -> None:
