@@ -28,8 +28,13 @@ borrows that idea in its simplest form, one value at a time:
   series, still exploring its range, finds a new value less surprising than one that has kept
   to its range for weeks (Good and Turing's estimate of the chance of something unseen, in its
   simplest form: how often unseen things turned up so far);
+- *new to its hour*: on a seasonal series (the seasonal detector forecasts by the hour of the
+  day or of the week), a reading more than a bin outside the range its hour of the day (UTC)
+  took since the range was fixed is novel too, with a floor from how often readings fell
+  outside their hour's range lately: a usual value at an unusual hour, such as a daily peak
+  that does not come;
 - *quiet*: after a novel reading, and for the first ``quiet_readings`` readings after the range
-  is fixed, new bins are learned without raising the score, so one excursion gives one alert
+  is fixed, new values are learned without raising the score, so one excursion gives one alert
   (ARTime's mask, as a count of readings);
 - *familiar*: each bin keeps a decayed count of its visits (half-life ``familiar_halflife``
   readings). On a series with no season (the seasonal detector's level forecast explains it
@@ -38,8 +43,9 @@ borrows that idea in its simplest form, one value at a time:
   keeps returning to is how that series behaves. On a seasonal series a familiar value at an
   unusual hour is still judged by the season in full.
 
-Otherwise the score is the seasonal detector's. The memory is the seasonal state (433 numbers)
-plus the visited bins with their counts (at most ``4 * max_span`` of them): about 8 KB of JSON.
+Otherwise the score is the seasonal detector's. The memory is the seasonal state (433 numbers),
+the visited bins with their counts (at most ``4 * max_span`` of them), each hour's range and
+three counts: about 9 KB of JSON.
 A score is computed before the reading is learned; the detector is deterministic and keeps no
 clock.
 
@@ -50,14 +56,15 @@ clock.
 ...     x = (t0 + timedelta(minutes=5 * i), 20.0 + (i * 7919 % 13) / 13)
 ...     _ = d.score_one(x); d.learn_one(x)
 >>> x = (t0 + timedelta(minutes=5 * 400), 24.0)  # a value never seen
->>> d.score_one(x) >= 0.6, d.explain_one(x).novel
-(True, True)
+>>> why = d.explain_one(x)
+>>> why.novel, why.score >= 0.6, round(why.new_every)  # new values were common lately
+(True, True, 27)
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cached_property
 from typing import Any, NamedTuple
@@ -69,13 +76,18 @@ from rules.detectors.seasonal import AnomalyParams, AnomalyState, expectation, s
 
 __all__ = ["Explanation", "NoveltyDetector", "NoveltyParams", "NoveltyState"]
 
-_VERSION = 3
+_VERSION = 2
+"""Version 2 states written before the counts of new values (``readings``, ``new_bins``,
+``new_to_hour``, ``hours``) are adopted; code that predates them reads these states too."""
 _TAIL = 0.002
 _ONCE = 1.5
 """The visits at each end of the bins that do not widen them: a share of all visits, and at
 least a single visit."""
 _KEPT = 4
 """Bins kept, in spans of ``max_span``: past it, the least visited are forgotten."""
+_PRIOR_NEW, _PRIOR_READINGS = 1.0, 10.0
+"""The prior of the chance of something new: one in ten readings."""
+_HOUR, _DAY = 3600.0, 86400.0
 LONG_HALFLIFE = 10_000.0
 """The seasonal detector's long calibration memory under this one, unless a rule sets it."""
 
@@ -95,13 +107,13 @@ class NoveltyParams(BaseModel):
     novel_floor: float = Field(default=0.6, gt=0, le=1)
     """The least score of a novel reading, on a series where new values are rare."""
     novel_every: float = Field(default=400.0, gt=1)
-    """New bins at most once in this many readings (lately) are rare: the floor in full."""
+    """New values at most once in this many readings (lately) are rare: the floor in full."""
     max_span: int = Field(default=20, ge=2)
     """Bins the usual values may span; past it, bins merge in pairs (the width doubles)."""
     familiar_visits: float = Field(default=2.0, gt=0)
     """Visits (decayed) that make a bin's values familiar."""
     familiar_halflife: float = Field(default=2000.0, ge=1)
-    """Half-life, in readings, of the visit counts."""
+    """Half-life, in readings, of the visit counts and of the counts of new values."""
     familiar_damp: float = Field(default=0.5, ge=0, le=1)
     """What a familiar value's seasonal score is multiplied by, on a series with no season."""
 
@@ -116,6 +128,7 @@ class NoveltyParams(BaseModel):
 
     @cached_property
     def _log_every(self) -> float:
+        """``log10(novel_every)``: the rarity, in powers of ten, that earns the full floor."""
         return math.log10(self.novel_every)
 
     @cached_property
@@ -123,13 +136,18 @@ class NoveltyParams(BaseModel):
         """The growth of the weight of a visit from one reading to the next."""
         return math.pow(2.0, 1.0 / self.familiar_halflife)
 
+    @cached_property
+    def _memory(self) -> float:
+        """The most a decayed count of readings reaches: about 1.44 half-lives of readings."""
+        return self._grow / (self._grow - 1.0)
+
 
 @dataclass(slots=True)
 class NoveltyState:
     """The seasonal state, the range, the visited bins with their decayed visit counts (in units
-    of ``w``, the weight of the latest visit), the readings since the last novelty, and the
-    decayed counts of readings and of visits to a new bin since the range was fixed (in units
-    of ``w`` too)."""
+    of ``w``, the weight of the latest visit), the readings since the last novelty, the decayed
+    counts (in units of ``w`` too) of the readings since the range was fixed and of those that
+    were new (to the bins, to their hour), and the range each hour of the day took."""
 
     seasonal: AnomalyState | None
     n: int
@@ -139,26 +157,26 @@ class NoveltyState:
     bins: dict[int, float]
     w: float
     since: int  # readings since the last novel one (or since the range was fixed)
-    seen: float = 0.0
-    fresh: float = 0.0
+    readings: float = 0.0
+    new_bins: float = 0.0
+    new_to_hour: float = 0.0
+    """Readings that visited a new bin; readings more than a bin outside their hour's range."""
+    hour_lo: list[float] = field(default_factory=lambda: [math.inf] * 24)
+    hour_hi: list[float] = field(default_factory=lambda: [-math.inf] * 24)
+    """The lowest and highest value taken at each hour of the day (UTC) since the range was
+    fixed (inverted while none)."""
 
     @classmethod
     def new(cls) -> NoveltyState:
         return cls(None, 0, math.inf, -math.inf, 0.0, {}, 1.0, 0)
 
     def copy(self) -> NoveltyState:
-        seasonal = None if self.seasonal is None else self.seasonal.copy()
-        return NoveltyState(
-            seasonal,
-            self.n,
-            self.lo,
-            self.hi,
-            self.width,
-            dict(self.bins),
-            self.w,
-            self.since,
-            self.seen,
-            self.fresh,
+        return replace(
+            self,
+            seasonal=None if self.seasonal is None else self.seasonal.copy(),
+            bins=dict(self.bins),
+            hour_lo=list(self.hour_lo),
+            hour_hi=list(self.hour_hi),
         )
 
     def bin(self, value: float) -> int:
@@ -168,27 +186,37 @@ class NoveltyState:
         """The decayed visits of bin ``q`` so far."""
         return self.bins.get(q, 0.0) / self.w
 
-    def new_rate(self) -> float:
-        """The chance that a reading visits a new bin, from the decayed counts so far and a
-        prior of one in ten."""
-        return (self.fresh / self.w + 1.0) / (self.seen / self.w + 10.0)
+    def chance(self, new: float) -> float:
+        """The chance of something new in a reading, from its decayed count ``new``
+        (``new_bins`` or ``new_to_hour``) against the readings, with a prior of one in ten."""
+        return (new / self.w + _PRIOR_NEW) / (self.readings / self.w + _PRIOR_READINGS)
 
-    def visit(self, q: int, grow: float, max_span: int) -> None:
-        """Count a visit of bin ``q``. A new bin may widen the bins: while the bins holding all
-        but the rarest ``_TAIL`` of the visits (at each end) span over ``max_span``, they merge in
-        pairs. So a single glitch, far out and visited once, does not coarsen them."""
+    def outside_hour(self, h: int, value: float) -> bool:
+        """Whether ``value`` lies more than a bin outside what hour ``h`` has taken (False
+        while the hour has taken nothing)."""
+        lo, hi = self.hour_lo[h], self.hour_hi[h]
+        return lo <= hi and not lo - self.width <= value <= hi + self.width
+
+    def visit(self, q: int, grow: float, max_span: int, outside_hour: bool) -> None:
+        """Count a reading in bin ``q`` (``outside_hour``: outside its hour's range). A new bin
+        may widen the bins: while the bins holding all but the rarest ``_TAIL`` of the visits
+        (at each end) span over ``max_span``, they merge in pairs. So a single glitch, far out
+        and visited once, does not coarsen them."""
         self.w *= grow
         if self.w > 1e6:  # keep the decayed counts in range
             self.bins = {b: c / self.w for b, c in self.bins.items()}
-            self.seen, self.fresh = self.seen / self.w, self.fresh / self.w
+            self.readings /= self.w
+            self.new_bins /= self.w
+            self.new_to_hour /= self.w
             self.w = 1.0
-        new = q not in self.bins
-        self.bins[q] = self.bins.get(q, 0.0) + self.w
-        self.seen += self.w
-        if new:
-            self.fresh += self.w
-        if not new:
+        self.readings += self.w
+        if outside_hour:
+            self.new_to_hour += self.w
+        if q in self.bins:
+            self.bins[q] += self.w
             return
+        self.bins[q] = self.w
+        self.new_bins += self.w
         low, high = self.usual()
         while high - low + 1 > max_span:
             merged: dict[int, float] = {}
@@ -228,44 +256,80 @@ class NoveltyState:
             "bins": [[b, self.bins[b]] for b in sorted(self.bins)],
             "w": self.w,
             "since": self.since,
-            "seen": self.seen,
-            "fresh": self.fresh,
+            "readings": self.readings,
+            "new_bins": self.new_bins,
+            "new_to_hour": self.new_to_hour,
+            "hours": [
+                [lo, hi] if lo <= hi else None
+                for lo, hi in zip(self.hour_lo, self.hour_hi, strict=True)
+            ],
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> NoveltyState:
+    def from_json(cls, data: dict[str, Any], memory: float) -> NoveltyState:
+        """The state :meth:`to_json` gave; ``memory`` (:attr:`NoveltyParams._memory`) scales
+        the counts of new values adopted from a state that predates them."""
         if "seasonal" not in data and "lvl_n" in data:  # a seasonal detector's state: adopt it
             seasonal = AnomalyState.from_json(data)
             return cls(seasonal, 0, math.inf, -math.inf, 0.0, {}, 1.0, 0)
         version = data.get("v")
-        if version not in (1, 2, _VERSION):
-            raise ValueError(f"novelty state: v: expected 1 to {_VERSION}, got {version!r}")
+        if version not in (1, _VERSION):
+            raise ValueError(f"novelty state: v: expected 1 or {_VERSION}, got {version!r}")
         try:
             seasonal = data["seasonal"]
             if version == 1:  # visited bins without counts: one visit each
                 bins, w = {int(b): 1.0 for b in data["bins"]}, 1.0
             else:
                 bins, w = {int(b): float(c) for b, c in data["bins"]}, float(data["w"])
-            if version == _VERSION:
-                seen, fresh = float(data["seen"]), float(data["fresh"])
-            else:  # no counts of new bins: each bin was new once, every reading was seen
-                seen, fresh = w * int(data["n"]), w * len(bins)
-            return cls(
+            n, width = int(data["n"]), float(data["width"])
+            state = cls(
                 None if seasonal is None else AnomalyState.from_json(seasonal),
-                int(data["n"]),
+                n,
                 math.inf if data["lo"] is None else float(data["lo"]),
                 -math.inf if data["hi"] is None else float(data["hi"]),
-                float(data["width"]),
+                width,
                 bins,
                 w,
                 int(data["since"]),
-                seen,
-                fresh,
             )
         except KeyError as exc:
             raise ValueError(f"novelty state: {exc.args[0]}: missing") from None
         except (TypeError, ValueError) as exc:
             raise ValueError(f"novelty state: malformed: {exc}") from None
+        if "readings" not in data:  # before the counts: each bin was new once, lately
+            if width and n:
+                share = min(1.0, memory / n)
+                state.readings, state.new_bins = w * n * share, w * len(bins) * share
+            return state
+        state.readings = _count(data, "readings", math.inf)
+        state.new_bins = _count(data, "new_bins", state.readings)
+        state.new_to_hour = _count(data, "new_to_hour", state.readings)
+        hours = data.get("hours")
+        if not isinstance(hours, list) or len(hours) != 24:
+            raise ValueError(f"novelty state: hours: expected a list of 24, got {hours!r:.80}")
+        for h, taken in enumerate(hours):
+            if taken is None:
+                continue
+            try:
+                lo, hi = float(taken[0]), float(taken[1])
+            except (TypeError, ValueError, IndexError):
+                lo = hi = math.nan
+            if not lo <= hi or not math.isfinite(hi - lo):
+                raise ValueError(f"novelty state: hours[{h}]: malformed, got {taken!r:.80}")
+            state.hour_lo[h], state.hour_hi[h] = lo, hi
+        return state
+
+
+def _count(data: dict[str, Any], key: str, most: float) -> float:
+    """A decayed count of the state: a number from 0 to ``most``."""
+    value = data.get(key)
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not (0 <= value <= most and math.isfinite(value))
+    ):
+        raise ValueError(f"novelty state: {key}: malformed, got {value!r:.80}")
+    return float(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +359,14 @@ class Explanation:
     new_every: float | None = None
     """The series lately visited a new bin about once in this many readings (None before the
     range is fixed)."""
+    new_to_hour: bool = False
+    """On a seasonal series, the value lies more than a bin outside what its hour of the day
+    (UTC) has taken: a usual value at an unusual hour."""
+    hour: int = 0
+    hour_low: float | None = None
+    hour_high: float | None = None
+    """What the reading's hour of the day (``hour`` to ``hour + 1``, UTC) has taken since the
+    range was fixed (None while nothing)."""
 
     @property
     def text(self) -> str:
@@ -305,9 +377,20 @@ class Explanation:
             + f" once in {self.rarity:,.0f} readings",
         ]
         if self.novel and self.seen_low is not None and self.seen_high is not None:
+            lately = (
+                ""
+                if self.new_every is None
+                else f", new values about once in {self.new_every:,.0f} readings lately"
+            )
             parts.append(
-                f"a value never seen before (seen {self.seen_low:.4g} to {self.seen_high:.4g}, "
-                f"new values about once in {self.new_every or 0:,.0f} readings lately)"
+                f"a value never seen before (seen {self.seen_low:.4g} to {self.seen_high:.4g}"
+                f"{lately})"
+            )
+        if self.new_to_hour and self.hour_low is not None and self.hour_high is not None:
+            parts.append(
+                f"a value new to this hour of the day (between {self.hour:02d}:00 and "
+                f"{(self.hour + 1) % 24:02d}:00 UTC it took {self.hour_low:.4g} to "
+                f"{self.hour_high:.4g})"
             )
         if self.familiar:
             parts.append("a value the series took often lately (its score is damped)")
@@ -319,9 +402,17 @@ class _Step(NamedTuple):
     seasonal: float
     novel: bool
     familiar: bool
+    new_to_hour: bool = False
 
 
 _NOTHING = _Step(0.0, 0.0, False, False)
+
+
+def _novel(p: NoveltyParams, chance: float, seasonal: float) -> float:
+    """The score of something new that came with ``chance`` a reading lately: at least a floor
+    that shrinks with the log of its rarity, ranked by the seasonal score above it."""
+    floor = p.novel_floor * min(1.0, -math.log10(chance) / p._log_every)
+    return floor + (1.0 - floor) * seasonal
 
 
 def _step(p: NoveltyParams, s: NoveltyState, ts: datetime, value: float) -> _Step:
@@ -339,13 +430,18 @@ def _step(p: NoveltyParams, s: NoveltyState, ts: datetime, value: float) -> _Ste
         return _Step(seasonal, seasonal, False, False)
     q = s.bin(value)
     visits = s.visits(q)
-    rate = s.new_rate()
-    s.visit(q, p._grow, p.max_span)
+    new_bin, new_to_hour = s.chance(s.new_bins), s.chance(s.new_to_hour)
+    h = int(ts.timestamp() % _DAY // _HOUR)
+    outside_hour = s.outside_hour(h, value)
+    s.visit(q, p._grow, p.max_span, outside_hour)
+    s.hour_lo[h], s.hour_hi[h] = min(s.hour_lo[h], value), max(s.hour_hi[h], value)
     s.since += 1
     if visits == 0.0 and s.since > p.quiet_readings:
         s.since = 0
-        floor = p.novel_floor * min(1.0, -math.log10(rate) / p._log_every)
-        return _Step(floor + (1.0 - floor) * seasonal, seasonal, True, False)
+        return _Step(_novel(p, new_bin, seasonal), seasonal, True, False)
+    if outside_hour and s.seasonal.model != 0 and s.since > p.quiet_readings:
+        s.since = 0  # a usual value at an unusual hour: novel on a seasonal series
+        return _Step(_novel(p, new_to_hour, seasonal), seasonal, False, False, True)
     if visits >= p.familiar_visits and s.seasonal.model == 0:
         return _Step(seasonal * p.familiar_damp, seasonal, False, True)
     return _Step(seasonal, seasonal, False, False)
@@ -357,7 +453,11 @@ class NoveltyDetector:
 
     def __init__(self, params: NoveltyParams | None = None, state: Any = None) -> None:
         self.params = params or NoveltyParams()
-        self._state = NoveltyState.new() if state is None else NoveltyState.from_json(state)
+        self._state = (
+            NoveltyState.new()
+            if state is None
+            else NoveltyState.from_json(state, self.params._memory)
+        )
         self._scored: tuple[Point, NoveltyState, _Step] | None = None
 
     def _score(self, x: Point) -> tuple[NoveltyState, _Step]:
@@ -392,6 +492,8 @@ class NoveltyDetector:
             if low > high:
                 low, high = min(s.bins), max(s.bins)
             seen = (s.lo + low * s.width, s.lo + (high + 1) * s.width)
+        h = int(x[0].timestamp() % _DAY // _HOUR)
+        taken = s.hour_lo[h] <= s.hour_hi[h]
         return Explanation(
             score=step.score,
             seasonal_score=step.seasonal,
@@ -404,7 +506,11 @@ class NoveltyDetector:
             familiar=step.familiar,
             seen_low=None if seen is None else seen[0],
             seen_high=None if seen is None else seen[1],
-            new_every=None if s.width == 0.0 else 1.0 / s.new_rate(),
+            new_every=None if s.width == 0.0 else 1.0 / s.chance(s.new_bins),
+            new_to_hour=step.new_to_hour,
+            hour=h,
+            hour_low=s.hour_lo[h] if taken else None,
+            hour_high=s.hour_hi[h] if taken else None,
         )
 
     def to_json(self) -> dict[str, Any] | None:

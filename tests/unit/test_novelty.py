@@ -72,13 +72,35 @@ def test_a_new_value_is_less_surprising_on_a_series_that_keeps_finding_new_value
         detector = trained(values[:n])
         why = detector.explain_one((T0 + n * STEP, 21.05))  # just past the range
         assert why.novel and why.new_every is not None and why.seasonal_score < 0.5
-        floor = params.novel_floor * min(1.0, math.log10(why.new_every) / math.log10(400))
+        floor = params.novel_floor * min(
+            1.0, math.log10(why.new_every) / math.log10(params.novel_every)
+        )
         assert why.score == pytest.approx(floor + (1.0 - floor) * why.seasonal_score)
         assert (floor == params.novel_floor) is (why.new_every >= params.novel_every)
         assert f"new values about once in {why.new_every:,.0f} readings" in why.text
         scores[n] = why.new_every, why.score
     assert scores[700][0] < 50 < params.novel_every < scores[6000][0]
     assert scores[700][1] < scores[6000][1]
+
+
+def test_a_daily_peak_that_does_not_come_is_new_to_its_hour_on_a_seasonal_series_only() -> None:
+    rng = random.Random(4)
+    n = 14 * 288 + 8 * 12  # two weeks of a daily plateau from 08:00 to 18:00 UTC, to 08:00
+    values = [(85.0 if 8 <= i % 288 / 12 < 18 else 20.0) + rng.gauss(0, 2) for i in range(n)]
+    at = T0 + n * STEP
+    detector = trained(values)
+    why = detector.explain_one((at, 20.0))  # the night's value at 08:00: the plateau is late
+    assert why.new_to_hour and not why.novel and why.model == "hour of day"
+    assert why.seasonal_score < 0.2 < 0.5 < why.score
+    assert why.hour == 8 and why.hour_low is not None and why.hour_high is not None
+    assert 75.0 < why.hour_low < 85.0 < why.hour_high < 95.0
+    assert "new to this hour of the day (between 08:00 and 09:00 UTC it took" in why.text
+    usual = detector.explain_one((at, 85.0))
+    assert not usual.new_to_hour and usual.score < why.score
+    # judged by its level alone, the same series has no hours: the same value is usual
+    flat = trained(values, NoveltyParams(seasonal=AnomalyParams(season="none")))
+    why = flat.explain_one((at, 20.0))
+    assert not why.new_to_hour and why.score < 0.1
 
 
 def test_bins_merge_as_the_range_grows_so_a_flat_start_does_not_make_every_value_novel() -> None:
@@ -144,7 +166,8 @@ def test_visit_counts_stay_in_range() -> None:
         data = detector.to_json()
         assert data is not None and 1.0 <= data["w"] <= 1e6
         assert all(0.0 <= c / data["w"] <= 2.0 + 1e-9 for _, c in data["bins"])  # 1 + 1/2 + ...
-        assert 0.0 <= data["fresh"] <= data["seen"] <= 2.0 * data["w"] + 1e-9
+        assert 0.0 <= data["new_bins"] <= data["readings"] <= 2.0 * data["w"] + 1e-9
+        assert 0.0 <= data["new_to_hour"] <= data["readings"]
 
 
 def test_merged_bins_keep_the_values_below_the_range() -> None:
@@ -195,6 +218,24 @@ def test_a_malformed_state_is_refused_by_name() -> None:
     assert data is not None
     with pytest.raises(ValueError, match="malformed"):
         NoveltyDetector(None, {**data, "bins": [[0, None]]})
+    with pytest.raises(ValueError, match="hours: expected a list of 24"):
+        NoveltyDetector(None, {**data, "hours": data["hours"][1:]})
+    for bad in (["x", 1.0], [2.0, 1.0], [1.0], [0.0, math.inf]):
+        with pytest.raises(ValueError, match=r"hours\[3\]: malformed"):
+            NoveltyDetector(None, {**data, "hours": [*data["hours"][:3], bad, *data["hours"][4:]]})
+    readings = data["readings"]
+    wrongs: tuple[tuple[str, object], ...] = (
+        ("readings", -1.0),
+        ("readings", math.nan),
+        ("readings", math.inf),
+        ("readings", "12"),
+        ("new_bins", readings * 2),  # more new bins than readings
+        ("new_to_hour", -0.5),
+        ("new_to_hour", True),
+    )
+    for key, wrong in wrongs:
+        with pytest.raises(ValueError, match=f"{key}: malformed"):
+            NoveltyDetector(None, {**data, key: wrong})
     with pytest.raises(ValueError, match="lvl_n: malformed"):
         SeasonalDetector(None, {**data["seasonal"], "lvl_n": [1, {}]})
 
@@ -209,14 +250,53 @@ def test_a_version_1_state_is_adopted() -> None:
     assert adopted.score_one((T0 + 1000 * STEP, 20.0)) < 0.5
 
 
-def test_a_version_2_state_is_adopted_with_every_bin_new_once() -> None:
-    data = trained(noisy(1000)).to_json()
-    assert data is not None and data["v"] == 3
-    old = {k: v for k, v in data.items() if k not in ("seen", "fresh")} | {"v": 2}
-    adopted = NoveltyDetector(None, old).to_json()
-    assert adopted is not None
-    assert adopted["seen"] == data["w"] * data["n"]
-    assert adopted["fresh"] == data["w"] * len(data["bins"])
+def test_a_state_before_the_counts_of_new_values_is_adopted_with_every_bin_new_once() -> None:
+    params = NoveltyParams()
+    counts = ("readings", "new_bins", "new_to_hour", "hours")
+    for n in (1000, 20_000):
+        data = trained(noisy(n)).to_json()
+        assert data is not None and data["v"] == 2
+        old = {k: v for k, v in data.items() if k not in counts}
+        adopted = NoveltyDetector(None, old).to_json()
+        assert adopted is not None
+        share = min(1.0, params._memory / n)  # a decayed count cannot exceed the memory
+        assert adopted["readings"] == pytest.approx(data["w"] * n * share)
+        assert adopted["new_bins"] == pytest.approx(data["w"] * len(data["bins"]) * share)
+        assert adopted["hours"] == [None] * 24 and adopted["new_to_hour"] == 0.0
+    young = trained(noisy(100)).to_json()  # the range is not fixed yet: nothing counted
+    assert young is not None and young["width"] == 0.0
+    adopted = NoveltyDetector(None, {k: v for k, v in young.items() if k not in counts}).to_json()
+    assert adopted is not None and adopted["readings"] == adopted["new_bins"] == 0.0
+
+
+def test_the_state_round_trips_through_json() -> None:
+    values = noisy(3000)
+    values[2000:2005] = [30.0] * 5
+    detector = trained(values[:2500])
+    again = NoveltyDetector(None, json.loads(json.dumps(detector.to_json())))
+    assert again.to_json() == detector.to_json()
+    rest = points(values[2500:], start=2500)
+    assert score_series(again, rest) == score_series(detector, rest)
+
+
+def test_new_values_are_counted_in_the_units_of_the_visits_with_a_prior_of_one_in_ten() -> None:
+    params = NoveltyParams(
+        range_readings=10, quiet_readings=0, max_span=10**6, familiar_halflife=1e9
+    )
+    values = [float(i) for i in range(10)]  # the range: 0 to 9, a bin of 0.9
+    values += [100.0, 200.0, 300.0, 400.0, 500.0]  # five readings, each in a new bin
+    detector = trained(values, params)
+    data = detector.to_json()
+    assert data is not None
+    assert data["readings"] / data["w"] == pytest.approx(5.0)
+    assert data["new_bins"] / data["w"] == pytest.approx(5.0)
+    score_series(detector, points([100.0, 200.0, 300.0], start=len(values)))  # three repeats
+    data = detector.to_json()
+    assert data is not None
+    assert data["readings"] / data["w"] == pytest.approx(8.0)
+    assert data["new_bins"] / data["w"] == pytest.approx(5.0)
+    why = detector.explain_one((T0 + 100 * STEP, 600.0))
+    assert why.new_every == pytest.approx((8.0 + 10.0) / (5.0 + 1.0))
 
 
 def test_the_score_explains_itself() -> None:
@@ -252,7 +332,7 @@ def test_state_json_is_rejected_when_incomplete() -> None:
     assert data is not None
     with pytest.raises(ValueError, match="bins"):
         NoveltyDetector(None, {k: v for k, v in data.items() if k != "bins"})
-    with pytest.raises(ValueError, match="v"):
+    with pytest.raises(ValueError, match="v: expected 1 or 2, got 99"):
         NoveltyDetector(None, {**data, "v": 99})
     assert json.loads(json.dumps(data)) == data
 
