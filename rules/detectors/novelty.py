@@ -32,7 +32,9 @@ borrows that idea in its simplest form, one value at a time:
   day or of the week), a reading more than a bin outside the range its hour of the day (UTC)
   took since the range was fixed is novel too, with a floor from how often readings fell
   outside their hour's range lately: a usual value at an unusual hour, such as a daily peak
-  that does not come;
+  that does not come. The range's edges move toward the values the hour takes
+  (``_HOUR_RELAX``), so a glitch is forgotten. Only while the seasonal detector judges by the
+  hours: a square daily wave may go back to its level forecast after a few weeks;
 - *quiet*: after a novel reading, and for the first ``quiet_readings`` readings after the range
   is fixed, new values are learned without raising the score, so one excursion gives one alert
   (ARTime's mask, as a count of readings);
@@ -73,6 +75,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rules.detectors.base import Point
 from rules.detectors.seasonal import AnomalyParams, AnomalyState, expectation, score
+from rules.detectors.seasonal_state import _DAY, _HOUR
 
 __all__ = ["Explanation", "NoveltyDetector", "NoveltyParams", "NoveltyState"]
 
@@ -87,7 +90,10 @@ _KEPT = 4
 """Bins kept, in spans of ``max_span``: past it, the least visited are forgotten."""
 _PRIOR_NEW, _PRIOR_READINGS = 1.0, 10.0
 """The prior of the chance of something new: one in ten readings."""
-_HOUR, _DAY = 3600.0, 86400.0
+_HOUR_RELAX = 0.003
+"""How far the edges of an hour's range move toward each value the hour takes inside them: a
+glitch or a level left behind is half forgotten after about 230 readings at that hour (three
+weeks of readings every 5 minutes, eight months of hourly ones)."""
 LONG_HALFLIFE = 10_000.0
 """The seasonal detector's long calibration memory under this one, unless a rule sets it."""
 
@@ -158,13 +164,16 @@ class NoveltyState:
     w: float
     since: int  # readings since the last novel one (or since the range was fixed)
     readings: float = 0.0
+    """Readings since the range was fixed (decayed, as the counts below)."""
     new_bins: float = 0.0
+    """Readings that visited a new bin."""
     new_to_hour: float = 0.0
-    """Readings that visited a new bin; readings more than a bin outside their hour's range."""
+    """Readings more than a bin outside their hour's range."""
     hour_lo: list[float] = field(default_factory=lambda: [math.inf] * 24)
+    """The lowest value each hour of the day (UTC) took since the range was fixed, relaxed
+    toward its later values (``_HOUR_RELAX``); inf while none."""
     hour_hi: list[float] = field(default_factory=lambda: [-math.inf] * 24)
-    """The lowest and highest value taken at each hour of the day (UTC) since the range was
-    fixed (inverted while none)."""
+    """The highest, likewise; -inf while none."""
 
     @classmethod
     def new(cls) -> NoveltyState:
@@ -197,11 +206,18 @@ class NoveltyState:
         lo, hi = self.hour_lo[h], self.hour_hi[h]
         return lo <= hi and not lo - self.width <= value <= hi + self.width
 
-    def visit(self, q: int, grow: float, max_span: int, outside_hour: bool) -> None:
-        """Count a reading in bin ``q`` (``outside_hour``: outside its hour's range). A new bin
-        may widen the bins: while the bins holding all but the rarest ``_TAIL`` of the visits
-        (at each end) span over ``max_span``, they merge in pairs. So a single glitch, far out
-        and visited once, does not coarsen them."""
+    def take(self, h: int, value: float) -> None:
+        """Widen hour ``h``'s range to ``value``; the edges it lies within move toward it."""
+        lo, hi = self.hour_lo[h], self.hour_hi[h]
+        if lo <= hi:
+            lo += _HOUR_RELAX * max(value - lo, 0.0)
+            hi -= _HOUR_RELAX * max(hi - value, 0.0)
+        self.hour_lo[h], self.hour_hi[h] = min(lo, value), max(hi, value)
+
+    def visit(self, q: int, grow: float, max_span: int) -> None:
+        """Count a reading in bin ``q``. A new bin may widen the bins: while the bins holding all
+        but the rarest ``_TAIL`` of the visits (at each end) span over ``max_span``, they merge in
+        pairs. So a single glitch, far out and visited once, does not coarsen them."""
         self.w *= grow
         if self.w > 1e6:  # keep the decayed counts in range
             self.bins = {b: c / self.w for b, c in self.bins.items()}
@@ -210,8 +226,6 @@ class NoveltyState:
             self.new_to_hour /= self.w
             self.w = 1.0
         self.readings += self.w
-        if outside_hour:
-            self.new_to_hour += self.w
         if q in self.bins:
             self.bins[q] += self.w
             return
@@ -266,9 +280,9 @@ class NoveltyState:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], memory: float) -> NoveltyState:
-        """The state :meth:`to_json` gave; ``memory`` (:attr:`NoveltyParams._memory`) scales
-        the counts of new values adopted from a state that predates them."""
+    def from_json(cls, data: dict[str, Any], params: NoveltyParams) -> NoveltyState:
+        """The state :meth:`to_json` gave; ``params`` scale the counts of new values adopted
+        from a state that predates them."""
         if "seasonal" not in data and "lvl_n" in data:  # a seasonal detector's state: adopt it
             seasonal = AnomalyState.from_json(data)
             return cls(seasonal, 0, math.inf, -math.inf, 0.0, {}, 1.0, 0)
@@ -296,37 +310,39 @@ class NoveltyState:
             raise ValueError(f"novelty state: {exc.args[0]}: missing") from None
         except (TypeError, ValueError) as exc:
             raise ValueError(f"novelty state: malformed: {exc}") from None
-        if "readings" not in data:  # before the counts: each bin was new once, lately
-            if width and n:
-                share = min(1.0, memory / n)
-                state.readings, state.new_bins = w * n * share, w * len(bins) * share
+        if "readings" not in data:  # before the counts (the hours go with them): adopt
+            counted = n - params.range_readings  # readings since the range was fixed
+            if width and counted > 0:
+                state.readings = w * params._memory * (1.0 - params._grow**-counted)
+                state.new_bins = len(bins) * state.readings / counted  # each bin new once
             return state
-        state.readings = _count(data, "readings", math.inf)
-        state.new_bins = _count(data, "new_bins", state.readings)
-        state.new_to_hour = _count(data, "new_to_hour", state.readings)
+        state.readings = _number(data, "readings", 0.0, math.inf)
+        state.new_bins = _number(data, "new_bins", 0.0, state.readings)
+        state.new_to_hour = _number(data, "new_to_hour", 0.0, state.readings)
         hours = data.get("hours")
         if not isinstance(hours, list) or len(hours) != 24:
             raise ValueError(f"novelty state: hours: expected a list of 24, got {hours!r:.80}")
         for h, taken in enumerate(hours):
             if taken is None:
                 continue
-            try:
-                lo, hi = float(taken[0]), float(taken[1])
-            except (TypeError, ValueError, IndexError):
-                lo = hi = math.nan
-            if not lo <= hi or not math.isfinite(hi - lo):
-                raise ValueError(f"novelty state: hours[{h}]: malformed, got {taken!r:.80}")
-            state.hour_lo[h], state.hour_hi[h] = lo, hi
+            key = f"hours[{h}]"
+            if not isinstance(taken, list) or len(taken) != 2:
+                raise ValueError(f"novelty state: {key}: malformed, got {taken!r:.80}")
+            lo = _number({key: taken[0]}, key, -math.inf, math.inf)
+            state.hour_lo[h] = lo
+            state.hour_hi[h] = _number({key: taken[1]}, key, lo, math.inf)
         return state
 
 
-def _count(data: dict[str, Any], key: str, most: float) -> float:
-    """A decayed count of the state: a number from 0 to ``most``."""
-    value = data.get(key)
+def _number(data: dict[str, Any], key: str, least: float, most: float) -> float:
+    """``data[key]``: a finite number from ``least`` to ``most``, or a ValueError naming it."""
+    if key not in data:
+        raise ValueError(f"novelty state: {key}: missing")
+    value = data[key]
     if (
         not isinstance(value, int | float)
         or isinstance(value, bool)
-        or not (0 <= value <= most and math.isfinite(value))
+        or not (least <= value <= most and math.isfinite(value))
     ):
         raise ValueError(f"novelty state: {key}: malformed, got {value!r:.80}")
     return float(value)
@@ -356,17 +372,18 @@ class Explanation:
     seen_high: float | None
     """The usual range of the visited bins, the rarest visits at each end left out (None before
     the range is fixed)."""
-    new_every: float | None = None
-    """The series lately visited a new bin about once in this many readings (None before the
-    range is fixed)."""
-    new_to_hour: bool = False
+    new_to_hour: bool
     """On a seasonal series, the value lies more than a bin outside what its hour of the day
     (UTC) has taken: a usual value at an unusual hour."""
-    hour: int = 0
-    hour_low: float | None = None
-    hour_high: float | None = None
-    """What the reading's hour of the day (``hour`` to ``hour + 1``, UTC) has taken since the
-    range was fixed (None while nothing)."""
+    new_every: float | None
+    """Lately something new came about once in this many readings: a value in a new bin, or
+    for a value new to its hour, a value outside its hour's range (None before the range is
+    fixed)."""
+    hour: int
+    """The reading's hour of the day (UTC): from ``hour``:00 to the next."""
+    hour_low: float | None
+    hour_high: float | None
+    """The range that hour took (None while none)."""
 
     @property
     def text(self) -> str:
@@ -376,12 +393,12 @@ class Explanation:
             ("a deviation rarer than" if self.seasonal_score >= 1.0 else "a deviation about")
             + f" once in {self.rarity:,.0f} readings",
         ]
+        lately = (
+            ""
+            if self.new_every is None
+            else f", such values about once in {self.new_every:,.0f} readings lately"
+        )
         if self.novel and self.seen_low is not None and self.seen_high is not None:
-            lately = (
-                ""
-                if self.new_every is None
-                else f", new values about once in {self.new_every:,.0f} readings lately"
-            )
             parts.append(
                 f"a value never seen before (seen {self.seen_low:.4g} to {self.seen_high:.4g}"
                 f"{lately})"
@@ -390,7 +407,7 @@ class Explanation:
             parts.append(
                 f"a value new to this hour of the day (between {self.hour:02d}:00 and "
                 f"{(self.hour + 1) % 24:02d}:00 UTC it took {self.hour_low:.4g} to "
-                f"{self.hour_high:.4g})"
+                f"{self.hour_high:.4g}{lately})"
             )
         if self.familiar:
             parts.append("a value the series took often lately (its score is damped)")
@@ -406,6 +423,11 @@ class _Step(NamedTuple):
 
 
 _NOTHING = _Step(0.0, 0.0, False, False)
+
+
+def _hour_of_day(ts: datetime) -> int:
+    """The hour of the day in UTC, as the seasonal detector counts it."""
+    return int(ts.timestamp() % _DAY // _HOUR)
 
 
 def _novel(p: NoveltyParams, chance: float, seasonal: float) -> float:
@@ -430,18 +452,22 @@ def _step(p: NoveltyParams, s: NoveltyState, ts: datetime, value: float) -> _Ste
         return _Step(seasonal, seasonal, False, False)
     q = s.bin(value)
     visits = s.visits(q)
-    new_bin, new_to_hour = s.chance(s.new_bins), s.chance(s.new_to_hour)
-    h = int(ts.timestamp() % _DAY // _HOUR)
+    p_bin, p_hour = s.chance(s.new_bins), s.chance(s.new_to_hour)
+    h = _hour_of_day(ts)
     outside_hour = s.outside_hour(h, value)
-    s.visit(q, p._grow, p.max_span, outside_hour)
-    s.hour_lo[h], s.hour_hi[h] = min(s.hour_lo[h], value), max(s.hour_hi[h], value)
+    s.visit(q, p._grow, p.max_span)
+    if outside_hour:
+        s.new_to_hour += s.w
+    s.take(h, value)
     s.since += 1
+    # Both kinds of novelty share the quiet period: one excursion, one alert (an hour's own
+    # quiet period gave 82.7 on the NAB tuning half, against 83.3).
     if visits == 0.0 and s.since > p.quiet_readings:
         s.since = 0
-        return _Step(_novel(p, new_bin, seasonal), seasonal, True, False)
+        return _Step(_novel(p, p_bin, seasonal), seasonal, True, False)
     if outside_hour and s.seasonal.model != 0 and s.since > p.quiet_readings:
         s.since = 0  # a usual value at an unusual hour: novel on a seasonal series
-        return _Step(_novel(p, new_to_hour, seasonal), seasonal, False, False, True)
+        return _Step(_novel(p, p_hour, seasonal), seasonal, False, False, True)
     if visits >= p.familiar_visits and s.seasonal.model == 0:
         return _Step(seasonal * p.familiar_damp, seasonal, False, True)
     return _Step(seasonal, seasonal, False, False)
@@ -454,9 +480,7 @@ class NoveltyDetector:
     def __init__(self, params: NoveltyParams | None = None, state: Any = None) -> None:
         self.params = params or NoveltyParams()
         self._state = (
-            NoveltyState.new()
-            if state is None
-            else NoveltyState.from_json(state, self.params._memory)
+            NoveltyState.new() if state is None else NoveltyState.from_json(state, self.params)
         )
         self._scored: tuple[Point, NoveltyState, _Step] | None = None
 
@@ -492,8 +516,11 @@ class NoveltyDetector:
             if low > high:
                 low, high = min(s.bins), max(s.bins)
             seen = (s.lo + low * s.width, s.lo + (high + 1) * s.width)
-        h = int(x[0].timestamp() % _DAY // _HOUR)
+        h = _hour_of_day(x[0])
         taken = s.hour_lo[h] <= s.hour_hi[h]
+        new = None
+        if s.width:
+            new = 1.0 / s.chance(s.new_to_hour if step.new_to_hour else s.new_bins)
         return Explanation(
             score=step.score,
             seasonal_score=step.seasonal,
@@ -506,8 +533,8 @@ class NoveltyDetector:
             familiar=step.familiar,
             seen_low=None if seen is None else seen[0],
             seen_high=None if seen is None else seen[1],
-            new_every=None if s.width == 0.0 else 1.0 / s.chance(s.new_bins),
             new_to_hour=step.new_to_hour,
+            new_every=new,
             hour=h,
             hour_low=s.hour_lo[h] if taken else None,
             hour_high=s.hour_hi[h] if taken else None,

@@ -7,6 +7,7 @@ import json
 import math
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -14,7 +15,7 @@ from pydantic import ValidationError
 from benchmarks.nab import tuning_files
 from rules.alerting import AlertState
 from rules.detectors import AnomalyParams, NoveltyDetector, NoveltyParams, SeasonalDetector
-from rules.detectors.novelty import LONG_HALFLIFE
+from rules.detectors.novelty import LONG_HALFLIFE, NoveltyState
 from rules.kinds.anomaly import KIND, AnomalyRule
 from rules.testing import observation, score_series
 
@@ -77,21 +78,36 @@ def test_a_new_value_is_less_surprising_on_a_series_that_keeps_finding_new_value
         )
         assert why.score == pytest.approx(floor + (1.0 - floor) * why.seasonal_score)
         assert (floor == params.novel_floor) is (why.new_every >= params.novel_every)
-        assert f"new values about once in {why.new_every:,.0f} readings" in why.text
+        assert f"such values about once in {why.new_every:,.0f} readings" in why.text
         scores[n] = why.new_every, why.score
     assert scores[700][0] < 50 < params.novel_every < scores[6000][0]
     assert scores[700][1] < scores[6000][1]
 
 
+def plateaus(days: int, seed: int = 4) -> list[float]:
+    """A daily plateau from 08:00 to 18:00 UTC, every 5 minutes, for ``days`` days."""
+    rng = random.Random(seed)
+    return [(85.0 if 8 <= i % 288 / 12 < 18 else 20.0) + rng.gauss(0, 2) for i in range(days * 288)]
+
+
 def test_a_daily_peak_that_does_not_come_is_new_to_its_hour_on_a_seasonal_series_only() -> None:
-    rng = random.Random(4)
-    n = 14 * 288 + 8 * 12  # two weeks of a daily plateau from 08:00 to 18:00 UTC, to 08:00
-    values = [(85.0 if 8 <= i % 288 / 12 < 18 else 20.0) + rng.gauss(0, 2) for i in range(n)]
+    n = 7 * 288 + 8 * 12  # a week and the next day to 08:00
+    values = plateaus(8)[:n]
     at = T0 + n * STEP
     detector = trained(values)
     why = detector.explain_one((at, 20.0))  # the night's value at 08:00: the plateau is late
     assert why.new_to_hour and not why.novel and why.model == "hour of day"
     assert why.seasonal_score < 0.2 < 0.5 < why.score
+    # its floor: from how often readings fell outside their hour's range (not new bins)
+    data = detector.to_json()
+    assert data is not None and data["new_to_hour"] > 0.0 and why.new_every is not None
+    assert (
+        why.new_every
+        > 400
+        > (data["readings"] / data["w"] + 10) / (data["new_bins"] / data["w"] + 1)
+    )
+    floor = NoveltyParams().novel_floor * min(1.0, math.log10(why.new_every) / math.log10(400))
+    assert why.score == pytest.approx(floor + (1.0 - floor) * why.seasonal_score)
     assert why.hour == 8 and why.hour_low is not None and why.hour_high is not None
     assert 75.0 < why.hour_low < 85.0 < why.hour_high < 95.0
     assert "new to this hour of the day (between 08:00 and 09:00 UTC it took" in why.text
@@ -101,6 +117,48 @@ def test_a_daily_peak_that_does_not_come_is_new_to_its_hour_on_a_seasonal_series
     flat = trained(values, NoveltyParams(seasonal=AnomalyParams(season="none")))
     why = flat.explain_one((at, 20.0))
     assert not why.new_to_hour and why.score < 0.1
+
+
+def test_a_day_without_its_plateau_raises_one_alert_through_the_stored_state() -> None:
+    # as a rule runs it: the detector made again from its JSON for every reading
+    values = plateaus(15)
+    values[14 * 288 + 96 : 14 * 288 + 216] = [
+        20.0 + v - 85.0 for v in values[14 * 288 + 96 : 14 * 288 + 216]
+    ]
+    state: Any = None
+    new_to_hour = []
+    for x in points(values):
+        detector = NoveltyDetector(None, state)
+        new_to_hour.append(detector.explain_one(x).new_to_hour)
+        detector.learn_one(x)
+        state = json.loads(json.dumps(detector.to_json()))
+    assert new_to_hour[14 * 288 + 96] and sum(new_to_hour[14 * 288 :]) == 1
+
+
+def test_an_excursion_through_several_hours_raises_one_alert() -> None:
+    rng = random.Random(5)
+    values = [50 + 30 * math.sin(2 * math.pi * i / 288) + rng.gauss(0, 1) for i in range(15 * 288)]
+    flat = range(14 * 288 + 60, 14 * 288 + 120)  # 05:00 to 10:00, about the peak: the mean
+    for i in flat:
+        values[i] = 50.0 + rng.gauss(0, 1)
+    detector = NoveltyDetector()
+    new_to_hour = []
+    for x in points(values):
+        new_to_hour.append(detector.explain_one(x).new_to_hour)
+        detector.learn_one(x)
+    assert new_to_hour[flat[0]] and sum(new_to_hour[14 * 288 :]) == 1  # each hour was new
+
+
+def test_an_hours_range_forgets_a_glitch_as_the_hour_keeps_its_usual_values() -> None:
+    state = NoveltyState.new()
+    for value in (80.0, 90.0, 20.0):  # a glitch at 20
+        state.take(8, value)
+    assert state.hour_lo[8] == 20.0 and state.hour_hi[8] == pytest.approx(90.0 - 0.003 * 70.0)
+    for _ in range(230):
+        state.take(8, 85.0)
+    assert 50.0 < state.hour_lo[8] < 55.0 and 85.0 < state.hour_hi[8] < 88.0  # half way to 85
+    state.take(8, 95.0)
+    assert state.hour_hi[8] == 95.0  # a new high widens at once
 
 
 def test_bins_merge_as_the_range_grows_so_a_flat_start_does_not_make_every_value_novel() -> None:
@@ -220,9 +278,25 @@ def test_a_malformed_state_is_refused_by_name() -> None:
         NoveltyDetector(None, {**data, "bins": [[0, None]]})
     with pytest.raises(ValueError, match="hours: expected a list of 24"):
         NoveltyDetector(None, {**data, "hours": data["hours"][1:]})
-    for bad in (["x", 1.0], [2.0, 1.0], [1.0], [0.0, math.inf]):
+    bad_hours: list[object] = [
+        ["x", 1.0],
+        [2.0, 1.0],
+        [1.0],
+        [0.0, math.inf],
+        "12",
+        ["1", "2"],
+        [1, 2, 3],
+        [True, True],
+        {0: 1, 1: 2},
+    ]
+    for bad in bad_hours:
         with pytest.raises(ValueError, match=r"hours\[3\]: malformed"):
             NoveltyDetector(None, {**data, "hours": [*data["hours"][:3], bad, *data["hours"][4:]]})
+    far = [-9e307, 9e307]  # a series may take values this far apart: its state is kept
+    assert NoveltyDetector(None, {**data, "hours": [far] * 24}).to_json()["hours"] == [far] * 24  # type: ignore[index]
+    without = {k: v for k, v in data.items() if k != "new_bins"}
+    with pytest.raises(ValueError, match="new_bins: missing"):
+        NoveltyDetector(None, without)
     readings = data["readings"]
     wrongs: tuple[tuple[str, object], ...] = (
         ("readings", -1.0),
@@ -259,9 +333,12 @@ def test_a_state_before_the_counts_of_new_values_is_adopted_with_every_bin_new_o
         old = {k: v for k, v in data.items() if k not in counts}
         adopted = NoveltyDetector(None, old).to_json()
         assert adopted is not None
-        share = min(1.0, params._memory / n)  # a decayed count cannot exceed the memory
-        assert adopted["readings"] == pytest.approx(data["w"] * n * share)
-        assert adopted["new_bins"] == pytest.approx(data["w"] * len(data["bins"]) * share)
+        counted = n - params.range_readings  # readings since the range was fixed, decayed:
+        readings = params._memory * (1.0 - params._grow**-counted)  # at most the memory
+        assert readings < min(counted, params._memory)
+        assert adopted["readings"] == pytest.approx(data["w"] * readings)
+        share = len(data["bins"]) / counted  # each bin new once
+        assert adopted["new_bins"] == pytest.approx(data["w"] * readings * share)
         assert adopted["hours"] == [None] * 24 and adopted["new_to_hour"] == 0.0
     young = trained(noisy(100)).to_json()  # the range is not fixed yet: nothing counted
     assert young is not None and young["width"] == 0.0
