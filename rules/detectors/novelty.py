@@ -328,9 +328,9 @@ class NoveltyState:
             key = f"hours[{h}]"
             if not isinstance(taken, list) or len(taken) != 2:
                 raise ValueError(f"novelty state: {key}: malformed, got {taken!r:.80}")
-            lo = _number({key: taken[0]}, key, -math.inf, math.inf)
+            lo = _checked(taken[0], key, -math.inf, math.inf)
             state.hour_lo[h] = lo
-            state.hour_hi[h] = _number({key: taken[1]}, key, lo, math.inf)
+            state.hour_hi[h] = _checked(taken[1], key, lo, math.inf)
         return state
 
 
@@ -338,7 +338,11 @@ def _number(data: dict[str, Any], key: str, least: float, most: float) -> float:
     """``data[key]``: a finite number from ``least`` to ``most``, or a ValueError naming it."""
     if key not in data:
         raise ValueError(f"novelty state: {key}: missing")
-    value = data[key]
+    return _checked(data[key], key, least, most)
+
+
+def _checked(value: Any, key: str, least: float, most: float) -> float:
+    """``value`` (the state's ``key``): a finite number from ``least`` to ``most``."""
     if (
         not isinstance(value, int | float)
         or isinstance(value, bool)
@@ -452,9 +456,11 @@ def _step(p: NoveltyParams, s: NoveltyState, ts: datetime, value: float) -> _Ste
         return _Step(seasonal, seasonal, False, False)
     q = s.bin(value)
     visits = s.visits(q)
-    p_bin, p_hour = s.chance(s.new_bins), s.chance(s.new_to_hour)
     h = _hour_of_day(ts)
     outside_hour = s.outside_hour(h, value)
+    # the chances before this reading is counted, only where they may be needed
+    p_bin = s.chance(s.new_bins) if visits == 0.0 else 1.0
+    p_hour = s.chance(s.new_to_hour) if outside_hour else 1.0
     s.visit(q, p._grow, p.max_span)
     if outside_hour:
         s.new_to_hour += s.w
