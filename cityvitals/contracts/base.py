@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -69,12 +69,34 @@ _new = object.__new__
 _set = object.__setattr__
 
 
+class _AllFields(set[str]):
+    """The fields set of the models :func:`trusted` makes of one class: all of them, one set
+    shared by every such model. A set of eight names built for each model, and collected
+    after it, took about 1 µs (a scratch script: 1.65 µs a Reading made, 0.54 with the set
+    shared). Contracts are frozen, so pydantic never adds to it; a copy (``model_copy``,
+    ``copy.copy``) is a plain set of its own, and changing the shared one is refused."""
+
+    def __copy__(self) -> set[str]:
+        return set(self)
+
+    def _shared(self, *_args: object) -> NoReturn:
+        raise TypeError("the fields set of trusted models is shared: change a copy of it")
+
+    add = discard = remove = pop = clear = update = _shared
+    intersection_update = difference_update = symmetric_difference_update = _shared
+    __ior__ = __iand__ = __isub__ = __ixor__ = _shared
+
+
+_ALL_FIELDS: dict[type, _AllFields] = {}
+
+
 def trusted(cls: type[C], fields: dict[str, Any]) -> C:
     """A ``cls`` holding ``fields``, every one of its fields and each valid already (taken
     from models that were validated), made without validating them again: a stage makes
     several such per reading. ``model_copy`` and ``model_construct`` take twice as long.
     The keys are not checked, ``fields`` is kept (not copied), and no ``model_post_init``
-    runs: only for contracts that have none.
+    runs: only for contracts that have none. Its fields set (``model_fields_set``) is every
+    field, one set shared by the class's trusted models (:class:`_AllFields`).
 
     >>> from cityvitals.contracts import Reading
     >>> ts = datetime(2026, 7, 1, tzinfo=UTC)
@@ -83,9 +105,12 @@ def trusted(cls: type[C], fields: dict[str, Any]) -> C:
     >>> moved == r.model_copy(update={"place_path": ("c", "d1")}), moved.model_dump()["place_path"]
     (True, ('c', 'd1'))
     """
+    every = _ALL_FIELDS.get(cls)
+    if every is None:
+        every = _ALL_FIELDS[cls] = _AllFields(cls.model_fields)
     model = _new(cls)
     _set(model, "__dict__", fields)
-    _set(model, "__pydantic_fields_set__", set(fields))
+    _set(model, "__pydantic_fields_set__", every)
     _set(model, "__pydantic_extra__", None)
     _set(model, "__pydantic_private__", None)
     return model

@@ -121,3 +121,28 @@ def test_alert_id_must_be_a_hex_digest() -> None:
             ts=NOW,
             summary="s",
         )
+
+
+def test_a_trusted_model_behaves_as_a_validated_one() -> None:
+    import copy
+    import pickle
+
+    from cityvitals.contracts import trusted
+
+    made = Reading(device_id="a-1", ts=NOW, seq=3, values={"pm25": 4.0}, place_path=("c",))
+    a = trusted(Reading, dict(made.__dict__))
+    b = trusted(Reading, {**made.__dict__, "seq": 4})
+    assert a == made and a.model_dump_json() == made.model_dump_json()
+    assert a.model_dump(exclude_unset=True) == made.model_dump()  # every field was given
+    # The fields set is shared by the class's trusted models, and never changed through them.
+    assert a.model_fields_set is b.model_fields_set
+    with pytest.raises(TypeError, match="shared"):
+        a.model_fields_set.add("x")
+    with pytest.raises(TypeError, match="shared"):
+        a.model_fields_set |= {"x"}
+    assert a.model_fields_set == set(Reading.model_fields)
+    moved = a.model_copy(update={"seq": 9})
+    assert moved.seq == 9 and a.seq == 3 and type(moved.model_fields_set) is set
+    assert a.model_copy(deep=True) == a and copy.copy(a) == a
+    assert pickle.loads(pickle.dumps(a)) == a
+    assert b.model_fields_set == set(Reading.model_fields)  # untouched by the copies
