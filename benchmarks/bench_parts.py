@@ -60,6 +60,22 @@ def _cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def _waited_cpu_seconds() -> float:
+    """CPU seconds of this process's children that ended and were waited for (the load's
+    MQTT clients, once the run has waited for them)."""
+    import resource
+
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def _machine_ticks() -> tuple[int, int]:
+    """The machine's CPU ticks since boot, all cores: busy and in all (``/proc/stat``)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle and waiting for I/O
+    return sum(fields) - idle, sum(fields)
+
+
 def _stored(settings: Settings, prefix: str) -> int:
     with db.connect(settings) as conn:
         row = conn.execute(

@@ -167,3 +167,17 @@ def test_a_topic_is_read_from_two_before_each_partition_end_never_before_its_sta
         ("t", 1, 5),
         ("t", 2, 0),
     ]
+
+
+def test_the_load_clients_cpu_and_the_machines_busy_share_are_counted() -> None:
+    import subprocess
+    import sys
+
+    from benchmarks.bench_parts import _machine_ticks, _waited_cpu_seconds
+
+    before, ticks = _waited_cpu_seconds(), _machine_ticks()
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True)  # a client that works, then ends
+    assert _waited_cpu_seconds() - before >= 0.3
+    busy, total = (now - then for now, then in zip(_machine_ticks(), ticks, strict=True))
+    assert 0 < busy <= total  # the child's work is in the machine's busy ticks
