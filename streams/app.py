@@ -40,7 +40,7 @@ import time
 import weakref
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, TypeVar, cast
 
 import faust
@@ -52,6 +52,7 @@ from pydantic import BaseModel, ValidationError
 
 from cityvitals.contracts import (
     Alert,
+    CameraEvent,
     Device,
     Indicator,
     IndicatorBatch,
@@ -59,6 +60,7 @@ from cityvitals.contracts import (
     PlaceBatch,
     PlaceLevel,
     PlaceObservation,
+    Reading,
     ReadingBatch,
     WindowPartial,
 )
@@ -510,6 +512,7 @@ def create_app(
         judging = time.perf_counter() - started
         pending: list[Awaitable[Any]] = []
         if len(outcome.enriched):
+            metrics.backlog.inc(backlog(outcome.enriched))
             value = outcome.enriched.model_dump_json().encode()
             outbox[(readings_name, partition)].append((None, value))
         outbox[(alerts_name, partition)] += alert_records(outcome.alerts)
@@ -538,6 +541,15 @@ def create_app(
         put(device_state, changes)
         vitals = vitals_batches(source, msg.offset, outcome.partials, [])
         return _Handled(pending, len(outcome.enriched), changes, vitals, judging)
+
+    # When this process started, as its metrics say it (what the audit compares with).
+    started_s = registry.get_sample_value("process_start_time_seconds")
+    began = utc_now() if started_s is None else datetime.fromtimestamp(started_s, UTC)
+
+    def backlog(batch: ReadingBatch) -> int:
+        """Its items the gateway received before this process started, or at no known time."""
+        items: tuple[Reading | CameraEvent, ...] = (*batch.readings, *batch.camera_events)
+        return len([i for i in items if i.received_at is None or i.received_at < began])
 
     decoding, judging, handing, confirming = (
         metrics.group_seconds.labels(p) for p in ("decode", "judge", "hand", "confirm")

@@ -25,6 +25,13 @@ class StreamMetrics(StageMetrics):
             "out_of_order_total",
             "Readings stored but not judged: not newer than their device's newest, within grace",
         )
+        self.backlog = self.counter(
+            "backlog_total",
+            "Readings and camera events forwarded that the gateway received before this process "
+            "started (or that carry no time of receipt): a backlog held on readings.raw across a "
+            "restart. The audit leaves them out of its stream-to-database check, whose database "
+            "side counts what was received since the stream started",
+        )
         self.evaluations = self.counter(
             "rule_evaluations_total", "Rule evaluations (one rule judging one value or one tick)"
         )

@@ -7,7 +7,10 @@ The checks, hop by hop:
 - gateway → stream: what the gateway forwarded to Kafka the stream received (more is a
   replay, at least once; fewer is in transit or lost);
 - stream → database: readings and camera events stored (distinct natural keys) = forwarded by
-  the stream, less at most its out-of-order count (a duplicate or replay is stored once);
+  the stream, less at most its out-of-order count (a duplicate or replay is stored once). Both
+  sides count what the gateway received since the stream started: the database by each
+  row's time of receipt, the stream less its backlog (what it forwarded that was received
+  before it started, held on Kafka across a restart, or that carries no time of receipt);
 - dead letters stored = refusals counted, for every stage that dead-letters;
 - with what the devices published: published = stored + dead-lettered on the device path.
 
@@ -65,6 +68,9 @@ class Hop:
     out_of_order: int = 0
     undecodable: int = 0
     """Received Kafka messages that did not decode (counted as one each, not as readings)."""
+    backlog: int = 0
+    """Forwarded, but received by the gateway before this process started (or at no known
+    time): the stream's backlog across a restart."""
 
     @property
     def refused(self) -> int:
@@ -96,6 +102,9 @@ class Figures:
     window: Stored
     """The database since the time asked for (compared with ``published``)."""
     published: int | None = None
+    since_stream: Stored | None = None
+    """The database since the stream started (compared with what it forwarded, less its
+    backlog); ``since_start`` when not given."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,26 +167,29 @@ def _gateway_to_stream(hops: Mapping[str, Hop]) -> Line:
 
 
 def _stream_to_database(hops: Mapping[str, Hop], stored: Stored) -> Line:
+    """``stored``: the database since the stream started."""
     stream = hops["streams"]
-    what = f"stream → database: forwarded {stream.forwarded} = stored {stored.items}"
+    forwarded = stream.forwarded - stream.backlog
+    earlier = f" (less {stream.backlog} received before it started)" if stream.backlog else ""
+    what = f"stream → database: forwarded {forwarded}{earlier} = stored {stored.items}"
     restarted = _started_together(hops, ("streams", "sinks"))
     if restarted:
-        return Line(what, stream.forwarded, stored.items, None, f"not comparable: {restarted}")
-    missing = stream.forwarded - stored.items
+        return Line(what, forwarded, stored.items, None, f"not comparable: {restarted}")
+    missing = forwarded - stored.items
     if 0 <= missing <= stream.out_of_order:
         extra = f" ({missing} duplicates or replays stored once)" if missing else ""
-        return Line(what, stream.forwarded, stored.items, True, f"OK{extra}")
+        return Line(what, forwarded, stored.items, True, f"OK{extra}")
     if missing < 0:
         detail = (
             f"{-missing} stored but not forwarded by the stream (another writer, or counters reset)"
         )
-        return Line(what, stream.forwarded, stored.items, False, detail, -missing)
+        return Line(what, forwarded, stored.items, False, detail, -missing)
     gap = missing - stream.out_of_order
     detail = (
         f"{gap} forwarded by the stream but not stored (stream → database), "
         f"beyond {stream.out_of_order} out of order"
     )
-    return Line(what, stream.forwarded, stored.items, False, detail, gap)
+    return Line(what, forwarded, stored.items, False, detail, gap)
 
 
 def _deadletters(stage: str, hop: Hop, stored: Stored, restarted: str | None) -> Line:
@@ -219,7 +231,7 @@ def reconcile(figures: Figures) -> list[Line]:
     if "ingest" in hops and "streams" in hops:
         lines.append(_gateway_to_stream(hops))
     if "streams" in hops and "sinks" in hops:
-        lines.append(_stream_to_database(hops, figures.since_start))
+        lines.append(_stream_to_database(hops, figures.since_stream or figures.since_start))
     if "sinks" in hops:
         for stage in DEAD_LETTERING:
             if stage in hops:
@@ -276,6 +288,7 @@ def hops_from_exposition(text: str) -> dict[str, Hop]:
             started=when,
             in_flight=int(values.get(f"cityvitals_{stage}_inflight", 0)),
             out_of_order=int(values.get(f"cityvitals_{stage}_out_of_order_total", 0)),
+            backlog=int(values.get(f"cityvitals_{stage}_backlog_total", 0)),
             undecodable=sum(n for why, n in refused.items() if why.startswith("bad_"))
             if stage == "streams"
             else 0,

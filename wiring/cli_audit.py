@@ -99,7 +99,9 @@ def _figures(s: Settings, since: datetime | None, published: int | None) -> Figu
     first = min(starts) if starts else None
     since_start = read_stored(s, first)
     window = since_start if since is None or since == first else read_stored(s, since)
-    return Figures(hops, since_start, window, published)
+    stream = hops["streams"].started if "streams" in hops else None
+    since_stream = since_start if stream is None or stream == first else read_stored(s, stream)
+    return Figures(hops, since_start, window, published, since_stream)
 
 
 def _mark(line: Line) -> str:
@@ -118,6 +120,7 @@ def _as_json(figures: Figures, lines: list[Line], code: int) -> dict[str, Any]:
         "published": figures.published,
         "hops": {stage: hop(h) for stage, h in figures.hops.items()},
         "database_since_start": asdict(figures.since_start),
+        "database_since_stream": asdict(figures.since_stream or figures.since_start),
         "database_window": asdict(figures.window),
         "lines": [asdict(line) for line in lines],
         "note": RESTART_NOTE,

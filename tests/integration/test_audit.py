@@ -67,3 +67,43 @@ def test_audit_names_a_gap_when_more_was_published_than_arrived(pipeline: Pipeli
     assert code == 1
     (line,) = [line for line in report["lines"] if line["check"].startswith("published")]
     assert line["gap"] == 3 and "neither stored nor dead-lettered" in line["detail"]
+
+
+def test_a_backlog_received_before_the_stream_started_is_no_gap(pipeline: Pipeline) -> None:
+    """Readings on ``readings.raw`` that the gateway received before the stream started (held
+    on Kafka across a restart), or with no time of receipt: the stream forwards and counts
+    them as its backlog, and the audit leaves them out of both sides of its stream → database
+    check instead of calling them lost (the database counts rows received since the start)."""
+    from cityvitals import kafka
+    from cityvitals.contracts import Reading, ReadingBatch
+    from cityvitals.topics import Topic, partition_for
+
+    device, _secret = pipeline.register()
+    _, before = run_audit(pipeline)
+    long_ago = datetime.now(UTC) - timedelta(days=2)  # before any of the stack's processes
+    now = datetime.now(UTC).replace(microsecond=0)
+    backlog = [
+        Reading(
+            device_id=device,
+            ts=now - timedelta(minutes=10 - i),
+            seq=i,
+            values={"water_level_cm": 3.0},
+            received_at=None if i == 0 else long_ago,
+        )
+        for i in range(5)
+    ]
+    producer = kafka.producer(pipeline.settings)
+    producer.produce(
+        pipeline.settings.topic(Topic.READINGS_RAW),
+        ReadingBatch(readings=tuple(backlog)).model_dump_json().encode(),
+        partition=partition_for(device, pipeline.settings.kafka_partitions),
+    )
+    assert producer.flush(30) == 0
+    wait_for(lambda: len(pipeline.rows(device)) == len(backlog), what="the backlog stored")
+
+    code, after = run_audit(pipeline, "--wait", "30")
+    assert code == 0, [line for line in after["lines"] if line["ok"] is False]
+    streams = after["hops"]["streams"]
+    assert streams["backlog"] - before["hops"]["streams"]["backlog"] == len(backlog)
+    (line,) = [line for line in after["lines"] if line["check"].startswith("stream → database")]
+    assert line["ok"] is True and line["left"] == streams["forwarded"] - streams["backlog"]
