@@ -8,8 +8,9 @@ stopped):
    reading per MQTT message; readings stored per second, the readings lost (published but not
    stored), each process's CPU seconds per 1000 readings, the load's MQTT clients' (they share
    the machine's cores: ``load_clients_cpu_s_per_1000``) and the share of all the machine's
-   cores that was busy meanwhile (``machine_busy``), and the rate at which those CPU costs
-   would keep every core busy (``cpu_bound_readings_per_s``); then the same with other devices
+   cores that was busy meanwhile (``machine_busy``; ``machine_steal``: taken by the host for
+   other machines), and the rate at which those CPU costs would keep every core this process
+   may use busy (``cpu_bound_readings_per_s``); then the same with other devices
    that send packs of P readings per message (``end_to_end_packed``: devices that buffer, or
    a field gateway forwarding them);
 2. alert latency at half that rate: background load at half the end-to-end rate while a
@@ -59,16 +60,18 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from benchmarks.bench_parts import (
+    Ticks,
     _body,
     _cpu_seconds,
     _line,
-    _machine_ticks,
     _metric,
     _pack_line,
     _publisher,
     _stored,
     _wait,
     _waited_cpu_seconds,
+    cpu_figures,
+    machine_ticks,
     partition_ends,
     sink,
     streams_stage,
@@ -236,7 +239,7 @@ def end_to_end(
     # stored rows took PostgreSQL up to 90 ms, ten times a second, from the run it measured.
     written = _metric(stack.metrics.sinks, SINK_ROWS)
     before = {name: _cpu_seconds(pid) for name, pid in procs.items()}
-    clients, machine = _waited_cpu_seconds(), _machine_ticks()
+    clients, machine = _waited_cpu_seconds(), machine_ticks()
     start = time.monotonic()
     publishers = [_publisher(settings, d, s, opts.window) for d, s in sorted(credentials.items())]
     for proc, device_id in zip(publishers, sorted(credentials), strict=True):
@@ -254,7 +257,7 @@ def end_to_end(
     )
     elapsed = time.monotonic() - start
     cpu = {name: _cpu_seconds(pid) - before[name] for name, pid in procs.items()}
-    busy, ticks = (now - then for now, then in zip(_machine_ticks(), machine, strict=True))
+    ticks = Ticks(*(now - then for now, then in zip(machine_ticks(), machine, strict=True)))
     got = _stored(settings, prefix) - already
     ports = stack.metrics
     return {
@@ -269,14 +272,7 @@ def end_to_end(
             "ingest": _metric(ports.ingest, "cityvitals_ingest_rejected_total"),
             "streams": _metric(ports.streams, "cityvitals_streams_rejected_total"),
         },
-        "cpu_s_per_1000": {name: round(1000 * s / max(got, 1), 4) for name, s in cpu.items()},
-        "load_clients_cpu_s_per_1000": round(1000 * clients / max(got, 1), 4),
-        "machine_busy": round(busy / max(ticks, 1), 3),
-        # The rate at which these CPU costs would keep every core busy: the machine's ceiling
-        # for this run's pipeline and load.
-        "cpu_bound_readings_per_s": round(
-            (os.cpu_count() or 1) * max(got, 1) / max(sum(cpu.values()) + clients, 1e-9)
-        ),
+        **cpu_figures(cpu, clients, got, ticks, len(os.sched_getaffinity(0))),
     }
 
 

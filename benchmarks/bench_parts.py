@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -69,11 +69,48 @@ def _waited_cpu_seconds() -> float:
     return used.ru_utime + used.ru_stime
 
 
-def _machine_ticks() -> tuple[int, int]:
-    """The machine's CPU ticks since boot, all cores: busy and in all (``/proc/stat``)."""
-    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle and waiting for I/O
-    return sum(fields) - idle, sum(fields)
+class Ticks(NamedTuple):
+    """The machine's CPU ticks, all cores: busy, stolen (the host ran another machine while
+    this one had work) and in all."""
+
+    busy: int
+    steal: int
+    total: int
+
+
+def machine_ticks(stat: str | None = None) -> Ticks:
+    """The ticks since boot, from ``/proc/stat`` (or its text ``stat``): user, nice, system,
+    irq and softirq are busy; idle and iowait are not; guest time is in user time already.
+
+    >>> machine_ticks("cpu  10 1 5 100 4 2 3 7 9 0")
+    Ticks(busy=21, steal=7, total=132)
+    """
+    line = (stat or Path("/proc/stat").read_text()).split("\n", 1)[0]
+    f = [int(v) for v in line.split()[1:9]] + [0] * 8
+    return Ticks(f[0] + f[1] + f[2] + f[5] + f[6], f[7], sum(f[:8]))
+
+
+def cpu_figures(
+    cpu: dict[str, float], clients: float, stored: int, ticks: Ticks, cores: int
+) -> dict[str, Any]:
+    """An end-to-end run's CPU figures: each process's and the load clients' CPU seconds per
+    1000 readings, the share of the machine's ticks that was busy and stolen during the run
+    (``ticks``: its difference), and the rate at which these CPU costs would keep all
+    ``cores`` busy.
+
+    >>> cpu_figures({"a": 1.0, "b": 0.5}, 0.5, 4000, Ticks(150, 10, 200), 2)["cpu_bound_readings_per_s"]
+    4000
+    """
+    per = 1000 / max(stored, 1)
+    return {
+        "cpu_s_per_1000": {name: round(s * per, 4) for name, s in cpu.items()},
+        "load_clients_cpu_s_per_1000": round(clients * per, 4),
+        "machine_busy": round(ticks.busy / max(ticks.total, 1), 3),
+        "machine_steal": round(ticks.steal / max(ticks.total, 1), 3),
+        "cpu_bound_readings_per_s": round(
+            cores * max(stored, 1) / max(sum(cpu.values()) + clients, 1e-9)
+        ),
+    }
 
 
 def _stored(settings: Settings, prefix: str) -> int:

@@ -173,11 +173,23 @@ def test_the_load_clients_cpu_and_the_machines_busy_share_are_counted() -> None:
     import subprocess
     import sys
 
-    from benchmarks.bench_parts import _machine_ticks, _waited_cpu_seconds
+    from benchmarks.bench_parts import Ticks, _waited_cpu_seconds, cpu_figures, machine_ticks
 
-    before, ticks = _waited_cpu_seconds(), _machine_ticks()
+    before, ticks = _waited_cpu_seconds(), machine_ticks()
     burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
     subprocess.run([sys.executable, "-c", burn], check=True)  # a client that works, then ends
-    assert _waited_cpu_seconds() - before >= 0.3
-    busy, total = (now - then for now, then in zip(_machine_ticks(), ticks, strict=True))
-    assert 0 < busy <= total  # the child's work is in the machine's busy ticks
+    clients = _waited_cpu_seconds() - before
+    assert clients >= 0.3
+    now = machine_ticks()
+    assert now.total > ticks.total and now.busy > ticks.busy  # the child's work is busy time
+    # user 10, nice 1, system 5, idle 100, iowait 4, irq 2, softirq 3, steal 7, guest 9 (in user)
+    stat = "cpu  10 1 5 100 4 2 3 7 9 0\ncpu0 10 1 5 100 4 2 3 7 9 0\n"
+    assert machine_ticks(stat) == Ticks(busy=21, steal=7, total=132)
+    figures = cpu_figures({"streams": 2.0, "ingest": 1.0}, 1.0, 20_000, Ticks(90, 5, 100), 2)
+    assert figures == {
+        "cpu_s_per_1000": {"streams": 0.1, "ingest": 0.05},
+        "load_clients_cpu_s_per_1000": 0.05,
+        "machine_busy": 0.9,
+        "machine_steal": 0.05,
+        "cpu_bound_readings_per_s": 10_000,  # 2 cores / 0.2 CPU s per 1000 readings in all
+    }
