@@ -1,8 +1,10 @@
 """The PostgreSQL sinks, one class per table (see :mod:`sinks.base` for the interface).
 
-Readings and camera events are copied (binary COPY) into a session-local staging table and
-inserted with ``ON CONFLICT DO NOTHING`` on their natural key, so a replayed Kafka message
-changes nothing; alerts are upserted so that only a newer revision of an episode wins.
+Readings and camera events are copied (binary COPY) straight into their table; a batch
+holding a row already stored (a replayed Kafka message) goes through a session-local staging
+table and ``INSERT ... ON CONFLICT DO NOTHING`` on the natural key instead, so a replay
+changes nothing (:class:`~sinks.base.CopySink`); alerts are upserted so that only a newer
+revision of an episode wins.
 A new sink is one class here (or in a module of its own) and one line in
 :data:`sinks.routes.ROUTES`.
 """
