@@ -265,12 +265,35 @@ class _Handled(NamedTuple):
     other outputs are in the caller's outbox)."""
     forwarded: int
     """Readings and events that go on (the others were refused and dead-lettered)."""
+    backlog: int
+    """Of those, the ones received before this process started (:func:`backlog`)."""
     changes: dict[str, DeviceState | None]
     """The ``device_state`` entries it changed, whose changelog records the caller writes."""
     vitals: dict[int, IndicatorBatch]
     """Its window partials by place partition, which the caller sends (:func:`bundle`)."""
     judging: float
     """Seconds :func:`~streams.pipeline.process_batch` took on it (``perf_counter``)."""
+
+
+def backlog(batch: ReadingBatch, began: datetime | None) -> int:
+    """Its readings and events the gateway received before ``began`` (this process's start,
+    as its metrics give it to the audit), or at no known time: a backlog held on
+    ``readings.raw`` across a restart. None when the start is not known: then the audit
+    counts the whole database, and no item is left out.
+
+    >>> from datetime import UTC, datetime
+    >>> from cityvitals.contracts import Reading
+    >>> t = datetime(2026, 12, 3, 12, tzinfo=UTC)
+    >>> def r(received: datetime | None) -> Reading:
+    ...     return Reading(device_id="a", ts=t, seq=1, values={"m": 1}, received_at=received)
+    >>> batch = ReadingBatch(readings=(r(None), r(t), r(t.replace(hour=13))))
+    >>> backlog(batch, t.replace(hour=13)), backlog(batch, t), backlog(batch, None)
+    (2, 1, 0)
+    """
+    if began is None:
+        return 0
+    items: tuple[Reading | CameraEvent, ...] = (*batch.readings, *batch.camera_events)
+    return len([i for i in items if i.received_at is None or i.received_at < began])
 
 
 TAKE_MAX = 100
@@ -512,7 +535,6 @@ def create_app(
         judging = time.perf_counter() - started
         pending: list[Awaitable[Any]] = []
         if len(outcome.enriched):
-            metrics.backlog.inc(backlog(outcome.enriched))
             value = outcome.enriched.model_dump_json().encode()
             outbox[(readings_name, partition)].append((None, value))
         outbox[(alerts_name, partition)] += alert_records(outcome.alerts)
@@ -540,16 +562,12 @@ def create_app(
         changes = seeded | device_changes(held, outcome.changed_states, outcome.changed_marks)
         put(device_state, changes)
         vitals = vitals_batches(source, msg.offset, outcome.partials, [])
-        return _Handled(pending, len(outcome.enriched), changes, vitals, judging)
+        late = backlog(outcome.enriched, began)
+        return _Handled(pending, len(outcome.enriched), late, changes, vitals, judging)
 
-    # When this process started, as its metrics say it (what the audit compares with).
+    # When this process started, as its metrics give it to the audit.
     started_s = registry.get_sample_value("process_start_time_seconds")
-    began = utc_now() if started_s is None else datetime.fromtimestamp(started_s, UTC)
-
-    def backlog(batch: ReadingBatch) -> int:
-        """Its items the gateway received before this process started, or at no known time."""
-        items: tuple[Reading | CameraEvent, ...] = (*batch.readings, *batch.camera_events)
-        return len([i for i in items if i.received_at is None or i.received_at < began])
+    began = None if started_s is None else datetime.fromtimestamp(started_s, UTC)
 
     decoding, judging, handing, confirming = (
         metrics.group_seconds.labels(p) for p in ("decode", "judge", "hand", "confirm")
@@ -564,7 +582,7 @@ def create_app(
         async for decoded_in, group in decoded_groups(stream, ReadingBatch, "bad_batch"):
             started = time.perf_counter()
             pending: list[Awaitable[Any]] = []
-            forwarded = 0
+            forwarded = backlogged = 0
             judged_in = 0.0
             outbox: Outbox = defaultdict(list)
             changed: Changes = defaultdict(dict)
@@ -575,6 +593,7 @@ def create_app(
                     handled = await handle(event.message, source, batch, outbox)
                     pending += handled.sent
                     forwarded += handled.forwarded
+                    backlogged += handled.backlog
                     judged_in += handled.judging
                     changed[event.message.partition].update(handled.changes)
                     for place_partition, part in handled.vitals.items():
@@ -589,7 +608,8 @@ def create_app(
                         pending += await log_all(device_state, changed)  # a device once a group
             handed = time.perf_counter()
             await asyncio.gather(*pending)
-            metrics.forwarded.inc(forwarded)
+            metrics.forwarded.inc(forwarded)  # counted together, once confirmed
+            metrics.backlog.inc(backlogged)
             decoding.observe(decoded_in)
             judging.observe(judged_in)
             handing.observe(max(handed - started - judged_in, 0.0))

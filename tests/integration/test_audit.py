@@ -92,10 +92,17 @@ def test_a_backlog_received_before_the_stream_started_is_no_gap(pipeline: Pipeli
         )
         for i in range(5)
     ]
+    unknown = Reading(  # refused (its device is unknown): not forwarded, so no backlog
+        device_id=f"nobody-{device}",
+        ts=now,
+        seq=1,
+        values={"water_level_cm": 3.0},
+        received_at=long_ago,
+    )
     producer = kafka.producer(pipeline.settings)
     producer.produce(
         pipeline.settings.topic(Topic.READINGS_RAW),
-        ReadingBatch(readings=tuple(backlog)).model_dump_json().encode(),
+        ReadingBatch(readings=(*backlog, unknown)).model_dump_json().encode(),
         partition=partition_for(device, pipeline.settings.kafka_partitions),
     )
     assert producer.flush(30) == 0
