@@ -239,7 +239,7 @@ def end_to_end(
     # stored rows took PostgreSQL up to 90 ms, ten times a second, from the run it measured.
     written = _metric(stack.metrics.sinks, SINK_ROWS)
     before = {name: _cpu_seconds(pid) for name, pid in procs.items()}
-    clients, machine = _waited_cpu_seconds(), machine_ticks()
+    clients_before, machine = _waited_cpu_seconds(), machine_ticks()
     start = time.monotonic()
     publishers = [_publisher(settings, d, s, opts.window) for d, s in sorted(credentials.items())]
     for proc, device_id in zip(publishers, sorted(credentials), strict=True):
@@ -248,7 +248,7 @@ def end_to_end(
         proc.stdin.close()
     for proc in publishers:
         proc.wait()
-    clients = _waited_cpu_seconds() - clients
+    clients = _waited_cpu_seconds() - clients_before
     rows = expected * len(_body(base, 0, 0.0)["values"])  # a row per value
     _wait(
         lambda: _metric(stack.metrics.sinks, SINK_ROWS) - written >= rows,

@@ -500,6 +500,10 @@ def create_app(
                     batches = vitals_batches(source, msg.offset, [], changes)
                     await asyncio.gather(*await send_vitals({p: [b] for p, b in batches.items()}))
 
+    # When this process started, as its metrics give it to the audit.
+    started_s = registry.get_sample_value("process_start_time_seconds")
+    began = None if started_s is None else datetime.fromtimestamp(started_s, UTC)
+
     async def handle(msg: Any, source: str, batch: ReadingBatch, outbox: Outbox) -> _Handled:
         """One ``readings.raw`` message: judged, tables updated, its enriched readings, alerts
         and observations for the places put in ``outbox``, its dead letters handed to the
@@ -564,10 +568,6 @@ def create_app(
         vitals = vitals_batches(source, msg.offset, outcome.partials, [])
         late = backlog(outcome.enriched, began)
         return _Handled(pending, len(outcome.enriched), late, changes, vitals, judging)
-
-    # When this process started, as its metrics give it to the audit.
-    started_s = registry.get_sample_value("process_start_time_seconds")
-    began = None if started_s is None else datetime.fromtimestamp(started_s, UTC)
 
     decoding, judging, handing, confirming = (
         metrics.group_seconds.labels(p) for p in ("decode", "judge", "hand", "confirm")
