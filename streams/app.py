@@ -372,11 +372,13 @@ def create_app(
     async def _ready(*_args: Any, **_kw: Any) -> None:
         metrics.ready.set(1)
         incident_metrics.ready.set(1)
+        incident_metrics.desk.ready.set(1)
 
     @app.on_partitions_revoked.connect
     async def _not_ready(*_args: Any, **_kw: Any) -> None:
         metrics.ready.set(0)
         incident_metrics.ready.set(0)
+        incident_metrics.desk.ready.set(0)
 
     @app.timer(interval=settings.rules_reload_s)  # type: ignore[untyped-decorator]
     async def reload_rules() -> None:

@@ -51,10 +51,13 @@ SOURCES: dict[Topic, Callable[[bytes], IncidentInput]] = {
 
 
 class IncidentMetrics(StageMetrics):
-    """Inputs received = forwarded (applied or already seen) + rejected; and what came of them."""
+    """Two hops, each balanced within its process whatever restarts or moves: ``forward``
+    (messages received = inputs put on ``incidents.inputs`` + rejected) and the ``desk``
+    (inputs taken = applied or already seen + rejected); and what came of them."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         super().__init__("incidents", registry, "Alerts, outages, reports and feedback")
+        self.desk = StageMetrics("incidents_desk", registry, "Inputs on incidents.inputs")
         self.opened = self.counter("opened_total", "Incidents opened", "category")
         self.dispatched = self.counter(
             "dispatched_total", "Dispatch orders sent", "tier", "kind", "department"
@@ -93,8 +96,10 @@ def add_incident_agents(
     async def _forget(*_args: Any, **_kw: Any) -> None:
         desks.clear()
 
-    async def refuse(reason: str, label: str, value: bytes, source: str) -> None:
-        metrics.refuse(label)
+    async def refuse(
+        reason: str, label: str, value: bytes, source: str, hop: StageMetrics = metrics
+    ) -> None:
+        hop.refuse(label)
         letter = dead_letter("incidents", reason, value, source)
         await (await deadletter_topic.send(value=letter.model_dump_json().encode()))
 
@@ -110,6 +115,7 @@ def add_incident_agents(
                 await refuse(str(exc), f"bad_{names[msg.topic].value}", event.value, source)
                 continue
             await (await inputs_topic.send(value=item.model_dump_json().encode(), partition=0))
+            metrics.forwarded.inc()
 
     @app.timer(interval=tick_s)  # type: ignore[untyped-decorator]
     async def tick() -> None:
@@ -125,9 +131,11 @@ def add_incident_agents(
             try:
                 item = IncidentInput.model_validate_json(event.value)
             except ValidationError as exc:
-                metrics.received.inc()
-                await refuse(str(exc), "bad_input", event.value, source)
+                metrics.desk.received.inc()
+                await refuse(str(exc), "bad_input", event.value, source, metrics.desk)
                 continue
+            if item.tick is None:
+                metrics.desk.received.inc()
             if not desks:
                 entries = {k: v for k, v in book_table.items()}
                 desks.append(Desk(config, Book.from_entries(entries)))
@@ -160,14 +168,14 @@ def add_incident_agents(
                 await escalations_topic.send(key=key, value=esc.model_dump_json().encode())
             )
         for refusal in outcome.refusals:
-            metrics.refuse(f"refused_{type(refusal.item).__name__.lower()}")
+            metrics.desk.refuse(f"refused_{type(refusal.item).__name__.lower()}")
             letter = dead_letter("incidents", refusal.reason, value, source)
             pending.append(await deadletter_topic.send(value=letter.model_dump_json().encode()))
         return pending
 
     def count(outcome: Outcome, item: IncidentInput, desk: Desk) -> None:
         if item.tick is None and not outcome.refusals:
-            metrics.forwarded.inc()
+            metrics.desk.forwarded.inc()
         for update in outcome.updates:
             metrics.steps.labels(update.transition.action.value).inc()
             if update.transition.from_state is None:

@@ -3,7 +3,9 @@ figures in, a line per check out (``cityvitals audit`` gathers the figures and p
 
 The checks, hop by hop:
 
-- each hop: received = forwarded + refused (+ in flight at the gateway);
+- each hop: received = forwarded + refused (+ in flight at the gateway). The incident stage
+  is two hops, each balanced within its process: ``incidents`` (what it receives, put on its
+  own topic) and ``incidents_desk`` (what it takes there, decided);
 - gateway → stream: what the gateway forwarded to Kafka the stream received (more is a
   replay, at least once; fewer is in transit or lost);
 - stream → database: readings and camera events stored (distinct natural keys) = forwarded by
@@ -11,12 +13,19 @@ The checks, hop by hop:
   sides count what the gateway received since the stream started: the database by each
   row's time of receipt, the stream less its backlog (what it forwarded that was received
   before it started, held on Kafka across a restart, or that carries no time of receipt);
-- dead letters stored = refusals counted, for every stage that dead-letters;
+- dead letters stored = refusals counted, for every stage that dead-letters (the incident
+  stage's: both its hops');
 - with what the devices published: published = stored + dead-lettered on the device path.
 
-Counters start at zero with their process; the database is durable. A check that compares
-counters with the database holds only while the processes' counters cover the same time, so a
-hop whose process restarted later is skipped with a note, not called a gap.
+Counters start at zero with their process; the database is durable. A check holds only
+while what it compares covers the same time, so it is skipped with a note, not called a gap,
+when a process it compares started later than the first one (restarted): the gateway →
+stream check compares two processes' counters; a stage's dead-letter check compares its
+refusals with the database since the first start, which would then count dead letters from
+before the restart and could hide a loss. The stream → database check counts the database
+from the stream's own start, so it is made after any restart: it then covers what the
+gateway received since the stream started, not what the stream before it forwarded. A
+restarted sink skips none but its own dead letters: the database keeps what it wrote before.
 
 >>> from datetime import UTC, datetime
 >>> t = datetime(2026, 12, 1, tzinfo=UTC)
@@ -38,6 +47,7 @@ from datetime import UTC, datetime, timedelta
 
 __all__ = [
     "DEAD_LETTERING",
+    "LETTERS_OF",
     "RESTART_SLACK",
     "Figures",
     "Hop",
@@ -51,9 +61,14 @@ __all__ = [
 DEAD_LETTERING = ("ingest", "streams", "incidents", "sinks", "notify")
 """Stages whose refusals go to ``deadletter`` (liveness refusals are dead-lettered by sinks)."""
 
-RESTART_SLACK = timedelta(seconds=120)
+LETTERS_OF = {"incidents_desk": "incidents"}
+"""Hops whose dead letters are stored under another stage's name (the stage they are part of)."""
+
+RESTART_SLACK = timedelta(seconds=10)
 """Processes started within this time of the first one count as started together (a stack
-starts its services one after another); one started later was restarted."""
+starts its services one after another, within a second or two); one started later was
+restarted. Short: a process restarted within it is compared as if it had not been, which can
+show a gap that is not one (taken as restarted, a check is only skipped)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +119,8 @@ class Figures:
     published: int | None = None
     since_stream: Stored | None = None
     """The database since the stream started (compared with what it forwarded, less its
-    backlog); ``since_start`` when not given."""
+    backlog). Not given: the check counts ``since_start``, and is skipped when the stream
+    restarted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,13 +182,23 @@ def _gateway_to_stream(hops: Mapping[str, Hop]) -> Line:
     )
 
 
-def _stream_to_database(hops: Mapping[str, Hop], stored: Stored) -> Line:
-    """``stored``: the database since the stream started."""
+def _stream_to_database(
+    hops: Mapping[str, Hop], since_stream: Stored | None, since_start: Stored
+) -> Line:
+    """Counted from the stream's start, whoever restarted, when the database was counted from
+    it too; else from the first process's, which a restarted stream's counters do not cover."""
     stream = hops["streams"]
     forwarded = stream.forwarded - stream.backlog
     earlier = f" (less {stream.backlog} received before it started)" if stream.backlog else ""
-    what = f"stream → database: forwarded {forwarded}{earlier} = stored {stored.items}"
-    restarted = _started_together(hops, ("streams", "sinks"))
+    if since_stream is not None and stream.started is not None:
+        stored, restarted = since_stream, None
+        at = stream.started.isoformat(timespec="seconds")
+        since = (
+            f" (received since it started at {at})" if _started_together(hops, ("streams",)) else ""
+        )
+    else:
+        stored, restarted, since = since_start, _started_together(hops, ("streams",)), ""
+    what = f"stream → database{since}: forwarded {forwarded}{earlier} = stored {stored.items}"
     if restarted:
         return Line(what, forwarded, stored.items, None, f"not comparable: {restarted}")
     missing = forwarded - stored.items
@@ -192,19 +218,17 @@ def _stream_to_database(hops: Mapping[str, Hop], stored: Stored) -> Line:
     return Line(what, forwarded, stored.items, False, detail, gap)
 
 
-def _deadletters(stage: str, hop: Hop, stored: Stored, restarted: str | None) -> Line:
+def _deadletters(stage: str, refused: int, stored: Stored, restarted: str | None) -> Line:
     kept = stored.deadletters.get(stage, 0)
-    what = f"dead letters of {stage}: refused {hop.refused} = stored {kept}"
+    what = f"dead letters of {stage}: refused {refused} = stored {kept}"
     if restarted:
-        return Line(what, hop.refused, kept, None, f"not comparable: {restarted}")
-    if kept >= hop.refused:
-        extra = (
-            f" ({kept - hop.refused} replayed refusals stored again)" if kept > hop.refused else ""
-        )
-        return Line(what, hop.refused, kept, True, f"OK{extra}")
-    gap = hop.refused - kept
+        return Line(what, refused, kept, None, f"not comparable: {restarted}")
+    if kept >= refused:
+        extra = f" ({kept - refused} replayed refusals stored again)" if kept > refused else ""
+        return Line(what, refused, kept, True, f"OK{extra}")
+    gap = refused - kept
     detail = f"{gap} refused by {stage} but no dead letter stored ({stage} → database: in transit or lost)"
-    return Line(what, hop.refused, kept, False, detail, gap)
+    return Line(what, refused, kept, False, detail, gap)
 
 
 def _published(published: int, stored: Stored) -> Line:
@@ -231,12 +255,14 @@ def reconcile(figures: Figures) -> list[Line]:
     if "ingest" in hops and "streams" in hops:
         lines.append(_gateway_to_stream(hops))
     if "streams" in hops and "sinks" in hops:
-        lines.append(_stream_to_database(hops, figures.since_stream or figures.since_start))
+        lines.append(_stream_to_database(hops, figures.since_stream, figures.since_start))
     if "sinks" in hops:
         for stage in DEAD_LETTERING:
             if stage in hops:
-                restarted = _started_together(hops, (stage, "sinks"))
-                lines.append(_deadletters(stage, hops[stage], figures.since_start, restarted))
+                parts = tuple(h for h in hops if h == stage or LETTERS_OF.get(h) == stage)
+                refused = sum(hops[h].refused for h in parts)
+                restarted = _started_together(hops, parts)
+                lines.append(_deadletters(stage, refused, figures.since_start, restarted))
     if figures.published is not None:
         lines.append(_published(figures.published, figures.window))
     return lines

@@ -26,8 +26,9 @@ COUNTED = ("ingest", "streams", "sinks", "liveness")
 """The services whose counters the audit reads (the stream's process also counts incidents)."""
 
 RESTART_NOTE = (
-    "Counters start at zero with their process (a restarted hop is not compared); "
-    "the database side is durable."
+    "Counters start at zero with their process (a check is skipped when a process it "
+    "compares restarted; the stream → database check counts the database from the stream's "
+    "start); the database side is durable."
 )
 
 

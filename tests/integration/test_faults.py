@@ -2,7 +2,9 @@
 test): while a few devices publish a steady, bounded stream of readings at QoS 1, a part of the
 pipeline crashes (``kill -9``) or stops, and starts again. Afterwards every published reading is
 stored exactly once, and the one threshold crossing in the stream is one alert episode, one
-incident and one dispatch order: nothing lost, nothing doubled.
+incident and one dispatch order: nothing lost, nothing doubled. On the default stack,
+``cityvitals audit`` then reconciles every hop it can compare, and makes its stream →
+database check whatever restarted.
 
 Each case uses devices of its own in a district of its own, so the cases share the stack but
 not their data.
@@ -402,8 +404,65 @@ def assert_stored_exactly_once(pipeline: Pipeline, load: Load, district: str) ->
 
 @pytest.mark.parametrize("name", FAULTS)
 def test_under_load_a_fault_loses_and_doubles_nothing(stack: Pipeline, name: str) -> None:
-    """On the default stack: one gateway, on a plain subscription."""
+    """On the default stack: one gateway, on a plain subscription. Afterwards the audit
+    reconciles every check it can compare, the stream → database check whatever restarted."""
     under_fault(stack, name)
+    done = stack.cli("audit", "--json", "--wait", "30")
+    report = json.loads(done.stdout)
+    assert done.returncode == 0, [line for line in report["lines"] if line["ok"] is False]
+    (line,) = [line for line in report["lines"] if line["check"].startswith("stream → database")]
+    assert line["ok"] is True, line
+    print(
+        f"{name}: the audit: " + "; ".join(f"{x['check']} {x['detail']}" for x in report["lines"])
+    )
+
+
+def test_an_input_left_to_the_incident_desk_across_a_restart_balances(stack: Pipeline) -> None:
+    """An alert put on ``incidents.inputs`` while the stream worker is down (as the process
+    before left an input its forward had counted and its desk had not taken) opens its
+    incident after the restart, and the audit balances: the desk counts what it takes, the
+    forward what it receives, each in its own process."""
+    from cityvitals.contracts import Alert, AlertStatus, IncidentInput, WarningLevel
+
+    district = f"d{uuid.uuid4().hex[:6]}"
+    now = datetime.now(UTC)
+    alert = Alert(
+        alert_id=uuid.uuid4().hex,
+        revision=0,
+        rule_id="pm25-pollution",
+        status=AlertStatus.FIRING,
+        level=WarningLevel.BLUE,
+        device_id=f"carried-{district}",
+        metric="pm25",
+        value=HOT,
+        threshold=75.0,
+        place_path=("faults", district, f"{district}s", f"{district}g"),
+        device_type="air_quality",
+        started_at=now,
+        ts=now,
+        summary="pm25 100 over 75",
+    )
+    worker = process(stack, "streams")
+    worker.stop()
+    producer = kafka.producer(stack.settings)
+    value = IncidentInput(alert=alert).model_dump_json().encode()
+    producer.produce(stack.settings.topic(Topic.INCIDENT_INPUTS), value, partition=0)
+    assert producer.flush(30) == 0
+    worker.start()
+    wait_ready(stack, "streams")
+    wait_for(
+        lambda: stack.query("SELECT 1 FROM incidents WHERE %s = ANY(devices)", alert.device_id),
+        timeout=60,
+        what="the alert's incident",
+    )
+    done = stack.cli("audit", "--json", "--wait", "30")
+    report = json.loads(done.stdout)
+    assert done.returncode == 0, [line for line in report["lines"] if line["ok"] is False]
+    desk = report["hops"]["incidents_desk"]
+    assert desk["received"] >= 1, desk  # more if it had not taken all it was given
+    (line,) = [line for line in report["lines"] if line["check"].startswith("incidents_desk:")]
+    assert line["ok"] is True, line
+    print(f"the audit after the restart: {line['check']}")
 
 
 def under_fault(stack: Pipeline, name: str) -> None:

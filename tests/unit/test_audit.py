@@ -91,6 +91,94 @@ def test_a_restarted_hop_is_skipped_not_called_a_gap() -> None:
     assert exit_code(lines) == 0
 
 
+def test_a_process_started_over_10_s_after_the_first_restarted() -> None:
+    # A stack starts its services within a second or two.
+    def gateway_to_stream(after_s: int) -> bool | None:
+        lines = reconcile(figures(streams=Hop(2, 2, {}, T + timedelta(seconds=after_s))))
+        (line,) = [line for line in lines if line.check.startswith("gateway → stream")]
+        return line.ok
+
+    assert gateway_to_stream(10) is False  # compared: 8 forwarded, 2 received
+    assert gateway_to_stream(11) is None
+
+
+def test_the_incident_stage_s_two_hops_dead_letter_under_its_name() -> None:
+    # Its forward refused 1 message, its desk 2 inputs: 3 dead letters of "incidents".
+    hops = {"incidents": Hop(5, 4, {"bad_alert": 1}, T)}
+    hops["incidents_desk"] = Hop(4, 2, {"refused_feedback": 2}, T)
+    hops["sinks"] = Hop(3, 3, {}, T)
+
+    def letters(kept: int) -> list[str]:
+        db = Stored(0, 0, {"incidents": kept}, 0)
+        lines = reconcile(Figures(hops, db, db))
+        return [f"{line.check}: {line.detail}" for line in lines if "dead letters" in line.check]
+
+    assert letters(3)[0] == "dead letters of incidents: refused 3 = stored 3: OK"
+    assert letters(2)[0].endswith(
+        "1 refused by incidents but no dead letter stored "
+        "(incidents → database: in transit or lost)"
+    )
+    # The desk restarted (its process is the forward's too): skipped.
+    hops["incidents_desk"] = Hop(0, 0, {}, T + timedelta(hours=1))
+    assert "not comparable: incidents_desk restarted" in letters(3)[0]
+
+
+def test_a_restarted_stream_is_still_checked_against_the_database_since_its_start() -> None:
+    # The stream restarted an hour in: it forwarded 2 since, the database holds 2 received
+    # since then (and 7 since the first start, which its counters do not cover).
+    later = T + timedelta(hours=1)
+    since_first = Stored(7, 0, {"ingest": 2, "streams": 1}, 3)
+    hops = {"ingest": Hop(10, 8, {"values": 2}, T), "streams": Hop(2, 2, {}, later)}
+    hops["sinks"] = Hop(4, 4, {}, T)
+
+    def checks(since_stream: Stored) -> dict[str, bool | None]:
+        lines = reconcile(Figures(hops, since_first, since_first, since_stream=since_stream))
+        return {line.check.split(": ")[0]: line.ok for line in lines}
+
+    ok = checks(Stored(2, 0, {}, 0))
+    assert ok["stream → database (received since it started at 2026-12-01T09:00:00+00:00)"]
+    # What its counters cannot be compared with is still skipped.
+    assert ok["gateway → stream"] is None and ok["dead letters of streams"] is None
+    assert ok["dead letters of ingest"] is True
+    # One of its two not stored is named, not skipped.
+    lost = checks(Stored(1, 0, {}, 0))
+    assert (
+        lost["stream → database (received since it started at 2026-12-01T09:00:00+00:00)"] is False
+    )
+    # Its start unknown, the database since the first start is all there is: compared with
+    # the stream's counters, which cannot say whether they cover it.
+    hops["streams"] = Hop(7, 7, {}, None)
+    assert checks(Stored(2, 0, {}, 0))["stream → database"] is True
+
+
+def test_without_the_database_since_the_stream_started_only_its_restart_skips() -> None:
+    later = T + timedelta(hours=1)
+    lines = reconcile(figures(sinks=Hop(1, 1, {}, later)))
+    (line,) = [line for line in lines if line.check.startswith("stream → database")]
+    assert line.ok is True
+    lines = reconcile(figures(streams=Hop(2, 2, {}, later)))
+    (line,) = [line for line in lines if line.check.startswith("stream → database")]
+    assert line.ok is None and "streams restarted at" in line.detail
+
+
+def test_a_restarted_sink_skips_only_its_own_dead_letters() -> None:
+    # The sinks restarted: the database keeps what they wrote before, so every check but the
+    # sinks' own refusals against their dead letters still holds, and a gap is still named.
+    later = T + timedelta(hours=1)
+    sinks = Hop(1, 1, {}, later)
+    stored = Stored(7, 0, {"ingest": 2, "streams": 1}, 3)
+    hops = {"ingest": Hop(10, 8, {"values": 2}, T), "streams": Hop(8, 7, {"unknown": 1}, T)}
+    hops["sinks"] = sinks
+    lines = reconcile(Figures(hops, stored, stored, published=10, since_stream=stored))
+    skipped = [line.check for line in lines if line.ok is None]
+    assert skipped == ["dead letters of sinks: refused 0 = stored 0"]
+    assert exit_code(lines) == 0
+    lost = Stored(6, 0, {"ingest": 1, "streams": 1}, 2)
+    gaps = failing(Figures(hops, lost, lost, since_stream=lost))
+    assert gaps[0].startswith("1 forwarded by the stream but not stored")
+    assert gaps[1].startswith("1 refused by ingest but no dead letter stored")
+
+
 def test_a_backlog_received_before_the_stream_started_is_left_out_of_both_sides() -> None:
     # The stream forwarded 7 received since it started and 5 received before (held on Kafka
     # across a restart); the database, counting what was received since the stream started,
@@ -136,13 +224,18 @@ def test_the_exposition_gives_each_stage_its_counters() -> None:
             "cityvitals_streams_backlog_total 4.0",
             "cityvitals_incidents_received_total 3.0",
             "cityvitals_incidents_forwarded_total 3.0",
+            "cityvitals_incidents_desk_received_total 3.0",
+            "cityvitals_incidents_desk_forwarded_total 2.0",
+            'cityvitals_incidents_desk_rejected_total{reason="refused_feedback"} 1.0',
             "",
         ]
     )
     hops = hops_from_exposition(text)
-    assert set(hops) == {"streams", "incidents"}
+    assert set(hops) == {"streams", "incidents", "incidents_desk"}
     s = hops["streams"]
     assert (s.received, s.forwarded, s.refused, s.out_of_order, s.undecodable) == (9, 7, 2, 2, 1)
     assert (s.backlog, hops["incidents"].backlog) == (4, 0)
+    desk = hops["incidents_desk"]
+    assert (desk.received, desk.forwarded, desk.refused) == (3, 2, 1)
     assert s.started == datetime.fromtimestamp(1.7645796e9, UTC)
     assert hops["incidents"].undecodable == 0
