@@ -99,9 +99,9 @@ def add_incident_agents(
     async def refuse(
         reason: str, label: str, value: bytes, source: str, hop: StageMetrics = metrics
     ) -> None:
-        hop.refuse(label)
         letter = dead_letter("incidents", reason, value, source)
         await (await deadletter_topic.send(value=letter.model_dump_json().encode()))
+        hop.refuse(label)  # once Kafka has it, as what is forwarded
 
     @app.agent(sources)
     async def forward(stream: faust.StreamT[bytes]) -> None:
@@ -168,7 +168,6 @@ def add_incident_agents(
                 await escalations_topic.send(key=key, value=esc.model_dump_json().encode())
             )
         for refusal in outcome.refusals:
-            metrics.desk.refuse(f"refused_{type(refusal.item).__name__.lower()}")
             letter = dead_letter("incidents", refusal.reason, value, source)
             pending.append(await deadletter_topic.send(value=letter.model_dump_json().encode()))
         return pending
@@ -176,6 +175,8 @@ def add_incident_agents(
     def count(outcome: Outcome, item: IncidentInput, desk: Desk) -> None:
         if item.tick is None and not outcome.refusals:
             metrics.desk.forwarded.inc()
+        for refusal in outcome.refusals:
+            metrics.desk.refuse(f"refused_{type(refusal.item).__name__.lower()}")
         for update in outcome.updates:
             metrics.steps.labels(update.transition.action.value).inc()
             if update.transition.from_state is None:

@@ -190,14 +190,13 @@ def _stream_to_database(
     stream = hops["streams"]
     forwarded = stream.forwarded - stream.backlog
     earlier = f" (less {stream.backlog} received before it started)" if stream.backlog else ""
+    stream_restarted = _started_together(hops, ("streams",))
     if since_stream is not None and stream.started is not None:
         stored, restarted = since_stream, None
         at = stream.started.isoformat(timespec="seconds")
-        since = (
-            f" (received since it started at {at})" if _started_together(hops, ("streams",)) else ""
-        )
+        since = f" (received since it started at {at})" if stream_restarted else ""
     else:
-        stored, restarted, since = since_start, _started_together(hops, ("streams",)), ""
+        stored, restarted, since = since_start, stream_restarted, ""
     what = f"stream → database{since}: forwarded {forwarded}{earlier} = stored {stored.items}"
     if restarted:
         return Line(what, forwarded, stored.items, None, f"not comparable: {restarted}")
