@@ -196,9 +196,14 @@ def test_a_silent_street_is_one_outage_and_its_devices_raise_no_offline_of_their
     outage_id = wait_for(outages, 30, "a place outage")[0][0]
     wait_for(lambda: statuses(pipeline, ids) == {"offline"}, 15, "every device offline")
     time.sleep(2.0)  # four more checks: nothing else may open
-    assert [r[1:] for r in outages()] == [(street_path, "started", 6, 6)], (
+    # Silent when it opened: all six, or five (enough: 5/6 of the street is over the policy's
+    # fraction) when the last device's last reading came a check later, on a busy machine.
+    rows = [r[1:] for r in outages()]
+    assert [r[:3] for r in rows] == [(street_path, "started", 6)], (
         "one outage, for the street: not its grids, not its district"
     )
+    silent = rows[0][3]
+    assert silent in (5, 6) and silent / 6 >= pipeline.settings.outage_silent_fraction, rows
     on_kafka = [PlaceOutage.model_validate_json(v) for v in outages_log.read()]
     mine = [o for o in on_kafka if o.place_path[0] == city]
     assert [(o.outage_id, o.place_id, o.status) for o in mine] == [
