@@ -13,8 +13,8 @@ The checks, hop by hop:
   sides count what the gateway received since the stream started: the database by each
   row's time of receipt, the stream less its backlog (what it forwarded that was received
   before it started, held on Kafka across a restart, or that carries no time of receipt);
-- dead letters stored = refusals counted, for every stage that dead-letters (the incident
-  stage's: both its hops');
+- dead letters stored = refusals counted, for every stage that dead-letters (for the
+  incident stage, the refusals of both its hops);
 - with what the devices published: published = stored + dead-lettered on the device path.
 
 Counters start at zero with their process; the database is durable. A check holds only

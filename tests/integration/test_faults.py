@@ -241,6 +241,14 @@ def audit(pipeline: Pipeline) -> str:
     return done.stdout + done.stderr
 
 
+def reconciled(pipeline: Pipeline) -> dict[str, Any]:
+    """``cityvitals audit --json`` once everything in flight has landed: it must exit 0."""
+    done = pipeline.cli("audit", "--json", "--wait", "30")
+    report: dict[str, Any] = json.loads(done.stdout)
+    assert done.returncode == 0, [line for line in report["lines"] if line["ok"] is False]
+    return report
+
+
 def on_raw(pipeline: Pipeline, lost: dict[str, list[int]]) -> dict[int, dict[str, Any]] | str:
     """Where ``readings.raw`` stands, per partition: its high watermark as the broker reports
     it (tansu's on S3 can be far off), the offset after the last message read back, the stream
@@ -407,9 +415,7 @@ def test_under_load_a_fault_loses_and_doubles_nothing(stack: Pipeline, name: str
     """On the default stack: one gateway, on a plain subscription. Afterwards the audit
     reconciles every check it can compare, the stream → database check whatever restarted."""
     under_fault(stack, name)
-    done = stack.cli("audit", "--json", "--wait", "30")
-    report = json.loads(done.stdout)
-    assert done.returncode == 0, [line for line in report["lines"] if line["ok"] is False]
+    report = reconciled(stack)
     (line,) = [line for line in report["lines"] if line["check"].startswith("stream → database")]
     assert line["ok"] is True, line
     print(
@@ -455,9 +461,7 @@ def test_an_input_left_to_the_incident_desk_across_a_restart_balances(stack: Pip
         timeout=60,
         what="the alert's incident",
     )
-    done = stack.cli("audit", "--json", "--wait", "30")
-    report = json.loads(done.stdout)
-    assert done.returncode == 0, [line for line in report["lines"] if line["ok"] is False]
+    report = reconciled(stack)
     desk = report["hops"]["incidents_desk"]
     assert desk["received"] >= 1, desk  # more if it had not taken all it was given
     (line,) = [line for line in report["lines"] if line["check"].startswith("incidents_desk:")]
