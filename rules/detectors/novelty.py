@@ -13,6 +13,12 @@ borrows that idea in its simplest form, one value at a time:
   underneath calibrates its deviations a second time over about ``LONG_HALFLIFE`` readings and
   scores by the less surprising of the two: a deviation the series gives every few days does
   not score as rare each time;
+- *rarer deviations, one alert a couple of days*: unless a rule sets them, the seasonal score
+  underneath reaches 1 at one chance in ``10 ** SURPRISE_FULL`` (about one in 18 million, not
+  one in a million) and its refractory period has a half-life of ``REFRACTORY_HALFLIFE``
+  readings (two days of readings every 5 minutes, not one): values never seen (below) are
+  what this detector is for, and a deviation from the forecast alone, which on a noisy series
+  comes once in a few thousand readings, alerts less;
 - *range*: the first ``range_readings`` readings fix a bin width, ``1 / levels`` of their range
   (values outside it fall in further bins of the same width). When the usual values (the
   rarest visits at each end left out) come to span more than ``max_span`` bins, neighbouring
@@ -96,6 +102,18 @@ glitch or a level left behind is half forgotten after about 230 readings at that
 weeks of readings every 5 minutes, eight months of hourly ones)."""
 LONG_HALFLIFE = 10_000.0
 """The seasonal detector's long calibration memory under this one, unless a rule sets it."""
+SURPRISE_FULL = 7.25
+"""``-log10`` of the chance at which the seasonal score under this one reaches 1, unless a rule
+sets it (the seasonal detector alone: 6)."""
+REFRACTORY_HALFLIFE = 600.0
+"""The half-life of the seasonal detector's refractory period under this one, unless a rule
+sets it (the seasonal detector alone: 288 readings)."""
+_OWN_DEFAULTS: dict[str, float] = {
+    "surprise_long_halflife": LONG_HALFLIFE,
+    "surprise_full": SURPRISE_FULL,
+    "refractory_halflife": REFRACTORY_HALFLIFE,
+}
+"""The seasonal parameters this detector sets for itself where a rule does not."""
 
 
 class NoveltyParams(BaseModel):
@@ -124,13 +142,17 @@ class NoveltyParams(BaseModel):
     """What a familiar value's seasonal score is multiplied by, on a series with no season."""
 
     @cached_property
-    def _seasonal(self) -> AnomalyParams:
-        """``seasonal`` with the long calibration on unless it was set."""
-        if self.seasonal.surprise_long_halflife is not None:
-            return self.seasonal
-        return AnomalyParams(
-            **{**self.seasonal.model_dump(), "surprise_long_halflife": LONG_HALFLIFE}
-        )
+    def in_force(self) -> AnomalyParams:
+        """The seasonal parameters in force: ``seasonal`` with this detector's own defaults
+        (``_OWN_DEFAULTS``) for those a rule did not set (a ``surprise_long_halflife`` of None
+        counts as not set)."""
+        given = self.seasonal.model_fields_set
+        own = {
+            name: value
+            for name, value in _OWN_DEFAULTS.items()
+            if name not in given or getattr(self.seasonal, name) is None
+        }
+        return AnomalyParams(**{**self.seasonal.model_dump(), **own}) if own else self.seasonal
 
     @cached_property
     def _log_every(self) -> float:
@@ -444,7 +466,7 @@ def _novel(p: NoveltyParams, chance: float, seasonal: float) -> float:
 def _step(p: NoveltyParams, s: NoveltyState, ts: datetime, value: float) -> _Step:
     """Score ``value`` then learn it (mutates ``s``)."""
     learned = 0 if s.seasonal is None else s.seasonal.n
-    s.seasonal, seasonal = score(p._seasonal, s.seasonal, ts, value)
+    s.seasonal, seasonal = score(p.in_force, s.seasonal, ts, value)
     if s.seasonal.n == learned:  # not newer than the last reading: nothing learned
         return _NOTHING
     s.n += 1
@@ -514,8 +536,8 @@ class NoveltyDetector:
         """Why ``x`` scores as it does, against what was learned before it (learns nothing)."""
         step = self._score(x)[1]
         s = self._state
-        expected, spread, model = expectation(self.params._seasonal, s.seasonal, x[0], x[1])
-        full = self.params._seasonal.surprise_full
+        expected, spread, model = expectation(self.params.in_force, s.seasonal, x[0], x[1])
+        full = self.params.in_force.surprise_full
         seen = None
         if s.bins:
             low, high = s.usual()

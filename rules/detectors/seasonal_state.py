@@ -82,9 +82,11 @@ class AnomalyParams(BaseModel):
     surprise_prior: float = Field(default=10.0, gt=0)
     """Weight, in readings, of the Gaussian tail prior of the calibration."""
     surprise_full: float = Field(default=6.0, gt=0)
-    """``-log10`` of the chance that gives score 1 (6: one in a million)."""
+    """``-log10`` of the chance that gives score 1 (6: one in a million). Under ``novelty`` 7.25
+    unless a rule sets it (values never seen are what that detector alerts on)."""
     refractory_halflife: float = Field(default=288.0, ge=0)
-    """Half-life of the recent high score that damps repeats; 0 switches it off."""
+    """Half-life of the recent high score that damps repeats; 0 switches it off. Under
+    ``novelty`` 600 unless a rule sets it."""
     gap_reset_hours: float = Field(default=6.0, gt=0)
     """A gap longer than this restarts the change statistics."""
     rel_floor: float = Field(default=0.05, ge=0)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from rules import nab
 from rules.anomaly import AnomalyParams, AnomalyState, score
 from rules.detectors import SeasonalDetector
-from rules.detectors.novelty import LONG_HALFLIFE
+from rules.detectors.novelty import NoveltyParams
 from rules.testing import score_series
 from wiring.cli_anomaly import anomaly_app, parse_params
 
@@ -306,9 +306,9 @@ def test_cli_scores_with_the_named_detector(tmp_path: Path) -> None:
         out[name] = [float(line.rsplit(",", 1)[1]) for line in target.read_text().splitlines()[1:]]
     _, expected = feed(values, start=0)
     assert out["seasonal"] == expected
-    # novelty is the seasonal detector with its long memory until the range of values is fixed
-    _, with_long = feed(values, start=0, params=AnomalyParams(surprise_long_halflife=LONG_HALFLIFE))
-    assert out["novelty"][:400] == with_long[:400] != expected[:400]
+    # novelty is the seasonal detector with its own defaults until the range of values is fixed
+    _, under = feed(values, start=0, params=NoveltyParams().in_force)
+    assert out["novelty"][:400] == under[:400] != expected[:400]
     result = runner.invoke(anomaly_app, ["score", str(source), str(target), "--detector", "x"])
     assert result.exit_code == 2 and "--detector 'x'" in result.output
 

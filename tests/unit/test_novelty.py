@@ -15,12 +15,21 @@ from pydantic import ValidationError
 from benchmarks.nab import tuning_files
 from rules.alerting import AlertState
 from rules.detectors import AnomalyParams, NoveltyDetector, NoveltyParams, SeasonalDetector
-from rules.detectors.novelty import LONG_HALFLIFE, NoveltyState
+from rules.detectors.novelty import (
+    LONG_HALFLIFE,
+    REFRACTORY_HALFLIFE,
+    SURPRISE_FULL,
+    NoveltyState,
+)
 from rules.kinds.anomaly import KIND, AnomalyRule
 from rules.testing import observation, score_series
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
-LONG = AnomalyParams(surprise_long_halflife=LONG_HALFLIFE)
+UNDER = AnomalyParams(
+    surprise_long_halflife=LONG_HALFLIFE,
+    surprise_full=SURPRISE_FULL,
+    refractory_halflife=REFRACTORY_HALFLIFE,
+)
 """The seasonal detector as the novelty detector runs it underneath."""
 STEP = timedelta(minutes=5)
 
@@ -45,7 +54,7 @@ def test_a_level_seen_long_ago_is_not_novel_but_a_new_one_is() -> None:
     values = noisy(6000)
     values[1000:1010] = [27.0] * 10
     detector = trained(values)
-    seasonal = SeasonalDetector(LONG)
+    seasonal = SeasonalDetector(UNDER)
     score_series(seasonal, points(values))
     at = T0 + 6000 * STEP
     revisit, new = (at, 27.0), (at, 35.0)
@@ -212,7 +221,7 @@ def test_one_glitch_far_out_neither_coarsens_the_bins_nor_hides_a_later_shift() 
     clean, clean_scores = run(values)
     detector, scores = run(glitched)
     assert scores[1500] >= NoveltyParams().novel_floor  # the glitch itself is new
-    assert max(scores[4000:4010]) > 0.8 and max(clean_scores[4000:4010]) > 0.8
+    assert max(scores[4000:4010]) > 0.75 and max(clean_scores[4000:4010]) > 0.75  # 0.80, 1.0
     assert detector.to_json()["width"] == clean.to_json()["width"]  # type: ignore[index]
 
 
@@ -385,23 +394,29 @@ def test_the_score_explains_itself() -> None:
     assert why.rarity > 1e4 and why.novel
     assert why.seen_low is not None and why.seen_high is not None and why.seen_high < 35.0
     assert f"expected {why.expected:.4g}" in why.text and f"{why.high:.4g}" in why.text
-    assert "never seen" in why.text and "rarer than once in 1,000,000 readings" in why.text
+    assert "never seen" in why.text
+    assert f"rarer than once in {10**SURPRISE_FULL:,.0f} readings" in why.text  # 17,782,794
 
 
 def test_a_seasonal_state_is_adopted() -> None:
     values = noisy(1000)
-    seasonal = SeasonalDetector(LONG)
+    seasonal = SeasonalDetector(UNDER)
     score_series(seasonal, points(values))
     detector = NoveltyDetector(None, seasonal.to_json())
     rest = points(noisy(200, seed=9), start=1000)
     assert score_series(detector, rest) == score_series(seasonal, rest)  # range not fixed yet
 
 
-def test_a_long_memory_set_in_the_rule_is_kept() -> None:
+def test_the_seasonal_parameters_a_rule_sets_are_kept_and_the_others_are_the_detectors() -> None:
     values = points(noisy(390))  # the range is not fixed yet: the seasonal score alone
-    off = NoveltyDetector(NoveltyParams(seasonal=AnomalyParams(surprise_long_halflife=0)))
-    assert score_series(off, values) == score_series(SeasonalDetector(), values)
-    assert score_series(NoveltyDetector(), values) == score_series(SeasonalDetector(LONG), values)
+    assert score_series(NoveltyDetector(), values) == score_series(SeasonalDetector(UNDER), values)
+    assert NoveltyParams(seasonal=AnomalyParams(surprise_long_halflife=None)).in_force == UNDER
+    seasonal_own = {"surprise_long_halflife": 0.0, "surprise_full": 6.0, "refractory_halflife": 288}
+    as_alone = NoveltyDetector(NoveltyParams(seasonal=AnomalyParams(**seasonal_own)))
+    assert score_series(as_alone, values) == score_series(SeasonalDetector(), values)
+    for name, value in seasonal_own.items():  # each one set, the other two the detector's
+        kept = NoveltyParams(seasonal=AnomalyParams(**{name: value, "warmup": 50})).in_force
+        assert kept == UNDER.model_copy(update={name: value, "warmup": 50})
 
 
 def test_state_json_is_rejected_when_incomplete() -> None:
