@@ -22,10 +22,18 @@ each half, and normalised the same way, they put the detector's figures beside A
 HTM's and CAD OSE's on exactly this data. Their thresholds were optimised on all 58 files (the
 held-out half included), so the comparison favours them slightly.
 
+**Never-seen files.** ``--unseen PATH`` scores the labelled files of another NAB folder (a
+checkout of NAB's repository will do: its labels are read from ``labels/`` there) that the
+sample does not hold, each at the threshold chosen on all the sample's files, and puts the
+published detectors' scores on the same files beside them (:data:`PUBLISHED_FILES` holds
+them for NAB's realAdExchange and realTraffic files too). No parameter or threshold ever saw
+those files, so their figure is the cleanest test of what a new series can expect.
+
 ``--windows`` prints, per file, each window's first detection at the standard threshold (or its
 best score when missed) and the false positives, so a change can be judged window by window.
 
-Run: ``.venv/bin/python -m benchmarks.nab [--data /work/shared/data/nab] [--detector NAME]``.
+Run: ``.venv/bin/python -m benchmarks.nab [--data /work/shared/data/nab] [--detector NAME]
+[--unseen PATH]``.
 The sample is a subset of NAB (35 of 58 files), so its totals are not directly comparable with
 the published full-corpus scores. Speed depends on the machine; compare runs on one machine.
 """
@@ -41,7 +49,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rules import nab
 from rules.detectors import DETECTORS, NoveltyDetector, NoveltyParams, SeasonalDetector
@@ -72,8 +80,18 @@ class Series:
     windows: list[tuple[datetime, datetime]]
 
 
-def load(root: Path) -> list[Series]:
-    labels = json.loads((root / "combined_windows.json").read_text())
+def labels_file(root: Path) -> Path:
+    """The labelled windows: ``combined_windows.json`` in the folder, or under ``labels/`` as
+    in a checkout of NAB's repository."""
+    here = root / "combined_windows.json"
+    return here if here.is_file() else root / "labels" / "combined_windows.json"
+
+
+def load(root: Path, names: set[str] | None = None) -> list[Series]:
+    """The labelled series in ``root`` (those of ``names`` only, when given)."""
+    labels = json.loads(labels_file(root).read_text())
+    if names is not None:
+        labels = {n: w for n, w in labels.items() if n in names}
     out = []
     for name in sorted(labels):
         with (root / "data" / name).open(newline="") as fh:
@@ -128,11 +146,11 @@ def detect(detector: Detector, series: Series) -> tuple[list[float], float]:
 
 def missing(root: Path) -> str | None:
     """Why ``root`` is not a NAB sample folder, or ``None`` when it is one."""
-    labels = root / "combined_windows.json"
+    labels = labels_file(root)
     if not root.is_dir():
         return f"no NAB data at {root} (the folder does not exist)"
     if not labels.is_file():
-        return f"no NAB data at {root}: {labels.name} is missing"
+        return f"no NAB data at {root}: {labels.name} is missing (nor under labels/)"
     if not (root / "data").is_dir():
         return f"no NAB data at {root}: the data/ folder is missing"
     return None
@@ -178,15 +196,9 @@ def _total(files: list[Scored], profile: str, threshold: float | None) -> tuple[
     return nab.normalised(raw, sum(f.windows for f in files), cost), threshold
 
 
-def report(scored: dict[str, Scored], tuning: set[str]) -> dict[str, Any]:
-    """Print the per-category table and the split; return the totals."""
-    everything = list(scored.values())
-    tune = [scored[n] for n in sorted(tuning)]
-    held = [scored[n] for n in sorted(set(scored) - tuning)]
+def _categories(scored: dict[str, Scored], thresholds: dict[str, float]) -> None:
+    """Print each category's scores at ``thresholds`` (false positives where it has no window)."""
     names = list(PROFILES)
-    print(f"{'':28}" + "".join(f"{p:>18}" for p in names))
-    best = {p: _total(everything, p, None) for p in names}
-    print(f"{'threshold (all files)':28}" + "".join(f"{best[p][1]:18.4f}" for p in names))
     for category in sorted({n.split("/")[0] for n in scored}):
         files = [f for n, f in scored.items() if n.split("/")[0] == category]
         label = f"{category} ({len(files)})"
@@ -197,12 +209,24 @@ def report(scored: dict[str, Scored], tuning: set[str]) -> dict[str, Any]:
                     1
                     for f in files
                     for r in f.rows[p]
-                    if r.window is None and r.score >= best[p][1]
+                    if r.window is None and r.score >= thresholds[p]
                 )
                 cells.append(f"{fp:>15} FP")
             print(f"{label:28}" + "".join(cells))
             continue
-        print(f"{label:28}" + "".join(f"{_total(files, p, best[p][1])[0]:18.1f}" for p in names))
+        print(f"{label:28}" + "".join(f"{_total(files, p, thresholds[p])[0]:18.1f}" for p in names))
+
+
+def report(scored: dict[str, Scored], tuning: set[str]) -> dict[str, Any]:
+    """Print the per-category table and the split; return the totals and the thresholds."""
+    everything = list(scored.values())
+    tune = [scored[n] for n in sorted(tuning)]
+    held = [scored[n] for n in sorted(set(scored) - tuning)]
+    names = list(PROFILES)
+    print(f"{'':28}" + "".join(f"{p:>18}" for p in names))
+    best = {p: _total(everything, p, None) for p in names}
+    print(f"{'threshold (all files)':28}" + "".join(f"{best[p][1]:18.4f}" for p in names))
+    _categories(scored, {p: best[p][1] for p in names})
     print(
         f"{'ALL (' + str(len(everything)) + ')':28}" + "".join(f"{best[p][0]:18.1f}" for p in names)
     )
@@ -219,28 +243,92 @@ def report(scored: dict[str, Scored], tuning: set[str]) -> dict[str, Any]:
         "all": {p: best[p][0] for p in names},
         "tune": {p: t[p][0] for p in names},
         "held": h,
-        "threshold": best["standard"][1],
+        "thresholds": {p: best[p][1] for p in names},
     }
 
 
-def published(scored: dict[str, Scored], tuning: set[str]) -> dict[str, tuple[float, ...]]:
-    """Each published detector's standard score on these files: all, the tuning half and the
-    held-out half (``{}`` when a file is not in the published table, as for data not NAB's)."""
+def published(scored: dict[str, Scored], groups: list[list[str]]) -> dict[str, tuple[float, ...]]:
+    """Each published detector's standard score on each group of these files (``{}`` when a
+    file is not in the published table, as for data not NAB's)."""
     table: dict[str, dict[str, float]] = json.loads(PUBLISHED_FILES.read_text())["standard"]
-    halves = [
-        list(scored),
-        [n for n in scored if n in tuning],
-        [n for n in scored if n not in tuning],
-    ]
     out: dict[str, tuple[float, ...]] = {}
     for detector, per_file in table.items():
         if not scored.keys() <= per_file.keys():
             return {}
         out[detector] = tuple(
             nab.normalised(sum(per_file[n] for n in names), sum(scored[n].windows for n in names))
-            for names in halves
+            for names in groups
         )
     return out
+
+
+@dataclass(slots=True)
+class Run:
+    """A corpus scored by one detector: per file, its sweeps and its scores; the scoring time."""
+
+    scored: dict[str, Scored]
+    scores: dict[str, list[float]]
+    seconds: float = 0.0
+    readings: int = 0
+    longest: tuple[int, str, Any] = (0, "", None)
+    """The longest series: its length, name and the detector's state at its end."""
+
+
+def run(corpus: list[Series], name: str, pairs: list[str]) -> Run:
+    """Score every series with a new detector of its own."""
+    out = Run({}, {})
+    for series in corpus:
+        detector = make_detector(name, pairs)
+        scores, elapsed = detect(detector, series)
+        out.seconds += elapsed
+        out.readings += len(scores)
+        out.scores[series.name] = scores
+        rows = {
+            p: nab.sweep(series.name, series.timestamps, scores, series.windows, cost)
+            for p, cost in PROFILES.items()
+        }
+        windows = len(nab.window_rows(series.timestamps, series.windows))
+        out.scored[series.name] = Scored(rows, windows)
+        if len(scores) > out.longest[0]:
+            out.longest = (len(scores), series.name, detector.to_json())
+    return out
+
+
+def never_seen(
+    unseen: list[Series], runs: Run, thresholds: dict[str, float], windows: bool
+) -> None:
+    """Print the scores of files the sample does not hold at the sample's thresholds, beside
+    the published detectors' on the same files."""
+    names = list(PROFILES)
+    total = sum(f.windows for f in runs.scored.values())
+    print(
+        f"never seen: {len(unseen)} files, {total} windows, {runs.readings} readings, "
+        "at the thresholds chosen on all the sample's files"
+    )
+    print(f"{'':28}" + "".join(f"{p:>18}" for p in names))
+    _categories(runs.scored, thresholds)
+    every = list(runs.scored.values())
+    cells = "".join(f"{_total(every, p, thresholds[p])[0]:18.1f}" for p in names)
+    print(f"{'NEVER SEEN (' + str(len(every)) + ')':28}" + cells)
+    if windows:
+        for series in unseen:
+            print(window_report(series, runs.scores[series.name], thresholds["standard"]))
+    others = published(runs.scored, [list(runs.scored)])
+    if others:
+        print("published detectors on the never-seen files (standard; NAB's per-file results):")
+        for name, (score,) in others.items():
+            print(f"  {name:14} {score:5.1f}")
+    else:
+        print("published detectors on the never-seen files: not all are NAB files, not compared")
+
+
+def _no_data(flag: str, problem: str) -> NoReturn:
+    print(
+        f"error: {problem}. Give {flag} a folder holding NAB's combined_windows.json (or "
+        "labels/combined_windows.json) and its data/<category>/<file>.csv series.",
+        file=sys.stderr,
+    )
+    raise SystemExit(2)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -252,59 +340,59 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--windows", action="store_true", help="print each file's detections and false positives"
     )
+    parser.add_argument(
+        "--unseen",
+        type=Path,
+        help="a NAB folder (a checkout of NAB's repository will do) whose files the sample does "
+        "not hold: scored at the sample's thresholds",
+    )
     args = parser.parse_args(argv)
     problem = missing(args.data)
     if problem is not None:
-        print(
-            f"error: {problem}. Give --data a folder holding NAB's combined_windows.json and "
-            "its data/<category>/<file>.csv series.",
-            file=sys.stderr,
-        )
-        raise SystemExit(2)
+        _no_data("--data", problem)
+    if args.unseen is not None and (problem := missing(args.unseen)) is not None:
+        _no_data("--unseen", problem)
     make_detector(args.detector, args.param)  # a bad --param fails before the long run
 
     corpus = load(args.data)
-    scored: dict[str, Scored] = {}
-    all_scores: dict[str, list[float]] = {}
-    seconds = 0.0
-    readings = 0
-    longest: tuple[int, str, Any] | None = None
-    for series in corpus:
-        detector = make_detector(args.detector, args.param)
-        scores, elapsed = detect(detector, series)
-        seconds += elapsed
-        readings += len(scores)
-        all_scores[series.name] = scores
-        rows = {
-            p: nab.sweep(series.name, series.timestamps, scores, series.windows, cost)
-            for p, cost in PROFILES.items()
-        }
-        scored[series.name] = Scored(rows, len(nab.window_rows(series.timestamps, series.windows)))
-        if longest is None or len(scores) > longest[0]:
-            longest = (len(scores), series.name, detector.to_json())
-
+    runs = run(corpus, args.detector, args.param)
+    scored = runs.scored
     windows = sum(s.windows for s in scored.values())
     print(f"detector {args.detector} on the NAB sample at {args.data}")
-    print(f"{len(corpus)} files (of NAB's 58), {windows} windows, {readings} readings")
+    print(f"{len(corpus)} files (of NAB's 58), {windows} windows, {runs.readings} readings")
     tuning = tuning_files(list(scored))
     totals = report(scored, tuning)
     if args.windows:
         for series in corpus:
-            print(window_report(series, all_scores[series.name], totals["threshold"]))
+            print(window_report(series, runs.scores[series.name], totals["thresholds"]["standard"]))
     if args.list_split:
         print("tuning files: " + ", ".join(sorted(tuning)))
     print(f"published full-corpus standard scores: {PUBLISHED}")
-    others = published(scored, tuning)
+    halves = [
+        list(scored),
+        [n for n in scored if n in tuning],
+        [n for n in scored if n not in tuning],
+    ]
+    others = published(scored, halves)
     if others:
         print("published detectors on these files (standard; NAB's per-file results):")
         for name, (every, tune, held) in others.items():
             print(f"  {name:14} all {every:5.1f}   tuning half {tune:5.1f}   held out {held:5.1f}")
     else:
         print("published detectors on these files: not all of them are NAB files, not compared")
-    print(f"speed: {readings / seconds:,.0f} scores/s on one core ({seconds:.2f} s)")
-    assert longest is not None
-    size = len(json.dumps(longest[2]))
-    print(f"state: {size} bytes of JSON per series after {longest[0]} readings ({longest[1]})")
+    if args.unseen is not None:
+        labelled = set(json.loads(labels_file(args.unseen).read_text()))
+        unseen = load(args.unseen, labelled - set(scored))
+        if not unseen:
+            _no_data("--unseen", f"every file labelled at {args.unseen} is in the sample")
+        never_seen(
+            unseen, run(unseen, args.detector, args.param), totals["thresholds"], args.windows
+        )
+    print(f"speed: {runs.readings / runs.seconds:,.0f} scores/s on one core ({runs.seconds:.2f} s)")
+    length, name, state = runs.longest
+    print(
+        f"state: {len(json.dumps(state))} bytes of JSON per series after {length} readings ({name})"
+    )
 
 
 if __name__ == "__main__":

@@ -83,10 +83,42 @@ def test_nab_puts_published_detectors_on_the_same_files_and_halves() -> None:
         "artificialWithAnomaly/art_daily_nojump.csv",
     )
     scored = {up: nab.Scored({}, 1), flat: nab.Scored({}, 1)}
-    every, tune, held = nab.published(scored, {up})["ARTime"]
+    every, tune, held = nab.published(scored, [[up, flat], [up], [flat]])["ARTime"]
     # ARTime's raw scores: 0.8589 (caught), -1.11 (missed, one false positive); null -1 a window
     assert (round(every, 2), round(tune, 2), round(held, 2)) == (43.72, 92.95, -5.5)
-    assert nab.published({**scored, "synthetic/spike.csv": nab.Scored({}, 1)}, {up}) == {}
+    assert nab.published({**scored, "synthetic/spike.csv": nab.Scored({}, 1)}, [[up]]) == {}
+    traffic = "realTraffic/speed_7578.csv"  # not in the sample: ARTime 3.1077 over 4 windows
+    (score,) = nab.published({traffic: nab.Scored({}, 4)}, [[traffic]])["ARTime"]
+    assert round(score, 2) == round(100 * (3.1077 + 4) / 8, 2)
+
+
+def test_nab_scores_files_the_sample_lacks_at_the_samples_thresholds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _tiny_nab(tmp_path / "sample")
+    checkout = tmp_path / "NAB"  # NAB's repository layout: its labels under labels/
+    _tiny_nab(checkout)  # the sample's own file, which must not count as never seen
+    (checkout / "labels").mkdir()
+    labels = json.loads((checkout / "combined_windows.json").read_text())
+    (checkout / "combined_windows.json").unlink()
+    other = checkout / "data" / "synthetic" / "other.csv"
+    other.write_text((checkout / "data" / "synthetic" / "spike.csv").read_text())
+    labels["synthetic/other.csv"] = labels["synthetic/spike.csv"]
+    (checkout / "labels" / "combined_windows.json").write_text(json.dumps(labels))
+    nab.main(["--data", str(tmp_path / "sample"), "--unseen", str(checkout), "--windows"])
+    out = capsys.readouterr().out
+    assert "never seen: 1 files, 1 windows, 1000 readings" in out
+    assert "synthetic/other.csv: [680-720] at 700; 0 FP" in out
+    totals = next(line for line in out.splitlines() if line.startswith("NEVER SEEN (1)")).split()
+    assert all(90.0 < float(t) <= 100.0 for t in totals[3:]), totals
+    assert "published detectors on the never-seen files: not all are NAB files" in out
+    with pytest.raises(SystemExit) as exit_:
+        nab.main(["--data", str(tmp_path / "sample"), "--unseen", str(tmp_path / "sample")])
+    assert exit_.value.code == 2
+    assert "every file labelled at" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        nab.main(["--data", str(tmp_path / "sample"), "--unseen", str(tmp_path / "none")])
+    assert exit_.value.code == 2 and "--unseen" in capsys.readouterr().err
 
 
 def test_nab_windows_names_each_detection_miss_and_false_positive(
