@@ -14,6 +14,7 @@ from benchmarks import nab
 from benchmarks.bench_parts import Outputs, partition_ends
 from benchmarks.sinks import remove_state
 from cityvitals.contracts import Reading, ReadingBatch
+from rules.nab import normalised
 from wiring.stack import StackPaths
 
 
@@ -90,6 +91,15 @@ def test_nab_puts_published_detectors_on_the_same_files_and_halves() -> None:
     traffic = "realTraffic/speed_7578.csv"  # not in the sample: ARTime 3.1077 over 4 windows
     (score,) = nab.published({traffic: nab.Scored({}, 4)}, [[traffic]])["ARTime"]
     assert round(score, 2) == round(100 * (3.1077 + 4) / 8, 2)
+
+
+def test_the_published_table_holds_all_58_files_and_gives_the_published_totals() -> None:
+    table = json.loads(nab.PUBLISHED_FILES.read_text())["standard"]
+    published = {"ARTime": 74.9, "Numenta HTM": 70.1, "CAD OSE": 69.9}
+    for detector, score in published.items():
+        assert len(table[detector]) == 58
+        # NAB's 116 windows: the null detector scores -116, the perfect one 116
+        assert round(normalised(sum(table[detector].values()), 116), 1) == score
 
 
 def test_nab_scores_files_the_sample_lacks_at_the_samples_thresholds(
