@@ -306,6 +306,8 @@ def never_seen(
         "at the thresholds chosen on all the sample's files"
     )
     print(f"{'':28}" + "".join(f"{p:>18}" for p in names))
+    label = "threshold (the sample's)"
+    print(f"{label:28}" + "".join(f"{thresholds[p]:18.4f}" for p in names))
     _categories(runs.scored, thresholds)
     every = list(runs.scored.values())
     cells = "".join(f"{_total(every, p, thresholds[p])[0]:18.1f}" for p in names)
@@ -319,7 +321,24 @@ def never_seen(
         for name, (score,) in others.items():
             print(f"  {name:14} {score:5.1f}")
     else:
-        print("published detectors on the never-seen files: not all are NAB files, not compared")
+        print(
+            "published detectors on the never-seen files: not all of them have published "
+            "scores, not compared"
+        )
+
+
+def unseen_names(data: Path, unseen: Path) -> set[str]:
+    """The files labelled in ``unseen`` that ``data`` does not label; exits 2 when there are
+    none, or when one of them has no series file."""
+    sample = set(json.loads(labels_file(data).read_text()))
+    names = set(json.loads(labels_file(unseen).read_text())) - sample
+    if not names:
+        _no_data("--unseen", f"every file labelled at {unseen} is in the sample")
+    absent = sorted(n for n in names if not (unseen / "data" / n).is_file())
+    if absent:
+        shown = ", ".join(absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
+        _no_data("--unseen", f"no series file under {unseen / 'data'} for {shown}")
+    return names
 
 
 def _no_data(flag: str, problem: str) -> NoReturn:
@@ -350,8 +369,11 @@ def main(argv: list[str] | None = None) -> None:
     problem = missing(args.data)
     if problem is not None:
         _no_data("--data", problem)
-    if args.unseen is not None and (problem := missing(args.unseen)) is not None:
-        _no_data("--unseen", problem)
+    names: set[str] = set()
+    if args.unseen is not None:
+        if (problem := missing(args.unseen)) is not None:
+            _no_data("--unseen", problem)
+        names = unseen_names(args.data, args.unseen)  # before the long run
     make_detector(args.detector, args.param)  # a bad --param fails before the long run
 
     corpus = load(args.data)
@@ -381,10 +403,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         print("published detectors on these files: not all of them are NAB files, not compared")
     if args.unseen is not None:
-        labelled = set(json.loads(labels_file(args.unseen).read_text()))
-        unseen = load(args.unseen, labelled - set(scored))
-        if not unseen:
-            _no_data("--unseen", f"every file labelled at {args.unseen} is in the sample")
+        unseen = load(args.unseen, names)
         never_seen(
             unseen, run(unseen, args.detector, args.param), totals["thresholds"], args.windows
         )

@@ -144,13 +144,11 @@ class NoveltyParams(BaseModel):
     @cached_property
     def in_force(self) -> AnomalyParams:
         """The seasonal parameters in force: ``seasonal`` with this detector's own defaults
-        (``_OWN_DEFAULTS``) for those a rule did not set (a ``surprise_long_halflife`` of None
-        counts as not set)."""
-        given = self.seasonal.model_fields_set
+        (``_OWN_DEFAULTS``) where it leaves them to the detector (None)."""
         own = {
             name: value
             for name, value in _OWN_DEFAULTS.items()
-            if name not in given or getattr(self.seasonal, name) is None
+            if getattr(self.seasonal, name) is None
         }
         return AnomalyParams(**{**self.seasonal.model_dump(), **own}) if own else self.seasonal
 
@@ -537,7 +535,7 @@ class NoveltyDetector:
         step = self._score(x)[1]
         s = self._state
         expected, spread, model = expectation(self.params.in_force, s.seasonal, x[0], x[1])
-        full = self.params.in_force.surprise_full
+        full = self.params.in_force._d.full
         seen = None
         if s.bins:
             low, high = s.usual()

@@ -213,7 +213,7 @@ def score(
     zb = min(abs(s.drift) * d.drift_gain, _Z_MAX)
 
     # --- calibrate on the series' own history, damp repeats
-    prior, full = params.surprise_prior, params.surprise_full
+    prior, full = params.surprise_prior, d.full
     drift = d.a_drift > 0.0
     out = _rarity(s.hist, s.hist_b, s.hist_w, s.hist_n, z, zb, drift, prior, full)
     if d.a_long and s.hist_ln > 0.0:  # as surprising as the long memory finds it, at most

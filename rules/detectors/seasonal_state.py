@@ -38,6 +38,12 @@ def _rate(halflife: float) -> float:
     return 1.0 - math.pow(0.5, 1.0 / halflife)
 
 
+SURPRISE_FULL = 6.0
+"""The seasonal detector's ``surprise_full`` when a rule leaves it unset."""
+REFRACTORY_HALFLIFE = 288.0
+"""The seasonal detector's ``refractory_halflife`` when a rule leaves it unset."""
+
+
 class AnomalyParams(BaseModel):
     """How series are scored. Half-lives are counted in readings unless the name says otherwise.
 
@@ -81,12 +87,12 @@ class AnomalyParams(BaseModel):
     catches those as new values)."""
     surprise_prior: float = Field(default=10.0, gt=0)
     """Weight, in readings, of the Gaussian tail prior of the calibration."""
-    surprise_full: float = Field(default=6.0, gt=0)
-    """``-log10`` of the chance that gives score 1 (6: one in a million). Under ``novelty`` 7.25
-    unless a rule sets it (values never seen are what that detector alerts on)."""
-    refractory_halflife: float = Field(default=288.0, ge=0)
-    """Half-life of the recent high score that damps repeats; 0 switches it off. Under
-    ``novelty`` 600 unless a rule sets it."""
+    surprise_full: float | None = Field(default=None, gt=0)
+    """``-log10`` of the chance that gives score 1. None leaves it to the detector: 6 (one in a
+    million) for ``seasonal``, 7.25 for ``novelty`` (values never seen are what it alerts on)."""
+    refractory_halflife: float | None = Field(default=None, ge=0)
+    """Half-life of the recent high score that damps repeats; 0 switches it off. None leaves it
+    to the detector: 288 readings for ``seasonal``, 600 for ``novelty``."""
     gap_reset_hours: float = Field(default=6.0, gt=0)
     """A gap longer than this restarts the change statistics."""
     rel_floor: float = Field(default=0.05, ge=0)
@@ -117,6 +123,7 @@ class _Derived:
         "a_scale",
         "a_season_lvl",
         "drift_gain",
+        "full",
         "g_day",
         "g_week",
         "gap",
@@ -139,9 +146,9 @@ class _Derived:
         self.a_drift = _rate(p.drift_halflife) if p.drift_halflife > 0 else 0.0
         # puts the EWMA of unit-variance errors back on the scale of one error
         self.drift_gain = math.sqrt((2.0 - self.a_drift) / self.a_drift) if self.a_drift else 0.0
-        self.refractory = (
-            math.pow(0.5, 1.0 / p.refractory_halflife) if p.refractory_halflife else 0.0
-        )
+        self.full = SURPRISE_FULL if p.surprise_full is None else p.surprise_full
+        h = REFRACTORY_HALFLIFE if p.refractory_halflife is None else p.refractory_halflife
+        self.refractory = math.pow(0.5, 1.0 / h) if h else 0.0
         self.gap = p.gap_reset_hours * _HOUR
 
 

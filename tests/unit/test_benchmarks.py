@@ -111,24 +111,35 @@ def test_nab_scores_files_the_sample_lacks_at_the_samples_thresholds(
     (checkout / "labels").mkdir()
     labels = json.loads((checkout / "combined_windows.json").read_text())
     (checkout / "combined_windows.json").unlink()
-    other = checkout / "data" / "synthetic" / "other.csv"
-    other.write_text((checkout / "data" / "synthetic" / "spike.csv").read_text())
-    labels["synthetic/other.csv"] = labels["synthetic/spike.csv"]
-    (checkout / "labels" / "combined_windows.json").write_text(json.dumps(labels))
+    traffic = "realTraffic/speed_7578.csv"  # a NAB name: ARTime's published raw score 3.1077
+    (checkout / "data" / "realTraffic").mkdir()
+    (checkout / "data" / traffic).write_text((checkout / "data/synthetic/spike.csv").read_text())
+    (checkout / "labels" / "combined_windows.json").write_text(
+        json.dumps({**labels, traffic: labels["synthetic/spike.csv"]})
+    )
     nab.main(["--data", str(tmp_path / "sample"), "--unseen", str(checkout), "--windows"])
-    out = capsys.readouterr().out
-    assert "never seen: 1 files, 1 windows, 1000 readings" in out
-    assert "synthetic/other.csv: [680-720] at 700; 0 FP" in out
-    totals = next(line for line in out.splitlines() if line.startswith("NEVER SEEN (1)")).split()
+    lines = capsys.readouterr().out.splitlines()
+    assert "never seen: 1 files, 1 windows, 1000 readings" in "\n".join(lines)
+    assert f"{traffic}: [680-720] at 700; 0 FP" in lines
+    chosen = next(line for line in lines if line.startswith("threshold (all files)")).split()
+    used = next(line for line in lines if line.startswith("threshold (the sample's)")).split()
+    assert used[3:] == chosen[3:]
+    totals = next(line for line in lines if line.startswith("NEVER SEEN (1)")).split()
     assert all(90.0 < float(t) <= 100.0 for t in totals[3:]), totals
-    assert "published detectors on the never-seen files: not all are NAB files" in out
-    with pytest.raises(SystemExit) as exit_:
-        nab.main(["--data", str(tmp_path / "sample"), "--unseen", str(tmp_path / "sample")])
-    assert exit_.value.code == 2
-    assert "every file labelled at" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exit_:
-        nab.main(["--data", str(tmp_path / "sample"), "--unseen", str(tmp_path / "none")])
-    assert exit_.value.code == 2 and "--unseen" in capsys.readouterr().err
+    assert f"  ARTime         {normalised(3.1077313980278403, 1):5.1f}" in lines
+
+    def refused(unseen: Path) -> str:
+        with pytest.raises(SystemExit) as exit_:
+            nab.main(["--data", str(tmp_path / "sample"), "--unseen", str(unseen)])
+        assert exit_.value.code == 2
+        out, err = capsys.readouterr()
+        assert "detector novelty" not in out  # refused before the sample is scored
+        return err
+
+    assert "every file labelled at" in refused(tmp_path / "sample")
+    assert "--unseen" in refused(tmp_path / "none")
+    (checkout / "data" / traffic).unlink()
+    assert f"no series file under {checkout / 'data'} for {traffic}" in refused(checkout)
 
 
 def test_nab_windows_names_each_detection_miss_and_false_positive(

@@ -419,6 +419,34 @@ def test_the_seasonal_parameters_a_rule_sets_are_kept_and_the_others_are_the_det
         assert kept == UNDER.model_copy(update={name: value, "warmup": 50})
 
 
+def test_a_rules_params_keep_the_novelty_defaults_through_a_round_trip() -> None:
+    rule = AnomalyRule.model_validate({"id": "r", "metric": "m", "params": {"warmup": 50}})
+    in_force = rule.novelty.in_force
+    assert (in_force.warmup, in_force.surprise_full, in_force.refractory_halflife) == (
+        50,
+        SURPRISE_FULL,
+        REFRACTORY_HALFLIFE,
+    )
+    for again in (
+        AnomalyRule.model_validate(rule.model_dump()),
+        AnomalyRule.model_validate_json(rule.model_dump_json()),
+    ):
+        assert again.novelty.in_force == in_force
+    # the seasonal detector alone keeps its own: the two differ
+    assert SeasonalDetector().params._d.full < in_force._d.full
+    assert SeasonalDetector().params._d.refractory < in_force._d.refractory
+
+
+def test_a_second_event_within_days_of_a_high_score_is_damped_more_under_novelty() -> None:
+    values = noisy(3000)
+    values[2000] = 40.0  # a spike, then a level 8 spreads up 200 readings later
+    values[2200:] = [v + 8.0 for v in values[2200:]]
+    alone = score_series(SeasonalDetector(), points(values))
+    under = score_series(SeasonalDetector(NoveltyParams().in_force), points(values))
+    assert alone[2000] == under[2000] == 1.0
+    assert max(under[2200:2210]) < 0.5 * max(alone[2200:2210])  # 0.08 against 0.18
+
+
 def test_state_json_is_rejected_when_incomplete() -> None:
     data = trained(noisy(500)).to_json()
     assert data is not None
