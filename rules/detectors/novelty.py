@@ -408,14 +408,19 @@ class Explanation:
     hour_low: float | None
     hour_high: float | None
     """The range that hour took (None while none)."""
+    damped: bool = False
+    """The seasonal score was damped by the refractory period (the reading came within days of
+    a higher score); ``rarity`` is that of the deviation itself, before the damping."""
 
     @property
     def text(self) -> str:
+        full = self.seasonal_score >= 1.0 and not self.damped
         parts = [
             f"expected {self.expected:.4g} ({self.model} baseline), "
             f"usual range {self.low:.4g} to {self.high:.4g}",
-            ("a deviation rarer than" if self.seasonal_score >= 1.0 else "a deviation about")
-            + f" once in {self.rarity:,.0f} readings",
+            ("a deviation rarer than" if full else "a deviation about")
+            + f" once in {self.rarity:,.0f} readings"
+            + (" (its score damped: it came within days of a higher one)" if self.damped else ""),
         ]
         lately = (
             ""
@@ -452,6 +457,24 @@ _NOTHING = _Step(0.0, 0.0, False, False)
 def _hour_of_day(ts: datetime) -> int:
     """The hour of the day in UTC, as the seasonal detector counts it."""
     return int(ts.timestamp() % _DAY // _HOUR)
+
+
+def _undamped(refractory: float, before: AnomalyState | None, score: float) -> tuple[float, bool]:
+    """The seasonal ``score`` before the refractory period damped it, and whether it did. The
+    period multiplies a score ``u`` by ``1 - r`` when ``u <= r`` (``r`` the recent high score,
+    before this reading), so a damped score is at most ``r * (1 - r)`` and an undamped one is
+    over ``r``: the two never overlap, and the damping can be undone (except at ``r = 1``,
+    where every score was damped to 0).
+
+    >>> _undamped(0.99, None, 0.3), _undamped(0.0, None, 0.3)
+    ((0.3, False), (0.3, False))
+    """
+    if before is None or not refractory:
+        return score, False
+    r = before.recent
+    if score > r * (1.0 - r):
+        return score, False
+    return (score, True) if r >= 1.0 else (score / (1.0 - r), True)
 
 
 def _novel(p: NoveltyParams, chance: float, seasonal: float) -> float:
@@ -535,7 +558,8 @@ class NoveltyDetector:
         step = self._score(x)[1]
         s = self._state
         expected, spread, model = expectation(self.params.in_force, s.seasonal, x[0], x[1])
-        full = self.params.in_force._d.full
+        derived = self.params.in_force._d
+        seasonal, damped = _undamped(derived.refractory, s.seasonal, step.seasonal)
         seen = None
         if s.bins:
             low, high = s.usual()
@@ -554,7 +578,7 @@ class NoveltyDetector:
             low=expected - 3.0 * spread,
             high=expected + 3.0 * spread,
             model=model,
-            rarity=10.0 ** (step.seasonal * full),
+            rarity=10.0 ** (seasonal * derived.full),
             novel=step.novel,
             familiar=step.familiar,
             seen_low=None if seen is None else seen[0],
@@ -564,6 +588,7 @@ class NoveltyDetector:
             hour=h,
             hour_low=s.hour_lo[h] if taken else None,
             hour_high=s.hour_hi[h] if taken else None,
+            damped=damped,
         )
 
     def to_json(self) -> dict[str, Any] | None:

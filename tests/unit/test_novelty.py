@@ -20,7 +20,9 @@ from rules.detectors.novelty import (
     REFRACTORY_HALFLIFE,
     SURPRISE_FULL,
     NoveltyState,
+    _undamped,
 )
+from rules.detectors.seasonal import AnomalyState
 from rules.kinds.anomaly import KIND, AnomalyRule
 from rules.testing import observation, score_series
 
@@ -445,6 +447,32 @@ def test_a_second_event_within_days_of_a_high_score_is_damped_more_under_novelty
     under = score_series(SeasonalDetector(NoveltyParams().in_force), points(values))
     assert alone[2000] == under[2000] == 1.0
     assert max(under[2200:2210]) < 0.5 * max(alone[2200:2210])  # 0.08 against 0.18
+
+
+@pytest.mark.parametrize("recent", [0.0, 0.2, 0.5, 0.9, 0.999])
+def test_the_refractory_damping_is_undone_for_the_explanation(recent: float) -> None:
+    before = AnomalyState.first(0.0, 1.0)
+    before.recent = recent
+    for u in [0.0, 0.05, 0.3, 0.5, 0.7, 1.0]:
+        damped = u * (1.0 - recent) if u <= recent else u  # as the seasonal detector damps
+        got, was_damped = _undamped(0.99, before, damped)
+        assert got == pytest.approx(u) and was_damped == (u <= recent)
+
+
+def test_a_damped_deviation_is_explained_by_its_own_rarity() -> None:
+    values = noisy(3000)
+    values[2000] = 40.0  # a spike, then a level 8 spreads up 200 readings later
+    values[2200:] = [v + 8.0 for v in values[2200:]]
+    detector = NoveltyDetector()
+    for x in points(values[:2200]):
+        detector.step(x)
+    why = detector.explain_one(points(values, start=0)[2200])
+    assert why.damped and why.seasonal_score < 0.1  # the score the reading got
+    # the deviation itself: about once in 700 readings, not once in 4 (10 ** (0.08 * 7.25))
+    assert why.rarity > 100 * 10.0 ** (why.seasonal_score * SURPRISE_FULL)
+    assert "(its score damped: it came within days of a higher one)" in why.text
+    spike = trained(values[:1500]).explain_one((T0 + 1500 * STEP, 40.0))  # no high score before
+    assert not spike.damped and "damped" not in spike.text
 
 
 def test_state_json_is_rejected_when_incomplete() -> None:
