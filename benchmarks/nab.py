@@ -26,8 +26,8 @@ held-out half included), so the comparison favours them slightly.
 checkout of NAB's repository will do: its labels are read from ``labels/`` there) that the
 sample does not hold, each at the threshold chosen on all the sample's files, and puts the
 published detectors' scores on the same files beside them (:data:`PUBLISHED_FILES` holds
-them for NAB's realAdExchange and realTraffic files too). No parameter or threshold ever saw
-those files, so their figure is the cleanest test of what a new series can expect.
+them for all 58 of NAB's files). No parameter or threshold ever saw those files, so their
+figure is the cleanest test of what a new series can expect.
 
 ``--windows`` prints, per file, each window's first detection at the standard threshold (or its
 best score when missed) and the false positives, so a change can be judged window by window.
@@ -35,7 +35,8 @@ best score when missed) and the false positives, so a change can be judged windo
 Run: ``.venv/bin/python -m benchmarks.nab [--data /work/shared/data/nab] [--detector NAME]
 [--unseen PATH]``.
 The sample is a subset of NAB (35 of 58 files), so its totals are not directly comparable with
-the published full-corpus scores. Speed depends on the machine; compare runs on one machine.
+the published full-corpus scores; ``--data`` given a checkout of NAB's repository scores all 58
+as they were. Speed depends on the machine; compare runs on one machine.
 """
 
 from __future__ import annotations

@@ -439,10 +439,16 @@ def test_a_rules_params_keep_the_novelty_defaults_through_a_round_trip() -> None
     assert SeasonalDetector().params._d.refractory < in_force._d.refractory
 
 
-def test_a_second_event_within_days_of_a_high_score_is_damped_more_under_novelty() -> None:
+def spike_then_shift() -> list[float]:
+    """A noisy series with a spike at reading 2000, then a level 8 spreads up from 2200."""
     values = noisy(3000)
-    values[2000] = 40.0  # a spike, then a level 8 spreads up 200 readings later
+    values[2000] = 40.0
     values[2200:] = [v + 8.0 for v in values[2200:]]
+    return values
+
+
+def test_a_second_event_within_days_of_a_high_score_is_damped_more_under_novelty() -> None:
+    values = spike_then_shift()
     alone = score_series(SeasonalDetector(), points(values))
     under = score_series(SeasonalDetector(NoveltyParams().in_force), points(values))
     assert alone[2000] == under[2000] == 1.0
@@ -460,9 +466,7 @@ def test_the_refractory_damping_is_undone_for_the_explanation(recent: float) -> 
 
 
 def test_a_damped_deviation_is_explained_by_its_own_rarity() -> None:
-    values = noisy(3000)
-    values[2000] = 40.0  # a spike, then a level 8 spreads up 200 readings later
-    values[2200:] = [v + 8.0 for v in values[2200:]]
+    values = spike_then_shift()
     detector = NoveltyDetector()
     for x in points(values[:2200]):
         detector.step(x)
