@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, NoReturn, TypeVar
+from functools import cache, cached_property
+from typing import Annotated, Any, Literal, NoReturn, Self, TypeVar
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -54,6 +56,44 @@ Identifier = Annotated[str, Field(pattern=IDENTIFIER)]
 MetricName = Annotated[str, Field(pattern=METRIC)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 """A number that is neither NaN nor infinite (checked inside pydantic's core)."""
+
+
+class Derived(BaseModel):
+    """A model with cached properties derived from its fields (``functools.cached_property``,
+    kept in the instance's ``__dict__``, which pydantic copies): a copy with other fields
+    (``model_copy(update=...)``) derives them afresh instead of keeping the original's.
+
+    >>> from functools import cached_property
+    >>> class Span(Derived):
+    ...     low: float
+    ...     high: float
+    ...     @cached_property
+    ...     def width(self) -> float:
+    ...         return self.high - self.low
+    >>> span = Span(low=1, high=3)
+    >>> span.width, span.model_copy(update={"high": 9}).width, span.model_copy().width
+    (2.0, 8.0, 2.0)
+    """
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        copied = super().model_copy(update=update, deep=deep)
+        if update:
+            for name in _cached_properties(type(self)):
+                copied.__dict__.pop(name, None)
+        return copied
+
+
+@cache
+def _cached_properties(cls: type) -> tuple[str, ...]:
+    """The names of ``cls``'s cached properties, its bases' included."""
+    return tuple(
+        {
+            name
+            for klass in cls.__mro__
+            for name, value in vars(klass).items()
+            if isinstance(value, cached_property)
+        }
+    )
 
 
 class Contract(BaseModel):

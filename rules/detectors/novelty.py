@@ -77,8 +77,9 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from cityvitals.contracts import Derived
 from rules.detectors.base import Point
 from rules.detectors.seasonal import AnomalyParams, AnomalyState, expectation, score
 from rules.detectors.seasonal_state import _DAY, _HOUR
@@ -116,7 +117,7 @@ _OWN_DEFAULTS: dict[str, float] = {
 """The seasonal parameters this detector sets for itself where a rule does not."""
 
 
-class NoveltyParams(BaseModel):
+class NoveltyParams(Derived):
     """How novelty is judged; ``seasonal`` sets the seasonal detector underneath."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -9,7 +9,9 @@ import math
 from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
+
+from cityvitals.contracts import Derived
 
 __all__ = ["AnomalyParams", "AnomalyState"]
 
@@ -44,7 +46,7 @@ REFRACTORY_HALFLIFE = 288.0
 """The seasonal detector's ``refractory_halflife`` when a rule leaves it unset."""
 
 
-class AnomalyParams(BaseModel):
+class AnomalyParams(Derived):
     """How series are scored. Half-lives are counted in readings unless the name says otherwise.
 
     The defaults suit sensors read every few minutes (air quality, noise, traffic counts, water

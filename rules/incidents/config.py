@@ -22,9 +22,9 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
-from cityvitals.contracts import IDENTIFIER, PlaceLevel, Tier, WarningLevel
+from cityvitals.contracts import IDENTIFIER, Derived, PlaceLevel, Tier, WarningLevel
 from rules.kinds import Duration, PositiveDuration
 from rules.ruleset import file_error, load_yaml
 
@@ -46,7 +46,7 @@ OUTAGE_CATEGORY = "device_health"
 Name = Annotated[str, Field(pattern=IDENTIFIER)]
 
 
-class _Strict(BaseModel):
+class _Strict(Derived):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 

@@ -39,8 +39,8 @@ class AnomalyRule(LevelledRule):
 
     @cached_property
     def novelty(self) -> NoveltyParams:
-        """The novelty detector's parameters, made once per rule (not once per reading). Kept
-        with the rule: a ``model_copy`` with other ``params`` would keep these."""
+        """The novelty detector's parameters, made once per rule (not once per reading); a
+        ``model_copy`` with other ``params`` makes them afresh (:class:`cityvitals.contracts.Derived`)."""
         return NoveltyParams(seasonal=self.params)
 
     @field_validator("levels")

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -22,7 +21,7 @@ from pydantic import (
     field_validator,
 )
 
-from cityvitals.contracts import IDENTIFIER, METRIC, WarningLevel
+from cityvitals.contracts import IDENTIFIER, METRIC, Derived, WarningLevel
 
 __all__ = [
     "Duration",
@@ -116,7 +115,7 @@ Id = Annotated[str, Field(pattern=IDENTIFIER)]
 Metric = Annotated[str, Field(pattern=METRIC)]
 
 
-class RuleBase(BaseModel):
+class RuleBase(Derived):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     id: Id

@@ -13,6 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from benchmarks.nab import tuning_files
+from cityvitals.contracts import WarningLevel
 from rules.alerting import AlertState
 from rules.detectors import AnomalyParams, NoveltyDetector, NoveltyParams, SeasonalDetector
 from rules.detectors.novelty import (
@@ -437,6 +438,24 @@ def test_a_rules_params_keep_the_novelty_defaults_through_a_round_trip() -> None
     # the seasonal detector alone keeps its own: the two differ
     assert SeasonalDetector().params._d.full < in_force._d.full
     assert SeasonalDetector().params._d.refractory < in_force._d.refractory
+
+
+def test_a_copy_with_other_params_derives_its_parameters_afresh() -> None:
+    """``model_copy(update=...)`` keeps pydantic's copy of the cached properties unless the
+    model is a ``Derived`` one: a copy would go on with the original's derived values."""
+    rule = AnomalyRule.model_validate({"id": "r", "metric": "m"})
+    assert rule.novelty.in_force.surprise_full == SURPRISE_FULL  # derived, and cached
+    assert rule.novelty.in_force._d.full == SURPRISE_FULL
+    copy = rule.model_copy(update={"params": AnomalyParams(surprise_full=5.0)})
+    assert copy.novelty.in_force.surprise_full == 5.0
+    assert copy.novelty.in_force._d.full == 5.0
+    params = NoveltyParams()
+    assert params.in_force.refractory_halflife == REFRACTORY_HALFLIFE
+    other = params.model_copy(update={"seasonal": AnomalyParams(refractory_halflife=100)})
+    assert other.in_force.refractory_halflife == 100
+    red = {WarningLevel.RED: 0.5}  # a copy is not validated: the level as the model holds it
+    assert rule.model_copy(update={"levels": red}).highest_first == ((WarningLevel.RED, 0.5),)
+    assert rule.model_copy().novelty is rule.novelty  # nothing changed: kept
 
 
 def spike_then_shift() -> list[float]:
