@@ -16,6 +16,7 @@ Open311 exports: :mod:`sinks.open311`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -38,13 +39,17 @@ from sinks.alerts import AlertRow, alert_rows, place_clause
 
 __all__ = [
     "CLOSURE_TARGET",
+    "SHORTEST_PREFIX",
     "AlertRow",
+    "AmbiguousIncident",
     "IncidentDetail",
     "IncidentFilter",
     "Performance",
     "UnknownIncident",
+    "find_incident",
     "get_incident",
     "incident_detail",
+    "is_short_id",
     "list_incidents",
     "performance",
     "recent_steps",
@@ -60,6 +65,22 @@ class UnknownIncident(LookupError):
     def __init__(self, incident_id: str) -> None:
         super().__init__(f"incident {incident_id!r} does not exist")
         self.incident_id = incident_id
+
+
+class AmbiguousIncident(LookupError):
+    def __init__(self, prefix: str, matches: list[str]) -> None:
+        super().__init__(
+            f"incident id {prefix!r} is the start of several incidents' ids "
+            f"({', '.join(matches)}): give more of its digits"
+        )
+        self.prefix = prefix
+        self.matches = matches
+
+
+SHORTEST_PREFIX = 4
+"""The fewest leading digits of an incident's id that :func:`find_incident` looks up (the run
+log and the console show 8)."""
+_PREFIX = re.compile(rf"[0-9a-f]{{{SHORTEST_PREFIX},31}}")
 
 
 @dataclass(frozen=True)
@@ -127,6 +148,35 @@ class IncidentDetail(BaseModel):
 def fetch(conn: Conn, query: str, *params: object) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(query.encode(), params).fetchall()
+
+
+def is_short_id(given: str) -> bool:
+    """Whether ``given`` is the start of an incident's id, as :func:`find_incident` takes it.
+
+    >>> is_short_id("0940a818"), is_short_id("0940A818"), is_short_id("094"), is_short_id("f" * 32)
+    (True, True, False, False)
+    """
+    return _PREFIX.fullmatch(given.lower()) is not None
+
+
+def find_incident(conn: Conn, given: str) -> str:
+    """The id of the incident whose id is ``given`` or starts with it (at least
+    :data:`SHORTEST_PREFIX` hexadecimal digits: the short form people copy from a log);
+    anything else is given back as it is, for the caller's own check. Raises
+    :class:`UnknownIncident` when no id starts so, :class:`AmbiguousIncident` when several do."""
+    if not is_short_id(given):
+        return given
+    prefix = given.lower()
+    found = fetch(
+        conn,
+        "SELECT incident_id FROM incidents WHERE incident_id LIKE %s ORDER BY incident_id LIMIT 5",
+        prefix + "%",
+    )
+    if not found:
+        raise UnknownIncident(given)
+    if len(found) > 1:
+        raise AmbiguousIncident(given, [row["incident_id"] for row in found])
+    return str(found[0]["incident_id"])
 
 
 def get_incident(conn: Conn, incident_id: str) -> Incident:

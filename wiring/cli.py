@@ -12,6 +12,7 @@ import typer
 from cityvitals import native
 from cityvitals.db import DatabaseUnavailable
 from cityvitals.kafka import KafkaUnavailable
+from cityvitals.settings import Settings
 from rules import RuleFileError
 from wiring.cli_audit import reconcile
 from wiring.cli_common import fail, settings
@@ -204,8 +205,30 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv)
     except BrokenPipeError:  # e.g. piped into head
         sys.exit(0)
-    except (DatabaseUnavailable, KafkaUnavailable, native.StaleNative, RuleFileError) as exc:
+    except (DatabaseUnavailable, KafkaUnavailable) as exc:
+        sys.exit(fail(f"{exc}{_no_stack_here()}").exit_code)
+    except (native.StaleNative, RuleFileError) as exc:
         sys.exit(fail(str(exc)).exit_code)
+
+
+def _no_stack_here() -> str:
+    """A hint, for a service that did not answer, when no local stack runs on the state folder
+    of this command's settings (the commands find a stack by its folder, not by searching)."""
+    from pydantic import ValidationError
+
+    from wiring.stack import StackLock, StackPaths
+
+    try:
+        state_dir = Settings().state_dir.absolute()
+    except ValidationError:
+        return ""
+    if StackLock(StackPaths(state_dir).lock).held():
+        return ""
+    return (
+        f"\n  no local stack runs on the state folder {state_dir}: 'cityvitals up' (or "
+        "'./dev run') starts one there; a stack started in another folder is found from "
+        "that folder, or with CITYVITALS_STATE_DIR set to its state folder"
+    )
 
 
 if __name__ == "__main__":

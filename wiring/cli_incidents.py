@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from cityvitals.contracts import (
     HEX_ID,
+    Feedback,
     IncidentState,
     ReportChannel,
     Tier,
@@ -103,18 +104,20 @@ def list_command(
 
 @incidents_app.command("show")
 def show(
-    incident_id: Annotated[str, typer.Argument(help="the incident's id")],
+    incident_id: Annotated[
+        str, typer.Argument(help="the incident's id, or its first digits (at least 4)")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """One incident: its state, who holds it, every step, its dispatch orders, escalations,
     alerts and citizen reports."""
-    from sinks.incidents import UnknownIncident, incident_detail
+    from sinks.incidents import AmbiguousIncident, UnknownIncident, find_incident, incident_detail
 
     conf = settings()
     try:
         with _database(conf) as conn:
-            detail = incident_detail(conn, incident_id)
-    except UnknownIncident as exc:
+            detail = incident_detail(conn, find_incident(conn, incident_id))
+    except (UnknownIncident, AmbiguousIncident) as exc:
         raise fail(str(exc)) from None
     if as_json:
         echo_json(detail, conf)
@@ -162,7 +165,9 @@ def show(
 
 @incidents_app.command("act")
 def act(
-    incident_id: Annotated[str, typer.Argument(help="the incident's id")],
+    incident_id: Annotated[
+        str, typer.Argument(help="the incident's id, or its first digits (at least 4)")
+    ],
     action: Annotated[
         str,
         typer.Argument(
@@ -176,34 +181,53 @@ def act(
     actor: Annotated[str, typer.Option(help="who acts")] = "cli",
 ) -> None:
     """Send a feedback on the incident (on dispatch.feedback); prints its feedback id. The
-    incident stage applies it, or refuses it with a reason (dead letter)."""
+    incident stage applies it, or refuses it with a reason (dead letter). A close before
+    verification without ``--reason`` is refused here, as the stage would refuse it."""
     from device_registry.incident_publisher import BadAction, IncidentPublisher, make_feedback
-    from sinks.incidents import UnknownIncident, get_incident
+    from rules.incidents.lifecycle import close_without_reason
+    from sinks.incidents import (
+        AmbiguousIncident,
+        UnknownIncident,
+        find_incident,
+        get_incident,
+        is_short_id,
+    )
     from wiring.services import open_registry
 
     chosen_tier = enum_option(Tier, tier, "--tier")
-    try:
-        feedback = make_feedback(
-            incident_id,
-            action,
-            actor=actor,
-            reason=reason,
-            department=department,
-            tier=chosen_tier,
-            dispatch_id=dispatch,
-        )
-    except BadAction as exc:
-        raise fail(str(exc)) from None
-    except ValidationError as exc:
-        raise fail(_field_problem(exc)) from None
+
+    def feedback_on(incident_id: str) -> Feedback:
+        try:
+            return make_feedback(
+                incident_id,
+                action,
+                actor=actor,
+                reason=reason,
+                department=department,
+                tier=chosen_tier,
+                dispatch_id=dispatch,
+            )
+        except BadAction as exc:
+            raise fail(str(exc)) from None
+        except ValidationError as exc:
+            raise fail(_field_problem(exc)) from None
+
+    if not is_short_id(incident_id):
+        feedback_on(incident_id)  # what is wrong with it named before the database is asked
     conf = settings()
     with open_registry(conf) as registry:
         try:
-            get_incident(registry.conn, incident_id)
-        except UnknownIncident as exc:
+            incident = get_incident(registry.conn, find_incident(registry.conn, incident_id))
+        except (UnknownIncident, AmbiguousIncident) as exc:
             raise fail(str(exc)) from None
+        feedback = feedback_on(incident.incident_id)
+        # The state as stored may be a step behind the stage: a close it thinks early only
+        # asks for a reason the stage would not need.
+        unexplained = close_without_reason(incident.state, feedback.action, reason)
+        if unexplained is not None:
+            raise fail(f"{unexplained}: give it with --reason; nothing was sent")
         IncidentPublisher(conf, registry.producer).send_feedback(feedback)
-    typer.echo(f"feedback {feedback.feedback_id}: {action} on incident {incident_id} sent")
+    typer.echo(f"feedback {feedback.feedback_id}: {action} on incident {incident.incident_id} sent")
 
 
 def _rate(value: float | None) -> str:

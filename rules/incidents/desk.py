@@ -42,7 +42,7 @@ from cityvitals.contracts import (
 from rules.incidents.book import Tracked, derive_id
 from rules.incidents.config import OUTAGE_CATEGORY
 from rules.incidents.dispatcher import PLATFORM, Dispatcher, Outcome, Refusal
-from rules.incidents.lifecycle import Refused, move
+from rules.incidents.lifecycle import Refused, check_feedback
 from rules.incidents.routing import Assignment, tier_place
 
 __all__ = ["Desk"]
@@ -217,18 +217,7 @@ class Desk(Dispatcher):
             if fb.feedback_id in t.feedback_ids:
                 out.ignored += 1
                 return
-            current = t.incident.dispatch_id
-            if fb.dispatch_id is not None and fb.dispatch_id != current:
-                raise Refused(
-                    f"dispatch {fb.dispatch_id} is not the incident's current ({current})"
-                )
-            target = move(t.incident.state, fb.action)
-            early = t.incident.state is not IncidentState.VERIFIED
-            if fb.action is Action.CLOSE and early and not fb.reason.strip():
-                raise Refused(
-                    f"closing an incident that is {t.incident.state.value}, not verified, "
-                    "needs a reason (a false alarm, a duplicate, ...)"
-                )
+            target = check_feedback(t.incident, fb)
         except Refused as refused:
             out.refusals.append(Refusal(fb, refused.reason))
             return

@@ -10,9 +10,9 @@ rules.incidents.lifecycle.Refused: handled is not allowed while the incident is 
 
 from __future__ import annotations
 
-from cityvitals.contracts import Action, IncidentState
+from cityvitals.contracts import Action, Feedback, Incident, IncidentState
 
-__all__ = ["MOVES", "Refused", "move"]
+__all__ = ["MOVES", "Refused", "check_feedback", "close_without_reason", "move"]
 
 S = IncidentState
 OPEN_WORK = (S.NEW, S.DISPATCHED, S.ACCEPTED, S.ON_SITE)
@@ -55,3 +55,48 @@ def move(state: IncidentState, action: Action) -> IncidentState:
             f"(allowed: {', '.join(allowed)})"
         )
     return moves[state]
+
+
+def check_feedback(incident: Incident, fb: Feedback) -> IncidentState:
+    """The state ``fb`` leads ``incident`` to; :class:`Refused` when the desk refuses it: an
+    answer to another dispatch order than the incident's current one, an action its state
+    does not allow, or a close before verification without a reason.
+
+    >>> from datetime import UTC, datetime
+    >>> t = datetime(2026, 12, 1, tzinfo=UTC)
+    >>> accepted = Incident(incident_id="a" * 32, revision=3, category="flooding",
+    ...     state=IncidentState.ACCEPTED, level="yellow", source="alert", place_id="s1",
+    ...     place_path=("c", "d1", "s1"), title="flooding at s1", opened_at=t, updated_at=t)
+    >>> close = Feedback(feedback_id="f" * 32, incident_id="a" * 32, action=Action.CLOSE,
+    ...                  actor="duty", ts=t)
+    >>> check_feedback(accepted, close)
+    Traceback (most recent call last):
+    ...
+    rules.incidents.lifecycle.Refused: closing an incident that is accepted, not verified, needs a reason (a false alarm, a duplicate, ...)
+    >>> check_feedback(accepted, close.model_copy(update={"reason": "a duplicate"}))
+    <IncidentState.CLOSED: 'closed'>
+    """
+    current = incident.dispatch_id
+    if fb.dispatch_id is not None and fb.dispatch_id != current:
+        raise Refused(f"dispatch {fb.dispatch_id} is not the incident's current ({current})")
+    target = move(incident.state, fb.action)
+    unexplained = close_without_reason(incident.state, fb.action, fb.reason)
+    if unexplained is not None:
+        raise Refused(unexplained)
+    return target
+
+
+def close_without_reason(state: IncidentState, action: Action, reason: str) -> str | None:
+    """Why a close before verification that gives no reason is refused (a duty officer's
+    close of a false alarm or a duplicate says which); None for any other action.
+
+    >>> close_without_reason(IncidentState.HANDLED, Action.CLOSE, " ")
+    'closing an incident that is handled, not verified, needs a reason (a false alarm, a duplicate, ...)'
+    >>> close_without_reason(IncidentState.VERIFIED, Action.CLOSE, "")
+    """
+    if action is Action.CLOSE and state is not IncidentState.VERIFIED and not reason.strip():
+        return (
+            f"closing an incident that is {state.value}, not verified, "
+            "needs a reason (a false alarm, a duplicate, ...)"
+        )
+    return None

@@ -73,7 +73,7 @@ class History:
 
     def open(self, category: str, street: str, level: WarningLevel, **fields: Any) -> Incident:
         incident = Incident(
-            incident_id=hexid(),
+            incident_id=fields.pop("incident_id", None) or hexid(),
             revision=0,
             category=category,
             state=IncidentState.NEW,
@@ -502,6 +502,45 @@ def test_cli_act_sends_a_valid_feedback_and_names_what_is_wrong(town: Settings) 
     assert lacking.exit_code == 1 and "reassign needs the department" in lacking.output
     unknown = run(town, "act", "e" * 32, "accept")
     assert unknown.exit_code == 1 and f"incident {'e' * 32!r} does not exist" in unknown.output
+
+
+def test_cli_takes_an_incidents_first_digits_and_asks_a_reason_for_an_early_close(
+    town: Settings,
+) -> None:
+    """The run log shows an incident's first 8 digits: ``show`` and ``act`` take them (at least
+    4, either case), and name the incidents a too short start fits. A close before
+    verification without a reason is refused before anything is sent."""
+    lead = hexid()[:6]
+    with db.connect(town) as conn:
+        h = History(conn, "tc")
+        one = h.open("flooding", "tc-s1", WarningLevel.YELLOW, incident_id=lead + "0" * 26)
+        two = h.open("flooding", "tc-s2", WarningLevel.YELLOW, incident_id=lead + "1" * 26)
+        h.dispatch(one, "street-ops", Tier.STREET, T0)
+        h.step(one, Action.ACCEPT, IncidentState.ACCEPTED, T0, department="street-ops")
+
+    shown = run(town, "show", one.incident_id[:8])
+    assert shown.exit_code == 0, shown.output
+    assert f"incident {one.incident_id} (revision 2)" in shown.output
+    several = run(town, "show", lead.upper())
+    assert several.exit_code == 1, several.output
+    assert one.incident_id in several.output and two.incident_id in several.output
+    assert "give more of its digits" in several.output
+    nothing = run(town, "show", lead + "ff")
+    assert nothing.exit_code == 1 and f"incident {lead + 'ff'!r} does not exist" in nothing.output
+
+    noted = run(town, "act", two.incident_id[:8], "note", "--reason", "crew asked")
+    assert noted.exit_code == 0, noted.output
+    assert f"on incident {two.incident_id} sent" in noted.output
+    feedback_id = noted.output.split()[1].rstrip(":")
+    value = on_topic(town, Topic.DISPATCH_FEEDBACK, lambda v: feedback_id.encode() in v)
+    assert Feedback.model_validate_json(value).incident_id == two.incident_id
+
+    early = run(town, "act", one.incident_id[:8], "close")
+    assert early.exit_code == 1, early.output
+    assert "closing an incident that is accepted, not verified, needs a reason" in early.output
+    assert "--reason" in early.output and "nothing was sent" in early.output
+    closed = run(town, "act", one.incident_id[:8], "close", "--reason", "a duplicate")
+    assert closed.exit_code == 0, closed.output
 
 
 def test_cli_report_sends_a_valid_citizen_report_and_open311_exports_it(town: Settings) -> None:

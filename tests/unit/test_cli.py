@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from cityvitals import db, kafka, native
 from wiring.cli import app, main
+from wiring.stack import StackLock, StackPaths
 
 DOWN = db.DatabaseUnavailable("connection refused")
 
@@ -20,6 +21,20 @@ def refuse(error: Exception) -> Callable[..., None]:
         raise error
 
     return call
+
+
+@pytest.fixture
+def no_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A state folder no ``cityvitals up`` runs on, the commands' own."""
+    monkeypatch.setenv("CITYVITALS_STATE_DIR", str(tmp_path))
+    return tmp_path
+
+
+HINT = (
+    "  no local stack runs on the state folder {}: 'cityvitals up' (or './dev run') starts one "
+    "there; a stack started in another folder is found from that folder, or with "
+    "CITYVITALS_STATE_DIR set to its state folder\n"
+)
 
 
 @pytest.mark.parametrize(
@@ -33,25 +48,45 @@ def refuse(error: Exception) -> Callable[..., None]:
         ["users", "list"],
     ],
 )
-def test_a_database_that_does_not_answer_ends_any_command_in_one_line(
-    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_a_database_that_does_not_answer_ends_any_command_naming_the_folder_of_no_stack(
+    argv: list[str],
+    no_stack: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setattr(db, "connect", refuse(DOWN))
     with pytest.raises(SystemExit) as ended:
         main(argv)
     assert ended.value.code == 1
-    assert capsys.readouterr().err == f"error: {DOWN}\n"
+    assert capsys.readouterr().err == f"error: {DOWN}\n" + HINT.format(no_stack)
 
 
-def test_kafka_that_does_not_answer_ends_the_command_in_one_line(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_kafka_that_does_not_answer_ends_the_command_naming_the_folder_no_stack_runs_on(
+    no_stack: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     down = kafka.KafkaUnavailable("127.0.0.1:9092", "no answer")
     monkeypatch.setattr(kafka, "ensure_topics", refuse(down))
     with pytest.raises(SystemExit) as ended:
         main(["topics"])
     assert ended.value.code == 1
-    assert capsys.readouterr().err == "error: Kafka at 127.0.0.1:9092 is unavailable: no answer\n"
+    assert capsys.readouterr().err == (
+        "error: Kafka at 127.0.0.1:9092 is unavailable: no answer\n" + HINT.format(no_stack)
+    )
+
+
+def test_with_a_stack_running_on_the_folder_the_error_is_the_services_alone(
+    no_stack: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The stack runs but a service of it does not answer: where to start one is no help."""
+    monkeypatch.setattr(db, "connect", refuse(DOWN))
+    lock = StackLock(StackPaths(no_stack).lock)
+    lock.acquire()
+    try:
+        with pytest.raises(SystemExit):
+            main(["alerts", "list"])
+    finally:
+        lock.release()
+    assert capsys.readouterr().err == f"error: {DOWN}\n"
 
 
 def test_a_compiled_module_that_does_not_match_its_source_ends_any_command(
@@ -91,7 +126,7 @@ def test_a_file_that_is_not_utf8_is_refused_naming_its_line(
 @pytest.mark.parametrize(
     ("argv", "named"),
     [
-        (["deadbeef", "acknowledge"], "incident id 'deadbeef'"),
+        (["dead-beef", "acknowledge"], "incident id 'dead-beef'"),  # not its first digits
         (["0" * 32, "accept", "--dispatch", "D-1"], "dispatch id 'D-1'"),
     ],
 )
