@@ -8,11 +8,12 @@ import logging
 import signal
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Annotated
 
 import typer
 
+from cityvitals.contracts import Action, Incident, IncidentTransition
 from cityvitals.settings import Settings
 from wiring.cli_common import fail, settings
 from wiring.simulate import INCIDENT_AFTER_S, INCIDENT_SPACING_S, INTERVAL_S
@@ -64,10 +65,39 @@ def _status_line(s: Settings) -> str:
     )
 
 
-SHOWN_STEPS = frozenset(
-    {"open", "dispatch", "escalate", "reassign", "reject", "accept", "handled", "verify", "close"}
-)
-"""The incident steps ``up`` prints as they happen (not every alert joining one)."""
+HIDDEN_STEPS = frozenset({Action.ATTACH})
+"""The incident steps ``up`` does not print as they happen: an alert or a report joining one
+(every other step is printed, people's notes and acknowledgements included)."""
+
+
+def step_line(step: IncidentTransition, incident: Incident, zone: tzinfo) -> str | None:
+    """An incident step as ``up`` prints it; None for one it does not print (HIDDEN_STEPS).
+
+    >>> from datetime import UTC
+    >>> from cityvitals.contracts import IncidentState
+    >>> t = datetime(2026, 12, 1, 8, 14, 20, tzinfo=UTC)
+    >>> incident = Incident(incident_id="3f2a9c1d" + "0" * 24, revision=2, category="flooding",
+    ...     state="on_site", level="blue", source="alert", place_id="sim-d1-s1",
+    ...     place_path=("sim", "sim-d1", "sim-d1-s1"), title="flooding", opened_at=t, updated_at=t)
+    >>> on_site = IncidentTransition(incident_id=incident.incident_id, revision=2,
+    ...     action="on_site", from_state="accepted", to_state="on_site", actor="street-ops",
+    ...     reason="crew arrived", ts=t)
+    >>> step_line(on_site, incident, UTC)
+    '08:14:20 incident 3f2a9c1d flooding at sim-d1-s1 (blue): on_site [on_site] crew arrived'
+    >>> step_line(on_site.model_copy(update={"action": Action.ATTACH}), incident, UTC) is None
+    True
+    """
+    if step.action in HIDDEN_STEPS:
+        return None
+    where = f"{incident.category} at {incident.place_id} ({incident.level.value})"
+    who = ""
+    if step.department and step.tier:
+        who = f" -> {step.department} ({step.tier.value} tier)"
+    when = step.ts.astimezone(zone).strftime("%H:%M:%S")
+    return (
+        f"{when} incident {incident.incident_id[:8]} {where}: {step.action.value}{who}"
+        f" [{step.to_state.value}] {step.reason}".rstrip()
+    )
 
 
 def _incident_lines(s: Settings, after: datetime) -> tuple[list[str], datetime]:
@@ -83,17 +113,9 @@ def _incident_lines(s: Settings, after: datetime) -> tuple[list[str], datetime]:
     lines = []
     for step, incident in steps:
         after = max(after, step.ts)
-        if step.action.value not in SHOWN_STEPS:
-            continue
-        where = f"{incident.category} at {incident.place_id} ({incident.level.value})"
-        who = ""
-        if step.department and step.tier:
-            who = f" -> {step.department} ({step.tier.value} tier)"
-        when = step.ts.astimezone(s.zone).strftime("%H:%M:%S")
-        lines.append(
-            f"{when} incident {incident.incident_id[:8]} {where}: {step.action.value}{who}"
-            f" [{step.to_state.value}] {step.reason}".rstrip()
-        )
+        line = step_line(step, incident, s.zone)
+        if line is not None:
+            lines.append(line)
     return lines, after
 
 
