@@ -185,6 +185,15 @@ _add_user_commands()
 app.command("audit")(reconcile)
 
 
+def _add_deadletter_command() -> None:
+    from wiring.cli_deadletters import deadletters
+
+    app.command("deadletters")(deadletters)
+
+
+_add_deadletter_command()
+
+
 def _add_bench_command() -> None:
     from wiring.cli_bench import bench
 

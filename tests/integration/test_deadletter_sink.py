@@ -4,11 +4,14 @@ second message on the deadletter topic, at a new Kafka position, and is stored o
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from cityvitals import db
 from cityvitals.contracts import DeadLetter
@@ -16,6 +19,7 @@ from cityvitals.settings import Settings
 from cityvitals.stage import dead_letter
 from sinks.postgres import DeadLetterSink
 from tests.integration.conftest import Pipeline
+from wiring.cli import app
 
 pytestmark = pytest.mark.integration
 
@@ -60,3 +64,50 @@ def test_a_redelivered_refusal_is_stored_once(schema: Settings) -> None:
             "SELECT kafka_offset, payload_b64, received_at FROM deadletters ORDER BY 1"
         ).fetchall()
     assert [(offset, received) for offset, _, received in stored] == [(9, T0), (40, T0)]
+
+
+def test_the_cli_lists_the_dead_letters_by_filter_with_their_bytes(schema: Settings) -> None:
+    """``cityvitals deadletters``: what was refused, why and by which stage, newest first; the
+    refused bytes on request, as text or, when they are not UTF-8, as bytes."""
+    letters = [
+        dead_letter("ingest", "seq: Field required", b'{"ts": 1}', "cityvitals/wl-7/readings",
+                    device_id="wl-7", received_at=T0 + timedelta(hours=1)),
+        dead_letter("ingest", "not JSON: Expecting value", b"\xff\xfe", "cityvitals/wl-8/readings",
+                    device_id="wl-8", received_at=T0 + timedelta(hours=2)),
+        dead_letter("streams", "unknown device cam-3", b"{}", "readings.raw[1]",
+                    device_id="cam-3", received_at=T0 + timedelta(hours=3)),
+    ]  # fmt: skip
+    sink = DeadLetterSink(db.connect(schema))
+    try:
+        sink.write([("deadletter", 2, 100 + i, letter) for i, letter in enumerate(letters)])
+    finally:
+        sink.close()
+    since = (T0 + timedelta(minutes=30)).isoformat()
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(
+            app, ["deadletters", "--since", since, *args], env=schema.to_env()
+        )
+
+    listed = run()
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    assert lines[0].startswith("times in ")
+    assert "streams" in lines[1] and "cam-3" in lines[1] and "readings.raw[1]" in lines[1]
+    assert lines[2].strip() == "unknown device cam-3"
+    assert "wl-8" in lines[3] and "wl-7" in lines[5]  # the newest first
+
+    ingest = run("--stage", "ingest", "--payload")
+    assert ingest.exit_code == 0, ingest.output
+    assert "cam-3" not in ingest.output
+    assert "    payload: b'\\xff\\xfe'" in ingest.output
+    assert '    payload: {"ts": 1}' in ingest.output
+
+    found = json.loads(run("--reason", "FIELD REQUIRED", "--json").output)
+    assert [(f["letter"]["device_id"], f["kept_at"]) for f in found] == [
+        ("wl-7", "deadletter[2]@100")
+    ]
+    assert found[0]["letter"]["received_at"].startswith("2026-12-01T")
+    assert run("--device", "nobody").output == "no dead letters\n"
+    bad = run("--stage", "Ingest!")
+    assert bad.exit_code == 1 and "--stage 'Ingest!' is not a stage name" in bad.output

@@ -1,0 +1,77 @@
+"""``cityvitals deadletters``: what the stages refused and why, newest first, with the refused
+bytes on request. Times are shown in the city's time zone (``CITYVITALS_TIMEZONE``)."""
+
+from __future__ import annotations
+
+from datetime import datetime, tzinfo
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from cityvitals.contracts import STAGE
+from wiring.cli_common import echo_json, fail, parse_utc, settings
+
+if TYPE_CHECKING:
+    from sinks.deadletters import StoredLetter
+
+__all__ = ["deadletters", "letter_lines"]
+
+
+def deadletters(
+    stage: Annotated[
+        str | None,
+        typer.Option(help="only refused by this stage (ingest, streams, incidents, sinks, ...)"),
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="only of this device")] = None,
+    since: Annotated[str | None, typer.Option(help="received at or after (ISO time)")] = None,
+    reason: Annotated[str | None, typer.Option(help="only whose reason holds this text")] = None,
+    payload: Annotated[
+        bool, typer.Option("--payload", help="also show the refused bytes (200 characters)")
+    ] = False,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON (bytes in base64)")] = False,
+) -> None:
+    """Dead letters: each input a stage refused, with the reason, the newest first."""
+    from cityvitals import db
+    from sinks.deadletters import LetterFilter, list_letters
+
+    if stage is not None and not STAGE.fullmatch(stage):
+        raise fail(f"--stage {stage!r} is not a stage name (a lower case letter, then letters, digits, _ . -)")
+    try:
+        after = parse_utc(since) if since else None
+    except ValueError as exc:
+        raise fail(f"--since: {exc}") from None
+    where = LetterFilter(stage=stage, device=device, since=after, reason=reason, limit=limit)
+    conf = settings()
+    with db.connect(conf) as conn:
+        found = list_letters(conn, where)
+    if as_json:
+        echo_json(found, conf)
+        return
+    if not found:
+        typer.echo("no dead letters")
+        return
+    typer.echo(f"times in {conf.zone}")
+    for line in letter_lines(found, conf.zone, payload):
+        typer.echo(line)
+
+
+def letter_lines(found: list[StoredLetter], zone: tzinfo, payload: bool = False) -> list[str]:
+    """Two lines per letter (when, stage, device, source; then its reason), and a third with
+    the refused bytes when ``payload``."""
+    from sinks.deadletters import shown_payload
+
+    lines = []
+    for stored in found:
+        d = stored.letter
+        lines.append(
+            f"{_when(d.received_at, zone)}  {d.stage:<14} {d.device_id or '-':<16} {d.source}"
+        )
+        lines.append(f"    {d.reason}")
+        if payload:
+            lines.append(f"    payload: {shown_payload(d.payload_b64)}")
+    return lines
+
+
+def _when(ts: datetime, zone: tzinfo) -> str:
+    return f"{ts.astimezone(zone):%Y-%m-%d %H:%M:%S}"
