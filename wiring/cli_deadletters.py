@@ -36,7 +36,9 @@ def deadletters(
     from sinks.deadletters import LetterFilter, list_letters
 
     if stage is not None and not STAGE.fullmatch(stage):
-        raise fail(f"--stage {stage!r} is not a stage name (a lower case letter, then letters, digits, _ . -)")
+        raise fail(
+            f"--stage {stage!r} is not a stage name (a lower case letter, then letters, digits, _ . -)"
+        )
     try:
         after = parse_utc(since) if since else None
     except ValueError as exc:
