@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from cityvitals.contracts import Device, DeviceState
 from wiring.cli_common import fail, read_utf8
-from wiring.cli_registry_common import actor, build, path_of, registry
+from wiring.cli_registry_common import actor, build, path_of, registry, type_notes
 
 __all__ = ["devices_app"]
 
@@ -63,6 +63,8 @@ def devices_add(
         root = reg.settings.mqtt_topic_root
     typer.echo(f"registered {device_id}; MQTT username {device_id}, secret {secret} (shown once)")
     typer.echo(f"publish to {root}/{device_id}/readings")
+    for note in type_notes([device_type]):
+        typer.echo(note, err=True)
 
 
 @devices_app.command("import")
@@ -96,6 +98,9 @@ def devices_import(
         )
         credentials_out.chmod(0o600)
     typer.echo(f"imported {len(report.added)} devices, {len(report.errors)} rows refused")
+    added = {device_id for device_id, _secret in report.added}
+    for note in type_notes({d.device_type for d in parsed.devices if d.device_id in added}):
+        typer.echo(note, err=True)
     if report.errors:
         raise typer.Exit(1)
 
@@ -171,6 +176,8 @@ def devices_update(
             err = exc.errors(include_url=False)[0]
             raise fail(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
     _echo_device(device, False)
+    for note in type_notes([device_type] if device_type else []):
+        typer.echo(note, err=True)
 
 
 @devices_app.command("move")

@@ -4,7 +4,7 @@ in one line, the actor every change is audited as, and building a model from opt
 from __future__ import annotations
 
 import getpass
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from wiring.cli_common import fail, settings
 
-__all__ = ["actor", "build", "path_of", "registry"]
+__all__ = ["actor", "build", "path_of", "registry", "type_notes"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -58,9 +58,41 @@ def build(model: type[M], **data: Any) -> M:
 
 
 def path_of(text: str) -> tuple[str, ...]:
-    """Place ids joined by '/'.
+    """Place ids joined by '/' (a '/' at either end is let be); an empty id between two is
+    refused (a typo: it would join the ids around it and make a place where none was meant).
 
     >>> path_of("sim/sim-d1/")
     ('sim', 'sim-d1')
+    >>> try:
+    ...     path_of("/sim//x")
+    ... except typer.Exit as ended:
+    ...     ended.exit_code
+    1
     """
-    return tuple(p for p in text.split("/") if p)
+    parts = text.strip("/").split("/")
+    if "" in parts:
+        raise fail(f"place path {text!r}: an empty place id between two '/'")
+    return tuple(parts)
+
+
+def type_notes(device_types: Iterable[str]) -> list[str]:
+    """A note for each of ``device_types`` that no rule and no indicator of this deployment
+    names: a mistyped type leaves a device judged only by the rules for every type and counted
+    in no vital sign, with nothing else to tell. None when the files cannot be read (the
+    stream names their problems)."""
+    from rules import RuleFileError
+    from wiring.services import load_catalogue, load_rules
+
+    s = settings()
+    try:
+        rules, catalogue = load_rules(s), load_catalogue(s)
+    except RuleFileError:
+        return []
+    known = {t for r in rules.rules for t in getattr(r, "device_types", ())}
+    known.update(catalogue.by_type)
+    return [
+        f"note: no rule or indicator names device type {t!r} (they name "
+        f"{', '.join(sorted(known))}): its readings are stored, judged only by the rules for "
+        "every type, and feed no vital sign"
+        for t in sorted(set(device_types) - known)
+    ]

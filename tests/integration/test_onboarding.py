@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cityvitals.contracts import Device, DeviceState, Profile
-from device_registry import RegistryError, parse_device_csv
+from device_registry import RegistryError, UnknownDevice, parse_device_csv
 from tests.integration.conftest import Pipeline, reading, wait_for
 from wiring.cli import app as cli_app
 from wiring.services import open_registry
@@ -199,3 +199,37 @@ def test_a_published_device_carries_its_profiles_ranges_and_interval(pipeline: P
         consumer.close()
     assert entry.expected_interval_s == 60
     assert entry.valid_ranges == {"water_level_cm": (0, 500)}
+
+
+def test_a_device_type_no_rule_names_is_registered_with_a_note_and_an_empty_place_refused(
+    pipeline: Pipeline,
+) -> None:
+    """A mistyped device type would leave the device judged by few rules, in no vital sign,
+    and nothing else would tell: the CLI says so. A doubled '/' in a place path would join
+    the ids around it into a new place: refused."""
+    p = uid()
+    runner, env = CliRunner(), pipeline.settings.to_env()
+    places = runner.invoke(cli_app, ["places", "add", f"{p}c/{p}d", "--name", "D"], env=env)
+    assert places.exit_code == 0, places.output
+    typo = runner.invoke(
+        cli_app, ["devices", "add", f"t-{p}", "--type", "waterlevel", "--place", f"{p}c/{p}d"],
+        env=env,
+    )  # fmt: skip
+    assert typo.exit_code == 0, typo.output
+    assert "no rule or indicator names device type 'waterlevel'" in typo.stderr
+    assert "water_level" in typo.stderr  # the types they do name
+    known = runner.invoke(
+        cli_app, ["devices", "add", f"k-{p}", "--type", "water_level", "--place", f"{p}c/{p}d"],
+        env=env,
+    )  # fmt: skip
+    assert known.exit_code == 0 and "note: no rule" not in known.stderr
+    doubled = runner.invoke(
+        cli_app, ["devices", "add", f"e-{p}", "--type", "noise", "--place", f"/{p}c//{p}d"],
+        env=env,
+    )  # fmt: skip
+    assert doubled.exit_code == 1
+    assert f"place path '/{p}c//{p}d': an empty place id between two '/'" in doubled.stderr
+    with open_registry(pipeline.settings) as reg:
+        assert reg.get(f"t-{p}").device_type == "waterlevel"
+        with pytest.raises(UnknownDevice):
+            reg.get(f"e-{p}")
