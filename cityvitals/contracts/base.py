@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from functools import cache, cached_property
+from functools import cached_property
 from typing import Annotated, Any, Literal, NoReturn, Self, TypeVar
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
@@ -78,22 +78,11 @@ class Derived(BaseModel):
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         copied = super().model_copy(update=update, deep=deep)
         if update:
-            for name in _cached_properties(type(self)):
-                copied.__dict__.pop(name, None)
+            for klass in type(self).__mro__:
+                for name, value in vars(klass).items():
+                    if isinstance(value, cached_property):
+                        copied.__dict__.pop(name, None)
         return copied
-
-
-@cache
-def _cached_properties(cls: type) -> tuple[str, ...]:
-    """The names of ``cls``'s cached properties, its bases' included."""
-    return tuple(
-        {
-            name
-            for klass in cls.__mro__
-            for name, value in vars(klass).items()
-            if isinstance(value, cached_property)
-        }
-    )
 
 
 class Contract(BaseModel):
