@@ -55,7 +55,7 @@ def _status_line(s: Settings) -> str:
             readings, alerts, firing, dead, vitals = conn.execute(
                 "SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM alerts), "
                 "(SELECT count(*) FROM alerts WHERE status = 'firing'), "
-                "(SELECT count(*) FROM deadletters), (SELECT count(*) FROM indicators)"
+                "(SELECT count(*) FROM deadletters), (SELECT count(value) FROM indicators)"
             ).fetchone() or (0, 0, 0, 0, 0)
     except Exception as exc:  # the status line must not stop the stack
         return f"status unavailable: {exc}"
