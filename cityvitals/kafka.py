@@ -34,6 +34,11 @@ class KafkaUnavailable(Transient):
         self.detail = detail
 
 
+QUIET: dict[str, Any] = {"log.connection.close": False}
+"""A connection the broker closed (idle, or stopping: every 'cityvitals down' printed one) is
+not logged; a connection that fails still is."""
+
+
 def producer(settings: Settings, **overrides: Any) -> Producer:
     """A producer that waits for every in-sync replica (``acks=all``) and keeps a partition's
     order through retries (one request in flight per broker).
@@ -53,6 +58,7 @@ def producer(settings: Settings, **overrides: Any) -> Producer:
         "linger.ms": 5,
         "compression.type": "none",
         "message.max.bytes": 4_000_000,
+        **QUIET,
     }
     config.update(overrides)
     return Producer(config)
@@ -70,6 +76,7 @@ def consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
         # Some brokers ignore the per-partition fetch limit; without this librdkafka pauses 1 s.
         "fetch.queue.backoff.ms": 10,
         "partition.assignment.strategy": "range",
+        **QUIET,
     }
     config.update(overrides)
     return Consumer(config)
