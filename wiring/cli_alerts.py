@@ -93,7 +93,9 @@ def alert_lines(found: list[AlertRow], zone: tzinfo) -> list[str]:
             a.status,
             a.level,
             a.rule_id,
-            f"({len(a.evidence)} devices)" if a.evidence else a.device_id,
+            f"({len(a.evidence)} device{'s' if len(a.evidence) > 1 else ''})"
+            if a.evidence
+            else a.device_id,
             "/".join(a.place_path),
             f"since {_when(a.started_at, zone)}  {a.summary}",
         )

@@ -47,3 +47,8 @@ def test_each_column_is_as_wide_as_its_longest_entry() -> None:
     assert "(3 devices)" in lines[2] and "passed 15 cm (yellow)" in lines[0]
     # no entry runs into the next column
     assert "sim-waterlevel-d1s1g1  sim/sim-d1/sim-d1-s1/sim-d1-s1-g1" in lines[0]
+
+
+def test_a_place_alert_counts_its_devices_in_words() -> None:
+    one = alert_lines([row("a-1", "", ("sim",), evidence=("x",))], UTC)[0]
+    assert "(1 device)" in one
