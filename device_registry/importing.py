@@ -25,6 +25,7 @@ __all__ = [
     "export_csv",
     "parse_device_csv",
     "parse_device_json",
+    "split_place_path",
 ]
 
 CSV_COLUMNS = (
@@ -84,6 +85,26 @@ class ParsedFile:
         return cls(errors=[RowError(line, name, message)], unreadable=True)
 
 
+def split_place_path(text: str) -> tuple[str, ...]:
+    """Place ids from the city down, joined by '/'. A '/' at either end is let be, and an empty
+    text is no place; an empty id between two is refused: a typo that would join the ids
+    around it and make a place where none was meant.
+
+    >>> split_place_path("sim/sim-d1/"), split_place_path(""), split_place_path("/")
+    (('sim', 'sim-d1'), (), ())
+    >>> split_place_path("/sim//x")
+    Traceback (most recent call last):
+    ...
+    ValueError: place path '/sim//x': an empty place id between two '/'
+    """
+    parts = text.strip("/").split("/")
+    if parts == [""]:
+        return ()
+    if "" in parts:
+        raise ValueError(f"place path {text!r}: an empty place id between two '/'")
+    return tuple(parts)
+
+
 def _unstorable(data: dict[str, Any]) -> str | None:
     """The first field holding a NUL character (PostgreSQL cannot store one in text)."""
     for name, value in data.items():
@@ -139,7 +160,11 @@ def parse_device_csv(text: str, now: datetime) -> ParsedFile:
                 )
                 continue
             data: dict[str, Any] = {k: v for k, v in row.items() if v not in ("", None)}
-            data["place_path"] = tuple(p for p in data.get("place_path", "").split("/") if p)
+            try:
+                data["place_path"] = split_place_path(data.get("place_path", ""))
+            except ValueError as exc:
+                parsed.add(line, RowError(line, "place_path", str(exc)))
+                continue
             if "tags" in data:
                 data["tags"] = tuple(t.strip() for t in data["tags"].split(";") if t.strip())
             parsed.add(line, _device(data, line, now, parsed.unit))
@@ -165,7 +190,11 @@ def parse_device_json(text: str, now: datetime) -> ParsedFile:
             continue
         data = {k: v for k, v in item.items() if k != "updated_at" and k != "schema_version"}
         if isinstance(data.get("place_path"), str):
-            data["place_path"] = tuple(p for p in data["place_path"].split("/") if p)
+            try:
+                data["place_path"] = split_place_path(data["place_path"])
+            except ValueError as exc:
+                parsed.add(n, RowError(n, "place_path", str(exc), parsed.unit))
+                continue
         parsed.add(n, _device(data, n, now, parsed.unit))
     return parsed
 

@@ -67,11 +67,25 @@ class UnknownIncident(LookupError):
         self.incident_id = incident_id
 
 
+SHOWN_MATCHES = 5
+"""The most incidents an ambiguous start of an id names."""
+
+
 class AmbiguousIncident(LookupError):
+    """A start of an id that several incidents' ids have.
+
+    >>> str(AmbiguousIncident("0940", ["0940a", "0940b"]))
+    "incident id '0940' is the start of several incidents' ids (0940a, 0940b): give more of its digits"
+    >>> str(AmbiguousIncident("09", [f"09{n}" for n in range(6)])).split("(")[1]
+    '090, 091, 092, 093, 094, and more): give more of its digits'
+    """
+
     def __init__(self, prefix: str, matches: list[str]) -> None:
+        named = ", ".join(matches[:SHOWN_MATCHES])
+        more = ", and more" if len(matches) > SHOWN_MATCHES else ""
         super().__init__(
             f"incident id {prefix!r} is the start of several incidents' ids "
-            f"({', '.join(matches)}): give more of its digits"
+            f"({named}{more}): give more of its digits"
         )
         self.prefix = prefix
         self.matches = matches
@@ -167,10 +181,14 @@ def find_incident(conn: Conn, given: str) -> str:
     if not is_short_id(given):
         return given
     prefix = given.lower()
+    # A range, not LIKE: it takes the key's index under any collation ('g' follows the digits).
     found = fetch(
         conn,
-        "SELECT incident_id FROM incidents WHERE incident_id LIKE %s ORDER BY incident_id LIMIT 5",
-        prefix + "%",
+        "SELECT incident_id FROM incidents WHERE incident_id >= %s AND incident_id < %s "
+        "ORDER BY incident_id LIMIT %s",
+        prefix,
+        prefix + "g",
+        SHOWN_MATCHES + 1,
     )
     if not found:
         raise UnknownIncident(given)

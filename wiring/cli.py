@@ -215,23 +215,39 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # e.g. piped into head
         sys.exit(0)
     except (DatabaseUnavailable, KafkaUnavailable) as exc:
-        sys.exit(fail(f"{exc}{_no_stack_here()}").exit_code)
+        sys.exit(fail(f"{exc}{_no_stack_here(exc)}").exit_code)
     except (native.StaleNative, RuleFileError) as exc:
         sys.exit(fail(str(exc)).exit_code)
 
 
-def _no_stack_here() -> str:
-    """A hint, for a service that did not answer, when no local stack runs on the state folder
-    of this command's settings (the commands find a stack by its folder, not by searching)."""
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", ""})
+
+
+def _no_stack_here(exc: DatabaseUnavailable | KafkaUnavailable) -> str:
+    """A hint, for a service on this machine that did not answer, when no local stack runs on
+    the state folder of this command's settings (the commands find a stack by its folder, not
+    by searching). A deployment's services elsewhere get none."""
+    from urllib.parse import urlsplit
+
     from pydantic import ValidationError
 
     from wiring.stack import StackLock, StackPaths
 
     try:
-        state_dir = Settings().state_dir.absolute()
+        s = Settings()
     except ValidationError:
         return ""
-    if StackLock(StackPaths(state_dir).lock).held():
+    if isinstance(exc, DatabaseUnavailable):
+        hosts = {urlsplit(s.database_url.get_secret_value()).hostname or ""}
+    else:
+        hosts = {address.rsplit(":", 1)[0].strip("[]") for address in s.kafka_bootstrap.split(",")}
+    if not hosts <= LOOPBACK:
+        return ""
+    state_dir = s.state_dir.absolute()
+    try:
+        if StackLock(StackPaths(state_dir).lock).held():
+            return ""
+    except OSError:  # a state folder that cannot be read: no hint, the error as it is
         return ""
     return (
         f"\n  no local stack runs on the state folder {state_dir}: 'cityvitals up' (or "

@@ -4,7 +4,7 @@ in one line, the actor every change is audited as, and building a model from opt
 from __future__ import annotations
 
 import getpass
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,24 +58,21 @@ def build(model: type[M], **data: Any) -> M:
 
 
 def path_of(text: str) -> tuple[str, ...]:
-    """Place ids joined by '/' (a '/' at either end is let be); an empty id between two is
-    refused (a typo: it would join the ids around it and make a place where none was meant).
+    """Place ids joined by '/' (:func:`~device_registry.importing.split_place_path`); an empty
+    id between two ends the command naming it.
 
-    >>> path_of("sim/sim-d1/")
-    ('sim', 'sim-d1')
-    >>> try:
-    ...     path_of("/sim//x")
-    ... except typer.Exit as ended:
-    ...     ended.exit_code
-    1
+    >>> path_of("sim/sim-d1/"), path_of("")
+    (('sim', 'sim-d1'), ())
     """
-    parts = text.strip("/").split("/")
-    if "" in parts:
-        raise fail(f"place path {text!r}: an empty place id between two '/'")
-    return tuple(parts)
+    from device_registry.importing import split_place_path
+
+    try:
+        return split_place_path(text)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
 
 
-def type_notes(device_types: Iterable[str]) -> list[str]:
+def type_notes(device_types: Collection[str]) -> list[str]:
     """A note for each of ``device_types`` that no rule and no indicator of this deployment
     names: a mistyped type leaves a device judged only by the rules for every type and counted
     in no vital sign, with nothing else to tell. None when the files cannot be read (the
@@ -83,6 +80,8 @@ def type_notes(device_types: Iterable[str]) -> list[str]:
     from rules import RuleFileError
     from wiring.services import load_catalogue, load_rules
 
+    if not device_types:
+        return []
     s = settings()
     try:
         rules, catalogue = load_rules(s), load_catalogue(s)

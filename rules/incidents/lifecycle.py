@@ -88,13 +88,16 @@ def check_feedback(incident: Incident, fb: Feedback) -> IncidentState:
 
 def close_without_reason(state: IncidentState, action: Action, reason: str) -> str | None:
     """Why a close before verification that gives no reason is refused (a duty officer's
-    close of a false alarm or a duplicate says which); None for any other action.
+    close of a false alarm or a duplicate says which); None for any other action, and for an
+    incident closed already (:func:`move` refuses that close).
 
     >>> close_without_reason(IncidentState.HANDLED, Action.CLOSE, " ")
     'closing an incident that is handled, not verified, needs a reason (a false alarm, a duplicate, ...)'
     >>> close_without_reason(IncidentState.VERIFIED, Action.CLOSE, "")
+    >>> close_without_reason(IncidentState.CLOSED, Action.CLOSE, "")
     """
-    if action is Action.CLOSE and state is not IncidentState.VERIFIED and not reason.strip():
+    done = (IncidentState.VERIFIED, IncidentState.CLOSED)
+    if action is Action.CLOSE and state not in done and not reason.strip():
         return (
             f"closing an incident that is {state.value}, not verified, "
             "needs a reason (a false alarm, a duplicate, ...)"

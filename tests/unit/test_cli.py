@@ -74,6 +74,31 @@ def test_kafka_that_does_not_answer_ends_the_command_naming_the_folder_no_stack_
     )
 
 
+@pytest.mark.parametrize(
+    ("variable", "elsewhere"),
+    [
+        ("CITYVITALS_DATABASE_URL", "postgresql://cv@db.city.internal:5432/cityvitals"),
+        ("CITYVITALS_KAFKA_BOOTSTRAP", "kafka-0.kafka:9092,127.0.0.1:9092"),
+    ],
+)
+def test_a_service_on_another_host_gets_no_hint_about_a_local_stack(
+    variable: str,
+    elsewhere: str,
+    no_stack: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A deployment's command started before its database or Kafka answers is told what did
+    not answer, not to start a local stack."""
+    monkeypatch.setenv(variable, elsewhere)
+    monkeypatch.setattr(db, "connect", refuse(DOWN))
+    down = kafka.KafkaUnavailable(elsewhere, "no answer")
+    monkeypatch.setattr(kafka, "ensure_topics", refuse(down))
+    with pytest.raises(SystemExit):
+        main(["alerts", "list"] if variable.endswith("URL") else ["topics"])
+    assert "no local stack" not in capsys.readouterr().err
+
+
 def test_with_a_stack_running_on_the_folder_the_error_is_the_services_alone(
     no_stack: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

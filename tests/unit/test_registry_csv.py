@@ -99,3 +99,19 @@ def test_a_value_the_database_cannot_store_is_reported_by_line_and_field() -> No
     assert [d.device_id for d in parsed.devices] == ["wl-3"]
     assert [(e.line, e.field) for e in parsed.errors] == [(2, "department"), (3, "tags")]
     assert "NUL" in parsed.errors[0].message
+
+
+def test_a_place_path_with_an_empty_id_between_two_slashes_is_refused_by_row() -> None:
+    """``sim//x`` would make a district ``x`` under the city: a typo, refused, in CSV and JSON;
+    a '/' at either end is let be."""
+    parsed = parse_device_csv(
+        "device_id,device_type,place_path\na-1,noise,sim//x\nb-1,noise,/sim/sim-d1/\n", NOW
+    )
+    assert [str(e) for e in parsed.errors] == [
+        "line 2: place_path: place path 'sim//x': an empty place id between two '/'"
+    ]
+    assert [d.place_path for d in parsed.devices] == [("sim", "sim-d1")]
+    items = '[{"device_id": "c-1", "device_type": "noise", "place_path": "sim//x"}]'
+    assert [str(e) for e in parse_device_json(items, NOW).errors] == [
+        "item 1: place_path: place path 'sim//x': an empty place id between two '/'"
+    ]
