@@ -18,7 +18,6 @@ from cityvitals.contracts import (
     PlaceLevel,
     Reading,
     WindowPartial,
-    iso,
     trusted,
 )
 from rules.indicators import (
@@ -36,6 +35,9 @@ KEEP = timedelta(hours=1)
 
 RECENT = 32
 """Instants of a device's latest readings remembered to spot a reading delivered twice."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 LEVELS = list(PlaceLevel)
 
@@ -101,8 +103,8 @@ class Partials:
     """State per (indicator, device place path, window start in epoch seconds)."""
     _reporting: dict[tuple[str, tuple[str, ...], int], int] = field(default_factory=dict)
     """Devices newly counted per (indicator, place, window start)."""
-    _seen: set[tuple[str, str]] = field(default_factory=set)
-    """(device, instant) folded in this batch."""
+    _seen: set[tuple[str, int]] = field(default_factory=set)
+    """(device, instant in microseconds) folded in this batch."""
     _counted: set[tuple[str, str, int, tuple[str, ...]]] = field(default_factory=set)
     """(device, indicator, window, place) counted in this batch."""
     _judged: dict[tuple[str, str, int, tuple[str, ...]], dict[str, float]] = field(
@@ -111,7 +113,7 @@ class Partials:
     """(device, indicator, window, place path) whose count this batch decided: its leaf."""
     _iso: dict[int, str] = field(default_factory=dict)
     """Window starts in ISO form, as marks keep them."""
-    _recent: dict[str, tuple[list[list[Any]], dict[str, int] | None]] = field(default_factory=dict)
+    _recent: dict[str, tuple[list[list[Any]], dict[int, int] | None]] = field(default_factory=dict)
     """Per device, its marks' recent instants and an index of them by instant."""
 
     def refuses(self, reading: Reading | CameraEvent) -> str | None:
@@ -131,8 +133,9 @@ class Partials:
 
         ``marks`` (a device's, updated in place) holds, per indicator, the windows of the
         last hour the device was counted in, each with the message that counted it and the
-        place it was at (``w``), and the instants of its recent readings with their messages
-        (``t``). A device counts once per window at each place: a reading that comes out of
+        place it was at (``w``), and the instants of its recent readings (in microseconds
+        since 1970; marks written before hold them in ISO form) with their messages (``t``).
+        A device counts once per window at each place: a reading that comes out of
         order into a window already counted is not counted again, and a device that moves
         within a window counts at its new places but not again at those they share. A reading whose instant came before in
         *another* message is a duplicate (the broker delivered it twice) and is not folded
@@ -145,11 +148,13 @@ class Partials:
         else:
             values = reading.values
         device_id = reading.device_id
-        instant = iso(reading.ts)
+        instant = _micros(reading.ts)
         if (device_id, instant) in self._seen:
             return False  # twice in one message
         self._seen.add((device_id, instant))
         recent: list[list[Any]] = marks.setdefault("t", [])
+        if recent and isinstance(recent[0][0], str):
+            recent[:] = _in_micros(recent)
         index = self._index(device_id, recent)
         seen = None
         if index is not None:
@@ -174,7 +179,7 @@ class Partials:
         feeds = _feeds(self.catalogue).get(reading.device_type or "", ())
         if not feeds:
             return True
-        seconds = int(reading.ts.timestamp())
+        seconds = instant // 1_000_000
         for feed in feeds:
             if not feed.every_reading and feed.metrics.isdisjoint(values):
                 continue
@@ -187,7 +192,7 @@ class Partials:
             feed.fold(feed.spec, state, values)
         return True
 
-    def _index(self, device_id: str, recent: list[list[Any]]) -> dict[str, int] | None:
+    def _index(self, device_id: str, recent: list[list[Any]]) -> dict[int, int] | None:
         """The instants of ``recent`` by instant, once the device's second reading of the
         batch comes (most devices send one per batch: a scan is cheaper then)."""
         cached = self._recent.get(device_id)
@@ -274,6 +279,26 @@ class Partials:
             )
             for (ind, place, start), state in merged.items()
         ]
+
+
+def _micros(ts: datetime) -> int:
+    """The instant in microseconds since 1970 (UTC): how marks remember a reading's time (a
+    fifth of what its ISO form costs to make).
+
+    >>> _micros(datetime(1970, 1, 1, 0, 0, 1, 5, tzinfo=UTC))
+    1000005
+    """
+    return (ts - _EPOCH) // _MICROSECOND
+
+
+def _in_micros(recent: list[list[Any]]) -> list[list[Any]]:
+    """Recent instants kept in their ISO form (by marks written before they were kept in
+    microseconds) in microseconds, the rest as they are.
+
+    >>> _in_micros([["1970-01-01T00:00:01+00:00", 7], [2000000, 8]])
+    [[1000000, 7], [2000000, 8]]
+    """
+    return [[_micros(datetime.fromisoformat(t)) if isinstance(t, str) else t, o] for t, o in recent]
 
 
 def _counted_here(mark: list[Any] | None, start: str, offset: int, path: tuple[str, ...]) -> bool:

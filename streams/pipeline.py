@@ -175,7 +175,8 @@ def process_batch(
     events: list[CameraEvent] = []
     items: tuple[Reading | CameraEvent, ...] = (*batch.readings, *batch.camera_events)
     for item in items:
-        entry = out.changed_devices.get(item.device_id) or devices.get(item.device_id)
+        device_id = item.device_id
+        entry = out.changed_devices.get(device_id) or devices.get(device_id)
         why, kind = problem(item, entry, now)
         if why is not None:
             out.refused[kind] += 1
@@ -189,7 +190,7 @@ def process_batch(
                 out.refused["out_of_range"] += 1
                 out.dead_letters.append(refusal(item, unfit, source, now))
                 continue
-            memory = memories.get(item.device_id)
+            memory = memories.get(device_id)
             judged = evaluate_device(
                 rules,
                 memory,
@@ -211,23 +212,23 @@ def process_batch(
                 out.dead_letters.append(refusal(item, reason, source, now))
                 continue
             if partials is not None:
-                device_marks = out.changed_marks.get(item.device_id)
+                device_marks = out.changed_marks.get(device_id)
                 if device_marks is None:
-                    stored = (marks or {}).get(item.device_id) or {}
+                    stored = (marks or {}).get(device_id) or {}
                     device_marks = {"t": list(stored.get("t", [])), "w": dict(stored.get("w", {}))}
                 if partials.add(enriched, device_marks, offset):
-                    out.changed_marks[item.device_id] = device_marks
+                    out.changed_marks[device_id] = device_marks
         except Exception as exc:  # one item the stage cannot judge, not its batch
             out.refused[STAGE_FAILED] += 1
             if out.refused[STAGE_FAILED] == 1:  # the traceback, once a batch
-                log.exception("the stage failed on an item of %s from %s", item.device_id, source)
+                log.exception("the stage failed on an item of %s from %s", device_id, source)
             reason = f"the stream stage failed on it: {type(exc).__name__}: {exc}"
             out.dead_letters.append(refusal(item, reason, source, now))
             continue
         if judged.arrival is Arrival.OUT_OF_ORDER:
             out.out_of_order += 1
         else:
-            memories.put(item.device_id, judged.memory)
+            memories.put(device_id, judged.memory)
         out.alerts.extend(judged.alerts)
         out.for_places.extend(judged.for_places)
         out.evaluations += judged.evaluations

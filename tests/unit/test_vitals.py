@@ -409,3 +409,15 @@ def test_a_move_heard_before_the_readings_it_follows_still_keeps_coverage_within
     found = city.tick(6)
     assert [i for i in found if i.reporting > i.expected or i.coverage > 1] == []
     assert (one(found, "noise", "s1").reporting, one(found, "noise", "s1").expected) == (2, 2)
+
+
+def test_recent_instants_kept_in_iso_form_still_spot_a_reading_delivered_twice() -> None:
+    """Marks written when recent instants were kept in ISO form: the reading they name,
+    delivered again in another message, is not folded again; the marks now keep it in
+    microseconds."""
+    first = reading("a1", "c/d/s1", 1, pm25=30.0)
+    marks: dict[str, Any] = {"t": [[first.ts.isoformat(), 7]], "w": {}}
+    partials = Partials(CATALOGUE)
+    assert partials.add(first, marks, 8) is False
+    assert partials.partials() == []
+    assert marks["t"] == [[int(first.ts.timestamp()) * 1_000_000, 7]]
