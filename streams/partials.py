@@ -47,6 +47,7 @@ class _Feed:
     """An indicator as the per-reading loop needs it, computed once per catalogue."""
 
     spec: IndicatorSpec
+    spec_id: str
     fold: Callable[[IndicatorSpec, dict[str, float], Mapping[str, float]], None]
     metrics: frozenset[str]
     every_reading: bool
@@ -77,6 +78,7 @@ def _feeds(catalogue: Catalogue) -> dict[str, tuple[_Feed, ...]]:
         device_type: tuple(
             _Feed(
                 spec,
+                spec.id,
                 FORMULAS[spec.kind].fold,
                 spec.metrics(),
                 FORMULAS[spec.kind].counts_devices,
@@ -120,7 +122,7 @@ class Partials:
         """Why an indicator of the reading's device type cannot fold its values (see
         :meth:`~rules.indicators.base.Formula.refuses`); None when all can. Ask before
         :meth:`add`: a refused reading is folded and counted nowhere."""
-        if isinstance(reading, CameraEvent):
+        if type(reading) is not Reading:  # a camera event (not isinstance: a model's is slow)
             return None
         for spec, formula in _checks(self.catalogue).get(reading.device_type or "", ()):
             why = formula.refuses(spec, reading.values)
@@ -143,10 +145,11 @@ class Partials:
         it again: the place merges each message once, whether or not it got the first pass.
         Returns whether the marks changed.
         """
-        if isinstance(reading, CameraEvent):  # a camera reports by its events
-            values: Mapping[str, float] = {f"camera.{reading.event_type.value}": reading.value}
-        else:
-            values = reading.values
+        if type(reading) is Reading:
+            values: Mapping[str, float] = reading.values
+        else:  # a camera reports by its events
+            assert isinstance(reading, CameraEvent)
+            values = {f"camera.{reading.event_type.value}": reading.value}
         device_id = reading.device_id
         instant = _micros(reading.ts)
         if (device_id, instant) in self._seen:
@@ -184,8 +187,7 @@ class Partials:
             if not feed.every_reading and feed.metrics.isdisjoint(values):
                 continue
             start = seconds - seconds % feed.window_s
-            spec_id = feed.spec.id
-            judged = (device_id, spec_id, start, path)
+            judged = (device_id, feed.spec_id, start, path)
             state = self._judged.get(judged)
             if state is None:
                 state = self._judged[judged] = self._count(feed, reading, marks, offset, start)
@@ -215,7 +217,7 @@ class Partials:
     ) -> dict[str, float]:
         """Count the device at each place of the window, once (the first reading of a batch
         in a window decides for all of them); returns the state its readings fold into."""
-        spec_id, path = feed.spec.id, reading.place_path
+        spec_id, path = feed.spec_id, reading.place_path
         counted: dict[str, list[Any]] = marks.setdefault("w", {})
         start_iso = self._iso.get(start)
         if start_iso is None:
