@@ -6,10 +6,18 @@
   tables keep them), and its outputs encoded, as the Faust agent does;
 - ``sink``: a ``readings`` message decoded and turned into COPY rows (no database).
 
-Readings come from air-quality, water-level and noise devices. Prints figures (JSON with
-``--json``); asserts nothing.
+Readings come from air-quality, water-level and noise devices (``--job full``, the shipped rules
+and indicators), or from air-quality devices sending PM2.5 alone, judged by the small job's rule
+file and indicator catalogue (``--job small``, :mod:`benchmarks.small_job`). Each stage runs
+under the services' garbage collector settings (:func:`wiring.services.steady_gc`). ``--only``
+runs one stage, and ``--passes`` runs the streams stage over its input that many times, each
+pass afresh: under ``valgrind --tool=callgrind`` the instructions of two and of one pass differ
+by the instructions of one pass of the stage, a count that, unlike time, does not move with
+what else the machine does. Prints figures (JSON with ``--json``);
+asserts nothing.
 
     python -m benchmarks.stages [--readings 30000] [--batch 300] [--devices 300]
+        [--job full|small] [--only gateway|streams] [--passes 1]
 """
 
 from __future__ import annotations
@@ -21,27 +29,39 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from benchmarks import small_job
+from benchmarks.quix_job import ALERT_ABOVE
 from cityvitals.contracts import Device, Reading, ReadingBatch
 from cityvitals.settings import Settings
 from ingest.decode import decode
+from rules import RuleSet, parse_rules
+from rules.indicators import Catalogue, parse_catalogue
 from sinks.postgres import ReadingSink
 from sinks.routes import Envelope, decode_readings
 from streams.pipeline import ParsedMemories, process_batch
 from streams.validation import registry_entry
-from wiring.services import load_catalogue, load_rules
+from wiring.services import load_catalogue, load_rules, steady_gc
 
-KINDS = (
+Kinds = tuple[tuple[str, Callable[[int, int], dict[str, float]]], ...]
+KINDS: Kinds = (
     ("air_quality", lambda n, i: {"pm25": 30.0 + (n + i) % 9, "pm10": 60.0 + i % 5}),
     ("water_level", lambda n, i: {"water_level_cm": 2.0 + (n + i) % 3}),
     ("noise", lambda n, i: {"laeq_db": 55.0 + (n + i) % 7}),
 )
+SMALL_KINDS: Kinds = (
+    (
+        "air_quality",
+        lambda n, i: {"pm25": ALERT_ABOVE + 25 if n % small_job.ALERT_EVERY == 0 else 30.0 + n % 9},
+    ),
+)
+"""The small job's readings: PM2.5 alone, one in ``ALERT_EVERY`` over its threshold."""
 
 
-def fleet(count: int, now: datetime) -> list[Device]:
+def fleet(count: int, now: datetime, kinds: Kinds = KINDS) -> list[Device]:
     return [
         Device(
             device_id=f"dev-{i:05d}",
-            device_type=KINDS[i % len(KINDS)][0],
+            device_type=kinds[i % len(kinds)][0],
             place_path=(
                 "c",
                 f"c-d{i % 3}",
@@ -54,12 +74,14 @@ def fleet(count: int, now: datetime) -> list[Device]:
     ]
 
 
-def payloads(devices: list[Device], count: int, start: datetime) -> list[tuple[str, bytes]]:
+def payloads(
+    devices: list[Device], count: int, start: datetime, kinds: Kinds = KINDS
+) -> list[tuple[str, bytes]]:
     """(MQTT topic, payload) of ``count`` readings, round robin over the devices, 1 s apart."""
     out = []
     for n in range(count):
         i = n % len(devices)
-        kind = KINDS[i % len(KINDS)]
+        kind = kinds[i % len(kinds)]
         ts = start + timedelta(seconds=n // len(devices), microseconds=i)
         body = {"ts": ts.isoformat(), "seq": n, "values": kind[1](n, i)}
         out.append((f"cityvitals/{devices[i].device_id}/readings", json.dumps(body).encode()))
@@ -90,9 +112,8 @@ def raw_batches(messages: list[tuple[str, bytes]], batch: int, now: datetime) ->
 
 
 def streams_stage(
-    raw: list[bytes], devices: list[Device], now: datetime
+    raw: list[bytes], devices: list[Device], now: datetime, rules: RuleSet, catalogue: Catalogue
 ) -> tuple[int, list[bytes]]:
-    rules, catalogue = load_rules(Settings()), load_catalogue(Settings())
     entries: dict[str, Any] = {d.device_id: registry_entry(d) for d in devices}
     states: dict[str, Any] = {}
     marks: dict[str, Any] = {}
@@ -135,30 +156,45 @@ def sink_stage(enriched: list[bytes]) -> int:
     return count
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--readings", type=int, default=30_000)
     parser.add_argument("--batch", type=int, default=300, help="readings per Kafka message")
     parser.add_argument("--devices", type=int, default=300)
+    parser.add_argument("--job", choices=("full", "small"), default="full")
+    parser.add_argument("--only", choices=("gateway", "streams"))
+    parser.add_argument("--passes", type=int, default=1, help="passes of the streams stage")
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     now = datetime.now(UTC).replace(microsecond=0)
-    devices = fleet(args.devices, now)
+    if args.job == "small":
+        kinds = SMALL_KINDS
+        rules, catalogue = parse_rules(small_job.RULES), parse_catalogue(small_job.INDICATORS)
+    else:
+        kinds = KINDS
+        rules, catalogue = load_rules(Settings()), load_catalogue(Settings())
+    devices = fleet(args.devices, now, kinds)
     start = now - timedelta(seconds=args.readings // args.devices + 5)
-    messages = payloads(devices, args.readings, start)
+    messages = payloads(devices, args.readings, start, kinds)
     raw = raw_batches(messages, args.batch, now)
     enriched: list[bytes] = []
+    steady_gc()  # what exists now is frozen out of collections, as in a service
 
     def streams() -> int:
-        count, out = streams_stage(raw, devices, now)
+        total = 0
+        for _ in range(args.passes):
+            count, out = streams_stage(raw, devices, now, rules, catalogue)
+            total += count
         enriched.extend(out)
-        return count
+        return total
 
-    figures = {
-        "gateway": rate(lambda: gateway_stage(messages, args.batch, now)),
-        "streams": rate(streams),
-    }
-    figures["sink_rows"] = rate(lambda: sink_stage(enriched))
+    figures: dict[str, float] = {}
+    if args.only in (None, "gateway"):
+        figures["gateway"] = rate(lambda: gateway_stage(messages, args.batch, now))
+    if args.only in (None, "streams"):
+        figures["streams"] = rate(streams)
+    if args.only is None:
+        figures["sink_rows"] = rate(lambda: sink_stage(enriched))
     if args.json:
         print(json.dumps({k: round(v) for k, v in figures.items()}))
         return

@@ -93,7 +93,7 @@ GC_THRESHOLDS = (50_000, 20, 20)
 """The collector's thresholds in the services that handle every reading (Python's: 700, 10, 10)."""
 
 
-def _steady_gc() -> None:
+def steady_gc() -> None:
     """Fewer cyclic garbage collections in a service that handles every reading. It makes
     and drops many small containers per reading; with Python's default thresholds the stream
     stage spent a fifth of its time collecting (benchmarks.stages with gc callbacks: 15 full
@@ -116,7 +116,7 @@ def run_ingest(settings: Settings) -> None:
     from ingest import Gateway
 
     gateway = Gateway(settings, kafka.producer(settings), _metrics(settings))
-    _steady_gc()
+    steady_gc()
     gateway.run(_stop_event())
 
 
@@ -137,7 +137,7 @@ def run_sinks(settings: Settings) -> None:
         _metrics(settings),
         connect=lambda: db.connect(settings),
     )
-    _steady_gc()
+    steady_gc()
     runner.run(stop)
 
 
@@ -181,7 +181,7 @@ def run_streams(settings: Settings) -> None:
     )
     settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust makes its data folder there
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), override_logging=False)
-    _steady_gc()
+    steady_gc()
     worker.execute_from_commandline()
 
 
@@ -189,7 +189,7 @@ def run_liveness(settings: Settings) -> None:
     from device_registry.liveness_service import run
 
     registry = _metrics(settings)
-    _steady_gc()
+    steady_gc()
     run(settings, registry, _stop_event())
 
 

@@ -16,6 +16,6 @@ def restored_gc() -> Iterator[None]:
 
 def test_a_reading_service_freezes_what_exists_and_collects_less_often(restored_gc: None) -> None:
     kept = [{"made": "at start"} for _ in range(1000)]
-    services._steady_gc()
+    services.steady_gc()
     assert gc.get_threshold() == services.GC_THRESHOLDS
     assert gc.get_freeze_count() >= len(kept)
