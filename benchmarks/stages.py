@@ -54,7 +54,22 @@ SMALL_KINDS: Kinds = (
         lambda n, i: {"pm25": ALERT_ABOVE + 25 if n % small_job.ALERT_EVERY == 0 else 30.0 + n % 9},
     ),
 )
-"""The small job's readings: PM2.5 alone, one in ``ALERT_EVERY`` over its threshold."""
+"""Readings shaped like the small job's: PM2.5 alone, one reading in ``ALERT_EVERY`` over its
+threshold (with 30 devices, all from three of them; the small job spreads them over all)."""
+
+
+def job(name: str) -> tuple[Kinds, RuleSet, Catalogue]:
+    """The readings' kinds, the rules and the indicators of the ``full`` or ``small`` job."""
+    if name == "small":
+        return SMALL_KINDS, parse_rules(small_job.RULES), parse_catalogue(small_job.INDICATORS)
+    return KINDS, load_rules(Settings()), load_catalogue(Settings())
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"at least 1, not {value}")
+    return value
 
 
 def fleet(count: int, now: datetime, kinds: Kinds = KINDS) -> list[Device]:
@@ -163,16 +178,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--devices", type=int, default=300)
     parser.add_argument("--job", choices=("full", "small"), default="full")
     parser.add_argument("--only", choices=("gateway", "streams"))
-    parser.add_argument("--passes", type=int, default=1, help="passes of the streams stage")
+    parser.add_argument(
+        "--passes", type=_at_least_one, default=1, help="passes of the streams stage"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     now = datetime.now(UTC).replace(microsecond=0)
-    if args.job == "small":
-        kinds = SMALL_KINDS
-        rules, catalogue = parse_rules(small_job.RULES), parse_catalogue(small_job.INDICATORS)
-    else:
-        kinds = KINDS
-        rules, catalogue = load_rules(Settings()), load_catalogue(Settings())
+    kinds, rules, catalogue = job(args.job)
     devices = fleet(args.devices, now, kinds)
     start = now - timedelta(seconds=args.readings // args.devices + 5)
     messages = payloads(devices, args.readings, start, kinds)

@@ -38,6 +38,7 @@ RECENT = 32
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+"""A reading's instant is kept in marks as whole microseconds since ``_EPOCH`` (:func:`_micros`)."""
 
 LEVELS = list(PlaceLevel)
 
@@ -48,6 +49,7 @@ class _Feed:
 
     spec: IndicatorSpec
     spec_id: str
+    """``spec.id``, held here: read at every reading, and reading a model's field costs more."""
     fold: Callable[[IndicatorSpec, dict[str, float], Mapping[str, float]], None]
     metrics: frozenset[str]
     every_reading: bool
@@ -122,7 +124,7 @@ class Partials:
         """Why an indicator of the reading's device type cannot fold its values (see
         :meth:`~rules.indicators.base.Formula.refuses`); None when all can. Ask before
         :meth:`add`: a refused reading is folded and counted nowhere."""
-        if type(reading) is not Reading:  # a camera event (not isinstance: a model's is slow)
+        if not isinstance(reading, Reading):  # a camera event
             return None
         for spec, formula in _checks(self.catalogue).get(reading.device_type or "", ()):
             why = formula.refuses(spec, reading.values)
@@ -145,10 +147,10 @@ class Partials:
         it again: the place merges each message once, whether or not it got the first pass.
         Returns whether the marks changed.
         """
-        if type(reading) is Reading:
+        # Reading first: a model's isinstance is quick for its own class, slow for another.
+        if isinstance(reading, Reading):
             values: Mapping[str, float] = reading.values
         else:  # a camera reports by its events
-            assert isinstance(reading, CameraEvent)
             values = {f"camera.{reading.event_type.value}": reading.value}
         device_id = reading.device_id
         instant = _micros(reading.ts)
@@ -156,7 +158,9 @@ class Partials:
             return False  # twice in one message
         self._seen.add((device_id, instant))
         recent: list[list[Any]] = marks.setdefault("t", [])
-        if recent and isinstance(recent[0][0], str):
+        # Marks written before instants were kept in microseconds hold ISO strings: at the
+        # front, or at the end when an older worker added to newer marks (a rolling update).
+        if recent and (isinstance(recent[0][0], str) or isinstance(recent[-1][0], str)):
             recent[:] = _in_micros(recent)
         index = self._index(device_id, recent)
         seen = None

@@ -232,10 +232,9 @@ def process_batch(
         out.alerts.extend(judged.alerts)
         out.for_places.extend(judged.for_places)
         out.evaluations += judged.evaluations
-        if type(enriched) is Reading:  # not isinstance: a model's class check is slow
+        if isinstance(enriched, Reading):
             readings.append(enriched)
         else:
-            assert isinstance(enriched, CameraEvent)
             events.append(enriched)
     if batch.tick is not None:
         tick = sweep_devices(memories, devices, out.changed_devices, rules, batch.tick)

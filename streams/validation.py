@@ -97,7 +97,7 @@ def problem(
     if entry["state"] not in PROCESSED_STATES:
         state = entry["state"]
         return f"device {item.device_id!r} is {state}, not active or provisioned", "inactive_device"
-    if type(item) is Reading:  # not isinstance: a model's class check is slow
+    if isinstance(item, Reading):
         if found := unlisted_metric(item.device_id, item.values, entry):
             return found, "unlisted_metric"
         ranges = entry.get("valid_ranges")
@@ -126,5 +126,7 @@ def enrich(item: Reading | CameraEvent, entry: Mapping[str, Any]) -> Reading | C
     fields["place_path"] = tuple(entry["place_path"])
     ts = item.ts
     if ts.tzinfo is not UTC and ts.utcoffset() == ZERO:
-        fields["ts"] = ts.astimezone(UTC)  # the same instant: a third of what replace() costs
+        fields["ts"] = ts.astimezone(
+            UTC
+        )  # the same instant, for under half of what replace() costs
     return trusted(type(item), fields)

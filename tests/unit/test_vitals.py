@@ -411,13 +411,26 @@ def test_a_move_heard_before_the_readings_it_follows_still_keeps_coverage_within
     assert (one(found, "noise", "s1").reporting, one(found, "noise", "s1").expected) == (2, 2)
 
 
-def test_recent_instants_kept_in_iso_form_still_spot_a_reading_delivered_twice() -> None:
-    """Marks written when recent instants were kept in ISO form: the reading they name,
-    delivered again in another message, is not folded again; the marks now keep it in
-    microseconds."""
-    first = reading("a1", "c/d/s1", 1, pm25=30.0)
-    marks: dict[str, Any] = {"t": [[first.ts.isoformat(), 7]], "w": {}}
+@pytest.mark.parametrize(
+    "kept",
+    [
+        pytest.param(["2026-07-01T08:01:00+00:00"], id="written before"),
+        pytest.param(["2026-07-01T10:01:00+02:00"], id="another offset"),
+        # an older worker added to newer marks during a rolling update
+        pytest.param([1_782_892_800_000_000, "2026-07-01T08:01:00+00:00"], id="mixed"),
+    ],
+)
+def test_recent_instants_kept_in_iso_form_still_spot_a_reading_delivered_twice(
+    kept: list[object],
+) -> None:
+    """Marks whose recent instants are ISO strings: the reading one names, delivered again in
+    another message, is not folded again (nor a second copy in the same message); the marks
+    then keep every instant in microseconds since 1970."""
+    first = reading("a1", "c/d/s1", 1, pm25=30.0)  # 2026-07-01T08:01:00Z
+    marks: dict[str, Any] = {"t": [[t, 7] for t in kept], "w": {}}
     partials = Partials(CATALOGUE)
     assert partials.add(first, marks, 8) is False
+    assert partials.add(reading("a1", "c/d/s1", 1, pm25=30.0), marks, 8) is False
     assert partials.partials() == []
-    assert marks["t"] == [[int(first.ts.timestamp()) * 1_000_000, 7]]
+    assert all(type(t) is int for t, _ in marks["t"])
+    assert [1_782_892_860_000_000, 7] in marks["t"]
