@@ -13,8 +13,7 @@ under the services' garbage collector settings (:func:`wiring.services.steady_gc
 runs one stage, and ``--passes`` runs the streams stage over its input that many times, each
 pass afresh: under ``valgrind --tool=callgrind`` the instructions of two and of one pass differ
 by the instructions of one pass of the stage, a count that, unlike time, does not move with
-what else the machine does. Prints figures (JSON with ``--json``);
-asserts nothing.
+what else the machine does. Prints figures (JSON with ``--json``); asserts nothing.
 
     python -m benchmarks.stages [--readings 30000] [--batch 300] [--devices 300]
         [--job full|small] [--only gateway|streams] [--passes 1]
