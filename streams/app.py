@@ -65,7 +65,7 @@ from cityvitals.contracts import (
     WindowPartial,
 )
 from cityvitals.settings import Settings
-from cityvitals.stage import dead_letter, kafka_source, utc_now
+from cityvitals.stage import STARTED, dead_letter, kafka_source, utc_now
 from cityvitals.topics import Topic, partition_for
 from rules import RuleSet
 from rules.incidents import IncidentConfig, load_incident_config
@@ -503,7 +503,7 @@ def create_app(
                     await asyncio.gather(*await send_vitals({p: [b] for p, b in batches.items()}))
 
     # When this process started, as its metrics give it to the audit.
-    started_s = registry.get_sample_value("process_start_time_seconds")
+    started_s = registry.get_sample_value(STARTED)
     began = None if started_s is None else datetime.fromtimestamp(started_s, UTC)
 
     async def handle(msg: Any, source: str, batch: ReadingBatch, outbox: Outbox) -> _Handled:

@@ -45,6 +45,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from cityvitals.stage import STARTED
+
 __all__ = [
     "DEAD_LETTERING",
     "LETTERS_OF",
@@ -279,7 +281,7 @@ def hops_from_exposition(text: str) -> dict[str, Hop]:
     ... cityvitals_ingest_forwarded_total 4.0
     ... cityvitals_ingest_rejected_total{field="ts"} 1.0
     ... cityvitals_ingest_inflight 0.0
-    ... process_start_time_seconds 1.7646e+09
+    ... cityvitals_started_seconds 1.7646e+09
     ... '''
     >>> hop = hops_from_exposition(text)["ingest"]
     >>> hop.received, hop.forwarded, dict(hop.rejected), hop.started.year
@@ -298,7 +300,8 @@ def hops_from_exposition(text: str) -> dict[str, Hop]:
                 rejected.setdefault(stage, {})[why] = int(sample.value)
             elif not sample.labels:
                 values[name] = sample.value
-    started = values.get("process_start_time_seconds")
+    # A service of an earlier release has only the kernel's start, which may be a second early.
+    started = values.get(STARTED, values.get("process_start_time_seconds"))
     when = None if started is None else datetime.fromtimestamp(started, UTC)
     hops = {}
     for name in values:

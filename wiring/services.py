@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, start_http_se
 
 from cityvitals import db, kafka
 from cityvitals.settings import Settings
+from cityvitals.stage import mark_started
 from rules import RuleFileError, RuleProblem, RuleSet, parse_rules
 from rules.incidents import IncidentConfig, parse_incident_config
 from rules.indicators import Catalogue, parse_catalogue
@@ -106,7 +107,8 @@ def steady_gc() -> None:
 
 def _metrics(settings: Settings) -> CollectorRegistry:
     registry = CollectorRegistry()
-    ProcessCollector(registry=registry)  # process_start_time_seconds: when the counters started
+    ProcessCollector(registry=registry)
+    mark_started(registry)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
     return registry

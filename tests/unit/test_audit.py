@@ -216,6 +216,7 @@ def test_the_exposition_gives_each_stage_its_counters() -> None:
     text = "\n".join(
         [
             "process_start_time_seconds 1.7645796e+09",
+            "cityvitals_started_seconds 1.7645797123456e+09",
             "cityvitals_streams_received_total 9.0",
             "cityvitals_streams_forwarded_total 7.0",
             'cityvitals_streams_rejected_total{reason="unknown"} 1.0',
@@ -237,5 +238,8 @@ def test_the_exposition_gives_each_stage_its_counters() -> None:
     assert (s.backlog, hops["incidents"].backlog) == (4, 0)
     desk = hops["incidents_desk"]
     assert (desk.received, desk.forwarded, desk.refused) == (3, 2, 1)
-    assert s.started == datetime.fromtimestamp(1.7645796e9, UTC)
+    # The service's own start, to the microsecond, not the kernel's (a second early at most).
+    assert s.started == datetime.fromtimestamp(1.7645797123456e9, UTC)
+    older = hops_from_exposition(text.replace("cityvitals_started_seconds", "other"))
+    assert older["streams"].started == datetime.fromtimestamp(1.7645796e9, UTC)
     assert hops["incidents"].undecodable == 0
