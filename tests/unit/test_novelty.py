@@ -77,6 +77,23 @@ def test_one_excursion_raises_one_novel_reading() -> None:
     assert novel[3000] and sum(novel[3000:]) == 1
 
 
+@pytest.mark.parametrize(("step", "novel_again"), [(timedelta(hours=1), True), (STEP, False)])
+def test_the_quiet_after_a_novel_reading_lasts_a_day_at_most(
+    step: timedelta, novel_again: bool
+) -> None:
+    # Two separate excursions 48 readings apart: two days of hourly readings, four hours of
+    # readings every 5 minutes. Quiet for 200 readings, the hourly series would miss the second.
+    values = [*noisy(1000), 30.0, *noisy(47, seed=8), 36.0]
+    detector = NoveltyDetector()
+    novel = []
+    for i, v in enumerate(values):
+        x = (T0 + i * step, v)
+        novel.append(detector.explain_one(x).novel)
+        detector.learn_one(x)
+    assert novel[1000]
+    assert novel[1048] is novel_again
+
+
 def test_a_new_value_is_less_surprising_on_a_series_that_keeps_finding_new_values() -> None:
     params = NoveltyParams()
     values = [20.0 + (i * 7919 % 13) / 13 for i in range(6000)]  # 13 values between 20 and 21
