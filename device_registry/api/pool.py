@@ -63,6 +63,8 @@ class RegistryPool:
 
     @contextmanager
     def checkout(self, write: bool = False) -> Iterator[Registry]:
+        if not self._all:
+            raise RuntimeError("the registry pool is closed")
         if write and not self._write_turn.acquire(timeout=self.wait_s):
             raise RegistryBusy(self.wait_s)
         try:
@@ -85,7 +87,14 @@ class RegistryPool:
         return new
 
     def close(self) -> None:
-        for registry in self._all:
+        """Close every connection, flush the producer, and let go of both: librdkafka's
+        threads and sockets end now, not whenever the pool itself is collected (an API app
+        built in a test kept a closed pool's producer alive, reconnecting to a stopped
+        broker, until the interpreter exited). A closed pool lends nothing."""
+        registries, self._all, self._reconnect = self._all, [], None
+        while not self._idle.empty():
+            self._idle.get_nowait()
+        for registry in registries:
             registry.conn.close()
-        for producer in {id(r.producer): r.producer for r in self._all}.values():
+        for producer in {id(r.producer): r.producer for r in registries}.values():
             producer.flush(30)
