@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from cityvitals.db import DatabaseUnavailable
 from cityvitals.kafka import KafkaUnavailable
-from device_registry.api.pool import RegistryBusy
+from device_registry.api.pool import PoolClosed, RegistryBusy
 from device_registry.errors import (
     DeviceExists,
     PlaceConflict,
@@ -119,6 +119,7 @@ def install_error_handlers(app: FastAPI) -> None:
         psycopg.OperationalError,
         psycopg.InterfaceError,
         RegistryBusy,
+        PoolClosed,
     ):
         app.add_exception_handler(unavailable_error, unavailable)
     app.add_exception_handler(psycopg.DataError, refused_by_database)

@@ -13,7 +13,7 @@ from cityvitals.settings import Settings
 from device_registry.credentials import local_broker
 from device_registry.registry import Registry
 
-__all__ = ["POOL_SIZE", "RegistryBusy", "RegistryPool"]
+__all__ = ["POOL_SIZE", "PoolClosed", "RegistryBusy", "RegistryPool"]
 
 POOL_SIZE = 4
 
@@ -24,6 +24,13 @@ class RegistryBusy(RuntimeError):
     def __init__(self, waited_s: float) -> None:
         super().__init__(f"the registry is busy (waited {waited_s:.0f} s); retry shortly")
         self.waited_s = waited_s
+
+
+class PoolClosed(RuntimeError):
+    """The pool was closed (the server is shutting down): it lends nothing."""
+
+    def __init__(self) -> None:
+        super().__init__("the registry pool is closed")
 
 
 class RegistryPool:
@@ -48,6 +55,9 @@ class RegistryPool:
             self._idle.put(registry)
         self._reconnect = reconnect
         self._write_turn = threading.Lock()
+        self._lock = threading.Lock()
+        """Guards ``_all``, ``_reconnect`` and ``_closed`` against :meth:`close`."""
+        self._closed = False
         self.wait_s = wait_s
 
     @classmethod
@@ -63,8 +73,10 @@ class RegistryPool:
 
     @contextmanager
     def checkout(self, write: bool = False) -> Iterator[Registry]:
-        if not self._all:
-            raise RuntimeError("the registry pool is closed")
+        """A registry lent for the block. A registry handed back after :meth:`close` (its
+        request outlived the server's shutdown) is closed, not kept."""
+        if self._closed:
+            raise PoolClosed()
         if write and not self._write_turn.acquire(timeout=self.wait_s):
             raise RegistryBusy(self.wait_s)
         try:
@@ -73,17 +85,25 @@ class RegistryPool:
             except queue.Empty:
                 raise RegistryBusy(self.wait_s) from None
             try:
-                if (registry.conn.closed or registry.conn.broken) and self._reconnect:
-                    registry = self._replace(registry, self._reconnect(registry))
+                reconnect = self._reconnect
+                if (registry.conn.closed or registry.conn.broken) and reconnect:
+                    registry = self._replace(registry, reconnect(registry))
                 yield registry
             finally:
-                self._idle.put(registry)
+                if self._closed:
+                    registry.conn.close()
+                else:
+                    self._idle.put(registry)
         finally:
             if write:
                 self._write_turn.release()
 
     def _replace(self, old: Registry, new: Registry) -> Registry:
-        self._all[self._all.index(old)] = new
+        with self._lock:
+            if self._closed:  # closed while the new one was being built
+                new.conn.close()
+                raise PoolClosed()
+            self._all[self._all.index(old)] = new
         return new
 
     def close(self) -> None:
@@ -91,7 +111,9 @@ class RegistryPool:
         threads and sockets end now, not whenever the pool itself is collected (an API app
         built in a test kept a closed pool's producer alive, reconnecting to a stopped
         broker, until the interpreter exited). A closed pool lends nothing."""
-        registries, self._all, self._reconnect = self._all, [], None
+        with self._lock:
+            self._closed = True
+            registries, self._all, self._reconnect = self._all, [], None
         while not self._idle.empty():
             self._idle.get_nowait()
         for registry in registries:

@@ -159,6 +159,11 @@ class NoveltyParams(Derived):
         return AnomalyParams(**{**self.seasonal.model_dump(), **own}) if own else self.seasonal
 
     @cached_property
+    def _quiet_s(self) -> float:
+        """``quiet_days`` in seconds."""
+        return self.quiet_days * _DAY
+
+    @cached_property
     def _log_every(self) -> float:
         """``log10(novel_every)``: the rarity, in powers of ten, that earns the full floor."""
         return math.log10(self.novel_every)
@@ -515,15 +520,14 @@ def _step(p: NoveltyParams, s: NoveltyState, ts: datetime, value: float) -> _Ste
         s.new_to_hour += s.w
     s.take(h, value)
     s.since += 1
-    quiet = p.quiet_readings
-    if s.seasonal.dt > 0.0:  # its usual interval, in seconds
-        quiet = min(quiet, int(p.quiet_days * _DAY / s.seasonal.dt))
+    # quiet until quiet_readings readings or quiet_days at its usual interval have passed
+    loud = s.since > p.quiet_readings or s.since * s.seasonal.dt > p._quiet_s
     # Both kinds of novelty share the quiet period: one excursion, one alert (an hour's own
     # quiet period gave 82.7 on the NAB tuning half, against 83.3).
-    if visits == 0.0 and s.since > quiet:
+    if visits == 0.0 and loud:
         s.since = 0
         return _Step(_novel(p, p_bin, seasonal), seasonal, True, False)
-    if outside_hour and s.seasonal.model != 0 and s.since > quiet:
+    if outside_hour and s.seasonal.model != 0 and loud:
         s.since = 0  # a usual value at an unusual hour: novel on a seasonal series
         return _Step(_novel(p, p_hour, seasonal), seasonal, False, False, True)
     if visits >= p.familiar_visits and s.seasonal.model == 0:

@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import pytest
 
-from device_registry.api.pool import RegistryPool
+from device_registry.api.pool import PoolClosed, RegistryPool
 from device_registry.registry import Registry
 
 
@@ -52,5 +52,37 @@ def test_a_closed_pool_flushes_its_producer_once_and_keeps_no_reference_to_it() 
     del producer, registries
     gc.collect()
     assert gone() is None, "the closed pool still holds the producer"
-    with pytest.raises(RuntimeError, match="closed"), pool.checkout():
+    with pytest.raises(PoolClosed, match="closed"), pool.checkout():
         pass
+
+
+def test_a_registry_handed_back_after_close_is_closed_not_kept() -> None:
+    producer = _Producer()
+    pool, _registries = _pool(producer)
+    gone = weakref.ref(producer)
+    del _registries
+    with pool.checkout() as registry:  # a request that outlives the server's shutdown
+        pool.close()
+        lent = cast(_Registry, registry)
+        lent.conn.closed = False  # as if still open when handed back
+    assert lent.conn.closed
+    del producer, lent, registry
+    gc.collect()
+    assert gone() is None, "the registry handed back went into the closed pool"
+
+
+def test_a_reconnect_finished_after_close_closes_its_new_connection() -> None:
+    producer = _Producer()
+    broken = _Registry(producer)
+    broken.conn.broken = True
+    built: list[_Registry] = []
+
+    def reconnect(_old: Registry) -> Registry:
+        pool.close()  # the server shut down while the new connection was being made
+        built.append(_Registry(producer))
+        return cast(Registry, built[-1])
+
+    pool = RegistryPool(cast(list[Registry], [broken]), reconnect=reconnect)
+    with pytest.raises(PoolClosed), pool.checkout():
+        pass
+    assert built[0].conn.closed
