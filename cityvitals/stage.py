@@ -82,9 +82,8 @@ def mark_started(registry: CollectorRegistry) -> None:
     >>> r.get_sample_value(STARTED) > 1.7e9
     True
     """
-    Gauge(STARTED, "When this process's counters started, Unix seconds", registry=registry).set(
-        datetime.now(UTC).timestamp()
-    )
+    gauge = Gauge(STARTED, "When this process's counters started, Unix seconds", registry=registry)
+    gauge.set_to_current_time()
 
 
 def utc_now() -> datetime:
