@@ -32,6 +32,7 @@ __all__ = ["KEEP", "LEVELS", "RECENT", "Partials"]
 
 KEEP = timedelta(hours=1)
 """How long a window stays open to data that arrives late, after it was last reported."""
+_KEEP_S = KEEP.total_seconds()
 
 RECENT = 32
 """Instants of a device's latest readings remembered to spot a reading delivered twice."""
@@ -117,6 +118,8 @@ class Partials:
     """(device, indicator, window, place path) whose count this batch decided: its leaf."""
     _iso: dict[int, str] = field(default_factory=dict)
     """Window starts in ISO form, as marks keep them."""
+    _seconds: dict[str, float] = field(default_factory=dict)
+    """Window starts of marks, from their ISO form to seconds since 1970 (parsed once a batch)."""
     _recent: dict[str, tuple[list[list[Any]], dict[int, int] | None]] = field(default_factory=dict)
     """Per device, its marks' recent instants and an index of them by instant."""
 
@@ -245,12 +248,32 @@ class Partials:
                     reporting += 1
                 self._reporting[key] = reporting
             if fresh:
-                counted[spec_id] = _remember(entries, start_iso, offset, path)
+                counted[spec_id] = self._remember(entries, start_iso, offset, path)
         leaf = (spec_id, path, start)
         state = self._leaves.get(leaf)
         if state is None:
             state = self._leaves[leaf] = {}
         return state
+
+    def _remember(
+        self, entries: list[list[Any]], start: str, offset: int, path: tuple[str, ...]
+    ) -> list[list[Any]]:
+        """The entries with this count added, the windows more than :data:`KEEP` older than
+        the newest dropped. (Each start is parsed once a batch: parsing every entry's start
+        at every count was a sixth of the small job's stage.)"""
+        here = list(path)
+        kept = [e for e in entries if not (e[0] == start and e[2] == here)]
+        kept.append([start, offset, here])
+        at = [self._instant(e[0]) for e in kept]
+        oldest = max(at) - _KEEP_S
+        return [e for e, t in zip(kept, at) if t >= oldest]
+
+    def _instant(self, start: str) -> float:
+        """A window start of the marks (ISO form) in seconds since 1970."""
+        seconds = self._seconds.get(start)
+        if seconds is None:
+            seconds = self._seconds[start] = datetime.fromisoformat(start).timestamp()
+        return seconds
 
     def partials(self) -> list[WindowPartial]:
         """The batch's partials: each leaf state merged into every level above it."""
@@ -341,13 +364,3 @@ def _counted_at(entries: list[list[Any]], start: str, offset: int) -> set[tuple[
             return None
         places.update(tuple(path[:depth]) for depth in range(1, len(path) + 1))
     return places
-
-
-def _remember(
-    entries: list[list[Any]], start: str, offset: int, path: tuple[str, ...]
-) -> list[list[Any]]:
-    """The entries with this count added, the windows more than an hour older dropped."""
-    kept = [e for e in entries if not (e[0] == start and e[2] == list(path))]
-    kept.append([start, offset, list(path)])
-    newest = max(datetime.fromisoformat(e[0]) for e in kept)
-    return [e for e in kept if datetime.fromisoformat(e[0]) >= newest - KEEP]

@@ -434,3 +434,19 @@ def test_recent_instants_kept_in_iso_form_still_spot_a_reading_delivered_twice(
     assert partials.partials() == []
     assert all(type(t) is int for t, _ in marks["t"])
     assert [1_782_892_860_000_000, 7] in marks["t"]
+
+
+def test_the_marks_keep_the_windows_of_the_last_hour_before_the_newest() -> None:
+    """A device counted in noise windows over two hours, one message a window: its marks keep
+    the windows of the hour before the newest (at every message, and a window a message
+    re-counts once), whichever order the messages came in."""
+    starts = [T0 + timedelta(minutes=5 * k) for k in range(25)]  # 08:00 to 10:00
+    for order in (starts, [*starts[12:], *starts[:12]]):
+        marks: dict[str, Any] = {}
+        for offset, start in enumerate(order):
+            partials = Partials(CATALOGUE)  # a batch a message, as the stage makes them
+            minutes = (start - T0) / timedelta(minutes=1) + 1
+            partials.add(reading("n1", "c/d/s1", minutes, "noise", laeq_db=60.0), marks, offset)
+        kept = sorted(datetime.fromisoformat(s) for s, _, _ in marks["w"]["noise"])
+        assert kept == starts[12:]  # 09:00 to 10:00: an hour before the newest, not older
+        assert all(path == ["c", "d", "s1"] for _, _, path in marks["w"]["noise"])
