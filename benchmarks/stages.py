@@ -113,7 +113,7 @@ def gateway_stage(messages: list[tuple[str, bytes]], batch: int, now: datetime) 
     for i in range(0, len(messages), batch):
         group = [decode("cityvitals", t, p, now) for t, p in messages[i : i + batch]]
         readings = tuple(g for g in group if isinstance(g, Reading))
-        ReadingBatch(readings=readings).model_dump_json().encode()
+        ReadingBatch(readings=readings).to_json()
     return len(messages)
 
 
@@ -121,7 +121,7 @@ def raw_batches(messages: list[tuple[str, bytes]], batch: int, now: datetime) ->
     out = []
     for i in range(0, len(messages), batch):
         group = [decode("cityvitals", t, p, now) for t, p in messages[i : i + batch]]
-        out.append(ReadingBatch(readings=tuple(group)).model_dump_json().encode())
+        out.append(ReadingBatch(readings=tuple(group)).to_json())
     return out
 
 
@@ -148,7 +148,7 @@ def streams_stage(
             offset,
             parsed,
         )
-        out.append(outcome.enriched.model_dump_json().encode())
+        out.append(outcome.enriched.to_json())
         for alert in outcome.alerts:
             alert.model_dump_json().encode()
         for partial in outcome.partials:

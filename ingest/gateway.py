@@ -242,7 +242,7 @@ def _encode(part: Sequence[_Decoded]) -> bytes:
     """The ``readings.raw`` message of decoded MQTT messages."""
     readings = tuple(one for d in part for one in d.items if isinstance(one, Reading))
     events = tuple(one for d in part for one in d.items if isinstance(one, CameraEvent))
-    return ReadingBatch(readings=readings, camera_events=events).model_dump_json().encode()
+    return ReadingBatch(readings=readings, camera_events=events).to_json()
 
 
 @dataclass(frozen=True, slots=True)

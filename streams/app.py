@@ -541,7 +541,7 @@ def create_app(
         judging = time.perf_counter() - started
         pending: list[Awaitable[Any]] = []
         if len(outcome.enriched):
-            value = outcome.enriched.model_dump_json().encode()
+            value = outcome.enriched.to_json()
             outbox[(readings_name, partition)].append((None, value))
         outbox[(alerts_name, partition)] += alert_records(outcome.alerts)
         for letter in outcome.dead_letters:

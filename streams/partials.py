@@ -266,7 +266,7 @@ class Partials:
         kept.append([start, offset, here])
         at = [self._instant(e[0]) for e in kept]
         oldest = max(at) - _KEEP_S
-        return [e for e, t in zip(kept, at) if t >= oldest]
+        return [e for e, t in zip(kept, at, strict=True) if t >= oldest]
 
     def _instant(self, start: str) -> float:
         """A window start of the marks (ISO form) in seconds since 1970."""

@@ -38,7 +38,6 @@ from cityvitals.contracts.base import (
     MetricName,
     UtcDatetime,
     iso,
-    trusted,
 )
 from cityvitals.contracts.health import (
     STAGE,
@@ -93,6 +92,7 @@ from cityvitals.contracts.readings import (
     ReadingPack,
     ReadingPayload,
 )
+from cityvitals.contracts.trust import trusted
 
 __all__ = [
     "FEEDBACK_ACTIONS",

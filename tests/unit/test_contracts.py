@@ -1,6 +1,9 @@
+import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from cityvitals.contracts import (
@@ -13,7 +16,9 @@ from cityvitals.contracts import (
     ReadingBatch,
     ReadingPayload,
     WarningLevel,
+    trusted,
 )
+from cityvitals.contracts.readings import CameraEventType
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 
@@ -82,6 +87,64 @@ def test_batch_round_trips_through_json() -> None:
     )
     assert ReadingBatch.model_validate_json(batch.model_dump_json()) == batch
     assert len(batch) == 2
+
+
+_ids = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,12}\Z")
+_instants = st.datetimes(
+    min_value=datetime(1, 1, 2), timezones=st.sampled_from([UTC, timezone(timedelta(hours=2))])
+)
+_readings = st.builds(
+    Reading,
+    device_id=_ids,
+    ts=_instants,
+    seq=st.integers(0, 2**80),  # beyond 64 bits too: orjson cannot write those
+    values=st.dictionaries(
+        st.from_regex(r"\A[a-z][a-z0-9_.]{0,10}\Z"),
+        st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**60), 2**60),
+        min_size=1,
+        max_size=4,
+    ),
+    received_at=st.none() | _instants,
+    device_type=st.none() | _ids,
+    place_path=st.lists(_ids, max_size=5).map(tuple),
+)
+_events = st.builds(
+    CameraEvent,
+    camera_id=_ids,
+    ts=_instants,
+    seq=st.integers(0, 2**63 - 1),
+    event_type=st.sampled_from(list(CameraEventType)),
+    value=st.floats(allow_nan=False, allow_infinity=False),
+    confidence=st.floats(0.0, 1.0),
+    snapshot_ref=st.none() | st.just("snap/1.jpg"),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    readings=st.lists(_readings, max_size=5).map(tuple),
+    events=st.lists(_events, max_size=3).map(tuple),
+    enriched=st.booleans(),
+    tick=st.none() | st.just(NOW),
+)
+def test_a_batch_written_by_to_json_is_what_pydantic_writes(
+    readings: tuple[Reading, ...],
+    events: tuple[CameraEvent, ...],
+    enriched: bool,
+    tick: datetime | None,
+) -> None:
+    """The gateway's and the stream stage's fast writer gives pydantic's bytes, for readings
+    validated or made of validated parts (as the stage enriches them)."""
+    if enriched:
+        fields = {"device_type": "air_quality", "place_path": ("c", "d1")}
+        readings = tuple(trusted(Reading, {**r.__dict__, **fields}) for r in readings)
+    batch = ReadingBatch(readings=readings, camera_events=events, tick=tick)
+    written = batch.to_json()
+    assert written == batch.model_dump_json().encode()
+    assert ReadingBatch.model_validate_json(written) == ReadingBatch.model_validate_json(
+        batch.model_dump_json()
+    )
+    assert json.loads(written)["readings"] == json.loads(batch.model_dump_json())["readings"]
 
 
 def test_camera_event_confidence_is_a_probability() -> None:
