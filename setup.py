@@ -3,7 +3,7 @@ compiled with mypyc (the rest of the package's metadata is pyproject.toml's).
 
 Each compiled module is imported instead of its source, and does the same work with less of
 Python's overhead per operation: the stream stage's per-reading work took about 1.5x fewer CPU
-seconds, the whole stage a quarter fewer (README, Speed). ``CITYVITALS_NATIVE=0`` installs the sources alone
+seconds, the whole stage a quarter fewer (docs/speed.md). ``CITYVITALS_NATIVE=0`` installs the sources alone
 (no C compiler needed); :mod:`cityvitals.native` tells a compiled module whose source changed.
 """
 

@@ -468,13 +468,27 @@ class _Fleet:
     marker: tuple[str, str]
 
 
+def _register(
+    settings: Settings, devices: list[Device], packing: list[Device]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Register both fleets; their MQTT credentials. The registry, its Kafka producer with it,
+    is let go on return: held in the stack's frame, the producer went on calling the stopped
+    broker until the bench ended."""
+    from wiring.services import open_registry
+
+    with open_registry(settings) as registry:
+        return (
+            dict(registry.add_many(devices, "benchmark")),
+            dict(registry.add_many(packing, "benchmark")),
+        )
+
+
 @contextmanager
 def _bench_stack(opts: BenchOptions) -> Iterator[tuple[Settings, Any, _Fleet]]:
     """A private stack, started and ready, with the bench's devices registered; stopped and
     purged on leaving."""
     from benchmarks.stack import private_stack
     from wiring.localstack import down
-    from wiring.services import open_registry
 
     settings, stack = private_stack()
     state = settings.state_dir
@@ -496,9 +510,7 @@ def _bench_stack(opts: BenchOptions) -> Iterator[tuple[Settings, Any, _Fleet]]:
             d.model_copy(update={"device_id": d.device_id.replace("bench-", "packed-")})
             for d in devices[:-1]
         ]
-        with open_registry(settings) as registry:
-            credentials = dict(registry.add_many(devices, "benchmark"))
-            packed = dict(registry.add_many(packing, "benchmark"))
+        credentials, packed = _register(settings, devices, packing)
         time.sleep(1)  # the broker reloads its password file
         marker = devices[-1].device_id
         marker_of = (marker, credentials.pop(marker))

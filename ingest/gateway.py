@@ -112,7 +112,7 @@ class MqttClient(mqtt.Client):
         of its length, its body), and each read lets go of Python's lock between threads
         and takes it back. Served from one read, paho's read path took 25.6-27.1 µs of CPU
         a one-reading message instead of 28.7-32.7 (200,000 messages through a socket pair,
-        2026-12-02; README, "Speed").
+        2026-12-02; docs/speed.md).
         """
         if self._read_at >= len(self._read):
             if self._reads_left <= 0:
@@ -130,7 +130,7 @@ class MqttClient(mqtt.Client):
         """A QoS 1 PUBLISH with no MQTT 5 properties (what devices send) handed to
         ``on_message`` as paho does, but without paho's empty ``Properties`` object, which
         it builds, clears and fills for every message: about two fifths of its read path's
-        CPU (cProfile of 200,000 messages through a socket pair; README, "Speed"). Such a
+        CPU (cProfile of 200,000 messages through a socket pair; docs/speed.md). Such a
         message's ``properties`` is None, as an MQTT 3 message's is, and paho's debug line
         for each message is not written. Any other PUBLISH goes to paho. Acknowledged by the
         caller (``manual_ack``), as paho leaves it then."""

@@ -143,7 +143,7 @@ async def send_records(
 
     Faust's own send (``topic.send``) takes a message at a time, each with its own future,
     callbacks and the producer's checks: about 170 µs of the stage's thread each (the small
-    job's alerts, README "Speed"); a batch of records takes one hand-over. A record over the
+    job's alerts, docs/speed.md); a batch of records takes one hand-over. A record over the
     producer's largest request is refused here, as aiokafka's send refuses it
     (``MessageSizeTooLargeError``). The batches are closed, so they go without the producer's linger;
     Faust flushes the producer before it commits offsets, as for its own sends. The producer
@@ -232,7 +232,7 @@ def bundle(
     messages: the first batch of each with the next as its ``more``, up to ``limit``
     partials and changes a message (a larger batch alone). A group of input messages sends
     one such, not a message each: fewer sends, and fewer messages for the broker to keep and
-    the place side to take (README, "Speed", says what it changed).
+    the place side to take (docs/speed.md says what it changed).
 
     >>> b = [IndicatorBatch(offset=n, members=(MembershipChange(place_path=("c",),
     ...      device_type="noise", delta=1),) * n) for n in (1, 2, 3)]
