@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from benchmarks import small_job, stages
+from benchmarks.bench import BenchOptions
 from cityvitals.contracts import ReadingBatch
+from cityvitals.settings import Settings
 
 
 @pytest.fixture(autouse=True)
@@ -79,3 +82,49 @@ def test_the_small_job_judges_pm25_alone_and_forwards_every_reading() -> None:
     assert {m for r in readings for m in r.values} == {"pm25"}
     over = [r for r in readings if r.values["pm25"] > rules.by_id["pm25-small-job"].lowest[1]]
     assert len(over) == 600 // small_job.ALERT_EVERY
+
+
+def test_the_small_job_runs_both_sides_twice_in_abba_order_and_compares_their_means(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ours, Quix Streams, Quix Streams, ours, each run afresh (numbered); the ratio is of the
+    two sides' mean rates. Without Quix Streams ours runs once and the reason is given."""
+    order: list[tuple[str, int]] = []
+
+    def ours(*args: object) -> dict[str, object]:
+        run = args[-1]
+        assert isinstance(run, int)
+        order.append(("ours", run))
+        return {
+            "forwarded": 100,
+            "readings_per_s": 40_000 + 20_000 * (run - 1),
+            "phases_s_per_1000": {"judge": float(run)},
+        }
+
+    def quix(*args: object) -> dict[str, object]:
+        run = args[-1]
+        assert isinstance(run, int)
+        order.append(("quix", run))
+        return {"messages": 100, "msg_per_s": 20_000 + 5_000 * (run - 1)}
+
+    monkeypatch.setattr(small_job, "ours", ours)
+    monkeypatch.setattr(small_job, "quix", quix)
+    now = datetime(2026, 12, 4, tzinfo=UTC)
+    devices = stages.fleet(3, now, stages.SMALL_KINDS)
+    opts = BenchOptions(small_job_readings=1000)
+    out = small_job.small_job(Settings(), None, devices, opts)
+    assert order == [("ours", 1), ("quix", 1), ("quix", 2), ("ours", 2)]
+    assert out["runs"] == {"ours": [40_000, 60_000], "quix": [20_000, 25_000]}
+    assert (out["readings_per_s"], out["quix_msg_per_s"]) == (50_000, 22_500)
+    assert out["ratio_to_quix"] == round(50_000 / 22_500, 3)
+    assert out["phases_s_per_1000"] == {"judge": 2.0} and out["quix_problem"] is None
+
+    def missing(*args: object) -> dict[str, object]:
+        raise small_job.QuixMissing(Path("/nowhere/python"))
+
+    order.clear()
+    monkeypatch.setattr(small_job, "quix", missing)
+    out = small_job.small_job(Settings(), None, devices, opts)
+    assert order == [("ours", 1)]
+    assert out["ratio_to_quix"] is None and "/nowhere/python" in out["quix_problem"]
+    assert (out["readings_per_s"], out["runs"]) == (40_000, {"ours": [40_000], "quix": []})
