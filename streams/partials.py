@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
 from cityvitals.contracts import (
     SCHEMA_VERSION,
@@ -32,7 +32,8 @@ __all__ = ["KEEP", "LEVELS", "RECENT", "Partials"]
 
 KEEP = timedelta(hours=1)
 """How long a window stays open to data that arrives late, after it was last reported."""
-_KEEP_S = KEEP.total_seconds()
+_KEEP_S: Final = KEEP.total_seconds()
+""":data:`KEEP` in seconds."""
 
 RECENT = 32
 """Instants of a device's latest readings remembered to spot a reading delivered twice."""
@@ -260,13 +261,13 @@ class Partials:
     ) -> list[list[Any]]:
         """The entries with this count added, the windows more than :data:`KEEP` older than
         the newest dropped. (Each start is parsed once a batch: parsing every entry's start
-        at every count was a sixth of the small job's stage.)"""
+        twice at every count was about a ninth of the small job's stage, by callgrind.)"""
         here = list(path)
         kept = [e for e in entries if not (e[0] == start and e[2] == here)]
         kept.append([start, offset, here])
         at = [self._instant(e[0]) for e in kept]
         oldest = max(at) - _KEEP_S
-        return [e for e, t in zip(kept, at, strict=True) if t >= oldest]
+        return [kept[i] for i in range(len(kept)) if at[i] >= oldest]
 
     def _instant(self, start: str) -> float:
         """A window start of the marks (ISO form) in seconds since 1970."""

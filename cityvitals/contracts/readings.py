@@ -17,6 +17,7 @@ from cityvitals.contracts.base import (
     UtcDatetime,
 )
 from cityvitals.contracts.places import Device
+from cityvitals.contracts.trust import written_fields
 
 
 class Reading(Contract):
@@ -129,22 +130,30 @@ class ReadingBatch(Contract):
         return len(self.readings) + len(self.camera_events)
 
     def to_json(self) -> bytes:
-        """``model_dump_json().encode()``: the same JSON, made by orjson from the items' fields
+        """``model_dump_json().encode()``: the same bytes, made by orjson from the items' fields
         in about 40 % of the time (0.6 against 1.5 µs a reading) for a batch of readings and
         camera events alone, as the gateway and the stream stage send them at every reading.
-        The items are valid already (validated, or made of validated parts), so only their
-        fields are written; a batch with devices or a tick, or a value orjson does not write
-        (an integer beyond 64 bits), goes through pydantic."""
-        if self.devices or self.tick is not None:
+        The items are valid already (validated, or made of validated parts: a float field
+        made of an int would be written ``4``, not ``4.0``), so their fields are written as
+        they are. A batch with devices or a tick, an item whose fields orjson would not write
+        as pydantic does (:func:`~cityvitals.contracts.trust.written_fields`), or a value it
+        cannot write (an integer beyond 64 bits) goes through pydantic."""
+        readings = written_fields(self.readings, _INSTANTS)
+        events = written_fields(self.camera_events, _INSTANTS)
+        if self.devices or self.tick is not None or readings is None or events is None:
             return self.model_dump_json().encode()
         document = {
             "schema_version": self.schema_version,
             "devices": [],
-            "readings": [r.__dict__ for r in self.readings],
-            "camera_events": [e.__dict__ for e in self.camera_events],
+            "readings": readings,
+            "camera_events": events,
             "tick": None,
         }
         try:
             return orjson.dumps(document, option=orjson.OPT_UTC_Z)
         except orjson.JSONEncodeError:
             return self.model_dump_json().encode()
+
+
+_INSTANTS = ("ts", "received_at")
+"""The instants of a reading and of a camera event."""
