@@ -52,7 +52,6 @@ from pydantic import BaseModel, ValidationError
 
 from cityvitals.contracts import (
     Alert,
-    CameraEvent,
     Device,
     Indicator,
     IndicatorBatch,
@@ -60,7 +59,6 @@ from cityvitals.contracts import (
     PlaceBatch,
     PlaceLevel,
     PlaceObservation,
-    Reading,
     ReadingBatch,
     WindowPartial,
 )
@@ -72,7 +70,13 @@ from rules.incidents import IncidentConfig, load_incident_config
 from rules.indicators import Catalogue
 from streams.incidents import add_incident_agents
 from streams.live import LiveRules, StreamMetrics
-from streams.pipeline import ParsedMemories, process_batch, process_places
+from streams.pipeline import (
+    ParsedMemories,
+    backlog,
+    device_ids,
+    process_batch,
+    process_places,
+)
 from streams.seeds import OpenAlert, seed_memories
 from streams.transport import Transport
 from streams.validation import is_newer, registry_entry
@@ -273,27 +277,6 @@ class _Handled(NamedTuple):
     """Its window partials by place partition, which the caller sends (:func:`bundle`)."""
     judging: float
     """Seconds :func:`~streams.pipeline.process_batch` took on it (``perf_counter``)."""
-
-
-def backlog(batch: ReadingBatch, began: datetime | None) -> int:
-    """Its readings and events the gateway received before ``began`` (this process's start,
-    as its metrics give it to the audit), or at no known time: a backlog held on
-    ``readings.raw`` across a restart. None when the start is not known: then the audit
-    counts the whole database, and no item is left out.
-
-    >>> from datetime import UTC, datetime
-    >>> from cityvitals.contracts import Reading
-    >>> t = datetime(2026, 12, 3, 12, tzinfo=UTC)
-    >>> def r(received: datetime | None) -> Reading:
-    ...     return Reading(device_id="a", ts=t, seq=1, values={"m": 1}, received_at=received)
-    >>> batch = ReadingBatch(readings=(r(None), r(t), r(t.replace(hour=13))))
-    >>> backlog(batch, t.replace(hour=13)), backlog(batch, t), backlog(batch, None)
-    (2, 1, 0)
-    """
-    if began is None:
-        return 0
-    items: tuple[Reading | CameraEvent, ...] = (*batch.readings, *batch.camera_events)
-    return len([i for i in items if i.received_at is None or i.received_at < began])
 
 
 TAKE_MAX = 100
@@ -516,9 +499,7 @@ def create_app(
         if batch.tick is not None:  # every device here: absence may be new to some
             ids = set(on_partition(list(devices.keys()), partition))
         else:
-            ids = {d.device_id for d in batch.devices}
-            ids.update(r.device_id for r in batch.readings)
-            ids.update(e.camera_id for e in batch.camera_events)
+            ids = device_ids(batch)
         held: dict[str, DeviceState] = {d: device_state.get(d) or {} for d in ids}
         seeded: dict[str, DeviceState | None] = {}
         for device_id in ids & seeds.devices.keys():

@@ -16,8 +16,10 @@ import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
+
+from pydantic_core import TzInfo
 
 from cityvitals.contracts import (
     Alert,
@@ -52,6 +54,8 @@ __all__ = [
     "Memories",
     "ParsedMemories",
     "PlaceOutcome",
+    "backlog",
+    "device_ids",
     "process_batch",
     "process_places",
     "sweep_devices",
@@ -329,3 +333,50 @@ def process_places(batch: PlaceBatch, states: Memories, rules: RuleSet) -> Place
         if new != states.get(place_id):
             out.changed_states[place_id] = new
     return out
+
+
+def backlog(batch: ReadingBatch, began: datetime | None) -> int:
+    """Its readings and events the gateway received before ``began`` (this process's start,
+    as its metrics give it to the audit), or at no known time: a backlog held on
+    ``readings.raw`` across a restart. None when the start is not known: then the audit
+    counts the whole database, and no item is left out.
+
+    >>> from datetime import UTC, timedelta
+    >>> from cityvitals.contracts import Reading
+    >>> t = datetime(2026, 12, 3, 12, tzinfo=UTC)
+    >>> def r(received: datetime | None) -> Reading:
+    ...     return Reading(device_id="a", ts=t, seq=1, values={"m": 1}, received_at=received)
+    >>> east = timezone(timedelta(hours=8))
+    >>> batch = ReadingBatch(readings=(r(None), r(t), r(t.replace(hour=13)), r(t.astimezone(east))))
+    >>> backlog(batch, t.replace(hour=13)), backlog(batch, t), backlog(batch, None)
+    (3, 1, 0)
+    """
+    if began is None:
+        return 0
+    late = 0
+    zone: object = None  # the fixed-offset zone ``start`` is in
+    start = began
+    items: tuple[Reading | CameraEvent, ...] = (*batch.readings, *batch.camera_events)
+    for item in items:
+        received = item.received_at
+        if received is None:
+            late += 1
+            continue
+        here = received.tzinfo
+        if here is not zone and (type(here) is TzInfo or type(here) is timezone):
+            # Both in one zone object, an instant compares without asking either's offset
+            # (the decoded instants share pydantic's zone, which is slow to ask).
+            zone, start = here, began.astimezone(here)
+        if received < (start if here is zone else began):
+            late += 1
+    return late
+
+
+def device_ids(batch: ReadingBatch) -> set[str]:
+    """The devices a batch names: its registry changes', readings' and camera events'."""
+    ids = {d.device_id for d in batch.devices}
+    for reading in batch.readings:
+        ids.add(reading.device_id)
+    for event in batch.camera_events:
+        ids.add(event.camera_id)
+    return ids
