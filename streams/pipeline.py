@@ -45,7 +45,15 @@ from rules import (
     sweep_place,
 )
 from rules.indicators import Catalogue
-from streams.validation import enrich, is_newer, problem, refusal, registry_entry
+from streams.validation import (
+    FUTURE_TOLERANCE,
+    ahead,
+    enrich,
+    is_newer,
+    problem,
+    refusal,
+    registry_entry,
+)
 from streams.vitals import Partials
 
 __all__ = [
@@ -178,10 +186,11 @@ def process_batch(
     readings: list[Reading] = []
     events: list[CameraEvent] = []
     items: tuple[Reading | CameraEvent, ...] = (*batch.readings, *batch.camera_events)
+    limit = now + FUTURE_TOLERANCE
     for item in items:
         device_id = item.device_id
         entry = out.changed_devices.get(device_id) or devices.get(device_id)
-        why, kind = problem(item, entry, now)
+        why, kind = problem(item, entry)
         if why is not None:
             out.refused[kind] += 1
             out.dead_letters.append(refusal(item, why, source, now))
@@ -189,6 +198,11 @@ def process_batch(
         assert entry is not None
         try:
             enriched = enrich(item, entry)
+            future = ahead(enriched.ts, now, limit)
+            if future is not None:
+                out.refused["future"] += 1
+                out.dead_letters.append(refusal(item, future, source, now))
+                continue
             unfit = partials.refuses(enriched) if partials is not None else None
             if unfit is not None:
                 out.refused["out_of_range"] += 1
