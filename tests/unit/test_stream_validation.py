@@ -78,3 +78,28 @@ def test_a_provisioned_devices_reading_is_processed_and_a_suspended_ones_refused
     assert [r.device_id for r in out.enriched.readings] == ["wl-4"]
     assert [d.device_id for d in out.dead_letters] == ["wl-5"]
     assert "suspended" in out.dead_letters[0].reason
+
+
+def test_the_forwarded_readings_instants_are_in_the_standard_librarys_utc_zone() -> None:
+    """Decoded from JSON, an instant carries pydantic's zone, called back at each comparison;
+    forwarded, it carries the standard library's UTC (the same instant, whatever the offset
+    it came with), and one stamped over 10 minutes ahead of the stream's clock is refused."""
+    devices = {"wl-1": registry_entry(water_level("wl-1", profile_id=None))}
+    raw = (
+        '{"readings": ['
+        '{"device_id": "wl-1", "ts": "2026-07-01T08:01:00Z", "seq": 1, "values": {"w": 1}},'
+        '{"device_id": "wl-1", "ts": "2026-07-01T16:02:00+08:00", "seq": 2, "values": {"w": 2}},'
+        '{"device_id": "wl-1", "ts": "2026-07-01T08:13:00Z", "seq": 3, "values": {"w": 3}}]}'
+    )
+    batch = ReadingBatch.model_validate_json(raw)
+    assert all(r.ts.tzinfo is not UTC for r in batch.readings)
+    out = process_batch(batch, devices, {}, RULES, "raw[0]", T0 + timedelta(minutes=2))
+    assert [(r.seq, r.ts) for r in out.enriched.readings] == [
+        (1, T0 + timedelta(minutes=1)),
+        (2, T0 + timedelta(minutes=2)),
+    ]
+    assert all(r.ts.tzinfo is UTC for r in out.enriched.readings)
+    assert out.refused == {"future": 1}
+    assert out.dead_letters[0].reason == (
+        "ts 2026-07-01T08:13:00+00:00 is 660 s ahead of the stream's clock"
+    )
