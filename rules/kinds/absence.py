@@ -39,7 +39,8 @@ class AbsenceKind(RuleKind[AbsenceRule]):
         last = at if seen or state.memory is None else datetime.fromisoformat(state.memory)
         silent = (at - last).total_seconds()
         level = rule.level if silent >= rule.after.total_seconds() else None
-        return Judgement(level, silent, rule.after.total_seconds(), iso(last))
+        # every field given, not the class called: see rules.kinds.threshold.judge_levelled
+        return _make(Judgement, (level, silent, rule.after.total_seconds(), iso(last), (), ""))
 
     def wait(self, rule: AbsenceRule, stale: timedelta, grace: timedelta) -> timedelta:
         return rule.after
@@ -65,3 +66,6 @@ class AbsenceKind(RuleKind[AbsenceRule]):
 
 
 KIND = AbsenceKind()
+
+
+_make = tuple.__new__

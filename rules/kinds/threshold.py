@@ -76,11 +76,26 @@ class ThresholdKind(RuleKind[ThresholdRule]):
 
 
 def judge_levelled(rule: LevelledRule, value: float, firing: bool, memory: object) -> Judgement:
-    """A value against a levelled rule's levels (shared by threshold, rate and anomaly)."""
+    """A value against a levelled rule's levels (shared by threshold, rate and anomaly).
+
+    Made by ``tuple.__new__`` over every field (a judgement is made per rule at every
+    reading: calling the class runs its generated ``__new__``, 250 ns against 100).
+
+    >>> from cityvitals.contracts import WarningLevel
+    >>> from rules.ruleset import parse_rules
+    >>> rule = parse_rules("rules: [{id: r, metric: m, levels: {red: 5}}]").by_id["r"]
+    >>> judge_levelled(rule, 7.0, False, None) == Judgement(WarningLevel.RED, 7.0, 5.0, None)
+    True
+    >>> judge_levelled(rule, 1.0, False, "m") == Judgement(None, 1.0, 5.0, "m")
+    True
+    """
     passed = rule.judge(value, firing)
     if passed is None:
-        return Judgement(None, value, rule.lowest[1], memory)
-    return Judgement(passed[0], value, passed[1], memory)
+        return _make(Judgement, (None, value, rule.lowest[1], memory, (), ""))
+    return _make(Judgement, (passed[0], value, passed[1], memory, (), ""))
+
+
+_make = tuple.__new__
 
 
 KIND = ThresholdKind()
