@@ -23,7 +23,7 @@ beyond that (the caller dead-letters it). Clock ticks (:func:`sweep_device`,
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
@@ -64,14 +64,23 @@ class Arrival(StrEnum):
     """Older than the device's newest by more than the grace: dead-lettered."""
 
 
-@dataclass
+@dataclass(init=False)
 class DeviceOutcome:
     memory: DeviceMemory
-    arrival: Arrival = Arrival.IN_ORDER
-    alerts: list[Alert] = field(default_factory=list)
-    for_places: list[PlaceObservation] = field(default_factory=list)
+    arrival: Arrival
+    alerts: list[Alert]
+    for_places: list[PlaceObservation]
     """Observations that place rules (composite) judge on the place's partition."""
-    evaluations: int = 0
+    evaluations: int
+
+    def __init__(self, memory: DeviceMemory) -> None:
+        # Written out: compiled, where the dataclass's own __init__ runs as Python code
+        # (about a quarter of the time, 64 ns against 210-300; one is made per reading).
+        self.memory = memory
+        self.arrival = Arrival.IN_ORDER
+        self.alerts = []
+        self.for_places = []
+        self.evaluations = 0
 
 
 # --- stepping a rule's state --------------------------------------------------------------------

@@ -30,15 +30,26 @@ def _when(data: dict[str, Any], key: str) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class DeviceMemory:
     """Everything the rules remember about one device: its watermark and each rule's state."""
 
-    watermark: datetime | None = None
-    rules: dict[str, AlertState] = field(default_factory=dict)
-    metrics: frozenset[str] = frozenset()
+    watermark: datetime | None
+    rules: dict[str, AlertState]
+    metrics: frozenset[str]
     """The metrics judged at the watermark's instant (another message of the same instant
     may bring others)."""
+
+    def __init__(
+        self,
+        watermark: datetime | None = None,
+        rules: dict[str, AlertState] | None = None,
+        metrics: frozenset[str] = frozenset(),
+    ) -> None:
+        # Written out, as rules.engine.DeviceOutcome's: one is made per reading.
+        self.watermark = watermark
+        self.rules = {} if rules is None else rules
+        self.metrics = metrics
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"r": _states_json(self.rules)}
