@@ -295,7 +295,7 @@ def evaluate_device(
     if states:
         out.alerts.extend(retire(states, first.place_path, ts, _device_stale(rules, scoped)))
     for obs in reading:
-        for rule in rules.device_rules(obs.metric):
+        for rule in rules.by_metric.get(obs.metric, ()):
             if rule.id in scoped and REGISTRY[rule.kind].accepts(rule, obs):
                 _judge_device_rule(rule, states, ts, obs, obs, out, fresh=True)
         out.for_places.extend(_for_places(rules, obs, scoped))
@@ -314,7 +314,7 @@ def evaluate_device(
 
 def _for_places(rules: RuleSet, obs: Observation, scoped: frozenset[str]) -> list[PlaceObservation]:
     """The observation, sent to each place rule that judges it at the device's place."""
-    composite = rules.composite_rules(obs.metric)
+    composite = rules.composite_by_metric.get(obs.metric, ())
     if not composite:
         return []
     sent = []

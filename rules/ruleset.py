@@ -8,7 +8,7 @@ Pure: the caller reads the file and passes its text.
 ...     metric: pm25
 ...     levels: {yellow: 115, orange: 150}
 ... ''', source="city.yaml")
->>> [r.id for r in rs.device_rules("pm25")]
+>>> [r.id for r in rs.by_metric["pm25"]]
 ['pm25-high']
 """
 
@@ -107,12 +107,15 @@ class RuleSet:
     default_interval: timedelta = DEFAULT_INTERVAL
     by_id: dict[str, Any] = field(init=False, repr=False, compare=False, default_factory=dict)
     absence: tuple[Any, ...] = field(init=False, repr=False, compare=False, default=())
-    _device: dict[str, tuple[Any, ...]] = field(
+    by_metric: dict[str, tuple[Any, ...]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
-    _composite: dict[str, tuple[Any, ...]] = field(
+    """The rules judged at each value of a metric (role ``reading``: threshold, rate,
+    anomaly). A field, not a method: read at every value, from compiled code."""
+    composite_by_metric: dict[str, tuple[Any, ...]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
+    """The rules judged on a place's partition (role ``place``) from each metric."""
     _scoped: dict[Scope, frozenset[str]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
@@ -128,8 +131,8 @@ class RuleSet:
                     composite[metric].append(rule)
             elif role == "reading":
                 device[rule.metric].append(rule)
-        self._device.update({m: tuple(rs) for m, rs in device.items()})
-        self._composite.update({m: tuple(rs) for m, rs in composite.items()})
+        self.by_metric.update({m: tuple(rs) for m, rs in device.items()})
+        self.composite_by_metric.update({m: tuple(rs) for m, rs in composite.items()})
         absence = tuple(r for r in self.rules if REGISTRY[r.kind].role == "silence")
         object.__setattr__(self, "absence", absence)
 
@@ -143,15 +146,6 @@ class RuleSet:
             ids = frozenset(r.id for r in self.rules if r.in_scope(*scope))
             self._scoped[scope] = ids
         return ids
-
-    def device_rules(self, metric: str) -> tuple[Any, ...]:
-        """The rules judged at each value of this metric (role ``reading``: threshold, rate,
-        anomaly)."""
-        return self._device.get(metric, ())
-
-    def composite_rules(self, metric: str) -> tuple[Any, ...]:
-        """The rules judged on a place's partition (role ``place``) from this metric."""
-        return self._composite.get(metric, ())
 
     def interval(self, expected_interval_s: float | None) -> timedelta:
         """A device's expected reporting interval: its profile's, else the file's default."""
