@@ -198,18 +198,6 @@ class LevelledRule(RuleBase):
             raise ValueError(f"clear {clear} must not be past the lowest level {lowest}")
         return clear
 
-    def judge(self, value: float, firing: bool) -> tuple[WarningLevel, float] | None:
-        """The condition's level now and its threshold, or None when the condition is false."""
-        above = self.direction == "above"
-        for level, threshold in self.highest_first:
-            if (value >= threshold) if above else (value <= threshold):
-                return level, threshold
-        if firing and self.clear is not None:
-            cleared = value < self.clear if above else value > self.clear
-            if not cleared:  # inside the hysteresis band: hold at the lowest level
-                return self.lowest
-        return None
-
 
 def human(td: timedelta) -> str:
     """A duration as a rule file would write it.

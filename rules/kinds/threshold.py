@@ -76,7 +76,9 @@ class ThresholdKind(RuleKind[ThresholdRule]):
 
 
 def judge_levelled(rule: LevelledRule, value: float, firing: bool, memory: object) -> Judgement:
-    """A value against a levelled rule's levels (shared by threshold, rate and anomaly).
+    """A value against a levelled rule's levels (shared by threshold, rate and anomaly): the
+    highest level it passes, else, firing and short of ``clear``, the lowest (see
+    :class:`~rules.kinds.spec.LevelledRule`); the condition is false otherwise.
 
     Made by ``tuple.__new__`` over every field (a judgement is made per rule at every
     reading: calling the class runs its generated ``__new__``, 250 ns against 100).
@@ -88,11 +90,19 @@ def judge_levelled(rule: LevelledRule, value: float, firing: bool, memory: objec
     True
     >>> judge_levelled(rule, 1.0, False, "m") == Judgement(None, 1.0, 5.0, "m")
     True
+    >>> held = parse_rules("rules: [{id: r, metric: m, levels: {red: 5}, clear: 3}]").by_id["r"]
+    >>> [judge_levelled(held, 4.0, firing, None).level for firing in (True, False)]
+    [<WarningLevel.RED: 'red'>, None]
     """
-    passed = rule.judge(value, firing)
-    if passed is None:
-        return _make(Judgement, (None, value, rule.lowest[1], memory, (), ""))
-    return _make(Judgement, (passed[0], value, passed[1], memory, (), ""))
+    above = rule.direction == "above"
+    for level, threshold in rule.highest_first:
+        if (value >= threshold) if above else (value <= threshold):
+            return _make(Judgement, (level, value, threshold, memory, (), ""))
+    lowest, clear = rule.lowest, rule.clear
+    if firing and clear is not None and not (value < clear if above else value > clear):
+        # inside the hysteresis band: held at the lowest level
+        return _make(Judgement, (lowest[0], value, lowest[1], memory, (), ""))
+    return _make(Judgement, (None, value, lowest[1], memory, (), ""))
 
 
 _make = tuple.__new__

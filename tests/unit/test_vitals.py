@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cityvitals.contracts import Indicator, IndicatorBatch, IndicatorQuality, Reading
 from rules.indicators import iaqi, parse_catalogue, window_start
 from streams.app import bundle
+from streams.partials import _micros
 from streams.vitals import Partials, apply, close, membership
 
 T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
@@ -450,3 +453,17 @@ def test_the_marks_keep_the_windows_of_the_last_hour_before_the_newest() -> None
         kept = sorted(datetime.fromisoformat(s) for s, _, _ in marks["w"]["noise"])
         assert kept == starts[12:]  # 09:00 to 10:00: an hour before the newest, not older
         assert all(path == ["c", "d", "s1"] for _, _, path in marks["w"]["noise"])
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1900, 1, 1),
+        max_value=datetime(2200, 1, 1),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=8)), timezone(-timedelta(hours=5, minutes=30))]
+        ),
+    )
+)
+def test_an_instant_in_microseconds_is_exact_in_any_zone(ts: datetime) -> None:
+    """Marks keep instants as whole microseconds since 1970 (the dedup key of a reading)."""
+    assert _micros(ts) == (ts - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
