@@ -13,10 +13,11 @@ under the services' garbage collector settings (:func:`wiring.services.steady_gc
 runs one stage, and ``--passes`` runs the streams stage over its input that many times, each
 pass afresh: under ``valgrind --tool=callgrind`` the instructions of two and of one pass differ
 by the instructions of one pass of the stage, a count that, unlike time, does not move with
-what else the machine does. Prints figures (JSON with ``--json``); asserts nothing.
+what else the machine does (``--now`` fixes the clock, and with it where the readings' windows
+fall: the count then repeats exactly). Prints figures (JSON with ``--json``); asserts nothing.
 
     python -m benchmarks.stages [--readings 30000] [--batch 300] [--devices 300]
-        [--job full|small] [--only gateway|streams] [--passes 1]
+        [--job full|small] [--only gateway|streams] [--passes 1] [--now ISO]
 """
 
 from __future__ import annotations
@@ -62,6 +63,13 @@ def job(name: str) -> tuple[Kinds, RuleSet, Catalogue]:
     if name == "small":
         return SMALL_KINDS, parse_rules(small_job.RULES), parse_catalogue(small_job.INDICATORS)
     return KINDS, load_rules(Settings()), load_catalogue(Settings())
+
+
+def _instant(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no zone (e.g. 2026-12-04T12:00:00Z)")
+    return value
 
 
 def _at_least_one(text: str) -> int:
@@ -180,9 +188,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--passes", type=_at_least_one, default=1, help="passes of the streams stage"
     )
+    parser.add_argument(
+        "--now",
+        type=_instant,
+        default=None,
+        help="the stage's clock (ISO, with its zone; default: now): the readings' windows and "
+        "so the work done repeat exactly from run to run",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = args.now or datetime.now(UTC).replace(microsecond=0)
     kinds, rules, catalogue = job(args.job)
     devices = fleet(args.devices, now, kinds)
     start = now - timedelta(seconds=args.readings // args.devices + 5)

@@ -61,6 +61,19 @@ def test_passes_run_the_streams_stage_afresh_over_the_same_input(
     assert "at least 1" in capsys.readouterr().err
 
 
+def test_now_fixes_the_stages_clock_so_two_runs_get_the_same_input(
+    capsys: pytest.CaptureFixture[str], calls: dict[str, Any]
+) -> None:
+    argv = ["--job", "small", "--only", "streams", "--readings", "600", "--devices", "30"]
+    for _ in range(2):
+        stages.main([*argv, "--now", "2026-12-04T12:00:00+00:00", "--json"])
+    (raw, _devices, now, *_), (again, *_) = calls["streams"]
+    assert now == datetime(2026, 12, 4, 12, tzinfo=UTC) and raw == again
+    with pytest.raises(SystemExit):
+        stages.main(["--now", "2026-12-04T12:00:00"])
+    assert "has no zone" in capsys.readouterr().err
+
+
 def test_the_jobs_rules_and_indicators() -> None:
     kinds, rules, catalogue = stages.job("small")
     assert kinds is stages.SMALL_KINDS
