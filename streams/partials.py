@@ -122,6 +122,14 @@ class Partials:
     """Window starts of marks, from their ISO form to seconds since 1970 (parsed once a batch)."""
     _recent: dict[str, tuple[list[list[Any]], dict[int, int] | None]] = field(default_factory=dict)
     """Per device, its marks' recent instants and an index of them by instant."""
+    _feeding: dict[str, tuple[_Feed, ...]] = field(init=False)
+    """The catalogue's feeds per device type (:func:`_feeds`), held: asked at every reading."""
+    _checking: dict[str, tuple[tuple[IndicatorSpec, Formula], ...]] = field(init=False)
+    """The catalogue's checks per device type (:func:`_checks`), held likewise."""
+
+    def __post_init__(self) -> None:
+        self._feeding = _feeds(self.catalogue)
+        self._checking = _checks(self.catalogue)
 
     def refuses(self, reading: Reading | CameraEvent) -> str | None:
         """Why an indicator of the reading's device type cannot fold its values (see
@@ -129,7 +137,7 @@ class Partials:
         :meth:`add`: a refused reading is folded and counted nowhere."""
         if not isinstance(reading, Reading):  # a camera event
             return None
-        for spec, formula in _checks(self.catalogue).get(reading.device_type or "", ()):
+        for spec, formula in self._checking.get(reading.device_type or "", ()):
             why = formula.refuses(spec, reading.values)
             if why is not None:
                 return why
@@ -186,7 +194,7 @@ class Partials:
                         index.pop(old, None)
                 del recent[:-RECENT]
         path = reading.place_path
-        feeds = _feeds(self.catalogue).get(reading.device_type or "", ())
+        feeds = self._feeding.get(reading.device_type or "", ())
         if not feeds:
             return True
         seconds = instant // 1_000_000
