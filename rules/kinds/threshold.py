@@ -81,7 +81,7 @@ def judge_levelled(rule: LevelledRule, value: float, firing: bool, memory: objec
     :class:`~rules.kinds.spec.LevelledRule`); the condition is false otherwise.
 
     Made by ``tuple.__new__`` over every field (a judgement is made per rule at every
-    reading: calling the class runs its generated ``__new__``, 250 ns against 100).
+    reading: calling the class runs its generated ``__new__``, 441 ns against 165).
 
     >>> from cityvitals.contracts import WarningLevel
     >>> from rules.ruleset import parse_rules
