@@ -1,8 +1,8 @@
 """Vital signs on a device's partition: :class:`Partials` folds each reading into the window
 state of every indicator it feeds, for the device's place at every level the indicator rolls up
 to (grid, street, district, city), and counts the device once per window as reporting (its
-*marks* remember the last window it was counted in, and spot a reading delivered twice). The
-place side is :mod:`streams.vitals`."""
+*marks* remember the windows of the last hour it was counted in, and spot a reading delivered
+twice). The place side is :mod:`streams.vitals`."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from rules.indicators import (
     merge,
 )
 
-__all__ = ["KEEP", "LEVELS", "RECENT", "Partials"]
+__all__ = ["KEEP", "LEVELS", "RECENT", "UNKNOWN", "Partials", "copy_marks", "place_key"]
 
 KEEP = timedelta(hours=1)
 """How long a window stays open to data that arrives late, after it was last reported."""
@@ -116,10 +116,12 @@ class Partials:
         default_factory=dict
     )
     """(device, indicator, window, place path) whose count this batch decided: its leaf."""
-    _iso: dict[int, str] = field(default_factory=dict)
-    """Window starts in ISO form, as marks keep them."""
-    _seconds: dict[str, float] = field(default_factory=dict)
-    """Window starts of marks, from their ISO form to seconds since 1970 (parsed once a batch)."""
+    _keys: dict[int, str] = field(default_factory=dict)
+    """Window starts as marks key them (seconds since 1970, in decimal)."""
+    _places: dict[tuple[str, ...], str] = field(default_factory=dict)
+    """Place paths as marks key them (:func:`place_key`)."""
+    _copied: set[tuple[str, str]] = field(default_factory=set)
+    """(device, indicator) whose counted windows this batch copied before it changed them."""
     _recent: dict[str, tuple[list[list[Any]], dict[int, int] | None]] = field(default_factory=dict)
     """Per device, its marks' recent instants and an index of them by instant."""
     _feeding: dict[str, tuple[_Feed, ...]] = field(init=False)
@@ -146,10 +148,13 @@ class Partials:
     def add(self, reading: Reading | CameraEvent, marks: dict[str, Any], offset: int) -> bool:
         """Fold one enriched reading, from the input message at ``offset``, in.
 
-        ``marks`` (a device's, updated in place) holds, per indicator, the windows of the
-        last hour the device was counted in, each with the message that counted it and the
-        place it was at (``w``), and the instants of its recent readings (in microseconds
-        since 1970; marks written before hold them in ISO form) with their messages (``t``).
+        ``marks`` (a device's, updated in place: :func:`copy_marks` makes them from the
+        stored ones, and an indicator's windows are copied before they change) holds, per indicator, the windows of the last hour the device was
+        counted in, by the place it was counted at and the window's start, each with the
+        message that counted it (``c``: ``{indicator: {place: {start: offset}}}``, the place
+        as :func:`place_key` gives it, the start in seconds since 1970), and the instants of
+        its recent readings (in microseconds since 1970; marks written before hold them in ISO
+        form) with their messages (``t``).
         A device counts once per window at each place: a reading that comes out of
         order into a window already counted is not counted again, and a device that moves
         within a window counts at its new places but not again at those they share. A reading whose instant came before in
@@ -233,14 +238,18 @@ class Partials:
         """Count the device at each place of the window, once (the first reading of a batch
         in a window decides for all of them); returns the state its readings fold into."""
         spec_id, path = feed.spec_id, reading.place_path
-        counted: dict[str, list[Any]] = marks.setdefault("w", {})
-        start_iso = self._iso.get(start)
-        if start_iso is None:
-            start_iso = self._iso[start] = datetime.fromtimestamp(start, UTC).isoformat()
-        mark = counted.get(spec_id)
-        if not _counted_here(mark, start_iso, offset, path):  # usually counted: nothing new
-            entries = _entries(mark)
-            before = _counted_at(entries, start_iso, offset)
+        counted: dict[str, dict[str, dict[str, int]]] = marks.setdefault("c", {})
+        by_place = counted.get(spec_id) or {}
+        key = self._keys.get(start)
+        if key is None:
+            key = self._keys[start] = str(start)
+        here = self._places.get(path)
+        if here is None:
+            here = self._places[path] = place_key(path)
+        windows = by_place.get(here)
+        seen = None if windows is None else windows.get(key)
+        if seen is None or seen == offset:  # else another message counted it here: nothing new
+            before = _counted_at(by_place, key, offset)
             fresh = False
             for depth in feed.depths:
                 if len(path) < depth:
@@ -248,40 +257,24 @@ class Partials:
                 place = path[:depth]
                 once = (reading.device_id, spec_id, start, place)
                 first = before is not None and place not in before and once not in self._counted
-                key = (spec_id, place, start)
-                reporting = self._reporting.get(key, 0)
+                at = (spec_id, place, start)
+                reporting = self._reporting.get(at, 0)
                 if first:
                     self._counted.add(once)
                     fresh = True
                     reporting += 1
-                self._reporting[key] = reporting
+                self._reporting[at] = reporting
             if fresh:
-                counted[spec_id] = self._remember(entries, start_iso, offset, path)
+                own = (reading.device_id, spec_id)
+                if own not in self._copied:  # the stored marks' windows are not changed
+                    self._copied.add(own)
+                    by_place = counted[spec_id] = {p: dict(w) for p, w in by_place.items()}
+                _remember(by_place, here, key, offset, start)
         leaf = (spec_id, path, start)
         state = self._leaves.get(leaf)
         if state is None:
             state = self._leaves[leaf] = {}
         return state
-
-    def _remember(
-        self, entries: list[list[Any]], start: str, offset: int, path: tuple[str, ...]
-    ) -> list[list[Any]]:
-        """The entries with this count added, the windows more than :data:`KEEP` older than
-        the newest dropped. (Each start is parsed once a batch: parsing every entry's start
-        twice at every count was about a ninth of the small job's stage, by callgrind.)"""
-        here = list(path)
-        kept = [e for e in entries if not (e[0] == start and e[2] == here)]
-        kept.append([start, offset, here])
-        at = [self._instant(e[0]) for e in kept]
-        oldest = max(at) - _KEEP_S
-        return [kept[i] for i in range(len(kept)) if at[i] >= oldest]
-
-    def _instant(self, start: str) -> float:
-        """A window start of the marks (ISO form) in seconds since 1970."""
-        seconds = self._seconds.get(start)
-        if seconds is None:
-            seconds = self._seconds[start] = datetime.fromisoformat(start).timestamp()
-        return seconds
 
     def partials(self) -> list[WindowPartial]:
         """The batch's partials: each leaf state merged into every level above it."""
@@ -343,37 +336,98 @@ def _in_micros(recent: list[list[Any]]) -> list[list[Any]]:
     return [[_micros(datetime.fromisoformat(t)) if isinstance(t, str) else t, o] for t, o in recent]
 
 
-def _counted_here(mark: list[Any] | None, start: str, offset: int, path: tuple[str, ...]) -> bool:
-    """Whether another message counted the device in the window at this very place (so at
-    every place above it too): then this reading counts nowhere."""
-    if not mark or isinstance(mark[0], str):
-        return False
-    # The newest window last: usually the one sought. (Indexed: mypyc 2.4 cannot compile
-    # reversed() over a list of Any.)
-    for i in range(len(mark) - 1, -1, -1):
-        s, o, p = mark[i]
-        if s == start and o != offset and p is not None and tuple(p) == path:
-            return True
-    return False
+UNKNOWN: Final = "*"
+"""The place key of windows counted at a place not recorded (marks of an early version): the
+device counts as counted at every place in them."""
 
 
-def _entries(mark: list[Any] | None) -> list[list[Any]]:
-    """A device's counted windows of one indicator: ``[start, offset, place path]`` each.
-    The marks of an earlier version held only ``[start, offset]`` (path unknown: ``None``)."""
-    if not mark:
-        return []
-    if isinstance(mark[0], str):
-        return [[mark[0], mark[1], None]]
-    return [list(entry) for entry in mark]
+def place_key(path: tuple[str, ...]) -> str:
+    """A place path as marks key it: its places joined by ``/`` (which no identifier holds).
+
+    >>> place_key(("c", "c-d1", "c-d1-s2"))
+    'c/c-d1/c-d1-s2'
+    """
+    return "/".join(path)
 
 
-def _counted_at(entries: list[list[Any]], start: str, offset: int) -> set[tuple[str, ...]] | None:
-    """The places where other messages counted the device in the window; ``None``: all."""
+def _counted_at(
+    by_place: dict[str, dict[str, int]], key: str, offset: int
+) -> set[tuple[str, ...]] | None:
+    """The places where other messages counted the device in the window ``key``, with every
+    place above them; ``None``: all places."""
     places: set[tuple[str, ...]] = set()
-    for s, o, path in entries:
-        if s != start or o == offset:
-            continue  # another window, or this very message processed again
-        if path is None:
+    for place, windows in by_place.items():
+        o = windows.get(key)
+        if o is None or o == offset:
+            continue  # not counted there, or by this very message processed again
+        if place == UNKNOWN:
             return None
-        places.update(tuple(path[:depth]) for depth in range(1, len(path) + 1))
+        path = tuple(place.split("/"))
+        places.update(path[:depth] for depth in range(1, len(path) + 1))
     return places
+
+
+def _remember(
+    by_place: dict[str, dict[str, int]], here: str, key: str, offset: int, start: int
+) -> None:
+    """Note that the message at ``offset`` counted the device in the window ``key`` (which
+    starts at ``start``) at the place ``here``, and forget the windows that start more than
+    :data:`KEEP` before the newest (this one too, if it is that old: it came late).
+
+    A place's windows are kept in the order they were counted, mostly that of time: the
+    newest is taken to be the last one, and the old ones are dropped from the front, up to the
+    first that is recent (a window counted late, after newer ones, waits behind them a while
+    longer). So a count takes a look at a window or two, not at the hour's."""
+    windows = by_place.get(here)
+    if windows is None:
+        windows = by_place[here] = {}
+    newest = start
+    for place_windows in by_place.values():
+        if place_windows:
+            newest = max(newest, int(next(reversed(place_windows))))
+    oldest = newest - _KEEP_S
+    if start >= oldest:
+        windows.pop(key, None)
+        windows[key] = offset
+    for place in list(by_place):
+        kept = by_place[place]
+        old = []
+        for begins in kept:
+            if int(begins) >= oldest:
+                break
+            old.append(begins)
+        for begins in old:
+            del kept[begins]
+        if not kept:
+            del by_place[place]
+
+
+def copy_marks(stored: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A device's stored marks as a batch changes them: a copy of their outer levels (the
+    batch copies an indicator's windows before it changes them, :meth:`Partials.add`), with
+    counted windows of the earlier form (``w``: ``[start in ISO form, offset, place path]``
+    per window, the path missing in the earliest) in the present one (``c``), so marks
+    written by an earlier version, or by one during a rolling update, count as before.
+
+    >>> old = {"t": [[1, 7]], "w": {"noise": [["1970-01-01T00:05:00+00:00", 7, ["c", "d"]]]}}
+    >>> copy_marks(old)
+    {'t': [[1, 7]], 'c': {'noise': {'c/d': {'300': 7}}}}
+    >>> copy_marks({"w": {"noise": ["1970-01-01T00:05:00+00:00", 7]}})["c"]
+    {'noise': {'*': {'300': 7}}}
+    """
+    if not stored:
+        return {"t": [], "c": {}}
+    counted: dict[str, dict[str, dict[str, int]]] = dict(stored.get("c") or {})
+    earlier = stored.get("w")
+    if earlier:
+        counted = {spec_id: {p: dict(w) for p, w in by.items()} for spec_id, by in counted.items()}
+        for spec_id, mark in earlier.items():
+            if not mark:
+                continue
+            entries = [[mark[0], mark[1], None]] if isinstance(mark[0], str) else mark
+            by_place = counted.setdefault(spec_id, {})
+            for start, offset, path in entries:
+                place = UNKNOWN if path is None else place_key(tuple(path))
+                seconds = str(int(datetime.fromisoformat(start).timestamp()))
+                by_place.setdefault(place, {}).setdefault(seconds, offset)
+    return {"t": list(stored.get("t", [])), "c": counted}

@@ -45,6 +45,7 @@ from rules import (
     sweep_place,
 )
 from rules.indicators import Catalogue
+from streams.partials import Partials, copy_marks
 from streams.validation import (
     FUTURE_TOLERANCE,
     ahead,
@@ -54,7 +55,6 @@ from streams.validation import (
     refusal,
     registry_entry,
 )
-from streams.vitals import Partials
 
 __all__ = [
     "STAGE_FAILED",
@@ -232,8 +232,7 @@ def process_batch(
             if partials is not None:
                 device_marks = out.changed_marks.get(device_id)
                 if device_marks is None:
-                    stored = (marks or {}).get(device_id) or {}
-                    device_marks = {"t": list(stored.get("t", [])), "w": dict(stored.get("w", {}))}
+                    device_marks = copy_marks((marks or {}).get(device_id))
                 if partials.add(enriched, device_marks, offset):
                     out.changed_marks[device_id] = device_marks
         except Exception as exc:  # one item the stage cannot judge, not its batch

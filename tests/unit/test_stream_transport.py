@@ -66,8 +66,8 @@ def test_the_stream_tables_serialize_with_orjson() -> None:
 
     assert faust_json.orjson is not None
     marks = {
-        "t": [["2026-12-01T04:00:00+00:00", 7]],
-        "w": {"aqi": [["2026-12-01T04:00:00+00:00", 7, ["c"]]]},
+        "t": [[1_796_356_800_000_000, 7]],
+        "c": {"aqi": {"c/c-d1": {"1796356800": 7}}},
     }
     assert faust_json.loads(faust_json.dumps(marks)) == marks
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from cityvitals.contracts import Indicator, IndicatorBatch, IndicatorQuality, Reading
 from rules.indicators import iaqi, parse_catalogue, window_start
 from streams.app import bundle
-from streams.partials import _micros
+from streams.partials import UNKNOWN, _micros, copy_marks
 from streams.vitals import Partials, apply, close, membership
 
 T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
@@ -392,15 +393,55 @@ def test_a_reading_out_of_order_across_a_window_edge_is_not_counted_twice() -> N
     assert one(found, "noise", "c", 5).reporting == 1
 
 
-def test_marks_of_the_previous_shape_are_still_understood() -> None:
+def test_marks_of_the_earliest_shape_are_still_understood() -> None:
+    """A window counted with no place (the earliest marks) counts at every place."""
     partials = Partials(CATALOGUE)
     start = window_start(T0, 300).isoformat()
-    marks: dict[str, Any] = {"t": [], "w": {"noise": [start, 7]}}
+    marks = copy_marks({"t": [], "w": {"noise": [start, 7]}})
+    assert marks["c"] == {"noise": {UNKNOWN: {str(int(window_start(T0, 300).timestamp())): 7}}}
     partials.add(reading("n1", "c/d/s1", 2, "noise", laeq_db=60.0), marks, 8)
     (partial,) = [
         p for p in partials.partials() if p.indicator == "noise" and p.place_path == ("c",)
     ]
     assert partial.reporting == 0  # counted by message 7 already
+
+
+@pytest.mark.parametrize(
+    ("place", "counted"),
+    [
+        pytest.param("c/d/s1", [], id="at the same place"),
+        pytest.param("c/d/s2", [("c", "d", "s2")], id="moved to another street"),
+    ],
+)
+def test_marks_of_the_previous_shape_are_still_understood(
+    place: str, counted: list[tuple[str, ...]]
+) -> None:
+    """Windows counted in the previous marks (``[start in ISO form, offset, place path]``
+    each, as an older worker may still write them during a rolling update) are counted: a
+    device counted there by another message counts again only at places it was not at."""
+    start = window_start(T0, 300)
+    old = {"t": [], "w": {"noise": [[start.isoformat(), 7, ["c", "d", "s1"]]]}}
+    for marks in (copy_marks(old), copy_marks({**old, "c": {"noise": {}}})):
+        partials = Partials(CATALOGUE)
+        partials.add(reading("n1", place, 2, "noise", laeq_db=60.0), marks, 8)
+        found = [
+            p.place_path for p in partials.partials() if p.indicator == "noise" and p.reporting
+        ]
+        assert found == counted
+        assert "w" not in marks
+        assert marks["c"]["noise"]["c/d/s1"] == {str(int(start.timestamp())): 7}
+
+
+def test_a_batch_changes_a_copy_of_the_stored_marks() -> None:
+    """The stored marks stay as they were when a batch counts the device in a new window
+    (the table keeps them until the batch's changes are written)."""
+    stored = copy_marks(None)
+    Partials(CATALOGUE).add(reading("n1", "c/d/s1", 2, "noise", laeq_db=60.0), stored, 7)
+    before = copy.deepcopy(stored)
+    marks = copy_marks(stored)
+    Partials(CATALOGUE).add(reading("n1", "c/d/s1", 7, "noise", laeq_db=60.0), marks, 8)
+    assert stored == before
+    assert len(marks["c"]["noise"]["c/d/s1"]) == 2
 
 
 def test_a_move_heard_before_the_readings_it_follows_still_keeps_coverage_within_100() -> None:
@@ -430,7 +471,7 @@ def test_recent_instants_kept_in_iso_form_still_spot_a_reading_delivered_twice(
     another message, is not folded again (nor a second copy in the same message); the marks
     then keep every instant in microseconds since 1970."""
     first = reading("a1", "c/d/s1", 1, pm25=30.0)  # 2026-07-01T08:01:00Z
-    marks: dict[str, Any] = {"t": [[t, 7] for t in kept], "w": {}}
+    marks: dict[str, Any] = {"t": [[t, 7] for t in kept], "c": {}}
     partials = Partials(CATALOGUE)
     assert partials.add(first, marks, 8) is False
     assert partials.add(reading("a1", "c/d/s1", 1, pm25=30.0), marks, 8) is False
@@ -450,9 +491,10 @@ def test_the_marks_keep_the_windows_of_the_last_hour_before_the_newest() -> None
             partials = Partials(CATALOGUE)  # a batch a message, as the stage makes them
             minutes = (start - T0) / timedelta(minutes=1) + 1
             partials.add(reading("n1", "c/d/s1", minutes, "noise", laeq_db=60.0), marks, offset)
-        kept = sorted(datetime.fromisoformat(s) for s, _, _ in marks["w"]["noise"])
-        assert kept == starts[12:]  # 09:00 to 10:00: an hour before the newest, not older
-        assert all(path == ["c", "d", "s1"] for _, _, path in marks["w"]["noise"])
+        assert list(marks["c"]["noise"]) == ["c/d/s1"]
+        kept = sorted(int(s) for s in marks["c"]["noise"]["c/d/s1"])
+        # 09:00 to 10:00: an hour before the newest, not older
+        assert kept == [int(s.timestamp()) for s in starts[12:]]
 
 
 @given(
