@@ -229,6 +229,25 @@ def test_a_rate_rule_judges_the_change_over_its_window() -> None:
     assert d.story == [("firing", "yellow"), ("resolved", "yellow")]
 
 
+@pytest.mark.parametrize("written", ["all", "last"])
+def test_a_rate_memory_with_instants_in_iso_form_is_judged_the_same(written: str) -> None:
+    """Rate memories written before instants were kept in seconds since 1970 hold them in ISO
+    form (``written="last"``: a point added by an older worker during a rolling update)."""
+    d = Device(RATE).series([0, 1, 2, 3], every=10)
+    assert d.memory is not None
+    state = d.memory.rules["rising"]
+    assert all(isinstance(t, float) for t, _ in state.memory)
+    points = [
+        [datetime.fromtimestamp(t, UTC).isoformat() if written == "all" or i == 3 else t, v]
+        for i, (t, v) in enumerate(state.memory)
+    ]
+    d.memory.rules["rising"] = state._replace(memory=points)
+    d.read(obs(12, 40))  # 12 - 1 over 30 minutes: 22 cm/h, as from seconds
+    assert d.story == [("firing", "yellow")]
+    assert d.alerts[0].value == pytest.approx(22)
+    assert all(isinstance(t, float) for t, _ in d.memory.rules["rising"].memory)
+
+
 def test_a_rate_rule_keeps_a_bounded_window() -> None:
     d = Device(RATE).series([float(i % 3) for i in range(500)], every=0.01)
     assert d.memory is not None and len(d.memory.rules["rising"].memory) <= 64
