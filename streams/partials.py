@@ -183,9 +183,12 @@ class Partials:
         if index is not None:
             seen = index.get(instant)
         else:
-            for t, o in recent:
-                if t == instant:
-                    seen = o
+            # Compared as the object it is made into once: compiled, comparing the machine
+            # integer with each instant made a new Python integer of it every time.
+            probe: object = instant
+            for entry in recent:
+                if entry[0] == probe:
+                    seen = entry[1]
                     break
         if seen is not None and seen != offset:
             return False
@@ -402,7 +405,7 @@ def _remember(
             del by_place[place]
 
 
-def copy_marks(stored: Mapping[str, Any] | None) -> dict[str, Any]:
+def copy_marks(stored: dict[str, Any] | None) -> dict[str, Any]:
     """A device's stored marks as a batch changes them: a copy of their outer levels (the
     batch copies an indicator's windows before it changes them, :meth:`Partials.add`), with
     counted windows of the earlier form (``w``: ``[start in ISO form, offset, place path]``
