@@ -1,7 +1,13 @@
 """What the rules remember per device and per place, as the stream's tables keep it (JSON).
 
->>> m = DeviceMemory.from_json({"r": {}, "wm": "2026-07-01T00:00:00+00:00", "wmm": ["m"]})
->>> DeviceMemory.from_json(m.to_json()) == m
+>>> m = DeviceMemory.from_json({"r": {}, "wm": 1782864000000000, "wmm": ["m"]})
+>>> DeviceMemory.from_json(m.to_json()) == m, m.watermark.isoformat()
+(True, '2026-07-01T00:00:00+00:00')
+
+A device's watermark is kept in microseconds since 1970 (:mod:`cityvitals.instants`); memories
+written before keep it in ISO form, and are read as well:
+
+>>> DeviceMemory.from_json({"wm": "2026-07-01T00:00:00+00:00"}).watermark == m.watermark
 True
 """
 
@@ -11,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cityvitals.contracts import iso
+from cityvitals.instants import from_micros, micros
 from rules.alerting import AlertState
 
 __all__ = ["DeviceMemory", "PlaceMemory"]
@@ -54,7 +60,7 @@ class DeviceMemory:
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"r": _states_json(self.rules)}
         if self.watermark is not None:
-            out["wm"] = iso(self.watermark)
+            out["wm"] = micros(self.watermark)
             out["wmm"] = sorted(self.metrics)
         return out
 
@@ -62,7 +68,15 @@ class DeviceMemory:
     def from_json(cls, data: dict[str, Any] | None) -> DeviceMemory:
         if not data:
             return cls()
-        return cls(_when(data, "wm"), _states(data), frozenset(data.get("wmm", ())))
+        mark = data.get("wm")
+        watermark = (
+            None
+            if mark is None
+            else datetime.fromisoformat(mark)
+            if isinstance(mark, str)
+            else from_micros(mark)
+        )
+        return cls(watermark, _states(data), frozenset(data.get("wmm", ())))
 
 
 @dataclass(slots=True)

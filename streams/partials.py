@@ -20,6 +20,7 @@ from cityvitals.contracts import (
     WindowPartial,
     trusted,
 )
+from cityvitals.instants import micros
 from rules.indicators import (
     FORMULAS,
     Catalogue,
@@ -38,8 +39,6 @@ _KEEP_S: Final = KEEP.total_seconds()
 RECENT = 32
 """Instants of a device's latest readings remembered to spot a reading delivered twice."""
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-"""A reading's instant is kept in marks as whole microseconds since ``_EPOCH`` (:func:`_micros`)."""
 
 LEVELS = list(PlaceLevel)
 
@@ -169,7 +168,7 @@ class Partials:
         else:  # a camera reports by its events
             values = {f"camera.{reading.event_type.value}": reading.value}
         device_id = reading.device_id
-        instant = _micros(reading.ts)
+        instant = micros(reading.ts)
         if (device_id, instant) in self._seen:
             return False  # twice in one message
         self._seen.add((device_id, instant))
@@ -314,21 +313,6 @@ class Partials:
         ]
 
 
-def _micros(ts: datetime) -> int:
-    """The instant in microseconds since 1970 (UTC): how marks remember a reading's time
-    (about a quarter of the instructions its ISO form takes to make, by callgrind).
-
-    >>> _micros(datetime(1970, 1, 1, 0, 0, 1, 5, tzinfo=UTC))
-    1000005
-    >>> _micros(datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC))
-    -1
-    """
-    # From the difference's parts, in machine integers: dividing one timedelta by another
-    # takes Python integers through each unit (2,200 instructions a reading against 3,000).
-    since = ts - _EPOCH
-    return (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
-
-
 def _in_micros(recent: list[list[Any]]) -> list[list[Any]]:
     """Recent instants kept in their ISO form (by marks written before they were kept in
     microseconds) in microseconds, the rest as they are.
@@ -336,7 +320,7 @@ def _in_micros(recent: list[list[Any]]) -> list[list[Any]]:
     >>> _in_micros([["1970-01-01T00:00:01+00:00", 7], [2000000, 8]])
     [[1000000, 7], [2000000, 8]]
     """
-    return [[_micros(datetime.fromisoformat(t)) if isinstance(t, str) else t, o] for t, o in recent]
+    return [[micros(datetime.fromisoformat(t)) if isinstance(t, str) else t, o] for t, o in recent]
 
 
 UNKNOWN: Final = "*"

@@ -12,6 +12,7 @@ from cityvitals.contracts import (
     ReadingBatch,
     WarningLevel,
 )
+from cityvitals.instants import micros
 from rules import parse_rules
 from streams import process_batch, registry_entry
 from streams.seeds import OpenAlert, seed_memories
@@ -100,7 +101,7 @@ def test_resolving_leaves_only_the_device_watermark() -> None:
     assert [a.status.value for a in second.alerts] == ["resolved"]
     assert second.changed_states["wl-5"] == {
         "r": {},
-        "wm": reading("wl-5", 1, 2).ts.isoformat(),
+        "wm": micros(reading("wl-5", 1, 2).ts),
         "wmm": ["water_level_cm"],
     }
 

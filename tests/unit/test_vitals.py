@@ -12,9 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cityvitals.contracts import Indicator, IndicatorBatch, IndicatorQuality, Reading
+from cityvitals.instants import micros as _micros
 from rules.indicators import iaqi, parse_catalogue, window_start
 from streams.app import bundle
-from streams.partials import UNKNOWN, _micros, copy_marks
+from streams.partials import UNKNOWN, copy_marks
 from streams.vitals import Partials, apply, close, membership
 
 T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
