@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from cityvitals.contracts import Alert, AlertStatus, CameraEvent, Reading, WarningLevel
+from cityvitals.instants import micros
 from rules import (
     Arrival,
     DeviceMemory,
@@ -284,6 +285,22 @@ def test_absence_fires_when_other_metrics_come_but_this_one_does_not() -> None:
     assert d.alerts[0].metric == "pm25" and d.alerts[0].value == 31 * 60
     d.read(*aq(32, pm25=11))
     assert d.story[-1] == ("resolved", "yellow")
+
+
+def test_an_absence_memory_in_iso_form_is_judged_the_same() -> None:
+    """Absence memories written before they were kept in microseconds since 1970 hold the
+    instant the metric was last seen in ISO form."""
+    d = Device(ABSENT)
+    d.read(*aq(0, pm25=10, no2=5))
+    assert d.memory is not None
+    state = d.memory.rules["no-pm25"]
+    assert state.memory == micros(at(0))
+    d.memory.rules["no-pm25"] = state._replace(memory=at(0).isoformat())
+    d.read(*aq(20, no2=5))
+    assert d.alerts == []
+    d.tick(31, device_id="aq-1", device_type="air_quality")
+    assert d.story == [("firing", "yellow")]
+    assert d.alerts[0].value == 31 * 60
 
 
 def test_absence_of_a_silent_device_is_found_by_the_clock() -> None:
