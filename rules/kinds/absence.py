@@ -5,8 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from cityvitals.contracts import WarningLevel
-from cityvitals.instants import from_micros, micros
+from cityvitals.contracts import WarningLevel, iso
 from rules.alerting import AlertState
 from rules.kinds.base import Example, Judgement, RuleKind
 from rules.kinds.spec import Metric, PositiveDuration, RuleBase, Summary
@@ -27,8 +26,7 @@ class AbsenceRule(RuleBase):
 
 
 class AbsenceKind(RuleKind[AbsenceRule]):
-    """Memory: when the metric was last seen (or the device first met the rule), in
-    microseconds since 1970 (memories written before hold it in ISO form: read as well)."""
+    """Memory: when the metric was last seen (or the device first met the rule)."""
 
     name = "absence"
     spec = AbsenceRule
@@ -38,20 +36,20 @@ class AbsenceKind(RuleKind[AbsenceRule]):
         self, rule: AbsenceRule, state: AlertState, at: datetime, obs: Observation | None
     ) -> Judgement:
         seen = obs is not None
-        last = at if seen or state.memory is None else _instant(state.memory)
+        last = at if seen or state.memory is None else datetime.fromisoformat(state.memory)
         silent = (at - last).total_seconds()
         level = rule.level if silent >= rule.after.total_seconds() else None
         # every field given, not the class called: see rules.kinds.threshold.judge_levelled
-        return _make(Judgement, (level, silent, rule.after.total_seconds(), micros(last), (), ""))
+        return _make(Judgement, (level, silent, rule.after.total_seconds(), iso(last), (), ""))
 
     def wait(self, rule: AbsenceRule, stale: timedelta, grace: timedelta) -> timedelta:
         return rule.after
 
     def seed(self, rule: AbsenceRule, now: datetime) -> Any:
-        return micros(now)  # a rule new to the device: its silence counts from now
+        return now.isoformat()  # a rule new to the device: its silence counts from now
 
     def due(self, rule: AbsenceRule, state: AlertState, now: datetime) -> bool:
-        return state.memory is not None and now > _instant(state.memory)
+        return state.memory is not None and now > datetime.fromisoformat(state.memory)
 
     def example(self) -> Example:
         return Example(
@@ -65,15 +63,6 @@ class AbsenceKind(RuleKind[AbsenceRule]):
                 ("tick", 20),
             ),
         )
-
-
-def _instant(memory: int | str) -> datetime:
-    """The instant an absence memory holds (in ISO form in memories written before).
-
-    >>> _instant("1970-01-01T00:00:01+00:00") == _instant(1_000_000)
-    True
-    """
-    return datetime.fromisoformat(memory) if isinstance(memory, str) else from_micros(memory)
 
 
 KIND = AbsenceKind()

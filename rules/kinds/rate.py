@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from cityvitals.contracts import iso
 from rules.alerting import AlertState
 from rules.kinds.base import Example, Judgement, RuleKind
 from rules.kinds.spec import Duration, LevelledRule, PositiveDuration, Summary, human
@@ -15,8 +16,7 @@ __all__ = ["KIND", "RATE_POINTS", "RateRule"]
 
 RATE_POINTS = 64
 """Most points a rate rule keeps per device (its window shortens beyond that)."""
-_INSTANT_S = 1e-6
-"""Values closer in time than this are of one instant: no rate between them."""
+_INSTANT = timedelta(microseconds=1)
 
 
 class RateRule(LevelledRule):
@@ -37,9 +37,8 @@ class RateRule(LevelledRule):
 
 
 class RateKind(RuleKind[RateRule]):
-    """Memory: ``[[instant, value], ...]`` within ``over``, the instant in seconds since 1970
-    (memories written before hold it in ISO form: read as well). Past :data:`RATE_POINTS`
-    every other point is dropped (the oldest and newest stay), so the window keeps its span."""
+    """Memory: ``[[ts, value], ...]`` within ``over``. Past :data:`RATE_POINTS` every other
+    point is dropped (the oldest and newest stay), so the window keeps its span."""
 
     name = "rate"
     spec = RateRule
@@ -49,22 +48,19 @@ class RateKind(RuleKind[RateRule]):
         self, rule: RateRule, state: AlertState, at: datetime, obs: Observation | None
     ) -> Judgement:
         assert obs is not None
-        now = obs.ts.timestamp()
+        horizon = obs.ts - rule.over
         kept: list[list[Any]] = state.memory or []
-        if kept and (isinstance(kept[0][0], str) or isinstance(kept[-1][0], str)):
-            kept = _in_seconds(kept)
-        horizon = now - rule.over.total_seconds()
         old = 0  # points are in time order: only the oldest may have left the window
-        while old < len(kept) and kept[old][0] < horizon:
+        while old < len(kept) and datetime.fromisoformat(kept[old][0]) < horizon:
             old += 1
         points = kept[old:]
         first = points[0] if points else None
-        points.append([now, obs.value])
+        points.append([iso(obs.ts), obs.value])
         if len(points) > RATE_POINTS:
             points = [*points[:-1:2], points[-1]]
-        if first is None or now - first[0] < max(rule.span.total_seconds(), _INSTANT_S):
+        if first is None or obs.ts - datetime.fromisoformat(first[0]) < max(rule.span, _INSTANT):
             return Judgement(None, 0.0, rule.lowest[1], points)
-        elapsed = (now - first[0]) / rule.per.total_seconds()
+        elapsed = (obs.ts - datetime.fromisoformat(first[0])) / rule.per
         rate = (obs.value - first[1]) / elapsed
         return judge_levelled(rule, rate, state.firing, points)
 
@@ -77,18 +73,6 @@ class RateKind(RuleKind[RateRule]):
             "rules: [{id: r, kind: rate, metric: m, over: 10m, per: 1h, levels: {yellow: 30}}]",
             tuple(("read", "dev-1", "m", v, 5 * i) for i, v in enumerate(values)),
         )
-
-
-def _in_seconds(points: list[list[Any]]) -> list[list[Any]]:
-    """Points whose instants are in ISO form (memories written before they were kept in
-    seconds) with every instant in seconds since 1970.
-
-    >>> _in_seconds([["1970-01-01T00:01:00+00:00", 2.0], [120.0, 3.0]])
-    [[60.0, 2.0], [120.0, 3.0]]
-    """
-    return [
-        [datetime.fromisoformat(t).timestamp() if isinstance(t, str) else t, v] for t, v in points
-    ]
 
 
 KIND = RateKind()

@@ -10,7 +10,6 @@ import pytest
 from pydantic import ValidationError
 
 from cityvitals.contracts import Alert, AlertStatus, CameraEvent, Reading, WarningLevel
-from cityvitals.instants import micros
 from rules import (
     Arrival,
     DeviceMemory,
@@ -230,25 +229,6 @@ def test_a_rate_rule_judges_the_change_over_its_window() -> None:
     assert d.story == [("firing", "yellow"), ("resolved", "yellow")]
 
 
-@pytest.mark.parametrize("written", ["all", "last"])
-def test_a_rate_memory_with_instants_in_iso_form_is_judged_the_same(written: str) -> None:
-    """Rate memories written before instants were kept in seconds since 1970 hold them in ISO
-    form (``written="last"``: a point added by an older worker during a rolling update)."""
-    d = Device(RATE).series([0, 1, 2, 3], every=10)
-    assert d.memory is not None
-    state = d.memory.rules["rising"]
-    assert all(isinstance(t, float) for t, _ in state.memory)
-    points = [
-        [datetime.fromtimestamp(t, UTC).isoformat() if written == "all" or i == 3 else t, v]
-        for i, (t, v) in enumerate(state.memory)
-    ]
-    d.memory.rules["rising"] = state._replace(memory=points)
-    d.read(obs(12, 40))  # 12 - 1 over 30 minutes: 22 cm/h, as from seconds
-    assert d.story == [("firing", "yellow")]
-    assert d.alerts[0].value == pytest.approx(22)
-    assert all(isinstance(t, float) for t, _ in d.memory.rules["rising"].memory)
-
-
 def test_a_rate_rule_keeps_a_bounded_window() -> None:
     d = Device(RATE).series([float(i % 3) for i in range(500)], every=0.01)
     assert d.memory is not None and len(d.memory.rules["rising"].memory) <= 64
@@ -285,22 +265,6 @@ def test_absence_fires_when_other_metrics_come_but_this_one_does_not() -> None:
     assert d.alerts[0].metric == "pm25" and d.alerts[0].value == 31 * 60
     d.read(*aq(32, pm25=11))
     assert d.story[-1] == ("resolved", "yellow")
-
-
-def test_an_absence_memory_in_iso_form_is_judged_the_same() -> None:
-    """Absence memories written before they were kept in microseconds since 1970 hold the
-    instant the metric was last seen in ISO form."""
-    d = Device(ABSENT)
-    d.read(*aq(0, pm25=10, no2=5))
-    assert d.memory is not None
-    state = d.memory.rules["no-pm25"]
-    assert state.memory == micros(at(0))
-    d.memory.rules["no-pm25"] = state._replace(memory=at(0).isoformat())
-    d.read(*aq(20, no2=5))
-    assert d.alerts == []
-    d.tick(31, device_id="aq-1", device_type="air_quality")
-    assert d.story == [("firing", "yellow")]
-    assert d.alerts[0].value == 31 * 60
 
 
 def test_absence_of_a_silent_device_is_found_by_the_clock() -> None:
