@@ -119,8 +119,10 @@ class Partials:
     """Window starts as marks key them (seconds since 1970, in decimal)."""
     _places: dict[tuple[str, ...], str] = field(default_factory=dict)
     """Place paths as marks key them (:func:`place_key`)."""
-    _copied: set[tuple[str, str]] = field(default_factory=set)
-    """(device, indicator) whose counted windows this batch copied before it changed them."""
+    _own: dict[int, dict[str, dict[str, int]]] = field(default_factory=dict)
+    """The counted windows this batch copied before it changed them, by identity (held, so
+    no other object takes an identity while the batch runs): a device's marks are copied
+    again for its next reading when one fails, so a flag per device would not do."""
     _recent: dict[str, tuple[list[list[Any]], dict[int, int] | None]] = field(default_factory=dict)
     """Per device, its marks' recent instants and an index of them by instant."""
     _feeding: dict[str, tuple[_Feed, ...]] = field(init=False)
@@ -267,10 +269,9 @@ class Partials:
                     reporting += 1
                 self._reporting[at] = reporting
             if fresh:
-                own = (reading.device_id, spec_id)
-                if own not in self._copied:  # the stored marks' windows are not changed
-                    self._copied.add(own)
+                if id(by_place) not in self._own:  # the stored marks' windows are not changed
                     by_place = counted[spec_id] = {p: dict(w) for p, w in by_place.items()}
+                    self._own[id(by_place)] = by_place
                 _remember(by_place, here, key, offset, start)
         leaf = (spec_id, path, start)
         state = self._leaves.get(leaf)
@@ -363,8 +364,10 @@ def _remember(
 
     A place's windows are kept in the order they were counted, mostly that of time: the
     newest is taken to be the last one, and the old ones are dropped from the front, up to the
-    first that is recent (a window counted late, after newer ones, waits behind them a while
-    longer). So a count takes a look at a window or two, not at the hour's."""
+    first that is recent. So a count looks at a window or two, not at the hour's. After a
+    window counted late (behind newer ones) the newest is underestimated until the next
+    window is counted, so windows up to an hour older than the late one stay that long: a
+    device is then not counted again in them, where dropping them would count it again."""
     windows = by_place.get(here)
     if windows is None:
         windows = by_place[here] = {}
@@ -394,7 +397,9 @@ def copy_marks(stored: dict[str, Any] | None) -> dict[str, Any]:
     batch copies an indicator's windows before it changes them, :meth:`Partials.add`), with
     counted windows of the earlier form (``w``: ``[start in ISO form, offset, place path]``
     per window, the path missing in the earliest) in the present one (``c``), so marks
-    written by an earlier version, or by one during a rolling update, count as before.
+    written by an earlier version count as before. (An earlier version reads no ``c``: it
+    counts the device again in the windows a newer one counted; deploy/README.md, "Upgrading
+    the stream workers".)
 
     >>> old = {"t": [[1, 7]], "w": {"noise": [["1970-01-01T00:05:00+00:00", 7, ["c", "d"]]]}}
     >>> copy_marks(old)

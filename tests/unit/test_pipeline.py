@@ -101,7 +101,7 @@ def test_resolving_leaves_only_the_device_watermark() -> None:
     assert [a.status.value for a in second.alerts] == ["resolved"]
     assert second.changed_states["wl-5"] == {
         "r": {},
-        "wm": micros(reading("wl-5", 1, 2).ts),
+        "wu": micros(reading("wl-5", 1, 2).ts),
         "wmm": ["water_level_cm"],
     }
 
@@ -293,3 +293,63 @@ def test_an_item_the_stage_fails_on_is_dead_lettered_and_the_rest_of_its_batch_g
     assert letter.device_id == "nz-1"
     assert letter.reason == "the stream stage failed on it: ArithmeticError: no such level"
     assert Reading.model_validate_json(base64.b64decode(letter.payload_b64)).seq == odd.seq
+
+
+def test_an_item_the_stage_fails_on_leaves_the_stored_marks_as_they_were(
+    monkeypatch: Any,
+) -> None:
+    """The device's marks are copied again for its next reading after one fails (its
+    changes are dropped with it): the stored marks, which the table holds until the batch's
+    changes are written, are not changed through either copy."""
+    import copy
+
+    from cityvitals.settings import Settings
+    from rules.indicators.leq import Leq
+    from wiring.services import load_catalogue
+
+    add = Leq.add
+
+    def fail(self: Leq, state: dict[str, float], v: float) -> None:
+        if v == 99:
+            raise ArithmeticError("no such level")
+        add(self, state, v)
+
+    monkeypatch.setattr(Leq, "add", fail)
+    catalogue = load_catalogue(Settings(indicators_file=None))
+    noise = Device(device_id="nz-1", device_type="noise", place_path=("c", "d1"), updated_at=T0)
+    registry = {"nz-1": registry_entry(noise)}
+
+    def noise_at(minutes: int, level: float, seq: int) -> Reading:
+        ts = T0 + timedelta(minutes=minutes)
+        return Reading(device_id="nz-1", ts=ts, seq=seq, values={"laeq_db": level})
+
+    now = T0 + timedelta(minutes=30)
+    first = process_batch(
+        ReadingBatch(readings=(noise_at(-20, 60, 1),)),
+        registry,
+        {},
+        RULES,
+        "raw[0]",
+        now,
+        catalogue,
+        {},
+        5,
+    )
+    stored = first.changed_marks
+    before = copy.deepcopy(stored)
+    # A new window's count copies the windows, then the fold fails; the next reading, in
+    # another new window, starts from a fresh copy of the stored marks.
+    second = process_batch(
+        ReadingBatch(readings=(noise_at(1, 99, 2), noise_at(7, 62, 3))),
+        registry,
+        {},
+        RULES,
+        "raw[0]",
+        now,
+        catalogue,
+        stored,
+        6,
+    )
+    assert second.refused == {"stage_failed": 1}
+    assert stored == before
+    assert second.changed_marks["nz-1"] != before["nz-1"]

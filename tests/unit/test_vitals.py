@@ -418,19 +418,16 @@ def test_marks_of_the_previous_shape_are_still_understood(
     place: str, counted: list[tuple[str, ...]]
 ) -> None:
     """Windows counted in the previous marks (``[start in ISO form, offset, place path]``
-    each, as an older worker may still write them during a rolling update) are counted: a
-    device counted there by another message counts again only at places it was not at."""
+    each, as the version before kept them) are counted: a device counted there by another
+    message counts again only at places it was not at."""
     start = window_start(T0, 300)
-    old = {"t": [], "w": {"noise": [[start.isoformat(), 7, ["c", "d", "s1"]]]}}
-    for marks in (copy_marks(old), copy_marks({**old, "c": {"noise": {}}})):
-        partials = Partials(CATALOGUE)
-        partials.add(reading("n1", place, 2, "noise", laeq_db=60.0), marks, 8)
-        found = [
-            p.place_path for p in partials.partials() if p.indicator == "noise" and p.reporting
-        ]
-        assert found == counted
-        assert "w" not in marks
-        assert marks["c"]["noise"]["c/d/s1"] == {str(int(start.timestamp())): 7}
+    marks = copy_marks({"t": [], "w": {"noise": [[start.isoformat(), 7, ["c", "d", "s1"]]]}})
+    partials = Partials(CATALOGUE)
+    partials.add(reading("n1", place, 2, "noise", laeq_db=60.0), marks, 8)
+    found = [p.place_path for p in partials.partials() if p.indicator == "noise" and p.reporting]
+    assert found == counted
+    assert "w" not in marks
+    assert marks["c"]["noise"]["c/d/s1"] == {str(int(start.timestamp())): 7}
 
 
 def test_a_batch_changes_a_copy_of_the_stored_marks() -> None:
