@@ -74,11 +74,7 @@ class DeviceMemory:
         if not data:
             return cls()
         us = data.get("wu")
-        if us is not None:
-            watermark: datetime | None = from_micros(us)
-        else:
-            iso_form = data.get("wm")
-            watermark = None if iso_form is None else datetime.fromisoformat(iso_form)
+        watermark = _when(data, "wm") if us is None else from_micros(us)
         return cls(watermark, _states(data), frozenset(data.get("wmm", ())))
 
 

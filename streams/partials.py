@@ -150,9 +150,9 @@ class Partials:
         """Fold one enriched reading, from the input message at ``offset``, in.
 
         ``marks`` (a device's, updated in place: :func:`copy_marks` makes them from the
-        stored ones, and an indicator's windows are copied before they change) holds, per indicator, the windows of the last hour the device was
-        counted in, by the place it was counted at and the window's start, each with the
-        message that counted it (``c``: ``{indicator: {place: {start: offset}}}``, the place
+        stored ones, and an indicator's windows are copied before they change) holds, per
+        indicator, the windows of the last hour the device was counted in, by the place it
+        was counted at and the window's start, each with the message that counted it (``c``: ``{indicator: {place: {start: offset}}}``, the place
         as :func:`place_key` gives it, the start in seconds since 1970), and the instants of
         its recent readings (in microseconds since 1970; marks written before hold them in ISO
         form) with their messages (``t``).

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cityvitals.contracts import Indicator, IndicatorBatch, IndicatorQuality, Reading
-from cityvitals.instants import micros as _micros
+from cityvitals.instants import micros
 from rules.indicators import iaqi, parse_catalogue, window_start
 from streams.app import bundle
 from streams.partials import UNKNOWN, copy_marks
@@ -506,4 +506,4 @@ def test_the_marks_keep_the_windows_of_the_last_hour_before_the_newest() -> None
 )
 def test_an_instant_in_microseconds_is_exact_in_any_zone(ts: datetime) -> None:
     """Marks keep instants as whole microseconds since 1970 (the dedup key of a reading)."""
-    assert _micros(ts) == (ts - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    assert micros(ts) == (ts - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
