@@ -11,9 +11,10 @@ The fleet (the active devices, their places and their profiles' intervals) follo
 registry's compacted ``devices`` topic (:class:`~device_registry.device_feed.DeviceFeed`): read
 from its beginning at the start, then each change as it is published; never a query per
 report. A device reporting before its registration reaches the service is watched at once,
-with the default interval. Silence counts from the last report or from when the service began
-watching the device, whichever is later (:func:`~device_registry.liveness.watch_from`): a
-restart blames no device for the downtime.
+with the default interval, and stored again with its profile's once the registration arrives.
+Silence counts from the last report or from when the service began watching the device,
+whichever is later (:func:`~device_registry.liveness.watch_from`): a restart blames no device
+for the downtime.
 
 A provisioned device is not watched (nobody expects it yet). Its first reading on ``readings``
 has passed the stream's checks, so the service asks the registry to make it active (audited
@@ -297,10 +298,14 @@ class LivenessService:
 
     def follow(self, changes: Sequence[Device]) -> None:
         """Apply device changes from the registry: an active device is watched, any other is
-        not (its clock is dropped). Watching a device begins when it first appears."""
+        not (its clock is dropped). Watching a device begins when it first appears. A watched
+        device with a clock is stored again at the next check, by its new place and interval:
+        its first report may have come before its registration did (then it was stored with
+        the default interval), and a profile's new interval must not wait for its next one."""
         if changes:
             self.fleet = follow(self.fleet, changes, self.policy.default_interval_s, utc_now())
             self.clocks = {d: c for d, c in self.clocks.items() if d in self.fleet}
+            self._dirty.update(d.device_id for d in changes if d.device_id in self.clocks)
 
     def load(self, stop: threading.Event) -> None:
         self.outages = retry(self.store.outages, stop)

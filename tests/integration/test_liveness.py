@@ -256,8 +256,9 @@ def test_the_service_follows_the_registry_a_new_profile_interval_reaches_it(
     device = f"waterlevel-{tag}"
     with open_registry(pipeline.settings) as reg:
         reg.put_profile(profile, "itest")
-        # Registered with its profile: the service first hears of the device with it (a profile
-        # given after registration might reach the service after the first reading does).
+        # Registered with its profile. Its first reading may still reach the service before its
+        # registration does: it is then stored by the default interval first, and again by the
+        # profile's once the registration arrives, with no further report.
         secret = reg.add(
             Device(
                 device_id=device,
@@ -275,7 +276,7 @@ def test_the_service_follows_the_registry_a_new_profile_interval_reaches_it(
 
     # At most three reports: two gaps are too few for a cadence, so the profile's interval stands.
     publish_round(pipeline, [(device, secret)], 0)
-    assert wait_for(interval, 30, "the device's first liveness row") == 600.0
+    wait_for(lambda: interval() == 600.0, 30, "the device's liveness row by its profile")
     with open_registry(pipeline.settings) as reg:
         reg.put_profile(profile.model_copy(update={"expected_interval_s": 120.0}), "itest")
     for seq in (1, 2):  # the second in case the first was judged before the change arrived

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from cityvitals.contracts import Reading, ReadingBatch
+from cityvitals.contracts import Device, DeviceState, Reading, ReadingBatch
 from cityvitals.settings import Settings
 from cityvitals.stage import Transient, retry
 from device_registry.liveness_metrics import LivenessMetrics
@@ -103,3 +103,36 @@ def test_the_liveness_counters_reconcile_and_keep_their_names() -> None:
     assert value("cityvitals_liveness_devices", {"status": "online"}) == 1
     for name in ("outages_open", "activated_total"):
         assert value(f"cityvitals_liveness_{name}") == 0
+
+
+def test_a_device_that_reported_before_its_registration_is_stored_again_by_its_profile() -> None:
+    """Its first report came first (watched, and stored, by the default interval); once its
+    registration arrives, the next check stores it by its profile's interval without waiting
+    for another report."""
+    batch = ReadingBatch(
+        readings=(Reading(device_id="wl-1", ts=T0, seq=1, values={"depth": 2}, place_path=("c",)),)
+    )
+    store = FlakyStore(faults=0)
+    live = service(
+        FakeKafka([FakeMessage("t.readings", 0, batch.model_dump_json().encode())]),
+        store,
+        CollectorRegistry(),
+    )
+    live._consume(0)
+    live.check_once(threading.Event())
+    live.check_once(threading.Event())  # nothing new: nothing stored again
+    registered = Device(
+        device_id="wl-1",
+        device_type="water_level",
+        place_path=("c", "d"),
+        state=DeviceState.ACTIVE,
+        expected_interval_s=600,
+        updated_at=T0,
+    )
+    live.follow([registered])
+    live.check_once(threading.Event())
+    first, idle, after = (devices for devices, _outages in store.saved)
+    default = SETTINGS.liveness_default_interval_s
+    assert [(d.expected_interval_s, d.place_path) for d in first] == [(default, ("c",))]
+    assert idle == []
+    assert [(d.expected_interval_s, d.place_path) for d in after] == [(600, ("c", "d"))]
