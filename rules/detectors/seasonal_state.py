@@ -1,19 +1,23 @@
-"""The seasonal detector's parameters and state: a fixed number of floats per series.
+"""The seasonal detector's parameters and constants.
 
-See :mod:`rules.detectors.seasonal` for the method.
+See :mod:`rules.detectors.seasonal` for the method; the state and the per-reading constants
+(:class:`~rules.detectors.seasonal.AnomalyState`) are native classes of that compiled module.
 """
 
 from __future__ import annotations
 
 import math
 from functools import cached_property
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
 from cityvitals.contracts import Derived
 
-__all__ = ["AnomalyParams", "AnomalyState"]
+if TYPE_CHECKING:
+    from rules.detectors.seasonal import _Derived
+
+__all__ = ["AnomalyParams"]
 
 _DAY = 86400.0
 _HOUR = 3600.0
@@ -111,173 +115,6 @@ class AnomalyParams(Derived):
 
     @cached_property
     def _d(self) -> _Derived:
+        from rules.detectors.seasonal import _Derived  # it imports this module
+
         return _Derived(self)
-
-
-class _Derived:
-    """Per-reading constants computed once per parameter set."""
-
-    __slots__ = (
-        "a_drift",
-        "a_hist",
-        "a_long",
-        "a_lvl",
-        "a_scale",
-        "a_season_lvl",
-        "drift_gain",
-        "full",
-        "g_day",
-        "g_week",
-        "gap",
-        "hist_grow",
-        "long_grow",
-        "refractory",
-    )
-
-    def __init__(self, p: AnomalyParams) -> None:
-        self.a_lvl = _rate(p.level_halflife)
-        self.a_scale = _rate(p.scale_halflife)
-        self.a_season_lvl = _rate(p.season_level_halflife)
-        self.g_day = _rate(p.season_halflife_days)
-        self.g_week = _rate(p.season_halflife_weeks)
-        self.a_hist = _rate(p.surprise_halflife)
-        self.hist_grow = 1.0 / (1.0 - self.a_hist)
-        h = p.surprise_long_halflife or 0.0
-        self.a_long = _rate(h) if h > 0 else 0.0
-        self.long_grow = 1.0 / (1.0 - self.a_long)
-        self.a_drift = _rate(p.drift_halflife) if p.drift_halflife > 0 else 0.0
-        # puts the EWMA of unit-variance errors back on the scale of one error
-        self.drift_gain = math.sqrt((2.0 - self.a_drift) / self.a_drift) if self.a_drift else 0.0
-        self.full = SURPRISE_FULL if p.surprise_full is None else p.surprise_full
-        h = REFRACTORY_HALFLIFE if p.refractory_halflife is None else p.refractory_halflife
-        self.refractory = math.pow(0.5, 1.0 / h) if h else 0.0
-        self.gap = p.gap_reset_hours * _HOUR
-
-
-class AnomalyState:
-    """What the detector remembers about one series: a fixed number of floats.
-
-    :func:`score` mutates it in place. :meth:`to_json` gives plain JSON types (to store in a
-    table), and :meth:`from_json` restores a state that scores exactly as the original.
-    """
-
-    __slots__ = (
-        "drift",
-        "dt",
-        "err_d",
-        "err_n",
-        "err_w",
-        "hist",
-        "hist_b",
-        "hist_l",
-        "hist_lb",
-        "hist_ln",
-        "hist_lw",
-        "hist_n",
-        "hist_w",
-        "lvl_d",
-        "lvl_n",
-        "mad_d",
-        "mean",
-        "model",
-        "n",
-        "nll_d",
-        "nll_n",
-        "nll_w",
-        "recent",
-        "run_d",
-        "run_n",
-        "seas_d",
-        "spread",
-        "sum_d",
-        "sum_n",
-        "t_first",
-        "t_last",
-        "week_d",
-    )
-
-    n: int
-    t_first: float
-    t_last: float
-    dt: float
-    lvl_n: float
-    err_n: float
-    nll_n: float
-    run_n: int
-    sum_n: float
-    lvl_d: float
-    seas_d: list[float]
-    mad_d: list[float]
-    err_d: float
-    nll_d: float
-    run_d: int
-    sum_d: float
-    week_d: list[float]
-    err_w: float
-    nll_w: float
-    mean: float
-    spread: float
-    drift: float
-    hist: list[float]
-    hist_b: list[float]
-    hist_w: float
-    hist_n: float
-    hist_l: list[float]
-    hist_lb: list[float]
-    hist_lw: float
-    hist_ln: float
-    recent: float
-    model: int
-
-    @classmethod
-    def first(cls, t: float, x: float) -> AnomalyState:
-        """The state after one reading at ``t`` (epoch seconds) of value ``x``."""
-        s = cls.__new__(cls)
-        s.n, s.t_first, s.t_last, s.dt = 1, t, t, 0.0
-        s.lvl_n, s.err_n, s.nll_n, s.run_n, s.sum_n = x, 0.0, 0.0, 0, 0.0
-        s.lvl_d, s.err_d, s.nll_d, s.run_d, s.sum_d = x, 0.0, 0.0, 0, 0.0
-        s.seas_d, s.mad_d = [0.0] * _DAY_BINS, [0.0] * _DAY_BINS
-        s.week_d, s.err_w, s.nll_w = [0.0] * _WEEK_BINS, 0.0, 0.0
-        s.mean, s.spread, s.drift = x, 0.0, 0.0
-        s.hist, s.hist_b = [0.0] * _HIST_BINS, [0.0] * _HIST_BINS
-        s.hist_w, s.hist_n, s.recent = 1.0, 0.0, 0.0
-        s.hist_l, s.hist_lb = [0.0] * _HIST_BINS, [0.0] * _HIST_BINS
-        s.hist_lw, s.hist_ln, s.model = 1.0, 0.0, 0
-        return s
-
-    def copy(self) -> AnomalyState:
-        """An independent copy (the lists are copied too)."""
-        s = AnomalyState.__new__(AnomalyState)
-        for name in self.__slots__:
-            value = getattr(self, name)
-            setattr(s, name, list(value) if isinstance(value, list) else value)
-        return s
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"v": _VERSION}
-        for name in self.__slots__:
-            value = getattr(self, name)
-            data[name] = list(value) if isinstance(value, list) else value
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> AnomalyState:
-        if data.get("v") == 1:
-            data = {**_NEW_IN_2, **data}
-        elif data.get("v") != _VERSION:
-            raise ValueError(f"anomaly state: v: expected 1 or {_VERSION}, got {data.get('v')!r}")
-        s = cls.__new__(cls)
-        for name in cls.__slots__:
-            if name not in data:
-                raise ValueError(f"anomaly state: {name}: missing")
-            value = data[name]
-            try:
-                if isinstance(value, list):
-                    setattr(s, name, [float(v) for v in value])
-                elif name in ("n", "run_n", "run_d", "model"):
-                    setattr(s, name, int(value))
-                else:
-                    setattr(s, name, float(value))
-            except (TypeError, ValueError):
-                raise ValueError(f"anomaly state: {name}: malformed, got {value!r}") from None
-        return s

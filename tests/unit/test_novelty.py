@@ -363,8 +363,9 @@ def test_a_state_before_the_counts_of_new_values_is_adopted_with_every_bin_new_o
         adopted = NoveltyDetector(None, old).to_json()
         assert adopted is not None
         counted = n - params.range_readings  # readings since the range was fixed, decayed:
-        readings = params._memory * (1.0 - params._grow**-counted)  # at most the memory
-        assert readings < min(counted, params._memory)
+        knobs = params._knobs
+        readings = knobs.memory * (1.0 - knobs.grow**-counted)  # at most the memory
+        assert readings < min(counted, knobs.memory)
         assert adopted["readings"] == pytest.approx(data["w"] * readings)
         share = len(data["bins"]) / counted  # each bin new once
         assert adopted["new_bins"] == pytest.approx(data["w"] * readings * share)
