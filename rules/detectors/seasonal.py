@@ -49,11 +49,9 @@ stays under 10 KB (after 22,695 readings of a NAB series: 6.8 KB, and 7.6 KB wit
 memory in use).
 
 **Speed.** One call is a few dozen float operations and up to four 48-bin tail sums, compiled
-(mypyc). The state (:class:`AnomalyState`) and the per-reading constants are native classes of
-this module, so :func:`score` reads and writes their fields directly, not through attribute
-look-ups (a slotted class of an interpreted module, and a pydantic model, cost about a third of
-all the instructions of a novelty score: callgrind, NAB's ``nyc_taxi``, 92,440 instructions a
-score against 61,020). ``python -m benchmarks.nab`` measures the speed through the novelty
+(mypyc). The state (:class:`AnomalyState`) is a native class of this module, so :func:`score`
+reads and writes its fields directly, not through attribute look-ups: as a slotted class of
+an interpreted module it cost about a third of all the instructions of a novelty score. ``python -m benchmarks.nab`` measures the speed through the novelty
 detector. :func:`score` mutates the state in place and returns the same object: callers must
 not keep the old one (:meth:`AnomalyState.copy` gives an independent one).
 
@@ -91,64 +89,11 @@ from rules.detectors.seasonal_state import (
     _WEEK,
     _WEEK_BINS,
     _Z_MAX,
-    REFRACTORY_HALFLIFE,
-    SURPRISE_FULL,
     AnomalyParams,
-    _rate,
+    _Derived,
 )
 
 __all__ = ["AnomalyParams", "AnomalyState", "SeasonalDetector", "expectation", "score"]
-
-
-class _Derived:
-    """Per-reading constants computed once per parameter set (:attr:`AnomalyParams._d`), and
-    the parameters :func:`score` reads at every reading: a native class, whose fields cost
-    less to read than a pydantic model's attributes."""
-
-    a_drift: float
-    a_hist: float
-    a_long: float
-    a_lvl: float
-    a_scale: float
-    a_season_lvl: float
-    drift_gain: float
-    full: float
-    g_day: float
-    g_week: float
-    gap: float
-    hist_grow: float
-    long_grow: float
-    refractory: float
-    rel_floor: float
-    season: str
-    select_margin: float
-    warmup: int
-    surprise_prior: float
-    outlier_clip: float
-    shift_run: int
-
-    def __init__(self, p: AnomalyParams) -> None:
-        self.a_lvl = _rate(p.level_halflife)
-        self.a_scale = _rate(p.scale_halflife)
-        self.a_season_lvl = _rate(p.season_level_halflife)
-        self.g_day = _rate(p.season_halflife_days)
-        self.g_week = _rate(p.season_halflife_weeks)
-        self.a_hist = _rate(p.surprise_halflife)
-        self.hist_grow = 1.0 / (1.0 - self.a_hist)
-        h = p.surprise_long_halflife or 0.0
-        self.a_long = _rate(h) if h > 0 else 0.0
-        self.long_grow = 1.0 / (1.0 - self.a_long)
-        self.a_drift = _rate(p.drift_halflife) if p.drift_halflife > 0 else 0.0
-        # puts the EWMA of unit-variance errors back on the scale of one error
-        self.drift_gain = math.sqrt((2.0 - self.a_drift) / self.a_drift) if self.a_drift else 0.0
-        self.full = SURPRISE_FULL if p.surprise_full is None else p.surprise_full
-        h = REFRACTORY_HALFLIFE if p.refractory_halflife is None else p.refractory_halflife
-        self.refractory = math.pow(0.5, 1.0 / h) if h else 0.0
-        self.gap = p.gap_reset_hours * _HOUR
-        self.rel_floor, self.season = p.rel_floor, p.season
-        self.select_margin, self.warmup = p.select_margin, p.warmup
-        self.surprise_prior, self.outlier_clip = p.surprise_prior, p.outlier_clip
-        self.shift_run = p.shift_run
 
 
 _FIELDS = (
@@ -565,6 +510,12 @@ class SeasonalDetector:
         else:
             self._state, _ = score(self.params, self._state, *x)
         self._scored = None
+
+    def step(self, x: Point) -> float:
+        """Score then learn one point in one go (what a stream does; no copy of the state)."""
+        self._scored = None
+        self._state, out = score(self.params, self._state, *x)
+        return out
 
     def to_json(self) -> dict[str, Any] | None:
         return None if self._state is None else self._state.to_json()

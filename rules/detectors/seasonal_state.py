@@ -1,21 +1,18 @@
 """The seasonal detector's parameters and constants.
 
-See :mod:`rules.detectors.seasonal` for the method; the state and the per-reading constants
-(:class:`~rules.detectors.seasonal.AnomalyState`) are native classes of that compiled module.
+See :mod:`rules.detectors.seasonal` for the method; the state
+(:class:`~rules.detectors.seasonal.AnomalyState`) is a native class of that compiled module.
 """
 
 from __future__ import annotations
 
 import math
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
 from cityvitals.contracts import Derived
-
-if TYPE_CHECKING:
-    from rules.detectors.seasonal import _Derived
 
 __all__ = ["AnomalyParams"]
 
@@ -115,6 +112,78 @@ class AnomalyParams(Derived):
 
     @cached_property
     def _d(self) -> _Derived:
-        from rules.detectors.seasonal import _Derived  # it imports this module
-
         return _Derived(self)
+
+
+class _Derived:
+    """Per-reading constants computed once per parameter set (:attr:`AnomalyParams._d`), and
+    the parameters :func:`~rules.detectors.seasonal.score` reads at every reading."""
+
+    __slots__ = (
+        "a_drift",
+        "a_hist",
+        "a_long",
+        "a_lvl",
+        "a_scale",
+        "a_season_lvl",
+        "drift_gain",
+        "full",
+        "g_day",
+        "g_week",
+        "gap",
+        "hist_grow",
+        "long_grow",
+        "outlier_clip",
+        "refractory",
+        "rel_floor",
+        "season",
+        "select_margin",
+        "shift_run",
+        "surprise_prior",
+        "warmup",
+    )
+
+    a_drift: float
+    a_hist: float
+    a_long: float
+    a_lvl: float
+    a_scale: float
+    a_season_lvl: float
+    drift_gain: float
+    full: float
+    g_day: float
+    g_week: float
+    gap: float
+    hist_grow: float
+    long_grow: float
+    refractory: float
+    rel_floor: float
+    season: str
+    select_margin: float
+    warmup: int
+    surprise_prior: float
+    outlier_clip: float
+    shift_run: int
+
+    def __init__(self, p: AnomalyParams) -> None:
+        self.a_lvl = _rate(p.level_halflife)
+        self.a_scale = _rate(p.scale_halflife)
+        self.a_season_lvl = _rate(p.season_level_halflife)
+        self.g_day = _rate(p.season_halflife_days)
+        self.g_week = _rate(p.season_halflife_weeks)
+        self.a_hist = _rate(p.surprise_halflife)
+        self.hist_grow = 1.0 / (1.0 - self.a_hist)
+        h = p.surprise_long_halflife or 0.0
+        self.a_long = _rate(h) if h > 0 else 0.0
+        self.long_grow = 1.0 / (1.0 - self.a_long)
+        self.a_drift = _rate(p.drift_halflife) if p.drift_halflife > 0 else 0.0
+        # puts the EWMA of unit-variance errors back on the scale of one error
+        self.drift_gain = math.sqrt((2.0 - self.a_drift) / self.a_drift) if self.a_drift else 0.0
+        self.full = SURPRISE_FULL if p.surprise_full is None else p.surprise_full
+        h = REFRACTORY_HALFLIFE if p.refractory_halflife is None else p.refractory_halflife
+        self.refractory = math.pow(0.5, 1.0 / h) if h else 0.0
+        self.gap = p.gap_reset_hours * _HOUR
+        self.rel_floor, self.season = p.rel_floor, p.season
+        self.select_margin, self.warmup = p.select_margin, p.warmup
+        self.surprise_prior, self.outlier_clip = p.surprise_prior, p.outlier_clip
+        self.shift_run = p.shift_run

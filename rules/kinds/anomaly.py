@@ -11,7 +11,6 @@ from pydantic import Field, field_validator
 
 from cityvitals.contracts import WarningLevel
 from rules.alerting import AlertState
-from rules.detectors.base import Detector
 from rules.detectors.novelty import NoveltyDetector, NoveltyParams
 from rules.detectors.seasonal import AnomalyParams, SeasonalDetector
 from rules.kinds.base import Example, Judgement, RuleKind
@@ -72,11 +71,12 @@ class AnomalyKind(RuleKind[AnomalyRule]):
         assert obs is not None
         detector = _detector(rule, state.memory)
         x = (obs.ts, obs.value)
-        score = detector.score_one(x)
+        score = detector.step(x)  # scored, then learned: the state is not copied
         why = ""
-        if isinstance(detector, NoveltyDetector) and score >= min(rule.levels.values()):
-            why = detector.explain_one(x).text  # only for a score that may alert: it costs
-        detector.learn_one(x)
+        if rule.detector == "novelty" and score >= min(rule.levels.values()):
+            # Only for a score that may alert (it costs): against the state before the
+            # reading, read again from the memory (which reading a state leaves as it was).
+            why = NoveltyDetector(rule.novelty, state.memory).explain_one(x).text
         judged = judge_levelled(rule, score, state.firing, detector.to_json())
         return judged._replace(why=why)
 
@@ -94,7 +94,7 @@ class AnomalyKind(RuleKind[AnomalyRule]):
         )
 
 
-def _detector(rule: AnomalyRule, memory: Any) -> Detector:
+def _detector(rule: AnomalyRule, memory: Any) -> NoveltyDetector | SeasonalDetector:
     if rule.detector == "novelty":
         return NoveltyDetector(rule.novelty, memory)
     return SeasonalDetector(rule.params, memory)
