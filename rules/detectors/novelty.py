@@ -59,7 +59,7 @@ the visited bins with their counts (at most ``4 * max_span`` of them), each hour
 three counts: about 9 KB of JSON.
 A score is computed before the reading is learned; the detector is deterministic and keeps no
 clock. What runs at every reading (the state and the step) is in
-:mod:`rules.detectors.novelty_step`, compiled: callgrind counts 44,616 instructions a score on
+:mod:`rules.detectors.novelty_step`, compiled: callgrind counts 51,077 instructions a score on
 NAB's ``nyc_taxi`` where the step interpreted, over the seasonal state of an interpreted
 module, took 92,440.
 
