@@ -143,28 +143,6 @@ class _Derived:
         "warmup",
     )
 
-    a_drift: float
-    a_hist: float
-    a_long: float
-    a_lvl: float
-    a_scale: float
-    a_season_lvl: float
-    drift_gain: float
-    full: float
-    g_day: float
-    g_week: float
-    gap: float
-    hist_grow: float
-    long_grow: float
-    refractory: float
-    rel_floor: float
-    season: str
-    select_margin: float
-    warmup: int
-    surprise_prior: float
-    outlier_clip: float
-    shift_run: int
-
     def __init__(self, p: AnomalyParams) -> None:
         self.a_lvl = _rate(p.level_halflife)
         self.a_scale = _rate(p.scale_halflife)
