@@ -51,9 +51,10 @@ memory in use).
 **Speed.** One call is a few dozen float operations and up to four 48-bin tail sums, compiled
 (mypyc). The state (:class:`AnomalyState`) is a native class of this module, so :func:`score`
 reads and writes its fields directly, not through attribute look-ups: as a slotted class of
-an interpreted module it cost about a third of all the instructions of a novelty score. ``python -m benchmarks.nab`` measures the speed through the novelty
-detector. :func:`score` mutates the state in place and returns the same object: callers must
-not keep the old one (:meth:`AnomalyState.copy` gives an independent one).
+an interpreted module it cost about a third of all the instructions of a novelty score.
+``python -m benchmarks.nab`` measures the speed through the novelty detector. :func:`score`
+mutates the state in place and returns the same object: callers must not keep the old one
+(:meth:`AnomalyState.copy` gives an independent one).
 
 >>> from datetime import UTC, datetime, timedelta
 >>> params = AnomalyParams(warmup=50)
@@ -187,11 +188,6 @@ class AnomalyState:
         self.hist_w, self.hist_n, self.recent = 1.0, 0.0, 0.0
         self.hist_l, self.hist_lb = [0.0] * _HIST_BINS, [0.0] * _HIST_BINS
         self.hist_lw, self.hist_ln, self.model = 1.0, 0.0, 0
-
-    @classmethod
-    def first(cls, t: float, x: float) -> AnomalyState:
-        """The state after one reading at ``t`` (epoch seconds) of value ``x``."""
-        return AnomalyState(t, x)
 
     def copy(self) -> AnomalyState:
         """An independent copy (the lists are copied too)."""

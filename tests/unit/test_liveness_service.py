@@ -63,17 +63,23 @@ def test_a_store_fault_is_a_transient_one_that_the_stage_retry_waits_out() -> No
         retry(lambda: FlakyStore(1).save([], []), stop)
 
 
-def test_a_check_stores_the_clocks_once_the_database_is_back() -> None:
+def reported(device_id: str, store: FlakyStore) -> Any:
+    """A service (:func:`service`) that has consumed one reading of ``device_id`` at ``c``."""
     batch = ReadingBatch(
-        readings=(Reading(device_id="aq-1", ts=T0, seq=1, values={"pm25": 4}, place_path=("c",)),)
+        readings=(Reading(device_id=device_id, ts=T0, seq=1, values={"m": 4}, place_path=("c",)),)
     )
-    store = FlakyStore(faults=2)
     live = service(
         FakeKafka([FakeMessage("t.readings", 0, batch.model_dump_json().encode())]),
         store,
         CollectorRegistry(),
     )
     live._consume(0)
+    return live
+
+
+def test_a_check_stores_the_clocks_once_the_database_is_back() -> None:
+    store = FlakyStore(faults=2)
+    live = reported("aq-1", store)
     live.check_once(threading.Event())
     [(devices, outages)] = store.saved
     assert [d.device_id for d in devices] == ["aq-1"] and outages == []
@@ -109,16 +115,8 @@ def test_a_device_that_reported_before_its_registration_is_stored_again_by_its_p
     """Its first report came first (watched, and stored, by the default interval); once its
     registration arrives, the next check stores it by its profile's interval without waiting
     for another report."""
-    batch = ReadingBatch(
-        readings=(Reading(device_id="wl-1", ts=T0, seq=1, values={"depth": 2}, place_path=("c",)),)
-    )
     store = FlakyStore(faults=0)
-    live = service(
-        FakeKafka([FakeMessage("t.readings", 0, batch.model_dump_json().encode())]),
-        store,
-        CollectorRegistry(),
-    )
-    live._consume(0)
+    live = reported("wl-1", store)
     live.check_once(threading.Event())
     live.check_once(threading.Event())  # nothing new: nothing stored again
     registered = Device(

@@ -494,7 +494,7 @@ def test_a_second_event_within_days_of_a_high_score_is_damped_more_under_novelty
 
 @pytest.mark.parametrize("recent", [0.0, 0.2, 0.5, 0.9, 0.999])
 def test_the_refractory_damping_is_undone_for_the_explanation(recent: float) -> None:
-    before = AnomalyState.first(0.0, 1.0)
+    before = AnomalyState(0.0, 1.0)
     before.recent = recent
     for u in [0.0, 0.05, 0.3, 0.5, 0.7, 1.0]:
         damped = u * (1.0 - recent) if u <= recent else u  # as the seasonal detector damps
