@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from cityvitals.contracts import AlertStatus, WarningLevel
+from cityvitals.contracts import AlertStatus, WarningLevel, iso
 
 __all__ = ["AlertState", "Transition", "alert_id", "resolve", "step"]
 
@@ -37,7 +37,7 @@ def _ts(value: str | None) -> datetime | None:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+    return None if value is None else iso(value)
 
 
 class AlertState(NamedTuple):

@@ -33,6 +33,7 @@ from cityvitals.contracts import (
     AlertResolution,
     AlertStatus,
     PlaceObservation,
+    iso,
     trusted,
 )
 from rules.alerting import AlertState, Transition, resolve, step
@@ -108,7 +109,7 @@ def _apply(
             new = new._replace(sample=None)
     elif fresh:
         level = "" if judged.level is None else judged.level.value
-        new = new._replace(sample=(ts.isoformat(), level, judged.value, judged.threshold))
+        new = new._replace(sample=(iso(ts), level, judged.value, judged.threshold))
     _keep(states, rule.id, new)
     return tr
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from cityvitals.contracts import iso
 from cityvitals.instants import from_micros, micros
 from rules.alerting import AlertState
 
@@ -89,7 +90,7 @@ class PlaceMemory:
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"pp": list(self.place_path), "r": _states_json(self.rules)}
         if self.clock is not None:
-            out["t"] = self.clock.isoformat()
+            out["t"] = iso(self.clock)
         return out
 
     @classmethod

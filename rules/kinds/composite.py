@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cityvitals.contracts import PlaceLevel, WarningLevel
+from cityvitals.contracts import PlaceLevel, WarningLevel, iso
 from rules.alerting import AlertState
 from rules.kinds.base import Example, Judgement, RuleKind
 from rules.kinds.spec import Finite, Metric, PositiveDuration, RuleBase, Summary
@@ -132,7 +132,7 @@ def _remember(
         held = cond.holds(obs.value, obs.confidence)
         now = entries.get((i, obs.device_id))
         if now is None or datetime.fromisoformat(now[2]) <= obs.ts:
-            entries[(i, obs.device_id)] = [i, obs.device_id, obs.ts.isoformat(), obs.value, held]
+            entries[(i, obs.device_id)] = [i, obs.device_id, iso(obs.ts), obs.value, held]
 
 
 KIND = CompositeKind()

@@ -17,6 +17,7 @@ from cityvitals.contracts import (
     ReadingBatch,
     ReadingPayload,
     WarningLevel,
+    iso,
     trusted,
 )
 from cityvitals.contracts.readings import CameraEventType
@@ -220,3 +221,15 @@ def test_a_trusted_model_behaves_as_a_validated_one() -> None:
     assert a.model_copy(deep=True) == a and copy.copy(a) == a
     assert pickle.loads(pickle.dumps(a)) == a
     assert b.model_fields_set == set(Reading.model_fields)  # untouched by the copies
+
+
+@settings(max_examples=500)
+@given(
+    ts=st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59)),
+    offset_min=st.integers(min_value=-18 * 60 + 1, max_value=18 * 60 - 1),
+)
+def test_iso_writes_what_isoformat_writes(ts: datetime, offset_min: int) -> None:
+    # UTC instants are written by orjson, any other zone by isoformat: the same text either way
+    for zone in (UTC, timezone(timedelta(minutes=offset_min)), ZoneInfo("Asia/Shanghai")):
+        moved = ts.replace(tzinfo=zone)
+        assert iso(moved) == moved.isoformat()
