@@ -41,7 +41,7 @@ from rules.alerts import alert, retire
 from rules.kinds import REGISTRY, Judgement, RuleBase
 from rules.memory import DeviceMemory, PlaceMemory
 from rules.observation import Observation, observations
-from rules.ruleset import RuleSet
+from rules.ruleset import Judged, RuleSet
 
 __all__ = [
     "Arrival",
@@ -122,7 +122,7 @@ def _keep(states: dict[str, AlertState], rule_id: str, new: AlertState) -> None:
 
 
 def _judge_device_rule(
-    rule: RuleBase,
+    of: Judged,
     states: dict[str, AlertState],
     at: datetime,
     obs: Observation,
@@ -132,16 +132,17 @@ def _judge_device_rule(
 ) -> None:
     """Judge one device rule at ``at`` (``seen``: the new value, if any); ``obs`` names the
     device and metric of the alert."""
-    held = states.get(rule.id)
-    state = held or _fresh(rule.kind)
-    judged = REGISTRY[rule.kind].judge(rule, state, at, seen)
+    rule_id, rule, kind, kind_name, _ = of
+    held = states.get(rule_id)
+    state = held or _fresh(kind_name)
+    judged = kind.judge(rule, state, at, seen)
     out.evaluations += 1
     if judged.level is None and (held is None or _quiet(held)):
         # Quiet and staying quiet (the usual case): only the kind's memory may move.
         if judged.memory is None:
-            states.pop(rule.id, None)
+            states.pop(rule_id, None)
         elif held is None or judged.memory is not held.memory:
-            states[rule.id] = AlertState(memory=judged.memory, kind=state.kind)
+            states[rule_id] = AlertState(memory=judged.memory, kind=state.kind)
         return
     _step_device(rule, states, state, judged, obs, at, out, fresh)
 
@@ -197,10 +198,10 @@ def _rejudge(
     episode: a pending alert is dropped, a firing one resolves as stale. ``fresh`` are the
     metrics that have just been judged."""
     for rule_id, state in list(states.items()):
+        if state.pending_since is None and state.alert_id is None:
+            continue  # first: most states are quiet (a rate or absence rule's memory)
         rule = rules.by_id.get(rule_id)
         if rule is None or REGISTRY[rule.kind].role != "reading" or rule.metric in fresh:
-            continue
-        if state.pending_since is None and state.alert_id is None:
             continue
         kind = REGISTRY[rule.kind]
         last = kind.last_value(rule, state)
@@ -296,16 +297,16 @@ def evaluate_device(
     if states:
         out.alerts.extend(retire(states, first.place_path, ts, _device_stale(rules, scoped)))
     for obs in reading:
-        for rule in rules.by_metric.get(obs.metric, ()):
-            if rule.id in scoped and REGISTRY[rule.kind].accepts(rule, obs):
-                _judge_device_rule(rule, states, ts, obs, obs, out, fresh=True)
+        for of in rules.by_metric.get(obs.metric, ()):
+            if of.rule_id in scoped and (not of.filters or of.kind.accepts(of.rule, obs)):
+                _judge_device_rule(of, states, ts, obs, obs, out, fresh=True)
         out.for_places.extend(_for_places(rules, obs, scoped))
     metrics = judged_now | {o.metric for o in reading}
     if states:
         _rejudge(rules, states, ts, first, frozenset(metrics), out)
     for silence in rules.absence:
-        if silence.id in scoped:
-            metric = silence.metric
+        if silence.rule_id in scoped:
+            metric = silence.rule.metric
             obs = first if first.metric == metric else first._replace(metric=metric)
             seen = obs if metric in metrics else None
             _judge_device_rule(silence, states, ts, obs, seen, out)
@@ -355,17 +356,17 @@ def sweep_device(
     )
     if states:
         out.alerts.extend(retire(states, subject.place_path, now, _device_stale(rules, scoped)))
-    for rule in rules.absence:
-        kind = REGISTRY[rule.kind]
-        state = states.get(rule.id)
+    for silence in rules.absence:
+        rule_id, rule, kind, kind_name, _ = silence
+        state = states.get(rule_id)
         if state is None:
             seeded = kind.seed(rule, now)
-            if seeded is not None and rule.id in scoped:
-                states[rule.id] = AlertState(memory=seeded, kind=rule.kind)
+            if seeded is not None and rule_id in scoped:
+                states[rule_id] = AlertState(memory=seeded, kind=kind_name)
             continue
         if kind.due(rule, state, now):
             obs = subject._replace(metric=rule.metric)
-            _judge_device_rule(rule, states, now, obs, None, out)
+            _judge_device_rule(silence, states, now, obs, None, out)
     if states:
         _rejudge(rules, states, now, subject, frozenset(), out)
     if out.alerts or states != memory.rules:

@@ -8,7 +8,7 @@ Pure: the caller reads the file and passes its text.
 ...     metric: pm25
 ...     levels: {yellow: 115, orange: 150}
 ... ''', source="city.yaml")
->>> [r.id for r in rs.by_metric["pm25"]]
+>>> [j.rule_id for j in rs.by_metric["pm25"]]
 ['pm25-high']
 """
 
@@ -19,22 +19,24 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, create_model
 
-from rules.kinds import REGISTRY, Duration, PositiveDuration, Rule
+from rules.kinds import REGISTRY, Duration, PositiveDuration, Rule, RuleKind
 
 __all__ = [
     "DEFAULT_GRACE",
     "DEFAULT_INTERVAL",
     "DEFAULT_STALE_AFTER",
     "KINDS",
+    "Judged",
     "RuleFileError",
     "RuleProblem",
     "RuleSet",
     "file_error",
+    "judged",
     "line_of",
     "load_yaml",
     "parse_rules",
@@ -89,6 +91,27 @@ SCOPES_KEPT = 65_536
 """Scopes whose rules a rule set remembers (a bound on memory; forgotten ones are worked out again)."""
 
 
+class Judged(NamedTuple):
+    """A device rule as the engine judges it at every value: what it reads of the rule, read
+    once when the file is loaded (an attribute of a rule spec, a pydantic model, costs a
+    compiled loop several dictionary look-ups; its kind's name and role come from the
+    registry)."""
+
+    rule_id: str
+    rule: Any
+    kind: RuleKind[Any]
+    kind_name: str
+    filters: bool
+    """Whether the kind's ``accepts`` may refuse an observation (it is not asked otherwise)."""
+
+
+def judged(rule: Any) -> Judged:
+    """The rule with what the engine reads of it at every value."""
+    kind = REGISTRY[rule.kind]
+    filters = type(kind).accepts is not RuleKind.accepts
+    return Judged(rule.id, rule, kind, rule.kind, filters)
+
+
 @dataclass(frozen=True)
 class RuleSet:
     """A validated rule file, indexed for the stream: rules by metric, by kind and by id.
@@ -106,8 +129,9 @@ class RuleSet:
     stale_after: float = DEFAULT_STALE_AFTER
     default_interval: timedelta = DEFAULT_INTERVAL
     by_id: dict[str, Any] = field(init=False, repr=False, compare=False, default_factory=dict)
-    absence: tuple[Any, ...] = field(init=False, repr=False, compare=False, default=())
-    by_metric: dict[str, tuple[Any, ...]] = field(
+    absence: tuple[Judged, ...] = field(init=False, repr=False, compare=False, default=())
+    """The rules judged at every reading and clock tick of a device (role ``silence``)."""
+    by_metric: dict[str, tuple[Judged, ...]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
     """The rules judged at each value of a metric (role ``reading``: threshold, rate,
@@ -131,9 +155,9 @@ class RuleSet:
                     composite[metric].append(rule)
             elif role == "reading":
                 device[rule.metric].append(rule)
-        self.by_metric.update({m: tuple(rs) for m, rs in device.items()})
+        self.by_metric.update({m: tuple(map(judged, rs)) for m, rs in device.items()})
         self.composite_by_metric.update({m: tuple(rs) for m, rs in composite.items()})
-        absence = tuple(r for r in self.rules if REGISTRY[r.kind].role == "silence")
+        absence = tuple(judged(r) for r in self.rules if REGISTRY[r.kind].role == "silence")
         object.__setattr__(self, "absence", absence)
 
     def scoped(self, scope: Scope) -> frozenset[str]:

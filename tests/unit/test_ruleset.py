@@ -10,7 +10,7 @@ def test_the_shipped_default_rules_are_valid() -> None:
         resources.files("rules").joinpath("default.yaml").read_text(), "default.yaml"
     )
     assert {"waterlogging-depth", "pm25-pollution", "camera-smoke-fire"} <= {r.id for r in rules}
-    assert [r.id for r in rules.by_metric["water_level_cm"]] == [
+    assert [j.rule_id for j in rules.by_metric["water_level_cm"]] == [
         "waterlogging-depth",
         "water-rising-fast",
     ]
