@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any, Literal
 
 from cityvitals.contracts import WarningLevel, iso
@@ -24,6 +25,11 @@ class AbsenceRule(RuleBase):
     level: WarningLevel = WarningLevel.YELLOW
     summary: Summary = "no {metric} from {device_id} for {value:.0f} s ({level})"
 
+    @cached_property
+    def after_s(self) -> float:
+        """``after`` in seconds: judged at every reading of the device."""
+        return self.after.total_seconds()
+
 
 class AbsenceKind(RuleKind[AbsenceRule]):
     """Memory: when the metric was last seen (or the device first met the rule)."""
@@ -37,10 +43,10 @@ class AbsenceKind(RuleKind[AbsenceRule]):
     ) -> Judgement:
         seen = obs is not None
         last = at if seen or state.memory is None else datetime.fromisoformat(state.memory)
-        silent = (at - last).total_seconds()
-        level = rule.level if silent >= rule.after.total_seconds() else None
+        silent, after = (at - last).total_seconds(), rule.after_s
+        level = rule.level if silent >= after else None
         # every field given, not the class called: see rules.kinds.threshold.judge_levelled
-        return _make(Judgement, (level, silent, rule.after.total_seconds(), iso(last), (), ""))
+        return _make(Judgement, (level, silent, after, iso(last), (), ""))
 
     def wait(self, rule: AbsenceRule, stale: timedelta, grace: timedelta) -> timedelta:
         return rule.after

@@ -10,7 +10,7 @@ import math
 import re
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
     AfterValidator,
@@ -24,6 +24,7 @@ from pydantic import (
 from cityvitals.contracts import IDENTIFIER, METRIC, Derived, WarningLevel
 
 __all__ = [
+    "Bands",
     "Duration",
     "Finite",
     "LevelledRule",
@@ -146,6 +147,16 @@ class RuleBase(Derived):
         )
 
 
+class Bands(NamedTuple):
+    """A levelled rule's levels as a value is judged by them."""
+
+    above: bool
+    """Whether a value passes a level by being at or above it (else at or below it)."""
+    highest_first: tuple[tuple[WarningLevel, float], ...]
+    lowest: tuple[WarningLevel, float]
+    clear: float | None
+
+
 class LevelledRule(RuleBase):
     """A value judged against warning levels, with optional hysteresis.
 
@@ -172,6 +183,12 @@ class LevelledRule(RuleBase):
     @cached_property
     def lowest(self) -> tuple[WarningLevel, float]:
         return self.highest_first[-1]
+
+    @cached_property
+    def bands(self) -> Bands:
+        """What a value is judged by, read at every value in one attribute read (four reads
+        of a pydantic model's attributes cost about three times one)."""
+        return Bands(self.direction == "above", self.highest_first, self.lowest, self.clear)
 
     @field_validator("levels")
     @classmethod

@@ -94,11 +94,10 @@ def judge_levelled(rule: LevelledRule, value: float, firing: bool, memory: objec
     >>> [judge_levelled(held, 4.0, firing, None).level for firing in (True, False)]
     [<WarningLevel.RED: 'red'>, None]
     """
-    above = rule.direction == "above"
-    for level, threshold in rule.highest_first:
+    above, highest_first, lowest, clear = rule.bands
+    for level, threshold in highest_first:
         if (value >= threshold) if above else (value <= threshold):
             return _make(Judgement, (level, value, threshold, memory, (), ""))
-    lowest, clear = rule.lowest, rule.clear
     if firing and clear is not None and not (value < clear if above else value > clear):
         # inside the hysteresis band: held at the lowest level
         return _make(Judgement, (lowest[0], value, lowest[1], memory, (), ""))
