@@ -233,3 +233,9 @@ def test_iso_writes_what_isoformat_writes(ts: datetime, offset_min: int) -> None
     for zone in (UTC, timezone(timedelta(minutes=offset_min)), ZoneInfo("Asia/Shanghai")):
         moved = ts.replace(tzinfo=zone)
         assert iso(moved) == moved.isoformat()
+    later = _Later.fromisoformat(ts.replace(tzinfo=UTC).isoformat())  # a subclass, in UTC
+    assert iso(later) == later.isoformat()
+
+
+class _Later(datetime):
+    """A subclass of datetime, as other libraries make (orjson refuses to write them)."""

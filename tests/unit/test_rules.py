@@ -619,6 +619,21 @@ def test_two_values_of_one_instant_give_no_rate() -> None:
     assert d.alerts == []
 
 
+def test_a_rate_rule_with_no_least_span_still_needs_two_instants() -> None:
+    # min_span 0s: values a microsecond apart are judged, values of one instant are not
+    # (their rate would divide by zero)
+    d = Device(
+        rules(
+            "rules: [{id: r, kind: rate, metric: water_level_cm, over: 30m, per: 1h,"
+            " min_span: 0s, levels: {yellow: 10}}]"
+        )
+    )
+    d.read(obs(1, 0), obs(5, 0))
+    assert d.alerts == []
+    d.read(obs(9, 1 / 60))  # 8 cm in a second
+    assert [a.level for a in d.alerts] == [WarningLevel.YELLOW]
+
+
 def test_an_event_that_is_no_longer_seen_resolves_its_alert() -> None:
     d = Device(
         rules(
