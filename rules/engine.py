@@ -132,9 +132,9 @@ def _judge_device_rule(
 ) -> None:
     """Judge one device rule at ``at`` (``seen``: the new value, if any); ``obs`` names the
     device and metric of the alert."""
-    rule_id, rule, kind, kind_name, _ = of
+    rule_id, rule, kind, _ = of
     held = states.get(rule_id)
-    state = held or _fresh(kind_name)
+    state = held or _fresh(kind.name)
     judged = kind.judge(rule, state, at, seen)
     out.evaluations += 1
     if judged.level is None and (held is None or _quiet(held)):
@@ -201,9 +201,11 @@ def _rejudge(
         if state.pending_since is None and state.alert_id is None:
             continue  # first: most states are quiet (a rate or absence rule's memory)
         rule = rules.by_id.get(rule_id)
-        if rule is None or REGISTRY[rule.kind].role != "reading" or rule.metric in fresh:
+        if rule is None:
             continue
         kind = REGISTRY[rule.kind]
+        if kind.role != "reading" or rule.metric in fresh:
+            continue
         last = kind.last_value(rule, state)
         if last is None:
             continue
@@ -357,12 +359,12 @@ def sweep_device(
     if states:
         out.alerts.extend(retire(states, subject.place_path, now, _device_stale(rules, scoped)))
     for silence in rules.absence:
-        rule_id, rule, kind, kind_name, _ = silence
+        rule_id, rule, kind, _ = silence
         state = states.get(rule_id)
         if state is None:
             seeded = kind.seed(rule, now)
             if seeded is not None and rule_id in scoped:
-                states[rule_id] = AlertState(memory=seeded, kind=kind_name)
+                states[rule_id] = AlertState(memory=seeded, kind=kind.name)
             continue
         if kind.due(rule, state, now):
             obs = subject._replace(metric=rule.metric)

@@ -36,7 +36,6 @@ __all__ = [
     "RuleProblem",
     "RuleSet",
     "file_error",
-    "judged",
     "line_of",
     "load_yaml",
     "parse_rules",
@@ -94,22 +93,19 @@ SCOPES_KEPT = 65_536
 class Judged(NamedTuple):
     """A device rule as the engine judges it at every value: what it reads of the rule, read
     once when the file is loaded (an attribute of a rule spec, a pydantic model, costs a
-    compiled loop several dictionary look-ups; its kind's name and role come from the
-    registry)."""
+    compiled loop several dictionary look-ups; its kind comes from the registry)."""
 
     rule_id: str
     rule: Any
     kind: RuleKind[Any]
-    kind_name: str
     filters: bool
     """Whether the kind's ``accepts`` may refuse an observation (it is not asked otherwise)."""
 
 
-def judged(rule: Any) -> Judged:
+def _judged(rule: Any) -> Judged:
     """The rule with what the engine reads of it at every value."""
     kind = REGISTRY[rule.kind]
-    filters = type(kind).accepts is not RuleKind.accepts
-    return Judged(rule.id, rule, kind, rule.kind, filters)
+    return Judged(rule.id, rule, kind, type(kind).accepts is not RuleKind.accepts)
 
 
 @dataclass(frozen=True)
@@ -155,9 +151,9 @@ class RuleSet:
                     composite[metric].append(rule)
             elif role == "reading":
                 device[rule.metric].append(rule)
-        self.by_metric.update({m: tuple(map(judged, rs)) for m, rs in device.items()})
+        self.by_metric.update({m: tuple(map(_judged, rs)) for m, rs in device.items()})
         self.composite_by_metric.update({m: tuple(rs) for m, rs in composite.items()})
-        absence = tuple(judged(r) for r in self.rules if REGISTRY[r.kind].role == "silence")
+        absence = tuple(_judged(r) for r in self.rules if REGISTRY[r.kind].role == "silence")
         object.__setattr__(self, "absence", absence)
 
     def scoped(self, scope: Scope) -> frozenset[str]:
