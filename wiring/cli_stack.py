@@ -133,7 +133,8 @@ def up(
     incident_after: Annotated[
         float,
         typer.Option(
-            help=f"Seconds before the first incident (the next {INCIDENT_SPACING_S:g} s apart)."
+            help=f"Seconds before the first incident (the next {INCIDENT_SPACING_S:g} s apart);"
+            " negative: it began that long before, so the simulation opens with it under way."
         ),
     ] = INCIDENT_AFTER_S,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
@@ -237,7 +238,7 @@ def _prepare_simulator(s: Settings, seed: int, interval: float, incidents: list[
     time.sleep(1)  # let the broker reload its password file
     for inc in planned:
         typer.echo(
-            f"incident {inc.kind} at {inc.place_id} from +{inc.start:.0f} s "
+            f"incident {inc.kind} at {inc.place_id} from {inc.start:+.0f} s "
             f"for {inc.duration / 60:g} min"
         )
     return Simulator(s, city, secrets, seed=seed, interval=interval, incidents=planned)
@@ -256,7 +257,8 @@ def simulate(
     incident_after: Annotated[
         float,
         typer.Option(
-            help=f"Seconds before the first incident (the next {INCIDENT_SPACING_S:g} s apart)"
+            help=f"Seconds before the first incident (the next {INCIDENT_SPACING_S:g} s apart);"
+            " negative: it began that long before"
         ),
     ] = INCIDENT_AFTER_S,
 ) -> None:

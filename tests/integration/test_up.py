@@ -22,8 +22,11 @@ from wiring.stack import port_is_open
 pytestmark = pytest.mark.integration
 
 # The flood rises linearly to its full height; it passes the first depth level (5 cm) that
-# share of the way up (after about 2 minutes).
+# share of the way up (after about 2 minutes). The simulation opens with the flood that far
+# under way, less a few readings' worth (``--incident-after`` negative), so the test does not
+# wait for it.
 FLOOD_REACHES_BLUE_S = SHAPES["flood"].rise * 5 / FLOOD_PEAK_CM
+UNDER_WAY_S = int(FLOOD_REACHES_BLUE_S) - 10
 
 
 def test_up_with_the_simulator_and_ctrl_c(tmp_path: Path) -> None:
@@ -48,7 +51,7 @@ def test_up_with_the_simulator_and_ctrl_c(tmp_path: Path) -> None:
         "--incident",
         "flood@sim-d1-s1-g1",
         "--incident-after",
-        "0",
+        str(-UNDER_WAY_S),
         "--metrics-base",
         str(free_port_block(5)),
     ]
@@ -80,7 +83,7 @@ def test_up_with_the_simulator_and_ctrl_c(tmp_path: Path) -> None:
                 "SELECT rule_id, level, place_path FROM alerts "
                 "WHERE device_id = 'sim-waterlevel-d1s1g1' AND rule_id = 'waterlogging-depth'"
             ),
-            FLOOD_REACHES_BLUE_S + 60,
+            FLOOD_REACHES_BLUE_S - UNDER_WAY_S + 60,
             "the flood alert, stored from the alerts topic",
         )
         assert alert[0][0] == "waterlogging-depth"
