@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 from cityvitals.contracts import AlertStatus, WarningLevel, iso
 
-__all__ = ["AlertState", "Transition", "alert_id", "resolve", "step"]
+__all__ = ["AlertState", "Transition", "alert_id", "quiet", "resolve", "step"]
 
 
 def alert_id(key: str, started_at: datetime) -> str:
@@ -215,14 +215,28 @@ def step(
     return lowered, _transition(lowered, AlertStatus.FIRING)
 
 
+def quiet(memory: Any, kind: str) -> AlertState:
+    """A quiet state holding a kind's memory alone, as ``AlertState(memory=..., kind=...)``
+    makes it: made by ``tuple.__new__`` over every field, for the class called with keywords
+    fills its defaults in a Python frame (a rate or absence rule's memory moves at most
+    readings).
+
+    >>> quiet([1], "rate") == AlertState(memory=[1], kind="rate")
+    True
+    """
+    return _make(
+        AlertState, (None, None, None, 0, None, None, None, memory, kind, None, None, None)
+    )
+
+
+_make = tuple.__new__
+
+
 def resolve(state: AlertState) -> tuple[AlertState, Transition]:
     """End a firing episode now: the state keeps only the kind's memory."""
     assert state.alert_id is not None
     resolved = state._replace(revision=state.revision + 1)
-    return (
-        AlertState(memory=state.memory, kind=state.kind),
-        _transition(resolved, AlertStatus.RESOLVED),
-    )
+    return quiet(state.memory, state.kind), _transition(resolved, AlertStatus.RESOLVED)
 
 
 def _transition(state: AlertState, status: AlertStatus) -> Transition:

@@ -36,7 +36,7 @@ from cityvitals.contracts import (
     iso,
     trusted,
 )
-from rules.alerting import AlertState, Transition, resolve, step
+from rules.alerting import AlertState, Transition, quiet, resolve, step
 from rules.alerts import alert, retire
 from rules.kinds import REGISTRY, Judgement, RuleBase
 from rules.memory import DeviceMemory, PlaceMemory
@@ -142,7 +142,7 @@ def _judge_device_rule(
         if judged.memory is None:
             states.pop(rule_id, None)
         elif held is None or judged.memory is not held.memory:
-            states[rule_id] = AlertState(memory=judged.memory, kind=state.kind)
+            states[rule_id] = quiet(judged.memory, state.kind)
         return
     _step_device(rule, states, state, judged, obs, at, out, fresh)
 
@@ -295,7 +295,10 @@ def evaluate_device(
     if out.arrival is not Arrival.IN_ORDER:
         return out
     states = dict(memory.rules)
-    scoped = rules.scoped((first.device_type, first.profile_id, first.place_path, first.tags))
+    scope = (first.device_type, first.profile_id, first.place_path, first.tags)
+    scoped = rules.scopes.get(scope)
+    if scoped is None:
+        scoped = rules.scoped(scope)
     if states:
         out.alerts.extend(retire(states, first.place_path, ts, _device_stale(rules, scoped)))
     for obs in reading:

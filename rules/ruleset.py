@@ -99,13 +99,14 @@ class Judged(NamedTuple):
     rule: Any
     kind: RuleKind[Any]
     filters: bool
-    """Whether the kind's ``accepts`` may refuse an observation (it is not asked otherwise)."""
+    """Whether the kind's ``accepts`` may refuse an observation for this rule
+    (:meth:`~rules.kinds.base.RuleKind.filters`; it is not asked otherwise)."""
 
 
 def _judged(rule: Any) -> Judged:
     """The rule with what the engine reads of it at every value."""
     kind = REGISTRY[rule.kind]
-    return Judged(rule.id, rule, kind, type(kind).accepts is not RuleKind.accepts)
+    return Judged(rule.id, rule, kind, kind.filters(rule))
 
 
 @dataclass(frozen=True)
@@ -136,9 +137,12 @@ class RuleSet:
         init=False, repr=False, compare=False, default_factory=dict
     )
     """The rules judged on a place's partition (role ``place``) from each metric."""
-    _scoped: dict[Scope, frozenset[str]] = field(
+    scopes: dict[Scope, frozenset[str]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
+    """What :meth:`scoped` worked out so far, by scope: the engine reads it at every reading
+    (from compiled code, a look-up; the method is a Python call) and asks the method only for
+    a scope not here yet."""
 
     def __post_init__(self) -> None:
         device: dict[str, list[Any]] = defaultdict(list)
@@ -159,12 +163,12 @@ class RuleSet:
     def scoped(self, scope: Scope) -> frozenset[str]:
         """The ids of the rules that apply to devices of this scope (type, profile, place
         path, tags), worked out once per scope: asked at every reading."""
-        ids = self._scoped.get(scope)
+        ids = self.scopes.get(scope)
         if ids is None:
-            if len(self._scoped) >= SCOPES_KEPT:
-                self._scoped.clear()
+            if len(self.scopes) >= SCOPES_KEPT:
+                self.scopes.clear()
             ids = frozenset(r.id for r in self.rules if r.in_scope(*scope))
-            self._scoped[scope] = ids
+            self.scopes[scope] = ids
         return ids
 
     def interval(self, expected_interval_s: float | None) -> timedelta:

@@ -37,7 +37,6 @@ from cityvitals.contracts.base import (
     Identifier,
     MetricName,
     UtcDatetime,
-    iso,
 )
 from cityvitals.contracts.health import (
     STAGE,
@@ -93,6 +92,7 @@ from cityvitals.contracts.readings import (
     ReadingPayload,
 )
 from cityvitals.contracts.trust import trusted
+from cityvitals.instants import iso
 
 __all__ = [
     "FEEDBACK_ACTIONS",

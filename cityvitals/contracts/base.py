@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Annotated, Any, Literal, NoReturn, Self
 
-from orjson import dumps as _dumps
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -30,33 +29,6 @@ Instant = AwareDatetime
 """A timestamp that must carry its zone, not converted: the high-volume fields stages
 exchange (a reading's time), which the gateway made UTC already. Checked inside pydantic's
 core: a Python validator per field would cost more than the rest of the reading's decode."""
-_ISO: dict[int, tuple[datetime, str]] = {}
-ISO_KEPT = 4096
-"""Instants whose ISO form :func:`iso` remembers (a bound on memory)."""
-
-
-def iso(ts: datetime) -> str:
-    """``ts.isoformat()``, remembered for the last few thousand datetime objects asked: a
-    stage formats each reading's instant several times in a batch (its rule memories, its
-    marks), and formatting costs several times what a look-up does. A ``datetime`` in the
-    standard library's UTC zone (every instant a stage has enriched) is written by orjson,
-    which gives the same text in under a third of the time (a unit test holds them equal).
-
-    >>> iso(datetime(2026, 7, 1, tzinfo=UTC)), iso(datetime(2026, 7, 1, 0, 0, 1, 5, tzinfo=UTC))
-    ('2026-07-01T00:00:00+00:00', '2026-07-01T00:00:01.000005+00:00')
-    """
-    held = _ISO.get(id(ts))
-    if held is not None and held[0] is ts:  # held, so its id cannot have been reused
-        return held[1]
-    # orjson refuses subclasses of datetime (a pandas Timestamp): they keep isoformat
-    plain = type(ts) is datetime and ts.tzinfo is UTC
-    text = _dumps(ts)[1:-1].decode() if plain else ts.isoformat()
-    if len(_ISO) >= ISO_KEPT:
-        _ISO.clear()
-    _ISO[id(ts)] = (ts, text)
-    return text
-
-
 Identifier = Annotated[str, Field(pattern=IDENTIFIER)]
 MetricName = Annotated[str, Field(pattern=METRIC)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]

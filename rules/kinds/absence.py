@@ -45,7 +45,7 @@ class AbsenceKind(RuleKind[AbsenceRule]):
         last = at if seen or state.memory is None else datetime.fromisoformat(state.memory)
         silent, after = (at - last).total_seconds(), rule.after_s
         level = rule.level if silent >= after else None
-        # every field given, not the class called: see rules.kinds.threshold.judge_levelled
+        # every field given, not the class called: see rules.kinds.levels.judge_levelled
         return _make(Judgement, (level, silent, after, iso(last), (), ""))
 
     def wait(self, rule: AbsenceRule, stale: timedelta, grace: timedelta) -> timedelta:

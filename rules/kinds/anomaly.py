@@ -14,8 +14,8 @@ from rules.alerting import AlertState
 from rules.detectors.novelty import NoveltyDetector, NoveltyParams
 from rules.detectors.seasonal import AnomalyParams, SeasonalDetector
 from rules.kinds.base import Example, Judgement, RuleKind
+from rules.kinds.levels import judge_levelled
 from rules.kinds.spec import LevelledRule, Summary
-from rules.kinds.threshold import judge_levelled
 from rules.observation import Observation
 
 __all__ = ["KIND", "AnomalyRule"]

@@ -76,6 +76,12 @@ class RuleKind(ABC, Generic[R]):
         """Whether the observation is judged at all (a camera event below a confidence)."""
         return True
 
+    def filters(self, rule: R) -> bool:
+        """Whether :meth:`accepts` may refuse an observation for ``rule``: asked once, when
+        the file loads, and ``accepts`` is not asked at every value when it may not. By
+        default, whether the kind overrides ``accepts``."""
+        return type(self).accepts is not RuleKind.accepts
+
     def wait(self, rule: R, stale: timedelta, grace: timedelta) -> timedelta:
         """How long after a device's last reading the rule may still act, before ``for`` and
         ``keep_firing_for``; ``stale`` is the rule's stale horizon."""

@@ -9,8 +9,8 @@ from typing import Any, Literal
 from cityvitals.contracts import iso
 from rules.alerting import AlertState
 from rules.kinds.base import Example, Judgement, RuleKind
+from rules.kinds.levels import judge_levelled
 from rules.kinds.spec import Duration, LevelledRule, PositiveDuration, Summary, human
-from rules.kinds.threshold import judge_levelled
 from rules.observation import Observation
 
 __all__ = ["KIND", "RATE_POINTS", "RateRule"]
@@ -66,7 +66,7 @@ class RateKind(RuleKind[RateRule]):
         if len(points) > RATE_POINTS:
             points = [*points[:-1:2], points[-1]]
         if since is None or ts - since < rule.span:
-            # every field given, not the class called: see rules.kinds.threshold.judge_levelled
+            # every field given, not the class called: see rules.kinds.levels.judge_levelled
             return _make(Judgement, (None, 0.0, rule.lowest[1], points, (), ""))
         elapsed = (ts - since) / rule.per
         rate = (obs.value - kept[old][1]) / elapsed

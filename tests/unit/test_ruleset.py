@@ -73,4 +73,14 @@ def test_the_rules_of_a_scope_are_those_in_scope_and_the_memory_of_scopes_is_bou
     monkeypatch.setattr(rules.ruleset, "SCOPES_KEPT", 3)
     for i in range(10):
         assert rs.scoped(("noise", None, ("c", f"d{i}"), ())) == {"all"}
-    assert len(rs._scoped) <= 3
+    assert len(rs.scopes) <= 3
+
+
+def test_accepts_is_asked_only_of_a_rule_that_may_refuse_an_observation() -> None:
+    rs = parse_rules(
+        "rules: [{id: smoke, metric: camera.smoke_fire, levels: {red: 0.5}, min_confidence: 0.8},"
+        " {id: deep, metric: water_cm, levels: {red: 40}},"
+        " {id: fast, kind: rate, metric: water_cm, over: 15m, levels: {red: 2}}]"
+    )
+    judged = {j.rule_id: j.filters for js in rs.by_metric.values() for j in js}
+    assert judged == {"smoke": True, "deep": False, "fast": False}
