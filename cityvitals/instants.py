@@ -1,8 +1,8 @@
 """Instants as whole microseconds since 1970 (UTC): how state written at every reading keeps a
-reading's time (a device's watermark, the recent instants of its marks); and their ISO form
-(:func:`iso`), for the state that keeps them as text. Making the ISO form
+reading's time (a device's watermark, the recent instants of its marks). Making the ISO form
 took about 7,000 instructions a reading (three formatted strings, by callgrind), this a third
-of that; and the count is exact, where seconds in a float are not at a microsecond.
+of that; and the count is exact, where seconds in a float are not at a microsecond. State that
+keeps instants as text (a rate rule's points, an alert state's instants) has :func:`iso`.
 
 Compiled (``[tool.cityvitals] compiled``): the stream stage calls these at every reading.
 

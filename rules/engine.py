@@ -367,7 +367,7 @@ def sweep_device(
         if state is None:
             seeded = kind.seed(rule, now)
             if seeded is not None and rule_id in scoped:
-                states[rule_id] = AlertState(memory=seeded, kind=kind.name)
+                states[rule_id] = quiet(seeded, kind.name)
             continue
         if kind.due(rule, state, now):
             obs = subject._replace(metric=rule.metric)

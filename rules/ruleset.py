@@ -162,7 +162,8 @@ class RuleSet:
 
     def scoped(self, scope: Scope) -> frozenset[str]:
         """The ids of the rules that apply to devices of this scope (type, profile, place
-        path, tags), worked out once per scope: asked at every reading."""
+        path, tags), worked out once per scope and kept in :attr:`scopes` (which the engine
+        reads at every reading, asking this only for a scope not there)."""
         ids = self.scopes.get(scope)
         if ids is None:
             if len(self.scopes) >= SCOPES_KEPT:

@@ -73,7 +73,9 @@ class RuleKind(ABC, Generic[R]):
         """A story that fires and resolves an alert of this kind (see :class:`Example`)."""
 
     def accepts(self, rule: R, obs: Observation) -> bool:
-        """Whether the observation is judged at all (a camera event below a confidence)."""
+        """Whether the observation is judged at all (a camera event below a confidence).
+        Asked only of a rule for which :meth:`filters` is true: a kind that overrides one
+        keeps the other in step."""
         return True
 
     def filters(self, rule: R) -> bool:

@@ -22,7 +22,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +30,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cityvitals import kafka
@@ -262,17 +262,13 @@ def on_raw(pipeline: Pipeline, lost: dict[str, list[int]]) -> dict[int, dict[str
 
 
 def _on_raw(pipeline: Pipeline, lost: dict[str, list[int]]) -> dict[int, dict[str, Any]]:
-    s = pipeline.settings
-    topic = s.topic(Topic.READINGS_RAW)
-    group = s.topic(s.streams_app_id)
-    consumer = kafka.consumer(s, group, **{"enable.partition.eof": True})
-    try:
-        parts = [TopicPartition(topic, p) for p in range(s.kafka_partitions)]
-        view: dict[int, dict[str, Any]] = {}
-        for tp in consumer.committed(parts, timeout=10):
-            _low, high = consumer.get_watermark_offsets(tp, timeout=10)
-            view[tp.partition] = {"high": high, "read_to": 0, "committed": tp.offset, "lost_at": {}}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in view])
+    with closing(RawProgress(pipeline.settings, **{"enable.partition.eof": True})) as raw:
+        view: dict[int, dict[str, Any]] = {
+            p: {"high": high, "read_to": 0, "committed": committed, "lost_at": {}}
+            for p, (high, committed) in enumerate(zip(raw.ends(), raw.committed(), strict=True))
+        }
+        consumer = raw.consumer
+        consumer.assign([TopicPartition(raw.topic, p, OFFSET_BEGINNING) for p in view])
         ended: set[int] = set()
         deadline = time.monotonic() + 30
         while len(ended) < len(view) and time.monotonic() < deadline:
@@ -290,8 +286,6 @@ def _on_raw(pipeline: Pipeline, lost: dict[str, list[int]]) -> dict[int, dict[st
                     at = view[partition]["lost_at"]
                     at.setdefault(f"{r['device_id']}#{r['seq']}", []).append(msg.offset())
         return view
-    finally:
-        consumer.close()
 
 
 def wait_until_stored(
@@ -300,52 +294,57 @@ def wait_until_stored(
     ids: list[str],
     published: int,
     quiet_s: float = 15,
-    limit_s: float = 150,
+    limit_s: float = 90,
 ) -> None:
-    """Until ``published`` rows are stored, or the pipeline has nothing left to give (then the
-    checks that follow say what is missing): no row came for ``quiet_s``, and the stream
-    group has since read every message ``readings.raw`` held when rows stopped coming. A
-    stream still catching up after a fault (slow on a loaded machine: on the S3-backed broker
-    each fetch lists the partition's objects) is waited for, at most ``limit_s``; one that
-    stopped reading is not, and fails with the rest."""
-    raw = RawProgress(pipeline.settings)
-    try:
+    """Until ``published`` rows are stored, or nothing more will come (then the checks that
+    follow say what is missing): no row came for ``quiet_s``, then the stream group read past
+    where ``readings.raw`` ended at that point, and no row came for ``quiet_s / 3`` more (the
+    sinks write what the stream sent last). A stream still catching up after a fault (slow on a
+    loaded machine: on the S3-backed broker each fetch lists the partition's objects) is waited
+    for, up to ``limit_s`` in all; so is one that stopped reading, which then fails the checks.
+
+    Past the end, not at it: tansu may report an end one short, and the stream's own clock
+    ticks reach every partition each second, so a stream that reads comes past it."""
+    with closing(RawProgress(pipeline.settings)) as raw:
         last, changed = -1, time.monotonic()
         deadline = changed + limit_s
-        held: list[int] | None = None  # readings.raw's ends when rows stopped coming
+        ends: list[int] | None = None  # where readings.raw ended once rows had stopped
+        passed: float | None = None  # when the stream group had read past them
+        asked = 0.0
         while (stored := pipeline.query(count_sql, ids)[0][0]) < published:
             now = time.monotonic()
             if stored != last:
-                last, changed, held = stored, now, None
-            elif now > deadline:
+                last, changed, ends, passed = stored, now, None, None
+            elif now > deadline or (passed is not None and now - passed > quiet_s / 3):
                 return
-            elif now - changed > quiet_s:
-                if held is None:
-                    held = raw.ends()
-                elif raw.read_past(held):
-                    return  # all it held is read, and still no row: nothing more will come
+            elif now - changed > quiet_s and passed is None and now - asked >= 1:
+                asked = now
+                try:
+                    if ends is None:
+                        ends = raw.ends()
+                    elif all(c > e for c, e in zip(raw.committed(), ends, strict=True)):
+                        passed = now
+                except KafkaException:
+                    pass  # the broker does not answer yet (just restarted): asked again
             time.sleep(0.2)
-    finally:
-        raw.close()
 
 
 class RawProgress:
-    """Where ``readings.raw`` ends, and how far the stream group has read it."""
+    """``readings.raw`` as the stream group reads it: where each partition ends, and the
+    offsets the group committed (read by a consumer of the group's id that never joins it)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, **overrides: Any) -> None:
         self.topic = settings.topic(Topic.READINGS_RAW)
-        self.group = settings.topic(settings.streams_app_id)
         self.parts = [TopicPartition(self.topic, p) for p in range(settings.kafka_partitions)]
-        self.consumer = kafka.consumer(settings, self.group)
+        group = settings.topic(settings.streams_app_id)
+        self.consumer = kafka.consumer(settings, group, **overrides)
 
     def ends(self) -> list[int]:
         return [self.consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in self.parts]
 
-    def read_past(self, ends: list[int]) -> bool:
-        """Whether the group's committed offsets reached ``ends`` on every partition (the
-        Faust stage commits after a group's outputs are confirmed, so rows follow soon)."""
-        committed = self.consumer.committed(self.parts, timeout=10)
-        return all(tp.offset >= end for tp, end in zip(committed, ends, strict=True))
+    def committed(self) -> list[int]:
+        """The group's committed offsets (the next to read; negative: none yet)."""
+        return [tp.offset for tp in self.consumer.committed(self.parts, timeout=10)]
 
     def close(self) -> None:
         self.consumer.close()

@@ -156,3 +156,11 @@ def test_incident_specs_are_planned_in_turn_or_refused_with_the_reason() -> None
         plan_incidents(city, ["tsunami"], 0)
     with pytest.raises(IncidentSpecError, match="'sim-d9' is not a grid"):
         plan_incidents(city, ["flood@sim-d9"], 0)
+
+
+def test_an_incident_may_be_under_way_when_the_simulator_starts_but_not_over() -> None:
+    city = build_city()
+    (flood,) = plan_incidents(city, ["flood"], -120.0)
+    assert flood.start == -120.0 and flood.strength(0.0) == pytest.approx(0.1)
+    with pytest.raises(IncidentSpecError, match="over 5 s before the simulator starts"):
+        plan_incidents(city, ["fire"], -365.0)  # a fire's course lasts 360 s

@@ -110,8 +110,9 @@ def _place(
 
 
 def plan_incidents(city: City, specs: Sequence[str], after: float) -> list[Incident]:
-    """``KIND[@GRID]`` specs as incidents: the first ``after`` s in, the next every
-    :data:`INCIDENT_SPACING_S`; a spec without a grid takes the city's next grid."""
+    """``KIND[@GRID]`` specs as incidents: the first ``after`` s in (negative: under way
+    already), the next every :data:`INCIDENT_SPACING_S`; a spec without a grid takes the
+    city's next grid. One that would be over before the simulator starts is refused."""
     grids = [p.place_id for p in city.places if p.level is PlaceLevel.GRID]
     planned = []
     for i, spec in enumerate(specs):
@@ -121,7 +122,15 @@ def plan_incidents(city: City, specs: Sequence[str], after: float) -> list[Incid
         place = place or grids[i % len(grids)]
         if place not in grids:
             raise IncidentSpecError(spec, f"{place!r} is not a grid of the simulated city")
-        planned.append(Incident(kind, place, start=after + INCIDENT_SPACING_S * i))
+        incident = Incident(kind, place, start=after + INCIDENT_SPACING_S * i)
+        if incident.start + incident.duration <= 0:
+            over = -(incident.start + incident.duration)
+            raise IncidentSpecError(
+                spec,
+                f"it would be over {over:g} s before the simulator starts (its course "
+                f"lasts {incident.duration:g} s; see --incident-after)",
+            )
+        planned.append(incident)
     return planned
 
 

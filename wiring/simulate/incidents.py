@@ -62,7 +62,8 @@ _AFFECTS: dict[str, dict[str, float]] = {
 @dataclass(frozen=True)
 class Incident:
     """An injected problem: ``kind`` at the grid ``place_id``, from ``start`` s after the
-    simulator starts, following the kind's :data:`SHAPES`."""
+    simulator starts (negative: it began that long before), following the kind's
+    :data:`SHAPES`."""
 
     kind: str
     place_id: str
