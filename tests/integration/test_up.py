@@ -23,8 +23,7 @@ pytestmark = pytest.mark.integration
 
 # The flood rises linearly to its full height; it passes the first depth level (5 cm) that
 # share of the way up (after about 2 minutes). The simulation opens with the flood that far
-# under way, less a few readings' worth (``--incident-after`` negative), so the test does not
-# wait for it.
+# under way less 10 s (``--incident-after`` negative), so the test does not wait for it.
 FLOOD_REACHES_BLUE_S = SHAPES["flood"].rise * 5 / FLOOD_PEAK_CM
 UNDER_WAY_S = int(FLOOD_REACHES_BLUE_S) - 10
 
