@@ -4,12 +4,14 @@ citizen report (a :class:`CitizenReport` on ``reports``, keyed by report id). Ea
 for Kafka to confirm it, or raises :class:`~cityvitals.kafka.KafkaUnavailable`.
 
 The stage decides whether an action fits the incident's state; what is checked here is what
-the sender can know: the action is one people send, the incident and the place exist.
+the sender can know: the action is one people send, the incident and the place exist, a
+reassignment names a department there is.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,8 +36,10 @@ __all__ = [
     "BadAction",
     "IncidentPublisher",
     "incident_categories",
+    "incident_departments",
     "make_feedback",
     "make_report",
+    "unknown_department",
 ]
 
 
@@ -152,3 +156,32 @@ def incident_categories(settings: Settings) -> dict[str, str]:
     titles = {GENERAL: "General", OUTAGE_CATEGORY: "Devices silent"}
     titles.update({name: category.title for name, category in config.categories.items()})
     return titles
+
+
+def incident_departments(settings: Settings) -> frozenset[str]:
+    """The departments the incident configuration routes incidents to (the file named by
+    ``incidents_file``, else the shipped one). Raises RuleFileError (a ValueError) naming the
+    file and line when it is not valid."""
+    config = load_incident_config(settings.incidents_file)
+    return frozenset(route.department for route in config.routes)
+
+
+def unknown_department(
+    department: str, routed: Iterable[str], registered: Iterable[str]
+) -> str | None:
+    """Why an incident cannot be reassigned to ``department``: it is neither one the incident
+    configuration routes to (``routed``) nor one of the registry's (``registered``); None when
+    it is one of them. An incident reassigned to a name nobody answers to waits for nobody.
+
+    >>> unknown_department("stret-ops", {"street-ops"}, ["water-affairs"])
+    "no department 'stret-ops': one of street-ops, water-affairs (the incident routing's and the registry's)"
+    >>> unknown_department("water-affairs", {"street-ops"}, ["water-affairs"]) is None
+    True
+    """
+    known = sorted({*routed, *registered})
+    if department in known:
+        return None
+    return (
+        f"no department {department!r}: one of {', '.join(known)} (the incident routing's and "
+        "the registry's)"
+    )

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from cityvitals.contracts import (
     HEX_ID,
+    Action,
     Feedback,
     IncidentState,
     ReportChannel,
@@ -182,8 +183,16 @@ def act(
 ) -> None:
     """Send a feedback on the incident (on dispatch.feedback); prints its feedback id. The
     incident stage applies it, or refuses it with a reason (dead letter). A close before
-    verification without ``--reason`` is refused here, as the stage would refuse it."""
-    from device_registry.incident_publisher import BadAction, IncidentPublisher, make_feedback
+    verification without ``--reason`` is refused here, as the stage would refuse it, and so is
+    a reassignment to a department that neither the incident routing nor the registry knows.
+    The action sent is in the audit log."""
+    from device_registry.incident_publisher import (
+        BadAction,
+        IncidentPublisher,
+        incident_departments,
+        make_feedback,
+        unknown_department,
+    )
     from rules.incidents.lifecycle import close_without_reason
     from sinks.incidents import (
         AmbiguousIncident,
@@ -226,7 +235,23 @@ def act(
         unexplained = close_without_reason(incident.state, feedback.action, reason)
         if unexplained is not None:
             raise fail(f"{unexplained}: give it with --reason; nothing was sent")
+        if feedback.action is Action.REASSIGN and feedback.department is not None:
+            try:
+                routed = incident_departments(conf)
+            except (OSError, ValueError) as exc:
+                raise fail(f"the incident configuration: {exc}") from None
+            listed = (d.department_id for d in registry.list_departments())
+            unknown = unknown_department(feedback.department, routed, listed)
+            if unknown is not None:
+                raise fail(f"--department: {unknown}; nothing was sent")
         IncidentPublisher(conf, registry.producer).send_feedback(feedback)
+        registry.record(
+            actor,
+            action,
+            "incident",
+            incident.incident_id,
+            {"feedback_id": feedback.feedback_id, "reason": reason, "user": "cli"},
+        )
     typer.echo(f"feedback {feedback.feedback_id}: {action} on incident {incident.incident_id} sent")
 
 
@@ -282,7 +307,7 @@ def report(
     level: Annotated[str, typer.Option(help="blue, yellow, orange or red")] = "blue",
 ) -> None:
     """Send a citizen report (on reports); prints its report id. It joins the incidents of its
-    place like an alert."""
+    place like an alert. The report sent is in the audit log."""
     from device_registry import UnknownPlace
     from device_registry.incident_publisher import (
         IncidentPublisher,
@@ -317,6 +342,13 @@ def report(
         except ValidationError as exc:
             raise fail(_field_problem(exc)) from None
         IncidentPublisher(conf, registry.producer).send_report(sent)
+        registry.record(
+            "cli",
+            "report",
+            "report",
+            sent.report_id,
+            {"place_id": place, "category": category, "user": "cli"},
+        )
     typer.echo(f"report {sent.report_id} sent ({category} at {'/'.join(where.path)})")
 
 

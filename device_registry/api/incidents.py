@@ -24,6 +24,7 @@ from pydantic import (
 
 from cityvitals.contracts import (
     IDENTIFIER,
+    Action,
     Incident,
     IncidentState,
     ReportChannel,
@@ -50,10 +51,13 @@ from device_registry.incident_publisher import (
     BadAction,
     IncidentPublisher,
     incident_categories,
+    incident_departments,
     make_feedback,
     make_report,
+    unknown_department,
 )
 from device_registry.registry import UnknownPlace
+from rules.incidents.lifecycle import close_without_reason
 from sinks import (
     IncidentDetail,
     IncidentFilter,
@@ -216,7 +220,9 @@ def act(
     x_actor: Annotated[str | None, Header(alias="X-Actor", max_length=200)] = None,
 ) -> Sent:
     """Send the action as a feedback on ``dispatch.feedback``; answers its ``feedback_id``.
-    An action people cannot send answers 422 listing those they can.
+    An action people cannot send answers 422 listing those they can; so do a close before
+    verification without a reason and a reassignment to a department that neither the
+    incident routing nor the registry knows (listing those there are).
 
     accept, reject, on_site and handled take ``incidents.feedback`` (a department operator:
     only for an incident dispatched to its department); the others ``incidents.act``. The
@@ -250,6 +256,15 @@ def act(
         err = exc.errors(include_url=False)[0]
         raise FieldError(422, ("body", *err["loc"]), err["msg"], err.get("input")) from exc
     settings: Settings = request.app.state.settings
+    # Refused here as the stage would refuse it, or as nobody would answer it.
+    unexplained = close_without_reason(found.state, feedback.action, body.reason)
+    if unexplained is not None:
+        raise FieldError(422, ("body", "reason"), unexplained, body.reason)
+    if feedback.action is Action.REASSIGN and feedback.department is not None:
+        listed = (d.department_id for d in registry.list_departments())
+        unknown = unknown_department(feedback.department, incident_departments(settings), listed)
+        if unknown is not None:
+            raise FieldError(422, ("body", "department"), unknown, feedback.department)
     IncidentPublisher(settings, registry.producer).send_feedback(feedback)
     registry.record(
         actor,

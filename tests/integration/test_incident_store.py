@@ -489,10 +489,32 @@ def test_cli_act_sends_a_valid_feedback_and_names_what_is_wrong(town: Settings) 
     assert feedback.dispatch_id == order.dispatch_id and feedback.reason == "crew on the way"
 
     moved = run(
-        town, "act", incident.incident_id, "reassign", "--department", "water",
+        town, "act", incident.incident_id, "reassign", "--department", "water-affairs",
         "--tier", "district",
     )  # fmt: skip
     assert moved.exit_code == 0, moved.output
+    # A department nobody answers to is refused before anything is sent: neither the
+    # incident routing's nor the registry's. One the registry holds is taken.
+    stray = run(town, "act", incident.incident_id, "reassign", "--department", "stret-ops")
+    assert stray.exit_code == 1, stray.output
+    assert "no department 'stret-ops'" in stray.output and "street-ops" in stray.output
+    assert "nothing was sent" in stray.output
+    with db.connect(town) as conn:
+        conn.execute("INSERT INTO departments (department_id, name) VALUES ('tc-parks', 'Parks')")
+    parks = run(town, "act", incident.incident_id, "reassign", "--department", "tc-parks")
+    assert parks.exit_code == 0, parks.output
+    with db.connect(town) as conn:
+        audited = conn.execute(
+            "SELECT actor, action, after->>'feedback_id' FROM audit_log"
+            " WHERE entity = 'incident' AND entity_id = %s ORDER BY id",
+            (incident.incident_id,),
+        ).fetchall()
+    assert [(actor, action) for actor, action, _ in audited] == [
+        ("duty-officer", "accept"),
+        ("cli", "reassign"),
+        ("cli", "reassign"),
+    ]
+    assert audited[0][2] == feedback_id
 
     bad = run(town, "act", incident.incident_id, "dance")
     assert bad.exit_code == 1 and "action 'dance' is not one people send" in bad.output
@@ -555,6 +577,12 @@ def test_cli_report_sends_a_valid_citizen_report_and_open311_exports_it(town: Se
     assert report.place_path == ("tc", "tc-d", "tc-s1")
     assert (report.category, report.text, report.level) == ("general", "knee deep", "yellow")
     assert report.channel is ReportChannel.HOTLINE and report.photo_ref == "photos/k.jpg"
+    with db.connect(town) as conn:
+        audited = conn.execute(
+            "SELECT actor, action FROM audit_log WHERE entity = 'report' AND entity_id = %s",
+            (report_id,),
+        ).fetchall()
+    assert audited == [("cli", "report")]
 
     nowhere = run(town, "report", "--place", "atlantis", "--category", "general", "--text", "x")
     assert nowhere.exit_code == 1 and "--place 'atlantis': no such place" in nowhere.output
@@ -650,6 +678,17 @@ def test_api_actions_send_a_feedback_and_refuse_what_does_not_fit(
     assert "not one people send" in bad.json()["detail"][0]["msg"]
     lacking = api.post(path, json={"action": "reassign"})
     assert lacking.status_code == 422 and "department" in lacking.text
+    stray = api.post(path, json={"action": "reassign", "department": "stret-ops"})
+    assert stray.status_code == 422, stray.text
+    assert stray.json()["detail"][0]["loc"] == ["body", "department"]
+    assert "no department 'stret-ops'" in stray.text and "street-ops" in stray.text
+    moved = api.post(path, json={"action": "reassign", "department": "water-affairs"})
+    assert moved.status_code == 202, moved.text
+    early = api.post(path, json={"action": "close"})  # the incident is new: a reason is asked
+    assert early.status_code == 422, early.text
+    assert early.json()["detail"][0]["loc"] == ["body", "reason"]
+    assert "needs a reason" in early.text
+    assert api.post(path, json={"action": "close", "reason": "a duplicate"}).status_code == 202
     extra = api.post(path, json={"action": "note", "colour": "red"})
     assert extra.status_code == 422
     unknown = api.post(f"/incidents/{'b' * 32}/actions", json={"action": "accept"})
