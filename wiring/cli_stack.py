@@ -124,7 +124,7 @@ def up(
     incident: Annotated[
         list[str] | None,
         typer.Option(
-            help="With --simulate: inject KIND[@GRID] (flood, smog, fire, congestion, gas)."
+            help="With --simulate: inject KIND or KIND@GRID (flood, smog, fire, congestion, gas)."
         ),
     ] = None,
     interval: Annotated[
@@ -153,6 +153,9 @@ def up(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     s = settings()
     load_stream_files(s)  # a file the stream service would refuse stops nothing started
+    if incident and not simulate:
+        raise fail("--incident needs --simulate: the city simulator injects the incidents")
+    city, planned = _plan(incident or [], incident_after) if simulate else (None, [])
     stack = LocalStack(s, MetricsPorts(*(metrics_base + i for i in range(1, 6))))
     (stack.paths.state_dir).mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
@@ -176,7 +179,7 @@ def up(
             typer.echo(link)
         sim_thread = None
         if simulate:
-            sim = _prepare_simulator(s, 42, interval, incident or [], incident_after)
+            sim = _prepare_simulator(s, 42, interval, city, planned)
             sim_thread = threading.Thread(target=sim.run, args=(stop,), daemon=True)
             sim_thread.start()
         started = time.monotonic()
@@ -220,15 +223,22 @@ def down(
 # --- simulator -----------------------------------------------------------------------------
 
 
-def _prepare_simulator(s: Settings, seed: int, interval: float, incidents: list[str], after: float):  # type: ignore[no-untyped-def]
-    from wiring.services import open_registry
-    from wiring.simulate import IncidentSpecError, Simulator, build_city, plan_incidents
+def _plan(incidents: list[str], after: float):  # type: ignore[no-untyped-def]
+    """The simulated city and its incidents; a bad ``--incident`` ends the command here, before
+    anything starts."""
+    from wiring.simulate import IncidentSpecError, build_city, plan_incidents
 
     city = build_city()
     try:
-        planned = plan_incidents(city, incidents, after)
+        return city, plan_incidents(city, incidents, after)
     except IncidentSpecError as exc:
         raise fail(str(exc)) from None
+
+
+def _prepare_simulator(s: Settings, seed: int, interval: float, city, planned):  # type: ignore[no-untyped-def]
+    from wiring.services import open_registry
+    from wiring.simulate import Simulator
+
     with open_registry(s) as registry:
         registry.put_places(city.places, "simulator")
         known = {d.device_id for d in registry.list(place=city.places[0].place_id)}
@@ -252,7 +262,7 @@ def simulate(
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds")] = None,
     incident: Annotated[
         list[str] | None,
-        typer.Option(help="Inject KIND[@GRID]: flood, smog, fire, congestion, gas"),
+        typer.Option(help="Inject KIND or KIND@GRID: flood, smog, fire, congestion, gas"),
     ] = None,
     incident_after: Annotated[
         float,
@@ -265,7 +275,8 @@ def simulate(
     """Register the simulated city's devices and publish their readings over MQTT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     s = settings()
-    sim = _prepare_simulator(s, seed, interval, incident or [], incident_after)
+    city, planned = _plan(incident or [], incident_after)
+    sim = _prepare_simulator(s, seed, interval, city, planned)
     typer.echo(f"simulating {len(sim.city.devices)} devices every {interval:g} s (Ctrl-C stops)")
     stop = threading.Event()
     _stop_on_signals()

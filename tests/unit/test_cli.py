@@ -231,6 +231,24 @@ def test_a_rule_file_the_stream_would_refuse_ends_up_and_run_naming_each_problem
     assert err.startswith("error: " + said.format(f=rules)) and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["up", "--simulate", "--incident", "floood"], "--incident 'floood': kind must be"),
+        (["up", "--incident", "flood"], "--incident needs --simulate"),
+    ],
+)
+def test_up_checks_its_simulated_incidents_before_it_starts_anything(
+    argv: list[str],
+    said: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    err = refused_at_start(argv, tmp_path, monkeypatch, capsys)
+    assert err.startswith(f"error: {said}"), err
+
+
 @pytest.mark.parametrize("variable", ["CITYVITALS_INDICATORS_FILE", "CITYVITALS_INCIDENTS_FILE"])
 def test_up_checks_the_indicator_and_incident_files_too(
     variable: str,
