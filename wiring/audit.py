@@ -8,7 +8,8 @@ The checks, hop by hop:
   own topic) and ``incidents_desk`` (what it takes there, decided);
 - gateway → stream: what the gateway forwarded to Kafka the stream received (more is a
   replay, at least once; fewer is in transit or lost);
-- stream → database: readings and camera events stored (distinct natural keys) = forwarded by
+- stream → database: readings and camera events stored (distinct keys: a reading's rows share
+  device, instant, sequence number and time of receipt) = forwarded by
   the stream, less at most its out-of-order count (a duplicate or replay is stored once). Both
   sides count what the gateway received since the stream started: the database by each
   row's time of receipt, the stream less its backlog (what it forwarded that was received

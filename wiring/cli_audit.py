@@ -58,7 +58,10 @@ def read_hops(s: Settings) -> dict[str, Hop]:
 
 
 def read_stored(s: Settings, since: datetime | None) -> Stored:
-    """What the database holds, received since ``since`` (everything when None)."""
+    """What the database holds, received since ``since`` (everything when None). A reading
+    is a row per metric: its rows share the device, instant, sequence number and time of
+    receipt (two messages of one instant are two readings; a replay or a redelivery that the
+    table's key turned away is none)."""
     from cityvitals import db
 
     since_sql = "received_at >= %(since)s" if since is not None else "true"
@@ -67,7 +70,8 @@ def read_stored(s: Settings, since: datetime | None) -> Stored:
         with db.connect(s) as conn:
             params = {"since": since, "raw": raw}
             row = conn.execute(
-                f"SELECT (SELECT count(*) FROM (SELECT DISTINCT device_id, ts FROM readings "
+                f"SELECT (SELECT count(*) FROM (SELECT DISTINCT device_id, ts, seq, received_at "
+                f"FROM readings "
                 f"WHERE {since_sql}) r), (SELECT count(*) FROM camera_events WHERE {since_sql})".encode(),
                 params,
             ).fetchone()

@@ -26,8 +26,11 @@ def test_audit_reconciles_what_was_published(pipeline: Pipeline) -> None:
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
     valid = [
         reading((start + timedelta(seconds=i)).isoformat(), i, water_level_cm=10 + i)
-        for i in range(VALID)
+        for i in range(VALID - 2)
     ]
+    # Two messages of one instant, each with its own metric: two readings, both stored.
+    shared = (start + timedelta(seconds=VALID)).isoformat()
+    valid += [reading(shared, VALID, water_level_cm=3), reading(shared, VALID, battery_v=3.6)]
     at_gateway = [b"{not json", b'{"ts": 1}', b"\xff\xfe", b'{"values": NaN}', b"[]", b'"x"']
     future = (datetime.now(UTC) + timedelta(days=30)).isoformat()
     at_stream = [reading(future, 1000 + i, water_level_cm=1) for i in range(BAD_AT_STREAM)]
@@ -39,7 +42,7 @@ def test_audit_reconciles_what_was_published(pipeline: Pipeline) -> None:
     _, before = run_audit(pipeline)
     since = datetime.now(UTC).isoformat()
     assert publish_all(pipeline.settings, device, secret, messages) == published
-    wait_for(lambda: len(pipeline.rows(device)) == VALID, what=f"{VALID} readings stored")
+    wait_for(lambda: len(pipeline.rows(device)) == VALID, what=f"{VALID} rows stored")
 
     code, after = run_audit(
         pipeline, "--since", since, "--published", str(published), "--wait", "30"
