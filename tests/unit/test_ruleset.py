@@ -2,7 +2,8 @@ from importlib import resources
 
 import pytest
 
-from rules import RuleFileError, parse_rules
+from rules import RuleFileError, RuleSet, parse_rules
+from rules.testing import RuleRun, observation, story
 
 
 def test_the_shipped_default_rules_are_valid() -> None:
@@ -84,3 +85,30 @@ def test_accepts_is_asked_only_of_a_rule_that_may_refuse_an_observation() -> Non
     )
     judged = {j.rule_id: j.filters for js in rs.by_metric.values() for j in js}
     assert judged == {"smoke": True, "deep": False, "fast": False}
+
+
+def shipped() -> RuleSet:
+    return parse_rules(resources.files("rules").joinpath("default.yaml").read_text())
+
+
+def test_the_shipped_depth_rule_does_not_flap_on_a_ripple() -> None:
+    """Water at the orange level (25 cm) rippling around it by a centimetre, a reading every
+    5 s, stays one orange alert; it steps down once the water held under it for a minute."""
+    run = RuleRun(shipped())
+    ripple = [26.0, 24.8, 25.9, 24.6, 25.4, 24.9, 25.2]
+    for i, depth in enumerate([*ripple, *[20.0] * 16]):
+        run.read([observation(depth, i / 12, metric="water_level_cm", device_type="water_level")])
+    depth_alerts = [a for a in run.alerts if a.rule_id == "waterlogging-depth"]
+    assert story(depth_alerts) == [
+        (0.0, "firing", "orange"),
+        (pytest.approx(19 / 12), "firing", "yellow"),
+    ]
+
+
+@pytest.mark.parametrize(("device_type", "alerted"), [("camera", True), ("water_level", False)])
+def test_the_shipped_camera_rules_judge_cameras_alone(device_type: str, alerted: bool) -> None:
+    run = RuleRun(shipped())
+    for metric in ("camera.smoke_fire", "camera.waterlogging"):
+        seen = observation(0.9, 0, metric=metric, device_type=device_type, confidence=0.95)
+        run.read([seen])
+    assert bool(run.alerts) is alerted
