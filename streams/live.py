@@ -89,6 +89,12 @@ class LiveRules:
         self.metrics = metrics
         self._seen = self._stamp()
         self._show()
+        if path is None:
+            log.info(
+                "rules: the shipped defaults, version %s; they do not reload (name a copy of "
+                "them, 'cityvitals rules defaults', in CITYVITALS_RULES_FILE to change rules)",
+                rules.version,
+            )
 
     def _stamp(self) -> tuple[int, int] | None:
         if self.path is None:

@@ -59,6 +59,16 @@ def _load_rules(file: Path) -> Any:
         raise typer.Exit(1) from None
 
 
+@rules_app.command("defaults")
+def rules_defaults() -> None:
+    """Print the shipped rule file: the rules in force when CITYVITALS_RULES_FILE names none.
+    They are part of the package and do not reload; to change rules while the stream runs,
+    start from a copy (cityvitals rules defaults > rules.yaml) and name it."""
+    from importlib import resources
+
+    typer.echo(resources.files("rules").joinpath("default.yaml").read_text(), nl=False)
+
+
 @rules_app.command("check")
 def rules_check(file: Path) -> None:
     """Validate a rule file; every problem is printed with its line and field."""
@@ -251,6 +261,8 @@ def rules_backtest(
             first, stop = parse_utc(start or ""), parse_utc(end or datetime.now(UTC).isoformat())
         except ValueError as exc:
             raise fail(f"--from/--to: {exc}") from None
+        if first >= stop:
+            raise fail(f"--from {first.isoformat()} is not before --to {stop.isoformat()}")
         source = read_database(first, stop)
     bt = Backtest(ruleset, step)
     started = time.perf_counter()

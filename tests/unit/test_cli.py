@@ -3,6 +3,7 @@ does not answer, or a file it is given cannot be used."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cityvitals import db, kafka, native
+from cityvitals.settings import Settings
 from wiring.cli import app, main
 from wiring.stack import StackLock, StackPaths
 
@@ -260,3 +262,40 @@ def test_up_checks_the_indicator_and_incident_files_too(
     monkeypatch.setenv(variable, str(missing))
     err = refused_at_start(["up"], tmp_path, monkeypatch, capsys)
     assert err == f"error: {missing}: cannot read the file: No such file or directory\n"
+
+
+def test_rules_defaults_prints_the_shipped_rule_file(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib import resources
+
+    with pytest.raises(SystemExit) as ended:
+        main(["rules", "defaults"])
+    assert ended.value.code == 0
+    printed = capsys.readouterr().out
+    assert printed == resources.files("rules").joinpath("default.yaml").read_text()
+
+
+def test_a_backtest_whose_range_ends_before_it_begins_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "alerts.jsonl"
+    argv = ["rules", "backtest", "--rules", "rules/default.yaml", "--output", str(out)]
+    with pytest.raises(SystemExit) as ended:
+        main([*argv, "--from", "2026-11-01", "--to", "2026-10-01"])
+    assert ended.value.code == 1
+    assert "--from 2026-11-01T00:00:00+00:00 is not before --to" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_the_stream_says_at_start_that_the_shipped_rules_do_not_reload(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from streams.live import LiveRules, StreamMetrics
+    from wiring.services import load_rules
+
+    rules = load_rules(Settings())
+    with caplog.at_level(logging.INFO, logger="cityvitals"):
+        live = LiveRules(rules, None, StreamMetrics(CollectorRegistry()))
+    assert "the shipped defaults" in caplog.text and "do not reload" in caplog.text
+    assert live.check() is False
