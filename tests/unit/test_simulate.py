@@ -164,3 +164,25 @@ def test_an_incident_may_be_under_way_when_the_simulator_starts_but_not_over() -
     assert flood.start == -120.0 and flood.strength(0.0) == pytest.approx(0.1)
     with pytest.raises(IncidentSpecError, match="over 5 s before the simulator starts"):
         plan_incidents(city, ["fire"], -365.0)  # a fire's course lasts 360 s
+
+
+def test_every_place_above_a_grid_is_at_the_middle_of_its_grids() -> None:
+    """The console's map puts an incident at its place's point: a district's or a street's
+    incident is drawn where its grids are, not at a point of the city's outside them."""
+    from cityvitals.contracts import PlaceLevel
+    from wiring.simulate import build_city
+
+    places = build_city().places
+    grids = [p for p in places if p.level is PlaceLevel.GRID]
+    above = [
+        p for p in places if p.level in (PlaceLevel.CITY, PlaceLevel.DISTRICT, PlaceLevel.STREET)
+    ]
+    assert len(above) == 1 + 3 + 6
+    for place in above:
+        under = [g for g in grids if g.path[: len(place.path)] == place.path]
+        lats = [g.lat for g in under if g.lat is not None]
+        lons = [g.lon for g in under if g.lon is not None]
+        assert len(lats) == len(lons) == len(under)
+        assert place.lat is not None and place.lon is not None
+        assert min(lats) <= place.lat <= max(lats) and min(lons) <= place.lon <= max(lons)
+        assert place.lat == pytest.approx(sum(lats) / len(lats), abs=1e-6)

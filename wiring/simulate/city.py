@@ -65,7 +65,7 @@ def build_city(districts: int = 3, streets: int = 2, grids: int = 2, prefix: str
     True
     """
     now = datetime.now(UTC)
-    places = [_place(PlaceLevel.CITY, "Simulated City", (prefix,), lat=31.23, lon=121.47)]
+    places = [_place(PlaceLevel.CITY, "Simulated City", (prefix,))]
     devices: list[Device] = []
     for d in range(1, districts + 1):
         d_path = (prefix, f"{prefix}-d{d}")
@@ -95,7 +95,22 @@ def build_city(districts: int = 3, streets: int = 2, grids: int = 2, prefix: str
                             tags=("simulated",),
                         )
                     )
-    return City(tuple(places), tuple(devices))
+    return City(tuple(_centred(places)), tuple(devices))
+
+
+def _centred(places: list[Place]) -> list[Place]:
+    """The places, each city, district and street at the mean point of its grids (a console
+    map shows an incident of the district where its grids are)."""
+    grids = [p for p in places if p.level is PlaceLevel.GRID]
+    out = []
+    for place in places:
+        if place.level in (PlaceLevel.CITY, PlaceLevel.DISTRICT, PlaceLevel.STREET):
+            under = [g for g in grids if g.path[: len(place.path)] == place.path]
+            lat = round(sum(g.lat or 0.0 for g in under) / len(under), 6)
+            lon = round(sum(g.lon or 0.0 for g in under) / len(under), 6)
+            place = place.model_copy(update={"lat": lat, "lon": lon})
+        out.append(place)
+    return out
 
 
 def _place(
