@@ -136,6 +136,29 @@ def test_acknowledging_and_closing_from_the_page_changes_the_database(
     expect(page.locator('#detail [data-field="state"]')).to_have_text("closed")
 
 
+def test_a_tile_tells_a_window_without_data_from_an_indicator_without_a_value_yet(
+    page: Page, pipeline: Pipeline
+) -> None:
+    """A window that emptied shows 'no data' and the value before it; only an indicator
+    that never had a window shows when its first value is due. (Tiles as the console's
+    event stream sends them, handed to the page's own handler.)"""
+    open_console(page, pipeline, officer(pipeline))
+    base = {"place_name": "Pudong", "level": "district", "unit": "cm", "value": None}
+    page.evaluate(
+        "tiles => tiles.forEach(onTile)",
+        [
+            {**base, "key": "x/depth", "place_id": "x", "indicator": "depth", "previous": 20.0,
+             "quality": "no_data", "band": None, "severity": None, "coverage": 0},
+            {**base, "key": "y/depth", "place_id": "y", "indicator": "depth",
+             "due_at": "2026-12-05T08:00:00+00:00"},
+        ],
+    )  # fmt: skip
+    emptied = page.locator('#tiles [data-key="x/depth"] .meta').first
+    expect(emptied).to_have_text("no data this window · previous 20")
+    pending = page.locator('#tiles [data-key="y/depth"] .meta').first
+    expect(pending).to_contain_text("first value due")
+
+
 def test_a_district_officer_does_not_see_another_districts_incident(
     page: Page, pipeline: Pipeline
 ) -> None:

@@ -428,9 +428,12 @@ function drawTile(tile) {
     ? null : Math.round(tile.severity * 3);
   const classes = ["tile", severity === null ? "" : `sev-${severity}`, tile.value === null ? "stale" : ""];
   const value = tile.value === null ? "–" : Number(tile.value.toPrecision(4));
-  const meta = tile.value === null
-    ? `first value due ${stamp(tile.due_at)}`
-    : `${tile.band || ""} · coverage ${Math.round(tile.coverage * 100)}%`;
+  const meta = tile.value !== null
+    ? `${tile.band || ""} · coverage ${Math.round(tile.coverage * 100)}%`
+    : tile.due_at  // an indicator with no window yet
+      ? `first value due ${stamp(tile.due_at)}`
+      : `no data this window${tile.previous === null || tile.previous === undefined
+        ? "" : ` · previous ${Number(tile.previous.toPrecision(4))}`}`;
   return el(
     "div",
     { class: classes.join(" ").trim(), "data-key": tile.key, "data-window-end": tile.window_end || null },
