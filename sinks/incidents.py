@@ -62,8 +62,8 @@ Conn = psycopg.Connection[Any]
 
 
 class UnknownIncident(LookupError):
-    def __init__(self, incident_id: str) -> None:
-        super().__init__(f"incident {incident_id!r} does not exist")
+    def __init__(self, incident_id: str, hint: str = "") -> None:
+        super().__init__(f"incident {incident_id!r} does not exist{hint}")
         self.incident_id = incident_id
 
 
@@ -177,8 +177,13 @@ def find_incident(conn: Conn, given: str) -> str:
     """The id of the incident whose id is ``given`` or starts with it (at least
     :data:`SHORTEST_PREFIX` hexadecimal digits: the short form people copy from a log);
     anything else is given back as it is, for the caller's own check. Raises
-    :class:`UnknownIncident` when no id starts so, :class:`AmbiguousIncident` when several do."""
+    :class:`UnknownIncident` when no id starts so, or ``given`` is a shorter start (saying how
+    many digits it takes), :class:`AmbiguousIncident` when several do."""
     if not is_short_id(given):
+        if 0 < len(given) < SHORTEST_PREFIX and all(c in "0123456789abcdefABCDEF" for c in given):
+            raise UnknownIncident(
+                given, f" (the start of an id takes {SHORTEST_PREFIX} digits or more)"
+            )
         return given
     prefix = given.lower()
     # A range, not LIKE: it takes the key's index under any collation ('g' follows the digits).

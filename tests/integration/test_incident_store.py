@@ -547,6 +547,11 @@ def test_cli_takes_an_incidents_first_digits_and_asks_a_reason_for_an_early_clos
     assert several.exit_code == 1, several.output
     assert one.incident_id in several.output and two.incident_id in several.output
     assert "give more of its digits" in several.output
+    short = run(town, "show", lead[:3])
+    assert short.exit_code == 1, short.output
+    assert (
+        f"incident {lead[:3]!r} does not exist (the start of an id takes 4 digits" in short.output
+    )
     nothing = run(town, "show", lead + "ff")
     assert nothing.exit_code == 1 and f"incident {lead + 'ff'!r} does not exist" in nothing.output
 
