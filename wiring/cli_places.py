@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from pydantic import ValidationError
 
 from cityvitals.contracts import Department, Place, PlaceLevel, Profile
 from wiring.cli_common import fail, read_utf8
@@ -87,24 +88,78 @@ def _load_file(file: Path) -> Any:
 def profiles_put(
     file: Annotated[Path, typer.Argument(help="YAML or JSON: one profile or a list")],
 ) -> None:
-    """Create or replace profiles from a file."""
+    """Create or replace profiles from a file. Every item is checked first: one that is not a
+    valid profile is named (item, profile id, field) and nothing is stored. A metric that no
+    rule or indicator of the stream reads is noted (a misspelt name reads as one)."""
     data = _load_file(file)
     items = data if isinstance(data, list) else [data]
-    profiles = [
-        build(Profile, **item) if isinstance(item, dict) else build(Profile) for item in items
-    ]
+    profiles, problems = [], []
+    for n, item in enumerate(items, 1):
+        try:
+            if not isinstance(item, dict):
+                raise ValueError(f"a mapping of profile fields, not {type(item).__name__}")
+            profiles.append(Profile(**item))
+        except ValidationError as exc:
+            which = f"item {n}" + (f" ({item['profile_id']!r})" if "profile_id" in item else "")
+            for err in exc.errors(include_url=False):
+                where = ".".join(map(str, err["loc"])) or "input"
+                problems.append(f"{file}: {which}: {where}: {err['msg']}")
+        except ValueError as exc:
+            problems.append(f"{file}: item {n}: {exc}")
+    if problems:
+        raise fail("\n".join(problems) + "\nnothing was stored")
+    read = _metrics_read()
+    for p in profiles:
+        for metric in sorted(set(p.metrics) - read) if read else ():
+            typer.echo(
+                f"note: {file}: profile {p.profile_id!r}: no rule or indicator reads {metric!r}",
+                err=True,
+            )
     with registry() as reg:
         for p in profiles:
             reg.put_profile(p, actor())
     typer.echo(f"stored {len(profiles)} profiles")
 
 
+def _metrics_read() -> frozenset[str]:
+    """The metrics the stream's rules and indicators read (empty when a file of theirs does not
+    load: the stream would refuse it, and 'rules check' says why)."""
+    from wiring.cli_common import settings
+    from wiring.services import load_catalogue, load_rules
+
+    try:
+        conf = settings()
+        rules, catalogue = load_rules(conf), load_catalogue(conf)
+    except ValueError:
+        return frozenset()
+    read = {*rules.by_metric, *rules.composite_by_metric}
+    for spec in catalogue.by_id.values():
+        read |= spec.metrics()
+    return frozenset(read)
+
+
 @profiles_app.command("list")
-def profiles_list() -> None:
-    """List profiles as JSON lines."""
+def profiles_list(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines, one a profile")] = False,
+) -> None:
+    """List profiles: id, device type, reporting interval and metrics (unit, valid range)."""
     with registry() as reg:
         for p in reg.list_profiles():
-            typer.echo(p.model_dump_json())
+            if as_json:
+                typer.echo(p.model_dump_json())
+                continue
+            metrics = "; ".join(
+                f"{name} {spec.unit} [{_bound(spec.min)}, {_bound(spec.max)}]"
+                for name, spec in sorted(p.metrics.items())
+            )
+            typer.echo(
+                f"{p.profile_id}  {p.device_type}  every {p.expected_interval_s:g} s  "
+                f"{metrics or 'no metrics'}{'  ' + p.description if p.description else ''}"
+            )
+
+
+def _bound(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
 
 
 @departments_app.command("add")

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from cityvitals import db, kafka, native
+from cityvitals.contracts import Profile
 from cityvitals.settings import Settings
 from wiring.cli import app, main
 from wiring.stack import StackLock, StackPaths
@@ -299,3 +301,62 @@ def test_the_stream_says_at_start_that_the_shipped_rules_do_not_reload(
         live = LiveRules(rules, None, StreamMetrics(CollectorRegistry()))
     assert "the shipped defaults" in caplog.text and "do not reload" in caplog.text
     assert live.check() is False
+
+
+PROFILES = """\
+- profile_id: wl-v1
+  device_type: water_level
+  expected_interval_s: 60
+  metrics: {water_levle_cm: {unit: cm, min: 0, max: 500}}
+- profile_id: wl-v2
+  device_type: water_level
+  metrics: {water_level_cm: {unit: cm, min: 9, max: 1}}
+- just a string
+"""
+
+
+def test_profiles_put_names_every_bad_item_and_stores_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from wiring import cli_places
+
+    def no_registry() -> None:
+        raise AssertionError("the registry was opened for a file with bad items")
+
+    monkeypatch.setattr(cli_places, "registry", no_registry)
+    file = tmp_path / "profiles.yaml"
+    file.write_text(PROFILES)
+    with pytest.raises(SystemExit) as ended:
+        main(["profiles", "put", str(file)])
+    assert ended.value.code == 1
+    err = capsys.readouterr().err
+    assert f"{file}: item 2 ('wl-v2'): expected_interval_s: Field required" in err
+    assert f"{file}: item 2 ('wl-v2'): metrics.water_level_cm: Value error, min 9.0" in err
+    assert f"{file}: item 3: a mapping of profile fields, not str" in err
+    assert err.rstrip().endswith("nothing was stored")
+
+
+def test_profiles_put_notes_a_metric_nothing_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from wiring import cli_places
+
+    stored: list[str] = []
+
+    class Fake:
+        def put_profile(self, profile: Profile, _actor: str) -> None:
+            stored.append(profile.profile_id)
+
+    @contextmanager
+    def fake_registry() -> Iterator[Fake]:
+        yield Fake()
+
+    monkeypatch.setattr(cli_places, "registry", fake_registry)
+    file = tmp_path / "profiles.yaml"
+    file.write_text(PROFILES.split("- profile_id: wl-v2")[0])
+    with pytest.raises(SystemExit) as ended:
+        main(["profiles", "put", str(file)])
+    assert ended.value.code == 0
+    out = capsys.readouterr()
+    assert f"note: {file}: profile 'wl-v1': no rule or indicator reads 'water_levle_cm'" in out.err
+    assert stored == ["wl-v1"] and "stored 1 profiles" in out.out
