@@ -10,7 +10,6 @@ from cityvitals.contracts import Device
 
 __all__ = [
     "DeviceExists",
-    "NewlyRetired",
     "PlaceConflict",
     "ProfileMismatch",
     "RegistryError",
@@ -35,16 +34,6 @@ class RegistryError(ValueError):
 class DeviceExists(RegistryError):
     def __init__(self, device_id: str) -> None:
         super().__init__(f"device {device_id!r} is already registered", "device_id", device_id)
-
-
-class NewlyRetired(RegistryError):
-    def __init__(self, device_id: str) -> None:
-        super().__init__(
-            f"device {device_id!r} cannot be registered retired: register it provisioned or "
-            "active (suspended to hold it back)",
-            "state",
-            "retired",
-        )
 
 
 class PlaceConflict(RegistryError):

@@ -26,7 +26,6 @@ from cityvitals.settings import Settings
 from device_registry.credentials import BrokerFiles, hash_secret, new_secret
 from device_registry.errors import (
     DeviceExists,
-    NewlyRetired,
     PlaceConflict,
     ProfileMismatch,
     RegistryError,
@@ -220,11 +219,7 @@ class Registry(UserAccounts):
     # --- devices ------------------------------------------------------------------------------
 
     def add_many(self, new: Sequence[Device], actor: str) -> list[tuple[str, str]]:
-        """Register new devices and issue each an MQTT secret; returns (device id, secret).
-        A device registered retired is refused: nothing would ever use it or its secret."""
-        for device in new:
-            if device.state is DeviceState.RETIRED:
-                raise NewlyRetired(device.device_id)
+        """Register new devices and issue each an MQTT secret; returns (device id, secret)."""
         issued = [(d.device_id, new_secret()) for d in new]
         try:
             with self.conn.transaction(), self.conn.cursor() as cur:

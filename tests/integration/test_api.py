@@ -495,25 +495,6 @@ def test_a_profile_of_another_type_is_refused_and_imports_start_provisioned(
     assert imported.status_code == 200 and imported.json()["errors"] == []
     assert api.get(f"/devices/{device}").json()["state"] == "provisioned"
 
-    # A device registered retired would be given a secret nothing ever uses: refused, alone.
-    retired = {"device_id": f"wl-{uid()}", "device_type": "water_level", "place_path": [city]}
-    answer = api.post("/devices", json={**retired, "state": "retired"})
-    assert answer.status_code == 422 and loc_of(answer) == ["body", "state"], answer.text
-    assert "cannot be registered retired" in answer.json()["detail"][0]["msg"]
-    assert api.get(f"/devices/{retired['device_id']}").status_code == 404
-    fine = f"wl-{uid()}"
-    mixed = api.post(
-        "/devices/import",
-        content=(
-            f"device_id,device_type,place_path,state\n{retired['device_id']},water_level,{city},"
-            f"retired\n{fine},water_level,{city},active\n"
-        ),
-        headers={"content-type": "text/csv"},
-    )
-    assert mixed.status_code == 200, mixed.text
-    assert [e["line"] for e in mixed.json()["errors"]] == [2]
-    assert api.get(f"/devices/{fine}").json()["state"] == "active"
-
 
 def test_vitals_now_gives_units_and_the_indicators_still_to_come(
     pipeline: Pipeline, api: httpx.Client
