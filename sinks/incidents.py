@@ -173,6 +173,15 @@ def is_short_id(given: str) -> bool:
     return _PREFIX.fullmatch(given.lower()) is not None
 
 
+def too_short(given: str) -> bool:
+    """Whether ``given`` reads as the start of an incident's id, too short to take.
+
+    >>> too_short("f8c"), too_short("f8c1"), too_short("nope"), too_short("")
+    (True, False, False, False)
+    """
+    return 0 < len(given) < SHORTEST_PREFIX and all(c in "0123456789abcdefABCDEF" for c in given)
+
+
 def find_incident(conn: Conn, given: str) -> str:
     """The id of the incident whose id is ``given`` or starts with it (at least
     :data:`SHORTEST_PREFIX` hexadecimal digits: the short form people copy from a log);
@@ -180,7 +189,7 @@ def find_incident(conn: Conn, given: str) -> str:
     :class:`UnknownIncident` when no id starts so, or ``given`` is a shorter start (saying how
     many digits it takes), :class:`AmbiguousIncident` when several do."""
     if not is_short_id(given):
-        if 0 < len(given) < SHORTEST_PREFIX and all(c in "0123456789abcdefABCDEF" for c in given):
+        if too_short(given):
             raise UnknownIncident(
                 given, f" (the start of an id takes {SHORTEST_PREFIX} digits or more)"
             )

@@ -100,7 +100,8 @@ class Stored:
     """What the database holds, received since a time."""
 
     readings: int
-    """Distinct readings (device, time): a reading of several metrics is one."""
+    """Distinct readings (device, instant, sequence number, time of receipt): a reading of
+    several metrics is one, two messages of one instant are two."""
     camera_events: int
     deadletters: Mapping[str, int]
     """Dead letters by stage."""

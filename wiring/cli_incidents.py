@@ -24,6 +24,7 @@ from cityvitals.contracts import (
 )
 from cityvitals.settings import Settings
 from wiring.cli_common import echo_json, enum_option, fail, parse_utc, settings, to_json
+from wiring.cli_registry_common import actor as os_actor
 
 __all__ = ["incidents_app", "to_json"]
 
@@ -200,6 +201,7 @@ def act(
         find_incident,
         get_incident,
         is_short_id,
+        too_short,
     )
     from wiring.services import open_registry
 
@@ -221,7 +223,7 @@ def act(
         except ValidationError as exc:
             raise fail(_field_problem(exc)) from None
 
-    if not is_short_id(incident_id):
+    if not is_short_id(incident_id) and not too_short(incident_id):
         feedback_on(incident_id)  # what is wrong with it named before the database is asked
     conf = settings()
     with open_registry(conf) as registry:
@@ -250,7 +252,7 @@ def act(
             action,
             "incident",
             incident.incident_id,
-            {"feedback_id": feedback.feedback_id, "reason": reason, "user": "cli"},
+            {"feedback_id": feedback.feedback_id, "reason": reason, "user": os_actor()},
         )
     typer.echo(f"feedback {feedback.feedback_id}: {action} on incident {incident.incident_id} sent")
 
@@ -343,11 +345,11 @@ def report(
             raise fail(_field_problem(exc)) from None
         IncidentPublisher(conf, registry.producer).send_report(sent)
         registry.record(
-            "cli",
+            os_actor(),
             "report",
             "report",
             sent.report_id,
-            {"place_id": place, "category": category, "user": "cli"},
+            {"place_id": place, "category": category, "user": os_actor()},
         )
     typer.echo(f"report {sent.report_id} sent ({category} at {'/'.join(where.path)})")
 

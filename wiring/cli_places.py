@@ -132,7 +132,8 @@ def _metrics_read() -> frozenset[str]:
         rules, catalogue = load_rules(conf), load_catalogue(conf)
     except ValueError:
         return frozenset()
-    read = {*rules.by_metric, *rules.composite_by_metric}
+    read = {m for r in rules.rules if isinstance(m := getattr(r, "metric", None), str)}
+    read |= set(rules.composite_by_metric)  # a composite's conditions
     for spec in catalogue.by_id.values():
         read |= spec.metrics()
     return frozenset(read)

@@ -262,7 +262,8 @@ def rules_backtest(
         except ValueError as exc:
             raise fail(f"--from/--to: {exc}") from None
         if first >= stop:
-            raise fail(f"--from {first.isoformat()} is not before --to {stop.isoformat()}")
+            to = f"--to {stop.isoformat()}" if end is not None else f"now ({stop.isoformat()})"
+            raise fail(f"--from {first.isoformat()} is not before {to}")
         source = read_database(first, stop)
     bt = Backtest(ruleset, step)
     started = time.perf_counter()

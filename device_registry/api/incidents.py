@@ -262,7 +262,7 @@ def act(
         raise FieldError(422, ("body", "reason"), unexplained, body.reason)
     if feedback.action is Action.REASSIGN and feedback.department is not None:
         listed = (d.department_id for d in registry.list_departments())
-        unknown = unknown_department(feedback.department, incident_departments(settings), listed)
+        unknown = unknown_department(feedback.department, _routed(settings), listed)
         if unknown is not None:
             raise FieldError(422, ("body", "department"), unknown, feedback.department)
     IncidentPublisher(settings, registry.producer).send_feedback(feedback)
@@ -274,6 +274,15 @@ def act(
         {"feedback_id": feedback.feedback_id, "reason": body.reason, "user": user.name},
     )
     return Sent(feedback_id=feedback.feedback_id, incident_id=incident_id, action=body.action)
+
+
+def _routed(settings: Settings) -> frozenset[str]:
+    """The departments the incident configuration routes to; 503 naming the file when it
+    cannot be read (changed since the API started)."""
+    try:
+        return incident_departments(settings)
+    except (OSError, ValueError) as exc:
+        raise HTTPException(503, f"the incident configuration cannot be read: {exc}") from exc
 
 
 @router.post(
@@ -288,7 +297,10 @@ def report(
     """Send a citizen report on ``reports``; answers its ``report_id``. A place the registry
     does not have, or a category the incident configuration does not, answers 422."""
     settings: Settings = request.app.state.settings
-    known = incident_categories(settings)
+    try:
+        known = incident_categories(settings)
+    except (OSError, ValueError) as exc:
+        raise HTTPException(503, f"the incident configuration cannot be read: {exc}") from exc
     if body.category not in known:
         raise FieldError(
             422,

@@ -5,6 +5,7 @@ reports come out as Open311 GeoReport v2."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -515,6 +516,8 @@ def test_cli_act_sends_a_valid_feedback_and_names_what_is_wrong(town: Settings) 
         ("cli", "reassign"),
     ]
     assert audited[0][2] == feedback_id
+    short = run(town, "act", incident.incident_id[:3], "accept")
+    assert short.exit_code == 1 and "the start of an id takes 4 digits" in short.output
 
     bad = run(town, "act", incident.incident_id, "dance")
     assert bad.exit_code == 1 and "action 'dance' is not one people send" in bad.output
@@ -587,7 +590,7 @@ def test_cli_report_sends_a_valid_citizen_report_and_open311_exports_it(town: Se
             "SELECT actor, action FROM audit_log WHERE entity = 'report' AND entity_id = %s",
             (report_id,),
         ).fetchall()
-    assert audited == [("cli", "report")]
+    assert audited == [(f"cli:{getpass.getuser()}", "report")]
 
     nowhere = run(town, "report", "--place", "atlantis", "--category", "general", "--text", "x")
     assert nowhere.exit_code == 1 and "--place 'atlantis': no such place" in nowhere.output
@@ -741,3 +744,15 @@ def test_api_reports_are_sent_stored_by_the_sinks_and_exported_as_open311(
     assert nowhere.json()["detail"][0]["loc"] == ["body", "place_id"]
     for bad in ({**body, "text": ""}, {**body, "category": "no spaces"}, {"text": "x"}):
         assert api.post("/reports", json=bad).status_code == 422
+
+    # An incident file broken since the API started: 503 naming it, not a server error.
+    path = pipeline.settings.incidents_file
+    assert path is not None
+    good = path.read_text()
+    try:
+        path.write_text("routes: [\n")
+        broken = api.post("/reports", json=body)
+        assert broken.status_code == 503, broken.text
+        assert f"the incident configuration cannot be read: {path}" in broken.text
+    finally:
+        path.write_text(good)

@@ -360,3 +360,35 @@ def test_profiles_put_notes_a_metric_nothing_reads(
     out = capsys.readouterr()
     assert f"note: {file}: profile 'wl-v1': no rule or indicator reads 'water_levle_cm'" in out.err
     assert stored == ["wl-v1"] and "stored 1 profiles" in out.out
+
+
+def test_a_metric_only_an_absence_rule_reads_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from wiring import cli_places
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules: [{id: hb, kind: absence, metric: heartbeat, after: 10m, level: blue}]\n"
+    )
+    monkeypatch.setenv("CITYVITALS_RULES_FILE", str(rules))
+
+    class Fake:
+        def put_profile(self, _profile: Profile, _actor: str) -> None:
+            pass
+
+    @contextmanager
+    def fake_registry() -> Iterator[Fake]:
+        yield Fake()
+
+    monkeypatch.setattr(cli_places, "registry", fake_registry)
+    file = tmp_path / "profiles.yaml"
+    file.write_text(
+        "profile_id: p1\ndevice_type: power\nexpected_interval_s: 60\n"
+        "metrics: {heartbeat: {unit: count}, hearbeat: {unit: count}}\n"
+    )
+    with pytest.raises(SystemExit) as ended:
+        main(["profiles", "put", str(file)])
+    assert ended.value.code == 0
+    err = capsys.readouterr().err
+    assert "reads 'hearbeat'" in err and "reads 'heartbeat'" not in err

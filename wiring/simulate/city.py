@@ -101,13 +101,17 @@ def build_city(districts: int = 3, streets: int = 2, grids: int = 2, prefix: str
 def _centred(places: list[Place]) -> list[Place]:
     """The places, each city, district and street at the mean point of its grids (a console
     map shows an incident of the district where its grids are)."""
-    grids = [p for p in places if p.level is PlaceLevel.GRID]
+    grids = [
+        (p.path, p.lat, p.lon)
+        for p in places
+        if p.level is PlaceLevel.GRID and p.lat is not None and p.lon is not None
+    ]
     out = []
     for place in places:
-        if place.level in (PlaceLevel.CITY, PlaceLevel.DISTRICT, PlaceLevel.STREET):
-            under = [g for g in grids if g.path[: len(place.path)] == place.path]
-            lat = round(sum(g.lat or 0.0 for g in under) / len(under), 6)
-            lon = round(sum(g.lon or 0.0 for g in under) / len(under), 6)
+        under = [(lat, lon) for path, lat, lon in grids if path[: len(place.path)] == place.path]
+        if place.level in (PlaceLevel.CITY, PlaceLevel.DISTRICT, PlaceLevel.STREET) and under:
+            lat = round(sum(lat for lat, _ in under) / len(under), 6)
+            lon = round(sum(lon for _, lon in under) / len(under), 6)
             place = place.model_copy(update={"lat": lat, "lon": lon})
         out.append(place)
     return out
