@@ -159,6 +159,32 @@ def test_a_tile_tells_a_window_without_data_from_an_indicator_without_a_value_ye
     expect(pending).to_contain_text("first value due")
 
 
+FAN_OUT = """() => {
+  state.places.set("fan-p", {place_id: "fan-p", level: "grid", name: "Fan", path: ["fan-p"],
+                             lat: 31.2, lon: 121.4});
+  const ids = ["a", "b", "c"].map((c) => c.repeat(32));
+  for (const id of ids) {
+    state.incidents.set(id, {incident_id: id, state: "dispatched", level: "red",
+                             category: "flooding", place_id: "fan-p"});
+  }
+  drawMap();
+  drawMarkers();
+  return ids.map((id) => {
+    const m = document.querySelector(`#map .marker[data-incident-id="${id}"]`);
+    return [m.getAttribute("cx"), m.getAttribute("cy")];
+  });
+}"""
+
+
+def test_incidents_at_one_place_each_have_a_marker_of_their_own(
+    page: Page, pipeline: Pipeline
+) -> None:
+    """Three incidents at one place fan out around its point: none hides another."""
+    open_console(page, pipeline, officer(pipeline))
+    positions = page.evaluate(FAN_OUT)
+    assert len({tuple(p) for p in positions}) == 3, positions
+
+
 def test_a_district_officer_does_not_see_another_districts_incident(
     page: Page, pipeline: Pipeline
 ) -> None:

@@ -511,6 +511,7 @@ function drawMarkers() {
   const at = projection();
   const missing = [];
   layer.replaceChildren();
+  const shown = [];
   for (const incident of state.incidents.values()) {
     if (incident.state === "closed") continue;
     const place = located(incident.place_id);
@@ -518,7 +519,21 @@ function drawMarkers() {
       missing.push(incident.place_id);
       continue;
     }
-    const [x, y] = at(place.lat, place.lon);
+    shown.push([incident, at(place.lat, place.lon)]);
+  }
+  // Incidents at one point fan out around it, each its own marker to click.
+  const sharing = new Map();
+  for (const [, [x, y]] of shown) {
+    const key = `${Math.round(x)},${Math.round(y)}`;
+    sharing.set(key, (sharing.get(key) || 0) + 1);
+  }
+  const placed = new Map();
+  for (const [incident, [px, py]] of shown) {
+    const key = `${Math.round(px)},${Math.round(py)}`;
+    const n = sharing.get(key), k = placed.get(key) || 0;
+    placed.set(key, k + 1);
+    const angle = (2 * Math.PI * k) / n;
+    const [x, y] = n > 1 ? [px + 7 * Math.cos(angle), py + 7 * Math.sin(angle)] : [px, py];
     const marker = svg("circle", {
       cx: x, cy: y, r: 5, class: `marker ${incident.level}`, "data-incident-id": incident.incident_id,
     });
