@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import psycopg
 
@@ -18,6 +19,7 @@ __all__ = [
     "UnknownPlace",
     "UnknownProfile",
     "UnknownUser",
+    "UserDisabled",
     "database_refused",
 ]
 
@@ -67,6 +69,16 @@ class UnknownDevice(LookupError):
     def __init__(self, device_id: str) -> None:
         super().__init__(f"device {device_id!r} is not registered")
         self.device_id = device_id
+
+
+class UserDisabled(RegistryError):
+    def __init__(self, name: str, since: datetime) -> None:
+        super().__init__(
+            f"user {name!r} is disabled (since {since.isoformat(timespec='seconds')}): a token "
+            "of theirs would never log in; add a user of another name",
+            "name",
+            name,
+        )
 
 
 class UnknownUser(LookupError):

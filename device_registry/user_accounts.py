@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 
 from device_registry.access import Role, User
-from device_registry.errors import RegistryError, UnknownPlace, UnknownUser
+from device_registry.errors import RegistryError, UnknownPlace, UnknownUser, UserDisabled
 from device_registry.repositories import audit, places, profiles, users
 from device_registry.repositories.users import UserRow
 
@@ -95,8 +95,11 @@ class UserAccounts:
                 audit.record(cur, actor, "disable", "user", row.user.user_id, row.user, None)
 
     def rotate_token(self, name: str, actor: str) -> str:
-        """A new token for the user (returned this once); the old one stops working at once."""
+        """A new token for the user (returned this once); the old one stops working at once.
+        A disabled user's is refused (:class:`UserDisabled`): it would never log in."""
         row = self.get_user(name)
+        if row.disabled_at is not None:
+            raise UserDisabled(name, row.disabled_at)
         token = users.new_token()
         with self.conn.transaction(), self.conn.cursor() as cur:
             users.set_token(cur, name, token)

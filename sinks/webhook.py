@@ -24,10 +24,12 @@ A 2xx answer delivers. A connection error, a timeout, 408, 429 and 5xx are tried
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -291,7 +293,10 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedire
 
 
 def http_post(url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) -> int:
-    """:data:`Post` with the standard library: the status of one POST (an error status too)."""
+    """:data:`Post` with the standard library: the status of one POST (an error status too).
+    A login in the URL (``https://user:secret@host/...``) is sent as HTTP basic
+    authentication, the URL without it (the standard library would take it for the host)."""
+    url, headers = _with_login(url, headers)
     request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
     try:
         with _OPENER.open(request, timeout=timeout_s) as response:
@@ -299,3 +304,21 @@ def http_post(url: str, body: bytes, headers: Mapping[str, str], timeout_s: floa
     except urllib.error.HTTPError as exc:
         exc.close()
         return int(exc.code)
+
+
+def _with_login(url: str, headers: Mapping[str, str]) -> tuple[str, Mapping[str, str]]:
+    """The URL without its login, and the headers with it as basic authentication.
+
+    >>> _with_login("http://u%40x:p%3Aw@127.0.0.1:8/h?q=1", {})
+    ('http://127.0.0.1:8/h?q=1', {'Authorization': 'Basic dUB4OnA6dw=='})
+    >>> _with_login("http://127.0.0.1/h", {"A": "b"})
+    ('http://127.0.0.1/h', {'A': 'b'})
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return url, headers
+    login = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+    host = parts.netloc.rsplit("@", 1)[1]
+    bare = urllib.parse.urlunsplit(parts._replace(netloc=host))
+    basic = base64.b64encode(login.encode()).decode()
+    return bare, {**headers, "Authorization": f"Basic {basic}"}

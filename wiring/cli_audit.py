@@ -156,7 +156,11 @@ def reconcile(
     forwarded = stored (a replay stored once), refused = dead letters stored, and with
     --published, published = stored + dead-lettered. Exit 0 reconciled, 1 a gap, 2 unreadable."""
     s = settings()
-    start = parse_utc(since) if since else None
+    try:
+        start = parse_utc(since) if since else None
+    except ValueError as exc:
+        typer.echo(f"error: --since: {exc}", err=True)
+        raise typer.Exit(2) from None
     deadline = time.monotonic() + wait
     while True:
         try:

@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     StrictFloat,
     ValidationError,
+    model_validator,
 )
 
 from cityvitals.contracts import (
@@ -127,6 +128,12 @@ class ReportBody(_Body):
     level: WarningLevel = WarningLevel.BLUE
     lat: Annotated[StrictFloat | None, Field(ge=-90, le=90)] = None
     lon: Annotated[StrictFloat | None, Field(ge=-180, le=180)] = None
+
+    @model_validator(mode="after")
+    def _a_point_or_none(self) -> ReportBody:
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("give lat and lon together, or neither (the place's point is used)")
+        return self
 
 
 class Received(BaseModel):

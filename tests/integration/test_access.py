@@ -31,6 +31,7 @@ from cityvitals.contracts import (
 from device_registry.access import PERMISSIONS, Role
 from device_registry.api import RegistryPool, create_api
 from device_registry.api.auth import OPEN_PATHS, TOKEN_COOKIE
+from device_registry.errors import UserDisabled
 from sinks import AlertSink, IncidentSink
 from tests.integration.conftest import Pipeline, add_user, bearer
 from wiring.services import open_registry
@@ -176,6 +177,9 @@ def world(pipeline: Pipeline, admin_token: str) -> Iterator[World]:
     with open_registry(s) as registry:
         registry.disable_user(disabled, "itest")
         w.tokens["rotated_new"] = registry.rotate_token(rotated, "itest")
+        # A disabled user's token would never log in: none is issued, and it says why.
+        with pytest.raises(UserDisabled, match=f"user '{disabled}' is disabled"):
+            registry.rotate_token(disabled, "itest")
     yield w
 
 

@@ -744,6 +744,8 @@ def test_api_reports_are_sent_stored_by_the_sinks_and_exported_as_open311(
     assert nowhere.json()["detail"][0]["loc"] == ["body", "place_id"]
     for bad in ({**body, "text": ""}, {**body, "category": "no spaces"}, {"text": "x"}):
         assert api.post("/reports", json=bad).status_code == 422
+    half = api.post("/reports", json={**body, "lon": None})  # a latitude alone is no point
+    assert half.status_code == 422 and "lat and lon together" in half.text
 
     # An incident file broken since the API started: 503 naming it, not a server error.
     path = pipeline.settings.incidents_file

@@ -392,3 +392,14 @@ def test_a_metric_only_an_absence_rule_reads_is_read(
     assert ended.value.code == 0
     err = capsys.readouterr().err
     assert "reads 'hearbeat'" in err and "reads 'heartbeat'" not in err
+
+
+def test_audit_names_a_bad_since_instead_of_a_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Exit 2 (unreadable), not 1: a script reads 1 as a gap."""
+    with pytest.raises(SystemExit) as ended:
+        main(["audit", "--since", "bad"])
+    assert ended.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --since: ") and "Traceback" not in err

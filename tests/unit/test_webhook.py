@@ -319,3 +319,35 @@ def test_notify_without_a_secret_refuses_to_start() -> None:
     result = CliRunner().invoke(app, ["notify"], env=env)
     assert result.exit_code == 1
     assert "CITYVITALS_WEBHOOK_SECRET is empty" in result.output
+
+
+def test_a_login_in_the_url_is_sent_as_basic_authentication() -> None:
+    """The standard library would take ``user:secret@`` for part of the host name (a name
+    that never resolves): the login goes in the Authorization header instead."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from sinks.webhook import http_post
+
+    seen: list[tuple[str, str | None]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append((self.path, self.headers.get("Authorization")))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://ops%40city:s3cr%3At@127.0.0.1:{server.server_port}/hook?x=1"
+        assert http_post(url, b"{}", {"Content-Type": "application/json"}, 5.0) == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == [("/hook?x=1", "Basic " + base64.b64encode(b"ops@city:s3cr:t").decode())]
