@@ -403,3 +403,16 @@ def test_audit_names_a_bad_since_instead_of_a_traceback(
     assert ended.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --since: ") and "Traceback" not in err
+
+
+def test_ready_probes_the_webhook_notifier_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The deployments probe 'cityvitals ready notify': a service it knows, whose port it
+    then asks for (none here)."""
+    monkeypatch.setenv("CITYVITALS_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv("CITYVITALS_METRICS_PORT", raising=False)
+    with pytest.raises(SystemExit) as ended:
+        main(["ready", "notify"])
+    assert ended.value.code == 1
+    assert capsys.readouterr().err.startswith("error: no metrics port for notify")

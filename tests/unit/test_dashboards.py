@@ -117,3 +117,33 @@ def test_every_panel_uses_the_provisioned_datasource(path: Path) -> None:
     for panel in dashboard["panels"]:
         for target in [panel, *panel["targets"]]:
             assert target["datasource"] == {"type": "prometheus", "uid": source["uid"]}
+
+
+def test_every_long_running_cityvitals_service_is_scraped_and_probed() -> None:
+    """Each compose service running a cityvitals service (the notifier included) sets its
+    metrics port, Prometheus scrapes that port, and its health check probes that service."""
+    compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+    jobs = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    scraped = {
+        target
+        for job in jobs["scrape_configs"]
+        for config in job.get("static_configs", ())
+        for target in config["targets"]
+    } | {
+        f"{name}:{config['port']}"  # replicas found by DNS
+        for job in jobs["scrape_configs"]
+        for config in job.get("dns_sd_configs", ())
+        for name in config["names"]
+    }
+    services = {}
+    for name, service in compose["services"].items():
+        command = service.get("command") or []
+        if command[:2] == ["cityvitals", "run"]:
+            services[name] = command[2]
+        elif command == ["cityvitals", "notify"]:
+            services[name] = "notify"
+    assert "notify" in services.values(), "compose runs no webhook notifier"
+    for name, what in services.items():
+        port = compose["services"][name]["environment"]["CITYVITALS_METRICS_PORT"]
+        assert f"{name}:{port}" in scraped, f"{name}: port {port} is not scraped"
+        assert compose["services"][name]["healthcheck"]["test"][-2:] == ["ready", what], name
