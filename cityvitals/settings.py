@@ -7,6 +7,8 @@ else in the code base reads ``os.environ``.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -14,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["ENV_PREFIX", "Settings"]
+__all__ = ["ENV_PREFIX", "NOT_SETTINGS", "Settings", "unknown_variables"]
 
 ENV_PREFIX = "CITYVITALS_"
 
@@ -225,3 +227,27 @@ class Settings(BaseSettings):
                 value = ",".join(str(item) for item in value)
             env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
         return env
+
+
+NOT_SETTINGS = frozenset({"CITYVITALS_ARTIFACTS", "CITYVITALS_NATIVE"})
+"""Variables of the project that are no settings: where the browser tests put their
+screenshots, and whether the install compiles the per-reading modules (setup.py)."""
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A line for each ``CITYVITALS_*`` variable that names no setting, with the nearest name
+    when one is close: pydantic passes over it, so a misspelt setting would silently keep its
+    default.
+
+    >>> unknown_variables({"CITYVITALS_RETENTION_TELEMTRY_DAYS": "5", "CITYVITALS_MQTT_PORT": "1"})
+    ['CITYVITALS_RETENTION_TELEMTRY_DAYS names no setting and is ignored (did you mean CITYVITALS_RETENTION_TELEMETRY_DAYS?)']
+    """
+    known = [f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields]
+    lines = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in known or name in NOT_SETTINGS:
+            continue
+        near = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        lines.append(f"{name} names no setting and is ignored{hint}")
+    return lines

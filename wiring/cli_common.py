@@ -17,11 +17,14 @@ from typing import Any, TextIO
 import typer
 from pydantic import BaseModel, ValidationError
 
-from cityvitals.settings import Settings
+from cityvitals.settings import Settings, unknown_variables
 
 
 def settings() -> Settings:
-    """The settings from ``CITYVITALS_*``; a bad value ends the command naming the variable."""
+    """The settings from ``CITYVITALS_*``; a bad value ends the command naming the variable,
+    a variable that names no setting is noted (a misspelt one would keep its default)."""
+    for line in unknown_variables(os.environ):
+        typer.echo(f"note: {line}", err=True)
     try:
         return Settings()
     except ValidationError as exc:

@@ -416,3 +416,17 @@ def test_ready_probes_the_webhook_notifier_too(
         main(["ready", "notify"])
     assert ended.value.code == 1
     assert capsys.readouterr().err.startswith("error: no metrics port for notify")
+
+
+def test_a_misspelt_setting_is_noted_with_the_name_it_is_near(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CITYVITALS_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("CITYVITALS_RETENTION_TELEMTRY_DAYS", "5")
+    with pytest.raises(SystemExit):
+        main(["ready", "api"])
+    err = capsys.readouterr().err
+    assert (
+        "note: CITYVITALS_RETENTION_TELEMTRY_DAYS names no setting and is ignored (did you "
+        "mean CITYVITALS_RETENTION_TELEMETRY_DAYS?)"
+    ) in err
