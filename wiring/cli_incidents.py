@@ -276,6 +276,8 @@ def performance_command(
         first = parse_utc(since) if since else last - timedelta(days=30)
     except (ValueError, OverflowError) as exc:
         raise fail(f"--since/--until: {exc}") from None
+    if first >= last:
+        raise fail(f"--since {first.isoformat()} is not before --until {last.isoformat()}")
     conf = settings()
     with _database(conf) as conn:
         rows = performance(conn, first, last)

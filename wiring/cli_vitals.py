@@ -129,11 +129,15 @@ def vitals(
 
     if resolution not in RESOLUTIONS:
         raise fail(f"--resolution {resolution!r}: give one of {', '.join(RESOLUTIONS)}")
+    if indicator is None and (start or end or resolution != "raw"):
+        raise fail("--from, --to and --resolution are for a history: give --indicator too")
     try:
         first = parse_utc(start) if start else datetime.now(UTC) - timedelta(days=1)
         last = parse_utc(end) if end else datetime.now(UTC)
     except ValueError as exc:
         raise fail(f"--from/--to: {exc}") from None
+    if first >= last:
+        raise fail(f"--from {first.isoformat()} is not before --to {last.isoformat()}")
     conf = settings()
     try:
         with db.connect(conf) as conn:

@@ -192,6 +192,10 @@ def incidents_performance(
         first = as_utc(since) or last - timedelta(days=30)
     except OverflowError as exc:
         raise FieldError(422, ("query", "until"), "too early: give since", until) from exc
+    if first >= last:
+        raise FieldError(
+            422, ("query", "since"), f"not before until ({last.isoformat()})", first.isoformat()
+        )
     return performance(registry.conn, first, last)
 
 

@@ -461,6 +461,8 @@ def test_the_cli_lists_shows_and_measures_in_the_city_zone(town: Settings) -> No
     measured = run(town, "performance", "--since", since, "--until", "2026-11-23")
     assert measured.exit_code == 0, measured.output
     assert "closed 2/3 (66.7%)" in measured.output and "UNDER 85%" in measured.output
+    backwards = run(town, "performance", "--since", "2026-12-06", "--until", "2026-12-01")
+    assert backwards.exit_code == 1 and "is not before --until" in backwards.output
     rates = json.loads(run(town, "performance", "--since", since, "--json").output)
     assert {(r["department"], r["tier"], r["flagged"]) for r in rates} >= {
         ("street-ops", "street", True),
@@ -656,6 +658,10 @@ def test_the_api_lists_shows_and_measures_incidents(
     assert rates.status_code == 200, rates.text
     mine = {(r["department"], r["tier"]): r for r in rates.json() if r["department"] == ops}
     assert mine[(ops, "street")]["closure_rate"] == pytest.approx(2 / 3)
+    backwards = api.get(
+        "/incidents/performance", params={"since": "2026-12-06", "until": "2026-12-01"}
+    )
+    assert backwards.status_code == 422 and "not before until" in backwards.text
     assert mine[(ops, "street")]["flagged"] is True
     assert mine[(ops, "street")]["on_time_rate"] == pytest.approx(1 / 3)
 

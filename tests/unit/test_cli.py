@@ -430,3 +430,20 @@ def test_a_misspelt_setting_is_noted_with_the_name_it_is_near(
         "note: CITYVITALS_RETENTION_TELEMTRY_DAYS names no setting and is ignored (did you "
         "mean CITYVITALS_RETENTION_TELEMETRY_DAYS?)"
     ) in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["vitals", "sim", "--resolution", "1h"], "give --indicator too"),
+        (["vitals", "sim", "--indicator", "aqi", "--from", "2026-12-06", "--to", "2026-12-01"],
+         "is not before --to"),
+    ],
+)  # fmt: skip
+def test_vitals_names_options_it_would_otherwise_pass_over(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused before the database is asked."""
+    with pytest.raises(SystemExit) as ended:
+        main(argv)
+    assert ended.value.code == 1 and said in capsys.readouterr().err
