@@ -178,14 +178,27 @@ def departments_list() -> None:
             typer.echo(f"{d.department_id:<20} {d.name}")
 
 
+AUDITED = ("device", "place", "profile", "department", "user", "mqtt_login", "incident", "report")
+"""The kinds of entity the audit log holds entries of."""
+
+
 def audit(
-    entity: Annotated[str | None, typer.Option(help="device, place, profile, department")] = None,
-    entity_id: Annotated[str | None, typer.Option("--id")] = None,
+    entity: Annotated[str | None, typer.Option(help=", ".join(AUDITED))] = None,
+    entity_id: Annotated[
+        str | None, typer.Option("--id", help="the entity's id; for a user, its name too")
+    ] = None,
     limit: Annotated[int, typer.Option()] = 50,
 ) -> None:
     """Who changed what, newest first."""
+    if entity is not None and entity not in AUDITED:
+        raise fail(f"--entity {entity!r}: the audit log holds {', '.join(AUDITED)}")
     with registry() as reg:
         entries = reg.audit_log(entity, entity_id, limit)
+        if entity_id and entity in (None, "user"):  # users are keyed by an id, named by a name
+            named = [r.user.user_id for r in reg.list_users() if r.user.name == entity_id]
+            for user_id in named:
+                entries = [*entries, *reg.audit_log("user", user_id, limit)]
+            entries = sorted(entries, key=lambda e: e.at, reverse=True)[:limit]
     for e in entries:
         typer.echo(
             f"{e.at:%Y-%m-%d %H:%M:%S} {e.actor:<20} {e.action:<14} {e.entity}:{e.entity_id}"

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -447,3 +448,38 @@ def test_vitals_names_options_it_would_otherwise_pass_over(
     with pytest.raises(SystemExit) as ended:
         main(argv)
     assert ended.value.code == 1 and said in capsys.readouterr().err
+
+
+def test_history_finds_a_user_by_name_and_names_a_misspelt_entity(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import UTC, datetime
+
+    from device_registry.access import Role, User
+    from device_registry.repositories.audit import AuditEntry
+    from device_registry.repositories.users import UserRow
+    from wiring import cli_places
+
+    at = datetime(2026, 12, 5, 7, 0, tzinfo=UTC)
+    disabled = AuditEntry(at, "cli:ops", "disable", "user", "u-697df8bf", None, None)
+
+    class Fake:
+        def audit_log(self, entity: str | None, entity_id: str | None, _limit: int) -> list[Any]:
+            return [disabled] if (entity, entity_id) == ("user", "u-697df8bf") else []
+
+        def list_users(self) -> list[UserRow]:
+            return [UserRow(User("u-697df8bf", "ro-d2", Role.READ_ONLY), at, at)]
+
+    @contextmanager
+    def fake_registry() -> Iterator[Fake]:
+        yield Fake()
+
+    monkeypatch.setattr(cli_places, "registry", fake_registry)
+    with pytest.raises(SystemExit) as ended:
+        main(["history", "--id", "ro-d2"])
+    assert ended.value.code == 0
+    assert "disable        user:u-697df8bf" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as ended:
+        main(["history", "--entity", "usr"])
+    assert ended.value.code == 1
+    assert "--entity 'usr': the audit log holds device, place" in capsys.readouterr().err
