@@ -248,7 +248,8 @@ class ManagedProcess:
     def stop(self, timeout: float = 10.0) -> None:
         if self.popen is not None:
             popen = self.popen
-            _terminate(popen.pid, timeout, lambda: popen.poll() is not None)
+            stop = STOP_SIGNALS.get(self.name, signal.SIGTERM)
+            _terminate(popen.pid, timeout, lambda: popen.poll() is not None, stop)
         self.pid_path.unlink(missing_ok=True)
 
     def kill(self, timeout: float = 10.0) -> None:
@@ -279,12 +280,20 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _terminate(pid: int, timeout: float, exited: object = None) -> None:
+STOP_SIGNALS = {"postgres": signal.SIGINT}
+"""The signal that stops a process cleanly where it is not SIGTERM: PostgreSQL's fast
+shutdown (SIGTERM is its smart one, which waits for every client session to end)."""
+
+
+def _terminate(pid: int, timeout: float, exited: object = None, sig: int = signal.SIGTERM) -> None:
+    """Stop ``pid`` with ``sig``; SIGKILL it if it still runs after ``timeout``, and wait a
+    little for it to be gone, so that whoever stopped it finds it stopped."""
+
     def done() -> bool:
         return bool(exited()) if callable(exited) else not _pid_alive(pid)
 
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, sig)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if done():
@@ -292,6 +301,9 @@ def _terminate(pid: int, timeout: float, exited: object = None) -> None:
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and not done():
+        time.sleep(0.05)
 
 
 def stop_recorded(paths: StackPaths, order: Sequence[str]) -> list[str]:
@@ -309,7 +321,7 @@ def stop_recorded(paths: StackPaths, order: Sequence[str]) -> list[str]:
             pid_file.unlink(missing_ok=True)
             continue
         if _pid_alive(pid):
-            _terminate(pid, timeout=15.0)
+            _terminate(pid, timeout=15.0, sig=STOP_SIGNALS.get(name, signal.SIGTERM))
             stopped.append(name)
         pid_file.unlink(missing_ok=True)
     return stopped
