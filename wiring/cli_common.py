@@ -4,6 +4,7 @@ times given on the command line, and the files a command reads and writes."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import tempfile
@@ -23,8 +24,7 @@ from cityvitals.settings import Settings, unknown_variables
 def settings() -> Settings:
     """The settings from ``CITYVITALS_*``; a bad value ends the command naming the variable,
     a variable that names no setting is noted (a misspelt one would keep its default)."""
-    for line in unknown_variables(os.environ):
-        typer.echo(f"note: {line}", err=True)
+    _note(tuple(unknown_variables(os.environ)))
     try:
         return Settings()
     except ValidationError as exc:
@@ -32,6 +32,20 @@ def settings() -> Settings:
             field = "CITYVITALS_" + "_".join(str(p) for p in err["loc"]).upper()
             typer.echo(f"error: {field}: {err['msg']}", err=True)
         raise typer.Exit(2) from None
+
+
+@functools.cache
+def _note(lines: tuple[str, ...]) -> None:
+    """Each line once a process: a command may read the settings more than once."""
+    for line in lines:
+        typer.echo(f"note: {line}", err=True)
+
+
+def in_order(first: datetime, last: datetime, start: str, end: str) -> None:
+    """End the command when the range from ``first`` (option ``start``) to ``last`` (``end``)
+    ends before it begins: it would hold nothing."""
+    if first >= last:
+        raise fail(f"{start} {first.isoformat()} is not before {end} {last.isoformat()}")
 
 
 def fail(message: str) -> typer.Exit:

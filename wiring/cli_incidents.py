@@ -23,7 +23,15 @@ from cityvitals.contracts import (
     WarningLevel,
 )
 from cityvitals.settings import Settings
-from wiring.cli_common import echo_json, enum_option, fail, parse_utc, settings, to_json
+from wiring.cli_common import (
+    echo_json,
+    enum_option,
+    fail,
+    in_order,
+    parse_utc,
+    settings,
+    to_json,
+)
 from wiring.cli_registry_common import actor as os_actor
 
 __all__ = ["incidents_app", "to_json"]
@@ -276,8 +284,7 @@ def performance_command(
         first = parse_utc(since) if since else last - timedelta(days=30)
     except (ValueError, OverflowError) as exc:
         raise fail(f"--since/--until: {exc}") from None
-    if first >= last:
-        raise fail(f"--since {first.isoformat()} is not before --until {last.isoformat()}")
+    in_order(first, last, "--since", "--until")
     conf = settings()
     with _database(conf) as conn:
         rows = performance(conn, first, last)

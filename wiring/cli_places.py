@@ -11,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from cityvitals.contracts import Department, Place, PlaceLevel, Profile
-from wiring.cli_common import fail, read_utf8
+from wiring.cli_common import fail, read_utf8, settings
 from wiring.cli_registry_common import actor, build, path_of, registry
 
 __all__ = ["audit", "departments_app", "places_app", "profiles_app"]
@@ -124,7 +124,6 @@ def profiles_put(
 def _metrics_read() -> frozenset[str]:
     """The metrics the stream's rules and indicators read (empty when a file of theirs does not
     load: the stream would refuse it, and 'rules check' says why)."""
-    from wiring.cli_common import settings
     from wiring.services import load_catalogue, load_rules
 
     try:

@@ -21,6 +21,7 @@ from wiring.cli_common import (
     NotUtf8,
     atomic_output,
     fail,
+    in_order,
     open_utf8,
     parse_utc,
     read_utf8,
@@ -261,9 +262,7 @@ def rules_backtest(
             first, stop = parse_utc(start or ""), parse_utc(end or datetime.now(UTC).isoformat())
         except ValueError as exc:
             raise fail(f"--from/--to: {exc}") from None
-        if first >= stop:
-            to = f"--to {stop.isoformat()}" if end is not None else f"now ({stop.isoformat()})"
-            raise fail(f"--from {first.isoformat()} is not before {to}")
+        in_order(first, stop, "--from", "--to" if end is not None else "now")
         source = read_database(first, stop)
     bt = Backtest(ruleset, step)
     started = time.perf_counter()

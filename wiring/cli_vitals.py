@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from sinks.vitals import NextValue, PlaceVitals
-from wiring.cli_common import fail, parse_utc, settings
+from wiring.cli_common import fail, in_order, parse_utc, settings
 
 __all__ = ["ago", "render_now", "vitals"]
 
@@ -136,8 +136,7 @@ def vitals(
         last = parse_utc(end) if end else datetime.now(UTC)
     except ValueError as exc:
         raise fail(f"--from/--to: {exc}") from None
-    if first >= last:
-        raise fail(f"--from {first.isoformat()} is not before --to {last.isoformat()}")
+    in_order(first, last, "--from", "--to")
     conf = settings()
     try:
         with db.connect(conf) as conn:

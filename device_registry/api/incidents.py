@@ -9,8 +9,9 @@ a dead letter) and takes the report into correlation after the answer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from pydantic import (
@@ -75,6 +76,8 @@ from sinks import (
 )
 
 __all__ = ["ActionBody", "ReportBody", "router"]
+
+T = TypeVar("T")
 
 router = APIRouter(responses=RETRY_LATER)
 Reading = Annotated[User, require("read")]
@@ -273,7 +276,8 @@ def act(
         raise FieldError(422, ("body", "reason"), unexplained, body.reason)
     if feedback.action is Action.REASSIGN and feedback.department is not None:
         listed = (d.department_id for d in registry.list_departments())
-        unknown = unknown_department(feedback.department, _routed(settings), listed)
+        routed = _configured(incident_departments, settings)
+        unknown = unknown_department(feedback.department, routed, listed)
         if unknown is not None:
             raise FieldError(422, ("body", "department"), unknown, feedback.department)
     IncidentPublisher(settings, registry.producer).send_feedback(feedback)
@@ -287,11 +291,11 @@ def act(
     return Sent(feedback_id=feedback.feedback_id, incident_id=incident_id, action=body.action)
 
 
-def _routed(settings: Settings) -> frozenset[str]:
-    """The departments the incident configuration routes to; 503 naming the file when it
+def _configured(read: Callable[[Settings], T], settings: Settings) -> T:
+    """What ``read`` takes from the incident configuration; 503 naming the file when it
     cannot be read (changed since the API started)."""
     try:
-        return incident_departments(settings)
+        return read(settings)
     except (OSError, ValueError) as exc:
         raise HTTPException(503, f"the incident configuration cannot be read: {exc}") from exc
 
@@ -308,10 +312,7 @@ def report(
     """Send a citizen report on ``reports``; answers its ``report_id``. A place the registry
     does not have, or a category the incident configuration does not, answers 422."""
     settings: Settings = request.app.state.settings
-    try:
-        known = incident_categories(settings)
-    except (OSError, ValueError) as exc:
-        raise HTTPException(503, f"the incident configuration cannot be read: {exc}") from exc
+    known = _configured(incident_categories, settings)
     if body.category not in known:
         raise FieldError(
             422,

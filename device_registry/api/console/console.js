@@ -511,7 +511,7 @@ function drawMarkers() {
   const at = projection();
   const missing = [];
   layer.replaceChildren();
-  const shown = [];
+  const shown = [], sharing = new Map();
   for (const incident of state.incidents.values()) {
     if (incident.state === "closed") continue;
     const place = located(incident.place_id);
@@ -519,17 +519,14 @@ function drawMarkers() {
       missing.push(incident.place_id);
       continue;
     }
-    shown.push([incident, at(place.lat, place.lon)]);
-  }
-  // Incidents at one point fan out around it, each its own marker to click.
-  const sharing = new Map();
-  for (const [, [x, y]] of shown) {
+    const [x, y] = at(place.lat, place.lon);
     const key = `${Math.round(x)},${Math.round(y)}`;
+    shown.push([incident, x, y, key]);
     sharing.set(key, (sharing.get(key) || 0) + 1);
   }
+  // Incidents at one point fan out around it, each its own marker to click.
   const placed = new Map();
-  for (const [incident, [px, py]] of shown) {
-    const key = `${Math.round(px)},${Math.round(py)}`;
+  for (const [incident, px, py, key] of shown) {
     const n = sharing.get(key), k = placed.get(key) || 0;
     placed.set(key, k + 1);
     const angle = (2 * Math.PI * k) / n;
