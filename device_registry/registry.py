@@ -388,10 +388,17 @@ class Registry(UserAccounts):
             return devices.select(cur, where, limit, offset)
 
     def audit_log(
-        self, entity: str | None = None, entity_id: str | None = None, limit: int = 100
+        self,
+        entity: str | None = None,
+        entity_id: str | None = None,
+        limit: int = 100,
+        actor: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> builtins.list[AuditEntry]:
+        """The audit log, newest first (filters: :func:`.repositories.audit.entries`)."""
         with self._read() as cur:
-            return audit.entries(cur, entity, entity_id, limit)
+            return audit.entries(cur, entity, entity_id, limit, actor, since, until)
 
     def set_service_credential(self, username: str, secret: str, actor: str = "system") -> None:
         """A service's own MQTT login (the gateway reads every device topic)."""

@@ -10,7 +10,7 @@ import typer
 
 from cityvitals.contracts import AlertStatus, WarningLevel
 from cityvitals.settings import Settings
-from wiring.cli_common import echo_json, enum_option, fail, parse_utc, settings
+from wiring.cli_common import echo_json, enum_option, fail, settings, time_option
 
 if TYPE_CHECKING:
     from sinks.alerts import AlertRow
@@ -22,13 +22,6 @@ alerts_app = typer.Typer(help="Alerts: list them by filter, show one.", no_args_
 
 def _when(ts: datetime | None, zone: tzinfo) -> str:
     return "-" if ts is None else f"{ts.astimezone(zone):%Y-%m-%d %H:%M:%S}"
-
-
-def _time(text: str | None, option: str) -> datetime | None:
-    try:
-        return parse_utc(text) if text else None
-    except ValueError as exc:
-        raise fail(f"{option}: {exc}") from None
 
 
 def _connect(conf: Settings) -> Any:
@@ -66,8 +59,8 @@ def list_command(
         level=enum_option(WarningLevel, level, "--level"),
         place=place,
         device=device,
-        since=_time(since, "--since"),
-        until=_time(until, "--until"),
+        since=time_option(since, "--since"),
+        until=time_option(until, "--until"),
         limit=limit,
     )
     conf = settings()

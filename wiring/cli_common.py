@@ -64,6 +64,15 @@ def parse_utc(text: str) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
+def time_option(text: str | None, option: str) -> datetime | None:
+    """An option's ISO time (:func:`parse_utc`; absent: None); a bad one ends the command
+    naming ``option``."""
+    try:
+        return parse_utc(text) if text else None
+    except ValueError as exc:
+        raise fail(f"{option}: {exc}") from None
+
+
 def to_json(value: Any, zone: tzinfo) -> Any:
     """A JSON-ready copy of models and dataclasses, with times in ``zone`` (ISO, with offset)."""
     if isinstance(value, BaseModel):

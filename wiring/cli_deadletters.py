@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cityvitals.contracts import STAGE
-from wiring.cli_common import echo_json, fail, parse_utc, settings
+from wiring.cli_common import echo_json, fail, settings, time_option
 
 if TYPE_CHECKING:
     from sinks.deadletters import StoredLetter
@@ -39,10 +39,7 @@ def deadletters(
         raise fail(
             f"--stage {stage!r} is not a stage name (a lower case letter, then letters, digits, _ . -)"
         )
-    try:
-        after = parse_utc(since) if since else None
-    except ValueError as exc:
-        raise fail(f"--since: {exc}") from None
+    after = time_option(since, "--since")
     where = LetterFilter(stage=stage, device=device, since=after, reason=reason, limit=limit)
     conf = settings()
     with db.connect(conf) as conn:

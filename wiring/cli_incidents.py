@@ -30,6 +30,7 @@ from wiring.cli_common import (
     in_order,
     parse_utc,
     settings,
+    time_option,
     to_json,
 )
 from wiring.cli_registry_common import actor as os_actor
@@ -80,10 +81,7 @@ def list_command(
     """Incidents, newest first."""
     from sinks.incidents import IncidentFilter, list_incidents
 
-    try:
-        after = parse_utc(since) if since else None
-    except ValueError as exc:
-        raise fail(f"--since: {exc}") from None
+    after = time_option(since, "--since")
     where = IncidentFilter(
         open_only=open_only,
         state=enum_option(IncidentState, state, "--state"),

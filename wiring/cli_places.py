@@ -11,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from cityvitals.contracts import Department, Place, PlaceLevel, Profile
-from wiring.cli_common import fail, read_utf8, settings
+from wiring.cli_common import fail, in_order, read_utf8, settings, time_option
 from wiring.cli_registry_common import actor, build, path_of, registry
 
 __all__ = ["audit", "departments_app", "places_app", "profiles_app"]
@@ -186,17 +186,26 @@ def audit(
     entity_id: Annotated[
         str | None, typer.Option("--id", help="the entity's id; for a user, its name too")
     ] = None,
-    limit: Annotated[int, typer.Option()] = 50,
+    by: Annotated[
+        str | None,
+        typer.Option("--actor", help="who acted: as listed (cli:root), or a user's name"),
+    ] = None,
+    since: Annotated[str | None, typer.Option(help="ISO time or date (no zone: UTC)")] = None,
+    until: Annotated[str | None, typer.Option(help="before this (no zone: UTC)")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
 ) -> None:
     """Who changed what, newest first."""
     if entity is not None and entity not in AUDITED:
         raise fail(f"--entity {entity!r}: the audit log holds {', '.join(AUDITED)}")
+    start, end = time_option(since, "--since"), time_option(until, "--until")
+    if start is not None and end is not None:
+        in_order(start, end, "--since", "--until")
     with registry() as reg:
-        entries = reg.audit_log(entity, entity_id, limit)
+        entries = reg.audit_log(entity, entity_id, limit, by, start, end)
         if entity_id and entity in (None, "user"):  # users are keyed by an id, named by a name
             named = [r.user.user_id for r in reg.list_users() if r.user.name == entity_id]
             for user_id in named:
-                entries = [*entries, *reg.audit_log("user", user_id, limit)]
+                entries = [*entries, *reg.audit_log("user", user_id, limit, by, start, end)]
             entries = sorted(entries, key=lambda e: e.at, reverse=True)[:limit]
     for e in entries:
         typer.echo(

@@ -24,13 +24,14 @@ from __future__ import annotations
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry, Gauge
 
 from cityvitals.settings import Settings
 from device_registry.api import alerts, auth, console, devices, incidents, places, vitals, watch
 from device_registry.api.bodies import DeviceCreate, DeviceMove, DevicePatch
+from device_registry.api.deps import known_query
 from device_registry.api.errors import FieldError, NotFound, install_error_handlers
 from device_registry.api.metrics import RequestMetrics
 from device_registry.api.pool import POOL_SIZE, RegistryBusy, RegistryPool
@@ -60,7 +61,8 @@ building), device profiles and departments; read the audit log and device livene
   an admin acting for someone names them in the `X-Actor` header).
 * A device's MQTT secret is in the answer that registers it (or rotates it), and nowhere else.
 * A refused field answers 422 (409 when an id or a place is taken) with
-  `{"detail": [{"loc": [..., field], "msg": ...}]}`; an unknown id in the path answers 404;
+  `{"detail": [{"loc": [..., field], "msg": ...}]}`, and so does a query parameter the route
+  does not take; an unknown id in the path answers 404;
   Kafka or the database unreachable answers 503 with `Retry-After`.
 """
 
@@ -73,6 +75,7 @@ def create_api(
         title="cityvitals device registry",
         version="1",
         description=DESCRIPTION,
+        dependencies=[Depends(known_query)],
     )
     app.state.settings = settings
     app.state.catalogue = vitals.load_catalogue(settings.indicators_file)

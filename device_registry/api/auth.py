@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field
 
 from device_registry.access import PERMISSIONS, Role, UnknownPermission, User
 from device_registry.api.deps import pool
+from device_registry.api.errors import FieldError
 from device_registry.errors import UnknownPlace
 from device_registry.registry import Registry
 
@@ -194,12 +195,20 @@ def require_city(user: User, what: str) -> None:
         )
 
 
-def place_filter(user: User, registry: Registry, place: str | None) -> tuple[str, ...] | None:
+def place_filter(
+    user: User, registry: Registry, place: str | None, param: str = "place"
+) -> tuple[str, ...] | None:
     """The place path a list endpoint narrows to: the requested place (an id, or a path
     ``a/b``) if it is in scope, the scope itself if none is asked for or an ancestor of the
-    scope is; 403 for a place outside the scope. None: no narrowing (the whole city)."""
+    scope is; 403 for a place outside the scope, 422 (naming the query parameter ``param``)
+    for a place id that does not exist. None: no narrowing (the whole city)."""
     if not user.scope:
-        return None if place is None else _path_of(registry, place)
+        if place is None:
+            return None
+        path = _path_of(registry, place)
+        if path is None:  # a misspelt id would otherwise answer an empty list
+            raise FieldError(422, ("query", param), f"place {place!r} does not exist", place)
+        return path
     if place is None:
         return user.scope
     path = _path_of(registry, place)
@@ -216,12 +225,15 @@ def place_filter(user: User, registry: Registry, place: str | None) -> tuple[str
 
 
 def _path_of(registry: Registry, place: str) -> tuple[str, ...] | None:
-    if "/" in place:
-        return tuple(p for p in place.strip("/").split("/") if p)
+    """The path of a place given by id or by path (``a/b``); None if there is no such place."""
+    asked = tuple(p for p in place.strip("/").split("/") if p)
+    if not asked:
+        return None
     try:
-        return registry.get_place(place).path
+        path = registry.get_place(asked[-1]).path
     except UnknownPlace:
         return None
+    return path if len(asked) == 1 or path == asked else None
 
 
 def visible(user: User, items: Iterable[T], path: Callable[[T], Sequence[str]]) -> list[T]:

@@ -8,9 +8,12 @@ from datetime import UTC, datetime
 from typing import Annotated, cast
 
 from fastapi import Depends, Path, Query, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from pydantic import BeforeValidator
 
 from cityvitals.contracts import IDENTIFIER
+from device_registry.api.errors import FieldError
 from device_registry.api.pool import RegistryPool
 from device_registry.registry import Registry
 
@@ -24,6 +27,8 @@ __all__ = [
     "Time",
     "Writer",
     "as_utc",
+    "in_order",
+    "known_query",
     "pool",
 ]
 
@@ -48,6 +53,42 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def in_order(since: datetime, until: datetime) -> None:
+    """422 unless ``since`` is before ``until``: a range that ends before it begins holds
+    nothing, which is a mistake worth naming rather than an empty answer."""
+    if since >= until:
+        raise FieldError(
+            422, ("query", "since"), f"not before until ({until.isoformat()})", since.isoformat()
+        )
+
+
+def _query_names(dependant: Dependant) -> frozenset[str]:
+    """The query parameters a route takes, its dependencies' included."""
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return frozenset(names)
+
+
+def known_query(request: Request) -> None:
+    """Refuse a query parameter the route does not take (422 naming it and those it takes):
+    a misspelt filter would otherwise be ignored and answer as if none was given."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    takes = _query_names(route.dependant)  # a few fields: cheaper than any cache key
+    unknown = sorted(set(request.query_params) - takes)
+    if unknown:
+        offers = ", ".join(sorted(takes)) or "none"
+        raise FieldError(
+            422,
+            ("query", unknown[0]),
+            f"unknown query parameter{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(map(repr, unknown))}; {route.path} takes: {offers}",
+            request.query_params[unknown[0]],
+        )
 
 
 def pool(request: Request) -> RegistryPool:

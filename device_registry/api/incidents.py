@@ -47,7 +47,7 @@ from device_registry.api.auth import (
     visible,
 )
 from device_registry.api.bodies import BAD_INPUT, NOT_FOUND, RETRY_LATER
-from device_registry.api.deps import PathId, Reader, Time, as_utc
+from device_registry.api.deps import PathId, Reader, Time, as_utc, in_order
 from device_registry.api.errors import FieldError, NotFound
 from device_registry.incident_publisher import (
     BadAction,
@@ -195,10 +195,7 @@ def incidents_performance(
         first = as_utc(since) or last - timedelta(days=30)
     except OverflowError as exc:
         raise FieldError(422, ("query", "until"), "too early: give since", until) from exc
-    if first >= last:
-        raise FieldError(
-            422, ("query", "since"), f"not before until ({last.isoformat()})", first.isoformat()
-        )
+    in_order(first, last)
     return performance(registry.conn, first, last)
 
 

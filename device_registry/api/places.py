@@ -52,7 +52,7 @@ def _put(path: str, model: type[BaseModel], tag: str, refused: Responses) -> Cal
 @router.get("/places", response_model=list[Place], tags=["places"], responses=NOT_FOUND)
 def list_places(user: Reading, registry: Reader, under: IdFilter = None) -> list[Place]:
     """Every place, or a place and all its descendants, in path order (those in scope)."""
-    narrowed = place_filter(user, registry, under)
+    narrowed = place_filter(user, registry, under, "under")
     found = registry.list_places(narrowed[-1] if narrowed else under)
     return visible(user, found, lambda p: p.path)
 

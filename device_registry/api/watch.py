@@ -11,7 +11,7 @@ from cityvitals.contracts import DeviceLiveness, Liveness, PlaceOutage
 from device_registry.access import User
 from device_registry.api.auth import place_filter, require, require_city, visible
 from device_registry.api.bodies import RETRY_LATER
-from device_registry.api.deps import IdFilter, Limit, Offset, Reader
+from device_registry.api.deps import IdFilter, Limit, Offset, Reader, Time, as_utc, in_order
 from device_registry.liveness_store import device_rows, open_outages
 from device_registry.repositories.audit import AuditEntry
 
@@ -28,12 +28,21 @@ def audit_log(
         str | None, Query(pattern=r"^[a-z_]{1,40}$", description="device, place, ...")
     ] = None,
     entity_id: IdFilter = None,
+    actor: Annotated[
+        str | None,
+        Query(max_length=200, pattern=r"^[^\x00]+$", description="as recorded, or a user's name"),
+    ] = None,
+    since: Annotated[Time, Query(description="at or after (no zone: UTC)")] = None,
+    until: Annotated[Time, Query(description="before (no zone: UTC)")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> list[AuditEntry]:
     """Registry changes and API actions, newest first: who changed what, before and after.
     It spans the whole city: it takes a city-wide scope."""
     require_city(user, "the audit log")
-    return registry.audit_log(entity, entity_id, limit)
+    start, end = as_utc(since), as_utc(until)
+    if start is not None and end is not None:
+        in_order(start, end)
+    return registry.audit_log(entity, entity_id, limit, actor, start, end)
 
 
 @router.get("/liveness/devices", response_model=list[DeviceLiveness], tags=["liveness"])

@@ -55,10 +55,26 @@ def record_many(
     cur.executemany(INSERT, [(actor, action, entity, i, _json(b), _json(a)) for i, b, a in changes])
 
 
-def entries(cur: Cursor, entity: str | None, entity_id: str | None, limit: int) -> list[AuditEntry]:
-    """Newest first, optionally of one entity kind and id."""
+def entries(
+    cur: Cursor,
+    entity: str | None,
+    entity_id: str | None,
+    limit: int,
+    actor: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[AuditEntry]:
+    """Newest first, optionally of one entity kind and id, by one actor (as recorded, or a
+    user's name without the ``(role)`` recorded after it), at or after ``since`` and before
+    ``until``."""
     where, params = ["true"], []
-    for clause, value in (("entity = %s", entity), ("entity_id = %s", entity_id)):
+    for clause, value in (
+        ("entity = %s", entity),
+        ("entity_id = %s", entity_id),
+        ("%s IN (actor, split_part(actor, ' (', 1))", actor),
+        ("at >= %s", since),
+        ("at < %s", until),
+    ):
         if value is not None:
             where.append(clause)
             params.append(value)

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -95,6 +96,17 @@ def test_a_device_onboarded_through_the_api_publishes_with_its_credentials(
     assert [d["device_id"] for d in api.get("/devices", params={"place": city}).json()] == [device]
     audit = api.get("/audit", params={"entity": "device", "entity_id": device}).json()
     assert [(a["action"], a["actor"]) for a in audit] == [("add", "itest-api")]
+    at = datetime.fromisoformat(audit[0]["at"])
+    mine = {"entity": "device", "entity_id": device}
+    for filters, found in (
+        ({"actor": "itest-api"}, 1),
+        ({"actor": "someone-else"}, 0),
+        ({"since": at.isoformat()}, 1),
+        ({"since": (at + timedelta(seconds=1)).isoformat()}, 0),
+        ({"until": (at + timedelta(seconds=1)).isoformat()}, 1),
+        ({"until": at.isoformat()}, 0),
+    ):
+        assert len(api.get("/audit", params={**mine, **filters}).json()) == found, filters
 
 
 def test_a_suspended_device_is_refused_by_the_broker_and_reaches_nothing(
@@ -326,6 +338,20 @@ def test_malformed_requests_get_4xx_naming_the_field(pipeline: Pipeline, api: ht
             ["body", "expected_interval_s"],
         ),
         ("GET", "/audit", {"params": {"limit": 0}}, 422, ["query", "limit"]),
+        (  # a range that ends before it begins
+            "GET",
+            "/audit",
+            {"params": {"since": "2026-12-02", "until": "2026-12-01"}},
+            422,
+            ["query", "since"],
+        ),
+        # A misspelt filter, or a place that does not exist, would answer an unfiltered or an
+        # empty list as if it were the answer.
+        ("GET", "/devices", {"params": {"placce": city}}, 422, ["query", "placce"]),
+        ("GET", "/audit", {"params": {"since": "x", "sinse": "y"}}, 422, ["query", "sinse"]),
+        ("GET", "/alerts", {"params": {"place": f"{city}-nowhere"}}, 422, ["query", "place"]),
+        ("GET", "/devices", {"params": {"place": f"{city}-d1/{city}"}}, 422, ["query", "place"]),
+        ("GET", "/places", {"params": {"under": f"{city}x"}}, 422, ["query", "under"]),
         ("GET", "/liveness/devices", {"params": {"status": "dead"}}, 422, ["query", "status"]),
         (
             "POST",
@@ -365,7 +391,8 @@ def test_malformed_requests_get_4xx_naming_the_field(pipeline: Pipeline, api: ht
     for path in (f"/devices/{device}x", f"/places/{city}x", f"/profiles/{city}x"):
         assert api.get(path).status_code == 404, path
     assert api.post(f"/devices/{device}x/rotate-secret").status_code == 404
-    assert api.get("/places", params={"under": f"{city}x"}).status_code == 404
+    misspelt = api.get("/incidents", params={"stat": "open"}).json()["detail"][0]["msg"]
+    assert "'stat'" in misspelt and " state" in misspelt.split("takes:")[1], misspelt
     # Nothing above changed the device.
     assert api.get(f"/devices/{device}").json()["place_path"] == [city, f"{city}-d1"]
 

@@ -463,8 +463,13 @@ def test_history_finds_a_user_by_name_and_names_a_misspelt_entity(
     at = datetime(2026, 12, 5, 7, 0, tzinfo=UTC)
     disabled = AuditEntry(at, "cli:ops", "disable", "user", "u-697df8bf", None, None)
 
+    asked: list[tuple[Any, ...]] = []
+
     class Fake:
-        def audit_log(self, entity: str | None, entity_id: str | None, _limit: int) -> list[Any]:
+        def audit_log(
+            self, entity: str | None, entity_id: str | None, _limit: int, *when: Any
+        ) -> list[Any]:
+            asked.append(when)
             return [disabled] if (entity, entity_id) == ("user", "u-697df8bf") else []
 
         def list_users(self) -> list[UserRow]:
@@ -483,3 +488,15 @@ def test_history_finds_a_user_by_name_and_names_a_misspelt_entity(
         main(["history", "--entity", "usr"])
     assert ended.value.code == 1
     assert "--entity 'usr': the audit log holds device, place" in capsys.readouterr().err
+    asked.clear()
+    with pytest.raises(SystemExit) as ended:
+        main(["history", "--actor", "ops", "--since", "2026-12-05", "--until", "2026-12-06T01:00"])
+    assert ended.value.code == 0
+    assert asked == [("ops", at.replace(hour=0), at.replace(day=6, hour=1))]
+    for argv, said in (
+        (["--since", "yesterday"], "--since: Invalid isoformat string: 'yesterday'"),
+        (["--since", "2026-12-06", "--until", "2026-12-05"], "is not before --until"),
+    ):
+        with pytest.raises(SystemExit) as ended:
+            main(["history", *argv])
+        assert ended.value.code == 1 and said in capsys.readouterr().err, argv
