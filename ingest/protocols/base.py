@@ -67,14 +67,22 @@ class DeviceProtocol:
 def parse(model: type[M], payload: bytes) -> M:
     """``model`` validated from JSON bytes; the first problem as a :class:`DecodeError`.
 
+    Strictly, as the payload's JSON schema says, never coerced: a value ``true`` or
+    ``"7.5"``, a ``seq`` of ``"2"`` or ``3.0``, a ``ts`` as a number are refused (a firmware
+    that sends them is broken, and its ones and zeros would feed alerts).
+
     >>> from cityvitals.contracts import ReadingPayload
     >>> parse(ReadingPayload, b'{"seq": 1}')
     Traceback (most recent call last):
     ...
     ingest.protocols.base.DecodeError: ts: Field required
+    >>> parse(ReadingPayload, b'{"ts": "2026-11-22T08:00:00Z", "seq": 1, "values": {"on": true}}')
+    Traceback (most recent call last):
+    ...
+    ingest.protocols.base.DecodeError: values.on: Input should be a valid number (got True)
     """
     try:
-        return model.model_validate_json(payload)
+        return model.model_validate_json(payload, strict=True)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
     # An element of a pack is named by its index: "[3].ts".

@@ -72,6 +72,19 @@ def test_camera_event_is_decoded_from_the_events_topic() -> None:
             "event_type",
             "face",
         ),
+        # Taken as the JSON schema says, never coerced: these would be stored as 1, 0 and 7.5.
+        ("cityvitals/wl-7/readings", body(values={"x": True}), "values.x", "valid number"),
+        ("cityvitals/wl-7/readings", body(values={"x": False}), "values.x", "valid number"),
+        ("cityvitals/wl-7/readings", body(values={"x": "7.5"}), "values.x", "'7.5'"),
+        ("cityvitals/wl-7/readings", body(values={"x": 1}, seq="2"), "seq", "valid integer"),
+        ("cityvitals/wl-7/readings", body(values={"x": 1}, seq=3.0), "seq", "valid integer"),
+        ("cityvitals/wl-7/readings", body(values={"x": 1}, ts=1796462275), "ts", "datetime"),
+        (
+            "cityvitals/wl-7/events",
+            body(event_type="waterlogging", value="0.8", confidence=0.9),
+            "value",
+            "valid number",
+        ),
         ("other/wl-7/readings", body(values={"x": 1}), "topic", "other/wl-7"),
         ("cityvitals/wl-7/status", body(values={"x": 1}), "topic", "status"),
         ("cityvitals/wl-7/readings", b"{" + b" " * 70_000 + b"}", "payload", "exceeds"),
@@ -142,6 +155,11 @@ def test_a_single_reading_is_a_message_of_one() -> None:
             pack({"ts": "2026-11-22T08:00:00Z", "seq": 1, "values": {"x": 1}, "device_id": "wl-8"}),
             "[0].device_id",
             "wl-8",
+        ),
+        (
+            pack({"ts": "2026-11-22T08:00:00Z", "seq": 1, "values": {"x": True}}),
+            "[0].values.x",
+            "valid number",
         ),
         (b"[]", "payload", "at least 1"),
         (
