@@ -54,7 +54,7 @@ def observations(
     else:
         assert isinstance(item, CameraEvent)
         device_id, confidence = item.camera_id, item.confidence
-        pairs = ((f"camera.{item.event_type.value}", item.value),)
+        pairs = ((item.metric, item.value),)
     device_type, place_path, ts = item.device_type, item.place_path, item.ts
     interval = expected_interval_s
     # tuple.__new__ over the tuple's fields: half the cost of calling the class, once per value.

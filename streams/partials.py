@@ -168,7 +168,7 @@ class Partials:
         if isinstance(reading, Reading):
             values: Mapping[str, float] = reading.values
         else:  # a camera reports by its events
-            values = {f"camera.{reading.event_type.value}": reading.value}
+            values = {reading.metric: reading.value}
         device_id = reading.device_id
         instant = micros(reading.ts)
         if (device_id, instant) in self._seen:

@@ -96,12 +96,13 @@ def problem(item: Reading | CameraEvent, entry: Mapping[str, Any] | None) -> tup
     if entry["state"] not in PROCESSED_STATES:
         state = entry["state"]
         return f"device {item.device_id!r} is {state}, not active or provisioned", "inactive_device"
-    if isinstance(item, Reading):
-        if found := unlisted_metric(item.device_id, item.values, entry):
-            return found, "unlisted_metric"
-        ranges = entry.get("valid_ranges")
-        if ranges and (found := out_of_range(item.values, ranges)):
-            return found, "out_of_range"
+    # A camera's event is its metric camera.<event type> to a profile, as to the rules.
+    values = item.values if isinstance(item, Reading) else {item.metric: item.value}
+    if found := unlisted_metric(item.device_id, values, entry):
+        return found, "unlisted_metric"
+    ranges = entry.get("valid_ranges")
+    if ranges and (found := out_of_range(values, ranges)):
+        return found, "out_of_range"
     return None, ""
 
 

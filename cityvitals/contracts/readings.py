@@ -73,6 +73,11 @@ class CameraEvent(Contract):
     def device_id(self) -> str:
         return self.camera_id
 
+    @property
+    def metric(self) -> str:
+        """The metric the event is to rules, profiles and indicators: ``camera.<event type>``."""
+        return f"camera.{self.event_type.value}"
+
 
 class ReadingPayload(Contract):
     """What a sensor publishes on ``<root>/<device_id>/readings``; the topic names the device."""

@@ -3,7 +3,14 @@ profile lists, and the lifecycle states whose readings are processed."""
 
 from datetime import UTC, datetime, timedelta
 
-from cityvitals.contracts import Device, DeviceState, Reading, ReadingBatch
+from cityvitals.contracts import (
+    CameraEvent,
+    CameraEventType,
+    Device,
+    DeviceState,
+    Reading,
+    ReadingBatch,
+)
 from rules import parse_rules
 from streams import process_batch, registry_entry
 
@@ -56,6 +63,47 @@ def test_a_reading_mixing_listed_and_unlisted_metrics_is_refused_whole() -> None
     batch = ReadingBatch(readings=(reading("wl-2", 1, water_level_cm=3, pm25=300),))
     out = process_batch(batch, devices, {}, RULES, "raw[0]", T0)
     assert not out.enriched.readings and "'pm25'" in out.dead_letters[0].reason
+
+
+def test_a_camera_event_is_held_to_its_profile_as_its_metric_camera_event_type() -> None:
+    """A camera's profile lists its events as camera.<event type> (as the rules name them):
+    an event it does not list, one outside its range, or an event from a sensor whose
+    profile lists no camera metric is refused like a reading."""
+    camera = Device(
+        device_id="cam-1",
+        device_type="camera",
+        profile_id="cam-v1",
+        place_path=("c", "d1"),
+        state=DeviceState.ACTIVE,
+        valid_ranges={"camera.waterlogging": (0.0, 1.0), "camera.smoke_fire": (0.0, 1.0)},
+        updated_at=T0,
+    )
+    devices = {"cam-1": registry_entry(camera), "wl-4": registry_entry(water_level("wl-4"))}
+
+    def event(device: str, minute: int, kind: CameraEventType, value: float) -> CameraEvent:
+        ts = T0 + timedelta(minutes=minute)
+        return CameraEvent(
+            camera_id=device, ts=ts, seq=minute, event_type=kind, value=value, confidence=0.9
+        )
+
+    batch = ReadingBatch(
+        camera_events=(
+            event("cam-1", 1, CameraEventType.WATERLOGGING, 0.8),
+            event("cam-1", 2, CameraEventType.WATERLOGGING, 7.5),
+            event("cam-1", 3, CameraEventType.ILLEGAL_PARKING, 0.5),
+            event("wl-4", 4, CameraEventType.SMOKE_FIRE, 0.9),
+        )
+    )
+    out = process_batch(batch, devices, {}, RULES, "raw[0]", T0)
+    assert [e.seq for e in out.enriched.camera_events] == [1]
+    assert [d.reason for d in out.dead_letters] == [
+        "camera.waterlogging=7.5 is outside the profile's valid range [0.0, 1.0]",
+        "metric 'camera.illegal_parking' is not in profile 'cam-v1' of device 'cam-1' "
+        "(it lists: camera.smoke_fire, camera.waterlogging)",
+        "metric 'camera.smoke_fire' is not in profile 'wl-v1' of device 'wl-4' "
+        "(it lists: water_level_cm)",
+    ]
+    assert out.refused == {"out_of_range": 1, "unlisted_metric": 2}
 
 
 def test_a_device_without_a_profile_may_send_any_metric() -> None:
