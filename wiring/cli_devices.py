@@ -62,7 +62,8 @@ def devices_add(
         secret = reg.add(device, actor())
         root = reg.settings.mqtt_topic_root
     typer.echo(f"registered {device_id}; MQTT username {device_id}, secret {secret} (shown once)")
-    typer.echo(f"publish to {root}/{device_id}/readings")
+    topic = f"{root}/{device_id}"
+    typer.echo(f"publish readings to {topic}/readings (a camera's events: {topic}/events)")
     for note in type_notes([device_type]):
         typer.echo(note, err=True)
 

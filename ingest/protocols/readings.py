@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from cityvitals.contracts import SCHEMA_VERSION, Reading, ReadingPack, ReadingPayload, trusted
-from ingest.protocols.base import Decoded, DeviceProtocol, claimed_device, parse
+from ingest.protocols.base import Decoded, DecodeError, DeviceProtocol, claimed_device, parse
 
 __all__ = ["PROTOCOL", "decode_pack", "decode_reading"]
 
@@ -36,7 +36,17 @@ def decode_reading(device_id: str, payload: bytes, received_at: datetime) -> Rea
     ...                datetime(2026, 11, 22, tzinfo=UTC)).values
     {'pm25': 41.0}
     """
-    return _reading(parse(ReadingPayload, payload), device_id, received_at, "device_id")
+    try:
+        found = parse(ReadingPayload, payload)
+    except DecodeError as exc:
+        if b'"event_type"' in payload:  # a camera's event, on the readings' topic
+            raise DecodeError(
+                f"{exc.reason} (this looks like a camera event: those go on the topic ending "
+                "/events)",
+                exc.field,
+            ) from None
+        raise
+    return _reading(found, device_id, received_at, "device_id")
 
 
 def decode_pack(device_id: str, payload: bytes, received_at: datetime) -> list[Decoded]:

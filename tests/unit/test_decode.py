@@ -85,6 +85,12 @@ def test_camera_event_is_decoded_from_the_events_topic() -> None:
             "value",
             "valid number",
         ),
+        (  # a camera event on the readings' topic says where it belongs
+            "cityvitals/cam-1/readings",
+            body(event_type="waterlogging", value=0.4, confidence=0.9),
+            "values",
+            "this looks like a camera event: those go on the topic ending /events",
+        ),
         ("other/wl-7/readings", body(values={"x": 1}), "topic", "other/wl-7"),
         ("cityvitals/wl-7/status", body(values={"x": 1}), "topic", "status"),
         ("cityvitals/wl-7/readings", b"{" + b" " * 70_000 + b"}", "payload", "exceeds"),
