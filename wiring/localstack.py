@@ -91,6 +91,13 @@ class MetricsPorts:
         return int(getattr(self, service))
 
 
+SECOND_STACK = (
+    "CITYVITALS_STATE_DIR, CITYVITALS_MQTT_PORT, CITYVITALS_KAFKA_BOOTSTRAP, "
+    "CITYVITALS_DATABASE_URL, CITYVITALS_API_PORT and 'up --metrics-base'"
+)
+"""What a second stack on the machine changes, so that it shares no folder and no port."""
+
+
 @dataclass
 class LocalStack:
     """One stack per state folder: starting takes the folder's lock (a second ``up`` on the
@@ -115,15 +122,21 @@ class LocalStack:
     def _check_ports(self) -> None:
         kafka_port = int(self.settings.kafka_bootstrap.rsplit(":", 1)[1])
         db_port = urlsplit(self.settings.database_url.get_secret_value()).port or 5432
+        # The services' ports too: a metrics port another stack holds would answer our
+        # readiness probe, and 'up' would report ready what is another stack's.
+        services = [(f"{n} metrics", self.metrics.of(n), "--metrics-base") for n in SERVICES]
         for what, port, setting in (
             ("MQTT", self.settings.mqtt_port, "CITYVITALS_MQTT_PORT"),
             ("Kafka", kafka_port, "CITYVITALS_KAFKA_BOOTSTRAP"),
             ("PostgreSQL", db_port, "CITYVITALS_DATABASE_URL"),
+            ("API", self.settings.api_port, "CITYVITALS_API_PORT"),
+            *[(what, port, option) for what, port, option in services if port],
         ):
             if port_is_open("127.0.0.1", port):
                 raise StackError(
                     f"{what} port {port} on 127.0.0.1 is already in use (another 'cityvitals up'? "
-                    f"try 'cityvitals down'), or set {setting} to another port"
+                    f"try 'cityvitals down'), or set {setting} to another port (a second stack: "
+                    f"{SECOND_STACK})"
                 )
 
     def _start(self, process: ManagedProcess, port: int | None, timeout: float = 30) -> None:

@@ -7,8 +7,12 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import pytest
+
+from cityvitals.settings import Settings
 from device_registry.credentials import local_broker
 from ingest.decode import MAX_PAYLOAD
+from wiring.localstack import LocalStack, MetricsPorts, StackError
 from wiring.servers import MAX_PACKET_BYTES, mosquitto_process
 from wiring.stack import StackPaths, _ephemeral_range, free_loopback_port
 
@@ -59,3 +63,29 @@ def test_a_free_port_is_outside_the_ephemeral_range_free_and_never_handed_out_tw
     finally:
         for sock in socks:
             sock.close()
+
+
+def test_a_port_of_another_stack_is_named_before_anything_starts(tmp_path: Path) -> None:
+    """Every port 'up' would listen on is checked, the API's and the metrics' too: a metrics
+    port another stack holds would answer the readiness probe for a service of ours."""
+    free = [free_loopback_port() for _ in range(4)]
+    base = Settings(
+        state_dir=tmp_path / "state",
+        mqtt_port=free[0],
+        kafka_bootstrap=f"127.0.0.1:{free[1]}",
+        database_url=f"postgresql://cityvitals@127.0.0.1:{free[2]}/cityvitals",
+        api_port=free[3],
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for settings, metrics, named in (
+            (base.model_copy(update={"api_port": port}), MetricsPorts(), "CITYVITALS_API_PORT"),
+            (base, MetricsPorts(streams=port), "--metrics-base"),
+        ):
+            with pytest.raises(StackError) as refused:
+                LocalStack(settings, metrics)._check_ports()
+            assert f"port {port} on 127.0.0.1 is already in use" in str(refused.value)
+            assert f"set {named} to another port" in str(refused.value)
+    LocalStack(base, MetricsPorts(streams=port))._check_ports()  # free again: no complaint
