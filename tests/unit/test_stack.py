@@ -12,9 +12,9 @@ import pytest
 from cityvitals.settings import Settings
 from device_registry.credentials import local_broker
 from ingest.decode import MAX_PAYLOAD
-from wiring.localstack import LocalStack, MetricsPorts, StackError
+from wiring.localstack import LocalStack, MetricsPorts
 from wiring.servers import MAX_PACKET_BYTES, mosquitto_process
-from wiring.stack import StackPaths, _ephemeral_range, free_loopback_port
+from wiring.stack import StackError, StackPaths, _ephemeral_range, free_loopback_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
