@@ -8,8 +8,8 @@ sends only what changed, each an SSE event whose data is JSON:
 
 * ``incident``: an incident in the user's scope at a new revision (open ones at the start; one
   that closed once, then no more);
-* ``tile``: a vital sign of the user's place or one of its children (value, unit, band,
-  coverage, window and the trend against the previous window);
+* ``tile``: a vital sign of the user's place or one of its children (value, unit, band and the
+  colour it is shown in, coverage, window and the trend against the previous window);
 * ``alerts``: the firing alerts in scope, counted by level;
 * ``refusal``: a feedback on an incident in view that the incident stage refused, and why;
 * ``end``: the user's token stopped being valid (disabled, rotated): the stream closes.
@@ -43,7 +43,7 @@ from device_registry.api.bodies import NOT_FOUND, RETRY_LATER
 from device_registry.api.deps import PathId, Reader, pool
 from device_registry.api.errors import NotFound
 from device_registry.registry import Registry
-from rules.indicators import FORMULAS, Catalogue
+from rules.indicators import Catalogue
 from sinks import (
     AROUND,
     AlertFilter,
@@ -260,7 +260,7 @@ def _tiles(registry: Registry, place: PlaceVitals, watch: Watch) -> list[dict[st
                 "value": sign.value,
                 "unit": sign.unit,
                 "band": sign.band,
-                "severity": band_severity(watch.catalogue, sign.indicator, sign.band),
+                "band_level": band_level(watch.catalogue, sign.indicator, sign.band),
                 "coverage": sign.coverage,
                 "quality": sign.quality,
                 "window_start": sign.window_start.isoformat(),
@@ -298,21 +298,20 @@ def _previous_value(
     return earlier[-1].value if earlier else None
 
 
-def band_severity(catalogue: Catalogue | None, indicator: str, band: str | None) -> float | None:
-    """Where ``band`` sits among the indicator's bands: 0 for the first (best), 1 for the last.
+def band_level(catalogue: Catalogue | None, indicator: str, band: str | None) -> str | None:
+    """The colour a tile's band is shown in: ``normal``, or the warning level the catalogue
+    gives the band (``levels``); None without a band.
 
     >>> from device_registry.api.vitals import load_catalogue
     >>> shipped = load_catalogue(None)
-    >>> band_severity(shipped, "water_depth", "dry"), band_severity(shipped, "water_depth", "road_closed")
-    (0.0, 1.0)
+    >>> [band_level(shipped, "congestion", b) for b in ("basically_free", "light", "severe")]
+    ['normal', 'blue', 'orange']
     """
     spec = None if catalogue is None or band is None else catalogue.by_id.get(indicator)
-    if spec is None:
+    if spec is None or band is None:
         return None
-    labels = [label for label, _ in spec.bands or FORMULAS[spec.kind].bands]
-    if band not in labels or len(labels) < 2:
-        return None
-    return labels.index(band) / (len(labels) - 1)
+    level = spec.level(band)
+    return "normal" if level is None else level.value
 
 
 def _trend(previous: float | None, value: float | None) -> str | None:

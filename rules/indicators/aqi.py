@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from cityvitals.contracts import WarningLevel
 from rules.indicators.base import Band, Detail, Formula
 
 if TYPE_CHECKING:
@@ -71,6 +73,17 @@ class Aqi(Formula):
     name = "aqi"
     needs_metric = False
     bands = AQI_BANDS
+    # The standard's own colours (good green, moderate yellow, light orange, then red, purple
+    # and maroon), capped at the warning scale's red.
+    band_levels = MappingProxyType(
+        {
+            "moderate": WarningLevel.YELLOW,
+            "light": WarningLevel.ORANGE,
+            "medium": WarningLevel.RED,
+            "heavy": WarningLevel.RED,
+            "severe": WarningLevel.RED,
+        }
+    )
 
     def metrics(self, spec: IndicatorSpec) -> frozenset[str]:
         return frozenset(IAQI_2026)

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING
+
+from cityvitals.contracts import WarningLevel
 
 if TYPE_CHECKING:
     from rules.indicators.catalogue import IndicatorSpec
@@ -44,6 +47,8 @@ class Formula(ABC):
     """Whether an indicator of this formula must name its ``metric``."""
     bands: tuple[Band, ...] = ()
     """Bands used when the indicator gives none."""
+    band_levels: Mapping[str, WarningLevel] = MappingProxyType({})
+    """The warning level each of those bands is shown at; a band not named is normal."""
     highest: frozenset[str] = frozenset()
     """State keys that merge as a maximum (the others add up)."""
     counts_devices: bool = False

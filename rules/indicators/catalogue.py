@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from cityvitals.contracts import IDENTIFIER, IndicatorQuality, PlaceLevel
+from cityvitals.contracts import IDENTIFIER, IndicatorQuality, PlaceLevel, WarningLevel
 from rules.indicators.formulas import FORMULAS
 from rules.kinds import Duration
 from rules.ruleset import RuleFileError, RuleProblem, file_error, load_yaml
@@ -61,6 +61,9 @@ class IndicatorSpec(BaseModel):
     """The levels of the place tree it is computed for."""
     bands: tuple[tuple[str, float | None], ...] = ()
     """Labels by upper bound, lowest first; the last may be unbounded (null)."""
+    band_levels: dict[str, WarningLevel] | None = None
+    """The warning level each band is shown at (``{lane_limit: yellow, ...}``); a band not
+    named is normal. Absent: the formula's own, for its own bands."""
     free_flow_kmh: float = Field(default=40.0, gt=0)
     unit: str = ""
     description: str = ""
@@ -88,6 +91,12 @@ class IndicatorSpec(BaseModel):
         bounds = [b for _, b in self.bands if b is not None]
         if bounds != sorted(bounds) or any(b is None for _, b in self.bands[:-1]):
             raise ValueError("bands must rise, and only the last may be unbounded")
+        labels = [label for label, _ in self.bands or FORMULAS[self.kind].bands]
+        if unknown := sorted(set(self.band_levels or {}) - set(labels)):
+            raise ValueError(
+                f"band_levels name {', '.join(map(repr, unknown))}, not a band of it "
+                f"({', '.join(labels) or 'it has none'})"
+            )
         return self
 
     @property
@@ -107,6 +116,19 @@ class IndicatorSpec(BaseModel):
         formula = FORMULAS[self.kind]
         self._metrics = formula.metrics(self)
         self._every_reading = formula.counts_devices
+
+    def level(self, band: str) -> WarningLevel | None:
+        """The warning level ``band`` is shown at; None when it is normal.
+
+        >>> spec = parse_catalogue(
+        ...     "indicators: [{id: depth, kind: max, metric: cm, device_types: [w],"
+        ...     " bands: [[dry, 5], [wet, null]], band_levels: {wet: yellow}}]").by_id["depth"]
+        >>> spec.level("wet"), spec.level("dry")
+        (<WarningLevel.YELLOW: 'yellow'>, None)
+        """
+        if self.band_levels is not None:
+            return self.band_levels.get(band)
+        return None if self.bands else FORMULAS[self.kind].band_levels.get(band)
 
     def band(self, value: float) -> str | None:
         for label, upper in self.bands or FORMULAS[self.kind].bands:

@@ -148,7 +148,7 @@ def test_a_tile_tells_a_window_without_data_from_an_indicator_without_a_value_ye
         "tiles => tiles.forEach(onTile)",
         [
             {**base, "key": "x/depth", "place_id": "x", "indicator": "depth", "previous": 20.0,
-             "quality": "no_data", "band": None, "severity": None, "coverage": 0},
+             "quality": "no_data", "band": None, "band_level": None, "coverage": 0},
             {**base, "key": "y/depth", "place_id": "y", "indicator": "depth",
              "due_at": "2026-12-05T08:00:00+00:00"},
         ],

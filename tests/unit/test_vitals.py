@@ -272,6 +272,11 @@ def test_the_shipped_catalogue_is_valid_and_a_bad_one_is_named_by_line() -> None
     assert "cat.yaml:6: indicators.0.window: " in str(err.value) and "divide a day" in str(
         err.value
     )
+    levelled = "indicators: [{id: d, kind: max, metric: m, device_types: [w], bands: [[dry, 5], [wet, null]], band_levels: {damp: blue}}]"
+    with pytest.raises(RuleFileError) as err:
+        parse_catalogue(levelled, "cat.yaml")
+    assert "band_levels name 'damp', not a band of it (dry, wet)" in str(err.value)
+    assert shipped.by_id["aqi"].level("light") == "orange"  # the formula's own bands
 
 
 def test_windows_wait_for_the_expected_devices_rather_than_skip_them() -> None:
@@ -507,3 +512,31 @@ def test_the_marks_keep_the_windows_of_the_last_hour_before_the_newest() -> None
 def test_an_instant_in_microseconds_is_exact_in_any_zone(ts: datetime) -> None:
     """Marks keep instants as whole microseconds since 1970 (the dedup key of a reading)."""
     assert micros(ts) == (ts - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+def test_the_shipped_bands_are_coloured_as_the_shipped_rules_raise_their_values() -> None:
+    """A tile and an alert on the same value agree: each shipped band's level (its middle;
+    the unbounded last band just past its start) is the level the shipped threshold rule on
+    the indicator's metric raises for that value (a congestion index as the speed it means)."""
+    from importlib import resources
+
+    from device_registry.api.vitals import load_catalogue
+    from rules.kinds.levels import judge_levelled
+    from rules.ruleset import parse_rules
+
+    shipped = parse_rules(resources.files("rules").joinpath("default.yaml").read_text())
+    rules = {r.metric: r for r in shipped.rules if r.kind == "threshold"}
+    checked = []
+    for spec in load_catalogue(None).by_id.values():
+        rule = rules.get(spec.metric)
+        if rule is None or not spec.bands:
+            continue
+        lower = 0.0
+        for band, upper in spec.bands:
+            middle = lower + 1 if upper is None else (lower + upper) / 2
+            value = spec.free_flow_kmh / middle if spec.kind == "congestion" else middle
+            raised = judge_levelled(rule, value, False, None).level
+            assert spec.level(band) == raised, (spec.id, band, value, raised)
+            lower = upper or lower
+        checked.append(spec.id)
+    assert sorted(checked) == ["congestion", "noise_leq", "water_depth"]

@@ -424,9 +424,8 @@ function onTile(tile) {
 }
 
 function drawTile(tile) {
-  const severity = tile.severity === null || tile.severity === undefined
-    ? null : Math.round(tile.severity * 3);
-  const classes = ["tile", severity === null ? "" : `sev-${severity}`, tile.value === null ? "stale" : ""];
+  // The band's colour: "normal", or the warning level the indicator catalogue gives it.
+  const classes = ["tile", tile.band_level ? `band-${tile.band_level}` : "", tile.value === null ? "stale" : ""];
   const value = tile.value === null ? "–" : Number(tile.value.toPrecision(4));
   const meta = tile.value !== null
     ? `${tile.band || ""} · coverage ${Math.round(tile.coverage * 100)}%`
