@@ -4,7 +4,11 @@ A :class:`DeviceClock` learns how often its device reports: the median of its la
 :data:`WINDOW` gaps. :func:`judge` calls the device ``late`` after ``late_factor`` such
 intervals without a report and ``offline`` after ``offline_factor``, and ``online`` again as
 soon as it reports. Until :data:`MIN_GAPS` gaps were seen, a fallback interval stands in: the
-device's profile's ``expected_interval_s``, else :data:`DEFAULT_INTERVAL_S`.
+device's profile's ``expected_interval_s``, else :data:`DEFAULT_INTERVAL_S`. A device with a
+profile is never judged by a shorter interval than its profile's: a burst at commissioning (a
+test every 3 s, a queue flushed after a reconnect) would otherwise teach it a cadence its
+normal reports break, and it would go offline after each of them until the burst's gaps age
+out of the window.
 
 When most devices under one place go offline together (a gateway or a power cut), that is one
 :class:`Outage` of the highest such place (:mod:`device_registry.outages`), and its devices
@@ -135,16 +139,21 @@ def observe(clock: DeviceClock, seen_at: datetime) -> DeviceClock:
     return replace(clock, last_seen=seen_at, gaps=(*clock.gaps, gap)[-WINDOW:])
 
 
-def cadence(clock: DeviceClock, fallback_interval_s: float) -> float:
-    """The interval the device is judged by: observed once :data:`MIN_GAPS` gaps are known.
+def cadence(clock: DeviceClock, fallback_interval_s: float, floor_s: float = 0.0) -> float:
+    """The interval the device is judged by: observed once :data:`MIN_GAPS` gaps are known,
+    and never under ``floor_s`` (its profile's interval, if it has one).
 
     >>> from datetime import UTC
-    >>> cadence(DeviceClock(since=datetime(2026, 11, 22, tzinfo=UTC), gaps=(5.0, 6.0)), 60.0)
+    >>> t0 = datetime(2026, 11, 22, tzinfo=UTC)
+    >>> cadence(DeviceClock(since=t0, gaps=(5.0, 6.0)), 60.0)
     60.0
+    >>> burst = DeviceClock(since=t0, gaps=(3.0, 3.0, 3.0, 31.0))
+    >>> cadence(burst, 60.0), cadence(burst, 60.0, floor_s=60.0)
+    (3.0, 60.0)
     """
     if len(clock.gaps) < MIN_GAPS:
         return fallback_interval_s
-    return float(statistics.median(clock.gaps))
+    return max(float(statistics.median(clock.gaps)), floor_s)
 
 
 def judge(
@@ -153,6 +162,7 @@ def judge(
     fallback_interval_s: float,
     late_factor: float,
     offline_factor: float,
+    floor_s: float = 0.0,
 ) -> Liveness:
     """The device's status at ``now``, from how long it has been silent against its cadence.
 
@@ -166,7 +176,7 @@ def judge(
     >>> judge(restarted, t0 + timedelta(hours=1, seconds=30), 60.0, 2.0, 4.0).value
     'online'
     """
-    interval = cadence(clock, fallback_interval_s)
+    interval = cadence(clock, fallback_interval_s, floor_s)
     silence = (now - max(clock.heard, clock.since)).total_seconds()
     if silence >= offline_factor * interval:
         status = Liveness.OFFLINE
@@ -222,6 +232,12 @@ class Watched:
     """Its profile's expected interval, else the policy's default."""
     since: datetime
     """When watching it began (see :func:`watch_from`): the baseline of its silence."""
+    floor_s: float = 0.0
+    """Its profile's expected interval (0 without one): the shortest it is judged by."""
+
+    def interval(self, clock: DeviceClock) -> float:
+        """The interval it is judged by (:func:`cadence`)."""
+        return cadence(clock, self.fallback_interval_s, self.floor_s)
 
 
 def watch_from(
@@ -269,7 +285,8 @@ def follow(
             out.pop(device.device_id, None)
             continue
         interval = device.expected_interval_s or default_interval_s
-        watched = Watched(device.place_path, interval, device.updated_at)
+        floor = device.expected_interval_s or 0.0
+        watched = Watched(device.place_path, interval, device.updated_at, floor)
         out.update(watch_from({device.device_id: watched}, out, now))
     return out
 
@@ -280,7 +297,7 @@ def report(device_id: str, clock: DeviceClock, watched: Watched, now: datetime) 
         device_id=device_id,
         status=clock.status,
         last_seen=clock.last_seen,
-        expected_interval_s=cadence(clock, watched.fallback_interval_s),
+        expected_interval_s=watched.interval(clock),
         place_path=watched.place_path,
         ts=now,
     )
@@ -319,7 +336,12 @@ def check(
     for device_id, watched in fleet.items():
         clock = clocks.get(device_id) or DeviceClock(since=watched.since)
         status = judge(
-            clock, now, watched.fallback_interval_s, policy.late_factor, policy.offline_factor
+            clock,
+            now,
+            watched.fallback_interval_s,
+            policy.late_factor,
+            policy.offline_factor,
+            watched.floor_s,
         )
         if status is not clock.status:
             changed.append(device_id)
@@ -371,7 +393,7 @@ def _release(
         watched = fleet[device_id]
         path = watched.place_path
         if clock.status is Liveness.OFFLINE and under(path, places) and not under(path, open_now):
-            grace = policy.offline_factor * cadence(clock, watched.fallback_interval_s)
+            grace = policy.offline_factor * watched.interval(clock)
             released[device_id] = replace(clock, held_until=now + timedelta(seconds=grace))
     return released
 

@@ -81,6 +81,18 @@ def test_the_fallback_rules_until_the_cadence_is_known() -> None:
     assert status(clock, 1 + 240, fallback=60) == "offline"
 
 
+def test_a_burst_at_commissioning_does_not_make_a_profiled_device_flap() -> None:
+    """Tested every 3 s at commissioning, then reporting every 31 s as its 60 s profile
+    allows: judged by its profile's interval, it stays online between reports. Without a
+    floor it would be offline 12 s after each report until the burst aged out."""
+    clock = reported([*range(0, 40, 3), 70, 101, 132])
+    assert cadence(clock, 60.0) == 3.0  # what the burst taught
+    assert judge(clock, at(132 + 30), 60.0, 2.0, 4.0) == "offline"
+    assert judge(clock, at(132 + 30), 60.0, 2.0, 4.0, floor_s=60.0) == "online"
+    assert judge(clock, at(132 + 120), 60.0, 2.0, 4.0, floor_s=60.0) == "late"
+    assert cadence(reported([0, 300, 600, 900]), 60.0, floor_s=60.0) == 300.0  # slower: its own
+
+
 def test_a_device_never_heard_is_judged_from_its_registration() -> None:
     clock = DeviceClock(since=at(1000))
     assert status(clock, 1000 + 239, fallback=60) == "late"
@@ -363,15 +375,15 @@ def test_the_fleet_follows_the_devices_topic_active_watched_any_other_state_not(
         DEFAULT_INTERVAL_S,
         at(3600),
     )
-    assert fleet == {"a": Watched(("c", "d"), 30.0, at(3600))}, "provisioned is not watched"
+    assert fleet == {"a": Watched(("c", "d"), 30.0, at(3600), 30.0)}, "provisioned is not watched"
     later = [
         device("a", DeviceState.ACTIVE, 60.0, "c", "e"),  # moved, its profile's interval changed
         device("p", DeviceState.ACTIVE),  # activated: watched from now, by the default
     ]
     fleet = follow(fleet, later, DEFAULT_INTERVAL_S, at(7200))
     assert fleet == {
-        "a": Watched(("c", "e"), 60.0, at(3600)),
-        "p": Watched(("c", "d"), DEFAULT_INTERVAL_S, at(7200)),
+        "a": Watched(("c", "e"), 60.0, at(3600), 60.0),
+        "p": Watched(("c", "d"), DEFAULT_INTERVAL_S, at(7200)),  # no profile: no floor
     }
     gone = [device("a", DeviceState.SUSPENDED), device("p", DeviceState.RETIRED)]
     assert follow(fleet, gone, DEFAULT_INTERVAL_S, at(7300)) == {}
@@ -382,4 +394,4 @@ def test_a_device_watched_before_its_registration_arrived_keeps_its_start() -> N
     reading) is watched from that report, not from when its activation arrives."""
     reporting = {"n": Watched(("c", "d"), DEFAULT_INTERVAL_S, at(100))}
     fleet = follow(reporting, [device("n", DeviceState.ACTIVE, 30.0)], DEFAULT_INTERVAL_S, at(200))
-    assert fleet == {"n": Watched(("c", "d"), 30.0, at(100))}
+    assert fleet == {"n": Watched(("c", "d"), 30.0, at(100), 30.0)}
