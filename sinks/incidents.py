@@ -17,8 +17,9 @@ Open311 exports: :mod:`sinks.open311`.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -42,10 +43,12 @@ __all__ = [
     "SHORTEST_PREFIX",
     "AlertRow",
     "AmbiguousIncident",
+    "CameraSnapshot",
     "IncidentDetail",
     "IncidentFilter",
     "Performance",
     "UnknownIncident",
+    "camera_snapshots",
     "find_incident",
     "get_incident",
     "incident_detail",
@@ -146,8 +149,30 @@ def list_incidents(conn: Conn, where: IncidentFilter = IncidentFilter()) -> list
         return [Incident.model_validate(row) for row in cur.execute(query.encode(), params)]
 
 
+@dataclass(frozen=True)
+class CameraSnapshot:
+    """A camera event behind one of an incident's alerts that kept a snapshot: what the
+    camera saw (the image is in the object store under ``snapshot_ref``)."""
+
+    camera_id: str
+    event_type: str
+    ts: datetime
+    value: float
+    confidence: float
+    snapshot_ref: str
+
+
+SNAPSHOTS_SHOWN = 20
+"""The newest camera snapshots an incident's detail lists."""
+
+SNAPSHOT_LEAD = timedelta(minutes=5)
+"""How long before an alert's start its cameras' snapshots count (a rule that waits ``for`` a
+while starts its alert after the events that made it)."""
+
+
 class IncidentDetail(BaseModel):
-    """One incident and everything stored about it, each list oldest first."""
+    """One incident and everything stored about it, each list oldest first (the camera
+    snapshots newest first)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -157,6 +182,33 @@ class IncidentDetail(BaseModel):
     escalations: tuple[Escalation, ...]
     alerts: tuple[AlertRow, ...]
     reports: tuple[CitizenReport, ...]
+    camera_snapshots: tuple[CameraSnapshot, ...] = ()
+    """The snapshots of the camera events behind its alerts (of the alert's own camera and
+    event type; a composite alert's: of its evidence), from a little before each alert
+    started until it resolved; :data:`SNAPSHOTS_SHOWN` at most."""
+
+
+def camera_snapshots(conn: Conn, alerts: Sequence[AlertRow]) -> list[CameraSnapshot]:
+    """What the cameras behind ``alerts`` saw while they fired (:attr:`IncidentDetail.camera_snapshots`)."""
+    found: dict[tuple[str, str, datetime], CameraSnapshot] = {}
+    for a in alerts:
+        cameras = [a.device_id, *a.evidence]
+        kind = a.metric.removeprefix("camera.") if a.metric.startswith("camera.") else None
+        rows = fetch(
+            conn,
+            "SELECT camera_id, event_type, ts, value, confidence, snapshot_ref FROM camera_events "
+            "WHERE camera_id = ANY(%s) AND ts >= %s AND ts <= %s AND snapshot_ref IS NOT NULL "
+            "AND (%s::text IS NULL OR event_type = %s) ORDER BY ts DESC LIMIT %s",
+            cameras,
+            a.started_at - SNAPSHOT_LEAD,
+            a.resolved_at or datetime.now(UTC),
+            kind,
+            kind,
+            SNAPSHOTS_SHOWN,
+        )
+        for row in rows:
+            found[(row["camera_id"], row["event_type"], row["ts"])] = CameraSnapshot(**row)
+    return sorted(found.values(), key=lambda c: c.ts, reverse=True)[:SNAPSHOTS_SHOWN]
 
 
 def fetch(conn: Conn, query: str, *params: object) -> list[dict[str, Any]]:
@@ -251,6 +303,7 @@ def incident_detail(conn: Conn, incident_id: str) -> IncidentDetail:
         escalations=tuple(Escalation.model_validate(e) for e in escalations),
         alerts=tuple(alerts),
         reports=tuple(CitizenReport.model_validate(r) for r in reports),
+        camera_snapshots=tuple(camera_snapshots(conn, alerts)),
     )
 
 

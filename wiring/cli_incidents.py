@@ -166,7 +166,16 @@ def show(
         lines.append(f"  {a.alert_id} {a.status:<8} {a.level:<6} {a.device_id}: {a.summary}")
     lines.append("reports:")
     for r in detail.reports:
-        lines.append(f"  {_when(r.reported_at, z)}  {r.report_id} {r.channel.value}: {r.text}")
+        photo = f" (photo {r.photo_ref})" if r.photo_ref else ""
+        lines.append(
+            f"  {_when(r.reported_at, z)}  {r.report_id} {r.channel.value}: {r.text}{photo}"
+        )
+    if detail.camera_snapshots:
+        lines.append("camera snapshots (newest first):")
+    for c in detail.camera_snapshots:
+        lines.append(
+            f"  {_when(c.ts, z)}  {c.camera_id} {c.event_type} {c.value:g}: {c.snapshot_ref}"
+        )
     for line in lines:
         typer.echo(line)
 

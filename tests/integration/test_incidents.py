@@ -32,6 +32,7 @@ from cityvitals.contracts import (
     Tier,
 )
 from cityvitals.topics import Topic
+from sinks.incidents import IncidentDetail, UnknownIncident, incident_detail
 from sinks.readings import refusals
 from tests.integration.conftest import Pipeline, reading, wait_for
 
@@ -199,6 +200,22 @@ def test_a_flooded_street_is_one_incident_dispatched_once_at_street_tier(
     )
     assert order.incident_id == inc.incident_id and order.kind is DispatchKind.ORDER
     assert len(latest(updates(incidents, street.street))) == 1
+
+    def detail() -> IncidentDetail | None:  # once the sinks stored the incident and its alerts
+        with db.connect(pipeline.settings) as conn:
+            try:
+                found = incident_detail(conn, inc.incident_id)
+            except UnknownIncident:
+                return None
+        return found if len(found.alerts) == 6 else None
+
+    # The duty officer sees what the camera saw: its event's snapshot, not only report photos.
+    stored = wait_for(detail, what="the incident and its alerts stored")
+    camera = next(d for d in inc.devices if "camera" in d)
+    assert [(c.camera_id, c.event_type) for c in stored.camera_snapshots] == [
+        (camera, "waterlogging")
+    ]
+    assert stored.camera_snapshots[0].snapshot_ref.startswith(f"snapshots/{camera}/")
 
 
 def test_feedback_closes_the_loop_and_a_feedback_out_of_turn_is_refused(

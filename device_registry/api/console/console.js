@@ -333,8 +333,14 @@ async function showDetail(incidentId) {
       "li", {}, `${stamp(d.ts)} · ${d.kind} → ${d.department} (${d.tier}) · accept by ${stamp(d.accept_by)}`,
     ))),
   ];
-  if (i.snapshot_refs.length) {
-    parts.push(el("h3", {}, "Camera snapshots"), el("ul", {}, i.snapshot_refs.map((r) => el("li", {}, r))));
+  const cameras = detail.camera_snapshots || [];
+  if (cameras.length) {  // what the cameras behind its alerts saw, newest first
+    parts.push(el("h3", {}, "Camera snapshots"), el("ul", { class: "snapshots" }, cameras.map((c) => el(
+      "li", {}, `${stamp(c.ts)} · ${c.camera_id} · ${c.event_type} ${Number(c.value.toPrecision(3))} · ${c.snapshot_ref}`,
+    ))));
+  }
+  if (i.snapshot_refs.length) {  // the photos citizens' reports came with
+    parts.push(el("h3", {}, "Report photos"), el("ul", {}, i.snapshot_refs.map((r) => el("li", {}, r))));
   }
   if (detail.reports.length) {
     parts.push(el("h3", {}, "Reports"), el("ul", {}, detail.reports.map((r) => el(
