@@ -188,7 +188,8 @@ def act(
     action: Annotated[
         str,
         typer.Argument(
-            help="accept, reject, on_site, handled, verify, close, reopen, reassign or note"
+            help="accept, reject, on_site, handled, verify, close, reopen, reassign, acknowledge "
+            "or note"
         ),
     ],
     reason: Annotated[str, typer.Option(help="why")] = "",

@@ -5,12 +5,12 @@
 >>> move(IncidentState.DISPATCHED, Action.HANDLED)
 Traceback (most recent call last):
 ...
-rules.incidents.lifecycle.Refused: handled is not allowed while the incident is dispatched (allowed: accept, acknowledge, close, escalate, note, reassign, reject)
+rules.incidents.lifecycle.Refused: handled is not allowed while the incident is dispatched (people may send: accept, acknowledge, close, note, reassign, reject)
 """
 
 from __future__ import annotations
 
-from cityvitals.contracts import Action, Feedback, Incident, IncidentState
+from cityvitals.contracts import FEEDBACK_ACTIONS, Action, Feedback, Incident, IncidentState
 
 __all__ = ["MOVES", "Refused", "check_feedback", "close_without_reason", "move"]
 
@@ -49,10 +49,12 @@ def move(state: IncidentState, action: Action) -> IncidentState:
     """The state ``action`` leads to from ``state``; :class:`Refused` when it may not."""
     moves = MOVES.get(action, {})
     if state not in moves:
-        allowed = sorted(a.value for a, m in MOVES.items() if state in m and a is not Action.ATTACH)
+        # What people may send from here: the platform's own moves (escalate, dispatch)
+        # are not theirs to send, so the advice names none of them.
+        allowed = sorted(a.value for a in FEEDBACK_ACTIONS if state in MOVES.get(a, {}))
         raise Refused(
             f"{action.value} is not allowed while the incident is {state.value} "
-            f"(allowed: {', '.join(allowed)})"
+            f"(people may send: {', '.join(allowed) or 'nothing'})"
         )
     return moves[state]
 

@@ -115,6 +115,10 @@ def test_acknowledging_and_closing_from_the_page_changes_the_database(
     )
     expect(page.locator('#detail .timeline li[data-action="acknowledge"]')).to_be_visible()
 
+    page.click('#actions [data-action="reassign"]')  # no department: asked for, not sent
+    expect(page.locator("#action-result")).to_have_text(
+        "reassigning needs a department: write its id above"
+    )
     page.click('#actions [data-action="close"]')  # not verified: it asks for a reason first
     expect(page.locator("#action-result")).to_contain_text("needs a reason")
     page.fill("#action-reason", "a false alarm: the drain was being cleaned")

@@ -235,7 +235,7 @@ def test_feedback_closes_the_loop_and_a_feedback_out_of_turn_is_refused(
         ),
         what=f"the refusal of feedback {early.feedback_id}",
     )
-    assert "allowed: accept" in refused[0][0]
+    assert "people may send: accept" in refused[0][0]
     with db.connect(pipeline.settings) as conn:  # as the console reads refusals
         shown = refusals(conn, datetime.now(UTC) - timedelta(hours=1))
     assert early.feedback_id in {r.feedback_id for r in shown}

@@ -396,6 +396,12 @@ async function act(action) {
   }
   if (action === "reassign") {
     body.department = $("#action-department").value.trim();
+    if (!body.department) {
+      result.className = "result refused";
+      result.textContent = "reassigning needs a department: write its id above";
+      $("#action-department").focus();
+      return;
+    }
     if ($("#action-tier").value) body.tier = $("#action-tier").value;
   }
   try {
