@@ -101,7 +101,9 @@ class Desk(Dispatcher):
         group = self._group(category, alert.place_path)
         joined = self._join(category, group, now)
         if joined is None:
-            title = f"{self._title(category)} at {group[-1]}: {alert.summary}"
+            # Not the alert's summary: its value and level are the opening's, and the
+            # incident's level moves on (the opening step keeps the summary as its reason).
+            title = f"{self._title(category)} at {group[-1]}"
             new = self._open(
                 category, group, alert.level, IncidentSource.ALERT, alert.alert_id, now
             )

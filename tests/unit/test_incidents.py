@@ -63,6 +63,12 @@ def test_a_flooded_street_is_one_incident_and_one_dispatch_at_street_tier() -> N
     assert incident.place_id == "lj" and incident.place_path == STREET
     assert len(incident.alerts) == 6 and incident.open_alerts == 6
     assert incident.level.value == "orange"  # the worst of its alerts
+    # The title names what and where, not the first alert's value and level (blue), which
+    # would contradict the incident's level; that summary is the opening step's reason.
+    assert incident.title == "flooding at lj"  # the category (the test routing gives no title)
+    opened = next(u for u in out.updates if u.transition.action.value == "open")
+    first = flooded_street()[0].alert
+    assert first is not None and opened.transition.reason == first.summary
     assert sorted(incident.devices) == ["cam-1", "wl-0", "wl-1", "wl-2", "wl-3", "wl-4"]
     (order,) = out.dispatches
     assert (order.department, order.tier, order.tier_place_id) == ("street-ops", Tier.STREET, "lj")
