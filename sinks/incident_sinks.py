@@ -148,9 +148,9 @@ class EscalationSink(SqlSink):
 
     table = "escalations"
     statement = """
-        INSERT INTO escalations (incident_id, from_tier, to_tier, department, breach, deadline,
-                                 dispatch_id, ts)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
+        INSERT INTO escalations (incident_id, from_tier, to_tier, department, from_department,
+                                 breach, deadline, dispatch_id, ts)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
     """
 
     def rows(self, batch: Sequence[Escalation]) -> list[tuple[object, ...]]:
@@ -160,6 +160,7 @@ class EscalationSink(SqlSink):
                 e.from_tier.value,
                 _value(e.to_tier),
                 e.department,
+                e.from_department,
                 e.breach,
                 e.deadline,
                 e.dispatch_id,

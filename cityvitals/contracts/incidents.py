@@ -236,6 +236,10 @@ class Escalation(Contract):
     from_tier: Tier
     to_tier: Tier | None
     department: Identifier | None
+    """The department it went to; when nothing is above (``to_tier`` None), the one that
+    stays with it: the one that let the deadline pass."""
+    from_department: Identifier | None = None
+    """The department that let the deadline pass (the one dispatched at ``from_tier``)."""
     breach: str = Field(pattern=r"^(accept|handle)$")
     deadline: UtcDatetime
     dispatch_id: HexId | None = None

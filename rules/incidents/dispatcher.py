@@ -73,7 +73,8 @@ class Dispatcher:
         assert inc.tier is not None
         up = route(self.config, inc.category, inc.place_path, inc.level, above=inc.tier)
         dispatch_id = None
-        reason = f"{inc.tier.value} did not {breach} by {deadline.isoformat()}"
+        late = f"{inc.department} ({inc.tier.value} tier)" if inc.department else inc.tier.value
+        reason = f"{late} did not {breach} by {deadline:%Y-%m-%d %H:%M:%S} UTC"
         if up is not None:
             t.incident = inc.model_copy(update={"escalations": inc.escalations + 1})
             order = self._order(t, up, DispatchKind.ESCALATION, now, out, PLATFORM, reason)
@@ -87,6 +88,7 @@ class Dispatcher:
                 from_tier=inc.tier,
                 to_tier=up.tier if up else None,
                 department=up.department if up else inc.department,
+                from_department=inc.department,
                 breach=breach,
                 deadline=deadline,
                 dispatch_id=dispatch_id,

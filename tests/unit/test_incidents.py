@@ -179,11 +179,18 @@ def test_an_unaccepted_dispatch_escalates_to_district_then_city_on_time() -> Non
     assert [(d.kind, d.department, d.tier_place_id) for d in out.dispatches] == [
         (DispatchKind.ESCALATION, "water", "pd")
     ]
+    assert (esc.from_department, esc.department) == ("street-ops", "water")
     out = run(desk, [tick(21)])  # district: 10 more minutes for orange
     assert [(e.from_tier, e.to_tier) for e in out.escalations] == [(Tier.DISTRICT, Tier.CITY)]
     assert out.dispatches[0].department == "flood-control"
+    reasons = [u.transition.reason or "" for u in out.updates]
+    assert any(r.startswith("water (district tier) did not accept by 20") for r in reasons)
+    assert all("+00:00" not in r for r in reasons), reasons  # a plain UTC time
     out = run(desk, [tick(32), tick(40)])
     assert [(e.from_tier, e.to_tier) for e in out.escalations] == [(Tier.CITY, None)]
+    # Nothing above the city: the department that let it pass stays with it, named both ways.
+    (last,) = out.escalations
+    assert (last.from_department, last.department) == ("flood-control", "flood-control")
     assert out.dispatches == []
     assert desk.book.incidents[incident_id].incident.escalations == 3
 
