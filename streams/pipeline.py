@@ -48,12 +48,14 @@ from rules.indicators import Catalogue
 from streams.partials import Partials, copy_marks
 from streams.validation import (
     FUTURE_TOLERANCE,
+    PAST_TOLERANCE,
     ahead,
     enrich,
     is_newer,
     problem,
     refusal,
     registry_entry,
+    too_old,
 )
 
 __all__ = [
@@ -186,7 +188,7 @@ def process_batch(
     readings: list[Reading] = []
     events: list[CameraEvent] = []
     items: tuple[Reading | CameraEvent, ...] = (*batch.readings, *batch.camera_events)
-    limit = now + FUTURE_TOLERANCE
+    limit, earliest = now + FUTURE_TOLERANCE, now - PAST_TOLERANCE
     for item in items:
         device_id = item.device_id
         entry = out.changed_devices.get(device_id) or devices.get(device_id)
@@ -202,6 +204,11 @@ def process_batch(
             if future is not None:
                 out.refused["future"] += 1
                 out.dead_letters.append(refusal(item, future, source, now))
+                continue
+            past = too_old(enriched.ts, now, earliest)
+            if past is not None:
+                out.refused["too_old"] += 1
+                out.dead_letters.append(refusal(item, past, source, now))
                 continue
             unfit = partials.refuses(enriched) if partials is not None else None
             if unfit is not None:

@@ -19,6 +19,7 @@ from cityvitals.stage import dead_letter
 
 __all__ = [
     "FUTURE_TOLERANCE",
+    "PAST_TOLERANCE",
     "PROCESSED_STATES",
     "ahead",
     "enrich",
@@ -27,12 +28,18 @@ __all__ = [
     "problem",
     "refusal",
     "registry_entry",
+    "too_old",
     "unlisted_metric",
 ]
 
 FUTURE_TOLERANCE = timedelta(minutes=10)
 """A reading stamped further ahead of the stream's clock is refused: it would move its
 device's watermark into the future and make every later reading late."""
+
+PAST_TOLERANCE = timedelta(days=365)
+"""A reading stamped further behind the stream's clock is refused: a device whose clock was
+reset reports 1970 or 2000, and one such reading would open an incident for a long-gone past
+and make the vital signs report every window since."""
 
 PROCESSED_STATES = frozenset({DeviceState.ACTIVE, DeviceState.PROVISIONED})
 """A provisioned device's first valid reading is processed (the liveness service then asks
@@ -121,6 +128,24 @@ def ahead(ts: datetime, now: datetime, limit: datetime) -> str | None:
     if ts > limit:
         return (
             f"ts {ts.isoformat()} is {(ts - now).total_seconds():.0f} s ahead of the stream's clock"
+        )
+    return None
+
+
+def too_old(ts: datetime, now: datetime, earliest: datetime) -> str | None:
+    """Why an instant is refused as too far behind the stream's clock ``now`` (``earliest``
+    is ``now - PAST_TOLERANCE``, computed once a batch); None when it is not.
+
+    >>> now = datetime(2026, 7, 1, tzinfo=UTC)
+    >>> too_old(datetime(1970, 1, 1, tzinfo=UTC), now, now - PAST_TOLERANCE)
+    "ts 1970-01-01T00:00:00+00:00 is 20635 days behind the stream's clock (a device clock reset?): older than 365 days is refused"
+    >>> too_old(now - timedelta(days=30), now, now - PAST_TOLERANCE) is None
+    True
+    """
+    if ts < earliest:
+        return (
+            f"ts {ts.isoformat()} is {(now - ts).days} days behind the stream's clock (a "
+            f"device clock reset?): older than {PAST_TOLERANCE.days} days is refused"
         )
     return None
 

@@ -163,8 +163,9 @@ def close(
         earliest = mem["f"].get(spec.id)
         if earliest is not None and pending and min(pending) < datetime.fromisoformat(earliest):
             # Data older than anything reported (a backlog): the place's history now starts
-            # there, so the windows between, empty or not, are reported too.
-            back = min(pending)
+            # there, so the windows between, empty or not, are reported too, up to
+            # MAX_CATCH_UP back (a reading weeks old must not make it report every window since).
+            back = max(min(pending), window_start(now - MAX_CATCH_UP, spec.window_s))
             while back < datetime.fromisoformat(earliest):
                 pending.add(back)
                 back += width

@@ -151,3 +151,20 @@ def test_the_forwarded_readings_instants_are_in_the_standard_librarys_utc_zone()
     assert out.dead_letters[0].reason == (
         "ts 2026-07-01T08:13:00+00:00 is 660 s ahead of the stream's clock"
     )
+
+
+def test_a_reading_from_a_reset_clock_is_refused_and_raises_nothing() -> None:
+    """A device whose clock reset reports 1970: refused, named, and no alert, where it once
+    fired a red alert, opened an incident and made the vital signs walk every window since."""
+    devices = {"aq-1": registry_entry(water_level("aq-1", profile_id=None))}
+    epoch = Reading(
+        device_id="aq-1", ts=datetime(1970, 1, 1, tzinfo=UTC), seq=1, values={"pm25": 500.0}
+    )
+    batch = ReadingBatch(readings=(epoch, reading("aq-1", 2, pm25=500)))
+    out = process_batch(batch, devices, {}, RULES, "raw[0]", T0)
+    assert [r.seq for r in out.enriched.readings] == [2]  # the rest of the batch goes on
+    assert out.refused == {"too_old": 1}
+    assert out.dead_letters[0].reason.startswith(
+        "ts 1970-01-01T00:00:00+00:00 is 20635 days behind the stream's clock"
+    )
+    assert [a.ts for a in out.alerts] == [T0 + timedelta(minutes=2)]  # the real one alone

@@ -16,7 +16,7 @@ from cityvitals.instants import micros
 from rules.indicators import iaqi, parse_catalogue, window_start
 from streams.app import bundle
 from streams.partials import UNKNOWN, copy_marks
-from streams.vitals import Partials, apply, close, membership
+from streams.vitals import MAX_CATCH_UP, Partials, apply, close, membership
 
 T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
 CATALOGUE = parse_catalogue(
@@ -335,6 +335,22 @@ def test_a_backlog_older_than_anything_reported_fills_the_windows_up_to_it() -> 
         (T0 + timedelta(minutes=15), 0),
         (T0 + timedelta(minutes=20), 0),
     ]
+
+
+def test_a_backlog_weeks_old_fills_the_windows_of_the_last_day_only() -> None:
+    """A reading weeks old (a device clock reset) reports its own window and the empty ones
+    of the last day (MAX_CATCH_UP), not every window since: thousands, or millions from 1970,
+    walked in the stage's event loop, stopped it."""
+    city = City()
+    city.join("n1", "c/d/s1", "noise")
+    city.tick(31)
+    old = reading("n1", "c/d/s1", 0, "noise", laeq_db=60.0)
+    city.read(old.model_copy(update={"ts": T0 - timedelta(days=40)}))  # 40 days old
+    later = [i for i in city.tick(32) if (i.indicator, i.place_id) == ("noise", "s1")]
+    starts = sorted(i.window_start for i in later)
+    assert starts[0] == window_start(T0 - timedelta(days=40), 300)  # its own window, alone
+    assert starts[1] >= T0 + timedelta(minutes=32) - MAX_CATCH_UP - timedelta(minutes=5)
+    assert len(later) <= 1 + 24 * 12  # then a day of 5-minute windows at most (not 11,500)
 
 
 def test_a_camera_reports_by_its_events() -> None:
