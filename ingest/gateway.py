@@ -29,7 +29,7 @@ from paho.mqtt.client import PUBACK
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from cityvitals.contracts import CameraEvent, Reading, ReadingBatch
 from cityvitals.kafka import partition_count
@@ -89,6 +89,11 @@ class GatewayMetrics(StageMetrics):
         )
         self.batch_size = self.histogram(
             "batch_size", "Readings per Kafka message", (1, 5, 10, 50, 100, 250, 500, 1000, 2500)
+        )
+        self.disconnects = Counter(
+            "cityvitals_ingest_mqtt_disconnects_total",
+            "Times the gateway lost its MQTT connection (paho reconnects)",
+            registry=registry,
         )
 
 
@@ -193,6 +198,7 @@ class MqttClient(mqtt.Client):
         (:meth:`ack`, MQTT 3.1.1 and 5: a success needs no reason code), queued as one entry
         of its outgoing queue; a connection lost before the write loses them as it loses
         queued single PUBACKs, and the broker redelivers those messages."""
+        mids = [mid for mid in mids if mid]  # 0: a QoS 0 message, not acknowledged
         if mids:
             packets = struct.pack(f"!{len(mids)}I", *(_PUBACK_HEAD | mid for mid in mids))
             self._packet_queue(PUBACK, packets, 0, 1)
@@ -248,6 +254,7 @@ def _encode(part: Sequence[_Decoded]) -> bytes:
 @dataclass(frozen=True, slots=True)
 class _Inbound:
     mid: int
+    """The message's packet id, to acknowledge; 0 for a QoS 0 message, which takes none."""
     topic: str
     payload: bytes
     received_at: datetime
@@ -308,10 +315,14 @@ class Gateway:
     def _on_disconnect(self, _c: mqtt.Client, _ud: Any, _f: Any, reason: Any, _p: Any) -> None:
         self._connected.clear()
         self.metrics.ready.set(0)
+        self.metrics.disconnects.inc()
         log.warning("MQTT disconnected (%s); paho reconnects", reason)
 
     def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
-        self._inbox.append(_Inbound(msg.mid, msg.topic, bytes(msg.payload), utc_now()))
+        # A QoS 0 message is not acknowledged: a PUBACK for it names no message the broker
+        # sent, and the broker drops the connection (a retained one: at every reconnect).
+        mid = msg.mid if msg.qos else 0
+        self._inbox.append(_Inbound(mid, msg.topic, bytes(msg.payload), utc_now()))
 
     # --- Kafka side (the caller's thread) -------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -317,3 +318,38 @@ def test_the_stream_times_every_group_it_takes(pipeline: Pipeline) -> None:
         if s.name.endswith("_sum")
     }
     assert set(seconds) == phases and seconds["judge"] > 0, seconds
+
+
+def disconnects(pipeline: Pipeline) -> float:
+    text = pipeline.metrics("ingest")
+    line = next(x for x in text.splitlines() if x.startswith("cityvitals_ingest_mqtt_disconnects"))
+    return float(line.split()[-1])
+
+
+def test_a_retained_qos_0_reading_is_stored_and_the_gateway_stays_connected(
+    pipeline: Pipeline,
+) -> None:
+    """A device publishing at QoS 0 (retained, so the broker sends it again at each of the
+    gateway's subscriptions) is taken; the gateway acknowledged it once with a PUBACK naming
+    no message, and the broker dropped it at every reconnect, redelivering the city's
+    messages each time."""
+    before = disconnects(pipeline)
+    device, secret = pipeline.register()
+    other, other_secret = pipeline.register()
+    topic = pipeline.topic(device)
+    now = datetime.now(UTC) - timedelta(seconds=5)
+    sent = pipeline.mosquitto_pub(
+        device, secret, topic, reading(now.isoformat(), 1, water_level_cm=3), "-q", "0", "-r"
+    )
+    assert sent.returncode == 0, sent.stderr
+    try:
+        wait_for(lambda: pipeline.rows(device), what="the QoS 0 reading stored")
+        later = (now + timedelta(seconds=1)).isoformat()
+        sent = pipeline.mosquitto_pub(
+            other, other_secret, pipeline.topic(other), reading(later, 1, water_level_cm=4)
+        )
+        assert sent.returncode == 0, sent.stderr
+        wait_for(lambda: pipeline.rows(other), what="a QoS 1 reading after it")
+        assert disconnects(pipeline) == before
+    finally:  # the retained message is cleared (an empty retained publish)
+        pipeline.mosquitto_pub(device, secret, topic, b"", "-q", "0", "-r")
