@@ -293,6 +293,7 @@ def api(pipeline: Pipeline, admin_token: str) -> Iterator[httpx.Client]:
 
 def test_the_api_lists_and_shows_alerts(pipeline: Pipeline, api: httpx.Client) -> None:
     city = f"ac{uuid.uuid4().hex[:8]}"
+    pipeline.register("water_level", f"{city}/{city}-d/{city}-s1")  # the places filtered by
     with db.connect(pipeline.settings) as conn:
         made = made_alerts(conn, city)
         incident = hold(conn, city, made["deep"])
