@@ -66,6 +66,29 @@ def test_a_redelivered_refusal_is_stored_once(schema: Settings) -> None:
     assert [(offset, received) for offset, _, received in stored] == [(9, T0), (40, T0)]
 
 
+def test_a_new_refusal_at_a_used_position_is_kept(schema: Settings) -> None:
+    """A broker that keeps nothing (tansu in memory) numbers the deadletter topic from 0 again
+    after a restart: a new letter at an old position is not a replay of the old one."""
+    before, after = T0 + timedelta(hours=1), T0 + timedelta(hours=2)
+    letters = [
+        dead_letter("ingest", "payload: not valid JSON", b"{", "cityvitals/wl-9/readings",
+                    device_id="wl-9", received_at=when)
+        for when in (before, after)
+    ]  # fmt: skip
+    sink = DeadLetterSink(db.connect(schema))
+    try:
+        assert sink.write([("deadletter", 5, 0, letters[0])]) == 1
+        assert sink.write([("deadletter", 5, 0, letters[1])]) == 1  # after the restart
+        assert sink.write([("deadletter", 5, 0, letters[1])]) == 0  # its own replay
+    finally:
+        sink.close()
+    with db.connect(schema) as look:
+        kept = look.execute(
+            "SELECT received_at FROM deadletters WHERE kafka_partition = 5 ORDER BY 1"
+        ).fetchall()
+    assert kept == [(before,), (after,)]
+
+
 def test_the_cli_lists_the_dead_letters_by_filter_with_their_bytes(schema: Settings) -> None:
     """``cityvitals deadletters``: what was refused, why and by which stage, newest first; the
     refused bytes on request, as text or, when they are not UTF-8, as bytes."""

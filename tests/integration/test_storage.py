@@ -225,6 +225,8 @@ def test_existing_rows_are_kept_by_the_storage_migration(
             "0006_incidents",
             "0007_users",
             "0008_deadletter_key",
+            "0009_escalation_from",
+            "0010_deadletter_position",
         ]
         with db.connect(settings) as conn:
             for d in (0, 1, 5):
@@ -698,6 +700,8 @@ def test_timescale_storage_in_pglite(timescale: str, monkeypatch: pytest.MonkeyP
         "0006_incidents",
         "0007_users",
         "0008_deadletter_key",
+        "0009_escalation_from",
+        "0010_deadletter_position",
     ]  # migrate_data
     assert db.migrate(settings) == []
     assert db.flavour(settings) == "timescale"
