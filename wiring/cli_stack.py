@@ -244,7 +244,10 @@ def _prepare_simulator(s: Settings, seed: int, interval: float, city, planned): 
         known = {d.device_id for d in registry.list(place=city.places[0].place_id)}
         fresh = [d for d in city.devices if d.device_id not in known]
         secrets = dict(registry.add_many(fresh, "simulator")) if fresh else {}
-        secrets.update(registry.rotate_secrets([d for d in known if d not in secrets], "simulator"))
+        # Only the simulator's own devices get new secrets (it keeps none across runs): a
+        # device someone registered in the simulated city keeps the secret they were given.
+        mine = [d.device_id for d in city.devices if d.device_id in known]
+        secrets.update(registry.rotate_secrets(mine, "simulator"))
     time.sleep(1)  # let the broker reload its password file
     for inc in planned:
         typer.echo(

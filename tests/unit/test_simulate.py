@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
+from types import SimpleNamespace
 
 import pytest
 
@@ -186,3 +187,44 @@ def test_every_place_above_a_grid_is_at_the_middle_of_its_grids() -> None:
         assert place.lat is not None and place.lon is not None
         assert min(lats) <= place.lat <= max(lats) and min(lons) <= place.lon <= max(lons)
         assert place.lat == pytest.approx(sum(lats) / len(lats), abs=1e-6)
+
+
+def test_a_restart_renews_the_simulators_secrets_and_no_one_elses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The simulator keeps no secrets across runs, so its devices get new ones at each start;
+    a device someone registered in the simulated city keeps its own."""
+    from contextlib import contextmanager
+    from typing import Any
+
+    from wiring import cli_stack, services, simulate
+
+    city = build_city(districts=1, streets=1, grids=1)
+    theirs = "wl-0001"  # registered by hand at one of the simulated grids
+    rotated: list[str] = []
+
+    class Registry:
+        def put_places(self, *_: Any) -> None: ...
+
+        def list(self, place: str) -> list[Any]:
+            return [
+                SimpleNamespace(device_id=d) for d in (*(x.device_id for x in city.devices), theirs)
+            ]
+
+        def add_many(self, *_: Any) -> list[Any]:
+            raise AssertionError("every simulated device is registered already")
+
+        def rotate_secrets(self, ids: list[str], actor: str) -> dict[str, str]:
+            rotated.extend(ids)
+            return {i: "s" for i in ids}
+
+    @contextmanager
+    def registry(_: Settings) -> Any:
+        yield Registry()
+
+    monkeypatch.setattr(services, "open_registry", registry)
+    monkeypatch.setattr(simulate, "Simulator", lambda *a, **k: None)
+    monkeypatch.setattr(cli_stack.time, "sleep", lambda _: None)
+    cli_stack._prepare_simulator(Settings(), 42, 5.0, city, [])
+    assert sorted(rotated) == sorted(d.device_id for d in city.devices)
+    assert theirs not in rotated
