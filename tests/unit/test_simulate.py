@@ -194,6 +194,7 @@ def test_a_restart_renews_the_simulators_secrets_and_no_one_elses(
 ) -> None:
     """The simulator keeps no secrets across runs, so its devices get new ones at each start;
     a device someone registered in the simulated city keeps its own."""
+    from collections.abc import Sequence
     from contextlib import contextmanager
     from typing import Any
 
@@ -211,10 +212,10 @@ def test_a_restart_renews_the_simulators_secrets_and_no_one_elses(
                 SimpleNamespace(device_id=d) for d in (*(x.device_id for x in city.devices), theirs)
             ]
 
-        def add_many(self, *_: Any) -> list[Any]:
+        def add_many(self, *_: Any) -> Sequence[Any]:
             raise AssertionError("every simulated device is registered already")
 
-        def rotate_secrets(self, ids: list[str], actor: str) -> dict[str, str]:
+        def rotate_secrets(self, ids: Sequence[str], actor: str) -> dict[str, str]:
             rotated.extend(ids)
             return {i: "s" for i in ids}
 
