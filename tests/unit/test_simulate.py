@@ -225,7 +225,7 @@ def test_a_restart_renews_the_simulators_secrets_and_no_one_elses(
 
     monkeypatch.setattr(services, "open_registry", registry)
     monkeypatch.setattr(simulate, "Simulator", lambda *a, **k: None)
-    monkeypatch.setattr(cli_stack.time, "sleep", lambda _: None)
+    monkeypatch.setattr("wiring.cli_stack.time.sleep", lambda _: None)
     cli_stack._prepare_simulator(Settings(), 42, 5.0, city, [])
     assert sorted(rotated) == sorted(d.device_id for d in city.devices)
     assert theirs not in rotated
