@@ -23,12 +23,29 @@ __all__ = [
     "BrokerFiles",
     "hash_secret",
     "local_broker",
+    "login_problem",
     "new_secret",
     "render_password_file",
     "verify_secret",
 ]
 
 ITERATIONS = 101  # Mosquitto's own default for $7$ hashes
+
+
+def login_problem(device_id: str) -> str | None:
+    """Why ``device_id`` cannot be an MQTT login (a device's id is its login); None if it can.
+
+    >>> login_problem("00:1a:2b:3c:4d:5e")
+    "a device id is its MQTT login, which cannot hold ':' (the broker's password file ends the login there): write it with '-' (00-1a-2b-3c-4d-5e)"
+    >>> login_problem("00-1a-2b-3c-4d-5e") is None
+    True
+    """
+    if ":" in device_id:
+        return (
+            "a device id is its MQTT login, which cannot hold ':' (the broker's password file "
+            f"ends the login there): write it with '-' ({device_id.replace(':', '-')})"
+        )
+    return None
 
 
 def new_secret() -> str:

@@ -10,6 +10,7 @@ import psycopg
 from cityvitals.contracts import Device
 
 __all__ = [
+    "BadLogin",
     "DeviceExists",
     "PlaceConflict",
     "ProfileMismatch",
@@ -54,6 +55,13 @@ class ServiceLogin(RegistryError):
             "device_id",
             device_id,
         )
+
+
+class BadLogin(RegistryError):
+    """A device id that cannot be an MQTT login (``reason``: why)."""
+
+    def __init__(self, device_id: str, reason: str) -> None:
+        super().__init__(reason, "device_id", device_id)
 
 
 class ProfileMismatch(RegistryError):

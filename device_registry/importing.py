@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from cityvitals.contracts import Device, DeviceState
+from device_registry.credentials import login_problem
 
 __all__ = [
     "CSV_COLUMNS",
@@ -119,12 +120,14 @@ def _device(data: dict[str, Any], line: int, now: datetime, unit: Unit) -> Devic
     if bad is not None:
         return RowError(line, bad, "contains a NUL character, which cannot be stored", unit)
     try:
-        return Device(updated_at=now, **{"state": DeviceState.PROVISIONED, **data})
+        device = Device(updated_at=now, **{"state": DeviceState.PROVISIONED, **data})
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         name = ".".join(str(p) for p in err["loc"]) or "row"
         got = "" if err["type"] == "missing" else f" (got {err['input']!r:.60})"
         return RowError(line, name, err["msg"] + got, unit)
+    problem = login_problem(device.device_id)
+    return device if problem is None else RowError(line, "device_id", problem, unit)
 
 
 def parse_device_csv(text: str, now: datetime) -> ParsedFile:

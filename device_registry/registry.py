@@ -23,8 +23,9 @@ from confluent_kafka import Producer
 
 from cityvitals.contracts import Department, Device, DeviceState, Place, PlaceLevel, Profile
 from cityvitals.settings import Settings
-from device_registry.credentials import BrokerFiles, hash_secret, new_secret
+from device_registry.credentials import BrokerFiles, hash_secret, login_problem, new_secret
 from device_registry.errors import (
+    BadLogin,
     DeviceExists,
     PlaceConflict,
     ProfileMismatch,
@@ -220,6 +221,9 @@ class Registry(UserAccounts):
 
     def add_many(self, new: Sequence[Device], actor: str) -> list[tuple[str, str]]:
         """Register new devices and issue each an MQTT secret; returns (device id, secret)."""
+        for d in new:
+            if (problem := login_problem(d.device_id)) is not None:
+                raise BadLogin(d.device_id, problem)
         issued = [(d.device_id, new_secret()) for d in new]
         try:
             with self.conn.transaction(), self.conn.cursor() as cur:

@@ -296,6 +296,7 @@ def test_malformed_requests_get_4xx_naming_the_field(pipeline: Pipeline, api: ht
         ("POST", "/devices", {"json": {**new, "profile_id": "nope"}}, 422, ["body", "profile_id"]),
         ("POST", "/devices", {"json": {**new, "device_id": device}}, 409, ["body", "device_id"]),
         ("POST", "/devices", {"json": {**new, "device_id": gateway}}, 409, ["body", "device_id"]),
+        ("POST", "/devices", {"json": {**new, "device_id": "00:1a:2b"}}, 422, ["body", "device_id"]),
         ("PATCH", f"/devices/{device}", {"json": {"colour": "red"}}, 422, ["body", "colour"]),
         ("PATCH", f"/devices/{device}", {"json": {"state": "retired"}}, 422, ["body", "state"]),
         ("PATCH", f"/devices/{device}", {"json": {"lat": [1]}}, 422, ["body", "lat"]),

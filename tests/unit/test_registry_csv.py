@@ -115,3 +115,14 @@ def test_a_place_path_with_an_empty_id_between_two_slashes_is_refused_by_row() -
     assert [str(e) for e in parse_device_json(items, NOW).errors] == [
         "item 1: place_path: place path 'sim//x': an empty place id between two '/'"
     ]
+
+
+def test_a_device_id_that_cannot_be_an_mqtt_login_is_refused_by_row() -> None:
+    """A MAC address with ':' would be issued a secret it can never log in with: the broker's
+    password file ends the login at the first ':'."""
+    text = "device_id,device_type,place_path\n00:1a:2b:3c:4d:5e,noise,sh/pd\n00-1a-2b,noise,sh/pd\n"
+    parsed = parse_device_csv(text, NOW)
+    assert [d.device_id for d in parsed.devices] == ["00-1a-2b"]
+    (error,) = parsed.errors
+    assert (error.line, error.field) == (2, "device_id")
+    assert "write it with '-' (00-1a-2b-3c-4d-5e)" in str(error)
