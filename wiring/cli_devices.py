@@ -4,9 +4,13 @@ audited with the actor ``cli:<OS user>``."""
 from __future__ import annotations
 
 import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 from pydantic import ValidationError
@@ -72,7 +76,11 @@ def devices_add(
 def devices_import(
     file: Path,
     credentials_out: Annotated[
-        Path | None, typer.Option(help="CSV of device_id,secret (shown once)")
+        str | None,
+        typer.Option(
+            help="CSV of device_id,secret, added to (never overwritten; '-': standard output). "
+            "Required: the secrets are shown once, there"
+        ),
     ] = None,
 ) -> None:
     """Import devices from CSV or JSON (by extension); bad rows are reported by line (CSV) or
@@ -84,26 +92,53 @@ def devices_import(
     parsed = parse(text, datetime.now(UTC))
     if parsed.unreadable:
         raise fail(f"{file}:{parsed.errors[0]}")
-    with registry() as reg, typer.progressbar(length=1, label="importing") as bar:
+    if credentials_out is None:
+        raise fail(
+            "give --credentials-out FILE (or -): each imported device's MQTT secret is shown "
+            "once, there, and stored only as a hash"
+        )
+    with _secrets_file(credentials_out) as secrets_out:  # opened first: no secret is lost
+        bar_on = sys.stderr  # standard output may be the secrets
+        with registry() as reg, typer.progressbar(length=1, label="importing", file=bar_on) as bar:
 
-        def progress(done: int, total: int) -> None:
-            bar.length = max(total, 1)
-            bar.update(done - bar.pos)
+            def progress(done: int, total: int) -> None:
+                bar.length = max(total, 1)
+                bar.update(done - bar.pos)
 
-        report = reg.import_devices(parsed, actor(), progress)
+            report = reg.import_devices(parsed, actor(), progress)
+        secrets_out.write("".join(f"{d},{s}\n" for d, s in report.added))
     for error in report.errors:
         typer.echo(f"{file}:{error}", err=True)
-    if credentials_out is not None:
-        credentials_out.write_text(
-            "device_id,secret\n" + "".join(f"{d},{s}\n" for d, s in report.added)
-        )
-        credentials_out.chmod(0o600)
-    typer.echo(f"imported {len(report.added)} devices, {len(report.errors)} rows refused")
+    shown = "standard output" if credentials_out == "-" else credentials_out
+    typer.echo(
+        f"imported {len(report.added)} devices, {len(report.errors)} rows refused; "
+        f"their secrets added to {shown}",
+        err=credentials_out == "-",
+    )
     added = {device_id for device_id, _secret in report.added}
     for note in type_notes({d.device_type for d in parsed.devices if d.device_id in added}):
         typer.echo(note, err=True)
     if report.errors:
         raise typer.Exit(1)
+
+
+@contextmanager
+def _secrets_file(name: str) -> Iterator[TextIO]:
+    """Where the secrets go: standard output for ``-``; else the file, created readable by
+    its owner alone, added to (a second import into it keeps the first one's secrets), with
+    the header ``device_id,secret`` once."""
+    if name == "-":
+        sys.stdout.write("device_id,secret\n")
+        yield sys.stdout
+        return
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError as exc:
+        raise fail(f"--credentials-out {name}: {exc.strerror}") from None
+    with os.fdopen(fd, "a", encoding="utf-8") as out:
+        if out.tell() == 0:
+            out.write("device_id,secret\n")
+        yield out
 
 
 @devices_app.command("list")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -171,6 +172,36 @@ def test_places_add_creates_the_missing_city_and_says_so(pipeline: Pipeline) -> 
         created = reg.audit_log("place", f"{p}c")
     assert [(e.action, e.actor) for e in created] == [("create", created[0].actor)]
     assert created[0].actor.startswith("cli:")
+
+
+def test_an_import_adds_its_secrets_to_the_file_and_needs_one(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """The secrets are shown once: a second import into the same file keeps the first one's
+    (it overwrote them), and an import with nowhere to put them is refused before it starts."""
+    p = uid()
+    runner, env = CliRunner(), pipeline.settings.to_env()
+    creds = tmp_path / "creds.csv"
+    for n in (1, 2):
+        rows = tmp_path / f"fleet{n}.csv"
+        rows.write_text(f"device_id,device_type,place_path\n{p}-wl-{n},water_level,{p}c/{p}d\n")
+        done = runner.invoke(
+            cli_app, ["devices", "import", str(rows), "--credentials-out", str(creds)], env=env
+        )
+        assert done.exit_code == 0, done.output
+    lines = creds.read_text().splitlines()
+    assert lines[0] == "device_id,secret" and [x.split(",")[0] for x in lines[1:]] == [
+        f"{p}-wl-1",
+        f"{p}-wl-2",
+    ]
+    assert creds.stat().st_mode & 0o077 == 0  # the owner's alone
+    device, secret = lines[1].split(",")  # the first import's secret logs its device in
+    wait_for(lambda: not pipeline.login_refused(device, secret), what="the broker to take it")
+    rows.write_text(f"device_id,device_type,place_path\n{p}-wl-3,water_level,{p}c/{p}d\n")
+    refused = runner.invoke(cli_app, ["devices", "import", str(rows)], env=env)
+    assert refused.exit_code == 1 and "give --credentials-out FILE (or -)" in refused.output
+    with open_registry(pipeline.settings) as reg, pytest.raises(UnknownDevice):
+        reg.get(f"{p}-wl-3")  # nothing imported
 
 
 def test_a_published_device_carries_its_profiles_ranges_and_interval(pipeline: Pipeline) -> None:
