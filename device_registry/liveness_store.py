@@ -160,12 +160,16 @@ def device_rows(
     limit: int | None = None,
     offset: int = 0,
 ) -> list[DeviceLiveness]:
-    """Each device's liveness as last judged, under ``place`` and of ``status``, in id order."""
+    """Each active device's liveness as last judged, under ``place`` and of ``status``, in id
+    order. A suspended or retired device is not watched: its last judgement would stand
+    frozen (``online``, say), so it is not listed."""
     cur = conn.execute(
-        "SELECT device_id, status, last_seen, expected_interval_s, place_path, updated_at AS ts "
-        "FROM device_liveness WHERE (%(place)s::text IS NULL OR %(place)s = ANY(place_path)) "
-        "AND (%(status)s::text IS NULL OR status = %(status)s) "
-        "ORDER BY device_id LIMIT %(limit)s OFFSET %(offset)s",
+        "SELECT l.device_id, l.status, l.last_seen, l.expected_interval_s, l.place_path, "
+        "l.updated_at AS ts FROM device_liveness l JOIN devices d ON d.device_id = l.device_id "
+        "WHERE d.state = 'active' "
+        "AND (%(place)s::text IS NULL OR %(place)s = ANY(l.place_path)) "
+        "AND (%(status)s::text IS NULL OR l.status = %(status)s) "
+        "ORDER BY l.device_id LIMIT %(limit)s OFFSET %(offset)s",
         {"place": place, "status": status and status.value, "limit": limit, "offset": offset},
     )
     return _models(DeviceLiveness, cur)

@@ -287,3 +287,26 @@ def test_the_service_follows_the_registry_a_new_profile_interval_reaches_it(
         except pytest.fail.Exception:
             if seq == 2:
                 raise
+
+
+def test_a_suspended_device_is_not_listed_with_its_last_judgement(pipeline: Pipeline) -> None:
+    """The service stops watching a suspended device, so its row keeps its last status
+    (``online``) for good: the list shows active devices alone."""
+    from cityvitals import db
+    from cityvitals.contracts import DeviceState
+    from device_registry.liveness_store import device_rows
+    from wiring.services import open_registry
+
+    tag = uuid.uuid4().hex[:6]
+    device, secret = pipeline.register(place=f"lv{tag}/dS{tag}")
+    publish_round(pipeline, [(device, secret)], 0)
+
+    def listed() -> list[str]:
+        with db.connect(pipeline.settings) as conn:
+            return [d.device_id for d in device_rows(conn, place=f"lv{tag}")]
+
+    wait_for(lambda: listed() == [device], 30, "the device's liveness, listed")
+    with open_registry(pipeline.settings) as reg:
+        reg.set_state(device, DeviceState.SUSPENDED, "itest")
+    assert listed() == []
+    assert liveness_rows(pipeline, [device])[device][1] == "online"  # the row stays, frozen
