@@ -19,6 +19,7 @@ from rules.engine import (
     observations,
     sweep_device,
     sweep_place,
+    withdraw_device,
 )
 from rules.kinds import (
     AbsenceRule,
@@ -58,4 +59,5 @@ __all__ = [
     "step",
     "sweep_device",
     "sweep_place",
+    "withdraw_device",
 ]

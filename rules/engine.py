@@ -54,6 +54,7 @@ __all__ = [
     "observations",
     "sweep_device",
     "sweep_place",
+    "withdraw_device",
 ]
 
 
@@ -376,6 +377,21 @@ def sweep_device(
         _rejudge(rules, states, now, subject, frozenset(), out)
     if out.alerts or states != memory.rules:
         out.memory = DeviceMemory(memory.watermark, states, memory.metrics)
+    return out
+
+
+def withdraw_device(
+    memory: DeviceMemory, place_path: tuple[str, ...], now: datetime, why: str
+) -> DeviceOutcome:
+    """Close every open alert of a device taken out of service (``why``: suspended,
+    retired): no rule applies to it any more, and nothing it stops sending would resolve
+    them. Its rules' states go with them; made active again, it starts afresh."""
+    out = DeviceOutcome(memory)
+    if not memory.rules:
+        return out
+    states = dict(memory.rules)
+    out.alerts.extend(retire(states, place_path, now, lambda _rule, _state: why))
+    out.memory = DeviceMemory(memory.watermark, states, memory.metrics)
     return out
 
 

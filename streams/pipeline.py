@@ -43,6 +43,7 @@ from rules import (
     observations,
     sweep_device,
     sweep_place,
+    withdraw_device,
 )
 from rules.indicators import Catalogue
 from streams.partials import Partials, copy_marks
@@ -57,6 +58,9 @@ from streams.validation import (
     registry_entry,
     too_old,
 )
+
+OUT_OF_SERVICE = frozenset({DeviceState.SUSPENDED.value, DeviceState.RETIRED.value})
+"""The states of a device whose open alerts a tick closes."""
 
 __all__ = [
     "STAGE_FAILED",
@@ -288,11 +292,22 @@ def sweep_devices(
     now: datetime,
 ) -> _Sweep:
     """A clock tick over every device whose memory was given: judge silence at ``now``.
-    Devices that are not active are left alone (their silence is expected)."""
+    Devices that are not active are not judged (their silence is expected); the open alerts
+    of one taken out of service (suspended, retired) are closed."""
     out = _Sweep()
     for device_id in list(memories.stored):
         entry = changed_devices.get(device_id) or devices.get(device_id)
-        if entry is None or entry["state"] != DeviceState.ACTIVE:
+        if entry is None:
+            continue
+        state = entry["state"]
+        if state != DeviceState.ACTIVE:
+            if state in OUT_OF_SERVICE:
+                memory = memories.get(device_id)
+                why = f"no longer applies: its device is {state}"
+                gone = withdraw_device(memory, tuple(entry["place_path"]), now, why)
+                if gone.memory is not memory:
+                    memories.put(device_id, gone.memory)
+                out.alerts.extend(gone.alerts)
             continue
         subject = Observation(
             device_id,

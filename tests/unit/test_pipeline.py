@@ -2,6 +2,8 @@ import base64
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from cityvitals.contracts import (
     Alert,
     AlertResolution,
@@ -144,6 +146,26 @@ def test_a_tick_judges_absence_on_every_device_given() -> None:
         ("quiet", "wl-9", "firing")
     ]
     again = process_batch(tick, devices, out.changed_states, rules, "r", T0)
+    assert not again.alerts
+
+
+@pytest.mark.parametrize("state", [DeviceState.SUSPENDED, DeviceState.RETIRED])
+def test_a_device_taken_out_of_service_has_its_open_alerts_closed(state: DeviceState) -> None:
+    """Its readings stop, and a tick judges no device that is not active: its alert fired for
+    good. The next tick after the change closes it, once, as retired."""
+    devices = {"wl-8": registry_entry(device("wl-8"))}
+    first = process_batch(
+        ReadingBatch(readings=(reading("wl-8", 50),)), devices, {}, RULES, "r", T0
+    )
+    assert [a.status.value for a in first.alerts] == ["firing"]
+    out_of_service = ReadingBatch(
+        devices=(device("wl-8", state, minutes=2),), tick=T0 + timedelta(minutes=3)
+    )
+    out = process_batch(out_of_service, devices, first.changed_states, RULES, "r", T0)
+    (closed,) = out.alerts
+    assert (closed.status.value, closed.resolution) == ("resolved", AlertResolution.RETIRED)
+    assert f"no longer applies: its device is {state.value}" in closed.summary
+    again = process_batch(out_of_service, devices, out.changed_states, RULES, "r", T0)
     assert not again.alerts
 
 
