@@ -336,7 +336,9 @@ class Registry(UserAccounts):
         connect. Retired is final: a device put back in service is registered anew, under a
         new id."""
         current = self.get(device_id)
-        if current.state is DeviceState.RETIRED and state is not DeviceState.RETIRED:
+        if current.state is state:
+            return current  # already so: nothing changes, nothing is audited or published
+        if current.state is DeviceState.RETIRED:
             raise RegistryError(
                 f"device {device_id!r} is retired, and retired is final; register the "
                 "hardware anew under a new id",
@@ -366,6 +368,13 @@ class Registry(UserAccounts):
         issued = [(device_id, new_secret()) for device_id in device_ids]
         with self.conn.transaction(), self.conn.cursor() as cur:
             for device_id, secret in issued:
+                if devices.get(cur, device_id).state is DeviceState.RETIRED:
+                    raise RegistryError(
+                        f"device {device_id!r} is retired, and retired is final: no secret "
+                        "would ever log it in; register the hardware anew under a new id",
+                        "device_id",
+                        device_id,
+                    )
                 if not credentials.rotate(cur, device_id, hash_secret(secret)):
                     raise UnknownDevice(device_id)
                 audit.record(cur, actor, "rotate_secret", "device", device_id, None, None)

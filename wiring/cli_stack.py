@@ -236,17 +236,20 @@ def _plan(incidents: list[str], after: float):  # type: ignore[no-untyped-def]
 
 
 def _prepare_simulator(s: Settings, seed: int, interval: float, city, planned):  # type: ignore[no-untyped-def]
+    from cityvitals.contracts import DeviceState
     from wiring.services import open_registry
     from wiring.simulate import Simulator
 
     with open_registry(s) as registry:
         registry.put_places(city.places, "simulator")
-        known = {d.device_id for d in registry.list(place=city.places[0].place_id)}
+        listed = registry.list(place=city.places[0].place_id)
+        known = {d.device_id for d in listed}
+        retired = {d.device_id for d in listed if d.state is DeviceState.RETIRED}
         fresh = [d for d in city.devices if d.device_id not in known]
         secrets = dict(registry.add_many(fresh, "simulator")) if fresh else {}
         # Only the simulator's own devices get new secrets (it keeps none across runs): a
         # device someone registered in the simulated city keeps the secret they were given.
-        mine = [d.device_id for d in city.devices if d.device_id in known]
+        mine = [d.device_id for d in city.devices if d.device_id in known - retired]
         secrets.update(registry.rotate_secrets(mine, "simulator"))
     time.sleep(1)  # let the broker reload its password file
     for inc in planned:
