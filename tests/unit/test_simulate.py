@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from cityvitals.contracts import Alert, AlertStatus, WarningLevel
+from cityvitals.contracts import Alert, AlertStatus, DeviceState, WarningLevel
 from cityvitals.settings import Settings
 from ingest.decode import decode
 from rules import observations, parse_rules
@@ -208,9 +208,8 @@ def test_a_restart_renews_the_simulators_secrets_and_no_one_elses(
         def put_places(self, *_: Any) -> None: ...
 
         def list(self, place: str) -> list[Any]:
-            return [
-                SimpleNamespace(device_id=d) for d in (*(x.device_id for x in city.devices), theirs)
-            ]
+            ids = (*(x.device_id for x in city.devices), theirs)
+            return [SimpleNamespace(device_id=d, state=DeviceState.ACTIVE) for d in ids]
 
         def add_many(self, *_: Any) -> Sequence[Any]:
             raise AssertionError("every simulated device is registered already")
