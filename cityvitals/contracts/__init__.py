@@ -29,12 +29,14 @@ from cityvitals.contracts.alerts import (
 )
 from cityvitals.contracts.base import (
     IDENTIFIER,
+    MEASURED_LIMIT,
     METRIC,
     SCHEMA_VERSION,
     Contract,
     Derived,
     FiniteFloat,
     Identifier,
+    MeasuredFloat,
     MetricName,
     UtcDatetime,
 )
@@ -99,6 +101,7 @@ __all__ = [
     "HEX_ID",
     "IDENTIFIER",
     "MAX_PACK",
+    "MEASURED_LIMIT",
     "METRIC",
     "SCHEMA_VERSION",
     "SNAPSHOT_REF",
@@ -134,6 +137,7 @@ __all__ = [
     "IndicatorBatch",
     "IndicatorQuality",
     "Liveness",
+    "MeasuredFloat",
     "MembershipChange",
     "MetricName",
     "MetricSpec",

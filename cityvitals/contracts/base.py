@@ -34,6 +34,14 @@ MetricName = Annotated[str, Field(pattern=METRIC)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 """A number that is neither NaN nor infinite (checked inside pydantic's core)."""
 
+MEASURED_LIMIT = 1e15
+"""The largest magnitude a device may report. No city sensor measures near it, and sums of
+such values stay far from a float's range: two values of 1e308 overflowed an indicator's sum
+to infinity, and its window could no longer be sent."""
+
+MeasuredFloat = Annotated[float, Field(allow_inf_nan=False, ge=-MEASURED_LIMIT, le=MEASURED_LIMIT)]
+"""A value a device reports: finite, and within :data:`MEASURED_LIMIT` either way."""
+
 
 class Derived(BaseModel):
     """A model with cached properties derived from its fields (``functools.cached_property``,

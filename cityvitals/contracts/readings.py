@@ -13,6 +13,7 @@ from cityvitals.contracts.base import (
     FiniteFloat,
     Identifier,
     Instant,
+    MeasuredFloat,
     MetricName,
     UtcDatetime,
 )
@@ -85,7 +86,7 @@ class ReadingPayload(Contract):
     device_id: Identifier | None = None
     ts: UtcDatetime
     seq: int = Field(ge=0)
-    values: dict[MetricName, FiniteFloat] = Field(min_length=1, max_length=64)
+    values: dict[MetricName, MeasuredFloat] = Field(min_length=1, max_length=64)
 
 
 MAX_PACK = 500
@@ -108,7 +109,7 @@ class CameraEventPayload(Contract):
     ts: UtcDatetime
     seq: int = Field(ge=0)
     event_type: CameraEventType
-    value: FiniteFloat
+    value: MeasuredFloat
     confidence: float = Field(ge=0.0, le=1.0)
     snapshot_ref: Annotated[str, Field(pattern=SNAPSHOT_REF)] | None = None
 

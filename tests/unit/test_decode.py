@@ -76,6 +76,9 @@ def test_camera_event_is_decoded_from_the_events_topic() -> None:
         ("cityvitals/wl-7/readings", body(values={"x": True}), "values.x", "valid number"),
         ("cityvitals/wl-7/readings", body(values={"x": False}), "values.x", "valid number"),
         ("cityvitals/wl-7/readings", body(values={"x": "7.5"}), "values.x", "'7.5'"),
+        # Finite, but two of them overflowed an indicator's sum to infinity.
+        ("cityvitals/wl-7/readings", body(values={"x": 1e308}), "values.x", "1000000000000000"),
+        ("cityvitals/wl-7/readings", body(values={"x": -1e16}), "values.x", "greater than"),
         ("cityvitals/wl-7/readings", body(values={"x": 1}, seq="2"), "seq", "valid integer"),
         ("cityvitals/wl-7/readings", body(values={"x": 1}, seq=3.0), "seq", "valid integer"),
         ("cityvitals/wl-7/readings", body(values={"x": 1}, ts=1796462275), "ts", "datetime"),
