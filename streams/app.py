@@ -66,7 +66,7 @@ from cityvitals.settings import Settings
 from cityvitals.stage import STARTED, dead_letter, kafka_source, utc_now
 from cityvitals.topics import Topic, partition_for
 from rules import RuleSet
-from rules.incidents import IncidentConfig, load_incident_config
+from rules.incidents import IncidentConfig, Tracked, load_incident_config
 from rules.indicators import Catalogue
 from streams.incidents import add_incident_agents
 from streams.live import LiveRules, StreamMetrics
@@ -297,6 +297,7 @@ def create_app(
     registry: CollectorRegistry,
     open_alerts: Sequence[OpenAlert] = (),
     incidents: IncidentConfig | None = None,
+    open_incidents: Sequence[Tracked] = (),
 ) -> faust.App:
     metrics = StreamMetrics(registry)
     live = LiveRules(rules, settings.rules_file, metrics)
@@ -342,7 +343,13 @@ def create_app(
     grace = timedelta(seconds=settings.indicators_grace_s)
     incident_config = incidents or load_incident_config(settings.incidents_file)
     incident_metrics = add_incident_agents(
-        app, topic, deadletter_topic, incident_config, registry, settings.rules_tick_s
+        app,
+        topic,
+        deadletter_topic,
+        incident_config,
+        registry,
+        settings.rules_tick_s,
+        open_incidents,
     )
 
     devices = app.Table("device_registry", default=None, partitions=parts)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
@@ -33,7 +33,7 @@ from cityvitals.contracts import (
 )
 from cityvitals.stage import StageMetrics, dead_letter, kafka_source, utc_now
 from cityvitals.topics import Topic
-from rules.incidents import Book, Desk, IncidentConfig, Outcome
+from rules.incidents import Book, Desk, IncidentConfig, Outcome, Tracked
 
 __all__ = ["IncidentMetrics", "add_incident_agents"]
 
@@ -76,8 +76,11 @@ def add_incident_agents(
     config: IncidentConfig,
     registry: CollectorRegistry,
     tick_s: float,
+    open_incidents: Sequence[Tracked] = (),
 ) -> IncidentMetrics:
-    """Add the incident stage to the stream's Faust app."""
+    """Add the incident stage to the stream's Faust app. ``open_incidents`` (the database's,
+    :func:`streams.resume.open_incidents`) fill a book that starts empty: a Kafka that keeps
+    nothing across a restart took the book with it."""
     metrics = IncidentMetrics(registry)
     inputs_topic = app.topic(
         topic(Topic.INCIDENT_INPUTS).get_topic_name(),
@@ -138,7 +141,16 @@ def add_incident_agents(
                 metrics.desk.received.inc()
             if not desks:
                 entries = {k: v for k, v in book_table.items()}
-                desks.append(Desk(config, Book.from_entries(entries)))
+                book = Book.from_entries(entries)
+                if not entries and open_incidents:
+                    book = Book(list(open_incidents))  # stored below, with the outcome
+                    book.dirty.update(t.incident.incident_id for t in open_incidents)
+                    log.info(
+                        "incident desk: its book was empty; %d incidents continued from the "
+                        "database",
+                        len(open_incidents),
+                    )
+                desks.append(Desk(config, book))
                 log.info("incident desk: %d incidents in its book", len(desks[0].book.incidents))
             outcome = desks[0].handle(item)
             pending = await publish(outcome, event.value, source)

@@ -1,4 +1,4 @@
-"""Read the alerts still open in the database once, when the stream starts.
+"""Read the alerts and incidents still open in the database once, when the stream starts.
 
 The stream's rule memory lives in Faust tables backed by Kafka. A Kafka that keeps nothing
 across a restart (the local stack's tansu runs in memory) takes that memory with it; the
@@ -12,14 +12,16 @@ import logging
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 from pydantic import ValidationError
 
 from cityvitals import db
-from cityvitals.contracts import Alert, AlertStatus, WarningLevel
+from cityvitals.contracts import Alert, AlertStatus, Incident, WarningLevel
 from cityvitals.settings import Settings
+from rules.incidents import Tracked, resumed
 from streams.seeds import OpenAlert
 
-__all__ = ["OPEN_ALERTS", "open_alerts"]
+__all__ = ["OPEN_ALERTS", "OPEN_INCIDENTS", "open_alerts", "open_incidents"]
 
 log = logging.getLogger("cityvitals.streams")
 
@@ -86,4 +88,47 @@ def open_alerts(settings: Settings) -> list[OpenAlert]:
         except ValidationError as exc:
             log.error("open alert %s not continued: %s", row[0], exc)
     log.info("continuing %d open alerts from the database", len(found))
+    return found
+
+
+OPEN_INCIDENTS = """
+    SELECT i.*,
+           (SELECT count(*) FROM dispatches d WHERE d.incident_id = i.incident_id) AS orders,
+           (SELECT coalesce(json_object_agg(a.alert_id, json_build_array(a.revision,
+                                                                         a.status = 'firing')),
+                            '{}'::json)
+              FROM alerts a WHERE a.alert_id = ANY(i.alerts)) AS alert_states,
+           (SELECT coalesce(array_agg(DISTINCT e.breach), '{}')
+              FROM escalations e
+             WHERE e.incident_id = i.incident_id AND e.from_tier = i.tier
+               AND e.ts >= coalesce((SELECT max(d.ts) FROM dispatches d
+                                      WHERE d.incident_id = i.incident_id), i.opened_at))
+               AS breached
+      FROM incidents i
+     WHERE i.state <> 'closed' OR i.updated_at > now() - interval '1 day'
+"""
+"""The incidents a desk continues: every open one, and those closed within a day (a late
+feedback or a reopen finds them)."""
+
+
+def open_incidents(settings: Settings) -> list[Tracked]:
+    """The incidents the database holds open (or closed within a day), for a desk whose book
+    is empty (:func:`rules.incidents.resumed`). A database that cannot be read is logged and
+    the desk starts empty; a row that is not a valid incident is skipped and logged."""
+    try:
+        with db.connect(settings) as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(OPEN_INCIDENTS).fetchall()
+    except (db.DatabaseUnavailable, psycopg.Error) as exc:
+        log.error("cannot read the open incidents to continue them: %s", str(exc).strip())
+        return []
+    found = []
+    for row in rows:
+        orders, alerts, breached = row.pop("orders"), row.pop("alert_states"), row.pop("breached")
+        try:
+            incident = Incident.model_validate(row)
+        except ValidationError as exc:
+            log.error("incident %s not continued: %s", row.get("incident_id"), exc)
+            continue
+        states = {a: (int(rev), bool(firing)) for a, (rev, firing) in (alerts or {}).items()}
+        found.append(resumed(incident, states, int(orders), list(breached)))
     return found

@@ -170,7 +170,7 @@ def run_streams(settings: Settings) -> None:
     import faust
 
     from streams.app import create_app
-    from streams.resume import open_alerts
+    from streams.resume import open_alerts, open_incidents
 
     files = load_stream_files(settings)  # before it serves metrics or connects to anything
     app = create_app(
@@ -180,6 +180,7 @@ def run_streams(settings: Settings) -> None:
         _metrics(settings),
         open_alerts(settings),
         files.incidents,
+        open_incidents(settings),
     )
     settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust makes its data folder there
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), override_logging=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rules.incidents.book import META_KEY, Book, Tracked, derive_id
+from rules.incidents.book import META_KEY, Book, Tracked, derive_id, resumed
 from rules.incidents.config import (
     GENERAL,
     OUTAGE_CATEGORY,
@@ -44,6 +44,7 @@ __all__ = [
     "load_incident_config",
     "move",
     "parse_incident_config",
+    "resumed",
     "route",
 ]
 

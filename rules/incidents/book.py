@@ -7,14 +7,15 @@ entry per incident plus one for the rest (:meth:`Book.entries`, :meth:`Book.from
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cityvitals.contracts import Incident, Tier, UtcDatetime, WarningLevel
+from cityvitals.contracts import Incident, IncidentState, Tier, UtcDatetime, WarningLevel
 
-__all__ = ["META_KEY", "Book", "Tracked", "derive_id"]
+__all__ = ["META_KEY", "Book", "Tracked", "derive_id", "resumed"]
 
 META_KEY = "_meta"
 
@@ -61,6 +62,43 @@ class Tracked(BaseModel):
         return sum(1 for _, firing in self.alerts.values() if firing) + (
             1 if self.outage_id is not None and self.quiet_since is None else 0
         )
+
+
+def resumed(
+    incident: Incident,
+    alerts: Mapping[str, tuple[int, bool]],
+    orders: int,
+    breached: Sequence[str] = (),
+) -> Tracked:
+    """An incident as the database holds it, tracked again by a desk whose book is empty (the
+    local stack's Kafka keeps nothing across a restart): with its id, revision, alerts (id ->
+    latest revision, firing) and the number of dispatch orders it had, the desk continues it,
+    where it would open it anew under the same id and revision 0 (steps and orders the
+    database already holds, and so drops). ``breached``: the current dispatch's limits that
+    ran out already. What only the book kept starts afresh: feedback ids, an outage's id and
+    muted alerts, a storm's budget.
+
+    >>> from datetime import UTC
+    >>> t = datetime(2026, 12, 5, tzinfo=UTC)
+    >>> inc = Incident(incident_id="a" * 32, revision=16, category="flooding", level="red",
+    ...     state=IncidentState.DISPATCHED, source="alert", place_id="s1", title="Flooding",
+    ...     place_path=("c", "d1", "s1"), opened_at=t, updated_at=t)
+    >>> back = resumed(inc, {"b" * 32: (3, True)}, orders=4)
+    >>> back.incident.revision, back.orders, back.firing, back.group_path
+    (16, 4, 1, ('c', 'd1', 's1'))
+    """
+    state = incident.state
+    return Tracked(
+        incident=incident,
+        group_path=incident.place_path,
+        alerts=dict(alerts),
+        peak=incident.level,
+        last_signal=incident.updated_at,
+        orders=orders,
+        breached=list(breached),
+        verified_at=incident.updated_at if state is IncidentState.VERIFIED else None,
+        closed_at=incident.updated_at if state is IncidentState.CLOSED else None,
+    )
 
 
 class Meta(BaseModel):

@@ -34,6 +34,7 @@ from cityvitals.contracts import (
 from cityvitals.topics import Topic
 from sinks.incidents import IncidentDetail, UnknownIncident, incident_detail
 from sinks.readings import refusals
+from streams.resume import open_incidents
 from tests.integration.conftest import Pipeline, reading, wait_for
 
 pytestmark = pytest.mark.integration
@@ -216,6 +217,14 @@ def test_a_flooded_street_is_one_incident_dispatched_once_at_street_tier(
         (camera, "waterlogging")
     ]
     assert stored.camera_snapshots[0].snapshot_ref.startswith(f"snapshots/{camera}/")
+
+    # A desk whose book is empty (a broker that kept nothing) continues it from the database:
+    # its revision, its alerts and its one dispatch order, so the next order gets a new id.
+    (back,) = [
+        t for t in open_incidents(pipeline.settings) if t.incident.incident_id == inc.incident_id
+    ]
+    assert back.incident.revision == stored.incident.revision and back.orders == 1
+    assert len(back.alerts) == 6 and all(firing for _, firing in back.alerts.values())
 
 
 def test_feedback_closes_the_loop_and_a_feedback_out_of_turn_is_refused(

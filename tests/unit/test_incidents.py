@@ -412,3 +412,29 @@ def test_a_duty_officer_acknowledges_and_closes_a_false_alarm_with_a_reason() ->
     )
     assert [u.incident.state for u in out.updates] == [IncidentState.CLOSED]
     assert run(desk, [tick(200)]).updates == []  # closed stays closed; nothing escalates
+
+
+def test_a_desk_with_an_empty_book_continues_the_incidents_the_database_holds() -> None:
+    """A broker that keeps nothing takes the book with it. Continued from the stored incident
+    (``resumed``), a new alert joins it, a feedback is taken, and the next order is numbered
+    after the one it had: anew, it would reopen under the same id at revision 0 and send an
+    order under the first one's id, which the database and webhook receivers drop."""
+    from rules.incidents import resumed
+
+    before = desk_with()
+    first = run(before, flooded_street()[:1])
+    incident_id = only_incident(before)
+    stored = before.book.incidents[incident_id]
+    (order,) = first.dispatches
+    after = Desk(
+        before.config,
+        Book([resumed(stored.incident, dict(stored.alerts), orders=stored.orders)]),
+    )
+    joined = run(after, [alert("waterlogging-depth", "wl-9", (*STREET, "g3"), 2, level="red")])
+    assert only_incident(after) == incident_id and not joined.dispatches
+    assert next(u.incident.revision for u in joined.updates) == stored.incident.revision + 1
+    accepted = run(after, [feedback(incident_id, "accept", 3, dispatch_id=order.dispatch_id)])
+    assert not accepted.refusals
+    assert after.book.incidents[incident_id].incident.state is IncidentState.ACCEPTED
+    late = run(after, [tick(600)])  # not handled in time: escalated, a new order
+    assert late.dispatches and all(o.dispatch_id != order.dispatch_id for o in late.dispatches)
