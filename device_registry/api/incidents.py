@@ -365,7 +365,7 @@ def open311_service_requests(
         service_code=service_code,
         start=as_utc(start_date),
         end=as_utc(end_date),
-        titles=incident_categories(settings),
+        titles=_configured(incident_categories, settings),
     )
     if not user.scope:
         return found
@@ -376,4 +376,5 @@ def open311_service_requests(
 @router.get("/open311/v2/services.json", response_model=list[ServiceType], tags=["open311"])
 def open311_service_list(user: Reading, registry: Reader, request: Request) -> list[ServiceType]:
     """One Open311 service per incident category."""
-    return open311_services(registry.conn, incident_categories(request.app.state.settings))
+    categories = _configured(incident_categories, request.app.state.settings)
+    return open311_services(registry.conn, categories)

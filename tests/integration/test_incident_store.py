@@ -759,8 +759,12 @@ def test_api_reports_are_sent_stored_by_the_sinks_and_exported_as_open311(
     good = path.read_text()
     try:
         path.write_text("routes: [\n")
-        broken = api.post("/reports", json=body)
-        assert broken.status_code == 503, broken.text
-        assert f"the incident configuration cannot be read: {path}" in broken.text
+        for broken in (
+            api.post("/reports", json=body),
+            api.get("/open311/v2/services.json"),
+            api.get("/open311/v2/requests.json"),
+        ):
+            assert broken.status_code == 503, broken.text
+            assert f"the incident configuration cannot be read: {path}" in broken.text
     finally:
         path.write_text(good)
