@@ -45,8 +45,8 @@ PRUNES: dict[str, tuple[tuple[str, ...], str]] = {
         ("deadletters",),
         """
         WITH gone AS (
-            DELETE FROM deadletters
-             WHERE (kafka_topic, kafka_partition, kafka_offset, received_at) IN (
+            DELETE FROM deadletters WHERE (kafka_topic, kafka_partition, kafka_offset,
+                                           received_at) IN (
                 SELECT kafka_topic, kafka_partition, kafka_offset, received_at FROM deadletters
                  WHERE received_at < %(before)s LIMIT %(batch)s)
             RETURNING 1)
