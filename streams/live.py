@@ -95,6 +95,14 @@ class LiveRules:
                 "them, 'cityvitals rules defaults', in CITYVITALS_RULES_FILE to change rules)",
                 rules.version,
             )
+        else:
+            log.info(
+                "rules: %s, version %s, %d rules; a change to the file is reloaded "
+                "(checked every CITYVITALS_RULES_RELOAD_S)",
+                path,
+                rules.version,
+                len(rules),
+            )
 
     def _stamp(self) -> tuple[int, int] | None:
         if self.path is None:

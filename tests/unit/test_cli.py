@@ -304,6 +304,22 @@ def test_the_stream_says_at_start_that_the_shipped_rules_do_not_reload(
     assert live.check() is False
 
 
+def test_the_stream_names_the_rule_file_it_starts_with(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from streams.live import LiveRules, StreamMetrics
+    from wiring.services import load_rules
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("rules:\n  - {id: deep, metric: water_level_cm, levels: {red: 40}}\n")
+    rules = load_rules(Settings(rules_file=path))
+    with caplog.at_level(logging.INFO, logger="cityvitals"):
+        LiveRules(rules, path, StreamMetrics(CollectorRegistry()))
+    assert f"rules: {path}, version {rules.version}, 1 rules" in caplog.text
+
+
 PROFILES = """\
 - profile_id: wl-v1
   device_type: water_level
