@@ -97,7 +97,7 @@ class LiveRules:
             )
         else:
             log.info(
-                "rules: %s, version %s, %d rules; a change to the file is reloaded "
+                "rules: %s, version %s (rules in it: %d); a change to the file is reloaded "
                 "(checked every CITYVITALS_RULES_RELOAD_S)",
                 path,
                 rules.version,

@@ -317,7 +317,7 @@ def test_the_stream_names_the_rule_file_it_starts_with(
     rules = load_rules(Settings(rules_file=path))
     with caplog.at_level(logging.INFO, logger="cityvitals"):
         LiveRules(rules, path, StreamMetrics(CollectorRegistry()))
-    assert f"rules: {path}, version {rules.version}, 1 rules" in caplog.text
+    assert f"rules: {path}, version {rules.version} (rules in it: 1)" in caplog.text
 
 
 PROFILES = """\
