@@ -28,6 +28,29 @@ def render_summary(rule: RuleBase, **values: Any) -> str:
     return rule.summary.format(rule_id=rule.id, **values)
 
 
+def elapsed(td: timedelta) -> str:
+    """A time that went by, in its two largest units, for people.
+
+    >>> elapsed(timedelta(seconds=1_128_730)), elapsed(timedelta(minutes=20)), elapsed(timedelta(0))
+    ('13 d 1 h', '20 min', '0 s')
+    """
+    s = int(td.total_seconds())
+    parts = ((s // 86400, "d"), (s % 86400 // 3600, "h"), (s % 3600 // 60, "min"), (s % 60, "s"))
+    shown = [f"{n} {unit}" for n, unit in parts if n][:2]
+    return " ".join(shown) or "0 s"
+
+
+def _now(rule: RuleBase, metric: str, value: float) -> str:
+    """What a resolved alert's value is now, in the words of its kind: an absence rule's value
+    is the silence it judged, a rate rule's a change per its period, not the metric's value."""
+    if rule.kind == "absence":
+        return f"{metric} reported again"
+    per = getattr(rule, "per", None)
+    if rule.kind == "rate" and isinstance(per, timedelta):
+        return f"{metric} changing {value:+g} per {human(per)}"
+    return f"{metric} now {value:g}"
+
+
 def alert(
     rule: RuleBase,
     tr: Transition,
@@ -55,11 +78,11 @@ def alert(
     if resolved:  # what ended, its peak, and what the value is now (or why there is none)
         of_place = REGISTRY[rule.kind].role == "place"
         where = "/".join(obs.place_path) if evidence or of_place else obs.device_id
-        now = f"{obs.metric} now {judged.value:g}"
+        now = _now(rule, obs.metric, judged.value)
         if of_place:  # its value counts the devices whose readings hold a condition
             now = f"devices holding a condition now: {judged.value:g} ({judged.threshold:g} needed)"
         if silent is not None:
-            now = f"no {obs.metric} reading for {human(silent)}: stale"
+            now = f"no {obs.metric} reading for {elapsed(silent)}: stale"
         summary = (
             f"resolved: {rule.id} at {where} (peak {tr.peak.value}, since "
             f"{tr.started_at:%Y-%m-%d %H:%M}Z); {now}"

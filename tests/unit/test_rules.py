@@ -227,6 +227,7 @@ def test_a_rate_rule_judges_the_change_over_its_window() -> None:
     assert d.alerts[0].value == pytest.approx(22)
     d.read(obs(12.5, 70))  # the window now starts at 12 (t=40): 1 cm/h
     assert d.story == [("firing", "yellow"), ("resolved", "yellow")]
+    assert d.alerts[-1].summary.endswith("; water_level_cm changing +1 per 1h")  # a rate
 
 
 def test_a_rate_rule_keeps_a_bounded_window() -> None:
@@ -265,6 +266,8 @@ def test_absence_fires_when_other_metrics_come_but_this_one_does_not() -> None:
     assert d.alerts[0].metric == "pm25" and d.alerts[0].value == 31 * 60
     d.read(*aq(32, pm25=11))
     assert d.story[-1] == ("resolved", "yellow")
+    # Its value was the silence it judged: "pm25 now 0" read as clean air.
+    assert d.alerts[-1].summary.endswith("; pm25 reported again")
 
 
 def test_absence_of_a_silent_device_is_found_by_the_clock() -> None:

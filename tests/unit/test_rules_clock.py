@@ -107,7 +107,7 @@ def test_a_silent_device_s_alert_resolves_as_stale() -> None:
     assert d.story == [("firing", "yellow", 0), ("resolved", "yellow", 20)]
     resolved = d.alerts[-1]
     assert resolved.resolution is AlertResolution.STALE
-    assert "no m reading for 20m: stale" in resolved.summary
+    assert "no m reading for 20 min: stale" in resolved.summary
 
 
 def test_staleness_follows_the_profile_interval_and_the_rule_file() -> None:
