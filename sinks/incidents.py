@@ -111,6 +111,7 @@ class IncidentFilter:
     category: str | None = None
     department: str | None = None
     level: WarningLevel | None = None
+    """This level or higher."""
     since: datetime | None = None
     """Incidents updated at or after this time."""
     limit: int | None = 100
@@ -126,11 +127,13 @@ def list_incidents(conn: Conn, where: IncidentFilter = IncidentFilter()) -> list
         ("state", None if where.state is None else where.state.value),
         ("category", where.category),
         ("department", where.department),
-        ("level", None if where.level is None else where.level.value),
     ):
         if value is not None:
             clauses.append(f"{column} = %s")
             params.append(value)
+    if where.level is not None:  # this level or higher, as for alerts
+        clauses.append("level = ANY(%s)")
+        params.append([lv.value for lv in WarningLevel if lv.rank >= where.level.rank])
     if where.place:
         clause, values = place_clause(where.place)
         clauses.append(clause)

@@ -73,7 +73,9 @@ def list_command(
     ] = None,
     category: Annotated[str | None, typer.Option()] = None,
     department: Annotated[str | None, typer.Option()] = None,
-    level: Annotated[str | None, typer.Option(help="blue, yellow, orange or red")] = None,
+    level: Annotated[
+        str | None, typer.Option(help="this level or higher: blue, yellow, orange or red")
+    ] = None,
     since: Annotated[str | None, typer.Option(help="updated since (ISO time)")] = None,
     limit: Annotated[int, typer.Option(min=1)] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,

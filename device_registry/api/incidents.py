@@ -159,7 +159,7 @@ def incidents(
     ] = None,
     category: Annotated[str | None, Query(pattern=IDENTIFIER)] = None,
     department: Annotated[str | None, Query(pattern=IDENTIFIER)] = None,
-    level: WarningLevel | None = None,
+    level: Annotated[WarningLevel | None, Query(description="this level or higher")] = None,
     since: Annotated[Time, Query(description="updated since (no zone: UTC)")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> list[Incident]:

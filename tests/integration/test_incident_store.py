@@ -385,6 +385,7 @@ def test_incidents_are_listed_by_filter_newest_first_and_shown_whole(town: Setti
         assert ids(place="tc/tc-d/tc-s1") == [three, one]
         assert ids(department="water") == [three]
         assert ids(level=WarningLevel.RED) == [three]
+        assert ids(level=WarningLevel.ORANGE) == [three, one]  # that level or higher
         assert ids(state=IncidentState.CLOSED, limit=2) == [three, two]
         assert ids(since=T0 + timedelta(hours=9)) == [three]
 
