@@ -336,9 +336,7 @@ class Registry(UserAccounts):
         connect. Retired is final: a device put back in service is registered anew, under a
         new id."""
         current = self.get(device_id)
-        if current.state is state:
-            return current  # already so: nothing changes, nothing is audited or published
-        if current.state is DeviceState.RETIRED:
+        if current.state is DeviceState.RETIRED and state is not DeviceState.RETIRED:
             raise RegistryError(
                 f"device {device_id!r} is retired, and retired is final; register the "
                 "hardware anew under a new id",
