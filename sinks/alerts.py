@@ -146,7 +146,7 @@ def list_alerts(conn: Conn, where: AlertFilter = AlertFilter()) -> list[AlertRow
             params.append(value)
     if where.level is not None:
         clauses.append("level = ANY(%s)")
-        params.append([lv.value for lv in WarningLevel if lv.rank >= where.level.rank])
+        params.append(where.level.and_above())
     if where.place:
         clause, values = place_clause(where.place)
         clauses.append(clause)

@@ -133,7 +133,7 @@ def list_incidents(conn: Conn, where: IncidentFilter = IncidentFilter()) -> list
             params.append(value)
     if where.level is not None:  # this level or higher, as for alerts
         clauses.append("level = ANY(%s)")
-        params.append([lv.value for lv in WarningLevel if lv.rank >= where.level.rank])
+        params.append(where.level.and_above())
     if where.place:
         clause, values = place_clause(where.place)
         clauses.append(clause)
@@ -195,8 +195,10 @@ def camera_snapshots(conn: Conn, alerts: Sequence[AlertRow]) -> list[CameraSnaps
     """What the cameras behind ``alerts`` saw while they fired (:attr:`IncidentDetail.camera_snapshots`)."""
     found: dict[tuple[str, str, datetime], CameraSnapshot] = {}
     for a in alerts:
-        cameras = [a.device_id, *a.evidence]
         kind = a.metric.removeprefix("camera.") if a.metric.startswith("camera.") else None
+        if kind is None and not a.evidence:
+            continue  # a sensor's own alert: no camera is behind it (one query less each)
+        cameras = [a.device_id, *a.evidence]
         rows = fetch(
             conn,
             "SELECT camera_id, event_type, ts, value, confidence, snapshot_ref FROM camera_events "

@@ -141,8 +141,9 @@ def add_incident_agents(
                 metrics.desk.received.inc()
             if not desks:
                 entries = {k: v for k, v in book_table.items()}
-                book = Book.from_entries(entries)
-                if not entries and open_incidents:
+                if entries or not open_incidents:
+                    book = Book.from_entries(entries)
+                else:
                     book = Book(list(open_incidents))  # stored below, with the outcome
                     book.dirty.update(t.incident.incident_id for t in open_incidents)
                     log.info(

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from sinks.vitals import NextValue, PlaceVitals
-from wiring.cli_common import fail, in_order, parse_utc, settings
+from wiring.cli_common import fail, in_order, settings, time_option
 
 __all__ = ["ago", "render_now", "vitals"]
 
@@ -131,11 +131,8 @@ def vitals(
         raise fail(f"--resolution {resolution!r}: give one of {', '.join(RESOLUTIONS)}")
     if indicator is None and (start or end or resolution != "raw"):
         raise fail("--from, --to and --resolution are for a history: give --indicator too")
-    try:
-        first = parse_utc(start) if start else datetime.now(UTC) - timedelta(days=1)
-        last = parse_utc(end) if end else datetime.now(UTC)
-    except ValueError as exc:
-        raise fail(f"--from/--to: {exc}") from None
+    first = time_option(start, "--from") or datetime.now(UTC) - timedelta(days=1)
+    last = time_option(end, "--to") or datetime.now(UTC)
     in_order(first, last, "--from", "--to")
     conf = settings()
     try:

@@ -22,6 +22,14 @@ class WarningLevel(StrEnum):
         """1 for blue up to 4 for red."""
         return _WARNING_RANK[self]
 
+    def and_above(self) -> list[str]:
+        """This level and those above it, by value (a filter's "this level or higher").
+
+        >>> WarningLevel.ORANGE.and_above()
+        ['orange', 'red']
+        """
+        return [lv.value for lv in WarningLevel if lv.rank >= self.rank]
+
 
 _WARNING_RANK = {level: i for i, level in enumerate(WarningLevel, start=1)}
 

@@ -300,7 +300,7 @@ def _previous_value(
 
 def band_level(catalogue: Catalogue | None, indicator: str, band: str | None) -> str | None:
     """The colour a tile's band is shown in: ``normal``, or the warning level the catalogue
-    gives the band (``levels``); None without a band.
+    gives the band (``band_levels``); None without a band.
 
     >>> from device_registry.api.vitals import load_catalogue
     >>> shipped = load_catalogue(None)
