@@ -59,7 +59,7 @@ from device_registry.incident_publisher import (
     unknown_department,
 )
 from device_registry.registry import UnknownPlace
-from rules.incidents.lifecycle import close_without_reason
+from rules.incidents.lifecycle import close_without_reason, sendable
 from sinks import (
     IncidentDetail,
     IncidentFilter,
@@ -75,7 +75,7 @@ from sinks import (
     performance,
 )
 
-__all__ = ["ActionBody", "ReportBody", "router"]
+__all__ = ["ActionBody", "IncidentView", "ReportBody", "router"]
 
 T = TypeVar("T")
 
@@ -199,20 +199,49 @@ def incidents_performance(
     return performance(registry.conn, first, last)
 
 
+class IncidentView(IncidentDetail):
+    """An incident as :class:`IncidentDetail` has it, with what the asking user may do."""
+
+    actions: tuple[Action, ...]
+    """The actions the user may send now, in the loop's order: those the incident's state
+    allows (:func:`rules.incidents.lifecycle.sendable`) that the user's role may send, a
+    department operator's only on an incident with its department. The console shows a button
+    for each."""
+
+
+def not_theirs(user: User, incident: Incident) -> str | None:
+    """Why ``user`` may send nothing on ``incident`` though the role may (a department
+    operator and an incident with another department); None when the user may."""
+    if user.role is Role.DEPARTMENT_OPERATOR and incident.department != user.department:
+        return (
+            f"incident {incident.incident_id!r} is with department {incident.department!r}, "
+            f"not {user.department!r} of {user.name}"
+        )
+    return None
+
+
+def may_send(user: User, incident: Incident) -> tuple[Action, ...]:
+    """:attr:`IncidentView.actions`."""
+    if not_theirs(user, incident) is not None:
+        return ()
+    return tuple(a for a in sendable(incident.state) if user.may(action_permission(a)))
+
+
 @router.get(
     "/incidents/{incident_id}",
-    response_model=IncidentDetail,
+    response_model=IncidentView,
     responses=NOT_FOUND,
     tags=["incidents"],
 )
-def incident(user: Reading, incident_id: PathId, registry: Reader) -> IncidentDetail:
-    """One incident with its steps, dispatch orders, escalations, alerts and reports."""
+def incident(user: Reading, incident_id: PathId, registry: Reader) -> IncidentView:
+    """One incident with its steps, dispatch orders, escalations, alerts and reports, and
+    the actions the user may send on it now."""
     try:
         detail = incident_detail(registry.conn, incident_id)
     except UnknownIncident as exc:
         raise NotFound(str(exc)) from exc
     check_scope(user, detail.incident.place_path, f"incident {incident_id!r}")
-    return detail
+    return IncidentView(**dict(detail), actions=may_send(user, detail.incident))
 
 
 @router.post(
@@ -244,12 +273,9 @@ def act(
     except UnknownIncident as exc:
         raise NotFound(str(exc)) from exc
     check_scope(user, found.place_path, f"incident {incident_id!r}")
-    if user.role is Role.DEPARTMENT_OPERATOR and found.department != user.department:
-        raise HTTPException(
-            403,
-            f"incident {incident_id!r} is with department {found.department!r}, not "
-            f"{user.department!r} of {user.name}",
-        )
+    foreign = not_theirs(user, found)
+    if foreign is not None:
+        raise HTTPException(403, foreign)
     actor = actor_for(user, body.actor or x_actor)
     try:
         feedback = make_feedback(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from cityvitals.contracts import FEEDBACK_ACTIONS, Action, Feedback, Incident, IncidentState
 
-__all__ = ["MOVES", "Refused", "check_feedback", "close_without_reason", "move"]
+__all__ = ["MOVES", "Refused", "check_feedback", "close_without_reason", "move", "sendable"]
 
 S = IncidentState
 OPEN_WORK = (S.NEW, S.DISPATCHED, S.ACCEPTED, S.ON_SITE)
@@ -45,13 +45,23 @@ class Refused(ValueError):
         self.reason = reason
 
 
+def sendable(state: IncidentState) -> tuple[Action, ...]:
+    """What people may send while an incident is in ``state``, in the loop's order; the
+    platform's own moves (dispatch, escalate, attach) are not theirs to send.
+
+    >>> [a.value for a in sendable(IncidentState.ACCEPTED)]
+    ['on_site', 'handled', 'close', 'reassign', 'note', 'acknowledge']
+    >>> [a.value for a in sendable(IncidentState.CLOSED)]
+    ['reopen', 'note']
+    """
+    return tuple(a for a in Action if a in FEEDBACK_ACTIONS and state in MOVES.get(a, {}))
+
+
 def move(state: IncidentState, action: Action) -> IncidentState:
     """The state ``action`` leads to from ``state``; :class:`Refused` when it may not."""
     moves = MOVES.get(action, {})
     if state not in moves:
-        # What people may send from here: the platform's own moves (escalate, dispatch)
-        # are not theirs to send, so the advice names none of them.
-        allowed = sorted(a.value for a in FEEDBACK_ACTIONS if state in MOVES.get(a, {}))
+        allowed = sorted(a.value for a in sendable(state))
         raise Refused(
             f"{action.value} is not allowed while the incident is {state.value} "
             f"(people may send: {', '.join(allowed) or 'nothing'})"

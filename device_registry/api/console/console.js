@@ -79,7 +79,6 @@ function duration(seconds) {
 function since(iso) { return (Date.now() - Date.parse(iso)) / 1000; }
 function stamp(iso) { return iso ? state.stampFormat.format(new Date(iso)) : "–"; }
 function levelTag(level) { return el("span", { class: `level level-${level}` }, level); }
-function may(permission) { return state.me && state.me.permissions.includes(permission); }
 
 // --- login -------------------------------------------------------------------------------
 
@@ -150,7 +149,6 @@ async function start() {
   $("#who").textContent = state.me.name;
   $("#role").textContent = state.me.role.replace("_", " ");
   $("#scope").textContent = state.me.scope_text;
-  $("#actions").hidden = !may("incidents.act");
   const places = await call("GET", "/places");
   for (const place of places) state.places.set(place.place_id, place);
   drawMap();
@@ -290,6 +288,7 @@ function placeName(placeId) {
 function select(incidentId) {
   state.selected = incidentId;
   $("#action-result").textContent = "";
+  showActions([]);  // the last incident's buttons go until this one's detail says which
   drawIncidents();
   showDetail(incidentId);
 }
@@ -302,9 +301,11 @@ async function showDetail(incidentId) {
     readings = await call("GET", `/incidents/${incidentId}/readings`).catch(() => null);
   } catch (error) {
     $("#detail").replaceChildren(el("p", { class: "error" }, error.message));
+    showActions([]);
     return;
   }
   if (state.selected !== incidentId) return;
+  showActions(detail.actions);
   const i = detail.incident;
   $("#detail-title").textContent = i.title;
   const facts = [
@@ -375,6 +376,16 @@ function spark(series, at) {
 
 for (const button of document.querySelectorAll("#actions [data-action]")) {
   button.addEventListener("click", () => act(button.dataset.action));
+}
+
+function showActions(actions) {
+  // a button for each action the user may send now (the API says which: the incident's
+  // state, the user's role and department)
+  for (const button of document.querySelectorAll("#actions [data-action]")) {
+    button.hidden = !actions.includes(button.dataset.action);
+  }
+  $("#actions .reassign").hidden = !actions.includes("reassign");
+  $("#actions").hidden = actions.length === 0;
 }
 
 async function act(action) {
