@@ -81,8 +81,12 @@ def alert(
         now = _now(rule, obs.metric, judged.value)
         if of_place:  # its value counts the devices whose readings hold a condition
             now = f"devices holding a condition now: {judged.value:g} ({judged.threshold:g} needed)"
-        if silent is not None:
+        if silent is not None and resolution is AlertResolution.STALE:
             now = f"no {obs.metric} reading for {elapsed(silent)}: stale"
+        elif silent is not None:  # the kind's expires_after ran out: no new value came
+            now = (
+                f"no {obs.metric} for {elapsed(silent)}: its last value ({judged.value:g}) expired"
+            )
         summary = (
             f"resolved: {rule.id} at {where} (peak {tr.peak.value}, since "
             f"{tr.started_at:%Y-%m-%d %H:%M}Z); {now}"

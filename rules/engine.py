@@ -173,12 +173,14 @@ def _step_device(
     at: datetime,
     out: DeviceOutcome,
     fresh: bool = False,
+    expired: timedelta | None = None,
 ) -> None:
-    """Step a device rule's state by a judgement; the alert, if any, names ``obs``."""
+    """Step a device rule's state by a judgement; the alert, if any, names ``obs`` (and,
+    when the value ``expired``, how long none came)."""
     key = f"{rule.id}|{obs.device_id}|{obs.metric}"
     tr = _apply(rule, states, state, judged, at, key, (obs.device_id, obs.metric), fresh)
     if tr is not None:
-        out.alerts.append(alert(rule, tr, at, obs, judged))
+        out.alerts.append(alert(rule, tr, at, obs, judged, silent=expired))
 
 
 # --- devices: the last value between readings ---------------------------------------------------
@@ -217,10 +219,11 @@ def _rejudge(
         if silent >= rules.stale_horizon(rule, subject.expected_interval_s):
             _stale(rule, states, state, obs, silent, threshold, out)
             continue
-        if kind.expired(rule, silent):
-            level = None
-        judged = Judgement(level, value, threshold, state.memory)
-        _step_device(rule, states, state, judged, obs, now, out)
+        expired = kind.expired(rule, silent)
+        judged = Judgement(None if expired else level, value, threshold, state.memory)
+        _step_device(
+            rule, states, state, judged, obs, now, out, expired=silent if expired else None
+        )
 
 
 def _stale(

@@ -226,3 +226,7 @@ def test_a_backtest_expires_a_camera_event_at_ticks_without_other_rules() -> Non
         ("firing", at(0)),
         ("resolved", at(2)),
     ]
+    # what ended it: no new event came, not a value back under the level
+    assert alerts[1].summary.endswith(
+        "no camera.smoke_fire for 2 min: its last value (0.9) expired"
+    )
