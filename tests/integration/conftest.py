@@ -17,7 +17,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -186,6 +186,21 @@ class Pipeline:
             "SELECT metric, ts, value, seq, place_path FROM readings WHERE device_id = %s ORDER BY ts, metric",
             device_id,
         )
+
+
+TEST_DAY: date = (datetime.now(UTC) - timedelta(days=1)).date()
+"""The day (UTC) the tests' readings, alerts and incidents are stamped: yesterday, so that any
+time of it is in the past (the stream refuses a reading over 10 minutes ahead of its clock)."""
+
+
+def at(time_of_day: str) -> str:
+    """``"HH:MM:SS"`` on :data:`TEST_DAY` as an ISO instant in UTC (``2026-12-04T08:00:00Z``).
+
+    Test data is stamped relative to today, never on a fixed date: the stream refuses a reading
+    more than 365 days behind its clock (``too_old``) and the storage drops readings after 90
+    days, so a fixed date would make the suite fail once the calendar passes it.
+    """
+    return f"{TEST_DAY.isoformat()}T{time_of_day}Z"
 
 
 def reading(ts: str, seq: int, **values: float) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -29,12 +29,12 @@ from cityvitals.contracts import (
 )
 from cityvitals.settings import Settings
 from sinks import AlertFilter, AlertSink, IncidentSink, alert_detail, list_alerts
-from tests.integration.conftest import Pipeline, api_client
+from tests.integration.conftest import TEST_DAY, Pipeline, api_client, at
 from wiring.cli import app
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+T0 = datetime.fromisoformat(at("08:00:00"))
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 
@@ -212,17 +212,17 @@ def test_the_cli_lists_and_shows_alerts_in_the_city_zone(town: Settings) -> None
     assert "Asia/Shanghai" in listed.output
     assert made["hot"] in listed.output and made["wet"] in listed.output
     assert made["deep"] not in listed.output
-    assert "2026-11-22 17:00:00" in listed.output  # hot started 09:00 UTC, 17:00 in Shanghai
+    assert f"{TEST_DAY} 17:00:00" in listed.output  # hot started 09:00 UTC, 17:00 in Shanghai
 
     data = json.loads(run(town, "list", "--level", "yellow", "--place", "tb-s1", "--json").output)
     assert [a["alert_id"] for a in data] == [made["deep"]]
-    assert data[0]["started_at"] == "2026-11-22T16:00:00+08:00"
+    assert data[0]["started_at"] == f"{TEST_DAY}T16:00:00+08:00"
     since = json.loads(
         run(
             town,
             "list",
             "--since",
-            "2026-11-22T08:30:00Z",
+            at("08:30:00"),
             "--rule",
             "waterlogging-depth",
             "--json",
@@ -234,12 +234,12 @@ def test_the_cli_lists_and_shows_alerts_in_the_city_zone(town: Settings) -> None
 
     shown = run(town, "show", made["deep"])
     assert shown.exit_code == 0, shown.output
-    assert "2026-11-22 16:05:00    1 firing   red    31" in shown.output
+    assert f"{TEST_DAY} 16:05:00    1 firing   red    31" in shown.output
     assert f"incident: {incident.incident_id} new red flooding" in shown.output
     detail = json.loads(run(town, "show", made["deep"], "--json").output)
     assert [t["level"] for t in detail["transitions"]] == ["yellow", "red", "red"]
     assert detail["incident"]["incident_id"] == incident.incident_id
-    assert detail["transitions"][2]["ts"] == "2026-11-22T16:20:00+08:00"
+    assert detail["transitions"][2]["ts"] == f"{TEST_DAY}T16:20:00+08:00"
     alone = run(town, "show", made["wet"])
     assert "incident: none" in alone.output
 
@@ -306,7 +306,7 @@ def test_the_api_lists_and_shows_alerts(pipeline: Pipeline, api: httpx.Client) -
     assert [a["alert_id"] for a in firing.json()] == [made["hot"]]
     window = api.get(
         "/alerts",
-        params={**mine, "since": "2026-11-22T08:30:00Z", "until": "2026-11-22T08:30:00"},
+        params={**mine, "since": at("08:30:00"), "until": f"{TEST_DAY}T08:30:00"},
     )
     assert [a["alert_id"] for a in window.json()] == [made["wet"]]
     by = api.get("/alerts", params={"device": f"{city}-wl-1", "rule": "waterlogging-depth"})

@@ -34,6 +34,7 @@ from tests.integration.conftest import (
     Pipeline,
     add_user,
     api_client,
+    at,
     free_port,
     reading,
     wait_for,
@@ -86,7 +87,7 @@ def test_a_device_onboarded_through_the_api_publishes_with_its_credentials(
 ) -> None:
     city, device = f"api{uid()}", f"wl-{uid()}"
     secret = onboard(api, device, city, tags=["river"], lat=31.2, lon=121.5)
-    publish(pipeline, device, secret, "2026-11-22T08:00:00Z", 1, 3.5)
+    publish(pipeline, device, secret, at("08:00:00"), 1, 3.5)
     rows = wait_for(lambda: pipeline.rows(device), what="the reading in the database")
     assert [(r[0], r[2], r[3], r[4]) for r in rows] == [
         ("water_level_cm", 3.5, 1, [city, f"{city}-d1"])
@@ -96,15 +97,15 @@ def test_a_device_onboarded_through_the_api_publishes_with_its_credentials(
     assert [d["device_id"] for d in api.get("/devices", params={"place": city}).json()] == [device]
     audit = api.get("/audit", params={"entity": "device", "entity_id": device}).json()
     assert [(a["action"], a["actor"]) for a in audit] == [("add", "itest-api")]
-    at = datetime.fromisoformat(audit[0]["at"])
+    added = datetime.fromisoformat(audit[0]["at"])
     mine = {"entity": "device", "entity_id": device}
     for filters, found in (
         ({"actor": "itest-api"}, 1),
         ({"actor": "someone-else"}, 0),
-        ({"since": at.isoformat()}, 1),
-        ({"since": (at + timedelta(seconds=1)).isoformat()}, 0),
-        ({"until": (at + timedelta(seconds=1)).isoformat()}, 1),
-        ({"until": at.isoformat()}, 0),
+        ({"since": added.isoformat()}, 1),
+        ({"since": (added + timedelta(seconds=1)).isoformat()}, 0),
+        ({"until": (added + timedelta(seconds=1)).isoformat()}, 1),
+        ({"until": added.isoformat()}, 0),
     ):
         assert len(api.get("/audit", params={**mine, **filters}).json()) == found, filters
 
@@ -115,7 +116,7 @@ def test_a_suspended_device_is_refused_by_the_broker_and_reaches_nothing(
     city, device, marker = f"api{uid()}", f"wl-{uid()}", f"wl-{uid()}"
     secret = onboard(api, device, city)
     marker_secret = onboard(api, marker, city)
-    publish(pipeline, device, secret, "2026-11-22T08:00:00Z", 1, 1.0)
+    publish(pipeline, device, secret, at("08:00:00"), 1, 1.0)
     wait_for(lambda: pipeline.rows(device), what="the reading before the suspension")
 
     answer = api.post(f"/devices/{device}/suspend", headers={"X-Actor": "ops-alice"})
@@ -126,7 +127,7 @@ def test_a_suspended_device_is_refused_by_the_broker_and_reaches_nothing(
         device,
         secret,
         pipeline.topic(device),
-        reading("2026-11-22T08:00:10Z", 2, water_level_cm=2.0),
+        reading(at("08:00:10"), 2, water_level_cm=2.0),
         "-V",
         "mqttv5",
     )
@@ -135,7 +136,7 @@ def test_a_suspended_device_is_refused_by_the_broker_and_reaches_nothing(
 
     # A later reading of another device is stored: anything the suspended one got through
     # would have been stored by now too.
-    publish(pipeline, marker, marker_secret, "2026-11-22T08:00:20Z", 1, 9.0)
+    publish(pipeline, marker, marker_secret, at("08:00:20"), 1, 9.0)
     wait_for(lambda: pipeline.rows(marker), what="the marker reading")
     assert [r[3] for r in pipeline.rows(device)] == [1]
     audit = api.get("/audit", params={"entity_id": device}).json()
@@ -146,7 +147,7 @@ def test_a_suspended_device_is_refused_by_the_broker_and_reaches_nothing(
     )
 
     assert api.post(f"/devices/{device}/activate").json()["state"] == "active"
-    publish(pipeline, device, secret, "2026-11-22T08:00:30Z", 3, 3.0)
+    publish(pipeline, device, secret, at("08:00:30"), 3, 3.0)
     wait_for(lambda: len(pipeline.rows(device)) == 2, what="the reading after reactivation")
 
 

@@ -9,7 +9,7 @@ import getpass
 import json
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -51,12 +51,13 @@ from sinks import (
     open311_services,
     performance,
 )
-from tests.integration.conftest import Pipeline, api_client, wait_for
+from tests.integration.conftest import TEST_DAY, Pipeline, api_client, at, wait_for
 from wiring.cli import app
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+T0 = datetime.fromisoformat(at("08:00:00"))
+DAY_AFTER = (TEST_DAY + timedelta(days=1)).isoformat()
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 
@@ -459,7 +460,7 @@ def test_the_cli_lists_shows_and_measures_in_the_city_zone(town: Settings) -> No
     assert missing.exit_code == 1 and f"incident {'f' * 32!r} does not exist" in missing.output
 
     since = (T0 - timedelta(hours=1)).isoformat()
-    measured = run(town, "performance", "--since", since, "--until", "2026-11-23")
+    measured = run(town, "performance", "--since", since, "--until", DAY_AFTER)
     assert measured.exit_code == 0, measured.output
     assert "closed 2/3 (66.7%)" in measured.output and "UNDER 85%" in measured.output
     backwards = run(town, "performance", "--since", "2026-12-06", "--until", "2026-12-01")
@@ -655,7 +656,7 @@ def test_the_api_lists_shows_and_measures_incidents(
     assert missing.status_code == 404 and f"incident {'a' * 32!r}" in missing.json()["detail"]
 
     since = (T0 - timedelta(hours=1)).isoformat()
-    rates = api.get("/incidents/performance", params={"since": since, "until": "2026-11-23"})
+    rates = api.get("/incidents/performance", params={"since": since, "until": DAY_AFTER})
     assert rates.status_code == 200, rates.text
     mine = {(r["department"], r["tier"]): r for r in rates.json() if r["department"] == ops}
     assert mine[(ops, "street")]["closure_rate"] == pytest.approx(2 / 3)

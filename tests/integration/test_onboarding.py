@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from cityvitals.contracts import Device, DeviceState, Profile
 from device_registry import RegistryError, UnknownDevice, parse_device_csv
-from tests.integration.conftest import Pipeline, reading, wait_for
+from tests.integration.conftest import Pipeline, at, reading, wait_for
 from wiring.cli import app as cli_app
 from wiring.services import open_registry
 
@@ -81,10 +81,8 @@ def test_a_metric_outside_the_devices_profile_is_dead_lettered_by_the_stream(
         reg.put_profile(water_level_profile(f"wl-{p}"), "itest")
         reg.update(device, {"profile_id": f"wl-{p}"}, "itest")
     topic = pipeline.topic(device)
-    pipeline.mosquitto_pub(device, secret, topic, reading("2026-11-22T09:00:00Z", 1, pm25=300))
-    pipeline.mosquitto_pub(
-        device, secret, topic, reading("2026-11-22T09:00:01Z", 2, water_level_cm=4)
-    )
+    pipeline.mosquitto_pub(device, secret, topic, reading(at("09:00:00"), 1, pm25=300))
+    pipeline.mosquitto_pub(device, secret, topic, reading(at("09:00:01"), 2, water_level_cm=4))
     rows = wait_for(lambda: pipeline.rows(device), what="the listed metric's reading")
     assert [(r[0], r[3]) for r in rows] == [("water_level_cm", 2)]
     letter = wait_for(

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.integration.conftest import Pipeline, wait_for
+from tests.integration.conftest import Pipeline, at, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -21,9 +21,9 @@ def test_a_camera_event_with_a_face_a_plate_or_a_person_is_dead_lettered(
     event = {"event_type": "illegal_parking", "value": 1, "confidence": 0.9}
     personal = {"face": "face-crop-1", "plate": "B-AB 1234", "person_id": "p-77"}
     for seq, (field, value) in enumerate(personal.items(), start=1):
-        body = {"ts": f"2026-11-22T08:00:0{seq}Z", "seq": seq, **event, field: value}
+        body = {"ts": at(f"08:00:0{seq}"), "seq": seq, **event, field: value}
         assert pipeline.mosquitto_pub(camera, secret, topic, json.dumps(body)).returncode == 0
-    clean = {"ts": "2026-11-22T08:00:09Z", "seq": 9, **event}
+    clean = {"ts": at("08:00:09"), "seq": 9, **event}
     assert pipeline.mosquitto_pub(camera, secret, topic, json.dumps(clean)).returncode == 0
 
     letters = wait_for(

@@ -10,7 +10,7 @@ import pytest
 
 from cityvitals.contracts import Device, DeviceState, Place, PlaceLevel, Profile
 from device_registry import PlaceConflict, RegistryError, ServiceLogin, UnknownProfile
-from tests.integration.conftest import Pipeline, reading, wait_for
+from tests.integration.conftest import Pipeline, at, reading, wait_for
 from wiring.services import open_registry
 
 pytestmark = pytest.mark.integration
@@ -44,7 +44,7 @@ def test_moving_a_street_moves_its_subtree_and_the_stream_follows(pipeline: Pipe
         assert reg.audit_log("place", f"{p}s1")[0].action == "move"
     # The next reading is enriched with the new place: the move reached the stream in-band.
     pipeline.mosquitto_pub(
-        device, secret, pipeline.topic(device), reading("2026-11-22T09:00:00Z", 1, water_level_cm=1)
+        device, secret, pipeline.topic(device), reading(at("09:00:00"), 1, water_level_cm=1)
     )
     rows = wait_for(lambda: pipeline.rows(device), what="the reading after the move")
     assert rows[0][4] == [f"{p}c", f"{p}d2", f"{p}s1", f"{p}g1"]
@@ -101,7 +101,7 @@ def test_rotating_a_secret_locks_the_old_one_out(pipeline: Pipeline) -> None:
     wait_for(
         lambda: (
             pipeline.mosquitto_pub(
-                device, old, topic, reading("2026-11-22T09:00:00Z", 1, water_level_cm=1)
+                device, old, topic, reading(at("09:00:00"), 1, water_level_cm=1)
             ).returncode
             != 0
         ),
@@ -109,7 +109,7 @@ def test_rotating_a_secret_locks_the_old_one_out(pipeline: Pipeline) -> None:
     )
     assert (
         pipeline.mosquitto_pub(
-            device, new, topic, reading("2026-11-22T09:00:01Z", 2, water_level_cm=1)
+            device, new, topic, reading(at("09:00:01"), 2, water_level_cm=1)
         ).returncode
         == 0
     )
@@ -145,7 +145,7 @@ def test_suspension_drops_a_connected_device_without_a_broker_restart(pipeline: 
     finally:
         client.loop_stop()
     result = pipeline.mosquitto_pub(
-        device, secret, pipeline.topic(device), reading("2026-11-22T09:00:00Z", 1, water_level_cm=1)
+        device, secret, pipeline.topic(device), reading(at("09:00:00"), 1, water_level_cm=1)
     )
     assert result.returncode != 0  # and it cannot come back
 
@@ -165,12 +165,8 @@ def test_a_profiles_valid_range_is_enforced_in_the_stream(pipeline: Pipeline) ->
         )
         reg.update(device, {"profile_id": f"range-{p}"}, "itest")
     topic = pipeline.topic(device)
-    pipeline.mosquitto_pub(
-        device, secret, topic, reading("2026-11-22T09:00:00Z", 1, water_level_cm=-40)
-    )
-    pipeline.mosquitto_pub(
-        device, secret, topic, reading("2026-11-22T09:00:01Z", 2, water_level_cm=4)
-    )
+    pipeline.mosquitto_pub(device, secret, topic, reading(at("09:00:00"), 1, water_level_cm=-40))
+    pipeline.mosquitto_pub(device, secret, topic, reading(at("09:00:01"), 2, water_level_cm=4))
     rows = wait_for(lambda: pipeline.rows(device), what="the valid reading")
     assert [r[3] for r in rows] == [2]
     letter = wait_for(
@@ -202,7 +198,7 @@ def test_a_device_cannot_take_a_service_login(pipeline: Pipeline) -> None:
         device_id,
         secret,
         pipeline.topic(device_id),
-        reading("2026-11-22T10:00:00Z", 1, water_level_cm=2),
+        reading(at("10:00:00"), 1, water_level_cm=2),
     )
     wait_for(lambda: pipeline.rows(device_id), what="a reading after the refused device")
 

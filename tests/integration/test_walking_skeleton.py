@@ -14,7 +14,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client.parser import text_string_to_metric_families
 
 from cityvitals.contracts import Alert, DeadLetter
-from tests.integration.conftest import Pipeline, reading, wait_for
+from tests.integration.conftest import Pipeline, at, reading, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -22,13 +22,13 @@ pytestmark = pytest.mark.integration
 def test_a_reading_published_twice_lands_exactly_once(pipeline: Pipeline) -> None:
     device, secret = pipeline.register("air_quality")
     topic = pipeline.topic(device)
-    first = reading("2026-11-22T08:00:00Z", 1, pm25=41.5, pm10=60)
+    first = reading(at("08:00:00"), 1, pm25=41.5, pm10=60)
     for _ in range(2):
         result = pipeline.mosquitto_pub(device, secret, topic, first)
         assert result.returncode == 0, result.stderr
     # A later reading from the same device travels the same partition: once it is stored,
     # both copies of the first one have been processed.
-    pipeline.mosquitto_pub(device, secret, topic, reading("2026-11-22T08:01:00Z", 2, pm25=40))
+    pipeline.mosquitto_pub(device, secret, topic, reading(at("08:01:00"), 2, pm25=40))
     wait_for(lambda: len(pipeline.rows(device)) == 3, what="the later reading in the database")
     rows = pipeline.rows(device)
     assert [(m, v, seq) for m, _ts, v, seq, _p in rows] == [
@@ -45,12 +45,9 @@ def test_malformed_payload_is_dead_lettered_and_the_gateway_keeps_working(
     device, secret = pipeline.register()
     topic = pipeline.topic(device)
     pipeline.mosquitto_pub(device, secret, topic, b'{"ts": not json')
-    pipeline.mosquitto_pub(
-        device, secret, topic, reading("2026-11-22T08:00:00Z", 1, water_level_cm="deep")
-    )  # type: ignore[arg-type]
-    pipeline.mosquitto_pub(
-        device, secret, topic, reading("2026-11-22T08:00:05Z", 2, water_level_cm=1.5)
-    )
+    deep = reading(at("08:00:00"), 1, water_level_cm="deep")  # type: ignore[arg-type]
+    pipeline.mosquitto_pub(device, secret, topic, deep)
+    pipeline.mosquitto_pub(device, secret, topic, reading(at("08:00:05"), 2, water_level_cm=1.5))
     wait_for(lambda: pipeline.rows(device), what="the good reading after two bad ones")
     letters = wait_for(
         lambda: (
@@ -80,10 +77,9 @@ def test_a_pack_of_readings_lands_whole_and_a_bad_pack_is_kept_whole(pipeline: P
     device, secret = pipeline.register()
     topic = pipeline.topic(device)
     good = [
-        json.loads(reading(f"2026-11-22T09:00:{s:02d}Z", s + 1, water_level_cm=s / 10))
-        for s in range(5)
+        json.loads(reading(at(f"09:00:{s:02d}"), s + 1, water_level_cm=s / 10)) for s in range(5)
     ]
-    bad = json.dumps([good[0], {"ts": "2026-11-22T09:01:00Z", "values": {"water_level_cm": 1}}])
+    bad = json.dumps([good[0], {"ts": at("09:01:00"), "values": {"water_level_cm": 1}}])
     assert pipeline.mosquitto_pub(device, secret, topic, bad).returncode == 0
     assert pipeline.mosquitto_pub(device, secret, topic, json.dumps(good)).returncode == 0
     wait_for(lambda: len(pipeline.rows(device)) == 5, what="the pack's five readings stored")
@@ -110,7 +106,7 @@ def test_a_device_unknown_to_the_registry_is_dead_lettered(pipeline: Pipeline) -
     wait_for(
         lambda: (
             pipeline.mosquitto_pub(
-                ghost, secret, pipeline.topic(ghost), reading("2026-11-22T08:00:00Z", 1, x=1)
+                ghost, secret, pipeline.topic(ghost), reading(at("08:00:00"), 1, x=1)
             ).returncode
             == 0
         ),
@@ -142,9 +138,7 @@ def test_a_device_cannot_publish_on_another_devices_topic(pipeline: Pipeline) ->
     client.connect("127.0.0.1", pipeline.settings.mqtt_port)
     client.loop_start()
     try:
-        client.publish(
-            pipeline.topic(victim), reading("2026-11-22T08:00:00Z", 1, water_level_cm=99), qos=1
-        )
+        client.publish(pipeline.topic(victim), reading(at("08:00:00"), 1, water_level_cm=99), qos=1)
         assert done.wait(10), "no PUBACK"
     finally:
         client.loop_stop()
@@ -155,7 +149,7 @@ def test_a_device_cannot_publish_on_another_devices_topic(pipeline: Pipeline) ->
         mallory,
         secret,
         pipeline.topic(mallory),
-        reading("2026-11-22T08:00:01Z", 2, water_level_cm=1),
+        reading(at("08:00:01"), 2, water_level_cm=1),
     )
     wait_for(lambda: pipeline.rows(mallory), what="mallory's own reading")
     assert pipeline.rows(victim) == []
@@ -176,7 +170,7 @@ def test_a_mistyped_topic_under_mqtt_311_is_dead_lettered_not_lost(pipeline: Pip
     client.connect("127.0.0.1", pipeline.settings.mqtt_port)
     client.loop_start()
     try:
-        client.publish(mistyped, reading("2026-11-22T08:00:00Z", 1, water_level_cm=3), qos=1)
+        client.publish(mistyped, reading(at("08:00:00"), 1, water_level_cm=3), qos=1)
         assert acked.wait(10), "no PUBACK"
     finally:
         client.loop_stop()
@@ -224,15 +218,11 @@ def test_over_threshold_yields_one_alert_and_recovery_one_resolve(
             device,
             secret,
             topic,
-            reading(f"2026-11-22T08:00:{seq:02d}Z", seq, water_level_cm=depth),
+            reading(at(f"08:00:{seq:02d}"), seq, water_level_cm=depth),
         )
     # Replaying an over-threshold reading adds no transition.
-    pipeline.mosquitto_pub(
-        device, secret, topic, reading("2026-11-22T08:00:03Z", 3, water_level_cm=9.0)
-    )
-    pipeline.mosquitto_pub(
-        device, secret, topic, reading("2026-11-22T08:00:09Z", 9, water_level_cm=0.4)
-    )
+    pipeline.mosquitto_pub(device, secret, topic, reading(at("08:00:03"), 3, water_level_cm=9.0))
+    pipeline.mosquitto_pub(device, secret, topic, reading(at("08:00:09"), 9, water_level_cm=0.4))
     wait_for(lambda: len(pipeline.rows(device)) == 7, what="every reading stored")
     depth = "waterlogging-depth"  # (the rise from 1 to 8 cm also fires the rate rule)
     alerts = _alerts_of(alerts_consumer, device, 2, depth)
