@@ -9,7 +9,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -33,12 +33,12 @@ from device_registry.api import RegistryPool, create_api
 from device_registry.api.auth import OPEN_PATHS, TOKEN_COOKIE
 from device_registry.errors import UserDisabled
 from sinks import AlertSink, IncidentSink
-from tests.integration.conftest import Pipeline, add_user, bearer
+from tests.integration.conftest import Pipeline, add_user, at, bearer
 from wiring.services import open_registry
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+T0 = datetime.fromisoformat(at("08:00:00"))
 DEPARTMENT = "acc-water"
 
 
@@ -84,12 +84,17 @@ class Request:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-def store_incident(conn: Any, path: tuple[str, ...], department: str | None) -> str:
+def store_incident(
+    conn: Any,
+    path: tuple[str, ...],
+    department: str | None,
+    state: IncidentState = IncidentState.NEW,
+) -> str:
     incident = Incident(
         incident_id=uuid.uuid4().hex,
         revision=0,
         category="flooding",
-        state=IncidentState.NEW,
+        state=state,
         level=WarningLevel.RED,
         source=IncidentSource.ALERT,
         place_id=path[-1],
@@ -104,7 +109,7 @@ def store_incident(conn: Any, path: tuple[str, ...], department: str | None) -> 
         revision=0,
         action=Action.OPEN,
         from_state=None,
-        to_state=IncidentState.NEW,
+        to_state=state,
         actor="platform",
         ts=T0,
     )
@@ -597,6 +602,32 @@ def test_department_operators_answer_only_their_own_dispatches(world: World) -> 
     assert world.call("reader", own).status_code == 403
     someone = world.call("officer", _action(world, 1), **{"X-Actor": "someone-else"})
     assert someone.status_code == 403 and "someone-else" in someone.json()["detail"]
+
+
+def test_the_detail_lists_the_actions_the_user_may_send_now(world: World) -> None:
+    """The console's buttons: what the incident's state allows that the role may send, a
+    department operator's only on an incident with its department."""
+    path = (world.city, world.d(1), world.s(1))
+    with db.connect(world.settings) as conn:
+        ours = store_incident(conn, path, DEPARTMENT, IncidentState.DISPATCHED)
+        theirs = store_incident(conn, path, "other-dept", IncidentState.DISPATCHED)
+        on_site = store_incident(conn, path, DEPARTMENT, IncidentState.ON_SITE)
+        closed = store_incident(conn, path, DEPARTMENT, IncidentState.CLOSED)
+
+    def actions(who: str, incident_id: str) -> list[str]:
+        with world.client(who) as c:
+            got = c.get(f"/incidents/{incident_id}")
+        assert got.status_code == 200, got.text
+        return list(got.json()["actions"])
+
+    answers = ["accept", "reject"]
+    assert actions("officer", ours) == [*answers, "close", "reassign", "note", "acknowledge"]
+    assert actions("operator", ours) == answers
+    assert actions("operator", theirs) == []
+    assert actions("operator", on_site) == ["handled"]
+    assert actions("reader", ours) == []
+    assert actions("officer", closed) == ["reopen", "note"]
+    assert actions("operator", closed) == []
 
 
 def _user_name(world: World, who: str) -> str:
