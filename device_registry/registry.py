@@ -306,7 +306,8 @@ class Registry(UserAccounts):
         self.publish([after])
         if action == "state":
             self._sync_broker()
-        return after
+        with self._read() as cur:
+            return self._as_published(cur, [after])[0]
 
     def update(self, device_id: str, changes: dict[str, Any], actor: str) -> Device:
         """Change a device's type, profile, department, tags or coordinates."""
@@ -381,7 +382,7 @@ class Registry(UserAccounts):
 
     def get(self, device_id: str) -> Device:
         with self._read() as cur:
-            return devices.get(cur, device_id)
+            return self._as_published(cur, [devices.get(cur, device_id)])[0]
 
     def list(
         self,
@@ -396,7 +397,14 @@ class Registry(UserAccounts):
         """Devices, filtered by place subtree, state, type, tag and profile, in id order."""
         with self._read() as cur:
             where = devices.DeviceFilter(place, state, device_type, tag, profile_id)
-            return devices.select(cur, where, limit, offset)
+            return self._as_published(cur, devices.select(cur, where, limit, offset))
+
+    @staticmethod
+    def _as_published(cur: Cursor, found: builtins.list[Device]) -> builtins.list[Device]:
+        """``found`` as they are published, and as the stream judges their readings: each
+        with its profile's valid ranges and expected reporting interval."""
+        known = profiles.facts(cur)
+        return [d.model_copy(update=known.get(d.profile_id, {})) for d in found]
 
     def audit_log(
         self,

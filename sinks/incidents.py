@@ -316,10 +316,14 @@ def incident_detail(conn: Conn, incident_id: str) -> IncidentDetail:
 class Performance:
     """How a department did at one tier (``tier`` None: over all its tiers) over a period.
 
-    A digest counts as one dispatch per incident it lists. A dispatch is accepted (handled) in
-    time when the incident's ``accept`` (``handled``) step came by ``accept_by``
-    (``handle_by``) and before the incident's next dispatch. An incident counts as closed for
-    the department and tier that held it when it closed."""
+    A digest counts as one dispatch per incident it lists. A dispatch is the incident's order
+    until the incident's next dispatch or its close. It is accepted (handled) in time when the
+    incident's ``accept`` (``handled``) step came by ``accept_by`` (``handle_by``) while it was
+    the order; on time when both. One not on time is judged only once its deadline has passed
+    while it was the order: until then it is ``running``, and one that stopped being the
+    order before its deadline (reassigned away, rejected, closed as a false alarm) is
+    ``withdrawn``; neither counts against the department. An incident counts as closed for the
+    department and tier that held it when it closed."""
 
     department: str
     tier: Tier | None
@@ -328,13 +332,23 @@ class Performance:
     handled_on_time: int
     on_time: int
     """Accepted and handled in time."""
+    running: int
+    """Still the incident's order, its deadline ahead."""
+    withdrawn: int
+    """No longer the order, taken away before its deadline."""
     incidents: int
     """Incidents dispatched to it."""
     closed: int
     closure_rate: float | None
     on_time_rate: float | None
+    """On time of the dispatches judged (neither running nor withdrawn)."""
     flagged: bool
     """Closure rate under the target."""
+
+    @property
+    def judged(self) -> int:
+        """The dispatches judged on time or late."""
+        return self.dispatches - self.running - self.withdrawn
 
 
 PERFORMANCE = """
@@ -344,31 +358,49 @@ WITH pairs AS (
      CROSS JOIN LATERAL unnest(CASE WHEN cardinality(d.incidents) > 0 THEN d.incidents
                                     ELSE ARRAY[d.incident_id] END) AS x(incident_id)
      WHERE d.ts >= %(since)s AND d.ts < %(until)s
+), ended AS (  -- when each stopped being the incident's order: its next dispatch, or its close
+    SELECT p.*, (
+           SELECT min(e.ts) FROM (
+               SELECT n.ts FROM dispatches n
+                WHERE (n.incident_id = p.incident_id OR n.incidents @> ARRAY[p.incident_id])
+                  AND n.ts > p.ts
+               UNION ALL
+               SELECT t.ts FROM incident_transitions t
+                WHERE t.incident_id = p.incident_id AND t.to_state = 'closed' AND t.ts > p.ts
+           ) e) AS ended
+      FROM pairs p
 ), judged AS (
     SELECT p.*, EXISTS (
                SELECT 1 FROM incident_transitions t
                 WHERE t.incident_id = p.incident_id AND t.action = 'accept'
                   AND t.ts >= p.ts AND t.ts <= p.accept_by
-                  AND (nxt.ts IS NULL OR t.ts < nxt.ts)) AS accepted,
+                  AND (p.ended IS NULL OR t.ts < p.ended)) AS accepted,
            EXISTS (
                SELECT 1 FROM incident_transitions t
                 WHERE t.incident_id = p.incident_id AND t.action = 'handled'
                   AND t.ts >= p.ts AND t.ts <= p.handle_by
-                  AND (nxt.ts IS NULL OR t.ts < nxt.ts)) AS handled
-      FROM pairs p
-      LEFT JOIN LATERAL (
-           SELECT min(n.ts) AS ts FROM dispatches n
-            WHERE (n.incident_id = p.incident_id OR n.incidents @> ARRAY[p.incident_id])
-              AND n.ts > p.ts) nxt ON true
+                  AND (p.ended IS NULL OR t.ts < p.ended)) AS handled
+      FROM ended p
+), verdicts AS (
+    SELECT j.*, CASE
+           WHEN j.accepted AND j.handled THEN 'on_time'
+           -- the deadline it was working to had not passed while it was the order
+           WHEN coalesce(j.ended, now()) <= CASE WHEN j.accepted THEN j.handle_by
+                                                 ELSE j.accept_by END
+           THEN CASE WHEN j.ended IS NULL THEN 'running' ELSE 'withdrawn' END
+           ELSE 'late' END AS verdict
+      FROM judged j
 )
-SELECT j.department, j.tier, count(*), count(*) FILTER (WHERE j.accepted),
-       count(*) FILTER (WHERE j.handled), count(*) FILTER (WHERE j.accepted AND j.handled),
-       count(DISTINCT j.incident_id),
-       count(DISTINCT j.incident_id) FILTER (
-           WHERE i.state = 'closed' AND i.department = j.department AND i.tier = j.tier)
-  FROM judged j LEFT JOIN incidents i ON i.incident_id = j.incident_id
- GROUP BY GROUPING SETS ((j.department, j.tier), (j.department))
- ORDER BY j.department, array_position(ARRAY['street', 'district', 'city'], j.tier) NULLS LAST
+SELECT v.department, v.tier, count(*), count(*) FILTER (WHERE v.accepted),
+       count(*) FILTER (WHERE v.handled), count(*) FILTER (WHERE v.verdict = 'on_time'),
+       count(*) FILTER (WHERE v.verdict = 'running'),
+       count(*) FILTER (WHERE v.verdict = 'withdrawn'),
+       count(DISTINCT v.incident_id),
+       count(DISTINCT v.incident_id) FILTER (
+           WHERE i.state = 'closed' AND i.department = v.department AND i.tier = v.tier)
+  FROM verdicts v LEFT JOIN incidents i ON i.incident_id = v.incident_id
+ GROUP BY GROUPING SETS ((v.department, v.tier), (v.department))
+ ORDER BY v.department, array_position(ARRAY['street', 'district', 'city'], v.tier) NULLS LAST
 """
 
 
@@ -379,8 +411,11 @@ def performance(
     department over all its tiers; flagged when its closure rate is under ``target``."""
     rows = conn.execute(PERFORMANCE.encode(), {"since": since, "until": until}).fetchall()
     out = []
-    for department, tier, dispatches, accepted, handled, on_time, incidents, closed in rows:
+    for row in rows:
+        department, tier, dispatches, accepted, handled, on_time, running, withdrawn = row[:8]
+        incidents, closed = row[8:]
         closure = closed / incidents if incidents else None
+        judged = dispatches - running - withdrawn  # Performance.judged, before it is made
         out.append(
             Performance(
                 department=department,
@@ -389,10 +424,12 @@ def performance(
                 accepted_on_time=accepted,
                 handled_on_time=handled,
                 on_time=on_time,
+                running=running,
+                withdrawn=withdrawn,
                 incidents=incidents,
                 closed=closed,
                 closure_rate=closure,
-                on_time_rate=on_time / dispatches if dispatches else None,
+                on_time_rate=on_time / judged if judged else None,
                 flagged=closure is not None and closure < target,
             )
         )

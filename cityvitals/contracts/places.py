@@ -106,7 +106,8 @@ class Device(Contract):
     lon: float | None = Field(default=None, ge=-180, le=180)
     valid_ranges: dict[MetricName, tuple[float | None, float | None]] = Field(default_factory=dict)
     """Physically valid (min, max) per metric, from the device's profile; the registry fills it
-    when it publishes, so the stream can refuse impossible values without a lookup."""
+    when it publishes, so the stream can refuse impossible values without a lookup, and when it
+    shows a device."""
     expected_interval_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
     """The profile's expected reporting interval, when the publisher fills it: the rules judge
     a silent device's alerts stale after a number of these intervals."""

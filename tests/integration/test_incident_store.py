@@ -9,7 +9,7 @@ import getpass
 import json
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -335,6 +335,38 @@ def test_performance_per_department_and_tier_from_a_hand_made_history(town: Sett
         assert performance(conn, T0 + timedelta(days=1), T0 + timedelta(days=2)) == []
 
 
+def test_a_dispatch_running_or_withdrawn_before_its_deadline_is_not_judged(
+    town: Settings,
+) -> None:
+    """Only a deadline that passed while the dispatch was the incident's order counts
+    against its department: not one still ahead, nor one taken away before it came."""
+    now = datetime.now(UTC)
+    with db.connect(town) as conn:
+        h = History(conn, "tc")
+        running = h.open("flooding", "tc-s1", WarningLevel.ORANGE, at=now - timedelta(minutes=2))
+        h.dispatch(running, "crew", Tier.STREET, now - timedelta(minutes=1))  # accept by +10 min
+        moved = h.open("flooding", "tc-s2", WarningLevel.ORANGE, at=T0)
+        h.dispatch(moved, "crew", Tier.STREET, T0)
+        reassigned = T0 + timedelta(minutes=3)  # before the crew's accept_by
+        h.dispatch(moved, "other-crew", Tier.STREET, reassigned, DispatchKind.REASSIGNMENT)
+        false_alarm = h.open("traffic", "tc-s1", WarningLevel.YELLOW, at=T0)
+        h.dispatch(false_alarm, "crew", Tier.STREET, T0)
+        h.go(
+            false_alarm,
+            (Action.ACCEPT, IncidentState.ACCEPTED, T0 + timedelta(minutes=2)),
+            (Action.CLOSE, IncidentState.CLOSED, T0 + timedelta(hours=1)),  # before handle_by
+        )
+        ignored = h.open("traffic", "tc-s2", WarningLevel.YELLOW, at=T0)
+        h.dispatch(ignored, "crew", Tier.STREET, T0)  # never accepted: late
+        rows = performance(conn, T0 - timedelta(days=1), now + timedelta(hours=1))
+    by = {(p.department, p.tier): p for p in rows}
+    crew = by[("crew", Tier.STREET)]
+    assert (crew.dispatches, crew.running, crew.withdrawn, crew.judged) == (4, 1, 2, 1)
+    assert (crew.accepted_on_time, crew.on_time, crew.on_time_rate) == (1, 0, 0.0)
+    other = by[("other-crew", Tier.STREET)]  # the reassigned one, never accepted: late
+    assert (other.running, other.withdrawn, other.judged, other.on_time_rate) == (0, 0, 1, 0.0)
+
+
 def test_incidents_are_listed_by_filter_newest_first_and_shown_whole(town: Settings) -> None:
     with db.connect(town) as conn:
         made = made_history(conn, "tc", "street-ops", "water")
@@ -463,6 +495,9 @@ def test_the_cli_lists_shows_and_measures_in_the_city_zone(town: Settings) -> No
     measured = run(town, "performance", "--since", since, "--until", DAY_AFTER)
     assert measured.exit_code == 0, measured.output
     assert "closed 2/3 (66.7%)" in measured.output and "UNDER 85%" in measured.output
+    assert "on time 1/3 judged (33.3%; accepted 2, handled 2; 0 running, 0 withdrawn)" in (
+        measured.output
+    )
     backwards = run(town, "performance", "--since", "2026-12-06", "--until", "2026-12-01")
     assert backwards.exit_code == 1 and "is not before --until" in backwards.output
     rates = json.loads(run(town, "performance", "--since", since, "--json").output)

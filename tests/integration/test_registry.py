@@ -85,6 +85,10 @@ def test_profiles_updates_and_the_audit_log(pipeline: Pipeline) -> None:
         assert [d.device_id for d in reg.list(tag="underpass", profile_id=profile.profile_id)] == [
             device
         ]
+        # As published and as the stream judges its readings: with its profile's facts.
+        for shown in (updated, reg.get(device), *reg.list(profile_id=profile.profile_id)):
+            assert shown.valid_ranges == {"water_level_cm": (0, 500)}
+            assert shown.expected_interval_s == 300
         with pytest.raises(UnknownProfile):
             reg.update(device, {"profile_id": "no-such-profile"}, "bob")
         entry = reg.audit_log("device", device)[0]
