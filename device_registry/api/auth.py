@@ -164,13 +164,31 @@ def acting(permission: str) -> Any:
     return Depends(check)
 
 
+ACTOR_LIMIT = 200
+"""The longest actor recorded (a feedback's ``actor``)."""
+
+
 def actor_for(user: User, named: str | None) -> str:
-    """The actor recorded for ``user`` when the request names ``named``."""
-    if named is not None and user.role is Role.ADMIN:
-        return named
+    """The actor recorded for ``user`` when the request names ``named``: the user (``name
+    (role)``), or for an admin acting for someone else that person and the admin
+    (``ana (via bridge (admin))``), so the audit log keeps both.
+
+    >>> admin = User("u1", "bridge", Role.ADMIN)
+    >>> actor_for(admin, "ana"), actor_for(admin, "bridge"), actor_for(admin, None)
+    ('ana (via bridge (admin))', 'bridge (admin)', 'bridge (admin)')
+    """
     if named is None or named == user.name:
         return user.actor
-    raise HTTPException(403, f"{user.actor} may not act for someone else ({named!r})")
+    if user.role is not Role.ADMIN:
+        raise HTTPException(403, f"{user.actor} may not act for someone else ({named!r})")
+    actor = f"{named} (via {user.actor})"
+    if len(actor) > ACTOR_LIMIT:
+        raise HTTPException(
+            422,
+            f"X-Actor {named[:40]!r}... with the admin makes an actor of {len(actor)} "
+            f"characters; at most {ACTOR_LIMIT}",
+        )
+    return actor
 
 
 def _where(place_path: Sequence[str]) -> str:

@@ -96,7 +96,7 @@ def test_a_device_onboarded_through_the_api_publishes_with_its_credentials(
     assert (got["state"], got["tags"], got["lat"]) == ("active", ["river"], 31.2)
     assert [d["device_id"] for d in api.get("/devices", params={"place": city}).json()] == [device]
     audit = api.get("/audit", params={"entity": "device", "entity_id": device}).json()
-    assert [(a["action"], a["actor"]) for a in audit] == [("add", "itest-api")]
+    assert [(a["action"], a["actor"]) for a in audit] == [("add", "itest-api (admin)")]
     added = datetime.fromisoformat(audit[0]["at"])
     mine = {"entity": "device", "entity_id": device}
     for filters, found in (
@@ -142,9 +142,11 @@ def test_a_suspended_device_is_refused_by_the_broker_and_reaches_nothing(
     audit = api.get("/audit", params={"entity_id": device}).json()
     assert (audit[0]["action"], audit[0]["actor"], audit[0]["after"]["state"]) == (
         "state",
-        "ops-alice",
+        "ops-alice (via itest-api (admin))",  # the person, and the admin acting for them
         "suspended",
     )
+    by_person = api.get("/audit", params={"entity_id": device, "actor": "ops-alice"}).json()
+    assert [a["action"] for a in by_person] == ["state"]
 
     assert api.post(f"/devices/{device}/activate").json()["state"] == "active"
     publish(pipeline, device, secret, at("08:00:30"), 3, 3.0)

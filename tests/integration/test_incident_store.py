@@ -719,7 +719,7 @@ def test_api_actions_send_a_feedback_and_refuse_what_does_not_fit(
     feedback = Feedback.model_validate_json(value)
     assert (feedback.action, feedback.actor, feedback.reason) == (
         Action.VERIFY,
-        "itest-api",
+        "itest-api (admin)",
         "seen it dry",
     )
 
