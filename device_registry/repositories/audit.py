@@ -65,13 +65,18 @@ def entries(
     until: datetime | None = None,
 ) -> list[AuditEntry]:
     """Newest first, optionally of one entity kind and id, by one actor (as recorded, or a
-    user's name without the ``(role)`` recorded after it), at or after ``since`` and before
-    ``until``."""
+    user's name without the ``(role)`` recorded after it, or an admin's who acted for someone:
+    ``ana (via bridge (admin))`` is found as ``ana`` and as ``bridge``), at or after ``since``
+    and before ``until``."""
     where, params = ["true"], []
     for clause, value in (
         ("entity = %s", entity),
         ("entity_id = %s", entity_id),
-        ("%s IN (actor, split_part(actor, ' (', 1))", actor),
+        (
+            "%s IN (actor, split_part(actor, ' (', 1), "
+            "split_part(split_part(actor, ' (via ', 2), ' (', 1))",
+            actor,
+        ),
         ("at >= %s", since),
         ("at < %s", until),
     ):
