@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
+from cityvitals.contracts import Department
 from device_registry.access import Role
 from tests.integration.conftest import Pipeline, add_user, api_client, wait_for
 from tests.integration.test_incidents import Street
+from wiring.services import open_registry
 
 pytestmark = pytest.mark.integration
 
@@ -138,6 +140,47 @@ def test_acknowledging_and_closing_from_the_page_changes_the_database(
     expect(row).to_have_attribute("data-state", "closed")
     expect(row.locator("td.state")).to_have_text("closed")
     expect(page.locator('#detail [data-field="state"]')).to_have_text("closed")
+    expect(page.locator("#actions button:visible")).to_have_text(["Reopen", "Note"])
+
+
+def test_a_department_operator_answers_its_dispatch_from_the_page(
+    page: Page, pipeline: Pipeline
+) -> None:
+    """The buttons follow the user and the incident: the department the incident was
+    dispatched to may accept or reject it, then say it is on site or handled; nothing else."""
+    street = flooded(pipeline)
+    found = wait_for(
+        lambda: pipeline.query(
+            "SELECT incident_id, department FROM incidents WHERE place_id = %s "
+            "AND state = 'dispatched'",
+            street.street,
+        ),
+        timeout=SHOWS_UP_MS / 1000,
+        what="the incident dispatched",
+    )
+    incident_id, department = found[0]
+    with open_registry(pipeline.settings) as registry:  # the routing's department, registered
+        registry.put_department(Department(department_id=department, name=department), "itest")
+    name = f"crew-{uuid.uuid4().hex[:6]}"
+    operator = add_user(pipeline.settings, name, Role.DEPARTMENT_OPERATOR, (), department)
+    open_console(page, pipeline, operator)
+    row = incident_row(page, street.street)
+    expect(row).to_be_visible(timeout=SHOWS_UP_MS)
+    row.click()
+    buttons = page.locator("#actions button:visible")
+    expect(buttons).to_have_text(["Accept", "Reject"])
+    expect(page.locator("#action-department")).to_be_hidden()  # no reassign for a department
+    page.click('#actions [data-action="accept"]')
+    expect(page.locator("#action-result")).to_have_text("accept sent")
+    wait_for(
+        lambda: pipeline.query(
+            "SELECT actor FROM incident_transitions WHERE incident_id = %s AND action = 'accept'",
+            incident_id,
+        ),
+        what="the acceptance in incident_transitions",
+    )
+    expect(page.locator('#detail [data-field="state"]')).to_have_text("accepted")
+    expect(buttons).to_have_text(["On site", "Handled"])
 
 
 def test_a_tile_tells_a_window_without_data_from_an_indicator_without_a_value_yet(
