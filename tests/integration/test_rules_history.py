@@ -17,7 +17,7 @@ from cityvitals import db, kafka
 from cityvitals.contracts import Alert, AlertStatus, Device, Reading, ReadingBatch
 from cityvitals.settings import Settings
 from cityvitals.topics import Topic, partition_for
-from tests.integration.conftest import Pipeline, free_port, reading, wait_for
+from tests.integration.conftest import Pipeline, at, free_port, reading, wait_for
 from wiring.cli_rules import rules_app
 from wiring.localstack import reports_ready
 from wiring.stack import ManagedProcess
@@ -37,7 +37,7 @@ def test_a_database_backtest_writes_what_the_rules_make_of_stored_readings(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
     n = uid()
-    t0 = datetime(2001, 3, 4, 10, 0, tzinfo=UTC)
+    t0 = datetime.fromisoformat(at("10:00:00"))  # recent: the storage keeps readings 90 days
     stored = [("a", 0, 35.0), ("a", 1, 20.0), ("b", 2, 40.0)]
     with db.connect(pipeline.settings) as conn:
         for device, minute, value in stored:
