@@ -6,6 +6,8 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any, Literal
 
+from pydantic import ValidationInfo, field_validator
+
 from cityvitals.contracts import iso
 from rules.alerting import AlertState
 from rules.kinds.base import Example, Judgement, RuleKind
@@ -31,6 +33,17 @@ class RateRule(LevelledRule):
     """The least time the values must span to be judged (default half of ``over``): a
     jitter between two readings seconds apart is no rate of change."""
     summary: Summary = "{metric} changing {value:+g} per {per} at {device_id} ({level})"
+
+    @field_validator("min_span")
+    @classmethod
+    def _spannable(cls, min_span: timedelta | None, info: ValidationInfo) -> timedelta | None:
+        over = info.data.get("over")
+        if min_span is not None and over is not None and min_span > over:
+            raise ValueError(
+                f"min_span {human(min_span)} is longer than over {human(over)}: the values "
+                "kept never span it, so the rule would never fire"
+            )
+        return min_span
 
     @cached_property
     def span(self) -> timedelta:

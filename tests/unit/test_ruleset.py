@@ -46,6 +46,19 @@ def test_duplicate_ids_are_refused() -> None:
         parse_rules(text)
 
 
+def test_a_rate_rule_whose_least_span_exceeds_its_window_is_refused() -> None:
+    text = (
+        "rules:\n  - id: r\n    kind: rate\n    metric: m\n    over: 10m\n"
+        "    min_span: 20m\n    levels: {red: 1}\n"
+    )
+    with pytest.raises(RuleFileError) as err:
+        parse_rules(text, "f.yaml")
+    (problem,) = err.value.problems
+    assert (problem.line, problem.field) == (6, "rules.0.min_span")
+    assert "min_span 20m is longer than over 10m" in str(problem)
+    assert "never fire" in str(problem)
+
+
 @pytest.mark.parametrize("text", ["rules: [", "- just a list", ""])
 def test_not_a_rule_file(text: str) -> None:
     with pytest.raises(RuleFileError):
