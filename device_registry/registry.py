@@ -213,6 +213,11 @@ class Registry(UserAccounts):
                 cur, actor, "put", "department", department.department_id, before, department
             )
 
+    def device_types(self) -> set[str]:
+        """The device types of the registered devices and profiles."""
+        with self._read() as cur:
+            return devices.types(cur)
+
     def list_departments(self) -> list[Department]:
         with self._read() as cur:
             return profiles.departments(cur)

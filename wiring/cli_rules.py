@@ -71,7 +71,18 @@ def rules_defaults() -> None:
 
 
 @rules_app.command("check")
-def rules_check(file: Path) -> None:
+def rules_check(
+    file: Path,
+    against_registry: Annotated[
+        bool,
+        typer.Option(
+            "--registry",
+            help="also check that the places, device types and profiles the rules name are "
+            "in the registry (the settings' database): a misspelt one makes a rule apply to "
+            "nothing",
+        ),
+    ] = False,
+) -> None:
     """Validate a rule file; every problem is printed with its line and field."""
     ruleset = _load_rules(file)
     kinds: dict[str, int] = {}
@@ -82,6 +93,33 @@ def rules_check(file: Path) -> None:
         f"{file}: {len(ruleset)} rules OK ({detail}); grace {ruleset.grace}; "
         f"version {ruleset.version}"
     )
+    if against_registry:
+        unknown = _not_registered(ruleset)
+        for problem in unknown:
+            typer.echo(f"{file}: {problem}", err=True)
+        if unknown:
+            raise typer.Exit(1)
+        typer.echo("every place, device type and profile the rules name is in the registry")
+
+
+def _not_registered(ruleset: Any) -> list[str]:
+    """What the rules name that the registry does not know, a line each."""
+    from wiring.cli_registry_common import registry
+
+    with registry() as reg:
+        known = {
+            "places": {p.place_id for p in reg.list_places()},
+            "device_types": reg.device_types(),
+            "profiles": {p.profile_id for p in reg.list_profiles()},
+        }
+    return [
+        f"rule {rule.id!r}: {field} names {name!r}, which the registry does not know: the "
+        "rule applies to nothing there (misspelt? not registered yet?)"
+        for rule in ruleset
+        for field, names in known.items()
+        for name in getattr(rule, field)
+        if name not in names
+    ]
 
 
 def _number(source: str, line: int, field: str, text: str | None) -> float:

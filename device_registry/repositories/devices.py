@@ -18,6 +18,7 @@ __all__ = [
     "known_ids",
     "move_under",
     "select",
+    "types",
     "update",
 ]
 
@@ -49,6 +50,12 @@ def get(cur: Cursor, device_id: str) -> Device:
     if row is None:
         raise UnknownDevice(device_id)
     return _device(row)
+
+
+def types(cur: Cursor) -> set[str]:
+    """The device types of the registered devices and profiles."""
+    rows = cur.execute("SELECT device_type FROM devices UNION SELECT device_type FROM profiles")
+    return {str(r[0]) for r in rows}
 
 
 def known_ids(cur: Cursor, device_ids: Sequence[str]) -> set[str]:

@@ -20,6 +20,7 @@ from cityvitals.topics import Topic, partition_for
 from tests.integration.conftest import Pipeline, at, free_port, reading, wait_for
 from wiring.cli_rules import rules_app
 from wiring.localstack import reports_ready
+from wiring.services import open_registry
 from wiring.stack import ManagedProcess
 
 pytestmark = pytest.mark.integration
@@ -63,6 +64,36 @@ def test_a_database_backtest_writes_what_the_rules_make_of_stored_readings(
         (f"btb-{n}", "resolved", timedelta(minutes=22)),  # silent: stale after 4 x 5 minutes
     ]
     assert found[-1].resolution is not None and found[-1].resolution.value == "stale"
+
+
+def test_rules_check_names_what_the_registry_does_not_know(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    device, _ = pipeline.register("water_level")
+    with open_registry(pipeline.settings) as registry:
+        place = registry.get(device).place_path[-1]
+    rules = tmp_path / "rules.yaml"
+    good = (
+        f"{{id: ok, metric: m, levels: {{red: 1}}, places: [{place}], device_types: [water_level]}}"
+    )
+    rules.write_text(f"rules: [{good}]")
+    env = pipeline.settings.to_env()
+    checked = CliRunner().invoke(rules_app, ["check", str(rules), "--registry"], env=env)
+    assert checked.exit_code == 0, checked.output
+    assert "every place, device type and profile the rules name is in the registry" in (
+        checked.output
+    )
+    typo = "{id: typo, metric: m, levels: {red: 1}, places: [riverzide], profiles: [nope]}"
+    rules.write_text(f"rules: [{good}, {typo}]")
+    offline = CliRunner().invoke(rules_app, ["check", str(rules)], env=env)
+    assert offline.exit_code == 0, offline.output  # the file alone is valid
+    refused = CliRunner().invoke(rules_app, ["check", str(rules), "--registry"], env=env)
+    assert refused.exit_code == 1, refused.output
+    assert "rule 'typo': places names 'riverzide', which the registry does not know" in (
+        refused.output
+    )
+    assert "rule 'typo': profiles names 'nope'" in refused.output
+    assert "rule 'ok'" not in refused.output
 
 
 @contextmanager
