@@ -69,7 +69,7 @@ from rules import RuleSet
 from rules.incidents import IncidentConfig, Tracked, load_incident_config
 from rules.indicators import Catalogue
 from streams.incidents import add_incident_agents
-from streams.live import LiveRules, StreamMetrics
+from streams.live import LiveRules, LoopWatch, StreamMetrics
 from streams.pipeline import (
     ParsedMemories,
     backlog,
@@ -358,17 +358,22 @@ def create_app(
     members = app.Table("indicator_members", default=None, partitions=parts)
     vitals = app.Table("place_vitals", default=None, partitions=parts)
 
+    watch = LoopWatch()
+    for gauge in (metrics.ready, incident_metrics.ready, incident_metrics.desk.ready):
+        gauge.set_function(watch.ready)
+    metrics.loop_silent.set_function(watch.silent_s)
+
     @app.on_rebalance_complete.connect
     async def _ready(*_args: Any, **_kw: Any) -> None:
-        metrics.ready.set(1)
-        incident_metrics.ready.set(1)
-        incident_metrics.desk.ready.set(1)
+        watch.assigned = True
 
     @app.on_partitions_revoked.connect
     async def _not_ready(*_args: Any, **_kw: Any) -> None:
-        metrics.ready.set(0)
-        incident_metrics.ready.set(0)
-        incident_metrics.desk.ready.set(0)
+        watch.assigned = False
+
+    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
+    async def beat() -> None:
+        watch.beat()
 
     @app.timer(interval=settings.rules_reload_s)  # type: ignore[untyped-decorator]
     async def reload_rules() -> None:

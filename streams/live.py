@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge
@@ -10,7 +11,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from cityvitals.stage import StageMetrics
 from rules import RuleFileError, RuleSet, parse_rules
 
-__all__ = ["LiveRules", "StreamMetrics"]
+__all__ = ["STALLED_S", "LiveRules", "LoopWatch", "StreamMetrics"]
 
 log = logging.getLogger("cityvitals.streams")
 
@@ -49,6 +50,11 @@ class StreamMetrics(StageMetrics):
             "Rule file changes refused (the previous rules stay in force)",
         )
         self.devices = self.gauge("devices", "Devices known to this worker")
+        self.loop_silent = self.gauge(
+            "loop_silent_seconds",
+            f"Seconds since the stage's event loop last turned (it turns every second; "
+            f"from {STALLED_S:g} s the stage is not ready)",
+        )
         self.group_seconds = self.histogram(
             "group_seconds",
             "A group of readings.raw messages: decoding it (decode, with any dead letter "
@@ -74,6 +80,42 @@ class StreamMetrics(StageMetrics):
         self.coverage = Gauge(
             "cityvitals_indicator_coverage", coverage_doc, where, registry=registry
         )
+
+
+STALLED_S = 30.0
+"""How long the stage's event loop may go without turning before the stage says it is not
+ready: a loop held by one piece of work takes nothing else (the agents, the clock ticks)."""
+
+
+class LoopWatch:
+    """Whether the stage can do its work: its partitions are assigned and its event loop
+    turns. A timer on the loop beats every second; the readiness gauges ask at each scrape,
+    in the metrics server's thread, so a stuck loop shows as not ready.
+
+    >>> watch = LoopWatch()
+    >>> watch.ready()
+    0.0
+    >>> watch.assigned = True
+    >>> watch.ready()
+    1.0
+    >>> watch.last -= STALLED_S
+    >>> watch.ready(), watch.silent_s() >= STALLED_S
+    (0.0, True)
+    """
+
+    def __init__(self) -> None:
+        self.assigned = False
+        self.last = time.monotonic()
+
+    def beat(self) -> None:
+        self.last = time.monotonic()
+
+    def silent_s(self) -> float:
+        """Seconds since the loop last turned."""
+        return time.monotonic() - self.last
+
+    def ready(self) -> float:
+        return 1.0 if self.assigned and self.silent_s() < STALLED_S else 0.0
 
 
 class LiveRules:

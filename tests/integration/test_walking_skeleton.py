@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
@@ -343,3 +344,21 @@ def test_a_retained_qos_0_reading_is_stored_and_the_gateway_stays_connected(
         assert disconnects(pipeline) == before
     finally:  # the retained message is cleared (an empty retained publish)
         pipeline.mosquitto_pub(device, secret, topic, b"", "-q", "0", "-r")
+
+
+def test_the_streams_event_loop_beats_and_says_how_long_it_was_silent(pipeline: Pipeline) -> None:
+    """Its readiness includes a loop that turns: a timer beats every second, and the metrics
+    server's thread reads how long ago (a stuck loop reports not ready after 30 s)."""
+
+    def silent() -> float:
+        for family in text_string_to_metric_families(pipeline.metrics("streams")):
+            if family.name == "cityvitals_streams_loop_silent_seconds":
+                return float(family.samples[0].value)
+        raise AssertionError("no cityvitals_streams_loop_silent_seconds")
+
+    seen = []
+    for _ in range(3):
+        time.sleep(1)
+        seen.append(silent())
+    assert all(0 <= s < 5 for s in seen), seen  # beaten again and again
+    assert "cityvitals_streams_ready 1.0" in pipeline.metrics("streams").splitlines()
