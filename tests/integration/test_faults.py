@@ -184,6 +184,13 @@ def process(pipeline: Pipeline, name: str) -> ManagedProcess:
     return found
 
 
+def warnings(pipeline: Pipeline, name: str, most: int = 30) -> str:
+    """The last warnings and errors in a process's log, for a failure message."""
+    lines = process(pipeline, name).log_tail(5_000).splitlines()
+    found = [line for line in lines if " WARNING " in line or " ERROR " in line]
+    return "\n".join(found[-most:]) or "(none)"
+
+
 def wait_ready(pipeline: Pipeline, service: str) -> None:
     wait_for(
         lambda: reports_ready(service, pipeline.stack.metrics.of(service)),
@@ -301,15 +308,18 @@ def wait_until_stored(
     where ``readings.raw`` ended at that point, and no row came for ``quiet_s / 3`` more (the
     sinks write what the stream sent last). A stream still catching up after a fault (slow on a
     loaded machine: on the S3-backed broker each fetch lists the partition's objects) is waited
-    for, up to ``limit_s`` in all; so is one that stopped reading, which then fails the checks.
+    for, up to ``limit_s`` in all, and longer (three times at most) while the group's offsets
+    still move on a partition it has not read past: slow is not lost. One that stopped
+    reading is waited for ``limit_s``, and then fails the checks.
 
     Past the end, not at it: tansu may report an end one short, and the stream's own clock
     ticks reach every partition each second, so a stream that reads comes past it."""
     with closing(RawProgress(pipeline.settings)) as raw:
         last, changed = -1, time.monotonic()
-        deadline = changed + limit_s
+        deadline, latest = changed + limit_s, changed + 3 * limit_s
         ends: list[int] | None = None  # where readings.raw ended once rows had stopped
         passed: float | None = None  # when the stream group had read past them
+        seen: list[int] | None = None  # the group's offsets when last asked
         asked = 0.0
         while (stored := pipeline.query(count_sql, ids)[0][0]) < published:
             now = time.monotonic()
@@ -322,8 +332,16 @@ def wait_until_stored(
                 try:
                     if ends is None:
                         ends = raw.ends()
-                    elif all(c > e for c, e in zip(raw.committed(), ends, strict=True)):
+                        continue
+                    committed = raw.committed()
+                    behind = [
+                        p for p, (c, e) in enumerate(zip(committed, ends, strict=True)) if c <= e
+                    ]
+                    if not behind:
                         passed = now
+                    elif seen is not None and any(committed[p] > seen[p] for p in behind):
+                        deadline = min(max(deadline, now + quiet_s), latest)  # still reading
+                    seen = committed
                 except KafkaException:
                     pass  # the broker does not answer yet (just restarted): asked again
             time.sleep(0.2)
@@ -431,7 +449,8 @@ def assert_stored_exactly_once(pipeline: Pipeline, load: Load, district: str) ->
     lost = {d: m for d, m in missing.items() if m}
     assert lost == {}, (
         f"readings lost; dead letters: {letters}; the audit: {audit(pipeline)}; "
-        f"readings.raw: {on_raw(pipeline, lost)}"
+        f"readings.raw: {on_raw(pipeline, lost)}; the stream's warnings and errors:\n"
+        f"{warnings(pipeline, 'streams')}"
     )
     stored, distinct = pipeline.query(count_sql, ids)[0]
     assert (stored, distinct) == (published, published)
