@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -62,6 +63,25 @@ def _field_problem(exc: ValidationError) -> str:
         name = field.replace("_", " ")
         return f"{name} {err['input']!r} is not an id (32 hexadecimal digits, 0-9 a-f)"
     return f"{field}: {err['msg']}"
+
+
+@incidents_app.command("check")
+def check(file: Path) -> None:
+    """Validate an incident configuration file (CITYVITALS_INCIDENTS_FILE); every problem is
+    printed with its line and field. The streams service reads it when it starts: check a
+    changed file, then restart streams."""
+    from rules import RuleFileError
+    from wiring.services import load_incidents
+
+    try:
+        config = load_incidents(settings().model_copy(update={"incidents_file": file}))
+    except RuleFileError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"{file}: OK; {len(config.categories)} categories, {len(config.routes)} routes, "
+        f"limits for {len(config.sla)} tiers; version {config.version}"
+    )
 
 
 @incidents_app.command("list")

@@ -138,6 +138,18 @@ def test_an_unexpected_error_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch
         main(["alerts", "list"])
 
 
+def test_incidents_check_validates_a_file_and_names_each_problem(tmp_path: Path) -> None:
+    shipped = Path(__file__).parents[2] / "rules" / "incidents.yaml"
+    ok = CliRunner().invoke(app, ["incidents", "check", str(shipped)])
+    assert ok.exit_code == 0 and f"{shipped}: OK; " in ok.output, ok.output
+    broken = tmp_path / "incidents.yaml"
+    broken.write_text("routes: []\ncategories: {flooding: {rules: [x], group_by: streeet}}\n")
+    refused = CliRunner().invoke(app, ["incidents", "check", str(broken)])
+    assert refused.exit_code == 1
+    assert f"{broken}:2: categories.flooding.group_by: Input should be 'city'" in refused.output
+    assert f"{broken}:1: routes: " in refused.output
+
+
 @pytest.mark.parametrize(
     "command", [["devices", "import"], ["profiles", "put"], ["rules", "check"]]
 )
