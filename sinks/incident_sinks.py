@@ -115,8 +115,8 @@ class DispatchSink(SqlSink):
     statement = """
         INSERT INTO dispatches (dispatch_id, kind, incident_id, incidents, department, tier,
                                 tier_place_id, category, level, place_id, place_path, title,
-                                accept_by, handle_by, ts)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                accept_by, handle_by, ts, withdraws, reason)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
         ON CONFLICT DO NOTHING
     """
 
@@ -138,6 +138,8 @@ class DispatchSink(SqlSink):
                 d.accept_by,
                 d.handle_by,
                 d.ts,
+                d.withdraws,
+                d.reason,
             )
             for d in batch
         ]

@@ -288,7 +288,7 @@ def incident_detail(conn: Conn, incident_id: str) -> IncidentDetail:
     dispatches = fetch(
         conn,
         "SELECT * FROM dispatches WHERE incident_id = %s OR incidents @> ARRAY[%s]::text[] "
-        "ORDER BY ts, dispatch_id",
+        "ORDER BY ts, kind <> 'withdrawal', dispatch_id",  # a withdrawal before the order after it
         incident_id,
         incident_id,
     )
@@ -316,7 +316,8 @@ def incident_detail(conn: Conn, incident_id: str) -> IncidentDetail:
 class Performance:
     """How a department did at one tier (``tier`` None: over all its tiers) over a period.
 
-    A digest counts as one dispatch per incident it lists. A dispatch is the incident's order
+    A digest counts as one dispatch per incident it lists; a withdrawal is no order and is not
+    counted. A dispatch is the incident's order
     until the incident's next dispatch or its close. It is accepted (handled) in time when the
     incident's ``accept`` (``handled``) step came by ``accept_by`` (``handle_by``) while it was
     the order; on time when both. One not on time is judged only once its deadline has passed
@@ -357,13 +358,13 @@ WITH pairs AS (
       FROM dispatches d
      CROSS JOIN LATERAL unnest(CASE WHEN cardinality(d.incidents) > 0 THEN d.incidents
                                     ELSE ARRAY[d.incident_id] END) AS x(incident_id)
-     WHERE d.ts >= %(since)s AND d.ts < %(until)s
+     WHERE d.ts >= %(since)s AND d.ts < %(until)s AND d.kind <> 'withdrawal'
 ), ended AS (  -- when each stopped being the incident's order: its next dispatch, or its close
     SELECT p.*, (
            SELECT min(e.ts) FROM (
                SELECT n.ts FROM dispatches n
                 WHERE (n.incident_id = p.incident_id OR n.incidents @> ARRAY[p.incident_id])
-                  AND n.ts > p.ts
+                  AND n.ts > p.ts AND n.kind <> 'withdrawal'
                UNION ALL
                SELECT t.ts FROM incident_transitions t
                 WHERE t.incident_id = p.incident_id AND t.to_state = 'closed' AND t.ts > p.ts

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from cityvitals.contracts import (
     HEX_ID,
     Action,
+    DispatchKind,
     Feedback,
     IncidentState,
     ReportChannel,
@@ -171,6 +172,12 @@ def show(
         lines.append(f"  {_when(t.ts, z)}  {t.action.value:<9} {step:<22} by {t.actor}{why}")
     lines.append("dispatch orders:")
     for d in detail.dispatches:
+        if d.kind is DispatchKind.WITHDRAWAL:
+            lines.append(
+                f"  {_when(d.ts, z)}  {d.kind.value:<12} {d.dispatch_id} from {d.department} "
+                f"({d.tier.value} {d.tier_place_id}), order {d.withdraws}: {d.reason}"
+            )
+            continue
         lines.append(
             f"  {_when(d.ts, z)}  {d.kind.value:<12} {d.dispatch_id} to {d.department} "
             f"({d.tier.value} {d.tier_place_id}), accept by {_when(d.accept_by, z)}, "

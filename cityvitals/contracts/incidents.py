@@ -173,6 +173,10 @@ class DispatchKind(StrEnum):
     """A duty officer sent it to another department or tier."""
     DIGEST = "digest"
     """A storm: one order listing many incidents, instead of one each."""
+    WITHDRAWAL = "withdrawal"
+    """Not an order: the department named stops work on the incident. Its order (``withdraws``)
+    went to another department or tier (a reassignment, an escalation), or the incident closed
+    before it was handled; ``reason`` says which."""
 
 
 class DispatchOrder(Contract):
@@ -199,6 +203,11 @@ class DispatchOrder(Contract):
     accept_by: UtcDatetime
     handle_by: UtcDatetime
     ts: UtcDatetime
+    withdraws: HexId | None = None
+    """A withdrawal's order: the dispatch the department stops work on (its deadlines are
+    that order's)."""
+    reason: str = Field(default="", max_length=2000)
+    """Why, for a withdrawal, an escalation or a reassignment."""
 
 
 class Feedback(Contract):

@@ -238,6 +238,8 @@ class Desk(Dispatcher):
         elif fb.action is Action.REOPEN:
             self._reopen(t, now, out, fb.reason, actor)
         else:
+            if target is IncidentState.CLOSED:  # before it was handled: the work stops
+                self._withdraw(t, now, out, f"closed by {actor}: {fb.reason}")
             self._step(t, fb.action, now, out, actor=actor, reason=fb.reason, to=target)
             if target is IncidentState.VERIFIED:
                 self._verified(t, now, out)

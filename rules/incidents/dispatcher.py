@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from cityvitals.contracts import (
     Action,
@@ -20,12 +21,15 @@ from cityvitals.contracts import (
 )
 from rules.incidents.book import Book, Tracked, derive_id
 from rules.incidents.config import IncidentConfig
-from rules.incidents.routing import Assignment, route
+from rules.incidents.routing import Assignment, route, tier_place
 
 __all__ = ["PLATFORM", "Dispatcher", "Outcome", "Refusal"]
 
 PLATFORM = "cityvitals"
 """The actor of the platform's own steps (open, attach, dispatch, escalate, verify by sensors)."""
+
+AT_WORK = (IncidentState.DISPATCHED, IncidentState.ACCEPTED, IncidentState.ON_SITE)
+"""The states in which a department holds the incident's order and works to it."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,30 @@ class Outcome:
     refusals: list[Refusal] = field(default_factory=list)
     ignored: int = 0
     """Inputs already seen (replays, resent feedback) or of nothing to follow."""
+
+
+def _dispatch(
+    t: Tracked, kind: DispatchKind, to: Assignment, now: datetime, **fields: Any
+) -> DispatchOrder:
+    """The incident's next dispatch (numbered: a replay gives the same id) to ``to``."""
+    inc = t.incident
+    dispatch = DispatchOrder(
+        dispatch_id=derive_id(inc.incident_id, t.orders),
+        kind=kind,
+        incident_id=inc.incident_id,
+        department=to.department,
+        tier=to.tier,
+        tier_place_id=to.tier_place_id,
+        category=inc.category,
+        level=inc.level,
+        place_id=inc.place_id,
+        place_path=inc.place_path,
+        title=inc.title,
+        ts=now,
+        **fields,
+    )
+    t.orders += 1
+    return dispatch
 
 
 class Dispatcher:
@@ -134,25 +162,23 @@ class Dispatcher:
         incidents: tuple[str, ...] = (),
     ) -> DispatchOrder:
         inc = t.incident
+        if kind in (DispatchKind.ESCALATION, DispatchKind.REASSIGNMENT) and (
+            (inc.department, inc.tier) != (to.department, to.tier)
+        ):
+            went = {DispatchKind.ESCALATION: "escalated", DispatchKind.REASSIGNMENT: "reassigned"}
+            why = f"{went[kind]} to {to.department} ({to.tier.value} tier)"
+            self._withdraw(t, now, out, f"{why}: {reason}" if reason else why)
+            inc = t.incident
         accept, handle = self.config.limits(to.tier, inc.level, inc.category)
-        order = DispatchOrder(
-            dispatch_id=derive_id(inc.incident_id, t.orders),
-            kind=kind,
-            incident_id=inc.incident_id,
-            incidents=incidents,
-            department=to.department,
-            tier=to.tier,
-            tier_place_id=to.tier_place_id,
-            category=inc.category,
-            level=inc.level,
-            place_id=inc.place_id,
-            place_path=inc.place_path,
-            title=inc.title,
+        order = _dispatch(
+            t,
+            kind,
+            to,
+            now,
             accept_by=now + accept,
             handle_by=now + handle,
-            ts=now,
+            incidents=incidents,
         )
-        t.orders += 1
         t.breached = []
         t.held = None
         action = {
@@ -172,6 +198,28 @@ class Dispatcher:
         self._step(t, action, now, out, actor=actor, reason=text, to=IncidentState.DISPATCHED)
         out.dispatches.append(order)
         return order
+
+    def _withdraw(self, t: Tracked, now: datetime, out: Outcome, reason: str) -> None:
+        """Tell the department that holds the incident's order to stop work on it: the order
+        goes elsewhere, or the incident closes before it was handled. Nothing when nobody
+        works to an order (new, handled, verified, closed)."""
+        inc = t.incident
+        if inc.state not in AT_WORK or inc.dispatch_id is None:
+            return
+        assert inc.department is not None and inc.tier is not None
+        assert inc.accept_by is not None and inc.handle_by is not None
+        held = Assignment(inc.department, inc.tier, tier_place(inc.place_path, inc.tier))
+        withdrawal = _dispatch(
+            t,
+            DispatchKind.WITHDRAWAL,
+            held,
+            now,
+            accept_by=inc.accept_by,
+            handle_by=inc.handle_by,
+            withdraws=inc.dispatch_id,
+            reason=reason[:2000],
+        )
+        out.dispatches.append(withdrawal)
 
     def _digests(self, now: datetime, out: Outcome) -> None:
         """At the end of a tier place's period, its waiting incidents go out as one digest per

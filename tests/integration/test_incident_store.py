@@ -346,8 +346,19 @@ def test_a_dispatch_running_or_withdrawn_before_its_deadline_is_not_judged(
         running = h.open("flooding", "tc-s1", WarningLevel.ORANGE, at=now - timedelta(minutes=2))
         h.dispatch(running, "crew", Tier.STREET, now - timedelta(minutes=1))  # accept by +10 min
         moved = h.open("flooding", "tc-s2", WarningLevel.ORANGE, at=T0)
-        h.dispatch(moved, "crew", Tier.STREET, T0)
+        first = h.dispatch(moved, "crew", Tier.STREET, T0)
         reassigned = T0 + timedelta(minutes=3)  # before the crew's accept_by
+        # the crew is told (a withdrawal: no order, not counted), the other crew ordered
+        withdrawal = first.model_copy(
+            update={
+                "dispatch_id": hexid(),
+                "kind": DispatchKind.WITHDRAWAL,
+                "withdraws": first.dispatch_id,
+                "reason": "reassigned to other-crew (street tier)",
+                "ts": reassigned,
+            }
+        )
+        DispatchSink(conn).write([withdrawal])
         h.dispatch(moved, "other-crew", Tier.STREET, reassigned, DispatchKind.REASSIGNMENT)
         false_alarm = h.open("traffic", "tc-s1", WarningLevel.YELLOW, at=T0)
         h.dispatch(false_alarm, "crew", Tier.STREET, T0)
@@ -359,6 +370,12 @@ def test_a_dispatch_running_or_withdrawn_before_its_deadline_is_not_judged(
         ignored = h.open("traffic", "tc-s2", WarningLevel.YELLOW, at=T0)
         h.dispatch(ignored, "crew", Tier.STREET, T0)  # never accepted: late
         rows = performance(conn, T0 - timedelta(days=1), now + timedelta(hours=1))
+        shown = incident_detail(conn, moved.incident_id).dispatches
+    assert [(d.kind, d.withdraws) for d in shown] == [
+        (DispatchKind.ORDER, None),
+        (DispatchKind.WITHDRAWAL, first.dispatch_id),
+        (DispatchKind.REASSIGNMENT, None),
+    ]
     by = {(p.department, p.tier): p for p in rows}
     crew = by[("crew", Tier.STREET)]
     assert (crew.dispatches, crew.running, crew.withdrawn, crew.judged) == (4, 1, 2, 1)

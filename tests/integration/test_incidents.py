@@ -286,15 +286,23 @@ def test_an_unaccepted_dispatch_escalates_to_district_then_city(
     street.seq += 1
     ts = (datetime.now(UTC) - timedelta(seconds=5)).isoformat()
     pipeline.mosquitto_pub(*device, pipeline.topic(device[0]), reading(ts, 1, **{f"esc_{n}": 20}))
-    found = wait_for(
-        lambda: len(orders(dispatch, street.street)) >= 3 and orders(dispatch, street.street),
+    sent = wait_for(
+        lambda: len(orders(dispatch, street.street)) >= 5 and orders(dispatch, street.street),
         timeout=90,
-        what="the dispatch, then the district's and the city's",
+        what="the dispatch, then the district's and the city's, each tier told it is withdrawn",
     )
-    assert [(o.kind, o.tier, o.department) for o in found] == [
+    # keyed by department, they come on partitions of their own: in time, withdrawal first
+    sent.sort(key=lambda o: (o.ts, o.kind is not DispatchKind.WITHDRAWAL))
+    assert [(o.kind, o.tier, o.department) for o in sent] == [
         (DispatchKind.ORDER, Tier.STREET, "street-ops"),
+        (DispatchKind.WITHDRAWAL, Tier.STREET, "street-ops"),
         (DispatchKind.ESCALATION, Tier.DISTRICT, "water-affairs"),
+        (DispatchKind.WITHDRAWAL, Tier.DISTRICT, "water-affairs"),
         (DispatchKind.ESCALATION, Tier.CITY, "city-ops"),
+    ]
+    found = [o for o in sent if o.kind is not DispatchKind.WITHDRAWAL]
+    assert [w.withdraws for w in sent if w.kind is DispatchKind.WITHDRAWAL] == [
+        o.dispatch_id for o in found[:2]
     ]
     for earlier, later in itertools.pairwise(found):
         # each tier had 3 s: the escalation came after its limit, within a few clock ticks

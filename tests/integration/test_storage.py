@@ -227,6 +227,7 @@ def test_existing_rows_are_kept_by_the_storage_migration(
             "0008_deadletter_key",
             "0009_escalation_from",
             "0010_deadletter_position",
+            "0011_dispatch_withdrawal",
         ]
         with db.connect(settings) as conn:
             for d in (0, 1, 5):
@@ -702,6 +703,7 @@ def test_timescale_storage_in_pglite(timescale: str, monkeypatch: pytest.MonkeyP
         "0008_deadletter_key",
         "0009_escalation_from",
         "0010_deadletter_position",
+        "0011_dispatch_withdrawal",
     ]  # migrate_data
     assert db.migrate(settings) == []
     assert db.flavour(settings) == "timescale"

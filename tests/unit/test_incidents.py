@@ -169,20 +169,38 @@ def test_out_of_order_and_foreign_feedback_is_refused_with_a_reason() -> None:
 
 def test_an_unaccepted_dispatch_escalates_to_district_then_city_on_time() -> None:
     desk = desk_with()
-    run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"), level="orange")])
+    first = run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"), level="orange")])
     incident_id = only_incident(desk)
     # street has 10 minutes to accept an orange incident
     assert run(desk, [tick(10)]).escalations == []
     out = run(desk, [tick(10.5)])
     (esc,) = out.escalations
     assert (esc.from_tier, esc.to_tier, esc.breach) == (Tier.STREET, Tier.DISTRICT, "accept")
-    assert [(d.kind, d.department, d.tier_place_id) for d in out.dispatches] == [
-        (DispatchKind.ESCALATION, "water", "pd")
-    ]
+    # the street department is told its order is withdrawn, then the district gets one
+    withdrawal, order = out.dispatches
+    assert (withdrawal.kind, withdrawal.department, withdrawal.tier_place_id) == (
+        DispatchKind.WITHDRAWAL,
+        "street-ops",
+        "lj",
+    )
+    assert withdrawal.withdraws == first.dispatches[0].dispatch_id
+    assert (withdrawal.accept_by, withdrawal.handle_by) == (
+        first.dispatches[0].accept_by,
+        first.dispatches[0].handle_by,
+    )
+    assert withdrawal.reason.startswith("escalated to water (district tier): street-ops (street")
+    assert (order.kind, order.department, order.tier_place_id) == (
+        DispatchKind.ESCALATION,
+        "water",
+        "pd",
+    )
     assert (esc.from_department, esc.department) == ("street-ops", "water")
     out = run(desk, [tick(21)])  # district: 10 more minutes for orange
     assert [(e.from_tier, e.to_tier) for e in out.escalations] == [(Tier.DISTRICT, Tier.CITY)]
-    assert out.dispatches[0].department == "flood-control"
+    assert [(d.kind, d.department) for d in out.dispatches] == [
+        (DispatchKind.WITHDRAWAL, "water"),
+        (DispatchKind.ESCALATION, "flood-control"),
+    ]
     reasons = [u.transition.reason or "" for u in out.updates]
     assert any(r.startswith("water (district tier) did not accept by 20") for r in reasons)
     assert all("+00:00" not in r for r in reasons), reasons  # a plain UTC time
@@ -328,10 +346,47 @@ def test_a_duty_officer_reassigns() -> None:
             )
         ],
     )
-    assert [(d.department, d.tier, d.tier_place_id) for d in out.dispatches] == [
-        ("drainage", Tier.DISTRICT, "pd")
-    ]
+    withdrawal, order = out.dispatches
+    assert (withdrawal.kind, withdrawal.department, withdrawal.reason) == (
+        DispatchKind.WITHDRAWAL,
+        "street-ops",
+        "reassigned to drainage (district tier)",
+    )
+    assert (order.department, order.tier, order.tier_place_id) == ("drainage", Tier.DISTRICT, "pd")
     assert out.updates[0].transition.actor == "officer-1"
+
+
+def test_a_rejecting_department_is_not_told_again_and_a_closed_order_is_withdrawn() -> None:
+    """A department that rejected knows; one whose order ends with a close before the
+    incident was handled is told. A close after handling withdraws nothing: the work is done."""
+    desk = desk_with()
+    first = run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"))])
+    incident_id = only_incident(desk)
+    rejected = run(desk, [feedback(incident_id, "reject", 2, reason="not ours")])
+    assert [d.kind for d in rejected.dispatches] == [DispatchKind.REASSIGNMENT]
+    order = rejected.dispatches[0]
+    accepted = run(desk, [feedback(incident_id, "accept", 3, dispatch_id=order.dispatch_id)])
+    assert accepted.dispatches == []
+    closed = run(
+        desk, [feedback(incident_id, "close", 4, reason="a false alarm", actor="officer-1")]
+    )
+    (withdrawal,) = closed.dispatches
+    assert (withdrawal.kind, withdrawal.department, withdrawal.withdraws) == (
+        DispatchKind.WITHDRAWAL,
+        order.department,
+        order.dispatch_id,
+    )
+    assert withdrawal.reason == "closed by officer-1: a false alarm"
+    assert len({first.dispatches[0].dispatch_id, order.dispatch_id, withdrawal.dispatch_id}) == 3
+
+    done = desk_with()
+    opened = run(done, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"))])
+    done_id = only_incident(done)
+    sent = opened.dispatches[0].dispatch_id
+    run(done, [feedback(done_id, "accept", 2, dispatch_id=sent)])
+    run(done, [feedback(done_id, "handled", 3, dispatch_id=sent)])
+    out = run(done, [feedback(done_id, "close", 4, reason="checked")])
+    assert out.dispatches == []
 
 
 def test_a_citizen_report_joins_the_street_incident_or_opens_its_own() -> None:

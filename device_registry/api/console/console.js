@@ -331,7 +331,9 @@ async function showDetail(incidentId) {
     ))),
     el("h3", {}, `Dispatches (${detail.dispatches.length})`),
     el("ul", {}, detail.dispatches.map((d) => el(
-      "li", {}, `${stamp(d.ts)} · ${d.kind} → ${d.department} (${d.tier}) · accept by ${stamp(d.accept_by)}`,
+      "li", { "data-kind": d.kind }, d.kind === "withdrawal"
+        ? `${stamp(d.ts)} · withdrawn from ${d.department} (${d.tier}) · ${d.reason}`
+        : `${stamp(d.ts)} · ${d.kind} → ${d.department} (${d.tier}) · accept by ${stamp(d.accept_by)}`,
     ))),
   ];
   const cameras = detail.camera_snapshots || [];
