@@ -18,7 +18,7 @@ from cityvitals.settings import Settings
 from cityvitals.topics import Topic
 from wiring import audit as checks
 from wiring.audit import Figures, Hop, Line, Stored, exit_code, hops_from_exposition
-from wiring.cli_common import parse_utc, settings
+from wiring.cli_common import parse_local, settings
 
 __all__ = ["read_hops", "read_stored", "reconcile"]
 
@@ -157,7 +157,7 @@ def reconcile(
     --published, published = stored + dead-lettered. Exit 0 reconciled, 1 a gap, 2 unreadable."""
     s = settings()
     try:
-        start = parse_utc(since) if since else None
+        start = parse_local(since, s.zone) if since else None
     except ValueError as exc:
         typer.echo(f"error: --since: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -64,11 +64,26 @@ def parse_utc(text: str) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
+def parse_local(text: str, zone: tzinfo) -> datetime:
+    """An ISO time or date in UTC; without a zone it is a time in ``zone`` (the city's, as
+    the commands show times).
+
+    >>> from zoneinfo import ZoneInfo
+    >>> parse_local("2026-11-01", ZoneInfo("Asia/Shanghai")).isoformat()
+    '2026-10-31T16:00:00+00:00'
+    >>> parse_local("2026-11-01T08:00Z", ZoneInfo("Asia/Shanghai")).isoformat()
+    '2026-11-01T08:00:00+00:00'
+    """
+    ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    return (ts.replace(tzinfo=zone) if ts.tzinfo is None else ts).astimezone(UTC)
+
+
 def time_option(text: str | None, option: str) -> datetime | None:
-    """An option's ISO time (:func:`parse_utc`; absent: None); a bad one ends the command
-    naming ``option``."""
+    """An option's ISO time (absent: None); without a zone it is in the city's
+    (``CITYVITALS_TIMEZONE``, :func:`parse_local`). A bad one ends the command naming
+    ``option``."""
     try:
-        return parse_utc(text) if text else None
+        return parse_local(text, settings().zone) if text else None
     except ValueError as exc:
         raise fail(f"{option}: {exc}") from None
 

@@ -30,7 +30,7 @@ from wiring.cli_common import (
     enum_option,
     fail,
     in_order,
-    parse_utc,
+    parse_local,
     settings,
     time_option,
     to_json,
@@ -316,13 +316,13 @@ def performance_command(
     a department under the closure target is flagged."""
     from sinks.incidents import CLOSURE_TARGET, performance
 
+    conf = settings()
     try:
-        last = parse_utc(until) if until else datetime.now(UTC)
-        first = parse_utc(since) if since else last - timedelta(days=30)
+        last = parse_local(until, conf.zone) if until else datetime.now(UTC)
+        first = parse_local(since, conf.zone) if since else last - timedelta(days=30)
     except (ValueError, OverflowError) as exc:
         raise fail(f"--since/--until: {exc}") from None
     in_order(first, last, "--since", "--until")
-    conf = settings()
     with _database(conf) as conn:
         rows = performance(conn, first, last)
     if as_json:

@@ -190,8 +190,10 @@ def audit(
         str | None,
         typer.Option("--actor", help="who acted: as listed (cli:root), or a user's name"),
     ] = None,
-    since: Annotated[str | None, typer.Option(help="ISO time or date (no zone: UTC)")] = None,
-    until: Annotated[str | None, typer.Option(help="before this (no zone: UTC)")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="ISO time or date (no zone: the city's, CITYVITALS_TIMEZONE)")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="before this (no zone: the city's)")] = None,
     limit: Annotated[int, typer.Option(min=1)] = 50,
 ) -> None:
     """Who changed what, newest first."""

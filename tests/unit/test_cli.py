@@ -521,6 +521,13 @@ def test_history_finds_a_user_by_name_and_names_a_misspelt_entity(
         main(["history", "--actor", "ops", "--since", "2026-12-05", "--until", "2026-12-06T01:00"])
     assert ended.value.code == 0
     assert asked == [("ops", at.replace(hour=0), at.replace(day=6, hour=1))]
+    asked.clear()  # without an offset a time is the city's, as the screens show it
+    monkeypatch.setenv("CITYVITALS_TIMEZONE", "Asia/Shanghai")
+    with pytest.raises(SystemExit) as ended:
+        main(["history", "--since", "2026-12-05", "--until", "2026-12-05T09:00+01:00"])
+    assert ended.value.code == 0
+    assert asked == [(None, at.replace(day=4, hour=16), at.replace(hour=8))]
+    monkeypatch.delenv("CITYVITALS_TIMEZONE")
     for argv, said in (
         (["--since", "yesterday"], "--since: Invalid isoformat string: 'yesterday'"),
         (["--since", "2026-12-06", "--until", "2026-12-05"], "is not before --until"),
