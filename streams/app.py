@@ -341,12 +341,12 @@ def create_app(
     deadletter_topic, places_topic = topic(Topic.DEADLETTER), topic(Topic.PLACE_OBSERVATIONS)
     partials_topic, indicators_topic = topic(Topic.INDICATOR_PARTIALS), topic(Topic.INDICATORS)
     grace = timedelta(seconds=settings.indicators_grace_s)
-    incident_config = incidents or load_incident_config(settings.incidents_file)
     incident_metrics = add_incident_agents(
         app,
         topic,
         deadletter_topic,
-        incident_config,
+        incidents or load_incident_config(settings.incidents_file),
+        settings.incidents_file,
         registry,
         settings.rules_tick_s,
         open_incidents,
@@ -378,6 +378,7 @@ def create_app(
     @app.timer(interval=settings.rules_reload_s)  # type: ignore[untyped-decorator]
     async def reload_rules() -> None:
         live.check()
+        incident_metrics.reload()
 
     # Each worker ticks the partitions it owns: one tick per partition, whatever the
     # number of workers, and no tick is lost while leadership moves after a restart.

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Generic, Protocol, TypeVar
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from cityvitals.stage import StageMetrics
 from rules import RuleFileError, RuleSet, parse_rules
 
-__all__ = ["STALLED_S", "LiveRules", "LoopWatch", "StreamMetrics"]
+__all__ = ["STALLED_S", "LiveFile", "LiveRules", "LoopWatch", "StreamMetrics"]
 
 log = logging.getLogger("cityvitals.streams")
 
@@ -118,18 +120,81 @@ class LoopWatch:
         return 1.0 if self.assigned and self.silent_s() < STALLED_S else 0.0
 
 
-class LiveRules:
-    """The rule set in force, re-read from its file when the file changes.
+class Versioned(Protocol):
+    @property
+    def version(self) -> str: ...
 
-    A file that no longer parses is refused with every problem logged and counted; the
-    previous rules stay in force. Without a file (the shipped defaults) nothing reloads.
+
+C = TypeVar("C", bound=Versioned)
+
+
+class LiveFile(Generic[C]):
+    """A configuration in force (``what``: "rule file", "incident file"), re-read from its
+    file when the file changes.
+
+    A file that no longer parses is refused with every problem logged and counted in
+    ``errors``; the configuration in force stays. Without a file (the shipped one) nothing
+    reloads.
     """
 
-    def __init__(self, rules: RuleSet, path: Path | None, metrics: StreamMetrics) -> None:
-        self.current = rules
+    def __init__(
+        self,
+        what: str,
+        current: C,
+        path: Path | None,
+        parse: Callable[[str, str], C],
+        errors: Counter,
+    ) -> None:
+        self.what = what
+        self.current = current
         self.path = path
-        self.metrics = metrics
+        self.parse = parse
+        self.errors = errors
         self._seen = self._stamp()
+
+    def _stamp(self) -> tuple[int, int] | None:
+        if self.path is None:
+            return None
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
+    def check(self) -> bool:
+        """Reload if the file changed; True if a new configuration is in force."""
+        stamp = self._stamp()
+        if self.path is None or stamp is None or stamp == self._seen:
+            return False
+        self._seen = stamp
+        keeping = f"keeping version {self.current.version}"
+        try:
+            new = self.parse(self.path.read_text(), str(self.path))
+        except (OSError, UnicodeDecodeError) as exc:
+            log.error("%s %s unreadable, %s: %s", self.what, self.path, keeping, exc)
+            self.errors.inc()
+            return False
+        except RuleFileError as exc:
+            log.error("%s refused, %s:\n%s", self.what, keeping, exc)
+            self.errors.inc()
+            return False
+        except Exception:  # a reload must never stop the stream: keep the one in force
+            log.exception("%s refused, %s", self.what, keeping)
+            self.errors.inc()
+            return False
+        if new.version == self.current.version:
+            return False
+        log.info("%s reloaded: version %s → %s", self.what, self.current.version, new.version)
+        self.current = new
+        return True
+
+
+class LiveRules(LiveFile[RuleSet]):
+    """The rule set in force, re-read from its file when the file changes (:class:`LiveFile`)."""
+
+    def __init__(self, rules: RuleSet, path: Path | None, metrics: StreamMetrics) -> None:
+        super().__init__("rule file", rules, path, parse_rules, metrics.reload_errors)
+        self.metrics = metrics
         self._show()
         if path is None:
             log.info(
@@ -146,15 +211,6 @@ class LiveRules:
                 len(rules),
             )
 
-    def _stamp(self) -> tuple[int, int] | None:
-        if self.path is None:
-            return None
-        try:
-            stat = self.path.stat()
-        except OSError:
-            return None
-        return stat.st_mtime_ns, stat.st_size
-
     def _show(self) -> None:
         self.metrics.rules.set(len(self.current))
         self.metrics.rules_version.clear()
@@ -162,37 +218,8 @@ class LiveRules:
 
     def check(self) -> bool:
         """Reload if the file changed; True if new rules are in force."""
-        stamp = self._stamp()
-        if self.path is None or stamp is None or stamp == self._seen:
+        if not super().check():
             return False
-        self._seen = stamp
-        try:
-            rules = parse_rules(self.path.read_text(), str(self.path))
-        except (OSError, UnicodeDecodeError) as exc:
-            log.error(
-                "rule file %s unreadable, keeping version %s: %s",
-                self.path,
-                self.current.version,
-                exc,
-            )
-            self.metrics.reload_errors.inc()
-            return False
-        except RuleFileError as exc:
-            log.error("rule file refused, keeping version %s:\n%s", self.current.version, exc)
-            self.metrics.reload_errors.inc()
-            return False
-        except Exception:  # a reload must never stop the stream: keep the rules in force
-            log.exception("rule file refused, keeping version %s", self.current.version)
-            self.metrics.reload_errors.inc()
-            return False
-        if rules.version == self.current.version:
-            return False
-        log.info(
-            "rules reloaded: version %s → %s, %d rules",
-            self.current.version,
-            rules.version,
-            len(rules),
-        )
-        self.current = rules
+        log.info("rules in force: %d", len(self.current))
         self._show()
         return True

@@ -69,8 +69,8 @@ def _field_problem(exc: ValidationError) -> str:
 @incidents_app.command("check")
 def check(file: Path) -> None:
     """Validate an incident configuration file (CITYVITALS_INCIDENTS_FILE); every problem is
-    printed with its line and field. The streams service reads it when it starts: check a
-    changed file, then restart streams."""
+    printed with its line and field. The streams service re-reads the file when it changes
+    (and keeps the configuration in force when the change is broken)."""
     from rules import RuleFileError
     from wiring.services import load_incidents
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+import yaml
 from confluent_kafka import Consumer
 
 from cityvitals import db, kafka
@@ -407,3 +408,48 @@ def test_kcat_reads_dispatch_and_every_message_fits_its_schema(
     validator = jsonschema.Draft202012Validator(schema)
     for line in lines:
         validator.validate(json.loads(line))
+
+
+def test_a_changed_incident_file_is_taken_without_a_restart(pipeline: Pipeline) -> None:
+    """A broken change is refused and counted, the configuration in force stays; a valid one
+    is in force within a reload: a category added to it opens incidents under its title."""
+    path = pipeline.settings.incidents_file
+    assert path is not None
+    good = path.read_text()
+
+    def metric(name: str) -> list[str]:
+        return [x for x in pipeline.metrics("streams").splitlines() if x.startswith(name)]
+
+    def refused() -> float:
+        found = metric("cityvitals_incidents_config_reload_errors_total")
+        return float(found[0].split()[-1]) if found else -1.0
+
+    before, (version,) = refused(), metric("cityvitals_incidents_config_info")
+    try:
+        path.write_text(good + "\nstorm: {per: soon}\n")
+        wait_for(lambda: refused() > before, what="the broken incident file refused")
+        assert metric("cityvitals_incidents_config_info") == [version]  # the one in force stays
+        n = uuid.uuid4().hex[:6]
+        config = yaml.safe_load(good)
+        config["categories"][f"probe_{n}"] = {"rules": [f"probe-{n}"], "title": f"Probe {n}"}
+        path.write_text(yaml.safe_dump(config))
+        wait_for(
+            lambda: metric("cityvitals_incidents_config_info") not in ([version], []),
+            what="the changed incident file in force",
+        )
+        pipeline.add_rules(f"  - {{id: probe-{n}, metric: probe_{n}, levels: {{yellow: 10}}}}\n")
+        street = Street(pipeline)
+        device = street.sensor(0)
+        ts = (datetime.now(UTC) - timedelta(seconds=5)).isoformat()
+        payload = reading(ts, 1, **{f"probe_{n}": 20})
+        pipeline.mosquitto_pub(*device, pipeline.topic(device[0]), payload)
+        found = wait_for(
+            lambda: pipeline.query(
+                "SELECT category, title FROM incidents WHERE place_id = %s", street.street
+            ),
+            timeout=90,
+            what="the incident of the added category",
+        )
+        assert found == [(f"probe_{n}", f"Probe {n} at {street.street}")]
+    finally:
+        path.write_text(good)
