@@ -66,7 +66,11 @@ class Alert(Contract):
     device_id: Identifier
     metric: MetricName
     value: FiniteFloat
+    """What the rule judged, in its kind's terms: a threshold rule's metric value; a rate
+    rule's change per its ``per``; an absence rule's silence in seconds; an anomaly rule's
+    score (0 to 1); a composite rule's count of devices whose readings hold its conditions."""
     threshold: FiniteFloat
+    """What ``value`` was judged against (a composite rule: the devices it needs)."""
     place_path: tuple[Identifier, ...] = ()
     device_type: Identifier | None = None
     started_at: UtcDatetime
