@@ -207,7 +207,8 @@ class DispatchOrder(Contract):
     """A withdrawal's order: the dispatch the department stops work on (its deadlines are
     that order's)."""
     reason: str = Field(default="", max_length=2000)
-    """Why, for a withdrawal, an escalation or a reassignment."""
+    """Why it was sent: a withdrawal's, an escalation's (the breach) or a reassignment's
+    reason, what a digest holds; empty for a first order."""
 
 
 class Feedback(Contract):

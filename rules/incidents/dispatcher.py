@@ -178,6 +178,7 @@ class Dispatcher:
             accept_by=now + accept,
             handle_by=now + handle,
             incidents=incidents,
+            reason=reason[:2000],
         )
         t.breached = []
         t.held = None

@@ -194,6 +194,7 @@ def test_an_unaccepted_dispatch_escalates_to_district_then_city_on_time() -> Non
         "water",
         "pd",
     )
+    assert order.reason.startswith("street-ops (street tier) did not accept by ")
     assert (esc.from_department, esc.department) == ("street-ops", "water")
     out = run(desk, [tick(21)])  # district: 10 more minutes for orange
     assert [(e.from_tier, e.to_tier) for e in out.escalations] == [(Tier.DISTRICT, Tier.CITY)]
