@@ -66,10 +66,10 @@ from cityvitals.settings import Settings
 from cityvitals.stage import STARTED, dead_letter, kafka_source, utc_now
 from cityvitals.topics import Topic, partition_for
 from rules import RuleSet
-from rules.incidents import IncidentConfig, Tracked, load_incident_config
+from rules.incidents import IncidentConfig, Tracked, load_incident_config, parse_incident_config
 from rules.indicators import Catalogue
-from streams.incidents import add_incident_agents
-from streams.live import LiveRules, LoopWatch, StreamMetrics
+from streams.incidents import IncidentMetrics, add_incident_agents
+from streams.live import LiveFile, LiveRules, LoopWatch, StreamMetrics
 from streams.pipeline import (
     ParsedMemories,
     backlog,
@@ -341,13 +341,20 @@ def create_app(
     deadletter_topic, places_topic = topic(Topic.DEADLETTER), topic(Topic.PLACE_OBSERVATIONS)
     partials_topic, indicators_topic = topic(Topic.INDICATOR_PARTIALS), topic(Topic.INDICATORS)
     grace = timedelta(seconds=settings.indicators_grace_s)
-    incident_metrics = add_incident_agents(
+    incident_metrics = IncidentMetrics(registry)
+    incident_config = LiveFile(
+        "incident file",
+        incidents or load_incident_config(settings.incidents_file),
+        settings.incidents_file,
+        parse_incident_config,
+        incident_metrics.config_errors,
+    )
+    add_incident_agents(
         app,
         topic,
         deadletter_topic,
-        incidents or load_incident_config(settings.incidents_file),
-        settings.incidents_file,
-        registry,
+        incident_config,
+        incident_metrics,
         settings.rules_tick_s,
         open_incidents,
     )
@@ -378,7 +385,8 @@ def create_app(
     @app.timer(interval=settings.rules_reload_s)  # type: ignore[untyped-decorator]
     async def reload_rules() -> None:
         live.check()
-        incident_metrics.reload()
+        if incident_config.check():
+            incident_metrics.show(incident_config.current)
 
     # Each worker ticks the partitions it owns: one tick per partition, whatever the
     # number of workers, and no tick is lost while leadership moves after a restart.

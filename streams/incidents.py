@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import faust
@@ -34,7 +33,7 @@ from cityvitals.contracts import (
 )
 from cityvitals.stage import StageMetrics, dead_letter, kafka_source, utc_now
 from cityvitals.topics import Topic
-from rules.incidents import Book, Desk, IncidentConfig, Outcome, Tracked, parse_incident_config
+from rules.incidents import Book, Desk, IncidentConfig, Outcome, Tracked
 from streams.live import LiveFile
 
 __all__ = ["IncidentMetrics", "add_incident_agents"]
@@ -78,39 +77,27 @@ class IncidentMetrics(StageMetrics):
             "The incident file in force (its version label is a hash of the file)",
             "version",
         )
-        self.config: LiveFile[IncidentConfig]
-        """The incident configuration in force (:func:`add_incident_agents` sets it)."""
 
-    def reload(self) -> None:
-        """Re-read the incident file if it changed (:class:`LiveFile`)."""
-        if self.config.check():
-            self.show()
-
-    def show(self) -> None:
+    def show(self, config: IncidentConfig) -> None:
+        """Name the configuration in force."""
         self.config_version.clear()
-        self.config_version.labels(self.config.current.version).set(1)
+        self.config_version.labels(config.version).set(1)
 
 
 def add_incident_agents(
     app: faust.App,
     topic: TopicOf,
     deadletter_topic: faust.TopicT,
-    config: IncidentConfig,
-    path: Path | None,
-    registry: CollectorRegistry,
+    config: LiveFile[IncidentConfig],
+    metrics: IncidentMetrics,
     tick_s: float,
     open_incidents: Sequence[Tracked] = (),
-) -> IncidentMetrics:
+) -> None:
     """Add the incident stage to the stream's Faust app. ``open_incidents`` (the database's,
     :func:`streams.resume.open_incidents`) fill a book that starts empty: a Kafka that keeps
-    nothing across a restart took the book with it. The configuration read from ``path``
-    is re-read when the file changes (``metrics.reload()``, on the rules' timer): the
-    desk takes a new one at its next input."""
-    metrics = IncidentMetrics(registry)
-    metrics.config = LiveFile(
-        "incident file", config, path, parse_incident_config, metrics.config_errors
-    )
-    metrics.show()
+    nothing across a restart took the book with it. The desk takes the configuration in force
+    (``config.current``, re-read when its file changes) at each input."""
+    metrics.show(config.current)
     inputs_topic = app.topic(
         topic(Topic.INCIDENT_INPUTS).get_topic_name(),
         key_serializer="raw",
@@ -180,9 +167,9 @@ def add_incident_agents(
                         "database",
                         len(open_incidents),
                     )
-                desks.append(Desk(metrics.config.current, book))
+                desks.append(Desk(config.current, book))
                 log.info("incident desk: %d incidents in its book", len(desks[0].book.incidents))
-            desks[0].config = metrics.config.current  # a reloaded file from here on
+            desks[0].config = config.current  # a reloaded file from here on
             outcome = desks[0].handle(item)
             pending = await publish(outcome, event.value, source)
             for key, value in desks[0].book.entries().items():
@@ -234,5 +221,3 @@ def add_incident_agents(
                 levels[t.incident.level.value] = levels.get(t.incident.level.value, 0) + 1
         for level in ("blue", "yellow", "orange", "red"):
             metrics.open.labels(level).set(levels.get(level, 0))
-
-    return metrics
