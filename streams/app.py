@@ -35,6 +35,7 @@ only after that (at-least-once; sinks make it effectively once).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import weakref
@@ -52,6 +53,7 @@ from pydantic import BaseModel, ValidationError
 
 from cityvitals.contracts import (
     Alert,
+    DeadLetter,
     Device,
     Indicator,
     IndicatorBatch,
@@ -68,6 +70,7 @@ from cityvitals.topics import Topic, partition_for
 from rules import RuleSet
 from rules.incidents import IncidentConfig, Tracked, load_incident_config, parse_incident_config
 from rules.indicators import Catalogue
+from streams.delivery import confirmed
 from streams.incidents import IncidentMetrics, add_incident_agents
 from streams.live import LiveFile, LiveRules, LoopWatch, StreamMetrics
 from streams.pipeline import (
@@ -264,9 +267,6 @@ def bundle(
 class _Handled(NamedTuple):
     """What :func:`create_app`'s ``handle`` did with one ``readings.raw`` message."""
 
-    sent: list[Awaitable[Any]]
-    """Deliveries of its dead letters, handed to the producer, which the caller awaits (its
-    other outputs are in the caller's outbox)."""
     forwarded: int
     """Readings and events that go on (the others were refused and dead-lettered)."""
     backlog: int
@@ -409,6 +409,9 @@ def create_app(
     def on_partition(keys: Any, partition: int) -> list[str]:
         return [k for k in keys if partition_for(k, parts) == partition]
 
+    async def send_letter(letter: DeadLetter) -> list[Awaitable[Any]]:
+        return [await deadletter_topic.send(value=letter.model_dump_json().encode())]
+
     async def decode(event: Any, model: type[M], label: str) -> tuple[str, M | None]:
         """The event's source and its value as ``model``; None (counted under ``label`` and
         dead-lettered) when it does not decode."""
@@ -420,7 +423,7 @@ def create_app(
             metrics.received.inc()
             metrics.refuse(label)
             letter = dead_letter("streams", str(exc), event.value, source)
-            await (await deadletter_topic.send(value=letter.model_dump_json().encode()))
+            await confirmed(functools.partial(send_letter, letter), "a dead letter")
             return source, None
 
     async def decoded(
@@ -480,7 +483,7 @@ def create_app(
             for message in bundle(mine)
         ]
 
-    alerts_name = alerts_topic.get_topic_name()
+    alerts_name, deadletter_name = alerts_topic.get_topic_name(), deadletter_topic.get_topic_name()
     readings_name, places_name = readings_topic.get_topic_name(), places_topic.get_topic_name()
 
     def alert_records(alerts: list[Alert]) -> list[Record]:
@@ -504,7 +507,8 @@ def create_app(
                 members[device.device_id] = new
                 if changes:
                     batches = vitals_batches(source, msg.offset, [], changes)
-                    await asyncio.gather(*await send_vitals({p: [b] for p, b in batches.items()}))
+                    each = {p: [b] for p, b in batches.items()}
+                    await confirmed(functools.partial(send_vitals, each), "a membership change")
 
     # When this process started, as its metrics give it to the audit.
     started_s = registry.get_sample_value(STARTED)
@@ -541,18 +545,14 @@ def create_app(
             parsed,
         )
         judging = time.perf_counter() - started
-        pending: list[Awaitable[Any]] = []
         if len(outcome.enriched):
             value = outcome.enriched.to_json()
             outbox[(readings_name, partition)].append((None, value))
         outbox[(alerts_name, partition)] += alert_records(outcome.alerts)
         for letter in outcome.dead_letters:
-            pending.append(
-                await deadletter_topic.send(
-                    key=(letter.device_id or "").encode(),
-                    value=letter.model_dump_json().encode(),
-                )
-            )
+            key = letter.device_id or ""
+            record = (key.encode(), letter.model_dump_json().encode())
+            outbox[(deadletter_name, partition_for(key, parts))].append(record)
         by_place: dict[int, list[PlaceObservation]] = defaultdict(list)
         for obs in outcome.for_places:
             by_place[partition_for(obs.place_path[-1], parts)].append(obs)
@@ -571,7 +571,23 @@ def create_app(
         put(device_state, changes)
         vitals = vitals_batches(source, msg.offset, outcome.partials, [])
         late = backlog(outcome.enriched, began)
-        return _Handled(pending, len(outcome.enriched), late, changes, vitals, judging)
+        return _Handled(len(outcome.enriched), late, changes, vitals, judging)
+
+    async def send_group(
+        outbox: Outbox, vitals: Mapping[int, Sequence[IndicatorBatch]], changed: Changes
+    ) -> list[Awaitable[Any]]:
+        """A group's outputs: each topic partition once, each place partition's window
+        partials once, each device's changelog record once; every part is handed over even
+        if one before it failed."""
+        sent: list[Awaitable[Any]] = []
+        try:
+            sent += await send_outbox(app, outbox)
+        finally:
+            try:
+                sent += await send_vitals(vitals)
+            finally:
+                sent += await log_all(device_state, changed)
+        return sent
 
     decoding, judging, handing, confirming = (
         metrics.group_seconds.labels(p) for p in ("decode", "judge", "hand", "confirm")
@@ -585,33 +601,28 @@ def create_app(
         # confirmed (Faust acknowledges the events of a group when the next is taken).
         async for decoded_in, group in decoded_groups(stream, ReadingBatch, "bad_batch"):
             started = time.perf_counter()
-            pending: list[Awaitable[Any]] = []
             forwarded = backlogged = 0
             judged_in = 0.0
             outbox: Outbox = defaultdict(list)
             changed: Changes = defaultdict(dict)
             vitals: dict[int, list[IndicatorBatch]] = defaultdict(list)
+            send = functools.partial(send_group, outbox, vitals, changed)
             try:
                 for event, source, batch in group:
                     current(event)
                     handled = await handle(event.message, source, batch, outbox)
-                    pending += handled.sent
                     forwarded += handled.forwarded
                     backlogged += handled.backlog
                     judged_in += handled.judging
                     changed[event.message.partition].update(handled.changes)
                     for place_partition, part in handled.vitals.items():
                         vitals[place_partition].append(part)
-            finally:  # what was put in the table goes to its changelog, even if a message failed
-                try:
-                    pending += await send_outbox(app, outbox)  # a topic partition once a group
-                finally:
-                    try:
-                        pending += await send_vitals(vitals)  # a place partition once a group
-                    finally:
-                        pending += await log_all(device_state, changed)  # a device once a group
+            except BaseException:  # what was put in the table goes to its changelog
+                await send()
+                raise
+            sent = await send()
             handed = time.perf_counter()
-            await asyncio.gather(*pending)
+            await confirmed(send, "a group of readings.raw", sent)
             metrics.forwarded.inc(forwarded)  # counted together, once confirmed
             metrics.backlog.inc(backlogged)
             decoding.observe(decoded_in)
@@ -619,6 +630,21 @@ def create_app(
             handing.observe(max(handed - started - judged_in, 0.0))
             confirming.observe(time.perf_counter() - handed)
             metrics.group_size.observe(len(group))
+
+    async def send_place(
+        partition: int, records: Sequence[Record], changes: Mapping[str, dict[str, Any] | None]
+    ) -> list[Awaitable[Any]]:
+        """A place message's alerts and its rule memory's changelog records."""
+        sent = await send_records(app, alerts_name, partition, records)
+        return sent + await log_changes(place_state, changes, partition)
+
+    async def send_indicators(changed: Changes, reported: list[Indicator]) -> list[Awaitable[Any]]:
+        """A group's window changelog records and the indicators it closed."""
+        sent = await log_all(vitals, changed)
+        for i in reported:
+            value = i.model_dump_json().encode()
+            sent.append(await indicators_topic.send(key=i.place_id.encode(), value=value))
+        return sent
 
     @app.agent(places_topic)
     async def places(stream: faust.StreamT[bytes]) -> None:
@@ -635,11 +661,11 @@ def create_app(
                 if seed is not None:
                     held[place_id] = seeded[place_id] = seed
             outcome = process_places(batch, held, live.current)
-            pending = await send_records(app, alerts_name, partition, alert_records(outcome.alerts))
+            records = alert_records(outcome.alerts)
             changes = seeded | outcome.changed_states
             put(place_state, changes)
-            pending += await log_changes(place_state, changes, partition)
-            await asyncio.gather(*pending)
+            send = functools.partial(send_place, partition, records, changes)
+            await confirmed(send, "an observations.places message")
 
     @app.agent(partials_topic)
     async def place_vitals(stream: faust.StreamT[bytes]) -> None:
@@ -664,14 +690,11 @@ def create_app(
                                 put(vitals, {place_id: memory})
                                 changed[partition][place_id] = memory
                             reported += found
-            finally:  # as in process
-                pending = await log_all(vitals, changed)
-            pending += [
-                await indicators_topic.send(
-                    key=i.place_id.encode(), value=i.model_dump_json().encode()
-                )
-                for i in reported
-            ]
+            except BaseException:  # as in process
+                await log_all(vitals, changed)
+                raise
+            send = functools.partial(send_indicators, changed, reported)
+            sent = await send()
             for i in reported:
                 metrics.indicators.labels(i.quality.value).inc()
                 if i.place_level in GAUGE_LEVELS:
@@ -679,6 +702,6 @@ def create_app(
                     metrics.coverage.labels(*labels).set(i.coverage)
                     if i.value is not None:
                         metrics.indicator.labels(*labels).set(i.value)
-            await asyncio.gather(*pending)
+            await confirmed(send, "a group of indicators.partials", sent)
 
     return app

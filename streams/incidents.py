@@ -14,14 +14,14 @@ input is known to the book and sends nothing.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
 from prometheus_client import CollectorRegistry
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from cityvitals.contracts import (
     Alert,
@@ -34,6 +34,7 @@ from cityvitals.contracts import (
 from cityvitals.stage import StageMetrics, dead_letter, kafka_source, utc_now
 from cityvitals.topics import Topic
 from rules.incidents import Book, Desk, IncidentConfig, Outcome, Tracked
+from streams.delivery import confirmed
 from streams.live import LiveFile
 
 __all__ = ["IncidentMetrics", "add_incident_agents"]
@@ -119,7 +120,7 @@ def add_incident_agents(
         reason: str, label: str, value: bytes, source: str, hop: StageMetrics = metrics
     ) -> None:
         letter = dead_letter("incidents", reason, value, source)
-        await (await deadletter_topic.send(value=letter.model_dump_json().encode()))
+        await confirmed(functools.partial(send, deadletter_topic, letter, None), "a dead letter")
         hop.refuse(label)  # once Kafka has it, as what is forwarded
 
     @app.agent(sources)
@@ -133,7 +134,7 @@ def add_incident_agents(
             except ValidationError as exc:
                 await refuse(str(exc), f"bad_{names[msg.topic].value}", event.value, source)
                 continue
-            await (await inputs_topic.send(value=item.model_dump_json().encode(), partition=0))
+            await confirmed(functools.partial(send, inputs_topic, item, 0), "an incident input")
             metrics.forwarded.inc()
 
     @app.timer(interval=tick_s)  # type: ignore[untyped-decorator]
@@ -171,14 +172,20 @@ def add_incident_agents(
                 log.info("incident desk: %d incidents in its book", len(desks[0].book.incidents))
             desks[0].config = config.current  # a reloaded file from here on
             outcome = desks[0].handle(item)
-            pending = await publish(outcome, event.value, source)
+            sending = functools.partial(publish, outcome, event.value, source)
+            pending = await sending()
             for key, value in desks[0].book.entries().items():
                 if value is None:
                     book_table.pop(key, None)
                 else:
                     book_table[key] = value
-            await asyncio.gather(*pending)
+            await confirmed(sending, "the desk's outputs", pending)
             count(outcome, item, desks[0])
+
+    async def send(
+        topic: faust.TopicT, message: BaseModel, partition: int | None
+    ) -> list[Awaitable[Any]]:
+        return [await topic.send(value=message.model_dump_json().encode(), partition=partition)]
 
     async def publish(outcome: Outcome, value: bytes, source: str) -> list[Awaitable[Any]]:
         pending: list[Awaitable[Any]] = []
