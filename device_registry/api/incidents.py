@@ -59,7 +59,7 @@ from device_registry.incident_publisher import (
     unknown_department,
 )
 from device_registry.registry import UnknownPlace
-from rules.incidents.lifecycle import close_without_reason, sendable
+from rules.incidents.lifecycle import close_without_reason, sendable, verify_while_firing
 from sinks import (
     IncidentDetail,
     IncidentFilter,
@@ -205,8 +205,8 @@ class IncidentView(IncidentDetail):
     actions: tuple[Action, ...]
     """The actions the user may send now, in the loop's order: those the incident's state
     allows (:func:`rules.incidents.lifecycle.sendable`) that the user's role may send, a
-    department operator's only on an incident with its department. The console shows a button
-    for each."""
+    department operator's only on an incident with its department, and no verify while its
+    alerts still fire. The console shows a button for each."""
 
 
 def not_theirs(user: User, incident: Incident) -> str | None:
@@ -224,7 +224,11 @@ def may_send(user: User, incident: Incident) -> tuple[Action, ...]:
     """:attr:`IncidentView.actions`."""
     if not_theirs(user, incident) is not None:
         return ()
-    return tuple(a for a in sendable(incident.state) if user.may(action_permission(a)))
+    return tuple(
+        a
+        for a in sendable(incident.state)
+        if user.may(action_permission(a)) and verify_while_firing(incident, a) is None
+    )
 
 
 @router.get(
@@ -297,6 +301,9 @@ def act(
     unexplained = close_without_reason(found.state, feedback.action, body.reason)
     if unexplained is not None:
         raise FieldError(422, ("body", "reason"), unexplained, body.reason)
+    still = verify_while_firing(found, feedback.action)
+    if still is not None:
+        raise FieldError(422, ("body", "action"), still, body.action)
     if feedback.action is Action.REASSIGN and feedback.department is not None:
         listed = (d.department_id for d in registry.list_departments())
         routed = _configured(incident_departments, settings)

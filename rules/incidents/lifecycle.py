@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from cityvitals.contracts import FEEDBACK_ACTIONS, Action, Feedback, Incident, IncidentState
 
-__all__ = ["MOVES", "Refused", "check_feedback", "close_without_reason", "move", "sendable"]
+__all__ = [
+    "MOVES",
+    "Refused",
+    "check_feedback",
+    "close_without_reason",
+    "move",
+    "sendable",
+    "verify_while_firing",
+]
 
 S = IncidentState
 OPEN_WORK = (S.NEW, S.DISPATCHED, S.ACCEPTED, S.ON_SITE)
@@ -95,7 +103,35 @@ def check_feedback(incident: Incident, fb: Feedback) -> IncidentState:
     unexplained = close_without_reason(incident.state, fb.action, fb.reason)
     if unexplained is not None:
         raise Refused(unexplained)
+    still = verify_while_firing(incident, fb.action)
+    if still is not None:
+        raise Refused(still)
     return target
+
+
+def verify_while_firing(incident: Incident, action: Action) -> str | None:
+    """Why a verify is refused while the incident's alerts (or its area outage) still fire:
+    the sensors still see the problem, and a verified incident closes. None for any other
+    action, and for an incident whose signals have all ended (or that has none: a report).
+
+    >>> from datetime import UTC, datetime
+    >>> t = datetime(2026, 12, 1, tzinfo=UTC)
+    >>> handled = Incident(incident_id="a" * 32, revision=5, category="flooding",
+    ...     state=IncidentState.HANDLED, level="orange", source="alert", place_id="s1",
+    ...     place_path=("c", "d1", "s1"), title="Flooding at s1", opened_at=t, updated_at=t,
+    ...     open_alerts=2)
+    >>> verify_while_firing(handled, Action.VERIFY)
+    'verify is refused while 2 of its alerts still fire: the sensors still see the problem (it is verified by itself once they have been quiet; a false alarm is closed with a reason)'
+    >>> verify_while_firing(handled.model_copy(update={"open_alerts": 0}), Action.VERIFY)
+    """
+    n = incident.open_alerts
+    if action is not Action.VERIFY or not n:
+        return None
+    alerts = "1 of its alerts still fires" if n == 1 else f"{n} of its alerts still fire"
+    return (
+        f"verify is refused while {alerts}: the sensors still see the problem (it is "
+        "verified by itself once they have been quiet; a false alarm is closed with a reason)"
+    )
 
 
 def close_without_reason(state: IncidentState, action: Action, reason: str) -> str | None:

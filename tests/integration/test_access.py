@@ -89,6 +89,7 @@ def store_incident(
     path: tuple[str, ...],
     department: str | None,
     state: IncidentState = IncidentState.NEW,
+    open_alerts: int = 0,
 ) -> str:
     incident = Incident(
         incident_id=uuid.uuid4().hex,
@@ -103,6 +104,7 @@ def store_incident(
         department=department,
         opened_at=T0,
         updated_at=T0,
+        open_alerts=open_alerts,
     )
     transition = IncidentTransition(
         incident_id=incident.incident_id,
@@ -628,6 +630,16 @@ def test_the_detail_lists_the_actions_the_user_may_send_now(world: World) -> Non
     assert actions("reader", ours) == []
     assert actions("officer", closed) == ["reopen", "note"]
     assert actions("operator", closed) == []
+    # handled, its alert still firing: no verify (it would close), until the sensors agree
+    with db.connect(world.settings) as conn:
+        wet = store_incident(conn, path, DEPARTMENT, IncidentState.HANDLED, open_alerts=1)
+        dry = store_incident(conn, path, DEPARTMENT, IncidentState.HANDLED)
+    assert actions("officer", wet) == ["close", "reopen", "note", "acknowledge"]
+    assert actions("officer", dry) == ["verify", "close", "reopen", "note", "acknowledge"]
+    refused = world.call(
+        "officer", Request("POST", f"/incidents/{wet}/actions", {"json": {"action": "verify"}})
+    )
+    assert refused.status_code == 422 and "1 of its alerts still fires" in refused.text
 
 
 def _user_name(world: World, who: str) -> str:

@@ -413,6 +413,25 @@ def test_a_report_only_incident_waits_for_an_inspector() -> None:
     assert [u.incident.state for u in out.updates] == [IncidentState.VERIFIED, IncidentState.CLOSED]
 
 
+def test_a_verify_while_its_alerts_still_fire_is_refused() -> None:
+    """Handled, but the water still stands: verifying would close it while the sensors see
+    the flood. Once the alert resolves, an inspector may verify."""
+    desk = desk_with()
+    path = (*STREET, "g1")
+    first = run(desk, [alert("waterlogging-depth", "wl-1", path)])
+    incident_id = only_incident(desk)
+    close_loop(desk, incident_id, first.dispatches[0].dispatch_id)
+    out = run(desk, [feedback(incident_id, "verify", 30, actor="ana")])
+    (refusal,) = out.refusals
+    assert refusal.reason.startswith("verify is refused while 1 of its alerts still fires")
+    assert out.updates == [] and desk.book.incidents[incident_id].incident.state is (
+        IncidentState.HANDLED
+    )
+    run(desk, [alert("waterlogging-depth", "wl-1", path, 31, status="resolved", revision=1)])
+    out = run(desk, [feedback(incident_id, "verify", 32, actor="ana")])
+    assert [u.incident.state for u in out.updates][0] is IncidentState.VERIFIED
+
+
 def test_the_book_survives_a_round_trip_through_its_table_entries() -> None:
     desk = desk_with()
     run(desk, flooded_street())
