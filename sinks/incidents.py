@@ -323,8 +323,9 @@ class Performance:
     the order; on time when both. One not on time is judged only once its deadline has passed
     while it was the order: until then it is ``running``, and one that stopped being the
     order before its deadline (reassigned away, rejected, closed as a false alarm) is
-    ``withdrawn``; neither counts against the department. An incident counts as closed for the
-    department and tier that held it when it closed."""
+    ``withdrawn``; neither counts against the department, nor does an incident all of whose
+    orders to it were. An incident counts as closed for the department and tier that held it
+    when it closed."""
 
     department: str
     tier: Tier | None
@@ -339,8 +340,13 @@ class Performance:
     """No longer the order, taken away before its deadline."""
     incidents: int
     """Incidents dispatched to it."""
+    incidents_judged: int
+    """Of those, the ones it is judged on: not those whose every order to it was withdrawn
+    or is still running."""
     closed: int
+    """Of those, the ones closed while it held them."""
     closure_rate: float | None
+    """Closed of the incidents judged."""
     on_time_rate: float | None
     """On time of the dispatches judged (neither running nor withdrawn)."""
     flagged: bool
@@ -397,8 +403,10 @@ SELECT v.department, v.tier, count(*), count(*) FILTER (WHERE v.accepted),
        count(*) FILTER (WHERE v.verdict = 'running'),
        count(*) FILTER (WHERE v.verdict = 'withdrawn'),
        count(DISTINCT v.incident_id),
+       count(DISTINCT v.incident_id) FILTER (WHERE v.verdict NOT IN ('running', 'withdrawn')),
        count(DISTINCT v.incident_id) FILTER (
-           WHERE i.state = 'closed' AND i.department = v.department AND i.tier = v.tier)
+           WHERE i.state = 'closed' AND i.department = v.department AND i.tier = v.tier
+             AND v.verdict NOT IN ('running', 'withdrawn'))
   FROM verdicts v LEFT JOIN incidents i ON i.incident_id = v.incident_id
  GROUP BY GROUPING SETS ((v.department, v.tier), (v.department))
  ORDER BY v.department, array_position(ARRAY['street', 'district', 'city'], v.tier) NULLS LAST
@@ -414,8 +422,8 @@ def performance(
     out = []
     for row in rows:
         department, tier, dispatches, accepted, handled, on_time, running, withdrawn = row[:8]
-        incidents, closed = row[8:]
-        closure = closed / incidents if incidents else None
+        incidents, judged_incidents, closed = row[8:]
+        closure = closed / judged_incidents if judged_incidents else None
         judged = dispatches - running - withdrawn  # Performance.judged, before it is made
         out.append(
             Performance(
@@ -428,6 +436,7 @@ def performance(
                 running=running,
                 withdrawn=withdrawn,
                 incidents=incidents,
+                incidents_judged=judged_incidents,
                 closed=closed,
                 closure_rate=closure,
                 on_time_rate=on_time / judged if judged else None,

@@ -339,7 +339,7 @@ def performance_command(
         flag = f"  UNDER {CLOSURE_TARGET:.0%}" if p.flagged else ""
         typer.echo(
             f"{p.department:<20} {p.tier.value if p.tier else 'all tiers':<10} "
-            f"closed {p.closed}/{p.incidents} ({_rate(p.closure_rate)})  "
+            f"closed {p.closed}/{p.incidents_judged} ({_rate(p.closure_rate)})  "
             f"on time {p.on_time}/{p.judged} judged ({_rate(p.on_time_rate)}; accepted "
             f"{p.accepted_on_time}, handled {p.handled_on_time}; {p.running} running, "
             f"{p.withdrawn} withdrawn){flag}"

@@ -380,6 +380,8 @@ def test_a_dispatch_running_or_withdrawn_before_its_deadline_is_not_judged(
     crew = by[("crew", Tier.STREET)]
     assert (crew.dispatches, crew.running, crew.withdrawn, crew.judged) == (4, 1, 2, 1)
     assert (crew.accepted_on_time, crew.on_time, crew.on_time_rate) == (1, 0, 0.0)
+    # its closure rate is of the one incident it is judged on, not of the four it was sent
+    assert (crew.incidents, crew.incidents_judged, crew.closed, crew.closure_rate) == (4, 1, 0, 0)
     other = by[("other-crew", Tier.STREET)]  # the reassigned one, never accepted: late
     assert (other.running, other.withdrawn, other.judged, other.on_time_rate) == (0, 0, 1, 0.0)
 
