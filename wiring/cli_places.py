@@ -209,7 +209,10 @@ def audit(
             for user_id in named:
                 entries = [*entries, *reg.audit_log("user", user_id, limit, by, start, end)]
             entries = sorted(entries, key=lambda e: e.at, reverse=True)[:limit]
+    zone = settings().zone
+    typer.echo(f"times in {zone}")
     for e in entries:
         typer.echo(
-            f"{e.at:%Y-%m-%d %H:%M:%S} {e.actor:<20} {e.action:<14} {e.entity}:{e.entity_id}"
+            f"{e.at.astimezone(zone):%Y-%m-%d %H:%M:%S} {e.actor:<20} {e.action:<14} "
+            f"{e.entity}:{e.entity_id}"
         )

@@ -527,6 +527,12 @@ def test_history_finds_a_user_by_name_and_names_a_misspelt_entity(
         main(["history", "--since", "2026-12-05", "--until", "2026-12-05T09:00+01:00"])
     assert ended.value.code == 0
     assert asked == [(None, at.replace(day=4, hour=16), at.replace(hour=8))]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as ended:  # and it shows them so: 07:00 UTC is 15:00 there
+        main(["history", "--id", "ro-d2"])
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0] == "times in Asia/Shanghai"
+    assert shown[1].startswith("2026-12-05 15:00:00 cli:ops")
     monkeypatch.delenv("CITYVITALS_TIMEZONE")
     for argv, said in (
         (["--since", "yesterday"], "--since: Invalid isoformat string: 'yesterday'"),
