@@ -225,7 +225,13 @@ def act(
     department: Annotated[str | None, typer.Option(help="reassign: to this department")] = None,
     tier: Annotated[str | None, typer.Option(help="reassign: at this tier")] = None,
     dispatch: Annotated[str | None, typer.Option(help="the dispatch order answered")] = None,
-    actor: Annotated[str, typer.Option(help="who acts")] = "cli",
+    actor: Annotated[
+        str | None,
+        typer.Option(
+            help="who acts, if not you: recorded as 'NAME (via cli:USER)' (default: cli:USER, "
+            "the account running the command)"
+        ),
+    ] = None,
 ) -> None:
     """Send a feedback on the incident (on dispatch.feedback); prints its feedback id. The
     incident stage applies it, or refuses it with a reason (dead letter). A close before
@@ -239,7 +245,7 @@ def act(
         make_feedback,
         unknown_department,
     )
-    from rules.incidents.lifecycle import close_without_reason
+    from rules.incidents.lifecycle import close_without_reason, verify_while_firing
     from sinks.incidents import (
         AmbiguousIncident,
         UnknownIncident,
@@ -251,6 +257,7 @@ def act(
     from wiring.services import open_registry
 
     chosen_tier = enum_option(Tier, tier, "--tier")
+    actor = os_actor() if actor is None else f"{actor} (via {os_actor()})"
 
     def feedback_on(incident_id: str) -> Feedback:
         try:
@@ -282,6 +289,9 @@ def act(
         unexplained = close_without_reason(incident.state, feedback.action, reason)
         if unexplained is not None:
             raise fail(f"{unexplained}: give it with --reason; nothing was sent")
+        still = verify_while_firing(incident, feedback.action)
+        if still is not None:
+            raise fail(f"{still}; nothing was sent")
         if feedback.action is Action.REASSIGN and feedback.department is not None:
             try:
                 routed = incident_departments(conf)

@@ -543,7 +543,7 @@ def test_cli_act_sends_a_valid_feedback_and_names_what_is_wrong(town: Settings) 
     assert (feedback.incident_id, feedback.action, feedback.actor) == (
         incident.incident_id,
         Action.ACCEPT,
-        "duty-officer",
+        f"duty-officer (via cli:{getpass.getuser()})",  # who acted, and through whom
     )
     assert feedback.dispatch_id == order.dispatch_id and feedback.reason == "crew on the way"
 
@@ -568,10 +568,11 @@ def test_cli_act_sends_a_valid_feedback_and_names_what_is_wrong(town: Settings) 
             " WHERE entity = 'incident' AND entity_id = %s ORDER BY id",
             (incident.incident_id,),
         ).fetchall()
+    me = f"cli:{getpass.getuser()}"
     assert [(actor, action) for actor, action, _ in audited] == [
-        ("duty-officer", "accept"),
-        ("cli", "reassign"),
-        ("cli", "reassign"),
+        (f"duty-officer (via {me})", "accept"),
+        (me, "reassign"),
+        (me, "reassign"),
     ]
     assert audited[0][2] == feedback_id
     short = run(town, "act", incident.incident_id[:3], "accept")

@@ -429,7 +429,7 @@ def test_a_verify_while_its_alerts_still_fire_is_refused() -> None:
     )
     run(desk, [alert("waterlogging-depth", "wl-1", path, 31, status="resolved", revision=1)])
     out = run(desk, [feedback(incident_id, "verify", 32, actor="ana")])
-    assert [u.incident.state for u in out.updates][0] is IncidentState.VERIFIED
+    assert out.updates[0].incident.state is IncidentState.VERIFIED
 
 
 def test_the_book_survives_a_round_trip_through_its_table_entries() -> None:
