@@ -158,7 +158,7 @@ def devices_list(
     for d in found:
         _echo_device(d, as_json)
     if not as_json:
-        typer.echo(f"{len(found)} devices", err=True)
+        typer.echo(f"{len(found)} device{'' if len(found) == 1 else 's'}", err=True)
 
 
 @devices_app.command("export")

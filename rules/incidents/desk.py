@@ -203,7 +203,7 @@ class Desk(Dispatcher):
                 self._step(t, Action.ATTACH, now, out, reason=f"flap: {reason or level.value}")
                 return
             self._refresh(t, device_id, level)
-            self._reopen(t, now, out, f"a {level.value} signal after {state.value}")
+            self._reopen(t, now, out, f"{_signal(level)} after {state.value}")
             return
         self._refresh(t, device_id, level)
         self._step(t, Action.ATTACH, now, out, reason=reason or _attach_reason(level))
@@ -382,4 +382,13 @@ class Desk(Dispatcher):
 
 
 def _attach_reason(level: WarningLevel | None) -> str:
-    return "an alert resolved" if level is None else f"a {level.value} signal joined"
+    return "an alert resolved" if level is None else f"{_signal(level)} joined"
+
+
+def _signal(level: WarningLevel) -> str:
+    """A signal of ``level``, in words.
+
+    >>> _signal(WarningLevel.ORANGE), _signal(WarningLevel.RED)
+    ('an orange signal', 'a red signal')
+    """
+    return f"{'an' if level.value[0] in 'aeiou' else 'a'} {level.value} signal"
