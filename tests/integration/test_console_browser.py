@@ -164,6 +164,7 @@ def test_a_department_operator_answers_its_dispatch_from_the_page(
     name = f"crew-{uuid.uuid4().hex[:6]}"
     operator = add_user(pipeline.settings, name, Role.DEPARTMENT_OPERATOR, (), department)
     open_console(page, pipeline, operator)
+    expect(page.locator("#department")).to_have_text(department)  # whom it answers for
     row = incident_row(page, street.street)
     expect(row).to_be_visible(timeout=SHOWS_UP_MS)
     row.click()

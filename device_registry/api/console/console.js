@@ -149,6 +149,10 @@ async function start() {
   $("#who").textContent = state.me.name;
   $("#role").textContent = state.me.role.replace("_", " ");
   $("#scope").textContent = state.me.scope_text;
+  if (state.me.department) {  // a department operator answers for its department
+    $("#department").textContent = state.me.department;
+    $("#department").hidden = false;
+  }
   const places = await call("GET", "/places");
   for (const place of places) state.places.set(place.place_id, place);
   drawMap();
