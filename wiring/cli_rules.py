@@ -98,6 +98,7 @@ def rules_check(
         for problem in unknown:
             typer.echo(f"{file}: {problem}", err=True)
         if unknown:
+            typer.echo(f"{len(unknown)} names the registry does not know: not OK", err=True)
             raise typer.Exit(1)
         typer.echo("every place, device type and profile the rules name is in the registry")
 
@@ -114,12 +115,26 @@ def _not_registered(ruleset: Any) -> list[str]:
         }
     return [
         f"rule {rule.id!r}: {field} names {name!r}, which the registry does not know: the "
-        "rule applies to nothing there (misspelt? not registered yet?)"
+        f"rule applies to nothing there ({_hint(field, name, known['places'])})"
         for rule in ruleset
         for field, names in known.items()
         for name in getattr(rule, field)
         if name not in names
     ]
+
+
+def _hint(field: str, name: str, places: set[str]) -> str:
+    """What may be wrong with a name the registry does not know.
+
+    >>> _hint("places", "sim/sim-d2", {"sim", "sim-d2"})
+    "a place id, not a path: 'sim-d2'"
+    >>> _hint("places", "riverzide", {"riverside"})
+    'misspelt? not registered yet?'
+    """
+    last = name.rsplit("/", 1)[-1]
+    if field == "places" and "/" in name and last in places:
+        return f"a place id, not a path: {last!r}"
+    return "misspelt? not registered yet?"
 
 
 def _number(source: str, line: int, field: str, text: str | None) -> float:
