@@ -218,6 +218,15 @@ class Registry(UserAccounts):
         with self._read() as cur:
             return devices.types(cur)
 
+    def add_missing_departments(self, department_ids: Iterable[str], actor: str) -> list[str]:
+        """Register those of ``department_ids`` the registry lacks, named by their id (the
+        incident routing's departments, which operators answer for); returns them."""
+        known = {d.department_id for d in self.list_departments()}
+        added = sorted(set(department_ids) - known)
+        for department_id in added:
+            self.put_department(Department(department_id=department_id, name=department_id), actor)
+        return added
+
     def list_departments(self) -> list[Department]:
         with self._read() as cur:
             return profiles.departments(cur)

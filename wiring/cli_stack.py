@@ -170,11 +170,17 @@ def up(
             f"registry API http://{s.api_host}:{s.api_port}/docs; "
             f"logs in {stack.paths.logs}. Ctrl-C or 'cityvitals down' stops everything."
         )
+        from device_registry.incident_publisher import incident_departments
         from wiring.cli_users import ensure_local_admin
         from wiring.services import open_registry
 
         with open_registry(s) as reg:  # the first 'up' makes a local admin: its login link
             link = ensure_local_admin(reg, f"http://{s.api_host}:{s.api_port}")
+            # incidents are dispatched to the routing's departments from the start: their
+            # operators can be added at once (renamed with 'cityvitals departments add')
+            added = reg.add_missing_departments(incident_departments(s), "cityvitals up")
+        if added:
+            typer.echo(f"departments of the incident routing registered: {', '.join(added)}")
         if link:
             typer.echo(link)
         sim_thread = None

@@ -73,6 +73,9 @@ def test_up_with_the_simulator_and_ctrl_c(tmp_path: Path) -> None:
         wait_for(lambda: "console login" in up_log(), 30, "the local admin's login link")
         (link,) = [line for line in up_log().splitlines() if "console login" in line]
         assert "/console#token=" in link and query("SELECT role FROM users") == [("admin",)]
+        # the routing's departments are registered: their operators can be added at once
+        departments = {str(d) for (d,) in query("SELECT department_id FROM departments")}
+        assert {"street-ops", "water-affairs", "fire-rescue"} <= departments, departments
         sensors = "SELECT count(DISTINCT device_id) FROM readings WHERE place_path[1] = 'sim'"
         cameras = "SELECT count(DISTINCT camera_id) FROM camera_events WHERE place_path[1] = 'sim'"
         wait_for(lambda: query(sensors) == [(84,)], 90, "readings from all 84 simulated sensors")
