@@ -67,22 +67,54 @@ def _field_problem(exc: ValidationError) -> str:
 
 
 @incidents_app.command("check")
-def check(file: Path) -> None:
+def check(
+    file: Path,
+    against_registry: Annotated[
+        bool,
+        typer.Option(
+            "--registry",
+            help="also check that the departments its routes name are in the registry (the "
+            "settings' database)",
+        ),
+    ] = False,
+) -> None:
     """Validate an incident configuration file (CITYVITALS_INCIDENTS_FILE); every problem is
-    printed with its line and field. The streams service re-reads the file when it changes
-    (and keeps the configuration in force when the change is broken)."""
+    printed with its line and field. Then a rule id a category lists that names no rule of
+    the rule file in force (CITYVITALS_RULES_FILE, else the shipped one) is named: its alerts
+    would never come. The streams service re-reads the file when it changes (and keeps the
+    configuration in force when the change is broken)."""
     from rules import RuleFileError
-    from wiring.services import load_incidents
+    from rules.incidents import unmatched_rules
+    from wiring.services import load_incidents, load_rules
 
+    conf = settings()
     try:
-        config = load_incidents(settings().model_copy(update={"incidents_file": file}))
+        config = load_incidents(conf.model_copy(update={"incidents_file": file}))
+        rules = load_rules(conf)
     except RuleFileError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
     typer.echo(
-        f"{file}: OK; {len(config.categories)} categories, {len(config.routes)} routes, "
+        f"{file}: {len(config.categories)} categories, {len(config.routes)} routes, "
         f"limits for {len(config.sla)} tiers; version {config.version}"
     )
+    problems = unmatched_rules(config, [r.id for r in rules])
+    if against_registry:
+        from wiring.cli_registry_common import registry
+
+        with registry() as reg:
+            known = {d.department_id for d in reg.list_departments()}
+        problems += [
+            f"routes: department {d!r} is not in the registry (misspelt? "
+            "'cityvitals departments add' registers one)"
+            for d in sorted({route.department for route in config.routes} - known)
+        ]
+    for problem in problems:
+        typer.echo(f"{file}: {problem}", err=True)
+    if problems:
+        typer.echo(f"{len(problems)} problems: not OK", err=True)
+        raise typer.Exit(1)
+    typer.echo("OK")
 
 
 @incidents_app.command("list")

@@ -17,6 +17,7 @@ from rules.incidents.config import (
     IncidentConfig,
     Route,
     parse_incident_config,
+    unmatched_rules,
 )
 from rules.incidents.desk import Desk
 from rules.incidents.dispatcher import PLATFORM, Outcome, Refusal
@@ -46,6 +47,7 @@ __all__ = [
     "parse_incident_config",
     "resumed",
     "route",
+    "unmatched_rules",
 ]
 
 DEFAULT_INCIDENTS = Path(__file__).resolve().parent.parent / "incidents.yaml"

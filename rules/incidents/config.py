@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+from collections.abc import Iterable
 from datetime import timedelta
 from functools import cached_property
 from typing import Annotated
@@ -36,6 +37,7 @@ __all__ = [
     "Limits",
     "Route",
     "parse_incident_config",
+    "unmatched_rules",
 ]
 
 GENERAL = "general"
@@ -203,6 +205,25 @@ def parse_incident_config(text: str, source: str = "<incidents>") -> IncidentCon
         return IncidentConfig.model_validate({**data, "version": version})
     except ValidationError as exc:
         raise file_error(exc, source, lines) from exc
+
+
+def unmatched_rules(config: IncidentConfig, rule_ids: Iterable[str]) -> list[str]:
+    """Each rule id or pattern a category lists that names no rule of ``rule_ids`` (the rule
+    file in force), described: its alerts would never come (a misspelt id).
+
+    >>> config = parse_incident_config(
+    ...     "{categories: {air: {rules: [pm25-polution, aqi-*]}, water: {rules: [depth]}},"
+    ...     " routes: [{category: '*', tier: street, department: ops}]}")
+    >>> unmatched_rules(config, ["pm25-pollution", "aqi-hourly", "depth"])
+    ["categories.air.rules: 'pm25-polution' names no rule of the rule file"]
+    """
+    ids = set(rule_ids)
+    return [
+        f"categories.{name}.rules: {listed!r} names no rule of the rule file"
+        for name, category in config.categories.items()
+        for listed in category.rules
+        if not any(fnmatch.fnmatchcase(rule_id, listed) for rule_id in ids)
+    ]
 
 
 Category.model_rebuild()

@@ -96,6 +96,27 @@ def test_rules_check_names_what_the_registry_does_not_know(
     assert "rule 'ok'" not in refused.output
 
 
+def test_incidents_check_names_a_department_the_registry_does_not_know(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    from device_registry.incident_publisher import incident_departments
+    from wiring.cli_incidents import incidents_app
+
+    shipped = Path(__file__).parents[2] / "rules" / "incidents.yaml"
+    with open_registry(pipeline.settings) as registry:  # as 'cityvitals up' registers them
+        shipped_settings = pipeline.settings.model_copy(update={"incidents_file": shipped})
+        registry.add_missing_departments(incident_departments(shipped_settings), "itest")
+    env = pipeline.settings.to_env()
+    argv = ["check", str(shipped), "--registry"]
+    checked = CliRunner().invoke(incidents_app, argv, env=env)
+    assert checked.exit_code == 0 and checked.output.endswith("OK\n"), checked.output
+    misspelt = tmp_path / "incidents.yaml"
+    misspelt.write_text(shipped.read_text().replace("water-affairs", "water-afairs"))
+    refused = CliRunner().invoke(incidents_app, ["check", str(misspelt), "--registry"], env=env)
+    assert refused.exit_code == 1, refused.output
+    assert "department 'water-afairs' is not in the registry" in refused.output
+
+
 @contextmanager
 def fresh_streams(pipeline: Pipeline) -> Iterator[Settings]:
     """A second streams service on the same database and rule file, but with topics and

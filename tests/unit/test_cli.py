@@ -141,7 +141,12 @@ def test_an_unexpected_error_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch
 def test_incidents_check_validates_a_file_and_names_each_problem(tmp_path: Path) -> None:
     shipped = Path(__file__).parents[2] / "rules" / "incidents.yaml"
     ok = CliRunner().invoke(app, ["incidents", "check", str(shipped)])
-    assert ok.exit_code == 0 and f"{shipped}: OK; " in ok.output, ok.output
+    assert ok.exit_code == 0 and ok.output.endswith("OK\n"), ok.output
+    misspelt = tmp_path / "misspelt.yaml"
+    misspelt.write_text(shipped.read_text().replace("pm25-pollution", "pm25-polution"))
+    named = CliRunner().invoke(app, ["incidents", "check", str(misspelt)])
+    assert named.exit_code == 1, named.output
+    assert "'pm25-polution' names no rule of the rule file" in named.output
     broken = tmp_path / "incidents.yaml"
     broken.write_text("routes: []\ncategories: {flooding: {rules: [x], group_by: streeet}}\n")
     refused = CliRunner().invoke(app, ["incidents", "check", str(broken)])
