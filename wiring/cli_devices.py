@@ -16,7 +16,7 @@ import typer
 from pydantic import ValidationError
 
 from cityvitals.contracts import Device, DeviceState
-from wiring.cli_common import fail, read_utf8
+from wiring.cli_common import fail, read_utf8, settings
 from wiring.cli_registry_common import actor, build, path_of, registry, type_notes
 
 __all__ = ["devices_app"]
@@ -159,6 +159,37 @@ def devices_list(
         _echo_device(d, as_json)
     if not as_json:
         typer.echo(f"{len(found)} device{'' if len(found) == 1 else 's'}", err=True)
+
+
+@devices_app.command("show")
+def devices_show(
+    device_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="The device as one JSON object")] = False,
+) -> None:
+    """One device as registered, with what its profile gives it: the valid range of each
+    metric (readings outside it are refused) and the expected reporting interval."""
+    with registry() as reg:
+        d = reg.get(device_id)
+    if as_json:
+        typer.echo(d.model_dump_json())
+        return
+    zone = settings().zone
+    ranges = ", ".join(
+        f"{m} {'-' if lo is None else f'{lo:g}'}..{'-' if hi is None else f'{hi:g}'}"
+        for m, (lo, hi) in sorted(d.valid_ranges.items())
+    )
+    every = f"every {d.expected_interval_s:g} s" if d.expected_interval_s else "no interval"
+    rows = [
+        ("place", "/".join(d.place_path)),
+        ("profile", f"{d.profile_id} ({every}; {ranges or 'no ranges'})" if d.profile_id else "-"),
+        ("department", d.department or "-"),
+        ("tags", ", ".join(d.tags) or "-"),
+        ("location", "-" if d.lat is None or d.lon is None else f"{d.lat:g}, {d.lon:g}"),
+        ("updated", f"{d.updated_at.astimezone(zone):%Y-%m-%d %H:%M:%S} ({zone})"),
+    ]
+    typer.echo(f"device {d.device_id} ({d.device_type}), {d.state.value}")
+    for name, value in rows:
+        typer.echo(f"  {name:<11}{value}")
 
 
 @devices_app.command("export")

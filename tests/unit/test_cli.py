@@ -546,3 +546,45 @@ def test_history_finds_a_user_by_name_and_names_a_misspelt_entity(
         with pytest.raises(SystemExit) as ended:
             main(["history", *argv])
         assert ended.value.code == 1 and said in capsys.readouterr().err, argv
+
+
+def test_devices_show_gives_one_device_with_what_its_profile_gives_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import UTC, datetime
+
+    from cityvitals.contracts import Device
+    from wiring import cli_devices
+
+    device = Device(
+        device_id="wl-7",
+        device_type="water_level",
+        profile_id="wl-std",
+        place_path=("sh", "pd"),
+        tags=("underpass",),
+        valid_ranges={"water_level_cm": (0, 500)},
+        expected_interval_s=60,
+        updated_at=datetime(2026, 12, 5, 7, 0, tzinfo=UTC),
+    )
+
+    class Fake:
+        def get(self, device_id: str) -> Device:
+            assert device_id == "wl-7"
+            return device
+
+    @contextmanager
+    def fake_registry() -> Iterator[Fake]:
+        yield Fake()
+
+    monkeypatch.setattr(cli_devices, "registry", fake_registry)
+    monkeypatch.setenv("CITYVITALS_TIMEZONE", "Asia/Shanghai")
+    with pytest.raises(SystemExit) as ended:
+        main(["devices", "show", "wl-7"])
+    assert ended.value.code == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0] == "device wl-7 (water_level), active"
+    assert "  profile    wl-std (every 60 s; water_level_cm 0..500)" in shown
+    assert "  updated    2026-12-05 15:00:00 (Asia/Shanghai)" in shown
+    with pytest.raises(SystemExit) as ended:
+        main(["devices", "show", "wl-7", "--json"])
+    assert Device.model_validate_json(capsys.readouterr().out) == device
