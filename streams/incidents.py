@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 from cityvitals.contracts import (
     Alert,
     CitizenReport,
+    DispatchKind,
     Feedback,
     IncidentInput,
     IncidentState,
@@ -63,6 +64,12 @@ class IncidentMetrics(StageMetrics):
         self.opened = self.counter("opened_total", "Incidents opened", "category")
         self.dispatched = self.counter(
             "dispatched_total", "Dispatch orders sent", "tier", "kind", "department"
+        )
+        self.withdrawn = self.counter(
+            "withdrawn_total",
+            "Orders withdrawn from a department (reassigned, escalated past, closed early)",
+            "tier",
+            "department",
         )
         self.escalations = self.counter(
             "escalations_total", "Limits run out, by the tier that missed it", "tier", "breach"
@@ -219,7 +226,12 @@ def add_incident_agents(
             if update.transition.from_state is None:
                 metrics.opened.labels(update.incident.category).inc()
         for order in outcome.dispatches:
-            metrics.dispatched.labels(order.tier.value, order.kind.value, order.department).inc()
+            if order.kind is DispatchKind.WITHDRAWAL:
+                metrics.withdrawn.labels(order.tier.value, order.department).inc()
+            else:
+                metrics.dispatched.labels(
+                    order.tier.value, order.kind.value, order.department
+                ).inc()
         for esc in outcome.escalations:
             metrics.escalations.labels(esc.from_tier.value, esc.breach).inc()
         levels: dict[str, int] = {}

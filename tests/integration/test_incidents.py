@@ -302,6 +302,14 @@ def test_an_unaccepted_dispatch_escalates_to_district_then_city(
         (DispatchKind.ESCALATION, Tier.CITY, "city-ops"),
     ]
     found = [o for o in sent if o.kind is not DispatchKind.WITHDRAWAL]
+    counted = [
+        line
+        for line in pipeline.metrics("streams").splitlines()
+        if line.startswith("cityvitals_incidents_withdrawn_total{")
+        and 'tier="district"' in line
+        and 'department="water-affairs"' in line
+    ]
+    assert counted and float(counted[0].split()[-1]) >= 1, counted  # counted apart from orders
     assert [w.withdraws for w in sent if w.kind is DispatchKind.WITHDRAWAL] == [
         o.dispatch_id for o in found[:2]
     ]
