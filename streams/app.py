@@ -70,7 +70,7 @@ from cityvitals.topics import Topic, partition_for
 from rules import RuleSet
 from rules.incidents import IncidentConfig, Tracked, load_incident_config, parse_incident_config
 from rules.indicators import Catalogue
-from streams.delivery import confirmed
+from streams.delivery import confirmed, hand_over
 from streams.incidents import IncidentMetrics, add_incident_agents
 from streams.live import LiveFile, LiveRules, LoopWatch, StreamMetrics
 from streams.pipeline import (
@@ -620,7 +620,7 @@ def create_app(
             except BaseException:  # what was put in the table goes to its changelog
                 await send()
                 raise
-            sent = await send()
+            sent = await hand_over(send)
             handed = time.perf_counter()
             await confirmed(send, "a group of readings.raw", sent)
             metrics.forwarded.inc(forwarded)  # counted together, once confirmed
@@ -694,7 +694,7 @@ def create_app(
                 await log_all(vitals, changed)
                 raise
             send = functools.partial(send_indicators, changed, reported)
-            sent = await send()
+            sent = await hand_over(send)
             for i in reported:
                 metrics.indicators.labels(i.quality.value).inc()
                 if i.place_level in GAUGE_LEVELS:

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
-__all__ = ["RESEND_MAX_S", "Sending", "confirmed", "resendable"]
+__all__ = ["RESEND_MAX_S", "Sending", "confirmed", "hand_over", "resendable"]
 
 log = logging.getLogger("cityvitals.streams")
 
@@ -65,3 +65,15 @@ async def confirmed(send: Sending, what: str, sent: Sequence[Awaitable[Any]] | N
             log.warning("%s: Kafka did not confirm (%r); sent again in %.1f s", what, exc, wait)
             await asyncio.sleep(wait)
             pending = None
+
+
+async def hand_over(send: Sending) -> list[Awaitable[Any]] | None:
+    """``send()``: the deliveries of records handed to the producer, or None when Kafka could
+    not take them yet (a resendable error): :func:`confirmed` then sends them again."""
+    try:
+        return await send()
+    except (KafkaError, TimeoutError) as exc:
+        if not resendable(exc):
+            raise
+        log.warning("records not handed to the producer (%r): sent again", exc)
+        return None

@@ -35,7 +35,7 @@ from cityvitals.contracts import (
 from cityvitals.stage import StageMetrics, dead_letter, kafka_source, utc_now
 from cityvitals.topics import Topic
 from rules.incidents import Book, Desk, IncidentConfig, Outcome, Tracked
-from streams.delivery import confirmed
+from streams.delivery import confirmed, hand_over
 from streams.live import LiveFile
 
 __all__ = ["IncidentMetrics", "add_incident_agents"]
@@ -180,7 +180,7 @@ def add_incident_agents(
             desks[0].config = config.current  # a reloaded file from here on
             outcome = desks[0].handle(item)
             sending = functools.partial(publish, outcome, event.value, source)
-            pending = await sending()
+            pending = await hand_over(sending)
             for key, value in desks[0].book.entries().items():
                 if value is None:
                     book_table.pop(key, None)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiokafka.errors import MessageSizeTooLargeError, NodeNotReadyError
 
-from streams.delivery import confirmed
+from streams.delivery import confirmed, hand_over
 
 
 class Producer:
@@ -53,3 +53,25 @@ def test_a_record_kafka_can_never_take_is_not_sent_again() -> None:
     with pytest.raises(MessageSizeTooLargeError):
         asyncio.run(confirmed(producer.send, "a group"))
     assert producer.sends == 1
+
+
+def test_records_the_producer_could_not_take_are_handed_over_again() -> None:
+    """The first hand-over itself may fail (a broker down past the producer's patience):
+    nothing is lost, confirmed sends them again."""
+    calls = 0
+    ok = Producer(failing=0, error=NodeNotReadyError("node 111"))
+
+    async def send() -> list[Awaitable[Any]]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise NodeNotReadyError("node 111")
+        return await ok.send()
+
+    async def run() -> None:
+        sent = await hand_over(send)
+        assert sent is None
+        await confirmed(send, "a group", sent)
+
+    asyncio.run(run())
+    assert calls == 2 and ok.sends == 1
