@@ -9,7 +9,7 @@ stream and the liveness service need no query of their own.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import Producer
@@ -19,9 +19,8 @@ from cityvitals.kafka import KafkaUnavailable, partition_count
 from cityvitals.settings import Settings
 from cityvitals.topics import Topic, partition_for
 
-__all__ = ["IN_BAND_BATCH", "ChangePublisher", "ProfileFacts"]
+__all__ = ["IN_BAND_BATCH", "ChangePublisher"]
 
-ProfileFacts = Mapping[str | None, Mapping[str, Any]]
 """Per profile id, the fields a device of that profile is published with."""
 IN_BAND_BATCH = 1000
 """Devices per in-band batch on ``readings.raw``."""
@@ -36,8 +35,9 @@ class ChangePublisher:
         self.topic = settings.topic(Topic.DEVICES)
         self.raw = settings.topic(Topic.READINGS_RAW)
 
-    def publish(self, devices: Iterable[Device], profiles: ProfileFacts) -> int:
-        """Send each device with its profile's facts; returns how many were sent."""
+    def publish(self, devices: Iterable[Device]) -> int:
+        """Send each device (as published: with its profile's facts); returns how many were
+        sent."""
         failures: list[str] = []
 
         def delivered(err: Any, _msg: Any) -> None:
@@ -48,7 +48,6 @@ class ChangePublisher:
         in_band: dict[int, list[Device]] = defaultdict(list)
         count = 0
         for device in devices:
-            device = device.model_copy(update=profiles.get(device.profile_id, {}))
             partition = partition_for(device.device_id, parts)
             self.producer.produce(
                 self.topic,

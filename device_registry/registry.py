@@ -109,10 +109,10 @@ class Registry(UserAccounts):
     # --- publishing and the broker --------------------------------------------------------
 
     def publish(self, changed: Iterable[Device]) -> int:
-        """Send device changes and wait for Kafka to confirm them (see the module docstring)."""
+        """Send device changes, each with its profile's facts (:meth:`_as_published`), and wait
+        for Kafka to confirm them (see the module docstring)."""
         with self._read() as cur:
-            facts = profiles.facts(cur)
-        return self.publisher.publish(changed, facts)
+            return self.publisher.publish(self._as_published(cur, list(changed)))
 
     def publish_all(self) -> int:
         return self.publish(self.list())
@@ -317,11 +317,12 @@ class Registry(UserAccounts):
                 audit.record(cur, actor, action, "device", device_id, before, after)
         except (psycopg.IntegrityError, psycopg.DataError) as exc:
             raise database_refused(exc, []) from exc
-        self.publish([after])
+        with self._read() as cur:
+            (published,) = self._as_published(cur, [after])
+        self.publisher.publish([published])
         if action == "state":
             self._sync_broker()
-        with self._read() as cur:
-            return self._as_published(cur, [after])[0]
+        return published
 
     def update(self, device_id: str, changes: dict[str, Any], actor: str) -> Device:
         """Change a device's type, profile, department, tags or coordinates."""

@@ -53,7 +53,6 @@ from pydantic import BaseModel, ValidationError
 
 from cityvitals.contracts import (
     Alert,
-    DeadLetter,
     Device,
     Indicator,
     IndicatorBatch,
@@ -70,7 +69,7 @@ from cityvitals.topics import Topic, partition_for
 from rules import RuleSet
 from rules.incidents import IncidentConfig, Tracked, load_incident_config, parse_incident_config
 from rules.indicators import Catalogue
-from streams.delivery import confirmed, hand_over
+from streams.delivery import confirmed, hand_over, send_one
 from streams.incidents import IncidentMetrics, add_incident_agents
 from streams.live import LiveFile, LiveRules, LoopWatch, StreamMetrics
 from streams.pipeline import (
@@ -409,9 +408,6 @@ def create_app(
     def on_partition(keys: Any, partition: int) -> list[str]:
         return [k for k in keys if partition_for(k, parts) == partition]
 
-    async def send_letter(letter: DeadLetter) -> list[Awaitable[Any]]:
-        return [await deadletter_topic.send(value=letter.model_dump_json().encode())]
-
     async def decode(event: Any, model: type[M], label: str) -> tuple[str, M | None]:
         """The event's source and its value as ``model``; None (counted under ``label`` and
         dead-lettered) when it does not decode."""
@@ -423,7 +419,7 @@ def create_app(
             metrics.received.inc()
             metrics.refuse(label)
             letter = dead_letter("streams", str(exc), event.value, source)
-            await confirmed(functools.partial(send_letter, letter), "a dead letter")
+            await confirmed(functools.partial(send_one, deadletter_topic, letter), "a dead letter")
             return source, None
 
     async def decoded(

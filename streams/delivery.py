@@ -14,9 +14,11 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import faust
 from aiokafka.errors import KafkaError, KafkaTimeoutError
+from pydantic import BaseModel
 
-__all__ = ["RESEND_MAX_S", "Sending", "confirmed", "hand_over", "resendable"]
+__all__ = ["RESEND_MAX_S", "Sending", "confirmed", "hand_over", "resendable", "send_one"]
 
 log = logging.getLogger("cityvitals.streams")
 
@@ -77,3 +79,11 @@ async def hand_over(send: Sending) -> list[Awaitable[Any]] | None:
             raise
         log.warning("records not handed to the producer (%r): sent again", exc)
         return None
+
+
+async def send_one(
+    topic: faust.TopicT, message: BaseModel, partition: int | None = None
+) -> list[Awaitable[Any]]:
+    """One message, as JSON, handed to the producer (a :data:`Sending` once its arguments are
+    bound); its delivery."""
+    return [await topic.send(value=message.model_dump_json().encode(), partition=partition)]

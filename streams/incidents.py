@@ -21,7 +21,7 @@ from typing import Any
 
 import faust
 from prometheus_client import CollectorRegistry
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from cityvitals.contracts import (
     Alert,
@@ -35,7 +35,7 @@ from cityvitals.contracts import (
 from cityvitals.stage import StageMetrics, dead_letter, kafka_source, utc_now
 from cityvitals.topics import Topic
 from rules.incidents import Book, Desk, IncidentConfig, Outcome, Tracked
-from streams.delivery import confirmed, hand_over
+from streams.delivery import confirmed, hand_over, send_one
 from streams.live import LiveFile
 
 __all__ = ["IncidentMetrics", "add_incident_agents"]
@@ -127,7 +127,7 @@ def add_incident_agents(
         reason: str, label: str, value: bytes, source: str, hop: StageMetrics = metrics
     ) -> None:
         letter = dead_letter("incidents", reason, value, source)
-        await confirmed(functools.partial(send, deadletter_topic, letter, None), "a dead letter")
+        await confirmed(functools.partial(send_one, deadletter_topic, letter), "a dead letter")
         hop.refuse(label)  # once Kafka has it, as what is forwarded
 
     @app.agent(sources)
@@ -141,7 +141,7 @@ def add_incident_agents(
             except ValidationError as exc:
                 await refuse(str(exc), f"bad_{names[msg.topic].value}", event.value, source)
                 continue
-            await confirmed(functools.partial(send, inputs_topic, item, 0), "an incident input")
+            await confirmed(functools.partial(send_one, inputs_topic, item, 0), "an incident input")
             metrics.forwarded.inc()
 
     @app.timer(interval=tick_s)  # type: ignore[untyped-decorator]
@@ -188,11 +188,6 @@ def add_incident_agents(
                     book_table[key] = value
             await confirmed(sending, "the desk's outputs", pending)
             count(outcome, item, desks[0])
-
-    async def send(
-        topic: faust.TopicT, message: BaseModel, partition: int | None
-    ) -> list[Awaitable[Any]]:
-        return [await topic.send(value=message.model_dump_json().encode(), partition=partition)]
 
     async def publish(outcome: Outcome, value: bytes, source: str) -> list[Awaitable[Any]]:
         pending: list[Awaitable[Any]] = []

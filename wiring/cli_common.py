@@ -8,7 +8,7 @@ import functools
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, tzinfo
 from enum import Enum
@@ -60,8 +60,7 @@ def parse_utc(text: str) -> datetime:
     >>> parse_utc("2026-11-01").isoformat()
     '2026-11-01T00:00:00+00:00'
     """
-    ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    return parse_local(text, UTC)
 
 
 def parse_local(text: str, zone: tzinfo) -> datetime:
@@ -76,6 +75,16 @@ def parse_local(text: str, zone: tzinfo) -> datetime:
     """
     ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     return (ts.replace(tzinfo=zone) if ts.tzinfo is None else ts).astimezone(UTC)
+
+
+def end_on_problems(file: Path, problems: Sequence[str], what: str) -> None:
+    """A checked file's problems (beyond its own fields), each on stderr, then exit code 1
+    saying how many ``what`` there are; nothing when there are none."""
+    for problem in problems:
+        typer.echo(f"{file}: {problem}", err=True)
+    if problems:
+        typer.echo(f"{len(problems)} {what}: not OK", err=True)
+        raise typer.Exit(1)
 
 
 def time_option(text: str | None, option: str) -> datetime | None:

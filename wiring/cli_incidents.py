@@ -27,6 +27,7 @@ from cityvitals.contracts import (
 from cityvitals.settings import Settings
 from wiring.cli_common import (
     echo_json,
+    end_on_problems,
     enum_option,
     fail,
     in_order,
@@ -109,11 +110,7 @@ def check(
             "'cityvitals departments add' registers one)"
             for d in sorted({route.department for route in config.routes} - known)
         ]
-    for problem in problems:
-        typer.echo(f"{file}: {problem}", err=True)
-    if problems:
-        typer.echo(f"{len(problems)} problems: not OK", err=True)
-        raise typer.Exit(1)
+    end_on_problems(file, problems, "problems")
     typer.echo("OK")
 
 

@@ -20,6 +20,7 @@ import typer
 from wiring.cli_common import (
     NotUtf8,
     atomic_output,
+    end_on_problems,
     fail,
     in_order,
     open_utf8,
@@ -94,12 +95,7 @@ def rules_check(
         f"version {ruleset.version}"
     )
     if against_registry:
-        unknown = _not_registered(ruleset)
-        for problem in unknown:
-            typer.echo(f"{file}: {problem}", err=True)
-        if unknown:
-            typer.echo(f"{len(unknown)} names the registry does not know: not OK", err=True)
-            raise typer.Exit(1)
+        end_on_problems(file, _not_registered(ruleset), "names the registry does not know")
         typer.echo("every place, device type and profile the rules name is in the registry")
 
 
