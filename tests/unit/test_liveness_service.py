@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from cityvitals.contracts import Device, DeviceState, Reading, ReadingBatch
+from cityvitals.contracts import CameraEvent, Device, DeviceState, Reading, ReadingBatch
 from cityvitals.settings import Settings
 from cityvitals.stage import Transient, retry
 from device_registry.liveness_metrics import LivenessMetrics
-from device_registry.liveness_service import LivenessService
+from device_registry.liveness_service import LivenessService, reports
 from device_registry.liveness_store import LivenessStoreUnavailable
 from tests.unit.test_stage import FakeKafka, FakeMessage
 
@@ -134,3 +134,74 @@ def test_a_device_that_reported_before_its_registration_is_stored_again_by_its_p
     assert [(d.expected_interval_s, d.place_path) for d in first] == [(default, ("c",))]
     assert idle == []
     assert [(d.expected_interval_s, d.place_path) for d in after] == [(600, ("c", "d"))]
+
+
+def test_reports_read_what_the_contract_validates() -> None:
+    """The lean reader gives each item's device, instant and place as the models do, one
+    report for a pack the gateway received at once, and the device's clock at the gateway."""
+    east = timezone(timedelta(hours=8))
+    batch = ReadingBatch(
+        readings=tuple(
+            Reading(
+                device_id=f"aq-{i % 2}",
+                ts=(T0 + timedelta(seconds=i)).astimezone(east),
+                seq=i,
+                values={"pm25": float(i)},
+                received_at=None if i == 5 else T0 + timedelta(seconds=10 * (i // 4)),
+                place_path=("c", "d", f"s{i % 2}"),
+            )
+            for i in range(6)
+        ),
+        camera_events=(
+            CameraEvent(
+                camera_id="cam-1", event_type="crowd_density", ts=T0, seq=1, value=3, confidence=0.9
+            ),
+        ),
+    )
+    got = reports(batch.model_dump_json().encode())
+    expected, last = [], {}
+    for item in (*batch.readings, *batch.camera_events):
+        seen = item.received_at or item.ts
+        if last.get(item.device_id) != seen:
+            expected.append((item.device_id, seen, item.received_at is not None, item.place_path))
+        last[item.device_id] = seen
+    assert [tuple(r) for r in got] == expected
+    assert len(got) == 5  # aq-0 twice and aq-1 once at the gateway, aq-1 by its ts, cam-1
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"{not json", "not JSON"),
+        (b"[1]", "a JSON list, not an object"),
+        (b'{"readings": {}}', "readings is not a list"),
+        (b'{"readings": [{"ts": "2026-12-05T08:00:00Z"}]}', "readings[0]: no 'device_id'"),
+        (b'{"readings": [{"device_id": "a"}]}', "readings[0]: no 'ts'"),
+        (b'{"readings": [{"device_id": 7, "ts": "2026-12-05T08:00:00Z"}]}', "must be text"),
+        (b'{"readings": [{"device_id": "a", "ts": "yesterday"}]}', "readings[0]: Invalid"),
+        (b'{"readings": [{"device_id": "a", "ts": "2026-12-05T08:00:00"}]}', "no time zone"),
+        (b'{"camera_events": [1]}', "camera_events[0]:"),
+        (
+            b'{"readings": [{"device_id": "a", "ts": "2026-12-05T08:00:00Z", "place_path": [1]}]}',
+            "readings[0]:",
+        ),
+    ],
+)
+def test_a_message_liveness_cannot_read_is_refused_with_what_is_wrong(
+    payload: bytes, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = CollectorRegistry()
+    good = ReadingBatch(readings=(Reading(device_id="aq-1", ts=T0, seq=1, values={"m": 1}),))
+    consumer = FakeKafka(
+        [
+            FakeMessage("t.readings", 0, payload),
+            FakeMessage("t.readings", 1, good.model_dump_json().encode()),
+        ]
+    )
+    live = service(consumer, FlakyStore(0), registry)
+    live._consume(0)
+    assert reason in caplog.text
+    assert (
+        registry.get_sample_value("cityvitals_liveness_rejected_total", {"reason": "readings"}) == 1
+    )
+    assert list(live.clocks) == ["aq-1"]  # the next message is read
