@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Sequence
+from datetime import UTC
 from operator import attrgetter
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
 from cityvitals.contracts import Alert, CameraEvent, DeadLetter, Indicator, Reading
-from sinks.base import CopySink, Cursor, Sink, SinkUnavailable, SqlSink
+from sinks.base import Conflict, CopySink, Cursor, Sink, SinkUnavailable, SqlSink
 
 __all__ = [
     "MQTT_STAGES",
@@ -52,6 +53,8 @@ class ReadingSink(CopySink):
         "received_at",
     )
     types = ("text", "text", "timestamptz", "float8", "int8", "text", "text[]", "timestamptz")
+    key = ("device_id", "metric", "ts")
+    compared = ("value",)
 
     def rows(self, batch: Sequence[Any]) -> Iterator[tuple[object, ...]]:
         """By device (a stable sort keeps each device's own order): a device's rows then
@@ -62,6 +65,19 @@ class ReadingSink(CopySink):
             path = r.place_path
             for metric, value in r.values.items():
                 yield (r.device_id, metric, r.ts, value, r.seq, r.device_type, path, r.received_at)
+
+    def conflict(self, batch: Sequence[Any], row: tuple[Any, ...]) -> Conflict:
+        device_id, metric, ts, value, stored = row
+        item = next(
+            r
+            for r in batch
+            if r.device_id == device_id and r.ts == ts and r.values.get(metric) == value
+        )
+        return Conflict(
+            item,
+            f"a second value for {device_id} {metric} at {ts.astimezone(UTC).isoformat()}: "
+            f"{value:g}, where {stored:g} is stored (the first value stays)",
+        )
 
 
 class CameraEventSink(CopySink):
@@ -90,6 +106,8 @@ class CameraEventSink(CopySink):
         "text[]",
         "timestamptz",
     )
+    key = ("camera_id", "event_type", "ts")
+    compared = ("value", "confidence")
 
     def rows(self, batch: Sequence[Any]) -> Iterator[tuple[object, ...]]:
         for e in batch:
@@ -106,6 +124,21 @@ class CameraEventSink(CopySink):
                 e.place_path,
                 e.received_at,
             )
+
+    def conflict(self, batch: Sequence[Any], row: tuple[Any, ...]) -> Conflict:
+        camera_id, event_type, ts, value, confidence, stored, stored_confidence = row
+        item = next(
+            e
+            for e in batch
+            if (e.camera_id, e.event_type.value, e.ts) == (camera_id, event_type, ts)
+            and (e.value, e.confidence) == (value, confidence)
+        )
+        return Conflict(
+            item,
+            f"a second {event_type} event of {camera_id} at {ts.astimezone(UTC).isoformat()}: "
+            f"value {value:g} (confidence {confidence:g}), where {stored:g} "
+            f"({stored_confidence:g}) is stored (the first event stays)",
+        )
 
 
 class AlertSink(SqlSink):

@@ -9,14 +9,19 @@ rows that were not written.
 
 Metrics (:class:`~cityvitals.stage.StageMetrics`, stage ``sinks``, counting Kafka messages):
 received = forwarded (written) + rejected{reason=<topic>}; rows newly written per table in
-``cityvitals_sinks_rows_total{table}``.
+``cityvitals_sinks_rows_total{table}``. A reading or camera event whose row's key was stored
+with other values (a device's second value for one instant) is written as far as it is new
+and dead-lettered with the values both ways (``cityvitals_sinks_conflicts_total``): one
+forwarded message, and a dead letter beside the refusals.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
@@ -28,12 +33,15 @@ from cityvitals.kafka import consume_batch
 from cityvitals.settings import Settings
 from cityvitals.stage import StageMetrics, dead_letter, kafka_source, retry
 from cityvitals.topics import Topic
-from sinks.base import Connection, Sink, SinkUnavailable
+from sinks.base import Conflict, Connection, Sink, SinkUnavailable
 from sinks.routes import ROUTES, Envelope, Route
 
 __all__ = ["SinkRunner"]
 
 log = logging.getLogger("cityvitals.sinks")
+
+Source = tuple[int, str]
+"""Where a message's items begin in a route's batch, and the message's place in Kafka."""
 
 
 class SinkRunner:
@@ -62,9 +70,16 @@ class SinkRunner:
         self.written = Counter(
             "cityvitals_sinks_rows_total", "Rows newly written", ["table"], registry=registry
         )
+        self.conflicts = Counter(
+            "cityvitals_sinks_conflicts_total",
+            "Readings and camera events dead-lettered because a row's key was stored with "
+            "other values (a second value for one device, metric and instant)",
+            registry=registry,
+        )
 
-    def _decode(self, msg: Message, batch: list[list[Any]]) -> None:
-        """Add the message's items to each of its routes' batches, or dead-letter it."""
+    def _decode(self, msg: Message, batch: list[list[Any]], sources: list[list[Source]]) -> None:
+        """Add the message's items to each of its routes' batches (and where they begin, with
+        the message's place in Kafka, to ``sources``), or dead-letter it."""
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         assert topic is not None and partition is not None and offset is not None
         envelope = Envelope(topic, partition, offset, msg.value() or b"")
@@ -86,6 +101,7 @@ class SinkRunner:
                 self.producer.produce(self._deadletter, refused.model_dump_json().encode())
             return
         for i, items in zip(mine, decoded, strict=True):
+            sources[i].append((len(batch[i]), kafka_source(topic, partition, offset)))
             batch[i].extend(items)
         self.metrics.forwarded.inc()
 
@@ -111,22 +127,51 @@ class SinkRunner:
         self.conn = conn
         self.sinks = [route.sink(conn) for route in self.routes]
 
-    def _write(self, batch: list[list[Any]], stop: threading.Event) -> None:
+    def _write(
+        self, batch: list[list[Any]], sources: list[list[Source]], stop: threading.Event
+    ) -> None:
         for i, items in enumerate(batch):
             table = self.sinks[i].table
             self.written.labels(table).inc(retry(lambda: self._write_one(i, items), stop))  # noqa: B023
+            self._dead_letter_conflicts(getattr(self.sinks[i], "conflicts", ()), items, sources[i])
         if self.producer.flush(30):
             raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "dead letters unconfirmed"))
+
+    def _dead_letter_conflicts(
+        self, conflicts: Sequence[Conflict], items: list[Any], sources: list[Source]
+    ) -> None:
+        """Keep each item the table's key turned away with other values as one dead letter
+        (the reasons of its rows together), naming the Kafka message it came in."""
+        reasons: dict[int, list[str]] = {}
+        for conflict in conflicts:
+            reasons.setdefault(id(conflict.item), []).append(conflict.reason)
+        for at, item in enumerate(items):
+            why = reasons.get(id(item))
+            if why is None:
+                continue
+            source = sources[bisect_right(sources, at, key=itemgetter(0)) - 1][1]
+            letter = dead_letter(
+                "sinks",
+                "; ".join(why),
+                item.model_dump_json().encode(),
+                source,
+                device_id=item.device_id,
+                received_at=item.received_at,
+            )
+            self.producer.produce(self._deadletter, letter.model_dump_json().encode())
+            self.conflicts.inc()
+            log.warning("%s: %s", source, letter.reason)
 
     def run_once(self, stop: threading.Event) -> int:
         """Consume one batch, write it, commit; returns the messages consumed."""
         s = self.settings
         messages = consume_batch(self.consumer, s.sink_batch_max, s.sink_linger_ms / 1000)
         batch: list[list[Any]] = [[] for _ in self.routes]
+        sources: list[list[Source]] = [[] for _ in self.routes]
         for msg in messages:
-            self._decode(msg, batch)
+            self._decode(msg, batch, sources)
         if messages:
-            self._write(batch, stop)
+            self._write(batch, sources, stop)
             self.consumer.commit(asynchronous=False)
         return len(messages)
 

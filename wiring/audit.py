@@ -15,7 +15,8 @@ The checks, hop by hop:
   row's time of receipt, the stream less its backlog (what it forwarded that was received
   before it started, held on Kafka across a restart, or that carries no time of receipt);
 - dead letters stored = refusals counted, for every stage that dead-letters (for the
-  incident stage, the refusals of both its hops);
+  incident stage, the refusals of both its hops; for the sinks, with their conflicts: readings
+  of a forwarded message whose value for a stored instant differed);
 - with what the devices published: published = stored + dead-lettered on the device path.
 
 Counters start at zero with their process; the database is durable. A check holds only
@@ -89,6 +90,9 @@ class Hop:
     backlog: int = 0
     """Forwarded, but received by the gateway before this process started (or at no known
     time): the stream's backlog across a restart."""
+    conflicts: int = 0
+    """Items of forwarded messages dead-lettered all the same: the sinks' readings whose key
+    was stored with other values. Dead letters beside the refusals."""
 
     @property
     def refused(self) -> int:
@@ -106,7 +110,8 @@ class Stored:
     deadletters: Mapping[str, int]
     """Dead letters by stage."""
     device_deadletters: int
-    """Dead letters of what devices sent: the gateway's, and the stream's of ``readings.raw``."""
+    """Dead letters of what devices sent: the gateway's, the stream's of ``readings.raw`` and
+    the sinks' of ``readings`` (a second value for an instant already stored)."""
 
     @property
     def items(self) -> int:
@@ -263,7 +268,7 @@ def reconcile(figures: Figures) -> list[Line]:
         for stage in DEAD_LETTERING:
             if stage in hops:
                 parts = tuple(h for h in hops if h == stage or LETTERS_OF.get(h) == stage)
-                refused = sum(hops[h].refused for h in parts)
+                refused = sum(hops[h].refused + hops[h].conflicts for h in parts)
                 restarted = _started_together(hops, parts)
                 lines.append(_deadletters(stage, refused, figures.since_start, restarted))
     if figures.published is not None:
@@ -319,6 +324,7 @@ def hops_from_exposition(text: str) -> dict[str, Hop]:
             in_flight=int(values.get(f"cityvitals_{stage}_inflight", 0)),
             out_of_order=int(values.get(f"cityvitals_{stage}_out_of_order_total", 0)),
             backlog=int(values.get(f"cityvitals_{stage}_backlog_total", 0)),
+            conflicts=int(values.get(f"cityvitals_{stage}_conflicts_total", 0)),
             undecodable=sum(n for why, n in refused.items() if why.startswith("bad_"))
             if stage == "streams"
             else 0,

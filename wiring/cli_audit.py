@@ -65,10 +65,10 @@ def read_stored(s: Settings, since: datetime | None) -> Stored:
     from cityvitals import db
 
     since_sql = "received_at >= %(since)s" if since is not None else "true"
-    raw = s.topic(Topic.READINGS_RAW) + "["
+    raw, enriched = s.topic(Topic.READINGS_RAW) + "[", s.topic(Topic.READINGS) + "["
     try:
         with db.connect(s) as conn:
-            params = {"since": since, "raw": raw}
+            params = {"since": since, "raw": raw, "enriched": enriched}
             row = conn.execute(
                 f"SELECT (SELECT count(*) FROM (SELECT DISTINCT device_id, ts, seq, received_at "
                 f"FROM readings "
@@ -77,7 +77,8 @@ def read_stored(s: Settings, since: datetime | None) -> Stored:
             ).fetchone()
             by_stage = conn.execute(
                 f"SELECT stage, count(*), count(*) FILTER (WHERE stage = 'ingest' OR "
-                f"(stage = 'streams' AND left(source, length(%(raw)s)) = %(raw)s)) "
+                f"(stage = 'streams' AND left(source, length(%(raw)s)) = %(raw)s) OR "
+                f"(stage = 'sinks' AND left(source, length(%(enriched)s)) = %(enriched)s)) "
                 f"FROM deadletters WHERE {since_sql} GROUP BY stage".encode(),
                 params,
             ).fetchall()

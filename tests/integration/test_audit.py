@@ -31,12 +31,15 @@ def test_audit_reconciles_what_was_published(pipeline: Pipeline) -> None:
     # Two messages of one instant, each with its own metric: two readings, both stored.
     shared = (start + timedelta(seconds=VALID)).isoformat()
     valid += [reading(shared, VALID, water_level_cm=3), reading(shared, VALID, battery_v=3.6)]
+    # A second value for the first instant: not stored over the first, dead-lettered by the sinks.
+    at_sinks = [reading(start.isoformat(), VALID + 1, water_level_cm=99)]
     at_gateway = [b"{not json", b'{"ts": 1}', b"\xff\xfe", b'{"values": NaN}', b"[]", b'"x"']
     future = (datetime.now(UTC) + timedelta(days=30)).isoformat()
     at_stream = [reading(future, 1000 + i, water_level_cm=1) for i in range(BAD_AT_STREAM)]
     assert len(at_gateway) == BAD_AT_GATEWAY
     messages = [(topic, m.encode()) for m in valid]
     messages += [(topic, m) for m in at_gateway] + [(topic, m.encode()) for m in at_stream]
+    messages += [(topic, m.encode()) for m in at_sinks]
     published = len(messages)
 
     _, before = run_audit(pipeline)
@@ -53,14 +56,15 @@ def test_audit_reconciles_what_was_published(pipeline: Pipeline) -> None:
         return int(after["hops"][stage][figure] - before["hops"][stage][figure])
 
     assert delta("ingest", "received") == published
-    assert delta("ingest", "forwarded") == VALID + BAD_AT_STREAM
+    assert delta("ingest", "forwarded") == VALID + BAD_AT_STREAM + 1
     assert delta("ingest", "refused") == BAD_AT_GATEWAY
-    assert delta("streams", "forwarded") == VALID
+    assert delta("streams", "forwarded") == VALID + 1
     assert delta("streams", "refused") == BAD_AT_STREAM
+    assert delta("sinks", "conflicts") == 1
     window = after["database_window"]
     assert (window["readings"], window["camera_events"]) == (VALID, 0)
-    assert window["deadletters"] == {"ingest": BAD_AT_GATEWAY, "streams": BAD_AT_STREAM}
-    assert window["device_deadletters"] == BAD_AT_GATEWAY + BAD_AT_STREAM
+    assert window["deadletters"] == {"ingest": BAD_AT_GATEWAY, "streams": BAD_AT_STREAM, "sinks": 1}
+    assert window["device_deadletters"] == BAD_AT_GATEWAY + BAD_AT_STREAM + 1
     (line,) = [line for line in after["lines"] if line["check"].startswith("published")]
     assert (line["left"], line["right"], line["ok"]) == (published, published, True)
 

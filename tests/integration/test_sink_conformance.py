@@ -256,3 +256,38 @@ def test_the_reading_sink_counts_new_rows_through_replays_and_mixed_batches(
         # Straight in (1, 2, 4, 5, 6) and through staging (3) alike, the path reads back whole.
         assert stored == [(s, ["city", "d1", f"s{s}", "g_1.b:2"]) for s in range(1, 7)]
     sink.close()
+
+
+def test_a_second_value_for_a_stored_key_is_a_conflict_and_the_first_stays(
+    schema: Settings,
+) -> None:
+    """A replay repeats its values and is no conflict; a row whose key was stored with
+    another value is one (named with both values), the stored value stays, and the new rows
+    of the same batch are written."""
+    first = Reading(device_id="aq-8", ts=T0, seq=1, values={"pm25": 12.5, "no2": 9.0})
+    second = Reading(device_id="aq-8", ts=T0, seq=2, values={"pm25": 80.0, "no2": 9.0})
+    later = Reading(device_id="aq-8", ts=T0 + timedelta(seconds=60), seq=3, values={"pm25": 13.0})
+    sink = ReadingSink(db.connect(schema))
+    with db.connect(schema) as look:
+        assert sink.write([first]) == 2 and sink.conflicts == []
+        assert sink.write([first]) == 0 and sink.conflicts == []  # a replay
+        assert sink.write([second, later]) == 1
+        [conflict] = sink.conflicts
+        assert conflict.item is second
+        assert conflict.reason == (
+            f"a second value for aq-8 pm25 at {T0.isoformat()}: 80, where 12.5 is stored "
+            "(the first value stays)"
+        )
+        stored = look.execute(
+            "SELECT metric, ts, value FROM readings WHERE device_id = 'aq-8' ORDER BY ts, metric"
+        ).fetchall()
+        assert stored == [
+            ("no2", T0, 9.0),
+            ("pm25", T0, 12.5),
+            ("pm25", T0 + timedelta(seconds=60), 13.0),
+        ]
+        t = T0 + timedelta(seconds=120)  # both new, in one batch: the first is stored
+        one, other = (Reading(device_id="aq-8", ts=t, seq=4, values={"pm25": v}) for v in (1, 2))
+        assert sink.write([one, other]) == 1
+        assert [c.item for c in sink.conflicts] == [other]
+    sink.close()

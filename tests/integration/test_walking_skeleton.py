@@ -3,6 +3,7 @@ PostgreSQL, and alerts back out on Kafka."""
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -38,6 +39,41 @@ def test_a_reading_published_twice_lands_exactly_once(pipeline: Pipeline) -> Non
         ("pm25", 40.0, 2),
     ]
     assert rows[0][4] == ["itest", "d1", "s1", "g1"]  # enriched with the device's place
+
+
+def test_a_second_value_for_a_stored_instant_is_dead_lettered_with_both(
+    pipeline: Pipeline,
+) -> None:
+    """The first value stays; the second is no replay and is not folded away unseen: the
+    sinks keep its reading as a dead letter naming both values and the message it came in."""
+    device, secret = pipeline.register("air_quality")
+    topic = pipeline.topic(device)
+    for message in (
+        reading(at("08:00:00"), 1, pm25=41.5, pm10=60),
+        reading(at("08:00:00"), 2, pm25=90, pm10=60),  # pm25 again, another value
+        reading(at("08:01:00"), 3, pm25=40),
+    ):
+        result = pipeline.mosquitto_pub(device, secret, topic, message)
+        assert result.returncode == 0, result.stderr
+    [(stage, reason, source, payload)] = wait_for(
+        lambda: pipeline.query(
+            "SELECT stage, reason, source, payload_b64 FROM deadletters WHERE device_id = %s",
+            device,
+        ),
+        what="the second value's dead letter",
+    )
+    assert stage == "sinks" and source.startswith(pipeline.settings.topic("readings") + "[")
+    assert reason == (
+        f"a second value for {device} pm25 at {at('08:00:00').replace('Z', '+00:00')}: 90, "
+        "where 41.5 is stored (the first value stays)"
+    )
+    assert json.loads(base64.b64decode(payload))["seq"] == 2
+    wait_for(lambda: len(pipeline.rows(device)) == 3, what="the later reading in the database")
+    assert [(m, v, seq) for m, _ts, v, seq, _p in pipeline.rows(device)] == [
+        ("pm10", 60.0, 1),
+        ("pm25", 41.5, 1),
+        ("pm25", 40.0, 3),
+    ]
 
 
 def test_malformed_payload_is_dead_lettered_and_the_gateway_keeps_working(

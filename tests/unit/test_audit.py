@@ -212,6 +212,23 @@ def test_undecodable_kafka_messages_are_not_readings_the_gateway_sent() -> None:
     assert failing(f) == []
 
 
+def test_the_sinks_conflicts_are_dead_letters_beside_their_refusals() -> None:
+    """A reading whose key was stored with another value: its message was forwarded, its
+    dead letter is the sinks' own, and it is a dead letter of what a device published."""
+    sinks = hops_from_exposition(
+        "cityvitals_sinks_received_total 5.0\n"
+        "cityvitals_sinks_forwarded_total 5.0\n"
+        "cityvitals_sinks_conflicts_total 1.0\n"
+    )["sinks"]
+    assert (sinks.received, sinks.forwarded, sinks.refused, sinks.conflicts) == (5, 5, 0, 1)
+    lost = Stored(7, 0, {"ingest": 2, "streams": 1}, device_deadletters=3)
+    assert failing(figures(sinks=sinks, stored=lost)) == [
+        "1 refused by sinks but no dead letter stored (sinks → database: in transit or lost)"
+    ]
+    kept = Stored(7, 0, {"ingest": 2, "streams": 1, "sinks": 1}, device_deadletters=4)
+    assert failing(figures(sinks=sinks, stored=kept, published=11)) == []
+
+
 def test_the_exposition_gives_each_stage_its_counters() -> None:
     text = "\n".join(
         [

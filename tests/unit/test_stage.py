@@ -3,6 +3,7 @@ one dead-letter builder, retries of transient faults."""
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -141,3 +142,45 @@ def test_the_sink_runner_reconciles_and_dead_letters_what_does_not_decode() -> N
     refused = DeadLetter.model_validate_json(value)
     assert (target, refused.source) == ("t.deadletter", "t.readings[0]@2")
     assert kafka.commits == 1
+
+
+class ConflictingSink(MemorySink):
+    """Turns away, as stored with another value, the pm25 and no2 rows of device aq-2."""
+
+    def write(self, batch: Sequence[Any]) -> int:
+        from sinks.base import Conflict
+
+        self.conflicts = [
+            Conflict(r, f"{metric} differs")
+            for r in batch
+            for metric in r.values
+            if r.device_id == "aq-2"
+        ]
+        return super().write(batch)
+
+
+def test_the_sink_runner_dead_letters_a_reading_stored_with_other_values_once() -> None:
+    """One dead letter for each reading the table's key turned away, with the reasons of its
+    rows together, naming the Kafka message it came in; counted beside the refusals."""
+    from sinks.runner import SinkRunner
+
+    def message(offset: int, *devices: str) -> FakeMessage:
+        readings = tuple(
+            Reading(device_id=d, ts=T0, seq=1, values={"pm25": 4, "no2": 9}) for d in devices
+        )
+        return FakeMessage(
+            "t.readings", offset, ReadingBatch(readings=readings).model_dump_json().encode()
+        )
+
+    kafka = FakeKafka([message(5, "aq-1", "aq-3"), message(6, "aq-1", "aq-2")])
+    registry = CollectorRegistry()
+    routes = [Route(Topic.READINGS, decode_readings, ConflictingSink)]
+    runner = SinkRunner(SETTINGS, kafka, kafka, None, registry, routes)  # type: ignore[arg-type]
+    assert runner.run_once(threading.Event()) == 2
+    assert runner.metrics.reconciles()  # both messages forwarded
+    [(target, value)] = kafka.produced
+    letter = DeadLetter.model_validate_json(value)
+    assert (target, letter.stage, letter.source) == ("t.deadletter", "sinks", "t.readings[0]@6")
+    assert (letter.device_id, letter.reason) == ("aq-2", "pm25 differs; no2 differs")
+    assert Reading.model_validate_json(base64.b64decode(letter.payload_b64)).device_id == "aq-2"
+    assert registry.get_sample_value("cityvitals_sinks_conflicts_total") == 1
