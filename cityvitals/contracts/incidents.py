@@ -168,7 +168,8 @@ class DispatchKind(StrEnum):
     ORDER = "order"
     """A new incident sent to the department at its tier."""
     ESCALATION = "escalation"
-    """The tier below ran out of time: the incident goes to the next tier up."""
+    """The tier below ran out of time, or the incident's level rose beyond what it handles:
+    the incident goes up (``reason`` says which)."""
     REASSIGNMENT = "reassignment"
     """A duty officer sent it to another department or tier."""
     DIGEST = "digest"

@@ -41,9 +41,9 @@ from cityvitals.contracts import (
 )
 from rules.incidents.book import Tracked, derive_id
 from rules.incidents.config import OUTAGE_CATEGORY
-from rules.incidents.dispatcher import PLATFORM, Dispatcher, Outcome, Refusal
+from rules.incidents.dispatcher import AT_WORK, PLATFORM, Dispatcher, Outcome, Refusal
 from rules.incidents.lifecycle import Refused, check_feedback
-from rules.incidents.routing import Assignment, tier_place
+from rules.incidents.routing import Assignment, route, tier_place
 
 __all__ = ["Desk"]
 MAX_DEVICES = 50
@@ -205,8 +205,35 @@ class Desk(Dispatcher):
             self._refresh(t, device_id, level)
             self._reopen(t, now, out, f"{_signal(level)} after {state.value}")
             return
+        before = t.peak
         self._refresh(t, device_id, level)
         self._step(t, Action.ATTACH, now, out, reason=reason or _attach_reason(level))
+        if t.peak is not before and state in AT_WORK:
+            self._rose(t, now, out)
+
+    def _rose(self, t: Tracked, now: datetime, out: Outcome) -> None:
+        """The incident's level rose while a department works to its order. Beyond what its
+        tier handles (the route's ``up_to``) the incident goes up to the lowest tier that
+        does, as an escalation; else the order's limits become the new level's, counted from
+        now, where that is sooner."""
+        inc = t.incident
+        assert inc.tier is not None and inc.accept_by is not None and inc.handle_by is not None
+        to = route(self.config, inc.category, inc.place_path, inc.level, exclude=set(t.refused_by))
+        now_level = f"now {inc.level.value}"
+        tiers = list(Tier)
+        if to is not None and tiers.index(to.tier) > tiers.index(inc.tier):
+            beyond = f"{now_level}, beyond {inc.department} ({inc.tier.value} tier)"
+            self._order(t, to, DispatchKind.ESCALATION, now, out, PLATFORM, beyond)
+            return
+        accept, handle = self.config.limits(inc.tier, inc.level, inc.category)
+        accept_by, handle_by = min(inc.accept_by, now + accept), min(inc.handle_by, now + handle)
+        if (accept_by, handle_by) == (inc.accept_by, inc.handle_by):
+            return
+        t.incident = inc.model_copy(update={"accept_by": accept_by, "handle_by": handle_by})
+        by = f"handle by {handle_by:%Y-%m-%d %H:%M:%S} UTC"
+        if inc.state is IncidentState.DISPATCHED:
+            by = f"accept by {accept_by:%Y-%m-%d %H:%M:%S} UTC, {by}"
+        self._step(t, Action.NOTE, now, out, reason=f"{now_level}: {by}")
 
     # -- feedback ------------------------------------------------------------------------
 

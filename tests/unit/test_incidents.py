@@ -17,6 +17,7 @@ from rules.incidents.testing import (
     EXAMPLE,
     STREET,
     alert,
+    at,
     desk_with,
     feedback,
     outage,
@@ -505,7 +506,7 @@ def test_a_desk_with_an_empty_book_continues_the_incidents_the_database_holds() 
         before.config,
         Book([resumed(stored.incident, dict(stored.alerts), orders=stored.orders)]),
     )
-    joined = run(after, [alert("waterlogging-depth", "wl-9", (*STREET, "g3"), 2, level="red")])
+    joined = run(after, [alert("waterlogging-depth", "wl-9", (*STREET, "g3"), 2, level="orange")])
     assert only_incident(after) == incident_id and not joined.dispatches
     assert next(u.incident.revision for u in joined.updates) == stored.incident.revision + 1
     accepted = run(after, [feedback(incident_id, "accept", 3, dispatch_id=order.dispatch_id)])
@@ -513,3 +514,54 @@ def test_a_desk_with_an_empty_book_continues_the_incidents_the_database_holds() 
     assert after.book.incidents[incident_id].incident.state is IncidentState.ACCEPTED
     late = run(after, [tick(600)])  # not handled in time: escalated, a new order
     assert late.dispatches and all(o.dispatch_id != order.dispatch_id for o in late.dispatches)
+
+
+def test_a_level_beyond_the_tiers_reach_sends_the_incident_up_at_once() -> None:
+    """A flood the street handles up to orange turns red while the street works to its order:
+    the street is told to stop (a withdrawal), the district gets an escalation order with the
+    red limits from now, without waiting for a deadline to pass."""
+    desk = desk_with()
+    run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"), 0, level="yellow")])
+    incident_id = only_incident(desk)
+    order = desk.book.incidents[incident_id].incident
+    assert (order.department, order.tier) == ("street-ops", Tier.STREET)
+    run(desk, [feedback(incident_id, "accept", 1, dispatch_id=order.dispatch_id)])
+    red = run(desk, [alert("waterlogging-depth", "wl-2", (*STREET, "g2"), 5, level="red")])
+    withdrawal, escalation = red.dispatches
+    assert withdrawal.kind is DispatchKind.WITHDRAWAL and withdrawal.department == "street-ops"
+    assert withdrawal.withdraws == order.dispatch_id
+    assert (escalation.kind, escalation.department, escalation.tier) == (
+        DispatchKind.ESCALATION,
+        "water",
+        Tier.DISTRICT,
+    )
+    assert escalation.reason == "now red, beyond street-ops (street tier)"
+    assert (escalation.accept_by, escalation.handle_by) == (at(5 + 5), at(5 + 60))
+    inc = desk.book.incidents[incident_id].incident
+    assert (inc.state, inc.tier, inc.department) == (
+        IncidentState.DISPATCHED,
+        Tier.DISTRICT,
+        "water",
+    )
+
+
+def test_a_level_within_the_tiers_reach_tightens_its_limits_from_now() -> None:
+    """Yellow turns orange at the street, which handles up to orange: no new order, but the
+    limits become orange's counted from now where that is sooner, and a step says so."""
+    desk = desk_with()
+    run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"), 0, level="yellow")])
+    incident_id = only_incident(desk)
+    before = desk.book.incidents[incident_id].incident
+    assert (before.accept_by, before.handle_by) == (at(20), at(240))
+    orange = run(desk, [alert("waterlogging-depth", "wl-2", (*STREET, "g2"), 3, level="orange")])
+    assert not orange.dispatches
+    inc = desk.book.incidents[incident_id].incident
+    assert (inc.accept_by, inc.handle_by, inc.tier) == (at(13), at(123), Tier.STREET)
+    last = orange.updates[-1].transition
+    assert last is not None and last.action is Action.NOTE
+    assert last.reason == (
+        f"now orange: accept by {at(13):%Y-%m-%d %H:%M:%S} UTC, "
+        f"handle by {at(123):%Y-%m-%d %H:%M:%S} UTC"
+    )
+    late = run(desk, [tick(14)])  # orange's accept limit passed, not yellow's
+    assert [d.kind for d in late.dispatches] == [DispatchKind.WITHDRAWAL, DispatchKind.ESCALATION]
