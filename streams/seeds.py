@@ -14,6 +14,7 @@ from typing import Any
 
 from cityvitals.contracts import Alert, AlertStatus, WarningLevel
 from rules import AlertState, CompositeRule, DeviceMemory, PlaceMemory, RuleSet
+from rules.kinds import REGISTRY, RuleBase
 
 __all__ = ["OpenAlert", "Seeds", "seed_memories"]
 
@@ -45,8 +46,9 @@ class Seeds:
         return seed if seed is not None and not stored else None
 
 
-def _seed_state(open_alert: OpenAlert, kind: str) -> AlertState:
+def _seed_state(open_alert: OpenAlert, rule: RuleBase | None) -> AlertState:
     a = open_alert.alert
+    kind = "" if rule is None else str(rule.kind)
     return AlertState(
         pending_since=a.started_at,
         alert_id=a.alert_id,
@@ -56,6 +58,7 @@ def _seed_state(open_alert: OpenAlert, kind: str) -> AlertState:
         detail=(a.device_id, a.metric, a.value, a.threshold),
         peak=open_alert.peak_level,
         sample=(open_alert.last_seen.isoformat(), a.level.value, a.value, a.threshold),
+        memory=None if rule is None else REGISTRY[rule.kind].resumed(rule, a),
     )
 
 
@@ -63,9 +66,10 @@ def seed_memories(open_alerts: Iterable[OpenAlert], rules: RuleSet) -> Seeds:
     """Rule memory that continues each open alert: it keeps its id, level, revision and
     peak, and its device's last value (as of the database) holds it until a new reading
     ends it, or it goes stale. A composite alert goes to its place; an alert whose rule is
-    gone goes to its device, where the next tick resolves it as retired. What the kinds
-    kept besides (a rate's points, an anomaly detector) is not in the database and starts
-    afresh."""
+    gone goes to its device, where the next tick resolves it as retired. What a kind kept
+    besides comes back where the alert tells it (an absence: when the metric was last seen,
+    ``RuleKind.resumed``); the rest (a rate's points, an anomaly detector) is not in the
+    database and starts afresh."""
     devices: dict[str, DeviceMemory] = {}
     places: dict[str, PlaceMemory] = {}
     for open_alert in open_alerts:
@@ -73,8 +77,7 @@ def seed_memories(open_alerts: Iterable[OpenAlert], rules: RuleSet) -> Seeds:
         if a.status is not AlertStatus.FIRING:
             continue
         rule = rules.by_id.get(a.rule_id)
-        kind = "" if rule is None else str(rule.kind)
-        state = _seed_state(open_alert, kind)
+        state = _seed_state(open_alert, rule)
         if isinstance(rule, CompositeRule) and a.place_path:
             place = places.setdefault(a.place_path[-1], PlaceMemory(place_path=a.place_path))
             place.rules[a.rule_id] = state

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any, Literal
 
-from cityvitals.contracts import WarningLevel, iso
+from cityvitals.contracts import Alert, WarningLevel, iso
 from rules.alerting import AlertState
 from rules.kinds.base import Example, Judgement, RuleKind
 from rules.kinds.spec import Metric, PositiveDuration, RuleBase, Summary
@@ -53,6 +53,12 @@ class AbsenceKind(RuleKind[AbsenceRule]):
 
     def seed(self, rule: AbsenceRule, now: datetime) -> Any:
         return now.isoformat()  # a rule new to the device: its silence counts from now
+
+    def resumed(self, rule: AbsenceRule, alert: Alert) -> Any:
+        # The alert's value is the silence at its latest transition: the metric was last seen
+        # that long before. Without it, the next reading of any metric would end the alert
+        # as if the metric had come back.
+        return (alert.ts - timedelta(seconds=alert.value)).isoformat()
 
     def due(self, rule: AbsenceRule, state: AlertState, now: datetime) -> bool:
         return state.memory is not None and now > datetime.fromisoformat(state.memory)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
-from cityvitals.contracts import WarningLevel
+from cityvitals.contracts import Alert, WarningLevel
 from rules.alerting import AlertState
 from rules.kinds.spec import RuleBase
 from rules.observation import Observation
@@ -102,6 +102,12 @@ class RuleKind(ABC, Generic[R]):
 
     def seed(self, rule: R, now: datetime) -> Any:
         """The memory of a rule new to a device at a clock tick (None: nothing to remember)."""
+        return None
+
+    def resumed(self, rule: R, alert: Alert) -> Any:
+        """The memory that continues an alert still firing in the database, from its latest
+        transition, for a stream that starts with no memory (:mod:`streams.seeds`). None: the
+        kind's memory starts afresh."""
         return None
 
     def due(self, rule: R, state: AlertState, now: datetime) -> bool:

@@ -228,6 +228,46 @@ def test_an_open_alert_of_a_silent_device_goes_stale_after_a_restart() -> None:
     assert (stale.alert_id, stale.resolution) == ("a" * 32, AlertResolution.STALE)
 
 
+def test_an_open_absence_alert_stays_open_after_a_restart_while_other_metrics_come() -> None:
+    """The metric still missing: readings of another metric keep the alert firing under its
+    id, the silence counted from when the metric was last seen (its value at the latest
+    transition: 122 s); the metric's return resolves it."""
+    rules = parse_rules("rules:\n  - {id: quiet, kind: absence, metric: flow, after: 2m}\n")
+    alert = Alert(
+        alert_id="b" * 32,
+        revision=0,
+        rule_id="quiet",
+        status=AlertStatus.FIRING,
+        level=WarningLevel.YELLOW,
+        device_id="wl-5",
+        metric="flow",
+        value=122,
+        threshold=120,
+        started_at=T0,
+        ts=T0,
+        summary="no flow",
+    )
+    seeds = seed_memories([OpenAlert(alert, WarningLevel.YELLOW, T0)], rules)
+    devices = {"wl-5": registry_entry(device("wl-5"))}
+    NOW = T0 + timedelta(minutes=10)
+
+    def read(states: Any, minutes: int, **values: float) -> Any:
+        one = Reading(
+            device_id="wl-5", ts=T0 + timedelta(minutes=minutes), seq=minutes, values=values
+        )
+        return process_batch(ReadingBatch(readings=(one,)), devices, states, rules, "r", NOW)
+
+    other = read({"wl-5": seeds.take("device", "wl-5", None)}, 8, current=3.0)
+    assert not other.alerts  # still firing: nothing to say
+    ticked = process_batch(
+        ReadingBatch(tick=T0 + timedelta(minutes=9)), devices, other.changed_states, rules, "r", NOW
+    )
+    assert not ticked.alerts
+    back = read({**other.changed_states, **ticked.changed_states}, 10, flow=5.0)
+    (resolved,) = back.alerts
+    assert (resolved.alert_id, resolved.status) == ("b" * 32, AlertStatus.RESOLVED)
+
+
 def test_a_seed_never_replaces_memory_the_stream_kept() -> None:
     seeds = seed_memories([_open_alert("deep")], RULES)
     assert seeds.take("device", "wl-7", {"wm": T0.isoformat(), "r": {}}) is None
