@@ -10,13 +10,14 @@ import csv
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from cityvitals.contracts import Profile
 from wiring.cli_common import (
     NotUtf8,
     atomic_output,
@@ -79,8 +80,8 @@ def rules_check(
         typer.Option(
             "--registry",
             help="also check that the places, device types and profiles the rules name are "
-            "in the registry (the settings' database): a misspelt one makes a rule apply to "
-            "nothing",
+            "in the registry (the settings' database), and each metric in a profile of the "
+            "devices the rule applies to: a misspelt one makes a rule apply to nothing",
         ),
     ] = False,
 ) -> None:
@@ -96,7 +97,10 @@ def rules_check(
     )
     if against_registry:
         end_on_problems(file, _not_registered(ruleset), "names the registry does not know")
-        typer.echo("every place, device type and profile the rules name is in the registry")
+        typer.echo(
+            "every place, device type and profile the rules name is in the registry, and "
+            "every metric in a profile of the devices its rule applies to"
+        )
 
 
 def _not_registered(ruleset: Any) -> list[str]:
@@ -104,18 +108,60 @@ def _not_registered(ruleset: Any) -> list[str]:
     from wiring.cli_registry_common import registry
 
     with registry() as reg:
+        profiles = reg.list_profiles()
         known = {
             "places": {p.place_id for p in reg.list_places()},
             "device_types": reg.device_types(),
-            "profiles": {p.profile_id for p in reg.list_profiles()},
+            "profiles": {p.profile_id for p in profiles},
         }
-    return [
+    names = [
         f"rule {rule.id!r}: {field} names {name!r}, which the registry does not know: the "
         f"rule applies to nothing there ({_hint(field, name, known['places'])})"
         for rule in ruleset
         for field, names in known.items()
         for name in getattr(rule, field)
         if name not in names
+    ]
+    return names + [problem for rule in ruleset for problem in unlisted_metrics(rule, profiles)]
+
+
+def unlisted_metrics(rule: Any, profiles: Sequence[Profile]) -> list[str]:
+    """The rule's metrics that no profile of the devices it applies to lists: the stream
+    refuses a metric its device's profile does not list, so only a device without a profile
+    could send it. Nothing when no profile is of those devices (nothing to compare), and
+    nothing for a camera's events (``camera.<event>``).
+
+    >>> from cityvitals.contracts import MetricSpec
+    >>> from rules import parse_rules
+    >>> pump = Profile(profile_id="pump-v1", device_type="pump", expected_interval_s=30,
+    ...                metrics={"current_a": MetricSpec(unit="A"), "flow_m3h": MetricSpec(unit="m3/h")})
+    >>> rule = parse_rules("rules: [{id: r, metric: curent_a, levels: {red: 9}, "
+    ...                    "device_types: [pump]}]").by_id["r"]
+    >>> unlisted_metrics(rule, [pump])
+    ["rule 'r': metric 'curent_a' is in no profile of device type pump (they list current_a, flow_m3h): only a device without a profile could send it (misspelt?)"]
+    """
+    candidates = [
+        p
+        for p in profiles
+        if (not rule.device_types or p.device_type in rule.device_types)
+        and (not rule.profiles or p.profile_id in rule.profiles)
+    ]
+    if not candidates:
+        return []
+    listed = {metric for p in candidates for metric in p.metrics}
+    metrics = [c.metric for c in rule.conditions] if hasattr(rule, "conditions") else [rule.metric]
+    of = (
+        "profile " + ", ".join(rule.profiles)
+        if rule.profiles
+        else "device type " + ", ".join(rule.device_types)
+        if rule.device_types
+        else "any device type"
+    )
+    return [
+        f"rule {rule.id!r}: metric {metric!r} is in no profile of {of} (they list "
+        f"{', '.join(sorted(listed))}): only a device without a profile could send it (misspelt?)"
+        for metric in dict.fromkeys(metrics)
+        if metric not in listed and not metric.startswith("camera.")
     ]
 
 

@@ -14,7 +14,15 @@ import pytest
 from typer.testing import CliRunner
 
 from cityvitals import db, kafka
-from cityvitals.contracts import Alert, AlertStatus, Device, Reading, ReadingBatch
+from cityvitals.contracts import (
+    Alert,
+    AlertStatus,
+    Device,
+    MetricSpec,
+    Profile,
+    Reading,
+    ReadingBatch,
+)
 from cityvitals.settings import Settings
 from cityvitals.topics import Topic, partition_for
 from tests.integration.conftest import Pipeline, at, free_port, reading, wait_for
@@ -69,12 +77,20 @@ def test_a_database_backtest_writes_what_the_rules_make_of_stored_readings(
 def test_rules_check_names_what_the_registry_does_not_know(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    device, _ = pipeline.register("water_level")
+    device, _ = pipeline.register("rh_gauge")
+    gauge = Profile(
+        profile_id="rh-v1",
+        device_type="rh_gauge",
+        expected_interval_s=60,
+        metrics={"level_cm": MetricSpec(unit="cm")},
+    )
     with open_registry(pipeline.settings) as registry:
         place = registry.get(device).place_path[-1]
+        registry.put_profile(gauge, "itest")
     rules = tmp_path / "rules.yaml"
     good = (
-        f"{{id: ok, metric: m, levels: {{red: 1}}, places: [{place}], device_types: [water_level]}}"
+        f"{{id: ok, metric: level_cm, levels: {{red: 1}}, places: [{place}], "
+        "device_types: [rh_gauge]}"
     )
     rules.write_text(f"rules: [{good}]")
     env = pipeline.settings.to_env()
@@ -84,7 +100,8 @@ def test_rules_check_names_what_the_registry_does_not_know(
         checked.output
     )
     typo = "{id: typo, metric: m, levels: {red: 1}, places: [riverzide], profiles: [nope]}"
-    rules.write_text(f"rules: [{good}, {typo}]")
+    metric = "{id: metric, kind: absence, metric: levl_cm, after: 5m, device_types: [rh_gauge]}"
+    rules.write_text(f"rules: [{good}, {typo}, {metric}]")
     offline = CliRunner().invoke(rules_app, ["check", str(rules)], env=env)
     assert offline.exit_code == 0, offline.output  # the file alone is valid
     refused = CliRunner().invoke(rules_app, ["check", str(rules), "--registry"], env=env)
@@ -93,6 +110,10 @@ def test_rules_check_names_what_the_registry_does_not_know(
         refused.output
     )
     assert "rule 'typo': profiles names 'nope'" in refused.output
+    assert (
+        "rule 'metric': metric 'levl_cm' is in no profile of device type rh_gauge (they list "
+        "level_cm): only a device without a profile could send it (misspelt?)"
+    ) in refused.output
     assert "rule 'ok'" not in refused.output
 
 
