@@ -10,14 +10,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import Annotated, Any, TextIO
 
 import typer
 from pydantic import ValidationError
 
 from cityvitals.contracts import Device, DeviceState
 from wiring.cli_common import fail, read_utf8, settings
-from wiring.cli_registry_common import actor, build, path_of, registry, type_notes
+from wiring.cli_registry_common import (
+    actor,
+    build,
+    path_of,
+    registration_notes,
+    registry,
+    type_notes,
+)
 
 __all__ = ["devices_app"]
 
@@ -63,13 +70,19 @@ def devices_add(
         updated_at=datetime.now(UTC),
     )
     with registry() as reg:
+        notes = registration_notes(*_known(reg), [device])
         secret = reg.add(device, actor())
         root = reg.settings.mqtt_topic_root
     typer.echo(f"registered {device_id}; MQTT username {device_id}, secret {secret} (shown once)")
     topic = f"{root}/{device_id}"
     typer.echo(f"publish readings to {topic}/readings (a camera's events: {topic}/events)")
-    for note in type_notes([device_type]):
+    for note in notes + type_notes([device_type]):
         typer.echo(note, err=True)
+
+
+def _known(reg: Any) -> tuple[set[tuple[str, ...]], set[str]]:
+    """The place paths and departments the registry knows now."""
+    return {p.path for p in reg.list_places()}, {d.department_id for d in reg.list_departments()}
 
 
 @devices_app.command("import")
@@ -105,6 +118,7 @@ def devices_import(
                 bar.length = max(total, 1)
                 bar.update(done - bar.pos)
 
+            known = _known(reg)
             report = reg.import_devices(parsed, actor(), progress)
         secrets_out.write("".join(f"{d},{s}\n" for d, s in report.added))
     for error in report.errors:
@@ -116,7 +130,10 @@ def devices_import(
         err=credentials_out == "-",
     )
     added = {device_id for device_id, _secret in report.added}
-    for note in type_notes({d.device_type for d in parsed.devices if d.device_id in added}):
+    imported = [d for d in parsed.devices if d.device_id in added]
+    for note in registration_notes(*known, imported):
+        typer.echo(note, err=True)
+    for note in type_notes({d.device_type for d in imported}):
         typer.echo(note, err=True)
     if report.errors:
         raise typer.Exit(1)

@@ -12,9 +12,10 @@ from typing import Any, TypeVar
 import typer
 from pydantic import BaseModel, ValidationError
 
+from cityvitals.contracts import Device
 from wiring.cli_common import fail, settings
 
-__all__ = ["actor", "build", "path_of", "registry", "type_notes"]
+__all__ = ["actor", "build", "path_of", "registration_notes", "registry", "type_notes"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -95,3 +96,39 @@ def type_notes(device_types: Collection[str]) -> list[str]:
         "every type, and feed no vital sign"
         for t in sorted(set(device_types) - known)
     ]
+
+
+def registration_notes(
+    places: Collection[tuple[str, ...]], departments: Collection[str], devices: Collection[Device]
+) -> list[str]:
+    """Notes on devices about to be registered, given the place paths and departments the
+    registry knows now: the places their paths will create (named by their ids; a typo makes a
+    new street that every console then shows), and departments the registry does not know.
+
+    >>> from datetime import UTC, datetime
+    >>> d = Device(device_id="wl-1", device_type="w", place_path=("hz", "xh", "xh-s3"),
+    ...            department="nope", updated_at=datetime(2026, 12, 5, tzinfo=UTC))
+    >>> for note in registration_notes({("hz",), ("hz", "xh")}, {"water"}, [d]):
+    ...     print(note)
+    note: creates place hz/xh/xh-s3, named by its id (cityvitals places add PATH --name NAME names one before its devices)
+    note: department 'nope' of wl-1 is not in the registry (cityvitals departments list): misspelt? not registered yet?
+    """
+    new = sorted(
+        {d.place_path[:n] for d in devices for n in range(1, len(d.place_path) + 1)} - set(places)
+    )
+    notes = [
+        f"note: creates place {'/'.join(path)}, named by its id (cityvitals places add PATH "
+        "--name NAME names one before its devices)"
+        for path in new[:20]
+    ]
+    if len(new) > 20:
+        notes.append(f"note: and {len(new) - 20} more places")
+    strangers = [d for d in devices if d.department and d.department not in departments]
+    notes += [
+        f"note: department {d.department!r} of {d.device_id} is not in the registry "
+        "(cityvitals departments list): misspelt? not registered yet?"
+        for d in strangers[:20]
+    ]
+    if len(strangers) > 20:
+        notes.append(f"note: and {len(strangers) - 20} more devices of departments not registered")
+    return notes

@@ -252,6 +252,20 @@ def test_a_device_type_no_rule_names_is_registered_with_a_note_and_an_empty_plac
         env=env,
     )  # fmt: skip
     assert known.exit_code == 0 and "note: no rule" not in known.stderr
+    assert "note: creates place" not in known.stderr  # its places are known
+    typos = runner.invoke(
+        cli_app,
+        ["devices", "add", f"n-{p}", "--type", "water_level", "--place", f"{p}c/{p}x/{p}s",
+         "--department", "no-such-dept"],
+        env=env,
+    )  # fmt: skip
+    assert typos.exit_code == 0, typos.output  # registered, with what it made and missed
+    assert f"note: creates place {p}c/{p}x, named by its id" in typos.stderr
+    assert f"note: creates place {p}c/{p}x/{p}s, named by its id" in typos.stderr
+    assert (
+        f"note: department 'no-such-dept' of n-{p} is not in the registry "
+        "(cityvitals departments list)"
+    ) in typos.stderr
     doubled = runner.invoke(
         cli_app, ["devices", "add", f"e-{p}", "--type", "noise", "--place", f"/{p}c//{p}d"],
         env=env,
