@@ -356,6 +356,7 @@ def create_app(
         incident_metrics,
         settings.rules_tick_s,
         open_incidents,
+        settings.zone,
     )
 
     devices = app.Table("device_registry", default=None, partitions=parts)

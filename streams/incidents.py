@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, tzinfo
 from typing import Any
 
 import faust
@@ -100,11 +101,13 @@ def add_incident_agents(
     metrics: IncidentMetrics,
     tick_s: float,
     open_incidents: Sequence[Tracked] = (),
+    zone: tzinfo = UTC,
 ) -> None:
     """Add the incident stage to the stream's Faust app. ``open_incidents`` (the database's,
     :func:`streams.resume.open_incidents`) fill a book that starts empty: a Kafka that keeps
     nothing across a restart took the book with it. The desk takes the configuration in force
-    (``config.current``, re-read when its file changes) at each input."""
+    (``config.current``, re-read when its file changes) at each input, and names instants in
+    its steps' reasons in the city's ``zone``."""
     metrics.show(config.current)
     inputs_topic = app.topic(
         topic(Topic.INCIDENT_INPUTS).get_topic_name(),
@@ -175,7 +178,7 @@ def add_incident_agents(
                         "database",
                         len(open_incidents),
                     )
-                desks.append(Desk(config.current, book))
+                desks.append(Desk(config.current, book, zone))
                 log.info("incident desk: %d incidents in its book", len(desks[0].book.incidents))
             desks[0].config = config.current  # a reloaded file from here on
             outcome = desks[0].handle(item)

@@ -230,9 +230,9 @@ class Desk(Dispatcher):
         if (accept_by, handle_by) == (inc.accept_by, inc.handle_by):
             return
         t.incident = inc.model_copy(update={"accept_by": accept_by, "handle_by": handle_by})
-        by = f"handle by {handle_by:%Y-%m-%d %H:%M:%S} UTC"
+        by = f"handle by {self.when(handle_by)}"
         if inc.state is IncidentState.DISPATCHED:
-            by = f"accept by {accept_by:%Y-%m-%d %H:%M:%S} UTC, {by}"
+            by = f"accept by {self.when(accept_by)}, {by}"
         self._step(t, Action.NOTE, now, out, reason=f"{now_level}: {by}")
 
     # -- feedback ------------------------------------------------------------------------

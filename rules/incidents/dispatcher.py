@@ -4,7 +4,7 @@ step. The base of :class:`rules.incidents.desk.Desk`, which decides what happens
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from cityvitals.contracts import (
@@ -78,9 +78,26 @@ def _dispatch(
 class Dispatcher:
     """Sends incidents to departments and records their steps."""
 
-    def __init__(self, config: IncidentConfig, book: Book | None = None) -> None:
+    def __init__(
+        self, config: IncidentConfig, book: Book | None = None, zone: tzinfo = UTC
+    ) -> None:
         self.config = config
         self.book = book or Book()
+        self.zone = zone
+        """The city's time zone: the instants the steps' reasons name are in it."""
+
+    def when(self, at: datetime) -> str:
+        """An instant as a step's reason names it, in the city's zone, named.
+
+        >>> from zoneinfo import ZoneInfo
+        >>> from rules.incidents.testing import EXAMPLE, at
+        >>> from rules.incidents.config import parse_incident_config
+        >>> config = parse_incident_config(EXAMPLE)
+        >>> Dispatcher(config).when(at(17)), Dispatcher(config, zone=ZoneInfo("Asia/Shanghai")).when(at(17))
+        ('2026-07-01 08:17:00 UTC', '2026-07-01 16:17:00 Asia/Shanghai')
+        """
+        local = at.astimezone(self.zone)
+        return f"{local:%Y-%m-%d %H:%M:%S} {getattr(self.zone, 'key', None) or local.tzname()}"
 
     def _deadlines(self, t: Tracked, now: datetime, out: Outcome) -> None:
         inc = t.incident
@@ -102,7 +119,7 @@ class Dispatcher:
         up = route(self.config, inc.category, inc.place_path, inc.level, above=inc.tier)
         dispatch_id = None
         late = f"{inc.department} ({inc.tier.value} tier)" if inc.department else inc.tier.value
-        reason = f"{late} did not {breach} by {deadline:%Y-%m-%d %H:%M:%S} UTC"
+        reason = f"{late} did not {breach} by {self.when(deadline)}"
         if up is not None:
             t.incident = inc.model_copy(update={"escalations": inc.escalations + 1})
             order = self._order(t, up, DispatchKind.ESCALATION, now, out, PLATFORM, reason)

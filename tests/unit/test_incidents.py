@@ -565,3 +565,17 @@ def test_a_level_within_the_tiers_reach_tightens_its_limits_from_now() -> None:
     )
     late = run(desk, [tick(14)])  # orange's accept limit passed, not yellow's
     assert [d.kind for d in late.dispatches] == [DispatchKind.WITHDRAWAL, DispatchKind.ESCALATION]
+
+
+def test_the_reasons_name_instants_in_the_citys_zone() -> None:
+    """A duty officer reads the timeline in the city's time: an escalation's reason (and the
+    withdrawal that quotes it) names the deadline there, with the zone."""
+    from zoneinfo import ZoneInfo
+
+    desk = Desk(desk_with().config, zone=ZoneInfo("Asia/Shanghai"))
+    run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"), 0, level="yellow")])
+    withdrawal, order = run(desk, [tick(21)]).dispatches
+    deadline = at(20).astimezone(ZoneInfo("Asia/Shanghai"))
+    named = f"did not accept by {deadline:%Y-%m-%d %H:%M:%S} Asia/Shanghai"
+    assert order.reason == f"street-ops (street tier) {named}"
+    assert named in withdrawal.reason
