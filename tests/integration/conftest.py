@@ -40,28 +40,6 @@ T = TypeVar("T")
 
 free_port = free_loopback_port
 
-OWN_STACKS = frozenset(
-    {
-        "test_faults.py",
-        "test_broker_restart.py",
-        "test_scaleout.py",
-        "test_stack_lifecycle.py",
-        "test_up.py",
-    }
-)
-"""Modules that start stacks of their own (faults under load, broker restarts, whole ``up``s).
-``./dev test`` runs two pytest-xdist workers with ``--dist loadgroup``: these run on one, the
-tests of the session's shared stack (:func:`pipeline`) on the other, and the unit tests and
-doctests wherever a worker is free. Each worker that needs the shared stack starts its own."""
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if item.path.parent == here:
-            group = "own_stacks" if item.path.name in OWN_STACKS else "shared_stack"
-            item.add_marker(pytest.mark.xdist_group(group))
-
 
 def free_port_block(count: int) -> int:
     """A base port such that base+1 .. base+count are free now (``up --metrics-base``)."""
