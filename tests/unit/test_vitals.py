@@ -334,13 +334,21 @@ def test_a_backlog_older_than_anything_reported_fills_the_windows_up_to_it() -> 
     assert noise(31) == []
     assert [i.window_start for i in noise(36)] == [T0 + timedelta(minutes=30)]
     city.read(reading("n1", "c/d/s1", 6, "noise", laeq_db=60.0))  # a backlog arrives
-    assert [(i.window_start, i.reporting) for i in noise(37)] == [
+    filled = [
         (T0 + timedelta(minutes=5), 1),
         (T0 + timedelta(minutes=10), 0),
         (T0 + timedelta(minutes=15), 0),
         (T0 + timedelta(minutes=20), 0),
         (T0 + timedelta(minutes=25), 0),
     ]
+    assert [(i.window_start, i.reporting) for i in noise(37)] == filled
+    # The same when the backlog comes before the place reported anything: its history started
+    # with the window open at its first tick, and now starts at the backlog.
+    city = City()
+    city.join("n1", "c/d/s1", "noise")
+    assert noise(31) == []
+    city.read(reading("n1", "c/d/s1", 6, "noise", laeq_db=60.0))
+    assert [(i.window_start, i.reporting) for i in noise(32)] == filled
 
 
 def test_a_backlog_weeks_old_fills_the_windows_of_the_last_day_only() -> None:
