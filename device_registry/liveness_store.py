@@ -159,18 +159,26 @@ def device_rows(
     status: Liveness | None = None,
     limit: int | None = None,
     offset: int = 0,
+    device_id: str | None = None,
 ) -> list[DeviceLiveness]:
-    """Each active device's liveness as last judged, under ``place`` and of ``status``, in id
-    order. A suspended or retired device is not watched: its last judgement would stand
-    frozen (``online``, say), so it is not listed."""
+    """Each active device's liveness as last judged, under ``place``, of ``status`` (and with
+    ``device_id``), in id order. A suspended or retired device is not watched: its last
+    judgement would stand frozen (``online``, say), so it is not listed."""
     cur = conn.execute(
         "SELECT l.device_id, l.status, l.last_seen, l.expected_interval_s, l.place_path, "
         "l.updated_at AS ts FROM device_liveness l JOIN devices d ON d.device_id = l.device_id "
         "WHERE d.state = 'active' "
         "AND (%(place)s::text IS NULL OR %(place)s = ANY(l.place_path)) "
         "AND (%(status)s::text IS NULL OR l.status = %(status)s) "
+        "AND (%(device)s::text IS NULL OR l.device_id = %(device)s) "
         "ORDER BY l.device_id LIMIT %(limit)s OFFSET %(offset)s",
-        {"place": place, "status": status and status.value, "limit": limit, "offset": offset},
+        {
+            "place": place,
+            "status": status and status.value,
+            "device": device_id,
+            "limit": limit,
+            "offset": offset,
+        },
     )
     return _models(DeviceLiveness, cur)
 

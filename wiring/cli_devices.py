@@ -8,14 +8,14 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, TextIO
 
 import typer
 from pydantic import ValidationError
 
-from cityvitals.contracts import Device, DeviceState
+from cityvitals.contracts import Device, DeviceLiveness, DeviceState, Liveness
 from wiring.cli_common import fail, read_utf8, settings
 from wiring.cli_registry_common import (
     actor,
@@ -185,8 +185,11 @@ def devices_show(
 ) -> None:
     """One device as registered, with what its profile gives it: the valid range of each
     metric (readings outside it are refused) and the expected reporting interval."""
+    from device_registry.liveness_store import device_rows
+
     with registry() as reg:
         d = reg.get(device_id)
+        live = device_rows(reg.conn, device_id=device_id)
     if as_json:
         typer.echo(d.model_dump_json())
         return
@@ -203,10 +206,46 @@ def devices_show(
         ("tags", ", ".join(d.tags) or "-"),
         ("location", "-" if d.lat is None or d.lon is None else f"{d.lat:g}, {d.lon:g}"),
         ("updated", f"{d.updated_at.astimezone(zone):%Y-%m-%d %H:%M:%S} ({zone})"),
+        ("liveness", _liveness(live[0], zone) if live else "not judged (not active, or not yet)"),
     ]
     typer.echo(f"device {d.device_id} ({d.device_type}), {d.state.value}")
     for name, value in rows:
         typer.echo(f"  {name:<11}{value}")
+
+
+def _liveness(live: DeviceLiveness, zone: tzinfo) -> str:
+    """A device's liveness as last judged, in a line."""
+    seen = (
+        f"last seen {live.last_seen.astimezone(zone):%Y-%m-%d %H:%M:%S}"
+        if live.last_seen is not None
+        else "never heard"
+    )
+    judged = f"judged {live.ts.astimezone(zone):%H:%M:%S}"
+    return f"{live.status.value}, {seen}, every {live.expected_interval_s:g} s ({judged})"
+
+
+@devices_app.command("liveness")
+def devices_liveness(
+    place: Annotated[str | None, typer.Option(help="Only devices at or under this place")] = None,
+    status: Annotated[Liveness | None, typer.Option(help="Only devices of this status")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
+) -> None:
+    """Each active device's liveness (online, late, offline) as the liveness service last
+    judged it, with when it was last seen and the cadence it is judged by."""
+    from device_registry.liveness_store import device_rows
+
+    with registry() as reg:
+        found = device_rows(reg.conn, place, status)
+    zone = settings().zone
+    for live in found:
+        if as_json:
+            typer.echo(live.model_dump_json())
+        else:
+            typer.echo(f"{live.device_id:<24}{_liveness(live, zone)}")
+    if not as_json:
+        counts = {s: sum(1 for f in found if f.status is s) for s in Liveness}
+        shown = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
+        typer.echo(f"{len(found)} devices ({shown or 'none'}); times in {zone}", err=True)
 
 
 @devices_app.command("export")

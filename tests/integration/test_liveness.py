@@ -20,11 +20,13 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer
+from typer.testing import CliRunner
 
 from cityvitals import kafka
 from cityvitals.contracts import Device, DeviceLiveness, OutageStatus, PlaceOutage
 from cityvitals.topics import Topic
 from tests.integration.conftest import Pipeline, reading, wait_for
+from wiring.cli import app as cli_app
 
 pytestmark = pytest.mark.integration
 
@@ -145,6 +147,17 @@ def test_a_silent_device_goes_offline_by_its_own_cadence_and_comes_back_online(
     _, _, last_seen, interval, path = liveness_rows(pipeline, [device])[device]
     assert 0.5 * EVERY < interval < 3 * EVERY, "the observed cadence"
     assert path == [f"lv{tag}", f"dA{tag}", f"sA{tag}", f"sA{tag}g1"]
+
+    # The command line shows it too: the list of a place's devices by status, and the device.
+    runner, env = CliRunner(), pipeline.settings.to_env()
+    listed = runner.invoke(
+        cli_app, ["devices", "liveness", "--place", f"lv{tag}", "--status", "offline"], env=env
+    )
+    assert listed.exit_code == 0, listed.output
+    assert listed.stdout.split()[:2] == [device, "offline,"], listed.stdout
+    assert "1 devices (1 offline); times in UTC" in listed.stderr
+    shown = runner.invoke(cli_app, ["devices", "show", device], env=env)
+    assert f"liveness   offline, last seen {last_seen:%Y-%m-%d %H:%M:%S}" in shown.stdout
 
     offline = wait_for(
         lambda: [c for c in changes(liveness_log, [device]) if c.status == "offline"],
