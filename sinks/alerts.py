@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict
 
 from cityvitals.contracts import AlertStatus, Incident, WarningLevel
+from sinks.ids import AmbiguousId, find_id
 
 __all__ = [
     "AlertDetail",
@@ -41,9 +42,22 @@ _COLUMNS = (
 
 
 class UnknownAlert(LookupError):
-    def __init__(self, alert_id: str) -> None:
-        super().__init__(f"alert {alert_id!r} does not exist")
+    def __init__(self, alert_id: str, hint: str = "") -> None:
+        super().__init__(f"alert {alert_id!r} does not exist{hint}")
         self.alert_id = alert_id
+
+
+class AmbiguousAlert(AmbiguousId):
+    """A start of an id that several alerts' ids have."""
+
+    def __init__(self, prefix: str, matches: list[str]) -> None:
+        super().__init__("alert", prefix, matches)
+
+
+def find_alert(conn: Conn, given: str) -> str:
+    """The id of the alert whose id is ``given`` or starts with it (:func:`sinks.ids.find_id`);
+    raises :class:`UnknownAlert` or :class:`AmbiguousAlert`."""
+    return find_id(conn, given, "alerts", "alert_id", UnknownAlert, AmbiguousAlert)
 
 
 @dataclass(frozen=True)

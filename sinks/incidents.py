@@ -16,7 +16,6 @@ Open311 exports: :mod:`sinks.open311`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,10 +36,10 @@ from cityvitals.contracts import (
     WarningLevel,
 )
 from sinks.alerts import AlertRow, alert_rows, place_clause
+from sinks.ids import AmbiguousId, find_id
 
 __all__ = [
     "CLOSURE_TARGET",
-    "SHORTEST_PREFIX",
     "AlertRow",
     "AmbiguousIncident",
     "CameraSnapshot",
@@ -52,7 +51,6 @@ __all__ = [
     "find_incident",
     "get_incident",
     "incident_detail",
-    "is_short_id",
     "list_incidents",
     "performance",
     "recent_steps",
@@ -70,34 +68,11 @@ class UnknownIncident(LookupError):
         self.incident_id = incident_id
 
 
-SHOWN_MATCHES = 5
-"""The most incidents an ambiguous start of an id names."""
-
-
-class AmbiguousIncident(LookupError):
-    """A start of an id that several incidents' ids have.
-
-    >>> str(AmbiguousIncident("0940", ["0940a", "0940b"]))
-    "incident id '0940' is the start of several incidents' ids (0940a, 0940b): give more of its digits"
-    >>> str(AmbiguousIncident("09", [f"09{n}" for n in range(6)])).split("(")[1]
-    '090, 091, 092, 093, 094, and more): give more of its digits'
-    """
+class AmbiguousIncident(AmbiguousId):
+    """A start of an id that several incidents' ids have."""
 
     def __init__(self, prefix: str, matches: list[str]) -> None:
-        named = ", ".join(matches[:SHOWN_MATCHES])
-        more = ", and more" if len(matches) > SHOWN_MATCHES else ""
-        super().__init__(
-            f"incident id {prefix!r} is the start of several incidents' ids "
-            f"({named}{more}): give more of its digits"
-        )
-        self.prefix = prefix
-        self.matches = matches
-
-
-SHORTEST_PREFIX = 4
-"""The fewest leading digits of an incident's id that :func:`find_incident` looks up (the run
-log and the console show 8)."""
-_PREFIX = re.compile(rf"[0-9a-f]{{{SHORTEST_PREFIX},31}}")
+        super().__init__("incident", prefix, matches)
 
 
 @dataclass(frozen=True)
@@ -221,51 +196,10 @@ def fetch(conn: Conn, query: str, *params: object) -> list[dict[str, Any]]:
         return cur.execute(query.encode(), params).fetchall()
 
 
-def is_short_id(given: str) -> bool:
-    """Whether ``given`` is the start of an incident's id, as :func:`find_incident` takes it.
-
-    >>> is_short_id("0940a818"), is_short_id("0940A818"), is_short_id("094"), is_short_id("f" * 32)
-    (True, True, False, False)
-    """
-    return _PREFIX.fullmatch(given.lower()) is not None
-
-
-def too_short(given: str) -> bool:
-    """Whether ``given`` reads as the start of an incident's id, too short to take.
-
-    >>> too_short("f8c"), too_short("f8c1"), too_short("nope"), too_short("")
-    (True, False, False, False)
-    """
-    return 0 < len(given) < SHORTEST_PREFIX and all(c in "0123456789abcdefABCDEF" for c in given)
-
-
 def find_incident(conn: Conn, given: str) -> str:
-    """The id of the incident whose id is ``given`` or starts with it (at least
-    :data:`SHORTEST_PREFIX` hexadecimal digits: the short form people copy from a log);
-    anything else is given back as it is, for the caller's own check. Raises
-    :class:`UnknownIncident` when no id starts so, or ``given`` is a shorter start (saying how
-    many digits it takes), :class:`AmbiguousIncident` when several do."""
-    if not is_short_id(given):
-        if too_short(given):
-            raise UnknownIncident(
-                given, f" (the start of an id takes {SHORTEST_PREFIX} digits or more)"
-            )
-        return given
-    prefix = given.lower()
-    # A range, not LIKE: it takes the key's index under any collation ('g' follows the digits).
-    found = fetch(
-        conn,
-        "SELECT incident_id FROM incidents WHERE incident_id >= %s AND incident_id < %s "
-        "ORDER BY incident_id LIMIT %s",
-        prefix,
-        prefix + "g",
-        SHOWN_MATCHES + 1,
-    )
-    if not found:
-        raise UnknownIncident(given)
-    if len(found) > 1:
-        raise AmbiguousIncident(given, [row["incident_id"] for row in found])
-    return str(found[0]["incident_id"])
+    """The id of the incident whose id is ``given`` or starts with it (:func:`sinks.ids.find_id`);
+    raises :class:`UnknownIncident` or :class:`AmbiguousIncident`."""
+    return find_id(conn, given, "incidents", "incident_id", UnknownIncident, AmbiguousIncident)
 
 
 def get_incident(conn: Conn, incident_id: str) -> Incident:

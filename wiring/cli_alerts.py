@@ -105,17 +105,19 @@ def alert_lines(found: list[AlertRow], zone: tzinfo) -> list[str]:
 
 @alerts_app.command("show")
 def show(
-    alert_id: Annotated[str, typer.Argument(help="the alert's id")],
+    alert_id: Annotated[
+        str, typer.Argument(help="the alert's id, or its first digits (at least 4)")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """One alert episode: what fired, every transition, and the incident holding it."""
-    from sinks.alerts import UnknownAlert, alert_detail
+    from sinks.alerts import AmbiguousAlert, UnknownAlert, alert_detail, find_alert
 
     conf = settings()
     try:
         with _connect(conf) as conn:
-            detail = alert_detail(conn, alert_id)
-    except UnknownAlert as exc:
+            detail = alert_detail(conn, find_alert(conn, alert_id))
+    except (UnknownAlert, AmbiguousAlert) as exc:
         raise fail(str(exc)) from None
     if as_json:
         echo_json(detail, conf)

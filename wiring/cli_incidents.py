@@ -47,7 +47,7 @@ incidents_app = typer.Typer(
 
 
 def _when(ts: datetime | None, zone: tzinfo) -> str:
-    return "-" if ts is None else f"{ts.astimezone(zone):%Y-%m-%d %H:%M}"
+    return "-" if ts is None else f"{ts.astimezone(zone):%Y-%m-%d %H:%M:%S}"
 
 
 @contextmanager
@@ -275,14 +275,8 @@ def act(
         unknown_department,
     )
     from rules.incidents.lifecycle import close_without_reason, verify_while_firing
-    from sinks.incidents import (
-        AmbiguousIncident,
-        UnknownIncident,
-        find_incident,
-        get_incident,
-        is_short_id,
-        too_short,
-    )
+    from sinks.ids import is_short_id, too_short
+    from sinks.incidents import AmbiguousIncident, UnknownIncident, find_incident, get_incident
     from wiring.services import open_registry
 
     chosen_tier = enum_option(Tier, tier, "--tier")

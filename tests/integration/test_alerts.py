@@ -242,6 +242,10 @@ def test_the_cli_lists_and_shows_alerts_in_the_city_zone(town: Settings) -> None
     assert detail["transitions"][2]["ts"] == f"{TEST_DAY}T16:20:00+08:00"
     alone = run(town, "show", made["wet"])
     assert "incident: none" in alone.output
+    by_start = run(town, "show", made["deep"][:8])  # as the lists and the console show it
+    assert by_start.exit_code == 0 and f"alert {made['deep']} " in by_start.output
+    short = run(town, "show", made["deep"][:3])
+    assert short.exit_code == 1 and "the start of an id takes 4 digits or more" in short.output
 
     # A place's alert (a composite rule's) is shown as the place's, with its devices.
     with db.connect(town) as conn:

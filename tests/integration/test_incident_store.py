@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -503,6 +504,8 @@ def test_the_cli_lists_shows_and_measures_in_the_city_zone(town: Settings) -> No
     shown = run(town, "show", three)
     assert shown.exit_code == 0, shown.output
     assert "escalation" in shown.output and "street -> district: handle" in shown.output
+    # To the second, as the console shows them: deadlines of minutes are checked against it.
+    assert re.search(r"opened \d{4}-\d\d-\d\d \d\d:\d\d:\d\d, updated", shown.output)
     detail = json.loads(run(town, "show", three, "--json").output)
     assert detail["incident"]["state"] == "closed"
     assert len(detail["dispatches"]) == 2
