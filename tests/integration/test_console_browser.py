@@ -207,6 +207,22 @@ def test_a_tile_tells_a_window_without_data_from_an_indicator_without_a_value_ye
     expect(pending).to_contain_text("first value due")
 
 
+def test_a_ratio_tile_reads_as_a_share_and_a_value_without_band_as_its_coverage(
+    page: Page, pipeline: Pipeline
+) -> None:
+    """Devices online as a share (36 %, not 0.3636 ratio), and no stray separator before the
+    coverage when the indicator has no band."""
+    open_console(page, pipeline, officer(pipeline))
+    tile = {"key": "z/devices_online", "place_id": "z", "place_name": "Xihu", "level": "district",
+            "indicator": "devices_online", "unit": "ratio", "value": 0.36364, "band": None,
+            "band_level": None, "coverage": 0.8, "quality": "good"}  # fmt: skip
+    page.evaluate("tile => onTile(tile)", tile)
+    drawn = page.locator('#tiles [data-key="z/devices_online"]').first
+    expect(drawn.locator(".value")).to_have_text("36")
+    expect(drawn.locator(".unit")).to_have_text("%")
+    expect(drawn.locator(".meta").first).to_have_text("coverage 80%")
+
+
 FAN_OUT = """() => {
   state.places.set("fan-p", {place_id: "fan-p", level: "grid", name: "Fan", path: ["fan-p"],
                              lat: 31.2, lon: 121.4});

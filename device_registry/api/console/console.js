@@ -455,9 +455,12 @@ function onTile(tile) {
 function drawTile(tile) {
   // The band's colour: "normal", or the warning level the indicator catalogue gives it.
   const classes = ["tile", tile.band_level ? `band-${tile.band_level}` : "", tile.value === null ? "stale" : ""];
-  const value = tile.value === null ? "–" : Number(tile.value.toPrecision(4));
+  // A ratio (devices online) reads as a share, as coverage does: 36 %, not 0.3636.
+  const share = tile.unit === "ratio";
+  const value = tile.value === null ? "–"
+    : share ? Math.round(tile.value * 100) : Number(tile.value.toPrecision(4));
   const meta = tile.value !== null
-    ? `${tile.band || ""} · coverage ${Math.round(tile.coverage * 100)}%`
+    ? [tile.band, `coverage ${Math.round(tile.coverage * 100)}%`].filter(Boolean).join(" · ")
     : tile.due_at  // an indicator with no window yet
       ? `first value due ${stamp(tile.due_at)}`
       : `no data this window${tile.previous === null || tile.previous === undefined
@@ -468,7 +471,7 @@ function drawTile(tile) {
     el("div", { class: "name" }, `${tile.place_name} · ${tile.indicator}`),
     el("div", {},
       el("span", { class: "value" }, value),
-      el("span", { class: "unit" }, tile.unit),
+      el("span", { class: "unit" }, share ? "%" : tile.unit),
       tile.trend ? el("span", { class: `trend ${tile.trend}`, title: `previous ${tile.previous}` }, ` ${ARROWS[tile.trend]}`) : null),
     el("div", { class: "meta" }, meta),
     el("div", { class: "meta age" }, ""),
