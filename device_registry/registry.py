@@ -21,7 +21,16 @@ from typing import Any
 import psycopg
 from confluent_kafka import Producer
 
-from cityvitals.contracts import Department, Device, DeviceState, Place, PlaceLevel, Profile
+from cityvitals.contracts import (
+    Department,
+    Device,
+    DeviceLiveness,
+    DeviceState,
+    Liveness,
+    Place,
+    PlaceLevel,
+    Profile,
+)
 from cityvitals.settings import Settings
 from device_registry.credentials import BrokerFiles, hash_secret, login_problem, new_secret
 from device_registry.errors import (
@@ -38,6 +47,7 @@ from device_registry.errors import (
     database_refused,
 )
 from device_registry.importing import ParsedFile, RowError, parse_device_csv, parse_device_json
+from device_registry.liveness_store import device_rows
 from device_registry.publisher import ChangePublisher
 from device_registry.repositories import audit, credentials, devices, places, profiles
 from device_registry.repositories.audit import AuditEntry, Cursor
@@ -230,6 +240,15 @@ class Registry(UserAccounts):
     def list_departments(self) -> list[Department]:
         with self._read() as cur:
             return profiles.departments(cur)
+
+    def liveness(
+        self,
+        place: str | None = None,
+        status: Liveness | None = None,
+        device_id: str | None = None,
+    ) -> list[DeviceLiveness]:
+        """Active devices' liveness as the liveness service last judged it, in id order."""
+        return device_rows(self.conn, place, status, device_id=device_id)
 
     # --- devices ------------------------------------------------------------------------------
 

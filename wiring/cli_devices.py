@@ -185,11 +185,9 @@ def devices_show(
 ) -> None:
     """One device as registered, with what its profile gives it: the valid range of each
     metric (readings outside it are refused) and the expected reporting interval."""
-    from device_registry.liveness_store import device_rows
-
     with registry() as reg:
         d = reg.get(device_id)
-        live = device_rows(reg.conn, device_id=device_id)
+        live = reg.liveness(device_id=device_id)
     if as_json:
         typer.echo(d.model_dump_json())
         return
@@ -232,10 +230,8 @@ def devices_liveness(
 ) -> None:
     """Each active device's liveness (online, late, offline) as the liveness service last
     judged it, with when it was last seen and the cadence it is judged by."""
-    from device_registry.liveness_store import device_rows
-
     with registry() as reg:
-        found = device_rows(reg.conn, place, status)
+        found = reg.liveness(place, status)
     zone = settings().zone
     for live in found:
         if as_json:

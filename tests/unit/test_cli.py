@@ -553,7 +553,7 @@ def test_devices_show_gives_one_device_with_what_its_profile_gives_it(
 ) -> None:
     from datetime import UTC, datetime
 
-    from cityvitals.contracts import Device
+    from cityvitals.contracts import Device, DeviceLiveness, Liveness
     from wiring import cli_devices
 
     device = Device(
@@ -567,10 +567,21 @@ def test_devices_show_gives_one_device_with_what_its_profile_gives_it(
         updated_at=datetime(2026, 12, 5, 7, 0, tzinfo=UTC),
     )
 
+    judged = DeviceLiveness(
+        device_id="wl-7",
+        status=Liveness.LATE,
+        last_seen=datetime(2026, 12, 5, 7, 1, tzinfo=UTC),
+        expected_interval_s=60,
+        ts=datetime(2026, 12, 5, 7, 4, tzinfo=UTC),
+    )
+
     class Fake:
         def get(self, device_id: str) -> Device:
             assert device_id == "wl-7"
             return device
+
+        def liveness(self, device_id: str) -> list[DeviceLiveness]:
+            return [judged]
 
     @contextmanager
     def fake_registry() -> Iterator[Fake]:
@@ -585,6 +596,7 @@ def test_devices_show_gives_one_device_with_what_its_profile_gives_it(
     assert shown[0] == "device wl-7 (water_level), active"
     assert "  profile    wl-std (every 60 s; water_level_cm 0..500)" in shown
     assert "  updated    2026-12-05 15:00:00 (Asia/Shanghai)" in shown
+    assert "  liveness   late, last seen 2026-12-05 15:01:00, every 60 s (judged 15:04:00)" in shown
     with pytest.raises(SystemExit) as ended:
         main(["devices", "show", "wl-7", "--json"])
     assert Device.model_validate_json(capsys.readouterr().out) == device
