@@ -164,11 +164,15 @@ class CopySink(SqlSink):
         )
         self.replaying = False
         """Whether the last batch held rows already stored: then the next goes via staging."""
-        on = " AND ".join(f"s.{c} = t.{c}" for c in self.key)
+        on = " AND ".join(f"t.{c} = s.{c}" for c in self.key)
         new, old = (", ".join(f"{t}.{c}" for c in self.compared) for t in ("s", "t"))
+        # Each staged row looks its stored one up by the key's index: a plain join the planner
+        # may do by scanning the table, which grows, for a batch of a few hundred rows (the
+        # LIMIT keeps the subquery from being merged into such a join; the key is unique).
         self._differs = (
-            f"SELECT {', '.join(f's.{c}' for c in self.key)}, {new}, {old} "
-            f"FROM {stage} s JOIN {self.table} t ON {on} WHERE ({new}) IS DISTINCT FROM ({old})"
+            f"SELECT {', '.join(f's.{c}' for c in self.key)}, {new}, {old} FROM {stage} s "
+            f"CROSS JOIN LATERAL (SELECT {', '.join(self.compared)} FROM {self.table} t "
+            f"WHERE {on} LIMIT 1) t WHERE ({new}) IS DISTINCT FROM ({old})"
             if self.compared
             else ""
         )

@@ -141,6 +141,8 @@ def test_acknowledging_and_closing_from_the_page_changes_the_database(
     expect(row.locator("td.state")).to_have_text("closed")
     expect(page.locator('#detail [data-field="state"]')).to_have_text("closed")
     expect(page.locator("#actions button:visible")).to_have_text(["Reopen", "Note"])
+    # Its limits are history now, not a countdown.
+    expect(page.locator('#detail [data-field="accept_by"]')).to_contain_text("· ended: closed")
 
 
 def test_a_department_operator_answers_its_dispatch_from_the_page(

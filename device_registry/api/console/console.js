@@ -208,6 +208,17 @@ function deadline(incident) {
   return incident.accept_by ? ["accept", incident.accept_by] : null;
 }
 
+// A limit as the detail shows it: the one that runs now plainly; one that no longer runs says
+// why (a closed incident's deadlines are history, not a countdown).
+function limit(incident, name, at) {
+  if (!at) return "–";
+  const running = deadline(incident);
+  if (running && running[0] === name) return stamp(at);
+  const done = name === "accept" && (incident.state === "accepted" || incident.state === "on_site")
+    ? "accepted" : `ended: ${incident.state}`;
+  return `${stamp(at)} · ${done}`;
+}
+
 function paintSla(cell, incident) {
   const due = deadline(incident);
   if (!due) {
@@ -316,7 +327,7 @@ async function showDetail(incidentId) {
     ["level", levelTag(i.level)], ["state", i.state], ["category", i.category],
     ["place", i.place_path.join(" / ")], ["department", i.department || "–"],
     ["tier", i.tier || "–"], ["opened", stamp(i.opened_at)], ["updated", stamp(i.updated_at)],
-    ["accept by", stamp(i.accept_by)], ["handle by", stamp(i.handle_by)],
+    ["accept by", limit(i, "accept", i.accept_by)], ["handle by", limit(i, "handle", i.handle_by)],
     ["devices", i.devices.join(", ") || "–"], ["escalations", i.escalations],
   ];
   const parts = [
