@@ -154,19 +154,25 @@ def close(
         if closed is None:
             if not starts and expected <= 0:
                 continue
-            first = starts[0] if starts else window_start(due_before, spec.window_s) - width
+            # With no data yet, the first window is the one still open, never one already
+            # due: a memory just begun (a new place, a new indicator, or a stream that lost
+            # its state with a broker that keeps nothing) knows nothing of an earlier window,
+            # and reporting it as no_data would be false.
+            first = starts[0] if starts else window_start(due_before, spec.window_s)
             closed = max(first, window_start(now - MAX_CATCH_UP, spec.window_s)).isoformat()
         cursor = max(
             datetime.fromisoformat(closed), window_start(now - MAX_CATCH_UP, spec.window_s)
         )
         pending = {s for s in starts if s < cursor and mine[f"{prefix}{s.isoformat()}"].get("d")}
         earliest = mem["f"].get(spec.id)
-        if earliest is not None and pending and min(pending) < datetime.fromisoformat(earliest):
-            # Data older than anything reported (a backlog): the place's history now starts
-            # there, so the windows between, empty or not, are reported too, up to
-            # MAX_CATCH_UP back (a reading weeks old must not make it report every window since).
+        # Where the place's history starts: its earliest window reported, else its cursor.
+        history = datetime.fromisoformat(earliest) if earliest is not None else cursor
+        if pending and min(pending) < history:
+            # Data older than that (a backlog): the place's history now starts there, so the
+            # windows between, empty or not, are reported too, up to MAX_CATCH_UP back (a
+            # reading weeks old must not make it report every window since).
             back = max(min(pending), window_start(now - MAX_CATCH_UP, spec.window_s))
-            while back < datetime.fromisoformat(earliest):
+            while back < history:
                 pending.add(back)
                 back += width
         while cursor + width <= due_before:

@@ -325,16 +325,30 @@ def test_a_message_processed_again_after_a_crash_counts_its_devices_again() -> N
 def test_a_backlog_older_than_anything_reported_fills_the_windows_up_to_it() -> None:
     city = City()
     city.join("n1", "c/d/s1", "noise")
-    first = [i.window_start for i in city.tick(31) if (i.indicator, i.place_id) == ("noise", "s1")]
-    assert first == [T0 + timedelta(minutes=25)]  # the place's history starts now
+
+    def noise(minutes: float) -> list[Any]:
+        return [i for i in city.tick(minutes) if (i.indicator, i.place_id) == ("noise", "s1")]
+
+    # The place's history starts with the window open when its memory began: no window that
+    # ended before is reported as no_data, since nothing was watching it.
+    assert noise(31) == []
+    assert [i.window_start for i in noise(36)] == [T0 + timedelta(minutes=30)]
     city.read(reading("n1", "c/d/s1", 6, "noise", laeq_db=60.0))  # a backlog arrives
-    later = [i for i in city.tick(32) if (i.indicator, i.place_id) == ("noise", "s1")]
-    assert [(i.window_start, i.reporting) for i in later] == [
+    filled = [
         (T0 + timedelta(minutes=5), 1),
         (T0 + timedelta(minutes=10), 0),
         (T0 + timedelta(minutes=15), 0),
         (T0 + timedelta(minutes=20), 0),
+        (T0 + timedelta(minutes=25), 0),
     ]
+    assert [(i.window_start, i.reporting) for i in noise(37)] == filled
+    # The same when the backlog comes before the place reported anything: its history started
+    # with the window open at its first tick, and now starts at the backlog.
+    city = City()
+    city.join("n1", "c/d/s1", "noise")
+    assert noise(31) == []
+    city.read(reading("n1", "c/d/s1", 6, "noise", laeq_db=60.0))
+    assert [(i.window_start, i.reporting) for i in noise(32)] == filled
 
 
 def test_a_backlog_weeks_old_fills_the_windows_of_the_last_day_only() -> None:
@@ -344,12 +358,13 @@ def test_a_backlog_weeks_old_fills_the_windows_of_the_last_day_only() -> None:
     city = City()
     city.join("n1", "c/d/s1", "noise")
     city.tick(31)
+    city.tick(36)  # the first window reported
     old = reading("n1", "c/d/s1", 0, "noise", laeq_db=60.0)
     city.read(old.model_copy(update={"ts": T0 - timedelta(days=40)}))  # 40 days old
-    later = [i for i in city.tick(32) if (i.indicator, i.place_id) == ("noise", "s1")]
+    later = [i for i in city.tick(37) if (i.indicator, i.place_id) == ("noise", "s1")]
     starts = sorted(i.window_start for i in later)
     assert starts[0] == window_start(T0 - timedelta(days=40), 300)  # its own window, alone
-    assert starts[1] >= T0 + timedelta(minutes=32) - MAX_CATCH_UP - timedelta(minutes=5)
+    assert starts[1] >= T0 + timedelta(minutes=37) - MAX_CATCH_UP - timedelta(minutes=5)
     assert len(later) <= 1 + 24 * 12  # then a day of 5-minute windows at most (not 11,500)
 
 
