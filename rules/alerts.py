@@ -87,10 +87,10 @@ def alert(
             now = (
                 f"no {obs.metric} for {elapsed(silent)}: its last value ({judged.value:g}) expired"
             )
-        summary = (
-            f"resolved: {rule.id} at {where} (peak {tr.peak.value}, since "
-            f"{tr.started_at:%Y-%m-%d %H:%M}Z); {now}"
-        )
+        # How long, not since when: a summary names no instant, which would be in one zone
+        # (the alert's started_at is there for a screen to show in the city's).
+        lasted = elapsed(ts - tr.started_at)
+        summary = f"resolved: {rule.id} at {where} (peak {tr.peak.value}, after {lasted}); {now}"
     return _message(
         rule.id,
         tr,

@@ -152,7 +152,7 @@ def test_a_resolved_alert_carries_the_peak_of_its_episode() -> None:
         d.read(v, i)
     assert d.story[-1][:2] == ("resolved", "red")
     assert [a.peak_level for a in d.alerts] == [WarningLevel.YELLOW] + [WarningLevel.RED] * 4
-    assert "peak red" in d.alerts[-1].summary
+    assert d.alerts[-1].summary == "resolved: r at wl-1 (peak red, after 4 min); m now 1"
 
 
 # --- the backtest replays the stream ----------------------------------------------------------
