@@ -39,9 +39,9 @@ class IncidentSink(SqlSink):
                                     place_id, place_path, title, tier, department, dispatch_id,
                                     opened_at, updated_at, accept_by, handle_by, alerts,
                                     open_alerts, devices, reports, muted, flaps, escalations,
-                                    snapshot_refs)
+                                    snapshot_refs, acknowledged_by, acknowledged_at)
         VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-                %s, %s, %s, %s)
+                %s, %s, %s, %s, %s, %s)
         ON CONFLICT (incident_id) DO UPDATE SET
             revision = EXCLUDED.revision, category = EXCLUDED.category, state = EXCLUDED.state,
             level = EXCLUDED.level, source = EXCLUDED.source, place_id = EXCLUDED.place_id,
@@ -52,7 +52,8 @@ class IncidentSink(SqlSink):
             alerts = EXCLUDED.alerts, open_alerts = EXCLUDED.open_alerts,
             devices = EXCLUDED.devices, reports = EXCLUDED.reports, muted = EXCLUDED.muted,
             flaps = EXCLUDED.flaps, escalations = EXCLUDED.escalations,
-            snapshot_refs = EXCLUDED.snapshot_refs
+            snapshot_refs = EXCLUDED.snapshot_refs, acknowledged_by = EXCLUDED.acknowledged_by,
+            acknowledged_at = EXCLUDED.acknowledged_at
         WHERE EXCLUDED.revision > i.revision
     """
 
@@ -101,6 +102,8 @@ class IncidentSink(SqlSink):
                 i.flaps,
                 i.escalations,
                 list(i.snapshot_refs),
+                i.acknowledged_by,
+                i.acknowledged_at,
             )
             for i in (u.incident for u in batch)
         ]
@@ -115,8 +118,8 @@ class DispatchSink(SqlSink):
     statement = """
         INSERT INTO dispatches (dispatch_id, kind, incident_id, incidents, department, tier,
                                 tier_place_id, category, level, place_id, place_path, title,
-                                accept_by, handle_by, ts, withdraws, reason)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                accept_by, handle_by, ts, withdraws, revises, reason)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
         ON CONFLICT DO NOTHING
     """
 
@@ -139,6 +142,7 @@ class DispatchSink(SqlSink):
                 d.handle_by,
                 d.ts,
                 d.withdraws,
+                d.revises,
                 d.reason,
             )
             for d in batch

@@ -219,10 +219,11 @@ def incident_detail(conn: Conn, incident_id: str) -> IncidentDetail:
         "SELECT * FROM incident_transitions WHERE incident_id = %s ORDER BY revision",
         incident_id,
     )
+    # At one instant: a withdrawal before the order after it, a revision after the order.
     dispatches = fetch(
         conn,
         "SELECT * FROM dispatches WHERE incident_id = %s OR incidents @> ARRAY[%s]::text[] "
-        "ORDER BY ts, kind <> 'withdrawal', dispatch_id",  # a withdrawal before the order after it
+        "ORDER BY ts, kind <> 'withdrawal', kind = 'revision', dispatch_id",
         incident_id,
         incident_id,
     )
@@ -250,8 +251,9 @@ def incident_detail(conn: Conn, incident_id: str) -> IncidentDetail:
 class Performance:
     """How a department did at one tier (``tier`` None: over all its tiers) over a period.
 
-    A digest counts as one dispatch per incident it lists; a withdrawal is no order and is not
-    counted. A dispatch is the incident's order
+    A digest counts as one dispatch per incident it lists; a withdrawal or a revision is no
+    order and is not counted, but an order is judged by the limits of its latest revision (the
+    level rose within the tier's reach). A dispatch is the incident's order
     until the incident's next dispatch or its close. It is accepted (handled) in time when the
     incident's ``accept`` (``handled``) step came by ``accept_by`` (``handle_by``) while it was
     the order; on time when both. One not on time is judged only once its deadline has passed
@@ -293,18 +295,23 @@ class Performance:
 
 
 PERFORMANCE = """
-WITH pairs AS (
-    SELECT d.dispatch_id, d.department, d.tier, d.accept_by, d.handle_by, d.ts, x.incident_id
+WITH pairs AS (  -- each order to each incident, with its limits as last revised
+    SELECT d.dispatch_id, d.department, d.tier, coalesce(r.accept_by, d.accept_by) AS accept_by,
+           coalesce(r.handle_by, d.handle_by) AS handle_by, d.ts, x.incident_id
       FROM dispatches d
      CROSS JOIN LATERAL unnest(CASE WHEN cardinality(d.incidents) > 0 THEN d.incidents
                                     ELSE ARRAY[d.incident_id] END) AS x(incident_id)
-     WHERE d.ts >= %(since)s AND d.ts < %(until)s AND d.kind <> 'withdrawal'
-), ended AS (  -- when each stopped being the incident's order: its next dispatch, or its close
+      LEFT JOIN LATERAL (
+           SELECT r.accept_by, r.handle_by FROM dispatches r
+            WHERE r.revises = d.dispatch_id AND r.incident_id = x.incident_id
+            ORDER BY r.ts DESC LIMIT 1) r ON true
+     WHERE d.ts >= %(since)s AND d.ts < %(until)s AND d.kind NOT IN ('withdrawal', 'revision')
+), ended AS (  -- when each stopped being the incident's order: its next order, or its close
     SELECT p.*, (
            SELECT min(e.ts) FROM (
                SELECT n.ts FROM dispatches n
                 WHERE (n.incident_id = p.incident_id OR n.incidents @> ARRAY[p.incident_id])
-                  AND n.ts > p.ts AND n.kind <> 'withdrawal'
+                  AND n.ts > p.ts AND n.kind NOT IN ('withdrawal', 'revision')
                UNION ALL
                SELECT t.ts FROM incident_transitions t
                 WHERE t.incident_id = p.incident_id AND t.to_state = 'closed' AND t.ts > p.ts

@@ -72,6 +72,12 @@ class IncidentMetrics(StageMetrics):
             "tier",
             "department",
         )
+        self.revised = self.counter(
+            "revised_total",
+            "Orders whose limits were revised (the level rose within the tier's reach)",
+            "tier",
+            "department",
+        )
         self.escalations = self.counter(
             "escalations_total", "Limits run out, by the tier that missed it", "tier", "breach"
         )
@@ -226,6 +232,8 @@ def add_incident_agents(
         for order in outcome.dispatches:
             if order.kind is DispatchKind.WITHDRAWAL:
                 metrics.withdrawn.labels(order.tier.value, order.department).inc()
+            elif order.kind is DispatchKind.REVISION:
+                metrics.revised.labels(order.tier.value, order.department).inc()
             else:
                 metrics.dispatched.labels(
                     order.tier.value, order.kind.value, order.department

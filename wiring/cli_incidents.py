@@ -189,6 +189,9 @@ def show(
         f"  {i.title}",
         f"  {i.category}, {i.level.value}, at {'/'.join(i.place_path)}, from {i.source.value}",
         f"  state {i.state.value}, held by {holder}, dispatch {i.dispatch_id or '-'}",
+        f"  acknowledged by {i.acknowledged_by} at {_when(i.acknowledged_at, z)}"
+        if i.acknowledged_by
+        else "  not acknowledged",
         f"  opened {_when(i.opened_at, z)}, updated {_when(i.updated_at, z)}, "
         f"accept by {_when(i.accept_by, z)}, handle by {_when(i.handle_by, z)}",
         f"  alerts {len(i.alerts)} ({i.open_alerts} open), reports {len(i.reports)}, "
@@ -205,6 +208,12 @@ def show(
             lines.append(
                 f"  {_when(d.ts, z)}  {d.kind.value:<12} {d.dispatch_id} from {d.department} "
                 f"({d.tier.value} {d.tier_place_id}), order {d.withdraws}: {d.reason}"
+            )
+            continue
+        if d.kind is DispatchKind.REVISION:
+            lines.append(
+                f"  {_when(d.ts, z)}  {d.kind.value:<12} {d.dispatch_id} to {d.department} "
+                f"({d.tier.value} {d.tier_place_id}), order {d.revises}: {d.reason}"
             )
             continue
         lines.append(

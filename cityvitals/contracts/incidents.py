@@ -146,6 +146,10 @@ class Incident(Contract):
     """Alerts that fired again after the incident closed and did not reopen it."""
     escalations: int = Field(default=0, ge=0)
     snapshot_refs: tuple[Annotated[str, Field(pattern=SNAPSHOT_REF)], ...] = ()
+    acknowledged_by: str | None = Field(default=None, min_length=1, max_length=200)
+    """Who last acknowledged it (a duty officer: seen, being followed), until it reopens or
+    escalates (those who follow it then have not seen it)."""
+    acknowledged_at: UtcDatetime | None = None
 
 
 class IncidentTransition(Contract):
@@ -178,6 +182,10 @@ class DispatchKind(StrEnum):
     """Not an order: the department named stops work on the incident. Its order (``withdraws``)
     went to another department or tier (a reassignment, an escalation), or the incident closed
     before it was handled; ``reason`` says which."""
+    REVISION = "revision"
+    """Not a new order: the department named works on to its order (``revises``) with new
+    limits, those of the incident's level that rose within its tier's reach, counted from when
+    it rose; ``reason`` names the level and the limits."""
 
 
 class DispatchOrder(Contract):
@@ -207,9 +215,11 @@ class DispatchOrder(Contract):
     withdraws: HexId | None = None
     """A withdrawal's order: the dispatch the department stops work on (its deadlines are
     that order's)."""
+    revises: HexId | None = None
+    """A revision's order: the dispatch whose limits become this one's."""
     reason: str = Field(default="", max_length=2000)
-    """Why it was sent: a withdrawal's, an escalation's (the breach) or a reassignment's
-    reason, what a digest holds; empty for a first order."""
+    """Why it was sent: a withdrawal's, a revision's, an escalation's (the breach) or a
+    reassignment's reason, what a digest holds; empty for a first order."""
 
 
 class Feedback(Contract):

@@ -41,7 +41,7 @@ from cityvitals.contracts import (
 )
 from rules.incidents.book import Tracked, derive_id
 from rules.incidents.config import OUTAGE_CATEGORY
-from rules.incidents.dispatcher import AT_WORK, PLATFORM, Dispatcher, Outcome, Refusal
+from rules.incidents.dispatcher import AT_WORK, PLATFORM, UNSEEN, Dispatcher, Outcome, Refusal
 from rules.incidents.lifecycle import Refused, check_feedback
 from rules.incidents.routing import Assignment, route, tier_place
 
@@ -215,7 +215,7 @@ class Desk(Dispatcher):
         """The incident's level rose while a department works to its order. Beyond what its
         tier handles (the route's ``up_to``) the incident goes up to the lowest tier that
         does, as an escalation; else the order's limits become the new level's, counted from
-        now, where that is sooner."""
+        now, where that is sooner, and the department is sent a revision of its order."""
         inc = t.incident
         assert inc.tier is not None and inc.accept_by is not None and inc.handle_by is not None
         to = route(self.config, inc.category, inc.place_path, inc.level, exclude=set(t.refused_by))
@@ -234,6 +234,10 @@ class Desk(Dispatcher):
         if inc.state is IncidentState.DISPATCHED:
             by = f"accept by {self.when(accept_by)}, {by}"
         self._step(t, Action.NOTE, now, out, reason=f"{now_level}: {by}")
+        assert inc.dispatch_id is not None
+        self._notice(
+            t, DispatchKind.REVISION, now, out, f"{now_level}: {by}", revises=inc.dispatch_id
+        )
 
     # -- feedback ------------------------------------------------------------------------
 
@@ -265,6 +269,9 @@ class Desk(Dispatcher):
         elif fb.action is Action.REOPEN:
             self._reopen(t, now, out, fb.reason, actor)
         else:
+            if fb.action is Action.ACKNOWLEDGE:
+                seen = {"acknowledged_by": actor, "acknowledged_at": now}
+                t.incident = t.incident.model_copy(update=seen)
             if target is IncidentState.CLOSED:  # before it was handled: the work stops
                 self._withdraw(t, now, out, f"closed by {actor}: {fb.reason}")
             self._step(t, fb.action, now, out, actor=actor, reason=fb.reason, to=target)
@@ -395,6 +402,7 @@ class Desk(Dispatcher):
     ) -> None:
         t.refused_by = []
         t.verified_at = t.closed_at = None
+        t.incident = t.incident.model_copy(update=UNSEEN)
         self._step(t, Action.REOPEN, now, out, actor=actor, reason=reason, to=IncidentState.NEW)
         self._dispatch(t, now, out)
 

@@ -31,6 +31,10 @@ PLATFORM = "cityvitals"
 AT_WORK = (IncidentState.DISPATCHED, IncidentState.ACCEPTED, IncidentState.ON_SITE)
 """The states in which a department holds the incident's order and works to it."""
 
+UNSEEN: dict[str, object] = {"acknowledged_by": None, "acknowledged_at": None}
+"""An incident's update when nobody who follows it now has acknowledged it (it reopened, or
+escalated to people who have not seen it)."""
+
 
 @dataclass(frozen=True)
 class Refusal:
@@ -210,6 +214,7 @@ class Dispatcher:
                 "dispatch_id": order.dispatch_id,
                 "accept_by": order.accept_by,
                 "handle_by": order.handle_by,
+                **(UNSEEN if kind is DispatchKind.ESCALATION else {}),
             }
         )
         text = reason or f"to {to.department} at {to.tier.value} {to.tier_place_id}"
@@ -224,20 +229,28 @@ class Dispatcher:
         inc = t.incident
         if inc.state not in AT_WORK or inc.dispatch_id is None:
             return
+        self._notice(t, DispatchKind.WITHDRAWAL, now, out, reason, withdraws=inc.dispatch_id)
+
+    def _notice(
+        self, t: Tracked, kind: DispatchKind, now: datetime, out: Outcome, reason: str, **of: str
+    ) -> None:
+        """A withdrawal or a revision of the order the incident's department works to, sent
+        to that department with the incident's limits now."""
+        inc = t.incident
         assert inc.department is not None and inc.tier is not None
         assert inc.accept_by is not None and inc.handle_by is not None
         held = Assignment(inc.department, inc.tier, tier_place(inc.place_path, inc.tier))
-        withdrawal = _dispatch(
+        notice = _dispatch(
             t,
-            DispatchKind.WITHDRAWAL,
+            kind,
             held,
             now,
             accept_by=inc.accept_by,
             handle_by=inc.handle_by,
-            withdraws=inc.dispatch_id,
             reason=reason[:2000],
+            **of,
         )
-        out.dispatches.append(withdrawal)
+        out.dispatches.append(notice)
 
     def _digests(self, now: datetime, out: Outcome) -> None:
         """At the end of a tier place's period, its waiting incidents go out as one digest per

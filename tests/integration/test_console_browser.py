@@ -116,6 +116,9 @@ def test_acknowledging_and_closing_from_the_page_changes_the_database(
         what="the acknowledgement in incident_transitions",
     )
     expect(page.locator('#detail .timeline li[data-action="acknowledge"]')).to_be_visible()
+    # the table and the detail say who saw it, as the incident does once the desk took it
+    expect(row.locator("td.seen")).to_contain_text("duty_officer")
+    expect(page.locator('#detail [data-field="acknowledged"]')).to_contain_text("duty_officer")
 
     page.click('#actions [data-action="reassign"]')  # no department: asked for, not sent
     expect(page.locator("#action-result")).to_have_text(

@@ -387,6 +387,67 @@ def test_a_dispatch_running_or_withdrawn_before_its_deadline_is_not_judged(
     assert (other.running, other.withdrawn, other.judged, other.on_time_rate) == (0, 0, 1, 0.0)
 
 
+def test_an_order_is_judged_by_its_latest_revision_and_a_revision_is_no_order(
+    town: Settings,
+) -> None:
+    """The level rose within the tier's reach: the department was sent a revision with
+    sooner limits. Accepted after the revised limit (but before the first) is late; the
+    revision is stored, shown after its order, and counts as no dispatch."""
+    with db.connect(town) as conn:
+        h = History(conn, "tc")
+        rose = h.open("flooding", "tc-s1", WarningLevel.YELLOW, at=T0)
+        order = h.dispatch(rose, "crew", Tier.STREET, T0)  # accept by +10 min
+        revisions = [
+            order.model_copy(
+                update={
+                    "dispatch_id": hexid(),
+                    "kind": DispatchKind.REVISION,
+                    "revises": order.dispatch_id,
+                    "level": level,
+                    "accept_by": T0 + timedelta(minutes=limit),
+                    "reason": f"now {level}: accept by ...",
+                    "ts": T0 + timedelta(minutes=minute),
+                }
+            )
+            # the latest is the soonest here; an earlier one's limit (6) would be met
+            for minute, level, limit in ((1, WarningLevel.ORANGE, 6), (2, WarningLevel.RED, 4))
+        ]
+        DispatchSink(conn).write(revisions)
+        h.go(rose, (Action.ACCEPT, IncidentState.ACCEPTED, T0 + timedelta(minutes=5)))
+        kept = h.open("flooding", "tc-s2", WarningLevel.YELLOW, at=T0)
+        h.dispatch(kept, "crew", Tier.STREET, T0)  # no revision: accepted at 5 is in time
+        h.go(kept, (Action.ACCEPT, IncidentState.ACCEPTED, T0 + timedelta(minutes=5)))
+        seen_at = T0 + timedelta(minutes=7)
+        h.step(
+            kept,
+            Action.ACKNOWLEDGE,
+            IncidentState.ACCEPTED,
+            seen_at,
+            acknowledged_by="ana (duty_officer)",
+            acknowledged_at=seen_at,
+        )
+        rows = performance(conn, T0 - timedelta(days=1), T0 + timedelta(days=1))
+        shown = incident_detail(conn, rose.incident_id).dispatches
+        seen = incident_detail(conn, kept.incident_id).incident
+    assert [(d.kind, d.revises) for d in shown] == [
+        (DispatchKind.ORDER, None),
+        (DispatchKind.REVISION, order.dispatch_id),
+        (DispatchKind.REVISION, order.dispatch_id),
+    ]
+    assert [d.dispatch_id for d in shown[1:]] == [d.dispatch_id for d in revisions]
+    crew = {(p.department, p.tier): p for p in rows}[("crew", Tier.STREET)]
+    assert (crew.dispatches, crew.incidents) == (2, 2)
+    assert crew.accepted_on_time == 1  # the one not revised; the other missed 4 minutes
+    assert (seen.acknowledged_by, seen.acknowledged_at) == ("ana (duty_officer)", seen_at)
+    listed = run(town, "show", rose.incident_id)
+    assert listed.exit_code == 0, listed.output
+    assert f"revision     {shown[1].dispatch_id} to crew (street tc-s1), order " in listed.output
+    assert "  not acknowledged" in listed.output
+    acknowledged = run(town, "show", kept.incident_id).output
+    local = seen_at.astimezone(town.zone)
+    assert f"acknowledged by ana (duty_officer) at {local:%Y-%m-%d %H:%M:%S}" in acknowledged
+
+
 def test_incidents_are_listed_by_filter_newest_first_and_shown_whole(town: Settings) -> None:
     with db.connect(town) as conn:
         made = made_history(conn, "tc", "street-ops", "water")

@@ -228,6 +228,8 @@ def test_existing_rows_are_kept_by_the_storage_migration(
             "0009_escalation_from",
             "0010_deadletter_position",
             "0011_dispatch_withdrawal",
+            "0012_dispatch_revision",
+            "0013_incident_acknowledged",
         ]
         with db.connect(settings) as conn:
             for d in (0, 1, 5):
@@ -704,6 +706,8 @@ def test_timescale_storage_in_pglite(timescale: str, monkeypatch: pytest.MonkeyP
         "0009_escalation_from",
         "0010_deadletter_position",
         "0011_dispatch_withdrawal",
+        "0012_dispatch_revision",
+        "0013_incident_acknowledged",
     ]  # migrate_data
     assert db.migrate(settings) == []
     assert db.flavour(settings) == "timescale"

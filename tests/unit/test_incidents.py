@@ -71,9 +71,14 @@ def test_a_flooded_street_is_one_incident_and_one_dispatch_at_street_tier() -> N
     first = flooded_street()[0].alert
     assert first is not None and opened.transition.reason == first.summary
     assert sorted(incident.devices) == ["cam-1", "wl-0", "wl-1", "wl-2", "wl-3", "wl-4"]
-    (order,) = out.dispatches
+    # one order; the levels that rose after it (to yellow, to orange) revised its limits
+    order, *revisions = out.dispatches
     assert (order.department, order.tier, order.tier_place_id) == ("street-ops", Tier.STREET, "lj")
     assert order.kind is DispatchKind.ORDER
+    assert [(r.kind, r.revises, r.level) for r in revisions] == [
+        (DispatchKind.REVISION, order.dispatch_id, "yellow"),
+        (DispatchKind.REVISION, order.dispatch_id, "orange"),
+    ]
     assert incident.state is IncidentState.DISPATCHED
 
 
@@ -480,6 +485,8 @@ def test_a_duty_officer_acknowledges_and_closes_a_false_alarm_with_a_reason() ->
     assert [(u.transition.action, u.incident.state) for u in out.updates] == [
         (Action.ACKNOWLEDGE, IncidentState.DISPATCHED)
     ]
+    seen = out.updates[0].incident
+    assert (seen.acknowledged_by, seen.acknowledged_at) == ("officer-1", at(1))
     out = run(desk, [feedback(incident_id, "close", 2, actor="officer-1")])
     assert out.updates == []
     assert "not verified, needs a reason" in out.refusals[0].reason
@@ -488,6 +495,30 @@ def test_a_duty_officer_acknowledges_and_closes_a_false_alarm_with_a_reason() ->
     )
     assert [u.incident.state for u in out.updates] == [IncidentState.CLOSED]
     assert run(desk, [tick(200)]).updates == []  # closed stays closed; nothing escalates
+
+
+def test_an_acknowledgement_holds_until_the_incident_escalates_or_reopens() -> None:
+    """Those who follow an escalated or reopened incident have not seen it: the mark goes."""
+    desk = desk_with()
+    run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"), 0, level="yellow")])
+    incident_id = only_incident(desk)
+
+    def seen_by() -> str | None:
+        return desk.book.incidents[incident_id].incident.acknowledged_by
+
+    run(desk, [feedback(incident_id, "acknowledge", 1, actor="ana")])
+    run(desk, [feedback(incident_id, "note", 2, actor="bo", reason="crew on the way")])
+    assert seen_by() == "ana"  # a note is no acknowledgement, and keeps the one made
+    late = run(desk, [tick(21)])  # not accepted in time: the district follows it now
+    assert DispatchKind.ESCALATION in [d.kind for d in late.dispatches]
+    assert seen_by() is None and late.updates[-1].incident.acknowledged_by is None
+    run(desk, [feedback(incident_id, "acknowledge", 22, actor="district-officer")])
+    assert seen_by() == "district-officer"
+    run(desk, [feedback(incident_id, "close", 23, actor="ana", reason="a false alarm")])
+    assert seen_by() == "district-officer"  # closing keeps who saw it
+    reopened = run(desk, [feedback(incident_id, "reopen", 24, actor="ana", reason="again")])
+    first = reopened.updates[0]
+    assert (first.transition.action, first.incident.acknowledged_by) == (Action.REOPEN, None)
 
 
 def test_a_desk_with_an_empty_book_continues_the_incidents_the_database_holds() -> None:
@@ -507,7 +538,10 @@ def test_a_desk_with_an_empty_book_continues_the_incidents_the_database_holds() 
         Book([resumed(stored.incident, dict(stored.alerts), orders=stored.orders)]),
     )
     joined = run(after, [alert("waterlogging-depth", "wl-9", (*STREET, "g3"), 2, level="orange")])
-    assert only_incident(after) == incident_id and not joined.dispatches
+    assert only_incident(after) == incident_id
+    (revision,) = joined.dispatches  # the level rose: the order's limits, not a new order
+    assert (revision.kind, revision.revises) == (DispatchKind.REVISION, order.dispatch_id)
+    assert revision.dispatch_id not in {d.dispatch_id for d in first.dispatches}
     assert next(u.incident.revision for u in joined.updates) == stored.incident.revision + 1
     accepted = run(after, [feedback(incident_id, "accept", 3, dispatch_id=order.dispatch_id)])
     assert not accepted.refusals
@@ -547,24 +581,37 @@ def test_a_level_beyond_the_tiers_reach_sends_the_incident_up_at_once() -> None:
 
 def test_a_level_within_the_tiers_reach_tightens_its_limits_from_now() -> None:
     """Yellow turns orange at the street, which handles up to orange: no new order, but the
-    limits become orange's counted from now where that is sooner, and a step says so."""
+    limits become orange's counted from now where that is sooner, a step says so, and the
+    department is sent a revision of its order with them (the incident stays on that order)."""
     desk = desk_with()
-    run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"), 0, level="yellow")])
+    first = run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"), 0, level="yellow")])
     incident_id = only_incident(desk)
     before = desk.book.incidents[incident_id].incident
     assert (before.accept_by, before.handle_by) == (at(20), at(240))
     orange = run(desk, [alert("waterlogging-depth", "wl-2", (*STREET, "g2"), 3, level="orange")])
-    assert not orange.dispatches
     inc = desk.book.incidents[incident_id].incident
     assert (inc.accept_by, inc.handle_by, inc.tier) == (at(13), at(123), Tier.STREET)
     last = orange.updates[-1].transition
     assert last is not None and last.action is Action.NOTE
-    assert last.reason == (
-        f"now orange: accept by {at(13):%Y-%m-%d %H:%M:%S} UTC, "
-        f"handle by {at(123):%Y-%m-%d %H:%M:%S} UTC"
+    limits = f"accept by {at(13):%Y-%m-%d %H:%M:%S} UTC, handle by {at(123):%Y-%m-%d %H:%M:%S} UTC"
+    assert last.reason == f"now orange: {limits}"
+    (revision,) = orange.dispatches
+    order = first.dispatches[0]
+    assert (revision.kind, revision.revises, revision.department, revision.tier) == (
+        DispatchKind.REVISION,
+        order.dispatch_id,
+        "street-ops",
+        Tier.STREET,
     )
+    assert (revision.accept_by, revision.handle_by, revision.level) == (at(13), at(123), "orange")
+    assert revision.reason == f"now orange: {limits}"
+    assert revision.dispatch_id != order.dispatch_id
+    assert inc.dispatch_id == order.dispatch_id  # feedback still names the order
+    again = run(desk, [alert("waterlogging-depth", "wl-3", (*STREET, "g3"), 4, level="orange")])
+    assert not again.dispatches  # the same level again: no new limits, nothing sent
     late = run(desk, [tick(14)])  # orange's accept limit passed, not yellow's
     assert [d.kind for d in late.dispatches] == [DispatchKind.WITHDRAWAL, DispatchKind.ESCALATION]
+    assert late.dispatches[0].withdraws == order.dispatch_id
 
 
 def test_the_reasons_name_instants_in_the_citys_zone() -> None:

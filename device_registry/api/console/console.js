@@ -281,6 +281,10 @@ function drawIncidents() {
       el("td", { class: "department" }, incident.department || "–"),
       el("td", { class: "tier" }, incident.tier || "–"),
       el("td", { class: "state" }, incident.state),
+      el("td", {  // who acknowledged it (cleared when it reopens or escalates)
+        class: "seen",
+        title: incident.acknowledged_at ? `acknowledged ${stamp(incident.acknowledged_at)}` : "",
+      }, incident.acknowledged_by || "–"),
       el("td", { class: "age" }, duration(since(incident.opened_at))),
       el("td", { class: "sla" }),
     );
@@ -327,6 +331,7 @@ async function showDetail(incidentId) {
     ["level", levelTag(i.level)], ["state", i.state], ["category", i.category],
     ["place", i.place_path.join(" / ")], ["department", i.department || "–"],
     ["tier", i.tier || "–"], ["opened", stamp(i.opened_at)], ["updated", stamp(i.updated_at)],
+    ["acknowledged", i.acknowledged_by ? `${i.acknowledged_by} · ${stamp(i.acknowledged_at)}` : "–"],
     ["accept by", limit(i, "accept", i.accept_by)], ["handle by", limit(i, "handle", i.handle_by)],
     ["devices", i.devices.join(", ") || "–"], ["escalations", i.escalations],
   ];
@@ -348,7 +353,9 @@ async function showDetail(incidentId) {
     el("ul", {}, detail.dispatches.map((d) => el(
       "li", { "data-kind": d.kind }, d.kind === "withdrawal"
         ? `${stamp(d.ts)} · withdrawn from ${d.department} (${d.tier}) · ${d.reason}`
-        : `${stamp(d.ts)} · ${d.kind} → ${d.department} (${d.tier}) · accept by ${stamp(d.accept_by)}`,
+        : d.kind === "revision"
+          ? `${stamp(d.ts)} · limits revised for ${d.department} (${d.tier}) · ${d.reason}`
+          : `${stamp(d.ts)} · ${d.kind} → ${d.department} (${d.tier}) · accept by ${stamp(d.accept_by)}`,
     ))),
   ];
   const cameras = detail.camera_snapshots || [];
