@@ -248,6 +248,7 @@ def end_to_end(
         proc.stdin.close()
     for proc in publishers:
         proc.wait()
+    published = time.monotonic() - start  # every reading handed to Mosquitto, acknowledged
     clients = _waited_cpu_seconds() - clients_before
     rows = expected * len(_body(base, 0, 0.0)["values"])  # a row per value
     _wait(
@@ -266,6 +267,7 @@ def end_to_end(
         "readings_per_message": pack,
         "readings_per_s": round(got / elapsed),
         "seconds": round(elapsed, 2),
+        "published_s": round(published, 2),
         "stored": got,
         "lost": expected - got,
         "rejected": {
