@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import Counter
 
 from cityvitals.contracts import IncidentInput
 from rules.incidents import load_incident_config
@@ -60,16 +61,17 @@ def main() -> None:
     desk = Desk(load_incident_config())
     inputs = storm(args.streets, args.sensors, args.flaps, args.tick)
     started = time.perf_counter()
-    dispatches = updates = 0
+    sent: Counter[str] = Counter()
+    updates = 0
     for item in inputs:
         out = desk.handle(item)
-        dispatches += len(out.dispatches)
+        sent.update(d.kind.value for d in out.dispatches)
         updates += len(out.updates)
     ids = list(desk.book.incidents)
     follow_up = [feedback(i, a, 60 + n) for n, i in enumerate(ids) for a in ("accept", "handled")]
     for item in [*follow_up, tick(600)]:
         out = desk.handle(item)
-        dispatches += len(out.dispatches)
+        sent.update(d.kind.value for d in out.dispatches)
         updates += len(out.updates)
     elapsed = time.perf_counter() - started
     total = len(inputs) + len(follow_up) + 1
@@ -79,7 +81,10 @@ def main() -> None:
     print(f"inputs            {total:>10,}")
     print(f"inputs/s          {total / elapsed:>10,.0f}  (Desk.handle, one core)")
     print(f"incidents         {len(ids):>10,}  ({closed:,} closed after feedback and quiet)")
-    print(f"dispatch orders   {dispatches:>10,}  (storm budgets of the shipped file)")
+    orders = sum(n for kind, n in sent.items() if kind not in ("withdrawal", "revision"))
+    print(f"dispatch orders   {orders:>10,}  (storm budgets of the shipped file)")
+    others = ", ".join(f"{kind} {n:,}" for kind, n in sorted(sent.items()))
+    print(f"dispatches        {sum(sent.values()):>10,}  ({others or 'none'})")
     print(f"steps recorded    {updates:>10,}")
     print(f"book entries      {size / 1024:>10,.0f} KiB  (JSON, {len(entries):,} entries)")
 

@@ -102,8 +102,12 @@ OPEN_INCIDENTS = """
               FROM escalations e
              WHERE e.incident_id = i.incident_id AND e.from_tier = i.tier
                AND e.ts >= coalesce((SELECT max(d.ts) FROM dispatches d
-                                      WHERE d.incident_id = i.incident_id), i.opened_at))
-               AS breached
+                                      WHERE d.incident_id = i.incident_id
+                                        AND d.kind NOT IN ('withdrawal', 'revision')),
+                                    i.opened_at))
+               AS breached,
+           (SELECT coalesce(array_agg(d.dispatch_id ORDER BY d.ts), '{}') FROM dispatches d
+             WHERE d.incident_id = i.incident_id AND d.revises = i.dispatch_id) AS revisions
       FROM incidents i
      WHERE i.state <> 'closed' OR i.updated_at > now() - interval '1 day'
 """
@@ -124,11 +128,12 @@ def open_incidents(settings: Settings) -> list[Tracked]:
     found = []
     for row in rows:
         orders, alerts, breached = row.pop("orders"), row.pop("alert_states"), row.pop("breached")
+        revisions = row.pop("revisions")
         try:
             incident = Incident.model_validate(row)
         except ValidationError as exc:
             log.error("incident %s not continued: %s", row.get("incident_id"), exc)
             continue
         states = {a: (int(rev), bool(firing)) for a, (rev, firing) in (alerts or {}).items()}
-        found.append(resumed(incident, states, int(orders), list(breached)))
+        found.append(resumed(incident, states, int(orders), list(breached), list(revisions)))
     return found

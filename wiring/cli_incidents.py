@@ -46,6 +46,10 @@ incidents_app = typer.Typer(
 )
 
 
+ACTION_WIDTH = max(len(a.value) for a in Action)
+"""The steps' actions in one column, the longest (acknowledge) too."""
+
+
 def _when(ts: datetime | None, zone: tzinfo) -> str:
     return "-" if ts is None else f"{ts.astimezone(zone):%Y-%m-%d %H:%M:%S}"
 
@@ -201,7 +205,9 @@ def show(
     for t in detail.transitions:
         step = f"{t.from_state.value if t.from_state else '-'} -> {t.to_state.value}"
         why = f": {t.reason}" if t.reason else ""
-        lines.append(f"  {_when(t.ts, z)}  {t.action.value:<9} {step:<22} by {t.actor}{why}")
+        lines.append(
+            f"  {_when(t.ts, z)}  {t.action.value:<{ACTION_WIDTH}} {step:<22} by {t.actor}{why}"
+        )
     lines.append("dispatch orders:")
     for d in detail.dispatches:
         if d.kind is DispatchKind.WITHDRAWAL:

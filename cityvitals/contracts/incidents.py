@@ -148,7 +148,7 @@ class Incident(Contract):
     snapshot_refs: tuple[Annotated[str, Field(pattern=SNAPSHOT_REF)], ...] = ()
     acknowledged_by: str | None = Field(default=None, min_length=1, max_length=200)
     """Who last acknowledged it (a duty officer: seen, being followed), until it reopens or
-    escalates (those who follow it then have not seen it)."""
+    goes to another tier (those who follow it then have not seen it)."""
     acknowledged_at: UtcDatetime | None = None
 
 

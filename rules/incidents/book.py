@@ -51,6 +51,8 @@ class Tracked(BaseModel):
     refused_by: list[tuple[str, Tier]] = Field(default_factory=list)
     breached: list[str] = Field(default_factory=list)
     """Limits of the current dispatch already run out (accept, handle)."""
+    revisions: list[str] = Field(default_factory=list)
+    """The ids of the current order's revisions: a department may answer naming one."""
     held: str | None = None
     """The tier place whose budget it waits for (storm), or None."""
     outage_id: str | None = None
@@ -69,13 +71,14 @@ def resumed(
     alerts: Mapping[str, tuple[int, bool]],
     orders: int,
     breached: Sequence[str] = (),
+    revisions: Sequence[str] = (),
 ) -> Tracked:
     """An incident as the database holds it, tracked again by a desk whose book is empty (the
     local stack's Kafka keeps nothing across a restart): with its id, revision, alerts (id ->
     latest revision, firing) and the number of dispatch orders it had, the desk continues it,
     where it would open it anew under the same id and revision 0 (steps and orders the
     database already holds, and so drops). ``breached``: the current dispatch's limits that
-    ran out already. What only the book kept starts afresh: feedback ids, an outage's id and
+    ran out already; ``revisions``: the ids of its revisions. What only the book kept starts afresh: feedback ids, an outage's id and
     muted alerts, a storm's budget.
 
     >>> from datetime import UTC
@@ -96,6 +99,7 @@ def resumed(
         last_signal=incident.updated_at,
         orders=orders,
         breached=list(breached),
+        revisions=list(revisions),
         verified_at=incident.updated_at if state is IncidentState.VERIFIED else None,
         closed_at=incident.updated_at if state is IncidentState.CLOSED else None,
     )

@@ -226,7 +226,9 @@ class Desk(Dispatcher):
             self._order(t, to, DispatchKind.ESCALATION, now, out, PLATFORM, beyond)
             return
         accept, handle = self.config.limits(inc.tier, inc.level, inc.category)
-        accept_by, handle_by = min(inc.accept_by, now + accept), min(inc.handle_by, now + handle)
+        accept_by, handle_by = inc.accept_by, min(inc.handle_by, now + handle)
+        if inc.state is IncidentState.DISPATCHED:  # not accepted yet: its accepting limit too
+            accept_by = min(inc.accept_by, now + accept)
         if (accept_by, handle_by) == (inc.accept_by, inc.handle_by):
             return
         t.incident = inc.model_copy(update={"accept_by": accept_by, "handle_by": handle_by})
@@ -250,7 +252,7 @@ class Desk(Dispatcher):
             if fb.feedback_id in t.feedback_ids:
                 out.ignored += 1
                 return
-            target = check_feedback(t.incident, fb)
+            target = check_feedback(t.incident, fb, t.revisions)
         except Refused as refused:
             out.refusals.append(Refusal(fb, refused.reason))
             return

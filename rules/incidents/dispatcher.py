@@ -33,7 +33,7 @@ AT_WORK = (IncidentState.DISPATCHED, IncidentState.ACCEPTED, IncidentState.ON_SI
 
 UNSEEN: dict[str, object] = {"acknowledged_by": None, "acknowledged_at": None}
 """An incident's update when nobody who follows it now has acknowledged it (it reopened, or
-escalated to people who have not seen it)."""
+went to another tier: escalated, or rerouted by a rejection or a reassignment)."""
 
 
 @dataclass(frozen=True)
@@ -202,6 +202,7 @@ class Dispatcher:
             reason=reason[:2000],
         )
         t.breached = []
+        t.revisions = []
         t.held = None
         action = {
             DispatchKind.ESCALATION: Action.ESCALATE,
@@ -214,7 +215,8 @@ class Dispatcher:
                 "dispatch_id": order.dispatch_id,
                 "accept_by": order.accept_by,
                 "handle_by": order.handle_by,
-                **(UNSEEN if kind is DispatchKind.ESCALATION else {}),
+                # those who follow it at another tier have not seen it
+                **(UNSEEN if inc.tier is not None and to.tier is not inc.tier else {}),
             }
         )
         text = reason or f"to {to.department} at {to.tier.value} {to.tier_place_id}"
@@ -250,6 +252,8 @@ class Dispatcher:
             reason=reason[:2000],
             **of,
         )
+        if kind is DispatchKind.REVISION:
+            t.revisions.append(notice.dispatch_id)
         out.dispatches.append(notice)
 
     def _digests(self, now: datetime, out: Outcome) -> None:

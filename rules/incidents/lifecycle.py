@@ -10,6 +10,8 @@ rules.incidents.lifecycle.Refused: handled is not allowed while the incident is 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from cityvitals.contracts import FEEDBACK_ACTIONS, Action, Feedback, Incident, IncidentState
 
 __all__ = [
@@ -77,10 +79,12 @@ def move(state: IncidentState, action: Action) -> IncidentState:
     return moves[state]
 
 
-def check_feedback(incident: Incident, fb: Feedback) -> IncidentState:
+def check_feedback(
+    incident: Incident, fb: Feedback, revisions: Sequence[str] = ()
+) -> IncidentState:
     """The state ``fb`` leads ``incident`` to; :class:`Refused` when the desk refuses it: an
-    answer to another dispatch order than the incident's current one, an action its state
-    does not allow, or a close before verification without a reason.
+    answer to another dispatch than the incident's current order or one of its ``revisions``,
+    an action its state does not allow, or a close before verification without a reason.
 
     >>> from datetime import UTC, datetime
     >>> t = datetime(2026, 12, 1, tzinfo=UTC)
@@ -97,7 +101,7 @@ def check_feedback(incident: Incident, fb: Feedback) -> IncidentState:
     <IncidentState.CLOSED: 'closed'>
     """
     current = incident.dispatch_id
-    if fb.dispatch_id is not None and fb.dispatch_id != current:
+    if fb.dispatch_id is not None and fb.dispatch_id not in (current, *revisions):
         raise Refused(f"dispatch {fb.dispatch_id} is not the incident's current ({current})")
     target = move(incident.state, fb.action)
     unexplained = close_without_reason(incident.state, fb.action, fb.reason)

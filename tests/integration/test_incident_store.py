@@ -52,6 +52,7 @@ from sinks import (
     open311_services,
     performance,
 )
+from streams.resume import open_incidents
 from tests.integration.conftest import TEST_DAY, Pipeline, api_client, at, wait_for
 from wiring.cli import app
 
@@ -413,6 +414,16 @@ def test_an_order_is_judged_by_its_latest_revision_and_a_revision_is_no_order(
             for minute, level, limit in ((1, WarningLevel.ORANGE, 6), (2, WarningLevel.RED, 4))
         ]
         DispatchSink(conn).write(revisions)
+        missed = Escalation(  # before the revisions: its order's accepting limit ran out
+            incident_id=rose.incident_id,
+            from_tier=Tier.STREET,
+            to_tier=None,
+            department="crew",
+            breach="accept",
+            deadline=T0,
+            ts=T0 + timedelta(seconds=30),
+        )
+        EscalationSink(conn).write([missed])
         h.go(rose, (Action.ACCEPT, IncidentState.ACCEPTED, T0 + timedelta(minutes=5)))
         kept = h.open("flooding", "tc-s2", WarningLevel.YELLOW, at=T0)
         h.dispatch(kept, "crew", Tier.STREET, T0)  # no revision: accepted at 5 is in time
@@ -436,9 +447,15 @@ def test_an_order_is_judged_by_its_latest_revision_and_a_revision_is_no_order(
     ]
     assert [d.dispatch_id for d in shown[1:]] == [d.dispatch_id for d in revisions]
     crew = {(p.department, p.tier): p for p in rows}[("crew", Tier.STREET)]
-    assert (crew.dispatches, crew.incidents) == (2, 2)
+    # a revision neither counts as a dispatch nor ends its order: both orders are judged
+    assert (crew.dispatches, crew.incidents, crew.withdrawn, crew.judged) == (2, 2, 0, 2)
     assert crew.accepted_on_time == 1  # the one not revised; the other missed 4 minutes
     assert (seen.acknowledged_by, seen.acknowledged_at) == ("ana (duty_officer)", seen_at)
+    # A desk that continues it from the database knows the revisions (an answer may name one)
+    # and that the order's accepting limit ran out: a revision is no new order to run out.
+    back = {t.incident.incident_id: t for t in open_incidents(town)}[rose.incident_id]
+    assert back.revisions == [d.dispatch_id for d in revisions]
+    assert (back.breached, back.orders) == (["accept"], 3)
     listed = run(town, "show", rose.incident_id)
     assert listed.exit_code == 0, listed.output
     assert f"revision     {shown[1].dispatch_id} to crew (street tc-s1), order " in listed.output
@@ -446,6 +463,11 @@ def test_an_order_is_judged_by_its_latest_revision_and_a_revision_is_no_order(
     acknowledged = run(town, "show", kept.incident_id).output
     local = seen_at.astimezone(town.zone)
     assert f"acknowledged by ana (duty_officer) at {local:%Y-%m-%d %H:%M:%S}" in acknowledged
+    # every step's "from -> to" in one column, after the longest action (acknowledge)
+    steps = [line for line in acknowledged.splitlines() if " -> " in line]
+    assert (
+        len(steps) >= 4 and len({line.index(" -> ") - len(line.split()[3]) for line in steps}) == 1
+    )
 
 
 def test_incidents_are_listed_by_filter_newest_first_and_shown_whole(town: Settings) -> None:

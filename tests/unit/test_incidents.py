@@ -614,6 +614,50 @@ def test_a_level_within_the_tiers_reach_tightens_its_limits_from_now() -> None:
     assert late.dispatches[0].withdraws == order.dispatch_id
 
 
+def test_a_department_may_answer_naming_a_revision_and_once_accepted_only_handling_is_revised() -> (
+    None
+):
+    """A webhook receiver answers with the id of the last dispatch it got: a revision of the
+    order is taken as the order. After accepting, a rise revises only the handling limit,
+    and a rise that brings no sooner handling limit sends nothing."""
+    desk = desk_with()
+    first = run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"), 0, level="blue")])
+    incident_id = only_incident(desk)
+    (order,) = first.dispatches
+    (revision,) = run(
+        desk, [alert("waterlogging-depth", "wl-2", (*STREET, "g2"), 1, level="yellow")]
+    ).dispatches
+    other = feedback(incident_id, "accept", 2, dispatch_id="e" * 32)
+    assert "is not the incident's current" in run(desk, [other]).refusals[0].reason
+    accepted = run(desk, [feedback(incident_id, "accept", 2, dispatch_id=revision.dispatch_id)])
+    assert not accepted.refusals
+    inc = desk.book.incidents[incident_id].incident
+    assert inc.state is IncidentState.ACCEPTED and inc.dispatch_id == order.dispatch_id
+    orange = run(desk, [alert("waterlogging-depth", "wl-3", (*STREET, "g3"), 3, level="orange")])
+    (later,) = orange.dispatches
+    assert later.accept_by == revision.accept_by  # accepted: the accepting limit stays
+    assert later.handle_by == at(123) < revision.handle_by
+    assert later.reason == f"now orange: handle by {at(123):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def test_a_reroute_to_another_tier_clears_the_acknowledgement_one_within_it_does_not() -> None:
+    desk = desk_with()
+    run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"), 0, level="yellow")])
+    incident_id = only_incident(desk)
+    run(desk, [feedback(incident_id, "acknowledge", 1, actor="ana")])
+    run(
+        desk,
+        [feedback(incident_id, "reassign", 2, actor="ana", department="drains", tier="street")],
+    )
+    t = desk.book.incidents[incident_id]
+    assert (t.incident.department, t.incident.acknowledged_by) == ("drains", "ana")
+    run(
+        desk,
+        [feedback(incident_id, "reassign", 3, actor="ana", department="water", tier="district")],
+    )
+    assert (t.incident.tier, t.incident.acknowledged_by) == (Tier.DISTRICT, None)
+
+
 def test_the_reasons_name_instants_in_the_citys_zone() -> None:
     """A duty officer reads the timeline in the city's time: an escalation's reason (and the
     withdrawal that quotes it) names the deadline there, with the zone."""

@@ -281,7 +281,7 @@ function drawIncidents() {
       el("td", { class: "department" }, incident.department || "–"),
       el("td", { class: "tier" }, incident.tier || "–"),
       el("td", { class: "state" }, incident.state),
-      el("td", {  // who acknowledged it (cleared when it reopens or escalates)
+      el("td", {  // who acknowledged it (cleared when it reopens or goes to another tier)
         class: "seen",
         title: incident.acknowledged_at ? `acknowledged ${stamp(incident.acknowledged_at)}` : "",
       }, incident.acknowledged_by || "–"),
