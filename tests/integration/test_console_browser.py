@@ -254,6 +254,31 @@ def test_incidents_at_one_place_each_have_a_marker_of_their_own(
     assert len({tuple(p) for p in positions}) == 3, positions
 
 
+CROWDED = """() => {
+  state.places.clear();
+  const near = [["lab-a", "Xuhui", 31.2000, 121.4000], ["lab-b", "Huangpu", 31.2003, 121.4004],
+                ["lab-c", "Minhang", 31.1000, 121.3000]];
+  for (const [id, name, lat, lon] of near) {
+    state.places.set(id, {place_id: id, level: "district", name, path: ["sh", id], lat, lon});
+  }
+  drawMap();
+  const labels = [...document.querySelectorAll("#map text.label")].map((t) => t.textContent);
+  const titles = [...document.querySelectorAll("#map circle.place title")].map((t) => t.textContent);
+  return [labels, titles];
+}"""
+
+
+def test_map_labels_that_would_overlap_give_way_and_their_dots_keep_their_names(
+    page: Page, pipeline: Pipeline
+) -> None:
+    """Two districts a few metres apart: one label is drawn, not two on top of each other;
+    each dot still names its place when pointed at."""
+    open_console(page, pipeline, officer(pipeline))
+    labels, titles = page.evaluate(CROWDED)
+    assert sorted(labels) == ["Huangpu", "Minhang"], labels  # Xuhui gives way, by name order
+    assert sorted(titles) == ["Huangpu (lab-b)", "Minhang (lab-c)", "Xuhui (lab-a)"]
+
+
 def test_a_district_officer_does_not_see_another_districts_incident(
     page: Page, pipeline: Pipeline
 ) -> None:

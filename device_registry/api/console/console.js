@@ -536,21 +536,34 @@ function drawMap() {
     return;
   }
   const layer = $("#map-places");
-  for (const place of state.places.values()) {
+  const boxes = [];  // the labels drawn: one that would overlap them is left out
+  // Cities first, then districts by name: which label gives way does not depend on load order.
+  const rank = (p) => (p.level === "city" ? 0 : 1);
+  const places = [...state.places.values()].sort(
+    (a, b) => rank(a) - rank(b) || String(a.name).localeCompare(String(b.name)));
+  for (const place of places) {
     if (place.lat === null || place.lon === null) continue;
     const [x, y] = at(place.lat, place.lon);
     const big = place.level === "city" || place.level === "district";
-    layer.append(svg("circle", {
-      cx: x, cy: y, r: big ? 3 : 1.2, class: `place ${place.level}`,
-    }));
-    if (big) {
-      const right = x > 300;  // near the right edge: the label goes to the left of the dot
-      const label = svg("text", {
-        x: right ? x - 4 : x + 4, y: y - 3, class: "label", "text-anchor": right ? "end" : "start",
-      });
-      label.textContent = place.name;
-      layer.append(label);
-    }
+    const dot = svg("circle", {
+      cx: x, cy: y, r: big ? 3 : 1.2, class: `place ${place.level}`, "data-place-id": place.place_id,
+    });
+    const name = svg("title");  // a dot whose label gave way still says whose it is
+    name.textContent = `${place.name} (${place.place_id})`;
+    dot.append(name);
+    layer.append(dot);
+    if (!big) continue;
+    const right = x > 300;  // near the right edge: the label goes to the left of the dot
+    const width = 6 * String(place.name).length, left = right ? x - 4 - width : x + 4;
+    const box = [left, y - 13, left + width, y - 1];
+    if (boxes.some((b) => box[0] < b[2] && b[0] < box[2] && box[1] < b[3] && b[1] < box[3])) continue;
+    boxes.push(box);
+    const label = svg("text", {
+      x: right ? x - 4 : x + 4, y: y - 3, class: "label", "text-anchor": right ? "end" : "start",
+      "data-place-id": place.place_id,
+    });
+    label.textContent = place.name;
+    layer.append(label);
   }
 }
 
