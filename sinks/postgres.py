@@ -153,13 +153,14 @@ class AlertSink(SqlSink):
     UPSERT = """
         INSERT INTO alerts (alert_id, revision, rule_id, status, level, device_id, metric, value,
                             threshold, place_path, device_type, started_at, updated_at,
-                            resolved_at, summary, evidence)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                            resolved_at, summary, evidence, resolution)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
         ON CONFLICT (alert_id) DO UPDATE SET
             revision = EXCLUDED.revision, status = EXCLUDED.status, level = EXCLUDED.level,
             value = EXCLUDED.value, threshold = EXCLUDED.threshold,
             updated_at = EXCLUDED.updated_at, resolved_at = EXCLUDED.resolved_at,
-            summary = EXCLUDED.summary, evidence = EXCLUDED.evidence
+            summary = EXCLUDED.summary, evidence = EXCLUDED.evidence,
+            resolution = EXCLUDED.resolution
         WHERE EXCLUDED.revision > alerts.revision
     """
 
@@ -188,6 +189,7 @@ class AlertSink(SqlSink):
                 a.ts if a.status.value == "resolved" else None,
                 a.summary,
                 list(a.evidence),
+                a.resolution.value if a.resolution is not None else None,
             )
             for a in batch
         ]

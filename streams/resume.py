@@ -107,7 +107,13 @@ OPEN_INCIDENTS = """
                                     i.opened_at))
                AS breached,
            (SELECT coalesce(array_agg(d.dispatch_id ORDER BY d.ts), '{}') FROM dispatches d
-             WHERE d.incident_id = i.incident_id AND d.revises = i.dispatch_id) AS revisions
+             WHERE d.incident_id = i.incident_id AND d.revises = i.dispatch_id) AS revisions,
+           (SELECT coalesce(array_agg(last.rule_id || '|' || last.device_id), '{}')
+              FROM (SELECT DISTINCT ON (a.rule_id, a.device_id) a.*
+                      FROM alerts a WHERE a.alert_id = ANY(i.alerts)
+                     ORDER BY a.rule_id, a.device_id, a.started_at DESC) last
+             WHERE last.status = 'resolved' AND last.resolution IN ('stale', 'retired'))
+               AS blind
       FROM incidents i
      WHERE i.state <> 'closed' OR i.updated_at > now() - interval '1 day'
 """
@@ -128,12 +134,14 @@ def open_incidents(settings: Settings) -> list[Tracked]:
     found = []
     for row in rows:
         orders, alerts, breached = row.pop("orders"), row.pop("alert_states"), row.pop("breached")
-        revisions = row.pop("revisions")
+        revisions, blind = row.pop("revisions"), row.pop("blind")
         try:
             incident = Incident.model_validate(row)
         except ValidationError as exc:
             log.error("incident %s not continued: %s", row.get("incident_id"), exc)
             continue
         states = {a: (int(rev), bool(firing)) for a, (rev, firing) in (alerts or {}).items()}
-        found.append(resumed(incident, states, int(orders), list(breached), list(revisions)))
+        found.append(
+            resumed(incident, states, int(orders), list(breached), list(revisions), list(blind))
+        )
     return found

@@ -53,6 +53,10 @@ class Tracked(BaseModel):
     """Limits of the current dispatch already run out (accept, handle)."""
     revisions: list[str] = Field(default_factory=list)
     """The ids of the current order's revisions: a department may answer naming one."""
+    blind: list[str] = Field(default_factory=list)
+    """``rule|device`` of its alerts whose latest episode ended without a measurement saying
+    the problem is gone (the sensor fell silent: stale; or the rule no longer applies:
+    retired): while any is, the sensors do not verify the incident, an inspector does."""
     held: str | None = None
     """The tier place whose budget it waits for (storm), or None."""
     outage_id: str | None = None
@@ -72,13 +76,15 @@ def resumed(
     orders: int,
     breached: Sequence[str] = (),
     revisions: Sequence[str] = (),
+    blind: Sequence[str] = (),
 ) -> Tracked:
     """An incident as the database holds it, tracked again by a desk whose book is empty (the
     local stack's Kafka keeps nothing across a restart): with its id, revision, alerts (id ->
     latest revision, firing) and the number of dispatch orders it had, the desk continues it,
     where it would open it anew under the same id and revision 0 (steps and orders the
     database already holds, and so drops). ``breached``: the current dispatch's limits that
-    ran out already; ``revisions``: the ids of its revisions. What only the book kept starts afresh: feedback ids, an outage's id and
+    ran out already; ``revisions``: the ids of its revisions; ``blind``: ``rule|device`` of its
+    alerts whose latest episode ended without a measurement (stale, retired). What only the book kept starts afresh: feedback ids, an outage's id and
     muted alerts, a storm's budget.
 
     >>> from datetime import UTC
@@ -100,6 +106,7 @@ def resumed(
         orders=orders,
         breached=list(breached),
         revisions=list(revisions),
+        blind=list(blind),
         verified_at=incident.updated_at if state is IncidentState.VERIFIED else None,
         closed_at=incident.updated_at if state is IncidentState.CLOSED else None,
     )

@@ -26,6 +26,7 @@ from datetime import datetime
 from cityvitals.contracts import (
     Action,
     Alert,
+    AlertResolution,
     AlertStatus,
     CitizenReport,
     DispatchKind,
@@ -82,7 +83,15 @@ class Desk(Dispatcher):
                 out.ignored += 1
                 return
             t.alerts[alert.alert_id] = (alert.revision, firing)
-            self._signal(t, alert.level if firing else None, now, alert.device_id, out)
+            self._measured(t, alert)
+            reason = ""
+            if not firing and f"{alert.rule_id}|{alert.device_id}" in t.blind:
+                assert alert.resolution is not None
+                reason = (
+                    f"{alert.rule_id} at {alert.device_id} ended {alert.resolution.value}, not "
+                    "on a measurement: the sensors do not verify it, an inspector does"
+                )
+            self._signal(t, alert.level if firing else None, now, alert.device_id, out, reason)
             return
         if not firing:
             out.ignored += 1  # an episode that ended before the desk saw it begin
@@ -211,6 +220,16 @@ class Desk(Dispatcher):
         if t.peak is not before and state in AT_WORK:
             self._rose(t, now, out)
 
+    @staticmethod
+    def _measured(t: Tracked, alert: Alert) -> None:
+        """Whether the sensor behind ``alert`` still says how things are: its rule's latest
+        episode there fired or ended on a measurement (cleared), not stale or retired."""
+        key = f"{alert.rule_id}|{alert.device_id}"
+        if key in t.blind:
+            t.blind.remove(key)
+        if alert.resolution in (AlertResolution.STALE, AlertResolution.RETIRED):
+            t.blind.append(key)
+
     def _rose(self, t: Tracked, now: datetime, out: Outcome) -> None:
         """The incident's level rose while a department works to its order. Beyond what its
         tier handles (the route's ``up_to``) the incident goes up to the lowest tier that
@@ -292,7 +311,8 @@ class Desk(Dispatcher):
             self._deadlines(t, now, out)
             inc = t.incident
             quiet = t.quiet_since is not None and now - t.quiet_since >= self.config.verify.quiet
-            measured = bool(t.alerts) or t.outage_id is not None
+            # Every alert ended on a measurement (none fell silent): the sensors can verify.
+            measured = (bool(t.alerts) or t.outage_id is not None) and not t.blind
             if inc.state is IncidentState.HANDLED and measured and t.firing == 0 and quiet:
                 self._step(
                     t, Action.VERIFY, now, out, reason="sensors normal", to=IncidentState.VERIFIED

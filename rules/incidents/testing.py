@@ -86,8 +86,10 @@ def alert(
     status: str = "firing",
     revision: int = 0,
     episode: int = 0,
+    resolution: str | None = None,
 ) -> IncidentInput:
-    """An alert transition of ``rule_id`` at ``device_id``; ``episode`` tells episodes apart."""
+    """An alert transition of ``rule_id`` at ``device_id``; ``episode`` tells episodes apart;
+    a resolved one ends ``resolution`` (by default: cleared)."""
     return IncidentInput(
         alert=Alert(
             alert_id=derive_id(rule_id, device_id, episode),
@@ -103,6 +105,7 @@ def alert(
             started_at=at(minutes),
             ts=at(minutes),
             summary=f"{rule_id} at {device_id}",
+            resolution=(resolution or "cleared") if status == "resolved" else None,
         )
     )
 

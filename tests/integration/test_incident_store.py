@@ -22,6 +22,7 @@ from cityvitals import db, kafka
 from cityvitals.contracts import (
     Action,
     Alert,
+    AlertResolution,
     AlertStatus,
     CitizenReport,
     DispatchKind,
@@ -468,6 +469,63 @@ def test_an_order_is_judged_by_its_latest_revision_and_a_revision_is_no_order(
     assert (
         len(steps) >= 4 and len({line.index(" -> ") - len(line.split()[3]) for line in steps}) == 1
     )
+
+
+def test_a_desk_continued_from_the_database_knows_which_sensors_fell_silent(
+    town: Settings,
+) -> None:
+    """The alerts table keeps why an episode ended; a desk continued from it knows a gauge
+    whose latest episode ended stale (its sensors may not verify the incident), not one whose
+    earlier episode did and whose latest ended on a measurement."""
+
+    def episode(device: str, minute: int, resolution: AlertResolution) -> list[Alert]:
+        fired = Alert(
+            alert_id=hexid(),
+            revision=0,
+            rule_id="waterlogging-depth",
+            status=AlertStatus.FIRING,
+            level=WarningLevel.ORANGE,
+            device_id=device,
+            metric="water_level_cm",
+            value=30,
+            threshold=25,
+            place_path=("tc", "tc-d", "tc-s1", "tc-s1-g"),
+            started_at=T0 + timedelta(minutes=minute),
+            ts=T0 + timedelta(minutes=minute),
+            summary="water 30 cm",
+        )
+        ended = fired.model_copy(
+            update={
+                "revision": 1,
+                "status": AlertStatus.RESOLVED,
+                "resolution": resolution,
+                "ts": T0 + timedelta(minutes=minute + 5),
+            }
+        )
+        return [fired, ended]
+
+    silent = episode("wl-silent", 0, AlertResolution.STALE)
+    back = [
+        *episode("wl-back", 0, AlertResolution.STALE),
+        *episode("wl-back", 20, AlertResolution.CLEARED),
+    ]
+    with db.connect(town) as conn:
+        for alert in (*silent, *back):
+            AlertSink(conn).write([alert])
+        stored = conn.execute(
+            "SELECT device_id, resolution FROM alerts ORDER BY device_id, started_at"
+        ).fetchall()
+        h = History(conn, "tc")
+        flood = h.open(
+            "flooding",
+            "tc-s1",
+            WarningLevel.ORANGE,
+            alerts=tuple(dict.fromkeys(a.alert_id for a in (*silent, *back))),
+        )
+        h.dispatch(flood, "crew", Tier.STREET, T0)
+    assert stored == [("wl-back", "stale"), ("wl-back", "cleared"), ("wl-silent", "stale")]
+    resumed = {t.incident.incident_id: t for t in open_incidents(town)}[flood.incident_id]
+    assert resumed.blind == ["waterlogging-depth|wl-silent"]
 
 
 def test_incidents_are_listed_by_filter_newest_first_and_shown_whole(town: Settings) -> None:

@@ -153,6 +153,44 @@ def test_feedback_drives_an_incident_to_verified_and_closed() -> None:
     assert out.updates[0].transition.reason == "sensors normal"
 
 
+def test_an_alert_that_ended_stale_leaves_verification_to_an_inspector() -> None:
+    """A water gauge that went silent after the crew said handled: its alert ends stale, not
+    on a measurement, so quiet sensors do not verify the flood; an inspector does. Another
+    episode of the gauge that ends on a measurement gives the sensors their say back."""
+    desk = desk_with()
+    first = run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"), 0, level="orange")])
+    incident_id = only_incident(desk)
+    close_loop(desk, incident_id, first.dispatches[0].dispatch_id)
+    silent = alert(
+        "waterlogging-depth", "wl-1", (), 45, status="resolved", revision=9, resolution="stale"
+    )
+    ended = run(desk, [silent]).updates[-1].transition
+    assert ended.reason == (
+        "waterlogging-depth at wl-1 ended stale, not on a measurement: the sensors do not "
+        "verify it, an inspector does"
+    )
+    assert run(desk, [tick(120)]).updates == []  # quiet, but no sensor said so: not verified
+    assert desk.book.incidents[incident_id].incident.state is IncidentState.HANDLED
+    verified = run(desk, [feedback(incident_id, "verify", 121, actor="inspector")])
+    assert verified.updates[0].incident.state is IncidentState.VERIFIED
+
+
+def test_an_alert_that_fires_again_and_clears_lets_the_sensors_verify() -> None:
+    desk = desk_with()
+    first = run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"), 0, level="orange")])
+    incident_id = only_incident(desk)
+    close_loop(desk, incident_id, first.dispatches[0].dispatch_id)
+    gauge = ("waterlogging-depth", "wl-1", (*STREET, "g1"))
+    run(desk, [alert(*gauge, 45, status="resolved", revision=9, resolution="stale")])
+    assert run(desk, [tick(70)]).updates == []
+    # it came back, still high (a new episode), then fell: that one ends cleared
+    run(desk, [alert(*gauge, 71, level="orange", episode=1)])
+    run(desk, [alert(*gauge, 75, status="resolved", revision=3, episode=1)])
+    assert run(desk, [tick(89)]).updates == []  # quiet for 14 minutes only
+    out = run(desk, [tick(91)])
+    assert [u.transition.action for u in out.updates][:1] == [Action.VERIFY]
+
+
 def test_out_of_order_and_foreign_feedback_is_refused_with_a_reason() -> None:
     desk = desk_with()
     first = run(desk, flooded_street())
