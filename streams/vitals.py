@@ -154,11 +154,11 @@ def close(
         if closed is None:
             if not starts and expected <= 0:
                 continue
-            # With no data yet, the first window is the one still open, never one already
-            # due: a memory just begun (a new place, a new indicator, or a stream that lost
-            # its state with a broker that keeps nothing) knows nothing of an earlier window,
-            # and reporting it as no_data would be false.
-            first = starts[0] if starts else window_start(due_before, spec.window_s)
+            # With no data yet, the first window is the one open now, never one that ended,
+            # due or still in its grace: a memory just begun (a new place or device, a new
+            # indicator, or a stream that lost its state with a broker that keeps nothing)
+            # knows nothing of an earlier window, and reporting it as no_data would be false.
+            first = starts[0] if starts else window_start(now, spec.window_s)
             closed = max(first, window_start(now - MAX_CATCH_UP, spec.window_s)).isoformat()
         cursor = max(
             datetime.fromisoformat(closed), window_start(now - MAX_CATCH_UP, spec.window_s)

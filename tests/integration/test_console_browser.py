@@ -105,6 +105,8 @@ def test_acknowledging_and_closing_from_the_page_changes_the_database(
     assert incident_id
     row.click()
     expect(page.locator('#detail [data-field="state"]')).to_have_text("dispatched")
+    # the handling limit is the next one, not one that ended
+    expect(page.locator('#detail [data-field="handle_by"]')).to_contain_text("· once accepted")
 
     page.click('#actions [data-action="acknowledge"]')
     expect(page.locator("#action-result")).to_have_text("acknowledge sent")

@@ -351,6 +351,21 @@ def test_a_backlog_older_than_anything_reported_fills_the_windows_up_to_it() -> 
     assert [(i.window_start, i.reporting) for i in noise(32)] == filled
 
 
+def test_a_place_begun_in_a_windows_grace_does_not_report_that_window() -> None:
+    """A device joins (a new street) 15 s after a window ended, within the grace before that
+    window is due: nothing watched the window, so it is not reported as no_data with the
+    device expected in it; the first window reported is the one open when the place began."""
+    city = City()
+    city.join("n1", "c/d/s1", "noise")
+
+    def noise(minutes: float) -> list[Any]:
+        return [i for i in city.tick(minutes) if (i.indicator, i.place_id) == ("noise", "s1")]
+
+    assert noise(30.25) == []
+    assert noise(32) == []  # [25, 30) is due now, but began before the place did
+    assert [i.window_start for i in noise(36)] == [T0 + timedelta(minutes=30)]
+
+
 def test_a_backlog_weeks_old_fills_the_windows_of_the_last_day_only() -> None:
     """A reading weeks old (a device clock reset) reports its own window and the empty ones
     of the last day (MAX_CATCH_UP), not every window since: thousands, or millions from 1970,

@@ -214,9 +214,12 @@ function limit(incident, name, at) {
   if (!at) return "–";
   const running = deadline(incident);
   if (running && running[0] === name) return stamp(at);
-  const done = name === "accept" && (incident.state === "accepted" || incident.state === "on_site")
-    ? "accepted" : `ended: ${incident.state}`;
-  return `${stamp(at)} · ${done}`;
+  const working = incident.state === "accepted" || incident.state === "on_site";
+  const waiting = incident.state === "new" || incident.state === "dispatched";
+  const why = name === "accept" && working ? "accepted"
+    : name === "handle" && waiting ? "once accepted"  // the next limit, not one that ended
+      : `ended: ${incident.state}`;
+  return `${stamp(at)} · ${why}`;
 }
 
 function paintSla(cell, incident) {
