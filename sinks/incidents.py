@@ -278,7 +278,8 @@ class Performance:
     """Incidents dispatched to it."""
     incidents_judged: int
     """Of those, the ones it is judged on: not those whose every order to it was withdrawn
-    or is still running."""
+    or is still running, nor those it handled that wait for verification (it did its part;
+    the closing is not yet due)."""
     closed: int
     """Of those, the ones closed while it held them."""
     closure_rate: float | None
@@ -344,7 +345,11 @@ SELECT v.department, v.tier, count(*), count(*) FILTER (WHERE v.accepted),
        count(*) FILTER (WHERE v.verdict = 'running'),
        count(*) FILTER (WHERE v.verdict = 'withdrawn'),
        count(DISTINCT v.incident_id),
-       count(DISTINCT v.incident_id) FILTER (WHERE v.verdict NOT IN ('running', 'withdrawn')),
+       -- judged for closing: not while it waits for verification of work it handled
+       count(DISTINCT v.incident_id) FILTER (
+           WHERE v.verdict NOT IN ('running', 'withdrawn')
+             AND NOT coalesce(i.state IN ('handled', 'verified') AND i.department = v.department
+                              AND i.tier = v.tier, false)),
        count(DISTINCT v.incident_id) FILTER (
            WHERE i.state = 'closed' AND i.department = v.department AND i.tier = v.tier
              AND v.verdict NOT IN ('running', 'withdrawn'))

@@ -471,6 +471,29 @@ def test_an_order_is_judged_by_its_latest_revision_and_a_revision_is_no_order(
     )
 
 
+def test_an_incident_handled_in_time_and_waiting_for_verification_is_not_yet_unclosed(
+    town: Settings,
+) -> None:
+    """Handled a minute ago, verified in 15 minutes: the department is not flagged for an
+    incident whose closing is not due; one still at work past its deadline counts."""
+    with db.connect(town) as conn:
+        h = History(conn, "tc")
+        done = h.open("flooding", "tc-s1", WarningLevel.ORANGE, at=T0)
+        h.dispatch(done, "crew", Tier.STREET, T0)
+        h.go(
+            done,
+            (Action.ACCEPT, IncidentState.ACCEPTED, T0 + timedelta(minutes=2)),
+            (Action.HANDLED, IncidentState.HANDLED, T0 + timedelta(hours=1)),
+        )
+        stuck = h.open("flooding", "tc-s2", WarningLevel.ORANGE, at=T0)
+        h.dispatch(stuck, "crew", Tier.STREET, T0)
+        h.go(stuck, (Action.ACCEPT, IncidentState.ACCEPTED, T0 + timedelta(minutes=2)))
+        rows = performance(conn, T0 - timedelta(days=1), T0 + timedelta(days=1))
+    crew = {(p.department, p.tier): p for p in rows}[("crew", Tier.STREET)]
+    assert (crew.on_time, crew.incidents, crew.incidents_judged, crew.closed) == (1, 2, 1, 0)
+    assert crew.closure_rate == 0.0  # of the one past its deadline, not of both
+
+
 def test_a_desk_continued_from_the_database_knows_which_sensors_fell_silent(
     town: Settings,
 ) -> None:
