@@ -54,6 +54,7 @@ __all__ = [
     "list_incidents",
     "performance",
     "recent_steps",
+    "superseded_dispatch",
 ]
 
 CLOSURE_TARGET = 0.85
@@ -208,6 +209,29 @@ def get_incident(conn: Conn, incident_id: str) -> Incident:
     if not found:
         raise UnknownIncident(incident_id)
     return Incident.model_validate(found[0])
+
+
+def superseded_dispatch(conn: Conn, incident: Incident, dispatch_id: str | None) -> str | None:
+    """Why an answer naming ``dispatch_id`` would be refused as naming an earlier dispatch of
+    ``incident`` (neither its current order nor a revision of it), or None. An id the
+    database does not hold for it is left to the incident stage: it may be an order sent a
+    moment ago and not stored yet."""
+    if dispatch_id is None or dispatch_id == incident.dispatch_id:
+        return None
+    rows = fetch(
+        conn,
+        "SELECT revises FROM dispatches WHERE dispatch_id = %s "
+        "AND (incident_id = %s OR incidents @> ARRAY[%s]::text[])",
+        dispatch_id,
+        incident.incident_id,
+        incident.incident_id,
+    )
+    if not rows or rows[0]["revises"] == incident.dispatch_id:
+        return None
+    return (
+        f"dispatch {dispatch_id} is an earlier dispatch of incident {incident.incident_id}; "
+        f"its current order is {incident.dispatch_id or 'none'}"
+    )
 
 
 def incident_detail(conn: Conn, incident_id: str) -> IncidentDetail:

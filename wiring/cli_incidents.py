@@ -291,7 +291,13 @@ def act(
     )
     from rules.incidents.lifecycle import close_without_reason, verify_while_firing
     from sinks.ids import is_short_id, too_short
-    from sinks.incidents import AmbiguousIncident, UnknownIncident, find_incident, get_incident
+    from sinks.incidents import (
+        AmbiguousIncident,
+        UnknownIncident,
+        find_incident,
+        get_incident,
+        superseded_dispatch,
+    )
     from wiring.services import open_registry
 
     chosen_tier = enum_option(Tier, tier, "--tier")
@@ -330,6 +336,9 @@ def act(
         still = verify_while_firing(incident, feedback.action)
         if still is not None:
             raise fail(f"{still}; nothing was sent")
+        earlier = superseded_dispatch(registry.conn, incident, feedback.dispatch_id)
+        if earlier is not None:
+            raise fail(f"--dispatch: {earlier}; nothing was sent")
         if feedback.action is Action.REASSIGN and feedback.department is not None:
             try:
                 routed = incident_departments(conf)

@@ -74,6 +74,7 @@ from sinks import (
     open311_services,
     performance,
 )
+from sinks.incidents import superseded_dispatch
 
 __all__ = ["ActionBody", "IncidentView", "ReportBody", "router"]
 
@@ -304,6 +305,9 @@ def act(
     still = verify_while_firing(found, feedback.action)
     if still is not None:
         raise FieldError(422, ("body", "action"), still, body.action)
+    earlier = superseded_dispatch(registry.conn, found, feedback.dispatch_id)
+    if earlier is not None:
+        raise FieldError(422, ("body", "dispatch_id"), earlier, body.dispatch_id)
     if feedback.action is Action.REASSIGN and feedback.department is not None:
         listed = (d.department_id for d in registry.list_departments())
         routed = _configured(incident_departments, settings)

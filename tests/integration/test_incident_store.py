@@ -47,6 +47,7 @@ from sinks import (
     IncidentFilter,
     IncidentSink,
     ReportSink,
+    get_incident,
     incident_detail,
     list_incidents,
     open311_requests,
@@ -713,6 +714,13 @@ def test_cli_act_sends_a_valid_feedback_and_names_what_is_wrong(town: Settings) 
         f"duty-officer (via cli:{getpass.getuser()})",  # who acted, and through whom
     )
     assert feedback.dispatch_id == order.dispatch_id and feedback.reason == "crew on the way"
+    with db.connect(town) as conn:  # reassigned since: the first order is an earlier one
+        now = History(conn, "tc")
+        now.revisions[incident.incident_id] = get_incident(conn, incident.incident_id)
+        now.dispatch(incident, "drains", Tier.STREET, T0, DispatchKind.REASSIGNMENT)
+    stale = run(town, "act", incident.incident_id, "on_site", "--dispatch", order.dispatch_id)
+    assert stale.exit_code == 1 and "is an earlier dispatch" in stale.output, stale.output
+    assert "nothing was sent" in stale.output
 
     moved = run(
         town, "act", incident.incident_id, "reassign", "--department", "water-affairs",
@@ -931,6 +939,30 @@ def test_api_actions_send_a_feedback_and_refuse_what_does_not_fit(
     assert extra.status_code == 422
     unknown = api.post(f"/incidents/{'b' * 32}/actions", json={"action": "accept"})
     assert unknown.status_code == 404 and "b" * 32 in unknown.text
+
+    # An answer naming an earlier dispatch is refused here, as the stage would refuse it; one
+    # naming the current order's revision is the order; an id not stored is the stage's to judge.
+    with db.connect(pipeline.settings) as conn:
+        h = History(conn, city)
+        moving = h.open("flooding", f"{city}-s2", WarningLevel.ORANGE)
+        first = h.dispatch(moving, "street-ops", Tier.STREET, T0)
+        now = h.dispatch(moving, "drains", Tier.STREET, T0, DispatchKind.REASSIGNMENT)
+        revision = now.model_copy(
+            update={
+                "dispatch_id": hexid(),
+                "kind": DispatchKind.REVISION,
+                "revises": now.dispatch_id,
+            }
+        )
+        DispatchSink(conn).write([revision])
+    answer = f"/incidents/{moving.incident_id}/actions"
+    stale = api.post(answer, json={"action": "accept", "dispatch_id": first.dispatch_id})
+    assert stale.status_code == 422, stale.text
+    assert stale.json()["detail"][0]["loc"] == ["body", "dispatch_id"]
+    assert f"its current order is {now.dispatch_id}" in stale.text
+    for named in (revision.dispatch_id, now.dispatch_id, hexid()):
+        taken = api.post(answer, json={"action": "accept", "dispatch_id": named})
+        assert taken.status_code == 202, taken.text
 
 
 def test_api_reports_are_sent_stored_by_the_sinks_and_exported_as_open311(
