@@ -54,8 +54,13 @@ SCHEMAS: dict[str, type[BaseModel]] = {
 }
 
 
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+"""The JSON Schema draft pydantic writes, named in each file (``$schema``) for validators."""
+
+
 def render(name: str) -> str:
     schema = SCHEMAS[name].model_json_schema(mode="serialization")
+    schema["$schema"] = DIALECT
     schema["$id"] = f"https://cityvitals.example/schemas/{name}.json"
     return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 

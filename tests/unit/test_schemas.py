@@ -18,3 +18,14 @@ def test_payload_schema_requires_what_devices_must_send() -> None:
     schema = json.loads(render("mqtt.readings"))
     assert set(schema["required"]) == {"ts", "seq", "values"}
     assert schema["additionalProperties"] is False
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_every_schema_names_its_draft_and_is_valid_in_it(name: str) -> None:
+    """A downstream validator picks the draft from ``$schema``; each file is a valid schema
+    of the draft it names (2020-12, the one pydantic writes)."""
+    import jsonschema
+
+    schema = json.loads(render(name))
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    jsonschema.validators.validator_for(schema).check_schema(schema)
