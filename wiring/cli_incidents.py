@@ -267,7 +267,13 @@ def act(
     ],
     reason: Annotated[str, typer.Option(help="why")] = "",
     department: Annotated[str | None, typer.Option(help="reassign: to this department")] = None,
-    tier: Annotated[str | None, typer.Option(help="reassign: at this tier")] = None,
+    tier: Annotated[
+        str | None,
+        typer.Option(
+            help="reassign: at this tier (default: where the routing has the department for "
+            "the incident, else the incident's tier)"
+        ),
+    ] = None,
     dispatch: Annotated[str | None, typer.Option(help="the dispatch order answered")] = None,
     actor: Annotated[
         str | None,

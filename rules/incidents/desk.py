@@ -44,7 +44,7 @@ from rules.incidents.book import Tracked, derive_id
 from rules.incidents.config import OUTAGE_CATEGORY
 from rules.incidents.dispatcher import AT_WORK, PLATFORM, UNSEEN, Dispatcher, Outcome, Refusal
 from rules.incidents.lifecycle import Refused, check_feedback
-from rules.incidents.routing import Assignment, route, tier_place
+from rules.incidents.routing import Assignment, route, routed_tier, tier_place
 
 __all__ = ["Desk"]
 MAX_DEVICES = 50
@@ -284,7 +284,10 @@ class Desk(Dispatcher):
             self._dispatch(t, now, out, kind=DispatchKind.REASSIGNMENT)
         elif fb.action is Action.REASSIGN:
             assert fb.department is not None
-            tier = fb.tier or t.incident.tier or Tier.STREET
+            inc = t.incident
+            # No tier named: where the routing has the department for it, else where it is.
+            routed = routed_tier(self.config, fb.department, inc.category, inc.place_path)
+            tier = fb.tier or routed or inc.tier or Tier.STREET
             assignment = Assignment(fb.department, tier, tier_place(t.incident.place_path, tier))
             self._order(t, assignment, DispatchKind.REASSIGNMENT, now, out, actor, fb.reason)
         elif fb.action is Action.REOPEN:

@@ -25,7 +25,7 @@ from typing import NamedTuple
 from cityvitals.contracts import Tier, WarningLevel
 from rules.incidents.config import IncidentConfig
 
-__all__ = ["Assignment", "route", "tier_place"]
+__all__ = ["Assignment", "route", "routed_tier", "tier_place"]
 
 
 class Assignment(NamedTuple):
@@ -67,4 +67,30 @@ def route(
         if candidates:
             best = max(candidates, key=lambda r: r.specificity())
             return Assignment(best.department, tier, tier_place(place_path, tier))
+    return None
+
+
+def routed_tier(
+    config: IncidentConfig, department: str, category: str, place_path: tuple[str, ...]
+) -> Tier | None:
+    """The lowest tier at which ``department`` has a route for an incident of ``category`` at
+    ``place_path`` (any level), or None: where a reassignment that names no tier sends it.
+
+    >>> from rules.incidents.config import parse_incident_config
+    >>> config = parse_incident_config('''
+    ... categories: {flooding: {rules: [waterlogging-*]}}
+    ... routes:
+    ...   - {category: flooding, tier: street, department: street-ops, up_to: orange}
+    ...   - {category: flooding, tier: district, department: water}
+    ...   - {category: "*", tier: city, department: city-ops}
+    ... ''')
+    >>> path = ("sh", "pd", "lj")
+    >>> routed_tier(config, "water", "flooding", path), routed_tier(config, "x", "flooding", path)
+    (<Tier.DISTRICT: 'district'>, None)
+    """
+    for tier in Tier:
+        for r in config.routes:
+            mine = r.tier is tier and r.department == department
+            if mine and r.covers(category, place_path, WarningLevel.BLUE):
+                return tier
     return None
