@@ -25,6 +25,7 @@ from sinks.incidents import (
     incident_detail,
     list_incidents,
     performance,
+    superseded_dispatch,
 )
 from sinks.notifier import Notifier
 from sinks.open311 import ServiceRequest, ServiceType, open311_requests, open311_services
@@ -74,5 +75,6 @@ __all__ = [
     "performance",
     "readings_around",
     "refusals",
+    "superseded_dispatch",
     "verify_signature",
 ]

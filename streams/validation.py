@@ -122,13 +122,15 @@ def ahead(ts: datetime, now: datetime, limit: datetime) -> str | None:
     >>> now = datetime(2026, 7, 1, tzinfo=UTC)
     >>> ahead(now + timedelta(minutes=11), now, now + FUTURE_TOLERANCE)
     "ts 2026-07-01T00:11:00+00:00 is 660 s ahead of the stream's clock"
+    >>> ahead(now + timedelta(days=1122), now, now + FUTURE_TOLERANCE)
+    "ts 2029-07-27T00:00:00+00:00 is 1122 days ahead of the stream's clock"
     >>> ahead(now + timedelta(minutes=10), now, now + FUTURE_TOLERANCE) is None
     True
     """
     if ts > limit:
-        return (
-            f"ts {ts.isoformat()} is {(ts - now).total_seconds():.0f} s ahead of the stream's clock"
-        )
+        seconds = (ts - now).total_seconds()
+        by = f"{seconds:.0f} s" if seconds < 86400 else f"{seconds // 86400:.0f} days"
+        return f"ts {ts.isoformat()} is {by} ahead of the stream's clock"
     return None
 
 

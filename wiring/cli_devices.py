@@ -75,7 +75,8 @@ def devices_add(
         root = reg.settings.mqtt_topic_root
     typer.echo(f"registered {device_id}; MQTT username {device_id}, secret {secret} (shown once)")
     topic = f"{root}/{device_id}"
-    typer.echo(f"publish readings to {topic}/readings (a camera's events: {topic}/events)")
+    events = f" (its events: {topic}/events)" if "camera" in device_type else ""
+    typer.echo(f"publish readings to {topic}/readings{events}")
     for note in notes + type_notes([device_type]):
         typer.echo(note, err=True)
 
@@ -241,7 +242,8 @@ def devices_liveness(
     if not as_json:
         counts = {s: sum(1 for f in found if f.status is s) for s in Liveness}
         shown = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
-        typer.echo(f"{len(found)} devices ({shown or 'none'}); times in {zone}", err=True)
+        many = "device" if len(found) == 1 else "devices"
+        typer.echo(f"{len(found)} {many} ({shown or 'none'}); times in {zone}", err=True)
 
 
 @devices_app.command("export")

@@ -73,8 +73,8 @@ from sinks import (
     open311_requests,
     open311_services,
     performance,
+    superseded_dispatch,
 )
-from sinks.incidents import superseded_dispatch
 
 __all__ = ["ActionBody", "IncidentView", "ReportBody", "router"]
 
