@@ -76,16 +76,9 @@ def routed_tier(
     """The lowest tier at which ``department`` has a route for an incident of ``category`` at
     ``place_path`` (any level), or None: where a reassignment that names no tier sends it.
 
-    >>> from rules.incidents.config import parse_incident_config
-    >>> config = parse_incident_config('''
-    ... categories: {flooding: {rules: [waterlogging-*]}}
-    ... routes:
-    ...   - {category: flooding, tier: street, department: street-ops, up_to: orange}
-    ...   - {category: flooding, tier: district, department: water}
-    ...   - {category: "*", tier: city, department: city-ops}
-    ... ''')
-    >>> path = ("sh", "pd", "lj")
-    >>> routed_tier(config, "water", "flooding", path), routed_tier(config, "x", "flooding", path)
+    >>> from rules.incidents.testing import STREET, desk_with
+    >>> config = desk_with().config  # flooding: street-ops at the street, water at the district
+    >>> routed_tier(config, "water", "flooding", STREET), routed_tier(config, "x", "flooding", STREET)
     (<Tier.DISTRICT: 'district'>, None)
     """
     for tier in Tier:
