@@ -222,8 +222,9 @@ class Desk(Dispatcher):
 
     @staticmethod
     def _measured(t: Tracked, alert: Alert) -> None:
-        """Whether the sensor behind ``alert`` still says how things are: its rule's latest
-        episode there fired or ended on a measurement (cleared), not stale or retired."""
+        """Keep in ``t.blind`` whether the sensor behind ``alert`` still says how things are:
+        it does once its rule's latest episode there fired or ended on a measurement
+        (cleared), not when it ended stale or retired."""
         key = f"{alert.rule_id}|{alert.device_id}"
         if key in t.blind:
             t.blind.remove(key)
