@@ -155,7 +155,7 @@ def test_a_silent_device_goes_offline_by_its_own_cadence_and_comes_back_online(
     )
     assert listed.exit_code == 0, listed.output
     assert listed.stdout.split()[:2] == [device, "offline,"], listed.stdout
-    assert "1 devices (1 offline); times in UTC" in listed.stderr
+    assert "1 device (1 offline); times in UTC" in listed.stderr
     shown = runner.invoke(cli_app, ["devices", "show", device], env=env)
     assert f"liveness   offline, last seen {last_seen:%Y-%m-%d %H:%M:%S}" in shown.stdout
 
