@@ -84,8 +84,8 @@ def resumed(
     where it would open it anew under the same id and revision 0 (steps and orders the
     database already holds, and so drops). ``breached``: the current dispatch's limits that
     ran out already; ``revisions``: the ids of its revisions; ``blind``: ``rule|device`` of its
-    alerts whose latest episode ended without a measurement (stale, retired). What only the book kept starts afresh: feedback ids, an outage's id and
-    muted alerts, a storm's budget.
+    alerts whose latest episode ended without a measurement (stale, retired). What only the
+    book kept starts afresh: feedback ids, an outage's id and muted alerts, a storm's budget.
 
     >>> from datetime import UTC
     >>> t = datetime(2026, 12, 5, tzinfo=UTC)

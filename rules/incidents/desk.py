@@ -83,9 +83,8 @@ class Desk(Dispatcher):
                 out.ignored += 1
                 return
             t.alerts[alert.alert_id] = (alert.revision, firing)
-            self._measured(t, alert)
             reason = ""
-            if not firing and f"{alert.rule_id}|{alert.device_id}" in t.blind:
+            if self._unmeasured(t, alert):
                 assert alert.resolution is not None
                 reason = (
                     f"{alert.rule_id} at {alert.device_id} ended {alert.resolution.value}, not "
@@ -221,15 +220,17 @@ class Desk(Dispatcher):
             self._rose(t, now, out)
 
     @staticmethod
-    def _measured(t: Tracked, alert: Alert) -> None:
+    def _unmeasured(t: Tracked, alert: Alert) -> bool:
         """Keep in ``t.blind`` whether the sensor behind ``alert`` still says how things are:
         it does once its rule's latest episode there fired or ended on a measurement
-        (cleared), not when it ended stale or retired."""
+        (cleared), not when it ended stale or retired (then True)."""
         key = f"{alert.rule_id}|{alert.device_id}"
         if key in t.blind:
             t.blind.remove(key)
         if alert.resolution in (AlertResolution.STALE, AlertResolution.RETIRED):
             t.blind.append(key)
+            return True
+        return False
 
     def _rose(self, t: Tracked, now: datetime, out: Outcome) -> None:
         """The incident's level rose while a department works to its order. Beyond what its
@@ -257,9 +258,10 @@ class Desk(Dispatcher):
             by = f"accept by {self.when(accept_by)}, {by}"
         self._step(t, Action.NOTE, now, out, reason=f"{now_level}: {by}")
         assert inc.dispatch_id is not None
-        self._notice(
+        revision = self._notice(
             t, DispatchKind.REVISION, now, out, f"{now_level}: {by}", revises=inc.dispatch_id
         )
+        t.revisions.append(revision.dispatch_id)
 
     # -- feedback ------------------------------------------------------------------------
 

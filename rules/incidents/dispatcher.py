@@ -235,7 +235,7 @@ class Dispatcher:
 
     def _notice(
         self, t: Tracked, kind: DispatchKind, now: datetime, out: Outcome, reason: str, **of: str
-    ) -> None:
+    ) -> DispatchOrder:
         """A withdrawal or a revision of the order the incident's department works to, sent
         to that department with the incident's limits now."""
         inc = t.incident
@@ -252,9 +252,8 @@ class Dispatcher:
             reason=reason[:2000],
             **of,
         )
-        if kind is DispatchKind.REVISION:
-            t.revisions.append(notice.dispatch_id)
         out.dispatches.append(notice)
+        return notice
 
     def _digests(self, now: datetime, out: Outcome) -> None:
         """At the end of a tier place's period, its waiting incidents go out as one digest per
