@@ -79,6 +79,7 @@ from streams.pipeline import (
     process_batch,
     process_places,
 )
+from streams.resume import PlaceNames
 from streams.seeds import OpenAlert, seed_memories
 from streams.transport import Transport
 from streams.validation import is_newer, registry_entry
@@ -297,6 +298,7 @@ def create_app(
     open_alerts: Sequence[OpenAlert] = (),
     incidents: IncidentConfig | None = None,
     open_incidents: Sequence[Tracked] = (),
+    place_names: PlaceNames | None = None,
 ) -> faust.App:
     metrics = StreamMetrics(registry)
     live = LiveRules(rules, settings.rules_file, metrics)
@@ -357,6 +359,7 @@ def create_app(
         settings.rules_tick_s,
         open_incidents,
         settings.zone,
+        place_names,
     )
 
     devices = app.Table("device_registry", default=None, partitions=parts)

@@ -38,6 +38,7 @@ from cityvitals.topics import Topic
 from rules.incidents import Book, Desk, IncidentConfig, Outcome, Tracked
 from streams.delivery import confirmed, hand_over, send_one
 from streams.live import LiveFile
+from streams.resume import PlaceNames
 
 __all__ = ["IncidentMetrics", "add_incident_agents"]
 
@@ -52,6 +53,18 @@ SOURCES: dict[Topic, Callable[[bytes], IncidentInput]] = {
     Topic.DISPATCH_FEEDBACK: lambda v: IncidentInput(feedback=Feedback.model_validate_json(v)),
 }
 """Each topic the stage follows, and how one of its messages becomes an input."""
+
+NAMES_WAIT_S = 1.0
+"""The longest the desk waits for the names of places it meets first (the database slow or
+down: the title names the place by its id)."""
+
+
+def place_path(item: IncidentInput) -> tuple[str, ...]:
+    """The places an input names: its alert's, outage's or report's path."""
+    for signal in (item.alert, item.outage, item.report):
+        if signal is not None:
+            return signal.place_path
+    return ()
 
 
 class IncidentMetrics(StageMetrics):
@@ -108,12 +121,16 @@ def add_incident_agents(
     tick_s: float,
     open_incidents: Sequence[Tracked] = (),
     zone: tzinfo = UTC,
+    places: PlaceNames | None = None,
 ) -> None:
     """Add the incident stage to the stream's Faust app. ``open_incidents`` (the database's,
     :func:`streams.resume.open_incidents`) fill a book that starts empty: a Kafka that keeps
     nothing across a restart took the book with it. The desk takes the configuration in force
-    (``config.current``, re-read when its file changes) at each input, and names instants in
-    its steps' reasons in the city's ``zone``."""
+    (``config.current``, re-read when its file changes) at each input, names instants in
+    its steps' reasons in the city's ``zone``, and places by their ``places`` names: read
+    again at each clock tick (renamed places), and before an input that names a place the
+    desk has no name of (a place added since), waiting for that read at most
+    :data:`NAMES_WAIT_S`."""
     metrics.show(config.current)
     inputs_topic = app.topic(
         topic(Topic.INCIDENT_INPUTS).get_topic_name(),
@@ -184,9 +201,15 @@ def add_incident_agents(
                         "database",
                         len(open_incidents),
                     )
-                desks.append(Desk(config.current, book, zone))
+                names = places.names if places is not None else {}
+                desks.append(Desk(config.current, book, zone, names))
                 log.info("incident desk: %d incidents in its book", len(desks[0].book.incidents))
             desks[0].config = config.current  # a reloaded file from here on
+            if places is not None:
+                if item.tick is not None:
+                    await places.refresh()  # renamed places, for the inputs after it
+                elif places.unknown(path := place_path(item)):
+                    await places.refresh(NAMES_WAIT_S, path)
             outcome = desks[0].handle(item)
             sending = functools.partial(publish, outcome, event.value, source)
             pending = await hand_over(sending)

@@ -1,15 +1,19 @@
-"""Read the alerts and incidents still open in the database once, when the stream starts.
+"""What the stream reads from the database: the alerts and incidents still open, once, when
+it starts, and the places' names, kept up to date while it runs.
 
 The stream's rule memory lives in Faust tables backed by Kafka. A Kafka that keeps nothing
 across a restart (the local stack's tansu runs in memory) takes that memory with it; the
 database still has every open episode, so the stream continues them
-(:func:`streams.seeds.seed_memories`).
+(:func:`streams.seeds.seed_memories`). The incident desk names places by the names the
+registry gives them (:class:`PlaceNames`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
 
 import psycopg
 from psycopg.rows import dict_row
@@ -21,7 +25,7 @@ from cityvitals.settings import Settings
 from rules.incidents import Tracked, resumed
 from streams.seeds import OpenAlert
 
-__all__ = ["OPEN_ALERTS", "OPEN_INCIDENTS", "open_alerts", "open_incidents"]
+__all__ = ["OPEN_ALERTS", "OPEN_INCIDENTS", "PlaceNames", "open_alerts", "open_incidents"]
 
 log = logging.getLogger("cityvitals.streams")
 
@@ -145,3 +149,58 @@ def open_incidents(settings: Settings) -> list[Tracked]:
             resumed(incident, states, int(orders), list(breached), list(revisions), list(blind))
         )
     return found
+
+
+class PlaceNames:
+    """The registry's place names by place id (``names``), for the incident desk's titles and
+    reasons: "Flooding at Canal Street", not at ``nd-s1``. :meth:`read` takes every place at
+    first, then those named or renamed since (by ``updated_at``, :data:`OVERLAP` back, so a
+    change whose transaction began before the last read and ended after it is not missed).
+    A database that cannot be read is logged once until it can be again; the names stay as
+    they were, and a place without one is named by its id."""
+
+    OVERLAP = timedelta(minutes=10)
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.names: dict[str, str] = {}
+        self._missing: set[str] = set()
+        """Places asked for and not found (the database held none, or did not answer in
+        time): not asked for again, read with the others when they come."""
+        self._since: datetime | None = None
+        self._failing = False
+        self._reading: asyncio.Future[None] | None = None
+
+    def read(self) -> None:
+        """Read the names changed since the last read (every name, the first time)."""
+        query, args = "SELECT place_id, name, updated_at FROM places", []
+        if self._since is not None:
+            query, args = f"{query} WHERE updated_at > %s", [self._since - self.OVERLAP]
+        try:
+            with db.connect(self.settings) as conn:
+                rows = cast(list[tuple[str, str, datetime]], conn.execute(query, args).fetchall())
+        except (db.DatabaseUnavailable, psycopg.Error) as exc:
+            if not self._failing:
+                log.warning("cannot read the places' names: %s", str(exc).strip())
+            self._failing = True
+            return
+        self._failing = False
+        self.names.update((place_id, name) for place_id, name, _ in rows)
+        if rows:
+            newest = max(updated_at for _, _, updated_at in rows)
+            self._since = newest if self._since is None else max(self._since, newest)
+
+    def unknown(self, place_path: tuple[str, ...]) -> bool:
+        """Whether the path holds a place with no name here that was not asked for yet."""
+        return any(p not in self.names and p not in self._missing for p in place_path)
+
+    async def refresh(self, wait_s: float = 0.0, place_path: tuple[str, ...] = ()) -> None:
+        """Read in a thread (one read at a time), waiting at most ``wait_s`` for it. The
+        places of ``place_path`` still without a name then are not asked for again."""
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.ensure_future(asyncio.to_thread(self.read))
+        if wait_s > 0:
+            await asyncio.wait({self._reading}, timeout=wait_s)
+        if len(self._missing) > 10_000:
+            self._missing.clear()
+        self._missing.update(p for p in place_path if p not in self.names)

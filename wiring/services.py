@@ -170,9 +170,11 @@ def run_streams(settings: Settings) -> None:
     import faust
 
     from streams.app import create_app
-    from streams.resume import open_alerts, open_incidents
+    from streams.resume import PlaceNames, open_alerts, open_incidents
 
     files = load_stream_files(settings)  # before it serves metrics or connects to anything
+    places = PlaceNames(settings)
+    places.read()
     app = create_app(
         settings,
         files.rules,
@@ -181,6 +183,7 @@ def run_streams(settings: Settings) -> None:
         open_alerts(settings),
         files.incidents,
         open_incidents(settings),
+        places,
     )
     settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust makes its data folder there
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), override_logging=False)

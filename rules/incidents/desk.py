@@ -111,7 +111,7 @@ class Desk(Dispatcher):
         if joined is None:
             # Not the alert's summary: its value and level are the opening's, and the
             # incident's level moves on (the opening step keeps the summary as its reason).
-            title = f"{self._title(category)} at {group[-1]}"
+            title = f"{self._title(category)} at {self.named(group[-1])}"
             new = self._open(
                 category, group, alert.level, IncidentSource.ALERT, alert.alert_id, now
             )
@@ -151,7 +151,7 @@ class Desk(Dispatcher):
         level = WarningLevel.YELLOW
         t = self._open(OUTAGE_CATEGORY, path, level, IncidentSource.OUTAGE, outage.outage_id, now)
         silent = f"{outage.devices_silent} of {outage.devices_total} devices silent"
-        title = f"{self._title(OUTAGE_CATEGORY)} at {outage.place_id}: {silent}"
+        title = f"{self._title(OUTAGE_CATEGORY)} at {self.named(outage.place_id)}: {silent}"
         t.incident = t.incident.model_copy(update={"title": title})
         t.outage_id = outage.outage_id
         self.book.put(t)
@@ -170,7 +170,7 @@ class Desk(Dispatcher):
         if t is None:
             source = IncidentSource.REPORT
             t = self._open(report.category, group, report.level, source, report.report_id, now)
-            title = f"{self._title(report.category)} at {group[-1]}: {report.text}"
+            title = f"{self._title(report.category)} at {self.named(group[-1])}: {report.text}"
             t.incident = t.incident.model_copy(
                 update={
                     "title": title[:500],

@@ -3,6 +3,7 @@ step. The base of :class:`rules.incidents.desk.Desk`, which decides what happens
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -83,12 +84,30 @@ class Dispatcher:
     """Sends incidents to departments and records their steps."""
 
     def __init__(
-        self, config: IncidentConfig, book: Book | None = None, zone: tzinfo = UTC
+        self,
+        config: IncidentConfig,
+        book: Book | None = None,
+        zone: tzinfo = UTC,
+        places: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
         self.book = book or Book()
         self.zone = zone
         """The city's time zone: the instants the steps' reasons name are in it."""
+        self.places: Mapping[str, str] = places if places is not None else {}
+        """Place names by place id (the registry's): titles and reasons name a place by its
+        name, or by its id when it has none here."""
+
+    def named(self, place_id: str) -> str:
+        """A place as titles and reasons name it: its name, or its id when it has none.
+
+        >>> from rules.incidents.testing import EXAMPLE
+        >>> from rules.incidents.config import parse_incident_config
+        >>> desk = Dispatcher(parse_incident_config(EXAMPLE), places={"lj": "Canal Street"})
+        >>> desk.named("lj"), desk.named("g1")
+        ('Canal Street', 'g1')
+        """
+        return self.places.get(place_id) or place_id
 
     def when(self, at: datetime) -> str:
         """An instant as a step's reason names it, in the city's zone, named.
@@ -219,7 +238,7 @@ class Dispatcher:
                 **(UNSEEN if inc.tier is not None and to.tier is not inc.tier else {}),
             }
         )
-        text = reason or f"to {to.department} at {to.tier.value} {to.tier_place_id}"
+        text = reason or f"to {to.department} at {to.tier.value} {self.named(to.tier_place_id)}"
         self._step(t, action, now, out, actor=actor, reason=text, to=IncidentState.DISPATCHED)
         out.dispatches.append(order)
         return order

@@ -4,6 +4,7 @@ another Kafka client (kcat) reads ``dispatch``, and every message fits its publi
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -20,6 +21,7 @@ import jsonschema
 import pytest
 import yaml
 from confluent_kafka import Consumer
+from pydantic import SecretStr
 
 from cityvitals import db, kafka
 from cityvitals.contracts import (
@@ -30,13 +32,16 @@ from cityvitals.contracts import (
     Feedback,
     IncidentState,
     IncidentUpdate,
+    Place,
+    PlaceLevel,
     Tier,
 )
 from cityvitals.topics import Topic
 from sinks.incidents import IncidentDetail, UnknownIncident, incident_detail
 from sinks.readings import refusals
-from streams.resume import open_incidents
+from streams.resume import PlaceNames, open_incidents
 from tests.integration.conftest import Pipeline, reading, wait_for
+from wiring.services import open_registry
 
 pytestmark = pytest.mark.integration
 
@@ -188,10 +193,17 @@ def test_a_flooded_street_is_one_incident_dispatched_once_at_street_tier(
 ) -> None:
     incidents, dispatch = logs(Topic.INCIDENTS), logs(Topic.DISPATCH)
     street = Street(pipeline)
+    # A street named in the registry after the stream started: the department reads its name.
+    name = f"Canal Street {street.street[2:]}"
+    path = tuple(street.base.split("/"))
+    with open_registry(pipeline.settings) as registry:
+        named = Place(place_id=street.street, level=PlaceLevel.STREET, name=name, path=path)
+        registry.put_places([named], "itest")
     flood(street)
     update = one_incident(incidents, street.street, alerts=6)
     inc = update.incident
     assert inc.category == "flooding" and inc.place_id == street.street
+    assert inc.title == f"Flooding at {name}"
     assert inc.state is IncidentState.DISPATCHED and len(inc.devices) == 6
     time.sleep(3)  # a few clock ticks: nothing more goes out
     # one order; a level that rose after it (the camera's) is a revision of its limits
@@ -205,6 +217,7 @@ def test_a_flooded_street_is_one_incident_dispatched_once_at_street_tier(
         street.street,
     )
     assert order.incident_id == inc.incident_id and order.kind is DispatchKind.ORDER
+    assert order.title == f"Flooding at {name}"
     assert len(latest(updates(incidents, street.street))) == 1
 
     def detail() -> IncidentDetail | None:  # once the sinks stored the incident and its alerts
@@ -422,6 +435,32 @@ def test_kcat_reads_dispatch_and_every_message_fits_its_schema(
     validator = jsonschema.Draft202012Validator(schema)
     for line in lines:
         validator.validate(json.loads(line))
+
+
+def test_the_desks_place_names_follow_the_registry(pipeline: Pipeline) -> None:
+    """Read once in full, then what was named or renamed since; a database that cannot be
+    read leaves the names as they were."""
+    names = PlaceNames(pipeline.settings)
+    names.read()
+    street = Street(pipeline)
+    path = tuple(street.base.split("/"))
+    assert street.street not in names.names
+    for name in ("Canal Street", "Canal Road"):
+        with open_registry(pipeline.settings) as registry:
+            place = Place(place_id=street.street, level=PlaceLevel.STREET, name=name, path=path)
+            registry.put_places([place], "itest")
+        names.read()
+        assert names.names[street.street] == name
+        assert names.names[path[1]] == path[1]  # created with it, named by its id
+    names.settings = pipeline.settings.model_copy(
+        update={"database_url": SecretStr("postgresql://nobody@127.0.0.1:1/none")}
+    )
+    names.read()
+    assert names.names[street.street] == "Canal Road"
+    # A place met first is asked for once, not at every input that names it.
+    assert names.unknown(("nowhere",)) and not names.unknown(path)
+    asyncio.run(names.refresh(5.0, ("nowhere",)))
+    assert not names.unknown(("nowhere",)) and "nowhere" not in names.names
 
 
 def test_a_changed_incident_file_is_taken_without_a_restart(pipeline: Pipeline) -> None:

@@ -82,6 +82,33 @@ def test_a_flooded_street_is_one_incident_and_one_dispatch_at_street_tier() -> N
     assert incident.state is IncidentState.DISPATCHED
 
 
+def test_titles_and_reasons_name_places_by_the_registrys_names() -> None:
+    """A department reads "flooding at Canal Street", not the street's id; a place the desk
+    has no name of (added since its names were read) is named by its id."""
+    desk = desk_with()
+    desk.places = {"lj": "Canal Street", "pd": "Pudong"}
+    out = run(
+        desk,
+        [
+            alert("waterlogging-depth", "wl-1", (*STREET, "g1")),
+            report("noise", (*STREET, "g3"), "drilling at night", 3),
+            alert("waterlogging-depth", "wl-9", ("sh", "pd", "other", "g1")),
+        ],
+    )
+    titles = sorted(t.incident.title for t in desk.book.incidents.values())
+    assert titles == [
+        "flooding at Canal Street",
+        "flooding at other",
+        "noise at Canal Street: drilling at night",
+    ]
+    reasons = [u.transition.reason for u in out.updates if u.transition.action.value == "dispatch"]
+    assert "to street-ops at street Canal Street" in reasons
+    out = run(desk, [outage(("sh", "pd"), 5)])
+    (opened,) = [t.incident for t in desk.book.incidents.values() if t.outage_id]
+    assert opened.title == "device health at Pudong: 8 of 10 devices silent"
+    assert out.dispatches and out.dispatches[-1].title == opened.title  # what the webhook says
+
+
 def test_a_red_incident_goes_to_the_lowest_tier_that_handles_red() -> None:
     desk = desk_with()
     out = run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"), level="red")])

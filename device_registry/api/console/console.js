@@ -302,7 +302,12 @@ function drawIncidents() {
 
 function placeName(placeId) {
   const place = state.places.get(placeId);
-  return place ? `${place.name} (${placeId})` : placeId;
+  return place ? named(place) : placeId;
+}
+
+// "Canal Street (nd-s1)"; a place named by its id (made by a device's path) once.
+function named(place) {
+  return place.name === place.place_id ? place.place_id : `${place.name} (${place.place_id})`;
 }
 
 // --- detail and actions ------------------------------------------------------------------
@@ -552,7 +557,7 @@ function drawMap() {
       cx: x, cy: y, r: big ? 3 : 1.2, class: `place ${place.level}`, "data-place-id": place.place_id,
     });
     const name = svg("title");  // a dot whose label gave way still says whose it is
-    name.textContent = `${place.name} (${place.place_id})`;
+    name.textContent = named(place);
     dot.append(name);
     layer.append(dot);
     if (!big) continue;
