@@ -5,10 +5,11 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat
 from pydantic.json_schema import SkipJsonSchema
 
 from cityvitals.contracts import IDENTIFIER, METRIC, Device, DeviceState
+from device_registry.importing import split_place_path
 
 
 def _distinct(path: tuple[str, ...]) -> tuple[str, ...]:
@@ -17,14 +18,29 @@ def _distinct(path: tuple[str, ...]) -> tuple[str, ...]:
     return path
 
 
+def _joined(value: Any) -> Any:
+    """A path given as one ``/``-joined text (as ``devices import`` takes it), split.
+
+    >>> _joined("sh/sh-pd/lj"), _joined(["sh"])
+    (('sh', 'sh-pd', 'lj'), ['sh'])
+    """
+    return split_place_path(value) if isinstance(value, str) else value
+
+
 Id = Annotated[str, Field(pattern=IDENTIFIER)]
 Text = Annotated[str, Field(pattern=r"^[^\x00]*$")]
 """Free text; PostgreSQL cannot store NUL characters."""
+_PathList = Annotated[
+    list[Id], Field(min_length=1, max_length=5, json_schema_extra={"uniqueItems": True})
+]
+_PathText = Annotated[str, Field(pattern=r"^/?[A-Za-z0-9][A-Za-z0-9_.:/-]*$", max_length=650)]
 PlacePath = Annotated[
     tuple[Id, ...],
-    Field(min_length=1, max_length=5, json_schema_extra={"uniqueItems": True}),
+    Field(min_length=1, max_length=5),
     AfterValidator(_distinct),
+    BeforeValidator(_joined, json_schema_input_type=_PathList | _PathText),
 ]
+"""Place ids from the city down: a list, or one ``/``-joined text ("sh/sh-pd/lj")."""
 Lat = Annotated[StrictFloat | None, Field(ge=-90, le=90)]
 Lon = Annotated[StrictFloat | None, Field(ge=-180, le=180)]
 """Strict: a JSON ``true`` is not a coordinate (nor any other number in a request)."""

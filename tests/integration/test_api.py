@@ -94,7 +94,15 @@ def test_a_device_onboarded_through_the_api_publishes_with_its_credentials(
     ]
     got = api.get(f"/devices/{device}").json()
     assert (got["state"], got["tags"], got["lat"]) == ("active", ["river"], 31.2)
-    assert [d["device_id"] for d in api.get("/devices", params={"place": city}).json()] == [device]
+    # A path may also be given as `devices import` takes it: one '/'-joined text.
+    other = f"wl-{uid()}"
+    onboard(api, other, city, place_path=f"{city}/{city}-d1/{city}-s1")
+    assert api.get(f"/devices/{other}").json()["place_path"] == [city, f"{city}-d1", f"{city}-s1"]
+    moved = api.post(f"/devices/{other}/move", json={"place_path": f"/{city}/{city}-d1/"})
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["place_path"] == [city, f"{city}-d1"]
+    listed = [d["device_id"] for d in api.get("/devices", params={"place": city}).json()]
+    assert sorted(listed) == sorted([device, other])
     audit = api.get("/audit", params={"entity": "device", "entity_id": device}).json()
     assert [(a["action"], a["actor"]) for a in audit] == [("add", "itest-api (admin)")]
     added = datetime.fromisoformat(audit[0]["at"])
@@ -297,6 +305,7 @@ def test_malformed_requests_get_4xx_naming_the_field(pipeline: Pipeline, api: ht
         ("POST", "/devices", {"json": {**new, "lat": "north"}}, 422, ["body", "lat"]),
         ("POST", "/devices", {"json": {**new, "tags": "a;b"}}, 422, ["body", "tags"]),
         ("POST", "/devices", {"json": {**new, "place_path": []}}, 422, ["body", "place_path"]),
+        ("POST", "/devices", {"json": {**new, "place_path": "x//y"}}, 422, ["body", "place_path"]),
         ("POST", "/devices", {"json": {**new, "profile_id": "nope"}}, 422, ["body", "profile_id"]),
         ("POST", "/devices", {"json": {**new, "device_id": device}}, 409, ["body", "device_id"]),
         ("POST", "/devices", {"json": {**new, "device_id": gateway}}, 409, ["body", "device_id"]),
