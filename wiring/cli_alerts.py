@@ -42,8 +42,12 @@ def list_command(
         str | None, typer.Option(help="at or under this place id (or path prefix a/b)")
     ] = None,
     device: Annotated[str | None, typer.Option(help="only of this device")] = None,
-    since: Annotated[str | None, typer.Option(help="firing at or after (ISO time)")] = None,
-    until: Annotated[str | None, typer.Option(help="started before (ISO time)")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="firing at or after (ISO time, 19:55, or 15m back)")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="started before (ISO time, 19:55, or 15m back)")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1)] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:

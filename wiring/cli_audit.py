@@ -18,7 +18,7 @@ from cityvitals.settings import Settings
 from cityvitals.topics import Topic
 from wiring import audit as checks
 from wiring.audit import Figures, Hop, Line, Stored, exit_code, hops_from_exposition
-from wiring.cli_common import parse_local, settings
+from wiring.cli_common import parse_when, settings
 
 __all__ = ["read_hops", "read_stored", "reconcile"]
 
@@ -137,7 +137,7 @@ def reconcile(
     since: Annotated[
         str | None,
         typer.Option(
-            help="Count the database from this ISO time for --published "
+            help="Count the database from this time (ISO, 19:55, or 15m back) for --published "
             "(default: since the services started)."
         ),
     ] = None,
@@ -158,7 +158,7 @@ def reconcile(
     --published, published = stored + dead-lettered. Exit 0 reconciled, 1 a gap, 2 unreadable."""
     s = settings()
     try:
-        start = parse_local(since, s.zone) if since else None
+        start = parse_when(since, s.zone) if since else None
     except ValueError as exc:
         typer.echo(f"error: --since: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -10,7 +10,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from enum import Enum
 from pathlib import Path
 from typing import Any, TextIO
@@ -77,6 +77,41 @@ def parse_local(text: str, zone: tzinfo) -> datetime:
     return (ts.replace(tzinfo=zone) if ts.tzinfo is None else ts).astimezone(UTC)
 
 
+_SPANS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_when(text: str, zone: tzinfo, now: datetime | None = None) -> datetime:
+    """A time as a person gives it to a command: an ISO time or date (:func:`parse_local`), a
+    time of day (today's, in ``zone``), or a span back from ``now`` (``90s``, ``15m``, ``2h``,
+    ``7d``). Anything else is refused, saying what is taken.
+
+    >>> from zoneinfo import ZoneInfo
+    >>> now = datetime(2026, 12, 5, 12, 30, tzinfo=UTC)
+    >>> shanghai = ZoneInfo("Asia/Shanghai")
+    >>> [parse_when(t, shanghai, now).isoformat() for t in ("19:55", "15m", "2d", "2026-12-01")]
+    ['2026-12-05T11:55:00+00:00', '2026-12-05T12:15:00+00:00', '2026-12-03T12:30:00+00:00', '2026-11-30T16:00:00+00:00']
+    >>> parse_when("yesterday", UTC, now)
+    Traceback (most recent call last):
+    ...
+    ValueError: 'yesterday' is not a time: give an ISO time or date (2026-12-05T19:55, 2026-12-05), a time of day (19:55, today in the city's zone) or a span back from now (15m, 2h, 7d)
+    """
+    now = now or datetime.now(UTC)
+    given = text.strip()
+    try:
+        if given[-1:] in _SPANS and given[:-1].isdigit():
+            return now - timedelta(**{_SPANS[given[-1]]: int(given[:-1])})
+        if len(given) <= 8 and ":" in given:  # 19:55, 19:55:30
+            day = now.astimezone(zone).date()
+            return parse_local(f"{day.isoformat()}T{given}", zone)
+        return parse_local(given, zone)
+    except (ValueError, OverflowError):
+        pass
+    raise ValueError(
+        f"{text!r} is not a time: give an ISO time or date (2026-12-05T19:55, 2026-12-05), a "
+        "time of day (19:55, today in the city's zone) or a span back from now (15m, 2h, 7d)"
+    )
+
+
 def end_on_problems(file: Path, problems: Sequence[str], what: str) -> None:
     """A checked file's problems (beyond its own fields), each on stderr, then exit code 1
     saying how many ``what`` there are; nothing when there are none."""
@@ -88,11 +123,10 @@ def end_on_problems(file: Path, problems: Sequence[str], what: str) -> None:
 
 
 def time_option(text: str | None, option: str) -> datetime | None:
-    """An option's ISO time (absent: None); without a zone it is in the city's
-    (``CITYVITALS_TIMEZONE``, :func:`parse_local`). A bad one ends the command naming
-    ``option``."""
+    """An option's time (absent: None), as :func:`parse_when` takes it; without a zone it is
+    in the city's (``CITYVITALS_TIMEZONE``). A bad one ends the command naming ``option``."""
     try:
-        return parse_local(text, settings().zone) if text else None
+        return parse_when(text, settings().zone) if text else None
     except ValueError as exc:
         raise fail(f"{option}: {exc}") from None
 

@@ -23,7 +23,9 @@ def deadletters(
         typer.Option(help="only refused by this stage (ingest, streams, incidents, sinks, ...)"),
     ] = None,
     device: Annotated[str | None, typer.Option(help="only of this device")] = None,
-    since: Annotated[str | None, typer.Option(help="received at or after (ISO time)")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="received at or after (ISO time, 19:55, or 15m back)")
+    ] = None,
     reason: Annotated[str | None, typer.Option(help="only whose reason holds this text")] = None,
     payload: Annotated[
         bool, typer.Option("--payload", help="also show the refused bytes (200 characters)")

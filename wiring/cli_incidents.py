@@ -31,7 +31,7 @@ from wiring.cli_common import (
     enum_option,
     fail,
     in_order,
-    parse_local,
+    parse_when,
     settings,
     time_option,
     to_json,
@@ -130,7 +130,9 @@ def list_command(
     level: Annotated[
         str | None, typer.Option(help="this level or higher: blue, yellow, orange or red")
     ] = None,
-    since: Annotated[str | None, typer.Option(help="updated since (ISO time)")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="updated since (ISO time, 19:55, or 15m back)")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1)] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
@@ -371,8 +373,12 @@ def _rate(value: float | None) -> str:
 
 @incidents_app.command("performance")
 def performance_command(
-    since: Annotated[str | None, typer.Option(help="from (ISO time; 30 days ago)")] = None,
-    until: Annotated[str | None, typer.Option(help="up to (ISO time; now)")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="from (ISO time, 19:55, or 7d back; 30 days ago)")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="up to (ISO time, 19:55, or 1h back; now)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Closure rate and on-time rate per department and tier, for the dispatches of a period;
@@ -381,8 +387,8 @@ def performance_command(
 
     conf = settings()
     try:
-        last = parse_local(until, conf.zone) if until else datetime.now(UTC)
-        first = parse_local(since, conf.zone) if since else last - timedelta(days=30)
+        last = parse_when(until, conf.zone) if until else datetime.now(UTC)
+        first = parse_when(since, conf.zone) if since else last - timedelta(days=30)
     except (ValueError, OverflowError) as exc:
         raise fail(f"--since/--until: {exc}") from None
     in_order(first, last, "--since", "--until")

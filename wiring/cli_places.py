@@ -191,7 +191,10 @@ def audit(
         typer.Option("--actor", help="who acted: as listed (cli:root), or a user's name"),
     ] = None,
     since: Annotated[
-        str | None, typer.Option(help="ISO time or date (no zone: the city's, CITYVITALS_TIMEZONE)")
+        str | None,
+        typer.Option(
+            help="ISO time or date, 19:55 or 15m back (no zone: the city's, CITYVITALS_TIMEZONE)"
+        ),
     ] = None,
     until: Annotated[str | None, typer.Option(help="before this (no zone: the city's)")] = None,
     limit: Annotated[int, typer.Option(min=1)] = 50,

@@ -115,9 +115,14 @@ def vitals(
         str | None, typer.Option(help="show this indicator's history instead")
     ] = None,
     start: Annotated[
-        str | None, typer.Option("--from", help="history from (ISO time; default a day ago)")
+        str | None,
+        typer.Option(
+            "--from", help="history from (ISO time, 19:55, or 6h back; default a day ago)"
+        ),
     ] = None,
-    end: Annotated[str | None, typer.Option("--to", help="history up to (ISO time; now)")] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", help="history up to (ISO time, 19:55, or 1h back; now)")
+    ] = None,
     resolution: Annotated[str, typer.Option(help="raw, 1h or 1d")] = "raw",
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:

@@ -486,7 +486,8 @@ def test_vitals_names_options_it_would_otherwise_pass_over(
 def test_history_finds_a_user_by_name_and_names_a_misspelt_entity(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from datetime import UTC, datetime
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
 
     from device_registry.access import Role, User
     from device_registry.repositories.audit import AuditEntry
@@ -538,9 +539,18 @@ def test_history_finds_a_user_by_name_and_names_a_misspelt_entity(
     shown = capsys.readouterr().out.splitlines()
     assert shown[0] == "times in Asia/Shanghai"
     assert shown[1].startswith("2026-12-05 15:00:00 cli:ops")
+    asked.clear()  # a time of day is today's there; a span counts back from now
+    with pytest.raises(SystemExit) as ended:
+        main(["history", "--since", "2h", "--until", "23:59"])
+    assert ended.value.code == 0
+    ((_, first, last),) = asked
+    now = datetime.now(UTC)
+    assert timedelta(hours=2) <= now - first < timedelta(hours=2, minutes=1)
+    shanghai = now.astimezone(ZoneInfo("Asia/Shanghai"))
+    assert last == shanghai.replace(hour=23, minute=59, second=0, microsecond=0)
     monkeypatch.delenv("CITYVITALS_TIMEZONE")
     for argv, said in (
-        (["--since", "yesterday"], "--since: Invalid isoformat string: 'yesterday'"),
+        (["--since", "yesterday"], "--since: 'yesterday' is not a time: give an ISO time"),
         (["--since", "2026-12-06", "--until", "2026-12-05"], "is not before --until"),
     ):
         with pytest.raises(SystemExit) as ended:
