@@ -81,8 +81,11 @@ def render_now(places: list[PlaceVitals], zone: tzinfo, now: datetime) -> list[s
         for s in p.signs:
             end = s.window_end or s.window_start + timedelta(seconds=s.window_s)
             window = f"{_clock(s.window_start, zone, now)}-{_clock(end, zone, now)}"
+            value, unit = _fmt(s.value), s.unit
+            if unit == "ratio" and s.value is not None:  # a share, as the console shows it
+                value, unit = f"{s.value:.0%}".removesuffix("%"), "%"
             line = (
-                f"  {s.indicator:<16} {_fmt(s.value):>7} {s.unit:<6} {s.band or '':<16} "
+                f"  {s.indicator:<16} {value:>7} {unit:<6} {s.band or '':<16} "
                 f"coverage {s.coverage:>4.0%} ({s.reporting}/{s.expected}, {s.quality})  "
                 f"window {window}, ended {ago(s.age_s)}"
             )
