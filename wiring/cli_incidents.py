@@ -231,10 +231,15 @@ def show(
         )
     lines.append("escalations:")
     for e in detail.escalations:
-        up = e.to_tier.value if e.to_tier else "nothing above"
+        missed = (
+            f"{e.from_department} ({e.from_tier.value})" if e.from_department else e.from_tier.value
+        )
+        if e.to_tier is None:
+            up = f"nothing above, stays with {e.department}" if e.department else "nothing above"
+        else:
+            up = f"{e.department} ({e.to_tier.value})" if e.department else e.to_tier.value
         lines.append(
-            f"  {_when(e.ts, z)}  {e.from_tier.value} -> {up}: {e.breach} by "
-            f"{_when(e.deadline, z)} missed"
+            f"  {_when(e.ts, z)}  {missed} -> {up}: {e.breach} by {_when(e.deadline, z)} missed"
         )
     lines.append("alerts:")
     for a in detail.alerts:

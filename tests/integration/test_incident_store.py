@@ -298,7 +298,8 @@ def made_history(conn: Conn, city: str, street_ops: str, water: str) -> dict[str
                 incident_id=three.incident_id,
                 from_tier=Tier.STREET,
                 to_tier=Tier.DISTRICT,
-                department=street_ops,
+                department=water,
+                from_department=street_ops,
                 breach="handle",
                 deadline=up - timedelta(minutes=1),
                 ts=up,
@@ -668,7 +669,7 @@ def test_the_cli_lists_shows_and_measures_in_the_city_zone(town: Settings) -> No
 
     shown = run(town, "show", three)
     assert shown.exit_code == 0, shown.output
-    assert "escalation" in shown.output and "street -> district: handle" in shown.output
+    assert "street-ops (street) -> water (district): handle by" in shown.output
     # To the second, as the console shows them: deadlines of minutes are checked against it.
     assert re.search(r"opened \d{4}-\d\d-\d\d \d\d:\d\d:\d\d, updated", shown.output)
     detail = json.loads(run(town, "show", three, "--json").output)
