@@ -70,7 +70,7 @@ from rules import RuleSet
 from rules.incidents import IncidentConfig, Tracked, load_incident_config, parse_incident_config
 from rules.indicators import Catalogue
 from streams.delivery import confirmed, hand_over, send_one
-from streams.incidents import IncidentMetrics, add_incident_agents
+from streams.incidents import IncidentMetrics, PlaceNames, add_incident_agents
 from streams.live import LiveFile, LiveRules, LoopWatch, StreamMetrics
 from streams.pipeline import (
     ParsedMemories,
@@ -79,7 +79,6 @@ from streams.pipeline import (
     process_batch,
     process_places,
 )
-from streams.resume import PlaceNames
 from streams.seeds import OpenAlert, seed_memories
 from streams.transport import Transport
 from streams.validation import is_newer, registry_entry

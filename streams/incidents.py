@@ -14,10 +14,11 @@ input is known to the book and sends nothing.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 import faust
@@ -38,9 +39,8 @@ from cityvitals.topics import Topic
 from rules.incidents import Book, Desk, IncidentConfig, Outcome, Tracked
 from streams.delivery import confirmed, hand_over, send_one
 from streams.live import LiveFile
-from streams.resume import PlaceNames
 
-__all__ = ["IncidentMetrics", "add_incident_agents"]
+__all__ = ["IncidentMetrics", "PlaceNames", "add_incident_agents"]
 
 log = logging.getLogger("cityvitals.incidents")
 
@@ -57,6 +57,57 @@ SOURCES: dict[Topic, Callable[[bytes], IncidentInput]] = {
 NAMES_WAIT_S = 1.0
 """The longest the desk waits for the names of places it meets first (the database slow or
 down: the title names the place by its id)."""
+
+
+class PlaceNames:
+    """The registry's place names by place id (``names``), for the incident desk's titles and
+    reasons: "Flooding at Canal Street", not at ``nd-s1``. :meth:`read` takes every place at
+    first, then those named or renamed since (``changed`` gives them: id, name, time of the
+    change; :data:`OVERLAP` back, so a change whose transaction began before the last read
+    and ended after it is not missed). A read that fails is logged once until one succeeds;
+    the names stay as they were, and a place without one is named by its id."""
+
+    OVERLAP = timedelta(minutes=10)
+
+    def __init__(self, changed: Callable[[datetime | None], Sequence[tuple[str, str, datetime]]]):
+        self.changed = changed
+        self.names: dict[str, str] = {}
+        self._missing: set[str] = set()
+        """Places asked for and not found (the database held none, or did not answer in
+        time): not asked for again, read with the others when they come."""
+        self._since: datetime | None = None
+        self._failing = False
+        self._reading: asyncio.Future[None] | None = None
+
+    def read(self) -> None:
+        """Read the names changed since the last read (every name, the first time)."""
+        try:
+            rows = self.changed(None if self._since is None else self._since - self.OVERLAP)
+        except Exception as exc:  # names are a nicety: a failed read never stops the desk
+            if not self._failing:
+                log.warning("cannot read the places' names: %s", str(exc).strip())
+            self._failing = True
+            return
+        self._failing = False
+        self.names.update((place_id, name) for place_id, name, _ in rows)
+        if rows:
+            newest = max(changed for _, _, changed in rows)
+            self._since = newest if self._since is None else max(self._since, newest)
+
+    def unknown(self, place_path: tuple[str, ...]) -> bool:
+        """Whether the path holds a place with no name here that was not asked for yet."""
+        return any(p not in self.names and p not in self._missing for p in place_path)
+
+    async def refresh(self, wait_s: float = 0.0, place_path: tuple[str, ...] = ()) -> None:
+        """Read in a thread (one read at a time), waiting at most ``wait_s`` for it. The
+        places of ``place_path`` still without a name then are not asked for again."""
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.ensure_future(asyncio.to_thread(self.read))
+        if wait_s > 0:
+            await asyncio.wait({self._reading}, timeout=wait_s)
+        if len(self._missing) > 10_000:
+            self._missing.clear()
+        self._missing.update(p for p in place_path if p not in self.names)
 
 
 def place_path(item: IncidentInput) -> tuple[str, ...]:

@@ -5,14 +5,13 @@ The stream's rule memory lives in Faust tables backed by Kafka. A Kafka that kee
 across a restart (the local stack's tansu runs in memory) takes that memory with it; the
 database still has every open episode, so the stream continues them
 (:func:`streams.seeds.seed_memories`). The incident desk names places by the names the
-registry gives them (:class:`PlaceNames`).
+registry gives them (:func:`changed_places`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, cast
 
 import psycopg
@@ -25,7 +24,7 @@ from cityvitals.settings import Settings
 from rules.incidents import Tracked, resumed
 from streams.seeds import OpenAlert
 
-__all__ = ["OPEN_ALERTS", "OPEN_INCIDENTS", "PlaceNames", "open_alerts", "open_incidents"]
+__all__ = ["OPEN_ALERTS", "OPEN_INCIDENTS", "changed_places", "open_alerts", "open_incidents"]
 
 log = logging.getLogger("cityvitals.streams")
 
@@ -151,56 +150,15 @@ def open_incidents(settings: Settings) -> list[Tracked]:
     return found
 
 
-class PlaceNames:
-    """The registry's place names by place id (``names``), for the incident desk's titles and
-    reasons: "Flooding at Canal Street", not at ``nd-s1``. :meth:`read` takes every place at
-    first, then those named or renamed since (by ``updated_at``, :data:`OVERLAP` back, so a
-    change whose transaction began before the last read and ended after it is not missed).
-    A database that cannot be read is logged once until it can be again; the names stay as
-    they were, and a place without one is named by its id."""
+CHANGED_PLACES = "SELECT place_id, name, updated_at FROM places"
 
-    OVERLAP = timedelta(minutes=10)
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.names: dict[str, str] = {}
-        self._missing: set[str] = set()
-        """Places asked for and not found (the database held none, or did not answer in
-        time): not asked for again, read with the others when they come."""
-        self._since: datetime | None = None
-        self._failing = False
-        self._reading: asyncio.Future[None] | None = None
-
-    def read(self) -> None:
-        """Read the names changed since the last read (every name, the first time)."""
-        query, args = "SELECT place_id, name, updated_at FROM places", []
-        if self._since is not None:
-            query, args = f"{query} WHERE updated_at > %s", [self._since - self.OVERLAP]
-        try:
-            with db.connect(self.settings) as conn:
-                rows = cast(list[tuple[str, str, datetime]], conn.execute(query, args).fetchall())
-        except (db.DatabaseUnavailable, psycopg.Error) as exc:
-            if not self._failing:
-                log.warning("cannot read the places' names: %s", str(exc).strip())
-            self._failing = True
-            return
-        self._failing = False
-        self.names.update((place_id, name) for place_id, name, _ in rows)
-        if rows:
-            newest = max(updated_at for _, _, updated_at in rows)
-            self._since = newest if self._since is None else max(self._since, newest)
-
-    def unknown(self, place_path: tuple[str, ...]) -> bool:
-        """Whether the path holds a place with no name here that was not asked for yet."""
-        return any(p not in self.names and p not in self._missing for p in place_path)
-
-    async def refresh(self, wait_s: float = 0.0, place_path: tuple[str, ...] = ()) -> None:
-        """Read in a thread (one read at a time), waiting at most ``wait_s`` for it. The
-        places of ``place_path`` still without a name then are not asked for again."""
-        if self._reading is None or self._reading.done():
-            self._reading = asyncio.ensure_future(asyncio.to_thread(self.read))
-        if wait_s > 0:
-            await asyncio.wait({self._reading}, timeout=wait_s)
-        if len(self._missing) > 10_000:
-            self._missing.clear()
-        self._missing.update(p for p in place_path if p not in self.names)
+def changed_places(settings: Settings, since: datetime | None) -> list[tuple[str, str, datetime]]:
+    """Every place's id, name and last change (``updated_at``), or only those changed after
+    ``since``: what :class:`streams.incidents.PlaceNames` reads. Raises what the database
+    raises."""
+    query, args = CHANGED_PLACES, []
+    if since is not None:
+        query, args = f"{query} WHERE updated_at > %s", [since]
+    with db.connect(settings) as conn:
+        return cast(list[tuple[str, str, datetime]], conn.execute(query, args).fetchall())

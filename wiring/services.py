@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import signal
@@ -170,10 +171,11 @@ def run_streams(settings: Settings) -> None:
     import faust
 
     from streams.app import create_app
-    from streams.resume import PlaceNames, open_alerts, open_incidents
+    from streams.incidents import PlaceNames
+    from streams.resume import changed_places, open_alerts, open_incidents
 
     files = load_stream_files(settings)  # before it serves metrics or connects to anything
-    places = PlaceNames(settings)
+    places = PlaceNames(functools.partial(changed_places, settings))
     places.read()
     app = create_app(
         settings,

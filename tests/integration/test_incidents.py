@@ -5,6 +5,7 @@ another Kafka client (kcat) reads ``dispatch``, and every message fits its publi
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import os
@@ -39,7 +40,8 @@ from cityvitals.contracts import (
 from cityvitals.topics import Topic
 from sinks.incidents import IncidentDetail, UnknownIncident, incident_detail
 from sinks.readings import refusals
-from streams.resume import PlaceNames, open_incidents
+from streams.incidents import PlaceNames
+from streams.resume import changed_places, open_incidents
 from tests.integration.conftest import Pipeline, reading, wait_for
 from wiring.services import open_registry
 
@@ -440,21 +442,23 @@ def test_kcat_reads_dispatch_and_every_message_fits_its_schema(
 def test_the_desks_place_names_follow_the_registry(pipeline: Pipeline) -> None:
     """Read once in full, then what was named or renamed since; a database that cannot be
     read leaves the names as they were."""
-    names = PlaceNames(pipeline.settings)
+    settings = pipeline.settings
+    names = PlaceNames(functools.partial(changed_places, settings))
     names.read()
     street = Street(pipeline)
     path = tuple(street.base.split("/"))
     assert street.street not in names.names
     for name in ("Canal Street", "Canal Road"):
-        with open_registry(pipeline.settings) as registry:
+        with open_registry(settings) as registry:
             place = Place(place_id=street.street, level=PlaceLevel.STREET, name=name, path=path)
             registry.put_places([place], "itest")
         names.read()
         assert names.names[street.street] == name
         assert names.names[path[1]] == path[1]  # created with it, named by its id
-    names.settings = pipeline.settings.model_copy(
+    unreachable = settings.model_copy(
         update={"database_url": SecretStr("postgresql://nobody@127.0.0.1:1/none")}
     )
+    names.changed = functools.partial(changed_places, unreachable)
     names.read()
     assert names.names[street.street] == "Canal Road"
     # A place met first is asked for once, not at every input that names it.
