@@ -3,8 +3,9 @@
 :func:`current` gives the latest value of every indicator for a place and its children, with
 its unit, when its window ended and when the next value is due, the indicators that have no
 value yet (and when their first is due), and the open alerts under each by level; :func:`history` gives one indicator of one place over a
-time range, as stored (``raw``) or rolled up to hours or days (the mean of the values, their
-range, and the mean coverage of the windows in each bucket).
+time range, as stored (``raw``) or rolled up to hours or days (the value of the bucket's
+windows as the indicator adds them up: their mean, their maximum for a maximum, their energy
+mean for a sound level; their range, and their mean coverage).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Literal
 import psycopg
 
 from rules.indicators import Catalogue, window_start
+from rules.indicators.base import Rollup
 
 __all__ = [
     "DEFAULT_GRACE",
@@ -213,6 +215,14 @@ def _sign(
     )
 
 
+ROLLED: dict[Rollup, str] = {
+    "mean": "avg(value)",
+    "max": "max(value)",
+    "energy": "10 * log(avg(power(10, value / 10)))",
+}
+"""The value of a bucket of windows, by how the indicator's windows add up (:data:`Rollup`)."""
+
+
 def history(
     conn: Conn,
     place_id: str,
@@ -220,8 +230,10 @@ def history(
     start: datetime,
     end: datetime,
     resolution: Resolution = "raw",
+    rollup: Rollup = "mean",
 ) -> list[HistoryPoint]:
-    """One indicator of one place in ``[start, end)``, oldest first."""
+    """One indicator of one place in ``[start, end)``, oldest first; a bucket's value is
+    made of its windows' as ``rollup`` says (the indicator's: ``IndicatorSpec.rollup``)."""
     if conn.execute("SELECT 1 FROM places WHERE place_id = %s", (place_id,)).fetchone() is None:
         raise UnknownPlace(place_id)
     width = RESOLUTIONS[resolution]
@@ -234,8 +246,8 @@ def history(
         ).fetchall()
     else:
         rows = conn.execute(
-            "SELECT date_bin(%s::interval, window_start, TIMESTAMPTZ '2000-01-01') AS b, "
-            "avg(value), min(value), max(value), avg(coverage), count(*) FROM indicators "
+            f"SELECT date_bin(%s::interval, window_start, TIMESTAMPTZ '2000-01-01') AS b, "
+            f"{ROLLED[rollup]}, min(value), max(value), avg(coverage), count(*) FROM indicators "
             "WHERE place_id = %s AND indicator = %s AND window_start >= %s AND window_start < %s "
             "GROUP BY b ORDER BY b",
             (width, place_id, indicator, start, end),

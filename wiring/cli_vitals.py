@@ -151,7 +151,8 @@ def vitals(
                     raise fail(
                         f"no indicator {indicator!r}; the catalogue has: {', '.join(catalogue.by_id)}"
                     )
-                points = history(conn, place, indicator, first, last, resolution)  # type: ignore[arg-type]
+                rollup = catalogue.by_id[indicator].rollup
+                points = history(conn, place, indicator, first, last, resolution, rollup)  # type: ignore[arg-type]
                 if as_json:
                     typer.echo(json.dumps(_local(points, conf.zone)))
                     return

@@ -103,6 +103,7 @@ def vitals_history(
     last = _as_utc(end) if end else datetime.now(UTC)
     first = _as_utc(start) if start else last - timedelta(days=1)
     try:
-        return history(registry.conn, place_id, indicator, first, last, resolution)
+        rollup = request.app.state.catalogue.by_id[indicator].rollup
+        return history(registry.conn, place_id, indicator, first, last, resolution, rollup)
     except UnknownVitalsPlace as exc:
         raise NotFound(str(exc)) from exc

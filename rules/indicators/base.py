@@ -12,14 +12,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from cityvitals.contracts import WarningLevel
 
 if TYPE_CHECKING:
     from rules.indicators.catalogue import IndicatorSpec
 
-__all__ = ["Band", "Detail", "Formula", "OneMetric", "combine"]
+__all__ = ["Band", "Detail", "Formula", "OneMetric", "Rollup", "combine"]
 
 Band = tuple[str, float | None]
 Detail = dict[str, float | str]
@@ -39,6 +39,10 @@ def combine(into: dict[str, float], other: Mapping[str, float], highest: frozens
             into[key] = into.get(key, 0.0) + value
 
 
+Rollup = Literal["mean", "max", "energy"]
+"""How windows of an indicator make a longer span: :attr:`Formula.rollup`."""
+
+
 class Formula(ABC):
     """One formula of the catalogue, by the name an indicator gives as ``kind``."""
 
@@ -51,6 +55,11 @@ class Formula(ABC):
     """The warning level each of those bands is shown at; a band not named is normal."""
     highest: frozenset[str] = frozenset()
     """State keys that merge as a maximum (the others add up)."""
+    rollup: Rollup = "mean"
+    """How its windows make a longer span (the hours and days of the history): the mean of
+    their values; their maximum (the deepest water of the hour, not the mean of each window's
+    deepest); or their energy mean (sound levels in decibels, 10·log10 of the mean of
+    10^(L/10), as ISO 1996-1 adds levels up)."""
     counts_devices: bool = False
     """Whether the value comes of the devices that report and are expected (membership and
     liveness), not of the readings' values: then every reading of the indicator's device

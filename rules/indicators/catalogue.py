@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from cityvitals.contracts import IDENTIFIER, IndicatorQuality, PlaceLevel, WarningLevel
+from rules.indicators.base import Rollup
 from rules.indicators.formulas import FORMULAS
 from rules.kinds import Duration
 from rules.ruleset import RuleFileError, RuleProblem, file_error, load_yaml
@@ -102,6 +103,11 @@ class IndicatorSpec(BaseModel):
     @property
     def window_s(self) -> int:
         return int(self.window.total_seconds())
+
+    @property
+    def rollup(self) -> Rollup:
+        """How its windows make an hour or a day: :attr:`~rules.indicators.base.Formula.rollup`."""
+        return FORMULAS[self.kind].rollup
 
     def metrics(self) -> frozenset[str]:
         """The metrics that feed it (computed once: this is asked per reading)."""

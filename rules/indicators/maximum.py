@@ -16,6 +16,7 @@ __all__ = ["Maximum"]
 class Maximum(OneMetric):
     name = "max"
     highest = frozenset({"max"})
+    rollup = "max"
 
     def add(self, state: dict[str, float], v: float) -> None:
         state["max"] = max(state.get("max", v), v)

@@ -4,6 +4,7 @@ value is due (also for an hourly AQI that has none yet), times in the city's tim
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ from typer.testing import CliRunner
 from cityvitals import db
 from cityvitals.settings import Settings
 from rules.indicators import window_start
-from sinks.vitals import current, next_value
+from sinks.vitals import current, history, next_value
 from tests.integration.conftest import Pipeline
 from wiring.cli import app
 from wiring.services import load_catalogue
@@ -97,3 +98,38 @@ def test_an_unknown_time_zone_is_refused_with_its_name(town: Settings) -> None:
     result = CliRunner().invoke(app, ["vitals", "tc"], env=env)
     assert result.exit_code == 2
     assert "CITYVITALS_TIMEZONE" in result.output and "IANA" in result.output
+
+
+def test_an_hour_of_windows_adds_up_as_its_indicator_does(town: Settings) -> None:
+    """The hourly history of the deepest water is the deepest of its windows, not their mean
+    (a red flood of 41 cm does not read as 23.5), and a sound level is their energy mean."""
+    hour = datetime(2026, 12, 5, 8, tzinfo=UTC)
+    windows = {"water_depth": (6.0, 41.0), "noise_leq": (55.0, 65.0), "devices_online": (1.0, 0.5)}
+    with db.connect(town) as conn:
+        for indicator, values in windows.items():
+            for n, value in enumerate(values):
+                conn.execute(
+                    "INSERT INTO indicators (indicator, place_id, place_level, place_path,"
+                    " window_start, window_s, value, coverage, reporting, expected, quality,"
+                    " computed_at) VALUES (%s, 'td', 'district', '{tc,td}', %s, 300, %s, 1, 1,"
+                    " 1, 'good', now())",
+                    (indicator, hour + timedelta(minutes=5 * n), value),
+                )
+    catalogue = load_catalogue(town)
+    rolled = {}
+    with db.connect(town) as conn:
+        for indicator in windows:
+            end = hour + timedelta(hours=1)
+            rollup = catalogue.by_id[indicator].rollup
+            (point,) = history(conn, "td", indicator, hour, end, "1h", rollup)
+            assert (point.low, point.high, point.windows) == (*sorted(windows[indicator]), 2)
+            rolled[indicator] = point.value
+    assert rolled["water_depth"] == 41.0
+    assert rolled["noise_leq"] == pytest.approx(10 * math.log10((10**5.5 + 10**6.5) / 2))
+    assert rolled["devices_online"] == 0.75
+
+    argv = ["vitals", "td", "--indicator", "water_depth", "--resolution", "1h"]
+    span = ["--from", "2026-12-05T08:00Z", "--to", "2026-12-05T09:00Z"]
+    shown = CliRunner().invoke(app, [*argv, *span], env=town.to_env())
+    assert shown.exit_code == 0, shown.output
+    assert "41  [6 .. 41]" in shown.output
