@@ -3,6 +3,7 @@ and its incident. Times are shown in the city's time zone (``CITYVITALS_TIMEZONE
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -10,7 +11,7 @@ import typer
 
 from cityvitals.contracts import AlertStatus, WarningLevel
 from cityvitals.settings import Settings
-from wiring.cli_common import echo_json, enum_option, fail, settings, time_option
+from wiring.cli_common import echo_json, enum_option, fail, known_place, settings, time_option
 
 if TYPE_CHECKING:
     from sinks.alerts import AlertRow
@@ -69,6 +70,7 @@ def list_command(
     )
     conf = settings()
     with _connect(conf) as conn:
+        where = dataclasses.replace(where, place=known_place(conn, place))
         found = list_alerts(conn, where)
     if as_json:
         echo_json(found, conf)

@@ -54,6 +54,29 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+def known_place(conn: Any, place: str | None, option: str = "--place") -> str | None:
+    """The id of the place ``place`` names (an id, or a path ``a/b``); None for None. Ends
+    the command when it names none: a list narrowed to a misspelt place would be empty, and
+    "no incidents" would read as all quiet. A place's name given for its id is named back.
+    ``conn``: a database connection."""
+    if place is None:
+        return None
+    asked = tuple(p for p in place.strip("/").split("/") if p)
+    row = conn.execute("SELECT path FROM places WHERE place_id = %s", asked[-1:]).fetchone()
+    if row is not None and (len(asked) == 1 or tuple(row[0]) == asked):
+        return asked[-1]
+    named = conn.execute(
+        "SELECT place_id FROM places WHERE lower(name) = lower(%s) ORDER BY place_id LIMIT 3",
+        (place.strip(),),
+    ).fetchall()
+    hint = (
+        f"; it is the name of {', '.join(repr(r[0]) for r in named)}: give the id"
+        if named
+        else " (an id, or a path a/b; 'cityvitals places list' shows them)"
+    )
+    raise fail(f"{option} {place!r}: no such place{hint}")
+
+
 def parse_utc(text: str) -> datetime:
     """An ISO time or date; without a zone it is UTC.
 

@@ -16,7 +16,7 @@ import typer
 from pydantic import ValidationError
 
 from cityvitals.contracts import Device, DeviceLiveness, DeviceState, Liveness
-from wiring.cli_common import fail, read_utf8, settings
+from wiring.cli_common import fail, known_place, read_utf8, settings
 from wiring.cli_registry_common import (
     actor,
     build,
@@ -170,6 +170,7 @@ def devices_list(
 ) -> None:
     """List registered devices."""
     with registry() as reg:
+        place = known_place(reg.conn, place)
         found = reg.list(
             place=place, state=state, device_type=device_type, tag=tag, profile_id=profile
         )
@@ -232,6 +233,7 @@ def devices_liveness(
     """Each active device's liveness (online, late, offline) as the liveness service last
     judged it, with when it was last seen and the cadence it is judged by."""
     with registry() as reg:
+        place = known_place(reg.conn, place)
         found = reg.liveness(place, status)
     zone = settings().zone
     for live in found:
@@ -255,6 +257,7 @@ def devices_export(
     from device_registry import export_csv
 
     with registry() as reg:
+        place = known_place(reg.conn, place)
         found = reg.list(place=place)
     if out.suffix.lower() == ".json":
         out.write_text(json.dumps([json.loads(d.model_dump_json()) for d in found], indent=1))

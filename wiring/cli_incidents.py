@@ -5,6 +5,7 @@ reports as Open311 GeoReport v2. Times are shown in the city's time zone
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -31,6 +32,7 @@ from wiring.cli_common import (
     enum_option,
     fail,
     in_order,
+    known_place,
     parse_when,
     settings,
     time_option,
@@ -152,6 +154,7 @@ def list_command(
     )
     conf = settings()
     with _database(conf) as conn:
+        where = dataclasses.replace(where, place=known_place(conn, place))
         found = list_incidents(conn, where)
     if as_json:
         echo_json(found, conf)

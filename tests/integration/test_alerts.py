@@ -206,6 +206,11 @@ def test_the_cli_lists_and_shows_alerts_in_the_city_zone(town: Settings) -> None
     with db.connect(town) as conn:
         made = made_alerts(conn, "tb")
         incident = hold(conn, "tb", made["deep"])
+        conn.execute(
+            "INSERT INTO places (place_id, level, name, path) VALUES"
+            " ('tb', 'city', 'Town', '{tb}'), ('tb-d', 'district', 'Down', '{tb,tb-d}'),"
+            " ('tb-s1', 'street', 'Canal Street', '{tb,tb-d,tb-s1}')"
+        )
 
     listed = run(town, "list", "--firing")
     assert listed.exit_code == 0, listed.output
@@ -216,6 +221,18 @@ def test_the_cli_lists_and_shows_alerts_in_the_city_zone(town: Settings) -> None
 
     data = json.loads(run(town, "list", "--level", "yellow", "--place", "tb-s1", "--json").output)
     assert [a["alert_id"] for a in data] == [made["deep"]]
+    # A misspelt place is no place, not "no alerts" (read as all quiet); a name is named back.
+    for place, said in (
+        ("tb-s9", "--place 'tb-s9': no such place (an id, or a path a/b"),
+        ("canal street", "--place 'canal street': no such place; it is the name of 'tb-s1'"),
+        ("tb/tb-s1", "--place 'tb/tb-s1': no such place"),
+    ):
+        refused = run(town, "list", "--place", place)
+        assert refused.exit_code == 1 and said in refused.output, refused.output
+    by_path = json.loads(
+        run(town, "list", "--level", "yellow", "--place", "tb/tb-d/tb-s1", "--json").output
+    )
+    assert [a["alert_id"] for a in by_path] == [made["deep"]]
     assert data[0]["started_at"] == f"{TEST_DAY}T16:00:00+08:00"
     since = json.loads(
         run(

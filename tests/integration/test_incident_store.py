@@ -665,6 +665,8 @@ def test_the_cli_lists_shows_and_measures_in_the_city_zone(town: Settings) -> No
     assert three in listed.output and "Asia/Shanghai" in listed.output
     data = json.loads(run(town, "list", "--place", "tc-s1", "--json").output)
     assert [i["incident_id"] for i in data] == [three, made["one"].incident_id]
+    typo = run(town, "list", "--place", "tc-s9")  # not "no incidents", read as all quiet
+    assert typo.exit_code == 1 and "--place 'tc-s9': no such place" in typo.output
     assert data[0]["opened_at"].endswith("+08:00")
 
     shown = run(town, "show", three)

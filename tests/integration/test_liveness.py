@@ -156,6 +156,13 @@ def test_a_silent_device_goes_offline_by_its_own_cadence_and_comes_back_online(
     assert listed.exit_code == 0, listed.output
     assert listed.stdout.split()[:2] == [device, "offline,"], listed.stdout
     assert "1 device (1 offline); times in UTC" in listed.stderr
+    for command in ("liveness", "list"):  # a misspelt place is refused, not "0 devices"
+        typo = runner.invoke(cli_app, ["devices", command, "--place", f"lv{tag}x"], env=env)
+        assert typo.exit_code == 1 and f"--place 'lv{tag}x': no such place" in typo.stderr
+    by_path = runner.invoke(
+        cli_app, ["devices", "list", "--place", f"lv{tag}/dA{tag}/sA{tag}"], env=env
+    )
+    assert device in by_path.stdout, by_path.output
     shown = runner.invoke(cli_app, ["devices", "show", device], env=env)
     assert f"liveness   offline, last seen {last_seen:%Y-%m-%d %H:%M:%S}" in shown.stdout
 
