@@ -56,6 +56,7 @@ from streams.validation import (
     problem,
     refusal,
     registry_entry,
+    span,
     too_old,
 )
 
@@ -234,8 +235,8 @@ def process_batch(
                 assert memory.watermark is not None
                 behind = (memory.watermark - item.ts).total_seconds()
                 reason = (
-                    f"late: {behind:.0f} s behind the device's newest reading "
-                    f"(grace {rules.grace.total_seconds():.0f} s)"
+                    f"late: {span(behind)} behind the device's newest reading "
+                    f"(grace {span(rules.grace.total_seconds())})"
                 )
                 out.refused["late"] += 1
                 out.dead_letters.append(refusal(item, reason, source, now))

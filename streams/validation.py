@@ -28,6 +28,7 @@ __all__ = [
     "problem",
     "refusal",
     "registry_entry",
+    "span",
     "too_old",
     "unlisted_metric",
 ]
@@ -113,6 +114,21 @@ def problem(item: Reading | CameraEvent, entry: Mapping[str, Any] | None) -> tup
     return None, ""
 
 
+def span(seconds: float) -> str:
+    """A length of time as a refusal names it, in the unit a person reads it in.
+
+    >>> span(45), span(660), span(28797), span(96955520)
+    ('45 s', '11 min', '8.0 h', '1122 days')
+    """
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds // 86400:.0f} days"
+
+
 def ahead(ts: datetime, now: datetime, limit: datetime) -> str | None:
     """Why an instant is refused as too far ahead of the stream's clock ``now`` (``limit`` is
     ``now + FUTURE_TOLERANCE``, computed once a batch); None when it is not. Asked of the
@@ -121,16 +137,16 @@ def ahead(ts: datetime, now: datetime, limit: datetime) -> str | None:
 
     >>> now = datetime(2026, 7, 1, tzinfo=UTC)
     >>> ahead(now + timedelta(minutes=11), now, now + FUTURE_TOLERANCE)
-    "ts 2026-07-01T00:11:00+00:00 is 660 s ahead of the stream's clock"
+    "ts 2026-07-01T00:11:00+00:00 is 11 min ahead of the stream's clock"
     >>> ahead(now + timedelta(days=1122), now, now + FUTURE_TOLERANCE)
     "ts 2029-07-27T00:00:00+00:00 is 1122 days ahead of the stream's clock"
     >>> ahead(now + timedelta(minutes=10), now, now + FUTURE_TOLERANCE) is None
     True
     """
     if ts > limit:
-        seconds = (ts - now).total_seconds()
-        by = f"{seconds:.0f} s" if seconds < 86400 else f"{seconds // 86400:.0f} days"
-        return f"ts {ts.isoformat()} is {by} ahead of the stream's clock"
+        return (
+            f"ts {ts.isoformat()} is {span((ts - now).total_seconds())} ahead of the stream's clock"
+        )
     return None
 
 

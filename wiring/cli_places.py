@@ -144,18 +144,21 @@ def profiles_list(
 ) -> None:
     """List profiles: id, device type, reporting interval and metrics (unit, valid range)."""
     with registry() as reg:
-        for p in reg.list_profiles():
-            if as_json:
-                typer.echo(p.model_dump_json())
-                continue
-            metrics = "; ".join(
-                f"{name} {spec.unit} [{_bound(spec.min)}, {_bound(spec.max)}]"
-                for name, spec in sorted(p.metrics.items())
-            )
-            typer.echo(
-                f"{p.profile_id}  {p.device_type}  every {p.expected_interval_s:g} s  "
-                f"{metrics or 'no metrics'}{'  ' + p.description if p.description else ''}"
-            )
+        profiles = reg.list_profiles()
+    if not profiles and not as_json:
+        typer.echo("no profiles (cityvitals profiles put FILE makes them)", err=True)
+    for p in profiles:
+        if as_json:
+            typer.echo(p.model_dump_json())
+            continue
+        metrics = "; ".join(
+            f"{name} {spec.unit} [{_bound(spec.min)}, {_bound(spec.max)}]"
+            for name, spec in sorted(p.metrics.items())
+        )
+        typer.echo(
+            f"{p.profile_id}  {p.device_type}  every {p.expected_interval_s:g} s  "
+            f"{metrics or 'no metrics'}{'  ' + p.description if p.description else ''}"
+        )
 
 
 def _bound(value: float | None) -> str:

@@ -21,6 +21,11 @@ def _exact(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
 
 
+def _share(value: float | None) -> str:
+    """A ratio as the share a person reads: 0.6667 is 66.7 (per cent)."""
+    return "-" if value is None else f"{value * 100:.1f}".removesuffix(".0")
+
+
 def _fmt(value: float | None) -> str:
     """A value as a duty officer reads it: at most three significant digits below 100,
     whole numbers above (the JSON output keeps every digit).
@@ -158,7 +163,9 @@ def vitals(
                     return
                 zone = conf.zone
                 unit = catalogue.by_id[indicator].unit
-                units = f", in {unit}" if unit else ""
+                share = unit == "ratio"  # shown as a share, as the console does
+                shown = _share if share else _exact
+                units = ", in %" if share else f", in {unit}" if unit else ""
                 typer.echo(f"{indicator} at {place}, {resolution}{units} (times in {zone}):")
                 if not points:
                     width = catalogue.by_id[indicator].window
@@ -169,8 +176,8 @@ def vitals(
                     )
                 for point in points:
                     typer.echo(
-                        f"  {point.start.astimezone(zone).isoformat()}  {_exact(point.value):>10}  "
-                        f"[{_exact(point.low)} .. {_exact(point.high)}]  "
+                        f"  {point.start.astimezone(zone).isoformat()}  {shown(point.value):>10}  "
+                        f"[{shown(point.low)} .. {shown(point.high)}]  "
                         f"coverage {point.coverage:.0%}"
                     )
                 return

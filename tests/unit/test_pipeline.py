@@ -119,7 +119,7 @@ def test_late_readings_are_dead_lettered_and_out_of_order_ones_kept() -> None:
     assert [r.seq for r in out.enriched.readings] == [55] and out.out_of_order == 1
     assert not out.alerts  # neither moved the rules: they are older than the device's newest
     (late,) = out.dead_letters
-    assert late.reason == "late: 1200 s behind the device's newest reading (grace 600 s)"
+    assert late.reason == "late: 20 min behind the device's newest reading (grace 10 min)"
     assert out.refused == {"late": 1}
 
 
