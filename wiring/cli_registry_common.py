@@ -78,18 +78,13 @@ def type_notes(device_types: Collection[str]) -> list[str]:
     names: a mistyped type leaves a device judged only by the rules for every type and counted
     in no vital sign, with nothing else to tell. None when the files cannot be read (the
     stream names their problems)."""
-    from rules import RuleFileError
-    from wiring.services import load_catalogue, load_rules
+    from wiring.services import known_device_types
 
     if not device_types:
         return []
-    s = settings()
-    try:
-        rules, catalogue = load_rules(s), load_catalogue(s)
-    except RuleFileError:
+    known = known_device_types(settings())
+    if known is None:
         return []
-    known = {t for r in rules.rules for t in getattr(r, "device_types", ())}
-    known.update(catalogue.by_type)
     return [
         f"note: no rule or indicator names device type {t!r} (they name "
         f"{', '.join(sorted(known))}): its readings are stored, judged only by the rules for "

@@ -58,6 +58,18 @@ def load_catalogue(settings: Settings) -> Catalogue:
     return parse_catalogue(*_file_or_shipped(settings.indicators_file, "indicators.yaml"))
 
 
+def known_device_types(settings: Settings) -> frozenset[str] | None:
+    """The device types the rules and the indicator catalogue name (a type outside them is
+    judged only by the rules for every type, and feeds no vital sign); None when the files
+    cannot be read (the stream names their problems)."""
+    try:
+        rules, catalogue = load_rules(settings), load_catalogue(settings)
+    except RuleFileError:
+        return None
+    known = {t for r in rules.rules for t in getattr(r, "device_types", ())}
+    return frozenset(known | set(catalogue.by_type))
+
+
 def load_incidents(settings: Settings) -> IncidentConfig:
     """The incident file named by the settings, or the shipped one; raises RuleFileError."""
     return parse_incident_config(*_file_or_shipped(settings.incidents_file, "incidents.yaml"))
@@ -216,7 +228,7 @@ def run_notify(settings: Settings) -> None:
 def run_api(settings: Settings) -> None:
     from device_registry.api import serve
 
-    serve(settings, _metrics(settings))
+    serve(settings, _metrics(settings), known_device_types(settings))
 
 
 def run_service(name: str, settings: Settings) -> None:

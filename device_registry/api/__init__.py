@@ -68,9 +68,14 @@ building), device profiles and departments; read the audit log and device livene
 
 
 def create_api(
-    settings: Settings, registries: RegistryPool, metrics: CollectorRegistry | None = None
+    settings: Settings,
+    registries: RegistryPool,
+    metrics: CollectorRegistry | None = None,
+    device_types: frozenset[str] | None = None,
 ) -> FastAPI:
-    """The HTTP API on a pool of registries; ``metrics`` receives request counts and times."""
+    """The HTTP API on a pool of registries; ``metrics`` receives request counts and times;
+    ``device_types``: those the rules and indicators name (a device registered of another
+    gets a note; None: no such note)."""
     app = FastAPIOffline(  # /docs and /redoc load their scripts and styles from this server
         title="cityvitals device registry",
         version="1",
@@ -80,6 +85,7 @@ def create_api(
     app.state.settings = settings
     app.state.catalogue = vitals.load_catalogue(settings.indicators_file)
     app.state.indicators = tuple(app.state.catalogue.by_id)
+    app.state.device_types = device_types
     app.state.registries = registries
     install_error_handlers(app)
     app.include_router(auth.router)
@@ -105,8 +111,11 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def serve(settings: Settings, metrics: CollectorRegistry) -> None:
-    """Serve the API on ``api_host:api_port`` until SIGTERM or SIGINT.
+def serve(
+    settings: Settings, metrics: CollectorRegistry, device_types: frozenset[str] | None = None
+) -> None:
+    """Serve the API on ``api_host:api_port`` until SIGTERM or SIGINT (``device_types``: as
+    :func:`create_api` takes them).
 
     ``cityvitals_api_ready`` is 1 while the socket accepts requests.
     """
@@ -114,7 +123,7 @@ def serve(settings: Settings, metrics: CollectorRegistry) -> None:
     pool = RegistryPool.open(settings)
     try:
         config = uvicorn.Config(
-            create_api(settings, pool, metrics),
+            create_api(settings, pool, metrics, device_types),
             host=settings.api_host,
             port=settings.api_port,
             log_config=None,

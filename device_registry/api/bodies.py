@@ -85,6 +85,10 @@ class Onboarded(BaseModel):
     device: Device
     mqtt_username: str
     mqtt_secret: str
+    notes: list[str] = []
+    """What the registration did or may not mean: places its path created (named by their
+    ids: a misspelt id makes a new street), a department the registry does not know, a
+    device type no rule or indicator names."""
 
 
 class Credential(BaseModel):

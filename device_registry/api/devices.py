@@ -46,6 +46,7 @@ from device_registry.api.deps import (
 )
 from device_registry.api.errors import FieldError, body_errors
 from device_registry.api.pool import RegistryPool
+from device_registry.errors import UnknownPlace
 from device_registry.importing import (
     CSV_COLUMNS,
     ParsedFile,
@@ -103,17 +104,47 @@ def list_devices(
 
 @router.post("", status_code=201, response_model=Onboarded, responses=REFUSED)
 def create_device(
-    who: Writing, body: DeviceCreate, registry: Writer, response: Response
+    who: Writing, body: DeviceCreate, registry: Writer, response: Response, request: Request
 ) -> Onboarded:
-    """Register a device; the answer carries its MQTT secret, shown this once."""
+    """Register a device; the answer carries its MQTT secret, shown this once, and notes on
+    what the registration may not mean (``notes``: places it created, an unknown department
+    or device type), as the command line gives them."""
     with body_errors():
         device = Device(**body.model_dump(), updated_at=datetime.now(UTC))
     check_scope(who.user, device.place_path, f"device {device.device_id!r}")
+    notes = _notes(registry, device, request.app.state.device_types)
     secret = registry.add(device, who.actor)
     response.headers["Location"] = f"/devices/{device.device_id}"
     return Onboarded(
-        device=registry.get(device.device_id), mqtt_username=device.device_id, mqtt_secret=secret
+        device=registry.get(device.device_id),
+        mqtt_username=device.device_id,
+        mqtt_secret=secret,
+        notes=notes,
     )
+
+
+def _notes(registry: Registry, device: Device, device_types: frozenset[str] | None) -> list[str]:
+    """Notes on a device about to be registered (see :class:`Onboarded`)."""
+    notes = []
+    for n in range(1, len(device.place_path) + 1):
+        path = device.place_path[:n]
+        try:
+            registry.get_place(path[-1])
+        except UnknownPlace:
+            notes.append(
+                f"creates place {'/'.join(path)}, named by its id (PUT /places/{path[-1]} names it)"
+            )
+    if device.department and device.department not in {
+        d.department_id for d in registry.list_departments()
+    }:
+        notes.append(f"department {device.department!r} is not in the registry")
+    if device_types is not None and device.device_type not in device_types:
+        notes.append(
+            f"no rule or indicator names device type {device.device_type!r} (they name "
+            f"{', '.join(sorted(device_types))}): its readings are stored, judged only by "
+            "the rules for every type, and feed no vital sign"
+        )
+    return notes
 
 
 IMPORT_BODY = {

@@ -98,11 +98,20 @@ def test_a_device_onboarded_through_the_api_publishes_with_its_credentials(
     other = f"wl-{uid()}"
     onboard(api, other, city, place_path=f"{city}/{city}-d1/{city}-s1")
     assert api.get(f"/devices/{other}").json()["place_path"] == [city, f"{city}-d1", f"{city}-s1"]
+    # As on the command line, the answer notes a place it created and a type nothing judges.
+    typo = {"device_id": f"wl-{uid()}", "device_type": "waterlevel"}
+    made = api.post("/devices", json={**typo, "place_path": f"{city}/{city}-d1/{city}-sx"})
+    assert made.status_code == 201, made.text
+    created, unjudged = made.json()["notes"]
+    assert created == (
+        f"creates place {city}/{city}-d1/{city}-sx, named by its id (PUT /places/{city}-sx names it)"
+    )
+    assert unjudged.startswith("no rule or indicator names device type 'waterlevel' (they name ")
     moved = api.post(f"/devices/{other}/move", json={"place_path": f"/{city}/{city}-d1/"})
     assert moved.status_code == 200, moved.text
     assert moved.json()["place_path"] == [city, f"{city}-d1"]
     listed = [d["device_id"] for d in api.get("/devices", params={"place": city}).json()]
-    assert sorted(listed) == sorted([device, other])
+    assert sorted(listed) == sorted([device, other, typo["device_id"]])
     audit = api.get("/audit", params={"entity": "device", "entity_id": device}).json()
     assert [(a["action"], a["actor"]) for a in audit] == [("add", "itest-api (admin)")]
     added = datetime.fromisoformat(audit[0]["at"])
