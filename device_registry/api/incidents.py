@@ -206,8 +206,9 @@ class IncidentView(IncidentDetail):
     actions: tuple[Action, ...]
     """The actions the user may send now, in the loop's order: those the incident's state
     allows (:func:`rules.incidents.lifecycle.sendable`) that the user's role may send, a
-    department operator's only on an incident with its department, and no verify while its
-    alerts still fire. The console shows a button for each."""
+    department operator's only on an incident with its department, no verify while its
+    alerts still fire, and no acknowledge once someone acknowledged it (until it reopens or
+    goes to another tier). The console shows a button for each."""
 
 
 def not_theirs(user: User, incident: Incident) -> str | None:
@@ -225,10 +226,13 @@ def may_send(user: User, incident: Incident) -> tuple[Action, ...]:
     """:attr:`IncidentView.actions`."""
     if not_theirs(user, incident) is not None:
         return ()
+    seen = incident.acknowledged_by is not None
     return tuple(
         a
         for a in sendable(incident.state)
-        if user.may(action_permission(a)) and verify_while_firing(incident, a) is None
+        if user.may(action_permission(a))
+        and verify_while_firing(incident, a) is None
+        and not (seen and a is Action.ACKNOWLEDGE)
     )
 
 

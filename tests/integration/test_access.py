@@ -90,6 +90,7 @@ def store_incident(
     department: str | None,
     state: IncidentState = IncidentState.NEW,
     open_alerts: int = 0,
+    acknowledged_by: str | None = None,
 ) -> str:
     incident = Incident(
         incident_id=uuid.uuid4().hex,
@@ -105,6 +106,8 @@ def store_incident(
         opened_at=T0,
         updated_at=T0,
         open_alerts=open_alerts,
+        acknowledged_by=acknowledged_by,
+        acknowledged_at=None if acknowledged_by is None else T0,
     )
     transition = IncidentTransition(
         incident_id=incident.incident_id,
@@ -636,6 +639,9 @@ def test_the_detail_lists_the_actions_the_user_may_send_now(world: World) -> Non
         dry = store_incident(conn, path, DEPARTMENT, IncidentState.HANDLED)
     assert actions("officer", wet) == ["close", "reopen", "note", "acknowledge"]
     assert actions("officer", dry) == ["verify", "close", "reopen", "note", "acknowledge"]
+    with db.connect(world.settings) as conn:  # seen already: no second acknowledgement
+        seen = store_incident(conn, path, DEPARTMENT, IncidentState.HANDLED, acknowledged_by="ana")
+    assert actions("officer", seen) == ["verify", "close", "reopen", "note"]
     refused = world.call(
         "officer", Request("POST", f"/incidents/{wet}/actions", {"json": {"action": "verify"}})
     )

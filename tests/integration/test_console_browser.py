@@ -121,6 +121,7 @@ def test_acknowledging_and_closing_from_the_page_changes_the_database(
     # the table and the detail say who saw it, as the incident does once the desk took it
     expect(row.locator("td.seen")).to_contain_text("duty_officer")
     expect(page.locator('#detail [data-field="acknowledged"]')).to_contain_text("duty_officer")
+    expect(page.locator('#actions [data-action="acknowledge"]')).to_be_hidden()  # seen
 
     page.click('#actions [data-action="reassign"]')  # no department: asked for, not sent
     expect(page.locator("#action-result")).to_have_text(
