@@ -204,7 +204,7 @@ def show(
         f"  opened {_when(i.opened_at, z)}, updated {_when(i.updated_at, z)}, "
         f"accept by {_when(i.accept_by, z)}, handle by {_when(i.handle_by, z)}",
         f"  alerts {len(i.alerts)} ({i.open_alerts} open), reports {len(i.reports)}, "
-        f"muted {i.muted}, flaps {i.flaps}, escalations {i.escalations}",
+        f"muted {i.muted}, flaps {i.flaps}, limits missed {i.escalations}",
         "steps:",
     ]
     for t in detail.transitions:
@@ -232,7 +232,7 @@ def show(
             f"({d.tier.value} {d.tier_place_id}), accept by {_when(d.accept_by, z)}, "
             f"handle by {_when(d.handle_by, z)}"
         )
-    lines.append("escalations:")
+    lines.append("limits missed (escalations; a rise beyond a tier is an order above):")
     for e in detail.escalations:
         missed = (
             f"{e.from_department} ({e.from_tier.value})" if e.from_department else e.from_tier.value

@@ -341,7 +341,7 @@ async function showDetail(incidentId) {
     ["tier", i.tier || "–"], ["opened", stamp(i.opened_at)], ["updated", stamp(i.updated_at)],
     ["acknowledged", i.acknowledged_by ? `${i.acknowledged_by} · ${stamp(i.acknowledged_at)}` : "–"],
     ["accept by", limit(i, "accept", i.accept_by)], ["handle by", limit(i, "handle", i.handle_by)],
-    ["devices", i.devices.join(", ") || "–"], ["escalations", i.escalations],
+    ["devices", i.devices.join(", ") || "–"], ["limits missed", i.escalations],
   ];
   const parts = [
     el("dl", {}, facts.map(([name, value]) => [
