@@ -186,6 +186,12 @@ def show(
     try:
         with _database(conf) as conn:
             detail = incident_detail(conn, find_incident(conn, incident_id))
+            path = list(detail.incident.place_path)
+            names: dict[str, str] = dict(
+                conn.execute(
+                    "SELECT place_id, name FROM places WHERE place_id = ANY(%s)", (path,)
+                ).fetchall()
+            )
     except (UnknownIncident, AmbiguousIncident) as exc:
         raise fail(str(exc)) from None
     if as_json:
@@ -218,18 +224,18 @@ def show(
         if d.kind is DispatchKind.WITHDRAWAL:
             lines.append(
                 f"  {_when(d.ts, z)}  {d.kind.value:<12} {d.dispatch_id} from {d.department} "
-                f"({d.tier.value} {d.tier_place_id}), order {d.withdraws}: {d.reason}"
+                f"({d.tier.value} {names.get(d.tier_place_id) or d.tier_place_id}), order {d.withdraws}: {d.reason}"
             )
             continue
         if d.kind is DispatchKind.REVISION:
             lines.append(
                 f"  {_when(d.ts, z)}  {d.kind.value:<12} {d.dispatch_id} to {d.department} "
-                f"({d.tier.value} {d.tier_place_id}), order {d.revises}: {d.reason}"
+                f"({d.tier.value} {names.get(d.tier_place_id) or d.tier_place_id}), order {d.revises}: {d.reason}"
             )
             continue
         lines.append(
             f"  {_when(d.ts, z)}  {d.kind.value:<12} {d.dispatch_id} to {d.department} "
-            f"({d.tier.value} {d.tier_place_id}), accept by {_when(d.accept_by, z)}, "
+            f"({d.tier.value} {names.get(d.tier_place_id) or d.tier_place_id}), accept by {_when(d.accept_by, z)}, "
             f"handle by {_when(d.handle_by, z)}"
         )
     lines.append("limits missed (escalations; a rise beyond a tier is an order above):")

@@ -461,7 +461,7 @@ def test_an_order_is_judged_by_its_latest_revision_and_a_revision_is_no_order(
     assert (back.breached, back.orders) == (["accept"], 3)
     listed = run(town, "show", rose.incident_id)
     assert listed.exit_code == 0, listed.output
-    assert f"revision     {shown[1].dispatch_id} to crew (street tc-s1), order " in listed.output
+    assert f"revision     {shown[1].dispatch_id} to crew (street One), order " in listed.output
     assert "  not acknowledged" in listed.output
     acknowledged = run(town, "show", kept.incident_id).output
     local = seen_at.astimezone(town.zone)
