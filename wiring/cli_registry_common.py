@@ -107,6 +107,7 @@ def registration_notes(
     ...     print(note)
     note: creates place hz/xh/xh-s3, named by its id (cityvitals places add PATH --name NAME names one before its devices)
     note: department 'nope' of wl-1 is not in the registry (cityvitals departments list): misspelt? not registered yet?
+    note: wl-1 has no profile: any metric sent is stored and judged, in any range (a camera's water reading raises a flood alert); a profile (cityvitals profiles put) limits both
     """
     new = sorted(
         {d.place_path[:n] for d in devices for n in range(1, len(d.place_path) + 1)} - set(places)
@@ -126,4 +127,12 @@ def registration_notes(
     ]
     if len(strangers) > 20:
         notes.append(f"note: and {len(strangers) - 20} more devices of departments not registered")
+    free = [d.device_id for d in devices if d.profile_id is None]
+    if free:
+        some = ", ".join(free[:3]) + (f" and {len(free) - 3} more" if len(free) > 3 else "")
+        notes.append(
+            f"note: {some} {'has' if len(free) == 1 else 'have'} no profile: any metric "
+            "sent is stored and judged, in any range (a camera's water reading raises a "
+            "flood alert); a profile (cityvitals profiles put) limits both"
+        )
     return notes

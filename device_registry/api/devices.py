@@ -138,6 +138,11 @@ def _notes(registry: Registry, device: Device, device_types: frozenset[str] | No
         d.department_id for d in registry.list_departments()
     }:
         notes.append(f"department {device.department!r} is not in the registry")
+    if device.profile_id is None:
+        notes.append(
+            "no profile: any metric it sends is stored and judged, in any range (a camera's "
+            "water reading raises a flood alert); a profile (PUT /profiles/{id}) limits both"
+        )
     if device_types is not None and device.device_type not in device_types:
         notes.append(
             f"no rule or indicator names device type {device.device_type!r} (they name "

@@ -102,7 +102,8 @@ def test_a_device_onboarded_through_the_api_publishes_with_its_credentials(
     typo = {"device_id": f"wl-{uid()}", "device_type": "waterlevel"}
     made = api.post("/devices", json={**typo, "place_path": f"{city}/{city}-d1/{city}-sx"})
     assert made.status_code == 201, made.text
-    created, unjudged = made.json()["notes"]
+    created, free, unjudged = made.json()["notes"]
+    assert free.startswith("no profile: any metric it sends is stored and judged")
     assert created == (
         f"creates place {city}/{city}-d1/{city}-sx, named by its id (PUT /places/{city}-sx names it)"
     )

@@ -253,6 +253,7 @@ def test_a_device_type_no_rule_names_is_registered_with_a_note_and_an_empty_plac
     )  # fmt: skip
     assert known.exit_code == 0 and "note: no rule" not in known.stderr
     assert "note: creates place" not in known.stderr  # its places are known
+    assert f"note: k-{p} has no profile: any metric sent is stored and judged" in known.stderr
     typos = runner.invoke(
         cli_app,
         ["devices", "add", f"n-{p}", "--type", "water_level", "--place", f"{p}c/{p}x/{p}s",
