@@ -230,13 +230,17 @@ def history(
     start: datetime,
     end: datetime,
     resolution: Resolution = "raw",
-    rollup: Rollup = "mean",
+    *,
+    rollup: Rollup | None = None,
 ) -> list[HistoryPoint]:
     """One indicator of one place in ``[start, end)``, oldest first; a bucket's value is
-    made of its windows' as ``rollup`` says (the indicator's: ``IndicatorSpec.rollup``)."""
+    made of its windows' as ``rollup`` says (the indicator's ``IndicatorSpec.rollup``), which a
+    roll-up needs: the mean of each window's deepest water is not the deepest."""
     if conn.execute("SELECT 1 FROM places WHERE place_id = %s", (place_id,)).fetchone() is None:
         raise UnknownPlace(place_id)
     width = RESOLUTIONS[resolution]
+    if width is not None and rollup is None:
+        raise ValueError(f"a {resolution} history needs the indicator's rollup")
     if width is None:
         rows = conn.execute(
             "SELECT window_start, value, value, value, coverage, 1 FROM indicators "
@@ -247,7 +251,8 @@ def history(
     else:
         rows = conn.execute(
             f"SELECT date_bin(%s::interval, window_start, TIMESTAMPTZ '2000-01-01') AS b, "
-            f"{ROLLED[rollup]}, min(value), max(value), avg(coverage), count(*) FROM indicators "
+            f"{ROLLED[rollup or 'mean']}, min(value), max(value), avg(coverage), count(*) "
+            "FROM indicators "
             "WHERE place_id = %s AND indicator = %s AND window_start >= %s AND window_start < %s "
             "GROUP BY b ORDER BY b",
             (width, place_id, indicator, start, end),

@@ -59,55 +59,85 @@ NAMES_WAIT_S = 1.0
 down: the title names the place by its id)."""
 
 
+Changed = Callable[[datetime | None], Sequence[tuple[str, str, datetime]]]
+"""Reads the places changed after an instant (None: every place): id, name, time of the change."""
+
+
 class PlaceNames:
     """The registry's place names by place id (``names``), for the incident desk's titles and
-    reasons: "Flooding at Canal Street", not at ``nd-s1``. :meth:`read` takes every place at
-    first, then those named or renamed since (``changed`` gives them: id, name, time of the
-    change; :data:`OVERLAP` back, so a change whose transaction began before the last read
-    and ended after it is not missed). A read that fails is logged once until one succeeds;
-    the names stay as they were, and a place without one is named by its id."""
+    reasons: "Flooding at Canal Street", not at ``nd-s1``. Each read takes every place the
+    first time, then those named or renamed since the newest change read (:data:`OVERLAP`
+    back, so a change whose transaction began before a read and ended after it is not
+    missed). ``changed`` reads them; a read that raises one of ``unreadable`` (the database
+    down) is logged once until one succeeds, the names stay as they were, and a place
+    without one is named by its id. The read runs in a thread; only the event loop changes
+    ``names``."""
 
     OVERLAP = timedelta(minutes=10)
 
-    def __init__(self, changed: Callable[[datetime | None], Sequence[tuple[str, str, datetime]]]):
+    def __init__(self, changed: Changed, unreadable: tuple[type[Exception], ...]) -> None:
         self.changed = changed
+        self.unreadable = unreadable
         self.names: dict[str, str] = {}
         self._missing: set[str] = set()
         """Places asked for and not found (the database held none, or did not answer in
         time): not asked for again, read with the others when they come."""
         self._since: datetime | None = None
         self._failing = False
-        self._reading: asyncio.Future[None] | None = None
+        self._reading: asyncio.Task[None] | None = None
 
     def read(self) -> None:
-        """Read the names changed since the last read (every name, the first time)."""
-        try:
-            rows = self.changed(None if self._since is None else self._since - self.OVERLAP)
-        except Exception as exc:  # names are a nicety: a failed read never stops the desk
-            if not self._failing:
-                log.warning("cannot read the places' names: %s", str(exc).strip())
-            self._failing = True
-            return
-        self._failing = False
-        self.names.update((place_id, name) for place_id, name, _ in rows)
-        if rows:
-            newest = max(changed for _, _, changed in rows)
-            self._since = newest if self._since is None else max(self._since, newest)
+        """Read the names changed since the last read, here (before the loop runs)."""
+        self._apply(self._fetch(self._after()))
 
     def unknown(self, place_path: tuple[str, ...]) -> bool:
         """Whether the path holds a place with no name here that was not asked for yet."""
         return any(p not in self.names and p not in self._missing for p in place_path)
 
     async def refresh(self, wait_s: float = 0.0, place_path: tuple[str, ...] = ()) -> None:
-        """Read in a thread (one read at a time), waiting at most ``wait_s`` for it. The
-        places of ``place_path`` still without a name then are not asked for again."""
-        if self._reading is None or self._reading.done():
-            self._reading = asyncio.ensure_future(asyncio.to_thread(self.read))
-        if wait_s > 0:
+        """Read in a thread, one read at a time, waiting at most ``wait_s`` for it. Asked for
+        the places of ``place_path``, a read already under way (it may have begun before they
+        were made) is followed by one of its own; those still without a name then are not
+        asked for again."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        if place_path and self._reading is not None and not self._reading.done():
             await asyncio.wait({self._reading}, timeout=wait_s)
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.ensure_future(self._read())
+        left = deadline - loop.time()
+        if left > 0:
+            await asyncio.wait({self._reading}, timeout=left)
         if len(self._missing) > 10_000:
             self._missing.clear()
         self._missing.update(p for p in place_path if p not in self.names)
+
+    async def _read(self) -> None:
+        self._apply(await asyncio.to_thread(self._fetch, self._after()))
+
+    def _after(self) -> datetime | None:
+        return None if self._since is None else self._since - self.OVERLAP
+
+    def _fetch(self, after: datetime | None) -> Sequence[tuple[str, str, datetime]] | None:
+        """The rows changed after ``after``; None when the database could not be read."""
+        try:
+            rows = self.changed(after)
+        except self.unreadable as exc:
+            if not self._failing:
+                log.warning("cannot read the places' names: %s", str(exc).strip())
+            self._failing = True
+            return None
+        if self._failing:
+            log.info("the places' names are read again")
+        self._failing = False
+        return rows
+
+    def _apply(self, rows: Sequence[tuple[str, str, datetime]] | None) -> None:
+        if not rows:
+            return
+        self.names.update((place_id, name) for place_id, name, _ in rows)
+        newest = max(changed for _, _, changed in rows)
+        self._since = newest if self._since is None else max(self._since, newest)
 
 
 def place_path(item: IncidentInput) -> tuple[str, ...]:

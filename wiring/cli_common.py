@@ -7,14 +7,16 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from enum import Enum
 from pathlib import Path
 from typing import Any, TextIO
 
+import psycopg
 import typer
 from pydantic import BaseModel, ValidationError
 
@@ -54,7 +56,9 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def known_place(conn: Any, place: str | None, option: str = "--place") -> str | None:
+def known_place(
+    conn: psycopg.Connection[Any], place: str | None, option: str = "--place"
+) -> str | None:
     """The id of the place ``place`` names (an id, or a path ``a/b``); None for None. Ends
     the command when it names none: a list narrowed to a misspelt place would be empty, and
     "no incidents" would read as all quiet. A place's name given for its id is named back.
@@ -62,9 +66,13 @@ def known_place(conn: Any, place: str | None, option: str = "--place") -> str | 
     if place is None:
         return None
     asked = tuple(p for p in place.strip("/").split("/") if p)
+    if not asked:
+        raise fail(f"{option} {place!r}: no place id")
     row = conn.execute("SELECT path FROM places WHERE place_id = %s", asked[-1:]).fetchone()
     if row is not None and (len(asked) == 1 or tuple(row[0]) == asked):
         return asked[-1]
+    if row is not None:
+        raise fail(f"{option} {place!r}: no such path; {asked[-1]} is at {'/'.join(row[0])}")
     named = conn.execute(
         "SELECT place_id FROM places WHERE lower(name) = lower(%s) ORDER BY place_id LIMIT 3",
         (place.strip(),),
@@ -101,37 +109,50 @@ def parse_local(text: str, zone: tzinfo) -> datetime:
 
 
 _SPANS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_TIME_OF_DAY = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
 
 
 def parse_when(text: str, zone: tzinfo, now: datetime | None = None) -> datetime:
     """A time as a person gives it to a command: an ISO time or date (:func:`parse_local`), a
-    time of day (today's, in ``zone``), or a span back from ``now`` (``90s``, ``15m``, ``2h``,
-    ``7d``). Anything else is refused, saying what is taken.
+    time of day in ``zone`` (its latest before ``now``: today's, or yesterday's when today's
+    is still to come), or a span back from ``now`` (``90s``, ``15m``, ``2h``, ``7d``). Anything
+    else is refused, saying what is taken.
 
     >>> from zoneinfo import ZoneInfo
-    >>> now = datetime(2026, 12, 5, 12, 30, tzinfo=UTC)
+    >>> now = datetime(2026, 12, 5, 12, 30, tzinfo=UTC)  # 20:30 in Shanghai
     >>> shanghai = ZoneInfo("Asia/Shanghai")
-    >>> [parse_when(t, shanghai, now).isoformat() for t in ("19:55", "15m", "2d", "2026-12-01")]
-    ['2026-12-05T11:55:00+00:00', '2026-12-05T12:15:00+00:00', '2026-12-03T12:30:00+00:00', '2026-11-30T16:00:00+00:00']
-    >>> parse_when("yesterday", UTC, now)
+    >>> [parse_when(t, shanghai, now).isoformat() for t in ("19:55", "7:05", "15m", "2d")]
+    ['2026-12-05T11:55:00+00:00', '2026-12-04T23:05:00+00:00', '2026-12-05T12:15:00+00:00', '2026-12-03T12:30:00+00:00']
+    >>> parse_when("23:30", shanghai, now).isoformat()  # today's is to come: yesterday's
+    '2026-12-04T15:30:00+00:00'
+    >>> parse_when("19:55Z", UTC, now)
     Traceback (most recent call last):
     ...
-    ValueError: 'yesterday' is not a time: give an ISO time or date (2026-12-05T19:55, 2026-12-05), a time of day (19:55, today in the city's zone) or a span back from now (15m, 2h, 7d)
+    ValueError: '19:55Z' is not a time: give an ISO time or date (2026-12-05T19:55, 2026-12-05), a time of day (19:55, the latest in the city's zone) or a span back from now (15m, 2h, 7d)
     """
     now = now or datetime.now(UTC)
     given = text.strip()
     try:
-        if given[-1:] in _SPANS and given[:-1].isdigit():
-            return now - timedelta(**{_SPANS[given[-1]]: int(given[:-1])})
-        if len(given) <= 8 and ":" in given:  # 19:55, 19:55:30
-            day = now.astimezone(zone).date()
-            return parse_local(f"{day.isoformat()}T{given}", zone)
-        return parse_local(given, zone)
+        unit, count = given[-1:], given[:-1]
+        if unit in _SPANS and count.isascii() and count.isdigit():
+            return now - timedelta(**{_SPANS[unit]: int(count)})
+        clock = _TIME_OF_DAY.match(given)
+        if clock is not None:
+            hour, minute, second = (int(g or 0) for g in clock.groups())
+            local = now.astimezone(zone)
+            at = datetime.combine(local.date(), time(hour, minute, second), zone)
+            if at > local:
+                at = datetime.combine(
+                    local.date() - timedelta(days=1), time(hour, minute, second), zone
+                )
+            return at.astimezone(UTC)
+        if ":" not in given or "T" in given or " " in given:  # a date, or a date and a time
+            return parse_local(given, zone)
     except (ValueError, OverflowError):
         pass
     raise ValueError(
         f"{text!r} is not a time: give an ISO time or date (2026-12-05T19:55, 2026-12-05), a "
-        "time of day (19:55, today in the city's zone) or a span back from now (15m, 2h, 7d)"
+        "time of day (19:55, the latest in the city's zone) or a span back from now (15m, 2h, 7d)"
     )
 
 

@@ -198,6 +198,10 @@ def show(
         echo_json(detail, conf)
         return
     z, i = conf.zone, detail.incident
+
+    def named(place_id: str) -> str:
+        return names.get(place_id) or place_id
+
     holder = f"{i.department} ({i.tier} tier)" if i.department else "nobody yet"
     lines = [
         f"incident {i.incident_id} (revision {i.revision}), times in {z}",
@@ -224,18 +228,18 @@ def show(
         if d.kind is DispatchKind.WITHDRAWAL:
             lines.append(
                 f"  {_when(d.ts, z)}  {d.kind.value:<12} {d.dispatch_id} from {d.department} "
-                f"({d.tier.value} {names.get(d.tier_place_id) or d.tier_place_id}), order {d.withdraws}: {d.reason}"
+                f"({d.tier.value} {named(d.tier_place_id)}), order {d.withdraws}: {d.reason}"
             )
             continue
         if d.kind is DispatchKind.REVISION:
             lines.append(
                 f"  {_when(d.ts, z)}  {d.kind.value:<12} {d.dispatch_id} to {d.department} "
-                f"({d.tier.value} {names.get(d.tier_place_id) or d.tier_place_id}), order {d.revises}: {d.reason}"
+                f"({d.tier.value} {named(d.tier_place_id)}), order {d.revises}: {d.reason}"
             )
             continue
         lines.append(
             f"  {_when(d.ts, z)}  {d.kind.value:<12} {d.dispatch_id} to {d.department} "
-            f"({d.tier.value} {names.get(d.tier_place_id) or d.tier_place_id}), accept by {_when(d.accept_by, z)}, "
+            f"({d.tier.value} {named(d.tier_place_id)}), accept by {_when(d.accept_by, z)}, "
             f"handle by {_when(d.handle_by, z)}"
         )
     lines.append("limits missed (escalations; a rise beyond a tier is an order above):")

@@ -87,8 +87,8 @@ def render_now(places: list[PlaceVitals], zone: tzinfo, now: datetime) -> list[s
             end = s.window_end or s.window_start + timedelta(seconds=s.window_s)
             window = f"{_clock(s.window_start, zone, now)}-{_clock(end, zone, now)}"
             value, unit = _fmt(s.value), s.unit
-            if unit == "ratio" and s.value is not None:  # a share, as the console shows it
-                value, unit = f"{s.value:.0%}".removesuffix("%"), "%"
+            if unit == "ratio":  # a share, as the console shows it
+                value, unit = _share(s.value), "%"
             line = (
                 f"  {s.indicator:<16} {value:>7} {unit:<6} {s.band or '':<16} "
                 f"coverage {s.coverage:>4.0%} ({s.reporting}/{s.expected}, {s.quality})  "
@@ -157,7 +157,7 @@ def vitals(
                         f"no indicator {indicator!r}; the catalogue has: {', '.join(catalogue.by_id)}"
                     )
                 rollup = catalogue.by_id[indicator].rollup
-                points = history(conn, place, indicator, first, last, resolution, rollup)  # type: ignore[arg-type]
+                points = history(conn, place, indicator, first, last, resolution, rollup=rollup)  # type: ignore[arg-type]
                 if as_json:
                     typer.echo(json.dumps(_local(points, conf.zone)))
                     return

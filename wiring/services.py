@@ -181,13 +181,15 @@ def _keep_storage(settings: Settings, stop: threading.Event) -> None:
 
 def run_streams(settings: Settings) -> None:
     import faust
+    import psycopg
 
     from streams.app import create_app
     from streams.incidents import PlaceNames
     from streams.resume import changed_places, open_alerts, open_incidents
 
     files = load_stream_files(settings)  # before it serves metrics or connects to anything
-    places = PlaceNames(functools.partial(changed_places, settings))
+    unreadable = (db.DatabaseUnavailable, psycopg.Error)
+    places = PlaceNames(functools.partial(changed_places, settings), unreadable)
     places.read()
     app = create_app(
         settings,

@@ -104,6 +104,6 @@ def vitals_history(
     first = _as_utc(start) if start else last - timedelta(days=1)
     try:
         rollup = request.app.state.catalogue.by_id[indicator].rollup
-        return history(registry.conn, place_id, indicator, first, last, resolution, rollup)
+        return history(registry.conn, place_id, indicator, first, last, resolution, rollup=rollup)
     except UnknownVitalsPlace as exc:
         raise NotFound(str(exc)) from exc

@@ -296,7 +296,8 @@ class Desk(Dispatcher):
         elif fb.action is Action.REOPEN:
             self._reopen(t, now, out, fb.reason, actor)
         else:
-            if fb.action is Action.ACKNOWLEDGE:
+            if fb.action is Action.ACKNOWLEDGE and t.incident.acknowledged_by is None:
+                # the first to see it stays; a later one is a step of the timeline
                 seen = {"acknowledged_by": actor, "acknowledged_at": now}
                 t.incident = t.incident.model_copy(update=seen)
             if target is IncidentState.CLOSED:  # before it was handled: the work stops

@@ -225,7 +225,8 @@ def test_the_cli_lists_and_shows_alerts_in_the_city_zone(town: Settings) -> None
     for place, said in (
         ("tb-s9", "--place 'tb-s9': no such place (an id, or a path a/b"),
         ("canal street", "--place 'canal street': no such place; it is the name of 'tb-s1'"),
-        ("tb/tb-s1", "--place 'tb/tb-s1': no such place"),
+        ("tb/tb-s1", "--place 'tb/tb-s1': no such path; tb-s1 is at tb/tb-d/tb-s1"),
+        ("/", "--place '/': no place id"),
     ):
         refused = run(town, "list", "--place", place)
         assert refused.exit_code == 1 and said in refused.output, refused.output

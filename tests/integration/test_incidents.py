@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import psycopg
 import pytest
 import yaml
 from confluent_kafka import Consumer
@@ -443,7 +444,8 @@ def test_the_desks_place_names_follow_the_registry(pipeline: Pipeline) -> None:
     """Read once in full, then what was named or renamed since; a database that cannot be
     read leaves the names as they were."""
     settings = pipeline.settings
-    names = PlaceNames(functools.partial(changed_places, settings))
+    unreadable = (db.DatabaseUnavailable, psycopg.Error)
+    names = PlaceNames(functools.partial(changed_places, settings), unreadable)
     names.read()
     street = Street(pipeline)
     path = tuple(street.base.split("/"))

@@ -121,7 +121,7 @@ def test_an_hour_of_windows_adds_up_as_its_indicator_does(town: Settings) -> Non
         for indicator in windows:
             end = hour + timedelta(hours=1)
             rollup = catalogue.by_id[indicator].rollup
-            (point,) = history(conn, "td", indicator, hour, end, "1h", rollup)
+            (point,) = history(conn, "td", indicator, hour, end, "1h", rollup=rollup)
             assert (point.low, point.high, point.windows) == (*sorted(windows[indicator]), 2)
             rolled[indicator] = point.value
     assert rolled["water_depth"] == 41.0

@@ -552,6 +552,12 @@ def test_a_duty_officer_acknowledges_and_closes_a_false_alarm_with_a_reason() ->
     ]
     seen = out.updates[0].incident
     assert (seen.acknowledged_by, seen.acknowledged_at) == ("officer-1", at(1))
+    # a second acknowledgement is a step of the timeline; the first to see it stays
+    again = run(desk, [feedback(incident_id, "acknowledge", 1.5, actor="officer-2")])
+    assert [(u.transition.action, u.transition.actor) for u in again.updates] == [
+        (Action.ACKNOWLEDGE, "officer-2")
+    ]
+    assert again.updates[0].incident.acknowledged_by == "officer-1"
     out = run(desk, [feedback(incident_id, "close", 2, actor="officer-1")])
     assert out.updates == []
     assert "not verified, needs a reason" in out.refusals[0].reason

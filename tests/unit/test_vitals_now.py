@@ -100,7 +100,7 @@ def test_now_lines_up_values_of_every_unit_and_rounds_them_for_reading() -> None
     place = PlaceVitals("sim", "city", "Sim", ("sim",), signs, {}, (), NOW)
     lines = render_now([place], ZoneInfo("UTC"), NOW)[2:]
     shown = [line.split()[1:3] for line in lines]
-    assert shown == [["53.3", "dB(A)"], ["0.958", "TTI"], ["201", "kW"], ["36", "%"]]
+    assert shown == [["53.3", "dB(A)"], ["0.958", "TTI"], ["201", "kW"], ["36.4", "%"]]
     ends = {
         line.index(value) + len(value) for line, (value, _unit) in zip(lines, shown, strict=True)
     }
