@@ -24,6 +24,7 @@ from device_registry.registry import (
     UnknownPlace,
     UnknownProfile,
     UnknownUser,
+    unjudged_type,
 )
 
 __all__ = [
@@ -49,5 +50,6 @@ __all__ = [
     "new_secret",
     "parse_device_csv",
     "parse_device_json",
+    "unjudged_type",
     "verify_secret",
 ]

@@ -69,6 +69,7 @@ __all__ = [
     "UnknownProfile",
     "UnknownUser",
     "UserRow",
+    "unjudged_type",
 ]
 
 UPDATABLE = frozenset({"device_type", "profile_id", "department", "tags", "lat", "lon"})
@@ -78,6 +79,26 @@ MAY_CONNECT = frozenset({DeviceState.PROVISIONED, DeviceState.ACTIVE})
 valid reading makes it active."""
 FIRST_READING = "activate_on_first_reading"
 """The audit action of a provisioned device made active by its first valid reading."""
+
+
+def unjudged_type(device_type: str, known: Iterable[str]) -> str | None:
+    """What registering a device of ``device_type`` means when no rule or indicator names it
+    (``known``: the types they name): a mistyped type, judged only by the rules for every
+    type and counted in no vital sign, with nothing else to tell. None when one names it.
+
+    >>> print(unjudged_type("waterlevel", {"water_level", "noise"}))
+    no rule or indicator names device type 'waterlevel' (they name noise, water_level): its readings are stored, judged only by the rules for every type, and feed no vital sign
+    >>> unjudged_type("noise", {"noise"}) is None
+    True
+    """
+    named = sorted(known)
+    if device_type in named:
+        return None
+    return (
+        f"no rule or indicator names device type {device_type!r} (they name "
+        f"{', '.join(named)}): its readings are stored, judged only by the rules for every "
+        "type, and feed no vital sign"
+    )
 
 
 @dataclass

@@ -13,6 +13,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 
 from cityvitals.contracts import Device
+from device_registry import unjudged_type
 from wiring.cli_common import fail, settings
 
 __all__ = ["actor", "build", "path_of", "registration_notes", "registry", "type_notes"]
@@ -85,12 +86,8 @@ def type_notes(device_types: Collection[str]) -> list[str]:
     known = known_device_types(settings())
     if known is None:
         return []
-    return [
-        f"note: no rule or indicator names device type {t!r} (they name "
-        f"{', '.join(sorted(known))}): its readings are stored, judged only by the rules for "
-        "every type, and feed no vital sign"
-        for t in sorted(set(device_types) - known)
-    ]
+    notes = (unjudged_type(t, known) for t in sorted(set(device_types)))
+    return [f"note: {note}" for note in notes if note is not None]
 
 
 def registration_notes(

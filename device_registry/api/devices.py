@@ -55,7 +55,7 @@ from device_registry.importing import (
     parse_device_csv,
     parse_device_json,
 )
-from device_registry.registry import Registry
+from device_registry.registry import Registry, unjudged_type
 
 __all__ = ["router"]
 
@@ -143,13 +143,8 @@ def _notes(registry: Registry, device: Device, device_types: frozenset[str] | No
             "no profile: any metric it sends is stored and judged, in any range (a camera's "
             "water reading raises a flood alert); a profile (PUT /profiles/{id}) limits both"
         )
-    if device_types is not None and device.device_type not in device_types:
-        notes.append(
-            f"no rule or indicator names device type {device.device_type!r} (they name "
-            f"{', '.join(sorted(device_types))}): its readings are stored, judged only by "
-            "the rules for every type, and feed no vital sign"
-        )
-    return notes
+    unjudged = None if device_types is None else unjudged_type(device.device_type, device_types)
+    return notes if unjudged is None else [*notes, unjudged]
 
 
 IMPORT_BODY = {
