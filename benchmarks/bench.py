@@ -202,6 +202,9 @@ class BenchOptions:
     """The interpreter of the environment holding Quix Streams."""
     sink_rows: int = 100_000
     timeout_s: float = 120.0
+    stream_workers: int = 1
+    """Stream workers in one consumer group on the end-to-end and latency runs' stacks (the
+    stack's own and more, each its own process): a deployment runs one a core."""
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -213,9 +216,11 @@ def end_to_end(
     credentials: dict[str, str],
     opts: BenchOptions,
     pack: int = 1,
+    stream_ports: Sequence[int] = (),
 ) -> dict[str, Any]:
     """All readings written to the clients' stdin at once: the pipeline's top rate; ``pack``
-    readings per MQTT message. The devices are the run's own (their readings are counted)."""
+    readings per MQTT message. The devices are the run's own (their readings are counted);
+    ``stream_ports``: the metrics ports of the stream workers (the stack's own if none)."""
     per_device = max(opts.readings // len(credentials), 1)
     expected = per_device * len(credentials)
     base = datetime.now(UTC) - timedelta(seconds=per_device * 0.001 + 60)
@@ -272,8 +277,12 @@ def end_to_end(
         "lost": expected - got,
         "rejected": {
             "ingest": _metric(ports.ingest, "cityvitals_ingest_rejected_total"),
-            "streams": _metric(ports.streams, "cityvitals_streams_rejected_total"),
+            "streams": sum(
+                _metric(port, "cityvitals_streams_rejected_total")
+                for port in stream_ports or (ports.streams,)
+            ),
         },
+        "stream_workers": len(stream_ports) or 1,
         **cpu_figures(cpu, clients, got, ticks, len(os.sched_getaffinity(0))),
     }
 
@@ -468,6 +477,8 @@ class _Fleet:
     credentials: dict[str, str]
     packed: dict[str, str]
     marker: tuple[str, str]
+    stream_ports: tuple[int, ...]
+    """The metrics ports of the stack's stream workers (its own first)."""
 
 
 def _register(
@@ -485,10 +496,36 @@ def _register(
         )
 
 
+def _more_stream_workers(settings: Settings, stack: Any, count: int) -> tuple[int, ...]:
+    """Start ``count`` stream workers in the stack's group beside its own (each its own
+    process and metrics port, stopped with the stack); every worker's metrics port, once
+    all report ready (after their group's rebalance)."""
+    from benchmarks.stack import free_port
+    from wiring.localstack import reports_ready
+    from wiring.stack import ManagedProcess
+
+    ports = [stack.metrics.streams]
+    for n in range(2, count + 2):
+        ports.append(free_port())
+        env = settings.model_copy(update={"metrics_port": ports[-1]}).to_env()
+        command = [sys.executable, "-m", "wiring.cli", "run", "streams"]
+        worker = ManagedProcess(f"streams-{n}", command, stack.paths, env=env)
+        worker.start()
+        stack.processes.append(worker)
+    deadline = time.monotonic() + 120
+    while not all(reports_ready("streams", port) for port in ports):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the {len(ports)} stream workers were not ready after 120 s")
+        time.sleep(0.2)
+    return tuple(ports)
+
+
 @contextmanager
-def _bench_stack(opts: BenchOptions) -> Iterator[tuple[Settings, Any, _Fleet]]:
-    """A private stack, started and ready, with the bench's devices registered; stopped and
-    purged on leaving."""
+def _bench_stack(
+    opts: BenchOptions, stream_workers: int = 1
+) -> Iterator[tuple[Settings, Any, _Fleet]]:
+    """A private stack, started and ready, with ``stream_workers`` stream workers and the
+    bench's devices registered; stopped and purged on leaving."""
     from benchmarks.stack import private_stack
     from wiring.localstack import down
 
@@ -498,6 +535,7 @@ def _bench_stack(opts: BenchOptions) -> Iterator[tuple[Settings, Any, _Fleet]]:
         settings = stack.start_infrastructure()
         stack.start_services()
         stack.wait_ready()
+        stream_ports = _more_stream_workers(settings, stack, stream_workers - 1)
         now = datetime.now(UTC)
         devices = [
             Device(
@@ -516,7 +554,7 @@ def _bench_stack(opts: BenchOptions) -> Iterator[tuple[Settings, Any, _Fleet]]:
         time.sleep(1)  # the broker reloads its password file
         marker = devices[-1].device_id
         marker_of = (marker, credentials.pop(marker))
-        yield settings, stack, _Fleet(devices[:-1], credentials, packed, marker_of)
+        yield settings, stack, _Fleet(devices[:-1], credentials, packed, marker_of, stream_ports)
     finally:
         stack.stop()
         down(state, purge=True)
@@ -529,26 +567,43 @@ def run(opts: BenchOptions) -> dict[str, Any]:
     The end-to-end runs have the first stack. The alert latency, the streams stage, the small
     job and the sink have a second, fresh one: the local broker (tansu in memory) lists every
     batch a partition holds at each fetch that returns data, so its cost grows with what the
-    runs before stored (module docstring)."""
+    runs before stored (module docstring). The end-to-end and latency runs have
+    ``opts.stream_workers`` stream workers; the streams stage and the small job, which compare
+    one process with one, the stack's own alone (the others stopped, the group settled)."""
     figures: dict[str, Any] = {}
-    with _bench_stack(opts) as (settings, stack, fleet):
-        figures["end_to_end"] = end_to_end(settings, stack, fleet.credentials, opts)
+    with _bench_stack(opts, opts.stream_workers) as (settings, stack, fleet):
+        figures["end_to_end"] = end_to_end(
+            settings, stack, fleet.credentials, opts, stream_ports=fleet.stream_ports
+        )
         _progress(figures)
-        figures["end_to_end_packed"] = end_to_end(settings, stack, fleet.packed, opts, opts.pack)
+        figures["end_to_end_packed"] = end_to_end(
+            settings, stack, fleet.packed, opts, opts.pack, fleet.stream_ports
+        )
         _progress(figures)
     rate = opts.latency_load or figures["end_to_end"]["readings_per_s"] / 2
-    with _bench_stack(opts) as (settings, stack, fleet):
+    with _bench_stack(opts, opts.stream_workers) as (settings, stack, fleet):
         figures["alert_latency"] = alert_latency(
             settings, fleet.credentials, fleet.marker, rate, opts
         )
+        figures["alert_latency"]["stream_workers"] = len(fleet.stream_ports)
         _progress(figures)
+        _one_stream_worker(stack)
         time.sleep(SETTLE_S)  # the latency run's load done: the stage's outputs are the run's
+        stack.wait_ready()
         figures["streams"] = streams_stage(settings, fleet.devices, opts)
         _progress(figures)
         figures["streams_small_job"] = small_job(settings, stack, fleet.devices, opts)
         _progress(figures)
         figures["sink"] = sink(settings, opts.sink_rows)
     return figures
+
+
+def _one_stream_worker(stack: Any) -> None:
+    """Stop the stream workers :func:`_more_stream_workers` started; the stack's own takes
+    their partitions over."""
+    for process in [p for p in stack.processes if p.name.startswith("streams-")]:
+        process.stop()
+        stack.processes.remove(process)
 
 
 def _interrupt(signum: int, _frame: object) -> None:

@@ -5,6 +5,7 @@ Mosquitto C client (``mosquitto_pub -l``, so the load generator costs little CPU
 - throughput: readings stored per second, from the first publish to the last row in PostgreSQL;
 - latency: publish → row visible, for marker readings sent every 0.25 s during the load;
 - per-stage counts from each service's Prometheus endpoint, which must reconcile;
+- the readings per ``readings.raw`` message, and the stream stage's seconds per phase;
 - CPU seconds each process spent per 1000 readings (steady whatever else the machine does);
 - resident memory of every process.
 
@@ -240,6 +241,16 @@ def main() -> None:
             f"streams received {metric(ports.streams, 'cityvitals_streams_received_total'):.0f}, "
             f"forwarded {metric(ports.streams, 'cityvitals_streams_forwarded_total'):.0f}; "
             f"sinks rows {metric(ports.sinks, 'cityvitals_sinks_rows_total'):.0f}"
+        )
+        messages = metric(ports.ingest, "cityvitals_ingest_batch_size_count")
+        phases = {
+            phase: metric(ports.streams, f'cityvitals_streams_group_seconds_sum{{phase="{phase}"}}')
+            for phase in ("decode", "judge", "hand", "confirm")
+        }
+        print(
+            f"readings per readings.raw message {got / max(messages, 1):.1f}; stream stage "
+            "seconds per 1000 readings: "
+            + ", ".join(f"{k} {1000 * v / got:.4f}" for k, v in phases.items())
         )
         print(
             "CPU seconds per 1000 readings: "

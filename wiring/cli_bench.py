@@ -57,6 +57,15 @@ def bench(
     timeout_s: Annotated[
         float, typer.Option(help="longest wait for a run's readings to arrive")
     ] = 120.0,
+    stream_workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=8,
+            help="stream workers in one group on the end-to-end and latency runs (one a core, "
+            "as a deployment runs them)",
+        ),
+    ] = 1,
 ) -> None:
     """Measure end to end, alert latency, the streams stage (and beside Quix Streams on a
     small job) and the reading sink, each beside its ceiling, on private stacks; print one
@@ -77,5 +86,6 @@ def bench(
             small_job_readings=small_job_readings,
             sink_rows=sink_rows,
             timeout_s=timeout_s,
+            stream_workers=stream_workers,
         )
     )
