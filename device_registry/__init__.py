@@ -10,6 +10,13 @@ from device_registry.importing import (
     parse_device_csv,
     parse_device_json,
 )
+from device_registry.notes import (
+    API_FIXES,
+    CLI_FIXES,
+    Fixes,
+    registration_notes,
+    unjudged_type,
+)
 from device_registry.registry import (
     UPDATABLE,
     AuditEntry,
@@ -24,15 +31,17 @@ from device_registry.registry import (
     UnknownPlace,
     UnknownProfile,
     UnknownUser,
-    unjudged_type,
 )
 
 __all__ = [
+    "API_FIXES",
+    "CLI_FIXES",
     "CSV_COLUMNS",
     "UPDATABLE",
     "AuditEntry",
     "BrokerFiles",
     "DeviceExists",
+    "Fixes",
     "ImportReport",
     "ParsedFile",
     "PlaceConflict",
@@ -50,6 +59,7 @@ __all__ = [
     "new_secret",
     "parse_device_csv",
     "parse_device_json",
+    "registration_notes",
     "unjudged_type",
     "verify_secret",
 ]

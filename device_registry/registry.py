@@ -69,7 +69,6 @@ __all__ = [
     "UnknownProfile",
     "UnknownUser",
     "UserRow",
-    "unjudged_type",
 ]
 
 UPDATABLE = frozenset({"device_type", "profile_id", "department", "tags", "lat", "lon"})
@@ -81,31 +80,13 @@ FIRST_READING = "activate_on_first_reading"
 """The audit action of a provisioned device made active by its first valid reading."""
 
 
-def unjudged_type(device_type: str, known: Iterable[str]) -> str | None:
-    """What registering a device of ``device_type`` means when no rule or indicator names it
-    (``known``: the types they name): a mistyped type, judged only by the rules for every
-    type and counted in no vital sign, with nothing else to tell. None when one names it.
-
-    >>> print(unjudged_type("waterlevel", {"water_level", "noise"}))
-    no rule or indicator names device type 'waterlevel' (they name noise, water_level): its readings are stored, judged only by the rules for every type, and feed no vital sign
-    >>> unjudged_type("noise", {"noise"}) is None
-    True
-    """
-    named = sorted(known)
-    if device_type in named:
-        return None
-    return (
-        f"no rule or indicator names device type {device_type!r} (they name "
-        f"{', '.join(named)}): its readings are stored, judged only by the rules for every "
-        "type, and feed no vital sign"
-    )
-
-
 @dataclass
 class ImportReport:
     added: list[tuple[str, str]] = field(default_factory=list)
     """(device id, MQTT secret) of each device added; secrets are not stored in clear."""
     errors: list[RowError] = field(default_factory=list)
+    imported: list[Device] = field(default_factory=list)
+    """The devices added, as their rows gave them."""
 
 
 class Registry(UserAccounts):
@@ -319,8 +300,11 @@ class Registry(UserAccounts):
             existing = devices.known_ids(cur, [d.device_id for d in parsed.devices])
         fresh: dict[str, tuple[int, Device]] = {}
         for line, d in zip(parsed.lines, parsed.devices, strict=True):
-            if d.device_id in existing or d.device_id in fresh:
+            if d.device_id in existing:
                 message = f"{d.device_id!r} is already registered"
+                report.errors.append(RowError(line, "device_id", message, parsed.unit))
+            elif d.device_id in fresh:
+                message = f"{d.device_id!r} is on {parsed.unit} {fresh[d.device_id][0]} already"
                 report.errors.append(RowError(line, "device_id", message, parsed.unit))
             else:
                 fresh[d.device_id] = (line, d)
@@ -329,10 +313,12 @@ class Registry(UserAccounts):
             part = todo[start : start + chunk]
             try:
                 report.added.extend(self.add_many([d for _, d in part], actor))
+                report.imported.extend(d for _, d in part)
             except RegistryError:
                 for line, d in part:  # find the culprits one by one; the rest still go in
                     try:
                         report.added.extend(self.add_many([d], actor))
+                        report.imported.append(d)
                     except RegistryError as exc:
                         report.errors.append(RowError(line, exc.field, str(exc), parsed.unit))
             if progress is not None:
@@ -469,10 +455,11 @@ class Registry(UserAccounts):
         actor: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        offset: int = 0,
     ) -> builtins.list[AuditEntry]:
         """The audit log, newest first (filters: :func:`.repositories.audit.entries`)."""
         with self._read() as cur:
-            return audit.entries(cur, entity, entity_id, limit, actor, since, until)
+            return audit.entries(cur, entity, entity_id, limit, actor, since, until, offset)
 
     def set_service_credential(self, username: str, secret: str, actor: str = "system") -> None:
         """A service's own MQTT login (the gateway reads every device topic)."""

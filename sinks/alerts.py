@@ -119,6 +119,8 @@ class AlertFilter:
     until: datetime | None = None
     """Episodes that started before this time."""
     limit: int | None = 100
+    offset: int = 0
+    """Matches skipped first, in the listing's order."""
 
 
 def place_clause(place: str) -> tuple[str, list[object]]:
@@ -178,6 +180,9 @@ def list_alerts(conn: Conn, where: AlertFilter = AlertFilter()) -> list[AlertRow
     if where.limit is not None:
         query += " LIMIT %s"
         params.append(where.limit)
+    if where.offset:
+        query += " OFFSET %s"
+        params.append(where.offset)
     return [_row(found) for found in _fetch(conn, query, params)]
 
 

@@ -91,6 +91,8 @@ class IncidentFilter:
     since: datetime | None = None
     """Incidents updated at or after this time."""
     limit: int | None = 100
+    offset: int = 0
+    """Matches skipped first, in the listing's order."""
 
 
 def list_incidents(conn: Conn, where: IncidentFilter = IncidentFilter()) -> list[Incident]:
@@ -124,6 +126,9 @@ def list_incidents(conn: Conn, where: IncidentFilter = IncidentFilter()) -> list
     if where.limit is not None:
         query += " LIMIT %s"
         params.append(where.limit)
+    if where.offset:
+        query += " OFFSET %s"
+        params.append(where.offset)
     with conn.cursor(row_factory=dict_row) as cur:
         return [Incident.model_validate(row) for row in cur.execute(query.encode(), params)]
 

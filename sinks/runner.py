@@ -158,7 +158,11 @@ class SinkRunner:
                 device_id=item.device_id,
                 received_at=item.received_at,
             )
-            self.producer.produce(self._deadletter, letter.model_dump_json().encode())
+            self.producer.produce(
+                self._deadletter,
+                letter.model_dump_json().encode(),
+                key=(letter.device_id or "").encode(),  # as every stage keys its dead letters
+            )
             self.conflicts.inc()
             log.warning("%s: %s", source, letter.reason)
 

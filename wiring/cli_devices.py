@@ -70,14 +70,14 @@ def devices_add(
         updated_at=datetime.now(UTC),
     )
     with registry() as reg:
-        notes = registration_notes(*_known(reg), [device])
+        notes = registration_notes(_known(reg), [device])
         secret = reg.add(device, actor())
         root = reg.settings.mqtt_topic_root
     typer.echo(f"registered {device_id}; MQTT username {device_id}, secret {secret} (shown once)")
     topic = f"{root}/{device_id}"
     events = f" (its events: {topic}/events)" if "camera" in device_type else ""
     typer.echo(f"publish readings to {topic}/readings{events}")
-    for note in notes + type_notes([device_type]):
+    for note in notes:
         typer.echo(note, err=True)
 
 
@@ -126,18 +126,24 @@ def devices_import(
         typer.echo(f"{file}:{error}", err=True)
     shown = "standard output" if credentials_out == "-" else credentials_out
     typer.echo(
-        f"imported {len(report.added)} devices, {len(report.errors)} rows refused; "
+        f"imported {_count(len(report.added), 'device')}, "
+        f"{_count(len(report.errors), 'row')} refused; "
         f"their secrets added to {shown}",
         err=credentials_out == "-",
     )
-    added = {device_id for device_id, _secret in report.added}
-    imported = [d for d in parsed.devices if d.device_id in added]
-    for note in registration_notes(*known, imported):
-        typer.echo(note, err=True)
-    for note in type_notes({d.device_type for d in imported}):
+    for note in registration_notes(known, report.imported):
         typer.echo(note, err=True)
     if report.errors:
         raise typer.Exit(1)
+
+
+def _count(n: int, thing: str) -> str:
+    """``n`` things, in the singular for one.
+
+    >>> _count(1, "row"), _count(2, "row")
+    ('1 row', '2 rows')
+    """
+    return f"{n} {thing}{'' if n == 1 else 's'}"
 
 
 @contextmanager

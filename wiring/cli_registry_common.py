@@ -4,7 +4,7 @@ in one line, the actor every change is audited as, and building a model from opt
 from __future__ import annotations
 
 import getpass
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -74,16 +74,18 @@ def path_of(text: str) -> tuple[str, ...]:
         raise fail(str(exc)) from None
 
 
-def type_notes(device_types: Collection[str]) -> list[str]:
-    """A note for each of ``device_types`` that no rule and no indicator of this deployment
-    names: a mistyped type leaves a device judged only by the rules for every type and counted
-    in no vital sign, with nothing else to tell. None when the files cannot be read (the
-    stream names their problems)."""
+def _known_types() -> frozenset[str] | None:
+    """The device types this deployment's rules and indicators name; None when the files
+    cannot be read (the stream names their problems)."""
     from wiring.services import known_device_types
 
-    if not device_types:
-        return []
-    known = known_device_types(settings())
+    return known_device_types(settings())
+
+
+def type_notes(device_types: Collection[str]) -> list[str]:
+    """A note for each of ``device_types`` that no rule and no indicator of this deployment
+    names (:func:`~device_registry.unjudged_type`)."""
+    known = _known_types() if device_types else None
     if known is None:
         return []
     notes = (unjudged_type(t, known) for t in sorted(set(device_types)))
@@ -91,45 +93,13 @@ def type_notes(device_types: Collection[str]) -> list[str]:
 
 
 def registration_notes(
-    places: Collection[tuple[str, ...]], departments: Collection[str], devices: Collection[Device]
+    known: tuple[Collection[tuple[str, ...]], Collection[str]], devices: Sequence[Device]
 ) -> list[str]:
-    """Notes on devices about to be registered, given the place paths and departments the
-    registry knows now: the places their paths will create (named by their ids; a typo makes a
-    new street that every console then shows), and departments the registry does not know.
+    """Notes on ``devices`` as registered (:func:`device_registry.registration_notes`), given
+    the place paths and departments the registry knew before (``known``)."""
+    from device_registry import CLI_FIXES
+    from device_registry import registration_notes as notes
 
-    >>> from datetime import UTC, datetime
-    >>> d = Device(device_id="wl-1", device_type="w", place_path=("hz", "xh", "xh-s3"),
-    ...            department="nope", updated_at=datetime(2026, 12, 5, tzinfo=UTC))
-    >>> for note in registration_notes({("hz",), ("hz", "xh")}, {"water"}, [d]):
-    ...     print(note)
-    note: creates place hz/xh/xh-s3, named by its id (cityvitals places add PATH --name NAME names one before its devices)
-    note: department 'nope' of wl-1 is not in the registry (cityvitals departments list): misspelt? not registered yet?
-    note: wl-1 has no profile: any metric sent is stored and judged, in any range (a camera's water reading raises a flood alert); a profile (cityvitals profiles put) limits both
-    """
-    new = sorted(
-        {d.place_path[:n] for d in devices for n in range(1, len(d.place_path) + 1)} - set(places)
-    )
-    notes = [
-        f"note: creates place {'/'.join(path)}, named by its id (cityvitals places add PATH "
-        "--name NAME names one before its devices)"
-        for path in new[:20]
-    ]
-    if len(new) > 20:
-        notes.append(f"note: and {len(new) - 20} more places")
-    strangers = [d for d in devices if d.department and d.department not in departments]
-    notes += [
-        f"note: department {d.department!r} of {d.device_id} is not in the registry "
-        "(cityvitals departments list): misspelt? not registered yet?"
-        for d in strangers[:20]
-    ]
-    if len(strangers) > 20:
-        notes.append(f"note: and {len(strangers) - 20} more devices of departments not registered")
-    free = [d.device_id for d in devices if d.profile_id is None]
-    if free:
-        some = ", ".join(free[:3]) + (f" and {len(free) - 3} more" if len(free) > 3 else "")
-        notes.append(
-            f"note: {some} {'has' if len(free) == 1 else 'have'} no profile: any metric "
-            "sent is stored and judged, in any range (a camera's water reading raises a "
-            "flood alert); a profile (cityvitals profiles put) limits both"
-        )
-    return notes
+    if not devices:
+        return []
+    return [f"note: {n}" for n in notes(devices, *known, _known_types(), CLI_FIXES)]

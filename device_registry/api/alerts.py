@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 
 from cityvitals.contracts import IDENTIFIER, AlertStatus, WarningLevel
 from device_registry.access import User
 from device_registry.api.auth import check_scope, place_filter, require, visible
 from device_registry.api.bodies import NOT_FOUND, RETRY_LATER
-from device_registry.api.deps import PathId, Reader, Time, as_utc
+from device_registry.api.deps import Offset, PageSize, PathId, Reader, Time, as_utc, page
 from device_registry.api.errors import NotFound
 from sinks import AlertDetail, AlertFilter, AlertRow, UnknownAlert, alert_detail, list_alerts
 
@@ -24,6 +24,8 @@ router = APIRouter(responses=RETRY_LATER)
 def alerts(
     user: Annotated[User, require("read")],
     registry: Reader,
+    request: Request,
+    response: Response,
     status: Annotated[AlertStatus | None, Query(description="firing or resolved")] = None,
     rule: Annotated[str | None, Query(pattern=IDENTIFIER)] = None,
     level: Annotated[WarningLevel | None, Query(description="this level or higher")] = None,
@@ -34,10 +36,11 @@ def alerts(
     device: Annotated[str | None, Query(pattern=IDENTIFIER)] = None,
     since: Annotated[Time, Query(description="firing at or after (no zone: UTC)")] = None,
     until: Annotated[Time, Query(description="started before (no zone: UTC)")] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    limit: PageSize = 100,
+    offset: Offset = 0,
 ) -> list[AlertRow]:
     """Alert episodes in the user's scope, each at its latest transition, the last changed
-    first."""
+    first; ``offset`` skips that many (the ``Link`` header names the next page)."""
     narrowed = place_filter(user, registry, place)
     where = AlertFilter(
         status=status,
@@ -47,9 +50,11 @@ def alerts(
         device=device,
         since=as_utc(since),
         until=as_utc(until),
-        limit=limit,
+        limit=limit + 1,
+        offset=offset,
     )
-    return visible(user, list_alerts(registry.conn, where), lambda a: a.place_path)
+    found = page(list_alerts(registry.conn, where), limit, offset, request, response)
+    return visible(user, found, lambda a: a.place_path)
 
 
 @router.get("/alerts/{alert_id}", response_model=AlertDetail, responses=NOT_FOUND, tags=["alerts"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat
 from pydantic.json_schema import SkipJsonSchema
@@ -79,16 +79,20 @@ class DeviceMove(_Body):
     place_path: PlacePath
 
 
+NOTES = (
+    "What the registration did or may not mean, as the command line notes it: places the "
+    "paths created (named by their ids: a misspelt id makes a new street), departments the "
+    "registry does not know, devices with no profile, device types no rule or indicator names"
+)
+
+
 class Onboarded(BaseModel):
     """A registered device and its MQTT login. The secret is shown only here, once."""
 
     device: Device
     mqtt_username: str
     mqtt_secret: str
-    notes: list[str] = []
-    """What the registration did or may not mean: places its path created (named by their
-    ids: a misspelt id makes a new street), a department the registry does not know, a
-    device type no rule or indicator names."""
+    notes: list[str] = Field(default=[], description=NOTES)
 
 
 class Credential(BaseModel):
@@ -99,15 +103,20 @@ class Credential(BaseModel):
 
 class RefusedRow(BaseModel):
     line: int = Field(description="CSV line (the header is line 1) or JSON item (from 1)")
+    unit: Literal["line", "item"] = Field(
+        description="what ``line`` counts: CSV lines or JSON items"
+    )
     field: str
     message: str
 
 
 class ImportResult(BaseModel):
-    """Devices added (with their secrets, shown once) and every refused row."""
+    """Devices added (with their secrets, shown once), every refused row, and notes on the
+    devices added."""
 
     added: list[Credential]
     errors: list[RefusedRow]
+    notes: list[str] = Field(default=[], description=NOTES)
 
 
 class PlaceBody(_Body):

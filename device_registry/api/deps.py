@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Annotated, cast
+from typing import Annotated, TypeVar, cast
 
-from fastapi import Depends, Path, Query, Request
+from fastapi import Depends, Path, Query, Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from pydantic import BeforeValidator
@@ -112,3 +112,25 @@ IdFilter = Annotated[str | None, Query(pattern=IDENTIFIER)]
 Tag = Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")]
 Limit = Annotated[int | None, Query(ge=1, le=1_000_000, description="absent: all")]
 Offset = Annotated[int, Query(ge=0, le=1_000_000_000)]
+PageSize = Annotated[
+    int,
+    Query(
+        ge=1,
+        le=10_000,
+        description="at most this many; a page that has more after it carries a Link header "
+        'to the next (rel="next")',
+    ),
+]
+
+T = TypeVar("T")
+
+
+def page(rows: list[T], limit: int, offset: int, request: Request, response: Response) -> list[T]:
+    """The first ``limit`` of ``rows``, read with one more than ``limit`` to tell whether
+    more follow: then a ``Link: <...>; rel="next"`` header gives the next page's address
+    (the same query, ``offset`` past this page). A full page without it is the last."""
+    if len(rows) <= limit:
+        return rows
+    following = request.url.include_query_params(offset=offset + limit)
+    response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
+    return rows[:limit]

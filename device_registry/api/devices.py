@@ -46,7 +46,6 @@ from device_registry.api.deps import (
 )
 from device_registry.api.errors import FieldError, body_errors
 from device_registry.api.pool import RegistryPool
-from device_registry.errors import UnknownPlace
 from device_registry.importing import (
     CSV_COLUMNS,
     ParsedFile,
@@ -55,7 +54,8 @@ from device_registry.importing import (
     parse_device_csv,
     parse_device_json,
 )
-from device_registry.registry import Registry, unjudged_type
+from device_registry.notes import API_FIXES, registration_notes
+from device_registry.registry import Registry
 
 __all__ = ["router"]
 
@@ -112,8 +112,10 @@ def create_device(
     with body_errors():
         device = Device(**body.model_dump(), updated_at=datetime.now(UTC))
     check_scope(who.user, device.place_path, f"device {device.device_id!r}")
-    notes = _notes(registry, device, request.app.state.device_types)
+    known = _known(registry)
     secret = registry.add(device, who.actor)
+    types = request.app.state.device_types
+    notes = registration_notes([device], *known, types, API_FIXES)
     response.headers["Location"] = f"/devices/{device.device_id}"
     return Onboarded(
         device=registry.get(device.device_id),
@@ -123,28 +125,10 @@ def create_device(
     )
 
 
-def _notes(registry: Registry, device: Device, device_types: frozenset[str] | None) -> list[str]:
-    """Notes on a device about to be registered (see :class:`Onboarded`)."""
-    notes = []
-    for n in range(1, len(device.place_path) + 1):
-        path = device.place_path[:n]
-        try:
-            registry.get_place(path[-1])
-        except UnknownPlace:
-            notes.append(
-                f"creates place {'/'.join(path)}, named by its id (PUT /places/{path[-1]} names it)"
-            )
-    if device.department and device.department not in {
-        d.department_id for d in registry.list_departments()
-    }:
-        notes.append(f"department {device.department!r} is not in the registry")
-    if device.profile_id is None:
-        notes.append(
-            "no profile: any metric it sends is stored and judged, in any range (a camera's "
-            "water reading raises a flood alert); a profile (PUT /profiles/{id}) limits both"
-        )
-    unjudged = None if device_types is None else unjudged_type(device.device_type, device_types)
-    return notes if unjudged is None else [*notes, unjudged]
+def _known(registry: Registry) -> tuple[set[tuple[str, ...]], set[str]]:
+    """The place paths and departments the registry knows now."""
+    places = {p.path for p in registry.list_places()}
+    return places, {d.department_id for d in registry.list_departments()}
 
 
 IMPORT_BODY = {
@@ -189,20 +173,25 @@ async def import_devices(who: Writing, request: Request) -> ImportResult:
         raise FieldError(422, ("body",), f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
     if "\x00" in text or "\\u0000" in text:
         raise FieldError(422, ("body",), "the file contains NUL characters")
-    return await run_in_threadpool(_import, pool(request), text, media == "text/csv", who)
+    types = request.app.state.device_types
+    return await run_in_threadpool(_import, pool(request), text, media == "text/csv", who, types)
 
 
-def _import(pool: RegistryPool, text: str, is_csv: bool, who: Caller) -> ImportResult:
+def _import(
+    pool: RegistryPool, text: str, is_csv: bool, who: Caller, types: frozenset[str] | None
+) -> ImportResult:
     now = datetime.now(UTC)
     parsed = parse_device_csv(text, now) if is_csv else parse_device_json(text, now)
     if parsed.unreadable:
         e = parsed.errors[0]
-        raise FieldError(422, ("body", e.field), f"line {e.line}: {e.message}")
+        raise FieldError(422, ("body", e.field), f"{e.unit} {e.line}: {e.message}")
     with pool.checkout(write=True) as registry:
+        known = _known(registry)
         report = registry.import_devices(_in_scope(parsed, who.user), who.actor)
     return ImportResult(
         added=[Credential(device_id=i, mqtt_username=i, mqtt_secret=s) for i, s in report.added],
         errors=[_refused(e) for e in report.errors],
+        notes=registration_notes(report.imported, *known, types, API_FIXES),
     )
 
 
@@ -221,7 +210,7 @@ def _in_scope(parsed: ParsedFile, user: User) -> ParsedFile:
 
 
 def _refused(error: RowError) -> RefusedRow:
-    return RefusedRow(line=error.line, field=error.field, message=error.message)
+    return RefusedRow(line=error.line, unit=error.unit, field=error.field, message=error.message)
 
 
 @router.get("/{device_id}", response_model=Device, responses=NOT_FOUND)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal, TypeVar
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -47,7 +47,16 @@ from device_registry.api.auth import (
     visible,
 )
 from device_registry.api.bodies import BAD_INPUT, NOT_FOUND, RETRY_LATER
-from device_registry.api.deps import PathId, Reader, Time, as_utc, in_order
+from device_registry.api.deps import (
+    Offset,
+    PageSize,
+    PathId,
+    Reader,
+    Time,
+    as_utc,
+    in_order,
+    page,
+)
 from device_registry.api.errors import FieldError, NotFound
 from device_registry.incident_publisher import (
     BadAction,
@@ -148,6 +157,8 @@ class Received(BaseModel):
 def incidents(
     user: Reading,
     registry: Reader,
+    request: Request,
+    response: Response,
     open_only: Annotated[
         bool,
         BeforeValidator(_true_or_false),
@@ -162,9 +173,11 @@ def incidents(
     department: Annotated[str | None, Query(pattern=IDENTIFIER)] = None,
     level: Annotated[WarningLevel | None, Query(description="this level or higher")] = None,
     since: Annotated[Time, Query(description="updated since (no zone: UTC)")] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    limit: PageSize = 100,
+    offset: Offset = 0,
 ) -> list[Incident]:
-    """Incidents in the user's scope, newest (last opened) first."""
+    """Incidents in the user's scope, newest (last opened) first; ``offset`` skips that many
+    (the ``Link`` header names the next page)."""
     narrowed = place_filter(user, registry, place)
     where = IncidentFilter(
         open_only=open_only,
@@ -174,9 +187,11 @@ def incidents(
         department=department,
         level=level,
         since=as_utc(since),
-        limit=limit,
+        limit=limit + 1,
+        offset=offset,
     )
-    return visible(user, list_incidents(registry.conn, where), lambda i: i.place_path)
+    found = page(list_incidents(registry.conn, where), limit, offset, request, response)
+    return visible(user, found, lambda i: i.place_path)
 
 
 @router.get("/incidents/performance", response_model=list[Performance], tags=["incidents"])
@@ -209,6 +224,10 @@ class IncidentView(IncidentDetail):
     department operator's only on an incident with its department, no verify while its
     alerts still fire, and no acknowledge once someone acknowledged it (until it reopens or
     goes to another tier). The console shows a button for each."""
+    withheld: dict[Action, str] = Field(default_factory=dict)
+    """Actions the incident's state allows and the user may send that wait on the sensors,
+    each with why and what comes instead (verify while its alerts still fire: it verifies
+    by itself once they are quiet). The console shows the reason where the button would be."""
 
 
 def not_theirs(user: User, incident: Incident) -> str | None:
@@ -236,6 +255,18 @@ def may_send(user: User, incident: Incident) -> tuple[Action, ...]:
     )
 
 
+def withheld(user: User, incident: Incident) -> dict[Action, str]:
+    """:attr:`IncidentView.withheld`."""
+    if not_theirs(user, incident) is not None:
+        return {}
+    out = {}
+    for action in sendable(incident.state):
+        why = verify_while_firing(incident, action)
+        if why is not None and user.may(action_permission(action)):
+            out[action] = why
+    return out
+
+
 @router.get(
     "/incidents/{incident_id}",
     response_model=IncidentView,
@@ -250,7 +281,10 @@ def incident(user: Reading, incident_id: PathId, registry: Reader) -> IncidentVi
     except UnknownIncident as exc:
         raise NotFound(str(exc)) from exc
     check_scope(user, detail.incident.place_path, f"incident {incident_id!r}")
-    return IncidentView(**dict(detail), actions=may_send(user, detail.incident))
+    found = detail.incident
+    return IncidentView(
+        **dict(detail), actions=may_send(user, found), withheld=withheld(user, found)
+    )
 
 
 @router.post(

@@ -5,13 +5,23 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 
 from cityvitals.contracts import DeviceLiveness, Liveness, PlaceOutage
 from device_registry.access import User
 from device_registry.api.auth import place_filter, require, require_city, visible
 from device_registry.api.bodies import RETRY_LATER
-from device_registry.api.deps import IdFilter, Limit, Offset, Reader, Time, as_utc, in_order
+from device_registry.api.deps import (
+    IdFilter,
+    Limit,
+    Offset,
+    PageSize,
+    Reader,
+    Time,
+    as_utc,
+    in_order,
+    page,
+)
 from device_registry.liveness_store import device_rows, open_outages
 from device_registry.repositories.audit import AuditEntry
 
@@ -24,6 +34,8 @@ router = APIRouter(responses=RETRY_LATER)
 def audit_log(
     user: Annotated[User, require("audit.read")],
     registry: Reader,
+    request: Request,
+    response: Response,
     entity: Annotated[
         str | None, Query(pattern=r"^[a-z_]{1,40}$", description="device, place, ...")
     ] = None,
@@ -34,15 +46,18 @@ def audit_log(
     ] = None,
     since: Annotated[Time, Query(description="at or after (no zone: UTC)")] = None,
     until: Annotated[Time, Query(description="before (no zone: UTC)")] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    limit: PageSize = 100,
+    offset: Offset = 0,
 ) -> list[AuditEntry]:
-    """Registry changes and API actions, newest first: who changed what, before and after.
-    It spans the whole city: it takes a city-wide scope."""
+    """Registry changes and API actions, newest first: who changed what, before and after;
+    ``offset`` skips that many (the ``Link`` header names the next page). It spans the whole
+    city: it takes a city-wide scope."""
     require_city(user, "the audit log")
     start, end = as_utc(since), as_utc(until)
     if start is not None and end is not None:
         in_order(start, end)
-    return registry.audit_log(entity, entity_id, limit, actor, start, end)
+    found = registry.audit_log(entity, entity_id, limit + 1, actor, start, end, offset)
+    return page(found, limit, offset, request, response)
 
 
 @router.get("/liveness/devices", response_model=list[DeviceLiveness], tags=["liveness"])

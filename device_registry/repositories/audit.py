@@ -63,8 +63,9 @@ def entries(
     actor: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    offset: int = 0,
 ) -> list[AuditEntry]:
-    """Newest first, optionally of one entity kind and id, by one actor (as recorded, or a
+    """Newest first (``offset`` of them skipped), optionally of one entity kind and id, by one actor (as recorded, or a
     user's name without the ``(role)`` recorded after it, or an admin's who acted for someone:
     ``ana (via bridge (admin))`` is found as ``ana`` and as ``bridge``), at or after ``since``
     and before ``until``."""
@@ -85,7 +86,8 @@ def entries(
             params.append(value)
     rows = cur.execute(
         f"SELECT at, actor, action, entity, entity_id, before, after FROM audit_log "
-        f"WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT {int(limit)}".encode(),
+        f"WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT {int(limit)} "
+        f"OFFSET {int(offset)}".encode(),
         params,
     ).fetchall()
     return [AuditEntry(*r) for r in rows]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -62,6 +62,10 @@ class IndicatorSpec(BaseModel):
     """The levels of the place tree it is computed for."""
     bands: tuple[tuple[str, float | None], ...] = ()
     """Labels by upper bound, lowest first; the last may be unbounded (null)."""
+    edge: Literal["this", "next"] = "this"
+    """Which band a value at a band's upper bound is in: ``this`` (AQI's tables: 50 is
+    good), or ``next``, as a rule's threshold counts it (``>=``: 5 cm of water is the
+    alarm the depth rule raises at 5)."""
     band_levels: dict[str, WarningLevel] | None = None
     """The warning level each band is shown at (``{lane_limit: yellow, ...}``); a band not
     named is normal. Absent: the formula's own, for its own bands."""
@@ -137,8 +141,17 @@ class IndicatorSpec(BaseModel):
         return None if self.bands else FORMULAS[self.kind].band_levels.get(band)
 
     def band(self, value: float) -> str | None:
+        """The band ``value`` is in (see :attr:`edge`).
+
+        >>> spec = parse_catalogue(
+        ...     "indicators: [{id: depth, kind: max, metric: cm, device_types: [w],"
+        ...     " bands: [[dry, 5], [wet, null]], edge: next}]").by_id["depth"]
+        >>> spec.band(4.9), spec.band(5), spec.model_copy(update={"edge": "this"}).band(5)
+        ('dry', 'wet', 'dry')
+        """
+        below = self.edge == "next"
         for label, upper in self.bands or FORMULAS[self.kind].bands:
-            if upper is None or value <= upper:
+            if upper is None or value < upper or (value == upper and not below):
                 return label
         return None
 

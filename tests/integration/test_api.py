@@ -103,7 +103,7 @@ def test_a_device_onboarded_through_the_api_publishes_with_its_credentials(
     made = api.post("/devices", json={**typo, "place_path": f"{city}/{city}-d1/{city}-sx"})
     assert made.status_code == 201, made.text
     created, free, unjudged = made.json()["notes"]
-    assert free.startswith("no profile: any metric it sends is stored and judged")
+    assert free.startswith(f"{typo['device_id']} has no profile: any metric it sends is stored")
     assert created == (
         f"creates place {city}/{city}-d1/{city}-sx, named by its id (PUT /places/{city}-sx names it)"
     )
@@ -256,7 +256,18 @@ def test_a_10000_row_csv_imports_and_each_bad_row_is_reported(isolated_api: http
     assert {(e["line"], e["field"]) for e in report["errors"]} == expected_errors
     assert len(report["errors"]) == len(expected_errors) == 41
     by_line = {e["line"]: e["message"] for e in report["errors"]}
-    assert "already registered" in by_line[779] and "95.5" in by_line[557]
+    assert "is on line 778 already" in by_line[779] and "95.5" in by_line[557]
+    assert "already registered" in by_line[10_001]
+    # As the command line notes them: the places made (20 named, the rest counted: 4
+    # districts and 20 streets, the city and its first district known), and the devices
+    # without a profile.
+    notes = report["notes"]
+    assert notes[0] == (
+        f"creates place {city}/{city}-d0, named by its id (PUT /places/{city}-d0 names it)"
+    )
+    assert notes[20] == "and 4 more places"
+    assert notes[21].startswith(f"{good[0]}, {good[1]}, {good[2]} and {len(good) - 3} more have")
+    assert len(notes) == 22  # noise is a type the rules name; no department given
 
     listed = api.get("/devices", params={"place": city, "tag": "bulk"}).json()
     assert sorted(d["device_id"] for d in listed) == sorted(good)
@@ -271,7 +282,12 @@ def test_a_json_import_reports_items_and_an_export_reads_back(
 ) -> None:
     city, gateway = f"json{uid()}", pipeline.settings.mqtt_username
     items: list[Any] = [
-        {"device_id": f"{city}-1", "device_type": "noise", "place_path": f"{city}/{city}-d1"},
+        {
+            "device_id": f"{city}-1",
+            "device_type": "noize",
+            "place_path": f"{city}/{city}-d1",
+            "department": "no-such-dept",
+        },
         {"device_id": f"{city}-2", "device_type": "noise", "place_path": [city], "lon": 500},
         "not an object",
         {"device_id": f"{city}-1", "device_type": "noise", "place_path": [city]},
@@ -287,10 +303,64 @@ def test_a_json_import_reports_items_and_an_export_reads_back(
         (5, "colour"),
         (6, "device_id"),
     ]
+    assert {e["unit"] for e in report["errors"]} == {"item"}
+    assert report["errors"][2]["message"] == f"'{city}-1' is on item 1 already"
+    # Notes of the device added, not of the rows refused (item 4 has the same id elsewhere).
+    assert report["notes"][:4] == [
+        f"creates place {city}, named by its id (PUT /places/{city} names it)",
+        f"creates place {city}/{city}-d1, named by its id (PUT /places/{city}-d1 names it)",
+        f"department 'no-such-dept' of {city}-1 is not in the registry (GET /departments): "
+        "misspelt? not registered yet?",
+        f"{city}-1 has no profile: any metric it sends is stored and judged, in any range (a "
+        "camera's water reading raises a flood alert); a profile (PUT /profiles/{id}) limits both",
+    ]
+    assert report["notes"][4].startswith("no rule or indicator names device type 'noize'")
+    assert len(report["notes"]) == 5
     exported = api.get("/devices", params={"place": city, "format": "json"}).json()
     again = api.post("/devices/import", json=exported).json()
     assert again["added"] == []
     assert [(e["line"], e["field"]) for e in again["errors"]] == [(1, "device_id")]
+
+
+def next_page(answer: httpx.Response) -> str | None:
+    """The address a ``Link: <...>; rel="next"`` header names; None without one."""
+    link = answer.headers.get("link")
+    if link is None:
+        return None
+    address, rel = link.split(";")
+    assert rel.strip() == 'rel="next"' and address.startswith("<") and address.endswith(">")
+    return address[1:-1]
+
+
+def test_lists_of_alerts_incidents_and_the_audit_log_page_with_a_link_to_the_next(
+    api: httpx.Client,
+) -> None:
+    """A full page says whether more follow (a Link to the next page, the same query past
+    it); the last page has none, so a list cut at ``limit`` is never taken for all."""
+    city, device = f"page{uid()}", f"wl-{uid()}"
+    onboard(api, device, city)
+    for n in (1, 2):
+        changed = api.patch(f"/devices/{device}", json={"tags": [f"t{n}"]})
+        assert changed.status_code == 200, changed.text
+    mine = {"entity": "device", "entity_id": device}
+    whole = api.get("/audit", params=mine).json()
+    assert [e["action"] for e in whole] == ["update", "update", "add"]
+    assert next_page(api.get("/audit", params=mine)) is None
+    first = api.get("/audit", params={**mine, "limit": 2})
+    assert first.json() == whole[:2]
+    following = next_page(first)
+    assert following is not None and "offset=2" in following and f"entity_id={device}" in following
+    last = api.get(following)
+    assert last.json() == whole[2:] and next_page(last) is None
+    for listing in ("/alerts", "/incidents"):  # the same paging, on what the stack holds
+        rest = api.get(listing, params={"limit": 10_000, "offset": 1})
+        assert rest.status_code == 200, rest.text
+        one = api.get(listing, params={"limit": 1})  # rows only come, so more follow it
+        assert one.status_code == 200, one.text
+        if rest.json():
+            assert len(one.json()) == 1, listing
+            following = next_page(one)
+            assert following is not None and "offset=1" in following, listing
 
 
 def test_patch_takes_exactly_the_fields_the_registry_updates() -> None:

@@ -4,6 +4,7 @@ published over MQTT, reconciles end to end and its figures are what was sent."""
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -67,6 +68,38 @@ def test_audit_reconciles_what_was_published(pipeline: Pipeline) -> None:
     assert window["device_deadletters"] == BAD_AT_GATEWAY + BAD_AT_STREAM + 1
     (line,) = [line for line in after["lines"] if line["check"].startswith("published")]
     assert (line["left"], line["right"], line["ok"]) == (published, published, True)
+    # Each stage keys its dead letters by the device (README: a topic's key).
+    keys = deadletter_keys(pipeline, device, BAD_AT_GATEWAY + BAD_AT_STREAM + 1)
+    assert keys == {"ingest": {device}, "streams": {device}, "sinks": {device}}
+
+
+def deadletter_keys(pipeline: Pipeline, device: str, count: int) -> dict[str, set[str]]:
+    """The message keys of ``device``'s dead letters on the topic, by the stage that wrote
+    them, once ``count`` were read."""
+    from cityvitals import kafka
+    from cityvitals.topics import Topic
+
+    consumer = kafka.consumer(pipeline.settings, f"itest-{uuid.uuid4().hex}")
+    consumer.subscribe([pipeline.settings.topic(Topic.DEADLETTER)])
+    keys: dict[str, set[str]] = {}
+    found = 0
+
+    def read() -> bool:
+        nonlocal found
+        for msg in kafka.consume_batch(consumer, 500, 1.0):
+            if msg.error() is not None:
+                continue
+            letter = json.loads(msg.value() or b"{}")
+            if letter.get("device_id") == device:
+                keys.setdefault(letter["stage"], set()).add((msg.key() or b"").decode())
+                found += 1
+        return found >= count
+
+    try:
+        wait_for(read, what=f"{count} dead letters of {device}")
+    finally:
+        consumer.close()
+    return keys
 
 
 def test_audit_names_a_gap_when_more_was_published_than_arrived(pipeline: Pipeline) -> None:

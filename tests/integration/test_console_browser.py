@@ -152,10 +152,12 @@ def test_acknowledging_and_closing_from_the_page_changes_the_database(
 
 
 def test_a_department_operator_answers_its_dispatch_from_the_page(
-    page: Page, pipeline: Pipeline
+    page: Page, pipeline: Pipeline, browser: Browser
 ) -> None:
     """The buttons follow the user and the incident: the department the incident was
-    dispatched to may accept or reject it, then say it is on site or handled; nothing else."""
+    dispatched to may accept or reject it, then say it is on site or handled; nothing else.
+    Handled while its sensor still reads water, a duty officer gets no verify, and is told
+    why and what comes instead."""
     street = flooded(pipeline)
     found = wait_for(
         lambda: pipeline.query(
@@ -190,6 +192,24 @@ def test_a_department_operator_answers_its_dispatch_from_the_page(
     )
     expect(page.locator('#detail [data-field="state"]')).to_have_text("accepted")
     expect(buttons).to_have_text(["On site", "Handled"])
+    expect(page.locator("#withheld")).to_be_hidden()
+    page.click('#actions [data-action="handled"]')
+    expect(page.locator('#detail [data-field="state"]')).to_have_text("handled")
+    expect(page.locator("#withheld")).to_be_hidden()  # verifying is not the department's
+
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    try:
+        duty = context.new_page()
+        open_console(duty, pipeline, officer(pipeline))
+        incident_row(duty, street.street).click()
+        expect(duty.locator('#detail [data-field="state"]')).to_have_text("handled")
+        expect(duty.locator("#actions button:visible")).to_have_text(["Close", "Reopen", "Note"])
+        expect(duty.locator("#withheld")).to_contain_text(
+            "no verify: verify is refused while 1 of its alerts still fires"
+        )
+        expect(duty.locator("#withheld")).to_contain_text("verified by itself")
+    finally:
+        context.close()
 
 
 def test_a_tile_tells_a_window_without_data_from_an_indicator_without_a_value_yet(
@@ -229,6 +249,30 @@ def test_a_ratio_tile_reads_as_a_share_and_a_value_without_band_as_its_coverage(
     expect(drawn.locator(".value")).to_have_text("36")
     expect(drawn.locator(".unit")).to_have_text("%")
     expect(drawn.locator(".meta").first).to_have_text("coverage 80%")
+
+
+def test_an_escalated_incident_shows_its_missed_limits_in_the_list(
+    page: Page, pipeline: Pipeline
+) -> None:
+    """Escalated, an incident's new tier has a fresh deadline: the row says limits were
+    missed, so it does not read as a new incident. (As the event stream sends it.)"""
+    open_console(page, pipeline, officer(pipeline))
+    base = {"state": "dispatched", "level": "red", "category": "fire", "place_id": "esc-p",
+            "title": "fire", "opened_at": "2026-12-06T01:00:00+00:00", "tier": "city",
+            "department": "emergency-management"}  # fmt: skip
+    page.evaluate(
+        "incidents => incidents.forEach(onIncident)",
+        [{**base, "incident_id": "e" * 32, "escalations": 1},
+         {**base, "incident_id": "f" * 32, "escalations": 0, "tier": "district"}],
+    )  # fmt: skip
+    escalated = page.locator(f'#incidents tr[data-incident-id="{"e" * 32}"] td.tier')
+    expect(escalated).to_have_text("city ↑1")
+    expect(escalated.locator(".missed")).to_have_attribute(
+        "title", "1 limit missed: escalated from a lower tier"
+    )
+    expect(page.locator(f'#incidents tr[data-incident-id="{"f" * 32}"] td.tier')).to_have_text(
+        "district"
+    )
 
 
 FAN_OUT = """() => {

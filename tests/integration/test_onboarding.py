@@ -202,6 +202,36 @@ def test_an_import_adds_its_secrets_to_the_file_and_needs_one(
         reg.get(f"{p}-wl-3")  # nothing imported
 
 
+def test_an_imports_notes_are_of_the_rows_it_added(pipeline: Pipeline, tmp_path: Path) -> None:
+    """A refused row (an id given again) gets no note: the device its id names came from
+    another row, with a profile, at another place. Its refusal names the first row."""
+    p = uid()
+    runner, env = CliRunner(), pipeline.settings.to_env()
+    with open_registry(pipeline.settings) as reg:
+        reg.put_profile(water_level_profile(f"wl-{p}"), "itest")
+    rows = tmp_path / "fleet.csv"
+    rows.write_text(
+        "device_id,device_type,place_path,profile_id\n"
+        f"{p}-a,water_level,{p}c/{p}d,wl-{p}\n"
+        f"{p}-b,water_level,{p}c/{p}d,\n"
+        f"{p}-a,water_level,{p}c/{p}e,\n"
+    )
+    done = runner.invoke(
+        cli_app,
+        ["devices", "import", str(rows), "--credentials-out", str(tmp_path / "creds.csv")],
+        env=env,
+    )
+    assert done.exit_code == 1, done.output  # a row was refused
+    assert f"fleet.csv:line 4: device_id: '{p}-a' is on line 2 already" in done.stderr
+    assert "imported 2 devices, 1 row refused" in done.output
+    assert f"note: {p}-b has no profile: any metric it sends is stored" in done.stderr
+    assert f"{p}-a has no profile" not in done.stderr
+    assert f"note: creates place {p}c/{p}d, named by its id" in done.stderr
+    assert f"{p}c/{p}e" not in done.stderr  # the refused row's place is not made
+    with open_registry(pipeline.settings) as reg:
+        assert reg.get(f"{p}-a").profile_id == f"wl-{p}"
+
+
 def test_a_published_device_carries_its_profiles_ranges_and_interval(pipeline: Pipeline) -> None:
     """The stream judges ranges and staleness from the ``devices`` topic alone."""
     from cityvitals import kafka
@@ -253,7 +283,7 @@ def test_a_device_type_no_rule_names_is_registered_with_a_note_and_an_empty_plac
     )  # fmt: skip
     assert known.exit_code == 0 and "note: no rule" not in known.stderr
     assert "note: creates place" not in known.stderr  # its places are known
-    assert f"note: k-{p} has no profile: any metric sent is stored and judged" in known.stderr
+    assert f"note: k-{p} has no profile: any metric it sends is stored and judged" in known.stderr
     typos = runner.invoke(
         cli_app,
         ["devices", "add", f"n-{p}", "--type", "water_level", "--place", f"{p}c/{p}x/{p}s",

@@ -77,6 +77,7 @@ class FakeKafka:
     def __init__(self, messages: list[FakeMessage]) -> None:
         self.messages = messages
         self.produced: list[tuple[str, bytes]] = []
+        self.keys: list[bytes | None] = []
         self.commits = 0
 
     def consume(self, _count: int, timeout: float) -> list[FakeMessage]:
@@ -86,8 +87,9 @@ class FakeKafka:
     def commit(self, asynchronous: bool) -> None:
         self.commits += 1
 
-    def produce(self, topic: str, value: bytes) -> None:
+    def produce(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         self.produced.append((topic, value))
+        self.keys.append(key)
 
     def flush(self, _timeout: float) -> int:
         return 0
@@ -181,6 +183,7 @@ def test_the_sink_runner_dead_letters_a_reading_stored_with_other_values_once() 
     [(target, value)] = kafka.produced
     letter = DeadLetter.model_validate_json(value)
     assert (target, letter.stage, letter.source) == ("t.deadletter", "sinks", "t.readings[0]@6")
+    assert kafka.keys == [b"aq-2"]  # keyed by the device, as every stage's dead letters
     assert (letter.device_id, letter.reason) == ("aq-2", "pm25 differs; no2 differs")
     assert Reading.model_validate_json(base64.b64decode(letter.payload_b64)).device_id == "aq-2"
     assert registry.get_sample_value("cityvitals_sinks_conflicts_total") == 1

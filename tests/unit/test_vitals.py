@@ -279,6 +279,26 @@ def test_the_shipped_catalogue_is_valid_and_a_bad_one_is_named_by_line() -> None
     assert shipped.by_id["aqi"].level("light") == "orange"  # the formula's own bands
 
 
+def test_the_shipped_water_depth_bands_agree_with_the_depth_rule_at_each_threshold() -> None:
+    """A depth the rule raises an alert at is shown at that alert's level, also at the very
+    threshold (5 cm is the blue alarm, not dry); just under it, at the level below."""
+    from importlib import resources
+
+    from rules import parse_rules
+
+    shipped = parse_catalogue(resources.files("rules").joinpath("indicators.yaml").read_text())
+    rules = parse_rules(resources.files("rules").joinpath("default.yaml").read_text())
+    depth, rule = shipped.by_id["water_depth"], rules.by_id["waterlogging-depth"]
+    levels = sorted(rule.levels.items(), key=lambda lv: lv[1])  # type: ignore[attr-defined]
+    below = None
+    for level, threshold in levels:
+        band = depth.band(threshold)
+        assert band is not None and depth.level(band) == level, (threshold, band)
+        under = depth.band(threshold - 0.1)
+        assert under is not None and depth.level(under) == below, (threshold - 0.1, under)
+        below = level
+
+
 def test_windows_wait_for_the_expected_devices_rather_than_skip_them() -> None:
     """Readings can reach a place before the registry's word that their devices belong there."""
     city = City()

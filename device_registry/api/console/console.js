@@ -282,7 +282,7 @@ function drawIncidents() {
       el("td", { class: "category" }, incident.category),
       el("td", { class: "place" }, placeName(incident.place_id)),
       el("td", { class: "department" }, incident.department || "–"),
-      el("td", { class: "tier" }, incident.tier || "–"),
+      el("td", { class: "tier" }, incident.tier || "–", missed(incident)),
       el("td", { class: "state" }, incident.state),
       el("td", {  // who acknowledged it (cleared when it reopens or goes to another tier)
         class: "seen",
@@ -298,6 +298,17 @@ function drawIncidents() {
   const open = all.filter((i) => i.state !== "closed").length;
   $("#incident-count").textContent = `${open} open`;
   $("#no-incidents").hidden = all.length > 0;
+}
+
+// the limits a tier missed (each escalated the incident a tier up), on its row: its
+// new deadline starts afresh, so without this an escalated incident looks like a new one
+function missed(incident) {
+  const n = incident.escalations || 0;
+  if (!n) return "";
+  return el("span", {
+    class: "missed",
+    title: `${n} limit${n > 1 ? "s" : ""} missed: escalated from a lower tier`,
+  }, ` ↑${n}`);
 }
 
 function placeName(placeId) {
@@ -316,6 +327,7 @@ function select(incidentId) {
   state.selected = incidentId;
   $("#action-result").textContent = "";
   showActions([]);  // the last incident's buttons go until this one's detail says which
+  showWithheld({});
   drawIncidents();
   showDetail(incidentId);
 }
@@ -333,6 +345,7 @@ async function showDetail(incidentId) {
   }
   if (state.selected !== incidentId) return;
   showActions(detail.actions);
+  showWithheld(detail.withheld || {});
   const i = detail.incident;
   $("#detail-title").textContent = i.title;
   const facts = [
@@ -418,6 +431,14 @@ function showActions(actions) {
   }
   $("#actions .reassign").hidden = !actions.includes("reassign");
   $("#actions").hidden = actions.length === 0;
+}
+
+function showWithheld(withheld) {
+  // an action the state allows that waits on the sensors (verify while an alert fires):
+  // why there is no button, and what comes instead
+  const why = Object.entries(withheld).map(([action, reason]) => `no ${action}: ${reason}`);
+  $("#withheld").textContent = why.join("; ");
+  $("#withheld").hidden = why.length === 0;
 }
 
 async function act(action) {

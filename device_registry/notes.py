@@ -1,0 +1,116 @@
+"""What registering devices may mean beyond what was asked, in one wording for the command
+line and the HTTP API: the places their paths create (named by their ids: a misspelt id makes
+a new street every console then shows), departments the registry does not know, devices with no
+profile, and device types no rule or indicator names. Each interface says how it mends them
+(:class:`Fixes`)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+
+from cityvitals.contracts import Device
+
+__all__ = ["API_FIXES", "CLI_FIXES", "Fixes", "registration_notes", "unjudged_type"]
+
+SHOWN = 20
+"""Places and departments named one by one; the rest are counted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fixes:
+    """How an interface mends what a note names."""
+
+    name_place: str
+    """How to name a place created by its id; ``{id}`` is the place's id."""
+    departments: str
+    """Where the registry's departments are listed."""
+    profile: str
+    """How to give a profile."""
+
+
+CLI_FIXES = Fixes(
+    name_place="cityvitals places add PATH --name NAME names one before its devices",
+    departments="cityvitals departments list",
+    profile="cityvitals profiles put",
+)
+API_FIXES = Fixes(
+    name_place="PUT /places/{id} names it",
+    departments="GET /departments",
+    profile="PUT /profiles/{id}",
+)
+
+
+def unjudged_type(device_type: str, known: Iterable[str]) -> str | None:
+    """What registering a device of ``device_type`` means when no rule or indicator names it
+    (``known``: the types they name): a mistyped type, judged only by the rules for every
+    type and counted in no vital sign, with nothing else to tell. None when one names it.
+
+    >>> print(unjudged_type("waterlevel", {"water_level", "noise"}))
+    no rule or indicator names device type 'waterlevel' (they name noise, water_level): its readings are stored, judged only by the rules for every type, and feed no vital sign
+    >>> unjudged_type("noise", {"noise"}) is None
+    True
+    """
+    named = sorted(known)
+    if device_type in named:
+        return None
+    return (
+        f"no rule or indicator names device type {device_type!r} (they name "
+        f"{', '.join(named)}): its readings are stored, judged only by the rules for every "
+        "type, and feed no vital sign"
+    )
+
+
+def registration_notes(
+    devices: Sequence[Device],
+    places: Collection[tuple[str, ...]],
+    departments: Collection[str],
+    device_types: Collection[str] | None,
+    fixes: Fixes,
+) -> list[str]:
+    """Notes on ``devices`` as registered, given the place paths and departments the registry
+    knew before, and the device types the rules and indicators name (None: not known, no note
+    on types).
+
+    >>> from datetime import UTC, datetime
+    >>> d = Device(device_id="wl-1", device_type="w", place_path=("hz", "xh", "xh-s3"),
+    ...            department="nope", updated_at=datetime(2026, 12, 5, tzinfo=UTC))
+    >>> for note in registration_notes([d], {("hz",), ("hz", "xh")}, {"water"}, {"w"}, API_FIXES):
+    ...     print(note)
+    creates place hz/xh/xh-s3, named by its id (PUT /places/xh-s3 names it)
+    department 'nope' of wl-1 is not in the registry (GET /departments): misspelt? not registered yet?
+    wl-1 has no profile: any metric it sends is stored and judged, in any range (a camera's water reading raises a flood alert); a profile (PUT /profiles/{id}) limits both
+    """
+    new = sorted(
+        {d.place_path[:n] for d in devices for n in range(1, len(d.place_path) + 1)} - set(places)
+    )
+    notes = [
+        f"creates place {'/'.join(path)}, named by its id "
+        f"({fixes.name_place.replace('{id}', path[-1])})"
+        for path in new[:SHOWN]
+    ]
+    if len(new) > SHOWN:
+        notes.append(f"and {len(new) - SHOWN} more places")
+    strangers = [d for d in devices if d.department and d.department not in departments]
+    notes += [
+        f"department {d.department!r} of {d.device_id} is not in the registry "
+        f"({fixes.departments}): misspelt? not registered yet?"
+        for d in strangers[:SHOWN]
+    ]
+    if len(strangers) > SHOWN:
+        notes.append(f"and {len(strangers) - SHOWN} more devices of departments not registered")
+    free = [d.device_id for d in devices if d.profile_id is None]
+    if free:
+        some = ", ".join(free[:3]) + (f" and {len(free) - 3} more" if len(free) > 3 else "")
+        one = len(free) == 1
+        notes.append(
+            f"{some} {'has' if one else 'have'} no profile: any metric {'it sends' if one else 'they send'} "
+            "is stored and judged, in any range (a camera's water reading raises a flood "
+            f"alert); a profile ({fixes.profile}) limits both"
+        )
+    if device_types is not None:
+        unjudged = (
+            unjudged_type(t, device_types) for t in sorted({d.device_type for d in devices})
+        )
+        notes += [note for note in unjudged if note is not None]
+    return notes
