@@ -146,7 +146,7 @@ def up(
     ] = 9400,
 ) -> None:
     """Start Mosquitto, tansu, PostgreSQL and the services on 127.0.0.1 (Ctrl-C stops all)."""
-    from wiring.localstack import LocalStack, MetricsPorts
+    from wiring.localstack import LocalStack, MetricsPorts, Restarts
     from wiring.services import load_stream_files
     from wiring.stack import StackError
 
@@ -190,13 +190,16 @@ def up(
             sim_thread.start()
         started = time.monotonic()
         seen = datetime.now(UTC)
-        while not stop.wait(10):
-            typer.echo(_status_line(s))
-            news, seen = _incident_lines(s, seen)
-            for line in news:
-                typer.echo(line)
-            for dead in stack.dead():
-                raise StackError(f"{dead.name} stopped unexpectedly; its log:\n{dead.log_tail()}")
+        restarts, turns = Restarts(), 0
+        while not stop.wait(1):  # a service that exited is started again within a second
+            for line in stack.revive(restarts):
+                _say(line, err=True)
+            turns += 1
+            if turns % 10 == 0:
+                typer.echo(_status_line(s))
+                news, seen = _incident_lines(s, seen)
+                for line in news:
+                    typer.echo(line)
             if duration is not None and time.monotonic() - started >= duration:
                 break
     except KeyboardInterrupt as exc:
@@ -209,7 +212,7 @@ def up(
             signal.signal(sig, signal.SIG_IGN)
         stop.set()
         stack.stop()
-    _say("stopped")
+        _say("stopped")
 
 
 def down(

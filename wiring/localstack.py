@@ -50,7 +50,9 @@ __all__ = [
     "STOP_ORDER",
     "LocalStack",
     "MetricsPorts",
+    "Restarts",
     "down",
+    "exit_status",
     "mqtt_acl",
     "recorded_metrics_port",
     "reports_ready",
@@ -211,6 +213,34 @@ class LocalStack:
     def dead(self) -> list[ManagedProcess]:
         return [p for p in self.processes if not p.alive()]
 
+    def revive(self, restarts: Restarts) -> list[str]:
+        """Start again each service that exited (a crash, ``kill -9``, the kernel's out-of-memory
+        killer), as a supervisor would: it resumes from its committed offsets, so nothing is
+        lost (the fault tests). A line for each. Raises StackError when a server stopped
+        (Mosquitto, tansu, which keeps its topics in memory, PostgreSQL: the stack cannot go
+        on without it), or a service exited more often than ``restarts`` allows."""
+        lines = []
+        for process in self.dead():
+            status = exit_status(process.popen.returncode if process.popen else None)
+            if process.name not in SERVICES:
+                raise StackError(
+                    f"{process.name} stopped unexpectedly ({status}): the stack stops, as "
+                    f"nothing goes on without it; its log ({process.log_path}):\n"
+                    f"{process.log_tail()}"
+                )
+            if not restarts.allow(process.name, time.monotonic()):
+                raise StackError(
+                    f"{process.name} exited again ({status}), {restarts.limit} restarts in "
+                    f"{restarts.window_s / 60:g} min already: the stack stops; its log "
+                    f"({process.log_path}):\n{process.log_tail()}"
+                )
+            process.start()
+            lines.append(
+                f"{process.name} exited ({status}); started it again, from its committed "
+                f"offsets (its log: {process.log_path})"
+            )
+        return lines
+
     def stop(self) -> list[str]:
         """Stop what this stack started, then anything else its state folder records; a
         stack that did not get the folder's lock stops nothing of the folder's."""
@@ -226,6 +256,45 @@ class LocalStack:
         self._lock.release()
         self._lock = None
         return stopped
+
+
+def exit_status(code: int | None) -> str:
+    """How a child process ended, in words.
+
+    >>> exit_status(1), exit_status(-9), exit_status(None)
+    ('exit code 1', 'killed by SIGKILL', 'not started')
+    """
+    if code is None:
+        return "not started"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+@dataclass
+class Restarts:
+    """A service is started again at most ``limit`` times in ``window_s`` seconds: one that
+    keeps exiting (a bad setting, a file it refuses) stops the stack instead of looping.
+
+    >>> r = Restarts(limit=2, window_s=60)
+    >>> [r.allow("ingest", t) for t in (0, 10, 20, 61)], r.allow("streams", 20)
+    ([True, True, False, True], True)
+    """
+
+    limit: int = 5
+    window_s: float = 600.0
+    _at: dict[str, list[float]] = field(default_factory=dict)
+
+    def allow(self, name: str, now: float) -> bool:
+        recent = [t for t in self._at.get(name, []) if now - t < self.window_s]
+        if len(recent) >= self.limit:
+            self._at[name] = recent
+            return False
+        self._at[name] = [*recent, now]
+        return True
 
 
 def reports_ready(service: str, port: int, host: str = "127.0.0.1") -> bool:

@@ -1,6 +1,7 @@
 """The README's run command: 'cityvitals up --simulate' brings the pipeline up on real local
 processes, the simulated city's readings reach PostgreSQL, an injected flood raises an alert
-that becomes an incident dispatched on screen, and Ctrl-C (SIGINT) stops every process it started."""
+that becomes an incident dispatched on screen, a service killed is started again, and Ctrl-C
+(SIGINT) stops every process it started."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import psycopg
 import pytest
 
 from tests.integration.conftest import free_port, free_port_block, wait_for
-from wiring.localstack import down
+from wiring.localstack import down, reports_ready
 from wiring.simulate import FLOOD_PEAK_CM, SHAPES
 from wiring.stack import port_is_open
 
@@ -29,7 +30,7 @@ UNDER_WAY_S = int(FLOOD_REACHES_BLUE_S) - 10
 
 
 def test_up_with_the_simulator_and_ctrl_c(tmp_path: Path) -> None:
-    mqtt, kafka, pg = free_port(), free_port(), free_port()
+    mqtt, kafka, pg, metrics = free_port(), free_port(), free_port(), free_port_block(5)
     url = f"postgresql://cityvitals@127.0.0.1:{pg}/cityvitals"
     env = {
         **os.environ,
@@ -52,7 +53,7 @@ def test_up_with_the_simulator_and_ctrl_c(tmp_path: Path) -> None:
         "--incident-after",
         str(-UNDER_WAY_S),
         "--metrics-base",
-        str(free_port_block(5)),
+        str(metrics),
     ]
     log = (tmp_path / "up.log").open("w+")
     up = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
@@ -102,6 +103,18 @@ def test_up_with_the_simulator_and_ctrl_c(tmp_path: Path) -> None:
         )
         assert "(street tier) [dispatched]" in shown[0]
         assert query("SELECT count(*) FROM deadletters")[0][0] == 0, up_log()
+        # A service that dies is started again, as a supervisor would, not the stack stopped.
+        pid_file = tmp_path / "state" / "pids" / "liveness.pid"
+        first = int(pid_file.read_text())
+        os.kill(first, signal.SIGKILL)
+        wait_for(
+            lambda: "liveness exited (killed by SIGKILL); started it again" in up_log(),
+            30,
+            "up to start the liveness service again",
+        )
+        again = int(pid_file.read_text())
+        assert again != first and up.poll() is None, up_log()
+        wait_for(lambda: reports_ready("liveness", metrics + 4), 90, "liveness ready again")
     finally:
         up.send_signal(signal.SIGINT)
         try:

@@ -228,3 +228,16 @@ def test_a_restart_renews_the_simulators_secrets_and_no_one_elses(
     cli_stack._prepare_simulator(Settings(), 42, 5.0, city, [])
     assert sorted(rotated) == sorted(d.device_id for d in city.devices)
     assert theirs not in rotated
+
+
+def test_every_simulated_device_is_with_a_department_of_the_shipped_routing() -> None:
+    """``up`` registers the routing's departments; a simulated device naming another would be
+    a department the registry does not know."""
+    from importlib import resources
+
+    from rules.incidents import parse_incident_config
+    from wiring.simulate.city import DEPARTMENTS
+
+    routing = resources.files("rules").joinpath("incidents.yaml").read_text()
+    departments = {route.department for route in parse_incident_config(routing).routes}
+    assert set(DEPARTMENTS.values()) <= departments
