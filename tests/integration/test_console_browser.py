@@ -175,6 +175,14 @@ def test_a_department_operator_answers_its_dispatch_from_the_page(
     operator = add_user(pipeline.settings, name, Role.DEPARTMENT_OPERATOR, (), department)
     open_console(page, pipeline, operator)
     expect(page.locator("#department")).to_have_text(department)  # whom it answers for
+    # Its header, with a department chip more than a duty officer's, stays one line on a
+    # laptop's screen (the alert count gives way).
+    page.set_viewport_size({"width": 1200, "height": 900})
+    page.evaluate("onAlerts({firing: 12, by_level: {blue: 3, yellow: 4, orange: 2, red: 3}})")
+    tops = [page.locator(f"#{part}").bounding_box() for part in ("who", "department", "logout")]
+    assert all(box is not None for box in tops)
+    assert max(b["y"] for b in tops if b) - min(b["y"] for b in tops if b) < 20, tops
+    page.set_viewport_size({"width": 1440, "height": 900})
     row = incident_row(page, street.street)
     expect(row).to_be_visible(timeout=SHOWS_UP_MS)
     row.click()
