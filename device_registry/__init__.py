@@ -12,7 +12,6 @@ from device_registry.importing import (
 )
 from device_registry.notes import (
     API_FIXES,
-    CLI_FIXES,
     Fixes,
     registration_notes,
     unjudged_type,
@@ -35,7 +34,6 @@ from device_registry.registry import (
 
 __all__ = [
     "API_FIXES",
-    "CLI_FIXES",
     "CSV_COLUMNS",
     "UPDATABLE",
     "AuditEntry",

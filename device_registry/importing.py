@@ -143,7 +143,10 @@ def _device(data: dict[str, Any], line: int, now: datetime, unit: Unit) -> Devic
         err = exc.errors(include_url=False)[0]
         name = ".".join(str(p) for p in err["loc"]) or "row"
         got = "" if err["type"] == "missing" else f" (got {err['input']!r:.60})"
-        return RowError(line, name, _plain(err["type"], err.get("ctx", {}), err["msg"]) + got, unit)
+        plain = _plain(err["type"], err.get("ctx", {}), err["msg"])
+        if name == "place_path" and plain == "should be a list":
+            plain = "should be a list of place ids or one '/'-joined text"
+        return RowError(line, name, plain + got, unit)
     problem = login_problem(device.device_id)
     return device if problem is None else RowError(line, "device_id", problem, unit)
 

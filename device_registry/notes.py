@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from cityvitals.contracts import Device
 
-__all__ = ["API_FIXES", "CLI_FIXES", "Fixes", "registration_notes", "unjudged_type"]
+__all__ = ["API_FIXES", "Fixes", "registration_notes", "unjudged_type"]
 
 SHOWN = 20
 """Places and departments named one by one; the rest are counted."""
@@ -19,7 +19,8 @@ SHOWN = 20
 
 @dataclass(frozen=True, slots=True)
 class Fixes:
-    """How an interface mends what a note names."""
+    """How an interface mends what a note names (the command line's are in
+    :mod:`wiring.cli_registry_common`)."""
 
     name_place: str
     """How to name a place created by its id; ``{id}`` is the place's id."""
@@ -29,11 +30,6 @@ class Fixes:
     """How to give a profile."""
 
 
-CLI_FIXES = Fixes(
-    name_place="cityvitals places add PATH --name NAME names one before its devices",
-    departments="cityvitals departments list",
-    profile="cityvitals profiles put",
-)
 API_FIXES = Fixes(
     name_place="PUT /places/{id} names it",
     departments="GET /departments",

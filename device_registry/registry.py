@@ -243,6 +243,27 @@ class Registry(UserAccounts):
         with self._read() as cur:
             return profiles.departments(cur)
 
+    def known_to(
+        self, devices: Sequence[Device]
+    ) -> tuple[builtins.set[tuple[str, ...]], builtins.set[str]]:
+        """Of the place paths ``devices`` name (each path's every prefix), those the registry
+        has; and its departments: what :func:`~device_registry.notes.registration_notes`
+        compares with. A few devices' places are looked up one by one, a file's read whole."""
+        wanted = {d.place_path[:n] for d in devices for n in range(1, len(d.place_path) + 1)}
+        with self._read() as cur:
+            if len(wanted) > 20:
+                known = {p.path for p in places.subtree(cur, None)} & wanted
+            else:
+                known = set()
+                for path in wanted:
+                    try:
+                        if places.get(cur, path[-1]).path == path:
+                            known.add(path)
+                    except UnknownPlace:
+                        pass
+            departments = {d.department_id for d in profiles.departments(cur)}
+        return known, departments
+
     def liveness(
         self,
         place: str | None = None,
@@ -304,7 +325,10 @@ class Registry(UserAccounts):
                 message = f"{d.device_id!r} is already registered"
                 report.errors.append(RowError(line, "device_id", message, parsed.unit))
             elif d.device_id in fresh:
-                message = f"{d.device_id!r} is on {parsed.unit} {fresh[d.device_id][0]} already"
+                first = fresh[d.device_id][0]
+                message = (
+                    f"{parsed.unit} {first} has the same id: only the first row of an id is taken"
+                )
                 report.errors.append(RowError(line, "device_id", message, parsed.unit))
             else:
                 fresh[d.device_id] = (line, d)

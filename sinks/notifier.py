@@ -118,10 +118,7 @@ class Notifier:
 
         for letter in letters:
             self.producer.produce(
-                self._deadletter,
-                letter.model_dump_json().encode(),
-                key=(letter.device_id or "").encode(),
-                on_delivery=confirmed,
+                self._deadletter, letter.model_dump_json().encode(), on_delivery=confirmed
             )
         left = self.producer.flush(30)
         if left or failures:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import Annotated, Any, TextIO
+from typing import Annotated, TextIO
 
 import typer
 from pydantic import ValidationError
@@ -20,8 +20,8 @@ from wiring.cli_common import fail, known_place, read_utf8, settings
 from wiring.cli_registry_common import (
     actor,
     build,
+    notes_on,
     path_of,
-    registration_notes,
     registry,
     type_notes,
 )
@@ -70,7 +70,7 @@ def devices_add(
         updated_at=datetime.now(UTC),
     )
     with registry() as reg:
-        notes = registration_notes(_known(reg), [device])
+        notes = notes_on([device], reg.known_to([device]))
         secret = reg.add(device, actor())
         root = reg.settings.mqtt_topic_root
     typer.echo(f"registered {device_id}; MQTT username {device_id}, secret {secret} (shown once)")
@@ -79,11 +79,6 @@ def devices_add(
     typer.echo(f"publish readings to {topic}/readings{events}")
     for note in notes:
         typer.echo(note, err=True)
-
-
-def _known(reg: Any) -> tuple[set[tuple[str, ...]], set[str]]:
-    """The place paths and departments the registry knows now."""
-    return {p.path for p in reg.list_places()}, {d.department_id for d in reg.list_departments()}
 
 
 @devices_app.command("import")
@@ -119,7 +114,7 @@ def devices_import(
                 bar.length = max(total, 1)
                 bar.update(done - bar.pos)
 
-            known = _known(reg)
+            known = reg.known_to(parsed.devices)
             report = reg.import_devices(parsed, actor(), progress)
         secrets_out.write("".join(f"{d},{s}\n" for d, s in report.added))
     for error in report.errors:
@@ -131,7 +126,7 @@ def devices_import(
         f"their secrets added to {shown}",
         err=credentials_out == "-",
     )
-    for note in registration_notes(known, report.imported):
+    for note in notes_on(report.imported, known):
         typer.echo(note, err=True)
     if report.errors:
         raise typer.Exit(1)

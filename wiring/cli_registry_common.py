@@ -13,10 +13,10 @@ import typer
 from pydantic import BaseModel, ValidationError
 
 from cityvitals.contracts import Device
-from device_registry import unjudged_type
+from device_registry import Fixes, unjudged_type
 from wiring.cli_common import fail, settings
 
-__all__ = ["actor", "build", "path_of", "registration_notes", "registry", "type_notes"]
+__all__ = ["CLI_FIXES", "actor", "build", "notes_on", "path_of", "registry", "type_notes"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -92,14 +92,22 @@ def type_notes(device_types: Collection[str]) -> list[str]:
     return [f"note: {note}" for note in notes if note is not None]
 
 
-def registration_notes(
-    known: tuple[Collection[tuple[str, ...]], Collection[str]], devices: Sequence[Device]
+CLI_FIXES = Fixes(
+    name_place="cityvitals places add PATH --name NAME names one before its devices",
+    departments="cityvitals departments list",
+    profile="cityvitals profiles put",
+)
+"""How the command line mends what a registration note names."""
+
+
+def notes_on(
+    devices: Sequence[Device], known: tuple[Collection[tuple[str, ...]], Collection[str]]
 ) -> list[str]:
     """Notes on ``devices`` as registered (:func:`device_registry.registration_notes`), given
-    the place paths and departments the registry knew before (``known``)."""
-    from device_registry import CLI_FIXES
-    from device_registry import registration_notes as notes
+    the place paths and departments the registry knew before (``known``:
+    :meth:`~device_registry.Registry.known_to`)."""
+    from device_registry import registration_notes
 
     if not devices:
         return []
-    return [f"note: {n}" for n in notes(devices, *known, _known_types(), CLI_FIXES)]
+    return [f"note: {n}" for n in registration_notes(devices, *known, _known_types(), CLI_FIXES)]

@@ -215,11 +215,13 @@ class LocalStack:
 
     def revive(self, restarts: Restarts) -> list[str]:
         """Start again each service that exited (a crash, ``kill -9``, the kernel's out-of-memory
-        killer), as a supervisor would: it resumes from its committed offsets, so nothing is
-        lost (the fault tests). A line for each. Raises StackError when a server stopped
-        (Mosquitto, tansu, which keeps its topics in memory, PostgreSQL: the stack cannot go
-        on without it), or a service exited more often than ``restarts`` allows."""
+        killer), as a supervisor would, after a pause that grows when it keeps exiting
+        (:class:`Restarts`): one that consumes Kafka resumes from its committed offsets, so
+        nothing is lost (the fault tests). A line for each. Raises StackError when a server
+        stopped (Mosquitto, tansu, which keeps its topics in memory, PostgreSQL: the stack
+        cannot go on without it), or a service exited more often than ``restarts`` allows."""
         lines = []
+        now = time.monotonic()
         for process in self.dead():
             status = exit_status(process.popen.returncode if process.popen else None)
             if process.name not in SERVICES:
@@ -228,16 +230,20 @@ class LocalStack:
                     f"nothing goes on without it; its log ({process.log_path}):\n"
                     f"{process.log_tail()}"
                 )
-            if not restarts.allow(process.name, time.monotonic()):
+            due = restarts.due(process.name, now)
+            if due is None:
                 raise StackError(
                     f"{process.name} exited again ({status}), {restarts.limit} restarts in "
                     f"{restarts.window_s / 60:g} min already: the stack stops; its log "
                     f"({process.log_path}):\n{process.log_tail()}"
                 )
+            if not due:
+                continue  # its pause is not over
             process.start()
+            resumes = "" if process.name == "api" else ", from its committed offsets"
             lines.append(
-                f"{process.name} exited ({status}); started it again, from its committed "
-                f"offsets (its log: {process.log_path})"
+                f"{process.name} exited ({status}); started it again{resumes} (its log: "
+                f"{process.log_path})"
             )
         return lines
 
@@ -276,25 +282,39 @@ def exit_status(code: int | None) -> str:
 
 @dataclass
 class Restarts:
-    """A service is started again at most ``limit`` times in ``window_s`` seconds: one that
-    keeps exiting (a bad setting, a file it refuses) stops the stack instead of looping.
+    """When a service that exited is started again: at once the first time, then after
+    :data:`PAUSES_S` (a service that exits at start-up, say Kafka briefly away, gets time),
+    and not after ``limit`` restarts in ``window_s`` seconds: one that keeps exiting (a bad
+    setting, a file it refuses) stops the stack instead of looping.
 
-    >>> r = Restarts(limit=2, window_s=60)
-    >>> [r.allow("ingest", t) for t in (0, 10, 20, 61)], r.allow("streams", 20)
-    ([True, True, False, True], True)
+    >>> r = Restarts(limit=3, window_s=60)
+    >>> [r.due("ingest", t) for t in (0, 0.5, 2, 3, 8)], r.due("ingest", 9), r.due("sinks", 9)
+    ([True, False, True, False, True], None, True)
+    >>> r.due("ingest", 80)  # the window has passed: a fresh start
+    True
     """
 
     limit: int = 5
     window_s: float = 600.0
-    _at: dict[str, list[float]] = field(default_factory=dict)
+    _at: dict[str, list[float]] = field(init=False, default_factory=dict)
 
-    def allow(self, name: str, now: float) -> bool:
+    def due(self, name: str, now: float) -> bool | None:
+        """Whether to start ``name`` again ``now`` (False: its pause is not over; None: it
+        exited too often). True is counted as a restart."""
         recent = [t for t in self._at.get(name, []) if now - t < self.window_s]
+        self._at[name] = recent
         if len(recent) >= self.limit:
-            self._at[name] = recent
+            return None
+        pause = PAUSES_S[min(len(recent), len(PAUSES_S) - 1)]
+        if recent and now - recent[-1] < pause:
             return False
-        self._at[name] = [*recent, now]
+        recent.append(now)
         return True
+
+
+PAUSES_S = (0.0, 2.0, 5.0, 15.0, 30.0)
+"""The pause before a service's next restart, by how often it was started again within the
+window: about a minute before a sixth exit stops the stack."""
 
 
 def reports_ready(service: str, port: int, host: str = "127.0.0.1") -> bool:

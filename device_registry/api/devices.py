@@ -112,7 +112,7 @@ def create_device(
     with body_errors():
         device = Device(**body.model_dump(), updated_at=datetime.now(UTC))
     check_scope(who.user, device.place_path, f"device {device.device_id!r}")
-    known = _known(registry)
+    known = registry.known_to([device])
     secret = registry.add(device, who.actor)
     types = request.app.state.device_types
     notes = registration_notes([device], *known, types, API_FIXES)
@@ -123,12 +123,6 @@ def create_device(
         mqtt_secret=secret,
         notes=notes,
     )
-
-
-def _known(registry: Registry) -> tuple[set[tuple[str, ...]], set[str]]:
-    """The place paths and departments the registry knows now."""
-    places = {p.path for p in registry.list_places()}
-    return places, {d.department_id for d in registry.list_departments()}
 
 
 IMPORT_BODY = {
@@ -186,8 +180,9 @@ def _import(
         e = parsed.errors[0]
         raise FieldError(422, ("body", e.field), f"{e.unit} {e.line}: {e.message}")
     with pool.checkout(write=True) as registry:
-        known = _known(registry)
-        report = registry.import_devices(_in_scope(parsed, who.user), who.actor)
+        mine = _in_scope(parsed, who.user)
+        known = registry.known_to(mine.devices)
+        report = registry.import_devices(mine, who.actor)
     return ImportResult(
         added=[Credential(device_id=i, mqtt_username=i, mqtt_secret=s) for i, s in report.added],
         errors=[_refused(e) for e in report.errors],

@@ -56,7 +56,9 @@ def audit_log(
     start, end = as_utc(since), as_utc(until)
     if start is not None and end is not None:
         in_order(start, end)
-    found = registry.audit_log(entity, entity_id, limit + 1, actor, start, end, offset)
+    found = registry.audit_log(
+        entity, entity_id, limit + 1, actor=actor, since=start, until=end, offset=offset
+    )
     return page(found, limit, offset, request, response)
 
 

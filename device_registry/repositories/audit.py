@@ -65,10 +65,10 @@ def entries(
     until: datetime | None = None,
     offset: int = 0,
 ) -> list[AuditEntry]:
-    """Newest first (``offset`` of them skipped), optionally of one entity kind and id, by one actor (as recorded, or a
-    user's name without the ``(role)`` recorded after it, or an admin's who acted for someone:
-    ``ana (via bridge (admin))`` is found as ``ana`` and as ``bridge``), at or after ``since``
-    and before ``until``."""
+    """Newest first (``offset`` of them skipped), optionally of one entity kind and id, by one
+    actor (as recorded, or a user's name without the ``(role)`` recorded after it, or an
+    admin's who acted for someone: ``ana (via bridge (admin))`` is found as ``ana`` and as
+    ``bridge``), at or after ``since`` and before ``until``."""
     where, params = ["true"], []
     for clause, value in (
         ("entity = %s", entity),

@@ -222,7 +222,9 @@ def test_an_imports_notes_are_of_the_rows_it_added(pipeline: Pipeline, tmp_path:
         env=env,
     )
     assert done.exit_code == 1, done.output  # a row was refused
-    assert f"fleet.csv:line 4: device_id: '{p}-a' is on line 2 already" in done.stderr
+    assert (
+        "fleet.csv:line 4: device_id: line 2 has the same id: only the first row of an id is taken"
+    ) in done.stderr
     assert "imported 2 devices, 1 row refused" in done.output
     assert f"note: {p}-b has no profile: any metric it sends is stored" in done.stderr
     assert f"{p}-a has no profile" not in done.stderr

@@ -279,24 +279,37 @@ def test_the_shipped_catalogue_is_valid_and_a_bad_one_is_named_by_line() -> None
     assert shipped.by_id["aqi"].level("light") == "orange"  # the formula's own bands
 
 
-def test_the_shipped_water_depth_bands_agree_with_the_depth_rule_at_each_threshold() -> None:
-    """A depth the rule raises an alert at is shown at that alert's level, also at the very
-    threshold (5 cm is the blue alarm, not dry); just under it, at the level below."""
+@pytest.mark.parametrize(
+    ("indicator", "rule_id", "shown"),
+    [
+        ("water_depth", "waterlogging-depth", lambda cm: cm),
+        ("noise_leq", "noise-4a", lambda db: db),
+        ("congestion", "arterial-congestion", lambda kmh: 40 / kmh),  # its free-flow speed
+    ],
+)
+def test_the_shipped_bands_agree_with_the_shipped_rules_at_each_threshold(
+    indicator: str, rule_id: str, shown: Any
+) -> None:
+    """A value the rule raises an alert at is shown at that alert's level, also at the very
+    threshold (5 cm of water is the blue alarm, not dry; 30 km/h is light congestion); just
+    short of it, at the level below."""
     from importlib import resources
 
     from rules import parse_rules
 
     shipped = parse_catalogue(resources.files("rules").joinpath("indicators.yaml").read_text())
     rules = parse_rules(resources.files("rules").joinpath("default.yaml").read_text())
-    depth, rule = shipped.by_id["water_depth"], rules.by_id["waterlogging-depth"]
-    levels = sorted(rule.levels.items(), key=lambda lv: lv[1])  # type: ignore[attr-defined]
-    below = None
+    spec, rule = shipped.by_id[indicator], rules.by_id[rule_id]
+    below = getattr(rule, "direction", "above") == "below"
+    levels = sorted(rule.levels.items(), key=lambda lv: -lv[1] if below else lv[1])  # type: ignore[attr-defined]
+    before = None
     for level, threshold in levels:
-        band = depth.band(threshold)
-        assert band is not None and depth.level(band) == level, (threshold, band)
-        under = depth.band(threshold - 0.1)
-        assert under is not None and depth.level(under) == below, (threshold - 0.1, under)
-        below = level
+        band = spec.band(shown(threshold))
+        assert band is not None and spec.level(band) == level, (threshold, band)
+        short = threshold + 0.1 if below else threshold - 0.1
+        band = spec.band(shown(short))
+        assert band is not None and spec.level(band) == before, (short, band)
+        before = level
 
 
 def test_windows_wait_for_the_expected_devices_rather_than_skip_them() -> None:
