@@ -48,6 +48,8 @@ def _now(rule: RuleBase, metric: str, value: float) -> str:
     per = getattr(rule, "per", None)
     if rule.kind == "rate" and isinstance(per, timedelta):
         return f"{metric} changing {value:+g} per {human(per)}"
+    if rule.kind == "anomaly":  # its value is a score, not the metric's (0 read as a power cut)
+        return f"{metric} no longer unusual (score {value:.2f})"
     return f"{metric} now {value:g}"
 
 

@@ -30,7 +30,14 @@ from sinks.incidents import (
 from sinks.notifier import Notifier
 from sinks.open311 import ServiceRequest, ServiceType, open311_requests, open311_services
 from sinks.postgres import AlertSink, CameraEventSink, DeadLetterSink, IndicatorSink, ReadingSink
-from sinks.readings import AROUND, Refusal, SeriesPoint, readings_around, refusals
+from sinks.readings import (
+    AROUND,
+    Refusal,
+    SeriesPoint,
+    readings_around,
+    recent_metrics,
+    refusals,
+)
 from sinks.routes import ROUTES, Route
 from sinks.runner import SinkRunner
 from sinks.webhook import verify_signature
@@ -74,6 +81,7 @@ __all__ = [
     "open311_services",
     "performance",
     "readings_around",
+    "recent_metrics",
     "refusals",
     "superseded_dispatch",
     "verify_signature",

@@ -16,7 +16,15 @@ from typing import Any
 
 import psycopg
 
-__all__ = ["AROUND", "Refusal", "SeriesPoint", "readings_around", "refusal_of", "refusals"]
+__all__ = [
+    "AROUND",
+    "Refusal",
+    "SeriesPoint",
+    "readings_around",
+    "recent_metrics",
+    "refusal_of",
+    "refusals",
+]
 
 Conn = psycopg.Connection[Any]
 
@@ -50,6 +58,13 @@ def readings_around(
         (list(device_ids), at - span, at + span, limit),
     ).fetchall()
     return [SeriesPoint(d, m, ts, float(v)) for d, m, ts, v in rows]
+
+
+def recent_metrics(conn: Conn, since: datetime) -> set[str]:
+    """The metrics of the readings stored since ``since`` (what devices send: a rule on
+    another metric judges nothing until one sends it)."""
+    rows = conn.execute("SELECT DISTINCT metric FROM readings WHERE ts >= %s", (since,))
+    return {str(metric) for (metric,) in rows.fetchall()}
 
 
 @dataclass(frozen=True)

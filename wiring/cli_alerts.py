@@ -109,6 +109,44 @@ def alert_lines(found: list[AlertRow], zone: tzinfo) -> list[str]:
     ]
 
 
+def _kind(s: Settings, rule_id: str, evidence: tuple[str, ...]) -> str | None:
+    """The kind of the rule in force named ``rule_id``; a place's alert (it has evidence) is a
+    composite rule's whatever the file says now; None when the rule is gone or the file cannot
+    be read."""
+    if evidence:
+        return "composite"
+    from rules import RuleFileError
+    from wiring.services import load_rules
+
+    try:
+        rule = load_rules(s).by_id.get(rule_id)
+    except (RuleFileError, OSError):
+        return None
+    return None if rule is None else str(rule.kind)
+
+
+def judged(metric: str, value: float, threshold: float, kind: str | None) -> str:
+    """What an alert's value and threshold are, in the words of its rule's kind (its value is
+    a score, a count, a silence or a rate as often as the metric's value).
+
+    >>> judged("load_kw", 0.04, 0.9, "anomaly"), judged("w", 0, 2, "composite")
+    ('load_kw: anomaly score 0.04 against 0.9', 'devices holding a condition: 0 (2 needed)')
+    >>> judged("pm25", 1800, 1800, "absence"), judged("m", 3, 5, None)
+    ('no pm25 for 1800 s (after 1800 s)', 'm: 3 against 5 (in the terms of its rule, no longer in force)')
+    """
+    if kind == "composite":
+        return f"devices holding a condition: {value:g} ({threshold:g} needed)"
+    if kind == "anomaly":
+        return f"{metric}: anomaly score {value:.2f} against {threshold:g}"
+    if kind == "absence":
+        return f"no {metric} for {value:g} s (after {threshold:g} s)"
+    if kind == "rate":
+        return f"{metric} changing {value:+g} (limit {threshold:g})"
+    if kind is None:
+        return f"{metric}: {value:g} against {threshold:g} (in the terms of its rule, no longer in force)"
+    return f"{metric} {value:g} against {threshold:g}"
+
+
 @alerts_app.command("show")
 def show(
     alert_id: Annotated[
@@ -138,12 +176,7 @@ def show(
             if a.evidence
             else f"device {a.device_id} ({a.device_type or '-'}) at {'/'.join(a.place_path)}"
         ),
-        # A place's alert (composite: it has evidence) counts the devices whose readings hold.
-        (
-            f"  devices holding a condition: {a.value:g} ({a.threshold:g} needed)"
-            if a.evidence
-            else f"  {a.metric} {a.value:g} against {a.threshold:g}"
-        )
+        f"  {judged(a.metric, a.value, a.threshold, _kind(conf, a.rule_id, a.evidence))}"
         + f"; started {_when(a.started_at, z)}, updated {_when(a.updated_at, z)}, "
         f"resolved {_when(a.resolved_at, z)}",
     ]

@@ -11,7 +11,7 @@ import json
 import math
 import time
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -97,9 +97,18 @@ def rules_check(
     )
     if against_registry:
         end_on_problems(file, _not_registered(ruleset), "names the registry does not know")
+        unchecked = _unprofiled(ruleset)
+        for note in unchecked:
+            typer.echo(f"{file}: note: {note}", err=True)
         typer.echo(
             "every place, device type and profile the rules name is in the registry, and "
             "every metric in a profile of the devices its rule applies to"
+            + (
+                f"; {len(unchecked)} metrics of rules whose devices have no profile are in "
+                "no reading of the last day (notes above)"
+                if unchecked
+                else ""
+            )
         )
 
 
@@ -125,6 +134,57 @@ def _not_registered(ruleset: Any) -> list[str]:
     return names + [problem for rule in ruleset for problem in unlisted_metrics(rule, profiles)]
 
 
+UNPROFILED_SINCE = timedelta(days=1)
+"""How far back :func:`_unprofiled` looks for the metrics devices send."""
+
+
+def _unprofiled(ruleset: Any) -> list[str]:
+    """For each metric of a rule whose devices have no profile (nothing to check it against),
+    a note when no reading of the last day carries it: misspelt, or no device sends it yet.
+    Notes, not problems: rules may come before their devices."""
+    from cityvitals import db
+    from sinks import recent_metrics
+    from wiring.cli_registry_common import registry
+
+    with registry() as reg:
+        profiles = reg.list_profiles()
+    metrics = {
+        (rule.id, metric)
+        for rule in ruleset
+        if not _profiled(rule, profiles)
+        for metric in _metrics(rule)
+        if not metric.startswith("camera.")
+    }
+    if not metrics:
+        return []
+    s = settings()
+    with db.connect(s) as conn:
+        sent = recent_metrics(conn, datetime.now(UTC) - UNPROFILED_SINCE)
+    listed = ", ".join(sorted(sent)) or "none"
+    return [
+        f"rule {rule_id!r}: metric {metric!r} was not checked against a profile (no device "
+        f"it applies to has one), and no reading of the last day carries it (they carry "
+        f"{listed}): misspelt? no device sends it yet? Until one does, the rule judges nothing"
+        for rule_id, metric in sorted(metrics)
+        if metric not in sent
+    ]
+
+
+def _profiled(rule: Any, profiles: Sequence[Profile]) -> list[Profile]:
+    """The profiles of the devices ``rule`` applies to."""
+    return [
+        p
+        for p in profiles
+        if (not rule.device_types or p.device_type in rule.device_types)
+        and (not rule.profiles or p.profile_id in rule.profiles)
+    ]
+
+
+def _metrics(rule: Any) -> list[str]:
+    """The metrics a rule judges (a composite rule's conditions each name one)."""
+    return [c.metric for c in rule.conditions] if hasattr(rule, "conditions") else [rule.metric]
+
+
 def unlisted_metrics(rule: Any, profiles: Sequence[Profile]) -> list[str]:
     """The rule's metrics that no profile of the devices it applies to lists: the stream
     refuses a metric its device's profile does not list, so only a device without a profile
@@ -140,16 +200,11 @@ def unlisted_metrics(rule: Any, profiles: Sequence[Profile]) -> list[str]:
     >>> unlisted_metrics(rule, [pump])
     ["rule 'r': metric 'curent_a' is in no profile of device type pump (they list current_a, flow_m3h): only a device without a profile could send it (misspelt?)"]
     """
-    candidates = [
-        p
-        for p in profiles
-        if (not rule.device_types or p.device_type in rule.device_types)
-        and (not rule.profiles or p.profile_id in rule.profiles)
-    ]
+    candidates = _profiled(rule, profiles)
     if not candidates:
         return []
     listed = {metric for p in candidates for metric in p.metrics}
-    metrics = [c.metric for c in rule.conditions] if hasattr(rule, "conditions") else [rule.metric]
+    metrics = _metrics(rule)
     of = (
         "profile " + ", ".join(rule.profiles)
         if rule.profiles

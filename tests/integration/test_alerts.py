@@ -295,6 +295,23 @@ def test_the_cli_lists_and_shows_alerts_in_the_city_zone(town: Settings) -> None
     )
     assert "devices holding a condition: 2 (2 needed)" in place.output
     assert "against" not in place.output
+    # Resolved, a composite alert has no evidence, and an anomaly's value is a score: each is
+    # told in its rule's terms (the rules in force), not as the metric's value.
+    ended, unusual = hexid(), hexid()
+    common = {"revision": 1, "status": AlertStatus.RESOLVED, "level": WarningLevel.RED,
+              "place_path": ("tb", "tb-d", "tb-s3", "tb-s3-g1"), "started_at": T0, "ts": T0,
+              "summary": "resolved"}  # fmt: skip
+    with db.connect(town) as conn:
+        AlertSink(conn).write(
+            [
+                Alert(alert_id=ended, rule_id="smoke-fire-confirmed", device_id="tb-gas-1",
+                      metric="gas_lel_pct", value=0, threshold=2, device_type="gas", **common),
+                Alert(alert_id=unusual, rule_id="power-load-unusual", device_id="tb-pw-1",
+                      metric="load_kw", value=0.04, threshold=0.9, device_type="power", **common),
+            ]
+        )  # fmt: skip
+    assert "devices holding a condition: 0 (2 needed)" in run(town, "show", ended).output
+    assert "load_kw: anomaly score 0.04 against 0.9" in run(town, "show", unusual).output
     assert "(2 devices)" in run(town, "list", "--rule", "smoke-fire-confirmed").output
 
     missing = run(town, "show", "f" * 32)

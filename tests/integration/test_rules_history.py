@@ -115,6 +115,17 @@ def test_rules_check_names_what_the_registry_does_not_know(
         "level_cm): only a device without a profile could send it (misspelt?)"
     ) in refused.output
     assert "rule 'ok'" not in refused.output
+    # A rule whose devices have no profile: its metric is held against what readings carry.
+    pipeline.register("rh_free")  # a device type no profile is of
+    free = "{id: free, metric: levl_free, levels: {red: 1}, device_types: [rh_free]}"
+    rules.write_text(f"rules: [{good}, {free}]")
+    noted = CliRunner().invoke(rules_app, ["check", str(rules), "--registry"], env=env)
+    assert noted.exit_code == 0, noted.output  # rules may come before their devices
+    assert (
+        "note: rule 'free': metric 'levl_free' was not checked against a profile (no device it "
+        "applies to has one), and no reading of the last day carries it (they carry "
+    ) in noted.output
+    assert "1 metrics of rules whose devices have no profile are in no reading" in noted.output
 
 
 def test_incidents_check_names_a_department_the_registry_does_not_know(

@@ -553,3 +553,9 @@ def test_an_anomaly_alert_says_what_the_value_was_judged_against() -> None:
     fired = [a for a in run.alerts if a.status.value == "firing"]
     assert fired, "the example's spike fires"
     assert "expected" in fired[0].summary and "usual range" in fired[0].summary
+    resolved = [a for a in run.alerts if a.status.value == "resolved"]
+    assert resolved, "the wave after the spike resolves it"
+    # Its value is the score: "load now 0" would read as the load gone.
+    assert resolved[-1].summary.endswith(
+        f"; load no longer unusual (score {resolved[-1].value:.2f})"
+    )
