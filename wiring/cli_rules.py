@@ -104,8 +104,8 @@ def rules_check(
             "every place, device type and profile the rules name is in the registry, and "
             "every metric in a profile of the devices its rule applies to"
             + (
-                f"; {len(unchecked)} metrics of rules whose devices have no profile are in "
-                "no reading of the last day (notes above)"
+                f"; {len(unchecked)} metric{'' if len(unchecked) == 1 else 's'} of rules whose "
+                "devices have no profile in no reading of the last day (notes above)"
                 if unchecked
                 else ""
             )

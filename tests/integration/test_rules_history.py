@@ -125,7 +125,7 @@ def test_rules_check_names_what_the_registry_does_not_know(
         "note: rule 'free': metric 'levl_free' was not checked against a profile (no device it "
         "applies to has one), and no reading of the last day carries it (they carry "
     ) in noted.output
-    assert "1 metrics of rules whose devices have no profile are in no reading" in noted.output
+    assert "1 metric of rules whose devices have no profile in no reading" in noted.output
 
 
 def test_incidents_check_names_a_department_the_registry_does_not_know(
