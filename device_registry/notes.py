@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from cityvitals.contracts import Device
 
-__all__ = ["API_FIXES", "Fixes", "registration_notes", "unjudged_type"]
+__all__ = ["API_FIXES", "Fixes", "path_prefixes", "registration_notes", "unjudged_type"]
 
 SHOWN = 20
 """Places and departments named one by one; the rest are counted."""
@@ -35,6 +35,12 @@ API_FIXES = Fixes(
     departments="GET /departments",
     profile="PUT /profiles/{id}",
 )
+
+
+def path_prefixes(devices: Iterable[Device]) -> set[tuple[str, ...]]:
+    """Every place path ``devices`` name: each path and its every prefix (the places it is
+    under)."""
+    return {d.place_path[:n] for d in devices for n in range(1, len(d.place_path) + 1)}
 
 
 def unjudged_type(device_type: str, known: Iterable[str]) -> str | None:
@@ -77,9 +83,7 @@ def registration_notes(
     department 'nope' of wl-1 is not in the registry (GET /departments): misspelt? not registered yet?
     wl-1 has no profile: any metric it sends is stored and judged, in any range (a camera's water reading raises a flood alert); a profile (PUT /profiles/{id}) limits both
     """
-    new = sorted(
-        {d.place_path[:n] for d in devices for n in range(1, len(d.place_path) + 1)} - set(places)
-    )
+    new = sorted(path_prefixes(devices) - set(places))
     notes = [
         f"creates place {'/'.join(path)}, named by its id "
         f"({fixes.name_place.replace('{id}', path[-1])})"

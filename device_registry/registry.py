@@ -48,6 +48,7 @@ from device_registry.errors import (
 )
 from device_registry.importing import ParsedFile, RowError, parse_device_csv, parse_device_json
 from device_registry.liveness_store import device_rows
+from device_registry.notes import path_prefixes
 from device_registry.publisher import ChangePublisher
 from device_registry.repositories import audit, credentials, devices, places, profiles
 from device_registry.repositories.audit import AuditEntry, Cursor
@@ -249,7 +250,7 @@ class Registry(UserAccounts):
         """Of the place paths ``devices`` name (each path's every prefix), those the registry
         has; and its departments: what :func:`~device_registry.notes.registration_notes`
         compares with. A few devices' places are looked up one by one, a file's read whole."""
-        wanted = {d.place_path[:n] for d in devices for n in range(1, len(d.place_path) + 1)}
+        wanted = path_prefixes(devices)
         with self._read() as cur:
             if len(wanted) > 20:
                 known = {p.path for p in places.subtree(cur, None)} & wanted

@@ -239,8 +239,6 @@ def history(
     if conn.execute("SELECT 1 FROM places WHERE place_id = %s", (place_id,)).fetchone() is None:
         raise UnknownPlace(place_id)
     width = RESOLUTIONS[resolution]
-    if width is not None and rollup is None:
-        raise ValueError(f"a {resolution} history needs the indicator's rollup")
     if width is None:
         rows = conn.execute(
             "SELECT window_start, value, value, value, coverage, 1 FROM indicators "
@@ -249,9 +247,11 @@ def history(
             (place_id, indicator, start, end),
         ).fetchall()
     else:
+        if rollup is None:
+            raise ValueError(f"a {resolution} history needs the indicator's rollup")
         rows = conn.execute(
             f"SELECT date_bin(%s::interval, window_start, TIMESTAMPTZ '2000-01-01') AS b, "
-            f"{ROLLED[rollup or 'mean']}, min(value), max(value), avg(coverage), count(*) "
+            f"{ROLLED[rollup]}, min(value), max(value), avg(coverage), count(*) "
             "FROM indicators "
             "WHERE place_id = %s AND indicator = %s AND window_start >= %s AND window_start < %s "
             "GROUP BY b ORDER BY b",

@@ -149,9 +149,9 @@ class IndicatorSpec(BaseModel):
         >>> spec.band(4.9), spec.band(5), spec.model_copy(update={"edge": "this"}).band(5)
         ('dry', 'wet', 'dry')
         """
-        below = self.edge == "next"
+        edge_in_this = self.edge == "this"
         for label, upper in self.bands or FORMULAS[self.kind].bands:
-            if upper is None or value < upper or (value == upper and not below):
+            if upper is None or value < upper or (value == upper and edge_in_this):
                 return label
         return None
 
