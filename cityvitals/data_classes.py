@@ -69,6 +69,7 @@ TABLES: dict[str, DataClass] = {
     "reports": DataClass.CITIZEN,
     # diagnostic
     "deadletters": DataClass.DIAGNOSTIC,
+    "deadletters_resent": DataClass.DIAGNOSTIC,
 }
 """The class of every table the migrations create (partitions are their parent's)."""
 

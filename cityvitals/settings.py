@@ -148,8 +148,11 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr = SecretStr("")
     """Key of the HMAC-SHA256 signature in each webhook's ``X-Cityvitals-Signature`` header."""
     webhook_timeout_s: Annotated[float, Field(gt=0)] = 5.0
-    webhook_attempts: Annotated[int, Field(ge=1, le=20)] = 5
-    """Tries per webhook delivery before it is dead-lettered."""
+    webhook_retry_for_s: Annotated[float, Field(gt=0, le=72_000)] = 21_600.0
+    """How long a delivery that gets no answer, or a "not now" (408, 429, 5xx), is tried
+    again before it is dead-lettered, from its first try (default 6 hours: a receiver's outage
+    is waited out, and only its URL waits). At most 20 hours: a notifier waiting longer would
+    leave its Kafka group (librdkafka's longest poll interval is a day)."""
     webhook_backoff_s: Annotated[float, Field(ge=0)] = 1.0
     """Wait before a webhook's second try; doubled before each later try."""
     webhook_backoff_max_s: Annotated[float, Field(ge=0)] = 30.0

@@ -1,10 +1,12 @@
 """Reading the stored dead letters back: what each stage refused, why, and the refused bytes
-(``cityvitals deadletters``). The sinks write them (:mod:`sinks.postgres`)."""
+(``cityvitals deadletters``), and the messages the notifier still owes a webhook (``cityvitals
+resend``, ``cityvitals audit``). The sinks write them (:mod:`sinks.postgres`)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,7 +16,16 @@ from psycopg.rows import dict_row
 
 from cityvitals.contracts import DeadLetter
 
-__all__ = ["LetterFilter", "StoredLetter", "list_letters", "shown_payload"]
+__all__ = [
+    "LetterFilter",
+    "Owed",
+    "StoredLetter",
+    "count_owed",
+    "list_letters",
+    "mark_resent",
+    "owed",
+    "shown_payload",
+]
 
 Conn = psycopg.Connection[Any]
 
@@ -95,3 +106,88 @@ def shown_payload(payload_b64: str, width: int = 200) -> str:
     except UnicodeDecodeError:
         text = repr(raw)
     return text if len(text) <= width else f"{text[:width]}... ({len(raw)} bytes)"
+
+
+# --- what the notifier owes -----------------------------------------------------------------
+
+_OWED = """
+    stage = 'notify' AND left(reason, 8) = 'webhook '
+    AND NOT EXISTS (
+        SELECT 1 FROM deadletters_resent r
+        WHERE (r.kafka_topic, r.kafka_partition, r.kafka_offset)
+            = (d.kafka_topic, d.kafka_partition, d.kafka_offset))
+"""
+"""A delivery the notifier gave up on (its reason names the webhook: a message that was not its
+contract is not owed) whose message was not delivered since."""
+
+
+@dataclass(frozen=True)
+class Owed:
+    """A dispatch order or escalation a webhook never got: the notifier's dead letter of it."""
+
+    letter: DeadLetter
+    url: str
+    """The URL as the reason names it (without a login or key: :func:`sinks.webhook.public_url`)."""
+    keys: tuple[tuple[str, int, int], ...]
+    """Where its dead letters are kept (topic, partition, offset): one, or more when the
+    notifier gave up on the same message and URL again after a restart."""
+
+
+def _url_of(reason: str) -> str:
+    """The URL a notifier's reason names.
+
+    >>> _url_of("webhook http://127.0.0.1:9/hook: HTTP 500 after 3 attempts over 2 s")
+    'http://127.0.0.1:9/hook'
+    """
+    return reason.removeprefix("webhook ").split(": ", 1)[0]
+
+
+def owed(conn: Conn, since: datetime | None = None) -> list[Owed]:
+    """The messages the notifier gave up on and that were not sent again, the oldest first,
+    once per message and URL."""
+    query = f"SELECT * FROM deadletters d WHERE {_OWED}"
+    if since is not None:
+        query += " AND received_at >= %s"
+    query += " ORDER BY received_at, kafka_topic, kafka_partition, kafka_offset"
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(query.encode(), [since] if since is not None else []).fetchall()
+    found: dict[tuple[str, str], Owed] = {}
+    for row in rows:
+        url, key = (
+            _url_of(row["reason"]),
+            (row["kafka_topic"], row["kafka_partition"], row["kafka_offset"]),
+        )
+        earlier = found.get((row["source"], url))
+        if earlier is not None:
+            found[(row["source"], url)] = Owed(earlier.letter, url, (*earlier.keys, key))
+            continue
+        letter = DeadLetter(
+            stage=row["stage"],
+            reason=row["reason"],
+            source=row["source"],
+            device_id=row["device_id"],
+            payload_b64=row["payload_b64"],
+            received_at=row["received_at"],
+        )
+        found[(row["source"], url)] = Owed(letter, url, (key,))
+    return list(found.values())
+
+
+def count_owed(conn: Conn, since: datetime | None = None) -> int:
+    """How many messages the notifier owes (each message and URL once)."""
+    query = f"SELECT count(DISTINCT (source, split_part(reason, ': ', 1))) FROM deadletters d WHERE {_OWED}"
+    params: Sequence[object] = ()
+    if since is not None:
+        query += " AND received_at >= %s"
+        params = (since,)
+    row = conn.execute(query.encode(), params).fetchone()
+    return int(row[0]) if row else 0
+
+
+def mark_resent(conn: Conn, owed: Owed, url: str, by: str, at: datetime) -> None:
+    """Record that ``owed`` was delivered to ``url`` (its public form) by ``by`` at ``at``."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            b"INSERT INTO deadletters_resent VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            [(*key, url, at, by) for key in owed.keys],
+        )

@@ -2,24 +2,33 @@
 
 It follows ``dispatch`` (:class:`~cityvitals.contracts.DispatchOrder`) and ``escalations``
 (:class:`~cityvitals.contracts.Escalation`) and POSTs each message, signed, to every URL of
-``webhook_urls`` (:mod:`sinks.webhook` says how, and which failures are tried again). Messages
-are taken one at a time, in their partitions' order, and a message's offset is committed only
-once it was delivered to every URL or dead-lettered: nothing is lost, and a restart may send a
-message again (receivers drop a repeated ``X-Cityvitals-Delivery``).
+``webhook_urls`` (:mod:`sinks.webhook` says how, and which failures are tried again).
 
-- A message that is not its topic's contract goes to ``deadletter`` with the validation error.
-- A delivery that fails for good (a final answer, or ``webhook_attempts`` tries used) goes to
-  ``deadletter`` with the URL, the status or error and the tries, one dead letter per URL that
-  failed; the other URLs still get the message and the next message goes on.
+Each URL has a *lane*: its own consumer group (:func:`lane_group`) and thread, so a receiver
+that is down (its deliveries tried again for up to ``webhook_retry_for_s``) holds back only
+its own messages. A lane takes messages one at a time, in their partitions' order, and
+commits a message's offset only once it was delivered to the URL or dead-lettered: nothing is
+lost, and a restart may send a message again (receivers drop a repeated
+``X-Cityvitals-Delivery``). A lane whose group has committed nothing yet starts where the
+one group of all URLs before lanes (:data:`GROUP`) had got to, so an upgrade sends nothing
+twice.
 
-Metrics (:class:`~cityvitals.stage.StageMetrics`, stage ``notify``, counting Kafka messages):
-received = forwarded (delivered to every URL) + rejected{reason=contract|delivery}; per URL
+- A message that is not its topic's contract goes to ``deadletter`` with the validation error
+  (from every lane: it is refused once per URL).
+- A delivery that fails for good (a final answer, or ``webhook_retry_for_s`` of tries) goes to
+  ``deadletter`` with the URL, the status or error and the tries; the lane goes on with the
+  next message. ``cityvitals deadletters resend --stage notify`` sends such messages again.
+
+Metrics (:class:`~cityvitals.stage.StageMetrics`, stage ``notify``, counting Kafka messages
+once per URL): received = forwarded (delivered) + rejected{reason=contract|delivery}; per
 delivery ``cityvitals_notify_deliveries_total{outcome=delivered|failed}``; tries after the
-first ``cityvitals_notify_retries_total``.
+first ``cityvitals_notify_retries_total``; ``cityvitals_notify_failing{url}`` is 1 while a
+URL's delivery is being tried again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -39,74 +48,127 @@ from sinks.webhook import (
     Delivery,
     Notice,
     Post,
-    backoff_s,
     deliver,
+    duration,
     http_post,
     notice,
     public_url,
 )
 
-__all__ = ["GROUP", "Notifier", "longest_delivery_s", "run"]
+__all__ = ["GROUP", "Counts", "Notifier", "lane_group", "longest_delivery_s", "run"]
 
 log = logging.getLogger("cityvitals.notify")
 
 GROUP = "cityvitals_notify"
-"""The consumer group (the deployment's topic prefix is applied)."""
+"""The one consumer group of all URLs before each URL had its lane (the deployment's topic
+prefix is applied): where a new lane starts."""
+LOG_EVERY = 10
+"""While a delivery keeps failing, every this many tries is logged (and the first)."""
 POLL_S = 0.5
 CONTRACTS = {Topic.DISPATCH: "DispatchOrder", Topic.ESCALATIONS: "Escalation"}
 
 
-def longest_delivery_s(settings: Settings) -> float:
-    """The longest one message can take: every URL failing every try after the full timeout.
+def lane_group(url: str) -> str:
+    """The consumer group of one URL's lane (the topic prefix is applied to it too): the
+    digest of the whole URL, so two URLs that differ only in a login or key are two lanes.
 
-    >>> longest_delivery_s(Settings(webhook_urls=("http://127.0.0.1/a",), webhook_attempts=3,
-    ...     webhook_timeout_s=2, webhook_backoff_s=1, webhook_backoff_max_s=10))
-    9.0
+    >>> lane_group("http://127.0.0.1:8080/hook")
+    'cityvitals_notify.77038f203606'
     """
-    s = settings
-    waits = sum(
-        backoff_s(n, s.webhook_backoff_s, s.webhook_backoff_max_s)
-        for n in range(1, s.webhook_attempts)
-    )
-    return len(s.webhook_urls) * (s.webhook_attempts * s.webhook_timeout_s + waits)
+    return f"{GROUP}.{hashlib.sha256(url.encode()).hexdigest()[:12]}"
 
 
-class Notifier:
-    """Consume ``dispatch`` and ``escalations`` and deliver each message to every URL."""
+def longest_delivery_s(settings: Settings) -> float:
+    """The longest one lane can take over a message: tries until ``webhook_retry_for_s``, the
+    last one starting just before and waiting out its timeout.
 
-    def __init__(
-        self,
-        settings: Settings,
-        consumer: Consumer,
-        producer: Producer,
-        registry: CollectorRegistry,
-        post: Post = http_post,
-    ) -> None:
-        self.settings = settings
-        self.consumer = consumer
-        self.producer = producer
-        self.post = post
-        self.topics = {settings.topic(t): t for t in EVENTS}
-        self._deadletter = settings.topic(Topic.DEADLETTER)
-        self.metrics = StageMetrics("notify", registry, "Kafka messages")
+    >>> longest_delivery_s(Settings(webhook_retry_for_s=600, webhook_timeout_s=5))
+    605.0
+    """
+    return settings.webhook_retry_for_s + settings.webhook_timeout_s
+
+
+class Counts:
+    """The notifier's metrics, shared by its lanes, and whether every lane has partitions."""
+
+    def __init__(self, registry: CollectorRegistry, lanes: int) -> None:
+        self.metrics = StageMetrics("notify", registry, "Kafka messages (once per URL)")
         self.deliveries = self.metrics.counter(
             "deliveries_total", "Webhook deliveries (one per message and URL)", "outcome"
         )
         self.retries = self.metrics.counter("retries_total", "Webhook tries after the first")
-
-    def _deliver(self, url: str, message: Notice, stop: threading.Event) -> Delivery | None:
-        s = self.settings
-        return deliver(
-            url,
-            message,
-            secret=s.webhook_secret.get_secret_value(),
-            attempts=s.webhook_attempts,
-            timeout_s=s.webhook_timeout_s,
-            first_backoff_s=s.webhook_backoff_s,
-            max_backoff_s=s.webhook_backoff_max_s,
-            post=self.post,
-            wait=stop.wait,
+        self.failing = self.metrics.gauge(
+            "failing", "1 while a delivery to the URL is being tried again", "url"
         )
+        self._lanes = lanes
+        self._assigned: set[str] = set()
+        self._lock = threading.Lock()
+
+    def assigned(self, url: str, has: bool) -> None:
+        """Lane ``url`` has partitions (``has``) or none: ready while every lane has some."""
+        with self._lock:
+            (self._assigned.add if has else self._assigned.discard)(url)
+            self.metrics.ready.set(1 if len(self._assigned) == self._lanes else 0)
+
+
+class Notifier:
+    """One URL's lane: consume ``dispatch`` and ``escalations`` in its own group and deliver
+    each message to the URL."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        url: str,
+        consumer: Consumer,
+        producer: Producer,
+        counts: Counts,
+        post: Post = http_post,
+    ) -> None:
+        self.settings = settings
+        self.url = url
+        self.consumer = consumer
+        self.producer = producer
+        self.counts = counts
+        self.metrics = counts.metrics
+        self.post = post
+        self.topics = {settings.topic(t): t for t in EVENTS}
+        self._deadletter = settings.topic(Topic.DEADLETTER)
+        self._shown = public_url(url)
+
+    def _failed(self, message: Notice, attempt: int, delivery: Delivery) -> None:
+        """A try that will be tried again: counted, and the first and every
+        :data:`LOG_EVERY` th logged."""
+        self.counts.retries.inc()
+        if attempt == 1:
+            self.counts.failing.labels(self._shown).set(1)
+        if attempt == 1 or attempt % LOG_EVERY == 0:
+            left = self.settings.webhook_retry_for_s - delivery.seconds
+            log.warning(
+                "%s %s to %s: %s; trying again, for up to %s more",
+                message.event,
+                message.delivery_id,
+                self._shown,
+                delivery.outcome(),
+                duration(left),
+            )
+
+    def _deliver(self, message: Notice, stop: threading.Event) -> Delivery | None:
+        s = self.settings
+        try:
+            return deliver(
+                self.url,
+                message,
+                secret=s.webhook_secret.get_secret_value(),
+                retry_for_s=s.webhook_retry_for_s,
+                timeout_s=s.webhook_timeout_s,
+                first_backoff_s=s.webhook_backoff_s,
+                max_backoff_s=s.webhook_backoff_max_s,
+                post=self.post,
+                wait=stop.wait,
+                failed=lambda attempt, delivery: self._failed(message, attempt, delivery),
+            )
+        finally:
+            self.counts.failing.labels(self._shown).set(0)
 
     def _send(self, letters: Sequence[DeadLetter]) -> None:
         """Publish dead letters and wait for Kafka to confirm them."""
@@ -138,7 +200,7 @@ class Notifier:
         return True
 
     def handle(self, msg: Message, stop: threading.Event) -> bool:
-        """Deliver one message to every URL, or dead-letter it. True when it is settled (its
+        """Deliver one message to the URL, or dead-letter it. True when it is settled (its
         offset may be committed); False when the service stopped before."""
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         assert topic is not None and partition is not None and offset is not None
@@ -154,24 +216,27 @@ class Notifier:
                 return False
             self.metrics.refuse("contract")
             return True
-        failed: list[Delivery] = []
-        for url in self.settings.webhook_urls:
-            result = self._deliver(url, message, stop)
-            if result is None:
-                log.info("stopping: %s to %s is not settled", source, public_url(url))
-                return False
-            self.retries.inc(result.attempts - 1)
-            self.deliveries.labels("delivered" if result.delivered else "failed").inc()
-            if not result.delivered:
-                log.warning("%s %s: %s", message.event, message.delivery_id, result.reason())
-                failed.append(result)
-        if failed:
-            letters = [dead_letter("notify", d.reason(), value, source) for d in failed]
-            if not self._dead_letter(letters, stop):
-                return False
-            self.metrics.refuse("delivery")
-        else:
+        result = self._deliver(message, stop)
+        if result is None:
+            log.info("stopping: %s to %s is not settled", source, self._shown)
+            return False
+        self.counts.deliveries.labels("delivered" if result.delivered else "failed").inc()
+        if result.delivered:
+            if result.attempts > 1:
+                log.info(
+                    "%s %s to %s: delivered after %d attempts over %s",
+                    message.event,
+                    message.delivery_id,
+                    self._shown,
+                    result.attempts,
+                    duration(result.seconds),
+                )
             self.metrics.forwarded.inc()
+            return True
+        log.warning("%s %s: %s", message.event, message.delivery_id, result.reason())
+        if not self._dead_letter([dead_letter("notify", result.reason(), value, source)], stop):
+            return False
+        self.metrics.refuse("delivery")
         return True
 
     def run_once(self, stop: threading.Event) -> int:
@@ -183,34 +248,82 @@ class Notifier:
             return 1
         return 0
 
-    def _assigned(self, _consumer: Consumer, _parts: list[TopicPartition]) -> None:
-        self.metrics.ready.set(1)
+    def _assigned(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        """Partitions this lane's group never committed start where :data:`GROUP` had got."""
+        mine = consumer.committed(parts, timeout=30)
+        fresh = [TopicPartition(tp.topic, tp.partition) for tp in mine if tp.offset < 0]
+        if fresh:
+            legacy = kafka.consumer(self.settings, self.settings.topic(GROUP))
+            try:
+                before = {
+                    (tp.topic, tp.partition): tp.offset
+                    for tp in legacy.committed(fresh, timeout=30)
+                    if tp.offset >= 0
+                }
+            finally:
+                legacy.close()
+            if before:
+                for tp in parts:
+                    tp.offset = before.get((tp.topic, tp.partition), tp.offset)
+                consumer.assign(parts)
+                log.info(
+                    "%s: %d partitions start where %s had got",
+                    self._shown,
+                    len(before),
+                    self.settings.topic(GROUP),
+                )
+        self.counts.assigned(self.url, True)
 
     def _revoked(self, _consumer: Consumer, _parts: list[TopicPartition]) -> None:
-        self.metrics.ready.set(0)
+        self.counts.assigned(self.url, False)
 
     def run(self, stop: threading.Event) -> None:
         self.consumer.subscribe(
             list(self.topics), on_assign=self._assigned, on_revoke=self._revoked
         )
-        log.info(
-            "notifying %s of %s",
-            ", ".join(public_url(u) for u in self.settings.webhook_urls),
-            ", ".join(self.topics),
-        )
+        log.info("notifying %s of %s", self._shown, ", ".join(self.topics))
         try:
             while not stop.is_set():
                 self.run_once(stop)
         finally:
-            self.metrics.ready.set(0)
+            self.counts.assigned(self.url, False)
             self.consumer.close()
 
 
-def run(settings: Settings, registry: CollectorRegistry, stop: threading.Event) -> None:
-    """The notifier until ``stop`` is set. The consumer may wait between two messages as long
-    as one delivery can take (every URL, every try) without leaving its group."""
-    poll_ms = int(max(300.0, longest_delivery_s(settings) + 60.0) * 1000)
+def lane(settings: Settings, url: str, counts: Counts) -> Notifier:
+    """The lane of ``url``, its consumer in :func:`lane_group`. Its consumer may wait between
+    two messages as long as one delivery can take without leaving its group."""
+    poll_s = longest_delivery_s(settings) + settings.webhook_backoff_max_s + 60.0
     consumer = kafka.consumer(
-        settings, settings.topic(GROUP), **{"max.poll.interval.ms": min(poll_ms, 86_400_000)}
+        settings,
+        settings.topic(lane_group(url)),
+        **{"max.poll.interval.ms": min(int(poll_s * 1000), 86_400_000)},
     )
-    Notifier(settings, consumer, kafka.producer(settings), registry).run(stop)
+    return Notifier(settings, url, consumer, kafka.producer(settings), counts)
+
+
+def run(settings: Settings, registry: CollectorRegistry, stop: threading.Event) -> None:
+    """The notifier until ``stop`` is set: a lane per URL, each in a thread. A lane that fails
+    stops the others, and its error is raised."""
+    urls = settings.webhook_urls
+    counts = Counts(registry, len(urls))
+    lanes = [lane(settings, url, counts) for url in urls]
+    errors: list[BaseException] = []
+
+    def drive(one: Notifier) -> None:
+        try:
+            one.run(stop)
+        except BaseException as exc:  # raised by run(), after the other lanes stopped
+            errors.append(exc)
+            stop.set()
+
+    threads = [
+        threading.Thread(target=drive, args=(one,), name=f"notify-{n}", daemon=True)
+        for n, one in enumerate(lanes)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]

@@ -4,7 +4,7 @@ Once a data class's retention is set (``CITYVITALS_RETENTION_<CLASS>_DAYS``), th
 both flavours deletes these tables' rows older than it, :data:`PRUNE_BATCH` rows a statement
 (one transaction each), until a statement finds fewer:
 
-- ``deadletters`` (diagnostic) by ``received_at``;
+- ``deadletters`` (diagnostic) by ``received_at``, with their ``deadletters_resent``;
 - ``reports`` (citizen) by ``reported_at``, except a report listed by an incident that is not
   closed (``incidents.reports``);
 - ``alerts`` (operational) that are resolved, by ``resolved_at``, with their
@@ -42,15 +42,20 @@ def _still_listed(column: str, array: str) -> str:
 
 PRUNES: dict[str, tuple[tuple[str, ...], str]] = {
     "deadletters": (
-        ("deadletters",),
+        ("deadletters", "deadletters_resent"),
         """
         WITH gone AS (
             DELETE FROM deadletters WHERE (kafka_topic, kafka_partition, kafka_offset,
                                            received_at) IN (
                 SELECT kafka_topic, kafka_partition, kafka_offset, received_at FROM deadletters
                  WHERE received_at < %(before)s LIMIT %(batch)s)
+            RETURNING kafka_topic, kafka_partition, kafka_offset),
+        resent AS (
+            DELETE FROM deadletters_resent r USING gone g
+             WHERE (r.kafka_topic, r.kafka_partition, r.kafka_offset)
+                 = (g.kafka_topic, g.kafka_partition, g.kafka_offset)
             RETURNING 1)
-        SELECT count(*) FROM gone
+        SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM resent)
         """,
     ),
     "reports": (

@@ -16,7 +16,8 @@ Each POST carries the message's JSON and three headers:
 
 A 2xx answer delivers. A connection error, a timeout, 408, 429 and 5xx are tried again after
 ``webhook_backoff_s``, doubled each time up to ``webhook_backoff_max_s``, until
-``webhook_attempts`` tries; any other answer (3xx, 4xx) ends the delivery at once.
+``webhook_retry_for_s`` has passed since the first try (a receiver's outage is waited out);
+any other answer (3xx, 4xx) ends the delivery at once.
 
 >>> verdict(204), verdict(503), verdict(None), verdict(404)
 (<Verdict.DELIVERED: 'delivered'>, <Verdict.RETRY: 'retry'>, <Verdict.RETRY: 'retry'>, <Verdict.FAIL: 'fail'>)
@@ -46,11 +47,13 @@ __all__ = [
     "EVENT_HEADER",
     "SIGNATURE_HEADER",
     "Delivery",
+    "Failed",
     "Notice",
     "Post",
     "Verdict",
     "backoff_s",
     "deliver",
+    "duration",
     "http_post",
     "notice",
     "public_url",
@@ -206,13 +209,14 @@ def public_url(url: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """How one delivery to one URL ended, after ``attempts`` tries: the last status, or the
-    last error when no answer came."""
+    """How one delivery to one URL ended, after ``attempts`` tries over ``seconds``: the last
+    status, or the last error when no answer came."""
 
     url: str
     attempts: int
     status: int | None
     error: str | None = None
+    seconds: float = 0.0
 
     @property
     def delivered(self) -> bool:
@@ -223,10 +227,36 @@ class Delivery:
 
         >>> Delivery("http://127.0.0.1:9/x?k=1", 1, 400).reason()
         'webhook http://127.0.0.1:9/x: HTTP 400 after 1 attempt'
+        >>> Delivery("http://127.0.0.1:9/x", 700, 503, seconds=21_600.4).reason()
+        'webhook http://127.0.0.1:9/x: HTTP 503 after 700 attempts over 6 h'
         """
+        return f"webhook {public_url(self.url)}: {self.outcome()}"
+
+    def outcome(self) -> str:
+        """The last answer and the tries, without the URL (``HTTP 503 after 3 attempts over
+        12 s``)."""
         what = f"HTTP {self.status}" if self.error is None else self.error
         tries = f"{self.attempts} attempt{'s' if self.attempts != 1 else ''}"
-        return f"webhook {public_url(self.url)}: {what} after {tries}"
+        over = f" over {duration(self.seconds)}" if self.attempts > 1 else ""
+        return f"{what} after {tries}{over}"
+
+
+def duration(seconds: float) -> str:
+    """A span in its largest whole unit, as people say it.
+
+    >>> duration(0.4), duration(59.6), duration(125), duration(7_300), duration(90_000)
+    ('0 s', '60 s', '2 min', '2 h', '25 h')
+    """
+    if seconds < 99.5:
+        return f"{seconds:.0f} s"
+    if seconds < 5_970:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.0f} h"
+
+
+Failed = Callable[[int, "Delivery"], None]
+"""``failed(attempt, delivery)``: told of each try that will be tried again, with how it went
+(the notifier counts and logs them while a receiver is down)."""
 
 
 def deliver(
@@ -234,21 +264,25 @@ def deliver(
     message: Notice,
     *,
     secret: str,
-    attempts: int,
+    retry_for_s: float,
     timeout_s: float,
     first_backoff_s: float,
     max_backoff_s: float,
     post: Post,
     wait: Callable[[float], bool],
+    failed: Failed = lambda _attempt, _delivery: None,
     clock: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> Delivery | None:
-    """POST ``message`` to ``url`` until it is delivered, refused for good, or ``attempts``
-    tries have failed. ``wait(seconds)`` sleeps between tries and returns True when the
-    service is stopping: then the delivery is abandoned and None returned (the message is
-    neither delivered nor dead-lettered, and is sent again after a restart)."""
-    status: int | None = None
-    error: str | None = None
-    for attempt in range(1, attempts + 1):
+    """POST ``message`` to ``url`` until it is delivered, refused for good, or tries have
+    failed for ``retry_for_s`` seconds since the first (the last try starts before then).
+    ``wait(seconds)`` sleeps between tries and returns True when the service is stopping: then
+    the delivery is abandoned and None returned (the message is neither delivered nor
+    dead-lettered, and is sent again after a restart)."""
+    began = monotonic()
+    attempt = 0
+    while True:
+        attempt += 1
         t = int(clock())
         headers = {
             "Content-Type": "application/json",
@@ -262,13 +296,15 @@ def deliver(
         except (OSError, HTTPException) as exc:
             status, error = None, _describe(exc)
         result = verdict(status)
+        delivery = Delivery(url, attempt, status, error, monotonic() - began)
         if result is Verdict.DELIVERED:
-            return Delivery(url, attempt, status)
-        if result is Verdict.FAIL or attempt == attempts:
-            return Delivery(url, attempt, status, error)
-        if wait(backoff_s(attempt, first_backoff_s, max_backoff_s)):
+            return delivery
+        pause = backoff_s(attempt, first_backoff_s, max_backoff_s)
+        if result is Verdict.FAIL or delivery.seconds + pause > retry_for_s:
+            return delivery
+        failed(attempt, delivery)
+        if wait(pause):
             return None
-    raise AssertionError("unreachable: attempts >= 1")  # pragma: no cover
 
 
 def _describe(exc: BaseException) -> str:

@@ -17,7 +17,9 @@ The checks, hop by hop:
 - dead letters stored = refusals counted, for every stage that dead-letters (for the
   incident stage, the refusals of both its hops; for the sinks, with their conflicts: readings
   of a forwarded message whose value for a stored instant differed);
-- with what the devices published: published = stored + dead-lettered on the device path.
+- with what the devices published: published = stored + dead-lettered on the device path;
+- nothing owed downstream: every dispatch order and escalation the notifier gave up on for a
+  webhook was sent again (``cityvitals resend``).
 
 Counters start at zero with their process; the database is durable. A check holds only
 while what it compares covers the same time, so it is skipped with a note, not called a gap,
@@ -36,7 +38,7 @@ restarted sink skips none but its own dead letters: the database keeps what it w
 >>> db = Stored(readings=7, camera_events=0, deadletters={"ingest": 2}, device_deadletters=2)
 >>> lines = reconcile(Figures(hops, db, db, published=10))
 >>> [line.ok for line in lines], exit_code(lines)
-([True, True, True, True, False, True, True, True, False], 1)
+([True, True, True, True, False, True, True, True, False, True], 1)
 >>> lines[4].detail
 '1 forwarded by the stream but not stored (stream → database), beyond 0 out of order'
 """
@@ -112,6 +114,9 @@ class Stored:
     device_deadletters: int
     """Dead letters of what devices sent: the gateway's, the stream's of ``readings.raw`` and
     the sinks' of ``readings`` (a second value for an instant already stored)."""
+    owed: int = 0
+    """Dispatch orders and escalations a webhook never got: the notifier gave up on them and
+    they were not sent again (``cityvitals resend``); each message and URL once."""
 
     @property
     def items(self) -> int:
@@ -256,6 +261,22 @@ def _published(published: int, stored: Stored) -> Line:
     return Line(what, published, right, False, detail, abs(gap))
 
 
+def _owed(stored: Stored) -> Line:
+    """Every dispatch order and escalation the notifier gave up on was sent again.
+
+    >>> _owed(Stored(0, 0, {}, 0, owed=2)).detail
+    '2 dispatch orders or escalations a webhook never got (the notifier gave up): cityvitals resend'
+    """
+    what = f"webhook deliveries owed {stored.owed} = 0"
+    if not stored.owed:
+        return Line(what, 0, 0, True, "OK")
+    detail = (
+        f"{stored.owed} dispatch orders or escalations a webhook never got (the notifier gave up): "
+        "cityvitals resend"
+    )
+    return Line(what, stored.owed, 0, False, detail, stored.owed)
+
+
 def reconcile(figures: Figures) -> list[Line]:
     """Every check the figures allow, in the order of the data's path."""
     hops = figures.hops
@@ -273,6 +294,7 @@ def reconcile(figures: Figures) -> list[Line]:
                 lines.append(_deadletters(stage, refused, figures.since_start, restarted))
     if figures.published is not None:
         lines.append(_published(figures.published, figures.window))
+    lines.append(_owed(figures.window))
     return lines
 
 

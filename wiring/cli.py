@@ -188,8 +188,10 @@ app.command("audit")(reconcile)
 
 def _add_deadletter_command() -> None:
     from wiring.cli_deadletters import deadletters
+    from wiring.cli_resend import resend
 
     app.command("deadletters")(deadletters)
+    app.command("resend")(resend)
 
 
 _add_deadletter_command()

@@ -63,6 +63,7 @@ def read_stored(s: Settings, since: datetime | None) -> Stored:
     receipt (two messages of one instant are two readings; a replay or a redelivery that the
     table's key turned away is none)."""
     from cityvitals import db
+    from sinks.deadletters import count_owed
 
     since_sql = "received_at >= %(since)s" if since is not None else "true"
     raw, enriched = s.topic(Topic.READINGS_RAW) + "[", s.topic(Topic.READINGS) + "["
@@ -82,6 +83,7 @@ def read_stored(s: Settings, since: datetime | None) -> Stored:
                 f"FROM deadletters WHERE {since_sql} GROUP BY stage".encode(),
                 params,
             ).fetchall()
+            owed = count_owed(conn, since)
     except Exception as exc:  # psycopg's errors and the connection's: the database is unreadable
         raise Unreadable(f"the database cannot be read: {exc}") from None
     readings, events = row or (0, 0)
@@ -90,6 +92,7 @@ def read_stored(s: Settings, since: datetime | None) -> Stored:
         camera_events=_count(events),
         deadletters={str(stage): _count(n) for stage, n, _ in by_stage},
         device_deadletters=sum(_count(d) for _, _, d in by_stage),
+        owed=owed,
     )
 
 

@@ -545,6 +545,11 @@ def seed_records(conn: Conn) -> None:
             " 'mqtt', '', %s)",
             (offset, old(days)),
         )
+    for offset in (0, 3):  # sent again (a notifier's): the record goes with its dead letter
+        conn.execute(
+            "INSERT INTO deadletters_resent VALUES ('deadletter', 0, %s, 'http://h/x', %s, 'cli:a')",
+            (offset, old(1)),
+        )
 
 
 def ids(conn: Conn, table: str, column: str) -> list[str]:
@@ -571,6 +576,7 @@ def assert_record_retention(conn: Conn) -> None:
         "escalations",
         "reports",
         "deadletters",
+        "deadletters_resent",
     )
     count = "SELECT count(*) FROM {}"
     before = {t: conn.execute(count.format(t).encode()).fetchone() for t in tables}
@@ -592,8 +598,9 @@ def assert_record_retention(conn: Conn) -> None:
         "escalations": 1,
         "reports": 2,
         "deadletters": 3,
+        "deadletters_resent": 1,
     }, report.pruned
-    assert "12 record rows pruned by class retention (alerts 1, " in report.summary()
+    assert "13 record rows pruned by class retention (alerts 1, " in report.summary()
     assert ids(conn, "alerts", "alert_id") == ["a-firing", "a-listed", "a-recent"]
     assert ids(conn, "alert_transitions", "DISTINCT alert_id") == [
         "a-firing",
@@ -606,6 +613,7 @@ def assert_record_retention(conn: Conn) -> None:
     assert ids(conn, "dispatches", "dispatch_id") == ["d-digest", "d-open"]
     assert ids(conn, "reports", "report_id") == ["r-open", "r-recent"]
     assert ids(conn, "deadletters", "kafka_offset::text") == ["3"]
+    assert ids(conn, "deadletters_resent", "kafka_offset::text") == ["3"]
 
     # Many old rows go in several batches, each its own statement.
     for offset in range(10, 15):
@@ -617,7 +625,7 @@ def assert_record_retention(conn: Conn) -> None:
         )
     again = MaintenanceReport(report.flavour)
     prune_records(conn, NOW, Retention(deadletters=timedelta(days=30)), again, batch=2)
-    assert again.pruned == {"deadletters": 5}
+    assert again.pruned == {"deadletters": 5, "deadletters_resent": 0}
     assert ids(conn, "deadletters", "kafka_offset::text") == ["3"]
 
 

@@ -74,7 +74,7 @@ class FakeConn:
 
 
 def test_deletes_run_in_batches_until_one_is_not_full() -> None:
-    conn = FakeConn({"alerts": [(2, 5), (2, 1), (1, 0)], "deadletters": [(0,)]})
+    conn = FakeConn({"alerts": [(2, 5), (2, 1), (1, 0)], "deadletters": [(0, 0)]})
     report = MaintenanceReport("plain")
     retention = Retention(alerts=DAYS, deadletters=timedelta(days=7))
     prune_records(conn, NOW, retention, report, batch=2)  # type: ignore[arg-type]
@@ -83,7 +83,12 @@ def test_deletes_run_in_batches_until_one_is_not_full() -> None:
     assert all(p["batch"] == 2 for _, p in conn.statements)
     assert conn.statements[0][1]["before"] == NOW - DAYS
     assert conn.statements[-1][1]["before"] == NOW - timedelta(days=7)
-    assert report.pruned == {"alerts": 5, "alert_transitions": 6, "deadletters": 0}
+    assert report.pruned == {
+        "alerts": 5,
+        "alert_transitions": 6,
+        "deadletters": 0,
+        "deadletters_resent": 0,
+    }
 
 
 def test_unset_retention_sends_no_statement() -> None:

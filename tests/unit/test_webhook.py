@@ -226,25 +226,26 @@ MESSAGE = Notice("dispatch", "d" * 32, b'{"dispatch_id": "dddd"}')
 URL = "http://127.0.0.1:9/hook?token=private"
 
 
-def send(server: FakeServer, clock: Clock, attempts: int = 5) -> Delivery | None:
+def send(server: FakeServer, clock: Clock, retry_for_s: float = 60.0) -> Delivery | None:
     return deliver(
         URL,
         MESSAGE,
         secret=SECRET,
-        attempts=attempts,
+        retry_for_s=retry_for_s,
         timeout_s=2.5,
         first_backoff_s=1.0,
         max_backoff_s=3.0,
         post=server,
         wait=clock.wait,
         clock=clock,
+        monotonic=clock,
     )
 
 
 def test_a_delivery_is_retried_on_5xx_with_growing_waits_and_signed_anew_each_try() -> None:
     server, clock = FakeServer(500, 503, 200), Clock()
     result = send(server, clock)
-    assert result == Delivery(URL, 3, 200)
+    assert result == Delivery(URL, 3, 200, None, 3.0)
     assert result.delivered
     assert clock.waits == [1.0, 2.0]
     for _url, body, headers, timeout in server.requests:
@@ -271,22 +272,55 @@ def test_a_4xx_is_not_retried() -> None:
     assert result.reason() == "webhook http://127.0.0.1:9/hook: HTTP 400 after 1 attempt"
 
 
-def test_a_delivery_gives_up_after_its_attempts_with_bounded_waits() -> None:
+def test_a_delivery_gives_up_when_its_time_is_up_with_bounded_waits() -> None:
     server, clock = FakeServer(ConnectionRefusedError(111, "Connection refused")), Clock()
-    result = send(server, clock, attempts=6)
+    result = send(server, clock, retry_for_s=10)
     assert result is not None and not result.delivered
-    assert result.attempts == 6 and len(server.requests) == 6
-    assert clock.waits == [1.0, 2.0, 3.0, 3.0, 3.0]  # capped at max_backoff_s
+    # tries at 0, 1, 3, 6 and 9 s: a sixth would start at 12 s, past the 10 s
+    assert result.attempts == 5 and len(server.requests) == 5
+    assert clock.waits == [1.0, 2.0, 3.0, 3.0]  # capped at max_backoff_s
     assert result.reason() == (
         "webhook http://127.0.0.1:9/hook: ConnectionRefusedError: [Errno 111] Connection refused"
-        " after 6 attempts"
+        " after 5 attempts over 9 s"
     )  # the URL's token is not named
 
 
 def test_a_delivery_still_failing_with_5xx_names_the_last_status() -> None:
-    result = send(FakeServer(502), Clock(), attempts=2)
+    result = send(FakeServer(502), Clock(), retry_for_s=1.5)
     assert result is not None
-    assert result.reason() == "webhook http://127.0.0.1:9/hook: HTTP 502 after 2 attempts"
+    assert result.reason() == "webhook http://127.0.0.1:9/hook: HTTP 502 after 2 attempts over 1 s"
+
+
+def test_a_receiver_down_for_an_hour_gets_the_message_when_it_is_back() -> None:
+    """The outage is waited out (the default gives six hours), each wait at most the cap, and
+    each try that failed is told to ``failed`` (the notifier counts and logs them)."""
+    clock = Clock()
+    back_at = clock.now + 3600
+
+    def server(_url: str, _body: bytes, _headers: Mapping[str, str], _timeout: float) -> int:
+        if clock.now < back_at:
+            raise ConnectionRefusedError(111, "Connection refused")
+        return 200
+
+    told: list[int] = []
+    result = deliver(
+        URL,
+        MESSAGE,
+        secret=SECRET,
+        retry_for_s=6 * 3600,
+        timeout_s=5,
+        first_backoff_s=1,
+        max_backoff_s=30,
+        post=server,
+        wait=clock.wait,
+        failed=lambda attempt, delivery: told.append(attempt),
+        clock=clock,
+        monotonic=clock,
+    )
+    assert result is not None and result.delivered
+    assert 3600 <= result.seconds < 3600 + 30
+    assert max(clock.waits) == 30
+    assert told == list(range(1, result.attempts))
 
 
 def test_a_stop_during_a_wait_abandons_the_delivery_unsettled() -> None:
@@ -295,7 +329,7 @@ def test_a_stop_during_a_wait_abandons_the_delivery_unsettled() -> None:
         URL,
         MESSAGE,
         secret=SECRET,
-        attempts=5,
+        retry_for_s=60,
         timeout_s=1,
         first_backoff_s=1,
         max_backoff_s=1,
