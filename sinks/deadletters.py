@@ -142,15 +142,21 @@ def _url_of(reason: str) -> str:
     return reason.removeprefix("webhook ").split(": ", 1)[0]
 
 
-def owed(conn: Conn, since: datetime | None = None) -> list[Owed]:
+def owed(conn: Conn, since: datetime | None = None, holding: str | None = None) -> list[Owed]:
     """The messages the notifier gave up on and that were not sent again, the oldest first,
-    once per message and URL."""
+    once per message and URL; ``holding``: only those whose bytes hold this text (an
+    incident's id)."""
     query = f"SELECT * FROM deadletters d WHERE {_OWED}"
+    params: list[object] = []
     if since is not None:
         query += " AND received_at >= %s"
+        params.append(since)
+    if holding is not None:
+        query += " AND position(convert_to(%s, 'UTF8') in decode(payload_b64, 'base64')) > 0"
+        params.append(holding)
     query += " ORDER BY received_at, kafka_topic, kafka_partition, kafka_offset"
     with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(query.encode(), [since] if since is not None else []).fetchall()
+        rows = cur.execute(query.encode(), params).fetchall()
     found: dict[tuple[str, str], Owed] = {}
     for row in rows:
         url, key = (

@@ -16,6 +16,7 @@ Open311 exports: :mod:`sinks.open311`.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cityvitals.contracts import (
     CitizenReport,
@@ -35,8 +36,11 @@ from cityvitals.contracts import (
     Tier,
     WarningLevel,
 )
+from cityvitals.topics import Topic
 from sinks.alerts import AlertRow, alert_rows, place_clause
+from sinks.deadletters import owed
 from sinks.ids import AmbiguousId, find_id
+from sinks.webhook import notice
 
 __all__ = [
     "CLOSURE_TARGET",
@@ -46,6 +50,7 @@ __all__ = [
     "IncidentDetail",
     "IncidentFilter",
     "Performance",
+    "Undelivered",
     "UnknownIncident",
     "camera_snapshots",
     "find_incident",
@@ -55,6 +60,7 @@ __all__ = [
     "performance",
     "recent_steps",
     "superseded_dispatch",
+    "undelivered",
 ]
 
 CLOSURE_TARGET = 0.85
@@ -154,6 +160,27 @@ SNAPSHOT_LEAD = timedelta(minutes=5)
 while starts its alert after the events that made it)."""
 
 
+class Undelivered(BaseModel):
+    """A dispatch order or escalation of an incident that the notifier gave up delivering to
+    a webhook, and that ``cityvitals resend`` has not delivered since: the department may not
+    know."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event: str
+    """``dispatch`` or ``escalation``."""
+    delivery_id: str
+    """Its ``X-Cityvitals-Delivery`` (a dispatch order's ``dispatch_id``)."""
+    kind: str | None
+    """A dispatch order's kind (order, escalation, reassignment, ...); None for an escalation."""
+    department: str
+    url: str
+    """The webhook, without a login or key."""
+    outcome: str
+    """The last answer and the tries (``HTTP 503 after 700 attempts over 6 h``)."""
+    given_up_at: datetime
+
+
 class IncidentDetail(BaseModel):
     """One incident and everything stored about it, each list oldest first (the camera
     snapshots newest first)."""
@@ -170,6 +197,54 @@ class IncidentDetail(BaseModel):
     """The snapshots of the camera events behind its alerts (of the alert's own camera and
     event type; a composite alert's: of its evidence), from a little before each alert
     started until it resolved; :data:`SNAPSHOTS_SHOWN` at most."""
+    undelivered: tuple[Undelivered, ...] = ()
+    """Its dispatch orders and escalations a webhook never got (:func:`undelivered`)."""
+
+
+def undelivered(conn: Conn, incident_id: str) -> list[Undelivered]:
+    """The incident's dispatch orders (digests listing it included) and escalations the
+    notifier gave up on, not delivered since, the oldest first."""
+    found = []
+    for one in owed(conn, holding=incident_id):
+        letter = one.letter
+        raw = base64.b64decode(letter.payload_b64)
+        outcome = letter.reason.split(": ", 1)[-1]
+        try:
+            order = DispatchOrder.model_validate_json(raw)
+        except ValidationError:
+            try:
+                raised = Escalation.model_validate_json(raw)
+            except ValidationError:
+                continue  # neither (held the id by chance): not this incident's
+            if raised.incident_id != incident_id:
+                continue
+            delivery = notice(Topic.ESCALATIONS, raw).delivery_id
+            found.append(
+                Undelivered(
+                    event="escalation",
+                    delivery_id=delivery,
+                    kind=None,
+                    department=raised.department,
+                    url=one.url,
+                    outcome=outcome,
+                    given_up_at=letter.received_at,
+                )
+            )
+            continue
+        if incident_id != order.incident_id and incident_id not in order.incidents:
+            continue
+        found.append(
+            Undelivered(
+                event="dispatch",
+                delivery_id=order.dispatch_id,
+                kind=order.kind.value,
+                department=order.department,
+                url=one.url,
+                outcome=outcome,
+                given_up_at=letter.received_at,
+            )
+        )
+    return found
 
 
 def camera_snapshots(conn: Conn, alerts: Sequence[AlertRow]) -> list[CameraSnapshot]:
@@ -273,6 +348,7 @@ def incident_detail(conn: Conn, incident_id: str) -> IncidentDetail:
         alerts=tuple(alerts),
         reports=tuple(CitizenReport.model_validate(r) for r in reports),
         camera_snapshots=tuple(camera_snapshots(conn, alerts)),
+        undelivered=tuple(undelivered(conn, incident_id)),
     )
 
 

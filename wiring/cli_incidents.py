@@ -242,6 +242,13 @@ def show(
             f"({d.tier.value} {named(d.tier_place_id)}), accept by {_when(d.accept_by, z)}, "
             f"handle by {_when(d.handle_by, z)}"
         )
+    if detail.undelivered:
+        lines.append("not delivered (the notifier gave up; cityvitals resend sends them again):")
+    for u in detail.undelivered:
+        lines.append(
+            f"  {_when(u.given_up_at, z)}  {u.kind or u.event:<12} {u.delivery_id} for "
+            f"{u.department} -> {u.url}: {u.outcome}"
+        )
     lines.append("limits missed (escalations; a rise beyond a tier is an order above):")
     for e in detail.escalations:
         missed = (

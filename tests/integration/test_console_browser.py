@@ -6,6 +6,7 @@ test artefacts (``$CITYVITALS_ARTIFACTS``, default ``test-artifacts/`` at the re
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import uuid
@@ -14,11 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from cityvitals import db
 from cityvitals.contracts import Department
+from cityvitals.topics import Topic
 from device_registry.access import Role
 from tests.integration.conftest import Pipeline, add_user, api_client, wait_for
 from tests.integration.test_incidents import Street
+from wiring.cli import app
 from wiring.services import open_registry
 
 pytestmark = pytest.mark.integration
@@ -219,6 +224,64 @@ def test_a_department_operator_answers_its_dispatch_from_the_page(
         expect(duty.locator("#withheld")).to_contain_text("verified by itself")
     finally:
         context.close()
+
+
+def test_an_order_no_webhook_got_shows_on_its_incident_until_it_is_sent_again(
+    page: Page, pipeline: Pipeline
+) -> None:
+    """The notifier gave up delivering the incident's dispatch order to a webhook (its dead
+    letter, as the sinks store it): the detail says the department may not know, and stops
+    saying so once ``cityvitals resend`` delivered it (its record in ``deadletters_resent``)."""
+    from sinks.incidents import incident_detail
+
+    open_console(page, pipeline, officer(pipeline))
+    street = flooded(pipeline)
+    row = incident_row(page, street.street)
+    expect(row).to_be_visible(timeout=SHOWS_UP_MS)
+    incident_id = row.get_attribute("data-incident-id")
+    assert incident_id
+    wait_for(
+        lambda: pipeline.query("SELECT 1 FROM dispatches WHERE incident_id = %s", incident_id),
+        what="its dispatch order",
+    )
+    with db.connect(pipeline.settings) as conn:
+        order = incident_detail(conn, incident_id).dispatches[0]
+    kept = (pipeline.settings.topic(Topic.DEADLETTER), 0, 10**12 + uuid.uuid4().int % 10**9)
+    pipeline.query(
+        "INSERT INTO deadletters (kafka_topic, kafka_partition, kafka_offset, stage, reason,"
+        " source, payload_b64, received_at) VALUES (%s, %s, %s, 'notify', %s, %s, %s, now())"
+        " RETURNING 1",
+        *kept,
+        "webhook http://127.0.0.1:9/sms: HTTP 503 after 700 attempts over 6 h",
+        f"{pipeline.settings.topic(Topic.DISPATCH)}[0]@7",
+        base64.b64encode(order.model_dump_json().encode()).decode(),
+    )
+    try:
+        row.click()
+        expect(page.locator("#detail h3.undelivered")).to_have_text("Not delivered (1)")
+        told = page.locator("#detail ul.undelivered li")
+        expect(told).to_contain_text(f"order for {order.department} → http://127.0.0.1:9/sms")
+        expect(told).to_contain_text("HTTP 503 after 700 attempts over 6 h")
+        expect(told).to_contain_text("send again: cityvitals resend")
+        shown = CliRunner().invoke(
+            app, ["incidents", "show", incident_id], env=pipeline.settings.to_env()
+        )
+        assert shown.exit_code == 0, shown.output
+        assert "not delivered (the notifier gave up; cityvitals resend" in shown.output
+        assert (
+            f"{order.dispatch_id} for {order.department} -> http://127.0.0.1:9/sms: "
+            "HTTP 503 after 700 attempts over 6 h"
+        ) in shown.output
+    finally:  # delivered since: owed no more (the audits of later tests count what is owed)
+        pipeline.query(
+            "INSERT INTO deadletters_resent VALUES (%s, %s, %s, 'http://127.0.0.1:9/sms', now(),"
+            " 'itest') RETURNING 1",
+            *kept,
+        )
+    page.click("#incidents tbody tr >> nth=0")  # another detail, then this one again
+    row.click()
+    expect(page.locator('#detail [data-field="state"]')).to_be_visible()
+    expect(page.locator("#detail h3.undelivered")).to_have_count(0)
 
 
 def test_a_tile_tells_a_window_without_data_from_an_indicator_without_a_value_yet(

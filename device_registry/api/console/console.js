@@ -379,6 +379,13 @@ async function showDetail(incidentId) {
           : `${stamp(d.ts)} · ${d.kind} → ${d.department} (${d.tier}) · accept by ${stamp(d.accept_by)}`,
     ))),
   ];
+  const undelivered = detail.undelivered || [];
+  if (undelivered.length) {  // the notifier gave up: the department may not know
+    parts.push(el("h3", { class: "undelivered" }, `Not delivered (${undelivered.length})`), el("ul", { class: "undelivered" }, undelivered.map((u) => el(
+      "li", {}, `${stamp(u.given_up_at)} · ${u.kind || u.event} for ${u.department} → ${u.url} · ${u.outcome} · `,
+      "send again: ", el("code", {}, "cityvitals resend"), ", or call the department",
+    ))));
+  }
   const cameras = detail.camera_snapshots || [];
   if (cameras.length) {  // what the cameras behind its alerts saw, newest first
     parts.push(el("h3", {}, "Camera snapshots"), el("ul", { class: "snapshots" }, cameras.map((c) => el(
