@@ -1,8 +1,9 @@
 """``cityvitals resend``: deliver again the dispatch orders and escalations the notifier gave
-up on (its dead letters), each to the URL it failed at, the oldest first. One delivered is
-recorded (``deadletters_resent``) and is no longer owed: ``cityvitals audit`` counts those
-still owed, and a second ``resend`` skips the delivered. The delivery carries its first
-``X-Cityvitals-Delivery``, so a receiver that got it after all drops it."""
+up on (its dead letters), each to the URL it failed at, the oldest first (a URL that does not
+take one is sent none after it in the run, so each receiver still gets them in order). One
+delivered is recorded (``deadletters_resent``) and is no longer owed: ``cityvitals audit``
+counts those still owed, and a second ``resend`` skips the delivered. The delivery carries its
+first ``X-Cityvitals-Delivery``, so a receiver that got it after all drops it."""
 
 from __future__ import annotations
 
@@ -64,6 +65,7 @@ def resend(
             return
         typer.echo(f"{len(found)} owed (oldest first):")
         sent = failed = 0
+        down: set[str] = set()  # URLs that did not take one in this run: later ones wait
         for one in found:
             letter = one.letter
             what = f"{letter.received_at:%Y-%m-%d %H:%M:%S} UTC  {letter.source} -> {one.url}"
@@ -90,6 +92,10 @@ def resend(
             if dry_run:
                 typer.echo(f"  {what}: {label}: would be sent")
                 continue
+            if one.url in down:
+                typer.echo(f"  {what}: {label}: not sent: the URL did not take an earlier one")
+                failed += 1
+                continue
             result = deliver(
                 full,
                 message,
@@ -110,6 +116,7 @@ def resend(
                 sent += 1
             else:
                 typer.echo(f"  {what}: {label}: still not delivered: {result.outcome()}")
+                down.add(one.url)
                 failed += 1
     if dry_run:
         return

@@ -469,6 +469,7 @@ def test_what_the_notifier_gave_up_on_is_owed_until_resend_delivers_it(
         still = resend("--retry-for", "0.3")
         assert still.exit_code == 1, still.output
         assert "still not delivered" in still.output and "0 delivered, 2 not" in still.output
+        assert "not sent: the URL did not take an earlier one" in still.output  # in order
         assert read_stored(settings, None).owed == 2
 
         with http_receiver(port) as (back, _):
