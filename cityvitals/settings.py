@@ -11,12 +11,13 @@ import difflib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["ENV_PREFIX", "NOT_SETTINGS", "Settings", "unknown_variables"]
+__all__ = ["ENV_PREFIX", "NOT_SETTINGS", "Settings", "public_url", "unknown_variables"]
 
 ENV_PREFIX = "CITYVITALS_"
 
@@ -182,9 +183,17 @@ class Settings(BaseSettings):
     @field_validator("webhook_urls")
     @classmethod
     def _http_urls(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        seen: set[str] = set()
         for url in urls:
             if not url.startswith(("http://", "https://")):
-                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+                raise ValueError(f"{public_url(url)!r} is not an http:// or https:// URL")
+            shown = public_url(url)
+            if shown in seen:  # the notifier names a receiver, its lane and dead letters by it
+                raise ValueError(
+                    f"{shown} is given twice (URLs that differ only in a login, query or "
+                    "fragment are one receiver): give each receiver its own address"
+                )
+            seen.add(shown)
         return urls
 
     @field_validator("timezone")
@@ -254,3 +263,16 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
         hint = f" (did you mean {near[0]}?)" if near else ""
         lines.append(f"{name} names no setting and is ignored{hint}")
     return lines
+
+
+def public_url(url: str) -> str:
+    """A URL as logs, dead letters and the notifier's lanes name it: without a login, query or
+    fragment, which may hold a gateway's key (so a key can change and the receiver stays one).
+
+    >>> public_url("https://user:key@sms.example.org:8443/hook?token=abc")
+    'https://sms.example.org:8443/hook'
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"

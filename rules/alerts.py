@@ -2,8 +2,8 @@
 
 >>> from rules.ruleset import parse_rules
 >>> rule = parse_rules("rules: [{id: fast, kind: rate, metric: m, levels: {red: 5}}]").by_id["fast"]
->>> render_summary(rule, metric="m", value=6.0, device_id="d", level="red")
-'m changing +6 per 1h at d (red)'
+>>> render_summary(rule, metric="m", value=6.0, threshold=5.0, device_id="d", level="red")
+'m changing +6 per 1h at d, past +5 (red)'
 """
 
 from __future__ import annotations

@@ -114,11 +114,18 @@ _OWED = """
     stage = 'notify' AND left(reason, 8) = 'webhook '
     AND NOT EXISTS (
         SELECT 1 FROM deadletters_resent r
-        WHERE (r.kafka_topic, r.kafka_partition, r.kafka_offset)
-            = (d.kafka_topic, d.kafka_partition, d.kafka_offset))
+        WHERE (r.kafka_topic, r.kafka_partition, r.kafka_offset, r.received_at)
+            = (d.kafka_topic, d.kafka_partition, d.kafka_offset, d.received_at))
 """
 """A delivery the notifier gave up on (its reason names the webhook: a message that was not its
-contract is not owed) whose message was not delivered since."""
+contract is not owed) whose message was not delivered since, nor forgotten."""
+
+_URL = "split_part(substr(reason, 9), ': ', 1)"
+"""The URL a notifier's reason names (``webhook <url>: <outcome>``; a public URL holds no
+``": "``)."""
+
+Key = tuple[str, int, int, datetime]
+"""Where a dead letter is kept: its topic, partition, offset and time received."""
 
 
 @dataclass(frozen=True)
@@ -127,26 +134,18 @@ class Owed:
 
     letter: DeadLetter
     url: str
-    """The URL as the reason names it (without a login or key: :func:`sinks.webhook.public_url`)."""
-    keys: tuple[tuple[str, int, int], ...]
-    """Where its dead letters are kept (topic, partition, offset): one, or more when the
-    notifier gave up on the same message and URL again after a restart."""
-
-
-def _url_of(reason: str) -> str:
-    """The URL a notifier's reason names.
-
-    >>> _url_of("webhook http://127.0.0.1:9/hook: HTTP 500 after 3 attempts over 2 s")
-    'http://127.0.0.1:9/hook'
-    """
-    return reason.removeprefix("webhook ").split(": ", 1)[0]
+    """The URL as the reason names it (:func:`cityvitals.settings.public_url`: without a login
+    or key; one receiver each, as the settings require)."""
+    keys: tuple[Key, ...]
+    """Its dead letters: one, or more when the notifier gave up on the same message and URL
+    again (after a restart, or a resend that failed)."""
 
 
 def owed(conn: Conn, since: datetime | None = None, holding: str | None = None) -> list[Owed]:
-    """The messages the notifier gave up on and that were not sent again, the oldest first,
-    once per message and URL; ``holding``: only those whose bytes hold this text (an
-    incident's id)."""
-    query = f"SELECT * FROM deadletters d WHERE {_OWED}"
+    """The messages the notifier gave up on, not delivered nor forgotten since, the oldest
+    first, once per message (its bytes) and URL; ``holding``: only those whose bytes hold this
+    text (an incident's id)."""
+    query = f"SELECT *, {_URL} AS url FROM deadletters d WHERE {_OWED}"
     params: list[object] = []
     if since is not None:
         query += " AND received_at >= %s"
@@ -159,13 +158,16 @@ def owed(conn: Conn, since: datetime | None = None, holding: str | None = None) 
         rows = cur.execute(query.encode(), params).fetchall()
     found: dict[tuple[str, str], Owed] = {}
     for row in rows:
-        url, key = (
-            _url_of(row["reason"]),
-            (row["kafka_topic"], row["kafka_partition"], row["kafka_offset"]),
+        key: Key = (
+            row["kafka_topic"],
+            row["kafka_partition"],
+            row["kafka_offset"],
+            row["received_at"],
         )
-        earlier = found.get((row["source"], url))
+        same = (row["payload_b64"], row["url"])
+        earlier = found.get(same)
         if earlier is not None:
-            found[(row["source"], url)] = Owed(earlier.letter, url, (*earlier.keys, key))
+            found[same] = Owed(earlier.letter, earlier.url, (*earlier.keys, key))
             continue
         letter = DeadLetter(
             stage=row["stage"],
@@ -175,13 +177,13 @@ def owed(conn: Conn, since: datetime | None = None, holding: str | None = None) 
             payload_b64=row["payload_b64"],
             received_at=row["received_at"],
         )
-        found[(row["source"], url)] = Owed(letter, url, (key,))
+        found[same] = Owed(letter, row["url"], (key,))
     return list(found.values())
 
 
 def count_owed(conn: Conn, since: datetime | None = None) -> int:
-    """How many messages the notifier owes (each message and URL once)."""
-    query = f"SELECT count(DISTINCT (source, split_part(reason, ': ', 1))) FROM deadletters d WHERE {_OWED}"
+    """How many messages the notifier owes (each message and URL once, as :func:`owed`)."""
+    query = f"SELECT count(DISTINCT (payload_b64, {_URL})) FROM deadletters d WHERE {_OWED}"
     params: Sequence[object] = ()
     if since is not None:
         query += " AND received_at >= %s"
@@ -190,10 +192,13 @@ def count_owed(conn: Conn, since: datetime | None = None) -> int:
     return int(row[0]) if row else 0
 
 
-def mark_resent(conn: Conn, owed: Owed, url: str, by: str, at: datetime) -> None:
-    """Record that ``owed`` was delivered to ``url`` (its public form) by ``by`` at ``at``."""
+def mark_resent(conn: Conn, owed: Owed, by: str, at: datetime, forgotten: bool = False) -> None:
+    """Record that ``owed`` was delivered to its URL (or, ``forgotten``, given up on by hand)
+    by ``by`` at ``at``: it is owed no more."""
+    how = "forgotten" if forgotten else "delivered"
     with conn.cursor() as cur:
         cur.executemany(
-            b"INSERT INTO deadletters_resent VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            [(*key, url, at, by) for key in owed.keys],
+            b"INSERT INTO deadletters_resent VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            b" ON CONFLICT DO NOTHING",
+            [(*key, owed.url, at, by, how) for key in owed.keys],
         )

@@ -4,20 +4,24 @@ It follows ``dispatch`` (:class:`~cityvitals.contracts.DispatchOrder`) and ``esc
 (:class:`~cityvitals.contracts.Escalation`) and POSTs each message, signed, to every URL of
 ``webhook_urls`` (:mod:`sinks.webhook` says how, and which failures are tried again).
 
-Each URL has a *lane*: its own consumer group (:func:`lane_group`) and thread, so a receiver
-that is down (its deliveries tried again for up to ``webhook_retry_for_s``) holds back only
-its own messages. A lane takes messages one at a time, in their partitions' order, and
-commits a message's offset only once it was delivered to the URL or dead-lettered: nothing is
-lost, and a restart may send a message again (receivers drop a repeated
-``X-Cityvitals-Delivery``). A lane whose group has committed nothing yet starts where the
-one group of all URLs before lanes (:data:`GROUP`) had got to, so an upgrade sends nothing
-twice.
+Each URL has a *lane*: its own consumer group (:func:`lane_group`, named by the URL without
+its login or key, so a key can change) and thread, so a receiver that is down (its deliveries
+tried again for up to ``webhook_retry_for_s``) holds back only its own messages. A lane takes
+messages one at a time, in their partitions' order, and commits a message's offset only once
+it was delivered to the URL or dead-lettered: nothing is lost, and a restart may send a
+message again (receivers drop a repeated ``X-Cityvitals-Delivery``).
+
+The group :data:`GROUP` is the notifier's *cursor*: each lane also commits there the furthest
+position it reached. A lane whose group has committed nothing (a URL added, or the first start
+after an upgrade from the notifier of one group for all URLs) starts at the cursor, so a new
+receiver gets what is dispatched from then on and an upgrade sends nothing twice; with no
+cursor either (a new deployment), from the start of the topics.
 
 - A message that is not its topic's contract goes to ``deadletter`` with the validation error
   (from every lane: it is refused once per URL).
 - A delivery that fails for good (a final answer, or ``webhook_retry_for_s`` of tries) goes to
   ``deadletter`` with the URL, the status or error and the tries; the lane goes on with the
-  next message. ``cityvitals deadletters resend --stage notify`` sends such messages again.
+  next message. ``cityvitals resend`` sends such messages again.
 
 Metrics (:class:`~cityvitals.stage.StageMetrics`, stage ``notify``, counting Kafka messages
 once per URL): received = forwarded (delivered) + rejected{reason=contract|delivery}; per
@@ -40,7 +44,7 @@ from pydantic import ValidationError
 
 from cityvitals import kafka
 from cityvitals.contracts import DeadLetter
-from cityvitals.settings import Settings
+from cityvitals.settings import Settings, public_url
 from cityvitals.stage import StageMetrics, Transient, dead_letter, kafka_source, retry
 from cityvitals.topics import Topic
 from sinks.webhook import (
@@ -52,7 +56,6 @@ from sinks.webhook import (
     duration,
     http_post,
     notice,
-    public_url,
 )
 
 __all__ = ["GROUP", "Counts", "Notifier", "lane_group", "longest_delivery_s", "run"]
@@ -60,8 +63,8 @@ __all__ = ["GROUP", "Counts", "Notifier", "lane_group", "longest_delivery_s", "r
 log = logging.getLogger("cityvitals.notify")
 
 GROUP = "cityvitals_notify"
-"""The one consumer group of all URLs before each URL had its lane (the deployment's topic
-prefix is applied): where a new lane starts."""
+"""The notifier's cursor (the deployment's topic prefix is applied): the furthest position a
+lane committed, where a new lane starts; the one group of all URLs before each had a lane."""
 LOG_EVERY = 10
 """While a delivery keeps failing, every this many tries is logged (and the first)."""
 POLL_S = 0.5
@@ -69,13 +72,16 @@ CONTRACTS = {Topic.DISPATCH: "DispatchOrder", Topic.ESCALATIONS: "Escalation"}
 
 
 def lane_group(url: str) -> str:
-    """The consumer group of one URL's lane (the topic prefix is applied to it too): the
-    digest of the whole URL, so two URLs that differ only in a login or key are two lanes.
+    """The consumer group of one URL's lane (the topic prefix is applied to it too): a digest
+    of the URL without its login, query or fragment (:func:`~cityvitals.settings.public_url`),
+    so a gateway's key can change and the lane goes on where it was.
 
+    >>> lane_group("http://127.0.0.1:8080/hook") == lane_group("http://u:k@127.0.0.1:8080/hook?a=1")
+    True
     >>> lane_group("http://127.0.0.1:8080/hook")
     'cityvitals_notify.77038f203606'
     """
-    return f"{GROUP}.{hashlib.sha256(url.encode()).hexdigest()[:12]}"
+    return f"{GROUP}.{hashlib.sha256(public_url(url).encode()).hexdigest()[:12]}"
 
 
 def longest_delivery_s(settings: Settings) -> float:
@@ -103,6 +109,16 @@ class Counts:
         self._lanes = lanes
         self._assigned: set[str] = set()
         self._lock = threading.Lock()
+        self._furthest: dict[tuple[str, int], int] = {}
+
+    def further(self, topic: str, partition: int, offset: int) -> bool:
+        """Whether ``offset`` (the next to read) is past every lane's on the partition, in
+        this process: then it is the cursor's new position."""
+        with self._lock:
+            if offset <= self._furthest.get((topic, partition), -1):
+                return False
+            self._furthest[(topic, partition)] = offset
+            return True
 
     def assigned(self, url: str, has: bool) -> None:
         """Lane ``url`` has partitions (``has``) or none: ready while every lane has some."""
@@ -134,6 +150,8 @@ class Notifier:
         self.topics = {settings.topic(t): t for t in EVENTS}
         self._deadletter = settings.topic(Topic.DEADLETTER)
         self._shown = public_url(url)
+        self._cursor = kafka.consumer(settings, settings.topic(GROUP))
+        """Commits the cursor (it never subscribes: it is no member of the group)."""
 
     def _failed(self, message: Notice, attempt: int, delivery: Delivery) -> None:
         """A try that will be tried again: counted, and the first and every
@@ -240,36 +258,40 @@ class Notifier:
         return True
 
     def run_once(self, stop: threading.Event) -> int:
-        """Take one message, settle it and commit its offset; returns the messages settled."""
+        """Take one message, settle it and commit its offset (and the cursor's, when this
+        lane is the furthest); returns the messages settled."""
         for msg in kafka.consume_batch(self.consumer, 1, POLL_S):
             if not self.handle(msg, stop):
                 return 0
             self.consumer.commit(message=msg, asynchronous=False)
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            assert topic is not None and partition is not None and offset is not None
+            if self.counts.further(topic, partition, offset + 1):
+                self._cursor.commit(
+                    offsets=[TopicPartition(topic, partition, offset + 1)], asynchronous=False
+                )
             return 1
         return 0
 
     def _assigned(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
-        """Partitions this lane's group never committed start where :data:`GROUP` had got."""
-        mine = consumer.committed(parts, timeout=30)
+        """Partitions this lane's group never committed start at the cursor (:data:`GROUP`)."""
+        bootstrap = self.settings.kafka_bootstrap
+        mine = _committed(consumer, parts, bootstrap)
         fresh = [TopicPartition(tp.topic, tp.partition) for tp in mine if tp.offset < 0]
         if fresh:
-            legacy = kafka.consumer(self.settings, self.settings.topic(GROUP))
-            try:
-                before = {
-                    (tp.topic, tp.partition): tp.offset
-                    for tp in legacy.committed(fresh, timeout=30)
-                    if tp.offset >= 0
-                }
-            finally:
-                legacy.close()
-            if before:
+            cursor = {
+                (tp.topic, tp.partition): tp.offset
+                for tp in _committed(self._cursor, fresh, bootstrap)
+                if tp.offset >= 0
+            }
+            if cursor:
                 for tp in parts:
-                    tp.offset = before.get((tp.topic, tp.partition), tp.offset)
+                    tp.offset = cursor.get((tp.topic, tp.partition), tp.offset)
                 consumer.assign(parts)
                 log.info(
-                    "%s: %d partitions start where %s had got",
+                    "%s: %d partitions new to this lane start at the cursor %s",
                     self._shown,
-                    len(before),
+                    len(cursor),
                     self.settings.topic(GROUP),
                 )
         self.counts.assigned(self.url, True)
@@ -288,6 +310,21 @@ class Notifier:
         finally:
             self.counts.assigned(self.url, False)
             self.consumer.close()
+            self._cursor.close()
+
+
+def _committed(
+    consumer: Consumer, parts: list[TopicPartition], bootstrap: str
+) -> list[TopicPartition]:
+    """The group's committed offsets of ``parts`` (negative: none); raises when the broker
+    answers a partition with an error, which must not read as "never committed"."""
+    found = consumer.committed(parts, timeout=30)
+    failed = [f"{tp.topic}[{tp.partition}]: {tp.error}" for tp in found if tp.error is not None]
+    if failed:
+        raise kafka.KafkaUnavailable(
+            bootstrap, f"committed offsets unreadable: {'; '.join(failed)}"
+        )
+    return list(found)
 
 
 def lane(settings: Settings, url: str, counts: Counts) -> Notifier:

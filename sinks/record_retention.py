@@ -49,11 +49,11 @@ PRUNES: dict[str, tuple[tuple[str, ...], str]] = {
                                            received_at) IN (
                 SELECT kafka_topic, kafka_partition, kafka_offset, received_at FROM deadletters
                  WHERE received_at < %(before)s LIMIT %(batch)s)
-            RETURNING kafka_topic, kafka_partition, kafka_offset),
+            RETURNING kafka_topic, kafka_partition, kafka_offset, received_at),
         resent AS (
             DELETE FROM deadletters_resent r USING gone g
-             WHERE (r.kafka_topic, r.kafka_partition, r.kafka_offset)
-                 = (g.kafka_topic, g.kafka_partition, g.kafka_offset)
+             WHERE (r.kafka_topic, r.kafka_partition, r.kafka_offset, r.received_at)
+                 = (g.kafka_topic, g.kafka_partition, g.kafka_offset, g.received_at)
             RETURNING 1)
         SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM resent)
         """,

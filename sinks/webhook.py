@@ -36,9 +36,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from http.client import HTTPException
-from urllib.parse import urlsplit
 
 from cityvitals.contracts import DispatchOrder, Escalation
+from cityvitals.settings import public_url
 from cityvitals.topics import Topic
 
 __all__ = [
@@ -192,19 +192,6 @@ def backoff_s(attempt: int, first_s: float, max_s: float) -> float:
     [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
     """
     return min(max_s, first_s * 2.0 ** min(attempt - 1, 64))
-
-
-def public_url(url: str) -> str:
-    """A URL as logs and dead letters name it: without a login, query or fragment, which
-    may hold a gateway's key.
-
-    >>> public_url("https://user:key@sms.example.org:8443/hook?token=abc")
-    'https://sms.example.org:8443/hook'
-    """
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,9 @@ class AbsenceRule(RuleBase):
     metric: Metric
     after: PositiveDuration
     level: WarningLevel = WarningLevel.YELLOW
-    summary: Summary = "no {metric} from {device_id} for {value:.0f} s ({level})"
+    summary: Summary = (
+        "no {metric} from {device_id} for {value:.0f} s, past {threshold:.0f} s ({level})"
+    )
 
     @cached_property
     def after_s(self) -> float:

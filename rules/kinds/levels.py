@@ -28,6 +28,13 @@ def judge_levelled(rule: LevelledRule, value: float, firing: bool, memory: objec
     >>> held = parse_rules("rules: [{id: r, metric: m, levels: {red: 5}, clear: 3}]").by_id["r"]
     >>> [judge_levelled(held, 4.0, firing, None).level for firing in (True, False)]
     [<WarningLevel.RED: 'red'>, None]
+
+    Held, the value is judged against ``clear`` (it passed that, not the level's threshold),
+    and the judgement says why the level holds:
+
+    >>> judged = judge_levelled(held, 4.0, True, None)
+    >>> judged.threshold, judged.why
+    (3.0, 'held at red until under 3, the all-clear')
     """
     above, highest_first, lowest, clear = rule.bands
     for level, threshold in highest_first:
@@ -35,7 +42,9 @@ def judge_levelled(rule: LevelledRule, value: float, firing: bool, memory: objec
             return _make(Judgement, (level, value, threshold, memory, (), ""))
     if firing and clear is not None and not (value < clear if above else value > clear):
         # inside the hysteresis band: held at the lowest level
-        return _make(Judgement, (lowest[0], value, lowest[1], memory, (), ""))
+        level = lowest[0]
+        why = f"held at {level.value} until {'under' if above else 'over'} {clear:g}, the all-clear"
+        return _make(Judgement, (level, value, clear, memory, (), why))
     return _make(Judgement, (None, value, lowest[1], memory, (), ""))
 
 

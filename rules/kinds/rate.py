@@ -32,7 +32,9 @@ class RateRule(LevelledRule):
     min_span: Duration | None = None
     """The least time the values must span to be judged (default half of ``over``): a
     jitter between two readings seconds apart is no rate of change."""
-    summary: Summary = "{metric} changing {value:+g} per {per} at {device_id} ({level})"
+    summary: Summary = (
+        "{metric} changing {value:+g} per {per} at {device_id}, past {threshold:+g} ({level})"
+    )
 
     @field_validator("min_span")
     @classmethod

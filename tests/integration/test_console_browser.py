@@ -274,8 +274,9 @@ def test_an_order_no_webhook_got_shows_on_its_incident_until_it_is_sent_again(
         ) in shown.output
     finally:  # delivered since: owed no more (the audits of later tests count what is owed)
         pipeline.query(
-            "INSERT INTO deadletters_resent VALUES (%s, %s, %s, 'http://127.0.0.1:9/sms', now(),"
-            " 'itest') RETURNING 1",
+            "INSERT INTO deadletters_resent SELECT kafka_topic, kafka_partition, kafka_offset,"
+            " received_at, 'http://127.0.0.1:9/sms', now(), 'itest', 'delivered' FROM deadletters"
+            " WHERE (kafka_topic, kafka_partition, kafka_offset) = (%s, %s, %s) RETURNING 1",
             *kept,
         )
     page.click("#incidents tbody tr >> nth=0")  # another detail, then this one again

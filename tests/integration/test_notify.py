@@ -247,6 +247,7 @@ def test_dispatch_orders_and_escalations_arrive_signed_at_every_url(pipeline: Pi
             key=sent_escalation.incident_id,
         )
         with running_notifier(settings) as metrics:
+            wait_for(lambda: sample(metrics, "ready") == 1, 30, "both lanes ready")
             wait_for(lambda: len(receiver.requests) >= 4, 30, "4 deliveries")
             wait_for(lambda: reconciles(metrics), 30, "the counters to reconcile")
         for url in settings.webhook_urls:  # each lane commits its own
@@ -380,9 +381,11 @@ def test_a_url_that_is_down_holds_back_only_its_lane_and_gets_every_message_when
     assert sample(metrics, "retries_total") >= 1
 
 
-def test_a_new_lane_starts_where_the_one_group_before_lanes_had_got(pipeline: Pipeline) -> None:
+def test_a_new_lane_starts_at_the_cursor_so_an_upgrade_sends_nothing_twice(
+    pipeline: Pipeline,
+) -> None:
     """An upgrade from the notifier of one group for all URLs sends nothing twice: the lane
-    of a URL takes the old group's committed offsets when its own group has none."""
+    of a URL takes that group's committed offsets (the cursor) when its own group has none."""
     with http_receiver() as (receiver, base):
         settings = notify_settings(pipeline, f"{base}/hook")
         before, after = order("delivered before the upgrade"), order("after")
@@ -404,39 +407,44 @@ def test_a_new_lane_starts_where_the_one_group_before_lanes_had_got(pipeline: Pi
     assert receiver.of(before.dispatch_id) == []
     assert sample(metrics, "received_total") == 1
     assert committed(settings, Topic.DISPATCH, settings.webhook_urls[0]) == 2
+    assert committed(settings, Topic.DISPATCH, "", group=GROUP) == 2  # the cursor moved on
 
 
-def test_a_message_that_is_not_its_contract_is_dead_lettered_with_the_error(
-    pipeline: Pipeline,
-) -> None:
-    with http_receiver() as (receiver, base):
+def test_a_url_added_later_gets_what_is_dispatched_from_then_on(pipeline: Pipeline) -> None:
+    """A receiver added to a running city does not get every order the topics still hold:
+    its lane starts at the cursor. A gateway's key changing in its URL keeps its lane."""
+    with http_receiver() as (first, base), http_receiver() as (added, other):
         settings = notify_settings(pipeline, f"{base}/hook")
-        after = order()
-        produce(
-            settings, Topic.DISPATCH, b'{"dispatch_id": "nope"}', after.model_dump_json().encode()
-        )
+        earlier = order("before the second receiver")
+        produce(settings, Topic.DISPATCH, earlier.model_dump_json().encode())
         with running_notifier(settings) as metrics:
-            wait_for(lambda: receiver.of(after.dispatch_id), 30, "the next message")
+            wait_for(lambda: first.of(earlier.dispatch_id), 30, "the first order")
+            wait_for(lambda: reconciles(metrics), 30, "the counters to reconcile")
+        both = settings.model_copy(
+            update={"webhook_urls": (f"{base}/hook?key=rotated", f"{other}/added")}
+        )
+        later = order("after")
+        produce(settings, Topic.DISPATCH, later.model_dump_json().encode())
+        with running_notifier(both) as metrics:
+            wait_for(lambda: added.of(later.dispatch_id), 30, "the later order at the new URL")
+            wait_for(lambda: first.of(later.dispatch_id), 30, "the later order at the first")
             wait_for(lambda: reconciles(metrics), 30, "the counters to reconcile")
 
-    [letter] = dead_letters(settings, 1)
-    assert letter.stage == "notify"
-    assert letter.reason.startswith("not a DispatchOrder: ")
-    assert "dispatch_id" in letter.reason
-    assert base64.b64decode(letter.payload_b64) == b'{"dispatch_id": "nope"}'
-    assert len(receiver.requests) == 1
-    assert sample(metrics, "rejected_total", reason="contract") == 1
+    assert added.of(earlier.dispatch_id) == []  # not sent the order before it was added
+    assert len(first.of(earlier.dispatch_id)) == 1  # the rotated key kept the lane's place
+    assert sample(metrics, "received_total") == 2  # one message, two lanes
 
 
-def test_what_the_notifier_gave_up_on_is_owed_until_resend_delivers_it(
+def test_what_the_notifier_gave_up_on_is_owed_until_resend_delivers_or_forgets_it(
     pipeline: Pipeline,
 ) -> None:
-    """The dead letters of a URL that stayed down, stored by the dead letter sink, are owed:
-    ``cityvitals audit`` counts them and ``cityvitals resend`` delivers them once the
-    receiver is back (while it is down, they stay owed), each with its first delivery id."""
+    """The dead letters of URLs that stayed down, stored by the dead letter sink, are owed:
+    ``cityvitals audit`` counts them; ``cityvitals resend`` delivers them once the receiver is
+    back (while it is down, they stay owed), each with its first delivery id, and forgets by
+    hand those of a URL no longer configured."""
     port = free_port()
-    down = f"http://127.0.0.1:{port}/sms"
-    settings = notify_settings(pipeline, down, retry_for_s=0.3).model_copy(
+    down, gone = f"http://127.0.0.1:{port}/sms", f"http://127.0.0.1:{free_port()}/old"
+    settings = notify_settings(pipeline, down, gone, retry_for_s=0.3).model_copy(
         update={"database_schema": f"nt{uuid.uuid4().hex[:12]}"}
     )
     db.migrate(settings)
@@ -445,26 +453,33 @@ def test_what_the_notifier_gave_up_on_is_owed_until_resend_delivers_it(
         produce(settings, Topic.DISPATCH, *(o.model_dump_json().encode() for o in orders))
         with running_notifier(settings) as metrics:
             wait_for(
-                lambda: sample(metrics, "rejected_total", reason="delivery") == 2,
+                lambda: sample(metrics, "rejected_total", reason="delivery") == 4,
                 30,
-                "both orders dead-lettered",
+                "both orders dead-lettered for both URLs",
             )
         sink = DeadLetterSink(db.connect(settings))
         try:
-            assert sink.write(kept_letters(settings, 2)) == 2
+            assert sink.write(kept_letters(settings, 4)) == 4
         finally:
             sink.close()
-        assert read_stored(settings, None).owed == 2
+        assert read_stored(settings, None).owed == 4
         [owed_line] = [line for line in reconcile_lines(settings) if "owed" in line.check]
         assert owed_line.ok is False and "cityvitals resend" in owed_line.detail
+        now = settings.model_copy(update={"webhook_urls": (down,)})  # the old URL retired
 
         def resend(*args: str) -> Any:
-            return CliRunner().invoke(app, ["resend", *args], env=settings.to_env())
+            return CliRunner().invoke(app, ["resend", *args], env=now.to_env())
 
         listed = resend("--dry-run")
         assert listed.exit_code == 0, listed.output
         assert listed.output.count(": would be sent") == 2
-        assert f"-> {down}: dispatch {orders[0].dispatch_id}" in listed.output
+        assert f"-> {down}: dispatch {orders[0].dispatch_id}: would be sent" in listed.output
+        assert listed.output.count("the URL is not in CITYVITALS_WEBHOOK_URLS") == 2
+
+        forgot = resend("--forget", "--url", "/old")
+        assert forgot.exit_code == 0, forgot.output
+        assert "2 forgotten, 0 not" in forgot.output
+        assert read_stored(settings, None).owed == 2
 
         still = resend("--retry-for", "0.3")
         assert still.exit_code == 1, still.output
@@ -481,6 +496,11 @@ def test_what_the_notifier_gave_up_on_is_owed_until_resend_delivers_it(
         assert read_stored(settings, None).owed == 0
         again = resend()
         assert again.exit_code == 0 and "nothing owed" in again.output
+        with db.connect(settings) as conn:
+            how = conn.execute(
+                "SELECT how, count(*) FROM deadletters_resent GROUP BY how ORDER BY how"
+            ).fetchall()
+        assert how == [("delivered", 2), ("forgotten", 2)]
     finally:
         with db.connect(settings) as conn:
             conn.execute(f"DROP SCHEMA {settings.database_schema} CASCADE".encode())

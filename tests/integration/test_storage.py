@@ -545,10 +545,11 @@ def seed_records(conn: Conn) -> None:
             " 'mqtt', '', %s)",
             (offset, old(days)),
         )
-    for offset in (0, 3):  # sent again (a notifier's): the record goes with its dead letter
+    for offset, days in ((0, 40), (3, 10)):  # sent again: the record goes with its letter
         conn.execute(
-            "INSERT INTO deadletters_resent VALUES ('deadletter', 0, %s, 'http://h/x', %s, 'cli:a')",
-            (offset, old(1)),
+            "INSERT INTO deadletters_resent VALUES ('deadletter', 0, %s, %s, 'http://h/x', %s,"
+            " 'cli:a', 'delivered')",
+            (offset, old(days), old(1)),
         )
 
 

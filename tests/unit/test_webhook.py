@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from cityvitals.contracts import DispatchKind, DispatchOrder, Escalation, Tier, WarningLevel
+from cityvitals.settings import Settings
 from cityvitals.topics import Topic
 from sinks.webhook import (
     DELIVERY_HEADER,
@@ -385,3 +386,11 @@ def test_a_login_in_the_url_is_sent_as_basic_authentication() -> None:
         server.shutdown()
         server.server_close()
     assert seen == [("/hook?x=1", "Basic " + base64.b64encode(b"ops@city:s3cr:t").decode())]
+
+
+def test_two_urls_of_one_receiver_are_refused_naming_neither_key() -> None:
+    """The notifier names a receiver, its lane and its dead letters by the URL without its
+    login, query or fragment: two URLs that differ only there would be one receiver."""
+    with pytest.raises(ValidationError) as raised:
+        Settings(webhook_urls=("http://127.0.0.1:9/hook?key=a", "http://u:b@127.0.0.1:9/hook"))
+    assert "http://127.0.0.1:9/hook is given twice" in str(raised.value)
