@@ -125,6 +125,17 @@ def test_hysteresis_holds_until_the_clear_level() -> None:
     assert d.alerts[1].ts == at(3) and d.alerts[1].revision == 1
 
 
+def test_a_level_held_by_the_all_clear_is_judged_against_it_and_says_so() -> None:
+    """Down from yellow to 4 cm (under blue's 5, over the all-clear 3): the alert drops to
+    blue, held, and its text names the all-clear it is judged against, not a 5 it did not
+    pass."""
+    d = Device(WATER).series([17, 4])
+    assert d.story == [("firing", "yellow"), ("firing", "blue")]
+    held = d.alerts[-1]
+    assert held.value == 4 and held.threshold == 3
+    assert held.summary.endswith("passed 3 (blue): held at blue until under 3, the all-clear")
+
+
 def test_without_clear_it_resolves_below_the_lowest_level() -> None:
     d = Device(rules("rules: [{id: w, metric: water_level_cm, levels: {blue: 5}}]"))
     assert d.series([6, 4.9]).story == [("firing", "blue"), ("resolved", "blue")]
