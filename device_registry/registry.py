@@ -50,10 +50,11 @@ from device_registry.importing import ParsedFile, RowError, parse_device_csv, pa
 from device_registry.liveness_store import device_rows
 from device_registry.notes import path_prefixes
 from device_registry.publisher import ChangePublisher
-from device_registry.repositories import audit, credentials, devices, places, profiles
+from device_registry.repositories import audit, credentials, devices, places, profiles, users
 from device_registry.repositories.audit import AuditEntry, Cursor
 from device_registry.repositories.users import UserRow
 from device_registry.user_accounts import UserAccounts
+from sinks import OpenWork, open_work
 
 __all__ = [
     "UPDATABLE",
@@ -61,6 +62,7 @@ __all__ = [
     "DeviceExists",
     "ImportReport",
     "PlaceConflict",
+    "PlaceMove",
     "ProfileMismatch",
     "Registry",
     "RegistryError",
@@ -79,6 +81,16 @@ MAY_CONNECT = frozenset({DeviceState.PROVISIONED, DeviceState.ACTIVE})
 valid reading makes it active."""
 FIRST_READING = "activate_on_first_reading"
 """The audit action of a provisioned device made active by its first valid reading."""
+
+
+@dataclass(frozen=True)
+class PlaceMove:
+    """What a place's move did: the places moved (the place first), the users whose scope
+    moved with them, and what was left open at the old path (moved ``with_open``)."""
+
+    places: list[Place]
+    users: list[str]
+    left_open: OpenWork
 
 
 @dataclass
@@ -162,8 +174,14 @@ class Registry(UserAccounts):
         with self._read() as cur:
             return places.subtree(cur, under)
 
-    def move_place(self, place_id: str, new_parent_id: str, actor: str) -> list[Place]:
-        """Move a place and its whole subtree under another parent of the same level."""
+    def move_place(
+        self, place_id: str, new_parent_id: str, actor: str, with_open: bool = False
+    ) -> PlaceMove:
+        """Move a place and its whole subtree under another parent of the same level; the
+        users whose scope lies there keep it, at its new path. Refused while incidents not
+        closed or alerts firing lie under the place, unless ``with_open``: those keep the
+        path they were raised at (their district's officers and escalations), so a move
+        waits for them or says it does not."""
         place = self.get_place(place_id)
         parent = self.get_place(new_parent_id)
         if parent.level.depth != place.level.depth - 1:
@@ -174,13 +192,27 @@ class Registry(UserAccounts):
                 new_parent_id,
             )
         old, new = list(place.path), [*parent.path, place_id]
+        going_on = open_work(self.conn, old)
+        if going_on and not with_open:
+            raise RegistryError(
+                f"{place_id} has {going_on.describe()} under it; they would stay at "
+                f"{'/'.join(old)} (its officers and escalations there): move it once they are "
+                "closed, or move it with them left there (--with-open; with_open in the API)",
+                "place_id",
+                place_id,
+            )
         with self.conn.transaction(), self.conn.cursor() as cur:
             places.move_subtree(cur, old, new)
             moved_devices = devices.move_under(cur, old, new)
             moved = places.subtree(cur, place_id)
             audit.record(cur, actor, "move", "place", place_id, place, moved[0])
+            scoped = users.move_scopes(cur, old, new)
+            for before, after in scoped:
+                audit.record(
+                    cur, actor, "move_scope", "user", after.user.user_id, before.user, after.user
+                )
         self.publish(moved_devices)
-        return moved
+        return PlaceMove(moved, [after.user.name for _, after in scoped], going_on)
 
     # --- profiles and departments -----------------------------------------------------------
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import builtins
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -93,6 +94,19 @@ class UserAccounts:
         with self.conn.transaction(), self.conn.cursor() as cur:
             if users.disable(cur, name):
                 audit.record(cur, actor, "disable", "user", row.user.user_id, row.user, None)
+
+    def set_scope(self, name: str, scope: Sequence[str], actor: str) -> User:
+        """Give the user another place scope (the path of a place the registry has; ``()``:
+        the whole city), at once for its token; a disabled user's is refused."""
+        row = self.get_user(name)
+        if row.disabled_at is not None:
+            raise UserDisabled(name, row.disabled_at)
+        user = replace(row.user, scope=tuple(scope))
+        self._check_user(user)
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            users.set_scope(cur, name, user.scope)
+            audit.record(cur, actor, "set_scope", "user", user.user_id, row.user, user)
+        return user
 
     def rotate_token(self, name: str, actor: str) -> str:
         """A new token for the user (returned this once); the old one stops working at once.

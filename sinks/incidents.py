@@ -49,6 +49,7 @@ __all__ = [
     "CameraSnapshot",
     "IncidentDetail",
     "IncidentFilter",
+    "OpenWork",
     "Performance",
     "Undelivered",
     "UnknownIncident",
@@ -57,6 +58,7 @@ __all__ = [
     "get_incident",
     "incident_detail",
     "list_incidents",
+    "open_work",
     "performance",
     "recent_steps",
     "superseded_dispatch",
@@ -349,6 +351,49 @@ def incident_detail(conn: Conn, incident_id: str) -> IncidentDetail:
         reports=tuple(CitizenReport.model_validate(r) for r in reports),
         camera_snapshots=tuple(camera_snapshots(conn, alerts)),
         undelivered=tuple(undelivered(conn, incident_id)),
+    )
+
+
+@dataclass(frozen=True)
+class OpenWork:
+    """What is still going on at or under a place: its incidents not closed, newest first
+    (id, category, level), and its alerts firing."""
+
+    incidents: list[tuple[str, str, str]]
+    firing_alerts: int
+
+    def __bool__(self) -> bool:
+        return bool(self.incidents or self.firing_alerts)
+
+    def describe(self) -> str:
+        """``2 open incidents (c7247071 flooding orange, ...) and 3 firing alerts``."""
+        parts = []
+        if self.incidents:
+            named = ", ".join(f"{i[:8]} {c} {lv}" for i, c, lv in self.incidents[:5])
+            more = f", {len(self.incidents) - 5} more" if len(self.incidents) > 5 else ""
+            n = len(self.incidents)
+            parts.append(f"{n} open incident{'s' if n != 1 else ''} ({named}{more})")
+        if self.firing_alerts:
+            n = self.firing_alerts
+            parts.append(f"{n} firing alert{'s' if n != 1 else ''}")
+        return " and ".join(parts) or "nothing open"
+
+
+def open_work(conn: Conn, path: Sequence[str]) -> OpenWork:
+    """The incidents not closed and the alerts firing at or under the place at ``path``."""
+    n, at = len(path), list(path)
+    incidents = conn.execute(
+        "SELECT incident_id, category, level FROM incidents WHERE state <> 'closed'"
+        " AND cardinality(place_path) >= %s AND place_path[1:%s] = %s ORDER BY opened_at DESC",
+        (n, n, at),
+    ).fetchall()
+    row = conn.execute(
+        "SELECT count(*) FROM alerts WHERE status = 'firing'"
+        " AND cardinality(place_path) >= %s AND place_path[1:%s] = %s",
+        (n, n, at),
+    ).fetchone()
+    return OpenWork(
+        [(str(i), str(c), str(lv)) for i, c, lv in incidents], int(row[0]) if row else 0
     )
 
 

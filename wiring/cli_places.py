@@ -68,12 +68,28 @@ def places_list(
 
 @places_app.command("move")
 def places_move(
-    place_id: str, parent: Annotated[str, typer.Argument(help="New parent place id")]
+    place_id: str,
+    parent: Annotated[str, typer.Argument(help="New parent place id")],
+    with_open: Annotated[
+        bool,
+        typer.Option(
+            "--with-open",
+            help="move it even with incidents not closed or alerts firing under it (they stay "
+            "at the old path, with its officers and escalations)",
+        ),
+    ] = False,
 ) -> None:
-    """Move a place, with its subtree and devices, under another parent."""
+    """Move a place, with its subtree and devices, under another parent; users scoped to it
+    keep their scope at its new path. Refused while incidents not closed or alerts firing lie
+    under it (they would stay at the old path), unless --with-open."""
     with registry() as reg:
-        moved = reg.move_place(place_id, parent, actor())
-    typer.echo(f"moved {len(moved)} places; {place_id} is now at {'/'.join(moved[0].path)}")
+        moved = reg.move_place(place_id, parent, actor(), with_open)
+    at = "/".join(moved.places[0].path)
+    typer.echo(f"moved {len(moved.places)} places; {place_id} is now at {at}")
+    if moved.users:
+        typer.echo(f"scopes moved with it: {', '.join(moved.users)}")
+    if moved.left_open:
+        typer.echo(f"note: {moved.left_open.describe()} stay at the old path")
 
 
 def _load_file(file: Path) -> Any:

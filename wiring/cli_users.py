@@ -80,6 +80,20 @@ def users_disable(name: Annotated[str, typer.Argument(help="The user's name")]) 
     typer.echo(f"user {name} disabled")
 
 
+@users_app.command("scope")
+def users_scope(
+    name: Annotated[str, typer.Argument(help="The user's name")],
+    scope: Annotated[
+        str, typer.Argument(help="A place path, e.g. city/district; '' for the whole city")
+    ],
+) -> None:
+    """Give a user another place scope, at once (a place move takes the scopes under it along
+    by itself)."""
+    with _registry() as reg:
+        user = reg.set_scope(name, path_of(scope), actor())
+    typer.echo(f"user {user.name}: {user.role.value}, scope {user.scope_text}")
+
+
 @users_app.command("token")
 def users_token(name: Annotated[str, typer.Argument(help="The user's name")]) -> None:
     """Issue a new token (printed once); the old one stops working at once."""

@@ -130,6 +130,9 @@ class PlaceBody(_Body):
 
 class PlaceMove(_Body):
     parent_id: Id
+    with_open: bool = False
+    """Move it even with incidents not closed or alerts firing under it (they stay at the old
+    path); without it such a move is refused, naming them."""
 
 
 class MetricSpecBody(_Body):

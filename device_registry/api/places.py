@@ -112,7 +112,10 @@ def put_place(
     responses={**NOT_FOUND, **REFUSED},
 )
 def move_place(who: Writing, place_id: PathId, body: PlaceMove, registry: Writer) -> list[Place]:
-    """Move a place and its subtree (devices included) under another parent."""
+    """Move a place and its subtree (devices included) under another parent; the users whose
+    scope lies there keep it at its new path. Refused (422, naming them) while incidents not
+    closed or alerts firing lie under the place, unless ``with_open``: they would stay at the
+    old path, with its officers and escalations."""
     place = registry.get_place(place_id)
     check_scope(who.user, place.path, f"place {place_id!r}")
     try:
@@ -120,7 +123,7 @@ def move_place(who: Writing, place_id: PathId, body: PlaceMove, registry: Writer
     except UnknownPlace as exc:
         raise FieldError(422, ("body", "parent_id"), str(exc), body.parent_id) from exc
     check_scope(who.user, (*parent.path, place_id), f"the new place of {place_id!r}")
-    return registry.move_place(place_id, body.parent_id, who.actor)
+    return registry.move_place(place_id, body.parent_id, who.actor, body.with_open).places
 
 
 @router.get("/profiles", response_model=list[Profile], tags=["profiles"])

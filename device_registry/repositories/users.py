@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from device_registry.access import Role, User
@@ -99,4 +100,28 @@ def disable(cur: Cursor, name: str) -> bool:
 
 def set_token(cur: Cursor, name: str, token: str) -> bool:
     cur.execute("UPDATE users SET token_hash = %s WHERE name = %s", (hash_token(token), name))
+    return cur.rowcount == 1
+
+
+def move_scopes(cur: Cursor, old: list[str], new: list[str]) -> list[tuple[UserRow, UserRow]]:
+    """Every user whose scope is at or under ``old`` now has it at or under ``new`` (a place
+    moved with its subtree); returns each changed user before and after."""
+    n = len(old)
+    before = [
+        _row(r)
+        for r in cur.execute(
+            f"SELECT {COLUMNS} FROM users WHERE cardinality(scope) >= %s AND scope[1:%s] = %s",
+            (n, n, old),
+        ).fetchall()
+    ]
+    cur.execute(
+        "UPDATE users SET scope = %s || scope[%s:] WHERE cardinality(scope) >= %s"
+        " AND scope[1:%s] = %s",
+        (new, n + 1, n, n, old),
+    )
+    return [(b, replace(b, user=replace(b.user, scope=(*new, *b.user.scope[n:])))) for b in before]
+
+
+def set_scope(cur: Cursor, name: str, scope: Sequence[str]) -> bool:
+    cur.execute("UPDATE users SET scope = %s WHERE name = %s", (list(scope), name))
     return cur.rowcount == 1

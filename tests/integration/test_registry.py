@@ -7,10 +7,13 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+from typer.testing import CliRunner
 
 from cityvitals.contracts import Device, DeviceState, Place, PlaceLevel, Profile
 from device_registry import PlaceConflict, RegistryError, ServiceLogin, UnknownProfile
+from device_registry.access import Role
 from tests.integration.conftest import Pipeline, at, reading, wait_for
+from wiring.cli import app
 from wiring.services import open_registry
 
 pytestmark = pytest.mark.integration
@@ -35,7 +38,7 @@ def test_moving_a_street_moves_its_subtree_and_the_stream_follows(pipeline: Pipe
         reg.put_places(places, "itest")
         device, secret = pipeline.register("water_level", "/".join(places[4].path))
         assert [x.place_id for x in reg.list_places(f"{p}s1")] == [f"{p}s1", f"{p}g1"]
-        moved = reg.move_place(f"{p}s1", f"{p}d2", "itest")
+        moved = reg.move_place(f"{p}s1", f"{p}d2", "itest").places
         assert [x.path for x in moved] == [
             (f"{p}c", f"{p}d2", f"{p}s1"),
             (f"{p}c", f"{p}d2", f"{p}s1", f"{p}g1"),
@@ -219,3 +222,63 @@ def test_places_a_device_creates_are_audited_and_retired_is_final(pipeline: Pipe
         with pytest.raises(RegistryError, match="no secret would ever log it in"):
             reg.rotate_secrets([device_id], "itest")  # a secret that could never work
         assert reg.get(device_id).state is DeviceState.RETIRED
+
+
+def test_a_place_with_open_work_under_it_moves_only_when_told_and_scopes_follow_it(
+    pipeline: Pipeline,
+) -> None:
+    """An incident not closed and an alert firing under a street keep the path they were
+    raised at: the move is refused, naming them, unless told to leave them there. A user
+    scoped to the street keeps it at its new path (the move is in the audit log), and a
+    user's scope can be changed."""
+    p = uuid.uuid4().hex[:6]
+    places = tree(p)
+    with open_registry(pipeline.settings) as reg:
+        reg.put_places(places, "itest")
+        reg.add_user(f"{p}-kim", Role.READ_ONLY, "itest", places[3].path)
+        reg.add_user(f"{p}-dee", Role.DUTY_OFFICER, "itest", places[1].path)  # the district
+    incident = uuid.uuid4().hex
+    pipeline.query(
+        "INSERT INTO incidents (incident_id, revision, category, state, level, source, place_id,"
+        " place_path, title, opened_at, updated_at) VALUES (%s, 1, 'flooding', 'dispatched',"
+        " 'orange', 'alert', %s, %s, 'Flooding', now(), now()) RETURNING 1",
+        incident,
+        f"{p}s1",
+        list(places[3].path),
+    )
+    pipeline.query(
+        "INSERT INTO alerts (alert_id, revision, rule_id, status, level, device_id, metric,"
+        " value, threshold, place_path, started_at, updated_at, summary) VALUES"
+        " (%s, 0, 'r', 'firing', 'orange', 'wl-1', 'water_level_cm', 30, 25, %s, now(), now(),"
+        " 's') RETURNING 1",
+        uuid.uuid4().hex,
+        list(places[4].path),
+    )
+    env = pipeline.settings.to_env()
+    refused = CliRunner().invoke(app, ["places", "move", f"{p}s1", f"{p}d2"], env=env)
+    assert refused.exit_code == 1, refused.output
+    assert (
+        f"{p}s1 has 1 open incident ({incident[:8]} flooding orange) and 1 firing alert under it"
+        in refused.output
+    )
+    assert "--with-open" in refused.output
+    with open_registry(pipeline.settings) as reg:
+        assert reg.get_place(f"{p}s1").path == places[3].path  # nothing moved
+
+    moved = CliRunner().invoke(app, ["places", "move", f"{p}s1", f"{p}d2", "--with-open"], env=env)
+    assert moved.exit_code == 0, moved.output
+    assert f"scopes moved with it: {p}-kim" in moved.output
+    assert "note: 1 open incident" in moved.output and "stay at the old path" in moved.output
+    with open_registry(pipeline.settings) as reg:
+        kim, dee = reg.get_user(f"{p}-kim").user, reg.get_user(f"{p}-dee").user
+        assert kim.scope == (f"{p}c", f"{p}d2", f"{p}s1")  # her street, where it is now
+        assert dee.scope == places[1].path  # a district keeps its own place
+        assert reg.audit_log("user", kim.user_id)[0].action == "move_scope"
+
+    changed = CliRunner().invoke(app, ["users", "scope", f"{p}-dee", f"{p}c/{p}d2"], env=env)
+    assert changed.exit_code == 0, changed.output
+    assert f"scope {p}c/{p}d2" in changed.output
+    wrong = CliRunner().invoke(app, ["users", "scope", f"{p}-dee", f"{p}c/nowhere"], env=env)
+    assert wrong.exit_code == 1 and "is not the path of a place" in wrong.output
+    with open_registry(pipeline.settings) as reg:
+        assert reg.get_user(f"{p}-dee").user.scope == (f"{p}c", f"{p}d2")
