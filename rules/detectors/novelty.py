@@ -210,8 +210,11 @@ class Explanation:
         parts = [
             f"expected {self.expected:.4g} ({self.model} baseline), "
             f"usual range {self.low:.4g} to {self.high:.4g}",
-            ("a deviation rarer than" if full else "a deviation about")
-            + f" once in {self.rarity:,.0f} readings"
+            (
+                "a deviation past the top of the scale"
+                if full
+                else f"a deviation about once in {self.rarity:,.0f} readings"
+            )
             + (" (its score damped: it came within days of a higher one)" if self.damped else ""),
         ]
         lately = (

@@ -76,7 +76,8 @@ class AnomalyKind(RuleKind[AnomalyRule]):
         if rule.detector == "novelty" and score >= min(rule.levels.values()):
             # Only for a score that may alert (it costs): against the state before the
             # reading, read again from the memory (which reading a state leaves as it was).
-            why = NoveltyDetector(rule.novelty, state.memory).explain_one(x).text
+            explained = NoveltyDetector(rule.novelty, state.memory).explain_one(x).text
+            why = f"{obs.metric} {obs.value:.4g} measured, {explained}"
         judged = judge_levelled(rule, score, state.firing, detector.to_json())
         return judged._replace(why=why)
 

@@ -416,7 +416,10 @@ def test_the_score_explains_itself() -> None:
     assert why.seen_low is not None and why.seen_high is not None and why.seen_high < 35.0
     assert f"expected {why.expected:.4g}" in why.text and f"{why.high:.4g}" in why.text
     assert "never seen" in why.text
-    assert f"rarer than once in {10**SURPRISE_FULL:,.0f} readings" in why.text  # 17,782,794
+    # the score's cap is no measurement: a full score names no count of readings
+    assert (
+        "a deviation past the top of the scale;" in why.text and "deviation about" not in why.text
+    )
 
 
 def test_a_seasonal_state_is_adopted() -> None:
@@ -553,6 +556,9 @@ def test_an_anomaly_alert_says_what_the_value_was_judged_against() -> None:
     fired = [a for a in run.alerts if a.status.value == "firing"]
     assert fired, "the example's spike fires"
     assert "expected" in fired[0].summary and "usual range" in fired[0].summary
+    # what was measured, beside the score that is the alert's value (up or down, how far)
+    spike = next(v for kind, _d, _m, v, *_ in example.steps if kind == "read" and v > 150)
+    assert f"load {spike:.4g} measured, expected " in fired[0].summary
     resolved = [a for a in run.alerts if a.status.value == "resolved"]
     assert resolved, "the wave after the spike resolves it"
     # Its value is the score: "load now 0" would read as the load gone.
