@@ -11,7 +11,14 @@ from dataclasses import dataclass
 
 from cityvitals.contracts import Device
 
-__all__ = ["API_FIXES", "Fixes", "path_prefixes", "registration_notes", "unjudged_type"]
+__all__ = [
+    "API_FIXES",
+    "Fixes",
+    "department_notes",
+    "path_prefixes",
+    "registration_notes",
+    "unjudged_type",
+]
 
 SHOWN = 20
 """Places and departments named one by one; the rest are counted."""
@@ -63,6 +70,29 @@ def unjudged_type(device_type: str, known: Iterable[str]) -> str | None:
     )
 
 
+def department_notes(
+    devices: Sequence[Device], departments: Collection[str], fixes: Fixes
+) -> list[str]:
+    """A note for each device whose department the registry does not know (a registration's,
+    or an update's that changed it).
+
+    >>> from datetime import UTC, datetime
+    >>> d = Device(device_id="wl-1", device_type="w", place_path=("hz",), department="nope",
+    ...            updated_at=datetime(2026, 12, 5, tzinfo=UTC))
+    >>> department_notes([d], {"water"}, API_FIXES)
+    ["department 'nope' of wl-1 is not in the registry (GET /departments): misspelt? not registered yet?"]
+    """
+    strangers = [d for d in devices if d.department and d.department not in departments]
+    notes = [
+        f"department {d.department!r} of {d.device_id} is not in the registry "
+        f"({fixes.departments}): misspelt? not registered yet?"
+        for d in strangers[:SHOWN]
+    ]
+    if len(strangers) > SHOWN:
+        notes.append(f"and {len(strangers) - SHOWN} more devices of departments not registered")
+    return notes
+
+
 def registration_notes(
     devices: Sequence[Device],
     places: Collection[tuple[str, ...]],
@@ -91,14 +121,7 @@ def registration_notes(
     ]
     if len(new) > SHOWN:
         notes.append(f"and {len(new) - SHOWN} more places")
-    strangers = [d for d in devices if d.department and d.department not in departments]
-    notes += [
-        f"department {d.department!r} of {d.device_id} is not in the registry "
-        f"({fixes.departments}): misspelt? not registered yet?"
-        for d in strangers[:SHOWN]
-    ]
-    if len(strangers) > SHOWN:
-        notes.append(f"and {len(strangers) - SHOWN} more devices of departments not registered")
+    notes += department_notes(devices, departments, fixes)
     free = [d.device_id for d in devices if d.profile_id is None]
     if free:
         some = ", ".join(free[:3]) + (f" and {len(free) - 3} more" if len(free) > 3 else "")

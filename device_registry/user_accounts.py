@@ -89,9 +89,23 @@ class UserAccounts:
         return row
 
     def disable_user(self, name: str, actor: str) -> None:
-        """The user's token stops working at once (already disabled: nothing changes)."""
+        """The user's token stops working at once (already disabled: nothing changes). The
+        last admin still enabled is not disabled: no one could manage users any more through
+        the API, and a disabled name is never enabled again."""
         row = self.get_user(name)
         with self.conn.transaction(), self.conn.cursor() as cur:
+            if row.user.role is Role.ADMIN and row.disabled_at is None:
+                admins = [
+                    r for r in users.rows(cur) if r.user.role is Role.ADMIN and not r.disabled_at
+                ]
+                if len(admins) == 1:
+                    raise RegistryError(
+                        f"{name} is the only admin still enabled: add another admin first "
+                        "(cityvitals users add NAME --role admin); a disabled user is never "
+                        "enabled again",
+                        "name",
+                        name,
+                    )
             if users.disable(cur, name):
                 audit.record(cur, actor, "disable", "user", row.user.user_id, row.user, None)
 

@@ -16,8 +16,10 @@ import typer
 from pydantic import ValidationError
 
 from cityvitals.contracts import Device, DeviceLiveness, DeviceState, Liveness
+from device_registry.notes import department_notes
 from wiring.cli_common import fail, known_place, read_utf8, settings
 from wiring.cli_registry_common import (
+    CLI_FIXES,
     actor,
     build,
     notes_on,
@@ -300,9 +302,12 @@ def devices_update(
         except ValidationError as exc:
             err = exc.errors(include_url=False)[0]
             raise fail(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        known = reg.known_to([device])[1] if department is not None else ()
     _echo_device(device, False)
     for note in type_notes([device_type] if device_type else []):
         typer.echo(note, err=True)
+    for note in department_notes([device], known, CLI_FIXES) if department is not None else ():
+        typer.echo(f"note: {note}", err=True)
 
 
 @devices_app.command("move")

@@ -11,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from cityvitals.contracts import Department, Place, PlaceLevel, Profile
-from wiring.cli_common import fail, in_order, read_utf8, settings, time_option
+from wiring.cli_common import echo_json, fail, in_order, read_utf8, settings, time_option
 from wiring.cli_registry_common import actor, build, path_of, registry
 
 __all__ = ["audit", "departments_app", "places_app", "profiles_app"]
@@ -217,8 +217,11 @@ def audit(
     ] = None,
     until: Annotated[str | None, typer.Option(help="before this (no zone: the city's)")] = None,
     limit: Annotated[int, typer.Option(min=1)] = 50,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print JSON, each entry with its before and after")
+    ] = False,
 ) -> None:
-    """Who changed what, newest first."""
+    """Who changed what, newest first: under each entry, each field it changed, old -> new."""
     if entity is not None and entity not in AUDITED:
         raise fail(f"--entity {entity!r}: the audit log holds {', '.join(AUDITED)}")
     start, end = time_option(since, "--since"), time_option(until, "--until")
@@ -231,10 +234,46 @@ def audit(
             for user_id in named:
                 entries = [*entries, *reg.audit_log("user", user_id, limit, by, start, end)]
             entries = sorted(entries, key=lambda e: e.at, reverse=True)[:limit]
-    zone = settings().zone
+    conf = settings()
+    if as_json:
+        echo_json(entries, conf)
+        return
+    zone = conf.zone
     typer.echo(f"times in {zone}")
     for e in entries:
+        name = (e.after or e.before or {}).get("name") if e.entity == "user" else None
         typer.echo(
             f"{e.at.astimezone(zone):%Y-%m-%d %H:%M:%S} {e.actor:<20} {e.action:<14} "
-            f"{e.entity}:{e.entity_id}"
+            f"{e.entity}:{e.entity_id}{f' ({name})' if name else ''}"
         )
+        for line in changes(e.before, e.after):
+            typer.echo(f"    {line}")
+
+
+SHOWN_CHARS = 60
+"""A changed value is cut to this many characters."""
+UNCOMPARED = frozenset({"updated_at", "created_at"})
+"""Fields every change moves: not listed."""
+
+
+def changes(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[str]:
+    """What an audit entry changed, a field a line (``name: 'District 4' -> 'District Four'``);
+    nothing for an addition or a removal (the entry's action says it), one line when a change
+    left everything as it was.
+
+    >>> changes({"name": "D4", "lat": 1.0, "updated_at": "x"}, {"name": "D Four", "lat": 1.0,
+    ...         "updated_at": "y"})
+    ["name: 'D4' -> 'D Four'"]
+    >>> changes({"path": ["c", "d1"]}, {"path": ["c", "d1"]}), changes(None, {"name": "x"})
+    (['nothing changed'], [])
+    """
+    if before is None or after is None:
+        return []
+    out = []
+    for key in sorted(before.keys() | after.keys()):
+        if key in UNCOMPARED or before.get(key) == after.get(key):
+            continue
+        old, new = repr(before.get(key)), repr(after.get(key))
+        cut = [v if len(v) <= SHOWN_CHARS else v[: SHOWN_CHARS - 3] + "..." for v in (old, new)]
+        out.append(f"{key}: {cut[0]} -> {cut[1]}")
+    return out or ["nothing changed"]

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from cityvitals.contracts import Device, DeviceState
@@ -54,7 +55,7 @@ from device_registry.importing import (
     parse_device_csv,
     parse_device_json,
 )
-from device_registry.notes import API_FIXES, registration_notes
+from device_registry.notes import API_FIXES, department_notes, registration_notes
 from device_registry.registry import Registry
 
 __all__ = ["router"]
@@ -213,13 +214,29 @@ def get_device(user: Reading, device_id: PathId, registry: Reader) -> Device:
     return _device_in_scope(registry, user, device_id)
 
 
-@router.patch("/{device_id}", response_model=Device, responses={**NOT_FOUND, **REFUSED})
-def update_device(who: Writing, device_id: PathId, body: DevicePatch, registry: Writer) -> Device:
-    """Change a device's type, profile, department, tags or coordinates."""
+class UpdatedDevice(Device):
+    """The device as changed, with notes on what the change may not mean."""
+
+    notes: list[str] = Field(
+        default_factory=list,
+        description="a department the registry does not know, as a registration notes it",
+    )
+
+
+@router.patch("/{device_id}", response_model=UpdatedDevice, responses={**NOT_FOUND, **REFUSED})
+def update_device(
+    who: Writing, device_id: PathId, body: DevicePatch, registry: Writer
+) -> UpdatedDevice:
+    """Change a device's type, profile, department, tags or coordinates; ``notes`` names a
+    department the registry does not know."""
     _device_in_scope(registry, who.user, device_id)
     changes = body.model_dump(exclude_unset=True)
     with body_errors():
-        return registry.update(device_id, changes, who.actor)
+        device = registry.update(device_id, changes, who.actor)
+    notes = []
+    if "department" in changes:
+        notes = department_notes([device], registry.known_to([device])[1], API_FIXES)
+    return UpdatedDevice(**dict(device), notes=notes)
 
 
 @router.post("/{device_id}/move", response_model=Device, responses={**NOT_FOUND, **REFUSED})

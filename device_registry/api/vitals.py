@@ -102,6 +102,10 @@ def vitals_history(
         )
     last = _as_utc(end) if end else datetime.now(UTC)
     first = _as_utc(start) if start else last - timedelta(days=1)
+    if first >= last:  # holds nothing: a mistake to name, not an empty answer
+        raise FieldError(
+            422, ("query", "from"), f"not before to ({last.isoformat()})", first.isoformat()
+        )
     try:
         rollup = request.app.state.catalogue.by_id[indicator].rollup
         return history(registry.conn, place_id, indicator, first, last, resolution, rollup=rollup)

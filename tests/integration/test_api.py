@@ -578,6 +578,27 @@ def test_vitals_history_refuses_an_unknown_indicator_and_an_unknown_place(
     assert api.get(f"/vitals/{city}/history", params={"indicator": "aqi"}).status_code == 200
     unknown = api.get(f"/vitals/no-{city}/history", params={"indicator": "aqi"})
     assert unknown.status_code == 404 and f"no-{city}" in unknown.json()["detail"]
+    backwards = {"indicator": "aqi", "from": "2026-12-06T05:00", "to": "2026-12-06T04:00"}
+    answer = api.get(f"/vitals/{city}/history", params=backwards)
+    assert answer.status_code == 422, answer.text  # not an empty answer
+    (item,) = answer.json()["detail"]
+    assert item["loc"] == ["query", "from"] and "not before to (2026-12-06T04:00" in item["msg"]
+
+
+def test_a_device_given_an_unknown_department_is_noted_as_at_registration(
+    pipeline: Pipeline, api: httpx.Client
+) -> None:
+    device = f"wl-{uid()}"
+    onboard(api, device, f"dep{uid()}")
+    changed = api.patch(f"/devices/{device}", json={"department": "nonexist4"})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["department"] == "nonexist4"
+    assert changed.json()["notes"] == [
+        f"department 'nonexist4' of {device} is not in the registry (GET /departments): "
+        "misspelt? not registered yet?"
+    ]
+    tagged = api.patch(f"/devices/{device}", json={"tags": ["a"]})
+    assert tagged.status_code == 200 and tagged.json()["notes"] == []  # not changed: not noted
 
 
 def test_the_docs_page_loads_its_assets_from_the_api_itself(

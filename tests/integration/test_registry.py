@@ -255,6 +255,8 @@ def test_a_place_with_open_work_under_it_moves_only_when_told_and_scopes_follow_
         list(places[4].path),
     )
     env = pipeline.settings.to_env()
+    same = CliRunner().invoke(app, ["places", "move", f"{p}s1", f"{p}d1"], env=env)
+    assert same.exit_code == 1 and f"{p}s1 already sits under {p}d1" in same.output
     refused = CliRunner().invoke(app, ["places", "move", f"{p}s1", f"{p}d2"], env=env)
     assert refused.exit_code == 1, refused.output
     assert (
@@ -282,3 +284,28 @@ def test_a_place_with_open_work_under_it_moves_only_when_told_and_scopes_follow_
     assert wrong.exit_code == 1 and "is not the path of a place" in wrong.output
     with open_registry(pipeline.settings) as reg:
         assert reg.get_user(f"{p}-dee").user.scope == (f"{p}c", f"{p}d2")
+
+
+def test_the_last_admin_still_enabled_is_not_disabled(pipeline: Pipeline) -> None:
+    """No one could manage users through the API any more, and a disabled name is never
+    enabled again: the last enabled admin stays, until another is added."""
+    from cityvitals import db
+
+    settings = pipeline.settings.model_copy(
+        update={"database_schema": f"adm{uuid.uuid4().hex[:12]}"}
+    )
+    db.migrate(settings)
+    try:
+        with open_registry(settings) as reg:
+            reg.add_user("root", Role.ADMIN, "itest")
+            reg.add_user("eve", Role.READ_ONLY, "itest")
+            with pytest.raises(RegistryError, match="root is the only admin still enabled"):
+                reg.disable_user("root", "itest")
+            assert reg.get_user("root").disabled_at is None
+            reg.disable_user("eve", "itest")  # not an admin: no matter
+            reg.add_user("second", Role.ADMIN, "itest")
+            reg.disable_user("root", "itest")
+            assert reg.get_user("root").disabled_at is not None
+    finally:
+        with db.connect(settings) as conn:
+            conn.execute(f"DROP SCHEMA {settings.database_schema} CASCADE".encode())

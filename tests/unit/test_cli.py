@@ -495,7 +495,10 @@ def test_history_finds_a_user_by_name_and_names_a_misspelt_entity(
     from wiring import cli_places
 
     at = datetime(2026, 12, 5, 7, 0, tzinfo=UTC)
-    disabled = AuditEntry(at, "cli:ops", "disable", "user", "u-697df8bf", None, None)
+    before = {"name": "ro-d2", "scope": ["c", "d1"], "updated_at": "a"}
+    disabled = AuditEntry(
+        at, "cli:ops", "set_scope", "user", "u-697df8bf", before, {**before, "scope": ["c", "d2"]}
+    )
 
     asked: list[tuple[Any, ...]] = []
 
@@ -517,7 +520,9 @@ def test_history_finds_a_user_by_name_and_names_a_misspelt_entity(
     with pytest.raises(SystemExit) as ended:
         main(["history", "--id", "ro-d2"])
     assert ended.value.code == 0
-    assert "disable        user:u-697df8bf" in capsys.readouterr().out
+    shown = capsys.readouterr().out.splitlines()  # who, by name, and what changed
+    assert shown[1].endswith("set_scope      user:u-697df8bf (ro-d2)")
+    assert shown[2] == "    scope: ['c', 'd1'] -> ['c', 'd2']"
     with pytest.raises(SystemExit) as ended:
         main(["history", "--entity", "usr"])
     assert ended.value.code == 1
