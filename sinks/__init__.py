@@ -34,8 +34,10 @@ from sinks.open311 import ServiceRequest, ServiceType, open311_requests, open311
 from sinks.postgres import AlertSink, CameraEventSink, DeadLetterSink, IndicatorSink, ReadingSink
 from sinks.readings import (
     AROUND,
+    OutOfRange,
     Refusal,
     SeriesPoint,
+    outside_range,
     readings_around,
     recent_metrics,
     refusals,
@@ -62,6 +64,7 @@ __all__ = [
     "IndicatorSink",
     "Notifier",
     "OpenWork",
+    "OutOfRange",
     "Performance",
     "ReadingSink",
     "Refusal",
@@ -83,6 +86,7 @@ __all__ = [
     "open311_requests",
     "open311_services",
     "open_work",
+    "outside_range",
     "performance",
     "readings_around",
     "recent_metrics",

@@ -18,8 +18,10 @@ import psycopg
 
 __all__ = [
     "AROUND",
+    "OutOfRange",
     "Refusal",
     "SeriesPoint",
+    "outside_range",
     "readings_around",
     "recent_metrics",
     "refusal_of",
@@ -65,6 +67,48 @@ def recent_metrics(conn: Conn, since: datetime) -> set[str]:
     another metric judges nothing until one sends it)."""
     rows = conn.execute("SELECT DISTINCT metric FROM readings WHERE ts >= %s", (since,))
     return {str(metric) for (metric,) in rows.fetchall()}
+
+
+@dataclass(frozen=True)
+class OutOfRange:
+    """Readings of one metric, stored since a time, outside a range: how many, from how many
+    devices, and their least and greatest values."""
+
+    metric: str
+    readings: int
+    devices: int
+    low: float
+    high: float
+
+
+def outside_range(
+    conn: Conn,
+    device_ids: Sequence[str],
+    metric: str,
+    low: float | None,
+    high: float | None,
+    since: datetime,
+) -> OutOfRange | None:
+    """What ``device_ids`` sent of ``metric`` since ``since`` that lies outside ``[low,
+    high]`` (None: no bound that side); None when nothing does (a profile narrowed under live
+    devices would refuse such values from then on)."""
+    if not device_ids or (low is None and high is None):
+        return None
+    row = conn.execute(
+        "SELECT count(*), count(DISTINCT device_id), min(value), max(value) FROM readings"
+        " WHERE device_id = ANY(%s) AND metric = %s AND ts >= %s"
+        " AND (value < %s OR value > %s)",
+        (
+            list(device_ids),
+            metric,
+            since,
+            float("-inf") if low is None else low,
+            float("inf") if high is None else high,
+        ),
+    ).fetchone()
+    if row is None or not row[0]:
+        return None
+    return OutOfRange(metric, int(row[0]), int(row[1]), float(row[2]), float(row[3]))
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ the HTTP API serves them. Every change is audited with the actor ``cli:<OS user>
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -132,9 +133,38 @@ def profiles_put(
                 err=True,
             )
     with registry() as reg:
+        narrowed = [note for p in profiles for note in _refused_from_now(reg, p)]
         for p in profiles:
             reg.put_profile(p, actor())
     typer.echo(f"stored {len(profiles)} profiles")
+    for note in narrowed:
+        typer.echo(note, err=True)
+
+
+LOOK_BACK = timedelta(hours=1)
+"""How far back ``profiles put`` looks for readings a new range would refuse."""
+
+
+def _refused_from_now(reg: Any, profile: Profile) -> list[str]:
+    """Notes on the readings of the last hour, from the devices using ``profile``, that its
+    new ranges lie outside: the stream refuses such values from now on (dead letters)."""
+    from sinks import outside_range
+
+    ids = [d.device_id for d in reg.list(profile_id=profile.profile_id)]
+    since = datetime.now(UTC) - LOOK_BACK
+    notes = []
+    for metric, spec in sorted(profile.metrics.items()):
+        out = outside_range(reg.conn, ids, metric, spec.min, spec.max, since)
+        if out is None:
+            continue
+        notes.append(
+            f"note: profile {profile.profile_id!r}: {out.readings} {metric} readings of the last "
+            f"hour from {out.devices} of its devices ({out.low:g} to {out.high:g}) lie outside "
+            f"[{'' if spec.min is None else f'{spec.min:g}'}, "
+            f"{'' if spec.max is None else f'{spec.max:g}'}]: such values are refused from "
+            "now on (cityvitals deadletters --stage streams)"
+        )
+    return notes
 
 
 def _metrics_read() -> frozenset[str]:

@@ -4,7 +4,8 @@ stream, profiles, the audit log, path conflicts and secret rotation."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -309,3 +310,39 @@ def test_the_last_admin_still_enabled_is_not_disabled(pipeline: Pipeline) -> Non
     finally:
         with db.connect(settings) as conn:
             conn.execute(f"DROP SCHEMA {settings.database_schema} CASCADE".encode())
+
+
+def test_narrowing_a_profile_under_live_devices_notes_what_it_will_refuse(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """``profiles put`` looks over the last hour's readings of the devices using the profile:
+    values its new range lies outside would be refused from then on, and it says so."""
+    p = uuid.uuid4().hex[:6]
+    wide = Profile(
+        profile_id=f"nz-{p}",
+        device_type="noise",
+        expected_interval_s=60,
+        metrics={"laeq_db": {"unit": "dB(A)", "min": 20, "max": 140}},
+    )
+    device, secret = pipeline.register("noise")
+    with open_registry(pipeline.settings) as reg:
+        reg.put_profile(wide, "itest")
+        reg.update(device, {"profile_id": wide.profile_id}, "itest")
+    now = datetime.now(UTC).replace(microsecond=0)
+    for n, value in enumerate((48.0, 55.5, 58.0)):
+        ts = (now - timedelta(minutes=3 - n)).isoformat()
+        pipeline.mosquitto_pub(
+            device, secret, pipeline.topic(device), reading(ts, n, laeq_db=value)
+        )
+    wait_for(lambda: len(pipeline.rows(device)) == 3, what="the three readings stored")
+    narrow = tmp_path / "narrow.yaml"
+    narrow.write_text(
+        f"profile_id: nz-{p}\ndevice_type: noise\nexpected_interval_s: 60\n"
+        "metrics: {laeq_db: {unit: dB(A), min: 20, max: 52}}\n"
+    )
+    put = CliRunner().invoke(app, ["profiles", "put", str(narrow)], env=pipeline.settings.to_env())
+    assert put.exit_code == 0, put.output
+    assert (
+        f"note: profile 'nz-{p}': 2 laeq_db readings of the last hour from 1 of its devices "
+        "(55.5 to 58) lie outside [20, 52]: such values are refused from now on"
+    ) in put.output

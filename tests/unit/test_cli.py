@@ -378,8 +378,13 @@ def test_profiles_put_notes_a_metric_nothing_reads(
     stored: list[str] = []
 
     class Fake:
+        conn = None
+
         def put_profile(self, profile: Profile, _actor: str) -> None:
             stored.append(profile.profile_id)
+
+        def list(self, **_filters: Any) -> list[Any]:
+            return []  # no device uses it: no reading to look over
 
     @contextmanager
     def fake_registry() -> Iterator[Fake]:
@@ -408,8 +413,13 @@ def test_a_metric_only_an_absence_rule_reads_is_read(
     monkeypatch.setenv("CITYVITALS_RULES_FILE", str(rules))
 
     class Fake:
+        conn = None
+
         def put_profile(self, _profile: Profile, _actor: str) -> None:
             pass
+
+        def list(self, **_filters: Any) -> list[Any]:
+            return []
 
     @contextmanager
     def fake_registry() -> Iterator[Fake]:
