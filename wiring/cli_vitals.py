@@ -174,11 +174,15 @@ def vitals(
                         f"and {last.astimezone(zone):%Y-%m-%d %H:%M} ({indicator} is reported "
                         f"every {width}, a little after each window ends)"
                     )
+                bucket = {"1h": 3600, "1d": 86400}.get(resolution)
+                per = bucket // catalogue.by_id[indicator].window_s if bucket else 0
                 for point in points:
+                    # a bucket of fewer windows than it holds rests on part of its time
+                    part = f"  ({point.windows} of {per} windows)" if point.windows < per else ""
                     typer.echo(
                         f"  {point.start.astimezone(zone).isoformat()}  {shown(point.value):>10}  "
                         f"[{shown(point.low)} .. {shown(point.high)}]  "
-                        f"coverage {point.coverage:.0%}"
+                        f"coverage {point.coverage:.0%}{part}"
                     )
                 return
             places = current(

@@ -133,6 +133,7 @@ def test_an_hour_of_windows_adds_up_as_its_indicator_does(town: Settings) -> Non
     shown = CliRunner().invoke(app, [*argv, *span], env=town.to_env())
     assert shown.exit_code == 0, shown.output
     assert "41  [6 .. 41]" in shown.output
+    assert "coverage 100%  (2 of 12 windows)" in shown.output  # ten minutes of the hour
     argv[3] = "devices_online"  # a share, as the console and the "now" view show it
     online = CliRunner().invoke(app, [*argv, *span], env=town.to_env())
     assert "devices_online at td, 1h, in %" in online.output
