@@ -70,18 +70,23 @@ def list_letters(conn: Conn, where: LetterFilter) -> list[StoredLetter]:
         rows = cur.execute(query.encode(), params).fetchall()
     return [
         StoredLetter(
-            letter=DeadLetter(
-                stage=row["stage"],
-                reason=row["reason"],
-                source=row["source"],
-                device_id=row["device_id"],
-                payload_b64=row["payload_b64"],
-                received_at=row["received_at"],
-            ),
+            letter=_letter(row),
             kept_at=f"{row['kafka_topic']}[{row['kafka_partition']}]@{row['kafka_offset']}",
         )
         for row in rows
     ]
+
+
+def _letter(row: dict[str, Any]) -> DeadLetter:
+    """A stored dead letter, from its row."""
+    return DeadLetter(
+        stage=row["stage"],
+        reason=row["reason"],
+        source=row["source"],
+        device_id=row["device_id"],
+        payload_b64=row["payload_b64"],
+        received_at=row["received_at"],
+    )
 
 
 def shown_payload(payload_b64: str, width: int = 200) -> str:
@@ -169,15 +174,7 @@ def owed(conn: Conn, since: datetime | None = None, holding: str | None = None) 
         if earlier is not None:
             found[same] = Owed(earlier.letter, earlier.url, (*earlier.keys, key))
             continue
-        letter = DeadLetter(
-            stage=row["stage"],
-            reason=row["reason"],
-            source=row["source"],
-            device_id=row["device_id"],
-            payload_b64=row["payload_b64"],
-            received_at=row["received_at"],
-        )
-        found[same] = Owed(letter, row["url"], (key,))
+        found[same] = Owed(_letter(row), row["url"], (key,))
     return list(found.values())
 
 

@@ -175,7 +175,8 @@ class Undelivered(BaseModel):
     """Its ``X-Cityvitals-Delivery`` (a dispatch order's ``dispatch_id``)."""
     kind: str | None
     """A dispatch order's kind (order, escalation, reassignment, ...); None for an escalation."""
-    department: str
+    department: str | None
+    """Its department (an escalation past the top tier may name none)."""
     url: str
     """The webhook, without a login or key."""
     outcome: str

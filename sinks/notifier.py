@@ -38,7 +38,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
@@ -267,11 +267,18 @@ class Notifier:
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             assert topic is not None and partition is not None and offset is not None
             if self.counts.further(topic, partition, offset + 1):
-                self._cursor.commit(
-                    offsets=[TopicPartition(topic, partition, offset + 1)], asynchronous=False
-                )
+                self._move_cursor(TopicPartition(topic, partition, offset + 1))
             return 1
         return 0
+
+    def _move_cursor(self, to: TopicPartition) -> None:
+        """Commit the cursor; a refusal (a notifier of the one group for all URLs still a
+        member of it, during an upgrade) is logged, not raised: the cursor only says where a
+        new lane starts, and the lane's own offsets are committed already."""
+        try:
+            self._cursor.commit(offsets=[to], asynchronous=False)
+        except KafkaException as exc:
+            log.warning("the cursor %s did not move: %s", self.settings.topic(GROUP), exc)
 
     def _assigned(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         """Partitions this lane's group never committed start at the cursor (:data:`GROUP`)."""

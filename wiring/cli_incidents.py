@@ -247,7 +247,7 @@ def show(
     for u in detail.undelivered:
         lines.append(
             f"  {_when(u.given_up_at, z)}  {u.kind or u.event:<12} {u.delivery_id} for "
-            f"{u.department} -> {u.url}: {u.outcome}"
+            f"{u.department or '-'} -> {u.url}: {u.outcome}"
         )
     lines.append("limits missed (escalations; a rise beyond a tier is an order above):")
     for e in detail.escalations:

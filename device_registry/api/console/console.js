@@ -382,7 +382,7 @@ async function showDetail(incidentId) {
   const undelivered = detail.undelivered || [];
   if (undelivered.length) {  // the notifier gave up: the department may not know
     parts.push(el("h3", { class: "undelivered" }, `Not delivered (${undelivered.length})`), el("ul", { class: "undelivered" }, undelivered.map((u) => el(
-      "li", {}, `${stamp(u.given_up_at)} · ${u.kind || u.event} for ${u.department} → ${u.url} · ${u.outcome} · `,
+      "li", {}, `${stamp(u.given_up_at)} · ${u.kind || u.event} for ${u.department || "–"} → ${u.url} · ${u.outcome} · `,
       "send again: ", el("code", {}, "cityvitals resend"), ", or call the department",
     ))));
   }
