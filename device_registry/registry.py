@@ -184,6 +184,10 @@ class Registry(UserAccounts):
         waits for them or says it does not."""
         place = self.get_place(place_id)
         parent = self.get_place(new_parent_id)
+        if place.level.depth == 0:
+            raise RegistryError(
+                f"{place_id} is a city: a city sits under nothing", "place_id", place_id
+            )
         if parent.level.depth != place.level.depth - 1:
             raise RegistryError(
                 f"a {place.level.value} must sit under a "
