@@ -196,12 +196,6 @@ class Registry(UserAccounts):
                 new_parent_id,
             )
         old, new = list(place.path), [*parent.path, place_id]
-        if old == new:
-            raise RegistryError(
-                f"{place_id} already sits under {new_parent_id}: nothing to move",
-                "parent_id",
-                new_parent_id,
-            )
         going_on = open_work(self.conn, old)
         if going_on and not with_open:
             raise RegistryError(

@@ -13,9 +13,9 @@ message again (receivers drop a repeated ``X-Cityvitals-Delivery``).
 
 The group :data:`GROUP` is the notifier's *cursor*: each lane also commits there the furthest
 position it reached. A lane whose group has committed nothing (a URL added, or the first start
-after an upgrade from the notifier of one group for all URLs) starts at the cursor, so a new
-receiver gets what is dispatched from then on and an upgrade sends nothing twice; with no
-cursor either (a new deployment), from the start of the topics.
+after an upgrade from the notifier of one group for all URLs) starts where the cursor was when
+the notifier started, so a new receiver gets what is dispatched from then on and an upgrade
+sends nothing twice; with no cursor either (a new deployment), from the start of the topics.
 
 - A message that is not its topic's contract goes to ``deadletter`` with the validation error
   (from every lane: it is refused once per URL).
@@ -35,7 +35,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
@@ -58,7 +59,15 @@ from sinks.webhook import (
     notice,
 )
 
-__all__ = ["GROUP", "Counts", "Notifier", "lane_group", "longest_delivery_s", "run"]
+__all__ = [
+    "GROUP",
+    "Counts",
+    "Notifier",
+    "cursor",
+    "lane_group",
+    "longest_delivery_s",
+    "run",
+]
 
 log = logging.getLogger("cityvitals.notify")
 
@@ -139,6 +148,7 @@ class Notifier:
         producer: Producer,
         counts: Counts,
         post: Post = http_post,
+        start_at: Mapping[tuple[str, int], int] | None = None,
     ) -> None:
         self.settings = settings
         self.url = url
@@ -152,6 +162,10 @@ class Notifier:
         self._shown = public_url(url)
         self._cursor = kafka.consumer(settings, settings.topic(GROUP))
         """Commits the cursor (it never subscribes: it is no member of the group)."""
+        self.start_at = start_at if start_at is not None else cursor(settings)
+        """Where the cursor was when the notifier started, read once: where a partition new
+        to this lane starts (read at its assignment, it could be past a message another,
+        faster lane took since)."""
 
     def _failed(self, message: Notice, attempt: int, delivery: Delivery) -> None:
         """A try that will be tried again: counted, and the first and every
@@ -281,26 +295,23 @@ class Notifier:
             log.warning("the cursor %s did not move: %s", self.settings.topic(GROUP), exc)
 
     def _assigned(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
-        """Partitions this lane's group never committed start at the cursor (:data:`GROUP`)."""
-        bootstrap = self.settings.kafka_bootstrap
-        mine = _committed(consumer, parts, bootstrap)
-        fresh = [TopicPartition(tp.topic, tp.partition) for tp in mine if tp.offset < 0]
-        if fresh:
-            cursor = {
-                (tp.topic, tp.partition): tp.offset
-                for tp in _committed(self._cursor, fresh, bootstrap)
-                if tp.offset >= 0
-            }
-            if cursor:
-                for tp in parts:
-                    tp.offset = cursor.get((tp.topic, tp.partition), tp.offset)
-                consumer.assign(parts)
-                log.info(
-                    "%s: %d partitions new to this lane start at the cursor %s",
-                    self._shown,
-                    len(cursor),
-                    self.settings.topic(GROUP),
-                )
+        """Partitions this lane's group never committed start where the cursor (:data:`GROUP`)
+        was when the notifier started (``start_at``)."""
+        mine = _committed(consumer, parts, self.settings.kafka_bootstrap)
+        fresh = {(tp.topic, tp.partition) for tp in mine if tp.offset < 0}
+        moved = 0
+        for tp in parts:
+            at = self.start_at.get((tp.topic, tp.partition))
+            if (tp.topic, tp.partition) in fresh and at is not None:
+                tp.offset, moved = at, moved + 1
+        if moved:
+            consumer.assign(parts)
+            log.info(
+                "%s: %d partitions new to this lane start at the cursor %s",
+                self._shown,
+                moved,
+                self.settings.topic(GROUP),
+            )
         self.counts.assigned(self.url, True)
 
     def _revoked(self, _consumer: Consumer, _parts: list[TopicPartition]) -> None:
@@ -321,20 +332,44 @@ class Notifier:
 
 
 def _committed(
-    consumer: Consumer, parts: list[TopicPartition], bootstrap: str
+    consumer: Consumer, parts: list[TopicPartition], bootstrap: str, tries: int = 10
 ) -> list[TopicPartition]:
-    """The group's committed offsets of ``parts`` (negative: none); raises when the broker
-    answers a partition with an error, which must not read as "never committed"."""
-    found = consumer.committed(parts, timeout=30)
-    failed = [f"{tp.topic}[{tp.partition}]: {tp.error}" for tp in found if tp.error is not None]
-    if failed:
-        raise kafka.KafkaUnavailable(
-            bootstrap, f"committed offsets unreadable: {'; '.join(failed)}"
-        )
-    return list(found)
+    """The group's committed offsets of ``parts`` (negative: none), asked again while the
+    broker answers a partition with an error (a group just made, a coordinator loading),
+    which must not read as "never committed"; raises when it still does."""
+    failed: list[str] = []
+    for attempt in range(tries):
+        if attempt:
+            time.sleep(0.5)
+        try:
+            found = consumer.committed(parts, timeout=30)
+        except KafkaException as exc:
+            failed = [str(exc)]
+            continue
+        failed = [f"{tp.topic}[{tp.partition}]: {tp.error}" for tp in found if tp.error]
+        if not failed:
+            return list(found)
+    raise kafka.KafkaUnavailable(bootstrap, f"committed offsets unreadable: {'; '.join(failed)}")
 
 
-def lane(settings: Settings, url: str, counts: Counts) -> Notifier:
+def cursor(settings: Settings) -> dict[tuple[str, int], int]:
+    """The cursor's committed positions (:data:`GROUP`) on the notifier's topics."""
+    reader = kafka.consumer(settings, settings.topic(GROUP))
+    try:
+        parts = [
+            TopicPartition(name, p)
+            for name in (settings.topic(t) for t in EVENTS)
+            for p in range(kafka.partition_count(reader, name))
+        ]
+        found = _committed(reader, parts, settings.kafka_bootstrap)
+    finally:
+        reader.close()
+    return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
+
+
+def lane(
+    settings: Settings, url: str, counts: Counts, start_at: Mapping[tuple[str, int], int]
+) -> Notifier:
     """The lane of ``url``, its consumer in :func:`lane_group`. Its consumer may wait between
     two messages as long as one delivery can take without leaving its group."""
     poll_s = longest_delivery_s(settings) + settings.webhook_backoff_max_s + 60.0
@@ -343,7 +378,7 @@ def lane(settings: Settings, url: str, counts: Counts) -> Notifier:
         settings.topic(lane_group(url)),
         **{"max.poll.interval.ms": min(int(poll_s * 1000), 86_400_000)},
     )
-    return Notifier(settings, url, consumer, kafka.producer(settings), counts)
+    return Notifier(settings, url, consumer, kafka.producer(settings), counts, start_at=start_at)
 
 
 def run(settings: Settings, registry: CollectorRegistry, stop: threading.Event) -> None:
@@ -351,7 +386,8 @@ def run(settings: Settings, registry: CollectorRegistry, stop: threading.Event) 
     stops the others, and its error is raised."""
     urls = settings.webhook_urls
     counts = Counts(registry, len(urls))
-    lanes = [lane(settings, url, counts) for url in urls]
+    start_at = cursor(settings)  # before any lane moves it
+    lanes = [lane(settings, url, counts, start_at) for url in urls]
     errors: list[BaseException] = []
 
     def drive(one: Notifier) -> None:

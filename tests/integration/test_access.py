@@ -289,8 +289,13 @@ GUARDS: dict[tuple[str, str], Guard] = {
     ),
     ("POST", "/places/{place_id}/move"): Guard(
         "places.write",
-        lambda w: Request("POST", f"/places/{w.s(1)}/move", {"json": {"parent_id": w.d(1)}}),
-        lambda w: Request("POST", f"/places/{w.s(1)}/move", {"json": {"parent_id": w.d(2)}}),
+        # the world's incident lies under s1: moved with it left there, as it stays in d1
+        lambda w: Request(
+            "POST", f"/places/{w.s(1)}/move", {"json": {"parent_id": w.d(1), "with_open": True}}
+        ),
+        lambda w: Request(
+            "POST", f"/places/{w.s(1)}/move", {"json": {"parent_id": w.d(2), "with_open": True}}
+        ),
     ),
     ("GET", "/profiles"): Guard("read", lambda w: Request("GET", "/profiles")),
     ("GET", "/profiles/{profile_id}"): Guard("read", lambda w: Request("GET", "/profiles/none")),
