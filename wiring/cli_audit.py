@@ -157,8 +157,9 @@ def reconcile(
     ] = 0.0,
 ) -> None:
     """Reconcile every hop's counts with the database: received = forwarded + refused per hop,
-    forwarded = stored (a replay stored once), refused = dead letters stored, and with
-    --published, published = stored + dead-lettered. Exit 0 reconciled, 1 a gap, 2 unreadable."""
+    forwarded = stored (a replay stored once), refused = dead letters stored, with
+    --published, published = stored + dead-lettered, and no dispatch order or escalation owed
+    to a webhook (cityvitals resend). Exit 0 reconciled, 1 a gap, 2 unreadable."""
     s = settings()
     try:
         start = parse_when(since, s.zone) if since else None
