@@ -114,6 +114,16 @@ def score_csv(
             "--detector", help="novelty (the default, as in rules) or seasonal.", show_default=False
         ),
     ] = "novelty",
+    explain_above: Annotated[
+        float | None,
+        typer.Option(
+            "--explain-above",
+            min=0.0,
+            max=1.0,
+            help="Add a column 'why' to the rows scoring at least this: what was expected, the "
+            "usual range, how rare (as an anomaly alert says it; the novelty detector).",
+        ),
+    ] = None,
 ) -> None:
     """Score every reading of IN.csv against the readings before it; write OUT.csv."""
     try:
@@ -129,17 +139,25 @@ def score_csv(
         if detector_name == "novelty"
         else SeasonalDetector(params)
     )
+    if explain_above is not None and not isinstance(detector, NoveltyDetector):
+        typer.echo("error: --explain-above: the novelty detector explains its scores", err=True)
+        raise typer.Exit(2)
     if not source.is_file():
         raise fail(f"{source}: no such file")
     rows = 0
     try:
         with atomic_output(target) as out:
             writer = csv.writer(out)
-            writer.writerow(["timestamp", "value", "anomaly_score"])
+            why = [] if explain_above is None else ["why"]
+            writer.writerow(["timestamp", "value", "anomaly_score", *why])
             for _line, raw_ts, raw_value, ts, value in read_series(source):
                 s = detector.score_one((ts, value))
+                if explain_above is not None:
+                    assert isinstance(detector, NoveltyDetector)
+                    said = detector.explain_one((ts, value)).text if s >= explain_above else ""
+                    why = [said]
                 detector.learn_one((ts, value))
-                writer.writerow([raw_ts, raw_value, repr(s)])
+                writer.writerow([raw_ts, raw_value, repr(s), *why])
                 rows += 1
     except (BadRow, NotUtf8) as exc:
         raise fail(str(exc)) from None

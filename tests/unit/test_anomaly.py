@@ -1,3 +1,4 @@
+import csv
 import json
 import math
 import random
@@ -290,6 +291,26 @@ def test_cli_scores_every_row_in_order(tmp_path: Path) -> None:
     assert [line.rsplit(",", 1)[0] for line in lines[1:]] == rows
     scores = [float(line.rsplit(",", 1)[1]) for line in lines[1:]]
     assert all(0.0 <= s <= 1.0 for s in scores) and scores[-1] > 0.9
+
+
+def test_cli_explains_the_rows_scoring_high_as_an_alert_would(tmp_path: Path) -> None:
+    rows = [
+        f"{(datetime(2026, 1, 1) + i * STEP):%Y-%m-%d %H:%M:%S},{20 + i % 3}" for i in range(300)
+    ]
+    rows.append("2026-01-02T01:00:00+00:00,90")  # a spike
+    source = write_csv(tmp_path / "in.csv", rows)
+    target = tmp_path / "out.csv"
+    argv = ["score", str(source), str(target), "--param", "warmup=10", "--explain-above", "0.9"]
+    result = runner.invoke(anomaly_app, argv)
+    assert result.exit_code == 0, result.output
+    with target.open() as f:
+        read = list(csv.reader(f))
+    assert read[0] == ["timestamp", "value", "anomaly_score", "why"]
+    explained = [r for r in read[1:] if r[3]]
+    assert [r[1] for r in explained] == ["90"]  # only the row past 0.9
+    assert "expected" in explained[0][3] and "usual range" in explained[0][3]
+    seasonal = runner.invoke(anomaly_app, [*argv, "--detector", "seasonal"])
+    assert seasonal.exit_code == 2 and "the novelty detector explains" in seasonal.output
 
 
 def test_cli_scores_with_the_named_detector(tmp_path: Path) -> None:
