@@ -53,7 +53,7 @@ from sinks.webhook import (
     Delivery,
     Notice,
     Post,
-    deliver,
+    deliver_as,
     duration,
     http_post,
     notice,
@@ -185,16 +185,11 @@ class Notifier:
             )
 
     def _deliver(self, message: Notice, stop: threading.Event) -> Delivery | None:
-        s = self.settings
         try:
-            return deliver(
+            return deliver_as(
+                self.settings,
                 self.url,
                 message,
-                secret=s.webhook_secret.get_secret_value(),
-                retry_for_s=s.webhook_retry_for_s,
-                timeout_s=s.webhook_timeout_s,
-                first_backoff_s=s.webhook_backoff_s,
-                max_backoff_s=s.webhook_backoff_max_s,
                 post=self.post,
                 wait=stop.wait,
                 failed=lambda attempt, delivery: self._failed(message, attempt, delivery),

@@ -38,7 +38,7 @@ from enum import StrEnum
 from http.client import HTTPException
 
 from cityvitals.contracts import DispatchOrder, Escalation
-from cityvitals.settings import public_url
+from cityvitals.settings import Settings, public_url
 from cityvitals.topics import Topic
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "Verdict",
     "backoff_s",
     "deliver",
+    "deliver_as",
     "duration",
     "http_post",
     "notice",
@@ -292,6 +293,32 @@ def deliver(
         failed(attempt, delivery)
         if wait(pause):
             return None
+
+
+def deliver_as(
+    settings: Settings,
+    url: str,
+    message: Notice,
+    *,
+    post: Post,
+    wait: Callable[[float], bool],
+    retry_for_s: float | None = None,
+    failed: Failed = lambda _attempt, _delivery: None,
+) -> Delivery | None:
+    """:func:`deliver` with the settings' secret, timeout and backoff (and retry horizon,
+    unless ``retry_for_s`` is given)."""
+    return deliver(
+        url,
+        message,
+        secret=settings.webhook_secret.get_secret_value(),
+        retry_for_s=settings.webhook_retry_for_s if retry_for_s is None else retry_for_s,
+        timeout_s=settings.webhook_timeout_s,
+        first_backoff_s=settings.webhook_backoff_s,
+        max_backoff_s=settings.webhook_backoff_max_s,
+        post=post,
+        wait=wait,
+        failed=failed,
+    )
 
 
 def _describe(exc: BaseException) -> str:

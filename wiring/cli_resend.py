@@ -68,7 +68,7 @@ def resend(
     not, 2 when nothing could be tried (no secret, the database unreadable)."""
     from cityvitals import db
     from sinks.deadletters import mark_resent, owed
-    from sinks.webhook import deliver, duration, http_post, notice
+    from sinks.webhook import deliver_as, duration, http_post, notice
     from wiring.cli_registry_common import actor
 
     conf = settings()
@@ -123,16 +123,8 @@ def resend(
                     typer.echo(f"  {what}: {label}: not sent: the URL did not take an earlier one")
                     failed += 1
                     continue
-                result = deliver(
-                    full,
-                    message,
-                    secret=conf.webhook_secret.get_secret_value(),
-                    retry_for_s=retry_for,
-                    timeout_s=conf.webhook_timeout_s,
-                    first_backoff_s=conf.webhook_backoff_s,
-                    max_backoff_s=conf.webhook_backoff_max_s,
-                    post=http_post,
-                    wait=_sleep,
+                result = deliver_as(
+                    conf, full, message, post=http_post, wait=_sleep, retry_for_s=retry_for
                 )
                 assert result is not None  # _sleep never stops a delivery
                 if result.delivered:
