@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
@@ -82,16 +83,39 @@ def consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
     return Consumer(config)
 
 
-def consume_batch(client: Consumer, count: int, timeout: float) -> list[Message]:
+def consume_batch(client: Consumer, count: int, timeout: float, idle: float = 0.0) -> list[Message]:
     """Up to ``count`` messages within ``timeout`` seconds, without the error events (the end
-    of a partition is skipped silently, any other error is logged: librdkafka recovers)."""
-    good = []
-    for msg in client.consume(count, timeout=timeout):
-        error = msg.error()
-        if error is None:
-            good.append(msg)
-        elif error.code() != KafkaError._PARTITION_EOF:
-            log.warning("consumer: %s", error)
+    of a partition is skipped silently, any other error is logged: librdkafka recovers).
+
+    With ``idle``, what came goes as soon as nothing more came for ``idle`` seconds: a burst
+    is handed on when it ends, not at the timeout, and a steady flow still fills batches.
+
+    >>> class Quiet:  # a message, then silence
+    ...     def __init__(self): self.calls = []
+    ...     def consume(self, n, timeout):
+    ...         self.calls.append(timeout)
+    ...         return [Good()] if len(self.calls) == 1 else []
+    >>> class Good:
+    ...     def error(self): return None
+    >>> quiet = Quiet()
+    >>> len(consume_batch(quiet, 10, 5.0, idle=0.01)), quiet.calls
+    (1, [0.01, 0.01])
+    """
+    good: list[Message] = []
+    deadline = time.monotonic() + timeout
+    while len(good) < count:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        messages = client.consume(count - len(good), timeout=min(left, idle) if idle else left)
+        for msg in messages:
+            error = msg.error()
+            if error is None:
+                good.append(msg)
+            elif error.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer: %s", error)
+        if not idle or (good and not messages):
+            break
     return good
 
 

@@ -9,7 +9,8 @@ rows that were not written.
 
 Metrics (:class:`~cityvitals.stage.StageMetrics`, stage ``sinks``, counting Kafka messages):
 received = forwarded (written) + rejected{reason=<topic>}; rows newly written per table in
-``cityvitals_sinks_rows_total{table}``. A reading or camera event whose row's key was stored
+``cityvitals_sinks_rows_total{table}``, and when rows were last written to each in
+``cityvitals_sinks_last_write_timestamp_seconds{table}``. A reading or camera event whose row's key was stored
 with other values (a device's second value for one instant) is written as far as it is new
 and dead-lettered with the values both ways (``cityvitals_sinks_conflicts_total``): one
 forwarded message, and a dead letter beside the refusals.
@@ -25,7 +26,7 @@ from operator import itemgetter
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
 from cityvitals.db import DatabaseUnavailable
@@ -69,6 +70,12 @@ class SinkRunner:
         self.metrics = StageMetrics("sinks", registry, "Kafka messages")
         self.written = Counter(
             "cityvitals_sinks_rows_total", "Rows newly written", ["table"], registry=registry
+        )
+        self.last_write = Gauge(
+            "cityvitals_sinks_last_write_timestamp_seconds",
+            "When the sink last wrote rows to a table (Unix time): how fresh the table is",
+            ["table"],
+            registry=registry,
         )
         self.conflicts = Counter(
             "cityvitals_sinks_conflicts_total",
@@ -132,7 +139,10 @@ class SinkRunner:
     ) -> None:
         for i, items in enumerate(batch):
             table = self.sinks[i].table
-            self.written.labels(table).inc(retry(lambda: self._write_one(i, items), stop))  # noqa: B023
+            written = retry(lambda: self._write_one(i, items), stop)  # noqa: B023
+            self.written.labels(table).inc(written)
+            if written:
+                self.last_write.labels(table).set_to_current_time()
             self._dead_letter_conflicts(getattr(self.sinks[i], "conflicts", ()), items, sources[i])
         if self.producer.flush(30):
             raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "dead letters unconfirmed"))
@@ -169,7 +179,9 @@ class SinkRunner:
     def run_once(self, stop: threading.Event) -> int:
         """Consume one batch, write it, commit; returns the messages consumed."""
         s = self.settings
-        messages = consume_batch(self.consumer, s.sink_batch_max, s.sink_linger_ms / 1000)
+        messages = consume_batch(
+            self.consumer, s.sink_batch_max, s.sink_linger_ms / 1000, s.sink_idle_ms / 1000
+        )
         batch: list[list[Any]] = [[] for _ in self.routes]
         sources: list[list[Source]] = [[] for _ in self.routes]
         for msg in messages:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -79,8 +80,10 @@ class FakeKafka:
         self.produced: list[tuple[str, bytes]] = []
         self.keys: list[bytes | None] = []
         self.commits = 0
+        self.waits: list[float] = []
 
     def consume(self, _count: int, timeout: float) -> list[FakeMessage]:
+        self.waits.append(timeout)
         out, self.messages = self.messages, []
         return out
 
@@ -159,6 +162,26 @@ class ConflictingSink(MemorySink):
             if r.device_id == "aq-2"
         ]
         return super().write(batch)
+
+
+def test_the_sink_runner_writes_a_burst_once_its_topic_goes_quiet() -> None:
+    """A burst is written when nothing more came for the idle time, not at the linger time;
+    with no idle time, it waits for the linger time or a full batch, as one call."""
+    from sinks.runner import SinkRunner
+
+    good = ReadingBatch(readings=(Reading(device_id="aq-1", ts=T0, seq=1, values={"pm25": 4}),))
+    routes = [Route(Topic.READINGS, decode_readings, MemorySink)]
+    for idle_ms, waits in ((20, [0.02, 0.02]), (0, [0.25])):
+        settings = SETTINGS.model_copy(update={"sink_linger_ms": 250, "sink_idle_ms": idle_ms})
+        kafka = FakeKafka([FakeMessage("t.readings", 1, good.model_dump_json().encode())])
+        registry = CollectorRegistry()
+        runner = SinkRunner(settings, kafka, kafka, None, registry, routes)  # type: ignore[arg-type]
+        before = time.time()
+        assert runner.run_once(threading.Event()) == 1
+        assert [round(w, 2) for w in kafka.waits] == waits
+        assert kafka.commits == 1
+        last = "cityvitals_sinks_last_write_timestamp_seconds"
+        assert (registry.get_sample_value(last, {"table": "memory"}) or 0) >= before
 
 
 def test_the_sink_runner_dead_letters_a_reading_stored_with_other_values_once() -> None:
