@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any
 
+import psycopg
+import psycopg.errors
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
@@ -43,6 +45,16 @@ log = logging.getLogger("cityvitals.sinks")
 
 Source = tuple[int, str]
 """Where a message's items begin in a route's batch, and the message's place in Kafka."""
+
+
+REFUSED = (psycopg.DataError, psycopg.errors.CheckViolation, psycopg.errors.NotNullViolation)
+"""What the database raises for a value it will never store (a NUL in text, a number out of
+a column's range, a check it fails): no retry helps. Other errors stop the sink as before."""
+
+
+def _source_of(sources: Sequence[Source], at: int) -> str:
+    """The Kafka message the batch's item ``at`` came in."""
+    return sources[bisect_right(sources, at, key=itemgetter(0)) - 1][1]
 
 
 class SinkRunner:
@@ -74,6 +86,12 @@ class SinkRunner:
         self.last_write = Gauge(
             "cityvitals_sinks_last_write_timestamp_seconds",
             "When the sink last wrote rows to a table (Unix time): how fresh the table is",
+            ["table"],
+            registry=registry,
+        )
+        self.refused_items = Counter(
+            "cityvitals_sinks_refused_items_total",
+            "Items the database refused (a value no check before foresaw), each dead-lettered",
             ["table"],
             registry=registry,
         )
@@ -138,14 +156,75 @@ class SinkRunner:
         self, batch: list[list[Any]], sources: list[list[Source]], stop: threading.Event
     ) -> None:
         for i, items in enumerate(batch):
-            table = self.sinks[i].table
-            written = retry(lambda: self._write_one(i, items), stop)  # noqa: B023
-            self.written.labels(table).inc(written)
-            if written:
-                self.last_write.labels(table).set_to_current_time()
-            self._dead_letter_conflicts(getattr(self.sinks[i], "conflicts", ()), items, sources[i])
+            try:
+                written = retry(lambda: self._write_one(i, items), stop)  # noqa: B023
+            except REFUSED as exc:
+                log.warning(
+                    "%s refused a batch of %d (%s); writing them one by one",
+                    self.sinks[i].table,
+                    len(items),
+                    str(exc).strip(),
+                )
+                written = self._write_each(i, items, sources[i], stop)
+            else:
+                conflicts = getattr(self.sinks[i], "conflicts", ())
+                self._dead_letter_conflicts(conflicts, items, sources[i])
+            self._count_written(i, written)
         if self.producer.flush(30):
             raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "dead letters unconfirmed"))
+
+    def _count_written(self, index: int, written: int) -> None:
+        table = self.sinks[index].table
+        self.written.labels(table).inc(written)
+        if written:
+            self.last_write.labels(table).set_to_current_time()
+
+    def _write_each(
+        self, index: int, items: list[Any], sources: list[Source], stop: threading.Event
+    ) -> int:
+        """Write a batch the database refused item by item: each item it refuses too is kept
+        as a dead letter naming the database's reason, and the others are written. A value no
+        check before foresaw must not stop the table (the sink would fail on it at every
+        restart)."""
+        written = 0
+        for at, item in enumerate(items):
+            source = [(0, _source_of(sources, at))]
+            try:
+                written += retry(lambda: self._write_one(index, [item]), stop)  # noqa: B023
+            except REFUSED as exc:
+                self._dead_letter_refused(index, item, source[0][1], str(exc).strip(), stop)
+            else:
+                conflicts = getattr(self.sinks[index], "conflicts", ())
+                self._dead_letter_conflicts(conflicts, [item], source)
+        return written
+
+    def _dead_letter_refused(
+        self, index: int, item: Any, source: str, why: str, stop: threading.Event
+    ) -> None:
+        table = self.sinks[index].table
+        self.refused_items.labels(table).inc()
+        reason = f"{table}: the database refused it: {why}"
+        log.warning("%s: %s", source, reason)
+        if self.routes[index].topic is Topic.DEADLETTER:
+            # A dead letter the table refused: kept in its place as one about it, whose
+            # payload is the refused one as it was decoded.
+            topic, partition, offset, letter = item
+            kept = dead_letter("sinks", reason, letter.model_dump_json().encode(), source)
+            retry(lambda: self._write_one(index, [(topic, partition, offset, kept)]), stop)
+            return
+        letter = dead_letter(
+            "sinks",
+            reason,
+            item.model_dump_json().encode(),
+            source,
+            device_id=getattr(item, "device_id", None),
+            received_at=getattr(item, "received_at", None),
+        )
+        self.producer.produce(
+            self._deadletter,
+            letter.model_dump_json().encode(),
+            key=(letter.device_id or "").encode(),
+        )
 
     def _dead_letter_conflicts(
         self, conflicts: Sequence[Conflict], items: list[Any], sources: list[Source]
@@ -159,7 +238,7 @@ class SinkRunner:
             why = reasons.get(id(item))
             if why is None:
                 continue
-            source = sources[bisect_right(sources, at, key=itemgetter(0)) - 1][1]
+            source = _source_of(sources, at)
             letter = dead_letter(
                 "sinks",
                 "; ".join(why),

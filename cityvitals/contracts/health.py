@@ -6,7 +6,7 @@ import re
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from cityvitals.contracts.base import Contract, Identifier, UtcDatetime
 
@@ -50,12 +50,26 @@ class PlaceOutage(Contract):
 STAGE = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
 
 
+def without_nul(text: str) -> str:
+    r"""``text`` with each NUL character written as ``\x00``: PostgreSQL stores no NUL in
+    text, and a refusal's reason may quote what a device sent (a JSON key ``"\u0000"``).
+
+    >>> without_nul("values.a\x00b: Extra inputs are not permitted")
+    'values.a\\x00b: Extra inputs are not permitted'
+    """
+    return text.replace("\x00", "\\x00")
+
+
+Storable = Annotated[str, AfterValidator(without_nul)]
+"""Text kept as it came except for NUL, which PostgreSQL cannot store."""
+
+
 class DeadLetter(Contract):
     """An input that a stage refused, with the reason and the original bytes (base64)."""
 
     stage: Annotated[str, Field(pattern=STAGE.pattern)]
-    reason: str = Field(min_length=1, max_length=2000)
-    source: str = Field(max_length=500, description="MQTT topic or Kafka topic it came from")
-    device_id: str | None = None
+    reason: Storable = Field(min_length=1, max_length=2000)
+    source: Storable = Field(max_length=500, description="MQTT topic or Kafka topic it came from")
+    device_id: Storable | None = None
     payload_b64: str
     received_at: UtcDatetime

@@ -4,7 +4,9 @@ second message on the deadletter topic, at a new Kafka position, and is stored o
 
 from __future__ import annotations
 
+import base64
 import json
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,7 +19,9 @@ from cityvitals import db
 from cityvitals.contracts import DeadLetter
 from cityvitals.settings import Settings
 from cityvitals.stage import dead_letter
+from cityvitals.topics import Topic
 from sinks.postgres import DeadLetterSink
+from sinks.routes import decode_dead_letter
 from tests.integration.conftest import Pipeline
 from wiring.cli import app
 
@@ -134,3 +138,58 @@ def test_the_cli_lists_the_dead_letters_by_filter_with_their_bytes(schema: Setti
     assert run("--device", "nobody").output == "no dead letters\n"
     bad = run("--stage", "Ingest!")
     assert bad.exit_code == 1 and "--stage 'Ingest!' is not a stage name" in bad.output
+
+
+def test_a_letter_the_database_refuses_is_kept_as_one_about_it_and_the_rest_written(
+    schema: Settings,
+) -> None:
+    """A NUL in a reason (a device's JSON key ``"\\u0000"`` quoted by pydantic) is written as
+    ``\\x00`` by the contract. Were a value to reach the table that PostgreSQL refuses anyway
+    (here a letter made without the contract's checks), the runner writes the batch's other
+    items and keeps that one as a dead letter naming the refusal, its bytes as payload,
+    instead of failing the batch at every restart."""
+    from prometheus_client import CollectorRegistry
+
+    from sinks.routes import Envelope, Route
+    from sinks.runner import SinkRunner
+    from tests.unit.test_stage import FakeKafka, FakeMessage
+
+    def unchecked(msg: Envelope) -> list[Any]:
+        body = json.loads(msg.value)
+        body["received_at"] = datetime.fromisoformat(body["received_at"])
+        return [(msg.topic, msg.partition, msg.offset, DeadLetter.model_construct(**body))]
+
+    def letter(reason: str, device: str) -> bytes:
+        made = dead_letter("ingest", "x", b"\x00{", "cityvitals/t", device_id=device)
+        return json.dumps({**json.loads(made.model_dump_json()), "reason": reason}).encode()
+
+    topic = schema.topic(Topic.DEADLETTER)
+    quoted = letter("values.a\x00b: Extra inputs are not permitted", "nul-1")
+    checked = SinkRunner(
+        schema, FakeKafka([FakeMessage(topic, 1, quoted)]), FakeKafka([]), db.connect(schema),
+        CollectorRegistry(), [Route(Topic.DEADLETTER, decode_dead_letter, DeadLetterSink)],
+    )  # fmt: skip
+    assert checked.run_once(threading.Event()) == 1
+
+    poison, fine = letter("a\x00b", "nul-2"), letter("fine", "nul-3")
+    kafka = FakeKafka([FakeMessage(topic, 2, poison), FakeMessage(topic, 3, fine)])
+    registry = CollectorRegistry()
+    runner = SinkRunner(
+        schema, kafka, kafka, db.connect(schema), registry,
+        [Route(Topic.DEADLETTER, unchecked, DeadLetterSink)],
+    )  # fmt: skip
+    assert runner.run_once(threading.Event()) == 2
+    refused = "cityvitals_sinks_refused_items_total"
+    assert registry.get_sample_value(refused, {"table": "deadletters"}) == 1
+    with db.connect(schema) as look:
+        stored = look.execute(
+            "SELECT kafka_offset, stage, reason, device_id, payload_b64 FROM deadletters"
+            " WHERE kafka_offset IN (1, 2, 3) AND kafka_topic = %s ORDER BY 1",
+            (topic,),
+        ).fetchall()
+    (one, _, reason_1, _, _), (two, stage_2, reason_2, device_2, payload_2), three = stored
+    assert (one, reason_1) == (1, "values.a\\x00b: Extra inputs are not permitted")
+    assert (two, stage_2, device_2) == (2, "sinks", None)
+    assert reason_2.startswith("deadletters: the database refused it: ") and "NUL" in reason_2
+    assert json.loads(base64.b64decode(payload_2))["reason"] == "a\x00b"  # kept as it came
+    assert three[:3] == (3, "ingest", "fine")

@@ -7,9 +7,10 @@ import base64
 import threading
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -182,6 +183,52 @@ def test_the_sink_runner_writes_a_burst_once_its_topic_goes_quiet() -> None:
         assert kafka.commits == 1
         last = "cityvitals_sinks_last_write_timestamp_seconds"
         assert (registry.get_sample_value(last, {"table": "memory"}) or 0) >= before
+
+
+class PickySink(MemorySink):
+    """Refuses any batch holding a reading of ``pm25`` 666, as PostgreSQL refuses a value."""
+
+    def write(self, batch: Sequence[Any]) -> int:
+        if any(r.values.get("pm25") == 666 for r in batch):
+            raise psycopg.DataError("value out of range")
+        return super().write(batch)
+
+
+def test_the_sink_runner_keeps_what_the_database_refuses_and_writes_the_rest() -> None:
+    from sinks.runner import SinkRunner
+
+    readings = [
+        Reading(device_id="aq-1", ts=T0 + timedelta(seconds=n), seq=n, values={"pm25": v})
+        for n, v in enumerate((4, 666, 5))
+    ]
+    kafka = FakeKafka(
+        [
+            FakeMessage(
+                "t.readings", offset, ReadingBatch(readings=part).model_dump_json().encode()
+            )
+            for offset, part in ((7, tuple(readings[:2])), (8, tuple(readings[2:])))
+        ]
+    )
+    registry = CollectorRegistry()
+    routes = [Route(Topic.READINGS, decode_readings, PickySink)]
+    runner = SinkRunner(SETTINGS, kafka, kafka, None, registry, routes)  # type: ignore[arg-type]
+    assert runner.run_once(threading.Event()) == 2
+    (sink,) = runner.sinks
+    assert sink.written == [readings[0], readings[2]]  # type: ignore[attr-defined]
+    [(topic, value)] = kafka.produced
+    letter = DeadLetter.model_validate_json(value)
+    assert (topic, letter.stage, letter.source, letter.device_id) == (
+        "t.deadletter",
+        "sinks",
+        "t.readings[0]@7",
+        "aq-1",
+    )
+    assert letter.reason == "memory: the database refused it: value out of range"
+    assert Reading.model_validate_json(base64.b64decode(letter.payload_b64)) == readings[1]
+    assert registry.get_sample_value("cityvitals_sinks_rows_total", {"table": "memory"}) == 2
+    refused = "cityvitals_sinks_refused_items_total"
+    assert registry.get_sample_value(refused, {"table": "memory"}) == 1
+    assert kafka.commits == 1
 
 
 def test_the_sink_runner_dead_letters_a_reading_stored_with_other_values_once() -> None:
