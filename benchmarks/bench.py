@@ -185,7 +185,11 @@ def report(figures: Mapping[str, Any], date: str) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class BenchOptions:
-    readings: int = 30_000
+    readings: int = 200_000
+    """Readings of each end-to-end run: 8-16 s of load here, so the rate is the pipeline's
+    sustained one. A burst of 30,000 (1.4-1.7 s) measured mostly how long the stages take to
+    fill and drain: 19,216-21,553 readings/s one per message on the morning of 2026-12-06,
+    against 25,196-27,299 with 200,000 (docs/speed.md)."""
     devices: int = 30
     pack: int = 10
     """Readings per MQTT message of the packed end-to-end run."""

@@ -12,7 +12,7 @@ __all__ = ["bench"]
 
 
 def bench(
-    readings: Annotated[int, typer.Option(help="readings of the end-to-end run")] = 30_000,
+    readings: Annotated[int, typer.Option(help="readings of each end-to-end run")] = 200_000,
     devices: Annotated[int, typer.Option(help="devices publishing them")] = 30,
     pack: Annotated[
         int, typer.Option(min=2, max=500, help="readings per MQTT message of the packed run")
