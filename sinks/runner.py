@@ -31,6 +31,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
+from cityvitals.contracts import STAGE
 from cityvitals.db import DatabaseUnavailable
 from cityvitals.kafka import consume_batch
 from cityvitals.settings import Settings
@@ -91,7 +92,8 @@ class SinkRunner:
         )
         self.refused_items = Counter(
             "cityvitals_sinks_refused_items_total",
-            "Items the database refused (a value no check before foresaw), each dead-lettered",
+            "Items the database refused (a value no check before foresaw), each dead-lettered "
+            "(a dead letter it refused is stored in its place as one about it, not counted)",
             ["table"],
             registry=registry,
         )
@@ -202,16 +204,17 @@ class SinkRunner:
         self, index: int, item: Any, source: str, why: str, stop: threading.Event
     ) -> None:
         table = self.sinks[index].table
-        self.refused_items.labels(table).inc()
         reason = f"{table}: the database refused it: {why}"
         log.warning("%s: %s", source, reason)
         if self.routes[index].topic is Topic.DEADLETTER:
-            # A dead letter the table refused: kept in its place as one about it, whose
-            # payload is the refused one as it was decoded.
+            # A dead letter the table refused: stored in its place as one of the same stage
+            # (the audit counts it there), whose payload is the refused letter.
             topic, partition, offset, letter = item
-            kept = dead_letter("sinks", reason, letter.model_dump_json().encode(), source)
+            stage = letter.stage if STAGE.fullmatch(letter.stage) else "sinks"
+            kept = dead_letter(stage, reason, letter.model_dump_json().encode(), source)
             retry(lambda: self._write_one(index, [(topic, partition, offset, kept)]), stop)
             return
+        self.refused_items.labels(table).inc()
         letter = dead_letter(
             "sinks",
             reason,

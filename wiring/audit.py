@@ -94,7 +94,8 @@ class Hop:
     time): the stream's backlog across a restart."""
     conflicts: int = 0
     """Items of forwarded messages dead-lettered all the same: the sinks' readings whose key
-    was stored with other values. Dead letters beside the refusals."""
+    was stored with other values, and items the database refused. Dead letters beside the
+    refusals."""
 
     @property
     def refused(self) -> int:
@@ -329,6 +330,8 @@ def hops_from_exposition(text: str) -> dict[str, Hop]:
                 rejected.setdefault(stage, {})[why] = int(sample.value)
             elif not sample.labels:
                 values[name] = sample.value
+            elif name.endswith("_refused_items_total"):  # by table: their sum
+                values[name] = values.get(name, 0) + sample.value
     # A service of an earlier release has only the kernel's start, which may be a second early.
     started = values.get(STARTED, values.get("process_start_time_seconds"))
     when = None if started is None else datetime.fromtimestamp(started, UTC)
@@ -346,7 +349,10 @@ def hops_from_exposition(text: str) -> dict[str, Hop]:
             in_flight=int(values.get(f"cityvitals_{stage}_inflight", 0)),
             out_of_order=int(values.get(f"cityvitals_{stage}_out_of_order_total", 0)),
             backlog=int(values.get(f"cityvitals_{stage}_backlog_total", 0)),
-            conflicts=int(values.get(f"cityvitals_{stage}_conflicts_total", 0)),
+            conflicts=int(
+                values.get(f"cityvitals_{stage}_conflicts_total", 0)
+                + values.get(f"cityvitals_{stage}_refused_items_total", 0)
+            ),
             undecodable=sum(n for why, n in refused.items() if why.startswith("bad_"))
             if stage == "streams"
             else 0,

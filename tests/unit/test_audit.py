@@ -229,6 +229,18 @@ def test_the_sinks_conflicts_are_dead_letters_beside_their_refusals() -> None:
     assert failing(figures(sinks=sinks, stored=kept, published=11)) == []
 
 
+def test_items_the_database_refused_are_the_sinks_dead_letters_too() -> None:
+    """Each table's refused items (dead-lettered, their messages forwarded) add up."""
+    sinks = hops_from_exposition(
+        "cityvitals_sinks_received_total 5.0\n"
+        "cityvitals_sinks_forwarded_total 5.0\n"
+        "cityvitals_sinks_conflicts_total 1.0\n"
+        'cityvitals_sinks_refused_items_total{table="readings"} 2.0\n'
+        'cityvitals_sinks_refused_items_total{table="alerts"} 1.0\n'
+    )["sinks"]
+    assert (sinks.refused, sinks.conflicts) == (0, 4)
+
+
 def test_the_exposition_gives_each_stage_its_counters() -> None:
     text = "\n".join(
         [
