@@ -268,7 +268,9 @@ def end_to_end(
         opts.timeout_s,
         SINK_POLL_S,
     )
-    elapsed = max(_metric(stack.metrics.sinks, SINK_LAST_WRITE) - started_at, 1e-3)
+    last_write = _metric(stack.metrics.sinks, SINK_LAST_WRITE)
+    # No write during the run (nothing stored): the time the wait ended.
+    elapsed = last_write - started_at if last_write > started_at else time.monotonic() - start
     cpu = {name: _cpu_seconds(pid) - before[name] for name, pid in procs.items()}
     ticks = Ticks(*(now - then for now, then in zip(machine_ticks(), machine, strict=True)))
     got = _stored(settings, prefix) - already

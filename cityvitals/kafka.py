@@ -103,18 +103,18 @@ def consume_batch(client: Consumer, count: int, timeout: float, idle: float = 0.
     """
     good: list[Message] = []
     deadline = time.monotonic() + timeout
-    while len(good) < count:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        messages = client.consume(count - len(good), timeout=min(left, idle) if idle else left)
+    left = timeout
+    while True:  # at least one call: a timeout of 0 takes what is there
+        wait = min(left, idle) if idle else left
+        messages = client.consume(count - len(good), timeout=max(wait, 0.0))
         for msg in messages:
             error = msg.error()
             if error is None:
                 good.append(msg)
             elif error.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer: %s", error)
-        if not idle or (good and not messages):
+        left = deadline - time.monotonic()
+        if not idle or len(good) >= count or left <= 0 or (good and not messages):
             break
     return good
 

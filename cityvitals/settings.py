@@ -115,9 +115,9 @@ class Settings(BaseSettings):
     """The sink writes what it gathered once nothing more came for this long, before the
     linger time is up: a burst (devices reporting on the minute) is stored when it ends, and
     a steady flow still fills large writes. 0: the linger time or a full batch. A burst of
-    30,000 readings, one per MQTT message, was stored at 17,437 and 18,628 readings/s
-    without it and at 21,054-23,144 with it; under 300,000 the rate was the same (docs/speed.md,
-    2026-12-06)."""
+    30,000 readings, one per MQTT message, was stored at 18,206-20,081 readings/s without
+    it and at 21,271-22,621 with it, in alternating pairs; under 300,000 the rate was the same
+    (docs/speed.md, 2026-12-06)."""
 
     # Device registry: HTTP API and liveness.
     api_host: str = "127.0.0.1"

@@ -31,6 +31,7 @@ from typing import TypeVar
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from cityvitals.contracts import DeadLetter
+from cityvitals.contracts.health import without_nul
 
 __all__ = [
     "PAYLOAD_KEPT",
@@ -126,10 +127,15 @@ def dead_letter(
     >>> letter = dead_letter("sinks", "not JSON", b"\\x00", "alerts[0]@3")
     >>> letter.stage, letter.payload_b64, letter.device_id
     ('sinks', 'AA==', None)
+    >>> len(dead_letter("ingest", "x" * 1990 + "\\x00" * 10, b"", "t").reason)  # escaped, then cut
+    2000
     >>> huge = dead_letter("ingest", "too large", b"x" * 300_000, "t")
     >>> huge.reason, len(base64.b64decode(huge.payload_b64))
     ('too large (payload of 300,000 bytes: its first 262,144 kept)', 262144)
     """
+    # NUL written as \x00 before the cut: the contract escapes it too, and a text that grew
+    # past its limit would be refused where the letter is read back.
+    reason, source = without_nul(reason), without_nul(source)
     if len(payload) > PAYLOAD_KEPT:
         note = f" (payload of {len(payload):,} bytes: its first {PAYLOAD_KEPT:,} kept)"
         reason = reason[: REASON_MAX - len(note)] + note

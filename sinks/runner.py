@@ -13,12 +13,17 @@ received = forwarded (written) + rejected{reason=<topic>}; rows newly written pe
 ``cityvitals_sinks_last_write_timestamp_seconds{table}``. A reading or camera event whose row's key was stored
 with other values (a device's second value for one instant) is written as far as it is new
 and dead-lettered with the values both ways (``cityvitals_sinks_conflicts_total``): one
-forwarded message, and a dead letter beside the refusals.
+forwarded message, and a dead letter beside the refusals. A batch the database refuses for a
+value (a NUL in text, a number out of range, a failed check) is halved until each refused item
+stands alone; those are dead-lettered with its reason (``cityvitals_sinks_refused_items_total``;
+a dead letter it refuses is stored in its place) and the rest is written. A batch refused whole
+is a fault of the table or the code: the sink stops on it, as on any other error.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
@@ -31,13 +36,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
-from cityvitals.contracts import STAGE
+from cityvitals.contracts import IDENTIFIER, STAGE, DeadLetter
 from cityvitals.db import DatabaseUnavailable
 from cityvitals.kafka import consume_batch
 from cityvitals.settings import Settings
 from cityvitals.stage import StageMetrics, dead_letter, kafka_source, retry
 from cityvitals.topics import Topic
 from sinks.base import Conflict, Connection, Sink, SinkUnavailable
+from sinks.postgres import KafkaPlaced
 from sinks.routes import ROUTES, Envelope, Route
 
 __all__ = ["SinkRunner"]
@@ -51,6 +57,13 @@ Source = tuple[int, str]
 REFUSED = (psycopg.DataError, psycopg.errors.CheckViolation, psycopg.errors.NotNullViolation)
 """What the database raises for a value it will never store (a NUL in text, a number out of
 a column's range, a check it fails): no retry helps. Other errors stop the sink as before."""
+
+
+IDENTIFIER_RE = re.compile(IDENTIFIER)
+
+
+class SinkRefused(RuntimeError):
+    """The database refused what the sink keeps in place of what it refused: a defect."""
 
 
 def _source_of(sources: Sequence[Source], at: int) -> str:
@@ -158,47 +171,47 @@ class SinkRunner:
         self, batch: list[list[Any]], sources: list[list[Source]], stop: threading.Event
     ) -> None:
         for i, items in enumerate(batch):
-            try:
-                written = retry(lambda: self._write_one(i, items), stop)  # noqa: B023
-            except REFUSED as exc:
+            written, refused = self._write_parts(i, items, sources[i], 0, stop)
+            if refused and len(refused) == len(items) > 1:
+                # Every item refused: a fault of the table or of this code, not of the data.
+                raise refused[0][1]
+            if refused:
                 log.warning(
-                    "%s refused a batch of %d (%s); writing them one by one",
-                    self.sinks[i].table,
-                    len(items),
-                    str(exc).strip(),
+                    "%s refused %d of %d items", self.sinks[i].table, len(refused), len(items)
                 )
-                written = self._write_each(i, items, sources[i], stop)
-            else:
-                conflicts = getattr(self.sinks[i], "conflicts", ())
-                self._dead_letter_conflicts(conflicts, items, sources[i])
+            for at, exc in refused:
+                source = _source_of(sources[i], at)
+                self._dead_letter_refused(i, items[at], source, str(exc).strip(), stop)
             self._count_written(i, written)
         if self.producer.flush(30):
             raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "dead letters unconfirmed"))
 
     def _count_written(self, index: int, written: int) -> None:
         table = self.sinks[index].table
-        self.written.labels(table).inc(written)
-        if written:
+        if written:  # before the count: who sees the rows sees when they were written
             self.last_write.labels(table).set_to_current_time()
+        self.written.labels(table).inc(written)
 
-    def _write_each(
-        self, index: int, items: list[Any], sources: list[Source], stop: threading.Event
-    ) -> int:
-        """Write a batch the database refused item by item: each item it refuses too is kept
-        as a dead letter naming the database's reason, and the others are written. A value no
-        check before foresaw must not stop the table (the sink would fail on it at every
-        restart)."""
-        written = 0
-        for at, item in enumerate(items):
-            source = [(0, _source_of(sources, at))]
-            try:
-                written += retry(lambda: self._write_one(index, [item]), stop)  # noqa: B023
-            except REFUSED as exc:
-                self._dead_letter_refused(index, item, source[0][1], str(exc).strip(), stop)
-            else:
-                conflicts = getattr(self.sinks[index], "conflicts", ())
-                self._dead_letter_conflicts(conflicts, [item], source)
-        return written
+    def _write_parts(
+        self, index: int, items: list[Any], sources: list[Source], start: int, stop: threading.Event
+    ) -> tuple[int, list[tuple[int, Exception]]]:
+        """Write ``items``, the batch's from position ``start``; a part the database refuses
+        for a value is halved until each item it refuses stands alone. Returns the rows
+        written, and the position and error of each refused item. A value no check before
+        foresaw must not stop the table (the sink would fail on it at every restart), and
+        halving keeps a large batch with one such item to a few writes."""
+        try:
+            written = retry(lambda: self._write_one(index, items), stop)
+        except REFUSED as exc:
+            if len(items) == 1:
+                return 0, [(start, exc)]
+            half = len(items) // 2
+            first = self._write_parts(index, items[:half], sources, start, stop)
+            second = self._write_parts(index, items[half:], sources, start + half, stop)
+            return first[0] + second[0], first[1] + second[1]
+        conflicts = getattr(self.sinks[index], "conflicts", ())
+        self._dead_letter_conflicts(conflicts, items, sources, start)
+        return written, []
 
     def _dead_letter_refused(
         self, index: int, item: Any, source: str, why: str, stop: threading.Event
@@ -207,12 +220,7 @@ class SinkRunner:
         reason = f"{table}: the database refused it: {why}"
         log.warning("%s: %s", source, reason)
         if self.routes[index].topic is Topic.DEADLETTER:
-            # A dead letter the table refused: stored in its place as one of the same stage
-            # (the audit counts it there), whose payload is the refused letter.
-            topic, partition, offset, letter = item
-            stage = letter.stage if STAGE.fullmatch(letter.stage) else "sinks"
-            kept = dead_letter(stage, reason, letter.model_dump_json().encode(), source)
-            retry(lambda: self._write_one(index, [(topic, partition, offset, kept)]), stop)
+            self._keep_refused_letter(index, item, reason, source, stop)
             return
         self.refused_items.labels(table).inc()
         letter = dead_letter(
@@ -229,8 +237,40 @@ class SinkRunner:
             key=(letter.device_id or "").encode(),
         )
 
+    def _keep_refused_letter(
+        self, index: int, item: KafkaPlaced, reason: str, source: str, stop: threading.Event
+    ) -> None:
+        """A dead letter the table refused, stored in its place: as it is once its contract's
+        checks have run (a letter made without them), else as one of the same stage, device
+        and time whose payload is the refused letter. Not a new dead letter: the audit counts
+        it under its stage as before."""
+        topic, partition, offset, letter = item
+        try:
+            checked = DeadLetter.model_validate(letter.model_dump())
+            retry(lambda: self._write_one(index, [(topic, partition, offset, checked)]), stop)
+            return
+        except (ValidationError, *REFUSED):
+            pass
+        stage = letter.stage if STAGE.fullmatch(str(letter.stage)) else "sinks"
+        kept = dead_letter(
+            stage,
+            reason,
+            letter.model_dump_json().encode(),
+            source,
+            device_id=letter.device_id
+            if isinstance(letter.device_id, str) and IDENTIFIER_RE.fullmatch(letter.device_id)
+            else None,
+            received_at=letter.received_at,
+        )
+        try:
+            retry(lambda: self._write_one(index, [(topic, partition, offset, kept)]), stop)
+        except REFUSED as exc:
+            raise SinkRefused(
+                f"{source}: the database refused a dead letter and its stand-in: {exc}"
+            ) from exc
+
     def _dead_letter_conflicts(
-        self, conflicts: Sequence[Conflict], items: list[Any], sources: list[Source]
+        self, conflicts: Sequence[Conflict], items: list[Any], sources: list[Source], start: int = 0
     ) -> None:
         """Keep each item the table's key turned away with other values as one dead letter
         (the reasons of its rows together), naming the Kafka message it came in."""
@@ -241,7 +281,7 @@ class SinkRunner:
             why = reasons.get(id(item))
             if why is None:
                 continue
-            source = _source_of(sources, at)
+            source = _source_of(sources, start + at)
             letter = dead_letter(
                 "sinks",
                 "; ".join(why),

@@ -96,6 +96,9 @@ class Hop:
     """Items of forwarded messages dead-lettered all the same: the sinks' readings whose key
     was stored with other values, and items the database refused. Dead letters beside the
     refusals."""
+    unstored: int = 0
+    """The sinks' readings and camera events the database refused: forwarded by the stream,
+    dead-lettered, never stored."""
 
     @property
     def refused(self) -> int:
@@ -202,9 +205,11 @@ def _stream_to_database(
 ) -> Line:
     """Counted from the stream's start, whoever restarted, when the database was counted from
     it too; else from the first process's, which a restarted stream's counters do not cover."""
-    stream = hops["streams"]
-    forwarded = stream.forwarded - stream.backlog
+    stream, refused = hops["streams"], hops["sinks"].unstored
+    forwarded = stream.forwarded - stream.backlog - refused
     earlier = f" (less {stream.backlog} received before it started)" if stream.backlog else ""
+    if refused:
+        earlier += f" (less {refused} the database refused, dead-lettered)"
     stream_restarted = _started_together(hops, ("streams",))
     if since_stream is not None and stream.started is not None:
         stored, restarted = since_stream, None
@@ -321,6 +326,7 @@ def hops_from_exposition(text: str) -> dict[str, Hop]:
 
     values: dict[str, float] = {}
     rejected: dict[str, dict[str, int]] = {}
+    unstored: dict[str, int] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             name = sample.name
@@ -330,8 +336,10 @@ def hops_from_exposition(text: str) -> dict[str, Hop]:
                 rejected.setdefault(stage, {})[why] = int(sample.value)
             elif not sample.labels:
                 values[name] = sample.value
-            elif name.endswith("_refused_items_total"):  # by table: their sum
+            elif name.endswith("_refused_items_total"):  # by table
                 values[name] = values.get(name, 0) + sample.value
+                if sample.labels.get("table") in ("readings", "camera_events"):
+                    unstored[name] = unstored.get(name, 0) + int(sample.value)
     # A service of an earlier release has only the kernel's start, which may be a second early.
     started = values.get(STARTED, values.get("process_start_time_seconds"))
     when = None if started is None else datetime.fromtimestamp(started, UTC)
@@ -353,6 +361,7 @@ def hops_from_exposition(text: str) -> dict[str, Hop]:
                 values.get(f"cityvitals_{stage}_conflicts_total", 0)
                 + values.get(f"cityvitals_{stage}_refused_items_total", 0)
             ),
+            unstored=unstored.get(f"cityvitals_{stage}_refused_items_total", 0),
             undecodable=sum(n for why, n in refused.items() if why.startswith("bad_"))
             if stage == "streams"
             else 0,

@@ -25,6 +25,7 @@ from tests.integration.conftest import Pipeline, reading
 from tests.integration.publishing import publish_all
 from tests.integration.test_audit import run_audit
 from tests.unit.test_decode_fuzz import STRATEGIES, mutations
+from wiring.services import open_registry
 
 VALID, RESENT = 1_000, 300
 GENERATED = 100_000
@@ -89,9 +90,7 @@ def test_a_hundred_thousand_generated_bad_payloads_are_dead_lettered_and_good_on
 ) -> None:
     device, secret = pipeline.register()
     ghost, ghost_secret = "ghost-" + pipeline.settings.topic_prefix + "-fuzz", "ghost-secret-2"
-    with __import__("wiring.services", fromlist=["open_registry"]).open_registry(
-        pipeline.settings
-    ) as registry:
+    with open_registry(pipeline.settings) as registry:
         registry.set_service_credential(ghost, ghost_secret, "itest")  # the broker's, not a device
     root, now = pipeline.settings.mqtt_topic_root, datetime.now(UTC)
 

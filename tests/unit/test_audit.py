@@ -1,5 +1,6 @@
 """The reconciliation of ``cityvitals audit``: figures in, named gaps out."""
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from wiring.audit import Figures, Hop, Stored, exit_code, hops_from_exposition, reconcile
@@ -238,7 +239,15 @@ def test_items_the_database_refused_are_the_sinks_dead_letters_too() -> None:
         'cityvitals_sinks_refused_items_total{table="readings"} 2.0\n'
         'cityvitals_sinks_refused_items_total{table="alerts"} 1.0\n'
     )["sinks"]
-    assert (sinks.refused, sinks.conflicts) == (0, 4)
+    assert (sinks.refused, sinks.conflicts, sinks.unstored) == (0, 4, 2)
+    # Two readings forwarded by the stream were refused by the database: not a loss.
+    stored = Stored(5, 0, {"ingest": 2, "streams": 1, "sinks": 4}, device_deadletters=7)
+    lines = reconcile(figures(sinks=sinks, stored=stored))
+    (line,) = [line for line in lines if line.check.startswith("stream → database")]
+    assert line.ok and "less 2 the database refused" in line.check, line
+    assert failing(figures(sinks=replace(sinks, unstored=0), stored=stored)) == [
+        "2 forwarded by the stream but not stored (stream → database), beyond 0 out of order"
+    ]
 
 
 def test_the_exposition_gives_each_stage_its_counters() -> None:

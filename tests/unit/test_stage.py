@@ -199,7 +199,7 @@ def test_the_sink_runner_keeps_what_the_database_refuses_and_writes_the_rest() -
 
     readings = [
         Reading(device_id="aq-1", ts=T0 + timedelta(seconds=n), seq=n, values={"pm25": v})
-        for n, v in enumerate((4, 666, 5))
+        for n, v in enumerate((4, 5, 666, 6))
     ]
     kafka = FakeKafka(
         [
@@ -214,21 +214,29 @@ def test_the_sink_runner_keeps_what_the_database_refuses_and_writes_the_rest() -
     runner = SinkRunner(SETTINGS, kafka, kafka, None, registry, routes)  # type: ignore[arg-type]
     assert runner.run_once(threading.Event()) == 2
     (sink,) = runner.sinks
-    assert sink.written == [readings[0], readings[2]]  # type: ignore[attr-defined]
+    assert sink.written == [readings[0], readings[1], readings[3]]  # type: ignore[attr-defined]
     [(topic, value)] = kafka.produced
     letter = DeadLetter.model_validate_json(value)
     assert (topic, letter.stage, letter.source, letter.device_id) == (
         "t.deadletter",
         "sinks",
-        "t.readings[0]@7",
+        "t.readings[0]@8",
         "aq-1",
     )
     assert letter.reason == "memory: the database refused it: value out of range"
-    assert Reading.model_validate_json(base64.b64decode(letter.payload_b64)) == readings[1]
-    assert registry.get_sample_value("cityvitals_sinks_rows_total", {"table": "memory"}) == 2
+    assert Reading.model_validate_json(base64.b64decode(letter.payload_b64)) == readings[2]
+    assert registry.get_sample_value("cityvitals_sinks_rows_total", {"table": "memory"}) == 3
     refused = "cityvitals_sinks_refused_items_total"
     assert registry.get_sample_value(refused, {"table": "memory"}) == 1
     assert kafka.commits == 1
+    # Every item refused: no value's fault but the table's or the code's; the batch fails.
+    poisoned = [r.model_copy(update={"values": {"pm25": 666}}) for r in readings[:2]]
+    body = ReadingBatch(readings=tuple(poisoned)).model_dump_json().encode()
+    kafka = FakeKafka([FakeMessage("t.readings", 9, body)])
+    runner = SinkRunner(SETTINGS, kafka, kafka, None, CollectorRegistry(), routes)  # type: ignore[arg-type]
+    with pytest.raises(psycopg.DataError):
+        runner.run_once(threading.Event())
+    assert (kafka.produced, kafka.commits) == ([], 0)
 
 
 def test_the_sink_runner_dead_letters_a_reading_stored_with_other_values_once() -> None:
