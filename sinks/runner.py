@@ -105,11 +105,13 @@ class SinkRunner:
         )
         self.refused_items = Counter(
             "cityvitals_sinks_refused_items_total",
-            "Items the database refused (a value no check before foresaw), each dead-lettered "
-            "(a dead letter it refused is stored in its place as one about it, not counted)",
+            "Items of a table the database refused for a value (each dead-lettered; a dead letter "
+            "it refused is stored in its place instead, and not counted here)",
             ["table"],
             registry=registry,
         )
+        for sink in self.sinks:  # every table's series from the start, at 0
+            self.refused_items.labels(sink.table)
         self.conflicts = Counter(
             "cityvitals_sinks_conflicts_total",
             "Readings and camera events dead-lettered because a row's key was stored with "

@@ -304,6 +304,29 @@ def reconcile(figures: Figures) -> list[Line]:
     return lines
 
 
+def verdict(lines: list[Line], published: int | None) -> str:
+    """The last line of the audit: whether it reconciles, and how many checks were skipped.
+
+    >>> ok, skip = Line("a", 1, 1, True, "OK"), Line("b", 3, 1, None, "not comparable")
+    >>> verdict([ok], None)
+    'everything reconciles'
+    >>> verdict([ok, skip], None)
+    'everything compared reconciles; 1 check not comparable (skipped): --published N checks what the devices sent whatever restarted'
+    """
+    if exit_code(lines):
+        return "gaps found"
+    skipped = sum(line.ok is None for line in lines)
+    if not skipped:
+        return "everything reconciles"
+    checks = f"{skipped} check{'s' if skipped > 1 else ''} not comparable (skipped)"
+    if published is None:
+        return (
+            f"everything compared reconciles; {checks}: --published N checks what the devices "
+            "sent whatever restarted"
+        )
+    return f"everything compared reconciles, what was published included; {checks}"
+
+
 def exit_code(lines: list[Line]) -> int:
     """0 when every comparable check holds, 1 with a gap."""
     return 0 if all(line.ok is not False for line in lines) else 1

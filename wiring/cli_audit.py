@@ -188,5 +188,5 @@ def reconcile(
         typer.echo(f"{_mark(line)}  {line.check}" + ("" if line.ok else f": {line.detail}"))
         if line.ok and line.detail != "OK":
             typer.echo(f"      {line.detail.removeprefix('OK ')}")
-    typer.echo("everything reconciles" if code == 0 else "gaps found")
+    typer.echo(checks.verdict(lines, published))
     raise typer.Exit(code)

@@ -50,7 +50,15 @@ def deadletters(
         echo_json(found, conf)
         return
     if not found:
-        typer.echo("no dead letters")
+        from wiring.audit import DEAD_LETTERING
+
+        known = stage is None or stage in DEAD_LETTERING
+        typer.echo(
+            "no dead letters"
+            if known
+            else f"no dead letters of a stage {stage!r} (the stages that refuse inputs: "
+            f"{', '.join(DEAD_LETTERING)})"
+        )
         return
     typer.echo(f"times in {conf.zone}")
     for line in letter_lines(found, conf.zone, payload):

@@ -136,6 +136,10 @@ def test_the_cli_lists_the_dead_letters_by_filter_with_their_bytes(schema: Setti
     ]
     assert found[0]["letter"]["received_at"].startswith("2026-12-01T")
     assert run("--device", "nobody").output == "no dead letters\n"
+    assert run("--stage", "gateway").output == (
+        "no dead letters of a stage 'gateway' (the stages that refuse inputs: ingest, streams, "
+        "incidents, sinks, notify)\n"
+    )
     bad = run("--stage", "Ingest!")
     assert bad.exit_code == 1 and "--stage 'Ingest!' is not a stage name" in bad.output
 
@@ -179,7 +183,7 @@ def test_a_letter_the_database_refuses_is_kept_as_one_about_it_and_the_rest_writ
     )  # fmt: skip
     assert runner.run_once(threading.Event()) == 2
     refused = "cityvitals_sinks_refused_items_total"  # not a new letter: kept in its place
-    assert registry.get_sample_value(refused, {"table": "deadletters"}) is None
+    assert registry.get_sample_value(refused, {"table": "deadletters"}) == 0  # there from the start
     with db.connect(schema) as look:
         stored = look.execute(
             "SELECT kafka_offset, stage, reason, device_id, payload_b64 FROM deadletters"
