@@ -137,15 +137,16 @@ def ahead(ts: datetime, now: datetime, limit: datetime) -> str | None:
 
     >>> now = datetime(2026, 7, 1, tzinfo=UTC)
     >>> ahead(now + timedelta(minutes=11), now, now + FUTURE_TOLERANCE)
-    "ts 2026-07-01T00:11:00+00:00 is 11 min ahead of the stream's clock"
+    "ts 2026-07-01T00:11:00+00:00 is 11 min ahead of the stream's clock: more than 10 min ahead is refused"
     >>> ahead(now + timedelta(days=1122), now, now + FUTURE_TOLERANCE)
-    "ts 2029-07-27T00:00:00+00:00 is 1122 days ahead of the stream's clock"
+    "ts 2029-07-27T00:00:00+00:00 is 1122 days ahead of the stream's clock: more than 10 min ahead is refused"
     >>> ahead(now + timedelta(minutes=10), now, now + FUTURE_TOLERANCE) is None
     True
     """
     if ts > limit:
         return (
-            f"ts {ts.isoformat()} is {span((ts - now).total_seconds())} ahead of the stream's clock"
+            f"ts {ts.isoformat()} is {span((ts - now).total_seconds())} ahead of the stream's "
+            f"clock: more than {span(FUTURE_TOLERANCE.total_seconds())} ahead is refused"
         )
     return None
 

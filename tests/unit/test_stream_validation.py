@@ -149,7 +149,8 @@ def test_the_forwarded_readings_instants_are_in_the_standard_librarys_utc_zone()
     assert all(r.ts.tzinfo is UTC for r in out.enriched.readings)
     assert out.refused == {"future": 1}
     assert out.dead_letters[0].reason == (
-        "ts 2026-07-01T08:13:00+00:00 is 11 min ahead of the stream's clock"
+        "ts 2026-07-01T08:13:00+00:00 is 11 min ahead of the stream's clock: more than 10 min "
+        "ahead is refused"
     )
 
 
