@@ -118,8 +118,8 @@ class DispatchSink(SqlSink):
     statement = """
         INSERT INTO dispatches (dispatch_id, kind, incident_id, incidents, department, tier,
                                 tier_place_id, category, level, place_id, place_path, title,
-                                accept_by, handle_by, ts, withdraws, revises, reason)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                accept_by, handle_by, ts, withdraws, revises, reason, summary)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
         ON CONFLICT DO NOTHING
     """
 
@@ -144,6 +144,7 @@ class DispatchSink(SqlSink):
                 d.withdraws,
                 d.revises,
                 d.reason,
+                d.summary,
             )
             for d in batch
         ]

@@ -117,6 +117,12 @@ OPEN_INCIDENTS = """
                      ORDER BY a.rule_id, a.device_id, a.started_at DESC) last
              WHERE last.status = 'resolved' AND last.resolution IN ('stale', 'retired'))
                AS blind
+           , coalesce((SELECT a.summary FROM alerts a
+                        WHERE a.alert_id = ANY(i.alerts) AND a.status = 'firing'
+                        ORDER BY a.updated_at DESC LIMIT 1),
+                      (SELECT d.summary FROM dispatches d WHERE d.incident_id = i.incident_id
+                        ORDER BY d.ts DESC LIMIT 1),
+                      '') AS said
       FROM incidents i
      WHERE i.state <> 'closed' OR i.updated_at > now() - interval '1 day'
 """
@@ -137,7 +143,7 @@ def open_incidents(settings: Settings) -> list[Tracked]:
     found = []
     for row in rows:
         orders, alerts, breached = row.pop("orders"), row.pop("alert_states"), row.pop("breached")
-        revisions, blind = row.pop("revisions"), row.pop("blind")
+        revisions, blind, said = row.pop("revisions"), row.pop("blind"), row.pop("said")
         try:
             incident = Incident.model_validate(row)
         except ValidationError as exc:
@@ -145,7 +151,15 @@ def open_incidents(settings: Settings) -> list[Tracked]:
             continue
         states = {a: (int(rev), bool(firing)) for a, (rev, firing) in (alerts or {}).items()}
         found.append(
-            resumed(incident, states, int(orders), list(breached), list(revisions), list(blind))
+            resumed(
+                incident,
+                states,
+                int(orders),
+                list(breached),
+                list(revisions),
+                list(blind),
+                said,
+            )
         )
     return found
 

@@ -240,7 +240,7 @@ def show(
         lines.append(
             f"  {_when(d.ts, z)}  {d.kind.value:<12} {d.dispatch_id} to {d.department} "
             f"({d.tier.value} {named(d.tier_place_id)}), accept by {_when(d.accept_by, z)}, "
-            f"handle by {_when(d.handle_by, z)}"
+            f"handle by {_when(d.handle_by, z)}" + (f': "{d.summary}"' if d.summary else "")
         )
     if detail.undelivered:
         lines.append("not delivered (the notifier gave up; cityvitals resend sends them again):")

@@ -220,6 +220,12 @@ class DispatchOrder(Contract):
     reason: str = Field(default="", max_length=2000)
     """Why it was sent: a withdrawal's, a revision's, an escalation's (the breach) or a
     reassignment's reason, what a digest holds; empty for a first order."""
+    summary: str = Field(default="", max_length=2000)
+    """What the incident's latest signal said when the order was sent: an alert's summary
+    ("water 36 cm at wl-17 passed 30 cm (yellow)"), an outage's silent devices, a citizen
+    report's channel and text (a digest: its first incident's). A crew reads the figure
+    without calling the API back; empty for an incident resumed from a database that held
+    none."""
 
 
 class Feedback(Contract):

@@ -45,6 +45,9 @@ class Tracked(BaseModel):
     feedback_ids: list[str] = Field(default_factory=list)
     peak: WarningLevel
     last_signal: UtcDatetime
+    said: str = ""
+    """What its latest firing signal said (an alert's summary, an outage's silent devices, a
+    citizen report's channel and text): every dispatch order carries it."""
     quiet_since: UtcDatetime | None = None
     orders: int = 0
     """Dispatch orders sent so far: the next one's number."""
@@ -77,6 +80,7 @@ def resumed(
     breached: Sequence[str] = (),
     revisions: Sequence[str] = (),
     blind: Sequence[str] = (),
+    said: str = "",
 ) -> Tracked:
     """An incident as the database holds it, tracked again by a desk whose book is empty (the
     local stack's Kafka keeps nothing across a restart): with its id, revision, alerts (id ->
@@ -84,7 +88,8 @@ def resumed(
     where it would open it anew under the same id and revision 0 (steps and orders the
     database already holds, and so drops). ``breached``: the current dispatch's limits that
     ran out already; ``revisions``: the ids of its revisions; ``blind``: ``rule|device`` of its
-    alerts whose latest episode ended without a measurement (stale, retired). What only the
+    alerts whose latest episode ended without a measurement (stale, retired); ``said``: what its
+    latest signal said, as its dispatch orders carry it. What only the
     book kept starts afresh: feedback ids, an outage's id and muted alerts, a storm's budget.
 
     >>> from datetime import UTC
@@ -107,6 +112,7 @@ def resumed(
         breached=list(breached),
         revisions=list(revisions),
         blind=list(blind),
+        said=said,
         verified_at=incident.updated_at if state is IncidentState.VERIFIED else None,
         closed_at=incident.updated_at if state is IncidentState.CLOSED else None,
     )

@@ -83,6 +83,8 @@ class Desk(Dispatcher):
                 out.ignored += 1
                 return
             t.alerts[alert.alert_id] = (alert.revision, firing)
+            if firing:
+                t.said = alert.summary
             reason = ""
             if self._unmeasured(t, alert):
                 assert alert.resolution is not None
@@ -117,12 +119,14 @@ class Desk(Dispatcher):
             )
             new.incident = new.incident.model_copy(update={"title": title[:500]})
             new.alerts[alert.alert_id] = (alert.revision, True)
+            new.said = alert.summary
             self.book.put(new)
             self._refresh(new, alert.device_id)
             self._step(new, Action.OPEN, now, out, reason=alert.summary, new=True)
             self._dispatch(new, now, out)
             return
         joined.alerts[alert.alert_id] = (alert.revision, True)
+        joined.said = alert.summary
         self.book.by_alert[alert.alert_id] = joined.incident.incident_id
         self._signal(joined, alert.level, now, alert.device_id, out)
 
@@ -154,6 +158,7 @@ class Desk(Dispatcher):
         title = f"{self._title(OUTAGE_CATEGORY)} at {self.named(outage.place_id)}: {silent}"
         t.incident = t.incident.model_copy(update={"title": title})
         t.outage_id = outage.outage_id
+        t.said = silent
         self.book.put(t)
         self._step(t, Action.OPEN, now, out, reason=silent, new=True)
         self._dispatch(t, now, out)
@@ -178,6 +183,7 @@ class Desk(Dispatcher):
                     "snapshot_refs": snaps,
                 }
             )
+            t.said = reason
             self.book.put(t)
             self._step(t, Action.OPEN, now, out, reason=reason, new=True)
             self._dispatch(t, now, out)
@@ -190,6 +196,7 @@ class Desk(Dispatcher):
             }
         )
         self.book.by_report[report.report_id] = inc.incident_id
+        t.said = reason
         self._signal(t, report.level, now, None, out, reason=reason)
 
     def _signal(

@@ -73,6 +73,7 @@ def _dispatch(
         place_id=inc.place_id,
         place_path=inc.place_path,
         title=inc.title,
+        summary=t.said[:2000],
         ts=now,
         **fields,
     )

@@ -104,7 +104,7 @@ def alert(
             place_path=place_path,
             started_at=at(minutes),
             ts=at(minutes),
-            summary=f"{rule_id} at {device_id}",
+            summary=f"{rule_id} at {device_id} ({level})",
             resolution=(resolution or "cleared") if status == "resolved" else None,
         )
     )

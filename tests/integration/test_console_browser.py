@@ -258,6 +258,10 @@ def test_an_order_no_webhook_got_shows_on_its_incident_until_it_is_sent_again(
     )
     try:
         row.click()
+        # the order says, as the department read it, what the alert said
+        assert order.summary.startswith("water "), order.summary
+        sent = page.locator('#detail li[data-kind="order"]')
+        expect(sent).to_contain_text(f'"{order.summary}"')
         expect(page.locator("#detail h3.undelivered")).to_have_text("Not delivered (1)")
         told = page.locator("#detail ul.undelivered li")
         expect(told).to_contain_text(f"order for {order.department} → http://127.0.0.1:9/sms")
@@ -267,6 +271,8 @@ def test_an_order_no_webhook_got_shows_on_its_incident_until_it_is_sent_again(
             app, ["incidents", "show", incident_id], env=pipeline.settings.to_env()
         )
         assert shown.exit_code == 0, shown.output
+        assert f"{order.dispatch_id} to {order.department}" in shown.output
+        assert f': "{order.summary}"' in shown.output  # what the order said
         assert "not delivered (the notifier gave up; cityvitals resend" in shown.output
         assert (
             f"{order.dispatch_id} for {order.department} -> http://127.0.0.1:9/sms: "

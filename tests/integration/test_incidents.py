@@ -221,6 +221,8 @@ def test_a_flooded_street_is_one_incident_dispatched_once_at_street_tier(
     )
     assert order.incident_id == inc.incident_id and order.kind is DispatchKind.ORDER
     assert order.title == f"Flooding at {name}"
+    # The order says what its alert said, depth and limit, so a crew needs no call back.
+    assert order.summary.startswith("water 8 cm at ") and "passed 5 cm (blue)" in order.summary
     assert len(latest(updates(incidents, street.street))) == 1
 
     def detail() -> IncidentDetail | None:  # once the sinks stored the incident and its alerts
@@ -233,6 +235,7 @@ def test_a_flooded_street_is_one_incident_dispatched_once_at_street_tier(
 
     # The duty officer sees what the camera saw: its event's snapshot, not only report photos.
     stored = wait_for(detail, what="the incident and its alerts stored")
+    assert [d.summary for d in stored.dispatches[:1]] == [order.summary]  # as the table keeps it
     camera = next(d for d in inc.devices if "camera" in d)
     assert [(c.camera_id, c.event_type) for c in stored.camera_snapshots] == [
         (camera, "waterlogging")
@@ -246,6 +249,8 @@ def test_a_flooded_street_is_one_incident_dispatched_once_at_street_tier(
     ]
     assert back.incident.revision == stored.incident.revision and back.orders == len(sent)
     assert len(back.alerts) == 6 and all(firing for _, firing in back.alerts.values())
+    # what its latest alert said, which the next order carries
+    assert back.said in {a.summary for a in stored.alerts}, back.said
 
 
 def test_feedback_closes_the_loop_and_a_feedback_out_of_turn_is_refused(

@@ -739,3 +739,40 @@ def test_the_reasons_name_instants_in_the_citys_zone() -> None:
     named = f"did not accept by {deadline:%Y-%m-%d %H:%M:%S} Asia/Shanghai"
     assert order.reason == f"street-ops (street tier) {named}"
     assert named in withdrawal.reason
+
+
+def test_every_order_says_what_the_incidents_latest_signal_said() -> None:
+    """A crew reads the depth from the order itself (trial 10: an SMS gateway could not say
+    how deep the water was without calling the API back): an order carries its alert's
+    summary, an escalation the alert that sent it up, a withdrawal the same; an outage's order
+    its silent devices, a report's its text; a desk continued from the database carries what
+    the database held."""
+    from rules.incidents import resumed
+
+    desk = desk_with()
+    (order,) = run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"), 0)]).dispatches
+    assert order.summary == "waterlogging-depth at wl-1 (yellow)"
+    incident_id = only_incident(desk)
+    run(desk, [feedback(incident_id, "accept", 1, dispatch_id=order.dispatch_id)])
+    red = run(desk, [alert("waterlogging-depth", "wl-2", (*STREET, "g2"), 5, level="red")])
+    assert [(d.kind, d.summary) for d in red.dispatches] == [
+        (DispatchKind.WITHDRAWAL, "waterlogging-depth at wl-2 (red)"),
+        (DispatchKind.ESCALATION, "waterlogging-depth at wl-2 (red)"),
+    ]
+    # a resolved alert is no signal to report: the latest firing one stays
+    ended = alert("waterlogging-depth", "wl-2", (*STREET, "g2"), 6, status="resolved", revision=1)
+    run(desk, [ended])
+    assert desk.book.incidents[incident_id].said == "waterlogging-depth at wl-2 (red)"
+
+    silent = run(desk_with(), [outage(("sh", "pd"), 5)]).dispatches
+    assert [d.summary for d in silent] == ["8 of 10 devices silent"]
+    heard = run(desk_with(), [report("noise", (*STREET, "g3"), "drilling at night", 3)])
+    assert [d.summary for d in heard.dispatches] == ["hotline report: drilling at night"]
+
+    stored = desk.book.incidents[incident_id]
+    back = Desk(
+        desk.config,
+        Book([resumed(stored.incident, dict(stored.alerts), stored.orders, said="as stored")]),
+    )
+    late = run(back, [tick(600)])
+    assert late.dispatches and {d.summary for d in late.dispatches} == {"as stored"}

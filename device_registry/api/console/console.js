@@ -376,7 +376,7 @@ async function showDetail(incidentId) {
         ? `${stamp(d.ts)} · withdrawn from ${d.department} (${d.tier}) · ${d.reason}`
         : d.kind === "revision"
           ? `${stamp(d.ts)} · limits revised for ${d.department} (${d.tier}) · ${d.reason}`
-          : `${stamp(d.ts)} · ${d.kind} → ${d.department} (${d.tier}) · accept by ${stamp(d.accept_by)}`,
+          : `${stamp(d.ts)} · ${d.kind} → ${d.department} (${d.tier}) · accept by ${stamp(d.accept_by)}${d.summary ? ` · "${d.summary}"` : ""}`,
     ))),
   ];
   const undelivered = detail.undelivered || [];
