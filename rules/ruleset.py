@@ -125,6 +125,8 @@ class RuleSet:
     version: str = ""
     stale_after: float = DEFAULT_STALE_AFTER
     default_interval: timedelta = DEFAULT_INTERVAL
+    zone: str = "UTC"
+    """The zone the file was parsed for: where its rules' hours are read (a reload keeps it)."""
     by_id: dict[str, Any] = field(init=False, repr=False, compare=False, default_factory=dict)
     absence: tuple[Judged, ...] = field(init=False, repr=False, compare=False, default=())
     """The rules judged at every reading and clock tick of a device (role ``silence``)."""
@@ -257,8 +259,10 @@ def load_yaml(text: str, source: str, expected: str) -> tuple[dict[str, Any], Li
     return data, lines
 
 
-def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
-    """Parse and validate a rule file; raises :class:`RuleFileError` naming every problem."""
+def parse_rules(text: str, source: str = "<rules>", zone: str = "UTC") -> RuleSet:
+    """Parse and validate a rule file; raises :class:`RuleFileError` naming every problem.
+    ``zone`` (an IANA name: the city's, ``CITYVITALS_TIMEZONE``) is where a rule's hours are
+    read (a threshold rule's ``night``) unless the rule names its own."""
     data, lines = load_yaml(text, source, "a 'rules' list")
     items = data.get("rules")
     problems = []
@@ -279,7 +283,7 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
             if isinstance(rule_id, str):
                 seen.setdefault(rule_id, i)
     try:
-        parsed: Any = _RuleFile.model_validate(data)
+        parsed: Any = _RuleFile.model_validate(data, context={"zone": zone})
     except ValidationError as exc:
         errors = exc.errors()
         nested = {_file_loc(e["loc"])[:-1] for e in errors if len(e["loc"]) > 1}
@@ -301,6 +305,7 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
         version,
         parsed.stale_after,
         parsed.default_interval,
+        zone,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -193,7 +194,8 @@ class LiveRules(LiveFile[RuleSet]):
     """The rule set in force, re-read from its file when the file changes (:class:`LiveFile`)."""
 
     def __init__(self, rules: RuleSet, path: Path | None, metrics: StreamMetrics) -> None:
-        super().__init__("rule file", rules, path, parse_rules, metrics.reload_errors)
+        parse = functools.partial(parse_rules, zone=rules.zone)  # the city's, as at start
+        super().__init__("rule file", rules, path, parse, metrics.reload_errors)
         self.metrics = metrics
         self._show()
         if path is None:

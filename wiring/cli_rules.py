@@ -52,11 +52,12 @@ class InputError(ValueError):
         super().__init__(f"{source}:{line}: {field}: {message}")
 
 
-def _load_rules(file: Path) -> Any:
+def _load_rules(file: Path, zone: str = "UTC") -> Any:
+    """The rule file, its hours read in ``zone``; every problem printed, exit 1."""
     from rules import RuleFileError, parse_rules
 
     try:
-        return parse_rules(read_utf8(file), str(file))
+        return parse_rules(read_utf8(file), str(file), zone)
     except RuleFileError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
@@ -390,7 +391,7 @@ def rules_backtest(
     from rules.backtest import Backtest
     from rules.kinds import parse_duration
 
-    ruleset = _load_rules(rules_file)
+    ruleset = _load_rules(rules_file, settings().timezone)  # night hours: the city's
     step = parse_duration(tick if tick is not None else settings().rules_tick_s)
     if not hasattr(step, "total_seconds") or step.total_seconds() <= 0:
         raise fail(f"--tick {tick!r}: give a positive duration such as 10s, 1m or 1h")

@@ -49,8 +49,11 @@ def _file_or_shipped(path: Path | None, shipped: str) -> tuple[str, str]:
 
 
 def load_rules(settings: Settings) -> RuleSet:
-    """The rule file named by the settings, or the shipped defaults; raises RuleFileError."""
-    return parse_rules(*_file_or_shipped(settings.rules_file, "default.yaml"))
+    """The rule file named by the settings, or the shipped defaults, its hours read in the
+    city's time zone; raises RuleFileError."""
+    return parse_rules(
+        *_file_or_shipped(settings.rules_file, "default.yaml"), zone=settings.timezone
+    )
 
 
 def load_catalogue(settings: Settings) -> Catalogue:

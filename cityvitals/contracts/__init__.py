@@ -39,6 +39,7 @@ from cityvitals.contracts.base import (
     MeasuredFloat,
     MetricName,
     UtcDatetime,
+    ZoneName,
 )
 from cityvitals.contracts.health import (
     STAGE,
@@ -158,6 +159,7 @@ __all__ = [
     "ValidationError",
     "WarningLevel",
     "WindowPartial",
+    "ZoneName",
     "iso",
     "trusted",
 ]

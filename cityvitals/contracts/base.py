@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Annotated, Any, Literal, NoReturn, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -33,6 +34,20 @@ Identifier = Annotated[str, Field(pattern=IDENTIFIER)]
 MetricName = Annotated[str, Field(pattern=METRIC)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 """A number that is neither NaN nor infinite (checked inside pydantic's core)."""
+
+
+def _known_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"{name!r} is not an IANA time zone name (e.g. UTC, Europe/Paris, Asia/Shanghai)"
+        ) from None
+    return name
+
+
+ZoneName = Annotated[str, AfterValidator(_known_zone)]
+"""An IANA time zone name (``Asia/Shanghai``): the city's, or where a rule's hours are read."""
 
 MEASURED_LIMIT = 1e15
 """The largest magnitude a device may report. No city sensor measures near it, and sums of

@@ -5,9 +5,9 @@ module of functions alone (a compiled module's pydantic classes would be native 
 from __future__ import annotations
 
 from rules.kinds.base import Judgement
-from rules.kinds.spec import LevelledRule
+from rules.kinds.spec import Bands, LevelledRule
 
-__all__ = ["judge_levelled"]
+__all__ = ["judge_bands", "judge_levelled"]
 
 
 def judge_levelled(rule: LevelledRule, value: float, firing: bool, memory: object) -> Judgement:
@@ -36,7 +36,13 @@ def judge_levelled(rule: LevelledRule, value: float, firing: bool, memory: objec
     >>> judged.threshold, judged.why
     (3.0, 'held at red until under 3, the all-clear')
     """
-    above, highest_first, lowest, clear = rule.bands
+    return judge_bands(rule.bands, value, firing, memory)
+
+
+def judge_bands(bands: Bands, value: float, firing: bool, memory: object) -> Judgement:
+    """A value against levels as :func:`judge_levelled` judges it, given the levels themselves
+    (a threshold rule's at night are other than by day)."""
+    above, highest_first, lowest, clear = bands
     for level, threshold in highest_first:
         if (value >= threshold) if above else (value <= threshold):
             return _make(Judgement, (level, value, threshold, memory, (), ""))

@@ -32,7 +32,9 @@ __all__ = [
     "PositiveDuration",
     "RuleBase",
     "Summary",
+    "clear_before",
     "human",
+    "levels_ordered",
     "parse_duration",
 ]
 
@@ -195,13 +197,7 @@ class LevelledRule(RuleBase):
     def _levels_ordered(
         cls, levels: dict[WarningLevel, float], info: ValidationInfo
     ) -> dict[WarningLevel, float]:
-        direction = info.data.get("direction", "above")
-        ordered = [levels[lv] for lv in WarningLevel if lv in levels]
-        rising = ordered if direction == "above" else [-v for v in ordered]
-        if rising != sorted(rising) or len(set(rising)) != len(rising):
-            word = "increase" if direction == "above" else "decrease"
-            raise ValueError(f"levels must {word} strictly from blue to red, got {ordered}")
-        return levels
+        return levels_ordered(levels, info.data.get("direction", "above") == "above")
 
     @field_validator("clear")
     @classmethod
@@ -209,11 +205,26 @@ class LevelledRule(RuleBase):
         levels = info.data.get("levels")
         if clear is None or not levels:
             return clear
-        lowest = min(levels.items(), key=lambda item: item[0].rank)[1]
-        above = info.data.get("direction", "above") == "above"
-        if (clear > lowest) if above else (clear < lowest):
-            raise ValueError(f"clear {clear} must not be past the lowest level {lowest}")
-        return clear
+        return clear_before(clear, levels, info.data.get("direction", "above") == "above")
+
+
+def levels_ordered(levels: dict[WarningLevel, float], above: bool) -> dict[WarningLevel, float]:
+    """``levels``, or a ValueError when they do not rise (fall, when not ``above``) strictly
+    from blue to red."""
+    ordered = [levels[lv] for lv in WarningLevel if lv in levels]
+    rising = ordered if above else [-v for v in ordered]
+    if rising != sorted(rising) or len(set(rising)) != len(rising):
+        word = "increase" if above else "decrease"
+        raise ValueError(f"levels must {word} strictly from blue to red, got {ordered}")
+    return levels
+
+
+def clear_before(clear: float, levels: dict[WarningLevel, float], above: bool) -> float:
+    """``clear``, or a ValueError when it lies past the lowest of ``levels``."""
+    lowest = min(levels.items(), key=lambda item: item[0].rank)[1]
+    if (clear > lowest) if above else (clear < lowest):
+        raise ValueError(f"clear {clear} must not be past the lowest level {lowest}")
+    return clear
 
 
 def human(td: timedelta) -> str:

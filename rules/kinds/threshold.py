@@ -1,28 +1,120 @@
-"""Threshold rules: a metric's value against warning levels.
+"""Threshold rules: a metric's value against warning levels, by day and at night.
 
 >>> from rules.ruleset import parse_rules
 >>> rule = parse_rules("rules: [{id: deep, metric: water_cm, levels: {yellow: 15}}]").by_id["deep"]
 >>> KIND.judge(rule, AlertState(), T0, Observation("wl-1", None, (), "water_cm", 18.0, T0)).level
 <WarningLevel.YELLOW: 'yellow'>
+
+A rule may set other levels for the night (``night``: from ``starts`` to ``ends``, 22:00 to
+06:00 unless it says, in the city's time zone, ``CITYVITALS_TIMEZONE``), as noise limits are
+set (GB 3096-2008: 70 dB(A) by day and 55 at night beside a main road). A reading is judged by
+the levels of its own local time, and an alert at night says so:
+
+>>> rules = parse_rules(
+...     "rules: [{id: noise, metric: laeq_db, levels: {blue: 70}, night: {levels: {blue: 55}}}]",
+...     zone="Asia/Shanghai",
+... )
+>>> noise = rules.by_id["noise"]
+>>> at = lambda hour: datetime(2026, 7, 1, hour, tzinfo=UTC)  # Shanghai is 8 hours ahead
+>>> [KIND.judge(noise, AlertState(), at(h), Observation("n-1", None, (), "laeq_db", 60.0, at(h)))
+...  .level for h in (4, 14)]  # 12:00 and 22:00 in Shanghai
+[None, <WarningLevel.BLUE: 'blue'>]
+>>> KIND.judge(noise, AlertState(), at(14), Observation("n-1", None, (), "laeq_db", 60.0, at(14))).why
+'the night levels, 22:00-06:00 Asia/Shanghai'
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Literal
+import re
+from datetime import UTC, datetime, time, timedelta
+from functools import cached_property
+from typing import Annotated, Any, Literal, Self
+from zoneinfo import ZoneInfo
 
-from pydantic import Field
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from cityvitals.contracts import iso
+from cityvitals.contracts import Derived, WarningLevel, ZoneName, iso
 from rules.alerting import AlertState
 from rules.kinds.base import Example, Judgement, LastValue, RuleKind
-from rules.kinds.levels import judge_levelled
-from rules.kinds.spec import LevelledRule, PositiveDuration, Summary
+from rules.kinds.levels import judge_bands
+from rules.kinds.spec import (
+    Bands,
+    Finite,
+    LevelledRule,
+    PositiveDuration,
+    Summary,
+    clear_before,
+    levels_ordered,
+)
 from rules.observation import Observation
 
-__all__ = ["KIND", "ThresholdRule"]
+__all__ = ["KIND", "Night", "ThresholdRule"]
 
 T0 = datetime(2026, 7, 1, tzinfo=UTC)
+_CLOCK = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*$")
+
+
+def _clock(value: Any) -> time:
+    """``"22:00"`` as a time of day. YAML reads an unquoted ``22:00`` as the number 1320 (a
+    base-60 integer), which would pass for 00:22: refused with what to write instead."""
+    m = _CLOCK.match(value) if isinstance(value, str) else None
+    if m is None or int(m.group(1)) > 23 or int(m.group(2)) > 59:
+        raise ValueError(f"{value!r}: give a time of day in quotes, such as '22:00'")
+    return time(int(m.group(1)), int(m.group(2)))
+
+
+Clock = Annotated[time, BeforeValidator(_clock)]
+
+
+class Night(Derived):
+    """The levels in force from ``starts`` to ``ends`` (past midnight when ``ends`` is the
+    earlier), in the local time of ``zone``: the city's (``CITYVITALS_TIMEZONE``, given to
+    :func:`rules.ruleset.parse_rules`) unless the rule names one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    starts: Clock = time(22)
+    ends: Clock = time(6)
+    levels: dict[WarningLevel, Finite] = Field(min_length=1)
+    clear: Finite | None = None
+    zone: ZoneName = "UTC"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _citys_zone(cls, data: Any, info: ValidationInfo) -> Any:
+        """A night without a zone of its own is read in the zone the rule file is parsed for."""
+        if isinstance(data, dict) and "zone" not in data and info.context:
+            return {**data, "zone": info.context.get("zone", "UTC")}
+        return data
+
+    @model_validator(mode="after")
+    def _a_span(self) -> Self:
+        if self.starts == self.ends:
+            raise ValueError(f"starts and ends are both {self.starts:%H:%M}: a night needs hours")
+        return self
+
+    @cached_property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.zone)
+
+    @cached_property
+    def hours(self) -> str:
+        """The night as a summary names it: ``22:00-06:00 Asia/Shanghai``."""
+        return f"{self.starts:%H:%M}-{self.ends:%H:%M} {self.zone}"
+
+    def covers(self, ts: datetime) -> bool:
+        """Whether ``ts`` falls in the night, in its zone's local time."""
+        local = ts.astimezone(self.tz).time()
+        if self.starts < self.ends:
+            return self.starts <= local < self.ends
+        return local >= self.starts or local < self.ends
 
 
 class ThresholdRule(LevelledRule):
@@ -34,7 +126,28 @@ class ThresholdRule(LevelledRule):
     """For a metric sent only while something is seen (a camera's smoke event): with no new
     value for this long, the condition is false (judged at the device's other readings and
     at clock ticks), so the alert can resolve."""
+    night: Night | None = None
+    """Other levels (and all-clear) at night: a reading in its hours is judged by them."""
     summary: Summary = "{metric} {value:g} at {device_id} passed {threshold:g} ({level})"
+
+    @field_validator("night")
+    @classmethod
+    def _night_levels(cls, night: Night | None, info: ValidationInfo) -> Night | None:
+        if night is not None:
+            above = info.data.get("direction", "above") == "above"
+            levels_ordered(night.levels, above)
+            if night.clear is not None:
+                clear_before(night.clear, night.levels, above)
+        return night
+
+    @cached_property
+    def night_bands(self) -> Bands:
+        """The night's levels as a value is judged by them (the day's, when it has none)."""
+        night = self.night
+        if night is None:
+            return self.bands
+        ordered = tuple(sorted(night.levels.items(), key=lambda item: item[0].rank, reverse=True))
+        return Bands(self.direction == "above", ordered, ordered[-1], night.clear)
 
 
 class ThresholdKind(RuleKind[ThresholdRule]):
@@ -49,7 +162,14 @@ class ThresholdKind(RuleKind[ThresholdRule]):
     ) -> Judgement:
         assert obs is not None
         seen = None if rule.expires_after is None else iso(obs.ts)
-        return judge_levelled(rule, obs.value, state.firing, seen)
+        night = rule.night
+        if night is None or not night.covers(obs.ts):
+            return judge_bands(rule.bands, obs.value, state.firing, seen)
+        judged = judge_bands(rule.night_bands, obs.value, state.firing, seen)
+        if judged.level is None:
+            return judged
+        held = f"{judged.why}; " if judged.why else ""
+        return judged._replace(why=f"{held}the night levels, {night.hours}")
 
     def accepts(self, rule: ThresholdRule, obs: Observation) -> bool:
         return obs.confidence >= rule.min_confidence

@@ -166,3 +166,28 @@ def test_silence_is_judged_by_the_streams_clock(pipeline: Pipeline) -> None:
     # No further reading: only the clock ticks can notice the silence.
     found = wait_for(lambda: alerts(pipeline, f"quiet-{n}"), what="the absence alert")
     assert [(s, d) for s, _lv, d, *_ in found] == [("firing", device)]
+
+
+def test_a_rules_night_levels_judge_the_readings_of_its_hours(pipeline: Pipeline) -> None:
+    """The same 60 dB(A) passes nothing by day and the night's 55 in the night's hours (by
+    the reading's time, in the city's zone: UTC here), through a reloaded rule file."""
+    n = uid()
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    starts, ends = now - timedelta(hours=2), now - timedelta(minutes=30)
+    night = f"{{starts: '{starts:%H:%M}', ends: '{ends:%H:%M}', levels: {{blue: 55}}}}"
+    pipeline.add_rules(
+        f"  - {{id: night-{n}, metric: db{n}, levels: {{blue: 70}}, night: {night}}}\n"
+    )
+    device, secret = pipeline.register("noise")
+    for seq, ago in enumerate((timedelta(hours=3), timedelta(minutes=90)), start=1):
+        pipeline.mosquitto_pub(
+            device, secret, pipeline.topic(device), reading(iso(now - ago), seq, **{f"db{n}": 60})
+        )
+    found = wait_for(lambda: alerts(pipeline, f"night-{n}"), what="the night's alert")
+    assert [(s, lv, started) for s, lv, _d, started, *_ in found] == [
+        ("firing", "blue", now - timedelta(minutes=90))
+    ]
+    (summary,) = pipeline.query("SELECT summary FROM alerts WHERE rule_id = %s", f"night-{n}")
+    assert summary[0].endswith(
+        f"passed 55 (blue): the night levels, {starts:%H:%M}-{ends:%H:%M} UTC"
+    )
