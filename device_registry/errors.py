@@ -12,6 +12,7 @@ from cityvitals.contracts import Device
 __all__ = [
     "BadLogin",
     "DeviceExists",
+    "InUse",
     "PlaceConflict",
     "ProfileMismatch",
     "RegistryError",
@@ -32,6 +33,18 @@ class RegistryError(ValueError):
         super().__init__(message)
         self.field = field
         self.value = value
+
+
+class InUse(RegistryError):
+    """A removal refused while something still uses what was to be removed (HTTP 409)."""
+
+    def __init__(self, what: str, field: str, value: str, uses: Sequence[str]) -> None:
+        super().__init__(
+            f"{what} cannot be removed while {'; '.join(uses)}: move or remove them first",
+            field,
+            value,
+        )
+        self.uses = list(uses)
 
 
 class DeviceExists(RegistryError):

@@ -36,6 +36,7 @@ from device_registry.credentials import BrokerFiles, hash_secret, login_problem,
 from device_registry.errors import (
     BadLogin,
     DeviceExists,
+    InUse,
     PlaceConflict,
     ProfileMismatch,
     RegistryError,
@@ -61,6 +62,7 @@ __all__ = [
     "AuditEntry",
     "DeviceExists",
     "ImportReport",
+    "InUse",
     "PlaceConflict",
     "PlaceMove",
     "ProfileMismatch",
@@ -218,7 +220,73 @@ class Registry(UserAccounts):
         self.publish(moved_devices)
         return PlaceMove(moved, [after.user.name for _, after in scoped], going_on)
 
+    def remove_place(self, place_id: str, actor: str) -> Place:
+        """Remove a place nothing uses (one made by mistake); returns it. Refused
+        (:class:`InUse`, naming them) while places lie under it, devices of any state are at
+        or under it, users are scoped to it, or incidents not closed or alerts firing are
+        there. What was stored at it stays (readings, alerts and vital signs keep their
+        paths), and the audit log keeps the place as it was."""
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            place = places.get(cur, place_id)
+            under, at, scoped = places.uses(cur, place_id)
+            found = [
+                *_counted(under, "place lies under it", "places lie under it"),
+                *_counted(at, "device is at or under it", "devices are at or under it"),
+                *_counted(scoped, "user is scoped to it", "users are scoped to it"),
+            ]
+            going_on = open_work(self.conn, place.path)
+            if going_on:
+                found.append(f"it has {going_on.describe()}")
+            if found:
+                raise InUse(f"place {place_id!r}", "place_id", place_id, found)
+            places.delete(cur, place_id)
+            audit.record(cur, actor, "remove", "place", place_id, place, None)
+        return place
+
     # --- profiles and departments -----------------------------------------------------------
+
+    def remove_profile(self, profile_id: str, actor: str) -> Profile:
+        """Remove a profile no device uses (of any state: a decommissioned device's history
+        names it); returns it. Refused (:class:`InUse`) otherwise."""
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            profile = profiles.find(cur, profile_id)
+            if profile is None:
+                raise UnknownProfile(profile_id)
+            used = profiles.devices_of(cur, profile_id)
+            if used:
+                found = _counted(used, "device uses it", "devices use it")
+                raise InUse(f"profile {profile_id!r}", "profile_id", profile_id, found)
+            profiles.delete(cur, profile_id)
+            audit.record(cur, actor, "remove", "profile", profile_id, profile, None)
+        return profile
+
+    def remove_department(self, department_id: str, actor: str) -> Department:
+        """Remove a department nothing names; returns it. Refused (:class:`InUse`) while
+        devices of any state or users name it, or it holds incidents not closed. A department
+        the incident routing names is registered again when the stack next starts."""
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            department = profiles.find_department(cur, department_id)
+            if department is None:
+                raise RegistryError(
+                    f"department {department_id!r} does not exist (cityvitals departments list)",
+                    "department_id",
+                    department_id,
+                )
+            devices_, users_, incidents = profiles.department_uses(cur, department_id)
+            found = [
+                *_counted(devices_, "device names it", "devices name it"),
+                *_counted(users_, "user is of it", "users are of it"),
+                *_counted(
+                    incidents,
+                    "incident not closed is held by it",
+                    "incidents not closed are held by it",
+                ),
+            ]
+            if found:
+                raise InUse(f"department {department_id!r}", "department_id", department_id, found)
+            profiles.delete_department(cur, department_id)
+            audit.record(cur, actor, "remove", "department", department_id, department, None)
+        return department
 
     def put_profile(self, profile: Profile, actor: str) -> None:
         """Create or replace a profile. Its device_type cannot change while devices of another
@@ -528,3 +596,11 @@ class Registry(UserAccounts):
             credentials.set_service(cur, username, hash_secret(secret))
             audit.record(cur, actor, "set_service_credential", "mqtt_login", username, None, None)
         self._sync_broker()
+
+
+def _counted(ids: Sequence[str], one: str, many: str, shown: int = 5) -> list[str]:
+    """``["3 devices name it (a, b, c)"]``, or nothing when ``ids`` is empty."""
+    if not ids:
+        return []
+    named = ", ".join(ids[:shown]) + (f", {len(ids) - shown} more" if len(ids) > shown else "")
+    return [f"{len(ids)} {one if len(ids) == 1 else many} ({named})"]

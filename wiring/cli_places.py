@@ -93,6 +93,17 @@ def places_move(
         typer.echo(f"note: {moved.left_open.describe()} stay at the old path")
 
 
+@places_app.command("remove")
+def places_remove(place_id: str) -> None:
+    """Remove a place nothing uses (one made by mistake). Refused, naming them, while places
+    lie under it, devices of any state are at or under it, users are scoped to it, or
+    incidents not closed or alerts firing are there. What was stored at it stays stored;
+    the audit log keeps it (cityvitals audit --entity place)."""
+    with registry() as reg:
+        place = reg.remove_place(place_id, actor())
+    typer.echo(f"removed {place.level.value} {'/'.join(place.path)}: {place.name}")
+
+
 def _load_file(file: Path) -> Any:
     text = read_utf8(file)
     try:
@@ -184,6 +195,15 @@ def _metrics_read() -> frozenset[str]:
     return frozenset(read)
 
 
+@profiles_app.command("remove")
+def profiles_remove(profile_id: str) -> None:
+    """Remove a profile no device uses (of any state: a decommissioned device's history names
+    it); refused, naming them, otherwise."""
+    with registry() as reg:
+        profile = reg.remove_profile(profile_id, actor())
+    typer.echo(f"removed profile {profile.profile_id} ({profile.device_type})")
+
+
 @profiles_app.command("list")
 def profiles_list(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines, one a profile")] = False,
@@ -217,6 +237,16 @@ def departments_add(department_id: str, name: Annotated[str, typer.Option()]) ->
     with registry() as reg:
         reg.put_department(build(Department, department_id=department_id, name=name), actor())
     typer.echo(f"department {department_id}: {name}")
+
+
+@departments_app.command("remove")
+def departments_remove(department_id: str) -> None:
+    """Remove a department nothing names: refused, naming them, while devices of any state or
+    users name it, or it holds incidents not closed. One the incident routing names is
+    registered again when the stack next starts."""
+    with registry() as reg:
+        department = reg.remove_department(department_id, actor())
+    typer.echo(f"removed department {department.department_id}: {department.name}")
 
 
 @departments_app.command("list")

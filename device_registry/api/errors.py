@@ -20,6 +20,7 @@ from cityvitals.kafka import KafkaUnavailable
 from device_registry.api.pool import PoolClosed, RegistryBusy
 from device_registry.errors import (
     DeviceExists,
+    InUse,
     PlaceConflict,
     RegistryError,
     ServiceLogin,
@@ -59,8 +60,9 @@ def _field_error_response(err: FieldError) -> JSONResponse:
 
 
 def _registry_error(err: RegistryError) -> FieldError:
-    status = 409 if isinstance(err, DeviceExists | PlaceConflict | ServiceLogin) else 422
-    return FieldError(status, ("body", err.field), str(err), err.value)
+    status = 409 if isinstance(err, DeviceExists | InUse | PlaceConflict | ServiceLogin) else 422
+    where = "path" if isinstance(err, InUse) else "body"  # a removal: what the path names
+    return FieldError(status, (where, err.field), str(err), err.value)
 
 
 @contextmanager

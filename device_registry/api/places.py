@@ -126,6 +126,21 @@ def move_place(who: Writing, place_id: PathId, body: PlaceMove, registry: Writer
     return registry.move_place(place_id, body.parent_id, who.actor, body.with_open).places
 
 
+IN_USE: Responses = {409: {"description": "still in use: the detail names what uses it"}}
+
+
+@router.delete(
+    "/places/{place_id}", status_code=204, tags=["places"], responses={**NOT_FOUND, **IN_USE}
+)
+def remove_place(who: Writing, place_id: PathId, registry: Writer) -> Response:
+    """Remove a place nothing uses (one made by mistake). Refused (409, naming them) while
+    places lie under it, devices of any state are at or under it, users are scoped to it, or
+    incidents not closed or alerts firing are there; what was stored at it stays stored."""
+    check_scope(who.user, registry.get_place(place_id).path, f"place {place_id!r}")
+    registry.remove_place(place_id, who.actor)
+    return Response(status_code=204)
+
+
 @router.get("/profiles", response_model=list[Profile], tags=["profiles"])
 def list_profiles(user: Reading, registry: Reader) -> list[Profile]:
     return registry.list_profiles()
@@ -163,6 +178,22 @@ def put_profile(
     return registry.get_profile(profile_id)
 
 
+@router.delete(
+    "/profiles/{profile_id}",
+    status_code=204,
+    tags=["profiles"],
+    responses={**NOT_FOUND, **IN_USE},
+)
+def remove_profile(who: Writing, profile_id: PathId, registry: Writer) -> Response:
+    """Remove a profile no device uses (of any state). Refused (409) otherwise."""
+    require_city(who.user, f"profile {profile_id!r}")
+    try:
+        registry.remove_profile(profile_id, who.actor)
+    except UnknownProfile as exc:
+        raise NotFound(str(exc)) from exc
+    return Response(status_code=204)
+
+
 @router.get("/departments", response_model=list[Department], tags=["departments"])
 def list_departments(user: Reading, registry: Reader) -> list[Department]:
     return registry.list_departments()
@@ -196,3 +227,20 @@ def put_department(
     registry.put_department(department, who.actor)
     response.status_code = 200 if existed else 201
     return department
+
+
+@router.delete(
+    "/departments/{department_id}",
+    status_code=204,
+    tags=["departments"],
+    responses={**NOT_FOUND, **IN_USE},
+)
+def remove_department(who: Writing, department_id: PathId, registry: Writer) -> Response:
+    """Remove a department nothing names: refused (409) while devices of any state or users
+    name it, or it holds incidents not closed. One the incident routing names is registered
+    again when the stack next starts."""
+    require_city(who.user, f"department {department_id!r}")
+    if not any(d.department_id == department_id for d in registry.list_departments()):
+        raise NotFound(f"department {department_id!r} does not exist")
+    registry.remove_department(department_id, who.actor)
+    return Response(status_code=204)

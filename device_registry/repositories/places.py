@@ -10,7 +10,7 @@ from device_registry.errors import PlaceConflict, UnknownPlace
 from device_registry.repositories import audit
 from device_registry.repositories.audit import Cursor
 
-__all__ = ["ensure", "find", "get", "move_subtree", "subtree", "upsert"]
+__all__ = ["delete", "ensure", "find", "get", "move_subtree", "subtree", "upsert", "uses"]
 
 COLUMNS = "place_id, level, name, path, lat, lon"
 
@@ -88,3 +88,23 @@ def ensure(cur: Cursor, paths: Sequence[Sequence[str]], actor: str) -> None:
         [(p.place_id, p.level.value, p.name, list(p.path)) for p in created],
     )
     audit.record_many(cur, actor, "create", "place", [(p.place_id, None, p) for p in created])
+
+
+def uses(cur: Cursor, place_id: str) -> tuple[list[str], list[str], list[str]]:
+    """What uses a place: the places under it, the devices at or under it (of any state), the
+    users scoped to it or under it."""
+    under = cur.execute(
+        "SELECT place_id FROM places WHERE %s = ANY(path) AND place_id <> %s ORDER BY path",
+        (place_id, place_id),
+    ).fetchall()
+    devices = cur.execute(
+        "SELECT device_id FROM devices WHERE %s = ANY(place_path) ORDER BY device_id", (place_id,)
+    ).fetchall()
+    users = cur.execute(
+        "SELECT name FROM users WHERE %s = ANY(scope) ORDER BY name", (place_id,)
+    ).fetchall()
+    return [r[0] for r in under], [r[0] for r in devices], [r[0] for r in users]
+
+
+def delete(cur: Cursor, place_id: str) -> None:
+    cur.execute("DELETE FROM places WHERE place_id = %s", (place_id,))

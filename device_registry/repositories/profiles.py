@@ -13,7 +13,11 @@ from device_registry.repositories.audit import Cursor
 
 __all__ = [
     "check_fit",
+    "delete",
+    "delete_department",
+    "department_uses",
     "departments",
+    "devices_of",
     "facts",
     "find",
     "find_department",
@@ -127,3 +131,46 @@ def departments(cur: Cursor) -> list[Department]:
         Department(department_id=r[0], name=r[1])
         for r in cur.execute("SELECT department_id, name FROM departments ORDER BY 1")
     ]
+
+
+def devices_of(cur: Cursor, profile_id: str) -> list[str]:
+    """The devices (of any state) whose profile it is."""
+    rows = cur.execute(
+        "SELECT device_id FROM devices WHERE profile_id = %s ORDER BY device_id", (profile_id,)
+    )
+    return [r[0] for r in rows]
+
+
+def department_uses(cur: Cursor, department_id: str) -> tuple[list[str], list[str], list[str]]:
+    """What names a department: its devices (of any state), its users, and the incidents not
+    closed that it holds."""
+    devices = [
+        r[0]
+        for r in cur.execute(
+            "SELECT device_id FROM devices WHERE department = %s ORDER BY device_id",
+            (department_id,),
+        )
+    ]
+    users = [
+        r[0]
+        for r in cur.execute(
+            "SELECT name FROM users WHERE department = %s ORDER BY name", (department_id,)
+        )
+    ]
+    incidents = [
+        r[0][:8]
+        for r in cur.execute(
+            "SELECT incident_id FROM incidents WHERE department = %s AND state <> 'closed' "
+            "ORDER BY opened_at DESC",
+            (department_id,),
+        )
+    ]
+    return devices, users, incidents
+
+
+def delete(cur: Cursor, profile_id: str) -> None:
+    cur.execute("DELETE FROM profiles WHERE profile_id = %s", (profile_id,))
+
+
+def delete_department(cur: Cursor, department_id: str) -> None:
+    cur.execute("DELETE FROM departments WHERE department_id = %s", (department_id,))

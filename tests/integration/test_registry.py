@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cityvitals.contracts import Device, DeviceState, Place, PlaceLevel, Profile
+from cityvitals.contracts import Department, Device, DeviceState, Place, PlaceLevel, Profile
 from device_registry import PlaceConflict, RegistryError, ServiceLogin, UnknownProfile
 from device_registry.access import Role
-from tests.integration.conftest import Pipeline, at, reading, wait_for
+from tests.integration.conftest import Pipeline, api_client, at, reading, wait_for
 from wiring.cli import app
 from wiring.services import open_registry
 
@@ -344,3 +344,96 @@ def test_narrowing_a_profile_under_live_devices_notes_what_it_will_refuse(
         f"note: profile 'nz-{p}': 2 laeq_db readings of the last hour from 1 of its devices "
         "(55.5 to 58) lie outside [20, 52]: such values are refused from now on"
     ) in put.output
+
+
+def test_what_nothing_uses_is_removed_and_what_is_used_is_refused_naming_its_uses(
+    pipeline: Pipeline, admin_token: str
+) -> None:
+    """A district, a department and a profile made by mistake are removed (CLI and API),
+    audited; one a device, a user, an open incident or a place under it uses is refused,
+    naming them, and stays."""
+    p = uuid.uuid4().hex[:6]
+    places = tree(p)
+    env = pipeline.settings.to_env()
+    with open_registry(pipeline.settings) as reg:
+        reg.put_places(places, "itest")
+        reg.put_places(
+            [
+                Place(
+                    place_id=f"{p}typo",
+                    level=PlaceLevel.DISTRICT,
+                    name="X",
+                    path=(f"{p}c", f"{p}typo"),
+                )
+            ],
+            "itest",
+        )
+        reg.put_department(Department(department_id=f"{p}-Flood", name="dup?"), "itest")
+        reg.put_department(Department(department_id=f"{p}-water", name="Water"), "itest")
+        for profile_id, device_type in ((f"{p}-unused", "noise"), (f"{p}-wl", "water_level")):
+            reg.put_profile(
+                Profile(profile_id=profile_id, device_type=device_type, expected_interval_s=60),
+                "itest",
+            )
+        reg.add_user(f"{p}-kim", Role.READ_ONLY, "itest", places[2].path)  # district d2
+    device, _ = pipeline.register("water_level", "/".join(places[4].path))
+    with open_registry(pipeline.settings) as reg:
+        reg.update(device, {"department": f"{p}-water", "profile_id": f"{p}-wl"}, "itest")
+
+    def cli(*args: str) -> tuple[int, str]:
+        run = CliRunner().invoke(app, list(args), env=env)
+        return run.exit_code, run.output
+
+    # refused, naming what uses each, and nothing removed
+    code, out = cli("places", "remove", f"{p}s1")
+    assert code == 1
+    assert f"place '{p}s1' cannot be removed while 1 place lies under it ({p}g1)" in out
+    assert f"1 device is at or under it ({device})" in out
+    code, out = cli("places", "remove", f"{p}d2")
+    assert code == 1 and f"1 user is scoped to it ({p}-kim)" in out
+    code, out = cli("departments", "remove", f"{p}-water")
+    assert code == 1 and f"1 device names it ({device})" in out
+    code, out = cli("profiles", "remove", f"{p}-wl")
+    assert code == 1 and f"1 device uses it ({device})" in out
+    incident = uuid.uuid4().hex
+    pipeline.query(
+        "INSERT INTO incidents (incident_id, revision, category, state, level, source, place_id,"
+        " place_path, title, opened_at, updated_at, department) VALUES (%s, 1, 'flooding',"
+        " 'dispatched', 'orange', 'alert', %s, %s, 'Flooding', now(), now(), %s) RETURNING 1",
+        incident,
+        f"{p}typo",
+        [f"{p}c", f"{p}typo"],
+        f"{p}-Flood",
+    )
+    code, out = cli("places", "remove", f"{p}typo")
+    assert code == 1 and f"it has 1 open incident ({incident[:8]} flooding orange)" in out
+    code, out = cli("departments", "remove", f"{p}-Flood")
+    assert code == 1 and f"1 incident not closed is held by it ({incident[:8]})" in out
+    with open_registry(pipeline.settings) as reg:
+        assert {x.place_id for x in reg.list_places(f"{p}c")} == {x.place_id for x in places} | {
+            f"{p}typo"
+        }
+
+    # once nothing uses them: removed, by the CLI and the API, and audited
+    pipeline.query(
+        "UPDATE incidents SET state = 'closed' WHERE incident_id = %s RETURNING 1", incident
+    )
+    code, out = cli("places", "remove", f"{p}typo")
+    assert code == 0 and f"removed district {p}c/{p}typo: X" in out, out
+    code, out = cli("departments", "remove", f"{p}-Flood")
+    assert code == 0 and f"removed department {p}-Flood: dup?" in out, out
+    with api_client(pipeline.settings, admin_token) as api:
+        assert api.delete(f"/profiles/{p}-unused").status_code == 204
+        assert api.delete(f"/profiles/{p}-unused").status_code == 404
+        in_use = api.delete(f"/places/{p}g1")
+        assert in_use.status_code == 409
+        assert in_use.json()["detail"][0]["loc"] == ["path", "place_id"]
+        assert device in in_use.json()["detail"][0]["msg"]
+        assert api.delete(f"/departments/{p}-nowhere").status_code == 404
+    with open_registry(pipeline.settings) as reg:
+        assert f"{p}typo" not in {x.place_id for x in reg.list_places()}
+        assert f"{p}-Flood" not in {d.department_id for d in reg.list_departments()}
+        removed = reg.audit_log("place", f"{p}typo")[0]
+        assert (removed.action, removed.after) == ("remove", None)
+        assert reg.audit_log("profile", f"{p}-unused")[0].action == "remove"
+        assert reg.get(device).place_path == places[4].path  # what was used stays
