@@ -8,10 +8,14 @@ import logging
 import signal
 import threading
 import time
+import urllib.request
+from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from pathlib import Path
 from typing import Annotated
 
 import typer
+from prometheus_client.parser import text_string_to_metric_families
 
 from cityvitals.contracts import Action, Incident, IncidentTransition
 from cityvitals.settings import Settings
@@ -98,6 +102,69 @@ def step_line(step: IncidentTransition, incident: Incident, zone: tzinfo) -> str
         f"{when} incident {incident.incident_id[:8]} {where}: {step.action.value}{who}"
         f" [{step.to_state.value}] {step.reason}".rstrip()
     )
+
+
+@dataclass
+class RuleWatch:
+    """What ``up`` says of the stream's rule file, read off the stream's metrics: each
+    version it takes, and each change it refuses, with the problems (the file read again,
+    as the stream read it). A rule author watching ``up`` learns at once that an edit was
+    refused, where before only the stream's log said so."""
+
+    path: Path | None
+    zone: str
+    version: str | None = None
+    refused: float | None = None
+
+    def lines(self, exposition: str) -> list[str]:
+        """What changed since the last exposition (the first one only sets the baseline)."""
+        version, refused, count = None, 0.0, 0.0
+        for family in text_string_to_metric_families(exposition):
+            for sample in family.samples:
+                if sample.name == "cityvitals_streams_rules_info" and sample.value == 1:
+                    version = sample.labels.get("version")
+                elif sample.name == "cityvitals_streams_rules_reload_errors_total":
+                    refused = sample.value
+                elif sample.name == "cityvitals_streams_rules":
+                    count = sample.value
+        out = []
+        if self.version is not None and version is not None and version != self.version:
+            out.append(
+                f"rules: the stream took {self.path}: version {self.version} -> {version} "
+                f"({count:g} rules)"
+            )
+        if self.refused is not None and refused > self.refused:
+            out.append(
+                f"rules: the stream refused a change to {self.path}, keeping version "
+                f"{version or self.version}: {self._problems()}"
+            )
+        self.version, self.refused = version or self.version, refused
+        return out
+
+    def _problems(self) -> str:
+        from rules import RuleFileError, parse_rules
+
+        if self.path is None:
+            return "see the stream's log"
+        try:
+            parse_rules(self.path.read_text(), str(self.path), self.zone)
+        except (OSError, UnicodeDecodeError) as exc:
+            return f"unreadable: {exc}"
+        except RuleFileError as exc:
+            return f"\n{exc}"
+        return "see the stream's log (the file as it is now parses)"
+
+
+def _rule_lines(watch: RuleWatch, port: int) -> list[str]:
+    """What the stream did with its rule file since the last look (nothing when its metrics
+    do not answer: a restart says so itself)."""
+    if not port:
+        return []
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            return watch.lines(response.read().decode())
+    except OSError:
+        return []
 
 
 def _incident_lines(s: Settings, after: datetime) -> tuple[list[str], datetime]:
@@ -191,10 +258,15 @@ def up(
         started = time.monotonic()
         seen = datetime.now(UTC)
         restarts, turns = Restarts(), 0
+        rules = RuleWatch(s.rules_file, s.timezone)
+        _rule_lines(rules, stack.metrics.of("streams"))  # the version in force at start
         while not stop.wait(1):  # a service that exited is started again within a second
             for line in stack.revive(restarts):
                 _say(line, err=True)
             turns += 1
+            if s.rules_file is not None and turns % 2 == 0:
+                for line in _rule_lines(rules, stack.metrics.of("streams")):
+                    _say(line, err="refused" in line)
             if turns % 10 == 0:
                 typer.echo(_status_line(s))
                 news, seen = _incident_lines(s, seen)

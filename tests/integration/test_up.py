@@ -31,6 +31,9 @@ UNDER_WAY_S = int(FLOOD_REACHES_BLUE_S) - 10
 
 def test_up_with_the_simulator_and_ctrl_c(tmp_path: Path) -> None:
     mqtt, kafka, pg, metrics = free_port(), free_port(), free_port(), free_port_block(5)
+    shipped = (Path(__file__).parents[2] / "rules" / "default.yaml").read_text()
+    rules_file = tmp_path / "rules.yaml"  # a copy of the shipped rules, which reloads
+    rules_file.write_text(shipped)
     url = f"postgresql://cityvitals@127.0.0.1:{pg}/cityvitals"
     env = {
         **os.environ,
@@ -39,6 +42,7 @@ def test_up_with_the_simulator_and_ctrl_c(tmp_path: Path) -> None:
         "CITYVITALS_DATABASE_URL": url,
         "CITYVITALS_STATE_DIR": str(tmp_path / "state"),
         "CITYVITALS_API_PORT": str(free_port()),
+        "CITYVITALS_RULES_FILE": str(rules_file),
     }
     argv = [
         sys.executable,
@@ -74,6 +78,12 @@ def test_up_with_the_simulator_and_ctrl_c(tmp_path: Path) -> None:
         wait_for(lambda: "console login" in up_log(), 30, "the local admin's login link")
         (link,) = [line for line in up_log().splitlines() if "console login" in line]
         assert "/console#token=" in link and query("SELECT role FROM users") == [("admin",)]
+        # A rule author watching up is told what the stream made of each edit of the file.
+        rules_file.write_text(shipped + "  - {id: broken, metric: m, levels: {yelow: 3}}\n")
+        wait_for(lambda: "rules: the stream refused a change to" in up_log(), 30, "the refusal")
+        assert ".levels.yelow.[key]: Input should be" in up_log(), up_log()
+        rules_file.write_text(shipped + "  - {id: mine, metric: m, levels: {yellow: 3}}\n")
+        wait_for(lambda: "rules: the stream took" in up_log(), 30, "the new version taken")
         # the routing's departments are registered: their operators can be added at once
         departments = {str(d) for (d,) in query("SELECT department_id FROM departments")}
         assert {"street-ops", "water-affairs", "fire-rescue"} <= departments, departments

@@ -1,0 +1,43 @@
+"""What ``up`` says of the stream's rule file: the versions it takes and the changes it
+refuses, with the problems, read off the stream's metrics (the exposition as the stream's
+endpoint serves it, made here by the stream's own metrics object)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from streams.live import StreamMetrics
+from wiring.cli_stack import RuleWatch
+
+GOOD = "rules:\n  - {id: deep, metric: water_level_cm, levels: {red: 40}}\n"
+
+
+def exposition(version: str, refused: int, rules: int) -> str:
+    registry = CollectorRegistry()
+    metrics = StreamMetrics(registry)
+    metrics.rules_version.labels(version=version).set(1)
+    metrics.rules.set(rules)
+    metrics.reload_errors.inc(refused)
+    return generate_latest(registry).decode()
+
+
+def test_up_says_which_version_the_stream_took_and_what_it_refused(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(GOOD)
+    watch = RuleWatch(path, "UTC")
+    assert watch.lines(exposition("aaa", 0, 1)) == []  # the baseline: nothing to say
+    assert watch.lines(exposition("aaa", 0, 1)) == []
+    assert watch.lines(exposition("bbb", 0, 2)) == [
+        f"rules: the stream took {path}: version aaa -> bbb (2 rules)"
+    ]
+    path.write_text(GOOD + "  - {id: broken, metric: m, levels: {yelow: 300}, for: soon}\n")
+    (refused,) = watch.lines(exposition("bbb", 1, 2))
+    assert refused.startswith(f"rules: the stream refused a change to {path}, keeping version bbb:")
+    assert f"{path}:3: rules.1.levels.yelow.[key]: Input should be 'blue'" in refused
+    assert "'soon': give a duration such as 90s" in refused
+    assert watch.lines(exposition("bbb", 1, 2)) == []  # said once
+    path.write_text(GOOD)  # mended since: the stream's log has what it refused
+    (later,) = watch.lines(exposition("bbb", 2, 2))
+    assert later.endswith("see the stream's log (the file as it is now parses)")
