@@ -259,7 +259,11 @@ def _published(published: int, stored: Stored) -> Line:
     if gap == 0:
         return Line(what, published, right, True, "OK")
     if gap > 0:
-        detail = f"{gap} published but neither stored nor dead-lettered (devices → database: in flight or lost)"
+        detail = (
+            f"{gap} published but neither stored nor dead-lettered (devices → database: in "
+            "flight, lost, or refused by the broker before the gateway saw it: a publish to a "
+            "topic the device's login may not write, or by a device suspended or unknown)"
+        )
     else:
         detail = (
             f"{-gap} more stored or dead-lettered than published (other traffic in the window?)"
