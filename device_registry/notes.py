@@ -15,6 +15,7 @@ __all__ = [
     "API_FIXES",
     "Fixes",
     "department_notes",
+    "move_notes",
     "path_prefixes",
     "registration_notes",
     "unjudged_type",
@@ -137,3 +138,27 @@ def registration_notes(
         )
         notes += [note for note in unjudged if note is not None]
     return notes
+
+
+def move_notes(device_id: str, firing: Sequence[tuple[str, str, tuple[str, ...]]]) -> list[str]:
+    """What a device's move leaves behind: its alerts firing when it moved (rule, level, the
+    path each was raised at) stay with their incident at the old place, with that district's
+    officers and escalations, until they resolve.
+
+    >>> move_notes("wl-1", [("waterlogging-depth", "orange", ("sh", "pd", "s1", "g1"))])
+    ['1 alert of wl-1 firing (waterlogging-depth orange at sh/pd/s1/g1): its incident stays at the old place, with its officers and escalations, until it resolves']
+    """
+    if not firing:
+        return []
+    n = len(firing)
+    named = ", ".join(f"{rule} {level} at {'/'.join(path)}" for rule, level, path in firing[:SHOWN])
+    more = f", {n - SHOWN} more" if n > SHOWN else ""
+    alerts, its, it = (
+        ("alert", "its incident stays", "it resolves")
+        if n == 1
+        else ("alerts", "their incidents stay", "they resolve")
+    )
+    return [
+        f"{n} {alerts} of {device_id} firing ({named}{more}): {its} at the old place, with its "
+        f"officers and escalations, until {it}"
+    ]

@@ -22,6 +22,7 @@ import psycopg
 from confluent_kafka import Producer
 
 from cityvitals.contracts import (
+    AlertStatus,
     Department,
     Device,
     DeviceLiveness,
@@ -55,7 +56,7 @@ from device_registry.repositories import audit, credentials, devices, places, pr
 from device_registry.repositories.audit import AuditEntry, Cursor
 from device_registry.repositories.users import UserRow
 from device_registry.user_accounts import UserAccounts
-from sinks import OpenWork, open_work
+from sinks import AlertFilter, OpenWork, list_alerts, open_work
 
 __all__ = [
     "UPDATABLE",
@@ -493,6 +494,13 @@ class Registry(UserAccounts):
         return self._change(
             device_id, actor, "update", {c: getattr(merged, c) for c in sorted(changes)}
         )
+
+    def firing(self, device_id: str) -> list[tuple[str, str, tuple[str, ...]]]:
+        """The device's alerts firing (rule, level, the path each was raised at), as the
+        database holds them: what a move leaves at the old place
+        (:func:`~device_registry.notes.move_notes`)."""
+        rows = list_alerts(self.conn, AlertFilter(status=AlertStatus.FIRING, device=device_id))
+        return [(a.rule_id, a.level, a.place_path) for a in rows]
 
     def move(self, device_id: str, place_path: Sequence[str], actor: str) -> Device:
         current = self.get(device_id)

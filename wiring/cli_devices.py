@@ -16,7 +16,7 @@ import typer
 from pydantic import ValidationError
 
 from cityvitals.contracts import Device, DeviceLiveness, DeviceState, Liveness
-from device_registry.notes import department_notes
+from device_registry.notes import department_notes, move_notes
 from wiring.cli_common import fail, known_place, read_utf8, settings
 from wiring.cli_registry_common import (
     CLI_FIXES,
@@ -314,13 +314,17 @@ def devices_update(
 def devices_move(
     device_id: str, place: Annotated[str, typer.Argument(help="New place path")]
 ) -> None:
-    """Move a device to another place."""
+    """Move a device to another place. Its alerts firing stay with their incident at the old
+    place (a note names them)."""
     with registry() as reg:
+        firing = reg.firing(device_id)
         try:
             device = reg.move(device_id, path_of(place), actor())
         except ValidationError as exc:
             raise fail(f"place_path: {exc.errors(include_url=False)[0]['msg']}") from None
     _echo_device(device, False)
+    for note in move_notes(device_id, firing):
+        typer.echo(f"note: {note}", err=True)
 
 
 def _set_state(device_id: str, state: DeviceState) -> None:

@@ -55,7 +55,7 @@ from device_registry.importing import (
     parse_device_csv,
     parse_device_json,
 )
-from device_registry.notes import API_FIXES, department_notes, registration_notes
+from device_registry.notes import API_FIXES, department_notes, move_notes, registration_notes
 from device_registry.registry import Registry
 
 __all__ = ["router"]
@@ -239,13 +239,18 @@ def update_device(
     return UpdatedDevice(**dict(device), notes=notes)
 
 
-@router.post("/{device_id}/move", response_model=Device, responses={**NOT_FOUND, **REFUSED})
-def move_device(who: Writing, device_id: PathId, body: DeviceMove, registry: Writer) -> Device:
-    """Move a device to another place (places the path names are created as needed)."""
+@router.post("/{device_id}/move", response_model=UpdatedDevice, responses={**NOT_FOUND, **REFUSED})
+def move_device(
+    who: Writing, device_id: PathId, body: DeviceMove, registry: Writer
+) -> UpdatedDevice:
+    """Move a device to another place (places the path names are created as needed);
+    ``notes`` names its alerts firing, which stay with their incident at the old place."""
     _device_in_scope(registry, who.user, device_id)
     check_scope(who.user, body.place_path, f"the new place of device {device_id!r}")
+    firing = registry.firing(device_id)
     with body_errors():
-        return registry.move(device_id, body.place_path, who.actor)
+        device = registry.move(device_id, body.place_path, who.actor)
+    return UpdatedDevice(**dict(device), notes=move_notes(device_id, firing))
 
 
 def _set_state(state: DeviceState) -> Callable[[Caller, str, Registry], Device]:

@@ -437,3 +437,39 @@ def test_what_nothing_uses_is_removed_and_what_is_used_is_refused_naming_its_use
         assert (removed.action, removed.after) == ("remove", None)
         assert reg.audit_log("profile", f"{p}-unused")[0].action == "remove"
         assert reg.get(device).place_path == places[4].path  # what was used stays
+
+
+def test_a_device_moved_while_its_alerts_fire_is_told_they_stay_at_the_old_place(
+    pipeline: Pipeline, admin_token: str
+) -> None:
+    """Its firing alert keeps the incident where it was raised (that district's officers and
+    escalations): the CLI and the API say so; a device with nothing firing moves quietly."""
+    p = uuid.uuid4().hex[:6]
+    places = tree(p)
+    with open_registry(pipeline.settings) as reg:
+        reg.put_places(places, "itest")
+    device, _ = pipeline.register("water_level", "/".join(places[4].path))
+    quiet, _ = pipeline.register("water_level", "/".join(places[4].path))
+    pipeline.query(
+        "INSERT INTO alerts (alert_id, revision, rule_id, status, level, device_id, metric,"
+        " value, threshold, place_path, started_at, updated_at, summary) VALUES"
+        " (%s, 0, 'waterlogging-depth', 'firing', 'orange', %s, 'water_level_cm', 30, 25, %s,"
+        " now(), now(), 's') RETURNING 1",
+        uuid.uuid4().hex,
+        device,
+        list(places[4].path),
+    )
+    env = pipeline.settings.to_env()
+    moved = CliRunner().invoke(app, ["devices", "move", device, f"{p}c/{p}d2"], env=env)
+    assert moved.exit_code == 0, moved.output
+    assert (
+        f"note: 1 alert of {device} firing (waterlogging-depth orange at "
+        f"{'/'.join(places[4].path)}): its incident stays at the old place" in moved.output
+    )
+    with api_client(pipeline.settings, admin_token) as api:
+        back = api.post(f"/devices/{device}/move", json={"place_path": list(places[4].path)})
+        assert back.status_code == 200, back.text
+        assert back.json()["place_path"] == list(places[4].path)
+        assert back.json()["notes"][0].startswith(f"1 alert of {device} firing")
+        calm = api.post(f"/devices/{quiet}/move", json={"place_path": [f"{p}c", f"{p}d2"]})
+        assert calm.status_code == 200 and calm.json()["notes"] == [], calm.text
