@@ -241,3 +241,43 @@ def test_every_simulated_device_is_with_a_department_of_the_shipped_routing() ->
     routing = resources.files("rules").joinpath("incidents.yaml").read_text()
     departments = {route.department for route in parse_incident_config(routing).routes}
     assert set(DEPARTMENTS.values()) <= departments
+
+
+def test_the_simulated_day_is_the_citys_and_its_nights_raise_no_noise_alert() -> None:
+    """The simulated day follows the city's zone (Asia/Shanghai here): 24 hours of every
+    device, no incident, through the shipped rules read in that zone raise no noise alert
+    (the night limit, 55, included; the rush hours' slow traffic is congestion, blue). Its road
+    noise peaks in the local evening rush and falls at night; in UTC, Shanghai's night would
+    be the simulated afternoon."""
+    from zoneinfo import ZoneInfo
+
+    shanghai = ZoneInfo("Asia/Shanghai")
+    city = build_city()
+    backtest = Backtest(
+        parse_rules(
+            resources.files("rules").joinpath("default.yaml").read_text(), zone=str(shanghai)
+        ),
+        tick=TICK,
+    )
+    model = CityModel(city, (), zone=shanghai)
+    start = datetime(2026, 7, 1, 12, 0, tzinfo=shanghai)
+    noise: dict[int, list[float]] = {}
+    alerts: list[Alert] = []
+    for step in range(24 * 12):  # every 5 minutes
+        now = start + timedelta(minutes=5 * step)
+        for message in model.messages(step * 300.0, now):
+            topic = f"{ROOT}/{message.topic}"
+            item = decode(ROOT, topic, json.dumps(message.body).encode(), now)
+            device = message.device
+            item = item.model_copy(
+                update={"device_type": device.device_type, "place_path": device.place_path}
+            )
+            if device.device_type == "noise":
+                noise.setdefault(now.hour, []).append(item.values["laeq_db"])
+            alerts += backtest.feed(observations(item, None, device.tags))
+    assert {a.rule_id for a in alerts} == {"arterial-congestion"}
+    rush = {a.ts.astimezone(shanghai).hour for a in alerts if a.status is AlertStatus.FIRING}
+    assert rush <= {7, 8, 9, 10, 16, 17, 18, 19}, rush  # the local rush hours
+    night = [v for h in (22, 23, 0, 1, 2, 3, 4, 5) for v in noise[h]]
+    evening = noise[18]
+    assert max(night) < 55 < min(evening)

@@ -11,7 +11,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 from cityvitals.contracts import Device, Place, PlaceLevel
 from wiring.simulate.incidents import (
@@ -219,6 +219,8 @@ class CityModel:
     city: City
     incidents: Sequence[Incident] = ()
     seed: int = 42
+    zone: tzinfo = UTC
+    """The city's time zone: its days, rush hours and quiet nights are local."""
     _rng: random.Random = field(init=False)
     _seqs: dict[str, int] = field(init=False, default_factory=dict)
 
@@ -229,8 +231,10 @@ class CityModel:
         return max((i.strength_for(device, elapsed) for i in self.incidents), default=0.0)
 
     def messages(self, elapsed: float, now: datetime) -> list[Message]:
-        """Every device's message of the round ``elapsed`` s after the start, stamped ``now``."""
-        hour = now.hour + now.minute / 60
+        """Every device's message of the round ``elapsed`` s after the start, stamped ``now``
+        (its values by the local hour of the city's zone)."""
+        local = now.astimezone(self.zone)
+        hour = local.hour + local.minute / 60
         out = []
         for device in self.city.devices:
             values = sample(device.device_type, self._rng, hour, self.strength(device, elapsed))

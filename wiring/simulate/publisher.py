@@ -54,7 +54,7 @@ class Simulator:
         return client
 
     def run(self, stop: threading.Event, duration: float | None = None) -> None:
-        model = CityModel(self.city, self.incidents, self.seed)
+        model = CityModel(self.city, self.incidents, self.seed, self.settings.zone)
         root = self.settings.mqtt_topic_root
         clients = {d.device_id: self._client(d.device_id) for d in self.city.devices}
         started = time.monotonic()
