@@ -232,6 +232,7 @@ def test_existing_rows_are_kept_by_the_storage_migration(
             "0013_incident_acknowledged",
             "0014_alert_resolution",
             "0015_deadletter_resent",
+            "0016_dispatch_summary",
         ]
         with db.connect(settings) as conn:
             for d in (0, 1, 5):
@@ -721,6 +722,7 @@ def test_timescale_storage_in_pglite(timescale: str, monkeypatch: pytest.MonkeyP
         "0013_incident_acknowledged",
         "0014_alert_resolution",
         "0015_deadletter_resent",
+        "0016_dispatch_summary",
     ]  # migrate_data
     assert db.migrate(settings) == []
     assert db.flavour(settings) == "timescale"
