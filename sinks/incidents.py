@@ -405,7 +405,7 @@ class Performance:
     A digest counts as one dispatch per incident it lists; a withdrawal or a revision is no
     order and is not counted, but an order is judged by the limits of its latest revision (the
     level rose within the tier's reach). A dispatch is the incident's order
-    until the incident's next dispatch or its close. It is accepted (handled) in time when the
+    until the withdrawal naming it, the incident's next dispatch or its close. It is accepted (handled) in time when the
     incident's ``accept`` (``handled``) step came by ``accept_by`` (``handle_by``) while it was
     the order; on time when both. One not on time is judged only once its deadline has passed
     while it was the order: until then it is ``running``, and one that stopped being the
@@ -458,9 +458,14 @@ WITH pairs AS (  -- each order to each incident, with its limits as last revised
             WHERE r.revises = d.dispatch_id AND r.incident_id = x.incident_id
             ORDER BY r.ts DESC LIMIT 1) r ON true
      WHERE d.ts >= %(since)s AND d.ts < %(until)s AND d.kind NOT IN ('withdrawal', 'revision')
-), ended AS (  -- when each stopped being the incident's order: its next order, or its close
+), ended AS (  -- when each stopped being the incident's order: the withdrawal naming it (the
+               -- next order may come in the same instant), its next order, or its close
     SELECT p.*, (
            SELECT min(e.ts) FROM (
+               SELECT w.ts FROM dispatches w
+                WHERE w.withdraws = p.dispatch_id AND w.incident_id = p.incident_id
+                  AND w.kind = 'withdrawal'
+               UNION ALL
                SELECT n.ts FROM dispatches n
                 WHERE (n.incident_id = p.incident_id OR n.incidents @> ARRAY[p.incident_id])
                   AND n.ts > p.ts AND n.kind NOT IN ('withdrawal', 'revision')

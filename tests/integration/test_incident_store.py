@@ -391,6 +391,39 @@ def test_a_dispatch_running_or_withdrawn_before_its_deadline_is_not_judged(
     assert (other.running, other.withdrawn, other.judged, other.on_time_rate) == (0, 0, 1, 0.0)
 
 
+def test_an_order_sent_up_in_the_same_instant_is_withdrawn_not_judged(town: Settings) -> None:
+    """The desk sends an order and, in the same instant, sends the incident up (its level is
+    beyond the tier) with a withdrawal naming the order: the first department is judged on
+    nothing, and what the department above did (accept, handle, close) is not counted as its
+    own (the order ended at the withdrawal, though the next order has the same time)."""
+    with db.connect(town) as conn:
+        h = History(conn, "tc")
+        noise = h.open("noise", "tc-s1", WarningLevel.ORANGE, at=T0)
+        first = h.dispatch(noise, "crew", Tier.STREET, T0)
+        withdrawal = first.model_copy(
+            update={
+                "dispatch_id": hexid(),
+                "kind": DispatchKind.WITHDRAWAL,
+                "withdraws": first.dispatch_id,
+                "reason": "escalated to eco (district tier): now orange, beyond crew",
+            }
+        )
+        DispatchSink(conn).write([withdrawal])
+        h.dispatch(noise, "eco", Tier.DISTRICT, T0, DispatchKind.ESCALATION)
+        h.go(
+            noise,
+            (Action.ACCEPT, IncidentState.ACCEPTED, T0 + timedelta(minutes=2)),
+            *closing(T0 + timedelta(minutes=30)),
+        )
+        rows = performance(conn, T0 - timedelta(days=1), T0 + timedelta(days=1))
+    by = {(p.department, p.tier): p for p in rows}
+    crew = by[("crew", Tier.STREET)]
+    assert (crew.dispatches, crew.withdrawn, crew.judged, crew.accepted_on_time) == (1, 1, 0, 0)
+    assert (crew.incidents_judged, crew.closure_rate, crew.flagged) == (0, None, False)
+    eco = by[("eco", Tier.DISTRICT)]
+    assert (eco.on_time, eco.closed, eco.closure_rate, eco.flagged) == (1, 1, 1.0, False)
+
+
 def test_an_order_is_judged_by_its_latest_revision_and_a_revision_is_no_order(
     town: Settings,
 ) -> None:
