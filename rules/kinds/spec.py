@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from cityvitals.contracts import IDENTIFIER, METRIC, Derived, WarningLevel
@@ -191,6 +192,19 @@ class LevelledRule(RuleBase):
         """What a value is judged by, read at every value in one attribute read (four reads
         of a pydantic model's attributes cost about three times one)."""
         return Bands(self.direction == "above", self.highest_first, self.lowest, self.clear)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _night_of_thresholds(cls, data: Any) -> Any:
+        if (
+            isinstance(data, dict)
+            and "night" in data
+            and data.get("kind") not in (None, "threshold")
+        ):
+            raise ValueError(
+                f"night: other levels at night are for threshold rules, not {data['kind']}"
+            )
+        return data
 
     @field_validator("levels")
     @classmethod

@@ -64,9 +64,14 @@ _CLOCK = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*$")
 def _clock(value: Any) -> time:
     """``"22:00"`` as a time of day. YAML reads an unquoted ``22:00`` as the number 1320 (a
     base-60 integer), which would pass for 00:22: refused with what to write instead."""
-    m = _CLOCK.match(value) if isinstance(value, str) else None
+    if not isinstance(value, str):
+        raise ValueError(
+            f"{value!r}: an unquoted time is read as a number (22:00 as 1320): write it in "
+            "quotes, such as '22:00'"
+        )
+    m = _CLOCK.match(value)
     if m is None or int(m.group(1)) > 23 or int(m.group(2)) > 59:
-        raise ValueError(f"{value!r}: give a time of day in quotes, such as '22:00'")
+        raise ValueError(f"{value!r}: give a time of day as HH:MM, 00:00 to 23:59, such as '22:00'")
     return time(int(m.group(1)), int(m.group(2)))
 
 

@@ -113,9 +113,10 @@ def test_the_shipped_noise_rule_reads_the_night_in_the_settings_zone_and_a_reloa
     [
         (
             "{starts: 22:00, levels: {blue: 55}}",
-            "1320: give a time of day in quotes, such as '22:00'",
+            "1320: an unquoted time is read as a number (22:00 as 1320): write it in quotes",
         ),
-        ("{starts: '25:00', levels: {blue: 55}}", "'25:00': give a time of day in quotes"),
+        ("{starts: '25:00', levels: {blue: 55}}", "'25:00': give a time of day as HH:MM, 00:00"),
+        ("{starts: '22:00:30', levels: {blue: 55}}", "'22:00:30': give a time of day as HH:MM"),
         ("{starts: '06:00', levels: {blue: 55}}", "starts and ends are both 06:00"),
         ("{levels: {blue: 60, orange: 55}}", "levels must increase strictly from blue to red"),
         ("{levels: {blue: 55}, clear: 57}", "clear 57.0 must not be past the lowest level 55.0"),
@@ -131,3 +132,11 @@ def test_a_night_written_wrong_is_refused_with_its_line_and_field(night: str, me
     (problem,) = caught.value.problems
     assert problem.line == 5 and problem.field.startswith("rules.0.night"), problem
     assert message in problem.message, problem.message
+
+
+def test_a_night_on_a_rule_of_another_kind_is_refused_naming_the_kind() -> None:
+    text = "rules:\n  - {id: r, kind: rate, metric: m, over: 1h, per: 1h, levels: {blue: 5}, "
+    with pytest.raises(RuleFileError) as caught:
+        parse_rules(text + "night: {levels: {blue: 3}}}\n", "r.yaml")
+    (problem,) = caught.value.problems
+    assert "night: other levels at night are for threshold rules, not rate" in problem.message
