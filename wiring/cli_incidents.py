@@ -322,7 +322,7 @@ def act(
         make_feedback,
         unknown_department,
     )
-    from rules.incidents.lifecycle import close_without_reason, verify_while_firing
+    from rules.incidents.lifecycle import close_without_reason, not_now, verify_while_firing
     from sinks.ids import is_short_id, too_short
     from sinks.incidents import (
         AmbiguousIncident,
@@ -372,6 +372,9 @@ def act(
         earlier = superseded_dispatch(registry.conn, incident, feedback.dispatch_id)
         if earlier is not None:
             raise fail(f"--dispatch: {earlier}; nothing was sent")
+        too_soon = not_now(incident.state, feedback.action)
+        if too_soon is not None:
+            raise fail(f"{too_soon}; nothing was sent (if it just changed, try again)")
         if feedback.action is Action.REASSIGN and feedback.department is not None:
             try:
                 routed = incident_departments(conf)

@@ -68,7 +68,12 @@ from device_registry.incident_publisher import (
     unknown_department,
 )
 from device_registry.registry import UnknownPlace
-from rules.incidents.lifecycle import close_without_reason, sendable, verify_while_firing
+from rules.incidents.lifecycle import (
+    close_without_reason,
+    not_now,
+    sendable,
+    verify_while_firing,
+)
 from sinks import (
     IncidentDetail,
     IncidentFilter,
@@ -291,7 +296,11 @@ def incident(user: Reading, incident_id: PathId, registry: Reader) -> IncidentVi
     "/incidents/{incident_id}/actions",
     status_code=202,
     response_model=Sent,
-    responses={**NOT_FOUND, **BAD_INPUT},
+    responses={
+        **NOT_FOUND,
+        **BAD_INPUT,
+        409: {"description": "the incident's state (as stored) does not take the action"},
+    },
     tags=["incidents"],
 )
 def act(
@@ -303,7 +312,9 @@ def act(
     x_actor: Annotated[str | None, Header(alias="X-Actor", max_length=200)] = None,
 ) -> Sent:
     """Send the action as a feedback on ``dispatch.feedback``; answers its ``feedback_id``.
-    An action people cannot send answers 422 listing those they can; so do a close before
+    An action the incident's state does not take answers 409, naming those it does (the
+    state as stored, a step behind the stage at most); one people cannot send answers 422
+    listing those they can; so do a close before
     verification without a reason and a reassignment to a department that neither the
     incident routing nor the registry knows (listing those there are).
 
@@ -346,6 +357,9 @@ def act(
     earlier = superseded_dispatch(registry.conn, found, feedback.dispatch_id)
     if earlier is not None:
         raise FieldError(422, ("body", "dispatch_id"), earlier, body.dispatch_id)
+    too_soon = not_now(found.state, feedback.action)
+    if too_soon is not None:  # the stored state: a step behind the stage at most
+        raise FieldError(409, ("body", "action"), f"{too_soon}; if it just changed, try again")
     if feedback.action is Action.REASSIGN and feedback.department is not None:
         listed = (d.department_id for d in registry.list_departments())
         routed = _configured(incident_departments, settings)

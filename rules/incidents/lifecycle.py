@@ -20,6 +20,7 @@ __all__ = [
     "check_feedback",
     "close_without_reason",
     "move",
+    "not_now",
     "sendable",
     "verify_while_firing",
 ]
@@ -136,6 +137,22 @@ def verify_while_firing(incident: Incident, action: Action) -> str | None:
         f"verify is refused while {alerts}: the sensors still see the problem (it is "
         "verified by itself once they have been quiet; a false alarm is closed with a reason)"
     )
+
+
+def not_now(state: IncidentState, action: Action) -> str | None:
+    """Why people may not send ``action`` on an incident in ``state``, as the stage would
+    refuse it (:func:`move`); None when they may. What an interface asks before it sends,
+    from the state the database holds, which may be a step behind the stage.
+
+    >>> not_now(IncidentState.DISPATCHED, Action.VERIFY)
+    'verify is not allowed while the incident is dispatched (people may send: accept, acknowledge, close, note, reassign, reject)'
+    >>> not_now(IncidentState.DISPATCHED, Action.ACCEPT)
+    """
+    try:
+        move(state, action)
+    except Refused as exc:
+        return str(exc)
+    return None
 
 
 def close_without_reason(state: IncidentState, action: Action, reason: str) -> str | None:

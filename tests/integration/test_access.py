@@ -180,8 +180,11 @@ def world(pipeline: Pipeline, admin_token: str) -> Iterator[World]:
         assert admin.put(f"/departments/{DEPARTMENT}", json={"name": "W"}).status_code in (200, 201)
     with db.connect(pipeline.settings) as conn:
         for n in (1, 2):
-            w.incidents[f"d{n}"] = store_incident(
-                conn, (w.city, w.d(n), w.s(n)), DEPARTMENT if n == 1 else "other-dept"
+            w.incidents[f"d{n}"] = store_incident(  # dispatched: a department may answer
+                conn,
+                (w.city, w.d(n), w.s(n)),
+                DEPARTMENT if n == 1 else "other-dept",
+                IncidentState.DISPATCHED,
             )
             w.alerts[f"d{n}"] = store_alert(conn, (w.city, w.d(n), w.s(n)), w.devices[f"d{n}"])
     d1 = (w.city, w.d(1))

@@ -757,6 +757,13 @@ def test_cli_act_sends_a_valid_feedback_and_names_what_is_wrong(town: Settings) 
     stale = run(town, "act", incident.incident_id, "on_site", "--dispatch", order.dispatch_id)
     assert stale.exit_code == 1 and "is an earlier dispatch" in stale.output, stale.output
     assert "nothing was sent" in stale.output
+    # an action the incident's state does not take: refused at once, naming those it does
+    early = run(town, "act", incident.incident_id, "verify")
+    assert early.exit_code == 1, early.output
+    assert "verify is not allowed while the incident is dispatched (people may send: accept," in (
+        early.output
+    )
+    assert "nothing was sent" in early.output
 
     moved = run(
         town, "act", incident.incident_id, "reassign", "--department", "water-affairs",
@@ -941,7 +948,15 @@ def test_api_actions_send_a_feedback_and_refuse_what_does_not_fit(
         incident = History(conn, city).open("flooding", f"{city}-s1", WarningLevel.RED)
     path = f"/incidents/{incident.incident_id}/actions"
 
-    sent = api.post(path, json={"action": "verify", "reason": "seen it dry"})
+    # An action the incident's state (new) does not take is refused at once, naming those
+    # it does, not sent for the stage to refuse.
+    too_soon = api.post(path, json={"action": "verify", "reason": "seen it dry"})
+    assert too_soon.status_code == 409, too_soon.text
+    assert too_soon.json()["detail"][0]["msg"].startswith(
+        "verify is not allowed while the incident is new "
+        "(people may send: acknowledge, close, note, reassign)"
+    )
+    sent = api.post(path, json={"action": "note", "reason": "seen it dry"})
     assert sent.status_code == 202, sent.text
     feedback_id = sent.json()["feedback_id"]
     value = on_topic(
@@ -949,7 +964,7 @@ def test_api_actions_send_a_feedback_and_refuse_what_does_not_fit(
     )
     feedback = Feedback.model_validate_json(value)
     assert (feedback.action, feedback.actor, feedback.reason) == (
-        Action.VERIFY,
+        Action.NOTE,
         "itest-api (admin)",
         "seen it dry",
     )
