@@ -85,7 +85,7 @@ class Desk(Dispatcher):
             t.alerts[alert.alert_id] = (alert.revision, firing)
             if firing:
                 t.said = alert.summary
-            reason = ""
+            reason = alert.summary  # which alert, and what it measured
             if self._unmeasured(t, alert):
                 assert alert.resolution is not None
                 reason = (
@@ -128,7 +128,7 @@ class Desk(Dispatcher):
         joined.alerts[alert.alert_id] = (alert.revision, True)
         joined.said = alert.summary
         self.book.by_alert[alert.alert_id] = joined.incident.incident_id
-        self._signal(joined, alert.level, now, alert.device_id, out)
+        self._signal(joined, alert.level, now, alert.device_id, out, alert.summary)
 
     def _outage(self, outage: PlaceOutage, out: Outcome) -> None:
         now = self.book.now(outage.ts)

@@ -776,3 +776,16 @@ def test_every_order_says_what_the_incidents_latest_signal_said() -> None:
     )
     late = run(back, [tick(600)])
     assert late.dispatches and {d.summary for d in late.dispatches} == {"as stored"}
+
+
+def test_each_step_of_a_signal_says_which_alert_and_what_it_measured() -> None:
+    """The timeline tells the story of the water, not "a yellow signal joined": each alert
+    that joins, rises or resolves is named by its own summary."""
+    desk = desk_with()
+    inputs = flooded_street()
+    ended = alert("waterlogging-depth", "wl-1", (*STREET, "g1"), 9, status="resolved", revision=1)
+    out = run(desk, [*inputs, ended])
+    attached = [u.transition.reason for u in out.updates if u.transition.action is Action.ATTACH]
+    summaries = [i.alert.summary for i in [*inputs[1:], ended] if i.alert is not None]
+    assert attached == summaries
+    assert attached[-1] == "waterlogging-depth at wl-1 (yellow)"  # the test alerts' summaries
