@@ -21,7 +21,7 @@ incidents' steps, dispatch orders and escalations out. Pure; the book is the onl
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cityvitals.contracts import (
     Action,
@@ -84,8 +84,8 @@ class Desk(Dispatcher):
                 return
             t.alerts[alert.alert_id] = (alert.revision, firing)
             if firing:
-                t.said = alert.summary
-            reason = alert.summary  # which alert, and what it measured
+                t.said = self._said(alert, now)
+            reason = self._said(alert, now)  # which alert, and what it measured
             if self._unmeasured(t, alert):
                 assert alert.resolution is not None
                 reason = (
@@ -119,16 +119,16 @@ class Desk(Dispatcher):
             )
             new.incident = new.incident.model_copy(update={"title": title[:500]})
             new.alerts[alert.alert_id] = (alert.revision, True)
-            new.said = alert.summary
+            new.said = self._said(alert, now)
             self.book.put(new)
             self._refresh(new, alert.device_id)
-            self._step(new, Action.OPEN, now, out, reason=alert.summary, new=True)
+            self._step(new, Action.OPEN, now, out, reason=new.said, new=True)
             self._dispatch(new, now, out)
             return
         joined.alerts[alert.alert_id] = (alert.revision, True)
-        joined.said = alert.summary
+        joined.said = self._said(alert, now)
         self.book.by_alert[alert.alert_id] = joined.incident.incident_id
-        self._signal(joined, alert.level, now, alert.device_id, out, alert.summary)
+        self._signal(joined, alert.level, now, alert.device_id, out, joined.said)
 
     def _outage(self, outage: PlaceOutage, out: Outcome) -> None:
         now = self.book.now(outage.ts)
@@ -225,6 +225,14 @@ class Desk(Dispatcher):
         self._step(t, Action.ATTACH, now, out, reason=reason or _attach_reason(level))
         if t.peak is not before and state in AT_WORK:
             self._rose(t, now, out)
+
+    def _said(self, alert: Alert, now: datetime) -> str:
+        """What an alert says, as its incident's steps and orders carry it: its summary, and
+        when it was measured if that was :data:`LATE` or more before the desk heard of it (a
+        night's readings sent in the morning: a crew must not look for last night's noise)."""
+        if now - alert.ts < LATE:
+            return alert.summary
+        return f"{alert.summary} (measured {self.when(alert.ts)})"
 
     @staticmethod
     def _unmeasured(t: Tracked, alert: Alert) -> bool:
@@ -450,6 +458,10 @@ class Desk(Dispatcher):
     def _close(self, t: Tracked, now: datetime, out: Outcome) -> None:
         t.closed_at = now
         self._step(t, Action.CLOSE, now, out, reason="verified", to=IncidentState.CLOSED)
+
+
+LATE = timedelta(minutes=10)
+"""An alert heard of this long after it was measured says when it was measured."""
 
 
 def _attach_reason(level: WarningLevel | None) -> str:

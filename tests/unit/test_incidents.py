@@ -789,3 +789,19 @@ def test_each_step_of_a_signal_says_which_alert_and_what_it_measured() -> None:
     summaries = [i.alert.summary for i in [*inputs[1:], ended] if i.alert is not None]
     assert attached == summaries
     assert attached[-1] == "waterlogging-depth at wl-1 (yellow)"  # the test alerts' summaries
+
+
+def test_an_alert_heard_of_late_says_when_it_was_measured() -> None:
+    """Last night's readings sent in the morning: the order and the opening step say when the
+    noise was measured, so a crew does not look for it now; one heard at once does not."""
+    desk = desk_with()
+    run(desk, [tick(12 * 60)])  # the desk has heard of 12 hours
+    late = run(desk, [report("noise", (*STREET, "g3"), "drilling", 12 * 60)])
+    assert late.dispatches[0].summary == "hotline report: drilling"  # a report is of now
+    out = run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"), 60)])  # 11 h late
+    (order,) = out.dispatches
+    assert order.summary == (
+        "waterlogging-depth at wl-1 (yellow) (measured 2026-07-01 09:00:00 UTC)"
+    ), order.summary
+    opened = next(u for u in out.updates if u.transition.action is Action.OPEN)
+    assert opened.transition.reason == order.summary
