@@ -118,8 +118,10 @@ class DispatchSink(SqlSink):
     statement = """
         INSERT INTO dispatches (dispatch_id, kind, incident_id, incidents, department, tier,
                                 tier_place_id, category, level, place_id, place_path, title,
-                                accept_by, handle_by, ts, withdraws, revises, reason, summary)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                accept_by, handle_by, ts, withdraws, revises, reason, summary,
+                                signals, devices)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+                %s)
         ON CONFLICT DO NOTHING
     """
 
@@ -145,6 +147,8 @@ class DispatchSink(SqlSink):
                 d.revises,
                 d.reason,
                 d.summary,
+                list(d.signals),
+                list(d.devices),
             )
             for d in batch
         ]

@@ -123,6 +123,9 @@ OPEN_INCIDENTS = """
                       (SELECT d.summary FROM dispatches d WHERE d.incident_id = i.incident_id
                         ORDER BY d.ts DESC LIMIT 1),
                       '') AS said
+           , (SELECT coalesce(json_object_agg(a.alert_id, a.summary), '{}'::json)
+                FROM alerts a WHERE a.alert_id = ANY(i.alerts) AND a.status = 'firing')
+               AS firing_said
       FROM incidents i
      WHERE i.state <> 'closed' OR i.updated_at > now() - interval '1 day'
 """
@@ -144,6 +147,7 @@ def open_incidents(settings: Settings) -> list[Tracked]:
     for row in rows:
         orders, alerts, breached = row.pop("orders"), row.pop("alert_states"), row.pop("breached")
         revisions, blind, said = row.pop("revisions"), row.pop("blind"), row.pop("said")
+        firing_said = row.pop("firing_said") or {}
         try:
             incident = Incident.model_validate(row)
         except ValidationError as exc:
@@ -159,6 +163,7 @@ def open_incidents(settings: Settings) -> list[Tracked]:
                 list(revisions),
                 list(blind),
                 said,
+                {str(a): str(summary) for a, summary in firing_said.items()},
             )
         )
     return found

@@ -226,6 +226,14 @@ class DispatchOrder(Contract):
     report's channel and text (a digest: its first incident's). A crew reads the figure
     without calling the API back; empty for an incident resumed from a database that held
     none."""
+    signals: tuple[Annotated[str, Field(max_length=2000)], ...] = Field(default=(), max_length=50)
+    """What each of the incident's alerts firing when the order was sent said last (the depth
+    still, when its latest signal was the rate of the rise); empty when none fires: the
+    sensors no longer see it, or it came from a report or an outage alone (a digest: its
+    first incident's)."""
+    devices: tuple[Identifier, ...] = Field(default=(), max_length=50)
+    """The devices behind the incident, as the registry knows them (their places and
+    coordinates: ``GET /devices/{id}``)."""
 
 
 class Feedback(Contract):

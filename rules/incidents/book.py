@@ -48,6 +48,9 @@ class Tracked(BaseModel):
     said: str = ""
     """What its latest firing signal said (an alert's summary, an outage's silent devices, a
     citizen report's channel and text): every dispatch order carries it."""
+    firing_said: dict[str, str] = Field(default_factory=dict)
+    """alert id -> what it said last, while it fires: every dispatch order carries them all
+    (the depth still, when the latest signal was the rate of its rise)."""
     quiet_since: UtcDatetime | None = None
     orders: int = 0
     """Dispatch orders sent so far: the next one's number."""
@@ -81,6 +84,7 @@ def resumed(
     revisions: Sequence[str] = (),
     blind: Sequence[str] = (),
     said: str = "",
+    firing_said: Mapping[str, str] | None = None,
 ) -> Tracked:
     """An incident as the database holds it, tracked again by a desk whose book is empty (the
     local stack's Kafka keeps nothing across a restart): with its id, revision, alerts (id ->
@@ -89,7 +93,8 @@ def resumed(
     database already holds, and so drops). ``breached``: the current dispatch's limits that
     ran out already; ``revisions``: the ids of its revisions; ``blind``: ``rule|device`` of its
     alerts whose latest episode ended without a measurement (stale, retired); ``said``: what its
-    latest signal said, as its dispatch orders carry it. What only the
+    latest signal said, and ``firing_said``: what each alert firing said, as its dispatch
+    orders carry them. What only the
     book kept starts afresh: feedback ids, an outage's id and muted alerts, a storm's budget.
 
     >>> from datetime import UTC
@@ -113,6 +118,7 @@ def resumed(
         revisions=list(revisions),
         blind=list(blind),
         said=said,
+        firing_said=dict(firing_said or {}),
         verified_at=incident.updated_at if state is IncidentState.VERIFIED else None,
         closed_at=incident.updated_at if state is IncidentState.CLOSED else None,
     )

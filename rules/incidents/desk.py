@@ -83,9 +83,11 @@ class Desk(Dispatcher):
                 out.ignored += 1
                 return
             t.alerts[alert.alert_id] = (alert.revision, firing)
-            if firing:
-                t.said = self._said(alert, now)
             reason = self._said(alert, now)  # which alert, and what it measured
+            if firing:
+                t.said = t.firing_said[alert.alert_id] = reason
+            else:
+                t.firing_said.pop(alert.alert_id, None)
             if self._unmeasured(t, alert):
                 assert alert.resolution is not None
                 reason = (
@@ -119,14 +121,14 @@ class Desk(Dispatcher):
             )
             new.incident = new.incident.model_copy(update={"title": title[:500]})
             new.alerts[alert.alert_id] = (alert.revision, True)
-            new.said = self._said(alert, now)
+            new.said = new.firing_said[alert.alert_id] = self._said(alert, now)
             self.book.put(new)
             self._refresh(new, alert.device_id)
             self._step(new, Action.OPEN, now, out, reason=new.said, new=True)
             self._dispatch(new, now, out)
             return
         joined.alerts[alert.alert_id] = (alert.revision, True)
-        joined.said = self._said(alert, now)
+        joined.said = joined.firing_said[alert.alert_id] = self._said(alert, now)
         self.book.by_alert[alert.alert_id] = joined.incident.incident_id
         self._signal(joined, alert.level, now, alert.device_id, out, joined.said)
 

@@ -56,6 +56,10 @@ class Outcome:
     """Inputs already seen (replays, resent feedback) or of nothing to follow."""
 
 
+SIGNALS_SENT = 50
+"""The most firing alerts' summaries, and devices, an order carries."""
+
+
 def _dispatch(
     t: Tracked, kind: DispatchKind, to: Assignment, now: datetime, **fields: Any
 ) -> DispatchOrder:
@@ -74,6 +78,8 @@ def _dispatch(
         place_path=inc.place_path,
         title=inc.title,
         summary=t.said[:2000],
+        signals=tuple(said[:2000] for said in t.firing_said.values())[:SIGNALS_SENT],
+        devices=inc.devices[:SIGNALS_SENT],
         ts=now,
         **fields,
     )

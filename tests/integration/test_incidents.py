@@ -223,6 +223,7 @@ def test_a_flooded_street_is_one_incident_dispatched_once_at_street_tier(
     assert order.title == f"Flooding at {name}"
     # The order says what its alert said, depth and limit, so a crew needs no call back.
     assert order.summary.startswith("water 8 cm at ") and "passed 5 cm (blue)" in order.summary
+    assert order.summary in order.signals and order.devices  # every alert firing, its devices
     assert len(latest(updates(incidents, street.street))) == 1
 
     def detail() -> IncidentDetail | None:  # once the sinks stored the incident and its alerts
@@ -235,7 +236,12 @@ def test_a_flooded_street_is_one_incident_dispatched_once_at_street_tier(
 
     # The duty officer sees what the camera saw: its event's snapshot, not only report photos.
     stored = wait_for(detail, what="the incident and its alerts stored")
-    assert [d.summary for d in stored.dispatches[:1]] == [order.summary]  # as the table keeps it
+    kept = stored.dispatches[0]  # as the table keeps it
+    assert (kept.summary, kept.signals, kept.devices) == (
+        order.summary,
+        order.signals,
+        order.devices,
+    )
     camera = next(d for d in inc.devices if "camera" in d)
     assert [(c.camera_id, c.event_type) for c in stored.camera_snapshots] == [
         (camera, "waterlogging")
@@ -251,6 +257,7 @@ def test_a_flooded_street_is_one_incident_dispatched_once_at_street_tier(
     assert len(back.alerts) == 6 and all(firing for _, firing in back.alerts.values())
     # what its latest alert said, which the next order carries
     assert back.said in {a.summary for a in stored.alerts}, back.said
+    assert sorted(back.firing_said.values()) == sorted(a.summary for a in stored.alerts)
 
 
 def test_feedback_closes_the_loop_and_a_feedback_out_of_turn_is_refused(

@@ -234,6 +234,7 @@ def test_existing_rows_are_kept_by_the_storage_migration(
             "0015_deadletter_resent",
             "0016_dispatch_summary",
             "0017_dispatch_withdraws_index",
+            "0018_dispatch_signals",
         ]
         with db.connect(settings) as conn:
             for d in (0, 1, 5):
@@ -725,6 +726,7 @@ def test_timescale_storage_in_pglite(timescale: str, monkeypatch: pytest.MonkeyP
         "0015_deadletter_resent",
         "0016_dispatch_summary",
         "0017_dispatch_withdraws_index",
+        "0018_dispatch_signals",
     ]  # migrate_data
     assert db.migrate(settings) == []
     assert db.flavour(settings) == "timescale"

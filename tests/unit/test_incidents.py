@@ -759,23 +759,44 @@ def test_every_order_says_what_the_incidents_latest_signal_said() -> None:
         (DispatchKind.WITHDRAWAL, "waterlogging-depth at wl-2 (red)"),
         (DispatchKind.ESCALATION, "waterlogging-depth at wl-2 (red)"),
     ]
-    # a resolved alert is no signal to report: the latest firing one stays
+    # every alert firing, not only the latest: the depth at wl-1 too, and the devices
+    (escalation,) = [d for d in red.dispatches if d.kind is DispatchKind.ESCALATION]
+    assert escalation.signals == (
+        "waterlogging-depth at wl-1 (yellow)",
+        "waterlogging-depth at wl-2 (red)",
+    )
+    assert escalation.devices == ("wl-1", "wl-2")
+    # a resolved alert is no signal to report: the latest firing one stays, it leaves signals
     ended = alert("waterlogging-depth", "wl-2", (*STREET, "g2"), 6, status="resolved", revision=1)
     run(desk, [ended])
     assert desk.book.incidents[incident_id].said == "waterlogging-depth at wl-2 (red)"
+    assert list(desk.book.incidents[incident_id].firing_said.values()) == [
+        "waterlogging-depth at wl-1 (yellow)"
+    ]
 
     silent = run(desk_with(), [outage(("sh", "pd"), 5)]).dispatches
-    assert [d.summary for d in silent] == ["8 of 10 devices silent"]
+    assert [(d.summary, d.signals) for d in silent] == [("8 of 10 devices silent", ())]
     heard = run(desk_with(), [report("noise", (*STREET, "g3"), "drilling at night", 3)])
     assert [d.summary for d in heard.dispatches] == ["hotline report: drilling at night"]
 
     stored = desk.book.incidents[incident_id]
     back = Desk(
         desk.config,
-        Book([resumed(stored.incident, dict(stored.alerts), stored.orders, said="as stored")]),
+        Book(
+            [
+                resumed(
+                    stored.incident,
+                    dict(stored.alerts),
+                    stored.orders,
+                    said="as stored",
+                    firing_said={"a" * 32: "still firing"},
+                )
+            ]
+        ),
     )
     late = run(back, [tick(600)])
     assert late.dispatches and {d.summary for d in late.dispatches} == {"as stored"}
+    assert {d.signals for d in late.dispatches} == {("still firing",)}
 
 
 def test_each_step_of_a_signal_says_which_alert_and_what_it_measured() -> None:
