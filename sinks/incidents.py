@@ -17,7 +17,7 @@ Open311 exports: :mod:`sinks.open311`.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cityvitals.contracts import (
     CitizenReport,
+    DispatchKind,
     DispatchOrder,
     Escalation,
     Incident,
@@ -204,6 +205,20 @@ class IncidentDetail(BaseModel):
     """Its dispatch orders and escalations a webhook never got (:func:`undelivered`)."""
 
 
+def withdrawn_first(orders: Iterable[DispatchOrder]) -> tuple[DispatchOrder, ...]:
+    """Dispatches in time order, where a withdrawal comes first among those of its instant
+    (the old order ended, then the new one), moved after the order it withdraws when that
+    order is of the same instant: an order sent and sent up at once reads order, withdrawal,
+    escalation."""
+    out = list(orders)
+    for withdrawal in [o for o in out if o.kind is DispatchKind.WITHDRAWAL and o.withdraws]:
+        at = out.index(withdrawal)
+        named = next((j for j, o in enumerate(out) if o.dispatch_id == withdrawal.withdraws), -1)
+        if named > at:
+            out.insert(at, out.pop(named))
+    return tuple(out)
+
+
 def undelivered(conn: Conn, incident_id: str) -> list[Undelivered]:
     """The incident's dispatch orders (digests listing it included) and escalations the
     notifier gave up on, not delivered since, the oldest first."""
@@ -346,7 +361,7 @@ def incident_detail(conn: Conn, incident_id: str) -> IncidentDetail:
     return IncidentDetail(
         incident=incident,
         transitions=tuple(IncidentTransition.model_validate(t) for t in transitions),
-        dispatches=tuple(DispatchOrder.model_validate(d) for d in dispatches),
+        dispatches=withdrawn_first(DispatchOrder.model_validate(d) for d in dispatches),
         escalations=tuple(Escalation.model_validate(e) for e in escalations),
         alerts=tuple(alerts),
         reports=tuple(CitizenReport.model_validate(r) for r in reports),

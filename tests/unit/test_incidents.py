@@ -826,3 +826,25 @@ def test_an_alert_heard_of_late_says_when_it_was_measured() -> None:
     ), order.summary
     opened = next(u for u in out.updates if u.transition.action is Action.OPEN)
     assert opened.transition.reason == order.summary
+
+
+def test_an_order_sent_up_in_one_instant_reads_order_withdrawal_escalation() -> None:
+    """The detail lists a withdrawal first among the dispatches of its instant (the old
+    order's end, then the new one), but never before the order it withdraws (as the
+    database orders them: the withdrawal first, the others by kind and id)."""
+    from sinks.incidents import withdrawn_first
+
+    desk = desk_with()
+    out = run(
+        desk,
+        [
+            alert("waterlogging-depth", "wl-1", (*STREET, "g1"), 0, level="yellow"),
+            alert("waterlogging-depth", "wl-2", (*STREET, "g2"), 0, level="red"),
+        ],
+    )
+    order, withdrawal, escalation = out.dispatches
+    assert order.ts == withdrawal.ts == escalation.ts
+    assert withdrawal.withdraws == order.dispatch_id
+    stored = [withdrawal, escalation, order]
+    assert withdrawn_first(stored) == (order, withdrawal, escalation)
+    assert withdrawn_first([order, withdrawal, escalation]) == (order, withdrawal, escalation)
