@@ -216,8 +216,12 @@ def _rejudge(
         obs = subject._replace(metric=rule.metric, value=value, ts=now)
         silent = now - seen
         out.evaluations += 1
-        if silent >= rules.stale_horizon(rule, subject.expected_interval_s):
-            _stale(rule, states, state, obs, silent, threshold, out)
+        horizon = rules.stale_horizon(rule, subject.expected_interval_s)
+        if silent >= horizon:
+            # stale from when its last value ran out, not from when a tick noticed: a night's
+            # readings sent in the morning end their episode in the night
+            went = seen + horizon
+            _stale(rule, states, state, obs._replace(ts=went), horizon, threshold, out)
             continue
         expired = kind.expired(rule, silent)
         judged = Judgement(None if expired else level, value, threshold, state.memory)

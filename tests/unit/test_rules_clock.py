@@ -139,8 +139,25 @@ def test_stale_is_judged_at_the_device_s_other_readings_too() -> None:
     d = Device1(parse_rules("rules: [{id: r, metric: m, levels: {yellow: 30}}]"))
     d.read(35, 0)
     d.read(1, 25, metric="other")
-    assert d.story == [("firing", "yellow", 0), ("resolved", "yellow", 25)]
+    # stale from when its value ran out (the default stale horizon: 20 min), not from when
+    # the reading at 25 noticed
+    assert d.story == [("firing", "yellow", 0), ("resolved", "yellow", 20)]
     assert d.alerts[-1].resolution is AlertResolution.STALE
+    assert d.alerts[-1].summary.endswith("no m reading for 20 min: stale")
+
+
+def test_readings_sent_late_end_their_episode_when_their_values_ran_out() -> None:
+    """A night's readings sent in the morning (the clock far ahead of them): the episode
+    ends stale 20 min after the last of them, not at the morning's tick, so it does not read
+    as a 10-hour alarm."""
+    d = Device1(parse_rules("rules: [{id: r, metric: m, levels: {yellow: 30}}]"))
+    d.read(35, 0)
+    d.read(36, 5)
+    out = sweep_device(d.rules, d.memory, obs(0, 600), at(600))  # one tick, ten hours on
+    d.memory = out.memory
+    d.alerts += out.alerts
+    assert d.story == [("firing", "yellow", 0), ("resolved", "yellow", 25)]
+    assert "(peak yellow, after 25 min)" in d.alerts[-1].summary
 
 
 def test_a_resolved_alert_carries_the_peak_of_its_episode() -> None:
