@@ -54,6 +54,7 @@ def test_a_level_quiet_by_day_fires_at_night_in_the_citys_time_and_ends_at_dawn(
         "cleared",
     )
     assert ended.ts.astimezone(SHANGHAI).strftime("%H:%M") == "06:00"
+    assert ended.summary.endswith("; laeq_db now 60, under the day's all-clear")
     # read in UTC, 21:00-05:00 Shanghai time is 13:00-21:00 UTC: day, no alert
     utc = RuleRun(parse_rules(ROAD))
     evening(utc, 60.0, hours=8)
