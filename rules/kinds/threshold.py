@@ -132,7 +132,9 @@ class ThresholdRule(LevelledRule):
     value for this long, the condition is false (judged at the device's other readings and
     at clock ticks), so the alert can resolve."""
     night: Night | None = None
-    """Other levels (and all-clear) at night: a reading in its hours is judged by them."""
+    """Stricter levels (and their all-clear) at night: a reading in its hours takes the higher
+    of its level by them and by the day's (a night listing blue alone still raises the day's
+    red). The night's hysteresis is its own ``clear``: without one, none at night."""
     summary: Summary = "{metric} {value:g} at {device_id} passed {threshold:g} ({level})"
 
     @field_validator("night")
@@ -170,9 +172,13 @@ class ThresholdKind(RuleKind[ThresholdRule]):
         night = rule.night
         if night is None or not night.covers(obs.ts):
             return judge_bands(rule.bands, obs.value, state.firing, seen)
+        # the night only adds strictness: a level the day's levels give stands at night too
+        by_day = judge_bands(rule.bands, obs.value, state.firing, seen)
         judged = judge_bands(rule.night_bands, obs.value, state.firing, seen)
-        if judged.level is None:
-            return judged
+        if judged.level is None or (
+            by_day.level is not None and by_day.level.rank > judged.level.rank
+        ):
+            return by_day if by_day.level is not None else judged
         held = f"{judged.why}; " if judged.why else ""
         return judged._replace(why=f"{held}the night levels, {night.hours}")
 

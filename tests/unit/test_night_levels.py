@@ -141,3 +141,22 @@ def test_a_night_on_a_rule_of_another_kind_is_refused_naming_the_kind() -> None:
         parse_rules(text + "night: {levels: {blue: 3}}}\n", "r.yaml")
     (problem,) = caught.value.problems
     assert "night: other levels at night are for threshold rules, not rate" in problem.message
+
+
+def test_the_night_only_adds_strictness_and_has_its_own_all_clear() -> None:
+    """A night that lists blue alone still raises the day's red at night (110 dB(A) is no
+    blue); a night with no clear has no hysteresis at night (the day's clear is the day's)."""
+    text = (
+        "rules: [{id: n, metric: laeq_db, levels: {blue: 70, red: 100}, clear: 67,"
+        " night: {levels: {blue: 55}}}]"
+    )
+    run = RuleRun(parse_rules(text, zone="Asia/Shanghai"))
+    night = datetime(2026, 7, 1, 23, tzinfo=SHANGHAI)
+    for minutes, value in ((0, 110.0), (10, 60.0), (20, 54.0)):
+        run.read([observation(value, night + timedelta(minutes=minutes), metric="laeq_db")])
+    assert [(a.status.value, a.level.value, a.threshold) for a in run.alerts] == [
+        ("firing", "red", 100.0),  # the day's red stands at night
+        ("firing", "blue", 55.0),  # 60: blue by the night's levels
+        ("resolved", "red", 55.0),  # 54: under the night's lowest level, no clear: ended
+    ]
+    assert run.alerts[0].summary.endswith("passed 100 (red)")  # no night note: the day's level
