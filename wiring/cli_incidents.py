@@ -374,7 +374,7 @@ def act(
             raise fail(f"--dispatch: {earlier}; nothing was sent")
         too_soon = not_now(incident.state, feedback.action)
         if too_soon is not None:
-            raise fail(f"{too_soon}; nothing was sent (if it just changed, try again)")
+            raise fail(f"{too_soon}; nothing was sent")
         if feedback.action is Action.REASSIGN and feedback.department is not None:
             try:
                 routed = incident_departments(conf)

@@ -357,9 +357,9 @@ def act(
     earlier = superseded_dispatch(registry.conn, found, feedback.dispatch_id)
     if earlier is not None:
         raise FieldError(422, ("body", "dispatch_id"), earlier, body.dispatch_id)
-    too_soon = not_now(found.state, feedback.action)
-    if too_soon is not None:  # the stored state: a step behind the stage at most
-        raise FieldError(409, ("body", "action"), f"{too_soon}; if it just changed, try again")
+    too_soon = not_now(found.state, feedback.action)  # nor in any state the stage may be in
+    if too_soon is not None:
+        raise FieldError(409, ("body", "action"), too_soon, body.action)
     if feedback.action is Action.REASSIGN and feedback.department is not None:
         listed = (d.department_id for d in registry.list_departments())
         routed = _configured(incident_departments, settings)

@@ -72,11 +72,7 @@ def move(state: IncidentState, action: Action) -> IncidentState:
     """The state ``action`` leads to from ``state``; :class:`Refused` when it may not."""
     moves = MOVES.get(action, {})
     if state not in moves:
-        allowed = sorted(a.value for a in sendable(state))
-        raise Refused(
-            f"{action.value} is not allowed while the incident is {state.value} "
-            f"(people may send: {', '.join(allowed) or 'nothing'})"
-        )
+        raise Refused(_refusal(state, action))
     return moves[state]
 
 
@@ -139,20 +135,53 @@ def verify_while_firing(incident: Incident, action: Action) -> str | None:
     )
 
 
+PLATFORM_MOVES: tuple[tuple[IncidentState, IncidentState], ...] = (
+    (S.NEW, S.DISPATCHED),  # dispatched
+    *((state, S.DISPATCHED) for state in OPEN_WORK),  # sent up (escalated)
+    (S.HANDLED, S.VERIFIED),  # its sensors verified it
+    (S.VERIFIED, S.CLOSED),  # closed after its quiet period
+    *((state, S.NEW) for state in (S.HANDLED, S.VERIFIED, S.CLOSED)),  # reopened by an alert
+)
+"""The moves the incident stage makes of itself, which the database may not show yet."""
+
+
+def _reachable(state: IncidentState) -> set[IncidentState]:
+    """``state`` and every state the stage's own moves lead to from it."""
+    found, todo = {state}, [state]
+    while todo:
+        at = todo.pop()
+        for before, after in PLATFORM_MOVES:
+            if before is at and after not in found:
+                found.add(after)
+                todo.append(after)
+    return found
+
+
+def _refusal(state: IncidentState, action: Action) -> str:
+    allowed = sorted(a.value for a in sendable(state))
+    return (
+        f"{action.value} is not allowed while the incident is {state.value} "
+        f"(people may send: {', '.join(allowed) or 'nothing'})"
+    )
+
+
 def not_now(state: IncidentState, action: Action) -> str | None:
-    """Why people may not send ``action`` on an incident in ``state``, as the stage would
-    refuse it (:func:`move`); None when they may. What an interface asks before it sends,
-    from the state the database holds, which may be a step behind the stage.
+    """Why people may not send ``action`` on an incident stored in ``state``: the stage would
+    refuse it (:func:`move`) there and in every state its own moves could have taken the
+    incident to since (the database may lag the stage: an accept of an order the database
+    does not show yet is the stage's to judge). None when they may. What an interface asks
+    before it sends.
 
     >>> not_now(IncidentState.DISPATCHED, Action.VERIFY)
     'verify is not allowed while the incident is dispatched (people may send: accept, acknowledge, close, note, reassign, reject)'
-    >>> not_now(IncidentState.DISPATCHED, Action.ACCEPT)
+    >>> not_now(IncidentState.NEW, Action.ACCEPT), not_now(IncidentState.ACCEPTED, Action.ACCEPT)
+    (None, None)
+    >>> not_now(IncidentState.CLOSED, Action.HANDLED)
+    'handled is not allowed while the incident is closed (people may send: note, reopen)'
     """
-    try:
-        move(state, action)
-    except Refused as exc:
-        return str(exc)
-    return None
+    if any(state in MOVES.get(action, {}) for state in _reachable(state)):
+        return None
+    return _refusal(state, action)
 
 
 def close_without_reason(state: IncidentState, action: Action, reason: str) -> str | None:
