@@ -223,17 +223,18 @@ class DispatchOrder(Contract):
     summary: str = Field(default="", max_length=2000)
     """What the incident's latest signal said when the order was sent: an alert's summary
     ("water 36 cm at wl-17 passed 30 cm (yellow)"), an outage's silent devices, a citizen
-    report's channel and text (a digest: its first incident's). A crew reads the figure
+    report's channel and text (a digest: each incident's title and latest signal, joined by
+    ``; ``). A crew reads the figure
     without calling the API back; empty for an incident resumed from a database that held
     none."""
     signals: tuple[Annotated[str, Field(max_length=2000)], ...] = Field(default=(), max_length=50)
     """What each of the incident's alerts firing when the order was sent said last (the depth
     still, when its latest signal was the rate of the rise); empty when none fires: the
-    sensors no longer see it, or it came from a report or an outage alone (a digest: its
-    first incident's)."""
+    sensors no longer see it, or it came from a report or an outage alone (a digest: of all
+    the incidents it lists)."""
     devices: tuple[Identifier, ...] = Field(default=(), max_length=50)
-    """The devices behind the incident, as the registry knows them (their places and
-    coordinates: ``GET /devices/{id}``)."""
+    """The devices behind the incident (a digest: behind all it lists), as the registry knows
+    them (their places and coordinates: ``GET /devices/{id}``)."""
 
 
 class Feedback(Contract):

@@ -3,7 +3,7 @@ step. The base of :class:`rules.incidents.desk.Desk`, which decides what happens
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -61,10 +61,24 @@ SIGNALS_SENT = 50
 
 
 def _dispatch(
-    t: Tracked, kind: DispatchKind, to: Assignment, now: datetime, **fields: Any
+    t: Tracked,
+    kind: DispatchKind,
+    to: Assignment,
+    now: datetime,
+    others: Sequence[Tracked] = (),
+    /,
+    **fields: Any,
 ) -> DispatchOrder:
-    """The incident's next dispatch (numbered: a replay gives the same id) to ``to``."""
+    """The incident's next dispatch (numbered: a replay gives the same id) to ``to``; a
+    digest's (``others``: the other incidents it lists) says what each incident's latest
+    signal said, and carries all their alerts firing and devices."""
     inc = t.incident
+    listed = (t, *others)
+    summary = t.said
+    if others:
+        summary = "; ".join(f"{x.incident.title}: {x.said}" for x in listed if x.said)
+    signals = tuple(said[:2000] for x in listed for said in x.firing_said.values())
+    devices = tuple(dict.fromkeys(d for x in listed for d in x.incident.devices))
     dispatch = DispatchOrder(
         dispatch_id=derive_id(inc.incident_id, t.orders),
         kind=kind,
@@ -77,9 +91,9 @@ def _dispatch(
         place_id=inc.place_id,
         place_path=inc.place_path,
         title=inc.title,
-        summary=t.said[:2000],
-        signals=tuple(said[:2000] for said in t.firing_said.values())[:SIGNALS_SENT],
-        devices=inc.devices[:SIGNALS_SENT],
+        summary=summary[:2000],
+        signals=signals[:SIGNALS_SENT],
+        devices=devices[:SIGNALS_SENT],
         ts=now,
         **fields,
     )
@@ -207,6 +221,7 @@ class Dispatcher:
         actor: str,
         reason: str,
         incidents: tuple[str, ...] = (),
+        others: Sequence[Tracked] = (),
     ) -> DispatchOrder:
         inc = t.incident
         if kind in (DispatchKind.ESCALATION, DispatchKind.REASSIGNMENT) and (
@@ -222,6 +237,7 @@ class Dispatcher:
             kind,
             to,
             now,
+            others,
             accept_by=now + accept,
             handle_by=now + handle,
             incidents=incidents,
@@ -312,7 +328,9 @@ class Dispatcher:
         ids = tuple(t.incident.incident_id for t in held)
         reason = f"digest of {len(ids)} incidents at {key}"
         first, *rest = held
-        order = self._order(first, to, DispatchKind.DIGEST, now, out, PLATFORM, reason, ids)
+        order = self._order(
+            first, to, DispatchKind.DIGEST, now, out, PLATFORM, reason, ids, others=rest
+        )
         for t in rest:
             t.held = None
             t.breached = []

@@ -384,6 +384,12 @@ def test_a_storm_beyond_the_budget_becomes_one_digest() -> None:
     out = run(desk, [tick(10)])
     (digest,) = out.dispatches
     assert digest.kind is DispatchKind.DIGEST and len(digest.incidents) == 4
+    # what every incident it lists said, not the first's alone
+    assert digest.devices == ("gas-3", "gas-4", "gas-5", "gas-6")
+    assert digest.signals == tuple(f"gas-lel at gas-{i} (yellow)" for i in range(3, 7))
+    assert digest.summary == "; ".join(
+        f"gas at g{i}: gas-lel at gas-{i} (yellow)" for i in range(3, 7)
+    )
     states = {t.incident.state for t in desk.book.incidents.values()}
     assert states == {IncidentState.DISPATCHED}
 
