@@ -84,10 +84,11 @@ class Desk(Dispatcher):
                 return
             t.alerts[alert.alert_id] = (alert.revision, firing)
             reason = self._said(alert, now)  # which alert, and what it measured
+            t.firing_said.pop(alert.alert_id, None)  # (the latest said last)
             if firing:
                 t.said = t.firing_said[alert.alert_id] = reason
-            else:
-                t.firing_said.pop(alert.alert_id, None)
+            else:  # the latest of those still firing, or that this one ended
+                t.said = next(reversed(t.firing_said.values()), reason)
             if self._unmeasured(t, alert):
                 assert alert.resolution is not None
                 reason = (

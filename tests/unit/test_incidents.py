@@ -772,10 +772,10 @@ def test_every_order_says_what_the_incidents_latest_signal_said() -> None:
         "waterlogging-depth at wl-2 (red)",
     )
     assert escalation.devices == ("wl-1", "wl-2")
-    # a resolved alert is no signal to report: the latest firing one stays, it leaves signals
+    # a resolved alert leaves signals, and the summary is the latest of those still firing
     ended = alert("waterlogging-depth", "wl-2", (*STREET, "g2"), 6, status="resolved", revision=1)
     run(desk, [ended])
-    assert desk.book.incidents[incident_id].said == "waterlogging-depth at wl-2 (red)"
+    assert desk.book.incidents[incident_id].said == "waterlogging-depth at wl-1 (yellow)"
     assert list(desk.book.incidents[incident_id].firing_said.values()) == [
         "waterlogging-depth at wl-1 (yellow)"
     ]
