@@ -205,17 +205,30 @@ class IncidentDetail(BaseModel):
     """Its dispatch orders and escalations a webhook never got (:func:`undelivered`)."""
 
 
+_KIND_RANK = {DispatchKind.ORDER: 0, DispatchKind.DIGEST: 0, DispatchKind.REASSIGNMENT: 1}
+
+
 def withdrawn_first(orders: Iterable[DispatchOrder]) -> tuple[DispatchOrder, ...]:
-    """Dispatches in time order, where a withdrawal comes first among those of its instant
-    (the old order ended, then the new one), moved after the order it withdraws when that
-    order is of the same instant: an order sent and sent up at once reads order, withdrawal,
-    escalation."""
-    out = list(orders)
-    for withdrawal in [o for o in out if o.kind is DispatchKind.WITHDRAWAL and o.withdraws]:
-        at = out.index(withdrawal)
-        named = next((j for j, o in enumerate(out) if o.dispatch_id == withdrawal.withdraws), -1)
-        if named > at:
-            out.insert(at, out.pop(named))
+    """Dispatches in time order, and within one instant as they were sent: a withdrawal of an
+    earlier order first, then each order followed by its own withdrawal (an order sent and
+    sent up at once: order, withdrawal, escalation; withdrawn orders before the one that
+    stands, first orders before reassignments before escalations), revisions last."""
+    out: list[DispatchOrder] = []
+    by_ts: dict[datetime, list[DispatchOrder]] = {}
+    for order in orders:
+        by_ts.setdefault(order.ts, []).append(order)
+    for group in by_ts.values():
+        ids = {o.dispatch_id for o in group}
+        ends = {o.withdraws: o for o in group if o.kind is DispatchKind.WITHDRAWAL and o.withdraws}
+        sent = [o for o in group if o.kind not in (DispatchKind.WITHDRAWAL, DispatchKind.REVISION)]
+        sent.sort(key=lambda o: (o.dispatch_id not in ends, _KIND_RANK.get(o.kind, 2)))
+        out += [w for i, w in ends.items() if i not in ids]  # an order of an earlier instant
+        for order in sent:
+            out.append(order)
+            if order.dispatch_id in ends:
+                out.append(ends[order.dispatch_id])
+        out += [o for o in group if o.kind is DispatchKind.WITHDRAWAL and not o.withdraws]
+        out += [o for o in group if o.kind is DispatchKind.REVISION]
     return tuple(out)
 
 

@@ -854,3 +854,12 @@ def test_an_order_sent_up_in_one_instant_reads_order_withdrawal_escalation() -> 
     stored = [withdrawal, escalation, order]
     assert withdrawn_first(stored) == (order, withdrawal, escalation)
     assert withdrawn_first([order, withdrawal, escalation]) == (order, withdrawal, escalation)
+    # two steps up in one instant: order, its withdrawal, the escalation, its withdrawal, the
+    # next escalation, however the database ordered them
+    second = escalation.model_copy(update={"dispatch_id": "e2" + "0" * 30})
+    second_withdrawal = withdrawal.model_copy(
+        update={"dispatch_id": "f2" + "0" * 30, "withdraws": escalation.dispatch_id}
+    )
+    story = (order, withdrawal, escalation, second_withdrawal, second)
+    for stored in ([second_withdrawal, withdrawal, second, order, escalation], list(story)):
+        assert withdrawn_first(stored) == story
