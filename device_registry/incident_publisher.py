@@ -166,6 +166,12 @@ def incident_departments(settings: Settings) -> frozenset[str]:
     return frozenset(route.department for route in config.routes)
 
 
+def routed_to(department_id: str, settings: Settings) -> str:
+    """Why a department the incident routing dispatches to stays: in words naming the file."""
+    where = settings.incidents_file or "the shipped rules/incidents.yaml"
+    return f"the incident routing ({where}) dispatches to it: take it out there first"
+
+
 def unknown_department(
     department: str, routed: Iterable[str], registered: Iterable[str]
 ) -> str | None:

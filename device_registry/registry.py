@@ -228,12 +228,12 @@ class Registry(UserAccounts):
         there. What was stored at it stays (readings, alerts and vital signs keep their
         paths), and the audit log keeps the place as it was."""
         with self.conn.transaction(), self.conn.cursor() as cur:
-            place = places.get(cur, place_id)
+            place = places.get(cur, place_id, lock=True)
             under, at, scoped = places.uses(cur, place_id)
             found = [
                 *_counted(under, "place lies under it", "places lie under it"),
                 *_counted(at, "device is at or under it", "devices are at or under it"),
-                *_counted(scoped, "user is scoped to it", "users are scoped to it"),
+                *_counted(scoped, "user is scoped to it", "users are scoped to it", shown=0),
             ]
             going_on = open_work(self.conn, place.path)
             if going_on:
@@ -250,14 +250,20 @@ class Registry(UserAccounts):
         """Remove a profile no device uses (of any state: a decommissioned device's history
         names it); returns it. Refused (:class:`InUse`) otherwise."""
         with self.conn.transaction(), self.conn.cursor() as cur:
-            profile = profiles.find(cur, profile_id)
+            profile = profiles.find(cur, profile_id, lock=True)
             if profile is None:
                 raise UnknownProfile(profile_id)
             used = profiles.devices_of(cur, profile_id)
             if used:
                 found = _counted(used, "device uses it", "devices use it")
                 raise InUse(f"profile {profile_id!r}", "profile_id", profile_id, found)
-            profiles.delete(cur, profile_id)
+            try:
+                with self.conn.transaction():  # a device given it since: the key refuses
+                    profiles.delete(cur, profile_id)
+            except psycopg.errors.ForeignKeyViolation:
+                raise InUse(
+                    f"profile {profile_id!r}", "profile_id", profile_id, ["a device uses it now"]
+                ) from None
             audit.record(cur, actor, "remove", "profile", profile_id, profile, None)
         return profile
 
@@ -266,7 +272,7 @@ class Registry(UserAccounts):
         devices of any state or users name it, or it holds incidents not closed. A department
         the incident routing names is registered again when the stack next starts."""
         with self.conn.transaction(), self.conn.cursor() as cur:
-            department = profiles.find_department(cur, department_id)
+            department = profiles.find_department(cur, department_id, lock=True)
             if department is None:
                 raise RegistryError(
                     f"department {department_id!r} does not exist (cityvitals departments list)",
@@ -276,7 +282,7 @@ class Registry(UserAccounts):
             devices_, users_, incidents = profiles.department_uses(cur, department_id)
             found = [
                 *_counted(devices_, "device names it", "devices name it"),
-                *_counted(users_, "user is of it", "users are of it"),
+                *_counted(users_, "user is of it", "users are of it", shown=0),
                 *_counted(
                     incidents,
                     "incident not closed is held by it",
@@ -607,8 +613,12 @@ class Registry(UserAccounts):
 
 
 def _counted(ids: Sequence[str], one: str, many: str, shown: int = 5) -> list[str]:
-    """``["3 devices name it (a, b, c)"]``, or nothing when ``ids`` is empty."""
+    """``["3 devices name it (a, b, c)"]`` (the first ``shown`` named), or nothing when
+    ``ids`` is empty."""
     if not ids:
         return []
+    counted = f"{len(ids)} {one if len(ids) == 1 else many}"
+    if not shown:  # named to no one who may not list them (users: cityvitals users list)
+        return [counted]
     named = ", ".join(ids[:shown]) + (f", {len(ids) - shown} more" if len(ids) > shown else "")
-    return [f"{len(ids)} {one if len(ids) == 1 else many} ({named})"]
+    return [f"{counted} ({named})"]

@@ -98,7 +98,7 @@ def places_remove(place_id: str) -> None:
     """Remove a place nothing uses (one made by mistake). Refused, naming them, while places
     lie under it, devices of any state are at or under it, users are scoped to it, or
     incidents not closed or alerts firing are there. What was stored at it stays stored;
-    the audit log keeps it (cityvitals audit --entity place)."""
+    the change log keeps it (cityvitals history --entity place)."""
     with registry() as reg:
         place = reg.remove_place(place_id, actor())
     typer.echo(f"removed {place.level.value} {'/'.join(place.path)}: {place.name}")
@@ -241,9 +241,20 @@ def departments_add(department_id: str, name: Annotated[str, typer.Option()]) ->
 
 @departments_app.command("remove")
 def departments_remove(department_id: str) -> None:
-    """Remove a department nothing names: refused, naming them, while devices of any state or
-    users name it, or it holds incidents not closed. One the incident routing names is
-    registered again when the stack next starts."""
+    """Remove a department nothing names: refused, naming them, while the incident routing
+    dispatches to it, devices of any state or users name it, or it holds incidents not
+    closed."""
+    from device_registry.incident_publisher import incident_departments, routed_to
+
+    conf = settings()
+    try:
+        routed = incident_departments(conf)
+    except (OSError, ValueError) as exc:
+        raise fail(f"the incident configuration: {exc}") from None
+    if department_id in routed:
+        raise fail(
+            f"department {department_id!r} cannot be removed: {routed_to(department_id, conf)}"
+        )
     with registry() as reg:
         department = reg.remove_department(department_id, actor())
     typer.echo(f"removed department {department.department_id}: {department.name}")

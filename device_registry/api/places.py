@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel
 
 from cityvitals.contracts import Department, Place, PlaceLevel, Profile
+from cityvitals.settings import Settings
 from device_registry.access import User
 from device_registry.api.auth import (
     Caller,
@@ -31,7 +32,8 @@ from device_registry.api.bodies import (
 )
 from device_registry.api.deps import IdFilter, PathId, Reader, Writer
 from device_registry.api.errors import FieldError, NotFound, body_errors
-from device_registry.errors import UnknownPlace, UnknownProfile
+from device_registry.errors import InUse, UnknownPlace, UnknownProfile
+from device_registry.incident_publisher import incident_departments, routed_to
 
 __all__ = ["router"]
 
@@ -235,12 +237,26 @@ def put_department(
     tags=["departments"],
     responses={**NOT_FOUND, **IN_USE},
 )
-def remove_department(who: Writing, department_id: PathId, registry: Writer) -> Response:
-    """Remove a department nothing names: refused (409) while devices of any state or users
-    name it, or it holds incidents not closed. One the incident routing names is registered
-    again when the stack next starts."""
+def remove_department(
+    who: Writing, department_id: PathId, registry: Writer, request: Request
+) -> Response:
+    """Remove a department nothing names: refused (409) while the incident routing
+    dispatches to it, devices of any state or users name it, or it holds incidents not
+    closed."""
     require_city(who.user, f"department {department_id!r}")
     if not any(d.department_id == department_id for d in registry.list_departments()):
         raise NotFound(f"department {department_id!r} does not exist")
+    settings: Settings = request.app.state.settings
+    try:
+        routed = incident_departments(settings)
+    except (OSError, ValueError) as exc:
+        raise HTTPException(503, f"the incident configuration cannot be read: {exc}") from exc
+    if department_id in routed:
+        raise InUse(
+            f"department {department_id!r}",
+            "department_id",
+            department_id,
+            [routed_to(department_id, settings)],
+        )
     registry.remove_department(department_id, who.actor)
     return Response(status_code=204)

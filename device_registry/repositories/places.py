@@ -20,13 +20,15 @@ def _place(row: Sequence[Any]) -> Place:
     return Place(place_id=place_id, level=level, name=name, path=tuple(path), lat=lat, lon=lon)
 
 
-def find(cur: Cursor, place_id: str) -> Place | None:
-    row = cur.execute(f"SELECT {COLUMNS} FROM places WHERE place_id = %s", (place_id,)).fetchone()
+def find(cur: Cursor, place_id: str, lock: bool = False) -> Place | None:
+    """The place, or None; ``lock``: its row locked until the transaction ends (a removal)."""
+    query = f"SELECT {COLUMNS} FROM places WHERE place_id = %s" + (" FOR UPDATE" if lock else "")
+    row = cur.execute(query.encode(), (place_id,)).fetchone()
     return None if row is None else _place(row)
 
 
-def get(cur: Cursor, place_id: str) -> Place:
-    place = find(cur, place_id)
+def get(cur: Cursor, place_id: str, lock: bool = False) -> Place:
+    place = find(cur, place_id, lock)
     if place is None:
         raise UnknownPlace(place_id)
     return place
@@ -69,7 +71,8 @@ def ensure(cur: Cursor, paths: Sequence[Sequence[str]], actor: str) -> None:
     known = {
         str(r[0]): tuple(r[1])
         for r in cur.execute(
-            "SELECT place_id, path FROM places WHERE place_id = ANY(%s)",
+            # FOR SHARE: a removal of one of them waits for this write, then sees its device
+            "SELECT place_id, path FROM places WHERE place_id = ANY(%s) FOR SHARE",
             ([p[-1] for p in prefixes],),
         ).fetchall()
     }

@@ -28,12 +28,13 @@ __all__ = [
 ]
 
 
-def find(cur: Cursor, profile_id: str) -> Profile | None:
-    row = cur.execute(
+def find(cur: Cursor, profile_id: str, lock: bool = False) -> Profile | None:
+    """The profile, or None; ``lock``: its row locked until the transaction ends."""
+    query = (
         "SELECT profile_id, device_type, description, metrics, expected_interval_s "
-        "FROM profiles WHERE profile_id = %s",
-        (profile_id,),
-    ).fetchone()
+        "FROM profiles WHERE profile_id = %s" + (" FOR UPDATE" if lock else "")
+    )
+    row = cur.execute(query.encode(), (profile_id,)).fetchone()
     if row is None:
         return None
     return Profile(
@@ -111,10 +112,12 @@ def facts(cur: Cursor) -> dict[str | None, dict[str, Any]]:
     }
 
 
-def find_department(cur: Cursor, department_id: str) -> Department | None:
-    row = cur.execute(
-        "SELECT department_id, name FROM departments WHERE department_id = %s", (department_id,)
-    ).fetchone()
+def find_department(cur: Cursor, department_id: str, lock: bool = False) -> Department | None:
+    """The department, or None; ``lock``: its row locked until the transaction ends."""
+    query = "SELECT department_id, name FROM departments WHERE department_id = %s" + (
+        " FOR UPDATE" if lock else ""
+    )
+    row = cur.execute(query.encode(), (department_id,)).fetchone()
     return Department(department_id=row[0], name=row[1]) if row else None
 
 
