@@ -140,25 +140,33 @@ def registration_notes(
     return notes
 
 
-def move_notes(device_id: str, firing: Sequence[tuple[str, str, tuple[str, ...]]]) -> list[str]:
-    """What a device's move leaves behind: its alerts firing when it moved (rule, level, the
-    path each was raised at) stay with their incident at the old place, with that district's
-    officers and escalations, until they resolve.
+def move_notes(
+    device_id: str,
+    firing: Sequence[tuple[str, str, tuple[str, ...]]],
+    to: Sequence[str],
+) -> list[str]:
+    """What a device's move to ``to`` leaves behind: its alerts firing (rule, level, the path
+    each was raised at) at a place the move leaves stay with their incident there, with that
+    district's officers and escalations, until they resolve. One raised at the new place or
+    above it (a move back, or within its street) leaves nothing behind.
 
-    >>> move_notes("wl-1", [("waterlogging-depth", "orange", ("sh", "pd", "s1", "g1"))])
+    >>> move_notes("wl-1", [("waterlogging-depth", "orange", ("sh", "pd", "s1", "g1"))], ("sh", "xh"))
     ['1 alert of wl-1 firing (waterlogging-depth orange at sh/pd/s1/g1): its incident stays at the old place, with its officers and escalations, until it resolves']
+    >>> move_notes("wl-1", [("r", "blue", ("sh", "pd"))], ("sh", "pd", "s2"))
+    []
     """
-    if not firing:
+    left = [(r, lv, path) for r, lv, path in firing if tuple(to[: len(path)]) != tuple(path)]
+    if not left:
         return []
-    n = len(firing)
-    named = ", ".join(f"{rule} {level} at {'/'.join(path)}" for rule, level, path in firing[:SHOWN])
+    n = len(left)
+    named = ", ".join(f"{rule} {level} at {'/'.join(path)}" for rule, level, path in left[:SHOWN])
     more = f", {n - SHOWN} more" if n > SHOWN else ""
-    alerts, its, it = (
-        ("alert", "its incident stays", "it resolves")
-        if n == 1
-        else ("alerts", "their incidents stay", "they resolve")
-    )
+    if n == 1:
+        rest = "its incident stays at the old place, with its officers and escalations, until it"
+    else:
+        rest = (
+            "their incidents stay at the old place, with its officers and escalations, until they"
+        )
     return [
-        f"{n} {alerts} of {device_id} firing ({named}{more}): {its} at the old place, with its "
-        f"officers and escalations, until {it}"
+        f"{n} {'alert' if n == 1 else 'alerts'} of {device_id} firing ({named}{more}): {rest} resolve{'s' if n == 1 else ''}"
     ]

@@ -85,7 +85,8 @@ def alert(
         if night is not None and resolution is AlertResolution.CLEARED:  # by which levels
             which = "night" if night.covers(ts) else "day"
             clear = night.clear if which == "night" else getattr(rule, "clear", None)
-            now += f", under the {which}'s {'all-clear' if clear is not None else 'levels'}"
+            side = "under" if getattr(rule, "direction", "above") == "above" else "over"
+            now += f", {side} the {which}'s {'all-clear' if clear is not None else 'levels'}"
         if of_place:  # its value counts the devices whose readings hold a condition
             now = f"devices holding a condition now: {judged.value:g} ({judged.threshold:g} needed)"
         if silent is not None and resolution is AlertResolution.STALE:

@@ -323,7 +323,7 @@ def devices_move(
         except ValidationError as exc:
             raise fail(f"place_path: {exc.errors(include_url=False)[0]['msg']}") from None
     _echo_device(device, False)
-    for note in move_notes(device_id, firing):
+    for note in move_notes(device_id, firing, device.place_path):
         typer.echo(f"note: {note}", err=True)
 
 

@@ -11,6 +11,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from http.client import HTTPException
 from pathlib import Path
 from typing import Annotated
 
@@ -163,7 +164,7 @@ def _rule_lines(watch: RuleWatch, port: int) -> list[str]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
             return watch.lines(response.read().decode())
-    except OSError:
+    except (OSError, HTTPException, ValueError):  # a stream going down mid-answer: next time
         return []
 
 

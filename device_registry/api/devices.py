@@ -250,7 +250,7 @@ def move_device(
     firing = registry.firing(device_id)
     with body_errors():
         device = registry.move(device_id, body.place_path, who.actor)
-    return UpdatedDevice(**dict(device), notes=move_notes(device_id, firing))
+    return UpdatedDevice(**dict(device), notes=move_notes(device_id, firing, body.place_path))
 
 
 def _set_state(state: DeviceState) -> Callable[[Caller, str, Registry], Device]:

@@ -135,6 +135,14 @@ class RuleBase(Derived):
         kind: str
         """Each kind's spec names itself with a ``Literal`` default (the union's tag)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _night_of_thresholds(cls, data: Any) -> Any:
+        kind = data.get("kind") if isinstance(data, dict) else None
+        if kind not in (None, "threshold") and "night" in data:
+            raise ValueError(f"night: other levels at night are for threshold rules, not {kind}")
+        return data
+
     def in_scope(
         self,
         device_type: str | None,
@@ -192,19 +200,6 @@ class LevelledRule(RuleBase):
         """What a value is judged by, read at every value in one attribute read (four reads
         of a pydantic model's attributes cost about three times one)."""
         return Bands(self.direction == "above", self.highest_first, self.lowest, self.clear)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _night_of_thresholds(cls, data: Any) -> Any:
-        if (
-            isinstance(data, dict)
-            and "night" in data
-            and data.get("kind") not in (None, "threshold")
-        ):
-            raise ValueError(
-                f"night: other levels at night are for threshold rules, not {data['kind']}"
-            )
-        return data
 
     @field_validator("levels")
     @classmethod

@@ -64,11 +64,14 @@ _CLOCK = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*$")
 def _clock(value: Any) -> time:
     """``"22:00"`` as a time of day. YAML reads an unquoted ``22:00`` as the number 1320 (a
     base-60 integer), which would pass for 00:22: refused with what to write instead."""
-    if not isinstance(value, str):
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+        hours, minutes = divmod(value, 60)  # what YAML made of an unquoted HH:MM
         raise ValueError(
-            f"{value!r}: an unquoted time is read as a number (22:00 as 1320): write it in "
-            "quotes, such as '22:00'"
+            f"{value}: YAML reads an unquoted {hours}:{minutes:02d} as the number {value}: "
+            f"write it in quotes, '{hours:02d}:{minutes:02d}'"
         )
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r}: give a time of day in quotes, such as '22:00'")
     m = _CLOCK.match(value)
     if m is None or int(m.group(1)) > 23 or int(m.group(2)) > 59:
         raise ValueError(f"{value!r}: give a time of day as HH:MM, 00:00 to 23:59, such as '22:00'")

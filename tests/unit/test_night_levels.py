@@ -114,8 +114,9 @@ def test_the_shipped_noise_rule_reads_the_night_in_the_settings_zone_and_a_reloa
     [
         (
             "{starts: 22:00, levels: {blue: 55}}",
-            "1320: an unquoted time is read as a number (22:00 as 1320): write it in quotes",
+            "1320: YAML reads an unquoted 22:00 as the number 1320: write it in quotes, '22:00'",
         ),
+        ("{starts: 7:30, levels: {blue: 55}}", "write it in quotes, '07:30'"),
         ("{starts: '25:00', levels: {blue: 55}}", "'25:00': give a time of day as HH:MM, 00:00"),
         ("{starts: '22:00:30', levels: {blue: 55}}", "'22:00:30': give a time of day as HH:MM"),
         ("{starts: '06:00', levels: {blue: 55}}", "starts and ends are both 06:00"),
@@ -135,28 +136,18 @@ def test_a_night_written_wrong_is_refused_with_its_line_and_field(night: str, me
     assert message in problem.message, problem.message
 
 
-def test_a_night_on_a_rule_of_another_kind_is_refused_naming_the_kind() -> None:
-    text = "rules:\n  - {id: r, kind: rate, metric: m, over: 1h, per: 1h, levels: {blue: 5}, "
+@pytest.mark.parametrize(
+    ("kind", "fields"),
+    [
+        ("rate", "metric: m, over: 1h, per: 1h, levels: {blue: 5}"),
+        ("absence", "metric: m, after: 10m"),
+    ],
+)
+def test_a_night_on_a_rule_of_another_kind_is_refused_naming_the_kind(
+    kind: str, fields: str
+) -> None:
+    text = f"rules:\n  - {{id: r, kind: {kind}, {fields}, night: {{levels: {{blue: 3}}}}}}\n"
     with pytest.raises(RuleFileError) as caught:
-        parse_rules(text + "night: {levels: {blue: 3}}}\n", "r.yaml")
+        parse_rules(text, "r.yaml")
     (problem,) = caught.value.problems
-    assert "night: other levels at night are for threshold rules, not rate" in problem.message
-
-
-def test_the_night_only_adds_strictness_and_has_its_own_all_clear() -> None:
-    """A night that lists blue alone still raises the day's red at night (110 dB(A) is no
-    blue); a night with no clear has no hysteresis at night (the day's clear is the day's)."""
-    text = (
-        "rules: [{id: n, metric: laeq_db, levels: {blue: 70, red: 100}, clear: 67,"
-        " night: {levels: {blue: 55}}}]"
-    )
-    run = RuleRun(parse_rules(text, zone="Asia/Shanghai"))
-    night = datetime(2026, 7, 1, 23, tzinfo=SHANGHAI)
-    for minutes, value in ((0, 110.0), (10, 60.0), (20, 54.0)):
-        run.read([observation(value, night + timedelta(minutes=minutes), metric="laeq_db")])
-    assert [(a.status.value, a.level.value, a.threshold) for a in run.alerts] == [
-        ("firing", "red", 100.0),  # the day's red stands at night
-        ("firing", "blue", 55.0),  # 60: blue by the night's levels
-        ("resolved", "red", 55.0),  # 54: under the night's lowest level, no clear: ended
-    ]
-    assert run.alerts[0].summary.endswith("passed 100 (red)")  # no night note: the day's level
+    assert f"night: other levels at night are for threshold rules, not {kind}" in problem.message
