@@ -186,7 +186,7 @@ def close(
             if not window["r"] and expected <= 0:
                 continue
             of = _expected(memory, window, spec.device_types)
-            value, band, detail = finish(spec, window["s"], window["r"], of)
+            value, band, detail = finish(spec, window["s"], window["r"], of, start)
             coverage, flag = quality(window["r"], of)
             out.append(
                 Indicator(

@@ -58,7 +58,9 @@ def load_rules(settings: Settings) -> RuleSet:
 
 def load_catalogue(settings: Settings) -> Catalogue:
     """The indicator catalogue named by the settings, or the shipped one; raises RuleFileError."""
-    return parse_catalogue(*_file_or_shipped(settings.indicators_file, "indicators.yaml"))
+    return parse_catalogue(
+        *_file_or_shipped(settings.indicators_file, "indicators.yaml"), zone=settings.timezone
+    )
 
 
 def known_device_types(settings: Settings) -> frozenset[str] | None:

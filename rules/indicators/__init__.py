@@ -19,6 +19,7 @@ speed of all of them.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 
 from rules.indicators.aqi import AQI_BANDS, IAQI_2026, iaqi
 from rules.indicators.base import Detail, Formula, combine
@@ -63,10 +64,15 @@ def merge(into: dict[str, float], other: Mapping[str, float]) -> None:
 
 
 def finish(
-    spec: IndicatorSpec, state: Mapping[str, float], reporting: int, expected: int
+    spec: IndicatorSpec,
+    state: Mapping[str, float],
+    reporting: int,
+    expected: int,
+    start: datetime | None = None,
 ) -> tuple[float | None, str | None, Detail]:
-    """The indicator's value, its band and details from a window's merged state."""
+    """The indicator's value, its band (the night's for a window that ``start`` puts in the
+    night) and details from a window's merged state."""
     value, detail = FORMULAS[spec.kind].finish(spec, state, reporting, expected)
     if value is not None:
         value = round(value, 4)
-    return value, (None if value is None else spec.band(value)), detail
+    return value, (None if value is None else spec.band(value, start)), detail

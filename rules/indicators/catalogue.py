@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -30,6 +31,7 @@ from cityvitals.contracts import IDENTIFIER, IndicatorQuality, PlaceLevel, Warni
 from rules.indicators.base import Rollup
 from rules.indicators.formulas import FORMULAS
 from rules.kinds import Duration
+from rules.kinds.spec import NightHours
 from rules.ruleset import RuleFileError, RuleProblem, file_error, load_yaml
 
 __all__ = [
@@ -40,6 +42,24 @@ __all__ = [
     "samples",
     "window_start",
 ]
+
+
+Bands = tuple[tuple[str, float | None], ...]
+
+
+def _rising(bands: Bands) -> Bands:
+    bounds = [b for _, b in bands if b is not None]
+    if bounds != sorted(bounds) or any(b is None for _, b in bands[:-1]):
+        raise ValueError("bands must rise, and only the last may be unbounded")
+    return bands
+
+
+class NightBands(NightHours):
+    """An indicator's bands at night (a window that starts in the night's hours), as a
+    noise limit is lower at night: the labels may be other than the day's, and
+    ``band_levels`` colours either."""
+
+    bands: Annotated[Bands, AfterValidator(_rising)] = Field(min_length=1)
 
 
 class IndicatorSpec(BaseModel):
@@ -62,6 +82,9 @@ class IndicatorSpec(BaseModel):
     """The levels of the place tree it is computed for."""
     bands: tuple[tuple[str, float | None], ...] = ()
     """Labels by upper bound, lowest first; the last may be unbounded (null)."""
+    night: NightBands | None = None
+    """Other bands for the windows that start at night (``starts``, ``ends``, ``bands``; in
+    the city's time zone unless it names a ``zone``)."""
     edge: Literal["this", "next"] = "this"
     """Which band a value at a band's upper bound is in: ``this`` (AQI's tables: 50 is
     good), or ``next``, as a rule's threshold counts it (``>=``: 5 cm of water is the
@@ -93,10 +116,9 @@ class IndicatorSpec(BaseModel):
     def _metric(self) -> IndicatorSpec:
         if FORMULAS[self.kind].needs_metric and not self.metric:
             raise ValueError(f"a {self.kind} indicator needs a metric")
-        bounds = [b for _, b in self.bands if b is not None]
-        if bounds != sorted(bounds) or any(b is None for _, b in self.bands[:-1]):
-            raise ValueError("bands must rise, and only the last may be unbounded")
+        _rising(self.bands)
         labels = [label for label, _ in self.bands or FORMULAS[self.kind].bands]
+        labels += [label for label, _ in self.night.bands] if self.night else []
         if unknown := sorted(set(self.band_levels or {}) - set(labels)):
             raise ValueError(
                 f"band_levels name {', '.join(map(repr, unknown))}, not a band of it "
@@ -140,8 +162,9 @@ class IndicatorSpec(BaseModel):
             return self.band_levels.get(band)
         return None if self.bands else FORMULAS[self.kind].band_levels.get(band)
 
-    def band(self, value: float) -> str | None:
-        """The band ``value`` is in (see :attr:`edge`).
+    def band(self, value: float, at: datetime | None = None) -> str | None:
+        """The band ``value`` is in (see :attr:`edge`): the night's for a window that starts
+        at ``at`` in the night's hours.
 
         >>> spec = parse_catalogue(
         ...     "indicators: [{id: depth, kind: max, metric: cm, device_types: [w],"
@@ -150,7 +173,10 @@ class IndicatorSpec(BaseModel):
         ('dry', 'wet', 'dry')
         """
         edge_in_this = self.edge == "this"
-        for label, upper in self.bands or FORMULAS[self.kind].bands:
+        bands = self.bands or FORMULAS[self.kind].bands
+        if self.night is not None and at is not None and self.night.covers(at):
+            bands = self.night.bands
+        for label, upper in bands:
             if upper is None or value < upper or (value == upper and edge_in_this):
                 return label
         return None
@@ -164,8 +190,10 @@ class _CatalogueFile(BaseModel):
 class Catalogue:
     """The indicators in force, indexed by id and by device type."""
 
-    def __init__(self, specs: tuple[IndicatorSpec, ...]) -> None:
+    def __init__(self, specs: tuple[IndicatorSpec, ...], zone: str = "UTC") -> None:
         self.specs = specs
+        self.zone = zone
+        """The zone the file was parsed for (a reload keeps it)."""
         self.by_id = {s.id: s for s in specs}
         self.by_type: dict[str, tuple[IndicatorSpec, ...]] = {}
         for spec in specs:
@@ -179,11 +207,13 @@ class Catalogue:
         return len(self.specs)
 
 
-def parse_catalogue(text: str, source: str = "<indicators>") -> Catalogue:
-    """Parse and validate an indicator file; raises RuleFileError naming each problem."""
+def parse_catalogue(text: str, source: str = "<indicators>", zone: str = "UTC") -> Catalogue:
+    """Parse and validate an indicator file; raises RuleFileError naming each problem.
+    ``zone`` (the city's, ``CITYVITALS_TIMEZONE``) is where an indicator's night is read
+    unless it names its own."""
     data, lines = load_yaml(text, source, "an 'indicators' list")
     try:
-        parsed = _CatalogueFile.model_validate(data)
+        parsed = _CatalogueFile.model_validate(data, context={"zone": zone})
     except ValidationError as exc:
         raise file_error(exc, source, lines) from exc
     ids = [s.id for s in parsed.indicators]
@@ -192,7 +222,7 @@ def parse_catalogue(text: str, source: str = "<indicators>") -> Catalogue:
         raise RuleFileError(
             [RuleProblem(source, None, "indicators", f"duplicate id {duplicates[0]!r}")]
         )
-    return Catalogue(tuple(parsed.indicators))
+    return Catalogue(tuple(parsed.indicators), zone)
 
 
 def window_start(ts: datetime, window_s: int) -> datetime:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Self
+from zoneinfo import ZoneInfo
 
 from pydantic import (
     AfterValidator,
@@ -22,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from cityvitals.contracts import IDENTIFIER, METRIC, Derived, WarningLevel
+from cityvitals.contracts import IDENTIFIER, METRIC, Derived, WarningLevel, ZoneName
 
 __all__ = [
     "Bands",
@@ -30,6 +31,7 @@ __all__ = [
     "Finite",
     "LevelledRule",
     "Metric",
+    "NightHours",
     "PositiveDuration",
     "RuleBase",
     "Summary",
@@ -156,6 +158,72 @@ class RuleBase(Derived):
             and (not self.places or any(p in place_path for p in self.places))
             and (not self.tags or any(t in tags for t in self.tags))
         )
+
+
+_CLOCK = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*$")
+
+
+def _clock(value: Any) -> time:
+    """``"22:00"`` as a time of day. YAML reads an unquoted ``22:00`` as the number 1320 (a
+    base-60 integer), which would pass for 00:22: refused with what to write instead."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+        hours, minutes = divmod(value, 60)  # what YAML made of an unquoted HH:MM
+        raise ValueError(
+            f"{value}: YAML reads an unquoted {hours}:{minutes:02d} as the number {value}: "
+            f"write it in quotes, '{hours:02d}:{minutes:02d}'"
+        )
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r}: give a time of day in quotes, such as '22:00'")
+    m = _CLOCK.match(value)
+    if m is None or int(m.group(1)) > 23 or int(m.group(2)) > 59:
+        raise ValueError(f"{value!r}: give a time of day as HH:MM, 00:00 to 23:59, such as '22:00'")
+    return time(int(m.group(1)), int(m.group(2)))
+
+
+Clock = Annotated[time, BeforeValidator(_clock)]
+
+
+class NightHours(Derived):
+    """The night's hours: from ``starts`` to ``ends`` (past midnight when ``ends`` is the
+    earlier), in the local time of ``zone``: the city's (``CITYVITALS_TIMEZONE``, given to the
+    file's parse) unless the rule or indicator names one. A threshold rule's night adds
+    levels (:class:`rules.kinds.threshold.Night`), an indicator's adds bands."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    starts: Clock = time(22)
+    ends: Clock = time(6)
+    zone: ZoneName = "UTC"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _citys_zone(cls, data: Any, info: ValidationInfo) -> Any:
+        """A night without a zone of its own is read in the zone the rule file is parsed for."""
+        if isinstance(data, dict) and "zone" not in data and info.context:
+            return {**data, "zone": info.context.get("zone", "UTC")}
+        return data
+
+    @model_validator(mode="after")
+    def _a_span(self) -> Self:
+        if self.starts == self.ends:
+            raise ValueError(f"starts and ends are both {self.starts:%H:%M}: a night needs hours")
+        return self
+
+    @cached_property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.zone)
+
+    @cached_property
+    def hours(self) -> str:
+        """The night as a summary names it: ``22:00-06:00 Asia/Shanghai``."""
+        return f"{self.starts:%H:%M}-{self.ends:%H:%M} {self.zone}"
+
+    def covers(self, ts: datetime) -> bool:
+        """Whether ``ts`` falls in the night, in its zone's local time."""
+        local = ts.astimezone(self.tz).time()
+        if self.starts < self.ends:
+            return self.starts <= local < self.ends
+        return local >= self.starts or local < self.ends
 
 
 class Bands(NamedTuple):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -151,3 +152,35 @@ def test_a_night_on_a_rule_of_another_kind_is_refused_naming_the_kind(
         parse_rules(text, "r.yaml")
     (problem,) = caught.value.problems
     assert f"night: other levels at night are for threshold rules, not {kind}" in problem.message
+
+
+def test_a_noise_tile_at_night_is_banded_by_the_night_limit_in_the_citys_zone() -> None:
+    """The shipped noise indicator bands a window that starts at night (22:00-06:00 in the
+    city's zone) by the night limit: 62 dB(A) is over it (blue), where by day it is moderate;
+    its night labels are coloured as the day's are. A night's bands must rise."""
+    from rules.indicators import finish, parse_catalogue
+
+    catalogue = load_catalogue_for("Asia/Shanghai")
+    noise = catalogue.by_id["noise_leq"]
+    state = {"n": 1.0, "e": 10 ** (62 / 10)}  # one sample of 62 dB(A)
+    night = datetime(2026, 7, 1, 23, tzinfo=SHANGHAI)
+    day = datetime(2026, 7, 1, 14, tzinfo=SHANGHAI)
+    assert noise.band(62.0, day) == "moderate" and noise.level("moderate") is None
+    assert noise.band(62.0, night) == "over_night_limit"
+    assert noise.level("over_night_limit") is not None
+    assert noise.band(62.0) == "moderate"  # no window time: the day's
+    value, band, _ = finish(noise, state, 1, 1, night)
+    assert (round(value or 0), band) == (62, "over_night_limit")
+    with pytest.raises(RuleFileError) as caught:
+        parse_catalogue(
+            "indicators: [{id: n, kind: leq, metric: m, device_types: [noise],"
+            " night: {bands: [[a, 50], [b, 40]]}}]",
+            "i.yaml",
+        )
+    assert "bands must rise" in str(caught.value)
+
+
+def load_catalogue_for(zone: str) -> Any:
+    from wiring.services import load_catalogue
+
+    return load_catalogue(Settings(timezone=zone))
