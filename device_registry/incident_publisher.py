@@ -166,10 +166,9 @@ def incident_departments(settings: Settings) -> frozenset[str]:
     return frozenset(route.department for route in config.routes)
 
 
-def routed_to(department_id: str, settings: Settings) -> str:
-    """Why a department the incident routing dispatches to stays: in words naming the file."""
-    where = settings.incidents_file or "the shipped rules/incidents.yaml"
-    return f"the incident routing ({where}) dispatches to it: take it out there first"
+def routing_name(settings: Settings) -> str:
+    """The incident routing in words naming its file."""
+    return f"the incident routing ({settings.incidents_file or 'the shipped rules/incidents.yaml'})"
 
 
 def unknown_department(

@@ -161,12 +161,12 @@ def move_notes(
     n = len(left)
     named = ", ".join(f"{rule} {level} at {'/'.join(path)}" for rule, level, path in left[:SHOWN])
     more = f", {n - SHOWN} more" if n > SHOWN else ""
-    if n == 1:
-        rest = "its incident stays at the old place, with its officers and escalations, until it"
-    else:
-        rest = (
-            "their incidents stay at the old place, with its officers and escalations, until they"
-        )
+    alerts, stay, resolve = (
+        ("alert", "its incident stays", "it resolves")
+        if n == 1
+        else ("alerts", "their incidents stay", "they resolve")
+    )
     return [
-        f"{n} {'alert' if n == 1 else 'alerts'} of {device_id} firing ({named}{more}): {rest} resolve{'s' if n == 1 else ''}"
+        f"{n} {alerts} of {device_id} firing ({named}{more}): {stay} at the old place, with its "
+        f"officers and escalations, until {resolve}"
     ]

@@ -13,7 +13,7 @@ device, so a device's readings always come after its registration in the stream.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -267,10 +267,19 @@ class Registry(UserAccounts):
             audit.record(cur, actor, "remove", "profile", profile_id, profile, None)
         return profile
 
-    def remove_department(self, department_id: str, actor: str) -> Department:
-        """Remove a department nothing names; returns it. Refused (:class:`InUse`) while
-        devices of any state or users name it, or it holds incidents not closed. A department
-        the incident routing names is registered again when the stack next starts."""
+    def remove_department(
+        self,
+        department_id: str,
+        actor: str,
+        routed: Collection[str] = (),
+        routing: str = "the incident routing",
+    ) -> Department:
+        """Remove a department nothing names; returns it. Refused (:class:`InUse`) while the
+        incident routing (``routing``, which dispatches to ``routed``) dispatches to it, devices
+        of any state or users name it, or it holds incidents not closed."""
+        if department_id in routed:
+            found = [f"{routing} dispatches to it (take it out there first)"]
+            raise InUse(f"department {department_id!r}", "department_id", department_id, found)
         with self.conn.transaction(), self.conn.cursor() as cur:
             department = profiles.find_department(cur, department_id, lock=True)
             if department is None:

@@ -432,10 +432,10 @@ class Performance:
 
     A digest counts as one dispatch per incident it lists; a withdrawal or a revision is no
     order and is not counted, but an order is judged by the limits of its latest revision (the
-    level rose within the tier's reach). A dispatch is the incident's order
-    until the withdrawal naming it, the incident's next dispatch or its close. It is accepted (handled) in time when the
-    incident's ``accept`` (``handled``) step came by ``accept_by`` (``handle_by``) while it was
-    the order; on time when both. One not on time is judged only once its deadline has passed
+    level rose within the tier's reach). A dispatch is the incident's order until the
+    withdrawal naming it, the incident's next dispatch or its close. It is accepted (handled)
+    in time when the incident's ``accept`` (``handled``) step came by ``accept_by``
+    (``handle_by``) while it was the order; on time when both. One not on time is judged only once its deadline has passed
     while it was the order: until then it is ``running``, and one that stopped being the
     order before its deadline (reassigned away, rejected, closed as a false alarm) is
     ``withdrawn``; neither counts against the department, nor does an incident all of whose

@@ -244,19 +244,15 @@ def departments_remove(department_id: str) -> None:
     """Remove a department nothing names: refused, naming them, while the incident routing
     dispatches to it, devices of any state or users name it, or it holds incidents not
     closed."""
-    from device_registry.incident_publisher import incident_departments, routed_to
+    from device_registry.incident_publisher import incident_departments, routing_name
 
     conf = settings()
     try:
         routed = incident_departments(conf)
     except (OSError, ValueError) as exc:
         raise fail(f"the incident configuration: {exc}") from None
-    if department_id in routed:
-        raise fail(
-            f"department {department_id!r} cannot be removed: {routed_to(department_id, conf)}"
-        )
     with registry() as reg:
-        department = reg.remove_department(department_id, actor())
+        department = reg.remove_department(department_id, actor(), routed, routing_name(conf))
     typer.echo(f"removed department {department.department_id}: {department.name}")
 
 

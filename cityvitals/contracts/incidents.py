@@ -224,9 +224,8 @@ class DispatchOrder(Contract):
     """What the incident's latest signal said when the order was sent: an alert's summary
     ("water 36 cm at wl-17 passed 30 cm (yellow)"), an outage's silent devices, a citizen
     report's channel and text (a digest: each incident's title and latest signal, joined by
-    ``; ``). A crew reads the figure
-    without calling the API back; empty for an incident resumed from a database that held
-    none."""
+    ``; ``). A crew reads the figure without calling the API back; empty for an incident
+    resumed from a database that held none."""
     signals: tuple[Annotated[str, Field(max_length=2000)], ...] = Field(default=(), max_length=50)
     """What each of the incident's alerts firing when the order was sent said last (the depth
     still, when its latest signal was the rate of the rise); empty when none fires: the

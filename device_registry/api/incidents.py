@@ -299,7 +299,7 @@ def incident(user: Reading, incident_id: PathId, registry: Reader) -> IncidentVi
     responses={
         **NOT_FOUND,
         **BAD_INPUT,
-        409: {"description": "the incident's state (as stored) does not take the action"},
+        409: {"description": "the incident's state does not take the action"},
     },
     tags=["incidents"],
 )
@@ -313,8 +313,8 @@ def act(
 ) -> Sent:
     """Send the action as a feedback on ``dispatch.feedback``; answers its ``feedback_id``.
     An action the incident's state does not take answers 409, naming those it does (the
-    state as stored, a step behind the stage at most); one people cannot send answers 422
-    listing those they can; so do a close before
+    state as stored, or any the stage's own moves could have taken it to since); one people
+    cannot send answers 422 listing those they can; so do a close before
     verification without a reason and a reassignment to a department that neither the
     incident routing nor the registry knows (listing those there are).
 

@@ -32,8 +32,8 @@ from device_registry.api.bodies import (
 )
 from device_registry.api.deps import IdFilter, PathId, Reader, Writer
 from device_registry.api.errors import FieldError, NotFound, body_errors
-from device_registry.errors import InUse, UnknownPlace, UnknownProfile
-from device_registry.incident_publisher import incident_departments, routed_to
+from device_registry.errors import UnknownPlace, UnknownProfile
+from device_registry.incident_publisher import incident_departments, routing_name
 
 __all__ = ["router"]
 
@@ -251,12 +251,5 @@ def remove_department(
         routed = incident_departments(settings)
     except (OSError, ValueError) as exc:
         raise HTTPException(503, f"the incident configuration cannot be read: {exc}") from exc
-    if department_id in routed:
-        raise InUse(
-            f"department {department_id!r}",
-            "department_id",
-            department_id,
-            [routed_to(department_id, settings)],
-        )
-    registry.remove_department(department_id, who.actor)
+    registry.remove_department(department_id, who.actor, routed, routing_name(settings))
     return Response(status_code=204)

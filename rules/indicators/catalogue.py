@@ -44,10 +44,11 @@ __all__ = [
 ]
 
 
-Bands = tuple[tuple[str, float | None], ...]
+BandBounds = tuple[tuple[str, float | None], ...]
+"""Labels by upper bound, lowest first; the last may be unbounded (None)."""
 
 
-def _rising(bands: Bands) -> Bands:
+def _rising(bands: BandBounds) -> BandBounds:
     bounds = [b for _, b in bands if b is not None]
     if bounds != sorted(bounds) or any(b is None for _, b in bands[:-1]):
         raise ValueError("bands must rise, and only the last may be unbounded")
@@ -59,7 +60,7 @@ class NightBands(NightHours):
     noise limit is lower at night: the labels may be other than the day's, and
     ``band_levels`` colours either."""
 
-    bands: Annotated[Bands, AfterValidator(_rising)] = Field(min_length=1)
+    bands: Annotated[BandBounds, AfterValidator(_rising)] = Field(min_length=1)
 
 
 class IndicatorSpec(BaseModel):
@@ -80,7 +81,7 @@ class IndicatorSpec(BaseModel):
         PlaceLevel.GRID,
     )
     """The levels of the place tree it is computed for."""
-    bands: tuple[tuple[str, float | None], ...] = ()
+    bands: BandBounds = ()
     """Labels by upper bound, lowest first; the last may be unbounded (null)."""
     night: NightBands | None = None
     """Other bands for the windows that start at night (``starts``, ``ends``, ``bands``; in
@@ -190,10 +191,8 @@ class _CatalogueFile(BaseModel):
 class Catalogue:
     """The indicators in force, indexed by id and by device type."""
 
-    def __init__(self, specs: tuple[IndicatorSpec, ...], zone: str = "UTC") -> None:
+    def __init__(self, specs: tuple[IndicatorSpec, ...]) -> None:
         self.specs = specs
-        self.zone = zone
-        """The zone the file was parsed for (a reload keeps it)."""
         self.by_id = {s.id: s for s in specs}
         self.by_type: dict[str, tuple[IndicatorSpec, ...]] = {}
         for spec in specs:
@@ -222,7 +221,7 @@ def parse_catalogue(text: str, source: str = "<indicators>", zone: str = "UTC") 
         raise RuleFileError(
             [RuleProblem(source, None, "indicators", f"duplicate id {duplicates[0]!r}")]
         )
-    return Catalogue(tuple(parsed.indicators), zone)
+    return Catalogue(tuple(parsed.indicators))
 
 
 def window_start(ts: datetime, window_s: int) -> datetime:

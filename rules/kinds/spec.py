@@ -36,6 +36,7 @@ __all__ = [
     "RuleBase",
     "Summary",
     "clear_before",
+    "highest_first",
     "human",
     "levels_ordered",
     "parse_duration",
@@ -257,7 +258,7 @@ class LevelledRule(RuleBase):
     def highest_first(self) -> tuple[tuple[WarningLevel, float], ...]:
         """The levels with their thresholds, highest level first (computed once: a cached
         property is a plain attribute read; a private attribute of a model is not)."""
-        return tuple(sorted(self.levels.items(), key=lambda item: item[0].rank, reverse=True))
+        return highest_first(self.levels)
 
     @cached_property
     def lowest(self) -> tuple[WarningLevel, float]:
@@ -283,6 +284,11 @@ class LevelledRule(RuleBase):
         if clear is None or not levels:
             return clear
         return clear_before(clear, levels, info.data.get("direction", "above") == "above")
+
+
+def highest_first(levels: dict[WarningLevel, float]) -> tuple[tuple[WarningLevel, float], ...]:
+    """Levels with their thresholds, the highest level first."""
+    return tuple(sorted(levels.items(), key=lambda item: item[0].rank, reverse=True))
 
 
 def levels_ordered(levels: dict[WarningLevel, float], above: bool) -> dict[WarningLevel, float]:

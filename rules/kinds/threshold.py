@@ -47,6 +47,7 @@ from rules.kinds.spec import (
     PositiveDuration,
     Summary,
     clear_before,
+    highest_first,
     levels_ordered,
 )
 from rules.observation import Observation
@@ -96,7 +97,7 @@ class ThresholdRule(LevelledRule):
         night = self.night
         if night is None:
             return self.bands
-        ordered = tuple(sorted(night.levels.items(), key=lambda item: item[0].rank, reverse=True))
+        ordered = highest_first(night.levels)
         return Bands(self.direction == "above", ordered, ordered[-1], night.clear)
 
 
