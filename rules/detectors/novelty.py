@@ -41,6 +41,13 @@ borrows that idea in its simplest form, one value at a time:
   that does not come. The range's edges move toward the values the hour takes
   (``_HOUR_RELAX``), so a glitch is forgotten. Only while the seasonal detector judges by the
   hours: a square daily wave may go back to its level forecast after a few weeks;
+- *runs in the tails*: a reading whose bin and those beyond it hold under ``tail_share`` of the
+  visits (decayed) is in a tail, the lowest or the highest. A run of such readings in a row is
+  novel when it grows past twice the longest run before, and to ``run_readings`` at least, with
+  the floor in full: a sustained excursion is rarer than any single value in it (a road's speed
+  that stays among its lowest for 13 readings where such runs had lasted six at most). It
+  alerts in a quiet period too when it scores ``_LOUDER`` (0.1) over the novelty that began
+  the period: a weak first sign of the excursion does not hide the excursion;
 - *quiet*: after a novel reading, and for the first ``quiet_readings`` readings after the range
   is fixed, new values are learned without raising the score, so one excursion gives one alert
   (ARTime's mask, as a count of readings), but for no more than ``quiet_days`` of readings at
@@ -133,6 +140,10 @@ class NoveltyParams(Derived):
     """Half-life, in readings, of the visit counts and of the counts of new values."""
     familiar_damp: float = Field(default=0.5, ge=0, le=1)
     """What a familiar value's seasonal score is multiplied by, on a series with no season."""
+    tail_share: float = Field(default=0.03, gt=0, lt=0.5)
+    """The share of the visits (decayed) at each end that makes the tails."""
+    run_readings: int = Field(default=4, ge=2)
+    """The shortest run of readings in the tails that may be novel."""
 
     @cached_property
     def in_force(self) -> AnomalyParams:
@@ -161,6 +172,8 @@ class NoveltyParams(Derived):
             self.familiar_visits,
             self.familiar_halflife,
             self.familiar_damp,
+            self.tail_share,
+            self.run_readings,
         )
 
 
@@ -203,6 +216,14 @@ class Explanation:
     damped: bool = False
     """The seasonal score was damped by the refractory period (the reading came within days of
     a higher score); ``rarity`` is that of the deviation itself, before the damping."""
+    run: int = 0
+    """The reading made a run of this many readings in a row in a tail of the visits, over
+    twice as long as any before (0: it made none)."""
+    run_before: int = 0
+    """The longest such run before."""
+    tail: str = ""
+    """Which tail: ``lowest`` or ``highest`` (the share ``tail_share``), when ``run``."""
+    tail_share: float = 0.0
 
     @property
     def text(self) -> str:
@@ -232,6 +253,11 @@ class Explanation:
                 f"a value new to this hour of the day (between {self.hour:02d}:00 and "
                 f"{(self.hour + 1) % 24:02d}:00 UTC it took {self.hour_low:.4g} to "
                 f"{self.hour_high:.4g}{lately})"
+            )
+        if self.run:
+            parts.append(
+                f"{self.run} readings in a row among the {self.tail} {self.tail_share:.0%} of "
+                f"the values seen lately (the longest such run before: {self.run_before})"
             )
         if self.familiar:
             parts.append("a value the series took often lately (its score is damped)")
@@ -304,6 +330,9 @@ class NoveltyDetector:
             seen = (s.lo + low * s.width, s.lo + (high + 1) * s.width)
         h = hour_of_day(x[0])
         taken = s.hour_lo[h] <= s.hour_hi[h]
+        side = 0
+        if step.run:
+            side = s.tail(s.bin(x[1]), self.params.tail_share)
         new = None
         if s.width:
             new = 1.0 / s.chance(s.new_to_hour if step.new_to_hour else s.new_bins)
@@ -325,6 +354,10 @@ class NoveltyDetector:
             hour_low=s.hour_lo[h] if taken else None,
             hour_high=s.hour_hi[h] if taken else None,
             damped=damped,
+            run=step.run,
+            run_before=s.run_best if step.run else 0,
+            tail={-1: "lowest", 1: "highest"}.get(side, ""),
+            tail_share=self.params.tail_share,
         )
 
     def to_json(self) -> dict[str, Any] | None:

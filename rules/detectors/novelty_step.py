@@ -16,9 +16,10 @@ from rules.detectors.seasonal_state import _DAY, _HOUR
 
 __all__ = ["Knobs", "NoveltyState", "Step", "hour_of_day", "step"]
 
-_VERSION = 2
+_VERSION = 3
 """Version 2 states written before the counts of new values (``readings``, ``new_bins``,
-``new_to_hour``, ``hours``) are adopted; code that predates them reads these states too."""
+``new_to_hour``, ``hours``) are adopted, and so are those written before the runs in the tails
+(``run``, ``run_best``, ``loudest``: version 2, read as no run yet)."""
 _TAIL = 0.002
 _ONCE = 1.5
 """The visits at each end of the bins that do not widen them: a share of all visits, and at
@@ -27,6 +28,11 @@ _KEPT = 4
 """Bins kept, in spans of ``max_span``: past it, the least visited are forgotten."""
 _PRIOR_NEW, _PRIOR_READINGS = 1.0, 10.0
 """The prior of the chance of something new: one in ten readings."""
+_RUN_GROWTH = 2
+"""A run in the tails is novel when it grows past this many times the longest run before."""
+_LOUDER = 0.1
+"""In a quiet period, a novel run still alerts when it scores this much more than the novelty
+that began the period: a sustained excursion after a weak first sign of it."""
 _HOUR_RELAX = 0.003
 """How far the edges of an hour's range move toward each value the hour takes inside them: a
 glitch or a level left behind is half forgotten after about 230 readings at that hour (three
@@ -51,6 +57,8 @@ class Knobs:
     max_span: int
     familiar_visits: float
     familiar_damp: float
+    tail_share: float
+    run_readings: int
     grow: float
     """The growth of the weight of a visit from one reading to the next."""
     memory: float
@@ -69,12 +77,15 @@ class Knobs:
         familiar_visits: float,
         familiar_halflife: float,
         familiar_damp: float,
+        tail_share: float,
+        run_readings: int,
     ) -> None:
         self.seasonal, self.levels, self.range_readings = seasonal, levels, range_readings
         self.quiet_readings, self.quiet_s = quiet_readings, quiet_days * _DAY
         self.novel_floor, self.log_every = novel_floor, math.log10(novel_every)
         self.max_span, self.familiar_visits = max_span, familiar_visits
         self.familiar_damp = familiar_damp
+        self.tail_share, self.run_readings = tail_share, run_readings
         self.grow = math.pow(2.0, 1.0 / familiar_halflife)
         self.memory = self.grow / (self.grow - 1.0)
 
@@ -83,7 +94,8 @@ class NoveltyState:
     """The seasonal state, the range, the visited bins with their decayed visit counts (in units
     of ``w``, the weight of the latest visit), the readings since the last novelty, the decayed
     counts (in units of ``w`` too) of the readings since the range was fixed and of those that
-    were new (to the bins, to their hour), and the range each hour of the day took."""
+    were new (to the bins, to their hour), the range each hour of the day took, and the runs of
+    readings in the tails of the visits."""
 
     seasonal: AnomalyState | None
     n: int
@@ -104,6 +116,13 @@ class NoveltyState:
     toward its later values (``_HOUR_RELAX``); inf while none."""
     hour_hi: list[float]
     """The highest, likewise; -inf while none."""
+    run: int
+    """Readings in a row, up to the last, in the tails of the visits (``tail``)."""
+    run_best: int
+    """The longest run in the tails that has ended (a novel one included)."""
+    loudest: float
+    """The score of the novelty that began the quiet period (0 for the quiet after the range
+    is fixed)."""
 
     def __init__(
         self,
@@ -120,12 +139,16 @@ class NoveltyState:
         new_to_hour: float = 0.0,
         hour_lo: list[float] | None = None,
         hour_hi: list[float] | None = None,
+        run: int = 0,
+        run_best: int = 0,
+        loudest: float = 0.0,
     ) -> None:
         self.seasonal, self.n, self.lo, self.hi, self.width = seasonal, n, lo, hi, width
         self.bins, self.w, self.since = bins, w, since
         self.readings, self.new_bins, self.new_to_hour = readings, new_bins, new_to_hour
         self.hour_lo = [math.inf] * 24 if hour_lo is None else hour_lo
         self.hour_hi = [-math.inf] * 24 if hour_hi is None else hour_hi
+        self.run, self.run_best, self.loudest = run, run_best, loudest
 
     @classmethod
     def new(cls) -> NoveltyState:
@@ -146,6 +169,9 @@ class NoveltyState:
             self.new_to_hour,
             list(self.hour_lo),
             list(self.hour_hi),
+            self.run,
+            self.run_best,
+            self.loudest,
         )
 
     def bin(self, value: float) -> int:
@@ -159,6 +185,23 @@ class NoveltyState:
         """The chance of something new in a reading, from its decayed count ``new``
         (``new_bins`` or ``new_to_hour``) against the readings, with a prior of one in ten."""
         return (new / self.w + _PRIOR_NEW) / (self.readings / self.w + _PRIOR_READINGS)
+
+    def tail(self, q: int, share: float) -> int:
+        """-1 if bin ``q`` lies in the lowest ``share`` of the visits (its own included), 1 if in
+        the highest, else 0: the tails, before a reading in ``q`` is counted."""
+        own = self.bins.get(q, 0.0)
+        most = share * self.readings
+        if own >= most:  # most readings: a bin this visited is in no tail
+            return 0
+        below = above = own
+        for b, c in self.bins.items():
+            if b < q:
+                below += c
+            elif b > q:
+                above += c
+        if below < most:
+            return -1 if below <= above else 1
+        return 1 if above < most else 0
 
     def outside_hour(self, h: int, value: float) -> bool:
         """Whether ``value`` lies more than a bin outside what hour ``h`` has taken (False
@@ -237,6 +280,9 @@ class NoveltyState:
                 [lo, hi] if lo <= hi else None
                 for lo, hi in zip(self.hour_lo, self.hour_hi, strict=True)
             ],
+            "run": self.run,
+            "run_best": self.run_best,
+            "loudest": self.loudest,
         }
 
     @classmethod
@@ -247,8 +293,8 @@ class NoveltyState:
             adopted = AnomalyState.from_json(data)
             return NoveltyState(adopted, 0, math.inf, -math.inf, 0.0, {}, 1.0, 0)
         version = data.get("v")
-        if version not in (1, _VERSION):
-            raise ValueError(f"novelty state: v: expected 1 or {_VERSION}, got {version!r}")
+        if version not in (1, 2, _VERSION):
+            raise ValueError(f"novelty state: v: expected 1 to {_VERSION}, got {version!r}")
         try:
             seasonal = data["seasonal"]
             if version == 1:  # visited bins without counts: one visit each
@@ -293,6 +339,10 @@ class NoveltyState:
             if not _valid(hi, lo, math.inf):
                 raise ValueError(f"novelty state: hours[{h}]: malformed, got {hi!r:.80}")
             state.hour_lo[h], state.hour_hi[h] = float(lo), float(hi)
+        if version == _VERSION:
+            state.run = int(_number(data, "run", 0, math.inf))
+            state.run_best = int(_number(data, "run_best", 0, math.inf))
+            state.loudest = _number(data, "loudest", 0.0, 1.0)
         return state
 
 
@@ -330,6 +380,8 @@ class Step(NamedTuple):
     novel: bool
     familiar: bool
     new_to_hour: bool = False
+    run: int = 0
+    """The run in the tails this reading made novel (0 when it made none)."""
 
 
 _NOTHING = Step(0.0, 0.0, False, False)
@@ -342,9 +394,24 @@ def hour_of_day(ts: datetime) -> int:
 
 def _novel(p: Knobs, chance: float, seasonal: float) -> float:
     """The score of something new that came with ``chance`` a reading lately: at least a floor
-    that shrinks with the log of its rarity, ranked by the seasonal score above it."""
-    floor = p.novel_floor * min(1.0, -math.log10(chance) / p.log_every)
+    that shrinks with the log of its rarity, ranked by the seasonal score above it (a chance of
+    0: the floor in full)."""
+    floor = p.novel_floor
+    if chance > 0.0:
+        floor *= min(1.0, -math.log10(chance) / p.log_every)
     return floor + (1.0 - floor) * seasonal
+
+
+def _ran(p: Knobs, s: NoveltyState, q: int) -> int:
+    """Count a reading in bin ``q`` in the run of readings in the tails: the run's length if
+    it just grew past ``_RUN_GROWTH`` times the longest run before (and to ``run_readings`` at
+    least), else 0. The bins are those before the reading is counted."""
+    if s.tail(q, p.tail_share) == 0:
+        s.run_best = max(s.run_best, s.run)
+        s.run = 0
+        return 0
+    s.run += 1
+    return s.run if s.run == max(p.run_readings, _RUN_GROWTH * s.run_best + 1) else 0
 
 
 def step(p: Knobs, s: NoveltyState, ts: datetime, value: float) -> Step:
@@ -367,6 +434,7 @@ def step(p: Knobs, s: NoveltyState, ts: datetime, value: float) -> Step:
     # the chances before this reading is counted, only where they may be needed
     p_bin = s.chance(s.new_bins) if visits == 0.0 else 1.0
     p_hour = s.chance(s.new_to_hour) if outside_hour else 1.0
+    run = _ran(p, s, q)
     s.visit(q, p.grow, p.max_span)
     if outside_hour:
         s.new_to_hour += s.w
@@ -377,11 +445,17 @@ def step(p: Knobs, s: NoveltyState, ts: datetime, value: float) -> Step:
     # Both kinds of novelty share the quiet period: one excursion, one alert (an hour's own
     # quiet period gave 82.7 on the NAB tuning half, against 83.3).
     if visits == 0.0 and loud:
-        s.since = 0
-        return Step(_novel(p, p_bin, seasonal), seasonal, True, False)
+        s.since, s.loudest = 0, _novel(p, p_bin, seasonal)
+        return Step(s.loudest, seasonal, True, False)
+    if run:  # a run in the tails longer than any before: as rare as novelty gets
+        judged = _novel(p, 0.0, seasonal)
+        if loud or judged > s.loudest + _LOUDER:
+            s.since, s.loudest = 0, judged
+            return Step(judged, seasonal, False, False, False, run)
     if outside_hour and s.seasonal.model != 0 and loud:
         s.since = 0  # a usual value at an unusual hour: novel on a seasonal series
-        return Step(_novel(p, p_hour, seasonal), seasonal, False, False, True)
+        s.loudest = _novel(p, p_hour, seasonal)
+        return Step(s.loudest, seasonal, False, False, True)
     if visits >= p.familiar_visits and s.seasonal.model == 0:
         return Step(seasonal * p.familiar_damp, seasonal, False, True)
     return Step(seasonal, seasonal, False, False)

@@ -190,6 +190,53 @@ def test_an_hours_range_forgets_a_glitch_as_the_hour_keeps_its_usual_values() ->
     assert state.hour_hi[8] == 95.0  # a new high widens at once
 
 
+def dips(n: int = 3000) -> list[float]:
+    """A level of 20 with single dips to 12 (a reading each), then two readings at 12."""
+    values = noisy(n)
+    values[1000] = values[1500] = 12.0
+    values[2000:2002] = [12.0, 12.0]
+    return values
+
+
+def test_a_long_run_in_a_tail_is_novel_where_short_dips_were_not() -> None:
+    detector = NoveltyDetector()
+    values = [*dips(), *[12.0] * 12, *noisy(100, seed=8)]
+    runs = []
+    for x in points(values):
+        why = detector.explain_one(x)
+        runs.append(why.run)
+        if why.run:
+            assert why.score >= NoveltyParams().novel_floor and not why.novel
+            assert (
+                f"{why.run} readings in a row among the lowest 3% of the values seen lately "
+                f"(the longest such run before: {why.run_before})" in why.text
+            )
+            assert why.run == max(4, 2 * why.run_before + 1) and why.run_before >= 2
+        detector.learn_one(x)
+    alerts = [i for i, run in enumerate(runs) if run]
+    assert len(alerts) == 1 and 3000 <= alerts[0] < 3012  # one alert, inside the run
+
+
+def test_a_run_in_a_quiet_period_alerts_only_when_louder_than_the_novelty_that_began_it() -> None:
+    # the run begins with a value never seen (novel, loud): the run inside its quiet stays quiet
+    values = [*dips(), 8.0, *[12.0] * 12]
+    detector = trained(values[:3001])
+    data = detector.to_json()
+    assert data is not None and data["since"] == 0 and data["loudest"] > 0.7
+    rest = points(values[3001:], start=3001)
+
+    def run_alerts(state: dict[str, Any]) -> list[int]:
+        again = NoveltyDetector(None, state)
+        found = []
+        for x in rest:
+            found.append(again.explain_one(x).run)
+            again.learn_one(x)
+        return [run for run in found if run]
+
+    assert run_alerts(data) == []
+    assert len(run_alerts({**data, "loudest": 0.3})) == 1  # a weak first sign: the run alerts
+
+
 def test_bins_merge_as_the_range_grows_so_a_flat_start_does_not_make_every_value_novel() -> None:
     # the range is fixed on 400 zeros (a tiny bin width); then values spread over 0..100
     rng = random.Random(3)
@@ -335,12 +382,25 @@ def test_a_malformed_state_is_refused_by_name() -> None:
         ("new_bins", readings * 2),  # more new bins than readings
         ("new_to_hour", -0.5),
         ("new_to_hour", True),
+        ("run", -1),
+        ("run_best", "3"),
+        ("loudest", 1.5),
     )
     for key, wrong in wrongs:
         with pytest.raises(ValueError, match=f"{key}: malformed"):
             NoveltyDetector(None, {**data, key: wrong})
     with pytest.raises(ValueError, match="lvl_n: malformed"):
         SeasonalDetector(None, {**data["seasonal"], "lvl_n": [1, {}]})
+
+
+def test_a_version_2_state_is_adopted_with_no_run_yet() -> None:
+    data = trained([*noisy(1000), 12.0, 12.0]).to_json()
+    assert data is not None and data["run"] == 2
+    old = {**{k: v for k, v in data.items() if k not in ("run", "run_best", "loudest")}, "v": 2}
+    adopted = NoveltyDetector(None, old).to_json()
+    assert adopted is not None and adopted["v"] == 3
+    assert (adopted["run"], adopted["run_best"], adopted["loudest"]) == (0, 0, 0.0)
+    assert adopted["bins"] == data["bins"]
 
 
 def test_a_version_1_state_is_adopted() -> None:
@@ -355,11 +415,11 @@ def test_a_version_1_state_is_adopted() -> None:
 
 def test_a_state_before_the_counts_of_new_values_is_adopted_with_every_bin_new_once() -> None:
     params = NoveltyParams()
-    counts = ("readings", "new_bins", "new_to_hour", "hours")
+    counts = ("readings", "new_bins", "new_to_hour", "hours", "run", "run_best", "loudest")
     for n in (1000, 20_000):
         data = trained(noisy(n)).to_json()
-        assert data is not None and data["v"] == 2
-        old = {k: v for k, v in data.items() if k not in counts}
+        assert data is not None and data["v"] == 3
+        old = {**{k: v for k, v in data.items() if k not in counts}, "v": 2}
         adopted = NoveltyDetector(None, old).to_json()
         assert adopted is not None
         counted = n - params.range_readings  # readings since the range was fixed, decayed:
@@ -524,7 +584,7 @@ def test_state_json_is_rejected_when_incomplete() -> None:
     assert data is not None
     with pytest.raises(ValueError, match="bins"):
         NoveltyDetector(None, {k: v for k, v in data.items() if k != "bins"})
-    with pytest.raises(ValueError, match="v: expected 1 or 2, got 99"):
+    with pytest.raises(ValueError, match="v: expected 1 to 3, got 99"):
         NoveltyDetector(None, {**data, "v": 99})
     assert json.loads(json.dumps(data)) == data
 
