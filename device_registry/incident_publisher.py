@@ -11,8 +11,10 @@ reassignment names a department there is.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib import resources
 from typing import Any
 
 from confluent_kafka import Producer
@@ -22,6 +24,7 @@ from cityvitals.contracts import (
     Action,
     CitizenReport,
     Feedback,
+    Place,
     ReportChannel,
     Tier,
     WarningLevel,
@@ -30,15 +33,18 @@ from cityvitals.kafka import KafkaUnavailable, partition_count
 from cityvitals.settings import Settings
 from cityvitals.topics import Topic, partition_for
 from rules.incidents import GENERAL, OUTAGE_CATEGORY, load_incident_config
+from rules.ruleset import parse_rules
 
 __all__ = [
     "GENERAL",
     "BadAction",
     "IncidentPublisher",
+    "NamedPlaces",
     "incident_categories",
     "incident_departments",
     "make_feedback",
     "make_report",
+    "named_places",
     "unknown_department",
 ]
 
@@ -169,6 +175,68 @@ def incident_departments(settings: Settings) -> frozenset[str]:
 def routing_name(settings: Settings) -> str:
     """The incident routing in words naming its file."""
     return f"the incident routing ({settings.incidents_file or 'the shipped rules/incidents.yaml'})"
+
+
+@dataclass(frozen=True, slots=True)
+class NamedPlaces:
+    """The places the rule file and the incident routing in force name: a place they name is
+    not removed (its rules would judge nothing, its routes route nothing)."""
+
+    rules: Mapping[str, tuple[str, ...]]
+    """Place id -> the rules scoped to it."""
+    routes: Mapping[tuple[str, ...], int]
+    """Place path -> how many routes are for it."""
+    rule_file: str
+    routing: str
+
+    def of(self, place: Place) -> list[str]:
+        """What names ``place``, in words (empty: nothing)."""
+        found = []
+        ruled = self.rules.get(place.place_id, ())
+        if ruled:
+            found.append(
+                f"{self.rule_file} scopes {_count(len(ruled), 'rule')} to it "
+                f"({', '.join(ruled)}; take it out there first)"
+            )
+        routed = self.routes.get(place.path, 0)
+        if routed:
+            found.append(
+                f"{self.routing} has {_count(routed, 'route')} for it (take it out there first)"
+            )
+        return found
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def named_places(settings: Settings) -> NamedPlaces:
+    """The places the rule file (``rules_file``, else the shipped ``rules/default.yaml``) and
+    the incident routing (``incidents_file``, else the shipped one) name. Raises OSError or a
+    ValueError (RuleFileError: the file and line) when a file cannot be read or is not
+    valid."""
+    if settings.rules_file is None:
+        text = resources.files("rules").joinpath("default.yaml").read_text(encoding="utf-8")
+        rule_file = "the shipped rules/default.yaml"
+        ruleset = parse_rules(text, "rules/default.yaml", zone=settings.timezone)
+    else:
+        rule_file = f"the rule file {settings.rules_file}"
+        text = settings.rules_file.read_text(encoding="utf-8")
+        ruleset = parse_rules(text, str(settings.rules_file), zone=settings.timezone)
+    rules: dict[str, list[str]] = {}
+    for rule in ruleset.rules:
+        for place_id in rule.places:
+            rules.setdefault(place_id, []).append(rule.id)
+    routes: dict[tuple[str, ...], int] = {}
+    for route in load_incident_config(settings.incidents_file).routes:
+        for path in route.places:
+            routes[path] = routes.get(path, 0) + 1
+    return NamedPlaces(
+        {place_id: tuple(ids) for place_id, ids in rules.items()},
+        routes,
+        rule_file,
+        routing_name(settings),
+    )
 
 
 def unknown_department(

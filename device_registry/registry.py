@@ -221,12 +221,16 @@ class Registry(UserAccounts):
         self.publish(moved_devices)
         return PlaceMove(moved, [after.user.name for _, after in scoped], going_on)
 
-    def remove_place(self, place_id: str, actor: str) -> Place:
+    def remove_place(
+        self, place_id: str, actor: str, named: Callable[[Place], list[str]] | None = None
+    ) -> Place:
         """Remove a place nothing uses (one made by mistake); returns it. Refused
         (:class:`InUse`, naming them) while places lie under it, devices of any state are at
-        or under it, users are scoped to it, or incidents not closed or alerts firing are
-        there. What was stored at it stays (readings, alerts and vital signs keep their
-        paths), and the audit log keeps the place as it was."""
+        or under it, users are scoped to it, incidents not closed or alerts firing are there,
+        or ``named`` says what else names it (the rule file and the incident routing in
+        force: :meth:`~device_registry.incident_publisher.NamedPlaces.of`). What was stored at
+        it stays (readings, alerts and vital signs keep their paths), and the audit log keeps
+        the place as it was."""
         with self.conn.transaction(), self.conn.cursor() as cur:
             place = places.get(cur, place_id, lock=True)
             under, at, scoped = places.uses(cur, place_id)
@@ -238,6 +242,8 @@ class Registry(UserAccounts):
             going_on = open_work(self.conn, place.path)
             if going_on:
                 found.append(f"it has {going_on.describe()}")
+            if named is not None:
+                found.extend(named(place))
             if found:
                 raise InUse(f"place {place_id!r}", "place_id", place_id, found)
             places.delete(cur, place_id)

@@ -96,11 +96,18 @@ def places_move(
 @places_app.command("remove")
 def places_remove(place_id: str) -> None:
     """Remove a place nothing uses (one made by mistake). Refused, naming them, while places
-    lie under it, devices of any state are at or under it, users are scoped to it, or
-    incidents not closed or alerts firing are there. What was stored at it stays stored;
-    the change log keeps it (cityvitals history --entity place)."""
+    lie under it, devices of any state are at or under it, users are scoped to it, incidents
+    not closed or alerts firing are there, or the rule file or the incident routing in force
+    names it. What was stored at it stays stored; the change log keeps it (cityvitals history
+    --entity place)."""
+    from device_registry.incident_publisher import named_places
+
+    try:
+        named = named_places(settings())
+    except (OSError, ValueError) as exc:
+        raise fail(f"the rule file or the incident configuration: {exc}") from None
     with registry() as reg:
-        place = reg.remove_place(place_id, actor())
+        place = reg.remove_place(place_id, actor(), named.of)
     typer.echo(f"removed {place.level.value} {'/'.join(place.path)}: {place.name}")
 
 

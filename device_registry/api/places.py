@@ -33,7 +33,7 @@ from device_registry.api.bodies import (
 from device_registry.api.deps import IdFilter, PathId, Reader, Writer
 from device_registry.api.errors import FieldError, NotFound, body_errors
 from device_registry.errors import UnknownPlace, UnknownProfile
-from device_registry.incident_publisher import incident_departments, routing_name
+from device_registry.incident_publisher import incident_departments, named_places, routing_name
 
 __all__ = ["router"]
 
@@ -134,12 +134,20 @@ IN_USE: Responses = {409: {"description": "still in use: the detail names what u
 @router.delete(
     "/places/{place_id}", status_code=204, tags=["places"], responses={**NOT_FOUND, **IN_USE}
 )
-def remove_place(who: Writing, place_id: PathId, registry: Writer) -> Response:
+def remove_place(who: Writing, place_id: PathId, registry: Writer, request: Request) -> Response:
     """Remove a place nothing uses (one made by mistake). Refused (409, naming them) while
-    places lie under it, devices of any state are at or under it, users are scoped to it, or
-    incidents not closed or alerts firing are there; what was stored at it stays stored."""
+    places lie under it, devices of any state are at or under it, users are scoped to it,
+    incidents not closed or alerts firing are there, or the rule file or the incident routing
+    in force names it; what was stored at it stays stored."""
     check_scope(who.user, registry.get_place(place_id).path, f"place {place_id!r}")
-    registry.remove_place(place_id, who.actor)
+    settings: Settings = request.app.state.settings
+    try:
+        named = named_places(settings)
+    except (OSError, ValueError) as exc:
+        raise HTTPException(
+            503, f"the rule file or the incident configuration cannot be read: {exc}"
+        ) from exc
+    registry.remove_place(place_id, who.actor, named.of)
     return Response(status_code=204)
 
 

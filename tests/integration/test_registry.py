@@ -441,6 +441,70 @@ def test_what_nothing_uses_is_removed_and_what_is_used_is_refused_naming_its_use
         assert reg.get(device).place_path == places[4].path  # what was used stays
 
 
+def test_a_place_the_rule_file_or_the_incident_routing_names_is_not_removed(
+    pipeline: Pipeline, admin_token: str, tmp_path: Path
+) -> None:
+    """Its rules would judge nothing and its routes route nothing: refused (CLI exit 1, API
+    409) naming the rules and the routes and where to take them out; a broken rule file is
+    named, not taken for 'nothing names it'."""
+    p = uuid.uuid4().hex[:6]
+    c, d1, d2 = tree(p)[:3]
+    with open_registry(pipeline.settings) as reg:
+        reg.put_places([c, d1, d2], "itest")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        f"rules:\n  - {{id: r{p}-noise, kind: threshold, metric: noise_db, places: [{d1.place_id}],"
+        " levels: {yellow: 70}}\n"
+        f"  - {{id: r{p}-dust, kind: threshold, metric: pm25, places: [{d1.place_id}],"
+        " levels: {yellow: 75}}\n"
+    )
+    shipped = Path(__file__).parents[2] / "rules" / "incidents.yaml"
+    routes = tmp_path / "incidents.yaml"
+    routes.write_text(
+        shipped.read_text().replace(
+            "routes:\n",
+            "routes:\n  - {category: noise, tier: district, department: street-ops,"
+            f" places: [{c.place_id}/{d2.place_id}]}}\n",
+            1,
+        )
+    )
+    env = {
+        **pipeline.settings.to_env(),
+        "CITYVITALS_RULES_FILE": str(rules),
+        "CITYVITALS_INCIDENTS_FILE": str(routes),
+    }
+
+    def cli(*args: str) -> tuple[int, str]:
+        run = CliRunner().invoke(app, list(args), env=env)
+        return run.exit_code, run.output
+
+    code, out = cli("places", "remove", d1.place_id)
+    assert code == 1, out
+    assert (
+        f"the rule file {rules} scopes 2 rules to it (r{p}-noise, r{p}-dust; take it out there"
+        " first)" in out
+    )
+    code, out = cli("places", "remove", d2.place_id)
+    assert code == 1 and f"the incident routing ({routes}) has 1 route for it" in out, out
+    rules.write_text("rules: [{id: broken}]\n")
+    code, out = cli("places", "remove", d2.place_id)
+    assert code == 1 and "the rule file or the incident configuration" in out, out
+    with open_registry(pipeline.settings) as reg:
+        kept = {x.place_id for x in reg.list_places(c.place_id)}
+        assert kept == {c.place_id, d1.place_id, d2.place_id}
+
+    # the API reads the files in force: the stream's rule file, here with a rule for d1
+    pipeline.add_rules(
+        f"  - {{id: r{p}-api, kind: threshold, metric: noise_db, places: [{d1.place_id}],"
+        " levels: {yellow: 70}}\n"
+    )
+    with api_client(pipeline.settings, admin_token) as api:
+        refused = api.delete(f"/places/{d1.place_id}")
+        assert refused.status_code == 409, refused.text
+        assert f"scopes 1 rule to it (r{p}-api;" in refused.json()["detail"][0]["msg"]
+        assert api.delete(f"/places/{d2.place_id}").status_code == 204  # the routes in force
+
+
 def test_a_device_moved_while_its_alerts_fire_is_told_they_stay_at_the_old_place(
     pipeline: Pipeline, admin_token: str
 ) -> None:
