@@ -29,10 +29,10 @@ __all__ = ["sink", "streams_stage"]
 
 
 def _metric(port: int, name: str) -> float:
-    import urllib.request
+    """The sum of metric ``name``'s samples on the metrics endpoint at ``port``."""
+    from wiring.localstack import sample_sum, scrape
 
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+    return sample_sum(scrape(port), name)
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -22,7 +22,6 @@ import statistics
 import subprocess
 import threading
 import time
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import mkdtemp
@@ -34,7 +33,7 @@ from benchmarks.stack import private_stack
 from cityvitals import db
 from cityvitals.contracts import Device
 from cityvitals.settings import Settings
-from wiring.localstack import down
+from wiring.localstack import down, sample_sum, scrape
 from wiring.services import open_registry
 
 
@@ -46,8 +45,8 @@ def rss_mb(pid: int) -> float:
 
 
 def metric(port: int, name: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+    """The sum of metric ``name``'s samples on the metrics endpoint at ``port``."""
+    return sample_sum(scrape(port), name)
 
 
 def stored(settings: Settings, marker: str) -> int:

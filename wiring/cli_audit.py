@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
@@ -38,9 +37,8 @@ class Unreadable(RuntimeError):
 
 def read_hops(s: Settings) -> dict[str, Hop]:
     """Every counted stage of the running services, from their metrics endpoints."""
-    from wiring.localstack import recorded_metrics_port
+    from wiring.localstack import recorded_metrics_port, scrape
 
-    host = "127.0.0.1" if s.metrics_host in ("0.0.0.0", "") else s.metrics_host
     hops: dict[str, Hop] = {}
     for service in COUNTED:
         port = recorded_metrics_port(s.state_dir, service)
@@ -49,8 +47,7 @@ def read_hops(s: Settings) -> dict[str, Hop]:
                 f"no metrics port recorded for {service} in {s.state_dir} (is 'cityvitals up' running?)"
             )
         try:
-            with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as response:
-                text = response.read().decode()
+            text = scrape(port, s.metrics_host)
         except OSError as exc:
             raise Unreadable(f"{service} does not answer on port {port}: {exc}") from None
         hops.update(hops_from_exposition(text))

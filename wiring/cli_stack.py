@@ -8,10 +8,8 @@ import logging
 import signal
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from http.client import HTTPException
 from pathlib import Path
 from typing import Annotated
 
@@ -159,12 +157,13 @@ class RuleWatch:
 def _rule_lines(watch: RuleWatch, port: int) -> list[str]:
     """What the stream did with its rule file since the last look (nothing when its metrics
     do not answer: a restart says so itself)."""
+    from wiring.localstack import scrape
+
     if not port:
         return []
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-            return watch.lines(response.read().decode())
-    except (OSError, HTTPException, ValueError):  # a stream going down mid-answer: next time
+        return watch.lines(scrape(port, timeout=2))
+    except (OSError, ValueError):  # a stream going down mid-answer: next time
         return []
 
 

@@ -17,6 +17,7 @@ import signal
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from http.client import HTTPException
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -317,12 +318,28 @@ PAUSES_S = (0.0, 2.0, 5.0, 15.0, 30.0)
 window: about a minute before a sixth exit stops the stack."""
 
 
-def reports_ready(service: str, port: int, host: str = "127.0.0.1") -> bool:
-    """Whether a service's metrics endpoint says ``cityvitals_<service>_ready 1``."""
+def scrape(port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> str:
+    """What a service's metrics endpoint (``/metrics`` on ``port``) answers. Raises OSError
+    when it does not answer in full: refused, timed out, or cut off by a service going down
+    mid-answer."""
     host = "127.0.0.1" if host in ("0.0.0.0", "") else host
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=2) as response:
-            text = response.read().decode()
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout) as response:
+            body: bytes = response.read()
+            return body.decode()
+    except (HTTPException, UnicodeDecodeError) as exc:
+        raise OSError(f"a half-read answer on port {port}: {exc!r}") from exc
+
+
+def sample_sum(text: str, name: str) -> float:
+    """The sum of the samples of metric ``name`` (every label set) in an exposition."""
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def reports_ready(service: str, port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a service's metrics endpoint says ``cityvitals_<service>_ready 1``."""
+    try:
+        text = scrape(port, host, timeout=2)
     except OSError:
         return False
     return f"cityvitals_{service}_ready 1.0" in text.splitlines()

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from cityvitals import db, kafka
 from cityvitals.contracts import Device
 from cityvitals.settings import Settings
 from device_registry.access import Role
-from wiring.localstack import LocalStack, MetricsPorts, down
+from wiring.localstack import LocalStack, MetricsPorts, down, scrape
 from wiring.services import open_registry
 from wiring.stack import free_loopback_port
 
@@ -81,8 +80,7 @@ class Pipeline:
         """The service's Prometheus exposition text ('' while it does not answer)."""
         port = self.stack.metrics.of(service)
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-                return str(r.read().decode())
+            return scrape(port)
         except OSError:
             return ""
 

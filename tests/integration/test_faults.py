@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -38,7 +37,7 @@ from cityvitals.settings import Settings
 from cityvitals.topics import Topic
 from tests.integration.conftest import Pipeline, free_port, wait_for
 from tests.integration.conftest import test_incidents as quick_incidents
-from wiring.localstack import LocalStack, MetricsPorts, down, reports_ready
+from wiring.localstack import LocalStack, MetricsPorts, down, reports_ready, sample_sum, scrape
 from wiring.stack import ManagedProcess, wait_for_port
 
 pytestmark = pytest.mark.integration
@@ -544,9 +543,7 @@ def under_fault(stack: Pipeline, name: str) -> None:
 
 
 def ingest_total(port: int, what: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    name = f"cityvitals_ingest_{what}_total"
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+    return sample_sum(scrape(port), f"cityvitals_ingest_{what}_total")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from cityvitals.topics import partition_for
 from tests.integration.conftest import Pipeline, free_port, wait_for
 from tests.integration.test_faults import DEVICES, Load, assert_stored_exactly_once, process
 from tests.integration.test_faults import stack as stack  # the fault tests' private stack
-from wiring.localstack import reports_ready
+from wiring.localstack import reports_ready, scrape
 from wiring.services import open_registry
 from wiring.stack import ManagedProcess
 
@@ -49,8 +48,7 @@ class Worker:
         """The sum of a counter's samples (``cityvitals_streams_<name>_total``) that carry
         ``labels``; 0 while the worker does not answer."""
         try:
-            url = f"http://127.0.0.1:{self.port}/metrics"
-            text = urllib.request.urlopen(url, timeout=5).read().decode()
+            text = scrape(self.port)
         except OSError:
             return 0.0
         prefix = f"cityvitals_streams_{name}_total"

@@ -5,6 +5,7 @@ to its servers are ones no outgoing connection can take before the server binds 
 from __future__ import annotations
 
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from cityvitals.settings import Settings
 from device_registry.credentials import local_broker
 from ingest.decode import MAX_PAYLOAD
-from wiring.localstack import LocalStack, MetricsPorts
+from wiring.localstack import LocalStack, MetricsPorts, reports_ready, sample_sum, scrape
 from wiring.servers import MAX_PACKET_BYTES, mosquitto_process
 from wiring.stack import StackError, StackPaths, _ephemeral_range, free_loopback_port
 
@@ -89,3 +90,32 @@ def test_a_port_of_another_stack_is_named_before_anything_starts(tmp_path: Path)
             assert f"port {port} on 127.0.0.1 is already in use" in str(refused.value)
             assert f"set {named} to another port" in str(refused.value)
     LocalStack(base, MetricsPorts(streams=port))._check_ports()  # free again: no complaint
+
+
+def serve_once(answer: bytes) -> int:
+    """A one-shot HTTP server on loopback that sends ``answer`` to its first client, then
+    closes the connection; returns its port."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port: int = server.getsockname()[1]
+
+    def reply() -> None:
+        with server, server.accept()[0] as conn:
+            conn.recv(4096)
+            conn.sendall(answer)
+
+    threading.Thread(target=reply, daemon=True).start()
+    return port
+
+
+def test_a_metrics_answer_is_read_whole_or_refused_as_an_os_error() -> None:
+    exposition = b'cityvitals_streams_ready 1.0\nx_total{a="1"} 2.0\nx_total{a="2"} 3.0\n'
+    whole = b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(exposition), exposition)
+    text = scrape(serve_once(whole))
+    assert sample_sum(text, "x_total") == 5.0
+    assert reports_ready("streams", serve_once(whole))
+    # a service going down mid-answer: 100 bytes promised, fewer sent
+    cut = b"HTTP/1.0 200 OK\r\nContent-Length: 100\r\n\r\ncityvitals_streams_re"
+    with pytest.raises(OSError, match="a half-read answer on port"):
+        scrape(serve_once(cut))
+    assert not reports_ready("streams", serve_once(cut))
+    assert not reports_ready("streams", free_loopback_port())  # nobody answers
