@@ -45,9 +45,10 @@ borrows that idea in its simplest form, one value at a time:
   visits (decayed) is in a tail, the lowest or the highest. A run of such readings in a row is
   novel when it grows past twice the longest run before, and to ``run_readings`` at least, with
   the floor in full: a sustained excursion is rarer than any single value in it (a road's speed
-  that stays among its lowest for 13 readings where such runs had lasted six at most). It
-  alerts in a quiet period too when it scores ``_LOUDER`` (0.1) over the novelty that began
-  the period: a weak first sign of the excursion does not hide the excursion;
+  that stays among its lowest for 13 readings where such runs had lasted six at most); a gap
+  of more than the seasonal ``gap_reset_hours`` between readings ends a run. It alerts in a
+  quiet period too when it scores ``_LOUDER`` (0.1) over the novelty that began the period: a
+  weak first sign of the excursion does not hide the excursion;
 - *quiet*: after a novel reading, and for the first ``quiet_readings`` readings after the range
   is fixed, new values are learned without raising the score, so one excursion gives one alert
   (ARTime's mask, as a count of readings), but for no more than ``quiet_days`` of readings at

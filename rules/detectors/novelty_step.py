@@ -59,6 +59,8 @@ class Knobs:
     familiar_damp: float
     tail_share: float
     run_readings: int
+    gap_s: float
+    """The seasonal ``gap_reset_hours`` in seconds: a longer gap ends a run in the tails."""
     grow: float
     """The growth of the weight of a visit from one reading to the next."""
     memory: float
@@ -86,6 +88,7 @@ class Knobs:
         self.max_span, self.familiar_visits = max_span, familiar_visits
         self.familiar_damp = familiar_damp
         self.tail_share, self.run_readings = tail_share, run_readings
+        self.gap_s = seasonal.gap_reset_hours * _HOUR
         self.grow = math.pow(2.0, 1.0 / familiar_halflife)
         self.memory = self.grow / (self.grow - 1.0)
 
@@ -405,7 +408,8 @@ def _novel(p: Knobs, chance: float, seasonal: float) -> float:
 def _ran(p: Knobs, s: NoveltyState, q: int) -> int:
     """Count a reading in bin ``q`` in the run of readings in the tails: the run's length if
     it just grew past ``_RUN_GROWTH`` times the longest run before (and to ``run_readings`` at
-    least), else 0. The bins are those before the reading is counted."""
+    least), else 0. The bins are those before the reading is counted. A gap of more than
+    ``gap_reset_hours`` between readings ends a run too (:func:`step`)."""
     if s.tail(q, p.tail_share) == 0:
         s.run_best = max(s.run_best, s.run)
         s.run = 0
@@ -416,10 +420,12 @@ def _ran(p: Knobs, s: NoveltyState, q: int) -> int:
 
 def step(p: Knobs, s: NoveltyState, ts: datetime, value: float) -> Step:
     """Score ``value`` then learn it (mutates ``s``)."""
-    learned = 0 if s.seasonal is None else s.seasonal.n
+    learned, last = (0, 0.0) if s.seasonal is None else (s.seasonal.n, s.seasonal.t_last)
     s.seasonal, seasonal = score(p.seasonal, s.seasonal, ts, value)
     if s.seasonal.n == learned:  # not newer than the last reading: nothing learned
         return _NOTHING
+    if s.seasonal.t_last - last > p.gap_s:  # a gap ends a run, as it restarts the seasonal
+        s.run_best, s.run = max(s.run_best, s.run), 0  # detector's change statistics
     s.n += 1
     if s.width == 0.0:
         s.lo, s.hi = min(s.lo, value), max(s.hi, value)

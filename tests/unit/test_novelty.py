@@ -217,6 +217,20 @@ def test_a_long_run_in_a_tail_is_novel_where_short_dips_were_not() -> None:
     assert len(alerts) == 1 and 3000 <= alerts[0] < 3012  # one alert, inside the run
 
 
+@pytest.mark.parametrize(("gap", "alerts"), [(timedelta(hours=7), 0), (STEP, 1)])
+def test_a_gap_between_readings_ends_a_run(gap: timedelta, alerts: int) -> None:
+    detector = trained(dips())
+    data = detector.to_json()
+    assert data is not None and data["run_best"] == 2  # the two readings at 12
+    at = T0 + 3000 * STEP
+    runs = []
+    for i in range(8):  # four readings at 12, the gap, four more
+        x = (at + i * STEP + (gap - STEP if i >= 4 else timedelta(0)), 12.0)
+        runs.append(detector.explain_one(x).run)
+        detector.learn_one(x)
+    assert sum(1 for run in runs if run) == alerts  # 5 in a row: over twice the 2 before
+
+
 def test_a_run_in_a_quiet_period_alerts_only_when_louder_than_the_novelty_that_began_it() -> None:
     # the run begins with a value never seen (novel, loud): the run inside its quiet stays quiet
     values = [*dips(), 8.0, *[12.0] * 12]
