@@ -639,3 +639,18 @@ def test_an_anomaly_alert_says_what_the_value_was_judged_against() -> None:
     assert resolved[-1].summary.endswith(
         f"; load no longer unusual (score {resolved[-1].value:.2f})"
     )
+
+
+def test_an_anomaly_alert_on_a_run_says_how_long_it_lasted() -> None:
+    from rules import parse_rules
+    from rules.testing import RuleRun
+
+    rules = "rules: [{id: r, kind: anomaly, metric: speed, levels: {blue: 0.6}}]"
+    run = RuleRun(parse_rules(rules, "anomaly.yaml"))
+    values = [*dips(), *[12.0] * 12]
+    for i, value in enumerate(values):
+        run.step(("read", "road-1", "speed", value, 300 * i))
+    fired = [a for a in run.alerts if a.status.value == "firing"]
+    runs = [a.summary for a in fired if "readings in a row" in a.summary]
+    assert runs, [a.summary for a in fired]
+    assert "readings in a row among the lowest 3% of the values seen lately" in runs[0]
