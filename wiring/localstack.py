@@ -214,22 +214,33 @@ class LocalStack:
     def dead(self) -> list[ManagedProcess]:
         return [p for p in self.processes if not p.alive()]
 
+    def _restartable(self, name: str) -> bool:
+        """Whether a process that stopped is started again: a service; PostgreSQL and
+        Mosquitto, which keep what they hold on disk (the database, the broker's persistence
+        file); tansu when its topics are on the S3 server. Not tansu in memory nor the S3
+        server: what they held is gone, and the stack stops rather than go on without it."""
+        if name in SERVICES or name in ("postgres", "mosquitto"):
+            return True
+        return name == "tansu" and self.settings.kafka_storage != "memory"
+
     def revive(self, restarts: Restarts) -> list[str]:
-        """Start again each service that exited (a crash, ``kill -9``, the kernel's out-of-memory
-        killer), as a supervisor would, after a pause that grows when it keeps exiting
-        (:class:`Restarts`): one that consumes Kafka resumes from its committed offsets, so
-        nothing is lost (the fault tests). A line for each. Raises StackError when a server
-        stopped (Mosquitto, tansu, which keeps its topics in memory, PostgreSQL: the stack
-        cannot go on without it), or a service exited more often than ``restarts`` allows."""
+        """Start again each process that exited (a crash, ``kill -9``, the kernel's
+        out-of-memory killer, a server stopped by hand), as a supervisor would, after a pause
+        that grows when it keeps exiting (:class:`Restarts`): a service that consumes Kafka
+        resumes from its committed offsets, and while a server is away the services wait
+        for it (the sinks write what Kafka holds once the database is back), so nothing is
+        lost. A line for each. Raises StackError when a server that cannot come back stopped
+        (tansu, which keeps its topics in memory, or the S3 server under it), or a process
+        exited more often than ``restarts`` allows."""
         lines = []
         now = time.monotonic()
         for process in self.dead():
             status = exit_status(process.popen.returncode if process.popen else None)
-            if process.name not in SERVICES:
+            if not self._restartable(process.name):
                 raise StackError(
                     f"{process.name} stopped unexpectedly ({status}): the stack stops, as "
-                    f"nothing goes on without it; its log ({process.log_path}):\n"
-                    f"{process.log_tail()}"
+                    f"nothing goes on without it and what it held in memory is gone; its log "
+                    f"({process.log_path}):\n{process.log_tail()}"
                 )
             due = restarts.due(process.name, now)
             if due is None:
@@ -241,7 +252,12 @@ class LocalStack:
             if not due:
                 continue  # its pause is not over
             process.start()
-            resumes = "" if process.name == "api" else ", from its committed offsets"
+            if process.name not in SERVICES:
+                resumes = ": the services wait for it and go on where they were"
+            elif process.name == "api":
+                resumes = ""
+            else:
+                resumes = ", from its committed offsets"
             lines.append(
                 f"{process.name} exited ({status}); started it again{resumes} (its log: "
                 f"{process.log_path})"
