@@ -131,7 +131,10 @@ class Desk(Dispatcher):
         joined.alerts[alert.alert_id] = (alert.revision, True)
         joined.said = joined.firing_said[alert.alert_id] = self._said(alert, now)
         self.book.by_alert[alert.alert_id] = joined.incident.incident_id
-        self._signal(joined, alert.level, now, alert.device_id, out, joined.said)
+        rerouted = joined.incident.category != category and alert.level.rank > joined.peak.rank
+        if rerouted:
+            self._become(joined, category, now, out)
+        self._signal(joined, alert.level, now, alert.device_id, out, joined.said, rerouted)
 
     def _outage(self, outage: PlaceOutage, out: Outcome) -> None:
         now = self.book.now(outage.ts)
@@ -210,8 +213,10 @@ class Desk(Dispatcher):
         device_id: str | None,
         out: Outcome,
         reason: str = "",
+        rerouted: bool = False,
     ) -> None:
-        """A signal joined ``t`` (``level`` None: one of its alerts resolved)."""
+        """A signal joined ``t`` (``level`` None: one of its alerts resolved); ``rerouted``:
+        its category changed with it (:meth:`_become`)."""
         t.last_signal = max(t.last_signal, now)
         state = t.incident.state
         if level is not None and state in (IncidentState.VERIFIED, IncidentState.CLOSED):
@@ -227,7 +232,18 @@ class Desk(Dispatcher):
         self._refresh(t, device_id, level)
         self._step(t, Action.ATTACH, now, out, reason=reason or _attach_reason(level))
         if t.peak is not before and state in AT_WORK:
-            self._rose(t, now, out)
+            self._rose(t, now, out, rerouted)
+
+    def _become(self, t: Tracked, category: str, now: datetime, out: Outcome) -> None:
+        """An alert of a related category raised ``t`` above its peak: the incident is now
+        what raised it highest, its category and title that alert's (a confirmed fire that
+        joins a gas leak makes it a fire), and its routing follows (:meth:`_rose`)."""
+        inc = t.incident
+        was = self._title(inc.category)
+        title = f"{self._title(category)} at {self.named(t.group_path[-1])}"
+        t.incident = inc.model_copy(update={"category": category, "title": title[:500]})
+        reason = f"now {self._title(category)}, was {was}: {t.said}"
+        self._step(t, Action.NOTE, now, out, reason=reason)
 
     def _said(self, alert: Alert, now: datetime) -> str:
         """What an alert says, as its incident's steps and orders carry it: its summary, and
@@ -250,20 +266,39 @@ class Desk(Dispatcher):
             return True
         return False
 
-    def _rose(self, t: Tracked, now: datetime, out: Outcome) -> None:
+    def _rose(self, t: Tracked, now: datetime, out: Outcome, rerouted: bool = False) -> None:
         """The incident's level rose while a department works to its order. Beyond what its
         tier handles (the route's ``up_to``) the incident goes up to the lowest tier that
         does, as an escalation; else the order's limits become the new level's, counted from
-        now, where that is sooner, and the department is sent a revision of its order."""
+        now, where that is sooner, and the department is sent a revision of its order.
+        ``rerouted`` (its category changed, :meth:`_become`): the department its new category
+        routes to at this tier or above takes it over, as a reassignment, if it is another."""
         inc = t.incident
         assert inc.tier is not None and inc.accept_by is not None and inc.handle_by is not None
-        to = route(self.config, inc.category, inc.place_path, inc.level, exclude=set(t.refused_by))
+        refused = set(t.refused_by)
+        to = route(self.config, inc.category, inc.place_path, inc.level, exclude=refused)
         now_level = f"now {inc.level.value}"
         tiers = list(Tier)
         if to is not None and tiers.index(to.tier) > tiers.index(inc.tier):
             beyond = f"{now_level}, beyond {inc.department} ({inc.tier.value} tier)"
             self._order(t, to, DispatchKind.ESCALATION, now, out, PLATFORM, beyond)
             return
+        if rerouted:
+            here = tiers.index(inc.tier)
+            if here and (to is None or tiers.index(to.tier) < here):  # not below where it is
+                below = tiers[here - 1]
+                to = route(
+                    self.config,
+                    inc.category,
+                    inc.place_path,
+                    inc.level,
+                    above=below,
+                    exclude=refused,
+                )
+            if to is not None and (to.department, to.tier) != (inc.department, inc.tier):
+                why = f"{now_level}, {self._title(inc.category)}: for {to.department}"
+                self._order(t, to, DispatchKind.REASSIGNMENT, now, out, PLATFORM, why)
+                return
         accept, handle = self.config.limits(inc.tier, inc.level, inc.category)
         accept_by, handle_by = inc.accept_by, min(inc.handle_by, now + handle)
         if inc.state is IncidentState.DISPATCHED:  # not accepted yet: its accepting limit too

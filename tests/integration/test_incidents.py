@@ -260,6 +260,57 @@ def test_a_flooded_street_is_one_incident_dispatched_once_at_street_tier(
     assert sorted(back.firing_said.values()) == sorted(a.summary for a in stored.alerts)
 
 
+def test_a_fire_confirmed_after_a_gas_leak_goes_to_the_fire_service(
+    pipeline: Pipeline, logs: Callable[[Topic], TopicLog]
+) -> None:
+    """A gas sensor's alert opens a gas leak for the gas utility; the camera's smoke, confirmed
+    by both (red), makes it a fire: the fire service takes it over, the gas utility is told to
+    stop, whichever sensor spoke first."""
+    dispatch = logs(Topic.DISPATCH)
+    street = Street(pipeline)
+    grid = f"{street.base}/{street.street}g1"
+    gas, camera = pipeline.register("gas", grid), street.camera(1)
+    street.seq += 1
+    ts = (datetime.now(UTC) - timedelta(seconds=20)).isoformat()
+    done = pipeline.mosquitto_pub(*gas, pipeline.topic(gas[0]), reading(ts, 1, gas_lel_pct=15))
+    assert done.returncode == 0, done.stderr
+    wait_for(
+        lambda: [o.department for o in orders(dispatch, street.street)] == ["gas-utility"],
+        what="the gas leak's order to the gas utility",
+    )
+    event = {
+        "ts": (datetime.now(UTC) - timedelta(seconds=10)).isoformat(),
+        "seq": 1,
+        "event_type": "smoke_fire",
+        "value": 0.95,
+        "confidence": 0.97,
+        "snapshot_ref": f"snapshots/{camera[0]}/1.jpg",
+    }
+    done = pipeline.mosquitto_pub(*camera, pipeline.topic(camera[0], "events"), json.dumps(event))
+    assert done.returncode == 0, done.stderr
+    sent = wait_for(
+        lambda: (
+            (found := orders(dispatch, street.street))
+            and any(o.department == "fire-rescue" for o in found)
+            and found
+        ),
+        what="the fire service's order",
+    )
+    order, withdrawal, fire = sent[0], *[o for o in sent[1:] if o.kind is not DispatchKind.REVISION]
+    assert (withdrawal.kind, withdrawal.department, withdrawal.withdraws) == (
+        DispatchKind.WITHDRAWAL,
+        "gas-utility",
+        order.dispatch_id,
+    )
+    assert (fire.kind, fire.department, fire.tier) == (
+        DispatchKind.REASSIGNMENT,
+        "fire-rescue",
+        Tier.DISTRICT,
+    )
+    # the camera's own alert (orange) or the confirmation (red), whichever the desk heard first
+    assert fire.title.startswith("Smoke or fire at ") and fire.summary.startswith("smoke/fire")
+
+
 def test_feedback_closes_the_loop_and_a_feedback_out_of_turn_is_refused(
     pipeline: Pipeline, logs: Callable[[Topic], TopicLog]
 ) -> None:

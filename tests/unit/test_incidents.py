@@ -146,6 +146,51 @@ def test_gas_joins_an_open_fire_of_its_grid_as_a_related_category() -> None:
     assert t.incident.category == "fire" and len(t.incident.alerts) == 2
 
 
+GAS_ROUTED = EXAMPLE.replace(
+    "  - {category: fire, tier: district, department: fire-rescue}\n",
+    "  - {category: fire, tier: district, department: fire-rescue}\n"
+    "  - {category: gas, tier: district, department: gas-utility}\n",
+)
+
+
+def test_a_fire_above_a_gas_leaks_level_makes_it_a_fire_for_the_fire_service() -> None:
+    """Whichever sensor spoke first: a confirmed fire that joins a gas leak is a fire, and the
+    fire service takes it over from the gas utility (withdrawn, told why)."""
+    desk = desk_with(GAS_ROUTED)
+    grid = (*STREET, "g1")
+    out = run(desk, [alert("gas-lel", "gas-1", grid, level="yellow")])
+    assert [(d.kind.value, d.department) for d in out.dispatches] == [("order", "gas-utility")]
+    out = run(desk, [alert("smoke-fire-confirmed", "cam-1", grid, 1, level="red")])
+    (t,) = desk.book.incidents.values()
+    assert (t.incident.category, t.incident.title, t.incident.level.value) == (
+        "fire",
+        "fire at g1",
+        "red",
+    )
+    assert [(d.kind.value, d.department) for d in out.dispatches] == [
+        ("withdrawal", "gas-utility"),
+        ("reassignment", "fire-rescue"),
+    ]
+    withdrawal, order = out.dispatches
+    assert withdrawal.reason.startswith("reassigned to fire-rescue (district tier): now red, fire")
+    assert order.summary == "smoke-fire-confirmed at cam-1 (red)" and order.title == "fire at g1"
+    notes = [u.transition.reason for u in out.updates if u.transition.action.value == "note"]
+    assert "now fire, was gas: smoke-fire-confirmed at cam-1 (red)" in notes
+    # a later gas alert joins the fire; one not above its level changes nothing
+    out = run(desk, [alert("gas-lel", "gas-2", grid, 2, level="orange")])
+    assert t.incident.category == "fire" and not out.dispatches
+
+
+def test_a_related_alert_not_above_the_incidents_level_leaves_its_category() -> None:
+    desk = desk_with(GAS_ROUTED)
+    grid = (*STREET, "g1")
+    run(desk, [alert("gas-lel", "gas-1", grid, level="orange")])
+    out = run(desk, [alert("camera-smoke-fire", "cam-1", grid, 1, level="orange")])
+    (t,) = desk.book.incidents.values()
+    assert t.incident.category == "gas" and t.incident.department == "gas-utility"
+    assert not out.dispatches
+
+
 def close_loop(desk: Desk, incident_id: str, dispatch_id: str) -> Outcome:
     return run(
         desk,
