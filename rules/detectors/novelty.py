@@ -42,13 +42,16 @@ borrows that idea in its simplest form, one value at a time:
   (``_HOUR_RELAX``), so a glitch is forgotten. Only while the seasonal detector judges by the
   hours: a square daily wave may go back to its level forecast after a few weeks;
 - *runs in the tails*: a reading whose bin and those beyond it hold under ``tail_share`` of the
-  visits (decayed) is in a tail, the lowest or the highest. A run of such readings in a row is
-  novel when it grows past twice the longest run before, and to ``run_readings`` at least, with
-  the floor in full: a sustained excursion is rarer than any single value in it (a road's speed
-  that stays among its lowest for 13 readings where such runs had lasted six at most); a gap
-  of more than the seasonal ``gap_reset_hours`` between readings ends a run. It alerts in a
-  quiet period too when it scores ``_LOUDER`` (0.1) over the novelty that began the period: a
-  weak first sign of the excursion does not hide the excursion;
+  visits (decayed) is in a tail, the lowest or the highest. A run of such readings in a row, in
+  one tail, is novel when it grows past twice the longest run lately, and to ``run_readings``
+  at least, with the floor in full: a sustained excursion is rarer than any single value in it
+  (a road slow for an hour where it used to dip for minutes). The longest run is forgotten as
+  the visits are (halved every ``familiar_halflife`` readings outside the tails); a reading
+  outside the tails, in the other one, or after a gap of more than the seasonal
+  ``gap_reset_hours`` ends a run. Runs are judged once a quiet period (below) has passed since
+  they began to be counted (the range fixed, or a state adopted that had none), and a run
+  alerts in a quiet period too when it scores ``_LOUDER`` (0.1) over the novelty that began
+  the period: a weak first sign of the excursion does not hide the excursion;
 - *quiet*: after a novel reading, and for the first ``quiet_readings`` readings after the range
   is fixed, new values are learned without raising the score, so one excursion gives one alert
   (ARTime's mask, as a count of readings), but for no more than ``quiet_days`` of readings at
@@ -85,6 +88,7 @@ module, took 92,440.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -218,10 +222,12 @@ class Explanation:
     """The seasonal score was damped by the refractory period (the reading came within days of
     a higher score); ``rarity`` is that of the deviation itself, before the damping."""
     run: int = 0
-    """The reading made a run of this many readings in a row in a tail of the visits, over
-    twice as long as any before (0: it made none)."""
+    """The reading made a run of this many readings in a row in one tail of the visits, over
+    twice as long as any lately (0: it made none). The run may go on after it."""
     run_before: int = 0
-    """The longest such run before."""
+    """The longest such run lately (0: none)."""
+    run_s: float = 0.0
+    """How long the run has lasted, in seconds (its readings at the series' usual interval)."""
     tail: str = ""
     """Which tail: ``lowest`` or ``highest`` (the share ``tail_share``), when ``run``."""
     tail_share: float = 0.0
@@ -229,7 +235,18 @@ class Explanation:
     @property
     def text(self) -> str:
         full = self.seasonal_score >= 1.0 and not self.damped
-        parts = [
+        parts = []
+        if self.run:  # what raised the score first, then what the forecast said
+            before = (
+                f"the longest such run lately: {self.run_before}"
+                if self.run_before
+                else "no such run lately"
+            )
+            parts.append(
+                f"{self.run} readings in a row ({_span(self.run_s)}) among the {self.tail} "
+                f"{self.tail_share * 100:.3g}% of the values seen lately ({before})"
+            )
+        parts += [
             f"expected {self.expected:.4g} ({self.model} baseline), "
             f"usual range {self.low:.4g} to {self.high:.4g}",
             (
@@ -255,14 +272,23 @@ class Explanation:
                 f"{(self.hour + 1) % 24:02d}:00 UTC it took {self.hour_low:.4g} to "
                 f"{self.hour_high:.4g}{lately})"
             )
-        if self.run:
-            parts.append(
-                f"{self.run} readings in a row among the {self.tail} {self.tail_share:.0%} of "
-                f"the values seen lately (the longest such run before: {self.run_before})"
-            )
         if self.familiar:
             parts.append("a value the series took often lately (its score is damped)")
         return "; ".join(parts)
+
+
+def _span(seconds: float) -> str:
+    """A duration in the unit a duty officer reads it in.
+
+    >>> _span(65 * 60), _span(3.5 * 3600), _span(2 * 86400), _span(40)
+    ('about 65 minutes', 'about 3.5 hours', 'about 2 days', 'about 1 minute')
+    """
+    if seconds < 2 * 3600:
+        minutes = max(round(seconds / 60), 1)
+        return f"about {minutes} minute" + ("" if minutes == 1 else "s")
+    if seconds < 2 * 86400:
+        return f"about {seconds / 3600:.2g} hours"
+    return f"about {seconds / 86400:.2g} days"
 
 
 def _undamped(refractory: float, before: AnomalyState | None, score: float) -> tuple[float, bool]:
@@ -356,7 +382,8 @@ class NoveltyDetector:
             hour_high=s.hour_hi[h] if taken else None,
             damped=damped,
             run=step.run,
-            run_before=s.run_best if step.run else 0,
+            run_before=math.floor(s.run_best) if step.run else 0,
+            run_s=step.run * s.seasonal.dt if step.run and s.seasonal is not None else 0.0,
             tail={-1: "lowest", 1: "highest"}.get(side, ""),
             tail_share=self.params.tail_share,
         )

@@ -16,10 +16,12 @@ from rules.detectors.seasonal_state import _DAY, _HOUR
 
 __all__ = ["Knobs", "NoveltyState", "Step", "hour_of_day", "step"]
 
-_VERSION = 3
+_VERSION = 2
 """Version 2 states written before the counts of new values (``readings``, ``new_bins``,
-``new_to_hour``, ``hours``) are adopted, and so are those written before the runs in the tails
-(``run``, ``run_best``, ``loudest``: version 2, read as no run yet)."""
+``new_to_hour``, ``hours``) are adopted; code that predates them reads these states too. So
+are those written before the runs in the tails (``run``, ``run_side``, ``run_best``,
+``loudest``, ``judged``: absent, no run is judged until a quiet period has passed), and code
+that predates the runs reads a state that has them (a rollback keeps its anomaly rules)."""
 _TAIL = 0.002
 _ONCE = 1.5
 """The visits at each end of the bins that do not widen them: a share of all visits, and at
@@ -29,7 +31,7 @@ _KEPT = 4
 _PRIOR_NEW, _PRIOR_READINGS = 1.0, 10.0
 """The prior of the chance of something new: one in ten readings."""
 _RUN_GROWTH = 2
-"""A run in the tails is novel when it grows past this many times the longest run before."""
+"""A run in the tails is novel when it grows past this many times the longest run lately."""
 _LOUDER = 0.1
 """In a quiet period, a novel run still alerts when it scores this much more than the novelty
 that began the period: a sustained excursion after a weak first sign of it."""
@@ -120,12 +122,18 @@ class NoveltyState:
     hour_hi: list[float]
     """The highest, likewise; -inf while none."""
     run: int
-    """Readings in a row, up to the last, in the tails of the visits (``tail``)."""
-    run_best: int
-    """The longest run in the tails that has ended (a novel one included)."""
+    """Readings in a row, up to the last, in one tail of the visits (``tail``)."""
+    run_side: int
+    """Which tail the run is in: -1 the lowest, 1 the highest, 0 none."""
+    run_best: float
+    """The longest run in the tails that has ended (a novel one included), forgotten as the
+    visits are: halved every ``familiar_halflife`` readings outside the tails."""
     loudest: float
     """The score of the novelty that began the quiet period (0 for the quiet after the range
     is fixed)."""
+    judged: int
+    """Readings counted since runs began to be counted (the range fixed, or a state adopted
+    that had no runs), up to the end of a quiet period: no run is judged before."""
 
     def __init__(
         self,
@@ -143,15 +151,18 @@ class NoveltyState:
         hour_lo: list[float] | None = None,
         hour_hi: list[float] | None = None,
         run: int = 0,
-        run_best: int = 0,
+        run_side: int = 0,
+        run_best: float = 0.0,
         loudest: float = 0.0,
+        judged: int = 0,
     ) -> None:
         self.seasonal, self.n, self.lo, self.hi, self.width = seasonal, n, lo, hi, width
         self.bins, self.w, self.since = bins, w, since
         self.readings, self.new_bins, self.new_to_hour = readings, new_bins, new_to_hour
         self.hour_lo = [math.inf] * 24 if hour_lo is None else hour_lo
         self.hour_hi = [-math.inf] * 24 if hour_hi is None else hour_hi
-        self.run, self.run_best, self.loudest = run, run_best, loudest
+        self.run, self.run_side, self.run_best = run, run_side, run_best
+        self.loudest, self.judged = loudest, judged
 
     @classmethod
     def new(cls) -> NoveltyState:
@@ -173,8 +184,10 @@ class NoveltyState:
             list(self.hour_lo),
             list(self.hour_hi),
             self.run,
+            self.run_side,
             self.run_best,
             self.loudest,
+            self.judged,
         )
 
     def bin(self, value: float) -> int:
@@ -193,15 +206,15 @@ class NoveltyState:
         """-1 if bin ``q`` lies in the lowest ``share`` of the visits (its own included), 1 if in
         the highest, else 0: the tails, before a reading in ``q`` is counted."""
         own = self.bins.get(q, 0.0)
-        most = share * self.readings
-        if own >= most:  # most readings: a bin this visited is in no tail
-            return 0
+        if own >= share * self.readings:  # most readings: a bin this visited is in no tail
+            return 0  # (the bins hold at most the readings: forgotten bins, adopted states)
         below = above = own
         for b, c in self.bins.items():
             if b < q:
                 below += c
             elif b > q:
                 above += c
+        most = share * (below + above - own)
         if below < most:
             return -1 if below <= above else 1
         return 1 if above < most else 0
@@ -284,8 +297,10 @@ class NoveltyState:
                 for lo, hi in zip(self.hour_lo, self.hour_hi, strict=True)
             ],
             "run": self.run,
+            "run_side": self.run_side,
             "run_best": self.run_best,
             "loudest": self.loudest,
+            "judged": self.judged,
         }
 
     @classmethod
@@ -296,8 +311,8 @@ class NoveltyState:
             adopted = AnomalyState.from_json(data)
             return NoveltyState(adopted, 0, math.inf, -math.inf, 0.0, {}, 1.0, 0)
         version = data.get("v")
-        if version not in (1, 2, _VERSION):
-            raise ValueError(f"novelty state: v: expected 1 to {_VERSION}, got {version!r}")
+        if version not in (1, _VERSION):
+            raise ValueError(f"novelty state: v: expected 1 or {_VERSION}, got {version!r}")
         try:
             seasonal = data["seasonal"]
             if version == 1:  # visited bins without counts: one visit each
@@ -342,10 +357,12 @@ class NoveltyState:
             if not _valid(hi, lo, math.inf):
                 raise ValueError(f"novelty state: hours[{h}]: malformed, got {hi!r:.80}")
             state.hour_lo[h], state.hour_hi[h] = float(lo), float(hi)
-        if version == _VERSION:
-            state.run = int(_number(data, "run", 0, math.inf))
-            state.run_best = int(_number(data, "run_best", 0, math.inf))
+        if "run" in data:  # else before the runs: none is judged until a quiet period passed
+            state.run = _integer(data, "run", 0)
+            state.run_side = _integer(data, "run_side", -1, 1)
+            state.run_best = _number(data, "run_best", 0.0, _MOST)
             state.loudest = _number(data, "loudest", 0.0, 1.0)
+            state.judged = _integer(data, "judged", 0)
         return state
 
 
@@ -354,6 +371,21 @@ def _number(data: dict[str, Any], key: str, least: float, most: float) -> float:
     if key not in data:
         raise ValueError(f"novelty state: {key}: missing")
     return _checked(data[key], key, least, most)
+
+
+_MOST = 2**31
+"""The most a count of readings in a state may be."""
+
+
+def _integer(data: dict[str, Any], key: str, least: int, most: int = _MOST) -> int:
+    """``data[key]``: an integer (not a bool) from ``least`` to ``most``, or a ValueError naming
+    it."""
+    if key not in data:
+        raise ValueError(f"novelty state: {key}: missing")
+    value = data[key]
+    if not (isinstance(value, int) and not isinstance(value, bool) and least <= value <= most):
+        raise ValueError(f"novelty state: {key}: malformed, got {value!r:.80}")
+    return value
 
 
 def _checked(value: Any, key: str, least: float, most: float) -> float:
@@ -406,16 +438,25 @@ def _novel(p: Knobs, chance: float, seasonal: float) -> float:
 
 
 def _ran(p: Knobs, s: NoveltyState, q: int) -> int:
-    """Count a reading in bin ``q`` in the run of readings in the tails: the run's length if
-    it just grew past ``_RUN_GROWTH`` times the longest run before (and to ``run_readings`` at
-    least), else 0. The bins are those before the reading is counted. A gap of more than
-    ``gap_reset_hours`` between readings ends a run too (:func:`step`)."""
-    if s.tail(q, p.tail_share) == 0:
-        s.run_best = max(s.run_best, s.run)
-        s.run = 0
+    """Count a reading in bin ``q`` in the run of readings in one tail: the run's length if
+    it just grew past ``_RUN_GROWTH`` times the longest run lately (and to ``run_readings`` at
+    least), else 0. The bins are those before the reading is counted. A reading outside the
+    tails, or in the other one, ends the run; so does a gap of more than ``gap_reset_hours``
+    between readings (:func:`step`)."""
+    side = s.tail(q, p.tail_share)
+    if side != s.run_side:
+        _end_run(s)
+        s.run_side = side
+    if side == 0:
+        s.run_best /= p.grow  # forgotten as the visits are
         return 0
     s.run += 1
-    return s.run if s.run == max(p.run_readings, _RUN_GROWTH * s.run_best + 1) else 0
+    return s.run if s.run == max(p.run_readings, math.floor(_RUN_GROWTH * s.run_best) + 1) else 0
+
+
+def _end_run(s: NoveltyState) -> None:
+    s.run_best = max(s.run_best, float(s.run))
+    s.run, s.run_side = 0, 0
 
 
 def step(p: Knobs, s: NoveltyState, ts: datetime, value: float) -> Step:
@@ -425,7 +466,7 @@ def step(p: Knobs, s: NoveltyState, ts: datetime, value: float) -> Step:
     if s.seasonal.n == learned:  # not newer than the last reading: nothing learned
         return _NOTHING
     if s.seasonal.t_last - last > p.gap_s:  # a gap ends a run, as it restarts the seasonal
-        s.run_best, s.run = max(s.run_best, s.run), 0  # detector's change statistics
+        _end_run(s)  # detector's change statistics
     s.n += 1
     if s.width == 0.0:
         s.lo, s.hi = min(s.lo, value), max(s.hi, value)
@@ -448,16 +489,21 @@ def step(p: Knobs, s: NoveltyState, ts: datetime, value: float) -> Step:
     s.since += 1
     # quiet until quiet_readings readings or quiet_days at its usual interval have passed
     loud = s.since > p.quiet_readings or s.since * s.seasonal.dt > p.quiet_s
+    # runs are judged after such a quiet period since they began to be counted: the tails of
+    # bins that have just begun to fill (or of a state adopted without runs) say little
+    ripe = s.judged > p.quiet_readings or s.judged * s.seasonal.dt > p.quiet_s
+    if not ripe:
+        s.judged += 1
     # Both kinds of novelty share the quiet period: one excursion, one alert (an hour's own
     # quiet period gave 82.7 on the NAB tuning half, against 83.3).
     if visits == 0.0 and loud:
         s.since, s.loudest = 0, _novel(p, p_bin, seasonal)
         return Step(s.loudest, seasonal, True, False)
-    if run:  # a run in the tails longer than any before: as rare as novelty gets
-        judged = _novel(p, 0.0, seasonal)
-        if loud or judged > s.loudest + _LOUDER:
-            s.since, s.loudest = 0, judged
-            return Step(judged, seasonal, False, False, False, run)
+    if run and ripe:  # a run in a tail longer than any lately: as rare as novelty gets
+        scored = _novel(p, 0.0, seasonal)
+        if loud or scored > s.loudest + _LOUDER:
+            s.since, s.loudest = 0, scored
+            return Step(scored, seasonal, False, False, False, run)
     if outside_hour and s.seasonal.model != 0 and loud:
         s.since = 0  # a usual value at an unusual hour: novel on a seasonal series
         s.loudest = _novel(p, p_hour, seasonal)

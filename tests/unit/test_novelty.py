@@ -198,37 +198,83 @@ def dips(n: int = 3000) -> list[float]:
     return values
 
 
-def test_a_long_run_in_a_tail_is_novel_where_short_dips_were_not() -> None:
-    detector = NoveltyDetector()
-    values = [*dips(), *[12.0] * 12, *noisy(100, seed=8)]
-    runs = []
-    for x in points(values):
-        why = detector.explain_one(x)
-        runs.append(why.run)
-        if why.run:
-            assert why.score >= NoveltyParams().novel_floor and not why.novel
-            assert (
-                f"{why.run} readings in a row among the lowest 3% of the values seen lately "
-                f"(the longest such run before: {why.run_before})" in why.text
-            )
-            assert why.run == max(4, 2 * why.run_before + 1) and why.run_before >= 2
+def run_alerts(detector: NoveltyDetector, xs: list[tuple[datetime, float]]) -> list[int]:
+    """The rows of ``xs`` (by index) whose reading made a run novel, learned as they come."""
+    found = []
+    for i, x in enumerate(xs):
+        if detector.explain_one(x).run:
+            found.append(i)
         detector.learn_one(x)
-    alerts = [i for i, run in enumerate(runs) if run]
-    assert len(alerts) == 1 and 3000 <= alerts[0] < 3012  # one alert, inside the run
+    return found
 
 
-@pytest.mark.parametrize(("gap", "alerts"), [(timedelta(hours=7), 0), (STEP, 1)])
-def test_a_gap_between_readings_ends_a_run(gap: timedelta, alerts: int) -> None:
+def test_a_long_run_in_a_tail_is_novel_where_short_dips_were_not() -> None:
     detector = trained(dips())
     data = detector.to_json()
-    assert data is not None and data["run_best"] == 2  # the two readings at 12
+    # the two readings at 12, a thousand readings ago: forgotten by a half-life's share
+    assert data is not None and data["run_best"] == pytest.approx(2 * 2 ** (-998 / 2000), 0.01)
     at = T0 + 3000 * STEP
-    runs = []
-    for i in range(8):  # four readings at 12, the gap, four more
-        x = (at + i * STEP + (gap - STEP if i >= 4 else timedelta(0)), 12.0)
-        runs.append(detector.explain_one(x).run)
-        detector.learn_one(x)
-    assert sum(1 for run in runs if run) == alerts  # 5 in a row: over twice the 2 before
+    for i in range(3):  # three readings at 12: a run, not yet novel
+        assert detector.explain_one((at + i * STEP, 12.0)).run == 0
+        detector.learn_one((at + i * STEP, 12.0))
+    why = detector.explain_one((at + 3 * STEP, 12.0))  # the fourth: over twice 1.4, and 4
+    assert (why.run, why.run_before, why.run_s, why.tail) == (4, 1, 4 * 300.0, "lowest")
+    assert why.score >= NoveltyParams().novel_floor and not why.novel
+    assert why.text.startswith(
+        "4 readings in a row (about 20 minutes) among the lowest 3% of the values seen lately "
+        "(the longest such run lately: 1); expected "
+    )
+    # the run goes on: one alert for it
+    rest = points([12.0] * 8 + noisy(100, seed=8), start=3003)
+    assert run_alerts(detector, rest) == [0]
+
+
+@pytest.mark.parametrize(("gap", "alerts"), [(timedelta(hours=7), []), (STEP, [3])])
+def test_a_gap_between_readings_ends_a_run(gap: timedelta, alerts: list[int]) -> None:
+    detector = trained(dips())
+    at = T0 + 3000 * STEP
+    # two readings at 12, the gap, two more: four in a row only without the gap
+    xs = [(at + i * STEP + (gap - STEP if i >= 2 else timedelta(0)), 12.0) for i in range(4)]
+    assert run_alerts(detector, xs) == alerts
+
+
+def test_a_run_ends_where_it_crosses_to_the_other_tail() -> None:
+    detector = trained(dips())
+    at = T0 + 3000 * STEP
+    xs = [(at + i * STEP, 12.0 if i % 2 else 28.0) for i in range(12)]  # low, high, low...
+    assert run_alerts(detector, xs) == []
+    data = detector.to_json()
+    assert data is not None and (data["run"], data["run_side"]) == (1, -1)
+
+
+def test_no_run_is_judged_in_the_first_quiet_period_after_the_range_is_fixed() -> None:
+    # a daily square wave: its low plateau not visited yet when its range is fixed at 400
+    detector = NoveltyDetector()
+    found = run_alerts(detector, points(plateaus(3)))
+    assert [i for i in found if i <= 600] == []  # none while the bins fill: 200 after 400
+    data = detector.to_json()
+    assert data is not None and data["judged"] == 201
+
+
+def test_an_adopted_state_without_runs_judges_none_until_a_quiet_period_passed() -> None:
+    for version in (1, 2):  # a state without runs, and one before the visit counts as well
+        data = trained(dips()).to_json()
+        assert data is not None
+        newer = ("run", "run_side", "run_best", "loudest", "judged")
+        old = {k: v for k, v in data.items() if k not in newer}
+        if version == 1:
+            old = {k: v for k, v in old.items() if k not in ("readings", "new_bins", "hours")}
+            old = {**old, "v": 1, "bins": [b for b, _ in data["bins"]]}
+            del old["w"]
+        adopted = NoveltyDetector(None, old)
+        after = adopted.to_json()
+        assert after is not None and (after["v"], after["run"], after["judged"]) == (2, 0, 0)
+        # a run at once is not judged (it would be novel: no run lately), nor any until 200
+        # readings have passed; a run over twice as long, later, is
+        early = points([12.0] * 6 + noisy(1000, seed=11), start=3000)
+        assert run_alerts(adopted, early) == [], version
+        later = run_alerts(adopted, points([12.0] * 12, start=4006))
+        assert len(later) == 1, (version, later)
 
 
 def test_a_run_in_a_quiet_period_alerts_only_when_louder_than_the_novelty_that_began_it() -> None:
@@ -397,6 +443,9 @@ def test_a_malformed_state_is_refused_by_name() -> None:
         ("new_to_hour", -0.5),
         ("new_to_hour", True),
         ("run", -1),
+        ("run", 2.5),
+        ("run_side", 2),
+        ("judged", True),
         ("run_best", "3"),
         ("loudest", 1.5),
     )
@@ -405,16 +454,6 @@ def test_a_malformed_state_is_refused_by_name() -> None:
             NoveltyDetector(None, {**data, key: wrong})
     with pytest.raises(ValueError, match="lvl_n: malformed"):
         SeasonalDetector(None, {**data["seasonal"], "lvl_n": [1, {}]})
-
-
-def test_a_version_2_state_is_adopted_with_no_run_yet() -> None:
-    data = trained([*noisy(1000), 12.0, 12.0]).to_json()
-    assert data is not None and data["run"] == 2
-    old = {**{k: v for k, v in data.items() if k not in ("run", "run_best", "loudest")}, "v": 2}
-    adopted = NoveltyDetector(None, old).to_json()
-    assert adopted is not None and adopted["v"] == 3
-    assert (adopted["run"], adopted["run_best"], adopted["loudest"]) == (0, 0, 0.0)
-    assert adopted["bins"] == data["bins"]
 
 
 def test_a_version_1_state_is_adopted() -> None:
@@ -432,8 +471,8 @@ def test_a_state_before_the_counts_of_new_values_is_adopted_with_every_bin_new_o
     counts = ("readings", "new_bins", "new_to_hour", "hours", "run", "run_best", "loudest")
     for n in (1000, 20_000):
         data = trained(noisy(n)).to_json()
-        assert data is not None and data["v"] == 3
-        old = {**{k: v for k, v in data.items() if k not in counts}, "v": 2}
+        assert data is not None and data["v"] == 2
+        old = {k: v for k, v in data.items() if k not in counts}
         adopted = NoveltyDetector(None, old).to_json()
         assert adopted is not None
         counted = n - params.range_readings  # readings since the range was fixed, decayed:
@@ -598,7 +637,7 @@ def test_state_json_is_rejected_when_incomplete() -> None:
     assert data is not None
     with pytest.raises(ValueError, match="bins"):
         NoveltyDetector(None, {k: v for k, v in data.items() if k != "bins"})
-    with pytest.raises(ValueError, match="v: expected 1 to 3, got 99"):
+    with pytest.raises(ValueError, match="v: expected 1 or 2, got 99"):
         NoveltyDetector(None, {**data, "v": 99})
     assert json.loads(json.dumps(data)) == data
 
@@ -648,9 +687,12 @@ def test_an_anomaly_alert_on_a_run_says_how_long_it_lasted() -> None:
     rules = "rules: [{id: r, kind: anomaly, metric: speed, levels: {blue: 0.6}}]"
     run = RuleRun(parse_rules(rules, "anomaly.yaml"))
     values = [*dips(), *[12.0] * 12]
-    for i, value in enumerate(values):
-        run.step(("read", "road-1", "speed", value, 300 * i))
+    for i, value in enumerate(values):  # every 5 minutes
+        run.step(("read", "road-1", "speed", value, 5 * i))
     fired = [a for a in run.alerts if a.status.value == "firing"]
     runs = [a.summary for a in fired if "readings in a row" in a.summary]
-    assert runs, [a.summary for a in fired]
-    assert "readings in a row among the lowest 3% of the values seen lately" in runs[0]
+    assert len(runs) == 1, [a.summary for a in fired]
+    assert (
+        "speed 12 measured, 4 readings in a row (about 20 minutes) among the lowest 3% of the "
+        "values seen lately (the longest such run lately: 1); expected 12" in runs[0]
+    ), runs[0]
