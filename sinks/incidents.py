@@ -354,11 +354,13 @@ def incident_detail(conn: Conn, incident_id: str) -> IncidentDetail:
         "SELECT * FROM incident_transitions WHERE incident_id = %s ORDER BY revision",
         incident_id,
     )
-    # At one instant: a withdrawal before the order after it, a revision after the order.
+    # At one instant: a withdrawal before the order after it, a revision after the order,
+    # revisions by their level (a level that rose twice in a second reads in the order it rose).
     dispatches = fetch(
         conn,
         "SELECT * FROM dispatches WHERE incident_id = %s OR incidents @> ARRAY[%s]::text[] "
-        "ORDER BY ts, kind <> 'withdrawal', kind = 'revision', dispatch_id",
+        "ORDER BY ts, kind <> 'withdrawal', kind = 'revision', "
+        "array_position(ARRAY['blue', 'yellow', 'orange', 'red'], level), dispatch_id",
         incident_id,
         incident_id,
     )
@@ -484,7 +486,8 @@ WITH pairs AS (  -- each order to each incident, with its limits as last revised
       LEFT JOIN LATERAL (
            SELECT r.accept_by, r.handle_by FROM dispatches r
             WHERE r.revises = d.dispatch_id AND r.incident_id = x.incident_id
-            ORDER BY r.ts DESC LIMIT 1) r ON true
+            ORDER BY r.ts DESC, r.accept_by, r.handle_by LIMIT 1) r ON true  -- (revisions only
+                                                          -- tighten: in one instant, the soonest)
      WHERE d.ts >= %(since)s AND d.ts < %(until)s AND d.kind NOT IN ('withdrawal', 'revision')
 ), ended AS (  -- when each stopped being the incident's order: the withdrawal naming it (the
                -- next order may come in the same instant), its next order, or its close

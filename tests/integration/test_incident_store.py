@@ -424,6 +424,40 @@ def test_an_order_sent_up_in_the_same_instant_is_withdrawn_not_judged(town: Sett
     assert (eco.on_time, eco.closed, eco.closure_rate, eco.flagged) == (1, 1, 1.0, False)
 
 
+def test_revisions_of_one_instant_read_in_the_order_the_level_rose(town: Settings) -> None:
+    """Orange then red within a second: shown so, the last line the level now, and the order
+    judged by the red's limits, whichever id sorts first."""
+    with db.connect(town) as conn:
+        h = History(conn, "tr")
+        rose = h.open("flooding", "tr-s1", WarningLevel.YELLOW, at=T0)
+        order = h.dispatch(rose, "crew", Tier.STREET, T0)
+        at = T0 + timedelta(minutes=1)
+        orange, red = (
+            order.model_copy(
+                update={
+                    "dispatch_id": dispatch_id,
+                    "kind": DispatchKind.REVISION,
+                    "revises": order.dispatch_id,
+                    "level": level,
+                    "accept_by": at + timedelta(minutes=limit),
+                    "reason": f"now {level}",
+                    "ts": at,
+                }
+            )
+            for dispatch_id, level, limit in (
+                ("f" * 32, WarningLevel.ORANGE, 10),
+                ("0" * 32, WarningLevel.RED, 5),
+            )
+        )
+        DispatchSink(conn).write([red, orange])
+        shown = incident_detail(conn, rose.incident_id).dispatches
+        h.go(rose, (Action.ACCEPT, IncidentState.ACCEPTED, at + timedelta(minutes=7)))
+        rows = performance(conn, T0 - timedelta(days=1), T0 + timedelta(days=1))
+    assert [d.level for d in shown] == [WarningLevel.YELLOW, WarningLevel.ORANGE, WarningLevel.RED]
+    crew = {(p.department, p.tier): p for p in rows}[("crew", Tier.STREET)]
+    assert (crew.judged, crew.accepted_on_time) == (1, 0)  # 7 minutes: late for the red's 5
+
+
 def test_an_order_is_judged_by_its_latest_revision_and_a_revision_is_no_order(
     town: Settings,
 ) -> None:
