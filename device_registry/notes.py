@@ -112,7 +112,7 @@ def registration_notes(
     ...     print(note)
     creates place hz/xh/xh-s3, named by its id (PUT /places/xh-s3 names it)
     department 'nope' of wl-1 is not in the registry (GET /departments): misspelt? not registered yet?
-    wl-1 has no profile: any metric it sends is stored and judged, in any range (a camera's water reading raises a flood alert); a profile (PUT /profiles/{id}) limits both
+    wl-1 has no profile: any metric it sends is stored and judged, in any range (a metric it was not made to send raises that metric's alerts); a profile (PUT /profiles/{id}) limits both
     """
     new = sorted(path_prefixes(devices) - set(places))
     notes = [
@@ -129,8 +129,8 @@ def registration_notes(
         one = len(free) == 1
         notes.append(
             f"{some} {'has' if one else 'have'} no profile: any metric {'it sends' if one else 'they send'} "
-            "is stored and judged, in any range (a camera's water reading raises a flood "
-            f"alert); a profile ({fixes.profile}) limits both"
+            "is stored and judged, in any range (a metric it was not made to send raises that "
+            f"metric's alerts); a profile ({fixes.profile}) limits both"
         )
     if device_types is not None:
         unjudged = (

@@ -254,6 +254,8 @@ class LocalStack:
             process.start()
             if process.name not in SERVICES:
                 resumes = ": the services wait for it and go on where they were"
+            elif process.name == "ingest":  # an MQTT subscriber: its session, not offsets
+                resumes = ": Mosquitto sends it again what it had not acknowledged"
             elif process.name == "api":
                 resumes = ""
             else:
