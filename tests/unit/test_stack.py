@@ -42,6 +42,10 @@ def test_the_local_and_the_deployed_broker_take_packets_of_the_same_size(tmp_pat
     limit = f"max_packet_size {MAX_PACKET_BYTES}"
     assert limit in local and limit in deployed
     assert MAX_PACKET_BYTES > 2 * MAX_PAYLOAD  # a device's largest payload passes
+    # both log each connection and each refused login: where a silent device's login is seen
+    for conf in (local, deployed):
+        assert "connection_messages true" in conf and "log_type notice" in conf
+        assert "log_type information" not in conf  # a line at every autosave
 
 
 def test_the_state_folder_names_each_of_its_files_under_it(tmp_path: Path) -> None:
