@@ -462,7 +462,7 @@ def test_screenshots_of_the_console_are_written_to_the_artefacts(
     for _ in range(3):
         street.water(street.sensor(0), 30.0)  # past the 25 cm joint-action depth
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for screen, size in (("laptop", (1366, 768)), ("wall", (2560, 1440))):
+    for screen, size in (("phone", (400, 800)), ("laptop", (1366, 768)), ("wall", (2560, 1440))):
         context = browser.new_context(viewport={"width": size[0], "height": size[1]})
         page = context.new_page()
         open_console(page, pipeline, token)
@@ -480,3 +480,39 @@ def test_screenshots_of_the_console_are_written_to_the_artefacts(
         context.close()
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         print(f"console screenshot: {shot}")
+
+
+def test_a_phone_shows_every_cell_of_an_incident_and_a_laptop_keeps_the_map_in_reach(
+    browser: Browser, pipeline: Pipeline, admin_token: str
+) -> None:
+    """At 400 px each incident is a card naming each cell, none off the side (the table was
+    622 px in a 379 px panel: State, Seen by, Age and SLA out of sight); at 1280x720 a long
+    incident scrolls in its panel and the map stays under it, not 2,500 px down."""
+    street = mapped_street(pipeline, admin_token)
+    token = officer(pipeline, (street.base.split("/")[0],))
+    street.water(street.sensor(0), 30.0)
+    for width, height in ((400, 800), (1280, 720)):
+        context = browser.new_context(viewport={"width": width, "height": height})
+        page = context.new_page()
+        open_console(page, pipeline, token)
+        row = incident_row(page, street.street)
+        expect(row).to_be_visible(timeout=SHOWS_UP_MS)
+        if width == 400:
+            panel = page.locator(".incidents-panel")
+            wide, room = panel.evaluate("p => [p.scrollWidth, p.clientWidth]")
+            assert wide <= room, (wide, room)
+            sla = row.locator("td.sla").bounding_box()
+            assert sla is not None and sla["x"] + sla["width"] <= width
+            assert (
+                row.locator("td.sla").evaluate("td => getComputedStyle(td, '::before').content")
+                == '"SLA"'
+            )
+        else:
+            row.click()
+            expect(page.locator("#detail .timeline li").first).to_be_visible()
+            detail = page.locator(".detail-panel").bounding_box()
+            where = page.locator(".map-panel").bounding_box()
+            assert detail is not None and where is not None
+            assert detail["height"] <= 0.6 * height + 1
+            assert where["y"] <= detail["y"] + detail["height"] + 20  # just under it
+        context.close()

@@ -278,18 +278,20 @@ function drawIncidents() {
           state.selected === incident.incident_id ? "selected" : ""].join(" ").trim(),
         title: incident.title,
       },
-      el("td", {}, levelTag(incident.level)),
-      el("td", { class: "category" }, incident.category),
-      el("td", { class: "place" }, placeName(incident.place_id)),
-      el("td", { class: "department" }, incident.department || "–"),
-      el("td", { class: "tier" }, incident.tier || "–", missed(incident)),
-      el("td", { class: "state" }, incident.state),
+      // data-label: a narrow screen shows each row as a card, each cell named
+      el("td", { "data-label": "Level" }, levelTag(incident.level)),
+      el("td", { class: "category", "data-label": "Category" }, incident.category),
+      el("td", { class: "place", "data-label": "Place" }, placeName(incident.place_id)),
+      el("td", { class: "department", "data-label": "Department" }, incident.department || "–"),
+      el("td", { class: "tier", "data-label": "Tier" }, incident.tier || "–", missed(incident)),
+      el("td", { class: "state", "data-label": "State" }, incident.state),
       el("td", {  // who acknowledged it (cleared when it reopens or goes to another tier)
         class: "seen",
+        "data-label": "Seen by",
         title: incident.acknowledged_at ? `acknowledged ${stamp(incident.acknowledged_at)}` : "",
       }, incident.acknowledged_by || "–"),
-      el("td", { class: "age" }, duration(since(incident.opened_at))),
-      el("td", { class: "sla" }),
+      el("td", { class: "age", "data-label": "Age" }, duration(since(incident.opened_at))),
+      el("td", { class: "sla", "data-label": "SLA" }),
     );
     paintSla(row.querySelector(".sla"), incident);
     row.addEventListener("click", () => select(incident.incident_id));
