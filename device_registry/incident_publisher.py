@@ -205,6 +205,18 @@ class NamedPlaces:
             )
         return found
 
+    def moved(self, old: tuple[str, ...], new: tuple[str, ...]) -> str | None:
+        """What a place's move from ``old`` to ``new`` leaves behind in the routing: its
+        routes for ``old`` or a place under it now route nothing (None: there are none)."""
+        routed = sum(n for path, n in self.routes.items() if path[: len(old)] == old)
+        if not routed:
+            return None
+        those = "that route no longer covers" if routed == 1 else "those routes no longer cover"
+        return (
+            f"{self.routing} has {_count(routed, 'route')} for {'/'.join(old)} or under it: "
+            f"{those} the place; give it its new path, {'/'.join(new)}"
+        )
+
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")

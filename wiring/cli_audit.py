@@ -49,7 +49,7 @@ def read_hops(s: Settings) -> dict[str, Hop]:
         try:
             text = scrape(port, s.metrics_host)
         except OSError as exc:
-            raise Unreadable(f"{service} does not answer on port {port}: {exc}") from None
+            raise Unreadable(f"{service}'s metrics on port {port} cannot be read: {exc}") from None
         hops.update(hops_from_exposition(text))
     return hops
 

@@ -83,7 +83,10 @@ def places_move(
     """Move a place, with its subtree and devices, under another parent; users scoped to it
     keep their scope at its new path. Refused while incidents not closed or alerts firing lie
     under it (they would stay at the old path), unless --with-open."""
+    from device_registry.incident_publisher import named_places
+
     with registry() as reg:
+        old = reg.get_place(place_id).path
         moved = reg.move_place(place_id, parent, actor(), with_open)
     at = "/".join(moved.places[0].path)
     typer.echo(f"moved {len(moved.places)} places; {place_id} is now at {at}")
@@ -91,6 +94,12 @@ def places_move(
         typer.echo(f"scopes moved with it: {', '.join(moved.users)}")
     if moved.left_open:
         typer.echo(f"note: {moved.left_open.describe()} stay at the old path")
+    try:
+        routes = named_places(settings()).moved(old, moved.places[0].path)
+    except (OSError, ValueError) as exc:
+        routes = f"the incident routing was not checked for routes to its old path: {exc}"
+    if routes:
+        typer.echo(f"note: {routes}")
 
 
 @places_app.command("remove")
@@ -105,7 +114,7 @@ def places_remove(place_id: str) -> None:
     try:
         named = named_places(settings())
     except (OSError, ValueError) as exc:
-        raise fail(f"the rule file or the incident configuration: {exc}") from None
+        raise fail(f"cannot check what names the place: {exc}") from None
     with registry() as reg:
         place = reg.remove_place(place_id, actor(), named.of)
     typer.echo(f"removed {place.level.value} {'/'.join(place.path)}: {place.name}")

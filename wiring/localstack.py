@@ -345,12 +345,14 @@ def scrape(port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> str:
         with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout) as response:
             body: bytes = response.read()
             return body.decode()
-    except (HTTPException, UnicodeDecodeError) as exc:
-        raise OSError(f"a half-read answer on port {port}: {exc!r}") from exc
+    except (HTTPException, UnicodeDecodeError) as exc:  # cut off mid-answer, or garbled
+        raise OSError(f"its answer could not be read whole: {exc!r}") from exc
 
 
 def sample_sum(text: str, name: str) -> float:
-    """The sum of the samples of metric ``name`` (every label set) in an exposition."""
+    """The sum of the samples in an exposition whose line starts with ``name``: a metric's
+    full sample name (``cityvitals_ingest_received_total``: every label set), or it with the
+    start of its labels (``cityvitals_sink_rows_total{table="readings"``)."""
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
 
 

@@ -144,9 +144,7 @@ def remove_place(who: Writing, place_id: PathId, registry: Writer, request: Requ
     try:
         named = named_places(settings)
     except (OSError, ValueError) as exc:
-        raise HTTPException(
-            503, f"the rule file or the incident configuration cannot be read: {exc}"
-        ) from exc
+        raise HTTPException(503, f"cannot check what names the place: {exc}") from exc
     registry.remove_place(place_id, who.actor, named.of)
     return Response(status_code=204)
 

@@ -449,8 +449,9 @@ def test_a_place_the_rule_file_or_the_incident_routing_names_is_not_removed(
     named, not taken for 'nothing names it'."""
     p = uuid.uuid4().hex[:6]
     c, d1, d2 = tree(p)[:3]
+    s9 = Place(place_id=f"{p}s9", level=PlaceLevel.STREET, name="S9", path=(*d2.path, f"{p}s9"))
     with open_registry(pipeline.settings) as reg:
-        reg.put_places([c, d1, d2], "itest")
+        reg.put_places([c, d1, d2, s9], "itest")
     rules = tmp_path / "rules.yaml"
     rules.write_text(
         f"rules:\n  - {{id: r{p}-noise, kind: threshold, metric: noise_db, places: [{d1.place_id}],"
@@ -464,7 +465,9 @@ def test_a_place_the_rule_file_or_the_incident_routing_names_is_not_removed(
         shipped.read_text().replace(
             "routes:\n",
             "routes:\n  - {category: noise, tier: district, department: street-ops,"
-            f" places: [{c.place_id}/{d2.place_id}]}}\n",
+            f" places: [{c.place_id}/{d2.place_id}]}}\n"
+            "  - {category: noise, tier: street, department: street-ops,"
+            f" places: [{'/'.join(s9.path)}]}}\n",
             1,
         )
     )
@@ -486,12 +489,20 @@ def test_a_place_the_rule_file_or_the_incident_routing_names_is_not_removed(
     )
     code, out = cli("places", "remove", d2.place_id)
     assert code == 1 and f"the incident routing ({routes}) has 1 route for it" in out, out
+    # a move is not refused, but told what of the routing it leaves behind
+    code, out = cli("places", "move", s9.place_id, d1.place_id)
+    assert code == 0, out
+    assert (
+        f"note: the incident routing ({routes}) has 1 route for {'/'.join(s9.path)} or under "
+        "it: that route no longer covers the place; give it its new path, "
+        f"{'/'.join((*d1.path, s9.place_id))}"
+    ) in out, out
     rules.write_text("rules: [{id: broken}]\n")
     code, out = cli("places", "remove", d2.place_id)
-    assert code == 1 and "the rule file or the incident configuration" in out, out
+    assert code == 1 and "cannot check what names the place: " in out and str(rules) in out, out
     with open_registry(pipeline.settings) as reg:
         kept = {x.place_id for x in reg.list_places(c.place_id)}
-        assert kept == {c.place_id, d1.place_id, d2.place_id}
+        assert kept == {c.place_id, d1.place_id, d2.place_id, s9.place_id}
 
     # the API reads the files in force: the stream's rule file, here with a rule for d1
     pipeline.add_rules(
