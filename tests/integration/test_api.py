@@ -312,7 +312,8 @@ def test_a_json_import_reports_items_and_an_export_reads_back(
         f"department 'no-such-dept' of {city}-1 is not in the registry (GET /departments): "
         "misspelt? not registered yet?",
         f"{city}-1 has no profile: any metric it sends is stored and judged, in any range (a "
-        "camera's water reading raises a flood alert); a profile (PUT /profiles/{id}) limits both",
+        "metric it was not made to send raises that metric's alerts); a profile (PUT "
+        "/profiles/{id}) limits both",
     ]
     assert report["notes"][4].startswith("no rule or indicator names device type 'noize'")
     assert len(report["notes"]) == 5
