@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from cityvitals.data_classes import retention_cap
@@ -16,9 +16,11 @@ from cityvitals.topics import TOPICS
 
 __all__ = [
     "KafkaUnavailable",
+    "committed",
     "consume_batch",
     "consumer",
     "ensure_topics",
+    "group_lag",
     "partition_count",
     "producer",
 ]
@@ -81,6 +83,52 @@ def consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
     }
     config.update(overrides)
     return Consumer(config)
+
+
+def committed(
+    consumer: Consumer, parts: list[TopicPartition], bootstrap: str, tries: int = 10
+) -> list[TopicPartition]:
+    """The consumer's group's committed offsets of ``parts`` (negative: none), asked again
+    while the broker answers a partition with an error (a group just made, a coordinator
+    loading), which must not read as "never committed"; raises KafkaUnavailable when it still
+    does."""
+    failed: list[str] = []
+    for attempt in range(tries):
+        if attempt:
+            time.sleep(0.5)
+        try:
+            found = consumer.committed(parts, timeout=30)
+        except KafkaException as exc:
+            failed = [str(exc)]
+            continue
+        failed = [f"{tp.topic}[{tp.partition}]: {tp.error}" for tp in found if tp.error]
+        if not failed:
+            return list(found)
+    raise KafkaUnavailable(bootstrap, f"committed offsets unreadable: {'; '.join(failed)}")
+
+
+def group_lag(settings: Settings, group: str, topics: list[str], timeout: float = 5.0) -> int:
+    """The messages of ``topics`` that ``group`` has not committed past (a partition it has
+    committed nothing on: all the partition holds). Raises KafkaUnavailable when Kafka does
+    not answer."""
+    reader = consumer(settings, group)
+    try:
+        parts = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in range(partition_count(reader, topic, timeout))
+        ]
+        lag = 0
+        for tp in committed(reader, parts, settings.kafka_bootstrap, tries=3):
+            low, high = reader.get_watermark_offsets(
+                TopicPartition(tp.topic, tp.partition), timeout=timeout
+            )
+            lag += high - (tp.offset if tp.offset >= 0 else low)
+        return lag
+    except KafkaException as exc:
+        raise KafkaUnavailable(settings.kafka_bootstrap, f"lag of {group}: {exc}") from None
+    finally:
+        reader.close()
 
 
 def consume_batch(client: Consumer, count: int, timeout: float, idle: float = 0.0) -> list[Message]:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -292,7 +291,7 @@ class Notifier:
     def _assigned(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         """Partitions this lane's group never committed start where the cursor (:data:`GROUP`)
         was when the notifier started (``start_at``)."""
-        mine = _committed(consumer, parts, self.settings.kafka_bootstrap)
+        mine = kafka.committed(consumer, parts, self.settings.kafka_bootstrap)
         fresh = {(tp.topic, tp.partition) for tp in mine if tp.offset < 0}
         moved = 0
         for tp in parts:
@@ -326,27 +325,6 @@ class Notifier:
             self._cursor.close()
 
 
-def _committed(
-    consumer: Consumer, parts: list[TopicPartition], bootstrap: str, tries: int = 10
-) -> list[TopicPartition]:
-    """The group's committed offsets of ``parts`` (negative: none), asked again while the
-    broker answers a partition with an error (a group just made, a coordinator loading),
-    which must not read as "never committed"; raises when it still does."""
-    failed: list[str] = []
-    for attempt in range(tries):
-        if attempt:
-            time.sleep(0.5)
-        try:
-            found = consumer.committed(parts, timeout=30)
-        except KafkaException as exc:
-            failed = [str(exc)]
-            continue
-        failed = [f"{tp.topic}[{tp.partition}]: {tp.error}" for tp in found if tp.error]
-        if not failed:
-            return list(found)
-    raise kafka.KafkaUnavailable(bootstrap, f"committed offsets unreadable: {'; '.join(failed)}")
-
-
 def cursor(settings: Settings) -> dict[tuple[str, int], int]:
     """The cursor's committed positions (:data:`GROUP`) on the notifier's topics."""
     reader = kafka.consumer(settings, settings.topic(GROUP))
@@ -356,7 +334,7 @@ def cursor(settings: Settings) -> dict[tuple[str, int], int]:
             for name in (settings.topic(t) for t in EVENTS)
             for p in range(kafka.partition_count(reader, name))
         ]
-        found = _committed(reader, parts, settings.kafka_bootstrap)
+        found = kafka.committed(reader, parts, settings.kafka_bootstrap)
     finally:
         reader.close()
     return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}

@@ -301,6 +301,12 @@ def up(
         for sig in _STOP_SIGNALS:  # nothing may interrupt the stop itself
             signal.signal(sig, signal.SIG_IGN)
         stop.set()
+        try:
+            drained = stack.drain()
+        except Exception as exc:  # the stack stops whatever the wait met
+            drained = f"did not wait for the stream and the sinks: {exc}"
+        if drained:
+            _say(drained)
         stack.stop()
         _say("stopped")
 

@@ -25,6 +25,7 @@ from pydantic import SecretStr
 
 from cityvitals import db, kafka
 from cityvitals.settings import Settings
+from cityvitals.topics import Topic
 from wiring.servers import (
     S3Store,
     create_bucket,
@@ -60,6 +61,12 @@ __all__ = [
 ]
 
 log = logging.getLogger("wiring.stack")
+
+DRAIN_S = 30.0
+"""How long a stack stopping waits for the stream and the sinks to store what Kafka holds."""
+DRAINED = (Topic.READINGS, Topic.ALERTS, Topic.DEADLETTER)
+"""The stream's outputs the sinks store that carry readings: the readings, the alerts they
+raised, and those refused."""
 
 STOP_ORDER = (
     "api",
@@ -265,6 +272,39 @@ class LocalStack:
                 f"{process.log_path})"
             )
         return lines
+
+    def drain(self, timeout: float = DRAIN_S) -> str | None:
+        """Before the stack stops: stop the gateway (it acknowledges nothing more) and wait, at
+        most ``timeout`` s, until the stream and the sinks have stored every reading Kafka
+        holds: tansu keeps them in memory, and what is left when it stops goes with it. A line
+        saying which; None when there is nothing to wait for (a server, the stream or the
+        sinks not running)."""
+        alive = {p.name for p in self.processes if p.alive()}
+        if not {"tansu", "postgres", "streams", "sinks"} <= alive:
+            return None
+        for process in self.processes:
+            if process.name == "ingest":
+                process.stop()
+        s = self.settings
+        stages = (  # the readings' way to the database
+            (s.topic(s.streams_app_id), [s.topic(Topic.READINGS_RAW)]),
+            (s.topic(s.sink_group), [s.topic(t) for t in DRAINED]),
+        )
+        started = time.monotonic()
+        while True:
+            try:
+                left = sum(kafka.group_lag(s, group, topics) for group, topics in stages)
+            except kafka.KafkaUnavailable as exc:
+                return f"did not wait for the stream and the sinks to store what Kafka holds: {exc}"
+            waited = time.monotonic() - started
+            if left == 0:
+                return f"the stream and the sinks stored every reading Kafka held ({waited:.1f} s)"
+            if waited > timeout:
+                return (
+                    f"{left} messages in Kafka not yet stored by the stream or the sinks after "
+                    f"{timeout:.0f} s: they go with the broker, which keeps them in memory"
+                )
+            time.sleep(0.5)
 
     def stop(self) -> list[str]:
         """Stop what this stack started, then anything else its state folder records; a
