@@ -315,7 +315,7 @@ def verdict(lines: list[Line], published: int | None) -> str:
     >>> verdict([ok], None)
     'everything reconciles'
     >>> verdict([ok, skip], None)
-    'everything compared reconciles; 1 check not comparable (skipped): --published N checks what the devices sent whatever restarted'
+    'everything compared reconciles; 1 check not comparable (skipped): --published N (--device ID: of some devices) checks what the devices sent whatever restarted'
     """
     if exit_code(lines):
         return "gaps found"
@@ -325,8 +325,8 @@ def verdict(lines: list[Line], published: int | None) -> str:
     checks = f"{skipped} check{'s' if skipped > 1 else ''} not comparable (skipped)"
     if published is None:
         return (
-            f"everything compared reconciles; {checks}: --published N checks what the devices "
-            "sent whatever restarted"
+            f"everything compared reconciles; {checks}: --published N (--device ID: of some "
+            "devices) checks what the devices sent whatever restarted"
         )
     return f"everything compared reconciles, what was published included; {checks}"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
@@ -54,30 +55,32 @@ def read_hops(s: Settings) -> dict[str, Hop]:
     return hops
 
 
-def read_stored(s: Settings, since: datetime | None) -> Stored:
-    """What the database holds, received since ``since`` (everything when None). A reading
-    is a row per metric: its rows share the device, instant, sequence number and time of
-    receipt (two messages of one instant are two readings; a replay or a redelivery that the
-    table's key turned away is none)."""
+def read_stored(s: Settings, since: datetime | None, devices: Sequence[str] = ()) -> Stored:
+    """What the database holds, received since ``since`` (everything when None), of
+    ``devices`` alone when some are named (their readings, camera events and dead letters). A
+    reading is a row per metric: its rows share the device, instant, sequence number and time
+    of receipt (two messages of one instant are two readings; a replay or a redelivery that
+    the table's key turned away is none)."""
     from cityvitals import db
     from sinks.deadletters import count_owed
 
     since_sql = "received_at >= %(since)s" if since is not None else "true"
+    of = " AND {} = ANY(%(devices)s)" if devices else ""
     raw, enriched = s.topic(Topic.READINGS_RAW) + "[", s.topic(Topic.READINGS) + "["
     try:
         with db.connect(s) as conn:
-            params = {"since": since, "raw": raw, "enriched": enriched}
+            params = {"since": since, "raw": raw, "enriched": enriched, "devices": list(devices)}
             row = conn.execute(
                 f"SELECT (SELECT count(*) FROM (SELECT DISTINCT device_id, ts, seq, received_at "
-                f"FROM readings "
-                f"WHERE {since_sql}) r), (SELECT count(*) FROM camera_events WHERE {since_sql})".encode(),
+                f"FROM readings WHERE {since_sql}{of.format('device_id')}) r), "
+                f"(SELECT count(*) FROM camera_events WHERE {since_sql}{of.format('camera_id')})".encode(),
                 params,
             ).fetchone()
             by_stage = conn.execute(
                 f"SELECT stage, count(*), count(*) FILTER (WHERE stage = 'ingest' OR "
                 f"(stage = 'streams' AND left(source, length(%(raw)s)) = %(raw)s) OR "
                 f"(stage = 'sinks' AND left(source, length(%(enriched)s)) = %(enriched)s)) "
-                f"FROM deadletters WHERE {since_sql} GROUP BY stage".encode(),
+                f"FROM deadletters WHERE {since_sql}{of.format('device_id')} GROUP BY stage".encode(),
                 params,
             ).fetchall()
             owed = count_owed(conn, since)
@@ -99,12 +102,17 @@ def _count(value: object) -> int:
     return value
 
 
-def _figures(s: Settings, since: datetime | None, published: int | None) -> Figures:
+def _figures(
+    s: Settings, since: datetime | None, published: int | None, devices: Sequence[str] = ()
+) -> Figures:
     hops = read_hops(s)
     starts = [h.started for h in hops.values() if h.started is not None]
     first = min(starts) if starts else None
     since_start = read_stored(s, first)
-    window = since_start if since is None or since == first else read_stored(s, since)
+    if devices:  # the published check counts what of theirs is stored or dead-lettered
+        window = read_stored(s, since or first, devices)
+    else:
+        window = since_start if since is None or since == first else read_stored(s, since)
     stream = hops["streams"].started if "streams" in hops else None
     since_stream = since_start if stream is None or stream == first else read_stored(s, stream)
     return Figures(hops, since_start, window, published, since_stream)
@@ -148,6 +156,13 @@ def reconcile(
             "check published = stored + dead-lettered."
         ),
     ] = None,
+    device: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Only this device's readings, events and dead letters count for --published "
+            "(repeat it for several): the check holds while other devices send."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
     wait: Annotated[
         float, typer.Option(help="Seconds to keep re-reading while a gap remains (in flight).")
@@ -166,7 +181,7 @@ def reconcile(
     deadline = time.monotonic() + wait
     while True:
         try:
-            figures = _figures(s, start, published)
+            figures = _figures(s, start, published, device or ())
         except Unreadable as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None

@@ -68,6 +68,31 @@ def test_audit_reconciles_what_was_published(pipeline: Pipeline) -> None:
     assert window["device_deadletters"] == BAD_AT_GATEWAY + BAD_AT_STREAM + 1
     (line,) = [line for line in after["lines"] if line["check"].startswith("published")]
     assert (line["left"], line["right"], line["ok"]) == (published, published, True)
+    # Another device's traffic in the window makes a gap, unless the device is named: its
+    # readings and dead letters alone then count.
+    other, other_secret = pipeline.register()
+    theirs = [
+        reading((start + timedelta(seconds=i)).isoformat(), i, water_level_cm=1) for i in range(3)
+    ]
+    assert (
+        publish_all(
+            pipeline.settings,
+            other,
+            other_secret,
+            [(pipeline.topic(other), m.encode()) for m in theirs],
+        )
+        == 3
+    )
+    wait_for(lambda: len(pipeline.rows(other)) == 3, what="the other device's 3 rows stored")
+    hour = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    code, crowded = run_audit(pipeline, "--since", hour, "--published", str(published))
+    (line,) = [line for line in crowded["lines"] if line["check"].startswith("published")]
+    assert code == 1 and line["right"] > published, line
+    code, mine = run_audit(
+        pipeline, "--since", hour, "--published", str(published), "--device", device
+    )
+    (line,) = [line for line in mine["lines"] if line["check"].startswith("published")]
+    assert (line["left"], line["right"], line["ok"]) == (published, published, True)
     # Each stage keys its dead letters by the device (README: a topic's key).
     keys = deadletter_keys(pipeline, device, BAD_AT_GATEWAY + BAD_AT_STREAM + 1)
     assert keys == {"ingest": {device}, "streams": {device}, "sinks": {device}}
