@@ -62,6 +62,10 @@ class Category(_Strict):
     window: PositiveDuration = timedelta(hours=2)
     related: tuple[Name, ...] = ()
     """Open incidents of these categories at the same place take this category's alerts too."""
+    takes_over: tuple[Name, ...] = ()
+    """Related categories whose incident this category's signal makes its own (a fire that
+    joins a gas leak makes it a fire): its category and title, and its routing while no
+    department has accepted it and no person reassigned it."""
     title: str = Field(default="", max_length=200)
     """How people name it (the category's id when empty)."""
     sla: dict[Tier, Limits] = Field(default_factory=dict)
@@ -159,6 +163,13 @@ class IncidentConfig(_Strict):
             for other in category.related:
                 if other not in known:
                     raise ValueError(f"category {name!r} is related to unknown {other!r}")
+            for other in category.takes_over:
+                if other not in category.related:
+                    raise ValueError(
+                        f"category {name!r} takes over {other!r}, which is not in its "
+                        f"related ({', '.join(category.related) or 'none'}): its signals "
+                        "would never join such an incident"
+                    )
         for route in self.routes:
             if route.category != "*" and route.category not in known:
                 raise ValueError(f"a route names unknown category {route.category!r}")

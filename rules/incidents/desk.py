@@ -131,10 +131,9 @@ class Desk(Dispatcher):
         joined.alerts[alert.alert_id] = (alert.revision, True)
         joined.said = joined.firing_said[alert.alert_id] = self._said(alert, now)
         self.book.by_alert[alert.alert_id] = joined.incident.incident_id
-        rerouted = joined.incident.category != category and alert.level.rank > joined.peak.rank
-        if rerouted:
-            self._become(joined, category, now, out)
-        self._signal(joined, alert.level, now, alert.device_id, out, joined.said, rerouted)
+        if joined.incident.category in self.config.category(category).takes_over:
+            self._take_over(joined, category, alert.level, now, out)
+        self._signal(joined, alert.level, now, alert.device_id, out, joined.said)
 
     def _outage(self, outage: PlaceOutage, out: Outcome) -> None:
         now = self.book.now(outage.ts)
@@ -203,6 +202,8 @@ class Desk(Dispatcher):
         )
         self.book.by_report[report.report_id] = inc.incident_id
         t.said = reason
+        if inc.category in self.config.category(report.category).takes_over:
+            self._take_over(t, report.category, report.level, now, out)
         self._signal(t, report.level, now, None, out, reason=reason)
 
     def _signal(
@@ -213,10 +214,8 @@ class Desk(Dispatcher):
         device_id: str | None,
         out: Outcome,
         reason: str = "",
-        rerouted: bool = False,
     ) -> None:
-        """A signal joined ``t`` (``level`` None: one of its alerts resolved); ``rerouted``:
-        its category changed with it (:meth:`_become`)."""
+        """A signal joined ``t`` (``level`` None: one of its alerts resolved)."""
         t.last_signal = max(t.last_signal, now)
         state = t.incident.state
         if level is not None and state in (IncidentState.VERIFIED, IncidentState.CLOSED):
@@ -232,18 +231,44 @@ class Desk(Dispatcher):
         self._refresh(t, device_id, level)
         self._step(t, Action.ATTACH, now, out, reason=reason or _attach_reason(level))
         if t.peak is not before and state in AT_WORK:
-            self._rose(t, now, out, rerouted)
+            self._rose(t, now, out)
 
-    def _become(self, t: Tracked, category: str, now: datetime, out: Outcome) -> None:
-        """An alert of a related category raised ``t`` above its peak: the incident is now
-        what raised it highest, its category and title that alert's (a confirmed fire that
-        joins a gas leak makes it a fire), and its routing follows (:meth:`_rose`)."""
+    def _take_over(
+        self, t: Tracked, category: str, level: WarningLevel, now: datetime, out: Outcome
+    ) -> None:
+        """A signal of a category that takes over ``t``'s (``takes_over``) joined it: the
+        incident is of that category now, its title too, and a note in its timeline says so.
+        While it waits for a department to accept it, and no person reassigned it, the
+        department the new category routes to (at the incident's level with the signal's)
+        takes it over as a reassignment, the one that had it withdrawn. Else the department
+        at work keeps it, and the note says where the routing would send it now: a duty
+        officer decides (a crew on site at a gas leak may be the one to shut the supply)."""
         inc = t.incident
-        was = self._title(inc.category)
-        title = f"{self._title(category)} at {self.named(t.group_path[-1])}"
+        old, new = self._title(inc.category), self._title(category)
+        title = f"{new} at {self.named(t.group_path[-1])}"
         t.incident = inc.model_copy(update={"category": category, "title": title[:500]})
-        reason = f"now {self._title(category)}, was {was}: {t.said}"
-        self._step(t, Action.NOTE, now, out, reason=reason)
+        higher = level if level.rank > inc.level.rank else inc.level
+        to = route(self.config, category, inc.place_path, higher, exclude=set(t.refused_by))
+        note = f"now {new}, was {old}: {t.said}"
+        other = to is not None and (to.department, to.tier) != (inc.department, inc.tier)
+        if other and inc.state is IncidentState.DISPATCHED and t.assigned_by is None:
+            assert to is not None
+            self._step(t, Action.NOTE, now, out, reason=note)
+            why = f"now {title}, was {inc.title}"
+            self._order(t, to, DispatchKind.REASSIGNMENT, now, out, PLATFORM, why)
+            return
+        if other and inc.state in AT_WORK:
+            assert to is not None
+            keeps = (
+                f"{t.assigned_by} reassigned it there"
+                if t.assigned_by is not None
+                else "it accepted it"
+            )
+            note += (
+                f"; the routing sends {new} to {to.department} ({to.tier.value} tier), but "
+                f"{inc.department} keeps it ({keeps}): reassign it if so"
+            )
+        self._step(t, Action.NOTE, now, out, reason=note)
 
     def _said(self, alert: Alert, now: datetime) -> str:
         """What an alert says, as its incident's steps and orders carry it: its summary, and
@@ -266,39 +291,20 @@ class Desk(Dispatcher):
             return True
         return False
 
-    def _rose(self, t: Tracked, now: datetime, out: Outcome, rerouted: bool = False) -> None:
+    def _rose(self, t: Tracked, now: datetime, out: Outcome) -> None:
         """The incident's level rose while a department works to its order. Beyond what its
         tier handles (the route's ``up_to``) the incident goes up to the lowest tier that
         does, as an escalation; else the order's limits become the new level's, counted from
-        now, where that is sooner, and the department is sent a revision of its order.
-        ``rerouted`` (its category changed, :meth:`_become`): the department its new category
-        routes to at this tier or above takes it over, as a reassignment, if it is another."""
+        now, where that is sooner, and the department is sent a revision of its order."""
         inc = t.incident
         assert inc.tier is not None and inc.accept_by is not None and inc.handle_by is not None
-        refused = set(t.refused_by)
-        to = route(self.config, inc.category, inc.place_path, inc.level, exclude=refused)
+        to = route(self.config, inc.category, inc.place_path, inc.level, exclude=set(t.refused_by))
         now_level = f"now {inc.level.value}"
         tiers = list(Tier)
         if to is not None and tiers.index(to.tier) > tiers.index(inc.tier):
             beyond = f"{now_level}, beyond {inc.department} ({inc.tier.value} tier)"
             self._order(t, to, DispatchKind.ESCALATION, now, out, PLATFORM, beyond)
             return
-        if rerouted:
-            here = tiers.index(inc.tier)
-            if here and (to is None or tiers.index(to.tier) < here):  # not below where it is
-                below = tiers[here - 1]
-                to = route(
-                    self.config,
-                    inc.category,
-                    inc.place_path,
-                    inc.level,
-                    above=below,
-                    exclude=refused,
-                )
-            if to is not None and (to.department, to.tier) != (inc.department, inc.tier):
-                why = f"{now_level}, {self._title(inc.category)}: for {to.department}"
-                self._order(t, to, DispatchKind.REASSIGNMENT, now, out, PLATFORM, why)
-                return
         accept, handle = self.config.limits(inc.tier, inc.level, inc.category)
         accept_by, handle_by = inc.accept_by, min(inc.handle_by, now + handle)
         if inc.state is IncidentState.DISPATCHED:  # not accepted yet: its accepting limit too

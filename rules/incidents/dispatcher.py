@@ -246,6 +246,8 @@ class Dispatcher:
         t.breached = []
         t.revisions = []
         t.held = None
+        # a person's reassignment holds against a category taking it over; the routing's not
+        t.assigned_by = actor if kind is DispatchKind.REASSIGNMENT and actor != PLATFORM else None
         action = {
             DispatchKind.ESCALATION: Action.ESCALATE,
             DispatchKind.REASSIGNMENT: Action.REASSIGN,

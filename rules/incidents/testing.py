@@ -49,7 +49,7 @@ STREET = ("sh", "pd", "lj")
 EXAMPLE = """
 categories:
   flooding: {rules: [waterlogging-*, water-*, camera-waterlogging, street-flash-flood], group_by: street, window: 2h}
-  fire: {rules: [camera-smoke-fire, smoke-fire-confirmed], group_by: grid, related: [gas]}
+  fire: {rules: [camera-smoke-fire, smoke-fire-confirmed], group_by: grid, related: [gas], takes_over: [gas]}
   gas: {rules: [gas-*], group_by: grid, related: [fire]}
   device_health: {rules: ["*-missing"], group_by: street}
 routes:

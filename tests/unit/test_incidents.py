@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from cityvitals.contracts import (
@@ -153,42 +155,84 @@ GAS_ROUTED = EXAMPLE.replace(
 )
 
 
-def test_a_fire_above_a_gas_leaks_level_makes_it_a_fire_for_the_fire_service() -> None:
-    """Whichever sensor spoke first: a confirmed fire that joins a gas leak is a fire, and the
-    fire service takes it over from the gas utility (withdrawn, told why)."""
+Between = Callable[[str, "str | None"], IncidentInput]
+"""An input between the gas leak's order and the smoke, made from its incident and order ids."""
+
+
+def gas_then_fire(*between: Between, fire: str = "orange") -> tuple[Desk, Outcome]:
+    """A gas leak (yellow) dispatched to the gas utility, ``between``, then the camera's smoke."""
     desk = desk_with(GAS_ROUTED)
-    grid = (*STREET, "g1")
-    out = run(desk, [alert("gas-lel", "gas-1", grid, level="yellow")])
+    out = run(desk, [alert("gas-lel", "gas-1", (*STREET, "g1"), level="yellow")])
     assert [(d.kind.value, d.department) for d in out.dispatches] == [("order", "gas-utility")]
-    out = run(desk, [alert("smoke-fire-confirmed", "cam-1", grid, 1, level="red")])
     (t,) = desk.book.incidents.values()
-    assert (t.incident.category, t.incident.title, t.incident.level.value) == (
-        "fire",
-        "fire at g1",
-        "red",
+    run(desk, [x(t.incident.incident_id, t.incident.dispatch_id) for x in between])
+    return desk, run(desk, [alert("camera-smoke-fire", "cam-1", (*STREET, "g1"), 5, level=fire)])
+
+
+def notes(out: Outcome) -> list[str]:
+    return [u.transition.reason for u in out.updates if u.transition.action.value == "note"]
+
+
+@pytest.mark.parametrize("level", ["yellow", "orange", "red"])
+def test_smoke_at_a_gas_leak_makes_it_a_fire_for_the_fire_service(level: str) -> None:
+    """Whatever its level: fire takes over gas. The gas utility, which had not accepted it,
+    is told to stop, naming the old title; the fire service gets it."""
+    desk, out = gas_then_fire(fire=level)
+    (t,) = desk.book.incidents.values()
+    assert (t.incident.category, t.incident.title) == ("fire", "fire at g1")
+    kinds = [(d.kind.value, d.department) for d in out.dispatches]
+    assert kinds[:2] == [("withdrawal", "gas-utility"), ("reassignment", "fire-rescue")]
+    withdrawal, order = out.dispatches[:2]
+    assert withdrawal.reason == (
+        "reassigned to fire-rescue (district tier): now fire at g1, was gas at g1"
     )
-    assert [(d.kind.value, d.department) for d in out.dispatches] == [
-        ("withdrawal", "gas-utility"),
-        ("reassignment", "fire-rescue"),
-    ]
-    withdrawal, order = out.dispatches
-    assert withdrawal.reason.startswith("reassigned to fire-rescue (district tier): now red, fire")
-    assert order.summary == "smoke-fire-confirmed at cam-1 (red)" and order.title == "fire at g1"
-    notes = [u.transition.reason for u in out.updates if u.transition.action.value == "note"]
-    assert "now fire, was gas: smoke-fire-confirmed at cam-1 (red)" in notes
-    # a later gas alert joins the fire; one not above its level changes nothing
-    out = run(desk, [alert("gas-lel", "gas-2", grid, 2, level="orange")])
-    assert t.incident.category == "fire" and not out.dispatches
+    assert order.summary == f"camera-smoke-fire at cam-1 ({level})" and order.title == "fire at g1"
+    assert f"now fire, was gas: camera-smoke-fire at cam-1 ({level})" in notes(out)
 
 
-def test_a_related_alert_not_above_the_incidents_level_leaves_its_category() -> None:
+def test_a_gas_alert_that_joins_a_fire_leaves_it_a_fire() -> None:
+    """The other order: the fire first, then a gas alert above its level (one reading over 50
+    %LEL fires gas-lel red): still a fire, still the fire service's."""
     desk = desk_with(GAS_ROUTED)
     grid = (*STREET, "g1")
-    run(desk, [alert("gas-lel", "gas-1", grid, level="orange")])
-    out = run(desk, [alert("camera-smoke-fire", "cam-1", grid, 1, level="orange")])
+    run(desk, [alert("camera-smoke-fire", "cam-1", grid, level="orange")])
+    out = run(desk, [alert("gas-lel", "gas-1", grid, 1, level="red")])
     (t,) = desk.book.incidents.values()
-    assert t.incident.category == "gas" and t.incident.department == "gas-utility"
-    assert not out.dispatches
+    assert (t.incident.category, t.incident.department) == ("fire", "fire-rescue")
+    assert all(d.department == "fire-rescue" for d in out.dispatches)
+
+
+def test_a_department_that_accepted_it_keeps_it_and_the_note_says_where_routing_sends_it() -> None:
+    def accept(incident_id: str, dispatch_id: str | None) -> IncidentInput:
+        return feedback(incident_id, "accept", 2, dispatch_id=dispatch_id)
+
+    desk, out = gas_then_fire(accept)
+    (t,) = desk.book.incidents.values()
+    assert (t.incident.category, t.incident.department) == ("fire", "gas-utility")
+    assert not [d for d in out.dispatches if d.kind.value in ("withdrawal", "reassignment")]
+    assert (
+        "now fire, was gas: camera-smoke-fire at cam-1 (orange); the routing sends fire to "
+        "fire-rescue (district tier), but gas-utility keeps it (it accepted it): reassign it if so"
+    ) in notes(out)
+
+
+def test_a_person_s_reassignment_holds_against_a_category_taking_it_over() -> None:
+    def hazmat(incident_id: str, _dispatch_id: str | None) -> IncidentInput:
+        return feedback(
+            incident_id, "reassign", 2, actor="ana", department="hazmat", tier="district"
+        )
+
+    desk, out = gas_then_fire(hazmat)
+    (t,) = desk.book.incidents.values()
+    assert (t.incident.category, t.incident.department, t.assigned_by) == ("fire", "hazmat", "ana")
+    assert not [d for d in out.dispatches if d.kind.value in ("withdrawal", "reassignment")]
+    assert any("but hazmat keeps it (ana reassigned it there)" in n for n in notes(out))
+
+
+def test_a_category_that_takes_over_another_must_be_related_to_it() -> None:
+    text = EXAMPLE.replace("related: [gas], takes_over: [gas]", "takes_over: [gas]")
+    with pytest.raises(RuleFileError, match="takes over 'gas', which is not in its related"):
+        parse_incident_config(text, source="<test>")
 
 
 def close_loop(desk: Desk, incident_id: str, dispatch_id: str) -> Outcome:
