@@ -21,6 +21,7 @@ __all__ = [
     "consumer",
     "ensure_topics",
     "group_lag",
+    "lag",
     "partition_count",
     "producer",
 ]
@@ -86,7 +87,11 @@ def consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
 
 
 def committed(
-    consumer: Consumer, parts: list[TopicPartition], bootstrap: str, tries: int = 10
+    consumer: Consumer,
+    parts: list[TopicPartition],
+    bootstrap: str,
+    tries: int = 10,
+    timeout: float = 30.0,
 ) -> list[TopicPartition]:
     """The consumer's group's committed offsets of ``parts`` (negative: none), asked again
     while the broker answers a partition with an error (a group just made, a coordinator
@@ -97,7 +102,7 @@ def committed(
         if attempt:
             time.sleep(0.5)
         try:
-            found = consumer.committed(parts, timeout=30)
+            found = consumer.committed(parts, timeout=timeout)
         except KafkaException as exc:
             failed = [str(exc)]
             continue
@@ -107,26 +112,33 @@ def committed(
     raise KafkaUnavailable(bootstrap, f"committed offsets unreadable: {'; '.join(failed)}")
 
 
-def group_lag(settings: Settings, group: str, topics: list[str], timeout: float = 5.0) -> int:
-    """The messages of ``topics`` that ``group`` has not committed past (a partition it has
-    committed nothing on: all the partition holds). Raises KafkaUnavailable when Kafka does
-    not answer."""
-    reader = consumer(settings, group)
+def lag(reader: Consumer, topics: list[str], bootstrap: str, timeout: float = 5.0) -> int:
+    """The messages of ``topics`` that ``reader``'s group has not committed past (a partition
+    it has committed nothing on: all the partition holds), each partition's at least 0 (a
+    broker may report a partition's end short of a committed offset). Each call to Kafka waits
+    ``timeout`` s at most; raises KafkaUnavailable when Kafka does not answer."""
     try:
         parts = [
             TopicPartition(topic, p)
             for topic in topics
             for p in range(partition_count(reader, topic, timeout))
         ]
-        lag = 0
-        for tp in committed(reader, parts, settings.kafka_bootstrap, tries=3):
+        left = 0
+        for tp in committed(reader, parts, bootstrap, tries=1, timeout=timeout):
             low, high = reader.get_watermark_offsets(
                 TopicPartition(tp.topic, tp.partition), timeout=timeout
             )
-            lag += high - (tp.offset if tp.offset >= 0 else low)
-        return lag
+            left += max(0, high - max(tp.offset, low))
+        return left
     except KafkaException as exc:
-        raise KafkaUnavailable(settings.kafka_bootstrap, f"lag of {group}: {exc}") from None
+        raise KafkaUnavailable(bootstrap, f"lag: {exc}") from None
+
+
+def group_lag(settings: Settings, group: str, topics: list[str], timeout: float = 5.0) -> int:
+    """:func:`lag` of ``group`` on ``topics``, read by a consumer of its own."""
+    reader = consumer(settings, group)
+    try:
+        return lag(reader, topics, settings.kafka_bootstrap, timeout)
     finally:
         reader.close()
 

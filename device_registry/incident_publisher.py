@@ -208,14 +208,14 @@ class NamedPlaces:
     def moved(self, old: tuple[str, ...], new: tuple[str, ...]) -> str | None:
         """What a place's move from ``old`` to ``new`` leaves behind in the routing: its
         routes for ``old`` or a place under it now route nothing (None: there are none)."""
-        routed = sum(n for path, n in self.routes.items() if path[: len(old)] == old)
-        if not routed:
+        stale = sorted(path for path in self.routes if path[: len(old)] == old)
+        if not stale:
             return None
-        those = "that route no longer covers" if routed == 1 else "those routes no longer cover"
-        return (
-            f"{self.routing} has {_count(routed, 'route')} for {'/'.join(old)} or under it: "
-            f"{those} the place; give it its new path, {'/'.join(new)}"
+        moved = ", ".join(
+            f"{'/'.join(path)} (now {'/'.join((*new, *path[len(old) :]))})" for path in stale
         )
+        cover = "covers" if len(stale) == 1 else "cover"
+        return f"{self.routing} routes by {moved}, which no longer {cover} it: give the new path"
 
 
 def _count(n: int, noun: str) -> str:

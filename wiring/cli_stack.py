@@ -61,28 +61,32 @@ def _status_line(s: Settings) -> str:
                 "(SELECT count(*) FROM deadletters), (SELECT count(value) FROM indicators)"
             ).fetchone() or (0, 0, 0, 0, 0)
     except Exception as exc:  # the status line must not stop the stack
-        return f"status unavailable: {exc}{_shutting_down(str(exc))}"
+        from wiring.stack import StackPaths
+
+        pid_file = StackPaths(s.state_dir).pids / "postgres.pid"
+        return f"status unavailable: {exc}{_shutting_down(str(exc), pid_file)}"
     return (
         f"readings stored {readings:>8} | alerts {alerts:>4} ({firing} firing) | "
         f"dead letters {dead} | indicator values {vitals}"
     )
 
 
-def _shutting_down(problem: str) -> str:
+def _shutting_down(problem: str, pid_file: Path) -> str:
     """What to do about a database in a smart shutdown, which ``up`` cannot see as a stop:
     the server runs on, refusing new sessions, until every session ends, and the services keep
-    theirs.
+    theirs. ``pid_file``: where ``up`` keeps the server's pid.
 
-    >>> _shutting_down("FATAL:  the database system is shutting down")[:40]
-    ' (PostgreSQL is in a smart shutdown: it '
-    >>> _shutting_down("connection refused")
+    >>> print(_shutting_down("FATAL:  the database system is shutting down", Path("p.pid")))
+     (PostgreSQL is in a smart shutdown: it waits for the services' sessions to end, which they keep; a fast shutdown ends them and it, 'kill -INT $(cat p.pid)', and up starts it again)
+    >>> _shutting_down("connection refused", Path("p.pid"))
     ''
     """
     if "the database system is shutting down" not in problem:
         return ""
     return (
         " (PostgreSQL is in a smart shutdown: it waits for the services' sessions to end, which"
-        " they keep; 'pg_ctl stop -m fast' ends them and it, and up starts it again)"
+        f" they keep; a fast shutdown ends them and it, 'kill -INT $(cat {pid_file})', and up"
+        " starts it again)"
     )
 
 

@@ -277,34 +277,50 @@ class LocalStack:
         """Before the stack stops: stop the gateway (it acknowledges nothing more) and wait, at
         most ``timeout`` s, until the stream and the sinks have stored every reading Kafka
         holds: tansu keeps them in memory, and what is left when it stops goes with it. A line
-        saying which; None when there is nothing to wait for (a server, the stream or the
-        sinks not running)."""
-        alive = {p.name for p in self.processes if p.alive()}
-        if not {"tansu", "postgres", "streams", "sinks"} <= alive:
+        saying which, and how many messages were left when the stream, the sinks or the
+        database is not running (nothing will store them); None without a broker to ask."""
+        running = {p.name: p for p in self.processes}
+        if "tansu" not in running or not running["tansu"].alive():
             return None
-        for process in self.processes:
-            if process.name == "ingest":
-                process.stop()
+        if "ingest" in running:
+            running["ingest"].stop()
         s = self.settings
         stages = (  # the readings' way to the database
-            (s.topic(s.streams_app_id), [s.topic(Topic.READINGS_RAW)]),
-            (s.topic(s.sink_group), [s.topic(t) for t in DRAINED]),
+            (kafka.consumer(s, s.topic(s.streams_app_id)), [s.topic(Topic.READINGS_RAW)]),
+            (kafka.consumer(s, s.topic(s.sink_group)), [s.topic(t) for t in DRAINED]),
         )
         started = time.monotonic()
-        while True:
-            try:
-                left = sum(kafka.group_lag(s, group, topics) for group, topics in stages)
-            except kafka.KafkaUnavailable as exc:
-                return f"did not wait for the stream and the sinks to store what Kafka holds: {exc}"
-            waited = time.monotonic() - started
-            if left == 0:
-                return f"the stream and the sinks stored every reading Kafka held ({waited:.1f} s)"
-            if waited > timeout:
-                return (
-                    f"{left} messages in Kafka not yet stored by the stream or the sinks after "
-                    f"{timeout:.0f} s: they go with the broker, which keeps them in memory"
-                )
-            time.sleep(0.5)
+        deadline = started + timeout
+        try:
+            while True:
+                wait = max(0.5, min(5.0, deadline - time.monotonic()))
+                try:
+                    left = sum(
+                        kafka.lag(reader, topics, s.kafka_bootstrap, wait)
+                        for reader, topics in stages
+                    )
+                except kafka.KafkaUnavailable as exc:
+                    return f"did not wait for the stream and the sinks to store what Kafka holds: {exc}"
+                waited = time.monotonic() - started
+                if left == 0:
+                    return (
+                        f"the stream and the sinks stored every reading Kafka held ({waited:.1f} s)"
+                    )
+                down = [
+                    name
+                    for name in ("postgres", "streams", "sinks")
+                    if name not in running or not running[name].alive()
+                ]
+                if down or time.monotonic() >= deadline:
+                    why = f"{', '.join(down)} not running" if down else f"after {waited:.0f} s"
+                    return (
+                        f"{left} messages in Kafka not yet stored by the stream or the sinks "
+                        f"({why}): they go with the broker, which keeps them in memory"
+                    )
+                time.sleep(0.5)
+        finally:
+            for reader, _ in stages:
+                reader.close()
 
     def stop(self) -> list[str]:
         """Stop what this stack started, then anything else its state folder records; a

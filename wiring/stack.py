@@ -246,7 +246,9 @@ class ManagedProcess:
         return self.popen is not None and self.popen.poll() is None
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.popen is not None:
+        """Stop the process (its stop signal, then SIGKILL after ``timeout``); nothing to signal
+        once it has exited and been reaped: its pid may be another process's by then."""
+        if self.popen is not None and self.popen.poll() is None:
             popen = self.popen
             stop = STOP_SIGNALS.get(self.name, signal.SIGTERM)
             _terminate(popen.pid, timeout, lambda: popen.poll() is not None, stop)

@@ -493,9 +493,8 @@ def test_a_place_the_rule_file_or_the_incident_routing_names_is_not_removed(
     code, out = cli("places", "move", s9.place_id, d1.place_id)
     assert code == 0, out
     assert (
-        f"note: the incident routing ({routes}) has 1 route for {'/'.join(s9.path)} or under "
-        "it: that route no longer covers the place; give it its new path, "
-        f"{'/'.join((*d1.path, s9.place_id))}"
+        f"note: the incident routing ({routes}) routes by {'/'.join(s9.path)} (now "
+        f"{'/'.join((*d1.path, s9.place_id))}), which no longer covers it: give the new path"
     ) in out, out
     rules.write_text("rules: [{id: broken}]\n")
     code, out = cli("places", "remove", d2.place_id)
