@@ -20,7 +20,6 @@ __all__ = [
     "consume_batch",
     "consumer",
     "ensure_topics",
-    "group_lag",
     "lag",
     "partition_count",
     "producer",
@@ -132,15 +131,6 @@ def lag(reader: Consumer, topics: list[str], bootstrap: str, timeout: float = 5.
         return left
     except KafkaException as exc:
         raise KafkaUnavailable(bootstrap, f"lag: {exc}") from None
-
-
-def group_lag(settings: Settings, group: str, topics: list[str], timeout: float = 5.0) -> int:
-    """:func:`lag` of ``group`` on ``topics``, read by a consumer of its own."""
-    reader = consumer(settings, group)
-    try:
-        return lag(reader, topics, settings.kafka_bootstrap, timeout)
-    finally:
-        reader.close()
 
 
 def consume_batch(client: Consumer, count: int, timeout: float, idle: float = 0.0) -> list[Message]:

@@ -227,16 +227,14 @@ def named_places(settings: Settings) -> NamedPlaces:
     the incident routing (``incidents_file``, else the shipped one) name. Raises OSError or a
     ValueError (RuleFileError: the file and line) when a file cannot be read or is not
     valid."""
-    if settings.rules_file is None:
-        text = resources.files("rules").joinpath("default.yaml").read_text(encoding="utf-8")
-        rule_file = "the shipped rules/default.yaml"
-        ruleset = parse_rules(text, "rules/default.yaml", zone=settings.timezone)
+    given = settings.rules_file
+    if given is None:
+        shipped = resources.files("rules").joinpath("default.yaml")
+        text, source, rule_file = shipped.read_text("utf-8"), "rules/default.yaml", "the shipped"
     else:
-        rule_file = f"the rule file {settings.rules_file}"
-        text = settings.rules_file.read_text(encoding="utf-8")
-        ruleset = parse_rules(text, str(settings.rules_file), zone=settings.timezone)
+        text, source, rule_file = given.read_text("utf-8"), str(given), "the rule file"
     rules: dict[str, list[str]] = {}
-    for rule in ruleset.rules:
+    for rule in parse_rules(text, source, zone=settings.timezone).rules:
         for place_id in rule.places:
             rules.setdefault(place_id, []).append(rule.id)
     routes: dict[tuple[str, ...], int] = {}
@@ -246,7 +244,7 @@ def named_places(settings: Settings) -> NamedPlaces:
     return NamedPlaces(
         {place_id: tuple(ids) for place_id, ids in rules.items()},
         routes,
-        rule_file,
+        f"{rule_file} {source}",
         routing_name(settings),
     )
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cityvitals import kafka
+from cityvitals.settings import Settings
 from cityvitals.topics import Topic
 from tests.integration.conftest import Pipeline, reading, wait_for
 from wiring.localstack import DRAINED, reports_ready
@@ -16,11 +17,20 @@ from wiring.localstack import DRAINED, reports_ready
 pytestmark = pytest.mark.integration
 
 
+def group_lag(s: Settings, group: str, topics: list[str]) -> int:
+    """:func:`kafka.lag` of ``group`` on ``topics``, read by a consumer of its own."""
+    reader = kafka.consumer(s, group)
+    try:
+        return kafka.lag(reader, topics, s.kafka_bootstrap)
+    finally:
+        reader.close()
+
+
 def test_the_sinks_lag_is_what_they_have_not_stored(pipeline: Pipeline) -> None:
     s = pipeline.settings
     sinks, topics = s.topic(s.sink_group), [s.topic(t) for t in DRAINED]
     stream, raw = s.topic(s.streams_app_id), [s.topic(Topic.READINGS_RAW)]
-    wait_for(lambda: kafka.group_lag(s, sinks, topics) == 0, what="the sinks caught up")
+    wait_for(lambda: group_lag(s, sinks, topics) == 0, what="the sinks caught up")
     (process,) = [p for p in pipeline.stack.processes if p.name == "sinks"]
     process.stop()
     try:
@@ -31,10 +41,10 @@ def test_the_sinks_lag_is_what_they_have_not_stored(pipeline: Pipeline) -> None:
             done = pipeline.mosquitto_pub(*device, pipeline.topic(device[0]), payload)
             assert done.returncode == 0, done.stderr
         # the stream took them (its group's lag on the gateway's topic back to 0) ...
-        wait_for(lambda: kafka.group_lag(s, stream, raw) == 0, what="the stream caught up")
+        wait_for(lambda: group_lag(s, stream, raw) == 0, what="the stream caught up")
         # ... and its readings (in one message or more: the stream batches) wait for the sinks
-        assert kafka.group_lag(s, sinks, topics) >= 1
+        assert group_lag(s, sinks, topics) >= 1
     finally:
         process.start()
     wait_for(lambda: reports_ready("sinks", pipeline.stack.metrics.of("sinks")), 90, "sinks up")
-    wait_for(lambda: kafka.group_lag(s, sinks, topics) == 0, 90, "the sinks stored them")
+    wait_for(lambda: group_lag(s, sinks, topics) == 0, 90, "the sinks stored them")
