@@ -16,7 +16,7 @@ from cityvitals.settings import Settings
 from rules import RuleFileError
 from wiring.cli_audit import reconcile
 from wiring.cli_common import fail, settings
-from wiring.cli_stack import down, simulate, up
+from wiring.cli_stack import down, simulate, status, up
 
 app = typer.Typer(
     help="cityvitals: streaming IoT sensing and alerting for city operations.",
@@ -25,6 +25,7 @@ app = typer.Typer(
 )
 app.command()(up)
 app.command()(down)
+app.command()(status)
 
 
 @app.command()

@@ -21,7 +21,7 @@ from cityvitals.settings import Settings
 from wiring.cli_common import fail, settings
 from wiring.simulate import INCIDENT_AFTER_S, INCIDENT_SPACING_S, INTERVAL_S
 
-__all__ = ["down", "simulate", "up"]
+__all__ = ["down", "simulate", "status", "up"]
 
 # --- the local stack -----------------------------------------------------------------------
 
@@ -327,6 +327,34 @@ def down(
     typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
     if purge:
         typer.echo("local data deleted")
+
+
+def status() -> None:
+    """What an earlier 'cityvitals up' started and whether it runs: each process, each
+    service's readiness, what the database holds. Exit 0 when all runs and is ready, 1 when
+    something does not, 2 when nothing runs on the state folder."""
+    from wiring.localstack import stack_status
+
+    s = settings()
+    found = stack_status(s.state_dir)
+    if found.launcher is None and not found.processes:
+        typer.echo(
+            f"nothing runs on the state folder {s.state_dir}: 'cityvitals up' starts the stack"
+            " there (CITYVITALS_STATE_DIR names another)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if found.launcher is None:
+        head = "no 'cityvitals up' runs; it left these ('cityvitals down' stops them)"
+    else:
+        head = f"up (pid {found.launcher})"
+    typer.echo(f"{head}, state folder {s.state_dir}:")
+    for process in found.processes:
+        typer.echo(f"  {process.line()}")
+    if any(p.name == "postgres" and p.alive for p in found.processes):
+        typer.echo(_status_line(s))
+    if not found.ok:
+        raise typer.Exit(1)
 
 
 # --- simulator -----------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from wiring.stack import (
     StackLock,
     StackPaths,
     free_loopback_port,
+    pid_alive,
     port_is_open,
     stop_recorded,
     wait_for_port,
@@ -58,6 +59,7 @@ __all__ = [
     "mqtt_acl",
     "recorded_metrics_port",
     "reports_ready",
+    "stack_status",
 ]
 
 log = logging.getLogger("wiring.stack")
@@ -429,6 +431,86 @@ def recorded_metrics_port(state_dir: Path, service: str) -> int | None:
         return None
     port = ports.get(service) if isinstance(ports, dict) else None
     return port if isinstance(port, int) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """One process of a local stack, as ``cityvitals status`` shows it."""
+
+    name: str
+    pid: int | None
+    """From its pid file; None when there is none (a service ``up`` has not started yet)."""
+    alive: bool
+    port: int | None = None
+    """A service's metrics port, as ``up`` recorded it; None for a server."""
+    ready: bool | None = None
+    """Whether the service says ``cityvitals_<name>_ready 1`` there; None for a server."""
+
+    @property
+    def ok(self) -> bool:
+        return self.alive and self.ready is not False
+
+    def line(self) -> str:
+        """
+        >>> Running("ingest", 41, True, 9401, True).line()
+        'ingest     pid 41       running, ready (metrics on port 9401)'
+        >>> Running("sinks", 42, False, 9403, False).line()
+        'sinks      pid 42       exited (up starts it again within seconds, or gives up: its log says why)'
+        >>> Running("streams", None, False).line()
+        'streams    -            not started'
+        """
+        pid = "-" if self.pid is None else f"pid {self.pid}"
+        if self.pid is None:
+            how = "not started"
+        elif not self.alive:
+            how = "exited (up starts it again within seconds, or gives up: its log says why)"
+        elif self.ready is None:
+            how = "running"
+        else:
+            how = f"running, {'ready' if self.ready else 'NOT READY'} (metrics on port {self.port})"
+        return f"{self.name:<10} {pid:<12} {how}"
+
+
+@dataclass(frozen=True, slots=True)
+class StackStatus:
+    """What runs of the local stack on a state folder."""
+
+    state_dir: Path
+    launcher: int | None
+    """The pid of the ``cityvitals up`` holding the folder; None when none runs."""
+    processes: tuple[Running, ...]
+
+    @property
+    def ok(self) -> bool:
+        """Everything runs: the launcher, each process it started, each service ready."""
+        return self.launcher is not None and all(p.ok for p in self.processes)
+
+
+def stack_status(state_dir: Path) -> StackStatus:
+    """Each process the stack on ``state_dir`` recorded, in start order, whether it runs, and
+    each service's readiness on the metrics port ``up`` recorded. While ``up`` runs, a service
+    with no pid file is listed as not started; a pid file left by an ``up`` that is gone is
+    listed (``cityvitals down`` stops what is left)."""
+    paths = StackPaths(state_dir)
+    lock = StackLock(paths.lock)
+    launcher = lock.pid() if lock.held() else None
+    out = []
+    for name in reversed(STOP_ORDER):
+        pid_file = paths.pids / f"{name}.pid"
+        try:
+            text = pid_file.read_text().strip()
+        except FileNotFoundError:
+            if launcher is not None and name in SERVICES:
+                out.append(Running(name, None, False))
+            continue
+        pid = int(text) if text.isdigit() else None
+        running = Running(name, pid, pid is not None and pid_alive(pid))
+        port = recorded_metrics_port(state_dir, name) if name in SERVICES else None
+        if port is not None:
+            ready = running.alive and reports_ready(name, port)
+            running = Running(name, pid, running.alive, port, ready)
+        out.append(running)
+    return StackStatus(state_dir, launcher, tuple(out))
 
 
 def _stop_launcher(paths: StackPaths, timeout: float) -> str | None:

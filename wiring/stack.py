@@ -28,6 +28,7 @@ __all__ = [
     "StackPaths",
     "StackRunning",
     "free_loopback_port",
+    "pid_alive",
     "port_is_open",
     "stop_recorded",
     "wait_for_port",
@@ -269,7 +270,8 @@ class ManagedProcess:
             return "(no log)"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a child of this process that exited is reaped)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -292,7 +294,7 @@ def _terminate(pid: int, timeout: float, exited: object = None, sig: int = signa
     little for it to be gone, so that whoever stopped it finds it stopped."""
 
     def done() -> bool:
-        return bool(exited()) if callable(exited) else not _pid_alive(pid)
+        return bool(exited()) if callable(exited) else not pid_alive(pid)
 
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
@@ -322,7 +324,7 @@ def stop_recorded(paths: StackPaths, order: Sequence[str]) -> list[str]:
         except (ValueError, FileNotFoundError):
             pid_file.unlink(missing_ok=True)
             continue
-        if _pid_alive(pid):
+        if pid_alive(pid):
             _terminate(pid, timeout=15.0, sig=STOP_SIGNALS.get(name, signal.SIGTERM))
             stopped.append(name)
         pid_file.unlink(missing_ok=True)

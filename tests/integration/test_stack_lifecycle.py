@@ -1,5 +1,5 @@
 """'cityvitals up' owns its state folder: a second 'up' on it is refused and leaves the first
-running; 'ready' finds the services' ports without CITYVITALS_METRICS_PORT; SIGTERM and SIGHUP
+running; 'ready' and 'status' find the services' ports without CITYVITALS_METRICS_PORT; SIGTERM and SIGHUP
 stop every process as Ctrl-C does, and 'down' stops a running 'up' through its launcher."""
 
 from __future__ import annotations
@@ -121,6 +121,13 @@ def test_a_second_up_on_the_same_state_folder_is_refused_and_the_first_runs_on(u
         assert probe.returncode == 0, probe.stderr
         assert f"{service} is ready" in probe.stdout
     assert "unexpectedly" not in up.log()
+    status = up.cli("status")  # every process runs, every service is ready
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert f"up (pid {up.process.pid}), state folder {up.state}:" in status.stdout
+    for name, pid in children.items():
+        assert f"pid {pid}" in status.stdout, (name, status.stdout)
+    assert status.stdout.count("running, ready") == len(SERVICES), status.stdout
+    assert "readings stored" in status.stdout, status.stdout
     unknown = up.cli("ready", "nosuch")
     assert unknown.returncode == 1
     assert "unknown service 'nosuch'" in unknown.stderr
@@ -160,3 +167,6 @@ def test_down_stops_a_running_up_through_its_launcher(up: Up) -> None:
     assert f"up (pid {up.process.pid})" in result.stdout
     assert_all_stopped(up, children)
     assert "unexpectedly" not in up.log()
+    after = up.cli("status")
+    assert after.returncode == 2, after.stdout + after.stderr
+    assert f"nothing runs on the state folder {up.state}" in after.stderr

@@ -4,18 +4,32 @@ to its servers are ones no outgoing connection can take before the server binds 
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import subprocess
 import threading
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from cityvitals.settings import Settings
 from device_registry.credentials import local_broker
 from ingest.decode import MAX_PAYLOAD
-from wiring.localstack import LocalStack, MetricsPorts, reports_ready, sample_sum, scrape
+from wiring.cli import app
+from wiring.localstack import (
+    STOP_ORDER,
+    LocalStack,
+    MetricsPorts,
+    reports_ready,
+    sample_sum,
+    scrape,
+    stack_status,
+)
 from wiring.servers import MAX_PACKET_BYTES, mosquitto_process
-from wiring.stack import StackError, StackPaths, _ephemeral_range, free_loopback_port
+from wiring.services import SERVICES
+from wiring.stack import StackError, StackLock, StackPaths, _ephemeral_range, free_loopback_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -123,3 +137,82 @@ def test_a_metrics_answer_is_read_whole_or_refused_as_an_os_error() -> None:
         scrape(serve_once(cut))
     assert not reports_ready("streams", serve_once(cut))
     assert not reports_ready("streams", free_loopback_port())  # nobody answers
+
+
+def test_status_lists_each_process_with_its_readiness_and_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = StackPaths(tmp_path / "state")
+    paths.make()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    ready = b"cityvitals_ingest_ready 1.0\n"
+    answer = b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(ready), ready)
+    ports = {"ingest": serve_once(answer), "streams": free_loopback_port()}  # streams: no answer
+    paths.metrics_ports.write_text(json.dumps(ports))
+    for name, pid in {"postgres": os.getpid(), "mosquitto": gone.pid}.items():
+        (paths.pids / f"{name}.pid").write_text(str(pid))
+    for name in ports:
+        (paths.pids / f"{name}.pid").write_text(str(os.getpid()))
+    monkeypatch.setenv("CITYVITALS_STATE_DIR", str(paths.state_dir))
+    monkeypatch.setenv(
+        "CITYVITALS_DATABASE_URL", f"postgresql://x@127.0.0.1:{free_loopback_port()}/x"
+    )
+    lock = StackLock(paths.lock)
+    lock.acquire()  # this process plays the running 'cityvitals up'
+    try:
+        found = stack_status(paths.state_dir)
+        assert found.launcher == os.getpid()
+        shown = {p.name: (p.pid is not None, p.alive, p.ready) for p in found.processes}
+        assert shown == {
+            "postgres": (True, True, None),
+            "mosquitto": (True, False, None),
+            "streams": (True, True, False),
+            "ingest": (True, True, True),
+            **{name: (False, False, None) for name in ("sinks", "liveness", "api")},
+        }
+        assert [p.name for p in found.processes][:2] == ["postgres", "mosquitto"]  # start order
+        assert not found.ok
+        result = CliRunner().invoke(app, ["status"])
+        assert result.exit_code == 1, result.output
+        assert f"up (pid {os.getpid()}), state folder {paths.state_dir}:" in result.output
+        assert "mosquitto  pid" in result.output and "exited" in result.output
+        assert f"NOT READY (metrics on port {ports['streams']})" in result.output
+        assert "api        -            not started" in result.output
+        assert "status unavailable" in result.output  # PostgreSQL's pid runs, nobody answers
+    finally:
+        lock.release()
+    left = stack_status(paths.state_dir)  # no launcher: only what the pid files name
+    assert left.launcher is None
+    assert {p.name for p in left.processes} == {"postgres", "mosquitto", "ingest", "streams"}
+    result = CliRunner().invoke(app, ["status"])
+    assert result.exit_code == 1
+    assert "no 'cityvitals up' runs; it left these ('cityvitals down' stops them)" in result.output
+    for pid_file in paths.pids.glob("*.pid"):
+        pid_file.unlink()
+    nothing = CliRunner().invoke(app, ["status"])
+    assert nothing.exit_code == 2
+    assert f"nothing runs on the state folder {paths.state_dir}" in nothing.output
+
+
+def test_status_passes_when_every_process_runs_and_every_service_is_ready(
+    tmp_path: Path,
+) -> None:
+    paths = StackPaths(tmp_path / "state")
+    paths.make()
+    ports = {}
+    for name in SERVICES:
+        ready = f"cityvitals_{name}_ready 1.0\n".encode()
+        ports[name] = serve_once(
+            b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(ready), ready)
+        )
+        (paths.pids / f"{name}.pid").write_text(str(os.getpid()))
+    paths.metrics_ports.write_text(json.dumps(ports))
+    lock = StackLock(paths.lock)
+    lock.acquire()
+    try:
+        found = stack_status(paths.state_dir)
+    finally:
+        lock.release()
+    assert [p.name for p in found.processes] == [n for n in reversed(STOP_ORDER) if n in SERVICES]
+    assert found.ok, found
