@@ -19,9 +19,9 @@ from psycopg.rows import dict_row
 from pydantic import ValidationError
 
 from cityvitals import db
-from cityvitals.contracts import Alert, AlertStatus, Incident, WarningLevel
+from cityvitals.contracts import Action, Alert, AlertStatus, Incident, WarningLevel
 from cityvitals.settings import Settings
-from rules.incidents import Tracked, resumed
+from rules.incidents import PLATFORM, Tracked, resumed
 from streams.seeds import OpenAlert
 
 __all__ = ["OPEN_ALERTS", "OPEN_INCIDENTS", "changed_places", "open_alerts", "open_incidents"]
@@ -126,6 +126,10 @@ OPEN_INCIDENTS = """
            , (SELECT coalesce(json_object_agg(a.alert_id, a.summary), '{}'::json)
                 FROM alerts a WHERE a.alert_id = ANY(i.alerts) AND a.status = 'firing')
                AS firing_said
+           , (SELECT json_build_array(t.action, t.actor) FROM incident_transitions t
+               WHERE t.incident_id = i.incident_id
+                 AND t.action IN ('dispatch', 'escalate', 'reassign')
+               ORDER BY t.revision DESC LIMIT 1) AS routed
       FROM incidents i
      WHERE i.state <> 'closed' OR i.updated_at > now() - interval '1 day'
 """
@@ -148,6 +152,7 @@ def open_incidents(settings: Settings) -> list[Tracked]:
         orders, alerts, breached = row.pop("orders"), row.pop("alert_states"), row.pop("breached")
         revisions, blind, said = row.pop("revisions"), row.pop("blind"), row.pop("said")
         firing_said = row.pop("firing_said") or {}
+        action, actor = row.pop("routed") or ("", "")
         try:
             incident = Incident.model_validate(row)
         except ValidationError as exc:
@@ -164,6 +169,8 @@ def open_incidents(settings: Settings) -> list[Tracked]:
                 list(blind),
                 said,
                 {str(a): str(summary) for a, summary in firing_said.items()},
+                # who moved it to its department last: a person's reassignment holds
+                actor if action == Action.REASSIGN and actor != PLATFORM else None,
             )
         )
     return found

@@ -40,6 +40,7 @@ from cityvitals.contracts import (
 )
 from cityvitals.settings import Settings
 from cityvitals.topics import Topic
+from rules.incidents import PLATFORM
 from sinks import (
     AlertSink,
     DispatchSink,
@@ -96,7 +97,13 @@ class History:
         return incident
 
     def step(
-        self, incident: Incident, action: Action, to: IncidentState, ts: datetime, **fields: Any
+        self,
+        incident: Incident,
+        action: Action,
+        to: IncidentState,
+        ts: datetime,
+        actor: str | None = None,
+        **fields: Any,
     ) -> Incident:
         before = self.revisions.get(incident.incident_id)
         now = incident.model_copy(
@@ -113,7 +120,7 @@ class History:
             action=action,
             from_state=None if before is None else before.state,
             to_state=to,
-            actor=fields.get("department") or "platform",
+            actor=actor or fields.get("department") or "platform",
             reason=f"{action.value} at {ts:%H:%M}",
             ts=ts,
             tier=now.tier,
@@ -618,6 +625,35 @@ def test_a_desk_continued_from_the_database_knows_which_sensors_fell_silent(
     assert stored == [("wl-back", "stale"), ("wl-back", "cleared"), ("wl-silent", "stale")]
     resumed = {t.incident.incident_id: t for t in open_incidents(town)}[flood.incident_id]
     assert resumed.blind == ["waterlogging-depth|wl-silent"]
+
+
+def test_a_desk_continued_from_the_database_knows_who_reassigned_an_incident(
+    town: Settings,
+) -> None:
+    """A person's reassignment holds against a category taking the incident over; a desk
+    continued from the database knows it was theirs when their move was the last, not when the
+    platform moved it (a takeover) or it was escalated since."""
+    later = T0 + timedelta(minutes=5)
+
+    def reassigned(h: History, street: str, actor: str) -> Incident:
+        incident = h.open("gas", street, WarningLevel.ORANGE)
+        h.dispatch(incident, "gas-utility", Tier.STREET, T0)
+        current = h.revisions[incident.incident_id]
+        h.step(
+            current, Action.REASSIGN, IncidentState.DISPATCHED, later, actor, department="hazmat"
+        )
+        return incident
+
+    with db.connect(town) as conn:
+        h = History(conn, "tc")
+        by_ana = reassigned(h, "tc-s1", "ana")
+        taken_over = reassigned(h, "tc-s2", PLATFORM)
+        escalated = reassigned(h, "tc-s3", "ana")
+        h.dispatch(escalated, "hazmat", Tier.DISTRICT, later, DispatchKind.ESCALATION)
+    back = {t.incident.incident_id: t.assigned_by for t in open_incidents(town)}
+    assert back[by_ana.incident_id] == "ana"
+    assert back[taken_over.incident_id] is None
+    assert back[escalated.incident_id] is None
 
 
 def test_incidents_are_listed_by_filter_newest_first_and_shown_whole(town: Settings) -> None:
