@@ -50,7 +50,8 @@ def _say(message: str, err: bool = False) -> None:
         typer.echo(message, err=err)
 
 
-def _status_line(s: Settings) -> str:
+def _status_line(s: Settings) -> tuple[str, bool]:
+    """What the database holds, in a line, and whether it could be read."""
     from cityvitals import db
 
     try:
@@ -64,11 +65,11 @@ def _status_line(s: Settings) -> str:
         from wiring.stack import StackPaths
 
         pid_file = StackPaths(s.state_dir).pids / "postgres.pid"
-        return f"status unavailable: {exc}{_shutting_down(str(exc), pid_file)}"
+        return f"status unavailable: {exc}{_shutting_down(str(exc), pid_file)}", False
     return (
         f"readings stored {readings:>8} | alerts {alerts:>4} ({firing} firing) | "
         f"dead letters {dead} | indicator values {vitals}"
-    )
+    ), True
 
 
 def _shutting_down(problem: str, pid_file: Path) -> str:
@@ -290,7 +291,7 @@ def up(
                 for line in _rule_lines(rules, stack.metrics.of("streams")):
                     _say(line, err="refused" in line)
             if turns % 10 == 0:
-                typer.echo(_status_line(s))
+                typer.echo(_status_line(s)[0])
                 news, seen = _incident_lines(s, seen)
                 for line in news:
                     typer.echo(line)
@@ -337,23 +338,25 @@ def status() -> None:
 
     s = settings()
     found = stack_status(s.state_dir)
-    if found.launcher is None and not found.processes:
+    if not found.up and not found.processes:
         typer.echo(
             f"nothing runs on the state folder {s.state_dir}: 'cityvitals up' starts the stack"
             " there (CITYVITALS_STATE_DIR names another)",
             err=True,
         )
         raise typer.Exit(2)
-    if found.launcher is None:
-        head = "no 'cityvitals up' runs; it left these ('cityvitals down' stops them)"
+    if not found.up:
+        head = "no 'cityvitals up' runs; what it started still does ('cityvitals down' stops it)"
     else:
-        head = f"up (pid {found.launcher})"
+        head = f"up (pid {found.launcher or 'not written yet'})"
     typer.echo(f"{head}, state folder {s.state_dir}:")
     for process in found.processes:
         typer.echo(f"  {process.line()}")
+    read = True
     if any(p.name == "postgres" and p.alive for p in found.processes):
-        typer.echo(_status_line(s))
-    if not found.ok:
+        line, read = _status_line(s)
+        typer.echo(line)
+    if not (found.ok and read):
         raise typer.Exit(1)
 
 

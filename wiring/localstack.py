@@ -26,6 +26,7 @@ from pydantic import SecretStr
 from cityvitals import db, kafka
 from cityvitals.settings import Settings
 from cityvitals.topics import Topic
+from sinks.routes import ROUTES
 from wiring.servers import (
     S3Store,
     create_bucket,
@@ -43,14 +44,17 @@ from wiring.stack import (
     StackLock,
     StackPaths,
     free_loopback_port,
-    pid_alive,
     port_is_open,
+    read_pid,
+    runs,
     stop_recorded,
     wait_for_port,
 )
 
 __all__ = [
+    "DRAINED",
     "STOP_ORDER",
+    "STREAM_INPUTS",
     "LocalStack",
     "MetricsPorts",
     "Restarts",
@@ -66,9 +70,22 @@ log = logging.getLogger("wiring.stack")
 
 DRAIN_S = 30.0
 """How long a stack stopping waits for the stream and the sinks to store what Kafka holds."""
-DRAINED = (Topic.READINGS, Topic.ALERTS, Topic.DEADLETTER)
-"""The stream's outputs the sinks store that carry readings: the readings, the alerts they
-raised, and those refused."""
+STREAM_INPUTS = (
+    Topic.READINGS_RAW,
+    Topic.DEVICES,
+    Topic.PLACE_OBSERVATIONS,
+    Topic.INDICATOR_PARTIALS,
+    Topic.ALERTS,
+    Topic.OUTAGES,
+    Topic.REPORTS,
+    Topic.DISPATCH_FEEDBACK,
+    Topic.INCIDENT_INPUTS,
+)
+"""What the stream consumes (its agents' topics): the gateway's readings, the registry's
+devices, the indicators' and the incident desk's inputs."""
+DRAINED = tuple(dict.fromkeys(route.topic for route in ROUTES))
+"""What the sinks store: readings, camera events, alerts, indicator values, dead letters,
+incident steps, dispatch orders, escalations and citizen reports."""
 
 STOP_ORDER = (
     "api",
@@ -277,22 +294,26 @@ class LocalStack:
 
     def drain(self, timeout: float = DRAIN_S) -> str | None:
         """Before the stack stops: stop the gateway (it acknowledges nothing more) and wait, at
-        most ``timeout`` s, until the stream and the sinks have stored every reading Kafka
-        holds: tansu keeps them in memory, and what is left when it stops goes with it. A line
-        saying which, and how many messages were left when the stream, the sinks or the
-        database is not running (nothing will store them); None without a broker to ask."""
+        most ``timeout`` s, until the stream has taken everything it consumes
+        (:data:`STREAM_INPUTS`) and the sinks have stored everything they store
+        (:data:`DRAINED`), twice in a row half a second apart (an output the stream sent as it
+        committed reaches the broker): tansu keeps its topics in memory, and what is left when
+        it stops goes with it, readings and the incident steps they caused. A line saying
+        which, and how many messages were left when the stream, the sinks or the database is
+        not running (nothing will store them); None without a broker to ask."""
         running = {p.name: p for p in self.processes}
         if "tansu" not in running or not running["tansu"].alive():
             return None
         if "ingest" in running:
             running["ingest"].stop()
         s = self.settings
-        stages = (  # the readings' way to the database
-            (kafka.consumer(s, s.topic(s.streams_app_id)), [s.topic(Topic.READINGS_RAW)]),
+        stages = (  # the way to the database
+            (kafka.consumer(s, s.topic(s.streams_app_id)), [s.topic(t) for t in STREAM_INPUTS]),
             (kafka.consumer(s, s.topic(s.sink_group)), [s.topic(t) for t in DRAINED]),
         )
         started = time.monotonic()
         deadline = started + timeout
+        empty = 0  # reads in a row that found nothing left
         try:
             while True:
                 wait = max(0.5, min(5.0, deadline - time.monotonic()))
@@ -304,16 +325,18 @@ class LocalStack:
                 except kafka.KafkaUnavailable as exc:
                     return f"did not wait for the stream and the sinks to store what Kafka holds: {exc}"
                 waited = time.monotonic() - started
-                if left == 0:
+                empty = empty + 1 if left == 0 else 0
+                if empty == 2:
                     return (
-                        f"the stream and the sinks stored every reading Kafka held ({waited:.1f} s)"
+                        "the stream and the sinks stored everything Kafka held (readings, alerts,"
+                        f" incidents) ({waited:.1f} s)"
                     )
                 down = [
                     name
                     for name in ("postgres", "streams", "sinks")
                     if name not in running or not running[name].alive()
                 ]
-                if down or time.monotonic() >= deadline:
+                if left and (down or time.monotonic() >= deadline):
                     why = f"{', '.join(down)} not running" if down else f"after {waited:.0f} s"
                     return (
                         f"{left} messages in Kafka not yet stored by the stream or the sinks "
@@ -442,9 +465,10 @@ class Running:
     """From its pid file; None when there is none (a service ``up`` has not started yet)."""
     alive: bool
     port: int | None = None
-    """A service's metrics port, as ``up`` recorded it; None for a server."""
+    """A service's metrics port, as ``up`` recorded it; None for a server, or none recorded."""
     ready: bool | None = None
-    """Whether the service says ``cityvitals_<name>_ready 1`` there; None for a server."""
+    """Whether the service says ``cityvitals_<name>_ready 1`` there (False with no port
+    recorded); None for a server."""
 
     @property
     def ok(self) -> bool:
@@ -466,6 +490,8 @@ class Running:
             how = "exited (up starts it again within seconds, or gives up: its log says why)"
         elif self.ready is None:
             how = "running"
+        elif self.port is None:
+            how = "running, NOT READY (no metrics port recorded)"
         else:
             how = f"running, {'ready' if self.ready else 'NOT READY'} (metrics on port {self.port})"
         return f"{self.name:<10} {pid:<12} {how}"
@@ -475,42 +501,47 @@ class Running:
 class StackStatus:
     """What runs of the local stack on a state folder."""
 
-    state_dir: Path
+    up: bool
+    """Whether a ``cityvitals up`` holds the folder."""
     launcher: int | None
-    """The pid of the ``cityvitals up`` holding the folder; None when none runs."""
+    """Its pid (None: none runs, or it has not written its pid yet)."""
     processes: tuple[Running, ...]
 
     @property
     def ok(self) -> bool:
         """Everything runs: the launcher, each process it started, each service ready."""
-        return self.launcher is not None and all(p.ok for p in self.processes)
+        return self.up and all(p.ok for p in self.processes)
 
 
 def stack_status(state_dir: Path) -> StackStatus:
-    """Each process the stack on ``state_dir`` recorded, in start order, whether it runs, and
-    each service's readiness on the metrics port ``up`` recorded. While ``up`` runs, a service
-    with no pid file is listed as not started; a pid file left by an ``up`` that is gone is
-    listed (``cityvitals down`` stops what is left)."""
+    """Each process the stack on ``state_dir`` recorded, servers first (the reverse of
+    :data:`STOP_ORDER`), whether it runs, and each service's readiness on the metrics port
+    ``up`` recorded. While ``up`` runs, a service with no pid file is listed as not started
+    and one whose process is gone as exited; with no ``up``, only the processes it left
+    running are listed (``cityvitals down`` stops them). A pid handed to another process
+    (after a reboot) does not count as running (:func:`wiring.stack.runs`)."""
     paths = StackPaths(state_dir)
     lock = StackLock(paths.lock)
-    launcher = lock.pid() if lock.held() else None
+    up = lock.held()
+    launcher = lock.pid() if up else None
     out = []
     for name in reversed(STOP_ORDER):
         pid_file = paths.pids / f"{name}.pid"
-        try:
-            text = pid_file.read_text().strip()
-        except FileNotFoundError:
-            if launcher is not None and name in SERVICES:
+        pid = read_pid(pid_file)
+        alive = pid is not None and runs(pid, pid_file)
+        if not up and not alive:
+            continue
+        if pid is None:
+            if name in SERVICES:
                 out.append(Running(name, None, False))
             continue
-        pid = int(text) if text.isdigit() else None
-        running = Running(name, pid, pid is not None and pid_alive(pid))
-        port = recorded_metrics_port(state_dir, name) if name in SERVICES else None
-        if port is not None:
-            ready = running.alive and reports_ready(name, port)
-            running = Running(name, pid, running.alive, port, ready)
-        out.append(running)
-    return StackStatus(state_dir, launcher, tuple(out))
+        if name not in SERVICES:
+            out.append(Running(name, pid, alive))
+            continue
+        port = recorded_metrics_port(state_dir, name)
+        ready = alive and port is not None and reports_ready(name, port)
+        out.append(Running(name, pid, alive, port, ready))
+    return StackStatus(up, launcher, tuple(out))
 
 
 def _stop_launcher(paths: StackPaths, timeout: float) -> str | None:

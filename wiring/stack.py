@@ -28,8 +28,9 @@ __all__ = [
     "StackPaths",
     "StackRunning",
     "free_loopback_port",
-    "pid_alive",
     "port_is_open",
+    "read_pid",
+    "runs",
     "stop_recorded",
     "wait_for_port",
 ]
@@ -270,7 +271,7 @@ class ManagedProcess:
             return "(no log)"
 
 
-def pid_alive(pid: int) -> bool:
+def _pid_alive(pid: int) -> bool:
     """Whether process ``pid`` runs (a child of this process that exited is reaped)."""
     try:
         os.kill(pid, 0)
@@ -284,6 +285,50 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+PID_FILE_SLACK_S = 10.0
+"""A process that started further than this from the writing of its pid file is not the one
+the file was written for: its pid was handed to another process (after a reboot, or a long
+time after the stack's process ended)."""
+
+
+def read_pid(pid_file: Path) -> int | None:
+    """The pid a pid file names; None when there is no such file or it holds no pid."""
+    try:
+        text = pid_file.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def runs(pid: int, pid_file: Path) -> bool:
+    """Whether ``pid``, read from ``pid_file``, runs and is the process the file was written
+    for (it started within :data:`PID_FILE_SLACK_S` of the file's writing, where the system
+    says when it started)."""
+    if not _pid_alive(pid):
+        return False
+    started = _started_at(pid)
+    try:
+        written = pid_file.stat().st_mtime
+    except FileNotFoundError:
+        return True
+    return started is None or abs(started - written) <= PID_FILE_SLACK_S
+
+
+def _started_at(pid: int) -> float | None:
+    """When process ``pid`` started, in seconds since the epoch (Linux's ``/proc``); None
+    where the system does not say."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(
+            int(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: its start
+    except (OSError, IndexError, StopIteration, ValueError):
+        return None
+
+
 STOP_SIGNALS = {"postgres": signal.SIGINT}
 """The signal that stops a process cleanly where it is not SIGTERM: PostgreSQL's fast
 shutdown (SIGTERM is its smart one, which waits for every client session to end)."""
@@ -294,7 +339,7 @@ def _terminate(pid: int, timeout: float, exited: object = None, sig: int = signa
     little for it to be gone, so that whoever stopped it finds it stopped."""
 
     def done() -> bool:
-        return bool(exited()) if callable(exited) else not pid_alive(pid)
+        return bool(exited()) if callable(exited) else not _pid_alive(pid)
 
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
@@ -319,12 +364,8 @@ def stop_recorded(paths: StackPaths, order: Sequence[str]) -> list[str]:
     stopped = []
     for name in names:
         pid_file = recorded[name]
-        try:
-            pid = int(pid_file.read_text().strip())
-        except (ValueError, FileNotFoundError):
-            pid_file.unlink(missing_ok=True)
-            continue
-        if pid_alive(pid):
+        pid = read_pid(pid_file)
+        if pid is not None and runs(pid, pid_file):  # not a pid handed to another process
             _terminate(pid, timeout=15.0, sig=STOP_SIGNALS.get(name, signal.SIGTERM))
             stopped.append(name)
         pid_file.unlink(missing_ok=True)

@@ -336,6 +336,7 @@ class Dispatcher:
         for t in rest:
             t.held = None
             t.breached = []
+            t.assigned_by = None  # the routing sent it, as _order says of the first
             t.incident = t.incident.model_copy(
                 update={
                     "tier": order.tier,

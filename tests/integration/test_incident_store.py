@@ -650,10 +650,13 @@ def test_a_desk_continued_from_the_database_knows_who_reassigned_an_incident(
         taken_over = reassigned(h, "tc-s2", PLATFORM)
         escalated = reassigned(h, "tc-s3", "ana")
         h.dispatch(escalated, "hazmat", Tier.DISTRICT, later, DispatchKind.ESCALATION)
+        routed_again = reassigned(h, "tc-s4", "ana")  # refused, then in the routing's digest
+        h.dispatch(routed_again, "gas-utility", Tier.STREET, later, DispatchKind.DIGEST)
     back = {t.incident.incident_id: t.assigned_by for t in open_incidents(town)}
     assert back[by_ana.incident_id] == "ana"
     assert back[taken_over.incident_id] is None
     assert back[escalated.incident_id] is None
+    assert back[routed_again.incident_id] is None
 
 
 def test_incidents_are_listed_by_filter_newest_first_and_shown_whole(town: Settings) -> None:

@@ -125,7 +125,7 @@ def test_a_second_up_on_the_same_state_folder_is_refused_and_the_first_runs_on(u
     assert status.returncode == 0, status.stdout + status.stderr
     assert f"up (pid {up.process.pid}), state folder {up.state}:" in status.stdout
     for name, pid in children.items():
-        assert f"pid {pid}" in status.stdout, (name, status.stdout)
+        assert f"  {name:<10} pid {pid:<8} running" in status.stdout, (name, status.stdout)
     assert status.stdout.count("running, ready") == len(SERVICES), status.stdout
     assert "readings stored" in status.stdout, status.stdout
     unknown = up.cli("ready", "nosuch")

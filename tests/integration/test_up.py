@@ -152,8 +152,8 @@ def test_up_with_the_simulator_and_ctrl_c(tmp_path: Path) -> None:
         finally:
             down(tmp_path / "state", purge=True)
     assert code == 0, up_log()
-    # before the broker, which keeps them in memory, stops: every reading Kafka held is stored
-    assert "the stream and the sinks stored every reading Kafka held" in up_log(), up_log()
+    # before the broker, which keeps them in memory, stops: everything Kafka held is stored
+    assert "the stream and the sinks stored everything Kafka held" in up_log(), up_log()
     assert "stopped" in up_log()
     time.sleep(0.5)
     assert not any(port_is_open("127.0.0.1", p) for p in (mqtt, kafka, pg))

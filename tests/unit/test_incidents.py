@@ -470,9 +470,13 @@ def test_a_storm_beyond_the_budget_becomes_one_digest() -> None:
     assert len(desk.book.incidents) == 7
     assert len(out.dispatches) == 3  # the street's budget: 3 per 10 minutes
     assert run(desk, [tick(5)]).dispatches == []
+    for t in desk.book.incidents.values():  # as if a person had sent each where it waits
+        t.assigned_by = "ana"
     out = run(desk, [tick(10)])
     (digest,) = out.dispatches
     assert digest.kind is DispatchKind.DIGEST and len(digest.incidents) == 4
+    held = [t for t in desk.book.incidents.values() if t.incident.incident_id in digest.incidents]
+    assert [t.assigned_by for t in held] == [None] * 4  # the routing sent them now
     # what every incident it lists said, not the first's alone
     assert digest.devices == ("gas-3", "gas-4", "gas-5", "gas-6")
     assert digest.signals == tuple(f"gas-lel at gas-{i} (yellow)" for i in range(3, 7))

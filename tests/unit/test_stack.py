@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +31,15 @@ from wiring.localstack import (
 )
 from wiring.servers import MAX_PACKET_BYTES, mosquitto_process
 from wiring.services import SERVICES
-from wiring.stack import StackError, StackLock, StackPaths, _ephemeral_range, free_loopback_port
+from wiring.stack import (
+    StackError,
+    StackLock,
+    StackPaths,
+    _ephemeral_range,
+    free_loopback_port,
+    read_pid,
+    runs,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -139,80 +149,138 @@ def test_a_metrics_answer_is_read_whole_or_refused_as_an_os_error() -> None:
     assert not reports_ready("streams", free_loopback_port())  # nobody answers
 
 
+def serve_ready(service: str, times: int = 2) -> int:
+    """A metrics endpoint on loopback saying ``service`` is ready to its first ``times``
+    clients; returns its port."""
+    body = f"cityvitals_{service}_ready 1.0\n".encode()
+    answer = b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    server = socket.create_server(("127.0.0.1", 0))
+    port: int = server.getsockname()[1]
+
+    def reply() -> None:
+        with server:
+            for _ in range(times):
+                with server.accept()[0] as conn:
+                    conn.recv(4096)
+                    conn.sendall(answer)
+
+    threading.Thread(target=reply, daemon=True).start()
+    return port
+
+
+@pytest.fixture
+def children() -> Iterator[Callable[[], int]]:
+    """Start a process that runs until the test ends; gives its pid."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> int:
+        started.append(subprocess.Popen(["sleep", "60"]))
+        return started[-1].pid
+
+    yield start
+    for child in started:
+        child.kill()
+        child.wait()
+
+
 def test_status_lists_each_process_with_its_readiness_and_what_is_missing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, children: Callable[[], int]
 ) -> None:
     paths = StackPaths(tmp_path / "state")
     paths.make()
     gone = subprocess.Popen(["true"])
     gone.wait()
-    ready = b"cityvitals_ingest_ready 1.0\n"
-    answer = b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(ready), ready)
-    ports = {"ingest": serve_once(answer), "streams": free_loopback_port()}  # streams: no answer
+    ports = {"ingest": serve_ready("ingest"), "streams": free_loopback_port()}  # no answer
     paths.metrics_ports.write_text(json.dumps(ports))
-    for name, pid in {"postgres": os.getpid(), "mosquitto": gone.pid}.items():
+    pids = {"postgres": children(), "mosquitto": gone.pid, "tansu": 1, "ingest": children()}
+    pids["streams"] = children()
+    for name, pid in pids.items():  # pid 1 runs, but started long before its pid file
         (paths.pids / f"{name}.pid").write_text(str(pid))
-    for name in ports:
-        (paths.pids / f"{name}.pid").write_text(str(os.getpid()))
     monkeypatch.setenv("CITYVITALS_STATE_DIR", str(paths.state_dir))
-    monkeypatch.setenv(
-        "CITYVITALS_DATABASE_URL", f"postgresql://x@127.0.0.1:{free_loopback_port()}/x"
-    )
+    unused = free_loopback_port()
+    monkeypatch.setenv("CITYVITALS_DATABASE_URL", f"postgresql://x@127.0.0.1:{unused}/x")
     lock = StackLock(paths.lock)
     lock.acquire()  # this process plays the running 'cityvitals up'
     try:
         found = stack_status(paths.state_dir)
-        assert found.launcher == os.getpid()
-        shown = {p.name: (p.pid is not None, p.alive, p.ready) for p in found.processes}
-        assert shown == {
-            "postgres": (True, True, None),
-            "mosquitto": (True, False, None),
-            "streams": (True, True, False),
-            "ingest": (True, True, True),
-            **{name: (False, False, None) for name in ("sinks", "liveness", "api")},
-        }
-        assert [p.name for p in found.processes][:2] == ["postgres", "mosquitto"]  # start order
+        assert (found.up, found.launcher) == (True, os.getpid())
+        shown = [(p.name, p.pid, p.alive, p.ready) for p in found.processes]
+        assert shown == [
+            ("postgres", pids["postgres"], True, None),
+            ("tansu", 1, False, None),
+            ("mosquitto", gone.pid, False, None),
+            ("sinks", None, False, None),
+            ("liveness", None, False, None),
+            ("streams", pids["streams"], True, False),
+            ("ingest", pids["ingest"], True, True),
+            ("api", None, False, None),
+        ]
         assert not found.ok
         result = CliRunner().invoke(app, ["status"])
         assert result.exit_code == 1, result.output
         assert f"up (pid {os.getpid()}), state folder {paths.state_dir}:" in result.output
-        assert "mosquitto  pid" in result.output and "exited" in result.output
+        lines = result.output.splitlines()
+        assert f"  mosquitto  pid {gone.pid:<8} exited (up starts it again" in "\n".join(lines)
+        assert f"  ingest     pid {pids['ingest']:<8} running, ready (metrics on port" in (
+            "\n".join(lines)
+        )
         assert f"NOT READY (metrics on port {ports['streams']})" in result.output
-        assert "api        -            not started" in result.output
+        assert "  api        -            not started" in lines
         assert "status unavailable" in result.output  # PostgreSQL's pid runs, nobody answers
     finally:
         lock.release()
-    left = stack_status(paths.state_dir)  # no launcher: only what the pid files name
-    assert left.launcher is None
-    assert {p.name for p in left.processes} == {"postgres", "mosquitto", "ingest", "streams"}
+    left = stack_status(paths.state_dir)  # no 'up': only what it started that still runs
+    assert (left.up, left.launcher) == (False, None)
+    assert [p.name for p in left.processes] == ["postgres", "streams", "ingest"]
     result = CliRunner().invoke(app, ["status"])
     assert result.exit_code == 1
-    assert "no 'cityvitals up' runs; it left these ('cityvitals down' stops them)" in result.output
-    for pid_file in paths.pids.glob("*.pid"):
-        pid_file.unlink()
-    nothing = CliRunner().invoke(app, ["status"])
-    assert nothing.exit_code == 2
+    assert "no 'cityvitals up' runs; what it started still does ('cityvitals down'" in (
+        result.output
+    )
+    for name in ("postgres", "ingest", "streams"):
+        os.kill(pids[name], signal.SIGKILL)
+        os.waitpid(pids[name], 0)
+    nothing = CliRunner().invoke(app, ["status"])  # pid files of processes gone, and pid 1
+    assert nothing.exit_code == 2, nothing.output
     assert f"nothing runs on the state folder {paths.state_dir}" in nothing.output
 
 
 def test_status_passes_when_every_process_runs_and_every_service_is_ready(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, children: Callable[[], int]
 ) -> None:
     paths = StackPaths(tmp_path / "state")
     paths.make()
-    ports = {}
+    ports = {name: serve_ready(name, times=1) for name in SERVICES}
     for name in SERVICES:
-        ready = f"cityvitals_{name}_ready 1.0\n".encode()
-        ports[name] = serve_once(
-            b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(ready), ready)
-        )
-        (paths.pids / f"{name}.pid").write_text(str(os.getpid()))
+        (paths.pids / f"{name}.pid").write_text(str(children()))
     paths.metrics_ports.write_text(json.dumps(ports))
+    monkeypatch.setenv("CITYVITALS_STATE_DIR", str(paths.state_dir))
     lock = StackLock(paths.lock)
     lock.acquire()
     try:
-        found = stack_status(paths.state_dir)
+        result = CliRunner().invoke(app, ["status"])
     finally:
         lock.release()
-    assert [p.name for p in found.processes] == [n for n in reversed(STOP_ORDER) if n in SERVICES]
-    assert found.ok, found
+    assert result.exit_code == 0, result.output
+    ready = [line.split()[0] for line in result.output.splitlines() if "running, ready" in line]
+    assert ready == [n for n in reversed(STOP_ORDER) if n in SERVICES]
+
+
+def test_a_pid_handed_to_another_process_is_not_the_stack_s(tmp_path: Path) -> None:
+    """After a reboot a pid file may name a process that is not the stack's: one that started
+    long before the file was written (pid 1, the system's first) is not taken for it, so
+    neither 'status' nor 'down' (which would signal it) do."""
+    pid_file = tmp_path / "tansu.pid"
+    pid_file.write_text("1")
+    assert read_pid(pid_file) == 1
+    assert not runs(1, pid_file)
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        pid_file.write_text(str(child.pid))
+        assert runs(child.pid, pid_file)
+    finally:
+        child.kill()
+        child.wait()
+    assert not runs(child.pid, pid_file)
+    pid_file.write_text("not a pid")
+    assert read_pid(pid_file) is None

@@ -31,6 +31,7 @@ from streams.app import (
     send_outbox,
     send_records,
 )
+from wiring.localstack import STREAM_INPUTS
 from wiring.services import load_catalogue, load_rules
 
 
@@ -275,3 +276,12 @@ def test_a_record_over_the_largest_request_is_refused_and_nothing_of_its_batch_i
     with pytest.raises(MessageSizeTooLargeError, match="larger than the producer's largest"):
         asyncio.run(send_records(app, "readings", 0, records))
     assert producer.sent == []
+
+
+def test_a_stopping_stack_waits_for_every_topic_the_stream_consumes() -> None:
+    """The drain reads the stream's lag on :data:`STREAM_INPUTS`: a topic an agent consumes
+    that it left out (say the incident desk's inputs) would let a stop lose what waits there."""
+    settings = Settings(kafka_bootstrap="127.0.0.1:1")  # nothing is connected
+    app = create_app(settings, load_rules(settings), load_catalogue(settings), CollectorRegistry())
+    consumed = {name for agent in app.agents.values() for name in agent.channel.topics}
+    assert consumed == {settings.topic(t) for t in STREAM_INPUTS}
