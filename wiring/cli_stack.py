@@ -8,8 +8,8 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Annotated
 
@@ -109,13 +109,14 @@ def step_line(step: IncidentTransition, incident: Incident, zone: tzinfo) -> str
     ...     action="on_site", from_state="accepted", to_state="on_site", actor="street-ops",
     ...     reason="crew arrived", ts=t)
     >>> step_line(on_site, incident, UTC)
-    '08:14:20 incident 3f2a9c1d flooding at sim-d1-s1 (blue): on_site [on_site] crew arrived'
+    '08:14:20 incident 3f2a9c1d flooding at sim-d1-s1 (now blue): on_site [on_site] crew arrived'
     >>> step_line(on_site.model_copy(update={"action": Action.ATTACH}), incident, UTC) is None
     True
     """
     if step.action in HIDDEN_STEPS:
         return None
-    where = f"{incident.category} at {incident.place_id} ({incident.level.value})"
+    # the level is the incident's as it is now: a step does not keep the level it had then
+    where = f"{incident.category} at {incident.place_id} (now {incident.level.value})"
     who = ""
     if step.department and step.tier:
         who = f" -> {step.department} ({step.tier.value} tier)"
@@ -190,23 +191,41 @@ def _rule_lines(watch: RuleWatch, port: int) -> list[str]:
         return []
 
 
-def _incident_lines(s: Settings, after: datetime) -> tuple[list[str], datetime]:
-    """What happened to incidents since ``after``, a line each, and the time to ask from next."""
-    from cityvitals import db
-    from sinks.incidents import recent_steps
+@dataclass
+class StepFeed:
+    """The incident steps ``up`` prints, each once: those stored since the last read, and
+    those stored up to :data:`LATE_S` late (a step is read by its own time, which a slow stage
+    stores after a read may have passed)."""
 
-    try:
-        with db.connect(s) as conn:
-            steps = recent_steps(conn, after, limit=200)
-    except Exception as exc:  # the screen must not stop the stack
-        return [f"incidents unavailable: {exc}"], after
-    lines = []
-    for step, incident in steps:
-        after = max(after, step.ts)
-        line = step_line(step, incident, s.zone)
-        if line is not None:
-            lines.append(line)
-    return lines, after
+    after: datetime
+    seen: dict[tuple[str, int], datetime] = field(default_factory=dict)
+
+    def lines(self, s: Settings) -> list[str]:
+        """A line for each step not printed yet (HIDDEN_STEPS aside)."""
+        from cityvitals import db
+        from sinks.incidents import recent_steps
+
+        try:
+            with db.connect(s) as conn:
+                steps = recent_steps(conn, self.after - LATE_S, limit=1000)
+        except Exception as exc:  # the screen must not stop the stack
+            return [f"incidents unavailable: {exc}"]
+        lines = []
+        for step, incident in steps:
+            key = (step.incident_id, step.revision)
+            if key in self.seen:
+                continue
+            self.seen[key] = step.ts
+            self.after = max(self.after, step.ts)
+            line = step_line(step, incident, s.zone)
+            if line is not None:
+                lines.append(line)
+        self.seen = {k: ts for k, ts in self.seen.items() if ts > self.after - LATE_S}
+        return lines
+
+
+LATE_S = timedelta(seconds=30)
+"""How late a step may be stored and still be printed."""
 
 
 def up(
@@ -249,6 +268,7 @@ def up(
     stack = LocalStack(s, MetricsPorts(*(metrics_base + i for i in range(1, 6))))
     (stack.paths.state_dir).mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
+    feed: StepFeed | None = None  # the incident steps printed, once the stack is up
     _stop_on_signals()
     try:
         s = stack.start_infrastructure()
@@ -279,7 +299,7 @@ def up(
             sim_thread = threading.Thread(target=sim.run, args=(stop,), daemon=True)
             sim_thread.start()
         started = time.monotonic()
-        seen = datetime.now(UTC)
+        feed = StepFeed(datetime.now(UTC))
         restarts, turns = Restarts(), 0
         rules = RuleWatch(s.rules_file, s.timezone)
         _rule_lines(rules, stack.metrics.of("streams"))  # the version in force at start
@@ -292,8 +312,7 @@ def up(
                     _say(line, err="refused" in line)
             if turns % 10 == 0:
                 typer.echo(_status_line(s)[0])
-                news, seen = _incident_lines(s, seen)
-                for line in news:
+                for line in feed.lines(s):
                     typer.echo(line)
             if duration is not None and time.monotonic() - started >= duration:
                 break
@@ -312,8 +331,12 @@ def up(
             drained = f"did not wait for the stream and the sinks: {exc}"
         if drained:
             _say(drained)
-        stack.stop()
-        _say("stopped")
+        if feed is not None and drained:  # the steps of the last seconds, stored by the drain
+            for line in feed.lines(s):
+                _say(line)
+        started = bool(stack.processes)
+        if stack.stop() or started:  # a refused start stopped nothing
+            _say("stopped")
 
 
 def down(

@@ -163,10 +163,27 @@ class LocalStack:
         ):
             if port_is_open("127.0.0.1", port):
                 raise StackError(
-                    f"{what} port {port} on 127.0.0.1 is already in use (another 'cityvitals up'? "
-                    f"try 'cityvitals down'), or set {setting} to another port (a second stack: "
-                    f"{SECOND_STACK})"
+                    f"{what} port {port} on 127.0.0.1 is already in use{self._whose()}, "
+                    f"or set {setting} to another port (a second stack: {SECOND_STACK})"
                 )
+
+    def _whose(self) -> str:
+        """Who may hold a port, said after "already in use": the processes an earlier ``up`` on
+        this state folder started and left running (its launcher gone, killed outright), or
+        another stack."""
+        left = [
+            name
+            for name in STOP_ORDER
+            if (pid := read_pid(self.paths.pids / f"{name}.pid")) is not None
+            and runs(pid, self.paths.pids / f"{name}.pid")
+        ]
+        if left:
+            return (
+                f" by what an earlier 'cityvitals up' on {self.paths.state_dir} started, still"
+                f" running without it ({', '.join(left)}; nothing was stopped): 'cityvitals"
+                " status' lists them, 'cityvitals down' stops them"
+            )
+        return " (another 'cityvitals up'? try 'cityvitals down')"
 
     def _start(self, process: ManagedProcess, port: int | None, timeout: float = 30) -> None:
         process.start()
@@ -180,8 +197,12 @@ class LocalStack:
         self.paths.make()
         lock = StackLock(self.paths.lock)
         lock.acquire()  # raises StackRunning, before anything is touched
+        try:
+            self._check_ports()
+        except StackError:  # refused: what runs stays running, whoever started it
+            lock.release()
+            raise
         self._lock = lock
-        self._check_ports()
         for stale in self.paths.pids.glob("*.pid"):  # nothing of ours listens: leftovers of a crash
             stale.unlink()
         url = s.database_url.get_secret_value()

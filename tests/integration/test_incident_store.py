@@ -58,6 +58,7 @@ from sinks import (
 from streams.resume import open_incidents
 from tests.integration.conftest import TEST_DAY, Pipeline, api_client, at, wait_for
 from wiring.cli import app
+from wiring.cli_stack import StepFeed
 
 pytestmark = pytest.mark.integration
 
@@ -1152,3 +1153,23 @@ def test_api_reports_are_sent_stored_by_the_sinks_and_exported_as_open311(
             assert f"the incident configuration cannot be read: {path}" in broken.text
     finally:
         path.write_text(good)
+
+
+def test_up_prints_each_incident_step_once_those_stored_late_included(town: Settings) -> None:
+    """'up' reads the steps by their own time: a step a slow stage stores after a read that
+    already passed its time is printed all the same (up to 30 s late), and none twice."""
+    feed = StepFeed(T0 - timedelta(minutes=1))
+    with db.connect(town) as conn:
+        h = History(conn, "tc")
+        flood = h.open("flooding", "tc-s1", WarningLevel.ORANGE, at=T0)
+        h.dispatch(flood, "crew", Tier.STREET, T0 + timedelta(seconds=20))
+    first = feed.lines(town)
+    assert [line.split(": ", 1)[1].split()[0] for line in first] == ["open", "dispatch"]
+    assert "flooding at tc-s1 (now orange)" in first[0]
+    assert feed.lines(town) == []  # nothing new: nothing printed again
+    with db.connect(town) as conn:  # stored now, its time 10 s before the last step read
+        h.conn = conn
+        h.go(flood, (Action.NOTE, IncidentState.DISPATCHED, T0 + timedelta(seconds=10)))
+    (late,) = feed.lines(town)
+    assert ": note " in late and "[dispatched]" in late
+    assert feed.lines(town) == []

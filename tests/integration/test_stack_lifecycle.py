@@ -170,3 +170,31 @@ def test_down_stops_a_running_up_through_its_launcher(up: Up) -> None:
     after = up.cli("status")
     assert after.returncode == 2, after.stdout + after.stderr
     assert f"nothing runs on the state folder {up.state}" in after.stderr
+
+
+def test_an_up_killed_outright_leaves_its_processes_to_status_and_down_not_to_a_new_up(
+    up: Up,
+) -> None:
+    """An 'up' killed outright (SIGKILL: no orderly stop) leaves its processes running. A new
+    'up' on the folder finds their ports taken and is refused without touching them (it once
+    stopped them all, with what the broker held); 'status' lists them and 'down' stops them."""
+    children = up.children()
+    up.process.kill()
+    up.process.wait(30)
+    assert all(alive(pid) for pid in children.values())
+    status = up.cli("status")
+    assert status.returncode == 1, status.stdout + status.stderr
+    assert "no 'cityvitals up' runs; what it started still does" in status.stdout
+    assert status.stdout.count("running, ready") == len(SERVICES), status.stdout
+
+    second = up.cli("up", "--metrics-base", str(up.metrics_base), "--duration", "5")
+
+    assert second.returncode == 1, second.stdout + second.stderr
+    assert "still running without it" in second.stderr, second.stderr
+    assert "nothing was stopped" in second.stderr
+    assert "stopped" not in second.stdout
+    assert up.children() == children
+    assert all(alive(pid) for pid in children.values())
+    stopped = up.cli("down")
+    assert stopped.returncode == 0, stopped.stderr
+    wait_for(lambda: not any(alive(pid) for pid in children.values()), 30, "all stopped")
