@@ -255,7 +255,7 @@ def up(
     ] = 9400,
 ) -> None:
     """Start Mosquitto, tansu, PostgreSQL and the services on 127.0.0.1 (Ctrl-C stops all)."""
-    from wiring.localstack import LocalStack, MetricsPorts, Restarts
+    from wiring.localstack import Drained, LocalStack, MetricsPorts, Restarts
     from wiring.services import load_stream_files
     from wiring.stack import StackError
 
@@ -328,9 +328,10 @@ def up(
         try:
             drained = stack.drain()
         except Exception as exc:  # the stack stops whatever the wait met
-            drained = f"did not wait for the stream and the sinks: {exc}"
+            drained = Drained(f"did not wait for the stream and the sinks: {exc}", False)
         if drained:
-            _say(drained)
+            _say(drained.said)
+            drained.keep(stack.paths)  # for a 'cityvitals down' in another shell
         if feed is not None and drained:  # the steps of the last seconds, stored by the drain
             for line in feed.lines(s):
                 _say(line)
@@ -344,13 +345,18 @@ def down(
         bool, typer.Option(help="Also delete the local database, broker store and logs.")
     ] = False,
 ) -> None:
-    """Stop everything an earlier 'cityvitals up' started."""
+    """Stop everything an earlier 'cityvitals up' started; exit 1 when the stop left messages
+    in Kafka that the stream and the sinks had not stored (they go with the broker)."""
     from wiring.localstack import down as stop_all
 
-    stopped = stop_all(settings().state_dir, purge=purge)
+    stopped, drained = stop_all(settings().state_dir, purge=purge)
     typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+    if drained is not None:
+        typer.echo(drained.said, err=not drained.complete)
     if purge:
         typer.echo("local data deleted")
+    if drained is not None and not drained.complete:
+        raise typer.Exit(1)
 
 
 def status() -> None:

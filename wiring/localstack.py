@@ -19,6 +19,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from http.client import HTTPException
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr
@@ -55,6 +56,7 @@ __all__ = [
     "DRAINED",
     "STOP_ORDER",
     "STREAM_INPUTS",
+    "Drained",
     "LocalStack",
     "MetricsPorts",
     "Restarts",
@@ -86,6 +88,28 @@ devices, the indicators' and the incident desk's inputs."""
 DRAINED = tuple(dict.fromkeys(route.topic for route in ROUTES))
 """What the sinks store: readings, camera events, alerts, indicator values, dead letters,
 incident steps, dispatch orders, escalations and citizen reports."""
+
+
+class Drained(NamedTuple):
+    """What a stopping stack found of what Kafka held."""
+
+    said: str
+    complete: bool
+    """Whether all of it was stored (False: some was left, or Kafka could not say)."""
+
+    def keep(self, paths: StackPaths) -> None:
+        """Write it to the state folder, for a ``cityvitals down`` that asked for the stop."""
+        paths.last_stop.write_text(json.dumps(self._asdict()))
+
+    @classmethod
+    def kept(cls, paths: StackPaths) -> Drained | None:
+        """What the last stop wrote, if it wrote anything readable."""
+        try:
+            found = json.loads(paths.last_stop.read_text())
+            return cls(str(found["said"]), bool(found["complete"]))
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return None
+
 
 STOP_ORDER = (
     "api",
@@ -313,7 +337,7 @@ class LocalStack:
             )
         return lines
 
-    def drain(self, timeout: float = DRAIN_S) -> str | None:
+    def drain(self, timeout: float = DRAIN_S) -> Drained | None:
         """Before the stack stops: stop the gateway (it acknowledges nothing more) and wait, at
         most ``timeout`` s, until the stream has taken everything it consumes
         (:data:`STREAM_INPUTS`) and the sinks have stored everything they store
@@ -344,13 +368,18 @@ class LocalStack:
                         for reader, topics in stages
                     )
                 except kafka.KafkaUnavailable as exc:
-                    return f"did not wait for the stream and the sinks to store what Kafka holds: {exc}"
+                    return Drained(
+                        "did not wait for the stream and the sinks to store what Kafka holds:"
+                        f" {exc}",
+                        False,
+                    )
                 waited = time.monotonic() - started
                 empty = empty + 1 if left == 0 else 0
                 if empty == 2:
-                    return (
+                    return Drained(
                         "the stream and the sinks stored everything Kafka held (readings, alerts,"
-                        f" incidents) ({waited:.1f} s)"
+                        f" incidents) ({waited:.1f} s)",
+                        True,
                     )
                 down = [
                     name
@@ -359,9 +388,10 @@ class LocalStack:
                 ]
                 if left and (down or time.monotonic() >= deadline):
                     why = f"{', '.join(down)} not running" if down else f"after {waited:.0f} s"
-                    return (
+                    return Drained(
                         f"{left} messages in Kafka not yet stored by the stream or the sinks "
-                        f"({why}): they go with the broker, which keeps them in memory"
+                        f"({why}): they go with the broker, which keeps them in memory",
+                        False,
                     )
                 time.sleep(0.5)
         finally:
@@ -582,15 +612,20 @@ def _stop_launcher(paths: StackPaths, timeout: float) -> str | None:
     return f"up (pid {pid})"
 
 
-def down(state_dir: Path, purge: bool = False, timeout: float = 90.0) -> list[str]:
+def down(
+    state_dir: Path, purge: bool = False, timeout: float = 90.0
+) -> tuple[list[str], Drained | None]:
     """Stop what an earlier ``cityvitals up`` with this state folder started: the launcher
-    itself if it still runs (it stops its processes in order), then whatever is left.
+    itself if it still runs (it stops its processes in order, and says what it found of what
+    Kafka held: returned), then whatever is left.
 
     With ``purge``, also delete its data: the database, the broker's store and the logs.
     """
     paths = StackPaths(state_dir)
     running = [name for name in STOP_ORDER if (paths.pids / f"{name}.pid").exists()]
+    paths.last_stop.unlink(missing_ok=True)
     launcher = _stop_launcher(paths, timeout)
+    drained = Drained.kept(paths) if launcher is not None else None
     left = stop_recorded(paths, STOP_ORDER)
     stopped = [launcher, *running] if launcher is not None else left
     if purge:
@@ -599,4 +634,4 @@ def down(state_dir: Path, purge: bool = False, timeout: float = 90.0) -> list[st
             ignore_errors=True,
         )
         shutil.rmtree(paths.state_dir, ignore_errors=True)
-    return stopped
+    return stopped, drained

@@ -4,6 +4,7 @@ stop every process as Ctrl-C does, and 'down' stops a running 'up' through its l
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from cityvitals import kafka
+from cityvitals.settings import Settings
+from cityvitals.topics import Topic
 from tests.integration.conftest import free_port, free_port_block, wait_for
 from wiring.localstack import down, reports_ready
 from wiring.services import SERVICES
@@ -165,6 +169,8 @@ def test_down_stops_a_running_up_through_its_launcher(up: Up) -> None:
     result = up.cli("down")
     assert result.returncode == 0, result.stderr
     assert f"up (pid {up.process.pid})" in result.stdout
+    # what the stop found of what Kafka held, said where down was asked, not only in up's log
+    assert "the stream and the sinks stored everything Kafka held" in result.stdout
     assert_all_stopped(up, children)
     assert "unexpectedly" not in up.log()
     after = up.cli("status")
@@ -198,3 +204,23 @@ def test_an_up_killed_outright_leaves_its_processes_to_status_and_down_not_to_a_
     stopped = up.cli("down")
     assert stopped.returncode == 0, stopped.stderr
     wait_for(lambda: not any(alive(pid) for pid in children.values()), 30, "all stopped")
+
+
+def test_down_says_what_a_stop_left_in_kafka_and_exits_1(up: Up) -> None:
+    """With the sinks paused, a message on a topic they store is not stored by the stop's
+    drain (30 s at most): 'down', asked from another shell, says so and exits 1, as the
+    messages go with a broker that keeps them in memory."""
+    sinks = up.children()["sinks"]
+    os.kill(sinks, signal.SIGSTOP)
+    try:
+        s = Settings(kafka_bootstrap=up.env["CITYVITALS_KAFKA_BOOTSTRAP"])
+        producer = kafka.producer(s)
+        producer.produce(s.topic(Topic.READINGS), b"not stored")
+        assert producer.flush(10) == 0
+        result = up.cli("down")
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the stop killed it, paused
+            os.kill(sinks, signal.SIGCONT)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "not yet stored by the stream or the sinks (after 30 s)" in result.stderr
+    assert f"up (pid {up.process.pid})" in result.stdout
