@@ -45,6 +45,7 @@ from wiring.stack import (
     StackLock,
     StackPaths,
     free_loopback_port,
+    paused,
     port_is_open,
     read_pid,
     runs,
@@ -520,10 +521,12 @@ class Running:
     ready: bool | None = None
     """Whether the service says ``cityvitals_<name>_ready 1`` there (False with no port
     recorded); None for a server."""
+    paused: bool = False
+    """Stopped by a signal (SIGSTOP): alive, answering nothing until SIGCONT."""
 
     @property
     def ok(self) -> bool:
-        return self.alive and self.ready is not False
+        return self.alive and not self.paused and self.ready is not False
 
     def line(self) -> str:
         """
@@ -533,12 +536,16 @@ class Running:
         'sinks      pid 42       exited (up starts it again within seconds, or gives up: its log says why)'
         >>> Running("streams", None, False).line()
         'streams    -            not started'
+        >>> Running("sinks", 43, True, 9403, False, paused=True).line()
+        "sinks      pid 43       PAUSED by a signal (SIGSTOP): 'kill -CONT 43' resumes it"
         """
         pid = "-" if self.pid is None else f"pid {self.pid}"
         if self.pid is None:
             how = "not started"
         elif not self.alive:
             how = "exited (up starts it again within seconds, or gives up: its log says why)"
+        elif self.paused:
+            how = f"PAUSED by a signal (SIGSTOP): 'kill -CONT {self.pid}' resumes it"
         elif self.ready is None:
             how = "running"
         elif self.port is None:
@@ -586,12 +593,13 @@ def stack_status(state_dir: Path) -> StackStatus:
             if name in SERVICES:
                 out.append(Running(name, None, False))
             continue
+        stopped = alive and paused(pid)
         if name not in SERVICES:
-            out.append(Running(name, pid, alive))
+            out.append(Running(name, pid, alive, paused=stopped))
             continue
         port = recorded_metrics_port(state_dir, name)
-        ready = alive and port is not None and reports_ready(name, port)
-        out.append(Running(name, pid, alive, port, ready))
+        ready = alive and not stopped and port is not None and reports_ready(name, port)
+        out.append(Running(name, pid, alive, port, ready, stopped))
     return StackStatus(up, launcher, tuple(out))
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "StackPaths",
     "StackRunning",
     "free_loopback_port",
+    "paused",
     "port_is_open",
     "read_pid",
     "runs",
@@ -314,6 +315,16 @@ def runs(pid: int, pid_file: Path) -> bool:
     except FileNotFoundError:
         return True
     return started is None or abs(started - written) <= PID_FILE_SLACK_S
+
+
+def paused(pid: int) -> bool:
+    """Whether process ``pid`` is stopped by a signal (SIGSTOP, SIGTSTP: Linux's ``/proc``
+    says ``T``): it runs on after SIGCONT, and answers nothing until then."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return bool(fields) and fields[0] == "T"
 
 
 def _started_at(pid: int) -> float | None:

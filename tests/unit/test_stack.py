@@ -191,9 +191,11 @@ def test_status_lists_each_process_with_its_readiness_and_what_is_missing(
     gone = subprocess.Popen(["true"])
     gone.wait()
     ports = {"ingest": serve_ready("ingest"), "streams": free_loopback_port()}  # no answer
+    ports["liveness"] = serve_ready("liveness")  # answers, if asked (it must not be)
     paths.metrics_ports.write_text(json.dumps(ports))
     pids = {"postgres": children(), "mosquitto": gone.pid, "tansu": 1, "ingest": children()}
-    pids["streams"] = children()
+    pids["streams"], pids["liveness"] = children(), children()
+    os.kill(pids["liveness"], signal.SIGSTOP)  # paused: alive, answering nothing
     for name, pid in pids.items():  # pid 1 runs, but started long before its pid file
         (paths.pids / f"{name}.pid").write_text(str(pid))
     monkeypatch.setenv("CITYVITALS_STATE_DIR", str(paths.state_dir))
@@ -210,7 +212,7 @@ def test_status_lists_each_process_with_its_readiness_and_what_is_missing(
             ("tansu", 1, False, None),
             ("mosquitto", gone.pid, False, None),
             ("sinks", None, False, None),
-            ("liveness", None, False, None),
+            ("liveness", pids["liveness"], True, False),
             ("streams", pids["streams"], True, False),
             ("ingest", pids["ingest"], True, True),
             ("api", None, False, None),
@@ -226,18 +228,19 @@ def test_status_lists_each_process_with_its_readiness_and_what_is_missing(
         )
         assert f"NOT READY (metrics on port {ports['streams']})" in result.output
         assert "  api        -            not started" in lines
+        assert f"PAUSED by a signal (SIGSTOP): 'kill -CONT {pids['liveness']}'" in result.output
         assert "status unavailable" in result.output  # PostgreSQL's pid runs, nobody answers
     finally:
         lock.release()
     left = stack_status(paths.state_dir)  # no 'up': only what it started that still runs
     assert (left.up, left.launcher) == (False, None)
-    assert [p.name for p in left.processes] == ["postgres", "streams", "ingest"]
+    assert [p.name for p in left.processes] == ["postgres", "liveness", "streams", "ingest"]
     result = CliRunner().invoke(app, ["status"])
     assert result.exit_code == 1
     assert "no 'cityvitals up' runs; what it started still does ('cityvitals down'" in (
         result.output
     )
-    for name in ("postgres", "ingest", "streams"):
+    for name in ("postgres", "ingest", "streams", "liveness"):
         os.kill(pids[name], signal.SIGKILL)
         os.waitpid(pids[name], 0)
     nothing = CliRunner().invoke(app, ["status"])  # pid files of processes gone, and pid 1
