@@ -40,7 +40,7 @@ from cityvitals.contracts import (
 from cityvitals.topics import Topic
 from sinks.alerts import AlertRow, alert_rows, place_clause
 from sinks.deadletters import owed
-from sinks.ids import AmbiguousId, find_id
+from sinks.ids import AmbiguousId, find_id, is_short_id
 from sinks.webhook import notice
 
 __all__ = [
@@ -318,7 +318,8 @@ def get_incident(conn: Conn, incident_id: str) -> Incident:
     """The incident as stored (its latest revision); raises :class:`UnknownIncident`."""
     found = fetch(conn, "SELECT * FROM incidents WHERE incident_id = %s", incident_id)
     if not found:
-        raise UnknownIncident(incident_id)
+        short = is_short_id(incident_id)  # the start of an id, as the CLI and 'up' show it
+        raise UnknownIncident(incident_id, " (give its whole id: 32 hex digits)" if short else "")
     return Incident.model_validate(found[0])
 
 

@@ -1001,6 +1001,10 @@ def test_the_api_lists_shows_and_measures_incidents(
     assert [d["department"] for d in shown.json()["dispatches"]] == [ops, water]
     missing = api.get(f"/incidents/{'a' * 32}")
     assert missing.status_code == 404 and f"incident {'a' * 32!r}" in missing.json()["detail"]
+    assert "whole id" not in missing.json()["detail"]
+    short = api.get(f"/incidents/{three[:8]}")  # as the CLI and 'up' show it
+    assert short.status_code == 404
+    assert short.json()["detail"].endswith("does not exist (give its whole id: 32 hex digits)")
 
     since = (T0 - timedelta(hours=1)).isoformat()
     rates = api.get("/incidents/performance", params={"since": since, "until": DAY_AFTER})
