@@ -309,12 +309,19 @@ def act(
             "the account running the command)"
         ),
     ] = None,
+    wait: Annotated[
+        float,
+        typer.Option(
+            help="wait up to this many seconds for the incident stage's answer: applied (and "
+            "the state it left), or refused (why: exit 1); no answer in time: exit 2"
+        ),
+    ] = 0.0,
 ) -> None:
     """Send a feedback on the incident (on dispatch.feedback); prints its feedback id. The
-    incident stage applies it, or refuses it with a reason (dead letter). A close before
-    verification without ``--reason`` is refused here, as the stage would refuse it, and so is
-    a reassignment to a department that neither the incident routing nor the registry knows.
-    The action sent is in the audit log."""
+    incident stage applies it, or refuses it with a reason (dead letter): --wait says which. A
+    close before verification without ``--reason`` is refused here, as the stage would refuse
+    it, and so is a reassignment to a department that neither the incident routing nor the
+    registry knows. The action sent is in the audit log."""
     from device_registry.incident_publisher import (
         BadAction,
         IncidentPublisher,
@@ -393,6 +400,45 @@ def act(
             {"feedback_id": feedback.feedback_id, "reason": reason, "user": os_actor()},
         )
     typer.echo(f"feedback {feedback.feedback_id}: {action} on incident {incident.incident_id} sent")
+    if wait > 0:
+        _answer(conf, feedback, incident.revision, wait)
+
+
+def _answer(conf: Settings, feedback: Feedback, revision: int, wait: float) -> None:
+    """Wait up to ``wait`` s for what the incident stage did with ``feedback``, sent on the
+    incident at ``revision``: a step of its actor after that revision (applied), or a dead
+    letter of it (refused: exit 1); neither in time: exit 2."""
+    import time
+
+    from cityvitals import db
+    from sinks.readings import refusals
+
+    deadline = time.monotonic() + wait
+    since = feedback.ts - timedelta(minutes=1)  # the stage's clock may differ a little
+    while True:
+        with db.connect(conf) as conn:
+            step = conn.execute(
+                "SELECT t.action, t.revision, i.state FROM incident_transitions t"
+                " JOIN incidents i USING (incident_id)"
+                " WHERE t.incident_id = %s AND t.revision > %s AND t.actor = %s"
+                " ORDER BY t.revision LIMIT 1",
+                (feedback.incident_id, revision, feedback.actor),
+            ).fetchone()
+            refused = [r for r in refusals(conn, since) if r.feedback_id == feedback.feedback_id]
+        if step is not None:
+            done, at, state = step
+            typer.echo(f"applied: {done} (revision {at}); the incident is now {state}")
+            return
+        if refused:
+            raise fail(f"refused by the incident stage: {refused[0].reason}")
+        if time.monotonic() >= deadline:
+            typer.echo(
+                f"no answer from the incident stage within {wait:g} s (behind, or not running):"
+                f" 'cityvitals incidents show {feedback.incident_id[:8]}' tells later",
+                err=True,
+            )
+            raise typer.Exit(2)
+        time.sleep(0.5)
 
 
 def _rate(value: float | None) -> str:

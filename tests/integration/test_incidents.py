@@ -24,6 +24,7 @@ import pytest
 import yaml
 from confluent_kafka import Consumer
 from pydantic import SecretStr
+from typer.testing import CliRunner
 
 from cityvitals import db, kafka
 from cityvitals.contracts import (
@@ -44,6 +45,7 @@ from sinks.readings import refusals
 from streams.incidents import PlaceNames
 from streams.resume import changed_places, open_incidents
 from tests.integration.conftest import Pipeline, reading, wait_for
+from wiring.cli import app
 from wiring.services import open_registry
 
 pytestmark = pytest.mark.integration
@@ -354,6 +356,39 @@ def test_feedback_closes_the_loop_and_a_feedback_out_of_turn_is_refused(
     assert actions[-2:] == [Action.VERIFY, Action.CLOSE]
     assert ("street-ops/crew-7") in {actor for a, actor in steps if a is Action.ACCEPT}
     assert closed[0].incident.open_alerts == 0
+
+
+def test_act_waits_for_what_the_incident_stage_did_with_it(
+    pipeline: Pipeline, logs: Callable[[Topic], TopicLog]
+) -> None:
+    """'cityvitals incidents act --wait' tells a duty officer what the stage did: applied
+    (and the state it left), or refused with the stage's reason (the CLI's own check lets an
+    accept of a handled incident through: an alert could reopen it), where without it the
+    command said 'sent' and the refusal was in the dead letters alone."""
+    incidents = logs(Topic.INCIDENTS)
+    street = Street(pipeline)
+    street.water(street.sensor(0), 8.0)
+    incident_id = one_incident(incidents, street.street, alerts=1).incident.incident_id
+    wait_for(
+        lambda: pipeline.query("SELECT 1 FROM incidents WHERE incident_id = %s", incident_id),
+        what="the incident stored",
+    )
+
+    def act(action: str) -> Any:
+        argv = ["incidents", "act", incident_id[:8], action, "--wait", "60"]
+        return CliRunner().invoke(app, argv, env=pipeline.settings.to_env())
+
+    for action, state in (("accept", "accepted"), ("on_site", "on_site"), ("handled", "handled")):
+        applied = act(action)
+        assert applied.exit_code == 0, applied.output
+        assert f"applied: {action} (revision" in applied.output
+        assert f"the incident is now {state}" in applied.output
+    refused = act("accept")
+    assert refused.exit_code == 1, refused.output
+    assert (
+        "refused by the incident stage: accept is not allowed while the incident is handled"
+        in refused.output
+    )
 
 
 def test_an_unaccepted_dispatch_escalates_to_district_then_city(
