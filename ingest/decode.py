@@ -11,7 +11,7 @@ The topic ``<root>/<device_id>/<protocol>`` names the device and picks the decod
 >>> decode("cityvitals", "cityvitals/aq-1/readings", b'{"seq": 7}', now)
 Traceback (most recent call last):
 ...
-ingest.protocols.base.DecodeError: ts: Field required
+ingest.protocols.base.DecodeError: ts: Field required; also values: Field required
 """
 
 from __future__ import annotations

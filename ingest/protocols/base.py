@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -65,14 +65,16 @@ class DeviceProtocol:
 
 
 def parse(model: type[M], payload: bytes) -> M:
-    """``model`` validated from JSON bytes; the first problem as a :class:`DecodeError`.
+    """``model`` validated from JSON bytes; its problems as a :class:`DecodeError` that names
+    the first one's field, and says up to :data:`_SAID` of them (a device's developer fixes
+    them in one round, not one a message).
 
     Strictly, as the payload's JSON schema says, never coerced: a value ``true`` or
     ``"7.5"``, a ``seq`` of ``"2"`` or ``3.0``, a ``ts`` as a number are refused (a firmware
     that sends them is broken, and its ones and zeros would feed alerts).
 
     >>> from cityvitals.contracts import ReadingPayload
-    >>> parse(ReadingPayload, b'{"seq": 1}')
+    >>> parse(ReadingPayload, b'{"seq": 1, "values": {"pm25": 41}}')
     Traceback (most recent call last):
     ...
     ingest.protocols.base.DecodeError: ts: Field required
@@ -80,22 +82,40 @@ def parse(model: type[M], payload: bytes) -> M:
     Traceback (most recent call last):
     ...
     ingest.protocols.base.DecodeError: values.on: Input should be a valid number (got True)
+    >>> parse(ReadingPayload, b'{"ts": "2026-11-22T08:00:00Z", "values": {"cm": "18"}}')
+    Traceback (most recent call last):
+    ...
+    ingest.protocols.base.DecodeError: seq: Field required; also values.cm: Input should be a valid number (got '18')
     """
     try:
         return model.model_validate_json(payload, strict=True)
     except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
+        errors = exc.errors(include_url=False)
+    if errors[0]["type"] in ("json_invalid", "json_type"):
+        raise DecodeError(f"not valid JSON ({errors[0]['msg']})", "payload")
+    field, detail = _problem(errors[0])
+    others = [": ".join(_problem(err)) for err in errors[1:_SAID]]
+    if others:
+        more = len(errors) - _SAID
+        detail += "; also " + "; ".join(others) + (f"; and {more} more" if more > 0 else "")
+    raise DecodeError(detail, field)
+
+
+_SAID = 4
+"""The problems of a payload a refusal says (the first names the field it is counted by)."""
+
+
+def _problem(err: Any) -> tuple[str, str]:
+    """A validation error's field and what is wrong with it."""
     # An element of a pack is named by its index: "[3].ts".
     field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
-    if err["type"] in ("json_invalid", "json_type"):
-        raise DecodeError(f"not valid JSON ({err['msg']})", "payload")
     got = err.get("input")
     detail = err["msg"]
     # The value of a field the contract does not have is not repeated: it may be personal
     # (a camera's "plate"), and the reason is shown to people and kept.
     if err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict):
         detail = f"{detail} (got {got!r:.80})"
-    raise DecodeError(detail, field or "payload")
+    return field or "payload", detail
 
 
 def claimed_device(claimed: str | None, device_id: str, field: str) -> None:
