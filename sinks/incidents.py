@@ -470,6 +470,14 @@ class Performance:
     """On time of the dispatches judged (neither running nor withdrawn)."""
     flagged: bool
     """Closure rate under the target."""
+    accept_median_s: float | None = None
+    """Seconds from an order to the incident's ``accept`` step while it was the order (late
+    ones included): the median of the orders accepted; None when none was."""
+    accept_p90_s: float | None = None
+    """Their 90th percentile (interpolated)."""
+    handle_median_s: float | None = None
+    """Seconds from an order to the ``handled`` step while it was the order, likewise."""
+    handle_p90_s: float | None = None
 
     @property
     def judged(self) -> int:
@@ -516,7 +524,13 @@ WITH pairs AS (  -- each order to each incident, with its limits as last revised
                SELECT 1 FROM incident_transitions t
                 WHERE t.incident_id = p.incident_id AND t.action = 'handled'
                   AND t.ts >= p.ts AND t.ts <= p.handle_by
-                  AND (p.ended IS NULL OR t.ts < p.ended)) AS handled
+                  AND (p.ended IS NULL OR t.ts < p.ended)) AS handled,
+           (SELECT extract(epoch FROM min(t.ts) - p.ts) FROM incident_transitions t
+             WHERE t.incident_id = p.incident_id AND t.action = 'accept'
+               AND t.ts >= p.ts AND (p.ended IS NULL OR t.ts < p.ended)) AS to_accept,
+           (SELECT extract(epoch FROM min(t.ts) - p.ts) FROM incident_transitions t
+             WHERE t.incident_id = p.incident_id AND t.action = 'handled'
+               AND t.ts >= p.ts AND (p.ended IS NULL OR t.ts < p.ended)) AS to_handle
       FROM ended p
 ), verdicts AS (
     SELECT j.*, CASE
@@ -540,7 +554,12 @@ SELECT v.department, v.tier, count(*), count(*) FILTER (WHERE v.accepted),
                               AND i.tier = v.tier, false)),
        count(DISTINCT v.incident_id) FILTER (
            WHERE i.state = 'closed' AND i.department = v.department AND i.tier = v.tier
-             AND v.verdict NOT IN ('running', 'withdrawn'))
+             AND v.verdict NOT IN ('running', 'withdrawn')),
+       -- how long the order took to be accepted, and handled (late ones too; none: NULL)
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY v.to_accept),
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY v.to_accept),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY v.to_handle),
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY v.to_handle)
   FROM verdicts v LEFT JOIN incidents i ON i.incident_id = v.incident_id
  GROUP BY GROUPING SETS ((v.department, v.tier), (v.department))
  ORDER BY v.department, array_position(ARRAY['street', 'district', 'city'], v.tier) NULLS LAST
@@ -556,7 +575,8 @@ def performance(
     out = []
     for row in rows:
         department, tier, dispatches, accepted, handled, on_time, running, withdrawn = row[:8]
-        incidents, judged_incidents, closed = row[8:]
+        incidents, judged_incidents, closed = row[8:11]
+        to_accept, to_accept_p90, to_handle, to_handle_p90 = row[11:]
         closure = closed / judged_incidents if judged_incidents else None
         judged = dispatches - running - withdrawn  # Performance.judged, before it is made
         out.append(
@@ -575,6 +595,10 @@ def performance(
                 closure_rate=closure,
                 on_time_rate=on_time / judged if judged else None,
                 flagged=closure is not None and closure < target,
+                accept_median_s=to_accept,
+                accept_p90_s=to_accept_p90,
+                handle_median_s=to_handle,
+                handle_p90_s=to_handle_p90,
             )
         )
     return out

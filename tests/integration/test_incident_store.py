@@ -338,6 +338,12 @@ def test_performance_per_department_and_tier_from_a_hand_made_history(town: Sett
     assert district.closure_rate == 1.0 and not district.flagged
     totals = by[("street-ops", None)]
     assert (totals.incidents, totals.closed, totals.flagged) == (3, 2, True)
+    # accepted 3, 28 and 4 minutes after the orders; handled 58 and 118 minutes after two of
+    # them (the third after its escalation, when it was no longer the street's order)
+    assert (street.accept_median_s, street.accept_p90_s) == (240, pytest.approx(1392))
+    assert (street.handle_median_s, street.handle_p90_s) == (5280, pytest.approx(6720))
+    assert (district.accept_median_s, district.handle_median_s) == (240, 3600)
+    assert (totals.accept_median_s, totals.handle_p90_s) == (240, pytest.approx(6720))
     assert [(p.department, p.tier) for p in rows] == [
         ("street-ops", Tier.STREET),
         ("street-ops", None),
