@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from prometheus_client.parser import text_string_to_metric_families
@@ -20,6 +20,9 @@ from cityvitals.contracts import Action, Incident, IncidentTransition
 from cityvitals.settings import Settings
 from wiring.cli_common import fail, settings
 from wiring.simulate import INCIDENT_AFTER_S, INCIDENT_SPACING_S, INTERVAL_S
+
+if TYPE_CHECKING:
+    from wiring.localstack import LocalStack
 
 __all__ = ["down", "simulate", "status", "up"]
 
@@ -191,6 +194,42 @@ def _rule_lines(watch: RuleWatch, port: int) -> list[str]:
         return []
 
 
+def _now(s: Settings) -> str:
+    """The time of day in the city, as ``up`` stamps its lines."""
+    return datetime.now(s.zone).strftime("%H:%M:%S")
+
+
+@dataclass
+class Unready:
+    """The services that run but have not said they are ready at two looks in a row (a
+    process paused, hung, or waiting for a server), each said once, and again when ready.
+    A service that exited is ``revive``'s to say."""
+
+    looked: set[str] = field(default_factory=set)
+    """Not ready at the last look."""
+    said: set[str] = field(default_factory=set)
+
+    def lines(self, stack: LocalStack) -> list[str]:
+        from wiring.localstack import reports_ready
+        from wiring.services import SERVICES
+
+        alive = {p.name for p in stack.processes if p.alive()}
+        now = {
+            name
+            for name in SERVICES
+            if name in alive and (port := stack.metrics.of(name)) and not reports_ready(name, port)
+        }
+        out = [
+            f"{name} runs but is not ready (its metrics on port {stack.metrics.of(name)} do not"
+            " say so): paused, hung or waiting for a server; 'cityvitals status' shows it"
+            for name in sorted(now & self.looked - self.said)
+        ]
+        out += [f"{name} is ready again" for name in sorted(self.said - now)]
+        self.said = (self.said | (now & self.looked)) & now
+        self.looked = now
+        return out
+
+
 @dataclass
 class StepFeed:
     """The incident steps ``up`` prints, each once: those stored since the last read, and
@@ -303,17 +342,20 @@ def up(
         restarts, turns = Restarts(), 0
         rules = RuleWatch(s.rules_file, s.timezone)
         _rule_lines(rules, stack.metrics.of("streams"))  # the version in force at start
+        unready = Unready()
         while not stop.wait(1):  # a service that exited is started again within a second
             for line in stack.revive(restarts):
-                _say(line, err=True)
+                _say(f"{_now(s)} {line}", err=True)
             turns += 1
             if s.rules_file is not None and turns % 2 == 0:
                 for line in _rule_lines(rules, stack.metrics.of("streams")):
-                    _say(line, err="refused" in line)
+                    _say(f"{_now(s)} {line}", err="refused" in line)
             if turns % 10 == 0:
                 typer.echo(_status_line(s)[0])
                 for line in feed.lines(s):
                     typer.echo(line)
+                for line in unready.lines(stack):
+                    _say(f"{_now(s)} {line}", err=True)
             if duration is not None and time.monotonic() - started >= duration:
                 break
     except KeyboardInterrupt as exc:

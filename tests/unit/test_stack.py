@@ -12,6 +12,8 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -20,6 +22,7 @@ from cityvitals.settings import Settings
 from device_registry.credentials import local_broker
 from ingest.decode import MAX_PAYLOAD
 from wiring.cli import app
+from wiring.cli_stack import Unready
 from wiring.localstack import (
     STOP_ORDER,
     LocalStack,
@@ -287,3 +290,25 @@ def test_a_pid_handed_to_another_process_is_not_the_stack_s(tmp_path: Path) -> N
     assert not runs(child.pid, pid_file)
     pid_file.write_text("not a pid")
     assert read_pid(pid_file) is None
+
+
+def test_up_says_once_that_a_running_service_is_not_ready_and_when_it_is_again() -> None:
+    class Process:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def alive(self) -> bool:
+            return True
+
+    def stack(sinks_port: int) -> Any:
+        ports = MetricsPorts(ingest=serve_ready("ingest", times=1), sinks=sinks_port)
+        return SimpleNamespace(processes=[Process("ingest"), Process("sinks")], metrics=ports)
+
+    silent = free_loopback_port()  # the sinks paused: nothing answers on their port
+    unready = Unready()
+    assert unready.lines(stack(silent)) == []  # one look is not enough (a restart is slow)
+    (said,) = unready.lines(stack(silent))
+    assert said.startswith(f"sinks runs but is not ready (its metrics on port {silent} do not")
+    assert unready.lines(stack(silent)) == []  # said once
+    assert unready.lines(stack(serve_ready("sinks", times=1))) == ["sinks is ready again"]
+    assert unready.lines(stack(serve_ready("sinks", times=1))) == []
