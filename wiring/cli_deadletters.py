@@ -66,9 +66,11 @@ def deadletters(
 
 
 def letter_lines(found: list[StoredLetter], zone: tzinfo, payload: bool = False) -> list[str]:
-    """Two lines per letter (when, stage, device, source; then its reason), and a third with
-    the refused bytes when ``payload``."""
+    """Two lines per letter (when, stage, device, source; then its reason), a line with the
+    action, its actor and its incident for a refused feedback, and one with the refused bytes
+    when ``payload``."""
     from sinks.deadletters import shown_payload
+    from sinks.readings import refusal_of
 
     lines = []
     for stored in found:
@@ -77,6 +79,12 @@ def letter_lines(found: list[StoredLetter], zone: tzinfo, payload: bool = False)
             f"{_when(d.received_at, zone)}  {d.stage:<14} {d.device_id or '-':<16} {d.source}"
         )
         lines.append(f"    {d.reason}")
+        feedback = refusal_of(d.payload_b64, d.reason, d.received_at) if not d.device_id else None
+        if feedback is not None:  # a person's action the incident stage refused: whose, on what
+            lines.append(
+                f"    {feedback.action} by {feedback.actor} on incident {feedback.incident_id}"
+                f" (feedback {feedback.feedback_id})"
+            )
         if payload:
             lines.append(f"    payload: {shown_payload(d.payload_b64)}")
     return lines

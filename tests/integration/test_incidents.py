@@ -331,6 +331,13 @@ def test_feedback_closes_the_loop_and_a_feedback_out_of_turn_is_refused(
     with db.connect(pipeline.settings) as conn:  # as the console reads refusals
         shown = refusals(conn, datetime.now(UTC) - timedelta(hours=1))
     assert early.feedback_id in {r.feedback_id for r in shown}
+    listed = CliRunner().invoke(
+        app, ["deadletters", "--stage", "incidents"], env=pipeline.settings.to_env()
+    )
+    assert listed.exit_code == 0, listed.output
+    assert (  # whose action, on which incident: the device column has none to say
+        f"    handled by street-ops/crew-7 on incident {incident_id} (feedback {early.feedback_id})"
+    ) in listed.output.splitlines()
 
     for action in ("accept", "on_site", "handled"):
         send_feedback(pipeline, incident_id, action)
