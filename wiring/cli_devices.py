@@ -224,7 +224,8 @@ def _liveness(live: DeviceLiveness, zone: tzinfo) -> str:
         else "never heard"
     )
     judged = f"judged {live.ts.astimezone(zone):%H:%M:%S}"
-    return f"{live.status.value}, {seen}, every {live.expected_interval_s:g} s ({judged})"
+    every = f"{float(f'{live.expected_interval_s:.3g}'):g}"  # learned: 4.99982 s reads 5 s
+    return f"{live.status.value}, {seen}, every {every} s ({judged})"
 
 
 @devices_app.command("liveness")
