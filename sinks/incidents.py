@@ -605,16 +605,22 @@ def performance(
 
 
 def recent_steps(
-    conn: Conn, after: datetime, limit: int = 50
+    conn: Conn, after: datetime, limit: int = 50, past: tuple[str, int] | None = None
 ) -> list[tuple[IncidentTransition, Incident]]:
-    """The steps recorded after ``after`` (oldest first), each with its incident as it is now."""
+    """The steps recorded after ``after`` (oldest first), each with its incident as it is now;
+    with ``past`` (an incident id and revision), the steps of the instant ``after`` that come
+    after that step too, so that pages of steps neither skip nor repeat one."""
+    where, args = "t.ts > %s", [after]  # type: str, list[object]
+    if past is not None:
+        where = "(t.ts, t.incident_id, t.revision) > (%s, %s, %s)"
+        args = [after, *past]
     rows = fetch(
         conn,
         "SELECT t.incident_id AS t_incident_id, t.revision AS t_revision, t.action, t.from_state,"
         " t.to_state, t.actor, t.reason, t.ts, t.tier AS t_tier, t.department AS t_department,"
-        " i.* FROM incident_transitions t JOIN incidents i USING (incident_id)"
-        " WHERE t.ts > %s ORDER BY t.ts, t.revision LIMIT %s",
-        after,
+        f" i.* FROM incident_transitions t JOIN incidents i USING (incident_id) WHERE {where}"
+        " ORDER BY t.ts, t.incident_id, t.revision LIMIT %s",
+        *args,
         limit,
     )
     out = []

@@ -406,8 +406,9 @@ def act(
 
 def _answer(conf: Settings, feedback: Feedback, revision: int, wait: float) -> None:
     """Wait up to ``wait`` s for what the incident stage did with ``feedback``, sent on the
-    incident at ``revision``: a step of its actor after that revision (applied), or a dead
-    letter of it (refused: exit 1); neither in time: exit 2."""
+    incident at ``revision``: a step of its action by its actor after that revision (applied;
+    the state that step left), or a dead letter of it (refused: exit 1); neither in time: exit
+    2."""
     import time
 
     from cityvitals import db
@@ -418,16 +419,16 @@ def _answer(conf: Settings, feedback: Feedback, revision: int, wait: float) -> N
     while True:
         with db.connect(conf) as conn:
             step = conn.execute(
-                "SELECT t.action, t.revision, i.state FROM incident_transitions t"
-                " JOIN incidents i USING (incident_id)"
+                "SELECT t.revision, t.to_state FROM incident_transitions t"
                 " WHERE t.incident_id = %s AND t.revision > %s AND t.actor = %s"
-                " ORDER BY t.revision LIMIT 1",
-                (feedback.incident_id, revision, feedback.actor),
+                " AND t.action = %s ORDER BY t.revision LIMIT 1",
+                (feedback.incident_id, revision, feedback.actor, feedback.action.value),
             ).fetchone()
-            refused = [r for r in refusals(conn, since) if r.feedback_id == feedback.feedback_id]
+            found = refusals(conn, since, limit=10_000)
+            refused = [r for r in found if r.feedback_id == feedback.feedback_id]
         if step is not None:
-            done, at, state = step
-            typer.echo(f"applied: {done} (revision {at}); the incident is now {state}")
+            at, state = step
+            typer.echo(f"applied: {feedback.action} (revision {at}); the step left it {state}")
             return
         if refused:
             raise fail(f"refused by the incident stage: {refused[0].reason}")
@@ -455,8 +456,9 @@ def performance_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Closure rate and on-time rate per department and tier, for the dispatches of a period;
-    a department under the closure target is flagged."""
+    """Closure rate, on-time rate and the times to accept and to handle (median, 90th
+    percentile) per department and tier, for the dispatches of a period; a department under
+    the closure target is flagged."""
     from sinks.incidents import CLOSURE_TARGET, performance
 
     conf = settings()

@@ -224,7 +224,7 @@ class Unready:
             " say so): paused, hung or waiting for a server; 'cityvitals status' shows it"
             for name in sorted(now & self.looked - self.said)
         ]
-        out += [f"{name} is ready again" for name in sorted(self.said - now)]
+        out += [f"{name} is ready again" for name in sorted(self.said - now) if name in alive]
         self.said = (self.said | (now & self.looked)) & now
         self.looked = now
         return out
@@ -244,9 +244,17 @@ class StepFeed:
         from cityvitals import db
         from sinks.incidents import recent_steps
 
+        steps: list[tuple[IncidentTransition, Incident]] = []
+        since, past = self.after - LATE_S, None
         try:
             with db.connect(s) as conn:
-                steps = recent_steps(conn, self.after - LATE_S, limit=1000)
+                while True:  # page by page, from the last step read: a burst is read whole
+                    page = recent_steps(conn, since, PAGE, past)
+                    steps += page
+                    if len(page) < PAGE:
+                        break
+                    last = page[-1][0]
+                    since, past = last.ts, (last.incident_id, last.revision)
         except Exception as exc:  # the screen must not stop the stack
             return [f"incidents unavailable: {exc}"]
         lines = []
@@ -265,6 +273,8 @@ class StepFeed:
 
 LATE_S = timedelta(seconds=30)
 """How late a step may be stored and still be printed."""
+PAGE = 500
+"""Steps read at once."""
 
 
 def up(
@@ -339,6 +349,7 @@ def up(
             sim_thread.start()
         started = time.monotonic()
         feed = StepFeed(datetime.now(UTC))
+        feed.lines(s)  # the steps of an earlier run, within the late window: not this run's
         restarts, turns = Restarts(), 0
         rules = RuleWatch(s.rules_file, s.timezone)
         _rule_lines(rules, stack.metrics.of("streams"))  # the version in force at start
@@ -373,12 +384,14 @@ def up(
             drained = Drained(f"did not wait for the stream and the sinks: {exc}", False)
         if drained:
             _say(drained.said)
-            drained.keep(stack.paths)  # for a 'cityvitals down' in another shell
+            with contextlib.suppress(OSError):  # for a 'cityvitals down' in another shell
+                drained.keep(stack.paths)
         if feed is not None and drained:  # the steps of the last seconds, stored by the drain
             for line in feed.lines(s):
                 _say(line)
-        started = bool(stack.processes)
-        if stack.stop() or started:  # a refused start stopped nothing
+        ran = bool(stack.processes)  # a refused start has nothing to stop
+        stack.stop()
+        if ran:
             _say("stopped")
 
 
@@ -391,7 +404,8 @@ def down(
     in Kafka that the stream and the sinks had not stored (they go with the broker)."""
     from wiring.localstack import down as stop_all
 
-    stopped, drained = stop_all(settings().state_dir, purge=purge)
+    s = settings()
+    stopped, drained = stop_all(s.state_dir, purge=purge, settings=s)
     typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
     if drained is not None:
         typer.echo(drained.said, err=not drained.complete)

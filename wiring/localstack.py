@@ -16,6 +16,7 @@ import shutil
 import signal
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.client import HTTPException
 from pathlib import Path
@@ -44,6 +45,7 @@ from wiring.stack import (
     StackError,
     StackLock,
     StackPaths,
+    forget_pid,
     free_loopback_port,
     paused,
     port_is_open,
@@ -229,7 +231,8 @@ class LocalStack:
             raise
         self._lock = lock
         for stale in self.paths.pids.glob("*.pid"):  # nothing of ours listens: leftovers of a crash
-            stale.unlink()
+            forget_pid(stale)
+        self.paths.last_stop.unlink(missing_ok=True)  # what a down finds is of this run's stop
         url = s.database_url.get_secret_value()
         self._start(postgres_process(self.paths, url), urlsplit(url).port or 5432)
         create_database(url)
@@ -339,65 +342,14 @@ class LocalStack:
         return lines
 
     def drain(self, timeout: float = DRAIN_S) -> Drained | None:
-        """Before the stack stops: stop the gateway (it acknowledges nothing more) and wait, at
-        most ``timeout`` s, until the stream has taken everything it consumes
-        (:data:`STREAM_INPUTS`) and the sinks have stored everything they store
-        (:data:`DRAINED`), twice in a row half a second apart (an output the stream sent as it
-        committed reaches the broker): tansu keeps its topics in memory, and what is left when
-        it stops goes with it, readings and the incident steps they caused. A line saying
-        which, and how many messages were left when the stream, the sinks or the database is
-        not running (nothing will store them); None without a broker to ask."""
+        """Before the stack stops: stop the gateway (it acknowledges nothing more) and wait for
+        the stream and the sinks (:func:`drain`); None without a broker to ask."""
         running = {p.name: p for p in self.processes}
         if "tansu" not in running or not running["tansu"].alive():
             return None
         if "ingest" in running:
             running["ingest"].stop()
-        s = self.settings
-        stages = (  # the way to the database
-            (kafka.consumer(s, s.topic(s.streams_app_id)), [s.topic(t) for t in STREAM_INPUTS]),
-            (kafka.consumer(s, s.topic(s.sink_group)), [s.topic(t) for t in DRAINED]),
-        )
-        started = time.monotonic()
-        deadline = started + timeout
-        empty = 0  # reads in a row that found nothing left
-        try:
-            while True:
-                wait = max(0.5, min(5.0, deadline - time.monotonic()))
-                try:
-                    left = sum(
-                        kafka.lag(reader, topics, s.kafka_bootstrap, wait)
-                        for reader, topics in stages
-                    )
-                except kafka.KafkaUnavailable as exc:
-                    return Drained(
-                        "did not wait for the stream and the sinks to store what Kafka holds:"
-                        f" {exc}",
-                        False,
-                    )
-                waited = time.monotonic() - started
-                empty = empty + 1 if left == 0 else 0
-                if empty == 2:
-                    return Drained(
-                        "the stream and the sinks stored everything Kafka held (readings, alerts,"
-                        f" incidents) ({waited:.1f} s)",
-                        True,
-                    )
-                down = [
-                    name
-                    for name in ("postgres", "streams", "sinks")
-                    if name not in running or not running[name].alive()
-                ]
-                if left and (down or time.monotonic() >= deadline):
-                    why = f"{', '.join(down)} not running" if down else f"after {waited:.0f} s"
-                    return Drained(
-                        f"{left} messages in Kafka not yet stored by the stream or the sinks "
-                        f"({why}): they go with the broker, which keeps them in memory",
-                        False,
-                    )
-                time.sleep(0.5)
-        finally:
-            for reader, _ in stages:
-                reader.close()
+        return drain(self.settings, lambda name: name in running and running[name].alive(), timeout)
 
     def stop(self) -> list[str]:
         """Stop what this stack started, then anything else its state folder records; a
@@ -603,6 +555,63 @@ def stack_status(state_dir: Path) -> StackStatus:
     return StackStatus(up, launcher, tuple(out))
 
 
+def drain(settings: Settings, running: Callable[[str], bool], timeout: float = DRAIN_S) -> Drained:
+    """Wait, at most ``timeout`` s, until the stream has taken everything it consumes
+    (:data:`STREAM_INPUTS`) and the sinks have stored everything they store (:data:`DRAINED`),
+    twice in a row half a second apart (an output the stream sent as it committed reaches the
+    broker): tansu keeps its topics in memory, and what is left when it stops goes with it,
+    readings and the incident steps they caused. What was found, with how many messages were
+    left when the stream, the sinks or the database is not running (``running`` says which
+    runs: nothing will store them) or the time ran out."""
+    s = settings
+    stages = (  # the way to the database
+        (kafka.consumer(s, s.topic(s.streams_app_id)), [s.topic(t) for t in STREAM_INPUTS]),
+        (kafka.consumer(s, s.topic(s.sink_group)), [s.topic(t) for t in DRAINED]),
+    )
+    started = time.monotonic()
+    deadline = started + timeout
+    empty = 0  # reads in a row that found nothing left
+    try:
+        while True:
+            wait = max(0.5, min(5.0, deadline - time.monotonic()))
+            try:
+                left = sum(
+                    kafka.lag(reader, topics, s.kafka_bootstrap, wait) for reader, topics in stages
+                )
+            except kafka.KafkaUnavailable as exc:
+                return Drained(
+                    f"did not wait for the stream and the sinks to store what Kafka holds: {exc}",
+                    False,
+                )
+            waited = time.monotonic() - started
+            empty = empty + 1 if left == 0 else 0
+            if empty == 2:
+                return Drained(
+                    "the stream and the sinks stored everything Kafka held (readings, alerts,"
+                    f" incidents) ({waited:.1f} s)",
+                    True,
+                )
+            down = [name for name in ("postgres", "streams", "sinks") if not running(name)]
+            if left and (down or time.monotonic() >= deadline):
+                why = f"{', '.join(down)} not running" if down else f"after {waited:.0f} s"
+                return Drained(
+                    f"{left} messages in Kafka not yet stored by the stream or the sinks "
+                    f"({why}): they go with the broker, which keeps them in memory",
+                    False,
+                )
+            time.sleep(0.5)
+    finally:
+        for reader, _ in stages:
+            reader.close()
+
+
+def _runs_recorded(paths: StackPaths, name: str) -> bool:
+    """Whether the process the state folder records as ``name`` runs."""
+    pid_file = paths.pids / f"{name}.pid"
+    pid = read_pid(pid_file)
+    return pid is not None and runs(pid, pid_file)
+
+
 def _stop_launcher(paths: StackPaths, timeout: float) -> str | None:
     """Ask the running ``cityvitals up`` of this state folder to stop (SIGTERM, as Ctrl-C)
     and wait until it has stopped its processes; returns what it was, if there was one."""
@@ -621,19 +630,23 @@ def _stop_launcher(paths: StackPaths, timeout: float) -> str | None:
 
 
 def down(
-    state_dir: Path, purge: bool = False, timeout: float = 90.0
+    state_dir: Path, purge: bool = False, timeout: float = 90.0, settings: Settings | None = None
 ) -> tuple[list[str], Drained | None]:
     """Stop what an earlier ``cityvitals up`` with this state folder started: the launcher
     itself if it still runs (it stops its processes in order, and says what it found of what
-    Kafka held: returned), then whatever is left.
+    Kafka held: returned), then whatever is left. What an ``up`` killed outright left running
+    is drained first as ``up`` drains it (the gateway stopped, then :func:`drain`), when
+    ``settings`` say where Kafka is (in-memory tansu keeps nothing it holds).
 
     With ``purge``, also delete its data: the database, the broker's store and the logs.
     """
     paths = StackPaths(state_dir)
     running = [name for name in STOP_ORDER if (paths.pids / f"{name}.pid").exists()]
-    paths.last_stop.unlink(missing_ok=True)
     launcher = _stop_launcher(paths, timeout)
     drained = Drained.kept(paths) if launcher is not None else None
+    if launcher is None and settings is not None and _runs_recorded(paths, "tansu"):
+        stop_recorded(paths, ("ingest",), only=True)
+        drained = drain(settings, lambda name: _runs_recorded(paths, name))
     left = stop_recorded(paths, STOP_ORDER)
     stopped = [launcher, *running] if launcher is not None else left
     if purge:

@@ -27,10 +27,12 @@ __all__ = [
     "StackLock",
     "StackPaths",
     "StackRunning",
+    "forget_pid",
     "free_loopback_port",
     "paused",
     "port_is_open",
     "read_pid",
+    "record_pid",
     "runs",
     "stop_recorded",
     "wait_for_port",
@@ -245,7 +247,7 @@ class ManagedProcess:
             start_new_session=True,  # Ctrl-C reaches the launcher, which stops children in order
         )
         log.close()
-        self.pid_path.write_text(str(self.popen.pid))
+        record_pid(self.pid_path, self.popen.pid)
 
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
@@ -257,7 +259,7 @@ class ManagedProcess:
             popen = self.popen
             stop = STOP_SIGNALS.get(self.name, signal.SIGTERM)
             _terminate(popen.pid, timeout, lambda: popen.poll() is not None, stop)
-        self.pid_path.unlink(missing_ok=True)
+        forget_pid(self.pid_path)
 
     def kill(self, timeout: float = 10.0) -> None:
         """Kill the process at once (SIGKILL, no clean-up: a crash) and reap it."""
@@ -265,7 +267,7 @@ class ManagedProcess:
             with contextlib.suppress(ProcessLookupError):
                 self.popen.send_signal(signal.SIGKILL)
             self.popen.wait(timeout)
-        self.pid_path.unlink(missing_ok=True)
+        forget_pid(self.pid_path)
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -288,10 +290,23 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-PID_FILE_SLACK_S = 10.0
-"""A process that started further than this from the writing of its pid file is not the one
-the file was written for: its pid was handed to another process (after a reboot, or a long
-time after the stack's process ended)."""
+def record_pid(pid_file: Path, pid: int) -> None:
+    """Write ``pid`` to its pid file, and beside it (``.start``) when the process started, in
+    the kernel's clock ticks since boot, where the system says: a pid handed to another
+    process later (after a reboot) is then told apart from it (:func:`runs`)."""
+    pid_file.write_text(str(pid))
+    started = _start_ticks(pid)
+    start_file = pid_file.with_suffix(".start")
+    if started is None:
+        start_file.unlink(missing_ok=True)
+    else:
+        start_file.write_text(str(started))
+
+
+def forget_pid(pid_file: Path) -> None:
+    """Delete a pid file and what :func:`record_pid` wrote beside it."""
+    pid_file.unlink(missing_ok=True)
+    pid_file.with_suffix(".start").unlink(missing_ok=True)
 
 
 def read_pid(pid_file: Path) -> int | None:
@@ -305,41 +320,42 @@ def read_pid(pid_file: Path) -> int | None:
 
 def runs(pid: int, pid_file: Path) -> bool:
     """Whether ``pid``, read from ``pid_file``, runs and is the process the file was written
-    for (it started within :data:`PID_FILE_SLACK_S` of the file's writing, where the system
-    says when it started)."""
+    for: one that started at the instant :func:`record_pid` wrote beside it (a pid file
+    without it: any process of that pid). The instant is counted from boot, so a change of
+    the wall clock does not move it."""
     if not _pid_alive(pid):
         return False
-    started = _started_at(pid)
     try:
-        written = pid_file.stat().st_mtime
-    except FileNotFoundError:
+        recorded = int(pid_file.with_suffix(".start").read_text().strip())
+    except (FileNotFoundError, ValueError):
         return True
-    return started is None or abs(started - written) <= PID_FILE_SLACK_S
+    return _start_ticks(pid) in (recorded, None)
 
 
 def paused(pid: int) -> bool:
     """Whether process ``pid`` is stopped by a signal (SIGSTOP, SIGTSTP: Linux's ``/proc``
     says ``T``): it runs on after SIGCONT, and answers nothing until then."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return False
+    fields = _stat(pid)
     return bool(fields) and fields[0] == "T"
 
 
-def _started_at(pid: int) -> float | None:
-    """When process ``pid`` started, in seconds since the epoch (Linux's ``/proc``); None
-    where the system does not say."""
+def _start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (Linux's ``/proc``); None where
+    the system does not say."""
+    fields = _stat(pid)
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        boot = next(
-            int(line.split()[1])
-            for line in Path("/proc/stat").read_text().splitlines()
-            if line.startswith("btime ")
-        )
-        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: its start
-    except (OSError, IndexError, StopIteration, ValueError):
+        return int(fields[19])  # field 22 of /proc/<pid>/stat: its start
+    except (IndexError, ValueError):
         return None
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (field 3 on); none where it
+    cannot be read."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
 
 
 STOP_SIGNALS = {"postgres": signal.SIGINT}
@@ -368,12 +384,15 @@ def _terminate(pid: int, timeout: float, exited: object = None, sig: int = signa
         time.sleep(0.05)
 
 
-def stop_recorded(paths: StackPaths, order: Sequence[str]) -> list[str]:
-    """Stop every process recorded in the pid folder (``order`` first); returns their names."""
+def stop_recorded(paths: StackPaths, order: Sequence[str], only: bool = False) -> list[str]:
+    """Stop every process recorded in the pid folder (``order`` first; with ``only``, those
+    of ``order`` alone); returns their names."""
     if not paths.pids.is_dir():
         return []
     recorded = {p.stem: p for p in paths.pids.glob("*.pid")}
-    names = [n for n in order if n in recorded] + sorted(set(recorded) - set(order))
+    names = [n for n in order if n in recorded]
+    if not only:
+        names += sorted(set(recorded) - set(order))
     stopped = []
     for name in names:
         pid_file = recorded[name]
@@ -381,5 +400,5 @@ def stop_recorded(paths: StackPaths, order: Sequence[str]) -> list[str]:
         if pid is not None and runs(pid, pid_file):  # not a pid handed to another process
             _terminate(pid, timeout=15.0, sig=STOP_SIGNALS.get(name, signal.SIGTERM))
             stopped.append(name)
-        pid_file.unlink(missing_ok=True)
+        forget_pid(pid_file)
     return stopped

@@ -57,6 +57,7 @@ from sinks import (
 )
 from streams.resume import open_incidents
 from tests.integration.conftest import TEST_DAY, Pipeline, api_client, at, wait_for
+from wiring import cli_stack
 from wiring.cli import app
 from wiring.cli_stack import StepFeed
 
@@ -1165,21 +1166,31 @@ def test_api_reports_are_sent_stored_by_the_sinks_and_exported_as_open311(
         path.write_text(good)
 
 
-def test_up_prints_each_incident_step_once_those_stored_late_included(town: Settings) -> None:
+def test_up_prints_each_incident_step_once_those_stored_late_included(
+    town: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """'up' reads the steps by their own time: a step a slow stage stores after a read that
-    already passed its time is printed all the same (up to 30 s late), and none twice."""
+    already passed its time is printed all the same (up to 30 s late), and none twice; a
+    burst larger than a page is read whole (pages of 2 here)."""
+    monkeypatch.setattr(cli_stack, "PAGE", 2)
     feed = StepFeed(T0 - timedelta(minutes=1))
     with db.connect(town) as conn:
         h = History(conn, "tc")
         flood = h.open("flooding", "tc-s1", WarningLevel.ORANGE, at=T0)
         h.dispatch(flood, "crew", Tier.STREET, T0 + timedelta(seconds=20))
+        h.go(
+            flood,
+            (Action.ACKNOWLEDGE, IncidentState.DISPATCHED, T0 + timedelta(seconds=20)),
+            (Action.ACCEPT, IncidentState.ACCEPTED, T0 + timedelta(seconds=21)),
+        )
     first = feed.lines(town)
-    assert [line.split(": ", 1)[1].split()[0] for line in first] == ["open", "dispatch"]
+    actions = [line.split(": ", 1)[1].split()[0] for line in first]
+    assert actions == ["open", "dispatch", "acknowledge", "accept"]
     assert "flooding at tc-s1 (now orange)" in first[0]
     assert feed.lines(town) == []  # nothing new: nothing printed again
     with db.connect(town) as conn:  # stored now, its time 10 s before the last step read
         h.conn = conn
-        h.go(flood, (Action.NOTE, IncidentState.DISPATCHED, T0 + timedelta(seconds=10)))
+        h.go(flood, (Action.NOTE, IncidentState.ACCEPTED, T0 + timedelta(seconds=10)))
     (late,) = feed.lines(town)
-    assert ": note " in late and "[dispatched]" in late
+    assert ": note " in late and "[accepted]" in late
     assert feed.lines(town) == []

@@ -389,7 +389,7 @@ def test_act_waits_for_what_the_incident_stage_did_with_it(
         applied = act(action)
         assert applied.exit_code == 0, applied.output
         assert f"applied: {action} (revision" in applied.output
-        assert f"the incident is now {state}" in applied.output
+        assert f"the step left it {state}" in applied.output
     refused = act("accept")
     assert refused.exit_code == 1, refused.output
     assert (

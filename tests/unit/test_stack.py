@@ -39,8 +39,10 @@ from wiring.stack import (
     StackLock,
     StackPaths,
     _ephemeral_range,
+    forget_pid,
     free_loopback_port,
     read_pid,
+    record_pid,
     runs,
 )
 
@@ -199,8 +201,11 @@ def test_status_lists_each_process_with_its_readiness_and_what_is_missing(
     pids = {"postgres": children(), "mosquitto": gone.pid, "tansu": 1, "ingest": children()}
     pids["streams"], pids["liveness"] = children(), children()
     os.kill(pids["liveness"], signal.SIGSTOP)  # paused: alive, answering nothing
-    for name, pid in pids.items():  # pid 1 runs, but started long before its pid file
-        (paths.pids / f"{name}.pid").write_text(str(pid))
+    os.waitpid(pids["liveness"], os.WUNTRACED)  # once the kernel has stopped it
+    for name, pid in pids.items():
+        record_pid(paths.pids / f"{name}.pid", pid)
+    handed_on = paths.pids / "tansu.pid"  # written for a process that started elsewhen: pid 1
+    handed_on.with_suffix(".start").write_text(str(start_of(pids["postgres"])))
     monkeypatch.setenv("CITYVITALS_STATE_DIR", str(paths.state_dir))
     unused = free_loopback_port()
     monkeypatch.setenv("CITYVITALS_DATABASE_URL", f"postgresql://x@127.0.0.1:{unused}/x")
@@ -258,7 +263,7 @@ def test_status_passes_when_every_process_runs_and_every_service_is_ready(
     paths.make()
     ports = {name: serve_ready(name, times=1) for name in SERVICES}
     for name in SERVICES:
-        (paths.pids / f"{name}.pid").write_text(str(children()))
+        record_pid(paths.pids / f"{name}.pid", children())
     paths.metrics_ports.write_text(json.dumps(ports))
     monkeypatch.setenv("CITYVITALS_STATE_DIR", str(paths.state_dir))
     lock = StackLock(paths.lock)
@@ -272,22 +277,34 @@ def test_status_passes_when_every_process_runs_and_every_service_is_ready(
     assert ready == [n for n in reversed(STOP_ORDER) if n in SERVICES]
 
 
+def start_of(pid: int) -> int:
+    """When process ``pid`` started, in clock ticks since boot, as ``record_pid`` keeps it."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+
+
 def test_a_pid_handed_to_another_process_is_not_the_stack_s(tmp_path: Path) -> None:
-    """After a reboot a pid file may name a process that is not the stack's: one that started
-    long before the file was written (pid 1, the system's first) is not taken for it, so
-    neither 'status' nor 'down' (which would signal it) do."""
+    """After a reboot a pid file may name a process that is not the stack's: the instant the
+    process it was written for started is kept beside it, so another process of that pid is
+    not taken for it, by 'status' nor by 'down' (which would signal it)."""
     pid_file = tmp_path / "tansu.pid"
-    pid_file.write_text("1")
-    assert read_pid(pid_file) == 1
-    assert not runs(1, pid_file)
     child = subprocess.Popen(["sleep", "60"])
     try:
-        pid_file.write_text(str(child.pid))
+        record_pid(pid_file, child.pid)
+        assert read_pid(pid_file) == child.pid
+        assert pid_file.with_suffix(".start").read_text() == str(start_of(child.pid))
         assert runs(child.pid, pid_file)
+        pid_file.write_text(str(os.getpid()))  # the pid now names another process: this one
+        assert not runs(os.getpid(), pid_file)
+        pid_file.with_suffix(".start").unlink()  # a pid file without it: any process of it
+        assert runs(os.getpid(), pid_file)
     finally:
         child.kill()
         child.wait()
+    record_pid(pid_file, child.pid)  # the process is gone: nothing kept beside
     assert not runs(child.pid, pid_file)
+    assert not pid_file.with_suffix(".start").exists()
+    forget_pid(pid_file)
+    assert not pid_file.exists()
     pid_file.write_text("not a pid")
     assert read_pid(pid_file) is None
 
