@@ -8,6 +8,7 @@ the services.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -162,6 +163,8 @@ class LocalStack:
     settings: Settings
     metrics: MetricsPorts = field(default_factory=MetricsPorts)
     processes: list[ManagedProcess] = field(default_factory=list)
+    restarted: dict[str, int] = field(default_factory=dict)
+    """How often :meth:`revive` started each process again."""
     _lock: StackLock | None = field(default=None, init=False, repr=False)
 
     @property
@@ -233,6 +236,7 @@ class LocalStack:
         for stale in self.paths.pids.glob("*.pid"):  # nothing of ours listens: leftovers of a crash
             forget_pid(stale)
         self.paths.last_stop.unlink(missing_ok=True)  # what a down finds is of this run's stop
+        self.paths.restarts.unlink(missing_ok=True)
         url = s.database_url.get_secret_value()
         self._start(postgres_process(self.paths, url), urlsplit(url).port or 5432)
         create_database(url)
@@ -327,6 +331,9 @@ class LocalStack:
             if not due:
                 continue  # its pause is not over
             process.start()
+            self.restarted[process.name] = self.restarted.get(process.name, 0) + 1
+            with contextlib.suppress(OSError):  # for 'cityvitals status'
+                self.paths.restarts.write_text(json.dumps(self.restarted))
             if process.name not in SERVICES:
                 resumes = ": the services wait for it and go on where they were"
             elif process.name == "ingest":  # an MQTT subscriber: its session, not offsets
@@ -475,6 +482,8 @@ class Running:
     recorded); None for a server."""
     paused: bool = False
     """Stopped by a signal (SIGSTOP): alive, answering nothing until SIGCONT."""
+    restarts: int = 0
+    """How often the running ``up`` started it again."""
 
     @property
     def ok(self) -> bool:
@@ -488,6 +497,8 @@ class Running:
         'sinks      pid 42       exited (up starts it again within seconds, or gives up: its log says why)'
         >>> Running("streams", None, False).line()
         'streams    -            not started'
+        >>> Running("liveness", 44, True, restarts=2).line()
+        'liveness   pid 44       running; up started it again 2 times'
         >>> Running("sinks", 43, True, 9403, False, paused=True).line()
         "sinks      pid 43       PAUSED by a signal (SIGSTOP): 'kill -CONT 43' resumes it"
         """
@@ -504,6 +515,8 @@ class Running:
             how = "running, NOT READY (no metrics port recorded)"
         else:
             how = f"running, {'ready' if self.ready else 'NOT READY'} (metrics on port {self.port})"
+        if self.restarts:
+            how += f"; up started it again {self.restarts} time{'s' if self.restarts > 1 else ''}"
         return f"{self.name:<10} {pid:<12} {how}"
 
 
@@ -534,6 +547,10 @@ def stack_status(state_dir: Path) -> StackStatus:
     lock = StackLock(paths.lock)
     up = lock.held()
     launcher = lock.pid() if up else None
+    restarted: dict[str, int] = {}
+    if up:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            restarted = {str(k): int(v) for k, v in json.loads(paths.restarts.read_text()).items()}
     out = []
     for name in reversed(STOP_ORDER):
         pid_file = paths.pids / f"{name}.pid"
@@ -545,13 +562,13 @@ def stack_status(state_dir: Path) -> StackStatus:
             if name in SERVICES:
                 out.append(Running(name, None, False))
             continue
-        stopped = alive and paused(pid)
+        stopped, again = alive and paused(pid), restarted.get(name, 0)
         if name not in SERVICES:
-            out.append(Running(name, pid, alive, paused=stopped))
+            out.append(Running(name, pid, alive, paused=stopped, restarts=again))
             continue
         port = recorded_metrics_port(state_dir, name)
         ready = alive and not stopped and port is not None and reports_ready(name, port)
-        out.append(Running(name, pid, alive, port, ready, stopped))
+        out.append(Running(name, pid, alive, port, ready, stopped, again))
     return StackStatus(up, launcher, tuple(out))
 
 

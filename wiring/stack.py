@@ -142,6 +142,8 @@ class StackPaths:
     logs = _InStateDir("logs")
     lock = _InStateDir("up.lock")
     metrics_ports = _InStateDir("metrics-ports.json")
+    restarts = _InStateDir("restarts.json")
+    """How often the running ``up`` started each process again (a name: a count)."""
     last_stop = _InStateDir("last-stop.json")
     """What the last stop of ``up`` said of what Kafka held (:class:`wiring.localstack.Drained`)."""
     mosquitto = _InStateDir("mosquitto")

@@ -133,6 +133,20 @@ def test_a_second_up_on_the_same_state_folder_is_refused_and_the_first_runs_on(u
         assert f"  {name:<10} pid {pid:<8} running" in status.stdout, (name, status.stdout)
     assert status.stdout.count("running, ready") == len(SERVICES), status.stdout
     assert "readings stored" in status.stdout, status.stdout
+    os.kill(children["liveness"], signal.SIGKILL)  # up starts it again; status counts it
+    wait_for(
+        lambda: (
+            up.children()["liveness"] != children["liveness"]
+            and reports_ready("liveness", up.metrics_base + 4)
+        ),
+        60,
+        "liveness started again",
+    )
+    again = up.cli("status")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "running, ready" in again.stdout
+    (line,) = [x for x in again.stdout.splitlines() if x.startswith("  liveness ")]
+    assert line.endswith("; up started it again 1 time"), line
     unknown = up.cli("ready", "nosuch")
     assert unknown.returncode == 1
     assert "unknown service 'nosuch'" in unknown.stderr

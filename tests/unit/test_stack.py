@@ -204,6 +204,7 @@ def test_status_lists_each_process_with_its_readiness_and_what_is_missing(
     os.waitpid(pids["liveness"], os.WUNTRACED)  # once the kernel has stopped it
     for name, pid in pids.items():
         record_pid(paths.pids / f"{name}.pid", pid)
+    paths.restarts.write_text(json.dumps({"ingest": 1}))  # up started it again once
     handed_on = paths.pids / "tansu.pid"  # written for a process that started elsewhen: pid 1
     handed_on.with_suffix(".start").write_text(str(start_of(pids["postgres"])))
     monkeypatch.setenv("CITYVITALS_STATE_DIR", str(paths.state_dir))
@@ -234,6 +235,7 @@ def test_status_lists_each_process_with_its_readiness_and_what_is_missing(
         assert f"  ingest     pid {pids['ingest']:<8} running, ready (metrics on port" in (
             "\n".join(lines)
         )
+        assert "; up started it again 1 time" in "\n".join(lines)
         assert f"NOT READY (metrics on port {ports['streams']})" in result.output
         assert "  api        -            not started" in lines
         assert f"PAUSED by a signal (SIGSTOP): 'kill -CONT {pids['liveness']}'" in result.output
