@@ -610,7 +610,8 @@ def recent_steps(
     """The steps recorded after ``after`` (oldest first), each with its incident as it is now;
     with ``past`` (an incident id and revision), the steps of the instant ``after`` that come
     after that step too, so that pages of steps neither skip nor repeat one."""
-    where, args = "t.ts > %s", [after]  # type: str, list[object]
+    where = "t.ts > %s"
+    args: list[object] = [after]
     if past is not None:
         where = "(t.ts, t.incident_id, t.revision) > (%s, %s, %s)"
         args = [after, *past]

@@ -201,12 +201,7 @@ class LocalStack:
         """Who may hold a port, said after "already in use": the processes an earlier ``up`` on
         this state folder started and left running (its launcher gone, killed outright), or
         another stack."""
-        left = [
-            name
-            for name in STOP_ORDER
-            if (pid := read_pid(self.paths.pids / f"{name}.pid")) is not None
-            and runs(pid, self.paths.pids / f"{name}.pid")
-        ]
+        left = [name for name in STOP_ORDER if _runs_recorded(self.paths, name)]
         if left:
             return (
                 f" by what an earlier 'cityvitals up' on {self.paths.state_dir} started, still"
