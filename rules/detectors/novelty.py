@@ -19,6 +19,13 @@ borrows that idea in its simplest form, one value at a time:
   readings (two days of readings every 5 minutes, not one): values never seen (below) are
   what this detector is for, and a deviation from the forecast alone, which on a noisy series
   comes once in a few thousand readings, alerts less;
+- *noise*: unless a rule sets ``noise_halflife``, the seasonal detector underneath scores the
+  noise lately as well (an EWMA of its squared standardised errors, half-life
+  ``NOISE_HALFLIFE`` readings, calibrated on its own history and with a refractory period of
+  its own): a series that turns noisier than usual, every value inside the range it has
+  taken, scores without any one reading far out (NAB's ad exchange series: a day of cost per
+  click swinging twice as wide), and a level shift soon after a spike is seen by the errors of
+  its first readings though the spike's refractory period damps their deviation;
 - *range*: the first ``range_readings`` readings fix a bin width, ``1 / levels`` of their range
   (values outside it fall in further bins of the same width). When the usual values (the
   rarest visits at each end left out) come to span more than ``max_span`` bins, neighbouring
@@ -65,9 +72,9 @@ borrows that idea in its simplest form, one value at a time:
   keeps returning to is how that series behaves. On a seasonal series a familiar value at an
   unusual hour is still judged by the season in full.
 
-Otherwise the score is the seasonal detector's. The memory is the seasonal state (433 numbers),
+Otherwise the score is the seasonal detector's. The memory is the seasonal state (534 numbers),
 the visited bins with their counts (at most ``4 * max_span`` of them), each hour's range and
-three counts: about 9 KB of JSON.
+a few counts: about 10 KB of JSON.
 A score is computed before the reading is learned; the detector is deterministic and keeps no
 clock. What runs at every reading (the state and the step) is in
 :mod:`rules.detectors.novelty_step`, compiled: callgrind counts 51,077 instructions a score on
@@ -111,8 +118,13 @@ sets it (the seasonal detector alone: 6)."""
 REFRACTORY_HALFLIFE = 600.0
 """The half-life of the seasonal detector's refractory period under this one, unless a rule
 sets it (the seasonal detector alone: 288 readings)."""
+NOISE_HALFLIFE = 72.0
+"""The half-life of the seasonal detector's noise statistic under this one, unless a rule sets
+it (the seasonal detector alone: off): six hours of readings every 5 minutes, three days of
+hourly ones."""
 _OWN_DEFAULTS: dict[str, float] = {
     "surprise_long_halflife": LONG_HALFLIFE,
+    "noise_halflife": NOISE_HALFLIFE,
     "surprise_full": SURPRISE_FULL,
     "refractory_halflife": REFRACTORY_HALFLIFE,
 }
@@ -231,6 +243,11 @@ class Explanation:
     tail: str = ""
     """Which tail: ``lowest`` or ``highest`` (the share ``tail_share``), when ``run``."""
     tail_share: float = 0.0
+    noise: float = 0.0
+    """The seasonal score is that of the noise lately, not of this reading's deviation: the
+    forecast's errors over about the last ``noise_s`` seconds were this many times the usual
+    spread (their root mean square; 0: the score is the deviation's)."""
+    noise_s: float = 0.0
 
     @property
     def text(self) -> str:
@@ -246,16 +263,33 @@ class Explanation:
                 f"{self.run} readings in a row ({_span(self.run_s)}) among the {self.tail} "
                 f"{self.tail_share * 100:.3g}% of the values seen lately ({before})"
             )
-        parts += [
+        parts.append(
             f"expected {self.expected:.4g} ({self.model} baseline), "
-            f"usual range {self.low:.4g} to {self.high:.4g}",
-            (
-                "a deviation past the top of the scale"
-                if full
-                else f"a deviation about once in {self.rarity:,.0f} readings"
+            f"usual range {self.low:.4g} to {self.high:.4g}"
+        )
+        if self.noise:  # the score is the noise's: say what it was and how rare
+            parts.append(
+                f"the noise lately: over {_span(self.noise_s)} the forecast's errors "
+                f"were about {self.noise:.2g} times the usual spread, "
+                + (
+                    "past the top of the scale"
+                    if full
+                    else f"noise like this about once in {self.rarity:,.0f} readings"
+                )
             )
-            + (" (its score damped: it came within days of a higher one)" if self.damped else ""),
-        ]
+        else:
+            parts.append(
+                (
+                    "a deviation past the top of the scale"
+                    if full
+                    else f"a deviation about once in {self.rarity:,.0f} readings"
+                )
+                + (
+                    " (its score damped: it came within days of a higher one)"
+                    if self.damped
+                    else ""
+                )
+            )
         lately = (
             ""
             if self.new_every is None
@@ -344,11 +378,15 @@ class NoveltyDetector:
 
     def explain_one(self, x: Point) -> Explanation:
         """Why ``x`` scores as it does, against what was learned before it (learns nothing)."""
-        step = self._score(x)[1]
+        after, step = self._score(x)
         s = self._state
         expected, spread, model = expectation(self.params.in_force, s.seasonal, x[0], x[1])
         derived = self.params.in_force._d
-        seasonal, damped = _undamped(derived.refractory, s.seasonal, step.seasonal)
+        noisy = after.seasonal is not None and 0.0 < step.seasonal <= after.seasonal.noise_score
+        if noisy:  # the noise's own refractory period lets through only what it does not damp
+            seasonal, damped = step.seasonal, False
+        else:
+            seasonal, damped = _undamped(derived.refractory, s.seasonal, step.seasonal)
         seen = None
         if s.bins:
             low, high = s.usual()
@@ -386,6 +424,12 @@ class NoveltyDetector:
             run_s=step.run * s.seasonal.dt if step.run and s.seasonal is not None else 0.0,
             tail={-1: "lowest", 1: "highest"}.get(side, ""),
             tail_share=self.params.tail_share,
+            noise=math.sqrt(1.0 + after.seasonal.noise) if noisy and after.seasonal else 0.0,
+            noise_s=(
+                self.params.in_force.noise_halflife * after.seasonal.dt
+                if noisy and after.seasonal and self.params.in_force.noise_halflife
+                else 0.0
+            ),
         )
 
     def to_json(self) -> dict[str, Any] | None:

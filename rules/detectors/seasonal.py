@@ -39,16 +39,27 @@ between spikes does not see each spike grow in spreads. Finally a refractory per
 (half-life ``refractory_halflife``) damps scores that do not exceed a recent high score, so one
 event gives one alert rather than a burst.
 
+A third statistic, off unless ``noise_halflife`` is set (the novelty detector sets it), is the
+*noise*: an EWMA of ``u ** 2 - 1``, each ``u ** 2`` counted for at most 16 (4 spreads), so one
+spike far out does not make a series look noisy for days. It is calibrated as the deviations
+are, in histograms of its own (an exponential tail as the prior, the tail of a sum of squares),
+and scored after the refractory period with a refractory period of its own, in which a later
+noise score alerts only when it is 0.1 louder than the recent high (the statistic is smooth:
+it would otherwise rise past its own last high at each reading of a noisy day). The score is
+the larger of the two. So a series that turns noisier than usual scores without any one
+reading far out, and the errors of a level shift's first readings are seen even within the
+refractory period of an earlier spike.
+
 The score is 0.0 while the series warms up (its first ``warmup`` readings), for a reading whose
 ``ts`` is not newer than the last learned one (the state is then returned untouched, so replays
 are idempotent), and after a gap of more than ``gap_reset_hours`` the change statistics restart.
 
 **Memory.** The state is fixed-size whatever the series length: 24 + 24 + 168 seasonal floats,
-four histograms of 48 floats and 25 scalars, 433 numbers in all; ``json.dumps(state.to_json())``
-stays under 10 KB (after 22,695 readings of a NAB series: 6.8 KB, and 7.6 KB with the long
-memory in use).
+six histograms of 48 floats and 30 scalars, 534 numbers in all; ``json.dumps(state.to_json())``
+stays under 10 KB (after 22,695 readings of a NAB series: 7.4 KB, 8.0 KB with the long memory
+in use and 8.4 KB with the noise as well).
 
-**Speed.** One call is a few dozen float operations and up to four 48-bin tail sums, compiled
+**Speed.** One call is a few dozen float operations and up to six 48-bin tail sums, compiled
 (mypyc). The state (:class:`AnomalyState`) is a native class of this module, so :func:`score`
 reads and writes its fields directly, not through attribute look-ups: as a slotted class of
 an interpreted module it cost about a third of all the instructions of a novelty score.
@@ -85,6 +96,9 @@ from rules.detectors.seasonal_state import (
     _HIST_BINS,
     _HOUR,
     _NEW_IN_2,
+    _NEW_NOISE,
+    _NOISE_CAP,
+    _NOISE_LOUDER,
     _SQRT_HALF,
     _VERSION,
     _WEEK,
@@ -130,6 +144,13 @@ _FIELDS = (
     "t_first",
     "t_last",
     "week_d",
+    "noise",
+    "noise_recent",
+    "noise_score",
+    "hist_v",
+    "noise_n",
+    "hist_lv",
+    "noise_ln",
 )
 """The state's fields, in the order :meth:`AnomalyState.to_json` writes them."""
 _INTS = frozenset({"n", "run_n", "run_d", "model"})
@@ -175,6 +196,18 @@ class AnomalyState:
     hist_ln: float
     recent: float
     model: int
+    noise: float
+    """The noise statistic: an EWMA of the squared standardised errors less 1."""
+    noise_recent: float
+    """The noise score's own recent high (its refractory period)."""
+    noise_score: float
+    """The last reading's noise score, after its refractory period (what an explanation says)."""
+    hist_v: list[float]
+    noise_n: float
+    hist_lv: list[float]
+    noise_ln: float
+    """The noise statistic's calibration histograms (short and long memory, the weights of the
+    deviations' own) and their decayed counts."""
 
     def __init__(self, t: float, x: float) -> None:
         """The state after one reading at ``t`` (epoch seconds) of value ``x``."""
@@ -188,6 +221,9 @@ class AnomalyState:
         self.hist_w, self.hist_n, self.recent = 1.0, 0.0, 0.0
         self.hist_l, self.hist_lb = [0.0] * _HIST_BINS, [0.0] * _HIST_BINS
         self.hist_lw, self.hist_ln, self.model = 1.0, 0.0, 0
+        self.noise, self.noise_recent, self.noise_score = 0.0, 0.0, 0.0
+        self.hist_v, self.noise_n = [0.0] * _HIST_BINS, 0.0
+        self.hist_lv, self.noise_ln = [0.0] * _HIST_BINS, 0.0
 
     def copy(self) -> AnomalyState:
         """An independent copy (the lists are copied too)."""
@@ -210,6 +246,8 @@ class AnomalyState:
             data = {**_NEW_IN_2, **data}
         elif data.get("v") != _VERSION:
             raise ValueError(f"anomaly state: v: expected 1 or {_VERSION}, got {data.get('v')!r}")
+        if "noise" not in data:  # written before the noise statistic: it starts empty
+            data = {**_NEW_NOISE, **data}
         s = AnomalyState(0.0, 0.0)
         for name in _FIELDS:
             if name not in data:
@@ -235,14 +273,30 @@ first change counts in full (clipping against a tiny scale instead made series t
 then vary, learn their spread too slowly: 67.3 against 71.3 on the NAB sample)."""
 
 
+def _above(hist: list[float], w: float, z: float) -> float:
+    """The decayed count of past values of at least ``z`` (over 1) in a histogram."""
+    pos = 2.0 * math.log2(z)
+    j = int(pos)
+    return (0.0 if j >= _HIST_BINS else sum(hist[j + 1 :]) + hist[j] * (1.0 - (pos - j))) / w
+
+
 def _surprise(hist: list[float], w: float, n: float, z: float, prior: float, full: float) -> float:
     """Score a deviation ``z`` by its rarity in a decayed histogram of past deviations."""
     if z <= 1.0:
         return 0.0
-    pos = 2.0 * math.log2(z)
-    j = int(pos)
-    above = 0.0 if j >= _HIST_BINS else sum(hist[j + 1 :]) + hist[j] * (1.0 - (pos - j))
-    p = (above / w + prior * math.erfc(z * _SQRT_HALF)) / (n + prior)
+    p = (_above(hist, w, z) + prior * math.erfc(z * _SQRT_HALF)) / (n + prior)
+    return min(-math.log10(max(p, 1e-300)) / full, 1.0)
+
+
+def _noise_surprise(
+    hist: list[float], w: float, n: float, z: float, prior: float, full: float
+) -> float:
+    """Score the noise statistic ``z`` as :func:`_surprise` scores a deviation, with an
+    exponential tail for the prior: the statistic is a sum of squares, whose tail is far heavier
+    than a Gaussian's (with the Gaussian prior a young series found each noisier hour rare)."""
+    if z <= 1.0:
+        return 0.0
+    p = (_above(hist, w, z) + prior * math.exp(-z)) / (n + prior)
     return min(-math.log10(max(p, 1e-300)) / full, 1.0)
 
 
@@ -273,24 +327,47 @@ def _rarity(
 def _fold(
     hist: list[float],
     hist_b: list[float],
+    hist_v: list[float],
     w: float,
     n: float,
     z: float,
     zb: float,
+    zv: float,
     a: float,
     grow: float,
-) -> tuple[list[float], list[float], float, float]:
-    """One reading's ``z`` and ``zb`` learned by one calibration memory (decay ``a``): its
-    histograms, the weight of the next reading and the decayed count."""
+) -> tuple[list[float], list[float], list[float], float, float]:
+    """One reading's ``z``, ``zb`` and ``zv`` learned by one calibration memory (decay ``a``):
+    its histograms, the weight of the next reading and the decayed count of deviations."""
     _remember(hist, w, z)
     _remember(hist_b, w, zb)
+    _remember(hist_v, w, zv)
     n = n * (1.0 - a) + 1.0
     w *= grow
     if w > 1e6:  # keep the decayed counts in range
         hist = [v / w for v in hist]
         hist_b = [v / w for v in hist_b]
+        hist_v = [v / w for v in hist_v]
         w = 1.0
-    return hist, hist_b, w, n
+    return hist, hist_b, hist_v, w, n
+
+
+def _noisier(d: _Derived, s: AnomalyState, zv: float) -> float:
+    """The noise statistic ``zv`` scored by its rarity in both memories (the less surprising),
+    then damped by its own refractory period unless it is ``_NOISE_LOUDER`` over its recent
+    high; kept in ``s.noise_score``."""
+    prior, full = d.surprise_prior, d.full
+    out = _noise_surprise(s.hist_v, s.hist_w, s.noise_n, zv, prior, full)
+    if d.a_long and s.noise_ln > 0.0:
+        out = min(out, _noise_surprise(s.hist_lv, s.hist_lw, s.noise_ln, zv, prior, full))
+    if s.n < d.warmup:
+        out = 0.0
+    if d.refractory:
+        recent = s.noise_recent
+        s.noise_recent = max(out, recent * d.refractory)
+        if out <= recent + _NOISE_LOUDER:
+            out *= 1.0 - recent
+    s.noise_score = out
+    return out
 
 
 def score(
@@ -318,6 +395,7 @@ def score(
     s.dt = gap if s.dt == 0.0 else s.dt + 0.05 * (min(gap, 10.0 * s.dt) - s.dt)
     if gap > d.gap:
         s.drift, s.run_n, s.sum_n, s.run_d, s.sum_d = 0.0, 0, 0.0, 0, 0.0
+        s.noise = 0.0
     h = int(t % _DAY // _HOUR)
     b = int((t // _DAY + 3) % 7) * 24 + h  # hour of the week, Monday 00:00 UTC first
     age = t - s.t_first
@@ -346,6 +424,10 @@ def score(
     z = abs(u)
     s.drift += d.a_drift * (u - s.drift)
     zb = min(abs(s.drift) * d.drift_gain, _Z_MAX)
+    zv = 0.0
+    if d.a_noise:
+        s.noise += d.a_noise * (min(u * u, _NOISE_CAP) - 1.0 - s.noise)
+        zv = min(max(s.noise, 0.0) * d.noise_gain, _Z_MAX)
 
     # --- calibrate on the series' own history, damp repeats
     prior, full = d.surprise_prior, d.full
@@ -361,17 +443,32 @@ def score(
         s.recent = max(out, recent * d.refractory)
         if out <= recent:
             out *= 1.0 - recent
+    if d.a_noise:  # its own refractory period: a noisy day and a spike in it are two events
+        out = max(out, _noisier(d, s, zv))
 
     # --- learn
     _learn(d, s, x, h, b, age, floor, e_n, e_d, e_w, sc_n, sc_d, sc_w, z_n, z_d, z_w)
     if 2 * s.n >= d.warmup:  # the first spreads are too young to calibrate with
-        s.hist, s.hist_b, s.hist_w, s.hist_n = _fold(
-            s.hist, s.hist_b, s.hist_w, s.hist_n, z, zb, d.a_hist, d.hist_grow
+        s.hist, s.hist_b, s.hist_v, s.hist_w, s.hist_n = _fold(
+            s.hist, s.hist_b, s.hist_v, s.hist_w, s.hist_n, z, zb, zv, d.a_hist, d.hist_grow
         )
+        if d.a_noise:  # counted only while on: a count without its histogram finds all rare
+            s.noise_n = s.noise_n * (1.0 - d.a_hist) + 1.0
         if d.a_long:
-            s.hist_l, s.hist_lb, s.hist_lw, s.hist_ln = _fold(
-                s.hist_l, s.hist_lb, s.hist_lw, s.hist_ln, z, zb, d.a_long, d.long_grow
+            s.hist_l, s.hist_lb, s.hist_lv, s.hist_lw, s.hist_ln = _fold(
+                s.hist_l,
+                s.hist_lb,
+                s.hist_lv,
+                s.hist_lw,
+                s.hist_ln,
+                z,
+                zb,
+                zv,
+                d.a_long,
+                d.long_grow,
             )
+            if d.a_noise:
+                s.noise_ln = s.noise_ln * (1.0 - d.a_long) + 1.0
     s.n += 1
     s.t_last = t
     return s, out

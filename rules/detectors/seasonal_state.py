@@ -34,6 +34,25 @@ _NEW_IN_2: dict[str, Any] = {
     "model": 0,
 }
 """What a version 1 state lacks: the long calibration starts empty."""
+_NEW_NOISE: dict[str, Any] = {
+    "noise": 0.0,
+    "noise_recent": 0.0,
+    "noise_score": 0.0,
+    "hist_v": [0.0] * _HIST_BINS,
+    "noise_n": 0.0,
+    "hist_lv": [0.0] * _HIST_BINS,
+    "noise_ln": 0.0,
+}
+"""What a version 2 state written before the noise statistic lacks: its calibration starts
+empty (its own counts, so an adopted state does not find every noise rare). Code that predates
+it reads a state that has it (the fields are ignored): a rollback keeps its anomaly rules."""
+_NOISE_CAP = 16.0
+"""A squared standardised error counts for at most this much in the noise statistic (an error
+of 4 spreads): one spike far out does not make a series look noisy for days."""
+_NOISE_LOUDER = 0.1
+"""Within the refractory period of a noise score, a later one alerts only when it is this much
+louder: the statistic is smooth, so it would otherwise rise past its own last high at each
+reading of a noisy day."""
 
 
 def _rate(halflife: float) -> float:
@@ -93,6 +112,11 @@ class AnomalyParams(Derived):
     surprise_full: float | None = Field(default=None, gt=0)
     """``-log10`` of the chance that gives score 1. None leaves it to the detector: 6 (one in a
     million) for ``seasonal``, 7.25 for ``novelty`` (values never seen are what it alerts on)."""
+    noise_halflife: float | None = Field(default=None, ge=0)
+    """Half-life of the noise statistic: an EWMA of the squared standardised errors (each
+    counted for at most 4 spreads), calibrated as the deviations are, so a series that turns
+    noisier than usual scores without any one reading far out. 0 switches it off. None leaves it
+    to the detector: off for ``seasonal``, 72 readings for ``novelty``."""
     refractory_halflife: float | None = Field(default=None, ge=0)
     """Half-life of the recent high score that damps repeats; 0 switches it off. None leaves it
     to the detector: 288 readings for ``seasonal``, 600 for ``novelty``."""
@@ -103,7 +127,7 @@ class AnomalyParams(Derived):
     and series flat between spikes, whose spread would otherwise shrink until each spike of the
     same size looked larger than the last."""
 
-    @field_validator("surprise_long_halflife")
+    @field_validator("surprise_long_halflife", "noise_halflife")
     @classmethod
     def _off_or_a_reading(cls, halflife: float | None) -> float | None:
         if halflife is not None and 0 < halflife < 1:
@@ -124,6 +148,7 @@ class _Derived:
         "a_hist",
         "a_long",
         "a_lvl",
+        "a_noise",
         "a_scale",
         "a_season_lvl",
         "drift_gain",
@@ -133,6 +158,7 @@ class _Derived:
         "gap",
         "hist_grow",
         "long_grow",
+        "noise_gain",
         "outlier_clip",
         "refractory",
         "rel_floor",
@@ -157,6 +183,12 @@ class _Derived:
         self.a_drift = _rate(p.drift_halflife) if p.drift_halflife > 0 else 0.0
         # puts the EWMA of unit-variance errors back on the scale of one error
         self.drift_gain = math.sqrt((2.0 - self.a_drift) / self.a_drift) if self.a_drift else 0.0
+        h = p.noise_halflife or 0.0
+        self.a_noise = _rate(h) if h > 0 else 0.0
+        # puts the EWMA of (squared errors - 1) on the scale of one error's standard deviation
+        self.noise_gain = (
+            1.0 / math.sqrt(2.0 * self.a_noise / (2.0 - self.a_noise)) if self.a_noise else 0.0
+        )
         self.full = SURPRISE_FULL if p.surprise_full is None else p.surprise_full
         h = REFRACTORY_HALFLIFE if p.refractory_halflife is None else p.refractory_halflife
         self.refractory = math.pow(0.5, 1.0 / h) if h else 0.0

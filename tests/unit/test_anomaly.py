@@ -130,6 +130,52 @@ def test_a_version_1_state_is_adopted_with_an_empty_long_memory() -> None:
     feed(noisy(10, seed=3), adopted, start=500)  # it scores on
 
 
+NOISE = AnomalyParams(noise_halflife=72)
+
+
+def calm_then_noisy(seed: int = 7) -> list[float]:
+    """3,000 readings of 20 +- 1, then 300 two and a half times as noisy, each clipped at 3
+    spreads of the calm: no one reading lies far out."""
+    rng = random.Random(seed)
+    calm = [20.0 + rng.gauss(0.0, 1.0) for _ in range(3000)]
+    return calm + [20.0 + max(-3.0, min(3.0, rng.gauss(0.0, 2.5))) for _ in range(300)]
+
+
+def test_a_series_turned_noisier_scores_by_its_noise_when_the_noise_statistic_is_on() -> None:
+    values = calm_then_noisy()
+    _, deviations = feed(values)  # the seasonal detector's default: off
+    _, with_noise = feed(values, params=NOISE)
+    assert max(deviations[3000:]) < 0.3  # each reading is a usual deviation
+    assert max(with_noise[3000:]) > 0.9
+    alerts = [i for i, s in enumerate(with_noise[:3000]) if s > 0.5]
+    assert alerts == [i for i, s in enumerate(deviations[:3000]) if s > 0.5]  # none while calm
+    # its own refractory period: a few alerts for the noisy stretch, not one a reading
+    assert 1 <= sum(s > 0.5 for s in with_noise[3000:]) <= 4
+
+
+def test_the_noise_is_counted_only_while_on_so_turning_it_on_later_starts_young() -> None:
+    values = calm_then_noisy()
+    state, _ = feed(values[:2000])
+    assert state.noise_n == 0.0 and state.hist_v == [0.0] * 48
+    _, later = feed(values[2000:3000], state, start=2000, params=NOISE)
+    _, deviations = feed(values)
+    # nothing over the deviations' own scores (an empty calibration with a count would find
+    # all noise rare)
+    assert max(later) <= max(deviations[2000:3000]) < 0.9
+
+
+def test_a_state_written_before_the_noise_statistic_is_adopted_with_it_empty() -> None:
+    values = calm_then_noisy()
+    state, _ = feed(values[:2000], params=NOISE)
+    assert state.noise_n > 100.0
+    new = ("noise", "noise_recent", "noise_score", "hist_v", "noise_n", "hist_lv", "noise_ln")
+    adopted = AnomalyState.from_json({k: v for k, v in state.to_json().items() if k not in new})
+    assert adopted.noise_n == 0.0 and adopted.hist_v == [0.0] * 48 and adopted.n == state.n
+    _, scores = feed(values[2000:], adopted, start=2000, params=NOISE)
+    _, deviations = feed(values)
+    assert max(scores[:1000]) <= max(deviations[2000:3000]) < 0.9 < max(scores[1000:])
+
+
 def test_a_deviation_the_series_keeps_giving_is_judged_by_the_long_memory() -> None:
     # a spike of 8 spreads every 500 readings: the 300-reading memory has forgotten the last one
     # by the next, the 10,000-reading one has seen them all
@@ -181,7 +227,7 @@ def test_state_size_is_bounded() -> None:
         state, _ = score(PARAMS, state, T0 + i * STEP, v)
         if i in (5_000, 50_000, 99_999):
             sizes.append(len(json.dumps(state.to_json())))
-    assert max(sizes) < 10_240  # 433 numbers whatever the length
+    assert max(sizes) < 10_240  # 534 numbers whatever the length
     assert abs(sizes[2] - sizes[1]) < 200  # only the digits of the floats vary
 
 
@@ -192,6 +238,9 @@ def test_bad_input_is_refused() -> None:
         score(PARAMS, None, T0, math.nan)
     with pytest.raises(ValidationError):
         AnomalyParams(warmup=0)
+    for name in ("surprise_long_halflife", "noise_halflife"):  # 0 (off) or a reading at least
+        with pytest.raises(ValidationError, match="at least 1 reading"):
+            AnomalyParams.model_validate({name: 0.5})
     with pytest.raises(ValidationError):
         AnomalyParams.model_validate({"no_such_knob": 1})
 

@@ -18,6 +18,7 @@ from rules.alerting import AlertState
 from rules.detectors import AnomalyParams, NoveltyDetector, NoveltyParams, SeasonalDetector
 from rules.detectors.novelty import (
     LONG_HALFLIFE,
+    NOISE_HALFLIFE,
     REFRACTORY_HALFLIFE,
     SURPRISE_FULL,
     NoveltyState,
@@ -32,6 +33,7 @@ UNDER = AnomalyParams(
     surprise_long_halflife=LONG_HALFLIFE,
     surprise_full=SURPRISE_FULL,
     refractory_halflife=REFRACTORY_HALFLIFE,
+    noise_halflife=NOISE_HALFLIFE,
 )
 """The seasonal detector as the novelty detector runs it underneath."""
 STEP = timedelta(minutes=5)
@@ -535,6 +537,24 @@ def test_the_score_explains_itself() -> None:
     )
 
 
+def test_a_score_set_by_the_noise_says_so() -> None:
+    rng = random.Random(7)  # calm, then two and a half times as noisy, no reading far out
+    values = noisy(3000) + [20.0 + max(-3.0, min(3.0, rng.gauss(0.0, 2.5))) for _ in range(300)]
+    detector = trained(values[:3000])
+    whys = []
+    for x in points(values[3000:], start=3000):
+        whys.append(detector.explain_one(x))
+        detector.learn_one(x)
+    loudest = max(whys, key=lambda why: why.score)
+    assert loudest.seasonal_score > 0.9 and loudest.noise > 1.3 and not loudest.damped
+    assert loudest.noise_s == NOISE_HALFLIFE * STEP.total_seconds()
+    assert (
+        f"the noise lately: over about 6 hours the forecast's errors were about {loudest.noise:.2g} times the usual spread, "
+        in loudest.text
+    )
+    assert "deviation" not in loudest.text
+
+
 def test_a_seasonal_state_is_adopted() -> None:
     values = noisy(1000)
     seasonal = SeasonalDetector(UNDER)
@@ -548,10 +568,15 @@ def test_the_seasonal_parameters_a_rule_sets_are_kept_and_the_others_are_the_det
     values = points(noisy(390))  # the range is not fixed yet: the seasonal score alone
     assert score_series(NoveltyDetector(), values) == score_series(SeasonalDetector(UNDER), values)
     assert NoveltyParams(seasonal=AnomalyParams(surprise_long_halflife=None)).in_force == UNDER
-    seasonal_own = {"surprise_long_halflife": 0.0, "surprise_full": 6.0, "refractory_halflife": 288}
+    seasonal_own = {
+        "surprise_long_halflife": 0.0,
+        "surprise_full": 6.0,
+        "refractory_halflife": 288,
+        "noise_halflife": 0.0,
+    }
     as_alone = NoveltyDetector(NoveltyParams(seasonal=AnomalyParams(**seasonal_own)))
     assert score_series(as_alone, values) == score_series(SeasonalDetector(), values)
-    for name, value in seasonal_own.items():  # each one set, the other two the detector's
+    for name, value in seasonal_own.items():  # each one set, the others the detector's
         kept = NoveltyParams(seasonal=AnomalyParams(**{name: value, "warmup": 50})).in_force
         assert kept == UNDER.model_copy(update={name: value, "warmup": 50})
 
@@ -603,9 +628,20 @@ def spike_then_shift() -> list[float]:
 def test_a_second_event_within_days_of_a_high_score_is_damped_more_under_novelty() -> None:
     values = spike_then_shift()
     alone = score_series(SeasonalDetector(), points(values))
-    under = score_series(SeasonalDetector(NoveltyParams().in_force), points(values))
+    deviations = NoveltyParams(seasonal=AnomalyParams(noise_halflife=0)).in_force
+    under = score_series(SeasonalDetector(deviations), points(values))
     assert alone[2000] == under[2000] == 1.0
     assert max(under[2200:2210]) < 0.5 * max(alone[2200:2210])  # 0.08 against 0.18
+
+
+def test_the_noise_has_its_own_refractory_period_so_a_shift_after_a_spike_is_seen() -> None:
+    # the shift's first readings, before the level follows it, are errors of 8 spreads: the
+    # noise lately is rare though the deviation's score is damped by the spike's
+    values = spike_then_shift()
+    under = score_series(SeasonalDetector(NoveltyParams().in_force), points(values))
+    assert under[2000] == 1.0
+    assert max(under[2001:2200]) < 0.2  # the spike alone does not make the series noisy
+    assert max(under[2200:2210]) > 0.5
 
 
 @pytest.mark.parametrize("recent", [0.0, 0.2, 0.5, 0.9, 0.999])
@@ -620,7 +656,7 @@ def test_the_refractory_damping_is_undone_for_the_explanation(recent: float) -> 
 
 def test_a_damped_deviation_is_explained_by_its_own_rarity() -> None:
     values = spike_then_shift()
-    detector = NoveltyDetector()
+    detector = NoveltyDetector(NoveltyParams(seasonal=AnomalyParams(noise_halflife=0)))
     for x in points(values[:2200]):
         detector.step(x)
     why = detector.explain_one(points(values, start=0)[2200])
