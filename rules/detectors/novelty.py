@@ -69,7 +69,8 @@ borrows that idea in its simplest form, one value at a time:
   readings). On a series with no season (the seasonal detector's level forecast explains it
   best), a value whose bin was visited at least ``familiar_visits`` times lately is familiar,
   and its seasonal score is multiplied by ``familiar_damp``: a spike to a height the series
-  keeps returning to is how that series behaves. On a seasonal series a familiar value at an
+  keeps returning to is how that series behaves. A seasonal score that is the noise lately's
+  is not damped: noise is no matter of the value. On a seasonal series a familiar value at an
   unusual hour is still judged by the season in full.
 
 Otherwise the score is the seasonal detector's. The memory is the seasonal state (534 numbers),
@@ -106,7 +107,7 @@ from cityvitals.contracts import Derived
 from rules.detectors import novelty_step
 from rules.detectors.base import Point
 from rules.detectors.novelty_step import Knobs, NoveltyState, Step, hour_of_day
-from rules.detectors.seasonal import AnomalyParams, AnomalyState, expectation
+from rules.detectors.seasonal import AnomalyParams, AnomalyState, by_noise, expectation
 
 __all__ = ["Explanation", "NoveltyDetector", "NoveltyParams", "NoveltyState"]
 
@@ -382,7 +383,7 @@ class NoveltyDetector:
         s = self._state
         expected, spread, model = expectation(self.params.in_force, s.seasonal, x[0], x[1])
         derived = self.params.in_force._d
-        noisy = after.seasonal is not None and 0.0 < step.seasonal <= after.seasonal.noise_score
+        noisy = after.seasonal is not None and by_noise(after.seasonal, step.seasonal)
         if noisy:  # the noise's own refractory period lets through only what it does not damp
             seasonal, damped = step.seasonal, False
         else:

@@ -11,7 +11,7 @@ import math
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from rules.detectors.seasonal import AnomalyParams, AnomalyState, score
+from rules.detectors.seasonal import AnomalyParams, AnomalyState, by_noise, score
 from rules.detectors.seasonal_state import _DAY, _HOUR
 
 __all__ = ["Knobs", "NoveltyState", "Step", "hour_of_day", "step"]
@@ -508,6 +508,8 @@ def step(p: Knobs, s: NoveltyState, ts: datetime, value: float) -> Step:
         s.since = 0  # a usual value at an unusual hour: novel on a seasonal series
         s.loudest = _novel(p, p_hour, seasonal)
         return Step(s.loudest, seasonal, False, False, True)
-    if visits >= p.familiar_visits and s.seasonal.model == 0:
+    # a familiar value on a series without season is damped, unless the score is the noise
+    # lately's: noise is no matter of the value
+    if visits >= p.familiar_visits and s.seasonal.model == 0 and not by_noise(s.seasonal, seasonal):
         return Step(seasonal * p.familiar_damp, seasonal, False, True)
     return Step(seasonal, seasonal, False, False)

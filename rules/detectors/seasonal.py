@@ -108,7 +108,14 @@ from rules.detectors.seasonal_state import (
     _Derived,
 )
 
-__all__ = ["AnomalyParams", "AnomalyState", "SeasonalDetector", "expectation", "score"]
+__all__ = [
+    "AnomalyParams",
+    "AnomalyState",
+    "SeasonalDetector",
+    "by_noise",
+    "expectation",
+    "score",
+]
 
 
 _FIELDS = (
@@ -472,6 +479,12 @@ def score(
     s.n += 1
     s.t_last = t
     return s, out
+
+
+def by_noise(state: AnomalyState, out: float) -> bool:
+    """Whether ``out``, the score :func:`score` gave last with ``state``, is the noise's (the
+    larger of the two scores), not a deviation's."""
+    return 0.0 < out <= state.noise_score
 
 
 def expectation(

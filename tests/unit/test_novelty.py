@@ -547,6 +547,9 @@ def test_a_score_set_by_the_noise_says_so() -> None:
         detector.learn_one(x)
     loudest = max(whys, key=lambda why: why.score)
     assert loudest.seasonal_score > 0.9 and loudest.noise > 1.3 and not loudest.damped
+    # a familiar value (the series has no season), but noise is no matter of the value: undamped
+    assert loudest.score == loudest.seasonal_score and not loudest.familiar
+    assert "took often lately" not in loudest.text
     assert loudest.noise_s == NOISE_HALFLIFE * STEP.total_seconds()
     assert (
         f"the noise lately: over about 6 hours the forecast's errors were about {loudest.noise:.2g} times the usual spread, "
