@@ -46,9 +46,14 @@ are, in histograms of its own (an exponential tail as the prior, the tail of a s
 and scored after the refractory period with a refractory period of its own, in which a later
 noise score alerts only when it is 0.1 louder than the recent high (the statistic is smooth:
 it would otherwise rise past its own last high at each reading of a noisy day). The score is
-the larger of the two. So a series that turns noisier than usual scores without any one
+the larger of the two (a tie is the deviation's), and ``noise_score`` keeps it when it is the
+noise's (:func:`by_noise`). So a series that turns noisier than usual scores without any one
 reading far out, and the errors of a level shift's first readings are seen even within the
-refractory period of an earlier spike.
+refractory period of an earlier spike; the cost is that a sharp shift may give a second alert,
+from the noise, a few readings after its first. Switched off, the noise is forgotten (a count
+kept without its decaying histograms would find all noise rare when it is switched on again).
+A state's lists must have their lengths and its numbers be finite: :meth:`AnomalyState.from_json`
+refuses one that does not by the field's name (it would fail every later reading).
 
 The score is 0.0 while the series warms up (its first ``warmup`` readings), for a reading whose
 ``ts`` is not newer than the last learned one (the state is then returned untouched, so replays
@@ -161,6 +166,15 @@ _FIELDS = (
 )
 """The state's fields, in the order :meth:`AnomalyState.to_json` writes them."""
 _INTS = frozenset({"n", "run_n", "run_d", "model"})
+_LISTS = {
+    "seas_d": _DAY_BINS,
+    "mad_d": _DAY_BINS,
+    "week_d": _WEEK_BINS,
+    **dict.fromkeys(("hist", "hist_b", "hist_l", "hist_lb", "hist_v", "hist_lv"), _HIST_BINS),
+}
+"""The lists of a state and their lengths: a state whose list is short (or holds a NaN) would
+fail every later reading of its series, so :meth:`AnomalyState.from_json` refuses it."""
+_COUNTS = frozenset({"hist_w", "hist_n", "hist_lw", "hist_ln", "noise_n", "noise_ln"})
 
 
 class AnomalyState:
@@ -208,7 +222,7 @@ class AnomalyState:
     noise_recent: float
     """The noise score's own recent high (its refractory period)."""
     noise_score: float
-    """The last reading's noise score, after its refractory period (what an explanation says)."""
+    """The last reading's score when the noise set it (over the deviation's), else 0."""
     hist_v: list[float]
     noise_n: float
     hist_lv: list[float]
@@ -262,13 +276,19 @@ class AnomalyState:
             value = data[name]
             try:
                 if isinstance(value, list):
-                    setattr(s, name, [float(v) for v in value])
+                    numbers = [float(v) for v in value]
+                    if len(numbers) != _LISTS.get(name) or not all(map(math.isfinite, numbers)):
+                        raise ValueError(name)
+                    setattr(s, name, numbers)
                 elif name in _INTS:
                     setattr(s, name, int(value))
                 else:
-                    setattr(s, name, float(value))
+                    number = float(value)
+                    if not math.isfinite(number) or (name in _COUNTS and number < 0.0):
+                        raise ValueError(name)
+                    setattr(s, name, number)
             except (TypeError, ValueError):
-                raise ValueError(f"anomaly state: {name}: malformed, got {value!r}") from None
+                raise ValueError(f"anomaly state: {name}: malformed, got {value!r:.80}") from None
         return s
 
 
@@ -361,7 +381,7 @@ def _fold(
 def _noisier(d: _Derived, s: AnomalyState, zv: float) -> float:
     """The noise statistic ``zv`` scored by its rarity in both memories (the less surprising),
     then damped by its own refractory period unless it is ``_NOISE_LOUDER`` over its recent
-    high; kept in ``s.noise_score``."""
+    high."""
     prior, full = d.surprise_prior, d.full
     out = _noise_surprise(s.hist_v, s.hist_w, s.noise_n, zv, prior, full)
     if d.a_long and s.noise_ln > 0.0:
@@ -373,8 +393,15 @@ def _noisier(d: _Derived, s: AnomalyState, zv: float) -> float:
         s.noise_recent = max(out, recent * d.refractory)
         if out <= recent + _NOISE_LOUDER:
             out *= 1.0 - recent
-    s.noise_score = out
     return out
+
+
+def _forget_noise(s: AnomalyState) -> None:
+    """The noise switched off: forget it, so switching it on again starts young (a count kept
+    without its histograms, which decay meanwhile, would find all noise rare)."""
+    s.noise, s.noise_recent, s.noise_score = 0.0, 0.0, 0.0
+    s.hist_v, s.noise_n = [0.0] * _HIST_BINS, 0.0
+    s.hist_lv, s.noise_ln = [0.0] * _HIST_BINS, 0.0
 
 
 def score(
@@ -451,7 +478,11 @@ def score(
         if out <= recent:
             out *= 1.0 - recent
     if d.a_noise:  # its own refractory period: a noisy day and a spike in it are two events
-        out = max(out, _noisier(d, s, zv))
+        noisy = _noisier(d, s, zv)
+        s.noise_score = noisy if noisy > out else 0.0  # a tie is the deviation's
+        out = max(out, noisy)
+    elif s.noise_n or s.noise:
+        _forget_noise(s)
 
     # --- learn
     _learn(d, s, x, h, b, age, floor, e_n, e_d, e_w, sc_n, sc_d, sc_w, z_n, z_d, z_w)
@@ -482,9 +513,9 @@ def score(
 
 
 def by_noise(state: AnomalyState, out: float) -> bool:
-    """Whether ``out``, the score :func:`score` gave last with ``state``, is the noise's (the
-    larger of the two scores), not a deviation's."""
-    return 0.0 < out <= state.noise_score
+    """Whether ``out``, the score :func:`score` gave last with ``state``, is the noise's (over
+    the deviation's), not a deviation's."""
+    return 0.0 < out == state.noise_score
 
 
 def expectation(

@@ -29,8 +29,8 @@ class AnomalyRule(LevelledRule):
     """``novelty`` (the seasonal detector plus a memory of the values seen) or ``seasonal``."""
     params: AnomalyParams = AnomalyParams()
     """The seasonal detector's parameters (under ``novelty`` too, which takes its own defaults
-    for ``surprise_full``, ``refractory_halflife`` and ``surprise_long_halflife`` where they
-    are left unset)."""
+    for ``surprise_full``, ``refractory_halflife``, ``surprise_long_halflife`` and
+    ``noise_halflife`` where they are left unset)."""
     levels: dict[WarningLevel, float] = Field(
         default_factory=lambda: {WarningLevel.BLUE: 0.9, WarningLevel.YELLOW: 0.99}, min_length=1
     )

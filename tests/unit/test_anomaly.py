@@ -109,16 +109,41 @@ def test_replayed_or_older_readings_score_zero_and_change_nothing() -> None:
     assert json.dumps(state.to_json()) == before
 
 
-def test_state_round_trips_through_json() -> None:
+@pytest.mark.parametrize(
+    "params",
+    [PARAMS, AnomalyParams(noise_halflife=72, surprise_long_halflife=10_000)],
+    ids=["defaults", "noise and long memory"],
+)
+def test_state_round_trips_through_json(params: AnomalyParams) -> None:
     values = noisy(3000, seed=11)
     values[2500] = 60.0
-    state, _ = feed(values[:1500])
+    values[2000:2300] = [20.0 + 2.5 * (v - 20.0) for v in values[2000:2300]]  # noisier
+    state, _ = feed(values[:1500], params=params)
     copy = AnomalyState.from_json(json.loads(json.dumps(state.to_json())))
     assert copy.to_json() == state.to_json()
-    state, scores = feed(values[1500:], state, start=1500)
-    copy, copy_scores = feed(values[1500:], copy, start=1500)
+    state, scores = feed(values[1500:], state, start=1500, params=params)
+    copy, copy_scores = feed(values[1500:], copy, start=1500, params=params)
     assert copy_scores == scores
     assert copy.to_json() == state.to_json()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("noise", math.nan),
+        ("hist_v", [0.0] * 3),
+        ("hist", [math.inf] * 48),
+        ("week_d", [0.0] * 24),
+        ("noise_n", -1.0),
+        ("hist", 3.0),
+        ("spread", [1.0]),
+    ],
+)
+def test_a_malformed_state_is_refused_by_the_field_it_names(field: str, value: object) -> None:
+    # each would fail every later reading of its series
+    data = {**feed(noisy(200))[0].to_json(), field: value}
+    with pytest.raises(ValueError, match=f"anomaly state: {field}: malformed"):
+        AnomalyState.from_json(data)
 
 
 def test_a_version_1_state_is_adopted_with_an_empty_long_memory() -> None:
@@ -153,10 +178,19 @@ def test_a_series_turned_noisier_scores_by_its_noise_when_the_noise_statistic_is
     assert 1 <= sum(s > 0.5 for s in with_noise[3000:]) <= 4
 
 
-def test_the_noise_is_counted_only_while_on_so_turning_it_on_later_starts_young() -> None:
+@pytest.mark.parametrize("before", ["off", "on, then off"])
+def test_the_noise_is_counted_only_while_on_so_turning_it_on_later_starts_young(
+    before: str,
+) -> None:
     values = calm_then_noisy()
-    state, _ = feed(values[:2000])
-    assert state.noise_n == 0.0 and state.hist_v == [0.0] * 48
+    if before == "off":
+        state, _ = feed(values[:2000])
+    else:  # switched off, it is forgotten: a count kept without its decaying histograms
+        state, _ = feed(values[:1000], params=NOISE)  # would find all noise rare when back on
+        assert state.noise_n > 0.0
+        state, _ = feed(values[1000:2000], state, start=1000)
+    assert state.noise_n == state.noise_ln == state.noise == state.noise_score == 0.0
+    assert state.hist_v == state.hist_lv == [0.0] * 48
     _, later = feed(values[2000:3000], state, start=2000, params=NOISE)
     _, deviations = feed(values)
     # nothing over the deviations' own scores (an empty calibration with a count would find
@@ -174,6 +208,34 @@ def test_a_state_written_before_the_noise_statistic_is_adopted_with_it_empty() -
     _, scores = feed(values[2000:], adopted, start=2000, params=NOISE)
     _, deviations = feed(values)
     assert max(scores[:1000]) <= max(deviations[2000:3000]) < 0.9 < max(scores[1000:])
+
+
+def test_the_noise_is_calibrated_past_the_first_rescale_of_the_weights() -> None:
+    # the short memory's weights are scaled back after about 6,000 readings: the noise's
+    # histograms with them, or it would find every later noise ordinary
+    rng = random.Random(3)
+    calm = noisy(9000, seed=3)
+    values = calm + [20.0 + max(-3.0, min(3.0, rng.gauss(0.0, 2.5))) for _ in range(300)]
+    params = NOISE.model_copy(update={"surprise_long_halflife": 10_000})
+    state, _ = feed(values[:9000], params=params)
+    assert state.hist_w < 1e6 and state.hist_lw > 1.0  # rescaled (the long memory not yet)
+    assert (state.noise_n, state.noise_ln) == (state.hist_n, state.hist_ln)  # the same decay
+    # a histogram holds at most its count of readings, in the units of its weights
+    assert sum(state.hist_v) / state.hist_w <= state.noise_n
+    assert sum(state.hist_lv) / state.hist_lw <= state.noise_ln
+    loudest = 0.0
+    for i, v in enumerate(values[9000:], 9000):
+        state, _ = score(params, state, T0 + i * STEP, v)
+        loudest = max(loudest, state.noise_score)  # the scores the noise set
+    assert loudest > 0.9
+
+
+def test_a_gap_restarts_the_noise() -> None:
+    state, _ = feed(calm_then_noisy(), params=NOISE)
+    assert state.noise > 0.5
+    after = T0 + 3300 * STEP + timedelta(hours=7)
+    state, _ = score(NOISE, state, after, 20.0)
+    assert abs(state.noise) < 0.02  # one reading's share since the restart
 
 
 def test_a_deviation_the_series_keeps_giving_is_judged_by_the_long_memory() -> None:

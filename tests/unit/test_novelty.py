@@ -537,25 +537,52 @@ def test_the_score_explains_itself() -> None:
     )
 
 
-def test_a_score_set_by_the_noise_says_so() -> None:
+def calm_then_noisy() -> list[float]:
     rng = random.Random(7)  # calm, then two and a half times as noisy, no reading far out
-    values = noisy(3000) + [20.0 + max(-3.0, min(3.0, rng.gauss(0.0, 2.5))) for _ in range(300)]
+    return noisy(3000) + [20.0 + max(-3.0, min(3.0, rng.gauss(0.0, 2.5))) for _ in range(300)]
+
+
+def test_a_score_set_by_the_noise_says_so() -> None:
+    values = calm_then_noisy()
     detector = trained(values[:3000])
     whys = []
     for x in points(values[3000:], start=3000):
         whys.append(detector.explain_one(x))
         detector.learn_one(x)
     loudest = max(whys, key=lambda why: why.score)
-    assert loudest.seasonal_score > 0.9 and loudest.noise > 1.3 and not loudest.damped
+    assert loudest.seasonal_score > 0.9 and loudest.noise > 1.3 and not loudest.noise_damped
     # a familiar value (the series has no season), but noise is no matter of the value: undamped
     assert loudest.score == loudest.seasonal_score and not loudest.familiar
     assert "took often lately" not in loudest.text
     assert loudest.noise_s == NOISE_HALFLIFE * STEP.total_seconds()
+    assert loudest.noise_rarity == 10.0 ** (loudest.seasonal_score * SURPRISE_FULL)
+    assert loudest.rarity < 100  # the reading's own deviation is ordinary, and says so
+    assert f"; a deviation about once in {loudest.rarity:,.0f} readings" in loudest.text
     assert (
-        f"the noise lately: over about 6 hours the forecast's errors were about {loudest.noise:.2g} times the usual spread, "
-        in loudest.text
-    )
-    assert "deviation" not in loudest.text
+        "the noise lately scored higher: the forecast's errors, each counted to 4 spreads and "
+        "averaged with a half-life of about 6 hours, came to about "
+        f"{loudest.noise:.2g} times the usual spread, noise like this about once in "
+        f"{loudest.noise_rarity:,.0f} readings" in loudest.text
+    ), loudest.text
+    # a reading whose deviation scores as high as the noise is the deviation's (a tie too)
+    at = loudest_at = T0 + (3000 + whys.index(loudest)) * STEP
+    spike = trained(values[: 3000 + whys.index(loudest)]).explain_one((at, 60.0))
+    assert spike.seasonal_score == 1.0 and not spike.noise and "noise" not in spike.text
+    assert "a deviation past the top of the scale" in spike.text, loudest_at
+
+
+def test_a_rule_that_switches_the_noise_off_forgets_it_and_explains_deviations() -> None:
+    values = calm_then_noisy()
+    on = trained(values[:3100])
+    state = on.to_json()
+    assert state is not None and state["seasonal"]["noise_n"] > 0
+    off = NoveltyDetector(NoveltyParams(seasonal=AnomalyParams(noise_halflife=0)), state)
+    why = off.explain_one((T0 + 3100 * STEP, 23.0))
+    assert not why.noise and "noise" not in why.text and "a deviation about once" in why.text
+    off.learn_one((T0 + 3100 * STEP, 23.0))
+    forgotten = off.to_json()
+    assert forgotten is not None and forgotten["seasonal"]["noise_n"] == 0.0
+    assert forgotten["seasonal"]["hist_v"] == [0.0] * 48
 
 
 def test_a_seasonal_state_is_adopted() -> None:
@@ -657,16 +684,27 @@ def test_the_refractory_damping_is_undone_for_the_explanation(recent: float) -> 
         assert got == pytest.approx(u) and was_damped == (u <= recent)
 
 
-def test_a_damped_deviation_is_explained_by_its_own_rarity() -> None:
+@pytest.mark.parametrize("noise", [0.0, None], ids=["deviations only", "with the noise"])
+def test_a_damped_deviation_is_explained_by_its_own_rarity(noise: float | None) -> None:
     values = spike_then_shift()
-    detector = NoveltyDetector(NoveltyParams(seasonal=AnomalyParams(noise_halflife=0)))
+    detector = NoveltyDetector(NoveltyParams(seasonal=AnomalyParams(noise_halflife=noise)))
     for x in points(values[:2200]):
         detector.step(x)
     why = detector.explain_one(points(values, start=0)[2200])
-    assert why.damped and why.seasonal_score < 0.1  # the score the reading got
+    assert why.damped and why.seasonal_score < 0.2  # the score the reading got
     # the deviation itself: about once in 700 readings, not once in 4 (10 ** (0.08 * 7.25))
-    assert why.rarity > 100 * 10.0 ** (why.seasonal_score * SURPRISE_FULL)
-    assert "(its score damped: it came within days of a higher one)" in why.text
+    assert why.rarity > 600
+    assert (
+        "a deviation about once in 699 readings (its score damped: it came within days of a higher one)"
+        in why.text
+    )
+    if noise is None:  # the first error of a shift raised the noise over the damped deviation
+        assert (
+            why.noise
+            and why.noise_damped
+            and why.noise_rarity > 10.0 ** (why.seasonal_score * SURPRISE_FULL)
+        )
+        assert "(its score damped: it came within days of louder noise)" in why.text
     spike = trained(values[:1500]).explain_one((T0 + 1500 * STEP, 40.0))  # no high score before
     assert not spike.damped and "damped" not in spike.text
 
