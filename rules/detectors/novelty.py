@@ -80,10 +80,9 @@ the visited bins with their counts (at most ``4 * max_span`` of them), each hour
 a few counts: about 10 KB of JSON.
 A score is computed before the reading is learned; the detector is deterministic and keeps no
 clock. What runs at every reading (the state and the step) is in
-:mod:`rules.detectors.novelty_step`, compiled: callgrind counts 54,368 instructions a score on
-NAB's ``nyc_taxi``, 42,325 with the noise off (2026-12-06, a review's measurement), where the
-step interpreted, over the seasonal state of an interpreted module, took 92,440 (before the
-noise).
+:mod:`rules.detectors.novelty_step`, compiled: callgrind counts 51,760 instructions a score on
+NAB's ``nyc_taxi``, 40,880 with the noise off (2026-12-06), where the step interpreted, over
+the seasonal state of an interpreted module, took 92,440 (before the noise).
 
 >>> from datetime import UTC, datetime, timedelta
 >>> d = NoveltyDetector(NoveltyParams(range_readings=100, quiet_readings=50))

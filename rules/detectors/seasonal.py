@@ -301,10 +301,16 @@ then vary, learn their spread too slowly: 67.3 against 71.3 on the NAB sample)."
 
 
 def _above(hist: list[float], w: float, z: float) -> float:
-    """The decayed count of past values of at least ``z`` (over 1) in a histogram."""
+    """The decayed count of past values of at least ``z`` (over 1) in a histogram. The bins are
+    added in a loop, not summed from a slice: the slice was a new list at every call."""
     pos = 2.0 * math.log2(z)
     j = int(pos)
-    return (0.0 if j >= _HIST_BINS else sum(hist[j + 1 :]) + hist[j] * (1.0 - (pos - j))) / w
+    if j >= _HIST_BINS:
+        return 0.0
+    total = 0.0
+    for k in range(j + 1, _HIST_BINS):
+        total += hist[k]
+    return (total + hist[j] * (1.0 - (pos - j))) / w
 
 
 def _surprise(hist: list[float], w: float, n: float, z: float, prior: float, full: float) -> float:
