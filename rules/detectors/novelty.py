@@ -27,7 +27,7 @@ borrows that idea in its simplest form, one value at a time:
   per click swinging three and five times as far from hour to hour), and a level shift soon
   after a spike is seen by the errors of its first readings though the spike's refractory
   period damps their deviation (a sharp shift may so give a second alert, from the noise, a
-  few readings after the first);
+  few readings after the first). The noise scores nothing before a series is a week old;
 - *range*: the first ``range_readings`` readings fix a bin width, ``1 / levels`` of their range
   (values outside it fall in further bins of the same width). When the usual values (the
   rarest visits at each end left out) come to span more than ``max_span`` bins, neighbouring

@@ -45,7 +45,8 @@ spike far out does not make a series look noisy for days. It is calibrated as th
 are, in histograms of its own (an exponential tail as the prior, the tail of a sum of squares),
 and scored after the refractory period with a refractory period of its own, in which a later
 noise score alerts only when it is 0.1 louder than the recent high (the statistic is smooth:
-it would otherwise rise past its own last high at each reading of a noisy day). The score is
+it would otherwise rise past its own last high at each reading of a noisy day); it scores
+nothing before the series is a week old (a week holds the rhythm of its noise). The score is
 the larger of the two (a tie is the deviation's), and ``noise_score`` keeps it when it is the
 noise's (:func:`by_noise`). So a series that turns noisier than usual scores without any one
 reading far out, and the errors of a level shift's first readings are seen even within the
@@ -102,6 +103,7 @@ from rules.detectors.seasonal_state import (
     _HOUR,
     _NEW_IN_2,
     _NEW_NOISE,
+    _NOISE_AGE,
     _NOISE_CAP,
     _NOISE_LOUDER,
     _SQRT_HALF,
@@ -384,15 +386,15 @@ def _fold(
     return hist, hist_b, hist_v, w, n
 
 
-def _noisier(d: _Derived, s: AnomalyState, zv: float) -> float:
+def _noisier(d: _Derived, s: AnomalyState, zv: float, age: float) -> float:
     """The noise statistic ``zv`` scored by its rarity in both memories (the less surprising),
     then damped by its own refractory period unless it is ``_NOISE_LOUDER`` over its recent
-    high."""
+    high; 0 while the series is under ``_NOISE_AGE`` old (``age``, seconds)."""
     prior, full = d.surprise_prior, d.full
     out = _noise_surprise(s.hist_v, s.hist_w, s.noise_n, zv, prior, full)
     if d.a_long and s.noise_ln > 0.0:
         out = min(out, _noise_surprise(s.hist_lv, s.hist_lw, s.noise_ln, zv, prior, full))
-    if s.n < d.warmup:
+    if s.n < d.warmup or age < _NOISE_AGE:
         out = 0.0
     if d.refractory:
         recent = s.noise_recent
@@ -484,7 +486,7 @@ def score(
         if out <= recent:
             out *= 1.0 - recent
     if d.a_noise:  # its own refractory period: a noisy day and a spike in it are two events
-        noisy = _noisier(d, s, zv)
+        noisy = _noisier(d, s, zv, age)
         s.noise_score = noisy if noisy > out else 0.0  # a tie is the deviation's
         out = max(out, noisy)
     elif s.noise_n or s.noise:

@@ -49,6 +49,11 @@ it reads a state that has it (the fields are ignored): a rollback keeps its anom
 _NOISE_CAP = 16.0
 """A squared standardised error counts for at most this much in the noise statistic (an error
 of 4 spreads): one spike far out does not make a series look noisy for days."""
+_NOISE_AGE = _WEEK
+"""The noise scores nothing before a series is this old (it is learned meanwhile): a week of
+history holds the rhythm of its noise over the days of a week, and a young series' first busy
+afternoons are no noisier than usual (NAB's tweet series: 27 false positives in their first
+week without this wait)."""
 _NOISE_LOUDER = 0.1
 """Within the refractory period of a noise score, a later one alerts only when it is this much
 louder: the statistic is smooth, so it would otherwise rise past its own last high at each

@@ -210,6 +210,17 @@ def test_a_state_written_before_the_noise_statistic_is_adopted_with_it_empty() -
     assert max(scores[:1000]) <= max(deviations[2000:3000]) < 0.9 < max(scores[1000:])
 
 
+def test_the_noise_scores_nothing_in_a_series_first_week() -> None:
+    # the noisier stretch of calm_then_noisy, on day 4 (readings every 5 minutes): learned,
+    # not scored; after a week the same stretch scores over 0.9 (above)
+    values = noisy(1200) + calm_then_noisy()[3000:] + noisy(500, seed=9)
+    _, deviations = feed(values)
+    state, with_noise = feed(values[:1500], params=NOISE)
+    assert state.noise > 0.5  # as noisy as it was when it scored
+    _, rest = feed(values[1500:], state, start=1500, params=NOISE)
+    assert with_noise + rest == deviations
+
+
 def test_the_noise_is_calibrated_past_the_first_rescale_of_the_weights() -> None:
     # the short memory's weights are scaled back after about 6,000 readings: the noise's
     # histograms with them, or it would find every later noise ordinary
