@@ -291,12 +291,14 @@ class Explanation:
                 "a deviation past the top of the scale"
                 if self.top
                 else f"a deviation about once in {self.rarity:,.0f} readings"
+                if self.rarity >= 2.0
+                else "a usual deviation"
             )
             + (" (its score damped: it came within days of a higher one)" if self.damped else "")
         )
         if self.noise:  # the score is the noise's: say what it was and how rare
             parts.append(
-                "the noise lately scored higher: the forecast's errors, each counted to 4 "
+                "the noise lately set the score: the forecast's errors, each counted to 4 "
                 f"spreads and averaged with a half-life of {_span(self.noise_s)}, came to "
                 f"about {self.noise:.2g} times the usual spread, "
                 + (
@@ -355,7 +357,7 @@ def _undamped(refractory: float, before: AnomalyState | None, score: float) -> t
     >>> _undamped(0.99, None, 0.3), _undamped(0.0, None, 0.3)
     ((0.3, False), (0.3, False))
     """
-    if before is None or not refractory:
+    if before is None or not refractory or score <= 0.0:
         return score, False
     r = before.recent
     if score > r * (1.0 - r):

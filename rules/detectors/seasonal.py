@@ -165,6 +165,7 @@ _FIELDS = (
     "noise_n",
     "hist_lv",
     "noise_ln",
+    "noise_age",
 )
 """The state's fields, in the order :meth:`AnomalyState.to_json` writes them."""
 _INTS = frozenset({"n", "run_n", "run_d", "model"})
@@ -176,7 +177,9 @@ _LISTS = {
 }
 """The lists of a state and their lengths: a state whose list is short (or holds a NaN) would
 fail every later reading of its series, so :meth:`AnomalyState.from_json` refuses it."""
-_COUNTS = frozenset({"hist_w", "hist_n", "hist_lw", "hist_ln", "noise_n", "noise_ln"})
+_COUNTS = frozenset({"hist_n", "hist_ln", "noise_n", "noise_ln", "noise_age"})
+_WEIGHTS = frozenset({"hist_w", "hist_lw"})
+"""Must be positive: every rarity divides by them."""
 
 
 class AnomalyState:
@@ -231,6 +234,9 @@ class AnomalyState:
     noise_ln: float
     """The noise statistic's calibration histograms (short and long memory, the weights of the
     deviations' own) and their decayed counts."""
+    noise_age: float
+    """Seconds of the series' history the noise has learned (each gap at most
+    ``gap_reset_hours``), since it began or was last switched on."""
 
     def __init__(self, t: float, x: float) -> None:
         """The state after one reading at ``t`` (epoch seconds) of value ``x``."""
@@ -246,7 +252,7 @@ class AnomalyState:
         self.hist_lw, self.hist_ln, self.model = 1.0, 0.0, 0
         self.noise, self.noise_recent, self.noise_score = 0.0, 0.0, 0.0
         self.hist_v, self.noise_n = [0.0] * _HIST_BINS, 0.0
-        self.hist_lv, self.noise_ln = [0.0] * _HIST_BINS, 0.0
+        self.hist_lv, self.noise_ln, self.noise_age = [0.0] * _HIST_BINS, 0.0, 0.0
 
     def copy(self) -> AnomalyState:
         """An independent copy (the lists are copied too)."""
@@ -282,11 +288,20 @@ class AnomalyState:
                     if len(numbers) != _LISTS.get(name) or not all(map(math.isfinite, numbers)):
                         raise ValueError(name)
                     setattr(s, name, numbers)
+                elif name in _LISTS:  # a number where a list belongs (the interpreted class
+                    raise ValueError(name)  # would take it)
                 elif name in _INTS:
-                    setattr(s, name, int(value))
+                    count = int(value)
+                    if name == "n" and count < 1:
+                        raise ValueError(name)
+                    setattr(s, name, count)
                 else:
                     number = float(value)
-                    if not math.isfinite(number) or (name in _COUNTS and number < 0.0):
+                    if (
+                        not math.isfinite(number)
+                        or (name in _COUNTS and number < 0.0)
+                        or (name in _WEIGHTS and number <= 0.0)
+                    ):
                         raise ValueError(name)
                     setattr(s, name, number)
             except (TypeError, ValueError):
@@ -386,15 +401,15 @@ def _fold(
     return hist, hist_b, hist_v, w, n
 
 
-def _noisier(d: _Derived, s: AnomalyState, zv: float, age: float) -> float:
+def _noisier(d: _Derived, s: AnomalyState, zv: float) -> float:
     """The noise statistic ``zv`` scored by its rarity in both memories (the less surprising),
     then damped by its own refractory period unless it is ``_NOISE_LOUDER`` over its recent
-    high; 0 while the series is under ``_NOISE_AGE`` old (``age``, seconds)."""
+    high; 0 until it has learned ``_NOISE_AGE`` of the series' history."""
     prior, full = d.surprise_prior, d.full
     out = _noise_surprise(s.hist_v, s.hist_w, s.noise_n, zv, prior, full)
     if d.a_long and s.noise_ln > 0.0:
         out = min(out, _noise_surprise(s.hist_lv, s.hist_lw, s.noise_ln, zv, prior, full))
-    if s.n < d.warmup or age < _NOISE_AGE:
+    if s.n < d.warmup or s.noise_age < _NOISE_AGE:
         out = 0.0
     if d.refractory:
         recent = s.noise_recent
@@ -409,7 +424,7 @@ def _forget_noise(s: AnomalyState) -> None:
     without its histograms, which decay meanwhile, would find all noise rare)."""
     s.noise, s.noise_recent, s.noise_score = 0.0, 0.0, 0.0
     s.hist_v, s.noise_n = [0.0] * _HIST_BINS, 0.0
-    s.hist_lv, s.noise_ln = [0.0] * _HIST_BINS, 0.0
+    s.hist_lv, s.noise_ln, s.noise_age = [0.0] * _HIST_BINS, 0.0, 0.0
 
 
 def score(
@@ -468,6 +483,7 @@ def score(
     zb = min(abs(s.drift) * d.drift_gain, _Z_MAX)
     zv = 0.0
     if d.a_noise:
+        s.noise_age += min(gap, d.gap)
         s.noise += d.a_noise * (min(u * u, _NOISE_CAP) - 1.0 - s.noise)
         zv = min(max(s.noise, 0.0) * d.noise_gain, _Z_MAX)
 
@@ -486,10 +502,10 @@ def score(
         if out <= recent:
             out *= 1.0 - recent
     if d.a_noise:  # its own refractory period: a noisy day and a spike in it are two events
-        noisy = _noisier(d, s, zv, age)
+        noisy = _noisier(d, s, zv)
         s.noise_score = noisy if noisy > out else 0.0  # a tie is the deviation's
         out = max(out, noisy)
-    elif s.noise_n or s.noise:
+    elif s.noise_n or s.noise or s.noise_age:
         _forget_noise(s)
 
     # --- learn

@@ -42,6 +42,7 @@ _NEW_NOISE: dict[str, Any] = {
     "noise_n": 0.0,
     "hist_lv": [0.0] * _HIST_BINS,
     "noise_ln": 0.0,
+    "noise_age": 0.0,
 }
 """What a version 2 state written before the noise statistic lacks: its calibration starts
 empty (its own counts, so an adopted state does not find every noise rare). Code that predates
@@ -50,10 +51,11 @@ _NOISE_CAP = 16.0
 """A squared standardised error counts for at most this much in the noise statistic (an error
 of 4 spreads): one spike far out does not make a series look noisy for days."""
 _NOISE_AGE = _WEEK
-"""The noise scores nothing before a series is this old (it is learned meanwhile): a week of
-history holds the rhythm of its noise over the days of a week, and a young series' first busy
-afternoons are no noisier than usual (NAB's tweet series: 27 false positives in their first
-week without this wait)."""
+"""The noise scores nothing before it has learned this much of a series' history (counted from
+when it began, each gap at most ``gap_reset_hours``): a week holds the rhythm of its noise over
+the days of a week, and a young series' first busy afternoons are no noisier than usual (NAB's
+tweet series: 27 more false positives without this wait, 18 of them in a series' first
+week)."""
 _NOISE_LOUDER = 0.1
 """Within the refractory period of a noise score, a later one alerts only when it is this much
 louder: the statistic is smooth, so it would otherwise rise past its own last high at each

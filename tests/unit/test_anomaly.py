@@ -15,6 +15,7 @@ from rules import nab
 from rules.anomaly import AnomalyParams, AnomalyState, score
 from rules.detectors import SeasonalDetector
 from rules.detectors.novelty import NoveltyParams
+from rules.detectors.seasonal import by_noise
 from rules.testing import score_series
 from wiring.cli_anomaly import anomaly_app, parse_params
 
@@ -137,6 +138,8 @@ def test_state_round_trips_through_json(params: AnomalyParams) -> None:
         ("noise_n", -1.0),
         ("hist", 3.0),
         ("spread", [1.0]),
+        ("hist_w", 0.0),
+        ("n", 0),
     ],
 )
 def test_a_malformed_state_is_refused_by_the_field_it_names(field: str, value: object) -> None:
@@ -183,13 +186,16 @@ def test_the_noise_is_counted_only_while_on_so_turning_it_on_later_starts_young(
     before: str,
 ) -> None:
     values = calm_then_noisy()
+    long_off = AnomalyParams(surprise_long_halflife=10_000)
     if before == "off":
-        state, _ = feed(values[:2000])
+        state, _ = feed(values[:2000], params=long_off)
     else:  # switched off, it is forgotten: a count kept without its decaying histograms
-        state, _ = feed(values[:1000], params=NOISE)  # would find all noise rare when back on
-        assert state.noise_n > 0.0
-        state, _ = feed(values[1000:2000], state, start=1000)
+        on = NOISE.model_copy(update={"surprise_long_halflife": 10_000})
+        state, _ = feed(values[:1000], params=on)  # would find all noise rare when back on
+        assert state.noise_n > 0.0 and state.noise_ln > 0.0 and state.noise_age > 0.0
+        state, _ = feed(values[1000:2000], state, start=1000, params=long_off)
     assert state.noise_n == state.noise_ln == state.noise == state.noise_score == 0.0
+    assert state.noise_recent == state.noise_age == 0.0
     assert state.hist_v == state.hist_lv == [0.0] * 48
     _, later = feed(values[2000:3000], state, start=2000, params=NOISE)
     _, deviations = feed(values)
@@ -219,6 +225,22 @@ def test_the_noise_scores_nothing_in_a_series_first_week() -> None:
     assert state.noise > 0.5  # as noisy as it was when it scored
     _, rest = feed(values[1500:], state, start=1500, params=NOISE)
     assert with_noise + rest == deviations
+
+
+def test_the_noise_waits_a_week_from_when_it_began_not_from_the_series_start() -> None:
+    # a series two weeks old switches the noise on: its first week of learning scores nothing
+    values = noisy(4032) + calm_then_noisy()[3000:] + noisy(300, seed=9)
+    state, _ = feed(values[:4032])  # off
+    _, deviations = feed(values[4032:], state.copy(), start=4032)
+    _, switched_on = feed(values[4032:], state, start=4032, params=NOISE)
+    assert switched_on == deviations
+
+
+def test_by_noise_is_a_strict_win_of_the_noise() -> None:
+    state = AnomalyState(0.0, 1.0)
+    assert not by_noise(state, 0.0)  # no score: nobody's
+    state.noise_score = 0.5
+    assert by_noise(state, 0.5) and not by_noise(state, 0.4)
 
 
 def test_the_noise_is_calibrated_past_the_first_rescale_of_the_weights() -> None:

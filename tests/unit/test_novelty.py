@@ -559,7 +559,7 @@ def test_a_score_set_by_the_noise_says_so() -> None:
     assert loudest.rarity < 100  # the reading's own deviation is ordinary, and says so
     assert f"; a deviation about once in {loudest.rarity:,.0f} readings" in loudest.text
     assert (
-        "the noise lately scored higher: the forecast's errors, each counted to 4 spreads and "
+        "the noise lately set the score: the forecast's errors, each counted to 4 spreads and "
         "averaged with a half-life of about 6 hours, came to about "
         f"{loudest.noise:.2g} times the usual spread, noise like this about once in "
         f"{loudest.noise_rarity:,.0f} readings" in loudest.text
@@ -568,6 +568,7 @@ def test_a_score_set_by_the_noise_says_so() -> None:
     at = loudest_at = T0 + (3000 + whys.index(loudest)) * STEP
     spike = trained(values[: 3000 + whys.index(loudest)]).explain_one((at, 60.0))
     assert spike.seasonal_score == 1.0 and not spike.noise and "noise" not in spike.text
+    assert spike.top and not loudest.top and not loudest.noise_top
     assert "a deviation past the top of the scale" in spike.text, loudest_at
 
 
@@ -681,7 +682,7 @@ def test_the_refractory_damping_is_undone_for_the_explanation(recent: float) -> 
     for u in [0.0, 0.05, 0.3, 0.5, 0.7, 1.0]:
         damped = u * (1.0 - recent) if u <= recent else u  # as the seasonal detector damps
         got, was_damped = _undamped(0.99, before, damped)
-        assert got == pytest.approx(u) and was_damped == (u <= recent)
+        assert got == pytest.approx(u) and was_damped == (0.0 < u <= recent)  # 0: nothing to undo
 
 
 @pytest.mark.parametrize("noise", [0.0, None], ids=["deviations only", "with the noise"])
