@@ -347,38 +347,27 @@ def _span(seconds: float) -> str:
     return f"about {seconds / 86400:.2g} days"
 
 
-def _undamped(refractory: float, before: AnomalyState | None, score: float) -> tuple[float, bool]:
-    """The seasonal ``score`` before the refractory period damped it, and whether it did. The
-    period multiplies a score ``u`` by ``1 - r`` when ``u <= r`` (``r`` the recent high score,
-    before this reading), so a damped score is at most ``r * (1 - r)`` and an undamped one is
-    over ``r``: the two never overlap, and the damping can be undone (except at ``r = 1``,
-    where every score was damped to 0).
+def _undamped(
+    refractory: float, before: AnomalyState | None, score: float, noise: bool = False
+) -> tuple[float, bool]:
+    """The seasonal ``score`` before the refractory period damped it, and whether it did (with
+    ``noise``, the noise's score and its own period). The period multiplies a score ``u`` by
+    ``1 - r`` when ``u <= r + m`` (``r`` the recent high score before this reading, ``m`` 0 or
+    for the noise ``_NOISE_LOUDER``), so a damped score is at most ``(r + m) * (1 - r)`` and an
+    undamped one is over ``r + m``: the two never overlap, and the damping can be undone (except
+    at ``r = 1``, where every such score was damped to 0).
 
     >>> _undamped(0.99, None, 0.3), _undamped(0.0, None, 0.3)
     ((0.3, False), (0.3, False))
+    >>> before = AnomalyState(0.0, 1.0)
+    >>> before.noise_recent = 0.5
+    >>> _undamped(0.99, before, 0.3, noise=True), _undamped(0.99, before, 0.7, noise=True)
+    ((0.6, True), (0.7, False))
     """
     if before is None or not refractory or score <= 0.0:
         return score, False
-    r = before.recent
-    if score > r * (1.0 - r):
-        return score, False
-    return (score, True) if r >= 1.0 else (score / (1.0 - r), True)
-
-
-def _undamped_noise(refractory: float, before: AnomalyState, score: float) -> tuple[float, bool]:
-    """The noise's ``score`` before its own refractory period damped it, and whether it did.
-    The period multiplies a score ``u`` by ``1 - r`` when ``u <= r + _NOISE_LOUDER`` (``r`` the
-    noise's recent high before this reading): a damped score is at most
-    ``(r + _NOISE_LOUDER) * (1 - r)``, under any undamped one, so the damping can be undone (but
-    at ``r = 1``, where every such score was damped to 0).
-
-    >>> before = AnomalyState(0.0, 1.0)
-    >>> before.noise_recent = 0.5
-    >>> _undamped_noise(0.99, before, 0.3), _undamped_noise(0.99, before, 0.7)
-    ((0.6, True), (0.7, False))
-    """
-    r = before.noise_recent
-    if not refractory or r <= 0.0 or score > (r + _NOISE_LOUDER) * (1.0 - r):
+    r, louder = (before.noise_recent, _NOISE_LOUDER) if noise else (before.recent, 0.0)
+    if r <= 0.0 or score > (r + louder) * (1.0 - r):
         return score, False
     return (score, True) if r >= 1.0 else (score / (1.0 - r), True)
 
@@ -426,7 +415,7 @@ class NoveltyDetector:
         deviation, noise = step.seasonal, (0.0, False)
         if noisy and s.seasonal is not None:  # the deviation's own score, as with the noise off
             deviation = score(self.params._deviations, s.seasonal.copy(), *x)[1]
-            noise = _undamped_noise(derived.refractory, s.seasonal, step.seasonal)
+            noise = _undamped(derived.refractory, s.seasonal, step.seasonal, noise=True)
         seasonal, damped = _undamped(derived.refractory, s.seasonal, deviation)
         seen = None
         if s.bins:

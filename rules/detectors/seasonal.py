@@ -422,9 +422,8 @@ def _noisier(d: _Derived, s: AnomalyState, zv: float) -> float:
 def _forget_noise(s: AnomalyState) -> None:
     """The noise switched off: forget it, so switching it on again starts young (a count kept
     without its histograms, which decay meanwhile, would find all noise rare)."""
-    s.noise, s.noise_recent, s.noise_score = 0.0, 0.0, 0.0
-    s.hist_v, s.noise_n = [0.0] * _HIST_BINS, 0.0
-    s.hist_lv, s.noise_ln, s.noise_age = [0.0] * _HIST_BINS, 0.0, 0.0
+    for name, empty in _NEW_NOISE.items():  # as a state from before the noise is adopted
+        setattr(s, name, list(empty) if isinstance(empty, list) else empty)
 
 
 def score(
