@@ -30,6 +30,7 @@ from cityvitals import db, kafka
 from cityvitals.contracts import Device
 from cityvitals.settings import Settings
 from device_registry.access import Role
+from tests.integration.publishing import login_accepted
 from wiring.localstack import LocalStack, MetricsPorts, down, scrape
 from wiring.services import open_registry
 from wiring.stack import free_loopback_port
@@ -65,7 +66,8 @@ class Pipeline:
     def register(
         self, device_type: str = "water_level", place: str = "itest/d1/s1/g1"
     ) -> tuple[str, str]:
-        """A new active device; returns (device id, MQTT secret)."""
+        """A new active device, once the broker takes its login; returns (device id, MQTT
+        secret)."""
         device_id = f"{device_type.replace('_', '')}-{uuid.uuid4().hex[:10]}"
         device = Device(
             device_id=device_id,
@@ -74,7 +76,18 @@ class Pipeline:
             updated_at=datetime.now(UTC),
         )
         with open_registry(self.settings) as registry:
-            return device_id, registry.add(device, "itest")
+            secret = registry.add(device, "itest")
+        self.wait_login(device_id, secret)
+        return device_id, secret
+
+    def wait_login(self, device_id: str, secret: str) -> None:
+        """Until the broker takes the device's login (it reloads its password file after each
+        registration; a publish before that is refused)."""
+        wait_for(
+            lambda: login_accepted(self.settings, device_id, secret),
+            timeout=30,
+            what=f"the broker to take {device_id}'s login",
+        )
 
     def metrics(self, service: str) -> str:
         """The service's Prometheus exposition text ('' while it does not answer)."""

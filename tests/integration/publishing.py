@@ -66,3 +66,26 @@ def publish_all(
         client.disconnect()
         client.loop_stop()
     return accepted
+
+
+def login_accepted(settings: Settings, user: str, secret: str, timeout: float = 5.0) -> bool:
+    """Whether the broker takes ``user``'s login now: an MQTT 5 connection that publishes
+    nothing. A device registered a moment ago is refused until the broker has reloaded its
+    password file (the registry signals it at once and again half a second later)."""
+    answers: list[Any] = []
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"itest-probe-{uuid.uuid4().hex[:8]}",
+        protocol=mqtt.MQTTv5,
+    )
+    client.username_pw_set(user, secret)
+    client.on_connect = lambda _c, _u, _f, reason, _p: answers.append(reason)
+    try:
+        client.connect("127.0.0.1", settings.mqtt_port, keepalive=10)
+    except OSError:
+        return False
+    deadline = time.monotonic() + timeout
+    while not answers and time.monotonic() < deadline:
+        client.loop(timeout=0.1)
+    client.disconnect()
+    return bool(answers) and not answers[0].is_failure

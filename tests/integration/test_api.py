@@ -39,6 +39,7 @@ from tests.integration.conftest import (
     reading,
     wait_for,
 )
+from tests.integration.publishing import login_accepted
 from wiring.localstack import reports_ready
 from wiring.servers import python_service
 from wiring.stack import StackPaths
@@ -151,6 +152,7 @@ def test_a_suspended_device_is_refused_by_the_broker_and_reaches_nothing(
     )
     assert refused.returncode != 0, refused.stdout
     assert b"not authori" in refused.stderr.lower(), refused.stderr
+    assert not login_accepted(pipeline.settings, device, secret)  # the probe registrations wait on
 
     # A later reading of another device is stored: anything the suspended one got through
     # would have been stored by now too.
