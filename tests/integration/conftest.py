@@ -77,17 +77,12 @@ class Pipeline:
         )
         with open_registry(self.settings) as registry:
             secret = registry.add(device, "itest")
-        self.wait_login(device_id, secret)
-        return device_id, secret
-
-    def wait_login(self, device_id: str, secret: str) -> None:
-        """Until the broker takes the device's login (it reloads its password file after each
-        registration; a publish before that is refused)."""
-        wait_for(
+        wait_for(  # the broker refuses it until it has reloaded its password file
             lambda: login_accepted(self.settings, device_id, secret),
             timeout=30,
             what=f"the broker to take {device_id}'s login",
         )
+        return device_id, secret
 
     def metrics(self, service: str) -> str:
         """The service's Prometheus exposition text ('' while it does not answer)."""
