@@ -218,14 +218,15 @@ class Desk(Dispatcher):
         """A signal joined ``t`` (``level`` None: one of its alerts resolved)."""
         t.last_signal = max(t.last_signal, now)
         state = t.incident.state
-        if level is not None and state in (IncidentState.VERIFIED, IncidentState.CLOSED):
-            if level.rank <= t.peak.rank:
-                self._refresh(t, device_id)
-                t.incident = t.incident.model_copy(update={"flaps": t.incident.flaps + 1})
-                self._step(t, Action.ATTACH, now, out, reason=f"flap: {reason or level.value}")
-                return
+        if level is not None and state in _DONE and level.rank > t.peak.rank:
+            # worse than the work was done for: it goes out again, at the new level's tier
             self._refresh(t, device_id, level)
             self._reopen(t, now, out, f"{_signal(level)} after {state.value}")
+            return
+        if level is not None and state in (IncidentState.VERIFIED, IncidentState.CLOSED):
+            self._refresh(t, device_id)
+            t.incident = t.incident.model_copy(update={"flaps": t.incident.flaps + 1})
+            self._step(t, Action.ATTACH, now, out, reason=f"flap: {reason or level.value}")
             return
         before = t.peak
         self._refresh(t, device_id, level)
@@ -503,6 +504,10 @@ class Desk(Dispatcher):
         t.closed_at = now
         self._step(t, Action.CLOSE, now, out, reason="verified", to=IncidentState.CLOSED)
 
+
+_DONE = (IncidentState.HANDLED, IncidentState.VERIFIED, IncidentState.CLOSED)
+"""The states after a department said it handled the incident: a signal above its peak level
+reopens it."""
 
 LATE = timedelta(minutes=10)
 """An alert heard of this long after it was measured says when it was measured."""

@@ -749,6 +749,32 @@ def test_a_level_beyond_the_tiers_reach_sends_the_incident_up_at_once() -> None:
     )
 
 
+def test_a_level_above_what_was_handled_reopens_the_incident_at_that_levels_tier() -> None:
+    """The street said it handled a yellow flood, then the water turns red: the incident does
+    not wait for verification at the street (which handles up to orange) but reopens and goes
+    to the district at once. The same level again after the work was handled joins it."""
+    desk = desk_with()
+    first = run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"), 0, level="yellow")])
+    incident_id = only_incident(desk)
+    close_loop(desk, incident_id, first.dispatches[0].dispatch_id)
+    assert desk.book.incidents[incident_id].incident.state is IncidentState.HANDLED
+    same = run(desk, [alert("waterlogging-depth", "wl-2", (*STREET, "g2"), 41, level="yellow")])
+    assert [u.transition.action for u in same.updates] == [Action.ATTACH]
+    assert not same.dispatches
+    red = run(desk, [alert("waterlogging-depth", "wl-3", (*STREET, "g3"), 42, level="red")])
+    steps = [(u.transition.action, u.transition.reason) for u in red.updates]
+    assert steps[0] == (Action.REOPEN, "a red signal after handled")
+    (order,) = red.dispatches  # the street's order was handled: nothing to withdraw
+    assert (order.kind, order.department, order.tier) == (
+        DispatchKind.ORDER,
+        "water",
+        Tier.DISTRICT,
+    )
+    inc = desk.book.incidents[incident_id].incident
+    assert (inc.state, inc.level, inc.department) == (IncidentState.DISPATCHED, "red", "water")
+    assert inc.open_alerts == 3
+
+
 def test_a_level_within_the_tiers_reach_tightens_its_limits_from_now() -> None:
     """Yellow turns orange at the street, which handles up to orange: no new order, but the
     limits become orange's counted from now where that is sooner, a step says so, and the
