@@ -329,15 +329,7 @@ def up(
             f"registry API http://{s.api_host}:{s.api_port}/docs; "
             f"logs in {stack.paths.logs}. Ctrl-C or 'cityvitals down' stops everything."
         )
-        from device_registry.incident_publisher import incident_departments
-        from wiring.cli_users import ensure_local_admin
-        from wiring.services import open_registry
-
-        with open_registry(s) as reg:  # the first 'up' makes a local admin: its login link
-            link = ensure_local_admin(reg, f"http://{s.api_host}:{s.api_port}")
-            # incidents are dispatched to the routing's departments from the start: their
-            # operators can be added at once (renamed with 'cityvitals departments add')
-            added = reg.add_missing_departments(incident_departments(s), "cityvitals up")
+        link, added = _first_users(s)
         if added:
             typer.echo(f"departments of the incident routing registered: {', '.join(added)}")
         if link:
@@ -458,6 +450,23 @@ def _plan(incidents: list[str], after: float):  # type: ignore[no-untyped-def]
         return city, plan_incidents(city, incidents, after)
     except IncidentSpecError as exc:
         raise fail(str(exc)) from None
+
+
+def _first_users(s: Settings) -> tuple[str | None, list[str]]:
+    """The local admin's login link, made by the first 'up' (None after), and the incident
+    routing's departments this 'up' registered. A function of its own, so that the registry,
+    and its Kafka producer, are gone when it returns: one kept for the whole run logged a
+    failed connection when the stack stopped Kafka."""
+    from device_registry.incident_publisher import incident_departments
+    from wiring.cli_users import ensure_local_admin
+    from wiring.services import open_registry
+
+    with open_registry(s) as reg:
+        link = ensure_local_admin(reg, f"http://{s.api_host}:{s.api_port}")
+        # incidents are dispatched to the routing's departments from the start: their
+        # operators can be added at once (renamed with 'cityvitals departments add')
+        added = reg.add_missing_departments(incident_departments(s), "cityvitals up")
+    return link, added
 
 
 def _prepare_simulator(s: Settings, seed: int, interval: float, city, planned):  # type: ignore[no-untyped-def]

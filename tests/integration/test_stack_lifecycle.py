@@ -98,6 +98,23 @@ def up(tmp_path: Path) -> Iterator[Up]:
         down(started.state, purge=True)
 
 
+def tcp_connections(pid: int, port: int) -> int:
+    """The established TCP connections process ``pid`` holds to ``port`` on 127.0.0.1 (its
+    sockets' inodes in ``/proc/PID/fd``, found in ``/proc/net/tcp``)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    rows = (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
+    return sum(
+        1
+        for row in rows
+        if int(row[2].split(":")[1], 16) == port and row[3] == "01" and row[9] in inodes
+    )
+
+
 def assert_all_stopped(up: Up, children: dict[str, int]) -> None:
     code = up.process.wait(90)
     assert code == 0, up.log()
@@ -174,9 +191,15 @@ def test_ready_without_a_running_up_says_where_it_looked(tmp_path: Path) -> None
 def test_sigterm_and_sighup_stop_every_process_as_ctrl_c_does(up: Up, sig: signal.Signals) -> None:
     children = up.children()
     assert len(children) == len(SERVICES) + 3
+    # Running, up itself keeps no Kafka client (one it kept logged a failed connection when
+    # the stop took Kafka down): after its first status line, it has done what it set up.
+    wait_for(lambda: "readings stored" in up.log(), 60, "up's first status line")
+    assert tcp_connections(up.process.pid, up.ports[1]) == 0
     up.process.send_signal(sig)
     assert_all_stopped(up, children)
     assert f"stopping ({sig.name})" in up.log()
+    # no client of up's own is left to log a failed connection as Kafka stops
+    assert "rdkafka" not in up.log().split("stopping (")[-1], up.log()
 
 
 def test_down_stops_a_running_up_through_its_launcher(up: Up) -> None:
