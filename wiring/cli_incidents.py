@@ -373,15 +373,15 @@ def act(
         unexplained = close_without_reason(incident.state, feedback.action, reason)
         if unexplained is not None:
             raise fail(f"{unexplained}: give it with --reason; nothing was sent")
-        still = verify_while_firing(incident, feedback.action)
-        if still is not None:
-            raise fail(f"{still}; nothing was sent")
         earlier = superseded_dispatch(registry.conn, incident, feedback.dispatch_id)
         if earlier is not None:
             raise fail(f"--dispatch: {earlier}; nothing was sent")
-        too_soon = not_now(incident.state, feedback.action)
+        too_soon = not_now(incident.state, feedback.action)  # first, as the stage judges it
         if too_soon is not None:
             raise fail(f"{too_soon}; nothing was sent")
+        still = verify_while_firing(incident, feedback.action)
+        if still is not None:
+            raise fail(f"{still}; nothing was sent")
         if feedback.action is Action.REASSIGN and feedback.department is not None:
             try:
                 routed = incident_departments(conf)

@@ -52,8 +52,17 @@ def places_add(
         lon=lon,
     )
     with registry() as reg:
+        known = {p.place_id for p in reg.list_places()}
         reg.put_places([place], actor())
     typer.echo(f"{place.level.value} {'/'.join(ids)}: {name}")
+    for n, place_id in enumerate(ids[:-1], start=1):
+        if place_id not in known:  # as a device's path notes the places it creates
+            named = "/".join(ids[:n])
+            typer.echo(
+                f"note: creates place {named}, named by its id (cityvitals places add {named} "
+                "--name NAME names it)",
+                err=True,
+            )
 
 
 @places_app.command("list")

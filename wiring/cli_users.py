@@ -53,8 +53,7 @@ def users_add(
     with _registry() as reg:
         user, token = reg.add_user(name, role, actor(), path_of(scope), department)
     typer.echo(f"user {user.name}: {user.role.value}, scope {user.scope_text}")
-    typer.echo(f"token: {token}")
-    typer.echo(NOT_STORED, err=True)
+    _tell(token)
 
 
 @users_app.command("list")
@@ -99,8 +98,19 @@ def users_token(name: Annotated[str, typer.Argument(help="The user's name")]) ->
     """Issue a new token (printed once); the old one stops working at once."""
     with _registry() as reg:
         token = reg.rotate_token(name, actor())
+    _tell(token)
+
+
+def _tell(token: str) -> None:
+    """A new token, once, and the console's login link with it (on this shell's API port)."""
+    s = settings()
     typer.echo(f"token: {token}")
+    typer.echo(f"console: {console_link(f'http://{s.api_host}:{s.api_port}', token)}")
     typer.echo(NOT_STORED, err=True)
+
+
+def console_link(api_url: str, token: str) -> str:
+    return f"{api_url}/console#token={token}"
 
 
 def ensure_local_admin(registry: Any, api_url: str) -> str | None:
@@ -111,5 +121,5 @@ def ensure_local_admin(registry: Any, api_url: str) -> str | None:
     _user, token = registry.add_user(LOCAL_ADMIN, Role.ADMIN, "cityvitals up")
     return (
         f"console login (shown once; 'cityvitals users token {LOCAL_ADMIN}' issues a new one): "
-        f"{api_url}/console#token={token}"
+        f"{console_link(api_url, token)}"
     )

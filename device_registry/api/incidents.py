@@ -351,15 +351,15 @@ def act(
     unexplained = close_without_reason(found.state, feedback.action, body.reason)
     if unexplained is not None:
         raise FieldError(422, ("body", "reason"), unexplained, body.reason)
-    still = verify_while_firing(found, feedback.action)
-    if still is not None:
-        raise FieldError(422, ("body", "action"), still, body.action)
     earlier = superseded_dispatch(registry.conn, found, feedback.dispatch_id)
     if earlier is not None:
         raise FieldError(422, ("body", "dispatch_id"), earlier, body.dispatch_id)
     too_soon = not_now(found.state, feedback.action)  # nor in any state the stage may be in
     if too_soon is not None:
         raise FieldError(409, ("body", "action"), too_soon, body.action)
+    still = verify_while_firing(found, feedback.action)  # after the state, as the stage judges
+    if still is not None:
+        raise FieldError(422, ("body", "action"), still, body.action)
     if feedback.action is Action.REASSIGN and feedback.department is not None:
         listed = (d.department_id for d in registry.list_departments())
         routed = _configured(incident_departments, settings)

@@ -163,6 +163,13 @@ def test_places_add_creates_the_missing_city_and_says_so(pipeline: Pipeline) -> 
     env = pipeline.settings.to_env()
     result = runner.invoke(cli_app, ["places", "add", f"{p}c/{p}d", "--name", "Pudong"], env=env)
     assert result.exit_code == 0, result.output
+    assert result.stdout == f"district {p}c/{p}d: Pudong\n"
+    assert result.stderr == (
+        f"note: creates place {p}c, named by its id (cityvitals places add {p}c --name NAME "
+        "names it)\n"
+    )
+    again = runner.invoke(cli_app, ["places", "add", f"{p}c/{p}e", "--name", "Xuhui"], env=env)
+    assert again.exit_code == 0 and again.stderr == "", again.output  # the city is there now
     with open_registry(pipeline.settings) as reg:
         city = reg.get_place(f"{p}c")
         assert city.level.value == "city" and city.path == (f"{p}c",)
