@@ -345,7 +345,8 @@ def unseen_names(data: Path, unseen: Path) -> set[str]:
 def _no_data(flag: str, problem: str) -> NoReturn:
     print(
         f"error: {problem}. Give {flag} a folder holding NAB's combined_windows.json (or "
-        "labels/combined_windows.json) and its data/<category>/<file>.csv series.",
+        "labels/combined_windows.json) and its data/<category>/<file>.csv series: a checkout "
+        "of NAB's repository (git clone https://github.com/numenta/NAB) is one.",
         file=sys.stderr,
     )
     raise SystemExit(2)
@@ -381,7 +382,8 @@ def main(argv: list[str] | None = None) -> None:
     runs = run(corpus, args.detector, args.param)
     scored = runs.scored
     windows = sum(s.windows for s in scored.values())
-    print(f"detector {args.detector} on the NAB sample at {args.data}")
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"detector {args.detector} on the NAB sample at {args.data} ({when})")
     print(f"{len(corpus)} files (of NAB's 58), {windows} windows, {runs.readings} readings")
     tuning = tuning_files(list(scored))
     totals = report(scored, tuning)

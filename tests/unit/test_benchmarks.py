@@ -26,6 +26,7 @@ def test_nab_without_its_data_says_so_and_exits_2(
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert f"no NAB data at {tmp_path / 'nab'}" in err and "--data" in err
+    assert "git clone https://github.com/numenta/NAB" in err  # where to get it
     (tmp_path / "nab").mkdir()
     with pytest.raises(SystemExit):
         nab.main(["--data", str(tmp_path / "nab")])
