@@ -22,6 +22,7 @@ app = typer.Typer(
     help="cityvitals: streaming IoT sensing and alerting for city operations.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
 app.command()(up)
 app.command()(down)
