@@ -105,11 +105,11 @@ def _tell(token: str) -> None:
     """A new token, once, and the console's login link with it (on this shell's API port)."""
     s = settings()
     typer.echo(f"token: {token}")
-    typer.echo(f"console: {console_link(f'http://{s.api_host}:{s.api_port}', token)}")
+    typer.echo(f"console: {_console_link(f'http://{s.api_host}:{s.api_port}', token)}")
     typer.echo(NOT_STORED, err=True)
 
 
-def console_link(api_url: str, token: str) -> str:
+def _console_link(api_url: str, token: str) -> str:
     return f"{api_url}/console#token={token}"
 
 
@@ -121,5 +121,5 @@ def ensure_local_admin(registry: Any, api_url: str) -> str | None:
     _user, token = registry.add_user(LOCAL_ADMIN, Role.ADMIN, "cityvitals up")
     return (
         f"console login (shown once; 'cityvitals users token {LOCAL_ADMIN}' issues a new one): "
-        f"{console_link(api_url, token)}"
+        f"{_console_link(api_url, token)}"
     )
