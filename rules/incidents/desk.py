@@ -221,7 +221,8 @@ class Desk(Dispatcher):
         if level is not None and state in _DONE and level.rank > t.peak.rank:
             # worse than the work was done for: it goes out again, at the new level's tier
             self._refresh(t, device_id, level)
-            self._reopen(t, now, out, f"{_signal(level)} after {state.value}")
+            worse = f"{_signal(level)} after {state.value}"
+            self._reopen(t, now, out, worse, again=state is IncidentState.HANDLED)
             return
         if level is not None and state in (IncidentState.VERIFIED, IncidentState.CLOSED):
             self._refresh(t, device_id)
@@ -487,13 +488,25 @@ class Desk(Dispatcher):
         )
 
     def _reopen(
-        self, t: Tracked, now: datetime, out: Outcome, reason: str, actor: str = PLATFORM
+        self,
+        t: Tracked,
+        now: datetime,
+        out: Outcome,
+        reason: str,
+        actor: str = PLATFORM,
+        again: bool = False,
     ) -> None:
-        t.refused_by = []
+        """Reopen ``t`` and dispatch it. ``again``: the work it was handled for goes on (a
+        worse signal before verification), so the departments that refused it stay skipped
+        and it goes to no tier below the one that handled it (an escalation or a person's
+        reassignment had sent it there); else it starts afresh, at the lowest tier."""
+        floor = t.incident.tier if again else None
+        if not again:
+            t.refused_by = []
         t.verified_at = t.closed_at = None
         t.incident = t.incident.model_copy(update=UNSEEN)
         self._step(t, Action.REOPEN, now, out, actor=actor, reason=reason, to=IncidentState.NEW)
-        self._dispatch(t, now, out)
+        self._dispatch(t, now, out, at_least=floor)
 
     def _verified(self, t: Tracked, now: datetime, out: Outcome) -> None:
         t.verified_at = now

@@ -19,6 +19,7 @@ from cityvitals.contracts import (
     IncidentTransition,
     IncidentUpdate,
     PlaceOutage,
+    Tier,
 )
 from rules.incidents.book import Book, Tracked, derive_id
 from rules.incidents.config import IncidentConfig
@@ -188,13 +189,21 @@ class Dispatcher:
     # -- dispatch ------------------------------------------------------------------------
 
     def _dispatch(
-        self, t: Tracked, now: datetime, out: Outcome, kind: DispatchKind = DispatchKind.ORDER
+        self,
+        t: Tracked,
+        now: datetime,
+        out: Outcome,
+        kind: DispatchKind = DispatchKind.ORDER,
+        at_least: Tier | None = None,
     ) -> None:
-        """Send a new (or rejected, or reopened) incident to the lowest tier that handles it,
-        unless that tier place's storm budget is spent: then it waits for the digest."""
+        """Send a new (or rejected, or reopened) incident to the lowest tier that handles it
+        (not below ``at_least``), unless that tier place's storm budget is spent: then it
+        waits for the digest."""
         inc = t.incident
         exclude = set(t.refused_by)
-        assignment = route(self.config, inc.category, inc.place_path, inc.level, exclude=exclude)
+        assignment = route(
+            self.config, inc.category, inc.place_path, inc.level, exclude=exclude, at_least=at_least
+        )
         if assignment is None:
             self._step(t, Action.NOTE, now, out, reason="no department left to route it to")
             return

@@ -49,13 +49,18 @@ def route(
     *,
     above: Tier | None = None,
     exclude: Collection[tuple[str, Tier]] = (),
+    at_least: Tier | None = None,
 ) -> Assignment | None:
-    """The lowest tier (above ``above``, if given) with a route for the incident, and its most
-    specific route's department; ``exclude`` skips (department, tier) pairs that refused it.
-    A tier whose ``up_to`` is below the level is passed over; escalation (``above``) ignores
-    ``up_to``, since the tier below has already failed. None when nothing is left."""
+    """The lowest tier (above ``above``, if given; else not below ``at_least``) with a route
+    for the incident, and its most specific route's department; ``exclude`` skips
+    (department, tier) pairs that refused it. A tier whose ``up_to`` is below the level is
+    passed over; escalation (``above``) ignores ``up_to``, since the tier below has already
+    failed. None when nothing is left."""
     tiers = list(Tier)
-    start = tiers.index(above) + 1 if above is not None else 0
+    if above is not None:
+        start = tiers.index(above) + 1
+    else:
+        start = tiers.index(at_least) if at_least is not None else 0
     for tier in tiers[start:]:
         candidates = [
             r

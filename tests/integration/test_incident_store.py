@@ -439,6 +439,35 @@ def test_an_order_sent_up_in_the_same_instant_is_withdrawn_not_judged(town: Sett
     assert (eco.on_time, eco.closed, eco.closure_rate, eco.flagged) == (1, 1, 1.0, False)
 
 
+def test_work_handled_then_sent_out_again_is_not_judged_for_closing(town: Settings) -> None:
+    """The street handled a flood in time; it turned red, reopened and went to the district,
+    which closed it: the street is judged on time, and not for an incident it could not
+    close (its closure rate would read 0 and be flagged)."""
+    with db.connect(town) as conn:
+        h = History(conn, "tc")
+        flood = h.open("flooding", "tc-s1", WarningLevel.YELLOW, at=T0)
+        h.dispatch(flood, "crew", Tier.STREET, T0)
+        h.go(
+            flood,
+            (Action.ACCEPT, IncidentState.ACCEPTED, T0 + timedelta(minutes=2)),
+            (Action.HANDLED, IncidentState.HANDLED, T0 + timedelta(minutes=30)),
+            (Action.REOPEN, IncidentState.NEW, T0 + timedelta(minutes=40)),
+        )
+        h.dispatch(flood, "water", Tier.DISTRICT, T0 + timedelta(minutes=40))
+        h.go(
+            flood,
+            (Action.ACCEPT, IncidentState.ACCEPTED, T0 + timedelta(minutes=42)),
+            *closing(T0 + timedelta(minutes=60)),
+        )
+        rows = performance(conn, T0 - timedelta(days=1), T0 + timedelta(days=1))
+    by = {(p.department, p.tier): p for p in rows}
+    crew = by[("crew", Tier.STREET)]
+    assert (crew.judged, crew.on_time, crew.incidents_judged, crew.closed) == (1, 1, 0, 0)
+    assert (crew.closure_rate, crew.flagged) == (None, False)
+    water = by[("water", Tier.DISTRICT)]
+    assert (water.on_time, water.closed, water.closure_rate, water.flagged) == (1, 1, 1.0, False)
+
+
 def test_revisions_of_one_instant_read_in_the_order_the_level_rose(town: Settings) -> None:
     """Orange then red within a second: shown so, the last line the level now, and the order
     judged by the red's limits, whichever id sorts first."""

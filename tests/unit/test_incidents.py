@@ -775,6 +775,24 @@ def test_a_level_above_what_was_handled_reopens_the_incident_at_that_levels_tier
     assert inc.open_alerts == 3
 
 
+def test_a_worse_signal_after_handled_goes_to_no_tier_below_and_no_department_that_refused() -> (
+    None
+):
+    """The street refused a yellow flood and the district handled it: when it turns orange,
+    which the street would handle, it goes back to the district, not to the street."""
+    desk = desk_with()
+    first = run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"), 0, level="yellow")])
+    incident_id = only_incident(desk)
+    refused = feedback(incident_id, "reject", 1, dispatch_id=first.dispatches[0].dispatch_id)
+    (district,) = run(desk, [refused]).dispatches
+    assert (district.department, district.tier) == ("water", Tier.DISTRICT)
+    close_loop(desk, incident_id, district.dispatch_id)
+    assert desk.book.incidents[incident_id].incident.state is IncidentState.HANDLED
+    worse = run(desk, [alert("waterlogging-depth", "wl-2", (*STREET, "g2"), 42, level="orange")])
+    (order,) = worse.dispatches
+    assert (order.department, order.tier) == ("water", Tier.DISTRICT)
+
+
 def test_a_level_within_the_tiers_reach_tightens_its_limits_from_now() -> None:
     """Yellow turns orange at the street, which handles up to orange: no new order, but the
     limits become orange's counted from now where that is sooner, a step says so, and the
