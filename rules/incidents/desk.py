@@ -221,7 +221,7 @@ class Desk(Dispatcher):
         if level is not None and state in _DONE and level.rank > t.peak.rank:
             # worse than the work was done for: it goes out again, at the new level's tier
             self._refresh(t, device_id, level)
-            worse = f"{_signal(level)} after {state.value}"
+            worse = f"{_signal(level)} after {state.value}" + (f": {reason}" if reason else "")
             self._reopen(t, now, out, worse, again=state is IncidentState.HANDLED)
             return
         if level is not None and state in (IncidentState.VERIFIED, IncidentState.CLOSED):

@@ -763,7 +763,8 @@ def test_a_level_above_what_was_handled_reopens_the_incident_at_that_levels_tier
     assert not same.dispatches
     red = run(desk, [alert("waterlogging-depth", "wl-3", (*STREET, "g3"), 42, level="red")])
     steps = [(u.transition.action, u.transition.reason) for u in red.updates]
-    assert steps[0] == (Action.REOPEN, "a red signal after handled")
+    assert steps[0][0] is Action.REOPEN
+    assert steps[0][1].startswith("a red signal after handled: ") and "wl-3" in steps[0][1]
     (order,) = red.dispatches  # the street's order was handled: nothing to withdraw
     assert (order.kind, order.department, order.tier) == (
         DispatchKind.ORDER,
