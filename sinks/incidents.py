@@ -531,15 +531,10 @@ WITH pairs AS (  -- each order to each incident, with its limits as last revised
            (SELECT extract(epoch FROM min(t.ts) - p.ts) FROM incident_transitions t
              WHERE t.incident_id = p.incident_id AND t.action = 'handled'
                AND t.ts >= p.ts AND (p.ended IS NULL OR t.ts < p.ended)) AS to_handle,
-           -- handled, then sent out again (reopened): the work it did was done
-           EXISTS (
+           EXISTS (  -- the incident went out again after this order
                SELECT 1 FROM dispatches n
                 WHERE (n.incident_id = p.incident_id OR n.incidents @> ARRAY[p.incident_id])
-                  AND n.ts > p.ts AND n.kind NOT IN ('withdrawal', 'revision')
-                  AND EXISTS (
-                      SELECT 1 FROM incident_transitions t
-                       WHERE t.incident_id = p.incident_id AND t.action = 'handled'
-                         AND t.ts >= p.ts AND t.ts <= n.ts)) AS handed_on
+                  AND n.ts > p.ts AND n.kind NOT IN ('withdrawal', 'revision')) AS sent_again
       FROM ended p
 ), verdicts AS (
     SELECT j.*, CASE
@@ -559,7 +554,8 @@ SELECT v.department, v.tier, count(*), count(*) FILTER (WHERE v.accepted),
        -- judged for closing: not while it waits for verification of work it handled, nor
        -- once that work was done and the incident, reopened, went out again
        count(DISTINCT v.incident_id) FILTER (
-           WHERE v.verdict NOT IN ('running', 'withdrawn') AND NOT v.handed_on
+           WHERE v.verdict NOT IN ('running', 'withdrawn')
+             AND NOT (v.to_handle IS NOT NULL AND v.sent_again)
              AND NOT coalesce(i.state IN ('handled', 'verified') AND i.department = v.department
                               AND i.tier = v.tier, false)),
        count(DISTINCT v.incident_id) FILTER (
