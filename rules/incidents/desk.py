@@ -244,14 +244,22 @@ class Desk(Dispatcher):
         department the new category routes to (at the incident's level with the signal's)
         takes it over as a reassignment, the one that had it withdrawn. Else the department
         at work keeps it, and the note says where the routing would send it now: a duty
-        officer decides (a crew on site at a gas leak may be the one to shut the supply)."""
+        officer decides (a crew on site at a gas leak may be the one to shut the supply). Once
+        a department said it handled the old category's work (or it was verified, closed), the
+        new category's is not done: the incident reopens and goes out as the new category's
+        order at the lowest tier that handles it (a fire after a handled gas leak)."""
         inc = t.incident
         old, new = self._title(inc.category), self._title(category)
         title = f"{new} at {self.named(t.group_path[-1])}"
         t.incident = inc.model_copy(update={"category": category, "title": title[:500]})
         higher = level if level.rank > inc.level.rank else inc.level
-        to = route(self.config, category, inc.place_path, higher, exclude=set(t.refused_by))
         note = f"now {new}, was {old}: {t.said}"
+        if inc.state in _DONE:  # the work was for the old category: the new one's starts
+            self._refresh(t, None, higher)
+            reason = f"now {new}, was {old}, after {inc.state.value}: {t.said}"
+            self._reopen(t, now, out, reason)
+            return
+        to = route(self.config, category, inc.place_path, higher, exclude=set(t.refused_by))
         other = to is not None and (to.department, to.tier) != (inc.department, inc.tier)
         if other and inc.state is IncidentState.DISPATCHED and t.assigned_by is None:
             assert to is not None

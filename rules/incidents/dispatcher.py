@@ -213,7 +213,9 @@ class Dispatcher:
         self.book.meta.budgets[key] = sent
         if budget is not None and len(sent) >= budget:
             t.held = key
-            self.book.meta.held.setdefault(key, []).append(inc.incident_id)
+            waiting = self.book.meta.held.setdefault(key, [])
+            if inc.incident_id not in waiting:  # (held here before, then sent another way)
+                waiting.append(inc.incident_id)
             reason = f"{key} used its budget of {budget} per {self.config.storm.per}: in the digest"
             self._step(t, Action.NOTE, now, out, reason=reason)
             return
@@ -323,8 +325,14 @@ class Dispatcher:
                 if t is None or t.held != key or t.incident.state is not IncidentState.NEW:
                     continue
                 inc = t.incident
+                # no tier below the one it waited at (a reopen goes to none below its last)
                 to = route(
-                    self.config, inc.category, inc.place_path, inc.level, exclude=set(t.refused_by)
+                    self.config,
+                    inc.category,
+                    inc.place_path,
+                    inc.level,
+                    exclude=set(t.refused_by),
+                    at_least=Tier(key.partition(":")[0]),
                 )
                 if to is not None:
                     by_department.setdefault(to, []).append(t)

@@ -229,6 +229,51 @@ def test_a_person_s_reassignment_holds_against_a_category_taking_it_over() -> No
     assert any("but hazmat keeps it (ana reassigned it there)" in n for n in notes(out))
 
 
+def handled(*more: Between) -> tuple[Between, ...]:
+    """The gas utility accepts the leak, is on site and says it handled it, then ``more``."""
+    return (
+        lambda i, d: feedback(i, "accept", 1, dispatch_id=d),
+        lambda i, _: feedback(i, "on_site", 1.5),
+        lambda i, _: feedback(i, "handled", 2),
+        *more,
+    )
+
+
+def test_smoke_after_a_handled_gas_leak_reopens_it_as_a_fire_for_the_fire_service() -> None:
+    """The gas utility's work was for a leak: a fire there after it is new work, whatever its
+    level, and goes out to the fire service at once (not a note on a handled incident)."""
+    desk, out = gas_then_fire(*handled(), fire="yellow")
+    (t,) = desk.book.incidents.values()
+    assert (t.incident.category, t.incident.department) == ("fire", "fire-rescue")
+    assert t.incident.state is IncidentState.DISPATCHED
+    steps = [(u.transition.action, u.transition.reason) for u in out.updates]
+    assert steps[0] == (
+        Action.REOPEN,
+        "now fire, was gas, after handled: camera-smoke-fire at cam-1 (yellow)",
+    )
+    (order,) = out.dispatches  # the gas utility's order was handled: nothing to withdraw
+    assert (order.kind, order.department, order.title) == (
+        DispatchKind.ORDER,
+        "fire-rescue",
+        "fire at g1",
+    )
+
+
+def test_smoke_after_a_closed_gas_leak_reopens_it_as_a_fire_not_as_a_flap() -> None:
+    resolved = alert("gas-lel", "gas-1", (), 2.5, status="resolved", revision=1)
+    desk, out = gas_then_fire(
+        *handled(
+            lambda _i, _d: resolved,
+            lambda i, _: feedback(i, "verify", 3, actor="ana", reason="no gas"),
+            lambda i, _: feedback(i, "close", 3.5, actor="ana", reason="done"),
+        )
+    )
+    (t,) = desk.book.incidents.values()
+    assert t.incident.flaps == 0
+    assert out.updates[0].transition.reason.startswith("now fire, was gas, after closed: ")
+    assert [(d.kind, d.department) for d in out.dispatches] == [(DispatchKind.ORDER, "fire-rescue")]
+
+
 def test_a_category_that_takes_over_another_must_be_related_to_it() -> None:
     text = EXAMPLE.replace("related: [gas], takes_over: [gas]", "takes_over: [gas]")
     with pytest.raises(RuleFileError, match="takes over 'gas', which is not in its related"):
@@ -485,6 +530,50 @@ def test_a_storm_beyond_the_budget_becomes_one_digest() -> None:
     )
     states = {t.incident.state for t in desk.book.incidents.values()}
     assert states == {IncidentState.DISPATCHED}
+
+
+def test_an_incident_held_twice_for_one_budget_is_in_its_digest_once() -> None:
+    """The fourth gas leak waits for the street's budget; a duty officer sends it to the street
+    crew, which handles it; it turns orange and waits for the same budget again: the digest
+    lists it once and sends it once."""
+    desk = desk_with(storm_config())
+    run(desk, [alert("gas-lel", f"gas-{i}", (*STREET, f"g{i}"), i * 0.1) for i in range(4)])
+    (held,) = [t for t in desk.book.incidents.values() if t.held is not None]
+    iid = held.incident.incident_id
+    run(
+        desk,
+        [
+            feedback(iid, "reassign", 1, actor="ana", department="street-ops", tier="street"),
+            feedback(iid, "accept", 2),
+            feedback(iid, "on_site", 2.5),
+            feedback(iid, "handled", 3),
+            alert("gas-lel", "gas-3", (*STREET, "g3"), 5, level="orange", revision=1),
+        ],
+    )
+    assert held.held == f"street:{STREET[-1]}" and held.incident.state is IncidentState.NEW
+    out = run(desk, [tick(11)])
+    (digest,) = out.dispatches
+    assert digest.incidents == (iid,)
+    assert [u.transition.action for u in out.updates] == [Action.DISPATCH]
+
+
+def test_a_digest_sends_a_reopened_incident_to_no_tier_below_the_one_it_waited_at() -> None:
+    """The street let a yellow flood lapse and the district handled it; when it turns orange
+    it waits for the district's budget (spent on a fire), and its digest goes to the district,
+    not down to the street that let it lapse."""
+    desk = desk_with(EXAMPLE.replace("budget: {street: 3}", "budget: {street: 3, district: 1}"))
+    first = run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"), 0)])
+    iid = only_incident(desk)
+    (escalation,) = [d for d in run(desk, [tick(21)]).dispatches if d.kind.value == "escalation"]
+    assert (escalation.department, first.dispatches[0].department) == ("water", "street-ops")
+    close_loop(desk, iid, escalation.dispatch_id)  # the district handles it by minute 40
+    run(desk, [alert("camera-smoke-fire", "cam-9", (*STREET, "g9"), 41, level="orange")])
+    run(
+        desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"), 42, level="orange", revision=1)]
+    )
+    assert desk.book.incidents[iid].held == f"district:{STREET[1]}"
+    (digest,) = [d for d in run(desk, [tick(52)]).dispatches if d.kind is DispatchKind.DIGEST]
+    assert (digest.department, digest.tier, digest.incidents) == ("water", Tier.DISTRICT, (iid,))
 
 
 def test_a_rejection_goes_to_the_next_department_that_handles_it() -> None:
