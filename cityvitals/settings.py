@@ -222,6 +222,21 @@ class Settings(BaseSettings):
             return self.kafka_fetch_wait_ms
         return 500 if self.kafka_storage == "s3" else 20
 
+    @property
+    def api_url(self) -> str:
+        """Where a browser on this machine reaches the API: a wildcard bind (``0.0.0.0``,
+        ``::``, as in the container deployments) by loopback, an IPv6 literal in brackets.
+
+        >>> [Settings(api_host=h, api_port=8080).api_url for h in ("0.0.0.0", "::", "::1")]
+        ['http://127.0.0.1:8080', 'http://[::1]:8080', 'http://[::1]:8080']
+        """
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(
+            self.api_host, self.api_host
+        )
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.api_port}"
+
     def topic(self, name: str) -> str:
         """The real Kafka topic name of a logical topic (prefix applied)."""
         return f"{self.topic_prefix}.{name}" if self.topic_prefix else name

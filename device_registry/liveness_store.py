@@ -16,7 +16,13 @@ from cityvitals.settings import Settings
 from cityvitals.stage import Transient
 from device_registry.liveness import DeviceClock, Outage, PlacePath, Watched, restore, under
 
-__all__ = ["LivenessStore", "LivenessStoreUnavailable", "device_rows", "open_outages"]
+__all__ = [
+    "LivenessStore",
+    "LivenessStoreUnavailable",
+    "device_rows",
+    "open_outages",
+    "unheard",
+]
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -181,6 +187,20 @@ def device_rows(
         },
     )
     return _models(DeviceLiveness, cur)
+
+
+def unheard(conn: Conn, place: str | None = None) -> list[tuple[str, datetime]]:
+    """Active devices under ``place`` the liveness service has no judgement of yet, with when
+    each was registered, in id order: never heard since, and not yet silent long enough to be
+    judged late (its row is written at a first report or a first lateness)."""
+    cur = conn.execute(
+        "SELECT d.device_id, d.created_at FROM devices d WHERE d.state = 'active' "
+        "AND (%(place)s::text IS NULL OR %(place)s = ANY(d.place_path)) "
+        "AND NOT EXISTS (SELECT 1 FROM device_liveness l WHERE l.device_id = d.device_id) "
+        "ORDER BY d.device_id",
+        {"place": place},
+    )
+    return [(device_id, created_at) for device_id, created_at in cur.fetchall()]
 
 
 def open_outages(conn: Conn, place: str | None = None) -> list[PlaceOutage]:

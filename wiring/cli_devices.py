@@ -235,21 +235,32 @@ def devices_liveness(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
 ) -> None:
     """Each active device's liveness (online, late, offline) as the liveness service last
-    judged it, with when it was last seen and the cadence it is judged by."""
+    judged it, with when it was last seen and the cadence it is judged by; without --status,
+    the active devices not heard yet too (with --json, the judged ones alone)."""
+    from device_registry.liveness_store import unheard
+
     with registry() as reg:
         place = known_place(reg.conn, place)
         found = reg.liveness(place, status)
+        silent = unheard(reg.conn, place) if status is None and not as_json else []
     zone = settings().zone
     for live in found:
         if as_json:
             typer.echo(live.model_dump_json())
         else:
             typer.echo(f"{live.device_id:<24}{_liveness(live, zone)}")
-    if not as_json:
-        counts = {s: sum(1 for f in found if f.status is s) for s in Liveness}
-        shown = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
-        many = "device" if len(found) == 1 else "devices"
-        typer.echo(f"{len(found)} {many} ({shown or 'none'}); times in {zone}", err=True)
+    if as_json:
+        return
+    for device_id, registered in silent:
+        typer.echo(
+            f"{device_id:<24}not heard yet (registered {registered.astimezone(zone):%H:%M:%S})"
+        )
+    counts = {s.value: sum(1 for f in found if f.status is s) for s in Liveness}
+    counts["not heard yet"] = len(silent)
+    shown = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
+    total = len(found) + len(silent)
+    many = "device" if total == 1 else "devices"
+    typer.echo(f"{total} {many} ({shown or 'none'}); times in {zone}", err=True)
 
 
 @devices_app.command("export")

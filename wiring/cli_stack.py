@@ -326,7 +326,7 @@ def up(
         typer.echo(
             f"cityvitals is up: MQTT 127.0.0.1:{s.mqtt_port}, Kafka {s.kafka_bootstrap}, "
             f"PostgreSQL {s.database_url.get_secret_value()} (schema {s.database_schema}); "
-            f"registry API http://{s.api_host}:{s.api_port}/docs; "
+            f"registry API {s.api_url}/docs; "
             f"logs in {stack.paths.logs}. Ctrl-C or 'cityvitals down' stops everything."
         )
         link, added = _first_users(s)
@@ -461,11 +461,15 @@ def _first_users(s: Settings) -> tuple[str | None, list[str]]:
     from wiring.cli_users import ensure_local_admin
     from wiring.services import open_registry
 
-    with open_registry(s) as reg:
-        link = ensure_local_admin(reg, f"http://{s.api_host}:{s.api_port}")
+    reg = open_registry(s)
+    try:
+        link = ensure_local_admin(reg, s.api_url)
         # incidents are dispatched to the routing's departments from the start: their
         # operators can be added at once (renamed with 'cityvitals departments add')
         added = reg.add_missing_departments(incident_departments(s), "cityvitals up")
+    finally:
+        reg.close()
+        del reg  # an error's traceback keeps this frame: not the producer with it
     return link, added
 
 

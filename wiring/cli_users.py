@@ -105,7 +105,7 @@ def _tell(token: str) -> None:
     """A new token, once, and the console's login link with it (on this shell's API port)."""
     s = settings()
     typer.echo(f"token: {token}")
-    typer.echo(f"console: {_console_link(f'http://{s.api_host}:{s.api_port}', token)}")
+    typer.echo(f"console: {_console_link(s.api_url, token)}")
     typer.echo(NOT_STORED, err=True)
 
 

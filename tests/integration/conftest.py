@@ -30,7 +30,7 @@ from cityvitals import db, kafka
 from cityvitals.contracts import Device
 from cityvitals.settings import Settings
 from device_registry.access import Role
-from tests.integration.publishing import login_accepted
+from tests.integration.publishing import login_answer
 from wiring.localstack import LocalStack, MetricsPorts, down, scrape
 from wiring.services import open_registry
 from wiring.stack import free_loopback_port
@@ -78,7 +78,7 @@ class Pipeline:
         with open_registry(self.settings) as registry:
             secret = registry.add(device, "itest")
         wait_for(  # the broker refuses it until it has reloaded its password file
-            lambda: login_accepted(self.settings, device_id, secret),
+            lambda: login_answer(self.settings, device_id, secret) == 0,
             timeout=30,
             what=f"the broker to take {device_id}'s login",
         )

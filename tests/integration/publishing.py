@@ -68,10 +68,12 @@ def publish_all(
     return accepted
 
 
-def login_accepted(settings: Settings, user: str, secret: str, timeout: float = 5.0) -> bool:
-    """Whether the broker takes ``user``'s login now: an MQTT 5 connection that publishes
-    nothing. A device registered a moment ago is refused until the broker has reloaded its
-    password file (the registry signals it at once and again half a second later)."""
+def login_answer(settings: Settings, user: str, secret: str, timeout: float = 5.0) -> int | None:
+    """The broker's answer to ``user``'s login now (its CONNACK reason code: 0 takes it, 0x86
+    bad user name or password, 0x87 not authorised), or None when none came: an MQTT 5
+    connection that publishes nothing. A device registered a moment ago is refused until the
+    broker has reloaded its password file (the registry signals it at once and again half a
+    second later)."""
     answers: list[Any] = []
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
@@ -83,9 +85,9 @@ def login_accepted(settings: Settings, user: str, secret: str, timeout: float = 
     try:
         client.connect("127.0.0.1", settings.mqtt_port, keepalive=10)
     except OSError:
-        return False
+        return None
     deadline = time.monotonic() + timeout
     while not answers and time.monotonic() < deadline:
         client.loop(timeout=0.1)
     client.disconnect()
-    return bool(answers) and not answers[0].is_failure
+    return int(answers[0].value) if answers else None

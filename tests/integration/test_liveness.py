@@ -139,6 +139,10 @@ def test_a_silent_device_goes_offline_by_its_own_cadence_and_comes_back_online(
 ) -> None:
     tag = uuid.uuid4().hex[:6]
     device, secret = pipeline.register(place=f"lv{tag}/dA{tag}/sA{tag}/sA{tag}g1")
+    runner, env = CliRunner(), pipeline.settings.to_env()
+    before = runner.invoke(cli_app, ["devices", "liveness", "--place", f"lv{tag}"], env=env)
+    assert before.stdout.split()[:4] == [device, "not", "heard", "yet"], before.output
+    assert "1 device (1 not heard yet)" in before.stderr
     publish_rounds(pipeline, [(device, secret)], rounds=5)
 
     # Offline by its own cadence (seconds), not by 4 x the 300 s default: a time-out of 30 s and
@@ -149,7 +153,6 @@ def test_a_silent_device_goes_offline_by_its_own_cadence_and_comes_back_online(
     assert path == [f"lv{tag}", f"dA{tag}", f"sA{tag}", f"sA{tag}g1"]
 
     # The command line shows it too: the list of a place's devices by status, and the device.
-    runner, env = CliRunner(), pipeline.settings.to_env()
     listed = runner.invoke(
         cli_app, ["devices", "liveness", "--place", f"lv{tag}", "--status", "offline"], env=env
     )
