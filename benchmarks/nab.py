@@ -295,6 +295,40 @@ def run(corpus: list[Series], name: str, pairs: list[str]) -> Run:
     return out
 
 
+KINDS = ("novel", "run", "new to its hour", "familiar", "noise", "deviation")
+
+
+def kinds_report(corpus: list[Series], pairs: list[str], threshold: float) -> list[str]:
+    """Per category, what set the novelty detector's score (:attr:`Explanation.kind`) of each
+    false positive and of each window's first detection at ``threshold``: ``kind FP/found``."""
+    counts: dict[str, dict[str, list[int]]] = {}
+    for series in corpus:
+        detector = make_detector("novelty", pairs)
+        assert isinstance(detector, NoveltyDetector)
+        spans = nab.window_rows(series.timestamps, series.windows)
+        start = nab.probation_length(len(series.values))
+        found: set[int] = set()
+        tally = counts.setdefault(series.name.split("/")[0], {k: [0, 0] for k in KINDS})
+        for i, (ts, v) in enumerate(zip(series.timestamps, series.values, strict=True)):
+            x = (ts.replace(tzinfo=UTC), v)
+            if i < start or detector.score_one(x) < threshold:
+                detector.learn_one(x)
+                continue
+            kind = detector.explain_one(x).kind
+            detector.learn_one(x)
+            inside = [k for k, (lo, hi) in enumerate(spans) if lo <= i <= hi]
+            if not inside:
+                tally[kind][0] += 1
+            elif inside[0] not in found:
+                found.add(inside[0])
+                tally[kind][1] += 1
+    lines = [f"what set the score at {threshold:.4f} (false positives/windows first found by it):"]
+    for category, tally in sorted(counts.items()):
+        cells = ", ".join(f"{k} {fp}/{hit}" for k, (fp, hit) in tally.items() if fp or hit)
+        lines.append(f"  {category:24}{cells or 'nothing'}")
+    return lines
+
+
 def never_seen(
     unseen: list[Series], runs: Run, thresholds: dict[str, float], windows: bool
 ) -> None:
@@ -362,12 +396,20 @@ def main(argv: list[str] | None = None) -> None:
         "--windows", action="store_true", help="print each file's detections and false positives"
     )
     parser.add_argument(
+        "--kinds",
+        action="store_true",
+        help="per category, what set the score of each false positive and window found "
+        "(novelty only; scores again, with explanations)",
+    )
+    parser.add_argument(
         "--unseen",
         type=Path,
         help="a NAB folder (a checkout of NAB's repository will do) whose files the sample does "
         "not hold: scored at the sample's thresholds",
     )
     args = parser.parse_args(argv)
+    if args.kinds and args.detector != "novelty":
+        parser.error("--kinds explains the novelty detector's scores alone")
     problem = missing(args.data)
     if problem is not None:
         _no_data("--data", problem)
@@ -390,6 +432,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.windows:
         for series in corpus:
             print(window_report(series, runs.scores[series.name], totals["thresholds"]["standard"]))
+    if args.kinds:
+        print("\n".join(kinds_report(corpus, args.param, totals["thresholds"]["standard"])))
     if args.list_split:
         print("tuning files: " + ", ".join(sorted(tuning)))
     print(f"published full-corpus standard scores: {PUBLISHED}")

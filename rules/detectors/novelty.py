@@ -270,6 +270,21 @@ class Explanation:
     noise); ``noise_rarity`` is that of the noise itself."""
 
     @property
+    def kind(self) -> str:
+        """What set the score, as the step judges in turn: ``novel`` (a value never seen),
+        ``run`` (a run in a tail), ``new to its hour``, ``familiar`` (a damped deviation),
+        ``noise`` (the noise lately) or ``deviation`` (from the forecast)."""
+        if self.novel:
+            return "novel"
+        if self.run:
+            return "run"
+        if self.new_to_hour:
+            return "new to its hour"
+        if self.familiar:
+            return "familiar"
+        return "noise" if self.noise else "deviation"
+
+    @property
     def text(self) -> str:
         parts = []
         if self.run:  # what raised the score first, then what the forecast said

@@ -79,6 +79,23 @@ def test_nab_scores_a_tiny_synthetic_file(
     assert "published detectors on these files: not all of them are NAB files" in out
 
 
+def test_nab_kinds_says_what_set_each_detections_score(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The spike at row 700 lies past the top of the forecast's scale: its deviation set the
+    score that found the window, and nothing else scored as high; --kinds explains the
+    novelty detector alone."""
+    _tiny_nab(tmp_path)
+    nab.main(["--data", str(tmp_path), "--kinds"])
+    out = capsys.readouterr().out
+    assert "(false positives/windows first found by it):" in out
+    assert "  synthetic               deviation 0/1\n" in out
+    with pytest.raises(SystemExit) as refused:
+        nab.main(["--data", str(tmp_path), "--kinds", "--detector", "seasonal"])
+    assert refused.value.code == 2
+    assert "--kinds explains the novelty detector's scores alone" in capsys.readouterr().err
+
+
 def test_nab_puts_published_detectors_on_the_same_files_and_halves() -> None:
     up, flat = (
         "artificialWithAnomaly/art_daily_jumpsup.csv",

@@ -67,6 +67,10 @@ def test_a_level_seen_long_ago_is_not_novel_but_a_new_one_is() -> None:
     assert detector.score_one(revisit) == seasonal.score_one(revisit)
     assert detector.explain_one(new).novel
     assert detector.score_one(new) >= NoveltyParams().novel_floor
+    assert (detector.explain_one(new).kind, detector.explain_one(revisit).kind) == (
+        "novel",
+        "deviation",
+    )
 
 
 def test_one_excursion_raises_one_novel_reading() -> None:
@@ -128,6 +132,7 @@ def test_a_daily_peak_that_does_not_come_is_new_to_its_hour_on_a_seasonal_series
     detector = trained(values)
     why = detector.explain_one((at, 20.0))  # the night's value at 08:00: the plateau is late
     assert why.new_to_hour and not why.novel and why.model == "hour of day"
+    assert why.kind == "new to its hour"
     assert why.seasonal_score < 0.2 < 0.5 < why.score
     # its floor: from how often readings fell outside their hour's range (not new bins)
     data = detector.to_json()
