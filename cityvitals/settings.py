@@ -8,6 +8,7 @@ else in the code base reads ``os.environ``.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
@@ -227,15 +228,20 @@ class Settings(BaseSettings):
         """Where a browser on this machine reaches the API: a wildcard bind (``0.0.0.0``,
         ``::``, as in the container deployments) by loopback, an IPv6 literal in brackets.
 
-        >>> [Settings(api_host=h, api_port=8080).api_url for h in ("0.0.0.0", "::", "::1")]
-        ['http://127.0.0.1:8080', 'http://[::1]:8080', 'http://[::1]:8080']
+        >>> hosts = ("0.0.0.0", "::", "0:0:0:0:0:0:0:0", "::1", "[::1]", "api.example.org")
+        >>> [Settings(api_host=h, api_port=8080).api_url for h in hosts]  # doctest: +NORMALIZE_WHITESPACE
+        ['http://127.0.0.1:8080', 'http://127.0.0.1:8080', 'http://127.0.0.1:8080',
+         'http://[::1]:8080', 'http://[::1]:8080', 'http://api.example.org:8080']
         """
-        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(
-            self.api_host, self.api_host
-        )
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.api_port}"
+        host = self.api_host.strip("[]")
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:  # a name
+            return f"http://{host or '127.0.0.1'}:{self.api_port}"
+        if address.is_unspecified:  # every address: loopback among them (a published port's)
+            return f"http://127.0.0.1:{self.api_port}"
+        shown = f"[{address}]" if address.version == 6 else str(address)
+        return f"http://{shown}:{self.api_port}"
 
     def topic(self, name: str) -> str:
         """The real Kafka topic name of a logical topic (prefix applied)."""

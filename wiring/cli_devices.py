@@ -241,8 +241,11 @@ def devices_liveness(
 
     with registry() as reg:
         place = known_place(reg.conn, place)
-        found = reg.liveness(place, status)
+        # before the judged ones: a device first heard in between is in both, then in one
         silent = unheard(reg.conn, place) if status is None and not as_json else []
+        found = reg.liveness(place, status)
+    judged = {live.device_id for live in found}
+    silent = [(device_id, at) for device_id, at in silent if device_id not in judged]
     zone = settings().zone
     for live in found:
         if as_json:
@@ -253,7 +256,7 @@ def devices_liveness(
         return
     for device_id, registered in silent:
         typer.echo(
-            f"{device_id:<24}not heard yet (registered {registered.astimezone(zone):%H:%M:%S})"
+            f"{device_id:<24}not heard yet (registered {registered.astimezone(zone):%Y-%m-%d %H:%M:%S})"
         )
     counts = {s.value: sum(1 for f in found if f.status is s) for s in Liveness}
     counts["not heard yet"] = len(silent)

@@ -65,6 +65,9 @@ class Tracked(BaseModel):
     retired): while any is, the sensors do not verify the incident, an inspector does."""
     held: str | None = None
     """The tier place whose budget it waits for (storm), or None."""
+    floor: Tier | None = None
+    """While it waits: the tier its digest may send it no lower than (a worse signal before
+    verification reopened it, handled at that tier), or None."""
     assigned_by: str | None = None
     """Who reassigned it to the department that has it (a person), or None: the routing did.
     A category that takes it over reroutes it only when the routing did."""

@@ -132,7 +132,7 @@ class Desk(Dispatcher):
         joined.said = joined.firing_said[alert.alert_id] = self._said(alert, now)
         self.book.by_alert[alert.alert_id] = joined.incident.incident_id
         if joined.incident.category in self.config.category(category).takes_over:
-            self._take_over(joined, category, alert.level, now, out)
+            self._take_over(joined, category, alert.level, now, out, alert.device_id)
         self._signal(joined, alert.level, now, alert.device_id, out, joined.said)
 
     def _outage(self, outage: PlaceOutage, out: Outcome) -> None:
@@ -236,7 +236,13 @@ class Desk(Dispatcher):
             self._rose(t, now, out)
 
     def _take_over(
-        self, t: Tracked, category: str, level: WarningLevel, now: datetime, out: Outcome
+        self,
+        t: Tracked,
+        category: str,
+        level: WarningLevel,
+        now: datetime,
+        out: Outcome,
+        device_id: str | None = None,
     ) -> None:
         """A signal of a category that takes over ``t``'s (``takes_over``) joined it: the
         incident is of that category now, its title too, and a note in its timeline says so.
@@ -252,10 +258,11 @@ class Desk(Dispatcher):
         old, new = self._title(inc.category), self._title(category)
         title = f"{new} at {self.named(t.group_path[-1])}"
         t.incident = inc.model_copy(update={"category": category, "title": title[:500]})
+        t.floor = None  # a digest sends it as the new category's routing has it
         higher = level if level.rank > inc.level.rank else inc.level
         note = f"now {new}, was {old}: {t.said}"
         if inc.state in _DONE:  # the work was for the old category: the new one's starts
-            self._refresh(t, None, higher)
+            self._refresh(t, device_id, higher)
             reason = f"now {new}, was {old}, after {inc.state.value}: {t.said}"
             self._reopen(t, now, out, reason)
             return
@@ -263,6 +270,7 @@ class Desk(Dispatcher):
         other = to is not None and (to.department, to.tier) != (inc.department, inc.tier)
         if other and inc.state is IncidentState.DISPATCHED and t.assigned_by is None:
             assert to is not None
+            self._refresh(t, device_id, higher)  # the order at the level, with the device
             self._step(t, Action.NOTE, now, out, reason=note)
             why = f"now {title}, was {inc.title}"
             self._order(t, to, DispatchKind.REASSIGNMENT, now, out, PLATFORM, why)

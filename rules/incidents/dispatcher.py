@@ -33,6 +33,8 @@ PLATFORM = "cityvitals"
 AT_WORK = (IncidentState.DISPATCHED, IncidentState.ACCEPTED, IncidentState.ON_SITE)
 """The states in which a department holds the incident's order and works to it."""
 
+NO_DEPARTMENT = "no department left to route it to"
+
 UNSEEN: dict[str, object] = {"acknowledged_by": None, "acknowledged_at": None}
 """An incident's update when nobody who follows it now has acknowledged it (it reopened, or
 went to another tier: escalated, or rerouted by a rejection or a reassignment)."""
@@ -205,14 +207,14 @@ class Dispatcher:
             self.config, inc.category, inc.place_path, inc.level, exclude=exclude, at_least=at_least
         )
         if assignment is None:
-            self._step(t, Action.NOTE, now, out, reason="no department left to route it to")
+            self._step(t, Action.NOTE, now, out, reason=NO_DEPARTMENT)
             return
         key = f"{assignment.tier.value}:{assignment.tier_place_id}"
         budget = self.config.storm.budget.get(assignment.tier)
         sent = [s for s in self.book.meta.budgets.get(key, []) if now - s < self.config.storm.per]
         self.book.meta.budgets[key] = sent
         if budget is not None and len(sent) >= budget:
-            t.held = key
+            t.held, t.floor = key, at_least
             waiting = self.book.meta.held.setdefault(key, [])
             if inc.incident_id not in waiting:  # (held here before, then sent another way)
                 waiting.append(inc.incident_id)
@@ -256,7 +258,7 @@ class Dispatcher:
         )
         t.breached = []
         t.revisions = []
-        t.held = None
+        t.held = t.floor = None
         # a person's reassignment holds against a category taking it over; the routing's not
         t.assigned_by = actor if kind is DispatchKind.REASSIGNMENT and actor != PLATFORM else None
         action = {
@@ -325,16 +327,18 @@ class Dispatcher:
                 if t is None or t.held != key or t.incident.state is not IncidentState.NEW:
                     continue
                 inc = t.incident
-                # no tier below the one it waited at (a reopen goes to none below its last)
                 to = route(
                     self.config,
                     inc.category,
                     inc.place_path,
                     inc.level,
                     exclude=set(t.refused_by),
-                    at_least=Tier(key.partition(":")[0]),
+                    at_least=t.floor,
                 )
-                if to is not None:
+                if to is None:  # (the routing changed while it waited)
+                    t.held = t.floor = None
+                    self._step(t, Action.NOTE, now, out, reason=NO_DEPARTMENT)
+                else:
                     by_department.setdefault(to, []).append(t)
             if by_department:
                 self.book.meta.budgets[key] = [now] * len(by_department)
@@ -351,7 +355,7 @@ class Dispatcher:
             first, to, DispatchKind.DIGEST, now, out, PLATFORM, reason, ids, others=rest
         )
         for t in rest:
-            t.held = None
+            t.held = t.floor = None
             t.breached = []
             t.assigned_by = None  # the routing sent it, as _order says of the first
             t.incident = t.incident.model_copy(

@@ -186,6 +186,9 @@ def test_smoke_at_a_gas_leak_makes_it_a_fire_for_the_fire_service(level: str) ->
     assert withdrawal.reason == (
         "reassigned to fire-rescue (district tier): now fire at g1, was gas at g1"
     )
+    # at the smoke's level, with its camera, and no revision after it
+    assert (order.level.value, order.devices) == (level, ("gas-1", "cam-1"))
+    assert len(out.dispatches) == 2
     assert order.summary == f"camera-smoke-fire at cam-1 ({level})" and order.title == "fire at g1"
     assert f"now fire, was gas: camera-smoke-fire at cam-1 ({level})" in notes(out)
 
@@ -257,6 +260,7 @@ def test_smoke_after_a_handled_gas_leak_reopens_it_as_a_fire_for_the_fire_servic
         "fire-rescue",
         "fire at g1",
     )
+    assert order.devices == ("gas-1", "cam-1")  # the camera that saw it, too
 
 
 def test_smoke_after_a_closed_gas_leak_reopens_it_as_a_fire_not_as_a_flap() -> None:
@@ -557,10 +561,9 @@ def test_an_incident_held_twice_for_one_budget_is_in_its_digest_once() -> None:
     assert [u.transition.action for u in out.updates] == [Action.DISPATCH]
 
 
-def test_a_digest_sends_a_reopened_incident_to_no_tier_below_the_one_it_waited_at() -> None:
-    """The street let a yellow flood lapse and the district handled it; when it turns orange
-    it waits for the district's budget (spent on a fire), and its digest goes to the district,
-    not down to the street that let it lapse."""
+def reopened_while_the_districts_budget_is_spent() -> tuple[Desk, str]:
+    """The street lets a yellow flood lapse and the district handles it; it turns orange while
+    the district's budget is spent (on a fire): it waits for the district's digest."""
     desk = desk_with(EXAMPLE.replace("budget: {street: 3}", "budget: {street: 3, district: 1}"))
     first = run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"), 0)])
     iid = only_incident(desk)
@@ -572,8 +575,60 @@ def test_a_digest_sends_a_reopened_incident_to_no_tier_below_the_one_it_waited_a
         desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"), 42, level="orange", revision=1)]
     )
     assert desk.book.incidents[iid].held == f"district:{STREET[1]}"
+    return desk, iid
+
+
+def test_a_digest_sends_a_reopened_incident_to_no_tier_below_the_one_that_handled_it() -> None:
+    """Not down to the street that let it lapse."""
+    desk, iid = reopened_while_the_districts_budget_is_spent()
     (digest,) = [d for d in run(desk, [tick(52)]).dispatches if d.kind is DispatchKind.DIGEST]
     assert (digest.department, digest.tier, digest.incidents) == ("water", Tier.DISTRICT, (iid,))
+
+
+def test_a_held_incident_the_digest_cannot_route_says_so_and_waits_no_more() -> None:
+    """A reloaded routing has nothing for floods at or above the district while it waits: its
+    timeline says so (not a silent drop), and it is no longer held for a digest gone."""
+    desk, iid = reopened_while_the_districts_budget_is_spent()
+    desk.config = parse_incident_config(
+        EXAMPLE.replace("  - {category: flooding, tier: district, department: water}\n", "")
+        .replace("  - {category: flooding, tier: city, department: flood-control}\n", "")
+        .replace('{category: "*", tier: city,', '{category: "*", tier: street,')
+        .replace("budget: {street: 3}", "budget: {street: 3, district: 1}"),
+        source="<test>",
+    )
+    out = run(desk, [tick(52)])
+    steps = [(u.incident.incident_id, u.transition.reason) for u in out.updates]
+    assert (iid, "no department left to route it to") in steps
+    assert desk.book.incidents[iid].held is None
+
+
+def test_a_fire_that_takes_over_a_held_gas_leak_goes_out_as_a_fire_where_fire_is_routed() -> None:
+    """Gas goes to the district's utility, fire to the street's fire station: a gas leak that
+    waits for the district's budget and turns into a fire while it waits goes, in the digest,
+    to the street fire station, the fire's lowest tier (not kept at the gas's tier)."""
+    desk = desk_with(
+        """
+categories:
+  fire: {rules: [camera-smoke-fire], group_by: grid, related: [gas], takes_over: [gas]}
+  gas: {rules: [gas-*], group_by: grid, related: [fire]}
+routes:
+  - {category: fire, tier: street, department: fire-station}
+  - {category: gas, tier: district, department: gas-utility}
+  - {category: "*", tier: city, department: city-ops}
+storm: {budget: {district: 1}, per: 10m}
+"""
+    )
+    grid = (*STREET, "g2")
+    run(desk, [alert("gas-lel", "gas-1", (*STREET, "g1"), 0), alert("gas-lel", "gas-2", grid, 1)])
+    (held,) = [t for t in desk.book.incidents.values() if t.held is not None]
+    run(desk, [alert("camera-smoke-fire", "cam-2", grid, 2)])
+    (digest,) = run(desk, [tick(11)]).dispatches
+    assert (digest.department, digest.tier, digest.title) == (
+        "fire-station",
+        Tier.STREET,
+        "fire at g2",
+    )
+    assert digest.incidents == (held.incident.incident_id,)
 
 
 def test_a_rejection_goes_to_the_next_department_that_handles_it() -> None:
