@@ -99,7 +99,7 @@ TOPICS: tuple[TopicSpec, ...] = (
         Topic.ALERTS,
         False,
         30 * DAY_MS,
-        "Alert transitions, keyed by device id",
+        "Alert transitions, keyed by device id (a composite rule's: by place id)",
         DataClass.OPERATIONAL,
     ),
     TopicSpec(

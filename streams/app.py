@@ -64,7 +64,7 @@ from cityvitals.contracts import (
     WindowPartial,
 )
 from cityvitals.settings import Settings
-from cityvitals.stage import STARTED, dead_letter, kafka_source, utc_now
+from cityvitals.stage import STARTED, dead_letter, kafka_source, problems, utc_now
 from cityvitals.topics import Topic, partition_for
 from rules import RuleSet
 from rules.incidents import IncidentConfig, Tracked, load_incident_config, parse_incident_config
@@ -359,6 +359,7 @@ def create_app(
         open_incidents,
         settings.zone,
         place_names,
+        parts,
     )
 
     devices = app.Table("device_registry", default=None, partitions=parts)
@@ -421,7 +422,7 @@ def create_app(
         except ValidationError as exc:
             metrics.received.inc()
             metrics.refuse(label)
-            letter = dead_letter("streams", str(exc), event.value, source)
+            letter = dead_letter("streams", ": ".join(problems(exc)), event.value, source)
             await confirmed(functools.partial(send_one, deadletter_topic, letter), "a dead letter")
             return source, None
 
@@ -485,11 +486,19 @@ def create_app(
     alerts_name, deadletter_name = alerts_topic.get_topic_name(), deadletter_topic.get_topic_name()
     readings_name, places_name = readings_topic.get_topic_name(), places_topic.get_topic_name()
 
-    def alert_records(alerts: list[Alert]) -> list[Record]:
-        """The alerts, counted, as ``alerts`` records keyed by device."""
+    def alert_records(alerts: list[Alert], by_place: bool = False) -> list[Record]:
+        """The alerts, counted, as ``alerts`` records keyed by device; ``by_place``: a place's
+        composite alerts, keyed by the place whose partition they go to (an episode's device
+        may change from one transition to the next, its place does not)."""
         for alert in alerts:
             metrics.alerts.labels(alert.status.value, alert.level.value).inc()
-        return [(a.device_id.encode(), a.model_dump_json().encode()) for a in alerts]
+        return [
+            (
+                (a.place_path[-1] if by_place and a.place_path else a.device_id).encode(),
+                a.model_dump_json().encode(),
+            )
+            for a in alerts
+        ]
 
     @app.agent(devices_topic)
     async def registry_feed(stream: faust.StreamT[bytes]) -> None:
@@ -660,7 +669,7 @@ def create_app(
                 if seed is not None:
                     held[place_id] = seeded[place_id] = seed
             outcome = process_places(batch, held, live.current)
-            records = alert_records(outcome.alerts)
+            records = alert_records(outcome.alerts, by_place=True)
             changes = seeded | outcome.changed_states
             put(place_state, changes)
             send = functools.partial(send_place, partition, records, changes)

@@ -28,15 +28,17 @@ from pydantic import ValidationError
 from cityvitals.contracts import (
     Alert,
     CitizenReport,
+    DeadLetter,
     DispatchKind,
     Feedback,
     IncidentInput,
     IncidentState,
     PlaceOutage,
 )
-from cityvitals.stage import StageMetrics, dead_letter, kafka_source, utc_now
-from cityvitals.topics import Topic
+from cityvitals.stage import StageMetrics, dead_letter, kafka_source, problems, utc_now
+from cityvitals.topics import Topic, partition_for
 from rules.incidents import Book, Desk, IncidentConfig, Outcome, Tracked
+from rules.incidents.dispatcher import Refusal
 from streams.delivery import confirmed, hand_over, send_one
 from streams.live import LiveFile
 
@@ -53,6 +55,38 @@ SOURCES: dict[Topic, Callable[[bytes], IncidentInput]] = {
     Topic.DISPATCH_FEEDBACK: lambda v: IncidentInput(feedback=Feedback.model_validate_json(v)),
 }
 """Each topic the stage follows, and how one of its messages becomes an input."""
+
+ORIGIN: dict[type, Topic] = {
+    Alert: Topic.ALERTS,
+    PlaceOutage: Topic.OUTAGES,
+    Feedback: Topic.DISPATCH_FEEDBACK,
+}
+"""The topic an input the desk may refuse came from."""
+
+
+def refusal_letter(refusal: Refusal, origin: str, source: str) -> tuple[str, DeadLetter]:
+    """The dead letter of an input the desk refused, and its key: the item as its own topic
+    (``origin``) has it, not the stage's envelope, so a sender finds what it sent; keyed by a
+    feedback's incident or an alert's device ('' when neither).
+
+    >>> from rules.incidents.testing import feedback
+    >>> fb = feedback("a" * 32, "handled").feedback
+    >>> key, letter = refusal_letter(Refusal(fb, "not now"), "dispatch.feedback", "incidents.inputs[0]@7")
+    >>> key == fb.incident_id, letter.source, letter.device_id
+    (True, 'dispatch.feedback, by way of incidents.inputs[0]@7', None)
+    >>> import base64
+    >>> Feedback.model_validate_json(base64.b64decode(letter.payload_b64)) == fb
+    True
+    """
+    item = refusal.item
+    device = item.device_id if isinstance(item, Alert) else None
+    key = item.incident_id if isinstance(item, Feedback) else device or ""
+    payload = item.model_dump_json().encode()
+    letter = dead_letter(
+        "incidents", refusal.reason, payload, f"{origin}, by way of {source}", device_id=device
+    )
+    return key, letter
+
 
 NAMES_WAIT_S = 1.0
 """The longest the desk waits for the names of places it meets first (the database slow or
@@ -203,8 +237,10 @@ def add_incident_agents(
     open_incidents: Sequence[Tracked] = (),
     zone: tzinfo = UTC,
     places: PlaceNames | None = None,
+    partitions: int = 1,
 ) -> None:
-    """Add the incident stage to the stream's Faust app. ``open_incidents`` (the database's,
+    """Add the incident stage to the stream's Faust app (``partitions``: the dead letter
+    topic's, which a refusal's key chooses among). ``open_incidents`` (the database's,
     :func:`streams.resume.open_incidents`) fill a book that starts empty: a Kafka that keeps
     nothing across a restart took the book with it. The desk takes the configuration in force
     (``config.current``, re-read when its file changes) at each input, names instants in
@@ -246,7 +282,9 @@ def add_incident_agents(
             try:
                 item = SOURCES[names[msg.topic]](event.value)
             except ValidationError as exc:
-                await refuse(str(exc), f"bad_{names[msg.topic].value}", event.value, source)
+                await refuse(
+                    ": ".join(problems(exc)), f"bad_{names[msg.topic].value}", event.value, source
+                )
                 continue
             await confirmed(functools.partial(send_one, inputs_topic, item, 0), "an incident input")
             metrics.forwarded.inc()
@@ -266,7 +304,9 @@ def add_incident_agents(
                 item = IncidentInput.model_validate_json(event.value)
             except ValidationError as exc:
                 metrics.desk.received.inc()
-                await refuse(str(exc), "bad_input", event.value, source, metrics.desk)
+                await refuse(
+                    ": ".join(problems(exc)), "bad_input", event.value, source, metrics.desk
+                )
                 continue
             if item.tick is None:
                 metrics.desk.received.inc()
@@ -292,7 +332,7 @@ def add_incident_agents(
                 elif places.unknown(path := place_path(item)):
                     await places.refresh(NAMES_WAIT_S, path)
             outcome = desks[0].handle(item)
-            sending = functools.partial(publish, outcome, event.value, source)
+            sending = functools.partial(publish, outcome, source)
             pending = await hand_over(sending)
             for key, value in desks[0].book.entries().items():
                 if value is None:
@@ -302,7 +342,7 @@ def add_incident_agents(
             await confirmed(sending, "the desk's outputs", pending)
             count(outcome, item, desks[0])
 
-    async def publish(outcome: Outcome, value: bytes, source: str) -> list[Awaitable[Any]]:
+    async def publish(outcome: Outcome, source: str) -> list[Awaitable[Any]]:
         pending: list[Awaitable[Any]] = []
         for update in outcome.updates:
             key = update.incident.incident_id.encode()
@@ -320,8 +360,15 @@ def add_incident_agents(
                 await escalations_topic.send(key=key, value=esc.model_dump_json().encode())
             )
         for refusal in outcome.refusals:
-            letter = dead_letter("incidents", refusal.reason, value, source)
-            pending.append(await deadletter_topic.send(value=letter.model_dump_json().encode()))
+            origin = topic(ORIGIN[type(refusal.item)]).get_topic_name()
+            keyed, letter = refusal_letter(refusal, origin, source)
+            pending.append(
+                await deadletter_topic.send(
+                    key=keyed.encode(),
+                    value=letter.model_dump_json().encode(),
+                    partition=partition_for(keyed, partitions),
+                )
+            )
         return pending
 
     def count(outcome: Outcome, item: IncidentInput, desk: Desk) -> None:

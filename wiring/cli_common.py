@@ -156,13 +156,13 @@ def parse_when(text: str, zone: tzinfo, now: datetime | None = None) -> datetime
     )
 
 
-def end_on_problems(file: Path, problems: Sequence[str], what: str) -> None:
+def end_on_problems(file: Path, problems: Sequence[str], what: tuple[str, str]) -> None:
     """A checked file's problems (beyond its own fields), each on stderr, then exit code 1
-    saying how many ``what`` there are; nothing when there are none."""
+    saying how many there are (``what``: one, several); nothing when there are none."""
     for problem in problems:
         typer.echo(f"{file}: {problem}", err=True)
     if problems:
-        typer.echo(f"{len(problems)} {what}: not OK", err=True)
+        typer.echo(f"{len(problems)} {what[len(problems) != 1]}: not OK", err=True)
         raise typer.Exit(1)
 
 

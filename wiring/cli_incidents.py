@@ -116,7 +116,7 @@ def check(
             "'cityvitals departments add' registers one)"
             for d in sorted({route.department for route in config.routes} - known)
         ]
-    end_on_problems(file, problems, "problems")
+    end_on_problems(file, problems, ("problem", "problems"))
     typer.echo("OK")
 
 

@@ -97,7 +97,11 @@ def rules_check(
         f"version {ruleset.version}"
     )
     if against_registry:
-        end_on_problems(file, _not_registered(ruleset), "names the registry does not know")
+        end_on_problems(
+            file,
+            _not_registered(ruleset),
+            ("name the registry does not know", "names the registry does not know"),
+        )
         unchecked = _unprofiled(ruleset)
         for note in unchecked:
             typer.echo(f"{file}: note: {note}", err=True)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from prometheus_client.parser import text_string_to_metric_families
 
-from cityvitals.contracts import Action, Incident, IncidentTransition
+from cityvitals.contracts import Action, Incident, IncidentState, IncidentTransition
 from cityvitals.settings import Settings
 from wiring.cli_common import fail, settings
 from wiring.simulate import INCIDENT_AFTER_S, INCIDENT_SPACING_S, INTERVAL_S
@@ -103,7 +103,6 @@ def step_line(step: IncidentTransition, incident: Incident, zone: tzinfo) -> str
     """An incident step as ``up`` prints it; None for one it does not print (HIDDEN_STEPS).
 
     >>> from datetime import UTC
-    >>> from cityvitals.contracts import IncidentState
     >>> t = datetime(2026, 12, 1, 8, 14, 20, tzinfo=UTC)
     >>> incident = Incident(incident_id="3f2a9c1d" + "0" * 24, revision=2, category="flooding",
     ...     state="on_site", level="blue", source="alert", place_id="sim-d1-s1",
@@ -115,13 +114,18 @@ def step_line(step: IncidentTransition, incident: Incident, zone: tzinfo) -> str
     '08:14:20 incident 3f2a9c1d flooding at sim-d1-s1 (now blue): on_site [on_site] crew arrived'
     >>> step_line(on_site.model_copy(update={"action": Action.ATTACH}), incident, UTC) is None
     True
+    >>> from cityvitals.contracts import Tier
+    >>> reopened = on_site.model_copy(update={"action": Action.REOPEN, "department": "street-ops",
+    ...     "to_state": IncidentState.NEW, "tier": Tier.STREET, "reason": "a red signal after handled"})
+    >>> step_line(reopened, incident, UTC)  # nobody holds it until it is dispatched again
+    '08:14:20 incident 3f2a9c1d flooding at sim-d1-s1 (now blue): reopen [new] a red signal after handled'
     """
     if step.action in HIDDEN_STEPS:
         return None
     # the level is the incident's as it is now: a step does not keep the level it had then
     where = f"{incident.category} at {incident.place_id} (now {incident.level.value})"
-    who = ""
-    if step.department and step.tier:
+    who = ""  # who holds it after the step (nobody yet when it is new: reopened, held)
+    if step.department and step.tier and step.to_state is not IncidentState.NEW:
         who = f" -> {step.department} ({step.tier.value} tier)"
     when = step.ts.astimezone(zone).strftime("%H:%M:%S")
     return (

@@ -86,9 +86,10 @@ class Derived(BaseModel):
 
 
 class Contract(BaseModel):
-    """Base of every message: frozen, strict about unknown fields, versioned."""
+    """Base of every message: frozen, strict about unknown fields, versioned; each field's
+    docstring is its description in the message's JSON schema (what downstream teams read)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     schema_version: Literal[1] = SCHEMA_VERSION
 

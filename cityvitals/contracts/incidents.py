@@ -15,7 +15,7 @@ next tier up when a limit to accept or to handle runs out.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
@@ -236,6 +236,13 @@ class DispatchOrder(Contract):
     them (their places and coordinates: ``GET /devices/{id}``)."""
 
 
+def _feedback_actions(schema: dict[str, Any]) -> None:
+    """A feedback's ``action`` in its JSON schema: the actions people may send, not every
+    step's (a schema that took ``escalate`` would pass what the stage refuses)."""
+    schema.pop("$ref", None)
+    schema.update(type="string", enum=sorted(a.value for a in FEEDBACK_ACTIONS))
+
+
 class Feedback(Contract):
     """A department's answer on ``dispatch.feedback``, or a duty officer's or inspector's action.
 
@@ -246,7 +253,7 @@ class Feedback(Contract):
     feedback_id: Identifier
     incident_id: HexId
     dispatch_id: HexId | None = None
-    action: Action
+    action: Action = Field(json_schema_extra=_feedback_actions)
     actor: str = Field(min_length=1, max_length=200)
     reason: str = Field(default="", max_length=2000)
     department: Identifier | None = None

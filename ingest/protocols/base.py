@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from cityvitals.contracts import CameraEvent, Reading
+from cityvitals.stage import problems
 
 __all__ = [
     "DecodeError",
@@ -66,7 +67,7 @@ class DeviceProtocol:
 
 def parse(model: type[M], payload: bytes) -> M:
     """``model`` validated from JSON bytes; its problems as a :class:`DecodeError` that names
-    the first one's field, and says up to :data:`_SAID` of them (a device's developer fixes
+    the first one's field, and says up to :data:`~cityvitals.stage.PROBLEMS_SAID` of them (a device's developer fixes
     them in one round, not one a message).
 
     Strictly, as the payload's JSON schema says, never coerced: a value ``true`` or
@@ -90,32 +91,8 @@ def parse(model: type[M], payload: bytes) -> M:
     try:
         return model.model_validate_json(payload, strict=True)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-    if errors[0]["type"] in ("json_invalid", "json_type"):
-        raise DecodeError(f"not valid JSON ({errors[0]['msg']})", "payload")
-    field, detail = _problem(errors[0])
-    others = [": ".join(_problem(err)) for err in errors[1:_SAID]]
-    if others:
-        more = len(errors) - _SAID
-        detail += "; also " + "; ".join(others) + (f"; and {more} more" if more > 0 else "")
+        field, detail = problems(exc)
     raise DecodeError(detail, field)
-
-
-_SAID = 4
-"""The problems of a payload a refusal says (the first names the field it is counted by)."""
-
-
-def _problem(err: Any) -> tuple[str, str]:
-    """A validation error's field and what is wrong with it."""
-    # An element of a pack is named by its index: "[3].ts".
-    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
-    got = err.get("input")
-    detail = err["msg"]
-    # The value of a field the contract does not have is not repeated: it may be personal
-    # (a camera's "plate"), and the reason is shown to people and kept.
-    if err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict):
-        detail = f"{detail} (got {got!r:.80})"
-    return field or "payload", detail
 
 
 def claimed_device(claimed: str | None, device_id: str, field: str) -> None:

@@ -5,6 +5,7 @@ another Kafka client (kcat) reads ``dispatch``, and every message fits its publi
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import itertools
 import json
@@ -322,12 +323,18 @@ def test_feedback_closes_the_loop_and_a_feedback_out_of_turn_is_refused(
     early = send_feedback(pipeline, incident_id, "handled")
     refused = wait_for(
         lambda: pipeline.query(
-            "SELECT reason FROM deadletters WHERE stage = 'incidents' AND reason LIKE %s",
+            "SELECT reason, source, payload_b64 FROM deadletters WHERE stage = 'incidents' "
+            "AND reason LIKE %s",
             "handled is not allowed while the incident is dispatched%",
         ),
         what=f"the refusal of feedback {early.feedback_id}",
     )
     assert "people may send: accept" in refused[0][0]
+    # what the sender sent, as its topic has it, not the stage's envelope
+    assert refused[0][1].startswith(
+        pipeline.settings.topic(Topic.DISPATCH_FEEDBACK) + ", by way of "
+    )
+    assert Feedback.model_validate_json(base64.b64decode(refused[0][2])) == early
     with db.connect(pipeline.settings) as conn:  # as the console reads refusals
         shown = refusals(conn, datetime.now(UTC) - timedelta(hours=1))
     assert early.feedback_id in {r.feedback_id for r in shown}

@@ -3,12 +3,16 @@ composite rules on the place partition, and silence judged by the stream's clock
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from cityvitals import kafka
+from cityvitals.topics import Topic, partition_for
 from tests.integration.conftest import Pipeline, reading, wait_for
 
 pytestmark = pytest.mark.integration
@@ -152,6 +156,26 @@ def test_a_composite_rule_joins_two_devices_of_a_street(pipeline: Pipeline) -> N
     (status, level, _device, _start, evidence, _path), *_ = wait_for(flood, what="the flood alert")
     assert (status, level) == ("firing", "orange")
     assert sorted(evidence) == sorted([rain, water])
+
+    # On Kafka: keyed by the street, on the street's partition (one key, one partition)
+    consumer = kafka.consumer(pipeline.settings, f"itest-{uid()}")
+    consumer.subscribe([pipeline.settings.topic(Topic.ALERTS)])
+    found: list[tuple[bytes | None, int]] = []
+    deadline = time.monotonic() + 60
+    try:
+        while not found and time.monotonic() < deadline:
+            for msg in consumer.consume(500, timeout=0.5):
+                if msg.error() is None:
+                    alert = json.loads(msg.value() or b"{}")
+                    if (
+                        alert["rule_id"] == "street-flash-flood"
+                        and alert["place_path"][-1] == f"s{n}"
+                    ):
+                        found.append((msg.key(), msg.partition()))
+    finally:
+        consumer.close()
+    parts = pipeline.settings.kafka_partitions
+    assert found == [(f"s{n}".encode(), partition_for(f"s{n}", parts))]
 
 
 def test_silence_is_judged_by_the_streams_clock(pipeline: Pipeline) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from cityvitals import db, kafka, native
@@ -625,3 +626,15 @@ def test_devices_show_gives_one_device_with_what_its_profile_gives_it(
     with pytest.raises(SystemExit) as ended:
         main(["devices", "show", "wl-7", "--json"])
     assert Device.model_validate_json(capsys.readouterr().out) == device
+
+
+@pytest.mark.parametrize(("count", "said"), [(1, "1 problem: not OK"), (2, "2 problems: not OK")])
+def test_a_checked_files_problems_are_counted_in_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], count: int, said: str
+) -> None:
+    from wiring.cli_common import end_on_problems
+
+    with pytest.raises(typer.Exit) as ended:
+        end_on_problems(tmp_path / "f.yaml", ["x"] * count, ("problem", "problems"))
+    assert ended.value.exit_code == 1
+    assert capsys.readouterr().err.splitlines()[-1] == said

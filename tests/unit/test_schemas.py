@@ -29,3 +29,23 @@ def test_every_schema_names_its_draft_and_is_valid_in_it(name: str) -> None:
     schema = json.loads(render(name))
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     jsonschema.validators.validator_for(schema).check_schema(schema)
+
+
+def test_the_feedback_schema_takes_the_actions_people_may_send_alone() -> None:
+    """A department's integrator validating against the schema learns that ``escalate`` is
+    the platform's, not from a refusal by the incident stage."""
+    import jsonschema
+
+    schema = json.loads(render("topic.dispatch.feedback"))
+    feedback = {
+        "schema_version": 1,
+        "feedback_id": "fb-1",
+        "incident_id": "a" * 32,
+        "action": "accept",
+        "actor": "gas-utility",
+        "ts": "2026-12-07T08:00:00Z",
+    }
+    jsonschema.validate(feedback, schema)
+    for platform_only in ("escalate", "dispatch", "open", "attach"):
+        with pytest.raises(jsonschema.ValidationError, match=platform_only):
+            jsonschema.validate({**feedback, "action": platform_only}, schema)
