@@ -45,7 +45,14 @@ from pydantic import ValidationError
 from cityvitals import kafka
 from cityvitals.contracts import DeadLetter
 from cityvitals.settings import Settings, public_url
-from cityvitals.stage import StageMetrics, Transient, dead_letter, kafka_source, retry
+from cityvitals.stage import (
+    StageMetrics,
+    Transient,
+    dead_letter,
+    kafka_source,
+    problems,
+    retry,
+)
 from cityvitals.topics import Topic
 from sinks.webhook import (
     EVENTS,
@@ -236,7 +243,7 @@ class Notifier:
         try:
             message = notice(kind, value)
         except ValidationError as exc:
-            reason = f"not a {CONTRACTS[kind]}: {exc}"
+            reason = f"not a {CONTRACTS[kind]}: {': '.join(problems(exc))}"
             log.warning("%s: %s", source, reason)
             if not self._dead_letter([dead_letter("notify", reason, value, source)], stop):
                 return False

@@ -40,7 +40,7 @@ from cityvitals.contracts import IDENTIFIER, STAGE, DeadLetter
 from cityvitals.db import DatabaseUnavailable
 from cityvitals.kafka import consume_batch
 from cityvitals.settings import Settings
-from cityvitals.stage import StageMetrics, dead_letter, kafka_source, retry
+from cityvitals.stage import StageMetrics, dead_letter, kafka_source, problems, retry
 from cityvitals.topics import Topic
 from sinks.base import Conflict, Connection, Sink, SinkUnavailable
 from sinks.postgres import KafkaPlaced
@@ -133,7 +133,10 @@ class SinkRunner:
         except ValidationError as exc:
             self.metrics.refuse(kind.value)
             refused = dead_letter(
-                "sinks", str(exc), envelope.value, kafka_source(topic, partition, offset)
+                "sinks",
+                ": ".join(problems(exc)),
+                envelope.value,
+                kafka_source(topic, partition, offset),
             )
             if kind is Topic.DEADLETTER:
                 # A dead letter that is itself malformed: keep its bytes as a dead letter row.

@@ -71,9 +71,9 @@ def refusal_letter(refusal: Refusal, origin: str, source: str) -> tuple[str, Dea
 
     >>> from rules.incidents.testing import feedback
     >>> fb = feedback("a" * 32, "handled").feedback
-    >>> key, letter = refusal_letter(Refusal(fb, "not now"), "dispatch.feedback", "incidents.inputs[0]@7")
+    >>> key, letter = refusal_letter(Refusal(fb, "not now"), "dispatch.feedback", "incidents.inputs[0]")
     >>> key == fb.incident_id, letter.source, letter.device_id
-    (True, 'dispatch.feedback, by way of incidents.inputs[0]@7', None)
+    (True, 'dispatch.feedback, by way of incidents.inputs[0]', None)
     >>> import base64
     >>> Feedback.model_validate_json(base64.b64decode(letter.payload_b64)) == fb
     True
@@ -260,6 +260,7 @@ def add_incident_agents(
     incidents_topic, dispatch_topic = topic(Topic.INCIDENTS), topic(Topic.DISPATCH)
     escalations_topic = topic(Topic.ESCALATIONS)
     book_table = app.Table("incident_book", default=None, partitions=1)
+    origins = {kind: topic(t).get_topic_name() for kind, t in ORIGIN.items()}
     desks: list[Desk] = []  # the desk of this worker, built from the table once it is ours
 
     @app.on_partitions_revoked.connect
@@ -360,8 +361,7 @@ def add_incident_agents(
                 await escalations_topic.send(key=key, value=esc.model_dump_json().encode())
             )
         for refusal in outcome.refusals:
-            origin = topic(ORIGIN[type(refusal.item)]).get_topic_name()
-            keyed, letter = refusal_letter(refusal, origin, source)
+            keyed, letter = refusal_letter(refusal, origins[type(refusal.item)], source)
             pending.append(
                 await deadletter_topic.send(
                     key=keyed.encode(),

@@ -65,7 +65,9 @@ Storable = Annotated[str, AfterValidator(without_nul)]
 
 
 class DeadLetter(Contract):
-    """An input that a stage refused, with the reason and the original bytes (base64)."""
+    """An input that a stage refused, with the reason and the original bytes (base64): the
+    message as the stage read it (the incident desk's refusals: the refused item as its own
+    topic has it)."""
 
     stage: Annotated[str, Field(pattern=STAGE.pattern)]
     reason: Storable = Field(min_length=1, max_length=2000)
