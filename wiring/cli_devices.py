@@ -209,7 +209,7 @@ def devices_show(
         ("tags", ", ".join(d.tags) or "-"),
         ("location", "-" if d.lat is None or d.lon is None else f"{d.lat:g}, {d.lon:g}"),
         ("updated", f"{d.updated_at.astimezone(zone):%Y-%m-%d %H:%M:%S} ({zone})"),
-        ("liveness", _liveness(live[0], zone) if live else "not judged (not active, or not yet)"),
+        ("liveness", _liveness(live[0], zone) if live else _unjudged(d)),
     ]
     typer.echo(f"device {d.device_id} ({d.device_type}), {d.state.value}")
     for name, value in rows:
@@ -226,6 +226,13 @@ def _liveness(live: DeviceLiveness, zone: tzinfo) -> str:
     judged = f"judged {live.ts.astimezone(zone):%H:%M:%S}"
     every = f"{float(f'{live.expected_interval_s:.3g}'):g}"  # learned: 4.99982 s reads 5 s
     return f"{live.status.value}, {seen}, every {every} s ({judged})"
+
+
+def _unjudged(d: Device) -> str:
+    """A device without a liveness judgement, in words: not watched, or not heard yet."""
+    if d.state is not DeviceState.ACTIVE:
+        return f"not judged ({d.state.value}: only active devices are watched)"
+    return "not heard yet (judged late after two expected intervals of silence)"
 
 
 @devices_app.command("liveness")

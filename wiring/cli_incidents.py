@@ -92,6 +92,7 @@ def check(
     configuration in force when the change is broken)."""
     from rules import RuleFileError
     from rules.incidents import unmatched_rules
+    from rules.incidents.config import GENERAL
     from wiring.services import load_incidents, load_rules
 
     conf = settings()
@@ -106,6 +107,13 @@ def check(
         f"limits for {len(config.sla)} tiers; version {config.version}"
     )
     problems = unmatched_rules(config, [r.id for r in rules])
+    general = [r.id for r in rules if config.category_of(r.id) == GENERAL]
+    if general:  # not wrong (the catch-all route takes them), but seldom meant
+        typer.echo(
+            f"note: in no category, so their alerts open '{GENERAL}' incidents for the "
+            f"catch-all route: {', '.join(general)}",
+            err=True,
+        )
     if against_registry:
         from wiring.cli_registry_common import registry
 

@@ -172,7 +172,7 @@ def profiles_put(
         narrowed = [note for p in profiles for note in _refused_from_now(reg, p)]
         for p in profiles:
             reg.put_profile(p, actor())
-    typer.echo(f"stored {len(profiles)} profiles")
+    typer.echo(f"stored {len(profiles)} profile{'' if len(profiles) == 1 else 's'}")
     for note in narrowed:
         typer.echo(note, err=True)
 

@@ -10,7 +10,7 @@ import csv
 import json
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -128,6 +128,7 @@ def _not_registered(ruleset: Any) -> list[str]:
             "device_types": reg.device_types(),
             "profiles": {p.profile_id for p in profiles},
         }
+        unprofiled = {d.device_type for d in reg.list() if d.profile_id is None}
     names = [
         f"rule {rule.id!r}: {field} names {name!r}, which the registry does not know: the "
         f"rule applies to nothing there ({_hint(field, name, known['places'])})"
@@ -136,7 +137,9 @@ def _not_registered(ruleset: Any) -> list[str]:
         for name in getattr(rule, field)
         if name not in names
     ]
-    return names + [problem for rule in ruleset for problem in unlisted_metrics(rule, profiles)]
+    return names + [
+        problem for rule in ruleset for problem in unlisted_metrics(rule, profiles, unprofiled)
+    ]
 
 
 UNPROFILED_SINCE = timedelta(days=1)
@@ -190,10 +193,14 @@ def _metrics(rule: Any) -> list[str]:
     return [c.metric for c in rule.conditions] if hasattr(rule, "conditions") else [rule.metric]
 
 
-def unlisted_metrics(rule: Any, profiles: Sequence[Profile]) -> list[str]:
+def unlisted_metrics(
+    rule: Any, profiles: Sequence[Profile], unprofiled: Collection[str] = ()
+) -> list[str]:
     """The rule's metrics that no profile of the devices it applies to lists: the stream
     refuses a metric its device's profile does not list, so only a device without a profile
-    could send it. Nothing when no profile is of those devices (nothing to compare), and
+    could send it. Nothing when no profile is of those devices (nothing to compare); for a
+    rule of any device type, nothing while some device has no profile (``unprofiled``: the
+    device types of those): the profiles of other types say nothing of what it sends. And
     nothing for a camera's events (``camera.<event>``).
 
     >>> from cityvitals.contracts import MetricSpec
@@ -204,9 +211,12 @@ def unlisted_metrics(rule: Any, profiles: Sequence[Profile]) -> list[str]:
     ...                    "device_types: [pump]}]").by_id["r"]
     >>> unlisted_metrics(rule, [pump])
     ["rule 'r': metric 'curent_a' is in no profile of device type pump (they list current_a, flow_m3h): only a device without a profile could send it (misspelt?)"]
+    >>> anywhere = parse_rules("rules: [{id: w, metric: water_cm, levels: {red: 9}}]").by_id["w"]
+    >>> unlisted_metrics(anywhere, [pump], unprofiled={"water_level"})  # a gauge may send it
+    []
     """
     candidates = _profiled(rule, profiles)
-    if not candidates:
+    if not candidates or (not rule.device_types and not rule.profiles and unprofiled):
         return []
     listed = {metric for p in candidates for metric in p.metrics}
     metrics = _metrics(rule)
@@ -443,4 +453,12 @@ def rules_backtest(
         "evaluations_per_s": round(rate),
     }
     typer.echo(json.dumps(summary), err=True)
+    if c.readings and not c.evaluations:  # a quiet result that is no result
+        typer.echo(
+            f"note: no rule applied to any of the {c.readings} readings: a rule scoped by "
+            "device_types, profiles, places or tags judges only readings that carry them (the "
+            "input's device_type, profile_id, place_path and tags columns), and one of another "
+            "metric none",
+            err=True,
+        )
     typer.echo(f"{c.transitions} alert transitions written to {output}", err=True)

@@ -305,7 +305,7 @@ class Explanation:
             (
                 "a deviation past the top of the scale"
                 if self.top
-                else f"a deviation about once in {self.rarity:,.0f} readings"
+                else f"a deviation about once in {about(self.rarity)} readings"
                 if self.rarity >= 2.0
                 else "a usual deviation"
             )
@@ -319,7 +319,7 @@ class Explanation:
                 + (
                     "past the top of the scale"
                     if self.noise_top
-                    else f"noise like this about once in {self.noise_rarity:,.0f} readings"
+                    else f"noise like this about once in {about(self.noise_rarity)} readings"
                 )
                 + (
                     " (its score damped: it came within days of louder noise)"
@@ -330,7 +330,7 @@ class Explanation:
         lately = (
             ""
             if self.new_every is None
-            else f", such values about once in {self.new_every:,.0f} readings lately"
+            else f", such values about once in {about(self.new_every)} readings lately"
         )
         if self.novel and self.seen_low is not None and self.seen_high is not None:
             parts.append(
@@ -346,6 +346,18 @@ class Explanation:
         if self.familiar:
             parts.append("a value the series took often lately (its score is damped)")
         return "; ".join(parts)
+
+
+def about(n: float) -> str:
+    """A rarity as people say one, to two significant digits (a seven-digit count reads as
+    a precision the estimate does not have).
+
+    >>> about(5_838_358.4), about(699.2), about(12.4)
+    ('5,800,000', '700', '12')
+    """
+    if n < 100:
+        return f"{n:,.0f}"
+    return f"{round(n, 1 - math.floor(math.log10(n))):,.0f}"
 
 
 def _span(seconds: float) -> str:

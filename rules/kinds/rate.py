@@ -18,7 +18,8 @@ from rules.observation import Observation
 __all__ = ["KIND", "RATE_POINTS", "RateRule"]
 
 RATE_POINTS = 64
-"""Most points a rate rule keeps per device (its window shortens beyond that)."""
+"""Slots of a rate rule's window (``over`` / 64 each): it keeps a device's first point in each,
+and its newest, so at most 66 points, the oldest within two slots of ``over`` ago."""
 _INSTANT = timedelta(microseconds=1)
 
 
@@ -55,8 +56,11 @@ class RateRule(LevelledRule):
 
 
 class RateKind(RuleKind[RateRule]):
-    """Memory: ``[[ts, value], ...]`` within ``over``. Past :data:`RATE_POINTS` every other
-    point is dropped (the oldest and newest stay), so the window keeps its span."""
+    """Memory: ``[[ts, value], ...]`` within ``over``: the first point of each of the
+    window's :data:`RATE_POINTS` slots, and the newest. So the point judged against lies
+    within two slots (a thirty-second of ``over``) of ``over`` ago, however many readings the
+    window holds: a rule ``over: 24h`` on readings every 5 minutes compares with about the
+    same hour yesterday (halving the points kept, as before, had left it 13 to 24 hours)."""
 
     name = "rate"
     spec = RateRule
@@ -77,9 +81,11 @@ class RateKind(RuleKind[RateRule]):
                 break
             old += 1
         points = kept[old:]
-        points.append([iso(ts), obs.value])
-        if len(points) > RATE_POINTS:
-            points = [*points[:-1:2], points[-1]]
+        newest = [iso(ts), obs.value]
+        if len(points) >= 2 and _slot(rule, points[-1][0]) == _slot(rule, points[-2][0]):
+            points[-1] = newest  # the newest so far was no slot's first: it gives way
+        else:
+            points.append(newest)
         if since is None or ts - since < rule.span:
             # every field given, not the class called: see rules.kinds.levels.judge_levelled
             return _make(Judgement, (None, 0.0, rule.lowest[1], points, (), ""))
@@ -99,6 +105,11 @@ class RateKind(RuleKind[RateRule]):
 
 
 KIND = RateKind()
+
+
+def _slot(rule: RateRule, when: str) -> int:
+    """The slot of the window (``over`` / :data:`RATE_POINTS`) an instant falls in."""
+    return int(datetime.fromisoformat(when).timestamp() * RATE_POINTS // rule.over.total_seconds())
 
 
 _make = tuple.__new__

@@ -143,6 +143,8 @@ def test_a_silent_device_goes_offline_by_its_own_cadence_and_comes_back_online(
     before = runner.invoke(cli_app, ["devices", "liveness", "--place", f"lv{tag}"], env=env)
     assert before.stdout.split()[:4] == [device, "not", "heard", "yet"], before.output
     assert "1 device (1 not heard yet)" in before.stderr
+    unheard = runner.invoke(cli_app, ["devices", "show", device], env=env)
+    assert "  liveness   not heard yet (judged late after two" in unheard.stdout, unheard.output
     publish_rounds(pipeline, [(device, secret)], rounds=5)
 
     # Offline by its own cadence (seconds), not by 4 x the 300 s default: a time-out of 30 s and

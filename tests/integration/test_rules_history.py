@@ -92,7 +92,10 @@ def test_rules_check_names_what_the_registry_does_not_know(
         f"{{id: ok, metric: level_cm, levels: {{red: 1}}, places: [{place}], "
         "device_types: [rh_gauge]}"
     )
-    rules.write_text(f"rules: [{good}]")
+    # a rule of any device type: the gauge's profile says nothing of what the devices
+    # without a profile (this gauge among them) send
+    anywhere = "{id: anywhere, metric: water_level_cm, levels: {red: 1}}"
+    rules.write_text(f"rules: [{good}, {anywhere}]")
     env = pipeline.settings.to_env()
     checked = CliRunner().invoke(rules_app, ["check", str(rules), "--registry"], env=env)
     assert checked.exit_code == 0, checked.output

@@ -166,3 +166,24 @@ def test_until_stops_the_backtest_clock(tmp_path: Path) -> None:
         "firing",
         "firing",
     ]
+
+
+def test_a_backtest_no_rule_applied_to_says_so(tmp_path: Path) -> None:
+    """Rules scoped by device type, a history without the device_type column: nothing is
+    judged, and the result says so rather than reading as a quiet history."""
+    (tmp_path / "rules.yaml").write_text(
+        "rules: [{id: deep, metric: water_level_cm, levels: {blue: 5}, device_types: [water_level]}]\n"
+    )
+    (tmp_path / "in.csv").write_text(
+        "ts,device_id,metric,value\n2026-07-01 08:00:00,wl-1,water_level_cm,30\n"
+    )
+    argv = ["backtest", "--rules", str(tmp_path / "rules.yaml"), "--input"]
+    argv += [str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.jsonl")]
+    result = CliRunner().invoke(rules_app, argv)
+    assert result.exit_code == 0, result.output
+    assert "note: no rule applied to any of the 1 readings: a rule scoped by" in result.output
+    rules, csv, out = files(tmp_path)
+    judged = CliRunner().invoke(
+        rules_app, ["backtest", "--rules", str(rules), "--input", str(csv), "--output", str(out)]
+    )
+    assert "note: no rule applied" not in judged.output

@@ -148,6 +148,11 @@ def test_incidents_check_validates_a_file_and_names_each_problem(tmp_path: Path)
     named = CliRunner().invoke(app, ["incidents", "check", str(misspelt)])
     assert named.exit_code == 1, named.output
     assert "'pm25-polution' names no rule of the rule file" in named.output
+    assert ok.stderr == ""  # every shipped rule has its category; the misspelt one has none
+    assert (
+        "note: in no category, so their alerts open 'general' incidents for the catch-all "
+        "route: pm25-pollution"
+    ) in named.stderr
     broken = tmp_path / "incidents.yaml"
     broken.write_text("routes: []\ncategories: {flooding: {rules: [x], group_by: streeet}}\n")
     refused = CliRunner().invoke(app, ["incidents", "check", str(broken)])
@@ -399,7 +404,7 @@ def test_profiles_put_notes_a_metric_nothing_reads(
     assert ended.value.code == 0
     out = capsys.readouterr()
     assert f"note: {file}: profile 'wl-v1': no rule or indicator reads 'water_levle_cm'" in out.err
-    assert stored == ["wl-v1"] and "stored 1 profiles" in out.out
+    assert stored == ["wl-v1"] and "stored 1 profile" in out.out
 
 
 def test_a_metric_only_an_absence_rule_reads_is_read(

@@ -23,6 +23,7 @@ from rules.detectors.novelty import (
     SURPRISE_FULL,
     NoveltyState,
     _undamped,
+    about,
 )
 from rules.detectors.seasonal import AnomalyState
 from rules.kinds.anomaly import KIND, AnomalyRule
@@ -113,7 +114,7 @@ def test_a_new_value_is_less_surprising_on_a_series_that_keeps_finding_new_value
         )
         assert why.score == pytest.approx(floor + (1.0 - floor) * why.seasonal_score)
         assert (floor == params.novel_floor) is (why.new_every >= params.novel_every)
-        assert f"such values about once in {why.new_every:,.0f} readings" in why.text
+        assert f"such values about once in {about(why.new_every)} readings" in why.text
         scores[n] = why.new_every, why.score
     assert scores[700][0] < 50 < params.novel_every < scores[6000][0]
     assert scores[700][1] < scores[6000][1]
@@ -562,12 +563,12 @@ def test_a_score_set_by_the_noise_says_so() -> None:
     assert loudest.noise_s == NOISE_HALFLIFE * STEP.total_seconds()
     assert loudest.noise_rarity == 10.0 ** (loudest.seasonal_score * SURPRISE_FULL)
     assert loudest.rarity < 100  # the reading's own deviation is ordinary, and says so
-    assert f"; a deviation about once in {loudest.rarity:,.0f} readings" in loudest.text
+    assert f"; a deviation about once in {about(loudest.rarity)} readings" in loudest.text
     assert (
         "the noise lately set the score: the forecast's errors, each counted to 4 spreads and "
         "averaged with a half-life of about 6 hours, came to about "
         f"{loudest.noise:.2g} times the usual spread, noise like this about once in "
-        f"{loudest.noise_rarity:,.0f} readings" in loudest.text
+        f"{about(loudest.noise_rarity)} readings" in loudest.text
     ), loudest.text
     # a reading whose deviation scores as high as the noise is the deviation's (a tie too)
     at = loudest_at = T0 + (3000 + whys.index(loudest)) * STEP
@@ -701,7 +702,7 @@ def test_a_damped_deviation_is_explained_by_its_own_rarity(noise: float | None) 
     # the deviation itself: about once in 700 readings, not once in 4 (10 ** (0.08 * 7.25))
     assert why.rarity > 600
     assert (
-        "a deviation about once in 699 readings (its score damped: it came within days of a higher one)"
+        "a deviation about once in 700 readings (its score damped: it came within days of a higher one)"
         in why.text
     )
     if noise is None:  # the first error of a shift raised the noise over the damped deviation

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +26,7 @@ from rules import (
     sweep_device,
     sweep_place,
 )
+from rules.kinds.rate import RATE_POINTS
 
 T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
 PATH = ("c", "d1", "s1", "g1")
@@ -243,7 +245,27 @@ def test_a_rate_rule_judges_the_change_over_its_window() -> None:
 
 def test_a_rate_rule_keeps_a_bounded_window() -> None:
     d = Device(RATE).series([float(i % 3) for i in range(500)], every=0.01)
-    assert d.memory is not None and len(d.memory.rules["rising"].memory) <= 64
+    assert d.memory is not None and len(d.memory.rules["rising"].memory) <= RATE_POINTS + 2
+
+
+def test_a_day_long_rate_compares_with_about_the_same_hour_yesterday() -> None:
+    """Readings every 5 minutes of a daily cycle (amplitude 100) that does not drift: over
+    24 hours nothing changes, whatever the hour. The points kept are a window's 64 slots, so
+    the one judged against is 23 h 15 min to 24 h old (halving them had left it 13 to 24 h
+    old, and every afternoon read as a rise of hundreds a day)."""
+    daily = rules(
+        """
+rules:
+  - {id: creep, kind: rate, metric: water_level_cm, over: 24h, per: 1d, levels: {yellow: 80}}
+"""
+    )
+    day = [100 * math.sin(2 * math.pi * i / 288) for i in range(288)]
+    d = Device(daily).series(day * 4, every=5)
+    assert d.alerts == []
+    kept = d.memory.rules["creep"].memory if d.memory else []
+    assert len(kept) <= RATE_POINTS + 2
+    age = at(5 * (4 * 288 - 1)) - datetime.fromisoformat(kept[0][0])
+    assert timedelta(hours=23, minutes=15) <= age <= timedelta(hours=24)
 
 
 # --- absence ----------------------------------------------------------------------------------
@@ -614,7 +636,7 @@ def test_an_absence_rule_new_to_a_silent_device_catches_it() -> None:
 
 def test_a_rate_keeps_its_whole_window_when_it_thins_its_points() -> None:
     d = Device(RATE).series([0.0] * 300, every=0.1)  # 30 minutes of 6 s readings
-    assert d.memory is not None and len(d.memory.rules["rising"].memory) <= 64
+    assert d.memory is not None and len(d.memory.rules["rising"].memory) <= RATE_POINTS + 2
     d.read(obs(12, 30))  # 12 cm against the oldest point within 30 minutes: 24 cm/h
     assert d.story == [("firing", "yellow")]
     assert d.alerts[0].value == pytest.approx(24, rel=0.01)
