@@ -26,10 +26,9 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from pydantic import ValidationError
 
 from cityvitals.contracts import DeadLetter
 from cityvitals.contracts.health import without_nul
@@ -45,7 +44,6 @@ __all__ = [
     "dead_letter",
     "kafka_source",
     "mark_started",
-    "problems",
     "retry",
     "utc_now",
 ]
@@ -113,51 +111,6 @@ def kafka_source(topic: str, partition: int, offset: int | None = None) -> str:
     """
     where = f"{topic}[{partition}]"
     return where if offset is None else f"{where}@{offset}"
-
-
-def problems(exc: ValidationError) -> tuple[str, str]:
-    """What a model found wrong with a message, in one line a sender can act on: the first
-    problem's field, and what is wrong with it, then up to :data:`PROBLEMS_SAID` of them in
-    all (its developer fixes them in one round, not one a message); no links, no lines.
-
-    >>> from cityvitals.contracts import ReadingPayload
-    >>> def said(payload: bytes) -> tuple[str, str]:
-    ...     try:
-    ...         ReadingPayload.model_validate_json(payload, strict=True)
-    ...     except ValidationError as exc:
-    ...         return problems(exc)
-    ...     return "", ""
-    >>> said(b'{"ts": "2026-11-22T08:00:00Z", "values": {"cm": "18"}}')
-    ('seq', "Field required; also values.cm: Input should be a valid number (got '18')")
-    >>> said(b"{")
-    ('payload', 'not valid JSON (Invalid JSON: EOF while parsing an object at line 1 column 1)')
-    """
-    errors = exc.errors(include_url=False)
-    if errors[0]["type"] in ("json_invalid", "json_type"):
-        return "payload", f"not valid JSON ({errors[0]['msg']})"
-    field, detail = _problem(errors[0])
-    others = [": ".join(_problem(err)) for err in errors[1:PROBLEMS_SAID]]
-    if others:
-        more = len(errors) - PROBLEMS_SAID
-        detail += "; also " + "; ".join(others) + (f"; and {more} more" if more > 0 else "")
-    return field, detail
-
-
-PROBLEMS_SAID = 4
-"""The problems of a message a refusal says (the first names the field it is counted by)."""
-
-
-def _problem(err: Any) -> tuple[str, str]:
-    """A validation error's field and what is wrong with it."""
-    # An element of a pack is named by its index: "[3].ts".
-    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
-    got = err.get("input")
-    detail = err["msg"]
-    # The value of a field the contract does not have is not repeated: it may be personal
-    # (a camera's "plate"), and the reason is shown to people and kept.
-    if err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict):
-        detail = f"{detail} (got {got!r:.80})"
-    return field or "payload", detail
 
 
 def dead_letter(

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from cityvitals.contracts import Device, DeviceState
+from cityvitals.problems import in_words
 from device_registry.credentials import login_problem
 
 __all__ = [
@@ -115,24 +116,6 @@ def _unstorable(data: dict[str, Any]) -> str | None:
     return None
 
 
-def _plain(kind: str, ctx: dict[str, Any], message: str) -> str:
-    """A list field's refusal in the file's terms (a list, its items), not pydantic's (a
-    tuple after validation); any other refusal as pydantic words it.
-
-    >>> _plain("too_long", {"max_length": 5, "actual_length": 6}, "Tuple should ...")
-    'holds 6 items: at most 5'
-    >>> _plain("tuple_type", {}, "Input should be a valid tuple")
-    'should be a list'
-    """
-    if kind in ("tuple_type", "list_type"):
-        return "should be a list"
-    if kind == "too_short":
-        return f"holds {ctx.get('actual_length', 0)} items: at least {ctx.get('min_length')}"
-    if kind == "too_long":
-        return f"holds {ctx.get('actual_length')} items: at most {ctx.get('max_length')}"
-    return message
-
-
 def _device(data: dict[str, Any], line: int, now: datetime, unit: Unit) -> Device | RowError:
     bad = _unstorable(data)
     if bad is not None:
@@ -143,7 +126,7 @@ def _device(data: dict[str, Any], line: int, now: datetime, unit: Unit) -> Devic
         err = exc.errors(include_url=False)[0]
         name = ".".join(str(p) for p in err["loc"]) or "row"
         got = "" if err["type"] == "missing" else f" (got {err['input']!r:.60})"
-        plain = _plain(err["type"], err.get("ctx", {}), err["msg"])
+        plain = in_words(err)
         if name == "place_path" and plain == "should be a list":
             plain = "should be a list of place ids or one '/'-joined text"
         return RowError(line, name, plain + got, unit)

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, create_model
 
+from cityvitals.problems import in_words
 from rules.kinds import REGISTRY, Duration, PositiveDuration, Rule, RuleKind
 
 __all__ = [
@@ -235,7 +236,7 @@ def file_error(exc: ValidationError, source: str, lines: Lines) -> RuleFileError
                 source,
                 line_of(tuple(e["loc"]), lines),
                 ".".join(str(p) for p in e["loc"]),
-                e["msg"],
+                in_words(e),
             )
             for e in exc.errors()
         ]
@@ -293,7 +294,7 @@ def parse_rules(text: str, source: str = "<rules>", zone: str = "UTC") -> RuleSe
                 continue  # "no items left" only because an item below it was refused
             # Union/enum branches add technical location parts; drop those the file cannot have.
             field_name = ".".join(str(p) for p in loc)
-            problems.append(RuleProblem(source, line_of(loc, lines), field_name, err["msg"]))
+            problems.append(RuleProblem(source, line_of(loc, lines), field_name, in_words(err)))
         problems.sort(key=lambda p: (p.line or 0, p.field))
         raise RuleFileError(problems) from exc
     if problems:

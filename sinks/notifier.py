@@ -44,15 +44,9 @@ from pydantic import ValidationError
 
 from cityvitals import kafka
 from cityvitals.contracts import DeadLetter
+from cityvitals.problems import problems
 from cityvitals.settings import Settings, public_url
-from cityvitals.stage import (
-    StageMetrics,
-    Transient,
-    dead_letter,
-    kafka_source,
-    problems,
-    retry,
-)
+from cityvitals.stage import StageMetrics, Transient, dead_letter, kafka_source, retry
 from cityvitals.topics import Topic
 from sinks.webhook import (
     EVENTS,

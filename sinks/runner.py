@@ -39,8 +39,9 @@ from pydantic import ValidationError
 from cityvitals.contracts import IDENTIFIER, STAGE, DeadLetter
 from cityvitals.db import DatabaseUnavailable
 from cityvitals.kafka import consume_batch
+from cityvitals.problems import problems
 from cityvitals.settings import Settings
-from cityvitals.stage import StageMetrics, dead_letter, kafka_source, problems, retry
+from cityvitals.stage import StageMetrics, dead_letter, kafka_source, retry
 from cityvitals.topics import Topic
 from sinks.base import Conflict, Connection, Sink, SinkUnavailable
 from sinks.postgres import KafkaPlaced

@@ -63,8 +63,9 @@ from cityvitals.contracts import (
     ReadingBatch,
     WindowPartial,
 )
+from cityvitals.problems import problems
 from cityvitals.settings import Settings
-from cityvitals.stage import STARTED, dead_letter, kafka_source, problems, utc_now
+from cityvitals.stage import STARTED, dead_letter, kafka_source, utc_now
 from cityvitals.topics import Topic, partition_for
 from rules import RuleSet
 from rules.incidents import IncidentConfig, Tracked, load_incident_config, parse_incident_config

@@ -35,7 +35,8 @@ from cityvitals.contracts import (
     IncidentState,
     PlaceOutage,
 )
-from cityvitals.stage import StageMetrics, dead_letter, kafka_source, problems, utc_now
+from cityvitals.problems import problems
+from cityvitals.stage import StageMetrics, dead_letter, kafka_source, utc_now
 from cityvitals.topics import Topic, partition_for
 from rules.incidents import Book, Desk, IncidentConfig, Outcome, Tracked
 from rules.incidents.dispatcher import Refusal

@@ -15,7 +15,7 @@ from typing import Protocol, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from cityvitals.contracts import CameraEvent, Reading
-from cityvitals.stage import problems
+from cityvitals.problems import problems
 
 __all__ = [
     "DecodeError",
@@ -67,7 +67,7 @@ class DeviceProtocol:
 
 def parse(model: type[M], payload: bytes) -> M:
     """``model`` validated from JSON bytes; its problems as a :class:`DecodeError` that names
-    the first one's field, and says up to :data:`~cityvitals.stage.PROBLEMS_SAID` of them (a device's developer fixes
+    the first one's field, and says up to :data:`~cityvitals.problems.PROBLEMS_SAID` of them (a device's developer fixes
     them in one round, not one a message).
 
     Strictly, as the payload's JSON schema says, never coerced: a value ``true`` or

@@ -57,9 +57,7 @@ def test_categories_come_from_the_incident_configuration_file(tmp_path: Path) ->
         "smog": "",
     }
     path.write_text("routes: []\n")
-    with pytest.raises(
-        ValueError, match=r"incidents\.yaml:1: routes: Tuple should have at least 1 item"
-    ):
+    with pytest.raises(ValueError, match=r"incidents\.yaml:1: routes: holds 0 items: at least 1"):
         incident_categories(Settings(incidents_file=path))
     path.write_text("categories: [\n")
     with pytest.raises(ValueError, match="not valid YAML"):

@@ -124,7 +124,7 @@ def test_the_shipped_noise_rule_reads_the_night_in_the_settings_zone_and_a_reloa
         ("{levels: {blue: 60, orange: 55}}", "levels must increase strictly from blue to red"),
         ("{levels: {blue: 55}, clear: 57}", "clear 57.0 must not be past the lowest level 55.0"),
         ("{levels: {blue: 55}, zone: Mars/Olympus}", "'Mars/Olympus' is not an IANA time zone"),
-        ("{levels: {}}", "at least 1 item"),
+        ("{levels: {}}", "holds 0 items: at least 1"),
         ("{levels: {blue: 55}, hours: 8}", "Extra inputs are not permitted"),
     ],
 )
