@@ -10,6 +10,7 @@ import csv
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -235,6 +236,43 @@ def unlisted_metrics(
     ]
 
 
+class Episodes:
+    """A backtest's alerts as a rule's author tunes by them: per rule, its episodes, the
+    levels they peaked at, how long they fired, and those still firing when the clock ended
+    (an absence rule's at the end of a history is the history's end, not a device's silence)."""
+
+    def __init__(self) -> None:
+        self.rules: dict[str, dict[str, tuple[datetime, datetime | None, str]]] = {}
+
+    def add(self, alert: Any) -> None:
+        """Take one transition (in the order the backtest wrote them)."""
+        held = self.rules.setdefault(alert.rule_id, {})
+        begun, _, _ = held.get(alert.alert_id, (alert.started_at, None, ""))
+        ended = alert.ts if alert.status.value == "resolved" else None
+        held[alert.alert_id] = (begun, ended, (alert.peak_level or alert.level).value)
+
+    def lines(self) -> list[str]:
+        from cityvitals.contracts import WarningLevel
+
+        out = []
+        order = [level.value for level in WarningLevel]
+        for rule_id, held in sorted(self.rules.items()):
+            peaks = Counter(peak for _, _, peak in held.values())
+            n = len(held)
+            shown = ", ".join(f"{peaks[p]} {p}" for p in order if peaks[p])
+            fired = sum(((e - b) for b, e, _ in held.values() if e is not None), timedelta())
+            hours = fired.total_seconds() / 3600
+            firing = sum(1 for _, e, _ in held.values() if e is None)
+            line = (
+                f"rule {rule_id}: {n} episode{'' if n == 1 else 's'} ({shown} at "
+                f"{'its' if n == 1 else 'their'} peak), firing "
+                + (f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min")
+                + " in all"
+            )
+            out.append(line + (f" ({firing} still firing at the end)" if firing else ""))
+        return out
+
+
 def _hint(field: str, name: str, places: set[str]) -> str:
     """What may be wrong with a name the registry does not know.
 
@@ -430,14 +468,17 @@ def rules_backtest(
         in_order(first, stop, "--from", "--to" if end is not None else "now")
         source = read_database(first, stop)
     bt = Backtest(ruleset, step)
+    episodes = Episodes()
     started = time.perf_counter()
     try:
         with atomic_output(output) as out:
             for reading in source:
                 for alert in bt.feed(reading):
                     out.write(alert.model_dump_json() + "\n")
+                    episodes.add(alert)
             for alert in bt.finish(stop):
                 out.write(alert.model_dump_json() + "\n")
+                episodes.add(alert)
     except (InputError, NotUtf8) as exc:
         raise fail(str(exc)) from None
     elapsed = time.perf_counter() - started
@@ -461,4 +502,6 @@ def rules_backtest(
             "metric none",
             err=True,
         )
+    for line in episodes.lines():
+        typer.echo(line, err=True)
     typer.echo(f"{c.transitions} alert transitions written to {output}", err=True)

@@ -49,6 +49,12 @@ def test_a_backtest_writes_every_transition_and_counts_late_readings(tmp_path: P
     assert alerts[0]["place_path"] == ["sh", "pd", "s1"]
     summary = json.loads(result.output.splitlines()[0])
     assert summary["readings"] == 7 and summary["late"] == 1 and summary["transitions"] == 4
+    # per rule, what a rule's author tunes by
+    assert result.output.splitlines()[1:3] == [
+        "rule deep: 1 episode (1 orange at its peak), firing 10 min in all",
+        "rule quiet: 1 episode (1 yellow at its peak), firing 0 min in all (1 still firing at "
+        "the end)",
+    ]
 
 
 def test_a_bad_row_is_named_by_line_and_field_and_nothing_is_written(tmp_path: Path) -> None:
