@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
@@ -135,14 +137,21 @@ def step_line(step: IncidentTransition, incident: Incident, zone: tzinfo) -> str
 
 
 @dataclass
-class RuleWatch:
-    """What ``up`` says of the stream's rule file, read off the stream's metrics: each
-    version it takes, and each change it refuses, with the problems (the file read again,
-    as the stream read it). A rule author watching ``up`` learns at once that an edit was
-    refused, where before only the stream's log said so."""
+class FileWatch:
+    """What ``up`` says of a file the stream re-reads when it changes (its rule file, its
+    incident file), read off the stream's metrics: each version it takes, and each change it
+    refuses, with the problems (the file read again, as the stream read it). An author
+    watching ``up`` learns at once that an edit was taken or refused, where before only the
+    stream's log said so. ``what`` names the file in the lines; ``metric`` is the prefix of its
+    metrics (``<metric>_info`` with a version label, ``<metric>_reload_errors_total``, and a
+    count ``counted``, if any); ``check`` parses its text (``source`` naming it) as the
+    stream does, raising RuleFileError."""
 
+    what: str
     path: Path | None
-    zone: str
+    metric: str
+    check: Callable[[str, str], object]
+    counted: str = ""
     version: str | None = None
     refused: float | None = None
 
@@ -151,33 +160,34 @@ class RuleWatch:
         version, refused, count = None, 0.0, 0.0
         for family in text_string_to_metric_families(exposition):
             for sample in family.samples:
-                if sample.name == "cityvitals_streams_rules_info" and sample.value == 1:
+                if sample.name == f"{self.metric}_info" and sample.value == 1:
                     version = sample.labels.get("version")
-                elif sample.name == "cityvitals_streams_rules_reload_errors_total":
+                elif sample.name == f"{self.metric}_reload_errors_total":
                     refused = sample.value
-                elif sample.name == "cityvitals_streams_rules":
+                elif self.counted and sample.name == self.metric:
                     count = sample.value
         out = []
         if self.version is not None and version is not None and version != self.version:
+            counted = f" ({count:g} {self.counted})" if self.counted else ""
             out.append(
-                f"rules: the stream took {self.path}: version {self.version} -> {version} "
-                f"({count:g} rules)"
+                f"{self.what}: the stream took {self.path}: version {self.version} -> "
+                f"{version}{counted}"
             )
         if self.refused is not None and refused > self.refused:
             out.append(
-                f"rules: the stream refused a change to {self.path}, keeping version "
+                f"{self.what}: the stream refused a change to {self.path}, keeping version "
                 f"{version or self.version}: {self._problems()}"
             )
         self.version, self.refused = version or self.version, refused
         return out
 
     def _problems(self) -> str:
-        from rules import RuleFileError, parse_rules
+        from rules import RuleFileError
 
         if self.path is None:
             return "see the stream's log"
         try:
-            parse_rules(self.path.read_text(), str(self.path), self.zone)
+            self.check(self.path.read_text(), str(self.path))
         except (OSError, UnicodeDecodeError) as exc:
             return f"unreadable: {exc}"
         except RuleFileError as exc:
@@ -185,9 +195,28 @@ class RuleWatch:
         return "see the stream's log (the file as it is now parses)"
 
 
-def _rule_lines(watch: RuleWatch, port: int) -> list[str]:
-    """What the stream did with its rule file since the last look (nothing when its metrics
-    do not answer: a restart says so itself)."""
+def file_watches(s: Settings) -> list[FileWatch]:
+    """The stream's files that ``up`` watches: those the settings name (the shipped ones do
+    not change while it runs)."""
+    from rules import parse_rules
+    from rules.incidents import parse_incident_config
+
+    watches = []
+    if s.rules_file is not None:
+        check = functools.partial(parse_rules, zone=s.timezone)
+        watches.append(FileWatch("rules", s.rules_file, "cityvitals_streams_rules", check, "rules"))
+    if s.incidents_file is not None:
+        watches.append(
+            FileWatch(
+                "incidents", s.incidents_file, "cityvitals_incidents_config", parse_incident_config
+            )
+        )
+    return watches
+
+
+def _file_lines(watch: FileWatch, port: int) -> list[str]:
+    """What the stream did with a file since the last look (nothing when its metrics do not
+    answer: a restart says so itself)."""
     from wiring.localstack import scrape
 
     if not port:
@@ -347,15 +376,16 @@ def up(
         feed = StepFeed(datetime.now(UTC))
         feed.lines(s)  # the steps of an earlier run, within the late window: not this run's
         restarts, turns = Restarts(), 0
-        rules = RuleWatch(s.rules_file, s.timezone)
-        _rule_lines(rules, stack.metrics.of("streams"))  # the version in force at start
+        watches = file_watches(s)
+        for watch in watches:  # the versions in force at start
+            _file_lines(watch, stack.metrics.of("streams"))
         unready = Unready()
         while not stop.wait(1):  # a service that exited is started again within a second
             for line in stack.revive(restarts):
                 _say(f"{_now(s)} {line}", err=True)
             turns += 1
-            if s.rules_file is not None and turns % 2 == 0:
-                for line in _rule_lines(rules, stack.metrics.of("streams")):
+            for watch in watches if turns % 2 == 0 else ():
+                for line in _file_lines(watch, stack.metrics.of("streams")):
                     _say(f"{_now(s)} {line}", err="refused" in line)
             if turns % 10 == 0:
                 typer.echo(_status_line(s)[0])

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from cityvitals.settings import Settings
 from streams.live import StreamMetrics
-from wiring.cli_stack import RuleWatch
+from wiring.cli_stack import file_watches
 
 GOOD = "rules:\n  - {id: deep, metric: water_level_cm, levels: {red: 40}}\n"
 
@@ -26,7 +27,7 @@ def exposition(version: str, refused: int, rules: int) -> str:
 def test_up_says_which_version_the_stream_took_and_what_it_refused(tmp_path: Path) -> None:
     path = tmp_path / "rules.yaml"
     path.write_text(GOOD)
-    watch = RuleWatch(path, "UTC")
+    (watch,) = file_watches(Settings(rules_file=path))
     assert watch.lines(exposition("aaa", 0, 1)) == []  # the baseline: nothing to say
     assert watch.lines(exposition("aaa", 0, 1)) == []
     assert watch.lines(exposition("bbb", 0, 2)) == [
@@ -41,3 +42,34 @@ def test_up_says_which_version_the_stream_took_and_what_it_refused(tmp_path: Pat
     path.write_text(GOOD)  # mended since: the stream's log has what it refused
     (later,) = watch.lines(exposition("bbb", 2, 2))
     assert later.endswith("see the stream's log (the file as it is now parses)")
+
+
+def test_up_says_which_incident_file_the_stream_took_and_what_it_refused(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from rules.incidents import parse_incident_config
+    from streams.incidents import IncidentMetrics
+
+    shipped = Path(__file__).parents[2] / "rules" / "incidents.yaml"
+    path = tmp_path / "incidents.yaml"
+    path.write_text(shipped.read_text())
+
+    def served(version: str, refused: int) -> str:
+        registry = CollectorRegistry()
+        metrics = IncidentMetrics(registry)
+        metrics.config_version.labels(version).set(1)
+        metrics.config_errors.inc(refused)
+        return generate_latest(registry).decode()
+
+    (watch,) = file_watches(Settings(incidents_file=path))
+    first = parse_incident_config(path.read_text()).version
+    assert watch.lines(served(first, 0)) == []
+    assert watch.lines(served("ccc", 0)) == [
+        f"incidents: the stream took {path}: version {first} -> ccc"
+    ]
+    path.write_text("routes: []\n")
+    (refused,) = watch.lines(served("ccc", 1))
+    assert refused.startswith(
+        f"incidents: the stream refused a change to {path}, keeping version ccc:"
+    )
+    assert f"{path}:1: routes: holds 0 items: at least 1" in refused
