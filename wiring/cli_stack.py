@@ -214,15 +214,16 @@ def file_watches(s: Settings) -> list[FileWatch]:
     return watches
 
 
-def _file_lines(watch: FileWatch, port: int) -> list[str]:
-    """What the stream did with a file since the last look (nothing when its metrics do not
-    answer: a restart says so itself)."""
+def _file_lines(watches: list[FileWatch], port: int) -> list[str]:
+    """What the stream did with its files since the last look, from one scrape of its
+    metrics (nothing when they do not answer: a restart says so itself)."""
     from wiring.localstack import scrape
 
-    if not port:
+    if not port or not watches:
         return []
     try:
-        return watch.lines(scrape(port, timeout=2))
+        exposition = scrape(port, timeout=2)
+        return [line for watch in watches for line in watch.lines(exposition)]
     except (OSError, ValueError):  # a stream going down mid-answer: next time
         return []
 
@@ -377,15 +378,14 @@ def up(
         feed.lines(s)  # the steps of an earlier run, within the late window: not this run's
         restarts, turns = Restarts(), 0
         watches = file_watches(s)
-        for watch in watches:  # the versions in force at start
-            _file_lines(watch, stack.metrics.of("streams"))
+        _file_lines(watches, stack.metrics.of("streams"))  # the versions in force at start
         unready = Unready()
         while not stop.wait(1):  # a service that exited is started again within a second
             for line in stack.revive(restarts):
                 _say(f"{_now(s)} {line}", err=True)
             turns += 1
-            for watch in watches if turns % 2 == 0 else ():
-                for line in _file_lines(watch, stack.metrics.of("streams")):
+            if turns % 2 == 0:
+                for line in _file_lines(watches, stack.metrics.of("streams")):
                     _say(f"{_now(s)} {line}", err="refused" in line)
             if turns % 10 == 0:
                 typer.echo(_status_line(s)[0])

@@ -45,8 +45,6 @@ def test_up_says_which_version_the_stream_took_and_what_it_refused(tmp_path: Pat
 
 
 def test_up_says_which_incident_file_the_stream_took_and_what_it_refused(tmp_path: Path) -> None:
-    from prometheus_client import CollectorRegistry
-
     from rules.incidents import parse_incident_config
     from streams.incidents import IncidentMetrics
 
