@@ -357,6 +357,11 @@ class Registry(UserAccounts):
         with self._read() as cur:
             return devices.types(cur)
 
+    def unprofiled_types(self) -> set[str]:
+        """The device types of the registered devices that have no profile."""
+        with self._read() as cur:
+            return devices.unprofiled_types(cur)
+
     def add_missing_departments(self, department_ids: Iterable[str], actor: str) -> list[str]:
         """Register those of ``department_ids`` the registry lacks, named by their id (the
         incident routing's departments, which operators answer for); returns them."""

@@ -129,7 +129,7 @@ def _not_registered(ruleset: Any) -> list[str]:
             "device_types": reg.device_types(),
             "profiles": {p.profile_id for p in profiles},
         }
-        unprofiled = {d.device_type for d in reg.list() if d.profile_id is None}
+        unprofiled = reg.unprofiled_types()
     names = [
         f"rule {rule.id!r}: {field} names {name!r}, which the registry does not know: the "
         f"rule applies to nothing there ({_hint(field, name, known['places'])})"

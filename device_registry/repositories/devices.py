@@ -58,6 +58,12 @@ def types(cur: Cursor) -> set[str]:
     return {str(r[0]) for r in rows}
 
 
+def unprofiled_types(cur: Cursor) -> set[str]:
+    """The device types of the registered devices that have no profile."""
+    rows = cur.execute("SELECT DISTINCT device_type FROM devices WHERE profile_id IS NULL")
+    return {str(r[0]) for r in rows}
+
+
 def known_ids(cur: Cursor, device_ids: Sequence[str]) -> set[str]:
     rows = cur.execute(
         "SELECT device_id FROM devices WHERE device_id = ANY(%s)", (list(device_ids),)
