@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from cityvitals.contracts import Alert, AlertResolution, AlertStatus
+from cityvitals.contracts import Alert, AlertResolution, AlertStatus, AnomalyWhy
 from rules.alerting import AlertState, Transition, resolve
 from rules.kinds import REGISTRY, Judgement, RuleBase, human
 from rules.observation import Observation
@@ -108,6 +108,7 @@ def alert(
         summary[:500],
         evidence,
         resolution if resolved else None,
+        None if resolved else judged.anomaly,
     )
 
 
@@ -120,6 +121,7 @@ def _message(
     summary: str,
     evidence: tuple[str, ...],
     resolution: AlertResolution | None,
+    anomaly: AnomalyWhy | None = None,
 ) -> Alert:
     value, threshold = value_threshold
     return Alert(
@@ -140,6 +142,7 @@ def _message(
         evidence=evidence,
         peak_level=tr.peak,
         resolution=resolution,
+        anomaly=anomaly,
     )
 
 

@@ -18,7 +18,7 @@ import psycopg
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict
 
-from cityvitals.contracts import AlertStatus, Incident, WarningLevel
+from cityvitals.contracts import AlertStatus, AnomalyWhy, Incident, WarningLevel
 from sinks.ids import AmbiguousId, find_id
 
 __all__ = [
@@ -37,7 +37,7 @@ Conn = psycopg.Connection[Any]
 
 _COLUMNS = (
     "alert_id, revision, rule_id, status, level, device_id, metric, value, threshold,"
-    " place_path, device_type, started_at, updated_at, resolved_at, summary, evidence"
+    " place_path, device_type, started_at, updated_at, resolved_at, summary, evidence, anomaly"
 )
 
 
@@ -80,6 +80,8 @@ class AlertRow:
     summary: str
     device_type: str | None = None
     evidence: tuple[str, ...] = ()
+    anomaly: AnomalyWhy | None = None
+    """An anomaly alert's why as numbers, from its latest firing or change of level."""
 
 
 @dataclass(frozen=True)
@@ -138,8 +140,14 @@ def place_clause(place: str) -> tuple[str, list[object]]:
 
 
 def _row(found: dict[str, Any]) -> AlertRow:
+    why = found["anomaly"]
     return AlertRow(
-        **{**found, "place_path": tuple(found["place_path"]), "evidence": tuple(found["evidence"])}
+        **{
+            **found,
+            "place_path": tuple(found["place_path"]),
+            "evidence": tuple(found["evidence"]),
+            "anomaly": None if why is None else AnomalyWhy.model_validate(why),
+        }
     )
 
 

@@ -142,7 +142,8 @@ class CameraEventSink(CopySink):
 
 
 class AlertSink(SqlSink):
-    """Alert episodes (latest revision wins) and every transition of each; returns the new
+    """Alert episodes (latest revision wins; an anomaly alert's numbers are those of the
+    latest transition that had them) and every transition of each; returns the new
     transitions."""
 
     table = "alerts"
@@ -153,14 +154,15 @@ class AlertSink(SqlSink):
     UPSERT = """
         INSERT INTO alerts (alert_id, revision, rule_id, status, level, device_id, metric, value,
                             threshold, place_path, device_type, started_at, updated_at,
-                            resolved_at, summary, evidence, resolution)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                            resolved_at, summary, evidence, resolution, anomaly)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
         ON CONFLICT (alert_id) DO UPDATE SET
             revision = EXCLUDED.revision, status = EXCLUDED.status, level = EXCLUDED.level,
             value = EXCLUDED.value, threshold = EXCLUDED.threshold,
             updated_at = EXCLUDED.updated_at, resolved_at = EXCLUDED.resolved_at,
             summary = EXCLUDED.summary, evidence = EXCLUDED.evidence,
-            resolution = EXCLUDED.resolution
+            resolution = EXCLUDED.resolution,
+            anomaly = COALESCE(EXCLUDED.anomaly, alerts.anomaly)
         WHERE EXCLUDED.revision > alerts.revision
     """
 
@@ -190,6 +192,7 @@ class AlertSink(SqlSink):
                 a.summary,
                 list(a.evidence),
                 a.resolution.value if a.resolution is not None else None,
+                None if a.anomaly is None else Jsonb(a.anomaly.model_dump(mode="json")),
             )
             for a in batch
         ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import Field
 
@@ -50,6 +51,65 @@ class AlertResolution(StrEnum):
     """The rule was removed, changed kind, or no longer applies to the device."""
 
 
+Baseline = Literal["level", "hour of day", "hour of week"]
+"""An anomaly detector's forecast: the series' level, its hour of the day or of the week."""
+
+
+class AnomalyCause(StrEnum):
+    """What set an anomaly score, in the order the novelty detector judges a reading."""
+
+    NOVEL = "novel"
+    """A value the series has never taken (a bin of its values never visited)."""
+    RUN = "run"
+    """A run of readings in one tail of the values, longer than any lately."""
+    NEW_TO_HOUR = "new_to_hour"
+    """A usual value at an unusual hour: outside what its hour of the day has taken."""
+    FAMILIAR = "familiar"
+    """A deviation from the forecast, damped: the series took values like this often lately."""
+    NOISE = "noise"
+    """The forecast's errors lately, louder than usual."""
+    DEVIATION = "deviation"
+    """The deviation from the forecast."""
+
+
+class AnomalyWhy(Contract):
+    """Why an anomaly rule's score was what it was, as numbers (the alert's summary says the
+    same in words, cut at 500 characters): the novelty detector's explanation of the reading,
+    against what it had learned before it."""
+
+    cause: AnomalyCause
+    measured: FiniteFloat
+    """The reading's value (the alert's ``value`` is the score)."""
+    expected: FiniteFloat
+    """The baseline the forecast gave for this reading."""
+    low: FiniteFloat
+    high: FiniteFloat
+    """The expected range: the baseline plus or minus three spreads."""
+    baseline: Baseline
+    """Which forecast: the series' level, its hour of the day or its hour of the week."""
+    rarity: FiniteFloat | None = Field(ge=1.0)
+    """About one reading in this many deviates as much from the forecast; null: past the top
+    of the scale (rarer than any the detector tells apart)."""
+    damped: bool = False
+    """The deviation's score was damped: it came within days of a higher one."""
+    usual_low: FiniteFloat | None = None
+    usual_high: FiniteFloat | None = None
+    """The range of the values the series took lately, the rarest at each end left out (null
+    while the detector still learns it)."""
+    new_every: FiniteFloat | None = Field(default=None, ge=1.0)
+    """Lately something new came about once in this many readings (a value never taken; for
+    ``new_to_hour``, a value outside its hour's range): how rare the novelty is."""
+    hour: int = Field(ge=0, le=23)
+    """The reading's hour of the day, UTC."""
+    hour_low: FiniteFloat | None = None
+    hour_high: FiniteFloat | None = None
+    """The range of the values that hour took (null while none)."""
+    run: int = Field(default=0, ge=0)
+    """``run``: the readings in a row in one tail."""
+    noise: FiniteFloat = Field(default=0.0, ge=0.0)
+    """``noise``: the forecast's errors lately, this many times the usual spread."""
+
+
 class Alert(Contract):
     """A transition of one alert episode: it fired, changed level, or resolved.
 
@@ -82,6 +142,9 @@ class Alert(Contract):
     """The highest level of the episode so far; a resolved alert's ``level`` is this peak."""
     resolution: AlertResolution | None = None
     """Resolved alerts: why the episode ended."""
+    anomaly: AnomalyWhy | None = None
+    """Anomaly rules (the novelty detector), when the alert fired or changed level: why the
+    reading scored as it did."""
 
 
 class PlaceObservation(Contract):

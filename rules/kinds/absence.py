@@ -48,7 +48,7 @@ class AbsenceKind(RuleKind[AbsenceRule]):
         silent, after = (at - last).total_seconds(), rule.after_s
         level = rule.level if silent >= after else None
         # every field given, not the class called: see rules.kinds.levels.judge_levelled
-        return _make(Judgement, (level, silent, after, iso(last), (), ""))
+        return _make(Judgement, (level, silent, after, iso(last), (), "", None))
 
     def wait(self, rule: AbsenceRule, stale: timedelta, grace: timedelta) -> timedelta:
         return rule.after

@@ -5,20 +5,21 @@ from __future__ import annotations
 import math
 from datetime import datetime
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import Field, field_validator
 
-from cityvitals.contracts import WarningLevel
+from cityvitals.contracts import AnomalyCause, AnomalyWhy, WarningLevel
+from cityvitals.contracts.alerts import Baseline
 from rules.alerting import AlertState
-from rules.detectors.novelty import NoveltyDetector, NoveltyParams
+from rules.detectors.novelty import Explanation, NoveltyDetector, NoveltyParams
 from rules.detectors.seasonal import AnomalyParams, SeasonalDetector
 from rules.kinds.base import Example, Judgement, RuleKind
 from rules.kinds.levels import judge_levelled
 from rules.kinds.spec import LevelledRule, Summary
 from rules.observation import Observation
 
-__all__ = ["KIND", "AnomalyRule"]
+__all__ = ["KIND", "AnomalyRule", "anomaly_why"]
 
 
 class AnomalyRule(LevelledRule):
@@ -72,14 +73,15 @@ class AnomalyKind(RuleKind[AnomalyRule]):
         detector = _detector(rule, state.memory)
         x = (obs.ts, obs.value)
         score = detector.step(x)  # scored, then learned: the state is not copied
-        why = ""
+        why, numbers = "", None
         if rule.detector == "novelty" and score >= min(rule.levels.values()):
             # Only for a score that may alert (it costs): against the state before the
             # reading, read again from the memory (which reading a state leaves as it was).
-            explained = NoveltyDetector(rule.novelty, state.memory).explain_one(x).text
-            why = f"{obs.metric} {obs.value:.4g} measured, {explained}"
+            explained = NoveltyDetector(rule.novelty, state.memory).explain_one(x)
+            why = f"{obs.metric} {obs.value:.4g} measured, {explained.text}"
+            numbers = anomaly_why(explained, obs.value)
         judged = judge_levelled(rule, score, state.firing, detector.to_json())
-        return judged._replace(why=why)
+        return judged._replace(why=why, anomaly=numbers)
 
     def example(self) -> Example:
         """A daily-looking wave sampled every 5 minutes, a spike, then the wave again."""
@@ -93,6 +95,38 @@ class AnomalyKind(RuleKind[AnomalyRule]):
         return Example(
             "rules: [{id: r, kind: anomaly, metric: load, levels: {yellow: 0.9}}]", tuple(steps)
         )
+
+
+_CAUSES = {
+    "novel": AnomalyCause.NOVEL,
+    "run": AnomalyCause.RUN,
+    "new to its hour": AnomalyCause.NEW_TO_HOUR,
+    "familiar": AnomalyCause.FAMILIAR,
+    "noise": AnomalyCause.NOISE,
+    "deviation": AnomalyCause.DEVIATION,
+}
+
+
+def anomaly_why(e: Explanation, measured: float) -> AnomalyWhy:
+    """An explanation as the alert's numbers (``measured``: the reading's value)."""
+    return AnomalyWhy(
+        cause=_CAUSES[e.kind],
+        measured=measured,
+        expected=e.expected,
+        low=e.low,
+        high=e.high,
+        baseline=cast(Baseline, e.model),
+        rarity=None if e.top else max(1.0, e.rarity),
+        damped=e.damped,
+        usual_low=e.seen_low,
+        usual_high=e.seen_high,
+        new_every=None if e.new_every is None else max(1.0, e.new_every),
+        hour=e.hour,
+        hour_low=e.hour_low,
+        hour_high=e.hour_high,
+        run=e.run,
+        noise=e.noise,
+    )
 
 
 def _detector(rule: AnomalyRule, memory: Any) -> NoveltyDetector | SeasonalDetector:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
-from cityvitals.contracts import Alert, WarningLevel
+from cityvitals.contracts import Alert, AnomalyWhy, WarningLevel
 from rules.alerting import AlertState
 from rules.kinds.spec import RuleBase
 from rules.observation import Observation
@@ -44,6 +44,8 @@ class Judgement(NamedTuple):
     evidence: tuple[str, ...] = ()
     why: str = ""
     """What the value is judged against, in people's words (an anomaly's expected range)."""
+    anomaly: AnomalyWhy | None = None
+    """An anomaly rule's ``why`` as numbers (only for a score that may alert)."""
 
 
 @dataclass(frozen=True)

@@ -45,13 +45,13 @@ def judge_bands(bands: Bands, value: float, firing: bool, memory: object) -> Jud
     above, highest_first, lowest, clear = bands
     for level, threshold in highest_first:
         if (value >= threshold) if above else (value <= threshold):
-            return _make(Judgement, (level, value, threshold, memory, (), ""))
+            return _make(Judgement, (level, value, threshold, memory, (), "", None))
     if firing and clear is not None and not (value < clear if above else value > clear):
         # inside the hysteresis band: held at the lowest level
         level = lowest[0]
         why = f"held at {level.value} until {'under' if above else 'over'} {clear:g}, the all-clear"
-        return _make(Judgement, (level, value, clear, memory, (), why))
-    return _make(Judgement, (None, value, lowest[1], memory, (), ""))
+        return _make(Judgement, (level, value, clear, memory, (), why, None))
+    return _make(Judgement, (None, value, lowest[1], memory, (), "", None))
 
 
 _make = tuple.__new__

@@ -88,7 +88,7 @@ class RateKind(RuleKind[RateRule]):
             points.append(newest)
         if since is None or ts - since < rule.span:
             # every field given, not the class called: see rules.kinds.levels.judge_levelled
-            return _make(Judgement, (None, 0.0, rule.lowest[1], points, (), ""))
+            return _make(Judgement, (None, 0.0, rule.lowest[1], points, (), "", None))
         elapsed = (ts - since) / rule.per
         rate = (obs.value - kept[old][1]) / elapsed
         return judge_levelled(rule, rate, state.firing, points)

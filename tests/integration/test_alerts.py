@@ -20,6 +20,8 @@ from cityvitals.contracts import (
     Action,
     Alert,
     AlertStatus,
+    AnomalyCause,
+    AnomalyWhy,
     Incident,
     IncidentSource,
     IncidentState,
@@ -363,3 +365,31 @@ def test_the_api_lists_and_shows_alerts(pipeline: Pipeline, api: httpx.Client) -
     assert api.get(f"/alerts/{made['wet']}").json()["incident"] is None
     missing = api.get(f"/alerts/{'a' * 32}")
     assert missing.status_code == 404 and f"alert {'a' * 32!r}" in missing.json()["detail"]
+
+    # An anomaly alert's why, as numbers: kept from its firing when its resolution has none.
+    why = AnomalyWhy(cause=AnomalyCause.NOVEL, measured=400.0, expected=52.5, low=40.1,
+                     high=64.9, baseline="hour of day", rarity=None, usual_low=38.0,
+                     usual_high=66.0, new_every=310.0, hour=7)  # fmt: skip
+    unusual = hexid()
+    with db.connect(pipeline.settings) as conn:
+        AlertSink(conn).write(
+            [
+                Alert(alert_id=unusual, revision=revision, rule_id="power-load-unusual",
+                      status=status, level=WarningLevel.YELLOW, device_id=f"{city}-pw-1",
+                      metric="load_kw", value=score, threshold=0.99, device_type="power",
+                      place_path=(city, f"{city}-d", f"{city}-s1"), started_at=T0,
+                      ts=T0 + timedelta(minutes=5 * revision), summary="unusual",
+                      anomaly=why if revision == 0 else None)
+                for revision, status, score in ((0, AlertStatus.FIRING, 1.0),
+                                                (1, AlertStatus.RESOLVED, 0.1))
+            ]
+        )  # fmt: skip
+    stored = api.get(f"/alerts/{unusual}").json()["alert"]
+    assert stored["status"] == "resolved" and stored["anomaly"] == why.model_dump(mode="json")
+    assert (
+        api.get("/alerts", params={"rule": "power-load-unusual", "place": city}).json()[0][
+            "anomaly"
+        ]["cause"]
+        == "novel"
+    )
+    assert api.get(f"/alerts/{made['wet']}").json()["alert"]["anomaly"] is None

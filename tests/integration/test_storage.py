@@ -235,6 +235,7 @@ def test_existing_rows_are_kept_by_the_storage_migration(
             "0016_dispatch_summary",
             "0017_dispatch_withdraws_index",
             "0018_dispatch_signals",
+            "0019_alert_anomaly",
         ]
         with db.connect(settings) as conn:
             for d in (0, 1, 5):
@@ -727,6 +728,7 @@ def test_timescale_storage_in_pglite(timescale: str, monkeypatch: pytest.MonkeyP
         "0016_dispatch_summary",
         "0017_dispatch_withdraws_index",
         "0018_dispatch_signals",
+        "0019_alert_anomaly",
     ]  # migrate_data
     assert db.migrate(settings) == []
     assert db.flavour(settings) == "timescale"

@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from benchmarks.nab import tuning_files
-from cityvitals.contracts import WarningLevel
+from cityvitals.contracts import AnomalyCause, WarningLevel
 from rules.alerting import AlertState
 from rules.detectors import AnomalyParams, NoveltyDetector, NoveltyParams, SeasonalDetector
 from rules.detectors.novelty import (
@@ -756,8 +756,18 @@ def test_an_anomaly_alert_says_what_the_value_was_judged_against() -> None:
     # what was measured, beside the score that is the alert's value (up or down, how far)
     spike = next(v for kind, _d, _m, v, *_ in example.steps if kind == "read" and v > 150)
     assert f"load {spike:.4g} measured, expected " in fired[0].summary
+    # the same as numbers, for a consumer of the alerts topic (the summary is cut at 500)
+    why = fired[0].anomaly
+    assert why is not None and why.cause is AnomalyCause.DEVIATION, why
+    assert why.measured == spike and why.low < why.expected < why.high < spike
+    assert f"expected {why.expected:.4g} ({why.baseline} baseline)" in fired[0].summary
+    assert f"usual range {why.low:.4g} to {why.high:.4g}" in fired[0].summary
+    rarity = "past the top of the scale" if why.rarity is None else f"once in {about(why.rarity)}"
+    assert f"a deviation {rarity}" in fired[0].summary.replace("about once", "once")
+    assert why.usual_high is not None and why.usual_high < spike and why.hour in range(24)
     resolved = [a for a in run.alerts if a.status.value == "resolved"]
     assert resolved, "the wave after the spike resolves it"
+    assert resolved[-1].anomaly is None  # an end says no why; the stored episode keeps it
     # Its value is the score: "load now 0" would read as the load gone.
     assert resolved[-1].summary.endswith(
         f"; load no longer unusual (score {resolved[-1].value:.2f})"
@@ -780,3 +790,5 @@ def test_an_anomaly_alert_on_a_run_says_how_long_it_lasted() -> None:
         "speed 12 measured, 4 readings in a row (about 20 minutes) among the lowest 3% of the "
         "values seen lately (the longest such run lately: 1); expected 12" in runs[0]
     ), runs[0]
+    why = next(a.anomaly for a in fired if "readings in a row" in a.summary)
+    assert why is not None and (why.cause, why.run, why.measured) == (AnomalyCause.RUN, 4, 12.0)
