@@ -18,6 +18,7 @@ speed of all of them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import datetime
 
@@ -70,9 +71,19 @@ def finish(
     expected: int,
     start: datetime | None = None,
 ) -> tuple[float | None, str | None, Detail]:
-    """The indicator's value, its band (the night's for a window that ``start`` puts in the
-    night) and details from a window's merged state."""
+    """The indicator's value (to 4 decimals), its band (the night's for a window that
+    ``start`` puts in the night; of the value before rounding, so 30 km/h, a travel time
+    index of 4/3, is light congestion, not the 1.3333 under it) and details from a window's
+    merged state. No value where the formula's arithmetic left the floats (its
+    :meth:`~rules.indicators.base.Formula.refuses` keeps such readings out).
+
+    >>> cat = parse_catalogue("indicators: [{id: c, kind: congestion, metric: speed_kmh, "
+    ...                       "device_types: [traffic], window: 5m, free_flow_kmh: 40, edge: next, "
+    ...                       "bands: [[free, 1.3333333333333333], [light, null]]}]")
+    >>> finish(cat.by_id["c"], {"n": 1.0, "inv": 1 / 30}, 1, 1)[:2]
+    (1.3333, 'light')
+    """
     value, detail = FORMULAS[spec.kind].finish(spec, state, reporting, expected)
-    if value is not None:
-        value = round(value, 4)
-    return value, (None if value is None else spec.band(value, start)), detail
+    if value is None or not math.isfinite(value):
+        return None, None, detail
+    return round(value, 4), spec.band(value, start), detail

@@ -2,7 +2,8 @@
 
 The AQI is the largest sub-index; the primary pollutant is in the details when AQI > 50;
 bands I–VI (good ... severe). A place's AQI is the sub-index of its mean concentration of
-each pollutant (as the national method averages stations).
+each pollutant, over the samples of every station under it (a station that reports more often
+weighs more: the national method averages each station's mean).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from cityvitals.contracts import WarningLevel
-from rules.indicators.base import Band, Detail, Formula
+from rules.indicators.base import Band, Detail, Formula, beyond
 
 if TYPE_CHECKING:
     from rules.indicators.catalogue import IndicatorSpec
@@ -26,7 +27,9 @@ IAQI_NODES = (0, 50, 100, 150, 200, 300, 400, 500)
 IAQI_2026: dict[str, tuple[float, ...]] = {
     "pm25": (0, 35, 60, 115, 150, 250, 350, 500),
     "pm10": (0, 50, 120, 250, 350, 420, 500, 600),
-    "so2": (0, 150, 500, 650, 800),  # 1 h; above 800 the 24 h table applies
+    # 1 h up to 800 (IAQI 200), where its column stops; above, the 24 h table's nodes (800 is
+    # IAQI 200 there too), as the standard's implementations read a 1 h value past 800
+    "so2": (0, 150, 500, 650, 800, 1600, 2100, 2620),
     "no2": (0, 100, 200, 700, 1200, 2340, 3090, 3840),  # 1 h
     "co": (0, 5, 10, 35, 60, 90, 120, 150),  # 1 h, mg/m³
     "o3": (0, 160, 200, 300, 400, 800, 1000, 1200),  # 1 h
@@ -42,14 +45,19 @@ AQI_BANDS: tuple[Band, ...] = (
 
 
 def iaqi(pollutant: str, concentration: float) -> float:
-    """The sub-index of one pollutant, rounded up; pinned at 500 above the top node.
+    """The sub-index of one pollutant, rounded up; pinned at 500 above the top node, 0 below
+    zero (a sensor's offset near clean air).
 
-    >>> iaqi("pm25", 75), iaqi("pm25", 35), iaqi("pm25", 900)
-    (114.0, 50.0, 500.0)
+    >>> iaqi("pm25", 75), iaqi("pm25", 35), iaqi("pm25", 900), iaqi("pm25", -5)
+    (114.0, 50.0, 500.0, 0.0)
     >>> iaqi("pm25", 29.400000000000002), iaqi("pm25", 29.41)
     (42.0, 43.0)
+    >>> iaqi("so2", 800), iaqi("so2", 1000), iaqi("so2", 2000), iaqi("so2", 3000)
+    (200.0, 225.0, 380.0, 500.0)
     """
     nodes = IAQI_2026[pollutant]
+    if concentration <= 0:
+        return 0.0
     if concentration >= nodes[-1]:
         return float(IAQI_NODES[len(nodes) - 1])
     for i in range(1, len(nodes)):
@@ -96,6 +104,16 @@ class Aqi(Formula):
             if v is not None:
                 state[n] = state.get(n, 0.0) + 1
                 state[s] = state.get(s, 0.0) + v
+
+    def refuses(self, spec: IndicatorSpec, values: Mapping[str, float]) -> str | None:
+        """
+        >>> from rules.indicators.catalogue import parse_catalogue
+        >>> spec = parse_catalogue("indicators: [{id: aqi, kind: aqi, window: 1h, "
+        ...                        "device_types: [air]}]").specs[0]
+        >>> Aqi().refuses(spec, {"pm25": 80.0, "so2": 1e20})
+        'so2 1e+20 is beyond any concentration the indicator aqi averages (at most 1e+15)'
+        """
+        return beyond(spec, values, IAQI_2026)
 
     def finish(
         self, spec: IndicatorSpec, state: Mapping[str, float], reporting: int, expected: int

@@ -10,7 +10,7 @@ metric where a formula reads several).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
@@ -19,7 +19,7 @@ from cityvitals.contracts import WarningLevel
 if TYPE_CHECKING:
     from rules.indicators.catalogue import IndicatorSpec
 
-__all__ = ["Band", "Detail", "Formula", "OneMetric", "Rollup", "combine"]
+__all__ = ["SUMMED_MAX", "Band", "Detail", "Formula", "OneMetric", "Rollup", "beyond", "combine"]
 
 Band = tuple[str, float | None]
 Detail = dict[str, float | str]
@@ -37,6 +37,25 @@ def combine(into: dict[str, float], other: Mapping[str, float], highest: frozens
             into[key] = max(into.get(key, value), value)
         else:
             into[key] = into.get(key, 0.0) + value
+
+
+SUMMED_MAX = 1e15
+"""The largest value (either sign) a formula that sums values folds: far past any quantity a
+city's sensors measure in their units, and a sum of such values stays exact enough and finite
+(two finite readings near a float's limit made a window's sum infinite, which no message can
+carry)."""
+
+
+def beyond(spec: IndicatorSpec, values: Mapping[str, float], metrics: Iterable[str]) -> str | None:
+    """Why one of ``metrics`` in ``values`` cannot be summed (past :data:`SUMMED_MAX`)."""
+    for metric in metrics:
+        v = values.get(metric)
+        if v is not None and not -SUMMED_MAX <= v <= SUMMED_MAX:
+            return (
+                f"{metric} {v:g} is beyond any {'concentration' if spec.kind == 'aqi' else 'value'}"
+                f" the indicator {spec.id} averages (at most {SUMMED_MAX:g})"
+            )
+    return None
 
 
 Rollup = Literal["mean", "max", "energy"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from rules.indicators.base import Detail, OneMetric
+from rules.indicators.base import Detail, OneMetric, beyond
 
 if TYPE_CHECKING:
     from rules.indicators.catalogue import IndicatorSpec
@@ -15,6 +15,10 @@ __all__ = ["Mean"]
 
 class Mean(OneMetric):
     name = "mean"
+
+    def refuses(self, spec: IndicatorSpec, values: Mapping[str, float]) -> str | None:
+        assert spec.metric is not None
+        return beyond(spec, values, (spec.metric,))
 
     def add(self, state: dict[str, float], v: float) -> None:
         state["s"] = state.get("s", 0.0) + v

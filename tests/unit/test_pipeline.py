@@ -1,4 +1,5 @@
 import base64
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -333,6 +334,45 @@ def test_a_sound_level_no_indicator_can_fold_is_refused_and_leaves_no_trace() ->
     (leq,) = [p for p in out.partials if p.indicator == "noise_leq" and p.place_path == ("c",)]
     assert leq.state["n"] == 1 and leq.reporting == 1  # the 62 dB alone
     assert leq.state["e"] == 10**6.2
+
+
+@pytest.mark.parametrize(
+    ("device_type", "metric", "indicator"),
+    [("power", "load_kw", "power_load"), ("air_quality", "pm25", "aqi")],
+)
+def test_a_value_an_indicator_cannot_sum_is_refused_and_leaves_no_trace(
+    device_type: str, metric: str, indicator: str
+) -> None:
+    """Two finite readings near a float's limit (a device without a profile has no range)
+    made a window's sum infinite: the place stage failed on it at every tick, and the partial,
+    written as null, took its message's other partials down with it."""
+    from cityvitals.settings import Settings
+    from wiring.services import load_catalogue
+
+    catalogue = load_catalogue(Settings(indicators_file=None))
+    dev = Device(device_id="x-1", device_type=device_type, place_path=("c", "d1"), updated_at=T0)
+    huge = [
+        Reading(device_id="x-1", ts=T0 + timedelta(minutes=m), seq=m, values={metric: 1e308})
+        for m in (1, 2)
+    ]
+    fine = Reading(device_id="x-1", ts=T0 + timedelta(minutes=3), seq=3, values={metric: 40.0})
+    out = process_batch(
+        ReadingBatch(readings=(*huge, fine)),
+        {"x-1": registry_entry(dev)},
+        {},
+        RULES,
+        "raw[0]",
+        T0 + timedelta(minutes=5),
+        catalogue,
+    )
+    assert out.refused == {"out_of_range": 2}
+    assert all(
+        f"{metric} 1e+308 is beyond any" in letter.reason
+        and f"the indicator {indicator} averages" in letter.reason
+        for letter in out.dead_letters
+    ), [letter.reason for letter in out.dead_letters]
+    (part,) = [p for p in out.partials if p.indicator == indicator and p.place_path == ("c",)]
+    assert part.reporting == 1 and all(math.isfinite(v) for v in part.state.values())
 
 
 def test_an_item_the_stage_fails_on_is_dead_lettered_and_the_rest_of_its_batch_goes_on(
