@@ -232,10 +232,13 @@ def history(
     resolution: Resolution = "raw",
     *,
     rollup: Rollup | None = None,
+    zone: str = "UTC",
 ) -> list[HistoryPoint]:
     """One indicator of one place in ``[start, end)``, oldest first; a bucket's value is
     made of its windows' as ``rollup`` says (the indicator's ``IndicatorSpec.rollup``), which a
-    roll-up needs: the mean of each window's deepest water is not the deepest."""
+    roll-up needs: the mean of each window's deepest water is not the deepest. Buckets begin
+    at the city's midnight and hours (``zone``, an IANA name): a day of Shanghai is 00:00 to
+    00:00 there, not 08:00 to 08:00 as UTC's days would cut it."""
     if conn.execute("SELECT 1 FROM places WHERE place_id = %s", (place_id,)).fetchone() is None:
         raise UnknownPlace(place_id)
     width = RESOLUTIONS[resolution]
@@ -250,11 +253,11 @@ def history(
         if rollup is None:
             raise ValueError(f"a {resolution} history needs the indicator's rollup")
         rows = conn.execute(
-            f"SELECT date_bin(%s::interval, window_start, TIMESTAMPTZ '2000-01-01') AS b, "
-            f"{ROLLED[rollup]}, min(value), max(value), avg(coverage), count(*) "
-            "FROM indicators "
+            "SELECT date_bin(%s::interval, window_start AT TIME ZONE %s, TIMESTAMP '2000-01-01')"
+            f" AT TIME ZONE %s AS b, {ROLLED[rollup]}, min(value), max(value), avg(coverage),"
+            " count(*) FROM indicators "
             "WHERE place_id = %s AND indicator = %s AND window_start >= %s AND window_start < %s "
             "GROUP BY b ORDER BY b",
-            (width, place_id, indicator, start, end),
+            (width, zone, zone, place_id, indicator, start, end),
         ).fetchall()
     return [HistoryPoint(*row) for row in rows]

@@ -157,7 +157,11 @@ def vitals(
                         f"no indicator {indicator!r}; the catalogue has: {', '.join(catalogue.by_id)}"
                     )
                 rollup = catalogue.by_id[indicator].rollup
-                points = history(conn, place, indicator, first, last, resolution, rollup=rollup)  # type: ignore[arg-type]
+                points = history(
+                    conn, place, indicator, first, last,
+                    resolution,  # type: ignore[arg-type]
+                    rollup=rollup, zone=conf.timezone,
+                )  # fmt: skip
                 if as_json:
                     typer.echo(json.dumps(_local(points, conf.zone)))
                     return

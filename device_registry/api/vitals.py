@@ -108,6 +108,9 @@ def vitals_history(
         )
     try:
         rollup = request.app.state.catalogue.by_id[indicator].rollup
-        return history(registry.conn, place_id, indicator, first, last, resolution, rollup=rollup)
+        zone = request.app.state.settings.timezone
+        return history(
+            registry.conn, place_id, indicator, first, last, resolution, rollup=rollup, zone=zone
+        )
     except UnknownVitalsPlace as exc:
         raise NotFound(str(exc)) from exc

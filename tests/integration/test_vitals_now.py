@@ -138,3 +138,34 @@ def test_an_hour_of_windows_adds_up_as_its_indicator_does(town: Settings) -> Non
     online = CliRunner().invoke(app, [*argv, *span], env=town.to_env())
     assert "devices_online at td, 1h, in %" in online.output
     assert "75  [50 .. 100]" in online.output, online.output
+
+
+def test_a_day_of_windows_is_the_city_s_day(town: Settings) -> None:
+    """Shanghai's 1 July and 2 July, an hourly AQI of 40 all of one and 160 all of the other:
+    two days of 40 and 160, not three of UTC's (08:00 to 08:00 there) that mix them."""
+    first = datetime(2026, 6, 30, 16, tzinfo=UTC)  # 1 July 00:00 in Shanghai
+    with db.connect(town) as conn:
+        for h in range(48):
+            conn.execute(
+                "INSERT INTO indicators (indicator, place_id, place_level, place_path,"
+                " window_start, window_s, value, coverage, reporting, expected, quality,"
+                " computed_at) VALUES ('aqi', 'td', 'district', '{tc,td}', %s, 3600, %s, 1, 1,"
+                " 1, 'good', now())",
+                (first + timedelta(hours=h), 40.0 if h < 24 else 160.0),
+            )
+        days = history(
+            conn, "td", "aqi", first, first + timedelta(days=2), "1d", rollup="mean",
+            zone=town.timezone,
+        )  # fmt: skip
+    assert [(p.start, p.value, p.windows) for p in days] == [
+        (first, 40.0, 24),
+        (first + timedelta(days=1), 160.0, 24),
+    ]
+    argv = ["vitals", "td", "--indicator", "aqi", "--resolution", "1d", "--json"]
+    span = ["--from", "2026-07-01", "--to", "2026-07-03"]  # the city's dates
+    shown = CliRunner().invoke(app, [*argv, *span], env=town.to_env())
+    assert shown.exit_code == 0, shown.output
+    assert [(p["value"], p["windows"]) for p in json.loads(shown.output)] == [
+        (40.0, 24),
+        (160.0, 24),
+    ], shown.output
