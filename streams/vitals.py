@@ -32,6 +32,7 @@ from cityvitals.contracts import (
     MembershipChange,
 )
 from rules.indicators import (
+    FORMULAS,
     Catalogue,
     finish,
     merge,
@@ -146,6 +147,7 @@ def close(
         if level not in spec.levels:
             continue
         expected = sum(int(memory["m"].get(t, 0)) for t in spec.device_types)
+        worst_of = FORMULAS[spec.kind].rollup == "max"
         width = spec.window
         prefix = f"{spec.id}|"
         mine = {k: v for k, v in mem["w"].items() if k.startswith(prefix)}
@@ -187,7 +189,7 @@ def close(
                 continue
             of = _expected(memory, window, spec.device_types)
             value, band, detail = finish(spec, window["s"], window["r"], of, start)
-            coverage, flag = quality(window["r"], of)
+            coverage, flag = quality(window["r"], of, worst_of)
             out.append(
                 Indicator(
                     indicator=spec.id,

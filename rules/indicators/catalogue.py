@@ -239,12 +239,21 @@ def samples(state: Mapping[str, float]) -> int:
     return int(sum(v for k, v in state.items() if k == "n" or k.startswith("n.")))
 
 
-def quality(reporting: int, expected: int) -> tuple[float, IndicatorQuality]:
-    """Coverage in [0, 1] and its flag: good from 0.8, partial from 0.5, poor below."""
+def quality(
+    reporting: int, expected: int, worst_of: bool = False
+) -> tuple[float, IndicatorQuality]:
+    """Coverage in [0, 1] and its flag: good from 0.8, partial from 0.5, poor below. A
+    worst-of value (the deepest water) with a device missing is a lower bound: the silent one
+    may be the deepest (a sensor under water, a power cut in a flood), so it is at most
+    partial.
+
+    >>> [quality(4, 5)[1].value, quality(4, 5, worst_of=True)[1].value, quality(5, 5, True)[1].value]
+    ['good', 'partial', 'good']
+    """
     if reporting == 0:
         return 0.0, IndicatorQuality.NO_DATA
     coverage = min(1.0, reporting / expected) if expected else 1.0
-    if coverage >= 0.8:
+    if coverage >= 0.8 and not (worst_of and coverage < 1.0):
         return coverage, IndicatorQuality.GOOD
     if coverage >= 0.5:
         return coverage, IndicatorQuality.PARTIAL

@@ -27,6 +27,7 @@ indicators:
   - {id: jam, kind: congestion, metric: speed_kmh, device_types: [traffic], window: 5m,
      free_flow_kmh: 40, bands: [[free, 1.0], [light, 2.0], [moderate, 2.667], [severe, null]]}
   - {id: online, kind: online_rate, device_types: [air_quality, noise, camera], window: 5m}
+  - {id: depth, kind: max, metric: depth_cm, device_types: [water_level], window: 5m}
 """
 )
 GRACE = timedelta(seconds=30)
@@ -162,6 +163,24 @@ def test_coverage_falls_when_devices_stop_and_a_silent_window_is_still_reported(
     assert (second.coverage, second.quality, second.value) == (0.5, IndicatorQuality.PARTIAL, 0.5)
     assert (third.reporting, third.quality, third.value) == (0, IndicatorQuality.NO_DATA, 0.0)
     assert not [i for i in found if i.indicator == "aqi"]  # the hour is not over yet
+
+
+def test_a_worst_of_value_with_a_device_silent_is_at_most_partial() -> None:
+    """Five depth sensors on a street; the underpass one reads 35 cm, then falls silent (under
+    water, or its power cut in the flood): the street's deepest water is then a lower bound,
+    so 4 of 5 reporting is not "good" for it, as it is for a mean."""
+    city = City()
+    for i in range(5):
+        city.join(f"w{i}", "c/d/s1", "water_level")
+    deep = [35.0, 1.0, 1.0, 1.0, 1.0]
+    city.read(*(reading(f"w{i}", "c/d/s1", 1, "water_level", depth_cm=deep[i]) for i in range(5)))
+    city.read(*(reading(f"w{i}", "c/d/s1", 6, "water_level", depth_cm=1.0) for i in range(1, 5)))
+    found = city.tick(11)
+    before, after = one(found, "depth", "s1", 0), one(found, "depth", "s1", 5)
+    assert (before.value, before.quality) == (35.0, IndicatorQuality.GOOD)
+    assert (after.value, after.reporting, after.expected) == (1.0, 4, 5)
+    assert (after.coverage, after.quality) == (0.8, IndicatorQuality.PARTIAL)
+    assert one(found, "depth", "c", 5).quality is IndicatorQuality.PARTIAL  # and up the tree
 
 
 def test_a_device_counts_once_per_window_however_often_it_reports() -> None:
