@@ -39,6 +39,10 @@ _KEEP_S: Final = KEEP.total_seconds()
 RECENT = 32
 """Instants of a device's latest readings remembered to spot a reading delivered twice."""
 
+FIRST_WEIGHT_S = 300.0
+"""The seconds a device's reading stands for when no earlier one of it is remembered and its
+profile gives no interval (as liveness expects a device without one)."""
+
 
 LEVELS = list(PlaceLevel)
 
@@ -50,7 +54,7 @@ class _Feed:
     spec: IndicatorSpec
     spec_id: str
     """``spec.id``, held here: read at every reading, and reading a model's field costs more."""
-    fold: Callable[[IndicatorSpec, dict[str, float], Mapping[str, float]], None]
+    fold: Callable[[IndicatorSpec, dict[str, float], Mapping[str, float], float], None]
     metrics: frozenset[str]
     every_reading: bool
     window_s: int
@@ -146,8 +150,17 @@ class Partials:
                 return why
         return None
 
-    def add(self, reading: Reading | CameraEvent, marks: dict[str, Any], offset: int) -> bool:
-        """Fold one enriched reading, from the input message at ``offset``, in.
+    def add(
+        self,
+        reading: Reading | CameraEvent,
+        marks: dict[str, Any],
+        offset: int,
+        interval: float | None = None,
+    ) -> bool:
+        """Fold one enriched reading, from the input message at ``offset``, in. Its values
+        weigh the seconds since the device's previous reading (its marks' latest instant
+        before it; else ``interval``, its profile's, else :data:`FIRST_WEIGHT_S`), at most an
+        indicator's window: see :mod:`rules.indicators.base`.
 
         ``marks`` (a device's, updated in place: :func:`copy_marks` makes them from the
         stored ones, and an indicator's windows are copied before they change) holds, per
@@ -155,7 +168,7 @@ class Partials:
         was counted at and the window's start, each with the message that counted it (``c``: ``{indicator: {place: {start: offset}}}``, the place
         as :func:`place_key` gives it, the start in seconds since 1970), and the instants of
         its recent readings (in microseconds since 1970; marks written before hold them in ISO
-        form) with their messages (``t``).
+        form) with their messages (``t``), and the latest of all its instants (``l``).
         A device counts once per window at each place: a reading that comes out of
         order into a window already counted is not counted again, and a device that moves
         within a window counts at its new places but not again at those they share. A reading whose instant came before in
@@ -193,6 +206,21 @@ class Partials:
                     break
         if seen is not None and seen != offset:
             return False
+        # The seconds since the device's previous reading: its latest instant (``l``) when
+        # this one comes after it, as most do; else the latest of the recent ones before it
+        # (the same when a message is processed again: its instant is then among them).
+        latest = marks.get("l")
+        before = -1
+        if latest is not None and latest < instant:
+            before = latest
+        else:
+            for entry in recent:
+                t = entry[0]
+                if before < t < instant:
+                    before = t
+        if latest is None or latest < instant:
+            marks["l"] = instant
+        since = (instant - before) / 1e6 if before >= 0 else (interval or FIRST_WEIGHT_S)
         if seen is None:
             recent.append([instant, offset])
             if index is not None:
@@ -215,7 +243,7 @@ class Partials:
             state = self._judged.get(judged)
             if state is None:
                 state = self._judged[judged] = self._count(feed, reading, marks, offset, start)
-            feed.fold(feed.spec, state, values)
+            feed.fold(feed.spec, state, values, min(since, feed.window_s))
         return True
 
     def _index(self, device_id: str, recent: list[list[Any]]) -> dict[int, int] | None:
@@ -406,6 +434,8 @@ def copy_marks(stored: dict[str, Any] | None) -> dict[str, Any]:
     {'t': [[1, 7]], 'c': {'noise': {'c/d': {'300': 7}}}}
     >>> copy_marks({"w": {"noise": ["1970-01-01T00:05:00+00:00", 7]}})["c"]
     {'noise': {'*': {'300': 7}}}
+    >>> copy_marks({"t": [[2000000, 8]], "c": {}, "l": 2000000})["l"]
+    2000000
     """
     if not stored:
         return {"t": [], "c": {}}
@@ -422,4 +452,8 @@ def copy_marks(stored: dict[str, Any] | None) -> dict[str, Any]:
                 place = UNKNOWN if path is None else place_key(tuple(path))
                 seconds = str(int(datetime.fromisoformat(start).timestamp()))
                 by_place.setdefault(place, {}).setdefault(seconds, offset)
-    return {"t": list(stored.get("t", [])), "c": counted}
+    out: dict[str, Any] = {"t": list(stored.get("t", [])), "c": counted}
+    latest = stored.get("l")
+    if latest is not None:
+        out["l"] = latest
+    return out

@@ -245,7 +245,7 @@ def process_batch(
                 device_marks = out.changed_marks.get(device_id)
                 if device_marks is None:
                     device_marks = copy_marks((marks or {}).get(device_id))
-                if partials.add(enriched, device_marks, offset):
+                if partials.add(enriched, device_marks, offset, entry.get("expected_interval_s")):
                     out.changed_marks[device_id] = device_marks
         except Exception as exc:  # one item the stage cannot judge, not its batch
             out.refused[STAGE_FAILED] += 1

@@ -54,9 +54,12 @@ __all__ = [
 _HIGHEST = frozenset().union(*(f.highest for f in FORMULAS.values()))
 
 
-def fold(spec: IndicatorSpec, state: dict[str, float], values: Mapping[str, float]) -> None:
-    """Add one reading's values to a window state, in place."""
-    FORMULAS[spec.kind].fold(spec, state, values)
+def fold(
+    spec: IndicatorSpec, state: dict[str, float], values: Mapping[str, float], weight: float = 1.0
+) -> None:
+    """Add one reading's values to a window state, in place; ``weight``: the seconds they stand
+    for (see :mod:`rules.indicators.base`)."""
+    FORMULAS[spec.kind].fold(spec, state, values, weight)
 
 
 def merge(into: dict[str, float], other: Mapping[str, float]) -> None:

@@ -2,8 +2,9 @@
 
 The AQI is the largest sub-index; the primary pollutant is in the details when AQI > 50;
 bands I–VI (good ... severe). A place's AQI is the sub-index of its mean concentration of
-each pollutant, over the samples of every station under it (a station that reports more often
-weighs more: the national method averages each station's mean).
+each pollutant, over the samples of every station under it, each weighed by the time it stands
+for: a station reporting every minute weighs as much as one reporting every hour, as the
+national method averages each station's mean.
 """
 
 from __future__ import annotations
@@ -71,12 +72,14 @@ def iaqi(pollutant: str, concentration: float) -> float:
     return 500.0
 
 
-_STATE_KEYS = tuple((p, f"n.{p}", f"s.{p}") for p in IAQI_2026)
-"""Each pollutant with its count's and sum's keys in a state (formatted once, not per reading)."""
+_STATE_KEYS = tuple((p, f"n.{p}", f"w.{p}", f"s.{p}") for p in IAQI_2026)
+"""Each pollutant with its count's, weight's and weighted sum's keys in a state (formatted once,
+not per reading)."""
 
 
 class Aqi(Formula):
-    """State: ``n.<pollutant>`` and ``s.<pollutant>``, the count and sum of each."""
+    """State: ``n.<pollutant>``, ``w.<pollutant>`` and ``s.<pollutant>``: the count, the weight
+    and the weighted sum of each."""
 
     name = "aqi"
     needs_metric = False
@@ -97,13 +100,18 @@ class Aqi(Formula):
         return frozenset(IAQI_2026)
 
     def fold(
-        self, spec: IndicatorSpec, state: dict[str, float], values: Mapping[str, float]
+        self,
+        spec: IndicatorSpec,
+        state: dict[str, float],
+        values: Mapping[str, float],
+        weight: float = 1.0,
     ) -> None:
-        for pollutant, n, s in _STATE_KEYS:
+        for pollutant, n, w, s in _STATE_KEYS:
             v = values.get(pollutant)
             if v is not None:
                 state[n] = state.get(n, 0.0) + 1
-                state[s] = state.get(s, 0.0) + v
+                state[w] = state.get(w, 0.0) + weight
+                state[s] = state.get(s, 0.0) + weight * v
 
     def refuses(self, spec: IndicatorSpec, values: Mapping[str, float]) -> str | None:
         """
@@ -119,7 +127,9 @@ class Aqi(Formula):
         self, spec: IndicatorSpec, state: Mapping[str, float], reporting: int, expected: int
     ) -> tuple[float | None, Detail]:
         subs = {
-            p: iaqi(p, state[f"s.{p}"] / state[f"n.{p}"]) for p in IAQI_2026 if state.get(f"n.{p}")
+            p: iaqi(p, state[s] / state.get(w, state[n]))
+            for p, n, w, s in _STATE_KEYS
+            if state.get(n)
         }
         if not subs:
             return None, {}

@@ -5,6 +5,13 @@ is computed from the merged samples of every device under it, never as an averag
 streets' values: merging the states of any split of the samples, in any order, then
 finishing, gives the value of folding them all. ``n`` counts samples (``n.<metric>`` per
 metric where a formula reads several).
+
+A sample comes with its *weight*, the seconds it stands for (the time since its device's
+previous reading, at most the window): a formula that averages weighs each sample by it
+(``w``, ``w.<metric>``: the weights' sums), so a device counts for the time it covers, and a
+station reporting every minute weighs as much as one reporting every hour, as the national
+method averages each station's mean. A state written before weights has no ``w``: its
+samples weigh one each.
 """
 
 from __future__ import annotations
@@ -90,9 +97,13 @@ class Formula(ABC):
 
     @abstractmethod
     def fold(
-        self, spec: IndicatorSpec, state: dict[str, float], values: Mapping[str, float]
+        self,
+        spec: IndicatorSpec,
+        state: dict[str, float],
+        values: Mapping[str, float],
+        weight: float = 1.0,
     ) -> None:
-        """Add one reading's values to a window state, in place."""
+        """Add one reading's values, each of ``weight``, to a window state, in place."""
 
     def refuses(self, spec: IndicatorSpec, values: Mapping[str, float]) -> str | None:
         """Why a reading's values cannot be folded (its sums would overflow or vanish); None
@@ -117,27 +128,32 @@ class OneMetric(Formula):
     keys: tuple[str, ...] = ()
 
     def fold(
-        self, spec: IndicatorSpec, state: dict[str, float], values: Mapping[str, float]
+        self,
+        spec: IndicatorSpec,
+        state: dict[str, float],
+        values: Mapping[str, float],
+        weight: float = 1.0,
     ) -> None:
         assert spec.metric is not None
         v = values.get(spec.metric)
         if v is not None:
-            self.add(state, v)  # first: a value it raises on is not counted
+            self.add(state, v, weight)  # first: a value it raises on is not counted
             state["n"] = state.get("n", 0.0) + 1
+            state["w"] = state.get("w", 0.0) + weight
 
     @abstractmethod
-    def add(self, state: dict[str, float], v: float) -> None:
-        """Fold one value (``n`` is counted after it)."""
+    def add(self, state: dict[str, float], v: float, weight: float) -> None:
+        """Fold one value of ``weight`` (``n`` and ``w`` are counted after it)."""
 
     def finish(
         self, spec: IndicatorSpec, state: Mapping[str, float], reporting: int, expected: int
     ) -> tuple[float | None, Detail]:
         if not state.get("n"):
             return None, {}
-        return self.value(spec, state, state["n"])
+        return self.value(spec, state, state.get("w", state["n"]))
 
     @abstractmethod
     def value(
-        self, spec: IndicatorSpec, state: Mapping[str, float], n: float
+        self, spec: IndicatorSpec, state: Mapping[str, float], weight: float
     ) -> tuple[float, Detail]:
-        """The value of a state holding ``n`` samples."""
+        """The value of a state whose samples weigh ``weight`` in all."""

@@ -16,11 +16,12 @@ __all__ = ["Congestion"]
 class Congestion(OneMetric):
     name = "congestion"
 
-    def add(self, state: dict[str, float], v: float) -> None:
-        state["inv"] = state.get("inv", 0.0) + 1 / max(v, 0.1)  # a stopped car counts as 0.1 km/h
+    def add(self, state: dict[str, float], v: float, weight: float) -> None:
+        # a stopped car counts as 0.1 km/h
+        state["inv"] = state.get("inv", 0.0) + weight / max(v, 0.1)
 
     def value(
-        self, spec: IndicatorSpec, state: Mapping[str, float], n: float
+        self, spec: IndicatorSpec, state: Mapping[str, float], weight: float
     ) -> tuple[float, Detail]:
-        speed = n / state["inv"]
+        speed = weight / state["inv"]
         return spec.free_flow_kmh / speed, {"speed_kmh": round(speed, 2)}

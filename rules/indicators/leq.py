@@ -1,4 +1,5 @@
-"""``leq``: 10·log10 of the mean of 10^(L/10) of the samples, the energy mean (ISO 1996-1)."""
+"""``leq``: 10·log10 of the mean of 10^(L/10) of the samples, the energy mean (ISO 1996-1), each
+sample weighed by the time it stands for (the energy mean of unequal durations)."""
 
 from __future__ import annotations
 
@@ -42,10 +43,10 @@ class Leq(OneMetric):
             )
         return None
 
-    def add(self, state: dict[str, float], v: float) -> None:
-        state["e"] = state.get("e", 0.0) + 10 ** (v / 10)
+    def add(self, state: dict[str, float], v: float, weight: float) -> None:
+        state["e"] = state.get("e", 0.0) + weight * 10 ** (v / 10)
 
     def value(
-        self, spec: IndicatorSpec, state: Mapping[str, float], n: float
+        self, spec: IndicatorSpec, state: Mapping[str, float], weight: float
     ) -> tuple[float, Detail]:
-        return 10 * math.log10(state["e"] / n), {}
+        return 10 * math.log10(state["e"] / weight), {}

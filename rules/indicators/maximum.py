@@ -18,10 +18,10 @@ class Maximum(OneMetric):
     highest = frozenset({"max"})
     rollup = "max"
 
-    def add(self, state: dict[str, float], v: float) -> None:
+    def add(self, state: dict[str, float], v: float, weight: float) -> None:
         state["max"] = max(state.get("max", v), v)
 
     def value(
-        self, spec: IndicatorSpec, state: Mapping[str, float], n: float
+        self, spec: IndicatorSpec, state: Mapping[str, float], weight: float
     ) -> tuple[float, Detail]:
         return state["max"], {}

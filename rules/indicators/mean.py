@@ -1,4 +1,5 @@
-"""``mean``: the mean of one metric's samples (a mean load, say)."""
+"""``mean``: the mean of one metric's samples, each weighed by the time it stands for (a mean
+load, say)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ class Mean(OneMetric):
         assert spec.metric is not None
         return beyond(spec, values, (spec.metric,))
 
-    def add(self, state: dict[str, float], v: float) -> None:
-        state["s"] = state.get("s", 0.0) + v
+    def add(self, state: dict[str, float], v: float, weight: float) -> None:
+        state["s"] = state.get("s", 0.0) + weight * v
 
     def value(
-        self, spec: IndicatorSpec, state: Mapping[str, float], n: float
+        self, spec: IndicatorSpec, state: Mapping[str, float], weight: float
     ) -> tuple[float, Detail]:
-        return state["s"] / n, {}
+        return state["s"] / weight, {}

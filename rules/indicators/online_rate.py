@@ -19,7 +19,11 @@ class OnlineRate(Formula):
     counts_devices = True
 
     def fold(
-        self, spec: IndicatorSpec, state: dict[str, float], values: Mapping[str, float]
+        self,
+        spec: IndicatorSpec,
+        state: dict[str, float],
+        values: Mapping[str, float],
+        weight: float = 1.0,
     ) -> None:
         return  # the devices that report are counted by the caller
 

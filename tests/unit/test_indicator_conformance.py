@@ -1,6 +1,6 @@
 """One conformance test for every registered indicator formula: folding then merging the
-states of any split of the samples, in any order, finishes as folding them all; states
-survive JSON."""
+states of any split of the samples (of unequal weights), in any order, finishes as folding them
+all; states survive JSON; a formula that averages weighs its samples."""
 
 from __future__ import annotations
 
@@ -33,9 +33,11 @@ def samples(spec: IndicatorSpec, seed: int) -> list[Sample]:
 
 
 def folded(spec: IndicatorSpec, values: list[Sample]) -> dict[str, float]:
+    """The samples folded, each of a weight of its own (1 to 300 seconds), as a device's
+    readings weigh the time since its previous one."""
     state: dict[str, float] = {}
     for v in values:
-        fold(spec, state, v)
+        fold(spec, state, v, weight=float(1 + int(sum(v.values()) * 37) % 300))
     return state
 
 
@@ -104,3 +106,23 @@ def test_a_reading_feeds_an_indicator_as_its_formula_says(spec: IndicatorSpec) -
         state = folded(spec, samples(spec, 1))
         assert folded(spec, [*samples(spec, 1), unrelated]) == state
         assert result(spec, {})[0] is None  # no samples, no value
+
+
+def test_a_formula_that_averages_weighs_its_samples(spec: IndicatorSpec) -> None:
+    """One sample weighing as much as three equal ones finishes as the four, for every
+    formula whose value is a mean of its samples (a maximum and a rate of devices ignore
+    weights)."""
+    metrics = sorted(spec.metrics()) or ["m"]
+    low, high = {m: 20.0 for m in metrics}, {m: 90.0 for m in metrics}
+    heavy: dict[str, float] = {}
+    fold(spec, heavy, low, weight=3.0)
+    fold(spec, heavy, high, weight=1.0)
+    many: dict[str, float] = {}
+    for v in (low, low, low, high):
+        fold(spec, many, v)
+    equal: dict[str, float] = {}
+    fold(spec, equal, low)
+    fold(spec, equal, high)
+    assert result(spec, heavy) == result(spec, many)
+    averages = spec.kind in ("aqi", "mean", "leq", "congestion")
+    assert (result(spec, heavy) != result(spec, equal)) is averages

@@ -79,13 +79,16 @@ class City:
             )
         )
 
-    def read(self, *readings: Reading, offset: int | None = None) -> IndicatorBatch:
-        """One input message: its readings fold into partials, sent to the places."""
+    def read(
+        self, *readings: Reading, offset: int | None = None, interval: float = 60.0
+    ) -> IndicatorBatch:
+        """One input message: its readings fold into partials, sent to the places (a device's
+        first reading stands for ``interval`` seconds, its profile's)."""
         partials = Partials(CATALOGUE)
         self.offset += 1
         for r in readings:
             marks = self.marks.setdefault(r.device_id, {})
-            partials.add(r, marks, self.offset if offset is None else offset)
+            partials.add(r, marks, self.offset if offset is None else offset, interval)
         batch = IndicatorBatch(
             source="raw[0]",
             offset=self.offset if offset is None else offset,
@@ -131,6 +134,38 @@ def test_a_district_aqi_comes_from_its_mean_concentrations_not_its_streets_aqi()
     assert d.detail["primary"] == "pm25" and d.band == "light"
     assert one(found, "aqi", "c").value == d.value  # the city is this one district
     assert (d.reporting, d.expected, d.coverage, d.quality) == (4, 4, 1.0, IndicatorQuality.GOOD)
+
+
+def test_a_station_counts_for_the_time_it_covers_not_for_how_often_it_reports() -> None:
+    """A grid's low-cost sensor at PM2.5 20 every minute and its reference station at 150
+    every ten minutes: the national method averages each station's mean, 85 (IAQI 123); a
+    mean of the samples, 66 of one and 6 of the other, gave 31 (IAQI 46, good)."""
+    city = City()
+    city.join("cheap", "c/d/s1/g1")
+    city.join("ref", "c/d/s1/g1")
+    for minute in range(60):
+        city.read(reading("cheap", "c/d/s1/g1", minute + 0.5, pm25=20.0), interval=60)
+        if minute % 10 == 5:
+            city.read(reading("ref", "c/d/s1/g1", minute, pm25=150.0), interval=600)
+    found = city.tick(61)
+    aqi = one(found, "aqi", "g1")
+    assert (aqi.samples, aqi.reporting) == (66, 2)
+    assert aqi.value == iaqi("pm25", 85.0) == 123.0 and aqi.band == "light"
+    assert one(found, "aqi", "c").value == aqi.value  # and so up the tree
+
+
+def test_a_reading_out_of_order_weighs_the_time_since_the_one_before_it() -> None:
+    """Minutes 10, then 30, then 20 (late): 20 stands for the ten minutes since 10, and 30,
+    weighed when it came, for the twenty since 10; a replay weighs as the first pass."""
+    city = City()
+    city.join("a1", "c/d/s1")
+    city.read(reading("a1", "c/d/s1", 10, pm25=10.0))
+    city.read(reading("a1", "c/d/s1", 30, pm25=100.0))
+    late = city.read(reading("a1", "c/d/s1", 20, pm25=40.0))
+    city.send(late)  # delivered again: applied once
+    weighted = (10.0 * 60 + 100.0 * 1200 + 40.0 * 600) / (60 + 1200 + 600)
+    aqi = one(city.tick(61), "aqi", "s1")
+    assert aqi.samples == 3 and aqi.value == iaqi("pm25", weighted)
 
 
 def test_noise_is_an_energy_mean_and_congestion_uses_the_harmonic_speed() -> None:
@@ -221,7 +256,9 @@ def test_input_messages_bundled_otherwise_on_a_replay_are_applied_once() -> None
                 replayed.send(batch)
     assert replayed.places == once.places
     aqi = one(replayed.tick(61), "aqi", "d")
-    assert aqi.samples == 4 and aqi.value == iaqi("pm25", sum(values) / 4)
+    # a1 at minutes 0 and 2, a2 at 1 and 3: each second reading stands for two minutes
+    weighted = (10.0 * 60 + 50.0 * 60 + 30.0 * 120 + 70.0 * 120) / 360
+    assert aqi.samples == 4 and aqi.value == iaqi("pm25", weighted)
 
 
 def test_windows_are_reported_once_without_gaps_after_a_pause() -> None:
