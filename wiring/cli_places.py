@@ -142,7 +142,8 @@ def profiles_put(
     file: Annotated[Path, typer.Argument(help="YAML or JSON: one profile or a list")],
 ) -> None:
     """Create or replace profiles from a file. Every item is checked first: one that is not a
-    valid profile is named (item, profile id, field) and nothing is stored. A metric that no
+    valid profile, or gives a metric in a unit other than the one a vital sign reads it in
+    (AQI: µg/m³, CO mg/m³), is named (item, profile id, field) and nothing is stored. A metric that no
     rule or indicator of the stream reads is noted (a misspelt name reads as one)."""
     data = _load_file(file)
     items = data if isinstance(data, list) else [data]
@@ -159,6 +160,11 @@ def profiles_put(
                 problems.append(f"{file}: {which}: {where}: {err['msg']}")
         except ValueError as exc:
             problems.append(f"{file}: item {n}: {exc}")
+    problems += [
+        f"{file}: profile {p.profile_id!r}: {problem}"
+        for p in profiles
+        for problem in _unit_problems(p)
+    ]
     if problems:
         raise fail("\n".join(problems) + "\nnothing was stored")
     read = _metrics_read()
@@ -201,6 +207,23 @@ def _refused_from_now(reg: Any, profile: Profile) -> list[str]:
             "now on (cityvitals deadletters --stage streams)"
         )
     return notes
+
+
+def _unit_problems(profile: Profile) -> list[str]:
+    """The profile's metrics in a unit the stream's indicators do not read (none when the
+    catalogue does not load: the stream would refuse it)."""
+    from rules.indicators import unit_problems
+    from wiring.services import load_catalogue
+
+    try:
+        catalogue = load_catalogue(settings())
+    except ValueError:
+        return []
+    units = {metric: spec.unit for metric, spec in profile.metrics.items()}
+    return [
+        f"{problem}: send it in that unit, or change the indicator (CITYVITALS_INDICATORS_FILE)"
+        for problem in unit_problems(catalogue, profile.device_type, units)
+    ]
 
 
 def _metrics_read() -> frozenset[str]:

@@ -34,6 +34,7 @@ from device_registry.api.deps import IdFilter, PathId, Reader, Writer
 from device_registry.api.errors import FieldError, NotFound, body_errors
 from device_registry.errors import UnknownPlace, UnknownProfile
 from device_registry.incident_publisher import incident_departments, named_places, routing_name
+from rules.indicators import unit_problems
 
 __all__ = ["router"]
 
@@ -170,13 +171,20 @@ def put_profile(
     profile_id: PathId,
     body: ProfileBody,
     registry: Writer,
+    request: Request,
     response: Response,
 ) -> Profile:
     """Create or replace a profile; changed valid ranges reach its devices in the stream.
-    A profile serves the whole city: it takes a city-wide scope."""
+    A profile serves the whole city: it takes a city-wide scope. A metric in a unit other than
+    the one a vital sign reads it in (the AQI's CO in mg/m³) is refused (422)."""
     require_city(who.user, f"profile {profile_id!r}")
     with body_errors():
         profile = Profile(profile_id=profile_id, **body.model_dump())
+    catalogue = request.app.state.catalogue  # a vital sign takes values in its unit as given
+    for metric, spec in profile.metrics.items():
+        wrong = unit_problems(catalogue, profile.device_type, {metric: spec.unit})
+        if wrong:
+            raise FieldError(422, ("body", "metrics", metric, "unit"), wrong[0], spec.unit)
     try:
         existed = registry.get_profile(profile_id) is not None
     except UnknownProfile:

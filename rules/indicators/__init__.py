@@ -30,6 +30,7 @@ from rules.indicators.catalogue import (
     parse_catalogue,
     quality,
     samples,
+    unit_problems,
     window_start,
 )
 from rules.indicators.formulas import FORMULAS
@@ -48,6 +49,7 @@ __all__ = [
     "parse_catalogue",
     "quality",
     "samples",
+    "unit_problems",
     "window_start",
 ]
 

@@ -35,6 +35,8 @@ IAQI_2026: dict[str, tuple[float, ...]] = {
     "co": (0, 5, 10, 35, 60, 90, 120, 150),  # 1 h, mg/m³
     "o3": (0, 160, 200, 300, 400, 800, 1000, 1200),  # 1 h
 }
+UNITS = MappingProxyType({p: "mg/m³" if p == "co" else "µg/m³" for p in IAQI_2026})
+"""The unit of each pollutant's concentration, as the nodes read them."""
 AQI_BANDS: tuple[Band, ...] = (
     ("good", 50.0),
     ("moderate", 100.0),
@@ -98,6 +100,9 @@ class Aqi(Formula):
 
     def metrics(self, spec: IndicatorSpec) -> frozenset[str]:
         return frozenset(IAQI_2026)
+
+    def units(self, spec: IndicatorSpec) -> Mapping[str, str]:
+        return UNITS
 
     def fold(
         self,

@@ -105,6 +105,12 @@ class Formula(ABC):
     ) -> None:
         """Add one reading's values, each of ``weight``, to a window state, in place."""
 
+    def units(self, spec: IndicatorSpec) -> Mapping[str, str]:
+        """The unit each metric it reads must come in (a profile's ``unit`` of the metric),
+        where its arithmetic or its bands fix one: a CO profile in µg/m³ made AQI 500 of a
+        clean 1.2 mg/m³. None fixed: ``{}``."""
+        return {}
+
     def refuses(self, spec: IndicatorSpec, values: Mapping[str, float]) -> str | None:
         """Why a reading's values cannot be folded (its sums would overflow or vanish); None
         when they can. Asked before anything is folded or counted, so a refused reading
@@ -126,6 +132,14 @@ class OneMetric(Formula):
     """A formula of one metric's samples: :meth:`add` folds a value, :meth:`value` finishes."""
 
     keys: tuple[str, ...] = ()
+    in_its_unit: bool = False
+    """Whether the value is in the metric's unit (a mean, a maximum): then the metric must come
+    in the indicator's ``unit``, which its bands are in."""
+
+    def units(self, spec: IndicatorSpec) -> Mapping[str, str]:
+        if self.in_its_unit and spec.metric is not None and spec.unit:
+            return {spec.metric: spec.unit}
+        return {}
 
     def fold(
         self,

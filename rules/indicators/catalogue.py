@@ -39,7 +39,9 @@ __all__ = [
     "IndicatorSpec",
     "parse_catalogue",
     "quality",
+    "same_unit",
     "samples",
+    "unit_problems",
     "window_start",
 ]
 
@@ -222,6 +224,43 @@ def parse_catalogue(text: str, source: str = "<indicators>", zone: str = "UTC") 
             [RuleProblem(source, None, "indicators", f"duplicate id {duplicates[0]!r}")]
         )
     return Catalogue(tuple(parsed.indicators))
+
+
+def same_unit(a: str, b: str) -> bool:
+    """Whether two spellings name one unit (case, spaces, µ or u, ³ or 3 or ^3, brackets).
+
+    >>> same_unit("ug/m3", "µg/m³"), same_unit("μg/m^3", "µg/m³"), same_unit("dBA", "dB(A)")
+    (True, True, True)
+    >>> same_unit("ug/m3", "mg/m³"), same_unit("kph", "km/h"), same_unit("mm", "cm")
+    (False, True, False)
+    """
+    return _unit(a) == _unit(b)
+
+
+_UNIT_ALIASES = {"kph": "km/h", "kmh": "km/h", "km/hr": "km/h"}
+
+
+def _unit(text: str) -> str:
+    plain = text.strip().lower().replace(" ", "").replace("μ", "u").replace("µ", "u")
+    plain = plain.replace("^", "").replace("³", "3").replace("(", "").replace(")", "")
+    return _UNIT_ALIASES.get(plain, plain)
+
+
+def unit_problems(catalogue: Catalogue, device_type: str, units: Mapping[str, str]) -> list[str]:
+    """What a profile of ``device_type`` whose metrics come in ``units`` (metric: unit) would
+    feed the indicators of ``catalogue`` in a unit their formulas do not read, a line each.
+
+    >>> cat = parse_catalogue("indicators: [{id: aqi, kind: aqi, device_types: [air], window: 1h}]")
+    >>> unit_problems(cat, "air", {"pm25": "ug/m3", "co": "ug/m3"})
+    ["metric 'co' in 'ug/m3': the indicator 'aqi' reads it in mg/m³ (its values would be taken as such)"]
+    """
+    return [
+        f"metric {metric!r} in {units[metric]!r}: the indicator {spec.id!r} reads it in "
+        f"{unit} (its values would be taken as such)"
+        for spec in catalogue.by_type.get(device_type, ())
+        for metric, unit in FORMULAS[spec.kind].units(spec).items()
+        if metric in units and not same_unit(units[metric], unit)
+    ]
 
 
 def window_start(ts: datetime, window_s: int) -> datetime:

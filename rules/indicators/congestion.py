@@ -16,6 +16,9 @@ __all__ = ["Congestion"]
 class Congestion(OneMetric):
     name = "congestion"
 
+    def units(self, spec: IndicatorSpec) -> Mapping[str, str]:
+        return {} if spec.metric is None else {spec.metric: "km/h"}  # as free_flow_kmh
+
     def add(self, state: dict[str, float], v: float, weight: float) -> None:
         # a stopped car counts as 0.1 km/h
         state["inv"] = state.get("inv", 0.0) + weight / max(v, 0.1)

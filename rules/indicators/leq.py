@@ -22,6 +22,7 @@ and past about 3,000 dB the energy 10^(L/10) is beyond a float (past -3,000, zer
 
 class Leq(OneMetric):
     name = "leq"
+    in_its_unit = True
     rollup = "energy"
 
     def refuses(self, spec: IndicatorSpec, values: Mapping[str, float]) -> str | None:

@@ -15,6 +15,7 @@ __all__ = ["Maximum"]
 
 class Maximum(OneMetric):
     name = "max"
+    in_its_unit = True
     highest = frozenset({"max"})
     rollup = "max"
 

@@ -16,6 +16,7 @@ __all__ = ["Mean"]
 
 class Mean(OneMetric):
     name = "mean"
+    in_its_unit = True
 
     def refuses(self, spec: IndicatorSpec, values: Mapping[str, float]) -> str | None:
         assert spec.metric is not None

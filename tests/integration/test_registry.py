@@ -553,3 +553,37 @@ def test_a_device_moved_while_its_alerts_fire_is_told_they_stay_at_the_old_place
         assert away.json()["notes"][0].startswith(f"1 alert of {device} firing")
         calm = api.post(f"/devices/{quiet}/move", json={"place_path": [f"{p}c", f"{p}d2"]})
         assert calm.status_code == 200 and calm.json()["notes"] == [], calm.text
+
+
+def test_a_profile_in_a_unit_no_vital_sign_reads_is_refused_naming_the_unit(
+    pipeline: Pipeline, admin_token: str, tmp_path: Path
+) -> None:
+    """A CO sensor's profile in µg/m³: the AQI reads CO in mg/m³, so 1,200 µg/m³ (sub-index
+    12) would read as AQI 500, severe. Refused by the CLI and the API, naming the metric, its
+    unit and the indicator; spelt otherwise (ug/m3 for µg/m³), the right unit is taken."""
+    p = uuid.uuid4().hex[:6]
+    wrong = tmp_path / "aq.yaml"
+    wrong.write_text(
+        f"profile_id: aq-{p}\ndevice_type: air_quality\nexpected_interval_s: 60\n"
+        "metrics: {pm25: {unit: ug/m3, min: 0}, co: {unit: ug/m3, min: 0}}\n"
+    )
+    put = CliRunner().invoke(app, ["profiles", "put", str(wrong)], env=pipeline.settings.to_env())
+    assert put.exit_code == 1, put.output
+    assert (
+        f"profile 'aq-{p}': metric 'co' in 'ug/m3': the indicator 'aqi' reads it in mg/m³"
+    ) in put.output
+    assert "pm25" not in put.output and "nothing was stored" in put.output
+    body = {
+        "device_type": "air_quality",
+        "expected_interval_s": 60,
+        "metrics": {"pm25": {"unit": "µg/m³"}, "co": {"unit": "ug/m3"}},
+    }
+    with api_client(pipeline.settings, admin_token) as api:
+        refused = api.put(f"/profiles/aq-{p}", json=body)
+        assert refused.status_code == 422, refused.text
+        (detail,) = refused.json()["detail"]
+        assert detail["loc"] == ["body", "metrics", "co", "unit"]
+        assert "the indicator 'aqi' reads it in mg/m³" in detail["msg"]
+        assert api.get(f"/profiles/aq-{p}").status_code == 404
+        body["metrics"]["co"] = {"unit": "mg/m3"}
+        assert api.put(f"/profiles/aq-{p}", json=body).status_code == 201
