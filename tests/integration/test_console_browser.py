@@ -11,6 +11,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -403,6 +404,65 @@ def test_map_labels_that_would_overlap_give_way_and_their_dots_keep_their_names(
     labels, titles = page.evaluate(CROWDED)
     assert sorted(labels) == ["Huangpu", "Minhang"], labels  # Xuhui gives way, by name order
     assert sorted(titles) == ["Huangpu (lab-b)", "Minhang (lab-c)", "Xuhui (lab-a)"]
+
+
+def long_named(minutes_left: float) -> list[dict[str, Any]]:
+    """Two incidents as the event stream sends them, with long names (a city-tier
+    department, who acknowledged it, a long place), the one due ``minutes_left`` from now by
+    this machine's clock (the server's: the test runs beside it)."""
+    due = (datetime.now(UTC) + timedelta(minutes=minutes_left)).isoformat()
+    base = {"state": "dispatched", "level": "orange", "category": "flooding",
+            "place_id": "a-street-whose-id-is-long-enough-to-wrap", "title": "flooding",
+            "opened_at": datetime.now(UTC).isoformat(), "tier": "city", "escalations": 2,
+            "department": "emergency-management", "accept_by": due,
+            "acknowledged_by": "maya (duty_officer)"}  # fmt: skip
+    return [{**base, "incident_id": c * 32} for c in "ab"]
+
+
+def test_on_a_laptop_the_time_left_is_in_sight_whatever_the_names(
+    browser: Browser, pipeline: Pipeline
+) -> None:
+    """At 1366x768 and 1400x1000, rows with a long department and who acknowledged them cut
+    the last column, the time left, to "acce": it comes second now, and long names give way."""
+    token = officer(pipeline)
+    for width, height in ((1366, 768), (1400, 1000)):
+        context = browser.new_context(viewport={"width": width, "height": height})
+        page = context.new_page()
+        open_console(page, pipeline, token)
+        page.evaluate("incidents => incidents.forEach(onIncident)", long_named(9))
+        sla = page.locator(f'#incidents tr[data-incident-id="{"a" * 32}"] td.sla')
+        expect(sla).to_contain_text("accept in 8m")
+        whole, shown = sla.evaluate("td => [td.scrollWidth, td.clientWidth]")
+        assert whole <= shown, (width, whole, shown)
+        panel = page.locator(".incidents-panel")
+        box, room = sla.bounding_box(), panel.bounding_box()
+        assert box is not None and room is not None
+        assert box["x"] + box["width"] <= room["x"] + room["width"], (width, box, room)
+        wide, visible = panel.evaluate("p => [p.scrollWidth, p.clientWidth]")
+        assert wide <= visible, (width, wide, visible)
+        department = page.locator(f'#incidents tr[data-incident-id="{"a" * 32}"] td.department')
+        expect(department).to_have_attribute("title", "emergency-management")
+        context.close()
+
+
+def test_countdowns_go_by_the_server_s_clock_and_a_drifting_workstation_is_told(
+    browser: Browser, pipeline: Pipeline
+) -> None:
+    """A workstation 12 minutes fast showed an order due in 9 minutes as "accept late 2m
+    47s": the console now counts by the server's time (the stream's hello) and says the
+    workstation's clock is off."""
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    page = context.new_page()
+    page.clock.install(time=datetime.now(UTC) + timedelta(minutes=12))
+    page.clock.resume()
+    open_console(page, pipeline, officer(pipeline))
+    expect(page.locator("#clock-skew")).to_be_visible()
+    expect(page.locator("#clock-skew")).to_contain_text("ahead of the server's")
+    page.evaluate("incidents => incidents.forEach(onIncident)", long_named(9))
+    sla = page.locator(f'#incidents tr[data-incident-id="{"a" * 32}"] td.sla')
+    expect(sla).to_contain_text("accept in 8m")
+    expect(sla).not_to_have_class("sla late")
+    context.close()
 
 
 def test_a_district_officer_does_not_see_another_districts_incident(

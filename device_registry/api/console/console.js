@@ -16,7 +16,10 @@ const state = {
   events: null,
   clockFormat: null,
   stampFormat: null,
+  skew: 0,  // the server's clock less this workstation's, in ms (from the stream's hello)
 };
+
+const SKEW_SHOWN_S = 30;  // a workstation's clock this far off the server's is said so
 
 // --- small helpers -----------------------------------------------------------------------
 
@@ -76,7 +79,9 @@ function duration(seconds) {
   return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
 }
 
-function since(iso) { return (Date.now() - Date.parse(iso)) / 1000; }
+// The server's time: countdowns and ages go by it, not by a workstation's clock that may drift.
+function now() { return Date.now() + state.skew; }
+function since(iso) { return (now() - Date.parse(iso)) / 1000; }
 function stamp(iso) { return iso ? state.stampFormat.format(new Date(iso)) : "–"; }
 function levelTag(level) { return el("span", { class: `level level-${level}` }, level); }
 
@@ -165,6 +170,7 @@ function follow() {
   const events = new EventSource("/console/events");
   state.events = events;
   events.addEventListener("open", () => setLive(true));
+  events.addEventListener("hello", (e) => onHello(JSON.parse(e.data)));
   events.addEventListener("error", () => setLive(false));
   events.addEventListener("incident", (e) => onIncident(JSON.parse(e.data)));
   events.addEventListener("tile", (e) => onTile(JSON.parse(e.data)));
@@ -176,6 +182,16 @@ function follow() {
   });
 }
 
+function onHello(hello) {
+  state.skew = Date.parse(hello.server_time) - Date.now();
+  const off = Math.abs(state.skew) / 1000;
+  const note = $("#clock-skew");
+  note.hidden = off < SKEW_SHOWN_S;
+  note.textContent = `this workstation's clock is ${duration(off)} `
+    + `${state.skew < 0 ? "ahead of" : "behind"} the server's: the times here are the server's`;
+  tick();
+}
+
 function setLive(on) {
   const live = $("#live");
   live.textContent = on ? "live" : "reconnecting";
@@ -183,7 +199,7 @@ function setLive(on) {
 }
 
 function tick() {
-  $("#clock").textContent = state.clockFormat.format(new Date());
+  $("#clock").textContent = state.clockFormat.format(new Date(now()));
   for (const row of document.querySelectorAll("#incidents tbody tr")) {
     const incident = state.incidents.get(row.dataset.incidentId);
     if (!incident) continue;
@@ -229,7 +245,7 @@ function paintSla(cell, incident) {
     cell.className = "sla";
     return;
   }
-  const left = (Date.parse(due[1]) - Date.now()) / 1000;
+  const left = (Date.parse(due[1]) - now()) / 1000;
   cell.textContent = left >= 0 ? `${due[0]} in ${duration(left)}` : `${due[0]} late ${duration(left)}`;
   cell.className = left >= 0 ? "sla" : "sla late";
 }
@@ -279,19 +295,22 @@ function drawIncidents() {
         title: incident.title,
       },
       // data-label: a narrow screen shows each row as a card, each cell named
+      // the time left second, after the level: on a laptop the long names give way, not it
       el("td", { "data-label": "Level" }, levelTag(incident.level)),
-      el("td", { class: "category", "data-label": "Category" }, incident.category),
+      el("td", { class: "sla", "data-label": "SLA" }),
       el("td", { class: "place", "data-label": "Place" }, placeName(incident.place_id)),
-      el("td", { class: "department", "data-label": "Department" }, incident.department || "–"),
-      el("td", { class: "tier", "data-label": "Tier" }, incident.tier || "–", missed(incident)),
+      el("td", { class: "category", "data-label": "Category" }, incident.category),
       el("td", { class: "state", "data-label": "State" }, incident.state),
+      el("td", { class: "department", "data-label": "Department", title: incident.department || "" },
+        incident.department || "–"),
+      el("td", { class: "tier", "data-label": "Tier" }, incident.tier || "–", missed(incident)),
       el("td", {  // who acknowledged it (cleared when it reopens or goes to another tier)
         class: "seen",
         "data-label": "Seen by",
-        title: incident.acknowledged_at ? `acknowledged ${stamp(incident.acknowledged_at)}` : "",
+        title: incident.acknowledged_by
+          ? `${incident.acknowledged_by}, acknowledged ${stamp(incident.acknowledged_at)}` : "",
       }, incident.acknowledged_by || "–"),
       el("td", { class: "age", "data-label": "Age" }, duration(since(incident.opened_at))),
-      el("td", { class: "sla", "data-label": "SLA" }),
     );
     paintSla(row.querySelector(".sla"), incident);
     row.addEventListener("click", () => select(incident.incident_id));
