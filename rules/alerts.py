@@ -4,6 +4,8 @@
 >>> rule = parse_rules("rules: [{id: fast, kind: rate, metric: m, levels: {red: 5}}]").by_id["fast"]
 >>> render_summary(rule, metric="m", value=6.0, threshold=5.0, device_id="d", level="red")
 'm changing +6 per 1h at d, past +5 (red)'
+>>> render_summary(rule, metric="m", value=5.449191, threshold=5.0, device_id="d", level="red")
+'m changing +5.449 per 1h at d, past +5 (red)'
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def _now(rule: RuleBase, metric: str, value: float) -> str:
         return f"{metric} reported again"
     per = getattr(rule, "per", None)
     if rule.kind == "rate" and isinstance(per, timedelta):
-        return f"{metric} changing {value:+g} per {human(per)}"
+        return f"{metric} changing {value:+.4g} per {human(per)}"
     if rule.kind == "anomaly":  # its value is a score, not the metric's (0 read as a power cut)
         return f"{metric} no longer unusual (score {value:.2f})"
     return f"{metric} now {value:g}"

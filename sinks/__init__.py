@@ -11,6 +11,7 @@ from sinks.alerts import (
     AlertRow,
     UnknownAlert,
     alert_detail,
+    alert_rows,
     list_alerts,
 )
 from sinks.base import Sink, SinkUnavailable
@@ -79,6 +80,7 @@ __all__ = [
     "UnknownAlert",
     "UnknownIncident",
     "alert_detail",
+    "alert_rows",
     "get_incident",
     "incident_detail",
     "list_alerts",

@@ -35,7 +35,7 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from cityvitals.contracts import AlertStatus, Incident
+from cityvitals.contracts import AlertStatus, Incident, WarningLevel
 from cityvitals.settings import Settings
 from device_registry.access import User
 from device_registry.api.auth import TOKEN_COOKIE, check_scope, require
@@ -50,6 +50,7 @@ from sinks import (
     IncidentFilter,
     SeriesPoint,
     UnknownIncident,
+    alert_rows,
     get_incident,
     list_alerts,
     list_incidents,
@@ -178,8 +179,8 @@ class Watch:
     user: User
     home: list[str]
     started: datetime
-    incidents: dict[str, int] = field(default_factory=dict)
-    """Incident id -> the revision sent."""
+    incidents: dict[str, tuple[int, str | None]] = field(default_factory=dict)
+    """Incident id -> the revision sent and the level its alerts fire at now."""
     tiles: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     alerts: dict[str, int] | None = None
     refusals_after: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -199,8 +200,28 @@ def poll(registry: Registry, watch: Watch, settings: Settings) -> list[Event]:
     ]
 
 
-def _incident_json(incident: Incident) -> dict[str, Any]:
-    return incident.model_dump(mode="json")
+def _incident_json(incident: Incident, now: str | None = None) -> dict[str, Any]:
+    """The incident as the console shows it; one raised by alerts has ``level_now``, the
+    highest level its alerts fire at now (null: none fires), beside ``level``, its peak."""
+    out = incident.model_dump(mode="json")
+    if incident.alerts:
+        out["level_now"] = now
+    return out
+
+
+def _levels_now(registry: Registry, incidents: list[Incident]) -> dict[str, str | None]:
+    """Per incident, the highest level its alerts fire at now (None: none fires)."""
+    ids = [a for i in incidents for a in i.alerts]
+    firing = {
+        a.alert_id: WarningLevel(a.level)
+        for a in (alert_rows(registry.conn, ids) if ids else ())
+        if a.status == AlertStatus.FIRING.value
+    }
+    out: dict[str, str | None] = {}
+    for incident in incidents:
+        levels = [firing[a] for a in incident.alerts if a in firing]
+        out[incident.incident_id] = max(levels, key=lambda lv: lv.rank).value if levels else None
+    return out
 
 
 def _incident_events(registry: Registry, watch: Watch) -> list[Event]:
@@ -211,11 +232,13 @@ def _incident_events(registry: Registry, watch: Watch) -> list[Event]:
         limit=OPEN_INCIDENTS_MAX,
     )
     now_open = [i for i in list_incidents(registry.conn, where) if user.sees(i.place_path)]
+    levels = _levels_now(registry, now_open)
     out: list[Event] = []
-    for incident in now_open:
-        if watch.incidents.get(incident.incident_id) != incident.revision:
-            watch.incidents[incident.incident_id] = incident.revision
-            out.append(("incident", _incident_json(incident)))
+    for incident in now_open:  # sent again when it changed, or the level its alerts fire at
+        sent = (incident.revision, levels[incident.incident_id])
+        if watch.incidents.get(incident.incident_id) != sent:
+            watch.incidents[incident.incident_id] = sent
+            out.append(("incident", _incident_json(incident, sent[1])))
     gone = set(watch.incidents) - {i.incident_id for i in now_open}
     for incident_id in sorted(gone):  # closed since: sent once more, then forgotten
         del watch.incidents[incident_id]

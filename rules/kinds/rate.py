@@ -34,7 +34,7 @@ class RateRule(LevelledRule):
     """The least time the values must span to be judged (default half of ``over``): a
     jitter between two readings seconds apart is no rate of change."""
     summary: Summary = (
-        "{metric} changing {value:+g} per {per} at {device_id}, past {threshold:+g} ({level})"
+        "{metric} changing {value:+.4g} per {per} at {device_id}, past {threshold:+g} ({level})"
     )
 
     @field_validator("min_span")

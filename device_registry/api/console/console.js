@@ -16,6 +16,7 @@ const state = {
   events: null,
   clockFormat: null,
   stampFormat: null,
+  timeFormat: null,
   skew: 0,  // the server's clock less this workstation's, in ms (from the stream's hello)
 };
 
@@ -85,6 +86,17 @@ function since(iso) { return (now() - Date.parse(iso)) / 1000; }
 function stamp(iso) { return iso ? state.stampFormat.format(new Date(iso)) : "–"; }
 function levelTag(level) { return el("span", { class: `level level-${level}` }, level); }
 
+// An incident's level is its peak. Beside it, when they differ, the level its alerts fire at
+// now ("now quiet": none fires), so a flood that fell from red to blue does not read as red.
+function nowTag(incident) {
+  if (!("level_now" in incident) || incident.state === "closed") return null;
+  if (incident.level_now === incident.level) return null;
+  return el("span", {
+    class: `now${incident.level_now ? ` now-${incident.level_now}` : ""}`,
+    title: "the highest level its alerts fire at now (the tag is its peak)",
+  }, incident.level_now ? `now ${incident.level_now}` : "now quiet");
+}
+
 // --- login -------------------------------------------------------------------------------
 
 async function logIn(token) {
@@ -147,6 +159,9 @@ async function start() {
     timeZone: zone, weekday: "short", hour: "2-digit", minute: "2-digit", second: "2-digit",
     timeZoneName: "short",
   });
+  state.timeFormat = new Intl.DateTimeFormat("en-GB", {
+    timeZone: zone, hour: "2-digit", minute: "2-digit",
+  });
   state.stampFormat = new Intl.DateTimeFormat("en-GB", {
     timeZone: zone, month: "short", day: "2-digit", hour: "2-digit", minute: "2-digit",
     second: "2-digit",
@@ -207,8 +222,13 @@ function tick() {
     paintSla(row.querySelector(".sla"), incident);
   }
   for (const tile of document.querySelectorAll(".tile[data-window-end]")) {
-    const age = since(tile.dataset.windowEnd);
-    tile.querySelector(".age").textContent = `${duration(age)} ago`;
+    // the window the value is of, not only its age: a 5-minute window's deepest water may
+    // be 10 minutes old by now
+    const age = duration(since(tile.dataset.windowEnd));
+    const start = tile.dataset.windowStart;
+    tile.querySelector(".age").textContent = start
+      ? `${state.timeFormat.format(new Date(start))}–${state.timeFormat.format(new Date(tile.dataset.windowEnd))}, ended ${age} ago`
+      : `${age} ago`;
   }
 }
 
@@ -240,6 +260,14 @@ function limit(incident, name, at) {
 
 function paintSla(cell, incident) {
   const due = deadline(incident);
+  if (!due && incident.state === "handled" && incident.level_now) {
+    // no limit runs once a department says handled, but its alerts still fire: say so
+    cell.textContent = `handled, still ${incident.level_now}`;
+    cell.className = "sla firing";
+    cell.title = "the department said handled while its alerts still fire: it cannot be verified until they end";
+    return;
+  }
+  cell.title = "";
   if (!due) {
     cell.textContent = "–";
     cell.className = "sla";
@@ -296,7 +324,7 @@ function drawIncidents() {
       },
       // data-label: a narrow screen shows each row as a card, each cell named
       // the time left second, after the level: on a laptop the long names give way, not it
-      el("td", { "data-label": "Level" }, levelTag(incident.level)),
+      el("td", { class: "level-cell", "data-label": "Level" }, levelTag(incident.level), nowTag(incident)),
       el("td", { class: "sla", "data-label": "SLA" }),
       el("td", { class: "place", "data-label": "Place" }, placeName(incident.place_id)),
       el("td", { class: "category", "data-label": "Category" }, incident.category),
@@ -542,7 +570,12 @@ function drawTile(tile) {
         ? "" : ` · previous ${Number(tile.previous.toPrecision(4))}`}`;
   return el(
     "div",
-    { class: classes.join(" ").trim(), "data-key": tile.key, "data-window-end": tile.window_end || null },
+    {
+      class: classes.join(" ").trim(),
+      "data-key": tile.key,
+      "data-window-start": tile.window_start || null,
+      "data-window-end": tile.window_end || null,
+    },
     el("div", { class: "name" }, `${tile.place_name} · ${tile.indicator}`),
     el("div", {},
       el("span", { class: "value" }, value),
