@@ -492,6 +492,9 @@ def test_a_row_shows_the_level_its_alerts_fire_at_now_beside_its_peak(
             )  # fmt: skip
     expect(row.locator("td.sla")).to_have_text("handled, still blue")
     expect(row.locator("td.sla")).to_have_class("sla firing")
+    row.click()  # the limits answered in time say so ("ended: handled" said neither)
+    expect(page.locator('#detail [data-field="accept_by"]')).to_contain_text("· met, accepted ")
+    expect(page.locator('#detail [data-field="handle_by"]')).to_contain_text("· met, handled ")
 
 
 def test_a_tile_names_the_window_its_value_is_of(page: Page, pipeline: Pipeline) -> None:

@@ -244,18 +244,29 @@ function deadline(incident) {
   return incident.accept_by ? ["accept", incident.accept_by] : null;
 }
 
-// A limit as the detail shows it: the one that runs now plainly; one that no longer runs says
-// why (a closed incident's deadlines are history, not a countdown).
-function limit(incident, name, at) {
+// A limit as the detail shows it: the one that runs now plainly; one that was answered says
+// whether in time (the timeline's last accept, or its last step to handled: "met, accepted
+// 04:14:13"); one that no longer runs otherwise says why (a closed incident's deadlines are
+// history, not a countdown).
+function limit(incident, name, at, transitions = []) {
   if (!at) return "–";
   const running = deadline(incident);
   if (running && running[0] === name) return stamp(at);
-  const working = incident.state === "accepted" || incident.state === "on_site";
   const waiting = incident.state === "new" || incident.state === "dispatched";
-  const why = name === "accept" && working ? "accepted"
-    : name === "handle" && waiting ? "once accepted"  // the next limit, not one that ended
-      : `ended: ${incident.state}`;
-  return `${stamp(at)} · ${why}`;
+  if (name === "handle" && waiting) return `${stamp(at)} · once accepted`;  // the next limit
+  const answer = [...transitions].reverse().find((t) => (name === "accept"
+    ? t.action === "accept" : t.to_state === "handled"));
+  if (answer) {
+    const verb = name === "accept" ? "accepted" : "handled";
+    const inTime = Date.parse(answer.ts) <= Date.parse(at);
+    return `${stamp(at)} · ${inTime ? "met" : "missed"}, ${verb} ${stamp(answer.ts)}`;
+  }
+  return `${stamp(at)} · ended: ${incident.state}`;
+}
+
+// A place's path by its names, as the list names places ("District 1 / Canal Street").
+function pathNames(path) {
+  return path.map((id) => (state.places.get(id) || { name: id }).name).join(" / ");
 }
 
 function paintSla(cell, incident) {
@@ -399,10 +410,11 @@ async function showDetail(incidentId) {
   $("#detail-title").textContent = i.title;
   const facts = [
     ["level", levelTag(i.level)], ["state", i.state], ["category", i.category],
-    ["place", i.place_path.join(" / ")], ["department", i.department || "–"],
+    ["place", pathNames(i.place_path)], ["department", i.department || "–"],
     ["tier", i.tier || "–"], ["opened", stamp(i.opened_at)], ["updated", stamp(i.updated_at)],
     ["acknowledged", i.acknowledged_by ? `${i.acknowledged_by} · ${stamp(i.acknowledged_at)}` : "–"],
-    ["accept by", limit(i, "accept", i.accept_by)], ["handle by", limit(i, "handle", i.handle_by)],
+    ["accept by", limit(i, "accept", i.accept_by, detail.transitions)],
+    ["handle by", limit(i, "handle", i.handle_by, detail.transitions)],
     ["devices", i.devices.join(", ") || "–"], ["limits missed", i.escalations],
   ];
   const parts = [
