@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     """Late after this many expected intervals without a reading."""
     liveness_offline_factor: Annotated[float, Field(gt=1)] = 4.0
     """Offline after this many expected intervals without a reading."""
+    liveness_stall_s: Annotated[float, Field(gt=0)] = 30.0
+    """The stream stage committing nothing on ``readings.raw`` this long while messages wait
+    there is a stalled pipeline, not silent devices: liveness judges no device meanwhile."""
     outage_min_devices: Annotated[int, Field(ge=2)] = 3
     outage_silent_fraction: Annotated[float, Field(gt=0, le=1)] = 0.8
     """A place is out when at least this share of its (at least ``outage_min_devices``)

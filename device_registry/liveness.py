@@ -64,6 +64,7 @@ __all__ = [
     "Outage",
     "PlacePath",
     "PlaceTally",
+    "StallWatch",
     "Watched",
     "cadence",
     "check",
@@ -418,3 +419,31 @@ def _announce(
             announced.append(report(device_id, clock, watched, now))
         out[device_id] = clock
     return out, announced
+
+
+@dataclass
+class StallWatch:
+    """Whether the stream stage stalled: its group's committed offsets on ``readings.raw``
+    have not moved for ``after_s`` seconds while messages wait there. Then the readings it
+    would have sent on are not coming, whatever the devices do, and their silence on
+    ``readings`` is the pipeline's: judged, every device would go offline, one outage for the
+    whole city.
+
+    >>> watch = StallWatch(after_s=30.0)
+    >>> [watch.look(at, committed, waiting) for at, committed, waiting in
+    ...  ((0, 100, 5), (20, 100, 40), (31, 100, 80), (32, 180, 3), (70, 180, 0), (90, 180, 9))]
+    [False, False, True, False, False, False]
+    """
+
+    after_s: float
+    committed: int | None = None
+    moved_at: float | None = None
+    """When the committed offsets last moved, or nothing waited (a monotonic clock's time)."""
+
+    def look(self, at: float, committed: int, waiting: int) -> bool:
+        """Note the group's ``committed`` offsets (summed over the partitions) and the messages
+        ``waiting`` past them at ``at``; whether the stage has stalled."""
+        if self.moved_at is None or committed != self.committed or waiting == 0:
+            self.committed, self.moved_at = committed, at
+            return False
+        return at - self.moved_at >= self.after_s

@@ -23,6 +23,11 @@ class LivenessMetrics(StageMetrics):
             "checks_skipped_total",
             "Checks not run because the consumer was behind or lacked partitions",
         )
+        self.stalled = self.gauge(
+            "upstream_stalled",
+            "1 while the stream stage has stalled (committed nothing on readings.raw for "
+            "liveness_stall_s while messages wait): no device is judged",
+        )
         self.activated = self.counter(
             "activated_total", "Provisioned devices made active by their first valid reading"
         )

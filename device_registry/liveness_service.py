@@ -23,7 +23,11 @@ the one writer of devices.
 
 Run one instance. It judges only while it holds every partition of ``readings`` and has caught
 up with them; while it is behind (a backlog after a restart or a database pause) it keeps
-learning but judges nothing, since every device would look silent.
+learning but judges nothing, since every device would look silent. Nor does it judge while
+the stream stage has stalled (:class:`~device_registry.liveness.StallWatch`: its group has
+committed nothing on ``readings.raw`` for ``liveness_stall_s`` while messages wait there):
+nothing reaches ``readings`` then, whatever the devices send, and judged, the whole fleet
+would go offline as one outage of the city.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from device_registry.liveness import (
     LivenessPolicy,
     Outage,
     PlacePath,
+    StallWatch,
     Watched,
     check,
     follow,
@@ -185,8 +190,14 @@ class LivenessService:
         store: LivenessStore,
         registry: CollectorRegistry,
         activate: Activate,
+        upstream: Callable[[], tuple[int, int]] | None = None,
     ) -> None:
+        """``upstream``: the stream group's committed offsets on ``readings.raw`` (summed) and
+        the messages waiting past them (:class:`StreamProgress`); None: not watched."""
         self.settings = settings
+        self.upstream = upstream
+        self.stall = StallWatch(settings.liveness_stall_s)
+        self._stalled_said = False
         self.devices = devices
         self.activate = activate
         self._unwatched: set[str] = set()
@@ -318,11 +329,38 @@ class LivenessService:
                 f"{left + len(failures)} liveness changes unconfirmed: {failures[:3]}",
             )
 
+    def _stalled(self) -> bool:
+        """Whether the stream stage has stalled (said in the log when that changes); the last
+        verdict while Kafka does not answer."""
+        if self.upstream is None:
+            return False
+        try:
+            committed, waiting = self.upstream()
+        except (KafkaException, kafka.KafkaUnavailable) as exc:
+            log.debug("the stream's progress on readings.raw is unreadable: %s", exc)
+            return self._stalled_said
+        stalled = self.stall.look(time.monotonic(), committed, waiting)
+        if stalled != self._stalled_said:
+            if stalled:
+                log.warning(
+                    "the stream stage has committed nothing on readings.raw for %.0f s while "
+                    "%d messages wait there: judging no device until it moves (the silence "
+                    "on readings is the pipeline's, not the devices')",
+                    self.settings.liveness_stall_s,
+                    waiting,
+                )
+            else:
+                log.info("the stream stage moves again: judging liveness")
+            self._stalled_said = stalled
+        self.metrics.stalled.set(int(stalled))
+        return stalled
+
     def check_once(self, stop: threading.Event) -> None:
-        """Judge (when caught up), publish, store, then commit what was consumed."""
+        """Judge (when caught up and the stream stage has not stalled), publish, store, then
+        commit what was consumed."""
         now = utc_now()
         outages: list[PlaceOutage] = []
-        if self._caught_up(now):
+        if not self._stalled() and self._caught_up(now):
             result = check(self.clocks, self.fleet, self.outages, now, self.policy)
             self.clocks, self.outages = result.clocks, result.outages
             self._dirty.update(result.changed)
@@ -414,6 +452,35 @@ class LivenessService:
             self.store.close()
 
 
+class StreamProgress:
+    """The stream group's progress on ``readings.raw``: its committed offsets, summed over the
+    partitions, and the messages past them (read by a consumer of the group's id that never
+    joins it)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.topic = settings.topic(Topic.READINGS_RAW)
+        self.bootstrap = settings.kafka_bootstrap
+        self.consumer = kafka.consumer(settings, settings.topic(settings.streams_app_id))
+        self._parts: list[TopicPartition] | None = None
+
+    def __call__(self) -> tuple[int, int]:
+        if self._parts is None:
+            count = kafka.partition_count(self.consumer, self.topic, 5.0)
+            self._parts = [TopicPartition(self.topic, p) for p in range(count)]
+        committed = waiting = 0
+        for tp in kafka.committed(self.consumer, self._parts, self.bootstrap, tries=1, timeout=5):
+            low, high = self.consumer.get_watermark_offsets(
+                TopicPartition(tp.topic, tp.partition), timeout=5, cached=False
+            )
+            at = max(tp.offset, low)
+            committed += at
+            waiting += max(0, high - at)
+        return committed, waiting
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
 class RegistryActivator:
     """:data:`Activate` through the device registry, on a connection of its own (reopened
     after a fault). The broker needs no change: a provisioned device's login already works."""
@@ -437,6 +504,7 @@ def run(settings: Settings, registry: CollectorRegistry, stop: threading.Event) 
     """The liveness service until ``stop`` is set."""
     producer = kafka.producer(settings)
     activator = RegistryActivator(settings, producer)
+    upstream = StreamProgress(settings)
     try:
         LivenessService(
             settings,
@@ -446,6 +514,8 @@ def run(settings: Settings, registry: CollectorRegistry, stop: threading.Event) 
             LivenessStore(settings),
             registry,
             activator,
+            upstream,
         ).run(stop)
     finally:
+        upstream.close()
         activator.close()

@@ -75,6 +75,10 @@ def private_stack(
         "sink_linger_ms": 100,
         "api_port": free_port(),
         "liveness_check_interval_s": 0.5,
+        # devices publishing every second go offline after 10 s of silence; a stream that
+        # commits nothing for 4 s while readings wait has stalled (it commits every 2.8 s)
+        "liveness_offline_factor": 10.0,
+        "liveness_stall_s": 4.0,
     }
     settings = Settings(**{**fields, **overrides})
     local = LocalStack(settings, MetricsPorts(*(free_port() for _ in range(5))))
@@ -527,6 +531,52 @@ def test_an_input_left_to_the_incident_desk_across_a_restart_balances(stack: Pip
     (line,) = [line for line in report["lines"] if line["check"].startswith("incidents_desk:")]
     assert line["ok"] is True, line
     print(f"the audit after the restart: {line['check']}")
+
+
+def test_a_stalled_stream_is_no_outage_of_the_devices_it_leaves_unheard(stack: Pipeline) -> None:
+    """The stream worker stopped (SIGSTOP, alive but reading nothing) while three devices of a
+    street go on publishing: nothing reaches ``readings``, and liveness judged them all
+    offline, one outage of the place (of the city, were the whole fleet there). It holds its
+    judgement while the stream's offsets on ``readings.raw`` stand still, says so in
+    ``cityvitals_liveness_upstream_stalled``, and judges again once the stream moves."""
+    from tests.integration.test_liveness import liveness_rows, reporting, statuses
+
+    district = f"d{uuid.uuid4().hex[:6]}"
+    place = f"faults/{district}/{district}s/{district}g"
+    devices = [stack.register("water_level", place) for _ in range(3)]
+    ids = [d for d, _ in devices]
+    port = stack.stack.metrics.of("liveness")
+
+    def stalled() -> float:
+        return sample_sum(scrape(port), "cityvitals_liveness_upstream_stalled")
+
+    worker = process(stack, "streams")
+    assert worker.popen is not None
+    with reporting(stack, devices):
+        wait_for(  # each judged by its cadence, a second: offline after 10 s of silence
+            lambda: (
+                (rows := liveness_rows(stack, ids)).keys() == set(ids)
+                and all(r[1] == "online" and r[3] <= 2 for r in rows.values())
+            ),
+            timeout=60,
+            what="the devices' cadence learned",
+        )
+        worker.popen.send_signal(signal.SIGSTOP)
+        try:
+            wait_for(lambda: stalled() == 1, timeout=30, what="the stall seen by liveness")
+            time.sleep(12)  # past the 10 s after which the devices would be offline
+            assert statuses(stack, ids) == {"online"}
+            assert not stack.query(
+                "SELECT outage_id FROM place_outages WHERE %s = ANY(place_path)", district
+            )
+        finally:
+            worker.popen.send_signal(signal.SIGCONT)
+        wait_for(lambda: stalled() == 0, timeout=60, what="the stream seen moving again")
+        time.sleep(3)  # judged again, on readings caught up
+        assert statuses(stack, ids) == {"online"}
+        assert not stack.query(
+            "SELECT outage_id FROM place_outages WHERE %s = ANY(place_path)", district
+        )
 
 
 def under_fault(stack: Pipeline, name: str) -> None:
