@@ -6,8 +6,9 @@ The stream polls the database every :data:`POLL_S` seconds through the sinks' re
 (:mod:`sinks.incidents`, :mod:`sinks.vitals`, :mod:`sinks.alerts`, :mod:`sinks.readings`) and
 sends only what changed, each an SSE event whose data is JSON:
 
-* ``incident``: an incident in the user's scope at a new revision (open ones at the start; one
-  that closed once, then no more);
+* ``incident``: an incident in the user's scope at a new revision, or when the level its
+  alerts fire at changes (open ones at the start, and those closed in the last
+  :data:`CLOSED_SHOWN`, for a shift's handover; one that closed once, then no more);
 * ``tile``: a vital sign of the user's place or one of its children (value, unit, band and the
   colour it is shown in, coverage, window and the trend against the previous window);
 * ``alerts``: the firing alerts in scope, counted by level;
@@ -35,7 +36,7 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from cityvitals.contracts import AlertStatus, Incident, WarningLevel
+from cityvitals.contracts import AlertStatus, Incident, IncidentState, WarningLevel
 from cityvitals.settings import Settings
 from device_registry.access import User
 from device_registry.api.auth import TOKEN_COOKIE, check_scope, require
@@ -71,6 +72,8 @@ KEEPALIVE_S = 15.0
 ASSETS = {"console.js": "text/javascript", "console.css": "text/css"}
 """The page's own files (``/console/assets/{name}``); nothing is loaded from elsewhere."""
 OPEN_INCIDENTS_MAX = 500
+CLOSED_SHOWN = timedelta(hours=12)
+"""How far back the stream's first snapshot lists closed incidents (a shift and its handover)."""
 
 
 def _asset(name: str) -> str:
@@ -185,6 +188,8 @@ class Watch:
     alerts: dict[str, int] | None = None
     refusals_after: datetime = field(default_factory=lambda: datetime.now(UTC))
     catalogue: Catalogue | None = None
+    closed_sent: bool = False
+    """Whether the incidents closed lately were sent (once, with the first snapshot)."""
 
 
 Event = tuple[str, Any]
@@ -248,6 +253,19 @@ def _incident_events(registry: Registry, watch: Watch) -> list[Event]:
             continue
         if user.sees(closed.place_path):
             out.append(("incident", _incident_json(closed)))
+    if not watch.closed_sent:  # the shift's closed ones, once: greyed, under the open ones
+        watch.closed_sent = True
+        lately = IncidentFilter(
+            state=IncidentState.CLOSED,
+            place=where.place,
+            since=datetime.now(UTC) - CLOSED_SHOWN,
+            limit=OPEN_INCIDENTS_MAX,
+        )
+        out += [
+            ("incident", _incident_json(i))
+            for i in list_incidents(registry.conn, lately)
+            if user.sees(i.place_path)
+        ]
     return out
 
 

@@ -156,6 +156,11 @@ def test_acknowledging_and_closing_from_the_page_changes_the_database(
     expect(page.locator("#actions button:visible")).to_have_text(["Reopen", "Note"])
     # Its limits are history now, not a countdown.
     expect(page.locator('#detail [data-field="accept_by"]')).to_contain_text("· ended: closed")
+    # Loaded again (the next shift), the console still lists it, greyed under the open ones.
+    page.reload()
+    expect(page.locator("#live")).to_have_text("live")
+    expect(row).to_have_attribute("data-state", "closed", timeout=SHOWS_UP_MS)
+    expect(row).to_have_class("closed")
 
 
 def test_a_department_operator_answers_its_dispatch_from_the_page(
