@@ -502,6 +502,34 @@ def test_a_row_shows_the_level_its_alerts_fire_at_now_beside_its_peak(
     expect(page.locator('#detail [data-field="handle_by"]')).to_contain_text("· met, handled ")
 
 
+def test_signals_joining_in_a_row_are_one_line_of_the_timeline(
+    page: Page, pipeline: Pipeline
+) -> None:
+    """A flood's five sensors and its camera join the incident one after another: their
+    attach steps are one line ("attach ×5"), so the steps people took stay in sight (9 of a
+    flood's 16 lines were attach steps)."""
+    from tests.integration.test_incidents import flood
+
+    open_console(page, pipeline, officer(pipeline))
+    street = Street(pipeline)
+    flood(street)
+    row = incident_row(page, street.street)
+    expect(row).to_be_visible(timeout=SHOWS_UP_MS)
+    wait_for(
+        lambda: len(pipeline.query(
+            "SELECT 1 FROM incident_transitions t JOIN incidents i USING (incident_id) "
+            "WHERE i.place_id = %s AND t.action = 'attach'", street.street,
+        )) >= 3,
+        timeout=SHOWS_UP_MS / 1000,
+        what="three signals joined",
+    )  # fmt: skip
+    row.click()
+    attached = page.locator('#detail .timeline li[data-action="attach"]')
+    expect(attached.first).to_contain_text("attach ×", timeout=10_000)
+    assert attached.count() < 3
+    expect(page.locator('#detail .timeline li[data-action="open"]')).to_be_visible()
+
+
 def test_a_tile_names_the_window_its_value_is_of(page: Page, pipeline: Pipeline) -> None:
     """A 5-minute window's deepest water is shown until the next is reported: the tile says
     which window (in the city's zone) beside how long ago it ended."""

@@ -264,6 +264,26 @@ function limit(incident, name, at, transitions = []) {
   return `${stamp(at)} · ended: ${incident.state}`;
 }
 
+// The timeline with the signals that joined the incident in a row (attach steps that change
+// nothing: a flood's sensors one after another) as one line, "attach ×9", their reasons in
+// its title: the steps people took stay in sight.
+function folded(transitions) {
+  const out = [];
+  for (const t of transitions) {
+    const last = out[out.length - 1];
+    const same = last && t.action === "attach" && last.action === "attach"
+      && last.actor === t.actor && last.to_state === t.to_state;
+    if (same) {
+      last.count += 1;
+      last.until = t.ts;
+      if (t.reason) last.reasons.push(t.reason);
+      continue;
+    }
+    out.push({ ...t, count: 1, until: null, reasons: t.reason ? [t.reason] : [] });
+  }
+  return out;
+}
+
 // A place's path by its names, as the list names places ("District 1 / Canal Street").
 function pathNames(path) {
   return path.map((id) => (state.places.get(id) || { name: id }).name).join(" / ");
@@ -422,10 +442,11 @@ async function showDetail(incidentId) {
       el("dt", {}, name), el("dd", { "data-field": name.replace(" ", "_") }, value),
     ])),
     el("h3", {}, "Timeline"),
-    el("ol", { class: "timeline" }, detail.transitions.map((t) => el(
-      "li", { "data-action": t.action },
-      `${stamp(t.ts)} · ${t.action} · ${t.from_state || "–"} → ${t.to_state} · ${t.actor}`,
-      t.reason ? ` · "${t.reason}"` : "",
+    el("ol", { class: "timeline" }, folded(detail.transitions).map((t) => el(
+      "li", { "data-action": t.action, title: t.reasons.length > 1 ? t.reasons.join("\n") : "" },
+      `${stamp(t.ts)}${t.until ? ` – ${stamp(t.until)}` : ""} · ${t.action}`
+        + `${t.count > 1 ? ` ×${t.count}` : ""} · ${t.from_state || "–"} → ${t.to_state} · ${t.actor}`,
+      t.reason ? ` · "${t.reason}${t.count > 1 ? " …" : ""}"` : "",
     ))),
     el("h3", {}, `Alerts (${detail.alerts.length})`),
     el("ul", {}, detail.alerts.map((a) => el(
