@@ -43,6 +43,7 @@ from device_registry.api.auth import TOKEN_COOKIE, check_scope, require
 from device_registry.api.bodies import NOT_FOUND, RETRY_LATER
 from device_registry.api.deps import PathId, Reader, pool
 from device_registry.api.errors import NotFound
+from device_registry.incident_publisher import incident_categories
 from device_registry.registry import Registry
 from rules.indicators import Catalogue
 from sinks import (
@@ -104,6 +105,9 @@ class ConsoleConfig(BaseModel):
     or every city for a city-wide user."""
     poll_s: float
     server_time: datetime
+    categories: dict[str, str] = {}
+    """The incident categories a citizen report may name (id -> title; empty when the
+    incident configuration cannot be read: the report form then says so)."""
 
 
 def home_places(user: User, registry: Registry) -> list[str]:
@@ -116,11 +120,16 @@ def home_places(user: User, registry: Registry) -> list[str]:
 def config(user: Reading, registry: Reader, request: Request) -> ConsoleConfig:
     """The city's time zone and the user's home places for the console."""
     settings: Settings = request.app.state.settings
+    try:
+        categories = incident_categories(settings)
+    except (OSError, ValueError):  # POST /reports names the file's fault (503)
+        categories = {}
     return ConsoleConfig(
         timezone=settings.timezone,
         home=home_places(user, registry),
         poll_s=POLL_S,
         server_time=datetime.now(UTC),
+        categories=categories,
     )
 
 

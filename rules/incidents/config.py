@@ -195,7 +195,9 @@ class IncidentConfig(_Strict):
         return GENERAL
 
     def category(self, name: str) -> Category:
-        return self.categories.get(name) or Category()
+        """The category of that name; one the file does not list has the defaults (``general``
+        titled "General", as the API's category lists name it)."""
+        return self.categories.get(name) or (_GENERAL if name == GENERAL else Category())
 
     def limits(
         self, tier: Tier, level: WarningLevel, category: str = GENERAL
@@ -238,3 +240,7 @@ def unmatched_rules(config: IncidentConfig, rule_ids: Iterable[str]) -> list[str
 
 
 Category.model_rebuild()
+
+
+_GENERAL = Category(title="General")
+"""``general``, where the file does not list it: what no category takes."""

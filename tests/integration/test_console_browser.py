@@ -530,6 +530,34 @@ def test_signals_joining_in_a_row_are_one_line_of_the_timeline(
     expect(page.locator('#detail .timeline li[data-action="open"]')).to_be_visible()
 
 
+def test_a_duty_officer_takes_a_hotline_call_from_the_page(page: Page, pipeline: Pipeline) -> None:
+    """A caller reports a fallen tree: the duty officer sends it from the console (it took
+    the API before), and its incident comes into the list; a report the API refuses says why."""
+    street = Street(pipeline)
+    street.sensor(0)  # its street is a place of the registry now
+    open_console(page, pipeline, officer(pipeline))
+    page.click("#report summary")
+    page.select_option("#report-place", street.street)
+    page.select_option("#report-category", "general")
+    page.fill("#report-text", "hotline: a fallen tree blocks the road")
+    page.click('#report-form button[type="submit"]')
+    expect(page.locator("#report-result")).to_contain_text("sent: its incident comes into the list")
+    row = incident_row(page, street.street)
+    expect(row).to_be_visible(timeout=SHOWS_UP_MS)
+    expect(row.locator("td.category")).to_have_text("general")
+    (text,) = pipeline.query(
+        "SELECT text FROM reports WHERE place_path[array_length(place_path, 1)] = %s",
+        street.street,
+    )[0]
+    assert text == "hotline: a fallen tree blocks the road"
+    page.evaluate("""() => document.querySelector("#report-category").append(
+        Object.assign(document.createElement("option"), {value: "nonesuch", text: "x"}))""")
+    page.select_option("#report-category", "nonesuch")
+    page.fill("#report-text", "a category the configuration does not have")
+    page.click('#report-form button[type="submit"]')
+    expect(page.locator("#report-result")).to_contain_text("no category 'nonesuch'")
+
+
 def test_a_tile_names_the_window_its_value_is_of(page: Page, pipeline: Pipeline) -> None:
     """A 5-minute window's deepest water is shown until the next is reported: the tile says
     which window (in the city's zone) beside how long ago it ended."""

@@ -175,6 +175,7 @@ async function start() {
   }
   const places = await call("GET", "/places");
   for (const place of places) state.places.set(place.place_id, place);
+  offerReports();
   drawMap();
   follow();
   tick();
@@ -231,6 +232,40 @@ function tick() {
       : `${age} ago`;
   }
 }
+
+// --- citizen reports: a duty officer takes a hotline call -------------------------------
+
+function offerReports() {
+  if (!(state.me.permissions || []).includes("reports.create")) return;
+  const places = [...state.places.values()].sort((a, b) => a.path.join("/").localeCompare(b.path.join("/")));
+  $("#report-place").replaceChildren(...places.map((p) => el(
+    "option", { value: p.place_id }, `${"  ".repeat(p.path.length - 1)}${named(p)}`,
+  )));
+  const categories = Object.entries(state.config.categories || {});
+  $("#report-category").replaceChildren(...categories.map(([id, title]) => el(
+    "option", { value: id }, title || id,
+  )));
+  $("#report").hidden = false;
+}
+
+$("#report-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const result = $("#report-result");
+  try {
+    const sent = await call("POST", "/reports", {
+      place_id: $("#report-place").value,
+      category: $("#report-category").value,
+      channel: $("#report-channel").value,
+      text: $("#report-text").value.trim(),
+    });
+    result.textContent = `report ${sent.report_id.slice(0, 8)} sent: its incident comes into the list`;
+    result.className = "result sent";
+    $("#report-text").value = "";
+  } catch (error) {
+    result.textContent = error.message;
+    result.className = "result refused";
+  }
+});
 
 // --- incidents ---------------------------------------------------------------------------
 
