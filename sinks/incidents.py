@@ -58,6 +58,7 @@ __all__ = [
     "find_incident",
     "get_incident",
     "incident_detail",
+    "last_reopened",
     "list_incidents",
     "open_work",
     "performance",
@@ -312,6 +313,17 @@ def find_incident(conn: Conn, given: str) -> str:
     """The id of the incident whose id is ``given`` or starts with it (:func:`sinks.ids.find_id`);
     raises :class:`UnknownIncident` or :class:`AmbiguousIncident`."""
     return find_id(conn, given, "incidents", "incident_id", UnknownIncident, AmbiguousIncident)
+
+
+def last_reopened(conn: Conn, incident_ids: Sequence[str]) -> dict[str, datetime]:
+    """When each of these incidents last reopened (one that never did is left out)."""
+    rows = fetch(
+        conn,
+        "SELECT incident_id, max(ts) AS at FROM incident_transitions"
+        " WHERE incident_id = ANY(%s) AND action = 'reopen' GROUP BY incident_id",
+        list(incident_ids),
+    )
+    return {r["incident_id"]: r["at"] for r in rows}
 
 
 def get_incident(conn: Conn, incident_id: str) -> Incident:

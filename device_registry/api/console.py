@@ -54,6 +54,7 @@ from sinks import (
     UnknownIncident,
     alert_rows,
     get_incident,
+    last_reopened,
     list_alerts,
     list_incidents,
     readings_around,
@@ -214,12 +215,17 @@ def poll(registry: Registry, watch: Watch, settings: Settings) -> list[Event]:
     ]
 
 
-def _incident_json(incident: Incident, now: str | None = None) -> dict[str, Any]:
+def _incident_json(
+    incident: Incident, now: str | None = None, reopened: datetime | None = None
+) -> dict[str, Any]:
     """The incident as the console shows it; one raised by alerts has ``level_now``, the
-    highest level its alerts fire at now (null: none fires), beside ``level``, its peak."""
+    highest level its alerts fire at now (null: none fires), beside ``level``, its peak; one
+    that reopened has ``reopened_at``, when it last did (its age counts from then)."""
     out = incident.model_dump(mode="json")
     if incident.alerts:
         out["level_now"] = now
+    if reopened is not None:
+        out["reopened_at"] = reopened.isoformat()
     return out
 
 
@@ -247,12 +253,18 @@ def _incident_events(registry: Registry, watch: Watch) -> list[Event]:
     )
     now_open = [i for i in list_incidents(registry.conn, where) if user.sees(i.place_path)]
     levels = _levels_now(registry, now_open)
+    changed = [  # sent again when it changed, or the level its alerts fire at
+        i
+        for i in now_open
+        if watch.incidents.get(i.incident_id) != (i.revision, levels[i.incident_id])
+    ]
+    reopened = last_reopened(registry.conn, [i.incident_id for i in changed]) if changed else {}
     out: list[Event] = []
-    for incident in now_open:  # sent again when it changed, or the level its alerts fire at
-        sent = (incident.revision, levels[incident.incident_id])
-        if watch.incidents.get(incident.incident_id) != sent:
-            watch.incidents[incident.incident_id] = sent
-            out.append(("incident", _incident_json(incident, sent[1])))
+    for incident in changed:
+        now = levels[incident.incident_id]
+        watch.incidents[incident.incident_id] = (incident.revision, now)
+        reopen = reopened.get(incident.incident_id)
+        out.append(("incident", _incident_json(incident, now, reopen)))
     gone = set(watch.incidents) - {i.incident_id for i in now_open}
     for incident_id in sorted(gone):  # closed since: sent once more, then forgotten
         del watch.incidents[incident_id]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -556,6 +557,27 @@ def test_a_duty_officer_takes_a_hotline_call_from_the_page(page: Page, pipeline:
     page.fill("#report-text", "a category the configuration does not have")
     page.click('#report-form button[type="submit"]')
     expect(page.locator("#report-result")).to_contain_text("no category 'nonesuch'")
+
+
+def test_a_reopened_incident_s_age_counts_from_its_reopening(
+    page: Page, pipeline: Pipeline, admin_token: str
+) -> None:
+    """Reopened, an incident's age counted from its first opening: a flood reopened a minute
+    ago read as half an hour unattended. It counts from the reopening now, marked ↺."""
+    open_console(page, pipeline, officer(pipeline))
+    street = flooded(pipeline)
+    row = incident_row(page, street.street)
+    expect(row).to_be_visible(timeout=SHOWS_UP_MS)
+    incident_id = row.get_attribute("data-incident-id")
+    expect(row.locator("td.age")).not_to_contain_text("↺")
+    with api_client(pipeline.settings, admin_token) as api:
+        for action, state in (("close", "closed"), ("reopen", "dispatched")):
+            body = {"action": action, "reason": f"{action} from a test"}
+            sent = api.post(f"/incidents/{incident_id}/actions", json=body)
+            assert sent.status_code == 202, sent.text
+            expect(row).to_have_attribute("data-state", state, timeout=SHOWS_UP_MS)
+    expect(row.locator("td.age")).to_contain_text("↺")
+    expect(row.locator("td.age")).to_have_attribute("title", re.compile(r"^reopened .*; opened "))
 
 
 def test_a_tile_names_the_window_its_value_is_of(page: Page, pipeline: Pipeline) -> None:

@@ -219,7 +219,7 @@ function tick() {
   for (const row of document.querySelectorAll("#incidents tbody tr")) {
     const incident = state.incidents.get(row.dataset.incidentId);
     if (!incident) continue;
-    row.querySelector(".age").textContent = duration(since(incident.opened_at));
+    row.querySelector(".age").textContent = age(incident);
     paintSla(row.querySelector(".sla"), incident);
   }
   for (const tile of document.querySelectorAll(".tile[data-window-end]")) {
@@ -324,6 +324,13 @@ function pathNames(path) {
   return path.map((id) => (state.places.get(id) || { name: id }).name).join(" / ");
 }
 
+// How long it has been open: since it last reopened, if it did ("1m 30s ↺"; a red flood
+// reopened a minute ago read as half an hour unattended, counted from its first opening).
+function age(incident) {
+  return incident.reopened_at
+    ? `${duration(since(incident.reopened_at))} ↺` : duration(since(incident.opened_at));
+}
+
 function paintSla(cell, incident) {
   const due = deadline(incident);
   if (!due && incident.state === "handled" && incident.level_now) {
@@ -404,7 +411,12 @@ function drawIncidents() {
         title: incident.acknowledged_by
           ? `${incident.acknowledged_by}, acknowledged ${stamp(incident.acknowledged_at)}` : "",
       }, incident.acknowledged_by || "–"),
-      el("td", { class: "age", "data-label": "Age" }, duration(since(incident.opened_at))),
+      el("td", {
+        class: "age",
+        "data-label": "Age",
+        title: incident.reopened_at
+          ? `reopened ${stamp(incident.reopened_at)}; opened ${stamp(incident.opened_at)}` : "",
+      }, age(incident)),
     );
     paintSla(row.querySelector(".sla"), incident);
     row.addEventListener("click", () => select(incident.incident_id));
