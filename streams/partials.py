@@ -54,7 +54,9 @@ class _Feed:
     spec: IndicatorSpec
     spec_id: str
     """``spec.id``, held here: read at every reading, and reading a model's field costs more."""
-    fold: Callable[[IndicatorSpec, dict[str, float], Mapping[str, float], float], None]
+    fold: Callable[
+        [IndicatorSpec, dict[str, float], Mapping[str, float], Mapping[str, float], float], None
+    ]
     metrics: frozenset[str]
     every_reading: bool
     window_s: int
@@ -157,10 +159,10 @@ class Partials:
         offset: int,
         interval: float | None = None,
     ) -> bool:
-        """Fold one enriched reading, from the input message at ``offset``, in. Its values
-        weigh the seconds since the device's previous reading (its marks' latest instant
-        before it; else ``interval``, its profile's, else :data:`FIRST_WEIGHT_S`), at most an
-        indicator's window: see :mod:`rules.indicators.base`.
+        """Fold one enriched reading, from the input message at ``offset``, in. Each value
+        weighs the seconds since the device's previous value of its metric (:func:`_gaps`),
+        at most twice ``interval`` (its profile's) and an indicator's window: see
+        :mod:`rules.indicators.base`.
 
         ``marks`` (a device's, updated in place: :func:`copy_marks` makes them from the
         stored ones, and an indicator's windows are copied before they change) holds, per
@@ -168,7 +170,7 @@ class Partials:
         was counted at and the window's start, each with the message that counted it (``c``: ``{indicator: {place: {start: offset}}}``, the place
         as :func:`place_key` gives it, the start in seconds since 1970), and the instants of
         its recent readings (in microseconds since 1970; marks written before hold them in ISO
-        form) with their messages (``t``), and the latest of all its instants (``l``).
+        form) with their messages (``t``), and the latest instant of each metric (``l``).
         A device counts once per window at each place: a reading that comes out of
         order into a window already counted is not counted again, and a device that moves
         within a window counts at its new places but not again at those they share. A reading whose instant came before in
@@ -206,21 +208,6 @@ class Partials:
                     break
         if seen is not None and seen != offset:
             return False
-        # The seconds since the device's previous reading: its latest instant (``l``) when
-        # this one comes after it, as most do; else the latest of the recent ones before it
-        # (the same when a message is processed again: its instant is then among them).
-        latest = marks.get("l")
-        before = -1
-        if latest is not None and latest < instant:
-            before = latest
-        else:
-            for entry in recent:
-                t = entry[0]
-                if before < t < instant:
-                    before = t
-        if latest is None or latest < instant:
-            marks["l"] = instant
-        since = (instant - before) / 1e6 if before >= 0 else (interval or FIRST_WEIGHT_S)
         if seen is None:
             recent.append([instant, offset])
             if index is not None:
@@ -234,6 +221,10 @@ class Partials:
         feeds = self._feeding.get(reading.device_type or "", ())
         if not feeds:
             return True
+        gaps = _gaps(marks, recent, values, instant, interval)
+        # a value stands for twice its device's interval at most (one back after hours of
+        # silence is no measure of them), and for its window at most
+        most = 2.0 * interval if interval else _FOREVER
         seconds = instant // 1_000_000
         for feed in feeds:
             if not feed.every_reading and feed.metrics.isdisjoint(values):
@@ -243,7 +234,7 @@ class Partials:
             state = self._judged.get(judged)
             if state is None:
                 state = self._judged[judged] = self._count(feed, reading, marks, offset, start)
-            feed.fold(feed.spec, state, values, min(since, feed.window_s))
+            feed.fold(feed.spec, state, values, gaps, min(most, feed.window_s))
         return True
 
     def _index(self, device_id: str, recent: list[list[Any]]) -> dict[int, int] | None:
@@ -342,6 +333,53 @@ class Partials:
         ]
 
 
+_FOREVER: Final = float("inf")
+
+
+def _gaps(
+    marks: dict[str, Any],
+    recent: list[list[Any]],
+    values: Mapping[str, float],
+    instant: int,
+    interval: float | None,
+) -> dict[str, float]:
+    """The seconds each metric of ``values`` stands for: since the device's previous value of
+    it (``marks["l"]``: the latest instant of each metric, moved on here), else, for one not
+    newer than that (out of order, or a message processed again), since the device's latest
+    reading of any metric before it (its recent instants), else (the first value of it)
+    ``interval``, its profile's, or :data:`FIRST_WEIGHT_S`. A station's status
+    every minute does not shorten its PM2.5 every ten minutes, nor a pollutant sent a second
+    after another.
+
+    >>> marks = {"l": {"pm25": 0}}
+    >>> _gaps(marks, [[0, 1]], {"pm25": 5.0, "co": 1.0}, 600_000_000, 60.0), marks["l"]
+    ({'pm25': 600.0, 'co': 60.0}, {'pm25': 600000000, 'co': 600000000})
+    """
+    latest = marks.get("l")
+    if not isinstance(latest, dict):  # none yet (or an earlier form): begun afresh
+        latest = marks["l"] = {}
+    first = interval or FIRST_WEIGHT_S
+    out: dict[str, float] = {}
+    for metric in values:
+        last = latest.get(metric)
+        if last is None:
+            out[metric] = first
+        elif last < instant:
+            out[metric] = (instant - last) / 1e6
+            latest[metric] = instant
+            continue
+        else:  # out of order: the device's latest reading before it
+            before = -1
+            for entry in recent:
+                t = entry[0]
+                if before < t < instant:
+                    before = t
+            out[metric] = (instant - before) / 1e6 if before >= 0 else first
+            continue
+        latest[metric] = instant
+    return out
+
+
 def _in_micros(recent: list[list[Any]]) -> list[list[Any]]:
     """Recent instants kept in their ISO form (by marks written before they were kept in
     microseconds) in microseconds, the rest as they are.
@@ -434,8 +472,8 @@ def copy_marks(stored: dict[str, Any] | None) -> dict[str, Any]:
     {'t': [[1, 7]], 'c': {'noise': {'c/d': {'300': 7}}}}
     >>> copy_marks({"w": {"noise": ["1970-01-01T00:05:00+00:00", 7]}})["c"]
     {'noise': {'*': {'300': 7}}}
-    >>> copy_marks({"t": [[2000000, 8]], "c": {}, "l": 2000000})["l"]
-    2000000
+    >>> copy_marks({"t": [[2000000, 8]], "c": {}, "l": {"pm25": 2000000}})["l"]
+    {'pm25': 2000000}
     """
     if not stored:
         return {"t": [], "c": {}}
@@ -454,6 +492,6 @@ def copy_marks(stored: dict[str, Any] | None) -> dict[str, Any]:
                 by_place.setdefault(place, {}).setdefault(seconds, offset)
     out: dict[str, Any] = {"t": list(stored.get("t", [])), "c": counted}
     latest = stored.get("l")
-    if latest is not None:
-        out["l"] = latest
+    if isinstance(latest, dict):  # changed in place by the batch: a copy
+        out["l"] = dict(latest)
     return out

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from rules.indicators.aqi import AQI_BANDS, IAQI_2026, iaqi
-from rules.indicators.base import Detail, Formula, combine
+from rules.indicators.base import NO_GAPS, Detail, Formula, combine
 from rules.indicators.catalogue import (
     Catalogue,
     IndicatorSpec,
@@ -57,11 +57,15 @@ _HIGHEST = frozenset().union(*(f.highest for f in FORMULAS.values()))
 
 
 def fold(
-    spec: IndicatorSpec, state: dict[str, float], values: Mapping[str, float], weight: float = 1.0
+    spec: IndicatorSpec,
+    state: dict[str, float],
+    values: Mapping[str, float],
+    gaps: Mapping[str, float] = NO_GAPS,
+    most: float = math.inf,
 ) -> None:
-    """Add one reading's values to a window state, in place; ``weight``: the seconds they stand
-    for (see :mod:`rules.indicators.base`)."""
-    FORMULAS[spec.kind].fold(spec, state, values, weight)
+    """Add one reading's values to a window state, in place; ``gaps``: the seconds each metric's
+    value stands for, at most ``most`` (see :mod:`rules.indicators.base`)."""
+    FORMULAS[spec.kind].fold(spec, state, values, gaps, most)
 
 
 def merge(into: dict[str, float], other: Mapping[str, float]) -> None:

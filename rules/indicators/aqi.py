@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from cityvitals.contracts import WarningLevel
-from rules.indicators.base import Band, Detail, Formula, beyond
+from rules.indicators.base import NO_GAPS, Band, Detail, Formula, beyond
 
 if TYPE_CHECKING:
     from rules.indicators.catalogue import IndicatorSpec
@@ -109,11 +109,13 @@ class Aqi(Formula):
         spec: IndicatorSpec,
         state: dict[str, float],
         values: Mapping[str, float],
-        weight: float = 1.0,
+        gaps: Mapping[str, float] = NO_GAPS,
+        most: float = math.inf,
     ) -> None:
         for pollutant, n, w, s in _STATE_KEYS:
             v = values.get(pollutant)
             if v is not None:
+                weight = min(gaps.get(pollutant, 1.0), most)
                 state[n] = state.get(n, 0.0) + 1
                 state[w] = state.get(w, 0.0) + weight
                 state[s] = state.get(s, 0.0) + weight * v

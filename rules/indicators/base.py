@@ -7,7 +7,8 @@ finishing, gives the value of folding them all. ``n`` counts samples (``n.<metri
 metric where a formula reads several).
 
 A sample comes with its *weight*, the seconds it stands for (the time since its device's
-previous reading, at most the window): a formula that averages weighs each sample by it
+previous value of the metric, at most the window): a formula that averages weighs each value
+by it
 (``w``, ``w.<metric>``: the weights' sums), so a device counts for the time it covers, and a
 station reporting every minute weighs as much as one reporting every hour, as the national
 method averages each station's mean. A state written before weights has no ``w``: its
@@ -16,6 +17,7 @@ samples weigh one each.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
@@ -26,7 +28,17 @@ from cityvitals.contracts import WarningLevel
 if TYPE_CHECKING:
     from rules.indicators.catalogue import IndicatorSpec
 
-__all__ = ["SUMMED_MAX", "Band", "Detail", "Formula", "OneMetric", "Rollup", "beyond", "combine"]
+__all__ = [
+    "NO_GAPS",
+    "SUMMED_MAX",
+    "Band",
+    "Detail",
+    "Formula",
+    "OneMetric",
+    "Rollup",
+    "beyond",
+    "combine",
+]
 
 Band = tuple[str, float | None]
 Detail = dict[str, float | str]
@@ -45,6 +57,9 @@ def combine(into: dict[str, float], other: Mapping[str, float], highest: frozens
         else:
             into[key] = into.get(key, 0.0) + value
 
+
+NO_GAPS: Mapping[str, float] = MappingProxyType({})
+"""No weights given: every value weighs one."""
 
 SUMMED_MAX = 1e15
 """The largest value (either sign) a formula that sums values folds: far past any quantity a
@@ -101,9 +116,11 @@ class Formula(ABC):
         spec: IndicatorSpec,
         state: dict[str, float],
         values: Mapping[str, float],
-        weight: float = 1.0,
+        gaps: Mapping[str, float] = NO_GAPS,
+        most: float = math.inf,
     ) -> None:
-        """Add one reading's values, each of ``weight``, to a window state, in place."""
+        """Add one reading's values to a window state, in place, each weighing the seconds
+        ``gaps`` gives its metric (one, where it gives none), at most ``most``."""
 
     def units(self, spec: IndicatorSpec) -> Mapping[str, str]:
         """The unit each metric it reads must come in (a profile's ``unit`` of the metric),
@@ -146,11 +163,13 @@ class OneMetric(Formula):
         spec: IndicatorSpec,
         state: dict[str, float],
         values: Mapping[str, float],
-        weight: float = 1.0,
+        gaps: Mapping[str, float] = NO_GAPS,
+        most: float = math.inf,
     ) -> None:
         assert spec.metric is not None
         v = values.get(spec.metric)
         if v is not None:
+            weight = min(gaps.get(spec.metric, 1.0), most)
             self.add(state, v, weight)  # first: a value it raises on is not counted
             state["n"] = state.get("n", 0.0) + 1
             state["w"] = state.get("w", 0.0) + weight

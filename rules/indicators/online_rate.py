@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from rules.indicators.base import Detail, Formula
+from rules.indicators.base import NO_GAPS, Detail, Formula
 
 if TYPE_CHECKING:
     from rules.indicators.catalogue import IndicatorSpec
@@ -23,7 +24,8 @@ class OnlineRate(Formula):
         spec: IndicatorSpec,
         state: dict[str, float],
         values: Mapping[str, float],
-        weight: float = 1.0,
+        gaps: Mapping[str, float] = NO_GAPS,
+        most: float = math.inf,
     ) -> None:
         return  # the devices that report are counted by the caller
 

@@ -37,7 +37,8 @@ def folded(spec: IndicatorSpec, values: list[Sample]) -> dict[str, float]:
     readings weigh the time since its previous one."""
     state: dict[str, float] = {}
     for v in values:
-        fold(spec, state, v, weight=float(1 + int(sum(v.values()) * 37) % 300))
+        weight = float(1 + int(sum(v.values()) * 37) % 300)
+        fold(spec, state, v, dict.fromkeys(v, weight))
     return state
 
 
@@ -115,8 +116,8 @@ def test_a_formula_that_averages_weighs_its_samples(spec: IndicatorSpec) -> None
     metrics = sorted(spec.metrics()) or ["m"]
     low, high = {m: 20.0 for m in metrics}, {m: 90.0 for m in metrics}
     heavy: dict[str, float] = {}
-    fold(spec, heavy, low, weight=3.0)
-    fold(spec, heavy, high, weight=1.0)
+    fold(spec, heavy, low, dict.fromkeys(low, 3.0))
+    fold(spec, heavy, high, dict.fromkeys(high, 1.0))
     many: dict[str, float] = {}
     for v in (low, low, low, high):
         fold(spec, many, v)
