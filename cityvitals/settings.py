@@ -134,9 +134,12 @@ class Settings(BaseSettings):
     """Late after this many expected intervals without a reading."""
     liveness_offline_factor: Annotated[float, Field(gt=1)] = 4.0
     """Offline after this many expected intervals without a reading."""
-    liveness_stall_s: Annotated[float, Field(gt=0)] = 30.0
-    """The stream stage committing nothing on ``readings.raw`` this long while messages wait
-    there is a stalled pipeline, not silent devices: liveness judges no device meanwhile."""
+    liveness_stall_s: Annotated[float, Field(gt=0)] = 10.0
+    """The stream stage committing nothing on a partition of ``readings.raw`` this long while
+    messages wait there is a stalled pipeline, not silent devices: liveness judges no device
+    until it has worked them off. It commits every 2.8 s; keep this, with
+    ``liveness_check_interval_s``, under the time the fastest devices take to go offline
+    (``liveness_offline_factor`` times their interval)."""
     outage_min_devices: Annotated[int, Field(ge=2)] = 3
     outage_silent_fraction: Annotated[float, Field(gt=0, le=1)] = 0.8
     """A place is out when at least this share of its (at least ``outage_min_devices``)

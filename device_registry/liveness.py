@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from cityvitals.contracts import (
@@ -423,27 +423,48 @@ def _announce(
 
 @dataclass
 class StallWatch:
-    """Whether the stream stage stalled: its group's committed offsets on ``readings.raw``
-    have not moved for ``after_s`` seconds while messages wait there. Then the readings it
-    would have sent on are not coming, whatever the devices do, and their silence on
-    ``readings`` is the pipeline's: judged, every device would go offline, one outage for the
-    whole city.
+    """Which partitions of ``readings.raw`` the stream stage has stalled on: its group's
+    committed offset there has not moved for ``after_s`` seconds while messages wait past it,
+    or, after such a stall, has not yet reached where the partition ended when it moved
+    again (the backlog the stall left). The readings they hold are not reaching ``readings``,
+    whatever the devices do: judged, their devices would go offline, one outage for each
+    place, for the whole city when every partition stalls. One partition is enough: one hung
+    worker of several.
 
     >>> watch = StallWatch(after_s=30.0)
-    >>> [watch.look(at, committed, waiting) for at, committed, waiting in
-    ...  ((0, 100, 5), (20, 100, 40), (31, 100, 80), (32, 180, 3), (70, 180, 0), (90, 180, 9))]
-    [False, False, True, False, False, False]
+    >>> looks = [(0, 100, 105), (20, 100, 140), (31, 100, 180), (32, 150, 190), (40, 185, 200),
+    ...          (45, 195, 200), (70, 200, 200), (90, 200, 209)]
+    >>> [watch.look(at, {0: (committed, end)}) for at, committed, end in looks]
+    [[], [], [0], [0], [], [], [], []]
+    >>> two = StallWatch(after_s=30.0)  # one worker of two hangs: its partition is held
+    >>> [two.look(at, {0: (10 * at, 10 * at + 5), 1: (7, 9 + at)}) for at in (0, 20, 40)]
+    [[], [], [1]]
     """
 
     after_s: float
-    committed: int | None = None
-    moved_at: float | None = None
-    """When the committed offsets last moved, or nothing waited (a monotonic clock's time)."""
+    moved: dict[int, tuple[int, float]] = field(default_factory=dict)
+    """Per partition, its committed offset and when it last moved (or nothing waited), on a
+    monotonic clock."""
+    backlog: dict[int, int] = field(default_factory=dict)
+    """Per partition that stalled, the end the stream must reach before it counts as caught
+    up: where the partition ended at the last look of the stall."""
 
-    def look(self, at: float, committed: int, waiting: int) -> bool:
-        """Note the group's ``committed`` offsets (summed over the partitions) and the messages
-        ``waiting`` past them at ``at``; whether the stage has stalled."""
-        if self.moved_at is None or committed != self.committed or waiting == 0:
-            self.committed, self.moved_at = committed, at
-            return False
-        return at - self.moved_at >= self.after_s
+    def look(self, at: float, partitions: Mapping[int, tuple[int, int]]) -> list[int]:
+        """Note each partition's committed offset and end at ``at``; the partitions stalled,
+        or still working off a stall's backlog."""
+        held = []
+        for partition, (committed, end) in sorted(partitions.items()):
+            last = self.moved.get(partition)
+            if last is None or committed != last[0] or committed >= end:
+                self.moved[partition] = (committed, at)
+            elif at - last[1] >= self.after_s:
+                self.backlog[partition] = end
+                held.append(partition)
+                continue
+            target = self.backlog.get(partition)
+            if target is not None:
+                if committed < target:
+                    held.append(partition)
+                else:
+                    del self.backlog[partition]
+        return held

@@ -190,10 +190,10 @@ class LivenessService:
         store: LivenessStore,
         registry: CollectorRegistry,
         activate: Activate,
-        upstream: Callable[[], tuple[int, int]] | None = None,
+        upstream: Callable[[], dict[int, tuple[int, int]]] | None = None,
     ) -> None:
-        """``upstream``: the stream group's committed offsets on ``readings.raw`` (summed) and
-        the messages waiting past them (:class:`StreamProgress`); None: not watched."""
+        """``upstream``: per partition of ``readings.raw``, the stream group's committed
+        offset and the partition's end (:class:`StreamProgress`); None: not watched."""
         self.settings = settings
         self.upstream = upstream
         self.stall = StallWatch(settings.liveness_stall_s)
@@ -330,27 +330,33 @@ class LivenessService:
             )
 
     def _stalled(self) -> bool:
-        """Whether the stream stage has stalled (said in the log when that changes); the last
+        """Whether the stream stage has stalled on a partition of ``readings.raw``, or is
+        still working off a stall's backlog (said in the log when that changes); the last
         verdict while Kafka does not answer."""
         if self.upstream is None:
             return False
         try:
-            committed, waiting = self.upstream()
+            offsets = self.upstream()
         except (KafkaException, kafka.KafkaUnavailable) as exc:
             log.debug("the stream's progress on readings.raw is unreadable: %s", exc)
             return self._stalled_said
-        stalled = self.stall.look(time.monotonic(), committed, waiting)
+        held = self.stall.look(time.monotonic(), offsets)
+        stalled = bool(held)
         if stalled != self._stalled_said:
             if stalled:
+                waiting = sum(max(0, offsets[p][1] - offsets[p][0]) for p in held)
                 log.warning(
-                    "the stream stage has committed nothing on readings.raw for %.0f s while "
-                    "%d messages wait there: judging no device until it moves (the silence "
-                    "on readings is the pipeline's, not the devices')",
+                    "the stream stage has committed nothing on readings.raw partition%s %s "
+                    "for %.0f s while %d messages wait there: judging no device until it has "
+                    "worked them off (the silence on readings is the pipeline's, not the "
+                    "devices')",
+                    "" if len(held) == 1 else "s",
+                    ", ".join(map(str, held)),
                     self.settings.liveness_stall_s,
                     waiting,
                 )
             else:
-                log.info("the stream stage moves again: judging liveness")
+                log.info("the stream stage has worked off the stall's backlog: judging liveness")
             self._stalled_said = stalled
         self.metrics.stalled.set(int(stalled))
         return stalled
@@ -453,9 +459,8 @@ class LivenessService:
 
 
 class StreamProgress:
-    """The stream group's progress on ``readings.raw``: its committed offsets, summed over the
-    partitions, and the messages past them (read by a consumer of the group's id that never
-    joins it)."""
+    """The stream group's progress on ``readings.raw``: per partition, its committed offset
+    and the partition's end (read by a consumer of the group's id that never joins it)."""
 
     def __init__(self, settings: Settings) -> None:
         self.topic = settings.topic(Topic.READINGS_RAW)
@@ -463,19 +468,17 @@ class StreamProgress:
         self.consumer = kafka.consumer(settings, settings.topic(settings.streams_app_id))
         self._parts: list[TopicPartition] | None = None
 
-    def __call__(self) -> tuple[int, int]:
+    def __call__(self) -> dict[int, tuple[int, int]]:
         if self._parts is None:
             count = kafka.partition_count(self.consumer, self.topic, 5.0)
             self._parts = [TopicPartition(self.topic, p) for p in range(count)]
-        committed = waiting = 0
+        out = {}
         for tp in kafka.committed(self.consumer, self._parts, self.bootstrap, tries=1, timeout=5):
             low, high = self.consumer.get_watermark_offsets(
                 TopicPartition(tp.topic, tp.partition), timeout=5, cached=False
             )
-            at = max(tp.offset, low)
-            committed += at
-            waiting += max(0, high - at)
-        return committed, waiting
+            out[tp.partition] = (max(tp.offset, low), high)
+        return out
 
     def close(self) -> None:
         self.consumer.close()

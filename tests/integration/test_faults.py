@@ -75,8 +75,10 @@ def private_stack(
         "sink_linger_ms": 100,
         "api_port": free_port(),
         "liveness_check_interval_s": 0.5,
-        # devices publishing every second go offline after 10 s of silence; a stream that
-        # commits nothing for 4 s while readings wait has stalled (it commits every 2.8 s)
+        # devices publishing every second go late after 8 s of silence and offline after
+        # 10 s; a stream that commits nothing for 4 s while readings wait has stalled (it
+        # commits every 2.8 s, so a stall is seen 4 to 7 s after it began)
+        "liveness_late_factor": 8.0,
         "liveness_offline_factor": 10.0,
         "liveness_stall_s": 4.0,
     }
