@@ -30,6 +30,7 @@ from cityvitals.contracts import (
     Indicator,
     IndicatorBatch,
     MembershipChange,
+    PlaceLevel,
 )
 from rules.indicators import (
     FORMULAS,
@@ -41,6 +42,8 @@ from rules.indicators import (
     window_start,
 )
 from streams.partials import KEEP, LEVELS, Partials
+
+_WIDE = frozenset({PlaceLevel.CITY, PlaceLevel.DISTRICT})
 
 __all__ = ["KEEP", "MAX_CATCH_UP", "Partials", "apply", "close", "membership"]
 
@@ -147,7 +150,9 @@ def close(
         if level not in spec.levels:
             continue
         expected = sum(int(memory["m"].get(t, 0)) for t in spec.device_types)
-        worst_of = FORMULAS[spec.kind].rollup == "max"
+        # a worst-of value with a device silent is a lower bound: said at a street and below,
+        # where one sensor matters (a city of hundreds always misses one)
+        worst_of = FORMULAS[spec.kind].rollup == "max" and level not in _WIDE
         width = spec.window
         prefix = f"{spec.id}|"
         mine = {k: v for k, v in mem["w"].items() if k.startswith(prefix)}
