@@ -11,8 +11,9 @@ mean for a sound level; their range, and their mean coverage).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import psycopg
 
@@ -252,12 +253,54 @@ def history(
     else:
         if rollup is None:
             raise ValueError(f"a {resolution} history needs the indicator's rollup")
+        first, last = whole_buckets(start, end, resolution, zone)
+        # A day is the city's, on its clocks (23 or 25 hours at a change of time); an hour is
+        # an hour of real time, from the city's hours (the hour the clocks go back to is two).
+        binned: tuple[str, tuple[object, ...]] = (
+            (
+                "date_bin(%s::interval, window_start AT TIME ZONE %s, TIMESTAMP '2000-01-01')"
+                " AT TIME ZONE %s",
+                (width, zone, zone),
+            )
+            if resolution == "1d"
+            else (
+                "date_bin(%s::interval, window_start, TIMESTAMP '2000-01-01' AT TIME ZONE %s)",
+                (width, zone),
+            )
+        )
         rows = conn.execute(
-            "SELECT date_bin(%s::interval, window_start AT TIME ZONE %s, TIMESTAMP '2000-01-01')"
-            f" AT TIME ZONE %s AS b, {ROLLED[rollup]}, min(value), max(value), avg(coverage),"
+            f"SELECT {binned[0]} AS b, {ROLLED[rollup]}, min(value), max(value), avg(coverage),"
             " count(*) FROM indicators "
             "WHERE place_id = %s AND indicator = %s AND window_start >= %s AND window_start < %s "
             "GROUP BY b ORDER BY b",
-            (width, zone, zone, place_id, indicator, start, end),
+            (*binned[1], place_id, indicator, first, last),
         ).fetchall()
     return [HistoryPoint(*row) for row in rows]
+
+
+def whole_buckets(
+    start: datetime, end: datetime, resolution: Resolution, zone: str
+) -> tuple[datetime, datetime]:
+    """``[start, end)`` widened to whole buckets: to the city's midnights for days, to whole
+    hours for hours (a day asked for from a time in it, or from a UTC midnight in Shanghai, is
+    the whole day, not its last 16 hours).
+
+    >>> from datetime import UTC
+    >>> a, b = whole_buckets(datetime(2026, 7, 1, tzinfo=UTC), datetime(2026, 7, 3, tzinfo=UTC),
+    ...                      "1d", "Asia/Shanghai")
+    >>> a.isoformat(), b.isoformat()
+    ('2026-07-01T00:00:00+08:00', '2026-07-04T00:00:00+08:00')
+    >>> [t.isoformat() for t in whole_buckets(datetime(2026, 7, 1, 8, 20, tzinfo=UTC),
+    ...                                       datetime(2026, 7, 1, 9, 0, tzinfo=UTC), "1h", "UTC")]
+    ['2026-07-01T08:00:00+00:00', '2026-07-01T09:00:00+00:00']
+    """
+    tz = ZoneInfo(zone)
+    if resolution == "1d":
+        first = datetime.combine(start.astimezone(tz).date(), time(), tz)
+        last_day = (end - timedelta(microseconds=1)).astimezone(tz).date() + timedelta(days=1)
+        return first, datetime.combine(last_day, time(), tz)
+    hour = timedelta(hours=1)
+    origin = datetime(2000, 1, 1, tzinfo=tz).astimezone(UTC)  # the city's hours, in real time
+    first = origin + (start - origin) // hour * hour
+    last = origin - (origin - end) // hour * hour
+    return first, last

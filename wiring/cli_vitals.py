@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from typing import Annotated, Any
 
 import typer
@@ -104,6 +104,22 @@ def render_now(places: list[PlaceVitals], zone: tzinfo, now: datetime) -> list[s
     return lines
 
 
+def _bucket_s(start: datetime, resolution: str, zone: tzinfo) -> float:
+    """How long the bucket that begins at ``start`` is, in seconds: an hour, or the city's day
+    (23 or 25 hours when its clocks change).
+
+    >>> from zoneinfo import ZoneInfo
+    >>> berlin = ZoneInfo("Europe/Berlin")
+    >>> _bucket_s(datetime(2026, 10, 25, tzinfo=berlin), "1d", berlin) / 3600
+    25.0
+    """
+    if resolution != "1d":
+        return 3600.0
+    day = start.astimezone(zone).date()
+    after = datetime.combine(day + timedelta(days=1), time(), zone).astimezone(UTC)
+    return (after - datetime.combine(day, time(), zone).astimezone(UTC)).total_seconds()
+
+
 def _local(value: Any, zone: tzinfo) -> Any:
     """A JSON-ready copy of dataclasses, with times in the city's zone (ISO, with offset)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -178,10 +194,11 @@ def vitals(
                         f"and {last.astimezone(zone):%Y-%m-%d %H:%M} ({indicator} is reported "
                         f"every {width}, a little after each window ends)"
                     )
-                bucket = {"1h": 3600, "1d": 86400}.get(resolution)
-                per = bucket // catalogue.by_id[indicator].window_s if bucket else 0
+                window_s = catalogue.by_id[indicator].window_s
                 for point in points:
-                    # a bucket of fewer windows than it holds rests on part of its time
+                    # a bucket of fewer windows than it holds rests on part of its time (a
+                    # day the clocks change is 23 or 25 hours long)
+                    per = int(_bucket_s(point.start, resolution, zone)) // window_s
                     part = f"  ({point.windows} of {per} windows)" if point.windows < per else ""
                     typer.echo(
                         f"  {point.start.astimezone(zone).isoformat()}  {shown(point.value):>10}  "

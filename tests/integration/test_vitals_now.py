@@ -169,3 +169,44 @@ def test_a_day_of_windows_is_the_city_s_day(town: Settings) -> None:
         (40.0, 24),
         (160.0, 24),
     ], shown.output
+
+
+def test_an_hour_is_an_hour_when_the_clocks_go_back_and_a_day_asked_in_utc_is_whole(
+    town: Settings,
+) -> None:
+    """Berlin's clocks go back at 03:00 on 25 October 2026: its 02:00 comes twice. Binned on
+    the wall clock, both real hours were one bucket of 24 windows; they are two of 12. And a
+    day asked for from a UTC midnight in Shanghai is the city's whole day, not its last 16 h."""
+    first = datetime(2026, 10, 25, 0, tzinfo=UTC)  # 02:00 in Berlin, summer time
+    with db.connect(town) as conn:
+        for n in range(24):
+            conn.execute(
+                "INSERT INTO indicators (indicator, place_id, place_level, place_path,"
+                " window_start, window_s, value, coverage, reporting, expected, quality,"
+                " computed_at) VALUES ('water_depth', 'td', 'district', '{tc,td}', %s, 300, %s,"
+                " 1, 1, 1, 'good', now())",
+                (first + timedelta(minutes=5 * n), 10.0 if n < 12 else 30.0),
+            )
+        hours = history(
+            conn, "td", "water_depth", first, first + timedelta(hours=2), "1h", rollup="max",
+            zone="Europe/Berlin",
+        )  # fmt: skip
+        assert [(p.start, p.value, p.windows) for p in hours] == [
+            (first, 10.0, 12),
+            (first + timedelta(hours=1), 30.0, 12),
+        ]
+    day = datetime(2026, 7, 1, tzinfo=UTC)  # 08:00 in Shanghai
+    with db.connect(town) as conn:
+        for h in range(-8, 16):  # the whole of 1 July in Shanghai
+            conn.execute(
+                "INSERT INTO indicators (indicator, place_id, place_level, place_path,"
+                " window_start, window_s, value, coverage, reporting, expected, quality,"
+                " computed_at) VALUES ('aqi', 'td', 'district', '{tc,td}', %s, 3600, 50, 1, 1,"
+                " 1, 'good', now())",
+                (day + timedelta(hours=h),),
+            )
+        (whole,) = history(
+            conn, "td", "aqi", day, day + timedelta(hours=12), "1d", rollup="mean",
+            zone="Asia/Shanghai",
+        )  # fmt: skip
+    assert (whole.start, whole.windows) == (day - timedelta(hours=8), 24)
