@@ -142,9 +142,10 @@ class Alert(Contract):
     """The highest level of the episode so far; a resolved alert's ``level`` is this peak."""
     resolution: AlertResolution | None = None
     """Resolved alerts: why the episode ended."""
-    anomaly: AnomalyWhy | None = None
+    anomaly: AnomalyWhy | None = Field(default=None, exclude_if=lambda why: why is None)
     """Anomaly rules (the novelty detector), when the alert fired or changed level: why the
-    reading scored as it did."""
+    reading scored as it did. Left out of the message when there is none, so a consumer of an
+    earlier version, which refuses fields it does not know, takes every other alert."""
 
 
 class PlaceObservation(Contract):

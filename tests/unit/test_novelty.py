@@ -768,6 +768,10 @@ def test_an_anomaly_alert_says_what_the_value_was_judged_against() -> None:
     resolved = [a for a in run.alerts if a.status.value == "resolved"]
     assert resolved, "the wave after the spike resolves it"
     assert resolved[-1].anomaly is None  # an end says no why; the stored episode keeps it
+    # On the topic, an alert without a why has no field for it: a consumer of an earlier
+    # version (which refuses fields it does not know) takes it.
+    assert '"anomaly":{' in fired[0].model_dump_json()
+    assert '"anomaly"' not in resolved[-1].model_dump_json()
     # Its value is the score: "load now 0" would read as the load gone.
     assert resolved[-1].summary.endswith(
         f"; load no longer unusual (score {resolved[-1].value:.2f})"
