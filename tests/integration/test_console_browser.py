@@ -413,6 +413,31 @@ def test_map_labels_that_would_overlap_give_way_and_their_dots_keep_their_names(
     assert sorted(titles) == ["Huangpu (lab-b)", "Minhang (lab-c)", "Xuhui (lab-a)"]
 
 
+def test_a_city_s_label_is_the_map_s_caption_not_over_a_district(
+    page: Page, pipeline: Pipeline
+) -> None:
+    """The city's centre fell on a district's, and its label took the district's place: it is
+    the map's caption now, in its corner, and the district keeps its name."""
+    open_console(page, pipeline, officer(pipeline))
+    labels = page.evaluate("""() => {
+      state.places.clear();
+      state.places.set("cap-c", {place_id: "cap-c", level: "city", name: "Simulated City",
+                                 path: ["cap-c"], lat: 31.2, lon: 121.4});
+      state.places.set("cap-d", {place_id: "cap-d", level: "district", name: "District 2",
+                                 path: ["cap-c", "cap-d"], lat: 31.2, lon: 121.4});
+      state.places.set("cap-e", {place_id: "cap-e", level: "district", name: "District 1",
+                                 path: ["cap-c", "cap-e"], lat: 31.3, lon: 121.5});
+      drawMap();
+      return [...document.querySelectorAll("#map text.label")].map(
+        (t) => [t.textContent, t.classList.contains("caption")]);
+    }""")
+    assert sorted(labels) == [
+        ["District 1", False],
+        ["District 2", False],
+        ["Simulated City", True],
+    ]
+
+
 def long_named(minutes_left: float) -> list[dict[str, Any]]:
     """Two incidents as the event stream sends them, with long names (a city-tier
     department, who acknowledged it, a long place), the one due ``minutes_left`` from now by

@@ -708,6 +708,7 @@ function drawMap() {
   }
   const layer = $("#map-places");
   const boxes = [];  // the labels drawn: one that would overlap them is left out
+  let cities = 0;  // a city's label is the map's caption, in its corner: its centre is a district's
   // Cities first, then districts by name: which label gives way does not depend on load order.
   const rank = (p) => (p.level === "city" ? 0 : 1);
   const places = [...state.places.values()].sort(
@@ -724,14 +725,16 @@ function drawMap() {
     dot.append(name);
     layer.append(dot);
     if (!big) continue;
-    const right = x > 300;  // near the right edge: the label goes to the left of the dot
-    const width = 6 * String(place.name).length, left = right ? x - 4 - width : x + 4;
-    const box = [left, y - 13, left + width, y - 1];
+    const city = place.level === "city";
+    const [lx, ly] = city ? [4, 10 + 9 * cities++] : [x, y];
+    const right = !city && lx > 300;  // near the right edge: the label goes to the left of the dot
+    const width = 6 * String(place.name).length, left = right ? lx - 4 - width : lx + 4;
+    const box = [left, ly - 13, left + width, ly - 1];
     if (boxes.some((b) => box[0] < b[2] && b[0] < box[2] && box[1] < b[3] && b[1] < box[3])) continue;
     boxes.push(box);
     const label = svg("text", {
-      x: right ? x - 4 : x + 4, y: y - 3, class: "label", "text-anchor": right ? "end" : "start",
-      "data-place-id": place.place_id,
+      x: right ? lx - 4 : lx + 4, y: ly - 3 + (city ? 3 : 0), class: `label${city ? " caption" : ""}`,
+      "text-anchor": right ? "end" : "start", "data-place-id": place.place_id,
     });
     label.textContent = place.name;
     layer.append(label);
