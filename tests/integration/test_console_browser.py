@@ -623,6 +623,8 @@ def test_a_tile_names_the_window_its_value_is_of(page: Page, pipeline: Pipeline)
     age = page.locator('.tile[data-key="tw-p/water_depth"] .age')
     expect(age).to_contain_text(f"{start:%H:%M}–{end:%H:%M}, ended ")
     expect(age).to_contain_text(" ago")
+    meta = page.locator('.tile[data-key="tw-p/water_depth"] .meta').first
+    expect(meta).to_have_text("road closed · coverage 100%")  # the band in words, not its id
 
 
 def test_a_district_officer_does_not_see_another_districts_incident(

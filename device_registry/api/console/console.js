@@ -643,7 +643,7 @@ function drawTile(tile) {
   const value = tile.value === null ? "–"
     : share ? Math.round(tile.value * 100) : Number(tile.value.toPrecision(4));
   const meta = tile.value !== null
-    ? [tile.band, `coverage ${Math.round(tile.coverage * 100)}%`].filter(Boolean).join(" · ")
+    ? [tile.band && tile.band.replace(/_/g, " "), `coverage ${Math.round(tile.coverage * 100)}%`].filter(Boolean).join(" · ")
     : tile.due_at  // an indicator with no window yet
       ? `first value due ${stamp(tile.due_at)}`
       : `no data this window${tile.previous === null || tile.previous === undefined
