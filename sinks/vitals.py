@@ -263,10 +263,7 @@ def history(
                 (width, zone, zone),
             )
             if resolution == "1d"
-            else (
-                "date_bin(%s::interval, window_start, TIMESTAMP '2000-01-01' AT TIME ZONE %s)",
-                (width, zone),
-            )
+            else ("date_bin(%s::interval, window_start, %s)", (width, hour_origin(first, zone)))
         )
         rows = conn.execute(
             f"SELECT {binned[0]} AS b, {ROLLED[rollup]}, min(value), max(value), avg(coverage),"
@@ -300,7 +297,19 @@ def whole_buckets(
         last_day = (end - timedelta(microseconds=1)).astimezone(tz).date() + timedelta(days=1)
         return first, datetime.combine(last_day, time(), tz)
     hour = timedelta(hours=1)
-    origin = datetime(2000, 1, 1, tzinfo=tz).astimezone(UTC)  # the city's hours, in real time
+    origin = hour_origin(start, zone)
     first = origin + (start - origin) // hour * hour
     last = origin - (origin - end) // hour * hour
     return first, last
+
+
+def hour_origin(at: datetime, zone: str) -> datetime:
+    """The city's midnight of ``at``'s day, as an instant: where its hours begin, counted in
+    real time (at its offset of that day: Colombo was +06:00 in 2000 and is +05:30 now).
+
+    >>> from datetime import UTC
+    >>> hour_origin(datetime(2026, 7, 1, 12, tzinfo=UTC), "Asia/Colombo").isoformat()
+    '2026-06-30T18:30:00+00:00'
+    """
+    tz = ZoneInfo(zone)
+    return datetime.combine(at.astimezone(tz).date(), time(), tz).astimezone(UTC)

@@ -161,8 +161,7 @@ class Partials:
     ) -> bool:
         """Fold one enriched reading, from the input message at ``offset``, in. Each value
         weighs the seconds since the device's previous value of its metric (:func:`_gaps`),
-        at most twice ``interval`` (its profile's) and an indicator's window: see
-        :mod:`rules.indicators.base`.
+        at most an indicator's window: see :mod:`rules.indicators.base`.
 
         ``marks`` (a device's, updated in place: :func:`copy_marks` makes them from the
         stored ones, and an indicator's windows are copied before they change) holds, per
@@ -222,9 +221,6 @@ class Partials:
         if not feeds:
             return True
         gaps = _gaps(marks, recent, values, instant, interval)
-        # a value stands for twice its device's interval at most (one back after hours of
-        # silence is no measure of them), and for its window at most
-        most = 2.0 * interval if interval else _FOREVER
         seconds = instant // 1_000_000
         for feed in feeds:
             if not feed.every_reading and feed.metrics.isdisjoint(values):
@@ -234,7 +230,7 @@ class Partials:
             state = self._judged.get(judged)
             if state is None:
                 state = self._judged[judged] = self._count(feed, reading, marks, offset, start)
-            feed.fold(feed.spec, state, values, gaps, min(most, feed.window_s))
+            feed.fold(feed.spec, state, values, gaps, feed.window_s)
         return True
 
     def _index(self, device_id: str, recent: list[list[Any]]) -> dict[int, int] | None:
@@ -331,9 +327,6 @@ class Partials:
             )
             for (ind, place, start), state in merged.items()
         ]
-
-
-_FOREVER: Final = float("inf")
 
 
 def _gaps(

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
@@ -46,8 +46,9 @@ def load_catalogue(path: Path | None) -> Catalogue:
     return parse_catalogue(path.read_text(), str(path))
 
 
-def _as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+def _in_city(value: datetime, zone: tzinfo) -> datetime:
+    """A time without a zone read as the city's (a history's days are the city's)."""
+    return value.replace(tzinfo=zone) if value.tzinfo is None else value
 
 
 @router.get("/vitals/{place_id}", response_model=list[PlaceVitals], responses=NOT_FOUND)
@@ -88,8 +89,9 @@ def vitals_history(
     end: Annotated[datetime | None, Query(alias="to")] = None,
     resolution: Literal["raw", "1h", "1d"] = "raw",
 ) -> list[HistoryPoint]:
-    """One indicator of one place over ``[from, to)`` (ISO times or dates; without a zone, UTC;
-    default: the last day), as stored or rolled up to hours or days. An indicator the
+    """One indicator of one place over ``[from, to)`` (ISO times or dates; without a zone, the
+    city's (CITYVITALS_TIMEZONE), as the buckets are its hours and days; default: the last
+    day), as stored or rolled up to hours or days, widened to whole buckets. An indicator the
     catalogue does not have answers 422, listing those it has."""
     _in_scope(registry, user, place_id)
     known: tuple[str, ...] = request.app.state.indicators
@@ -100,8 +102,9 @@ def vitals_history(
             f"no indicator {indicator!r}; the catalogue has: {', '.join(known)}",
             indicator,
         )
-    last = _as_utc(end) if end else datetime.now(UTC)
-    first = _as_utc(start) if start else last - timedelta(days=1)
+    city = request.app.state.settings.zone  # a date here is the city's, as its buckets are
+    last = _in_city(end, city) if end else datetime.now(UTC)
+    first = _in_city(start, city) if start else last - timedelta(days=1)
     if first >= last:  # holds nothing: a mistake to name, not an empty answer
         raise FieldError(
             422, ("query", "from"), f"not before to ({last.isoformat()})", first.isoformat()

@@ -210,3 +210,35 @@ def test_an_hour_is_an_hour_when_the_clocks_go_back_and_a_day_asked_in_utc_is_wh
             zone="Asia/Shanghai",
         )  # fmt: skip
     assert (whole.start, whole.windows) == (day - timedelta(hours=8), 24)
+
+
+def test_the_api_reads_a_date_without_a_zone_as_the_city_s(town: Settings) -> None:
+    """`from=2026-07-01&to=2026-07-03` in Shanghai: its 1 and 2 July, two whole days (read as
+    UTC, the span began at 08:00 on 1 July there and, widened to whole days, took in 3 July)."""
+    from fastapi.testclient import TestClient
+
+    from device_registry.access import Role
+    from device_registry.api import RegistryPool, create_api
+    from tests.integration.conftest import add_user, bearer
+
+    first = datetime(2026, 6, 30, 16, tzinfo=UTC)  # 1 July 00:00 in Shanghai
+    with db.connect(town) as conn:
+        for h in range(48):
+            conn.execute(
+                "INSERT INTO indicators (indicator, place_id, place_level, place_path,"
+                " window_start, window_s, value, coverage, reporting, expected, quality,"
+                " computed_at) VALUES ('aqi', 'td', 'district', '{tc,td}', %s, 3600, %s, 1, 1,"
+                " 1, 'good', now())",
+                (first + timedelta(hours=h), 40.0 if h < 24 else 160.0),
+            )
+    token = add_user(town, f"hist-{uuid.uuid4().hex[:6]}", Role.ADMIN)
+    pool = RegistryPool.open(town, size=1)
+    try:
+        with TestClient(create_api(town, pool)) as client:
+            params = {"indicator": "aqi", "from": "2026-07-01", "to": "2026-07-03",
+                      "resolution": "1d"}  # fmt: skip
+            answer = client.get("/vitals/td/history", params=params, headers=bearer(token))
+    finally:
+        pool.close()
+    assert answer.status_code == 200, answer.text
+    assert [(p["value"], p["windows"]) for p in answer.json()] == [(40.0, 24), (160.0, 24)]

@@ -187,22 +187,21 @@ def test_a_value_weighs_the_time_since_its_own_metric_s_last_not_any_reading_s()
     assert aqi.value == iaqi("pm25", 85.0) == 123.0, aqi.detail
 
 
-def test_a_device_back_from_hours_of_silence_weighs_twice_its_interval_at_most() -> None:
-    """A station every ten minutes at 150 all the hour, and one silent for three hours that
-    sends one 20 at 59.5 minutes: that one stands for twice its interval (20 minutes), not the
-    whole hour it was silent in."""
+def test_a_station_with_a_status_every_minute_weighs_its_pm25_by_ten_minutes() -> None:
+    """Its profile's interval is its status's, a minute: a PM2.5 every ten minutes still
+    stands for its ten (capped at twice the profile's interval it read AQI 61 for 123)."""
     city = City()
     city.join("a", "c/d/s1/g1")
     city.join("b", "c/d/s1/g1")
-    long_ago = reading("b", "c/d/s1/g1", 0, pm25=20.0).model_copy(
-        update={"ts": T0 - timedelta(hours=3), "seq": 1}
-    )
-    city.read(long_ago, interval=600)
-    for minute in range(5, 60, 10):
-        city.read(reading("a", "c/d/s1/g1", minute, pm25=150.0), interval=600)
-    city.read(reading("b", "c/d/s1/g1", 59.5, pm25=20.0), interval=600)
+    for minute in range(60):
+        city.read(reading("a", "c/d/s1/g1", minute + 0.25, battery_v=3.7), interval=60)
+        if minute % 10 == 5:
+            city.read(reading("a", "c/d/s1/g1", minute, pm25=150.0), interval=60)
+            city.read(reading("b", "c/d/s1/g1", minute, pm25=20.0), interval=600)
     aqi = one(city.tick(61), "aqi", "g1")
-    assert aqi.value == iaqi("pm25", (150.0 * 3600 + 20.0 * 1200) / 4800)
+    # each station's first PM2.5 stands for its profile's interval, the others for ten minutes
+    weighted = (150.0 * (60 + 5 * 600) + 20.0 * (600 + 5 * 600)) / (60 + 600 + 10 * 600)
+    assert aqi.value == iaqi("pm25", weighted)
 
 
 def test_noise_is_an_energy_mean_and_congestion_uses_the_harmonic_speed() -> None:
