@@ -140,10 +140,10 @@ def test_an_hour_of_windows_adds_up_as_its_indicator_does(town: Settings) -> Non
     assert "75  [50 .. 100]" in online.output, online.output
 
 
-def test_a_day_of_windows_is_the_city_s_day(town: Settings) -> None:
-    """Shanghai's 1 July and 2 July, an hourly AQI of 40 all of one and 160 all of the other:
-    two days of 40 and 160, not three of UTC's (08:00 to 08:00 there) that mix them."""
-    first = datetime(2026, 6, 30, 16, tzinfo=UTC)  # 1 July 00:00 in Shanghai
+def two_days_of_aqi(town: Settings) -> datetime:
+    """Shanghai's 1 and 2 July, an hourly AQI of 40 all of one and 160 all of the other;
+    returns 1 July's midnight there."""
+    first = datetime(2026, 6, 30, 16, tzinfo=UTC)
     with db.connect(town) as conn:
         for h in range(48):
             conn.execute(
@@ -153,6 +153,14 @@ def test_a_day_of_windows_is_the_city_s_day(town: Settings) -> None:
                 " 1, 'good', now())",
                 (first + timedelta(hours=h), 40.0 if h < 24 else 160.0),
             )
+    return first
+
+
+def test_a_day_of_windows_is_the_city_s_day(town: Settings) -> None:
+    """Shanghai's 1 July and 2 July, an hourly AQI of 40 all of one and 160 all of the other:
+    two days of 40 and 160, not three of UTC's (08:00 to 08:00 there) that mix them."""
+    first = two_days_of_aqi(town)
+    with db.connect(town) as conn:
         days = history(
             conn, "td", "aqi", first, first + timedelta(days=2), "1d", rollup="mean",
             zone=town.timezone,
@@ -221,16 +229,7 @@ def test_the_api_reads_a_date_without_a_zone_as_the_city_s(town: Settings) -> No
     from device_registry.api import RegistryPool, create_api
     from tests.integration.conftest import add_user, bearer
 
-    first = datetime(2026, 6, 30, 16, tzinfo=UTC)  # 1 July 00:00 in Shanghai
-    with db.connect(town) as conn:
-        for h in range(48):
-            conn.execute(
-                "INSERT INTO indicators (indicator, place_id, place_level, place_path,"
-                " window_start, window_s, value, coverage, reporting, expected, quality,"
-                " computed_at) VALUES ('aqi', 'td', 'district', '{tc,td}', %s, 3600, %s, 1, 1,"
-                " 1, 'good', now())",
-                (first + timedelta(hours=h), 40.0 if h < 24 else 160.0),
-            )
+    two_days_of_aqi(town)
     token = add_user(town, f"hist-{uuid.uuid4().hex[:6]}", Role.ADMIN)
     pool = RegistryPool.open(town, size=1)
     try:
