@@ -223,7 +223,9 @@ def test_an_hour_is_an_hour_when_the_clocks_go_back_and_a_day_asked_in_utc_is_wh
 def test_the_api_reads_a_date_without_a_zone_as_the_city_s(town: Settings) -> None:
     """`from=2026-07-01&to=2026-07-03` in Shanghai: its 1 and 2 July, two whole days (read as
     UTC, the span began at 08:00 on 1 July there and, widened to whole days, took in 3 July)."""
-    from fastapi.testclient import TestClient
+    import asyncio
+
+    import httpx
 
     from device_registry.access import Role
     from device_registry.api import RegistryPool, create_api
@@ -232,11 +234,15 @@ def test_the_api_reads_a_date_without_a_zone_as_the_city_s(town: Settings) -> No
     two_days_of_aqi(town)
     token = add_user(town, f"hist-{uuid.uuid4().hex[:6]}", Role.ADMIN)
     pool = RegistryPool.open(town, size=1)
+    params = {"indicator": "aqi", "from": "2026-07-01", "to": "2026-07-03", "resolution": "1d"}
+
+    async def ask() -> httpx.Response:  # the API on this schema, in process
+        transport = httpx.ASGITransport(app=create_api(town, pool))
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            return await client.get("/vitals/td/history", params=params, headers=bearer(token))
+
     try:
-        with TestClient(create_api(town, pool)) as client:
-            params = {"indicator": "aqi", "from": "2026-07-01", "to": "2026-07-03",
-                      "resolution": "1d"}  # fmt: skip
-            answer = client.get("/vitals/td/history", params=params, headers=bearer(token))
+        answer = asyncio.run(ask())
     finally:
         pool.close()
     assert answer.status_code == 200, answer.text
