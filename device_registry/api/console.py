@@ -108,7 +108,7 @@ class ConsoleConfig(BaseModel):
     server_time: datetime
     categories: dict[str, str] = {}
     """The incident categories a citizen report may name (id -> title; empty when the
-    incident configuration cannot be read: the report form then says so)."""
+    incident configuration cannot be read: the report form then offers none)."""
 
 
 def home_places(user: User, registry: Registry) -> list[str]:
