@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
@@ -14,6 +14,9 @@ from pydantic import ValidationError
 from cityvitals.contracts import Department, Place, PlaceLevel, Profile
 from wiring.cli_common import echo_json, fail, in_order, read_utf8, settings, time_option
 from wiring.cli_registry_common import actor, build, path_of, registry
+
+if TYPE_CHECKING:
+    from rules.indicators import Catalogue
 
 __all__ = ["audit", "departments_app", "places_app", "profiles_app"]
 
@@ -160,10 +163,11 @@ def profiles_put(
                 problems.append(f"{file}: {which}: {where}: {err['msg']}")
         except ValueError as exc:
             problems.append(f"{file}: item {n}: {exc}")
+    catalogue = _catalogue()
     problems += [
         f"{file}: profile {p.profile_id!r}: {problem}"
         for p in profiles
-        for problem in _unit_problems(p)
+        for problem in _unit_problems(catalogue, p)
     ]
     if problems:
         raise fail("\n".join(problems) + "\nnothing was stored")
@@ -209,15 +213,22 @@ def _refused_from_now(reg: Any, profile: Profile) -> list[str]:
     return notes
 
 
-def _unit_problems(profile: Profile) -> list[str]:
-    """The profile's metrics in a unit the stream's indicators do not read (none when the
-    catalogue does not load: the stream would refuse it)."""
-    from rules.indicators import unit_problems
+def _catalogue() -> Catalogue | None:
+    """The stream's indicator catalogue (None when it does not load: the stream would refuse
+    it, and nothing is checked against it)."""
     from wiring.services import load_catalogue
 
     try:
-        catalogue = load_catalogue(settings())
+        return load_catalogue(settings())
     except ValueError:
+        return None
+
+
+def _unit_problems(catalogue: Catalogue | None, profile: Profile) -> list[str]:
+    """The profile's metrics in a unit the catalogue's indicators do not read."""
+    from rules.indicators import unit_problems
+
+    if catalogue is None:
         return []
     units = {metric: spec.unit for metric, spec in profile.metrics.items()}
     return [
