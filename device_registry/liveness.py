@@ -29,7 +29,7 @@ topic says; :func:`check` runs one round over it. Pure: state in, state out, no 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -325,8 +325,12 @@ def check(
     outages: Mapping[PlacePath, Outage],
     now: datetime,
     policy: LivenessPolicy,
+    held: Container[str] = frozenset(),
 ) -> CheckResult:
     """Judge every watched device at ``now``; open and close place outages; say what to announce.
+
+    ``held``: devices not judged this round, their status kept as it was (their readings are
+    stuck in a stalled partition upstream: :class:`StallWatch`).
 
     A device's offline is withheld while it sits under an open outage, or under a place about
     to be out (most of its devices late or offline), and for ``offline_factor`` of its
@@ -337,6 +341,9 @@ def check(
     changed: list[str] = []
     for device_id, watched in fleet.items():
         clock = clocks.get(device_id) or DeviceClock(since=watched.since)
+        if device_id in held:
+            judged[device_id] = clock
+            continue
         status = judge(
             clock,
             now,
@@ -429,7 +436,7 @@ class StallWatch:
     again (the backlog the stall left). The readings they hold are not reaching ``readings``,
     whatever the devices do: judged, their devices would go offline, one outage for each
     place, for the whole city when every partition stalls. One partition is enough: one hung
-    worker of several.
+    worker of several; the devices of the others are judged as ever.
 
     >>> watch = StallWatch(after_s=30.0)
     >>> looks = [(0, 100, 105), (20, 100, 140), (31, 100, 180), (32, 150, 190), (40, 185, 200),

@@ -25,8 +25,12 @@ class LivenessMetrics(StageMetrics):
         )
         self.stalled = self.gauge(
             "upstream_stalled",
-            "1 while the stream stage has stalled (committed nothing on readings.raw for "
-            "liveness_stall_s while messages wait): no device is judged",
+            "1 while the stream stage has stalled on a partition of readings.raw (committed "
+            "nothing there for liveness_stall_s while messages wait), or works off its backlog",
+        )
+        self.held = self.gauge(
+            "devices_held",
+            "Watched devices not judged: their readings wait in a stalled partition",
         )
         self.activated = self.counter(
             "activated_total", "Provisioned devices made active by their first valid reading"

@@ -23,11 +23,13 @@ the one writer of devices.
 
 Run one instance. It judges only while it holds every partition of ``readings`` and has caught
 up with them; while it is behind (a backlog after a restart or a database pause) it keeps
-learning but judges nothing, since every device would look silent. Nor does it judge while
-the stream stage has stalled (:class:`~device_registry.liveness.StallWatch`: its group has
-committed nothing on ``readings.raw`` for ``liveness_stall_s`` while messages wait there):
-nothing reaches ``readings`` then, whatever the devices send, and judged, the whole fleet
-would go offline as one outage of the city.
+learning but judges nothing, since every device would look silent. Nor does it judge the
+devices of a partition the stream stage has stalled on
+(:class:`~device_registry.liveness.StallWatch`: its group has committed nothing there on
+``readings.raw`` for ``liveness_stall_s`` while messages wait): what they send does not reach
+``readings`` then, and judged, they would go offline together, as one outage of the city when
+every partition stalls. The devices of the other partitions are judged meanwhile (a device's
+partition is :func:`~cityvitals.topics.partition_for` of its id, as every producer picks it).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from cityvitals.contracts import (
 )
 from cityvitals.settings import Settings
 from cityvitals.stage import retry, utc_now
-from cityvitals.topics import Topic
+from cityvitals.topics import Topic, partition_for
 from device_registry.device_feed import DeviceFeed
 from device_registry.liveness import (
     DeviceClock,
@@ -197,7 +199,8 @@ class LivenessService:
         self.settings = settings
         self.upstream = upstream
         self.stall = StallWatch(settings.liveness_stall_s)
-        self._stalled_said = False
+        self._stalled_said: frozenset[int] = frozenset()
+        self._raw_partitions = 1
         self.devices = devices
         self.activate = activate
         self._unwatched: set[str] = set()
@@ -329,45 +332,61 @@ class LivenessService:
                 f"{left + len(failures)} liveness changes unconfirmed: {failures[:3]}",
             )
 
-    def _stalled(self) -> bool:
-        """Whether the stream stage has stalled on a partition of ``readings.raw``, or is
-        still working off a stall's backlog (said in the log when that changes); the last
-        verdict while Kafka does not answer."""
+    def _stalled(self) -> frozenset[int]:
+        """The partitions of ``readings.raw`` the stream stage has stalled on, or is still
+        working off a stall's backlog on (said in the log when that changes); the last verdict
+        while Kafka does not answer."""
         if self.upstream is None:
-            return False
+            return frozenset()
         try:
             offsets = self.upstream()
         except (KafkaException, kafka.KafkaUnavailable) as exc:
             log.debug("the stream's progress on readings.raw is unreadable: %s", exc)
             return self._stalled_said
-        held = self.stall.look(time.monotonic(), offsets)
-        stalled = bool(held)
-        if stalled != self._stalled_said:
-            if stalled:
+        held = frozenset(self.stall.look(time.monotonic(), offsets))
+        self._raw_partitions = len(offsets)
+        if held != self._stalled_said:
+            if held - self._stalled_said:
                 waiting = sum(max(0, offsets[p][1] - offsets[p][0]) for p in held)
                 log.warning(
                     "the stream stage has committed nothing on readings.raw partition%s %s "
-                    "for %.0f s while %d messages wait there: judging no device until it has "
-                    "worked them off (the silence on readings is the pipeline's, not the "
-                    "devices')",
+                    "for %.0f s while %d messages wait there: judging none of their devices "
+                    "until it has worked them off (the silence on readings is the pipeline's, "
+                    "not the devices')",
                     "" if len(held) == 1 else "s",
-                    ", ".join(map(str, held)),
+                    ", ".join(map(str, sorted(held))),
                     self.settings.liveness_stall_s,
                     waiting,
                 )
-            else:
-                log.info("the stream stage has worked off the stall's backlog: judging liveness")
-            self._stalled_said = stalled
-        self.metrics.stalled.set(int(stalled))
-        return stalled
+            if gone := self._stalled_said - held:
+                log.info(
+                    "the stream stage has worked off the stall's backlog on readings.raw "
+                    "partition%s %s: judging their devices",
+                    "" if len(gone) == 1 else "s",
+                    ", ".join(map(str, sorted(gone))),
+                )
+            self._stalled_said = held
+        self.metrics.stalled.set(int(bool(held)))
+        return held
+
+    def _held(self, stalled: frozenset[int]) -> frozenset[str]:
+        """The watched devices whose readings go to a stalled partition of ``readings.raw``
+        (every producer picks it with :func:`~cityvitals.topics.partition_for`)."""
+        if not stalled:
+            return frozenset()
+        parts = self._raw_partitions
+        return frozenset(d for d in self.fleet if partition_for(d, parts) in stalled)
 
     def check_once(self, stop: threading.Event) -> None:
-        """Judge (when caught up and the stream stage has not stalled), publish, store, then
-        commit what was consumed."""
+        """Judge (when caught up; not the devices of a partition the stream stage has stalled
+        on), publish, store, then commit what was consumed."""
         now = utc_now()
         outages: list[PlaceOutage] = []
-        if not self._stalled() and self._caught_up(now):
-            result = check(self.clocks, self.fleet, self.outages, now, self.policy)
+        stalled = self._stalled()
+        held = self._held(stalled)
+        self.metrics.held.set(len(held))
+        if len(stalled) < self._raw_partitions and self._caught_up(now):
+            result = check(self.clocks, self.fleet, self.outages, now, self.policy, held)
             self.clocks, self.outages = result.clocks, result.outages
             self._dirty.update(result.changed)
             outages = [*result.ended, *result.started]

@@ -539,8 +539,9 @@ def test_a_stalled_stream_is_no_outage_of_the_devices_it_leaves_unheard(stack: P
     """The stream worker stopped (SIGSTOP, alive but reading nothing) while three devices of a
     street go on publishing: nothing reaches ``readings``, and liveness judged them all
     offline, one outage of the place (of the city, were the whole fleet there). It holds its
-    judgement while the stream's offsets on ``readings.raw`` stand still, says so in
-    ``cityvitals_liveness_upstream_stalled``, and judges again once the stream moves."""
+    judgement of the devices of each partition whose offsets on ``readings.raw`` stand still
+    while messages wait, says so in ``cityvitals_liveness_upstream_stalled`` and
+    ``cityvitals_liveness_devices_held``, and judges them again once the stream moves."""
     from tests.integration.test_liveness import liveness_rows, reporting, statuses
 
     district = f"d{uuid.uuid4().hex[:6]}"
@@ -568,6 +569,8 @@ def test_a_stalled_stream_is_no_outage_of_the_devices_it_leaves_unheard(stack: P
             wait_for(lambda: stalled() == 1, timeout=30, what="the stall seen by liveness")
             time.sleep(12)  # past the 10 s after which the devices would be offline
             assert statuses(stack, ids) == {"online"}
+            held = sample_sum(scrape(port), "cityvitals_liveness_devices_held")
+            assert held >= len(ids), held  # theirs, and those sharing their partitions
             assert not stack.query(
                 "SELECT outage_id FROM place_outages WHERE %s = ANY(place_path)", district
             )

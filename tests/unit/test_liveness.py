@@ -315,6 +315,14 @@ def test_unknown_devices_are_not_judged_and_new_ones_start_online() -> None:
     assert list(result.clocks) == ["new"] and result.announced == () and result.changed == ()
 
 
+def test_a_held_device_keeps_its_status_while_the_others_are_judged() -> None:
+    fleet = {d: Watched(("c", d), 10.0, T0) for d in ("a", "b")}
+    clocks = {d: reported([0, 10, 20, 30]) for d in fleet}
+    result = check(clocks, fleet, {}, at(200), POLICY, held={"a"})
+    assert result.clocks["a"] == clocks["a"] and result.changed == ("b",)
+    assert [(a.device_id, a.status.value) for a in result.announced] == [("b", "offline")]
+
+
 # --- a restart of the service or of the stack ------------------------------------------------
 
 

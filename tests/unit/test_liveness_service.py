@@ -8,12 +8,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
 from cityvitals.contracts import CameraEvent, Device, DeviceState, Reading, ReadingBatch
 from cityvitals.settings import Settings
-from cityvitals.stage import Transient, retry
+from cityvitals.stage import Transient, retry, utc_now
+from cityvitals.topics import partition_for
+from device_registry.liveness import DeviceClock, Watched, observe
 from device_registry.liveness_metrics import LivenessMetrics
 from device_registry.liveness_service import LivenessService, reports
 from device_registry.liveness_store import LivenessStoreUnavailable
@@ -109,6 +112,69 @@ def test_the_liveness_counters_reconcile_and_keep_their_names() -> None:
     assert value("cityvitals_liveness_devices", {"status": "online"}) == 1
     for name in ("outages_open", "activated_total"):
         assert value(f"cityvitals_liveness_{name}") == 0
+
+
+class Published:
+    """A producer that keeps what it is given and confirms it at once."""
+
+    def __init__(self) -> None:
+        self.changes: list[tuple[str, str]] = []
+
+    def produce(self, topic: str, value: bytes, key: bytes, on_delivery: Any) -> None:
+        self.changes.append((key.decode(), orjson.loads(value)["status"]))
+        on_delivery(None, None)
+
+    def flush(self, _timeout: float) -> int:
+        return 0
+
+
+def test_a_stalled_partition_holds_the_judgement_of_its_own_devices_alone() -> None:
+    """One stream worker of two hangs: the devices whose readings wait on its partition of
+    ``readings.raw`` are not judged (silent on ``readings``, through no fault of theirs);
+    those of the other partition are, a real silence among them is not hidden; once the
+    stream has worked off the backlog, every device is judged again."""
+    stuck, free = (
+        "aq-1",
+        next(
+            f"aq-{i}"
+            for i in range(2, 99)
+            if partition_for(f"aq-{i}", 2) != partition_for("aq-1", 2)
+        ),
+    )
+    looks = iter(range(1, 100))
+    backlog = [True]
+
+    def upstream() -> dict[int, tuple[int, int]]:
+        n = next(looks)
+        waiting = (5, 5 + n) if backlog[0] else (5 + n, 5 + n)
+        return {partition_for(stuck, 2): waiting, partition_for(free, 2): (7 + n, 7 + n)}
+
+    producer, registry = Published(), CollectorRegistry()
+    live = LivenessService(
+        Settings(topic_prefix="t", liveness_stall_s=1e-6),
+        FakeKafka([]),  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        producer,  # type: ignore[arg-type]
+        FlakyStore(0),  # type: ignore[arg-type]
+        registry,
+        lambda ids: [],
+        upstream,
+    )
+    live._partitions, live._assigned, live._warm = 1, {("t.readings", 0)}, True
+    hour_ago = utc_now() - timedelta(hours=1)
+    live.fleet = {d: Watched(("c", d), 10.0, hour_ago) for d in (stuck, free)}
+    live.clocks = {d: observe(DeviceClock(since=hour_ago), hour_ago) for d in (stuck, free)}
+    live._stalled()  # the stream's offsets seen once: a stall is their standing still since
+    live.check_once(threading.Event())
+    assert producer.changes == [(free, "offline")]
+    value = registry.get_sample_value
+    assert value("cityvitals_liveness_devices_held") == 1
+    assert value("cityvitals_liveness_upstream_stalled") == 1
+    backlog[0] = False  # the stream moves on and works the backlog off
+    live.check_once(threading.Event())
+    assert producer.changes == [(free, "offline"), (stuck, "offline")]
+    assert value("cityvitals_liveness_devices_held") == 0
+    assert value("cityvitals_liveness_upstream_stalled") == 0
 
 
 def test_a_device_that_reported_before_its_registration_is_stored_again_by_its_profile() -> None:
