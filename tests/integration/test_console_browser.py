@@ -388,6 +388,37 @@ def test_incidents_at_one_place_each_have_a_marker_of_their_own(
     assert len({tuple(p) for p in positions}) == 3, positions
 
 
+LEGEND = """() => {
+  state.places.set("leg-p", {place_id: "leg-p", level: "grid", name: "Leg", path: ["leg-p"],
+                             lat: 31.2, lon: 121.4});
+  state.incidents.clear();
+  const open = [["a", "red"], ["b", "red"], ["c", "blue"]];
+  for (const [c, level] of [...open, ["d", "yellow"]]) {
+    state.incidents.set(c.repeat(32), {incident_id: c.repeat(32), level, category: "flooding",
+      state: c === "d" ? "closed" : "dispatched", place_id: "leg-p"});
+  }
+  drawMap();
+  drawMarkers();
+  return document.querySelector("#map-legend").textContent;
+}"""
+
+
+def test_the_map_legend_says_what_its_colours_mean_and_counts_the_open_incidents(
+    page: Page, pipeline: Pipeline
+) -> None:
+    """Each level's colour, with how many open incidents the map shows at it (a closed one
+    has no marker), and what the places' dots are."""
+    open_console(page, pipeline, officer(pipeline))
+    assert page.evaluate(LEGEND) == (
+        "open incidents: ● 2 red ● 0 orange ● 0 yellow ● 1 blue"
+        " · places: ● district • street, grid, building"
+    )
+    assert (
+        page.locator("#map-legend .key.red").first.evaluate("k => getComputedStyle(k).color")
+        == "rgb(239, 68, 68)"
+    )
+
+
 CROWDED = """() => {
   state.places.clear();
   const near = [["lab-a", "Xuhui", 31.2000, 121.4000], ["lab-b", "Huangpu", 31.2003, 121.4004],

@@ -778,6 +778,19 @@ function drawMarkers() {
   }
   $("#unmapped").textContent = missing.length
     ? `not on the map (no coordinates): ${[...new Set(missing)].join(", ")}` : "";
+  drawLegend(shown.map(([incident]) => incident.level));
+}
+
+// What the map's colours and dots mean, with how many incidents of each level it shows.
+function drawLegend(levels) {
+  const key = (cls, mark, text) => [" ", el("span", { class: `key ${cls}` }, mark), ` ${text}`];
+  $("#map-legend").replaceChildren(...[
+    "open incidents:",
+    [...LEVELS].reverse().map((l) => key(l, "●", `${levels.filter((v) => v === l).length} ${l}`)),
+    " · places:",
+    key("district", "●", "district"),
+    key("place", "•", "street, grid, building"),
+  ].flat(Infinity));
 }
 
 boot();
