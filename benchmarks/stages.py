@@ -195,11 +195,21 @@ def main(argv: list[str] | None = None) -> None:
         help="the stage's clock (ISO, with its zone; default: now): the readings' windows and "
         "so the work done repeat exactly from run to run",
     )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=None,
+        metavar="S",
+        help="every device's profile interval in seconds (default: none); with it, the vital "
+        "signs count a device online in the windows up to two intervals after each reading",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     now = args.now or datetime.now(UTC).replace(microsecond=0)
     kinds, rules, catalogue = job(args.job)
     devices = fleet(args.devices, now, kinds)
+    if args.interval is not None:
+        devices = [d.model_copy(update={"expected_interval_s": args.interval}) for d in devices]
     start = now - timedelta(seconds=args.readings // args.devices + 5)
     messages = payloads(devices, args.readings, start, kinds)
     raw = raw_batches(messages, args.batch, now)

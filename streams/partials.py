@@ -2,7 +2,8 @@
 state of every indicator it feeds, for the device's place at every level the indicator rolls up
 to (grid, street, district, city), and counts the device once per window as reporting (its
 *marks* remember the windows of the last hour it was counted in, and spot a reading delivered
-twice). The place side is :mod:`streams.vitals`."""
+twice); an indicator of the devices online counts it in the windows after too, so long as it
+is online (:data:`ONLINE_FOR`). The place side is :mod:`streams.vitals`."""
 
 from __future__ import annotations
 
@@ -39,6 +40,12 @@ _KEEP_S: Final = KEEP.total_seconds()
 RECENT = 32
 """Instants of a device's latest readings remembered to spot a reading delivered twice."""
 
+ONLINE_FOR = 2.0
+"""A device counts as reporting to a vital sign that counts devices (``online_rate``) in each
+window from its reading's until this many of its profile's intervals later, :data:`KEEP` at
+most: so long liveness calls it online (late after two intervals, by default). A station
+that reports hourly is online in every five-minute window, not in one of twelve."""
+
 FIRST_WEIGHT_S = 300.0
 """The seconds a device's reading stands for when no earlier one of it is remembered and its
 profile gives no interval (as liveness expects a device without one)."""
@@ -58,7 +65,9 @@ class _Feed:
         [IndicatorSpec, dict[str, float], Mapping[str, float], Mapping[str, float], float], None
     ]
     metrics: frozenset[str]
-    every_reading: bool
+    counts_devices: bool
+    """Its value is of the devices reporting (``online_rate``), not of values: every reading
+    of its device types feeds it, and counts where the device is online (:data:`ONLINE_FOR`)."""
     window_s: int
     depths: tuple[int, ...]
     """The place-path depths of its levels (city 1, district 2, ...)."""
@@ -223,15 +232,48 @@ class Partials:
         gaps = _gaps(marks, recent, values, instant, interval)
         seconds = instant // 1_000_000
         for feed in feeds:
-            if not feed.every_reading and feed.metrics.isdisjoint(values):
+            if not feed.counts_devices and feed.metrics.isdisjoint(values):
                 continue
             start = seconds - seconds % feed.window_s
             judged = (device_id, feed.spec_id, start, path)
             state = self._judged.get(judged)
             if state is None:
-                state = self._judged[judged] = self._count(feed, reading, marks, offset, start)
+                self._count(feed, reading, marks, offset, start)
+                state = self._judged[judged] = self._leaf(feed.spec_id, path, start)
             feed.fold(feed.spec, state, values, gaps, feed.window_s)
+            if feed.counts_devices and interval:
+                self._cover(feed, reading, marks, offset, start, instant, interval)
         return True
+
+    def _cover(
+        self,
+        feed: _Feed,
+        reading: Reading | CameraEvent,
+        marks: dict[str, Any],
+        offset: int,
+        start: int,
+        instant: int,
+        interval: float,
+    ) -> None:
+        """Count the device in the windows after ``start`` that begin within
+        :data:`ONLINE_FOR` of its intervals after the reading (:data:`KEEP` at most): it is
+        online in them though it need not report (a window counted before is not again)."""
+        until = instant / 1_000_000 + min(ONLINE_FOR * interval, _KEEP_S)
+        window = feed.window_s
+        path, device_id, spec_id = reading.place_path, reading.device_id, feed.spec_id
+        begins = start + window
+        if begins >= until:
+            return  # online within its own window alone
+        # The windows up to the last one counted here are counted (in order, mostly): a
+        # device that reports every minute looks at none most of the time, not at ten.
+        counted = marks.get("c", {}).get(spec_id, {}).get(self._places.get(path) or place_key(path))
+        if counted:
+            begins = max(begins, int(next(reversed(counted))) + window)
+        while begins < until:
+            judged = (device_id, spec_id, begins, path)
+            if judged not in self._judged and self._count(feed, reading, marks, offset, begins):
+                self._judged[judged] = self._leaf(spec_id, path, begins)
+            begins += window
 
     def _index(self, device_id: str, recent: list[list[Any]]) -> dict[int, int] | None:
         """The instants of ``recent`` by instant, once the device's second reading of the
@@ -253,9 +295,9 @@ class Partials:
         marks: dict[str, Any],
         offset: int,
         start: int,
-    ) -> dict[str, float]:
+    ) -> bool:
         """Count the device at each place of the window, once (the first reading of a batch
-        in a window decides for all of them); returns the state its readings fold into."""
+        in a window decides for all of them); returns whether it counted anywhere new."""
         spec_id, path = feed.spec_id, reading.place_path
         counted: dict[str, dict[str, dict[str, int]]] = marks.setdefault("c", {})
         by_place = counted.get(spec_id) or {}
@@ -267,9 +309,9 @@ class Partials:
             here = self._places[path] = place_key(path)
         windows = by_place.get(here)
         seen = None if windows is None else windows.get(key)
+        fresh = False
         if seen is None or seen == offset:  # else another message counted it here: nothing new
             before = _counted_at(by_place, key, offset)
-            fresh = False
             for depth in feed.depths:
                 if len(path) < depth:
                     continue
@@ -288,6 +330,10 @@ class Partials:
                     by_place = counted[spec_id] = {p: dict(w) for p, w in by_place.items()}
                     self._own[id(by_place)] = by_place
                 _remember(by_place, here, key, offset, start)
+        return fresh
+
+    def _leaf(self, spec_id: str, path: tuple[str, ...], start: int) -> dict[str, float]:
+        """The state the readings of a place's window fold into (made at its first)."""
         leaf = (spec_id, path, start)
         state = self._leaves.get(leaf)
         if state is None:

@@ -1,4 +1,6 @@
-"""``online_rate``: the devices reporting in the window / the devices expected."""
+"""``online_rate``: the devices online in the window / the devices expected (a device counts
+where it reports, and in the windows up to two of its profile's intervals after: see
+:data:`streams.partials.ONLINE_FOR`)."""
 
 from __future__ import annotations
 

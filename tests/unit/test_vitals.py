@@ -236,6 +236,28 @@ def test_coverage_falls_when_devices_stop_and_a_silent_window_is_still_reported(
     assert not [i for i in found if i.indicator == "aqi"]  # the hour is not over yet
 
 
+def test_a_device_is_online_in_the_windows_until_two_of_its_intervals_have_passed() -> None:
+    """A station that reports hourly is online in every five-minute window of its hour (and
+    counted once in each, its next reading's windows overlapping): not in one of twelve. One
+    every ten minutes that stops is online for two intervals after its last reading, as
+    liveness judges it late then; a device whose profile gives no interval, in its own."""
+    city = City()
+    for device in ("hourly", "ten", "none"):
+        city.join(device, "c/d/s1")
+    city.read(reading("hourly", "c/d/s1", 1, pm25=30.0), interval=3600.0)
+    replayed = city.offset  # processed again after a restart: counted in no window again
+    city.read(reading("hourly", "c/d/s1", 1, pm25=30.0), offset=replayed, interval=3600.0)
+    city.read(reading("ten", "c/d/s1", 2, pm25=30.0), interval=600.0)
+    city.read(reading("none", "c/d/s1", 3, pm25=30.0), interval=0.0)
+    city.read(reading("hourly", "c/d/s1", 61, pm25=30.0), interval=3600.0)
+    found = city.tick(71)
+    windows = [one(found, "online", "s1", m) for m in range(0, 70, 5)]
+    # "ten" read at 8:02: online until 8:22, so in the windows from 8:00 to 8:20
+    assert [w.reporting for w in windows] == [3, 2, 2, 2, 2, *[1] * 9]
+    assert all(w.expected == 3 for w in windows)
+    assert [round(w.value or 0, 3) for w in windows[3:6]] == [0.667, 0.667, 0.333]
+
+
 def test_a_worst_of_value_with_a_device_silent_is_at_most_partial() -> None:
     """Five depth sensors on a street; the underpass one reads 35 cm, then falls silent (under
     water, or its power cut in the flood): the street's deepest water is then a lower bound,
