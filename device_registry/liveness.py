@@ -370,12 +370,19 @@ def check(
     open_now = {**staying, **opened}
     judged = _release(judged, fleet, ended, open_now, now, policy)
     judged, announced = _announce(judged, fleet, {**forming, **open_now}, now)
+    down = (
+        [(d, fleet[d].place_path) for d, c in judged.items() if c.status is Liveness.OFFLINE]
+        if opened or ended
+        else []
+    )
     return CheckResult(
         clocks=judged,
         changed=tuple(changed),
         announced=tuple(announced),
-        started=tuple(o.event(OutageStatus.STARTED, now, out[p]) for p, o in opened.items()),
-        ended=tuple(o.event(OutageStatus.ENDED, now, offline.get(o.place_path)) for o in ended),
+        started=tuple(o.event(OutageStatus.STARTED, now, out[p], down) for p, o in opened.items()),
+        ended=tuple(
+            o.event(OutageStatus.ENDED, now, offline.get(o.place_path), down) for o in ended
+        ),
         outages=open_now,
     )
 

@@ -57,10 +57,12 @@ class LivenessStore:
     # An ended outage stays ended: a replayed start never reopens it.
     UPSERT_OUTAGE = (
         "INSERT INTO place_outages (outage_id, place_id, place_path, status, devices_total, "
-        "devices_silent, started_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+        "devices_silent, started_at, updated_at, devices) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
         "ON CONFLICT (outage_id) DO UPDATE SET status = EXCLUDED.status, "
         "devices_total = EXCLUDED.devices_total, devices_silent = EXCLUDED.devices_silent, "
-        "updated_at = EXCLUDED.updated_at WHERE place_outages.status = 'started'"
+        "updated_at = EXCLUDED.updated_at, devices = EXCLUDED.devices "
+        "WHERE place_outages.status = 'started'"
     )
 
     def __init__(self, settings: Settings) -> None:
@@ -131,6 +133,7 @@ class LivenessStore:
                 o.devices_silent,
                 o.started_at,
                 o.ts,
+                list(o.devices),
             )
             for o in outages
         ]
@@ -207,7 +210,7 @@ def open_outages(conn: Conn, place: str | None = None) -> list[PlaceOutage]:
     """Outages not yet ended at or under ``place``, oldest first."""
     cur = conn.execute(
         "SELECT outage_id, place_id, place_path, status, devices_total, devices_silent, "
-        "started_at, updated_at AS ts FROM place_outages WHERE status = 'started' "
+        "started_at, updated_at AS ts, devices FROM place_outages WHERE status = 'started' "
         "AND (%(place)s::text IS NULL OR %(place)s = ANY(place_path)) ORDER BY started_at",
         {"place": place},
     )

@@ -28,6 +28,9 @@ __all__ = [
 
 PlacePath = tuple[str, ...]
 
+NAMED = 50
+"""The offline devices an outage's event names at most (the contract's limit)."""
+
 
 @dataclass(frozen=True, slots=True)
 class PlaceTally:
@@ -141,7 +144,17 @@ class Outage:
     devices_total: int
     devices_silent: int
 
-    def event(self, status: OutageStatus, ts: datetime, now: PlaceTally | None) -> PlaceOutage:
+    def event(
+        self,
+        status: OutageStatus,
+        ts: datetime,
+        now: PlaceTally | None,
+        offline: Iterable[tuple[str, PlacePath]] = (),
+    ) -> PlaceOutage:
+        """The event of the outage at ``ts``; ``offline``: (device, place) of the devices
+        offline now, those under the place named in it."""
+        depth = len(self.place_path)
+        silent = sorted(d for d, path in offline if path[:depth] == self.place_path)
         return PlaceOutage(
             outage_id=self.outage_id,
             place_id=self.place_path[-1],
@@ -151,4 +164,5 @@ class Outage:
             devices_silent=now.silent if now else 0,
             started_at=self.started_at,
             ts=ts,
+            devices=tuple(silent[:NAMED]),
         )

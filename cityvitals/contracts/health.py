@@ -45,6 +45,12 @@ class PlaceOutage(Contract):
     devices_silent: int = Field(ge=0)
     started_at: UtcDatetime
     ts: UtcDatetime
+    devices: tuple[Identifier, ...] = Field(
+        default=(), max_length=50, exclude_if=lambda devices: not devices
+    )
+    """The offline devices under the place when the event was raised, by id (the first 50):
+    at its start those to visit, at its end those still silent. Left out of the JSON when
+    none (an event of before it was named has none)."""
 
 
 STAGE = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")

@@ -147,7 +147,12 @@ class Desk(Dispatcher):
                 out.ignored += 1
                 return
             t.quiet_since = now
-            reason = f"{outage.devices_silent} of {outage.devices_total} devices back"
+            total, still = outage.devices_total, outage.devices_silent
+            reason = f"{max(0, total - still)} of {total} devices back"
+            if outage.devices:
+                named = outage.devices[:5]
+                more = f" and {still - len(named)} more" if still > len(named) else ""
+                reason += f"; still silent: {', '.join(named)}{more}"
             self._step(t, Action.ATTACH, now, out, reason=f"outage ended: {reason}")
             return
         if known is not None:
@@ -161,7 +166,8 @@ class Desk(Dispatcher):
         t = self._open(OUTAGE_CATEGORY, path, level, IncidentSource.OUTAGE, outage.outage_id, now)
         silent = f"{outage.devices_silent} of {outage.devices_total} devices silent"
         title = f"{self._title(OUTAGE_CATEGORY)} at {self.named(outage.place_id)}: {silent}"
-        t.incident = t.incident.model_copy(update={"title": title})
+        devices = outage.devices[:MAX_DEVICES]  # those to visit
+        t.incident = t.incident.model_copy(update={"title": title, "devices": devices})
         t.outage_id = outage.outage_id
         t.said = silent
         self.book.put(t)

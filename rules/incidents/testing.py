@@ -153,8 +153,14 @@ def report(
 
 
 def outage(
-    place_path: tuple[str, ...], minutes: float = 0, *, status: str = "started", n: int = 0
+    place_path: tuple[str, ...],
+    minutes: float = 0,
+    *,
+    status: str = "started",
+    n: int = 0,
+    silent: tuple[str, ...] = (),
 ) -> IncidentInput:
+    """An outage of 10 devices at ``place_path``: 8 silent, or as many as ``silent`` names."""
     return IncidentInput(
         outage=PlaceOutage(
             outage_id=derive_id("outage", place_path, n),
@@ -162,9 +168,10 @@ def outage(
             place_path=place_path,
             status=OutageStatus(status),
             devices_total=10,
-            devices_silent=8,
+            devices_silent=len(silent) if silent else 8,
             started_at=at(minutes),
             ts=at(minutes),
+            devices=silent,
         )
     )
 

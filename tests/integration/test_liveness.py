@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from cityvitals import kafka
 from cityvitals.contracts import Device, DeviceLiveness, OutageStatus, PlaceOutage
 from cityvitals.topics import Topic
-from tests.integration.conftest import Pipeline, reading, wait_for
+from tests.integration.conftest import Pipeline, api_client, reading, wait_for
 from wiring.cli import app as cli_app
 
 pytestmark = pytest.mark.integration
@@ -194,7 +194,7 @@ def test_a_silent_device_goes_offline_by_its_own_cadence_and_comes_back_online(
 
 
 def test_a_silent_street_is_one_outage_and_its_devices_raise_no_offline_of_their_own(
-    pipeline: Pipeline, liveness_log: TopicLog, outages_log: TopicLog
+    pipeline: Pipeline, liveness_log: TopicLog, outages_log: TopicLog, admin_token: str
 ) -> None:
     tag = uuid.uuid4().hex[:6]
     city, district, street = f"lv{tag}", f"dL{tag}", f"sX{tag}"
@@ -234,6 +234,12 @@ def test_a_silent_street_is_one_outage_and_its_devices_raise_no_offline_of_their
     assert [(o.outage_id, o.place_id, o.status) for o in mine] == [
         (outage_id, street, OutageStatus.STARTED)
     ]
+    # It names the devices to visit: on Kafka, in its row and by the API.
+    named = mine[0].devices
+    assert len(named) == silent and set(named) <= set(ids), named
+    with api_client(pipeline.settings, admin_token) as client:
+        served = client.get("/liveness/outages", params={"place": street}).json()
+    assert [(o["outage_id"], tuple(o["devices"])) for o in served] == [(outage_id, named)]
     before = changes(liveness_log, ids)
     # Each device may announce late on its way (when a check falls in its late window: on a
     # busy machine one may not), never offline: that is withheld under the outage.

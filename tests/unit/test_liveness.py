@@ -274,6 +274,9 @@ def test_the_outage_ends_when_the_street_reports_again_and_no_offline_leaks() ->
     assert events == [("s1", OutageStatus.STARTED), ("s1", OutageStatus.ENDED)]
     ended = next(o for r in city.rounds for o in r.ended)
     assert ended.outage_id == outage_id("s1", at(30)) and ended.devices_silent == 2
+    assert ended.devices == ("b1", "b2")  # the two still silent, by name
+    started = next(o for r in city.rounds for o in r.started)
+    assert started.devices == tuple(sorted(street))  # those to visit
     assert ("offline" not in {s for _d, s in city.announced()}) and not city.outages
     assert all(city.clocks[d].announced is Liveness.ONLINE for d in street)
 
