@@ -21,6 +21,8 @@ __all__ = [
     "LivenessStoreUnavailable",
     "device_rows",
     "open_outages",
+    "silent_rows",
+    "status_counts",
     "unheard",
 ]
 
@@ -188,6 +190,35 @@ def device_rows(
             "limit": limit,
             "offset": offset,
         },
+    )
+    return _models(DeviceLiveness, cur)
+
+
+def status_counts(conn: Conn, place: str | None = None) -> dict[Liveness, int]:
+    """How many active devices under ``place`` are of each status, as last judged."""
+    cur = conn.execute(
+        "SELECT l.status, count(*) FROM device_liveness l "
+        "JOIN devices d ON d.device_id = l.device_id WHERE d.state = 'active' "
+        "AND (%(place)s::text IS NULL OR %(place)s = ANY(l.place_path)) GROUP BY l.status",
+        {"place": place},
+    )
+    counts = dict.fromkeys(Liveness, 0)
+    for status, n in cur.fetchall():
+        counts[Liveness(status)] = int(n)
+    return counts
+
+
+def silent_rows(conn: Conn, place: str | None = None, limit: int = 50) -> list[DeviceLiveness]:
+    """The active devices under ``place`` judged offline or late, offline first, each the
+    longest silent first: those to look at first."""
+    cur = conn.execute(
+        "SELECT l.device_id, l.status, l.last_seen, l.expected_interval_s, l.place_path, "
+        "l.updated_at AS ts FROM device_liveness l JOIN devices d ON d.device_id = l.device_id "
+        "WHERE d.state = 'active' AND l.status IN ('offline', 'late') "
+        "AND (%(place)s::text IS NULL OR %(place)s = ANY(l.place_path)) "
+        "ORDER BY l.status = 'offline' DESC, l.last_seen NULLS FIRST, l.device_id "
+        "LIMIT %(limit)s",
+        {"place": place, "limit": limit},
     )
     return _models(DeviceLiveness, cur)
 

@@ -13,6 +13,10 @@ sends only what changed, each an SSE event whose data is JSON:
   colour it is shown in, coverage, window and the trend against the previous window);
 * ``alerts``: the firing alerts in scope, counted by level;
 * ``refusal``: a feedback on an incident in view that the incident stage refused, and why;
+* ``devices``: the devices in scope by liveness status (``counts``), the offline and late
+  ones (``silent``, offline first, the longest silent first, :data:`SILENT_SHOWN` at most)
+  and the open place outages (``outages``), as the liveness service last judged them: sent
+  at the start and whenever that changes;
 * ``end``: the user's token stopped being valid (disabled, rotated): the stream closes.
 
 A comment line keeps the connection alive every :data:`KEEPALIVE_S` seconds. The stream
@@ -44,6 +48,7 @@ from device_registry.api.bodies import NOT_FOUND, RETRY_LATER
 from device_registry.api.deps import PathId, Reader, pool
 from device_registry.api.errors import NotFound
 from device_registry.incident_publisher import incident_categories
+from device_registry.liveness_store import open_outages, silent_rows, status_counts
 from device_registry.registry import Registry
 from rules.indicators import Catalogue
 from sinks import (
@@ -69,6 +74,8 @@ Reading = Annotated[User, require("read")]
 
 POLL_S = 1.5
 """How often the event stream reads the database."""
+SILENT_SHOWN = 50
+"""The offline and late devices a ``devices`` event lists at most (it counts them all)."""
 KEEPALIVE_S = 15.0
 """How long the stream may be silent before it sends a keep-alive comment."""
 ASSETS = {"console.js": "text/javascript", "console.css": "text/css"}
@@ -198,6 +205,8 @@ class Watch:
     alerts: dict[str, int] | None = None
     refusals_after: datetime = field(default_factory=lambda: datetime.now(UTC))
     catalogue: Catalogue | None = None
+    devices: dict[str, Any] | None = None
+    """The devices event last sent."""
     closed_sent: bool = False
     """Whether the incidents closed lately were sent (once, with the first snapshot)."""
 
@@ -212,6 +221,7 @@ def poll(registry: Registry, watch: Watch, settings: Settings) -> list[Event]:
         *_tile_events(registry, watch, settings),
         *_alert_events(registry, watch),
         *_refusal_events(registry, watch),
+        *_device_events(registry, watch),
     ]
 
 
@@ -414,6 +424,33 @@ def _refusal_events(registry: Registry, watch: Watch) -> list[Event]:
         if r.incident_id in watch.incidents
         or _visible_incident(registry, watch.user, r.incident_id)
     ]
+
+
+def _device_events(registry: Registry, watch: Watch) -> list[Event]:
+    user = watch.user
+    place = user.scope[-1] if user.scope else None
+    silent = [
+        {
+            "device_id": d.device_id,
+            "status": d.status.value,
+            "last_seen": d.last_seen and d.last_seen.isoformat(),
+            "expected_interval_s": d.expected_interval_s,
+            "place_path": list(d.place_path),
+        }
+        for d in silent_rows(registry.conn, place, SILENT_SHOWN)
+        if user.sees(d.place_path)
+    ]
+    outages = [
+        o.model_dump(mode="json", exclude={"ts"})
+        for o in open_outages(registry.conn, place)
+        if user.sees(o.place_path)
+    ]
+    counts = {s.value: n for s, n in status_counts(registry.conn, place).items()}
+    sent = {"counts": counts, "silent": silent, "outages": outages}
+    if sent == watch.devices:
+        return []
+    watch.devices = sent
+    return [("devices", sent)]
 
 
 def _visible_incident(registry: Registry, user: User, incident_id: str) -> bool:

@@ -419,6 +419,34 @@ def test_the_map_legend_says_what_its_colours_mean_and_counts_the_open_incidents
     )
 
 
+def test_the_devices_panel_shows_an_outage_and_its_silent_devices(
+    page: Page, pipeline: Pipeline
+) -> None:
+    """Three water sensors of a grid report every second, then fall silent: the devices
+    panel of an officer of their city counts them offline, names the place's outage and lists
+    each device, with how long since it was last heard, no reload needed."""
+    from tests.integration.test_liveness import publish_rounds
+
+    tag = uuid.uuid4().hex[:6]
+    city, district = f"dv{tag}", f"dv{tag}d"
+    grid = f"{city}/{district}/{district}s/{district}g"
+    devices = [pipeline.register("water_level", grid) for _ in range(3)]
+    open_console(page, pipeline, officer(pipeline, (city,)))  # their city alone
+    expect(page.locator("#no-silent")).to_be_visible()  # registered, not heard yet
+    publish_rounds(pipeline, devices, rounds=5)
+    counts = page.locator("#device-counts")
+    expect(counts).to_have_text("3 offline · 0 late · 0 online", timeout=SHOWS_UP_MS)
+    expect(page.locator("#outages li")).to_contain_text("3 of 3 silent since", timeout=30_000)
+    rows = page.locator("#silent li")
+    expect(rows).to_have_count(3)
+    assert sorted(rows.evaluate_all("rs => rs.map(r => r.dataset.deviceId)")) == sorted(
+        d for d, _ in devices
+    )
+    expect(rows.first.locator(".status")).to_have_text("offline")
+    expect(rows.first.locator(".seen")).to_contain_text("ago")
+    expect(page.locator("#no-silent")).to_be_hidden()
+
+
 CROWDED = """() => {
   state.places.clear();
   const near = [["lab-a", "Xuhui", 31.2000, 121.4000], ["lab-b", "Huangpu", 31.2003, 121.4004],

@@ -18,6 +18,7 @@ const state = {
   stampFormat: null,
   timeFormat: null,
   skew: 0,  // the server's clock less this workstation's, in ms (from the stream's hello)
+  devices: null,  // the stream's last "devices" event
 };
 
 const SKEW_SHOWN_S = 30;  // a workstation's clock this far off the server's is said so
@@ -192,6 +193,7 @@ function follow() {
   events.addEventListener("tile", (e) => onTile(JSON.parse(e.data)));
   events.addEventListener("alerts", (e) => onAlerts(JSON.parse(e.data)));
   events.addEventListener("refusal", (e) => onRefusal(JSON.parse(e.data)));
+  events.addEventListener("devices", (e) => onDevices(JSON.parse(e.data)));
   events.addEventListener("end", (e) => {
     events.close();
     showLogin(JSON.parse(e.data).reason);
@@ -221,6 +223,9 @@ function tick() {
     if (!incident) continue;
     row.querySelector(".age").textContent = age(incident);
     paintSla(row.querySelector(".sla"), incident);
+  }
+  for (const seen of document.querySelectorAll("#silent .seen")) {
+    seen.textContent = lastSeen(seen.dataset.lastSeen);
   }
   for (const tile of document.querySelectorAll(".tile[data-window-end]")) {
     // the window the value is of, not only its age: a 5-minute window's deepest water may
@@ -670,6 +675,34 @@ function onAlerts(alerts) {
   const parts = LEVELS.filter((l) => alerts.by_level[l]).map((l) => `${alerts.by_level[l]} ${l}`);
   $("#alert-count").textContent = `${alerts.firing} firing alerts${parts.length ? ": " + parts.join(", ") : ""}`;
   $("#alert-count").title = `${$("#alert-count").textContent} (in scope)`;  // whole, if cut
+}
+
+// --- devices: how many are online, late, offline; the silent ones, the longest first ---------
+
+function onDevices(devices) {
+  state.devices = devices;
+  drawDevices();
+}
+
+function lastSeen(iso) {
+  return iso ? `last seen ${duration(since(iso))} ago` : "never heard";
+}
+
+function drawDevices() {
+  const { counts, silent, outages } = state.devices;
+  $("#device-counts").textContent = `${counts.offline} offline · ${counts.late} late · ${counts.online} online`;
+  $("#outages").replaceChildren(...outages.map((o) => el("li", { class: "outage", "data-outage-id": o.outage_id },
+    el("span", { class: "status offline" }, "outage"),
+    ` ${pathNames(o.place_path)}: ${o.devices_silent} of ${o.devices_total} silent since ${stamp(o.started_at)}`)));
+  const rows = silent.map((d) => el("li", { "data-device-id": d.device_id },
+    el("span", { class: `status ${d.status}` }, d.status),
+    ` ${d.device_id} · ${pathNames(d.place_path)} · `,
+    el("span", { class: "seen", "data-last-seen": d.last_seen || "" }, lastSeen(d.last_seen)),
+    ` (every ${duration(d.expected_interval_s)})`));
+  const more = counts.offline + counts.late - silent.length;
+  if (more > 0) rows.push(el("li", { class: "note" }, `and ${more} more (cityvitals devices liveness, or GET /liveness/devices)`));
+  $("#silent").replaceChildren(...rows);
+  $("#no-silent").hidden = rows.length + outages.length > 0;
 }
 
 // --- the map: places from their coordinates, incidents on them; no tiles from the internet --
