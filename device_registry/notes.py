@@ -15,6 +15,7 @@ __all__ = [
     "API_FIXES",
     "Fixes",
     "department_notes",
+    "location_note",
     "move_notes",
     "path_prefixes",
     "registration_notes",
@@ -36,12 +37,15 @@ class Fixes:
     """Where the registry's departments are listed."""
     profile: str
     """How to give a profile."""
+    location: str = "give the new one"
+    """How to give a moved device its new coordinates."""
 
 
 API_FIXES = Fixes(
     name_place="PUT /places/{id} names it",
     departments="GET /departments",
     profile="PUT /profiles/{id}",
+    location="give the new one: lat and lon in the move's body",
 )
 
 
@@ -138,6 +142,24 @@ def registration_notes(
         )
         notes += [note for note in unjudged if note is not None]
     return notes
+
+
+def location_note(device: Device, fixes: Fixes) -> list[str]:
+    """What a move that gave no coordinates means for a device that had some: it keeps them,
+    and the map and its dispatch orders place it where it was.
+
+    >>> from datetime import UTC, datetime
+    >>> d = Device(device_id="wl-1", device_type="water_level", place_path=("sh", "xh"),
+    ...            lat=31.2, lon=121.4, updated_at=datetime(2026, 12, 5, tzinfo=UTC))
+    >>> print(*location_note(d, API_FIXES))
+    wl-1 keeps its coordinates 31.2, 121.4: if it moved on the ground, give the new one: lat and lon in the move's body
+    """
+    if device.lat is None or device.lon is None:
+        return []
+    return [
+        f"{device.device_id} keeps its coordinates {device.lat}, {device.lon}: if it moved "
+        f"on the ground, {fixes.location}"
+    ]
 
 
 def move_notes(

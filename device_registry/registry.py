@@ -528,13 +528,24 @@ class Registry(UserAccounts):
         rows = list_alerts(self.conn, AlertFilter(status=AlertStatus.FIRING, device=device_id))
         return [(a.rule_id, a.level, a.place_path) for a in rows]
 
-    def move(self, device_id: str, place_path: Sequence[str], actor: str) -> Device:
+    def move(
+        self,
+        device_id: str,
+        place_path: Sequence[str],
+        actor: str,
+        location: tuple[float, float] | None = None,
+    ) -> Device:
+        """Move a device to ``place_path`` (its places made as needed), and to ``location``
+        (latitude, longitude) when given; without, it keeps its coordinates."""
         current = self.get(device_id)
-        moved = current.model_copy(update={"place_path": tuple(place_path)})
+        columns: dict[str, Any] = {"place_path": list(place_path)}
+        if location is not None:
+            columns["lat"], columns["lon"] = location
+        moved = current.model_copy(update={**columns, "place_path": tuple(place_path)})
         Device.model_validate(moved.model_dump())
         with self.conn.transaction(), self.conn.cursor() as cur:
             places.ensure(cur, [moved.place_path], actor)
-        return self._change(device_id, actor, "move", {"place_path": list(place_path)})
+        return self._change(device_id, actor, "move", columns)
 
     def set_state(self, device_id: str, state: DeviceState, actor: str) -> Device:
         """Move a device through its lifecycle; only a provisioned or active device may

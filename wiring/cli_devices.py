@@ -16,7 +16,7 @@ import typer
 from pydantic import ValidationError
 
 from cityvitals.contracts import Device, DeviceLiveness, DeviceState, Liveness
-from device_registry.notes import department_notes, move_notes
+from device_registry.notes import department_notes, location_note, move_notes
 from wiring.cli_common import fail, known_place, read_utf8, settings
 from wiring.cli_registry_common import (
     CLI_FIXES,
@@ -334,18 +334,29 @@ def devices_update(
 
 @devices_app.command("move")
 def devices_move(
-    device_id: str, place: Annotated[str, typer.Argument(help="New place path")]
+    device_id: str,
+    place: Annotated[str, typer.Argument(help="New place path")],
+    lat: Annotated[float | None, typer.Option(help="New latitude, with --lon")] = None,
+    lon: Annotated[float | None, typer.Option(help="New longitude, with --lat")] = None,
 ) -> None:
-    """Move a device to another place. Its alerts firing stay with their incident at the old
-    place (a note names them)."""
+    """Move a device to another place, and to new coordinates with --lat and --lon (without
+    them it keeps its own: a note says so). Its alerts firing stay with their incident at the
+    old place (a note names them)."""
+    if (lat is None) != (lon is None):
+        raise fail("--lat and --lon go together: give both, or neither to keep the old")
+    location = None if lat is None or lon is None else (lat, lon)
     with registry() as reg:
         firing = reg.firing(device_id)
         try:
-            device = reg.move(device_id, path_of(place), actor())
+            device = reg.move(device_id, path_of(place), actor(), location)
         except ValidationError as exc:
-            raise fail(f"place_path: {exc.errors(include_url=False)[0]['msg']}") from None
+            err = exc.errors(include_url=False)[0]
+            raise fail(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
     _echo_device(device, False)
-    for note in move_notes(device_id, firing, device.place_path):
+    notes = move_notes(device_id, firing, device.place_path)
+    if location is None:
+        notes += location_note(device, CLI_FIXES)
+    for note in notes:
         typer.echo(f"note: {note}", err=True)
 
 

@@ -96,6 +96,7 @@ CLI_FIXES = Fixes(
     name_place="cityvitals places add PATH --name NAME names one before its devices",
     departments="cityvitals departments list",
     profile="cityvitals profiles put",
+    location="give the new one (--lat, --lon)",
 )
 """How the command line mends what a registration note names."""
 

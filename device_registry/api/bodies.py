@@ -5,7 +5,15 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
 from cityvitals.contracts import IDENTIFIER, METRIC, Device, DeviceState
@@ -77,6 +85,19 @@ class DevicePatch(_Body):
 
 class DeviceMove(_Body):
     place_path: PlacePath
+    lat: Lat = None
+    """Its new latitude, with ``lon``; without both, it keeps its coordinates."""
+    lon: Lon = None
+
+    @model_validator(mode="after")
+    def _both(self) -> DeviceMove:
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("lat and lon go together: give both, or neither to keep the old")
+        return self
+
+    @property
+    def location(self) -> tuple[float, float] | None:
+        return None if self.lat is None or self.lon is None else (self.lat, self.lon)
 
 
 NOTES = (

@@ -55,7 +55,13 @@ from device_registry.importing import (
     parse_device_csv,
     parse_device_json,
 )
-from device_registry.notes import API_FIXES, department_notes, move_notes, registration_notes
+from device_registry.notes import (
+    API_FIXES,
+    department_notes,
+    location_note,
+    move_notes,
+    registration_notes,
+)
 from device_registry.registry import Registry
 
 __all__ = ["router"]
@@ -243,14 +249,18 @@ def update_device(
 def move_device(
     who: Writing, device_id: PathId, body: DeviceMove, registry: Writer
 ) -> UpdatedDevice:
-    """Move a device to another place (places the path names are created as needed);
-    ``notes`` names its alerts firing, which stay with their incident at the old place."""
+    """Move a device to another place (places the path names are created as needed), and to
+    new coordinates (``lat``, ``lon``) if given; ``notes`` names its alerts firing, which stay
+    with their incident at the old place, and the coordinates it keeps when given none."""
     _device_in_scope(registry, who.user, device_id)
     check_scope(who.user, body.place_path, f"the new place of device {device_id!r}")
     firing = registry.firing(device_id)
     with body_errors():
-        device = registry.move(device_id, body.place_path, who.actor)
-    return UpdatedDevice(**dict(device), notes=move_notes(device_id, firing, body.place_path))
+        device = registry.move(device_id, body.place_path, who.actor, body.location)
+    notes = move_notes(device_id, firing, body.place_path)
+    if body.location is None:
+        notes += location_note(device, API_FIXES)
+    return UpdatedDevice(**dict(device), notes=notes)
 
 
 def _set_state(state: DeviceState) -> Callable[[Caller, str, Registry], Device]:

@@ -112,8 +112,30 @@ def test_a_device_onboarded_through_the_api_publishes_with_its_credentials(
     moved = api.post(f"/devices/{other}/move", json={"place_path": f"/{city}/{city}-d1/"})
     assert moved.status_code == 200, moved.text
     assert moved.json()["place_path"] == [city, f"{city}-d1"]
+    # A device with coordinates keeps them when moved without new ones, and is told so.
+    roamer = f"wl-{uid()}"
+    onboard(api, roamer, city, lat=31.2, lon=121.5)
+    kept = api.post(f"/devices/{roamer}/move", json={"place_path": [city, f"{city}-d2"]})
+    assert kept.status_code == 200, kept.text
+    assert (kept.json()["lat"], kept.json()["notes"]) == (
+        31.2,
+        [
+            f"{roamer} keeps its coordinates 31.2, 121.5: if it moved on the ground, give the "
+            "new one: lat and lon in the move's body"
+        ],
+    )
+    there = {"place_path": [city, f"{city}-d1"], "lat": 31.25, "lon": 121.45}
+    placed = api.post(f"/devices/{roamer}/move", json=there)
+    assert placed.status_code == 200, placed.text
+    assert (placed.json()["lat"], placed.json()["lon"], placed.json()["notes"]) == (
+        31.25,
+        121.45,
+        [],
+    )
+    half = api.post(f"/devices/{roamer}/move", json={**there, "lon": None})
+    assert half.status_code == 422 and "lat and lon go together" in half.text, half.text
     listed = [d["device_id"] for d in api.get("/devices", params={"place": city}).json()]
-    assert sorted(listed) == sorted([device, other, typo["device_id"]])
+    assert sorted(listed) == sorted([device, other, roamer, typo["device_id"]])
     audit = api.get("/audit", params={"entity": "device", "entity_id": device}).json()
     assert [(a["action"], a["actor"]) for a in audit] == [("add", "itest-api (admin)")]
     added = datetime.fromisoformat(audit[0]["at"])

@@ -536,6 +536,10 @@ def test_a_device_moved_while_its_alerts_fire_is_told_they_stay_at_the_old_place
         list(places[4].path),
     )
     env = pipeline.settings.to_env()
+    half = CliRunner().invoke(
+        app, ["devices", "move", device, f"{p}c/{p}d2", "--lat", "31"], env=env
+    )
+    assert half.exit_code != 0 and "--lat and --lon go together" in half.output, half.output
     moved = CliRunner().invoke(app, ["devices", "move", device, f"{p}c/{p}d2"], env=env)
     assert moved.exit_code == 0, moved.output
     assert (
