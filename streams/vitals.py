@@ -16,7 +16,8 @@ Memory of a place (plain JSON): expected devices by type ``m``; open windows ``w
 per source ``o``, a ``d`` flag when they changed since reported, when they were last
 reported ``t`` and the expected devices by type ``x`` they keep when devices leave (a device
 that moves away mid-window is still expected where it reported); and per indicator the start of the first window not yet reported, ``c``,
-and of the earliest window reported, ``f``.
+and of the earliest window reported, ``f``; the devices that joined lately, by type, ``j``
+(``[[minute, count], ...]``: a window does not expect those that joined after it ended).
 """
 
 from __future__ import annotations
@@ -64,13 +65,20 @@ def membership(
     before, after = member(old), member(new)
     if before == after:
         return []
+    # A device the registry held before (provisioned, suspended, or elsewhere) joins when the
+    # change was made; one registered now may bring readings of before: it counts as ever.
+    stamp = (new or {}).get("updated_at") if old is not None else None
+    joined = datetime.fromisoformat(stamp) if stamp else None
     changes = []
     for was, delta in ((before, -1), (after, 1)):
         if was is not None:
             path, device_type = was
+            at = joined if delta > 0 else None
             for depth in range(1, len(path) + 1):
                 changes.append(
-                    MembershipChange(place_path=path[:depth], device_type=device_type, delta=delta)
+                    MembershipChange(
+                        place_path=path[:depth], device_type=device_type, delta=delta, at=at
+                    )
                 )
     return changes
 
@@ -98,6 +106,8 @@ def apply(
             count = mem["m"].get(change.device_type, 0)
             if change.delta < 0:
                 _keep_expected(mem["w"], change.device_type, count)
+            elif change.at is not None:
+                _note_join(mem, change.device_type, change.delta, change.at)
             mem["m"][change.device_type] = count + change.delta
         mem["mo"][batch.source] = batch.offset
     for partial in batch.partials:
@@ -128,12 +138,50 @@ def _keep_expected(windows: dict[str, Any], device_type: str, count: int) -> Non
             windows[key] = {**window, "x": {**kept, device_type: count}}
 
 
-def _expected(memory: Mapping[str, Any], window: Mapping[str, Any], types: tuple[str, ...]) -> int:
-    """Expected devices of a window: the place's now, or more if some left during it, and
-    never fewer than reported in it (a device reports only where it is an active member;
-    its readings may reach the place after the registry's word that it left)."""
+def _note_join(mem: dict[str, Any], device_type: str, count: int, at: datetime) -> None:
+    """Remember that ``count`` devices of ``device_type`` joined the place at ``at``, to the
+    minute (as ``[seconds since 1970, count]``: a fleet activated over an hour is sixty)."""
+    minute = int(at.timestamp()) // 60 * 60
+    joins = {t: [list(e) for e in entries] for t, entries in mem.get("j", {}).items()}
+    entries = joins.setdefault(device_type, [])
+    if entries and entries[-1][0] == minute:
+        entries[-1][1] += count
+    else:
+        entries.append([minute, count])
+    mem["j"] = joins
+
+
+def _joined_after(memory: Mapping[str, Any], device_type: str, end: datetime) -> int:
+    """How many devices of ``device_type`` joined the place at ``end`` or later."""
+    after = end.timestamp()
+    return sum(int(n) for at, n in memory.get("j", {}).get(device_type, ()) if at >= after)
+
+
+def _forget_joins(mem: dict[str, Any], now: datetime) -> None:
+    """Drop the joins before any window still to be reported ended (:data:`MAX_CATCH_UP`
+    and :data:`KEEP` back)."""
+    if "j" not in mem:
+        return
+    horizon = (now - MAX_CATCH_UP - KEEP).timestamp()
+    joins = {t: kept for t, e in mem["j"].items() if (kept := [x for x in e if x[0] >= horizon])}
+    if joins:
+        mem["j"] = joins
+    else:
+        del mem["j"]
+
+
+def _expected(
+    memory: Mapping[str, Any], window: Mapping[str, Any], types: tuple[str, ...], end: datetime
+) -> int:
+    """Expected devices of a window ending at ``end``: the place's now less those that joined
+    after it ended, or more if some left during it, and never fewer than reported in it (a
+    device reports only where it is an active member; its readings may reach the place after
+    the registry's word that it left)."""
     kept = window.get("x", {})
-    now = sum(max(int(memory["m"].get(t, 0)), int(kept.get(t, 0))) for t in types)
+    now = sum(
+        max(int(memory["m"].get(t, 0)) - _joined_after(memory, t, end), int(kept.get(t, 0)))
+        for t in types
+    )
     return max(now, int(window.get("r", 0)))
 
 
@@ -192,7 +240,7 @@ def close(
             window = mine.get(key, {"s": {}, "r": 0})
             if not window["r"] and expected <= 0:
                 continue
-            of = _expected(memory, window, spec.device_types)
+            of = _expected(memory, window, spec.device_types, start + width)
             value, band, detail = finish(spec, window["s"], window["r"], of, start)
             coverage, flag = quality(window["r"], of, worst_of)
             out.append(
@@ -226,4 +274,5 @@ def close(
             old = reported is not None and datetime.fromisoformat(reported) + KEEP < now
             if key.startswith(prefix) and not window.get("d") and old:
                 del mem["w"][key]
+    _forget_joins(mem, now)
     return mem, out

@@ -64,6 +64,11 @@ class MembershipChange(Contract):
     place_path: tuple[Identifier, ...] = Field(min_length=1, max_length=5)
     device_type: Identifier
     delta: int
+    at: UtcDatetime | None = Field(default=None, exclude_if=lambda at: at is None)
+    """When the registry made the change, for a device it held before that joins (activated,
+    or moved here): it is expected in no window that ended before (one activated by its
+    first reading a minute after it sent it is not missing from that reading's window).
+    Left out of the JSON for a device registered now (its readings may be of before)."""
 
 
 class IndicatorBatch(Contract):

@@ -60,12 +60,20 @@ class City:
         for path in paths:
             self.places[path[-1]] = apply(self.places.get(path[-1]), path, batch)
 
-    def join(self, device: str, path: str, device_type: str = "air_quality") -> None:
+    def join(
+        self, device: str, path: str, device_type: str = "air_quality", minutes: float | None = None
+    ) -> None:
+        """The device becomes an active member of ``path``: registered so, or if ``minutes``
+        is given, activated then (provisioned before)."""
         entry = {"state": "active", "place_path": path.split("/"), "device_type": device_type}
+        before = None
+        if minutes is not None:  # activated then, provisioned before
+            entry["updated_at"] = (T0 + timedelta(minutes=minutes)).isoformat()
+            before = {**entry, "state": "provisioned"}
         self.offset += 1
         self.send(
             IndicatorBatch(
-                source="devices[0]", offset=self.offset, members=tuple(membership(None, entry))
+                source="devices[0]", offset=self.offset, members=tuple(membership(before, entry))
             )
         )
 
@@ -256,6 +264,46 @@ def test_a_device_is_online_in_the_windows_until_two_of_its_intervals_have_passe
     assert [w.reporting for w in windows] == [3, 2, 2, 2, 2, *[1] * 9]
     assert all(w.expected == 3 for w in windows)
     assert [round(w.value or 0, 3) for w in windows[3:6]] == [0.667, 0.667, 0.333]
+
+
+def test_devices_activated_after_a_window_ended_are_not_expected_in_it() -> None:
+    """Forty imported devices wait, provisioned; four send their first reading in the 8:00
+    window and are activated by it at 8:05:30, after the window ended, and the other 36
+    later: the window's devices online are the four of four that reported, not four of
+    forty. The next window expects all forty."""
+    city = City()
+    city.read(*(reading(f"p{i}", "c/d/s1", 1 + i / 10, pm25=30.0) for i in range(4)))
+    for i in range(4):
+        city.join(f"p{i}", "c/d/s1", minutes=5.5)
+    for i in range(4, 40):
+        city.join(f"p{i}", "c/d/s1", minutes=9)
+    city.read(*(reading(f"p{i}", "c/d/s1", 11, pm25=30.0) for i in range(40)))
+    found = city.tick(16)
+    first, second, third = (one(found, "online", "s1", m) for m in (0, 5, 10))
+    assert (first.reporting, first.expected, first.value) == (4, 4, 1.0)
+    assert (second.reporting, second.expected) == (0, 40)  # all joined before 8:10
+    assert (third.reporting, third.expected, third.value) == (40, 40, 1.0)
+    assert city.places["s1"]["j"] == {
+        "air_quality": [
+            [int((T0 + timedelta(minutes=5)).timestamp()), 4],
+            [int((T0 + timedelta(minutes=9)).timestamp()), 36],
+        ]
+    }
+    # registered now, active at once: it may bring readings of before, and counts in them
+    assert (
+        membership(
+            None,
+            {
+                "state": "active",
+                "place_path": ["c"],
+                "device_type": "noise",
+                "updated_at": T0.isoformat(),
+            },
+        )[0].at
+        is None
+    )
+    city.tick(60 * 26)  # a day and more later: forgotten
+    assert "j" not in city.places["s1"]
 
 
 def test_a_worst_of_value_with_a_device_silent_is_at_most_partial() -> None:
