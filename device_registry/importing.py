@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -85,6 +86,28 @@ class ParsedFile:
     @classmethod
     def refused(cls, line: int, name: str, message: str) -> ParsedFile:
         return cls(errors=[RowError(line, name, message)], unreadable=True)
+
+    def of_types(self, known: Collection[str]) -> ParsedFile:
+        r"""The rows whose device type a rule or indicator names (``known``); the others are
+        refused rows (a typo, ``waterlevel``, or a type the rules do not cover yet).
+
+        >>> from datetime import UTC, datetime
+        >>> parsed = parse_device_csv("device_id,device_type,place_path\nw-1,waterlevel,sh\n"
+        ...                           "w-2,water_level,sh\n", datetime(2026, 12, 7, tzinfo=UTC))
+        >>> kept = parsed.of_types({"water_level", "noise"})
+        >>> [d.device_id for d in kept.devices], [str(e) for e in kept.errors]
+        (['w-2'], ["line 2: device_type: no rule or indicator names 'waterlevel' (they name noise, water_level)"])
+        """
+        named = ", ".join(sorted(known))
+        kept = ParsedFile(errors=list(self.errors), unit=self.unit)
+        for line, device in zip(self.lines, self.devices, strict=True):
+            if device.device_type in known:
+                kept.add(line, device)
+            else:
+                why = f"no rule or indicator names {device.device_type!r} (they name {named})"
+                kept.add(line, RowError(line, "device_type", why, self.unit))
+        kept.errors.sort(key=lambda e: e.line)
+        return kept
 
 
 def split_place_path(text: str) -> tuple[str, ...]:

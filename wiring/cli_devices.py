@@ -93,6 +93,14 @@ def devices_import(
             "Required: the secrets are shown once, there"
         ),
     ] = None,
+    known_types: Annotated[
+        bool,
+        typer.Option(
+            "--known-types",
+            help="Refuse a row whose device type no rule or indicator names (a typo, "
+            "'waterlevel') as a bad row; without it, such a row is imported with a note",
+        ),
+    ] = False,
 ) -> None:
     """Import devices from CSV or JSON (by extension); bad rows are reported by line (CSV) or
     item (JSON) and field."""
@@ -103,6 +111,15 @@ def devices_import(
     parsed = parse(text, datetime.now(UTC))
     if parsed.unreadable:
         raise fail(f"{file}:{parsed.errors[0]}")
+    if known_types:
+        from wiring.services import known_device_types
+
+        types = known_device_types(settings())
+        if types is None:
+            raise fail(
+                "--known-types: the rule or indicator files cannot be read (see 'cityvitals rules check')"
+            )
+        parsed = parsed.of_types(types)
     if credentials_out is None:
         raise fail(
             "give --credentials-out FILE (or -): each imported device's MQTT secret is shown "

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
@@ -161,7 +161,17 @@ IMPORT_BODY = {
         422: {"model": FieldProblem, "description": "the file cannot be read at all"},
     },
 )
-async def import_devices(who: Writing, request: Request) -> ImportResult:
+async def import_devices(
+    who: Writing,
+    request: Request,
+    known_types: Annotated[
+        bool,
+        Query(
+            description="refuse a row whose device type no rule or indicator names (a typo, "
+            "'waterlevel'); without it, such a row goes in with a note"
+        ),
+    ] = False,
+) -> ImportResult:
     """Register many devices. Bad rows are reported by line and field; good rows go in."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media not in ("text/csv", "application/json"):
@@ -175,17 +185,31 @@ async def import_devices(who: Writing, request: Request) -> ImportResult:
     if "\x00" in text or "\\u0000" in text:
         raise FieldError(422, ("body",), "the file contains NUL characters")
     types = request.app.state.device_types
-    return await run_in_threadpool(_import, pool(request), text, media == "text/csv", who, types)
+    if known_types and types is None:
+        raise FieldError(
+            503, ("query", "known_types"), "the rule or indicator files cannot be read"
+        )
+    strict = types if known_types else None
+    return await run_in_threadpool(
+        _import, pool(request), text, media == "text/csv", who, types, strict
+    )
 
 
 def _import(
-    pool: RegistryPool, text: str, is_csv: bool, who: Caller, types: frozenset[str] | None
+    pool: RegistryPool,
+    text: str,
+    is_csv: bool,
+    who: Caller,
+    types: frozenset[str] | None,
+    strict: frozenset[str] | None,
 ) -> ImportResult:
     now = datetime.now(UTC)
     parsed = parse_device_csv(text, now) if is_csv else parse_device_json(text, now)
     if parsed.unreadable:
         e = parsed.errors[0]
         raise FieldError(422, ("body", e.field), f"{e.unit} {e.line}: {e.message}")
+    if strict is not None:
+        parsed = parsed.of_types(strict)
     with pool.checkout(write=True) as registry:
         mine = _in_scope(parsed, who.user)
         known = registry.known_to(mine.devices)

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from cityvitals.contracts import Device, DeviceState, Profile
 from device_registry import RegistryError, UnknownDevice, parse_device_csv
-from tests.integration.conftest import Pipeline, at, reading, wait_for
+from tests.integration.conftest import Pipeline, api_client, at, reading, wait_for
 from wiring.cli import app as cli_app
 from wiring.services import open_registry
 
@@ -239,6 +239,37 @@ def test_an_imports_notes_are_of_the_rows_it_added(pipeline: Pipeline, tmp_path:
     assert f"{p}c/{p}e" not in done.stderr  # the refused row's place is not made
     with open_registry(pipeline.settings) as reg:
         assert reg.get(f"{p}-a").profile_id == f"wl-{p}"
+
+
+def test_an_import_with_known_types_refuses_a_row_of_a_type_nothing_names(
+    pipeline: Pipeline, tmp_path: Path, admin_token: str
+) -> None:
+    """A typo in a device type ('waterlevel') is a bad row with --known-types (known_types
+    in the API), named by its line like any other; without it, the row goes in with a note."""
+    p = uid()
+    runner, env = CliRunner(), pipeline.settings.to_env()
+    rows = tmp_path / "fleet.csv"
+    rows.write_text(
+        "device_id,device_type,place_path\n"
+        f"{p}-a,waterlevel,{p}c/{p}d\n"
+        f"{p}-b,water_level,{p}c/{p}d\n"
+    )
+    args = ["devices", "import", str(rows), "--credentials-out", str(tmp_path / "creds.csv")]
+    done = runner.invoke(cli_app, [*args, "--known-types"], env=env)
+    assert done.exit_code == 1, done.output
+    assert "fleet.csv:line 2: device_type: no rule or indicator names 'waterlevel'" in done.stderr
+    assert "imported 1 device, 1 row refused" in done.output
+    with api_client(pipeline.settings, admin_token) as api:
+        body = f"device_id,device_type,place_path\n{p}-c,waterlevel,{p}c/{p}d\n"
+        headers = {"content-type": "text/csv"}
+        strict = api.post("/devices/import?known_types=true", content=body, headers=headers)
+        assert strict.status_code == 200, strict.text
+        assert [(e["line"], e["field"]) for e in strict.json()["errors"]] == [(2, "device_type")]
+        loose = api.post("/devices/import", content=body, headers=headers).json()
+        assert [c["device_id"] for c in loose["added"]] == [f"{p}-c"]
+        assert any(
+            "no rule or indicator names device type 'waterlevel'" in n for n in loose["notes"]
+        )
 
 
 def test_a_published_device_carries_its_profiles_ranges_and_interval(pipeline: Pipeline) -> None:
