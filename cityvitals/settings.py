@@ -136,8 +136,8 @@ class Settings(BaseSettings):
     """Offline after this many expected intervals without a reading."""
     liveness_stall_s: Annotated[float, Field(gt=0)] = 10.0
     """The stream stage committing nothing on a partition of ``readings.raw`` this long while
-    messages wait there is a stalled pipeline, not silent devices: liveness judges no device
-    until it has worked them off. It commits every 2.8 s; keep this, with
+    messages wait there is a stalled pipeline, not silent devices: liveness judges none of that
+    partition's devices until it has worked them off. It commits every 2.8 s; keep this, with
     ``liveness_check_interval_s``, under the time the fastest devices take to go offline
     (``liveness_offline_factor`` times their interval)."""
     outage_min_devices: Annotated[int, Field(ge=2)] = 3

@@ -43,8 +43,9 @@ RECENT = 32
 ONLINE_FOR = 2.0
 """A device counts as reporting to a vital sign that counts devices (``online_rate``) in each
 window from its reading's until this many of its profile's intervals later, :data:`KEEP` at
-most: so long liveness calls it online (late after two intervals, by default). A station
-that reports hourly is online in every five-minute window, not in one of twelve."""
+most (liveness calls a device late after two of its intervals, by default). A station that
+reports hourly is online in every five-minute window, not in one of twelve. Counted ahead,
+it stays counted there if it moves away or is suspended meanwhile."""
 
 FIRST_WEIGHT_S = 300.0
 """The seconds a device's reading stands for when no earlier one of it is remembered and its
@@ -231,6 +232,7 @@ class Partials:
             return True
         gaps = _gaps(marks, recent, values, instant, interval)
         seconds = instant // 1_000_000
+        newest = -1  # the device's newest reading, in seconds: found when a count needs it
         for feed in feeds:
             if not feed.counts_devices and feed.metrics.isdisjoint(values):
                 continue
@@ -238,11 +240,15 @@ class Partials:
             judged = (device_id, feed.spec_id, start, path)
             state = self._judged.get(judged)
             if state is None:
-                self._count(feed, reading, marks, offset, start)
+                if newest < 0:
+                    newest = _newest_s(recent)
+                self._count(feed, reading, marks, offset, start, newest)
                 state = self._judged[judged] = self._leaf(feed.spec_id, path, start)
             feed.fold(feed.spec, state, values, gaps, feed.window_s)
             if feed.counts_devices and interval:
-                self._cover(feed, reading, marks, offset, start, instant, interval)
+                if newest < 0:
+                    newest = _newest_s(recent)
+                self._cover(feed, reading, marks, offset, start, instant, interval, newest)
         return True
 
     def _cover(
@@ -254,6 +260,7 @@ class Partials:
         start: int,
         instant: int,
         interval: float,
+        newest: int,
     ) -> None:
         """Count the device in the windows after ``start`` that begin within
         :data:`ONLINE_FOR` of its intervals after the reading (:data:`KEEP` at most): it is
@@ -264,14 +271,19 @@ class Partials:
         begins = start + window
         if begins >= until:
             return  # online within its own window alone
-        # The windows up to the last one counted here are counted (in order, mostly): a
-        # device that reports every minute looks at none most of the time, not at ten.
+        # The windows up to the last one another message counted here are counted (in order,
+        # mostly): a device that reports every minute looks at none most of the time, not at
+        # ten. Those this message counted are counted again (it is processed again: a restart).
         counted = marks.get("c", {}).get(spec_id, {}).get(self._places.get(path) or place_key(path))
         if counted:
-            begins = max(begins, int(next(reversed(counted))) + window)
+            last = next(reversed(counted))
+            if counted[last] != offset:
+                begins = max(begins, int(last) + window)
         while begins < until:
             judged = (device_id, spec_id, begins, path)
-            if judged not in self._judged and self._count(feed, reading, marks, offset, begins):
+            if judged not in self._judged and self._count(
+                feed, reading, marks, offset, begins, newest
+            ):
                 self._judged[judged] = self._leaf(spec_id, path, begins)
             begins += window
 
@@ -295,9 +307,11 @@ class Partials:
         marks: dict[str, Any],
         offset: int,
         start: int,
+        newest: int,
     ) -> bool:
-        """Count the device at each place of the window, once (the first reading of a batch
-        in a window decides for all of them); returns whether it counted anywhere new."""
+        """Count the device at each place of the window starting at ``start``, once (the first
+        reading of a batch in a window decides for all of them); ``newest``: the instant of
+        its newest reading, in seconds. Returns whether it counted anywhere new."""
         spec_id, path = feed.spec_id, reading.place_path
         counted: dict[str, dict[str, dict[str, int]]] = marks.setdefault("c", {})
         by_place = counted.get(spec_id) or {}
@@ -329,7 +343,7 @@ class Partials:
                 if id(by_place) not in self._own:  # the stored marks' windows are not changed
                     by_place = counted[spec_id] = {p: dict(w) for p, w in by_place.items()}
                     self._own[id(by_place)] = by_place
-                _remember(by_place, here, key, offset, start)
+                _remember(by_place, here, key, offset, start, newest - newest % feed.window_s)
         return fresh
 
     def _leaf(self, spec_id: str, path: tuple[str, ...], start: int) -> dict[str, float]:
@@ -460,26 +474,38 @@ def _counted_at(
     return places
 
 
+def _newest_s(recent: list[list[Any]]) -> int:
+    """The instant of the newest of a device's recent readings, in seconds since 1970."""
+    newest = 0
+    for entry in recent:
+        t: int = entry[0]
+        if t > newest:
+            newest = t
+    return newest // 1_000_000
+
+
 def _remember(
-    by_place: dict[str, dict[str, int]], here: str, key: str, offset: int, start: int
+    by_place: dict[str, dict[str, int]],
+    here: str,
+    key: str,
+    offset: int,
+    start: int,
+    newest: int,
 ) -> None:
     """Note that the message at ``offset`` counted the device in the window ``key`` (which
     starts at ``start``) at the place ``here``, and forget the windows that start more than
-    :data:`KEEP` before the newest (this one too, if it is that old: it came late).
+    :data:`KEEP` before ``newest``, the window of the device's newest reading (this one too,
+    if it is that old: it came late). The windows ahead a device is online in
+    (:meth:`Partials._cover`) move no horizon: an hourly station's marks would forget the
+    windows ten minutes behind its reading, where a reading late within the rules' grace
+    would count it again.
 
-    A place's windows are kept in the order they were counted, mostly that of time: the
-    newest is taken to be the last one, and the old ones are dropped from the front, up to the
-    first that is recent. So a count looks at a window or two, not at the hour's. After a
-    window counted late (behind newer ones) the newest is underestimated until the next
-    window is counted, so windows up to an hour older than the late one stay that long: a
-    device is then not counted again in them, where dropping them would count it again."""
+    A place's windows are kept in the order they were counted, mostly that of time: the old
+    ones are dropped from the front, up to the first that is recent. So a count looks at a
+    window or two, not at the hour's."""
     windows = by_place.get(here)
     if windows is None:
         windows = by_place[here] = {}
-    newest = start
-    for place_windows in by_place.values():
-        if place_windows:
-            newest = max(newest, int(next(reversed(place_windows))))
     oldest = newest - _KEEP_S
     if start >= oldest:
         windows.pop(key, None)

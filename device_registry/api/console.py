@@ -74,6 +74,8 @@ Reading = Annotated[User, require("read")]
 
 POLL_S = 1.5
 """How often the event stream reads the database."""
+DEVICES_POLL_S = 5.0
+"""How often the devices are read for a ``devices`` event: liveness judges every 5 s."""
 SILENT_SHOWN = 50
 """The offline and late devices a ``devices`` event lists at most (it counts them all)."""
 KEEPALIVE_S = 15.0
@@ -207,6 +209,8 @@ class Watch:
     catalogue: Catalogue | None = None
     devices: dict[str, Any] | None = None
     """The devices event last sent."""
+    devices_due: float = 0.0
+    """When (``time.monotonic``) the devices are read again."""
     closed_sent: bool = False
     """Whether the incidents closed lately were sent (once, with the first snapshot)."""
 
@@ -427,6 +431,9 @@ def _refusal_events(registry: Registry, watch: Watch) -> list[Event]:
 
 
 def _device_events(registry: Registry, watch: Watch) -> list[Event]:
+    if time.monotonic() < watch.devices_due:
+        return []
+    watch.devices_due = time.monotonic() + DEVICES_POLL_S
     user = watch.user
     place = user.scope[-1] if user.scope else None
     silent = [

@@ -148,7 +148,7 @@ class Desk(Dispatcher):
                 return
             t.quiet_since = now
             total, still = outage.devices_total, outage.devices_silent
-            reason = f"{max(0, total - still)} of {total} devices back"
+            reason = f"{max(0, total - still)} of {total} devices reporting"
             if outage.devices:
                 named = outage.devices[:5]
                 more = f" and {still - len(named)} more" if still > len(named) else ""

@@ -410,7 +410,7 @@ def test_the_map_legend_says_what_its_colours_mean_and_counts_the_open_incidents
     has no marker), and what the places' dots are."""
     open_console(page, pipeline, officer(pipeline))
     assert page.evaluate(LEGEND) == (
-        "open incidents: ● 2 red ● 0 orange ● 0 yellow ● 1 blue"
+        "open incidents on the map: ● 2 red ● 0 orange ● 0 yellow ● 1 blue"
         " · places: ● district • street, grid, building"
     )
     assert (

@@ -504,7 +504,7 @@ def test_an_area_outage_is_one_incident_that_mutes_the_silent_devices_alerts() -
     assert len(desk.book.incidents) == 2
 
 
-def test_an_outage_names_the_devices_to_visit_and_at_its_end_those_back_and_still_silent() -> None:
+def test_an_outage_names_the_devices_to_visit_and_at_its_end_those_still_silent() -> None:
     desk = desk_with()
     silent = tuple(f"aq-{i}" for i in range(8))
     out = run(desk, [outage(STREET, 0, silent=silent)])
@@ -513,11 +513,11 @@ def test_an_outage_names_the_devices_to_visit_and_at_its_end_those_back_and_stil
     assert out.dispatches[0].devices == silent  # the crew's order says which to visit
     out = run(desk, [outage(STREET, 30, status="ended", silent=("aq-6", "aq-7"))])
     (ended,) = [u.transition.reason for u in out.updates]
-    assert ended == "outage ended: 8 of 10 devices back; still silent: aq-6, aq-7"
+    assert ended == "outage ended: 8 of 10 devices reporting; still silent: aq-6, aq-7"
     unnamed = desk_with()  # an event of before outages named their devices
     run(unnamed, [outage(STREET, 0)])
     out = run(unnamed, [outage(STREET, 30, status="ended")])
-    assert [u.transition.reason for u in out.updates] == ["outage ended: 2 of 10 devices back"]
+    assert [u.transition.reason for u in out.updates] == ["outage ended: 2 of 10 devices reporting"]
 
 
 def storm_config() -> str:

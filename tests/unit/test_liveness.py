@@ -281,6 +281,14 @@ def test_the_outage_ends_when_the_street_reports_again_and_no_offline_leaks() ->
     assert all(city.clocks[d].announced is Liveness.ONLINE for d in street)
 
 
+def test_an_outage_names_the_offline_devices_under_its_place_alone() -> None:
+    outage = Outage(outage_id("s1", at(30)), STREET, at(30), 6, 5)
+    offline = [("a1", (*STREET, "g1")), ("b0", (*STREET, "g2")), ("x0", ("c", "d", "s2", "g1"))]
+    event = outage.event(OutageStatus.STARTED, at(31), PlaceTally(6, 2, at(20)), offline)
+    assert event.devices == ("a1", "b0")  # not x0, offline in another street
+    assert event.devices_silent == 2
+
+
 def test_a_device_still_offline_after_its_grace_is_announced_on_its_own() -> None:
     city = City()
     city.run(until=120, start=31, reporting=["x0", "x1"])

@@ -266,6 +266,43 @@ def test_a_device_is_online_in_the_windows_until_two_of_its_intervals_have_passe
     assert [round(w.value or 0, 3) for w in windows[3:6]] == [0.667, 0.667, 0.333]
 
 
+def test_an_hourly_device_s_late_reading_within_the_grace_counts_it_once() -> None:
+    """Online an hour ahead of its reading, an hourly station's marks keep the windows behind
+    its newest reading too: one of 8:52 that comes after that of 9:00 (late within the rules'
+    10 minutes) does not count it in the 8:50 window again (it read 2 of 2 there, hiding the
+    silent device beside it)."""
+    city = City()
+    city.join("a", "c/d/s1")
+    city.join("b", "c/d/s1")  # silent
+    for minutes in (0, 60, 52, 51):
+        city.read(reading("a", "c/d/s1", minutes, pm25=30.0), interval=3600.0)
+    found = city.tick(130)
+    windows = [one(found, "online", "s1", m) for m in range(40, 70, 5)]
+    assert [(w.reporting, w.expected) for w in windows] == [(1, 2)] * 6
+
+
+def test_a_message_processed_again_counts_the_windows_ahead_it_counted() -> None:
+    """A restart after a message's marks were kept but before its partials were: processed
+    again, it counts the device again in the windows ahead it had counted (the place side
+    takes each message once), not from after the last of them."""
+
+    def message(offset: int, minutes: float, stored: Any) -> tuple[list[Any], Any]:
+        partials = Partials(CATALOGUE)
+        marks = copy_marks(stored)
+        partials.add(reading("a", "c/d/s1", minutes, pm25=30.0), marks, offset, 600.0)
+        counted = sorted(
+            (x.window_start, x.reporting)
+            for x in partials.partials()
+            if x.indicator == "online" and x.place_path == ("c", "d", "s1") and x.reporting
+        )
+        return counted, copy.deepcopy(marks)
+
+    _, first = message(6, 1, None)  # 8:01, online to 8:21: windows 8:00 to 8:20
+    counted, second = message(7, 9, first)  # 8:09, online to 8:29: window 8:25 is new
+    assert counted == [(T0 + timedelta(minutes=25), 1)]
+    assert message(7, 9, second)[0] == counted
+
+
 def test_devices_activated_after_a_window_ended_are_not_expected_in_it() -> None:
     """Forty imported devices wait, provisioned; four send their first reading in the 8:00
     window and are activated by it at 8:05:30, after the window ended, and the other 36

@@ -367,6 +367,7 @@ async function learnPlaces() {
       drawMap();
       drawIncidents();
       drawMarkers();
+      if (state.devices) drawDevices();  // their places by name
     }).catch(() => null).finally(() => { placesAsked = null; });
   }
   return placesAsked;
@@ -818,7 +819,7 @@ function drawMarkers() {
 function drawLegend(levels) {
   const key = (cls, mark, text) => [" ", el("span", { class: `key ${cls}` }, mark), ` ${text}`];
   $("#map-legend").replaceChildren(...[
-    "open incidents:",
+    "open incidents on the map:",
     [...LEVELS].reverse().map((l) => key(l, "●", `${levels.filter((v) => v === l).length} ${l}`)),
     " · places:",
     key("district", "●", "district"),
