@@ -230,9 +230,11 @@ class Partials:
         feeds = self._feeding.get(reading.device_type or "", ())
         if not feeds:
             return True
-        gaps = _gaps(marks, recent, values, instant, interval)
+        gaps, latest = _gaps(marks, recent, values, instant, interval)
         seconds = instant // 1_000_000
-        newest = -1  # the device's newest reading, in seconds: found when a count needs it
+        # The device's newest reading, in seconds, as far as its metrics here tell: never
+        # later than it (a horizon too early keeps marks longer, never counts twice).
+        newest = latest // 1_000_000
         for feed in feeds:
             if not feed.counts_devices and feed.metrics.isdisjoint(values):
                 continue
@@ -240,14 +242,10 @@ class Partials:
             judged = (device_id, feed.spec_id, start, path)
             state = self._judged.get(judged)
             if state is None:
-                if newest < 0:
-                    newest = _newest_s(recent)
                 self._count(feed, reading, marks, offset, start, newest)
                 state = self._judged[judged] = self._leaf(feed.spec_id, path, start)
             feed.fold(feed.spec, state, values, gaps, feed.window_s)
             if feed.counts_devices and interval:
-                if newest < 0:
-                    newest = _newest_s(recent)
                 self._cover(feed, reading, marks, offset, start, instant, interval, newest)
         return True
 
@@ -395,8 +393,9 @@ def _gaps(
     values: Mapping[str, float],
     instant: int,
     interval: float | None,
-) -> dict[str, float]:
-    """The seconds each metric of ``values`` stands for: since the device's previous value of
+) -> tuple[dict[str, float], int]:
+    """The seconds each metric of ``values`` stands for, and the latest instant of any of them
+    (``instant`` or later, when one came out of order): since the device's previous value of
     it (``marks["l"]``: the latest instant of each metric, moved on here), else, for one not
     newer than that (out of order, or a message processed again), since the device's latest
     reading of any metric before it (its recent instants), else (the first value of it)
@@ -406,13 +405,14 @@ def _gaps(
 
     >>> marks = {"l": {"pm25": 0}}
     >>> _gaps(marks, [[0, 1]], {"pm25": 5.0, "co": 1.0}, 600_000_000, 60.0), marks["l"]
-    ({'pm25': 600.0, 'co': 60.0}, {'pm25': 600000000, 'co': 600000000})
+    (({'pm25': 600.0, 'co': 60.0}, 600000000), {'pm25': 600000000, 'co': 600000000})
     """
     latest = marks.get("l")
     if not isinstance(latest, dict):  # none yet (or an earlier form): begun afresh
         latest = marks["l"] = {}
     first = interval or FIRST_WEIGHT_S
     out: dict[str, float] = {}
+    newest = instant
     for metric in values:
         last = latest.get(metric)
         if last is None:
@@ -422,6 +422,8 @@ def _gaps(
             latest[metric] = instant
             continue
         else:  # out of order: the device's latest reading before it
+            if last > newest:
+                newest = last
             before = -1
             for entry in recent:
                 t = entry[0]
@@ -430,7 +432,7 @@ def _gaps(
             out[metric] = (instant - before) / 1e6 if before >= 0 else first
             continue
         latest[metric] = instant
-    return out
+    return out, newest
 
 
 def _in_micros(recent: list[list[Any]]) -> list[list[Any]]:
@@ -472,16 +474,6 @@ def _counted_at(
         path = tuple(place.split("/"))
         places.update(path[:depth] for depth in range(1, len(path) + 1))
     return places
-
-
-def _newest_s(recent: list[list[Any]]) -> int:
-    """The instant of the newest of a device's recent readings, in seconds since 1970."""
-    newest = 0
-    for entry in recent:
-        t: int = entry[0]
-        if t > newest:
-            newest = t
-    return newest // 1_000_000
 
 
 def _remember(

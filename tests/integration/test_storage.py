@@ -236,6 +236,8 @@ def test_existing_rows_are_kept_by_the_storage_migration(
             "0017_dispatch_withdraws_index",
             "0018_dispatch_signals",
             "0019_alert_anomaly",
+            "0020_outage_devices",
+            "0021_liveness_silent_index",
         ]
         with db.connect(settings) as conn:
             for d in (0, 1, 5):
@@ -729,6 +731,8 @@ def test_timescale_storage_in_pglite(timescale: str, monkeypatch: pytest.MonkeyP
         "0017_dispatch_withdraws_index",
         "0018_dispatch_signals",
         "0019_alert_anomaly",
+        "0020_outage_devices",
+        "0021_liveness_silent_index",
     ]  # migrate_data
     assert db.migrate(settings) == []
     assert db.flavour(settings) == "timescale"
