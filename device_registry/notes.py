@@ -18,6 +18,7 @@ __all__ = [
     "location_note",
     "move_notes",
     "path_prefixes",
+    "place_notes",
     "registration_notes",
     "unjudged_type",
 ]
@@ -91,11 +92,19 @@ def department_notes(
     notes = [
         f"department {d.department!r} of {d.device_id} is not in the registry "
         f"({fixes.departments}): misspelt? not registered yet?"
-        for d in strangers[:SHOWN]
+        for d in strangers
     ]
-    if len(strangers) > SHOWN:
-        notes.append(f"and {len(strangers) - SHOWN} more devices of departments not registered")
-    return notes
+    return _shown(notes, "devices of departments not registered")
+
+
+def _shown(notes: list[str], more: str) -> list[str]:
+    """The first :data:`SHOWN` of ``notes``, then how many ``more`` there are.
+
+    >>> _shown(["a"] * 22, "places")[-2:]
+    ['a', 'and 2 more places']
+    """
+    extra = [f"and {len(notes) - SHOWN} more {more}"] if len(notes) > SHOWN else []
+    return notes[:SHOWN] + extra
 
 
 def registration_notes(
@@ -118,14 +127,7 @@ def registration_notes(
     department 'nope' of wl-1 is not in the registry (GET /departments): misspelt? not registered yet?
     wl-1 has no profile: any metric it sends is stored and judged, in any range (a metric it was not made to send raises that metric's alerts); a profile (PUT /profiles/{id}) limits both
     """
-    new = sorted(path_prefixes(devices) - set(places))
-    notes = [
-        f"creates place {'/'.join(path)}, named by its id "
-        f"({fixes.name_place.replace('{id}', path[-1])})"
-        for path in new[:SHOWN]
-    ]
-    if len(new) > SHOWN:
-        notes.append(f"and {len(new) - SHOWN} more places")
+    notes = place_notes(devices, places, fixes)
     notes += department_notes(devices, departments, fixes)
     free = [d.device_id for d in devices if d.profile_id is None]
     if free:
@@ -142,6 +144,20 @@ def registration_notes(
         )
         notes += [note for note in unjudged if note is not None]
     return notes
+
+
+def place_notes(
+    devices: Sequence[Device], places: Collection[tuple[str, ...]], fixes: Fixes
+) -> list[str]:
+    """The places the paths of ``devices`` create, of those the registry did not have
+    (``places``): named by their ids, a misspelt id makes a new street."""
+    new = sorted(path_prefixes(devices) - set(places))
+    notes = [
+        f"creates place {'/'.join(path)}, named by its id "
+        f"({fixes.name_place.replace('{id}', path[-1])})"
+        for path in new
+    ]
+    return _shown(notes, "places")
 
 
 def location_note(device: Device, fixes: Fixes) -> list[str]:

@@ -223,6 +223,7 @@ def show(
         f"accept by {_when(i.accept_by, z)}, handle by {_when(i.handle_by, z)}",
         f"  alerts {len(i.alerts)} ({i.open_alerts} open), reports {len(i.reports)}, "
         f"muted {i.muted}, flaps {i.flaps}, limits missed {i.escalations}",
+        f"  devices {', '.join(i.devices) if i.devices else '-'}",
         "steps:",
     ]
     for t in detail.transitions:

@@ -60,6 +60,7 @@ from device_registry.notes import (
     department_notes,
     location_note,
     move_notes,
+    place_notes,
     registration_notes,
 )
 from device_registry.registry import Registry
@@ -275,13 +276,17 @@ def move_device(
 ) -> UpdatedDevice:
     """Move a device to another place (places the path names are created as needed), and to
     new coordinates (``lat``, ``lon``) if given; ``notes`` names its alerts firing, which stay
-    with their incident at the old place, and the coordinates it keeps when given none."""
+    with their incident at the old place, the places the path created, and the coordinates
+    it keeps when given none."""
     _device_in_scope(registry, who.user, device_id)
     check_scope(who.user, body.place_path, f"the new place of device {device_id!r}")
     firing = registry.firing(device_id)
     with body_errors():
+        preview = registry.get(device_id).model_copy(update={"place_path": body.place_path})
+        known = registry.known_to([preview])[0]
         device = registry.move(device_id, body.place_path, who.actor, body.location)
-    notes = move_notes(device_id, firing, body.place_path)
+    notes = place_notes([device], known, API_FIXES)
+    notes += move_notes(device_id, firing, body.place_path)
     if body.location is None:
         notes += location_note(device, API_FIXES)
     return UpdatedDevice(**dict(device), notes=notes)

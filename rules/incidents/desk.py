@@ -162,9 +162,24 @@ class Desk(Dispatcher):
             out.refusals.append(Refusal(outage, f"outage {outage.outage_id} names no place"))
             return
         path = outage.place_path
+        silent = f"{outage.devices_silent} of {outage.devices_total} devices silent"
+        again = self._outage_at(path)
+        if again is not None:  # the place out again: one incident, not one per outage
+            self.book.by_outage[outage.outage_id] = again.incident.incident_id
+            again.outage_id = outage.outage_id
+            again.quiet_since = None
+            again.last_signal = max(again.last_signal, now)
+            again.said = silent
+            named = (*again.incident.devices, *outage.devices)
+            devices = tuple(dict.fromkeys(named))[:MAX_DEVICES]
+            again.incident = again.incident.model_copy(update={"devices": devices})
+            if again.incident.state is IncidentState.HANDLED:
+                self._reopen(again, now, out, f"outage again after handled: {silent}", again=True)
+            else:
+                self._step(again, Action.ATTACH, now, out, reason=f"outage again: {silent}")
+            return
         level = WarningLevel.YELLOW
         t = self._open(OUTAGE_CATEGORY, path, level, IncidentSource.OUTAGE, outage.outage_id, now)
-        silent = f"{outage.devices_silent} of {outage.devices_total} devices silent"
         title = f"{self._title(OUTAGE_CATEGORY)} at {self.named(outage.place_id)}: {silent}"
         devices = outage.devices[:MAX_DEVICES]  # those to visit
         t.incident = t.incident.model_copy(update={"title": title, "devices": devices})
@@ -468,6 +483,19 @@ class Desk(Dispatcher):
         if not candidates:
             return None
         return max(candidates, key=lambda t: (t.incident.category == category, t.last_signal))
+
+    def _outage_at(self, place_path: tuple[str, ...]) -> Tracked | None:
+        """The incident of an outage at ``place_path`` not yet verified or closed, if any: a
+        place out again joins it."""
+        for incident_id in self.book.by_outage.values():
+            t = self.book.incidents.get(incident_id)
+            if (
+                t is not None
+                and t.group_path == place_path
+                and t.incident.state not in (IncidentState.VERIFIED, IncidentState.CLOSED)
+            ):
+                return t
+        return None
 
     def _outage_above(self, category: str, place_path: tuple[str, ...]) -> Tracked | None:
         if category not in self.config.outage.mutes:

@@ -120,8 +120,9 @@ def test_a_device_onboarded_through_the_api_publishes_with_its_credentials(
     assert (kept.json()["lat"], kept.json()["notes"]) == (
         31.2,
         [
+            f"creates place {city}/{city}-d2, named by its id (PUT /places/{city}-d2 names it)",
             f"{roamer} keeps its coordinates 31.2, 121.5: if it moved on the ground, give the "
-            "new one: lat and lon in the move's body"
+            "new one: lat and lon in the move's body",
         ],
     )
     there = {"place_path": [city, f"{city}-d1"], "lat": 31.25, "lon": 121.45}

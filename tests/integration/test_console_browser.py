@@ -281,6 +281,8 @@ def test_an_order_no_webhook_got_shows_on_its_incident_until_it_is_sent_again(
         assert shown.exit_code == 0, shown.output
         assert f"{order.dispatch_id} to {order.department}" in shown.output
         assert f': "{order.summary}"' in shown.output  # what the order said
+        (devices,) = [line for line in shown.output.splitlines() if line.startswith("  devices ")]
+        assert order.devices and set(order.devices) <= set(devices[10:].split(", ")), devices
         assert "not delivered (the notifier gave up; cityvitals resend" in shown.output
         assert (
             f"{order.dispatch_id} for {order.department} -> http://127.0.0.1:9/sms: "

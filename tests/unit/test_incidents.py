@@ -520,6 +520,23 @@ def test_an_outage_names_the_devices_to_visit_and_at_its_end_those_still_silent(
     assert [u.transition.reason for u in out.updates] == ["outage ended: 2 of 10 devices reporting"]
 
 
+def test_a_place_out_again_joins_its_open_outage_incident() -> None:
+    """A gateway that fails, comes back and fails again is one incident with its steps, not
+    one more incident (and one more order to the crew) at each outage."""
+    desk = desk_with()
+    first = run(desk, [outage(STREET, 0, silent=("aq-1", "aq-2", "aq-3"))])
+    run(desk, [outage(STREET, 10, status="ended", silent=())])
+    again = run(desk, [outage(STREET, 15, n=1, silent=("aq-3", "aq-4", "aq-5"))])
+    (t,) = desk.book.incidents.values()
+    assert [u.transition.reason for u in again.updates] == ["outage again: 3 of 10 devices silent"]
+    assert again.dispatches == [] and len(first.dispatches) == 1
+    assert t.incident.devices == ("aq-1", "aq-2", "aq-3", "aq-4", "aq-5")
+    ended = run(desk, [outage(STREET, 20, status="ended", n=1, silent=("aq-5",))])
+    assert [u.transition.reason for u in ended.updates] == [
+        "outage ended: 9 of 10 devices reporting; still silent: aq-5"
+    ]
+
+
 def storm_config() -> str:
     """Gas leaks handled at street tier, whose budget is 3 dispatches per 10 minutes."""
     return EXAMPLE.replace(
