@@ -164,6 +164,15 @@ def _models(model: type[M], cur: psycopg.Cursor[Any]) -> list[M]:
     return [model.model_validate(dict(zip(names, row, strict=True))) for row in cur]
 
 
+_ACTIVE_UNDER = (
+    "SELECT l.device_id, l.status, l.last_seen, l.expected_interval_s, l.place_path, "
+    "l.updated_at AS ts FROM device_liveness l JOIN devices d ON d.device_id = l.device_id "
+    "WHERE d.state = 'active' AND (%(place)s::text IS NULL OR %(place)s = ANY(l.place_path)) "
+)
+"""The liveness rows of the active devices under ``%(place)s`` (all of them when null), as
+:class:`~cityvitals.contracts.DeviceLiveness` reads them; a query adds its own filters."""
+
+
 def device_rows(
     conn: Conn,
     place: str | None = None,
@@ -176,11 +185,7 @@ def device_rows(
     ``device_id``), in id order. A suspended or retired device is not watched: its last
     judgement would stand frozen (``online``, say), so it is not listed."""
     cur = conn.execute(
-        "SELECT l.device_id, l.status, l.last_seen, l.expected_interval_s, l.place_path, "
-        "l.updated_at AS ts FROM device_liveness l JOIN devices d ON d.device_id = l.device_id "
-        "WHERE d.state = 'active' "
-        "AND (%(place)s::text IS NULL OR %(place)s = ANY(l.place_path)) "
-        "AND (%(status)s::text IS NULL OR l.status = %(status)s) "
+        _ACTIVE_UNDER + "AND (%(status)s::text IS NULL OR l.status = %(status)s) "
         "AND (%(device)s::text IS NULL OR l.device_id = %(device)s) "
         "ORDER BY l.device_id LIMIT %(limit)s OFFSET %(offset)s",
         {
@@ -212,10 +217,7 @@ def silent_rows(conn: Conn, place: str | None = None, limit: int = 50) -> list[D
     """The active devices under ``place`` judged offline or late, offline first, each the
     longest silent first: those to look at first."""
     cur = conn.execute(
-        "SELECT l.device_id, l.status, l.last_seen, l.expected_interval_s, l.place_path, "
-        "l.updated_at AS ts FROM device_liveness l JOIN devices d ON d.device_id = l.device_id "
-        "WHERE d.state = 'active' AND l.status IN ('offline', 'late') "
-        "AND (%(place)s::text IS NULL OR %(place)s = ANY(l.place_path)) "
+        _ACTIVE_UNDER + "AND l.status IN ('offline', 'late') "
         "ORDER BY l.status = 'offline' DESC, l.last_seen NULLS FIRST, l.device_id "
         "LIMIT %(limit)s",
         {"place": place, "limit": limit},
