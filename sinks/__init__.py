@@ -35,10 +35,15 @@ from sinks.notifier import Notifier
 from sinks.open311 import ServiceRequest, ServiceType, open311_requests, open311_services
 from sinks.postgres import AlertSink, CameraEventSink, DeadLetterSink, IndicatorSink, ReadingSink
 from sinks.readings import (
+    ACTIVITY_LOOKBACK,
     AROUND,
+    CameraSeen,
+    DeviceActivity,
     OutOfRange,
     Refusal,
+    Refused,
     SeriesPoint,
+    device_activity,
     outside_range,
     readings_around,
     recent_metrics,
@@ -49,6 +54,7 @@ from sinks.runner import SinkRunner
 from sinks.webhook import verify_signature
 
 __all__ = [
+    "ACTIVITY_LOOKBACK",
     "AROUND",
     "CLOSURE_TARGET",
     "ROUTES",
@@ -57,7 +63,9 @@ __all__ = [
     "AlertRow",
     "AlertSink",
     "CameraEventSink",
+    "CameraSeen",
     "DeadLetterSink",
+    "DeviceActivity",
     "DispatchSink",
     "EscalationSink",
     "IncidentDetail",
@@ -70,6 +78,7 @@ __all__ = [
     "Performance",
     "ReadingSink",
     "Refusal",
+    "Refused",
     "ReportSink",
     "Route",
     "SeriesPoint",
@@ -82,6 +91,7 @@ __all__ = [
     "UnknownIncident",
     "alert_detail",
     "alert_rows",
+    "device_activity",
     "get_incident",
     "incident_detail",
     "last_reopened",

@@ -1,6 +1,6 @@
 """Reads for the duty officer's console: the readings of an incident's devices around the time
-it opened (:func:`readings_around`), and the feedback the incident stage refused
-(:func:`refusals`). The sinks write the tables (:class:`sinks.postgres.ReadingSink`,
+it opened (:func:`readings_around`), what one device sent and had refused lately
+(:func:`device_activity`), and the feedback the incident stage refused (:func:`refusals`). The sinks write the tables (:class:`sinks.postgres.ReadingSink`,
 :class:`sinks.postgres.DeadLetterSink`); nothing here writes.
 """
 
@@ -17,10 +17,15 @@ from typing import Any
 import psycopg
 
 __all__ = [
+    "ACTIVITY_LOOKBACK",
     "AROUND",
+    "CameraSeen",
+    "DeviceActivity",
     "OutOfRange",
     "Refusal",
+    "Refused",
     "SeriesPoint",
+    "device_activity",
     "outside_range",
     "readings_around",
     "recent_metrics",
@@ -60,6 +65,111 @@ def readings_around(
         (list(device_ids), at - span, at + span, limit),
     ).fetchall()
     return [SeriesPoint(d, m, ts, float(v)) for d, m, ts, v in rows]
+
+
+ACTIVITY_LOOKBACK = timedelta(days=7)
+"""How far back :func:`device_activity` looks for each metric's newest reading, the camera's
+newest events and the refused messages (chunks older than that are compressed)."""
+SHOWN = 10
+"""The newest camera events and refused messages :func:`device_activity` lists."""
+
+
+@dataclass(frozen=True)
+class CameraSeen:
+    """One event a camera sent (its video analytics' finding)."""
+
+    event_type: str
+    ts: datetime
+    value: float
+    confidence: float
+    snapshot_ref: str | None
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A message naming a device that a stage refused: when, which stage, and why."""
+
+    received_at: datetime
+    stage: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DeviceActivity:
+    """What one device sent and had refused lately, for a person checking on it."""
+
+    since: datetime
+    """The start of the span :attr:`points` covers."""
+    points: tuple[SeriesPoint, ...]
+    """Its readings since :attr:`since` (the newest ``limit``), by metric and time."""
+    latest: tuple[SeriesPoint, ...]
+    """Each metric's newest reading within :data:`ACTIVITY_LOOKBACK`, by metric."""
+    camera_events: tuple[CameraSeen, ...]
+    """Its newest camera events within :data:`ACTIVITY_LOOKBACK`, the newest first."""
+    refused: int
+    """The messages naming it that a stage refused within :data:`ACTIVITY_LOOKBACK`."""
+    refused_newest: tuple[Refused, ...]
+    """The newest :data:`SHOWN` of those, the newest first."""
+
+
+_LATEST = """
+WITH RECURSIVE metrics(metric) AS (
+    SELECT min(metric) FROM readings
+    WHERE device_id = %(device)s AND ts >= %(back)s AND ts <= %(now)s
+  UNION ALL
+    SELECT (SELECT min(r.metric) FROM readings r
+            WHERE r.device_id = %(device)s AND r.ts >= %(back)s AND r.ts <= %(now)s
+              AND r.metric > metrics.metric)
+    FROM metrics WHERE metrics.metric IS NOT NULL
+)
+SELECT m.metric, newest.ts, newest.value FROM metrics m
+CROSS JOIN LATERAL (
+    SELECT ts, value FROM readings
+    WHERE device_id = %(device)s AND metric = m.metric AND ts >= %(back)s AND ts <= %(now)s
+    ORDER BY ts DESC LIMIT 1
+) newest
+ORDER BY m.metric
+"""
+"""Each metric's newest reading of a device: its metrics found one by one along the primary
+key (device, metric, time), then each one's newest, so a device reporting every few seconds
+is not read whole for a week."""
+
+
+def device_activity(
+    conn: Conn, device_id: str, span: timedelta, now: datetime, limit: int = 2000
+) -> DeviceActivity:
+    """What ``device_id`` sent in the ``span`` before ``now``, its metrics' newest values, its
+    newest camera events, and the messages naming it that were refused (dead letters)."""
+    since, back = now - span, now - ACTIVITY_LOOKBACK
+    newest = conn.execute(
+        "SELECT metric, ts, value FROM readings WHERE device_id = %s AND ts >= %s AND ts <= %s"
+        " ORDER BY ts DESC LIMIT %s",
+        (device_id, since, now, limit),
+    ).fetchall()
+    latest = conn.execute(_LATEST, {"device": device_id, "back": back, "now": now}).fetchall()
+    seen = conn.execute(
+        "SELECT event_type, ts, value, confidence, snapshot_ref FROM camera_events"
+        " WHERE camera_id = %s AND ts >= %s AND ts <= %s ORDER BY ts DESC LIMIT %s",
+        (device_id, back, now, SHOWN),
+    ).fetchall()
+    refused = conn.execute(  # the count is of them all, before the limit
+        "SELECT received_at, stage, reason, count(*) OVER () FROM deadletters"
+        " WHERE device_id = %s AND received_at >= %s ORDER BY received_at DESC LIMIT %s",
+        (device_id, back, SHOWN),
+    ).fetchall()
+    return DeviceActivity(
+        since=since,
+        points=tuple(
+            SeriesPoint(device_id, m, ts, float(v))
+            for m, ts, v in sorted(newest, key=lambda r: (r[0], r[1]))
+        ),
+        latest=tuple(SeriesPoint(device_id, m, ts, float(v)) for m, ts, v in latest),
+        camera_events=tuple(
+            CameraSeen(e, ts, float(v), float(c), ref) for e, ts, v, c, ref in seen
+        ),
+        refused=int(refused[0][3]) if refused else 0,
+        refused_newest=tuple(Refused(at, stage, reason) for at, stage, reason, _ in refused),
+    )
 
 
 def recent_metrics(conn: Conn, since: datetime) -> set[str]:

@@ -8,14 +8,14 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 from pydantic import ValidationError
 
-from cityvitals.contracts import Device, DeviceLiveness, DeviceState, Liveness
+from cityvitals.contracts import AlertStatus, Device, DeviceLiveness, DeviceState, Liveness
 from device_registry.notes import department_notes, location_note, move_notes, place_notes
 from wiring.cli_common import fail, known_place, read_utf8, settings
 from wiring.cli_registry_common import (
@@ -27,6 +27,9 @@ from wiring.cli_registry_common import (
     registry,
     type_notes,
 )
+
+if TYPE_CHECKING:
+    from sinks import AlertRow, DeviceActivity
 
 __all__ = ["devices_app"]
 
@@ -205,15 +208,22 @@ def devices_show(
     device_id: str,
     as_json: Annotated[bool, typer.Option("--json", help="The device as one JSON object")] = False,
 ) -> None:
-    """One device as registered, with what its profile gives it: the valid range of each
-    metric (readings outside it are refused) and the expected reporting interval."""
+    """One device as registered, with what its profile gives it (the valid range of each
+    metric: readings outside it are refused; the expected reporting interval), its liveness,
+    each metric's newest value, the messages naming it that were refused lately and its
+    firing alerts."""
+    from sinks import ACTIVITY_LOOKBACK, AlertFilter, device_activity, list_alerts
+
     with registry() as reg:
         d = reg.get(device_id)
+        if as_json:
+            typer.echo(d.model_dump_json())
+            return
         live = reg.liveness(device_id=device_id)
-    if as_json:
-        typer.echo(d.model_dump_json())
-        return
+        seen = device_activity(reg.conn, device_id, timedelta(0), datetime.now(UTC))
+        firing = list_alerts(reg.conn, AlertFilter(device=device_id, status=AlertStatus.FIRING))
     zone = settings().zone
+    days = ACTIVITY_LOOKBACK.days
     ranges = ", ".join(
         f"{m} {'-' if lo is None else f'{lo:g}'}..{'-' if hi is None else f'{hi:g}'}"
         for m, (lo, hi) in sorted(d.valid_ranges.items())
@@ -227,6 +237,9 @@ def devices_show(
         ("location", "-" if d.lat is None or d.lon is None else f"{d.lat:g}, {d.lon:g}"),
         ("updated", f"{d.updated_at.astimezone(zone):%Y-%m-%d %H:%M:%S} ({zone})"),
         ("liveness", _liveness(live[0], zone) if live else _unjudged(d)),
+        ("latest", _latest(seen, zone) or f"nothing stored in the last {days} days"),
+        ("refused", _refused(seen, device_id, zone, days)),
+        ("alerts", _firing(firing, device_id, zone)),
     ]
     typer.echo(f"device {d.device_id} ({d.device_type}), {d.state.value}")
     for name, value in rows:
@@ -243,6 +256,46 @@ def _liveness(live: DeviceLiveness, zone: tzinfo) -> str:
     judged = f"judged {live.ts.astimezone(zone):%H:%M:%S}"
     every = f"{float(f'{live.expected_interval_s:.3g}'):g}"  # learned: 4.99982 s reads 5 s
     return f"{live.status.value}, {seen}, every {every} s ({judged})"
+
+
+def _latest(seen: DeviceActivity, zone: tzinfo) -> str:
+    """Each metric's newest reading, or the camera's newest event, in a line."""
+    values = [
+        f"{p.metric} {p.value:g} at {p.ts.astimezone(zone):%m-%d %H:%M:%S}" for p in seen.latest
+    ]
+    values += [
+        f"{e.event_type} {e.value:g} at {e.ts.astimezone(zone):%m-%d %H:%M:%S}"
+        for e in seen.camera_events[:1]
+    ]
+    return "; ".join(values)
+
+
+def _firing(firing: list[AlertRow], device_id: str, zone: tzinfo) -> str:
+    """The device's firing alerts, in a line."""
+    if not firing:
+        return "none firing"
+    shown = [
+        f"{a.level} {a.rule_id} since {a.started_at.astimezone(zone):%m-%d %H:%M}"
+        for a in firing[:3]
+    ]
+    more = (
+        f" and {len(firing) - 3} more (cityvitals alerts list --firing --device {device_id})"
+        if len(firing) > 3
+        else ""
+    )
+    return f"{len(firing)} firing: " + ", ".join(shown) + more
+
+
+def _refused(seen: DeviceActivity, device_id: str, zone: tzinfo, days: int) -> str:
+    """How many of the device's messages were refused lately, and the newest one's reason."""
+    if not seen.refused:
+        return f"none in the last {days} days"
+    newest = seen.refused_newest[0]
+    return (
+        f"{seen.refused} in the last {days} days; newest "
+        f"{newest.received_at.astimezone(zone):%m-%d %H:%M:%S} by {newest.stage}: {newest.reason}"
+        f" (cityvitals deadletters --device {device_id})"
+    )
 
 
 def _unjudged(d: Device) -> str:

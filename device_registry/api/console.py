@@ -40,7 +40,14 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from cityvitals.contracts import AlertStatus, Incident, IncidentState, WarningLevel
+from cityvitals.contracts import (
+    AlertStatus,
+    Device,
+    DeviceLiveness,
+    Incident,
+    IncidentState,
+    WarningLevel,
+)
 from cityvitals.settings import Settings
 from device_registry.access import User
 from device_registry.api.auth import TOKEN_COOKIE, check_scope, require
@@ -52,12 +59,17 @@ from device_registry.liveness_store import open_outages, silent_rows, status_cou
 from device_registry.registry import Registry
 from rules.indicators import Catalogue
 from sinks import (
+    ACTIVITY_LOOKBACK,
     AROUND,
     AlertFilter,
+    AlertRow,
+    CameraSeen,
     IncidentFilter,
+    Refused,
     SeriesPoint,
     UnknownIncident,
     alert_rows,
+    device_activity,
     get_incident,
     last_reopened,
     list_alerts,
@@ -188,6 +200,78 @@ def incident_readings(user: Reading, incident_id: PathId, registry: Reader) -> I
         at=found.opened_at,
         span_s=AROUND.total_seconds(),
         series=_series(points),
+    )
+
+
+class DeviceView(BaseModel):
+    """One device for a person checking on it: as registered, as the liveness service last
+    judged it, what it sent lately and what of it was refused."""
+
+    device: Device
+    liveness: DeviceLiveness | None
+    """None: not judged (not active, or not heard yet)."""
+    since: datetime
+    span_s: float
+    lookback_s: float
+    """How far back :attr:`latest`, :attr:`camera_events` and :attr:`refused` look."""
+    series: list[Series]
+    """Its readings in the ``span_s`` before now, per metric, oldest first."""
+    latest: list[SeriesPoint]
+    """Each metric's newest reading in the ``lookback_s`` before now, by metric."""
+    camera_events: list[CameraSeen]
+    """A camera's newest events in the ``lookback_s`` before now, the newest first."""
+    refused: int
+    """The messages naming it that a stage refused in the ``lookback_s`` before now (dead
+    letters)."""
+    refused_newest: list[Refused]
+    """The newest of those (``cityvitals deadletters --device ID`` lists them all)."""
+    alerts: list[AlertRow]
+    """Its alert episodes, the last changed first."""
+
+
+DEVICE_ALERTS_SHOWN = 10
+"""The alert episodes a device's view lists."""
+
+
+@router.get(
+    "/devices/{device_id}/activity",
+    response_model=DeviceView,
+    responses={**NOT_FOUND, **RETRY_LATER},
+    tags=["devices"],
+)
+def device_view(
+    user: Annotated[User, require("devices.read")],
+    device_id: PathId,
+    registry: Reader,
+    minutes: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=int(ACTIVITY_LOOKBACK.total_seconds() // 60),
+            description="the span of readings shown",
+        ),
+    ] = 60,
+) -> DeviceView:
+    """One device: as registered, its liveness, its readings in the last ``minutes``, each
+    metric's newest value, a camera's newest events, the messages naming it that were refused
+    in the last week, and its alerts."""
+    device = registry.get(device_id)
+    check_scope(user, device.place_path, f"device {device_id!r}")
+    span = timedelta(minutes=minutes)
+    seen = device_activity(registry.conn, device_id, span, datetime.now(UTC))
+    live = registry.liveness(device_id=device_id)
+    return DeviceView(
+        device=device,
+        liveness=live[0] if live else None,
+        since=seen.since,
+        span_s=span.total_seconds(),
+        lookback_s=ACTIVITY_LOOKBACK.total_seconds(),
+        series=_series(seen.points),
+        latest=list(seen.latest),
+        camera_events=list(seen.camera_events),
+        refused=seen.refused,
+        refused_newest=list(seen.refused_newest),
+        alerts=list_alerts(registry.conn, AlertFilter(device=device_id, limit=DEVICE_ALERTS_SHOWN)),
     )
 
 

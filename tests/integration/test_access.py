@@ -267,6 +267,11 @@ GUARDS: dict[tuple[str, str], Guard] = {
         lambda w: Request("GET", f"/devices/{w.devices['d1']}"),
         lambda w: Request("GET", f"/devices/{w.devices['d2']}"),
     ),
+    ("GET", "/devices/{device_id}/activity"): Guard(
+        "devices.read",
+        lambda w: Request("GET", f"/devices/{w.devices['d1']}/activity"),
+        lambda w: Request("GET", f"/devices/{w.devices['d2']}/activity"),
+    ),
     ("PATCH", "/devices/{device_id}"): Guard(
         "devices.write",
         lambda w: Request("PATCH", f"/devices/{w.devices['d1']}", {"json": {"tags": ["x"]}}),

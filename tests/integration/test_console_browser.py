@@ -24,7 +24,7 @@ from cityvitals import db
 from cityvitals.contracts import Department
 from cityvitals.topics import Topic
 from device_registry.access import Role
-from tests.integration.conftest import Pipeline, add_user, api_client, wait_for
+from tests.integration.conftest import Pipeline, add_user, api_client, reading, wait_for
 from tests.integration.test_incidents import Street
 from wiring.cli import app
 from wiring.services import open_registry
@@ -213,6 +213,10 @@ def test_a_department_operator_answers_its_dispatch_from_the_page(
     )
     expect(page.locator('#detail [data-field="state"]')).to_have_text("accepted")
     expect(buttons).to_have_text(["On site", "Handled"])
+    # a department's role reads no devices: their ids are text, and no device can be looked up
+    expect(page.locator('#detail [data-field="devices"]')).not_to_have_text("–")
+    expect(page.locator("#detail button.link")).to_have_count(0)
+    expect(page.locator("#device-find")).to_be_hidden()
     expect(page.locator("#withheld")).to_be_hidden()
     page.click('#actions [data-action="handled"]')
     expect(page.locator('#detail [data-field="state"]')).to_have_text("handled")
@@ -447,6 +451,43 @@ def test_the_devices_panel_shows_an_outage_and_its_silent_devices(
     expect(rows.first.locator(".status")).to_have_text("offline")
     expect(rows.first.locator(".seen")).to_contain_text("ago")
     expect(page.locator("#no-silent")).to_be_hidden()
+
+    # A silent device, opened from the list: what it last sent, its readings, its liveness.
+    first = rows.first.get_attribute("data-device-id")
+    rows.first.locator("button.link").click()
+    expect(page.locator("#detail-kind")).to_have_text("Device")
+    expect(page.locator("#detail-title")).to_have_text(str(first))
+    expect(page.locator('#detail [data-field="liveness"]')).to_contain_text("offline")
+    expect(page.locator('#detail [data-field="refused"]')).to_have_text("0 in the last 7 days")
+    expect(page.locator('#detail .latest [data-metric="water_level_cm"]')).to_contain_text(
+        "water_level_cm 2 · "
+    )
+    expect(page.locator("#detail .series circle")).to_have_count(5)  # its five readings
+    expect(page.locator("#actions")).to_be_hidden()  # nothing to act on
+    page.screenshot(path=str(ARTIFACTS / "console-device.png"), full_page=True)
+    # Any device by its id, and one the registry does not know says so.
+    second = next(d for d, _ in devices if d != first)
+    page.fill("#device-id", second)
+    page.click('#device-find button[type="submit"]')
+    expect(page.locator("#detail-title")).to_have_text(second)
+    expect(page.locator('#detail [data-field="place"]')).to_contain_text(f"{district}g")
+    page.fill("#device-id", f"{city}-nowhere")
+    page.click('#device-find button[type="submit"]')
+    expect(page.locator("#detail .error")).to_contain_text(f"{city}-nowhere")
+    # An open device's view follows what it sends, no click needed.
+    page.fill("#device-id", str(first))
+    page.click('#device-find button[type="submit"]')
+    expect(page.locator("#detail .series circle")).to_have_count(5)
+    secret = dict(devices)[str(first)]
+    sent = pipeline.mosquitto_pub(
+        str(first), secret, pipeline.topic(str(first)),
+        reading(datetime.now(UTC).isoformat(), 99, water_level_cm=4.5),
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    expect(page.locator('#detail .latest [data-metric="water_level_cm"]')).to_contain_text(
+        "water_level_cm 4.5 · ", timeout=30_000
+    )
+    expect(page.locator("#detail .series circle")).to_have_count(6)
 
 
 CROWDED = """() => {

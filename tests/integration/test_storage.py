@@ -238,6 +238,7 @@ def test_existing_rows_are_kept_by_the_storage_migration(
             "0019_alert_anomaly",
             "0020_outage_devices",
             "0021_liveness_silent_index",
+            "0022_deadletters_device",
         ]
         with db.connect(settings) as conn:
             for d in (0, 1, 5):
@@ -733,6 +734,7 @@ def test_timescale_storage_in_pglite(timescale: str, monkeypatch: pytest.MonkeyP
         "0019_alert_anomaly",
         "0020_outage_devices",
         "0021_liveness_silent_index",
+        "0022_deadletters_device",
     ]  # migrate_data
     assert db.migrate(settings) == []
     assert db.flavour(settings) == "timescale"

@@ -582,9 +582,13 @@ def test_history_finds_a_user_by_name_and_names_a_misspelt_entity(
 def test_devices_show_gives_one_device_with_what_its_profile_gives_it(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from dataclasses import replace
     from datetime import UTC, datetime
+    from types import SimpleNamespace
 
+    import sinks
     from cityvitals.contracts import Device, DeviceLiveness, Liveness
+    from sinks import Refused
     from wiring import cli_devices
 
     device = Device(
@@ -607,6 +611,8 @@ def test_devices_show_gives_one_device_with_what_its_profile_gives_it(
     )
 
     class Fake:
+        conn = None
+
         def get(self, device_id: str) -> Device:
             assert device_id == "wl-7"
             return device
@@ -618,6 +624,21 @@ def test_devices_show_gives_one_device_with_what_its_profile_gives_it(
     def fake_registry() -> Iterator[Fake]:
         yield Fake()
 
+    at = datetime(2026, 12, 5, 7, 1, tzinfo=UTC)
+    seen = sinks.DeviceActivity(
+        since=at,
+        points=(),
+        latest=(
+            sinks.SeriesPoint("wl-7", "battery_v", at, 3.61),
+            sinks.SeriesPoint("wl-7", "water_level_cm", at, 12.5),
+        ),
+        camera_events=(),
+        refused=3,
+        refused_newest=(Refused(at, "ingest", "seq: Field required"),),
+    )
+    firing = SimpleNamespace(level="yellow", rule_id="waterlogging-depth", started_at=at)
+    monkeypatch.setattr(sinks, "device_activity", lambda *_: seen)
+    monkeypatch.setattr(sinks, "list_alerts", lambda *_: [firing])
     monkeypatch.setattr(cli_devices, "registry", fake_registry)
     monkeypatch.setenv("CITYVITALS_TIMEZONE", "Asia/Shanghai")
     with pytest.raises(SystemExit) as ended:
@@ -628,6 +649,24 @@ def test_devices_show_gives_one_device_with_what_its_profile_gives_it(
     assert "  profile    wl-std (every 60 s; water_level_cm 0..500)" in shown
     assert "  updated    2026-12-05 15:00:00 (Asia/Shanghai)" in shown
     assert "  liveness   late, last seen 2026-12-05 15:01:00, every 60 s (judged 15:04:00)" in shown
+    assert (
+        "  latest     battery_v 3.61 at 12-05 15:01:00; water_level_cm 12.5 at 12-05 15:01:00"
+        in shown
+    )
+    assert (
+        "  refused    3 in the last 7 days; newest 12-05 15:01:00 by ingest: seq: Field required"
+        " (cityvitals deadletters --device wl-7)" in shown
+    )
+    assert "  alerts     1 firing: yellow waterlogging-depth since 12-05 15:01" in shown
+    nothing = replace(seen, latest=(), refused=0, refused_newest=())
+    monkeypatch.setattr(sinks, "device_activity", lambda *_: nothing)
+    monkeypatch.setattr(sinks, "list_alerts", lambda *_: [])
+    with pytest.raises(SystemExit) as ended:
+        main(["devices", "show", "wl-7"])
+    shown = capsys.readouterr().out.splitlines()
+    assert "  latest     nothing stored in the last 7 days" in shown
+    assert "  refused    none in the last 7 days" in shown
+    assert "  alerts     none firing" in shown
     with pytest.raises(SystemExit) as ended:
         main(["devices", "show", "wl-7", "--json"])
     assert Device.model_validate_json(capsys.readouterr().out) == device

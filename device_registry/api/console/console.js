@@ -12,7 +12,9 @@ const state = {
   places: new Map(),
   incidents: new Map(),
   tiles: new Map(),
-  selected: null,
+  selected: null,  // the incident in the detail panel
+  device: null,  // or the device in it
+  deviceShownAt: 0,  // when the device's view was last asked for (Date.now())
   events: null,
   clockFormat: null,
   stampFormat: null,
@@ -21,6 +23,7 @@ const state = {
   devices: null,  // the stream's last "devices" event
 };
 
+const DEVICE_REFRESH_MS = 15_000;  // a device's view is asked for again this often
 const SKEW_SHOWN_S = 30;  // a workstation's clock this far off the server's is said so
 
 // --- small helpers -----------------------------------------------------------------------
@@ -177,6 +180,7 @@ async function start() {
   const places = await call("GET", "/places");
   for (const place of places) state.places.set(place.place_id, place);
   offerReports();
+  $("#device-find").hidden = !(state.me.permissions || []).includes("devices.read");
   drawMap();
   follow();
   tick();
@@ -227,6 +231,7 @@ function tick() {
   for (const seen of document.querySelectorAll("#silent .seen")) {
     seen.textContent = lastSeen(seen.dataset.lastSeen);
   }
+  if (state.device && Date.now() - state.deviceShownAt > DEVICE_REFRESH_MS) showDevice(state.device);
   for (const tile of document.querySelectorAll(".tile[data-window-end]")) {
     // the window the value is of, not only its age: a 5-minute window's deepest water may
     // be 10 minutes old by now
@@ -458,6 +463,7 @@ function named(place) {
 
 function select(incidentId) {
   state.selected = incidentId;
+  state.device = null;
   $("#action-result").textContent = "";
   showActions([]);  // the last incident's buttons go until this one's detail says which
   showWithheld({});
@@ -480,6 +486,7 @@ async function showDetail(incidentId) {
   showActions(detail.actions);
   showWithheld(detail.withheld || {});
   const i = detail.incident;
+  $("#detail-kind").textContent = "Incident";
   $("#detail-title").textContent = i.title;
   const facts = [
     ["level", levelTag(i.level)], ["state", i.state], ["category", i.category],
@@ -488,7 +495,7 @@ async function showDetail(incidentId) {
     ["acknowledged", i.acknowledged_by ? `${i.acknowledged_by} · ${stamp(i.acknowledged_at)}` : "–"],
     ["accept by", limit(i, "accept", i.accept_by, detail.transitions)],
     ["handle by", limit(i, "handle", i.handle_by, detail.transitions)],
-    ["devices", i.devices.join(", ") || "–"], ["limits missed", i.escalations],
+    ["devices", i.devices.length ? deviceLinks(i.devices) : "–"], ["limits missed", i.escalations],
   ];
   const parts = [
     el("dl", {}, facts.map(([name, value]) => [
@@ -536,21 +543,22 @@ async function showDetail(incidentId) {
     ))));
   }
   if (readings && readings.series.length) {
-    parts.push(el("h3", {}, "Readings ±30 min"), ...readings.series.map((s) => spark(s, readings.at)));
+    const at = Date.parse(readings.at), span = readings.span_s * 1000;
+    parts.push(el("h3", {}, "Readings ±30 min"), ...readings.series.map((s) => spark(s, at - span, at + span, at)));
   }
   $("#detail").replaceChildren(...parts);
 }
 
-function spark(series, at) {
+// a series over [t0, t1] (ms), a line at `mark` if given
+function spark(series, t0, t1, mark = null) {
   const box = el("div", { class: "series" }, el("span", { class: "note" }, `${series.device_id} · ${series.metric}`));
   const values = series.points.map((p) => p[1]);
   const times = series.points.map((p) => Date.parse(p[0]));
   const lo = Math.min(...values), hi = Math.max(...values);
-  const t0 = Date.parse(at) - 1800e3, t1 = Date.parse(at) + 1800e3;
   const x = (t) => ((t - t0) / (t1 - t0)) * 200;
   const y = (v) => 38 - (hi === lo ? 0.5 : (v - lo) / (hi - lo)) * 36;
   const chart = svg("svg", { class: "spark", viewBox: "0 0 200 40", preserveAspectRatio: "none" });
-  chart.append(svg("line", { x1: x(Date.parse(at)), x2: x(Date.parse(at)), y1: 0, y2: 40 }));
+  if (mark !== null) chart.append(svg("line", { x1: x(mark), x2: x(mark), y1: 0, y2: 40 }));
   chart.append(svg("polyline", {
     points: series.points.map((_, k) => `${x(times[k]).toFixed(1)},${y(values[k]).toFixed(1)}`).join(" "),
   }));
@@ -678,6 +686,85 @@ function onAlerts(alerts) {
   $("#alert-count").title = `${$("#alert-count").textContent} (in scope)`;  // whole, if cut
 }
 
+// --- one device: as registered, its liveness, what it sent lately and what was refused ------
+
+function deviceLink(deviceId) {
+  // a department operator's role reads no devices: its id, as text
+  if (!(state.me.permissions || []).includes("devices.read")) return deviceId;
+  const link = el("button", { type: "button", class: "link", "data-device-id": deviceId }, deviceId);
+  link.addEventListener("click", () => selectDevice(deviceId));
+  return link;
+}
+
+function deviceLinks(deviceIds) {
+  return deviceIds.flatMap((id, k) => (k ? [", ", deviceLink(id)] : [deviceLink(id)]));
+}
+
+function selectDevice(deviceId) {
+  state.selected = null;
+  state.device = deviceId;
+  $("#action-result").textContent = "";
+  showActions([]);
+  showWithheld({});
+  drawIncidents();
+  showDevice(deviceId);
+}
+
+async function showDevice(deviceId) {
+  state.deviceShownAt = Date.now();
+  $("#detail-kind").textContent = "Device";
+  $("#detail-title").textContent = deviceId;
+  let view;
+  try {
+    view = await call("GET", `/devices/${encodeURIComponent(deviceId)}/activity`);
+  } catch (error) {
+    if (state.device === deviceId) $("#detail").replaceChildren(el("p", { class: "error" }, error.message));
+    return;
+  }
+  if (state.device !== deviceId) return;
+  const d = view.device, live = view.liveness, lookback = `${Math.round(view.lookback_s / 86400)} days`;
+  const located = d.lat === null || d.lon === null ? "–" : `${d.lat}, ${d.lon}`;
+  const liveness = live
+    ? el("span", {}, el("span", { class: `status ${live.status}` }, live.status),
+      ` ${lastSeen(live.last_seen)} (every ${duration(live.expected_interval_s)})`)
+    : d.state === "active" ? "not heard yet" : `not watched (${d.state})`;
+  const facts = [
+    ["type", d.device_type], ["state", d.state], ["place", pathNames(d.place_path)],
+    ["profile", d.profile_id || "–"], ["department", d.department || "–"], ["location", located],
+    ["liveness", liveness], ["refused", `${view.refused} in the last ${lookback}`],
+  ];
+  const parts = [
+    el("dl", {}, facts.map(([name, value]) => [el("dt", {}, name), el("dd", { "data-field": name }, value)])),
+    el("h3", {}, "Latest values"),
+    view.latest.length || view.camera_events.length
+      ? el("ul", { class: "latest" }, [
+        ...view.latest.map((p) => el("li", { "data-metric": p.metric }, `${p.metric} ${p.value} · ${stamp(p.ts)}`)),
+        ...view.camera_events.map((e) => el("li", { "data-event": e.event_type },
+          `${e.event_type} ${Number(e.value.toPrecision(3))} (confidence ${e.confidence}) · ${stamp(e.ts)}${e.snapshot_ref ? ` · ${e.snapshot_ref}` : ""}`)),
+      ])
+      : el("p", { class: "empty" }, `nothing stored in the last ${lookback}`),
+  ];
+  if (view.series.length) {
+    // from the first reading shown to now: a silence since the last one shows as a gap
+    const t1 = now(), first = Math.min(...view.series.map((s) => Date.parse(s.points[0][0])));
+    const t0 = Math.min(first, t1 - 60e3);
+    parts.push(el("h3", {}, `Readings, last ${duration(view.span_s)}`), ...view.series.map((s) => spark(s, t0, t1)));
+  }
+  if (view.refused_newest.length) {
+    parts.push(el("h3", {}, `Refused (${view.refused})`), el("ul", { class: "refused" }, view.refused_newest.map((r) => el(
+      "li", {}, `${stamp(r.received_at)} · ${r.stage} · ${r.reason}`))));
+  }
+  parts.push(el("h3", {}, `Alerts (${view.alerts.length})`), el("ul", {}, view.alerts.map((a) => el(
+    "li", {}, levelTag(a.level), ` ${a.status} · ${a.rule_id} · ${stamp(a.started_at)} · ${a.summary}`))));
+  $("#detail").replaceChildren(...parts);
+}
+
+$("#device-find").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const deviceId = $("#device-id").value.trim();
+  if (deviceId) selectDevice(deviceId);
+});
+
 // --- devices: how many are online, late, offline; the silent ones, the longest first ---------
 
 function onDevices(devices) {
@@ -697,7 +784,7 @@ function drawDevices() {
     ` ${pathNames(o.place_path)}: ${o.devices_silent} of ${o.devices_total} silent since ${stamp(o.started_at)}`)));
   const rows = silent.map((d) => el("li", { "data-device-id": d.device_id },
     el("span", { class: `status ${d.status}` }, d.status),
-    ` ${d.device_id} · ${pathNames(d.place_path)} · `,
+    " ", deviceLink(d.device_id), ` · ${pathNames(d.place_path)} · `,
     el("span", { class: "seen", "data-last-seen": d.last_seen || "" }, lastSeen(d.last_seen)),
     ` (every ${duration(d.expected_interval_s)})`));
   const more = counts.offline + counts.late - silent.length;
