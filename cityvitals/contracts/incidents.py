@@ -222,7 +222,7 @@ class DispatchOrder(Contract):
     reassignment's reason, what a digest holds; empty for a first order."""
     summary: str = Field(default="", max_length=2000)
     """What the incident's latest signal said when the order was sent: an alert's summary
-    ("water 36 cm at wl-17 passed 30 cm (yellow)"), an outage's silent devices, a citizen
+    ("water 36 cm at wl-17 reached 30 cm (yellow)"), an outage's silent devices, a citizen
     report's channel and text (a digest: each incident's title and latest signal, joined by
     ``; ``). A crew reads the figure without calling the API back; empty for an incident
     resumed from a database that held none."""

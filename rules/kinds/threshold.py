@@ -79,7 +79,7 @@ class ThresholdRule(LevelledRule):
     """Stricter levels (and their all-clear) at night: a reading in its hours takes the higher
     of its level by them and by the day's (a night listing blue alone still raises the day's
     red). The night's hysteresis is its own ``clear``: without one, none at night."""
-    summary: Summary = "{metric} {value:g} at {device_id} passed {threshold:g} ({level})"
+    summary: Summary = "{metric} {value:g} at {device_id} reached {threshold:g} ({level})"
 
     @field_validator("night")
     @classmethod

@@ -225,7 +225,7 @@ def test_a_flooded_street_is_one_incident_dispatched_once_at_street_tier(
     assert order.incident_id == inc.incident_id and order.kind is DispatchKind.ORDER
     assert order.title == f"Flooding at {name}"
     # The order says what its alert said, depth and limit, so a crew needs no call back.
-    assert order.summary.startswith("water 8 cm at ") and "passed 5 cm (blue)" in order.summary
+    assert order.summary.startswith("water 8 cm at ") and "reached 5 cm (blue)" in order.summary
     assert order.summary in order.signals and order.devices  # every alert firing, its devices
     assert len(latest(updates(incidents, street.street))) == 1
 

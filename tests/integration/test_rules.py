@@ -220,5 +220,5 @@ def test_a_rules_night_levels_judge_the_readings_of_its_hours(pipeline: Pipeline
     assert (fired["status"], fired["level"], fired["revision"]) == ("firing", "blue", 0)
     assert datetime.fromisoformat(fired["started_at"]) == now - timedelta(minutes=90)
     assert fired["summary"].endswith(
-        f"passed 55 (blue): the night levels, {starts:%H:%M}-{ends:%H:%M} UTC"
+        f"reached 55 (blue): the night levels, {starts:%H:%M}-{ends:%H:%M} UTC"
     )

@@ -27,7 +27,7 @@ def row(
         T,
         T,
         None,
-        "passed 15 cm (yellow)",
+        "reached 15 cm (yellow)",
         evidence=evidence,
     )
 
@@ -44,7 +44,7 @@ def test_each_column_is_as_wide_as_its_longest_entry() -> None:
     ]
     assert len(set(places)) == 1, lines
     assert len({line.index("since") for line in lines}) == 1, lines
-    assert "(3 devices)" in lines[2] and "passed 15 cm (yellow)" in lines[0]
+    assert "(3 devices)" in lines[2] and "reached 15 cm (yellow)" in lines[0]
     # no entry runs into the next column
     assert "sim-waterlevel-d1s1g1  sim/sim-d1/sim-d1-s1/sim-d1-s1-g1" in lines[0]
 

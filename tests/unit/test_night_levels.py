@@ -26,7 +26,7 @@ rules:
     levels: {blue: 70, orange: 85}
     clear: 67
     night: {levels: {blue: 55, orange: 70}, clear: 52}
-    summary: "noise {value:g} dB(A) at {device_id} passed {threshold:g} ({level})"
+    summary: "noise {value:g} dB(A) at {device_id} reached {threshold:g} ({level})"
 """
 
 
@@ -48,7 +48,7 @@ def test_a_level_quiet_by_day_fires_at_night_in_the_citys_time_and_ends_at_dawn(
     assert fired.ts.astimezone(SHANGHAI).strftime("%H:%M") == "22:00"
     assert fired.threshold == 55.0
     assert fired.summary == (
-        "noise 60 dB(A) at dev-1 passed 55 (blue): the night levels, 22:00-06:00 Asia/Shanghai"
+        "noise 60 dB(A) at dev-1 reached 55 (blue): the night levels, 22:00-06:00 Asia/Shanghai"
     )
     assert (ended.status.value, ended.resolution and ended.resolution.value) == (
         "resolved",

@@ -135,7 +135,7 @@ def test_a_level_held_by_the_all_clear_is_judged_against_it_and_says_so() -> Non
     assert d.story == [("firing", "yellow"), ("firing", "blue")]
     held = d.alerts[-1]
     assert held.value == 4 and held.threshold == 3
-    assert held.summary.endswith("passed 3 (blue): held at blue until under 3, the all-clear")
+    assert held.summary.endswith("reached 3 (blue): held at blue until under 3, the all-clear")
 
 
 def test_without_clear_it_resolves_below_the_lowest_level() -> None:
