@@ -208,3 +208,34 @@ def move_notes(
         f"{n} {alerts} of {device_id} firing ({named}{more}): {stay} at the old place, with its "
         f"officers and escalations, until {resolve}"
     ]
+
+
+def moved_notes(
+    before: Device,
+    after: Device,
+    firing: Sequence[tuple[str, str, tuple[str, ...]]],
+    places: Collection[tuple[str, ...]],
+    location_given: bool,
+    fixes: Fixes,
+) -> list[str]:
+    """The notes on a device's move from ``before`` to ``after``: the places it created
+    (:func:`place_notes`, ``places`` those the registry had), its alerts left at the old place
+    (:func:`move_notes`), the coordinates it kept when given none (:func:`location_note`); or
+    that it changed nothing (a move to where the device is, at its coordinates).
+
+    >>> from datetime import UTC, datetime
+    >>> d = Device(device_id="wl-1", device_type="water_level", place_path=("sh", "xh"),
+    ...            updated_at=datetime(2026, 12, 5, tzinfo=UTC))
+    >>> moved_notes(d, d, [], [("sh",), ("sh", "xh")], False, API_FIXES)
+    ['wl-1 is at sh/xh already: nothing changed']
+    """
+    if after == before:
+        at = " at those coordinates" if location_given else ""
+        return [
+            f"{after.device_id} is at {'/'.join(after.place_path)}{at} already: nothing changed"
+        ]
+    notes = place_notes([after], places, fixes)
+    notes += move_notes(after.device_id, firing, after.place_path)
+    if not location_given:
+        notes += location_note(after, fixes)
+    return notes

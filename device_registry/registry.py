@@ -536,13 +536,16 @@ class Registry(UserAccounts):
         location: tuple[float, float] | None = None,
     ) -> Device:
         """Move a device to ``place_path`` (its places made as needed), and to ``location``
-        (latitude, longitude) when given; without, it keeps its coordinates."""
+        (latitude, longitude) when given; without, it keeps its coordinates. A move to where
+        the device is (at its coordinates) changes nothing: the device is returned as it is."""
         current = self.get(device_id)
         columns: dict[str, Any] = {"place_path": list(place_path)}
         if location is not None:
             columns["lat"], columns["lon"] = location
         moved = current.model_copy(update={**columns, "place_path": tuple(place_path)})
         Device.model_validate(moved.model_dump())
+        if moved == current:  # where it is, at its coordinates: nothing to audit or publish
+            return current
         with self.conn.transaction(), self.conn.cursor() as cur:
             places.ensure(cur, [moved.place_path], actor)
         return self._change(device_id, actor, "move", columns)

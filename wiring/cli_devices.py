@@ -16,7 +16,7 @@ import typer
 from pydantic import ValidationError
 
 from cityvitals.contracts import AlertStatus, Device, DeviceLiveness, DeviceState, Liveness
-from device_registry.notes import department_notes, location_note, move_notes, place_notes
+from device_registry.notes import department_notes, moved_notes
 from wiring.cli_common import fail, known_place, read_utf8, settings
 from wiring.cli_registry_common import (
     CLI_FIXES,
@@ -419,17 +419,14 @@ def devices_move(
         firing = reg.firing(device_id)
         try:
             path = path_of(place)
-            known = reg.known_to([reg.get(device_id).model_copy(update={"place_path": path})])[0]
+            before = reg.get(device_id)
+            known = reg.known_to([before.model_copy(update={"place_path": path})])[0]
             device = reg.move(device_id, path, actor(), location)
         except ValidationError as exc:
             err = exc.errors(include_url=False)[0]
             raise fail(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
     _echo_device(device, False)
-    notes = place_notes([device], known, CLI_FIXES)
-    notes += move_notes(device_id, firing, device.place_path)
-    if location is None:
-        notes += location_note(device, CLI_FIXES)
-    for note in notes:
+    for note in moved_notes(before, device, firing, known, location is not None, CLI_FIXES):
         typer.echo(f"note: {note}", err=True)
 
 

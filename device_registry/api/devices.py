@@ -58,9 +58,7 @@ from device_registry.importing import (
 from device_registry.notes import (
     API_FIXES,
     department_notes,
-    location_note,
-    move_notes,
-    place_notes,
+    moved_notes,
     registration_notes,
 )
 from device_registry.registry import Registry
@@ -282,13 +280,10 @@ def move_device(
     check_scope(who.user, body.place_path, f"the new place of device {device_id!r}")
     firing = registry.firing(device_id)
     with body_errors():
-        preview = registry.get(device_id).model_copy(update={"place_path": body.place_path})
-        known = registry.known_to([preview])[0]
+        before = registry.get(device_id)
+        known = registry.known_to([before.model_copy(update={"place_path": body.place_path})])[0]
         device = registry.move(device_id, body.place_path, who.actor, body.location)
-    notes = place_notes([device], known, API_FIXES)
-    notes += move_notes(device_id, firing, body.place_path)
-    if body.location is None:
-        notes += location_note(device, API_FIXES)
+    notes = moved_notes(before, device, firing, known, body.location is not None, API_FIXES)
     return UpdatedDevice(**dict(device), notes=notes)
 
 

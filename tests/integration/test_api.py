@@ -133,6 +133,17 @@ def test_a_device_onboarded_through_the_api_publishes_with_its_credentials(
         121.45,
         [],
     )
+    # A move to where it is, at its coordinates, changes nothing and says so.
+    again = api.post(f"/devices/{roamer}/move", json=there)
+    assert again.status_code == 200, again.text
+    assert again.json()["notes"] == [
+        f"{roamer} is at {city}/{city}-d1 at those coordinates already: nothing changed"
+    ]
+    assert again.json()["updated_at"] == placed.json()["updated_at"]
+    same = api.post(f"/devices/{roamer}/move", json={"place_path": there["place_path"]})
+    assert same.json()["notes"] == [f"{roamer} is at {city}/{city}-d1 already: nothing changed"]
+    moves = api.get("/audit", params={"entity": "device", "entity_id": roamer}).json()
+    assert [a["action"] for a in moves].count("move") == 2  # the two that moved it
     half = api.post(f"/devices/{roamer}/move", json={**there, "lon": None})
     assert half.status_code == 422 and "lat and lon go together" in half.text, half.text
     listed = [d["device_id"] for d in api.get("/devices", params={"place": city}).json()]
