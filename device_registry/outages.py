@@ -151,8 +151,9 @@ class Outage:
         now: PlaceTally | None,
         offline: Iterable[tuple[str, PlacePath]] = (),
     ) -> PlaceOutage:
-        """The event of the outage at ``ts``; ``offline``: (device, place) of the devices
-        offline now, those under the place named in it."""
+        """The event of the outage at ``ts``; ``now``: the place's devices now (None: no
+        watched device is left under it); ``offline``: (device, place) of the devices offline
+        now, those under the place named in it."""
         depth = len(self.place_path)
         silent = sorted(d for d, path in offline if path[:depth] == self.place_path)
         return PlaceOutage(
@@ -160,7 +161,7 @@ class Outage:
             place_id=self.place_path[-1],
             place_path=self.place_path,
             status=status,
-            devices_total=now.total if now else self.devices_total,
+            devices_total=now.total if now else 0,
             devices_silent=now.silent if now else 0,
             started_at=self.started_at,
             ts=ts,

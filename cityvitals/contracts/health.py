@@ -41,7 +41,9 @@ class PlaceOutage(Contract):
     place_id: Identifier
     place_path: tuple[Identifier, ...]
     status: OutageStatus
-    devices_total: int = Field(ge=1)
+    devices_total: int = Field(ge=0)
+    """The active devices under the place when the event was raised: at its end 0 when none
+    is left there (moved away, suspended or retired)."""
     devices_silent: int = Field(ge=0)
     started_at: UtcDatetime
     ts: UtcDatetime

@@ -148,7 +148,11 @@ class Desk(Dispatcher):
                 return
             t.quiet_since = now
             total, still = outage.devices_total, outage.devices_silent
-            reason = f"{max(0, total - still)} of {total} devices reporting"
+            reason = (
+                f"{max(0, total - still)} of {total} devices reporting"
+                if total
+                else "no active device is left under the place (moved away, suspended or retired)"
+            )
             if outage.devices:
                 named = outage.devices[:5]
                 more = f" and {still - len(named)} more" if still > len(named) else ""

@@ -159,16 +159,18 @@ def outage(
     status: str = "started",
     n: int = 0,
     silent: tuple[str, ...] = (),
+    total: int = 10,
 ) -> IncidentInput:
-    """An outage of 10 devices at ``place_path``: 8 silent, or as many as ``silent`` names."""
+    """An outage of ``total`` devices at ``place_path``: 8 silent, or as many as ``silent``
+    names."""
     return IncidentInput(
         outage=PlaceOutage(
             outage_id=derive_id("outage", place_path, n),
             place_id=place_path[-1],
             place_path=place_path,
             status=OutageStatus(status),
-            devices_total=10,
-            devices_silent=len(silent) if silent else 8,
+            devices_total=total,
+            devices_silent=len(silent) if silent else min(8, total),
             started_at=at(minutes),
             ts=at(minutes),
             devices=silent,

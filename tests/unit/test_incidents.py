@@ -518,6 +518,12 @@ def test_an_outage_names_the_devices_to_visit_and_at_its_end_those_still_silent(
     run(unnamed, [outage(STREET, 0)])
     out = run(unnamed, [outage(STREET, 30, status="ended")])
     assert [u.transition.reason for u in out.updates] == ["outage ended: 2 of 10 devices reporting"]
+    emptied = desk_with()  # its devices moved away or suspended: none is left to report
+    run(emptied, [outage(STREET, 0)])
+    out = run(emptied, [outage(STREET, 30, status="ended", total=0)])
+    assert [u.transition.reason for u in out.updates] == [
+        "outage ended: no active device is left under the place (moved away, suspended or retired)"
+    ]
 
 
 def test_a_place_out_again_joins_its_open_outage_incident() -> None:

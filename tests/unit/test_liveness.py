@@ -281,6 +281,18 @@ def test_the_outage_ends_when_the_street_reports_again_and_no_offline_leaks() ->
     assert all(city.clocks[d].announced is Liveness.ONLINE for d in street)
 
 
+def test_an_outage_whose_devices_all_left_its_place_ends_with_none_there() -> None:
+    """Its devices suspended or moved away, the outage ends: its event says no device is
+    under the place now, not that its devices report again."""
+    city = City()
+    city.run(until=120, start=31, reporting=["x0", "x1"])
+    left = {d: w for d, w in FLEET.items() if d[0] not in "ab"}
+    result = check(city.clocks, left, city.outages, at(121), POLICY)
+    (ended,) = result.ended
+    assert (ended.place_id, ended.status) == ("s1", OutageStatus.ENDED)
+    assert (ended.devices_total, ended.devices_silent, ended.devices) == (0, 0, ())
+
+
 def test_an_outage_names_the_offline_devices_under_its_place_alone() -> None:
     outage = Outage(outage_id("s1", at(30)), STREET, at(30), 6, 5)
     offline = [("a1", (*STREET, "g1")), ("b0", (*STREET, "g2")), ("x0", ("c", "d", "s2", "g1"))]
