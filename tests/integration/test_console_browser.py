@@ -423,6 +423,19 @@ def test_the_map_legend_says_what_its_colours_mean_and_counts_the_open_incidents
         page.locator("#map-legend .key.red").first.evaluate("k => getComputedStyle(k).color")
         == "rgb(239, 68, 68)"
     )
+    # However the legend wraps, a dot stays on the line of its words: within an entry, the
+    # boxes' tops differ by less than a line (a wrap moves the words a whole line down).
+    page.set_viewport_size({"width": 1440, "height": 900})
+    spread = page.locator("#map-legend .entry").evaluate_all(
+        """es => es.map(e => {
+          const range = document.createRange();
+          range.selectNodeContents(e);
+          const tops = [...range.getClientRects()].map((r) => r.top);
+          return Math.max(...tops) - Math.min(...tops);
+        })"""
+    )
+    line = page.locator("#map-legend").evaluate("l => parseFloat(getComputedStyle(l).fontSize)")
+    assert len(spread) == 6 and max(spread) < line, (spread, line)
 
 
 def test_the_devices_panel_shows_an_outage_and_its_silent_devices(

@@ -904,7 +904,8 @@ function drawMarkers() {
 
 // What the map's colours and dots mean, with how many incidents of each level it shows.
 function drawLegend(levels) {
-  const key = (cls, mark, text) => [" ", el("span", { class: `key ${cls}` }, mark), ` ${text}`];
+  // a dot and its words never part at a line's end
+  const key = (cls, mark, text) => [" ", el("span", { class: "entry" }, el("span", { class: `key ${cls}` }, mark), ` ${text}`)];
   $("#map-legend").replaceChildren(...[
     "open incidents on the map:",
     [...LEVELS].reverse().map((l) => key(l, "●", `${levels.filter((v) => v === l).length} ${l}`)),
