@@ -15,8 +15,9 @@ sends only what changed, each an SSE event whose data is JSON:
 * ``refusal``: a feedback on an incident in view that the incident stage refused, and why;
 * ``devices``: the devices in scope by liveness status (``counts``), the offline and late
   ones (``silent``, offline first, the longest silent first, :data:`SILENT_SHOWN` at most)
-  and the open place outages (``outages``), as the liveness service last judged them: sent
-  at the start and whenever that changes;
+  and the open place outages (``outages``: those in scope, and those of a place above it,
+  which hold the scope, marked ``above_scope`` and without the devices they name), as the
+  liveness service last judged them: sent at the start and whenever that changes;
 * ``end``: the user's token stopped being valid (disabled, rotated): the stream closes.
 
 A comment line keeps the connection alive every :data:`KEEPALIVE_S` seconds. The stream
@@ -533,8 +534,11 @@ def _device_events(registry: Registry, watch: Watch) -> list[Event]:
     ]
     outages = [
         o.model_dump(mode="json", exclude={"ts"})
-        for o in open_outages(registry.conn, place)
         if user.sees(o.place_path)
+        # a place above the scope: its counts, not the devices it names elsewhere
+        else {**o.model_dump(mode="json", exclude={"ts", "devices"}), "above_scope": True}
+        for o in open_outages(registry.conn)
+        if user.sees(o.place_path) or user.inside(o.place_path)
     ]
     counts = {s.value: n for s, n in status_counts(registry.conn, place).items()}
     sent = {"counts": counts, "silent": silent, "outages": outages}

@@ -598,6 +598,51 @@ def test_the_console_stream_keeps_to_the_scope(world: World) -> None:
     assert config["home"] == [world.d(1)]
 
 
+def test_the_console_stream_shows_an_outage_above_the_scope_without_its_devices(
+    world: World,
+) -> None:
+    """A district officer sees the city's outage, which holds their district (its counts,
+    not the devices it names elsewhere), and not another district's."""
+    from datetime import UTC, datetime
+
+    from device_registry.liveness_store import LivenessStore
+    from device_registry.outages import outage_id
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    rows = {
+        "city": ([world.city], ["far-1", "far-2"]),
+        "d2": ([world.city, world.d(2)], ["d2-dev"]),
+    }
+    with db.connect(world.settings) as conn:
+        for place_path, devices in rows.values():
+            ident = outage_id(place_path[-1], now)
+            conn.execute(
+                LivenessStore.UPSERT_OUTAGE,
+                (ident, place_path[-1], place_path, "started", 9, 7, now, now, devices),
+            )
+    try:
+
+        def outages_seen(who: str) -> dict[str, dict[str, Any]]:
+            with world.client(who) as c:
+                answer = c.get("/console/events", params={"once": "true"})
+            [devices] = [d for event, d in sse_events(answer.text) if event == "devices"]
+            return {o["place_id"]: o for o in devices["outages"]}
+
+        mine = outages_seen("officer_d1")
+        assert set(mine) == {world.city}  # not d2's
+        assert mine[world.city]["above_scope"] is True and "devices" not in mine[world.city]
+        assert (mine[world.city]["devices_silent"], mine[world.city]["devices_total"]) == (7, 9)
+        every = outages_seen("officer")
+        assert set(every) == {world.city, world.d(2)}
+        assert every[world.city]["devices"] == ["far-1", "far-2"]
+        assert "above_scope" not in every[world.city]
+    finally:
+        with db.connect(world.settings) as conn:
+            conn.execute(
+                "DELETE FROM place_outages WHERE place_id = ANY(%s)", [[world.city, world.d(2)]]
+            )
+
+
 def test_the_console_page_is_open_and_its_data_is_not(world: World) -> None:
     with world.client(None) as anyone:
         page = anyone.get("/console")

@@ -781,7 +781,8 @@ function drawDevices() {
   $("#device-counts").textContent = `${counts.offline} offline · ${counts.late} late · ${counts.online} online`;
   $("#outages").replaceChildren(...outages.map((o) => el("li", { class: "outage", "data-outage-id": o.outage_id },
     el("span", { class: "status offline" }, "outage"),
-    ` ${pathNames(o.place_path)}: ${o.devices_silent} of ${o.devices_total} silent since ${stamp(o.started_at)}`)));
+    ` ${pathNames(o.place_path)}: ${o.devices_silent} of ${o.devices_total} silent since ${stamp(o.started_at)}`,
+    o.above_scope ? " · covers your area" : "")));
   const rows = silent.map((d) => el("li", { "data-device-id": d.device_id },
     el("span", { class: `status ${d.status}` }, d.status),
     " ", deviceLink(d.device_id), ` · ${pathNames(d.place_path)} · `,
