@@ -1,6 +1,7 @@
 """Reads for the duty officer's console: the readings of an incident's devices around the time
 it opened (:func:`readings_around`), what one device sent and had refused lately
-(:func:`device_activity`), and the feedback the incident stage refused (:func:`refusals`). The sinks write the tables (:class:`sinks.postgres.ReadingSink`,
+(:func:`device_activity`), and the feedback the incident stage refused (:func:`refusals`).
+The sinks write the tables (:class:`sinks.postgres.ReadingSink`,
 :class:`sinks.postgres.DeadLetterSink`); nothing here writes.
 """
 
