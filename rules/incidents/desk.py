@@ -139,9 +139,13 @@ class Desk(Dispatcher):
         now = self.book.now(outage.ts)
         known = self.book.by_outage.get(outage.outage_id)
         if outage.status is OutageStatus.ENDED:
-            if known is None:
-                out.ignored += 1
-                return
+            if known is None:  # its incident, tracked again after a restart, lost the id
+                adopted = self._outage_at(outage.place_path)
+                if adopted is None or adopted.outage_id is not None:
+                    out.ignored += 1
+                    return
+                adopted.outage_id, known = outage.outage_id, adopted.incident.incident_id
+                self.book.by_outage[outage.outage_id] = known
             t = self.book.incidents[known]
             if t.quiet_since is not None:
                 out.ignored += 1
@@ -490,11 +494,11 @@ class Desk(Dispatcher):
 
     def _outage_at(self, place_path: tuple[str, ...]) -> Tracked | None:
         """The incident of an outage at ``place_path`` not yet verified or closed, if any: a
-        place out again joins it."""
-        for incident_id in self.book.by_outage.values():
-            t = self.book.incidents.get(incident_id)
+        place out again joins it, the one tracked again after a restart (which knows no
+        outage id any more) too."""
+        for t in self.book.incidents.values():
             if (
-                t is not None
+                t.incident.source is IncidentSource.OUTAGE
                 and t.group_path == place_path
                 and t.incident.state not in (IncidentState.VERIFIED, IncidentState.CLOSED)
             ):

@@ -526,6 +526,31 @@ def test_an_outage_names_the_devices_to_visit_and_at_its_end_those_still_silent(
     ]
 
 
+def test_an_outage_incident_tracked_again_after_a_restart_takes_the_place_s_outages() -> None:
+    """After a restart the desk knows its open incidents again, not the outage ids behind
+    them: the end of the outage it had, and the place out again, reach that incident rather
+    than being ignored and opening a second one (with a second order to the crew)."""
+    from rules.incidents import resumed
+
+    before = desk_with()
+    run(before, [outage(STREET, 0, silent=("aq-1", "aq-2"))])
+    (stored,) = before.book.incidents.values()
+    after = Desk(before.config, Book([resumed(stored.incident, {}, orders=stored.orders)]))
+    ended = run(after, [outage(STREET, 10, status="ended", silent=())])
+    assert [u.transition.reason for u in ended.updates] == [
+        "outage ended: 2 of 10 devices reporting"
+    ]
+    again = run(after, [outage(STREET, 15, n=1, silent=("aq-3",))])
+    assert again.dispatches == [] and len(after.book.incidents) == 1
+    assert [u.transition.reason for u in again.updates] == ["outage again: 1 of 10 devices silent"]
+    # a stale end of an outage the incident no longer follows changes nothing
+    stale = run(after, [outage(STREET, 16, n=7, status="ended", silent=())])
+    assert stale.updates == [] and stale.ignored == 1
+    fresh = Desk(before.config, Book([resumed(stored.incident, {}, orders=stored.orders)]))
+    other = run(fresh, [outage(("c", "d1", "s9"), 20, status="ended")])  # another place's
+    assert other.updates == [] and other.ignored == 1
+
+
 def test_a_place_out_again_joins_its_open_outage_incident() -> None:
     """A gateway that fails, comes back and fails again is one incident with its steps, not
     one more incident (and one more order to the crew) at each outage."""
