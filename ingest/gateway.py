@@ -372,7 +372,8 @@ class Gateway:
             self.producer.poll(0.002)
         return batch
 
-    def _dead_letter(self, item: _Inbound, error: DecodeError) -> None:
+    def _dead_letter(self, item: _Inbound, error: DecodeError, counted: str = "") -> None:
+        """Keep a refused message, counted by ``counted`` (else the field the error names)."""
         device = publisher_of_topic(self.settings.mqtt_topic_root, item.topic)
         letter = dead_letter(
             "ingest",
@@ -384,7 +385,7 @@ class Gateway:
         )
         self.metrics.received.inc()
         self.metrics.inflight.inc()
-        self.metrics.refuse(error.field or "payload")
+        self.metrics.refuse(counted or error.field or "payload")
         self.producer.produce(
             self._deadletter,
             letter.model_dump_json().encode(),
@@ -401,6 +402,11 @@ class Gateway:
                 decoded = decode_message(root, item.topic, item.payload, item.received_at)
             except DecodeError as exc:
                 self._dead_letter(item, exc)
+                continue
+            except Exception as exc:  # a defect of a decoder: this message alone is refused
+                log.exception("decoding a message on %s failed", item.topic)
+                failed = f"the gateway failed on it ({type(exc).__name__}: {exc}; its log has more)"
+                self._dead_letter(item, DecodeError(failed), counted="decoder_failed")
                 continue
             # One message is one device's: its items share a partition.
             groups[partition_for(decoded[0].device_id, self._partitions)].append(

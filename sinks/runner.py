@@ -55,9 +55,16 @@ Source = tuple[int, str]
 """Where a message's items begin in a route's batch, and the message's place in Kafka."""
 
 
-REFUSED = (psycopg.DataError, psycopg.errors.CheckViolation, psycopg.errors.NotNullViolation)
+REFUSED = (
+    psycopg.DataError,
+    psycopg.errors.CheckViolation,
+    psycopg.errors.NotNullViolation,
+    OverflowError,
+)
 """What the database raises for a value it will never store (a NUL in text, a number out of
-a column's range, a check it fails): no retry helps. Other errors stop the sink as before."""
+a column's range, a check it fails), and what the driver raises for a number no column of its
+type holds (an integer past 2^63 - 1, refused before it is sent): no retry helps. Other errors
+stop the sink as before."""
 
 
 IDENTIFIER_RE = re.compile(IDENTIFIER)

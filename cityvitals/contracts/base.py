@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Annotated, Any, Literal, NoReturn, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -21,10 +31,40 @@ METRIC = r"^[a-z][a-z0-9_.]{0,63}$"
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("timestamp must carry a timezone (e.g. 2026-11-22T08:00:00Z)")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ValueError(f"{value.isoformat()} is outside years 1 to 9999 in UTC") from None
 
 
-UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+_TIME = TypeAdapter(datetime)
+_NUMBER = re.compile(r"\s*[+-]?\d+(\.\d*)?\s*")
+
+
+def _as_time(value: object) -> object:
+    """A text read as an ISO 8601 time; a number, or a number in a text ("1796639470"),
+    refused: read as seconds or milliseconds since 1970, it would be taken for a time. What is
+    not a text (a datetime) is left to the type."""
+    if isinstance(value, str):
+        if _NUMBER.fullmatch(value) is None:
+            try:  # the quick way, then pydantic's (RFC 3339's lower-case "z", say)
+                return datetime.fromisoformat(value)
+            except ValueError:
+                pass
+            try:
+                return _TIME.validate_python(value)
+            except ValidationError:
+                raise ValueError(
+                    f"{value!r} is not an ISO 8601 time (e.g. 2026-11-22T08:00:00Z)"
+                ) from None
+    elif not isinstance(value, int | float):
+        return value
+    raise ValueError(
+        f"{value!r} is a number, not a time: ISO 8601 with a zone (e.g. 2026-11-22T08:00:00Z)"
+    )
+
+
+UtcDatetime = Annotated[datetime, BeforeValidator(_as_time), AfterValidator(_utc)]
 """A timestamp that must carry its zone, converted to UTC (what devices and people send)."""
 Instant = AwareDatetime
 """A timestamp that must carry its zone, not converted: the high-volume fields stages
@@ -32,6 +72,9 @@ exchange (a reading's time), which the gateway made UTC already. Checked inside 
 core: a Python validator per field would cost more than the rest of the reading's decode."""
 Identifier = Annotated[str, Field(pattern=IDENTIFIER)]
 MetricName = Annotated[str, Field(pattern=METRIC)]
+Seq = Annotated[int, Field(ge=0, le=2**63 - 1)]
+"""A device's sequence number: what PostgreSQL's ``bigint`` holds (a larger one, passed on,
+would stop the sinks at every start)."""
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 """A number that is neither NaN nor infinite (checked inside pydantic's core)."""
 

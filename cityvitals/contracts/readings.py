@@ -15,6 +15,7 @@ from cityvitals.contracts.base import (
     Instant,
     MeasuredFloat,
     MetricName,
+    Seq,
     UtcDatetime,
 )
 from cityvitals.contracts.places import Device
@@ -30,7 +31,7 @@ class Reading(Contract):
 
     device_id: Identifier
     ts: Instant
-    seq: int = Field(ge=0)
+    seq: Seq
     values: dict[MetricName, FiniteFloat] = Field(min_length=1, max_length=64)
     received_at: Instant | None = None
     device_type: Identifier | None = None
@@ -61,7 +62,7 @@ class CameraEvent(Contract):
 
     camera_id: Identifier
     ts: Instant
-    seq: int = Field(ge=0)
+    seq: Seq
     event_type: CameraEventType
     value: FiniteFloat
     confidence: float = Field(ge=0.0, le=1.0)
@@ -85,7 +86,7 @@ class ReadingPayload(Contract):
 
     device_id: Identifier | None = None
     ts: UtcDatetime
-    seq: int = Field(ge=0)
+    seq: Seq
     values: dict[MetricName, MeasuredFloat] = Field(min_length=1, max_length=64)
 
 
@@ -107,7 +108,7 @@ class CameraEventPayload(Contract):
 
     camera_id: Identifier | None = None
     ts: UtcDatetime
-    seq: int = Field(ge=0)
+    seq: Seq
     event_type: CameraEventType
     value: MeasuredFloat
     confidence: float = Field(ge=0.0, le=1.0)

@@ -196,3 +196,61 @@ def test_a_letter_the_database_refuses_is_kept_as_one_about_it_and_the_rest_writ
     assert (two, stage_2, reason_2, device_2) == (2, "ingest", "a\\x00b", "nul-2")
     assert base64.b64decode(payload_2) == b"\x00{"
     assert three[:3] == (3, "ingest", "fine")
+
+
+def test_a_reading_no_column_holds_is_dead_lettered_and_the_rest_written(schema: Settings) -> None:
+    """A reading whose sequence number is past a bigint (as one written without the
+    contract's bound would be) stopped the sinks at every start, the driver refusing it before
+    the database saw it: it is refused alone and dead-lettered, the batch's others stored."""
+    from prometheus_client import CollectorRegistry
+
+    from cityvitals.contracts import Reading
+    from sinks.postgres import ReadingSink
+    from sinks.routes import Envelope, Route
+    from sinks.runner import SinkRunner
+    from tests.unit.test_stage import FakeKafka, FakeMessage
+
+    device = f"big-{uuid.uuid4().hex[:6]}"
+
+    def unchecked(msg: Envelope) -> list[Reading]:
+        body = json.loads(msg.value)
+        return [
+            Reading.model_construct(
+                device_id=device,
+                ts=datetime.fromisoformat(body["ts"]),
+                seq=body["seq"],
+                values={"x": 1.0},
+                received_at=None,
+                device_type=None,
+                place_path=("c",),
+            )
+        ]
+
+    topic = schema.topic(Topic.READINGS)
+    sent = [(1, T0, 1), (2, T0 + timedelta(seconds=1), 2**63), (3, T0 + timedelta(seconds=2), 3)]
+    kafka = FakeKafka(
+        [
+            FakeMessage(topic, offset, json.dumps({"ts": ts.isoformat(), "seq": seq}).encode())
+            for offset, ts, seq in sent
+        ]
+    )
+    registry = CollectorRegistry()
+    runner = SinkRunner(
+        schema, kafka, kafka, db.connect(schema), registry,
+        [Route(Topic.READINGS, unchecked, ReadingSink)],
+    )  # fmt: skip
+    assert runner.run_once(threading.Event()) == 3
+    with db.connect(schema) as look:
+        stored = look.execute(
+            "SELECT seq FROM readings WHERE device_id = %s ORDER BY seq", (device,)
+        ).fetchall()
+    assert stored == [(1,), (3,)]
+    [letter] = [v for t, v in kafka.produced if "deadletter" in t]
+    refused = DeadLetter.model_validate_json(letter)
+    assert refused.stage == "sinks" and refused.device_id == device
+    assert refused.reason.startswith("readings: the database refused it: ")
+    assert "int too big" in refused.reason
+    counted = registry.get_sample_value(
+        "cityvitals_sinks_refused_items_total", {"table": "readings"}
+    )
+    assert counted == 1

@@ -81,7 +81,31 @@ def test_camera_event_is_decoded_from_the_events_topic() -> None:
         ("cityvitals/wl-7/readings", body(values={"x": -1e16}), "values.x", "greater than"),
         ("cityvitals/wl-7/readings", body(values={"x": 1}, seq="2"), "seq", "valid integer"),
         ("cityvitals/wl-7/readings", body(values={"x": 1}, seq=3.0), "seq", "valid integer"),
-        ("cityvitals/wl-7/readings", body(values={"x": 1}, ts=1796462275), "ts", "datetime"),
+        ("cityvitals/wl-7/readings", body(values={"x": 1}, ts=1796462275), "ts", "a number"),
+        # A number in a string would be read as seconds (or milliseconds) since 1970.
+        ("cityvitals/wl-7/readings", body(values={"x": 1}, ts="1796639470"), "ts", "a number"),
+        ("cityvitals/wl-7/readings", body(values={"x": 1}, ts="1796639470.5"), "ts", "a number"),
+        # Valid dates whose zone takes them past year 1 or 9999 in UTC: they stopped the gateway.
+        (
+            "cityvitals/wl-7/readings",
+            body(values={"x": 1}, ts="0001-01-01T00:00:00+01:00"),
+            "ts",
+            "outside years 1 to 9999 in UTC",
+        ),
+        (
+            "cityvitals/wl-7/events",
+            body(event_type="waterlogging", value=1, confidence=1, ts="9999-12-31T23:59:59-01:00"),
+            "ts",
+            "outside years 1 to 9999 in UTC",
+        ),
+        # Past PostgreSQL's bigint: passed on, it stopped the sinks at every start.
+        ("cityvitals/wl-7/readings", body(values={"x": 1}, seq=2**63), "seq", "less than or equal"),
+        (
+            "cityvitals/wl-7/events",
+            body(event_type="waterlogging", value=1, confidence=1, seq=2**64),
+            "seq",
+            "less than or equal",
+        ),
         (
             "cityvitals/wl-7/events",
             body(event_type="waterlogging", value="0.8", confidence=0.9),

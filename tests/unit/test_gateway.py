@@ -385,3 +385,49 @@ def test_the_gateway_client_refuses_per_topic_callbacks() -> None:
     client = MqttClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, manual_ack=True)
     with pytest.raises(NotImplementedError, match="on_message"):
         client.message_callback_add("cityvitals/#", lambda *_: None)
+
+
+class RecordingProducer(WaitingProducer):
+    """A producer that keeps what is produced, by topic."""
+
+    def __init__(self) -> None:
+        super().__init__(Clock())
+        self.sent: list[tuple[str, bytes]] = []
+
+    def produce(self, topic: str, value: bytes, **_: Any) -> None:
+        self.sent.append((topic, value))
+
+
+def test_a_decoder_that_fails_refuses_that_message_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A defect of a decoder (an exception it should not raise) stopped the gateway, and
+    Mosquitto gave it the same message at every restart: the message is dead-lettered, with
+    the error, and the others go on."""
+    from cityvitals.contracts import DeadLetter
+    from cityvitals.topics import Topic
+
+    real = gateway_module.decode_message
+
+    def failing(root: str, topic: str, payload: bytes, at: datetime) -> Any:
+        if payload == b"boom":
+            raise OverflowError("date value out of range")
+        return real(root, topic, payload, at)
+
+    monkeypatch.setattr(gateway_module, "decode_message", failing)
+    settings, producer = Settings(), RecordingProducer()
+    registry = CollectorRegistry()
+    gateway = Gateway(settings, producer, registry)  # type: ignore[arg-type]
+    at = datetime(2026, 12, 2, tzinfo=UTC)
+    good = b'{"ts": "2026-12-02T00:00:00Z", "seq": 1, "values": {"x": 1}}'
+    topic = "cityvitals/wl-1/readings"
+    gateway.forward([_Inbound(1, topic, b"boom", at), _Inbound(2, topic, good, at)])
+    assert [t for t, _ in producer.sent] == [
+        settings.topic(Topic.DEADLETTER),
+        settings.topic(Topic.READINGS_RAW),
+    ]
+    letter = DeadLetter.model_validate_json(producer.sent[0][1])
+    assert letter.reason.startswith("the gateway failed on it (OverflowError: date value out of")
+    assert letter.device_id == "wl-1"
+    refused = registry.get_sample_value(
+        "cityvitals_ingest_rejected_total", {"field": "decoder_failed"}
+    )
+    assert refused == 1.0
