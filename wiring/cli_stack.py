@@ -448,7 +448,7 @@ def status() -> None:
     from wiring.localstack import stack_status
 
     s = settings()
-    found = stack_status(s.state_dir)
+    found = stack_status(s.state_dir, durable_broker=s.kafka_storage != "memory")
     if not found.up and not found.processes:
         typer.echo(
             f"nothing runs on the state folder {s.state_dir}: 'cityvitals up' starts the stack"

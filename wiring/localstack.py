@@ -303,9 +303,9 @@ class LocalStack:
         that grows when it keeps exiting (:class:`Restarts`): a service that consumes Kafka
         resumes from its committed offsets, and while a server is away the services wait
         for it (the sinks write what Kafka holds once the database is back), so nothing is
-        lost. A line for each. Raises StackError when a server that cannot come back stopped
-        (tansu, which keeps its topics in memory, or the S3 server under it), or a process
-        exited more often than ``restarts`` allows."""
+        lost. A line for each (one that keeps exiting says so, with its log). Raises
+        StackError when a server that cannot come back stopped (tansu, which keeps its topics
+        in memory, or the S3 server under it)."""
         lines = []
         now = time.monotonic()
         for process in self.dead():
@@ -316,15 +316,16 @@ class LocalStack:
                     f"nothing goes on without it and what it held in memory is gone; its log "
                     f"({process.log_path}):\n{process.log_tail()}"
                 )
-            due = restarts.due(process.name, now)
-            if due is None:
-                raise StackError(
-                    f"{process.name} exited again ({status}), {restarts.limit} restarts in "
-                    f"{restarts.window_s / 60:g} min already: the stack stops; its log "
-                    f"({process.log_path}):\n{process.log_tail()}"
-                )
-            if not due:
+            if not restarts.due(process.name, now):
                 continue  # its pause is not over
+            if restarts.looping(process.name, now):
+                lines.append(
+                    f"{process.name} keeps exiting ({status}; {restarts.limit} starts in "
+                    f"{restarts.window_s / 60:g} min): up starts it again every {SLOW_S:g} s, "
+                    f"the stack goes on without it meanwhile (Kafka keeps what it has not "
+                    f"stored); fix what its log says ({process.log_path}):\n"
+                    f"{process.log_tail()}"
+                )
             process.start()
             self.restarted[process.name] = self.restarted.get(process.name, 0) + 1
             with contextlib.suppress(OSError):  # for 'cityvitals status'
@@ -388,30 +389,44 @@ def exit_status(code: int | None) -> str:
 
 @dataclass
 class Restarts:
-    """When a service that exited is started again: at once the first time, then after
+    """When a process that exited is started again: at once the first time, then after
     :data:`PAUSES_S` (a service that exits at start-up, say Kafka briefly away, gets time),
-    and not after ``limit`` restarts in ``window_s`` seconds: one that keeps exiting (a bad
-    setting, a file it refuses) stops the stack instead of looping.
+    and once it was started ``limit`` times in ``window_s`` seconds, every :data:`SLOW_S`
+    while it keeps exiting (a bad setting, a database that cannot start): it is said loudly,
+    and the stack goes on. Stopping it would stop the broker too, and with its topics in
+    memory the readings the gateway had passed on would go with it.
 
-    >>> r = Restarts(limit=3, window_s=60)
+    >>> r = Restarts(limit=3, window_s=600)
     >>> [r.due("ingest", t) for t in (0, 0.5, 2, 3, 8)], r.due("ingest", 9), r.due("sinks", 9)
-    ([True, False, True, False, True], None, True)
-    >>> r.due("ingest", 80)  # the window has passed: a fresh start
-    True
+    ([True, False, True, False, True], False, True)
+    >>> r.looping("ingest", 9), r.due("ingest", 67), r.due("ingest", 70), r.looping("ingest", 70)
+    (True, False, True, True)
+    >>> r.due("ingest", 700), r.looping("ingest", 700)  # the window has passed: a fresh start
+    (True, False)
     """
 
     limit: int = 5
     window_s: float = 600.0
     _at: dict[str, list[float]] = field(init=False, default_factory=dict)
 
-    def due(self, name: str, now: float) -> bool | None:
-        """Whether to start ``name`` again ``now`` (False: its pause is not over; None: it
-        exited too often). True is counted as a restart."""
+    def _recent(self, name: str, now: float) -> list[float]:
         recent = [t for t in self._at.get(name, []) if now - t < self.window_s]
         self._at[name] = recent
+        return recent
+
+    def looping(self, name: str, now: float) -> bool:
+        """Whether ``name`` was started again ``limit`` times within the window: it keeps
+        exiting, and is tried every :data:`SLOW_S`."""
+        return len(self._recent(name, now)) >= self.limit
+
+    def due(self, name: str, now: float) -> bool:
+        """Whether to start ``name`` again ``now`` (False: its pause is not over). True is
+        counted as a restart."""
+        recent = self._recent(name, now)
         if len(recent) >= self.limit:
-            return None
-        pause = PAUSES_S[min(len(recent), len(PAUSES_S) - 1)]
+            pause = SLOW_S
+        else:
+            pause = PAUSES_S[min(len(recent), len(PAUSES_S) - 1)]
         if recent and now - recent[-1] < pause:
             return False
         recent.append(now)
@@ -419,8 +434,10 @@ class Restarts:
 
 
 PAUSES_S = (0.0, 2.0, 5.0, 15.0, 30.0)
-"""The pause before a service's next restart, by how often it was started again within the
-window: about a minute before a sixth exit stops the stack."""
+"""The pause before a process's next start, by how often it was started again within the
+window."""
+SLOW_S = 60.0
+"""The pause between starts of a process that keeps exiting."""
 
 
 def scrape(port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> str:
@@ -462,6 +479,17 @@ def recorded_metrics_port(state_dir: Path, service: str) -> int | None:
     return port if isinstance(port, int) else None
 
 
+EXITED_UNDER_UP = (
+    "exited (up starts it again within seconds, every minute while it keeps exiting: its log "
+    "says why)"
+)
+EXITED_FOR_GOOD = "EXITED: what it held in memory is gone, and up stops the stack"
+EXITED_ALONE = (
+    "EXITED, and no 'cityvitals up' runs to start it again: 'cityvitals down' starts what "
+    "storing Kafka's messages needs, stores them and stops the rest; then 'cityvitals up'"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Running:
     """One process of a local stack, as ``cityvitals status`` shows it."""
@@ -479,6 +507,8 @@ class Running:
     """Stopped by a signal (SIGSTOP): alive, answering nothing until SIGCONT."""
     restarts: int = 0
     """How often the running ``up`` started it again."""
+    exited: str = EXITED_UNDER_UP
+    """What follows its exit, when it is not alive (:func:`stack_status` says which)."""
 
     @property
     def ok(self) -> bool:
@@ -489,7 +519,7 @@ class Running:
         >>> Running("ingest", 41, True, 9401, True).line()
         'ingest     pid 41       running, ready (metrics on port 9401)'
         >>> Running("sinks", 42, False, 9403, False).line()
-        'sinks      pid 42       exited (up starts it again within seconds, or gives up: its log says why)'
+        'sinks      pid 42       exited (up starts it again within seconds, every minute while it keeps exiting: its log says why)'
         >>> Running("streams", None, False).line()
         'streams    -            not started'
         >>> Running("liveness", 44, True, restarts=2).line()
@@ -501,7 +531,7 @@ class Running:
         if self.pid is None:
             how = "not started"
         elif not self.alive:
-            how = "exited (up starts it again within seconds, or gives up: its log says why)"
+            how = self.exited
         elif self.paused:
             how = f"PAUSED by a signal (SIGSTOP): 'kill -CONT {self.pid}' resumes it"
         elif self.ready is None:
@@ -531,13 +561,15 @@ class StackStatus:
         return self.up and all(p.ok for p in self.processes)
 
 
-def stack_status(state_dir: Path) -> StackStatus:
+def stack_status(state_dir: Path, durable_broker: bool = False) -> StackStatus:
     """Each process the stack on ``state_dir`` recorded, servers first (the reverse of
     :data:`STOP_ORDER`), whether it runs, and each service's readiness on the metrics port
     ``up`` recorded. While ``up`` runs, a service with no pid file is listed as not started
-    and one whose process is gone as exited; with no ``up``, only the processes it left
-    running are listed (``cityvitals down`` stops them). A pid handed to another process
-    (after a reboot) does not count as running (:func:`wiring.stack.runs`)."""
+    and one whose process is gone as exited (what follows: ``up`` starts it again, or, for
+    the broker keeping its topics in memory unless ``durable_broker``, stops the stack); with
+    no ``up``, the processes it left, those gone too while any still runs: nothing starts
+    them again (``cityvitals down`` stops the rest). A pid handed to another process (after a
+    reboot) does not count as running (:func:`wiring.stack.runs`)."""
     paths = StackPaths(state_dir)
     lock = StackLock(paths.lock)
     up = lock.held()
@@ -551,19 +583,25 @@ def stack_status(state_dir: Path) -> StackStatus:
         pid_file = paths.pids / f"{name}.pid"
         pid = read_pid(pid_file)
         alive = pid is not None and runs(pid, pid_file)
-        if not up and not alive:
-            continue
         if pid is None:
-            if name in SERVICES:
+            if up and name in SERVICES:
                 out.append(Running(name, None, False))
             continue
         stopped, again = alive and paused(pid), restarted.get(name, 0)
+        if not up:
+            exited = EXITED_ALONE
+        elif name == "s3" or (name == "tansu" and not durable_broker):
+            exited = EXITED_FOR_GOOD
+        else:
+            exited = EXITED_UNDER_UP
         if name not in SERVICES:
-            out.append(Running(name, pid, alive, paused=stopped, restarts=again))
+            out.append(Running(name, pid, alive, paused=stopped, restarts=again, exited=exited))
             continue
         port = recorded_metrics_port(state_dir, name)
         ready = alive and not stopped and port is not None and reports_ready(name, port)
-        out.append(Running(name, pid, alive, port, ready, stopped, again))
+        out.append(Running(name, pid, alive, port, ready, stopped, again, exited))
+    if not up and not any(p.alive for p in out):
+        out = []  # pid files a crash left behind: nothing runs
     return StackStatus(up, launcher, tuple(out))
 
 
@@ -641,6 +679,31 @@ def _stop_launcher(paths: StackPaths, timeout: float) -> str | None:
     return f"up (pid {pid})"
 
 
+DRAINERS = ("postgres", "streams", "sinks")
+"""What storing Kafka's messages needs: the stream, the sinks and the database."""
+
+
+def _start_drainers(paths: StackPaths, settings: Settings) -> list[str]:
+    """Start again those of :data:`DRAINERS` an ``up`` killed outright left gone (nothing
+    restarts them), so that what Kafka holds is stored before the broker stops; their names.
+    They are recorded as ``up`` records its own, and stopped with the rest."""
+    started = []
+    for name in DRAINERS:
+        if _runs_recorded(paths, name):
+            continue
+        if name == "postgres":
+            url = settings.database_url.get_secret_value()
+            process = postgres_process(paths, url)
+            process.start()
+            wait_for_port("127.0.0.1", urlsplit(url).port or 5432, 30, process)
+        else:
+            port = recorded_metrics_port(paths.state_dir, name) or 0
+            env = settings.model_copy(update={"metrics_port": port}).to_env()
+            python_service(paths, name, env).start()
+        started.append(name)
+    return started
+
+
 def down(
     state_dir: Path, purge: bool = False, timeout: float = 90.0, settings: Settings | None = None
 ) -> tuple[list[str], Drained | None]:
@@ -648,7 +711,9 @@ def down(
     itself if it still runs (it stops its processes in order, and says what it found of what
     Kafka held: returned), then whatever is left. What an ``up`` killed outright left running
     is drained first as ``up`` drains it (the gateway stopped, then :func:`drain`), when
-    ``settings`` say where Kafka is (in-memory tansu keeps nothing it holds).
+    ``settings`` say where Kafka is (in-memory tansu keeps nothing it holds); the stream, the
+    sinks or the database gone meanwhile (nothing restarted them) are started again for it,
+    and the drain says so.
 
     With ``purge``, also delete its data: the database, the broker's store and the logs.
     """
@@ -658,7 +723,16 @@ def down(
     drained = Drained.kept(paths) if launcher is not None else None
     if launcher is None and settings is not None and _runs_recorded(paths, "tansu"):
         stop_recorded(paths, ("ingest",), only=True)
+        try:
+            started = _start_drainers(paths, settings)
+        except (OSError, StackError) as exc:
+            started, failed = [], f" (starting what it needs failed: {exc})"
+        else:
+            failed = ""
         drained = drain(settings, lambda name: _runs_recorded(paths, name))
+        if started or failed:
+            again = f"started {', '.join(started)} again to store what Kafka held; " if started else ""
+            drained = Drained(f"{again}{drained.said}{failed}", drained.complete)
     left = stop_recorded(paths, STOP_ORDER)
     stopped = [launcher, *running] if launcher is not None else left
     if purge:

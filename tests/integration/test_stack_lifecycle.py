@@ -239,10 +239,26 @@ def test_an_up_killed_outright_leaves_its_processes_to_status_and_down_not_to_a_
     assert "stopped" not in second.stdout
     assert up.children() == children
     assert all(alive(pid) for pid in children.values())
+    # The stream and the sinks die too, and nothing starts them again: 'status' says so, and
+    # 'down' starts them again to store what Kafka holds before the broker (memory) stops.
+    for name in ("streams", "sinks"):
+        os.kill(children[name], signal.SIGKILL)
+    wait_for(lambda: not alive(children["streams"]) and not alive(children["sinks"]), 30, "gone")
+    status = up.cli("status")
+    assert "EXITED, and no 'cityvitals up' runs to start it again" in status.stdout
+    s = Settings(kafka_bootstrap=up.env["CITYVITALS_KAFKA_BOOTSTRAP"])
+    producer = kafka.producer(s)
+    for topic in (Topic.READINGS_RAW, Topic.READINGS):  # the stream's input, the sinks'
+        producer.produce(s.topic(topic), b"held while nothing consumes it")
+    assert producer.flush(10) == 0
     stopped = up.cli("down")  # drains what the broker holds first, as up would have
-    assert stopped.returncode == 0, stopped.stderr
-    assert "the stream and the sinks stored everything Kafka held" in stopped.stdout
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert (
+        "started streams, sinks again to store what Kafka held; the stream and the sinks "
+        "stored everything Kafka held" in stopped.stdout
+    ), stopped.stdout
     wait_for(lambda: not any(alive(pid) for pid in children.values()), 30, "all stopped")
+    assert not up.children()  # those down started again are stopped too
 
 
 def test_down_says_what_a_stop_left_in_kafka_and_exits_1(up: Up) -> None:

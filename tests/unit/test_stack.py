@@ -232,6 +232,9 @@ def test_status_lists_each_process_with_its_readiness_and_what_is_missing(
         assert f"up (pid {os.getpid()}), state folder {paths.state_dir}:" in result.output
         lines = result.output.splitlines()
         assert f"  mosquitto  pid {gone.pid:<8} exited (up starts it again" in "\n".join(lines)
+        assert "  tansu      pid 1        EXITED: what it held in memory is gone, and up stops" in (
+            "\n".join(lines)
+        )
         assert f"  ingest     pid {pids['ingest']:<8} running, ready (metrics on port" in (
             "\n".join(lines)
         )
@@ -242,13 +245,24 @@ def test_status_lists_each_process_with_its_readiness_and_what_is_missing(
         assert "status unavailable" in result.output  # PostgreSQL's pid runs, nobody answers
     finally:
         lock.release()
-    left = stack_status(paths.state_dir)  # no 'up': only what it started that still runs
+    left = stack_status(paths.state_dir)  # no 'up': what it started, gone ones too
     assert (left.up, left.launcher) == (False, None)
-    assert [p.name for p in left.processes] == ["postgres", "liveness", "streams", "ingest"]
+    assert [(p.name, p.alive) for p in left.processes] == [
+        ("postgres", True),
+        ("tansu", False),
+        ("mosquitto", False),
+        ("liveness", True),
+        ("streams", True),
+        ("ingest", True),
+    ]
     result = CliRunner().invoke(app, ["status"])
     assert result.exit_code == 1
     assert "no 'cityvitals up' runs; what it started still does ('cityvitals down'" in (
         result.output
+    )
+    assert (
+        f"  mosquitto  pid {gone.pid:<8} EXITED, and no 'cityvitals up' runs to start it again"
+        in result.output
     )
     for name in ("postgres", "ingest", "streams", "liveness"):
         os.kill(pids[name], signal.SIGKILL)
