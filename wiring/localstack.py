@@ -731,7 +731,9 @@ def down(
             failed = ""
         drained = drain(settings, lambda name: _runs_recorded(paths, name))
         if started or failed:
-            again = f"started {', '.join(started)} again to store what Kafka held; " if started else ""
+            again = (
+                f"started {', '.join(started)} again to store what Kafka held; " if started else ""
+            )
             drained = Drained(f"{again}{drained.said}{failed}", drained.complete)
     left = stop_recorded(paths, STOP_ORDER)
     stopped = [launcher, *running] if launcher is not None else left

@@ -77,6 +77,7 @@ from cityvitals.contracts.indicators import (
     WindowPartial,
 )
 from cityvitals.contracts.places import (
+    MAX_TAGS,
     Department,
     Device,
     DeviceState,
@@ -84,6 +85,7 @@ from cityvitals.contracts.places import (
     Place,
     PlaceLevel,
     Profile,
+    Tag,
 )
 from cityvitals.contracts.readings import (
     MAX_PACK,
@@ -104,6 +106,7 @@ __all__ = [
     "HEX_ID",
     "IDENTIFIER",
     "MAX_PACK",
+    "MAX_TAGS",
     "MEASURED_LIMIT",
     "METRIC",
     "SCHEMA_VERSION",
@@ -158,6 +161,7 @@ __all__ = [
     "ReadingPack",
     "ReadingPayload",
     "ReportChannel",
+    "Tag",
     "Tier",
     "UtcDatetime",
     "ValidationError",

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
-from cityvitals.contracts.base import Contract, Identifier, MetricName, UtcDatetime
+from cityvitals.contracts.base import Contract, FiniteFloat, Identifier, MetricName, UtcDatetime
 
 
 class PlaceLevel(StrEnum):
@@ -66,8 +66,8 @@ class MetricSpec(Contract):
     """One metric a device type reports: its unit and its physically valid range."""
 
     unit: str = Field(min_length=1, max_length=32)
-    min: float | None = None
-    max: float | None = None
+    min: FiniteFloat | None = None
+    max: FiniteFloat | None = None
 
     def model_post_init(self, _context: Any) -> None:
         if self.min is not None and self.max is not None and self.min >= self.max:
@@ -80,7 +80,8 @@ class Profile(Contract):
     profile_id: Identifier
     device_type: Identifier
     description: str = Field(default="", max_length=500)
-    metrics: dict[MetricName, MetricSpec] = Field(default_factory=dict)
+    metrics: dict[MetricName, MetricSpec] = Field(default_factory=dict, max_length=64)
+    """The metrics it reports, 64 at most (as many as a reading holds)."""
     expected_interval_s: float = Field(gt=0, le=7 * 24 * 3600)
     """How often a device of this profile reports; liveness falls back to it."""
 
@@ -92,6 +93,25 @@ class Department(Contract):
     name: str = Field(min_length=1, max_length=200)
 
 
+MAX_TAGS = 32
+"""The tags a device holds at most."""
+
+
+def _tag(value: str) -> str:
+    """A tag as people write it: 1 to 64 characters, no ``;`` (the CSV import's separator of
+    tags) and no control character."""
+    if not 1 <= len(value) <= 64:
+        raise ValueError(f"a tag is 1 to 64 characters, not {len(value)}")
+    if ";" in value:
+        raise ValueError(f"a tag holds no ';' (it separates tags in a CSV file): {value!r}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"a tag holds no control character: {value!r}")
+    return value
+
+
+Tag = Annotated[str, AfterValidator(_tag)]
+
+
 class Device(Contract):
     """A field sensor or camera, as published on the compacted ``devices`` topic."""
 
@@ -101,7 +121,10 @@ class Device(Contract):
     place_path: tuple[Identifier, ...] = Field(min_length=1, max_length=5)
     state: DeviceState = DeviceState.ACTIVE
     department: str | None = Field(default=None, max_length=100)
-    tags: tuple[str, ...] = ()
+    tags: tuple[Tag, ...] = Field(default=(), max_length=MAX_TAGS)
+    """Free labels to find devices by (``underpass``, ``river``): each 1 to 64 characters, no
+    ``;`` (the CSV import's separator) nor control character, :data:`MAX_TAGS` at most. A
+    device is one message on Kafka: a megabyte of tags once made it too large to publish."""
     lat: float | None = Field(default=None, ge=-90, le=90)
     lon: float | None = Field(default=None, ge=-180, le=180)
     valid_ranges: dict[MetricName, tuple[float | None, float | None]] = Field(default_factory=dict)

@@ -32,7 +32,7 @@ from cityvitals.settings import Settings
 from device_registry.api import alerts, auth, console, devices, incidents, places, vitals, watch
 from device_registry.api.bodies import DeviceCreate, DeviceMove, DevicePatch
 from device_registry.api.deps import known_query
-from device_registry.api.errors import FieldError, NotFound, install_error_handlers
+from device_registry.api.errors import BodyLimit, FieldError, NotFound, install_error_handlers
 from device_registry.api.metrics import RequestMetrics
 from device_registry.api.pool import POOL_SIZE, RegistryBusy, RegistryPool
 
@@ -61,8 +61,9 @@ building), device profiles and departments; read the audit log and device livene
   an admin acting for someone names them in the `X-Actor` header).
 * A device's MQTT secret is in the answer that registers it (or rotates it), and nowhere else.
 * A refused field answers 422 (409 when an id or a place is taken) with
-  `{"detail": [{"loc": [..., field], "msg": ...}]}`, and so does a query parameter the route
-  does not take; an unknown id in the path answers 404;
+  `{"detail": [{"loc": [..., field], "msg": ...}]}` (the refused input echoed, cut to 300
+  characters), and so does a query parameter the route does not take; an unknown id in the
+  path answers 404; a body past 1 MiB answers 413 (a device file's import takes 64 MiB);
   Kafka or the database unreachable answers 503 with `Retry-After`.
 """
 
@@ -91,6 +92,7 @@ def create_api(
     app.include_router(auth.router)
     for resource in (devices, places, watch, vitals, incidents, alerts, console):
         app.include_router(resource.router, responses=auth.AUTH_RESPONSES)
+    app.add_middleware(BodyLimit)
     if metrics is not None:
         app.add_middleware(RequestMetrics, registry=metrics)
     return app

@@ -16,7 +16,7 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from cityvitals.contracts import IDENTIFIER, METRIC, Device, DeviceState
+from cityvitals.contracts import IDENTIFIER, MAX_TAGS, METRIC, Device, DeviceState, Tag
 from device_registry.importing import split_place_path
 
 
@@ -67,7 +67,7 @@ class DeviceCreate(_Body):
     profile_id: Id | None = None
     state: DeviceState = DeviceState.ACTIVE
     department: Annotated[Text, Field(max_length=100)] | None = None
-    tags: tuple[Text, ...] = ()
+    tags: Annotated[tuple[Tag, ...], Field(max_length=MAX_TAGS)] = ()
     lat: Lat = None
     lon: Lon = None
 
@@ -78,7 +78,7 @@ class DevicePatch(_Body):
     device_type: Id | SkipJsonSchema[None] = None
     profile_id: Id | None = None
     department: Annotated[Text, Field(max_length=100)] | None = None
-    tags: tuple[Text, ...] | SkipJsonSchema[None] = None
+    tags: Annotated[tuple[Tag, ...], Field(max_length=MAX_TAGS)] | SkipJsonSchema[None] = None
     lat: Lat = None
     lon: Lon = None
 
@@ -158,15 +158,17 @@ class PlaceMove(_Body):
 
 class MetricSpecBody(_Body):
     unit: Annotated[Text, Field(min_length=1, max_length=32)]
-    min: StrictFloat | None = None
-    max: StrictFloat | None = Field(default=None, description="above min")
+    min: Annotated[StrictFloat, Field(allow_inf_nan=False)] | None = None
+    max: Annotated[StrictFloat, Field(allow_inf_nan=False)] | None = Field(
+        default=None, description="above min"
+    )
 
 
 class ProfileBody(_Body):
     device_type: Id
     description: Annotated[Text, Field(max_length=500)] = ""
     metrics: dict[Annotated[str, Field(pattern=METRIC)], MetricSpecBody] = Field(
-        default_factory=dict, json_schema_extra={"additionalProperties": False}
+        default_factory=dict, max_length=64, json_schema_extra={"additionalProperties": False}
     )
     expected_interval_s: StrictFloat = Field(gt=0, le=7 * 24 * 3600)
 

@@ -4,9 +4,11 @@ taken) naming the field, in FastAPI's ``{"detail": [{"loc", "msg", "type"}]}`` s
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import cast
+from typing import Any, cast
 
 import psycopg
 from fastapi import FastAPI, Request
@@ -14,6 +16,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cityvitals.db import DatabaseUnavailable
 from cityvitals.kafka import KafkaUnavailable
@@ -28,7 +31,17 @@ from device_registry.errors import (
     UnknownPlace,
 )
 
-__all__ = ["RETRY_AFTER_S", "FieldError", "NotFound", "body_errors", "install_error_handlers"]
+__all__ = [
+    "MAX_BODY",
+    "MAX_IMPORT",
+    "RETRY_AFTER_S",
+    "BodyLimit",
+    "FieldError",
+    "NotFound",
+    "body_errors",
+    "echoed",
+    "install_error_handlers",
+]
 
 RETRY_AFTER_S = 5
 
@@ -50,12 +63,73 @@ class FieldError(Exception):
         self.value = value
 
 
+ECHOED = 300
+"""The characters of a refused input an error answer echoes at most."""
+
+
+def echoed(value: object) -> object:
+    """What an error answer echoes of a refused input: the input itself when it is small and
+    JSON can carry it; else as text (NaN and Infinity, which JSON cannot carry, or bytes that
+    are not UTF-8), cut to :data:`ECHOED` characters, saying how long it was (a 20 MB body
+    once came back three times over).
+
+    >>> echoed({"lat": 1.5}), echoed(float("nan")), echoed("x" * 400)[-20:]
+    ({'lat': 1.5}, 'nan', '... (400 characters)')
+    >>> echoed({"lat": float("inf")}), echoed(bytes([255])) == chr(0xFFFD)
+    ('{"lat": Infinity}', True)
+    """
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str):
+        text = value
+    elif value is None or isinstance(value, bool | int | float):
+        return value
+    else:
+        try:
+            encoded = jsonable_encoder(value)
+            text = json.dumps(encoded, allow_nan=False)
+        except (TypeError, ValueError):
+            text = json.dumps(value, default=repr)
+        else:
+            if len(text) <= ECHOED:
+                return encoded
+    return text if len(text) <= ECHOED else f"{text[:ECHOED]}... ({len(text):,} characters)"
+
+
+_MEMBERS = frozenset({"str", "int", "float", "bool", "list", "tuple", "dict", "none"})
+"""The names pydantic gives a union's members in an error's ``loc`` (with those holding
+``[``: ``tuple[str, ...]``, ``function-after[...]``)."""
+
+
+def _fields_only(errors: Sequence[Any]) -> list[Any]:
+    """A field that may be null (``tags: [...] | None``) is a union to pydantic: its errors
+    name the member in ``loc`` (``["body", "tags", "tuple[...]", 0]``), one per member ("Input
+    should be None" too). Its ``loc`` names the fields alone, and the member it is not
+    ("None") is dropped when another error is about the same field.
+
+    >>> _fields_only([{"loc": ("body", "tags", "tuple[str, ...]", 0), "type": "x"},
+    ...               {"loc": ("body", "tags", "none"), "type": "none_required"}])
+    [{'loc': ('body', 'tags', 0), 'type': 'x'}]
+    """
+    out = []
+    for err in errors:
+        loc = tuple(
+            p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in _MEMBERS))
+        )
+        out.append({**err, "loc": loc})
+    others = [e["loc"] for e in out if e.get("type") != "none_required"]
+    return [
+        e
+        for e in out
+        if e.get("type") != "none_required"
+        or not any(loc[: len(e["loc"])] == e["loc"] for loc in others)
+    ]
+
+
 def _field_error_response(err: FieldError) -> JSONResponse:
-    try:
-        value = jsonable_encoder(err.value)
-    except (TypeError, ValueError):
-        value = repr(err.value)
-    item = {"loc": list(err.loc), "msg": err.msg, "type": "value_error", "input": value}
+    item = {"loc": list(err.loc), "msg": err.msg, "type": "value_error", "input": echoed(err.value)}
     return JSONResponse({"detail": [item]}, status_code=err.status)
 
 
@@ -101,12 +175,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return _field_error_response(FieldError(status, ("body",), str(exc).strip()))
 
     async def request_invalid(_request: Request, exc: Exception) -> JSONResponse:
-        # FastAPI's own handler fails (a 500) on a body that is not UTF-8: it decodes the
-        # input bytes to echo them back. Echo undecodable bytes as text with replacements.
-        errors = cast(RequestValidationError, exc).errors()
+        # FastAPI's own handler fails (a 500) on a body that is not UTF-8, or holds NaN, as it
+        # echoes the input back; and echoes a large body whole with each error.
+        errors = _fields_only(cast(RequestValidationError, exc).errors())
         for err in errors:
-            if isinstance(err.get("input"), bytes):
-                err["input"] = err["input"].decode("utf-8", errors="replace")
+            if "input" in err:
+                err["input"] = echoed(err["input"])
+            if "ctx" in err:
+                err["ctx"] = {k: echoed(v) for k, v in err["ctx"].items()}
         return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
     app.add_exception_handler(RequestValidationError, request_invalid)
@@ -126,3 +202,29 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(unavailable_error, unavailable)
     app.add_exception_handler(psycopg.DataError, refused_by_database)
     app.add_exception_handler(psycopg.IntegrityError, refused_by_database)
+
+
+MAX_BODY = 1 << 20
+"""The bytes a request's body may hold, a device file's import aside (:data:`MAX_IMPORT`)."""
+MAX_IMPORT = 64 << 20
+"""The bytes of a device file ``POST /devices/import`` takes (about 500,000 CSV rows)."""
+
+
+class BodyLimit:
+    """Refuses a request whose ``Content-Length`` is past what its route takes (413, naming
+    the limit), before its body is read (pure ASGI)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            limit = MAX_IMPORT if scope["path"] == "/devices/import" else MAX_BODY
+            length = dict(scope["headers"]).get(b"content-length", b"0")
+            size = int(length) if length.isdigit() else 0
+            if size > limit:
+                detail = f"a body of {size:,} bytes: {scope['path']} takes {limit:,} at most"
+                answer = JSONResponse({"detail": detail}, status_code=413)
+                await answer(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

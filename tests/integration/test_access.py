@@ -223,6 +223,11 @@ class Guard:
     outside: Callable[[World], Request] | str | None = None
 
 
+def _somewhere() -> float:
+    """A latitude not given before (a move to where a device is changes nothing)."""
+    return 31.0 + uuid.uuid4().int % 100_000 / 1_000_000
+
+
 def _device_body(w: World, n: int) -> dict[str, Any]:
     return {
         "device_id": f"acc-new-{uid()}",
@@ -279,8 +284,10 @@ GUARDS: dict[tuple[str, str], Guard] = {
     ),
     ("POST", "/devices/{device_id}/move"): Guard(
         "devices.write",
-        lambda w: Request(
-            "POST", f"/devices/{w.devices['d1']}/move", {"json": {"place_path": [w.city, w.d(1)]}}
+        lambda w: Request(  # where it is, at new coordinates: a move that changes something
+            "POST",
+            f"/devices/{w.devices['d1']}/move",
+            {"json": {"place_path": [w.city, w.d(1)], "lat": _somewhere(), "lon": 121.4}},
         ),
         lambda w: Request(
             "POST", f"/devices/{w.devices['d1']}/move", {"json": {"place_path": [w.city, w.d(2)]}}

@@ -8,6 +8,7 @@ The import and the fuzzer run on a second API service in a schema of its own (se
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections import Counter
@@ -409,6 +410,12 @@ def loc_of(answer: httpx.Response) -> list[Any]:
     return list(answer.json()["detail"][0]["loc"])
 
 
+def nan_body(body: dict[str, Any]) -> dict[str, Any]:
+    """A JSON body whose quoted "NaN" and "Infinity" are the bare words Python's JSON reads."""
+    text = json.dumps(body).replace('"NaN"', "NaN").replace('"Infinity"', "Infinity")
+    return {"content": text, "headers": {"Content-Type": "application/json"}}
+
+
 def test_malformed_requests_get_4xx_naming_the_field(pipeline: Pipeline, api: httpx.Client) -> None:
     city, device = f"bad{uid()}", f"wl-{uid()}"
     onboard(api, device, city)
@@ -519,6 +526,32 @@ def test_malformed_requests_get_4xx_naming_the_field(pipeline: Pipeline, api: ht
             422,
             ["body"],
         ),
+        # NaN and Infinity, which Python's JSON reads: echoed back, they answered 500.
+        ("POST", "/devices", nan_body({**new, "lat": "NaN"}), 422, ["body", "lat"]),
+        ("PATCH", f"/devices/{device}", nan_body({"lon": "Infinity"}), 422, ["body", "lon"]),
+        (
+            "PUT",
+            f"/profiles/p-{city}",
+            nan_body(
+                {
+                    "device_type": "noise",
+                    "expected_interval_s": 60,
+                    "metrics": {"laeq_db": {"unit": "dB(A)", "min": "NaN"}},
+                }
+            ),
+            422,
+            ["body", "metrics", "laeq_db", "min"],
+        ),
+        # A megabyte of tags made the device too large to publish: no 'up' started after.
+        ("POST", "/devices", {"json": {**new, "tags": ["t" * 65]}}, 422, ["body", "tags", 0]),
+        ("POST", "/devices", {"json": {**new, "tags": ["a;b"]}}, 422, ["body", "tags", 0]),
+        (
+            "PATCH",
+            f"/devices/{device}",
+            {"json": {"tags": [f"t{i}" for i in range(33)]}},
+            422,
+            ["body", "tags"],
+        ),
     ]
     for method, path, kwargs, status, loc in cases:
         answer = api.request(method, path, **kwargs)
@@ -528,6 +561,17 @@ def test_malformed_requests_get_4xx_naming_the_field(pipeline: Pipeline, api: ht
         assert answer.json()["detail"][0]["msg"], what
     for path in (f"/devices/{device}x", f"/places/{city}x", f"/profiles/{city}x"):
         assert api.get(path).status_code == 404, path
+    # A token of NaN, before any token is checked, and a large body: answered small.
+    session = api.post("/session", **nan_body({"token": "NaN"}))
+    assert session.status_code == 422 and session.json()["detail"][0]["input"] == "nan"
+    padded = api.post("/devices", json={**new, "pad": "x" * 500_000})
+    assert padded.status_code == 422 and len(padded.content) < 5_000, len(padded.content)
+    assert "... (500,000 characters)" in padded.text
+    huge = api.post("/devices", content=b"{" + b" " * (1 << 20) + b"}")
+    assert huge.status_code == 413, huge.text
+    assert huge.json()["detail"] == (
+        f"a body of {(1 << 20) + 2:,} bytes: /devices takes {1 << 20:,} at most"
+    )
     assert api.post(f"/devices/{device}x/rotate-secret").status_code == 404
     misspelt = api.get("/incidents", params={"stat": "open"}).json()["detail"][0]["msg"]
     assert "'stat'" in misspelt and " state" in misspelt.split("takes:")[1], misspelt
