@@ -14,6 +14,7 @@ what was not acknowledged. The MQTT 5 receive maximum bounds how many wait at on
 from __future__ import annotations
 
 import logging
+import re
 import struct
 import threading
 import time
@@ -31,7 +32,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from cityvitals.contracts import CameraEvent, Reading, ReadingBatch
+from cityvitals.contracts import (
+    CameraEvent,
+    CameraEventPayload,
+    Reading,
+    ReadingBatch,
+    ReadingPayload,
+)
 from cityvitals.kafka import partition_count
 from cityvitals.settings import Settings
 from cityvitals.stage import StageMetrics, dead_letter, utc_now
@@ -42,6 +49,38 @@ from ingest.protocols import Decoded
 __all__ = ["Gateway", "GatewayError", "GatewayMetrics"]
 
 log = logging.getLogger("cityvitals.ingest")
+
+_ELEMENT = re.compile(r"\[\d+\]")
+_FIELDS = frozenset(
+    {*ReadingPayload.model_fields, *CameraEventPayload.model_fields, "payload", "topic"}
+)
+"""The fields a payload may name (anything else a device sent is an unknown field)."""
+
+
+def field_label(field: str) -> str:
+    """The label a refusal is counted by: the field a payload got wrong, with what a device
+    chose (a metric's name, an element's position in a pack) put as ``*`` and ``[n]``, so that
+    a device sending made-up names adds no Prometheus series.
+
+    >>> field_label("values.Bad199.[key]"), field_label("[12].values.pm25"), field_label("")
+    ('values.*.[key]', '[n].values.*', 'payload')
+    >>> field_label("colour"), field_label("[0].x y")
+    ('(unknown field)', '[n].(unknown field)')
+    """
+    if not field:
+        return "payload"
+    parts = _ELEMENT.sub("[n]", field).split(".")
+    named: list[str] = []
+    for i, part in enumerate(parts):
+        if i and parts[i - 1].endswith("values"):
+            part = "*"
+        elif not named or named[-1] == "[n]" or part.startswith("[n]"):
+            head = part.removeprefix("[n]")
+            if head and head not in _FIELDS:
+                part = part.removesuffix(head) + "(unknown field)"
+        named.append(part)
+    return ".".join(named)[:64]
+
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
 
@@ -385,7 +424,7 @@ class Gateway:
         )
         self.metrics.received.inc()
         self.metrics.inflight.inc()
-        self.metrics.refuse(counted or error.field or "payload")
+        self.metrics.refuse(counted or field_label(error.field))
         self.producer.produce(
             self._deadletter,
             letter.model_dump_json().encode(),

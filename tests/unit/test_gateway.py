@@ -431,3 +431,29 @@ def test_a_decoder_that_fails_refuses_that_message_alone(monkeypatch: pytest.Mon
         "cityvitals_ingest_rejected_total", {"field": "decoder_failed"}
     )
     assert refused == 1.0
+
+
+def test_made_up_names_add_no_series_to_the_refusals_count() -> None:
+    """A device sending a new metric name or field at every message grew the refusal counter
+    by a series each (its label was the field's path): they are counted under one label."""
+    settings, producer, registry = Settings(), RecordingProducer(), CollectorRegistry()
+    gateway = Gateway(settings, producer, registry)  # type: ignore[arg-type]
+    at = datetime(2026, 12, 2, tzinfo=UTC)
+    topic = "cityvitals/wl-1/readings"
+    bad = [
+        f'{{"ts": "2026-12-02T00:00:00Z", "seq": 1, "values": {{"Bad{i}": 1}}}}' for i in range(50)
+    ]
+    bad += [
+        f'{{"ts": "2026-12-02T00:00:00Z", "seq": 1, "values": {{"x": 1}}, "k{i}": 1}}'
+        for i in range(50)
+    ]
+    gateway.forward([_Inbound(i, topic, b.encode(), at) for i, b in enumerate(bad)])
+    labels = {
+        s.labels["field"]
+        for m in registry.collect()
+        if m.name == "cityvitals_ingest_rejected"
+        for s in m.samples
+        if s.name.endswith("_total")
+    }
+    assert labels == {"values.*.[key]", "(unknown field)"}
+    assert len(producer.sent) == 100  # each kept, with its own reason
