@@ -91,7 +91,7 @@ def check(
     would never come. The streams service re-reads the file when it changes (and keeps the
     configuration in force when the change is broken)."""
     from rules import RuleFileError
-    from rules.incidents import unmatched_rules
+    from rules.incidents import uncategorised, unmatched_rules
     from rules.incidents.config import GENERAL
     from wiring.services import load_incidents, load_rules
 
@@ -107,7 +107,7 @@ def check(
         f"limits for {len(config.sla)} tiers; version {config.version}"
     )
     problems = unmatched_rules(config, [r.id for r in rules])
-    general = [r.id for r in rules if config.category_of(r.id) == GENERAL]
+    general = uncategorised(config, [r.id for r in rules])
     if general:  # not wrong (the catch-all route takes them), but seldom meant
         typer.echo(
             f"note: in no category, so their alerts open '{GENERAL}' incidents for the "

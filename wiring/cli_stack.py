@@ -154,6 +154,8 @@ class FileWatch:
     counted: str = ""
     version: str | None = None
     refused: float | None = None
+    gone: bool = False
+    """Whether the file was said to be gone (deleted or moved away), until it is back."""
 
     def lines(self, exposition: str) -> list[str]:
         """What changed since the last exposition (the first one only sets the baseline)."""
@@ -169,9 +171,19 @@ class FileWatch:
         out = []
         if self.version is not None and version is not None and version != self.version:
             counted = f" ({count:g} {self.counted})" if self.counted else ""
+            if self.counted and not count:  # 'rules: []' switches every alert off
+                counted = f" (0 {self.counted}: no alert can fire)"
             out.append(
                 f"{self.what}: the stream took {self.path}: version {self.version} -> "
                 f"{version}{counted}"
+            )
+        if self.path is not None and self.path.exists() == self.gone:
+            self.gone = not self.gone
+            out.append(
+                f"{self.what}: {self.path} is gone (deleted or moved): the stream keeps "
+                f"version {version or self.version} until a file is there again"
+                if self.gone
+                else f"{self.what}: {self.path} is there again"
             )
         if self.refused is not None and refused > self.refused:
             out.append(
@@ -214,18 +226,36 @@ def file_watches(s: Settings) -> list[FileWatch]:
     return watches
 
 
-def _file_lines(watches: list[FileWatch], port: int) -> list[str]:
+def _file_lines(watches: list[FileWatch], port: int, s: Settings) -> list[str]:
     """What the stream did with its files since the last look, from one scrape of its
-    metrics (nothing when they do not answer: a restart says so itself)."""
+    metrics (nothing when they do not answer: a restart says so itself); after a version it
+    took, what the incident routing makes of the rules then (:func:`_routing_warnings`)."""
     from wiring.localstack import scrape
 
     if not port or not watches:
         return []
     try:
         exposition = scrape(port, timeout=2)
-        return [line for watch in watches for line in watch.lines(exposition)]
+        lines = [line for watch in watches for line in watch.lines(exposition)]
     except (OSError, ValueError):  # a stream going down mid-answer: next time
         return []
+    if any("the stream took" in line for line in lines):
+        lines += _routing_warnings(s)
+    return lines
+
+
+def _routing_warnings(s: Settings) -> list[str]:
+    """The incident file's ids that name no rule, and the rules in no category, as warnings
+    (``cityvitals incidents check`` says them as it does): a misspelt id in a category sends
+    the rule it meant to the catch-all route, and nothing else says so."""
+    from rules import RuleFileError
+    from wiring.services import load_stream_files, routing_notes
+
+    try:
+        notes = routing_notes(load_stream_files(s))
+    except (RuleFileError, OSError):  # the stream refused it: its own line says why
+        return []
+    return [f"warning: incident routing: {note} (cityvitals incidents check)" for note in notes]
 
 
 def _now(s: Settings) -> str:
@@ -345,6 +375,8 @@ def up(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     s = settings()
     load_stream_files(s)  # a file the stream service would refuse stops nothing started
+    for line in _routing_warnings(s):
+        _say(line, err=True)
     if incident and not simulate:
         raise fail("--incident needs --simulate: the city simulator injects the incidents")
     city, planned = _plan(incident or [], incident_after) if simulate else (None, [])
@@ -378,15 +410,15 @@ def up(
         feed.lines(s)  # the steps of an earlier run, within the late window: not this run's
         restarts, turns = Restarts(), 0
         watches = file_watches(s)
-        _file_lines(watches, stack.metrics.of("streams"))  # the versions in force at start
+        _file_lines(watches, stack.metrics.of("streams"), s)  # the versions in force at start
         unready = Unready()
         while not stop.wait(1):  # a service that exited is started again within a second
             for line in stack.revive(restarts):
                 _say(f"{_now(s)} {line}", err=True)
             turns += 1
             if turns % 2 == 0:
-                for line in _file_lines(watches, stack.metrics.of("streams")):
-                    _say(f"{_now(s)} {line}", err="refused" in line)
+                for line in _file_lines(watches, stack.metrics.of("streams"), s):
+                    _say(f"{_now(s)} {line}", err="refused" in line or "warning" in line)
             if turns % 10 == 0:
                 typer.echo(_status_line(s)[0])
                 for line in feed.lines(s):

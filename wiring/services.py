@@ -92,6 +92,23 @@ def load_stream_files(settings: Settings) -> StreamFiles:
     return StreamFiles(load_rules(settings), load_catalogue(settings), load_incidents(settings))
 
 
+def routing_notes(files: StreamFiles) -> list[str]:
+    """What the incident file makes of the rule file, as ``cityvitals incidents check`` says
+    it: each id a category lists that names no rule (its alerts never come: a misspelt id),
+    and the rules no category lists (their alerts open general incidents)."""
+    from rules.incidents import GENERAL, uncategorised, unmatched_rules
+
+    ids = [r.id for r in files.rules]
+    notes = [f"{n}: its alerts never come" for n in unmatched_rules(files.incidents, ids)]
+    general = uncategorised(files.incidents, ids)
+    if general:
+        notes.append(
+            f"in no category, so their alerts open '{GENERAL}' incidents for the catch-all "
+            f"route: {', '.join(general)}"
+        )
+    return notes
+
+
 def open_registry(settings: Settings):  # type: ignore[no-untyped-def]
     """A device registry on the settings' database and Kafka, syncing the local broker if any."""
     from device_registry import Registry

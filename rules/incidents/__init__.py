@@ -17,6 +17,7 @@ from rules.incidents.config import (
     IncidentConfig,
     Route,
     parse_incident_config,
+    uncategorised,
     unmatched_rules,
 )
 from rules.incidents.desk import Desk
@@ -47,6 +48,7 @@ __all__ = [
     "parse_incident_config",
     "resumed",
     "route",
+    "uncategorised",
     "unmatched_rules",
 ]
 

@@ -37,6 +37,7 @@ __all__ = [
     "Limits",
     "Route",
     "parse_incident_config",
+    "uncategorised",
     "unmatched_rules",
 ]
 
@@ -237,6 +238,13 @@ def unmatched_rules(config: IncidentConfig, rule_ids: Iterable[str]) -> list[str
         for listed in category.rules
         if not any(fnmatch.fnmatchcase(rule_id, listed) for rule_id in ids)
     ]
+
+
+def uncategorised(config: IncidentConfig, rule_ids: Iterable[str]) -> list[str]:
+    """The rules of ``rule_ids`` no category lists: their alerts open general incidents for
+    the catch-all route (not wrong, but seldom meant: a category listing a misspelt id
+    leaves the rule it meant here)."""
+    return [r for r in rule_ids if config.category_of(r) == GENERAL]
 
 
 Category.model_rebuild()

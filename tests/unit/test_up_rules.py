@@ -42,6 +42,18 @@ def test_up_says_which_version_the_stream_took_and_what_it_refused(tmp_path: Pat
     path.write_text(GOOD)  # mended since: the stream's log has what it refused
     (later,) = watch.lines(exposition("bbb", 2, 2))
     assert later.endswith("see the stream's log (the file as it is now parses)")
+    # 'rules: []' is a file the stream takes: every alert is off, and up says so
+    assert watch.lines(exposition("ccc", 2, 0)) == [
+        f"rules: the stream took {path}: version bbb -> ccc (0 rules: no alert can fire)"
+    ]
+    path.unlink()  # deleted while it runs: the stream keeps what it has, and up says so
+    assert watch.lines(exposition("ccc", 2, 0)) == [
+        f"rules: {path} is gone (deleted or moved): the stream keeps version ccc until a file"
+        " is there again"
+    ]
+    assert watch.lines(exposition("ccc", 2, 0)) == []  # said once
+    path.write_text(GOOD)
+    assert watch.lines(exposition("ccc", 2, 0)) == [f"rules: {path} is there again"]
 
 
 def test_up_says_which_incident_file_the_stream_took_and_what_it_refused(tmp_path: Path) -> None:
@@ -71,3 +83,21 @@ def test_up_says_which_incident_file_the_stream_took_and_what_it_refused(tmp_pat
         f"incidents: the stream refused a change to {path}, keeping version ccc:"
     )
     assert f"{path}:1: routes: holds 0 items: at least 1" in refused
+
+
+def test_up_warns_of_an_incident_file_id_that_names_no_rule(tmp_path: Path) -> None:
+    """A misspelt rule id in a category sends the rule it meant to the catch-all route;
+    'incidents check' said so, 'up' said nothing at its start nor when the stream took the
+    file: it warns at both, as the check says it."""
+    from wiring.cli_stack import _routing_warnings
+
+    shipped = Path(__file__).parents[2] / "rules" / "incidents.yaml"
+    path = tmp_path / "incidents.yaml"
+    path.write_text(shipped.read_text())
+    s = Settings(incidents_file=path)
+    assert _routing_warnings(s) == []  # the shipped files agree
+    path.write_text(shipped.read_text().replace("waterlogging-depth", "waterlogging-deep", 1))
+    warned = _routing_warnings(s)
+    assert any("'waterlogging-deep' names no rule of the rule file" in w for w in warned)
+    assert any("'general' incidents" in w and "waterlogging-depth" in w for w in warned)
+    assert all(w.startswith("warning: incident routing: ") for w in warned)
