@@ -243,6 +243,32 @@ def file_error(exc: ValidationError, source: str, lines: Lines) -> RuleFileError
     )
 
 
+MAX_VALUES = 100_000
+"""The values a rule, indicator or incident file may hold once its aliases are expanded: a
+few hundred bytes of nested aliases expand to billions, which reading them walks."""
+
+
+def _expanded(node: yaml.Node, sizes: dict[int, int]) -> int:
+    r"""The values ``node`` holds with its aliases expanded, counted without expanding them
+    (each node once: an alias is the node it names).
+
+    >>> rows = ["a: &a [x, x, x, x, x, x, x, x, x, x]"] + [
+    ...     f"{n}: &{n} [" + ", ".join([f"*{p}"] * 10) + "]" for p, n in zip("abcdef", "bcdefg")]
+    >>> _expanded(yaml.compose("\n".join(rows)), {})
+    12345685
+    """
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded(child, sizes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded(k, sizes) + _expanded(v, sizes) for k, v in node.value)
+    sizes[id(node)] = size
+    return size
+
+
 def load_yaml(text: str, source: str, expected: str) -> tuple[dict[str, Any], Lines]:
     """A YAML mapping and the line of every path in it; RuleFileError when it is not one."""
     try:
@@ -254,6 +280,18 @@ def load_yaml(text: str, source: str, expected: str) -> tuple[dict[str, Any], Li
         raise RuleFileError([RuleProblem(source, line, "", f"not valid YAML: {exc}")]) from exc
     if not isinstance(data, dict):
         raise RuleFileError([RuleProblem(source, 1, "", f"expected a mapping with {expected}")])
+    if node is not None and (size := _expanded(node, {})) > MAX_VALUES:
+        raise RuleFileError(
+            [
+                RuleProblem(
+                    source,
+                    1,
+                    "",
+                    f"its aliases (*name) expand it to {size:,} values, past {MAX_VALUES:,}: "
+                    "a file of rules needs far fewer",
+                )
+            ]
+        )
     lines: Lines = {}
     if node is not None:
         _lines(node, (), lines)

@@ -125,3 +125,23 @@ def test_the_shipped_camera_rules_judge_cameras_alone(device_type: str, alerted:
         seen = observation(0.9, 0, metric=metric, device_type=device_type, confidence=0.95)
         run.read([seen])
     assert bool(run.alerts) is alerted
+
+
+def test_a_file_whose_aliases_expand_past_reason_is_refused_before_it_is_walked() -> None:
+    """Some 360 bytes of nested aliases expand to 10^7 values: reading them ran out of memory.
+    The file is refused, saying so, before anything walks the expansion."""
+    from rules import RuleFileError, parse_rules
+
+    rows = ["a0: &a0 [" + ", ".join(["x"] * 10) + "]"]
+    rows += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 7)]
+    with pytest.raises(RuleFileError) as refused:
+        parse_rules("\n".join([*rows, "rules: *a6"]), "bomb.yaml")
+    assert "bomb.yaml:1: its aliases (*name) expand it to 23,456,797 values, past 100,000" in str(
+        refused.value
+    )
+    # an alias or two, as people use them, is no problem
+    shared = (
+        "rules:\n  - {id: a, metric: m, levels: &depth {blue: 5, red: 40}}\n"
+        "  - {id: b, metric: n, levels: *depth}\n"
+    )
+    assert [r.id for r in parse_rules(shared)] == ["a", "b"]
