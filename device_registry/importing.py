@@ -176,17 +176,44 @@ def parse_device_csv(text: str, now: datetime) -> ParsedFile:
         return ParsedFile.refused(1, "file", f"cannot read the CSV header: {exc}")
     missing = [c for c in REQUIRED if c not in header]
     if missing:
-        return ParsedFile.refused(1, ",".join(missing), "required column missing from the header")
+        found = ", ".join(repr(c) for c in header[:10]) or "nothing"
+        semicolons = " (separated by ';' rather than ','?)" if len(header) == 1 else ""
+        return ParsedFile.refused(
+            1,
+            ",".join(missing),
+            f"required column missing from the header, which holds {found}{semicolons}",
+        )
     unknown = [c for c in header if c not in CSV_COLUMNS]
     if unknown:
         return ParsedFile.refused(1, unknown[0], f"unknown column; known: {', '.join(CSV_COLUMNS)}")
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:  # the row's last value of it would be taken, its first dropped without a word
+        return ParsedFile.refused(1, twice[0], "the header names this column twice")
     parsed = ParsedFile()
     try:
+        ended = 1  # the line the row before ended on
         for row in reader:
-            line = reader.line_num
+            line, first, ended = reader.line_num, ended + 1, reader.line_num
+            if line > first and any("\n" in (v or "") for v in row.values()):
+                parsed.add(
+                    first,
+                    RowError(
+                        first,
+                        "row",
+                        f'a quote (") opened on this line runs to line {line}: lines '
+                        f"{first} to {line} read as one row (a quote missing?)",
+                    ),
+                )
+                continue
             if None in row:
                 parsed.add(
                     line, RowError(line, "row", f"{len(row[None])} more fields than the header")
+                )
+                continue
+            if any(v is None for v in row.values()):
+                given = sum(v is not None for v in row.values())
+                parsed.add(
+                    line, RowError(line, "row", f"{given} fields of the header's {len(header)}")
                 )
                 continue
             data: dict[str, Any] = {k: v for k, v in row.items() if v not in ("", None)}

@@ -126,3 +126,33 @@ def test_a_device_id_that_cannot_be_an_mqtt_login_is_refused_by_row() -> None:
     (error,) = parsed.errors
     assert (error.line, error.field) == (2, "device_id")
     assert "write it with '-' (00-1a-2b-3c-4d-5e)" in str(error)
+
+
+def test_a_quote_left_open_is_named_at_its_line_not_where_the_row_it_swallowed_ends() -> None:
+    text = (
+        "device_id,device_type,place_path\n"
+        "c-1,water_level,c1/d1\n"
+        '"c-3,water_level,c1/d1\n'  # line 3: a quote never closed takes the lines after it
+        "c-4,water_level,c1/d1\n"
+        "c-5,water_level,c1\n"
+    )
+    parsed = parse_device_csv(text, NOW)
+    assert [d.device_id for d in parsed.devices] == ["c-1"]
+    assert [str(e) for e in parsed.errors] == [
+        'line 3: row: a quote (") opened on this line runs to line 5: lines 3 to 5 read as one'
+        " row (a quote missing?)"
+    ]
+
+
+def test_a_short_row_and_a_column_named_twice_are_said_as_such() -> None:
+    short = parse_device_csv("device_id,device_type,place_path\nc-2,water_level\n", NOW)
+    assert [str(e) for e in short.errors] == ["line 2: row: 2 fields of the header's 3"]
+    twice = parse_device_csv("device_id,device_type,place_path,device_id\nc-1,w,c1,c-2\n", NOW)
+    assert twice.devices == []  # not c-2, the row's last value, taken without a word
+    assert [str(e) for e in twice.errors] == [
+        "line 1: device_id: the header names this column twice"
+    ]
+    semicolons = parse_device_csv("device_id;device_type;place_path\nx;y;z\n", NOW)
+    assert str(semicolons.errors[0]).endswith(
+        "which holds 'device_id;device_type;place_path' (separated by ';' rather than ','?)"
+    )
