@@ -18,6 +18,9 @@ value (a NUL in text, a number out of range, a failed check) is halved until eac
 stands alone; those are dead-lettered with its reason (``cityvitals_sinks_refused_items_total``;
 a dead letter it refuses is stored in its place) and the rest is written. A batch refused whole
 is a fault of the table or the code: the sink stops on it, as on any other error.
+``cityvitals_sinks_ready`` is 1 while the sinks hold their partitions and no batch has waited
+on the database past :data:`STUCK_S` (``cityvitals_sinks_write_waiting_seconds``): a write
+blocked on a database hung or paused logs nothing, and was seen nowhere else.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from operator import itemgetter
@@ -54,6 +58,10 @@ log = logging.getLogger("cityvitals.sinks")
 Source = tuple[int, str]
 """Where a message's items begin in a route's batch, and the message's place in Kafka."""
 
+
+STUCK_S = 30.0
+"""How long a batch may wait on the database (a database hung, paused, or its disk full)
+before the sinks say they are not ready: they log nothing while a write blocks."""
 
 REFUSED = (
     psycopg.DataError,
@@ -126,6 +134,23 @@ class SinkRunner:
             "other values (a second value for one device, metric and instant)",
             registry=registry,
         )
+        self._assigned = False
+        self._writing_since: float | None = None
+        """When the batch being written began (monotonic), retries included; None between."""
+        self.waiting = Gauge(
+            "cityvitals_sinks_write_waiting_seconds",
+            "How long the batch being written has waited on the database (0 between batches): "
+            f"past {STUCK_S:g} s the sinks say they are not ready",
+            registry=registry,
+        )
+        self.waiting.set_function(self._waited)
+        self.metrics.ready.set_function(
+            lambda: 1.0 if self._assigned and self._waited() < STUCK_S else 0.0
+        )
+
+    def _waited(self) -> float:
+        since = self._writing_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def _decode(self, msg: Message, batch: list[list[Any]], sources: list[list[Source]]) -> None:
         """Add the message's items to each of its routes' batches (and where they begin, with
@@ -322,15 +347,19 @@ class SinkRunner:
         for msg in messages:
             self._decode(msg, batch, sources)
         if messages:
-            self._write(batch, sources, stop)
+            self._writing_since = time.monotonic()
+            try:
+                self._write(batch, sources, stop)
+            finally:
+                self._writing_since = None
             self.consumer.commit(asynchronous=False)
         return len(messages)
 
     def run(self, stop: threading.Event) -> None:
         self.consumer.subscribe(
             list(self.topics),
-            on_assign=lambda _c, _parts: self.metrics.ready.set(1),
-            on_revoke=lambda _c, _parts: self.metrics.ready.set(0),
+            on_assign=lambda _c, _parts: setattr(self, "_assigned", True),
+            on_revoke=lambda _c, _parts: setattr(self, "_assigned", False),
         )
         try:
             while not stop.is_set():

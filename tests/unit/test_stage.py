@@ -265,3 +265,44 @@ def test_the_sink_runner_dead_letters_a_reading_stored_with_other_values_once() 
     assert (letter.device_id, letter.reason) == ("aq-2", "pm25 differs; no2 differs")
     assert Reading.model_validate_json(base64.b64decode(letter.payload_b64)).device_id == "aq-2"
     assert registry.get_sample_value("cityvitals_sinks_conflicts_total") == 1
+
+
+class BlockedSink(MemorySink):
+    """A write that waits until ``released`` is set: a database hung, paused or full."""
+
+    released = threading.Event()
+    entered = threading.Event()
+
+    def write(self, batch: Sequence[Any]) -> int:
+        self.entered.set()
+        self.released.wait(10)
+        return super().write(batch)
+
+
+def test_the_sinks_say_they_are_not_ready_while_a_write_waits_on_the_database(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A database paused for a minute: the write blocked, the sinks logged nothing and said
+    they were ready the whole time. Past STUCK_S they say they are not, with how long."""
+    from sinks import runner as runner_module
+    from sinks.runner import SinkRunner
+
+    monkeypatch.setattr(runner_module, "STUCK_S", 0.2)
+    good = ReadingBatch(readings=(Reading(device_id="aq-1", ts=T0, seq=1, values={"pm25": 4}),))
+    kafka = FakeKafka([FakeMessage("t.readings", 1, good.model_dump_json().encode())])
+    registry = CollectorRegistry()
+    routes = [Route(Topic.READINGS, decode_readings, BlockedSink)]
+    runner = SinkRunner(SETTINGS, kafka, kafka, None, registry, routes)  # type: ignore[arg-type]
+    runner._assigned = True  # as the consumer's assignment does
+    assert registry.get_sample_value("cityvitals_sinks_ready") == 1
+    BlockedSink.released.clear()
+    writing = threading.Thread(target=runner.run_once, args=(threading.Event(),))
+    writing.start()
+    assert BlockedSink.entered.wait(5)
+    time.sleep(0.3)
+    assert registry.get_sample_value("cityvitals_sinks_ready") == 0
+    assert (registry.get_sample_value("cityvitals_sinks_write_waiting_seconds") or 0) >= 0.2
+    BlockedSink.released.set()
+    writing.join(5)
+    assert registry.get_sample_value("cityvitals_sinks_ready") == 1
+    assert registry.get_sample_value("cityvitals_sinks_write_waiting_seconds") == 0
