@@ -147,3 +147,30 @@ def test_every_long_running_cityvitals_service_is_scraped_and_probed() -> None:
         port = compose["services"][name]["environment"]["CITYVITALS_METRICS_PORT"]
         assert f"{name}:{port}" in scraped, f"{name}: port {port} is not scraped"
         assert compose["services"][name]["healthcheck"]["test"][-2:] == ["ready", what], name
+
+
+PROMETHEUS = ROOT / "deploy" / "prometheus"
+
+
+def test_the_pipeline_alerts_are_loaded_and_name_metrics_the_code_defines() -> None:
+    """The on-call's alert rules: loaded by the compose Prometheus, each with a severity and a
+    summary, and every metric they use one the code defines (a renamed metric fails here)."""
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+    mounts = compose["services"]["prometheus"]["volumes"]
+    assert "./prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in mounts
+    (group,) = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())["groups"]
+    rules = group["rules"]
+    names = [r["alert"] for r in rules]
+    assert len(names) == len(set(names)) >= 8
+    defined = defined_metrics()
+    for rule in rules:
+        assert rule["labels"]["severity"] in ("page", "ticket"), rule["alert"]
+        assert rule["annotations"]["summary"], rule["alert"]
+        used = set(re.findall(r"\bcityvitals_\w+", rule["expr"]))
+        assert used or "up{" in rule["expr"], rule["alert"]
+        assert used <= defined, (rule["alert"], sorted(used - defined))
+    ready = next(r for r in rules if r["alert"] == "CityvitalsServiceNotReady")
+    services = ("ingest", "streams", "sinks", "liveness", "api")
+    assert all(f"cityvitals_{s}_ready == 0" in ready["expr"] for s in services)
