@@ -646,7 +646,9 @@ def drain(settings: Settings, running: Callable[[str], bool], timeout: float = D
                 why = f"{', '.join(down)} not running" if down else f"after {waited:.0f} s"
                 return Drained(
                     f"{left} messages in Kafka not yet stored by the stream or the sinks "
-                    f"({why}): they go with the broker, which keeps them in memory",
+                    f"({why}): they go with the broker, which keeps them in memory (a message "
+                    "holds many readings, or an alert, an incident step; 'cityvitals audit "
+                    "--published N --since T' counts the readings missing)",
                     False,
                 )
             time.sleep(0.5)
