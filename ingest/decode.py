@@ -62,8 +62,7 @@ def publisher_of_topic(topic_root: str, topic: str) -> str | None:
 def decode(topic_root: str, topic: str, payload: bytes, received_at: datetime) -> Decoded:
     """Decode one MQTT message of one item with the decoder its topic names."""
     device_id, protocol = device_of_topic(topic_root, topic)
-    _check_size(payload)
-    return DECODERS[protocol].decode(device_id, payload, received_at)
+    return DECODERS[protocol].decode(device_id, _checked(payload), received_at)
 
 
 def decode_message(
@@ -80,13 +79,20 @@ def decode_message(
     [1, 2]
     """
     device_id, protocol = device_of_topic(topic_root, topic)
-    _check_size(payload)
+    payload = _checked(payload)
     chosen = DECODERS[protocol]
     if chosen.pack is not None and payload.lstrip()[:1] == b"[":
         return chosen.pack(device_id, payload, received_at)
     return [chosen.decode(device_id, payload, received_at)]
 
 
-def _check_size(payload: bytes) -> None:
+BOM = b"\xef\xbb\xbf"
+"""UTF-8's byte-order mark."""
+
+
+def _checked(payload: bytes) -> bytes:
+    """The payload within :data:`MAX_PAYLOAD`, without a byte-order mark (some firmware
+    writes its UTF-8 with one; JSON's RFC 8259 lets a reader skip it)."""
     if len(payload) > MAX_PAYLOAD:
-        raise DecodeError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}", "payload")
+        raise DecodeError(f"payload of {len(payload):,} bytes exceeds {MAX_PAYLOAD:,}", "payload")
+    return payload[3:] if payload[:3] == BOM else payload

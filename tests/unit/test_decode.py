@@ -225,3 +225,9 @@ def test_camera_events_take_no_packs() -> None:
     with pytest.raises(DecodeError) as err:
         decode_message(ROOT, "cityvitals/cam-1/events", pack(event), NOW)
     assert err.value.field == "payload"
+
+
+def test_a_payload_after_a_byte_order_mark_is_read() -> None:
+    """Some firmware writes its UTF-8 with a byte-order mark: it was refused as not JSON."""
+    r = decode(ROOT, "cityvitals/wl-7/readings", b"\xef\xbb\xbf" + body(values={"x": 2}), NOW)
+    assert isinstance(r, Reading) and r.values == {"x": 2.0}
