@@ -201,4 +201,11 @@ def reconcile(
         if line.ok and line.detail != "OK":
             typer.echo(f"      {line.detail.removeprefix('OK ')}")
     typer.echo(checks.verdict(lines, published))
+    if code == 1:
+        from wiring.localstack import Drained
+        from wiring.stack import StackPaths
+
+        stop = Drained.kept(StackPaths(s.state_dir))
+        if stop is not None and not stop.complete:  # a known cause of a gap: say it
+            typer.echo(f"note: the local stack's last stop said: {stop.said}")
     raise typer.Exit(code)

@@ -2,6 +2,9 @@
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
 
 from wiring.audit import Figures, Hop, Stored, exit_code, hops_from_exposition, reconcile
 
@@ -281,3 +284,31 @@ def test_the_exposition_gives_each_stage_its_counters() -> None:
     older = hops_from_exposition(text.replace("cityvitals_started_seconds", "other"))
     assert older["streams"].started == datetime.fromtimestamp(1.7645796e9, UTC)
     assert hops["incidents"].undecodable == 0
+
+
+def test_a_gap_names_the_local_stack_s_last_stop_when_it_left_messages_in_kafka(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop that left messages in the in-memory broker is a known cause of readings
+    published and never stored: the audit says what that stop said."""
+    from typer.testing import CliRunner
+
+    from wiring import cli_audit
+    from wiring.cli import app
+    from wiring.localstack import Drained
+    from wiring.stack import StackPaths
+
+    monkeypatch.setenv("CITYVITALS_STATE_DIR", str(tmp_path))
+    lost = figures(stored=Stored(6, 0, {"ingest": 2, "streams": 1}, 3), published=10)
+    monkeypatch.setattr(cli_audit, "_figures", lambda *_: lost)
+    said = "292 messages in Kafka not yet stored by the stream or the sinks (postgres not running)"
+    StackPaths(tmp_path).state_dir.mkdir(parents=True, exist_ok=True)
+    Drained(said, False).keep(StackPaths(tmp_path))
+    result = CliRunner().invoke(app, ["audit", "--published", "10"])
+    assert result.exit_code == 1, result.output
+    assert f"note: the local stack's last stop said: {said}" in result.output
+    Drained("the stream and the sinks stored everything Kafka held", True).keep(
+        StackPaths(tmp_path)
+    )
+    clean = CliRunner().invoke(app, ["audit", "--published", "10"])
+    assert clean.exit_code == 1 and "last stop" not in clean.output
