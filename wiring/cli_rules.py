@@ -118,6 +118,46 @@ def rules_check(
         )
 
 
+@rules_app.command("check-indicators")
+def indicators_check(
+    file: Path,
+    against_registry: Annotated[
+        bool,
+        typer.Option(
+            "--registry",
+            help="also check each registered profile's metric units against the units the "
+            "indicators read (the settings' database)",
+        ),
+    ] = False,
+) -> None:
+    """Validate an indicator file (CITYVITALS_INDICATORS_FILE); every problem is printed with
+    its line and field. With --registry, a profile whose metric comes in another unit than an
+    indicator reads it in is named: its values would be taken as that unit."""
+    from rules import RuleFileError
+    from rules.indicators import parse_catalogue, unit_problems
+
+    try:
+        catalogue = parse_catalogue(read_utf8(file), str(file), zone=settings().timezone)
+    except RuleFileError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{file}: {len(catalogue.by_id)} indicators OK ({', '.join(catalogue.by_id)})")
+    if against_registry:
+        from wiring.cli_registry_common import registry
+
+        with registry() as reg:
+            profiles = reg.list_profiles()
+        problems = [
+            f"profile {p.profile_id!r}: {problem}"
+            for p in profiles
+            for problem in unit_problems(
+                catalogue, p.device_type, {m: spec.unit for m, spec in p.metrics.items()}
+            )
+        ]
+        end_on_problems(file, problems, ("unit mismatch", "unit mismatches"))
+        typer.echo(f"every metric of the {len(profiles)} profiles comes in the unit it is read in")
+
+
 def _not_registered(ruleset: Any) -> list[str]:
     """What the rules name that the registry does not know, a line each."""
     from wiring.cli_registry_common import registry

@@ -682,3 +682,41 @@ def test_a_checked_files_problems_are_counted_in_words(
         end_on_problems(tmp_path / "f.yaml", ["x"] * count, ("problem", "problems"))
     assert ended.value.exit_code == 1
     assert capsys.readouterr().err.splitlines()[-1] == said
+
+
+def test_an_indicator_file_is_checked_and_against_the_registered_profiles_units(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'rules check' took no indicator file; and an indicator reading water depth in m while
+    the profiles send cm went unnoticed (the API refuses the other way round)."""
+    from wiring import cli_registry_common
+
+    shipped = Path(__file__).parents[2] / "rules" / "indicators.yaml"
+    good = CliRunner().invoke(app, ["rules", "check-indicators", str(shipped)])
+    assert good.exit_code == 0 and "6 indicators OK (aqi, water_depth" in good.output
+    metres = tmp_path / "indicators.yaml"
+    metres.write_text(shipped.read_text().replace("    unit: cm\n", "    unit: m\n", 1))
+    profile = Profile.model_validate(
+        {"profile_id": "wl-v1", "device_type": "water_level", "expected_interval_s": 60,
+         "metrics": {"water_level_cm": {"unit": "cm", "min": 0, "max": 500}}}
+    )  # fmt: skip
+
+    class Fake:
+        def list_profiles(self) -> list[Profile]:
+            return [profile]
+
+    @contextmanager
+    def fake_registry() -> Iterator[Fake]:
+        yield Fake()
+
+    monkeypatch.setattr(cli_registry_common, "registry", fake_registry)
+    checked = CliRunner().invoke(app, ["rules", "check-indicators", str(metres), "--registry"])
+    assert checked.exit_code == 1, checked.output
+    assert (
+        "profile 'wl-v1': metric 'water_level_cm' in 'cm': the indicator 'water_depth' reads it"
+        " in m" in checked.output
+    )
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("indicators:\n  - {id: x, kind: max, metric: m, window: soon}\n")
+    refused = CliRunner().invoke(app, ["rules", "check-indicators", str(broken)])
+    assert refused.exit_code == 1 and f"{broken}:2: indicators.0" in refused.output
