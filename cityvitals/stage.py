@@ -132,12 +132,17 @@ def dead_letter(
     >>> huge = dead_letter("ingest", "too large", b"x" * 300_000, "t")
     >>> huge.reason, len(base64.b64decode(huge.payload_b64))
     ('too large (payload of 300,000 bytes: its first 262,144 kept)', 262144)
+    >>> dead_letter("ingest", "300,000 bytes, past the 65,536", b"x" * 300_000, "t").reason
+    '300,000 bytes, past the 65,536 (its first 262,144 kept)'
     """
     # NUL written as \x00 before the cut: the contract escapes it too, and a text that grew
     # past its limit would be refused where the letter is read back.
     reason, source = without_nul(reason), without_nul(source)
     if len(payload) > PAYLOAD_KEPT:
-        note = f" (payload of {len(payload):,} bytes: its first {PAYLOAD_KEPT:,} kept)"
+        size = f"{len(payload):,} bytes"
+        kept = f"its first {PAYLOAD_KEPT:,} kept"
+        # a reason that says the size already (the gateway's "N bytes, past the ...")
+        note = f" ({kept})" if size in reason else f" (payload of {size}: {kept})"
         reason = reason[: REASON_MAX - len(note)] + note
         payload = payload[:PAYLOAD_KEPT]
     return DeadLetter(

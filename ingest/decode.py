@@ -94,5 +94,7 @@ def _checked(payload: bytes) -> bytes:
     """The payload within :data:`MAX_PAYLOAD`, without a byte-order mark (some firmware
     writes its UTF-8 with one; JSON's RFC 8259 lets a reader skip it)."""
     if len(payload) > MAX_PAYLOAD:
-        raise DecodeError(f"payload of {len(payload):,} bytes exceeds {MAX_PAYLOAD:,}", "payload")
+        raise DecodeError(
+            f"{len(payload):,} bytes, past the {MAX_PAYLOAD:,} a message may hold", "payload"
+        )
     return payload[3:] if payload[:3] == BOM else payload
