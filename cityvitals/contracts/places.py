@@ -80,8 +80,7 @@ class Profile(Contract):
     profile_id: Identifier
     device_type: Identifier
     description: str = Field(default="", max_length=500)
-    metrics: dict[MetricName, MetricSpec] = Field(default_factory=dict, max_length=64)
-    """The metrics it reports, 64 at most (as many as a reading holds)."""
+    metrics: dict[MetricName, MetricSpec] = Field(default_factory=dict)
     expected_interval_s: float = Field(gt=0, le=7 * 24 * 3600)
     """How often a device of this profile reports; liveness falls back to it."""
 

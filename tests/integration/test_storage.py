@@ -239,6 +239,7 @@ def test_existing_rows_are_kept_by_the_storage_migration(
             "0020_outage_devices",
             "0021_liveness_silent_index",
             "0022_deadletters_device",
+            "0023_device_tags",
         ]
         with db.connect(settings) as conn:
             for d in (0, 1, 5):
@@ -735,6 +736,7 @@ def test_timescale_storage_in_pglite(timescale: str, monkeypatch: pytest.MonkeyP
         "0020_outage_devices",
         "0021_liveness_silent_index",
         "0022_deadletters_device",
+        "0023_device_tags",
     ]  # migrate_data
     assert db.migrate(settings) == []
     assert db.flavour(settings) == "timescale"
@@ -969,3 +971,36 @@ def test_timescale_record_retention_in_pglite(timescale: str) -> None:
     assert db.flavour(settings) == "timescale"
     with db.connect(settings) as conn:
         assert_record_retention(conn)
+
+
+def test_tags_stored_before_their_bounds_are_brought_within_them(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tags the API took before they were bounded (empty, with ';', a tab, over 64 characters,
+    more than 32): a device holding them no longer read as one, and one such row stopped
+    every listing (and every 'up'). Migration 0023 brings them within the bounds."""
+    from device_registry.repositories.devices import get
+
+    settings = pipeline.settings.model_copy(
+        update={"database_schema": f"st{uuid.uuid4().hex[:12]}"}
+    )
+    every = db.migrations()
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(db, "migrations", lambda: [m for m in every if m.version < 23])
+            db.migrate(settings)
+        old = ["ok", "", "a;b", "tab\there", "x" * 70, *(f"t{i}" for i in range(40))]
+        with db.connect(settings) as conn:
+            conn.execute(
+                "INSERT INTO devices (device_id, device_type, place_path, state, tags,"
+                " updated_at) VALUES ('old-tags', 'water_level', '{c}', 'active', %s, now())",
+                (old,),
+            )
+        assert db.migrate(settings) == ["0023_device_tags"]
+        with db.connect(settings) as conn, conn.cursor() as cur:
+            device = get(cur, "old-tags")  # reads as a device again
+        assert device.tags[:4] == ("ok", "a b", "tab here", "x" * 64)
+        assert len(device.tags) == 32 and device.tags[4:] == tuple(f"t{i}" for i in range(28))
+    finally:
+        with db.connect(settings) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {settings.database_schema} CASCADE".encode())
