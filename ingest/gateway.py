@@ -50,7 +50,7 @@ __all__ = ["Gateway", "GatewayError", "GatewayMetrics"]
 
 log = logging.getLogger("cityvitals.ingest")
 
-_ELEMENT = re.compile(r"\[\d+\]")
+_PACK_ITEM = re.compile(r"\[\d+\](\.|$)")
 _FIELDS = frozenset(
     {*ReadingPayload.model_fields, *CameraEventPayload.model_fields, "payload", "topic"}
 )
@@ -59,27 +59,29 @@ _FIELDS = frozenset(
 
 def field_label(field: str) -> str:
     """The label a refusal is counted by: the field a payload got wrong, with what a device
-    chose (a metric's name, an element's position in a pack) put as ``*`` and ``[n]``, so that
-    a device sending made-up names adds no Prometheus series.
+    chose put as ``*`` and ``[n]`` (a metric's name, which may hold dots; a field no payload
+    has; an element's position in a pack), so that a device sending made-up names adds no
+    Prometheus series.
 
     >>> field_label("values.Bad199.[key]"), field_label("[12].values.pm25"), field_label("")
     ('values.*.[key]', '[n].values.*', 'payload')
-    >>> field_label("colour"), field_label("[0].x y")
-    ('(unknown field)', '[n].(unknown field)')
+    >>> field_label("values.x.Bad0.[key]"), field_label("colour.z0"), field_label("[0].a.b")
+    ('values.*.[key]', '(unknown field)', '[n].(unknown field)')
+    >>> field_label("[3]"), field_label("[3].ts"), field_label("seq")
+    ('[n]', '[n].ts', 'seq')
     """
     if not field:
         return "payload"
-    parts = _ELEMENT.sub("[n]", field).split(".")
-    named: list[str] = []
-    for i, part in enumerate(parts):
-        if i and parts[i - 1].endswith("values"):
-            part = "*"
-        elif not named or named[-1] == "[n]" or part.startswith("[n]"):
-            head = part.removeprefix("[n]")
-            if head and head not in _FIELDS:
-                part = part.removesuffix(head) + "(unknown field)"
-        named.append(part)
-    return ".".join(named)[:64]
+    pack = _PACK_ITEM.match(field)
+    head, rest = ("[n].", field[pack.end() :]) if pack else ("", field)
+    if pack and not rest:  # the element itself (not an object, say)
+        return "[n]"
+    name = rest.split(".", 1)[0]
+    if name not in _FIELDS:
+        return f"{head}(unknown field)"
+    if name == "values" and rest != "values":
+        return f"{head}values.*" + (".[key]" if rest.endswith(".[key]") else "")
+    return f"{head}{name}"
 
 
 SESSION_EXPIRY_S = 7 * 24 * 3600

@@ -441,10 +441,11 @@ def test_made_up_names_add_no_series_to_the_refusals_count() -> None:
     at = datetime(2026, 12, 2, tzinfo=UTC)
     topic = "cityvitals/wl-1/readings"
     bad = [
-        f'{{"ts": "2026-12-02T00:00:00Z", "seq": 1, "values": {{"Bad{i}": 1}}}}' for i in range(50)
+        f'{{"ts": "2026-12-02T00:00:00Z", "seq": 1, "values": {{"x.Bad{i}": 1}}}}'
+        for i in range(50)
     ]
     bad += [
-        f'{{"ts": "2026-12-02T00:00:00Z", "seq": 1, "values": {{"x": 1}}, "k{i}": 1}}'
+        f'{{"ts": "2026-12-02T00:00:00Z", "seq": 1, "values": {{"x": 1}}, "k.{i}": 1}}'
         for i in range(50)
     ]
     gateway.forward([_Inbound(i, topic, b.encode(), at) for i, b in enumerate(bad)])
