@@ -20,6 +20,8 @@ import psycopg
 __all__ = [
     "ACTIVITY_LOOKBACK",
     "AROUND",
+    "PER_METRIC",
+    "REFUSED_COUNTED",
     "CameraSeen",
     "DeviceActivity",
     "OutOfRange",
@@ -73,6 +75,11 @@ ACTIVITY_LOOKBACK = timedelta(days=7)
 newest events and the refused messages (chunks older than that are compressed)."""
 SHOWN = 10
 """The newest camera events and refused messages :func:`device_activity` lists."""
+PER_METRIC = 500
+"""The newest readings of each metric :func:`device_activity` gives of its span at most."""
+REFUSED_COUNTED = 10_000
+"""The refused messages :func:`device_activity` counts at most (a device refused at every
+message would be counted whole at every look)."""
 
 
 @dataclass(frozen=True)
@@ -102,74 +109,94 @@ class DeviceActivity:
     since: datetime
     """The start of the span :attr:`points` covers."""
     points: tuple[SeriesPoint, ...]
-    """Its readings since :attr:`since` (the newest ``limit``), by metric and time."""
+    """Its readings since :attr:`since`, by metric and time: each metric's newest
+    :data:`PER_METRIC` at most."""
+    cut: bool
+    """Whether a metric had more readings in the span than :attr:`points` holds."""
     latest: tuple[SeriesPoint, ...]
     """Each metric's newest reading within :data:`ACTIVITY_LOOKBACK`, by metric."""
     camera_events: tuple[CameraSeen, ...]
     """Its newest camera events within :data:`ACTIVITY_LOOKBACK`, the newest first."""
     refused: int
-    """The messages naming it that a stage refused within :data:`ACTIVITY_LOOKBACK`."""
+    """The messages naming it that a stage refused within :data:`ACTIVITY_LOOKBACK`, counted
+    up to :data:`REFUSED_COUNTED`."""
     refused_newest: tuple[Refused, ...]
     """The newest :data:`SHOWN` of those, the newest first."""
 
 
-_LATEST = """
+_HERE = "(%(depth)s = 0 OR place_path[1:%(depth)s] = %(within)s::text[])"
+"""A reading taken under the place path ``within`` (its first ``depth`` ids), or anywhere."""
+_NEWEST = f"""
 WITH RECURSIVE metrics(metric) AS (
     SELECT min(metric) FROM readings
-    WHERE device_id = %(device)s AND ts >= %(back)s AND ts <= %(now)s
+    WHERE device_id = %(device)s AND ts >= %(back)s AND ts <= %(now)s AND {_HERE}
   UNION ALL
     SELECT (SELECT min(r.metric) FROM readings r
             WHERE r.device_id = %(device)s AND r.ts >= %(back)s AND r.ts <= %(now)s
-              AND r.metric > metrics.metric)
+              AND r.metric > metrics.metric AND {_HERE.replace("place_path", "r.place_path")})
     FROM metrics WHERE metrics.metric IS NOT NULL
 )
 SELECT m.metric, newest.ts, newest.value FROM metrics m
 CROSS JOIN LATERAL (
     SELECT ts, value FROM readings
-    WHERE device_id = %(device)s AND metric = m.metric AND ts >= %(back)s AND ts <= %(now)s
-    ORDER BY ts DESC LIMIT 1
+    WHERE device_id = %(device)s AND metric = m.metric AND ts >= %(since)s AND ts <= %(now)s
+      AND {_HERE}
+    ORDER BY ts DESC LIMIT %(each)s
 ) newest
-ORDER BY m.metric
+ORDER BY m.metric, newest.ts
 """
-"""Each metric's newest reading of a device: its metrics found one by one along the primary
-key (device, metric, time), then each one's newest, so a device reporting every few seconds
-is not read whole for a week."""
+"""Each metric's newest ``each`` readings of a device since ``since``: its metrics of the week
+(``back``) found one by one along the primary key (device, metric, time), then each one's
+newest, so a device reporting every few seconds is not read whole, nor sorted."""
 
 
 def device_activity(
-    conn: Conn, device_id: str, span: timedelta, now: datetime, limit: int = 2000
+    conn: Conn,
+    device_id: str,
+    span: timedelta,
+    now: datetime,
+    within: Sequence[str] = (),
 ) -> DeviceActivity:
     """What ``device_id`` sent in the ``span`` before ``now``, its metrics' newest values, its
-    newest camera events, and the messages naming it that were refused (dead letters)."""
+    newest camera events, and the messages naming it that were refused (dead letters); its
+    readings and camera events those taken under the place path ``within`` alone (a user's
+    scope: a device moved into it brings none of its readings from elsewhere)."""
     since, back = now - span, now - ACTIVITY_LOOKBACK
-    newest = conn.execute(
-        "SELECT metric, ts, value FROM readings WHERE device_id = %s AND ts >= %s AND ts <= %s"
-        " ORDER BY ts DESC LIMIT %s",
-        (device_id, since, now, limit),
-    ).fetchall()
-    latest = conn.execute(_LATEST, {"device": device_id, "back": back, "now": now}).fetchall()
+    asked = {
+        "device": device_id, "back": back, "now": now,
+        "depth": len(within), "within": list(within),
+    }  # fmt: skip
+    points = conn.execute(_NEWEST, {**asked, "since": since, "each": PER_METRIC + 1}).fetchall()
+    latest = conn.execute(_NEWEST, {**asked, "since": back, "each": 1}).fetchall()
     seen = conn.execute(
         "SELECT event_type, ts, value, confidence, snapshot_ref FROM camera_events"
-        " WHERE camera_id = %s AND ts >= %s AND ts <= %s ORDER BY ts DESC LIMIT %s",
-        (device_id, back, now, SHOWN),
+        f" WHERE camera_id = %(device)s AND ts >= %(back)s AND ts <= %(now)s AND {_HERE}"
+        " ORDER BY ts DESC LIMIT %(shown)s",
+        {**asked, "shown": SHOWN},
     ).fetchall()
-    refused = conn.execute(  # the count is of them all, before the limit
-        "SELECT received_at, stage, reason, count(*) OVER () FROM deadletters"
+    counted = conn.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM deadletters"
+        " WHERE device_id = %s AND received_at >= %s LIMIT %s) AS found",
+        (device_id, back, REFUSED_COUNTED),
+    ).fetchone()
+    refused = conn.execute(
+        "SELECT received_at, stage, reason FROM deadletters"
         " WHERE device_id = %s AND received_at >= %s ORDER BY received_at DESC LIMIT %s",
         (device_id, back, SHOWN),
     ).fetchall()
+    each: dict[str, list[SeriesPoint]] = {}
+    for m, ts, v in points:
+        each.setdefault(m, []).append(SeriesPoint(device_id, m, ts, float(v)))
     return DeviceActivity(
         since=since,
-        points=tuple(
-            SeriesPoint(device_id, m, ts, float(v))
-            for m, ts, v in sorted(newest, key=lambda r: (r[0], r[1]))
-        ),
+        points=tuple(p for series in each.values() for p in series[-PER_METRIC:]),
+        cut=any(len(series) > PER_METRIC for series in each.values()),
         latest=tuple(SeriesPoint(device_id, m, ts, float(v)) for m, ts, v in latest),
         camera_events=tuple(
             CameraSeen(e, ts, float(v), float(c), ref) for e, ts, v, c, ref in seen
         ),
-        refused=int(refused[0][3]) if refused else 0,
-        refused_newest=tuple(Refused(at, stage, reason) for at, stage, reason, _ in refused),
+        refused=int(counted[0]) if counted else 0,
+        refused_newest=tuple(Refused(at, stage, reason) for at, stage, reason in refused),
     )
 
 

@@ -288,11 +288,14 @@ def _firing(firing: list[AlertRow], device_id: str, zone: tzinfo) -> str:
 
 def _refused(seen: DeviceActivity, device_id: str, zone: tzinfo, days: int) -> str:
     """How many of the device's messages were refused lately, and the newest one's reason."""
+    from sinks.readings import REFUSED_COUNTED
+
     if not seen.refused:
         return f"none in the last {days} days"
     newest = seen.refused_newest[0]
+    counted = f"{seen.refused:,} or more" if seen.refused >= REFUSED_COUNTED else seen.refused
     return (
-        f"{seen.refused} in the last {days} days; newest "
+        f"{counted} in the last {days} days; newest "
         f"{newest.received_at.astimezone(zone):%m-%d %H:%M:%S} by {newest.stage}: {newest.reason}"
         f" (cityvitals deadletters --device {device_id})"
     )

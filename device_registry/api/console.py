@@ -216,18 +216,20 @@ class DeviceView(BaseModel):
     lookback_s: float
     """How far back :attr:`latest`, :attr:`camera_events` and :attr:`refused` look."""
     series: list[Series]
-    """Its readings in the ``span_s`` before now, per metric, oldest first."""
+    """Its readings in the ``span_s`` before now, per metric, oldest first: the newest 500 of
+    each at most (``cut`` says when a metric had more)."""
+    cut: bool
     latest: list[SeriesPoint]
     """Each metric's newest reading in the ``lookback_s`` before now, by metric."""
     camera_events: list[CameraSeen]
     """A camera's newest events in the ``lookback_s`` before now, the newest first."""
     refused: int
     """The messages naming it that a stage refused in the ``lookback_s`` before now (dead
-    letters)."""
+    letters), counted up to 10,000."""
     refused_newest: list[Refused]
     """The newest of those (``cityvitals deadletters --device ID`` lists them all)."""
     alerts: list[AlertRow]
-    """Its alert episodes, the last changed first."""
+    """Its alert episodes raised in the user's scope, the last changed first."""
 
 
 DEVICE_ALERTS_SHOWN = 10
@@ -255,12 +257,21 @@ def device_view(
 ) -> DeviceView:
     """One device: as registered, its liveness, its readings in the last ``minutes``, each
     metric's newest value, a camera's newest events, the messages naming it that were refused
-    in the last week, and its alerts."""
+    in the last week, and its alerts. Of what it sent, and of its alerts, what was taken and
+    raised in the user's scope alone: a device moved in brings nothing from elsewhere."""
     device = registry.get(device_id)
     check_scope(user, device.place_path, f"device {device_id!r}")
     span = timedelta(minutes=minutes)
-    seen = device_activity(registry.conn, device_id, span, datetime.now(UTC))
+    seen = device_activity(registry.conn, device_id, span, datetime.now(UTC), user.scope)
     live = registry.liveness(device_id=device_id)
+    alerts = list_alerts(
+        registry.conn,
+        AlertFilter(
+            device=device_id,
+            place="/".join(user.scope) or None,
+            limit=DEVICE_ALERTS_SHOWN,
+        ),
+    )
     return DeviceView(
         device=device,
         liveness=live[0] if live else None,
@@ -268,11 +279,12 @@ def device_view(
         span_s=span.total_seconds(),
         lookback_s=ACTIVITY_LOOKBACK.total_seconds(),
         series=_series(seen.points),
+        cut=seen.cut,
         latest=list(seen.latest),
         camera_events=list(seen.camera_events),
         refused=seen.refused,
         refused_newest=list(seen.refused_newest),
-        alerts=list_alerts(registry.conn, AlertFilter(device=device_id, limit=DEVICE_ALERTS_SHOWN)),
+        alerts=alerts,
     )
 
 

@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from typer.testing import CliRunner
 
-from tests.integration.conftest import Pipeline, api_client, reading, wait_for
+from device_registry.access import Role
+from tests.integration.conftest import Pipeline, add_user, api_client, reading, wait_for
 from wiring.cli import app as cli_app
 
 pytestmark = pytest.mark.integration
@@ -74,6 +75,22 @@ def test_a_device_view_shows_what_it_sent_what_was_refused_and_its_alerts(
         assert too_long.status_code == 422 and "minutes" in too_long.text
         unknown = api.get(f"/devices/dv-none-{tag}/activity")
         assert unknown.status_code == 404 and f"dv-none-{tag}" in unknown.text
+
+        assert view["cut"] is False
+
+        # Moved into another district: its officer sees the device, not what it sent, nor the
+        # alert it raised, in the district it left (those stay with that district's officers).
+        to = {"place_path": [f"dv{tag}", f"e{tag}"]}
+        moved = api.post(f"/devices/{device}/move", json=to)
+        assert moved.status_code == 200, moved.text
+    officer = add_user(pipeline.settings, f"dv-{tag}", Role.DUTY_OFFICER, (f"dv{tag}", f"e{tag}"))
+    with api_client(pipeline.settings, officer) as theirs:
+        seen = theirs.get(f"/devices/{device}/activity").json()
+        assert seen["device"]["place_path"] == [f"dv{tag}", f"e{tag}"]
+        assert (seen["series"], seen["latest"], seen["alerts"]) == ([], [], [])
+        assert seen["refused"] == 2  # about the device, wherever it was
+    with api_client(pipeline.settings, admin_token) as api:
+        assert len(api.get(f"/devices/{device}/activity").json()["alerts"]) == 1
 
     shown = CliRunner().invoke(cli_app, ["devices", "show", device], env=pipeline.settings.to_env())
     assert shown.exit_code == 0, shown.output

@@ -628,6 +628,7 @@ def test_devices_show_gives_one_device_with_what_its_profile_gives_it(
     seen = sinks.DeviceActivity(
         since=at,
         points=(),
+        cut=False,
         latest=(
             sinks.SeriesPoint("wl-7", "battery_v", at, 3.61),
             sinks.SeriesPoint("wl-7", "water_level_cm", at, 12.5),

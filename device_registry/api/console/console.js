@@ -718,7 +718,9 @@ async function showDevice(deviceId) {
   try {
     view = await call("GET", `/devices/${encodeURIComponent(deviceId)}/activity`);
   } catch (error) {
-    if (state.device === deviceId) $("#detail").replaceChildren(el("p", { class: "error" }, error.message));
+    if (state.device !== deviceId) return;
+    state.device = null;  // not asked for again: an unknown id stays unknown
+    $("#detail").replaceChildren(el("p", { class: "error" }, error.message));
     return;
   }
   if (state.device !== deviceId) return;
@@ -731,7 +733,7 @@ async function showDevice(deviceId) {
   const facts = [
     ["type", d.device_type], ["state", d.state], ["place", pathNames(d.place_path)],
     ["profile", d.profile_id || "–"], ["department", d.department || "–"], ["location", located],
-    ["liveness", liveness], ["refused", `${view.refused} in the last ${lookback}`],
+    ["liveness", liveness], ["refused", `${view.refused >= 10000 ? "10,000 or more" : view.refused} in the last ${lookback}`],
   ];
   const parts = [
     el("dl", {}, facts.map(([name, value]) => [el("dt", {}, name), el("dd", { "data-field": name }, value)])),
@@ -748,7 +750,8 @@ async function showDevice(deviceId) {
     // from the first reading shown to now: a silence since the last one shows as a gap
     const t1 = now(), first = Math.min(...view.series.map((s) => Date.parse(s.points[0][0])));
     const t0 = Math.min(first, t1 - 60e3);
-    parts.push(el("h3", {}, `Readings, last ${duration(view.span_s)}`), ...view.series.map((s) => spark(s, t0, t1)));
+    const cut = view.cut ? " (the newest 500 of each metric)" : "";
+    parts.push(el("h3", {}, `Readings, last ${duration(view.span_s)}${cut}`), ...view.series.map((s) => spark(s, t0, t1)));
   }
   if (view.refused_newest.length) {
     parts.push(el("h3", {}, `Refused (${view.refused})`), el("ul", { class: "refused" }, view.refused_newest.map((r) => el(
