@@ -16,7 +16,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cityvitals.db import DatabaseUnavailable
 from cityvitals.kafka import KafkaUnavailable
@@ -211,20 +211,54 @@ MAX_IMPORT = 64 << 20
 
 
 class BodyLimit:
-    """Refuses a request whose ``Content-Length`` is past what its route takes (413, naming
-    the limit), before its body is read (pure ASGI)."""
+    """Refuses a request whose body is past what its route takes (413, naming the limit):
+    by its ``Content-Length`` before it is read, or, sent in chunks, as soon as the chunks
+    pass the limit (read here, then handed on whole) (pure ASGI)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            limit = MAX_IMPORT if scope["path"] == "/devices/import" else MAX_BODY
-            length = dict(scope["headers"]).get(b"content-length", b"0")
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        limit = MAX_IMPORT if path == "/devices/import" else MAX_BODY
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None:
             size = int(length) if length.isdigit() else 0
             if size > limit:
-                detail = f"a body of {size:,} bytes: {scope['path']} takes {limit:,} at most"
-                answer = JSONResponse({"detail": detail}, status_code=413)
-                await answer(scope, receive, send)
+                await _too_large(scope, receive, send, f"a body of {size:,} bytes", path, limit)
                 return
-        await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > limit:
+                said = f"a body in chunks past {size:,} bytes"
+                await _too_large(scope, receive, send, said, path, limit)
+                return
+        body = b"".join(chunks)
+        handed = False
+
+        async def replay() -> Message:
+            nonlocal handed
+            if handed:
+                return await receive()
+            handed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _too_large(
+    scope: Scope, receive: Receive, send: Send, what: str, path: str, limit: int
+) -> None:
+    answer = JSONResponse({"detail": f"{what}: {path} takes {limit:,} at most"}, status_code=413)
+    await answer(scope, receive, send)

@@ -9,6 +9,7 @@ The import and the fuzzer run on a second API service in a schema of its own (se
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections import Counter
@@ -572,6 +573,18 @@ def test_malformed_requests_get_4xx_naming_the_field(pipeline: Pipeline, api: ht
     assert huge.json()["detail"] == (
         f"a body of {(1 << 20) + 2:,} bytes: /devices takes {1 << 20:,} at most"
     )
+    chunked = api.post(  # no length said: counted as it comes
+        "/devices",
+        content=(b" " * (600 << 10) for _ in range(3)),
+        headers={"Content-Type": "application/json"},
+    )
+    assert chunked.status_code == 413, chunked.text
+    assert re.fullmatch(
+        r"a body in chunks past [\d,]+ bytes: /devices takes 1,048,576 at most",
+        chunked.json()["detail"],
+    )
+    small = api.post("/devices", content=(part for part in (b'{"device_id": ', b'"x"}')))
+    assert small.status_code == 422, small.text  # read whole, then refused for what it holds
     assert api.post(f"/devices/{device}x/rotate-secret").status_code == 404
     misspelt = api.get("/incidents", params={"stat": "open"}).json()["detail"][0]["msg"]
     assert "'stat'" in misspelt and " state" in misspelt.split("takes:")[1], misspelt
