@@ -38,6 +38,10 @@ def _utc(value: datetime) -> datetime:
 
 
 _TIME = TypeAdapter(datetime)
+_EXTENDED = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d")
+"""A calendar date and a time of hours and minutes, written with their separators: what
+Python's reader and pydantic's agree on (Python's alone would take a week date, 2026-W47-1,
+the basic form, 20261122T0800, or a time of hours alone, which RFC 3339 refuses)."""
 _NUMBER = re.compile(r"\s*[+-]?\d+(\.\d*)?\s*")
 
 
@@ -47,15 +51,16 @@ def _as_time(value: object) -> object:
     not a text (a datetime) is left to the type."""
     if isinstance(value, str):
         if _NUMBER.fullmatch(value) is None:
-            try:  # the quick way, then pydantic's (RFC 3339's lower-case "z", say)
-                return datetime.fromisoformat(value)
-            except ValueError:
-                pass
-            try:
+            if _EXTENDED.match(value):  # the quick way, where it reads what pydantic reads
+                try:
+                    return datetime.fromisoformat(value)
+                except ValueError:
+                    pass
+            try:  # what is left (RFC 3339's lower-case "z", or no time at all) as pydantic reads it
                 return _TIME.validate_python(value)
             except ValidationError:
                 raise ValueError(
-                    f"{value!r} is not an ISO 8601 time (e.g. 2026-11-22T08:00:00Z)"
+                    f"{value!r} is not a time as RFC 3339 writes it (e.g. 2026-11-22T08:00:00Z)"
                 ) from None
     elif not isinstance(value, int | float):
         return value

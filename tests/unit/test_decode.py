@@ -85,6 +85,11 @@ def test_camera_event_is_decoded_from_the_events_topic() -> None:
         # A number in a string would be read as seconds (or milliseconds) since 1970.
         ("cityvitals/wl-7/readings", body(values={"x": 1}, ts="1796639470"), "ts", "a number"),
         ("cityvitals/wl-7/readings", body(values={"x": 1}, ts="1796639470.5"), "ts", "a number"),
+        # ISO 8601 forms RFC 3339 does not take (a week date would read as a plausible time)
+        *(
+            ("cityvitals/wl-7/readings", body(values={"x": 1}, ts=ts), "ts", "RFC 3339")
+            for ts in ("2026-W47-1T08:00Z", "20261122T080000Z", "2026-11-22T08Z")
+        ),
         # Valid dates whose zone takes them past year 1 or 9999 in UTC: they stopped the gateway.
         (
             "cityvitals/wl-7/readings",
