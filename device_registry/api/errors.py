@@ -98,34 +98,35 @@ def echoed(value: object) -> object:
     return text if len(text) <= ECHOED else f"{text[:ECHOED]}... ({len(text):,} characters)"
 
 
-_MEMBERS = frozenset({"str", "int", "float", "bool", "list", "tuple", "dict", "none"})
-"""The names pydantic gives a union's members in an error's ``loc`` (with those holding
-``[``: ``tuple[str, ...]``, ``function-after[...]``)."""
-
-
 def _fields_only(errors: Sequence[Any]) -> list[Any]:
     """A field that may be null (``tags: [...] | None``) is a union to pydantic: its errors
-    name the member in ``loc`` (``["body", "tags", "tuple[...]", 0]``), one per member ("Input
-    should be None" too). Its ``loc`` names the fields alone, and the member it is not
-    ("None") is dropped when another error is about the same field.
+    name the member in ``loc`` (``["body", "tags", "tuple[...]", 0]``), one per member,
+    "Input should be None" too. Such a field's errors name the field alone, without the
+    member, and the None one is dropped. (A field is such a union when an error names its
+    ``none`` member: a key of a field's own, ``int`` in ``metrics``, stays.)
 
     >>> _fields_only([{"loc": ("body", "tags", "tuple[str, ...]", 0), "type": "x"},
     ...               {"loc": ("body", "tags", "none"), "type": "none_required"}])
     [{'loc': ('body', 'tags', 0), 'type': 'x'}]
+    >>> _fields_only([{"loc": ("body", "metrics", "int", "unit"), "type": "x"}])
+    [{'loc': ('body', 'metrics', 'int', 'unit'), 'type': 'x'}]
     """
+    unions = {
+        tuple(e["loc"][:-1])
+        for e in errors
+        if e.get("type") == "none_required" and len(e["loc"]) >= 2 and e["loc"][-1] == "none"
+    }
     out = []
     for err in errors:
-        loc = tuple(
-            p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in _MEMBERS))
-        )
+        loc = tuple(err["loc"])
+        if err.get("type") == "none_required" and loc[:-1] in unions:
+            continue
+        for field in unions:
+            if loc[: len(field)] == field and len(loc) > len(field):
+                loc = loc[: len(field)] + loc[len(field) + 1 :]  # the member's name, gone
+                break
         out.append({**err, "loc": loc})
-    others = [e["loc"] for e in out if e.get("type") != "none_required"]
-    return [
-        e
-        for e in out
-        if e.get("type") != "none_required"
-        or not any(loc[: len(e["loc"])] == e["loc"] for loc in others)
-    ]
+    return out or list(errors)
 
 
 def _field_error_response(err: FieldError) -> JSONResponse:

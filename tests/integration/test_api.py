@@ -543,6 +543,19 @@ def test_malformed_requests_get_4xx_naming_the_field(pipeline: Pipeline, api: ht
             422,
             ["body", "metrics", "laeq_db", "min"],
         ),
+        (  # a metric named as a type is a key like any other in where the error is
+            "PUT",
+            f"/profiles/p-{city}",
+            {
+                "json": {
+                    "device_type": "noise",
+                    "expected_interval_s": 60,
+                    "metrics": {"int": {"unit": ""}},
+                }
+            },
+            422,
+            ["body", "metrics", "int", "unit"],
+        ),
         # A megabyte of tags made the device too large to publish: no 'up' started after.
         ("POST", "/devices", {"json": {**new, "tags": ["t" * 65]}}, 422, ["body", "tags", 0]),
         ("POST", "/devices", {"json": {**new, "tags": ["a;b"]}}, 422, ["body", "tags", 0]),
