@@ -27,12 +27,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from cityvitals.contracts import WarningLevel, iso
@@ -66,6 +67,10 @@ class Night(NightHours):
     clear: Finite | None = None
 
 
+BELOW_SUMMARY = "{metric} {value:g} at {device_id}, at or below {threshold:g} ({level})"
+"""What a ``below`` rule's alerts say when it says nothing of its own."""
+
+
 class ThresholdRule(LevelledRule):
     """A metric's value against levels; ``min_confidence`` filters camera events."""
 
@@ -80,6 +85,14 @@ class ThresholdRule(LevelledRule):
     of its level by them and by the day's (a night listing blue alone still raises the day's
     red). The night's hysteresis is its own ``clear``: without one, none at night."""
     summary: Summary = "{metric} {value:g} at {device_id} reached {threshold:g} ({level})"
+    """What its alerts say; a ``below`` rule's own default says "at or below"."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _below_says_so(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("direction") == "below" and "summary" not in data:
+            return {**data, "summary": BELOW_SUMMARY}
+        return data
 
     @field_validator("night")
     @classmethod

@@ -162,6 +162,9 @@ def test_below_rules_fire_when_the_value_drops() -> None:
         ("firing", "blue"),
         ("resolved", "orange"),  # the episode's peak
     ]
+    # at its level's threshold exactly it fires, and says so (not "reached", nor "below")
+    at = Device(rs).series([40, 20], metric="speed_kmh").alerts[0]
+    assert at.summary == "speed_kmh 20 at wl-1, at or below 20 (yellow)", at.summary
 
 
 # --- for and keep_firing_for ------------------------------------------------------------------
