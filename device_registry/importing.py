@@ -191,10 +191,13 @@ def parse_device_csv(text: str, now: datetime) -> ParsedFile:
         return ParsedFile.refused(1, twice[0], "the header names this column twice")
     parsed = ParsedFile()
     try:
-        ended = 1  # the line the row before ended on
         for row in reader:
-            line, first, ended = reader.line_num, ended + 1, reader.line_num
-            if line > first and any("\n" in (v or "") for v in row.values()):
+            line = reader.line_num
+            # the row's lines are those its quoted values hold, and its last (a quote left
+            # open to the end holds the file's last line break too)
+            held = [v for v in row.values() if isinstance(v, str) and "\n" in v]
+            first = line - sum(v.count("\n") for v in held) + any(v.endswith("\n") for v in held)
+            if line > first:
                 parsed.add(
                     first,
                     RowError(

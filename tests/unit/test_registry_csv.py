@@ -142,6 +142,8 @@ def test_a_quote_left_open_is_named_at_its_line_not_where_the_row_it_swallowed_e
         'line 3: row: a quote (") opened on this line runs to line 5: lines 3 to 5 read as one'
         " row (a quote missing?)"
     ]
+    spaced = parse_device_csv(text.replace("c1/d1\n", "c1/d1\n\n\n", 1), NOW)  # blank lines
+    assert [e.line for e in spaced.errors] == [5]
 
 
 def test_a_short_row_and_a_column_named_twice_are_said_as_such() -> None:
