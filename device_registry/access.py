@@ -115,19 +115,6 @@ class User:
         """
         return tuple(place_path[: len(self.scope)]) == self.scope
 
-    def inside(self, place_path: Sequence[str]) -> bool:
-        """Whether the scope lies inside the place at ``place_path``, below it: what happens
-        there happens to the scope too (an outage of its district).
-
-        >>> User("u5", "bo", Role.DUTY_OFFICER, scope=("c", "d1")).inside(("c",))
-        True
-        >>> User("u5", "bo", Role.DUTY_OFFICER, scope=("c", "d1")).inside(("c", "d2"))
-        False
-        """
-        return len(place_path) < len(self.scope) and tuple(self.scope[: len(place_path)]) == tuple(
-            place_path
-        )
-
     def may(self, permission: str) -> bool:
         if permission not in PERMISSIONS:
             raise UnknownPermission(permission)

@@ -239,12 +239,17 @@ def unheard(conn: Conn, place: str | None = None) -> list[tuple[str, datetime]]:
     return [(device_id, created_at) for device_id, created_at in cur.fetchall()]
 
 
-def open_outages(conn: Conn, place: str | None = None) -> list[PlaceOutage]:
-    """Outages not yet ended at or under ``place``, oldest first."""
+def open_outages(
+    conn: Conn, place: str | None = None, holding: Sequence[str] = ()
+) -> list[PlaceOutage]:
+    """Outages not yet ended at or under ``place``, and, with ``holding`` (a place path), at
+    or under it or at a place above it (that holds it), oldest first."""
     cur = conn.execute(
         "SELECT outage_id, place_id, place_path, status, devices_total, devices_silent, "
         "started_at, updated_at AS ts, devices FROM place_outages WHERE status = 'started' "
-        "AND (%(place)s::text IS NULL OR %(place)s = ANY(place_path)) ORDER BY started_at",
-        {"place": place},
+        "AND (%(place)s::text IS NULL OR %(place)s = ANY(place_path)) "
+        "AND (%(depth)s = 0 OR place_path[1:%(depth)s] = %(holding)s::text[]"
+        " OR place_path = (%(holding)s::text[])[1:cardinality(place_path)]) ORDER BY started_at",
+        {"place": place, "depth": len(holding), "holding": list(holding)},
     )
     return _models(PlaceOutage, cur)

@@ -32,10 +32,12 @@ __all__ = [
     "DEFAULT_INTERVAL",
     "DEFAULT_STALE_AFTER",
     "KINDS",
+    "MAX_VALUES",
     "Judged",
     "RuleFileError",
     "RuleProblem",
     "RuleSet",
+    "expanded_values",
     "file_error",
     "line_of",
     "load_yaml",
@@ -248,23 +250,24 @@ MAX_VALUES = 100_000
 few hundred bytes of nested aliases expand to billions, which reading them walks."""
 
 
-def _expanded(node: yaml.Node, sizes: dict[int, int]) -> int:
+def expanded_values(node: yaml.Node, sizes: dict[int, int] | None = None) -> int:
     r"""The values ``node`` holds with its aliases expanded, counted without expanding them
     (each node once: an alias is the node it names).
 
     >>> rows = ["a: &a [x, x, x, x, x, x, x, x, x, x]"] + [
     ...     f"{n}: &{n} [" + ", ".join([f"*{p}"] * 10) + "]" for p, n in zip("abcdef", "bcdefg")]
-    >>> _expanded(yaml.compose("\n".join(rows)), {})
+    >>> expanded_values(yaml.compose("\n".join(rows)))
     12345685
     """
+    sizes = {} if sizes is None else sizes
     known = sizes.get(id(node))
     if known is not None:
         return known
     size = 1
     if isinstance(node, yaml.SequenceNode):
-        size += sum(_expanded(child, sizes) for child in node.value)
+        size += sum(expanded_values(child, sizes) for child in node.value)
     elif isinstance(node, yaml.MappingNode):
-        size += sum(_expanded(k, sizes) + _expanded(v, sizes) for k, v in node.value)
+        size += sum(expanded_values(k, sizes) + expanded_values(v, sizes) for k, v in node.value)
     sizes[id(node)] = size
     return size
 
@@ -280,7 +283,7 @@ def load_yaml(text: str, source: str, expected: str) -> tuple[dict[str, Any], Li
         raise RuleFileError([RuleProblem(source, line, "", f"not valid YAML: {exc}")]) from exc
     if not isinstance(data, dict):
         raise RuleFileError([RuleProblem(source, 1, "", f"expected a mapping with {expected}")])
-    if node is not None and (size := _expanded(node, {})) > MAX_VALUES:
+    if node is not None and (size := expanded_values(node)) > MAX_VALUES:
         raise RuleFileError(
             [
                 RuleProblem(

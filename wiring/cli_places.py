@@ -133,8 +133,15 @@ def places_remove(place_id: str) -> None:
 
 
 def _load_file(file: Path) -> Any:
+    from rules.ruleset import MAX_VALUES, expanded_values
+
     text = read_utf8(file)
     try:
+        node = yaml.compose(text)
+        if node is not None and (size := expanded_values(node)) > MAX_VALUES:
+            raise fail(
+                f"{file}: its aliases (*name) expand it to {size:,} values, past {MAX_VALUES:,}"
+            )
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise fail(f"{file}: {exc}") from None

@@ -159,7 +159,7 @@ class FileWatch:
 
     def lines(self, exposition: str) -> list[str]:
         """What changed since the last exposition (the first one only sets the baseline)."""
-        version, refused, count = None, 0.0, 0.0
+        version, refused, count = None, 0.0, None
         for family in text_string_to_metric_families(exposition):
             for sample in family.samples:
                 if sample.name == f"{self.metric}_info" and sample.value == 1:
@@ -170,8 +170,8 @@ class FileWatch:
                     count = sample.value
         out = []
         if self.version is not None and version is not None and version != self.version:
-            counted = f" ({count:g} {self.counted})" if self.counted else ""
-            if self.counted and not count:  # 'rules: []' switches every alert off
+            counted = f" ({count:g} {self.counted})" if self.counted and count is not None else ""
+            if self.counted and count == 0:  # 'rules: []' switches every alert off
                 counted = f" (0 {self.counted}: no alert can fire)"
             out.append(
                 f"{self.what}: the stream took {self.path}: version {self.version} -> "
@@ -253,7 +253,7 @@ def _routing_warnings(s: Settings) -> list[str]:
 
     try:
         notes = routing_notes(load_stream_files(s))
-    except (RuleFileError, OSError):  # the stream refused it: its own line says why
+    except (RuleFileError, OSError, ValueError, RecursionError):  # its own line says why
         return []
     return [f"warning: incident routing: {note} (cityvitals incidents check)" for note in notes]
 

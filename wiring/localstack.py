@@ -685,25 +685,29 @@ DRAINERS = ("postgres", "streams", "sinks")
 """What storing Kafka's messages needs: the stream, the sinks and the database."""
 
 
-def _start_drainers(paths: StackPaths, settings: Settings) -> list[str]:
+def _start_drainers(paths: StackPaths, settings: Settings) -> tuple[list[str], str]:
     """Start again those of :data:`DRAINERS` an ``up`` killed outright left gone (nothing
-    restarts them), so that what Kafka holds is stored before the broker stops; their names.
-    They are recorded as ``up`` records its own, and stopped with the rest."""
-    started = []
+    restarts them), so that what Kafka holds is stored before the broker stops: their names,
+    and why one could not be started (else ""). They are recorded as ``up`` records its own,
+    and stopped with the rest."""
+    started: list[str] = []
     for name in DRAINERS:
         if _runs_recorded(paths, name):
             continue
-        if name == "postgres":
-            url = settings.database_url.get_secret_value()
-            process = postgres_process(paths, url)
-            process.start()
-            wait_for_port("127.0.0.1", urlsplit(url).port or 5432, 30, process)
-        else:
-            port = recorded_metrics_port(paths.state_dir, name) or 0
-            env = settings.model_copy(update={"metrics_port": port}).to_env()
-            python_service(paths, name, env).start()
+        try:
+            if name == "postgres":
+                url = settings.database_url.get_secret_value()
+                process = postgres_process(paths, url)
+                process.start()
+                wait_for_port("127.0.0.1", urlsplit(url).port or 5432, 30, process)
+            else:
+                port = recorded_metrics_port(paths.state_dir, name) or 0
+                env = settings.model_copy(update={"metrics_port": port}).to_env()
+                python_service(paths, name, env).start()
+        except (OSError, StackError) as exc:
+            return started, f" (starting {name} failed: {exc})"
         started.append(name)
-    return started
+    return started, ""
 
 
 def down(
@@ -725,12 +729,7 @@ def down(
     drained = Drained.kept(paths) if launcher is not None else None
     if launcher is None and settings is not None and _runs_recorded(paths, "tansu"):
         stop_recorded(paths, ("ingest",), only=True)
-        try:
-            started = _start_drainers(paths, settings)
-        except (OSError, StackError) as exc:
-            started, failed = [], f" (starting what it needs failed: {exc})"
-        else:
-            failed = ""
+        started, failed = _start_drainers(paths, settings)
         drained = drain(settings, lambda name: _runs_recorded(paths, name))
         if started or failed:
             again = (

@@ -549,8 +549,7 @@ def _device_events(registry: Registry, watch: Watch) -> list[Event]:
         if user.sees(o.place_path)
         # a place above the scope: its counts, not the devices it names elsewhere
         else {**o.model_dump(mode="json", exclude={"ts", "devices"}), "above_scope": True}
-        for o in open_outages(registry.conn)
-        if user.sees(o.place_path) or user.inside(o.place_path)
+        for o in open_outages(registry.conn, holding=user.scope)
     ]
     counts = {s.value: n for s, n in status_counts(registry.conn, place).items()}
     sent = {"counts": counts, "silent": silent, "outages": outages}

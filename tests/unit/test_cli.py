@@ -721,3 +721,13 @@ def test_an_indicator_file_is_checked_and_against_the_registered_profiles_units(
     broken.write_text("indicators:\n  - {id: x, kind: max, metric: m, window: soon}\n")
     refused = CliRunner().invoke(app, ["rules", "check-indicators", str(broken)])
     assert refused.exit_code == 1 and f"{broken}:2: indicators.0" in refused.output
+
+
+def test_a_profile_or_place_file_whose_aliases_explode_is_refused(tmp_path: Path) -> None:
+    rows = ["a0: &a0 [" + ", ".join(["x"] * 10) + "]"]
+    rows += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 7)]
+    bomb = tmp_path / "profiles.yaml"
+    bomb.write_text("\n".join(rows) + "\n")
+    refused = CliRunner().invoke(app, ["profiles", "put", str(bomb)])
+    assert refused.exit_code == 1
+    assert "its aliases (*name) expand it to 12,345,685 values, past 100,000" in refused.output
