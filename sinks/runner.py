@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import re
+import struct
 import threading
 import time
 from bisect import bisect_right
@@ -68,10 +69,12 @@ REFUSED = (
     psycopg.errors.CheckViolation,
     psycopg.errors.NotNullViolation,
     OverflowError,
+    struct.error,
 )
 """What the database raises for a value it will never store (a NUL in text, a number out of
 a column's range, a check it fails), and what the driver raises for a number no column of its
-type holds (an integer past 2^63 - 1, refused before it is sent): no retry helps. Other errors
+type holds (an integer past 2^63 - 1, refused before it is sent: OverflowError from the C
+driver, struct.error from the Python one): no retry helps. Other errors
 stop the sink as before."""
 
 
