@@ -274,8 +274,8 @@ def _firing(firing: list[AlertRow], device_id: str, zone: tzinfo) -> str:
     """The device's firing alerts, in a line."""
     if not firing:
         return "none firing"
-    shown = [
-        f"{a.level} {a.rule_id} since {a.started_at.astimezone(zone):%m-%d %H:%M}"
+    shown = [  # the level now; the episode began at a level of its own
+        f"{a.rule_id} {a.level} (began {a.started_at.astimezone(zone):%m-%d %H:%M})"
         for a in firing[:3]
     ]
     more = (

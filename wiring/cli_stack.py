@@ -464,9 +464,9 @@ def down(
 
     s = settings()
     stopped, drained = stop_all(s.state_dir, purge=purge, settings=s)
-    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
-    if drained is not None:
+    if drained is not None:  # what was done before the stop, said first
         typer.echo(drained.said, err=not drained.complete)
+    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
     if purge:
         typer.echo("local data deleted")
     if drained is not None and not drained.complete:

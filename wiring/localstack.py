@@ -165,6 +165,8 @@ class LocalStack:
     processes: list[ManagedProcess] = field(default_factory=list)
     restarted: dict[str, int] = field(default_factory=dict)
     """How often :meth:`revive` started each process again."""
+    looping: dict[str, float] = field(default_factory=dict)
+    """The processes that keep exiting, by when :meth:`revive` last started each (monotonic)."""
     _lock: StackLock | None = field(default=None, init=False, repr=False)
 
     @property
@@ -308,6 +310,13 @@ class LocalStack:
         in memory, or the S3 server under it)."""
         lines = []
         now = time.monotonic()
+        alive = {p.name for p in self.processes if p.alive()}
+        for name, started in list(self.looping.items()):
+            if name in alive and now - started >= SLOW_S:
+                del self.looping[name]
+                lines.append(
+                    f"{name} has run {SLOW_S:g} s since its last start: it keeps exiting no more"
+                )
         for process in self.dead():
             status = exit_status(process.popen.returncode if process.popen else None)
             if not self._restartable(process.name):
@@ -319,17 +328,24 @@ class LocalStack:
             if not restarts.due(process.name, now):
                 continue  # its pause is not over
             if restarts.looping(process.name, now):
-                lines.append(
-                    f"{process.name} keeps exiting ({status}; {restarts.limit} starts in "
-                    f"{restarts.window_s / 60:g} min): up starts it again every {SLOW_S:g} s, "
-                    f"the stack goes on without it meanwhile (Kafka keeps what it has not "
-                    f"stored); fix what its log says ({process.log_path}):\n"
-                    f"{process.log_tail()}"
+                starts = restarts.starts(process.name, now)
+                said = f"{process.name} keeps exiting ({status}; {starts} starts in " + (
+                    f"{restarts.window_s / 60:g} min): up starts it again every {SLOW_S:g} s"
                 )
+                if process.name in self.looping:  # its log was shown when it began
+                    lines.append(f"{said} (its log: {process.log_path})")
+                else:
+                    lines.append(
+                        f"{said}, the stack goes on without it meanwhile (Kafka keeps what it "
+                        f"has not stored); fix what its log says ({process.log_path}):\n"
+                        f"{process.log_tail()}"
+                    )
+                self.looping[process.name] = now
+                process.start()
+                self._count_restart(process.name)
+                continue
             process.start()
-            self.restarted[process.name] = self.restarted.get(process.name, 0) + 1
-            with contextlib.suppress(OSError):  # for 'cityvitals status'
-                self.paths.restarts.write_text(json.dumps(self.restarted))
+            self._count_restart(process.name)
             if process.name not in SERVICES:
                 resumes = ": the services wait for it and go on where they were"
             elif process.name == "ingest":  # an MQTT subscriber: its session, not offsets
@@ -343,6 +359,11 @@ class LocalStack:
                 f"{process.log_path})"
             )
         return lines
+
+    def _count_restart(self, name: str) -> None:
+        self.restarted[name] = self.restarted.get(name, 0) + 1
+        with contextlib.suppress(OSError):  # for 'cityvitals status'
+            self.paths.restarts.write_text(json.dumps(self.restarted))
 
     def drain(self, timeout: float = DRAIN_S) -> Drained | None:
         """Before the stack stops: stop the gateway (it acknowledges nothing more) and wait for
@@ -413,6 +434,10 @@ class Restarts:
         recent = [t for t in self._at.get(name, []) if now - t < self.window_s]
         self._at[name] = recent
         return recent
+
+    def starts(self, name: str, now: float) -> int:
+        """How often ``name`` was started again within the window."""
+        return len(self._recent(name, now))
 
     def looping(self, name: str, now: float) -> bool:
         """Whether ``name`` was started again ``limit`` times within the window: it keeps
@@ -727,8 +752,9 @@ def down(
     running = [name for name in STOP_ORDER if (paths.pids / f"{name}.pid").exists()]
     launcher = _stop_launcher(paths, timeout)
     drained = Drained.kept(paths) if launcher is not None else None
+    gateway: list[str] = []
     if launcher is None and settings is not None and _runs_recorded(paths, "tansu"):
-        stop_recorded(paths, ("ingest",), only=True)
+        gateway = stop_recorded(paths, ("ingest",), only=True)
         started, failed = _start_drainers(paths, settings)
         drained = drain(settings, lambda name: _runs_recorded(paths, name))
         if started or failed:
@@ -737,7 +763,7 @@ def down(
             )
             drained = Drained(f"{again}{drained.said}{failed}", drained.complete)
     left = stop_recorded(paths, STOP_ORDER)
-    stopped = [launcher, *running] if launcher is not None else left
+    stopped = [launcher, *running] if launcher is not None else [*gateway, *left]
     if purge:
         shutil.rmtree(
             paths.postgres_data.parent if os.geteuid() == 0 else paths.postgres_data,

@@ -99,4 +99,4 @@ def test_a_device_view_shows_what_it_sent_what_was_refused_and_its_alerts(
     assert "; water_level_cm 7 at " in lines["latest"]
     assert lines["refused"].startswith("2 in the last 7 days; newest ")
     assert lines["refused"].endswith(f"(cityvitals deadletters --device {device})")
-    assert lines["alerts"].startswith("1 firing: blue waterlogging-depth since ")
+    assert lines["alerts"].startswith("1 firing: waterlogging-depth blue (began ")

@@ -658,7 +658,7 @@ def test_devices_show_gives_one_device_with_what_its_profile_gives_it(
         "  refused    3 in the last 7 days; newest 12-05 15:01:00 by ingest: seq: Field required"
         " (cityvitals deadletters --device wl-7)" in shown
     )
-    assert "  alerts     1 firing: yellow waterlogging-depth since 12-05 15:01" in shown
+    assert "  alerts     1 firing: waterlogging-depth yellow (began 12-05 15:01)" in shown
     nothing = replace(seen, latest=(), refused=0, refused_newest=())
     monkeypatch.setattr(sinks, "device_activity", lambda *_: nothing)
     monkeypatch.setattr(sinks, "list_alerts", lambda *_: [])

@@ -345,3 +345,56 @@ def test_up_says_once_that_a_running_service_is_not_ready_and_when_it_is_again()
     assert unready.lines(stack(silent)) == []  # said once
     assert unready.lines(stack(serve_ready("sinks", times=1))) == ["sinks is ready again"]
     assert unready.lines(stack(serve_ready("sinks", times=1))) == []
+
+
+def test_a_process_that_keeps_exiting_is_said_once_with_its_log_then_briefly_then_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service that fails at every start: its log is shown once, when it begins to loop,
+    each later start is one line counting the starts, and once it stays up it is said."""
+    from types import SimpleNamespace
+
+    from wiring import localstack
+    from wiring.localstack import LocalStack, Restarts
+
+    clock = [0.0]
+    monkeypatch.setattr(localstack.time, "monotonic", lambda: clock[0])
+
+    class Flaky:
+        name, log_path = "sinks", tmp_path / "sinks.log"
+        popen = SimpleNamespace(returncode=1)
+        up, stays = False, False
+
+        def alive(self) -> bool:
+            return self.up
+
+        def start(self) -> None:
+            self.up = self.stays
+
+        def log_tail(self) -> str:
+            return "OSError: [Errno 98] Address already in use"
+
+    flaky = Flaky()
+    stack = LocalStack(Settings(state_dir=tmp_path))
+    stack.processes.append(flaky)  # type: ignore[arg-type]
+    restarts = Restarts(limit=2, window_s=600)
+
+    def at(t: float) -> list[str]:
+        clock[0] = t
+        return stack.revive(restarts)
+
+    assert at(0)[0].startswith("sinks exited (exit code 1); started it again")
+    assert at(1) == []  # its pause is not over
+    (first,) = at(3)
+    assert first.startswith("sinks keeps exiting (exit code 1; 2 starts in 10 min)")
+    assert first.endswith("OSError: [Errno 98] Address already in use")
+    assert at(30) == []  # a minute between starts now
+    (later,) = at(63)
+    assert later == (
+        f"sinks keeps exiting (exit code 1; 3 starts in 10 min): up starts it again every 60 s"
+        f" (its log: {flaky.log_path})"
+    )
+    flaky.stays = True
+    at(123)  # started, and it stays up
+    assert at(150) == []
+    assert at(183) == ["sinks has run 60 s since its last start: it keeps exiting no more"]

@@ -488,6 +488,7 @@ async function showDetail(incidentId) {
   const i = detail.incident;
   $("#detail-kind").textContent = "Incident";
   $("#detail-title").textContent = i.title;
+  $("#detail-title").classList.remove("id");
   const facts = [
     ["level", levelTag(i.level)], ["state", i.state], ["category", i.category],
     ["place", pathNames(i.place_path)], ["department", i.department || "–"],
@@ -714,6 +715,7 @@ async function showDevice(deviceId) {
   state.deviceShownAt = Date.now();
   $("#detail-kind").textContent = "Device";
   $("#detail-title").textContent = deviceId;
+  $("#detail-title").classList.add("id");  // as typed: an id is not a title to capitalise
   let view;
   try {
     view = await call("GET", `/devices/${encodeURIComponent(deviceId)}/activity`);
@@ -737,7 +739,7 @@ async function showDevice(deviceId) {
   ];
   const parts = [
     el("dl", {}, facts.map(([name, value]) => [el("dt", {}, name), el("dd", { "data-field": name }, value)])),
-    el("h3", {}, "Latest values"),
+    el("h3", {}, view.latest.length || !view.camera_events.length ? "Latest values" : "Newest events"),
     view.latest.length || view.camera_events.length
       ? el("ul", { class: "latest" }, [
         ...view.latest.map((p) => el("li", { "data-metric": p.metric }, `${p.metric} ${p.value} · ${stamp(p.ts)}`)),
@@ -758,7 +760,7 @@ async function showDevice(deviceId) {
       "li", {}, `${stamp(r.received_at)} · ${r.stage} · ${r.reason}`))));
   }
   parts.push(el("h3", {}, `Alerts (${view.alerts.length})`), el("ul", {}, view.alerts.map((a) => el(
-    "li", {}, levelTag(a.level), ` ${a.status} · ${a.rule_id} · ${stamp(a.started_at)} · ${a.summary}`))));
+    "li", {}, levelTag(a.level), ` ${a.status} · ${a.rule_id} · began ${stamp(a.started_at)} · ${a.summary}`))));
   $("#detail").replaceChildren(...parts);
 }
 
