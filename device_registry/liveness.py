@@ -117,8 +117,9 @@ class DeviceClock:
         return self.last_seen if self.last_seen is not None else self.since
 
 
-def observe(clock: DeviceClock, seen_at: datetime) -> DeviceClock:
-    """A report at ``seen_at``: last-seen moves on and the gap since the previous one is learned.
+def observe(clock: DeviceClock, seen_at: datetime, learn: bool = True) -> DeviceClock:
+    """A report at ``seen_at``: last-seen moves on and the gap since the previous one is learned
+    (unless not ``learn``: a camera's event comes when it sees something, not at a cadence).
 
     A report not newer than the last one changes nothing (a replay or a straggler); one less
     than :data:`MIN_GAP_S` after it counts as the same report.
@@ -135,7 +136,7 @@ def observe(clock: DeviceClock, seen_at: datetime) -> DeviceClock:
         gap = (seen_at - last).total_seconds()
         if gap <= 0:
             return clock
-        if gap >= MIN_GAP_S:
+        if gap >= MIN_GAP_S and learn:
             gaps = (*gaps, gap)[-WINDOW:]
     # Made directly: ``replace`` took half of the liveness service's work a report.
     return DeviceClock(clock.since, seen_at, gaps, clock.status, clock.announced, clock.held_until)

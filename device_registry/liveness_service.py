@@ -103,6 +103,9 @@ class Report(NamedTuple):
     received: bool
     """Whether ``seen_at`` is the gateway's ``received_at``."""
     place_path: tuple[str, ...]
+    event: bool = False
+    """A camera's event: it shows the camera alive, and teaches no cadence (events come when
+    it sees something: three in a second made a camera offline a few seconds later)."""
 
 
 def reports(value: bytes) -> list[Report]:
@@ -118,9 +121,9 @@ def reports(value: bytes) -> list[Report]:
     ...     b' "camera_events": [{"camera_id": "cam-1", "ts": "2026-12-05T09:00:00+01:00"}]}'
     ... )
     >>> for r in reports(raw):
-    ...     print(r.device_id, r.seen_at.isoformat(), r.received, r.place_path)
-    aq-1 2026-12-05T08:00:01+00:00 True ('c', 'd')
-    cam-1 2026-12-05T09:00:00+01:00 False ()
+    ...     print(r.device_id, r.seen_at.isoformat(), r.received, r.place_path, r.event)
+    aq-1 2026-12-05T08:00:01+00:00 True ('c', 'd') False
+    cam-1 2026-12-05T09:00:00+01:00 False () True
     >>> reports(b'{"readings": [{"device_id": "aq-1", "ts": "2026-12-05T08:00:00"}]}')
     Traceback (most recent call last):
     ...
@@ -140,14 +143,14 @@ def reports(value: bytes) -> list[Report]:
             raise ValueError(f"{field} is not a list")
         for i, item in enumerate(items):
             try:
-                out.extend(_report(item, key, last))
+                out.extend(_report(item, key, last, field == "camera_events"))
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
                 raise ValueError(f"{field}[{i}]: {what}") from None
     return out
 
 
-def _report(item: Any, key: str, last: dict[str, str]) -> list[Report]:
+def _report(item: Any, key: str, last: dict[str, str], event: bool = False) -> list[Report]:
     """The item's report, or none when its device's last report in the message was at the
     same instant."""
     received = item.get("received_at")
@@ -164,7 +167,7 @@ def _report(item: Any, key: str, last: dict[str, str]) -> list[Report]:
     if not isinstance(path, list | tuple):
         raise TypeError("place_path must be a list of text")
     "".join(path)  # raises TypeError on an element that is not text
-    return [Report(device_id, seen_at, received is not None, tuple(path))]
+    return [Report(device_id, seen_at, received is not None, tuple(path), event)]
 
 
 Activate = Callable[[Sequence[str]], Sequence[str]]
@@ -225,14 +228,16 @@ class LivenessService:
 
     # --- consuming ------------------------------------------------------------------------
 
-    def _observe(self, device_id: str, place_path: PlacePath, seen_at: datetime) -> None:
+    def _observe(
+        self, device_id: str, place_path: PlacePath, seen_at: datetime, event: bool = False
+    ) -> None:
         watched = self.fleet.get(device_id)
         if watched is None:  # registered or provisioned since the last refresh
             watched = Watched(place_path, self.policy.default_interval_s, seen_at)
             self.fleet[device_id] = watched
             self._unwatched.add(device_id)
         clock = self.clocks.get(device_id) or DeviceClock(since=watched.since)
-        self.clocks[device_id] = observe(clock, seen_at)
+        self.clocks[device_id] = observe(clock, seen_at, learn=not event)
         self._dirty.add(device_id)
 
     def _decode(self, msg: Message) -> None:
@@ -248,7 +253,7 @@ class LivenessService:
             log.warning("%s[%d]@%d is not a ReadingBatch: %s", topic, partition, offset, exc)
             return
         for item in items:
-            self._observe(item.device_id, item.place_path, item.seen_at)
+            self._observe(item.device_id, item.place_path, item.seen_at, item.event)
         received = [i.seen_at for i in items if i.received]
         newest = max(received, default=None)  # to tell how far behind the consumer is
         if newest is not None and (self._newest is None or newest > self._newest):

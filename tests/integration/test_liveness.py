@@ -10,6 +10,7 @@ devices in a city of its own, so no other test's devices count towards its place
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -341,3 +342,27 @@ def test_a_suspended_device_is_not_listed_with_its_last_judgement(pipeline: Pipe
         reg.set_state(device, DeviceState.SUSPENDED, "itest")
     assert listed() == []
     assert liveness_rows(pipeline, [device])[device][1] == "online"  # the row stays, frozen
+
+
+def test_a_camera_s_burst_of_events_does_not_make_it_offline_seconds_later(
+    pipeline: Pipeline,
+) -> None:
+    """Events come when a camera sees something: four a second apart taught it a cadence of
+    a second, and it was offline four seconds after. It keeps the 300 s it is judged by."""
+    tag = uuid.uuid4().hex[:6]
+    camera, secret = pipeline.register("camera", f"lc{tag}/d{tag}/s{tag}/g{tag}")
+    for seq in range(4):
+        event = {
+            "ts": datetime.now(UTC).isoformat(), "seq": seq, "event_type": "smoke_fire",
+            "value": 0.2, "confidence": 0.9,
+        }  # fmt: skip
+        sent = pipeline.mosquitto_pub(
+            camera, secret, pipeline.topic(camera, "events"), json.dumps(event)
+        )
+        assert sent.returncode == 0, sent.stderr
+        time.sleep(1.0)
+    rows = wait_for(lambda: liveness_rows(pipeline, [camera]), 30, "the camera judged")
+    time.sleep(8)  # past 4 x the second it would have learned
+    _, status, last_seen, interval, _ = liveness_rows(pipeline, [camera])[camera]
+    assert (status, interval) == ("online", 300.0), rows
+    assert last_seen is not None

@@ -52,6 +52,27 @@ def test_cadence_is_learned_from_three_gaps_and_falls_back_before() -> None:
     assert cadence(reported([0, 10, 20, 30]), 60.0) == 10.0
 
 
+def test_a_camera_s_events_show_it_alive_and_teach_no_cadence() -> None:
+    """Three events a second apart made a camera with no profile offline four seconds later
+    (judged every 1 s): events come when it sees something, not at a cadence."""
+    from device_registry.liveness_service import reports
+
+    burst = (
+        b'{"camera_events": ['
+        + b", ".join(
+            b'{"camera_id": "cam-1", "ts": "2026-11-22T08:00:0%d+00:00"}' % i for i in range(4)
+        )
+        + b"]}"
+    )
+    clock = DeviceClock(since=T0)
+    for report in reports(burst):
+        assert report.event
+        clock = observe(clock, report.seen_at, learn=not report.event)
+    assert clock.last_seen == at(3) and clock.gaps == ()
+    assert status(clock, 60) is Liveness.ONLINE  # by the 300 s it falls back to
+    assert status(reported([0, 1, 2, 3]), 60) is Liveness.OFFLINE  # a sensor's readings teach
+
+
 def test_cadence_is_the_median_of_a_bounded_window_so_one_long_gap_does_not_move_it() -> None:
     clock = reported([0, 10, 20, 30, 1030, 1040, 1050])
     assert cadence(clock, 60.0) == 10.0
