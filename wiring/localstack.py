@@ -335,10 +335,14 @@ class LocalStack:
                 if process.name in self.looping:  # its log was shown when it began
                     lines.append(f"{said} (its log: {process.log_path})")
                 else:
+                    fix = (  # a clean exit: a server stopped on request, again and again
+                        "something stops it, cleanly: its log says when"
+                        if status == "exit code 0"
+                        else "fix what its log says"
+                    )
                     lines.append(
                         f"{said}, the stack goes on without it meanwhile (Kafka keeps what it "
-                        f"has not stored); fix what its log says ({process.log_path}):\n"
-                        f"{process.log_tail()}"
+                        f"has not stored); {fix} ({process.log_path}):\n{process.log_tail()}"
                     )
                 self.looping[process.name] = now
                 process.start()

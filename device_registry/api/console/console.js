@@ -683,7 +683,7 @@ function drawTile(tile) {
 
 function onAlerts(alerts) {
   const parts = LEVELS.filter((l) => alerts.by_level[l]).map((l) => `${alerts.by_level[l]} ${l}`);
-  $("#alert-count").textContent = `${alerts.firing} firing alerts${parts.length ? ": " + parts.join(", ") : ""}`;
+  $("#alert-count").textContent = `${alerts.firing} firing alert${alerts.firing === 1 ? "" : "s"}${parts.length ? ": " + parts.join(", ") : ""}`;
   $("#alert-count").title = `${$("#alert-count").textContent} (in scope)`;  // whole, if cut
 }
 
