@@ -213,11 +213,11 @@ def parse_device_csv(text: str, now: datetime) -> ParsedFile:
                     line, RowError(line, "row", f"{len(row[None])} more fields than the header")
                 )
                 continue
-            if any(v is None for v in row.values()):
+            short = [c for c in REQUIRED if row.get(c) is None]  # trailing fields may be left off
+            if short:
                 given = sum(v is not None for v in row.values())
-                parsed.add(
-                    line, RowError(line, "row", f"{given} fields of the header's {len(header)}")
-                )
+                said = f"{given} fields of the header's {len(header)}: no {', '.join(short)}"
+                parsed.add(line, RowError(line, "row", said))
                 continue
             data: dict[str, Any] = {k: v for k, v in row.items() if v not in ("", None)}
             try:

@@ -229,7 +229,10 @@ def test_reports_read_what_the_contract_validates() -> None:
     for item in (*batch.readings, *batch.camera_events):
         seen = item.received_at or item.ts
         if last.get(item.device_id) != seen:
-            expected.append((item.device_id, seen, item.received_at is not None, item.place_path))
+            event = isinstance(item, CameraEvent)  # a camera's event teaches no cadence
+            expected.append(
+                (item.device_id, seen, item.received_at is not None, item.place_path, event)
+            )
         last[item.device_id] = seen
     assert [tuple(r) for r in got] == expected
     assert len(got) == 5  # aq-0 twice and aq-1 once at the gateway, aq-1 by its ts, cam-1
