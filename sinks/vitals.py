@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 
 from rules.indicators import Catalogue, window_start
+from rules.indicators.aqi import daily_aqi, hourly_aqi
 from rules.indicators.base import Rollup
 
 __all__ = [
@@ -216,12 +217,17 @@ def _sign(
     )
 
 
-ROLLED: dict[Rollup, str] = {
+ROLLED: dict[str, str] = {
     "mean": "avg(value)",
     "max": "max(value)",
     "energy": "10 * log(avg(power(10, value / 10)))",
 }
-"""The value of a bucket of windows, by how the indicator's windows add up (:data:`Rollup`)."""
+"""The value of a bucket of windows, by how the indicator's windows add up (:data:`Rollup`; the
+AQI's is :func:`_aqi_buckets`)."""
+
+
+_SPAN = "WHERE place_id = %s AND indicator = %s AND window_start >= %s AND window_start < %s "
+"""The windows of one indicator of one place in ``[start, end)``."""
 
 
 def history(
@@ -245,8 +251,7 @@ def history(
     width = RESOLUTIONS[resolution]
     if width is None:
         rows = conn.execute(
-            "SELECT window_start, value, value, value, coverage, 1 FROM indicators "
-            "WHERE place_id = %s AND indicator = %s AND window_start >= %s AND window_start < %s "
+            f"SELECT window_start, value, value, value, coverage, 1 FROM indicators {_SPAN}"
             "ORDER BY window_start",
             (place_id, indicator, start, end),
         ).fetchall()
@@ -254,6 +259,8 @@ def history(
         if rollup is None:
             raise ValueError(f"a {resolution} history needs the indicator's rollup")
         first, last = whole_buckets(start, end, resolution, zone)
+        if rollup == "aqi":
+            return _aqi_buckets(conn, place_id, indicator, first, last, resolution, zone)
         # A day is the city's, on its clocks (23 or 25 hours at a change of time); an hour is
         # an hour of real time, from the city's hours (the hour the clocks go back to is two).
         binned: tuple[str, tuple[object, ...]] = (
@@ -267,12 +274,74 @@ def history(
         )
         rows = conn.execute(
             f"SELECT {binned[0]} AS b, {ROLLED[rollup]}, min(value), max(value), avg(coverage),"
-            " count(*) FROM indicators "
-            "WHERE place_id = %s AND indicator = %s AND window_start >= %s AND window_start < %s "
-            "GROUP BY b ORDER BY b",
+            f" count(*) FROM indicators {_SPAN}GROUP BY b ORDER BY b",
             (*binned[1], place_id, indicator, first, last),
         ).fetchall()
     return [HistoryPoint(*row) for row in rows]
+
+
+def _aqi_buckets(
+    conn: Conn,
+    place_id: str,
+    indicator: str,
+    first: datetime,
+    last: datetime,
+    resolution: Resolution,
+    zone: str,
+) -> list[HistoryPoint]:
+    """An AQI's hours or days as the standard reports them, from its windows' mean
+    concentrations: an hour's AQI of its hourly means, a day's of its 24-hour means and
+    ozone's highest 8-hour mean (:func:`~rules.indicators.aqi.daily_aqi`), not the mean of its
+    hourly AQIs. A bucket with a window stored without its concentrations (before they were
+    kept) is the mean of its windows' AQIs, as before."""
+    rows = conn.execute(
+        f"SELECT window_start, value, coverage, detail FROM indicators {_SPAN}"
+        "ORDER BY window_start",
+        (place_id, indicator, first, last),
+    ).fetchall()
+    tz, hour = ZoneInfo(zone), timedelta(hours=1)
+    origin = hour_origin(first, zone)
+    buckets: dict[datetime, list[tuple[datetime, float | None, float, dict[str, Any]]]] = {}
+    for at, stored, coverage, detail in rows:
+        if resolution == "1d":
+            key = datetime.combine(at.astimezone(tz).date(), time(), tz)
+        else:
+            key = origin + (at - origin) // hour * hour
+        buckets.setdefault(key, []).append((at, stored, coverage, detail or {}))
+    points = []
+    for key, windows in buckets.items():
+        values = [v for _, v, _, _ in windows if v is not None]
+        kept = all(any(k.startswith("mean.") for k in d) for _, _, _, d in windows)
+        value: float | None
+        if not kept:
+            value = sum(values) / len(values) if values else None
+        elif resolution == "1d":
+            length = (datetime.combine(key.date() + timedelta(days=1), time(), tz) - key) // hour
+            hours: list[dict[str, list[float]]] = [{} for _ in range(length)]
+            for start, _, _, detail in windows:
+                into = hours[min((start - key) // hour, length - 1)]
+                for name, c in detail.items():
+                    if name.startswith("mean."):
+                        into.setdefault(name[5:], []).append(float(c))
+            value = daily_aqi([{p: sum(cs) / len(cs) for p, cs in h.items()} for h in hours])[0]
+        else:
+            means: dict[str, list[float]] = {}
+            for _, _, _, detail in windows:
+                for name, c in detail.items():
+                    if name.startswith("mean."):
+                        means.setdefault(name[5:], []).append(float(c))
+            value = hourly_aqi({p: sum(cs) / len(cs) for p, cs in means.items()})[0]
+        points.append(
+            HistoryPoint(
+                key,
+                value,
+                min(values, default=None),
+                max(values, default=None),
+                sum(c for _, _, c, _ in windows) / len(windows),
+                len(windows),
+            )
+        )
+    return points
 
 
 def whole_buckets(

@@ -4,13 +4,14 @@ The AQI is the largest sub-index; the primary pollutant is in the details when A
 bands I–VI (good ... severe). A place's AQI is the sub-index of its mean concentration of
 each pollutant, over the samples of every station under it, each weighed by the time it stands
 for: a station reporting every minute weighs as much as one reporting every hour, as the
-national method averages each station's mean.
+national method averages each station's mean. Each window keeps those means in its details
+(``mean.<pollutant>``), from which :func:`daily_aqi` makes the standard's daily AQI.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,17 @@ from rules.indicators.base import NO_GAPS, Band, Detail, Formula, beyond
 if TYPE_CHECKING:
     from rules.indicators.catalogue import IndicatorSpec
 
-__all__ = ["AQI_BANDS", "IAQI_2026", "IAQI_NODES", "Aqi", "iaqi"]
+__all__ = [
+    "AQI_BANDS",
+    "IAQI_24H",
+    "IAQI_2026",
+    "IAQI_NODES",
+    "O3_8H",
+    "Aqi",
+    "daily_aqi",
+    "hourly_aqi",
+    "iaqi",
+]
 
 # IAQI nodes, HJ 633-2026 (PM) and HJ 633-2012 (gases, unchanged): concentration at IAQI
 # 0, 50, 100, 150, 200, 300, 400, 500. µg/m³, CO in mg/m³. Real-time: hourly means.
@@ -35,6 +46,17 @@ IAQI_2026: dict[str, tuple[float, ...]] = {
     "co": (0, 5, 10, 35, 60, 90, 120, 150),  # 1 h, mg/m³
     "o3": (0, 160, 200, 300, 400, 800, 1000, 1200),  # 1 h
 }
+IAQI_24H: dict[str, tuple[float, ...]] = {
+    "pm25": IAQI_2026["pm25"],
+    "pm10": IAQI_2026["pm10"],
+    "so2": (0, 50, 150, 475, 800, 1600, 2100, 2620),
+    "no2": (0, 40, 80, 180, 280, 565, 750, 940),
+    "co": (0, 2, 4, 14, 24, 36, 48, 60),
+}
+"""The daily report's nodes: 24-hour means (O3 apart: :data:`O3_8H`)."""
+O3_8H = (0, 100, 160, 215, 265, 800)
+"""O3's daily nodes, for its highest 8-hour moving mean of the day; the column stops at 800
+(IAQI 300): above, the day's O3 is the sub-index of its highest hourly mean."""
 UNITS = MappingProxyType({p: "mg/m³" if p == "co" else "µg/m³" for p in IAQI_2026})
 """The unit of each pollutant's concentration, as the nodes read them."""
 AQI_BANDS: tuple[Band, ...] = (
@@ -47,9 +69,10 @@ AQI_BANDS: tuple[Band, ...] = (
 )
 
 
-def iaqi(pollutant: str, concentration: float) -> float:
-    """The sub-index of one pollutant, rounded up; pinned at 500 above the top node, 0 below
-    zero (a sensor's offset near clean air).
+def iaqi(pollutant: str, concentration: float, nodes: tuple[float, ...] | None = None) -> float:
+    """The sub-index of one pollutant, rounded up; pinned at the top node's above it (500 for
+    a full column), 0 below zero (a sensor's offset near clean air). ``nodes`` default to the
+    real-time (hourly) column of the pollutant.
 
     >>> iaqi("pm25", 75), iaqi("pm25", 35), iaqi("pm25", 900), iaqi("pm25", -5)
     (114.0, 50.0, 500.0, 0.0)
@@ -57,8 +80,10 @@ def iaqi(pollutant: str, concentration: float) -> float:
     (42.0, 43.0)
     >>> iaqi("so2", 800), iaqi("so2", 1000), iaqi("so2", 2000), iaqi("so2", 3000)
     (200.0, 225.0, 380.0, 500.0)
+    >>> iaqi("so2", 100, IAQI_24H["so2"]), iaqi("o3", 900, O3_8H)
+    (75.0, 300.0)
     """
-    nodes = IAQI_2026[pollutant]
+    nodes = IAQI_2026[pollutant] if nodes is None else nodes
     if concentration <= 0:
         return 0.0
     if concentration >= nodes[-1]:
@@ -85,6 +110,7 @@ class Aqi(Formula):
 
     name = "aqi"
     needs_metric = False
+    rollup = "aqi"
     bands = AQI_BANDS
     # The standard's own colours (good green, moderate yellow, light orange, then red, purple
     # and maroon), capped at the warning scale's red.
@@ -133,15 +159,78 @@ class Aqi(Formula):
     def finish(
         self, spec: IndicatorSpec, state: Mapping[str, float], reporting: int, expected: int
     ) -> tuple[float | None, Detail]:
-        subs = {
-            p: iaqi(p, state[s] / state.get(w, state[n]))
-            for p, n, w, s in _STATE_KEYS
-            if state.get(n)
-        }
-        if not subs:
-            return None, {}
-        primary = max(subs, key=lambda p: subs[p])
-        detail: Detail = {f"iaqi.{p}": v for p, v in subs.items()}
-        if subs[primary] > 50:
-            detail["primary"] = primary
-        return subs[primary], detail
+        means = {p: state[s] / state.get(w, state[n]) for p, n, w, s in _STATE_KEYS if state.get(n)}
+        return hourly_aqi(means)
+
+
+def hourly_aqi(means: Mapping[str, float]) -> tuple[float | None, Detail]:
+    """The real-time AQI of mean concentrations (an hour's, or a window's), with them in the
+    details (``mean.<pollutant>``).
+
+    >>> hourly_aqi({"pm25": 75.0, "no2": 40.0})
+    (114.0, {'iaqi.pm25': 114.0, 'iaqi.no2': 20.0, 'primary': 'pm25', 'mean.pm25': 75.0, 'mean.no2': 40.0})
+    """
+    value, detail = _largest({p: iaqi(p, c) for p, c in means.items()})
+    detail.update({f"mean.{p}": c for p, c in means.items()})
+    return value, detail
+
+
+def _largest(subs: Mapping[str, float]) -> tuple[float | None, Detail]:
+    """The AQI of the sub-indices, with each of them and the primary pollutant (above 50)."""
+    if not subs:
+        return None, {}
+    primary = max(subs, key=lambda p: subs[p])
+    detail: Detail = {f"iaqi.{p}": v for p, v in subs.items()}
+    if subs[primary] > 50:
+        detail["primary"] = primary
+    return subs[primary], detail
+
+
+def daily_aqi(hours: Sequence[Mapping[str, float]]) -> tuple[float | None, Detail]:
+    """A day's AQI as the daily report gives it (HJ 633): the sub-index of each pollutant's
+    24-hour mean, O3's of its highest 8-hour moving mean within the day (of the eight-hour
+    spans from midnight that hold at least six of its hourly means). ``hours`` are the day's
+    hourly mean concentrations, from its first hour (24 of them; 23 or 25 on a day the clocks
+    change); an hour without a pollutant lacks its key. With the 24-hour means in the details
+    (``mean.<pollutant>``, O3's highest 8-hour mean as ``mean8h.o3``), and ``hours.<pollutant>``:
+    how many hourly means made each (the standard wants 20 of a day for a valid daily mean).
+
+    Twenty-three clean hours and one of 250 µg/m³ of PM2.5: the 24-hour mean is 20, sub-index
+    29; the mean of the hourly AQIs would be 27.
+
+    >>> value, detail = daily_aqi([{"pm25": 10.0}] * 23 + [{"pm25": 250.0}])
+    >>> value, detail["mean.pm25"], detail["hours.pm25"]
+    (29.0, 20.0, 24)
+
+    Ozone peaks in the afternoon: 180 µg/m³ from 12:00 to 19:00, 40 otherwise. Its highest
+    8-hour mean is 180 (IAQI 119, primary); the 24-hour mean would be 86.7.
+
+    >>> day = [{"o3": 180.0 if 12 <= h < 20 else 40.0, "no2": 30.0} for h in range(24)]
+    >>> value, detail = daily_aqi(day)
+    >>> value, detail["primary"], detail["mean8h.o3"], detail["iaqi.no2"]
+    (119.0, 'o3', 180.0, 38.0)
+    """
+    subs: dict[str, float] = {}
+    detail: Detail = {}
+    for pollutant, nodes in IAQI_24H.items():
+        values = [h[pollutant] for h in hours if pollutant in h]
+        if values:
+            mean = sum(values) / len(values)
+            subs[pollutant] = iaqi(pollutant, mean, nodes)
+            detail[f"mean.{pollutant}"] = mean
+            detail[f"hours.{pollutant}"] = len(values)
+    ozone = [h.get("o3") for h in hours]
+    spans = [
+        [v for v in ozone[start : start + 8] if v is not None] for start in range(len(ozone) - 7)
+    ]
+    highest = max((sum(s) / len(s) for s in spans if len(s) >= 6), default=None)
+    if highest is not None:
+        subs["o3"] = (
+            iaqi("o3", highest, O3_8H)
+            if highest <= O3_8H[-1]
+            else iaqi("o3", max(v for v in ozone if v is not None))
+        )
+        detail["mean8h.o3"] = highest
+        detail["hours.o3"] = sum(v is not None for v in ozone)
+    value, indices = _largest(subs)
+    return value, {**indices, **detail}

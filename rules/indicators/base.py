@@ -80,7 +80,7 @@ def beyond(spec: IndicatorSpec, values: Mapping[str, float], metrics: Iterable[s
     return None
 
 
-Rollup = Literal["mean", "max", "energy"]
+Rollup = Literal["mean", "max", "energy", "aqi"]
 """How windows of an indicator make a longer span: :attr:`Formula.rollup`."""
 
 
@@ -100,7 +100,8 @@ class Formula(ABC):
     """How its windows make a longer span (the hours and days of the history): the mean of
     their values; their maximum (the deepest water of the hour, not the mean of each window's
     deepest); or their energy mean (sound levels in decibels, 10·log10 of the mean of
-    10^(L/10), as ISO 1996-1 adds levels up)."""
+    10^(L/10), as ISO 1996-1 adds levels up); or, for the AQI, the standard's AQI of the span's
+    mean concentrations (a day's of its 24-hour means and ozone's highest 8-hour mean)."""
     counts_devices: bool = False
     """Whether the value comes of the devices that report and are expected (membership and
     liveness), not of the readings' values: then every reading of the indicator's device

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from psycopg.types.json import Jsonb
 from typer.testing import CliRunner
 
 from cityvitals import db
@@ -177,6 +178,62 @@ def test_a_day_of_windows_is_the_city_s_day(town: Settings) -> None:
         (40.0, 24),
         (160.0, 24),
     ], shown.output
+
+
+def test_a_day_of_aqi_is_the_standard_s_daily_aqi(town: Settings) -> None:
+    """A Shanghai day of clean air with one hour of 250 µg/m³ of PM2.5 and an afternoon of
+    ozone: the day's AQI is the sub-index of the 24-hour means and of ozone's highest 8-hour
+    mean (HJ 633's daily report), from the concentrations each hourly window keeps, not the
+    mean of the hourly AQIs; an hour of two half-hour windows is the AQI of its mean
+    concentrations."""
+    from rules.indicators.aqi import hourly_aqi
+
+    day = datetime(2026, 7, 1, tzinfo=UTC) - timedelta(hours=8)  # Shanghai's midnight
+    hours = [
+        {"pm25": 250.0 if h == 3 else 10.0, "o3": 180.0 if 12 <= h < 20 else 40.0}
+        for h in range(24)
+    ]
+    with db.connect(town) as conn:
+        for h, means in enumerate(hours):
+            value, detail = hourly_aqi(means)
+            conn.execute(
+                "INSERT INTO indicators (indicator, place_id, place_level, place_path,"
+                " window_start, window_s, value, coverage, reporting, expected, quality,"
+                " computed_at, detail) VALUES ('aqi', 'td', 'district', '{tc,td}', %s, 3600,"
+                " %s, 1, 1, 1, 'good', now(), %s)",
+                (day + timedelta(hours=h), value, Jsonb(detail)),
+            )
+        for half, pm25 in enumerate((20.0, 100.0)):  # 2 July, 00:00: two windows of 30 min
+            value, detail = hourly_aqi({"pm25": pm25})
+            conn.execute(
+                "INSERT INTO indicators (indicator, place_id, place_level, place_path,"
+                " window_start, window_s, value, coverage, reporting, expected, quality,"
+                " computed_at, detail) VALUES ('aqi', 'td', 'district', '{tc,td}', %s, 1800,"
+                " %s, 1, 1, 1, 'good', now(), %s)",
+                (day + timedelta(days=1, minutes=30 * half), value, Jsonb(detail)),
+            )
+        rollup = load_catalogue(town).by_id["aqi"].rollup
+        days = history(
+            conn, "td", "aqi", day, day + timedelta(days=2), "1d", rollup=rollup,
+            zone=town.timezone,
+        )  # fmt: skip
+        (hour,) = history(
+            conn, "td", "aqi", day + timedelta(days=1), day + timedelta(days=1, hours=1), "1h",
+            rollup=rollup, zone=town.timezone,
+        )  # fmt: skip
+    hourly = [hourly_aqi(h)[0] for h in hours]
+    assert sum(hourly) / 24 == 46.875  # what the mean of the hourly AQIs said
+    # PM2.5's 24-hour mean is 20 µg/m³ (IAQI 29); ozone's highest 8-hour mean 180 (IAQI 119).
+    assert (days[0].start, days[0].value, days[0].windows) == (day, 119.0, 24)
+    assert (days[0].low, days[0].high) == (min(hourly), max(hourly))
+    assert (days[1].value, days[1].windows) == (100.0, 2)  # PM2.5 at 60 µg/m³ so far
+    assert (hour.value, hour.windows, hour.low, hour.high) == (100.0, 2, 29.0, 137.0)
+
+    argv = ["vitals", "td", "--indicator", "aqi", "--resolution", "1d", "--json"]
+    shown = CliRunner().invoke(app, [*argv, "--from", "2026-07-01", "--to", "2026-07-02"],
+                               env=town.to_env())  # fmt: skip
+    assert shown.exit_code == 0, shown.output
+    assert [p["value"] for p in json.loads(shown.output)] == [119.0], shown.output
 
 
 def test_an_hour_is_an_hour_when_the_clocks_go_back_and_a_day_asked_in_utc_is_whole(
