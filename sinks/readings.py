@@ -166,7 +166,11 @@ def device_activity(
         "device": device_id, "back": back, "now": now,
         "depth": len(within), "within": list(within),
     }  # fmt: skip
-    points = conn.execute(_NEWEST, {**asked, "since": since, "each": PER_METRIC + 1}).fetchall()
+    points = (
+        conn.execute(_NEWEST, {**asked, "since": since, "each": PER_METRIC + 1}).fetchall()
+        if span
+        else []  # the latest values alone (``devices show``)
+    )
     latest = conn.execute(_NEWEST, {**asked, "since": back, "each": 1}).fetchall()
     seen = conn.execute(
         "SELECT event_type, ts, value, confidence, snapshot_ref FROM camera_events"
