@@ -475,6 +475,10 @@ def test_the_devices_panel_shows_an_outage_and_its_silent_devices(
         "water_level_cm 2 · "
     )
     expect(page.locator("#detail .series circle")).to_have_count(5)  # its five readings
+    # The range of its values and of the time the chart spans, in the city's hours.
+    expect(page.locator("#detail .series .note").last).to_have_text(
+        re.compile(r"2 – 2 · \d\d:\d\d → \d\d:\d\d")
+    )
     expect(page.locator("#actions")).to_be_hidden()  # nothing to act on
     page.screenshot(path=str(ARTIFACTS / "console-device.png"), full_page=True)
     # Any device by its id, and one the registry does not know says so.

@@ -566,7 +566,9 @@ function spark(series, t0, t1, mark = null) {
   series.points.forEach((_, k) => chart.append(svg("circle", {
     cx: x(times[k]).toFixed(1), cy: y(values[k]).toFixed(1), r: 1.5,
   })));
-  box.append(chart, el("span", { class: "note" }, `${lo} – ${hi}`));
+  // the range of its values, and of the time it spans, in the city's hours
+  const span = `${state.timeFormat.format(new Date(t0))} → ${state.timeFormat.format(new Date(t1))}`;
+  box.append(chart, el("span", { class: "note" }, `${lo} – ${hi} · ${span}`));
   return box;
 }
 
