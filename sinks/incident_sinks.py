@@ -31,8 +31,8 @@ class IncidentSink(SqlSink):
     table = "incidents"
     statement = """
         INSERT INTO incident_transitions (incident_id, revision, action, from_state, to_state,
-                                          actor, reason, ts, tier, department)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
+                                          actor, reason, ts, tier, department, feedback_id)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
     """
     UPSERT = """
         INSERT INTO incidents AS i (incident_id, revision, category, state, level, source,
@@ -70,6 +70,7 @@ class IncidentSink(SqlSink):
                 t.ts,
                 _value(t.tier),
                 t.department,
+                t.feedback_id,
             )
             for t in (u.transition for u in batch)
         ]

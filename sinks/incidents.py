@@ -637,6 +637,7 @@ def recent_steps(
         conn,
         "SELECT t.incident_id AS t_incident_id, t.revision AS t_revision, t.action, t.from_state,"
         " t.to_state, t.actor, t.reason, t.ts, t.tier AS t_tier, t.department AS t_department,"
+        " t.feedback_id AS t_feedback_id,"
         f" i.* FROM incident_transitions t JOIN incidents i USING (incident_id) WHERE {where}"
         " ORDER BY t.ts, t.incident_id, t.revision LIMIT %s",
         *args,
@@ -655,6 +656,7 @@ def recent_steps(
             ts=row["ts"],
             tier=row["t_tier"],
             department=row["t_department"],
+            feedback_id=row["t_feedback_id"],
         )
         incident = {
             k: v for k, v in row.items() if not k.startswith("t_") and k in Incident.model_fields

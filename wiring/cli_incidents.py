@@ -415,9 +415,8 @@ def act(
 
 def _answer(conf: Settings, feedback: Feedback, revision: int, wait: float) -> None:
     """Wait up to ``wait`` s for what the incident stage did with ``feedback``, sent on the
-    incident at ``revision``: a step of its action by its actor after that revision (applied;
-    the state that step left), or a dead letter of it (refused: exit 1); neither in time: exit
-    2."""
+    incident at ``revision``: the first step it made (applied; the state that step left), or
+    a dead letter of it (refused: exit 1); neither in time: exit 2."""
     import time
 
     from cityvitals import db
@@ -429,9 +428,9 @@ def _answer(conf: Settings, feedback: Feedback, revision: int, wait: float) -> N
         with db.connect(conf) as conn:
             step = conn.execute(
                 "SELECT t.revision, t.to_state FROM incident_transitions t"
-                " WHERE t.incident_id = %s AND t.revision > %s AND t.actor = %s"
-                " AND t.action = %s ORDER BY t.revision LIMIT 1",
-                (feedback.incident_id, revision, feedback.actor, feedback.action.value),
+                " WHERE t.incident_id = %s AND t.revision > %s AND t.feedback_id = %s"
+                " ORDER BY t.revision LIMIT 1",
+                (feedback.incident_id, revision, feedback.feedback_id),
             ).fetchone()
             found = refusals(conn, since, limit=10_000)
             refused = [r for r in found if r.feedback_id == feedback.feedback_id]

@@ -166,6 +166,10 @@ class IncidentTransition(Contract):
     ts: UtcDatetime
     tier: Tier | None = None
     department: Identifier | None = None
+    feedback_id: HexId | None = None
+    """The feedback whose action made this step (each step one makes, when it makes several:
+    a reject and the new order), so its sender can tell it was applied; None for the
+    platform's own steps."""
 
 
 class DispatchKind(StrEnum):

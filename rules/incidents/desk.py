@@ -385,6 +385,15 @@ class Desk(Dispatcher):
             out.refusals.append(Refusal(fb, refused.reason))
             return
         t.feedback_ids.append(fb.feedback_id)
+        made = len(out.updates)
+        self._apply(t, fb, target, now, out)
+        for n, update in enumerate(out.updates[made:], made):  # its steps say whose they are
+            step = update.transition.model_copy(update={"feedback_id": fb.feedback_id})
+            out.updates[n] = update.model_copy(update={"transition": step})
+
+    def _apply(
+        self, t: Tracked, fb: Feedback, target: IncidentState, now: datetime, out: Outcome
+    ) -> None:
         actor = fb.actor
         if fb.action is Action.REJECT:
             assert t.incident.department is not None and t.incident.tier is not None

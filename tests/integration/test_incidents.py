@@ -22,6 +22,7 @@ from typing import Any
 import jsonschema
 import psycopg
 import pytest
+import typer
 import yaml
 from confluent_kafka import Consumer
 from pydantic import SecretStr
@@ -403,6 +404,31 @@ def test_act_waits_for_what_the_incident_stage_did_with_it(
         "refused by the incident stage: accept is not allowed while the incident is handled"
         in refused.output
     )
+
+    # Two reopens, sent at once by one actor: the second is refused. Each step
+    # names the feedback that made it, so the second's wait says refused, not the first's
+    # step by the same actor ("applied", exit 0, it said when steps were matched by actor).
+    import getpass
+
+    from wiring.cli_incidents import _answer
+
+    (revision,) = pipeline.query(
+        "SELECT revision FROM incidents WHERE incident_id = %s", incident_id
+    )[0]
+    actor = f"cli:{getpass.getuser()}"
+    first = send_feedback(pipeline, incident_id, "reopen", actor=actor, reason="not drained")
+    again = send_feedback(pipeline, incident_id, "reopen", actor=actor, reason="not drained")
+    _answer(pipeline.settings, first, revision, 60)  # applied: returns
+    with pytest.raises(typer.Exit) as second:
+        _answer(pipeline.settings, again, revision, 60)
+    assert second.value.exit_code == 1
+    steps = pipeline.query(
+        "SELECT feedback_id FROM incident_transitions WHERE incident_id = %s AND revision > %s",
+        incident_id,
+        revision,
+    )
+    made = {f for (f,) in steps}
+    assert first.feedback_id in made and again.feedback_id not in made
 
 
 def test_an_unaccepted_dispatch_escalates_to_district_then_city(

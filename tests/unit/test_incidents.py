@@ -698,9 +698,13 @@ storm: {budget: {district: 1}, per: 10m}
 def test_a_rejection_goes_to_the_next_department_that_handles_it() -> None:
     desk = desk_with()
     first = run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"))])
+    assert {u.transition.feedback_id for u in first.updates} == {None}  # the platform's own
     incident_id = only_incident(desk)
-    out = run(desk, [feedback(incident_id, "reject", 2, reason="not ours: a burst main")])
+    rejected = feedback(incident_id, "reject", 2, reason="not ours: a burst main")
+    out = run(desk, [rejected])
     assert [u.transition.action for u in out.updates] == [Action.REJECT, Action.REASSIGN]
+    # each step the feedback made names it, so its sender can tell it was applied
+    assert {u.transition.feedback_id for u in out.updates} == {rejected.feedback.feedback_id}
     assert out.updates[0].transition.reason == "not ours: a burst main"
     (order,) = out.dispatches
     assert order.kind is DispatchKind.REASSIGNMENT
