@@ -37,7 +37,8 @@ Conn = psycopg.Connection[Any]
 
 _COLUMNS = (
     "alert_id, revision, rule_id, status, level, device_id, metric, value, threshold,"
-    " place_path, device_type, started_at, updated_at, resolved_at, summary, evidence, anomaly"
+    " place_path, device_type, started_at, updated_at, resolved_at, summary, evidence, anomaly,"
+    " resolution"
 )
 
 
@@ -82,6 +83,10 @@ class AlertRow:
     evidence: tuple[str, ...] = ()
     anomaly: AnomalyWhy | None = None
     """An anomaly alert's why as numbers, from its latest firing or change of level."""
+    resolution: str | None = None
+    """A resolved episode's end (the contract's :class:`AlertResolution`): ``cleared`` (a
+    reading back under its levels), ``stale`` (its device fell silent) or ``retired`` (its
+    rule no longer applies); None while it fires (and for one stored before it was kept)."""
 
 
 @dataclass(frozen=True)

@@ -178,7 +178,8 @@ def show(
         ),
         f"  {judged(a.metric, a.value, a.threshold, _kind(conf, a.rule_id, a.evidence))}"
         + f"; started {_when(a.started_at, z)}, updated {_when(a.updated_at, z)}, "
-        f"resolved {_when(a.resolved_at, z)}",
+        f"resolved {_when(a.resolved_at, z)}"
+        + (f" ({a.resolution})" if a.resolution else ""),
     ]
     if a.evidence:
         lines.append(f"  evidence: {', '.join(a.evidence)}")

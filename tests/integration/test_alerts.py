@@ -19,6 +19,7 @@ from cityvitals import db
 from cityvitals.contracts import (
     Action,
     Alert,
+    AlertResolution,
     AlertStatus,
     AnomalyCause,
     AnomalyWhy,
@@ -72,6 +73,7 @@ def episode(
                 started_at=started,
                 ts=ts,
                 summary=f"{rule} on {device}: {value:g}",
+                resolution=AlertResolution.CLEARED if status is AlertStatus.RESOLVED else None,
             )
             for revision, (status, level, value, ts) in enumerate(steps)
         ]
@@ -189,6 +191,8 @@ def test_alerts_are_listed_by_filter_newest_first_and_shown_with_their_incident(
             4.0,
         )
         assert listed.resolved_at == T0 + timedelta(minutes=20)
+        assert listed.resolution == "cleared"  # not a silent sensor's (stale) nor retired
+        assert list_alerts(conn, AlertFilter(device="ta-wl-2"))[0].resolution is None
 
         shown = alert_detail(conn, deep)
         assert [(t.revision, t.status, t.level, t.value) for t in shown.transitions] == [
@@ -255,6 +259,7 @@ def test_the_cli_lists_and_shows_alerts_in_the_city_zone(town: Settings) -> None
     shown = run(town, "show", made["deep"])
     assert shown.exit_code == 0, shown.output
     assert f"{TEST_DAY} 16:05:00    1 firing   red    31" in shown.output
+    assert f"resolved {TEST_DAY} 16:20:00 (cleared)" in shown.output
     assert f"incident: {incident.incident_id} new red flooding" in shown.output
     detail = json.loads(run(town, "show", made["deep"], "--json").output)
     assert [t["level"] for t in detail["transitions"]] == ["yellow", "red", "red"]
@@ -360,6 +365,7 @@ def test_the_api_lists_and_shows_alerts(pipeline: Pipeline, api: httpx.Client) -
     assert shown.status_code == 200, shown.text
     body = shown.json()
     assert body["alert"]["status"] == "resolved" and body["alert"]["place_path"][0] == city
+    assert body["alert"]["resolution"] == "cleared"
     assert [t["revision"] for t in body["transitions"]] == [0, 1, 2]
     assert body["incident"]["incident_id"] == incident.incident_id
     assert api.get(f"/alerts/{made['wet']}").json()["incident"] is None
