@@ -73,9 +73,13 @@ EVENTS: Mapping[Topic, str] = {Topic.DISPATCH: "dispatch", Topic.ESCALATIONS: "e
 RETRIED_STATUSES = frozenset({408, 429})
 """Besides every 5xx: the answers that say "not now" rather than "never"."""
 
-Post = Callable[[str, bytes, Mapping[str, str], float], int]
-"""``post(url, body, headers, timeout_s)``: the HTTP status of one POST. Raises ``OSError``
+Post = Callable[[str, bytes, Mapping[str, str], float], tuple[int, str]]
+"""``post(url, body, headers, timeout_s)``: the HTTP status of one POST and, for an error
+status, the start of the receiver's answer (what it says is wrong). Raises ``OSError``
 (connection refused, timeout, ...) or ``http.client.HTTPException`` when no answer came."""
+
+ANSWER_CHARS = 200
+"""How much of a receiver's error answer a dead letter keeps."""
 
 
 # --- what is sent ---------------------------------------------------------------------------
@@ -205,6 +209,8 @@ class Delivery:
     status: int | None
     error: str | None = None
     seconds: float = 0.0
+    answer: str = ""
+    """The start of the receiver's last error answer (its body), if it gave one."""
 
     @property
     def delivered(self) -> bool:
@@ -217,6 +223,8 @@ class Delivery:
         'webhook http://127.0.0.1:9/x: HTTP 400 after 1 attempt'
         >>> Delivery("http://127.0.0.1:9/x", 700, 503, seconds=21_600.4).reason()
         'webhook http://127.0.0.1:9/x: HTTP 503 after 700 attempts over 6 h'
+        >>> Delivery("http://127.0.0.1:9/x", 1, 400, answer="  no field: dept ").reason()
+        'webhook http://127.0.0.1:9/x: HTTP 400 ("no field: dept") after 1 attempt'
         """
         return f"webhook {public_url(self.url)}: {self.outcome()}"
 
@@ -224,6 +232,9 @@ class Delivery:
         """The last answer and the tries, without the URL (``HTTP 503 after 3 attempts over
         12 s``)."""
         what = f"HTTP {self.status}" if self.error is None else self.error
+        said = " ".join(self.answer.split())
+        if said and self.error is None:
+            what += f' ("{said}")'
         tries = f"{self.attempts} attempt{'s' if self.attempts != 1 else ''}"
         over = f" over {duration(self.seconds)}" if self.attempts > 1 else ""
         return f"{what} after {tries}{over}"
@@ -279,12 +290,13 @@ def deliver(
             DELIVERY_HEADER: message.delivery_id,
             SIGNATURE_HEADER: signature_header(secret, message.body, t),
         }
+        answer = ""
         try:
-            status, error = post(url, message.body, headers, timeout_s), None
+            (status, answer), error = post(url, message.body, headers, timeout_s), None
         except (OSError, HTTPException) as exc:
             status, error = None, _describe(exc)
         result = verdict(status)
-        delivery = Delivery(url, attempt, status, error, monotonic() - began)
+        delivery = Delivery(url, attempt, status, error, monotonic() - began, answer)
         if result is Verdict.DELIVERED:
             return delivery
         pause = backoff_s(attempt, first_backoff_s, max_backoff_s)
@@ -342,18 +354,26 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
 
 
-def http_post(url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) -> int:
-    """:data:`Post` with the standard library: the status of one POST (an error status too).
-    A login in the URL (``https://user:secret@host/...``) is sent as HTTP basic
-    authentication, the URL without it (the standard library would take it for the host)."""
+def http_post(
+    url: str, body: bytes, headers: Mapping[str, str], timeout_s: float
+) -> tuple[int, str]:
+    """:data:`Post` with the standard library: the status of one POST (an error status too,
+    with the start of its answer). A login in the URL (``https://user:secret@host/...``) is
+    sent as HTTP basic authentication, the URL without it (the standard library would take it
+    for the host)."""
     url, headers = _with_login(url, headers)
     request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
     try:
         with _OPENER.open(request, timeout=timeout_s) as response:
-            return int(response.status)
+            return int(response.status), ""
     except urllib.error.HTTPError as exc:
-        exc.close()
-        return int(exc.code)
+        try:
+            said = exc.read(ANSWER_CHARS * 4).decode("utf-8", "replace")[:ANSWER_CHARS]
+        except (OSError, HTTPException):
+            said = ""
+        finally:
+            exc.close()
+        return int(exc.code), said
 
 
 def _with_login(url: str, headers: Mapping[str, str]) -> tuple[str, Mapping[str, str]]:

@@ -100,9 +100,11 @@ def http_receiver(port: int = 0) -> Iterator[tuple[Receiver, str]]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             status = receiver.answer(self.path, dict(self.headers.items()), body)
+            said = b"" if status < 300 else b"unknown department: street-ops\n"
             self.send_response(status)
-            self.send_header("Content-Length", "0")
+            self.send_header("Content-Length", str(len(said)))
             self.end_headers()
+            self.wfile.write(said)
 
         def log_message(self, *_args: object) -> None:
             pass
@@ -310,7 +312,9 @@ def test_a_refused_delivery_is_dead_lettered_and_the_next_message_goes_through(
     assert [r.status for r in receiver.of(refused.dispatch_id)] == [400]  # not retried
     [letter] = dead_letters(settings, 1)
     assert letter.stage == "notify"
-    assert letter.reason == f"webhook {base}/hook: HTTP 400 after 1 attempt"  # no key named
+    # the receiver's answer says what it found wrong; the URL's key is not named
+    said = '"unknown department: street-ops"'
+    assert letter.reason == f"webhook {base}/hook: HTTP 400 ({said}) after 1 attempt"
     assert base64.b64decode(letter.payload_b64) == raw
     assert letter.source.startswith(settings.topic(Topic.DISPATCH))
     assert sample(metrics, "rejected_total", reason="delivery") == 1

@@ -201,12 +201,14 @@ class FakeServer:
         self.answers = list(answers)
         self.requests: list[tuple[str, bytes, dict[str, str], float]] = []
 
-    def __call__(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> int:
+    def __call__(
+        self, url: str, body: bytes, headers: Mapping[str, str], timeout: float
+    ) -> tuple[int, str]:
         self.requests.append((url, body, dict(headers), timeout))
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         if isinstance(answer, Exception):
             raise answer
-        return answer
+        return answer, ""
 
 
 class Clock:
@@ -298,10 +300,12 @@ def test_a_receiver_down_for_an_hour_gets_the_message_when_it_is_back() -> None:
     clock = Clock()
     back_at = clock.now + 3600
 
-    def server(_url: str, _body: bytes, _headers: Mapping[str, str], _timeout: float) -> int:
+    def server(
+        _url: str, _body: bytes, _headers: Mapping[str, str], _timeout: float
+    ) -> tuple[int, str]:
         if clock.now < back_at:
             raise ConnectionRefusedError(111, "Connection refused")
-        return 200
+        return 200, ""
 
     told: list[int] = []
     result = deliver(
@@ -381,7 +385,7 @@ def test_a_login_in_the_url_is_sent_as_basic_authentication() -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://ops%40city:s3cr%3At@127.0.0.1:{server.server_port}/hook?x=1"
-        assert http_post(url, b"{}", {"Content-Type": "application/json"}, 5.0) == 200
+        assert http_post(url, b"{}", {"Content-Type": "application/json"}, 5.0) == (200, "")
     finally:
         server.shutdown()
         server.server_close()
