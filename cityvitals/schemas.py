@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
 
 from cityvitals.contracts import (
     Alert,
@@ -58,8 +60,20 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 """The JSON Schema draft pydantic writes, named in each file (``$schema``) for validators."""
 
 
+class _AsStrict(GenerateJsonSchema):
+    """Pydantic's schemas, as strict as the contracts: a map whose keys follow a pattern (a
+    reading's metric names) takes no other key. Pydantic refuses one; its schema left it
+    free, so a payload a schema validator passed was a dead letter."""
+
+    def dict_schema(self, schema: core_schema.DictSchema) -> JsonSchemaValue:
+        out = super().dict_schema(schema)
+        if "patternProperties" in out:
+            out["additionalProperties"] = False
+        return out
+
+
 def render(name: str) -> str:
-    schema = SCHEMAS[name].model_json_schema(mode="serialization")
+    schema = SCHEMAS[name].model_json_schema(mode="serialization", schema_generator=_AsStrict)
     schema["$schema"] = DIALECT
     schema["$id"] = f"https://cityvitals.example/schemas/{name}.json"
     return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

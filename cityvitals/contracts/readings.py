@@ -87,6 +87,9 @@ class ReadingPayload(Contract):
     device_id: Identifier | None = None
     ts: UtcDatetime
     seq: Seq
+    """The device's sequence number, an integer written without a fraction: ``3.0`` is
+    refused (a payload is read strictly, as its types say; JSON Schema counts ``3.0`` as an
+    integer)."""
     values: dict[MetricName, MeasuredFloat] = Field(min_length=1, max_length=64)
 
 
@@ -109,6 +112,8 @@ class CameraEventPayload(Contract):
     camera_id: Identifier | None = None
     ts: UtcDatetime
     seq: Seq
+    """The camera's sequence number, an integer written without a fraction (``3.0`` is
+    refused, as for a reading)."""
     event_type: CameraEventType
     value: MeasuredFloat
     confidence: float = Field(ge=0.0, le=1.0)

@@ -49,3 +49,22 @@ def test_the_feedback_schema_takes_the_actions_people_may_send_alone() -> None:
     for platform_only in ("escalate", "dispatch", "open", "attach"):
         with pytest.raises(jsonschema.ValidationError, match=platform_only):
             jsonschema.validate({**feedback, "action": platform_only}, schema)
+
+
+def test_a_metric_name_the_gateway_refuses_is_refused_by_the_payload_schema() -> None:
+    """A device team validating its payloads against the published schema meets the refusals
+    the gateway makes: a metric named outside the pattern (``Water Level``), in a reading and
+    in a pack, was left free by the schema and dead-lettered by the gateway."""
+    import jsonschema
+
+    from cityvitals.contracts import ReadingPayload
+
+    reading = {"ts": "2026-12-07T08:00:00Z", "seq": 1, "values": {"water_level_cm": 3}}
+    jsonschema.validate(reading, json.loads(render("mqtt.readings")))
+    ReadingPayload.model_validate(reading)
+    wrong = {**reading, "values": {"Water Level": 3}}
+    for name, payload in (("mqtt.readings", wrong), ("mqtt.readings.pack", [reading, wrong])):
+        with pytest.raises(jsonschema.ValidationError, match="Water Level"):
+            jsonschema.validate(payload, json.loads(render(name)))
+    with pytest.raises(ValueError, match="Water Level"):
+        ReadingPayload.model_validate(wrong)
