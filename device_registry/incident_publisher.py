@@ -268,3 +268,43 @@ def unknown_department(
         f"no department {department!r}: one of {', '.join(known)} (the incident routing's and "
         "the registry's)"
     )
+
+
+def unnamed_filter(
+    conn: Any,
+    settings: Settings,
+    registered: Iterable[str],
+    *,
+    department: str | None = None,
+    category: str | None = None,
+    device: str | None = None,
+) -> tuple[str, str] | None:
+    """The first listing filter that names nothing the platform knows, with why: a
+    ``department`` neither the incident routing, the registry (``registered``) nor a stored
+    incident has; a ``category`` neither the incident configuration nor a stored incident
+    has; a ``device`` neither the registry nor a stored alert has. None when each names
+    something. A misspelt one would answer an empty list, read as all quiet; one that names
+    only history (a category since removed) still lists it."""
+    stored = {
+        "department": "SELECT 1 FROM incidents WHERE department = %s LIMIT 1",
+        "category": "SELECT 1 FROM incidents WHERE category = %s LIMIT 1",
+        "device": "SELECT 1 FROM devices WHERE device_id = %s"
+        " UNION ALL (SELECT 1 FROM alerts WHERE device_id = %s LIMIT 1)",
+    }
+    for name, value in (("department", department), ("category", category), ("device", device)):
+        if value is None:
+            continue
+        if name == "department":
+            routed, listed = incident_departments(settings), list(registered)
+            why = unknown_department(value, routed, listed)
+        elif name == "category":
+            known = incident_categories(settings)
+            why = None if value in known else f"no category {value!r}; one of: {', '.join(known)}"
+        else:
+            why = f"no device {value!r} in the registry, nor in any alert"
+        if why is None:
+            continue
+        args = (value, value) if name == "device" else (value,)
+        if conn.execute(stored[name], args).fetchone() is None:
+            return name, why
+    return None

@@ -11,7 +11,15 @@ import typer
 
 from cityvitals.contracts import AlertStatus, WarningLevel
 from cityvitals.settings import Settings
-from wiring.cli_common import echo_json, enum_option, fail, known_place, settings, time_option
+from wiring.cli_common import (
+    echo_json,
+    enum_option,
+    fail,
+    known_place,
+    named_filters,
+    settings,
+    time_option,
+)
 
 if TYPE_CHECKING:
     from sinks.alerts import AlertRow
@@ -72,6 +80,8 @@ def list_command(
     with _connect(conf) as conn:
         where = dataclasses.replace(where, place=known_place(conn, place))
         found = list_alerts(conn, where)
+        if not found:
+            named_filters(conn, conf, device=device)
     if as_json:
         echo_json(found, conf)
         return
@@ -178,8 +188,7 @@ def show(
         ),
         f"  {judged(a.metric, a.value, a.threshold, _kind(conf, a.rule_id, a.evidence))}"
         + f"; started {_when(a.started_at, z)}, updated {_when(a.updated_at, z)}, "
-        f"resolved {_when(a.resolved_at, z)}"
-        + (f" ({a.resolution})" if a.resolution else ""),
+        f"resolved {_when(a.resolved_at, z)}" + (f" ({a.resolution})" if a.resolution else ""),
     ]
     if a.evidence:
         lines.append(f"  evidence: {', '.join(a.evidence)}")

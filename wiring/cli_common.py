@@ -85,6 +85,22 @@ def known_place(
     raise fail(f"{option} {place!r}: no such place{hint}")
 
 
+def named_filters(conn: psycopg.Connection[Any], conf: Settings, **filters: str | None) -> None:
+    """Ends the command when a filter's value names nothing the platform knows (a
+    department, category or device: :func:`~device_registry.incident_publisher.unnamed_filter`);
+    asked when a listing came back empty, where "no incidents" would read as all quiet."""
+    from device_registry.incident_publisher import unnamed_filter
+
+    registered = [r[0] for r in conn.execute("SELECT department_id FROM departments")]
+    try:
+        unnamed = unnamed_filter(conn, conf, registered, **filters)
+    except (OSError, ValueError) as exc:
+        raise fail(f"the incident configuration cannot be read: {exc}") from None
+    if unnamed is not None:
+        name, why = unnamed
+        raise fail(f"--{name} {filters[name]!r}: {why}")
+
+
 def parse_utc(text: str) -> datetime:
     """An ISO time or date; without a zone it is UTC.
 

@@ -33,6 +33,7 @@ from wiring.cli_common import (
     fail,
     in_order,
     known_place,
+    named_filters,
     parse_when,
     settings,
     time_option,
@@ -164,6 +165,8 @@ def list_command(
     with _database(conf) as conn:
         where = dataclasses.replace(where, place=known_place(conn, place))
         found = list_incidents(conn, where)
+        if not found:
+            named_filters(conn, conf, department=department, category=category)
     if as_json:
         echo_json(found, conf)
         return

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from cityvitals.contracts import IDENTIFIER, AlertStatus, WarningLevel
 from device_registry.access import User
-from device_registry.api.auth import check_scope, place_filter, require, visible
+from device_registry.api.auth import check_scope, place_filter, refuse_unnamed, require, visible
 from device_registry.api.bodies import NOT_FOUND, RETRY_LATER
 from device_registry.api.deps import Offset, PageSize, PathId, Reader, Time, as_utc, page
 from device_registry.api.errors import NotFound
@@ -54,6 +54,8 @@ def alerts(
         offset=offset,
     )
     found = page(list_alerts(registry.conn, where), limit, offset, request, response)
+    if not found and device:  # an empty list must not hide a misspelling
+        refuse_unnamed(registry, request, device=device)
     return visible(user, found, lambda a: a.place_path)
 
 

@@ -213,6 +213,23 @@ def require_city(user: User, what: str) -> None:
         )
 
 
+def refuse_unnamed(registry: Registry, request: Request, **filters: str | None) -> None:
+    """422 naming the query parameter whose value names nothing the platform knows (a
+    department, category or device: :func:`~device_registry.incident_publisher.unnamed_filter`),
+    asked when a listing came back empty: a misspelling must not read as all quiet. 503 when
+    the incident configuration cannot be read."""
+    from device_registry.incident_publisher import unnamed_filter
+
+    registered = [d.department_id for d in registry.list_departments()]
+    try:
+        unnamed = unnamed_filter(registry.conn, request.app.state.settings, registered, **filters)
+    except (OSError, ValueError) as exc:
+        raise HTTPException(503, f"the incident configuration cannot be read: {exc}") from exc
+    if unnamed is not None:
+        name, why = unnamed
+        raise FieldError(422, ("query", name), why, filters[name])
+
+
 def place_filter(
     user: User, registry: Registry, place: str | None, param: str = "place"
 ) -> tuple[str, ...] | None:

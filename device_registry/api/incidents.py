@@ -42,6 +42,7 @@ from device_registry.api.auth import (
     check_permission,
     check_scope,
     place_filter,
+    refuse_unnamed,
     require,
     require_city,
     visible,
@@ -196,6 +197,8 @@ def incidents(
         offset=offset,
     )
     found = page(list_incidents(registry.conn, where), limit, offset, request, response)
+    if not found and (department or category):  # an empty list must not hide a misspelling
+        refuse_unnamed(registry, request, department=department, category=category)
     return visible(user, found, lambda i: i.place_path)
 
 

@@ -329,6 +329,10 @@ def test_the_cli_lists_and_shows_alerts_in_the_city_zone(town: Settings) -> None
     assert both.exit_code == 1 and "exclude each other" in both.output
     when = run(town, "list", "--since", "yesterday")
     assert when.exit_code == 1 and "--since" in when.output
+    ghost = run(town, "list", "--device", "nosuch-device")
+    assert ghost.exit_code == 1, ghost.output
+    assert "--device 'nosuch-device': no device 'nosuch-device' in the registry" in ghost.output
+    assert run(town, "list", "--device", "tb-wl-2", "--resolved").output == "no alerts\n"
 
 
 @pytest.fixture(scope="module")
@@ -371,6 +375,27 @@ def test_the_api_lists_and_shows_alerts(pipeline: Pipeline, api: httpx.Client) -
     assert api.get(f"/alerts/{made['wet']}").json()["incident"] is None
     missing = api.get(f"/alerts/{'a' * 32}")
     assert missing.status_code == 404 and f"alert {'a' * 32!r}" in missing.json()["detail"]
+
+    # A filter naming nothing is refused, as a place is: its empty list would read as quiet.
+    # One that names something (a registered device with no alert, a routed department, a
+    # category of the configuration, none with incidents here) answers the empty list.
+    quiet_device = pipeline.register("water_level", f"{city}/{city}-d/{city}-s1")[0]
+    for path, params, field, said in (
+        ("/alerts", {"device": "nosuch-device"}, "device", "no device 'nosuch-device'"),
+        ("/incidents", {"department": "stret-ops"}, "department", "no department 'stret-ops'"),
+        ("/incidents", {"category": "lava"}, "category", "no category 'lava'; one of:"),
+    ):
+        refused = api.get(path, params={**mine, **params})
+        assert refused.status_code == 422, refused.text
+        (problem,) = refused.json()["detail"]
+        assert problem["loc"] == ["query", field] and said in problem["msg"], problem
+    for path, params in (
+        ("/alerts", {"device": quiet_device}),
+        ("/incidents", {"department": "street-ops"}),
+        ("/incidents", {"category": "flooding", "state": "closed"}),
+    ):
+        named = api.get(path, params={**mine, **params})
+        assert (named.status_code, named.json()) == (200, []), named.text
 
     # An anomaly alert's why, as numbers: kept from its firing when its resolution has none.
     why = AnomalyWhy(cause=AnomalyCause.NOVEL, measured=400.0, expected=52.5, low=40.1,

@@ -810,6 +810,14 @@ def test_the_cli_lists_shows_and_measures_in_the_city_zone(town: Settings) -> No
     assert [i["incident_id"] for i in data] == [three, made["one"].incident_id]
     typo = run(town, "list", "--place", "tc-s9")  # not "no incidents", read as all quiet
     assert typo.exit_code == 1 and "--place 'tc-s9': no such place" in typo.output
+    for option, value, said in (
+        ("--department", "watr", "--department 'watr': no department 'watr': one of"),
+        ("--category", "lava", "--category 'lava': no category 'lava'; one of: general"),
+    ):
+        misspelt = run(town, "list", option, value)
+        assert misspelt.exit_code == 1 and said in misspelt.output, misspelt.output
+    # a department routed to (or registered) that has no incident lists none
+    assert run(town, "list", "--department", "city-ops").output == "no incidents\n"
     assert data[0]["opened_at"].endswith("+08:00")
 
     shown = run(town, "show", three)
