@@ -188,7 +188,12 @@ def _gateway_to_stream(hops: Mapping[str, Hop]) -> Line:
     if restarted:
         return Line(what, sent, got, None, f"not comparable: {restarted}")
     if got >= sent:
-        extra = f" ({got - sent} replayed, at least once: not a loss)" if got > sent else ""
+        extra = (
+            f" ({got - sent} more: replayed at least once, or sent by another producer of"
+            " readings.raw: not a loss)"
+            if got > sent
+            else ""
+        )
         return Line(what, sent, got, True, f"OK{extra}")
     return Line(
         what,
