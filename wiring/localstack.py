@@ -667,7 +667,8 @@ def drain(settings: Settings, running: Callable[[str], bool], timeout: float = D
             if empty == 2:
                 return Drained(
                     "the stream and the sinks stored everything Kafka held (readings, alerts,"
-                    f" incidents) ({waited:.1f} s)",
+                    f" incidents) ({waited:.1f} s); the topics end with the broker, and the"
+                    " offsets other consumers committed (the API and the tables keep it all)",
                     True,
                 )
             down = [name for name in ("postgres", "streams", "sinks") if not running(name)]
