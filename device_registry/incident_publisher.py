@@ -69,9 +69,11 @@ def make_feedback(
     tier: Tier | None = None,
     dispatch_id: str | None = None,
     now: datetime | None = None,
+    feedback_id: str | None = None,
 ) -> Feedback:
-    """A feedback with a fresh ``feedback_id``; raises :class:`BadAction`, or pydantic's
-    ``ValidationError`` naming the field (e.g. a reassign without a department)."""
+    """A feedback with ``feedback_id`` (the sender's, else a fresh one); raises
+    :class:`BadAction`, or pydantic's ``ValidationError`` naming the field (e.g. a reassign
+    without a department)."""
     try:
         kind = Action(action)
     except ValueError:
@@ -79,7 +81,7 @@ def make_feedback(
     if kind not in FEEDBACK_ACTIONS:
         raise BadAction(action)
     return Feedback(
-        feedback_id=uuid.uuid4().hex,
+        feedback_id=feedback_id or uuid.uuid4().hex,
         incident_id=incident_id,
         dispatch_id=dispatch_id,
         action=kind,

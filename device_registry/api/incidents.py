@@ -128,6 +128,11 @@ class ActionBody(_Body):
         description="an admin acting for someone names them (else the X-Actor header, "
         "else the user)",
     )
+    feedback_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] | None = Field(
+        default=None,
+        description="the sender's own id of this action (32 hex digits; else a fresh one): "
+        "a request sent again with it, after an answer that never came, counts once",
+    )
 
 
 class Sent(BaseModel):
@@ -343,6 +348,7 @@ def act(
             department=body.department,
             tier=body.tier,
             dispatch_id=body.dispatch_id,
+            feedback_id=body.feedback_id,
         )
     except BadAction as exc:
         raise FieldError(422, ("body", "action"), str(exc), body.action) from exc

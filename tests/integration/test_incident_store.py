@@ -1094,6 +1094,17 @@ def test_api_actions_send_a_feedback_and_refuse_what_does_not_fit(
         "itest-api (admin)",
         "seen it dry",
     )
+    # A sender's own id makes a request sent again (its answer lost) count once: the same
+    # feedback_id, which the incident stage takes once.
+    mine = uuid.uuid4().hex
+    for _ in range(2):
+        again = api.post(path, json={"action": "note", "reason": "again", "feedback_id": mine})
+        assert (again.status_code, again.json()["feedback_id"]) == (202, mine), again.text
+    malformed = api.post(path, json={"action": "note", "feedback_id": "fb-1"})
+    assert malformed.status_code == 422 and malformed.json()["detail"][0]["loc"] == [
+        "body",
+        "feedback_id",
+    ]
 
     bad = api.post(path, json={"action": "dispatch"})
     assert bad.status_code == 422
