@@ -120,9 +120,9 @@ class DispatchSink(SqlSink):
         INSERT INTO dispatches (dispatch_id, kind, incident_id, incidents, department, tier,
                                 tier_place_id, category, level, place_id, place_path, title,
                                 accept_by, handle_by, ts, withdraws, revises, reason, summary,
-                                signals, devices)
+                                signals, devices, alerts)
         VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-                %s)
+                %s, %s)
         ON CONFLICT DO NOTHING
     """
 
@@ -150,6 +150,7 @@ class DispatchSink(SqlSink):
                 d.summary,
                 list(d.signals),
                 list(d.devices),
+                list(d.alerts),
             )
             for d in batch
         ]

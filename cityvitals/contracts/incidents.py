@@ -238,6 +238,9 @@ class DispatchOrder(Contract):
     devices: tuple[Identifier, ...] = Field(default=(), max_length=50)
     """The devices behind the incident (a digest: behind all it lists), as the registry knows
     them (their places and coordinates: ``GET /devices/{id}``)."""
+    alerts: tuple[HexId, ...] = Field(default=(), max_length=50)
+    """The alerts firing when the order was sent, in the order of ``signals`` (what each said
+    last): their ``alert_id`` on the ``alerts`` topic."""
 
 
 def _feedback_actions(schema: dict[str, Any]) -> None:

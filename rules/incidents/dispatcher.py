@@ -81,6 +81,7 @@ def _dispatch(
     if others:
         summary = "; ".join(f"{x.incident.title}: {x.said}" for x in listed if x.said)
     signals = tuple(said[:2000] for x in listed for said in x.firing_said.values())
+    alerts = tuple(alert_id for x in listed for alert_id in x.firing_said)
     devices = tuple(dict.fromkeys(d for x in listed for d in x.incident.devices))
     dispatch = DispatchOrder(
         dispatch_id=derive_id(inc.incident_id, t.orders),
@@ -97,6 +98,7 @@ def _dispatch(
         summary=summary[:2000],
         signals=signals[:SIGNALS_SENT],
         devices=devices[:SIGNALS_SENT],
+        alerts=alerts[:SIGNALS_SENT],
         ts=now,
         **fields,
     )

@@ -228,6 +228,7 @@ def test_a_flooded_street_is_one_incident_dispatched_once_at_street_tier(
     # The order says what its alert said, depth and limit, so a crew needs no call back.
     assert order.summary.startswith("water 8 cm at ") and "reached 5 cm (blue)" in order.summary
     assert order.summary in order.signals and order.devices  # every alert firing, its devices
+    assert len(order.alerts) == len(order.signals) and set(order.alerts) <= set(inc.alerts)
     assert len(latest(updates(incidents, street.street))) == 1
 
     def detail() -> IncidentDetail | None:  # once the sinks stored the incident and its alerts
@@ -241,10 +242,11 @@ def test_a_flooded_street_is_one_incident_dispatched_once_at_street_tier(
     # The duty officer sees what the camera saw: its event's snapshot, not only report photos.
     stored = wait_for(detail, what="the incident and its alerts stored")
     kept = stored.dispatches[0]  # as the table keeps it
-    assert (kept.summary, kept.signals, kept.devices) == (
+    assert (kept.summary, kept.signals, kept.devices, kept.alerts) == (
         order.summary,
         order.signals,
         order.devices,
+        order.alerts,
     )
     camera = next(d for d in inc.devices if "camera" in d)
     assert [(c.camera_id, c.event_type) for c in stored.camera_snapshots] == [

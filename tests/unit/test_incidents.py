@@ -593,6 +593,10 @@ def test_a_storm_beyond_the_budget_becomes_one_digest() -> None:
     # what every incident it lists said, not the first's alone
     assert digest.devices == ("gas-3", "gas-4", "gas-5", "gas-6")
     assert digest.signals == tuple(f"gas-lel at gas-{i} (yellow)" for i in range(3, 7))
+    # and which alert said each: a consumer of the dispatch topic ties the order to them
+    said_by = {a: s for t in held for a, s in t.firing_said.items()}
+    assert [said_by[a] for a in digest.alerts] == list(digest.signals)
+    assert set(digest.alerts) == {a for t in held for a in t.incident.alerts}
     assert digest.summary == "; ".join(
         f"gas at g{i}: gas-lel at gas-{i} (yellow)" for i in range(3, 7)
     )
