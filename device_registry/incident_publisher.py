@@ -24,6 +24,7 @@ from cityvitals.contracts import (
     Action,
     CitizenReport,
     Feedback,
+    Incident,
     Place,
     ReportChannel,
     Tier,
@@ -32,6 +33,7 @@ from cityvitals.contracts import (
 from cityvitals.kafka import KafkaUnavailable, partition_count
 from cityvitals.settings import Settings
 from cityvitals.topics import Topic, partition_for
+from device_registry.access import action_permission
 from rules.incidents import GENERAL, OUTAGE_CATEGORY, load_incident_config
 from rules.ruleset import parse_rules
 
@@ -40,12 +42,14 @@ __all__ = [
     "BadAction",
     "IncidentPublisher",
     "NamedPlaces",
+    "answered_order",
     "incident_categories",
     "incident_departments",
     "make_feedback",
     "make_report",
     "named_places",
     "unknown_department",
+    "unnamed_filter",
 ]
 
 
@@ -270,6 +274,21 @@ def unknown_department(
         f"no department {department!r}: one of {', '.join(known)} (the incident routing's and "
         "the registry's)"
     )
+
+
+def answered_order(incident: Incident, action: str) -> str | None:
+    """The order a department's answer (accept, reject, on_site, handled) is to: the
+    incident's current order as the sender saw it (stored). Sent with it, the answer cannot
+    land on an order that replaced it meanwhile: a second reject, a double click, went to
+    the next department's order and sent the incident up two tiers; an accept sent as the
+    order escalated became the district's. The incident stage refuses an answer to an order
+    no longer current (a revision of it is the order). None for the other actions.
+
+    >>> shown = Incident.model_construct(dispatch_id="d" * 32)
+    >>> answered_order(shown, "reject") == "d" * 32, answered_order(shown, "close")
+    (True, None)
+    """
+    return incident.dispatch_id if action_permission(action) == "incidents.feedback" else None
 
 
 def unnamed_filter(

@@ -337,6 +337,7 @@ def act(
     from device_registry.incident_publisher import (
         BadAction,
         IncidentPublisher,
+        answered_order,
         incident_departments,
         make_feedback,
         unknown_department,
@@ -355,7 +356,7 @@ def act(
     chosen_tier = enum_option(Tier, tier, "--tier")
     actor = os_actor() if actor is None else f"{actor} (via {os_actor()})"
 
-    def feedback_on(incident_id: str) -> Feedback:
+    def feedback_on(incident_id: str, shown: str | None = None) -> Feedback:
         try:
             return make_feedback(
                 incident_id,
@@ -364,7 +365,7 @@ def act(
                 reason=reason,
                 department=department,
                 tier=chosen_tier,
-                dispatch_id=dispatch,
+                dispatch_id=dispatch or shown,
             )
         except BadAction as exc:
             raise fail(str(exc)) from None
@@ -379,7 +380,7 @@ def act(
             incident = get_incident(registry.conn, find_incident(registry.conn, incident_id))
         except (UnknownIncident, AmbiguousIncident) as exc:
             raise fail(str(exc)) from None
-        feedback = feedback_on(incident.incident_id)
+        feedback = feedback_on(incident.incident_id, answered_order(incident, action))
         # The state as stored may be a step behind the stage: a close it thinks early only
         # asks for a reason the stage would not need.
         unexplained = close_without_reason(incident.state, feedback.action, reason)

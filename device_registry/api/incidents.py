@@ -62,6 +62,7 @@ from device_registry.api.errors import FieldError, NotFound
 from device_registry.incident_publisher import (
     BadAction,
     IncidentPublisher,
+    answered_order,
     incident_categories,
     incident_departments,
     make_feedback,
@@ -347,7 +348,7 @@ def act(
             reason=body.reason,
             department=body.department,
             tier=body.tier,
-            dispatch_id=body.dispatch_id,
+            dispatch_id=body.dispatch_id or answered_order(found, body.action),
             feedback_id=body.feedback_id,
         )
     except BadAction as exc:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema
 import psycopg
 import pytest
@@ -431,6 +432,72 @@ def test_act_waits_for_what_the_incident_stage_did_with_it(
     )
     made = {f for (f,) in steps}
     assert first.feedback_id in made and again.feedback_id not in made
+
+
+def test_a_department_s_answer_sent_twice_does_not_land_on_the_next_order(
+    pipeline: Pipeline, logs: Callable[[Topic], TopicLog]
+) -> None:
+    """A street crew's reject, sent twice at once (a double click): the first sends the
+    incident to the next route; the second answered the street's order, which is no longer
+    the order, and is refused. Sent without naming it, it was taken as the district's reject
+    and sent the incident to the city, the district never told."""
+    from cityvitals.contracts import Department
+    from device_registry.access import Role
+    from tests.integration.conftest import add_user, bearer
+
+    incidents = logs(Topic.INCIDENTS)
+    street = Street(pipeline)
+    street.water(street.sensor(0), 8.0)
+    incident_id = one_incident(incidents, street.street, alerts=1).incident.incident_id
+    wait_for(
+        lambda: pipeline.query(
+            "SELECT 1 FROM incidents WHERE incident_id = %s AND department = 'street-ops'",
+            incident_id,
+        ),
+        what="the street's order stored",
+    )
+    with open_registry(pipeline.settings) as registry:  # the routing's, as a user's needs it
+        registry.put_department(Department(department_id="street-ops", name="Street"), "itest")
+    crew = f"crew-{uuid.uuid4().hex[:6]}"
+    token = add_user(pipeline.settings, crew, Role.DEPARTMENT_OPERATOR, department="street-ops")
+    path = f"/incidents/{incident_id}/actions"
+    base = f"http://127.0.0.1:{pipeline.settings.api_port}"
+    with httpx.Client(base_url=base, headers=bearer(token), timeout=60) as api:
+        first = api.post(path, json={"action": "reject", "reason": "not ours"})
+        second = api.post(path, json={"action": "reject", "reason": "not ours"})
+    assert first.status_code == 202, first.text
+    # The second is refused here (the order stored moved on) or by the stage (sent first).
+    assert second.status_code in (202, 403), second.text
+    if second.status_code == 202:
+        refused = second.json()["feedback_id"]
+        with db.connect(pipeline.settings) as conn:
+            found = wait_for(
+                lambda: [
+                    r
+                    for r in refusals(conn, datetime.now(UTC) - timedelta(minutes=5))
+                    if r.feedback_id == refused
+                ],
+                what="the second reject refused",
+            )
+        assert "is not the incident's current" in found[0].reason, found[0].reason
+    moved = wait_for(
+        lambda: pipeline.query(
+            "SELECT department, tier FROM incidents WHERE incident_id = %s AND department"
+            " <> 'street-ops'",
+            incident_id,
+        ),
+        what="the incident at the next route",
+    )
+    time.sleep(3)  # the stage has had time to take the second
+    rejects = pipeline.query(
+        "SELECT department FROM incident_transitions WHERE incident_id = %s AND action = 'reject'",
+        incident_id,
+    )
+    assert rejects == [("street-ops",)]  # one reject, the street's
+    now = pipeline.query(
+        "SELECT department, tier FROM incidents WHERE incident_id = %s", incident_id
+    )
+    assert now == moved and now[0][1] == "district", now  # the next route, not the city
 
 
 def test_an_unaccepted_dispatch_escalates_to_district_then_city(
