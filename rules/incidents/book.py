@@ -52,6 +52,9 @@ class Tracked(BaseModel):
     """alert id -> what it said last, while it fires: every dispatch order carries them all
     (the depth still, when the latest signal was the rate of its rise)."""
     quiet_since: UtcDatetime | None = None
+    back_since: UtcDatetime | None = None
+    """When an alert of it began firing again after it was verified or closed (a flap), while
+    any fires: one that keeps firing for ``verify.quiet`` is no flap, and reopens it."""
     orders: int = 0
     """Dispatch orders sent so far: the next one's number."""
     refused_by: list[tuple[str, Tier]] = Field(default_factory=list)

@@ -255,6 +255,7 @@ class Desk(Dispatcher):
             return
         if level is not None and state in (IncidentState.VERIFIED, IncidentState.CLOSED):
             self._refresh(t, device_id)
+            t.back_since = t.back_since or now
             t.incident = t.incident.model_copy(update={"flaps": t.incident.flaps + 1})
             self._step(t, Action.ATTACH, now, out, reason=f"flap: {reason or level.value}")
             return
@@ -432,6 +433,8 @@ class Desk(Dispatcher):
         for t in list(self.book.incidents.values()):
             self._deadlines(t, now, out)
             inc = t.incident
+            if self._back(t, now, out):
+                continue
             quiet = t.quiet_since is not None and now - t.quiet_since >= self.config.verify.quiet
             # Every alert ended on a measurement (none fell silent): the sensors can verify.
             measured = (bool(t.alerts) or t.outage_id is not None) and not t.blind
@@ -451,6 +454,18 @@ class Desk(Dispatcher):
                     self.book.drop(inc.incident_id)
         self._digests(now, out)
         return out
+
+    def _back(self, t: Tracked, now: datetime, out: Outcome) -> bool:
+        """Reopen a verified or closed incident whose alerts fire again, and have for
+        ``verify.quiet`` (as long as its sensors had to be quiet to verify it): the problem is
+        back, not a sensor flapping, and goes out afresh. True when it reopened."""
+        state, waited = t.incident.state, self.config.verify.quiet
+        if t.back_since is None or not t.firing or now - t.back_since < waited:
+            return False
+        minutes = max(1, round(waited.total_seconds() / 60))
+        reason = f"firing again for {minutes} min after {state.value}: {t.said}"
+        self._reopen(t, now, out, reason)
+        return True
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -543,8 +558,10 @@ class Desk(Dispatcher):
         firing = t.firing
         if firing:
             t.quiet_since = None
-        elif t.quiet_since is None:
-            t.quiet_since = t.last_signal
+        else:
+            t.back_since = None  # a flap that ended
+            if t.quiet_since is None:
+                t.quiet_since = t.last_signal
         t.incident = inc.model_copy(
             update={
                 "alerts": tuple(t.alerts),
@@ -570,7 +587,7 @@ class Desk(Dispatcher):
         floor = t.incident.tier if again else None
         if not again:
             t.refused_by = []
-        t.verified_at = t.closed_at = None
+        t.verified_at = t.closed_at = t.back_since = None
         t.incident = t.incident.model_copy(update=UNSEEN)
         self._step(t, Action.REOPEN, now, out, actor=actor, reason=reason, to=IncidentState.NEW)
         self._dispatch(t, now, out, at_least=floor)

@@ -489,6 +489,34 @@ def test_a_flapping_sensor_is_one_incident_and_never_reopens_it() -> None:
     assert len(out.dispatches) == 1
 
 
+def test_a_problem_back_for_as_long_as_it_took_to_verify_reopens_the_closed_incident() -> None:
+    """A flap (a new episode soon after the close, which resolves) stays a flap; one that
+    keeps firing for ``verify.quiet`` (15 min) is the problem back: the incident reopens and
+    goes out afresh. It sat closed as a flap, nobody dispatched, for up to an hour."""
+    desk = desk_with()
+    place = (*STREET, "g1")
+    out = run(desk, [alert("waterlogging-depth", "wl-1", place, 0)])
+    incident_id = only_incident(desk)
+    close_loop(desk, incident_id, out.dispatches[0].dispatch_id)
+    run(desk, [alert("waterlogging-depth", "wl-1", place, 2, status="resolved", revision=1)])
+    run(desk, [tick(60), tick(61)])
+    t = desk.book.incidents[incident_id]
+    assert t.incident.state is IncidentState.CLOSED
+    blip = [
+        alert("waterlogging-depth", "wl-1", place, 62, episode=1),
+        alert("waterlogging-depth", "wl-1", place, 64, status="resolved", revision=1, episode=1),
+    ]
+    assert run(desk, [*blip, tick(70), tick(80)]).dispatches == []  # a flap, over
+    assert t.incident.state is IncidentState.CLOSED and t.incident.flaps == 1
+    run(desk, [alert("waterlogging-depth", "wl-1", place, 81, episode=2)])
+    assert run(desk, [tick(95)]).dispatches == []  # 14 minutes: still a flap, perhaps
+    out = run(desk, [tick(96)])
+    (reopen,) = [u.transition for u in out.updates if u.transition.action is Action.REOPEN]
+    assert reopen.reason.startswith("firing again for 15 min after closed: ")
+    assert len(out.dispatches) == 1 and out.dispatches[0].kind is DispatchKind.ORDER
+    assert t.incident.state is IncidentState.DISPATCHED
+
+
 def test_an_area_outage_is_one_incident_that_mutes_the_silent_devices_alerts() -> None:
     desk = desk_with()
     out = run(
