@@ -123,9 +123,13 @@ OPEN_INCIDENTS = """
                       (SELECT d.summary FROM dispatches d WHERE d.incident_id = i.incident_id
                         ORDER BY d.ts DESC LIMIT 1),
                       '') AS said
-           , (SELECT coalesce(json_object_agg(a.alert_id, a.summary), '{}'::json)
+           , (SELECT coalesce(json_object_agg(a.alert_id, a.summary ORDER BY a.updated_at),
+                              '{}'::json)
                 FROM alerts a WHERE a.alert_id = ANY(i.alerts) AND a.status = 'firing')
                AS firing_said
+           , (SELECT coalesce(json_object_agg(a.alert_id, a.level), '{}'::json)
+                FROM alerts a WHERE a.alert_id = ANY(i.alerts) AND a.status = 'firing')
+               AS firing_level
            , (SELECT json_build_array(t.action, t.actor) FROM incident_transitions t
                WHERE t.incident_id = i.incident_id
                  AND t.action IN ('dispatch', 'escalate', 'reassign')
@@ -152,6 +156,7 @@ def open_incidents(settings: Settings) -> list[Tracked]:
         orders, alerts, breached = row.pop("orders"), row.pop("alert_states"), row.pop("breached")
         revisions, blind, said = row.pop("revisions"), row.pop("blind"), row.pop("said")
         firing_said = row.pop("firing_said") or {}
+        firing_level = row.pop("firing_level") or {}
         action, actor = row.pop("routed") or ("", "")
         try:
             incident = Incident.model_validate(row)
@@ -171,6 +176,7 @@ def open_incidents(settings: Settings) -> list[Tracked]:
                 {str(a): str(summary) for a, summary in firing_said.items()},
                 # who moved it to its department last: a person's reassignment holds
                 actor if action == Action.REASSIGN and actor != PLATFORM else None,
+                {str(a): WarningLevel(level) for a, level in firing_level.items()},
             )
         )
     return found

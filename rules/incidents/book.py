@@ -51,6 +51,19 @@ class Tracked(BaseModel):
     firing_said: dict[str, str] = Field(default_factory=dict)
     """alert id -> what it said last, while it fires: every dispatch order carries them all
     (the depth still, when the latest signal was the rate of its rise)."""
+    firing_level: dict[str, WarningLevel] = Field(default_factory=dict)
+    """alert id -> its level, while it fires: an order's summary is what the worst said."""
+
+    @property
+    def worst_said(self) -> str:
+        """What the latest of its alerts firing at the highest level said (a gauge at 26 cm,
+        orange, not the latest at 19 cm, yellow), else what its latest signal said."""
+        top = max(self.firing_level.values(), key=lambda level: level.rank, default=None)
+        for alert_id in reversed(self.firing_said if top is not None else {}):
+            if self.firing_level.get(alert_id) is top:
+                return self.firing_said[alert_id]
+        return self.said
+
     quiet_since: UtcDatetime | None = None
     back_since: UtcDatetime | None = None
     """When an alert of it began firing again after it was verified or closed (a flap), while
@@ -95,6 +108,7 @@ def resumed(
     said: str = "",
     firing_said: Mapping[str, str] | None = None,
     assigned_by: str | None = None,
+    firing_level: Mapping[str, WarningLevel] | None = None,
 ) -> Tracked:
     """An incident as the database holds it, tracked again by a desk whose book is empty (the
     local stack's Kafka keeps nothing across a restart): with its id, revision, alerts (id ->
@@ -104,7 +118,7 @@ def resumed(
     ran out already; ``revisions``: the ids of its revisions; ``blind``: ``rule|device`` of its
     alerts whose latest episode ended without a measurement (stale, retired); ``said``: what its
     latest signal said, and ``firing_said``: what each alert firing said, as its dispatch
-    orders carry them; ``assigned_by``: the person who reassigned it to its department, when
+    orders carry them (``firing_level``: at which level); ``assigned_by``: the person who reassigned it to its department, when
     the last move was theirs (a category taking it over leaves it there). What only the
     book kept starts afresh: feedback ids, an outage's id and muted alerts, a storm's budget.
 
@@ -130,6 +144,7 @@ def resumed(
         blind=list(blind),
         said=said,
         firing_said=dict(firing_said or {}),
+        firing_level=dict(firing_level or {}),
         assigned_by=assigned_by,
         verified_at=incident.updated_at if state is IncidentState.VERIFIED else None,
         closed_at=incident.updated_at if state is IncidentState.CLOSED else None,

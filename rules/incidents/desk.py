@@ -85,8 +85,10 @@ class Desk(Dispatcher):
             t.alerts[alert.alert_id] = (alert.revision, firing)
             reason = self._said(alert, now)  # which alert, and what it measured
             t.firing_said.pop(alert.alert_id, None)  # (the latest said last)
+            t.firing_level.pop(alert.alert_id, None)
             if firing:
                 t.said = t.firing_said[alert.alert_id] = reason
+                t.firing_level[alert.alert_id] = alert.level
             else:  # the latest of those still firing, or that this one ended
                 t.said = next(reversed(t.firing_said.values()), reason)
             if self._unmeasured(t, alert):
@@ -123,6 +125,7 @@ class Desk(Dispatcher):
             new.incident = new.incident.model_copy(update={"title": title[:500]})
             new.alerts[alert.alert_id] = (alert.revision, True)
             new.said = new.firing_said[alert.alert_id] = self._said(alert, now)
+            new.firing_level[alert.alert_id] = alert.level
             self.book.put(new)
             self._refresh(new, alert.device_id)
             self._step(new, Action.OPEN, now, out, reason=new.said, new=True)
@@ -130,6 +133,7 @@ class Desk(Dispatcher):
             return
         joined.alerts[alert.alert_id] = (alert.revision, True)
         joined.said = joined.firing_said[alert.alert_id] = self._said(alert, now)
+        joined.firing_level[alert.alert_id] = alert.level
         self.book.by_alert[alert.alert_id] = joined.incident.incident_id
         if joined.incident.category in self.config.category(category).takes_over:
             self._take_over(joined, category, alert.level, now, out, alert.device_id)
@@ -343,7 +347,9 @@ class Desk(Dispatcher):
         """The incident's level rose while a department works to its order. Beyond what its
         tier handles (the route's ``up_to``) the incident goes up to the lowest tier that
         does, as an escalation; else the order's limits become the new level's, counted from
-        now, where that is sooner, and the department is sent a revision of its order."""
+        now, where that is sooner, and the department is sent a revision of its order (its
+        limits unchanged when the new level's are not sooner: it is told the level all the
+        same, its order read the level it was sent at)."""
         inc = t.incident
         assert inc.tier is not None and inc.accept_by is not None and inc.handle_by is not None
         to = route(self.config, inc.category, inc.place_path, inc.level, exclude=set(t.refused_by))
@@ -357,12 +363,13 @@ class Desk(Dispatcher):
         accept_by, handle_by = inc.accept_by, min(inc.handle_by, now + handle)
         if inc.state is IncidentState.DISPATCHED:  # not accepted yet: its accepting limit too
             accept_by = min(inc.accept_by, now + accept)
-        if (accept_by, handle_by) == (inc.accept_by, inc.handle_by):
-            return
+        same = (accept_by, handle_by) == (inc.accept_by, inc.handle_by)
         t.incident = inc.model_copy(update={"accept_by": accept_by, "handle_by": handle_by})
         by = f"handle by {self.when(handle_by)}"
         if inc.state is IncidentState.DISPATCHED:
             by = f"accept by {self.when(accept_by)}, {by}"
+        if same:
+            by += " (limits unchanged)"
         self._step(t, Action.NOTE, now, out, reason=f"{now_level}: {by}")
         assert inc.dispatch_id is not None
         revision = self._notice(

@@ -77,9 +77,9 @@ def _dispatch(
     signal said, and carries all their alerts firing and devices."""
     inc = t.incident
     listed = (t, *others)
-    summary = t.said
+    summary = t.worst_said
     if others:
-        summary = "; ".join(f"{x.incident.title}: {x.said}" for x in listed if x.said)
+        summary = "; ".join(f"{x.incident.title}: {x.worst_said}" for x in listed if x.worst_said)
     signals = tuple(said[:2000] for x in listed for said in x.firing_said.values())
     alerts = tuple(alert_id for x in listed for alert_id in x.firing_said)
     devices = tuple(dict.fromkeys(d for x in listed for d in x.incident.devices))

@@ -265,6 +265,12 @@ def test_a_flooded_street_is_one_incident_dispatched_once_at_street_tier(
     # what its latest alert said, which the next order carries
     assert back.said in {a.summary for a in stored.alerts}, back.said
     assert sorted(back.firing_said.values()) == sorted(a.summary for a in stored.alerts)
+    # and at which level each fires, so the next order says the worst
+    assert {a: level.value for a, level in back.firing_level.items()} == {
+        a.alert_id: a.level for a in stored.alerts
+    }
+    top = max(back.firing_level.values(), key=lambda level: level.rank)
+    assert back.worst_said in {a.summary for a in stored.alerts if a.level == top.value}
 
 
 def test_a_fire_confirmed_after_a_gas_leak_goes_to_the_fire_service(

@@ -84,6 +84,29 @@ def test_a_flooded_street_is_one_incident_and_one_dispatch_at_street_tier() -> N
     assert incident.state is IncidentState.DISPATCHED
 
 
+def test_a_rise_whose_limits_are_not_sooner_still_tells_the_department() -> None:
+    """The level rose late in the order's time to handle it, where the new level's limits
+    would put it later: the limits stay, and the department still gets a revision saying
+    the level (its order read the level it was sent at; nothing told it of the rise)."""
+    desk = desk_with()
+    out = run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"))])
+    incident_id = only_incident(desk)
+    (order,) = out.dispatches
+    run(desk, [feedback(incident_id, "accept", 1, dispatch_id=order.dispatch_id)])
+    handle_by = desk.book.incidents[incident_id].incident.handle_by
+    assert handle_by == at(240)  # yellow: handled within 4 h
+    run(desk, [alert("waterlogging-depth", "wl-3", (*STREET, "g3"), 100)])  # still wet
+    # orange at 150 min: handled within 2 h would be 270, later than 240
+    rose = run(desk, [alert("waterlogging-depth", "wl-2", (*STREET, "g2"), 150, level="orange")])
+    (revision,) = rose.dispatches
+    assert (revision.kind, revision.revises, revision.level) == (
+        DispatchKind.REVISION,
+        order.dispatch_id,
+        "orange",
+    )
+    assert revision.handle_by == handle_by and revision.reason.endswith("(limits unchanged)")
+
+
 def test_titles_and_reasons_name_places_by_the_registrys_names() -> None:
     """A department reads "flooding at Canal Street", not the street's id; a place the desk
     has no name of (added since its names were read) is named by its id."""
@@ -1185,6 +1208,18 @@ def test_every_order_says_what_the_incidents_latest_signal_said() -> None:
     late = run(back, [tick(600)])
     assert late.dispatches and {d.summary for d in late.dispatches} == {"as stored"}
     assert {d.signals for d in late.dispatches} == {("still firing",)}
+
+
+def test_an_order_says_what_the_worst_signal_said_not_a_lesser_later_one() -> None:
+    """A red gauge, then a yellow one: the escalation to the city says the red (26 cm at
+    another gauge read as "19 cm, yellow" to the tier above)."""
+    desk = desk_with()
+    run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"), 0, level="red")])
+    run(desk, [alert("waterlogging-depth", "wl-2", (*STREET, "g2"), 1)])  # yellow, later
+    assert desk.book.incidents[only_incident(desk)].said.endswith("wl-2 (yellow)")
+    up = [d for d in run(desk, [tick(30)]).dispatches if d.kind is DispatchKind.ESCALATION]
+    assert up and {d.summary for d in up} == {"waterlogging-depth at wl-1 (red)"}
+    assert up[0].signals[-1] == "waterlogging-depth at wl-2 (yellow)"  # all of them, still
 
 
 def test_each_step_of_a_signal_says_which_alert_and_what_it_measured() -> None:
