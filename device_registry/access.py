@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 __all__ = [
+    "ANSWERS",
     "FEEDBACK_ACTIONS",
     "OFFICER_ACTIONS",
     "PERMISSIONS",
@@ -56,14 +57,18 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "incidents.feedback": frozenset({Role.ADMIN, Role.DUTY_OFFICER, Role.DEPARTMENT_OPERATOR}),
     # a citizen report taken on the hotline
     "reports.create": frozenset({Role.ADMIN, Role.DUTY_OFFICER}),
-    "audit.read": frozenset({Role.ADMIN, Role.IOT_ENGINEER}),
+    "audit.read": frozenset({Role.ADMIN, Role.IOT_ENGINEER, Role.DUTY_OFFICER}),
     "users.admin": frozenset({Role.ADMIN}),
 }
 """Permission name -> the roles that have it: the one table every check reads."""
 
-FEEDBACK_ACTIONS = frozenset({"accept", "reject", "on_site", "handled"})
-"""A department's answers to a dispatch (permission ``incidents.feedback``)."""
-OFFICER_ACTIONS = frozenset({"acknowledge", "note", "reassign", "verify", "close", "reopen"})
+ANSWERS = frozenset({"accept", "reject", "on_site", "handled"})
+"""A department's answers to its order: each is to the order it was shown."""
+FEEDBACK_ACTIONS = ANSWERS | {"note"}
+"""What a department sends on an incident dispatched to it (permission
+``incidents.feedback``): its answers, and notes on its progress ("pump 2 failed, two hours
+more")."""
+OFFICER_ACTIONS = frozenset({"acknowledge", "reassign", "verify", "close", "reopen"})
 """A duty officer's actions (permission ``incidents.act``)."""
 
 

@@ -33,7 +33,7 @@ from cityvitals.contracts import (
 from cityvitals.kafka import KafkaUnavailable, partition_count
 from cityvitals.settings import Settings
 from cityvitals.topics import Topic, partition_for
-from device_registry.access import action_permission
+from device_registry.access import ANSWERS
 from rules.incidents import GENERAL, OUTAGE_CATEGORY, load_incident_config
 from rules.ruleset import parse_rules
 
@@ -288,7 +288,7 @@ def answered_order(incident: Incident, action: str) -> str | None:
     >>> answered_order(shown, "reject") == "d" * 32, answered_order(shown, "close")
     (True, None)
     """
-    return incident.dispatch_id if action_permission(action) == "incidents.feedback" else None
+    return incident.dispatch_id if action in ANSWERS else None
 
 
 def unnamed_filter(

@@ -365,8 +365,10 @@ def act(
     if earlier is not None:
         raise FieldError(422, ("body", "dispatch_id"), earlier, body.dispatch_id)
     too_soon = not_now(found.state, feedback.action)  # nor in any state the stage may be in
-    if too_soon is not None:
-        raise FieldError(409, ("body", "action"), too_soon, body.action)
+    if too_soon is not None:  # naming what this user may send, not what anyone may
+        yours = ", ".join(sorted(a.value for a in may_send(user, found))) or "nothing"
+        said = f"{too_soon.split(' (people may send')[0]} (you may send: {yours})"
+        raise FieldError(409, ("body", "action"), said, body.action)
     still = verify_while_firing(found, feedback.action)  # after the state, as the stage judges
     if still is not None:
         raise FieldError(422, ("body", "action"), still, body.action)

@@ -236,7 +236,7 @@ def _device_body(w: World, n: int) -> dict[str, Any]:
     }
 
 
-def _action(w: World, n: int, action: str = "note") -> Request:
+def _action(w: World, n: int, action: str = "acknowledge") -> Request:
     body = {"action": action, "reason": "r"}
     return Request("POST", f"/incidents/{w.incidents[f'd{n}']}/actions", {"json": body})
 
@@ -439,7 +439,7 @@ DENIED = {
     "places.write": "officer",
     "incidents.act": "operator",
     "reports.create": "reader",
-    "audit.read": "officer",
+    "audit.read": "operator",
 }
 """A user whose role lacks the permission ("read": every role has it)."""
 
@@ -694,8 +694,11 @@ def test_department_operators_answer_only_their_own_dispatches(world: World) -> 
     assert world.call("operator", own).status_code == 202
     refused = world.call("operator", other)
     assert refused.status_code == 403 and "other-dept" in refused.json()["detail"]
-    note = world.call("operator", _action(world, 1, "note"))
-    assert note.status_code == 403 and "incidents.act" in note.json()["detail"]
+    note = world.call("operator", _action(world, 1, "note"))  # progress, on its own: taken
+    assert note.status_code == 202, note.text
+    assert world.call("operator", _action(world, 2, "note")).status_code == 403
+    close = world.call("operator", _action(world, 1, "close"))  # a duty officer's
+    assert close.status_code == 403 and "incidents.act" in close.json()["detail"]
     assert world.call("reader", own).status_code == 403
     someone = world.call("officer", _action(world, 1), **{"X-Actor": "someone-else"})
     assert someone.status_code == 403 and "someone-else" in someone.json()["detail"]
@@ -719,12 +722,13 @@ def test_the_detail_lists_the_actions_the_user_may_send_now(world: World) -> Non
 
     answers = ["accept", "reject"]
     assert actions("officer", ours) == [*answers, "close", "reassign", "note", "acknowledge"]
-    assert actions("operator", ours) == answers
+    # a department notes its progress on its own incidents ("pump 2 failed, two hours more")
+    assert actions("operator", ours) == [*answers, "note"]
     assert actions("operator", theirs) == []
-    assert actions("operator", on_site) == ["handled"]
+    assert actions("operator", on_site) == ["handled", "note"]
     assert actions("reader", ours) == []
     assert actions("officer", closed) == ["reopen", "note"]
-    assert actions("operator", closed) == []
+    assert actions("operator", closed) == ["note"]
     # handled, its alert still firing: no verify (it would close), until the sensors agree
     with db.connect(world.settings) as conn:
         wet = store_incident(conn, path, DEPARTMENT, IncidentState.HANDLED, open_alerts=1)
@@ -775,7 +779,7 @@ def test_every_write_and_action_is_audited_with_the_user(world: World) -> None:
         mine = [e for e in new if e["actor"].startswith(f"{name} (")]
         assert mine, (route, new[:3])
         if route[1].startswith("/incidents"):
-            assert mine[0]["action"] == "note" and mine[0]["entity"] == "incident"
+            assert mine[0]["action"] == "acknowledge" and mine[0]["entity"] == "incident"
             assert mine[0]["after"]["user"] == name
 
 

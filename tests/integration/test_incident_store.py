@@ -1076,7 +1076,7 @@ def test_api_actions_send_a_feedback_and_refuse_what_does_not_fit(
     assert too_soon.status_code == 409, too_soon.text
     assert too_soon.json()["detail"][0]["msg"].startswith(
         "verify is not allowed while the incident is new "
-        "(people may send: acknowledge, close, note, reassign)"
+        "(you may send: acknowledge, close, note, reassign)"
     )
     # one the stage may take by now is sent (its order may be out before the database shows
     # it dispatched: the department answers on receipt)
