@@ -525,6 +525,8 @@ def report(
     photo: Annotated[str | None, typer.Option(help="reference of a photo kept elsewhere")] = None,
     channel: Annotated[str, typer.Option(help="hotline, photo, app or officer")] = "hotline",
     level: Annotated[str, typer.Option(help="blue, yellow, orange or red")] = "blue",
+    lat: Annotated[float | None, typer.Option(help="where it was seen: latitude")] = None,
+    lon: Annotated[float | None, typer.Option(help="and longitude (with --lat)")] = None,
 ) -> None:
     """Send a citizen report (on reports); prints its report id. It joins the incidents of its
     place like an alert. The report sent is in the audit log."""
@@ -558,6 +560,8 @@ def report(
                 channel=chosen_channel,
                 level=chosen_level,
                 photo_ref=photo,
+                lat=lat,
+                lon=lon,
             )
         except ValidationError as exc:
             raise fail(_field_problem(exc)) from None

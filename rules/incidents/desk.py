@@ -407,7 +407,10 @@ class Desk(Dispatcher):
             assert t.incident.department is not None and t.incident.tier is not None
             t.refused_by.append((t.incident.department, t.incident.tier))
             self._step(t, Action.REJECT, now, out, actor=actor, reason=fb.reason, to=target)
-            self._dispatch(t, now, out, kind=DispatchKind.REASSIGNMENT)
+            refused = f"rejected by {t.incident.department}" + (
+                f": {fb.reason}" if fb.reason else ""
+            )
+            self._dispatch(t, now, out, kind=DispatchKind.REASSIGNMENT, why=refused)
         elif fb.action is Action.REASSIGN:
             assert fb.department is not None
             inc = t.incident

@@ -199,10 +199,11 @@ class Dispatcher:
         out: Outcome,
         kind: DispatchKind = DispatchKind.ORDER,
         at_least: Tier | None = None,
+        why: str = "",
     ) -> None:
         """Send a new (or rejected, or reopened) incident to the lowest tier that handles it
         (not below ``at_least``), unless that tier place's storm budget is spent: then it
-        waits for the digest."""
+        waits for the digest. ``why``: the order's reason (a rejection's)."""
         inc = t.incident
         exclude = set(t.refused_by)
         assignment = route(
@@ -224,7 +225,7 @@ class Dispatcher:
             self._step(t, Action.NOTE, now, out, reason=reason)
             return
         sent.append(now)
-        self._order(t, assignment, kind, now, out, PLATFORM, "")
+        self._order(t, assignment, kind, now, out, PLATFORM, why)
 
     def _order(
         self,

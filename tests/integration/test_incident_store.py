@@ -971,7 +971,7 @@ def test_cli_takes_an_incidents_first_digits_and_asks_a_reason_for_an_early_clos
 def test_cli_report_sends_a_valid_citizen_report_and_open311_exports_it(town: Settings) -> None:
     sent = run(
         town, "report", "--place", "tc-s1", "--category", "general", "--text", "knee deep",
-        "--photo", "photos/k.jpg", "--level", "yellow",
+        "--photo", "photos/k.jpg", "--level", "yellow", "--lat", "31.2304", "--lon", "121.4737",
     )  # fmt: skip
     assert sent.exit_code == 0, sent.output
     report_id = sent.output.split()[1]
@@ -980,6 +980,7 @@ def test_cli_report_sends_a_valid_citizen_report_and_open311_exports_it(town: Se
     assert report.place_path == ("tc", "tc-d", "tc-s1")
     assert (report.category, report.text, report.level) == ("general", "knee deep", "yellow")
     assert report.channel is ReportChannel.HOTLINE and report.photo_ref == "photos/k.jpg"
+    assert (report.lat, report.lon) == (31.2304, 121.4737)  # where it was seen, as Open311 says
     with db.connect(town) as conn:
         audited = conn.execute(
             "SELECT actor, action FROM audit_log WHERE entity = 'report' AND entity_id = %s",
@@ -994,16 +995,26 @@ def test_cli_report_sends_a_valid_citizen_report_and_open311_exports_it(town: Se
         "--channel", "pigeon",
     )  # fmt: skip
     assert channel.exit_code == 1 and "--channel 'pigeon'" in channel.output
+    off = run(
+        town, "report", "--place", "tc-s1", "--category", "general", "--text", "x",
+        "--lat", "91", "--lon", "0",
+    )  # fmt: skip
+    assert off.exit_code == 1 and "lat" in off.output, off.output
 
     with db.connect(town) as conn:  # the sinks would store it so; here, by hand
-        ReportSink(conn).write([report])
+        bare = report.model_copy(update={"report_id": uuid.uuid4().hex, "lat": None, "lon": None})
+        ReportSink(conn).write([report, bare])
     exported = run(town, "open311", "--json")
     assert exported.exit_code == 0, exported.output
-    (request,) = json.loads(exported.output)
+    requests = {r["service_request_id"]: r for r in json.loads(exported.output)}
+    assert len(requests) == 2
+    request = requests[report_id]
     assert request["service_request_id"] == report_id and request["status"] == "open"
     assert request["service_code"] == "general" and request["media_url"] == "photos/k.jpg"
     assert request["requested_datetime"].endswith("+08:00")
-    assert (request["lat"], request["long"]) == (31.25, 121.5)  # the street's position
+    assert (request["lat"], request["long"]) == (31.2304, 121.4737)  # where it was seen
+    unplaced = requests[bare.report_id]  # none given: the street's position
+    assert (unplaced["lat"], unplaced["long"]) == (31.25, 121.5)
     services = json.loads(run(town, "open311", "--services", "--json").output)
     assert "general" in [s["service_code"] for s in services]
 

@@ -764,6 +764,8 @@ def test_a_rejection_goes_to_the_next_department_that_handles_it() -> None:
     (order,) = out.dispatches
     assert order.kind is DispatchKind.REASSIGNMENT
     assert (order.department, order.tier) == ("water", Tier.DISTRICT)
+    # the department it goes to reads why the one before would not take it
+    assert order.reason == "rejected by street-ops: not ours: a burst main"
     assert order.dispatch_id != first.dispatches[0].dispatch_id
 
 
