@@ -121,11 +121,16 @@ def step_line(step: IncidentTransition, incident: Incident, zone: tzinfo) -> str
     ...     "to_state": IncidentState.NEW, "tier": Tier.STREET, "reason": "a red signal after handled"})
     >>> step_line(reopened, incident, UTC)  # nobody holds it until it is dispatched again
     '08:14:20 incident 3f2a9c1d flooding at sim-d1-s1 (now blue): reopen [new] a red signal after handled'
+    >>> dry = incident.model_copy(update={"alerts": ("a" * 32,), "open_alerts": 0})
+    >>> step_line(on_site, dry, UTC)  # its alerts all ended: as the console says it
+    '08:14:20 incident 3f2a9c1d flooding at sim-d1-s1 (blue, now quiet): on_site [on_site] crew arrived'
     """
     if step.action in HIDDEN_STEPS:
         return None
     # the level is the incident's as it is now: a step does not keep the level it had then
-    where = f"{incident.category} at {incident.place_id} (now {incident.level.value})"
+    level = incident.level.value
+    now = f"{level}, now quiet" if incident.alerts and not incident.open_alerts else f"now {level}"
+    where = f"{incident.category} at {incident.place_id} ({now})"
     who = ""  # who holds it after the step (nobody yet when it is new: reopened, held)
     if step.department and step.tier and step.to_state is not IncidentState.NEW:
         who = f" -> {step.department} ({step.tier.value} tier)"
