@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+import psycopg
 import typer
 
 from cityvitals import native
@@ -212,8 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     """The ``cityvitals`` command (``argv``: its arguments, else the command line's). A service
     that does not answer, the database or Kafka, a compiled module that no longer matches its
     source (:mod:`cityvitals.native`), or a rule, indicator or incident file that is not valid
-    (a line per problem) ends any command with exit code 1 and no traceback; any other error
-    keeps its traceback."""
+    (a line per problem), or a database whose migrations are behind the code, ends any command
+    with exit code 1 and no traceback; any other error keeps its traceback."""
     try:
         native.check()
         app(args=argv)
@@ -223,6 +224,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(fail(f"{exc}{_no_stack_here(exc)}").exit_code)
     except (native.StaleNative, RuleFileError) as exc:
         sys.exit(fail(str(exc)).exit_code)
+    except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable) as exc:
+        # a checkout newer than the database it reads (its migrations not applied yet)
+        said = str(exc).strip().splitlines()[0]
+        behind = "the database is behind this version of cityvitals"
+        sys.exit(
+            fail(f"{behind} ({said}): run 'cityvitals migrate', or restart the stack").exit_code
+        )
 
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", ""})

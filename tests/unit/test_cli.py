@@ -133,6 +133,24 @@ def test_a_compiled_module_that_does_not_match_its_source_ends_any_command(
     assert capsys.readouterr().err == "error: rules/engine.py: compiled from another version\n"
 
 
+def test_a_database_behind_the_code_says_to_migrate_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A checkout newer than the stack's database (a migration not applied yet): the command
+    says so and what to do, where it ended in psycopg's traceback."""
+    import psycopg
+
+    missing = psycopg.errors.UndefinedColumn("column t.feedback_id does not exist\nLINE 1: ...")
+    monkeypatch.setattr(db, "connect", refuse(missing))
+    with pytest.raises(SystemExit) as ended:
+        main(["alerts", "list"])
+    assert ended.value.code == 1
+    assert capsys.readouterr().err == (
+        "error: the database is behind this version of cityvitals (column t.feedback_id does"
+        " not exist): run 'cityvitals migrate', or restart the stack\n"
+    )
+
+
 def test_an_unexpected_error_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(db, "connect", refuse(RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):
