@@ -120,9 +120,9 @@ class DispatchSink(SqlSink):
         INSERT INTO dispatches (dispatch_id, kind, incident_id, incidents, department, tier,
                                 tier_place_id, category, level, place_id, place_path, title,
                                 accept_by, handle_by, ts, withdraws, revises, reason, summary,
-                                signals, devices, alerts)
+                                signals, devices, alerts, opened_at)
         VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-                %s, %s)
+                %s, %s, %s)
         ON CONFLICT DO NOTHING
     """
 
@@ -151,6 +151,7 @@ class DispatchSink(SqlSink):
                 list(d.signals),
                 list(d.devices),
                 list(d.alerts),
+                d.opened_at,
             )
             for d in batch
         ]

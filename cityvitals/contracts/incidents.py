@@ -216,6 +216,10 @@ class DispatchOrder(Contract):
     accept_by: UtcDatetime
     handle_by: UtcDatetime
     ts: UtcDatetime
+    opened_at: UtcDatetime | None = None
+    """When the incident opened (the first time, for one reopened since): an escalation's
+    ``ts`` is the escalation's, and the tier above reads here since when the problem runs.
+    None in an order stored before it was kept."""
     withdraws: HexId | None = None
     """A withdrawal's order: the dispatch the department stops work on (its deadlines are
     that order's)."""

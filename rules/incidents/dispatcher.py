@@ -99,6 +99,7 @@ def _dispatch(
         signals=signals[:SIGNALS_SENT],
         devices=devices[:SIGNALS_SENT],
         alerts=alerts[:SIGNALS_SENT],
+        opened_at=inc.opened_at,
         ts=now,
         **fields,
     )

@@ -243,11 +243,12 @@ def test_a_flooded_street_is_one_incident_dispatched_once_at_street_tier(
     # The duty officer sees what the camera saw: its event's snapshot, not only report photos.
     stored = wait_for(detail, what="the incident and its alerts stored")
     kept = stored.dispatches[0]  # as the table keeps it
-    assert (kept.summary, kept.signals, kept.devices, kept.alerts) == (
+    assert (kept.summary, kept.signals, kept.devices, kept.alerts, kept.opened_at) == (
         order.summary,
         order.signals,
         order.devices,
         order.alerts,
+        inc.opened_at,
     )
     camera = next(d for d in inc.devices if "camera" in d)
     assert [(c.camera_id, c.event_type) for c in stored.camera_snapshots] == [

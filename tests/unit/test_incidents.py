@@ -987,6 +987,8 @@ def test_a_desk_with_an_empty_book_continues_the_incidents_the_database_holds() 
     assert after.book.incidents[incident_id].incident.state is IncidentState.ACCEPTED
     late = run(after, [tick(600)])  # not handled in time: escalated, a new order
     assert late.dispatches and all(o.dispatch_id != order.dispatch_id for o in late.dispatches)
+    # since when it runs, which the escalation's own time is not
+    assert {o.opened_at for o in late.dispatches} == {stored.incident.opened_at}
 
 
 def test_a_level_beyond_the_tiers_reach_sends_the_incident_up_at_once() -> None:
