@@ -580,7 +580,7 @@ SELECT v.department, v.tier, count(*), count(*) FILTER (WHERE v.accepted),
        percentile_cont(0.9) WITHIN GROUP (ORDER BY v.to_handle)
   FROM verdicts v LEFT JOIN incidents i ON i.incident_id = v.incident_id
  GROUP BY GROUPING SETS ((v.department, v.tier), (v.department))
- ORDER BY v.department, array_position(ARRAY['street', 'district', 'city'], v.tier) NULLS LAST
+ ORDER BY v.department, array_position(ARRAY['building', 'grid', 'street', 'district', 'city'], v.tier) NULLS LAST
 """
 
 

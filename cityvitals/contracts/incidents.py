@@ -8,8 +8,8 @@ next tier up when a limit to accept or to handle runs out.
 
 >>> IncidentState.ON_SITE.is_open, IncidentState.CLOSED.is_open
 (True, False)
->>> Tier.DISTRICT.place_level.value, Tier.STREET.up
-('district', <Tier.DISTRICT: 'district'>)
+>>> Tier.DISTRICT.place_level.value, Tier.STREET.up, Tier.GRID.up
+('district', <Tier.DISTRICT: 'district'>, <Tier.STREET: 'street'>)
 """
 
 from __future__ import annotations
@@ -30,8 +30,11 @@ HexId = Annotated[str, Field(pattern=HEX_ID)]
 
 
 class Tier(StrEnum):
-    """The tiers of operations centres, lowest first: who handles an incident."""
+    """The tiers of operations centres, lowest first: who handles an incident. One per level
+    of the place tree: a building's management and a grid's officers below the street."""
 
+    BUILDING = "building"
+    GRID = "grid"
     STREET = "street"
     DISTRICT = "district"
     CITY = "city"

@@ -243,6 +243,7 @@ def test_existing_rows_are_kept_by_the_storage_migration(
             "0024_transition_feedback",
             "0025_dispatch_alerts",
             "0026_dispatch_opened",
+            "0027_tiers_below_street",
         ]
         with db.connect(settings) as conn:
             for d in (0, 1, 5):
@@ -743,6 +744,7 @@ def test_timescale_storage_in_pglite(timescale: str, monkeypatch: pytest.MonkeyP
         "0024_transition_feedback",
         "0025_dispatch_alerts",
         "0026_dispatch_opened",
+        "0027_tiers_below_street",
     ]  # migrate_data
     assert db.migrate(settings) == []
     assert db.flavour(settings) == "timescale"

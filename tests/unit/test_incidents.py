@@ -446,6 +446,34 @@ def test_an_unaccepted_dispatch_escalates_to_district_then_city_on_time() -> Non
     assert desk.book.incidents[incident_id].incident.escalations == 3
 
 
+def test_a_grid_s_officers_take_what_their_grid_handles_and_the_street_what_they_miss() -> None:
+    """The lowest tier that can handle it may be below the street: a noise complaint goes to
+    its grid's officers (the grid's centre, tier place the grid), and up to the street when
+    they do not accept in time."""
+    grids = """
+categories:
+  noise: {rules: [noise-*], group_by: grid, window: 1h}
+routes:
+  - {category: noise, tier: grid, department: grid-officers, up_to: yellow}
+  - {category: noise, tier: street, department: street-ops}
+  - {category: "*", tier: city, department: city-ops}
+sla:
+  grid: {accept: {blue: 15m, yellow: 10m, orange: 5m, red: 5m},
+         handle: {blue: 2h, yellow: 1h, orange: 1h, red: 1h}}
+"""
+    desk = desk_with(grids)
+    first = run(desk, [alert("noise-4a", "nz-1", (*STREET, "g7"), 0)])
+    (order,) = first.dispatches
+    assert (order.department, order.tier, order.tier_place_id) == ("grid-officers", Tier.GRID, "g7")
+    up = run(desk, [tick(10.5)])  # yellow: 10 minutes to accept at the grid
+    assert [(e.from_tier, e.to_tier) for e in up.escalations] == [(Tier.GRID, Tier.STREET)]
+    (escalation,) = [d for d in up.dispatches if d.kind is DispatchKind.ESCALATION]
+    assert (escalation.department, escalation.tier_place_id) == ("street-ops", "lj")
+    # beyond what the grid handles (up to yellow): the street at once
+    orange = run(desk_with(grids), [alert("noise-4a", "nz-2", (*STREET, "g8"), level="orange")])
+    assert [(d.tier, d.department) for d in orange.dispatches] == [(Tier.STREET, "street-ops")]
+
+
 def test_a_late_handling_escalates_too() -> None:
     desk = desk_with()
     first = run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"), level="orange")])
