@@ -177,6 +177,11 @@ class Registry(UserAccounts):
         with self._read() as cur:
             return places.subtree(cur, under)
 
+    def device_positions(self) -> dict[str, tuple[float, float]]:
+        """:func:`~device_registry.repositories.places.positions`."""
+        with self._read() as cur:
+            return places.positions(cur)
+
     def move_place(
         self, place_id: str, new_parent_id: str, actor: str, with_open: bool = False
     ) -> PlaceMove:

@@ -131,6 +131,9 @@ class ConsoleConfig(BaseModel):
     categories: dict[str, str] = {}
     """The incident categories a citizen report may name (id -> title; empty when the
     incident configuration cannot be read: the report form then offers none)."""
+    positions: dict[str, tuple[float, float]] = {}
+    """Places in the user's scope without coordinates of their own, at the mean position of
+    their active devices (lat, lon): the map shows their incidents there."""
 
 
 def home_places(user: User, registry: Registry) -> list[str]:
@@ -147,12 +150,19 @@ def config(user: Reading, registry: Reader, request: Request) -> ConsoleConfig:
         categories = incident_categories(settings)
     except (OSError, ValueError):  # POST /reports names the file's fault (503)
         categories = {}
+    paths = {p.place_id: p.path for p in registry.list_places()}
+    positions = {
+        place_id: at
+        for place_id, at in registry.device_positions().items()
+        if place_id in paths and user.sees(paths[place_id])
+    }
     return ConsoleConfig(
         timezone=settings.timezone,
         home=home_places(user, registry),
         poll_s=POLL_S,
         server_time=datetime.now(UTC),
         categories=categories,
+        positions=positions,
     )
 
 

@@ -45,6 +45,19 @@ def subtree(cur: Cursor, under: str | None) -> list[Place]:
     return [_place(r) for r in rows]
 
 
+def positions(cur: Cursor) -> dict[str, tuple[float, float]]:
+    """Each place without coordinates of its own that has active devices with theirs under
+    it: the mean of their positions (a map places its incidents there, not nowhere)."""
+    rows = cur.execute(
+        "SELECT d.place_id, avg(d.lat), avg(d.lon) FROM ("
+        "  SELECT unnest(place_path) AS place_id, lat, lon FROM devices"
+        "  WHERE state = 'active' AND lat IS NOT NULL AND lon IS NOT NULL) d"
+        " JOIN places p USING (place_id) WHERE p.lat IS NULL OR p.lon IS NULL"
+        " GROUP BY d.place_id"
+    ).fetchall()
+    return {place_id: (float(lat), float(lon)) for place_id, lat, lon in rows}
+
+
 def upsert(cur: Cursor, p: Place) -> None:
     """Create a place or rename it (its path stays)."""
     cur.execute(

@@ -200,7 +200,7 @@ def test_a_department_operator_answers_its_dispatch_from_the_page(
     expect(row).to_be_visible(timeout=SHOWS_UP_MS)
     row.click()
     buttons = page.locator("#actions button:visible")
-    expect(buttons).to_have_text(["Accept", "Reject"])
+    expect(buttons).to_have_text(["Accept", "Reject", "Note"])  # a note: its progress
     expect(page.locator("#action-department")).to_be_hidden()  # no reassign for a department
     page.click('#actions [data-action="accept"]')
     expect(page.locator("#action-result")).to_have_text("accept sent")
@@ -212,7 +212,7 @@ def test_a_department_operator_answers_its_dispatch_from_the_page(
         what="the acceptance in incident_transitions",
     )
     expect(page.locator('#detail [data-field="state"]')).to_have_text("accepted")
-    expect(buttons).to_have_text(["On site", "Handled"])
+    expect(buttons).to_have_text(["On site", "Handled", "Note"])
     # a department's role reads no devices: their ids are text, and no device can be looked up
     expect(page.locator('#detail [data-field="devices"]')).not_to_have_text("–")
     expect(page.locator("#detail button.link")).to_have_count(0)
@@ -792,6 +792,28 @@ def mapped_street(pipeline: Pipeline, admin_token: str) -> Street:
             assert answer.status_code == 201, answer.text
     street.base = f"{city}/{district}/{street.street}"
     return street
+
+
+def test_a_place_without_coordinates_is_mapped_where_its_devices_are(
+    page: Page, pipeline: Pipeline
+) -> None:
+    """A street registered without coordinates, its gauge with them: its incident's marker
+    stands at the gauge (the places' own coordinates alone listed it as not on the map)."""
+    street = Street(pipeline)
+    device = street.sensor(0)
+    with db.connect(pipeline.settings) as conn:
+        conn.execute(
+            "UPDATE devices SET lat = 31.2, lon = 121.4 WHERE device_id = %s", (device[0],)
+        )
+    street.water(device, 8.0)
+    open_console(page, pipeline, officer(pipeline, tuple(street.base.split("/")[:2])))
+    row = incident_row(page, street.street)
+    expect(row).to_be_visible(timeout=SHOWS_UP_MS)
+    marker = page.locator(
+        f'#map .marker[data-incident-id="{row.get_attribute("data-incident-id")}"]'
+    )
+    expect(marker).to_have_count(1)
+    expect(page.locator("#unmapped")).to_have_text("")
 
 
 def test_screenshots_of_the_console_are_written_to_the_artefacts(

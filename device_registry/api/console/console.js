@@ -803,19 +803,27 @@ function drawDevices() {
 
 // --- the map: places from their coordinates, incidents on them; no tiles from the internet --
 
+// A place's [lat, lon]: its own, else the mean of its devices' (the server's `positions`).
+function position(place) {
+  if (place.lat !== null && place.lon !== null) return [place.lat, place.lon];
+  return (state.config.positions || {})[place.place_id] || null;
+}
+
+// Where an incident's place is on the map: its position, else its nearest ancestor's.
 function located(placeId) {
   let place = state.places.get(placeId);
   while (place) {
-    if (place.lat !== null && place.lon !== null) return place;
+    const at = position(place);
+    if (at) return at;
     place = state.places.get(place.path[place.path.length - 2]);
   }
   return null;
 }
 
 function projection() {
-  const placed = [...state.places.values()].filter((p) => p.lat !== null && p.lon !== null);
+  const placed = [...state.places.values()].map(position).filter((p) => p);
   if (!placed.length) return null;
-  const lats = placed.map((p) => p.lat), lons = placed.map((p) => p.lon);
+  const lats = placed.map((p) => p[0]), lons = placed.map((p) => p[1]);
   const south = Math.min(...lats), north = Math.max(...lats);
   const west = Math.min(...lons), east = Math.max(...lons);
   const kx = Math.cos(((south + north) / 2) * Math.PI / 180);  // equirectangular
@@ -879,12 +887,12 @@ function drawMarkers() {
   const shown = [], sharing = new Map();
   for (const incident of state.incidents.values()) {
     if (incident.state === "closed") continue;
-    const place = located(incident.place_id);
-    if (!at || !place) {
+    const where = located(incident.place_id);
+    if (!at || !where) {
       missing.push(incident.place_id);
       continue;
     }
-    const [x, y] = at(place.lat, place.lon);
+    const [x, y] = at(...where);
     const key = `${Math.round(x)},${Math.round(y)}`;
     shown.push([incident, x, y, key]);
     sharing.set(key, (sharing.get(key) || 0) + 1);
