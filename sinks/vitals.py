@@ -311,15 +311,21 @@ def _aqi_buckets(
     points = []
     for key, windows in buckets.items():
         values = [v for _, v, _, _ in windows if v is not None]
-        kept = all(any(k.startswith("mean.") for k in d) for _, _, _, d in windows)
+        # A window without data (no value, no details) adds nothing; one with a value but no
+        # concentrations was stored before they were kept.
+        kept = all(any(k.startswith("mean.") for k in d) for _, v, _, d in windows if v is not None)
         value: float | None
         if not kept:
             value = sum(values) / len(values) if values else None
         elif resolution == "1d":
-            length = (datetime.combine(key.date() + timedelta(days=1), time(), tz) - key) // hour
+            # in real time: a day the clocks change has 23 or 25 hours (the same zone on both
+            # sides of a subtraction would count the wall clock's 24)
+            begins = key.astimezone(UTC)
+            ends = datetime.combine(key.date() + timedelta(days=1), time(), tz).astimezone(UTC)
+            length = (ends - begins) // hour
             hours: list[dict[str, list[float]]] = [{} for _ in range(length)]
             for start, _, _, detail in windows:
-                into = hours[min((start - key) // hour, length - 1)]
+                into = hours[min((start.astimezone(UTC) - begins) // hour, length - 1)]
                 for name, c in detail.items():
                     if name.startswith("mean."):
                         into.setdefault(name[5:], []).append(float(c))
@@ -333,7 +339,7 @@ def _aqi_buckets(
             value = hourly_aqi({p: sum(cs) / len(cs) for p, cs in means.items()})[0]
         points.append(
             HistoryPoint(
-                key,
+                key.astimezone(UTC),
                 value,
                 min(values, default=None),
                 max(values, default=None),

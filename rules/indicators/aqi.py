@@ -189,10 +189,12 @@ def _largest(subs: Mapping[str, float]) -> tuple[float | None, Detail]:
 def daily_aqi(hours: Sequence[Mapping[str, float]]) -> tuple[float | None, Detail]:
     """A day's AQI as the daily report gives it (HJ 633): the sub-index of each pollutant's
     24-hour mean, O3's of its highest 8-hour moving mean within the day (of the eight-hour
-    spans from midnight that hold at least six of its hourly means). ``hours`` are the day's
+    spans from midnight that hold at least six of its hourly means, and of its highest hourly
+    mean: the larger of the two is O3's). ``hours`` are the day's
     hourly mean concentrations, from its first hour (24 of them; 23 or 25 on a day the clocks
     change); an hour without a pollutant lacks its key. With the 24-hour means in the details
-    (``mean.<pollutant>``, O3's highest 8-hour mean as ``mean8h.o3``), and ``hours.<pollutant>``:
+    (``mean.<pollutant>``; O3's highest 8-hour mean as ``mean8h.o3``, its highest hourly mean
+    as ``max1h.o3``), and ``hours.<pollutant>``:
     how many hourly means made each (the standard wants 20 of a day for a valid daily mean).
 
     Twenty-three clean hours and one of 250 µg/m³ of PM2.5: the 24-hour mean is 20, sub-index
@@ -209,6 +211,14 @@ def daily_aqi(hours: Sequence[Mapping[str, float]]) -> tuple[float | None, Detai
     >>> value, detail = daily_aqi(day)
     >>> value, detail["primary"], detail["mean8h.o3"], detail["iaqi.no2"]
     (119.0, 'o3', 180.0, 38.0)
+
+    Two hours of ozone at 350 µg/m³: its highest 8-hour mean is 117.5 (IAQI 65), its highest
+    hourly mean gives 175, the day's.
+
+    >>> day = [{"o3": 350.0 if h in (14, 15) else 40.0} for h in range(24)]
+    >>> value, detail = daily_aqi(day)
+    >>> value, detail["mean8h.o3"], detail["max1h.o3"]
+    (175.0, 117.5, 350.0)
     """
     subs: dict[str, float] = {}
     detail: Detail = {}
@@ -220,17 +230,22 @@ def daily_aqi(hours: Sequence[Mapping[str, float]]) -> tuple[float | None, Detai
             detail[f"mean.{pollutant}"] = mean
             detail[f"hours.{pollutant}"] = len(values)
     ozone = [h.get("o3") for h in hours]
-    spans = [
-        [v for v in ozone[start : start + 8] if v is not None] for start in range(len(ozone) - 7)
-    ]
-    highest = max((sum(s) / len(s) for s in spans if len(s) >= 6), default=None)
-    if highest is not None:
-        subs["o3"] = (
-            iaqi("o3", highest, O3_8H)
-            if highest <= O3_8H[-1]
-            else iaqi("o3", max(v for v in ozone if v is not None))
-        )
-        detail["mean8h.o3"] = highest
-        detail["hours.o3"] = sum(v is not None for v in ozone)
+    measured = [v for v in ozone if v is not None]
+    if measured:
+        # O3's daily items: its highest hourly mean (the 1-hour column) and its highest 8-hour
+        # moving mean (the 8-hour column, which stops at 800: above, the 1-hour one stands)
+        peak = max(measured)
+        subs["o3"] = iaqi("o3", peak)
+        detail["max1h.o3"] = peak
+        detail["hours.o3"] = len(measured)
+        spans = [
+            [v for v in ozone[start : start + 8] if v is not None]
+            for start in range(len(ozone) - 7)
+        ]
+        highest = max((sum(s) / len(s) for s in spans if len(s) >= 6), default=None)
+        if highest is not None:
+            detail["mean8h.o3"] = highest
+            if highest <= O3_8H[-1]:
+                subs["o3"] = max(subs["o3"], iaqi("o3", highest, O3_8H))
     value, indices = _largest(subs)
     return value, {**indices, **detail}

@@ -212,6 +212,13 @@ def test_a_day_of_aqi_is_the_standard_s_daily_aqi(town: Settings) -> None:
                 " %s, 1, 1, 1, 'good', now(), %s)",
                 (day + timedelta(days=1, minutes=30 * half), value, Jsonb(detail)),
             )
+        conn.execute(  # 2 July, 01:00: an hour without data (no value, no details) adds nothing
+            "INSERT INTO indicators (indicator, place_id, place_level, place_path,"
+            " window_start, window_s, value, coverage, reporting, expected, quality,"
+            " computed_at) VALUES ('aqi', 'td', 'district', '{tc,td}', %s, 3600, NULL, 0, 0,"
+            " 1, 'no_data', now())",
+            (day + timedelta(days=1, hours=1),),
+        )
         rollup = load_catalogue(town).by_id["aqi"].rollup
         days = history(
             conn, "td", "aqi", day, day + timedelta(days=2), "1d", rollup=rollup,
@@ -226,8 +233,28 @@ def test_a_day_of_aqi_is_the_standard_s_daily_aqi(town: Settings) -> None:
     # PM2.5's 24-hour mean is 20 µg/m³ (IAQI 29); ozone's highest 8-hour mean 180 (IAQI 119).
     assert (days[0].start, days[0].value, days[0].windows) == (day, 119.0, 24)
     assert (days[0].low, days[0].high) == (min(hourly), max(hourly))
-    assert (days[1].value, days[1].windows) == (100.0, 2)  # PM2.5 at 60 µg/m³ so far
+    assert (days[1].value, days[1].windows) == (100.0, 3)  # PM2.5 at 60 µg/m³ so far
     assert (hour.value, hour.windows, hour.low, hour.high) == (100.0, 2, 29.0, 137.0)
+
+    # Berlin's clocks go back on 25 October 2026: a day of 25 hours, each its own (PM2.5 at 10
+    # for 24 of them and 250 in the last: a mean of 19.6, IAQI 28; in 24 slots two hours
+    # merged, and the day read 22).
+    berlin = datetime(2026, 10, 24, 22, tzinfo=UTC)  # its midnight
+    with db.connect(town) as conn:
+        for h in range(25):
+            value, detail = hourly_aqi({"pm25": 250.0 if h == 24 else 10.0})
+            conn.execute(
+                "INSERT INTO indicators (indicator, place_id, place_level, place_path,"
+                " window_start, window_s, value, coverage, reporting, expected, quality,"
+                " computed_at, detail) VALUES ('aqi', 'tc', 'city', '{tc}', %s, 3600,"
+                " %s, 1, 1, 1, 'good', now(), %s)",
+                (berlin + timedelta(hours=h), value, Jsonb(detail)),
+            )
+        (long_day,) = history(
+            conn, "tc", "aqi", berlin, berlin + timedelta(hours=25), "1d", rollup=rollup,
+            zone="Europe/Berlin",
+        )  # fmt: skip
+    assert (long_day.start, long_day.value, long_day.windows) == (berlin, 28.0, 25)
 
     argv = ["vitals", "td", "--indicator", "aqi", "--resolution", "1d", "--json"]
     shown = CliRunner().invoke(app, [*argv, "--from", "2026-07-01", "--to", "2026-07-02"],
