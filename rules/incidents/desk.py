@@ -78,11 +78,12 @@ class Desk(Dispatcher):
             if alert.alert_id in t.muted:
                 out.ignored += 1
                 return
-            revision, _ = t.alerts[alert.alert_id]
+            revision, was_firing = t.alerts[alert.alert_id]
             if alert.revision <= revision:
                 out.ignored += 1
                 return
             t.alerts[alert.alert_id] = (alert.revision, firing)
+            began = firing and not was_firing
             reason = self._said(alert, now)  # which alert, and what it measured
             t.firing_said.pop(alert.alert_id, None)  # (the latest said last)
             t.firing_level.pop(alert.alert_id, None)
@@ -97,7 +98,8 @@ class Desk(Dispatcher):
                     f"{alert.rule_id} at {alert.device_id} ended {alert.resolution.value}, not "
                     "on a measurement: the sensors do not verify it, an inspector does"
                 )
-            self._signal(t, alert.level if firing else None, now, alert.device_id, out, reason)
+            level = alert.level if firing else None
+            self._signal(t, level, now, alert.device_id, out, reason, began=began)
             return
         if not firing:
             out.ignored += 1  # an episode that ended before the desk saw it begin
@@ -247,8 +249,11 @@ class Desk(Dispatcher):
         device_id: str | None,
         out: Outcome,
         reason: str = "",
+        began: bool = True,
     ) -> None:
-        """A signal joined ``t`` (``level`` None: one of its alerts resolved)."""
+        """A signal joined ``t`` (``level`` None: one of its alerts resolved); ``began``: an
+        alert began firing (a new one, or one that had resolved), not one firing already that
+        changed its level."""
         t.last_signal = max(t.last_signal, now)
         state = t.incident.state
         if level is not None and state in _DONE and level.rank > t.peak.rank:
@@ -259,7 +264,8 @@ class Desk(Dispatcher):
             return
         if level is not None and state in (IncidentState.VERIFIED, IncidentState.CLOSED):
             self._refresh(t, device_id)
-            t.back_since = t.back_since or now
+            if began:  # firing again; a level change of one that never stopped is no return
+                t.back_since = t.back_since or now
             t.incident = t.incident.model_copy(update={"flaps": t.incident.flaps + 1})
             self._step(t, Action.ATTACH, now, out, reason=f"flap: {reason or level.value}")
             return
@@ -460,7 +466,8 @@ class Desk(Dispatcher):
                 keep = max(
                     self.config.storm.reopen_after, self.config.category(inc.category).window
                 )
-                if now - t.closed_at > keep:
+                back = t.back_since is not None and t.firing > 0  # may yet reopen: kept
+                if now - t.closed_at > keep and not back:
                     self.book.drop(inc.incident_id)
         self._digests(now, out)
         return out

@@ -223,6 +223,7 @@ class Dispatcher:
             if inc.incident_id not in waiting:  # (held here before, then sent another way)
                 waiting.append(inc.incident_id)
             reason = f"{key} used its budget of {budget} per {self.config.storm.per}: in the digest"
+            reason = f"{why}; {reason}" if why else reason
             self._step(t, Action.NOTE, now, out, reason=reason)
             return
         sent.append(now)
@@ -280,7 +281,10 @@ class Dispatcher:
                 **(UNSEEN if inc.tier is not None and to.tier is not inc.tier else {}),
             }
         )
-        text = reason or f"to {to.department} at {to.tier.value} {self.named(to.tier_place_id)}"
+        text = where = f"to {to.department} at {to.tier.value} {self.named(to.tier_place_id)}"
+        if reason:  # the routing's after a rejection says where and why; a person's, why
+            routed = kind is DispatchKind.REASSIGNMENT and actor == PLATFORM
+            text = f"{where}: {reason}" if routed else reason
         self._step(t, action, now, out, actor=actor, reason=text, to=IncidentState.DISPATCHED)
         out.dispatches.append(order)
         return order

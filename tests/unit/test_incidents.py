@@ -568,6 +568,43 @@ def test_a_problem_back_for_as_long_as_it_took_to_verify_reopens_the_closed_inci
     assert t.incident.state is IncidentState.DISPATCHED
 
 
+def test_a_closed_incident_is_kept_while_a_return_fires_towards_reopening_it() -> None:
+    """A gas leak (a category of a 1-hour window) closed; a new episode fires 51 minutes on,
+    within the hour a flap may join: kept past the hour while it fires, it reopens 15
+    minutes later. Dropped at the hour, the alert fired on and nobody was sent."""
+    desk = desk_with()
+    grid = (*STREET, "g1")
+    out = run(desk, [alert("gas-lel", "gas-1", grid, 0)])
+    incident_id = only_incident(desk)
+    close_loop(desk, incident_id, out.dispatches[0].dispatch_id)
+    run(desk, [alert("gas-lel", "gas-1", grid, 41, status="resolved", revision=1)])
+    run(desk, [tick(60), tick(61)])  # verified, then closed
+    t = desk.book.incidents[incident_id]
+    assert t.incident.state is IncidentState.CLOSED and t.closed_at is not None
+    closed = (t.closed_at - at(0)).total_seconds() / 60
+    run(desk, [alert("gas-lel", "gas-1", grid, closed + 51, episode=1)])
+    assert run(desk, [tick(closed + 61)]).dispatches == []  # past the hour: still kept
+    assert incident_id in desk.book.incidents
+    out = run(desk, [tick(closed + 66)])
+    assert [u.transition.action for u in out.updates][:1] == [Action.REOPEN]
+    assert len(out.dispatches) == 1
+
+
+def test_a_level_change_of_an_alert_that_never_stopped_is_no_return() -> None:
+    """A duty officer closes a false alarm while its alert fires (a blocked gauge); the alert
+    falls to yellow, the same episode: no return, so the close holds."""
+    desk = desk_with()
+    place = (*STREET, "g1")
+    run(desk, [alert("waterlogging-depth", "wl-1", place, 0, level="orange")])
+    incident_id = only_incident(desk)
+    reason = "false alarm: the gauge is blocked by debris"
+    run(desk, [feedback(incident_id, "close", 5, actor="ana", reason=reason)])
+    lower = alert("waterlogging-depth", "wl-1", place, 10, revision=1)  # yellow, same episode
+    out = run(desk, [lower, tick(30), tick(60)])
+    assert out.dispatches == [] and Action.REOPEN not in {u.transition.action for u in out.updates}
+    assert desk.book.incidents[incident_id].incident.state is IncidentState.CLOSED
+
+
 def test_an_area_outage_is_one_incident_that_mutes_the_silent_devices_alerts() -> None:
     desk = desk_with()
     out = run(
@@ -792,8 +829,12 @@ def test_a_rejection_goes_to_the_next_department_that_handles_it() -> None:
     (order,) = out.dispatches
     assert order.kind is DispatchKind.REASSIGNMENT
     assert (order.department, order.tier) == ("water", Tier.DISTRICT)
-    # the department it goes to reads why the one before would not take it
+    # the department it goes to reads why the one before would not take it; the step, where
+    # it went and why
     assert order.reason == "rejected by street-ops: not ours: a burst main"
+    assert out.updates[1].transition.reason == (
+        "to water at district pd: rejected by street-ops: not ours: a burst main"
+    )
     assert order.dispatch_id != first.dispatches[0].dispatch_id
 
 
