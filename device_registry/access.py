@@ -51,9 +51,9 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "devices.write": frozenset({Role.ADMIN, Role.IOT_ENGINEER}),
     # places, profiles, departments
     "places.write": frozenset({Role.ADMIN, Role.IOT_ENGINEER}),
-    # acknowledge, note, reassign, verify, close, reopen
+    # acknowledge, reassign, verify, close, reopen
     "incidents.act": frozenset({Role.ADMIN, Role.DUTY_OFFICER}),
-    # accept, reject, on_site, handled (a department operator: its own department's dispatches)
+    # accept, reject, on_site, handled, note (a department operator: its own department's)
     "incidents.feedback": frozenset({Role.ADMIN, Role.DUTY_OFFICER, Role.DEPARTMENT_OPERATOR}),
     # a citizen report taken on the hotline
     "reports.create": frozenset({Role.ADMIN, Role.DUTY_OFFICER}),

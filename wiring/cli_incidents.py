@@ -538,6 +538,8 @@ def report(
     )
     from wiring.services import open_registry
 
+    if (lat is None) != (lon is None):
+        raise fail("--lat and --lon go together: give both, or neither")
     chosen_channel = enum_option(ReportChannel, channel, "--channel")
     chosen_level = enum_option(WarningLevel, level, "--level")
     conf = settings()

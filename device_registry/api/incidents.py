@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from pydantic import (
@@ -255,6 +255,15 @@ def not_theirs(user: User, incident: Incident) -> str | None:
     return None
 
 
+def applied(conn: Any, incident_id: str, feedback_id: str) -> bool:
+    """Whether the incident stage applied the feedback ``feedback_id`` (a step names it)."""
+    step = conn.execute(
+        "SELECT 1 FROM incident_transitions WHERE incident_id = %s AND feedback_id = %s LIMIT 1",
+        (incident_id, feedback_id),
+    ).fetchone()
+    return step is not None
+
+
 def may_send(user: User, incident: Incident) -> tuple[Action, ...]:
     """:attr:`IncidentView.actions`."""
     if not_theirs(user, incident) is not None:
@@ -336,6 +345,9 @@ def act(
     except UnknownIncident as exc:
         raise NotFound(str(exc)) from exc
     check_scope(user, found.place_path, f"incident {incident_id!r}")
+    if body.feedback_id is not None and applied(registry.conn, incident_id, body.feedback_id):
+        # sent again after its answer was lost: applied already, so taken, not judged again
+        return Sent(feedback_id=body.feedback_id, incident_id=incident_id, action=body.action)
     foreign = not_theirs(user, found)
     if foreign is not None:
         raise HTTPException(403, foreign)

@@ -1000,6 +1000,9 @@ def test_cli_report_sends_a_valid_citizen_report_and_open311_exports_it(town: Se
         "--lat", "91", "--lon", "0",
     )  # fmt: skip
     assert off.exit_code == 1 and "lat" in off.output, off.output
+    half = run(town, "report", "--place", "tc-s1", "--category", "general", "--text", "x",
+               "--lat", "31.2")  # fmt: skip
+    assert half.exit_code == 1 and "--lat and --lon go together" in half.output, half.output
 
     with db.connect(town) as conn:  # the sinks would store it so; here, by hand
         bare = report.model_copy(update={"report_id": uuid.uuid4().hex, "lat": None, "lon": None})
@@ -1111,6 +1114,20 @@ def test_api_actions_send_a_feedback_and_refuse_what_does_not_fit(
     for _ in range(2):
         again = api.post(path, json={"action": "note", "reason": "again", "feedback_id": mine})
         assert (again.status_code, again.json()["feedback_id"]) == (202, mine), again.text
+    # One the stage applied already (a step names it) is taken again, not judged on the state
+    # it left: a handled sent again, its answer lost, is no 409 "not allowed while handled".
+    done = uuid.uuid4().hex
+    with db.connect(pipeline.settings) as conn:
+        conn.execute(
+            "INSERT INTO incident_transitions (incident_id, revision, action, from_state,"
+            " to_state, actor, reason, ts, feedback_id) VALUES (%s, 90, 'handled', 'accepted',"
+            " 'handled', 'crew', '', now(), %s)",
+            (incident.incident_id, done),
+        )
+    retried = api.post(path, json={"action": "handled", "feedback_id": done})
+    assert (retried.status_code, retried.json()["feedback_id"]) == (202, done), retried.text
+    fresh = api.post(path, json={"action": "handled", "feedback_id": uuid.uuid4().hex})
+    assert fresh.status_code == 409, fresh.text  # the state as stored (new) does not take it
     malformed = api.post(path, json={"action": "note", "feedback_id": "fb-1"})
     assert malformed.status_code == 422 and malformed.json()["detail"][0]["loc"] == [
         "body",

@@ -600,6 +600,10 @@ async function act(action) {
   if (!incident) return;
   const reason = $("#action-reason").value.trim();
   const body = { action, reason };
+  // a department's answer is to the order shown: once it moved on, the stage refuses it
+  if (["accept", "reject", "on_site", "handled"].includes(action) && incident.dispatch_id) {
+    body.dispatch_id = incident.dispatch_id;
+  }
   if (action === "close" && incident.state !== "verified" && !reason) {
     result.className = "result refused";
     result.textContent = "closing before verification needs a reason: write it above";
