@@ -92,7 +92,7 @@ def check(
     would never come. The streams service re-reads the file when it changes (and keeps the
     configuration in force when the change is broken)."""
     from rules import RuleFileError
-    from rules.incidents import uncategorised, unmatched_rules
+    from rules.incidents import uncategorised, unlimited_tiers, unmatched_rules
     from rules.incidents.config import GENERAL
     from wiring.services import load_incidents, load_rules
 
@@ -109,6 +109,13 @@ def check(
     )
     problems = unmatched_rules(config, [r.id for r in rules])
     general = uncategorised(config, [r.id for r in rules])
+    unlimited = unlimited_tiers(config)
+    if unlimited:  # not wrong, but a day to accept is seldom what a route to a tier meant
+        typer.echo(
+            f"note: no limits (sla) for {', '.join(unlimited)}: their orders get a day to "
+            "accept and a week to handle",
+            err=True,
+        )
     if general:  # not wrong (the catch-all route takes them), but seldom meant
         typer.echo(
             f"note: in no category, so their alerts open '{GENERAL}' incidents for the "

@@ -18,6 +18,7 @@ from rules.incidents.config import (
     Route,
     parse_incident_config,
     uncategorised,
+    unlimited_tiers,
     unmatched_rules,
 )
 from rules.incidents.desk import Desk
@@ -49,6 +50,7 @@ __all__ = [
     "resumed",
     "route",
     "uncategorised",
+    "unlimited_tiers",
     "unmatched_rules",
 ]
 

@@ -247,6 +247,33 @@ def uncategorised(config: IncidentConfig, rule_ids: Iterable[str]) -> list[str]:
     return [r for r in rule_ids if config.category_of(r) == GENERAL]
 
 
+def unlimited_tiers(config: IncidentConfig) -> list[str]:
+    """The tiers a route dispatches to that neither the file's ``sla`` nor the category's
+    give limits for: their orders get a day to accept and a week to handle (a grid route
+    added without ``sla: {grid: ...}``), each as ``tier`` or ``category at tier``.
+
+    >>> config = parse_incident_config('''
+    ... categories: {noise: {rules: [noise-*]}}
+    ... routes:
+    ...   - {category: noise, tier: grid, department: grid-officers}
+    ...   - {category: "*", tier: city, department: city-ops}
+    ... sla: {city: {accept: {blue: 30m, yellow: 20m, orange: 10m, red: 5m},
+    ...              handle: {blue: 8h, yellow: 4h, orange: 2h, red: 1h}}}
+    ... ''')
+    >>> unlimited_tiers(config)
+    ['noise at grid']
+    """
+    out = []
+    for r in config.routes:
+        if r.tier in config.sla:
+            continue
+        if r.category == "*":
+            out.append(r.tier.value)
+        elif r.tier not in config.category(r.category).sla:
+            out.append(f"{r.category} at {r.tier.value}")
+    return list(dict.fromkeys(out))
+
+
 Category.model_rebuild()
 
 
