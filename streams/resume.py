@@ -130,6 +130,13 @@ OPEN_INCIDENTS = """
            , (SELECT coalesce(json_object_agg(a.alert_id, a.level), '{}'::json)
                 FROM alerts a WHERE a.alert_id = ANY(i.alerts) AND a.status = 'firing')
                AS firing_level
+           , (SELECT min(a.started_at) FROM alerts a
+               WHERE a.alert_id = ANY(i.alerts) AND a.status = 'firing'
+                 AND i.state IN ('verified', 'closed')
+                 AND a.started_at >= (SELECT max(t.ts) FROM incident_transitions t
+                                       WHERE t.incident_id = i.incident_id
+                                         AND t.action IN ('verify', 'close')))
+               AS back_since
            , (SELECT json_build_array(t.action, t.actor) FROM incident_transitions t
                WHERE t.incident_id = i.incident_id
                  AND t.action IN ('dispatch', 'escalate', 'reassign')
@@ -157,6 +164,7 @@ def open_incidents(settings: Settings) -> list[Tracked]:
         revisions, blind, said = row.pop("revisions"), row.pop("blind"), row.pop("said")
         firing_said = row.pop("firing_said") or {}
         firing_level = row.pop("firing_level") or {}
+        back_since = row.pop("back_since")
         action, actor = row.pop("routed") or ("", "")
         try:
             incident = Incident.model_validate(row)
@@ -177,6 +185,7 @@ def open_incidents(settings: Settings) -> list[Tracked]:
                 # who moved it to its department last: a person's reassignment holds
                 actor if action == Action.REASSIGN and actor != PLATFORM else None,
                 {str(a): WarningLevel(level) for a, level in firing_level.items()},
+                back_since,
             )
         )
     return found

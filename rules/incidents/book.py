@@ -109,6 +109,7 @@ def resumed(
     firing_said: Mapping[str, str] | None = None,
     assigned_by: str | None = None,
     firing_level: Mapping[str, WarningLevel] | None = None,
+    back_since: datetime | None = None,
 ) -> Tracked:
     """An incident as the database holds it, tracked again by a desk whose book is empty (the
     local stack's Kafka keeps nothing across a restart): with its id, revision, alerts (id ->
@@ -118,7 +119,8 @@ def resumed(
     ran out already; ``revisions``: the ids of its revisions; ``blind``: ``rule|device`` of its
     alerts whose latest episode ended without a measurement (stale, retired); ``said``: what its
     latest signal said, and ``firing_said``: what each alert firing said, as its dispatch
-    orders carry them (``firing_level``: at which level); ``assigned_by``: the person who reassigned it to its department, when
+    orders carry them (``firing_level``: at which level); ``back_since``: since when an
+    alert of a verified or closed incident fires again; ``assigned_by``: the person who reassigned it to its department, when
     the last move was theirs (a category taking it over leaves it there). What only the
     book kept starts afresh: feedback ids, an outage's id and muted alerts, a storm's budget.
 
@@ -145,6 +147,7 @@ def resumed(
         said=said,
         firing_said=dict(firing_said or {}),
         firing_level=dict(firing_level or {}),
+        back_since=back_since,
         assigned_by=assigned_by,
         verified_at=incident.updated_at if state is IncidentState.VERIFIED else None,
         closed_at=incident.updated_at if state is IncidentState.CLOSED else None,

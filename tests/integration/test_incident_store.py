@@ -664,6 +664,40 @@ def test_a_desk_continued_from_the_database_knows_which_sensors_fell_silent(
     assert resumed.blind == ["waterlogging-depth|wl-silent"]
 
 
+def test_a_desk_continued_from_the_database_knows_since_when_a_closed_one_fires_again(
+    town: Settings,
+) -> None:
+    """A closed incident whose gauge fires again after the close: a desk continued from the
+    database counts the return from the new episode's start, so it reopens on time after a
+    restart (an episode that fired before the close, and still fires, is no return)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def firing(device: str, started: datetime) -> Alert:
+        return Alert(
+            alert_id=hexid(), revision=0, rule_id="waterlogging-depth",
+            status=AlertStatus.FIRING, level=WarningLevel.YELLOW, device_id=device,
+            metric="water_level_cm", value=16, threshold=15,
+            place_path=("tc", "tc-d", "tc-s3", "tc-s3-g"), started_at=started, ts=started,
+            summary=f"water 16 cm at {device}",
+        )  # fmt: skip
+
+    kept, back = firing("wl-kept", now - timedelta(minutes=30)), firing("wl-back", now)
+    with db.connect(town) as conn:
+        AlertSink(conn).write([kept, back])
+        h = History(conn, "tc")
+        closed = h.open(
+            "flooding", "tc-s3", WarningLevel.YELLOW, at=now - timedelta(minutes=40),
+            alerts=(kept.alert_id, back.alert_id),
+        )  # fmt: skip
+        h.go(closed, (Action.CLOSE, IncidentState.CLOSED, now - timedelta(minutes=10)))
+        still = h.open("flooding", "tc-s4", WarningLevel.YELLOW, at=now - timedelta(minutes=40),
+                       alerts=(kept.alert_id,))  # fmt: skip
+        h.go(still, (Action.CLOSE, IncidentState.CLOSED, now - timedelta(minutes=10)))
+    resumed = {t.incident.incident_id: t for t in open_incidents(town)}
+    assert resumed[closed.incident_id].back_since == now
+    assert resumed[still.incident_id].back_since is None
+
+
 def test_a_desk_continued_from_the_database_knows_who_reassigned_an_incident(
     town: Settings,
 ) -> None:
