@@ -120,8 +120,9 @@ def resumed(
     alerts whose latest episode ended without a measurement (stale, retired); ``said``: what its
     latest signal said, and ``firing_said``: what each alert firing said, as its dispatch
     orders carry them (``firing_level``: at which level); ``back_since``: since when an
-    alert of a verified or closed incident fires again; ``assigned_by``: the person who reassigned it to its department, when
-    the last move was theirs (a category taking it over leaves it there). What only the
+    alert of a verified or closed incident fires again; ``assigned_by``: the person who
+    reassigned it to its department, when the last move was theirs (a category taking it
+    over leaves it there). What only the
     book kept starts afresh: feedback ids, an outage's id and muted alerts, a storm's budget.
 
     >>> from datetime import UTC
