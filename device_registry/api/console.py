@@ -131,9 +131,9 @@ class ConsoleConfig(BaseModel):
     categories: dict[str, str] = {}
     """The incident categories a citizen report may name (id -> title; empty when the
     incident configuration cannot be read: the report form then offers none)."""
-    positions: dict[str, tuple[float, float]] = {}
+    positions: dict[str, list[float]] = {}
     """Places in the user's scope without coordinates of their own, at the mean position of
-    their active devices (lat, lon): the map shows their incidents there."""
+    their active devices (``[lat, lon]``): the map shows their incidents there."""
 
 
 def home_places(user: User, registry: Registry) -> list[str]:
@@ -152,7 +152,7 @@ def config(user: Reading, registry: Reader, request: Request) -> ConsoleConfig:
         categories = {}
     paths = {p.place_id: p.path for p in registry.list_places()}
     positions = {
-        place_id: at
+        place_id: list(at)
         for place_id, at in registry.device_positions().items()
         if place_id in paths and user.sees(paths[place_id])
     }
