@@ -264,10 +264,13 @@ class Desk(Dispatcher):
             return
         if level is not None and state in (IncidentState.VERIFIED, IncidentState.CLOSED):
             self._refresh(t, device_id)
-            if began:  # firing again; a level change of one that never stopped is no return
+            said = reason or level.value
+            if began:  # firing again: a flap, or the problem back if it keeps firing
                 t.back_since = t.back_since or now
-            t.incident = t.incident.model_copy(update={"flaps": t.incident.flaps + 1})
-            self._step(t, Action.ATTACH, now, out, reason=f"flap: {reason or level.value}")
+                t.incident = t.incident.model_copy(update={"flaps": t.incident.flaps + 1})
+                self._step(t, Action.ATTACH, now, out, reason=f"flap: {said}")
+            else:  # one that never stopped firing changed its level: no return
+                self._step(t, Action.ATTACH, now, out, reason=f"level change, no return: {said}")
             return
         before = t.peak
         self._refresh(t, device_id, level)
@@ -607,7 +610,7 @@ class Desk(Dispatcher):
         t.verified_at = t.closed_at = t.back_since = None
         t.incident = t.incident.model_copy(update=UNSEEN)
         self._step(t, Action.REOPEN, now, out, actor=actor, reason=reason, to=IncidentState.NEW)
-        self._dispatch(t, now, out, at_least=floor)
+        self._dispatch(t, now, out, at_least=floor, why=f"reopened: {reason}")
 
     def _verified(self, t: Tracked, now: datetime, out: Outcome) -> None:
         t.verified_at = now

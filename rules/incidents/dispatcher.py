@@ -282,8 +282,8 @@ class Dispatcher:
             }
         )
         text = where = f"to {to.department} at {to.tier.value} {self.named(to.tier_place_id)}"
-        if reason:  # the routing's after a rejection says where and why; a person's, why
-            routed = kind is DispatchKind.REASSIGNMENT and actor == PLATFORM
+        if reason:  # the routing's (after a rejection, a reopening) says where and why
+            routed = kind in (DispatchKind.REASSIGNMENT, DispatchKind.ORDER) and actor == PLATFORM
             text = f"{where}: {reason}" if routed else reason
         self._step(t, action, now, out, actor=actor, reason=text, to=IncidentState.DISPATCHED)
         out.dispatches.append(order)

@@ -565,6 +565,8 @@ def test_a_problem_back_for_as_long_as_it_took_to_verify_reopens_the_closed_inci
     (reopen,) = [u.transition for u in out.updates if u.transition.action is Action.REOPEN]
     assert reopen.reason.startswith("firing again for 15 min after closed: ")
     assert len(out.dispatches) == 1 and out.dispatches[0].kind is DispatchKind.ORDER
+    # the crew told of the close reads that this is a return, not a duplicate
+    assert out.dispatches[0].reason == f"reopened: {reopen.reason}"
     assert t.incident.state is IncidentState.DISPATCHED
 
 
@@ -602,7 +604,9 @@ def test_a_level_change_of_an_alert_that_never_stopped_is_no_return() -> None:
     lower = alert("waterlogging-depth", "wl-1", place, 10, revision=1)  # yellow, same episode
     out = run(desk, [lower, tick(30), tick(60)])
     assert out.dispatches == [] and Action.REOPEN not in {u.transition.action for u in out.updates}
-    assert desk.book.incidents[incident_id].incident.state is IncidentState.CLOSED
+    inc = desk.book.incidents[incident_id].incident
+    assert inc.state is IncidentState.CLOSED and inc.flaps == 0  # no flap: it never stopped
+    assert out.updates[0].transition.reason.startswith("level change, no return: ")
 
 
 def test_an_area_outage_is_one_incident_that_mutes_the_silent_devices_alerts() -> None:
