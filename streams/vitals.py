@@ -219,16 +219,12 @@ def close(
             # A memory just begun (a new place or device, a new indicator, or a stream that
             # lost its state with a broker that keeps nothing) knows nothing of an earlier
             # window, and reporting one as no_data would be false: its first window is that of
-            # its first data, else the one open now, and never one the stage did not watch
-            # whole (``began``: the window open then lost what came before): data older than
-            # that is a backlog, or a reading the lost memory cannot call late, and reports
-            # its own window alone, below.
+            # its first data, else the one open now, and never one before the stage began
+            # (``began``): data older than that is a backlog, or a reading the lost memory
+            # cannot call late, and reports its own window alone, below.
             first = starts[0] if starts else window_start(now, spec.window_s)
             if began is not None:
-                since = window_start(began, spec.window_s)
-                if since < began:  # the window open then was watched in part: its own data
-                    since += width  # report it (below), never a no_data it did not see
-                first = max(first, since)
+                first = max(first, window_start(began, spec.window_s))
             closed = max(first, window_start(now - MAX_CATCH_UP, spec.window_s)).isoformat()
         cursor = max(
             datetime.fromisoformat(closed), window_start(now - MAX_CATCH_UP, spec.window_s)

@@ -621,24 +621,6 @@ def test_a_reading_hours_old_after_a_restart_reports_its_window_alone_in_either_
         ], joined_first
 
 
-def test_the_window_open_when_a_restarted_stage_began_is_no_data_it_did_not_see() -> None:
-    """A restart (the memory lost) in the middle of a window: that window's readings before
-    the stop are gone with the memory, so it is reported by the readings seen since, never
-    as no_data; the next window, watched whole, is reported as any."""
-    city = City()
-    city.join("n1", "c/d/s1", "noise")
-    city.join("n2", "c/d/s2", "noise")
-    city.read(reading("n1", "c/d/s1", 483, "noise", laeq_db=60.0))  # after the restart at 482
-    found = city.tick(482.1, began=482) + city.tick(491, began=482)
-
-    def noise(place: str) -> list[tuple[datetime, int]]:
-        return [(i.window_start, i.reporting) for i in found
-                if (i.indicator, i.place_id) == ("noise", place)]  # fmt: skip
-
-    assert noise("s1") == [(T0 + timedelta(minutes=480), 1), (T0 + timedelta(minutes=485), 0)]
-    assert noise("s2") == [(T0 + timedelta(minutes=485), 0)]  # not 480: half of it unseen
-
-
 def test_a_reading_weeks_old_reports_its_own_window_alone() -> None:
     """A reading weeks old (a device clock reset) reports its own window, not every window
     since: thousands, or millions from 1970, walked in the stage's event loop, stopped it."""
