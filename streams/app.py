@@ -676,9 +676,6 @@ def create_app(
             send = functools.partial(send_place, partition, records, changes)
             await confirmed(send, "an observations.places message")
 
-    ticking: dict[str, datetime] = {}
-    """The first tick this worker took: a place memory begun since watched nothing before."""
-
     @app.agent(partials_topic)
     async def place_vitals(stream: faust.StreamT[bytes]) -> None:
         async for _decoding, group in decoded_groups(stream, IndicatorBatch, "bad_indicator_batch"):
@@ -696,11 +693,8 @@ def create_app(
                                 put(vitals, {path[-1]: memory})
                                 changed[partition][path[-1]] = memory
                             continue
-                        began = ticking.setdefault("began", batch.tick)
                         for place_id in on_partition(list(vitals.keys()), partition):
-                            memory, found = close(
-                                vitals[place_id], catalogue, batch.tick, grace, began
-                            )
+                            memory, found = close(vitals[place_id], catalogue, batch.tick, grace)
                             if found or memory != vitals[place_id]:
                                 put(vitals, {place_id: memory})
                                 changed[partition][place_id] = memory

@@ -186,15 +186,9 @@ def _expected(
 
 
 def close(
-    memory: dict[str, Any],
-    catalogue: Catalogue,
-    now: datetime,
-    grace: timedelta,
-    began: datetime | None = None,
+    memory: dict[str, Any], catalogue: Catalogue, now: datetime, grace: timedelta
 ) -> tuple[dict[str, Any], list[Indicator]]:
-    """Report every window of the place that ended more than ``grace`` before ``now``;
-    ``began``: when the stage began ticking (its first tick since it started), before which a
-    memory begun since watched nothing."""
+    """Report every window of the place that ended more than ``grace`` before ``now``."""
     path = tuple(memory["p"])
     level = LEVELS[len(path) - 1]
     mem = {**memory, "w": dict(memory["w"]), "c": dict(memory["c"])}
@@ -216,15 +210,11 @@ def close(
         if closed is None:
             if not starts and expected <= 0:
                 continue
-            # A memory just begun (a new place or device, a new indicator, or a stream that
-            # lost its state with a broker that keeps nothing) knows nothing of an earlier
-            # window, and reporting one as no_data would be false: its first window is that of
-            # its first data, else the one open now, and never one before the stage began
-            # (``began``): data older than that is a backlog, or a reading the lost memory
-            # cannot call late, and reports its own window alone, below.
+            # With no data yet, the first window is the one open now, never one that ended,
+            # due or still in its grace: a memory just begun (a new place or device, a new
+            # indicator, or a stream that lost its state with a broker that keeps nothing)
+            # knows nothing of an earlier window, and reporting it as no_data would be false.
             first = starts[0] if starts else window_start(now, spec.window_s)
-            if began is not None:
-                first = max(first, window_start(began, spec.window_s))
             closed = max(first, window_start(now - MAX_CATCH_UP, spec.window_s)).isoformat()
         cursor = max(
             datetime.fromisoformat(closed), window_start(now - MAX_CATCH_UP, spec.window_s)

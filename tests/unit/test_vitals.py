@@ -105,13 +105,11 @@ class City:
         self.send(batch)
         return batch
 
-    def tick(self, minutes: float, began: float | None = None) -> list[Indicator]:
-        """The stage's tick at ``minutes``; ``began``: its first tick since it started."""
+    def tick(self, minutes: float) -> list[Indicator]:
         found: list[Indicator] = []
-        start = None if began is None else T0 + timedelta(minutes=began)
         for place, memory in list(self.places.items()):
             self.places[place], out = close(
-                memory, CATALOGUE, T0 + timedelta(minutes=minutes), GRACE, start
+                memory, CATALOGUE, T0 + timedelta(minutes=minutes), GRACE
             )
             found += out
         self.reported += found
@@ -598,27 +596,6 @@ def test_a_place_begun_in_a_windows_grace_does_not_report_that_window() -> None:
     assert noise(30.25) == []
     assert noise(32) == []  # [25, 30) is due now, but began before the place did
     assert [i.window_start for i in noise(36)] == [T0 + timedelta(minutes=30)]
-
-
-def test_a_reading_hours_old_after_a_restart_reports_its_window_alone_in_either_order() -> None:
-    """A stream restarted without its memory (8 hours in) takes a reading 8 hours old (one
-    the lost memory cannot call late) before its first tick, whether the registry's word on
-    its device came first or after: its own window is reported, not the 95 empty windows
-    since as no_data (those a stream before the restart reported with data)."""
-    for joined_first in (True, False):
-        city = City()
-        if joined_first:
-            city.join("n1", "c/d/s1", "noise")
-        city.read(reading("n1", "c/d/s1", 1, "noise", laeq_db=60.0))
-        found = city.tick(480.1, began=480)  # the first tick
-        if not joined_first:
-            city.join("n1", "c/d/s1", "noise")
-        found += city.tick(490, began=480)
-        found = [i for i in found if (i.indicator, i.place_id) == ("noise", "s1")]
-        assert [(i.window_start, i.reporting) for i in found] == [
-            (T0, 1),
-            (T0 + timedelta(minutes=480), 0),  # watched since the restart: no data
-        ], joined_first
 
 
 def test_a_reading_weeks_old_reports_its_own_window_alone() -> None:
