@@ -1004,7 +1004,9 @@ def test_tags_stored_before_their_bounds_are_brought_within_them(
                 " updated_at) VALUES ('old-tags', 'water_level', '{c}', 'active', %s, now())",
                 (old,),
             )
-        assert db.migrate(settings) == [m.name for m in every if m.version >= 23]
+        assert db.migrate(settings) == [
+            f"{m.version:04d}_{m.name}" for m in every if m.version >= 23
+        ]
         with db.connect(settings) as conn, conn.cursor() as cur:
             device = get(cur, "old-tags")  # reads as a device again
         assert device.tags[:4] == ("ok", "a b", "tab here", "x" * 64)
