@@ -15,8 +15,8 @@ Memory of a place (plain JSON): expected devices by type ``m``; open windows ``w
 ``indicator|window start`` with their state ``s``, reporting count ``r``, last offset applied
 per source ``o``, a ``d`` flag when they changed since reported, when they were last
 reported ``t`` and the expected devices by type ``x`` they keep when devices leave (a device
-that moves away mid-window is still expected where it reported); and per indicator the start
-of the first window not yet reported, ``c``; the devices that joined lately, by type, ``j``
+that moves away mid-window is still expected where it reported); and per indicator the start of the first window not yet reported, ``c``,
+and of the earliest window reported, ``f``; the devices that joined lately, by type, ``j``
 (``[[minute, count], ...]``: a window does not expect those that joined after it ended).
 """
 
@@ -191,8 +191,7 @@ def close(
     """Report every window of the place that ended more than ``grace`` before ``now``."""
     path = tuple(memory["p"])
     level = LEVELS[len(path) - 1]
-    mem = {**memory, "w": dict(memory["w"]), "c": dict(memory["c"])}
-    mem.pop("f", None)  # (the earliest window reported, kept by earlier versions)
+    mem = {**memory, "w": dict(memory["w"]), "c": dict(memory["c"]), "f": dict(memory.get("f", {}))}
     out: list[Indicator] = []
     due_before = now - grace
     for spec in catalogue:
@@ -219,11 +218,18 @@ def close(
         cursor = max(
             datetime.fromisoformat(closed), window_start(now - MAX_CATCH_UP, spec.window_s)
         )
-        # Windows that got data after they were reported, or before the place's memory began
-        # (a backlog, or a late reading after a restart): each is reported with its data. The
-        # empty windows before the memory began are not: nothing here watched them, and one a
-        # stream before a restart reported must not be said again as no_data.
         pending = {s for s in starts if s < cursor and mine[f"{prefix}{s.isoformat()}"].get("d")}
+        earliest = mem["f"].get(spec.id)
+        # Where the place's history starts: its earliest window reported, else its cursor.
+        history = datetime.fromisoformat(earliest) if earliest is not None else cursor
+        if pending and min(pending) < history:
+            # Data older than that (a backlog): the place's history now starts there, so the
+            # windows between, empty or not, are reported too, up to MAX_CATCH_UP back (a
+            # reading weeks old must not make it report every window since).
+            back = max(min(pending), window_start(now - MAX_CATCH_UP, spec.window_s))
+            while back < history:
+                pending.add(back)
+                back += width
         while cursor + width <= due_before:
             if expected <= 0 and not mine.get(f"{prefix}{cursor.isoformat()}", {}).get("r"):
                 break  # its devices are not known here yet: wait rather than skip the window
@@ -259,6 +265,10 @@ def close(
             if key in mem["w"]:
                 mem["w"][key] = {**mem["w"][key], "d": 0, "t": now.isoformat()}
         mem["c"][spec.id] = cursor.isoformat()
+        if out and any(i.indicator == spec.id for i in out):
+            reported = min(i.window_start for i in out if i.indicator == spec.id)
+            if earliest is None or reported < datetime.fromisoformat(earliest):
+                mem["f"][spec.id] = reported.isoformat()
         for key, window in list(mem["w"].items()):  # forget windows reported long ago
             reported = window.get("t")
             old = reported is not None and datetime.fromisoformat(reported) + KEEP < now

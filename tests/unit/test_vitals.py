@@ -16,7 +16,7 @@ from cityvitals.instants import micros
 from rules.indicators import iaqi, parse_catalogue, window_start
 from streams.app import bundle
 from streams.partials import UNKNOWN, copy_marks
-from streams.vitals import Partials, apply, close, membership
+from streams.vitals import MAX_CATCH_UP, Partials, apply, close, membership
 
 T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
 CATALOGUE = parse_catalogue(
@@ -555,11 +555,7 @@ def test_a_message_processed_again_after_a_crash_counts_its_devices_again() -> N
     assert (aqi.reporting, aqi.value) == (1, iaqi("pm25", 30.0))
 
 
-def test_a_backlog_older_than_the_memory_reports_its_windows_and_no_empty_one() -> None:
-    """Readings from before the place's memory began (a device's backlog, or a late reading
-    after a restart that lost the memory) report their own windows; the empty windows between
-    are not reported as no_data: nothing watched them, and a stream before the restart may
-    have reported them with data."""
+def test_a_backlog_older_than_anything_reported_fills_the_windows_up_to_it() -> None:
     city = City()
     city.join("n1", "c/d/s1", "noise")
 
@@ -571,16 +567,21 @@ def test_a_backlog_older_than_the_memory_reports_its_windows_and_no_empty_one() 
     assert noise(31) == []
     assert [i.window_start for i in noise(36)] == [T0 + timedelta(minutes=30)]
     city.read(reading("n1", "c/d/s1", 6, "noise", laeq_db=60.0))  # a backlog arrives
-    city.read(reading("n1", "c/d/s1", 16, "noise", laeq_db=61.0))
-    own = [(T0 + timedelta(minutes=5), 1), (T0 + timedelta(minutes=15), 1)]
-    assert [(i.window_start, i.reporting) for i in noise(37)] == own
-    # The same when the backlog comes before the place reported anything.
+    filled = [
+        (T0 + timedelta(minutes=5), 1),
+        (T0 + timedelta(minutes=10), 0),
+        (T0 + timedelta(minutes=15), 0),
+        (T0 + timedelta(minutes=20), 0),
+        (T0 + timedelta(minutes=25), 0),
+    ]
+    assert [(i.window_start, i.reporting) for i in noise(37)] == filled
+    # The same when the backlog comes before the place reported anything: its history started
+    # with the window open at its first tick, and now starts at the backlog.
     city = City()
     city.join("n1", "c/d/s1", "noise")
     assert noise(31) == []
     city.read(reading("n1", "c/d/s1", 6, "noise", laeq_db=60.0))
-    city.read(reading("n1", "c/d/s1", 16, "noise", laeq_db=61.0))
-    assert [(i.window_start, i.reporting) for i in noise(32)] == own
+    assert [(i.window_start, i.reporting) for i in noise(32)] == filled
 
 
 def test_a_place_begun_in_a_windows_grace_does_not_report_that_window() -> None:
@@ -598,9 +599,10 @@ def test_a_place_begun_in_a_windows_grace_does_not_report_that_window() -> None:
     assert [i.window_start for i in noise(36)] == [T0 + timedelta(minutes=30)]
 
 
-def test_a_reading_weeks_old_reports_its_own_window_alone() -> None:
-    """A reading weeks old (a device clock reset) reports its own window, not every window
-    since: thousands, or millions from 1970, walked in the stage's event loop, stopped it."""
+def test_a_backlog_weeks_old_fills_the_windows_of_the_last_day_only() -> None:
+    """A reading weeks old (a device clock reset) reports its own window and the empty ones
+    of the last day (MAX_CATCH_UP), not every window since: thousands, or millions from 1970,
+    walked in the stage's event loop, stopped it."""
     city = City()
     city.join("n1", "c/d/s1", "noise")
     city.tick(31)
@@ -608,7 +610,10 @@ def test_a_reading_weeks_old_reports_its_own_window_alone() -> None:
     old = reading("n1", "c/d/s1", 0, "noise", laeq_db=60.0)
     city.read(old.model_copy(update={"ts": T0 - timedelta(days=40)}))  # 40 days old
     later = [i for i in city.tick(37) if (i.indicator, i.place_id) == ("noise", "s1")]
-    assert [i.window_start for i in later] == [window_start(T0 - timedelta(days=40), 300)]
+    starts = sorted(i.window_start for i in later)
+    assert starts[0] == window_start(T0 - timedelta(days=40), 300)  # its own window, alone
+    assert starts[1] >= T0 + timedelta(minutes=37) - MAX_CATCH_UP - timedelta(minutes=5)
+    assert len(later) <= 1 + 24 * 12  # then a day of 5-minute windows at most (not 11,500)
 
 
 def test_a_camera_reports_by_its_events() -> None:
