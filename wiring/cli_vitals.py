@@ -199,6 +199,8 @@ def vitals(
                     # a bucket of fewer windows than it holds rests on part of its time (a
                     # day the clocks change is 23 or 25 hours long)
                     per = int(_bucket_s(point.start, resolution, zone)) // window_s
+                    if resolution == "raw":  # a window is whole: no share of a bucket
+                        per = 1
                     part = f"  ({point.windows} of {per} windows)" if point.windows < per else ""
                     typer.echo(
                         f"  {point.start.astimezone(zone).isoformat()}  {shown(point.value):>10}  "

@@ -135,6 +135,9 @@ def test_an_hour_of_windows_adds_up_as_its_indicator_does(town: Settings) -> Non
     assert shown.exit_code == 0, shown.output
     assert "41  [6 .. 41]" in shown.output
     assert "coverage 100%  (2 of 12 windows)" in shown.output  # ten minutes of the hour
+    raw = CliRunner().invoke(app, [*argv[:4], "--resolution", "raw", *span], env=town.to_env())
+    assert raw.exit_code == 0, raw.output  # each window whole: no "(1 of 12 windows)"
+    assert "41  [41 .. 41]  coverage 100%\n" in raw.output and "windows)" not in raw.output
     argv[3] = "devices_online"  # a share, as the console and the "now" view show it
     online = CliRunner().invoke(app, [*argv, *span], env=town.to_env())
     assert "devices_online at td, 1h, in %" in online.output
