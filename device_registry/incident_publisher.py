@@ -294,15 +294,13 @@ def answered_order(incident: Incident, action: str) -> str | None:
 def unnamed_filter(
     conn: Any,
     settings: Settings,
-    registered: Iterable[str],
     *,
     department: str | None = None,
     category: str | None = None,
     device: str | None = None,
 ) -> tuple[str, str] | None:
     """The first listing filter that names nothing the platform knows, with why: a
-    ``department`` neither the incident routing, the registry (``registered``) nor a stored
-    incident has; a ``category`` neither the incident configuration nor a stored incident
+    ``department`` neither the incident routing, the registry nor a stored incident has; a ``category`` neither the incident configuration nor a stored incident
     has; a ``device`` neither the registry nor a stored alert has. None when each names
     something. A misspelt one would answer an empty list, read as all quiet; one that names
     only history (a category since removed) still lists it."""
@@ -316,8 +314,8 @@ def unnamed_filter(
         if value is None:
             continue
         if name == "department":
-            routed, listed = incident_departments(settings), list(registered)
-            why = unknown_department(value, routed, listed)
+            listed = [r[0] for r in conn.execute("SELECT department_id FROM departments")]
+            why = unknown_department(value, incident_departments(settings), listed)
         elif name == "category":
             known = incident_categories(settings)
             why = None if value in known else f"no category {value!r}; one of: {', '.join(known)}"

@@ -323,20 +323,12 @@ def _aqi_buckets(
             begins = key.astimezone(UTC)
             ends = datetime.combine(key.date() + timedelta(days=1), time(), tz).astimezone(UTC)
             length = (ends - begins) // hour
-            hours: list[dict[str, list[float]]] = [{} for _ in range(length)]
+            hours: list[list[dict[str, Any]]] = [[] for _ in range(length)]
             for start, _, _, detail in windows:
-                into = hours[min((start.astimezone(UTC) - begins) // hour, length - 1)]
-                for name, c in detail.items():
-                    if name.startswith("mean."):
-                        into.setdefault(name[5:], []).append(float(c))
-            value = daily_aqi([{p: sum(cs) / len(cs) for p, cs in h.items()} for h in hours])[0]
+                hours[min((start.astimezone(UTC) - begins) // hour, length - 1)].append(detail)
+            value = daily_aqi([_concentrations(h) for h in hours])[0]
         else:
-            means: dict[str, list[float]] = {}
-            for _, _, _, detail in windows:
-                for name, c in detail.items():
-                    if name.startswith("mean."):
-                        means.setdefault(name[5:], []).append(float(c))
-            value = hourly_aqi({p: sum(cs) / len(cs) for p, cs in means.items()})[0]
+            value = hourly_aqi(_concentrations([d for _, _, _, d in windows]))[0]
         points.append(
             HistoryPoint(
                 key.astimezone(UTC),
@@ -348,6 +340,21 @@ def _aqi_buckets(
             )
         )
     return points
+
+
+def _concentrations(details: list[dict[str, Any]]) -> dict[str, float]:
+    """Each pollutant's mean of the concentrations the windows' ``details`` keep
+    (``mean.<pollutant>``).
+
+    >>> _concentrations([{"mean.pm25": 20.0, "iaqi.pm25": 29.0}, {"mean.pm25": 100.0}, {}])
+    {'pm25': 60.0}
+    """
+    found: dict[str, list[float]] = {}
+    for detail in details:
+        for name, c in detail.items():
+            if name.startswith("mean."):
+                found.setdefault(name[5:], []).append(float(c))
+    return {p: sum(cs) / len(cs) for p, cs in found.items()}
 
 
 def whole_buckets(

@@ -91,9 +91,8 @@ def named_filters(conn: psycopg.Connection[Any], conf: Settings, **filters: str 
     asked when a listing came back empty, where "no incidents" would read as all quiet."""
     from device_registry.incident_publisher import unnamed_filter
 
-    registered = [r[0] for r in conn.execute("SELECT department_id FROM departments")]
     try:
-        unnamed = unnamed_filter(conn, conf, registered, **filters)
+        unnamed = unnamed_filter(conn, conf, **filters)
     except (OSError, ValueError) as exc:
         raise fail(f"the incident configuration cannot be read: {exc}") from None
     if unnamed is not None:

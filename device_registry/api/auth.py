@@ -220,9 +220,8 @@ def refuse_unnamed(registry: Registry, request: Request, **filters: str | None) 
     the incident configuration cannot be read."""
     from device_registry.incident_publisher import unnamed_filter
 
-    registered = [d.department_id for d in registry.list_departments()]
     try:
-        unnamed = unnamed_filter(registry.conn, request.app.state.settings, registered, **filters)
+        unnamed = unnamed_filter(registry.conn, request.app.state.settings, **filters)
     except (OSError, ValueError) as exc:
         raise HTTPException(503, f"the incident configuration cannot be read: {exc}") from exc
     if unnamed is not None:
