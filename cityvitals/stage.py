@@ -15,8 +15,9 @@
 >>> m.received.inc(3); m.forwarded.inc(2); m.refuse("payload")
 >>> m.reconciles()
 True
->>> dead_letter("demo", "x: missing", b"{}", kafka_source("readings", 0, 7)).source
-'readings[0]@7'
+>>> letter = dead_letter("demo", "x: missing", b"{}", kafka_source("readings", 0, 7), cause="x")
+>>> letter.source, letter.cause
+('readings[0]@7', 'x')
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ PAYLOAD_KEPT = 256 * 1024
 and every dead letter far under the 4 MB Kafka takes here. A longer input keeps its start,
 and the reason says how long it was; kept whole, a payload of a few megabytes made a dead
 letter Kafka refused, and the stage stopped on it at every start."""
+
+CAUSE_MAX = 100
+"""A dead letter's cause is cut to this many characters (the contract's limit)."""
 
 SOURCE_MAX = 500
 """A dead letter's source is cut to this many characters (the contract's limit): an MQTT topic
@@ -119,20 +123,22 @@ def dead_letter(
     payload: bytes,
     source: str,
     *,
+    cause: str,
     device_id: str | None = None,
     received_at: datetime | None = None,
 ) -> DeadLetter:
-    """The dead letter of an input ``stage`` refused: why, its original bytes and its source.
+    """The dead letter of an input ``stage`` refused: why, what the stage counted it as
+    (``cause``), its original bytes and its source.
 
-    >>> letter = dead_letter("sinks", "not JSON", b"\\x00", "alerts[0]@3")
+    >>> letter = dead_letter("sinks", "not JSON", b"\\x00", "alerts[0]@3", cause="alerts")
     >>> letter.stage, letter.payload_b64, letter.device_id
     ('sinks', 'AA==', None)
-    >>> len(dead_letter("ingest", "x" * 1990 + "\\x00" * 10, b"", "t").reason)  # escaped, then cut
+    >>> len(dead_letter("ingest", "x" * 1990 + "\\x00" * 10, b"", "t", cause="x").reason)  # escaped, cut
     2000
-    >>> huge = dead_letter("ingest", "too large", b"x" * 300_000, "t")
+    >>> huge = dead_letter("ingest", "too large", b"x" * 300_000, "t", cause="payload")
     >>> huge.reason, len(base64.b64decode(huge.payload_b64))
     ('too large (payload of 300,000 bytes: its first 262,144 kept)', 262144)
-    >>> dead_letter("ingest", "300,000 bytes, past the 65,536", b"x" * 300_000, "t").reason
+    >>> dead_letter("ingest", "300,000 bytes, past the 65,536", b"x" * 300_000, "t", cause="x").reason
     '300,000 bytes, past the 65,536 (its first 262,144 kept)'
     """
     # NUL written as \x00 before the cut: the contract escapes it too, and a text that grew
@@ -148,6 +154,7 @@ def dead_letter(
     return DeadLetter(
         stage=stage,
         reason=reason[:REASON_MAX],
+        cause=cause[:CAUSE_MAX],
         source=source[:SOURCE_MAX],
         device_id=device_id,
         payload_b64=base64.b64encode(payload).decode(),

@@ -416,17 +416,19 @@ class Gateway:
     def _dead_letter(self, item: _Inbound, error: DecodeError, counted: str = "") -> None:
         """Keep a refused message, counted by ``counted`` (else the field the error names)."""
         device = publisher_of_topic(self.settings.mqtt_topic_root, item.topic)
+        cause = counted or field_label(error.field)
         letter = dead_letter(
             "ingest",
             str(error),
             item.payload,
             item.topic,
+            cause=cause,
             device_id=device,
             received_at=item.received_at,
         )
         self.metrics.received.inc()
         self.metrics.inflight.inc()
-        self.metrics.refuse(counted or field_label(error.field))
+        self.metrics.refuse(cause)
         self.producer.produce(
             self._deadletter,
             letter.model_dump_json().encode(),

@@ -39,6 +39,8 @@ class LetterFilter:
     since: datetime | None = None
     reason: str | None = None
     """Only those whose reason holds this text (any case)."""
+    cause: str | None = None
+    """Only those counted as this (:attr:`DeadLetter.cause`)."""
     limit: int = 50
 
 
@@ -58,6 +60,7 @@ def list_letters(conn: Conn, where: LetterFilter) -> list[StoredLetter]:
         ("device_id = %s", where.device),
         ("received_at >= %s", where.since),
         ("strpos(lower(reason), lower(%s)) > 0", where.reason),
+        ("cause = %s", where.cause),
     ]
     clauses = [clause for clause, value in asked if value is not None]
     params = [value for _clause, value in asked if value is not None]
@@ -82,6 +85,7 @@ def _letter(row: dict[str, Any]) -> DeadLetter:
     return DeadLetter(
         stage=row["stage"],
         reason=row["reason"],
+        cause=row["cause"],
         source=row["source"],
         device_id=row["device_id"],
         payload_b64=row["payload_b64"],

@@ -239,7 +239,9 @@ class Notifier:
         except ValidationError as exc:
             reason = f"not a {CONTRACTS[kind]}: {': '.join(problems(exc))}"
             log.warning("%s: %s", source, reason)
-            if not self._dead_letter([dead_letter("notify", reason, value, source)], stop):
+            if not self._dead_letter(
+                [dead_letter("notify", reason, value, source, cause="contract")], stop
+            ):
                 return False
             self.metrics.refuse("contract")
             return True
@@ -261,7 +263,8 @@ class Notifier:
             self.metrics.forwarded.inc()
             return True
         log.warning("%s %s: %s", message.event, message.delivery_id, result.reason())
-        if not self._dead_letter([dead_letter("notify", result.reason(), value, source)], stop):
+        letter = dead_letter("notify", result.reason(), value, source, cause="delivery")
+        if not self._dead_letter([letter], stop):
             return False
         self.metrics.refuse("delivery")
         return True

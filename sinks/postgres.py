@@ -262,11 +262,11 @@ def letter_key(letter: DeadLetter) -> str | None:
     for the :data:`MQTT_STAGES`.
 
     >>> from cityvitals.stage import dead_letter
-    >>> first = dead_letter("sinks", "not JSON", b"{", "alerts[0]@3")
+    >>> first = dead_letter("sinks", "not JSON", b"{", "alerts[0]@3", cause="alerts")
     >>> again = first.model_copy(update={"received_at": first.received_at.replace(year=2031)})
     >>> letter_key(first) == letter_key(again), len(letter_key(first) or "")
     (True, 64)
-    >>> letter_key(dead_letter("ingest", "not JSON", b"{", "cityvitals/aq-1/readings"))
+    >>> letter_key(dead_letter("ingest", "not JSON", b"{", "cityvitals/t", cause="payload"))
     """
     if letter.stage in MQTT_STAGES:
         return None
@@ -282,8 +282,8 @@ class DeadLetterSink(SqlSink):
     table = "deadletters"
     statement = """
         INSERT INTO deadletters (kafka_topic, kafka_partition, kafka_offset, stage, reason,
-                                 source, device_id, payload_b64, received_at, letter_key)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
+                                 cause, source, device_id, payload_b64, received_at, letter_key)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
     """
 
     def rows(self, batch: Sequence[KafkaPlaced]) -> list[tuple[object, ...]]:
@@ -294,6 +294,7 @@ class DeadLetterSink(SqlSink):
                 off,
                 d.stage,
                 d.reason,
+                d.cause,
                 d.source,
                 d.device_id,
                 d.payload_b64,

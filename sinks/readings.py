@@ -95,11 +95,13 @@ class CameraSeen:
 
 @dataclass(frozen=True)
 class Refused:
-    """A message naming a device that a stage refused: when, which stage, and why."""
+    """A message naming a device that a stage refused: when, which stage, why, and what the
+    stage counted it as (None for a letter stored before causes were kept)."""
 
     received_at: datetime
     stage: str
     reason: str
+    cause: str | None = None
 
 
 @dataclass(frozen=True)
@@ -184,7 +186,7 @@ def device_activity(
         (device_id, back, REFUSED_COUNTED),
     ).fetchone()
     refused = conn.execute(
-        "SELECT received_at, stage, reason FROM deadletters"
+        "SELECT received_at, stage, reason, cause FROM deadletters"
         " WHERE device_id = %s AND received_at >= %s ORDER BY received_at DESC LIMIT %s",
         (device_id, back, SHOWN),
     ).fetchall()
@@ -200,7 +202,7 @@ def device_activity(
             CameraSeen(e, ts, float(v), float(c), ref) for e, ts, v, c, ref in seen
         ),
         refused=int(counted[0]) if counted else 0,
-        refused_newest=tuple(Refused(at, stage, reason) for at, stage, reason in refused),
+        refused_newest=tuple(Refused(*row) for row in refused),
     )
 
 

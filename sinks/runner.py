@@ -77,6 +77,13 @@ type holds (an integer past 2^63 - 1, refused before it is sent: OverflowError f
 driver, struct.error from the Python one): no retry helps. Other errors
 stop the sink as before."""
 
+DATABASE_REFUSED = "database_refused"
+"""The cause of the dead letter of an item the database refused (counted by table in
+``cityvitals_sinks_refused_items_total``)."""
+
+CONFLICT = "conflict"
+"""The cause of the dead letter of a reading whose value for a stored instant differed
+(``cityvitals_sinks_conflicts_total``)."""
 
 IDENTIFIER_RE = re.compile(IDENTIFIER)
 
@@ -173,6 +180,7 @@ class SinkRunner:
                 ": ".join(problems(exc)),
                 envelope.value,
                 kafka_source(topic, partition, offset),
+                cause=kind.value,
             )
             if kind is Topic.DEADLETTER:
                 # A dead letter that is itself malformed: keep its bytes as a dead letter row.
@@ -269,6 +277,7 @@ class SinkRunner:
             reason,
             item.model_dump_json().encode(),
             source,
+            cause=DATABASE_REFUSED,
             device_id=getattr(item, "device_id", None),
             received_at=getattr(item, "received_at", None),
         )
@@ -298,6 +307,7 @@ class SinkRunner:
             reason,
             letter.model_dump_json().encode(),
             source,
+            cause=DATABASE_REFUSED,
             device_id=letter.device_id
             if isinstance(letter.device_id, str) and IDENTIFIER_RE.fullmatch(letter.device_id)
             else None,
@@ -328,6 +338,7 @@ class SinkRunner:
                 "; ".join(why),
                 item.model_dump_json().encode(),
                 source,
+                cause=CONFLICT,
                 device_id=item.device_id,
                 received_at=item.received_at,
             )

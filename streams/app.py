@@ -423,7 +423,9 @@ def create_app(
         except ValidationError as exc:
             metrics.received.inc()
             metrics.refuse(label)
-            letter = dead_letter("streams", ": ".join(problems(exc)), event.value, source)
+            letter = dead_letter(
+                "streams", ": ".join(problems(exc)), event.value, source, cause=label
+            )
             await confirmed(functools.partial(send_one, deadletter_topic, letter), "a dead letter")
             return source, None
 

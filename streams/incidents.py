@@ -65,6 +65,16 @@ ORIGIN: dict[type, Topic] = {
 """The topic an input the desk may refuse came from."""
 
 
+def refused_label(item: object) -> str:
+    """What the desk counts a refusal of ``item`` as, and its dead letter's cause.
+
+    >>> from rules.incidents.testing import feedback
+    >>> refused_label(feedback("a" * 32, "handled").feedback)
+    'refused_feedback'
+    """
+    return f"refused_{type(item).__name__.lower()}"
+
+
 def refusal_letter(refusal: Refusal, origin: str, source: str) -> tuple[str, DeadLetter]:
     """The dead letter of an input the desk refused, and its key: the item as its own topic
     (``origin``) has it, not the stage's envelope, so a sender finds what it sent; keyed by a
@@ -73,8 +83,8 @@ def refusal_letter(refusal: Refusal, origin: str, source: str) -> tuple[str, Dea
     >>> from rules.incidents.testing import feedback
     >>> fb = feedback("a" * 32, "handled").feedback
     >>> key, letter = refusal_letter(Refusal(fb, "not now"), "dispatch.feedback", "incidents.inputs[0]")
-    >>> key == fb.incident_id, letter.source, letter.device_id
-    (True, 'dispatch.feedback, by way of incidents.inputs[0]', None)
+    >>> key == fb.incident_id, letter.source, letter.device_id, letter.cause
+    (True, 'dispatch.feedback, by way of incidents.inputs[0]', None, 'refused_feedback')
     >>> import base64
     >>> Feedback.model_validate_json(base64.b64decode(letter.payload_b64)) == fb
     True
@@ -84,7 +94,12 @@ def refusal_letter(refusal: Refusal, origin: str, source: str) -> tuple[str, Dea
     key = item.incident_id if isinstance(item, Feedback) else device or ""
     payload = item.model_dump_json().encode()
     letter = dead_letter(
-        "incidents", refusal.reason, payload, f"{origin}, by way of {source}", device_id=device
+        "incidents",
+        refusal.reason,
+        payload,
+        f"{origin}, by way of {source}",
+        cause=refused_label(item),
+        device_id=device,
     )
     return key, letter
 
@@ -271,7 +286,7 @@ def add_incident_agents(
     async def refuse(
         reason: str, label: str, value: bytes, source: str, hop: StageMetrics = metrics
     ) -> None:
-        letter = dead_letter("incidents", reason, value, source)
+        letter = dead_letter("incidents", reason, value, source, cause=label)
         await confirmed(functools.partial(send_one, deadletter_topic, letter), "a dead letter")
         hop.refuse(label)  # once Kafka has it, as what is forwarded
 
@@ -376,7 +391,7 @@ def add_incident_agents(
         if item.tick is None and not outcome.refusals:
             metrics.desk.forwarded.inc()
         for refusal in outcome.refusals:
-            metrics.desk.refuse(f"refused_{type(refusal.item).__name__.lower()}")
+            metrics.desk.refuse(refused_label(refusal.item))
         for update in outcome.updates:
             metrics.steps.labels(update.transition.action.value).inc()
             if update.transition.from_state is None:

@@ -108,6 +108,13 @@ class BatchOutcome:
     changed_marks: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per device, the window each indicator last counted it in."""
 
+    def refuse(
+        self, item: Reading | CameraEvent, reason: str, kind: str, source: str, now: datetime
+    ) -> None:
+        """Count ``item`` refused as ``kind`` and keep its dead letter."""
+        self.refused[kind] += 1
+        self.dead_letters.append(refusal(item, reason, kind, source, now))
+
 
 class ParsedMemories:
     """Device memories as the rules hold them, each with the table value it was parsed from
@@ -199,26 +206,22 @@ def process_batch(
         entry = out.changed_devices.get(device_id) or devices.get(device_id)
         why, kind = problem(item, entry)
         if why is not None:
-            out.refused[kind] += 1
-            out.dead_letters.append(refusal(item, why, source, now))
+            out.refuse(item, why, kind, source, now)
             continue
         assert entry is not None
         try:
             enriched = enrich(item, entry)
             future = ahead(enriched.ts, now, limit)
             if future is not None:
-                out.refused["future"] += 1
-                out.dead_letters.append(refusal(item, future, source, now))
+                out.refuse(item, future, "future", source, now)
                 continue
             past = too_old(enriched.ts, now, earliest)
             if past is not None:
-                out.refused["too_old"] += 1
-                out.dead_letters.append(refusal(item, past, source, now))
+                out.refuse(item, past, "too_old", source, now)
                 continue
             unfit = partials.refuses(enriched) if partials is not None else None
             if unfit is not None:
-                out.refused["out_of_range"] += 1
-                out.dead_letters.append(refusal(item, unfit, source, now))
+                out.refuse(item, unfit, "out_of_range", source, now)
                 continue
             memory = memories.get(device_id)
             judged = evaluate_device(
@@ -238,8 +241,7 @@ def process_batch(
                     f"late: {span(behind)} behind the device's newest reading "
                     f"(grace {span(rules.grace.total_seconds())})"
                 )
-                out.refused["late"] += 1
-                out.dead_letters.append(refusal(item, reason, source, now))
+                out.refuse(item, reason, "late", source, now)
                 continue
             if partials is not None:
                 device_marks = out.changed_marks.get(device_id)
@@ -248,11 +250,10 @@ def process_batch(
                 if partials.add(enriched, device_marks, offset, entry.get("expected_interval_s")):
                     out.changed_marks[device_id] = device_marks
         except Exception as exc:  # one item the stage cannot judge, not its batch
-            out.refused[STAGE_FAILED] += 1
-            if out.refused[STAGE_FAILED] == 1:  # the traceback, once a batch
+            if not out.refused[STAGE_FAILED]:  # the traceback, once a batch
                 log.exception("the stage failed on an item of %s from %s", device_id, source)
             reason = f"the stream stage failed on it: {type(exc).__name__}: {exc}"
-            out.dead_letters.append(refusal(item, reason, source, now))
+            out.refuse(item, reason, STAGE_FAILED, source, now)
             continue
         if judged.arrival is Arrival.OUT_OF_ORDER:
             out.out_of_order += 1

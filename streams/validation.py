@@ -169,11 +169,14 @@ def too_old(ts: datetime, now: datetime, earliest: datetime) -> str | None:
     return None
 
 
-def refusal(item: Reading | CameraEvent, reason: str, source: str, now: datetime) -> DeadLetter:
-    """The dead letter of a refused item: its JSON, the reason, where it came from."""
+def refusal(
+    item: Reading | CameraEvent, reason: str, cause: str, source: str, now: datetime
+) -> DeadLetter:
+    """The dead letter of a refused item: its JSON, the reason and what it was counted as,
+    where it came from."""
     payload = item.model_dump_json().encode()
     return dead_letter(
-        "streams", reason, payload, source, device_id=item.device_id, received_at=now
+        "streams", reason, payload, source, cause=cause, device_id=item.device_id, received_at=now
     )
 
 

@@ -27,6 +27,13 @@ def deadletters(
         str | None, typer.Option(help="received at or after (ISO time, 19:55, or 15m back)")
     ] = None,
     reason: Annotated[str | None, typer.Option(help="only whose reason holds this text")] = None,
+    cause: Annotated[
+        str | None,
+        typer.Option(
+            help="only counted as this: a label of cityvitals_<stage>_rejected_total "
+            "(unknown_device, late, ts, ...), database_refused or conflict"
+        ),
+    ] = None,
     payload: Annotated[
         bool, typer.Option("--payload", help="also show the refused bytes (200 characters)")
     ] = False,
@@ -42,7 +49,9 @@ def deadletters(
             f"--stage {stage!r} is not a stage name (a lower case letter, then letters, digits, _ . -)"
         )
     after = time_option(since, "--since")
-    where = LetterFilter(stage=stage, device=device, since=after, reason=reason, limit=limit)
+    where = LetterFilter(
+        stage=stage, device=device, since=after, reason=reason, cause=cause, limit=limit
+    )
     conf = settings()
     with db.connect(conf) as conn:
         found = list_letters(conn, where)
@@ -66,9 +75,9 @@ def deadletters(
 
 
 def letter_lines(found: list[StoredLetter], zone: tzinfo, payload: bool = False) -> list[str]:
-    """Two lines per letter (when, stage, device, source; then its reason), a line with the
-    action, its actor and its incident for a refused feedback, and one with the refused bytes
-    when ``payload``."""
+    """Two lines per letter (when, stage, device, source; then what it was counted as and its
+    reason), a line with the action, its actor and its incident for a refused feedback, and one
+    with the refused bytes when ``payload``."""
     from sinks.deadletters import shown_payload
     from sinks.readings import refusal_of
 
@@ -78,7 +87,7 @@ def letter_lines(found: list[StoredLetter], zone: tzinfo, payload: bool = False)
         lines.append(
             f"{_when(d.received_at, zone)}  {d.stage:<14} {d.device_id or '-':<16} {d.source}"
         )
-        lines.append(f"    {d.reason}")
+        lines.append(f"    [{d.cause}] {d.reason}" if d.cause else f"    {d.reason}")
         feedback = refusal_of(d.payload_b64, d.reason, d.received_at) if not d.device_id else None
         if feedback is not None:  # a person's action the incident stage refused: whose, on what
             lines.append(

@@ -79,6 +79,12 @@ class DeadLetter(Contract):
 
     stage: Annotated[str, Field(pattern=STAGE.pattern)]
     reason: Storable = Field(min_length=1, max_length=2000)
+    cause: Annotated[str, Field(max_length=100)] | None = Field(
+        default=None,
+        description="what the stage counted the refusal as: the label of its counter "
+        "(cityvitals_<stage>_rejected_total's reason, or field at ingest) or, at the sinks, "
+        "database_refused or conflict; null in a letter written before causes were kept",
+    )
     source: Storable = Field(max_length=500, description="MQTT topic or Kafka topic it came from")
     device_id: Storable | None = None
     payload_b64: str

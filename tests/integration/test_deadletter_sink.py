@@ -49,6 +49,7 @@ def test_a_redelivered_refusal_is_stored_once(schema: Settings) -> None:
             f"unknown device {device_id}",
             payload,
             "readings.raw[2]",
+            cause="unknown_device",
             device_id=device_id,
             received_at=received,
         )
@@ -76,7 +77,7 @@ def test_a_new_refusal_at_a_used_position_is_kept(schema: Settings) -> None:
     before, after = T0 - timedelta(days=2), T0 - timedelta(days=1)  # before the CLI test's
     letters = [
         dead_letter("ingest", "payload: not valid JSON", b"{", "cityvitals/wl-9/readings",
-                    device_id="wl-9", received_at=when)
+                    cause="payload", device_id="wl-9", received_at=when)
         for when in (before, after)
     ]  # fmt: skip
     sink = DeadLetterSink(db.connect(schema))
@@ -98,11 +99,11 @@ def test_the_cli_lists_the_dead_letters_by_filter_with_their_bytes(schema: Setti
     refused bytes on request, as text or, when they are not UTF-8, as bytes."""
     letters = [
         dead_letter("ingest", "seq: Field required", b'{"ts": 1}', "cityvitals/wl-7/readings",
-                    device_id="wl-7", received_at=T0 + timedelta(hours=1)),
+                    cause="seq", device_id="wl-7", received_at=T0 + timedelta(hours=1)),
         dead_letter("ingest", "not JSON: Expecting value", b"\xff\xfe", "cityvitals/wl-8/readings",
-                    device_id="wl-8", received_at=T0 + timedelta(hours=2)),
+                    cause="payload", device_id="wl-8", received_at=T0 + timedelta(hours=2)),
         dead_letter("streams", "unknown device cam-3", b"{}", "readings.raw[1]",
-                    device_id="cam-3", received_at=T0 + timedelta(hours=3)),
+                    cause="unknown_device", device_id="cam-3", received_at=T0 + timedelta(hours=3)),
     ]  # fmt: skip
     sink = DeadLetterSink(db.connect(schema))
     try:
@@ -121,7 +122,7 @@ def test_the_cli_lists_the_dead_letters_by_filter_with_their_bytes(schema: Setti
     lines = listed.output.splitlines()
     assert lines[0].startswith("times in ")
     assert "streams" in lines[1] and "cam-3" in lines[1] and "readings.raw[1]" in lines[1]
-    assert lines[2].strip() == "unknown device cam-3"
+    assert lines[2].strip() == "[unknown_device] unknown device cam-3"
     assert "wl-8" in lines[3] and "wl-7" in lines[5]  # the newest first
 
     ingest = run("--stage", "ingest", "--payload")
@@ -136,6 +137,9 @@ def test_the_cli_lists_the_dead_letters_by_filter_with_their_bytes(schema: Setti
     ]
     assert found[0]["letter"]["received_at"].startswith("2026-12-01T")
     assert run("--device", "nobody").output == "no dead letters\n"
+    by_cause = json.loads(run("--cause", "payload", "--json").output)
+    assert [f["letter"]["device_id"] for f in by_cause] == ["wl-8"]
+    assert by_cause[0]["letter"]["cause"] == "payload"
     assert run("--stage", "gateway").output == (
         "no dead letters of a stage 'gateway' (the stages that refuse inputs: ingest, streams, "
         "incidents, sinks, notify)\n"
@@ -163,7 +167,7 @@ def test_a_letter_the_database_refuses_is_kept_as_one_about_it_and_the_rest_writ
         return [(msg.topic, msg.partition, msg.offset, DeadLetter.model_construct(**body))]
 
     def letter(reason: str, device: str) -> bytes:
-        made = dead_letter("ingest", "x", b"\x00{", "cityvitals/t", device_id=device)
+        made = dead_letter("ingest", "x", b"\x00{", "cityvitals/t", cause="x", device_id=device)
         return json.dumps({**json.loads(made.model_dump_json()), "reason": reason}).encode()
 
     topic = schema.topic(Topic.DEADLETTER)

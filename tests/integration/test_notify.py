@@ -311,7 +311,7 @@ def test_a_refused_delivery_is_dead_lettered_and_the_next_message_goes_through(
 
     assert [r.status for r in receiver.of(refused.dispatch_id)] == [400]  # not retried
     [letter] = dead_letters(settings, 1)
-    assert letter.stage == "notify"
+    assert (letter.stage, letter.cause) == ("notify", "delivery")
     # the receiver's answer says what it found wrong; the URL's key is not named
     said = '"unknown department: street-ops"'
     assert letter.reason == f"webhook {base}/hook: HTTP 400 ({said}) after 1 attempt"

@@ -100,7 +100,7 @@ MESSAGES: dict[Topic, bytes] = {
     .model_dump_json()
     .encode(),
     Topic.DEADLETTER: dead_letter(
-        "ingest", "payload: not valid JSON", b"{", "cityvitals/aq-1/readings"
+        "ingest", "payload: not valid JSON", b"{", "cityvitals/aq-1/readings", cause="payload"
     )
     .model_dump_json()
     .encode(),

@@ -244,6 +244,7 @@ def test_existing_rows_are_kept_by_the_storage_migration(
             "0025_dispatch_alerts",
             "0026_dispatch_opened",
             "0027_tiers_below_street",
+            "0028_deadletters_cause",
         ]
         with db.connect(settings) as conn:
             for d in (0, 1, 5):
@@ -745,6 +746,7 @@ def test_timescale_storage_in_pglite(timescale: str, monkeypatch: pytest.MonkeyP
         "0025_dispatch_alerts",
         "0026_dispatch_opened",
         "0027_tiers_below_street",
+        "0028_deadletters_cause",
     ]  # migrate_data
     assert db.migrate(settings) == []
     assert db.flavour(settings) == "timescale"

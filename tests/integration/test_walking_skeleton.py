@@ -55,14 +55,17 @@ def test_a_second_value_for_a_stored_instant_is_dead_lettered_with_both(
     ):
         result = pipeline.mosquitto_pub(device, secret, topic, message)
         assert result.returncode == 0, result.stderr
-    [(stage, reason, source, payload)] = wait_for(
+    [(stage, cause, reason, source, payload)] = wait_for(
         lambda: pipeline.query(
-            "SELECT stage, reason, source, payload_b64 FROM deadletters WHERE device_id = %s",
+            "SELECT stage, cause, reason, source, payload_b64 FROM deadletters"
+            " WHERE device_id = %s",
             device,
         ),
         what="the second value's dead letter",
     )
-    assert stage == "sinks" and source.startswith(pipeline.settings.topic("readings") + "[")
+    assert (stage, cause) == ("sinks", "conflict") and source.startswith(
+        pipeline.settings.topic("readings") + "["
+    )
     assert reason == (
         f"a second value for {device} pm25 at {at('08:00:00').replace('Z', '+00:00')}: 90, "
         "where 41.5 is stored (the first value stays)"
@@ -90,7 +93,7 @@ def test_malformed_payload_is_dead_lettered_and_the_gateway_keeps_working(
         lambda: (
             (
                 r := pipeline.query(
-                    "SELECT stage, reason, source, payload_b64 FROM deadletters WHERE device_id = %s ORDER BY reason",
+                    "SELECT stage, reason, source, payload_b64, cause FROM deadletters WHERE device_id = %s ORDER BY reason",
                     device,
                 )
             )
@@ -103,6 +106,7 @@ def test_malformed_payload_is_dead_lettered_and_the_gateway_keeps_working(
     assert "payload: not valid JSON" in reasons[0]
     assert reasons[1].startswith("values.water_level_cm:") and "'deep'" in reasons[1]
     assert {r[0] for r in letters} == {"ingest"} and {r[2] for r in letters} == {topic}
+    assert [r[4] for r in letters] == ["payload", "values.*"]  # as the gateway counted them
     import base64
 
     assert base64.b64decode(letters[0][3]) == b'{"ts": not json'  # the original bytes
@@ -150,10 +154,13 @@ def test_a_device_unknown_to_the_registry_is_dead_lettered(pipeline: Pipeline) -
         what="the broker to accept the new login",
     )
     letter = wait_for(
-        lambda: pipeline.query("SELECT stage, reason FROM deadletters WHERE device_id = %s", ghost),
+        lambda: pipeline.query(
+            "SELECT stage, reason, cause FROM deadletters WHERE device_id = %s", ghost
+        ),
         what="a dead letter",
     )
     assert letter[0][0] == "streams" and "not in the registry" in letter[0][1]
+    assert letter[0][2] == "unknown_device"  # as cityvitals_streams_rejected_total counts it
     assert pipeline.rows(ghost) == []
 
 
@@ -295,14 +302,17 @@ def test_over_threshold_yields_one_alert_and_recovery_one_resolve(
 
 
 def test_dead_letters_carry_the_contract(pipeline: Pipeline) -> None:
-    """Every dead letter stored so far decodes as the published DeadLetter contract."""
+    """Every dead letter stored so far decodes as the published DeadLetter contract, and says
+    what its stage counted it as."""
     rows = pipeline.query(
-        "SELECT stage, reason, source, device_id, payload_b64, received_at FROM deadletters"
+        "SELECT stage, reason, cause, source, device_id, payload_b64, received_at FROM deadletters"
     )
-    for stage, reason, source, device_id, payload, received in rows:
+    for stage, reason, cause, source, device_id, payload, received in rows:
+        assert cause, (stage, reason)
         DeadLetter(
             stage=stage,
             reason=reason,
+            cause=cause,
             source=source,
             device_id=device_id,
             payload_b64=payload,

@@ -15,7 +15,12 @@ T0 = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
 
 def letter(**changes: object) -> DeadLetter:
     base = dead_letter(
-        "streams", "unknown device aq-1", b'{"seq": 7}', "readings.raw[2]", device_id="aq-1"
+        "streams",
+        "unknown device aq-1",
+        b'{"seq": 7}',
+        "readings.raw[2]",
+        cause="unknown_device",
+        device_id="aq-1",
     )
     return base.model_copy(update={"received_at": T0, **changes})
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from cityvitals.contracts import CameraEvent, Reading
 from cityvitals.stage import dead_letter
 from ingest import DecodeError, decode, publisher_of_topic
+from ingest.gateway import field_label
 
 ROOT = "cityvitals"
 NOW = datetime(2026, 12, 1, 8, tzinfo=UTC)
@@ -218,7 +219,15 @@ def check(topic: str, payload: bytes) -> Reading | CameraEvent | DecodeError:
     except DecodeError as exc:
         assert exc.reason and str(exc)
         device = publisher_of_topic(ROOT, topic)
-        letter = dead_letter("ingest", str(exc), payload, topic, device_id=device, received_at=NOW)
+        letter = dead_letter(
+            "ingest",
+            str(exc),
+            payload,
+            topic,
+            cause=field_label(exc.field),
+            device_id=device,
+            received_at=NOW,
+        )
         assert letter.reason
         return exc
     assert decoded.device_id == topic.split("/")[1]

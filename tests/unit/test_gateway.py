@@ -17,6 +17,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client import CollectorRegistry
 
+from cityvitals.contracts import DeadLetter
 from cityvitals.settings import Settings
 from ingest import gateway as gateway_module
 from ingest.gateway import _SOCKET_READS, Gateway, MqttClient, _Inbound, split
@@ -402,7 +403,6 @@ def test_a_decoder_that_fails_refuses_that_message_alone(monkeypatch: pytest.Mon
     """A defect of a decoder (an exception it should not raise) stopped the gateway, and
     Mosquitto gave it the same message at every restart: the message is dead-lettered, with
     the error, and the others go on."""
-    from cityvitals.contracts import DeadLetter
     from cityvitals.topics import Topic
 
     real = gateway_module.decode_message
@@ -426,7 +426,7 @@ def test_a_decoder_that_fails_refuses_that_message_alone(monkeypatch: pytest.Mon
     ]
     letter = DeadLetter.model_validate_json(producer.sent[0][1])
     assert letter.reason.startswith("the gateway failed on it (OverflowError: date value out of")
-    assert letter.device_id == "wl-1"
+    assert letter.device_id == "wl-1" and letter.cause == "decoder_failed"
     refused = registry.get_sample_value(
         "cityvitals_ingest_rejected_total", {"field": "decoder_failed"}
     )
@@ -457,4 +457,6 @@ def test_made_up_names_add_no_series_to_the_refusals_count() -> None:
         if s.name.endswith("_total")
     }
     assert labels == {"values.*.[key]", "(unknown field)"}
-    assert len(producer.sent) == 100  # each kept, with its own reason
+    assert len(producer.sent) == 100  # each kept, with its own reason, counted as its label
+    causes = {DeadLetter.model_validate_json(value).cause for _topic, value in producer.sent}
+    assert causes == labels

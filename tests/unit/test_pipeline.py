@@ -69,6 +69,12 @@ def test_unknown_and_inactive_devices_are_dead_lettered_with_a_reason() -> None:
     assert "suspended" in reasons["wl-2"]
     assert all(d.stage == "streams" and d.source == "raw[3]" for d in out.dead_letters)
     assert all(d.payload_b64 for d in out.dead_letters)
+    # each letter says what it was counted as, so a counter's series leads to its letters
+    assert {d.device_id: d.cause for d in out.dead_letters} == {
+        "ghost": "unknown_device",
+        "wl-2": "inactive_device",
+    }
+    assert out.refused == {"unknown_device": 1, "inactive_device": 1}
 
 
 def test_in_band_registry_change_applies_to_readings_after_it() -> None:
@@ -121,7 +127,7 @@ def test_late_readings_are_dead_lettered_and_out_of_order_ones_kept() -> None:
     assert not out.alerts  # neither moved the rules: they are older than the device's newest
     (late,) = out.dead_letters
     assert late.reason == "late: 20 min behind the device's newest reading (grace 10 min)"
-    assert out.refused == {"late": 1}
+    assert out.refused == {"late": 1} and late.cause == "late"
 
 
 def test_a_reading_from_the_future_is_refused_before_it_moves_the_watermark() -> None:
@@ -330,6 +336,7 @@ def test_a_sound_level_no_indicator_can_fold_is_refused_and_leaves_no_trace() ->
     assert [(r.device_id, r.seq) for r in out.enriched.readings] == [("wl-1", 1), ("nz-1", 2)]
     assert out.refused == {"out_of_range": 1}
     (letter,) = out.dead_letters
+    assert letter.cause == "out_of_range"
     assert "laeq_db 5000 dB is beyond any sound level" in letter.reason
     (leq,) = [p for p in out.partials if p.indicator == "noise_leq" and p.place_path == ("c",)]
     assert leq.state["n"] == 1 and leq.reporting == 1  # the 62 dB alone

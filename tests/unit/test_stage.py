@@ -34,8 +34,11 @@ def test_every_stage_names_its_counters_alike() -> None:
 
 
 def test_a_dead_letter_keeps_the_bytes_and_cuts_a_long_reason() -> None:
-    letter = dead_letter("sinks", "x" * 5000, b"\x00\xff", "alerts[1]@2", device_id="aq-1")
+    letter = dead_letter(
+        "sinks", "x" * 5000, b"\x00\xff", "alerts[1]@2", cause="c" * 150, device_id="aq-1"
+    )
     assert (letter.stage, letter.source, letter.device_id) == ("sinks", "alerts[1]@2", "aq-1")
+    assert letter.cause == "c" * 100
     assert letter.payload_b64 == "AP8=" and len(letter.reason) == 2000
     assert letter.received_at is not None and letter.received_at.tzinfo is not None
 
@@ -224,6 +227,7 @@ def test_the_sink_runner_keeps_what_the_database_refuses_and_writes_the_rest() -
         "aq-1",
     )
     assert letter.reason == "memory: the database refused it: value out of range"
+    assert letter.cause == "database_refused"
     assert Reading.model_validate_json(base64.b64decode(letter.payload_b64)) == readings[2]
     assert registry.get_sample_value("cityvitals_sinks_rows_total", {"table": "memory"}) == 3
     refused = "cityvitals_sinks_refused_items_total"
@@ -263,6 +267,7 @@ def test_the_sink_runner_dead_letters_a_reading_stored_with_other_values_once() 
     assert (target, letter.stage, letter.source) == ("t.deadletter", "sinks", "t.readings[0]@6")
     assert kafka.keys == [b"aq-2"]  # keyed by the device, as every stage's dead letters
     assert (letter.device_id, letter.reason) == ("aq-2", "pm25 differs; no2 differs")
+    assert letter.cause == "conflict"
     assert Reading.model_validate_json(base64.b64decode(letter.payload_b64)).device_id == "aq-2"
     assert registry.get_sample_value("cityvitals_sinks_conflicts_total") == 1
 
