@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from cityvitals.contracts.base import NO_NUL
+
 __all__ = ["PROBLEMS_SAID", "in_words", "problems"]
 
 
@@ -50,10 +52,14 @@ def in_words(err: Any) -> str:
     'holds 6 items: at most 5'
     >>> in_words({"type": "tuple_type", "msg": "Input should be a valid tuple"})
     'should be a list'
+    >>> in_words({"type": "string_pattern_mismatch", "ctx": {"pattern": NO_NUL}, "msg": ""})
+    'holds a NUL character (\\\\u0000), which no text column stores'
     """
     kind, ctx = err["type"], err.get("ctx") or {}
     if kind in ("tuple_type", "list_type"):
         return "should be a list"
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") == NO_NUL:
+        return "holds a NUL character (\\u0000), which no text column stores"
     if kind == "too_short":
         return f"holds {ctx.get('actual_length', 0)} items: at least {ctx.get('min_length')}"
     if kind == "too_long":

@@ -60,6 +60,9 @@ and every dead letter far under the 4 MB Kafka takes here. A longer input keeps 
 and the reason says how long it was; kept whole, a payload of a few megabytes made a dead
 letter Kafka refused, and the stage stopped on it at every start."""
 
+NO_VALUE = "the message has no value (a tombstone: a key and no value)"
+"""The reason a stage refuses a Kafka record without a value: no contract's JSON."""
+
 CAUSE_MAX = 100
 """A dead letter's cause is cut to this many characters (the contract's limit)."""
 
@@ -120,7 +123,7 @@ def kafka_source(topic: str, partition: int, offset: int | None = None) -> str:
 def dead_letter(
     stage: str,
     reason: str,
-    payload: bytes,
+    payload: bytes | None,
     source: str,
     *,
     cause: str,
@@ -128,7 +131,8 @@ def dead_letter(
     received_at: datetime | None = None,
 ) -> DeadLetter:
     """The dead letter of an input ``stage`` refused: why, what the stage counted it as
-    (``cause``), its original bytes and its source.
+    (``cause``), its original bytes (None, a Kafka record without a value: none) and its
+    source.
 
     >>> letter = dead_letter("sinks", "not JSON", b"\\x00", "alerts[0]@3", cause="alerts")
     >>> letter.stage, letter.payload_b64, letter.device_id
@@ -144,6 +148,7 @@ def dead_letter(
     # NUL written as \x00 before the cut: the contract escapes it too, and a text that grew
     # past its limit would be refused where the letter is read back.
     reason, source = without_nul(reason), without_nul(source)
+    payload = payload or b""
     if len(payload) > PAYLOAD_KEPT:
         size = f"{len(payload):,} bytes"
         kept = f"its first {PAYLOAD_KEPT:,} kept"

@@ -273,7 +273,30 @@ def expanded_values(node: yaml.Node, sizes: dict[int, int] | None = None) -> int
 
 
 def load_yaml(text: str, source: str, expected: str) -> tuple[dict[str, Any], Lines]:
-    """A YAML mapping and the line of every path in it; RuleFileError when it is not one."""
+    """A YAML mapping and the line of every path in it; RuleFileError when it is not one.
+
+    >>> load_yaml("rules: " + "[" * 2000 + "]" * 2000, "deep.yaml", "a 'rules' list")
+    Traceback (most recent call last):
+    ...
+    rules.ruleset.RuleFileError: deep.yaml: nested too deeply to read (lists or mappings inside one another past what the reader follows): a file of rules needs a few levels
+    """
+    try:
+        return _load_yaml(text, source, expected)
+    except RecursionError:
+        raise RuleFileError(
+            [
+                RuleProblem(
+                    source,
+                    None,
+                    "",
+                    "nested too deeply to read (lists or mappings inside one another past "
+                    "what the reader follows): a file of rules needs a few levels",
+                )
+            ]
+        ) from None
+
+
+def _load_yaml(text: str, source: str, expected: str) -> tuple[dict[str, Any], Lines]:
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)

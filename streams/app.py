@@ -65,7 +65,7 @@ from cityvitals.contracts import (
 )
 from cityvitals.problems import problems
 from cityvitals.settings import Settings
-from cityvitals.stage import STARTED, dead_letter, kafka_source, utc_now
+from cityvitals.stage import NO_VALUE, STARTED, dead_letter, kafka_source, utc_now
 from cityvitals.topics import Topic, partition_for
 from rules import RuleSet
 from rules.incidents import IncidentConfig, Tracked, load_incident_config, parse_incident_config
@@ -419,13 +419,14 @@ def create_app(
         msg = event.message
         source = kafka_source(msg.topic, msg.partition)
         try:
+            if event.value is None:
+                raise ValueError(NO_VALUE)
             return source, model.model_validate_json(event.value)
-        except ValidationError as exc:
+        except (ValidationError, ValueError) as exc:
             metrics.received.inc()
             metrics.refuse(label)
-            letter = dead_letter(
-                "streams", ": ".join(problems(exc)), event.value, source, cause=label
-            )
+            reason = ": ".join(problems(exc)) if isinstance(exc, ValidationError) else str(exc)
+            letter = dead_letter("streams", reason, event.value, source, cause=label)
             await confirmed(functools.partial(send_one, deadletter_topic, letter), "a dead letter")
             return source, None
 

@@ -36,12 +36,13 @@ from cityvitals.contracts import (
     PlaceOutage,
 )
 from cityvitals.problems import problems
-from cityvitals.stage import StageMetrics, dead_letter, kafka_source, utc_now
+from cityvitals.stage import NO_VALUE, StageMetrics, dead_letter, kafka_source, utc_now
 from cityvitals.topics import Topic, partition_for
 from rules.incidents import Book, Desk, IncidentConfig, Outcome, Tracked
 from rules.incidents.dispatcher import Refusal
 from streams.delivery import confirmed, hand_over, send_one
 from streams.live import LiveFile
+from streams.validation import FUTURE_TOLERANCE, ahead
 
 __all__ = ["IncidentMetrics", "PlaceNames", "add_incident_agents"]
 
@@ -63,6 +64,29 @@ ORIGIN: dict[type, Topic] = {
     Feedback: Topic.DISPATCH_FEEDBACK,
 }
 """The topic an input the desk may refuse came from."""
+
+
+def ahead_of_clock(item: IncidentInput, now: datetime) -> str | None:
+    """Why an input is refused as stamped too far ahead of the stage's clock ``now``; None
+    when it is not. The desk's clock follows its inputs' instants (so a replay decides as
+    before): one stamped in 2030 by a department's system would escalate every incident at
+    the next tick, and one stamped in 9999 would stop the desk for good.
+
+    >>> from rules.incidents.testing import feedback
+    >>> note = feedback("a" * 32, "note")
+    >>> ahead_of_clock(note, datetime(2026, 7, 1, 7, 55, tzinfo=UTC)) is None
+    True
+    >>> print(ahead_of_clock(note, datetime(2026, 7, 1, 6, tzinfo=UTC)))
+    ts 2026-07-01T08:00:00+00:00 is 2.0 h ahead of the stream's clock: more than 10 min ahead is refused
+    """
+    if item.report is not None:
+        what, ts = "reported_at", item.report.reported_at
+    else:
+        stamped = item.alert or item.outage or item.feedback
+        if stamped is None:
+            return None
+        what, ts = "ts", stamped.ts
+    return ahead(ts, now, now + FUTURE_TOLERANCE, what)
 
 
 def refused_label(item: object) -> str:
@@ -284,7 +308,7 @@ def add_incident_agents(
         desks.clear()
 
     async def refuse(
-        reason: str, label: str, value: bytes, source: str, hop: StageMetrics = metrics
+        reason: str, label: str, value: bytes | None, source: str, hop: StageMetrics = metrics
     ) -> None:
         letter = dead_letter("incidents", reason, value, source, cause=label)
         await confirmed(functools.partial(send_one, deadletter_topic, letter), "a dead letter")
@@ -296,12 +320,18 @@ def add_incident_agents(
             msg = event.message
             source = kafka_source(msg.topic, msg.partition)
             metrics.received.inc()
+            label = f"bad_{names[msg.topic].value}"
+            if event.value is None:
+                await refuse(NO_VALUE, label, event.value, source)
+                continue
             try:
                 item = SOURCES[names[msg.topic]](event.value)
             except ValidationError as exc:
-                await refuse(
-                    ": ".join(problems(exc)), f"bad_{names[msg.topic].value}", event.value, source
-                )
+                await refuse(": ".join(problems(exc)), label, event.value, source)
+                continue
+            future = ahead_of_clock(item, utc_now())
+            if future is not None:
+                await refuse(future, "future", event.value, source)
                 continue
             await confirmed(functools.partial(send_one, inputs_topic, item, 0), "an incident input")
             metrics.forwarded.inc()
@@ -318,12 +348,13 @@ def add_incident_agents(
         async for event in stream.events():
             source = kafka_source(event.message.topic, event.message.partition)
             try:
+                if event.value is None:
+                    raise ValueError(NO_VALUE)
                 item = IncidentInput.model_validate_json(event.value)
-            except ValidationError as exc:
+            except (ValidationError, ValueError) as exc:
                 metrics.desk.received.inc()
-                await refuse(
-                    ": ".join(problems(exc)), "bad_input", event.value, source, metrics.desk
-                )
+                why = ": ".join(problems(exc)) if isinstance(exc, ValidationError) else str(exc)
+                await refuse(why, "bad_input", event.value, source, metrics.desk)
                 continue
             if item.tick is None:
                 metrics.desk.received.inc()

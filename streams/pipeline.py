@@ -215,6 +215,12 @@ def process_batch(
             if future is not None:
                 out.refuse(item, future, "future", source, now)
                 continue
+            received = item.received_at  # another producer's, on readings.raw: liveness
+            if received is not None and received > limit:  # would take it as seen until then
+                late_by = ahead(received, now, limit, "received_at")
+                assert late_by is not None
+                out.refuse(item, late_by, "future", source, now)
+                continue
             past = too_old(enriched.ts, now, earliest)
             if past is not None:
                 out.refuse(item, past, "too_old", source, now)

@@ -129,9 +129,10 @@ def span(seconds: float) -> str:
     return f"{seconds // 86400:.0f} days"
 
 
-def ahead(ts: datetime, now: datetime, limit: datetime) -> str | None:
+def ahead(ts: datetime, now: datetime, limit: datetime, what: str = "ts") -> str | None:
     """Why an instant is refused as too far ahead of the stream's clock ``now`` (``limit`` is
-    ``now + FUTURE_TOLERANCE``, computed once a batch); None when it is not. Asked of the
+    ``now + FUTURE_TOLERANCE``, computed once a batch; ``what`` names the instant); None
+    when it is not. Asked of the
     enriched item: its instant in the standard library's UTC zone compares in 26 ns, the
     zone pydantic decodes in 514 (it is called back at each comparison).
 
@@ -145,7 +146,7 @@ def ahead(ts: datetime, now: datetime, limit: datetime) -> str | None:
     """
     if ts > limit:
         return (
-            f"ts {ts.isoformat()} is {span((ts - now).total_seconds())} ahead of the stream's "
+            f"{what} {ts.isoformat()} is {span((ts - now).total_seconds())} ahead of the stream's "
             f"clock: more than {span(FUTURE_TOLERANCE.total_seconds())} ahead is refused"
         )
     return None

@@ -40,6 +40,7 @@ from cityvitals.contracts.base import (
     Identifier,
     MeasuredFloat,
     MetricName,
+    Text,
     UtcDatetime,
     ZoneName,
 )
@@ -162,6 +163,7 @@ __all__ = [
     "ReadingPayload",
     "ReportChannel",
     "Tag",
+    "Text",
     "Tier",
     "UtcDatetime",
     "ValidationError",

@@ -76,6 +76,10 @@ Instant = AwareDatetime
 exchange (a reading's time), which the gateway made UTC already. Checked inside pydantic's
 core: a Python validator per field would cost more than the rest of the reading's decode."""
 Identifier = Annotated[str, Field(pattern=IDENTIFIER)]
+NO_NUL = r"^[^\x00]*$"
+Text = Annotated[str, Field(pattern=NO_NUL)]
+"""Free text a person wrote: refused with a NUL character, which no PostgreSQL text column
+stores (a feedback's actor, a report's text: the incident's title holds it for its life)."""
 MetricName = Annotated[str, Field(pattern=METRIC)]
 Seq = Annotated[int, Field(ge=0, le=2**63 - 1)]
 """A device's sequence number: what PostgreSQL's ``bigint`` holds (a larger one, passed on,

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 from pydantic import Field, model_validator
 
 from cityvitals.contracts.alerts import Alert, WarningLevel
-from cityvitals.contracts.base import Contract, Identifier, UtcDatetime
+from cityvitals.contracts.base import Contract, Identifier, Text, UtcDatetime
 from cityvitals.contracts.health import PlaceOutage
 from cityvitals.contracts.places import PlaceLevel
 from cityvitals.contracts.readings import SNAPSHOT_REF
@@ -268,8 +268,8 @@ class Feedback(Contract):
     incident_id: HexId
     dispatch_id: HexId | None = None
     action: Action = Field(json_schema_extra=_feedback_actions)
-    actor: str = Field(min_length=1, max_length=200)
-    reason: str = Field(default="", max_length=2000)
+    actor: Text = Field(min_length=1, max_length=200)
+    reason: Text = Field(default="", max_length=2000)
     department: Identifier | None = None
     tier: Tier | None = None
     ts: UtcDatetime
@@ -319,7 +319,7 @@ class CitizenReport(Contract):
     channel: ReportChannel
     category: Identifier
     place_path: tuple[Identifier, ...] = Field(min_length=1, max_length=5)
-    text: str = Field(min_length=1, max_length=2000)
+    text: Text = Field(min_length=1, max_length=2000)
     photo_ref: Annotated[str, Field(pattern=SNAPSHOT_REF)] | None = None
     level: WarningLevel = WarningLevel.BLUE
     lat: float | None = Field(default=None, ge=-90, le=90)

@@ -30,6 +30,7 @@ from cityvitals.contracts import (
     Incident,
     IncidentState,
     ReportChannel,
+    Text,
     Tier,
     WarningLevel,
 )
@@ -100,8 +101,6 @@ router = APIRouter(responses=RETRY_LATER)
 Reading = Annotated[User, require("read")]
 
 Id = Annotated[str, Field(pattern=IDENTIFIER)]
-Text = Annotated[str, Field(pattern=r"^[^\x00]*$")]
-"""Free text; PostgreSQL cannot store NUL characters."""
 
 
 def _true_or_false(value: object) -> object:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import MAXYEAR, MINYEAR, UTC, datetime, timedelta, tzinfo
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
@@ -104,7 +104,10 @@ def vitals_history(
         )
     city = request.app.state.settings.zone  # a date here is the city's, as its buckets are
     last = _in_city(end, city) if end else datetime.now(UTC)
-    first = _in_city(start, city) if start else last - timedelta(days=1)
+    try:
+        first = _in_city(start, city) if start else last - timedelta(days=1)
+    except OverflowError as exc:
+        raise FieldError(422, ("query", "to"), "too early: give from", last.isoformat()) from exc
     if first >= last:  # holds nothing: a mistake to name, not an empty answer
         raise FieldError(
             422, ("query", "from"), f"not before to ({last.isoformat()})", first.isoformat()
@@ -117,3 +120,9 @@ def vitals_history(
         )
     except UnknownVitalsPlace as exc:
         raise NotFound(str(exc)) from exc
+    except OverflowError as exc:  # widened to whole buckets past the calendar's ends
+        late = last.year >= MAXYEAR
+        name, at = ("to", last) if late else ("from", first)
+        said = f"too {'late' if late else 'early'}: its whole {resolution} buckets are past year "
+        said += str(MAXYEAR if late else MINYEAR)
+        raise FieldError(422, ("query", name), said, at.isoformat()) from exc

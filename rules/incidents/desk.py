@@ -49,6 +49,10 @@ from rules.incidents.routing import Assignment, route, routed_tier, tier_place
 __all__ = ["Desk"]
 MAX_DEVICES = 50
 
+FEEDBACK_IDS_KEPT = 500
+"""The latest feedback ids an incident keeps to count a resent feedback once: its state is
+written whole at every step, and a sender of notes must not grow it without end."""
+
 
 class Desk(Dispatcher):
     """Applies inputs to a :class:`Book` under an :class:`IncidentConfig`."""
@@ -402,6 +406,7 @@ class Desk(Dispatcher):
             out.refusals.append(Refusal(fb, refused.reason))
             return
         t.feedback_ids.append(fb.feedback_id)
+        del t.feedback_ids[:-FEEDBACK_IDS_KEPT]
         made = len(out.updates)
         self._apply(t, fb, target, now, out)
         for n, update in enumerate(out.updates[made:], made):  # its steps say whose they are

@@ -123,7 +123,7 @@ def send_feedback(pipeline: Pipeline, incident_id: str, action: str, **extra: An
         incident_id=incident_id,
         action=Action(action),
         actor=extra.pop("actor", "street-ops/crew-7"),
-        ts=datetime.now(UTC),
+        ts=extra.pop("ts", datetime.now(UTC)),
         **extra,
     )
     producer = kafka.producer(pipeline.settings)
@@ -357,6 +357,33 @@ def test_feedback_closes_the_loop_and_a_feedback_out_of_turn_is_refused(
         f"    handled by street-ops/crew-7 on incident {incident_id} (feedback {early.feedback_id})"
     ) in listed.output.splitlines()
 
+    # A sender's clock in 2030 would be the desk's: every deadline run out at the next tick.
+    sent_at = datetime.now(UTC)
+    ahead = send_feedback(pipeline, incident_id, "note", ts=datetime(2030, 1, 1, tzinfo=UTC))
+    producer = kafka.producer(pipeline.settings)  # a record with a key and no value
+    producer.produce(pipeline.settings.topic(Topic.DISPATCH_FEEDBACK), key=b"k", value=None)
+    assert producer.flush(30) == 0
+    kept = wait_for(
+        lambda: (
+            (
+                found := pipeline.query(
+                    "SELECT cause, reason, payload_b64 FROM deadletters WHERE stage = 'incidents'"
+                    " AND cause IN ('future', 'bad_dispatch.feedback') AND received_at >= %s"
+                    " ORDER BY cause",
+                    sent_at,
+                )
+            )
+            and len(found) >= 2
+            and found
+        ),
+        what="the feedback from the future and the record without a value dead-lettered",
+    )
+    (empty,) = [row for row in kept if row[0] == "bad_dispatch.feedback" and row[2] == ""]
+    assert empty[1] == "the message has no value (a tombstone: a key and no value)"
+    (future,) = [row for row in kept if row[0] == "future"]
+    assert future[1].startswith("ts 2030-01-01T00:00:00+00:00 is ")
+    assert Feedback.model_validate_json(base64.b64decode(future[2])) == ahead
+
     for action in ("accept", "on_site", "handled"):
         send_feedback(pipeline, incident_id, action)
     street.water(sensor, 0.0)  # the water is gone: the alert resolves, sensors verify
@@ -381,6 +408,7 @@ def test_feedback_closes_the_loop_and_a_feedback_out_of_turn_is_refused(
     assert actions[-2:] == [Action.VERIFY, Action.CLOSE]
     assert ("street-ops/crew-7") in {actor for a, actor in steps if a is Action.ACCEPT}
     assert closed[0].incident.open_alerts == 0
+    assert Action.ESCALATE not in actions  # the desk's clock stayed its own
 
 
 def test_act_waits_for_what_the_incident_stage_did_with_it(

@@ -323,14 +323,21 @@ def test_the_api_reads_a_date_without_a_zone_as_the_city_s(town: Settings) -> No
     pool = RegistryPool.open(town, size=1)
     params = {"indicator": "aqi", "from": "2026-07-01", "to": "2026-07-03", "resolution": "1d"}
 
-    async def ask() -> httpx.Response:  # the API on this schema, in process
+    async def ask(asked: dict[str, str]) -> httpx.Response:  # the API on this schema
         transport = httpx.ASGITransport(app=create_api(town, pool))
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            return await client.get("/vitals/td/history", params=params, headers=bearer(token))
+            return await client.get("/vitals/td/history", params=asked, headers=bearer(token))
 
     try:
-        answer = asyncio.run(ask())
+        answer = asyncio.run(ask(params))
+        # times at the calendar's ends: a 422 naming the parameter, not a bare 500
+        early = asyncio.run(ask({"indicator": "aqi", "to": "0001-01-01T00:00:00Z"}))
+        late = asyncio.run(ask({**params, "from": "9999-12-30", "to": "9999-12-31T23:00:00Z"}))
     finally:
         pool.close()
     assert answer.status_code == 200, answer.text
     assert [(p["value"], p["windows"]) for p in answer.json()] == [(40.0, 24), (160.0, 24)]
+    assert early.status_code == 422, early.text
+    assert "too early" in early.text and '"to"' in early.text
+    assert late.status_code == 422, late.text
+    assert "too late" in late.text and '"to"' in late.text

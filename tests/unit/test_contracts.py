@@ -239,3 +239,34 @@ def test_iso_writes_what_isoformat_writes(ts: datetime, offset_min: int) -> None
 
 class _Later(datetime):
     """A subclass of datetime, as other libraries make (orjson refuses to write them)."""
+
+
+def test_text_a_person_wrote_with_a_nul_is_refused_with_the_reason() -> None:
+    """A NUL no text column stores: copied into an incident's title or who acknowledged it, it
+    made the database refuse every later step of that incident. Refused where it comes in,
+    from Kafka as from the API."""
+    from cityvitals.contracts import CitizenReport, Feedback
+    from cityvitals.problems import problems
+
+    feedback = {
+        "feedback_id": "f1",
+        "incident_id": "b" * 32,
+        "action": "acknowledge",
+        "actor": "ops\u0000x",
+        "ts": "2026-12-07T08:00:00Z",
+    }
+    with pytest.raises(ValidationError) as refused:
+        Feedback.model_validate_json(json.dumps(feedback))
+    field, said = problems(refused.value)
+    assert field == "actor" and said.startswith("holds a NUL character (\\u0000)")
+    report = {
+        "report_id": "c" * 32,
+        "channel": "hotline",
+        "category": "flooding",
+        "place_path": ["sh"],
+        "text": "water\u0000here",
+        "reported_at": "2026-12-07T08:00:00Z",
+    }
+    with pytest.raises(ValidationError):
+        CitizenReport.model_validate_json(json.dumps(report))
+    assert Feedback.model_validate_json(json.dumps({**feedback, "actor": "ops"})).actor == "ops"

@@ -506,6 +506,23 @@ def test_resent_feedback_counts_once() -> None:
     assert out.updates == [] and out.refusals == [] and out.ignored == 1
 
 
+def test_an_incident_keeps_its_latest_feedback_ids_not_every_one() -> None:
+    """Its state is written whole at every step: 20,000 notes made it 721 KB."""
+    from rules.incidents.desk import FEEDBACK_IDS_KEPT
+
+    desk = desk_with()
+    run(desk, flooded_street())
+    incident_id = only_incident(desk)
+    notes = [
+        feedback(incident_id, "note", 10 + n / 100, feedback_id=f"n{n}", reason="on our way")
+        for n in range(FEEDBACK_IDS_KEPT + 20)
+    ]
+    assert len(run(desk, notes).updates) == len(notes)
+    kept = desk.book.incidents[incident_id].feedback_ids
+    assert kept == [f"n{n}" for n in range(20, FEEDBACK_IDS_KEPT + 20)]
+    assert run(desk, [notes[-1]]).ignored == 1  # the latest still count once
+
+
 def test_a_flapping_sensor_is_one_incident_and_never_reopens_it() -> None:
     desk = desk_with()
     inputs = []

@@ -139,6 +139,23 @@ def test_a_reading_from_the_future_is_refused_before_it_moves_the_watermark() ->
     assert "ahead of the stream's clock" in out.dead_letters[0].reason
 
 
+def test_a_time_of_receipt_from_the_future_is_refused() -> None:
+    """Another producer of readings.raw sets ``received_at``: one in 9999 would have liveness
+    take its device as seen until then, online for good, its real reports ignored."""
+    devices = {"wl-8": registry_entry(device("wl-8"))}
+    far = datetime(9999, 1, 1, tzinfo=UTC)
+    stamped = [
+        reading("wl-8", 1, 1).model_copy(update={"received_at": T0 + timedelta(minutes=2)}),
+        reading("wl-8", 2, 2).model_copy(update={"received_at": far}),
+    ]
+    out = process_batch(ReadingBatch(readings=tuple(stamped)), devices, {}, RULES, "r", T0)
+    assert [r.seq for r in out.enriched.readings] == [1]
+    assert out.refused == {"future": 1}
+    (letter,) = out.dead_letters
+    assert letter.reason.startswith("received_at 9999-01-01T00:00:00+00:00 is ")
+    assert letter.cause == "future"
+
+
 def test_a_tick_judges_absence_on_every_device_given() -> None:
     rules = parse_rules(
         "rules:\n  - {id: quiet, kind: absence, metric: water_level_cm, after: 30m}\n"
