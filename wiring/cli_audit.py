@@ -208,4 +208,9 @@ def reconcile(
         stop = Drained.kept(StackPaths(s.state_dir))
         if stop is not None and not stop.complete:  # a known cause of a gap: say it
             typer.echo(f"note: the local stack's last stop said: {stop.said}")
+        if not wait:  # a gap read once may be what is still on its way
+            typer.echo(
+                "note: read once, a gap may be messages still in flight while devices send: "
+                "--wait 15 reads again until it closes (a loss stays)"
+            )
     raise typer.Exit(code)

@@ -234,7 +234,7 @@ def devices_show(
         ("profile", f"{d.profile_id} ({every}; {ranges or 'no ranges'})" if d.profile_id else "-"),
         ("department", d.department or "-"),
         ("tags", ", ".join(d.tags) or "-"),
-        ("location", "-" if d.lat is None or d.lon is None else f"{d.lat:g}, {d.lon:g}"),
+        ("location", "-" if d.lat is None or d.lon is None else f"{d.lat}, {d.lon}"),
         ("updated", f"{d.updated_at.astimezone(zone):%Y-%m-%d %H:%M:%S} ({zone})"),
         ("liveness", _liveness(live[0], zone) if live else _unjudged(d)),
         ("latest", _latest(seen, zone) or f"nothing stored in the last {days} days"),

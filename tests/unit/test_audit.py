@@ -313,3 +313,7 @@ def test_a_gap_names_the_local_stack_s_last_stop_when_it_left_messages_in_kafka(
     )
     clean = CliRunner().invoke(app, ["audit", "--published", "10"])
     assert clean.exit_code == 1 and "last stop" not in clean.output
+    # read once, a gap may be in flight: the audit says how to read again
+    assert "--wait 15 reads again until it closes" in clean.output
+    waited = CliRunner().invoke(app, ["audit", "--published", "10", "--wait", "0.1"])
+    assert waited.exit_code == 1 and "--wait 15" not in waited.output
