@@ -24,6 +24,7 @@ from wiring.cli_common import fail, settings
 from wiring.simulate import INCIDENT_AFTER_S, INCIDENT_SPACING_S, INTERVAL_S
 
 if TYPE_CHECKING:
+    from rules import RuleSet
     from wiring.localstack import LocalStack
 
 __all__ = ["down", "simulate", "status", "up"]
@@ -161,6 +162,9 @@ class FileWatch:
     refused: float | None = None
     gone: bool = False
     """Whether the file was said to be gone (deleted or moved away), until it is back."""
+    broken: bool = False
+    """Whether a change was said to be refused, until the file parses again or the stream
+    takes a version: the last word on the screen should not stay a refusal once mended."""
 
     def lines(self, exposition: str) -> list[str]:
         """What changed since the last exposition (the first one only sets the baseline)."""
@@ -195,8 +199,28 @@ class FileWatch:
                 f"{self.what}: the stream refused a change to {self.path}, keeping version "
                 f"{version or self.version}: {self._problems()}"
             )
+            self.broken = True
+        elif self.version is not None and version is not None and version != self.version:
+            self.broken = False
+        elif self.broken and self._parses():
+            self.broken = False
+            out.append(
+                f"{self.what}: {self.path} parses again; version {version or self.version} "
+                "stays in force until the stream takes a change"
+            )
         self.version, self.refused = version or self.version, refused
         return out
+
+    def _parses(self) -> bool:
+        from rules import RuleFileError
+
+        if self.path is None:
+            return False
+        try:
+            self.check(self.path.read_text(), str(self.path))
+        except (OSError, UnicodeDecodeError, RuleFileError):
+            return False
+        return True
 
     def _problems(self) -> str:
         from rules import RuleFileError
@@ -247,6 +271,39 @@ def _file_lines(watches: list[FileWatch], port: int, s: Settings) -> list[str]:
     if any("the stream took" in line for line in lines):
         lines += _routing_warnings(s)
     return lines
+
+
+def _rules_line(s: Settings, rules: RuleSet) -> str:
+    """Which rule file ``up`` starts the stream on: a shell without CITYVITALS_RULES_FILE runs
+    the shipped defaults, and its screen should say so."""
+    count = f"{len(rules.rules)} rule{'s' if len(rules.rules) != 1 else ''}"
+    if s.rules_file is None:
+        return f"rules: the shipped defaults ({count}; CITYVITALS_RULES_FILE names no file)"
+    return f"rules: {s.rules_file} ({count})"
+
+
+def _refuse_missing_rules(s: Settings, rules: RuleSet) -> None:
+    """Raise StackError when alerts still firing name rules that ``rules`` lacks: started,
+    the stream would resolve each as removed, its incident left without the alert, though
+    most often the shell only lacked CITYVITALS_RULES_FILE."""
+    from cityvitals import db
+    from wiring.stack import StackError
+
+    known = [r.id for r in rules.rules]
+    with db.connect(s) as conn:
+        missing = conn.execute(
+            "SELECT rule_id, count(*) FROM alerts WHERE status = 'firing'"
+            " AND NOT (rule_id = ANY(%s)) GROUP BY rule_id ORDER BY rule_id",
+            (known,),
+        ).fetchall()
+    if missing:
+        named = ", ".join(f"{rule} ({n} firing)" for rule, n in missing[:10])
+        source = s.rules_file or "the shipped defaults"
+        raise StackError(
+            f"alerts still firing name rules that {source} lacks: {named}; started, the stream "
+            "would resolve them as removed. Set CITYVITALS_RULES_FILE to the file that has "
+            "them, or start with --rules-removed to resolve them"
+        )
 
 
 def _routing_warnings(s: Settings) -> list[str]:
@@ -371,6 +428,14 @@ def up(
             help="Prometheus ports: base+1 ingest, +2 streams, +3 sinks, +4 liveness, +5 api."
         ),
     ] = 9400,
+    rules_removed: Annotated[
+        bool,
+        typer.Option(
+            "--rules-removed",
+            help="Start although alerts still firing name rules the rule file in force lacks"
+            " (the stream resolves them as removed).",
+        ),
+    ] = False,
 ) -> None:
     """Start Mosquitto, tansu, PostgreSQL and the services on 127.0.0.1 (Ctrl-C stops all)."""
     from wiring.localstack import Drained, LocalStack, MetricsPorts, Restarts
@@ -379,7 +444,8 @@ def up(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     s = settings()
-    load_stream_files(s)  # a file the stream service would refuse stops nothing started
+    files = load_stream_files(s)  # a file the stream service would refuse stops nothing started
+    typer.echo(_rules_line(s, files.rules))
     for line in _routing_warnings(s):
         _say(line, err=True)
     if incident and not simulate:
@@ -392,6 +458,8 @@ def up(
     _stop_on_signals()
     try:
         s = stack.start_infrastructure()
+        if not rules_removed:
+            _refuse_missing_rules(s, files.rules)
         stack.start_services()
         stack.wait_ready()
         typer.echo(

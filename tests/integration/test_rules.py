@@ -56,6 +56,24 @@ def test_a_rule_added_to_the_file_fires_without_a_restart(pipeline: Pipeline) ->
     found = wait_for(lambda: alerts(pipeline, f"added-{n}"), what="the new rule's alert")
     assert [(s, lv, d) for s, lv, d, *_ in found] == [("firing", "yellow", device)]
 
+    # 'up' from a shell without CITYVITALS_RULES_FILE would start the stream on the shipped
+    # rules, which would resolve this alert as removed: it refuses to, naming the rule.
+    from wiring.cli_stack import _refuse_missing_rules
+    from wiring.services import load_rules
+    from wiring.stack import StackError
+
+    shipped = pipeline.settings.model_copy(update={"rules_file": None})
+    with pytest.raises(StackError, match=rf"added-{n} \(1 firing\)") as refused:
+        _refuse_missing_rules(shipped, load_rules(shipped))
+    assert "the shipped defaults lacks" in str(refused.value)
+    assert "--rules-removed" in str(refused.value)
+    in_force = load_rules(pipeline.settings)  # the file that has it
+    assert f"added-{n}" in {r.id for r in in_force.rules}
+    try:
+        _refuse_missing_rules(pipeline.settings, in_force)
+    except StackError as exc:  # another test's rule may fire still: not this one
+        assert f"added-{n}" not in str(exc)
+
 
 def test_a_broken_rule_file_is_refused_and_the_rules_in_force_stay(pipeline: Pipeline) -> None:
     path = pipeline.settings.rules_file

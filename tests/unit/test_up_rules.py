@@ -39,6 +39,12 @@ def test_up_says_which_version_the_stream_took_and_what_it_refused(tmp_path: Pat
     assert f"{path}:3: rules.1.levels.yelow.[key]: Input should be 'blue'" in refused
     assert "'soon': give a duration such as 90s" in refused
     assert watch.lines(exposition("bbb", 1, 2)) == []  # said once
+    path.write_text(GOOD + "  - {id: other, metric: m, levels: {yellow: 3}}\n")
+    # mended: the last word on the screen is no longer the refusal (once)
+    assert watch.lines(exposition("bbb", 1, 2)) == [
+        f"rules: {path} parses again; version bbb stays in force until the stream takes a change"
+    ]
+    assert watch.lines(exposition("bbb", 1, 2)) == []
     path.write_text(GOOD)  # mended since: the stream's log has what it refused
     (later,) = watch.lines(exposition("bbb", 2, 2))
     assert later.endswith("see the stream's log (the file as it is now parses)")
