@@ -70,6 +70,7 @@ TABLES: dict[str, DataClass] = {
     # diagnostic
     "deadletters": DataClass.DIAGNOSTIC,
     "deadletters_resent": DataClass.DIAGNOSTIC,
+    "deadletters_replayed": DataClass.DIAGNOSTIC,
 }
 """The class of every table the migrations create (partitions are their parent's)."""
 

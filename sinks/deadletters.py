@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,17 +14,23 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+from pydantic import ValidationError
 
-from cityvitals.contracts import DeadLetter
+from cityvitals.contracts import CameraEvent, DeadLetter, Reading
 
 __all__ = [
+    "REPLAYED",
     "LetterFilter",
+    "LetterKey",
     "Owed",
+    "Replayable",
     "StoredLetter",
     "count_owed",
     "list_letters",
+    "mark_replayed",
     "mark_resent",
     "owed",
+    "replayable",
     "shown_payload",
 ]
 
@@ -51,23 +58,49 @@ class StoredLetter:
     letter: DeadLetter
     kept_at: str
     """``topic[partition]@offset`` of the letter on Kafka."""
+    replayed_at: datetime | None = None
+    """When its item was put back on ``readings.raw`` (``cityvitals replay``), if it was."""
+    replayed_by: str | None = None
+
+
+LetterKey = tuple[str, int, int, datetime]
+"""A stored dead letter's key: its Kafka position and its time of receipt."""
+
+REPLAYED = (
+    "EXISTS (SELECT 1 FROM deadletters_replayed r WHERE (r.kafka_topic, r.kafka_partition,"
+    " r.kafka_offset, r.received_at) = (d.kafka_topic, d.kafka_partition, d.kafka_offset,"
+    " d.received_at))"
+)
+"""Whether the dead letter ``d`` was replayed (SQL)."""
+
+
+def _selected(where: LetterFilter) -> tuple[list[str], list[Any]]:
+    """The SQL clauses on the dead letters ``d`` that ``where`` asks for, and their values."""
+    asked: list[tuple[str, Any]] = [
+        ("d.stage = %s", where.stage),
+        ("d.device_id = %s", where.device),
+        ("d.received_at >= %s", where.since),
+        ("strpos(lower(d.reason), lower(%s)) > 0", where.reason),
+        ("d.cause = %s", where.cause),
+    ]
+    clauses = [clause for clause, value in asked if value is not None]
+    return clauses, [value for _clause, value in asked if value is not None]
 
 
 def list_letters(conn: Conn, where: LetterFilter) -> list[StoredLetter]:
     """The dead letters ``where`` selects, the newest first."""
-    asked: list[tuple[str, Any]] = [
-        ("stage = %s", where.stage),
-        ("device_id = %s", where.device),
-        ("received_at >= %s", where.since),
-        ("strpos(lower(reason), lower(%s)) > 0", where.reason),
-        ("cause = %s", where.cause),
-    ]
-    clauses = [clause for clause, value in asked if value is not None]
-    params = [value for _clause, value in asked if value is not None]
-    query = "SELECT * FROM deadletters"
+    clauses, params = _selected(where)
+    query = (
+        "SELECT d.*, r.replayed_at, r.replayed_by FROM deadletters d"
+        " LEFT JOIN deadletters_replayed r USING (kafka_topic, kafka_partition, kafka_offset,"
+        " received_at)"
+    )
     if clauses:
         query += " WHERE " + " AND ".join(clauses)
-    query += " ORDER BY received_at DESC, kafka_topic, kafka_partition, kafka_offset DESC LIMIT %s"
+    query += (
+        " ORDER BY d.received_at DESC, d.kafka_topic, d.kafka_partition, d.kafka_offset DESC"
+        " LIMIT %s"
+    )
     params.append(where.limit)
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(query.encode(), params).fetchall()
@@ -75,9 +108,60 @@ def list_letters(conn: Conn, where: LetterFilter) -> list[StoredLetter]:
         StoredLetter(
             letter=_letter(row),
             kept_at=f"{row['kafka_topic']}[{row['kafka_partition']}]@{row['kafka_offset']}",
+            replayed_at=row["replayed_at"],
+            replayed_by=row["replayed_by"],
         )
         for row in rows
     ]
+
+
+@dataclass(frozen=True)
+class Replayable:
+    """A reading or camera event the stream stage refused, as it read it on ``readings.raw``."""
+
+    key: LetterKey
+    letter: DeadLetter
+    item: Reading | CameraEvent
+
+
+def replayable(conn: Conn, where: LetterFilter, raw_topic: str) -> tuple[list[Replayable], int]:
+    """The stream stage's refusals of items of ``raw_topic`` that ``where`` selects and that
+    were not replayed yet, the oldest first (a device's readings in the order they came); and
+    how many more it selects that hold no item (a message that was no batch at all)."""
+    clauses, params = _selected(where)
+    clauses += ["d.stage = 'streams'", "left(d.source, length(%s)) = %s", f"NOT {REPLAYED}"]
+    params += [raw_topic + "[", raw_topic + "["]
+    query = (
+        "SELECT d.* FROM deadletters d WHERE " + " AND ".join(clauses) + " ORDER BY"
+        " d.received_at, d.kafka_topic, d.kafka_partition, d.kafka_offset LIMIT %s"
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(query.encode(), [*params, where.limit]).fetchall()
+    found, unusable = [], 0
+    for row in rows:
+        payload = base64.b64decode(row["payload_b64"])
+        try:
+            doc = json.loads(payload)
+            event = isinstance(doc, dict) and "camera_id" in doc
+            item: Reading | CameraEvent = (
+                CameraEvent.model_validate(doc) if event else Reading.model_validate(doc)
+            )
+        except (ValueError, ValidationError):
+            unusable += 1
+            continue
+        key = (row["kafka_topic"], row["kafka_partition"], row["kafka_offset"], row["received_at"])
+        found.append(Replayable(key, _letter(row), item))
+    return found, unusable
+
+
+def mark_replayed(conn: Conn, keys: Sequence[LetterKey], by: str, at: datetime) -> None:
+    """Record that the dead letters ``keys`` were replayed by ``by`` at ``at``."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            b"INSERT INTO deadletters_replayed VALUES (%s, %s, %s, %s, %s, %s)"
+            b" ON CONFLICT DO NOTHING",
+            [(*key, at, by) for key in keys],
+        )
 
 
 def _letter(row: dict[str, Any]) -> DeadLetter:

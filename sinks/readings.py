@@ -17,6 +17,8 @@ from typing import Any
 
 import psycopg
 
+from sinks.deadletters import REPLAYED
+
 __all__ = [
     "ACTIVITY_LOOKBACK",
     "AROUND",
@@ -120,8 +122,8 @@ class DeviceActivity:
     camera_events: tuple[CameraSeen, ...]
     """Its newest camera events within :data:`ACTIVITY_LOOKBACK`, the newest first."""
     refused: int
-    """The messages naming it that a stage refused within :data:`ACTIVITY_LOOKBACK`, counted
-    up to :data:`REFUSED_COUNTED`."""
+    """The messages naming it that a stage refused within :data:`ACTIVITY_LOOKBACK` and that
+    were not replayed since (``cityvitals replay``), counted up to :data:`REFUSED_COUNTED`."""
     refused_newest: tuple[Refused, ...]
     """The newest :data:`SHOWN` of those, the newest first."""
 
@@ -181,13 +183,14 @@ def device_activity(
         {**asked, "shown": SHOWN},
     ).fetchall()
     counted = conn.execute(
-        "SELECT count(*) FROM (SELECT 1 FROM deadletters"
-        " WHERE device_id = %s AND received_at >= %s LIMIT %s) AS found",
+        "SELECT count(*) FROM (SELECT 1 FROM deadletters d"
+        f" WHERE device_id = %s AND received_at >= %s AND NOT {REPLAYED} LIMIT %s) AS found",
         (device_id, back, REFUSED_COUNTED),
     ).fetchone()
     refused = conn.execute(
-        "SELECT received_at, stage, reason, cause FROM deadletters"
-        " WHERE device_id = %s AND received_at >= %s ORDER BY received_at DESC LIMIT %s",
+        "SELECT received_at, stage, reason, cause FROM deadletters d"
+        f" WHERE device_id = %s AND received_at >= %s AND NOT {REPLAYED}"
+        " ORDER BY received_at DESC LIMIT %s",
         (device_id, back, SHOWN),
     ).fetchall()
     each: dict[str, list[SeriesPoint]] = {}

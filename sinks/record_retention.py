@@ -4,7 +4,8 @@ Once a data class's retention is set (``CITYVITALS_RETENTION_<CLASS>_DAYS``), th
 both flavours deletes these tables' rows older than it, :data:`PRUNE_BATCH` rows a statement
 (one transaction each), until a statement finds fewer:
 
-- ``deadletters`` (diagnostic) by ``received_at``, with their ``deadletters_resent``;
+- ``deadletters`` (diagnostic) by ``received_at``, with their ``deadletters_resent`` and
+  ``deadletters_replayed``;
 - ``reports`` (citizen) by ``reported_at``, except a report listed by an incident that is not
   closed (``incidents.reports``);
 - ``alerts`` (operational) that are resolved, by ``resolved_at``, with their
@@ -42,7 +43,7 @@ def _still_listed(column: str, array: str) -> str:
 
 PRUNES: dict[str, tuple[tuple[str, ...], str]] = {
     "deadletters": (
-        ("deadletters", "deadletters_resent"),
+        ("deadletters", "deadletters_resent", "deadletters_replayed"),
         """
         WITH gone AS (
             DELETE FROM deadletters WHERE (kafka_topic, kafka_partition, kafka_offset,
@@ -54,8 +55,14 @@ PRUNES: dict[str, tuple[tuple[str, ...], str]] = {
             DELETE FROM deadletters_resent r USING gone g
              WHERE (r.kafka_topic, r.kafka_partition, r.kafka_offset, r.received_at)
                  = (g.kafka_topic, g.kafka_partition, g.kafka_offset, g.received_at)
+            RETURNING 1),
+        replayed AS (
+            DELETE FROM deadletters_replayed r USING gone g
+             WHERE (r.kafka_topic, r.kafka_partition, r.kafka_offset, r.received_at)
+                 = (g.kafka_topic, g.kafka_partition, g.kafka_offset, g.received_at)
             RETURNING 1)
-        SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM resent)
+        SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM resent),
+               (SELECT count(*) FROM replayed)
         """,
     ),
     "reports": (

@@ -191,9 +191,11 @@ app.command("audit")(reconcile)
 
 def _add_deadletter_command() -> None:
     from wiring.cli_deadletters import deadletters
+    from wiring.cli_replay import replay
     from wiring.cli_resend import resend
 
     app.command("deadletters")(deadletters)
+    app.command("replay")(replay)
     app.command("resend")(resend)
 
 

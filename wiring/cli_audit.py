@@ -62,7 +62,7 @@ def read_stored(s: Settings, since: datetime | None, devices: Sequence[str] = ()
     of receipt (two messages of one instant are two readings; a replay or a redelivery that
     the table's key turned away is none)."""
     from cityvitals import db
-    from sinks.deadletters import count_owed
+    from sinks.deadletters import REPLAYED, count_owed
 
     since_sql = "received_at >= %(since)s" if since is not None else "true"
     of = " AND {} = ANY(%(devices)s)" if devices else ""
@@ -76,11 +76,13 @@ def read_stored(s: Settings, since: datetime | None, devices: Sequence[str] = ()
                 f"(SELECT count(*) FROM camera_events WHERE {since_sql}{of.format('camera_id')})".encode(),
                 params,
             ).fetchone()
+            # a letter replayed counts once as its item: stored, or refused again
             by_stage = conn.execute(
-                f"SELECT stage, count(*), count(*) FILTER (WHERE stage = 'ingest' OR "
+                f"SELECT stage, count(*), count(*) FILTER (WHERE (stage = 'ingest' OR "
                 f"(stage = 'streams' AND left(source, length(%(raw)s)) = %(raw)s) OR "
                 f"(stage = 'sinks' AND left(source, length(%(enriched)s)) = %(enriched)s)) "
-                f"FROM deadletters WHERE {since_sql}{of.format('device_id')} GROUP BY stage".encode(),
+                f"AND NOT {REPLAYED}) FROM deadletters d "
+                f"WHERE {since_sql}{of.format('device_id')} GROUP BY stage".encode(),
                 params,
             ).fetchall()
             owed = count_owed(conn, since)

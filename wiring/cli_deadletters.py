@@ -94,6 +94,11 @@ def letter_lines(found: list[StoredLetter], zone: tzinfo, payload: bool = False)
                 f"    {feedback.action} by {feedback.actor} on incident {feedback.incident_id}"
                 f" (feedback {feedback.feedback_id})"
             )
+        if stored.replayed_at is not None:
+            lines.append(
+                f"    replayed {_when(stored.replayed_at, zone)} by {stored.replayed_by}"
+                " (judged again: stored, or refused anew)"
+            )
         if payload:
             lines.append(f"    payload: {shown_payload(d.payload_b64)}")
     return lines

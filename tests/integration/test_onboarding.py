@@ -101,6 +101,56 @@ def test_a_metric_outside_the_devices_profile_is_dead_lettered_by_the_stream(
     assert alerts == []
 
 
+def test_a_refused_reading_is_replayed_once_its_cause_is_mended(
+    pipeline: Pipeline, admin_token: str
+) -> None:
+    """A firmware update adds a metric the profile lacks: its readings are refused whole. Once
+    the profile lists it, `cityvitals replay` puts them back on readings.raw, the stream
+    stores them, and a second replay finds nothing; the letters say they were replayed, and
+    the device's view no longer counts them among its refusals."""
+    p = uid()
+    device, secret = pipeline.register("water_level")
+    profile = water_level_profile(f"wl-{p}")
+    with open_registry(pipeline.settings) as reg:
+        reg.put_profile(profile, "itest")
+        reg.update(device, {"profile_id": profile.profile_id}, "itest")
+    topic = pipeline.topic(device)
+    sent = reading(at("10:00:00"), 1, water_level_cm=4, flow_m3_s=2.5)
+    pipeline.mosquitto_pub(device, secret, topic, sent)
+    wait_for(
+        lambda: (
+            pipeline.query("SELECT cause FROM deadletters WHERE device_id = %s", device)
+            == [("unlisted_metric",)]
+        ),
+        what="the reading refused for its unlisted metric",
+    )
+    assert pipeline.rows(device) == []
+    dry = pipeline.cli("replay", "--device", device, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "1 to replay" in dry.stdout and "[unlisted_metric] metric 'flow_m3_s'" in dry.stdout
+    assert pipeline.rows(device) == []  # a dry run sends nothing
+    listed = {"water_level_cm": {"unit": "cm"}, "flow_m3_s": {"unit": "m3/s", "min": 0}}
+    with open_registry(pipeline.settings) as reg:  # the cause mended: the profile lists it
+        reg.put_profile(
+            Profile.model_validate({**profile.model_dump(), "metrics": listed}), "itest"
+        )
+    done = pipeline.cli("replay", "--device", device)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "replayed 1 on " in done.stdout
+    rows = wait_for(lambda: len(pipeline.rows(device)) == 2 and pipeline.rows(device))
+    assert sorted((m, v, seq) for m, _ts, v, seq, _p in rows) == [
+        ("flow_m3_s", 2.5, 1),
+        ("water_level_cm", 4.0, 1),
+    ]
+    again = pipeline.cli("replay", "--device", device)
+    assert again.returncode == 0 and "nothing to replay" in again.stdout, again.stdout
+    listed = pipeline.cli("deadletters", "--device", device)
+    assert "    replayed " in listed.stdout and " by cli:" in listed.stdout, listed.stdout
+    with api_client(pipeline.settings, admin_token) as api:
+        view = api.get(f"/devices/{device}/activity").json()
+    assert view["refused"] == 0 and view["refused_newest"] == []
+
+
 def test_an_imported_device_is_provisioned_until_its_first_valid_reading(
     pipeline: Pipeline,
 ) -> None:

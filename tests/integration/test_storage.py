@@ -245,6 +245,7 @@ def test_existing_rows_are_kept_by_the_storage_migration(
             "0026_dispatch_opened",
             "0027_tiers_below_street",
             "0028_deadletters_cause",
+            "0029_deadletters_replayed",
         ]
         with db.connect(settings) as conn:
             for d in (0, 1, 5):
@@ -565,6 +566,11 @@ def seed_records(conn: Conn) -> None:
             " 'cli:a', 'delivered')",
             (offset, old(days), old(1)),
         )
+    for offset, days in ((1, 35), (3, 10)):  # replayed: the record goes with its letter
+        conn.execute(
+            "INSERT INTO deadletters_replayed VALUES ('deadletter', 0, %s, %s, %s, 'cli:a')",
+            (offset, old(days), old(1)),
+        )
 
 
 def ids(conn: Conn, table: str, column: str) -> list[str]:
@@ -592,6 +598,7 @@ def assert_record_retention(conn: Conn) -> None:
         "reports",
         "deadletters",
         "deadletters_resent",
+        "deadletters_replayed",
     )
     count = "SELECT count(*) FROM {}"
     before = {t: conn.execute(count.format(t).encode()).fetchone() for t in tables}
@@ -614,8 +621,9 @@ def assert_record_retention(conn: Conn) -> None:
         "reports": 2,
         "deadletters": 3,
         "deadletters_resent": 1,
+        "deadletters_replayed": 1,
     }, report.pruned
-    assert "13 record rows pruned by class retention (alerts 1, " in report.summary()
+    assert "14 record rows pruned by class retention (alerts 1, " in report.summary()
     assert ids(conn, "alerts", "alert_id") == ["a-firing", "a-listed", "a-recent"]
     assert ids(conn, "alert_transitions", "DISTINCT alert_id") == [
         "a-firing",
@@ -629,6 +637,7 @@ def assert_record_retention(conn: Conn) -> None:
     assert ids(conn, "reports", "report_id") == ["r-open", "r-recent"]
     assert ids(conn, "deadletters", "kafka_offset::text") == ["3"]
     assert ids(conn, "deadletters_resent", "kafka_offset::text") == ["3"]
+    assert ids(conn, "deadletters_replayed", "kafka_offset::text") == ["3"]
 
     # Many old rows go in several batches, each its own statement.
     for offset in range(10, 15):
@@ -640,7 +649,7 @@ def assert_record_retention(conn: Conn) -> None:
         )
     again = MaintenanceReport(report.flavour)
     prune_records(conn, NOW, Retention(deadletters=timedelta(days=30)), again, batch=2)
-    assert again.pruned == {"deadletters": 5, "deadletters_resent": 0}
+    assert again.pruned == {"deadletters": 5, "deadletters_resent": 0, "deadletters_replayed": 0}
     assert ids(conn, "deadletters", "kafka_offset::text") == ["3"]
 
 
@@ -747,6 +756,7 @@ def test_timescale_storage_in_pglite(timescale: str, monkeypatch: pytest.MonkeyP
         "0026_dispatch_opened",
         "0027_tiers_below_street",
         "0028_deadletters_cause",
+        "0029_deadletters_replayed",
     ]  # migrate_data
     assert db.migrate(settings) == []
     assert db.flavour(settings) == "timescale"

@@ -74,7 +74,7 @@ class FakeConn:
 
 
 def test_deletes_run_in_batches_until_one_is_not_full() -> None:
-    conn = FakeConn({"alerts": [(2, 5), (2, 1), (1, 0)], "deadletters": [(0, 0)]})
+    conn = FakeConn({"alerts": [(2, 5), (2, 1), (1, 0)], "deadletters": [(0, 0, 0)]})
     report = MaintenanceReport("plain")
     retention = Retention(alerts=DAYS, deadletters=timedelta(days=7))
     prune_records(conn, NOW, retention, report, batch=2)  # type: ignore[arg-type]
@@ -88,6 +88,7 @@ def test_deletes_run_in_batches_until_one_is_not_full() -> None:
         "alert_transitions": 6,
         "deadletters": 0,
         "deadletters_resent": 0,
+        "deadletters_replayed": 0,
     }
 
 
