@@ -574,6 +574,7 @@ def create_app(
         for reason, count in outcome.refused.items():
             metrics.rejected.labels(reason).inc(count)
         metrics.out_of_order.inc(outcome.out_of_order)
+        metrics.values_refused.inc(outcome.values_refused)
         metrics.evaluations.inc(outcome.evaluations)
         for device_id, entry in outcome.changed_devices.items():
             devices[device_id] = entry

@@ -36,6 +36,12 @@ class StreamMetrics(StageMetrics):
             "restart. The audit leaves them out of its stream-to-database check, whose database "
             "side counts what was received since the stream started",
         )
+        self.values_refused = self.counter(
+            "values_refused_total",
+            "Readings forwarded whose other values were refused (a metric their device's "
+            "profile does not list, a value outside its range): a dead letter each, beside "
+            "the refusals",
+        )
         self.evaluations = self.counter(
             "rule_evaluations_total", "Rule evaluations (one rule judging one value or one tick)"
         )

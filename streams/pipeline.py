@@ -50,6 +50,7 @@ from streams.partials import Partials, copy_marks
 from streams.validation import (
     FUTURE_TOLERANCE,
     PAST_TOLERANCE,
+    VALUES_REFUSED,
     ahead,
     enrich,
     is_newer,
@@ -57,7 +58,9 @@ from streams.validation import (
     refusal,
     registry_entry,
     span,
+    split_values,
     too_old,
+    value_faults,
 )
 
 OUT_OF_SERVICE = frozenset({DeviceState.SUSPENDED.value, DeviceState.RETIRED.value})
@@ -98,6 +101,9 @@ class BatchOutcome:
     stage_failed)."""
     out_of_order: int = 0
     """Readings stored but not judged: not newer than their device's newest, within grace."""
+    values_refused: int = 0
+    """Readings taken whose other values were refused (a dead letter each, beside
+    :attr:`refused`)."""
     for_places: list[PlaceObservation] = field(default_factory=list)
     changed_states: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     """New rule memory by device; None to delete it."""
@@ -209,8 +215,16 @@ def process_batch(
             out.refuse(item, why, kind, source, now)
             continue
         assert entry is not None
+        taken: Reading | CameraEvent = item
+        part: tuple[Reading, str] | None = None  # the values refused, once the rest is taken
+        if isinstance(item, Reading) and (faults := value_faults(device_id, item.values, entry)):
+            if len(faults) == len(item.values):
+                out.refuse(item, "; ".join(f[1] for f in faults), faults[0][2], source, now)
+                continue
+            taken, refused_part, said = split_values(item, faults)
+            part = (refused_part, said)
         try:
-            enriched = enrich(item, entry)
+            enriched = enrich(taken, entry)
             future = ahead(enriched.ts, now, limit)
             if future is not None:
                 out.refuse(item, future, "future", source, now)
@@ -261,6 +275,9 @@ def process_batch(
             reason = f"the stream stage failed on it: {type(exc).__name__}: {exc}"
             out.refuse(item, reason, STAGE_FAILED, source, now)
             continue
+        if part is not None:  # the reading is taken: its refused values alone are kept
+            out.values_refused += 1
+            out.dead_letters.append(refusal(part[0], part[1], VALUES_REFUSED, source, now))
         if judged.arrival is Arrival.OUT_OF_ORDER:
             out.out_of_order += 1
         else:

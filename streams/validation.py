@@ -21,16 +21,17 @@ __all__ = [
     "FUTURE_TOLERANCE",
     "PAST_TOLERANCE",
     "PROCESSED_STATES",
+    "VALUES_REFUSED",
     "ahead",
     "enrich",
     "is_newer",
-    "out_of_range",
     "problem",
     "refusal",
     "registry_entry",
     "span",
+    "split_values",
     "too_old",
-    "unlisted_metric",
+    "value_faults",
 ]
 
 FUTURE_TOLERANCE = timedelta(minutes=10)
@@ -66,34 +67,67 @@ def is_newer(device: Device, entry: Mapping[str, Any] | None) -> bool:
     return entry is None or device.updated_at >= datetime.fromisoformat(entry["updated_at"])
 
 
-def out_of_range(values: Mapping[str, float], ranges: Mapping[str, Any]) -> str | None:
-    """The first value outside its profile's valid range, described; None if all are valid."""
-    for metric, value in values.items():
-        low, high = ranges.get(metric, (None, None))
-        if (low is not None and value < low) or (high is not None and value > high):
-            return f"{metric}={value:g} is outside the profile's valid range [{low}, {high}]"
-    return None
-
-
-def unlisted_metric(
+def value_faults(
     device_id: str, values: Mapping[str, float], entry: Mapping[str, Any]
-) -> str | None:
-    """The first metric the device's profile does not list, described; None if all are listed.
+) -> list[tuple[str, str, str]]:
+    """Each value the device's profile refuses, as (metric, why, kind): a metric it does not
+    list (``unlisted_metric``), or a value outside the metric's valid range
+    (``out_of_range``). A device with a profile may send only its profile's metrics (the
+    registry publishes them as ``valid_ranges``); a device without a profile is not limited
+    but by the ranges it has.
 
-    A device with a profile may send only its profile's metrics (the registry publishes them
-    as ``valid_ranges``); a device without a profile is not limited.
+    >>> entry = {"profile_id": "aq-v2", "valid_ranges": {"pm25": (0, 1000), "no2": (0, None)}}
+    >>> for fault in value_faults("aq-1", {"pm25": 1200, "no2": 80, "o3": 120}, entry):
+    ...     print(fault)
+    ('pm25', "pm25=1200 is outside the profile's valid range [0, 1000]", 'out_of_range')
+    ('o3', "metric 'o3' is not in profile 'aq-v2' of device 'aq-1' (it lists: no2, pm25)", 'unlisted_metric')
     """
     profile_id = entry.get("profile_id")
-    if profile_id is None:
-        return None
-    listed = entry.get("valid_ranges") or {}
-    for metric in values:
-        if metric not in listed:
-            return (
+    ranges = entry.get("valid_ranges") or {}
+    faults = []
+    for metric, value in values.items():
+        if profile_id is not None and metric not in ranges:
+            why = (
                 f"metric {metric!r} is not in profile {profile_id!r} of device {device_id!r} "
-                f"(it lists: {', '.join(sorted(listed)) or 'no metrics'})"
+                f"(it lists: {', '.join(sorted(ranges)) or 'no metrics'})"
             )
-    return None
+            faults.append((metric, why, "unlisted_metric"))
+            continue
+        low, high = ranges.get(metric, (None, None))
+        if (low is not None and value < low) or (high is not None and value > high):
+            why = f"{metric}={value:g} is outside the profile's valid range [{low}, {high}]"
+            faults.append((metric, why, "out_of_range"))
+    return faults
+
+
+VALUES_REFUSED = "values_refused"
+"""The cause of the dead letter of a reading's values refused while its other values were
+taken (counted by ``cityvitals_streams_values_refused_total``, beside the refusals: the reading
+itself was forwarded)."""
+
+
+def split_values(item: Reading, faults: list[tuple[str, str, str]]) -> tuple[Reading, Reading, str]:
+    """The reading with the values its profile takes, a copy with those it refuses (what the
+    dead letter keeps), and why they were refused (``faults``: :func:`value_faults`, not every
+    value of the reading).
+
+    >>> from datetime import UTC, datetime
+    >>> r = Reading(device_id="aq-1", ts=datetime(2026, 7, 1, tzinfo=UTC), seq=1,
+    ...             values={"pm25": 170, "o3": 120})
+    >>> taken, refused, why = split_values(r, [("o3", "metric 'o3' is not listed", "x")])
+    >>> taken.values, refused.values, refused.seq
+    ({'pm25': 170.0}, {'o3': 120.0}, 1)
+    >>> why
+    "metric 'o3' is not listed; refused alone: the reading's other metrics were taken (pm25)"
+    """
+    bad = {metric for metric, _why, _kind in faults}
+    good = {m: v for m, v in item.values.items() if m not in bad}
+    fields = item.__dict__
+    taken = trusted(Reading, {**fields, "values": good})
+    refused = trusted(Reading, {**fields, "values": {m: item.values[m] for m in bad}})
+    why = "; ".join(w for _m, w, _k in faults)
+    why += f"; refused alone: the reading's other metrics were taken ({', '.join(sorted(good))})"
+    return taken, refused, why
 
 
 def problem(item: Reading | CameraEvent, entry: Mapping[str, Any] | None) -> tuple[str | None, str]:
@@ -104,13 +138,12 @@ def problem(item: Reading | CameraEvent, entry: Mapping[str, Any] | None) -> tup
     if entry["state"] not in PROCESSED_STATES:
         state = entry["state"]
         return f"device {item.device_id!r} is {state}, not active or provisioned", "inactive_device"
-    # A camera's event is its metric camera.<event type> to a profile, as to the rules.
-    values = item.values if isinstance(item, Reading) else {item.metric: item.value}
-    if found := unlisted_metric(item.device_id, values, entry):
-        return found, "unlisted_metric"
-    ranges = entry.get("valid_ranges")
-    if ranges and (found := out_of_range(values, ranges)):
-        return found, "out_of_range"
+    # A camera's event is its metric camera.<event type> to a profile, as to the rules. A
+    # reading's values are judged one by one (value_faults): its good ones are taken.
+    if isinstance(item, CameraEvent):
+        faults = value_faults(item.device_id, {item.metric: item.value}, entry)
+        if faults:
+            return faults[0][1], faults[0][2]
     return None, ""
 
 

@@ -94,8 +94,8 @@ class Hop:
     time): the stream's backlog across a restart."""
     conflicts: int = 0
     """Items of forwarded messages dead-lettered all the same: the sinks' readings whose key
-    was stored with other values, and items the database refused. Dead letters beside the
-    refusals."""
+    was stored with other values, and items the database refused; the stream's readings whose
+    other values were refused. Dead letters beside the refusals."""
     unstored: int = 0
     """The sinks' readings and camera events the database refused: forwarded by the stream,
     dead-lettered, never stored."""
@@ -392,6 +392,7 @@ def hops_from_exposition(text: str) -> dict[str, Hop]:
             conflicts=int(
                 values.get(f"cityvitals_{stage}_conflicts_total", 0)
                 + values.get(f"cityvitals_{stage}_refused_items_total", 0)
+                + values.get(f"cityvitals_{stage}_values_refused_total", 0)
             ),
             unstored=unstored.get(f"cityvitals_{stage}_refused_items_total", 0),
             undecodable=sum(n for why, n in refused.items() if why.startswith("bad_"))

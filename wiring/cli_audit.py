@@ -76,12 +76,14 @@ def read_stored(s: Settings, since: datetime | None, devices: Sequence[str] = ()
                 f"(SELECT count(*) FROM camera_events WHERE {since_sql}{of.format('camera_id')})".encode(),
                 params,
             ).fetchone()
-            # a letter replayed counts once as its item: stored, or refused again
+            # a letter replayed counts once as its item: stored, or refused again; a reading
+            # taken whose other values were refused counts once, as stored
             by_stage = conn.execute(
                 f"SELECT stage, count(*), count(*) FILTER (WHERE (stage = 'ingest' OR "
                 f"(stage = 'streams' AND left(source, length(%(raw)s)) = %(raw)s) OR "
                 f"(stage = 'sinks' AND left(source, length(%(enriched)s)) = %(enriched)s)) "
-                f"AND NOT {REPLAYED}) FROM deadletters d "
+                f"AND NOT {REPLAYED} AND cause IS DISTINCT FROM 'values_refused') "
+                f"FROM deadletters d "
                 f"WHERE {since_sql}{of.format('device_id')} GROUP BY stage".encode(),
                 params,
             ).fetchall()

@@ -104,10 +104,11 @@ def test_a_metric_outside_the_devices_profile_is_dead_lettered_by_the_stream(
 def test_a_refused_reading_is_replayed_once_its_cause_is_mended(
     pipeline: Pipeline, admin_token: str
 ) -> None:
-    """A firmware update adds a metric the profile lacks: its readings are refused whole. Once
-    the profile lists it, `cityvitals replay` puts them back on readings.raw, the stream
-    stores them, and a second replay finds nothing; the letters say they were replayed, and
-    the device's view no longer counts them among its refusals."""
+    """A firmware update adds a metric the profile lacks: the reading's water level is taken,
+    the new metric's value refused alone. Once the profile lists it, `cityvitals replay` puts
+    it back on readings.raw, the stream stores it, and a second replay finds nothing; the
+    letter says it was replayed, and the device's view no longer counts it among its
+    refusals."""
     p = uid()
     device, secret = pipeline.register("water_level")
     profile = water_level_profile(f"wl-{p}")
@@ -120,15 +121,16 @@ def test_a_refused_reading_is_replayed_once_its_cause_is_mended(
     wait_for(
         lambda: (
             pipeline.query("SELECT cause FROM deadletters WHERE device_id = %s", device)
-            == [("unlisted_metric",)]
+            == [("values_refused",)]
         ),
-        what="the reading refused for its unlisted metric",
+        what="the unlisted metric's value refused",
     )
-    assert pipeline.rows(device) == []
+    level = [("water_level_cm", 4.0, 1)]
+    assert wait_for(lambda: [(m, v, seq) for m, _t, v, seq, _p in pipeline.rows(device)]) == level
     dry = pipeline.cli("replay", "--device", device, "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "1 to replay" in dry.stdout and "[unlisted_metric] metric 'flow_m3_s'" in dry.stdout
-    assert pipeline.rows(device) == []  # a dry run sends nothing
+    assert "1 to replay" in dry.stdout and "[values_refused] metric 'flow_m3_s'" in dry.stdout
+    assert len(pipeline.rows(device)) == 1  # a dry run sends nothing
     listed = {"water_level_cm": {"unit": "cm"}, "flow_m3_s": {"unit": "m3/s", "min": 0}}
     with open_registry(pipeline.settings) as reg:  # the cause mended: the profile lists it
         reg.put_profile(

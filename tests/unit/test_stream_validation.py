@@ -1,6 +1,7 @@
 """The stream's check of each reading against its device's registry entry: the metrics its
 profile lists, and the lifecycle states whose readings are processed."""
 
+import base64
 from datetime import UTC, datetime, timedelta
 
 from cityvitals.contracts import (
@@ -58,11 +59,42 @@ def test_a_metric_the_profile_does_not_list_is_dead_lettered_and_raises_no_alert
     assert out.refused == {"unlisted_metric": 1}
 
 
-def test_a_reading_mixing_listed_and_unlisted_metrics_is_refused_whole() -> None:
+def test_a_reading_s_good_values_are_taken_and_its_refused_values_kept_alone() -> None:
+    """A firmware update adds a metric the profile lacks: the reading's other values (an
+    orange PM2.5, a water level) are stored and judged, not dropped with it; the values
+    refused (unlisted, out of range) are a dead letter of their own. A reading whose values
+    are all refused is refused whole, as before."""
+    rules = parse_rules("rules:\n  - {id: deep, metric: water_level_cm, levels: {red: 40}}\n")
     devices = {"wl-2": registry_entry(water_level("wl-2"))}
-    batch = ReadingBatch(readings=(reading("wl-2", 1, water_level_cm=3, pm25=300),))
-    out = process_batch(batch, devices, {}, RULES, "raw[0]", T0)
-    assert not out.enriched.readings and "'pm25'" in out.dead_letters[0].reason
+    batch = ReadingBatch(
+        readings=(
+            reading("wl-2", 1, water_level_cm=45, pm25=300),
+            reading("wl-2", 2, water_level_cm=46, pm25=300, no2=-1),
+            reading("wl-2", 3, water_level_cm=-5, pm25=300),
+        )
+    )
+    out = process_batch(batch, devices, {}, rules, "raw[0]", T0)
+    assert [(r.seq, r.values) for r in out.enriched.readings] == [
+        (1, {"water_level_cm": 45.0}),
+        (2, {"water_level_cm": 46.0}),
+    ]
+    assert [a.rule_id for a in out.alerts] == ["deep"]  # judged on the values taken
+    parts, whole = out.dead_letters[:2], out.dead_letters[2]
+    assert [p.cause for p in parts] == ["values_refused", "values_refused"]
+    assert [Reading.model_validate_json(base64.b64decode(p.payload_b64)).values for p in parts] == [
+        {"pm25": 300.0},
+        {"pm25": 300.0, "no2": -1.0},
+    ]
+    assert parts[0].reason == (
+        "metric 'pm25' is not in profile 'wl-v1' of device 'wl-2' (it lists: water_level_cm); "
+        "refused alone: the reading's other metrics were taken (water_level_cm)"
+    )
+    assert (whole.cause, whole.reason) == (
+        "out_of_range",
+        "water_level_cm=-5 is outside the profile's valid range [0.0, 500.0]; metric 'pm25' is "
+        "not in profile 'wl-v1' of device 'wl-2' (it lists: water_level_cm)",
+    )
+    assert out.values_refused == 2 and out.refused == {"out_of_range": 1}
 
 
 def test_a_camera_event_is_held_to_its_profile_as_its_metric_camera_event_type() -> None:
