@@ -317,3 +317,21 @@ def test_a_gap_names_the_local_stack_s_last_stop_when_it_left_messages_in_kafka(
     assert "--wait 15 reads again until it closes" in clean.output
     waited = CliRunner().invoke(app, ["audit", "--published", "10", "--wait", "0.1"])
     assert waited.exit_code == 1 and "--wait 15" not in waited.output
+
+
+def test_a_reading_s_values_refused_alone_are_stream_dead_letters_beside_its_refusals() -> None:
+    """A reading taken whose unlisted metric was refused: forwarded (the hop balances), and
+    its dead letter is the stream's, counted by values_refused_total."""
+    streams = hops_from_exposition(
+        "cityvitals_streams_received_total 9.0\n"
+        "cityvitals_streams_forwarded_total 8.0\n"
+        'cityvitals_streams_rejected_total{reason="unknown_device"} 1.0\n'
+        "cityvitals_streams_values_refused_total 2.0\n"
+    )["streams"]
+    assert (streams.refused, streams.conflicts) == (1, 2)
+    short = Stored(8, 0, {"ingest": 2, "streams": 1}, device_deadletters=3)
+    assert failing(figures(streams=streams, stored=short)) == [
+        "2 refused by streams but no dead letter stored (streams → database: in transit or lost)"
+    ]
+    kept = Stored(8, 0, {"ingest": 2, "streams": 3}, device_deadletters=3)
+    assert failing(figures(streams=streams, stored=kept)) == []
