@@ -98,10 +98,11 @@ def rules_check(
         f"version {ruleset.version}"
     )
     if against_registry:
+        problems, absent = _not_registered(ruleset)
+        for note in absent:
+            typer.echo(f"{file}: note: {note}", err=True)
         end_on_problems(
-            file,
-            _not_registered(ruleset),
-            ("name the registry does not know", "names the registry does not know"),
+            file, problems, ("name the registry does not know", "names the registry does not know")
         )
         unchecked = _unprofiled(ruleset)
         for note in unchecked:
@@ -109,6 +110,12 @@ def rules_check(
         typer.echo(
             "every place, device type and profile the rules name is in the registry, and "
             "every metric in a profile of the devices its rule applies to"
+            + (
+                f"; {len(absent)} rule{'' if len(absent) == 1 else 's'} of device types the "
+                "platform ships and no device here has (notes above)"
+                if absent
+                else ""
+            )
             + (
                 f"; {len(unchecked)} metric{'' if len(unchecked) == 1 else 's'} of rules whose "
                 "devices have no profile in no reading of the last day (notes above)"
@@ -158,9 +165,13 @@ def indicators_check(
         typer.echo(f"every metric of the {len(profiles)} profiles comes in the unit it is read in")
 
 
-def _not_registered(ruleset: Any) -> list[str]:
-    """What the rules name that the registry does not know, a line each."""
+def _not_registered(ruleset: Any) -> tuple[list[str], list[str]]:
+    """What the rules name that the registry does not know, a line each: problems (a name
+    misspelt, or not registered yet), and notes of rules for a device type the platform's
+    shipped rules or vital signs know that no device here has (a district without gas
+    sensors: the shipped rules for them apply to nothing, and that is no mistake)."""
     from wiring.cli_registry_common import registry
+    from wiring.services import shipped_device_types
 
     with registry() as reg:
         profiles = reg.list_profiles()
@@ -170,17 +181,28 @@ def _not_registered(ruleset: Any) -> list[str]:
             "profiles": {p.profile_id for p in profiles},
         }
         unprofiled = reg.unprofiled_types()
-    names = [
-        f"rule {rule.id!r}: {field} names {name!r}, which the registry does not know: the "
-        f"rule applies to nothing there ({_hint(field, name, known['places'])})"
-        for rule in ruleset
-        for field, names in known.items()
-        for name in getattr(rule, field)
-        if name not in names
-    ]
-    return names + [
+    shipped = shipped_device_types()
+    names, absent = [], []
+    for rule in ruleset:
+        for field, names_known in known.items():
+            for name in getattr(rule, field):
+                if name in names_known:
+                    continue
+                if field == "device_types" and name in shipped:
+                    absent.append(
+                        f"rule {rule.id!r}: no device of type {name!r} is registered: the rule "
+                        "applies to none until one is"
+                    )
+                    continue
+                names.append(
+                    f"rule {rule.id!r}: {field} names {name!r}, which the registry does not "
+                    f"know: the rule applies to nothing there "
+                    f"({_hint(field, name, known['places'])})"
+                )
+    names += [
         problem for rule in ruleset for problem in unlisted_metrics(rule, profiles, unprofiled)
     ]
+    return names, absent
 
 
 UNPROFILED_SINCE = timedelta(days=1)

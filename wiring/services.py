@@ -63,6 +63,18 @@ def load_catalogue(settings: Settings) -> Catalogue:
     )
 
 
+def shipped_device_types() -> frozenset[str]:
+    """The device types the shipped rules and indicator catalogue name."""
+    rules = parse_rules(*_file_or_shipped(None, "default.yaml"))
+    return _types_named(rules, parse_catalogue(*_file_or_shipped(None, "indicators.yaml")))
+
+
+def _types_named(rules: RuleSet, catalogue: Catalogue) -> frozenset[str]:
+    """The device types a rule set or an indicator catalogue names."""
+    known = {t for r in rules.rules for t in getattr(r, "device_types", ())}
+    return frozenset(known | set(catalogue.by_type))
+
+
 def known_device_types(settings: Settings) -> frozenset[str] | None:
     """The device types the rules and the indicator catalogue name (a type outside them is
     judged only by the rules for every type, and feeds no vital sign); None when the files
@@ -71,8 +83,7 @@ def known_device_types(settings: Settings) -> frozenset[str] | None:
         rules, catalogue = load_rules(settings), load_catalogue(settings)
     except RuleFileError:
         return None
-    known = {t for r in rules.rules for t in getattr(r, "device_types", ())}
-    return frozenset(known | set(catalogue.by_type))
+    return _types_named(rules, catalogue)
 
 
 def load_incidents(settings: Settings) -> IncidentConfig:

@@ -129,6 +129,15 @@ def test_rules_check_names_what_the_registry_does_not_know(
         "applies to has one), and no reading of the last day carries it (they carry "
     ) in noted.output
     assert "1 metric of rules whose devices have no profile in no reading" in noted.output
+    # A device type nothing ships nor registers is a problem (a shipped one no device here
+    # has is a note: tests/unit/test_cli_rules.py).
+    lamp = "{id: lamp-x, metric: lux, levels: {red: 1}, device_types: [lamp_post]}"
+    rules.write_text(f"rules: [{good}, {lamp}]")
+    unknown = CliRunner().invoke(rules_app, ["check", str(rules), "--registry"], env=env)
+    assert unknown.exit_code == 1, unknown.output
+    assert "rule 'lamp-x': device_types names 'lamp_post', which the registry does not" in (
+        unknown.output
+    )
 
 
 def test_incidents_check_names_a_department_the_registry_does_not_know(
