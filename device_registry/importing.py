@@ -8,9 +8,10 @@ expected to report until its first valid reading makes it active.
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -99,13 +100,48 @@ class ParsedFile:
         (['w-2'], ["line 2: device_type: no rule or indicator names 'waterlevel' (they name noise, water_level)"])
         """
         named = ", ".join(sorted(known))
+
+        def unknown(device: Device) -> str | None:
+            if device.device_type in known:
+                return None
+            return f"no rule or indicator names {device.device_type!r} (they name {named})"
+
+        return self._sifted("device_type", unknown)
+
+    def at_places(self, known: Collection[tuple[str, ...]]) -> ParsedFile:
+        r"""The rows whose place is in the registry (``known``: the places' paths); the others
+                are refused rows naming the nearest known place (a typo would make a street nobody
+                meant, which every console then shows).
+
+                >>> from datetime import UTC, datetime
+                >>> parsed = parse_device_csv("device_id,device_type,place_path
+        w-1,noise,c/rv/rv-qauy
+        "
+                ...                           "w-2,noise,c/rv/rv-quay
+        ", datetime(2026, 12, 7, tzinfo=UTC))
+                >>> kept = parsed.at_places({("c",), ("c", "rv"), ("c", "rv", "rv-quay")})
+                >>> [d.device_id for d in kept.devices], [str(e) for e in kept.errors]
+                (['w-2'], ["line 2: place_path: no place c/rv/rv-qauy in the registry (c/rv/rv-quay?)"])
+        """
+        paths = {"/".join(p) for p in known}
+
+        def unknown(device: Device) -> str | None:
+            path = "/".join(device.place_path)
+            if path in paths:
+                return None
+            near = difflib.get_close_matches(path, paths, n=1)
+            hint = f"{near[0]}?" if near else "add it first: cityvitals places add"
+            return f"no place {path} in the registry ({hint})"
+
+        return self._sifted("place_path", unknown)
+
+    def _sifted(self, name: str, refuses: Callable[[Device], str | None]) -> ParsedFile:
+        """The rows ``refuses`` finds nothing wrong with; the others refused rows, their
+        ``name`` field said wrong as it says."""
         kept = ParsedFile(errors=list(self.errors), unit=self.unit)
         for line, device in zip(self.lines, self.devices, strict=True):
-            if device.device_type in known:
-                kept.add(line, device)
-            else:
-                why = f"no rule or indicator names {device.device_type!r} (they name {named})"
-                kept.add(line, RowError(line, "device_type", why, self.unit))
+            why = refuses(device)
+            kept.add(line, device if why is None else RowError(line, name, why, self.unit))
         kept.errors.sort(key=lambda e: e.line)
         return kept
 

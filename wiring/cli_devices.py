@@ -104,6 +104,14 @@ def devices_import(
             "'waterlevel') as a bad row; without it, such a row is imported with a note",
         ),
     ] = False,
+    known_places: Annotated[
+        bool,
+        typer.Option(
+            "--known-places",
+            help="Refuse a row whose place is not in the registry (a typo, 'rv-qauy') as a "
+            "bad row, naming the nearest; without it, the places it names are created",
+        ),
+    ] = False,
 ) -> None:
     """Import devices from CSV or JSON (by extension); bad rows are reported by line (CSV) or
     item (JSON) and field."""
@@ -136,6 +144,8 @@ def devices_import(
                 bar.length = max(total, 1)
                 bar.update(done - bar.pos)
 
+            if known_places:
+                parsed = parsed.at_places({p.path for p in reg.list_places()})
             known = reg.known_to(parsed.devices)
             report = reg.import_devices(parsed, actor(), progress)
         secrets_out.write("".join(f"{d},{s}\n" for d, s in report.added))

@@ -170,6 +170,13 @@ async def import_devices(
             "'waterlevel'); without it, such a row goes in with a note"
         ),
     ] = False,
+    known_places: Annotated[
+        bool,
+        Query(
+            description="refuse a row whose place is not in the registry (a typo, 'rv-qauy'), "
+            "naming the nearest; without it, the places it names are created"
+        ),
+    ] = False,
 ) -> ImportResult:
     """Register many devices. Bad rows are reported by line and field; good rows go in."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -190,7 +197,7 @@ async def import_devices(
         )
     strict = types if known_types else None
     return await run_in_threadpool(
-        _import, pool(request), text, media == "text/csv", who, types, strict
+        _import, pool(request), text, media == "text/csv", who, types, strict, known_places
     )
 
 
@@ -201,6 +208,7 @@ def _import(
     who: Caller,
     types: frozenset[str] | None,
     strict: frozenset[str] | None,
+    known_places: bool = False,
 ) -> ImportResult:
     now = datetime.now(UTC)
     parsed = parse_device_csv(text, now) if is_csv else parse_device_json(text, now)
@@ -210,6 +218,8 @@ def _import(
     if strict is not None:
         parsed = parsed.of_types(strict)
     with pool.checkout(write=True) as registry:
+        if known_places:
+            parsed = parsed.at_places({p.path for p in registry.list_places()})
         mine = _in_scope(parsed, who.user)
         known = registry.known_to(mine.devices)
         report = registry.import_devices(mine, who.actor)

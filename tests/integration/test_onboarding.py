@@ -324,6 +324,40 @@ def test_an_import_with_known_types_refuses_a_row_of_a_type_nothing_names(
         )
 
 
+def test_an_import_with_known_places_refuses_a_row_at_a_place_nobody_added(
+    pipeline: Pipeline, tmp_path: Path, admin_token: str
+) -> None:
+    """A typo in a place ('rv-qauy') made a street nobody meant, which every console shows:
+    with --known-places (known_places in the API) it is a bad row naming the nearest place,
+    and no place is created; without it, the import creates the places it names."""
+    p = uid()
+    runner, env = CliRunner(), pipeline.settings.to_env()
+    with open_registry(pipeline.settings) as reg:
+        reg.add(Device(device_id=f"{p}-0", device_type="noise", place_path=(f"{p}c", f"{p}quay"),
+                       updated_at=datetime.now(UTC)), "itest")  # fmt: skip
+    rows = tmp_path / "fleet.csv"
+    rows.write_text(
+        f"device_id,device_type,place_path\n{p}-a,noise,{p}c/{p}qauy\n{p}-b,noise,{p}c/{p}quay\n"
+    )
+    args = ["devices", "import", str(rows), "--credentials-out", str(tmp_path / "creds.csv")]
+    done = runner.invoke(cli_app, [*args, "--known-places"], env=env)
+    assert done.exit_code == 1, done.output
+    assert (
+        f"fleet.csv:line 2: place_path: no place {p}c/{p}qauy in the registry ({p}c/{p}quay?)"
+    ) in done.stderr
+    assert "imported 1 device, 1 row refused" in done.output
+    with open_registry(pipeline.settings) as reg:
+        assert f"{p}qauy" not in {place.place_id for place in reg.list_places()}
+    with api_client(pipeline.settings, admin_token) as api:
+        body = f"device_id,device_type,place_path\n{p}-c,noise,{p}c/{p}qauy\n"
+        headers = {"content-type": "text/csv"}
+        strict = api.post("/devices/import?known_places=true", content=body, headers=headers)
+        assert strict.status_code == 200, strict.text
+        assert [(e["line"], e["field"]) for e in strict.json()["errors"]] == [(2, "place_path")]
+        loose = api.post("/devices/import", content=body, headers=headers).json()
+        assert [c["device_id"] for c in loose["added"]] == [f"{p}-c"]
+
+
 def test_a_published_device_carries_its_profiles_ranges_and_interval(pipeline: Pipeline) -> None:
     """The stream judges ranges and staleness from the ``devices`` topic alone."""
     from cityvitals import kafka
