@@ -110,18 +110,15 @@ class ParsedFile:
 
     def at_places(self, known: Collection[tuple[str, ...]]) -> ParsedFile:
         r"""The rows whose place is in the registry (``known``: the places' paths); the others
-                are refused rows naming the nearest known place (a typo would make a street nobody
-                meant, which every console then shows).
+        are refused rows naming the nearest known place (a typo would make a street nobody
+        meant, which every console then shows).
 
-                >>> from datetime import UTC, datetime
-                >>> parsed = parse_device_csv("device_id,device_type,place_path
-        w-1,noise,c/rv/rv-qauy
-        "
-                ...                           "w-2,noise,c/rv/rv-quay
-        ", datetime(2026, 12, 7, tzinfo=UTC))
-                >>> kept = parsed.at_places({("c",), ("c", "rv"), ("c", "rv", "rv-quay")})
-                >>> [d.device_id for d in kept.devices], [str(e) for e in kept.errors]
-                (['w-2'], ["line 2: place_path: no place c/rv/rv-qauy in the registry (c/rv/rv-quay?)"])
+        >>> from datetime import UTC, datetime
+        >>> parsed = parse_device_csv("device_id,device_type,place_path\nw-1,noise,c/rv/rv-qauy\n"
+        ...                           "w-2,noise,c/rv/rv-quay\n", datetime(2026, 12, 7, tzinfo=UTC))
+        >>> kept = parsed.at_places({("c",), ("c", "rv"), ("c", "rv", "rv-quay")})
+        >>> [d.device_id for d in kept.devices], [str(e) for e in kept.errors]
+        (['w-2'], ['line 2: place_path: no place c/rv/rv-qauy in the registry (c/rv/rv-quay?)'])
         """
         paths = {"/".join(p) for p in known}
 
