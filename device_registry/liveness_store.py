@@ -225,18 +225,23 @@ def silent_rows(conn: Conn, place: str | None = None, limit: int = 50) -> list[D
     return _models(DeviceLiveness, cur)
 
 
-def unheard(conn: Conn, place: str | None = None) -> list[tuple[str, datetime]]:
-    """Active devices under ``place`` the liveness service has no judgement of yet, with when
-    each was registered, in id order: never heard since, and not yet silent long enough to be
-    judged late (its row is written at a first report or a first lateness)."""
+def unheard(conn: Conn, place: str | None = None) -> list[tuple[str, datetime, bool]]:
+    """Devices under ``place`` the liveness service has no judgement of yet, with when each
+    was registered and whether it is provisioned, in id order: active ones never heard since
+    and not yet silent long enough to be judged late (its row is written at a first report or
+    a first lateness), and provisioned ones (imported, never connected: their first valid
+    reading activates them), which nobody expects yet."""
     cur = conn.execute(
-        "SELECT d.device_id, d.created_at FROM devices d WHERE d.state = 'active' "
+        "SELECT d.device_id, d.created_at, d.state = 'provisioned' FROM devices d "
+        "WHERE d.state IN ('active', 'provisioned') "
         "AND (%(place)s::text IS NULL OR %(place)s = ANY(d.place_path)) "
         "AND NOT EXISTS (SELECT 1 FROM device_liveness l WHERE l.device_id = d.device_id) "
         "ORDER BY d.device_id",
         {"place": place},
     )
-    return [(device_id, created_at) for device_id, created_at in cur.fetchall()]
+    return [
+        (device_id, created_at, bool(provisioned)) for device_id, created_at, provisioned in cur
+    ]
 
 
 def open_outages(

@@ -326,7 +326,8 @@ def devices_liveness(
 ) -> None:
     """Each active device's liveness (online, late, offline) as the liveness service last
     judged it, with when it was last seen and the cadence it is judged by; without --status,
-    the active devices not heard yet too (with --json, the judged ones alone)."""
+    the active devices not heard yet and the provisioned ones never heard (imported, not yet
+    connected) too (with --json, the judged ones alone)."""
     from device_registry.liveness_store import unheard
 
     with registry() as reg:
@@ -335,7 +336,7 @@ def devices_liveness(
         silent = unheard(reg.conn, place) if status is None and not as_json else []
         found = reg.liveness(place, status)
     judged = {live.device_id for live in found}
-    silent = [(device_id, at) for device_id, at in silent if device_id not in judged]
+    silent = [row for row in silent if row[0] not in judged]
     zone = settings().zone
     for live in found:
         if as_json:
@@ -344,12 +345,14 @@ def devices_liveness(
             typer.echo(f"{live.device_id:<24}{_liveness(live, zone)}")
     if as_json:
         return
-    for device_id, registered in silent:
+    for device_id, registered, provisioned in silent:
+        said = "provisioned, never heard" if provisioned else "not heard yet"
         typer.echo(
-            f"{device_id:<24}not heard yet (registered {registered.astimezone(zone):%Y-%m-%d %H:%M:%S})"
+            f"{device_id:<24}{said} (registered {registered.astimezone(zone):%Y-%m-%d %H:%M:%S})"
         )
     counts = {s.value: sum(1 for f in found if f.status is s) for s in Liveness}
-    counts["not heard yet"] = len(silent)
+    counts["not heard yet"] = sum(1 for *_, provisioned in silent if not provisioned)
+    counts["provisioned, never heard"] = len(silent) - counts["not heard yet"]
     shown = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
     total = len(found) + len(silent)
     many = "device" if total == 1 else "devices"

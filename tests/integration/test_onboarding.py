@@ -164,8 +164,13 @@ def test_an_imported_device_is_provisioned_until_its_first_valid_reading(
         )
         ((_, secret),) = report.added
         assert reg.get(device).state is DeviceState.PROVISIONED
-    # Not expected: the liveness service does not watch it while it is provisioned.
+    # Not expected: the liveness service does not watch it while it is provisioned; the
+    # engineer onboarding it sees it among the place's devices, never heard.
     assert pipeline.query("SELECT 1 FROM device_liveness WHERE device_id = %s", device) == []
+    env = pipeline.settings.to_env()
+    listed = CliRunner().invoke(cli_app, ["devices", "liveness", "--place", f"{p}c"], env=env)
+    assert listed.stdout.split()[:4] == [device, "provisioned,", "never", "heard"], listed.output
+    assert "1 device (1 provisioned, never heard)" in listed.stderr
     now = datetime.now(UTC).isoformat()
     result = pipeline.mosquitto_pub(
         device, secret, pipeline.topic(device), reading(now, 1, water_level_cm=2)
