@@ -103,6 +103,10 @@ class ImportReport:
     errors: list[RowError] = field(default_factory=list)
     imported: list[Device] = field(default_factory=list)
     """The devices added, as their rows gave them."""
+    updated: list[str] = field(default_factory=list)
+    """The devices already registered that an import with ``update`` changed, by id."""
+    unchanged: int = 0
+    """The devices already registered whose rows change nothing."""
 
 
 class Registry(UserAccounts):
@@ -451,15 +455,36 @@ class Registry(UserAccounts):
         actor: str,
         progress: Progress | None = None,
         chunk: int = 1000,
+        update: Callable[[Device], str | None] | None = None,
     ) -> ImportReport:
-        """Add a parsed file's devices in chunks; a refused row is reported by its line, not fatal."""
+        """Add a parsed file's devices in chunks; a refused row is reported by its line, not
+        fatal. With ``update``, a row of a device already registered changes it instead
+        (:meth:`update_from_row`) when ``update(current)`` says nothing against it (a user's
+        scope)."""
         report = ImportReport(errors=list(parsed.errors))
         with self._read() as cur:
             existing = devices.known_ids(cur, [d.device_id for d in parsed.devices])
         fresh: dict[str, tuple[int, Device]] = {}
+        seen: set[str] = set()
         for line, d in zip(parsed.lines, parsed.devices, strict=True):
-            if d.device_id in existing:
-                message = f"{d.device_id!r} is already registered"
+            if d.device_id in existing and update is not None and d.device_id not in seen:
+                seen.add(d.device_id)
+                try:
+                    current = self.get(d.device_id)
+                    refused = update(current)
+                    if refused is not None:
+                        raise RegistryError(refused, "place_path", "/".join(current.place_path))
+                    if self.update_from_row(current, d, actor):
+                        report.updated.append(d.device_id)
+                    else:
+                        report.unchanged += 1
+                except RegistryError as exc:
+                    report.errors.append(RowError(line, exc.field, str(exc), parsed.unit))
+            elif d.device_id in existing:
+                message = (
+                    f"{d.device_id!r} is already registered (an import with --update, "
+                    "update=true in the API, changes it to its row)"
+                )
                 report.errors.append(RowError(line, "device_id", message, parsed.unit))
             elif d.device_id in fresh:
                 first = fresh[d.device_id][0]
@@ -486,6 +511,24 @@ class Registry(UserAccounts):
                 progress(min(start + chunk, len(todo)), len(todo))
         report.errors.sort(key=lambda e: e.line)
         return report
+
+    def update_from_row(self, current: Device, row: Device, actor: str) -> bool:
+        """Change a registered device to what an import's row says: its place (a move), and
+        each of its type, profile, department, tags and coordinates the row gives (an empty
+        cell leaves it as it is; its state stays: suspend, activate and retire change that).
+        Whether anything changed."""
+        changes = {
+            name: getattr(row, name)
+            for name in sorted(UPDATABLE)
+            if getattr(row, name) not in (None, (), "")
+            and getattr(row, name) != getattr(current, name)
+        }
+        moved = row.place_path != current.place_path
+        if moved:
+            self.move(current.device_id, row.place_path, actor)
+        if changes:
+            self.update(current.device_id, changes, actor)
+        return moved or bool(changes)
 
     def import_csv(self, text: str, actor: str, progress: Progress | None = None) -> ImportReport:
         return self.import_devices(parse_device_csv(text, datetime.now(UTC)), actor, progress)

@@ -104,6 +104,15 @@ def devices_import(
             "'waterlevel') as a bad row; without it, such a row is imported with a note",
         ),
     ] = False,
+    update: Annotated[
+        bool,
+        typer.Option(
+            "--update",
+            help="A row of a device already registered changes it (its place, type, profile, "
+            "department, tags, coordinates: an empty cell leaves one as it is) instead of "
+            "being refused",
+        ),
+    ] = False,
     known_places: Annotated[
         bool,
         typer.Option(
@@ -147,13 +156,15 @@ def devices_import(
             if known_places:
                 parsed = parsed.at_places({p.path for p in reg.list_places()})
             known = reg.known_to(parsed.devices)
-            report = reg.import_devices(parsed, actor(), progress)
+            changes = (lambda _current: None) if update else None
+            report = reg.import_devices(parsed, actor(), progress, update=changes)
         secrets_out.write("".join(f"{d},{s}\n" for d, s in report.added))
     for error in report.errors:
         typer.echo(f"{file}:{error}", err=True)
     shown = "standard output" if credentials_out == "-" else credentials_out
+    updated = f"updated {len(report.updated)}, {report.unchanged} unchanged, " if update else ""
     typer.echo(
-        f"imported {_count(len(report.added), 'device')}, "
+        f"imported {_count(len(report.added), 'device')}, {updated}"
         f"{_count(len(report.errors), 'row')} refused; "
         f"their secrets added to {shown}",
         err=credentials_out == "-",

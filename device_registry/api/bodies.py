@@ -136,6 +136,9 @@ class ImportResult(BaseModel):
     devices added."""
 
     added: list[Credential]
+    updated: list[str] = Field(
+        default=[], description="devices already registered that the import changed (update)"
+    )
     errors: list[RefusedRow]
     notes: list[str] = Field(default=[], description=NOTES)
 

@@ -177,6 +177,14 @@ async def import_devices(
             "naming the nearest; without it, the places it names are created"
         ),
     ] = False,
+    update: Annotated[
+        bool,
+        Query(
+            description="a row of a device already registered changes it (its place, type, "
+            "profile, department, tags, coordinates: an empty one leaves it as it is) instead "
+            "of being refused; the device must be in the user's scope where it is"
+        ),
+    ] = False,
 ) -> ImportResult:
     """Register many devices. Bad rows are reported by line and field; good rows go in."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -197,7 +205,15 @@ async def import_devices(
         )
     strict = types if known_types else None
     return await run_in_threadpool(
-        _import, pool(request), text, media == "text/csv", who, types, strict, known_places
+        _import,
+        pool(request),
+        text,
+        media == "text/csv",
+        who,
+        types,
+        strict,
+        known_places,
+        update,
     )
 
 
@@ -209,6 +225,7 @@ def _import(
     types: frozenset[str] | None,
     strict: frozenset[str] | None,
     known_places: bool = False,
+    update: bool = False,
 ) -> ImportResult:
     now = datetime.now(UTC)
     parsed = parse_device_csv(text, now) if is_csv else parse_device_json(text, now)
@@ -222,9 +239,18 @@ def _import(
             parsed = parsed.at_places({p.path for p in registry.list_places()})
         mine = _in_scope(parsed, who.user)
         known = registry.known_to(mine.devices)
-        report = registry.import_devices(mine, who.actor)
+
+        def in_scope(current: Device) -> str | None:  # where it is, as where it goes
+            if who.user.sees(current.place_path):
+                return None
+            where = "/".join(current.place_path)
+            return f"{where} is outside the scope of {who.user.name}: {who.user.scope_text}"
+
+        changes = in_scope if update else None
+        report = registry.import_devices(mine, who.actor, update=changes)
     return ImportResult(
         added=[Credential(device_id=i, mqtt_username=i, mqtt_secret=s) for i, s in report.added],
+        updated=report.updated,
         errors=[_refused(e) for e in report.errors],
         notes=registration_notes(report.imported, *known, types, API_FIXES),
     )

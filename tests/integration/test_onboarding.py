@@ -363,6 +363,64 @@ def test_an_import_with_known_places_refuses_a_row_at_a_place_nobody_added(
         assert [c["device_id"] for c in loose["added"]] == [f"{p}-c"]
 
 
+def test_an_import_with_update_changes_the_devices_already_registered(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """A fleet spreadsheet kept as the source of truth is imported again: with --update
+    (update=true) its rows change the devices already registered (moved, a new profile or
+    department; an empty cell leaves a field as it is) instead of being refused, and a
+    scoped user may not change one outside the scope where it is."""
+    from device_registry.access import Role
+    from tests.integration.conftest import add_user
+
+    p = uid()
+    runner, env = CliRunner(), pipeline.settings.to_env()
+    creds = str(tmp_path / "creds.csv")
+    fleet = tmp_path / "fleet.csv"
+    fleet.write_text(
+        "device_id,device_type,place_path,department\n"
+        f"{p}-a,noise,{p}c/{p}d1,ecology\n"
+        f"{p}-b,noise,{p}c/{p}d1,ecology\n"
+    )
+    first = runner.invoke(
+        cli_app, ["devices", "import", str(fleet), "--credentials-out", creds], env=env
+    )
+    assert first.exit_code == 0, first.output
+    fleet.write_text(
+        "device_id,device_type,place_path,department\n"
+        f"{p}-a,noise,{p}c/{p}d2,street-ops\n"
+        f"{p}-b,noise,{p}c/{p}d1,\n"
+    )
+    again = runner.invoke(
+        cli_app, ["devices", "import", str(fleet), "--credentials-out", creds], env=env
+    )
+    assert again.exit_code == 1 and "is already registered (an import with --update" in again.stderr
+    done = runner.invoke(
+        cli_app, ["devices", "import", str(fleet), "--credentials-out", creds, "--update"], env=env
+    )
+    assert done.exit_code == 0, done.output
+    assert "imported 0 devices, updated 1, 1 unchanged, 0 rows refused" in done.output
+    with open_registry(pipeline.settings) as reg:
+        a, b = reg.get(f"{p}-a"), reg.get(f"{p}-b")
+        history = [e.action for e in reg.audit_log("device", f"{p}-a")]
+    assert (a.place_path, a.department) == ((f"{p}c", f"{p}d2"), "street-ops")
+    assert (b.place_path, b.department) == ((f"{p}c", f"{p}d1"), "ecology")  # empty: as it was
+    assert {"move", "update"} <= set(history)
+    scoped = add_user(pipeline.settings, f"eng-{p}", Role.IOT_ENGINEER, (f"{p}c", f"{p}d1"))
+    body = f"device_id,device_type,place_path\n{p}-a,noise,{p}c/{p}d1\n"
+    with api_client(pipeline.settings, scoped) as api:
+        api.headers.pop("X-Actor")  # acting as itself
+        taken = api.post(
+            "/devices/import?update=true", content=body, headers={"content-type": "text/csv"}
+        )
+    assert taken.status_code == 200, taken.text
+    assert taken.json()["updated"] == []
+    (refused,) = taken.json()["errors"]
+    assert refused["field"] == "place_path" and "outside the scope" in refused["message"]
+    with open_registry(pipeline.settings) as reg:
+        assert reg.get(f"{p}-a").place_path == (f"{p}c", f"{p}d2")  # where it was
+
+
 def test_a_published_device_carries_its_profiles_ranges_and_interval(pipeline: Pipeline) -> None:
     """The stream judges ranges and staleness from the ``devices`` topic alone."""
     from cityvitals import kafka
