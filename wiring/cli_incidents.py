@@ -220,7 +220,11 @@ def show(
     def named(place_id: str) -> str:
         return names.get(place_id) or place_id
 
+    from rules.incidents.dispatcher import NO_DEPARTMENT
+
     holder = f"{i.department} ({i.tier} tier)" if i.department else "nobody yet"
+    if not i.department and detail.transitions and detail.transitions[-1].reason == NO_DEPARTMENT:
+        holder = "nobody: every department refused it (a duty officer reassigns it)"
     lines = [
         f"incident {i.incident_id} (revision {i.revision}), times in {z}",
         f"  {i.title}",

@@ -35,6 +35,15 @@ AT_WORK = (IncidentState.DISPATCHED, IncidentState.ACCEPTED, IncidentState.ON_SI
 
 NO_DEPARTMENT = "no department left to route it to"
 
+UNASSIGNED: dict[str, object] = {
+    "department": None,
+    "dispatch_id": None,
+    "accept_by": None,
+    "handle_by": None,
+}
+"""An incident's update when no department is left to route it to (every one refused it):
+it is nobody's, its last holder's limits no longer run, and a duty officer reassigns it."""
+
 UNSEEN: dict[str, object] = {"acknowledged_by": None, "acknowledged_at": None}
 """An incident's update when nobody who follows it now has acknowledged it (it reopened, or
 went to another tier: escalated, or rerouted by a rejection or a reassignment)."""
@@ -211,6 +220,7 @@ class Dispatcher:
             self.config, inc.category, inc.place_path, inc.level, exclude=exclude, at_least=at_least
         )
         if assignment is None:
+            t.incident = inc.model_copy(update=UNASSIGNED)
             self._step(t, Action.NOTE, now, out, reason=NO_DEPARTMENT)
             return
         key = f"{assignment.tier.value}:{assignment.tier_place_id}"
@@ -345,6 +355,7 @@ class Dispatcher:
                 )
                 if to is None:  # (the routing changed while it waited)
                     t.held = t.floor = None
+                    t.incident = t.incident.model_copy(update=UNASSIGNED)
                     self._step(t, Action.NOTE, now, out, reason=NO_DEPARTMENT)
                 else:
                     by_department.setdefault(to, []).append(t)

@@ -859,6 +859,37 @@ def test_a_rejection_goes_to_the_next_department_that_handles_it() -> None:
     assert order.dispatch_id != first.dispatches[0].dispatch_id
 
 
+def test_an_incident_every_department_rejected_is_nobody_s_until_an_officer_reassigns_it() -> None:
+    """It showed the last department that refused it, with that order's accept countdown
+    running: an officer read it as waiting for that department, which never would."""
+    desk = desk_with()
+    first = run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"))])
+    incident_id = only_incident(desk)
+    order = first.dispatches[0].dispatch_id
+    out = run(desk, [feedback(incident_id, "reject", 2, reason="not ours", dispatch_id=order)])
+    for minutes in range(3, 10):  # every department the routing has for it refuses it
+        held = desk.book.incidents[incident_id].incident
+        if held.department is None:
+            break
+        reject = feedback(
+            incident_id, "reject", minutes, reason="not ours", dispatch_id=held.dispatch_id
+        )
+        out = run(desk, [reject])
+    inc = desk.book.incidents[incident_id].incident
+    assert out.updates[-1].transition.reason == "no department left to route it to"
+    assert (inc.state, inc.department, inc.dispatch_id) == (IncidentState.NEW, None, None)
+    assert (inc.accept_by, inc.handle_by) == (None, None)
+    assert run(desk, [tick(600)]).escalations == []  # no limit of a refusing one runs out
+    again = run(
+        desk,
+        [feedback(incident_id, "reassign", 601, actor="officer-1", department="drainage",
+                  tier="district")],
+    )  # fmt: skip
+    assert [(d.kind, d.department) for d in again.dispatches] == [
+        (DispatchKind.REASSIGNMENT, "drainage")
+    ]
+
+
 def test_a_duty_officer_reassigns() -> None:
     desk = desk_with()
     run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"))])

@@ -393,6 +393,13 @@ function order(a, b) {
     || Date.parse(b.opened_at) - Date.parse(a.opened_at);
 }
 
+// an incident no department holds: new and never sent yet, or every one refused it
+function unassigned(incident) {
+  return incident.state === "new"
+    ? el("span", { class: "unassigned", title: "no department holds it: a duty officer reassigns it" }, "unassigned")
+    : "–";
+}
+
 function drawIncidents() {
   const body = $("#incidents tbody");
   const all = [...state.incidents.values()].sort(order);
@@ -414,7 +421,7 @@ function drawIncidents() {
       el("td", { class: "category", "data-label": "Category" }, incident.category),
       el("td", { class: "state", "data-label": "State" }, incident.state),
       el("td", { class: "department", "data-label": "Department", title: incident.department || "" },
-        incident.department || "–"),
+        incident.department || unassigned(incident)),
       el("td", { class: "tier", "data-label": "Tier" }, incident.tier || "–", missed(incident)),
       el("td", {  // who acknowledged it (cleared when it reopens or goes to another tier)
         class: "seen",
@@ -491,7 +498,7 @@ async function showDetail(incidentId) {
   $("#detail-title").classList.remove("id");
   const facts = [
     ["level", levelTag(i.level)], ["state", i.state], ["category", i.category],
-    ["place", pathNames(i.place_path)], ["department", i.department || "–"],
+    ["place", pathNames(i.place_path)], ["department", i.department || unassigned(i)],
     ["tier", i.tier || "–"], ["opened", stamp(i.opened_at)], ["updated", stamp(i.updated_at)],
     ["acknowledged", i.acknowledged_by ? `${i.acknowledged_by} · ${stamp(i.acknowledged_at)}` : "–"],
     ["accept by", limit(i, "accept", i.accept_by, detail.transitions)],
