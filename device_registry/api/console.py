@@ -606,8 +606,17 @@ async def events(
 
     def step(watch: Watch) -> list[Event]:
         with pool(request).checkout() as registry:
-            if registry.user_for_token(token) != user:
+            now = registry.user_for_token(token)
+            if now is None:
                 return [("end", {"reason": "the token is no longer valid"})]
+            if now != user:  # its scope, role or department changed: the token still works
+                changed = [
+                    f
+                    for f in ("role", "scope", "department")
+                    if getattr(now, f) != getattr(user, f)
+                ]
+                said = f"{user.name}'s {' and '.join(changed) or 'access'} changed: the console reloads with it"
+                return [("end", {"reason": said, "reload": True})]
             return poll(registry, watch, settings)
 
     watch = await run_in_threadpool(start)

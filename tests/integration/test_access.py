@@ -605,6 +605,33 @@ def test_the_console_stream_keeps_to_the_scope(world: World) -> None:
     assert config["home"] == [world.d(1)]
 
 
+def test_a_scope_changed_while_the_console_streams_ends_it_to_reload_not_to_log_in(
+    world: World,
+) -> None:
+    """It ended with 'the token is no longer valid', and the officer asked for a new token:
+    the token still works, the console reloads with the new scope."""
+    name = f"officer-{uid()}"
+    token = add_user(world.settings, name, Role.DUTY_OFFICER, (world.city, world.d(1)))
+    api = f"http://127.0.0.1:{world.settings.api_port}"
+    with (
+        httpx.Client(base_url=api, timeout=60, headers=bearer(token)) as c,
+        c.stream("GET", "/console/events") as answer,
+    ):
+        assert answer.status_code == 200
+        seen: list[str] = []
+        for line in answer.iter_lines():
+            seen.append(line)
+            if line == "event: hello":
+                with open_registry(world.settings) as registry:
+                    registry.set_scope(name, (world.city, world.d(2)), "itest")
+            if line.startswith("data: ") and seen[-2:-1] == ["event: end"]:
+                end = json.loads(line.removeprefix("data: "))
+                break
+    assert end == {"reason": f"{name}'s scope changed: the console reloads with it", "reload": True}
+    with httpx.Client(base_url=api, timeout=60, headers=bearer(token)) as c:
+        assert c.get("/console/config").json()["home"] == [world.d(2)]  # the same token
+
+
 def test_the_console_stream_shows_an_outage_above_the_scope_without_its_devices(
     world: World,
 ) -> None:

@@ -200,7 +200,13 @@ function follow() {
   events.addEventListener("devices", (e) => onDevices(JSON.parse(e.data)));
   events.addEventListener("end", (e) => {
     events.close();
-    showLogin(JSON.parse(e.data).reason);
+    const end = JSON.parse(e.data);
+    if (end.reload) {  // the same token, the user's access changed: read again with it
+      $("#live").textContent = end.reason;
+      setTimeout(() => location.reload(), 1500);
+      return;
+    }
+    showLogin(end.reason);
   });
 }
 
