@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from cityvitals.contracts import (
+    FEEDBACK_ACTIONS,
     IDENTIFIER,
     Action,
     Incident,
@@ -36,7 +37,8 @@ from cityvitals.contracts import (
 )
 from cityvitals.contracts.readings import SNAPSHOT_REF
 from cityvitals.settings import Settings
-from device_registry.access import Role, User, action_permission
+from device_registry.access import FEEDBACK_ACTIONS as DEPARTMENT_SENDS
+from device_registry.access import PERMISSIONS, Role, User, action_permission
 from device_registry.api.auth import (
     CurrentUser,
     actor_for,
@@ -101,6 +103,8 @@ router = APIRouter(responses=RETRY_LATER)
 Reading = Annotated[User, require("read")]
 
 Id = Annotated[str, Field(pattern=IDENTIFIER)]
+PEOPLE_SEND = frozenset(a.value for a in FEEDBACK_ACTIONS)
+"""The actions people send (the platform takes the others itself)."""
 
 
 def _true_or_false(value: object) -> object:
@@ -338,7 +342,19 @@ def act(
     accept, reject, on_site and handled take ``incidents.feedback`` (a department operator:
     only for an incident dispatched to its department); the others ``incidents.act``. The
     feedback's actor is the user (``name (role)``); the action is in the audit log."""
-    check_permission(user, action_permission(body.action))
+    if body.action not in PEOPLE_SEND:  # not an action at all: said before whose it is
+        raise FieldError(422, ("body", "action"), str(BadAction(body.action)), body.action)
+    needed = action_permission(body.action)
+    if not user.may(needed) and user.may("incidents.feedback"):  # a department's operator
+        roles = ", ".join(r.value for r in Role if r in PERMISSIONS[needed])
+        raise HTTPException(
+            403,
+            f"{body.action} is not a department's to send but a duty officer's ({needed}: "
+            f"{roles}); "
+            f"{user.actor} may send {', '.join(sorted(DEPARTMENT_SENDS))} on its "
+            "department's incidents",
+        )
+    check_permission(user, needed)
     try:
         found = get_incident(registry.conn, incident_id)
     except UnknownIncident as exc:

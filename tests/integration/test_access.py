@@ -725,7 +725,14 @@ def test_department_operators_answer_only_their_own_dispatches(world: World) -> 
     assert note.status_code == 202, note.text
     assert world.call("operator", _action(world, 2, "note")).status_code == 403
     close = world.call("operator", _action(world, 1, "close"))  # a duty officer's
-    assert close.status_code == 403 and "incidents.act" in close.json()["detail"]
+    assert close.status_code == 403, close.text
+    assert close.json()["detail"].startswith(  # not "may not incidents.act": it may act
+        "close is not a department's to send but a duty officer's (incidents.act: admin, "
+        "duty_officer); "
+    )
+    assert "may send accept, handled, note, on_site, reject on its department's" in close.text
+    unknown = world.call("operator", _action(world, 1, "extinguish"))  # no action at all
+    assert unknown.status_code == 422 and "is not one people send" in unknown.text
     assert world.call("reader", own).status_code == 403
     someone = world.call("officer", _action(world, 1), **{"X-Actor": "someone-else"})
     assert someone.status_code == 403 and "someone-else" in someone.json()["detail"]
