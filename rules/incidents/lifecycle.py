@@ -21,6 +21,7 @@ __all__ = [
     "close_without_reason",
     "move",
     "not_now",
+    "not_now_on_its_order",
     "sendable",
     "verify_while_firing",
 ]
@@ -180,6 +181,22 @@ def not_now(state: IncidentState, action: Action) -> str | None:
     'handled is not allowed while the incident is closed (people may send: note, reopen)'
     """
     if any(state in MOVES.get(action, {}) for state in _reachable(state)):
+        return None
+    return _refusal(state, action)
+
+
+def not_now_on_its_order(state: IncidentState, action: Action) -> str | None:
+    """Why an action is refused that answers the very order the incident stored in ``state``
+    holds (its ``dispatch_id``): with that order the incident only moves on (an escalation, a
+    rejection, a reassignment or a reopening sends a new order), so what ``state`` refuses
+    the stage will too. None when ``state`` takes it.
+
+    >>> print(not_now_on_its_order(IncidentState.ACCEPTED, Action.ACCEPT))
+    accept is not allowed while the incident is accepted (people may send: acknowledge, close, handled, note, on_site, reassign)
+    >>> not_now_on_its_order(IncidentState.DISPATCHED, Action.ACCEPT) is None
+    True
+    """
+    if state in MOVES.get(action, {}):
         return None
     return _refusal(state, action)
 

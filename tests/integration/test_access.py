@@ -105,6 +105,7 @@ def store_incident(
     state: IncidentState = IncidentState.NEW,
     open_alerts: int = 0,
     acknowledged_by: str | None = None,
+    dispatch_id: str | None = None,
 ) -> str:
     incident = Incident(
         incident_id=uuid.uuid4().hex,
@@ -117,6 +118,7 @@ def store_incident(
         place_path=path,
         title=f"flooding at {path[-1]}",
         department=department,
+        dispatch_id=dispatch_id,
         opened_at=T0,
         updated_at=T0,
         open_alerts=open_alerts,
@@ -783,6 +785,20 @@ def test_the_detail_lists_the_actions_the_user_may_send_now(world: World) -> Non
     )
     assert refused.status_code == 409, refused.text
     assert "verify is not allowed while the incident is dispatched" in refused.text
+    # a second accept of the order it holds: with that order it only moves on, so refused
+    # now (it was taken, 202, and refused later by the stage, a dead letter nobody saw)
+    order = uuid.uuid4().hex
+    with db.connect(world.settings) as conn:
+        taken = store_incident(conn, path, DEPARTMENT, IncidentState.ACCEPTED, dispatch_id=order)
+    again = world.call(
+        "operator", Request("POST", f"/incidents/{taken}/actions", {"json": {"action": "accept"}})
+    )
+    assert again.status_code == 409, again.text
+    assert "accept is not allowed while the incident is accepted (you may send: " in again.text
+    on_site = world.call(
+        "operator", Request("POST", f"/incidents/{taken}/actions", {"json": {"action": "on_site"}})
+    )
+    assert on_site.status_code == 202, on_site.text
 
 
 def _user_name(world: World, who: str) -> str:
