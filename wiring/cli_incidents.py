@@ -400,7 +400,8 @@ def act(
         earlier = superseded_dispatch(registry.conn, incident, feedback.dispatch_id)
         if earlier is not None:
             raise fail(f"--dispatch: {earlier}; nothing was sent")
-        too_soon = not_now(incident.state, feedback.action)  # first, as the stage judges it
+        ours = feedback.dispatch_id is not None and feedback.dispatch_id == incident.dispatch_id
+        too_soon = not_now(incident.state, feedback.action, ours)  # first, as the stage judges
         if too_soon is not None:
             raise fail(f"{too_soon}; nothing was sent")
         still = verify_while_firing(incident, feedback.action)

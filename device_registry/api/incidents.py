@@ -37,8 +37,8 @@ from cityvitals.contracts import (
 )
 from cityvitals.contracts.readings import SNAPSHOT_REF
 from cityvitals.settings import Settings
-from device_registry.access import ANSWERS, PERMISSIONS, Role, User, action_permission
 from device_registry.access import FEEDBACK_ACTIONS as DEPARTMENT_SENDS
+from device_registry.access import PERMISSIONS, Role, User, action_permission
 from device_registry.api.auth import (
     CurrentUser,
     actor_for,
@@ -76,7 +76,6 @@ from device_registry.registry import UnknownPlace
 from rules.incidents.lifecycle import (
     close_without_reason,
     not_now,
-    not_now_on_its_order,
     sendable,
     verify_while_firing,
 )
@@ -392,10 +391,8 @@ def act(
     earlier = superseded_dispatch(registry.conn, found, feedback.dispatch_id)
     if earlier is not None:
         raise FieldError(422, ("body", "dispatch_id"), earlier, body.dispatch_id)
-    too_soon = not_now(found.state, feedback.action)  # nor in any state the stage may be in
     ours = feedback.dispatch_id is not None and feedback.dispatch_id == found.dispatch_id
-    if too_soon is None and feedback.action.value in ANSWERS and ours:
-        too_soon = not_now_on_its_order(found.state, feedback.action)  # the stage moved on
+    too_soon = not_now(found.state, feedback.action, ours)  # nor in any state it may be in
     if too_soon is not None:  # naming what this user may send, not what anyone may
         yours = ", ".join(sorted(a.value for a in may_send(user, found))) or "nothing"
         said = f"{too_soon.split(' (people may send')[0]} (you may send: {yours})"

@@ -21,7 +21,6 @@ __all__ = [
     "close_without_reason",
     "move",
     "not_now",
-    "not_now_on_its_order",
     "sendable",
     "verify_while_firing",
 ]
@@ -166,12 +165,14 @@ def _refusal(state: IncidentState, action: Action) -> str:
     )
 
 
-def not_now(state: IncidentState, action: Action) -> str | None:
+def not_now(state: IncidentState, action: Action, its_order: bool = False) -> str | None:
     """Why people may not send ``action`` on an incident stored in ``state``: the stage would
     refuse it (:func:`move`) there and in every state its own moves could have taken the
     incident to since (the database may lag the stage: an accept of an order the database
     does not show yet is the stage's to judge). None when they may. What an interface asks
-    before it sends.
+    before it sends. An answer to the very order the incident holds as stored
+    (``its_order``) is judged by ``state`` alone: with that order the incident only moves
+    on (an escalation, a rejection, a reassignment or a reopening sends a new one).
 
     >>> not_now(IncidentState.DISPATCHED, Action.VERIFY)
     'verify is not allowed while the incident is dispatched (people may send: accept, acknowledge, close, note, reassign, reject)'
@@ -179,24 +180,11 @@ def not_now(state: IncidentState, action: Action) -> str | None:
     (None, None)
     >>> not_now(IncidentState.CLOSED, Action.HANDLED)
     'handled is not allowed while the incident is closed (people may send: note, reopen)'
-    """
-    if any(state in MOVES.get(action, {}) for state in _reachable(state)):
-        return None
-    return _refusal(state, action)
-
-
-def not_now_on_its_order(state: IncidentState, action: Action) -> str | None:
-    """Why an action is refused that answers the very order the incident stored in ``state``
-    holds (its ``dispatch_id``): with that order the incident only moves on (an escalation, a
-    rejection, a reassignment or a reopening sends a new order), so what ``state`` refuses
-    the stage will too. None when ``state`` takes it.
-
-    >>> print(not_now_on_its_order(IncidentState.ACCEPTED, Action.ACCEPT))
+    >>> print(not_now(IncidentState.ACCEPTED, Action.ACCEPT, its_order=True))
     accept is not allowed while the incident is accepted (people may send: acknowledge, close, handled, note, on_site, reassign)
-    >>> not_now_on_its_order(IncidentState.DISPATCHED, Action.ACCEPT) is None
-    True
     """
-    if state in MOVES.get(action, {}):
+    states = (state,) if its_order else _reachable(state)
+    if any(s in MOVES.get(action, {}) for s in states):
         return None
     return _refusal(state, action)
 
