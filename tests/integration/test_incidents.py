@@ -415,9 +415,10 @@ def test_act_waits_for_what_the_incident_stage_did_with_it(
     pipeline: Pipeline, logs: Callable[[Topic], TopicLog]
 ) -> None:
     """'cityvitals incidents act --wait' tells a duty officer what the stage did: applied
-    (and the state it left), or refused with the stage's reason (the CLI's own check lets an
-    accept of a handled incident through: an alert could reopen it), where without it the
-    command said 'sent' and the refusal was in the dead letters alone."""
+    (and the state it left), or refused with the stage's reason (a second reopen sent at
+    once), where without it the command said 'sent' and the refusal was in the dead letters
+    alone. An accept of the handled incident's own order is refused before it is sent: with
+    its order an incident only moves on."""
     incidents = logs(Topic.INCIDENTS)
     street = Street(pipeline)
     street.water(street.sensor(0), 8.0)
@@ -438,10 +439,8 @@ def test_act_waits_for_what_the_incident_stage_did_with_it(
         assert f"the step left it {state}" in applied.output
     refused = act("accept")
     assert refused.exit_code == 1, refused.output
-    assert (
-        "refused by the incident stage: accept is not allowed while the incident is handled"
-        in refused.output
-    )
+    assert "error: accept is not allowed while the incident is handled" in refused.output
+    assert "nothing was sent" in refused.output
 
     # Two reopens, sent at once by one actor: the second is refused. Each step
     # names the feedback that made it, so the second's wait says refused, not the first's
