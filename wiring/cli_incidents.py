@@ -353,7 +353,7 @@ def act(
         make_feedback,
         unknown_department,
     )
-    from rules.incidents.lifecycle import close_without_reason, not_now, verify_while_firing
+    from rules.incidents.lifecycle import not_now, verify_while_firing, without_reason
     from sinks.ids import is_short_id, too_short
     from sinks.incidents import (
         AmbiguousIncident,
@@ -394,7 +394,7 @@ def act(
         feedback = feedback_on(incident.incident_id, answered_order(incident, action))
         # The state as stored may be a step behind the stage: a close it thinks early only
         # asks for a reason the stage would not need.
-        unexplained = close_without_reason(incident.state, feedback.action, reason)
+        unexplained = without_reason(incident.state, feedback.action, reason)
         if unexplained is not None:
             raise fail(f"{unexplained}: give it with --reason; nothing was sent")
         earlier = superseded_dispatch(registry.conn, incident, feedback.dispatch_id)

@@ -74,10 +74,10 @@ from device_registry.incident_publisher import (
 )
 from device_registry.registry import UnknownPlace
 from rules.incidents.lifecycle import (
-    close_without_reason,
     not_now,
     sendable,
     verify_while_firing,
+    without_reason,
 )
 from sinks import (
     IncidentDetail,
@@ -385,7 +385,7 @@ def act(
         raise FieldError(422, ("body", *err["loc"]), err["msg"], err.get("input")) from exc
     settings: Settings = request.app.state.settings
     # Refused here as the stage would refuse it, or as nobody would answer it.
-    unexplained = close_without_reason(found.state, feedback.action, body.reason)
+    unexplained = without_reason(found.state, feedback.action, body.reason)
     if unexplained is not None:
         raise FieldError(422, ("body", "reason"), unexplained, body.reason)
     earlier = superseded_dispatch(registry.conn, found, feedback.dispatch_id)

@@ -18,11 +18,11 @@ __all__ = [
     "MOVES",
     "Refused",
     "check_feedback",
-    "close_without_reason",
     "move",
     "not_now",
     "sendable",
     "verify_while_firing",
+    "without_reason",
 ]
 
 S = IncidentState
@@ -101,7 +101,7 @@ def check_feedback(
     if fb.dispatch_id is not None and fb.dispatch_id not in (current, *revisions):
         raise Refused(f"dispatch {fb.dispatch_id} is not the incident's current ({current})")
     target = move(incident.state, fb.action)
-    unexplained = close_without_reason(incident.state, fb.action, fb.reason)
+    unexplained = without_reason(incident.state, fb.action, fb.reason)
     if unexplained is not None:
         raise Refused(unexplained)
     still = verify_while_firing(incident, fb.action)
@@ -189,20 +189,31 @@ def not_now(state: IncidentState, action: Action, its_order: bool = False) -> st
     return _refusal(state, action)
 
 
-def close_without_reason(state: IncidentState, action: Action, reason: str) -> str | None:
-    """Why a close before verification that gives no reason is refused (a duty officer's
-    close of a false alarm or a duplicate says which); None for any other action, and for an
-    incident closed already (:func:`move` refuses that close).
+def without_reason(state: IncidentState, action: Action, reason: str) -> str | None:
+    """Why an action that must say why and gives no reason is refused: a close before
+    verification (a duty officer's close of a false alarm or a duplicate says which), and a
+    rejection (the department it goes to next reads why the one before would not take it);
+    None for any other action, and for an incident closed already (:func:`move` refuses
+    that close).
 
-    >>> close_without_reason(IncidentState.HANDLED, Action.CLOSE, " ")
+    >>> without_reason(IncidentState.HANDLED, Action.CLOSE, " ")
     'closing an incident that is handled, not verified, needs a reason (a false alarm, a duplicate, ...)'
-    >>> close_without_reason(IncidentState.VERIFIED, Action.CLOSE, "")
-    >>> close_without_reason(IncidentState.CLOSED, Action.CLOSE, "")
+    >>> without_reason(IncidentState.VERIFIED, Action.CLOSE, "")
+    >>> without_reason(IncidentState.CLOSED, Action.CLOSE, "")
+    >>> without_reason(IncidentState.DISPATCHED, Action.REJECT, "")
+    'a rejection needs a reason: the department it goes to next reads it (not ours: a burst main, ...)'
     """
+    if reason.strip():
+        return None
     done = (IncidentState.VERIFIED, IncidentState.CLOSED)
-    if action is Action.CLOSE and state not in done and not reason.strip():
+    if action is Action.CLOSE and state not in done:
         return (
             f"closing an incident that is {state.value}, not verified, "
             "needs a reason (a false alarm, a duplicate, ...)"
+        )
+    if action is Action.REJECT:
+        return (
+            "a rejection needs a reason: the department it goes to next reads it (not ours: "
+            "a burst main, ...)"
         )
     return None

@@ -1176,7 +1176,9 @@ def test_a_worse_signal_after_handled_goes_to_no_tier_below_and_no_department_th
     desk = desk_with()
     first = run(desk, [alert("waterlogging-depth", "wl-1", (*STREET, "g1"), 0, level="yellow")])
     incident_id = only_incident(desk)
-    refused = feedback(incident_id, "reject", 1, dispatch_id=first.dispatches[0].dispatch_id)
+    refused = feedback(
+        incident_id, "reject", 1, dispatch_id=first.dispatches[0].dispatch_id, reason="not ours"
+    )
     (district,) = run(desk, [refused]).dispatches
     assert (district.department, district.tier) == ("water", Tier.DISTRICT)
     close_loop(desk, incident_id, district.dispatch_id)

@@ -628,6 +628,12 @@ async function act(action) {
     result.textContent = "write the note above";
     return;
   }
+  if (action === "reject" && !reason) {  // the department it goes to next reads it
+    result.className = "result refused";
+    result.textContent = "a rejection needs a reason: write it above (not ours: a burst main, ...)";
+    $("#action-reason").focus();
+    return;
+  }
   if (action === "reassign") {
     body.department = $("#action-department").value.trim();
     if (!body.department) {
