@@ -114,17 +114,23 @@ def step_line(step: IncidentTransition, incident: Incident, zone: tzinfo) -> str
     ...     action="on_site", from_state="accepted", to_state="on_site", actor="street-ops",
     ...     reason="crew arrived", ts=t)
     >>> step_line(on_site, incident, UTC)
-    '08:14:20 incident 3f2a9c1d flooding at sim-d1-s1 (now blue): on_site [on_site] crew arrived'
+    '08:14:20 incident 3f2a9c1d flooding at sim-d1-s1 (now blue): on_site by street-ops [on_site] crew arrived'
     >>> step_line(on_site.model_copy(update={"action": Action.ATTACH}), incident, UTC) is None
     True
+    >>> by_officer = on_site.model_copy(update={"actor": "ana (duty_officer)"})
+    >>> step_line(by_officer, incident, UTC)  # a duty officer answering for the department
+    '08:14:20 incident 3f2a9c1d flooding at sim-d1-s1 (now blue): on_site by ana (duty_officer) [on_site] crew arrived'
+    >>> step_line(by_officer.model_copy(update={"actor": "cityvitals"}), incident, UTC)
+    '08:14:20 incident 3f2a9c1d flooding at sim-d1-s1 (now blue): on_site [on_site] crew arrived'
     >>> from cityvitals.contracts import Tier
-    >>> reopened = on_site.model_copy(update={"action": Action.REOPEN, "department": "street-ops",
+    >>> reopened = on_site.model_copy(update={"action": Action.REOPEN, "actor": "cityvitals",
+    ...     "department": "street-ops",
     ...     "to_state": IncidentState.NEW, "tier": Tier.STREET, "reason": "a red signal after handled"})
     >>> step_line(reopened, incident, UTC)  # nobody holds it until it is dispatched again
     '08:14:20 incident 3f2a9c1d flooding at sim-d1-s1 (now blue): reopen [new] a red signal after handled'
     >>> dry = incident.model_copy(update={"alerts": ("a" * 32,), "open_alerts": 0})
     >>> step_line(on_site, dry, UTC)  # its alerts all ended: as the console says it
-    '08:14:20 incident 3f2a9c1d flooding at sim-d1-s1 (blue, now quiet): on_site [on_site] crew arrived'
+    '08:14:20 incident 3f2a9c1d flooding at sim-d1-s1 (blue, now quiet): on_site by street-ops [on_site] crew arrived'
     """
     if step.action in HIDDEN_STEPS:
         return None
@@ -136,8 +142,11 @@ def step_line(step: IncidentTransition, incident: Incident, zone: tzinfo) -> str
     if step.department and step.tier and step.to_state is not IncidentState.NEW:
         who = f" -> {step.department} ({step.tier.value} tier)"
     when = step.ts.astimezone(zone).strftime("%H:%M:%S")
+    from rules.incidents.dispatcher import PLATFORM
+
+    by = "" if step.actor == PLATFORM else f" by {step.actor}"  # the platform's own: unsaid
     return (
-        f"{when} incident {incident.incident_id[:8]} {where}: {step.action.value}{who}"
+        f"{when} incident {incident.incident_id[:8]} {where}: {step.action.value}{by}{who}"
         f" [{step.to_state.value}] {step.reason}".rstrip()
     )
 
