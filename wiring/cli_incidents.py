@@ -74,6 +74,18 @@ def _field_problem(exc: ValidationError) -> str:
     return f"{field}: {err['msg']}"
 
 
+@incidents_app.command("defaults")
+def defaults() -> None:
+    """Print the shipped incident file: the categories, routes, deadlines (sla) and
+    verification in force when CITYVITALS_INCIDENTS_FILE names none. It is part of the package
+    and does not reload; to change it while the stream runs (shorter deadlines for a trial,
+    a department of the city's own), start from a copy (cityvitals incidents defaults >
+    incidents.yaml) and name it."""
+    from importlib import resources
+
+    typer.echo(resources.files("rules").joinpath("incidents.yaml").read_text(), nl=False)
+
+
 @incidents_app.command("check")
 def check(
     file: Path,

@@ -446,7 +446,13 @@ def up(
         ),
     ] = False,
 ) -> None:
-    """Start Mosquitto, tansu, PostgreSQL and the services on 127.0.0.1 (Ctrl-C stops all)."""
+    """Start Mosquitto, tansu, PostgreSQL and the services on 127.0.0.1 (Ctrl-C stops all).
+
+    The ports are the settings': CITYVITALS_MQTT_PORT (1883), CITYVITALS_KAFKA_BOOTSTRAP
+    (127.0.0.1:9092), CITYVITALS_DATABASE_URL (port 5432), CITYVITALS_API_PORT (8080), and
+    --metrics-base; the state folder CITYVITALS_STATE_DIR (.cityvitals). A second stack on one
+    machine sets them all. The rule, indicator and incident files: CITYVITALS_RULES_FILE,
+    CITYVITALS_INDICATORS_FILE, CITYVITALS_INCIDENTS_FILE (else the shipped ones)."""
     from wiring.localstack import Drained, LocalStack, MetricsPorts, Restarts
     from wiring.services import load_stream_files
     from wiring.stack import StackError

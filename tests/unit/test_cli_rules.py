@@ -60,3 +60,14 @@ def test_a_shipped_device_type_no_device_has_is_a_note_a_type_nothing_ships_a_pr
     refused = CliRunner().invoke(rules_app, ["check", str(rules), "--registry"])
     assert refused.exit_code == 1, refused.output
     assert "rule 'lamp-x': device_types names 'lamp_post'" in refused.output
+
+
+def test_incidents_defaults_prints_the_shipped_incident_file_which_parses() -> None:
+    from rules.incidents import parse_incident_config
+    from wiring.cli_incidents import incidents_app
+
+    shown = CliRunner().invoke(incidents_app, ["defaults"])
+    assert shown.exit_code == 0, shown.output
+    shipped = Path(__file__).parents[2] / "rules" / "incidents.yaml"
+    assert shown.output == shipped.read_text()
+    assert parse_incident_config(shown.output).version
