@@ -342,7 +342,10 @@ function pathNames(path) {
 
 // How long it has been open: since it last reopened, if it did ("1m 30s ↺"; a red flood
 // reopened a minute ago read as half an hour unattended, counted from its first opening).
+// A closed one is open no more: it says so, its last step's time beside it (the close's,
+// unless a note came after).
 function age(incident) {
+  if (incident.state === "closed") return `closed, last step ${stamp(incident.updated_at)}`;
   return incident.reopened_at
     ? `${duration(since(incident.reopened_at))} ↺` : duration(since(incident.opened_at));
 }
