@@ -55,7 +55,7 @@ from device_registry.api.auth import TOKEN_COOKIE, check_scope, require
 from device_registry.api.bodies import NOT_FOUND, RETRY_LATER
 from device_registry.api.deps import PathId, Reader, pool
 from device_registry.api.errors import NotFound
-from device_registry.incident_publisher import incident_categories
+from device_registry.incident_publisher import incident_categories, incident_departments
 from device_registry.liveness_store import open_outages, silent_rows, status_counts
 from device_registry.registry import Registry
 from rules.indicators import Catalogue
@@ -134,6 +134,9 @@ class ConsoleConfig(BaseModel):
     positions: dict[str, list[float]] = {}
     """Places in the user's scope without coordinates of their own, at the mean position of
     their active devices (``[lat, lon]``): the map shows their incidents there."""
+    departments: list[str] = []
+    """The departments an incident may be reassigned to: those the incident routing names
+    and those registered, sorted (the reassign form offers them)."""
 
 
 def home_places(user: User, registry: Registry) -> list[str]:
@@ -148,8 +151,10 @@ def config(user: Reading, registry: Reader, request: Request) -> ConsoleConfig:
     settings: Settings = request.app.state.settings
     try:
         categories = incident_categories(settings)
+        routed = incident_departments(settings)
     except (OSError, ValueError):  # POST /reports names the file's fault (503)
-        categories = {}
+        categories, routed = {}, frozenset()
+    registered = {d.department_id for d in registry.list_departments()}
     paths = {p.place_id: p.path for p in registry.list_places()}
     positions = {
         place_id: list(at)
@@ -163,6 +168,7 @@ def config(user: Reading, registry: Reader, request: Request) -> ConsoleConfig:
         server_time=datetime.now(UTC),
         categories=categories,
         positions=positions,
+        departments=sorted(routed | registered),
     )
 
 

@@ -605,6 +605,9 @@ def test_the_console_stream_keeps_to_the_scope(world: World) -> None:
     with world.client("officer_d1") as c:
         config = c.get("/console/config").json()
     assert config["home"] == [world.d(1)]
+    # the reassign form offers the departments: the routing's and those registered
+    assert {"street-ops", "water-affairs", DEPARTMENT} <= set(config["departments"])
+    assert config["departments"] == sorted(config["departments"])
 
 
 def test_a_scope_changed_while_the_console_streams_ends_it_to_reload_not_to_log_in(

@@ -180,6 +180,7 @@ async function start() {
   const places = await call("GET", "/places");
   for (const place of places) state.places.set(place.place_id, place);
   offerReports();
+  offerDepartments();
   $("#device-find").hidden = !(state.me.permissions || []).includes("devices.read");
   drawMap();
   follow();
@@ -250,6 +251,11 @@ function tick() {
 }
 
 // --- citizen reports: a duty officer takes a hotline call -------------------------------
+
+// the reassign form's departments: those the routing names and those registered
+function offerDepartments() {
+  $("#departments").replaceChildren(...(state.config.departments || []).map((d) => el("option", { value: d })));
+}
 
 function offerReports() {
   if (!(state.me.permissions || []).includes("reports.create")) return;
