@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import shutil
 import signal
 import threading
 import time
@@ -467,6 +468,7 @@ def up(
         raise fail("--incident needs --simulate: the city simulator injects the incidents")
     city, planned = _plan(incident or [], incident_after) if simulate else (None, [])
     stack = LocalStack(s, MetricsPorts(*(metrics_base + i for i in range(1, 6))))
+    fresh = not stack.paths.state_dir.exists()  # a refused first start leaves no folder
     (stack.paths.state_dir).mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     feed: StepFeed | None = None  # the incident steps printed, once the stack is up
@@ -539,6 +541,8 @@ def up(
         stack.stop()
         if ran:
             _say("stopped")
+        elif fresh:
+            shutil.rmtree(stack.paths.state_dir, ignore_errors=True)
 
 
 def down(

@@ -398,3 +398,30 @@ def test_a_process_that_keeps_exiting_is_said_once_with_its_log_then_briefly_the
     at(123)  # started, and it stays up
     assert at(150) == []
     assert at(183) == ["sinks has run 60 s since its last start: it keeps exiting no more"]
+
+
+def test_a_refused_first_up_leaves_no_state_folder_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused for a port in use, a first 'up' on a folder left its logs, pids and lock
+    there; a folder of an earlier run stays."""
+    from typer.testing import CliRunner
+
+    from wiring.cli import app
+
+    state = tmp_path / "fresh"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("CITYVITALS_STATE_DIR", str(state))
+        monkeypatch.setenv("CITYVITALS_MQTT_PORT", str(port))
+        refused = CliRunner().invoke(app, ["up", "--metrics-base", str(free_loopback_port())])
+        assert refused.exit_code == 1, refused.output
+        assert f"port {port} on 127.0.0.1 is already in use" in refused.output
+        assert not state.exists()
+        state.mkdir()
+        (state / "kept").write_text("an earlier run's")
+        again = CliRunner().invoke(app, ["up", "--metrics-base", str(free_loopback_port())])
+        assert again.exit_code == 1, again.output
+        assert (state / "kept").exists()
