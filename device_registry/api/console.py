@@ -137,6 +137,9 @@ class ConsoleConfig(BaseModel):
     departments: list[str] = []
     """The departments an incident may be reassigned to: those the incident routing names
     and those registered, sorted (the reassign form offers them)."""
+    scope_names: dict[str, str] = {}
+    """The names of the places of the user's scope path (id -> name), the city above a
+    district's scope included: the console names them, not by their ids."""
 
 
 def home_places(user: User, registry: Registry) -> list[str]:
@@ -155,7 +158,9 @@ def config(user: Reading, registry: Reader, request: Request) -> ConsoleConfig:
     except (OSError, ValueError):  # POST /reports names the file's fault (503)
         categories, routed = {}, frozenset()
     registered = {d.department_id for d in registry.list_departments()}
-    paths = {p.place_id: p.path for p in registry.list_places()}
+    places = registry.list_places()
+    names = {p.place_id: p.name for p in places if p.place_id in user.scope}
+    paths = {p.place_id: p.path for p in places}
     positions = {
         place_id: list(at)
         for place_id, at in registry.device_positions().items()
@@ -169,6 +174,7 @@ def config(user: Reading, registry: Reader, request: Request) -> ConsoleConfig:
         categories=categories,
         positions=positions,
         departments=sorted(routed | registered),
+        scope_names=names,
     )
 
 

@@ -608,6 +608,10 @@ def test_the_console_stream_keeps_to_the_scope(world: World) -> None:
     # the reassign form offers the departments: the routing's and those registered
     assert {"street-ops", "water-affairs", DEPARTMENT} <= set(config["departments"])
     assert config["departments"] == sorted(config["departments"])
+    # its scope's places by name, the city above the district it may see included
+    with open_registry(world.settings) as registry:
+        names = {p.place_id: p.name for p in registry.list_places()}
+    assert config["scope_names"] == {world.city: names[world.city], world.d(1): names[world.d(1)]}
 
 
 def test_a_scope_changed_while_the_console_streams_ends_it_to_reload_not_to_log_in(

@@ -764,7 +764,11 @@ def test_a_district_officer_does_not_see_another_districts_incident(
     page.goto(f"{base_url(pipeline)}/console")  # no token: the login box
     page.fill("#token", token)
     page.click("#login-button")
-    expect(page.locator("#scope")).to_have_text("/".join(district))
+    with open_registry(pipeline.settings) as registry:
+        names = {p.place_id: p.name for p in registry.list_places()}
+    # its scope by name (the city above its district too), the ids it is written in beside
+    expect(page.locator("#scope")).to_have_text(" / ".join(names[p] for p in district))
+    expect(page.locator("#scope")).to_have_attribute("title", "/".join(district))
     expect(page.locator("#live")).to_have_text("live")
     mine.water(sensor, 8.0)
     expect(incident_row(page, mine.street)).to_be_visible(timeout=SHOWS_UP_MS)

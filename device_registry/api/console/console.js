@@ -172,7 +172,10 @@ async function start() {
   });
   $("#who").textContent = state.me.name;
   $("#role").textContent = state.me.role.replace("_", " ");
-  $("#scope").textContent = state.me.scope_text;
+  const scoped = state.me.scope || [];  // "Simulated City / District 1", not "sim/sim-d1"
+  $("#scope").textContent = scoped.length
+    ? scoped.map((id) => (state.config.scope_names || {})[id] || id).join(" / ") : state.me.scope_text;
+  $("#scope").title = state.me.scope_text;
   if (state.me.department) {  // a department operator answers for its department
     $("#department").textContent = state.me.department;
     $("#department").hidden = false;
@@ -342,8 +345,9 @@ function folded(transitions) {
 }
 
 // A place's path by its names, as the list names places ("District 1 / Canal Street").
-function pathNames(path) {
-  return path.map((id) => (state.places.get(id) || { name: id }).name).join(" / ");
+function pathNames(path) {  // the places above a scope are not listed: their names are
+  const above = state.config.scope_names || {};
+  return path.map((id) => (state.places.get(id) || { name: above[id] || id }).name).join(" / ");
 }
 
 // How long it has been open: since it last reopened, if it did ("1m 30s ↺"; a red flood
