@@ -359,9 +359,9 @@ def test_an_escalated_incident_shows_its_missed_limits_in_the_list(
          {**base, "incident_id": "f" * 32, "escalations": 0, "tier": "district"}],
     )  # fmt: skip
     escalated = page.locator(f'#incidents tr[data-incident-id="{"e" * 32}"] td.tier')
-    expect(escalated).to_have_text("city ↑1")
+    expect(escalated).to_have_text("city · 1 missed")
     expect(escalated.locator(".missed")).to_have_attribute(
-        "title", "1 limit missed: escalated from a lower tier"
+        "title", "1 limit missed (accept or handle, at this tier or below)"
     )
     expect(page.locator(f'#incidents tr[data-incident-id="{"f" * 32}"] td.tier')).to_have_text(
         "district"

@@ -471,8 +471,8 @@ function missed(incident) {
   if (!n) return "";
   return el("span", {
     class: "missed",
-    title: `${n} limit${n > 1 ? "s" : ""} missed: escalated from a lower tier`,
-  }, ` ↑${n}`);
+    title: `${n} limit${n > 1 ? "s" : ""} missed (accept or handle, at this tier or below)`,
+  }, ` · ${n} missed`);  // not "↑3": a city-tier breach moves no tier
 }
 
 function placeName(placeId) {
