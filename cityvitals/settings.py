@@ -34,6 +34,15 @@ class Settings(BaseSettings):
     # MQTT: where devices publish and the gateway subscribes.
     mqtt_host: str = "127.0.0.1"
     mqtt_port: Port = 1883
+    mqtt_tls_port: Port | None = None
+    """A second listener of the local stack's Mosquitto, for devices: MQTT over TLS with the
+    certificate and key below, the same logins and ACL (it binds 127.0.0.1 as every server of
+    the local stack; a deployment's broker binds where its devices are). The gateway stays on
+    ``mqtt_port``."""
+    mqtt_tls_certfile: Path | None = None
+    """The TLS listener's certificate (PEM; its chain, the server's first)."""
+    mqtt_tls_keyfile: Path | None = None
+    """The TLS listener's private key (PEM)."""
     mqtt_topic_root: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")] = "cityvitals"
     mqtt_username: str = "cityvitals-ingest"
     mqtt_password: SecretStr = SecretStr("")

@@ -180,7 +180,27 @@ class LocalStack:
             path.chmod(0o600)
         return path.read_text().strip()
 
+    def _mqtt_tls(self) -> tuple[int, Path, Path] | None:
+        """The TLS listener the settings ask for (port, certificate, key), or None; raises
+        StackError naming what is missing."""
+        s = self.settings
+        if s.mqtt_tls_port is None:
+            return None
+        files = {
+            "CITYVITALS_MQTT_TLS_CERTFILE": s.mqtt_tls_certfile,
+            "CITYVITALS_MQTT_TLS_KEYFILE": s.mqtt_tls_keyfile,
+        }
+        for name, path in files.items():
+            if path is None or not path.is_file():
+                given = "is not set" if path is None else f"names no file ({path})"
+                raise StackError(
+                    f"CITYVITALS_MQTT_TLS_PORT needs a certificate and a key: {name} {given}"
+                )
+        assert s.mqtt_tls_certfile is not None and s.mqtt_tls_keyfile is not None
+        return s.mqtt_tls_port, s.mqtt_tls_certfile.resolve(), s.mqtt_tls_keyfile.resolve()
+
     def _check_ports(self) -> None:
+        self._mqtt_tls()  # before anything starts
         kafka_port = int(self.settings.kafka_bootstrap.rsplit(":", 1)[1])
         db_port = urlsplit(self.settings.database_url.get_secret_value()).port or 5432
         # The services' ports too: a metrics port another stack holds would answer our
@@ -188,12 +208,13 @@ class LocalStack:
         services = [(f"{n} metrics", self.metrics.of(n), "--metrics-base") for n in SERVICES]
         for what, port, setting in (
             ("MQTT", self.settings.mqtt_port, "CITYVITALS_MQTT_PORT"),
+            ("MQTT over TLS", self.settings.mqtt_tls_port, "CITYVITALS_MQTT_TLS_PORT"),
             ("Kafka", kafka_port, "CITYVITALS_KAFKA_BOOTSTRAP"),
             ("PostgreSQL", db_port, "CITYVITALS_DATABASE_URL"),
             ("API", self.settings.api_port, "CITYVITALS_API_PORT"),
             *[(what, port, option) for what, port, option in services if port],
         ):
-            if port_is_open("127.0.0.1", port):
+            if port is not None and port_is_open("127.0.0.1", port):
                 raise StackError(
                     f"{what} port {port} on 127.0.0.1 is already in use{self._whose()}, "
                     f"or set {setting} to another port (a second stack: {SECOND_STACK})"
@@ -249,7 +270,9 @@ class LocalStack:
             registry.set_service_credential(
                 s.mqtt_username, s.mqtt_password.get_secret_value(), "cityvitals up"
             )
-        self._start(mosquitto_process(self.paths, s.mqtt_port, mqtt_acl(s)), s.mqtt_port)
+        self._start(
+            mosquitto_process(self.paths, s.mqtt_port, mqtt_acl(s), self._mqtt_tls()), s.mqtt_port
+        )
         with open_registry(s) as registry:
             count = registry.publish_all()
         log.info("%d devices already in the registry published to the devices topic", count)

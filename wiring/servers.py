@@ -44,8 +44,11 @@ MAX_PACKET_BYTES = 1024 * 1024
 """The largest MQTT packet the local broker takes (``deploy/mosquitto/mosquitto.conf`` too)."""
 
 
-def mosquitto_process(paths: StackPaths, port: int, acl: str) -> ManagedProcess:
-    """Mosquitto with persistence, a password file and a per-device ACL, on 127.0.0.1."""
+def mosquitto_process(
+    paths: StackPaths, port: int, acl: str, tls: tuple[int, Path, Path] | None = None
+) -> ManagedProcess:
+    """Mosquitto with persistence, a password file and a per-device ACL, on 127.0.0.1; with
+    ``tls`` (port, certificate, key), a second listener for devices, MQTT over TLS."""
     binary = shutil.which("mosquitto") or next(
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
     )
@@ -84,6 +87,9 @@ def mosquitto_process(paths: StackPaths, port: int, acl: str) -> ManagedProcess:
         # level ("information" would add a line at each autosave: every second here)
         "connection_messages true",
     ]
+    if tls is not None:  # the logins and the ACL above are every listener's
+        tls_port, cert, key = tls
+        lines += [f"listener {tls_port} 127.0.0.1", f"certfile {cert}", f"keyfile {key}"]
     if os.geteuid() == 0:
         lines.insert(0, "user root")
     (conf_dir / "mosquitto.conf").write_text("\n".join(lines) + "\n")

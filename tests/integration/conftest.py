@@ -244,6 +244,19 @@ def test_incidents() -> str:
     return yaml.safe_dump(config)
 
 
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by its own key (PEM files in ``folder``): the
+    stack's MQTT over TLS listener serves it, and a client trusts it as its CA."""
+    cert, key = folder / "mqtt-cert.pem", folder / "mqtt-key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     state = tmp_path_factory.mktemp("stack")
@@ -251,6 +264,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     rules_file.write_text(test_rules())
     incidents_file = state / "incidents.yaml"
     incidents_file.write_text(test_incidents())
+    cert, key = self_signed(state)
     settings = Settings(
         rules_file=rules_file,
         incidents_file=incidents_file,
@@ -258,6 +272,9 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
         rules_tick_s=1.0,
         indicators_grace_s=1.0,
         mqtt_port=free_port(),
+        mqtt_tls_port=free_port(),
+        mqtt_tls_certfile=cert,
+        mqtt_tls_keyfile=key,
         kafka_bootstrap=f"127.0.0.1:{free_port()}",
         database_url=f"postgresql://cityvitals@127.0.0.1:{free_port()}/cityvitals",
         state_dir=state,

@@ -164,6 +164,29 @@ def test_a_device_unknown_to_the_registry_is_dead_lettered(pipeline: Pipeline) -
     assert pipeline.rows(ghost) == []
 
 
+def test_a_device_publishes_over_tls_with_its_own_login(pipeline: Pipeline) -> None:
+    """Field devices on a real network send their passwords over TLS: the broker's second
+    listener serves the stack's certificate, with the same logins and ACL; a client that
+    does not trust the certificate, or speaks plain MQTT to it, gets nothing through."""
+    device, secret = pipeline.register()
+    s = pipeline.settings
+    assert s.mqtt_tls_port is not None and s.mqtt_tls_certfile is not None
+    tls = ("-p", str(s.mqtt_tls_port), "--cafile", str(s.mqtt_tls_certfile))
+    topic = pipeline.topic(device)
+    sent = pipeline.mosquitto_pub(device, secret, topic, reading(at("07:00:00"), 1, x=1), *tls)
+    assert sent.returncode == 0, sent.stderr
+    rows = wait_for(lambda: pipeline.rows(device), what="the reading sent over TLS")
+    assert [(m, v, seq) for m, _ts, v, seq, _p in rows] == [("x", 1.0, 1)]
+    wrong = pipeline.mosquitto_pub(
+        device, "not-its-secret", topic, reading(at("07:00:01"), 2, x=2), *tls
+    )
+    assert wrong.returncode != 0  # the same logins as the plain listener
+    plain = pipeline.mosquitto_pub(
+        device, secret, topic, reading(at("07:00:02"), 3, x=3), "-p", str(s.mqtt_tls_port)
+    )
+    assert plain.returncode != 0  # no TLS, no connection
+
+
 def test_a_device_cannot_publish_on_another_devices_topic(pipeline: Pipeline) -> None:
     mallory, secret = pipeline.register()
     victim, _ = pipeline.register()

@@ -425,3 +425,15 @@ def test_a_refused_first_up_leaves_no_state_folder_behind(
         again = CliRunner().invoke(app, ["up", "--metrics-base", str(free_loopback_port())])
         assert again.exit_code == 1, again.output
         assert (state / "kept").exists()
+
+
+def test_a_tls_listener_without_its_certificate_or_key_is_refused_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    cert = tmp_path / "cert.pem"
+    settings = Settings(state_dir=tmp_path / "state", mqtt_tls_port=free_loopback_port())
+    with pytest.raises(StackError, match="CITYVITALS_MQTT_TLS_CERTFILE is not set"):
+        LocalStack(settings, MetricsPorts())._check_ports()
+    given = settings.model_copy(update={"mqtt_tls_certfile": cert, "mqtt_tls_keyfile": cert})
+    with pytest.raises(StackError, match=r"CITYVITALS_MQTT_TLS_CERTFILE names no file \("):
+        LocalStack(given, MetricsPorts())._check_ports()
