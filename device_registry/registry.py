@@ -480,6 +480,9 @@ class Registry(UserAccounts):
                         report.unchanged += 1
                 except RegistryError as exc:
                     report.errors.append(RowError(line, exc.field, str(exc), parsed.unit))
+            elif d.device_id in existing and update is not None:  # a second row of it
+                message = f"an earlier {parsed.unit} has the same id: only the first row of an id is taken"
+                report.errors.append(RowError(line, "device_id", message, parsed.unit))
             elif d.device_id in existing:
                 message = (
                     f"{d.device_id!r} is already registered (an import with --update, "
@@ -524,10 +527,10 @@ class Registry(UserAccounts):
             and getattr(row, name) != getattr(current, name)
         }
         moved = row.place_path != current.place_path
+        if changes:  # first: what it may refuse (a profile of another type) moves nothing
+            self.update(current.device_id, changes, actor)
         if moved:
             self.move(current.device_id, row.place_path, actor)
-        if changes:
-            self.update(current.device_id, changes, actor)
         return moved or bool(changes)
 
     def import_csv(self, text: str, actor: str, progress: Progress | None = None) -> ImportReport:

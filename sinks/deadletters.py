@@ -127,9 +127,15 @@ class Replayable:
 def replayable(conn: Conn, where: LetterFilter, raw_topic: str) -> tuple[list[Replayable], int]:
     """The stream stage's refusals of items of ``raw_topic`` that ``where`` selects and that
     were not replayed yet, the oldest first (a device's readings in the order they came); and
-    how many more it selects that hold no item (a message that was no batch at all)."""
+    how many more it selects that hold no item. A message that was no batch at all
+    (``bad_batch``), or a letter stored before causes were kept, is not selected."""
     clauses, params = _selected(where)
-    clauses += ["d.stage = 'streams'", "left(d.source, length(%s)) = %s", f"NOT {REPLAYED}"]
+    clauses += [
+        "d.stage = 'streams'",
+        "left(d.source, length(%s)) = %s",
+        f"NOT {REPLAYED}",
+        "d.cause IS NOT NULL AND left(d.cause, 4) <> 'bad_'",
+    ]
     params += [raw_topic + "[", raw_topic + "["]
     query = (
         "SELECT d.* FROM deadletters d WHERE " + " AND ".join(clauses) + " ORDER BY"

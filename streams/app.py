@@ -549,7 +549,9 @@ def create_app(
             {d: devices.get(d) for d in ids},
             {d: held[d].get("rules") for d in ids},
             live.current,
-            source,
+            # its place in Kafka with the offset: a reading replayed (cityvitals replay) and
+            # refused again is a new dead letter, not the old one's redelivery (letter_key)
+            kafka_source(msg.topic, msg.partition, msg.offset),
             utc_now(),
             catalogue,
             {d: held[d].get("marks") for d in ids},

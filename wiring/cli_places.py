@@ -145,6 +145,10 @@ def _load_file(file: Path) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise fail(f"{file}: {exc}") from None
+    except RecursionError:  # as a rule file's (rules.ruleset.load_yaml)
+        raise fail(
+            f"{file}: nested too deeply to read (lists or mappings inside one another)"
+        ) from None
 
 
 @profiles_app.command("put")

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cityvitals.contracts import CameraEvent, ReadingBatch
+from cityvitals.contracts import CameraEvent, Reading, ReadingBatch
+from cityvitals.settings import Settings
 from cityvitals.topics import Topic, partition_for
 from wiring.cli_common import fail, settings, time_option
 
@@ -35,7 +36,10 @@ def replay(
     ] = None,
     cause: Annotated[
         str | None,
-        typer.Option(help="only counted as this (unknown_device, inactive_device, metric, ...)"),
+        typer.Option(
+            help="only counted as this (unknown_device, inactive_device, unlisted_metric, "
+            "out_of_range, values_refused, late, ...)"
+        ),
     ] = None,
     reason: Annotated[str | None, typer.Option(help="only whose reason holds this text")] = None,
     limit: Annotated[int, typer.Option(min=1, help="at most this many letters")] = 10_000,
@@ -66,6 +70,15 @@ def replay(
             typer.echo(
                 f"{unusable} of the stream's refusals hold no reading or event: not replayed"
             )
+        found, unmended = _mended(conf, found)
+        for one, why in unmended[:20]:
+            d = one.letter
+            typer.echo(
+                f"  not mended yet, kept: {d.received_at:%Y-%m-%d %H:%M:%S} UTC  {d.device_id}  "
+                f"{why}"
+            )
+        if len(unmended) > 20:
+            typer.echo(f"  ... and {len(unmended) - 20} more not mended yet")
         if not found:
             typer.echo("nothing to replay: no refusal of the stream's selected is left unreplayed")
             return
@@ -93,6 +106,49 @@ def replay(
         raise fail(f"Kafka did not take {len(found) - len(sent)}: run replay again")
 
 
+def _mended(
+    conf: Settings, found: list[Replayable]
+) -> tuple[list[Replayable], list[tuple[Replayable, str]]]:
+    """Those of ``found`` the registry would let through now, and the others with why: the
+    stream's own checks of a device and its profile (a replay before the cause is mended is
+    refused again, and counts twice)."""
+    from device_registry import UnknownDevice
+    from streams.validation import problem, registry_entry, value_faults
+    from wiring.services import open_registry
+
+    entries: dict[str, dict[str, Any] | None] = {}
+    with open_registry(conf) as registry:
+        for device_id in {one.item.device_id for one in found}:
+            try:
+                entries[device_id] = registry_entry(registry.get(device_id))
+            except UnknownDevice:
+                entries[device_id] = None
+    ready, kept = [], []
+    for one in found:
+        entry = entries[one.item.device_id]
+        why, _kind = problem(one.item, entry)
+        if why is None and entry is not None and isinstance(one.item, Reading):
+            faults = value_faults(one.item.device_id, one.item.values, entry)
+            why = "; ".join(f[1] for f in faults) or None
+        if why is None:
+            ready.append(one)
+        else:
+            kept.append((one, why))
+    return ready, kept
+
+
+def _as_sent(one: Replayable) -> Reading | CameraEvent:
+    """The item as replayed. The values refused of a reading whose other values were stored
+    go without a time of receipt: the audit counts that reading once, as stored, and the
+    stream counts them as a backlog (its stream-to-database check, whose database side
+    counts what was received since, leaves them out)."""
+    from streams.validation import VALUES_REFUSED
+
+    if one.letter.cause == VALUES_REFUSED:
+        return one.item.model_copy(update={"received_at": None})
+    return one.item
+
+
 def _send(producer: Any, topic: str, parts: int, found: list[Replayable]) -> list[LetterKey]:
     """Put ``found`` on ``topic``, each on its device's partition in the order found, in
     messages of at most :data:`BATCH_ITEMS`; the keys of those Kafka confirmed."""
@@ -111,9 +167,10 @@ def _send(producer: Any, topic: str, parts: int, found: list[Replayable]) -> lis
     for partition, items in by_partition.items():
         for start in range(0, len(items), BATCH_ITEMS):
             chunk = items[start : start + BATCH_ITEMS]
+            sent = [_as_sent(o) for o in chunk]
             batch = ReadingBatch(
-                readings=tuple(o.item for o in chunk if not isinstance(o.item, CameraEvent)),
-                camera_events=tuple(o.item for o in chunk if isinstance(o.item, CameraEvent)),
+                readings=tuple(i for i in sent if isinstance(i, Reading)),
+                camera_events=tuple(i for i in sent if isinstance(i, CameraEvent)),
             )
             producer.produce(
                 topic,

@@ -749,3 +749,12 @@ def test_a_profile_or_place_file_whose_aliases_explode_is_refused(tmp_path: Path
     refused = CliRunner().invoke(app, ["profiles", "put", str(bomb)])
     assert refused.exit_code == 1
     assert "its aliases (*name) expand it to 12,345,685 values, past 100,000" in refused.output
+
+
+def test_a_profile_file_nested_too_deeply_is_refused_naming_it(tmp_path: Path) -> None:
+    """It ended 'profiles put' with a RecursionError traceback."""
+    deep = tmp_path / "profiles.yaml"
+    deep.write_text("[" * 2000 + "]" * 2000 + "\n")
+    refused = CliRunner().invoke(app, ["profiles", "put", str(deep)])
+    assert refused.exit_code == 1, refused.output
+    assert f"{deep}: nested too deeply to read" in refused.output

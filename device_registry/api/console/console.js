@@ -415,7 +415,10 @@ function order(a, b) {
 // an incident no department holds: new and never sent yet, or every one refused it
 function unassigned(incident) {
   return incident.state === "new"
-    ? el("span", { class: "unassigned", title: "no department holds it: a duty officer reassigns it" }, "unassigned")
+    ? el("span", {
+      class: "unassigned",
+      title: "no department holds it: every one refused it (a duty officer reassigns it), or it waits for a storm's digest (its steps say which)",
+    }, "unassigned")
     : "–";
 }
 
