@@ -67,10 +67,12 @@ ORIGIN: dict[type, Topic] = {
 
 
 def ahead_of_clock(item: IncidentInput, now: datetime) -> str | None:
-    """Why an input is refused as stamped too far ahead of the stage's clock ``now``; None
-    when it is not. The desk's clock follows its inputs' instants (so a replay decides as
-    before): one stamped in 2030 by a department's system would escalate every incident at
-    the next tick, and one stamped in 9999 would stop the desk for good.
+    """Why a feedback or a citizen report (what other systems write) is refused as stamped too
+    far ahead of the stage's clock ``now``; None when it is not. The desk's clock follows its
+    inputs' instants (so a replay decides as before): one stamped in 2030 by a department's
+    system would escalate every incident at the next tick, and one stamped in 9999 would stop
+    the desk for good. An alert's or an outage's instant is not judged again here: its stage
+    bounds it by its own clock, which another worker's may trail.
 
     >>> from rules.incidents.testing import feedback
     >>> note = feedback("a" * 32, "note")
@@ -81,11 +83,10 @@ def ahead_of_clock(item: IncidentInput, now: datetime) -> str | None:
     """
     if item.report is not None:
         what, ts = "reported_at", item.report.reported_at
-    else:
-        stamped = item.alert or item.outage or item.feedback
-        if stamped is None:
-            return None
-        what, ts = "ts", stamped.ts
+    elif item.feedback is not None:
+        what, ts = "ts", item.feedback.ts
+    else:  # the platform's own alerts and outages: their stages' clocks bound them
+        return None
     return ahead(ts, now, now + FUTURE_TOLERANCE, what)
 
 

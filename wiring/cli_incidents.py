@@ -235,7 +235,8 @@ def show(
     from rules.incidents.dispatcher import NO_DEPARTMENT
 
     holder = f"{i.department} ({i.tier} tier)" if i.department else "nobody yet"
-    if not i.department and detail.transitions and detail.transitions[-1].reason == NO_DEPARTMENT:
+    refused_by_all = any(t.reason == NO_DEPARTMENT for t in detail.transitions)
+    if not i.department and i.state is IncidentState.NEW and refused_by_all:
         holder = "nobody: every department refused it (a duty officer reassigns it)"
     lines = [
         f"incident {i.incident_id} (revision {i.revision}), times in {z}",
