@@ -429,12 +429,24 @@ class Gateway:
         self.metrics.received.inc()
         self.metrics.inflight.inc()
         self.metrics.refuse(cause)
-        self.producer.produce(
+        self._produce(
             self._deadletter,
             letter.model_dump_json().encode(),
             key=(device or "").encode(),
             on_delivery=self._acker([item.mid], 0, 1),
         )
+
+    def _produce(self, topic: str, value: bytes, **options: Any) -> None:
+        """Hand a message to the producer; while its local queue is full (Kafka stalled
+        under a flood of QoS 0 messages, which no receive maximum bounds), serve its
+        deliveries and wait for room rather than stop the gateway."""
+        while True:
+            try:
+                self.producer.produce(topic, value, **options)
+                return
+            except BufferError:
+                log.warning("the Kafka producer's queue is full: waiting for room")
+                self.producer.poll(0.5)
 
     def forward(self, inbound: list[_Inbound]) -> None:
         """Decode a drained group and hand it to the producer (acks follow on delivery)."""
@@ -461,7 +473,7 @@ class Gateway:
                 self.metrics.received.inc(count)
                 self.metrics.inflight.inc(count)
                 self.metrics.batch_size.observe(count)
-                self.producer.produce(
+                self._produce(
                     self._raw,
                     message,
                     partition=partition,

@@ -460,3 +460,30 @@ def test_made_up_names_add_no_series_to_the_refusals_count() -> None:
     assert len(producer.sent) == 100  # each kept, with its own reason, counted as its label
     causes = {DeadLetter.model_validate_json(value).cause for _topic, value in producer.sent}
     assert causes == labels
+
+
+def test_a_full_producer_queue_waits_for_room_instead_of_stopping_the_gateway() -> None:
+    """Kafka stalled under a flood of QoS 0 messages fills librdkafka's queue: produce()
+    raised BufferError out of the gateway, which stopped; it waits for room now."""
+
+    class FullOnce(RecordingProducer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.full, self.polls = 2, 0
+
+        def produce(self, topic: str, value: bytes, **options: Any) -> None:
+            if self.full:
+                self.full -= 1
+                raise BufferError("Local: Queue full")
+            super().produce(topic, value, **options)
+
+        def poll(self, timeout: float) -> int:
+            self.polls += 1
+            return super().poll(timeout)
+
+    producer = FullOnce()
+    gateway = Gateway(Settings(), producer, CollectorRegistry())  # type: ignore[arg-type]
+    at = datetime(2026, 12, 2, tzinfo=UTC)
+    good = b'{"ts": "2026-12-02T00:00:00Z", "seq": 1, "values": {"x": 1}}'
+    gateway.forward([_Inbound(1, "cityvitals/wl-1/readings", good, at)])
+    assert len(producer.sent) == 1 and producer.polls >= 2
