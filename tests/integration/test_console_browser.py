@@ -720,7 +720,10 @@ def test_a_reopened_incident_s_age_counts_from_its_reopening(
             assert sent.status_code == 202, sent.text
             expect(row).to_have_attribute("data-state", state, timeout=SHOWS_UP_MS)
             if state == "closed":  # open no more: its age does not count on
-                expect(row.locator("td.age")).to_contain_text("closed, last step ")
+                expect(row.locator("td.age")).to_have_text("closed")
+                expect(row.locator("td.age")).to_have_attribute(
+                    "title", re.compile(r"^closed; last step .*; opened ")
+                )
     expect(row.locator("td.age")).to_contain_text("↺")
     expect(row.locator("td.age")).to_have_attribute("title", re.compile(r"^reopened .*; opened "))
 

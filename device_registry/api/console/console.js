@@ -352,10 +352,10 @@ function pathNames(path) {  // the places above a scope are not listed: their na
 
 // How long it has been open: since it last reopened, if it did ("1m 30s ↺"; a red flood
 // reopened a minute ago read as half an hour unattended, counted from its first opening).
-// A closed one is open no more: it says so, its last step's time beside it (the close's,
-// unless a note came after).
+// A closed one is open no more: it says so (its last step's time in the cell's title: the
+// close's, unless a note came after; the column stays narrow on a laptop).
 function age(incident) {
-  if (incident.state === "closed") return `closed, last step ${stamp(incident.updated_at)}`;
+  if (incident.state === "closed") return "closed";
   return incident.reopened_at
     ? `${duration(since(incident.reopened_at))} ↺` : duration(since(incident.opened_at));
 }
@@ -454,8 +454,10 @@ function drawIncidents() {
       el("td", {
         class: "age",
         "data-label": "Age",
-        title: incident.reopened_at
-          ? `reopened ${stamp(incident.reopened_at)}; opened ${stamp(incident.opened_at)}` : "",
+        title: incident.state === "closed"
+          ? `closed; last step ${stamp(incident.updated_at)}; opened ${stamp(incident.opened_at)}`
+          : incident.reopened_at
+            ? `reopened ${stamp(incident.reopened_at)}; opened ${stamp(incident.opened_at)}` : "",
       }, age(incident)),
     );
     paintSla(row.querySelector(".sla"), incident);
