@@ -201,7 +201,7 @@ def dead_letters(settings: Settings, count: int) -> list[DeadLetter]:
                 found.append(DeadLetter.model_validate_json(msg.value() or b""))
             return len(found) >= count
 
-        wait_for(read, 30, f"{count} dead letters")
+        wait_for(read, 90, f"{count} dead letters")  # a new group joins tansu first
     finally:
         consumer.close()
     return found
@@ -523,7 +523,7 @@ def kept_letters(settings: Settings, count: int) -> list[tuple[str, int, int, De
                 found.append((msg.topic() or "", msg.partition() or 0, msg.offset() or 0, letter))
             return len(found) >= count
 
-        wait_for(read, 30, f"{count} dead letters")
+        wait_for(read, 90, f"{count} dead letters")  # a new group joins tansu first
     finally:
         consumer.close()
     return found
