@@ -222,28 +222,25 @@ class FileWatch:
         return out
 
     def _parses(self) -> bool:
-        from rules import RuleFileError
-
-        if self.path is None:
-            return False
-        try:
-            self.check(self.path.read_text(), str(self.path))
-        except (OSError, UnicodeDecodeError, RuleFileError):
-            return False
-        return True
+        return self.path is not None and self._fault() is None
 
     def _problems(self) -> str:
-        from rules import RuleFileError
-
         if self.path is None:
             return "see the stream's log"
+        return self._fault() or "see the stream's log (the file as it is now parses)"
+
+    def _fault(self) -> str | None:
+        """What is wrong with the file as it is now, as the stream reads it; None: nothing."""
+        from rules import RuleFileError
+
+        assert self.path is not None
         try:
             self.check(self.path.read_text(), str(self.path))
         except (OSError, UnicodeDecodeError) as exc:
             return f"unreadable: {exc}"
         except RuleFileError as exc:
             return f"\n{exc}"
-        return "see the stream's log (the file as it is now parses)"
+        return None
 
 
 def file_watches(s: Settings) -> list[FileWatch]:
