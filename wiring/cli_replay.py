@@ -5,7 +5,8 @@ stored, or refused anew with a new dead letter. A letter replayed is recorded
 (``deadletters_replayed``): a second run skips it, ``cityvitals deadletters`` says when and by
 whom, a device's view counts it no more among its refusals, and ``audit --published`` counts
 its item once. The gateway's refusals (payloads no device may send) are not replayed: the
-device sends again."""
+device sends again. One replay runs at a time (a second, started meanwhile, is refused: both
+would send the same letters)."""
 
 from __future__ import annotations
 
@@ -65,6 +66,8 @@ def replay(
     )
     raw = conf.topic(Topic.READINGS_RAW)
     with db.connect(conf) as conn:
+        if not dry_run and not _alone(conn, conf.database_schema):
+            raise fail("another cityvitals replay is running: run this one when it has ended")
         found, unusable = replayable(conn, where, raw)
         if unusable:
             typer.echo(
@@ -104,6 +107,15 @@ def replay(
     )
     if len(sent) < len(found):
         raise fail(f"Kafka did not take {len(found) - len(sent)}: run replay again")
+
+
+def _alone(conn: Any, schema: str) -> bool:
+    """Whether this replay took the lock that makes it the deployment's only one running,
+    held until its connection closes (after its letters are recorded as replayed)."""
+    held = conn.execute(
+        "SELECT pg_try_advisory_lock(hashtext(%s))", (f"cityvitals.replay:{schema}",)
+    ).fetchone()
+    return bool(held and held[0])
 
 
 def _mended(

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cityvitals import db
 from cityvitals.contracts import Device, DeviceState, Profile
 from device_registry import RegistryError, UnknownDevice, parse_device_csv
 from tests.integration.conftest import Pipeline, api_client, at, reading, wait_for
@@ -142,6 +143,12 @@ def test_a_refused_reading_is_replayed_once_its_cause_is_mended(
     assert dry.returncode == 0, dry.stderr
     assert "1 to replay" in dry.stdout and "[values_refused] metric 'flow_m3_s'" in dry.stdout
     assert len(pipeline.rows(device)) == 1  # a dry run sends nothing
+    with db.connect(pipeline.settings) as other:  # another replay running holds the lock
+        lock = f"cityvitals.replay:{pipeline.settings.database_schema}"
+        other.execute("SELECT pg_advisory_lock(hashtext(%s))", (lock,))
+        second = pipeline.cli("replay", "--device", device)
+    assert second.returncode == 1 and "another cityvitals replay is running" in second.stderr
+    assert len(pipeline.rows(device)) == 1  # it sent nothing
     done = pipeline.cli("replay", "--device", device)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "replayed 1 on " in done.stdout
