@@ -5,13 +5,15 @@ tables: :class:`sinks.postgres.AlertSink`; ``alerts`` keeps each episode's lates
 - :func:`list_alerts`: episodes, the last changed first, filtered by status, rule, lowest
   level, place, device and time;
 - :func:`alert_detail`: one episode with all its transitions and the incident that holds it;
-- :func:`alert_rows`: the episodes of some ids (an incident's alerts).
+- :func:`alert_rows`: the episodes of some ids (an incident's alerts), each still firing
+  with the newest reading of its device's metric (what it reads now: its ``summary`` says
+  what it read when it reached its level).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, tzinfo
 from typing import Any
 
 import psycopg
@@ -87,6 +89,21 @@ class AlertRow:
     """A resolved episode's end (the contract's :class:`AlertResolution`): ``cleared`` (a
     reading back under its levels), ``stale`` (its device fell silent) or ``retired`` (its
     rule no longer applies); None while it fires (and for one stored before it was kept)."""
+    latest_value: float | None = None
+    """An episode still firing, in one incident's or alert's view: the newest reading of its
+    device's metric (an alert is stored when it fires or changes level, so ``value`` and
+    ``summary`` say what it read then). None where the device holds no reading of it (a
+    camera's event) and in listings."""
+    latest_ts: datetime | None = None
+    """When that reading was measured."""
+
+    def latest_said(self, zone: tzinfo) -> str:
+        """``; newest water_level_cm 12 at 2026-12-07 10:32:00`` (in ``zone``) beside the
+        summary of an episode firing whose metric has a reading, else nothing."""
+        if self.latest_value is None or self.latest_ts is None:
+            return ""
+        at = self.latest_ts.astimezone(zone)
+        return f"; newest {self.metric} {self.latest_value:g} at {at:%Y-%m-%d %H:%M:%S}"
 
 
 @dataclass(frozen=True)
@@ -200,9 +217,32 @@ def list_alerts(conn: Conn, where: AlertFilter = AlertFilter()) -> list[AlertRow
 
 
 def alert_rows(conn: Conn, alert_ids: list[str]) -> list[AlertRow]:
-    """The episodes of these ids, oldest started first (unknown ids are left out)."""
+    """The episodes of these ids, oldest started first (unknown ids are left out), those
+    still firing with their metric's newest reading."""
     query = f"SELECT {_COLUMNS} FROM alerts WHERE alert_id = ANY(%s) ORDER BY started_at, alert_id"
-    return [_row(found) for found in _fetch(conn, query, [alert_ids])]
+    return _with_latest(conn, [_row(found) for found in _fetch(conn, query, [alert_ids])])
+
+
+def _with_latest(conn: Conn, rows: list[AlertRow]) -> list[AlertRow]:
+    """``rows``, each still firing with the newest reading of its device's metric."""
+    firing = {(a.device_id, a.metric) for a in rows if a.status == AlertStatus.FIRING.value}
+    if not firing:
+        return rows
+    devices, metrics = zip(*sorted(firing), strict=True)
+    newest = _fetch(
+        conn,
+        "SELECT a.device_id, a.metric, r.value, r.ts FROM unnest(%s::text[], %s::text[])"
+        " AS a(device_id, metric) CROSS JOIN LATERAL (SELECT value, ts FROM readings"
+        " WHERE device_id = a.device_id AND metric = a.metric ORDER BY ts DESC LIMIT 1) r",
+        [list(devices), list(metrics)],
+    )
+    now = {(r["device_id"], r["metric"]): (r["value"], r["ts"]) for r in newest}
+    return [
+        replace(a, latest_value=now[key][0], latest_ts=now[key][1])
+        if a.status == AlertStatus.FIRING.value and (key := (a.device_id, a.metric)) in now
+        else a
+        for a in rows
+    ]
 
 
 def alert_detail(conn: Conn, alert_id: str) -> AlertDetail:

@@ -179,7 +179,7 @@ def show(
     z, a = conf.zone, detail.alert
     lines = [
         f"alert {a.alert_id} (revision {a.revision}), times in {z}",
-        f"  {a.summary}",
+        f"  {a.summary}{a.latest_said(z)}",
         f"  rule {a.rule_id}, {a.status}, {a.level}, "
         + (
             f"place {'/'.join(a.place_path)}, last judged on a {a.metric} reading of {a.device_id}"

@@ -235,6 +235,9 @@ def show(
     from rules.incidents.dispatcher import NO_DEPARTMENT
 
     holder = f"{i.department} ({i.tier} tier)" if i.department else "nobody yet"
+    withdrawn = {d.withdraws for d in detail.dispatches if d.kind is DispatchKind.WITHDRAWAL}
+    if i.department and i.dispatch_id in withdrawn:  # closed before it was handled, say
+        holder = f"nobody: its order to {holder} was withdrawn"
     refused_by_all = any(t.reason == NO_DEPARTMENT for t in detail.transitions)
     if not i.department and i.state is IncidentState.NEW and refused_by_all:
         holder = "nobody: every department refused it (a duty officer reassigns it)"
@@ -299,7 +302,10 @@ def show(
         )
     lines.append("alerts:")
     for a in detail.alerts:
-        lines.append(f"  {a.alert_id} {a.status:<8} {a.level:<6} {a.device_id}: {a.summary}")
+        lines.append(
+            f"  {a.alert_id} {a.status:<8} {a.level:<6} {a.device_id}: {a.summary}"
+            + a.latest_said(z)
+        )
     lines.append("reports:")
     for r in detail.reports:
         photo = f" (photo {r.photo_ref})" if r.photo_ref else ""

@@ -170,8 +170,11 @@ def test_a_department_operator_answers_its_dispatch_from_the_page(
     """The buttons follow the user and the incident: the department the incident was
     dispatched to may accept or reject it, then say it is on site or handled; nothing else.
     Handled while its sensor still reads water, a duty officer gets no verify, and is told
-    why and what comes instead."""
-    street = flooded(pipeline)
+    why and what comes instead; beside the alert that fired at 8 cm, what its sensor reads
+    now."""
+    street = Street(pipeline)
+    sensor = street.sensor(0)
+    street.water(sensor, 8.0)  # past the 5 cm auto-alarm depth
     found = wait_for(
         lambda: pipeline.query(
             "SELECT incident_id, department FROM incidents WHERE place_id = %s "
@@ -222,12 +225,17 @@ def test_a_department_operator_answers_its_dispatch_from_the_page(
     expect(page.locator('#detail [data-field="state"]')).to_have_text("handled")
     expect(page.locator("#withheld")).to_be_hidden()  # verifying is not the department's
 
+    street.water(sensor, 7.5)  # ebbing, still above its level's clearing depth
+    wait_for(lambda: len(pipeline.rows(sensor[0])) == 2, what="the second reading stored")
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     try:
         duty = context.new_page()
         open_console(duty, pipeline, officer(pipeline))
         incident_row(duty, street.street).click()
         expect(duty.locator('#detail [data-field="state"]')).to_have_text("handled")
+        alert = duty.locator("#detail li", has_text="waterlogging-depth")
+        expect(alert).to_contain_text("water 8 cm")  # as it fired
+        expect(alert.locator(".latest")).to_contain_text("newest water_level_cm 7.5 at ")
         expect(duty.locator('#actions [data-action="close"]')).to_be_visible()
         expect(duty.locator('#actions [data-action="verify"]')).to_be_hidden()
         expect(duty.locator("#withheld")).to_contain_text(
@@ -559,11 +567,13 @@ def test_a_city_s_label_is_the_map_s_caption_not_over_a_district(
 def long_named(minutes_left: float) -> list[dict[str, Any]]:
     """Two incidents as the event stream sends them, with long names (a city-tier
     department, who acknowledged it, a long place), the one due ``minutes_left`` from now by
-    this machine's clock (the server's: the test runs beside it)."""
+    this machine's clock (the server's: the test runs beside it), opened 19 minutes ago
+    (an age of "19m 04s")."""
     due = (datetime.now(UTC) + timedelta(minutes=minutes_left)).isoformat()
+    opened = (datetime.now(UTC) - timedelta(minutes=19, seconds=4)).isoformat()
     base = {"state": "dispatched", "level": "orange", "category": "flooding",
             "place_id": "a-street-whose-id-is-long-enough-to-wrap", "title": "flooding",
-            "opened_at": datetime.now(UTC).isoformat(), "tier": "city", "escalations": 2,
+            "opened_at": opened, "tier": "city", "escalations": 2,
             "department": "emergency-management", "accept_by": due,
             "acknowledged_by": "maya (duty_officer)"}  # fmt: skip
     return [{**base, "incident_id": c * 32} for c in "ab"]
@@ -574,9 +584,10 @@ def test_on_a_laptop_the_time_left_is_in_sight_whatever_the_names(
 ) -> None:
     """At 1366x768 and 1400x1000, rows with a long department and who acknowledged them cut
     the last column, the time left, to "acce": it comes second now, whole and inside the
-    panel whatever the other rows hold, and long names give way."""
+    panel whatever the other rows hold, and long names give way. At 1280x720 the last
+    column, the age, was cut ("19m 04"): every column is inside the panel."""
     token = officer(pipeline)
-    for width, height in ((1366, 768), (1400, 1000)):
+    for width, height in ((1280, 720), (1366, 768), (1400, 1000)):
         context = browser.new_context(viewport={"width": width, "height": height})
         page = context.new_page()
         open_console(page, pipeline, token)
@@ -591,6 +602,11 @@ def test_on_a_laptop_the_time_left_is_in_sight_whatever_the_names(
         assert box["x"] + box["width"] <= room["x"] + room["width"], (width, box, room)
         department = page.locator(f'#incidents tr[data-incident-id="{"a" * 32}"] td.department')
         expect(department).to_have_attribute("title", "emergency-management")
+        age = page.locator(f'#incidents tr[data-incident-id="{"a" * 32}"] td.age')
+        whole, shown = age.evaluate("td => [td.scrollWidth, td.clientWidth]")
+        edge = age.bounding_box()
+        assert edge is not None and whole <= shown, (width, whole, shown)
+        assert edge["x"] + edge["width"] <= room["x"] + room["width"], (width, edge, room)
         context.close()
 
 

@@ -34,6 +34,7 @@ from cityvitals.contracts import (
     IncidentState,
     IncidentTransition,
     IncidentUpdate,
+    Reading,
     ReportChannel,
     Tier,
     WarningLevel,
@@ -47,6 +48,7 @@ from sinks import (
     EscalationSink,
     IncidentFilter,
     IncidentSink,
+    ReadingSink,
     ReportSink,
     get_incident,
     incident_detail,
@@ -381,12 +383,22 @@ def test_a_dispatch_running_or_withdrawn_before_its_deadline_is_not_judged(
         DispatchSink(conn).write([withdrawal])
         h.dispatch(moved, "other-crew", Tier.STREET, reassigned, DispatchKind.REASSIGNMENT)
         false_alarm = h.open("traffic", "tc-s1", WarningLevel.YELLOW, at=T0)
-        h.dispatch(false_alarm, "crew", Tier.STREET, T0)
+        work = h.dispatch(false_alarm, "crew", Tier.STREET, T0)
         h.go(
             false_alarm,
             (Action.ACCEPT, IncidentState.ACCEPTED, T0 + timedelta(minutes=2)),
             (Action.CLOSE, IncidentState.CLOSED, T0 + timedelta(hours=1)),  # before handle_by
         )
+        stopped = work.model_copy(  # as the desk tells the crew the work stops
+            update={
+                "dispatch_id": hexid(),
+                "kind": DispatchKind.WITHDRAWAL,
+                "withdraws": work.dispatch_id,
+                "reason": "closed by duty: a false alarm",
+                "ts": T0 + timedelta(hours=1),
+            }
+        )
+        DispatchSink(conn).write([stopped])
         ignored = h.open("traffic", "tc-s2", WarningLevel.YELLOW, at=T0)
         h.dispatch(ignored, "crew", Tier.STREET, T0)  # never accepted: late
         rows = performance(conn, T0 - timedelta(days=1), now + timedelta(hours=1))
@@ -404,6 +416,11 @@ def test_a_dispatch_running_or_withdrawn_before_its_deadline_is_not_judged(
     assert (crew.incidents, crew.incidents_judged, crew.closed, crew.closure_rate) == (4, 1, 0, 0)
     other = by[("other-crew", Tier.STREET)]  # the reassigned one, never accepted: late
     assert (other.running, other.withdrawn, other.judged, other.on_time_rate) == (0, 0, 1, 0.0)
+    # closed before it was handled, its order withdrawn: nobody holds it any more
+    closed = run(town, "show", false_alarm.incident_id).output
+    assert "held by nobody: its order to crew (street tier) was withdrawn" in closed, closed
+    held = run(town, "show", moved.incident_id).output  # its first order withdrawn, not its last
+    assert "held by other-crew (street tier)" in held, held
 
 
 def test_an_order_sent_up_in_the_same_instant_is_withdrawn_not_judged(town: Settings) -> None:
@@ -798,6 +815,22 @@ def test_incidents_are_listed_by_filter_newest_first_and_shown_whole(town: Setti
         shown = incident_detail(conn, fresh.incident_id)
         assert [a.alert_id for a in shown.alerts] == [alert.alert_id]
         assert shown.alerts[0].summary == "water 12 cm above 10"
+        assert shown.alerts[0].latest_value is None  # its device has sent no reading yet
+        # The alert is stored as it fired (12 cm); the water rose since: beside it, what its
+        # device's metric reads now, its newest reading (one sent late is older).
+        readings = [
+            Reading(
+                device_id="wl-1", ts=T0 + timedelta(minutes=m), seq=m, values={"water_level_cm": v}
+            )
+            for m, v in ((0, 12.0), (40, 18.5), (20, 15.0))
+        ]
+        with db.connect(town) as other:
+            ReadingSink(other).write(readings)
+        (now,) = incident_detail(conn, fresh.incident_id).alerts
+        assert (now.latest_value, now.latest_ts) == (18.5, T0 + timedelta(minutes=40))
+        assert now.latest_said(UTC) == (
+            f"; newest water_level_cm 18.5 at {T0 + timedelta(minutes=40):%Y-%m-%d %H:%M:%S}"
+        )
         assert [r.report_id for r in shown.reports] == [report.report_id]
 
         requests = {r.service_request_id: r for r in open311_requests(conn, town.zone)}

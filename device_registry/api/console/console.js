@@ -474,10 +474,11 @@ function drawIncidents() {
 function missed(incident) {
   const n = incident.escalations || 0;
   if (!n) return "";
-  return el("span", {
+  // the space outside the span: on a small laptop "· 2 missed" goes under the tier, whole
+  return [" ", el("span", {
     class: "missed",
     title: `${n} limit${n > 1 ? "s" : ""} missed (accept or handle, at this tier or below)`,
-  }, ` · ${n} missed`);  // not "↑3": a city-tier breach moves no tier
+  }, `· ${n} missed`)];  // not "↑3": a city-tier breach moves no tier
 }
 
 function placeName(placeId) {
@@ -543,6 +544,10 @@ async function showDetail(incidentId) {
     el("h3", {}, `Alerts (${detail.alerts.length})`),
     el("ul", {}, detail.alerts.map((a) => el(
       "li", {}, levelTag(a.level), ` ${a.status} · ${a.rule_id} · ${a.device_id} · ${a.summary}`,
+      // the summary is what it read when it reached its level; what it reads now beside it
+      a.latest_value === null || a.latest_value === undefined ? ""
+        : el("span", { class: "latest", title: "its device's newest reading of the metric" },
+          ` · newest ${a.metric} ${Number(a.latest_value.toPrecision(4))} at ${stamp(a.latest_ts)}`),
     ))),
     el("h3", {}, `Dispatches (${detail.dispatches.length})`),
     el("ul", {}, detail.dispatches.map((d) => el(
