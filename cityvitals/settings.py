@@ -149,6 +149,13 @@ class Settings(BaseSettings):
     partition's devices until it has worked them off. It commits every 2.8 s; keep this, with
     ``liveness_check_interval_s``, under the time the fastest devices take to go offline
     (``liveness_offline_factor`` times their interval)."""
+    ingest_heartbeat_s: Annotated[float, Field(gt=0)] = 2.0
+    """How often the gateway, while its MQTT connection is up, sends a heartbeat to every
+    partition of ``readings.raw`` (:attr:`~cityvitals.contracts.ReadingBatch.heartbeat`).
+    Where none has reached ``readings`` for ``liveness_stall_s`` (the gateway hung or cut off
+    from the broker), liveness judges none of the partition's devices, and for
+    ``liveness_stall_s`` more once they come again (what the broker kept meanwhile is on its
+    way): a hung gateway is no outage of the city."""
     outage_min_devices: Annotated[int, Field(ge=2)] = 3
     outage_silent_fraction: Annotated[float, Field(gt=0, le=1)] = 0.8
     """A place is out when at least this share of its (at least ``outage_min_devices``)

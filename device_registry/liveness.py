@@ -60,6 +60,7 @@ __all__ = [
     "WINDOW",
     "CheckResult",
     "DeviceClock",
+    "IntakeWatch",
     "LivenessPolicy",
     "Outage",
     "PlacePath",
@@ -483,3 +484,55 @@ class StallWatch:
                 else:
                     del self.backlog[partition]
         return held
+
+
+@dataclass
+class IntakeWatch:
+    """Which partitions of ``readings`` the gateway's heartbeats have stopped reaching
+    (:attr:`~cityvitals.contracts.ReadingBatch.heartbeat`): none for ``after_s`` seconds,
+    the gateway hung or cut off from the broker (or the stream stage stalled on it). What
+    the devices send waits in the broker meanwhile: judged, every device would go offline,
+    one outage of the city for a hung gateway. Once heartbeats come again a partition stays
+    held ``after_s`` more, while what the broker kept reaches ``readings``. A partition that
+    never had one is not held (readings put on ``readings.raw`` by another producer, or a
+    gateway of an earlier version).
+
+    >>> watch = IntakeWatch(after_s=10.0)
+    >>> watch.held(0.0)  # no heartbeat yet: nothing known, nothing held
+    []
+    >>> for at in (0.0, 2.0, 4.0):
+    ...     watch.beat(0, at); watch.beat(1, at)
+    >>> watch.held(12.0), watch.held(15.0)  # the last came at 4: held after 14
+    ([], [0, 1])
+    >>> for at in (30.0, 32.0, 34.0, 36.0, 38.0, 40.0):  # back at 30: held 10 s more
+    ...     watch.beat(0, at); watch.beat(1, at)
+    ...     if at == 36.0: print(watch.held(at))
+    [0, 1]
+    >>> watch.held(40.5)
+    []
+    """
+
+    after_s: float
+    last: dict[int, float] = field(default_factory=dict)
+    """Per partition, when its last heartbeat was read, on a monotonic clock."""
+    back: dict[int, float] = field(default_factory=dict)
+    """Per partition whose heartbeats came again after a stall, when they did."""
+
+    def beat(self, partition: int, at: float) -> None:
+        """A heartbeat read on ``partition`` at ``at``."""
+        last = self.last.get(partition)
+        if last is not None and at - last > self.after_s:
+            self.back[partition] = at
+        self.last[partition] = at
+
+    def held(self, at: float) -> list[int]:
+        """The partitions without a heartbeat for ``after_s``, or back from such a stall
+        less than ``after_s`` ago."""
+        out = []
+        for partition, last in sorted(self.last.items()):
+            back = self.back.get(partition)
+            if at - last > self.after_s or (back is not None and at - back < self.after_s):
+                out.append(partition)
+            elif back is not None:
+                del self.back[partition]
+        return out

@@ -28,9 +28,16 @@ class LivenessMetrics(StageMetrics):
             "1 while the stream stage has stalled on a partition of readings.raw (committed "
             "nothing there for liveness_stall_s while messages wait), or works off its backlog",
         )
+        self.intake_stalled = self.gauge(
+            "intake_stalled",
+            "1 while the gateway's heartbeats have stopped reaching a partition of readings "
+            "(none for liveness_stall_s: the gateway hung or cut off from the broker), or came "
+            "back less than liveness_stall_s ago",
+        )
         self.held = self.gauge(
             "devices_held",
-            "Watched devices not judged: their readings wait in a stalled partition",
+            "Watched devices not judged: their readings wait in a stalled partition, or their "
+            "partition has no heartbeat of the gateway",
         )
         self.activated = self.counter(
             "activated_total", "Provisioned devices made active by their first valid reading"

@@ -60,6 +60,7 @@ from cityvitals.topics import Topic, partition_for
 from device_registry.device_feed import DeviceFeed
 from device_registry.liveness import (
     DeviceClock,
+    IntakeWatch,
     LivenessPolicy,
     Outage,
     PlacePath,
@@ -113,7 +114,7 @@ def reports(value: bytes) -> list[Report]:
     as JSON), reading only the fields liveness needs: validating the whole batch into its
     models took two thirds of the service's work a reading. The items of a device that share
     one instant (a pack of readings the gateway received at once) are one report. Raises
-    ``ValueError`` naming what is wrong.
+    ``ValueError`` naming what is wrong. A heartbeat (:func:`is_heartbeat`) has none.
 
     >>> raw = (
     ...     b'{"readings": [{"device_id": "aq-1", "ts": "2026-12-05T08:00:00Z", "values": {},'
@@ -148,6 +149,30 @@ def reports(value: bytes) -> list[Report]:
                 what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
                 raise ValueError(f"{field}[{i}]: {what}") from None
     return out
+
+
+def is_heartbeat(value: bytes) -> bool:
+    """Whether a ``readings`` message is the gateway's heartbeat, which the stream stage
+    passes on alone (parsed only when it names one: readings are not parsed twice).
+
+    >>> is_heartbeat(b'{"schema_version":1,"devices":[],"readings":[],"camera_events":[],'
+    ...              b'"tick":null,"heartbeat":"2026-12-07T21:40:00Z"}')
+    True
+    >>> is_heartbeat(b'{"readings": [{"device_id": "heartbeat"}], "camera_events": []}')
+    False
+    """
+    if b'"heartbeat"' not in value:
+        return False
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return False
+    return (
+        isinstance(doc, dict)
+        and isinstance(doc.get("heartbeat"), str)
+        and not doc.get("readings")
+        and not doc.get("camera_events")
+    )
 
 
 def _report(item: Any, key: str, last: dict[str, str], event: bool = False) -> list[Report]:
@@ -202,6 +227,8 @@ class LivenessService:
         self.settings = settings
         self.upstream = upstream
         self.stall = StallWatch(settings.liveness_stall_s)
+        self.intake = IntakeWatch(settings.liveness_stall_s)
+        self._intake_said: frozenset[int] = frozenset()
         self._stalled_said: frozenset[int] = frozenset()
         self._raw_partitions = 1
         self.devices = devices
@@ -245,9 +272,13 @@ class LivenessService:
         assert topic is not None and partition is not None and offset is not None
         self._next[(topic, partition)] = offset + 1
         self._uncommitted = True
+        value = msg.value() or b""
+        if is_heartbeat(value):  # the intake works; no report, not counted as one
+            self.intake.beat(partition, time.monotonic())
+            return
         self.metrics.received.inc()
         try:
-            items = reports(msg.value() or b"")
+            items = reports(value)
         except ValueError as exc:
             self.metrics.refuse(Topic.READINGS.value)
             log.warning("%s[%d]@%d is not a ReadingBatch: %s", topic, partition, offset, exc)
@@ -354,24 +385,45 @@ class LivenessService:
             if held - self._stalled_said:
                 waiting = sum(max(0, offsets[p][1] - offsets[p][0]) for p in held)
                 log.warning(
-                    "the stream stage has committed nothing on readings.raw partition%s %s "
+                    "the stream stage has committed nothing on readings.raw %s "
                     "for %.0f s while %d messages wait there: judging none of their devices "
                     "until it has worked them off (the silence on readings is the pipeline's, "
                     "not the devices')",
-                    "" if len(held) == 1 else "s",
-                    ", ".join(map(str, sorted(held))),
+                    _partitions(held),
                     self.settings.liveness_stall_s,
                     waiting,
                 )
             if gone := self._stalled_said - held:
                 log.info(
                     "the stream stage has worked off the stall's backlog on readings.raw "
-                    "partition%s %s: judging their devices",
-                    "" if len(gone) == 1 else "s",
-                    ", ".join(map(str, sorted(gone))),
+                    "%s: judging their devices",
+                    _partitions(gone),
                 )
             self._stalled_said = held
         self.metrics.stalled.set(int(bool(held)))
+        return held
+
+    def _intake_stalled(self) -> frozenset[int]:
+        """The partitions of ``readings`` the gateway's heartbeats have stopped reaching, or
+        came back to a moment ago (:class:`IntakeWatch`; said in the log when that changes)."""
+        held = frozenset(self.intake.held(time.monotonic()))
+        if held != self._intake_said:
+            if new := held - self._intake_said:
+                log.warning(
+                    "no heartbeat of the gateway has reached readings %s for %.0f s: the "
+                    "gateway has hung or lost the broker (or the stream stage stalled); "
+                    "judging none of their devices (the silence is the intake's, not the "
+                    "devices')",
+                    _partitions(new),
+                    self.settings.liveness_stall_s,
+                )
+            if gone := self._intake_said - held:
+                log.info(
+                    "the gateway's heartbeats reach readings %s again: judging their devices",
+                    _partitions(gone),
+                )
+            self._intake_said = held
+        self.metrics.intake_stalled.set(int(bool(held)))
         return held
 
     def _held(self, stalled: frozenset[int]) -> frozenset[str]:
@@ -379,18 +431,23 @@ class LivenessService:
         (every producer picks it with :func:`~cityvitals.topics.partition_for`)."""
         if not stalled:
             return frozenset()
-        parts = self._raw_partitions
+        parts = self._device_partitions()
         return frozenset(d for d in self.fleet if partition_for(d, parts) in stalled)
+
+    def _device_partitions(self) -> int:
+        """How many partitions the devices' readings are spread over: ``readings.raw``'s,
+        or, where the stream's progress there is not watched, ``readings``' (as many)."""
+        return self._raw_partitions if self.upstream is not None else max(1, self._partitions)
 
     def check_once(self, stop: threading.Event) -> None:
         """Judge (when caught up; not the devices of a partition the stream stage has stalled
         on), publish, store, then commit what was consumed."""
         now = utc_now()
         outages: list[PlaceOutage] = []
-        stalled = self._stalled()
+        stalled = self._stalled() | self._intake_stalled()
         held = self._held(stalled)
         self.metrics.held.set(len(held))
-        if len(stalled) < self._raw_partitions and self._caught_up(now):
+        if len(stalled) < self._device_partitions() and self._caught_up(now):
             result = check(self.clocks, self.fleet, self.outages, now, self.policy, held)
             self.clocks, self.outages = result.clocks, result.outages
             self._dirty.update(result.changed)
@@ -480,6 +537,12 @@ class LivenessService:
             self.consumer.close()
             self.devices.close()
             self.store.close()
+
+
+def _partitions(numbers: frozenset[int]) -> str:
+    """``partition 3`` or ``partitions 0, 1, 2``, for the log."""
+    named = ", ".join(map(str, sorted(numbers)))
+    return f"partition {named}" if len(numbers) == 1 else f"partitions {named}"
 
 
 class StreamProgress:

@@ -481,6 +481,15 @@ class Gateway:
                 )
         self.producer.poll(0)
 
+    def heartbeat(self) -> None:
+        """Tell every partition of ``readings.raw`` the gateway runs, connected to the broker
+        (:attr:`~cityvitals.contracts.ReadingBatch.heartbeat`): liveness takes their absence
+        as the intake's stall, not as the devices' silence. Unconfirmed, a heartbeat is lost
+        with no harm: the next follows."""
+        value = ReadingBatch(heartbeat=utc_now()).to_json()
+        for partition in range(self._partitions):
+            self._produce(self._raw, value, partition=partition)
+
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set; raises GatewayError when it cannot go on."""
         s = self.settings
@@ -491,6 +500,7 @@ class Gateway:
             s.mqtt_host, s.mqtt_port, keepalive=30, clean_start=False, properties=props
         )
         self.client.loop_start()
+        beat_at = 0.0
         try:
             while not stop.is_set():
                 if self._failure:
@@ -498,6 +508,9 @@ class Gateway:
                 inbound = self._drain()
                 if inbound:
                     self.forward(inbound)
+                if time.monotonic() >= beat_at and self._connected.is_set():
+                    self.heartbeat()
+                    beat_at = time.monotonic() + s.ingest_heartbeat_s
         finally:
             remaining = self.producer.flush(30)
             self.client.loop_stop()

@@ -17,6 +17,8 @@ values judged by it:
 - ``indicators.partials`` → the places' indicator windows (table ``place_vitals``), closed
   by clock ticks → ``indicators``.
 
+The gateway's heartbeats on ``readings.raw`` are passed on to the same partition of
+``readings`` (the liveness service tells a hung gateway from silent devices by them).
 A timer sends a clock tick to every partition of ``readings.raw``, ``observations.places`` and
 ``indicators.partials`` every ``rules_tick_s``, so silence is judged and windows close in order
 with the readings. Another re-reads the rule file when it changes
@@ -561,6 +563,9 @@ def create_app(
         judging = time.perf_counter() - started
         if len(outcome.enriched):
             value = outcome.enriched.to_json()
+            outbox[(readings_name, partition)].append((None, value))
+        if batch.heartbeat is not None:  # the gateway's: on to liveness, the intake works
+            value = ReadingBatch(heartbeat=batch.heartbeat).to_json()
             outbox[(readings_name, partition)].append((None, value))
         outbox[(alerts_name, partition)] += alert_records(outcome.alerts)
         for letter in outcome.dead_letters:

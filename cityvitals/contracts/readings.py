@@ -137,6 +137,13 @@ class ReadingBatch(Contract):
     tick: UtcDatetime | None = None
     """A clock tick from the stream processor itself (no readings): rules that wait for
     silence (absence, windows) are judged at this time on the partition's devices."""
+    heartbeat: UtcDatetime | None = Field(default=None, exclude_if=lambda at: at is None)
+    """The gateway's heartbeat (no items): at this time it ran and its MQTT connection was
+    up. The gateway sends one to every partition of ``readings.raw`` every
+    ``ingest_heartbeat_s``, the stream stage passes it on to the same partition of
+    ``readings``, and the liveness service takes a partition where they stop as the intake's
+    stall (the gateway hung or cut off from the broker, or the stream stage), not as its
+    devices' silence. Left out of the message when there is none."""
 
     def __len__(self) -> int:
         return len(self.readings) + len(self.camera_events)
@@ -147,12 +154,12 @@ class ReadingBatch(Contract):
         camera events alone, as the gateway and the stream stage send them at every reading.
         The items are valid already (validated, or made of validated parts: a float field
         made of an int would be written ``4``, not ``4.0``), so their fields are written as
-        they are. A batch with devices or a tick, an item whose fields orjson would not write
-        as pydantic does (:func:`~cityvitals.contracts.trust.written_fields`), or a value it
-        cannot write (an integer beyond 64 bits) goes through pydantic."""
+        they are. A batch with devices, a tick or a heartbeat, an item whose fields orjson
+        would not write as pydantic does (:func:`~cityvitals.contracts.trust.written_fields`),
+        or a value it cannot write (an integer beyond 64 bits) goes through pydantic."""
         readings = written_fields(self.readings, _INSTANTS)
         events = written_fields(self.camera_events, _INSTANTS)
-        if self.devices or self.tick is not None or readings is None or events is None:
+        if self.devices or self.tick or self.heartbeat or readings is None or events is None:
             return self.model_dump_json().encode()
         document = {
             "schema_version": self.schema_version,

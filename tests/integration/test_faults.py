@@ -584,6 +584,60 @@ def test_a_stalled_stream_is_no_outage_of_the_devices_it_leaves_unheard(stack: P
         )
 
 
+def test_a_hung_gateway_is_no_outage_of_the_devices_it_leaves_unheard(stack: Pipeline) -> None:
+    """The gateway stopped (SIGSTOP, connected but reading nothing) while three devices of a
+    street go on publishing: their messages wait in the broker, and a gateway paused 75 s had
+    opened an outage of the city and dispatched it. Without its heartbeats for 4 s (this
+    stack's ``liveness_stall_s``) on a partition of ``readings``, liveness holds its judgement
+    of that partition's devices (``cityvitals_liveness_intake_stalled``), and for 4 s more
+    once they come back, while what the broker kept arrives: no device offline, no outage. A city of their own: under
+    an outage open above them (earlier tests' devices, silent since), theirs would not open."""
+    from tests.integration.test_liveness import liveness_rows, reporting, statuses
+
+    district = f"d{uuid.uuid4().hex[:6]}"
+    place = f"{district}c/{district}/{district}s/{district}g"
+    devices = [stack.register("water_level", place) for _ in range(3)]
+    ids = [d for d, _ in devices]
+    port = stack.stack.metrics.of("liveness")
+
+    def stalled() -> float:
+        return sample_sum(scrape(port), "cityvitals_liveness_intake_stalled")
+
+    def outages() -> list[tuple[Any, ...]]:
+        return stack.query(
+            "SELECT outage_id FROM place_outages WHERE %s = ANY(place_path)", district
+        )
+
+    gateway = process(stack, "ingest")
+    assert gateway.popen is not None
+    # every 4 s: offline after 16 s of silence, well past the 4 s (and 2 s between
+    # heartbeats) after which the intake is held
+    with reporting(stack, devices, every=4.0):
+        wait_for(
+            lambda: (
+                (rows := liveness_rows(stack, ids)).keys() == set(ids)
+                and all(r[1] == "online" and 3 <= r[3] <= 6 for r in rows.values())
+            ),
+            timeout=90,
+            what="the devices' cadence learned",
+        )
+        assert stalled() == 0
+        gateway.popen.send_signal(signal.SIGSTOP)
+        try:
+            wait_for(lambda: stalled() == 1, timeout=30, what="the hung intake seen by liveness")
+            time.sleep(24)  # well past the 16 s after which the devices would be offline
+            assert not outages()  # judged, the three would be one outage of the street
+            assert statuses(stack, ids) == {"online"}
+            held = sample_sum(scrape(port), "cityvitals_liveness_devices_held")
+            assert held >= len(ids), held
+        finally:
+            gateway.popen.send_signal(signal.SIGCONT)
+        wait_for(lambda: stalled() == 0, timeout=60, what="the heartbeats back and held out")
+        time.sleep(3)  # judged again, on readings the broker kept
+        assert statuses(stack, ids) == {"online"}
+        assert not outages()
+
+
 def under_fault(stack: Pipeline, name: str) -> None:
     fault, per_device = FAULTS[name]
     started = time.monotonic()

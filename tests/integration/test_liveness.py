@@ -95,8 +95,10 @@ def publish_rounds(pipeline: Pipeline, devices: Sequence[tuple[str, str]], round
 
 
 @contextmanager
-def reporting(pipeline: Pipeline, devices: Sequence[tuple[str, str]]) -> Iterator[None]:
-    """The devices keep publishing every :data:`EVERY` seconds until the block ends."""
+def reporting(
+    pipeline: Pipeline, devices: Sequence[tuple[str, str]], every: float = EVERY
+) -> Iterator[None]:
+    """The devices keep publishing every ``every`` seconds until the block ends."""
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -109,7 +111,7 @@ def reporting(pipeline: Pipeline, devices: Sequence[tuple[str, str]]) -> Iterato
                 errors.append(exc)
                 return
             seq += 1
-            stop.wait(EVERY)
+            stop.wait(every)
 
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()

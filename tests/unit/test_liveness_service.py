@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -128,19 +129,20 @@ class Published:
         return 0
 
 
+def two_partitions() -> tuple[str, str]:
+    """Two device ids on different partitions of two."""
+    other = next(
+        f"aq-{i}" for i in range(2, 99) if partition_for(f"aq-{i}", 2) != partition_for("aq-1", 2)
+    )
+    return "aq-1", other
+
+
 def test_a_stalled_partition_holds_the_judgement_of_its_own_devices_alone() -> None:
     """One stream worker of two hangs: the devices whose readings wait on its partition of
     ``readings.raw`` are not judged (silent on ``readings``, through no fault of theirs);
     those of the other partition are, a real silence among them is not hidden; once the
     stream has worked off the backlog, every device is judged again."""
-    stuck, free = (
-        "aq-1",
-        next(
-            f"aq-{i}"
-            for i in range(2, 99)
-            if partition_for(f"aq-{i}", 2) != partition_for("aq-1", 2)
-        ),
-    )
+    stuck, free = two_partitions()
     looks = iter(range(1, 100))
     backlog = [True]
 
@@ -175,6 +177,51 @@ def test_a_stalled_partition_holds_the_judgement_of_its_own_devices_alone() -> N
     assert producer.changes == [(free, "offline"), (stuck, "offline")]
     assert value("cityvitals_liveness_devices_held") == 0
     assert value("cityvitals_liveness_upstream_stalled") == 0
+
+
+def test_a_partition_without_the_gateway_s_heartbeat_holds_its_devices_until_the_backlog_came() -> (
+    None
+):
+    """A gateway paused 75 s made the whole city's devices silent and opened an outage of
+    the city: a partition of ``readings`` whose heartbeats stopped holds its devices, and
+    for ``liveness_stall_s`` more once they come back; the others are judged as ever. A
+    heartbeat is no report, and a partition that never had one is not held."""
+    stuck, free = two_partitions()
+    p_stuck, p_free = partition_for(stuck, 2), partition_for(free, 2)
+    producer, registry = Published(), CollectorRegistry()
+    live = LivenessService(
+        Settings(topic_prefix="t", liveness_stall_s=10.0),
+        FakeKafka([]),  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        producer,  # type: ignore[arg-type]
+        FlakyStore(0),  # type: ignore[arg-type]
+        registry,
+        lambda ids: [],
+    )
+    live._partitions, live._assigned, live._warm = 2, {("t.readings", 0), ("t.readings", 1)}, True
+    hour_ago = utc_now() - timedelta(hours=1)
+    live.fleet = {d: Watched(("c", d), 10.0, hour_ago) for d in (stuck, free)}
+    live.clocks = {d: observe(DeviceClock(since=hour_ago), hour_ago) for d in (stuck, free)}
+    beat = ReadingBatch(heartbeat=T0).to_json()
+    live._decode(FakeMessage("t.readings", 7, beat))  # partition 0, read as a heartbeat
+    value = registry.get_sample_value
+    assert value("cityvitals_liveness_received_total") == 0  # no report
+    assert 0 in live.intake.last
+    now = time.monotonic()
+    live.intake.last = {p_stuck: now - 60.0, p_free: now}  # the stuck one's last, a minute ago
+    live.check_once(threading.Event())
+    assert producer.changes == [(free, "offline")]
+    assert value("cityvitals_liveness_devices_held") == 1
+    assert value("cityvitals_liveness_intake_stalled") == 1
+    live.intake.beat(p_stuck, time.monotonic())  # back: what the broker kept is on its way
+    live.check_once(threading.Event())
+    assert producer.changes == [(free, "offline")]
+    live.intake.back[p_stuck] -= 11.0  # as long again since
+    live.intake.beat(p_stuck, time.monotonic())
+    live.check_once(threading.Event())
+    assert producer.changes == [(free, "offline"), (stuck, "offline")]
+    assert value("cityvitals_liveness_devices_held") == 0
+    assert value("cityvitals_liveness_intake_stalled") == 0
 
 
 def test_a_device_that_reported_before_its_registration_is_stored_again_by_its_profile() -> None:
