@@ -337,7 +337,11 @@ class Gateway:
         self, client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any
     ) -> None:
         if reason.is_failure:
-            self._failure = f"MQTT broker {self.settings.mqtt_host}:{self.settings.mqtt_port} refused the gateway: {reason}"
+            s = self.settings
+            self._failure = (
+                f"MQTT broker {s.mqtt_host}:{s.mqtt_port} refused the gateway's login "
+                f"{s.mqtt_username!r}: {reason} (CITYVITALS_MQTT_USERNAME, CITYVITALS_MQTT_PASSWORD)"
+            )
             return
         topic, stale = subscription(self.settings.mqtt_share_group, self.settings.mqtt_topic_root)
         client.subscribe([(topic, 1)])
@@ -357,7 +361,8 @@ class Gateway:
         self._connected.clear()
         self.metrics.ready.set(0)
         self.metrics.disconnects.inc()
-        log.warning("MQTT disconnected (%s); paho reconnects", reason)
+        if self._failure is None:  # refused: the failure says why, and the gateway stops
+            log.warning("MQTT disconnected (%s); paho reconnects", reason)
 
     def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
         # A QoS 0 message is not acknowledged: a PUBACK for it names no message the broker

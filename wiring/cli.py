@@ -35,11 +35,15 @@ def run(
     service: Annotated[str, typer.Argument(help="ingest, streams, sinks, liveness or api")],
 ) -> None:
     """Run one service in the foreground (what 'up' and a deployment run)."""
+    from ingest import GatewayError
     from wiring.services import SERVICES, run_service
 
     if service not in SERVICES:
         raise fail(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}")
-    run_service(service, settings())
+    try:
+        run_service(service, settings())
+    except GatewayError as exc:  # a refused login or subscription: said, no traceback
+        raise fail(str(exc)) from None
 
 
 @app.command()

@@ -584,6 +584,11 @@ def status() -> None:
     typer.echo(f"{head}, state folder {s.state_dir}:")
     for process in found.processes:
         typer.echo(f"  {process.line()}")
+    from wiring.stack import StackPaths
+
+    data = StackPaths(s.state_dir).postgres_data
+    if data.exists():  # as root, not in the state folder: a backup of that folder misses it
+        typer.echo(f"  PostgreSQL's data folder: {data} (back it up with pg_dump: README)")
     read = True
     if any(p.name == "postgres" and p.alive for p in found.processes):
         line, read = _status_line(s)

@@ -86,6 +86,7 @@ def mosquitto_process(
         # "Client <unknown> disconnected, not authorised.") in the broker's log, at notice
         # level ("information" would add a line at each autosave: every second here)
         "connection_messages true",
+        "log_timestamp_format %Y-%m-%dT%H:%M:%S",  # not seconds since 1970
     ]
     if tls is not None:  # the logins and the ACL above are every listener's
         tls_port, cert, key = tls

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
 import time
+import uuid
 import zlib
 from collections import Counter
 from collections.abc import Callable
@@ -21,7 +25,7 @@ from hypothesis import strategies as st
 from cityvitals.contracts import Reading
 from ingest import DecodeError, decode
 from streams.validation import FUTURE_TOLERANCE, PAST_TOLERANCE
-from tests.integration.conftest import Pipeline, reading
+from tests.integration.conftest import Pipeline, free_port, reading
 from tests.integration.publishing import publish_all
 from tests.integration.test_audit import run_audit
 from tests.unit.test_decode_fuzz import STRATEGIES, mutations
@@ -334,3 +338,28 @@ def test_a_sound_level_beyond_any_is_dead_lettered_alone(pipeline: Pipeline) -> 
         for stage, reason in letters()
     )
     assert "cityvitals_streams_ready 1.0" in pipeline.metrics("streams").splitlines()
+
+
+def test_a_gateway_whose_login_the_broker_refuses_says_so_in_one_line(pipeline: Pipeline) -> None:
+    """A wrong password for the gateway: it stopped after a misleading "disconnected
+    (Protocol error); paho reconnects" warning and a 40-line traceback, its login unnamed.
+    Now ``cityvitals run ingest`` exits 1 with one line naming the broker and the login."""
+    env = {
+        **os.environ,
+        **pipeline.settings.to_env(),
+        "CITYVITALS_MQTT_PASSWORD": "not-its-password",
+        "CITYVITALS_MQTT_CLIENT_ID": f"itest-wrong-{uuid.uuid4().hex[:6]}",
+        "CITYVITALS_METRICS_PORT": str(free_port()),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "wiring.cli", "run", "ingest"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    login = pipeline.settings.mqtt_username
+    assert done.returncode == 1, done.stderr
+    assert f"refused the gateway's login '{login}': Not authorized" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and "paho reconnects" not in done.stderr, done.stderr

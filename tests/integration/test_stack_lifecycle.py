@@ -22,7 +22,7 @@ from cityvitals.topics import Topic
 from tests.integration.conftest import free_port, free_port_block, wait_for
 from wiring.localstack import down, reports_ready
 from wiring.services import SERVICES
-from wiring.stack import port_is_open
+from wiring.stack import StackPaths, port_is_open
 
 pytestmark = pytest.mark.integration
 
@@ -146,6 +146,8 @@ def test_a_second_up_on_the_same_state_folder_is_refused_and_the_first_runs_on(u
     status = up.cli("status")  # every process runs, every service is ready
     assert status.returncode == 0, status.stdout + status.stderr
     assert f"up (pid {up.process.pid}), state folder {up.state}:" in status.stdout
+    data = StackPaths(up.state).postgres_data  # as root, outside the state folder
+    assert f"  PostgreSQL's data folder: {data} (back it up" in status.stdout, status.stdout
     for name, pid in children.items():
         assert f"  {name:<10} pid {pid:<8} running" in status.stdout, (name, status.stdout)
     assert status.stdout.count("running, ready") == len(SERVICES), status.stdout
