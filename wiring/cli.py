@@ -30,6 +30,29 @@ app.command()(down)
 app.command()(status)
 
 
+def _version(asked: bool) -> None:
+    if asked:
+        from cityvitals.build import build
+
+        typer.echo(build())
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="print the version, the newest database migration and the commit, and exit",
+        ),
+    ] = False,
+) -> None:
+    pass
+
+
 @app.command()
 def run(
     service: Annotated[str, typer.Argument(help="ingest, streams, sinks, liveness or api")],

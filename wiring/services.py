@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
 
-from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, Info, ProcessCollector, start_http_server
 
 from cityvitals import db, kafka
 from cityvitals.settings import Settings
@@ -152,9 +152,14 @@ def steady_gc() -> None:
 
 
 def _metrics(settings: Settings) -> CollectorRegistry:
+    from cityvitals.build import build
+
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     mark_started(registry)
+    Info(
+        "cityvitals_build", "What runs: version, newest migration, commit", registry=registry
+    ).info(build().labels())
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
     return registry

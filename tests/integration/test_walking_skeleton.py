@@ -431,3 +431,15 @@ def test_the_streams_event_loop_beats_and_says_how_long_it_was_silent(pipeline: 
         seen.append(silent())
     assert all(0 <= s < 5 for s in seen), seen  # beaten again and again
     assert "cityvitals_streams_ready 1.0" in pipeline.metrics("streams").splitlines()
+
+
+def test_every_service_says_which_build_runs(pipeline: Pipeline) -> None:
+    """``cityvitals_build_info`` on each service's metrics: an operator sees what every
+    process runs after an upgrade (one not restarted runs the version before)."""
+    from cityvitals.build import build
+
+    labels = build().labels()
+    for service in ("ingest", "streams", "sinks", "liveness", "api"):
+        exposed = pipeline.metrics(service)
+        line = next((s for s in exposed.splitlines() if s.startswith("cityvitals_build_info{")), "")
+        assert f'schema="{labels["schema"]}"' in line and line.endswith(" 1.0"), (service, line)

@@ -758,3 +758,15 @@ def test_a_profile_file_nested_too_deeply_is_refused_naming_it(tmp_path: Path) -
     refused = CliRunner().invoke(app, ["profiles", "put", str(deep)])
     assert refused.exit_code == 1, refused.output
     assert f"{deep}: nested too deeply to read" in refused.output
+
+
+def test_version_names_the_package_the_newest_migration_and_the_commit() -> None:
+    """An operator upgrading tells which version runs: the package's, the newest migration
+    it brings (what an upgrade applies), and the checkout's commit."""
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    newest = db.migrations()[-1]
+    said = result.stdout.strip()
+    assert said.startswith("cityvitals "), said
+    assert f", schema {newest.version:04d}_{newest.name}" in said, said
+    assert ", commit " in said, said  # run from a checkout
