@@ -204,7 +204,8 @@ class Outputs:
         deadline = time.monotonic() + timeout
         while len(self.messages) < count and time.monotonic() < deadline and going():
             for msg in kafka.consume_batch(self.consumer, 500, 0.5):
-                if msg.timestamp()[1] >= self.since_ms:
+                # the gateway's heartbeats (no items) are no output of the stage measured
+                if msg.timestamp()[1] >= self.since_ms and not _heartbeat(msg.value() or b""):
                     self.messages.append(msg)
 
     def rate(self) -> tuple[int, float | None]:
@@ -219,6 +220,10 @@ class Outputs:
         if len(stamped) < 2 or stamped[-1][0] <= stamped[0][0]:
             return total, None
         return total, (total - stamped[0][1]) / ((stamped[-1][0] - stamped[0][0]) / 1000)
+
+
+def _heartbeat(value: bytes) -> bool:
+    return b'"heartbeat":"' in value and not len(ReadingBatch.model_validate_json(value))
 
 
 # --- the measurements -------------------------------------------------------------------------
@@ -289,15 +294,17 @@ def streams_stage(settings: Settings, devices: list[Device], opts: BenchOptions)
     out: Producer = kafka.producer(settings)
     count, idle, began = 0, 0.0, None
     while idle < (2.0 if began else 20.0):  # joining the group takes seconds
-        messages = kafka.consume_batch(consumer, 500, 0.5)
-        if not messages:
+        messages = [
+            m for m in kafka.consume_batch(consumer, 500, 0.5) if not _heartbeat(m.value() or b"")
+        ]
+        if not messages:  # nothing, or the gateway's heartbeats alone
             idle += 0.5
             continue
         idle = 0.0
         began = began or time.monotonic()
         for msg in messages:
             batch = ReadingBatch.model_validate_json(msg.value() or b"{}")
-            if batch.tick is not None:
+            if batch.tick is not None or batch.heartbeat is not None:
                 continue
             ids = {r.device_id for r in batch.readings}
             outcome = process_batch(

@@ -11,7 +11,7 @@ from functools import cache
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["Build", "build"]
+__all__ = ["Build", "build", "checkout_commit"]
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,12 @@ def build() -> Build:
     except metadata.PackageNotFoundError:
         version = "unknown"
     newest = migrations()[-1]
-    return Build(version, f"{newest.version:04d}_{newest.name}", _commit())
+    return Build(version, f"{newest.version:04d}_{newest.name}", checkout_commit())
 
 
-def _commit() -> str | None:
+def checkout_commit() -> str | None:
+    """The checkout's commit (``+`` when tracked files differ from it), or None: not run from a
+    checkout, or no git."""
     root = Path(__file__).resolve().parent.parent
     if not (root / ".git").exists():
         return None
@@ -57,7 +59,8 @@ def _commit() -> str | None:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            # no optional locks: a developer's git command meanwhile finds no index.lock
+            ["git", "--no-optional-locks", "-C", str(root), "status", "--porcelain", "-uno"],
             capture_output=True,
             text=True,
             timeout=5,

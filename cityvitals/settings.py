@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cityvitals.contracts.base import ZoneName
@@ -149,13 +149,15 @@ class Settings(BaseSettings):
     partition's devices until it has worked them off. It commits every 2.8 s; keep this, with
     ``liveness_check_interval_s``, under the time the fastest devices take to go offline
     (``liveness_offline_factor`` times their interval)."""
-    ingest_heartbeat_s: Annotated[float, Field(gt=0)] = 2.0
+    ingest_heartbeat_s: Annotated[float, Field(ge=0)] = 2.0
     """How often the gateway, while its MQTT connection is up, sends a heartbeat to every
     partition of ``readings.raw`` (:attr:`~cityvitals.contracts.ReadingBatch.heartbeat`).
     Where none has reached ``readings`` for ``liveness_stall_s`` (the gateway hung or cut off
     from the broker), liveness judges none of the partition's devices, and for
     ``liveness_stall_s`` more once they come again (what the broker kept meanwhile is on its
-    way): a hung gateway is no outage of the city."""
+    way): a hung gateway is no outage of the city. At most half of ``liveness_stall_s``; 0 sends
+    none (while stream workers and sinks of a version before heartbeats still run: they
+    refuse the field)."""
     outage_min_devices: Annotated[int, Field(ge=2)] = 3
     outage_silent_fraction: Annotated[float, Field(gt=0, le=1)] = 0.8
     """A place is out when at least this share of its (at least ``outage_min_devices``)
@@ -205,6 +207,17 @@ class Settings(BaseSettings):
 
     # Local stack.
     state_dir: Path = Path(".cityvitals")
+
+    @field_validator("ingest_heartbeat_s")
+    @classmethod
+    def _beats_within_a_stall(cls, every: float, info: ValidationInfo) -> float:
+        stall = info.data.get("liveness_stall_s")
+        if every and stall is not None and every * 2 > stall:
+            raise ValueError(
+                f"a heartbeat every {every:g} s is more than half of liveness_stall_s "
+                f"({stall:g} s): liveness would hold every device between two heartbeats"
+            )
+        return every
 
     @field_validator("webhook_urls", mode="before")
     @classmethod

@@ -34,6 +34,7 @@ partition is :func:`~cityvitals.topics.partition_for` of its id, as every produc
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -161,7 +162,7 @@ def is_heartbeat(value: bytes) -> bool:
     >>> is_heartbeat(b'{"readings": [{"device_id": "heartbeat"}], "camera_events": []}')
     False
     """
-    if b'"heartbeat"' not in value:
+    if b'"heartbeat":"' not in value:  # a metric or device named so is no string field
         return False
     try:
         doc = orjson.loads(value)
@@ -419,12 +420,26 @@ class LivenessService:
                 )
             if gone := self._intake_said - held:
                 log.info(
-                    "the gateway's heartbeats reach readings %s again: judging their devices",
+                    "the gateway's heartbeats reach readings %s again: judging their devices, "
+                    "their silence counted from now",
                     _partitions(gone),
                 )
+                self._watch_afresh(gone)
             self._intake_said = held
         self.metrics.intake_stalled.set(int(bool(held)))
         return held
+
+    def _watch_afresh(self, partitions: frozenset[int]) -> None:
+        """The devices of ``partitions``, which the intake held, count their silence from now,
+        as after a restart: heartbeats back say the gateway runs, not that the broker kept
+        what they sent meanwhile (QoS 0 is not kept) nor that it has all arrived, and a device
+        reporting every 5 minutes is heard again at its next report."""
+        now = utc_now()
+        parts = self._device_partitions()
+        for device_id, watched in self.fleet.items():
+            if partition_for(device_id, parts) in partitions:
+                clock = self.clocks.get(device_id) or DeviceClock(since=watched.since)
+                self.clocks[device_id] = dataclasses.replace(clock, since=max(clock.since, now))
 
     def _held(self, stalled: frozenset[int]) -> frozenset[str]:
         """The watched devices whose readings go to a stalled partition of ``readings.raw``

@@ -513,7 +513,8 @@ class Gateway:
                 inbound = self._drain()
                 if inbound:
                     self.forward(inbound)
-                if time.monotonic() >= beat_at and self._connected.is_set():
+                beats = s.ingest_heartbeat_s > 0
+                if beats and time.monotonic() >= beat_at and self._connected.is_set():
                     self.heartbeat()
                     beat_at = time.monotonic() + s.ingest_heartbeat_s
         finally:

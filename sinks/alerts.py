@@ -216,16 +216,28 @@ def list_alerts(conn: Conn, where: AlertFilter = AlertFilter()) -> list[AlertRow
     return [_row(found) for found in _fetch(conn, query, params)]
 
 
-def alert_rows(conn: Conn, alert_ids: list[str]) -> list[AlertRow]:
-    """The episodes of these ids, oldest started first (unknown ids are left out), those
-    still firing with their metric's newest reading."""
+def alert_rows(conn: Conn, alert_ids: list[str], latest: bool = False) -> list[AlertRow]:
+    """The episodes of these ids, oldest started first (unknown ids are left out); with
+    ``latest`` (one incident's or alert's view, not the console's poll of every open
+    incident), those still firing with their metric's newest reading."""
     query = f"SELECT {_COLUMNS} FROM alerts WHERE alert_id = ANY(%s) ORDER BY started_at, alert_id"
-    return _with_latest(conn, [_row(found) for found in _fetch(conn, query, [alert_ids])])
+    rows = [_row(found) for found in _fetch(conn, query, [alert_ids])]
+    return _with_latest(conn, rows) if latest else rows
+
+
+LATEST_WITHIN = "7 days"
+"""How far back the newest reading of a firing alert's metric is looked for: the days before
+compression (a device silent longer has none shown), so no compressed chunk is opened."""
 
 
 def _with_latest(conn: Conn, rows: list[AlertRow]) -> list[AlertRow]:
-    """``rows``, each still firing with the newest reading of its device's metric."""
-    firing = {(a.device_id, a.metric) for a in rows if a.status == AlertStatus.FIRING.value}
+    """``rows``, each still firing with the newest reading of its device's metric (of the
+    last :data:`LATEST_WITHIN`; a camera's events are no readings)."""
+    firing = {
+        (a.device_id, a.metric)
+        for a in rows
+        if a.status == AlertStatus.FIRING.value and not a.metric.startswith("camera.")
+    }
     if not firing:
         return rows
     devices, metrics = zip(*sorted(firing), strict=True)
@@ -233,7 +245,8 @@ def _with_latest(conn: Conn, rows: list[AlertRow]) -> list[AlertRow]:
         conn,
         "SELECT a.device_id, a.metric, r.value, r.ts FROM unnest(%s::text[], %s::text[])"
         " AS a(device_id, metric) CROSS JOIN LATERAL (SELECT value, ts FROM readings"
-        " WHERE device_id = a.device_id AND metric = a.metric ORDER BY ts DESC LIMIT 1) r",
+        " WHERE device_id = a.device_id AND metric = a.metric"
+        f" AND ts > now() - interval '{LATEST_WITHIN}' ORDER BY ts DESC LIMIT 1) r",
         [list(devices), list(metrics)],
     )
     now = {(r["device_id"], r["metric"]): (r["value"], r["ts"]) for r in newest}
@@ -248,7 +261,7 @@ def _with_latest(conn: Conn, rows: list[AlertRow]) -> list[AlertRow]:
 def alert_detail(conn: Conn, alert_id: str) -> AlertDetail:
     """The episode, its transitions and the incident whose alerts list it (the last opened,
     should there be several); raises :class:`UnknownAlert`."""
-    found = alert_rows(conn, [alert_id])
+    found = alert_rows(conn, [alert_id], latest=True)
     if not found:
         raise UnknownAlert(alert_id)
     steps = _fetch(

@@ -380,7 +380,7 @@ def incident_detail(conn: Conn, incident_id: str) -> IncidentDetail:
     escalations = fetch(
         conn, "SELECT * FROM escalations WHERE incident_id = %s ORDER BY ts", incident_id
     )
-    alerts = alert_rows(conn, list(incident.alerts))
+    alerts = alert_rows(conn, list(incident.alerts), latest=True)
     reports = fetch(
         conn,
         "SELECT * FROM reports WHERE report_id = ANY(%s) ORDER BY reported_at, report_id",

@@ -6,6 +6,7 @@ import os
 from unittest import mock
 
 import pytest
+from pydantic import ValidationError
 
 from cityvitals.settings import Settings
 
@@ -24,3 +25,12 @@ def test_a_webhook_that_is_not_http_is_refused_by_name() -> None:
 
     with pytest.raises(ValidationError, match="'ftp://x' is not an http:// or https:// URL"):
         Settings(webhook_urls=("ftp://x",))
+
+
+def test_heartbeats_more_than_half_a_stall_apart_are_refused_and_0_sends_none() -> None:
+    """Heartbeats further apart than half of ``liveness_stall_s`` would make liveness hold
+    every device between two of them: refused, naming both settings."""
+    with pytest.raises(ValidationError, match="more than half of liveness_stall_s"):
+        Settings(liveness_stall_s=3.0, ingest_heartbeat_s=2.0)
+    assert Settings(liveness_stall_s=4.0, ingest_heartbeat_s=2.0).ingest_heartbeat_s == 2.0
+    assert Settings(ingest_heartbeat_s=0).ingest_heartbeat_s == 0  # the gateway sends none
