@@ -138,8 +138,9 @@ class ReadingBatch(Contract):
     """A clock tick from the stream processor itself (no readings): rules that wait for
     silence (absence, windows) are judged at this time on the partition's devices."""
     heartbeat: UtcDatetime | None = Field(default=None, exclude_if=lambda at: at is None)
-    """The gateway's heartbeat (no items): at this time it ran and its MQTT connection was
-    up. The gateway sends one to every partition of ``readings.raw`` every
+    """The gateway's heartbeat (no items): at this time it ran and took its MQTT connection
+    to be up (a connection lost without a word is seen within 1.5 keepalives, 45 s). The
+    gateway sends one to every partition of ``readings.raw`` every
     ``ingest_heartbeat_s``, the stream stage passes it on to the same partition of
     ``readings``, and the liveness service takes a partition where they stop as the intake's
     stall (the gateway hung or cut off from the broker, or the stream stage), not as its
