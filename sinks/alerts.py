@@ -5,9 +5,9 @@ tables: :class:`sinks.postgres.AlertSink`; ``alerts`` keeps each episode's lates
 - :func:`list_alerts`: episodes, the last changed first, filtered by status, rule, lowest
   level, place, device and time;
 - :func:`alert_detail`: one episode with all its transitions and the incident that holds it;
-- :func:`alert_rows`: the episodes of some ids (an incident's alerts), each still firing
-  with the newest reading of its device's metric (what it reads now: its ``summary`` says
-  what it read when it reached its level).
+- :func:`alert_rows`: the episodes of some ids (an incident's alerts); for one incident's or
+  alert's view, each still firing with the newest reading of its device's metric (what it
+  reads now: its ``summary`` says what it read when it reached its level).
 """
 
 from __future__ import annotations
