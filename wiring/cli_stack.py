@@ -586,9 +586,12 @@ def status() -> None:
         typer.echo(f"  {process.line()}")
     from wiring.stack import StackPaths
 
-    data = StackPaths(s.state_dir).postgres_data
-    if data.exists():  # as root, not in the state folder: a backup of that folder misses it
-        typer.echo(f"  PostgreSQL's data folder: {data} (back it up with pg_dump: README)")
+    paths = StackPaths(s.state_dir)
+    # started as root, not in the state folder (a backup of that folder misses it); asked by
+    # another user, the folder of a stack started as root is named too
+    for data in dict.fromkeys((paths.postgres_data, paths.root_postgres_data)):
+        if data.exists():
+            typer.echo(f"  PostgreSQL's data folder: {data} (back it up with pg_dump: README)")
     read = True
     if any(p.name == "postgres" and p.alive for p in found.processes):
         line, read = _status_line(s)

@@ -152,8 +152,13 @@ class StackPaths:
     def postgres_data(self) -> Path:
         if os.geteuid() != 0:
             return self.state_dir / "postgres"
-        # The service user must be able to reach the data folder; a checkout under /root is
-        # not reachable, so root keeps PostgreSQL's data in a folder of its own per state dir.
+        return self.root_postgres_data
+
+    @property
+    def root_postgres_data(self) -> Path:
+        """Where a stack started as root keeps PostgreSQL's data, whoever asks: the service
+        user must be able to reach the data folder, and a checkout under /root is not
+        reachable, so root keeps it in a folder of its own per state folder."""
         digest = hashlib.sha1(str(self.state_dir.resolve()).encode()).hexdigest()[:12]
         return Path("/var/lib/cityvitals") / digest / "postgres"
 

@@ -227,8 +227,15 @@ def test_status_lists_each_process_with_its_readiness_and_what_is_missing(
             ("api", None, False, None),
         ]
         assert not found.ok
+        # a stack started as root keeps its database outside the state folder: named, also
+        # to a user other than root (who would look for it in the state folder)
+        elsewhere = tmp_path / "var-lib" / "postgres"
+        elsewhere.mkdir(parents=True)
+        monkeypatch.setattr(StackPaths, "root_postgres_data", property(lambda self: elsewhere))
+        monkeypatch.setattr("wiring.stack.os.geteuid", lambda: 1000)
         result = CliRunner().invoke(app, ["status"])
         assert result.exit_code == 1, result.output
+        assert f"  PostgreSQL's data folder: {elsewhere} (back it up" in result.output
         assert f"up (pid {os.getpid()}), state folder {paths.state_dir}:" in result.output
         lines = result.output.splitlines()
         assert f"  mosquitto  pid {gone.pid:<8} exited (up starts it again" in "\n".join(lines)
